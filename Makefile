@@ -1,0 +1,48 @@
+# Pantheon: `make run` serves the demo, `make test` runs the suite, `make check` is the CI gate.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+PG_URL ?= postgres://postgres@127.0.0.1:5432/pantheon
+TEST_DATABASE_URL ?= $(if $(filter postgres%,$(DATABASE_URL)),$(DATABASE_URL),$(PG_URL))
+export TEST_DATABASE_URL
+
+.PHONY: install run test check lint bench-turns clean
+
+$(BIN)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	DEBUG=true $(BIN)/python manage.py migrate --noinput
+	DEBUG=true $(BIN)/python manage.py seed_demo
+	@echo ""
+	@echo "  Pantheon is starting on http://127.0.0.1:$(PORT)/"
+	@echo "  API:    http://127.0.0.1:$(PORT)/api/v1/health   docs: http://127.0.0.1:$(PORT)/api/docs/"
+	@echo "  Admin:  http://127.0.0.1:$(PORT)/admin/   (demo / pantheon-demo)"
+	@echo ""
+	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+# Tests run on PostgreSQL, the production database.
+test: install
+	@$(BIN)/python -m pantheon.pgcheck "$(TEST_DATABASE_URL)"
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/python manage.py check
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+check: lint test
+
+bench-turns: install
+	$(BIN)/python bench/turns.py
+
+clean:
+	rm -rf $(VENV) db.sqlite3 .pytest_cache .ruff_cache

@@ -1,0 +1,18 @@
+import logging
+
+from django.apps import AppConfig
+from django.conf import settings
+
+logger = logging.getLogger("pantheon")
+
+
+class PantheonConfig(AppConfig):
+    name = "pantheon"
+    verbose_name = "Pantheon"
+
+    def ready(self) -> None:
+        if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+            logger.warning(
+                "Pantheon is running on SQLite, the embedded laptop default. "
+                "Set DATABASE_URL=postgres://... for anything shared or in production."
+            )

@@ -1,0 +1,87 @@
+"""One hierarchy for domain refusals, one handler that renders them.
+
+A refusal answers `{"detail": {"code": ..., "message": ...}}` with its own HTTP status. Anything
+DRF raises (validation, authentication, 404) keeps DRF's usual body.
+"""
+
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class PantheonError(Exception):
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "bad_request"
+    default_message = "The request was refused."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None):
+        self.message = message or self.default_message
+        if code:
+            self.code = code
+        super().__init__(self.message)
+
+    def as_body(self) -> dict:
+        return {"detail": {"code": self.code, "message": self.message}}
+
+
+class AccountSuspended(PantheonError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "account_suspended"
+    default_message = "This account is suspended."
+
+
+class CreditCapExceeded(PantheonError):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    code = "credit_cap_exceeded"
+    default_message = "The monthly credit cap is used up."
+
+
+class UnprocessableRequest(PantheonError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+
+
+class NoValidTaggedAgents(UnprocessableRequest):
+    code = "no_valid_tagged_agents"
+    default_message = "Manual mode needs at least one @agent_key of an agent seated in the room."
+
+
+class NoRoomAgents(UnprocessableRequest):
+    code = "no_room_agents"
+    default_message = "The room has no agents."
+
+
+class ContextBudgetExceeded(UnprocessableRequest):
+    code = "context_budget_exceeded"
+    default_message = "The message alone does not fit the context budget of the agents."
+
+
+class ModelAliasUnavailable(UnprocessableRequest):
+    code = "model_alias_disabled"
+    default_message = "That model alias is disabled."
+
+
+class UnknownModelAlias(UnprocessableRequest):
+    code = "unknown_model_alias"
+    default_message = "That model alias does not exist."
+
+
+class AgentUnavailable(UnprocessableRequest):
+    code = "agent_unavailable"
+    default_message = "The agent of this direct session no longer exists."
+
+
+class TurnConflict(PantheonError):
+    """The one refusal whose body is a plain string: clients match on it to retry."""
+
+    status_code = status.HTTP_409_CONFLICT
+    code = "turn_conflict"
+    default_message = "Turn creation conflicted with concurrent writes. Please retry."
+
+    def as_body(self) -> dict:
+        return {"detail": self.message}
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, PantheonError):
+        return Response(exc.as_body(), status=exc.status_code)
+    return exception_handler(exc, context)

@@ -1,0 +1,161 @@
+"""Pantheon settings, read from the environment (and an optional `.env`).
+
+Every variable is documented in README.md with its default.
+"""
+
+import os
+from pathlib import Path
+
+# litellm downloads its price table at import unless told otherwise. This must run before
+# anything imports litellm, and settings are loaded before any app code.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import environ  # noqa: E402
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-pantheon-local-only-change-me")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_extensions",
+    "pantheon.apps.PantheonConfig",
+    "rooms",
+    "sessions_app",
+    "usage",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "pantheon.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "pantheon.wsgi.application"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _test_url = env.str("TEST_DATABASE_URL", default="")
+    if _test_url:
+        DATABASES["default"]["TEST"] = {"NAME": env.db_url_config(_test_url)["NAME"]}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The laptop demo serves from several threads; wait on the write lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Production hardening, switched on whenever DEBUG is off.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "pantheon.pagination.DefaultPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "pantheon.exceptions.api_exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Pantheon API",
+    "DESCRIPTION": "Multi-agent LLM chat backend: agents, rooms, sessions, turns and usage.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Pantheon ---------------------------------------------------------------------------------
+PANTHEON_LLM_BACKEND = env.str("PANTHEON_LLM_BACKEND", default="demo")
+if PANTHEON_LLM_BACKEND not in ("demo", "live"):
+    raise environ.ImproperlyConfigured("PANTHEON_LLM_BACKEND must be 'demo' or 'live'")
+PANTHEON_MANAGER_MODEL_ALIAS = env.str("PANTHEON_MANAGER_MODEL_ALIAS", default="deepseek")
+PANTHEON_SUMMARIZER_MODEL_ALIAS = env.str("PANTHEON_SUMMARIZER_MODEL_ALIAS", default="deepseek")
+PANTHEON_LLM_TIMEOUT_SECONDS = env.float("PANTHEON_LLM_TIMEOUT_SECONDS", default=60.0)
+PANTHEON_LLM_MAX_RETRIES = env.int("PANTHEON_LLM_MAX_RETRIES", default=2)
+PANTHEON_LLM_BACKOFF_SECONDS = env.float("PANTHEON_LLM_BACKOFF_SECONDS", default=0.5)
+PANTHEON_TURN_STALE_SECONDS = env.int("PANTHEON_TURN_STALE_SECONDS", default=600)
+PANTHEON_MAX_MESSAGE_CHARS = 20_000
+# How many recent raw messages a turn reads at most to build its context. A constant bound keeps
+# per-turn work independent of session length; the summary carries everything older.
+PANTHEON_CONTEXT_HISTORY_LIMIT = env.int("PANTHEON_CONTEXT_HISTORY_LIMIT", default=40)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "LiteLLM": {"level": "WARNING"},
+        "LiteLLM Router": {"level": "WARNING"},
+        "LiteLLM Proxy": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}

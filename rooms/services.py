@@ -1,0 +1,82 @@
+"""Writes for agents and rooms. Each service owns its transaction."""
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from rooms.models import MODE_ALIASES, Agent, Room, RoomAgent, RoomMode
+
+
+def normalize_mode(mode: str) -> str:
+    return MODE_ALIASES.get(mode, mode)
+
+
+def _owned_agents_in_order(*, owner, agent_ids: Sequence[UUID]) -> list[Agent]:
+    if len(set(agent_ids)) != len(agent_ids):
+        raise ValidationError({"agent_ids": ["An agent can take only one seat in a room."]})
+    found = {agent.id: agent for agent in Agent.objects.filter(owner=owner, id__in=agent_ids)}
+    missing = [str(agent_id) for agent_id in agent_ids if agent_id not in found]
+    if missing:
+        raise ValidationError({"agent_ids": [f"Unknown agent: {agent_id}" for agent_id in missing]})
+    return [found[agent_id] for agent_id in agent_ids]
+
+
+def _seat(*, room: Room, agents: Sequence[Agent]) -> None:
+    RoomAgent.objects.filter(room=room).delete()
+    RoomAgent.objects.bulk_create(
+        [RoomAgent(room=room, agent=agent, position=index) for index, agent in enumerate(agents)]
+    )
+
+
+def agent_create(*, owner, **fields) -> Agent:
+    try:
+        with transaction.atomic():
+            return Agent.objects.create(owner=owner, **fields)
+    except IntegrityError as exc:
+        raise ValidationError({"agent_key": ["You already have an agent with this key."]}) from exc
+
+
+def agent_update(*, agent: Agent, **fields) -> Agent:
+    for name, value in fields.items():
+        setattr(agent, name, value)
+    try:
+        with transaction.atomic():
+            agent.save()
+    except IntegrityError as exc:
+        raise ValidationError({"agent_key": ["You already have an agent with this key."]}) from exc
+    return agent
+
+
+@transaction.atomic
+def room_create(
+    *, owner, name: str, goal: str = "", mode: str = RoomMode.MANUAL, agent_ids: Sequence[UUID] = ()
+) -> Room:
+    agents = _owned_agents_in_order(owner=owner, agent_ids=agent_ids)
+    room = Room.objects.create(owner=owner, name=name, goal=goal, current_mode=normalize_mode(mode))
+    _seat(room=room, agents=agents)
+    return room
+
+
+def room_set_mode(*, room: Room, mode: str) -> Room:
+    """Queue a mode change: it applies at the room's next turn, never to one in flight."""
+    mode = normalize_mode(mode)
+    room.pending_mode = None if mode == room.current_mode else mode
+    room.save(update_fields=["pending_mode", "updated_at"])
+    return room
+
+
+@transaction.atomic
+def room_set_agents(*, room: Room, agent_ids: Sequence[UUID]) -> Room:
+    agents = _owned_agents_in_order(owner=room.owner, agent_ids=agent_ids)
+    Room.objects.select_for_update().filter(pk=room.pk).first()
+    _seat(room=room, agents=agents)
+    room.save(update_fields=["updated_at"])
+    return room
+
+
+def room_delete(*, room: Room) -> None:
+    room.deleted_at = timezone.now()
+    room.save(update_fields=["deleted_at", "updated_at"])

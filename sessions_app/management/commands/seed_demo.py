@@ -1,0 +1,75 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from rooms.models import Agent, Room, RoomAgent, RoomMode
+from sessions_app.models import Session
+
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "pantheon-demo"
+
+AGENTS = [
+    ("ada", "Ada", "deepseek", "Research analyst: finds facts, sources and numbers."),
+    ("linus", "Linus", "llama", "Software engineer: designs systems and writes code."),
+    ("grace", "Grace", "qwen", "Reviewer: critiques plans, spots risks and bugs."),
+    ("marie", "Marie", "gpt_oss", "Scientist: forms hypotheses and designs experiments."),
+]
+
+ROOMS = [
+    ("Tag room", RoomMode.MANUAL, "Ask one agent at a time by tagging them, e.g. @ada."),
+    ("Roundtable", RoomMode.ROUNDTABLE, "Every agent answers in turn and builds on the others."),
+    ("Orchestrated", RoomMode.ORCHESTRATOR, "A manager model picks who should answer."),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo user, four agents and one room per mode with a session (idempotent)."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        User = get_user_model()
+        user, created = User.objects.get_or_create(
+            username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            user.set_password(DEMO_PASSWORD)
+            user.save()
+            user.groups.add(*Group.objects.filter(name="Owner"))
+            self.stdout.write(
+                f"Created demo user: username {DEMO_USERNAME}, password {DEMO_PASSWORD} "
+                "(superuser: for a local demo only)"
+            )
+        else:
+            self.stdout.write(f"Demo user {DEMO_USERNAME} exists; its password was left alone.")
+
+        agents = []
+        for key, name, alias, role in AGENTS:
+            agent, _ = Agent.objects.get_or_create(
+                owner=user,
+                agent_key=key,
+                defaults={"name": name, "model_alias": alias, "role_prompt": role},
+            )
+            agents.append(agent)
+
+        rooms_created = 0
+        for name, mode, goal in ROOMS:
+            room, room_created = Room.objects.get_or_create(
+                owner=user,
+                name=name,
+                deleted_at=None,
+                defaults={"current_mode": mode, "goal": goal},
+            )
+            if room_created:
+                rooms_created += 1
+                RoomAgent.objects.bulk_create(
+                    RoomAgent(room=room, agent=agent, position=index)
+                    for index, agent in enumerate(agents)
+                )
+            if not Session.objects.filter(room=room, deleted_at=None).exists():
+                Session.objects.create(room=room, started_by=user, title=f"{name} demo")
+
+        self.stdout.write(
+            f"Demo data ready: {len(agents)} agents, {len(ROOMS)} rooms "
+            f"({rooms_created} new), one session each."
+        )

@@ -1,0 +1,175 @@
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from rooms.models import Agent, Room, RoomMode
+
+
+class Session(models.Model):
+    """A conversation, either in a room or directly with one agent."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, null=True, blank=True, related_name="sessions"
+    )
+    agent = models.ForeignKey(
+        Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="direct_sessions"
+    )
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # A room session or a direct session, never both. (A direct session whose agent was
+            # deleted keeps its history with neither.)
+            models.CheckConstraint(
+                condition=models.Q(room__isnull=True) | models.Q(agent__isnull=True),
+                name="session_room_or_agent",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["started_by", "created_at"], name="session_user_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Session {self.id}"
+
+    @property
+    def is_direct(self) -> bool:
+        return self.room_id is None
+
+
+class TurnStatus(models.TextChoices):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class Turn(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
+    turn_index = models.PositiveIntegerField()
+    mode = models.CharField(max_length=16, choices=RoomMode.choices + [("direct", "Direct")])
+    status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.RUNNING)
+    user_input = models.TextField()
+    model_alias_override = models.CharField(max_length=64, blank=True)
+    roster = models.JSONField(default=list, blank=True)
+    routing = models.JSONField(null=True, blank=True)
+    # Aggregated from this turn's LlmCallEvents when the turn finalizes.
+    llm_calls = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
+    provider_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0"))
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["session", "turn_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "turn_index"], name="turn_index_unique"),
+            # The database, not the application, guarantees one turn in flight per session.
+            models.UniqueConstraint(
+                fields=["session"],
+                condition=models.Q(status="running"),
+                name="one_running_turn_per_session",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(turn_index__gte=1), name="turn_index_positive"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="turn_status_created")]
+
+    def __str__(self) -> str:
+        return f"Turn {self.turn_index} of {self.session_id} ({self.status})"
+
+
+class MessageRole(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(models.TextChoices):
+    OK = "ok"
+    ERROR = "error"
+
+
+class Message(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    turn = models.ForeignKey(
+        Turn, on_delete=models.CASCADE, null=True, blank=True, related_name="messages"
+    )
+    # Position in the session's timeline; only the session's one running turn writes messages.
+    sequence = models.PositiveIntegerField()
+    role = models.CharField(max_length=16, choices=MessageRole.choices)
+    agent_key = models.CharField(max_length=32, blank=True)
+    agent_name = models.CharField(max_length=100, blank=True)
+    model_alias = models.CharField(max_length=64, blank=True)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=8, choices=MessageStatus.choices, default=MessageStatus.OK)
+    error_code = models.CharField(max_length=64, blank=True)
+    token_estimate = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["session", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "sequence"], name="message_sequence_unique"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.agent_key or self.role
+        return f"#{self.sequence} {who}: {self.content[:40]}"
+
+
+class SessionSummary(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="summaries")
+    turn = models.ForeignKey(
+        Turn, on_delete=models.SET_NULL, null=True, blank=True, related_name="summaries"
+    )
+    from_sequence = models.PositiveIntegerField()
+    to_sequence = models.PositiveIntegerField()
+    summary_text = models.TextField()
+    key_facts = models.JSONField(default=list, blank=True)
+    decisions = models.JSONField(default=list, blank=True)
+    open_questions = models.JSONField(default=list, blank=True)
+    action_items = models.JSONField(default=list, blank=True)
+    valid_json = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "session summaries"
+        ordering = ["session", "-to_sequence"]
+        indexes = [models.Index(fields=["session", "-to_sequence"], name="summary_latest")]
+
+    def __str__(self) -> str:
+        return f"Summary of {self.session_id} up to #{self.to_sequence}"
+
+
+class TurnContextAudit(models.Model):
+    turn = models.OneToOneField(Turn, on_delete=models.CASCADE, related_name="context_audit")
+    model_context_limit = models.PositiveIntegerField()
+    input_budget = models.PositiveIntegerField()
+    estimated_tokens_before = models.PositiveIntegerField()
+    estimated_tokens_after = models.PositiveIntegerField()
+    history_messages_loaded = models.PositiveIntegerField(default=0)
+    history_messages_pruned = models.PositiveIntegerField(default=0)
+    summary_used = models.BooleanField(default=False)
+    summary_triggered = models.BooleanField(default=False)
+    pruned = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Context audit of {self.turn_id}"

@@ -1,0 +1,40 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from usage.services import model_alias_set
+
+
+class Command(BaseCommand):
+    help = "Create or update a model alias (the model, endpoint and key an alias stands for)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("alias")
+        parser.add_argument("--model", dest="litellm_model", help="litellm model id")
+        parser.add_argument("--api-base", dest="api_base")
+        parser.add_argument("--api-key-env", dest="api_key_env", help="env var holding the key")
+        parser.add_argument("--context-window", dest="context_window", type=int)
+        toggle = parser.add_mutually_exclusive_group()
+        toggle.add_argument("--enable", dest="enabled", action="store_true", default=None)
+        toggle.add_argument("--disable", dest="enabled", action="store_false")
+
+    def handle(self, *args, **options):
+        try:
+            row, created = model_alias_set(
+                alias=options["alias"],
+                litellm_model=options["litellm_model"],
+                api_base=options["api_base"],
+                api_key_env=options["api_key_env"],
+                context_window=options["context_window"],
+                enabled=options["enabled"],
+            )
+        except (ValueError, ValidationError) as exc:
+            raise CommandError(str(exc)) from exc
+        verb = "Created" if created else "Updated"
+        state = "enabled" if row.enabled else "disabled"
+        self.stdout.write(
+            f"{verb} alias {row.alias}: {row.litellm_model} "
+            f"(context {row.context_window}, {state}"
+            + (f", key from ${row.api_key_env}" if row.api_key_env else "")
+            + (f", base {row.api_base}" if row.api_base else "")
+            + ")"
+        )

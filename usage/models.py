@@ -1,0 +1,195 @@
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+
+class ModelAlias(models.Model):
+    """A name agents use for a model; the operator decides which provider model it means."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    alias = models.CharField(max_length=64, unique=True)
+    litellm_model = models.CharField(max_length=200)
+    api_base = models.URLField(blank=True)
+    api_key_env = models.CharField(
+        max_length=100, blank=True, help_text="Name of the environment variable holding the key."
+    )
+    context_window = models.PositiveIntegerField(default=8192, validators=[MinValueValidator(1024)])
+    max_output_tokens = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(1)])
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["alias"]
+        verbose_name_plural = "model aliases"
+
+    def __str__(self) -> str:
+        return self.alias
+
+
+class PricingVersion(models.Model):
+    """A price list. The newest one already in effect is active; older ones keep history exact."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    multiplier = models.DecimalField(
+        max_digits=8, decimal_places=4, default=Decimal("1.0"), validators=[MinValueValidator(0)]
+    )
+    effective_from = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-effective_from"]
+        indexes = [models.Index(fields=["-effective_from"], name="pricing_effective")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (x{self.multiplier})"
+
+
+class ModelPrice(models.Model):
+    pricing_version = models.ForeignKey(
+        PricingVersion, on_delete=models.CASCADE, related_name="prices"
+    )
+    model_alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="prices")
+    input_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    cached_input_usd_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    output_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pricing_version", "model_alias"], name="model_price_unique_per_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_alias} @ {self.pricing_version}"
+
+
+class CallPurpose(models.TextChoices):
+    AGENT = "agent"
+    ROUTING = "routing"
+    SUMMARY = "summary"
+    SYNTHESIS = "synthesis"
+
+
+class CallStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    LOST = "lost"
+
+
+class LlmCallEvent(models.Model):
+    """One LLM call, whatever its purpose. Append-only: the ledger operators bill from."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="llm_call_events"
+    )
+    room = models.ForeignKey(
+        "rooms.Room", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    session = models.ForeignKey(
+        "sessions_app.Session", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    turn = models.ForeignKey(
+        "sessions_app.Turn",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="llm_call_events",
+    )
+    agent_key = models.CharField(max_length=32, blank=True)
+    purpose = models.CharField(max_length=16, choices=CallPurpose.choices)
+    provider = models.CharField(max_length=64, blank=True)
+    model_alias = models.CharField(max_length=64)
+    provider_model = models.CharField(max_length=200, blank=True)
+    input_tokens_fresh = models.PositiveIntegerField(default=0)
+    input_tokens_cached = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    oe_tokens = models.DecimalField(max_digits=20, decimal_places=2, default=Decimal("0"))
+    provider_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0"))
+    priced = models.BooleanField(
+        default=False, help_text="False when no price was known for the model: cost is not $0."
+    )
+    credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
+    latency_ms = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=CallStatus.choices)
+    error_type = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    pricing_version = models.ForeignKey(
+        PricingVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    request_id = models.CharField(max_length=100, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request_id"],
+                condition=models.Q(request_id__isnull=False),
+                name="llm_call_request_id_unique",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="llmcall_user_created"),
+            models.Index(fields=["session", "created_at"], name="llmcall_session_created"),
+            models.Index(fields=["turn"], name="llmcall_turn"),
+            models.Index(fields=["model_alias", "created_at"], name="llmcall_alias_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} {self.model_alias} {self.status} ({self.credits} cr)"
+
+
+class DailyUsageRollup(models.Model):
+    day = models.DateField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    model_alias = models.CharField(max_length=64)
+    llm_calls = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
+    provider_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0"))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "user", "model_alias"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "user", "model_alias"], name="daily_rollup_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.user_id} {self.model_alias}"
+
+
+class BillingProfile(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_profile"
+    )
+    monthly_credit_cap = models.DecimalField(
+        max_digits=24,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Empty means no cap.",
+    )
+    is_suspended = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Billing profile of {self.user}"

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from usage import api
+
+urlpatterns = [
+    path("models", api.ModelListView.as_view(), name="models"),
+]
