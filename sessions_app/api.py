@@ -1,13 +1,22 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pantheon.pagination import TimelinePagination
 from rooms.selectors import agents_for_user, rooms_for_user
 from sessions_app import selectors, services
-from sessions_app.serializers import MessageSerializer, SessionCreateSerializer, SessionSerializer
+from sessions_app.serializers import (
+    MessageSerializer,
+    SessionCreateSerializer,
+    SessionSerializer,
+    SummarySerializer,
+    TurnCreateSerializer,
+    TurnSerializer,
+)
+from sessions_app.turns import turn_run
 
 
 class RoomSessionsView(generics.ListCreateAPIView):
@@ -71,3 +80,52 @@ class SessionMessagesView(generics.ListAPIView):
             selectors.sessions_for_user(user=self.request.user), pk=self.kwargs["session_id"]
         )
         return selectors.session_timeline(session=session)
+
+
+class SessionTurnsView(generics.ListAPIView):
+    """`GET sessions/{id}/turns` lists turns; `POST` runs one."""
+
+    serializer_class = TurnSerializer
+
+    def get_session(self):
+        return get_object_or_404(
+            selectors.sessions_for_user(user=self.request.user), pk=self.kwargs["session_id"]
+        )
+
+    def get_queryset(self):
+        return selectors.turns_for_user(user=self.request.user).filter(session=self.get_session())
+
+    @extend_schema(request=TurnCreateSerializer, responses={201: TurnSerializer})
+    def post(self, request: Request, session_id) -> Response:
+        session = self.get_session()
+        body = TurnCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        turn = turn_run(
+            session=session,
+            user=request.user,
+            message=body.validated_data["message"],
+            model_alias_override=body.validated_data["model_alias_override"],
+        )
+        return Response(TurnSerializer(turn).data, status=status.HTTP_201_CREATED)
+
+
+class TurnDetailView(generics.RetrieveAPIView):
+    """`GET turns/{id}`"""
+
+    serializer_class = TurnSerializer
+
+    def get_queryset(self):
+        return selectors.turns_for_user(user=self.request.user)
+
+
+class SessionSummaryView(generics.GenericAPIView):
+    """`GET sessions/{id}/summary`: the latest structured summary, 404 when there is none."""
+
+    serializer_class = SummarySerializer
+
+    def get(self, request: Request, session_id) -> Response:
+        session = get_object_or_404(selectors.sessions_for_user(user=request.user), pk=session_id)
+        summary = selectors.session_summary_latest(session=session)
+        if summary is None:
+            raise NotFound("This session has no summary yet.")
+        return Response(SummarySerializer(summary).data)

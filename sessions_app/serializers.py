@@ -1,6 +1,7 @@
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from sessions_app.models import Message, Session
+from sessions_app.models import Message, Session, SessionSummary, Turn
 
 
 class SessionSerializer(serializers.ModelSerializer):
@@ -37,6 +38,111 @@ class MessageSerializer(serializers.ModelSerializer):
             "content",
             "status",
             "error_code",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class TurnCreateSerializer(serializers.Serializer):
+    message = serializers.CharField(max_length=20_000, trim_whitespace=True)
+    model_alias_override = serializers.CharField(
+        max_length=64, required=False, allow_blank=True, default=""
+    )
+
+    def to_internal_value(self, data):
+        # CharField would quietly turn 42 or True into "42"/"True"; a message must be a string.
+        if isinstance(data, dict) and "message" in data and not isinstance(data["message"], str):
+            raise serializers.ValidationError(
+                {"message": ["Must be a string."]}, code="invalid_type"
+            )
+        return super().to_internal_value(data)
+
+
+class TurnMessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "role",
+            "agent_key",
+            "agent_name",
+            "model_alias",
+            "content",
+            "status",
+            "error_code",
+            "sequence",
+        ]
+        read_only_fields = fields
+
+
+class TurnSerializer(serializers.ModelSerializer):
+    session_id = serializers.UUIDField(read_only=True)
+    messages = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Turn
+        fields = [
+            "id",
+            "session_id",
+            "turn_index",
+            "mode",
+            "status",
+            "user_input",
+            "messages",
+            "routing",
+            "usage",
+            "created_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(TurnMessageSerializer(many=True))
+    def get_messages(self, turn: Turn):
+        messages = getattr(turn, "prefetched_messages", None)
+        if messages is None:
+            messages = turn.messages.order_by("sequence")
+        return TurnMessageSerializer(messages, many=True).data
+
+    @extend_schema_field(
+        inline_serializer(
+            "TurnUsage",
+            {
+                "llm_calls": serializers.IntegerField(),
+                "input_tokens": serializers.IntegerField(),
+                "output_tokens": serializers.IntegerField(),
+                "credits": serializers.DecimalField(max_digits=24, decimal_places=10),
+                "provider_cost_usd": serializers.DecimalField(max_digits=20, decimal_places=10),
+            },
+        )
+    )
+    def get_usage(self, turn: Turn) -> dict:
+        return {
+            "llm_calls": turn.llm_calls,
+            "input_tokens": turn.input_tokens,
+            "output_tokens": turn.output_tokens,
+            "credits": str(turn.credits),
+            "provider_cost_usd": str(turn.provider_cost_usd),
+        }
+
+
+class SummarySerializer(serializers.ModelSerializer):
+    session_id = serializers.UUIDField(read_only=True)
+    turn_id = serializers.UUIDField(read_only=True)
+
+    class Meta:
+        model = SessionSummary
+        fields = [
+            "id",
+            "session_id",
+            "turn_id",
+            "from_sequence",
+            "to_sequence",
+            "summary_text",
+            "key_facts",
+            "decisions",
+            "open_questions",
+            "action_items",
             "created_at",
         ]
         read_only_fields = fields

@@ -13,4 +13,11 @@ urlpatterns = [
         api.SessionMessagesView.as_view(),
         name="session-messages",
     ),
+    path("sessions/<uuid:session_id>/turns", api.SessionTurnsView.as_view(), name="session-turns"),
+    path(
+        "sessions/<uuid:session_id>/summary",
+        api.SessionSummaryView.as_view(),
+        name="session-summary",
+    ),
+    path("turns/<uuid:pk>", api.TurnDetailView.as_view(), name="turn-detail"),
 ]

@@ -1,7 +1,13 @@
-from rest_framework import generics
+from datetime import timedelta
 
-from usage.selectors import model_aliases_enabled
-from usage.serializers import ModelAliasSerializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from usage import selectors
+from usage.serializers import ModelAliasSerializer, UsageQuerySerializer, UsageSerializer
 
 
 class ModelListView(generics.ListAPIView):
@@ -11,4 +17,38 @@ class ModelListView(generics.ListAPIView):
     pagination_class = None
 
     def get_queryset(self):
-        return model_aliases_enabled()
+        return selectors.model_aliases_enabled()
+
+
+class UsageView(APIView):
+    """`GET usage?from=&to=`: the caller's credits this month, their cap, totals by model."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", str, description="ISO date or datetime (UTC)"),
+            OpenApiParameter("to", str, description="ISO date (included) or datetime"),
+        ],
+        responses=UsageSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        start = query.validated_data.get("from") or selectors.month_start()
+        end = query.validated_data.get("to")
+        if end is None:
+            end = selectors.next_month_start(start)
+        elif len(request.query_params.get("to", "")) == 10:
+            end += timedelta(days=1)  # a bare date includes its whole day
+        profile = selectors.billing_profile_for(user=request.user)
+        body = {
+            "from": start,
+            "to": end,
+            "credits_used": selectors.credits_used(
+                user=request.user,
+                since=selectors.month_start(),
+                until=selectors.next_month_start(),
+            ),
+            "credit_cap": profile.monthly_credit_cap if profile else None,
+            "by_model": selectors.usage_by_model(user=request.user, since=start, until=end),
+        }
+        return Response(UsageSerializer(body).data)

@@ -1,6 +1,11 @@
-"""Usage writes: model aliases now; the metered ledger lands with the turn engine."""
+"""Usage writes: model aliases and the metered ledger."""
 
-from usage.models import ModelAlias
+from decimal import Decimal
+
+from orchestration.metering import compute_credits, compute_oe, compute_price_usd
+from orchestration.types import LlmResult
+from usage.models import LlmCallEvent, ModelAlias
+from usage.selectors import AliasPricing
 
 
 def model_alias_set(
@@ -32,3 +37,71 @@ def model_alias_set(
     row.full_clean()
     row.save()
     return row, created
+
+
+def usage_record_call(
+    *,
+    user,
+    result: LlmResult,
+    pricing: AliasPricing | None,
+    model_alias: str,
+    purpose: str,
+    room_id=None,
+    session_id=None,
+    turn_id=None,
+    agent_key: str = "",
+) -> LlmCallEvent:
+    """Write the ledger row of one LLM call.
+
+    Call it inside the transaction that stores what the call produced (its message, its
+    summary), so the ledger and the transcript never disagree.
+    """
+    fresh, cached, output = (
+        result.input_tokens_fresh,
+        result.input_tokens_cached,
+        result.output_tokens,
+    )
+    oe = compute_oe(fresh=fresh, cached=cached, output=output)
+    multiplier = pricing.multiplier if pricing else None
+    cost, priced = _provider_cost(result=result, pricing=pricing)
+    return LlmCallEvent.objects.create(
+        user=user,
+        room_id=room_id,
+        session_id=session_id,
+        turn_id=turn_id,
+        agent_key=agent_key or "",
+        purpose=purpose,
+        provider=result.provider,
+        model_alias=model_alias,
+        provider_model=result.provider_model,
+        input_tokens_fresh=fresh,
+        input_tokens_cached=cached,
+        output_tokens=output,
+        total_tokens=fresh + cached + output,
+        oe_tokens=oe,
+        provider_cost_usd=cost,
+        priced=priced,
+        credits=compute_credits(oe=oe, multiplier=multiplier),
+        latency_ms=result.latency_ms,
+        status=result.status,
+        error_type=result.error_kind or "",
+        attempts=result.attempts,
+        pricing_version_id=pricing.pricing_version_id if pricing else None,
+    )
+
+
+def _provider_cost(*, result: LlmResult, pricing: AliasPricing | None) -> tuple[Decimal, bool]:
+    """The alias's own price first, then litellm's cost table; unknown is recorded as unpriced."""
+    if pricing is not None and pricing.has_price:
+        cost = compute_price_usd(
+            fresh=result.input_tokens_fresh,
+            cached=result.input_tokens_cached,
+            output=result.output_tokens,
+            input_per_mtok=pricing.input_usd_per_mtok,
+            cached_input_per_mtok=pricing.cached_input_usd_per_mtok,
+            output_per_mtok=pricing.output_usd_per_mtok,
+        )
+        return cost, True
+    if result.provider_cost_usd is not None:
+        return result.provider_cost_usd, True
+    return Decimal("0"), False

@@ -1,0 +1,31 @@
+"""The one LLM gateway of this process, built from settings, and alias rows → plain config."""
+
+import functools
+import os
+
+from django.conf import settings
+
+from orchestration.gateway import LiteLLMGateway, LlmGateway
+from orchestration.types import AliasConfig
+
+
+@functools.cache
+def get_gateway() -> LlmGateway:
+    return LiteLLMGateway(
+        timeout_seconds=settings.PANTHEON_LLM_TIMEOUT_SECONDS,
+        max_retries=settings.PANTHEON_LLM_MAX_RETRIES,
+        backoff_seconds=settings.PANTHEON_LLM_BACKOFF_SECONDS,
+        demo=settings.PANTHEON_LLM_BACKEND == "demo",
+    )
+
+
+def alias_config(alias) -> AliasConfig:
+    """A ModelAlias row as the gateway's plain config; the key is read from its env var now."""
+    return AliasConfig(
+        alias=alias.alias,
+        litellm_model=alias.litellm_model,
+        api_base=alias.api_base or None,
+        api_key=os.environ.get(alias.api_key_env) if alias.api_key_env else None,
+        context_window=alias.context_window,
+        max_output_tokens=alias.max_output_tokens,
+    )

@@ -1,0 +1,307 @@
+"""`GET, POST agents` and `GET, PATCH, DELETE agents/{id}`."""
+
+import uuid
+
+import pytest
+
+from rooms.models import Agent, RoomAgent
+from usage.models import ModelAlias
+
+pytestmark = pytest.mark.django_db
+
+AGENTS_URL = "/api/v1/agents"
+
+
+def agent_url(agent_or_id) -> str:
+    return f"{AGENTS_URL}/{getattr(agent_or_id, 'id', agent_or_id)}"
+
+
+def agent_body(**overrides) -> dict:
+    body = {
+        "agent_key": "ada",
+        "name": "Ada",
+        "model_alias": "deepseek",
+        "role_prompt": "Research analyst.",
+        "tool_permissions": ["web_search"],
+    }
+    body.update(overrides)
+    return body
+
+
+def keys_of(response) -> list[str]:
+    return [agent["agent_key"] for agent in response.json()["results"]]
+
+
+# --- create ---------------------------------------------------------------------------------
+
+
+def test_create_returns_the_agent_and_stores_it_for_the_caller(owner, owner_client):
+    response = owner_client.post(AGENTS_URL, agent_body())
+
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {
+        "id",
+        "agent_key",
+        "name",
+        "model_alias",
+        "role_prompt",
+        "tool_permissions",
+        "created_at",
+        "updated_at",
+    }
+    agent = Agent.objects.get(pk=body["id"])
+    assert agent.owner == owner
+    assert (agent.agent_key, agent.name, agent.model_alias) == ("ada", "Ada", "deepseek")
+    assert agent.role_prompt == "Research analyst."
+    assert agent.tool_permissions == ["web_search"]
+    assert body["tool_permissions"] == ["web_search"]
+
+
+def test_create_defaults_optional_fields(owner_client):
+    response = owner_client.post(
+        AGENTS_URL, {"agent_key": "bob_2", "name": "Bob", "model_alias": "qwen"}
+    )
+
+    assert response.status_code == 201
+    assert response.json()["role_prompt"] == ""
+    assert response.json()["tool_permissions"] == []
+
+
+def test_create_ignores_a_client_chosen_id(owner_client):
+    chosen = str(uuid.uuid4())
+
+    response = owner_client.post(AGENTS_URL, agent_body(id=chosen))
+
+    assert response.status_code == 201
+    assert response.json()["id"] != chosen
+
+
+@pytest.mark.parametrize("bad_key", ["Bad Key", "UPPER", "dash-key", "", "k" * 33, "@ada"])
+def test_create_rejects_a_badly_formed_agent_key(owner_client, bad_key):
+    response = owner_client.post(AGENTS_URL, agent_body(agent_key=bad_key))
+
+    assert response.status_code == 400
+    assert "agent_key" in response.json()
+    assert not Agent.objects.exists()
+
+
+def test_create_rejects_an_agent_key_the_owner_already_uses(owner, owner_client, make_agent):
+    make_agent(owner, "ada")
+
+    response = owner_client.post(AGENTS_URL, agent_body(agent_key="ada"))
+
+    assert response.status_code == 400
+    assert response.json() == {"agent_key": ["You already have an agent with this key."]}
+    assert Agent.objects.filter(owner=owner).count() == 1
+
+
+def test_two_owners_may_use_the_same_agent_key(owner, outsider, owner_client, outsider_client):
+    assert owner_client.post(AGENTS_URL, agent_body()).status_code == 201
+    assert outsider_client.post(AGENTS_URL, agent_body()).status_code == 201
+
+    assert Agent.objects.filter(agent_key="ada").count() == 2
+
+
+def test_create_rejects_an_unknown_model_alias(owner_client):
+    response = owner_client.post(AGENTS_URL, agent_body(model_alias="gpt_17"))
+
+    assert response.status_code == 400
+    assert response.json() == {"model_alias": ["Unknown or disabled model alias: gpt_17"]}
+    assert not Agent.objects.exists()
+
+
+def test_create_rejects_a_disabled_model_alias(owner_client):
+    ModelAlias.objects.filter(alias="premium").update(enabled=False)
+
+    response = owner_client.post(AGENTS_URL, agent_body(model_alias="premium"))
+
+    assert response.status_code == 400
+    assert response.json() == {"model_alias": ["Unknown or disabled model alias: premium"]}
+
+
+def test_create_requires_key_name_and_model_alias(owner_client):
+    response = owner_client.post(AGENTS_URL, {})
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"agent_key", "name", "model_alias"}
+
+
+def test_create_rejects_tool_permissions_that_are_not_a_list(owner_client):
+    response = owner_client.post(AGENTS_URL, agent_body(tool_permissions="web_search"))
+
+    assert response.status_code == 400
+    assert "tool_permissions" in response.json()
+
+
+# --- read -----------------------------------------------------------------------------------
+
+
+def test_list_shows_only_the_callers_agents_oldest_first(owner, outsider, owner_client, make_agent):
+    make_agent(owner, "ada")
+    make_agent(owner, "linus")
+    make_agent(outsider, "grace")
+
+    response = owner_client.get(AGENTS_URL)
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 2
+    assert keys_of(response) == ["ada", "linus"]
+
+
+def test_get_returns_the_agent(owner, owner_client, make_agent):
+    agent = make_agent(owner, "ada", tool_permissions=["calculator"])
+
+    response = owner_client.get(agent_url(agent))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == str(agent.id)
+    assert body["agent_key"] == "ada"
+    assert body["model_alias"] == "deepseek"
+    assert body["tool_permissions"] == ["calculator"]
+
+
+@pytest.mark.parametrize("missing_id", [str(uuid.uuid4()), "not-a-uuid"])
+def test_get_an_unknown_agent_is_404(owner_client, missing_id):
+    assert owner_client.get(agent_url(missing_id)).status_code == 404
+
+
+# --- update ---------------------------------------------------------------------------------
+
+
+def test_patch_changes_only_the_given_fields(owner, owner_client, make_agent):
+    agent = make_agent(owner, "ada", role_prompt="Old prompt.")
+
+    response = owner_client.patch(agent_url(agent), {"name": "Ada L.", "model_alias": "llama"})
+
+    assert response.status_code == 200
+    assert response.json()["name"] == "Ada L."
+    assert response.json()["model_alias"] == "llama"
+    agent.refresh_from_db()
+    assert (agent.agent_key, agent.name, agent.model_alias) == ("ada", "Ada L.", "llama")
+    assert agent.role_prompt == "Old prompt."
+
+
+def test_patch_may_rename_the_agent_key(owner, owner_client, make_agent):
+    agent = make_agent(owner, "ada")
+
+    response = owner_client.patch(agent_url(agent), {"agent_key": "ada_2"})
+
+    assert response.status_code == 200
+    agent.refresh_from_db()
+    assert agent.agent_key == "ada_2"
+
+
+def test_patch_rejects_an_agent_key_the_owner_already_uses(owner, owner_client, make_agent):
+    make_agent(owner, "ada")
+    linus = make_agent(owner, "linus")
+
+    response = owner_client.patch(agent_url(linus), {"agent_key": "ada"})
+
+    assert response.status_code == 400
+    assert response.json() == {"agent_key": ["You already have an agent with this key."]}
+    linus.refresh_from_db()
+    assert linus.agent_key == "linus"
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"agent_key": "Bad Key"}, "agent_key"),
+        ({"model_alias": "gpt_17"}, "model_alias"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_patch_rejects_bad_input(owner, owner_client, make_agent, change, field):
+    agent = make_agent(owner, "ada")
+
+    response = owner_client.patch(agent_url(agent), change)
+
+    assert response.status_code == 400
+    assert field in response.json()
+    agent.refresh_from_db()
+    assert (agent.agent_key, agent.name, agent.model_alias) == ("ada", "Ada", "deepseek")
+
+
+def test_put_is_not_allowed(owner, owner_client, make_agent):
+    agent = make_agent(owner, "ada")
+
+    response = owner_client.put(agent_url(agent), agent_body(name="Replaced"))
+
+    assert response.status_code == 405
+    agent.refresh_from_db()
+    assert agent.name == "Ada"
+
+
+# --- delete ---------------------------------------------------------------------------------
+
+
+def test_delete_removes_the_agent_and_its_seats(owner, owner_client, make_agent, make_room):
+    ada = make_agent(owner, "ada")
+    linus = make_agent(owner, "linus")
+    room = make_room(owner, agents=[ada, linus])
+
+    response = owner_client.delete(agent_url(ada))
+
+    assert response.status_code == 204
+    assert not Agent.objects.filter(pk=ada.pk).exists()
+    assert list(RoomAgent.objects.filter(room=room).values_list("agent_id", flat=True)) == [
+        linus.id
+    ]
+    assert owner_client.get(agent_url(ada)).status_code == 404
+
+
+# --- another user's agent, anonymous --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, body",
+    [("get", None), ("patch", {"name": "Mine now"}), ("delete", None)],
+)
+def test_another_users_agent_is_404(outsider, owner_client, make_agent, method, body):
+    theirs = make_agent(outsider, "ada")
+
+    response = getattr(owner_client, method)(agent_url(theirs), body)
+
+    assert response.status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.name == "Ada"
+
+
+@pytest.mark.parametrize(
+    "method, path_kind",
+    [
+        ("get", "list"),
+        ("post", "list"),
+        ("get", "detail"),
+        ("patch", "detail"),
+        ("delete", "detail"),
+    ],
+)
+def test_anonymous_is_401(owner, anon_client, make_agent, method, path_kind):
+    agent = make_agent(owner, "ada")
+    url = AGENTS_URL if path_kind == "list" else agent_url(agent)
+
+    response = getattr(anon_client, method)(url, agent_body(agent_key="anon"))
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Authentication credentials were not provided."}
+    assert list(Agent.objects.values_list("agent_key", flat=True)) == ["ada"]
+
+
+# --- query count ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how_many", [3, 30])
+def test_list_query_count_does_not_grow_with_agents(
+    owner, owner_client, make_agent, django_assert_max_num_queries, how_many
+):
+    for index in range(how_many):
+        make_agent(owner, f"agent_{index}")
+
+    with django_assert_max_num_queries(2):
+        response = owner_client.get(AGENTS_URL)
+
+    assert response.status_code == 200
+    assert response.json()["count"] == how_many

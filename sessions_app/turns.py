@@ -1,0 +1,568 @@
+"""The turn engine: `POST sessions/{id}/turns`, read top to bottom.
+
+1. prepare   -- validate and refuse early: nothing is written and no LLM is called for a
+                refused request (suspended account, credit cap, no agents, no valid tag,
+                unusable model alias, input larger than the context budget).
+2. claim     -- one short transaction inserts the turn as `running` with the next
+                `turn_index`, and the user's message. The database arbitrates races: the
+                unique (session, turn_index) and "one running turn per session" constraints
+                turn a lost race into a 409 before any LLM is called.
+3. steps     -- each LLM call runs with no transaction open; afterwards its assistant message
+                and its ledger row commit together in one transaction.
+4. finalize  -- a summary call if one is due (also outside any transaction), then one
+                transaction writes the summary, the context audit, the turn status and the
+                turn's aggregated usage.
+
+Per-turn work is bounded: a turn reads at most `PANTHEON_CONTEXT_HISTORY_LIMIT` recent messages
+and the latest summary, never the whole history.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max, OuterRef, Subquery
+from django.utils import timezone
+
+from orchestration import budget as context_budget
+from orchestration.context import ContextPlan, build_agent_messages, minimal_input_tokens
+from orchestration.gateway import LlmGateway
+from orchestration.planning import parse_tags
+from orchestration.routing import build_routing_messages, parse_routing
+from orchestration.summary import build_summary_messages, parse_summary
+from orchestration.types import AgentSpec, HistoryMessage, LlmCall, LlmResult
+from pantheon import exceptions
+from pantheon.llm import alias_config, get_gateway
+from rooms.models import RoomMode
+from rooms.selectors import room_roster
+from sessions_app.models import (
+    Message,
+    MessageRole,
+    MessageStatus,
+    Session,
+    SessionSummary,
+    Turn,
+    TurnContextAudit,
+    TurnStatus,
+)
+from usage import selectors as usage_selectors
+from usage.models import CallPurpose, LlmCallEvent
+from usage.selectors import AliasPricing
+from usage.services import usage_record_call
+
+logger = logging.getLogger(__name__)
+
+DIRECT_MODE = "direct"
+# How many messages since the last summary a summary call reads at most.
+SUMMARY_TRANSCRIPT_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class TurnPlan:
+    """What a turn will do, decided before anything is written."""
+
+    session: Session
+    user: object
+    user_input: str
+    mode: str
+    roster: tuple[AgentSpec, ...]
+    candidates: tuple[AgentSpec, ...]  # who may answer: tagged, seated, or the direct agent
+    pricing: dict[str, AliasPricing]
+    model_alias_override: str
+    room_goal: str
+
+    def alias_for(self, agent: AgentSpec) -> str:
+        return self.model_alias_override or agent.model_alias
+
+
+@dataclass
+class TurnRun:
+    """What a running turn has produced so far, in memory: the rows it wrote."""
+
+    turn: Turn
+    next_sequence: int
+    messages: list[Message] = field(default_factory=list)
+    events: list[LlmCallEvent] = field(default_factory=list)
+    plans: list[tuple[AgentSpec, ContextPlan]] = field(default_factory=list)
+    history: list[HistoryMessage] = field(default_factory=list)
+    history_loaded: int = 0
+    summary: SessionSummary | None = None
+
+
+def turn_run(
+    *,
+    session: Session,
+    user,
+    message: str,
+    model_alias_override: str = "",
+    gateway: LlmGateway | None = None,
+) -> Turn:
+    plan = _prepare(
+        session=session, user=user, user_input=message, model_alias_override=model_alias_override
+    )
+    run = _claim(plan)
+    try:
+        gateway = gateway or get_gateway()
+        _load_context(plan, run)
+        agents = _choose_agents(plan, run, gateway)
+        for agent in agents:
+            _run_step(plan, run, gateway, agent)
+        _finalize(plan, run, gateway)
+    except BaseException:
+        # Never leave a turn `running` behind an unexpected error: it would block the session
+        # until the stale limit. Provider problems never get here; the gateway reports them.
+        Turn.objects.filter(pk=run.turn.pk, status=TurnStatus.RUNNING).update(
+            status=TurnStatus.FAILED, completed_at=timezone.now()
+        )
+        raise
+    run.turn.prefetched_messages = run.messages
+    return run.turn
+
+
+# --- 1. prepare ---------------------------------------------------------------------------------
+
+
+def _prepare(*, session: Session, user, user_input: str, model_alias_override: str) -> TurnPlan:
+    _refuse_if_billing_blocks(user)
+
+    if session.is_direct:
+        if session.agent is None:
+            raise exceptions.AgentUnavailable()
+        mode = DIRECT_MODE
+        roster = (_agent_spec(session.agent),)
+        candidates = roster
+        room_goal = ""
+    else:
+        room = session.room
+        mode = room.effective_mode
+        roster = tuple(_agent_spec(agent) for agent in room_roster(room=room))
+        if not roster:
+            raise exceptions.NoRoomAgents()
+        candidates = roster
+        if mode == RoomMode.MANUAL:
+            tagged = parse_tags(user_input, [agent.key for agent in roster])
+            if not tagged:
+                raise exceptions.NoValidTaggedAgents()
+            by_key = {agent.key: agent for agent in roster}
+            candidates = tuple(by_key[key] for key in tagged)
+        room_goal = room.goal
+
+    needed = {model_alias_override or agent.model_alias for agent in candidates}
+    if mode == RoomMode.ORCHESTRATOR:
+        needed.add(settings.PANTHEON_MANAGER_MODEL_ALIAS)
+    # The summarizer is loaded with the rest (same query) but never blocks a turn.
+    pricing = usage_selectors.alias_pricing(
+        aliases=[*needed, settings.PANTHEON_SUMMARIZER_MODEL_ALIAS]
+    )
+    for alias in sorted(needed):
+        if alias not in pricing:
+            raise exceptions.UnknownModelAlias(f"Model alias {alias!r} does not exist.")
+        if not pricing[alias].alias.enabled:
+            raise exceptions.ModelAliasUnavailable(f"Model alias {alias!r} is disabled.")
+
+    plan = TurnPlan(
+        session=session,
+        user=user,
+        user_input=user_input,
+        mode=mode,
+        roster=roster,
+        candidates=candidates,
+        pricing=pricing,
+        model_alias_override=model_alias_override,
+        room_goal=room_goal,
+    )
+    _refuse_if_input_too_large(plan)
+    return plan
+
+
+def _refuse_if_billing_blocks(user) -> None:
+    profile = usage_selectors.billing_profile_for(user=user)
+    if profile is None:
+        return
+    if profile.is_suspended:
+        raise exceptions.AccountSuspended()
+    if profile.monthly_credit_cap is not None:
+        used = usage_selectors.credits_used(user=user, since=usage_selectors.month_start())
+        if used >= profile.monthly_credit_cap:
+            raise exceptions.CreditCapExceeded(
+                f"{used.normalize()} of {profile.monthly_credit_cap.normalize()} monthly "
+                "credits are used."
+            )
+
+
+def _refuse_if_input_too_large(plan: TurnPlan) -> None:
+    smallest = min(
+        (_budget(plan.pricing[plan.alias_for(agent)]) for agent in plan.candidates),
+        key=lambda budget: budget.input_budget,
+    )
+    tokens = minimal_input_tokens(user_input=plan.user_input)
+    if not context_budget.fits(tokens, smallest):
+        raise exceptions.ContextBudgetExceeded(
+            f"The message is about {tokens} tokens; the smallest input budget of the agents "
+            f"that would answer is {smallest.input_budget}."
+        )
+
+
+def _budget(pricing: AliasPricing) -> context_budget.ContextBudget:
+    alias = pricing.alias
+    return context_budget.ContextBudget.for_window(alias.context_window, alias.max_output_tokens)
+
+
+def _agent_spec(agent) -> AgentSpec:
+    return AgentSpec(
+        key=agent.agent_key,
+        name=agent.name,
+        role_prompt=agent.role_prompt,
+        model_alias=agent.model_alias,
+    )
+
+
+# --- 2. claim -----------------------------------------------------------------------------------
+
+
+def _claim(plan: TurnPlan) -> TurnRun:
+    session = plan.session
+    now = timezone.now()
+    latest_turn = Turn.objects.filter(session=session).order_by("-turn_index")[:1]
+    try:
+        with transaction.atomic():
+            # One read answers everything the claim needs: the latest turn (only the latest can
+            # be running) and where the timeline ends.
+            state = (
+                Session.objects.filter(pk=session.pk)
+                .annotate(
+                    last_turn_id=Subquery(latest_turn.values("id")),
+                    last_turn_index=Subquery(latest_turn.values("turn_index")),
+                    last_turn_status=Subquery(latest_turn.values("status")),
+                    last_turn_created_at=Subquery(latest_turn.values("created_at")),
+                    last_sequence=Subquery(
+                        Message.objects.filter(session=OuterRef("pk"))
+                        .values("session")
+                        .annotate(top=Max("sequence"))
+                        .values("top")
+                    ),
+                )
+                .values(
+                    "last_turn_id",
+                    "last_turn_index",
+                    "last_turn_status",
+                    "last_turn_created_at",
+                    "last_sequence",
+                )
+                .get()
+            )
+            if state["last_turn_status"] == TurnStatus.RUNNING:
+                stale_before = now - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
+                if state["last_turn_created_at"] >= stale_before:
+                    raise exceptions.TurnConflict()
+                Turn.objects.filter(pk=state["last_turn_id"], status=TurnStatus.RUNNING).update(
+                    status=TurnStatus.INTERRUPTED, completed_at=now
+                )
+                logger.warning(
+                    "turn %s was running past the stale limit; marked interrupted",
+                    state["last_turn_id"],
+                )
+
+            room = plan.session.room
+            if room is not None and plan.mode != room.current_mode:
+                # A queued mode change takes effect with this turn.
+                room.current_mode, room.pending_mode = plan.mode, None
+                room.save(update_fields=["current_mode", "pending_mode", "updated_at"])
+
+            turn = Turn.objects.create(
+                session=session,
+                turn_index=(state["last_turn_index"] or 0) + 1,
+                mode=plan.mode,
+                status=TurnStatus.RUNNING,
+                user_input=plan.user_input,
+                model_alias_override=plan.model_alias_override,
+                roster=[_roster_entry(agent) for agent in plan.roster],
+                created_at=now,
+            )
+            sequence = (state["last_sequence"] or 0) + 1
+            user_message = Message.objects.create(
+                session=session,
+                turn=turn,
+                sequence=sequence,
+                role=MessageRole.USER,
+                content=plan.user_input,
+                token_estimate=context_budget.estimate_tokens(plan.user_input),
+                created_at=now,
+            )
+    except IntegrityError as exc:
+        # Another request claimed the same turn_index, or a running turn, first.
+        raise exceptions.TurnConflict() from exc
+    return TurnRun(turn=turn, next_sequence=sequence + 1, messages=[user_message])
+
+
+def _roster_entry(agent: AgentSpec) -> dict:
+    return {
+        "agent_key": agent.key,
+        "name": agent.name,
+        "model_alias": agent.model_alias,
+        "role_prompt": agent.role_prompt,
+    }
+
+
+# --- 3. steps -----------------------------------------------------------------------------------
+
+
+def _load_context(plan: TurnPlan, run: TurnRun) -> None:
+    """The latest summary and the newest raw messages before this turn, oldest first."""
+    session = plan.session
+    run.summary = SessionSummary.objects.filter(session=session).order_by("-to_sequence").first()
+    user_sequence = run.messages[0].sequence
+    recent = list(
+        Message.objects.filter(session=session, sequence__lt=user_sequence, status=MessageStatus.OK)
+        .order_by("-sequence")
+        .values("role", "content", "agent_key", "agent_name", "token_estimate")[
+            : settings.PANTHEON_CONTEXT_HISTORY_LIMIT
+        ]
+    )
+    run.history_loaded = len(recent)
+    run.history = [_history_message(row) for row in reversed(recent)]
+
+
+def _history_message(row: dict) -> HistoryMessage:
+    return HistoryMessage(
+        role=row["role"],
+        content=row["content"],
+        agent_key=row["agent_key"] or None,
+        agent_name=row["agent_name"] or None,
+        token_estimate=row["token_estimate"],
+    )
+
+
+def _choose_agents(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> Sequence[AgentSpec]:
+    if plan.mode != RoomMode.ORCHESTRATOR:
+        return plan.candidates
+
+    manager_alias = settings.PANTHEON_MANAGER_MODEL_ALIAS
+    roster_keys = [agent.key for agent in plan.roster]
+    messages = build_routing_messages(
+        user_input=plan.user_input, roster=plan.roster, room_goal=plan.room_goal
+    )
+    result = _call(plan, gateway, manager_alias, messages, CallPurpose.ROUTING)
+    if result.ok:
+        decision = parse_routing(result.text, roster_keys)
+    else:
+        logger.warning(
+            "turn %s: routing call failed (%s); falling back to the first agent",
+            run.turn.pk,
+            result.error_kind,
+        )
+        decision = parse_routing("", roster_keys)
+    routing = {
+        "manager_model_alias": manager_alias,
+        "selected_agent_keys": list(decision.selected_agent_keys),
+        "fallback_used": decision.fallback_used,
+    }
+    with transaction.atomic():
+        _record(plan, run, result, manager_alias, CallPurpose.ROUTING)
+        Turn.objects.filter(pk=run.turn.pk).update(routing=routing)
+    run.turn.routing = routing
+    by_key = {agent.key: agent for agent in plan.roster}
+    return [by_key[key] for key in decision.selected_agent_keys]
+
+
+def _run_step(plan: TurnPlan, run: TurnRun, gateway: LlmGateway, agent: AgentSpec) -> None:
+    alias = plan.alias_for(agent)
+    pricing = plan.pricing[alias]
+    same_turn = [
+        HistoryMessage(
+            role="assistant",
+            content=message.content,
+            agent_key=message.agent_key,
+            agent_name=message.agent_name,
+            token_estimate=message.token_estimate,
+        )
+        for message in run.messages
+        if message.role == MessageRole.ASSISTANT and message.status == MessageStatus.OK
+    ]
+    context = build_agent_messages(
+        agent=agent,
+        roster=plan.roster,
+        room_goal=plan.room_goal,
+        mode=plan.mode,
+        summary=run.summary.summary_text if run.summary else None,
+        history=run.history,
+        same_turn=same_turn,
+        user_input=plan.user_input,
+        budget=_budget(pricing),
+    )
+    run.plans.append((agent, context))
+    result = _call(plan, gateway, alias, context.messages, CallPurpose.AGENT, agent.key)
+
+    with transaction.atomic():
+        message = Message.objects.create(
+            session=plan.session,
+            turn=run.turn,
+            sequence=run.next_sequence,
+            role=MessageRole.ASSISTANT,
+            agent_key=agent.key,
+            agent_name=agent.name,
+            model_alias=alias,
+            content=result.text if result.ok else "",
+            status=MessageStatus.OK if result.ok else MessageStatus.ERROR,
+            error_code="" if result.ok else (result.error_kind or "provider_error"),
+            token_estimate=context_budget.estimate_tokens(result.text) if result.ok else 0,
+        )
+        _record(plan, run, result, alias, CallPurpose.AGENT, agent.key)
+    run.next_sequence += 1
+    run.messages.append(message)
+
+
+def _call(
+    plan: TurnPlan,
+    gateway: LlmGateway,
+    alias: str,
+    messages,
+    purpose: str,
+    agent_key: str | None = None,
+) -> LlmResult:
+    call = LlmCall(
+        alias=alias_config(plan.pricing[alias].alias),
+        messages=tuple(messages),
+        purpose=purpose,
+        agent_key=agent_key,
+    )
+    return gateway.complete(call)
+
+
+def _record(
+    plan: TurnPlan,
+    run: TurnRun,
+    result: LlmResult,
+    alias: str,
+    purpose: str,
+    agent_key: str = "",
+) -> None:
+    event = usage_record_call(
+        user=plan.user,
+        result=result,
+        pricing=plan.pricing.get(alias),
+        model_alias=alias,
+        purpose=purpose,
+        room_id=plan.session.room_id,
+        session_id=plan.session.pk,
+        turn_id=run.turn.pk,
+        agent_key=agent_key,
+    )
+    run.events.append(event)
+
+
+# --- 4. finalize --------------------------------------------------------------------------------
+
+
+def _finalize(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> None:
+    turn = run.turn
+    # The fullest context of the turn, relative to its own budget, decides the ladder.
+    pressure_agent, pressure = max(
+        run.plans,
+        key=lambda item: (
+            item[1].estimated_tokens_full
+            / max(1, _budget(plan.pricing[plan.alias_for(item[0])]).input_budget)
+        ),
+    )
+    budget = _budget(plan.pricing[plan.alias_for(pressure_agent)])
+    summary_due = context_budget.summary_due(
+        estimated_tokens=pressure.estimated_tokens_full, budget=budget, turn_index=turn.turn_index
+    )
+    summary_result = summary_extraction = None
+    summarizer = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS
+    summarizer_pricing = plan.pricing.get(summarizer)
+    if summary_due and (summarizer_pricing is None or not summarizer_pricing.alias.enabled):
+        logger.warning("turn %s: summary due but alias %r is unusable", turn.pk, summarizer)
+        summary_due = False
+    if summary_due:
+        transcript, first_sequence = _summary_transcript(plan, run)
+        messages = build_summary_messages(
+            previous_summary=run.summary.summary_text if run.summary else None,
+            transcript=transcript,
+        )
+        summary_result = _call(plan, gateway, summarizer, messages, CallPurpose.SUMMARY)
+        if summary_result.ok:
+            summary_extraction = parse_summary(summary_result.text)
+        else:
+            logger.warning(
+                "turn %s: summary call failed (%s); the previous summary stays",
+                turn.pk,
+                summary_result.error_kind,
+            )
+
+    agent_messages = [m for m in run.messages if m.role == MessageRole.ASSISTANT]
+    failed = sum(1 for m in agent_messages if m.status == MessageStatus.ERROR)
+    if failed == 0:
+        turn.status = TurnStatus.COMPLETED
+    elif failed < len(agent_messages):
+        turn.status = TurnStatus.PARTIAL
+    else:
+        turn.status = TurnStatus.FAILED
+
+    with transaction.atomic():
+        if summary_result is not None:
+            _record(plan, run, summary_result, summarizer, CallPurpose.SUMMARY)
+        if summary_extraction is not None:
+            run.summary = SessionSummary.objects.create(
+                session=plan.session,
+                turn=turn,
+                from_sequence=first_sequence,
+                to_sequence=run.messages[-1].sequence,
+                summary_text=summary_extraction.summary,
+                key_facts=list(summary_extraction.key_facts),
+                decisions=list(summary_extraction.decisions),
+                open_questions=list(summary_extraction.open_questions),
+                action_items=list(summary_extraction.action_items),
+                valid_json=summary_extraction.valid_json,
+            )
+        TurnContextAudit.objects.create(
+            turn=turn,
+            model_context_limit=budget.context_window,
+            input_budget=budget.input_budget,
+            estimated_tokens_before=pressure.estimated_tokens_full,
+            estimated_tokens_after=pressure.estimated_tokens,
+            history_messages_loaded=run.history_loaded,
+            history_messages_pruned=max(context.history_pruned for _, context in run.plans),
+            summary_used=run.summary is not None and summary_extraction is None,
+            summary_triggered=summary_result is not None,
+            pruned=any(context.pruned for _, context in run.plans),
+        )
+        turn.llm_calls = len(run.events)
+        turn.input_tokens = sum(e.input_tokens_fresh + e.input_tokens_cached for e in run.events)
+        turn.output_tokens = sum(e.output_tokens for e in run.events)
+        turn.credits = sum((e.credits for e in run.events), Decimal("0"))
+        turn.provider_cost_usd = sum((e.provider_cost_usd for e in run.events), Decimal("0"))
+        turn.completed_at = timezone.now()
+        turn.save(
+            update_fields=[
+                "status",
+                "llm_calls",
+                "input_tokens",
+                "output_tokens",
+                "credits",
+                "provider_cost_usd",
+                "completed_at",
+            ]
+        )
+
+
+def _summary_transcript(plan: TurnPlan, run: TurnRun) -> tuple[list[HistoryMessage], int]:
+    """The messages since the last summary (bounded), oldest first, and where they start."""
+    after = run.summary.to_sequence if run.summary else 0
+    rows = list(
+        Message.objects.filter(session=plan.session, sequence__gt=after, status=MessageStatus.OK)
+        .order_by("-sequence")
+        .values("sequence", "role", "content", "agent_key", "agent_name", "token_estimate")[
+            :SUMMARY_TRANSCRIPT_LIMIT
+        ]
+    )
+    rows.reverse()
+    transcript = [_history_message(row) for row in rows]
+    first_sequence = rows[0]["sequence"] if rows else run.messages[0].sequence
+    return transcript, first_sequence
