@@ -1,8 +1,12 @@
 """Three actors for every endpoint test (owner, outsider, staff) and small factories."""
 
+import threading
+import time
+
 import pytest
 from rest_framework.test import APIClient
 
+from orchestration.types import LlmCall, LlmResult
 from rooms.models import Agent, Room, RoomAgent, RoomMode
 from sessions_app.models import Session
 
@@ -79,3 +83,87 @@ def make_session():
         return Session.objects.create(started_by=owner, room=room, agent=agent, **fields)
 
     return make
+
+
+class FakeGateway:
+    """A scripted LLM gateway: records every call, answers instantly (or after `delay`).
+
+    `fail` maps agent keys to an error kind; `routing_reply`/`summary_reply` are the raw texts
+    the manager and the summarizer answer with.
+    """
+
+    backend = "fake"
+
+    def __init__(self, *, delay: float = 0.0):
+        self.delay = delay
+        self.calls: list[LlmCall] = []
+        self.fail: dict[str, str] = {}
+        self.fail_purposes: dict[str, str] = {}
+        self.routing_reply = '{"selected_agent_keys": []}'
+        self.summary_reply = (
+            '{"summary": "They talked.", "key_facts": ["a fact"], "decisions": ["a decision"],'
+            ' "open_questions": ["a question?"], "action_items": ["an action"]}'
+        )
+        self.usage = (100, 20, 10)  # fresh, cached, output
+        self._lock = threading.Lock()
+
+    def reply_for(self, call: LlmCall) -> str:
+        if call.purpose == "routing":
+            return self.routing_reply
+        if call.purpose == "summary":
+            return self.summary_reply
+        return f"{call.agent_key} answers via {call.alias.alias} (call {len(self.calls)})"
+
+    def complete(self, call: LlmCall) -> LlmResult:
+        with self._lock:
+            self.calls.append(call)
+        if self.delay:
+            time.sleep(self.delay)
+        error_kind = self.fail_purposes.get(call.purpose) or self.fail.get(call.agent_key or "")
+        if error_kind:
+            status = error_kind if error_kind in ("timeout", "rate_limited") else "error"
+            return LlmResult(
+                status=status,
+                text="",
+                input_tokens_fresh=0,
+                input_tokens_cached=0,
+                output_tokens=0,
+                latency_ms=5,
+                attempts=3 if error_kind == "rate_limited" else 1,
+                provider="fake",
+                provider_model=call.alias.litellm_model,
+                error_kind=error_kind,
+            )
+        fresh, cached, output = self.usage
+        return LlmResult(
+            status="success",
+            text=self.reply_for(call),
+            input_tokens_fresh=fresh,
+            input_tokens_cached=cached,
+            output_tokens=output,
+            latency_ms=5,
+            attempts=1,
+            provider="fake",
+            provider_model=call.alias.litellm_model,
+        )
+
+    def calls_for(self, purpose: str) -> list[LlmCall]:
+        return [call for call in self.calls if call.purpose == purpose]
+
+
+@pytest.fixture
+def fake_gateway(monkeypatch) -> FakeGateway:
+    """Route every turn's LLM calls to a FakeGateway."""
+    gateway = FakeGateway()
+    monkeypatch.setattr("sessions_app.turns.get_gateway", lambda: gateway)
+    return gateway
+
+
+@pytest.fixture
+def post_turn():
+    def post(client: APIClient, session, message: str, **extra):
+        return client.post(
+            f"/api/v1/sessions/{session.id}/turns", {"message": message, **extra}, format="json"
+        )
+
+    return post

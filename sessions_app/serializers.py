@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema_field, inline_serializer
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from sessions_app.models import Message, Session, SessionSummary, Turn
@@ -75,10 +75,19 @@ class TurnMessageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class TurnUsageSerializer(serializers.ModelSerializer):
+    """The turn's aggregated usage: the sums of its ledger rows."""
+
+    class Meta:
+        model = Turn
+        fields = ["llm_calls", "input_tokens", "output_tokens", "credits", "provider_cost_usd"]
+        read_only_fields = fields
+
+
 class TurnSerializer(serializers.ModelSerializer):
     session_id = serializers.UUIDField(read_only=True)
     messages = serializers.SerializerMethodField()
-    usage = serializers.SerializerMethodField()
+    usage = TurnUsageSerializer(source="*", read_only=True)
 
     class Meta:
         model = Turn
@@ -103,27 +112,6 @@ class TurnSerializer(serializers.ModelSerializer):
         if messages is None:
             messages = turn.messages.order_by("sequence")
         return TurnMessageSerializer(messages, many=True).data
-
-    @extend_schema_field(
-        inline_serializer(
-            "TurnUsage",
-            {
-                "llm_calls": serializers.IntegerField(),
-                "input_tokens": serializers.IntegerField(),
-                "output_tokens": serializers.IntegerField(),
-                "credits": serializers.DecimalField(max_digits=24, decimal_places=10),
-                "provider_cost_usd": serializers.DecimalField(max_digits=20, decimal_places=10),
-            },
-        )
-    )
-    def get_usage(self, turn: Turn) -> dict:
-        return {
-            "llm_calls": turn.llm_calls,
-            "input_tokens": turn.input_tokens,
-            "output_tokens": turn.output_tokens,
-            "credits": str(turn.credits),
-            "provider_cost_usd": str(turn.provider_cost_usd),
-        }
 
 
 class SummarySerializer(serializers.ModelSerializer):

@@ -1,0 +1,290 @@
+"""The one way Pantheon calls an LLM: litellm with a timeout, bounded retries and error mapping.
+
+A provider problem never escapes as an exception: `complete` always returns an LlmResult,
+failed ones with a status ("error" | "timeout" | "rate_limited") and an error kind. Retries
+are counted here, not inside litellm or the OpenAI client, so that `attempts` on the usage
+ledger is the true number of requests sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from orchestration.litellm_loader import load_litellm
+from orchestration.types import AliasConfig, LlmCall, LlmResult
+
+logger = logging.getLogger(__name__)
+
+DEMO_PROVIDER = "pantheon_demo"
+
+_ERROR_MESSAGE_CHARS = 300
+
+
+class LlmGateway(Protocol):
+    backend: str
+
+    def complete(self, call: LlmCall) -> LlmResult: ...
+
+
+def classify_error(exc: BaseException) -> tuple[str, str, bool]:
+    """(status, error_kind, retryable) for an exception raised by litellm.completion."""
+    litellm = load_litellm()
+    # Timeout first: openai's APITimeoutError is a subclass of APIConnectionError, and a call
+    # that already used its whole time budget is not worth repeating.
+    if isinstance(exc, litellm.Timeout | TimeoutError):
+        return "timeout", "timeout", False
+    if isinstance(exc, litellm.RateLimitError):
+        return "rate_limited", "rate_limited", True
+    # Before BadRequestError, which it subclasses.
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return "error", "context_window_exceeded", False
+    if isinstance(
+        exc,
+        litellm.BadRequestError
+        | litellm.AuthenticationError
+        | litellm.NotFoundError
+        | litellm.PermissionDeniedError
+        | litellm.UnprocessableEntityError,
+    ):
+        return "error", "bad_request", False
+    if isinstance(
+        exc,
+        litellm.InternalServerError
+        | litellm.ServiceUnavailableError
+        | litellm.BadGatewayError
+        | litellm.APIConnectionError,
+    ):
+        return "error", "provider_error", True
+    status_code = _provider_status_code(exc, litellm)
+    if status_code is not None:
+        if status_code == 429:
+            return "rate_limited", "rate_limited", True
+        if status_code >= 500:
+            return "error", "provider_error", True
+        if 400 <= status_code < 500:
+            return "error", "bad_request", False
+    return "error", "provider_error", False
+
+
+def _provider_status_code(exc: BaseException, litellm: Any) -> int | None:
+    """The HTTP status of an API error from litellm or the OpenAI SDK, None otherwise.
+
+    Only errors of those libraries are trusted: an arbitrary exception with a `status_code`
+    attribute says nothing about the provider.
+    """
+    library = type(exc).__module__.split(".", 1)[0]
+    if not isinstance(exc, litellm.APIError) and library not in {"litellm", "openai"}:
+        return None
+    status_code = getattr(exc, "status_code", None)
+    return status_code if isinstance(status_code, int) else None
+
+
+class LiteLLMGateway:
+    def __init__(
+        self,
+        *,
+        timeout_seconds: float,
+        max_retries: int,
+        backoff_seconds: float = 0.5,
+        demo: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries cannot be negative")
+        self.timeout_seconds = timeout_seconds
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.demo = demo
+        self.backend = "demo" if demo else "live"
+        self._sleep = sleep
+        self._clock = clock
+
+    def complete(self, call: LlmCall) -> LlmResult:
+        litellm = load_litellm()
+        if self.demo:
+            # Here rather than in __init__ so that building a gateway (say, for the health
+            # check) does not import litellm; idempotent, and it survives a reset provider map.
+            self._register_demo()
+        model, api_base, api_key = self._target(call.alias)
+        provider = DEMO_PROVIDER if self.demo else _provider_of(model, litellm)
+        messages = [{"role": message.role, "content": message.content} for message in call.messages]
+
+        started = self._clock()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                response = litellm.completion(
+                    model=model,
+                    messages=messages,
+                    api_base=api_base,
+                    api_key=api_key,
+                    timeout=self.timeout_seconds,
+                    max_tokens=call.alias.max_output_tokens,
+                    # Hidden retries in litellm or the OpenAI client would multiply the
+                    # latency and the spend behind a single counted attempt.
+                    max_retries=0,
+                    num_retries=0,
+                )
+                return self._success(response, model, provider, attempts, started, litellm)
+            except Exception as exc:
+                status, error_kind, retryable = classify_error(exc)
+                if retryable and attempts <= self.max_retries:
+                    delay = self.backoff_seconds * 2 ** (attempts - 1)
+                    logger.info(
+                        "LLM call %s/%s for %s failed (%s), retry %d of %d in %.2fs",
+                        call.purpose,
+                        call.agent_key or "-",
+                        call.alias.alias,
+                        error_kind,
+                        attempts,
+                        self.max_retries,
+                        delay,
+                    )
+                    self._sleep(delay)
+                    continue
+                message = _short_error(exc, api_key)
+                logger.warning(
+                    "LLM call %s/%s for %s failed after %d attempt(s): %s",
+                    call.purpose,
+                    call.agent_key or "-",
+                    call.alias.alias,
+                    attempts,
+                    message,
+                )
+                return LlmResult(
+                    status=status,
+                    text="",
+                    input_tokens_fresh=0,
+                    input_tokens_cached=0,
+                    output_tokens=0,
+                    latency_ms=self._elapsed_ms(started),
+                    attempts=attempts,
+                    provider=provider,
+                    provider_model=model,
+                    error_kind=error_kind,
+                    error_message=message,
+                )
+
+    def _target(self, alias: AliasConfig) -> tuple[str, str | None, str | None]:
+        if self.demo:
+            return f"{DEMO_PROVIDER}/{alias.alias}", None, None
+        return alias.litellm_model, alias.api_base, alias.api_key
+
+    def _register_demo(self) -> None:
+        from orchestration.demo_provider import register_demo_provider
+
+        register_demo_provider()
+
+    def _success(
+        self,
+        response: Any,
+        model: str,
+        provider: str,
+        attempts: int,
+        started: float,
+        litellm: Any,
+    ) -> LlmResult:
+        prompt_tokens, cached_tokens, output_tokens = read_usage(response)
+        return LlmResult(
+            status="success",
+            text=_reply_text(response),
+            input_tokens_fresh=max(prompt_tokens - cached_tokens, 0),
+            input_tokens_cached=cached_tokens,
+            output_tokens=output_tokens,
+            latency_ms=self._elapsed_ms(started),
+            attempts=attempts,
+            provider=provider,
+            provider_model=model,
+            provider_cost_usd=None if self.demo else _estimated_cost(response, model, litellm),
+        )
+
+    def _elapsed_ms(self, started: float) -> int:
+        return max(int(round((self._clock() - started) * 1000)), 0)
+
+
+def read_usage(response: Any) -> tuple[int, int, int]:
+    """(prompt, cached prompt, completion) tokens; cached is 0 when the provider is silent."""
+    usage = _field(response, "usage")
+    if usage is None:
+        return 0, 0, 0
+    prompt = _count(_field(usage, "prompt_tokens"))
+    completion = _count(_field(usage, "completion_tokens"))
+    cached = _count(_field(_field(usage, "prompt_tokens_details"), "cached_tokens"))
+    if not cached:
+        cached = _count(_field(usage, "cache_read_input_tokens"))
+    return prompt, cached, completion
+
+
+def _reply_text(response: Any) -> str:
+    choices = _field(response, "choices") or []
+    if not choices:
+        return ""
+    content = _field(_field(choices[0], "message"), "content")
+    return content if isinstance(content, str) else ""
+
+
+def _estimated_cost(response: Any, model: str, litellm: Any) -> Decimal | None:
+    """litellm's cost-table estimate; None when litellm does not know the model.
+
+    Unknown models are settled before asking: litellm answers them with an exception (after
+    printing to stdout) or with a $0 that only means "unknown" and must not reach the ledger
+    as a real price.
+    """
+    if not _known_to_litellm(model, litellm):
+        return None
+    try:
+        cost = litellm.completion_cost(completion_response=response)
+    except Exception:
+        return None
+    if cost is None:
+        return None
+    try:
+        return Decimal(str(cost))
+    except InvalidOperation:
+        return None
+
+
+def _known_to_litellm(model: str, litellm: Any) -> bool:
+    _, _, bare = model.partition("/")
+    return model in litellm.model_cost or (bool(bare) and bare in litellm.model_cost)
+
+
+def _provider_of(model: str, litellm: Any) -> str:
+    try:
+        provider = litellm.get_llm_provider(model)[1]
+    except Exception:
+        provider = None
+    if provider:
+        return str(provider)
+    prefix, slash, _ = model.partition("/")
+    return prefix if slash and prefix else "unknown"
+
+
+def _short_error(exc: BaseException, api_key: str | None) -> str:
+    message = f"{type(exc).__name__}: {exc}"
+    if api_key:
+        message = message.replace(api_key, "***")
+    message = " ".join(message.split())
+    if len(message) > _ERROR_MESSAGE_CHARS:
+        message = message[: _ERROR_MESSAGE_CHARS - 1] + "…"
+    return message
+
+
+def _field(container: Any, name: str) -> Any:
+    if container is None:
+        return None
+    if isinstance(container, dict):
+        return container.get(name)
+    return getattr(container, name, None)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(int(value), 0)

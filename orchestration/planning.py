@@ -1,0 +1,28 @@
+"""Which agents answer a turn in the manual and roundtable modes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from orchestration.types import AgentSpec
+
+# The @ must not follow a word character (so "ana@ada.dev" is an email, not a tag) and the key
+# must not run on into more key characters (so "@ada_lovelace" never tags "ada").
+_TAG = re.compile(r"(?<!\w)@([A-Za-z0-9_]{1,32})(?![A-Za-z0-9_])")
+
+
+def parse_tags(text: str, valid_keys: Iterable[str]) -> list[str]:
+    """The roster keys @-mentioned in `text`, in first-mention order, each once."""
+    known = {key.lower() for key in valid_keys}
+    tagged: list[str] = []
+    for match in _TAG.finditer(text):
+        key = match.group(1).lower()
+        if key in known and key not in tagged:
+            tagged.append(key)
+    return tagged
+
+
+def roundtable_order(agents: Sequence[AgentSpec]) -> list[AgentSpec]:
+    """Speaking order of a roundtable: the roster's position order, as given."""
+    return list(agents)

@@ -1,0 +1,43 @@
+import pytest
+
+from orchestration.types import AgentSpec, AliasConfig
+
+
+@pytest.fixture
+def ada() -> AgentSpec:
+    return AgentSpec(
+        key="ada",
+        name="Ada",
+        role_prompt="You review Python code and catch bugs before they ship.",
+        model_alias="deepseek",
+    )
+
+
+@pytest.fixture
+def bob() -> AgentSpec:
+    return AgentSpec(
+        key="bob",
+        name="Bob",
+        role_prompt="You design database schemas and plan migrations.",
+        model_alias="llama",
+    )
+
+
+@pytest.fixture
+def cleo() -> AgentSpec:
+    return AgentSpec(
+        key="cleo",
+        name="Cleo",
+        role_prompt="You write marketing copy and product announcements.",
+        model_alias="qwen",
+    )
+
+
+@pytest.fixture
+def roster(ada, bob, cleo) -> list[AgentSpec]:
+    return [ada, bob, cleo]
+
+
+@pytest.fixture
+def deepseek() -> AliasConfig:
+    return AliasConfig(alias="deepseek", litellm_model="groq/deepseek-r1-distill-llama-70b")

@@ -1,0 +1,387 @@
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from orchestration.gateway import LiteLLMGateway, classify_error
+from orchestration.litellm_loader import load_litellm
+from orchestration.types import AliasConfig, ChatMessage, LlmCall
+
+litellm = load_litellm()
+
+GROQ = AliasConfig(
+    alias="deepseek",
+    litellm_model="groq/deepseek-r1-distill-llama-70b",
+    api_base="https://groq.example/v1",
+    api_key="sk-secret-123",
+    max_output_tokens=512,
+)
+CALL = LlmCall(
+    alias=GROQ,
+    messages=(ChatMessage("system", "Be brief."), ChatMessage("user", "Hello")),
+    purpose="agent",
+    agent_key="ada",
+)
+
+
+def reply(text="Hi!", *, model="groq/deepseek-r1-distill-llama-70b", **usage):
+    usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110, **usage}
+    return litellm.ModelResponse(
+        model=model,
+        choices=[
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        usage=usage,
+    )
+
+
+def rate_limit():
+    return litellm.RateLimitError(message="slow down", llm_provider="groq", model="m")
+
+
+def bad_request():
+    return litellm.BadRequestError(message="bad", model="m", llm_provider="groq")
+
+
+def timeout():
+    return litellm.Timeout(message="too slow", model="m", llm_provider="groq")
+
+
+def context_window():
+    return litellm.ContextWindowExceededError(message="too long", model="m", llm_provider="groq")
+
+
+def service_unavailable():
+    return litellm.ServiceUnavailableError(message="down", llm_provider="groq", model="m")
+
+
+def connection_error():
+    return litellm.APIConnectionError(message="reset", llm_provider="groq", model="m")
+
+
+def some_response(status):
+    return httpx.Response(status, request=httpx.Request("POST", "https://groq.example/v1"))
+
+
+class ScriptedCompletion:
+    """Stands in for litellm.completion: raises or returns the scripted outcomes in order."""
+
+    def __init__(self, *outcomes):
+        self.outcomes = list(outcomes)
+        self.calls: list[dict] = []
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def gateway(sleeps):
+    return LiteLLMGateway(timeout_seconds=12.5, max_retries=2, sleep=sleeps.append)
+
+
+def script(monkeypatch, *outcomes) -> ScriptedCompletion:
+    scripted = ScriptedCompletion(*outcomes)
+    monkeypatch.setattr(litellm, "completion", scripted)
+    return scripted
+
+
+def test_backend_is_live(gateway):
+    assert gateway.backend == "live"
+
+
+def test_success_sends_the_alias_and_disables_hidden_retries(monkeypatch, gateway):
+    scripted = script(monkeypatch, reply("Hi there"))
+    result = gateway.complete(CALL)
+    assert result.ok
+    assert result.text == "Hi there"
+    assert scripted.calls == [
+        {
+            "model": "groq/deepseek-r1-distill-llama-70b",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hello"},
+            ],
+            "api_base": "https://groq.example/v1",
+            "api_key": "sk-secret-123",
+            "timeout": 12.5,
+            "max_tokens": 512,
+            "max_retries": 0,
+            "num_retries": 0,
+        }
+    ]
+    assert result.provider == "groq"
+    assert result.provider_model == "groq/deepseek-r1-distill-llama-70b"
+    assert result.attempts == 1
+
+
+def test_cached_tokens_missing_means_all_input_is_fresh(monkeypatch, gateway):
+    script(monkeypatch, reply())
+    result = gateway.complete(CALL)
+    assert (result.input_tokens_fresh, result.input_tokens_cached, result.output_tokens) == (
+        100,
+        0,
+        10,
+    )
+
+
+def test_cached_tokens_are_split_from_fresh(monkeypatch, gateway):
+    script(monkeypatch, reply(prompt_tokens_details={"cached_tokens": 40}))
+    result = gateway.complete(CALL)
+    assert (result.input_tokens_fresh, result.input_tokens_cached) == (60, 40)
+
+
+def test_anthropic_style_cache_reads_count_as_cached(monkeypatch, gateway):
+    script(monkeypatch, reply(cache_read_input_tokens=30))
+    result = gateway.complete(CALL)
+    assert (result.input_tokens_fresh, result.input_tokens_cached) == (70, 30)
+
+
+def test_fresh_tokens_never_go_negative(monkeypatch, gateway):
+    script(
+        monkeypatch,
+        {
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 5,
+                "completion_tokens": 1,
+                "prompt_tokens_details": {"cached_tokens": 9},
+            },
+        },
+    )
+    result = gateway.complete(CALL)
+    assert result.input_tokens_fresh == 0
+    assert result.input_tokens_cached == 9
+    assert result.text == ""
+
+
+def test_rate_limit_is_retried_then_succeeds(monkeypatch, gateway, sleeps):
+    scripted = script(monkeypatch, rate_limit(), reply("ok"))
+    result = gateway.complete(CALL)
+    assert result.ok
+    assert result.text == "ok"
+    assert result.attempts == 2
+    assert len(scripted.calls) == 2
+    assert sleeps == [0.5]
+
+
+def test_retries_are_bounded_and_back_off_exponentially(monkeypatch, sleeps):
+    gateway = LiteLLMGateway(
+        timeout_seconds=5, max_retries=3, backoff_seconds=0.25, sleep=sleeps.append
+    )
+    script(monkeypatch, *[service_unavailable() for _ in range(4)])
+    result = gateway.complete(CALL)
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 4)
+    assert sleeps == [0.25, 0.5, 1.0]
+
+
+def test_last_failure_is_the_one_reported(monkeypatch, gateway):
+    script(monkeypatch, service_unavailable(), rate_limit(), rate_limit())
+    result = gateway.complete(CALL)
+    assert (result.status, result.error_kind, result.attempts) == (
+        "rate_limited",
+        "rate_limited",
+        3,
+    )
+
+
+def test_retry_stops_at_a_non_retryable_error(monkeypatch, gateway):
+    script(monkeypatch, connection_error(), bad_request())
+    result = gateway.complete(CALL)
+    assert (result.status, result.error_kind, result.attempts) == ("error", "bad_request", 2)
+
+
+def test_bad_request_is_not_retried(monkeypatch, gateway, sleeps):
+    scripted = script(monkeypatch, bad_request())
+    result = gateway.complete(CALL)
+    assert (result.status, result.error_kind, result.attempts) == ("error", "bad_request", 1)
+    assert len(scripted.calls) == 1
+    assert sleeps == []
+    assert result.text == ""
+    assert result.input_tokens_fresh == result.output_tokens == 0
+
+
+def test_timeout_is_not_retried(monkeypatch, gateway, sleeps):
+    script(monkeypatch, timeout())
+    result = gateway.complete(CALL)
+    assert (result.status, result.error_kind, result.attempts) == ("timeout", "timeout", 1)
+    assert sleeps == []
+
+
+def test_context_window_exceeded(monkeypatch, gateway):
+    script(monkeypatch, context_window())
+    result = gateway.complete(CALL)
+    assert (result.status, result.error_kind, result.attempts) == (
+        "error",
+        "context_window_exceeded",
+        1,
+    )
+
+
+def test_unexpected_exception_becomes_a_provider_error(monkeypatch, gateway):
+    script(monkeypatch, ValueError("weird"))
+    result = gateway.complete(CALL)
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 1)
+    assert "weird" in result.error_message
+
+
+def test_error_message_is_short_and_hides_the_key(monkeypatch, gateway):
+    script(
+        monkeypatch,
+        litellm.AuthenticationError(
+            message="invalid key sk-secret-123 " + "x" * 1000, llm_provider="groq", model="m"
+        ),
+    )
+    result = gateway.complete(CALL)
+    assert result.error_kind == "bad_request"
+    assert "sk-secret-123" not in result.error_message
+    assert "***" in result.error_message
+    assert len(result.error_message) <= 300
+
+
+def test_latency_covers_every_attempt(monkeypatch):
+    ticks = iter([10.0, 10.75])
+    gateway = LiteLLMGateway(
+        timeout_seconds=5, max_retries=1, sleep=lambda _: None, clock=lambda: next(ticks)
+    )
+    script(monkeypatch, rate_limit(), reply())
+    assert gateway.complete(CALL).latency_ms == 750
+
+
+def test_zero_retries_means_one_attempt(monkeypatch, sleeps):
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=0, sleep=sleeps.append)
+    script(monkeypatch, rate_limit())
+    result = gateway.complete(CALL)
+    assert (result.status, result.attempts, sleeps) == ("rate_limited", 1, [])
+
+
+def test_cost_comes_from_litellm_for_a_known_model(monkeypatch, gateway):
+    openai = AliasConfig(alias="premium", litellm_model="gpt-4o", api_key="sk-x")
+    real_completion = litellm.completion
+    monkeypatch.setattr(
+        litellm, "completion", lambda **kwargs: real_completion(mock_response="Sure.", **kwargs)
+    )
+    result = gateway.complete(LlmCall(alias=openai, messages=CALL.messages, purpose="agent"))
+    assert result.ok
+    assert result.text == "Sure."
+    assert result.provider == "openai"
+    assert isinstance(result.provider_cost_usd, Decimal)
+    assert result.provider_cost_usd > 0
+    expected = litellm.completion_cost(
+        completion_response=reply(
+            model="gpt-4o",
+            prompt_tokens=result.input_tokens_fresh,
+            completion_tokens=result.output_tokens,
+        )
+    )
+    assert result.provider_cost_usd == Decimal(str(expected))
+
+
+def test_cost_is_none_for_a_model_litellm_does_not_know(monkeypatch, gateway):
+    local = AliasConfig(alias="local", litellm_model="openai/my-local-model", api_base="http://x")
+    script(monkeypatch, reply(model="my-local-model"))
+    result = gateway.complete(LlmCall(alias=local, messages=CALL.messages, purpose="agent"))
+    assert result.ok
+    assert result.provider_cost_usd is None
+    assert result.provider == "openai"
+
+
+def test_provider_falls_back_to_the_model_prefix(monkeypatch, gateway):
+    odd = AliasConfig(alias="odd", litellm_model="nosuchprovider/model-x")
+    script(monkeypatch, reply())
+    assert (
+        gateway.complete(LlmCall(alias=odd, messages=CALL.messages, purpose="agent")).provider
+        == "nosuchprovider"
+    )
+    bare = AliasConfig(alias="bare", litellm_model="model-without-prefix")
+    script(monkeypatch, reply())
+    assert (
+        gateway.complete(LlmCall(alias=bare, messages=CALL.messages, purpose="agent")).provider
+        == "unknown"
+    )
+
+
+def test_demo_mode_never_sends_the_alias_key_or_base(monkeypatch):
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=0, demo=True)
+    real_completion = litellm.completion
+    seen = []
+
+    def spy(**kwargs):
+        seen.append(kwargs)
+        return real_completion(**kwargs)
+
+    monkeypatch.setattr(litellm, "completion", spy)
+    result = gateway.complete(CALL)
+    assert result.ok
+    assert seen[0]["model"] == "pantheon_demo/deepseek"
+    assert seen[0]["api_key"] is None and seen[0]["api_base"] is None
+
+
+@pytest.mark.parametrize(
+    ("make_error", "expected"),
+    [
+        (timeout, ("timeout", "timeout", False)),
+        (rate_limit, ("rate_limited", "rate_limited", True)),
+        (context_window, ("error", "context_window_exceeded", False)),
+        (bad_request, ("error", "bad_request", False)),
+        (
+            lambda: litellm.AuthenticationError(message="no", llm_provider="p", model="m"),
+            ("error", "bad_request", False),
+        ),
+        (
+            lambda: litellm.NotFoundError(message="no", model="m", llm_provider="p"),
+            ("error", "bad_request", False),
+        ),
+        (
+            lambda: litellm.PermissionDeniedError(
+                message="no", llm_provider="p", model="m", response=some_response(403)
+            ),
+            ("error", "bad_request", False),
+        ),
+        (
+            lambda: litellm.UnprocessableEntityError(
+                message="no", model="m", llm_provider="p", response=some_response(422)
+            ),
+            ("error", "bad_request", False),
+        ),
+        (
+            lambda: litellm.ContentPolicyViolationError(message="no", model="m", llm_provider="p"),
+            ("error", "bad_request", False),
+        ),
+        (
+            lambda: litellm.InternalServerError(message="x", llm_provider="p", model="m"),
+            ("error", "provider_error", True),
+        ),
+        (service_unavailable, ("error", "provider_error", True)),
+        (
+            lambda: litellm.BadGatewayError(message="x", llm_provider="p", model="m"),
+            ("error", "provider_error", True),
+        ),
+        (connection_error, ("error", "provider_error", True)),
+        (
+            lambda: litellm.APIError(status_code=503, message="x", llm_provider="p", model="m"),
+            ("error", "provider_error", True),
+        ),
+        (
+            lambda: litellm.APIError(status_code=400, message="x", llm_provider="p", model="m"),
+            ("error", "bad_request", False),
+        ),
+        (lambda: RuntimeError("boom"), ("error", "provider_error", False)),
+    ],
+)
+def test_classify_error(make_error, expected):
+    assert classify_error(make_error()) == expected
+
+
+def test_a_stray_status_code_attribute_is_not_trusted():
+    error = RuntimeError("boom")
+    error.status_code = 503
+    assert classify_error(error) == ("error", "provider_error", False)

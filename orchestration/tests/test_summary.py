@@ -1,0 +1,107 @@
+import json
+import logging
+
+from orchestration.summary import (
+    TRANSCRIPT_HEADING,
+    build_summary_messages,
+    parse_summary,
+)
+from orchestration.types import HistoryMessage
+
+VALID = {
+    "summary": "The team chose Postgres.",
+    "key_facts": ["Postgres 16 is available"],
+    "decisions": ["Use Postgres"],
+    "open_questions": ["Shard later?"],
+    "action_items": ["Bob writes the migration"],
+}
+
+
+def test_valid_answer_fills_every_field():
+    extraction = parse_summary(json.dumps(VALID))
+    assert extraction.valid_json is True
+    assert extraction.summary == "The team chose Postgres."
+    assert extraction.key_facts == ("Postgres 16 is available",)
+    assert extraction.decisions == ("Use Postgres",)
+    assert extraction.open_questions == ("Shard later?",)
+    assert extraction.action_items == ("Bob writes the migration",)
+
+
+def test_fenced_answer_is_valid():
+    extraction = parse_summary("```json\n" + json.dumps(VALID) + "\n```")
+    assert extraction.valid_json is True
+    assert extraction.decisions == ("Use Postgres",)
+
+
+def test_invalid_json_keeps_the_text_with_empty_lists(caplog):
+    raw = "  The team chose Postgres and will shard later.  "
+    with caplog.at_level(logging.WARNING, logger="orchestration.summary"):
+        extraction = parse_summary(raw)
+    assert extraction.valid_json is False
+    assert extraction.summary == raw.strip()
+    assert extraction.key_facts == extraction.decisions == ()
+    assert extraction.open_questions == extraction.action_items == ()
+    assert "not a JSON object" in caplog.text
+
+
+def test_invalid_json_fallback_text_is_truncated():
+    extraction = parse_summary("word " * 2000)
+    assert len(extraction.summary) == 4000
+
+
+def test_missing_list_keys_default_to_empty_with_a_warning_naming_them(caplog):
+    answer = {"summary": "Short.", "decisions": ["Use Postgres"]}
+    with caplog.at_level(logging.WARNING, logger="orchestration.summary"):
+        extraction = parse_summary(json.dumps(answer))
+    assert extraction.valid_json is True
+    assert extraction.decisions == ("Use Postgres",)
+    assert extraction.key_facts == extraction.open_questions == extraction.action_items == ()
+    warning = caplog.text
+    for key in ("key_facts", "open_questions", "action_items"):
+        assert key in warning
+    assert "'decisions'" not in warning
+
+
+def test_missing_summary_becomes_empty_with_a_warning(caplog):
+    answer = {key: [] for key in ("key_facts", "decisions", "open_questions", "action_items")}
+    with caplog.at_level(logging.WARNING, logger="orchestration.summary"):
+        extraction = parse_summary(json.dumps(answer))
+    assert extraction.summary == ""
+    assert extraction.valid_json is True
+    assert "summary" in caplog.text
+
+
+def test_items_are_coerced_or_filtered():
+    answer = dict(VALID, key_facts=["ok", 42, None, {"x": 1}, "  ", True], decisions="Use UUIDs")
+    extraction = parse_summary(json.dumps(answer))
+    assert extraction.key_facts == ("ok", "42")
+    assert extraction.decisions == ("Use UUIDs",)
+
+
+def test_non_list_field_is_ignored(caplog):
+    with caplog.at_level(logging.WARNING, logger="orchestration.summary"):
+        extraction = parse_summary(json.dumps(dict(VALID, action_items={"a": 1})))
+    assert extraction.action_items == ()
+    assert "action_items" in caplog.text
+
+
+def test_summary_prompt_demands_the_contract_and_lists_the_transcript():
+    transcript = [
+        HistoryMessage(role="user", content="Which database?"),
+        HistoryMessage(role="assistant", content="Postgres.", agent_key="bob", agent_name="Bob"),
+    ]
+    system, user = build_summary_messages(previous_summary="Earlier: hello.", transcript=transcript)
+    for key in ("summary", "key_facts", "decisions", "open_questions", "action_items"):
+        assert f'"{key}"' in system.content
+    assert "strict JSON" in system.content
+    assert "Earlier: hello." in user.content
+    after_heading = user.content.split(TRANSCRIPT_HEADING, 1)[1]
+    assert after_heading.strip().splitlines() == [
+        "[user]: Which database?",
+        "[Bob @bob]: Postgres.",
+    ]
+
+
+def test_summary_prompt_without_previous_summary():
+    _, user = build_summary_messages(previous_summary=None, transcript=[])
+    assert "(none)" in user.content

@@ -1,0 +1,366 @@
+"""Room and direct sessions, `GET, DELETE sessions/{id}` and the `sessions/{id}/messages` list."""
+
+import random
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from sessions_app.models import Message, MessageRole, Session
+
+pytestmark = pytest.mark.django_db
+
+
+def room_sessions_url(room) -> str:
+    return f"/api/v1/rooms/{getattr(room, 'id', room)}/sessions"
+
+
+def direct_sessions_url(agent) -> str:
+    return f"/api/v1/agents/{getattr(agent, 'id', agent)}/sessions"
+
+
+def session_url(session, suffix: str = "") -> str:
+    return f"/api/v1/sessions/{getattr(session, 'id', session)}{suffix}"
+
+
+def messages_url(session) -> str:
+    return session_url(session, "/messages")
+
+
+def add_messages(session, sequences) -> None:
+    """Timeline rows written straight to the table, in the given (not necessarily sorted) order."""
+    Message.objects.bulk_create(
+        Message(
+            session=session,
+            sequence=sequence,
+            role=MessageRole.USER if sequence % 2 else MessageRole.ASSISTANT,
+            agent_key="" if sequence % 2 else "ada",
+            content=f"message {sequence}",
+        )
+        for sequence in sequences
+    )
+
+
+def walk_timeline(client, first_url: str) -> list[list[int]]:
+    """Follow `next` links from `first_url`; the sequences of each page."""
+    pages, url = [], first_url
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200
+        pages.append([message["sequence"] for message in response.json()["results"]])
+        url = response.json()["next"]
+    return pages
+
+
+@pytest.fixture
+def ada(owner, make_agent):
+    return make_agent(owner, "ada")
+
+
+@pytest.fixture
+def room(owner, ada, make_room):
+    return make_room(owner, agents=[ada], name="Lab")
+
+
+# --- room sessions --------------------------------------------------------------------------
+
+
+def test_post_room_sessions_opens_a_room_session(owner, owner_client, room):
+    response = owner_client.post(room_sessions_url(room), {"title": "Kickoff"})
+
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"id", "kind", "room_id", "agent_id", "title", "created_at"}
+    assert (body["kind"], body["room_id"], body["agent_id"], body["title"]) == (
+        "room",
+        str(room.id),
+        None,
+        "Kickoff",
+    )
+    session = Session.objects.get(pk=body["id"])
+    assert (session.room, session.agent, session.started_by) == (room, None, owner)
+    assert session.deleted_at is None
+
+
+def test_post_room_sessions_without_a_body_has_an_empty_title(owner_client, room):
+    response = owner_client.post(room_sessions_url(room))
+
+    assert response.status_code == 201
+    assert response.json()["title"] == ""
+
+
+def test_post_room_sessions_rejects_a_title_that_is_too_long(owner_client, room):
+    response = owner_client.post(room_sessions_url(room), {"title": "t" * 201})
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"title"}
+    assert not Session.objects.exists()
+
+
+def test_get_room_sessions_lists_only_that_rooms_live_sessions(
+    owner, owner_client, room, make_room, make_session
+):
+    first = make_session(owner, room=room, title="first")
+    make_session(owner, room=room, title="deleted", deleted_at=timezone.now())
+    second = make_session(owner, room=room, title="second")
+    make_session(owner, room=make_room(owner, name="Other room"))
+
+    response = owner_client.get(room_sessions_url(room))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 2
+    assert [session["id"] for session in body["results"]] == [str(first.id), str(second.id)]
+    assert {session["kind"] for session in body["results"]} == {"room"}
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_room_sessions_of_another_users_room_are_404(
+    outsider, owner_client, make_room, make_session, method
+):
+    theirs = make_room(outsider, name="Theirs")
+    make_session(outsider, room=theirs)
+
+    response = getattr(owner_client, method)(room_sessions_url(theirs))
+
+    assert response.status_code == 404
+    assert Session.objects.count() == 1
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_room_sessions_of_a_deleted_room_are_404(owner, owner_client, make_room, method):
+    gone = make_room(owner, name="Gone", deleted_at=timezone.now())
+
+    response = getattr(owner_client, method)(room_sessions_url(gone))
+
+    assert response.status_code == 404
+    assert not Session.objects.exists()
+
+
+def test_room_sessions_of_an_unknown_room_are_404(owner_client):
+    assert owner_client.post(room_sessions_url(uuid.uuid4())).status_code == 404
+
+
+# --- direct sessions ------------------------------------------------------------------------
+
+
+def test_post_agent_sessions_opens_a_direct_session(owner, owner_client, ada):
+    response = owner_client.post(direct_sessions_url(ada), {"title": "1:1"})
+
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["kind"], body["room_id"], body["agent_id"], body["title"]) == (
+        "direct",
+        None,
+        str(ada.id),
+        "1:1",
+    )
+    session = Session.objects.get(pk=body["id"])
+    assert (session.room, session.agent, session.started_by) == (None, ada, owner)
+
+
+def test_post_agent_sessions_of_another_users_agent_is_404(outsider, owner_client, make_agent):
+    theirs = make_agent(outsider, "ada")
+
+    response = owner_client.post(direct_sessions_url(theirs))
+
+    assert response.status_code == 404
+    assert not Session.objects.exists()
+
+
+def test_post_agent_sessions_of_an_unknown_agent_is_404(owner_client):
+    assert owner_client.post(direct_sessions_url(uuid.uuid4())).status_code == 404
+
+
+def test_get_agent_sessions_is_not_allowed(owner_client, ada):
+    assert owner_client.get(direct_sessions_url(ada)).status_code == 405
+
+
+def test_a_direct_session_outlives_its_agent(owner, owner_client, ada, make_session):
+    session = make_session(owner, agent=ada)
+    add_messages(session, [1, 2])
+
+    assert owner_client.delete(f"/api/v1/agents/{ada.id}").status_code == 204
+
+    response = owner_client.get(session_url(session))
+    assert response.status_code == 200
+    assert (response.json()["kind"], response.json()["agent_id"]) == ("direct", None)
+    assert owner_client.get(messages_url(session)).json()["results"][0]["content"] == "message 1"
+
+
+# --- one session ----------------------------------------------------------------------------
+
+
+def test_get_session_returns_it(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room, title="Kickoff")
+
+    response = owner_client.get(session_url(session))
+
+    assert response.status_code == 200
+    assert response.json()["id"] == str(session.id)
+    assert (response.json()["kind"], response.json()["title"]) == ("room", "Kickoff")
+
+
+def test_delete_session_is_a_soft_delete(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room)
+    add_messages(session, [1])
+
+    response = owner_client.delete(session_url(session))
+
+    assert response.status_code == 204
+    session.refresh_from_db()
+    assert session.deleted_at is not None
+    assert Message.objects.filter(session=session).count() == 1
+    assert owner_client.get(session_url(session)).status_code == 404
+    assert owner_client.get(messages_url(session)).status_code == 404
+    assert owner_client.delete(session_url(session)).status_code == 404
+    assert owner_client.get(room_sessions_url(room)).json()["count"] == 0
+
+
+@pytest.mark.parametrize("missing_id", [str(uuid.uuid4()), "not-a-uuid"])
+def test_get_an_unknown_session_is_404(owner_client, missing_id):
+    assert owner_client.get(session_url(missing_id)).status_code == 404
+
+
+@pytest.mark.parametrize("method, suffix", [("get", ""), ("delete", ""), ("get", "/messages")])
+def test_another_users_session_is_404(
+    outsider, owner_client, make_agent, make_room, make_session, method, suffix
+):
+    theirs = make_session(outsider, room=make_room(outsider, name="Theirs"))
+    add_messages(theirs, [1])
+
+    response = getattr(owner_client, method)(session_url(theirs, suffix))
+
+    assert response.status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.deleted_at is None
+
+
+@pytest.mark.parametrize(
+    "method, url_of",
+    [
+        ("get", lambda room, agent, session: room_sessions_url(room)),
+        ("post", lambda room, agent, session: room_sessions_url(room)),
+        ("post", lambda room, agent, session: direct_sessions_url(agent)),
+        ("get", lambda room, agent, session: session_url(session)),
+        ("delete", lambda room, agent, session: session_url(session)),
+        ("get", lambda room, agent, session: messages_url(session)),
+    ],
+)
+def test_anonymous_is_401(owner, anon_client, ada, room, make_session, method, url_of):
+    session = make_session(owner, room=room)
+
+    response = getattr(anon_client, method)(url_of(room, ada, session))
+
+    assert response.status_code == 401
+    assert list(Session.objects.values_list("id", "deleted_at")) == [(session.id, None)]
+
+
+# --- timeline -------------------------------------------------------------------------------
+
+
+def test_messages_are_oldest_first_with_their_fields(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room)
+    add_messages(session, [3, 1, 2])
+
+    response = owner_client.get(messages_url(session))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["previous"] is None and body["next"] is None
+    assert [message["sequence"] for message in body["results"]] == [1, 2, 3]
+    first, second = body["results"][:2]
+    assert set(first) == {
+        "id",
+        "turn_id",
+        "sequence",
+        "role",
+        "agent_key",
+        "agent_name",
+        "model_alias",
+        "content",
+        "status",
+        "error_code",
+        "created_at",
+    }
+    assert (first["role"], first["content"], first["status"], first["turn_id"]) == (
+        "user",
+        "message 1",
+        "ok",
+        None,
+    )
+    assert (second["role"], second["agent_key"]) == ("assistant", "ada")
+
+
+def test_messages_walk_the_whole_timeline_by_cursor(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room)
+    sequences = list(range(1, 121))
+    random.Random(5).shuffle(sequences)
+    add_messages(session, sequences)
+
+    pages = walk_timeline(owner_client, f"{messages_url(session)}?page_size=50")
+
+    assert [len(page) for page in pages] == [50, 50, 20]
+    assert [sequence for page in pages for sequence in page] == list(range(1, 121))
+
+
+def test_messages_default_to_pages_of_fifty(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room)
+    add_messages(session, range(1, 61))
+
+    response = owner_client.get(messages_url(session))
+
+    assert len(response.json()["results"]) == 50
+    assert response.json()["next"] is not None
+
+
+def test_messages_list_only_that_sessions_timeline(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room)
+    other = make_session(owner, room=room)
+    add_messages(session, [1, 2])
+    add_messages(other, [1, 2, 3])
+
+    response = owner_client.get(messages_url(session))
+
+    assert [message["content"] for message in response.json()["results"]] == [
+        "message 1",
+        "message 2",
+    ]
+
+
+def test_messages_of_an_empty_session(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room)
+
+    response = owner_client.get(messages_url(session))
+
+    assert response.status_code == 200
+    assert response.json() == {"next": None, "previous": None, "results": []}
+
+
+# --- query counts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how_many", [3, 120])
+def test_messages_query_count_does_not_grow_with_the_timeline(
+    owner, owner_client, room, make_session, django_assert_max_num_queries, how_many
+):
+    session = make_session(owner, room=room)
+    add_messages(session, range(1, how_many + 1))
+
+    with django_assert_max_num_queries(2):
+        response = owner_client.get(f"{messages_url(session)}?page_size=200")
+
+    assert len(response.json()["results"]) == how_many
+
+
+@pytest.mark.parametrize("how_many", [3, 30])
+def test_room_sessions_query_count_does_not_grow_with_sessions(
+    owner, owner_client, room, make_session, django_assert_max_num_queries, how_many
+):
+    for _ in range(how_many):
+        make_session(owner, room=room)
+
+    with django_assert_max_num_queries(4):
+        response = owner_client.get(room_sessions_url(room))
+
+    assert response.json()["count"] == how_many

@@ -1,0 +1,545 @@
+"""POST sessions/{id}/turns in every mode, with a scripted gateway; GET turns."""
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+from django.utils import timezone
+
+from rooms.models import RoomMode
+from sessions_app.models import Message, SessionSummary, Turn, TurnContextAudit
+from usage.models import LlmCallEvent, ModelAlias
+
+pytestmark = pytest.mark.django_db
+
+CONFLICT_BODY = {"detail": "Turn creation conflicted with concurrent writes. Please retry."}
+TURN_KEYS = {
+    "id",
+    "session_id",
+    "turn_index",
+    "mode",
+    "status",
+    "user_input",
+    "messages",
+    "routing",
+    "usage",
+    "created_at",
+    "completed_at",
+}
+
+
+@pytest.fixture
+def trio(owner, make_agent):
+    return [
+        make_agent(owner, "ada", model_alias="deepseek"),
+        make_agent(owner, "grace", model_alias="qwen"),
+        make_agent(owner, "linus", model_alias="llama"),
+    ]
+
+
+@pytest.fixture
+def room_session(owner, trio, make_room, make_session):
+    def make(mode=RoomMode.MANUAL, agents=None):
+        room = make_room(owner, trio if agents is None else agents, mode=mode, goal="Ship it")
+        return make_session(owner, room=room)
+
+    return make
+
+
+def assert_nothing_written():
+    assert Turn.objects.count() == 0
+    assert Message.objects.count() == 0
+    assert LlmCallEvent.objects.count() == 0
+
+
+def answers(body):
+    return [(m["agent_key"], m["status"]) for m in body["messages"] if m["role"] == "assistant"]
+
+
+# --- manual mode ----------------------------------------------------------------------------
+
+
+def test_manual_runs_every_tagged_agent_in_tag_order_once(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    session = room_session()
+    response = post_turn(owner_client, session, "@linus then @ada, and @linus again: plan?")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == TURN_KEYS
+    assert body["mode"] == "manual"
+    assert body["status"] == "completed"
+    assert body["turn_index"] == 1
+    assert answers(body) == [("linus", "ok"), ("ada", "ok")]
+    assert body["messages"][0]["role"] == "user"
+    assert [m["sequence"] for m in body["messages"]] == [1, 2, 3]
+    assert [m["model_alias"] for m in body["messages"][1:]] == ["llama", "deepseek"]
+    assert body["routing"] is None
+    assert body["usage"]["llm_calls"] == 2
+    assert [call.agent_key for call in fake_gateway.calls] == ["linus", "ada"]
+
+
+def test_manual_without_a_valid_tag_is_refused_before_any_call(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    session = room_session()
+    response = post_turn(owner_client, session, "hello @nobody and mail ada@example.com")
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "no_valid_tagged_agents"
+    assert fake_gateway.calls == []
+    assert_nothing_written()
+
+
+def test_room_without_agents_is_refused(owner_client, room_session, fake_gateway, post_turn):
+    session = room_session(mode=RoomMode.ROUNDTABLE, agents=[])
+    response = post_turn(owner_client, session, "anyone?")
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "no_room_agents"
+    assert fake_gateway.calls == []
+    assert_nothing_written()
+
+
+# --- roundtable -------------------------------------------------------------------------------
+
+
+def test_roundtable_runs_all_agents_by_position_and_later_ones_see_earlier_answers(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    response = post_turn(owner_client, session, "What do we build first?")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["mode"] == "roundtable"
+    assert answers(body) == [("ada", "ok"), ("grace", "ok"), ("linus", "ok")]
+    first_answer = body["messages"][1]["content"]
+    second_answer = body["messages"][2]["content"]
+    linus_prompt = "\n".join(m.content for m in fake_gateway.calls[2].messages)
+    assert first_answer in linus_prompt and second_answer in linus_prompt
+    ada_prompt = "\n".join(m.content for m in fake_gateway.calls[0].messages)
+    assert "Ship it" in ada_prompt  # the room goal
+    assert "@grace" in ada_prompt  # roster awareness
+
+
+def test_roundtable_failing_agent_becomes_an_error_message_and_the_rest_go_on(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    fake_gateway.fail["grace"] = "timeout"
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    response = post_turn(owner_client, session, "Go")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "partial"
+    assert answers(body) == [("ada", "ok"), ("grace", "error"), ("linus", "ok")]
+    assert body["messages"][2]["error_code"] == "timeout"
+    failed = LlmCallEvent.objects.get(agent_key="grace")
+    assert (failed.status, failed.error_type, failed.output_tokens) == ("timeout", "timeout", 0)
+    assert body["usage"]["llm_calls"] == 3
+
+
+def test_all_agents_failing_fails_the_turn_without_a_500(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    fake_gateway.fail_purposes["agent"] = "rate_limited"
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    response = post_turn(owner_client, session, "Go")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "failed"
+    assert {m["error_code"] for m in body["messages"][1:]} == {"rate_limited"}
+    assert set(LlmCallEvent.objects.values_list("status", flat=True)) == {"rate_limited"}
+    # The session is not blocked: the next turn runs.
+    fake_gateway.fail_purposes.clear()
+    assert post_turn(owner_client, session, "Again").json()["status"] == "completed"
+
+
+# --- orchestrator -----------------------------------------------------------------------------
+
+
+def test_orchestrator_runs_the_managers_selection_in_order_and_meters_routing(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    fake_gateway.routing_reply = '{"selected_agent_keys": ["linus", "ada"]}'
+    session = room_session(mode=RoomMode.ORCHESTRATOR)
+    response = post_turn(owner_client, session, "Who can code this?")
+
+    body = response.json()
+    assert response.status_code == 201
+    assert body["routing"] == {
+        "manager_model_alias": "deepseek",
+        "selected_agent_keys": ["linus", "ada"],
+        "fallback_used": False,
+    }
+    assert answers(body) == [("linus", "ok"), ("ada", "ok")]
+    routing_event = LlmCallEvent.objects.get(purpose="routing")
+    assert routing_event.model_alias == "deepseek"
+    assert routing_event.turn_id == Turn.objects.get().id
+    assert body["usage"]["llm_calls"] == 3
+    roster_prompt = fake_gateway.calls_for("routing")[0].messages[0].content
+    assert all(key in roster_prompt for key in ("ada", "grace", "linus"))
+
+
+def test_orchestrator_accepts_the_single_key_form(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    fake_gateway.routing_reply = '{"selected_agent_key": "grace"}'
+    session = room_session(mode=RoomMode.ORCHESTRATOR)
+    body = post_turn(owner_client, session, "Review please").json()
+
+    assert body["routing"]["selected_agent_keys"] == ["grace"]
+    assert body["routing"]["fallback_used"] is False
+    assert answers(body) == [("grace", "ok")]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["I think Grace should answer", '{"selected_agent_keys": ["nobody"]}', '{"x": 1}', "[]"],
+)
+def test_orchestrator_garbage_falls_back_to_the_first_agent_with_a_warning(
+    owner_client, room_session, fake_gateway, post_turn, caplog, raw
+):
+    fake_gateway.routing_reply = raw
+    session = room_session(mode=RoomMode.ORCHESTRATOR)
+    with caplog.at_level(logging.WARNING):
+        body = post_turn(owner_client, session, "Anyone").json()
+
+    assert body["routing"]["fallback_used"] is True
+    assert body["routing"]["selected_agent_keys"] == ["ada"]
+    assert answers(body) == [("ada", "ok")]
+    assert any(raw[:200] in record.getMessage() for record in caplog.records)
+
+
+def test_orchestrator_routing_call_failure_falls_back_and_is_metered(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    fake_gateway.fail_purposes["routing"] = "provider_error"
+    session = room_session(mode=RoomMode.ORCHESTRATOR)
+    body = post_turn(owner_client, session, "Anyone").json()
+
+    assert body["status"] == "completed"
+    assert body["routing"]["fallback_used"] is True
+    assert LlmCallEvent.objects.get(purpose="routing").status == "error"
+
+
+# --- mode and roster changes, direct sessions, overrides -----------------------------------------
+
+
+def test_pending_mode_applies_at_the_next_turn(owner_client, room_session, fake_gateway, post_turn):
+    session = room_session(mode=RoomMode.MANUAL)
+    room = session.room
+    assert (
+        owner_client.put(f"/api/v1/rooms/{room.id}/mode", {"mode": "roundtable"}).status_code == 200
+    )
+    room.refresh_from_db()
+    assert (room.current_mode, room.pending_mode) == ("manual", "roundtable")
+
+    body = post_turn(owner_client, session, "no tags needed now").json()
+
+    assert body["mode"] == "roundtable"
+    assert len(answers(body)) == 3
+    room.refresh_from_db()
+    assert (room.current_mode, room.pending_mode) == ("roundtable", None)
+
+
+def test_roster_changes_apply_at_the_next_turn_and_old_turns_keep_their_snapshot(
+    owner_client, room_session, trio, fake_gateway, post_turn
+):
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    first = post_turn(owner_client, session, "one").json()
+    ada, grace, _ = trio
+    owner_client.put(
+        f"/api/v1/rooms/{session.room_id}/agents",
+        {"agent_ids": [str(grace.id), str(ada.id)]},
+        format="json",
+    )
+    second = post_turn(owner_client, session, "two").json()
+
+    assert answers(second) == [("grace", "ok"), ("ada", "ok")]
+    first_turn = Turn.objects.get(pk=first["id"])
+    assert [entry["agent_key"] for entry in first_turn.roster] == ["ada", "grace", "linus"]
+    assert [entry["agent_key"] for entry in Turn.objects.get(pk=second["id"]).roster] == [
+        "grace",
+        "ada",
+    ]
+
+
+def test_direct_session_answers_with_its_one_agent(
+    owner, owner_client, trio, make_session, fake_gateway, post_turn
+):
+    session = make_session(owner, agent=trio[1])
+    body = post_turn(owner_client, session, "no tag here").json()
+
+    assert body["mode"] == "direct"
+    assert answers(body) == [("grace", "ok")]
+
+
+def test_model_alias_override_replaces_every_agents_alias(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    body = post_turn(owner_client, session, "Go", model_alias_override="premium").json()
+
+    assert {m["model_alias"] for m in body["messages"][1:]} == {"premium"}
+    assert {call.alias.alias for call in fake_gateway.calls} == {"premium"}
+    assert set(LlmCallEvent.objects.values_list("model_alias", flat=True)) == {"premium"}
+
+
+@pytest.mark.parametrize(
+    ("override", "code"),
+    [("no_such_alias", "unknown_model_alias"), ("premium", "model_alias_disabled")],
+)
+def test_unusable_override_is_refused_before_any_call(
+    owner_client, room_session, fake_gateway, post_turn, override, code
+):
+    ModelAlias.objects.filter(alias="premium").update(enabled=False)
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    response = post_turn(owner_client, session, "Go", model_alias_override=override)
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == code
+    assert fake_gateway.calls == []
+    assert_nothing_written()
+
+
+def test_agent_on_a_disabled_alias_is_refused(owner_client, room_session, fake_gateway, post_turn):
+    ModelAlias.objects.filter(alias="qwen").update(enabled=False)
+    session = room_session()
+    response = post_turn(owner_client, session, "@grace hi")
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "model_alias_disabled"
+    assert_nothing_written()
+
+
+# --- bad input and refusals ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"message": ""},
+        {"message": "   "},
+        {"message": 42},
+        {"message": ["@ada"]},
+        {"message": None},
+        {"message": "@ada " + "x" * 20_000},
+    ],
+)
+def test_bad_message_is_400_and_writes_nothing(owner_client, room_session, fake_gateway, payload):
+    session = room_session()
+    response = owner_client.post(f"/api/v1/sessions/{session.id}/turns", payload, format="json")
+
+    assert response.status_code == 400
+    assert "message" in response.json()
+    assert fake_gateway.calls == []
+    assert_nothing_written()
+
+
+def test_input_larger_than_the_context_budget_is_refused(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    # 2048-token window: input budget = 2048 - 409 (output reserve) - 1024 (overhead) = 615.
+    ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=2048)
+    session = room_session()
+    response = post_turn(owner_client, session, "@ada " + "word " * 600)
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "context_budget_exceeded"
+    assert fake_gateway.calls == []
+    assert_nothing_written()
+
+
+def test_another_users_session_is_404(outsider_client, room_session, fake_gateway, post_turn):
+    session = room_session()
+    response = post_turn(outsider_client, session, "@ada hi")
+
+    assert response.status_code == 404
+    assert outsider_client.get(f"/api/v1/sessions/{session.id}/turns").status_code == 404
+    assert_nothing_written()
+
+
+def test_anonymous_is_refused(anon_client, room_session, post_turn):
+    session = room_session()
+    assert post_turn(anon_client, session, "@ada hi").status_code == 401
+
+
+def test_deleted_session_is_404(owner_client, room_session, fake_gateway, post_turn):
+    session = room_session()
+    owner_client.delete(f"/api/v1/sessions/{session.id}")
+    assert post_turn(owner_client, session, "@ada hi").status_code == 404
+
+
+# --- the claim ------------------------------------------------------------------------------------
+
+
+def test_a_running_turn_blocks_the_session_with_the_exact_409(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    session = room_session()
+    Turn.objects.create(session=session, turn_index=1, mode="manual", user_input="in flight")
+    response = post_turn(owner_client, session, "@ada hi")
+
+    assert response.status_code == 409
+    assert response.json() == CONFLICT_BODY
+    assert fake_gateway.calls == []
+    assert Turn.objects.count() == 1
+
+
+def test_a_stale_running_turn_is_interrupted_and_no_longer_blocks(
+    owner_client, room_session, fake_gateway, post_turn, settings
+):
+    session = room_session()
+    stale = Turn.objects.create(
+        session=session,
+        turn_index=1,
+        mode="manual",
+        user_input="abandoned",
+        created_at=timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5),
+    )
+    response = post_turn(owner_client, session, "@ada hi")
+
+    assert response.status_code == 201
+    assert response.json()["turn_index"] == 2
+    stale.refresh_from_db()
+    assert stale.status == "interrupted"
+    assert stale.completed_at is not None
+
+
+# --- reads, summary, audit ----------------------------------------------------------------------
+
+
+def test_get_turns_and_turn_detail_return_the_post_shape(
+    owner_client, outsider_client, room_session, fake_gateway, post_turn
+):
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    posted = post_turn(owner_client, session, "one").json()
+    post_turn(owner_client, session, "two")
+
+    detail = owner_client.get(f"/api/v1/turns/{posted['id']}")
+    assert detail.status_code == 200
+    assert detail.json() == posted
+    listing = owner_client.get(f"/api/v1/sessions/{session.id}/turns").json()
+    assert [turn["turn_index"] for turn in listing["results"]] == [1, 2]
+    assert listing["results"][0] == posted
+    assert outsider_client.get(f"/api/v1/turns/{posted['id']}").status_code == 404
+
+
+def test_every_eighth_turn_writes_a_structured_summary(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    session = room_session()
+    summary_url = f"/api/v1/sessions/{session.id}/summary"
+    for index in range(1, 8):
+        post_turn(owner_client, session, f"@ada message {index}")
+    assert owner_client.get(summary_url).status_code == 404
+    assert fake_gateway.calls_for("summary") == []
+
+    post_turn(owner_client, session, "@ada message 8")
+
+    response = owner_client.get(summary_url)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["summary_text"] == "They talked."
+    assert body["key_facts"] == ["a fact"]
+    assert body["decisions"] == ["a decision"]
+    assert body["open_questions"] == ["a question?"]
+    assert body["action_items"] == ["an action"]
+    assert (body["from_sequence"], body["to_sequence"]) == (1, 16)
+    assert LlmCallEvent.objects.filter(purpose="summary").count() == 1
+    audit = TurnContextAudit.objects.get(turn__turn_index=8)
+    assert audit.summary_triggered is True
+
+    # The next turn's agents see the summary in their prompt.
+    post_turn(owner_client, session, "@ada message 9")
+    assert "They talked." in fake_gateway.calls[-1].messages[0].content
+
+
+def test_invalid_summary_json_keeps_the_text_with_empty_lists(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    fake_gateway.summary_reply = "Plain prose, not JSON."
+    session = room_session()
+    for index in range(8):
+        post_turn(owner_client, session, f"@ada message {index}")
+
+    summary = SessionSummary.objects.get()
+    assert summary.summary_text == "Plain prose, not JSON."
+    assert (summary.key_facts, summary.decisions) == ([], [])
+    assert summary.valid_json is False
+
+
+def test_summary_is_due_when_the_context_passes_70_percent(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    # Input budget 615 tokens (see above); one long earlier exchange pushes the next turn past 70 %.
+    ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=2048)
+    session = room_session()
+    post_turn(owner_client, session, "@ada " + "word " * 150)
+    assert fake_gateway.calls_for("summary") == []
+    post_turn(owner_client, session, "@ada " + "more " * 100)
+
+    assert len(fake_gateway.calls_for("summary")) == 1
+    audit = TurnContextAudit.objects.get(turn__turn_index=2)
+    assert audit.summary_triggered is True
+    assert audit.estimated_tokens_before >= 0.7 * audit.input_budget
+    assert audit.input_budget == 615
+
+
+def test_context_over_90_percent_is_pruned_oldest_first(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=2048)
+    session = room_session()
+    post_turn(owner_client, session, "@ada FIRST " + "word " * 150)
+    post_turn(owner_client, session, "@ada SECOND " + "word " * 150)
+    post_turn(owner_client, session, "@ada third, short")
+
+    prompt = fake_gateway.calls_for("agent")[-1].messages
+    text = "\n".join(message.content for message in prompt)
+    assert "FIRST" not in text
+    assert "SECOND" in text
+    audit = TurnContextAudit.objects.get(turn__turn_index=3)
+    assert audit.pruned is True
+    assert audit.history_messages_pruned >= 1
+    assert audit.estimated_tokens_after <= 0.9 * audit.input_budget
+
+
+def test_turn_totals_equal_the_sum_of_their_events(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    fake_gateway.routing_reply = '{"selected_agent_keys": ["ada", "grace"]}'
+    fake_gateway.fail["linus"] = "provider_error"
+    runs = [
+        (room_session(mode=RoomMode.ROUNDTABLE), "all of you"),
+        (room_session(mode=RoomMode.ORCHESTRATOR), "route me"),
+        (room_session(mode=RoomMode.MANUAL), "@grace @linus"),
+    ]
+    for session, message in runs:
+        for _ in range(8):  # the eighth turn of each session summarizes
+            assert post_turn(owner_client, session, message).status_code == 201
+
+    assert LlmCallEvent.objects.count() == len(fake_gateway.calls)
+    assert LlmCallEvent.objects.filter(purpose="summary").count() == 3
+    for turn in Turn.objects.all():
+        sums = LlmCallEvent.objects.filter(turn=turn).aggregate(
+            fresh=Sum("input_tokens_fresh"),
+            cached=Sum("input_tokens_cached"),
+            output=Sum("output_tokens"),
+            credits=Sum("credits"),
+            cost=Sum("provider_cost_usd"),
+        )
+        assert turn.llm_calls == LlmCallEvent.objects.filter(turn=turn).count()
+        assert turn.input_tokens == sums["fresh"] + sums["cached"]
+        assert turn.output_tokens == sums["output"]
+        assert turn.credits == sums["credits"]
+        assert turn.provider_cost_usd == sums["cost"]
+    total = LlmCallEvent.objects.aggregate(total=Sum("credits"))["total"]
+    assert total == sum((turn.credits for turn in Turn.objects.all()), Decimal("0"))
