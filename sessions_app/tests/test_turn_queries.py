@@ -1,0 +1,82 @@
+"""Per-turn work does not grow with the session: same SQL at turn 2 and turn 60."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from sessions_app.models import Message, Turn, TurnStatus
+
+pytestmark = pytest.mark.django_db
+
+# A single-agent turn (auth aside: the test client is force-authenticated): session, billing
+# profile, roster, aliases with pricing, the claim read, turn insert, user message insert,
+# latest summary, recent history, assistant message, ledger row, context audit, turn update.
+SINGLE_AGENT_TURN_STATEMENTS = 13
+# Inside the test's transaction each of the 3 atomic blocks (claim, step, finalize) also shows
+# a SAVEPOINT and a RELEASE; in production they are BEGIN/COMMIT.
+SAVEPOINT_STATEMENTS = 6
+
+
+def _grow_session(session, *, up_to_turn: int) -> None:
+    """Append finished turns directly, as if the session had been used for a while."""
+    last = Turn.objects.filter(session=session).order_by("-turn_index").first()
+    sequence = Message.objects.filter(session=session).count()
+    for index in range(last.turn_index + 1, up_to_turn + 1):
+        turn = Turn.objects.create(
+            session=session,
+            turn_index=index,
+            mode="manual",
+            status=TurnStatus.COMPLETED,
+            user_input=f"question {index}",
+        )
+        Message.objects.bulk_create(
+            [
+                Message(
+                    session=session,
+                    turn=turn,
+                    sequence=sequence + 1,
+                    role="user",
+                    content=f"question {index}",
+                    token_estimate=4,
+                ),
+                Message(
+                    session=session,
+                    turn=turn,
+                    sequence=sequence + 2,
+                    role="assistant",
+                    agent_key="ada",
+                    agent_name="Ada",
+                    content=f"answer {index}",
+                    token_estimate=3,
+                ),
+            ]
+        )
+        sequence += 2
+
+
+def test_turn_queries_do_not_grow_with_session_length(
+    owner,
+    owner_client,
+    make_agent,
+    make_room,
+    make_session,
+    fake_gateway,
+    post_turn,
+    django_assert_max_num_queries,
+):
+    room = make_room(owner, [make_agent(owner, "ada"), make_agent(owner, "grace")])
+    session = make_session(owner, room=room)
+    assert post_turn(owner_client, session, "@ada first").status_code == 201
+
+    with CaptureQueriesContext(connection) as at_turn_2:
+        assert post_turn(owner_client, session, "@ada second").json()["turn_index"] == 2
+
+    _grow_session(session, up_to_turn=59)
+    max_queries = SINGLE_AGENT_TURN_STATEMENTS + SAVEPOINT_STATEMENTS
+    with django_assert_max_num_queries(max_queries) as at_turn_60:
+        assert post_turn(owner_client, session, "@ada sixtieth").json()["turn_index"] == 60
+
+    assert len(at_turn_60) == len(at_turn_2)
+    # The history read is bounded, whatever the session length.
+    history_reads = [q["sql"] for q in at_turn_60 if "LIMIT" in q["sql"] and "message" in q["sql"]]
+    assert history_reads
