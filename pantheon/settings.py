@@ -125,6 +125,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RoomModeEnum": "rooms.models.RoomMode",
+        "RoomModeInputEnum": "rooms.serializers.MODE_INPUT_CHOICES",
+        "TurnModeEnum": "sessions_app.models.TURN_MODE_CHOICES",
+        "TurnStatusEnum": "sessions_app.models.TurnStatus",
+        "MessageStatusEnum": "sessions_app.models.MessageStatus",
+        "MessageRoleEnum": "sessions_app.models.MessageRole",
+    },
 }
 
 # --- Pantheon ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from rooms.api import AgentViewSet, RoomViewSet
 from sessions_app.urls import urlpatterns as session_urls
 from usage.urls import urlpatterns as usage_urls
 
-router = SimpleRouter(trailing_slash=False)
+router = SimpleRouter(trailing_slash=False, use_regex_path=False)
 router.register("agents", AgentViewSet, basename="agent")
 router.register("rooms", RoomViewSet, basename="room")
 

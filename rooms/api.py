@@ -1,5 +1,5 @@
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -17,7 +17,6 @@ from rooms.serializers import (
 
 class AgentViewSet(viewsets.ModelViewSet):
     serializer_class = AgentSerializer
-    lookup_value_converter = "uuid"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Agent]:
@@ -34,9 +33,9 @@ class AgentViewSet(viewsets.ModelViewSet):
         )
 
 
+@extend_schema_view(update=extend_schema(exclude=True))
 class RoomViewSet(viewsets.ModelViewSet):
     serializer_class = RoomSerializer
-    lookup_value_converter = "uuid"
     http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Room]:

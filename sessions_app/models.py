@@ -47,6 +47,9 @@ class Session(models.Model):
         return self.room_id is None
 
 
+TURN_MODE_CHOICES = [*RoomMode.choices, ("direct", "Direct")]
+
+
 class TurnStatus(models.TextChoices):
     RUNNING = "running"
     COMPLETED = "completed"
@@ -59,7 +62,7 @@ class Turn(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
     turn_index = models.PositiveIntegerField()
-    mode = models.CharField(max_length=16, choices=RoomMode.choices + [("direct", "Direct")])
+    mode = models.CharField(max_length=16, choices=TURN_MODE_CHOICES)
     status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.RUNNING)
     user_input = models.TextField()
     model_alias_override = models.CharField(max_length=64, blank=True)

@@ -1,5 +1,3 @@
-from datetime import timedelta
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.request import Request
@@ -31,14 +29,11 @@ class UsageView(APIView):
         responses=UsageSerializer,
     )
     def get(self, request: Request) -> Response:
-        query = UsageQuerySerializer(data=request.query_params)
+        # An empty parameter (`?from=`) means the default, as forms send it.
+        params = {key: value for key, value in request.query_params.items() if value}
+        query = UsageQuerySerializer(data=params)
         query.is_valid(raise_exception=True)
-        start = query.validated_data.get("from") or selectors.month_start()
-        end = query.validated_data.get("to")
-        if end is None:
-            end = selectors.next_month_start(start)
-        elif len(request.query_params.get("to", "")) == 10:
-            end += timedelta(days=1)  # a bare date includes its whole day
+        start, end = query.validated_data["from"], query.validated_data["to"]
         profile = selectors.billing_profile_for(user=request.user)
         body = {
             "from": start,

@@ -1,6 +1,11 @@
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from usage.models import ModelAlias
+from usage.selectors import month_start, next_month_start
 
 
 class ModelAliasSerializer(serializers.ModelSerializer):
@@ -10,11 +15,47 @@ class ModelAliasSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class UsageQuerySerializer(serializers.Serializer):
-    """`from` and `to` are dates (UTC days, both included) or datetimes; default: this month."""
+class DayOrMomentField(serializers.Field):
+    """An ISO date (the whole UTC day) or an ISO datetime (naive means UTC).
 
-    from_ = serializers.DateTimeField(required=False, input_formats=["iso-8601", "%Y-%m-%d"])
-    to = serializers.DateTimeField(required=False, input_formats=["iso-8601", "%Y-%m-%d"])
+    Parses to `(moment, whole_day)`: a bare date as an upper bound includes its whole day.
+    """
+
+    default_error_messages = {
+        "invalid": "Use an ISO date (2026-11-01) or an ISO datetime (2026-11-01T12:00:00Z)."
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            day = date.fromisoformat(data)
+        except ValueError:
+            pass
+        else:
+            return datetime.combine(day, time.min, tzinfo=UTC), True
+        try:
+            moment = parse_datetime(data)
+        except ValueError:
+            moment = None
+        if moment is None:
+            self.fail("invalid")
+        if timezone.is_naive(moment):
+            moment = moment.replace(tzinfo=UTC)
+        return moment, False
+
+    def to_representation(self, value):
+        return value
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    """`from` and `to` bound the range; default: the calendar month (UTC) of `from`, or this one.
+
+    The validated data is `{"from": datetime, "to": datetime}`, `to` exclusive.
+    """
+
+    from_ = DayOrMomentField(required=False)
+    to = DayOrMomentField(required=False)
 
     def get_fields(self):
         fields = super().get_fields()
@@ -22,10 +63,20 @@ class UsageQuerySerializer(serializers.Serializer):
         return fields
 
     def validate(self, attrs):
-        start, end = attrs.get("from"), attrs.get("to")
-        if start and end and end < start:
-            raise serializers.ValidationError({"to": ["Must not be before 'from'."]})
-        return attrs
+        start = attrs["from"][0] if "from" in attrs else None
+        if "to" in attrs:
+            end, whole_day = attrs["to"]
+            if whole_day:
+                end += timedelta(days=1)
+        else:
+            end = None
+        if start is None:
+            start = month_start(end - timedelta(microseconds=1) if end else None)
+        if end is None:
+            end = next_month_start(start)
+        if end <= start:
+            raise serializers.ValidationError({"to": ["Must be after 'from'."]})
+        return {"from": start, "to": end}
 
 
 class ModelUsageSerializer(serializers.Serializer):

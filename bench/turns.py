@@ -1,0 +1,359 @@
+"""Turn-engine benchmark: server overhead per turn through a live gunicorn on PostgreSQL.
+
+    python bench/turns.py [--samples 60] [--database-url postgres://postgres@127.0.0.1:5432/x]
+
+It creates a scratch database, migrates it, seeds sessions already grown to turn 9 and turn
+499 (bulk rows, with a summary, as a real session would have), starts gunicorn on a free
+127.0.0.1 port with the offline demo backend (a provider with no network latency), posts one
+turn to each session, and prints p50/p95 of:
+
+- wall time per request, as the client sees it;
+- server overhead = wall time minus the time spent inside LLM calls (the ledger's latency_ms),
+  i.e. what Pantheon itself adds around the provider;
+- SQL statements per turn, counted in-process on the same database (auth included).
+
+Everything it starts it stops (gunicorn, the scratch database), also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGETS = {
+    "single_p50_ms": 10.0,
+    "single_p95_ms": 25.0,
+    "growth_ratio": 1.1,
+    "single_sql": 15,
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=60, help="sessions measured per case")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_bench"
+        ),
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep-db", action="store_true", help="do not drop the scratch database")
+    return parser.parse_args()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def recreate_database(url: str, *, drop_only: bool = False) -> None:
+    import environ
+    import psycopg
+
+    config = environ.Env.db_url_config(url)
+    with psycopg.connect(
+        host=config["HOST"] or "127.0.0.1",
+        port=config["PORT"] or 5432,
+        user=config["USER"] or "postgres",
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
+        if not drop_only:
+            conn.execute(f'CREATE DATABASE "{config["NAME"]}"')
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["PANTHEON_LLM_BACKEND"] = "demo"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+
+
+def seed(samples: int) -> dict:
+    """Sessions grown to turn 9 and 499, single-agent (direct) and a 3-agent roundtable."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    from rooms.models import Agent, Room, RoomAgent, RoomMode
+    from sessions_app.models import Message, Session, SessionSummary, Turn, TurnStatus
+
+    call_command("migrate", verbosity=0)
+    user = get_user_model().objects.create_user("bench", password="bench-pass-123")
+    token = Token.objects.create(user=user).key
+    agents = [
+        Agent.objects.create(
+            owner=user,
+            agent_key=key,
+            name=key.title(),
+            model_alias=alias,
+            role_prompt=f"{key.title()} gives short, concrete answers.",
+        )
+        for key, alias in (("ada", "deepseek"), ("grace", "qwen"), ("linus", "llama"))
+    ]
+    room = Room.objects.create(
+        owner=user, name="bench", goal="Benchmark", current_mode=RoomMode.ROUNDTABLE
+    )
+    RoomAgent.objects.bulk_create(
+        RoomAgent(room=room, agent=agent, position=i) for i, agent in enumerate(agents)
+    )
+
+    def grow(kind: str, turns: int) -> list[str]:
+        ids = []
+        for _ in range(samples):
+            if kind == "single":
+                session = Session.objects.create(started_by=user, agent=agents[0])
+                speakers, mode = agents[:1], "direct"
+            else:
+                session = Session.objects.create(started_by=user, room=room)
+                speakers, mode = agents, RoomMode.ROUNDTABLE
+            turn_rows = Turn.objects.bulk_create(
+                Turn(
+                    session=session,
+                    turn_index=index,
+                    mode=mode,
+                    status=TurnStatus.COMPLETED,
+                    user_input=f"question {index}",
+                )
+                for index in range(1, turns + 1)
+            )
+            messages, sequence = [], 0
+            for turn in turn_rows:
+                sequence += 1
+                messages.append(
+                    Message(
+                        session=session,
+                        turn=turn,
+                        sequence=sequence,
+                        role="user",
+                        content=turn.user_input,
+                        token_estimate=4,
+                    )
+                )
+                for agent in speakers:
+                    sequence += 1
+                    messages.append(
+                        Message(
+                            session=session,
+                            turn=turn,
+                            sequence=sequence,
+                            role="assistant",
+                            agent_key=agent.agent_key,
+                            agent_name=agent.name,
+                            model_alias=agent.model_alias,
+                            content=f"{agent.name} answers question {turn.turn_index} briefly.",
+                            token_estimate=12,
+                        )
+                    )
+            Message.objects.bulk_create(messages, batch_size=2000)
+            SessionSummary.objects.create(
+                session=session,
+                from_sequence=1,
+                to_sequence=sequence,
+                summary_text=f"{turns} turns of questions and short answers.",
+            )
+            ids.append(str(session.id))
+        return ids
+
+    return {
+        "token": token,
+        "single@10": grow("single", 9),
+        "single@500": grow("single", 499),
+        "roundtable@10": grow("roundtable", 9),
+        "roundtable@500": grow("roundtable", 499),
+    }
+
+
+def start_gunicorn(url: str, port: int, workers: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PANTHEON_LLM_BACKEND": "demo",
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-" + "x" * 50,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+        "CONN_MAX_AGE": "600",
+    }
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "pantheon.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            "2",
+            "--log-level",
+            "warning",
+            "--preload",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def wait_healthy(client, base: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if client.get(f"{base}/api/v1/health").status_code == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("gunicorn did not become healthy in time")
+
+
+def measure(client, base: str, session_ids: list[str], message: str) -> tuple[list, list]:
+    from django.db.models import Sum
+
+    from usage.models import LlmCallEvent
+
+    walls, overheads = [], []
+    for session_id in session_ids:
+        started = time.perf_counter()
+        response = client.post(
+            f"{base}/api/v1/sessions/{session_id}/turns", json={"message": message}
+        )
+        wall_ms = (time.perf_counter() - started) * 1000
+        if response.status_code != 201:
+            raise RuntimeError(f"turn failed: {response.status_code} {response.text[:300]}")
+        turn_id = response.json()["id"]
+        llm_ms = (
+            LlmCallEvent.objects.filter(turn_id=turn_id).aggregate(total=Sum("latency_ms"))["total"]
+            or 0
+        )
+        walls.append(wall_ms)
+        overheads.append(wall_ms - llm_ms)
+    return walls, overheads
+
+
+def count_sql(token: str, session_id: str, message: str) -> int:
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_HOST="127.0.0.1")
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(
+            f"/api/v1/sessions/{session_id}/turns",
+            {"message": message},
+            content_type="application/json",
+        )
+    assert response.status_code == 201, response.content[:300]
+    return len(queries)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> int:
+    args = parse_args()
+    import httpx
+
+    print(f"scratch database: {args.database_url}")
+    recreate_database(args.database_url)
+    server = None
+    try:
+        setup_django(args.database_url)
+        started = time.monotonic()
+        data = seed(args.samples)
+        print(f"seeded {args.samples} sessions per case in {time.monotonic() - started:.1f}s")
+
+        port = free_port()
+        server = start_gunicorn(args.database_url, port, args.workers)
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Token {data['token']}"}
+        with httpx.Client(headers=headers, timeout=30) as client:
+            wait_healthy(client, base, time.monotonic() + 60)
+            # Warm every worker (imports, connections) on sessions we do not measure.
+            warm = data["single@10"][-1:] * 1
+            for _ in range(6 * args.workers):
+                client.post(f"{base}/api/v1/sessions/{warm[0]}/turns", json={"message": "warm"})
+            measured = {
+                case: data[case][:-1]
+                for case in ("single@10", "single@500", "roundtable@10", "roundtable@500")
+            }
+            results = {
+                case: measure(client, base, ids, "What should we do next, and why?")
+                for case, ids in measured.items()
+            }
+        sql = {
+            "single@10": count_sql(data["token"], data["single@10"][-1], "count me"),
+            "single@500": count_sql(data["token"], data["single@500"][-1], "count me"),
+            "roundtable@10": count_sql(data["token"], data["roundtable@10"][-1], "count me"),
+            "roundtable@500": count_sql(data["token"], data["roundtable@500"][-1], "count me"),
+        }
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep_db:
+            recreate_database(args.database_url, drop_only=True)
+
+    print()
+    print(f"{'case':<16}{'wall p50':>10}{'wall p95':>10}{'ovh p50':>10}{'ovh p95':>10}{'SQL':>6}")
+    summary = {}
+    for case, (walls, overheads) in results.items():
+        row = (
+            percentile(walls, 50),
+            percentile(walls, 95),
+            percentile(overheads, 50),
+            percentile(overheads, 95),
+        )
+        summary[case] = row
+        print(f"{case:<16}" + "".join(f"{value:>9.2f} " for value in row) + f"{sql[case]:>5}")
+    print(
+        "(ms; overhead = wall time minus time inside LLM calls; samples per case: "
+        f"{args.samples - 1})"
+    )
+
+    single_growth = summary["single@500"][2] / summary["single@10"][2]
+    roundtable_growth = summary["roundtable@500"][2] / summary["roundtable@10"][2]
+    print()
+    print(
+        f"overhead growth turn 500 / turn 10: single {single_growth:.2f}x, "
+        f"roundtable {roundtable_growth:.2f}x"
+    )
+    checks = [
+        ("single-agent overhead p50 <= 10 ms", summary["single@10"][2] <= TARGETS["single_p50_ms"]),
+        ("single-agent overhead p95 <= 25 ms", summary["single@10"][3] <= TARGETS["single_p95_ms"]),
+        ("turn 500 <= 1.1x turn 10 (single)", single_growth <= TARGETS["growth_ratio"]),
+        ("<= 15 SQL per single-agent turn", sql["single@10"] <= TARGETS["single_sql"]),
+        (
+            "same SQL at turn 10 and turn 500",
+            sql["single@10"] == sql["single@500"] and sql["roundtable@10"] == sql["roundtable@500"],
+        ),
+    ]
+    for label, ok in checks:
+        print(f"  [{'ok' if ok else 'MISS'}] {label}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

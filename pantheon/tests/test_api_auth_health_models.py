@@ -1,0 +1,194 @@
+"""`POST auth/token`, `GET health`, `GET models`, and the OpenAPI schema and docs."""
+
+import pytest
+from django.db import OperationalError, connections
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from usage.models import ModelAlias
+
+pytestmark = pytest.mark.django_db
+
+TOKEN_URL = "/api/v1/auth/token"
+HEALTH_URL = "/api/v1/health"
+MODELS_URL = "/api/v1/models"
+SEEDED_ALIASES = ["deepseek", "gpt_oss", "llama", "premium", "qwen"]
+
+
+def token_client(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+def aliases_of(response) -> list[str]:
+    return [model["alias"] for model in response.json()]
+
+
+# --- auth/token -----------------------------------------------------------------------------
+
+
+def test_token_for_valid_credentials_authenticates_later_requests(owner, anon_client, make_agent):
+    make_agent(owner, "ada")
+
+    response = anon_client.post(TOKEN_URL, {"username": "owner", "password": "owner-pass-123"})
+
+    assert response.status_code == 200
+    assert set(response.json()) == {"token"}
+    key = response.json()["token"]
+    assert Token.objects.get(user=owner).key == key
+    agents = token_client(key).get("/api/v1/agents")
+    assert agents.status_code == 200
+    assert [agent["agent_key"] for agent in agents.json()["results"]] == ["ada"]
+
+
+def test_token_is_stable_across_logins(owner, anon_client):
+    credentials = {"username": "owner", "password": "owner-pass-123"}
+
+    first = anon_client.post(TOKEN_URL, credentials).json()["token"]
+    second = anon_client.post(TOKEN_URL, credentials).json()["token"]
+
+    assert first == second
+    assert Token.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"username": "owner", "password": "wrong-password"},
+        {"username": "nobody", "password": "owner-pass-123"},
+    ],
+)
+def test_token_for_wrong_credentials_is_400(owner, anon_client, credentials):
+    response = anon_client.post(TOKEN_URL, credentials)
+
+    assert response.status_code == 400
+    assert response.json() == {"non_field_errors": ["Unable to log in with provided credentials."]}
+    assert not Token.objects.exists()
+
+
+def test_token_requires_username_and_password(anon_client):
+    response = anon_client.post(TOKEN_URL, {})
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"username", "password"}
+
+
+def test_an_unknown_token_is_401(owner):
+    response = token_client("0" * 40).get("/api/v1/agents")
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid token."}
+
+
+# --- health ---------------------------------------------------------------------------------
+
+
+def test_health_needs_no_authentication(anon_client):
+    response = anon_client.get(HEALTH_URL)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "postgresql", "llm_backend": "demo"}
+
+
+def test_health_ignores_a_bad_token():
+    response = token_client("not-a-token").get(HEALTH_URL)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_health_is_503_when_the_database_is_unreachable(anon_client, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    # Patched on the class so that undoing the patch leaves no attribute on the connection.
+    monkeypatch.setattr(type(connections["default"]), "cursor", unreachable)
+
+    response = anon_client.get(HEALTH_URL)
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "database": "postgresql",
+        "llm_backend": "demo",
+    }
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def test_models_lists_the_enabled_aliases(owner_client):
+    response = owner_client.get(MODELS_URL)
+
+    assert response.status_code == 200
+    assert aliases_of(response) == SEEDED_ALIASES
+    deepseek = response.json()[0]
+    assert deepseek == {"alias": "deepseek", "context_window": 64_000, "max_output_tokens": 2048}
+
+
+def test_models_hides_a_disabled_alias(owner_client):
+    ModelAlias.objects.filter(alias="premium").update(enabled=False)
+
+    response = owner_client.get(MODELS_URL)
+
+    assert response.status_code == 200
+    assert aliases_of(response) == ["deepseek", "gpt_oss", "llama", "qwen"]
+
+
+def test_models_needs_authentication(anon_client):
+    assert anon_client.get(MODELS_URL).status_code == 401
+
+
+# --- OpenAPI --------------------------------------------------------------------------------
+
+
+def test_schema_is_served_without_authentication(anon_client):
+    response = anon_client.get("/api/schema/", {"format": "json"})
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    assert schema["info"]["title"] == "Pantheon API"
+    assert {
+        "/api/v1/auth/token",
+        "/api/v1/health",
+        "/api/v1/models",
+        "/api/v1/agents",
+        "/api/v1/agents/{id}",
+        "/api/v1/agents/{agent_id}/sessions",
+        "/api/v1/rooms",
+        "/api/v1/rooms/{id}",
+        "/api/v1/rooms/{id}/mode",
+        "/api/v1/rooms/{id}/agents",
+        "/api/v1/rooms/{room_id}/sessions",
+        "/api/v1/sessions/{id}",
+        "/api/v1/sessions/{session_id}/messages",
+    } <= set(schema["paths"])
+    assert "tokenAuth" in schema["components"]["securitySchemes"]
+
+
+def test_schema_does_not_advertise_put_on_a_room(anon_client):
+    """`PUT rooms/{id}` answers 405 (only PATCH edits a room), so the schema must not offer it."""
+    schema = anon_client.get("/api/schema/", {"format": "json"}).json()
+
+    room_operations = schema["paths"]["/api/v1/rooms/{id}"]
+    assert {"get", "patch", "delete"} <= set(room_operations)
+    assert "put" not in room_operations
+
+
+def test_schema_defaults_to_yaml(anon_client):
+    response = anon_client.get("/api/schema/")
+
+    assert response.status_code == 200
+    assert response.content.startswith(b"openapi: 3.")
+
+
+def test_docs_page_renders(anon_client):
+    response = anon_client.get("/api/docs/")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert b"swagger-ui" in response.content
+    assert b"/api/schema/" in response.content

@@ -1,0 +1,336 @@
+"""Operator setup: migrations from zero, no missing migrations, `check --deploy`, `seed_demo`,
+`set_model_alias`."""
+
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from io import StringIO
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from psycopg import sql
+from rest_framework.test import APIClient
+
+from rooms.models import Agent, Room, RoomAgent
+from sessions_app.models import Session
+from usage.models import ModelAlias
+
+SEEDED_ALIASES = ["deepseek", "gpt_oss", "llama", "premium", "qwen"]
+OPERATED_APPS = {"rooms", "sessions_app", "usage"}
+
+
+def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`manage.py ARGS` in a fresh process, with production settings unless `env` says otherwise."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "pantheon.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def server_params() -> dict:
+    """How to reach the PostgreSQL server the tests run on."""
+    db = settings.DATABASES["default"]
+    return {
+        "host": db.get("HOST") or "127.0.0.1",
+        "port": db.get("PORT") or 5432,
+        "user": db.get("USER") or "postgres",
+        "password": db.get("PASSWORD") or None,
+    }
+
+
+def query(url_params: dict, statement: str) -> list[tuple]:
+    with psycopg.connect(**url_params) as conn:
+        return conn.execute(statement).fetchall()
+
+
+# --- migrations -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_database():
+    """A brand-new, empty PostgreSQL database (dropped afterwards); yields (url, params)."""
+    params = server_params()
+    name = f"pantheon_from_zero_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(**params, dbname="postgres", autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    password = f":{params['password']}" if params["password"] else ""
+    url = f"postgres://{params['user']}{password}@{params['host']}:{params['port']}/{name}"
+    try:
+        yield url, {**params, "dbname": name}
+    finally:
+        with psycopg.connect(**params, dbname="postgres", autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def seeded_state(params: dict) -> tuple[list[str], dict[str, set[tuple[str, str]]]]:
+    """(enabled aliases, {group name: {(app_label, codename)}}) as a fresh database holds them."""
+    aliases = [row[0] for row in query(params, "SELECT alias FROM usage_modelalias ORDER BY 1")]
+    rows = query(
+        params,
+        """
+        SELECT g.name, ct.app_label, p.codename
+        FROM auth_group g
+        LEFT JOIN auth_group_permissions gp ON gp.group_id = g.id
+        LEFT JOIN auth_permission p ON p.id = gp.permission_id
+        LEFT JOIN django_content_type ct ON ct.id = p.content_type_id
+        """,
+    )
+    groups: dict[str, set[tuple[str, str]]] = {}
+    for group, app_label, codename in rows:
+        groups.setdefault(group, set())
+        if codename:
+            groups[group].add((app_label, codename))
+    return aliases, groups
+
+
+def assert_seeded(params: dict) -> None:
+    aliases, groups = seeded_state(params)
+    assert aliases == SEEDED_ALIASES
+    assert set(groups) == {"Owner", "Analyst"}
+    owner, analyst = groups["Owner"], groups["Analyst"]
+    assert {app for app, _ in owner} == OPERATED_APPS
+    assert {
+        ("rooms", "change_room"),
+        ("rooms", "change_agent"),
+        ("usage", "change_modelalias"),
+        ("usage", "change_billingprofile"),
+        ("sessions_app", "delete_session"),
+    } <= owner
+    assert analyst == {(app, codename) for app, codename in owner if codename.startswith("view_")}
+    assert {("usage", "view_llmcallevent"), ("rooms", "view_room")} <= analyst
+
+
+def test_migrations_run_from_zero_on_an_empty_database_and_seed_it(empty_database):
+    url, params = empty_database
+
+    result = run_manage("migrate", "--noinput", DATABASE_URL=url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_seeded(params)
+
+
+def test_migrations_reverse_to_zero_and_apply_again(empty_database):
+    url, params = empty_database
+    assert run_manage("migrate", "--noinput", DATABASE_URL=url).returncode == 0
+
+    back = run_manage("migrate", "rooms", "zero", "--noinput", DATABASE_URL=url)
+
+    assert back.returncode == 0, back.stdout + back.stderr
+    tables = {row[0] for row in query(params, "SELECT tablename FROM pg_tables")}
+    assert not {
+        table for table in tables if table.startswith(("rooms_", "sessions_app_", "usage_"))
+    }
+    again = run_manage("migrate", "--noinput", DATABASE_URL=url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_seeded(params)
+
+
+@pytest.mark.django_db
+def test_the_models_have_no_missing_migrations():
+    call_command("makemigrations", "--check", "--dry-run", stdout=StringIO(), stderr=StringIO())
+
+
+# --- check --deploy -------------------------------------------------------------------------
+
+
+def test_check_deploy_passes_with_production_settings():
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(45),  # 60 characters
+        ALLOWED_HOSTS="pantheon.example.com",
+        SECURE_SSL_REDIRECT="true",
+        SECURE_HSTS_SECONDS="31536000",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="true",
+        SECURE_HSTS_PRELOAD="true",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- seed_demo ------------------------------------------------------------------------------
+
+
+def seed_demo() -> str:
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+def demo_counts() -> tuple[int, int, int, int]:
+    return (
+        get_user_model().objects.filter(username="demo").count(),
+        Agent.objects.count(),
+        Room.objects.count(),
+        Session.objects.count(),
+    )
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_a_user_agents_and_one_room_per_mode():
+    output = seed_demo()
+
+    assert "Created demo user" in output
+    demo = get_user_model().objects.get(username="demo")
+    assert demo.is_staff and demo.is_superuser
+    assert list(demo.groups.values_list("name", flat=True)) == ["Owner"]
+    assert list(Agent.objects.filter(owner=demo).values_list("agent_key", "model_alias")) == [
+        ("ada", "deepseek"),
+        ("linus", "llama"),
+        ("grace", "qwen"),
+        ("marie", "gpt_oss"),
+    ]
+    rooms = Room.objects.filter(owner=demo).order_by("created_at")
+    assert [room.current_mode for room in rooms] == ["manual", "roundtable", "orchestrator"]
+    for room in rooms:
+        seats = RoomAgent.objects.filter(room=room).order_by("position")
+        assert [seat.agent.agent_key for seat in seats] == ["ada", "linus", "grace", "marie"]
+        assert Session.objects.filter(room=room, started_by=demo, deleted_at=None).count() == 1
+
+
+@pytest.mark.django_db
+def test_seed_demo_is_idempotent():
+    seed_demo()
+    first = demo_counts()
+
+    output = seed_demo()
+
+    assert first == (1, 4, 3, 3)
+    assert demo_counts() == first
+    assert "its password was left alone" in output
+
+
+@pytest.mark.django_db
+def test_seed_demo_replaces_a_deleted_demo_session():
+    seed_demo()
+    Session.objects.filter(room__name="Roundtable").update(deleted_at=timezone.now())
+
+    seed_demo()
+
+    assert Session.objects.filter(room__name="Roundtable", deleted_at=None).count() == 1
+    assert Session.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_the_demo_user_can_log_in_to_the_api():
+    seed_demo()
+
+    response = APIClient().post(
+        "/api/v1/auth/token", {"username": "demo", "password": "pantheon-demo"}
+    )
+
+    assert response.status_code == 200
+    rooms = APIClient(HTTP_AUTHORIZATION=f"Token {response.json()['token']}").get("/api/v1/rooms")
+    assert rooms.json()["count"] == 3
+
+
+# --- set_model_alias ------------------------------------------------------------------------
+
+
+def set_model_alias(*args: str) -> str:
+    out = StringIO()
+    call_command("set_model_alias", *args, stdout=out)
+    return out.getvalue()
+
+
+def enabled_aliases() -> list[str]:
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_user(username="reader"))
+    response = client.get("/api/v1/models")
+    assert response.status_code == 200
+    return [model["alias"] for model in response.json()]
+
+
+@pytest.mark.django_db
+def test_set_model_alias_creates_an_alias():
+    output = set_model_alias(
+        "mistral",
+        "--model",
+        "openrouter/mistralai/mistral-large",
+        "--api-base",
+        "https://llm.example.com/v1",
+        "--api-key-env",
+        "MISTRAL_KEY",
+        "--context-window",
+        "32000",
+    )
+
+    assert output.startswith("Created alias mistral: openrouter/mistralai/mistral-large")
+    row = ModelAlias.objects.get(alias="mistral")
+    assert (row.litellm_model, row.api_base, row.api_key_env, row.context_window) == (
+        "openrouter/mistralai/mistral-large",
+        "https://llm.example.com/v1",
+        "MISTRAL_KEY",
+        32000,
+    )
+    assert row.enabled
+    assert "mistral" in enabled_aliases()
+
+
+@pytest.mark.django_db
+def test_set_model_alias_updates_only_the_given_fields():
+    before = ModelAlias.objects.get(alias="llama")
+
+    output = set_model_alias("llama", "--api-base", "https://llm.example.com/v1")
+
+    assert output.startswith("Updated alias llama")
+    after = ModelAlias.objects.get(alias="llama")
+    assert after.api_base == "https://llm.example.com/v1"
+    assert (after.litellm_model, after.api_key_env, after.context_window, after.enabled) == (
+        before.litellm_model,
+        before.api_key_env,
+        before.context_window,
+        before.enabled,
+    )
+
+
+@pytest.mark.django_db
+def test_set_model_alias_disable_and_enable_toggle_the_models_list():
+    set_model_alias("qwen", "--disable")
+
+    assert not ModelAlias.objects.get(alias="qwen").enabled
+    assert enabled_aliases() == ["deepseek", "gpt_oss", "llama", "premium"]
+
+    set_model_alias("qwen", "--enable")
+
+    assert ModelAlias.objects.get(alias="qwen").enabled
+
+
+@pytest.mark.django_db
+def test_set_model_alias_needs_a_model_for_a_new_alias():
+    with pytest.raises(CommandError, match="--model is required"):
+        set_model_alias("brand_new", "--context-window", "32000")
+
+    assert not ModelAlias.objects.filter(alias="brand_new").exists()
+
+
+@pytest.mark.django_db
+def test_set_model_alias_refuses_an_invalid_value():
+    with pytest.raises(CommandError, match="context_window"):
+        set_model_alias("llama", "--context-window", "10")
+
+    assert ModelAlias.objects.get(alias="llama").context_window == 131_072
+
+
+@pytest.mark.django_db
+def test_set_model_alias_refuses_enable_and_disable_together():
+    with pytest.raises(CommandError):
+        set_model_alias("llama", "--enable", "--disable")
+
+    assert ModelAlias.objects.get(alias="llama").enabled

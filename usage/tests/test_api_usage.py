@@ -1,0 +1,374 @@
+"""`GET /api/v1/usage` and the billing refusals a turn meets before any LLM spend."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from rooms.models import RoomMode
+from sessions_app.models import Message, Turn
+from usage.models import BillingProfile, LlmCallEvent
+from usage.selectors import month_start, next_month_start
+
+pytestmark = pytest.mark.django_db
+
+USAGE_URL = "/api/v1/usage"
+BODY_KEYS = {"from", "to", "credits_used", "credit_cap", "by_model"}
+ROW_KEYS = {"model_alias", "llm_calls", "input_tokens", "output_tokens", "credits"}
+ROW_KEYS |= {"provider_cost_usd"}
+
+
+def event(user, *, at: datetime, alias: str = "deepseek", **fields) -> LlmCallEvent:
+    values = {
+        "purpose": "agent",
+        "status": "success",
+        "input_tokens_fresh": 100,
+        "input_tokens_cached": 20,
+        "output_tokens": 10,
+        "credits": Decimal("0.0047"),
+        "provider_cost_usd": Decimal("0.0001"),
+        "priced": True,
+    }
+    values.update(fields)
+    values["total_tokens"] = (
+        values["input_tokens_fresh"] + values["input_tokens_cached"] + values["output_tokens"]
+    )
+    return LlmCallEvent.objects.create(user=user, model_alias=alias, created_at=at, **values)
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@pytest.fixture
+def this_month():
+    """A moment safely inside the current UTC month, not in the future."""
+    return month_start() + timedelta(seconds=1)
+
+
+# --- auth and shape -----------------------------------------------------------------------------
+
+
+def test_anonymous_is_401(anon_client):
+    assert anon_client.get(USAGE_URL).status_code == 401
+
+
+def test_without_events_the_body_is_empty_and_spans_this_month(owner_client):
+    response = owner_client.get(USAGE_URL)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == BODY_KEYS
+    assert parse(body["from"]) == month_start()
+    assert parse(body["to"]) == next_month_start()
+    assert parse(body["from"]).day == 1
+    assert (parse(body["from"]).hour, parse(body["from"]).minute) == (0, 0)
+    assert Decimal(body["credits_used"]) == 0
+    assert body["credit_cap"] is None
+    assert body["by_model"] == []
+
+
+def test_by_model_groups_this_months_events_by_alias(owner, owner_client, this_month):
+    event(owner, at=this_month, alias="deepseek")
+    event(
+        owner,
+        at=this_month + timedelta(seconds=5),
+        alias="deepseek",
+        input_tokens_fresh=1000,
+        input_tokens_cached=0,
+        output_tokens=50,
+        credits=Decimal("0.04"),
+        provider_cost_usd=Decimal("0.000205618"),
+    )
+    event(
+        owner,
+        at=this_month,
+        alias="llama",
+        purpose="routing",
+        input_tokens_fresh=7,
+        input_tokens_cached=3,
+        output_tokens=2,
+        credits=Decimal("0.0000123456"),
+        provider_cost_usd=Decimal("0"),
+        priced=False,
+    )
+    # Outside the default range: last month and next month.
+    event(owner, at=month_start() - timedelta(seconds=1), credits=Decimal("100"))
+    event(owner, at=next_month_start(), credits=Decimal("100"))
+
+    body = owner_client.get(USAGE_URL).json()
+
+    assert [set(row) for row in body["by_model"]] == [ROW_KEYS, ROW_KEYS]
+    assert body["by_model"] == [
+        {
+            "model_alias": "deepseek",
+            "llm_calls": 2,
+            "input_tokens": 120 + 1000,
+            "output_tokens": 60,
+            "credits": "0.0447000000",
+            "provider_cost_usd": "0.0003056180",
+        },
+        {
+            "model_alias": "llama",
+            "llm_calls": 1,
+            "input_tokens": 10,
+            "output_tokens": 2,
+            "credits": "0.0000123456",
+            "provider_cost_usd": "0.0000000000",
+        },
+    ]
+    assert body["credits_used"] == "0.0447123456"
+
+
+def test_failed_calls_count_as_calls(owner, owner_client, this_month):
+    event(owner, at=this_month)
+    event(
+        owner,
+        at=this_month,
+        status="timeout",
+        error_type="timeout",
+        attempts=3,
+        input_tokens_fresh=0,
+        input_tokens_cached=0,
+        output_tokens=0,
+        credits=Decimal("0"),
+        provider_cost_usd=Decimal("0"),
+    )
+
+    (row,) = owner_client.get(USAGE_URL).json()["by_model"]
+
+    assert (row["llm_calls"], row["input_tokens"], row["output_tokens"]) == (2, 120, 10)
+    assert row["credits"] == "0.0047000000"
+
+
+def test_another_users_events_never_show(
+    owner, outsider, owner_client, outsider_client, this_month
+):
+    event(owner, at=this_month, alias="deepseek")
+    event(outsider, at=this_month, alias="qwen", credits=Decimal("7"))
+    BillingProfile.objects.create(user=outsider, monthly_credit_cap=Decimal("9"))
+
+    body = owner_client.get(USAGE_URL).json()
+
+    assert [row["model_alias"] for row in body["by_model"]] == ["deepseek"]
+    assert body["credits_used"] == "0.0047000000"
+    assert body["credit_cap"] is None
+
+    other = outsider_client.get(USAGE_URL).json()
+    assert [row["model_alias"] for row in other["by_model"]] == ["qwen"]
+    assert other["credits_used"] == "7.0000000000"
+
+
+# --- from / to ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spread(owner):
+    """One deepseek event a day across a month boundary, credits 1, 2, 4, 8 (sums are unique)."""
+    event(owner, at=utc(2024, 1, 30, 12), credits=Decimal("1"))
+    event(owner, at=utc(2024, 1, 31, 23, 59, 59), credits=Decimal("2"))
+    event(owner, at=utc(2024, 2, 1, 0, 0, 0), credits=Decimal("4"))
+    event(owner, at=utc(2024, 2, 15, 8), credits=Decimal("8"))
+
+
+def credits_between(client, query: str) -> Decimal:
+    response = client.get(f"{USAGE_URL}?{query}")
+    assert response.status_code == 200, response.json()
+    rows = response.json()["by_model"]
+    return sum((Decimal(row["credits"]) for row in rows), Decimal("0"))
+
+
+def test_from_and_to_filter_by_created_at(owner_client, spread):
+    assert credits_between(owner_client, "from=2024-01-01&to=2024-01-31") == 3
+    assert credits_between(owner_client, "from=2024-02-01&to=2024-02-29") == 12
+    assert credits_between(owner_client, "from=2024-01-31&to=2024-02-01") == 6
+    assert credits_between(owner_client, "from=2024-01-01&to=2024-12-31") == 15
+    assert credits_between(owner_client, "from=2023-01-01&to=2023-12-31") == 0
+
+
+def test_a_bare_to_date_includes_that_whole_day(owner_client, spread):
+    body = owner_client.get(f"{USAGE_URL}?from=2024-01-31&to=2024-01-31").json()
+
+    assert parse(body["from"]) == utc(2024, 1, 31)
+    assert parse(body["to"]) == utc(2024, 2, 1)
+    assert [(row["llm_calls"], row["credits"]) for row in body["by_model"]] == [(1, "2.0000000000")]
+
+
+def test_datetimes_are_exact_bounds_with_to_excluded(owner_client, spread):
+    assert credits_between(owner_client, "from=2024-01-30T12:00:00Z&to=2024-02-01T00:00:00Z") == 3
+    assert credits_between(owner_client, "from=2024-01-30T12:00:01Z&to=2024-02-01T00:00:01Z") == 6
+
+
+def test_from_alone_spans_to_the_end_of_that_month(owner_client, spread):
+    body = owner_client.get(f"{USAGE_URL}?from=2024-01-31").json()
+
+    assert parse(body["to"]) == utc(2024, 2, 1)
+    assert sum(Decimal(row["credits"]) for row in body["by_model"]) == 2
+
+
+def test_credits_used_is_always_this_month_whatever_the_range(owner, owner_client, spread):
+    event(owner, at=month_start() + timedelta(seconds=1), credits=Decimal("0.5"))
+
+    body = owner_client.get(f"{USAGE_URL}?from=2024-01-01&to=2024-01-31").json()
+
+    assert body["credits_used"] == "0.5000000000"
+    assert sum(Decimal(row["credits"]) for row in body["by_model"]) == 3
+
+
+def test_to_before_from_is_400(owner_client):
+    response = owner_client.get(f"{USAGE_URL}?from=2024-02-01&to=2024-01-31")
+
+    assert response.status_code == 400
+    assert "to" in response.json()
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["from=yesterday", "to=2024-13-01", "from=2024-02-30", "to=31/01/2024", "to=2024-01-31T25:00"],
+)
+def test_a_garbage_date_is_400(owner_client, query):
+    response = owner_client.get(f"{USAGE_URL}?{query}")
+
+    assert response.status_code == 400
+
+
+def test_an_empty_parameter_means_the_default(owner_client):
+    body = owner_client.get(f"{USAGE_URL}?from=&to=").json()
+
+    assert (parse(body["from"]), parse(body["to"])) == (month_start(), next_month_start())
+
+
+def test_a_basic_iso_date_includes_that_whole_day(owner_client, spread):
+    assert credits_between(owner_client, "from=2024-01-31&to=20240131") == 2
+
+
+def test_a_non_iso_date_is_400(owner_client):
+    response = owner_client.get(f"{USAGE_URL}?from=2024-01-01&to=2024-1-31")
+
+    assert response.status_code == 400
+    assert "to" in response.json()
+
+
+def test_to_alone_covers_the_month_it_falls_in(owner_client):
+    body = owner_client.get(f"{USAGE_URL}?to=2024-01-31").json()
+
+    assert body["from"].startswith("2024-01-01T00:00:00")
+    assert body["to"].startswith("2024-02-01T00:00:00")
+
+
+def test_a_to_not_after_from_is_400(owner_client):
+    response = owner_client.get(f"{USAGE_URL}?from=2024-02-01&to=2024-01-31T23:00:00Z")
+
+    assert response.status_code == 400
+
+
+# --- cap ----------------------------------------------------------------------------------------
+
+
+def test_credit_cap_is_null_without_a_profile_and_the_cap_with_one(owner, owner_client):
+    assert owner_client.get(USAGE_URL).json()["credit_cap"] is None
+
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("12.5"))
+    assert owner_client.get(USAGE_URL).json()["credit_cap"] == "12.5000000000"
+
+    BillingProfile.objects.filter(user=owner).update(monthly_credit_cap=None)
+    assert owner_client.get(USAGE_URL).json()["credit_cap"] is None
+
+
+# --- refusals before spend ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def session(owner, make_agent, make_room, make_session):
+    agents = [make_agent(owner, "ada"), make_agent(owner, "grace")]
+    room = make_room(owner, agents=agents, mode=RoomMode.ROUNDTABLE)
+    return make_session(owner, room=room)
+
+
+def assert_nothing_written(session, fake_gateway, events_before: int) -> None:
+    assert not Turn.objects.filter(session=session).exists()
+    assert not Message.objects.filter(session=session).exists()
+    assert LlmCallEvent.objects.count() == events_before
+    assert fake_gateway.calls == []
+
+
+def test_a_suspended_account_is_refused_with_403(
+    owner, owner_client, session, fake_gateway, post_turn
+):
+    BillingProfile.objects.create(user=owner, is_suspended=True)
+
+    response = post_turn(owner_client, session, "Hello")
+
+    assert response.status_code == 403
+    detail = response.json()["detail"]
+    assert detail["code"] == "account_suspended"
+    assert detail["message"]
+    assert_nothing_written(session, fake_gateway, events_before=0)
+
+
+def test_a_reached_monthly_cap_is_refused_with_402(
+    owner, owner_client, session, fake_gateway, post_turn, this_month
+):
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    event(owner, at=this_month, credits=Decimal("0.6"))
+    event(owner, at=this_month, credits=Decimal("0.4"))  # exactly the cap
+
+    response = post_turn(owner_client, session, "Hello")
+
+    assert response.status_code == 402
+    detail = response.json()["detail"]
+    assert detail["code"] == "credit_cap_exceeded"
+    assert detail["message"]
+    assert_nothing_written(session, fake_gateway, events_before=2)
+
+
+def test_a_cap_not_yet_reached_lets_the_turn_run(
+    owner, owner_client, session, fake_gateway, post_turn, this_month
+):
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    event(owner, at=this_month, credits=Decimal("0.9999"))
+
+    response = post_turn(owner_client, session, "Hello")
+
+    assert response.status_code == 201
+    assert len(fake_gateway.calls) == 2
+
+
+def test_last_months_events_do_not_count_toward_this_months_cap(
+    owner, owner_client, session, fake_gateway, post_turn
+):
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    event(owner, at=month_start() - timedelta(seconds=1), credits=Decimal("50"))
+
+    response = post_turn(owner_client, session, "Hello")
+
+    assert response.status_code == 201
+    assert len(fake_gateway.calls) == 2
+    assert LlmCallEvent.objects.filter(turn_id=response.json()["id"]).count() == 2
+
+
+def test_another_users_spend_does_not_count_toward_the_cap(
+    owner, outsider, owner_client, session, fake_gateway, post_turn, this_month
+):
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    event(outsider, at=this_month, credits=Decimal("50"))
+
+    assert post_turn(owner_client, session, "Hello").status_code == 201
+
+
+def test_a_turns_spend_shows_in_usage(owner, owner_client, session, fake_gateway, post_turn):
+    turn = post_turn(owner_client, session, "Hello").json()
+
+    body = owner_client.get(USAGE_URL).json()
+
+    (row,) = body["by_model"]
+    assert row["model_alias"] == "deepseek"
+    assert row["llm_calls"] == turn["usage"]["llm_calls"] == 2
+    assert row["input_tokens"] == turn["usage"]["input_tokens"] == 240
+    assert row["output_tokens"] == turn["usage"]["output_tokens"] == 20
+    assert Decimal(row["credits"]) == Decimal(turn["usage"]["credits"]) == Decimal("0.0094")
+    assert Decimal(body["credits_used"]) == Decimal("0.0094")
