@@ -97,7 +97,7 @@ class SessionTurnsView(generics.ListAPIView):
 
     @extend_schema(request=TurnCreateSerializer, responses={201: TurnSerializer})
     def post(self, request: Request, session_id) -> Response:
-        session = self.get_session()
+        session = selectors.session_for_turn(user=request.user, session_id=session_id)
         body = TurnCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         turn = turn_run(

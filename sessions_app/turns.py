@@ -9,12 +9,13 @@
                 turn a lost race into a 409 before any LLM is called.
 3. steps     -- each LLM call runs with no transaction open; afterwards its assistant message
                 and its ledger row commit together in one transaction.
-4. finalize  -- a summary call if one is due (also outside any transaction), then one
-                transaction writes the summary, the context audit, the turn status and the
-                turn's aggregated usage.
+4. finalize  -- the summary, the context audit, the turn status and the turn's aggregated
+                usage commit in one transaction: with the last step's rows when no summary is
+                due, else after the summary call (which also runs outside any transaction).
 
-Per-turn work is bounded: a turn reads at most `PANTHEON_CONTEXT_HISTORY_LIMIT` recent messages
-and the latest summary, never the whole history.
+Per-turn work is bounded and does not grow with the session: one read of the session carries
+the claim state and the latest summary (`selectors.session_for_turn`), and a turn reads at most
+`PANTHEON_CONTEXT_HISTORY_LIMIT` recent messages, never the whole history.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 
 from orchestration import budget as context_budget
@@ -51,6 +51,7 @@ from sessions_app.models import (
     TurnContextAudit,
     TurnStatus,
 )
+from sessions_app.selectors import session_for_turn
 from usage import selectors as usage_selectors
 from usage.models import CallPurpose, LlmCallEvent
 from usage.selectors import AliasPricing
@@ -81,18 +82,24 @@ class TurnPlan:
         return self.model_alias_override or agent.model_alias
 
 
+@dataclass(frozen=True)
+class SummaryRef:
+    text: str
+    to_sequence: int
+
+
 @dataclass
 class TurnRun:
     """What a running turn has produced so far, in memory: the rows it wrote."""
 
     turn: Turn
     next_sequence: int
+    history: list[HistoryMessage]
+    summary: SummaryRef | None
     messages: list[Message] = field(default_factory=list)
     events: list[LlmCallEvent] = field(default_factory=list)
     plans: list[tuple[AgentSpec, ContextPlan]] = field(default_factory=list)
-    history: list[HistoryMessage] = field(default_factory=list)
-    history_loaded: int = 0
-    summary: SessionSummary | None = None
+    new_summary: SessionSummary | None = None
 
 
 def turn_run(
@@ -103,17 +110,27 @@ def turn_run(
     model_alias_override: str = "",
     gateway: LlmGateway | None = None,
 ) -> Turn:
+    """Run one turn. `session` should come from `selectors.session_for_turn` (it carries the
+    claim state); any other Session instance is re-read through it."""
+    if not hasattr(session, "last_turn_index"):
+        session = session_for_turn(user=user, session_id=session.pk)
     plan = _prepare(
         session=session, user=user, user_input=message, model_alias_override=model_alias_override
     )
-    run = _claim(plan)
+    history = _recent_history(session)
+    run = _claim(plan, history)
     try:
         gateway = gateway or get_gateway()
-        _load_context(plan, run)
         agents = _choose_agents(plan, run, gateway)
-        for agent in agents:
-            _run_step(plan, run, gateway, agent)
-        _finalize(plan, run, gateway)
+        for index, agent in enumerate(agents):
+            result, alias = _call_agent(plan, run, gateway, agent)
+            is_last = index == len(agents) - 1
+            with transaction.atomic():
+                _save_step(plan, run, agent, alias, result)
+                if is_last and not _summary_due(plan, run):
+                    _save_finish(plan, run)
+        if run.turn.status == TurnStatus.RUNNING:
+            _summarize_and_finish(plan, run, gateway)
     except BaseException:
         # Never leave a turn `running` behind an unexpected error: it would block the session
         # until the stale limit. Provider problems never get here; the gateway reports them.
@@ -226,58 +243,38 @@ def _agent_spec(agent) -> AgentSpec:
 # --- 2. claim -----------------------------------------------------------------------------------
 
 
-def _claim(plan: TurnPlan) -> TurnRun:
+def _claim(plan: TurnPlan, history: list[HistoryMessage]) -> TurnRun:
     session = plan.session
     now = timezone.now()
-    latest_turn = Turn.objects.filter(session=session).order_by("-turn_index")[:1]
     try:
         with transaction.atomic():
-            # One read answers everything the claim needs: the latest turn (only the latest can
-            # be running) and where the timeline ends.
-            state = (
-                Session.objects.filter(pk=session.pk)
-                .annotate(
-                    last_turn_id=Subquery(latest_turn.values("id")),
-                    last_turn_index=Subquery(latest_turn.values("turn_index")),
-                    last_turn_status=Subquery(latest_turn.values("status")),
-                    last_turn_created_at=Subquery(latest_turn.values("created_at")),
-                    last_sequence=Subquery(
-                        Message.objects.filter(session=OuterRef("pk"))
-                        .values("session")
-                        .annotate(top=Max("sequence"))
-                        .values("top")
-                    ),
-                )
-                .values(
-                    "last_turn_id",
-                    "last_turn_index",
-                    "last_turn_status",
-                    "last_turn_created_at",
-                    "last_sequence",
-                )
-                .get()
-            )
-            if state["last_turn_status"] == TurnStatus.RUNNING:
+            if session.last_turn_status == TurnStatus.RUNNING:
                 stale_before = now - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
-                if state["last_turn_created_at"] >= stale_before:
+                if session.last_turn_created_at >= stale_before:
                     raise exceptions.TurnConflict()
-                Turn.objects.filter(pk=state["last_turn_id"], status=TurnStatus.RUNNING).update(
-                    status=TurnStatus.INTERRUPTED, completed_at=now
-                )
-                logger.warning(
-                    "turn %s was running past the stale limit; marked interrupted",
-                    state["last_turn_id"],
-                )
+                interrupted = Turn.objects.filter(
+                    session=session,
+                    turn_index=session.last_turn_index,
+                    status=TurnStatus.RUNNING,
+                ).update(status=TurnStatus.INTERRUPTED, completed_at=now)
+                if interrupted:
+                    logger.warning(
+                        "turn %s of session %s ran past the stale limit; marked interrupted",
+                        session.last_turn_index,
+                        session.pk,
+                    )
 
-            room = plan.session.room
+            room = session.room
             if room is not None and plan.mode != room.current_mode:
                 # A queued mode change takes effect with this turn.
                 room.current_mode, room.pending_mode = plan.mode, None
                 room.save(update_fields=["current_mode", "pending_mode", "updated_at"])
 
+            # The state was read with the session, outside this transaction: if another request
+            # claimed in between, these inserts collide with its rows and we answer 409.
             turn = Turn.objects.create(
                 session=session,
-                turn_index=(state["last_turn_index"] or 0) + 1,
+                turn_index=(session.last_turn_index or 0) + 1,
                 mode=plan.mode,
                 status=TurnStatus.RUNNING,
                 user_input=plan.user_input,
@@ -285,7 +282,7 @@ def _claim(plan: TurnPlan) -> TurnRun:
                 roster=[_roster_entry(agent) for agent in plan.roster],
                 created_at=now,
             )
-            sequence = (state["last_sequence"] or 0) + 1
+            sequence = (session.last_sequence or 0) + 1
             user_message = Message.objects.create(
                 session=session,
                 turn=turn,
@@ -298,7 +295,16 @@ def _claim(plan: TurnPlan) -> TurnRun:
     except IntegrityError as exc:
         # Another request claimed the same turn_index, or a running turn, first.
         raise exceptions.TurnConflict() from exc
-    return TurnRun(turn=turn, next_sequence=sequence + 1, messages=[user_message])
+    summary = None
+    if session.summary_to_sequence is not None:
+        summary = SummaryRef(text=session.summary_text, to_sequence=session.summary_to_sequence)
+    return TurnRun(
+        turn=turn,
+        next_sequence=sequence + 1,
+        history=history,
+        summary=summary,
+        messages=[user_message],
+    )
 
 
 def _roster_entry(agent: AgentSpec) -> dict:
@@ -313,20 +319,16 @@ def _roster_entry(agent: AgentSpec) -> dict:
 # --- 3. steps -----------------------------------------------------------------------------------
 
 
-def _load_context(plan: TurnPlan, run: TurnRun) -> None:
-    """The latest summary and the newest raw messages before this turn, oldest first."""
-    session = plan.session
-    run.summary = SessionSummary.objects.filter(session=session).order_by("-to_sequence").first()
-    user_sequence = run.messages[0].sequence
+def _recent_history(session: Session) -> list[HistoryMessage]:
+    """The newest raw messages of the session (bounded), oldest first."""
     recent = list(
-        Message.objects.filter(session=session, sequence__lt=user_sequence, status=MessageStatus.OK)
+        Message.objects.filter(session=session, status=MessageStatus.OK)
         .order_by("-sequence")
         .values("role", "content", "agent_key", "agent_name", "token_estimate")[
             : settings.PANTHEON_CONTEXT_HISTORY_LIMIT
         ]
     )
-    run.history_loaded = len(recent)
-    run.history = [_history_message(row) for row in reversed(recent)]
+    return [_history_message(row) for row in reversed(recent)]
 
 
 def _history_message(row: dict) -> HistoryMessage:
@@ -371,9 +373,11 @@ def _choose_agents(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> Sequenc
     return [by_key[key] for key in decision.selected_agent_keys]
 
 
-def _run_step(plan: TurnPlan, run: TurnRun, gateway: LlmGateway, agent: AgentSpec) -> None:
+def _call_agent(
+    plan: TurnPlan, run: TurnRun, gateway: LlmGateway, agent: AgentSpec
+) -> tuple[LlmResult, str]:
+    """Build the agent's context and call its model; no transaction is open here."""
     alias = plan.alias_for(agent)
-    pricing = plan.pricing[alias]
     same_turn = [
         HistoryMessage(
             role="assistant",
@@ -390,30 +394,34 @@ def _run_step(plan: TurnPlan, run: TurnRun, gateway: LlmGateway, agent: AgentSpe
         roster=plan.roster,
         room_goal=plan.room_goal,
         mode=plan.mode,
-        summary=run.summary.summary_text if run.summary else None,
+        summary=run.summary.text if run.summary else None,
         history=run.history,
         same_turn=same_turn,
         user_input=plan.user_input,
-        budget=_budget(pricing),
+        budget=_budget(plan.pricing[alias]),
     )
     run.plans.append((agent, context))
-    result = _call(plan, gateway, alias, context.messages, CallPurpose.AGENT, agent.key)
+    return _call(plan, gateway, alias, context.messages, CallPurpose.AGENT, agent.key), alias
 
-    with transaction.atomic():
-        message = Message.objects.create(
-            session=plan.session,
-            turn=run.turn,
-            sequence=run.next_sequence,
-            role=MessageRole.ASSISTANT,
-            agent_key=agent.key,
-            agent_name=agent.name,
-            model_alias=alias,
-            content=result.text if result.ok else "",
-            status=MessageStatus.OK if result.ok else MessageStatus.ERROR,
-            error_code="" if result.ok else (result.error_kind or "provider_error"),
-            token_estimate=context_budget.estimate_tokens(result.text) if result.ok else 0,
-        )
-        _record(plan, run, result, alias, CallPurpose.AGENT, agent.key)
+
+def _save_step(
+    plan: TurnPlan, run: TurnRun, agent: AgentSpec, alias: str, result: LlmResult
+) -> None:
+    """The step's assistant message and its ledger row; the caller holds the transaction."""
+    message = Message.objects.create(
+        session=plan.session,
+        turn=run.turn,
+        sequence=run.next_sequence,
+        role=MessageRole.ASSISTANT,
+        agent_key=agent.key,
+        agent_name=agent.name,
+        model_alias=alias,
+        content=result.text if result.ok else "",
+        status=MessageStatus.OK if result.ok else MessageStatus.ERROR,
+        error_code="" if result.ok else (result.error_kind or "provider_error"),
+        token_estimate=context_budget.estimate_tokens(result.text) if result.ok else 0,
+    )
+    _record(plan, run, result, alias, CallPurpose.AGENT, agent.key)
     run.next_sequence += 1
     run.messages.append(message)
 
@@ -460,96 +468,111 @@ def _record(
 # --- 4. finalize --------------------------------------------------------------------------------
 
 
-def _finalize(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> None:
-    turn = run.turn
-    # The fullest context of the turn, relative to its own budget, decides the ladder.
-    pressure_agent, pressure = max(
+def _pressure(plan: TurnPlan, run: TurnRun) -> tuple[context_budget.ContextBudget, ContextPlan]:
+    """The fullest context of the turn relative to its own budget: it decides the ladder."""
+    agent, context = max(
         run.plans,
         key=lambda item: (
             item[1].estimated_tokens_full
             / max(1, _budget(plan.pricing[plan.alias_for(item[0])]).input_budget)
         ),
     )
-    budget = _budget(plan.pricing[plan.alias_for(pressure_agent)])
-    summary_due = context_budget.summary_due(
-        estimated_tokens=pressure.estimated_tokens_full, budget=budget, turn_index=turn.turn_index
-    )
-    summary_result = summary_extraction = None
-    summarizer = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS
-    summarizer_pricing = plan.pricing.get(summarizer)
-    if summary_due and (summarizer_pricing is None or not summarizer_pricing.alias.enabled):
-        logger.warning("turn %s: summary due but alias %r is unusable", turn.pk, summarizer)
-        summary_due = False
-    if summary_due:
-        transcript, first_sequence = _summary_transcript(plan, run)
-        messages = build_summary_messages(
-            previous_summary=run.summary.summary_text if run.summary else None,
-            transcript=transcript,
-        )
-        summary_result = _call(plan, gateway, summarizer, messages, CallPurpose.SUMMARY)
-        if summary_result.ok:
-            summary_extraction = parse_summary(summary_result.text)
-        else:
-            logger.warning(
-                "turn %s: summary call failed (%s); the previous summary stays",
-                turn.pk,
-                summary_result.error_kind,
-            )
+    return _budget(plan.pricing[plan.alias_for(agent)]), context
 
-    agent_messages = [m for m in run.messages if m.role == MessageRole.ASSISTANT]
-    failed = sum(1 for m in agent_messages if m.status == MessageStatus.ERROR)
+
+def _summary_due(plan: TurnPlan, run: TurnRun) -> bool:
+    budget, context = _pressure(plan, run)
+    due = context_budget.summary_due(
+        estimated_tokens=context.estimated_tokens_full,
+        budget=budget,
+        turn_index=run.turn.turn_index,
+    )
+    if not due:
+        return False
+    summarizer = plan.pricing.get(settings.PANTHEON_SUMMARIZER_MODEL_ALIAS)
+    if summarizer is None or not summarizer.alias.enabled:
+        logger.warning(
+            "turn %s: a summary is due but alias %r is unusable; skipped",
+            run.turn.pk,
+            settings.PANTHEON_SUMMARIZER_MODEL_ALIAS,
+        )
+        return False
+    return True
+
+
+def _summarize_and_finish(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> None:
+    summarizer = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS
+    transcript, first_sequence = _summary_transcript(plan, run)
+    messages = build_summary_messages(
+        previous_summary=run.summary.text if run.summary else None, transcript=transcript
+    )
+    result = _call(plan, gateway, summarizer, messages, CallPurpose.SUMMARY)
+    if not result.ok:
+        logger.warning(
+            "turn %s: summary call failed (%s); the previous summary stays",
+            run.turn.pk,
+            result.error_kind,
+        )
+    with transaction.atomic():
+        _record(plan, run, result, summarizer, CallPurpose.SUMMARY)
+        if result.ok:
+            extraction = parse_summary(result.text)
+            run.new_summary = SessionSummary.objects.create(
+                session=plan.session,
+                turn=run.turn,
+                from_sequence=first_sequence,
+                to_sequence=run.messages[-1].sequence,
+                summary_text=extraction.summary,
+                key_facts=list(extraction.key_facts),
+                decisions=list(extraction.decisions),
+                open_questions=list(extraction.open_questions),
+                action_items=list(extraction.action_items),
+                valid_json=extraction.valid_json,
+            )
+        _save_finish(plan, run, summary_triggered=True)
+
+
+def _save_finish(plan: TurnPlan, run: TurnRun, *, summary_triggered: bool = False) -> None:
+    """Context audit, status and aggregated usage; the caller holds the transaction."""
+    turn = run.turn
+    budget, pressure = _pressure(plan, run)
+    TurnContextAudit.objects.create(
+        turn=turn,
+        model_context_limit=budget.context_window,
+        input_budget=budget.input_budget,
+        estimated_tokens_before=pressure.estimated_tokens_full,
+        estimated_tokens_after=pressure.estimated_tokens,
+        history_messages_loaded=len(run.history),
+        history_messages_pruned=max(context.history_pruned for _, context in run.plans),
+        summary_used=run.summary is not None,
+        summary_triggered=summary_triggered,
+        pruned=any(context.pruned for _, context in run.plans),
+    )
+    answers = [m for m in run.messages if m.role == MessageRole.ASSISTANT]
+    failed = sum(1 for m in answers if m.status == MessageStatus.ERROR)
     if failed == 0:
         turn.status = TurnStatus.COMPLETED
-    elif failed < len(agent_messages):
+    elif failed < len(answers):
         turn.status = TurnStatus.PARTIAL
     else:
         turn.status = TurnStatus.FAILED
-
-    with transaction.atomic():
-        if summary_result is not None:
-            _record(plan, run, summary_result, summarizer, CallPurpose.SUMMARY)
-        if summary_extraction is not None:
-            run.summary = SessionSummary.objects.create(
-                session=plan.session,
-                turn=turn,
-                from_sequence=first_sequence,
-                to_sequence=run.messages[-1].sequence,
-                summary_text=summary_extraction.summary,
-                key_facts=list(summary_extraction.key_facts),
-                decisions=list(summary_extraction.decisions),
-                open_questions=list(summary_extraction.open_questions),
-                action_items=list(summary_extraction.action_items),
-                valid_json=summary_extraction.valid_json,
-            )
-        TurnContextAudit.objects.create(
-            turn=turn,
-            model_context_limit=budget.context_window,
-            input_budget=budget.input_budget,
-            estimated_tokens_before=pressure.estimated_tokens_full,
-            estimated_tokens_after=pressure.estimated_tokens,
-            history_messages_loaded=run.history_loaded,
-            history_messages_pruned=max(context.history_pruned for _, context in run.plans),
-            summary_used=run.summary is not None and summary_extraction is None,
-            summary_triggered=summary_result is not None,
-            pruned=any(context.pruned for _, context in run.plans),
-        )
-        turn.llm_calls = len(run.events)
-        turn.input_tokens = sum(e.input_tokens_fresh + e.input_tokens_cached for e in run.events)
-        turn.output_tokens = sum(e.output_tokens for e in run.events)
-        turn.credits = sum((e.credits for e in run.events), Decimal("0"))
-        turn.provider_cost_usd = sum((e.provider_cost_usd for e in run.events), Decimal("0"))
-        turn.completed_at = timezone.now()
-        turn.save(
-            update_fields=[
-                "status",
-                "llm_calls",
-                "input_tokens",
-                "output_tokens",
-                "credits",
-                "provider_cost_usd",
-                "completed_at",
-            ]
-        )
+    turn.llm_calls = len(run.events)
+    turn.input_tokens = sum(e.input_tokens_fresh + e.input_tokens_cached for e in run.events)
+    turn.output_tokens = sum(e.output_tokens for e in run.events)
+    turn.credits = sum((e.credits for e in run.events), Decimal("0"))
+    turn.provider_cost_usd = sum((e.provider_cost_usd for e in run.events), Decimal("0"))
+    turn.completed_at = timezone.now()
+    turn.save(
+        update_fields=[
+            "status",
+            "llm_calls",
+            "input_tokens",
+            "output_tokens",
+            "credits",
+            "provider_cost_usd",
+            "completed_at",
+        ]
+    )
 
 
 def _summary_transcript(plan: TurnPlan, run: TurnRun) -> tuple[list[HistoryMessage], int]:

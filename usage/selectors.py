@@ -4,11 +4,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from usage.models import BillingProfile, LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
+from usage.models import BillingProfile, LlmCallEvent, ModelAlias, PricingVersion
 
 
 def model_aliases_enabled() -> QuerySet[ModelAlias]:
@@ -41,30 +41,54 @@ class AliasPricing:
         return self.input_usd_per_mtok is not None and self.output_usd_per_mtok is not None
 
 
+# Hot path (every turn): one plain statement instead of an ORM query with five correlated
+# subqueries, which cost several milliseconds to build. Portable to SQLite and PostgreSQL.
+_ALIAS_PRICING_SQL = """
+    WITH active AS (
+        SELECT id, multiplier FROM usage_pricingversion
+        WHERE effective_from <= %s ORDER BY effective_from DESC LIMIT 1
+    )
+    SELECT alias.*, active.id AS active_version_id, active.multiplier AS active_multiplier,
+           price.input_usd_per_mtok AS price_input,
+           price.cached_input_usd_per_mtok AS price_cached,
+           price.output_usd_per_mtok AS price_output
+    FROM usage_modelalias alias
+    LEFT JOIN active ON 1 = 1
+    LEFT JOIN usage_modelprice price
+        ON price.model_alias_id = alias.id AND price.pricing_version_id = active.id
+    WHERE alias.alias IN ({placeholders})
+"""
+
+
 def alias_pricing(*, aliases: Iterable[str]) -> dict[str, AliasPricing]:
-    """The named aliases with the active pricing, in one query."""
-    active = pricing_version_active()
-    price = ModelPrice.objects.filter(
-        model_alias=OuterRef("pk"), pricing_version=Subquery(active.values("pk"))
-    )
-    rows = ModelAlias.objects.filter(alias__in=set(aliases)).annotate(
-        active_version_id=Subquery(active.values("pk")),
-        active_multiplier=Subquery(active.values("multiplier")),
-        price_input=Subquery(price.values("input_usd_per_mtok")[:1]),
-        price_cached=Subquery(price.values("cached_input_usd_per_mtok")[:1]),
-        price_output=Subquery(price.values("output_usd_per_mtok")[:1]),
-    )
+    """The named aliases with the active pricing version's multiplier and prices."""
+    names = sorted(set(aliases))
+    if not names:
+        return {}
+    sql = _ALIAS_PRICING_SQL.format(placeholders=", ".join(["%s"] * len(names)))
+    rows = ModelAlias.objects.raw(sql, [timezone.now(), *names])
     return {
         row.alias: AliasPricing(
             alias=row,
-            pricing_version_id=row.active_version_id,
-            multiplier=row.active_multiplier,
-            input_usd_per_mtok=row.price_input,
-            cached_input_usd_per_mtok=row.price_cached,
-            output_usd_per_mtok=row.price_output,
+            pricing_version_id=_as_uuid(row.active_version_id),
+            multiplier=_as_decimal(row.active_multiplier),
+            input_usd_per_mtok=_as_decimal(row.price_input),
+            cached_input_usd_per_mtok=_as_decimal(row.price_cached),
+            output_usd_per_mtok=_as_decimal(row.price_output),
         )
         for row in rows
     }
+
+
+def _as_decimal(value) -> Decimal | None:
+    # SQLite hands raw numeric columns back as float or str; PostgreSQL as Decimal.
+    return None if value is None else Decimal(str(value))
+
+
+def _as_uuid(value) -> UUID | None:
+    if value is None or isinstance(value, UUID):
+        return value
+    return UUID(str(value))
 
 
 def month_start(at: datetime | None = None) -> datetime:
@@ -88,6 +112,9 @@ def credits_used(*, user, since: datetime, until: datetime | None = None) -> Dec
 
 
 def billing_profile_for(*, user) -> BillingProfile | None:
+    if getattr(user, "billing_profile_loaded", False):
+        # Loaded with the user by pantheon.authentication; a missing one raises AttributeError.
+        return getattr(user, "billing_profile", None)
     return BillingProfile.objects.filter(user=user).first()
 
 

@@ -8,13 +8,14 @@ from sessions_app.models import Message, Turn, TurnStatus
 
 pytestmark = pytest.mark.django_db
 
-# A single-agent turn (auth aside: the test client is force-authenticated): session, billing
-# profile, roster, aliases with pricing, the claim read, turn insert, user message insert,
-# latest summary, recent history, assistant message, ledger row, context audit, turn update.
-SINGLE_AGENT_TURN_STATEMENTS = 13
-# Inside the test's transaction each of the 3 atomic blocks (claim, step, finalize) also shows
-# a SAVEPOINT and a RELEASE; in production they are BEGIN/COMMIT.
-SAVEPOINT_STATEMENTS = 6
+# A single-agent turn: the session with its claim state and latest summary, the billing
+# profile (with token auth it comes with the user), the roster, aliases with pricing, recent
+# history; claim: turn and user message; last step with finish: assistant message, ledger row,
+# context audit, turn update.
+SINGLE_AGENT_TURN_STATEMENTS = 11
+# Inside the test's transaction the 2 atomic blocks (claim, step + finish) also show a
+# SAVEPOINT and a RELEASE each; in production they are BEGIN and COMMIT.
+SAVEPOINT_STATEMENTS = 4
 
 
 def _grow_session(session, *, up_to_turn: int) -> None:
