@@ -180,6 +180,14 @@ def seed(samples: int) -> dict:
     }
 
 
+def vacuum_analyze() -> None:
+    """Settle the freshly bulk-loaded tables, as a long-lived database would be."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+
+
 def start_gunicorn(url: str, port: int, workers: int) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -222,28 +230,29 @@ def wait_healthy(client, base: str, deadline: float) -> None:
     raise RuntimeError("gunicorn did not become healthy in time")
 
 
-def measure(client, base: str, session_ids: list[str], message: str) -> tuple[list, list]:
+def measure(client, base: str, cases: dict[str, list[str]], message: str) -> dict:
+    """One turn per session, the cases interleaved so that drift on the machine (autovacuum,
+    other load) lands on every case alike rather than on whichever runs last."""
     from django.db.models import Sum
 
     from usage.models import LlmCallEvent
 
-    walls, overheads = [], []
-    for session_id in session_ids:
-        started = time.perf_counter()
-        response = client.post(
-            f"{base}/api/v1/sessions/{session_id}/turns", json={"message": message}
-        )
-        wall_ms = (time.perf_counter() - started) * 1000
-        if response.status_code != 201:
-            raise RuntimeError(f"turn failed: {response.status_code} {response.text[:300]}")
-        turn_id = response.json()["id"]
-        llm_ms = (
-            LlmCallEvent.objects.filter(turn_id=turn_id).aggregate(total=Sum("latency_ms"))["total"]
-            or 0
-        )
-        walls.append(wall_ms)
-        overheads.append(wall_ms - llm_ms)
-    return walls, overheads
+    results = {case: ([], []) for case in cases}
+    for round_ids in zip(*cases.values(), strict=True):
+        for case, session_id in zip(cases, round_ids, strict=True):
+            started = time.perf_counter()
+            response = client.post(
+                f"{base}/api/v1/sessions/{session_id}/turns", json={"message": message}
+            )
+            wall_ms = (time.perf_counter() - started) * 1000
+            if response.status_code != 201:
+                raise RuntimeError(f"turn failed: {response.status_code} {response.text[:300]}")
+            events = LlmCallEvent.objects.filter(turn_id=response.json()["id"])
+            llm_ms = events.aggregate(total=Sum("latency_ms"))["total"] or 0
+            walls, overheads = results[case]
+            walls.append(wall_ms)
+            overheads.append(wall_ms - llm_ms)
+    return results
 
 
 def count_sql(token: str, session_id: str, message: str) -> int:
@@ -278,6 +287,7 @@ def main() -> int:
         started = time.monotonic()
         data = seed(args.samples)
         print(f"seeded {args.samples} sessions per case in {time.monotonic() - started:.1f}s")
+        vacuum_analyze()
 
         port = free_port()
         server = start_gunicorn(args.database_url, port, args.workers)
@@ -293,10 +303,7 @@ def main() -> int:
                 case: data[case][:-1]
                 for case in ("single@10", "single@500", "roundtable@10", "roundtable@500")
             }
-            results = {
-                case: measure(client, base, ids, "What should we do next, and why?")
-                for case, ids in measured.items()
-            }
+            results = measure(client, base, measured, "What should we do next, and why?")
         sql = {
             "single@10": count_sql(data["token"], data["single@10"][-1], "count me"),
             "single@500": count_sql(data["token"], data["single@500"][-1], "count me"),

@@ -214,21 +214,27 @@ def _refuse_if_billing_blocks(user) -> None:
 
 
 def _refuse_if_input_too_large(plan: TurnPlan) -> None:
-    smallest = min(
-        (_budget(plan.pricing[plan.alias_for(agent)]) for agent in plan.candidates),
-        key=lambda budget: budget.input_budget,
-    )
-    tokens = minimal_input_tokens(user_input=plan.user_input)
-    if not context_budget.fits(tokens, smallest):
-        raise exceptions.ContextBudgetExceeded(
-            f"The message is about {tokens} tokens; the smallest input budget of the agents "
-            f"that would answer is {smallest.input_budget}."
-        )
+    """The input alone must fit the input budget of every agent that would answer."""
+    for agent in plan.candidates:
+        pricing = plan.pricing[plan.alias_for(agent)]
+        budget = _budget(pricing)
+        tokens = minimal_input_tokens(user_input=plan.user_input, model=_token_model(pricing))
+        if not context_budget.fits(tokens, budget):
+            raise exceptions.ContextBudgetExceeded(
+                f"The message is about {tokens} tokens; {agent.name} on "
+                f"{pricing.alias.alias} has an input budget of {budget.input_budget}."
+            )
 
 
 def _budget(pricing: AliasPricing) -> context_budget.ContextBudget:
     alias = pricing.alias
     return context_budget.ContextBudget.for_window(alias.context_window, alias.max_output_tokens)
+
+
+def _token_model(pricing: AliasPricing) -> str | None:
+    """The model whose tokenizer counts prompts: the real one when calls go to it (litellm
+    counts with it where it knows it), none for the demo backend (a plain estimate)."""
+    return pricing.alias.litellm_model if settings.PANTHEON_LLM_BACKEND == "live" else None
 
 
 def _agent_spec(agent) -> AgentSpec:
@@ -399,6 +405,7 @@ def _call_agent(
         same_turn=same_turn,
         user_input=plan.user_input,
         budget=_budget(plan.pricing[alias]),
+        model=_token_model(plan.pricing[alias]),
     )
     run.plans.append((agent, context))
     return _call(plan, gateway, alias, context.messages, CallPurpose.AGENT, agent.key), alias

@@ -543,3 +543,21 @@ def test_turn_totals_equal_the_sum_of_their_events(
         assert turn.provider_cost_usd == sums["cost"]
     total = LlmCallEvent.objects.aggregate(total=Sum("credits"))["total"]
     assert total == sum((turn.credits for turn in Turn.objects.all()), Decimal("0"))
+
+
+def test_live_backend_counts_tokens_with_the_models_tokenizer(
+    owner_client, room_session, fake_gateway, post_turn, settings
+):
+    # 600 repeated words: ~940 tokens by the character estimate, 600 by gpt-4o's tokenizer,
+    # against an input budget of 615.
+    ModelAlias.objects.filter(alias="deepseek").update(
+        litellm_model="gpt-4o", context_window=2048, max_output_tokens=2048
+    )
+    message = "@ada" + " word" * 600
+    session = room_session()
+    assert post_turn(owner_client, session, message).status_code == 422  # demo: estimate
+
+    settings.PANTHEON_LLM_BACKEND = "live"
+    response = post_turn(owner_client, session, message)
+    assert response.status_code == 201
+    assert response.json()["status"] == "completed"
