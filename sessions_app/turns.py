@@ -33,7 +33,7 @@ from django.utils import timezone
 from orchestration import budget as context_budget
 from orchestration.context import ContextPlan, build_agent_messages, minimal_input_tokens
 from orchestration.gateway import LlmGateway
-from orchestration.planning import parse_tags
+from orchestration.planning import parse_tags, roundtable_order
 from orchestration.routing import build_routing_messages, parse_routing
 from orchestration.summary import build_summary_messages, parse_summary
 from orchestration.types import AgentSpec, HistoryMessage, LlmCall, LlmResult
@@ -168,6 +168,8 @@ def _prepare(*, session: Session, user, user_input: str, model_alias_override: s
                 raise exceptions.NoValidTaggedAgents()
             by_key = {agent.key: agent for agent in roster}
             candidates = tuple(by_key[key] for key in tagged)
+        elif mode == RoomMode.ROUNDTABLE:
+            candidates = tuple(roundtable_order(roster))
         room_goal = room.goal
 
     needed = {model_alias_override or agent.model_alias for agent in candidates}

@@ -8,7 +8,7 @@ from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from usage.models import BillingProfile, LlmCallEvent, ModelAlias, PricingVersion
+from usage.models import BillingProfile, LlmCallEvent, ModelAlias
 
 
 def model_aliases_enabled() -> QuerySet[ModelAlias]:
@@ -17,12 +17,6 @@ def model_aliases_enabled() -> QuerySet[ModelAlias]:
 
 def model_alias_enabled(alias: str) -> bool:
     return ModelAlias.objects.filter(alias=alias, enabled=True).exists()
-
-
-def pricing_version_active(*, at: datetime | None = None) -> QuerySet[PricingVersion]:
-    """The newest price list already in effect at `at` (a one-row queryset, maybe empty)."""
-    at = at or timezone.now()
-    return PricingVersion.objects.filter(effective_from__lte=at).order_by("-effective_from")[:1]
 
 
 @dataclass(frozen=True)
