@@ -71,10 +71,6 @@ WSGI_APPLICATION = "pantheon.wsgi.application"
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    _test_url = env.str("TEST_DATABASE_URL", default="")
-    if _test_url:
-        DATABASES["default"]["TEST"] = {"NAME": env.db_url_config(_test_url)["NAME"]}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The laptop demo serves from several threads; wait on the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)

@@ -1,12 +1,19 @@
-"""Test settings: PostgreSQL, the production database, unless TEST_DATABASE_URL says otherwise."""
+"""Test settings: PostgreSQL, the production database.
+
+TEST_DATABASE_URL (else a postgres:// DATABASE_URL, else the local default) names the server and
+the base name; Django runs the tests in `test_<name>` and never touches `<name>` itself.
+"""
 
 import os
 
-os.environ.setdefault(
-    "DATABASE_URL",
-    os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon"),
+_database_url = os.environ.get("DATABASE_URL", "")
+os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or (
+    _database_url
+    if _database_url.startswith("postgres")
+    else "postgres://postgres@127.0.0.1:5432/pantheon"
 )
-os.environ.setdefault("PANTHEON_LLM_BACKEND", "demo")
+# Tests never reach a real provider, whatever the shell says.
+os.environ["PANTHEON_LLM_BACKEND"] = "demo"
 
 from pantheon.settings import *  # noqa: E402,F403
 
