@@ -27,3 +27,11 @@ class RoomAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     readonly_fields = ["id", "created_at", "updated_at"]
     inlines = [RoomAgentInline]
+
+
+@admin.register(RoomAgent)
+class RoomAgentAdmin(admin.ModelAdmin):
+    list_display = ["room", "position", "agent"]
+    list_select_related = ["room", "agent"]
+    search_fields = ["room__name", "agent__agent_key"]
+    raw_id_fields = ["room", "agent"]

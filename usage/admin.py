@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from usage.models import (
     BillingProfile,
@@ -12,6 +13,7 @@ from usage.models import (
 
 @admin.register(ModelAlias)
 class ModelAliasAdmin(admin.ModelAdmin):
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = [
         "alias",
         "litellm_model",
@@ -86,3 +88,16 @@ class BillingProfileAdmin(admin.ModelAdmin):
     list_editable = ["monthly_credit_cap", "is_suspended"]
     search_fields = ["user__username"]
     raw_id_fields = ["user"]
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = [
+        "model_alias",
+        "pricing_version",
+        "input_usd_per_mtok",
+        "cached_input_usd_per_mtok",
+        "output_usd_per_mtok",
+    ]
+    list_filter = ["pricing_version", "model_alias"]
+    list_select_related = ["model_alias", "pricing_version"]
