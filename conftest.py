@@ -2,6 +2,7 @@
 
 import threading
 import time
+from decimal import Decimal
 
 import pytest
 from rest_framework.test import APIClient
@@ -105,6 +106,8 @@ class FakeGateway:
             ' "open_questions": ["a question?"], "action_items": ["an action"]}'
         )
         self.usage = (100, 20, 10)  # fresh, cached, output
+        self.cost: Decimal | None = None  # litellm's cost estimate, None when unknown
+        self.during_call = None  # a callable(call) run while the "provider" works
         self._lock = threading.Lock()
 
     def reply_for(self, call: LlmCall) -> str:
@@ -119,6 +122,8 @@ class FakeGateway:
             self.calls.append(call)
         if self.delay:
             time.sleep(self.delay)
+        if self.during_call is not None:
+            self.during_call(call)
         error_kind = self.fail_purposes.get(call.purpose) or self.fail.get(call.agent_key or "")
         if error_kind:
             status = error_kind if error_kind in ("timeout", "rate_limited") else "error"
@@ -145,6 +150,7 @@ class FakeGateway:
             attempts=1,
             provider="fake",
             provider_model=call.alias.litellm_model,
+            provider_cost_usd=self.cost,
         )
 
     def calls_for(self, purpose: str) -> list[LlmCall]:

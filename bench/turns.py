@@ -63,6 +63,8 @@ def recreate_database(url: str, *, drop_only: bool = False) -> None:
     import psycopg
 
     config = environ.Env.db_url_config(url)
+    if not config["NAME"].endswith("_bench"):
+        raise SystemExit(f"refusing to drop {config['NAME']!r}: a scratch name ends in _bench")
     with psycopg.connect(
         host=config["HOST"] or "127.0.0.1",
         port=config["PORT"] or 5432,

@@ -23,7 +23,6 @@ _IDENTITY = re.compile(
 
 _MODE_NOTES = {
     "manual": "The user tagged you by name; answer what was asked of you.",
-    "tag": "The user tagged you by name; answer what was asked of you.",
     "roundtable": (
         "Every agent answers in turn, in seating order; build on what the agents before you "
         "said in this turn instead of repeating it."

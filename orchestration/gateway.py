@@ -226,7 +226,10 @@ def _reply_text(response: Any) -> str:
     if not choices:
         return ""
     content = _field(_field(choices[0], "message"), "content")
-    return content if isinstance(content, str) else ""
+    if not isinstance(content, str):
+        return ""
+    # A NUL cannot be stored in a PostgreSQL text column; no reader wants one either.
+    return content.replace("\x00", "")
 
 
 def _estimated_cost(response: Any, model: str, litellm: Any) -> Decimal | None:

@@ -2,11 +2,13 @@
 
 import functools
 import os
+import re
 
 from django.conf import settings
 
 from orchestration.gateway import LiteLLMGateway, LlmGateway
 from orchestration.types import AliasConfig
+from usage.models import API_KEY_ENV_PATTERN
 
 
 @functools.cache
@@ -21,11 +23,14 @@ def get_gateway() -> LlmGateway:
 
 def alias_config(alias) -> AliasConfig:
     """A ModelAlias row as the gateway's plain config; the key is read from its env var now."""
+    api_key = None
+    if alias.api_key_env and re.fullmatch(API_KEY_ENV_PATTERN, alias.api_key_env):
+        api_key = os.environ.get(alias.api_key_env)
     return AliasConfig(
         alias=alias.alias,
         litellm_model=alias.litellm_model,
         api_base=alias.api_base or None,
-        api_key=os.environ.get(alias.api_key_env) if alias.api_key_env else None,
+        api_key=api_key,
         context_window=alias.context_window,
         max_output_tokens=alias.max_output_tokens,
     )

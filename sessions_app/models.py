@@ -47,7 +47,8 @@ class Session(models.Model):
         return self.room_id is None
 
 
-TURN_MODE_CHOICES = [*RoomMode.choices, ("direct", "Direct")]
+DIRECT_MODE = "direct"
+TURN_MODE_CHOICES = [*RoomMode.choices, (DIRECT_MODE, "Direct")]
 
 
 class TurnStatus(models.TextChoices):
@@ -75,6 +76,9 @@ class Turn(models.Model):
     credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
     provider_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0"))
     created_at = models.DateTimeField(default=timezone.now)
+    # When the running turn last committed a step; a turn is stale when this is too old, so a
+    # long roundtable that keeps answering is never taken for a dead one.
+    progress_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

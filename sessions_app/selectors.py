@@ -52,7 +52,7 @@ def _latest(model, column: str, order_by: str) -> str:
 _TURN_STATE = {
     "last_turn_index": (Turn, "turn_index", "turn_index", models.IntegerField()),
     "last_turn_status": (Turn, "status", "turn_index", models.CharField()),
-    "last_turn_created_at": (Turn, "created_at", "turn_index", models.DateTimeField()),
+    "last_turn_progress_at": (Turn, "progress_at", "turn_index", models.DateTimeField()),
     "last_sequence": (Message, "sequence", "sequence", models.IntegerField()),
     "summary_text": (SessionSummary, "summary_text", "to_sequence", models.TextField()),
     "summary_to_sequence": (SessionSummary, "to_sequence", "to_sequence", models.IntegerField()),
@@ -61,7 +61,7 @@ _TURN_STATE = {
 
 def session_for_turn(*, user, session_id) -> Session:
     """The session with what its next turn must know, in one query (404 if not the user's):
-    the latest turn (`last_turn_index`, `last_turn_status`, `last_turn_created_at`), where the
+    the latest turn (`last_turn_index`, `last_turn_status`, `last_turn_progress_at`), where the
     timeline ends (`last_sequence`) and the latest summary (`summary_text`,
     `summary_to_sequence`). Each is an index lookup, whatever the session's length."""
     state = {

@@ -8,14 +8,20 @@
                 unique (session, turn_index) and "one running turn per session" constraints
                 turn a lost race into a 409 before any LLM is called.
 3. steps     -- each LLM call runs with no transaction open; afterwards its assistant message
-                and its ledger row commit together in one transaction.
-4. finalize  -- the summary, the context audit, the turn status and the turn's aggregated
+                and its ledger row commit together in one transaction, which also records the
+                turn's progress.
+4. finish    -- the summary, the context audit, the turn status and the turn's aggregated
                 usage commit in one transaction: with the last step's rows when no summary is
                 due, else after the summary call (which also runs outside any transaction).
 
+A running turn whose last progress is older than `PANTHEON_TURN_STALE_SECONDS` no longer blocks
+its session: the next claim marks it `interrupted`. Should its worker still be alive, each of
+its commits checks the turn is still running first; if not, it keeps only the ledger row (the
+call was made and is billed), writes nothing into the timeline, and answers 409.
+
 Per-turn work is bounded and does not grow with the session: one read of the session carries
 the claim state and the latest summary (`selectors.session_for_turn`), and a turn reads at most
-`PANTHEON_CONTEXT_HISTORY_LIMIT` recent messages, never the whole history.
+`PANTHEON_CONTEXT_HISTORY_LIMIT` messages newer than that summary, never the whole history.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -36,12 +41,13 @@ from orchestration.gateway import LlmGateway
 from orchestration.planning import parse_tags, roundtable_order
 from orchestration.routing import build_routing_messages, parse_routing
 from orchestration.summary import build_summary_messages, parse_summary
-from orchestration.types import AgentSpec, HistoryMessage, LlmCall, LlmResult
+from orchestration.types import AgentSpec, ChatMessage, HistoryMessage, LlmCall, LlmResult
 from pantheon import exceptions
 from pantheon.llm import alias_config, get_gateway
-from rooms.models import RoomMode
+from rooms.models import Room, RoomMode
 from rooms.selectors import room_roster
 from sessions_app.models import (
+    DIRECT_MODE,
     Message,
     MessageRole,
     MessageStatus,
@@ -51,15 +57,13 @@ from sessions_app.models import (
     TurnContextAudit,
     TurnStatus,
 )
-from sessions_app.selectors import session_for_turn
 from usage import selectors as usage_selectors
 from usage.models import CallPurpose, LlmCallEvent
 from usage.selectors import AliasPricing
-from usage.services import usage_record_call
+from usage.services import usage_call_event
 
 logger = logging.getLogger(__name__)
 
-DIRECT_MODE = "direct"
 # How many messages since the last summary a summary call reads at most.
 SUMMARY_TRANSCRIPT_LIMIT = 200
 
@@ -79,7 +83,7 @@ class TurnPlan:
     room_goal: str
 
     def alias_for(self, agent: AgentSpec) -> str:
-        return self.model_alias_override or agent.model_alias
+        return _alias_of(agent, self.model_alias_override)
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,6 @@ class TurnRun:
     messages: list[Message] = field(default_factory=list)
     events: list[LlmCallEvent] = field(default_factory=list)
     plans: list[tuple[AgentSpec, ContextPlan]] = field(default_factory=list)
-    new_summary: SessionSummary | None = None
 
 
 def turn_run(
@@ -110,10 +113,8 @@ def turn_run(
     model_alias_override: str = "",
     gateway: LlmGateway | None = None,
 ) -> Turn:
-    """Run one turn. `session` should come from `selectors.session_for_turn` (it carries the
-    claim state); any other Session instance is re-read through it."""
-    if not hasattr(session, "last_turn_index"):
-        session = session_for_turn(user=user, session_id=session.pk)
+    """Run one turn. `session` comes from `selectors.session_for_turn`: it carries the claim
+    state (latest turn, end of the timeline, latest summary)."""
     plan = _prepare(
         session=session, user=user, user_input=message, model_alias_override=model_alias_override
     )
@@ -124,18 +125,17 @@ def turn_run(
         agents = _choose_agents(plan, run, gateway)
         for index, agent in enumerate(agents):
             result, alias = _call_agent(plan, run, gateway, agent)
-            is_last = index == len(agents) - 1
-            with transaction.atomic():
-                _save_step(plan, run, agent, alias, result)
-                if is_last and not _summary_due(plan, run):
-                    _save_finish(plan, run)
+            finishing = index == len(agents) - 1 and not _summary_due(plan, run)
+            _commit_step(plan, run, agent, alias, result, finishing=finishing)
         if run.turn.status == TurnStatus.RUNNING:
             _summarize_and_finish(plan, run, gateway)
     except BaseException:
         # Never leave a turn `running` behind an unexpected error: it would block the session
         # until the stale limit. Provider problems never get here; the gateway reports them.
         Turn.objects.filter(pk=run.turn.pk, status=TurnStatus.RUNNING).update(
-            status=TurnStatus.FAILED, completed_at=timezone.now()
+            status=TurnStatus.FAILED,
+            completed_at=timezone.now(),
+            **usage_selectors.usage_totals_for_turn(turn_id=run.turn.pk),
         )
         raise
     run.turn.prefetched_messages = run.messages
@@ -172,18 +172,26 @@ def _prepare(*, session: Session, user, user_input: str, model_alias_override: s
             candidates = tuple(roundtable_order(roster))
         room_goal = room.goal
 
-    needed = {model_alias_override or agent.model_alias for agent in candidates}
-    if mode == RoomMode.ORCHESTRATOR:
-        needed.add(settings.PANTHEON_MANAGER_MODEL_ALIAS)
+    manager = settings.PANTHEON_MANAGER_MODEL_ALIAS
+    aliases = {_alias_of(agent, model_alias_override) for agent in candidates}
     # The summarizer is loaded with the rest (same query) but never blocks a turn.
     pricing = usage_selectors.alias_pricing(
-        aliases=[*needed, settings.PANTHEON_SUMMARIZER_MODEL_ALIAS]
+        aliases=[*aliases, manager, settings.PANTHEON_SUMMARIZER_MODEL_ALIAS]
     )
-    for alias in sorted(needed):
-        if alias not in pricing:
-            raise exceptions.UnknownModelAlias(f"Model alias {alias!r} does not exist.")
-        if not pricing[alias].alias.enabled:
-            raise exceptions.ModelAliasUnavailable(f"Model alias {alias!r} is disabled.")
+    if mode == RoomMode.ORCHESTRATOR:
+        # The manager routes among the agents that can answer; one on a disabled alias is
+        # left out of the choice rather than failing the whole turn.
+        _require_usable(pricing, manager)
+        candidates = tuple(
+            agent
+            for agent in candidates
+            if _usable(pricing, _alias_of(agent, model_alias_override))
+        )
+        if not candidates:
+            _require_usable(pricing, model_alias_override or roster[0].model_alias)
+    else:
+        for alias in sorted(aliases):
+            _require_usable(pricing, alias)
 
     plan = TurnPlan(
         session=session,
@@ -200,6 +208,21 @@ def _prepare(*, session: Session, user, user_input: str, model_alias_override: s
     return plan
 
 
+def _alias_of(agent: AgentSpec, model_alias_override: str) -> str:
+    return model_alias_override or agent.model_alias
+
+
+def _usable(pricing: dict[str, AliasPricing], alias: str) -> bool:
+    return alias in pricing and pricing[alias].alias.enabled
+
+
+def _require_usable(pricing: dict[str, AliasPricing], alias: str) -> None:
+    if alias not in pricing:
+        raise exceptions.UnknownModelAlias(f"Model alias {alias!r} does not exist.")
+    if not pricing[alias].alias.enabled:
+        raise exceptions.ModelAliasUnavailable(f"Model alias {alias!r} is disabled.")
+
+
 def _refuse_if_billing_blocks(user) -> None:
     profile = usage_selectors.billing_profile_for(user=user)
     if profile is None:
@@ -210,9 +233,13 @@ def _refuse_if_billing_blocks(user) -> None:
         used = usage_selectors.credits_used(user=user, since=usage_selectors.month_start())
         if used >= profile.monthly_credit_cap:
             raise exceptions.CreditCapExceeded(
-                f"{used.normalize()} of {profile.monthly_credit_cap.normalize()} monthly "
-                "credits are used."
+                f"{_plain(used)} of {_plain(profile.monthly_credit_cap)} monthly credits are used."
             )
+
+
+def _plain(amount) -> str:
+    """A Decimal as people write it: 100, 12.5 (never 1E+2)."""
+    return format(amount.normalize(), "f")
 
 
 def _refuse_if_input_too_large(plan: TurnPlan) -> None:
@@ -248,6 +275,32 @@ def _agent_spec(agent) -> AgentSpec:
     )
 
 
+def _recent_history(session: Session) -> list[HistoryMessage]:
+    """The newest raw messages after the latest summary (bounded), oldest first."""
+    messages = Message.objects.filter(session=session, status=MessageStatus.OK)
+    if session.summary_to_sequence is not None:
+        messages = messages.filter(sequence__gt=session.summary_to_sequence)
+    recent = list(
+        messages.order_by("-sequence").values(*HISTORY_FIELDS)[
+            : settings.PANTHEON_CONTEXT_HISTORY_LIMIT
+        ]
+    )
+    return [_history_message(row) for row in reversed(recent)]
+
+
+HISTORY_FIELDS = ("sequence", "role", "content", "agent_key", "agent_name", "token_estimate")
+
+
+def _history_message(row: dict) -> HistoryMessage:
+    return HistoryMessage(
+        role=row["role"],
+        content=row["content"],
+        agent_key=row["agent_key"] or None,
+        agent_name=row["agent_name"] or None,
+        token_estimate=row["token_estimate"],
+    )
+
+
 # --- 2. claim -----------------------------------------------------------------------------------
 
 
@@ -258,25 +311,28 @@ def _claim(plan: TurnPlan, history: list[HistoryMessage]) -> TurnRun:
         with transaction.atomic():
             if session.last_turn_status == TurnStatus.RUNNING:
                 stale_before = now - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
-                if session.last_turn_created_at >= stale_before:
+                if session.last_turn_progress_at >= stale_before:
                     raise exceptions.TurnConflict()
                 interrupted = Turn.objects.filter(
                     session=session,
                     turn_index=session.last_turn_index,
                     status=TurnStatus.RUNNING,
+                    progress_at__lt=stale_before,
                 ).update(status=TurnStatus.INTERRUPTED, completed_at=now)
                 if interrupted:
                     logger.warning(
-                        "turn %s of session %s ran past the stale limit; marked interrupted",
+                        "turn %s of session %s made no progress for %ss; marked interrupted",
                         session.last_turn_index,
                         session.pk,
+                        settings.PANTHEON_TURN_STALE_SECONDS,
                     )
 
-            room = session.room
-            if room is not None and plan.mode != room.current_mode:
-                # A queued mode change takes effect with this turn.
-                room.current_mode, room.pending_mode = plan.mode, None
-                room.save(update_fields=["current_mode", "pending_mode", "updated_at"])
+            if session.room is not None and plan.mode != session.room.current_mode:
+                # A queued mode change takes effect with this turn, unless it was changed again
+                # since we read the room.
+                Room.objects.filter(pk=session.room_id, pending_mode=plan.mode).update(
+                    current_mode=plan.mode, pending_mode=None, updated_at=now
+                )
 
             # The state was read with the session, outside this transaction: if another request
             # claimed in between, these inserts collide with its rows and we answer 409.
@@ -289,6 +345,7 @@ def _claim(plan: TurnPlan, history: list[HistoryMessage]) -> TurnRun:
                 model_alias_override=plan.model_alias_override,
                 roster=[_roster_entry(agent) for agent in plan.roster],
                 created_at=now,
+                progress_at=now,
             )
             sequence = (session.last_sequence or 0) + 1
             user_message = Message.objects.create(
@@ -327,57 +384,38 @@ def _roster_entry(agent: AgentSpec) -> dict:
 # --- 3. steps -----------------------------------------------------------------------------------
 
 
-def _recent_history(session: Session) -> list[HistoryMessage]:
-    """The newest raw messages of the session (bounded), oldest first."""
-    recent = list(
-        Message.objects.filter(session=session, status=MessageStatus.OK)
-        .order_by("-sequence")
-        .values("role", "content", "agent_key", "agent_name", "token_estimate")[
-            : settings.PANTHEON_CONTEXT_HISTORY_LIMIT
-        ]
-    )
-    return [_history_message(row) for row in reversed(recent)]
-
-
-def _history_message(row: dict) -> HistoryMessage:
-    return HistoryMessage(
-        role=row["role"],
-        content=row["content"],
-        agent_key=row["agent_key"] or None,
-        agent_name=row["agent_name"] or None,
-        token_estimate=row["token_estimate"],
-    )
-
-
 def _choose_agents(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> Sequence[AgentSpec]:
     if plan.mode != RoomMode.ORCHESTRATOR:
         return plan.candidates
 
-    manager_alias = settings.PANTHEON_MANAGER_MODEL_ALIAS
-    roster_keys = [agent.key for agent in plan.roster]
+    manager = settings.PANTHEON_MANAGER_MODEL_ALIAS
+    choosable = [agent.key for agent in plan.candidates]
     messages = build_routing_messages(
-        user_input=plan.user_input, roster=plan.roster, room_goal=plan.room_goal
+        user_input=plan.user_input, roster=plan.candidates, room_goal=plan.room_goal
     )
-    result = _call(plan, gateway, manager_alias, messages, CallPurpose.ROUTING)
+    result = _call(plan, gateway, manager, messages, CallPurpose.ROUTING)
     if result.ok:
-        decision = parse_routing(result.text, roster_keys)
+        decision = parse_routing(result.text, choosable)
     else:
         logger.warning(
             "turn %s: routing call failed (%s); falling back to the first agent",
             run.turn.pk,
             result.error_kind,
         )
-        decision = parse_routing("", roster_keys)
+        decision = parse_routing("", choosable)
     routing = {
-        "manager_model_alias": manager_alias,
+        "manager_model_alias": manager,
         "selected_agent_keys": list(decision.selected_agent_keys),
         "fallback_used": decision.fallback_used,
     }
+    event = _event(plan, run, result, manager, CallPurpose.ROUTING)
     with transaction.atomic():
-        _record(plan, run, result, manager_alias, CallPurpose.ROUTING)
-        Turn.objects.filter(pk=run.turn.pk).update(routing=routing)
+        running = _progress(run, routing=routing)
+        event.save(force_insert=True)
+    if not running:
+        raise exceptions.TurnConflict()
     run.turn.routing = routing
-    by_key = {agent.key: agent for agent in plan.roster}
+    by_key = {agent.key: agent for agent in plan.candidates}
     return [by_key[key] for key in decision.selected_agent_keys]
 
 
@@ -413,11 +451,18 @@ def _call_agent(
     return _call(plan, gateway, alias, context.messages, CallPurpose.AGENT, agent.key), alias
 
 
-def _save_step(
-    plan: TurnPlan, run: TurnRun, agent: AgentSpec, alias: str, result: LlmResult
+def _commit_step(
+    plan: TurnPlan,
+    run: TurnRun,
+    agent: AgentSpec,
+    alias: str,
+    result: LlmResult,
+    *,
+    finishing: bool,
 ) -> None:
-    """The step's assistant message and its ledger row; the caller holds the transaction."""
-    message = Message.objects.create(
+    """The step's assistant message and ledger row, in one transaction; with the turn's finish
+    when this is its last step and no summary is due."""
+    message = Message(
         session=plan.session,
         turn=run.turn,
         sequence=run.next_sequence,
@@ -430,16 +475,23 @@ def _save_step(
         error_code="" if result.ok else (result.error_kind or "provider_error"),
         token_estimate=context_budget.estimate_tokens(result.text) if result.ok else 0,
     )
-    _record(plan, run, result, alias, CallPurpose.AGENT, agent.key)
-    run.next_sequence += 1
+    event = _event(plan, run, result, alias, CallPurpose.AGENT, agent.key)
     run.messages.append(message)
+    run.next_sequence += 1
+    with transaction.atomic():
+        running = _finish(plan, run) if finishing else _progress(run)
+        if running:
+            message.save(force_insert=True)
+        event.save(force_insert=True)
+    if not running:
+        raise exceptions.TurnConflict()
 
 
 def _call(
     plan: TurnPlan,
     gateway: LlmGateway,
     alias: str,
-    messages,
+    messages: Sequence[ChatMessage],
     purpose: str,
     agent_key: str | None = None,
 ) -> LlmResult:
@@ -452,15 +504,16 @@ def _call(
     return gateway.complete(call)
 
 
-def _record(
+def _event(
     plan: TurnPlan,
     run: TurnRun,
     result: LlmResult,
     alias: str,
     purpose: str,
     agent_key: str = "",
-) -> None:
-    event = usage_record_call(
+) -> LlmCallEvent:
+    """The call's ledger row, metered; the caller saves it in the step's transaction."""
+    event = usage_call_event(
         user=plan.user,
         result=result,
         pricing=plan.pricing.get(alias),
@@ -472,9 +525,20 @@ def _record(
         agent_key=agent_key,
     )
     run.events.append(event)
+    return event
 
 
-# --- 4. finalize --------------------------------------------------------------------------------
+def _progress(run: TurnRun, **changes) -> bool:
+    """Record that the turn advanced, if it is still running (a stale-turn takeover may have
+    interrupted it). The row lock this takes orders us against that takeover."""
+    return bool(
+        Turn.objects.filter(pk=run.turn.pk, status=TurnStatus.RUNNING).update(
+            progress_at=timezone.now(), **changes
+        )
+    )
+
+
+# --- 4. finish ----------------------------------------------------------------------------------
 
 
 def _pressure(plan: TurnPlan, run: TurnRun) -> tuple[context_budget.ContextBudget, ContextPlan]:
@@ -498,12 +562,10 @@ def _summary_due(plan: TurnPlan, run: TurnRun) -> bool:
     )
     if not due:
         return False
-    summarizer = plan.pricing.get(settings.PANTHEON_SUMMARIZER_MODEL_ALIAS)
-    if summarizer is None or not summarizer.alias.enabled:
+    summarizer = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS
+    if not _usable(plan.pricing, summarizer):
         logger.warning(
-            "turn %s: a summary is due but alias %r is unusable; skipped",
-            run.turn.pk,
-            settings.PANTHEON_SUMMARIZER_MODEL_ALIAS,
+            "turn %s: a summary is due but alias %r is unusable; skipped", run.turn.pk, summarizer
         )
         return False
     return True
@@ -511,9 +573,18 @@ def _summary_due(plan: TurnPlan, run: TurnRun) -> bool:
 
 def _summarize_and_finish(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> None:
     summarizer = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS
-    transcript, first_sequence = _summary_transcript(plan, run)
+    transcript = _summary_transcript(plan, run)
+    if not transcript:
+        # Nothing before this turn is left unsummarized (a first turn, say).
+        with transaction.atomic():
+            running = _finish(plan, run)
+        if not running:
+            raise exceptions.TurnConflict()
+        return
+
     messages = build_summary_messages(
-        previous_summary=run.summary.text if run.summary else None, transcript=transcript
+        previous_summary=run.summary.text if run.summary else None,
+        transcript=[_history_message(row) for row in transcript],
     )
     result = _call(plan, gateway, summarizer, messages, CallPurpose.SUMMARY)
     if not result.ok:
@@ -522,15 +593,16 @@ def _summarize_and_finish(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> 
             run.turn.pk,
             result.error_kind,
         )
+    event = _event(plan, run, result, summarizer, CallPurpose.SUMMARY)
     with transaction.atomic():
-        _record(plan, run, result, summarizer, CallPurpose.SUMMARY)
-        if result.ok:
+        running = _finish(plan, run, summary_triggered=True)
+        if running and result.ok:
             extraction = parse_summary(result.text)
-            run.new_summary = SessionSummary.objects.create(
+            SessionSummary.objects.create(
                 session=plan.session,
                 turn=run.turn,
-                from_sequence=first_sequence,
-                to_sequence=run.messages[-1].sequence,
+                from_sequence=transcript[0]["sequence"],
+                to_sequence=transcript[-1]["sequence"],
                 summary_text=extraction.summary,
                 key_facts=list(extraction.key_facts),
                 decisions=list(extraction.decisions),
@@ -538,12 +610,60 @@ def _summarize_and_finish(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> 
                 action_items=list(extraction.action_items),
                 valid_json=extraction.valid_json,
             )
-        _save_finish(plan, run, summary_triggered=True)
+        event.save(force_insert=True)
+    if not running:
+        raise exceptions.TurnConflict()
 
 
-def _save_finish(plan: TurnPlan, run: TurnRun, *, summary_triggered: bool = False) -> None:
-    """Context audit, status and aggregated usage; the caller holds the transaction."""
+def _summary_transcript(plan: TurnPlan, run: TurnRun) -> list[dict]:
+    """The messages to fold into the summary, oldest first (bounded): those since the last
+    summary and before this turn. This turn's exchange stays raw, so the next turn reads the
+    latest exchange verbatim next to the summary of everything before it."""
+    after = run.summary.to_sequence if run.summary else 0
+    last_kept_raw = run.messages[0].sequence - 1
+    rows = list(
+        Message.objects.filter(
+            session=plan.session,
+            sequence__gt=after,
+            sequence__lte=last_kept_raw,
+            status=MessageStatus.OK,
+        )
+        .order_by("-sequence")
+        .values(*HISTORY_FIELDS)[:SUMMARY_TRANSCRIPT_LIMIT]
+    )
+    if len(rows) == SUMMARY_TRANSCRIPT_LIMIT:
+        logger.warning(
+            "turn %s: more than %d messages since the last summary; the oldest are left out",
+            run.turn.pk,
+            SUMMARY_TRANSCRIPT_LIMIT,
+        )
+    rows.reverse()
+    return rows
+
+
+def _finish(plan: TurnPlan, run: TurnRun, *, summary_triggered: bool = False) -> bool:
+    """Status, aggregated usage and the context audit, if the turn is still running. The
+    caller holds the transaction and saves the rows counted here (run.events) in it."""
     turn = run.turn
+    answers = [m for m in run.messages if m.role == MessageRole.ASSISTANT]
+    failed = sum(1 for m in answers if m.status == MessageStatus.ERROR)
+    if failed == 0:
+        status = TurnStatus.COMPLETED
+    elif failed < len(answers):
+        status = TurnStatus.PARTIAL
+    else:
+        status = TurnStatus.FAILED
+    totals = usage_selectors.usage_totals(run.events)
+    now = timezone.now()
+    updated = Turn.objects.filter(pk=turn.pk, status=TurnStatus.RUNNING).update(
+        status=status, completed_at=now, progress_at=now, **totals
+    )
+    if not updated:
+        return False
+    turn.status, turn.completed_at, turn.progress_at = status, now, now
+    for name, value in totals.items():
+        setattr(turn, name, value)
+
     budget, pressure = _pressure(plan, run)
     TurnContextAudit.objects.create(
         turn=turn,
@@ -557,44 +677,4 @@ def _save_finish(plan: TurnPlan, run: TurnRun, *, summary_triggered: bool = Fals
         summary_triggered=summary_triggered,
         pruned=any(context.pruned for _, context in run.plans),
     )
-    answers = [m for m in run.messages if m.role == MessageRole.ASSISTANT]
-    failed = sum(1 for m in answers if m.status == MessageStatus.ERROR)
-    if failed == 0:
-        turn.status = TurnStatus.COMPLETED
-    elif failed < len(answers):
-        turn.status = TurnStatus.PARTIAL
-    else:
-        turn.status = TurnStatus.FAILED
-    turn.llm_calls = len(run.events)
-    turn.input_tokens = sum(e.input_tokens_fresh + e.input_tokens_cached for e in run.events)
-    turn.output_tokens = sum(e.output_tokens for e in run.events)
-    turn.credits = sum((e.credits for e in run.events), Decimal("0"))
-    turn.provider_cost_usd = sum((e.provider_cost_usd for e in run.events), Decimal("0"))
-    turn.completed_at = timezone.now()
-    turn.save(
-        update_fields=[
-            "status",
-            "llm_calls",
-            "input_tokens",
-            "output_tokens",
-            "credits",
-            "provider_cost_usd",
-            "completed_at",
-        ]
-    )
-
-
-def _summary_transcript(plan: TurnPlan, run: TurnRun) -> tuple[list[HistoryMessage], int]:
-    """The messages since the last summary (bounded), oldest first, and where they start."""
-    after = run.summary.to_sequence if run.summary else 0
-    rows = list(
-        Message.objects.filter(session=plan.session, sequence__gt=after, status=MessageStatus.OK)
-        .order_by("-sequence")
-        .values("sequence", "role", "content", "agent_key", "agent_name", "token_estimate")[
-            :SUMMARY_TRANSCRIPT_LIMIT
-        ]
-    )
-    rows.reverse()
-    transcript = [_history_message(row) for row in rows]
-    first_sequence = rows[0]["sequence"] if rows else run.messages[0].sequence
-    return transcript, first_sequence
+    return True

@@ -2,9 +2,13 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
+
+# Only variables meant to hold provider keys may be named: an alias that could name any
+# variable (SECRET_KEY, DATABASE_URL) and point api_base at any host would leak it.
+API_KEY_ENV_PATTERN = r"^[A-Z][A-Z0-9_]*_API_KEY$"
 
 
 class ModelAlias(models.Model):
@@ -15,7 +19,15 @@ class ModelAlias(models.Model):
     litellm_model = models.CharField(max_length=200)
     api_base = models.URLField(blank=True)
     api_key_env = models.CharField(
-        max_length=100, blank=True, help_text="Name of the environment variable holding the key."
+        max_length=100,
+        blank=True,
+        validators=[
+            RegexValidator(
+                API_KEY_ENV_PATTERN,
+                "Name an environment variable ending in _API_KEY (e.g. OPENROUTER_API_KEY).",
+            )
+        ],
+        help_text="Name of the environment variable holding the key (…_API_KEY).",
     )
     context_window = models.PositiveIntegerField(default=8192, validators=[MinValueValidator(1024)])
     max_output_tokens = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(1)])

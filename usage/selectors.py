@@ -138,3 +138,35 @@ def usage_by_model(*, user, since: datetime, until: datetime) -> list[dict]:
         }
         for row in rows
     ]
+
+
+def usage_totals(events: Iterable[LlmCallEvent]) -> dict:
+    """The aggregated usage of some ledger rows, named as on Turn."""
+    events = list(events)
+    return {
+        "llm_calls": len(events),
+        "input_tokens": sum(e.input_tokens_fresh + e.input_tokens_cached for e in events),
+        "output_tokens": sum(e.output_tokens for e in events),
+        "credits": sum((e.credits for e in events), Decimal("0")),
+        "provider_cost_usd": sum((e.provider_cost_usd for e in events), Decimal("0")),
+    }
+
+
+def usage_totals_for_turn(*, turn_id) -> dict:
+    """`usage_totals` of the turn's rows as stored."""
+    zero = Decimal("0")
+    totals = LlmCallEvent.objects.filter(turn_id=turn_id).aggregate(
+        llm_calls=Count("id"),
+        fresh=Coalesce(Sum("input_tokens_fresh"), 0),
+        cached=Coalesce(Sum("input_tokens_cached"), 0),
+        output_tokens=Coalesce(Sum("output_tokens"), 0),
+        credits=Coalesce(Sum("credits"), zero),
+        provider_cost_usd=Coalesce(Sum("provider_cost_usd"), zero),
+    )
+    return {
+        "llm_calls": totals["llm_calls"],
+        "input_tokens": totals["fresh"] + totals["cached"],
+        "output_tokens": totals["output_tokens"],
+        "credits": totals["credits"],
+        "provider_cost_usd": totals["provider_cost_usd"],
+    }

@@ -1,11 +1,13 @@
 """Usage writes: model aliases and the metered ledger."""
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd
 from orchestration.types import LlmResult
 from usage.models import LlmCallEvent, ModelAlias
 from usage.selectors import AliasPricing
+
+MONEY_QUANTUM = Decimal("1E-10")  # the ledger's decimal places for USD and credits
 
 
 def model_alias_set(
@@ -39,7 +41,14 @@ def model_alias_set(
     return row, created
 
 
-def usage_record_call(
+def usage_record_call(**fields) -> LlmCallEvent:
+    """Build and write the ledger row of one LLM call (see `usage_call_event`)."""
+    event = usage_call_event(**fields)
+    event.save(force_insert=True)
+    return event
+
+
+def usage_call_event(
     *,
     user,
     result: LlmResult,
@@ -51,9 +60,9 @@ def usage_record_call(
     turn_id=None,
     agent_key: str = "",
 ) -> LlmCallEvent:
-    """Write the ledger row of one LLM call.
+    """The ledger row of one LLM call, metered but not yet saved.
 
-    Call it inside the transaction that stores what the call produced (its message, its
+    Save it inside the transaction that stores what the call produced (its message, its
     summary), so the ledger and the transcript never disagree.
     """
     fresh, cached, output = (
@@ -64,7 +73,7 @@ def usage_record_call(
     oe = compute_oe(fresh=fresh, cached=cached, output=output)
     multiplier = pricing.multiplier if pricing else None
     cost, priced = _provider_cost(result=result, pricing=pricing)
-    return LlmCallEvent.objects.create(
+    return LlmCallEvent(
         user=user,
         room_id=room_id,
         session_id=session_id,
@@ -103,5 +112,6 @@ def _provider_cost(*, result: LlmResult, pricing: AliasPricing | None) -> tuple[
         )
         return cost, True
     if result.provider_cost_usd is not None:
-        return result.provider_cost_usd, True
+        # Rounded like every stored amount, so a turn's total equals the sum of its rows.
+        return result.provider_cost_usd.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_UP), True
     return Decimal("0"), False

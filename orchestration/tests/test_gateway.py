@@ -385,3 +385,10 @@ def test_a_stray_status_code_attribute_is_not_trusted():
     error = RuntimeError("boom")
     error.status_code = 503
     assert classify_error(error) == ("error", "provider_error", False)
+
+
+def test_nul_characters_are_stripped_from_the_reply(monkeypatch, gateway):
+    script(monkeypatch, reply("Hel\x00lo\x00"))
+    result = gateway.complete(CALL)
+    assert result.ok
+    assert result.text == "Hello"

@@ -266,7 +266,7 @@ def test_set_model_alias_creates_an_alias():
         "--api-base",
         "https://llm.example.com/v1",
         "--api-key-env",
-        "MISTRAL_KEY",
+        "MISTRAL_API_KEY",
         "--context-window",
         "32000",
     )
@@ -276,7 +276,7 @@ def test_set_model_alias_creates_an_alias():
     assert (row.litellm_model, row.api_base, row.api_key_env, row.context_window) == (
         "openrouter/mistralai/mistral-large",
         "https://llm.example.com/v1",
-        "MISTRAL_KEY",
+        "MISTRAL_API_KEY",
         32000,
     )
     assert row.enabled
@@ -334,3 +334,12 @@ def test_set_model_alias_refuses_enable_and_disable_together():
         set_model_alias("llama", "--enable", "--disable")
 
     assert ModelAlias.objects.get(alias="llama").enabled
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "DATABASE_URL", "lower_api_key"])
+def test_set_model_alias_refuses_a_key_variable_that_is_not_a_provider_key(variable):
+    with pytest.raises(CommandError, match="_API_KEY"):
+        call_command("set_model_alias", "deepseek", "--api-key-env", variable)
+
+    assert ModelAlias.objects.get(alias="deepseek").api_key_env == "OPENROUTER_API_KEY"

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from rooms.models import RoomMode
 from sessions_app.models import Message, SessionSummary, Turn, TurnContextAudit
-from usage.models import LlmCallEvent, ModelAlias
+from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -397,12 +397,14 @@ def test_a_stale_running_turn_is_interrupted_and_no_longer_blocks(
     owner_client, room_session, fake_gateway, post_turn, settings
 ):
     session = room_session()
+    long_ago = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5)
     stale = Turn.objects.create(
         session=session,
         turn_index=1,
         mode="manual",
         user_input="abandoned",
-        created_at=timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5),
+        created_at=long_ago,
+        progress_at=long_ago,
     )
     response = post_turn(owner_client, session, "@ada hi")
 
@@ -452,7 +454,8 @@ def test_every_eighth_turn_writes_a_structured_summary(
     assert body["decisions"] == ["a decision"]
     assert body["open_questions"] == ["a question?"]
     assert body["action_items"] == ["an action"]
-    assert (body["from_sequence"], body["to_sequence"]) == (1, 16)
+    # Everything before the eighth turn; its own exchange stays raw for the next turn.
+    assert (body["from_sequence"], body["to_sequence"]) == (1, 14)
     assert LlmCallEvent.objects.filter(purpose="summary").count() == 1
     audit = TurnContextAudit.objects.get(turn__turn_index=8)
     assert audit.summary_triggered is True
@@ -491,12 +494,26 @@ def test_summary_is_due_when_the_context_passes_70_percent(
     assert audit.summary_triggered is True
     assert audit.estimated_tokens_before >= 0.7 * audit.input_budget
     assert audit.input_budget == 615
+    summary = SessionSummary.objects.get()
+    assert (summary.from_sequence, summary.to_sequence) == (1, 2)  # turn 1 only
+
+    # The summary replaces the history it covers: the pressure drops, no summary again.
+    post_turn(owner_client, session, "@ada short follow-up")
+    assert len(fake_gateway.calls_for("summary")) == 1
+    audit = TurnContextAudit.objects.get(turn__turn_index=3)
+    assert audit.summary_used is True
+    assert audit.estimated_tokens_before < 0.7 * audit.input_budget
+    prompt = "\n".join(m.content for m in fake_gateway.calls_for("agent")[-1].messages)
+    assert "They talked." in prompt  # the summary
+    assert "word word" not in prompt  # not the raw first turn it covers
+    assert "more more" in prompt  # the latest exchange, verbatim
 
 
 def test_context_over_90_percent_is_pruned_oldest_first(
     owner_client, room_session, fake_gateway, post_turn
 ):
     ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=2048)
+    fake_gateway.fail_purposes["summary"] = "provider_error"  # no summary to relieve the pressure
     session = room_session()
     post_turn(owner_client, session, "@ada FIRST " + "word " * 150)
     post_turn(owner_client, session, "@ada SECOND " + "word " * 150)
@@ -513,30 +530,61 @@ def test_context_over_90_percent_is_pruned_oldest_first(
 
 
 def test_turn_totals_equal_the_sum_of_their_events(
-    owner_client, room_session, fake_gateway, post_turn
+    owner, owner_client, trio, room_session, make_session, fake_gateway, post_turn
 ):
+    # Prices for two aliases in a pricing version with a multiplier; litellm-style fractional
+    # cost for the others; cached tokens; failures; every mode and a direct session.
+    version = PricingVersion.objects.create(
+        name="v2", multiplier=Decimal("1.75"), effective_from=timezone.now() - timedelta(days=1)
+    )
+    for alias, prices in {
+        "deepseek": ("0.27", "0.07", "1.10"),
+        "qwen": ("0.9", None, "0.9"),
+    }.items():
+        ModelPrice.objects.create(
+            pricing_version=version,
+            model_alias=ModelAlias.objects.get(alias=alias),
+            input_usd_per_mtok=Decimal(prices[0]),
+            cached_input_usd_per_mtok=None if prices[1] is None else Decimal(prices[1]),
+            output_usd_per_mtok=Decimal(prices[2]),
+        )
+    fake_gateway.usage = (1234, 321, 77)
+    fake_gateway.cost = Decimal("0.000123456789012345")
     fake_gateway.routing_reply = '{"selected_agent_keys": ["ada", "grace"]}'
     fake_gateway.fail["linus"] = "provider_error"
     runs = [
         (room_session(mode=RoomMode.ROUNDTABLE), "all of you"),
         (room_session(mode=RoomMode.ORCHESTRATOR), "route me"),
         (room_session(mode=RoomMode.MANUAL), "@grace @linus"),
+        (make_session(owner, agent=trio[2]), "direct to the failing one"),
     ]
     for session, message in runs:
-        for _ in range(8):  # the eighth turn of each session summarizes
+        for index in range(8):  # the eighth turn of each session summarizes
+            if index == 3:
+                fake_gateway.fail_purposes["routing"] = "timeout"
             assert post_turn(owner_client, session, message).status_code == 201
+            fake_gateway.fail_purposes.clear()
 
     assert LlmCallEvent.objects.count() == len(fake_gateway.calls)
-    assert LlmCallEvent.objects.filter(purpose="summary").count() == 3
+    assert LlmCallEvent.objects.filter(purpose="summary").count() == 4
+    assert LlmCallEvent.objects.filter(purpose="routing", status="timeout").count() == 1
+    priced = LlmCallEvent.objects.filter(model_alias="deepseek", status="success").first()
+    assert priced.pricing_version_id == version.id
+    # 1234 fresh × 0.27 + 321 cached × 0.07 + 77 × 1.10, per million tokens
+    assert priced.provider_cost_usd == Decimal("0.0004403500")
+    assert priced.credits == Decimal("0.0946750000")  # (1234×0.35 + 321×0.1 + 77) / 1e4 × 1.75
+    estimated = LlmCallEvent.objects.filter(model_alias="llama", status="success")
+    assert {event.provider_cost_usd for event in estimated} <= {Decimal("0.0001234568")}
     for turn in Turn.objects.all():
-        sums = LlmCallEvent.objects.filter(turn=turn).aggregate(
+        events = LlmCallEvent.objects.filter(turn=turn)
+        sums = events.aggregate(
             fresh=Sum("input_tokens_fresh"),
             cached=Sum("input_tokens_cached"),
             output=Sum("output_tokens"),
             credits=Sum("credits"),
             cost=Sum("provider_cost_usd"),
         )
-        assert turn.llm_calls == LlmCallEvent.objects.filter(turn=turn).count()
+        assert turn.llm_calls == events.count()
         assert turn.input_tokens == sums["fresh"] + sums["cached"]
         assert turn.output_tokens == sums["output"]
         assert turn.credits == sums["credits"]
@@ -561,3 +609,88 @@ def test_live_backend_counts_tokens_with_the_models_tokenizer(
     response = post_turn(owner_client, session, message)
     assert response.status_code == 201
     assert response.json()["status"] == "completed"
+
+
+def test_a_stale_takeover_stops_the_old_worker_which_keeps_only_its_ledger_row(
+    owner, owner_client, trio, make_session, fake_gateway, post_turn, settings
+):
+    """Turn 1's provider hangs past the stale limit; turn 2 takes the session over. When
+    turn 1's call returns, it writes nothing into the timeline, keeps its bill, answers 409."""
+    session = make_session(owner, agent=trio[0])
+    second = {}
+
+    def take_over(call):
+        fake_gateway.during_call = None
+        long_ago = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 1)
+        Turn.objects.filter(turn_index=1).update(progress_at=long_ago)
+        second["response"] = post_turn(owner_client, session, "are you there?")
+
+    fake_gateway.during_call = take_over
+    first = post_turn(owner_client, session, "a slow question")
+
+    assert first.status_code == 409
+    assert first.json() == CONFLICT_BODY
+    assert second["response"].status_code == 201
+    assert second["response"].json()["turn_index"] == 2
+    stale = Turn.objects.get(turn_index=1)
+    assert stale.status == "interrupted"
+    assert list(stale.messages.values_list("role", flat=True)) == ["user"]
+    assert LlmCallEvent.objects.filter(turn=stale).count() == 1  # the call it paid for
+    timeline = owner_client.get(f"/api/v1/sessions/{session.id}/messages").json()["results"]
+    assert [(m["sequence"], m["role"]) for m in timeline] == [
+        (1, "user"),
+        (2, "user"),
+        (3, "assistant"),
+    ]
+
+
+def test_an_unexpected_error_fails_the_turn_with_the_usage_it_recorded(
+    owner_client, room_session, fake_gateway, post_turn, monkeypatch
+):
+    def broken(plan, run):
+        raise RuntimeError("bug in the summary ladder")
+
+    monkeypatch.setattr("sessions_app.turns._summary_due", broken)
+    owner_client.raise_request_exception = False
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+
+    response = post_turn(owner_client, session, "go")
+
+    assert response.status_code == 500
+    turn = Turn.objects.get()
+    assert turn.status == "failed"
+    assert turn.completed_at is not None
+    committed = LlmCallEvent.objects.filter(turn=turn)
+    assert turn.llm_calls == committed.count() == 2  # ada and grace committed before the bug
+    assert turn.credits == committed.aggregate(total=Sum("credits"))["total"]
+    # The session is not blocked.
+    monkeypatch.undo()
+    assert post_turn(owner_client, session, "again").status_code == 201
+
+
+def test_orchestrator_routes_only_among_agents_whose_alias_is_usable(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    ModelAlias.objects.filter(alias="qwen").update(enabled=False)  # grace's alias
+    fake_gateway.routing_reply = '{"selected_agent_keys": ["grace"]}'
+    session = room_session(mode=RoomMode.ORCHESTRATOR)
+
+    body = post_turn(owner_client, session, "Grace?").json()
+
+    roster_prompt = fake_gateway.calls_for("routing")[0].messages[0].content
+    assert "@grace" not in roster_prompt and "grace" not in roster_prompt.split("Roster")[-1]
+    assert body["routing"]["fallback_used"] is True
+    assert answers(body) == [("ada", "ok")]
+
+
+def test_summary_of_another_users_session_is_404_and_anonymous_401(
+    owner_client, outsider_client, anon_client, room_session, fake_gateway, post_turn
+):
+    session = room_session()
+    for index in range(8):
+        post_turn(owner_client, session, f"@ada {index}")
+    url = f"/api/v1/sessions/{session.id}/summary"
+
+    assert owner_client.get(url).status_code == 200
+    assert outsider_client.get(url).status_code == 404
+    assert anon_client.get(url).status_code == 401

@@ -16,6 +16,7 @@ SINGLE_AGENT_TURN_STATEMENTS = 11
 # Inside the test's transaction the 2 atomic blocks (claim, step + finish) also show a
 # SAVEPOINT and a RELEASE each; in production they are BEGIN and COMMIT.
 SAVEPOINT_STATEMENTS = 4
+HISTORY_LIMIT = 40
 
 
 def _grow_session(session, *, up_to_turn: int) -> None:
@@ -79,5 +80,10 @@ def test_turn_queries_do_not_grow_with_session_length(
 
     assert len(at_turn_60) == len(at_turn_2)
     # The history read is bounded, whatever the session length.
-    history_reads = [q["sql"] for q in at_turn_60 if "LIMIT" in q["sql"] and "message" in q["sql"]]
-    assert history_reads
+    history_reads = [
+        q["sql"]
+        for q in at_turn_60
+        if q["sql"].startswith('SELECT "sessions_app_message"."sequence"')
+        and q["sql"].endswith(f"DESC LIMIT {HISTORY_LIMIT}")
+    ]
+    assert len(history_reads) == 1

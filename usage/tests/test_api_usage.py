@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from rooms.models import RoomMode
 from sessions_app.models import Message, Turn
@@ -322,8 +324,29 @@ def test_a_reached_monthly_cap_is_refused_with_402(
     assert response.status_code == 402
     detail = response.json()["detail"]
     assert detail["code"] == "credit_cap_exceeded"
-    assert detail["message"]
+    assert detail["message"] == "1 of 1 monthly credits are used."
     assert_nothing_written(session, fake_gateway, events_before=2)
+
+
+@pytest.mark.parametrize(
+    ("profile", "status", "code"),
+    [
+        ({"is_suspended": True}, 403, "account_suspended"),
+        ({"monthly_credit_cap": Decimal("0")}, 402, "credit_cap_exceeded"),
+    ],
+)
+def test_refusals_hold_with_token_auth_which_loads_the_profile_with_the_user(
+    owner, session, fake_gateway, post_turn, profile, status, code
+):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
+    assert post_turn(client, session, "Hello").status_code == 201  # no profile yet
+
+    BillingProfile.objects.create(user=owner, **profile)
+    response = post_turn(client, session, "Hello again")
+
+    assert response.status_code == status
+    assert response.json()["detail"]["code"] == code
 
 
 def test_a_cap_not_yet_reached_lets_the_turn_run(
