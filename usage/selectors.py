@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -112,36 +112,43 @@ def billing_profile_for(*, user) -> BillingProfile | None:
     return BillingProfile.objects.filter(user=user).first()
 
 
-def usage_by_model(*, user, since: datetime, until: datetime) -> list[dict]:
+USAGE_FIELDS = ("llm_calls", "input_tokens", "output_tokens", "credits", "provider_cost_usd")
+
+
+def _usage_sums() -> dict:
+    """SQL sums of ledger rows, one per USAGE_FIELDS entry (prefixed: the model has fields of
+    the same names)."""
     zero = Decimal("0")
+    return {
+        "sum_llm_calls": Count("id"),
+        "sum_input_tokens": Coalesce(Sum(F("input_tokens_fresh") + F("input_tokens_cached")), 0),
+        "sum_output_tokens": Coalesce(Sum("output_tokens"), 0),
+        "sum_credits": Coalesce(Sum("credits"), zero),
+        "sum_provider_cost_usd": Coalesce(Sum("provider_cost_usd"), zero),
+    }
+
+
+def _usage_of(row: dict) -> dict:
+    return {name: row[f"sum_{name}"] for name in USAGE_FIELDS}
+
+
+def usage_by_model(*, user, since: datetime, until: datetime) -> list[dict]:
     rows = (
         LlmCallEvent.objects.filter(user=user, created_at__gte=since, created_at__lt=until)
         .values("model_alias")
-        .annotate(
-            llm_calls=Count("id"),
-            input_fresh=Coalesce(Sum("input_tokens_fresh"), 0),
-            input_cached=Coalesce(Sum("input_tokens_cached"), 0),
-            output_tokens=Coalesce(Sum("output_tokens"), 0),
-            credits=Coalesce(Sum("credits"), zero),
-            provider_cost_usd=Coalesce(Sum("provider_cost_usd"), zero),
-        )
+        .annotate(**_usage_sums())
         .order_by("model_alias")
     )
-    return [
-        {
-            "model_alias": row["model_alias"],
-            "llm_calls": row["llm_calls"],
-            "input_tokens": row["input_fresh"] + row["input_cached"],
-            "output_tokens": row["output_tokens"],
-            "credits": row["credits"],
-            "provider_cost_usd": row["provider_cost_usd"],
-        }
-        for row in rows
-    ]
+    return [{"model_alias": row["model_alias"], **_usage_of(row)} for row in rows]
+
+
+def usage_totals_for_turn(*, turn_id) -> dict:
+    """The turn's aggregated usage from its rows as stored, named as on Turn."""
+    return _usage_of(LlmCallEvent.objects.filter(turn_id=turn_id).aggregate(**_usage_sums()))
 
 
 def usage_totals(events: Iterable[LlmCallEvent]) -> dict:
-    """The aggregated usage of some ledger rows, named as on Turn."""
+    """`usage_totals_for_turn` of rows in memory (not yet saved)."""
     events = list(events)
     return {
         "llm_calls": len(events),
@@ -149,24 +156,4 @@ def usage_totals(events: Iterable[LlmCallEvent]) -> dict:
         "output_tokens": sum(e.output_tokens for e in events),
         "credits": sum((e.credits for e in events), Decimal("0")),
         "provider_cost_usd": sum((e.provider_cost_usd for e in events), Decimal("0")),
-    }
-
-
-def usage_totals_for_turn(*, turn_id) -> dict:
-    """`usage_totals` of the turn's rows as stored."""
-    zero = Decimal("0")
-    totals = LlmCallEvent.objects.filter(turn_id=turn_id).aggregate(
-        llm_calls=Count("id"),
-        fresh=Coalesce(Sum("input_tokens_fresh"), 0),
-        cached=Coalesce(Sum("input_tokens_cached"), 0),
-        output_tokens=Coalesce(Sum("output_tokens"), 0),
-        credits=Coalesce(Sum("credits"), zero),
-        provider_cost_usd=Coalesce(Sum("provider_cost_usd"), zero),
-    )
-    return {
-        "llm_calls": totals["llm_calls"],
-        "input_tokens": totals["fresh"] + totals["cached"],
-        "output_tokens": totals["output_tokens"],
-        "credits": totals["credits"],
-        "provider_cost_usd": totals["provider_cost_usd"],
     }
