@@ -200,19 +200,20 @@ def start_gunicorn(url: str, port: int, workers: int) -> subprocess.Popen:
         "ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
         "CONN_MAX_AGE": "600",
+        # The production gunicorn.conf.py, on a loopback port, without the access log.
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_LOG_LEVEL": "warning",
     }
     return subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),
             "pantheon.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--threads",
-            "2",
-            "--log-level",
-            "warning",
+            "--config",
+            str(ROOT / "gunicorn.conf.py"),
+            "--access-logfile",
+            "/dev/null",
             "--preload",
         ],
         cwd=ROOT,
