@@ -228,7 +228,9 @@ def _reply_text(response: Any) -> str:
     content = _field(_field(choices[0], "message"), "content")
     if not isinstance(content, str):
         return ""
-    # A NUL cannot be stored in a PostgreSQL text column; no reader wants one either.
+    # Text a database cannot store: lone surrogates (a cut-off emoji escape) become U+FFFD,
+    # NULs go (PostgreSQL text refuses them; no reader wants one either).
+    content = content.encode("utf-8", errors="replace").decode("utf-8")
     return content.replace("\x00", "")
 
 
@@ -287,7 +289,12 @@ def _field(container: Any, name: str) -> Any:
     return getattr(container, name, None)
 
 
+# No single call uses this many tokens; a larger count is a provider bug, and capping it keeps
+# the ledger row storable (the sum of three counts stays within a 32-bit column).
+MAX_TOKENS_PER_COUNT = 500_000_000
+
+
 def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
-    return max(int(value), 0)
+    return min(max(int(value), 0), MAX_TOKENS_PER_COUNT)

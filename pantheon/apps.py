@@ -2,6 +2,9 @@ import logging
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.core import checks
+
+from pantheon.checks import check_stale_limit
 
 logger = logging.getLogger("pantheon")
 
@@ -11,6 +14,7 @@ class PantheonConfig(AppConfig):
     verbose_name = "Pantheon"
 
     def ready(self) -> None:
+        checks.register(check_stale_limit)
         if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             logger.warning(
                 "Pantheon is running on SQLite, the embedded laptop default. "

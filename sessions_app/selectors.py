@@ -50,6 +50,7 @@ def _latest(model, column: str, order_by: str) -> str:
 # Plain SQL subqueries: the turn endpoint's hottest read. The same query written with
 # Subquery(OuterRef(...)) costs ~3 ms more per turn to build on every request.
 _TURN_STATE = {
+    "last_turn_id": (Turn, "id", "turn_index", models.UUIDField()),
     "last_turn_index": (Turn, "turn_index", "turn_index", models.IntegerField()),
     "last_turn_status": (Turn, "status", "turn_index", models.CharField()),
     "last_turn_progress_at": (Turn, "progress_at", "turn_index", models.DateTimeField()),
@@ -61,7 +62,8 @@ _TURN_STATE = {
 
 def session_for_turn(*, user, session_id) -> Session:
     """The session with what its next turn must know, in one query (404 if not the user's):
-    the latest turn (`last_turn_index`, `last_turn_status`, `last_turn_progress_at`), where the
+    the latest turn (`last_turn_id`, `last_turn_index`, `last_turn_status`,
+    `last_turn_progress_at`), where the
     timeline ends (`last_sequence`) and the latest summary (`summary_text`,
     `summary_to_sequence`). Each is an index lookup, whatever the session's length."""
     state = {

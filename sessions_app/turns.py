@@ -27,7 +27,7 @@ the claim state and the latest summary (`selectors.session_for_turn`), and a tur
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -66,6 +66,9 @@ logger = logging.getLogger(__name__)
 
 # How many messages since the last summary a summary call reads at most.
 SUMMARY_TRANSCRIPT_LIMIT = 200
+# Room the summary prompt's instructions and each message's speaker label take, in tokens.
+SUMMARY_PROMPT_TOKENS = 300
+SPEAKER_LABEL_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -124,19 +127,16 @@ def turn_run(
         gateway = gateway or get_gateway()
         agents = _choose_agents(plan, run, gateway)
         for index, agent in enumerate(agents):
-            result, alias = _call_agent(plan, run, gateway, agent)
+            result, event, alias = _call_agent(plan, run, gateway, agent)
             finishing = index == len(agents) - 1 and not _summary_due(plan, run)
-            _commit_step(plan, run, agent, alias, result, finishing=finishing)
+            _commit_step(plan, run, agent, alias, result, event, finishing=finishing)
         if run.turn.status == TurnStatus.RUNNING:
             _summarize_and_finish(plan, run, gateway)
     except BaseException:
-        # Never leave a turn `running` behind an unexpected error: it would block the session
-        # until the stale limit. Provider problems never get here; the gateway reports them.
-        Turn.objects.filter(pk=run.turn.pk, status=TurnStatus.RUNNING).update(
-            status=TurnStatus.FAILED,
-            completed_at=timezone.now(),
-            **usage_selectors.usage_totals_for_turn(turn_id=run.turn.pk),
-        )
+        try:
+            _fail(run)
+        except Exception:
+            logger.exception("turn %s: could not record its failure", run.turn.pk)
         raise
     run.turn.prefetched_messages = run.messages
     return run.turn
@@ -314,11 +314,14 @@ def _claim(plan: TurnPlan, history: list[HistoryMessage]) -> TurnRun:
                 if session.last_turn_progress_at >= stale_before:
                     raise exceptions.TurnConflict()
                 interrupted = Turn.objects.filter(
-                    session=session,
-                    turn_index=session.last_turn_index,
+                    pk=session.last_turn_id,
                     status=TurnStatus.RUNNING,
                     progress_at__lt=stale_before,
-                ).update(status=TurnStatus.INTERRUPTED, completed_at=now)
+                ).update(
+                    status=TurnStatus.INTERRUPTED,
+                    completed_at=now,
+                    **usage_selectors.usage_totals_for_turn(turn_id=session.last_turn_id),
+                )
                 if interrupted:
                     logger.warning(
                         "turn %s of session %s made no progress for %ss; marked interrupted",
@@ -393,7 +396,7 @@ def _choose_agents(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> Sequenc
     messages = build_routing_messages(
         user_input=plan.user_input, roster=plan.candidates, room_goal=plan.room_goal
     )
-    result = _call(plan, gateway, manager, messages, CallPurpose.ROUTING)
+    result, event = _call(plan, run, gateway, manager, messages, CallPurpose.ROUTING)
     if result.ok:
         decision = parse_routing(result.text, choosable)
     else:
@@ -408,12 +411,7 @@ def _choose_agents(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> Sequenc
         "selected_agent_keys": list(decision.selected_agent_keys),
         "fallback_used": decision.fallback_used,
     }
-    event = _event(plan, run, result, manager, CallPurpose.ROUTING)
-    with transaction.atomic():
-        running = _progress(run, routing=routing)
-        event.save(force_insert=True)
-    if not running:
-        raise exceptions.TurnConflict()
+    _commit(run, [event], advance=lambda: _progress(run, routing=routing))
     run.turn.routing = routing
     by_key = {agent.key: agent for agent in plan.candidates}
     return [by_key[key] for key in decision.selected_agent_keys]
@@ -421,7 +419,7 @@ def _choose_agents(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> Sequenc
 
 def _call_agent(
     plan: TurnPlan, run: TurnRun, gateway: LlmGateway, agent: AgentSpec
-) -> tuple[LlmResult, str]:
+) -> tuple[LlmResult, LlmCallEvent, str]:
     """Build the agent's context and call its model; no transaction is open here."""
     alias = plan.alias_for(agent)
     same_turn = [
@@ -448,7 +446,8 @@ def _call_agent(
         model=_token_model(plan.pricing[alias]),
     )
     run.plans.append((agent, context))
-    return _call(plan, gateway, alias, context.messages, CallPurpose.AGENT, agent.key), alias
+    result, event = _call(plan, run, gateway, alias, context.messages, CallPurpose.AGENT, agent.key)
+    return result, event, alias
 
 
 def _commit_step(
@@ -457,6 +456,7 @@ def _commit_step(
     agent: AgentSpec,
     alias: str,
     result: LlmResult,
+    event: LlmCallEvent,
     *,
     finishing: bool,
 ) -> None:
@@ -475,44 +475,34 @@ def _commit_step(
         error_code="" if result.ok else (result.error_kind or "provider_error"),
         token_estimate=context_budget.estimate_tokens(result.text) if result.ok else 0,
     )
-    event = _event(plan, run, result, alias, CallPurpose.AGENT, agent.key)
     run.messages.append(message)
     run.next_sequence += 1
-    with transaction.atomic():
-        running = _finish(plan, run) if finishing else _progress(run)
-        if running:
-            message.save(force_insert=True)
-        event.save(force_insert=True)
-    if not running:
-        raise exceptions.TurnConflict()
+    _commit(
+        run,
+        [event],
+        advance=lambda: _finish(plan, run) if finishing else _progress(run),
+        write=lambda: message.save(force_insert=True),
+    )
 
 
 def _call(
     plan: TurnPlan,
+    run: TurnRun,
     gateway: LlmGateway,
     alias: str,
     messages: Sequence[ChatMessage],
     purpose: str,
-    agent_key: str | None = None,
-) -> LlmResult:
+    agent_key: str = "",
+) -> tuple[LlmResult, LlmCallEvent]:
+    """One LLM call and its ledger row, metered at once (saved by the step's commit, or by
+    `_fail` should anything go wrong before it)."""
     call = LlmCall(
         alias=alias_config(plan.pricing[alias].alias),
         messages=tuple(messages),
         purpose=purpose,
-        agent_key=agent_key,
+        agent_key=agent_key or None,
     )
-    return gateway.complete(call)
-
-
-def _event(
-    plan: TurnPlan,
-    run: TurnRun,
-    result: LlmResult,
-    alias: str,
-    purpose: str,
-    agent_key: str = "",
-) -> LlmCallEvent:
-    """The call's ledger row, metered; the caller saves it in the step's transaction."""
+    result = gateway.complete(call)
     event = usage_call_event(
         user=plan.user,
         result=result,
@@ -525,17 +515,56 @@ def _event(
         agent_key=agent_key,
     )
     run.events.append(event)
-    return event
+    return result, event
+
+
+def _commit(
+    run: TurnRun,
+    events: Sequence[LlmCallEvent],
+    *,
+    advance: Callable[[], bool],
+    write: Callable[[], object] = lambda: None,
+) -> None:
+    """One transaction: `advance` the turn under its row lock (progress or finish), `write`
+    what the step produced if the turn is still running, and the ledger rows in any case.
+
+    A turn that is no longer running was interrupted by a stale-turn takeover: its calls were
+    made and are billed, on the interrupted turn, but nothing more enters the timeline."""
+    with transaction.atomic():
+        running = advance()
+        if running:
+            write()
+        LlmCallEvent.objects.bulk_create(events)
+        if not running:
+            Turn.objects.filter(pk=run.turn.pk, status=TurnStatus.INTERRUPTED).update(
+                **usage_selectors.usage_totals_for_turn(turn_id=run.turn.pk)
+            )
+    if not running:
+        raise exceptions.TurnConflict()
 
 
 def _progress(run: TurnRun, **changes) -> bool:
-    """Record that the turn advanced, if it is still running (a stale-turn takeover may have
-    interrupted it). The row lock this takes orders us against that takeover."""
+    """Record that the turn advanced, if it is still running. The row lock this takes orders
+    us against a stale-turn takeover."""
     return bool(
         Turn.objects.filter(pk=run.turn.pk, status=TurnStatus.RUNNING).update(
             progress_at=timezone.now(), **changes
         )
     )
+
+
+def _fail(run: TurnRun) -> None:
+    """After an unexpected error: store any ledger row not yet saved (the call was made), and
+    mark the turn failed so it does not block its session until the stale limit. Provider
+    problems never get here; the gateway reports them as results."""
+    with transaction.atomic():
+        stored = set(LlmCallEvent.objects.filter(turn_id=run.turn.pk).values_list("pk", flat=True))
+        LlmCallEvent.objects.bulk_create([e for e in run.events if e.pk not in stored])
+        Turn.objects.filter(pk=run.turn.pk, status=TurnStatus.RUNNING).update(
+            status=TurnStatus.FAILED,
+            completed_at=timezone.now(),
+            **usage_selectors.usage_totals_for_turn(turn_id=run.turn.pk),
+        )
 
 
 # --- 4. finish ----------------------------------------------------------------------------------
@@ -576,28 +605,26 @@ def _summarize_and_finish(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> 
     transcript = _summary_transcript(plan, run)
     if not transcript:
         # Nothing before this turn is left unsummarized (a first turn, say).
-        with transaction.atomic():
-            running = _finish(plan, run)
-        if not running:
-            raise exceptions.TurnConflict()
+        _commit(run, [], advance=lambda: _finish(plan, run))
         return
 
     messages = build_summary_messages(
         previous_summary=run.summary.text if run.summary else None,
         transcript=[_history_message(row) for row in transcript],
     )
-    result = _call(plan, gateway, summarizer, messages, CallPurpose.SUMMARY)
-    if not result.ok:
+    result, event = _call(plan, run, gateway, summarizer, messages, CallPurpose.SUMMARY)
+    extraction = parse_summary(result.text) if result.ok else None
+    if extraction is None or not extraction.summary:
+        # A failed call or an empty summary must not replace what the last summary knew.
         logger.warning(
-            "turn %s: summary call failed (%s); the previous summary stays",
+            "turn %s: no usable summary (%s); the previous summary stays",
             run.turn.pk,
-            result.error_kind,
+            result.error_kind or "empty summary text",
         )
-    event = _event(plan, run, result, summarizer, CallPurpose.SUMMARY)
-    with transaction.atomic():
-        running = _finish(plan, run, summary_triggered=True)
-        if running and result.ok:
-            extraction = parse_summary(result.text)
+        extraction = None
+
+    def write_summary():
+        if extraction is not None:
             SessionSummary.objects.create(
                 session=plan.session,
                 turn=run.turn,
@@ -610,35 +637,42 @@ def _summarize_and_finish(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> 
                 action_items=list(extraction.action_items),
                 valid_json=extraction.valid_json,
             )
-        event.save(force_insert=True)
-    if not running:
-        raise exceptions.TurnConflict()
+
+    _commit(
+        run,
+        [event],
+        advance=lambda: _finish(plan, run, summary_triggered=True),
+        write=write_summary,
+    )
 
 
 def _summary_transcript(plan: TurnPlan, run: TurnRun) -> list[dict]:
-    """The messages to fold into the summary, oldest first (bounded): those since the last
-    summary and before this turn. This turn's exchange stays raw, so the next turn reads the
-    latest exchange verbatim next to the summary of everything before it."""
+    """The messages to fold into the summary, oldest first: those since the last summary and
+    before this turn (whose exchange stays raw, so the next turn reads the latest exchange
+    verbatim), as many as fit the summarizer's budget. What does not fit stays in the raw
+    history and goes into the next summary."""
     after = run.summary.to_sequence if run.summary else 0
-    last_kept_raw = run.messages[0].sequence - 1
-    rows = list(
+    rows = (
         Message.objects.filter(
             session=plan.session,
             sequence__gt=after,
-            sequence__lte=last_kept_raw,
+            sequence__lt=run.messages[0].sequence,
             status=MessageStatus.OK,
         )
-        .order_by("-sequence")
+        .order_by("sequence")
         .values(*HISTORY_FIELDS)[:SUMMARY_TRANSCRIPT_LIMIT]
     )
-    if len(rows) == SUMMARY_TRANSCRIPT_LIMIT:
-        logger.warning(
-            "turn %s: more than %d messages since the last summary; the oldest are left out",
-            run.turn.pk,
-            SUMMARY_TRANSCRIPT_LIMIT,
-        )
-    rows.reverse()
-    return rows
+    budget = _budget(plan.pricing[settings.PANTHEON_SUMMARIZER_MODEL_ALIAS])
+    room = budget.prune_limit - SUMMARY_PROMPT_TOKENS
+    if run.summary:
+        room -= context_budget.estimate_tokens(run.summary.text)
+    transcript: list[dict] = []
+    for row in rows:
+        room -= row["token_estimate"] + SPEAKER_LABEL_TOKENS
+        if room < 0 and transcript:
+            break
+        transcript.append(row)
+    return transcript
 
 
 def _finish(plan: TurnPlan, run: TurnRun, *, summary_triggered: bool = False) -> bool:

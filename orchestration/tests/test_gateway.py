@@ -392,3 +392,16 @@ def test_nul_characters_are_stripped_from_the_reply(monkeypatch, gateway):
     result = gateway.complete(CALL)
     assert result.ok
     assert result.text == "Hello"
+
+
+def test_lone_surrogates_become_replacement_characters(monkeypatch, gateway):
+    script(monkeypatch, reply("cut \ud83d off"))
+    result = gateway.complete(CALL)
+    assert result.text == "cut ? off"
+    result.text.encode("utf-8")  # storable
+
+
+def test_absurd_token_counts_are_capped(monkeypatch, gateway):
+    script(monkeypatch, reply(prompt_tokens=10**12, completion_tokens=10**12))
+    result = gateway.complete(CALL)
+    assert result.input_tokens_fresh == result.output_tokens == 500_000_000

@@ -1,9 +1,11 @@
 """Ten clients race for one session against a live server on PostgreSQL: one turn wins."""
 
 import threading
+from datetime import timedelta
 
 import httpx
 import pytest
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from conftest import FakeGateway
@@ -14,7 +16,7 @@ CONFLICT_BODY = {"detail": "Turn creation conflicted with concurrent writes. Ple
 CLIENTS = 10
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_ten_concurrent_posts_give_one_201_and_nine_exact_409s(
     live_server, owner, make_agent, make_session, monkeypatch
 ):
@@ -52,3 +54,53 @@ def test_ten_concurrent_posts_give_one_201_and_nine_exact_409s(
     assert Turn.objects.get().user_input == winner["user_input"]
     assert Message.objects.count() == 2
     assert LlmCallEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_stale_turn_taken_over_mid_call_keeps_its_bill_and_answers_409(
+    live_server, owner, make_agent, make_session, monkeypatch, settings
+):
+    """Real connections: turn 1's worker is inside its LLM call when turn 2 declares it stale
+    and takes the session; turn 1's commit then finds it interrupted."""
+    gateway = FakeGateway()
+    monkeypatch.setattr("sessions_app.turns.get_gateway", lambda: gateway)
+    in_call, taken_over = threading.Event(), threading.Event()
+
+    def hold_the_first_call(call):
+        if not in_call.is_set():
+            in_call.set()
+            assert taken_over.wait(timeout=30)
+
+    gateway.during_call = hold_the_first_call
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    token = Token.objects.create(user=owner).key
+    url = f"{live_server.url}/api/v1/sessions/{session.id}/turns"
+    headers = {"Authorization": f"Token {token}"}
+    first: list[httpx.Response] = []
+
+    def post_first():
+        first.append(httpx.post(url, json={"message": "slow"}, headers=headers, timeout=60))
+
+    worker = threading.Thread(target=post_first)
+    worker.start()
+    assert in_call.wait(timeout=30), first and (first[0].status_code, first[0].text[:500])
+    long_ago = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 1)
+    Turn.objects.filter(turn_index=1).update(progress_at=long_ago)
+    second = httpx.post(url, json={"message": "anyone?"}, headers=headers, timeout=60)
+    taken_over.set()
+    worker.join(timeout=60)
+
+    assert second.status_code == 201
+    assert second.json()["turn_index"] == 2
+    assert first[0].status_code == 409
+    assert first[0].json() == CONFLICT_BODY
+    stale = Turn.objects.get(turn_index=1)
+    assert stale.status == "interrupted"
+    assert list(stale.messages.values_list("role", flat=True)) == ["user"]
+    assert LlmCallEvent.objects.filter(turn=stale).count() == 1
+    assert stale.llm_calls == 1  # the bill is on the turn that ran up
+    assert list(Message.objects.order_by("sequence").values_list("sequence", "role")) == [
+        (1, "user"),
+        (2, "user"),
+        (3, "assistant"),
+    ]

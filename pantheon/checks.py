@@ -1,0 +1,28 @@
+"""System checks on settings that only make sense together."""
+
+from django.conf import settings
+from django.core.checks import Warning as CheckWarning
+
+
+def longest_llm_call_seconds() -> float:
+    """A single call at worst: every attempt times out, with the backoff between them."""
+    attempts = settings.PANTHEON_LLM_MAX_RETRIES + 1
+    backoff = settings.PANTHEON_LLM_BACKOFF_SECONDS * (2 ** (attempts - 1) - 1)
+    return settings.PANTHEON_LLM_TIMEOUT_SECONDS * attempts + backoff
+
+
+def check_stale_limit(app_configs=None, **kwargs):
+    """A turn commits after each call; if one call can outlast the stale limit, healthy turns
+    get interrupted mid-call (their call is still billed, their answer lost)."""
+    longest = longest_llm_call_seconds()
+    if longest < settings.PANTHEON_TURN_STALE_SECONDS:
+        return []
+    return [
+        CheckWarning(
+            f"PANTHEON_TURN_STALE_SECONDS ({settings.PANTHEON_TURN_STALE_SECONDS}) is not longer "
+            f"than one LLM call can take ({longest:.0f}s with PANTHEON_LLM_TIMEOUT_SECONDS, "
+            "PANTHEON_LLM_MAX_RETRIES and the backoff).",
+            hint="Raise PANTHEON_TURN_STALE_SECONDS or lower the timeout or retries.",
+            id="pantheon.W001",
+        )
+    ]
