@@ -1,0 +1,64 @@
+"""The laptop default: every mode runs on SQLite with the demo backend, as `make run` serves it.
+
+The hot-path reads use plain SQL (sessions_app.selectors, usage.selectors); this keeps them
+portable. It runs in a subprocess because the suite itself is bound to PostgreSQL.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+import json, django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+call_command("seed_demo", verbosity=0)
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+from sessions_app.models import Session
+from usage.models import LlmCallEvent
+client = APIClient()
+client.force_authenticate(User.objects.get(username="demo"))
+results = {}
+for session in Session.objects.select_related("room"):
+    statuses = []
+    for index in range(9):  # past the summary of turn 8
+        body = client.post(
+            f"/api/v1/sessions/{session.id}/turns",
+            {"message": f"@ada @grace Grace, please review step {index}?"},
+            format="json",
+        ).json()
+        statuses.append(body["status"])
+    summary = client.get(f"/api/v1/sessions/{session.id}/summary").status_code
+    results[session.room.current_mode] = {"statuses": sorted(set(statuses)), "summary": summary}
+results["usage_calls"] = sum(
+    row["llm_calls"] for row in client.get("/api/v1/usage").json()["by_model"]
+)
+results["events"] = LlmCallEvent.objects.count()
+print(json.dumps(results))
+"""
+
+
+def test_every_mode_runs_on_sqlite(tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'laptop.sqlite3'}",
+        "PANTHEON_LLM_BACKEND": "demo",
+        "ALLOWED_HOSTS": "testserver",
+        "LOG_LEVEL": "ERROR",
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    for mode in ("manual", "roundtable", "orchestrator"):
+        assert results[mode] == {"statuses": ["completed"], "summary": 200}, mode
+    assert results["usage_calls"] == results["events"] > 0
