@@ -13,10 +13,15 @@ CACHED_INPUT_WEIGHT = Decimal("0.10")
 OE_PER_CREDIT = Decimal(10_000)
 MULTIPLIER_FLOOR = Decimal("0.5")
 DEFAULT_MULTIPLIER = Decimal(1)
+MONEY_QUANTUM = Decimal("1E-10")
 
 _OE_QUANTUM = Decimal("0.01")
-_MONEY_QUANTUM = Decimal("1E-10")
 _TOKENS_PER_MTOK = Decimal(1_000_000)
+
+
+def round_money(amount: Decimal) -> Decimal:
+    """USD and credits as the ledger stores them: 10 decimal places, half up."""
+    return _as_decimal(amount).quantize(MONEY_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 def compute_oe(*, fresh: int, cached: int, output: int) -> Decimal:
@@ -33,7 +38,7 @@ def compute_credits(*, oe: Decimal, multiplier: Decimal | None) -> Decimal:
     effective = DEFAULT_MULTIPLIER if multiplier is None else _as_decimal(multiplier)
     effective = max(effective, MULTIPLIER_FLOOR)
     credits = _as_decimal(oe) / OE_PER_CREDIT * effective
-    return credits.quantize(_MONEY_QUANTUM, rounding=ROUND_HALF_UP)
+    return round_money(credits)
 
 
 def compute_price_usd(
@@ -54,7 +59,7 @@ def compute_price_usd(
     )
     output_price = _as_decimal(output_per_mtok)
     usd = (fresh * input_price + cached * cached_price + output * output_price) / _TOKENS_PER_MTOK
-    return usd.quantize(_MONEY_QUANTUM, rounding=ROUND_HALF_UP)
+    return round_money(usd)
 
 
 def _as_decimal(value: Decimal | int | float | str) -> Decimal:

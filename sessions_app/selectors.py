@@ -63,9 +63,9 @@ _TURN_STATE = {
 def session_for_turn(*, user, session_id) -> Session:
     """The session with what its next turn must know, in one query (404 if not the user's):
     the latest turn (`last_turn_id`, `last_turn_index`, `last_turn_status`,
-    `last_turn_progress_at`), where the
-    timeline ends (`last_sequence`) and the latest summary (`summary_text`,
-    `summary_to_sequence`). Each is an index lookup, whatever the session's length."""
+    `last_turn_progress_at`), where the timeline ends (`last_sequence`) and the latest summary
+    (`summary_text`, `summary_to_sequence`). Each is an index lookup, whatever the session's
+    length."""
     state = {
         name: RawSQL(_latest(model, column, order_by), (), output_field=field)
         for name, (model, column, order_by, field) in _TURN_STATE.items()

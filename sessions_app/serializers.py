@@ -22,24 +22,26 @@ class SessionCreateSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
+# What a message says inside its turn's body; the timeline adds which turn and when.
+TURN_MESSAGE_FIELDS = [
+    "id",
+    "role",
+    "agent_key",
+    "agent_name",
+    "model_alias",
+    "content",
+    "status",
+    "error_code",
+    "sequence",
+]
+
+
 class MessageSerializer(serializers.ModelSerializer):
     turn_id = serializers.UUIDField(read_only=True)
 
     class Meta:
         model = Message
-        fields = [
-            "id",
-            "turn_id",
-            "sequence",
-            "role",
-            "agent_key",
-            "agent_name",
-            "model_alias",
-            "content",
-            "status",
-            "error_code",
-            "created_at",
-        ]
+        fields = [*TURN_MESSAGE_FIELDS, "turn_id", "created_at"]
         read_only_fields = fields
 
 
@@ -61,17 +63,7 @@ class TurnCreateSerializer(serializers.Serializer):
 class TurnMessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
-        fields = [
-            "id",
-            "role",
-            "agent_key",
-            "agent_name",
-            "model_alias",
-            "content",
-            "status",
-            "error_code",
-            "sequence",
-        ]
+        fields = TURN_MESSAGE_FIELDS
         read_only_fields = fields
 
 

@@ -39,7 +39,7 @@ from orchestration import budget as context_budget
 from orchestration.context import ContextPlan, build_agent_messages, minimal_input_tokens
 from orchestration.gateway import LlmGateway
 from orchestration.planning import parse_tags, roundtable_order
-from orchestration.routing import build_routing_messages, parse_routing
+from orchestration.routing import RoutingDecision, build_routing_messages, parse_routing
 from orchestration.summary import build_summary_messages, parse_summary
 from orchestration.types import AgentSpec, ChatMessage, HistoryMessage, LlmCall, LlmResult
 from pantheon import exceptions
@@ -97,7 +97,8 @@ class SummaryRef:
 
 @dataclass
 class TurnRun:
-    """What a running turn has produced so far, in memory: the rows it wrote."""
+    """What a running turn has produced so far, in memory (its ledger rows may not be saved
+    yet: a step saves them in its commit, `_fail` after an error)."""
 
     turn: Turn
     next_sequence: int
@@ -405,7 +406,9 @@ def _choose_agents(plan: TurnPlan, run: TurnRun, gateway: LlmGateway) -> Sequenc
             run.turn.pk,
             result.error_kind,
         )
-        decision = parse_routing("", choosable)
+        decision = RoutingDecision(
+            selected_agent_keys=(choosable[0],), fallback_used=True, raw_excerpt=""
+        )
     routing = {
         "manager_model_alias": manager,
         "selected_agent_keys": list(decision.selected_agent_keys),

@@ -1,13 +1,11 @@
 """Usage writes: model aliases and the metered ledger."""
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
-from orchestration.metering import compute_credits, compute_oe, compute_price_usd
+from orchestration.metering import compute_credits, compute_oe, compute_price_usd, round_money
 from orchestration.types import LlmResult
 from usage.models import LlmCallEvent, ModelAlias
 from usage.selectors import AliasPricing
-
-MONEY_QUANTUM = Decimal("1E-10")  # the ledger's decimal places for USD and credits
 
 
 def model_alias_set(
@@ -39,13 +37,6 @@ def model_alias_set(
     row.full_clean()
     row.save()
     return row, created
-
-
-def usage_record_call(**fields) -> LlmCallEvent:
-    """Build and write the ledger row of one LLM call (see `usage_call_event`)."""
-    event = usage_call_event(**fields)
-    event.save(force_insert=True)
-    return event
 
 
 def usage_call_event(
@@ -113,5 +104,5 @@ def _provider_cost(*, result: LlmResult, pricing: AliasPricing | None) -> tuple[
         return cost, True
     if result.provider_cost_usd is not None:
         # Rounded like every stored amount, so a turn's total equals the sum of its rows.
-        return result.provider_cost_usd.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_UP), True
+        return round_money(result.provider_cost_usd), True
     return Decimal("0"), False
