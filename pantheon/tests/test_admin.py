@@ -1,6 +1,7 @@
 """The operator console: every model's admin pages render, the ledger is read-only, and the
 Analyst group may look but not change."""
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -9,8 +10,15 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
-from sessions_app.models import Message, Turn
-from usage.models import LlmCallEvent
+from sessions_app.models import Message, SessionSummary, Turn, TurnContextAudit
+from usage.models import (
+    BillingProfile,
+    DailyUsageRollup,
+    LlmCallEvent,
+    ModelAlias,
+    ModelPrice,
+    PricingVersion,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +40,26 @@ def populated(owner, make_agent, make_room, make_session):
         status="success",
         credits=Decimal("0.01"),
     )
+    # A row of every other model, so that every change page is rendered too.
+    SessionSummary.objects.create(
+        session=session, turn=turn, from_sequence=1, to_sequence=1, summary_text="Hi."
+    )
+    TurnContextAudit.objects.create(
+        turn=turn,
+        model_context_limit=8192,
+        input_budget=5530,
+        estimated_tokens_before=10,
+        estimated_tokens_after=10,
+    )
+    version = PricingVersion.objects.create(name="v1", multiplier=Decimal("1.5"))
+    ModelPrice.objects.create(
+        pricing_version=version,
+        model_alias=ModelAlias.objects.get(alias="deepseek"),
+        input_usd_per_mtok=Decimal("0.27"),
+        output_usd_per_mtok=Decimal("1.10"),
+    )
+    DailyUsageRollup.objects.create(day=date(2026, 11, 1), user=owner, model_alias="deepseek")
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("100"))
     return {"turn": turn, "event": event}
 
 
@@ -60,9 +88,9 @@ def test_every_changelist_and_detail_page_renders(staff, populated):
         changelist = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
         assert client.get(changelist).status_code == 200, changelist
         row = model.objects.first()
-        if row is not None:
-            change = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[row.pk])
-            assert client.get(change).status_code == 200, change
+        assert row is not None, f"no {model.__name__} row to open"
+        change = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[row.pk])
+        assert client.get(change).status_code == 200, change
 
 
 def test_the_ledger_cannot_be_edited_or_deleted_in_the_admin(staff, populated):
