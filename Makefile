@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/pantheon
 TEST_DATABASE_URL ?= $(if $(filter postgres%,$(DATABASE_URL)),$(DATABASE_URL),$(PG_URL))
 export TEST_DATABASE_URL
 
-.PHONY: install run test check lint bench-turns clean
+.PHONY: install install-dev run test check lint bench-turns clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,14 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/python -m pip install -q -r requirements.txt
 	touch $@
 
+# Tests and tooling on top of the runtime.
+$(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
 install: $(BIN)/.installed
+
+install-dev: $(BIN)/.installed-dev
 
 run: install
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
@@ -28,11 +35,11 @@ run: install
 	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 # Tests run on PostgreSQL, the production database.
-test: install
+test: install-dev
 	@$(BIN)/python -m pantheon.pgcheck "$(TEST_DATABASE_URL)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -41,7 +48,7 @@ lint: install
 
 check: lint test
 
-bench-turns: install
+bench-turns: install-dev
 	$(BIN)/python bench/turns.py
 
 clean:

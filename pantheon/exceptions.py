@@ -1,11 +1,16 @@
 """One hierarchy for domain refusals, one handler that renders them.
 
-A refusal answers `{"detail": {"code": ..., "message": ...}}` with its own HTTP status. Anything
-DRF raises (validation, authentication, 404) keeps DRF's usual body.
+Services raise these (or Django's ValidationError for a bad field), never DRF's exceptions. A
+refusal answers `{"detail": {"code": ..., "message": ...}}` with its own HTTP status; a Django
+ValidationError answers 400 with DRF's field-error body; anything DRF raises (validation,
+authentication, 404) keeps DRF's usual body.
 """
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
 
@@ -84,4 +89,6 @@ class TurnConflict(PantheonError):
 def api_exception_handler(exc, context):
     if isinstance(exc, PantheonError):
         return Response(exc.as_body(), status=exc.status_code)
+    if isinstance(exc, DjangoValidationError):
+        exc = ValidationError(detail=as_serializer_error(exc))
     return exception_handler(exc, context)

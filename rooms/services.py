@@ -3,9 +3,9 @@
 from collections.abc import Sequence
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from rooms.models import MODE_ALIASES, Agent, Room, RoomAgent, RoomMode
 

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from sessions_app.models import Message, Session, SessionSummary, Turn, TurnContextAudit
+from usage.models import USAGE_TOTAL_FIELDS
 
 
 @admin.register(Session)
@@ -44,21 +45,14 @@ class TurnAdmin(admin.ModelAdmin):
         "turn_index",
         "mode",
         "status",
-        "llm_calls",
-        "input_tokens",
-        "output_tokens",
-        "credits",
+        *USAGE_TOTAL_FIELDS,
         "created_at",
     ]
     list_filter = ["status", "mode", "created_at"]
     search_fields = ["id", "session__id", "user_input"]
     raw_id_fields = ["session"]
     readonly_fields = [
-        "llm_calls",
-        "input_tokens",
-        "output_tokens",
-        "credits",
-        "provider_cost_usd",
+        *USAGE_TOTAL_FIELDS,
         "roster",
         "routing",
         "created_at",

@@ -1,11 +1,11 @@
 import uuid
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from rooms.models import Agent, Room, RoomMode
+from usage.models import UsageTotals
 
 
 class Session(models.Model):
@@ -59,7 +59,7 @@ class TurnStatus(models.TextChoices):
     INTERRUPTED = "interrupted"
 
 
-class Turn(models.Model):
+class Turn(UsageTotals):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
     turn_index = models.PositiveIntegerField()
@@ -69,12 +69,8 @@ class Turn(models.Model):
     model_alias_override = models.CharField(max_length=64, blank=True)
     roster = models.JSONField(default=list, blank=True)
     routing = models.JSONField(null=True, blank=True)
-    # Aggregated from this turn's LlmCallEvents when the turn finalizes.
-    llm_calls = models.PositiveIntegerField(default=0)
-    input_tokens = models.PositiveBigIntegerField(default=0)
-    output_tokens = models.PositiveBigIntegerField(default=0)
-    credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
-    provider_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0"))
+    # The usage totals (UsageTotals) are the sums of this turn's LlmCallEvents, written when
+    # the turn ends.
     created_at = models.DateTimeField(default=timezone.now)
     # When the running turn last committed a step; a turn is stale when this is too old, so a
     # long roundtable that keeps answering is never taken for a dead one.

@@ -2,6 +2,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from sessions_app.models import Message, Session, SessionSummary, Turn
+from usage.serializers import UsageTotalsSerializer
 
 
 class SessionSerializer(serializers.ModelSerializer):
@@ -67,19 +68,10 @@ class TurnMessageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class TurnUsageSerializer(serializers.ModelSerializer):
-    """The turn's aggregated usage: the sums of its ledger rows."""
-
-    class Meta:
-        model = Turn
-        fields = ["llm_calls", "input_tokens", "output_tokens", "credits", "provider_cost_usd"]
-        read_only_fields = fields
-
-
 class TurnSerializer(serializers.ModelSerializer):
     session_id = serializers.UUIDField(read_only=True)
     messages = serializers.SerializerMethodField()
-    usage = TurnUsageSerializer(source="*", read_only=True)
+    usage = UsageTotalsSerializer(source="*", read_only=True)
 
     class Meta:
         model = Turn

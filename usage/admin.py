@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.db import models
 
 from usage.models import (
+    USAGE_TOTAL_FIELDS,
     BillingProfile,
     DailyUsageRollup,
     LlmCallEvent,
@@ -73,7 +74,7 @@ class LlmCallEventAdmin(admin.ModelAdmin):
 
 @admin.register(DailyUsageRollup)
 class DailyUsageRollupAdmin(admin.ModelAdmin):
-    list_display = ["day", "user", "model_alias", "llm_calls", "input_tokens", "output_tokens"]
+    list_display = ["day", "user", "model_alias", *USAGE_TOTAL_FIELDS]
     list_filter = ["model_alias", "day"]
     list_select_related = ["user"]
 

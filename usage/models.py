@@ -11,6 +11,23 @@ from django.utils import timezone
 API_KEY_ENV_PATTERN = r"^[A-Z][A-Z0-9_]*_API_KEY$"
 
 
+class UsageTotals(models.Model):
+    """The usage a turn or a daily rollup adds up: the sums of its ledger rows."""
+
+    llm_calls = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)  # fresh + cached
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
+    provider_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0"))
+
+    class Meta:
+        abstract = True
+
+
+# The names of those totals, in the order the API and the admin show them.
+USAGE_TOTAL_FIELDS = ("llm_calls", "input_tokens", "output_tokens", "credits", "provider_cost_usd")
+
+
 class ModelAlias(models.Model):
     """A name agents use for a model; the operator decides which provider model it means."""
 
@@ -165,15 +182,10 @@ class LlmCallEvent(models.Model):
         return f"{self.purpose} {self.model_alias} {self.status} ({self.credits} cr)"
 
 
-class DailyUsageRollup(models.Model):
+class DailyUsageRollup(UsageTotals):
     day = models.DateField()
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     model_alias = models.CharField(max_length=64)
-    llm_calls = models.PositiveIntegerField(default=0)
-    input_tokens = models.PositiveBigIntegerField(default=0)
-    output_tokens = models.PositiveBigIntegerField(default=0)
-    credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
-    provider_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0"))
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

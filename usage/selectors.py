@@ -8,7 +8,7 @@ from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from usage.models import BillingProfile, LlmCallEvent, ModelAlias
+from usage.models import USAGE_TOTAL_FIELDS, BillingProfile, LlmCallEvent, ModelAlias
 
 
 def model_aliases_enabled() -> QuerySet[ModelAlias]:
@@ -112,11 +112,8 @@ def billing_profile_for(*, user) -> BillingProfile | None:
     return BillingProfile.objects.filter(user=user).first()
 
 
-USAGE_FIELDS = ("llm_calls", "input_tokens", "output_tokens", "credits", "provider_cost_usd")
-
-
 def _usage_sums() -> dict:
-    """SQL sums of ledger rows, one per USAGE_FIELDS entry (prefixed: the model has fields of
+    """SQL sums of ledger rows, one per USAGE_TOTAL_FIELDS entry (prefixed: the model has fields of
     the same names)."""
     zero = Decimal("0")
     return {
@@ -129,7 +126,7 @@ def _usage_sums() -> dict:
 
 
 def _usage_of(row: dict) -> dict:
-    return {name: row[f"sum_{name}"] for name in USAGE_FIELDS}
+    return {name: row[f"sum_{name}"] for name in USAGE_TOTAL_FIELDS}
 
 
 def usage_by_model(*, user, since: datetime, until: datetime) -> list[dict]:

@@ -4,7 +4,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from usage.models import ModelAlias
+from usage.models import USAGE_TOTAL_FIELDS, DailyUsageRollup, ModelAlias
 from usage.selectors import month_start, next_month_start
 
 
@@ -79,13 +79,21 @@ class UsageQuerySerializer(serializers.Serializer):
         return {"from": start, "to": end}
 
 
-class ModelUsageSerializer(serializers.Serializer):
-    model_alias = serializers.CharField()
-    llm_calls = serializers.IntegerField()
-    input_tokens = serializers.IntegerField()
-    output_tokens = serializers.IntegerField()
-    credits = serializers.DecimalField(max_digits=24, decimal_places=10)
-    provider_cost_usd = serializers.DecimalField(max_digits=20, decimal_places=10)
+class UsageTotalsSerializer(serializers.ModelSerializer):
+    """The usage totals (UsageTotals) of a turn, a rollup, or a dict of ledger sums."""
+
+    class Meta:
+        model = DailyUsageRollup
+        fields = list(USAGE_TOTAL_FIELDS)
+        read_only_fields = fields
+
+
+class ModelUsageSerializer(UsageTotalsSerializer):
+    model_alias = serializers.CharField(read_only=True)
+
+    class Meta(UsageTotalsSerializer.Meta):
+        fields = ["model_alias", *USAGE_TOTAL_FIELDS]
+        read_only_fields = fields
 
 
 class UsageSerializer(serializers.Serializer):

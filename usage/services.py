@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
+
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd, round_money
 from orchestration.types import LlmResult
 from usage.models import LlmCallEvent, ModelAlias
@@ -30,7 +32,9 @@ def model_alias_set(
     created = row is None
     if created:
         if not changes.get("litellm_model"):
-            raise ValueError(f"Alias {alias!r} does not exist yet: --model is required.")
+            raise ValidationError(
+                {"litellm_model": f"Alias {alias!r} does not exist yet: --model is required."}
+            )
         row = ModelAlias(alias=alias)
     for field, value in changes.items():
         setattr(row, field, value)

@@ -27,8 +27,13 @@ class Command(BaseCommand):
                 context_window=options["context_window"],
                 enabled=options["enabled"],
             )
-        except (ValueError, ValidationError) as exc:
-            raise CommandError(str(exc)) from exc
+        except ValidationError as exc:
+            problems = (
+                [f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items()]
+                if hasattr(exc, "error_dict")
+                else exc.messages
+            )
+            raise CommandError("; ".join(problems)) from exc
         verb = "Created" if created else "Updated"
         state = "enabled" if row.enabled else "disabled"
         self.stdout.write(
