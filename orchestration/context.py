@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestration.budget import ContextBudget, estimate_tokens
-from orchestration.types import AgentSpec, ChatMessage, HistoryMessage
+from orchestration.types import AgentSpec, ChatMessage, HistoryMessage, Role
 
 # The first line of every agent system prompt; the demo provider reads the identity back.
 _IDENTITY_LINE = "You are {name} (@{key}), an agent in a Pantheon room."
@@ -38,18 +38,8 @@ class ContextPlan:
     messages: tuple[ChatMessage, ...]
     estimated_tokens_full: int
     estimated_tokens: int
-    history_included: int
     history_pruned: int
     pruned: bool
-
-
-def speaker_prefix(name: str | None, key: str | None) -> str:
-    """How another agent's words are attributed inside a prompt: "[Ada @ada]:"."""
-    if name and key:
-        return f"[{name} @{key}]:"
-    if key:
-        return f"[@{key}]:"
-    return f"[{name}]:" if name else ""
 
 
 def read_agent_identity(system_prompt: str) -> tuple[str, str] | None:
@@ -75,12 +65,12 @@ def build_agent_messages(
     model: str | None = None,
 ) -> ContextPlan:
     system = ChatMessage(
-        role="system",
+        role=Role.SYSTEM,
         content=_system_prompt(
             agent=agent, roster=roster, room_goal=room_goal, mode=mode, summary=summary
         ),
     )
-    final_input = ChatMessage(role="user", content=user_input)
+    final_input = ChatMessage(role=Role.USER, content=user_input)
     rendered_history = [_render(message, agent, model) for message in history]
     rendered_same_turn = [_render(message, agent, model) for message in same_turn]
 
@@ -114,15 +104,26 @@ def build_agent_messages(
         ),
         estimated_tokens_full=full_tokens,
         estimated_tokens=fixed_tokens + kept_tokens,
-        history_included=kept,
         history_pruned=pruned_count,
         pruned=pruned_count > 0,
     )
 
 
-def minimal_input_tokens(*, user_input: str, model: str | None = None) -> int:
-    """The floor of any prompt for this input: the input alone, before any context."""
-    return estimate_tokens(user_input, model)
+def minimal_prompt_tokens(
+    *,
+    agent: AgentSpec,
+    roster: Sequence[AgentSpec],
+    room_goal: str,
+    mode: str,
+    user_input: str,
+    model: str | None = None,
+) -> int:
+    """The floor of any prompt of this agent for this input: its system prompt (role, room goal,
+    roster) and the input, before any history or summary, which can be pruned."""
+    system = _system_prompt(
+        agent=agent, roster=roster, room_goal=room_goal, mode=mode, summary=None
+    )
+    return estimate_tokens(system, model) + estimate_tokens(user_input, model)
 
 
 def _system_prompt(
@@ -161,10 +162,10 @@ def _render(
 ) -> tuple[ChatMessage, int]:
     """The chat message for a history entry, attributed when another agent spoke, and its
     token estimate (the caller's precomputed one when given, plus the attribution)."""
-    role = "assistant" if message.role == "assistant" else "user"
+    role = Role.ASSISTANT if message.role == Role.ASSISTANT else Role.USER
     prefix = ""
-    if role == "assistant" and message.agent_key != agent.key:
-        prefix = speaker_prefix(message.agent_name, message.agent_key)
+    if role == Role.ASSISTANT and message.agent_key != agent.key and message.speaker:
+        prefix = f"[{message.speaker}]:"
     content = f"{prefix} {message.content}" if prefix else message.content
     if message.token_estimate is None:
         tokens = estimate_tokens(content, model)

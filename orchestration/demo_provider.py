@@ -24,22 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from orchestration.budget import estimate_tokens
+from orchestration.context import read_agent_identity
+from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
+from orchestration.routing import ROUTING_PROMPT_HEAD, read_roster
+from orchestration.summary import SUMMARY_PROMPT_HEAD, TRANSCRIPT_HEADING
 
-import litellm  # noqa: E402
-from litellm import CustomLLM, ModelResponse  # noqa: E402
-
-from orchestration.budget import estimate_tokens  # noqa: E402
-from orchestration.context import read_agent_identity  # noqa: E402
-from orchestration.routing import ROUTING_PROMPT_HEAD, read_roster  # noqa: E402
-from orchestration.summary import SUMMARY_PROMPT_HEAD, TRANSCRIPT_HEADING  # noqa: E402
-
-PROVIDER = "pantheon_demo"
+litellm = load_litellm()
 FAIL_HOOK = "[[demo:fail]]"
 RATE_LIMIT_HOOK = "[[demo:rate_limit]]"
 TIMEOUT_HOOK = "[[demo:timeout]]"
@@ -110,13 +105,15 @@ _TAKES = (
 )
 
 
-class DemoLLM(CustomLLM):
-    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
+class DemoLLM(litellm.CustomLLM):
+    def completion(
+        self, model: str, messages: list, *args: Any, **kwargs: Any
+    ) -> litellm.ModelResponse:
         return _answer(model, messages)
 
     async def acompletion(
         self, model: str, messages: list, *args: Any, **kwargs: Any
-    ) -> ModelResponse:
+    ) -> litellm.ModelResponse:
         return _answer(model, messages)
 
 
@@ -126,17 +123,19 @@ _registration_lock = threading.Lock()
 def register_demo_provider() -> None:
     """Route "pantheon_demo/..." models to DemoLLM. Idempotent and thread-safe."""
     with _registration_lock:
-        if not any(item.get("provider") == PROVIDER for item in litellm.custom_provider_map):
-            litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": DemoLLM()})
+        if not any(item.get("provider") == DEMO_PROVIDER for item in litellm.custom_provider_map):
+            litellm.custom_provider_map.append(
+                {"provider": DEMO_PROVIDER, "custom_handler": DemoLLM()}
+            )
         # litellm copies the map into these lists at the start of each completion call; doing
         # it now lets get_llm_provider() recognise the provider before the first call.
-        if PROVIDER not in litellm.provider_list:
-            litellm.provider_list.append(PROVIDER)
-        if PROVIDER not in litellm._custom_providers:
-            litellm._custom_providers.append(PROVIDER)
+        if DEMO_PROVIDER not in litellm.provider_list:
+            litellm.provider_list.append(DEMO_PROVIDER)
+        if DEMO_PROVIDER not in litellm._custom_providers:
+            litellm._custom_providers.append(DEMO_PROVIDER)
 
 
-def _answer(model: str, messages: list) -> ModelResponse:
+def _answer(model: str, messages: list) -> litellm.ModelResponse:
     system = _content_of(next((m for m in messages if _role_of(m) == "system"), None))
     latest_user = _content_of(next((m for m in reversed(messages) if _role_of(m) == "user"), None))
     _raise_for_hooks(latest_user, model)
@@ -150,7 +149,7 @@ def _answer(model: str, messages: list) -> ModelResponse:
 
     prompt_tokens = sum(estimate_tokens(_content_of(m)) for m in messages)
     completion_tokens = estimate_tokens(text)
-    return ModelResponse(
+    return litellm.ModelResponse(
         model=model,
         choices=[
             {
@@ -171,20 +170,20 @@ def _raise_for_hooks(latest_user: str, model: str) -> None:
     if FAIL_HOOK in latest_user:
         raise litellm.InternalServerError(
             message="demo provider failure requested by [[demo:fail]]",
-            llm_provider=PROVIDER,
+            llm_provider=DEMO_PROVIDER,
             model=model,
         )
     if RATE_LIMIT_HOOK in latest_user:
         raise litellm.RateLimitError(
             message="demo rate limit requested by [[demo:rate_limit]]",
-            llm_provider=PROVIDER,
+            llm_provider=DEMO_PROVIDER,
             model=model,
         )
     if TIMEOUT_HOOK in latest_user:
         raise litellm.Timeout(
             message="demo timeout requested by [[demo:timeout]]",
             model=model,
-            llm_provider=PROVIDER,
+            llm_provider=DEMO_PROVIDER,
         )
 
 

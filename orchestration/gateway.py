@@ -14,34 +14,30 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from orchestration.litellm_loader import load_litellm
-from orchestration.types import AliasConfig, LlmCall, LlmResult
+from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
+from orchestration.types import AliasConfig, CallStatus, ErrorKind, LlmCall, LlmResult
 
 logger = logging.getLogger(__name__)
-
-DEMO_PROVIDER = "pantheon_demo"
 
 _ERROR_MESSAGE_CHARS = 300
 
 
 class LlmGateway(Protocol):
-    backend: str
-
     def complete(self, call: LlmCall) -> LlmResult: ...
 
 
-def classify_error(exc: BaseException) -> tuple[str, str, bool]:
+def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
     """(status, error_kind, retryable) for an exception raised by litellm.completion."""
     litellm = load_litellm()
     # Timeout first: openai's APITimeoutError is a subclass of APIConnectionError, and a call
     # that already used its whole time budget is not worth repeating.
     if isinstance(exc, litellm.Timeout | TimeoutError):
-        return "timeout", "timeout", False
+        return CallStatus.TIMEOUT, ErrorKind.TIMEOUT, False
     if isinstance(exc, litellm.RateLimitError):
-        return "rate_limited", "rate_limited", True
+        return CallStatus.RATE_LIMITED, ErrorKind.RATE_LIMITED, True
     # Before BadRequestError, which it subclasses.
     if isinstance(exc, litellm.ContextWindowExceededError):
-        return "error", "context_window_exceeded", False
+        return CallStatus.ERROR, ErrorKind.CONTEXT_WINDOW_EXCEEDED, False
     if isinstance(
         exc,
         litellm.BadRequestError
@@ -50,7 +46,7 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
         | litellm.PermissionDeniedError
         | litellm.UnprocessableEntityError,
     ):
-        return "error", "bad_request", False
+        return CallStatus.ERROR, ErrorKind.BAD_REQUEST, False
     if isinstance(
         exc,
         litellm.InternalServerError
@@ -58,16 +54,16 @@ def classify_error(exc: BaseException) -> tuple[str, str, bool]:
         | litellm.BadGatewayError
         | litellm.APIConnectionError,
     ):
-        return "error", "provider_error", True
+        return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True
     status_code = _provider_status_code(exc, litellm)
     if status_code is not None:
         if status_code == 429:
-            return "rate_limited", "rate_limited", True
+            return CallStatus.RATE_LIMITED, ErrorKind.RATE_LIMITED, True
         if status_code >= 500:
-            return "error", "provider_error", True
+            return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True
         if 400 <= status_code < 500:
-            return "error", "bad_request", False
-    return "error", "provider_error", False
+            return CallStatus.ERROR, ErrorKind.BAD_REQUEST, False
+    return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, False
 
 
 def _provider_status_code(exc: BaseException, litellm: Any) -> int | None:
@@ -100,7 +96,6 @@ class LiteLLMGateway:
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
         self.demo = demo
-        self.backend = "demo" if demo else "live"
         self._sleep = sleep
         self._clock = clock
 
@@ -192,7 +187,7 @@ class LiteLLMGateway:
     ) -> LlmResult:
         prompt_tokens, cached_tokens, output_tokens = read_usage(response)
         return LlmResult(
-            status="success",
+            status=CallStatus.SUCCESS,
             text=_reply_text(response),
             input_tokens_fresh=max(prompt_tokens - cached_tokens, 0),
             input_tokens_cached=cached_tokens,

@@ -1,9 +1,10 @@
-"""The one door to litellm.
+"""The one door to litellm: no other module imports it.
 
-litellm fetches its model price table from the network at import unless told to use the
-copy it ships with, so the environment default is set here, before any import of litellm can
-happen through this module. The import itself is deferred: it costs seconds, and most of the
-orchestration package (planning, routing, summary, metering) never needs it.
+litellm fetches its model price table from the network at import unless told to use the copy it
+ships with. This module sets that before any import of litellm can happen (settings import it
+first thing, so the whole process is covered). The import itself is deferred to the first
+`load_litellm()`: it costs seconds, and most of the orchestration package (planning, routing,
+summary, metering) never needs it; servers call it while warming up, before taking traffic.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from functools import cache
 from types import ModuleType
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# The offline demo provider's name for litellm: models "pantheon_demo/<alias>" go to it.
+DEMO_PROVIDER = "pantheon_demo"
 
 
 @cache

@@ -1,11 +1,9 @@
-"""Which agents answer a turn in the manual and roundtable modes."""
+"""Which agents a message tags in the manual mode (a roundtable answers in seat order)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-
-from orchestration.types import AgentSpec
+from collections.abc import Iterable
 
 # The @ must not follow a word character (so "ana@ada.dev" is an email, not a tag) and the key
 # must not run on into more key characters (so "@ada_lovelace" never tags "ada").
@@ -21,8 +19,3 @@ def parse_tags(text: str, valid_keys: Iterable[str]) -> list[str]:
         if key in known and key not in tagged:
             tagged.append(key)
     return tagged
-
-
-def roundtable_order(agents: Sequence[AgentSpec]) -> list[AgentSpec]:
-    """Speaking order of a roundtable: the roster's position order, as given."""
-    return list(agents)

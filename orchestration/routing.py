@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestration.json_contract import first_json_object
-from orchestration.types import AgentSpec, ChatMessage
+from orchestration.types import AgentSpec, ChatMessage, Role
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ _ROLE_CHARS = 500
 class RoutingDecision:
     selected_agent_keys: tuple[str, ...]
     fallback_used: bool
-    raw_excerpt: str
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,8 @@ def build_routing_messages(
     if room_goal.strip():
         lines.append(f"Room goal: {room_goal.strip()}")
     return (
-        ChatMessage(role="system", content="\n".join(lines)),
-        ChatMessage(role="user", content=user_input),
+        ChatMessage(role=Role.SYSTEM, content="\n".join(lines)),
+        ChatMessage(role=Role.USER, content=user_input),
     )
 
 
@@ -122,9 +121,7 @@ def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
             selected,
             excerpt,
         )
-    return RoutingDecision(
-        selected_agent_keys=tuple(selected), fallback_used=False, raw_excerpt=excerpt
-    )
+    return RoutingDecision(selected_agent_keys=tuple(selected), fallback_used=False)
 
 
 def _requested_keys(answer: dict[str, Any]) -> list[str] | None:
@@ -144,4 +141,4 @@ def _fallback(roster_keys: Sequence[str], excerpt: str, reason: str) -> RoutingD
         first[0] if first else "no agent (empty roster)",
         excerpt,
     )
-    return RoutingDecision(selected_agent_keys=first, fallback_used=True, raw_excerpt=excerpt)
+    return RoutingDecision(selected_agent_keys=first, fallback_used=True)

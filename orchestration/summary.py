@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestration.json_contract import first_json_object
-from orchestration.types import ChatMessage, HistoryMessage
+from orchestration.types import ChatMessage, HistoryMessage, Role
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +35,6 @@ class SummaryExtraction:
     valid_json: bool
 
 
-def speaker_label(message: HistoryMessage) -> str:
-    """How a transcript names who spoke: "user", "Ada @ada", or "assistant"."""
-    if message.role == "user":
-        return "user"
-    if message.agent_name and message.agent_key:
-        return f"{message.agent_name} @{message.agent_key}"
-    if message.agent_key:
-        return f"@{message.agent_key}"
-    return message.agent_name or "assistant"
-
-
 def build_summary_messages(
     *, previous_summary: str | None, transcript: Sequence[HistoryMessage]
 ) -> tuple[ChatMessage, ...]:
@@ -64,10 +53,12 @@ def build_summary_messages(
     )
     lines = [PREVIOUS_SUMMARY_HEADING, (previous_summary or "").strip() or "(none)", ""]
     lines.append(TRANSCRIPT_HEADING)
-    lines.extend(f"[{speaker_label(message)}]: {message.content}" for message in transcript)
+    lines.extend(
+        f"[{message.speaker or message.role}]: {message.content}" for message in transcript
+    )
     return (
-        ChatMessage(role="system", content=system),
-        ChatMessage(role="user", content="\n".join(lines)),
+        ChatMessage(role=Role.SYSTEM, content=system),
+        ChatMessage(role=Role.USER, content="\n".join(lines)),
     )
 
 

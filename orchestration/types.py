@@ -1,14 +1,49 @@
-"""The plain data the apps and the orchestration core exchange."""
+"""The plain data the apps and the orchestration core exchange (standard library only)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class CallPurpose(StrEnum):
+    """Why an LLM call was made; the ledger records it on every row."""
+
+    AGENT = "agent"
+    ROUTING = "routing"
+    SUMMARY = "summary"
+    SYNTHESIS = "synthesis"
+
+
+class CallStatus(StrEnum):
+    """How a call ended, as the gateway reports it (the ledger adds `pending` and `lost`)."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+
+
+class ErrorKind(StrEnum):
+    """What went wrong with a failed call; an answer's `error_code`."""
+
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    PROVIDER_ERROR = "provider_error"
+    BAD_REQUEST = "bad_request"
+    CONTEXT_WINDOW_EXCEEDED = "context_window_exceeded"
 
 
 @dataclass(frozen=True)
 class ChatMessage:
-    role: str  # "system" | "user" | "assistant"
+    role: Role
     content: str
 
 
@@ -35,13 +70,13 @@ class AgentSpec:
 class LlmCall:
     alias: AliasConfig
     messages: tuple[ChatMessage, ...]
-    purpose: str  # "agent" | "routing" | "summary"
+    purpose: CallPurpose
     agent_key: str | None = None
 
 
 @dataclass(frozen=True)
 class LlmResult:
-    status: str  # "success" | "error" | "timeout" | "rate_limited"
+    status: CallStatus
     text: str
     input_tokens_fresh: int
     input_tokens_cached: int
@@ -50,19 +85,33 @@ class LlmResult:
     attempts: int
     provider: str
     provider_model: str
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error_message: str | None = None
     provider_cost_usd: Decimal | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == "success"
+        return self.status == CallStatus.SUCCESS
 
 
 @dataclass(frozen=True)
 class HistoryMessage:
-    role: str  # "user" | "assistant"
+    """A message of the conversation as a prompt shows it."""
+
+    role: Role
     content: str
     agent_key: str | None = None
     agent_name: str | None = None
     token_estimate: int | None = None
+
+    @property
+    def speaker(self) -> str:
+        """Who said it, as prompts and transcripts name them: "Ada @ada", "@ada", "Ada", or ""
+        when unknown (the user, or an assistant without a name)."""
+        if self.role != Role.ASSISTANT:
+            return ""
+        if self.agent_name and self.agent_key:
+            return f"{self.agent_name} @{self.agent_key}"
+        if self.agent_key:
+            return f"@{self.agent_key}"
+        return self.agent_name or ""

@@ -3,14 +3,13 @@
 Every variable is documented in README.md with its default.
 """
 
-import os
 from pathlib import Path
 
-# litellm downloads its price table at import unless told otherwise. This must run before
-# anything imports litellm, and settings are loaded before any app code.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import environ
 
-import environ  # noqa: E402
+# First: the one door to litellm sets LITELLM_LOCAL_MODEL_COST_MAP (litellm must not fetch its
+# price table from the network at import) before any app code can import litellm.
+import orchestration.litellm_loader  # noqa: F401
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

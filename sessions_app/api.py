@@ -100,13 +100,14 @@ class SessionTurnsView(generics.ListAPIView):
         session = selectors.session_for_turn(user=request.user, session_id=session_id)
         body = TurnCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        turn = turn_run(
+        outcome = turn_run(
             session=session,
             user=request.user,
             message=body.validated_data["message"],
             model_alias_override=body.validated_data["model_alias_override"],
         )
-        return Response(TurnSerializer(turn).data, status=status.HTTP_201_CREATED)
+        body = TurnSerializer(outcome.turn, context={"messages": outcome.messages})
+        return Response(body.data, status=status.HTTP_201_CREATED)
 
 
 class TurnDetailView(generics.RetrieveAPIView):

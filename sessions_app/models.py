@@ -1,11 +1,18 @@
+from __future__ import annotations
+
 import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import OuterRef
 from django.utils import timezone
 
 from rooms.models import Agent, Room, RoomMode
 from usage.models import UsageTotals
+from usage.selectors import usage_totals_of_turn
 
 
 class Session(models.Model):
@@ -59,6 +66,27 @@ class TurnStatus(models.TextChoices):
     INTERRUPTED = "interrupted"
 
 
+class TurnQuerySet(models.QuerySet):
+    def running(self) -> TurnQuerySet:
+        return self.filter(status=TurnStatus.RUNNING)
+
+    def end(
+        self,
+        status: TurnStatus,
+        *,
+        totals: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> int:
+        """End these turns if they are still running: the one place a turn ends, whether it
+        finished, failed or was interrupted. Sets the status, `completed_at` and the usage
+        totals: `totals` when the caller holds every ledger row of the turn, else the sums of
+        its stored rows, computed by the UPDATE itself. Returns how many turns it ended."""
+        now = now or timezone.now()
+        if totals is None:
+            totals = usage_totals_of_turn(OuterRef("pk"))
+        return self.running().update(status=status, completed_at=now, progress_at=now, **totals)
+
+
 class Turn(UsageTotals):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
@@ -76,6 +104,8 @@ class Turn(UsageTotals):
     # long roundtable that keeps answering is never taken for a dead one.
     progress_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TurnQuerySet.as_manager()
 
     class Meta:
         ordering = ["session", "turn_index"]
@@ -95,6 +125,18 @@ class Turn(UsageTotals):
 
     def __str__(self) -> str:
         return f"Turn {self.turn_index} of {self.session_id} ({self.status})"
+
+    @staticmethod
+    def final_status(answer_statuses: Iterable[str]) -> TurnStatus:
+        """How a turn that ran to its end ended, from its answers' statuses: all ok →
+        completed, some failed → partial, all failed (or none given) → failed."""
+        statuses = list(answer_statuses)
+        failed = sum(1 for status in statuses if status != MessageStatus.OK)
+        if statuses and failed == 0:
+            return TurnStatus.COMPLETED
+        if 0 < failed < len(statuses):
+            return TurnStatus.PARTIAL
+        return TurnStatus.FAILED
 
 
 class MessageRole(models.TextChoices):

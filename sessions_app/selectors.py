@@ -24,13 +24,7 @@ def turns_for_user(*, user) -> QuerySet[Turn]:
     return (
         Turn.objects.filter(session__in=live_sessions)
         .select_related("session")
-        .prefetch_related(
-            Prefetch(
-                "messages",
-                queryset=Message.objects.order_by("sequence"),
-                to_attr="prefetched_messages",
-            )
-        )
+        .prefetch_related(Prefetch("messages", queryset=Message.objects.order_by("sequence")))
     )
 
 

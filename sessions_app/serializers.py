@@ -92,9 +92,11 @@ class TurnSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(TurnMessageSerializer(many=True))
     def get_messages(self, turn: Turn):
-        messages = getattr(turn, "prefetched_messages", None)
+        """The turn's messages in order: given by the turn engine for the turn it just ran,
+        else prefetched in order by `selectors.turns_for_user`."""
+        messages = self.context.get("messages")
         if messages is None:
-            messages = turn.messages.order_by("sequence")
+            messages = turn.messages.all()
         return TurnMessageSerializer(messages, many=True).data
 
 

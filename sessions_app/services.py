@@ -1,9 +1,12 @@
 """Session writes. The turn engine lives in `sessions_app.turns`."""
 
+from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from rooms.models import Agent, Room
-from sessions_app.models import Session
+from sessions_app.models import Session, Turn, TurnStatus
+from usage.services import usage_calls_mark_lost
 
 
 def session_create_in_room(*, room: Room, user, title: str = "") -> Session:
@@ -17,3 +20,18 @@ def session_create_direct(*, agent: Agent, user, title: str = "") -> Session:
 def session_delete(*, session: Session) -> None:
     session.deleted_at = timezone.now()
     session.save(update_fields=["deleted_at"])
+
+
+def turns_interrupt(*, turns: QuerySet[Turn], status: TurnStatus = TurnStatus.INTERRUPTED) -> list:
+    """End these turns, if still running, as `interrupted` (or `failed`) with the totals of
+    their stored ledger rows, and mark their calls in flight lost (the provider may have billed
+    them). Finished steps and their rows are never touched. Returns the ids of the turns ended.
+
+    The turns' row locks come first, before any ledger row's, as in a running step: a worker
+    still alive and a recovery are ordered, never deadlocked."""
+    with transaction.atomic():
+        ids = list(turns.running().select_for_update().values_list("pk", flat=True))
+        if ids:
+            Turn.objects.filter(pk__in=ids).end(status)
+            usage_calls_mark_lost(turn_ids=ids)
+    return ids

@@ -2,9 +2,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
-from django.db.models import Count, F, QuerySet, Sum
+from django.db.models import Count, F, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -112,17 +113,22 @@ def billing_profile_for(*, user) -> BillingProfile | None:
     return BillingProfile.objects.filter(user=user).first()
 
 
-def _usage_sums() -> dict:
-    """SQL sums of ledger rows, one per USAGE_TOTAL_FIELDS entry (prefixed: the model has fields of
-    the same names)."""
+def _totals_of_rows() -> dict[str, tuple[Any, Any]]:
+    """How each usage total (USAGE_TOTAL_FIELDS) sums ledger rows, with its value for none."""
     zero = Decimal("0")
     return {
-        "sum_llm_calls": Count("id"),
-        "sum_input_tokens": Coalesce(Sum(F("input_tokens_fresh") + F("input_tokens_cached")), 0),
-        "sum_output_tokens": Coalesce(Sum("output_tokens"), 0),
-        "sum_credits": Coalesce(Sum("credits"), zero),
-        "sum_provider_cost_usd": Coalesce(Sum("provider_cost_usd"), zero),
+        "llm_calls": (Count("id"), 0),
+        "input_tokens": (Sum(F("input_tokens_fresh") + F("input_tokens_cached")), 0),
+        "output_tokens": (Sum("output_tokens"), 0),
+        "credits": (Sum("credits"), zero),
+        "provider_cost_usd": (Sum("provider_cost_usd"), zero),
     }
+
+
+def _usage_sums() -> dict:
+    """SQL sums of ledger rows for an aggregate or annotate (prefixed: the ledger has fields of
+    some of the same names)."""
+    return {f"sum_{name}": Coalesce(sum_, zero) for name, (sum_, zero) in _totals_of_rows().items()}
 
 
 def _usage_of(row: dict) -> dict:
@@ -139,13 +145,18 @@ def usage_by_model(*, user, since: datetime, until: datetime) -> list[dict]:
     return [{"model_alias": row["model_alias"], **_usage_of(row)} for row in rows]
 
 
-def usage_totals_for_turn(*, turn_id) -> dict:
-    """The turn's aggregated usage from its rows as stored, named as on Turn."""
-    return _usage_of(LlmCallEvent.objects.filter(turn_id=turn_id).aggregate(**_usage_sums()))
+def usage_totals_of_turn(turn_ref: Any) -> dict[str, Any]:
+    """SQL expressions for the usage totals of a turn (`turn_ref`: its id or an OuterRef) from
+    its stored ledger rows, named as on Turn: an UPDATE can set the totals in one statement."""
+    rows = LlmCallEvent.objects.filter(turn_id=turn_ref).order_by().values("turn_id")
+    return {
+        name: Coalesce(Subquery(rows.annotate(total=sum_).values("total")), zero)
+        for name, (sum_, zero) in _totals_of_rows().items()
+    }
 
 
 def usage_totals(events: Iterable[LlmCallEvent]) -> dict:
-    """`usage_totals_for_turn` of rows in memory (not yet saved)."""
+    """The same totals of rows in memory."""
     events = list(events)
     return {
         "llm_calls": len(events),

@@ -3,10 +3,10 @@ import pytest
 from orchestration.budget import ContextBudget, estimate_tokens
 from orchestration.context import (
     build_agent_messages,
-    minimal_input_tokens,
+    minimal_prompt_tokens,
     read_agent_identity,
 )
-from orchestration.types import HistoryMessage
+from orchestration.types import AgentSpec, HistoryMessage
 
 
 def budget_of(input_budget: int) -> ContextBudget:
@@ -81,7 +81,6 @@ def test_message_order_and_attribution(build):
         ("assistant", "[Cleo @cleo]: Copy is ready"),
         ("user", "What should we do next?"),
     ]
-    assert plan.history_included == 3
     assert plan.history_pruned == 0
     assert plan.pruned is False
     assert plan.estimated_tokens == plan.estimated_tokens_full
@@ -98,7 +97,6 @@ def test_pruning_drops_the_oldest_history_first(build):
 
     kept = [m.content for m in plan.messages[1:-1]]
     assert kept == [f"m{i}" for i in range(10 - expected_kept, 10)]
-    assert plan.history_included == expected_kept
     assert plan.history_pruned == 10 - expected_kept
     assert plan.pruned is True
     assert plan.estimated_tokens_full == base + 1000
@@ -127,7 +125,6 @@ def test_user_input_and_same_turn_survive_even_over_budget(build):
     plan = build(history=history, same_turn=same_turn, user_input="y" * 4000, budget=budget_of(50))
     assert plan.messages[-1].content == "y" * 4000
     assert plan.messages[-2].content.startswith("[Bob @bob]: ")
-    assert plan.history_included == 0
     assert plan.history_pruned == 1
     assert plan.estimated_tokens > 50
 
@@ -144,5 +141,14 @@ def test_precomputed_estimates_are_trusted(build):
     assert plan.estimated_tokens == base + 777
 
 
-def test_minimal_input_tokens_is_the_input_alone():
-    assert minimal_input_tokens(user_input="x" * 160) == estimate_tokens("x" * 160) == 50
+def test_minimal_prompt_counts_the_system_prompt_and_the_input(build, ada, roster):
+    bare = minimal_prompt_tokens(
+        agent=ada, roster=roster, room_goal="", mode="manual", user_input="x" * 160
+    )
+    # Without history or summary, the minimal prompt is exactly what the agent would be sent.
+    assert bare == build(user_input="x" * 160, room_goal="", mode="manual").estimated_tokens
+    long_role = AgentSpec(key="ada", name="Ada", role_prompt="r" * 40_000, model_alias="deepseek")
+    heavy = minimal_prompt_tokens(
+        agent=long_role, roster=roster, room_goal="", mode="manual", user_input="x" * 160
+    )
+    assert heavy >= bare + estimate_tokens("r" * 40_000) - estimate_tokens(ada.role_prompt)

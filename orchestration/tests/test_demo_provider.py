@@ -5,8 +5,9 @@ import pytest
 
 from orchestration.budget import ContextBudget
 from orchestration.context import build_agent_messages
-from orchestration.demo_provider import PROVIDER, register_demo_provider
+from orchestration.demo_provider import register_demo_provider
 from orchestration.gateway import LiteLLMGateway
+from orchestration.litellm_loader import DEMO_PROVIDER as PROVIDER
 from orchestration.litellm_loader import load_litellm
 from orchestration.routing import build_routing_messages, parse_routing
 from orchestration.summary import build_summary_messages, parse_summary
@@ -41,10 +42,6 @@ def agent_call(agent, roster, alias, user_input, same_turn=()):
 def routing_call(roster, alias, user_input):
     messages = build_routing_messages(user_input=user_input, roster=roster)
     return LlmCall(alias=alias, messages=messages, purpose="routing")
-
-
-def test_backend_is_demo(gateway):
-    assert gateway.backend == "demo"
 
 
 def test_agent_reply_signs_as_the_agent_and_quotes_the_user(gateway, ada, roster, deepseek):

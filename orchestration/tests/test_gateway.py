@@ -94,10 +94,6 @@ def script(monkeypatch, *outcomes) -> ScriptedCompletion:
     return scripted
 
 
-def test_backend_is_live(gateway):
-    assert gateway.backend == "live"
-
-
 def test_success_sends_the_alias_and_disables_hidden_retries(monkeypatch, gateway):
     scripted = script(monkeypatch, reply("Hi there"))
     result = gateway.complete(CALL)

@@ -1,4 +1,4 @@
-from orchestration.planning import parse_tags, roundtable_order
+from orchestration.planning import parse_tags
 
 KEYS = ["ada", "bob", "cleo", "data_bot"]
 
@@ -46,10 +46,3 @@ def test_no_tags_gives_an_empty_list():
 
 def test_valid_keys_may_be_any_iterable():
     assert parse_tags("@ada @bob", (key for key in ["bob", "ada"])) == ["ada", "bob"]
-
-
-def test_roundtable_keeps_roster_order_in_a_new_list(roster):
-    order = roundtable_order(roster)
-    assert [agent.key for agent in order] == ["ada", "bob", "cleo"]
-    order.pop()
-    assert len(roster) == 3

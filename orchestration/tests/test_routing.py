@@ -41,7 +41,6 @@ def test_garbage_falls_back_to_first_agent_and_logs_the_raw_excerpt(caplog):
         decision = parse_routing(raw, KEYS)
     assert decision.selected_agent_keys == ("ada",)
     assert decision.fallback_used is True
-    assert decision.raw_excerpt == raw[:200]
     assert len(caplog.records) == 1
     assert caplog.records[0].levelno == logging.WARNING
     assert raw[:200] in caplog.text

@@ -17,7 +17,7 @@ from rooms.models import RoomMode
 from sessions_app.models import Session, Turn
 from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
 from usage.selectors import alias_pricing
-from usage.services import usage_call_event
+from usage.services import usage_record_call
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +54,7 @@ def result(
 
 def record(user, llm_result: LlmResult, alias: str = "deepseek", **context) -> LlmCallEvent:
     pricing = alias_pricing(aliases=[alias]).get(alias)
-    event = usage_call_event(
+    event = usage_record_call(
         user=user,
         result=llm_result,
         pricing=pricing,
@@ -62,7 +62,6 @@ def record(user, llm_result: LlmResult, alias: str = "deepseek", **context) -> L
         purpose=context.pop("purpose", "agent"),
         **context,
     )
-    event.save(force_insert=True)
     event.refresh_from_db()
     return event
 
