@@ -34,7 +34,7 @@ from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
 from orchestration.routing import ROUTING_PROMPT_HEAD, read_roster
 from orchestration.summary import SUMMARY_PROMPT_HEAD, TRANSCRIPT_HEADING
 
-litellm = load_litellm()
+litellm: Any = load_litellm()
 FAIL_HOOK = "[[demo:fail]]"
 RATE_LIMIT_HOOK = "[[demo:rate_limit]]"
 TIMEOUT_HOOK = "[[demo:timeout]]"
@@ -106,14 +106,10 @@ _TAKES = (
 
 
 class DemoLLM(litellm.CustomLLM):
-    def completion(
-        self, model: str, messages: list, *args: Any, **kwargs: Any
-    ) -> litellm.ModelResponse:
+    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
         return _answer(model, messages)
 
-    async def acompletion(
-        self, model: str, messages: list, *args: Any, **kwargs: Any
-    ) -> litellm.ModelResponse:
+    async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
         return _answer(model, messages)
 
 
@@ -135,7 +131,7 @@ def register_demo_provider() -> None:
             litellm._custom_providers.append(DEMO_PROVIDER)
 
 
-def _answer(model: str, messages: list) -> litellm.ModelResponse:
+def _answer(model: str, messages: list) -> Any:
     system = _content_of(next((m for m in messages if _role_of(m) == "system"), None))
     latest_user = _content_of(next((m for m in reversed(messages) if _role_of(m) == "user"), None))
     _raise_for_hooks(latest_user, model)

@@ -15,7 +15,7 @@ from rest_framework.views import exception_handler
 
 
 class PantheonError(Exception):
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     code = "bad_request"
     default_message = "The request was refused."
 

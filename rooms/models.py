@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import uuid
 
 from django.conf import settings
@@ -59,7 +61,9 @@ class Room(models.Model):
         max_length=16, choices=RoomMode.choices, default=RoomMode.MANUAL
     )
     pending_mode = models.CharField(max_length=16, choices=RoomMode.choices, null=True, blank=True)
-    agents = models.ManyToManyField(Agent, through="RoomAgent", related_name="rooms")
+    agents: models.ManyToManyField[Agent, RoomAgent] = models.ManyToManyField(
+        Agent, through="RoomAgent", related_name="rooms"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)

@@ -1,3 +1,9 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
 from django.db import models
 from django.db.models import Prefetch, QuerySet
 from django.db.models.expressions import RawSQL
@@ -43,7 +49,7 @@ def _latest(model, column: str, order_by: str) -> str:
 
 # Plain SQL subqueries: the turn endpoint's hottest read. The same query written with
 # Subquery(OuterRef(...)) costs ~3 ms more per turn to build on every request.
-_TURN_STATE = {
+_TURN_STATE: dict[str, tuple[type[models.Model], str, str, models.Field]] = {
     "last_turn_id": (Turn, "id", "turn_index", models.UUIDField()),
     "last_turn_index": (Turn, "turn_index", "turn_index", models.IntegerField()),
     "last_turn_status": (Turn, "status", "turn_index", models.CharField()),
@@ -65,3 +71,20 @@ def session_for_turn(*, user, session_id) -> Session:
         for name, (model, column, order_by, field) in _TURN_STATE.items()
     }
     return get_object_or_404(sessions_for_user(user=user).annotate(**state), pk=session_id)
+
+
+@dataclass(frozen=True)
+class TurnState:
+    """What a session's next turn must know, read with the session by `session_for_turn`."""
+
+    last_turn_id: UUID | None
+    last_turn_index: int | None
+    last_turn_status: str | None
+    last_turn_progress_at: datetime | None
+    last_sequence: int | None
+    summary_text: str | None
+    summary_to_sequence: int | None
+
+    @classmethod
+    def of(cls, session: Session) -> TurnState:
+        return cls(**{name: getattr(session, name) for name in _TURN_STATE})

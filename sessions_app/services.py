@@ -1,11 +1,12 @@
 """Session writes. The turn engine lives in `sessions_app.turns`."""
 
+from uuid import UUID
+
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from rooms.models import Agent, Room
-from sessions_app.models import Session, Turn, TurnStatus
+from sessions_app.models import Session, Turn, TurnQuerySet, TurnStatus
 from usage.services import usage_calls_mark_lost
 
 
@@ -22,7 +23,9 @@ def session_delete(*, session: Session) -> None:
     session.save(update_fields=["deleted_at"])
 
 
-def turns_interrupt(*, turns: QuerySet[Turn], status: TurnStatus = TurnStatus.INTERRUPTED) -> list:
+def turns_interrupt(
+    *, turns: TurnQuerySet, status: TurnStatus = TurnStatus.INTERRUPTED
+) -> list[UUID]:
     """End these turns, if still running, as `interrupted` (or `failed`) with the totals of
     their stored ledger rows, and mark their calls in flight lost (the provider may have billed
     them). Finished steps and their rows are never touched. Returns the ids of the turns ended.

@@ -73,6 +73,7 @@ from sessions_app.models import (
     TurnContextAudit,
     TurnStatus,
 )
+from sessions_app.selectors import TurnState
 from sessions_app.services import turns_interrupt
 from usage import selectors as usage_selectors
 from usage.models import LlmCallEvent
@@ -95,6 +96,7 @@ class TurnPlan:
     """What a turn will do, decided before anything is written."""
 
     session: Session
+    state: TurnState  # the session's latest turn, timeline end and summary
     user: Any
     user_input: str
     mode: str
@@ -137,6 +139,11 @@ class PlannedCall:
     estimated_tokens: int
     agent: AgentSpec | None = None
     event: LlmCallEvent | None = None
+
+    @property
+    def opened(self) -> LlmCallEvent:
+        assert self.event is not None, "the call's ledger row is opened before the call"
+        return self.event
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,7 @@ def _room_plan(session: Session, user, user_input: str, model_alias_override: st
     """A room session: the tagged agents (manual), every seat in order (roundtable), or the
     seats the manager may choose from (orchestrator)."""
     room = session.room
+    assert room is not None
     mode = room.effective_mode
     roster = tuple(_agent_spec(agent) for agent in room_roster(room=room))
     if not roster:
@@ -242,6 +250,7 @@ def _plan(
     )
     return TurnPlan(
         session=session,
+        state=TurnState.of(session),
         user=user,
         user_input=user_input,
         mode=mode,
@@ -349,7 +358,8 @@ class TurnRunner:
             else:
                 agents = list(self.plan.candidates)
             for position, agent in enumerate(agents):
-                self.answer(agent, next_agent=(agents[position + 1 :] or [None])[0])
+                following = agents[position + 1] if position + 1 < len(agents) else None
+                self.answer(agent, next_agent=following)
             if self.pending is not None:
                 self.summarize()
         except BaseException:
@@ -362,12 +372,12 @@ class TurnRunner:
 
     def claim(self) -> None:
         """Insert the turn, its user message and the first call's pending row, or answer 409."""
-        session = self.plan.session
-        self.history = self._recent_history()
-        if session.summary_to_sequence is not None:
+        state = self.plan.state
+        if state.summary_to_sequence is not None:
             self.summary = SummaryRef(
-                text=session.summary_text, to_sequence=session.summary_to_sequence
+                text=state.summary_text or "", to_sequence=state.summary_to_sequence
             )
+        self.history = self._recent_history()
         if self.plan.mode == RoomMode.ORCHESTRATOR:
             first = self._routing_call()
         else:
@@ -385,10 +395,9 @@ class TurnRunner:
 
     def _recent_history(self) -> list[HistoryMessage]:
         """The newest raw messages after the latest summary (bounded), oldest first."""
-        session = self.plan.session
-        messages = Message.objects.filter(session=session, status=MessageStatus.OK)
-        if session.summary_to_sequence is not None:
-            messages = messages.filter(sequence__gt=session.summary_to_sequence)
+        messages = Message.objects.filter(session=self.plan.session, status=MessageStatus.OK)
+        if self.summary is not None:
+            messages = messages.filter(sequence__gt=self.summary.to_sequence)
         recent = messages.order_by("-sequence").values(*HISTORY_FIELDS)
         return [
             _history_entry(row)
@@ -398,37 +407,38 @@ class TurnRunner:
     def _interrupt_stale_turn(self, now) -> None:
         """The session's running turn blocks this one (409) unless it made no progress for the
         stale limit: then it is interrupted and its calls in flight marked lost."""
-        session = self.plan.session
-        if session.last_turn_status != TurnStatus.RUNNING:
+        state = self.plan.state
+        if state.last_turn_status != TurnStatus.RUNNING:
             return
+        assert state.last_turn_id is not None and state.last_turn_progress_at is not None
         stale_before = now - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
-        if session.last_turn_progress_at >= stale_before:
+        if state.last_turn_progress_at >= stale_before:
             raise exceptions.TurnConflict()
-        stale = Turn.objects.filter(pk=session.last_turn_id, progress_at__lt=stale_before)
+        stale = Turn.objects.filter(pk=state.last_turn_id, progress_at__lt=stale_before)
         if turns_interrupt(turns=stale):
             logger.warning(
                 "turn %s of session %s made no progress for %ss; marked interrupted",
-                session.last_turn_index,
-                session.pk,
+                state.last_turn_index,
+                self.plan.session.pk,
                 settings.PANTHEON_TURN_STALE_SECONDS,
             )
 
     def _promote_pending_mode(self, now) -> None:
         """A queued mode change takes effect with this turn, unless it was changed again since
         the room was read."""
-        session = self.plan.session
-        if session.room is not None and self.plan.mode != session.room.current_mode:
-            Room.objects.filter(pk=session.room_id, pending_mode=self.plan.mode).update(
+        room = self.plan.session.room
+        if room is not None and self.plan.mode != room.current_mode:
+            Room.objects.filter(pk=room.pk, pending_mode=self.plan.mode).update(
                 current_mode=self.plan.mode, pending_mode=None, updated_at=now
             )
 
     def _insert_turn(self, now) -> None:
         """The state was read with the session, outside this transaction: if another request
         claimed in between, these inserts collide with its rows (IntegrityError → 409)."""
-        session, plan = self.plan.session, self.plan
+        plan = self.plan
         self.turn = Turn.objects.create(
-            session=session,
-            turn_index=(session.last_turn_index or 0) + 1,
+            session=plan.session,
+            turn_index=(plan.state.last_turn_index or 0) + 1,
             mode=plan.mode,
             status=TurnStatus.RUNNING,
             user_input=plan.user_input,
@@ -437,7 +447,7 @@ class TurnRunner:
             created_at=now,
             progress_at=now,
         )
-        self.next_sequence = (session.last_sequence or 0) + 1
+        self.next_sequence = (plan.state.last_sequence or 0) + 1
         self._add_message(
             role=MessageRole.USER,
             content=plan.user_input,
@@ -470,7 +480,7 @@ class TurnRunner:
         agents = [by_key[key] for key in decision.selected_agent_keys]
         first = self._agent_call(agents[0])
         with self._step(routing=routing):
-            usage_call_complete(event=call.event)
+            usage_call_complete(event=call.opened)
             self._open(first)
         self._turn.routing = routing
         return agents
@@ -498,7 +508,7 @@ class TurnRunner:
         else:
             following = self._summary_call() if self._summary_due() else None
         with self._step(finishing=following is None):
-            usage_call_complete(event=call.event)
+            usage_call_complete(event=call.opened)
             message.save(force_insert=True)
             if following is not None:
                 self._open(following)
@@ -521,7 +531,7 @@ class TurnRunner:
             )
             extraction = None
         with self._step(finishing=True):
-            usage_call_complete(event=call.event)
+            usage_call_complete(event=call.opened)
             if extraction is not None:
                 self._save_summary(extraction)
             self._audit(summary_triggered=True)
@@ -598,7 +608,7 @@ class TurnRunner:
         alias, pressure = self._pressure()
         budget = self.plan.budget(alias)
         TurnContextAudit.objects.create(
-            turn=self.turn,
+            turn=self._turn,
             model_context_limit=budget.context_window,
             input_budget=budget.input_budget,
             estimated_tokens_before=pressure.estimated_tokens_full,
@@ -710,7 +720,6 @@ class TurnRunner:
 
     def _make(self, call: PlannedCall) -> LlmResult:
         """The LLM call itself, with no transaction open, metered onto its pending row."""
-        assert call.event is not None
         pricing = self.plan.pricing[call.alias]
         result = self.gateway.complete(
             LlmCall(
@@ -720,7 +729,7 @@ class TurnRunner:
                 agent_key=call.agent.key if call.agent else None,
             )
         )
-        usage_call_meter(event=call.event, result=result, pricing=pricing)
+        usage_call_meter(event=call.opened, result=result, pricing=pricing)
         self.pending = None
         return result
 

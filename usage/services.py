@@ -30,14 +30,13 @@ def model_alias_set(
         "enabled": enabled,
     }
     changes = {field: value for field, value in changes.items() if value is not None}
-    row = ModelAlias.objects.filter(alias=alias).first()
-    created = row is None
-    if created:
-        if not changes.get("litellm_model"):
-            raise ValidationError(
-                {"litellm_model": f"Alias {alias!r} does not exist yet: --model is required."}
-            )
-        row = ModelAlias(alias=alias)
+    existing = ModelAlias.objects.filter(alias=alias).first()
+    created = existing is None
+    if existing is None and not changes.get("litellm_model"):
+        raise ValidationError(
+            {"litellm_model": f"Alias {alias!r} does not exist yet: --model is required."}
+        )
+    row = existing or ModelAlias(alias=alias)
     for field, value in changes.items():
         setattr(row, field, value)
     row.full_clean()

@@ -1,0 +1,192 @@
+"""The turn engine as a service: `turn_run(..., gateway=FakeGateway())`, no HTTP, no patching."""
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+
+from conftest import FakeGateway
+from pantheon import exceptions
+from rooms.models import RoomMode
+from sessions_app.models import Message, MessageStatus, Turn, TurnStatus
+from sessions_app.selectors import session_for_turn
+from sessions_app.turns import turn_run
+from usage.models import LlmCallEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def run(owner):
+    def run_turn(session, message: str, gateway: FakeGateway, **extra):
+        fresh = session_for_turn(user=owner, session_id=session.pk)
+        return turn_run(session=fresh, user=owner, message=message, gateway=gateway, **extra)
+
+    return run_turn
+
+
+@pytest.fixture
+def seats(owner, make_agent):
+    return [
+        make_agent(owner, "ada", model_alias="deepseek"),
+        make_agent(owner, "linus", model_alias="llama"),
+        make_agent(owner, "grace", model_alias="qwen"),
+    ]
+
+
+def test_a_direct_turn_answers_once_and_bills_its_call(owner, seats, make_session, run):
+    gateway = FakeGateway()
+    session = make_session(owner, agent=seats[0])
+
+    outcome = run(session, "hello", gateway)
+
+    assert outcome.turn.status == TurnStatus.COMPLETED
+    assert [(m.sequence, m.role, m.agent_key) for m in outcome.messages] == [
+        (1, "user", ""),
+        (2, "assistant", "ada"),
+    ]
+    assert outcome.messages[1].content == "ada answers via deepseek (call 1)"
+    event = LlmCallEvent.objects.get()
+    assert (event.status, event.purpose, event.agent_key) == ("success", "agent", "ada")
+    assert (event.input_tokens_fresh, event.input_tokens_cached, event.output_tokens) == (
+        100,
+        20,
+        10,
+    )
+    stored = Turn.objects.get()
+    assert (stored.llm_calls, stored.input_tokens, stored.output_tokens) == (1, 120, 10)
+    assert stored.credits == event.credits == outcome.turn.credits
+
+
+def test_a_roundtable_goes_on_past_a_failing_agent_and_ends_partial(
+    owner, seats, make_room, make_session, run
+):
+    gateway = FakeGateway()
+    gateway.fail["linus"] = "timeout"
+    session = make_session(owner, room=make_room(owner, seats, mode=RoomMode.ROUNDTABLE))
+
+    outcome = run(session, "plan the launch", gateway)
+
+    assert outcome.turn.status == TurnStatus.PARTIAL
+    answers = [(m.agent_key, m.status, m.error_code) for m in outcome.messages[1:]]
+    assert answers == [("ada", "ok", ""), ("linus", "error", "timeout"), ("grace", "ok", "")]
+    # Grace saw Ada's answer (not Linus's failure) before the user's message.
+    grace_prompt = [m.content for m in gateway.calls[2].messages]
+    assert grace_prompt[-2].startswith("[Ada @ada]: ada answers")
+    assert not any(line.startswith("[Linus") for line in grace_prompt[1:])
+    statuses = list(LlmCallEvent.objects.order_by("created_at").values_list("status", flat=True))
+    assert statuses == ["success", "timeout", "success"]
+
+
+def test_every_agent_failing_fails_the_turn_but_answers_it(
+    owner, seats, make_room, make_session, run
+):
+    gateway = FakeGateway()
+    gateway.fail.update({"ada": "provider_error", "grace": "rate_limited"})
+    session = make_session(owner, room=make_room(owner, seats, mode=RoomMode.MANUAL))
+
+    outcome = run(session, "@ada @grace anyone?", gateway)
+
+    assert outcome.turn.status == TurnStatus.FAILED
+    assert Message.objects.filter(status=MessageStatus.ERROR).count() == 2
+    assert LlmCallEvent.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        (["ok", "ok"], TurnStatus.COMPLETED),
+        (["ok", "error"], TurnStatus.PARTIAL),
+        (["error", "error"], TurnStatus.FAILED),
+        ([], TurnStatus.FAILED),
+    ],
+)
+def test_the_final_status_rule_lives_on_the_turn(statuses, expected):
+    assert Turn.final_status(statuses) == expected
+
+
+def test_a_role_prompt_too_large_for_the_budget_is_refused_before_any_write(
+    owner, make_agent, make_session, run
+):
+    # deepseek's input budget is about 100k tokens; this role prompt alone is ~125k.
+    agent = make_agent(owner, "verbose", role_prompt="all work and no play " * 20_000)
+    session = make_session(owner, agent=agent)
+    gateway = FakeGateway()
+
+    with pytest.raises(exceptions.ContextBudgetExceeded):
+        run(session, "hi", gateway)
+
+    assert gateway.calls == []
+    assert not Turn.objects.exists()
+    assert not LlmCallEvent.objects.exists()
+
+
+def test_a_manual_turn_without_a_valid_tag_calls_nobody(owner, seats, make_room, make_session, run):
+    session = make_session(owner, room=make_room(owner, seats))
+    gateway = FakeGateway()
+
+    with pytest.raises(exceptions.NoValidTaggedAgents):
+        run(session, "@nobody hello", gateway)
+
+    assert gateway.calls == [] and not Turn.objects.exists()
+
+
+class Bug(Exception):
+    pass
+
+
+def test_a_bug_mid_turn_fails_the_turn_and_leaves_the_call_in_doubt(
+    owner, seats, make_session, run
+):
+    gateway = FakeGateway()
+
+    def crash(call):
+        raise Bug("the gateway itself broke")
+
+    gateway.during_call = crash
+    session = make_session(owner, agent=seats[0])
+
+    with pytest.raises(Bug):
+        run(session, "hello", gateway)
+
+    turn = Turn.objects.get()
+    assert turn.status == TurnStatus.FAILED and turn.completed_at is not None
+    event = LlmCallEvent.objects.get()
+    assert event.status == "lost"
+    assert event.input_tokens_fresh > 0  # the input estimate stays
+    assert (turn.llm_calls, turn.credits) == (1, Decimal("0"))
+    # The session is free again.
+    assert run(session, "again", FakeGateway()).turn.turn_index == 2
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_pending_ledger_row_is_committed_before_the_provider_is_called(
+    owner, seats, make_session, run
+):
+    """Read from another connection while the provider works: the row is already there."""
+    gateway = FakeGateway()
+    seen = {}
+
+    def look_from_another_connection(call):
+        def read():
+            try:
+                seen["rows"] = list(
+                    LlmCallEvent.objects.values_list("status", "purpose", "input_tokens_fresh")
+                )
+            finally:
+                connections.close_all()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join()
+
+    gateway.during_call = look_from_another_connection
+    session = make_session(owner, agent=seats[0])
+
+    run(session, "hello there", gateway)
+
+    [(status, purpose, estimate)] = seen["rows"]
+    assert (status, purpose) == ("pending", "agent")
+    assert estimate > 0
+    assert LlmCallEvent.objects.get().status == "success"
