@@ -21,3 +21,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PANTHEON_LLM_BACKOFF_SECONDS = 0.0
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+# A transactional test's teardown truncates every table; the ledger's guard allows it only
+# with this switch (usage/migrations/0004_ledger_append_only.py). Row-level rules still hold.
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c pantheon.ledger_maintenance=on"  # noqa: F405

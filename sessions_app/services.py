@@ -1,5 +1,7 @@
 """Session writes. The turn engine lives in `sessions_app.turns`."""
 
+from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
 from django.db import transaction
@@ -23,18 +25,31 @@ def session_delete(*, session: Session) -> None:
     session.save(update_fields=["deleted_at"])
 
 
+@dataclass(frozen=True)
+class Interrupted:
+    turn_ids: list[UUID]
+    lost_calls: int
+
+
 def turns_interrupt(
     *, turns: TurnQuerySet, status: TurnStatus = TurnStatus.INTERRUPTED
-) -> list[UUID]:
+) -> Interrupted:
     """End these turns, if still running, as `interrupted` (or `failed`) with the totals of
     their stored ledger rows, and mark their calls in flight lost (the provider may have billed
-    them). Finished steps and their rows are never touched. Returns the ids of the turns ended.
+    them). Finished steps and their rows are never touched.
 
     The turns' row locks come first, before any ledger row's, as in a running step: a worker
     still alive and a recovery are ordered, never deadlocked."""
     with transaction.atomic():
         ids = list(turns.running().select_for_update().values_list("pk", flat=True))
+        lost = 0
         if ids:
             Turn.objects.filter(pk__in=ids).end(status)
-            usage_calls_mark_lost(turn_ids=ids)
-    return ids
+            lost = usage_calls_mark_lost(turn_ids=ids)
+    return Interrupted(turn_ids=ids, lost_calls=lost)
+
+
+def turns_stale(*, older_than_seconds: float) -> TurnQuerySet:
+    """Running turns that made no progress for this long: their worker is gone or stuck."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return Turn.objects.running().filter(progress_at__lt=cutoff)

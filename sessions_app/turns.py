@@ -415,7 +415,7 @@ class TurnRunner:
         if state.last_turn_progress_at >= stale_before:
             raise exceptions.TurnConflict()
         stale = Turn.objects.filter(pk=state.last_turn_id, progress_at__lt=stale_before)
-        if turns_interrupt(turns=stale):
+        if turns_interrupt(turns=stale).turn_ids:
             logger.warning(
                 "turn %s of session %s made no progress for %ss; marked interrupted",
                 state.last_turn_index,

@@ -1,0 +1,133 @@
+"""Start the app the way production does (gunicorn with `gunicorn.conf.py`) on 127.0.0.1.
+
+Each server gets its own free port and control socket, so several run side by side; `stop()`
+ends exactly the processes it started (its own process group).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_url(settings_dict: Mapping) -> str:
+    """A DATABASE_URL for the database Django is connected to (e.g. the test database)."""
+    user = settings_dict.get("USER") or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+class AppServer:
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        env: Mapping[str, str] | None = None,
+        workers: int = 1,
+        port: int | None = None,
+        quiet: bool = True,
+    ) -> None:
+        self.port = port or free_port()
+        self.database_url = database_url
+        self.workers = workers
+        self.quiet = quiet
+        self.extra_env = dict(env or {})
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "pantheon.settings",  # production's, not the tests'
+            "DATABASE_URL": self.database_url,
+            "DEBUG": "false",
+            "SECRET_KEY": "live-server-" + "x" * 50,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "LOG_LEVEL": "WARNING",
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(self.workers),
+            "GUNICORN_LOG_LEVEL": "warning",
+            "GUNICORN_ACCESS_LOG": "off",
+            **self.extra_env,
+        }
+
+    def start(self, timeout: float = 60) -> AppServer:
+        output = subprocess.DEVNULL if self.quiet else None
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env=self.environment(),
+            start_new_session=True,
+            stdout=output,
+            stderr=output,
+        )
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server on port {self.port} did not become healthy in time")
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers of this server (children of its master)."""
+        assert self.process is not None
+        master = self.process.pid
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+    def __enter__(self) -> AppServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,185 @@
+"""An OpenAI-compatible LLM provider stub on 127.0.0.1, for live-server tests and benchmarks.
+
+It answers `POST /v1/chat/completions` (plain and streamed) the way a slow provider would, with
+the delay chosen by the model name, so an alias set to `openai/<name>` with this stub as its
+`api_base` behaves as asked:
+
+- `slow-<ms>`: the whole answer after <ms> milliseconds (streamed: the first word then);
+- `stream-<ms>`: a word every <ms> milliseconds (plain: the answer after all of them);
+- anything else: at once.
+
+`GET /stats` reports how many completions were requested. asyncio throughout: hundreds of
+waiting requests cost a coroutine each, so the stub never becomes the bottleneck it measures.
+
+    python -m pantheon.testing.stub_llm --port 8765     # or StubLLM().start() in a test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+WORDS = 12
+_DELAY = re.compile(r"(slow|stream)-(\d+)")
+
+
+def _plan(model: str) -> tuple[float, float]:
+    """(seconds before the first word, seconds between words) for a model name."""
+    match = _DELAY.search(model)
+    if match is None:
+        return 0.0, 0.0
+    seconds = int(match.group(2)) / 1000
+    return (seconds, 0.0) if match.group(1) == "slow" else (seconds, seconds)
+
+
+def _words(messages: list[dict[str, Any]]) -> list[str]:
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    quoted = " ".join(str(last.get("content", "")).split()[:4])
+    return f"Stub answer to «{quoted}»: one two three four five six".split()[:WORDS]
+
+
+def _usage(messages: list[dict[str, Any]], words: list[str]) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": len(words),
+        "total_tokens": prompt + len(words),
+    }
+
+
+class StubLLM:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port
+        self.requests = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.completions)
+        app.router.add_get("/stats", self.stats)
+        return app
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"requests": self.requests})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        body = await request.json()
+        model, messages = str(body.get("model", "")), body.get("messages", [])
+        first, between = _plan(model)
+        words = _words(messages)
+        if not body.get("stream"):
+            await asyncio.sleep(first + between * (len(words) - 1))
+            return web.json_response(
+                {
+                    "id": f"chatcmpl-{uuid.uuid4().hex}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": " ".join(words)},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": _usage(messages, words),
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+        await asyncio.sleep(first)
+        for index, word in enumerate(words):
+            if index:
+                await asyncio.sleep(between)
+            text = word if index == 0 else " " + word
+            await self._send(response, chunk_id, model, {"content": text}, None)
+        await self._send(response, chunk_id, model, {}, "stop")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await self._send(response, chunk_id, model, None, None, _usage(messages, words))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _send(self, response, chunk_id, model, delta, finish, usage=None) -> None:
+        chunk: dict[str, Any] = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        if usage is not None:
+            chunk["usage"] = usage
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+    # --- running it ------------------------------------------------------------------------
+
+    def start(self) -> StubLLM:
+        """Serve from a background thread; returns once it listens."""
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._listen())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name="stub-llm", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the stub LLM did not start")
+        return self
+
+    async def _listen(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        # Answers still waiting out their delay are abandoned, not left to warn at exit.
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    web.run_app(StubLLM(args.host, args.port).app(), host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

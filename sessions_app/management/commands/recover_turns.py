@@ -1,0 +1,41 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from sessions_app.services import turns_interrupt, turns_stale
+
+
+class Command(BaseCommand):
+    help = (
+        "Mark running turns that made no progress for --older-than seconds (default "
+        "PANTHEON_TURN_STALE_SECONDS) interrupted, and their calls in flight lost: in doubt, "
+        "the provider may have billed them. Finished steps and their ledger rows are kept."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--older-than",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="how long a running turn has made no progress (default: the stale limit)",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="list, change nothing")
+
+    def handle(self, *args, older_than=None, dry_run=False, **options):
+        seconds = settings.PANTHEON_TURN_STALE_SECONDS if older_than is None else older_than
+        if seconds < 0:
+            raise CommandError("--older-than cannot be negative")
+        stale = turns_stale(older_than_seconds=seconds).select_related("session")
+        for turn in stale.order_by("progress_at"):
+            self.stdout.write(
+                f"turn {turn.pk} (session {turn.session_id}, #{turn.turn_index}, "
+                f"last progress {turn.progress_at:%Y-%m-%d %H:%M:%S}Z)"
+            )
+        if dry_run:
+            self.stdout.write(f"Dry run: {stale.count()} stale turn(s) would be interrupted.")
+            return
+        result = turns_interrupt(turns=stale)
+        self.stdout.write(
+            f"Interrupted {len(result.turn_ids)} turn(s) with no progress for {seconds:g}s; "
+            f"marked {result.lost_calls} call(s) in flight lost."
+        )

@@ -1,0 +1,126 @@
+"""The ledger is append-only in PostgreSQL itself: proven with raw SQL, not through the ORM."""
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from orchestration.types import CallStatus, LlmResult
+from sessions_app.models import Session
+from usage.models import LlmCallEvent
+from usage.selectors import alias_pricing
+from usage.services import usage_call_open, usage_record_call
+
+pytestmark = pytest.mark.django_db
+
+TABLE = LlmCallEvent._meta.db_table
+
+
+def _result() -> LlmResult:
+    return LlmResult(
+        status=CallStatus.SUCCESS,
+        text="hi",
+        input_tokens_fresh=100,
+        input_tokens_cached=0,
+        output_tokens=10,
+        latency_ms=5,
+        attempts=1,
+        provider="fake",
+        provider_model="fake/model",
+    )
+
+
+@pytest.fixture
+def completed(owner, make_session, make_agent):
+    session = make_session(owner, agent=make_agent(owner))
+    pricing = alias_pricing(aliases=["deepseek"])["deepseek"]
+    return usage_record_call(
+        user=owner,
+        result=_result(),
+        pricing=pricing,
+        model_alias="deepseek",
+        purpose="agent",
+        session_id=session.pk,
+    )
+
+
+@pytest.fixture
+def pending(owner):
+    pricing = alias_pricing(aliases=["deepseek"])["deepseek"]
+    return usage_call_open(
+        user=owner,
+        model_alias="deepseek",
+        pricing=pricing,
+        purpose="agent",
+        estimated_input_tokens=250,
+    )
+
+
+def refused(sql: str, *params) -> str:
+    """Run `sql` in a savepoint; return the database's refusal message (fails if accepted)."""
+    with (
+        pytest.raises(DatabaseError) as caught,
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql, params)
+    return str(caught.value)
+
+
+def accepted(sql: str, *params) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def test_a_completed_row_cannot_be_updated(completed):
+    message = refused(f"UPDATE {TABLE} SET credits = 0 WHERE id = %s", completed.pk)
+    assert "append-only" in message
+    message = refused(f"UPDATE {TABLE} SET status = 'lost' WHERE id = %s", completed.pk)
+    assert "final" in message
+    completed.refresh_from_db()
+    assert completed.status == "success" and completed.credits > 0
+
+
+def test_rows_cannot_be_deleted_or_truncated(completed, pending):
+    assert "DELETE refused" in refused(f"DELETE FROM {TABLE} WHERE id = %s", completed.pk)
+    assert "DELETE refused" in refused(f"DELETE FROM {TABLE}")
+    # The test connection may truncate (teardown); switched off, TRUNCATE is refused too.
+    with transaction.atomic():
+        accepted("SET CONSTRAINTS ALL IMMEDIATE")  # settle the test's own deferred checks
+        accepted("SET LOCAL pantheon.ledger_maintenance = 'off'")
+        assert "TRUNCATE refused" in refused(f"TRUNCATE {TABLE}")
+    assert LlmCallEvent.objects.count() == 2
+
+
+def test_what_a_row_is_about_never_changes_even_while_pending(pending, completed, staff):
+    assert "never changes" in refused(
+        f"UPDATE {TABLE} SET user_id = %s WHERE id = %s", staff.pk, pending.pk
+    )
+    assert "never changes" in refused(
+        f"UPDATE {TABLE} SET model_alias = 'premium' WHERE id = %s", pending.pk
+    )
+    # A context reference may be cleared, never pointed elsewhere.
+    other_session = completed.session_id
+    assert "cleared" in refused(
+        f"UPDATE {TABLE} SET session_id = %s WHERE id = %s", other_session, pending.pk
+    )
+
+
+def test_a_pending_row_is_completed_once_or_marked_lost_once(pending, owner):
+    assert accepted(
+        f"UPDATE {TABLE} SET status = 'success', output_tokens = 7 WHERE id = %s", pending.pk
+    )
+    assert "final" in refused(f"UPDATE {TABLE} SET output_tokens = 8 WHERE id = %s", pending.pk)
+
+    pricing = alias_pricing(aliases=["deepseek"])["deepseek"]
+    in_doubt = usage_call_open(user=owner, model_alias="deepseek", pricing=pricing, purpose="agent")
+    assert accepted(f"UPDATE {TABLE} SET status = 'lost' WHERE id = %s", in_doubt.pk)
+    assert "final" in refused(f"UPDATE {TABLE} SET status = 'success' WHERE id = %s", in_doubt.pk)
+
+
+def test_purging_a_session_clears_its_references_and_keeps_the_rows(completed):
+    session_id = completed.session_id
+    Session.objects.filter(pk=session_id).delete()
+
+    completed.refresh_from_db()
+    assert completed.session_id is None
+    assert completed.status == "success"
