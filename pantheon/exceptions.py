@@ -75,6 +75,26 @@ class AgentUnavailable(UnprocessableRequest):
     default_message = "The agent of this direct session no longer exists."
 
 
+class IdempotencyKeyReused(UnprocessableRequest):
+    code = "idempotency_key_reused"
+    default_message = (
+        "This Idempotency-Key was used with a different request; use a new key for a new request."
+    )
+
+
+class IdempotencyKeyInUse(PantheonError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "idempotency_key_in_use"
+    default_message = (
+        "A request with this Idempotency-Key is still running; retry when it has finished."
+    )
+
+
+class InvalidIdempotencyKey(PantheonError):
+    code = "invalid_idempotency_key"
+    default_message = "An Idempotency-Key is 1 to 255 printable ASCII characters."
+
+
 class TurnConflict(PantheonError):
     """The one refusal whose body is a plain string: clients match on it to retry."""
 

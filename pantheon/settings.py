@@ -142,6 +142,8 @@ PANTHEON_LLM_TIMEOUT_SECONDS = env.float("PANTHEON_LLM_TIMEOUT_SECONDS", default
 PANTHEON_LLM_MAX_RETRIES = env.int("PANTHEON_LLM_MAX_RETRIES", default=2)
 PANTHEON_LLM_BACKOFF_SECONDS = env.float("PANTHEON_LLM_BACKOFF_SECONDS", default=0.5)
 PANTHEON_TURN_STALE_SECONDS = env.int("PANTHEON_TURN_STALE_SECONDS", default=600)
+# How long an Idempotency-Key's answer is kept for retries, at least (prune_idempotency_keys).
+PANTHEON_IDEMPOTENCY_KEY_HOURS = env.float("PANTHEON_IDEMPOTENCY_KEY_HOURS", default=24.0)
 PANTHEON_MAX_MESSAGE_CHARS = 20_000
 # How many recent raw messages a turn reads at most to build its context. A constant bound keeps
 # per-turn work independent of session length; the summary carries everything older.

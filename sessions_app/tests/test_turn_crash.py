@@ -73,7 +73,7 @@ def test_a_worker_killed_mid_call_leaves_the_call_on_the_ledger_and_recovery_fre
         client.start()
         # Grace's call has started: its pending row is committed, the provider is waiting.
         _wait_for(lambda: LlmCallEvent.objects.filter(agent_key="grace").exists())
-        assert stub.requests == 2
+        _wait_for(lambda: stub.requests == 2)
         for pid in server.worker_pids():
             os.kill(pid, signal.SIGKILL)
         client.join(30)

@@ -1,0 +1,105 @@
+"""Idempotent turns: `Idempotency-Key` on `POST sessions/{id}/turns` (Stripe's semantics, the
+IETF Idempotency-Key draft).
+
+- The same key with the same request (method, path, body) replays the stored status and body:
+  no new turn, no LLM call.
+- The same key with another request: 422 `idempotency_key_reused`.
+- The same key while the first request runs: 409 `idempotency_key_in_use`.
+- A request refused before it started (validation, a refusal, a 409) stores nothing: a retry
+  runs afresh. One that started and broke stores its 500, as any answer.
+- A key whose request never finished (its worker died) is taken over by a retry once it is
+  older than the stale limit of turns.
+
+Keys are per user (one user's key never touches another's turn) and kept at least
+`PANTHEON_IDEMPOTENCY_KEY_HOURS`; `manage.py prune_idempotency_keys` removes older ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from pantheon import exceptions
+from sessions_app.models import IdempotencyKey
+
+_VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The stored answer of the first request with this key."""
+
+    status: int
+    body: Any
+
+
+def request_fingerprint(*, method: str, path: str, body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
+
+
+def idempotency_begin(*, user, key: str, fingerprint: str) -> IdempotencyKey | Replay:
+    """Claim `key` for this request, or say what became of the first request with it."""
+    if not _VALID_KEY.fullmatch(key):
+        raise exceptions.InvalidIdempotencyKey()
+    try:
+        with transaction.atomic():
+            return IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint)
+    except IntegrityError:
+        pass
+    record = IdempotencyKey.objects.filter(user=user, key=key).first()
+    if record is None:
+        # Released by the first request (it was refused) between our insert and this read.
+        return idempotency_begin(user=user, key=key, fingerprint=fingerprint)
+    if record.fingerprint != fingerprint:
+        raise exceptions.IdempotencyKeyReused()
+    if record.state == IdempotencyKey.State.DONE:
+        assert record.response_status is not None
+        return Replay(status=record.response_status, body=record.response_body)
+    abandoned_before = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
+    if record.updated_at < abandoned_before and _take_over(record):
+        return record
+    raise exceptions.IdempotencyKeyInUse()
+
+
+def _take_over(record: IdempotencyKey) -> bool:
+    """A running key whose request never finished: the first retry to get here runs it again."""
+    now = timezone.now()
+    taken = IdempotencyKey.objects.filter(
+        pk=record.pk, state=IdempotencyKey.State.RUNNING, updated_at=record.updated_at
+    ).update(updated_at=now)
+    record.updated_at = now
+    return bool(taken)
+
+
+def idempotency_finish(*, record: IdempotencyKey, status: int, body: Any, turn_id=None) -> None:
+    """Store the answer that retries with this key will get."""
+    IdempotencyKey.objects.filter(pk=record.pk).update(
+        state=IdempotencyKey.State.DONE,
+        response_status=status,
+        response_body=body,
+        turn_id=turn_id,
+        updated_at=timezone.now(),
+    )
+
+
+def idempotency_release(*, record: IdempotencyKey) -> None:
+    """The request was refused before it started: forget the key, so a retry runs afresh."""
+    IdempotencyKey.objects.filter(pk=record.pk, state=IdempotencyKey.State.RUNNING).delete()
+
+
+def idempotency_keys_prune(*, older_than_hours: float, dry_run: bool = False) -> int:
+    cutoff = timezone.now() - timedelta(hours=older_than_hours)
+    old = IdempotencyKey.objects.filter(created_at__lt=cutoff)
+    if dry_run:
+        return old.count()
+    deleted, _ = old.delete()
+    return deleted

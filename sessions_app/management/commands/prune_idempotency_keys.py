@@ -1,0 +1,26 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from sessions_app.idempotency import idempotency_keys_prune
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete Idempotency-Keys older than --older-than hours (default "
+        "PANTHEON_IDEMPOTENCY_KEY_HOURS, 24): retries after that run as new requests."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--older-than", type=float, default=None, metavar="HOURS")
+        parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+
+    def handle(self, *args, older_than=None, dry_run=False, **options):
+        hours = settings.PANTHEON_IDEMPOTENCY_KEY_HOURS if older_than is None else older_than
+        if hours < settings.PANTHEON_IDEMPOTENCY_KEY_HOURS:
+            raise CommandError(
+                f"Keys are promised for {settings.PANTHEON_IDEMPOTENCY_KEY_HOURS:g} hours; "
+                f"--older-than {hours:g} would break that promise."
+            )
+        count = idempotency_keys_prune(older_than_hours=hours, dry_run=dry_run)
+        verb = "Would delete" if dry_run else "Deleted"
+        self.stdout.write(f"{verb} {count} idempotency key(s) older than {hours:g} hours.")

@@ -1,0 +1,212 @@
+"""`Idempotency-Key` on `POST sessions/{id}/turns`: replay, reuse, in flight, scoping, pruning."""
+
+import threading
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from sessions_app.idempotency import request_fingerprint
+from sessions_app.models import IdempotencyKey, Turn
+from usage.models import LlmCallEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def session(owner, make_agent, make_session):
+    return make_session(owner, agent=make_agent(owner, "ada"))
+
+
+def post(client, session, message="hello", key="key-1", **extra):
+    headers = {} if key is None else {"HTTP_IDEMPOTENCY_KEY": key}
+    return client.post(
+        f"/api/v1/sessions/{session.id}/turns",
+        {"message": message, **extra},
+        format="json",
+        **headers,
+    )
+
+
+def test_the_same_key_and_body_replay_the_first_answer_without_a_new_call(
+    owner_client, session, fake_gateway
+):
+    first = post(owner_client, session)
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first.headers
+
+    for _ in range(5):
+        again = post(owner_client, session)
+        assert again.status_code == 201
+        assert again.json() == first.json()
+        assert again.headers["Idempotent-Replayed"] == "true"
+
+    assert len(fake_gateway.calls) == 1
+    assert Turn.objects.count() == 1
+    assert LlmCallEvent.objects.count() == 1
+    record = IdempotencyKey.objects.get()
+    assert (record.state, record.response_status, str(record.turn_id)) == (
+        "done",
+        201,
+        first.json()["id"],
+    )
+
+
+def test_the_same_key_with_another_body_is_refused(owner_client, session, fake_gateway):
+    assert post(owner_client, session, "hello").status_code == 201
+
+    response = post(owner_client, session, "something else")
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "idempotency_key_reused"
+    assert len(fake_gateway.calls) == 1
+    assert Turn.objects.count() == 1
+
+
+def test_the_same_key_while_the_first_request_runs_is_a_409(owner_client, session, fake_gateway):
+    during = {}
+
+    def retry_meanwhile(call):
+        fake_gateway.during_call = None
+        during["response"] = post(owner_client, session)
+
+    fake_gateway.during_call = retry_meanwhile
+    first = post(owner_client, session)
+
+    assert first.status_code == 201
+    assert during["response"].status_code == 409
+    assert during["response"].json()["detail"]["code"] == "idempotency_key_in_use"
+    # Once finished, the retry gets the answer.
+    assert post(owner_client, session).json() == first.json()
+    assert len(fake_gateway.calls) == 1
+
+
+def test_keys_belong_to_their_user(
+    owner_client, outsider, outsider_client, session, make_agent, make_session, fake_gateway
+):
+    first = post(owner_client, session, key="shared")
+    assert first.status_code == 201
+    # The outsider's own session and the same key: its own turn, not the owner's answer.
+    theirs = make_session(outsider, agent=make_agent(outsider, "bob"))
+    response = post(outsider_client, theirs, key="shared")
+    assert response.status_code == 201
+    assert response.json()["id"] != first.json()["id"]
+    assert "Idempotent-Replayed" not in response.headers
+    # The owner's session stays the owner's, key or not.
+    assert post(outsider_client, session, key="shared").status_code == 404
+    assert IdempotencyKey.objects.filter(key="shared").count() == 2
+
+
+def test_a_refused_request_stores_nothing_so_a_retry_runs(
+    owner, owner_client, make_agent, make_room, make_session, fake_gateway
+):
+    room = make_room(owner, [make_agent(owner, "ada")])
+    session = make_session(owner, room=room)
+
+    refused = post(owner_client, session, "no tag here")
+    assert refused.status_code == 422
+    invalid = post(owner_client, session, "")
+    assert invalid.status_code == 400
+    assert not IdempotencyKey.objects.exists()
+
+    retried = post(owner_client, session, "@ada now tagged")
+    assert retried.status_code == 201
+
+
+def test_an_unusable_key_is_a_400(owner_client, session, fake_gateway):
+    for key in ["x" * 256, "has space", "tab\tkey"]:
+        response = post(owner_client, session, key=key)
+        assert response.status_code == 400
+        assert response.json()["detail"]["code"] == "invalid_idempotency_key"
+    assert fake_gateway.calls == []
+
+
+def test_a_request_that_broke_replays_its_500(owner_client, session, fake_gateway):
+    def crash(call):
+        raise RuntimeError("a bug")
+
+    fake_gateway.during_call = crash
+    owner_client.raise_request_exception = False
+
+    assert post(owner_client, session).status_code == 500
+    fake_gateway.during_call = None
+    again = post(owner_client, session)
+
+    assert again.status_code == 500
+    assert again.json()["detail"]["code"] == "server_error"
+    assert len(fake_gateway.calls) == 1
+
+
+def test_an_abandoned_key_is_taken_over_after_the_stale_limit(
+    owner, owner_client, session, fake_gateway, settings
+):
+    body = {"message": "hello"}
+    IdempotencyKey.objects.create(
+        user=owner,
+        key="key-1",
+        fingerprint=request_fingerprint(
+            method="POST", path=f"/api/v1/sessions/{session.id}/turns", body=body
+        ),
+        updated_at=timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5),
+    )
+
+    response = post(owner_client, session)
+
+    assert response.status_code == 201
+    assert IdempotencyKey.objects.get().state == "done"
+
+
+def test_prune_removes_only_keys_past_their_lifetime(owner, capsys):
+    old = IdempotencyKey.objects.create(
+        user=owner, key="old", fingerprint="f", created_at=timezone.now() - timedelta(hours=25)
+    )
+    fresh = IdempotencyKey.objects.create(
+        user=owner, key="fresh", fingerprint="f", created_at=timezone.now() - timedelta(hours=23)
+    )
+
+    call_command("prune_idempotency_keys", "--dry-run")
+    assert "Would delete 1" in capsys.readouterr().out
+    assert IdempotencyKey.objects.count() == 2
+
+    call_command("prune_idempotency_keys")
+    assert "Deleted 1" in capsys.readouterr().out
+    assert list(IdempotencyKey.objects.values_list("pk", flat=True)) == [fresh.pk]
+    assert not IdempotencyKey.objects.filter(pk=old.pk).exists()
+    with pytest.raises(CommandError, match="24 hours"):
+        call_command("prune_idempotency_keys", "--older-than", "1")
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_concurrent_retries_with_one_key_run_one_turn(live_server, owner, session, fake_gateway):
+    fake_gateway.delay = 0.5
+    token = Token.objects.create(user=owner).key
+    barrier = threading.Barrier(6)
+    answers = []
+
+    def client():
+        barrier.wait()
+        answers.append(
+            httpx.post(
+                f"{live_server.url}/api/v1/sessions/{session.id}/turns",
+                json={"message": "hello"},
+                headers={"Authorization": f"Token {token}", "Idempotency-Key": "same"},
+                timeout=30,
+            )
+        )
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    statuses = sorted(response.status_code for response in answers)
+    assert statuses.count(201) >= 1
+    assert set(statuses) <= {201, 409}
+    assert len(fake_gateway.calls) == 1
+    assert Turn.objects.count() == 1
+    created = {r.json()["id"] for r in answers if r.status_code == 201}
+    assert len(created) == 1  # replays carry the same turn
