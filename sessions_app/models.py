@@ -8,6 +8,13 @@ from rooms.models import Agent, Room, RoomMode
 from usage.models import UsageTotals
 
 
+class SessionQuerySet(models.QuerySet):
+    def alive(self) -> "SessionQuerySet":
+        """Sessions not soft-deleted, in rooms not soft-deleted (or direct): a session goes with
+        its room."""
+        return self.filter(deleted_at__isnull=True).exclude(room__deleted_at__isnull=False)
+
+
 class Session(models.Model):
     """A conversation, either in a room or directly with one agent."""
 
@@ -24,6 +31,8 @@ class Session(models.Model):
     title = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SessionQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -172,8 +172,13 @@ def test_post_agent_sessions_of_an_unknown_agent_is_404(owner_client):
     assert owner_client.post(direct_sessions_url(uuid.uuid4())).status_code == 404
 
 
-def test_get_agent_sessions_is_not_allowed(owner_client, ada):
-    assert owner_client.get(direct_sessions_url(ada)).status_code == 405
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+def test_agent_sessions_answers_only_get_and_post(owner, owner_client, ada, make_session, method):
+    # GET lists the direct sessions (test_api_session_lists.py); nothing else is allowed.
+    session = make_session(owner, agent=ada)
+
+    assert getattr(owner_client, method)(direct_sessions_url(ada)).status_code == 405
+    assert list(Session.objects.values_list("id", "deleted_at")) == [(session.id, None)]
 
 
 def test_a_direct_session_outlives_its_agent(owner, owner_client, ada, make_session):
