@@ -2,6 +2,7 @@
 
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -10,6 +11,7 @@ from rest_framework.test import APIClient
 from orchestration.types import LlmCall, LlmResult
 from rooms.models import Agent, Room, RoomAgent, RoomMode
 from sessions_app.models import Session
+from usage.selectors import month_start
 
 
 @pytest.fixture
@@ -48,6 +50,12 @@ def owner_client(owner) -> APIClient:
 @pytest.fixture
 def outsider_client(outsider) -> APIClient:
     return _client_for(outsider)
+
+
+@pytest.fixture
+def this_month():
+    """A moment safely inside the current UTC month, not in the future."""
+    return month_start() + timedelta(seconds=1)
 
 
 @pytest.fixture
