@@ -340,32 +340,3 @@ def test_messages_of_an_empty_session(owner, owner_client, room, make_session):
 
     assert response.status_code == 200
     assert response.json() == {"next": None, "previous": None, "results": []}
-
-
-# --- query counts ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("how_many", [3, 120])
-def test_messages_query_count_does_not_grow_with_the_timeline(
-    owner, owner_client, room, make_session, django_assert_max_num_queries, how_many
-):
-    session = make_session(owner, room=room)
-    add_messages(session, range(1, how_many + 1))
-
-    with django_assert_max_num_queries(2):
-        response = owner_client.get(f"{messages_url(session)}?page_size=200")
-
-    assert len(response.json()["results"]) == how_many
-
-
-@pytest.mark.parametrize("how_many", [3, 30])
-def test_room_sessions_query_count_does_not_grow_with_sessions(
-    owner, owner_client, room, make_session, django_assert_max_num_queries, how_many
-):
-    for _ in range(how_many):
-        make_session(owner, room=room)
-
-    with django_assert_max_num_queries(4):
-        response = owner_client.get(room_sessions_url(room))
-
-    assert response.json()["count"] == how_many
