@@ -78,34 +78,24 @@ def walk(client, url: str) -> list[list[str]]:
 
 
 @pytest.fixture
-def ada(owner, make_agent):
-    return make_agent(owner, "ada", name="Ada")
-
-
-@pytest.fixture
 def grace(owner, make_agent):
-    return make_agent(owner, "grace", name="Grace")
-
-
-@pytest.fixture
-def lab(owner, ada, make_room):
-    return make_room(owner, agents=[ada], name="Lab")
+    return make_agent(owner, "grace")
 
 
 # --- GET sessions ---------------------------------------------------------------------------
 
 
 def test_sessions_lists_the_callers_live_sessions_newest_activity_first(
-    owner, outsider, owner_client, ada, lab, make_room, make_session
+    owner, outsider, owner_client, ada, room, make_room, make_session
 ):
-    quiet = created(make_session(owner, room=lab, title="quiet"), 0)
+    quiet = created(make_session(owner, room=room, title="quiet"), 0)
     busy = created(make_session(owner, agent=ada, title="busy"), 1)
     add_turns(busy, 10, 30)
-    fresh = created(make_session(owner, room=lab, title="fresh"), 20)
-    revived = created(make_session(owner, room=lab, title="revived"), 2)
+    fresh = created(make_session(owner, room=room, title="fresh"), 20)
+    revived = created(make_session(owner, room=room, title="revived"), 2)
     add_turns(revived, 25)
     # Never listed: deleted, in a deleted room, another user's.
-    created(make_session(owner, room=lab, deleted_at=timezone.now()), 40)
+    created(make_session(owner, room=room, deleted_at=timezone.now()), 40)
     gone_room = make_room(owner, name="Gone", deleted_at=timezone.now())
     created(make_session(owner, room=gone_room), 41)
     created(make_session(outsider, room=make_room(outsider, name="Theirs")), 42)
@@ -128,8 +118,8 @@ def test_sessions_lists_the_callers_live_sessions_newest_activity_first(
     }
 
 
-def test_a_session_item_names_its_room_or_its_agent(owner, owner_client, ada, lab, make_session):
-    in_room = created(make_session(owner, room=lab, title="Kickoff"), 1)
+def test_a_session_item_names_its_room_or_its_agent(owner, owner_client, ada, room, make_session):
+    in_room = created(make_session(owner, room=room, title="Kickoff"), 1)
     direct = created(make_session(owner, agent=ada, title="1:1"), 0)
     add_turns(in_room, 5)
 
@@ -141,9 +131,9 @@ def test_a_session_item_names_its_room_or_its_agent(owner, owner_client, ada, la
         "id": str(in_room.id),
         "kind": "room",
         "title": "Kickoff",
-        "room_id": str(lab.id),
+        "room_id": str(room.id),
         "agent_id": None,
-        "room": {"id": str(lab.id), "name": "Lab"},
+        "room": {"id": str(room.id), "name": "Lab"},
         "agent": None,
         "turn_count": 1,
         "last_activity_at": room_item["last_activity_at"],
@@ -181,10 +171,10 @@ def test_a_direct_session_whose_agent_was_deleted_stays_listed(
     )
 
 
-def test_sessions_walk_by_cursor_with_ties_broken_by_id(owner, owner_client, lab, make_session):
+def test_sessions_walk_by_cursor_with_ties_broken_by_id(owner, owner_client, room, make_session):
     # Seven sessions with the very same activity, two with later turns.
-    tied = [created(make_session(owner, room=lab), 0) for _ in range(7)]
-    later = [created(make_session(owner, room=lab), 0) for _ in range(2)]
+    tied = [created(make_session(owner, room=room), 0) for _ in range(7)]
+    later = [created(make_session(owner, room=room), 0) for _ in range(2)]
     add_turns(later[0], 9)
     add_turns(later[1], 8)
 
@@ -196,8 +186,8 @@ def test_sessions_walk_by_cursor_with_ties_broken_by_id(owner, owner_client, lab
     assert [session_id for page in pages for session_id in page] == expected
 
 
-def test_sessions_page_back_with_the_previous_cursor(owner, owner_client, lab, make_session):
-    sessions = [created(make_session(owner, room=lab), minute) for minute in range(5)]
+def test_sessions_page_back_with_the_previous_cursor(owner, owner_client, room, make_session):
+    sessions = [created(make_session(owner, room=room), minute) for minute in range(5)]
 
     second = owner_client.get(owner_client.get(f"{SESSIONS_URL}?page_size=2").json()["next"])
     first_again = owner_client.get(second.json()["previous"])
@@ -206,41 +196,41 @@ def test_sessions_page_back_with_the_previous_cursor(owner, owner_client, lab, m
     assert ids(first_again) == [str(sessions[4].id), str(sessions[3].id)]
 
 
-def test_sessions_filter_by_room(owner, owner_client, ada, lab, make_room, make_session):
-    mine = [created(make_session(owner, room=lab), minute) for minute in (0, 1)]
+def test_sessions_filter_by_room(owner, owner_client, ada, room, make_room, make_session):
+    mine = [created(make_session(owner, room=room), minute) for minute in (0, 1)]
     make_session(owner, room=make_room(owner, name="Other"))
     make_session(owner, agent=ada)
 
-    response = owner_client.get(SESSIONS_URL, {"room": str(lab.id)})
+    response = owner_client.get(SESSIONS_URL, {"room": str(room.id)})
 
     assert ids(response) == [str(mine[1].id), str(mine[0].id)]
 
 
 def test_sessions_filter_by_agent_lists_its_direct_sessions(
-    owner, owner_client, ada, grace, lab, make_session
+    owner, owner_client, ada, grace, room, make_session
 ):
     with_ada = created(make_session(owner, agent=ada), 0)
     make_session(owner, agent=grace)
-    make_session(owner, room=lab)  # ada sits in this room: not a direct session with her
+    make_session(owner, room=room)  # ada sits in this room: not a direct session with her
 
     response = owner_client.get(SESSIONS_URL, {"agent": str(ada.id)})
 
     assert ids(response) == [str(with_ada.id)]
 
 
-def test_sessions_filters_combine(owner, owner_client, ada, lab, make_session):
-    make_session(owner, room=lab)
+def test_sessions_filters_combine(owner, owner_client, ada, room, make_session):
+    make_session(owner, room=room)
     make_session(owner, agent=ada)
 
-    response = owner_client.get(SESSIONS_URL, {"room": str(lab.id), "agent": str(ada.id)})
+    response = owner_client.get(SESSIONS_URL, {"room": str(room.id), "agent": str(ada.id)})
 
     assert ids(response) == []
 
 
 def test_sessions_filter_by_another_users_room_finds_nothing(
-    owner, outsider, owner_client, lab, make_room, make_session
+    owner, outsider, owner_client, room, make_room, make_session
 ):
-    make_session(owner, room=lab)
+    make_session(owner, room=room)
     theirs = make_room(outsider, name="Theirs")
     make_session(outsider, room=theirs)
 
@@ -248,8 +238,8 @@ def test_sessions_filter_by_another_users_room_finds_nothing(
 
 
 @pytest.mark.parametrize("param", ["room", "agent"])
-def test_sessions_filter_by_a_malformed_id_is_400(owner, owner_client, lab, make_session, param):
-    make_session(owner, room=lab)
+def test_sessions_filter_by_a_malformed_id_is_400(owner, owner_client, room, make_session, param):
+    make_session(owner, room=room)
 
     response = owner_client.get(SESSIONS_URL, {param: "not-a-uuid"})
 
@@ -257,8 +247,8 @@ def test_sessions_filter_by_a_malformed_id_is_400(owner, owner_client, lab, make
     assert response.json() == {param: ["Must be a valid UUID."]}
 
 
-def test_sessions_empty_filters_mean_no_filter(owner, owner_client, ada, lab, make_session):
-    make_session(owner, room=lab)
+def test_sessions_empty_filters_mean_no_filter(owner, owner_client, ada, room, make_session):
+    make_session(owner, room=room)
     make_session(owner, agent=ada)
 
     assert len(ids(owner_client.get(f"{SESSIONS_URL}?room=&agent="))) == 2
@@ -276,25 +266,25 @@ def test_anonymous_is_401(anon_client, url):
     assert anon_client.get(url).status_code == 401
 
 
-def test_get_session_has_the_list_item_shape(owner, owner_client, lab, make_session):
-    session = created(make_session(owner, room=lab, title="Kickoff"), 0)
+def test_get_session_has_the_list_item_shape(owner, owner_client, room, make_session):
+    session = created(make_session(owner, room=room, title="Kickoff"), 0)
     add_turns(session, 3, 4, 7)
 
     body = owner_client.get(f"/api/v1/sessions/{session.id}").json()
 
     assert set(body) == ITEM_KEYS
     assert (body["room"], body["turn_count"], parse(body["last_activity_at"])) == (
-        {"id": str(lab.id), "name": "Lab"},
+        {"id": str(room.id), "name": "Lab"},
         3,
         at(7),
     )
 
 
-def test_room_sessions_items_have_the_same_shape(owner, owner_client, lab, make_session):
-    session = make_session(owner, room=lab)
+def test_room_sessions_items_have_the_same_shape(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room)
     add_turns(session, 1)
 
-    (item,) = owner_client.get(f"/api/v1/rooms/{lab.id}/sessions").json()["results"]
+    (item,) = owner_client.get(f"/api/v1/rooms/{room.id}/sessions").json()["results"]
 
     assert set(item) == ITEM_KEYS
     assert (item["id"], item["room"]["name"], item["turn_count"]) == (str(session.id), "Lab", 1)
@@ -304,14 +294,14 @@ def test_room_sessions_items_have_the_same_shape(owner, owner_client, lab, make_
 
 
 def test_agent_sessions_lists_the_direct_sessions_with_that_agent(
-    owner, owner_client, ada, grace, lab, make_session
+    owner, owner_client, ada, grace, room, make_session
 ):
     older = created(make_session(owner, agent=ada, title="older"), 0)
     newer = created(make_session(owner, agent=ada, title="newer"), 1)
     add_turns(older, 5)
     make_session(owner, agent=ada, deleted_at=timezone.now())
     make_session(owner, agent=grace)
-    make_session(owner, room=lab)
+    make_session(owner, room=room)
 
     response = owner_client.get(agent_sessions_url(ada))
 

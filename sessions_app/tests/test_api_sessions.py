@@ -52,16 +52,6 @@ def walk_timeline(client, first_url: str) -> list[list[int]]:
     return pages
 
 
-@pytest.fixture
-def ada(owner, make_agent):
-    return make_agent(owner, "ada")
-
-
-@pytest.fixture
-def room(owner, ada, make_room):
-    return make_room(owner, agents=[ada], name="Lab")
-
-
 # --- room sessions --------------------------------------------------------------------------
 
 

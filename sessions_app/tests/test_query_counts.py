@@ -12,8 +12,8 @@ from sessions_app.models import Message, MessageRole, SessionSummary, Turn, Turn
 pytestmark = pytest.mark.django_db
 
 
-def add_turn(session, turn_index: int, *, answers: int = 1) -> Turn:
-    """A finished turn with the user's message and `answers` assistant messages."""
+def add_turn(session, turn_index: int, *, messages: int = 2) -> Turn:
+    """A finished turn with `messages` messages: the user's, then the answers."""
     turn = Turn.objects.create(
         session=session,
         turn_index=turn_index,
@@ -21,7 +21,7 @@ def add_turn(session, turn_index: int, *, answers: int = 1) -> Turn:
         status=TurnStatus.COMPLETED,
         user_input=f"question {turn_index}",
     )
-    add_messages(turn, range(answers + 1))
+    add_messages(turn, range(messages))
     return turn
 
 
@@ -42,31 +42,37 @@ def add_messages(turn: Turn, new) -> None:
 
 
 @pytest.fixture
-def ada(owner, make_agent):
-    return make_agent(owner, "ada")
+def session(owner, room, make_session):
+    return make_session(owner, room=room)
 
 
 @pytest.fixture
-def lab(owner, ada, make_room):
-    return make_room(owner, agents=[ada], name="Lab")
+def sessions_with_a_turn(owner, make_session):
+    """`grow` for a guard: opens sessions (`room=` or `agent=`), each with one turn."""
 
+    def grow_where(**where):
+        def grow(new):
+            for _ in new:
+                add_turn(make_session(owner, **where), 1)
 
-@pytest.fixture
-def session(owner, lab, make_session):
-    return make_session(owner, room=lab)
+        return grow
+
+    return grow_where
 
 
 # --- sessions -------------------------------------------------------------------------------
 
 
-def test_sessions_list(owner, owner_client, lab, make_agent, make_session, assert_constant_queries):
+def test_sessions_list(
+    owner, owner_client, room, make_agent, make_session, assert_constant_queries
+):
     def grow(new):
         for index in new:
             # Room sessions and direct ones, each direct one with an agent of its own.
             if index % 2:
                 session = make_session(owner, agent=make_agent(owner, f"agent_{index}"))
             else:
-                session = make_session(owner, room=lab)
+                session = make_session(owner, room=room)
             add_turn(session, 1)
             add_turn(session, 2)
 
@@ -82,20 +88,18 @@ def test_sessions_list(owner, owner_client, lab, make_agent, make_session, asser
 
 
 def test_sessions_list_filtered_by_room(
-    owner, owner_client, lab, make_session, assert_constant_queries
+    owner_client, room, sessions_with_a_turn, assert_constant_queries
 ):
-    def grow(new):
-        for _ in new:
-            add_turn(make_session(owner, room=lab), 1)
-
     responses = assert_constant_queries(
-        lambda: owner_client.get("/api/v1/sessions", {"room": str(lab.id)}), grow=grow, expected=1
+        lambda: owner_client.get("/api/v1/sessions", {"room": str(room.id)}),
+        grow=sessions_with_a_turn(room=room),
+        expected=1,
     )
 
     assert [len(response.json()["results"]) for response in responses] == [3, 30]
 
 
-def test_session_detail(owner, owner_client, session, assert_constant_queries):
+def test_session_detail(owner_client, session, assert_constant_queries):
     # The session with its room, agent, turn count and last activity, however many turns.
     responses = assert_constant_queries(
         lambda: owner_client.get(f"/api/v1/sessions/{session.id}"),
@@ -107,28 +111,24 @@ def test_session_detail(owner, owner_client, session, assert_constant_queries):
     assert responses[-1].json()["room"]["name"] == "Lab"
 
 
-def test_agent_sessions(owner, owner_client, ada, make_session, assert_constant_queries):
-    def grow(new):
-        for _ in new:
-            add_turn(make_session(owner, agent=ada), 1)
-
+def test_agent_sessions(owner_client, ada, sessions_with_a_turn, assert_constant_queries):
     # The agent, then its direct sessions.
     responses = assert_constant_queries(
-        lambda: owner_client.get(f"/api/v1/agents/{ada.id}/sessions"), grow=grow, expected=2
+        lambda: owner_client.get(f"/api/v1/agents/{ada.id}/sessions"),
+        grow=sessions_with_a_turn(agent=ada),
+        expected=2,
     )
 
     assert [len(response.json()["results"]) for response in responses] == [3, 30]
     assert {item["agent"]["agent_key"] for item in responses[-1].json()["results"]} == {"ada"}
 
 
-def test_room_sessions(owner, owner_client, lab, make_session, assert_constant_queries):
-    def grow(new):
-        for _ in new:
-            add_turn(make_session(owner, room=lab), 1)
-
+def test_room_sessions(owner_client, room, sessions_with_a_turn, assert_constant_queries):
     # The room, the count, the page.
     responses = assert_constant_queries(
-        lambda: owner_client.get(f"/api/v1/rooms/{lab.id}/sessions"), grow=grow, expected=3
+        lambda: owner_client.get(f"/api/v1/rooms/{room.id}/sessions"),
+        grow=sessions_with_a_turn(room=room),
+        expected=3,
     )
 
     assert [response.json()["count"] for response in responses] == [3, 30]
@@ -138,9 +138,8 @@ def test_room_sessions(owner, owner_client, lab, make_session, assert_constant_q
 # --- timeline, turns, summary ---------------------------------------------------------------
 
 
-def test_messages(owner, owner_client, session, assert_constant_queries):
-    turn = add_turn(session, 1, answers=0)
-    Message.objects.filter(turn=turn).delete()
+def test_messages(owner_client, session, assert_constant_queries):
+    turn = add_turn(session, 1, messages=0)
 
     # The session, then the page (a cursor: no count).
     responses = assert_constant_queries(
@@ -153,11 +152,11 @@ def test_messages(owner, owner_client, session, assert_constant_queries):
     assert [len(response.json()["results"]) for response in responses] == [3, 120]
 
 
-def test_session_turns(owner, owner_client, session, assert_constant_queries):
+def test_session_turns(owner_client, session, assert_constant_queries):
     # The session, the count, the page of turns, their messages.
     responses = assert_constant_queries(
         lambda: owner_client.get(f"/api/v1/sessions/{session.id}/turns"),
-        grow=lambda new: [add_turn(session, index + 1, answers=2) for index in new],
+        grow=lambda new: [add_turn(session, index + 1, messages=3) for index in new],
         expected=4,
     )
 
@@ -167,9 +166,8 @@ def test_session_turns(owner, owner_client, session, assert_constant_queries):
     assert turns[-1]["messages"][0]["sequence"] == 88
 
 
-def test_turn_detail(owner, owner_client, session, assert_constant_queries):
-    turn = add_turn(session, 1, answers=0)
-    Message.objects.filter(turn=turn).delete()
+def test_turn_detail(owner_client, session, assert_constant_queries):
+    turn = add_turn(session, 1, messages=0)
 
     # The turn, then its messages.
     responses = assert_constant_queries(
@@ -181,7 +179,7 @@ def test_turn_detail(owner, owner_client, session, assert_constant_queries):
     assert [len(response.json()["messages"]) for response in responses] == [3, 30]
 
 
-def test_summary(owner, owner_client, session, assert_constant_queries):
+def test_summary(owner_client, session, assert_constant_queries):
     def grow(new):
         SessionSummary.objects.bulk_create(
             SessionSummary(
