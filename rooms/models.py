@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import uuid
 
 from django.conf import settings
@@ -49,7 +51,7 @@ class Agent(models.Model):
 
 
 class RoomQuerySet(models.QuerySet):
-    def alive(self) -> "RoomQuerySet":
+    def alive(self) -> RoomQuerySet:
         """Rooms not soft-deleted: a deleted room keeps its rows for the ledger but is gone
         from the API."""
         return self.filter(deleted_at__isnull=True)

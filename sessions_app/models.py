@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import uuid
 
 from django.conf import settings
@@ -9,7 +11,7 @@ from usage.models import UsageTotals
 
 
 class SessionQuerySet(models.QuerySet):
-    def alive(self) -> "SessionQuerySet":
+    def alive(self) -> SessionQuerySet:
         """Sessions not soft-deleted, in rooms not soft-deleted (or direct): a session goes with
         its room."""
         return self.filter(deleted_at__isnull=True).exclude(room__deleted_at__isnull=False)
