@@ -2,14 +2,18 @@
 
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from orchestration.types import LlmCall, LlmResult
 from rooms.models import Agent, Room, RoomAgent, RoomMode
 from sessions_app.models import Session
+from usage.selectors import month_start
 
 
 @pytest.fixture
@@ -48,6 +52,37 @@ def owner_client(owner) -> APIClient:
 @pytest.fixture
 def outsider_client(outsider) -> APIClient:
     return _client_for(outsider)
+
+
+@pytest.fixture
+def assert_constant_queries():
+    """A query-count guard: grow the data to each size (3 rows, then 30), fetch the endpoint, and
+    check that it answers 200 with exactly `expected` SQL statements at every size, so the count
+    neither grows with the data nor drifts unnoticed. `grow(new)` adds the rows numbered `new`
+    (a range); the responses come back, one per size, for the test to check what they hold.
+    """
+
+    def check(fetch, *, grow, expected: int, sizes=(3, 30)) -> list:
+        responses, counts, statements, grown = [], [], [], 0
+        for size in sizes:
+            grow(range(grown, size))
+            grown = size
+            with CaptureQueriesContext(connection) as queries:
+                response = fetch()
+            assert response.status_code == 200, response.content[:500]
+            responses.append(response)
+            counts.append(len(queries))
+            statements = [query["sql"][:200] for query in queries]
+        assert counts == [expected] * len(sizes), "\n".join(statements)
+        return responses
+
+    return check
+
+
+@pytest.fixture
+def this_month():
+    """A moment safely inside the current UTC month, not in the future."""
+    return month_start() + timedelta(seconds=1)
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ ValidationError answers 400 with DRF's field-error body; anything DRF raises (va
 authentication, 404) keeps DRF's usual body.
 """
 
+from collections.abc import Sequence
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
@@ -46,8 +48,22 @@ class UnprocessableRequest(PantheonError):
 
 
 class NoValidTaggedAgents(UnprocessableRequest):
+    """Says which keys would have worked, in words and as a list a client can offer."""
+
     code = "no_valid_tagged_agents"
     default_message = "Manual mode needs at least one @agent_key of an agent seated in the room."
+
+    def __init__(self, message: str | None = None, *, valid_agent_keys: Sequence[str] = ()):
+        self.valid_agent_keys = list(valid_agent_keys)
+        if message is None and self.valid_agent_keys:
+            tags = ", ".join(f"@{key}" for key in self.valid_agent_keys)
+            message = f"{self.default_message} Valid: {tags}."
+        super().__init__(message)
+
+    def as_body(self) -> dict:
+        body = super().as_body()
+        body["detail"]["valid_agent_keys"] = self.valid_agent_keys
+        return body
 
 
 class NoRoomAgents(UnprocessableRequest):

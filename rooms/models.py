@@ -50,6 +50,13 @@ class Agent(models.Model):
         return f"{self.name} (@{self.agent_key})"
 
 
+class RoomQuerySet(models.QuerySet):
+    def alive(self) -> RoomQuerySet:
+        """Rooms not soft-deleted: a deleted room keeps its rows for the ledger but is gone
+        from the API."""
+        return self.filter(deleted_at__isnull=True)
+
+
 class Room(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -68,16 +75,14 @@ class Room(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
+    objects = RoomQuerySet.as_manager()
+
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["owner", "created_at"], name="room_owner_created")]
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def is_deleted(self) -> bool:
-        return self.deleted_at is not None
 
     @property
     def effective_mode(self) -> str:

@@ -1,6 +1,13 @@
 from django.contrib import admin
 
-from sessions_app.models import Message, Session, SessionSummary, Turn, TurnContextAudit
+from sessions_app.models import (
+    IdempotencyKey,
+    Message,
+    Session,
+    SessionSummary,
+    Turn,
+    TurnContextAudit,
+)
 from usage.models import USAGE_TOTAL_FIELDS
 
 
@@ -89,3 +96,19 @@ class TurnContextAuditAdmin(admin.ModelAdmin):
     ]
     list_filter = ["summary_triggered", "pruned"]
     raw_id_fields = ["turn"]
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(admin.ModelAdmin):
+    """Clients' Idempotency-Keys and the answers retries get: looked at, never edited."""
+
+    list_display = ["key", "user", "state", "response_status", "turn", "created_at"]
+    list_filter = ["state", "response_status"]
+    search_fields = ["key", "user__username", "turn__id"]
+    list_select_related = ["user", "turn"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,17 +1,19 @@
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import generics, mixins, status, viewsets
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pantheon.exceptions import PantheonError
-from pantheon.pagination import TimelinePagination
-from rooms.selectors import agents_for_user, rooms_for_user
+from pantheon.pagination import ActivityPagination, TimelinePagination
+from rooms.selectors import agent_for_user, room_for_user
 from sessions_app import idempotency, selectors, services
 from sessions_app.serializers import (
     MessageSerializer,
+    SessionActivitySerializer,
     SessionCreateSerializer,
+    SessionFilterSerializer,
     SessionSerializer,
     SummarySerializer,
     TurnCreateSerializer,
@@ -25,51 +27,80 @@ SERVER_ERROR_BODY = {
 }
 
 
-class RoomSessionsView(generics.ListCreateAPIView):
-    """`GET, POST rooms/{room_id}/sessions`"""
+def _session_created(session) -> Response:
+    return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
 
-    serializer_class = SessionSerializer
+
+class RoomSessionsView(generics.ListCreateAPIView):
+    """`GET, POST rooms/{room_id}/sessions`: the room's sessions, oldest first; open one."""
+
+    serializer_class = SessionActivitySerializer
 
     def get_room(self):
-        return get_object_or_404(rooms_for_user(user=self.request.user), pk=self.kwargs["room_id"])
+        return room_for_user(user=self.request.user, room_id=self.kwargs["room_id"])
 
     def get_queryset(self):
-        return selectors.sessions_for_user(user=self.request.user).filter(room=self.get_room())
+        return selectors.sessions_with_activity(
+            user=self.request.user, room_id=self.get_room().pk
+        ).order_by("created_at", "id")
 
     @extend_schema(request=SessionCreateSerializer, responses={201: SessionSerializer})
     def post(self, request: Request, room_id) -> Response:
         room = self.get_room()
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        session = services.session_create_in_room(
-            room=room, user=request.user, **body.validated_data
+        return _session_created(
+            services.session_create_in_room(room=room, user=request.user, **body.validated_data)
         )
-        return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
 
 
-class DirectSessionsView(generics.GenericAPIView):
-    """`POST agents/{agent_id}/sessions`: a direct chat with one agent."""
+class AgentSessionsView(generics.ListCreateAPIView):
+    """`GET, POST agents/{agent_id}/sessions`: the direct sessions with one agent, newest
+    activity first; open one."""
 
-    serializer_class = SessionSerializer
+    serializer_class = SessionActivitySerializer
+    pagination_class = ActivityPagination
+
+    def get_agent(self):
+        return agent_for_user(user=self.request.user, agent_id=self.kwargs["agent_id"])
+
+    def get_queryset(self):
+        return selectors.sessions_with_activity(
+            user=self.request.user, agent_id=self.get_agent().pk
+        )
 
     @extend_schema(request=SessionCreateSerializer, responses={201: SessionSerializer})
     def post(self, request: Request, agent_id) -> Response:
-        agent = get_object_or_404(agents_for_user(user=request.user), pk=agent_id)
+        agent = self.get_agent()
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        session = services.session_create_direct(
-            agent=agent, user=request.user, **body.validated_data
+        return _session_created(
+            services.session_create_direct(agent=agent, user=request.user, **body.validated_data)
         )
-        return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
 
 
-class SessionDetailView(generics.RetrieveDestroyAPIView):
-    """`GET, DELETE sessions/{id}` (DELETE is a soft delete)."""
+@extend_schema_view(list=extend_schema(parameters=[SessionFilterSerializer]))
+class SessionViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """`GET sessions` (the caller's sessions, newest activity first, `?room=` and `?agent=`
+    filters), `GET, DELETE sessions/{id}` (DELETE is a soft delete)."""
 
-    serializer_class = SessionSerializer
+    serializer_class = SessionActivitySerializer
+    pagination_class = ActivityPagination
 
     def get_queryset(self):
-        return selectors.sessions_for_user(user=self.request.user)
+        filters = {}
+        if self.action == "list":
+            # An empty parameter (`?room=`) means no filter, as forms send it.
+            params = {key: value for key, value in self.request.query_params.items() if value}
+            query = SessionFilterSerializer(data=params)
+            query.is_valid(raise_exception=True)
+            filters = query.validated_data
+        return selectors.sessions_with_activity(user=self.request.user, **filters)
 
     def perform_destroy(self, instance):
         services.session_delete(session=instance)
@@ -167,14 +198,16 @@ class TurnDetailView(generics.RetrieveAPIView):
         return selectors.turns_for_user(user=self.request.user)
 
 
-class SessionSummaryView(generics.GenericAPIView):
+class SessionSummaryView(generics.RetrieveAPIView):
     """`GET sessions/{id}/summary`: the latest structured summary, 404 when there is none."""
 
     serializer_class = SummarySerializer
 
-    def get(self, request: Request, session_id) -> Response:
-        session = get_object_or_404(selectors.sessions_for_user(user=request.user), pk=session_id)
+    def get_object(self):
+        session = get_object_or_404(
+            selectors.sessions_for_user(user=self.request.user), pk=self.kwargs["session_id"]
+        )
         summary = selectors.session_summary_latest(session=session)
         if summary is None:
             raise NotFound("This session has no summary yet.")
-        return Response(SummarySerializer(summary).data)
+        return summary

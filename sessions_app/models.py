@@ -15,6 +15,13 @@ from usage.models import UsageTotals
 from usage.selectors import usage_totals_of_turn
 
 
+class SessionQuerySet(models.QuerySet):
+    def alive(self) -> SessionQuerySet:
+        """Sessions not soft-deleted, in rooms not soft-deleted (or direct): a session goes with
+        its room."""
+        return self.filter(deleted_at__isnull=True).exclude(room__deleted_at__isnull=False)
+
+
 class Session(models.Model):
     """A conversation, either in a room or directly with one agent."""
 
@@ -31,6 +38,8 @@ class Session(models.Model):
     title = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SessionQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -5,8 +5,9 @@ from datetime import datetime
 from uuid import UUID
 
 from django.db import models
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Max, Prefetch, QuerySet
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
 from sessions_app.models import Message, Session, SessionSummary, Turn
@@ -14,10 +15,24 @@ from sessions_app.models import Message, Session, SessionSummary, Turn
 
 def sessions_for_user(*, user) -> QuerySet[Session]:
     """Live sessions the user started, in rooms that still exist (or direct)."""
-    return (
-        Session.objects.filter(started_by=user, deleted_at__isnull=True)
-        .exclude(room__deleted_at__isnull=False)
-        .select_related("room", "agent")
+    return Session.objects.alive().filter(started_by=user).select_related("room", "agent")
+
+
+def sessions_with_activity(
+    *, user, room_id: UUID | None = None, agent_id: UUID | None = None
+) -> QuerySet[Session]:
+    """The user's live sessions, each with its `turn_count` and `last_activity_at` (the latest
+    turn's created_at, else the session's own), optionally those of one room or the direct
+    ones with one agent. One query with its room and agent, whatever the number of sessions and
+    turns; the caller orders it (by activity, or by creation)."""
+    sessions = sessions_for_user(user=user)
+    if room_id is not None:
+        sessions = sessions.filter(room_id=room_id)
+    if agent_id is not None:
+        sessions = sessions.filter(agent_id=agent_id)
+    return sessions.annotate(
+        turn_count=Count("turns"),
+        last_activity_at=Coalesce(Max("turns__created_at"), "created_at"),
     )
 
 

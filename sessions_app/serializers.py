@@ -1,6 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from rooms.models import Agent, Room
 from sessions_app.models import Message, Session, SessionSummary, Turn
 from usage.serializers import UsageTotalsSerializer
 
@@ -17,6 +18,46 @@ class SessionSerializer(serializers.ModelSerializer):
 
     def get_kind(self, session: Session) -> str:
         return "direct" if session.is_direct else "room"
+
+
+class SessionRoomSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Room
+        fields = ["id", "name"]
+        read_only_fields = fields
+
+
+class SessionAgentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Agent
+        fields = ["id", "agent_key", "name"]
+        read_only_fields = fields
+
+
+class SessionActivitySerializer(SessionSerializer):
+    """A session as a user finds it again (lists and `GET sessions/{id}`): where it happens
+    (its room, or the agent of a direct session: null once that agent is deleted), how many
+    turns it has and when it was last used. Reads the annotations of
+    `selectors.sessions_with_activity`."""
+
+    room = SessionRoomSerializer(read_only=True, allow_null=True)
+    agent = SessionAgentSerializer(read_only=True, allow_null=True)
+    turn_count = serializers.IntegerField(read_only=True)
+    last_activity_at = serializers.DateTimeField(read_only=True)
+
+    class Meta(SessionSerializer.Meta):
+        fields = [*SessionSerializer.Meta.fields, "room", "agent", "turn_count", "last_activity_at"]
+
+
+class SessionFilterSerializer(serializers.Serializer):
+    """The query parameters of `GET sessions`."""
+
+    room = serializers.UUIDField(required=False, source="room_id", help_text="A room's id.")
+    agent = serializers.UUIDField(
+        required=False,
+        source="agent_id",
+        help_text="An agent's id: its direct sessions.",
+    )
 
 
 class SessionCreateSerializer(serializers.Serializer):

@@ -227,7 +227,7 @@ def _room_plan(session: Session, user, user_input: str, model_alias_override: st
     if mode == RoomMode.MANUAL:
         tagged = parse_tags(user_input, [agent.key for agent in roster])
         if not tagged:
-            raise exceptions.NoValidTaggedAgents()
+            raise exceptions.NoValidTaggedAgents(valid_agent_keys=[agent.key for agent in roster])
         by_key = {agent.key: agent for agent in roster}
         candidates = tuple(by_key[key] for key in tagged)
     return _plan(

@@ -1,13 +1,14 @@
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
 from sessions_app import api
 
+router = SimpleRouter(trailing_slash=False, use_regex_path=False)
+router.register("sessions", api.SessionViewSet, basename="session")
+
 urlpatterns = [
     path("rooms/<uuid:room_id>/sessions", api.RoomSessionsView.as_view(), name="room-sessions"),
-    path(
-        "agents/<uuid:agent_id>/sessions", api.DirectSessionsView.as_view(), name="agent-sessions"
-    ),
-    path("sessions/<uuid:pk>", api.SessionDetailView.as_view(), name="session-detail"),
+    path("agents/<uuid:agent_id>/sessions", api.AgentSessionsView.as_view(), name="agent-sessions"),
     path(
         "sessions/<uuid:session_id>/messages",
         api.SessionMessagesView.as_view(),
@@ -20,4 +21,5 @@ urlpatterns = [
         name="session-summary",
     ),
     path("turns/<uuid:pk>", api.TurnDetailView.as_view(), name="turn-detail"),
+    *router.urls,
 ]

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
-from sessions_app.models import Message, SessionSummary, Turn, TurnContextAudit
+from sessions_app.models import IdempotencyKey, Message, SessionSummary, Turn, TurnContextAudit
 from usage.models import (
     BillingProfile,
     DailyUsageRollup,
@@ -60,6 +60,9 @@ def populated(owner, make_agent, make_room, make_session):
     )
     DailyUsageRollup.objects.create(day=date(2026, 11, 1), user=owner, model_alias="deepseek")
     BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("100"))
+    IdempotencyKey.objects.create(
+        user=owner, key="retry-1", fingerprint="f" * 64, state="done", turn=turn
+    )
     return {"turn": turn, "event": event}
 
 

@@ -40,6 +40,12 @@ results["usage_calls"] = sum(
     row["llm_calls"] for row in client.get("/api/v1/usage").json()["by_model"]
 )
 results["events"] = LlmCallEvent.objects.count()
+listed, url = [], "/api/v1/sessions?page_size=2"
+while url:  # the activity cursor, whose position is a datetime, on SQLite
+    page = client.get(url).json()
+    listed += [(item["room"]["name"], item["turn_count"]) for item in page["results"]]
+    url = page["next"]
+results["sessions"] = listed
 print(json.dumps(results))
 """
 
@@ -62,3 +68,5 @@ def test_every_mode_runs_on_sqlite(tmp_path):
     for mode in ("manual", "roundtable", "orchestrator"):
         assert results[mode] == {"statuses": ["completed"], "summary": 200}, mode
     assert results["usage_calls"] == results["events"] > 0
+    # Seeded in this order, so the last room used is listed first.
+    assert results["sessions"] == [["Orchestrated", 9], ["Roundtable", 9], ["Tag room", 9]]

@@ -89,7 +89,11 @@ def test_manual_without_a_valid_tag_is_refused_before_any_call(
     response = post_turn(owner_client, session, "hello @nobody and mail ada@example.com")
 
     assert response.status_code == 422
-    assert response.json()["detail"]["code"] == "no_valid_tagged_agents"
+    detail = response.json()["detail"]
+    assert detail["code"] == "no_valid_tagged_agents"
+    # It says who can be tagged here, in seat order.
+    assert detail["valid_agent_keys"] == ["ada", "grace", "linus"]
+    assert "Valid: @ada, @grace, @linus." in detail["message"]
     assert fake_gateway.calls == []
     assert_nothing_written()
 

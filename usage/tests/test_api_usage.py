@@ -1,16 +1,15 @@
-"""`GET /api/v1/usage` and the billing refusals a turn meets before any LLM spend."""
+"""`GET /api/v1/usage`. (The billing refusals a turn meets before any spend are tested with the
+turns, in sessions_app/tests/test_turn_refusals.py.)"""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from rooms.models import RoomMode
-from sessions_app.models import Message, Turn
-from usage.models import BillingProfile, LlmCallEvent
+from usage.models import BillingProfile
 from usage.selectors import month_start, next_month_start
+from usage.tests.factories import ledger_event
 
 pytestmark = pytest.mark.django_db
 
@@ -20,36 +19,12 @@ ROW_KEYS = {"model_alias", "llm_calls", "input_tokens", "output_tokens", "credit
 ROW_KEYS |= {"provider_cost_usd"}
 
 
-def event(user, *, at: datetime, alias: str = "deepseek", **fields) -> LlmCallEvent:
-    values = {
-        "purpose": "agent",
-        "status": "success",
-        "input_tokens_fresh": 100,
-        "input_tokens_cached": 20,
-        "output_tokens": 10,
-        "credits": Decimal("0.0047"),
-        "provider_cost_usd": Decimal("0.0001"),
-        "priced": True,
-    }
-    values.update(fields)
-    values["total_tokens"] = (
-        values["input_tokens_fresh"] + values["input_tokens_cached"] + values["output_tokens"]
-    )
-    return LlmCallEvent.objects.create(user=user, model_alias=alias, created_at=at, **values)
-
-
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
 def parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-@pytest.fixture
-def this_month():
-    """A moment safely inside the current UTC month, not in the future."""
-    return month_start() + timedelta(seconds=1)
 
 
 # --- auth and shape -----------------------------------------------------------------------------
@@ -75,8 +50,8 @@ def test_without_events_the_body_is_empty_and_spans_this_month(owner_client):
 
 
 def test_by_model_groups_this_months_events_by_alias(owner, owner_client, this_month):
-    event(owner, at=this_month, alias="deepseek")
-    event(
+    ledger_event(owner, at=this_month, alias="deepseek")
+    ledger_event(
         owner,
         at=this_month + timedelta(seconds=5),
         alias="deepseek",
@@ -86,7 +61,7 @@ def test_by_model_groups_this_months_events_by_alias(owner, owner_client, this_m
         credits=Decimal("0.04"),
         provider_cost_usd=Decimal("0.000205618"),
     )
-    event(
+    ledger_event(
         owner,
         at=this_month,
         alias="llama",
@@ -99,8 +74,8 @@ def test_by_model_groups_this_months_events_by_alias(owner, owner_client, this_m
         priced=False,
     )
     # Outside the default range: last month and next month.
-    event(owner, at=month_start() - timedelta(seconds=1), credits=Decimal("100"))
-    event(owner, at=next_month_start(), credits=Decimal("100"))
+    ledger_event(owner, at=month_start() - timedelta(seconds=1), credits=Decimal("100"))
+    ledger_event(owner, at=next_month_start(), credits=Decimal("100"))
 
     body = owner_client.get(USAGE_URL).json()
 
@@ -127,8 +102,8 @@ def test_by_model_groups_this_months_events_by_alias(owner, owner_client, this_m
 
 
 def test_failed_calls_count_as_calls(owner, owner_client, this_month):
-    event(owner, at=this_month)
-    event(
+    ledger_event(owner, at=this_month)
+    ledger_event(
         owner,
         at=this_month,
         status="timeout",
@@ -150,8 +125,8 @@ def test_failed_calls_count_as_calls(owner, owner_client, this_month):
 def test_another_users_events_never_show(
     owner, outsider, owner_client, outsider_client, this_month
 ):
-    event(owner, at=this_month, alias="deepseek")
-    event(outsider, at=this_month, alias="qwen", credits=Decimal("7"))
+    ledger_event(owner, at=this_month, alias="deepseek")
+    ledger_event(outsider, at=this_month, alias="qwen", credits=Decimal("7"))
     BillingProfile.objects.create(user=outsider, monthly_credit_cap=Decimal("9"))
 
     body = owner_client.get(USAGE_URL).json()
@@ -171,10 +146,10 @@ def test_another_users_events_never_show(
 @pytest.fixture
 def spread(owner):
     """One deepseek event a day across a month boundary, credits 1, 2, 4, 8 (sums are unique)."""
-    event(owner, at=utc(2024, 1, 30, 12), credits=Decimal("1"))
-    event(owner, at=utc(2024, 1, 31, 23, 59, 59), credits=Decimal("2"))
-    event(owner, at=utc(2024, 2, 1, 0, 0, 0), credits=Decimal("4"))
-    event(owner, at=utc(2024, 2, 15, 8), credits=Decimal("8"))
+    ledger_event(owner, at=utc(2024, 1, 30, 12), credits=Decimal("1"))
+    ledger_event(owner, at=utc(2024, 1, 31, 23, 59, 59), credits=Decimal("2"))
+    ledger_event(owner, at=utc(2024, 2, 1, 0, 0, 0), credits=Decimal("4"))
+    ledger_event(owner, at=utc(2024, 2, 15, 8), credits=Decimal("8"))
 
 
 def credits_between(client, query: str) -> Decimal:
@@ -213,7 +188,7 @@ def test_from_alone_spans_to_the_end_of_that_month(owner_client, spread):
 
 
 def test_credits_used_is_always_this_month_whatever_the_range(owner, owner_client, spread):
-    event(owner, at=month_start() + timedelta(seconds=1), credits=Decimal("0.5"))
+    ledger_event(owner, at=month_start() + timedelta(seconds=1), credits=Decimal("0.5"))
 
     body = owner_client.get(f"{USAGE_URL}?from=2024-01-01&to=2024-01-31").json()
 
@@ -281,109 +256,14 @@ def test_credit_cap_is_null_without_a_profile_and_the_cap_with_one(owner, owner_
     assert owner_client.get(USAGE_URL).json()["credit_cap"] is None
 
 
-# --- refusals before spend ----------------------------------------------------------------------
+# --- a turn's spend ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def session(owner, make_agent, make_room, make_session):
+def test_a_turns_spend_shows_in_usage(
+    owner, owner_client, make_agent, make_room, make_session, fake_gateway, post_turn
+):
     agents = [make_agent(owner, "ada"), make_agent(owner, "grace")]
-    room = make_room(owner, agents=agents, mode=RoomMode.ROUNDTABLE)
-    return make_session(owner, room=room)
-
-
-def assert_nothing_written(session, fake_gateway, events_before: int) -> None:
-    assert not Turn.objects.filter(session=session).exists()
-    assert not Message.objects.filter(session=session).exists()
-    assert LlmCallEvent.objects.count() == events_before
-    assert fake_gateway.calls == []
-
-
-def test_a_suspended_account_is_refused_with_403(
-    owner, owner_client, session, fake_gateway, post_turn
-):
-    BillingProfile.objects.create(user=owner, is_suspended=True)
-
-    response = post_turn(owner_client, session, "Hello")
-
-    assert response.status_code == 403
-    detail = response.json()["detail"]
-    assert detail["code"] == "account_suspended"
-    assert detail["message"]
-    assert_nothing_written(session, fake_gateway, events_before=0)
-
-
-def test_a_reached_monthly_cap_is_refused_with_402(
-    owner, owner_client, session, fake_gateway, post_turn, this_month
-):
-    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
-    event(owner, at=this_month, credits=Decimal("0.6"))
-    event(owner, at=this_month, credits=Decimal("0.4"))  # exactly the cap
-
-    response = post_turn(owner_client, session, "Hello")
-
-    assert response.status_code == 402
-    detail = response.json()["detail"]
-    assert detail["code"] == "credit_cap_exceeded"
-    assert detail["message"] == "1 of 1 monthly credits are used."
-    assert_nothing_written(session, fake_gateway, events_before=2)
-
-
-@pytest.mark.parametrize(
-    ("profile", "status", "code"),
-    [
-        ({"is_suspended": True}, 403, "account_suspended"),
-        ({"monthly_credit_cap": Decimal("0")}, 402, "credit_cap_exceeded"),
-    ],
-)
-def test_refusals_hold_with_token_auth_which_loads_the_profile_with_the_user(
-    owner, session, fake_gateway, post_turn, profile, status, code
-):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
-    assert post_turn(client, session, "Hello").status_code == 201  # no profile yet
-
-    BillingProfile.objects.create(user=owner, **profile)
-    response = post_turn(client, session, "Hello again")
-
-    assert response.status_code == status
-    assert response.json()["detail"]["code"] == code
-
-
-def test_a_cap_not_yet_reached_lets_the_turn_run(
-    owner, owner_client, session, fake_gateway, post_turn, this_month
-):
-    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
-    event(owner, at=this_month, credits=Decimal("0.9999"))
-
-    response = post_turn(owner_client, session, "Hello")
-
-    assert response.status_code == 201
-    assert len(fake_gateway.calls) == 2
-
-
-def test_last_months_events_do_not_count_toward_this_months_cap(
-    owner, owner_client, session, fake_gateway, post_turn
-):
-    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
-    event(owner, at=month_start() - timedelta(seconds=1), credits=Decimal("50"))
-
-    response = post_turn(owner_client, session, "Hello")
-
-    assert response.status_code == 201
-    assert len(fake_gateway.calls) == 2
-    assert LlmCallEvent.objects.filter(turn_id=response.json()["id"]).count() == 2
-
-
-def test_another_users_spend_does_not_count_toward_the_cap(
-    owner, outsider, owner_client, session, fake_gateway, post_turn, this_month
-):
-    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
-    event(outsider, at=this_month, credits=Decimal("50"))
-
-    assert post_turn(owner_client, session, "Hello").status_code == 201
-
-
-def test_a_turns_spend_shows_in_usage(owner, owner_client, session, fake_gateway, post_turn):
+    session = make_session(owner, room=make_room(owner, agents=agents, mode=RoomMode.ROUNDTABLE))
     turn = post_turn(owner_client, session, "Hello").json()
 
     body = owner_client.get(USAGE_URL).json()

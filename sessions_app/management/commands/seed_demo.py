@@ -3,8 +3,11 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from rooms.models import Agent, Room, RoomAgent, RoomMode
+from rooms.models import Room, RoomMode
+from rooms.selectors import agents_for_user
+from rooms.services import agent_create, room_create
 from sessions_app.models import Session
+from sessions_app.services import session_create_in_room
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "pantheon-demo"
@@ -45,29 +48,27 @@ class Command(BaseCommand):
 
         agents = []
         for key, name, alias, role in AGENTS:
-            agent, _ = Agent.objects.get_or_create(
-                owner=user,
-                agent_key=key,
-                defaults={"name": name, "model_alias": alias, "role_prompt": role},
-            )
+            agent = agents_for_user(user=user).filter(agent_key=key).first()
+            if agent is None:
+                agent = agent_create(
+                    owner=user, agent_key=key, name=name, model_alias=alias, role_prompt=role
+                )
             agents.append(agent)
 
         rooms_created = 0
         for name, mode, goal in ROOMS:
-            room, room_created = Room.objects.get_or_create(
-                owner=user,
-                name=name,
-                deleted_at=None,
-                defaults={"current_mode": mode, "goal": goal},
-            )
-            if room_created:
+            room = Room.objects.alive().filter(owner=user, name=name).first()
+            if room is None:
                 rooms_created += 1
-                RoomAgent.objects.bulk_create(
-                    RoomAgent(room=room, agent=agent, position=index)
-                    for index, agent in enumerate(agents)
+                room = room_create(
+                    owner=user,
+                    name=name,
+                    goal=goal,
+                    mode=mode,
+                    agent_ids=[agent.id for agent in agents],
                 )
-            if not Session.objects.filter(room=room, deleted_at=None).exists():
-                Session.objects.create(room=room, started_by=user, title=f"{name} demo")
+            if not Session.objects.alive().filter(room=room).exists():
+                session_create_in_room(room=room, user=user, title=f"{name} demo")
 
         self.stdout.write(
             f"Demo data ready: {len(agents)} agents, {len(ROOMS)} rooms "

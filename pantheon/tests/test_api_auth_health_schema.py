@@ -1,28 +1,21 @@
-"""`POST auth/token`, `GET health`, `GET models`, and the OpenAPI schema and docs."""
+"""`POST auth/token`, `GET health`, and the OpenAPI schema and docs. (`GET models` is a usage
+endpoint: usage/tests/test_api_models.py.)"""
 
 import pytest
 from django.db import OperationalError, connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from usage.models import ModelAlias
-
 pytestmark = pytest.mark.django_db
 
 TOKEN_URL = "/api/v1/auth/token"
 HEALTH_URL = "/api/v1/health"
-MODELS_URL = "/api/v1/models"
-SEEDED_ALIASES = ["deepseek", "gpt_oss", "llama", "premium", "qwen"]
 
 
 def token_client(key: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
-
-
-def aliases_of(response) -> list[str]:
-    return [model["alias"] for model in response.json()]
 
 
 # --- auth/token -----------------------------------------------------------------------------
@@ -113,31 +106,6 @@ def test_health_is_503_when_the_database_is_unreachable(anon_client, monkeypatch
         "database": "postgresql",
         "llm_backend": "demo",
     }
-
-
-# --- models ---------------------------------------------------------------------------------
-
-
-def test_models_lists_the_enabled_aliases(owner_client):
-    response = owner_client.get(MODELS_URL)
-
-    assert response.status_code == 200
-    assert aliases_of(response) == SEEDED_ALIASES
-    deepseek = response.json()[0]
-    assert deepseek == {"alias": "deepseek", "context_window": 64_000, "max_output_tokens": 2048}
-
-
-def test_models_hides_a_disabled_alias(owner_client):
-    ModelAlias.objects.filter(alias="premium").update(enabled=False)
-
-    response = owner_client.get(MODELS_URL)
-
-    assert response.status_code == 200
-    assert aliases_of(response) == ["deepseek", "gpt_oss", "llama", "qwen"]
-
-
-def test_models_needs_authentication(anon_client):
-    assert anon_client.get(MODELS_URL).status_code == 401
 
 
 # --- OpenAPI --------------------------------------------------------------------------------

@@ -1,0 +1,358 @@
+"""Sessions a user can find again: `GET sessions` (newest activity first, `?room=`, `?agent=`),
+`GET agents/{id}/sessions`, and the item every session list shares."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from sessions_app.models import Session, Turn, TurnStatus
+
+pytestmark = pytest.mark.django_db
+
+SESSIONS_URL = "/api/v1/sessions"
+ITEM_KEYS = {
+    "id",
+    "kind",
+    "title",
+    "room_id",
+    "agent_id",
+    "room",
+    "agent",
+    "turn_count",
+    "last_activity_at",
+    "created_at",
+}
+START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return START + timedelta(minutes=minutes)
+
+
+def parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def agent_sessions_url(agent) -> str:
+    return f"/api/v1/agents/{getattr(agent, 'id', agent)}/sessions"
+
+
+def created(session: Session, minutes: int) -> Session:
+    """Backdate a session (created_at is set on insert)."""
+    Session.objects.filter(pk=session.pk).update(created_at=at(minutes))
+    session.refresh_from_db()
+    return session
+
+
+def add_turns(session: Session, *minutes: int) -> None:
+    """Finished turns of the session, created at the given minutes."""
+    first = Turn.objects.filter(session=session).count() + 1
+    Turn.objects.bulk_create(
+        Turn(
+            session=session,
+            turn_index=first + offset,
+            mode="manual",
+            status=TurnStatus.COMPLETED,
+            user_input=f"question {first + offset}",
+            created_at=at(minute),
+        )
+        for offset, minute in enumerate(minutes)
+    )
+
+
+def ids(response) -> list[str]:
+    assert response.status_code == 200, response.json()
+    return [item["id"] for item in response.json()["results"]]
+
+
+def walk(client, url: str) -> list[list[str]]:
+    """Follow `next` links from `url`; the session ids of each page."""
+    pages = []
+    while url:
+        response = client.get(url)
+        pages.append(ids(response))
+        url = response.json()["next"]
+    return pages
+
+
+@pytest.fixture
+def grace(owner, make_agent):
+    return make_agent(owner, "grace")
+
+
+# --- GET sessions ---------------------------------------------------------------------------
+
+
+def test_sessions_lists_the_callers_live_sessions_newest_activity_first(
+    owner, outsider, owner_client, ada, room, make_room, make_session
+):
+    quiet = created(make_session(owner, room=room, title="quiet"), 0)
+    busy = created(make_session(owner, agent=ada, title="busy"), 1)
+    add_turns(busy, 10, 30)
+    fresh = created(make_session(owner, room=room, title="fresh"), 20)
+    revived = created(make_session(owner, room=room, title="revived"), 2)
+    add_turns(revived, 25)
+    # Never listed: deleted, in a deleted room, another user's.
+    created(make_session(owner, room=room, deleted_at=timezone.now()), 40)
+    gone_room = make_room(owner, name="Gone", deleted_at=timezone.now())
+    created(make_session(owner, room=gone_room), 41)
+    created(make_session(outsider, room=make_room(outsider, name="Theirs")), 42)
+
+    response = owner_client.get(SESSIONS_URL)
+
+    assert ids(response) == [str(s.id) for s in (busy, revived, fresh, quiet)]
+    body = response.json()
+    assert set(body) == {"next", "previous", "results"}
+    assert body["next"] is None
+    by_title = {item["title"]: item for item in body["results"]}
+    assert {
+        title: (item["turn_count"], parse(item["last_activity_at"]))
+        for title, item in by_title.items()
+    } == {
+        "busy": (2, at(30)),
+        "revived": (1, at(25)),
+        "fresh": (0, at(20)),
+        "quiet": (0, at(0)),
+    }
+
+
+def test_a_session_item_names_its_room_or_its_agent(owner, owner_client, ada, room, make_session):
+    in_room = created(make_session(owner, room=room, title="Kickoff"), 1)
+    direct = created(make_session(owner, agent=ada, title="1:1"), 0)
+    add_turns(in_room, 5)
+
+    room_item, direct_item = owner_client.get(SESSIONS_URL).json()["results"]
+
+    assert set(room_item) == ITEM_KEYS
+    assert set(direct_item) == ITEM_KEYS
+    assert room_item == {
+        "id": str(in_room.id),
+        "kind": "room",
+        "title": "Kickoff",
+        "room_id": str(room.id),
+        "agent_id": None,
+        "room": {"id": str(room.id), "name": "Lab"},
+        "agent": None,
+        "turn_count": 1,
+        "last_activity_at": room_item["last_activity_at"],
+        "created_at": room_item["created_at"],
+    }
+    assert (parse(room_item["last_activity_at"]), parse(room_item["created_at"])) == (at(5), at(1))
+    assert direct_item == {
+        "id": str(direct.id),
+        "kind": "direct",
+        "title": "1:1",
+        "room_id": None,
+        "agent_id": str(ada.id),
+        "room": None,
+        "agent": {"id": str(ada.id), "agent_key": "ada", "name": "Ada"},
+        "turn_count": 0,
+        "last_activity_at": direct_item["last_activity_at"],
+        "created_at": direct_item["created_at"],
+    }
+    assert parse(direct_item["last_activity_at"]) == parse(direct_item["created_at"]) == at(0)
+
+
+def test_a_direct_session_whose_agent_was_deleted_stays_listed(
+    owner, owner_client, ada, make_session
+):
+    session = make_session(owner, agent=ada)
+    assert owner_client.delete(f"/api/v1/agents/{ada.id}").status_code == 204
+
+    (item,) = owner_client.get(SESSIONS_URL).json()["results"]
+
+    assert (item["id"], item["kind"], item["agent"], item["room"]) == (
+        str(session.id),
+        "direct",
+        None,
+        None,
+    )
+
+
+def test_sessions_walk_by_cursor_with_ties_broken_by_id(owner, owner_client, room, make_session):
+    # Seven sessions with the very same activity, two with later turns.
+    tied = [created(make_session(owner, room=room), 0) for _ in range(7)]
+    later = [created(make_session(owner, room=room), 0) for _ in range(2)]
+    add_turns(later[0], 9)
+    add_turns(later[1], 8)
+
+    pages = walk(owner_client, f"{SESSIONS_URL}?page_size=3")
+
+    assert [len(page) for page in pages] == [3, 3, 3]
+    expected = [str(later[0].id), str(later[1].id)]
+    expected += sorted((str(s.id) for s in tied), key=uuid.UUID, reverse=True)
+    assert [session_id for page in pages for session_id in page] == expected
+
+
+def test_sessions_page_back_with_the_previous_cursor(owner, owner_client, room, make_session):
+    sessions = [created(make_session(owner, room=room), minute) for minute in range(5)]
+
+    second = owner_client.get(owner_client.get(f"{SESSIONS_URL}?page_size=2").json()["next"])
+    first_again = owner_client.get(second.json()["previous"])
+
+    assert ids(second) == [str(sessions[2].id), str(sessions[1].id)]
+    assert ids(first_again) == [str(sessions[4].id), str(sessions[3].id)]
+
+
+def test_sessions_filter_by_room(owner, owner_client, ada, room, make_room, make_session):
+    mine = [created(make_session(owner, room=room), minute) for minute in (0, 1)]
+    make_session(owner, room=make_room(owner, name="Other"))
+    make_session(owner, agent=ada)
+
+    response = owner_client.get(SESSIONS_URL, {"room": str(room.id)})
+
+    assert ids(response) == [str(mine[1].id), str(mine[0].id)]
+
+
+def test_sessions_filter_by_agent_lists_its_direct_sessions(
+    owner, owner_client, ada, grace, room, make_session
+):
+    with_ada = created(make_session(owner, agent=ada), 0)
+    make_session(owner, agent=grace)
+    make_session(owner, room=room)  # ada sits in this room: not a direct session with her
+
+    response = owner_client.get(SESSIONS_URL, {"agent": str(ada.id)})
+
+    assert ids(response) == [str(with_ada.id)]
+
+
+def test_sessions_filters_combine(owner, owner_client, ada, room, make_session):
+    make_session(owner, room=room)
+    make_session(owner, agent=ada)
+
+    response = owner_client.get(SESSIONS_URL, {"room": str(room.id), "agent": str(ada.id)})
+
+    assert ids(response) == []
+
+
+def test_sessions_filter_by_another_users_room_finds_nothing(
+    owner, outsider, owner_client, room, make_room, make_session
+):
+    make_session(owner, room=room)
+    theirs = make_room(outsider, name="Theirs")
+    make_session(outsider, room=theirs)
+
+    assert ids(owner_client.get(SESSIONS_URL, {"room": str(theirs.id)})) == []
+
+
+@pytest.mark.parametrize("param", ["room", "agent"])
+def test_sessions_filter_by_a_malformed_id_is_400(owner, owner_client, room, make_session, param):
+    make_session(owner, room=room)
+
+    response = owner_client.get(SESSIONS_URL, {param: "not-a-uuid"})
+
+    assert response.status_code == 400
+    assert response.json() == {param: ["Must be a valid UUID."]}
+
+
+def test_sessions_empty_filters_mean_no_filter(owner, owner_client, ada, room, make_session):
+    make_session(owner, room=room)
+    make_session(owner, agent=ada)
+
+    assert len(ids(owner_client.get(f"{SESSIONS_URL}?room=&agent="))) == 2
+
+
+def test_sessions_of_a_new_user_is_an_empty_list(owner_client):
+    response = owner_client.get(SESSIONS_URL)
+
+    assert response.status_code == 200
+    assert response.json() == {"next": None, "previous": None, "results": []}
+
+
+@pytest.mark.parametrize("url", [SESSIONS_URL, agent_sessions_url(uuid.uuid4())])
+def test_anonymous_is_401(anon_client, url):
+    assert anon_client.get(url).status_code == 401
+
+
+def test_get_session_has_the_list_item_shape(owner, owner_client, room, make_session):
+    session = created(make_session(owner, room=room, title="Kickoff"), 0)
+    add_turns(session, 3, 4, 7)
+
+    body = owner_client.get(f"/api/v1/sessions/{session.id}").json()
+
+    assert set(body) == ITEM_KEYS
+    assert (body["room"], body["turn_count"], parse(body["last_activity_at"])) == (
+        {"id": str(room.id), "name": "Lab"},
+        3,
+        at(7),
+    )
+
+
+def test_room_sessions_items_have_the_same_shape(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room)
+    add_turns(session, 1)
+
+    (item,) = owner_client.get(f"/api/v1/rooms/{room.id}/sessions").json()["results"]
+
+    assert set(item) == ITEM_KEYS
+    assert (item["id"], item["room"]["name"], item["turn_count"]) == (str(session.id), "Lab", 1)
+
+
+# --- GET agents/{id}/sessions ---------------------------------------------------------------
+
+
+def test_agent_sessions_lists_the_direct_sessions_with_that_agent(
+    owner, owner_client, ada, grace, room, make_session
+):
+    older = created(make_session(owner, agent=ada, title="older"), 0)
+    newer = created(make_session(owner, agent=ada, title="newer"), 1)
+    add_turns(older, 5)
+    make_session(owner, agent=ada, deleted_at=timezone.now())
+    make_session(owner, agent=grace)
+    make_session(owner, room=room)
+
+    response = owner_client.get(agent_sessions_url(ada))
+
+    assert ids(response) == [str(older.id), str(newer.id)]
+    first = response.json()["results"][0]
+    assert set(first) == ITEM_KEYS
+    assert (first["kind"], first["agent"], first["turn_count"]) == (
+        "direct",
+        {"id": str(ada.id), "agent_key": "ada", "name": "Ada"},
+        1,
+    )
+
+
+def test_agent_sessions_walk_by_cursor(owner, owner_client, ada, make_session):
+    sessions = [created(make_session(owner, agent=ada), minute) for minute in range(5)]
+
+    pages = walk(owner_client, f"{agent_sessions_url(ada)}?page_size=2")
+
+    newest_first = [str(session.id) for session in reversed(sessions)]
+    assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:]]
+
+
+def test_agent_sessions_of_another_users_agent_is_404(outsider, owner_client, make_agent):
+    theirs = make_agent(outsider, "ada")
+
+    assert owner_client.get(agent_sessions_url(theirs)).status_code == 404
+
+
+def test_agent_sessions_of_an_unknown_agent_is_404(owner_client):
+    assert owner_client.get(agent_sessions_url(uuid.uuid4())).status_code == 404
+
+
+def test_agent_sessions_only_lists_the_callers_own_sessions(
+    owner, outsider, owner_client, ada, make_session
+):
+    # A session with someone else's agent cannot exist through the API; the list still filters
+    # on who started it.
+    make_session(outsider, agent=ada)
+
+    assert ids(owner_client.get(agent_sessions_url(ada))) == []
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+def test_schema_documents_the_session_lists(anon_client):
+    schema = anon_client.get("/api/schema/", {"format": "json"}).json()
+
+    sessions = schema["paths"]["/api/v1/sessions"]["get"]
+    assert {"room", "agent", "cursor", "page_size"} <= {p["name"] for p in sessions["parameters"]}
+    assert {"get", "post"} <= set(schema["paths"]["/api/v1/agents/{agent_id}/sessions"])
+    assert {"get", "delete"} <= set(schema["paths"]["/api/v1/sessions/{id}"])
+    item = schema["components"]["schemas"]["SessionActivity"]
+    assert set(item["properties"]) == ITEM_KEYS

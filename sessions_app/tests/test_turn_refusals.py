@@ -1,0 +1,116 @@
+"""The refusals a turn meets before any LLM spend: a suspended account (403), a monthly credit
+cap used up (402); and the spend that does not count toward the cap."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from rooms.models import RoomMode
+from sessions_app.models import Message, Turn
+from usage.models import BillingProfile, LlmCallEvent
+from usage.selectors import month_start
+from usage.tests.factories import ledger_event
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def session(owner, make_agent, make_room, make_session):
+    agents = [make_agent(owner, "ada"), make_agent(owner, "grace")]
+    room = make_room(owner, agents=agents, mode=RoomMode.ROUNDTABLE)
+    return make_session(owner, room=room)
+
+
+def assert_nothing_written(session, fake_gateway, events_before: int) -> None:
+    assert not Turn.objects.filter(session=session).exists()
+    assert not Message.objects.filter(session=session).exists()
+    assert LlmCallEvent.objects.count() == events_before
+    assert fake_gateway.calls == []
+
+
+def test_a_suspended_account_is_refused_with_403(
+    owner, owner_client, session, fake_gateway, post_turn
+):
+    BillingProfile.objects.create(user=owner, is_suspended=True)
+
+    response = post_turn(owner_client, session, "Hello")
+
+    assert response.status_code == 403
+    detail = response.json()["detail"]
+    assert detail["code"] == "account_suspended"
+    assert detail["message"]
+    assert_nothing_written(session, fake_gateway, events_before=0)
+
+
+def test_a_reached_monthly_cap_is_refused_with_402(
+    owner, owner_client, session, fake_gateway, post_turn, this_month
+):
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    ledger_event(owner, at=this_month, credits=Decimal("0.6"))
+    ledger_event(owner, at=this_month, credits=Decimal("0.4"))  # exactly the cap
+
+    response = post_turn(owner_client, session, "Hello")
+
+    assert response.status_code == 402
+    detail = response.json()["detail"]
+    assert detail["code"] == "credit_cap_exceeded"
+    assert detail["message"] == "1 of 1 monthly credits are used."
+    assert_nothing_written(session, fake_gateway, events_before=2)
+
+
+@pytest.mark.parametrize(
+    ("profile", "status", "code"),
+    [
+        ({"is_suspended": True}, 403, "account_suspended"),
+        ({"monthly_credit_cap": Decimal("0")}, 402, "credit_cap_exceeded"),
+    ],
+)
+def test_refusals_hold_with_token_auth_which_loads_the_profile_with_the_user(
+    owner, session, fake_gateway, post_turn, profile, status, code
+):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
+    assert post_turn(client, session, "Hello").status_code == 201  # no profile yet
+
+    BillingProfile.objects.create(user=owner, **profile)
+    response = post_turn(client, session, "Hello again")
+
+    assert response.status_code == status
+    assert response.json()["detail"]["code"] == code
+
+
+def test_a_cap_not_yet_reached_lets_the_turn_run(
+    owner, owner_client, session, fake_gateway, post_turn, this_month
+):
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    ledger_event(owner, at=this_month, credits=Decimal("0.9999"))
+
+    response = post_turn(owner_client, session, "Hello")
+
+    assert response.status_code == 201
+    assert len(fake_gateway.calls) == 2
+
+
+def test_last_months_events_do_not_count_toward_this_months_cap(
+    owner, owner_client, session, fake_gateway, post_turn
+):
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    ledger_event(owner, at=month_start() - timedelta(seconds=1), credits=Decimal("50"))
+
+    response = post_turn(owner_client, session, "Hello")
+
+    assert response.status_code == 201
+    assert len(fake_gateway.calls) == 2
+    assert LlmCallEvent.objects.filter(turn_id=response.json()["id"]).count() == 2
+
+
+def test_another_users_spend_does_not_count_toward_the_cap(
+    owner, outsider, owner_client, session, fake_gateway, post_turn, this_month
+):
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    ledger_event(outsider, at=this_month, credits=Decimal("50"))
+
+    assert post_turn(owner_client, session, "Hello").status_code == 201
