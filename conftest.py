@@ -1,11 +1,13 @@
 """Three actors for every endpoint test (owner, outsider, staff) and small factories."""
 
+import asyncio
+import re
 import threading
-import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
@@ -143,6 +145,7 @@ class FakeGateway:
         self.usage = (100, 20, 10)  # fresh, cached, output
         self.cost: Decimal | None = None  # litellm's cost estimate, None when unknown
         self.during_call = None  # a callable(call) run while the "provider" works
+        self.word_delay = 0.0  # between the words of a streamed answer
         self._lock = threading.Lock()
 
     def reply_for(self, call: LlmCall) -> str:
@@ -152,13 +155,23 @@ class FakeGateway:
             return self.summary_reply
         return f"{call.agent_key} answers via {call.alias.alias} (call {len(self.calls)})"
 
-    def complete(self, call: LlmCall) -> LlmResult:
+    async def stream(self, call: LlmCall, on_delta) -> LlmResult:
+        """The same answer, handed to `on_delta` word by word (`word_delay` apart)."""
+        result = await self.complete(call)
+        for index, piece in enumerate(re.findall(r"\s*\S+", result.text)):
+            if index and self.word_delay:
+                await asyncio.sleep(self.word_delay)
+            on_delta(piece)
+        return result
+
+    async def complete(self, call: LlmCall) -> LlmResult:
         with self._lock:
             self.calls.append(call)
         if self.delay:
-            time.sleep(self.delay)
+            await asyncio.sleep(self.delay)
         if self.during_call is not None:
-            self.during_call(call)
+            # Hooks use the database and the test client: run them on the test's own thread.
+            await sync_to_async(self.during_call)(call)
         error_kind = self.fail_purposes.get(call.purpose) or self.fail.get(call.agent_key or "")
         if error_kind:
             status = error_kind if error_kind in ("timeout", "rate_limited") else "error"

@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 from orchestration.budget import estimate_tokens
@@ -88,6 +89,7 @@ _COMMON_WORDS = frozenset(
     }
 )
 _WORD = re.compile(r"[a-z0-9_]+")
+_PIECE = re.compile(r"\s*\S+")  # a word with the space before it: pieces join back exactly
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _SPEAKER_LINE = re.compile(r"^\[(?P<speaker>[^\]\n]+)\]: ?(?P<content>.*)$")
 _DECISION = re.compile(r"\b(decide[ds]?|decision|agreed?|will)\b", re.IGNORECASE)
@@ -106,11 +108,41 @@ _TAKES = (
 
 
 class DemoLLM(litellm.CustomLLM):
+    """Sync, async and streamed answers; the stream sends the same text word by word and the
+    usage with its last chunk."""
+
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
         return _answer(model, messages)
 
     async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
         return _answer(model, messages)
+
+    async def astreaming(
+        self, model: str, messages: list, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        response = _answer(model, messages)
+        for piece in _PIECE.findall(response.choices[0].message.content):
+            yield {
+                "text": piece,
+                "is_finished": False,
+                "finish_reason": "",
+                "usage": None,
+                "index": 0,
+                "tool_use": None,
+            }
+        usage = response.usage
+        yield {
+            "text": "",
+            "is_finished": True,
+            "finish_reason": "stop",
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+            "index": 0,
+            "tool_use": None,
+        }
 
 
 _registration_lock = threading.Lock()

@@ -1,16 +1,19 @@
 """The one way Pantheon calls an LLM: litellm with a timeout, bounded retries and error mapping.
 
-A provider problem never escapes as an exception: `complete` always returns an LlmResult,
+Asynchronous: a call waiting on its provider costs a coroutine, not a thread. A provider
+problem never escapes as an exception: `complete` and `stream` always return an LlmResult,
 failed ones with a status ("error" | "timeout" | "rate_limited") and an error kind. Retries
 are counted here, not inside litellm or the OpenAI client, so that `attempts` on the usage
-ledger is the true number of requests sent.
+ledger is the true number of requests sent. A stream is retried only until its first words
+reached the listener: what a client has seen is never said twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
@@ -21,9 +24,14 @@ logger = logging.getLogger(__name__)
 
 _ERROR_MESSAGE_CHARS = 300
 
+# Receives each piece of an answer's text as the provider streams it.
+DeltaListener = Callable[[str], None]
+
 
 class LlmGateway(Protocol):
-    def complete(self, call: LlmCall) -> LlmResult: ...
+    async def complete(self, call: LlmCall) -> LlmResult: ...
+
+    async def stream(self, call: LlmCall, on_delta: DeltaListener) -> LlmResult: ...
 
 
 def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
@@ -87,7 +95,7 @@ class LiteLLMGateway:
         max_retries: int,
         backoff_seconds: float = 0.5,
         demo: bool = False,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_retries < 0:
@@ -99,37 +107,54 @@ class LiteLLMGateway:
         self._sleep = sleep
         self._clock = clock
 
-    def complete(self, call: LlmCall) -> LlmResult:
+    def warm_up(self) -> None:
+        """Import litellm (seconds) and register the demo provider now, before traffic."""
+        load_litellm()
+        if self.demo:
+            self._register_demo()
+
+    async def complete(self, call: LlmCall) -> LlmResult:
+        return await self._attempt(call, on_delta=None)
+
+    async def stream(self, call: LlmCall, on_delta: DeltaListener) -> LlmResult:
+        return await self._attempt(call, on_delta=on_delta)
+
+    async def _attempt(self, call: LlmCall, *, on_delta: DeltaListener | None) -> LlmResult:
         litellm = load_litellm()
         if self.demo:
-            # Here rather than in __init__ so that building a gateway (say, for the health
-            # check) does not import litellm; idempotent, and it survives a reset provider map.
+            # Idempotent, and it survives a reset provider map.
             self._register_demo()
         model, api_base, api_key = self._target(call.alias)
         provider = DEMO_PROVIDER if self.demo else _provider_of(model, litellm)
-        messages = [{"role": message.role, "content": message.content} for message in call.messages]
-
+        request = {
+            "model": model,
+            "messages": [{"role": str(m.role), "content": m.content} for m in call.messages],
+            "api_base": api_base,
+            "api_key": api_key,
+            "timeout": self.timeout_seconds,
+            "max_tokens": call.alias.max_output_tokens,
+            # Hidden retries in litellm or the OpenAI client would multiply the latency and
+            # the spend behind a single counted attempt.
+            "max_retries": 0,
+            "num_retries": 0,
+        }
+        heard: list[str] = []  # what the listener already got: a stream is never restarted
         started = self._clock()
         attempts = 0
         while True:
             attempts += 1
             try:
-                response = litellm.completion(
-                    model=model,
-                    messages=messages,
-                    api_base=api_base,
-                    api_key=api_key,
-                    timeout=self.timeout_seconds,
-                    max_tokens=call.alias.max_output_tokens,
-                    # Hidden retries in litellm or the OpenAI client would multiply the
-                    # latency and the spend behind a single counted attempt.
-                    max_retries=0,
-                    num_retries=0,
-                )
-                return self._success(response, model, provider, attempts, started, litellm)
+                if on_delta is None:
+                    response = await asyncio.wait_for(
+                        litellm.acompletion(**request), self.timeout_seconds
+                    )
+                    text, usage = _reply_text(response), read_usage(response)
+                else:
+                    text, usage = await self._read_stream(litellm, request, on_delta, heard)
+                return self._success(text, usage, model, provider, attempts, started, litellm)
             except Exception as exc:
                 status, error_kind, retryable = classify_error(exc)
-                if retryable and attempts <= self.max_retries:
+                if retryable and attempts <= self.max_retries and not heard:
                     delay = self.backoff_seconds * 2 ** (attempts - 1)
                     logger.info(
                         "LLM call %s/%s for %s failed (%s), retry %d of %d in %.2fs",
@@ -141,7 +166,7 @@ class LiteLLMGateway:
                         self.max_retries,
                         delay,
                     )
-                    self._sleep(delay)
+                    await self._sleep(delay)
                     continue
                 message = _short_error(exc, api_key)
                 logger.warning(
@@ -154,7 +179,8 @@ class LiteLLMGateway:
                 )
                 return LlmResult(
                     status=status,
-                    text="",
+                    # What was streamed before the failure: the listener has it already.
+                    text="".join(heard),
                     input_tokens_fresh=0,
                     input_tokens_cached=0,
                     output_tokens=0,
@@ -165,6 +191,36 @@ class LiteLLMGateway:
                     error_kind=error_kind,
                     error_message=message,
                 )
+
+    async def _read_stream(
+        self,
+        litellm: Any,
+        request: dict[str, Any],
+        on_delta: DeltaListener,
+        heard: list[str],
+    ) -> tuple[str, tuple[int, int, int]]:
+        """Stream the answer to `on_delta` piece by piece; the usage comes with the last chunk.
+        The timeout bounds each wait for the next chunk, not the whole answer."""
+        response = await asyncio.wait_for(
+            litellm.acompletion(**request, stream=True, stream_options={"include_usage": True}),
+            self.timeout_seconds,
+        )
+        chunks = response.__aiter__()
+        usage = (0, 0, 0)
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), self.timeout_seconds)
+            except StopAsyncIteration:
+                break
+            if _field(chunk, "usage") is not None:
+                usage = read_usage(chunk)
+            choices = _field(chunk, "choices") or []
+            piece = _field(_field(choices[0], "delta"), "content") if choices else None
+            if isinstance(piece, str) and piece:
+                piece = storable_text(piece)
+                heard.append(piece)
+                on_delta(piece)
+        return "".join(heard), usage
 
     def _target(self, alias: AliasConfig) -> tuple[str, str | None, str | None]:
         if self.demo:
@@ -178,25 +234,29 @@ class LiteLLMGateway:
 
     def _success(
         self,
-        response: Any,
+        text: str,
+        usage: tuple[int, int, int],
         model: str,
         provider: str,
         attempts: int,
         started: float,
         litellm: Any,
     ) -> LlmResult:
-        prompt_tokens, cached_tokens, output_tokens = read_usage(response)
+        prompt_tokens, cached_tokens, output_tokens = usage
+        fresh = max(prompt_tokens - cached_tokens, 0)
         return LlmResult(
             status=CallStatus.SUCCESS,
-            text=_reply_text(response),
-            input_tokens_fresh=max(prompt_tokens - cached_tokens, 0),
+            text=text,
+            input_tokens_fresh=fresh,
             input_tokens_cached=cached_tokens,
             output_tokens=output_tokens,
             latency_ms=self._elapsed_ms(started),
             attempts=attempts,
             provider=provider,
             provider_model=model,
-            provider_cost_usd=None if self.demo else _estimated_cost(response, model, litellm),
+            provider_cost_usd=None
+            if self.demo
+            else table_cost(model, fresh, cached_tokens, output_tokens, litellm),
         )
 
     def _elapsed_ms(self, started: float) -> int:
@@ -223,36 +283,32 @@ def _reply_text(response: Any) -> str:
     content = _field(_field(choices[0], "message"), "content")
     if not isinstance(content, str):
         return ""
-    # Text a database cannot store: lone surrogates (a cut-off emoji escape) become U+FFFD,
-    # NULs go (PostgreSQL text refuses them; no reader wants one either).
-    content = content.encode("utf-8", errors="replace").decode("utf-8")
-    return content.replace("\x00", "")
+    return storable_text(content)
 
 
-def _estimated_cost(response: Any, model: str, litellm: Any) -> Decimal | None:
-    """litellm's cost-table estimate; None when litellm does not know the model.
+def storable_text(text: str) -> str:
+    """Text a database can store: lone surrogates (a cut-off emoji escape) become "?", NULs go
+    (PostgreSQL text refuses them; no reader wants one either). Character by character, so
+    the pieces of a stream clean up to the same text as the whole answer."""
+    return text.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "")
 
-    Unknown models are settled before asking: litellm answers them with an exception (after
-    printing to stdout) or with a $0 that only means "unknown" and must not reach the ledger
-    as a real price.
-    """
-    if not _known_to_litellm(model, litellm):
+
+def table_cost(model: str, fresh: int, cached: int, output: int, litellm: Any) -> Decimal | None:
+    """The call's cost by litellm's own price table, None when the table does not know the
+    model (litellm answers those with a $0 that only means "unknown": it must not reach the
+    ledger as a real price). Computed here once from the counts, not by litellm per call."""
+    entry = litellm.model_cost.get(model)
+    if entry is None and "/" in model:
+        entry = litellm.model_cost.get(model.partition("/")[2])
+    if not isinstance(entry, dict):
         return None
     try:
-        cost = litellm.completion_cost(completion_response=response)
-    except Exception:
+        input_price = Decimal(str(entry["input_cost_per_token"]))
+        output_price = Decimal(str(entry["output_cost_per_token"]))
+        cached_price = Decimal(str(entry.get("cache_read_input_token_cost") or input_price))
+    except (KeyError, InvalidOperation, TypeError):
         return None
-    if cost is None:
-        return None
-    try:
-        return Decimal(str(cost))
-    except InvalidOperation:
-        return None
-
-
-def _known_to_litellm(model: str, litellm: Any) -> bool:
-    _, _, bare = model.partition("/")
-    return model in litellm.model_cost or (bool(bare) and bare in litellm.model_cost)
+    return fresh * input_price + cached * cached_price + output * output_price
 
 
 def _provider_of(model: str, litellm: Any) -> str:

@@ -142,6 +142,12 @@ PANTHEON_LLM_TIMEOUT_SECONDS = env.float("PANTHEON_LLM_TIMEOUT_SECONDS", default
 PANTHEON_LLM_MAX_RETRIES = env.int("PANTHEON_LLM_MAX_RETRIES", default=2)
 PANTHEON_LLM_BACKOFF_SECONDS = env.float("PANTHEON_LLM_BACKOFF_SECONDS", default=0.5)
 PANTHEON_TURN_STALE_SECONDS = env.int("PANTHEON_TURN_STALE_SECONDS", default=600)
+# Streaming: how often a streamed answer's text so far is saved for replays on other hosts, how
+# often a replay of a running turn looks for news, and the idle time after which a stream sends
+# a heartbeat comment (proxies cut silent connections).
+PANTHEON_STREAM_SAVE_SECONDS = env.float("PANTHEON_STREAM_SAVE_SECONDS", default=0.25)
+PANTHEON_SSE_POLL_SECONDS = env.float("PANTHEON_SSE_POLL_SECONDS", default=0.25)
+PANTHEON_SSE_HEARTBEAT_SECONDS = env.float("PANTHEON_SSE_HEARTBEAT_SECONDS", default=15.0)
 # How long an Idempotency-Key's answer is kept for retries, at least (prune_idempotency_keys).
 PANTHEON_IDEMPOTENCY_KEY_HOURS = env.float("PANTHEON_IDEMPOTENCY_KEY_HOURS", default=24.0)
 PANTHEON_MAX_MESSAGE_CHARS = 20_000

@@ -1,14 +1,13 @@
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from pantheon.exceptions import PantheonError
 from pantheon.pagination import ActivityPagination, TimelinePagination
 from rooms.selectors import agent_for_user, room_for_user
-from sessions_app import idempotency, selectors, services
+from sessions_app import selectors, services
 from sessions_app.serializers import (
     MessageSerializer,
     SessionActivitySerializer,
@@ -16,15 +15,8 @@ from sessions_app.serializers import (
     SessionFilterSerializer,
     SessionSerializer,
     SummarySerializer,
-    TurnCreateSerializer,
     TurnSerializer,
 )
-from sessions_app.turns import turn_run
-
-# What a retry gets after a request that started and then broke (a bug, the database).
-SERVER_ERROR_BODY = {
-    "detail": {"code": "server_error", "message": "The turn failed on the server."}
-}
 
 
 def _session_created(session) -> Response:
@@ -117,76 +109,6 @@ class SessionMessagesView(generics.ListAPIView):
             selectors.sessions_for_user(user=self.request.user), pk=self.kwargs["session_id"]
         )
         return selectors.session_timeline(session=session)
-
-
-class SessionTurnsView(generics.ListAPIView):
-    """`GET sessions/{id}/turns` lists turns; `POST` runs one."""
-
-    serializer_class = TurnSerializer
-
-    def get_session(self):
-        return get_object_or_404(
-            selectors.sessions_for_user(user=self.request.user), pk=self.kwargs["session_id"]
-        )
-
-    def get_queryset(self):
-        return selectors.turns_for_user(user=self.request.user).filter(session=self.get_session())
-
-    @extend_schema(
-        request=TurnCreateSerializer,
-        responses={201: TurnSerializer},
-        parameters=[
-            OpenApiParameter(
-                "Idempotency-Key",
-                str,
-                OpenApiParameter.HEADER,
-                description="Retries with the same key and body replay the first answer.",
-            )
-        ],
-    )
-    def post(self, request: Request, session_id) -> Response:
-        session = selectors.session_for_turn(user=request.user, session_id=session_id)
-        body = TurnCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key")
-        if key is None:
-            return self._run_turn(request, session, body.validated_data)
-        begun = idempotency.idempotency_begin(
-            user=request.user,
-            key=key,
-            fingerprint=idempotency.request_fingerprint(
-                method=request.method, path=request.path, body=request.data
-            ),
-        )
-        if isinstance(begun, idempotency.Replay):
-            return Response(
-                begun.body, status=begun.status, headers={"Idempotent-Replayed": "true"}
-            )
-        try:
-            response = self._run_turn(request, session, body.validated_data)
-        except (PantheonError, APIException):
-            idempotency.idempotency_release(record=begun)  # refused: nothing to replay
-            raise
-        except Exception:
-            idempotency.idempotency_finish(record=begun, status=500, body=SERVER_ERROR_BODY)
-            raise
-        idempotency.idempotency_finish(
-            record=begun,
-            status=response.status_code,
-            body=response.data,
-            turn_id=response.data["id"],
-        )
-        return response
-
-    def _run_turn(self, request: Request, session, data: dict) -> Response:
-        outcome = turn_run(
-            session=session,
-            user=request.user,
-            message=data["message"],
-            model_alias_override=data["model_alias_override"],
-        )
-        body = TurnSerializer(outcome.turn, context={"messages": outcome.messages})
-        return Response(body.data, status=status.HTTP_201_CREATED)
 
 
 class TurnDetailView(generics.RetrieveAPIView):

@@ -262,3 +262,17 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.state})"
+
+
+class TurnStream(models.Model):
+    """The text of the answer a turn is streaming right now, saved every few hundred ms so that
+    any host can replay a running turn's deltas. Deleted with the step's commit, when the
+    message holds the text."""
+
+    turn = models.OneToOneField(Turn, on_delete=models.CASCADE, primary_key=True)
+    sequence = models.PositiveIntegerField()  # the message the step will become
+    text = models.TextField(blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Stream of {self.turn_id} #{self.sequence}"

@@ -32,8 +32,10 @@ summary (`selectors.session_for_turn`), and a turn reads at most
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -59,9 +61,11 @@ from orchestration.types import (
     Role,
 )
 from pantheon import exceptions
+from pantheon.db import database
 from pantheon.llm import alias_config, get_gateway
 from rooms.models import Room, RoomMode
 from rooms.selectors import room_roster
+from sessions_app import events
 from sessions_app.models import (
     DIRECT_MODE,
     Message,
@@ -72,6 +76,7 @@ from sessions_app.models import (
     Turn,
     TurnContextAudit,
     TurnStatus,
+    TurnStream,
 )
 from sessions_app.selectors import TurnState
 from sessions_app.services import turns_interrupt
@@ -152,20 +157,31 @@ class SummaryRef:
     to_sequence: int
 
 
-def turn_run(
+@dataclass(frozen=True)
+class TurnListener:
+    """Who hears a turn's events as they happen (a streamed request), and how the API renders
+    a stored message and a whole turn for them."""
+
+    send: Callable[[events.TurnEvent], None]
+    message_body: Callable[[Message], dict[str, Any]]
+    turn_body: Callable[[Turn, list[Message]], dict[str, Any]]
+
+
+async def turn_run(
     *,
     session: Session,
     user,
     message: str,
     model_alias_override: str = "",
     gateway: LlmGateway | None = None,
+    listener: TurnListener | None = None,
 ) -> TurnOutcome:
     """Run one turn. `session` comes from `selectors.session_for_turn`: it carries the claim
     state (latest turn, end of the timeline, latest summary)."""
-    plan = turn_prepare(
+    plan = await database(turn_prepare)(
         session=session, user=user, user_input=message, model_alias_override=model_alias_override
     )
-    return TurnRunner(plan, gateway or get_gateway()).run()
+    return await TurnRunner(plan, gateway or get_gateway()).run(listener)
 
 
 # --- 1. prepare ---------------------------------------------------------------------------------
@@ -347,26 +363,65 @@ class TurnRunner:
         self.events: list[LlmCallEvent] = []  # every call's ledger row, in call order
         self.contexts: list[tuple[str, ContextPlan]] = []  # (alias, context) per agent call
         self.pending: PlannedCall | None = None  # opened, not yet made
+        self._made: PlannedCall  # the call just made, settled by the next section
         self.next_sequence = 0
+        self.clock = events.StepClock()  # the ids of the turn's events
+        self.listener: TurnListener | None = None
         self._transcript: list[dict] = []  # what the summary call folds in
 
-    def run(self) -> TurnOutcome:
-        self.claim()
+    async def run(self, listener: TurnListener | None = None) -> TurnOutcome:
+        """The turn's life. Database work runs in short synchronous sections (`database`),
+        each its own transaction, with the connection back in the pool when it ends: a turn
+        waiting on its provider holds no connection and no thread. `listener` hears the turn's
+        events as they happen (a streamed request)."""
+        self.listener = listener
+        await database(self.claim)()
+        self._emit(events.turn_started(self._turn))
         try:
-            if self.plan.mode == RoomMode.ORCHESTRATOR:
-                agents = self.route()
-            else:
-                agents = list(self.plan.candidates)
-            for position, agent in enumerate(agents):
-                following = agents[position + 1] if position + 1 < len(agents) else None
-                self.answer(agent, next_agent=following)
-            if self.pending is not None:
-                self.summarize()
-        except BaseException:
-            self.fail()
+            await self._run_steps()
+        except BaseException as exc:
+            await database(self.fail)()
+            code = "turn_conflict" if isinstance(exc, exceptions.TurnConflict) else "server_error"
+            self._emit(events.turn_failed(self.clock, code=code, body=None))
             raise
-        assert self.turn is not None
-        return TurnOutcome(turn=self.turn, messages=self.messages)
+        outcome = TurnOutcome(turn=self._turn, messages=self.messages)
+        if self.listener is not None:
+            body = self.listener.turn_body(self._turn, self.messages)
+            self._emit(events.turn_ended(self.clock, self._turn, body))
+        return outcome
+
+    async def _run_steps(self) -> None:
+        """Route (orchestrator), answer agent by agent, summarize when due."""
+        listener = self.listener
+        if self.plan.mode == RoomMode.ORCHESTRATOR:
+            result = await self._make(self._pending_call())
+            agents = await database(self.route)(result)
+            self._emit(events.routing(self._turn))
+        else:
+            agents = list(self.plan.candidates)
+        for position, agent in enumerate(agents):
+            following = agents[position + 1] if position + 1 < len(agents) else None
+            call = self._pending_call()
+            self._emit(
+                events.step_started(
+                    self.clock,
+                    sequence=self.next_sequence,
+                    agent={
+                        "agent_key": agent.key,
+                        "agent_name": agent.name,
+                        "model_alias": call.alias,
+                    },
+                )
+            )
+            result = await self._make(call, streamed=listener is not None)
+            message = await database(self.answer)(agent, result, next_agent=following)
+            if listener is not None:
+                body = listener.message_body(message)
+                self._emit(events.step_completed(self.clock, body))
+            self.clock.advance(len(message.content))
+        if self.pending is not None:
+            result = await self._make(self._pending_call())
+            await database(self.summarize)(result)
 
     # --- 2. claim -------------------------------------------------------------------------------
 
@@ -457,10 +512,9 @@ class TurnRunner:
 
     # --- 3. route -------------------------------------------------------------------------------
 
-    def route(self) -> list[AgentSpec]:
+    def route(self, result: LlmResult) -> list[AgentSpec]:
         """The manager's choice of agents; garbage or a failed call falls back to the first."""
-        call = self._pending_call()
-        result = self._make(call)
+        call = self._made
         choosable = [agent.key for agent in self.plan.candidates]
         if result.ok:
             decision = parse_routing(result.text, choosable)
@@ -487,17 +541,19 @@ class TurnRunner:
 
     # --- 4. answer ------------------------------------------------------------------------------
 
-    def answer(self, agent: AgentSpec, *, next_agent: AgentSpec | None) -> None:
-        """The agent's call, then one commit: its ledger row, its message, and either the next
-        call's pending row or (when this was the last call) the turn's finish."""
-        call = self._pending_call()
-        result = self._make(call)
+    def answer(
+        self, agent: AgentSpec, result: LlmResult, *, next_agent: AgentSpec | None
+    ) -> Message:
+        """The agent's answer in one commit: its ledger row, its message, and either the next
+        call's pending row or (when this was the last call) the turn's finish. A failed
+        answer keeps what was streamed of it before the failure."""
+        call = self._made
         message = self._add_message(
             role=MessageRole.ASSISTANT,
             agent_key=agent.key,
             agent_name=agent.name,
             model_alias=call.alias,
-            content=result.text if result.ok else "",
+            content=result.text,
             status=MessageStatus.OK if result.ok else MessageStatus.ERROR,
             error_code="" if result.ok else (result.error_kind or "provider_error"),
             token_estimate=context_budget.estimate_tokens(result.text) if result.ok else 0,
@@ -510,18 +566,20 @@ class TurnRunner:
         with self._step(finishing=following is None):
             usage_call_complete(event=call.opened)
             message.save(force_insert=True)
+            if self.listener is not None:  # a streamed step: its saved text is now the message
+                TurnStream.objects.filter(turn=self._turn).delete()
             if following is not None:
                 self._open(following)
             else:
                 self._audit(summary_triggered=False)
+        return message
 
     # --- 5. summarize ---------------------------------------------------------------------------
 
-    def summarize(self) -> None:
-        """The summary call; its commit finishes the turn. A failed call or an empty summary
-        never replaces what the previous summary knew."""
-        call = self._pending_call()
-        result = self._make(call)
+    def summarize(self, result: LlmResult) -> None:
+        """The summary call's commit finishes the turn. A failed call or an empty summary never
+        replaces what the previous summary knew."""
+        call = self._made
         extraction: SummaryExtraction | None = parse_summary(result.text) if result.ok else None
         if extraction is None or not extraction.summary:
             logger.warning(
@@ -718,20 +776,28 @@ class TurnRunner:
         self.events.append(call.event)
         self.pending = call
 
-    def _make(self, call: PlannedCall) -> LlmResult:
-        """The LLM call itself, with no transaction open, metered onto its pending row."""
+    async def _make(self, call: PlannedCall, *, streamed: bool = False) -> LlmResult:
+        """The LLM call itself, with no transaction and no connection held, metered onto its
+        pending row. Streamed, its text reaches the listener as the provider speaks, and is
+        saved every `PANTHEON_STREAM_SAVE_SECONDS` for replays from other hosts."""
         pricing = self.plan.pricing[call.alias]
-        result = self.gateway.complete(
-            LlmCall(
-                alias=alias_config(pricing.alias),
-                messages=call.messages,
-                purpose=call.purpose,
-                agent_key=call.agent.key if call.agent else None,
-            )
+        request = LlmCall(
+            alias=alias_config(pricing.alias),
+            messages=call.messages,
+            purpose=call.purpose,
+            agent_key=call.agent.key if call.agent else None,
         )
+        if streamed:
+            result = await _StreamedStep(self).make(request)
+        else:
+            result = await self.gateway.complete(request)
         usage_call_meter(event=call.opened, result=result, pricing=pricing)
-        self.pending = None
+        self._made, self.pending = call, None
         return result
+
+    def _emit(self, event: events.TurnEvent) -> None:
+        if self.listener is not None:
+            self.listener.send(event)
 
     @contextmanager
     def _step(self, *, finishing: bool = False, **changes: Any) -> Iterator[None]:
@@ -787,3 +853,42 @@ def _roster_entry(agent: AgentSpec) -> dict:
         "model_alias": agent.model_alias,
         "role_prompt": agent.role_prompt,
     }
+
+
+class _StreamedStep:
+    """One answer streamed to the listener as the provider speaks. The text so far is saved
+    (at most every `PANTHEON_STREAM_SAVE_SECONDS`, one save at a time) so that any host can
+    replay the running turn; the step's commit replaces it with the message."""
+
+    def __init__(self, runner: TurnRunner) -> None:
+        self.runner = runner
+        self.sequence = runner.next_sequence
+        self.pieces: list[str] = []
+        self.length = 0
+        self.saved_at = time.monotonic()
+        self.saving: asyncio.Task | None = None
+
+    async def make(self, request: LlmCall) -> LlmResult:
+        try:
+            return await self.runner.gateway.stream(request, self.hear)
+        finally:
+            if self.saving is not None:
+                # Never let a save land after the commit that clears it.
+                await asyncio.gather(self.saving, return_exceptions=True)
+
+    def hear(self, piece: str) -> None:
+        start, self.length = self.length, self.length + len(piece)
+        self.pieces.append(piece)
+        self.runner._emit(
+            events.step_delta(self.runner.clock, sequence=self.sequence, text=piece, start=start)
+        )
+        due = time.monotonic() - self.saved_at >= settings.PANTHEON_STREAM_SAVE_SECONDS
+        if due and (self.saving is None or self.saving.done()):
+            self.saved_at = time.monotonic()
+            self.saving = asyncio.create_task(database(self.save)("".join(self.pieces)))
+
+    def save(self, text: str) -> None:
+        TurnStream.objects.update_or_create(
+            turn=self.runner._turn,
+            defaults={"sequence": self.sequence, "text": text, "updated_at": timezone.now()},
+        )

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from sessions_app import api
+from sessions_app import api, api_turns
 
 router = SimpleRouter(trailing_slash=False, use_regex_path=False)
 router.register("sessions", api.SessionViewSet, basename="session")
@@ -14,12 +14,17 @@ urlpatterns = [
         api.SessionMessagesView.as_view(),
         name="session-messages",
     ),
-    path("sessions/<uuid:session_id>/turns", api.SessionTurnsView.as_view(), name="session-turns"),
+    path(
+        "sessions/<uuid:session_id>/turns",
+        api_turns.SessionTurnsView.as_view(),
+        name="session-turns",
+    ),
     path(
         "sessions/<uuid:session_id>/summary",
         api.SessionSummaryView.as_view(),
         name="session-summary",
     ),
     path("turns/<uuid:pk>", api.TurnDetailView.as_view(), name="turn-detail"),
+    path("turns/<uuid:pk>/events", api_turns.TurnEventsView.as_view(), name="turn-events"),
     *router.urls,
 ]

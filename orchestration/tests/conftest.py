@@ -1,6 +1,8 @@
+import asyncio
+
 import pytest
 
-from orchestration.types import AgentSpec, AliasConfig
+from orchestration.types import AgentSpec, AliasConfig, LlmCall, LlmResult
 
 
 @pytest.fixture
@@ -41,3 +43,15 @@ def roster(ada, bob, cleo) -> list[AgentSpec]:
 @pytest.fixture
 def deepseek() -> AliasConfig:
     return AliasConfig(alias="deepseek", litellm_model="groq/deepseek-r1-distill-llama-70b")
+
+
+class Sleeps(list):
+    """An injectable async sleep that records its delays instead of waiting."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def complete(gateway, call: LlmCall) -> LlmResult:
+    """Run the async gateway's call to its end, from a plain test."""
+    return asyncio.run(gateway.complete(call))

@@ -11,17 +11,18 @@ from orchestration.litellm_loader import DEMO_PROVIDER as PROVIDER
 from orchestration.litellm_loader import load_litellm
 from orchestration.routing import build_routing_messages, parse_routing
 from orchestration.summary import build_summary_messages, parse_summary
+from orchestration.tests.conftest import Sleeps, complete
 from orchestration.types import ChatMessage, HistoryMessage, LlmCall
 
 
 @pytest.fixture
-def sleeps() -> list[float]:
-    return []
+def sleeps() -> Sleeps:
+    return Sleeps()
 
 
 @pytest.fixture
 def gateway(sleeps) -> LiteLLMGateway:
-    return LiteLLMGateway(timeout_seconds=5, max_retries=2, demo=True, sleep=sleeps.append)
+    return LiteLLMGateway(timeout_seconds=5, max_retries=2, demo=True, sleep=sleeps)
 
 
 def agent_call(agent, roster, alias, user_input, same_turn=()):
@@ -45,7 +46,7 @@ def routing_call(roster, alias, user_input):
 
 
 def test_agent_reply_signs_as_the_agent_and_quotes_the_user(gateway, ada, roster, deepseek):
-    result = gateway.complete(agent_call(ada, roster, deepseek, "Can you review my parser?"))
+    result = complete(gateway, agent_call(ada, roster, deepseek, "Can you review my parser?"))
     assert result.ok
     assert result.text.startswith("[Ada @ada] On “Can you review my parser?”: ")
     assert result.attempts == 1
@@ -59,20 +60,20 @@ def test_agent_reply_signs_as_the_agent_and_quotes_the_user(gateway, ada, roster
 
 
 def test_agent_reply_is_deterministic(gateway, ada, bob, roster, deepseek):
-    first = gateway.complete(agent_call(ada, roster, deepseek, "Plan the release"))
-    second = gateway.complete(agent_call(ada, roster, deepseek, "Plan the release"))
+    first = complete(gateway, agent_call(ada, roster, deepseek, "Plan the release"))
+    second = complete(gateway, agent_call(ada, roster, deepseek, "Plan the release"))
     assert first.text == second.text
     assert (first.input_tokens_fresh, first.output_tokens) == (
         second.input_tokens_fresh,
         second.output_tokens,
     )
-    other = gateway.complete(agent_call(bob, roster, deepseek, "Plan the release"))
+    other = complete(gateway, agent_call(bob, roster, deepseek, "Plan the release"))
     assert other.text.startswith("[Bob @bob] ")
 
 
 def test_agent_reply_quotes_only_the_start_of_a_long_message(gateway, ada, roster, deepseek):
     long_input = "word " * 60
-    result = gateway.complete(agent_call(ada, roster, deepseek, long_input))
+    result = complete(gateway, agent_call(ada, roster, deepseek, long_input))
     quote = result.text.split("“", 1)[1].split("”", 1)[0]
     assert len(quote) == 80
     assert quote.endswith("…")
@@ -80,13 +81,13 @@ def test_agent_reply_quotes_only_the_start_of_a_long_message(gateway, ada, roste
 
 
 def test_usage_grows_with_the_prompt(gateway, ada, roster, deepseek):
-    short = gateway.complete(agent_call(ada, roster, deepseek, "hi"))
-    long = gateway.complete(agent_call(ada, roster, deepseek, "hi " * 400))
+    short = complete(gateway, agent_call(ada, roster, deepseek, "hi"))
+    long = complete(gateway, agent_call(ada, roster, deepseek, "hi " * 400))
     assert long.input_tokens_fresh > short.input_tokens_fresh + 200
 
 
 def test_routing_picks_the_agent_whose_role_matches(gateway, roster, deepseek):
-    result = gateway.complete(routing_call(roster, deepseek, "Can someone fix the database?"))
+    result = complete(gateway, routing_call(roster, deepseek, "Can someone fix the database?"))
     decision = parse_routing(result.text, [a.key for a in roster])
     assert json.loads(result.text) == {"selected_agent_keys": ["bob"]}
     assert decision.selected_agent_keys == ("bob",)
@@ -94,9 +95,9 @@ def test_routing_picks_the_agent_whose_role_matches(gateway, roster, deepseek):
 
 
 def test_routing_picks_agents_by_name_or_key_in_roster_order(gateway, roster, deepseek):
-    by_name = gateway.complete(routing_call(roster, deepseek, "Cleo, thoughts?"))
+    by_name = complete(gateway, routing_call(roster, deepseek, "Cleo, thoughts?"))
     assert parse_routing(by_name.text, ["ada", "bob", "cleo"]).selected_agent_keys == ("cleo",)
-    by_key = gateway.complete(routing_call(roster, deepseek, "@cleo then @ada please"))
+    by_key = complete(gateway, routing_call(roster, deepseek, "@cleo then @ada please"))
     assert parse_routing(by_key.text, ["ada", "bob", "cleo"]).selected_agent_keys == (
         "ada",
         "cleo",
@@ -104,7 +105,7 @@ def test_routing_picks_agents_by_name_or_key_in_roster_order(gateway, roster, de
 
 
 def test_routing_without_a_match_answers_the_first_agent(gateway, roster, deepseek):
-    result = gateway.complete(routing_call(roster, deepseek, "hello there"))
+    result = complete(gateway, routing_call(roster, deepseek, "hello there"))
     decision = parse_routing(result.text, ["ada", "bob", "cleo"])
     assert decision.selected_agent_keys == ("ada",)
     assert decision.fallback_used is False
@@ -122,7 +123,7 @@ def test_summary_answer_honours_the_contract(gateway, deepseek):
         ),
     ]
     messages = build_summary_messages(previous_summary="Kick-off done.", transcript=transcript)
-    result = gateway.complete(LlmCall(alias=deepseek, messages=messages, purpose="summary"))
+    result = complete(gateway, LlmCall(alias=deepseek, messages=messages, purpose="summary"))
     extraction = parse_summary(result.text)
     assert extraction.valid_json is True
     assert extraction.summary.startswith("2 messages between the user, Ada @ada.")
@@ -130,7 +131,7 @@ def test_summary_answer_honours_the_contract(gateway, deepseek):
     assert extraction.decisions == ("We agreed to use UUIDs.", "I will draft it.")
     assert extraction.action_items == ("Please write the migration.",)
     assert extraction.key_facts == ("We run Postgres 16.", "Noted.")
-    again = gateway.complete(LlmCall(alias=deepseek, messages=messages, purpose="summary"))
+    again = complete(gateway, LlmCall(alias=deepseek, messages=messages, purpose="summary"))
     assert again.text == result.text
 
 
@@ -138,7 +139,7 @@ def test_fail_hook_exhausts_the_retries(gateway, sleeps, deepseek):
     call = LlmCall(
         alias=deepseek, messages=(ChatMessage("user", "boom [[demo:fail]]"),), purpose="agent"
     )
-    result = gateway.complete(call)
+    result = complete(gateway, call)
     assert result.status == "error"
     assert result.error_kind == "provider_error"
     assert result.attempts == 3
@@ -151,7 +152,7 @@ def test_rate_limit_hook_reports_rate_limited(gateway, sleeps, deepseek):
     call = LlmCall(
         alias=deepseek, messages=(ChatMessage("user", "[[demo:rate_limit]]"),), purpose="agent"
     )
-    result = gateway.complete(call)
+    result = complete(gateway, call)
     assert (result.status, result.error_kind, result.attempts) == (
         "rate_limited",
         "rate_limited",
@@ -163,7 +164,7 @@ def test_timeout_hook_is_not_retried(gateway, sleeps, deepseek):
     call = LlmCall(
         alias=deepseek, messages=(ChatMessage("user", "[[demo:timeout]]"),), purpose="agent"
     )
-    result = gateway.complete(call)
+    result = complete(gateway, call)
     assert (result.status, result.error_kind, result.attempts) == ("timeout", "timeout", 1)
     assert sleeps == []
 
@@ -183,8 +184,8 @@ def test_registration_survives_a_reset_map(monkeypatch, deepseek):
     litellm = load_litellm()
     gateway = LiteLLMGateway(timeout_seconds=1, max_retries=0, demo=True)
     monkeypatch.setattr(litellm, "custom_provider_map", [])
-    result = gateway.complete(
-        LlmCall(alias=deepseek, messages=(ChatMessage("user", "hi"),), purpose="agent")
+    result = complete(
+        gateway, LlmCall(alias=deepseek, messages=(ChatMessage("user", "hi"),), purpose="agent")
     )
     assert result.ok
 

@@ -5,6 +5,7 @@ import pytest
 
 from orchestration.gateway import LiteLLMGateway, classify_error
 from orchestration.litellm_loader import load_litellm
+from orchestration.tests.conftest import Sleeps, complete
 from orchestration.types import AliasConfig, ChatMessage, LlmCall
 
 litellm = load_litellm()
@@ -64,13 +65,13 @@ def some_response(status):
 
 
 class ScriptedCompletion:
-    """Stands in for litellm.completion: raises or returns the scripted outcomes in order."""
+    """Stands in for litellm.acompletion: raises or returns the scripted outcomes in order."""
 
     def __init__(self, *outcomes):
         self.outcomes = list(outcomes)
         self.calls: list[dict] = []
 
-    def __call__(self, **kwargs):
+    async def __call__(self, **kwargs):
         self.calls.append(kwargs)
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
@@ -79,24 +80,24 @@ class ScriptedCompletion:
 
 
 @pytest.fixture
-def sleeps():
-    return []
+def sleeps() -> Sleeps:
+    return Sleeps()
 
 
 @pytest.fixture
 def gateway(sleeps):
-    return LiteLLMGateway(timeout_seconds=12.5, max_retries=2, sleep=sleeps.append)
+    return LiteLLMGateway(timeout_seconds=12.5, max_retries=2, sleep=sleeps)
 
 
 def script(monkeypatch, *outcomes) -> ScriptedCompletion:
     scripted = ScriptedCompletion(*outcomes)
-    monkeypatch.setattr(litellm, "completion", scripted)
+    monkeypatch.setattr(litellm, "acompletion", scripted)
     return scripted
 
 
 def test_success_sends_the_alias_and_disables_hidden_retries(monkeypatch, gateway):
     scripted = script(monkeypatch, reply("Hi there"))
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert result.ok
     assert result.text == "Hi there"
     assert scripted.calls == [
@@ -121,7 +122,7 @@ def test_success_sends_the_alias_and_disables_hidden_retries(monkeypatch, gatewa
 
 def test_cached_tokens_missing_means_all_input_is_fresh(monkeypatch, gateway):
     script(monkeypatch, reply())
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.input_tokens_fresh, result.input_tokens_cached, result.output_tokens) == (
         100,
         0,
@@ -131,13 +132,13 @@ def test_cached_tokens_missing_means_all_input_is_fresh(monkeypatch, gateway):
 
 def test_cached_tokens_are_split_from_fresh(monkeypatch, gateway):
     script(monkeypatch, reply(prompt_tokens_details={"cached_tokens": 40}))
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.input_tokens_fresh, result.input_tokens_cached) == (60, 40)
 
 
 def test_anthropic_style_cache_reads_count_as_cached(monkeypatch, gateway):
     script(monkeypatch, reply(cache_read_input_tokens=30))
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.input_tokens_fresh, result.input_tokens_cached) == (70, 30)
 
 
@@ -153,7 +154,7 @@ def test_fresh_tokens_never_go_negative(monkeypatch, gateway):
             },
         },
     )
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert result.input_tokens_fresh == 0
     assert result.input_tokens_cached == 9
     assert result.text == ""
@@ -161,7 +162,7 @@ def test_fresh_tokens_never_go_negative(monkeypatch, gateway):
 
 def test_rate_limit_is_retried_then_succeeds(monkeypatch, gateway, sleeps):
     scripted = script(monkeypatch, rate_limit(), reply("ok"))
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert result.ok
     assert result.text == "ok"
     assert result.attempts == 2
@@ -170,18 +171,16 @@ def test_rate_limit_is_retried_then_succeeds(monkeypatch, gateway, sleeps):
 
 
 def test_retries_are_bounded_and_back_off_exponentially(monkeypatch, sleeps):
-    gateway = LiteLLMGateway(
-        timeout_seconds=5, max_retries=3, backoff_seconds=0.25, sleep=sleeps.append
-    )
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=3, backoff_seconds=0.25, sleep=sleeps)
     script(monkeypatch, *[service_unavailable() for _ in range(4)])
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 4)
     assert sleeps == [0.25, 0.5, 1.0]
 
 
 def test_last_failure_is_the_one_reported(monkeypatch, gateway):
     script(monkeypatch, service_unavailable(), rate_limit(), rate_limit())
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.status, result.error_kind, result.attempts) == (
         "rate_limited",
         "rate_limited",
@@ -191,13 +190,13 @@ def test_last_failure_is_the_one_reported(monkeypatch, gateway):
 
 def test_retry_stops_at_a_non_retryable_error(monkeypatch, gateway):
     script(monkeypatch, connection_error(), bad_request())
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.status, result.error_kind, result.attempts) == ("error", "bad_request", 2)
 
 
 def test_bad_request_is_not_retried(monkeypatch, gateway, sleeps):
     scripted = script(monkeypatch, bad_request())
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.status, result.error_kind, result.attempts) == ("error", "bad_request", 1)
     assert len(scripted.calls) == 1
     assert sleeps == []
@@ -207,14 +206,14 @@ def test_bad_request_is_not_retried(monkeypatch, gateway, sleeps):
 
 def test_timeout_is_not_retried(monkeypatch, gateway, sleeps):
     script(monkeypatch, timeout())
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.status, result.error_kind, result.attempts) == ("timeout", "timeout", 1)
     assert sleeps == []
 
 
 def test_context_window_exceeded(monkeypatch, gateway):
     script(monkeypatch, context_window())
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.status, result.error_kind, result.attempts) == (
         "error",
         "context_window_exceeded",
@@ -224,7 +223,7 @@ def test_context_window_exceeded(monkeypatch, gateway):
 
 def test_unexpected_exception_becomes_a_provider_error(monkeypatch, gateway):
     script(monkeypatch, ValueError("weird"))
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 1)
     assert "weird" in result.error_message
 
@@ -236,7 +235,7 @@ def test_error_message_is_short_and_hides_the_key(monkeypatch, gateway):
             message="invalid key sk-secret-123 " + "x" * 1000, llm_provider="groq", model="m"
         ),
     )
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert result.error_kind == "bad_request"
     assert "sk-secret-123" not in result.error_message
     assert "***" in result.error_message
@@ -246,26 +245,28 @@ def test_error_message_is_short_and_hides_the_key(monkeypatch, gateway):
 def test_latency_covers_every_attempt(monkeypatch):
     ticks = iter([10.0, 10.75])
     gateway = LiteLLMGateway(
-        timeout_seconds=5, max_retries=1, sleep=lambda _: None, clock=lambda: next(ticks)
+        timeout_seconds=5, max_retries=1, sleep=Sleeps(), clock=lambda: next(ticks)
     )
     script(monkeypatch, rate_limit(), reply())
-    assert gateway.complete(CALL).latency_ms == 750
+    assert complete(gateway, CALL).latency_ms == 750
 
 
 def test_zero_retries_means_one_attempt(monkeypatch, sleeps):
-    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=0, sleep=sleeps.append)
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=0, sleep=sleeps)
     script(monkeypatch, rate_limit())
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert (result.status, result.attempts, sleeps) == ("rate_limited", 1, [])
 
 
 def test_cost_comes_from_litellm_for_a_known_model(monkeypatch, gateway):
     openai = AliasConfig(alias="premium", litellm_model="gpt-4o", api_key="sk-x")
-    real_completion = litellm.completion
-    monkeypatch.setattr(
-        litellm, "completion", lambda **kwargs: real_completion(mock_response="Sure.", **kwargs)
-    )
-    result = gateway.complete(LlmCall(alias=openai, messages=CALL.messages, purpose="agent"))
+    real_completion = litellm.acompletion
+
+    async def mocked(**kwargs):
+        return await real_completion(mock_response="Sure.", **kwargs)
+
+    monkeypatch.setattr(litellm, "acompletion", mocked)
+    result = complete(gateway, LlmCall(alias=openai, messages=CALL.messages, purpose="agent"))
     assert result.ok
     assert result.text == "Sure."
     assert result.provider == "openai"
@@ -278,13 +279,19 @@ def test_cost_comes_from_litellm_for_a_known_model(monkeypatch, gateway):
             completion_tokens=result.output_tokens,
         )
     )
-    assert result.provider_cost_usd == Decimal(str(expected))
+    # The same price as litellm's own calculator, computed exactly from its table (litellm's
+    # float carries binary noise in the last digits).
+    assert abs(result.provider_cost_usd - Decimal(str(expected))) < Decimal("1E-15")
+    entry = litellm.model_cost["gpt-4o"]
+    assert result.provider_cost_usd == result.input_tokens_fresh * Decimal(
+        str(entry["input_cost_per_token"])
+    ) + result.output_tokens * Decimal(str(entry["output_cost_per_token"]))
 
 
 def test_cost_is_none_for_a_model_litellm_does_not_know(monkeypatch, gateway):
     local = AliasConfig(alias="local", litellm_model="openai/my-local-model", api_base="http://x")
     script(monkeypatch, reply(model="my-local-model"))
-    result = gateway.complete(LlmCall(alias=local, messages=CALL.messages, purpose="agent"))
+    result = complete(gateway, LlmCall(alias=local, messages=CALL.messages, purpose="agent"))
     assert result.ok
     assert result.provider_cost_usd is None
     assert result.provider == "openai"
@@ -294,28 +301,28 @@ def test_provider_falls_back_to_the_model_prefix(monkeypatch, gateway):
     odd = AliasConfig(alias="odd", litellm_model="nosuchprovider/model-x")
     script(monkeypatch, reply())
     assert (
-        gateway.complete(LlmCall(alias=odd, messages=CALL.messages, purpose="agent")).provider
+        complete(gateway, LlmCall(alias=odd, messages=CALL.messages, purpose="agent")).provider
         == "nosuchprovider"
     )
     bare = AliasConfig(alias="bare", litellm_model="model-without-prefix")
     script(monkeypatch, reply())
     assert (
-        gateway.complete(LlmCall(alias=bare, messages=CALL.messages, purpose="agent")).provider
+        complete(gateway, LlmCall(alias=bare, messages=CALL.messages, purpose="agent")).provider
         == "unknown"
     )
 
 
 def test_demo_mode_never_sends_the_alias_key_or_base(monkeypatch):
     gateway = LiteLLMGateway(timeout_seconds=5, max_retries=0, demo=True)
-    real_completion = litellm.completion
+    real_completion = litellm.acompletion
     seen = []
 
-    def spy(**kwargs):
+    async def spy(**kwargs):
         seen.append(kwargs)
-        return real_completion(**kwargs)
+        return await real_completion(**kwargs)
 
-    monkeypatch.setattr(litellm, "completion", spy)
-    result = gateway.complete(CALL)
+    monkeypatch.setattr(litellm, "acompletion", spy)
+    result = complete(gateway, CALL)
     assert result.ok
     assert seen[0]["model"] == "pantheon_demo/deepseek"
     assert seen[0]["api_key"] is None and seen[0]["api_base"] is None
@@ -385,19 +392,19 @@ def test_a_stray_status_code_attribute_is_not_trusted():
 
 def test_nul_characters_are_stripped_from_the_reply(monkeypatch, gateway):
     script(monkeypatch, reply("Hel\x00lo\x00"))
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert result.ok
     assert result.text == "Hello"
 
 
 def test_lone_surrogates_become_replacement_characters(monkeypatch, gateway):
     script(monkeypatch, reply("cut \ud83d off"))
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert result.text == "cut ? off"
     result.text.encode("utf-8")  # storable
 
 
 def test_absurd_token_counts_are_capped(monkeypatch, gateway):
     script(monkeypatch, reply(prompt_tokens=10**12, completion_tokens=10**12))
-    result = gateway.complete(CALL)
+    result = complete(gateway, CALL)
     assert result.input_tokens_fresh == result.output_tokens == 500_000_000

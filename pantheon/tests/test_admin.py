@@ -76,11 +76,19 @@ def operated_models():
     return [model for model in admin.site._registry if model._meta.app_label in APP_LABELS]
 
 
+# Working state, not records: the text of an answer being streamed lives for seconds and
+# becomes the message; operators read the message.
+NOT_IN_ADMIN = {"TurnStream"}
+
+
 def test_every_model_is_registered():
     from django.apps import apps
 
     for label in APP_LABELS:
         for model in apps.get_app_config(label).get_models():
+            if model.__name__ in NOT_IN_ADMIN:
+                assert model not in admin.site._registry
+                continue
             assert model in admin.site._registry, f"{model.__name__} has no admin"
 
 

@@ -4,6 +4,7 @@ import threading
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connections
 
 from conftest import FakeGateway
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.django_db
 def run(owner):
     def run_turn(session, message: str, gateway: FakeGateway, **extra):
         fresh = session_for_turn(user=owner, session_id=session.pk)
-        return turn_run(session=fresh, user=owner, message=message, gateway=gateway, **extra)
+        return async_to_sync(turn_run)(
+            session=fresh, user=owner, message=message, gateway=gateway, **extra
+        )
 
     return run_turn
 

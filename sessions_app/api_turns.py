@@ -1,0 +1,304 @@
+"""The turn endpoints, asynchronous: a turn waits on its providers for seconds, so its request
+holds a coroutine, not a thread or a database connection.
+
+- `POST sessions/{id}/turns` runs a turn: JSON (201 with the whole turn), or with
+  `Accept: text/event-stream` its events as Server-Sent Events. Refusals, conflicts and
+  idempotent replays are plain HTTP answers before any stream starts.
+- `GET sessions/{id}/turns` lists the session's turns.
+- `GET turns/{id}/events` replays a turn's events, finished or running, from any host
+  (`Last-Event-ID` resumes).
+
+A turn runs detached from its request: a client that disconnects (or a proxy that cuts a
+stream) never stops it; its messages and ledger rows are stored all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from adrf.generics import GenericAPIView as AsyncGenericAPIView
+from adrf.views import APIView as AsyncAPIView
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import APIException
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from pantheon.db import database, release_connection
+from pantheon.exceptions import PantheonError
+from sessions_app import events, idempotency, selectors
+from sessions_app.models import IdempotencyKey, Message, Session, Turn
+from sessions_app.serializers import TurnCreateSerializer, TurnMessageSerializer, TurnSerializer
+from sessions_app.turns import TurnListener, TurnOutcome, turn_run
+
+logger = logging.getLogger(__name__)
+
+EVENT_STREAM = "text/event-stream"
+# What a retry gets after a request that started and then broke (a bug, the database).
+SERVER_ERROR_BODY = {
+    "detail": {"code": "server_error", "message": "The turn failed on the server."}
+}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# Turns running detached from their requests; referenced so that they are never collected.
+_running: set[asyncio.Task] = set()
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets `Accept: text/event-stream` through content negotiation. The stream itself is a
+    StreamingHttpResponse; anything else (an error before the stream) is answered as JSON."""
+
+    media_type = EVENT_STREAM
+    format = "sse"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return JSONRenderer().render(data, renderer_context=renderer_context)
+
+
+def message_body(message: Message) -> dict[str, Any]:
+    return dict(TurnMessageSerializer(message).data)
+
+
+def turn_body(turn: Turn, messages: list[Message]) -> dict[str, Any]:
+    return dict(TurnSerializer(turn, context={"messages": messages}).data)
+
+
+def _detached(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    """Run `work` to its end whatever happens to the request that started it."""
+    task = asyncio.ensure_future(work)
+    _running.add(task)
+    task.add_done_callback(_finished)
+    return task
+
+
+def _finished(task: asyncio.Task) -> None:
+    _running.discard(task)
+    if not task.cancelled() and isinstance(task.exception(), Exception):
+        # Its request may be gone: say what became of the turn (refusals are ordinary).
+        error = task.exception()
+        if not isinstance(error, PantheonError | APIException):
+            logger.error("a detached turn failed", exc_info=error)
+
+
+class _StreamingView:
+    """Release the request's connection once authentication and throttling are done: the rest
+    of an async turn request uses short `database` sections."""
+
+    def initial(self, request, *args, **kwargs):
+        try:
+            super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            release_connection()
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # A refusal of a streamed request is a plain JSON answer, not an event stream.
+        if isinstance(response, Response) and getattr(request, "accepted_media_type", "") == (
+            EVENT_STREAM
+        ):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+
+class SessionTurnsView(_StreamingView, AsyncGenericAPIView):
+    """`GET sessions/{id}/turns` lists turns; `POST` runs one."""
+
+    serializer_class = TurnSerializer
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    def get_queryset(self):
+        session = get_object_or_404(
+            selectors.sessions_for_user(user=self.request.user), pk=self.kwargs["session_id"]
+        )
+        return selectors.turns_for_user(user=self.request.user).filter(session=session)
+
+    async def get(self, request: Request, session_id) -> Response:
+        return await database(self._list)()
+
+    def _list(self) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        request=TurnCreateSerializer,
+        responses={
+            201: OpenApiResponse(
+                TurnSerializer,
+                description="The whole turn; with `Accept: text/event-stream`, its events "
+                "(turn_started, routing, step_started, step_delta, step_completed, "
+                "turn_completed | turn_failed) as Server-Sent Events.",
+            )
+        },
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Retries with the same key and body replay the first answer.",
+            )
+        ],
+    )
+    async def post(self, request: Request, session_id):
+        session, data = await database(self._validate)(request, session_id)
+        streamed = request.accepted_media_type == EVENT_STREAM
+        record: IdempotencyKey | None = None
+        key = request.headers.get("Idempotency-Key")
+        if key is not None:
+            begun = await database(idempotency.idempotency_begin)(
+                user=request.user,
+                key=key,
+                fingerprint=idempotency.request_fingerprint(
+                    method=request.method, path=request.path, body=request.data
+                ),
+            )
+            if isinstance(begun, idempotency.Replay):
+                return await self._replayed(begun, streamed=streamed)
+            record = begun
+        if not streamed:
+            return await asyncio.shield(_detached(self._turn(request, session, data, record)))
+        return await self._stream(request, session, data, record)
+
+    def _validate(self, request: Request, session_id) -> tuple[Session, dict]:
+        session = selectors.session_for_turn(user=request.user, session_id=session_id)
+        body = TurnCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return session, body.validated_data
+
+    async def _turn(
+        self,
+        request: Request,
+        session: Session,
+        data: dict,
+        record: IdempotencyKey | None,
+        listener: TurnListener | None = None,
+    ) -> Response:
+        """The turn, and what retries with its Idempotency-Key will get: nothing if it was
+        refused before it started, else its answer (a 500 included)."""
+        try:
+            outcome: TurnOutcome = await turn_run(
+                session=session,
+                user=request.user,
+                message=data["message"],
+                model_alias_override=data["model_alias_override"],
+                listener=listener,
+            )
+        except (PantheonError, APIException):
+            if record is not None:
+                await database(idempotency.idempotency_release)(record=record)
+            raise
+        except Exception:
+            if record is not None:
+                await database(idempotency.idempotency_finish)(
+                    record=record, status=500, body=SERVER_ERROR_BODY
+                )
+            raise
+        body = turn_body(outcome.turn, outcome.messages)
+        if record is not None:
+            await database(idempotency.idempotency_finish)(
+                record=record, status=201, body=body, turn_id=outcome.turn.pk
+            )
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    async def _stream(
+        self, request: Request, session: Session, data: dict, record: IdempotencyKey | None
+    ):
+        """Start the turn; once it is claimed, stream its events. A refusal or a conflict
+        before the claim is answered as a plain HTTP error."""
+        queue: asyncio.Queue[events.TurnEvent] = asyncio.Queue()
+        listener = TurnListener(
+            send=queue.put_nowait, message_body=message_body, turn_body=turn_body
+        )
+        turn = _detached(self._turn(request, session, data, record, listener))
+        first = asyncio.ensure_future(queue.get())
+        await asyncio.wait({first, turn}, return_when=asyncio.FIRST_COMPLETED)
+        if not first.done():
+            first.cancel()
+            turn.result()  # raises the refusal
+        return _event_stream(_live(first.result(), queue))
+
+    async def _replayed(self, replay: idempotency.Replay, *, streamed: bool):
+        if streamed and replay.status == status.HTTP_201_CREATED:
+            turn = await database(Turn.objects.get)(pk=replay.body["id"])
+            response = _event_stream(_replay(turn, last_event_id=0))
+        else:
+            response = Response(replay.body, status=replay.status)
+        response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class TurnEventsView(_StreamingView, AsyncAPIView):
+    """`GET turns/{id}/events`: the turn's events as Server-Sent Events, replayed from the
+    database (any host), followed live while it runs; `Last-Event-ID` resumes after it."""
+
+    renderer_classes = [EventStreamRenderer, JSONRenderer]
+
+    @extend_schema(
+        responses={(200, EVENT_STREAM): OpenApiTypes.STR},
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                int,
+                OpenApiParameter.HEADER,
+                description="Resume after this event.",
+            )
+        ],
+    )
+    async def get(self, request: Request, pk):
+        turn = await database(self._turn)(request, pk)
+        return _event_stream(_replay(turn, last_event_id=_last_event_id(request)))
+
+    def _turn(self, request: Request, pk) -> Turn:
+        return get_object_or_404(selectors.turns_for_user(user=request.user), pk=pk)
+
+
+def _last_event_id(request: Request) -> int:
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    return int(raw) if raw.isdigit() and len(raw) < 16 else 0
+
+
+def _event_stream(content: AsyncIterator[str]) -> StreamingHttpResponse:
+    return StreamingHttpResponse(content, content_type=EVENT_STREAM, headers=SSE_HEADERS)
+
+
+async def _live(first: events.TurnEvent, queue: asyncio.Queue) -> AsyncIterator[str]:
+    """The events of a turn this process runs, as they happen; a comment line keeps idle
+    proxies from cutting the stream while a provider thinks."""
+    event = first
+    while True:
+        yield event.sse()
+        if event.name in ("turn_completed", "turn_failed"):
+            return
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), settings.PANTHEON_SSE_HEARTBEAT_SECONDS)
+                break
+            except TimeoutError:
+                yield ": heartbeat\n\n"
+
+
+async def _replay(turn: Turn, *, last_event_id: int) -> AsyncIterator[str]:
+    """A turn's events from the database; while it runs, what it stores next as it does."""
+    last = last_event_id
+    quiet = 0.0
+    while True:
+        replay = await database(events.turn_replay)(
+            turn, message_body=message_body, turn_body=turn_body
+        )
+        for event in events.after(replay.events, last):
+            yield event.sse()
+            last, quiet = event.id, 0.0
+        if replay.finished:
+            return
+        await asyncio.sleep(settings.PANTHEON_SSE_POLL_SECONDS)
+        quiet += settings.PANTHEON_SSE_POLL_SECONDS
+        if quiet >= settings.PANTHEON_SSE_HEARTBEAT_SECONDS:
+            yield ": heartbeat\n\n"
+            quiet = 0.0

@@ -1,0 +1,211 @@
+"""A turn's events, as Server-Sent Events: live from the turn engine, or replayed from the
+database by any host, at any time, with the same ids.
+
+The events of a turn, in order: `turn_started`, `routing` (orchestrator), then per answer
+`step_started`, `step_delta`s, `step_completed`, and last `turn_completed` or `turn_failed`.
+
+Ids are integers that order the events within their turn and are derived from what the turn
+stored, so a replay numbers them exactly as the live stream did. A step's deltas are numbered
+by the characters of its text: the delta that ends at character c of step k has id B_k + c,
+where B_k is the id of the step's `step_started`. Deltas of a step may therefore be replayed
+coalesced (one delta for the stored text) and a client that resumes with `Last-Event-ID` in
+the middle of a step gets exactly the rest of its text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sessions_app.models import Message, MessageRole, Turn, TurnStatus, TurnStream
+from usage.models import CallPurpose, CallStatus, LlmCallEvent
+
+TURN_STARTED_ID = 1
+ROUTING_ID = 2
+FIRST_STEP_ID = 3
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    id: int
+    name: str
+    data: Any
+
+    def sse(self) -> str:
+        payload = json.dumps(self.data, separators=(",", ":"), ensure_ascii=False)
+        return f"id: {self.id}\nevent: {self.name}\ndata: {payload}\n\n"
+
+
+class StepClock:
+    """The ids of a turn's steps: each step takes its `step_started` id, one id per character
+    of its text (the deltas), and one for `step_completed`."""
+
+    def __init__(self) -> None:
+        self.base = FIRST_STEP_ID
+
+    def started(self) -> int:
+        return self.base
+
+    def delta(self, end: int) -> int:
+        return self.base + end
+
+    def completed(self, length: int) -> int:
+        return self.base + length + 1
+
+    def advance(self, length: int) -> None:
+        self.base += length + 2
+
+    def ended(self) -> int:
+        """The id of the turn's last event, after every step so far."""
+        return self.base
+
+
+def turn_started(turn: Turn) -> TurnEvent:
+    return TurnEvent(
+        TURN_STARTED_ID,
+        "turn_started",
+        {
+            "turn_id": str(turn.pk),
+            "session_id": str(turn.session_id),
+            "turn_index": turn.turn_index,
+            "mode": turn.mode,
+        },
+    )
+
+
+def routing(turn: Turn) -> TurnEvent:
+    return TurnEvent(ROUTING_ID, "routing", turn.routing)
+
+
+def step_started(clock: StepClock, *, sequence: int, agent: dict[str, str]) -> TurnEvent:
+    return TurnEvent(clock.started(), "step_started", {"sequence": sequence, **agent})
+
+
+def step_delta(clock: StepClock, *, sequence: int, text: str, start: int) -> TurnEvent:
+    """The text of a step from character `start` on, ending where `text` ends."""
+    return TurnEvent(
+        clock.delta(start + len(text)), "step_delta", {"sequence": sequence, "text": text}
+    )
+
+
+def step_completed(clock: StepClock, message: dict[str, Any]) -> TurnEvent:
+    return TurnEvent(clock.completed(len(message["content"])), "step_completed", message)
+
+
+def turn_ended(clock: StepClock, turn: Turn, body: dict[str, Any]) -> TurnEvent:
+    if turn.status in (TurnStatus.COMPLETED, TurnStatus.PARTIAL):
+        return TurnEvent(clock.ended(), "turn_completed", body)
+    return turn_failed(clock, code=f"turn_{turn.status}", body=body)
+
+
+def turn_failed(
+    clock: StepClock, *, code: str, body: dict[str, Any] | None, message: str = ""
+) -> TurnEvent:
+    return TurnEvent(
+        clock.ended(),
+        "turn_failed",
+        {"code": code, "message": message or _FAILURES.get(code, code), "turn": body},
+    )
+
+
+_FAILURES = {
+    "turn_failed": "Every agent failed to answer.",
+    "turn_interrupted": "The turn was interrupted: its worker stopped making progress.",
+    "turn_conflict": "The turn was taken over by a later request after it stalled.",
+    "server_error": "The turn failed on the server.",
+}
+
+
+def after(events: Iterable[TurnEvent], last_event_id: int) -> Iterator[TurnEvent]:
+    """The events a client that has seen `last_event_id` has not, a delta it saw in part
+    reduced to the rest of its text."""
+    for event in events:
+        if event.id <= last_event_id:
+            continue
+        if event.name == "step_delta":
+            text = event.data["text"]
+            start = event.id - len(text)  # the id just before its first character
+            if last_event_id > start:
+                seen = last_event_id - start
+                event = TurnEvent(event.id, event.name, {**event.data, "text": text[seen:]})
+        yield event
+
+
+# --- replay from the database -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replay:
+    events: list[TurnEvent]
+    finished: bool
+
+
+def turn_replay(turn: Turn, *, message_body, turn_body) -> Replay:
+    """Every event of `turn` so far, rebuilt from what it stored: its row, its messages, the
+    pending ledger row of a call in flight and the text streamed so far for it.
+
+    `message_body(message)` and `turn_body(turn, messages)` render as the API does."""
+    turn.refresh_from_db()
+    messages = list(Message.objects.filter(turn=turn).order_by("sequence"))
+    events = [turn_started(turn)]
+    if turn.routing is not None:
+        events.append(routing(turn))
+    clock = StepClock()
+    answers = [message for message in messages if message.role == MessageRole.ASSISTANT]
+    for message in answers:
+        body = message_body(message)
+        events.append(step_started(clock, sequence=message.sequence, agent=_agent_of(message)))
+        if message.content:
+            events.append(
+                step_delta(clock, sequence=message.sequence, text=message.content, start=0)
+            )
+        events.append(step_completed(clock, body))
+        clock.advance(len(message.content))
+    if turn.status != TurnStatus.RUNNING:
+        events.append(turn_ended(clock, turn, turn_body(turn, messages)))
+        return Replay(events=events, finished=True)
+    events.extend(_step_in_flight(turn, clock, next_sequence=_next_sequence(messages)))
+    return Replay(events=events, finished=False)
+
+
+def _step_in_flight(turn: Turn, clock: StepClock, *, next_sequence: int) -> list[TurnEvent]:
+    call = (
+        LlmCallEvent.objects.filter(turn=turn, purpose=CallPurpose.AGENT, status=CallStatus.PENDING)
+        .order_by("-created_at")
+        .first()
+    )
+    if call is None:
+        return []
+    agent = next(
+        (entry for entry in turn.roster if entry.get("agent_key") == call.agent_key),
+        {"agent_key": call.agent_key, "name": call.agent_key},
+    )
+    events = [
+        step_started(
+            clock,
+            sequence=next_sequence,
+            agent={
+                "agent_key": agent["agent_key"],
+                "agent_name": agent.get("name", ""),
+                "model_alias": call.model_alias,
+            },
+        )
+    ]
+    streamed = TurnStream.objects.filter(turn=turn, sequence=next_sequence).first()
+    if streamed is not None and streamed.text:
+        events.append(step_delta(clock, sequence=next_sequence, text=streamed.text, start=0))
+    return events
+
+
+def _agent_of(message: Message) -> dict[str, str]:
+    return {
+        "agent_key": message.agent_key,
+        "agent_name": message.agent_name,
+        "model_alias": message.model_alias,
+    }
+
+
+def _next_sequence(messages: list[Message]) -> int:
+    return (messages[-1].sequence if messages else 0) + 1
