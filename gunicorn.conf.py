@@ -1,19 +1,24 @@
-"""gunicorn settings for production: `gunicorn --config gunicorn.conf.py` (also picked up from
-the working directory by a plain `gunicorn`). Threads, because a turn spends most of its time
-waiting on LLM providers."""
+"""gunicorn settings for production: `gunicorn --config gunicorn.conf.py`.
 
-import multiprocessing
+ASGI on uvicorn workers: a turn spends almost all its life waiting on LLM providers, and an
+async worker holds each waiting (or streaming) turn as a coroutine, hundreds per process, with
+no thread and no database connection held (see pantheon/db.py). Size it by CPU, not by waits:
+one worker per core the app may use (WEB_CONCURRENCY), and a database pool per worker
+(DB_POOL_MAX_SIZE) such that workers × pool stays under PostgreSQL's max_connections.
+"""
+
 import os
 import tempfile
 
-wsgi_app = "pantheon.wsgi:application"
+wsgi_app = "pantheon.asgi:application"
+worker_class = "pantheon.workers.PantheonWorker"
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-# The gthread worker's heartbeat is not tied to one request, so a long turn is not killed; this
-# bounds a worker that stops answering altogether.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Connections (waiting turns, open streams) one worker takes at most.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# A worker that stops answering its heartbeat for this long is replaced. Long turns are fine:
+# the event loop keeps answering while turns wait.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30
 keepalive = 5
 accesslog = None if os.environ.get("GUNICORN_ACCESS_LOG") == "off" else "-"

@@ -11,6 +11,7 @@ reached the listener: what a client has seen is never said twice.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,19 @@ class LlmGateway(Protocol):
     async def complete(self, call: LlmCall) -> LlmResult: ...
 
     async def stream(self, call: LlmCall, on_delta: DeltaListener) -> LlmResult: ...
+
+
+async def _rehearse(litellm: Any) -> None:
+    request = {
+        "model": "openai/warm-up",
+        "messages": [{"role": "user", "content": "warm up"}],
+        "mock_response": "ready",
+        "api_key": "warm-up",
+    }
+    await litellm.acompletion(**request)
+    async for _ in await litellm.acompletion(**request, stream=True):
+        pass
+    importlib.import_module("openai.resources")
 
 
 def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
@@ -108,10 +122,14 @@ class LiteLLMGateway:
         self._clock = clock
 
     def warm_up(self) -> None:
-        """Import litellm (seconds) and register the demo provider now, before traffic."""
-        load_litellm()
+        """Do now, before traffic, what the first call would pay for: import litellm (seconds),
+        register the demo provider, and rehearse a mocked call, plain and streamed, through
+        litellm's OpenAI-compatible path, which loads the OpenAI SDK's resources lazily on
+        its first use (about a second). Run it where no event loop is running yet."""
+        litellm = load_litellm()
         if self.demo:
             self._register_demo()
+        asyncio.run(_rehearse(litellm))
 
     async def complete(self, call: LlmCall) -> LlmResult:
         return await self._attempt(call, on_delta=None)

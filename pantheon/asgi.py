@@ -1,10 +1,8 @@
-"""
-ASGI config for pantheon project.
+"""The ASGI application production serves (`gunicorn --config gunicorn.conf.py`).
 
-It exposes the ASGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
+Everything a turn needs is loaded here, before the worker takes its first request: the URL
+configuration with every view, litellm (seconds to import) with the demo provider, and the
+database pool. The first turn on a fresh worker is as fast as the tenth.
 """
 
 import os
@@ -14,3 +12,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
 
 application = get_asgi_application()
+
+from pantheon.warmup import warm_up  # noqa: E402  (needs the app registry ready)
+
+warm_up()

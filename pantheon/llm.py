@@ -6,13 +6,13 @@ import re
 
 from django.conf import settings
 
-from orchestration.gateway import LiteLLMGateway, LlmGateway
+from orchestration.gateway import LiteLLMGateway
 from orchestration.types import AliasConfig
 from usage.models import API_KEY_ENV_PATTERN
 
 
 @functools.cache
-def get_gateway() -> LlmGateway:
+def get_gateway() -> LiteLLMGateway:
     return LiteLLMGateway(
         timeout_seconds=settings.PANTHEON_LLM_TIMEOUT_SECONDS,
         max_retries=settings.PANTHEON_LLM_MAX_RETRIES,

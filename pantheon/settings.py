@@ -65,10 +65,23 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = "pantheon.wsgi.application"
+ASGI_APPLICATION = "pantheon.asgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=16)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+    # A bounded pool per worker process: requests (and each short database section of a turn)
+    # borrow a connection and give it back, so hundreds of turns waiting on their providers
+    # share a few connections. Workers × DB_POOL_MAX_SIZE is the most a host opens.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not the requests
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": env.float("DB_POOL_TIMEOUT", default=30.0),
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The laptop demo serves from several threads; wait on the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)

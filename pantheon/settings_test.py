@@ -14,6 +14,8 @@ os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or (
 )
 # Tests never reach a real provider, whatever the shell says.
 os.environ["PANTHEON_LLM_BACKEND"] = "demo"
+# Tests hold their connection in a transaction; live servers they start use the pool.
+os.environ["DB_POOL_MAX_SIZE"] = "0"
 
 from pantheon.settings import *  # noqa: E402,F403
 
@@ -23,4 +25,8 @@ PANTHEON_LLM_BACKOFF_SECONDS = 0.0
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 # A transactional test's teardown truncates every table; the ledger's guard allows it only
 # with this switch (usage/migrations/0004_ledger_append_only.py). Row-level rules still hold.
-DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c pantheon.ledger_maintenance=on"  # noqa: F405
+DATABASES["default"].setdefault("OPTIONS", {}).update(  # noqa: F405
+    options="-c pantheon.ledger_maintenance=on",
+    # Live-server tests tell the servers' connections from the suite's own by this name.
+    application_name="pantheon-tests",
+)

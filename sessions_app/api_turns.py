@@ -222,12 +222,12 @@ class SessionTurnsView(_StreamingView, AsyncGenericAPIView):
         if not first.done():
             first.cancel()
             turn.result()  # raises the refusal
-        return _event_stream(_live(first.result(), queue))
+        return _event_stream(_live(first.result(), queue), created=True)
 
     async def _replayed(self, replay: idempotency.Replay, *, streamed: bool):
         if streamed and replay.status == status.HTTP_201_CREATED:
             turn = await database(Turn.objects.get)(pk=replay.body["id"])
-            response = _event_stream(_replay(turn, last_event_id=0))
+            response = _event_stream(_replay(turn, last_event_id=0), created=True)
         else:
             response = Response(replay.body, status=replay.status)
         response["Idempotent-Replayed"] = "true"
@@ -264,8 +264,13 @@ def _last_event_id(request: Request) -> int:
     return int(raw) if raw.isdigit() and len(raw) < 16 else 0
 
 
-def _event_stream(content: AsyncIterator[str]) -> StreamingHttpResponse:
-    return StreamingHttpResponse(content, content_type=EVENT_STREAM, headers=SSE_HEADERS)
+def _event_stream(content: AsyncIterator[str], *, created: bool = False) -> StreamingHttpResponse:
+    return StreamingHttpResponse(
+        content,
+        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        content_type=EVENT_STREAM,
+        headers=SSE_HEADERS,
+    )
 
 
 async def _live(first: events.TurnEvent, queue: asyncio.Queue) -> AsyncIterator[str]:

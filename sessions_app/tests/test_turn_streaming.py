@@ -1,0 +1,300 @@
+"""Streamed turns on the production server (gunicorn, ASGI workers) against PostgreSQL: event
+order, deltas while the provider talks, replays with and without Last-Event-ID, a client that
+hangs up, a second instance on the same database, and many waiting turns on a bounded pool."""
+
+import threading
+import time
+
+import httpx
+import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from pantheon.testing.servers import AppServer, postgres_url
+from pantheon.testing.sse import events
+from pantheon.testing.stub_llm import StubLLM
+from rooms.models import RoomMode
+from sessions_app.models import Message, Turn
+from usage.models import LlmCallEvent, ModelAlias
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+STREAM = {"Accept": "text/event-stream"}
+
+
+@pytest.fixture
+def stub():
+    server = StubLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def token(owner):
+    return {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
+
+
+@pytest.fixture
+def roundtable(owner, make_agent, make_room, make_session):
+    agents = [
+        make_agent(owner, "ada", model_alias="deepseek"),
+        make_agent(owner, "grace", model_alias="qwen"),
+        make_agent(owner, "linus", model_alias="llama"),
+    ]
+    return make_session(owner, room=make_room(owner, agents, mode=RoomMode.ROUNDTABLE))
+
+
+def _serve(**env) -> AppServer:
+    return AppServer(database_url=postgres_url(connection.settings_dict), env=env)
+
+
+def _point_at(stub: StubLLM, model: str, *aliases: str) -> None:
+    ModelAlias.objects.filter(alias__in=aliases).update(
+        litellm_model=f"openai/{model}", api_base=stub.base_url, api_key_env="STUB_API_KEY"
+    )
+
+
+def _stream(base: str, session, headers, message="plan the launch", **extra) -> list:
+    with httpx.stream(
+        "POST",
+        f"{base}/api/v1/sessions/{session.pk}/turns",
+        json={"message": message, **extra},
+        headers={**headers, **STREAM},
+        timeout=60,
+    ) as response:
+        assert response.status_code == 201, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-accel-buffering"] == "no"
+        return list(events(response))
+
+
+def _replay(base: str, turn_id, headers, last_event_id=None) -> list:
+    extra = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    with httpx.stream(
+        "GET", f"{base}/api/v1/turns/{turn_id}/events", headers={**headers, **extra}, timeout=60
+    ) as response:
+        assert response.status_code == 200
+        return list(events(response))
+
+
+def test_a_streamed_roundtable_tells_its_story_in_order_and_replays_the_same(roundtable, token):
+    with _serve(PANTHEON_LLM_BACKEND="demo") as server:
+        live = _stream(server.url, roundtable, token)
+
+        names = [event.name for event in live]
+        assert names[0] == "turn_started" and names[-1] == "turn_completed"
+        steps = [e for e in live if e.name in ("step_started", "step_completed")]
+        assert [(e.name, e.data["agent_key"]) for e in steps] == [
+            ("step_started", "ada"),
+            ("step_completed", "ada"),
+            ("step_started", "grace"),
+            ("step_completed", "grace"),
+            ("step_started", "linus"),
+            ("step_completed", "linus"),
+        ]
+        ids = [event.id for event in live]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        # Deltas spell each stored answer; the final event is the JSON answer's body.
+        body = live[-1].data
+        for completed in (e for e in live if e.name == "step_completed"):
+            text = "".join(
+                e.data["text"]
+                for e in live
+                if e.name == "step_delta" and e.data["sequence"] == completed.data["sequence"]
+            )
+            assert text == completed.data["content"]
+        assert [m["content"] for m in body["messages"][1:]] == [
+            e.data["content"] for e in live if e.name == "step_completed"
+        ]
+        assert body["status"] == "completed" and body["usage"]["llm_calls"] == 3
+
+        # A replay from the database: the same events and ids, each step's deltas as one.
+        replay = _replay(server.url, body["id"], token)
+        assert [(e.id, e.name) for e in replay if e.name != "step_delta"] == [
+            (e.id, e.name) for e in live if e.name != "step_delta"
+        ]
+        live_ends = {e.data["sequence"]: e.id for e in live if e.name == "step_delta"}
+        assert {e.data["sequence"]: e.id for e in replay if e.name == "step_delta"} == live_ends
+        assert replay[-1].data == body
+
+        # Resuming in the middle of a delta: only the rest of that text, then what follows.
+        first_delta = next(e for e in live if e.name == "step_delta")
+        second_delta = [e for e in live if e.name == "step_delta"][1]
+        resumed = _replay(server.url, body["id"], token, last_event_id=first_delta.id)
+        assert resumed[0].name == "step_delta"
+        ada_text = live[next(i for i, e in enumerate(live) if e.name == "step_completed")].data
+        assert resumed[0].data["text"] == ada_text["content"][len(first_delta.data["text"]) :]
+        assert second_delta.id > first_delta.id
+        assert [e.id for e in resumed] == [e.id for e in replay if e.id > first_delta.id]
+
+
+def test_deltas_arrive_while_the_provider_is_still_talking(
+    owner, make_agent, make_session, stub, token
+):
+    _point_at(stub, "stream-200", "deepseek")  # a word every 200 ms, 10 words
+    session = make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
+    with _serve(PANTHEON_LLM_BACKEND="live", STUB_API_KEY="stub") as server:
+        started = time.monotonic()
+        live = _stream(server.url, session, token, message="hello")
+
+    first_delta = next(e for e in live if e.name == "step_delta")
+    completed = next(e for e in live if e.name == "step_completed")
+    assert first_delta.received_at - started <= 1.0
+    assert completed.received_at - first_delta.received_at >= 1.5  # the rest still coming
+    deltas = [e for e in live if e.name == "step_delta"]
+    assert len(deltas) == 10
+    assert "".join(e.data["text"] for e in deltas) == completed.data["content"]
+    event = LlmCallEvent.objects.get()
+    assert (event.status, event.output_tokens) == ("success", 10)  # usage from the last chunk
+    assert event.input_tokens_fresh > 0
+
+
+def test_a_client_that_hangs_up_mid_step_does_not_stop_the_turn(roundtable, stub, token):
+    _point_at(stub, "stream-150", "deepseek", "qwen", "llama")
+    with _serve(PANTHEON_LLM_BACKEND="live", STUB_API_KEY="stub") as server:
+        with httpx.stream(
+            "POST",
+            f"{server.url}/api/v1/sessions/{roundtable.pk}/turns",
+            json={"message": "go"},
+            headers={**token, **STREAM},
+            timeout=60,
+        ) as response:
+            for event in events(response):
+                if event.name == "step_delta":
+                    turn_id = None
+                    break
+        # Hung up during Ada's answer. The turn goes on to its end on the server.
+        deadline = time.monotonic() + 30
+        while Turn.objects.get().status == "running":
+            assert time.monotonic() < deadline, "the turn stopped with its client"
+            time.sleep(0.2)
+        turn = Turn.objects.get()
+        assert turn_id is None and turn.status == "completed"
+        assert list(turn.messages.values_list("agent_key", flat=True)) == [
+            "",
+            "ada",
+            "grace",
+            "linus",
+        ]
+        ledger = LlmCallEvent.objects.filter(turn=turn)
+        assert sorted(ledger.values_list("status", flat=True)) == ["success"] * 3
+        assert turn.llm_calls == 3
+        # The client comes back: the whole turn, from the database.
+        replay = _replay(server.url, turn.pk, token)
+        assert replay[-1].name == "turn_completed"
+
+
+def test_two_instances_on_one_database_race_to_one_turn_and_replay_each_others(
+    owner, make_agent, make_session, stub, token
+):
+    _point_at(stub, "stream-100", "deepseek")
+    session = make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
+    with _serve(**env) as first, _serve(**env) as second:
+        assert first.port != second.port
+        barrier = threading.Barrier(8)
+        answers = []
+
+        def post(base):
+            barrier.wait()
+            answers.append(
+                httpx.post(
+                    f"{base}/api/v1/sessions/{session.pk}/turns",
+                    json={"message": "who wins?"},
+                    headers=token,
+                    timeout=60,
+                )
+            )
+
+        threads = [
+            threading.Thread(target=post, args=(server.url,)) for server in (first, second) * 4
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [201] + [409] * 7
+        assert Turn.objects.count() == 1 and stub.requests == 1
+
+        # Streamed by the first, followed live by the second while it runs.
+        streamed = {}
+        reader = threading.Thread(
+            target=lambda: streamed.update(events=_stream(first.url, session, token, "next"))
+        )
+        reader.start()
+        deadline = time.monotonic() + 20
+        while not Turn.objects.filter(turn_index=2).exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        followed = _replay(second.url, Turn.objects.get(turn_index=2).pk, token)
+        reader.join()
+        live = streamed["events"]
+        assert [(e.id, e.name) for e in followed if e.name != "step_delta"] == [
+            (e.id, e.name) for e in live if e.name != "step_delta"
+        ]
+        text = "".join(e.data["text"] for e in followed if e.name == "step_delta")
+        assert text == Message.objects.get(turn__turn_index=2, role="assistant").content
+
+
+def _connections_to(database: str) -> int:
+    """Connections to the test database, this test's own (the watcher's, the test's) aside."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+            "AND application_name <> 'pantheon-tests'",
+            [database],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_many_waiting_turns_share_a_small_pool(owner, make_agent, make_session, stub, token):
+    """40 turns wait 2 s each on one worker whose pool holds at most 4 connections."""
+    _point_at(stub, "slow-2000", "deepseek")
+    agent = make_agent(owner, "ada", model_alias="deepseek")
+    sessions = [make_session(owner, agent=agent) for _ in range(40)]
+    database = connection.settings_dict["NAME"]
+    env = {
+        "PANTHEON_LLM_BACKEND": "live",
+        "STUB_API_KEY": "stub",
+        "DB_POOL_MIN_SIZE": "1",
+        "DB_POOL_MAX_SIZE": "4",
+    }
+    with _serve(**env) as server:
+        peak = 0
+        done = threading.Event()
+
+        def watch():
+            nonlocal peak
+            try:
+                while not done.is_set():
+                    peak = max(peak, _connections_to(database))
+                    time.sleep(0.05)
+            finally:
+                connection.close()
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        answers = []
+
+        def post(session):
+            answers.append(
+                httpx.post(
+                    f"{server.url}/api/v1/sessions/{session.pk}/turns",
+                    json={"message": "wait for it"},
+                    headers=token,
+                    timeout=60,
+                )
+            )
+
+        threads = [threading.Thread(target=post, args=(s,)) for s in sessions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done.set()
+        watcher.join()
+
+    assert sorted(answer.status_code for answer in answers) == [201] * 40
+    assert stub.requests == 40
+    assert 1 <= peak <= 4  # the worker's pool, whatever the number of waiting turns
