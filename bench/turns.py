@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from pantheon.testing.servers import AppServer  # noqa: E402
 
 TARGETS = {
     "single_p50_ms": 10.0,
@@ -47,15 +46,9 @@ def parse_args() -> argparse.Namespace:
             "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_bench"
         ),
     )
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="server workers (WEB_CONCURRENCY)")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the scratch database")
     return parser.parse_args()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def recreate_database(url: str, *, drop_only: bool = False) -> None:
@@ -191,49 +184,6 @@ def vacuum_analyze() -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
-def start_gunicorn(url: str, port: int, workers: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "PANTHEON_LLM_BACKEND": "demo",
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-" + "x" * 50,
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-        "CONN_MAX_AGE": "600",
-        # The production gunicorn.conf.py, on a loopback port, without the access log.
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": str(workers),
-        "GUNICORN_LOG_LEVEL": "warning",
-    }
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "pantheon.wsgi:application",
-            "--config",
-            str(ROOT / "gunicorn.conf.py"),
-            "--access-logfile",
-            "/dev/null",
-            "--preload",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
-
-
-def wait_healthy(client, base: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if client.get(f"{base}/api/v1/health").status_code == 200:
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("gunicorn did not become healthy in time")
-
-
 def measure(client, base: str, cases: dict[str, list[str]], message: str) -> dict:
     """One turn per session, the cases interleaved so that drift on the machine (autovacuum,
     other load) lands on every case alike rather than on whichever runs last."""
@@ -293,12 +243,14 @@ def main() -> int:
         print(f"seeded {args.samples} sessions per case in {time.monotonic() - started:.1f}s")
         vacuum_analyze()
 
-        port = free_port()
-        server = start_gunicorn(args.database_url, port, args.workers)
-        base = f"http://127.0.0.1:{port}"
+        server = AppServer(
+            database_url=args.database_url,
+            workers=args.workers,
+            env={"PANTHEON_LLM_BACKEND": "demo"},
+        ).start()
+        base = server.url
         headers = {"Authorization": f"Token {data['token']}"}
         with httpx.Client(headers=headers, timeout=30) as client:
-            wait_healthy(client, base, time.monotonic() + 60)
             # Warm every worker (imports, connections) on sessions we do not measure.
             warm = data["single@10"][-1:] * 1
             for _ in range(6 * args.workers):
@@ -324,11 +276,7 @@ def main() -> int:
         }
     finally:
         if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+            server.stop()
         from django.db import connections
 
         connections.close_all()

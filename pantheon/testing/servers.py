@@ -57,8 +57,10 @@ class AppServer:
         return f"http://127.0.0.1:{self.port}"
 
     def environment(self) -> dict[str, str]:
+        # What a test or benchmark process set for itself is not the server's configuration.
+        inherited = {k: v for k, v in os.environ.items() if k not in ("DB_POOL_MAX_SIZE",)}
         return {
-            **os.environ,
+            **inherited,
             "DJANGO_SETTINGS_MODULE": "pantheon.settings",  # production's, not the tests'
             "DATABASE_URL": self.database_url,
             "DEBUG": "false",

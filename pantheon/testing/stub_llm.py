@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -102,6 +103,11 @@ class StubLLM:
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        with contextlib.suppress(ConnectionError):  # the caller hung up: a provider stops too
+            await self._stream(response, model, messages, words, first, between, body)
+        return response
+
+    async def _stream(self, response, model, messages, words, first, between, body) -> None:
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
         await asyncio.sleep(first)
         for index, word in enumerate(words):
@@ -114,7 +120,6 @@ class StubLLM:
             await self._send(response, chunk_id, model, None, None, _usage(messages, words))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-        return response
 
     async def _send(self, response, chunk_id, model, delta, finish, usage=None) -> None:
         chunk: dict[str, Any] = {

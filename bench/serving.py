@@ -1,0 +1,423 @@
+"""Serving benchmark: the production server (gunicorn.conf.py, its defaults) on PostgreSQL with
+an OpenAI-compatible stub provider, both on 127.0.0.1.
+
+    python bench/serving.py [--quick] [--workers N] [--database-url postgres://.../x_bench]
+
+It prints:
+- overlap: 64 sessions posting 3 turns each against a 1.5 s provider (ideal 4.5 s);
+- burst: 256 turns waiting 5 s each at once (ideal 5 s);
+  both with the wall time as a multiple of the ideal, the peak of PostgreSQL connections the
+  server held, and the errors;
+- first-turn latency on fresh workers, and the tenth turn's, with a 0 ms provider;
+- server CPU ms per single-agent turn and turns/s with 8 clients at 0 ms (stub and demo);
+- the server's RSS (and PSS) after that load;
+- time to first delta of a streamed turn with a provider that streams a word every 200 ms.
+
+It creates a scratch database and drops it, starts the stub and the server and stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from pantheon.testing.servers import AppServer, free_port  # noqa: E402
+
+GOALS = {"overlap": 1.5, "burst": 2.0, "connections": 32, "first_turn_s": 1.0, "cpu_ms": 9.0}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_serving_bench"
+        ),
+    )
+    parser.add_argument("--workers", type=int, default=None, help="default: gunicorn.conf.py's")
+    parser.add_argument("--quick", action="store_true", help="smaller loads, for a smoke run")
+    parser.add_argument("--cpu-turns", type=int, default=400)
+    return parser.parse_args()
+
+
+# --- set-up ---------------------------------------------------------------------------------
+
+
+def recreate_database(url: str, *, drop_only: bool = False) -> None:
+    import environ
+    import psycopg
+
+    config = environ.Env.db_url_config(url)
+    if not config["NAME"].endswith("_bench"):
+        raise SystemExit(f"refusing to drop {config['NAME']!r}: a scratch name ends in _bench")
+    with psycopg.connect(
+        host=config["HOST"] or "127.0.0.1",
+        port=config["PORT"] or 5432,
+        user=config["USER"] or "postgres",
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
+        if not drop_only:
+            conn.execute(f'CREATE DATABASE "{config["NAME"]}"')
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["DB_POOL_MAX_SIZE"] = "0"  # the benchmark's own connection, outside the pool
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+
+
+def seed(stub_url: str, sessions: int) -> dict:
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    from rooms.models import Agent
+    from sessions_app.models import Session
+    from usage.models import ModelAlias
+
+    call_command("migrate", verbosity=0)
+    user = get_user_model().objects.create_user("bench", password="bench-pass-123")
+    token = Token.objects.create(user=user).key
+    aliases = {
+        "fast": "slow-0",
+        "overlap": "slow-1500",
+        "burst": "slow-5000",
+        "stream": "stream-200",
+    }
+    agents = {}
+    for name, model in aliases.items():
+        ModelAlias.objects.create(
+            alias=f"stub_{name}",
+            litellm_model=f"openai/{model}",
+            api_base=stub_url,
+            api_key_env="STUB_API_KEY",
+            context_window=32768,
+        )
+        agents[name] = Agent.objects.create(
+            owner=user, agent_key=name, name=name.title(), model_alias=f"stub_{name}"
+        )
+    agents["demo"] = Agent.objects.create(
+        owner=user, agent_key="demo", name="Demo", model_alias="deepseek"
+    )
+    created = {}
+    for name, count in sessions.items():
+        created[name] = [
+            str(Session.objects.create(agent=agents[name], started_by=user).pk)
+            for _ in range(count)
+        ]
+    return {"token": token, "sessions": created}
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+class ConnectionWatch:
+    """The peak number of PostgreSQL connections to the scratch database, every 20 ms."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.is_set():
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()",
+                        [self.database],
+                    )
+                    self.peak = max(self.peak, cursor.fetchone()[0])
+                time.sleep(0.02)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> ConnectionWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(RSS, PSS) in MB, summed over the processes."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss / 1024, pss / 1024
+
+
+async def post_turns(base: str, headers: dict, sessions: list[str], turns_each: int) -> list:
+    """Every session posts `turns_each` turns one after the other, all sessions at once."""
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx.AsyncClient(headers=headers, timeout=120, limits=limits) as client:
+
+        async def one_session(session: str) -> list[int]:
+            statuses = []
+            for index in range(turns_each):
+                try:
+                    response = await client.post(
+                        f"{base}/api/v1/sessions/{session}/turns",
+                        json={"message": f"turn {index}"},
+                    )
+                    statuses.append(response.status_code)
+                except httpx.HTTPError:
+                    statuses.append(0)
+            return statuses
+
+        results = await asyncio.gather(*(one_session(s) for s in sessions))
+    return [status for statuses in results for status in statuses]
+
+
+def waiting_case(server, data, name, sessions, turns_each, ideal, database) -> dict:
+    headers = {"Authorization": f"Token {data['token']}"}
+    with ConnectionWatch(database) as watch:
+        started = time.monotonic()
+        statuses = asyncio.run(post_turns(server.url, headers, sessions, turns_each))
+        wall = time.monotonic() - started
+    errors = sum(1 for status in statuses if status != 201)
+    return {
+        "name": name,
+        "turns": len(statuses),
+        "wall": wall,
+        "ratio": wall / ideal,
+        "peak": watch.peak,
+        "errors": errors,
+    }
+
+
+def first_turns(url: str, env: dict, workers: int | None, data: dict) -> tuple[float, float]:
+    """A fresh server: the first turn's latency, then the tenth's (0 ms provider)."""
+    headers = {"Authorization": f"Token {data['token']}"}
+    sessions = data["sessions"]["fast"]
+    server = AppServer(database_url=url, env=env, **({"workers": workers} if workers else {}))
+    server.start()
+    try:
+        times = []
+        with httpx.Client(headers=headers, timeout=60) as client:
+            for index in range(10):
+                started = time.monotonic()
+                response = client.post(
+                    f"{server.url}/api/v1/sessions/{sessions[index]}/turns",
+                    json={"message": "first?"},
+                )
+                assert response.status_code == 201, response.text
+                times.append(time.monotonic() - started)
+        return times[0], times[9]
+    finally:
+        server.stop()
+
+
+async def closed_loop(base: str, headers: dict, sessions: list[str], total: int) -> float:
+    """8 clients posting turns back to back until `total`; returns the wall time."""
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(headers=headers, timeout=60, limits=limits) as client:
+        counter = iter(range(total))
+
+        async def client_loop(session: str) -> None:
+            for _ in counter:
+                response = await client.post(
+                    f"{base}/api/v1/sessions/{session}/turns", json={"message": "go"}
+                )
+                assert response.status_code == 201, response.text
+
+        started = time.monotonic()
+        await asyncio.gather(*(client_loop(s) for s in sessions))
+        return time.monotonic() - started
+
+
+def cpu_case(server, data, kind: str, total: int) -> dict:
+    headers = {"Authorization": f"Token {data['token']}"}
+    sessions = data["sessions"][kind][:8]
+    asyncio.run(closed_loop(server.url, headers, sessions, 40))  # warm
+    pids = process_tree(server.process.pid)
+    before = cpu_seconds(pids)
+    wall = asyncio.run(closed_loop(server.url, headers, sessions, total))
+    used = cpu_seconds(pids) - before
+    return {"kind": kind, "cpu_ms": used / total * 1000, "per_s": total / wall}
+
+
+def time_to_first_delta(server, data, samples: int = 5) -> list[float]:
+    headers = {
+        "Authorization": f"Token {data['token']}",
+        "Accept": "text/event-stream",
+    }
+    times = []
+    for session in data["sessions"]["stream"][:samples]:
+        started = time.monotonic()
+        with httpx.stream(
+            "POST",
+            f"{server.url}/api/v1/sessions/{session}/turns",
+            json={"message": "stream it"},
+            headers=headers,
+            timeout=60,
+        ) as response:
+            lines = response.iter_lines()
+            for line in lines:
+                if line == "event: step_delta":
+                    times.append(time.monotonic() - started)
+                    break
+            for _ in lines:
+                pass
+    return times
+
+
+def main() -> int:
+    args = parse_args()
+    overlap_sessions, burst_turns = (16, 64) if args.quick else (64, 256)
+    database = args.database_url.rsplit("/", 1)[1]
+    print(f"scratch database: {args.database_url}")
+    recreate_database(args.database_url)
+    stub_port = free_port()
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "pantheon.testing.stub_llm", "--port", str(stub_port)],
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    server = None
+    try:
+        setup_django(args.database_url)
+        data = seed(
+            f"http://127.0.0.1:{stub_port}/v1",
+            {
+                "fast": 16,
+                "overlap": overlap_sessions,
+                "burst": burst_turns,
+                "stream": 5,
+                "demo": 8,
+            },
+        )
+        env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
+        workers = {"workers": args.workers} if args.workers else {}
+        first, tenth = first_turns(args.database_url, env, args.workers, data)
+
+        server = AppServer(database_url=args.database_url, env=env, **workers).start()
+        sessions = data["sessions"]
+        overlap = waiting_case(
+            server, data, "64 sessions x 3 turns, 1.5 s", sessions["overlap"], 3, 4.5, database
+        )
+        burst = waiting_case(
+            server, data, "256 turns at once, 5 s", sessions["burst"], 1, 5.0, database
+        )
+        cpu_stub = cpu_case(server, data, "fast", args.cpu_turns)
+        rss, pss = memory_mb(process_tree(server.process.pid))
+        deltas = time_to_first_delta(server, data)
+        server.stop()
+        server = AppServer(
+            database_url=args.database_url, env={"PANTHEON_LLM_BACKEND": "demo"}, **workers
+        ).start()
+        cpu_demo = cpu_case(server, data, "demo", args.cpu_turns)
+    finally:
+        if server is not None:
+            server.stop()
+        stub.terminate()
+        stub.wait(10)
+        from django.db import connections
+
+        connections.close_all()
+        recreate_database(args.database_url, drop_only=True)
+
+    print()
+    print(
+        f"{'waiting turns':<32}{'turns':>6}{'wall s':>8}{'x ideal':>9}{'peak PG':>9}{'errors':>8}"
+    )
+    for case in (overlap, burst):
+        print(
+            f"{case['name']:<32}{case['turns']:>9}{case['wall']:>9.2f}{case['ratio']:>9.2f}"
+            f"{case['peak']:>9}{case['errors']:>9}"
+        )
+    print()
+    print(f"first turn on a fresh server: {first * 1000:.0f} ms; tenth: {tenth * 1000:.0f} ms")
+    for case in (cpu_stub, cpu_demo):
+        print(
+            f"server CPU per single-agent turn, 8 clients, 0 ms provider ({case['kind']}): "
+            f"{case['cpu_ms']:.1f} ms; {case['per_s']:.0f} turns/s"
+        )
+    print(f"server memory after the load: RSS {rss:.0f} MB, PSS {pss:.0f} MB")
+    print(
+        "time to first delta (a word every 200 ms): "
+        + ", ".join(f"{t * 1000:.0f}" for t in deltas)
+        + f" ms (median {statistics.median(deltas) * 1000:.0f})"
+    )
+    checks = [
+        ("overlap within 1.5x of ideal", overlap["ratio"] <= GOALS["overlap"]),
+        ("burst within 2x of one wait", burst["ratio"] <= GOALS["burst"]),
+        (
+            "<= 32 PostgreSQL connections",
+            max(overlap["peak"], burst["peak"]) <= GOALS["connections"],
+        ),
+        ("no errors", overlap["errors"] == burst["errors"] == 0),
+        ("first turn <= 1 s", first <= GOALS["first_turn_s"]),
+        ("<= 9 ms CPU per turn (stub)", cpu_stub["cpu_ms"] <= GOALS["cpu_ms"]),
+        ("RSS <= 300 MB", rss <= 300),
+        ("first delta <= 1 s", max(deltas) <= 1.0),
+    ]
+    print()
+    for label, ok in checks:
+        print(f"  [{'ok' if ok else 'MISS'}] {label}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
