@@ -4,7 +4,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 
-from pantheon.checks import check_stale_limit
+from pantheon.checks import check_security_middleware, check_stale_limit
 
 logger = logging.getLogger("pantheon")
 
@@ -15,6 +15,7 @@ class PantheonConfig(AppConfig):
 
     def ready(self) -> None:
         checks.register(check_stale_limit)
+        checks.register(check_security_middleware, checks.Tags.security, deploy=True)
         if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             logger.warning(
                 "Pantheon is running on SQLite, the embedded laptop default. "

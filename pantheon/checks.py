@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core.checks import Warning as CheckWarning
+from django.utils.module_loading import import_string
 
 
 def longest_llm_call_seconds() -> float:
@@ -26,3 +27,28 @@ def check_stale_limit(app_configs=None, **kwargs):
             id="pantheon.W001",
         )
     ]
+
+
+# Django's deploy checks look for its own middleware by dotted path; ours subclass them
+# (pantheon.async_middleware) and are checked here instead.
+REQUIRED_MIDDLEWARE = {
+    "django.middleware.security.SecurityMiddleware": "security.W001",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware": "security.W002",
+    "django.middleware.csrf.CsrfViewMiddleware": "security.W003",
+}
+
+
+def check_security_middleware(app_configs=None, **kwargs):
+    installed = [import_string(path) for path in settings.MIDDLEWARE]
+    problems = []
+    for path, replaces in REQUIRED_MIDDLEWARE.items():
+        required = import_string(path)
+        if not any(issubclass(cls, required) for cls in installed if isinstance(cls, type)):
+            problems.append(
+                CheckWarning(
+                    f"No middleware in MIDDLEWARE is (a subclass of) {path}.",
+                    hint=f"Django's own check {replaces} is silenced in favour of this one.",
+                    id="pantheon.W002",
+                )
+            )
+    return problems

@@ -32,12 +32,12 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from pantheon.db import database, release_connection
+from pantheon.db import database
 from pantheon.exceptions import PantheonError
 from sessions_app import events, idempotency, selectors
-from sessions_app.models import IdempotencyKey, Message, Session, Turn
+from sessions_app.models import IdempotencyKey, Message, Turn
 from sessions_app.serializers import TurnCreateSerializer, TurnMessageSerializer, TurnSerializer
-from sessions_app.turns import TurnListener, TurnOutcome, turn_run
+from sessions_app.turns import TurnListener, TurnOutcome, TurnPlan, TurnRunner, turn_prepare
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +88,27 @@ def _finished(task: asyncio.Task) -> None:
             logger.error("a detached turn failed", exc_info=error)
 
 
-class _StreamingView:
-    """Release the request's connection once authentication and throttling are done: the rest
-    of an async turn request uses short `database` sections."""
+class _AsyncTurnView:
+    """DRF's checks (authentication, permissions, throttles) run inside each handler's first
+    database section, with the handler's own reads: one thread hop instead of two. Every
+    section hands its connection back when it ends (`database`)."""
 
-    def initial(self, request, *args, **kwargs):
+    async def async_dispatch(self, request, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+        request = self.initialize_request(request, *args, **kwargs)  # type: ignore[attr-defined]
+        self.request = request
+        self.headers = self.default_response_headers  # type: ignore[attr-defined]
         try:
-            super().initial(request, *args, **kwargs)  # type: ignore[misc]
-        finally:
-            release_connection()
+            method = request.method.lower()
+            handler = getattr(self, method, None) if method in self.http_method_names else None  # type: ignore[attr-defined]
+            if handler is None:
+                await database(self.initial)(request, *args, **kwargs)  # type: ignore[attr-defined]
+                self.http_method_not_allowed(request)  # type: ignore[attr-defined]
+            response = await handler(request, *args, **kwargs)
+        except Exception as exc:
+            response = self.handle_exception(exc)  # type: ignore[attr-defined]
+        self.response = self.finalize_response(request, response, *args, **kwargs)  # type: ignore[attr-defined]
+        return self.response
 
     def finalize_response(self, request, response, *args, **kwargs):
         # A refusal of a streamed request is a plain JSON answer, not an event stream.
@@ -108,7 +120,7 @@ class _StreamingView:
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
-class SessionTurnsView(_StreamingView, AsyncGenericAPIView):
+class SessionTurnsView(_AsyncTurnView, AsyncGenericAPIView):
     """`GET sessions/{id}/turns` lists turns; `POST` runs one."""
 
     serializer_class = TurnSerializer
@@ -121,9 +133,10 @@ class SessionTurnsView(_StreamingView, AsyncGenericAPIView):
         return selectors.turns_for_user(user=self.request.user).filter(session=session)
 
     async def get(self, request: Request, session_id) -> Response:
-        return await database(self._list)()
+        return await database(self._list)(request)
 
-    def _list(self) -> Response:
+    def _list(self, request: Request) -> Response:
+        self.initial(request)
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -147,12 +160,28 @@ class SessionTurnsView(_StreamingView, AsyncGenericAPIView):
         ],
     )
     async def post(self, request: Request, session_id):
-        session, data = await database(self._validate)(request, session_id)
-        streamed = request.accepted_media_type == EVENT_STREAM
+        start = await database(self._start)(request, session_id)
+        if isinstance(start, idempotency.Replay):
+            return await self._replayed(start, streamed=self._streamed(request))
+        plan, record = start
+        if not self._streamed(request):
+            return await asyncio.shield(_detached(self._turn(plan, record)))
+        return await self._stream(plan, record)
+
+    def _streamed(self, request: Request) -> bool:
+        return request.accepted_media_type == EVENT_STREAM
+
+    def _start(self, request: Request, session_id) -> tuple | idempotency.Replay:
+        """One section before the turn: DRF's checks, the session, the body, the
+        Idempotency-Key and the turn's plan (its refusals). A refused plan frees the key."""
+        self.initial(request)
+        session = selectors.session_for_turn(user=request.user, session_id=session_id)
+        body = TurnCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         record: IdempotencyKey | None = None
         key = request.headers.get("Idempotency-Key")
         if key is not None:
-            begun = await database(idempotency.idempotency_begin)(
+            begun = idempotency.idempotency_begin(
                 user=request.user,
                 key=key,
                 fingerprint=idempotency.request_fingerprint(
@@ -160,36 +189,31 @@ class SessionTurnsView(_StreamingView, AsyncGenericAPIView):
                 ),
             )
             if isinstance(begun, idempotency.Replay):
-                return await self._replayed(begun, streamed=streamed)
+                return begun
             record = begun
-        if not streamed:
-            return await asyncio.shield(_detached(self._turn(request, session, data, record)))
-        return await self._stream(request, session, data, record)
-
-    def _validate(self, request: Request, session_id) -> tuple[Session, dict]:
-        session = selectors.session_for_turn(user=request.user, session_id=session_id)
-        body = TurnCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        return session, body.validated_data
+        try:
+            plan = turn_prepare(
+                session=session,
+                user=request.user,
+                user_input=body.validated_data["message"],
+                model_alias_override=body.validated_data["model_alias_override"],
+            )
+        except (PantheonError, APIException):
+            if record is not None:
+                idempotency.idempotency_release(record=record)
+            raise
+        return plan, record
 
     async def _turn(
         self,
-        request: Request,
-        session: Session,
-        data: dict,
+        plan: TurnPlan,
         record: IdempotencyKey | None,
         listener: TurnListener | None = None,
     ) -> Response:
         """The turn, and what retries with its Idempotency-Key will get: nothing if it was
-        refused before it started, else its answer (a 500 included)."""
+        refused before it started (a conflict), else its answer (a 500 included)."""
         try:
-            outcome: TurnOutcome = await turn_run(
-                session=session,
-                user=request.user,
-                message=data["message"],
-                model_alias_override=data["model_alias_override"],
-                listener=listener,
-            )
+            outcome: TurnOutcome = await TurnRunner(plan).run(listener)
         except (PantheonError, APIException):
             if record is not None:
                 await database(idempotency.idempotency_release)(record=record)
@@ -207,16 +231,14 @@ class SessionTurnsView(_StreamingView, AsyncGenericAPIView):
             )
         return Response(body, status=status.HTTP_201_CREATED)
 
-    async def _stream(
-        self, request: Request, session: Session, data: dict, record: IdempotencyKey | None
-    ):
+    async def _stream(self, plan: TurnPlan, record: IdempotencyKey | None):
         """Start the turn; once it is claimed, stream its events. A refusal or a conflict
         before the claim is answered as a plain HTTP error."""
         queue: asyncio.Queue[events.TurnEvent] = asyncio.Queue()
         listener = TurnListener(
             send=queue.put_nowait, message_body=message_body, turn_body=turn_body
         )
-        turn = _detached(self._turn(request, session, data, record, listener))
+        turn = _detached(self._turn(plan, record, listener))
         first = asyncio.ensure_future(queue.get())
         await asyncio.wait({first, turn}, return_when=asyncio.FIRST_COMPLETED)
         if not first.done():
@@ -234,7 +256,7 @@ class SessionTurnsView(_StreamingView, AsyncGenericAPIView):
         return response
 
 
-class TurnEventsView(_StreamingView, AsyncAPIView):
+class TurnEventsView(_AsyncTurnView, AsyncAPIView):
     """`GET turns/{id}/events`: the turn's events as Server-Sent Events, replayed from the
     database (any host), followed live while it runs; `Last-Event-ID` resumes after it."""
 
@@ -256,6 +278,7 @@ class TurnEventsView(_StreamingView, AsyncAPIView):
         return _event_stream(_replay(turn, last_event_id=_last_event_id(request)))
 
     def _turn(self, request: Request, pk) -> Turn:
+        self.initial(request)
         return get_object_or_404(selectors.turns_for_user(user=request.user), pk=pk)
 
 

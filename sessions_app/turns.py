@@ -181,7 +181,7 @@ async def turn_run(
     plan = await database(turn_prepare)(
         session=session, user=user, user_input=message, model_alias_override=model_alias_override
     )
-    return await TurnRunner(plan, gateway or get_gateway()).run(listener)
+    return await TurnRunner(plan, gateway).run(listener)
 
 
 # --- 1. prepare ---------------------------------------------------------------------------------
@@ -353,9 +353,9 @@ def _history_entry(fields: Mapping[str, Any]) -> HistoryMessage:
 class TurnRunner:
     """One turn from claim to finish; its public methods are the lifecycle, in order."""
 
-    def __init__(self, plan: TurnPlan, gateway: LlmGateway) -> None:
+    def __init__(self, plan: TurnPlan, gateway: LlmGateway | None = None) -> None:
         self.plan = plan
-        self.gateway = gateway
+        self.gateway = gateway or get_gateway()
         self.turn: Turn | None = None
         self.history: list[HistoryMessage] = []
         self.summary: SummaryRef | None = None

@@ -2,7 +2,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from pantheon.checks import check_stale_limit, longest_llm_call_seconds
+from pantheon.checks import check_security_middleware, check_stale_limit, longest_llm_call_seconds
 
 
 def test_defaults_leave_room_for_the_slowest_call(settings):
@@ -20,3 +20,15 @@ def test_a_stale_limit_shorter_than_one_call_is_flagged(settings):
     assert [warning.id for warning in warnings] == ["pantheon.W001"]
     with pytest.raises(SystemCheckError, match="pantheon.W001"):
         call_command("check", "--fail-level", "WARNING")
+
+
+def test_the_stock_security_middleware_or_a_subclass_is_required(settings):
+    assert check_security_middleware() == []
+
+    settings.MIDDLEWARE = [
+        path for path in settings.MIDDLEWARE if "XFrameOptions" not in path and "Csrf" not in path
+    ]
+
+    warnings = check_security_middleware()
+    assert [warning.id for warning in warnings] == ["pantheon.W002", "pantheon.W002"]
+    assert "XFrameOptionsMiddleware" in warnings[0].msg + warnings[1].msg

@@ -1,0 +1,75 @@
+"""Django's stock middleware, run on the event loop under ASGI.
+
+In an async stack Django runs each hook of a `MiddlewareMixin` middleware through
+`sync_to_async`: a thread hop per hook, about a dozen per request for the stock stack, which
+costs more CPU than most API requests do. These hooks do no I/O (headers, redirects, a lazy
+user, cookies), so they run inline here. Sessions and messages hop only when a request used
+them: saving a session is database work.
+
+Under WSGI (and the test client) they behave exactly like Django's own.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
+from django.middleware import clickjacking, common, csrf, security
+
+
+class _InlineHooks:
+    """`process_request` and `process_response` called directly, for hooks that never block."""
+
+    async def __acall__(self, request):
+        response = None
+        if hasattr(self, "process_request"):
+            response = self.process_request(request)
+        response = response or await self.get_response(request)  # type: ignore[attr-defined]
+        if hasattr(self, "process_response"):
+            response = self.process_response(request, response)
+        return response
+
+
+class SecurityMiddleware(_InlineHooks, security.SecurityMiddleware):
+    pass
+
+
+class CommonMiddleware(_InlineHooks, common.CommonMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_InlineHooks, auth.AuthenticationMiddleware):
+    """Sets a lazy `request.user`; the session is read only when the user is."""
+
+
+class XFrameOptionsMiddleware(_InlineHooks, clickjacking.XFrameOptionsMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(_InlineHooks, csrf.CsrfViewMiddleware):
+    """Cookies and tokens only (CSRF_USE_SESSIONS is off); `process_view` inline too."""
+
+    async def process_view(self, request, callback, callback_args, callback_kwargs):
+        return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class SessionMiddleware(sessions.SessionMiddleware):
+    async def __acall__(self, request):
+        self.process_request(request)  # a lazy session store: no I/O yet
+        response = await self.get_response(request)
+        session = request.session
+        if session.accessed or session.modified:
+            # Used by this request (the admin, session authentication): may be saved.
+            return await sync_to_async(self.process_response)(request, response)
+        return self.process_response(request, response)
+
+
+class MessageMiddleware(messages.MessageMiddleware):
+    async def __acall__(self, request):
+        self.process_request(request)  # lazy storage: no I/O yet
+        response = await self.get_response(request)
+        storage = request._messages
+        if storage.used or storage.added_new:
+            return await sync_to_async(self.process_response)(request, response)
+        return self.process_response(request, response)
