@@ -8,6 +8,7 @@ from usage.models import (
     LlmCallEvent,
     ModelAlias,
     ModelPrice,
+    MonthlyUsage,
     PricingVersion,
 )
 
@@ -35,7 +36,7 @@ class ModelPriceInline(admin.TabularInline):
 
 @admin.register(PricingVersion)
 class PricingVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "multiplier", "effective_from", "created_at"]
+    list_display = ["name", "default_multiplier", "effective_from", "created_at"]
     inlines = [ModelPriceInline]
 
 
@@ -102,3 +103,18 @@ class ModelPriceAdmin(admin.ModelAdmin):
     ]
     list_filter = ["pricing_version", "model_alias"]
     list_select_related = ["model_alias", "pricing_version"]
+
+
+@admin.register(MonthlyUsage)
+class MonthlyUsageAdmin(admin.ModelAdmin):
+    list_display = ["month", "user", "credits", "llm_calls", "updated_at"]
+    list_select_related = ["user"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
