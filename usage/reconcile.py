@@ -352,11 +352,16 @@ def _normalized(figures: Iterable) -> tuple:
 
 
 def _figures(row) -> str:
+    """'3 calls, 0.0141 credits' from a row of USAGE_TOTAL_FIELDS (or rollup columns)."""
     if row is None or all(value is None for value in row):
         return "nothing"
-    calls, *rest = row
-    return f"{calls} calls, {rest[2] if len(rest) > 2 else '?'} credits"
+    return f"{row[0]} calls, {_plain(row[3])} credits"
 
 
 def _credits(row) -> str:
-    return "nothing" if row is None or row[0] is None else str(row[0])
+    return "nothing" if row is None or row[0] is None else _plain(row[0])
+
+
+def _plain(value) -> str:
+    number = Decimal(str(value)).normalize()
+    return f"{number:f}"
