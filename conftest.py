@@ -173,3 +173,18 @@ def post_turn():
         )
 
     return post
+
+
+@pytest.fixture
+def make_operator(django_user_model):
+    """A staff member in one of the operator groups (`Owner` or `Analyst`)."""
+    from django.contrib.auth.models import Group
+
+    def make(group: str, username: str | None = None):
+        user = django_user_model.objects.create_user(
+            username or group.lower(), password="operator-pass-123", is_staff=True
+        )
+        user.groups.add(Group.objects.get(name=group))
+        return user
+
+    return make

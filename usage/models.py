@@ -195,6 +195,7 @@ class LlmCallEvent(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = "ledger event"
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(

@@ -1,0 +1,27 @@
+"""The operator console: Django's admin, branded Pantheon, with the billing dashboard in it."""
+
+from django.contrib import admin
+from django.urls import path
+
+
+class PantheonAdminSite(admin.AdminSite):
+    site_header = "Pantheon"
+    site_title = "Pantheon"
+    index_title = "Operator console"
+
+    def get_urls(self):
+        from usage import admin_views
+
+        billing = [
+            path(
+                "billing/",
+                self.admin_view(admin_views.BillingDashboardView.as_view(site=self)),
+                name="billing",
+            ),
+            path(
+                "billing/export.csv",
+                self.admin_view(admin_views.BillingExportView.as_view(site=self)),
+                name="billing_export",
+            ),
+        ]
+        return billing + super().get_urls()
