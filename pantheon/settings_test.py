@@ -17,6 +17,13 @@ os.environ["PANTHEON_LLM_BACKEND"] = "demo"
 
 from pantheon.settings import *  # noqa: E402,F403
 
+# The suite renders pages without running collectstatic first; the production storage (hashed
+# names from a manifest) is tested on its own in pantheon/tests/test_static_serving.py.
+PRODUCTION_STORAGES = STORAGES  # noqa: F405
+STORAGES = {
+    **PRODUCTION_STORAGES,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PANTHEON_LLM_BACKOFF_SECONDS = 0.0

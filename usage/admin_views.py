@@ -61,7 +61,12 @@ class BillingAccess(View):
         return super().dispatch(request, *args, **kwargs)
 
     def filters(self, request) -> BillingFilterForm:
-        return BillingFilterForm({key: value for key, value in request.GET.items() if value})
+        """The filters as sent, the default range filled in so the form shows what it reports."""
+        data = {key: value for key, value in request.GET.items() if value}
+        if "end" not in data and "start" not in data:
+            data["end"] = today().isoformat()
+            data["start"] = (today() - timedelta(days=DEFAULT_DAYS - 1)).isoformat()
+        return BillingFilterForm(data)
 
 
 class BillingDashboardView(BillingAccess):
@@ -103,7 +108,7 @@ class BillingDashboardView(BillingAccess):
                     for row in report.rows[:TABLE_ROWS]
                 ],
                 "hidden_rows": max(0, len(report.rows) - TABLE_ROWS),
-                "chart": daily_bar_chart(report.daily_credits),
+                "chart": daily_bar_chart(report.daily_credits, highlight=today()),
                 "export_url": f"{reverse('admin:billing_export')}?{urlencode(query)}",
                 "days": (data["end"] - data["start"]).days + 1,
                 "today": today(),

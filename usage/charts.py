@@ -21,6 +21,7 @@ class Bar:
     width: float
     height: float
     title: str  # the tooltip: day and exact figure
+    highlight: bool = False  # today: a day still being written
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ class BarChart:
     empty: bool
 
 
-def daily_bar_chart(points: list[tuple[date, Decimal]], *, unit: str = "credits") -> BarChart:
+def daily_bar_chart(
+    points: list[tuple[date, Decimal]], *, unit: str = "credits", highlight: date | None = None
+) -> BarChart:
     plot_width = WIDTH - LEFT - RIGHT
     plot_height = HEIGHT - TOP - BOTTOM
     peak = max((value for _, value in points), default=Decimal("0"))
@@ -60,7 +63,9 @@ def daily_bar_chart(points: list[tuple[date, Decimal]], *, unit: str = "credits"
                 y=round(TOP + plot_height - height, 2),
                 width=round(bar_width, 2),
                 height=round(height, 2),
-                title=f"{day:%a %d %b %Y}: {_figure(value)} {unit}",
+                title=f"{day:%a %d %b %Y}: {_figure(value)} {unit}"
+                + (" so far" if day == highlight else ""),
+                highlight=day == highlight,
             )
         )
     steps = 4

@@ -19,9 +19,9 @@ def count(value) -> str:
 
 @register.filter
 def credits(value) -> str:
-    """Two decimals; four for small amounts, so a cheap call never reads 0.00."""
+    """Two decimals; four below 0.01, so a cheap call never reads 0.00."""
     amount = _decimal(value)
-    places = 2 if amount == 0 or abs(amount) >= 1 else 4
+    places = 2 if amount == 0 or abs(amount) >= Decimal("0.01") else 4
     return f"{amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,}"
 
 
