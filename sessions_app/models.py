@@ -91,7 +91,11 @@ class Turn(UsageTotals):
                 condition=models.Q(turn_index__gte=1), name="turn_index_positive"
             ),
         ]
-        indexes = [models.Index(fields=["status", "created_at"], name="turn_status_created")]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="turn_status_created"),
+            # The console lists turns newest first; the dashboard counts active users by date.
+            models.Index(fields=["created_at"], name="turn_created"),
+        ]
 
     def __str__(self) -> str:
         return f"Turn {self.turn_index} of {self.session_id} ({self.status})"

@@ -1,3 +1,5 @@
+import calendar
+from datetime import date
 from decimal import Decimal
 
 from django import forms
@@ -5,11 +7,12 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.paginator import Paginator
 from django.db import models, transaction
-from django.db.models import Count, F, OuterRef, Subquery, Sum
+from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
 
 from pantheon.console import RecordAdmin, badge, username_filter
+from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
     USAGE_TOTAL_FIELDS,
     BillingProfile,
@@ -196,15 +199,31 @@ class AliasFilter(admin.SimpleListFilter):
         return queryset.filter(model_alias=self.value()) if self.value() else queryset
 
 
-# The sums shown above the ledger list; `calls` doubles as the paginator's count.
-LEDGER_SUMS = {
-    "calls": Count("id"),
-    "input_tokens": Coalesce(Sum(F("input_tokens_fresh") + F("input_tokens_cached")), 0),
-    "output_tokens": Coalesce(Sum("output_tokens"), 0),
-    "credits": Coalesce(Sum("credits"), Decimal("0")),
-    "provider_cost_usd": Coalesce(Sum("provider_cost_usd"), Decimal("0")),
-    "unpriced": Count("id", filter=models.Q(priced=False)),
+# Query parameters the daily rollups can answer the ledger list's sums for (with ordering and
+# paging); any other filter (purpose, status, priced, a search) sums the ledger itself.
+ROLLUP_ANSWERABLE = {"username", "model_alias", "o", "p"} | {
+    f"created_at__{part}" for part in ("year", "month", "day")
 }
+
+
+def _rollup_days(params) -> tuple[date | None, date | None] | None:
+    """The days a ledger-list query covers, when the rollups can answer for it, else None."""
+    if not set(params) <= ROLLUP_ANSWERABLE:
+        return None
+    try:
+        year, month, day = (
+            int(params[f"created_at__{part}"]) if f"created_at__{part}" in params else None
+            for part in ("year", "month", "day")
+        )
+        if year is None:
+            return (None, None) if month is None and day is None else None
+        if month is None:
+            return (None, None) if day is not None else (date(year, 1, 1), date(year, 12, 31))
+        if day is None:
+            return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
+        return date(year, month, day), date(year, month, day)
+    except ValueError:
+        return None
 
 
 @admin.register(LlmCallEvent)
@@ -240,11 +259,29 @@ class LlmCallEventAdmin(RecordAdmin):
     show_full_result_count = False
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
-        # One aggregate gives both the sums above the list and the row count the paginator
-        # would otherwise count again; the view picks the sums up from the request.
-        request.ledger_sums = queryset.order_by().aggregate(**LEDGER_SUMS)
+        # The sums above the list also give the paginator its count (it would count again);
+        # the view picks them up from the request. Filters the rollups can answer (user, alias,
+        # dates) read them plus the ledger after them, as the dashboard does: a few thousand
+        # rows instead of a million; any other filter sums the ledger rows themselves.
+        days = _rollup_days(request.GET)
+        if days is None:
+            sums = queryset.order_by().aggregate(**LEDGER_FIGURES)
+            source = "ledger"
+        else:
+            sums = vars(
+                usage_totals_between(
+                    start=days[0],
+                    end=days[1],
+                    username=request.GET.get("username", "").strip(),
+                    model_alias=request.GET.get("model_alias", ""),
+                )
+            )
+            source = "rollups"
+        request.ledger_sums = {name: value or 0 for name, value in sums.items()} | {
+            "source": source
+        }
         paginator = Paginator(queryset, per_page, orphans, allow_empty_first_page)
-        paginator.count = request.ledger_sums["calls"]
+        paginator.count = request.ledger_sums["llm_calls"]
         return paginator
 
     def changelist_view(self, request, extra_context=None):

@@ -209,6 +209,9 @@ class LlmCallEvent(models.Model):
             models.Index(fields=["session", "created_at"], name="llmcall_session_created"),
             models.Index(fields=["turn"], name="llmcall_turn"),
             models.Index(fields=["model_alias", "created_at"], name="llmcall_alias_created"),
+            # The console lists the ledger newest first and reads date ranges of it (today's
+            # calls on the dashboard, reconcile --since): bench/ledger.py at a million rows.
+            models.Index(fields=["created_at"], name="llmcall_created"),
         ]
 
     def __str__(self) -> str:
@@ -223,7 +226,11 @@ class DailyUsageRollup(UsageTotals):
     """
 
     day = models.DateField()
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # No database constraint: every rollup sums ledger rows whose own user FK (PROTECT) already
+    # holds, and checking it again for each of ~300,000 rows per rebuild cost seconds.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     model_alias = models.CharField(max_length=64)
     unpriced_calls = models.PositiveIntegerField(
         default=0, help_text="Calls recorded without a known price (their cost counts as $0)."

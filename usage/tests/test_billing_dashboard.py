@@ -280,13 +280,64 @@ def test_the_ledger_list_shows_the_sums_of_the_current_filter(make_operator, led
 
     assert response.status_code == 200
     sums = response.context["ledger_sums"]
-    assert (sums["calls"], sums["credits"], sums["output_tokens"]) == (1, Decimal("2.25"), 400)
+    assert (sums["llm_calls"], sums["credits"], sums["output_tokens"]) == (1, Decimal("2.25"), 400)
+    assert sums["source"] == "rollups"  # user, alias and dates: the rollups can answer
     everything = client.get(reverse(LEDGER)).context["ledger_sums"]
-    assert everything["calls"] == LlmCallEvent.objects.count() == 8
+    assert everything["llm_calls"] == LlmCallEvent.objects.count() == 8
     assert everything["credits"] == Decimal("112.125")
-    assert everything["unpriced"] == 1
-    page = client.get(reverse(LEDGER), {"priced__exact": "0"}).content.decode()
+    assert everything["unpriced_calls"] == 1
+    unpriced = client.get(reverse(LEDGER), {"priced__exact": "0"})
+    assert unpriced.context["ledger_sums"]["source"] == "ledger"
+    assert unpriced.context["ledger_sums"]["llm_calls"] == 1
+    page = unpriced.content.decode()
     assert 'class="pantheon-sums"' in page and ">0.13<" in page
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"username": "owner"},
+        {"model_alias": "premium"},
+        {"username": "outsider", "model_alias": "premium"},
+        {"created_at__year": "{year}"},
+        {"created_at__year": "{year}", "created_at__month": "{month}"},
+        {"created_at__year": "{year}", "created_at__month": "{month}", "created_at__day": "{day}"},
+        {"status": "success"},
+        {"purpose": "agent", "username": "owner"},
+        {"q": "ada"},
+    ],
+)
+def test_the_ledger_sums_equal_the_rows_listed_whatever_the_filter(make_operator, ledger, query):
+    when = today() - timedelta(days=10)
+    query = {
+        key: value.format(year=when.year, month=when.month, day=when.day)
+        for key, value in query.items()
+    }
+    response = client_for(make_operator("Analyst")).get(reverse(LEDGER), query)
+
+    assert response.status_code == 200
+    listed = response.context["cl"].queryset
+    sums = response.context["ledger_sums"]
+    assert sums["llm_calls"] == listed.count()
+    assert sums["credits"] == (listed.aggregate(total=Sum("credits"))["total"] or 0)
+    assert response.context["cl"].result_count == listed.count()
+
+
+def test_the_ledger_drills_down_from_the_first_to_the_last_call(make_operator, ledger):
+    client = client_for(make_operator("Analyst"))
+    first, last = today() - timedelta(days=40), today()
+
+    page = client.get(reverse(LEDGER)).content.decode()
+    if first.year == last.year:  # one year: straight to its months, first to last
+        expected = [f"created_at__month={month}" for month in (first.month, last.month)]
+    else:
+        expected = [f"created_at__year={year}" for year in (first.year, last.year)]
+    assert all(link in page for link in expected)
+    drill = client.get(
+        reverse(LEDGER), {"created_at__year": today().year, "created_at__month": today().month}
+    ).content.decode()
+    assert f"created_at__day={today().day}" in drill
 
 
 # --- query counts stay flat ---------------------------------------------------------------------

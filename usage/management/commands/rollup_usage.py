@@ -14,6 +14,8 @@ def iso_day(text: str) -> date:
 
 
 class Command(BaseCommand):
+    # A nightly job: skip the system checks (they import every URLconf and the LLM stack).
+    requires_system_checks = []
     help = (
         "Recompute the daily usage rollups (per UTC day, user and model alias) from the ledger "
         "for whole days up to yesterday; idempotent. The billing dashboard reads them."
