@@ -8,6 +8,8 @@ class PantheonAdminSite(admin.AdminSite):
     site_header = "Pantheon"
     site_title = "Pantheon"
     index_title = "Operator console"
+    # The lists need the width at 1400 px; the index and the breadcrumbs lead everywhere.
+    enable_nav_sidebar = False
 
     def get_urls(self):
         from usage import admin_views

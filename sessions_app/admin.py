@@ -8,6 +8,7 @@ from pantheon.console import (
     RecordTabularInline,
     SoftDeleteAdmin,
     badge,
+    moment,
     username_filter,
 )
 from sessions_app.models import Message, Session, SessionSummary, Turn, TurnContextAudit
@@ -115,16 +116,16 @@ class TurnAdmin(RecordAdmin):
     """Turns, newest first: who, where, how it went and what it cost."""
 
     list_display = [
-        "created_at",
+        "created",
         "user",
         "room_or_agent",
-        "turn_index",
+        "index",
         "mode",
         "status_badge",
-        "llm_calls",
-        "credits",
+        "calls",
+        "credits_used",
     ]
-    list_display_links = ["created_at"]
+    list_display_links = ["created"]
     list_filter = [
         "status",
         "mode",
@@ -160,6 +161,22 @@ class TurnAdmin(RecordAdmin):
             session__room__name__icontains=term
         )
         return _by_id_or_text(queryset, term, ids=["pk", "session_id"], text=text), False
+
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, turn: Turn) -> str:
+        return moment(turn.created_at)
+
+    @admin.display(description="#", ordering="turn_index")
+    def index(self, turn: Turn) -> int:
+        return turn.turn_index
+
+    @admin.display(description="calls", ordering="llm_calls")
+    def calls(self, turn: Turn) -> int:
+        return turn.llm_calls
+
+    @admin.display(description="credits", ordering="credits")
+    def credits_used(self, turn: Turn) -> str:
+        return f"{turn.credits:,.4f}"
 
     @admin.display(description="user", ordering="session__started_by__username")
     def user(self, turn: Turn) -> str:

