@@ -12,6 +12,14 @@ from rooms.models import Agent, Room, RoomAgent, RoomMode
 from sessions_app.models import Session
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts with an empty cache (the billing dashboard caches rollup sums)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def owner(django_user_model):
     return django_user_model.objects.create_user(username="owner", password="owner-pass-123")

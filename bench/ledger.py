@@ -310,12 +310,15 @@ def run_command(url: str, *args: str) -> tuple[float, float, int, str]:
     return seconds, usage.ru_maxrss / 1024, process.returncode, lines[-1] if lines else ""
 
 
-def time_page(client, url: str, query: dict | None = None) -> tuple[float, float, int, int]:
-    """(median ms and best ms of 5 after a warm-up, SQL statements, status) of GET url."""
+def time_page(client, url: str, query: dict | None = None) -> tuple[float, float, float, int, int]:
+    """(first ms, median ms and best ms of 5 more, SQL statements, status) of GET url. The
+    first request fills the cache of rollup sums (the dashboard's); the others find it."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    started = time.perf_counter()
     client.get(url, query or {})
+    first = (time.perf_counter() - started) * 1000
     timings = []
     for _ in range(5):
         started = time.perf_counter()
@@ -325,7 +328,7 @@ def time_page(client, url: str, query: dict | None = None) -> tuple[float, float
         timings.append((time.perf_counter() - started) * 1000)
     with CaptureQueriesContext(connection) as captured:
         client.get(url, query or {})
-    return statistics.median(timings), min(timings), len(captured), response.status_code
+    return first, statistics.median(timings), min(timings), len(captured), response.status_code
 
 
 def time_lookup(function, repeat: int = 200) -> float:
@@ -403,10 +406,10 @@ def main() -> int:
                 ("billing dashboard, 30 days", reverse("admin:billing"), window),
                 ("billing export, 30 days", reverse("admin:billing_export"), window),
             ]
-            print("\npage                                  median ms   best ms   queries  status")
+            print("\npage                                  first ms  median ms   best ms  queries")
             for name, url, query in pages:
-                ms, best, queries, status = time_page(client, url, query)
-                print(f"{name:<37} {ms:>9.1f} {best:>9.1f} {queries:>9}  {status:>6}")
+                first, ms, best, queries, status = time_page(client, url, query)
+                print(f"{name:<37} {first:>8.1f} {ms:>10.1f} {best:>9.1f} {queries:>8}")
                 if ms > TARGETS["page_ms"] or status != 200:
                     failures.append(f"{name}: {ms:.0f} ms, status {status}")
 

@@ -127,7 +127,11 @@ class BillingExportView(BillingAccess):
             return HttpResponse(errors, status=400, content_type="text/plain")
         data = form.cleaned_data
         report = billing_report(
-            start=data["start"], end=data["end"], username=data["user"], model_alias=data["alias"]
+            start=data["start"],
+            end=data["end"],
+            username=data["user"],
+            model_alias=data["alias"],
+            with_activity=False,
         )
         name = f"pantheon-usage-{data['start']}-to-{data['end']}.csv"
         response = HttpResponse(content_type="text/csv; charset=utf-8")

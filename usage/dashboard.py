@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
@@ -31,6 +32,9 @@ FIGURES = (
     "unpriced_calls",
 )
 DEFAULT_DAYS = 30
+# The rollups only change when `rollup_usage` rewrites them, which always writes new rows: their
+# sums for a range are cached under the newest rollup id, so the next rebuild is seen at once.
+ROLLUP_CACHE_SECONDS = 6 * 3600
 
 
 @dataclass
@@ -99,12 +103,14 @@ class Sources:
     rollups: QuerySet | None
     ledger: QuerySet | None
     ledger_from: date | None
+    generation: int | None  # the newest rollup's id: a rebuild always writes new rows
 
 
 def _sources(*, start: date | None, end: date | None, username: str, model_alias: str) -> Sources:
     """Rollups for whole past days, the ledger for today and any day after the newest rollup
     (so a late `rollup_usage` never hides a day). None bounds: from the first / to the last."""
-    newest = DailyUsageRollup.objects.aggregate(newest=Max("day"))["newest"]
+    rollup_state = DailyUsageRollup.objects.aggregate(newest=Max("day"), generation=Max("id"))
+    newest = rollup_state["newest"]
     boundary = None if newest is None else min(today(), newest + timedelta(days=1))
     if boundary is not None and start is not None:
         boundary = max(boundary, start)
@@ -124,7 +130,8 @@ def _sources(*, start: date | None, end: date | None, username: str, model_alias
         if end is not None:
             ledger = ledger.filter(created_at__lt=day_start(end + timedelta(days=1)))
         ledger = _filtered(ledger, username=username, model_alias=model_alias)
-    return Sources(rollups, ledger, (boundary or start) if ledger is not None else None)
+    ledger_from = (boundary or start) if ledger is not None else None
+    return Sources(rollups, ledger, ledger_from, rollup_state["generation"])
 
 
 def usage_totals_between(
@@ -142,42 +149,81 @@ def usage_totals_between(
     return totals
 
 
-def billing_report(*, start: date, end: date, username: str = "", model_alias: str = "") -> Report:
-    """Usage per user × alias and per day for the days start..end (UTC, both included)."""
-    by_pair: dict[tuple[int, str], Figures] = defaultdict(Figures)
+def billing_report(
+    *,
+    start: date,
+    end: date,
+    username: str = "",
+    model_alias: str = "",
+    with_activity: bool = True,
+) -> Report:
+    """Usage per user × alias and per day for the days start..end (UTC, both included), and
+    the active users; without `with_activity` (the export) only the per-pair table."""
+    # Figures travel as tuples in FIGURES order: thousands of (user, alias) pairs are merged
+    # here, and tuples keep that (and the cache) cheap.
+    by_pair: dict[tuple[int, str], tuple] = {}
     by_day: dict[date, Decimal] = defaultdict(Decimal)
+
+    def merge(pairs) -> None:
+        for user_id, alias, *figures in pairs:
+            known = by_pair.get((user_id, alias))
+            figures = [value or 0 for value in figures]
+            if known is not None:
+                figures = [a + b for a, b in zip(known, figures, strict=True)]
+            by_pair[user_id, alias] = tuple(figures)
+
     with page_reads():
         sources = _sources(start=start, end=end, username=username, model_alias=model_alias)
         if sources.rollups is not None:
-            pairs, days = _rollup_pairs_and_days(sources.rollups)
-            for row in pairs:
-                by_pair[row["user_id"], row["model_alias"]].add(row)
-            for row in days:
-                by_day[row["day"]] += row["day_credits"]
+            key = ":".join(
+                str(part)
+                for part in (
+                    "pantheon:billing-rollups",
+                    sources.generation,
+                    start,
+                    sources.ledger_from or end,
+                    username.lower(),
+                    model_alias,
+                )
+            )
+            pairs, days = cache.get_or_set(
+                key, lambda: _rollup_pairs_and_days(sources.rollups), ROLLUP_CACHE_SECONDS
+            )
+            merge(pairs)
+            for day, credits in days:
+                by_day[day] += credits
         if sources.ledger is not None:
             events = sources.ledger
-            for row in events.values("user_id", "model_alias").annotate(**LEDGER_FIGURES):
-                by_pair[row["user_id"], row["model_alias"]].add(row)
-            for row in (
-                events.annotate(day=TruncDate("created_at"))
-                .values("day")
-                .annotate(day_credits=Sum("credits"))
-            ):
-                by_day[row["day"]] += row["day_credits"]
+            ledger_pairs = list(
+                events.values("user_id", "model_alias")
+                .annotate(**LEDGER_FIGURES)
+                .values_list("user_id", "model_alias", *LEDGER_FIGURES)
+            )
+            merge(ledger_pairs)
+            credits = FIGURES.index("credits")
+            if sources.ledger_from == end:  # one day (today): its credits are the pairs' sum
+                by_day[end] += sum((row[2 + credits] or 0 for row in ledger_pairs), Decimal(0))
+            elif with_activity:
+                for day, day_credits in (
+                    events.annotate(day=TruncDate("created_at"))
+                    .values("day")
+                    .annotate(day_credits=Sum("credits"))
+                    .values_list("day", "day_credits")
+                ):
+                    by_day[day] += day_credits
         usernames = dict(
             get_user_model()
             .objects.filter(pk__in={user_id for user_id, _ in by_pair})
             .values_list("pk", "username")
         )
-        active = active_users(on=end)
+        active = active_users(on=end) if with_activity else {}
     rows = [
-        UsageRow(user_id, usernames.get(user_id, f"#{user_id}"), alias, figures)
+        UsageRow(user_id, usernames.get(user_id, f"#{user_id}"), alias, Figures(*figures))
         for (user_id, alias), figures in by_pair.items()
     ]
     rows.sort(key=lambda row: (-row.figures.credits, row.username, row.model_alias))
-    totals = Figures()
-    for row in rows:
-        totals.add(vars(row.figures))
+    columns = list(zip(*by_pair.values(), strict=True)) if by_pair else []
+    totals = Figures(*(sum(column) for column in columns)) if columns else Figures()
     days = [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
     return Report(
         start=start,
@@ -190,35 +236,38 @@ def billing_report(*, start: date, end: date, username: str = "", model_alias: s
     )
 
 
-def _rollup_pairs_and_days(rollups: QuerySet) -> tuple[list[dict], list[dict]]:
-    """The rollups summed per user × alias and per day. On PostgreSQL one scan with GROUPING
-    SETS (a third faster than two at 150,000 rollup rows); elsewhere two queries."""
+def _rollup_pairs_and_days(rollups: QuerySet) -> tuple[list[tuple], list[tuple]]:
+    """The rollups summed per user × alias, as (user id, alias, *FIGURES), and per day, as
+    (day, credits). On PostgreSQL one scan with GROUPING SETS (a third faster than two at
+    150,000 rollup rows); elsewhere two queries."""
     if connection.vendor != "postgresql":
-        pairs = list(rollups.values("user_id", "model_alias").annotate(**ROLLUP_FIGURES))
-        days = list(rollups.values("day").annotate(day_credits=Sum("credits")))
+        pairs = list(
+            rollups.values("user_id", "model_alias")
+            .annotate(**ROLLUP_FIGURES)
+            .values_list("user_id", "model_alias", *ROLLUP_FIGURES)
+        )
+        days = list(
+            rollups.values("day")
+            .annotate(day_credits=Sum("credits"))
+            .values_list("day", "day_credits")
+        )
         return pairs, days
-    inner, params = rollups.values(
-        "user_id", "model_alias", "day", *FIGURES
-    ).query.sql_with_params()
+    rows = rollups.values("user_id", "model_alias", "day", *FIGURES)
+    inner, params = rows.query.sql_with_params()
     sums = ", ".join(f"SUM(r.{name})" for name in FIGURES)
     sql = (
         f"SELECT r.user_id, r.model_alias, r.day, {sums} FROM ({inner}) r"
         " GROUP BY GROUPING SETS ((r.user_id, r.model_alias), (r.day))"
     )
+    credits = FIGURES.index("credits")
     pairs, days = [], []
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for user_id, alias, day, *figures in cursor.fetchall():
             if day is None:  # a (user, alias) row: rollups always have a day
-                pairs.append(
-                    {
-                        "user_id": user_id,
-                        "model_alias": alias,
-                        **dict(zip(FIGURES, figures, strict=True)),
-                    }
-                )
+                pairs.append((user_id, alias, *figures))
             else:
-                days.append({"day": day, "day_credits": figures[FIGURES.index("credits")]})
+                days.append((day, figures[credits]))
     return pairs, days
 
 

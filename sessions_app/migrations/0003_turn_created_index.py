@@ -11,6 +11,6 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddIndex(
             model_name="turn",
-            index=models.Index(fields=["created_at"], name="turn_created"),
+            index=models.Index(fields=["created_at"], include=["session"], name="turn_created"),
         ),
     ]

@@ -439,3 +439,22 @@ def test_the_dashboard_counts_users_by_alias_across_many_users(make_operator, dj
     for row in response.context["report"].rows:
         per_user[row.username] += row.figures.llm_calls
     assert set(per_user.values()) == {3}
+
+
+def test_a_rollup_rebuild_is_seen_at_once_despite_the_cache(make_operator, ledger, owner):
+
+    client = client_for(make_operator("Analyst"))
+    before = client.get(reverse(DASHBOARD)).context["report"].totals.credits
+    assert client.get(reverse(DASHBOARD)).context["report"].totals.credits == before  # cached
+
+    LlmCallEvent.objects.create(
+        user=owner,
+        purpose="agent",
+        model_alias="deepseek",
+        status="success",
+        credits=Decimal("5"),
+        created_at=at(3),
+    )  # a late row on a past day
+    rollup_rebuild()
+
+    assert client.get(reverse(DASHBOARD)).context["report"].totals.credits == before + 5
