@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/pantheon
 TEST_DATABASE_URL ?= $(if $(filter postgres%,$(DATABASE_URL)),$(DATABASE_URL),$(PG_URL))
 export TEST_DATABASE_URL
 
-.PHONY: install install-dev run test check lint bench-turns clean
+.PHONY: install install-dev run test check lint bench-turns bench-ledger clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ check: lint test
 
 bench-turns: install-dev
 	$(BIN)/python bench/turns.py
+
+bench-ledger: install-dev
+	$(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache .ruff_cache

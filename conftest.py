@@ -18,6 +18,14 @@ from sessions_app.models import Session
 from usage.selectors import month_start
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts with an empty cache (the billing dashboard caches rollup sums)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def owner(django_user_model):
     return django_user_model.objects.create_user(username="owner", password="owner-pass-123")
@@ -221,3 +229,18 @@ def post_turn():
         )
 
     return post
+
+
+@pytest.fixture
+def make_operator(django_user_model):
+    """A staff member in one of the operator groups (`Owner` or `Analyst`)."""
+    from django.contrib.auth.models import Group
+
+    def make(group: str, username: str | None = None):
+        user = django_user_model.objects.create_user(
+            username or group.lower(), password="operator-pass-123", is_staff=True
+        )
+        user.groups.add(Group.objects.get(name=group))
+        return user
+
+    return make

@@ -34,3 +34,16 @@ else:
     control_socket = _control or os.path.join(
         tempfile.gettempdir(), f"pantheon-gunicorn-{bind.rsplit(':', 1)[1]}.ctl"
     )
+
+
+def on_starting(server):
+    """Collect static files before the workers start, so WhiteNoise serves the admin's CSS and
+    Swagger UI's assets with DEBUG off however the server was launched. Idempotent."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    manage = Path(__file__).resolve().parent / "manage.py"
+    subprocess.run(
+        [sys.executable, str(manage), "collectstatic", "--noinput", "-v", "0"], check=True
+    )

@@ -2,11 +2,18 @@ import logging
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.contrib.admin.apps import AdminConfig
 from django.core import checks
 
 from pantheon.checks import check_security_middleware, check_stale_limit
 
 logger = logging.getLogger("pantheon")
+
+
+class PantheonAdminConfig(AdminConfig):
+    """Django's admin with Pantheon's site (branding, the billing dashboard) as the default."""
+
+    default_site = "pantheon.admin_site.PantheonAdminSite"
 
 
 class PantheonConfig(AppConfig):

@@ -4,18 +4,19 @@ In an async stack Django runs each hook of a `MiddlewareMixin` middleware throug
 `sync_to_async`: a thread hop per hook, about a dozen per request for the stock stack, which
 costs more CPU than most API requests do. These hooks do no I/O (headers, redirects, a lazy
 user, cookies), so they run inline here. Sessions and messages hop only when a request used
-them: saving a session is database work.
+them: saving a session is database work. WhiteNoise's middleware gets the same treatment.
 
 Under WSGI (and the test client) they behave exactly like Django's own.
 """
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.middleware import clickjacking, common, csrf, security
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 
 class _InlineHooks:
@@ -73,3 +74,33 @@ class MessageMiddleware(messages.MessageMiddleware):
         if storage.used or storage.added_new:
             return await sync_to_async(self.process_response)(request, response)
         return self.process_response(request, response)
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """WhiteNoise, able to sit in an async stack. WhiteNoise's own middleware is sync-only,
+    and one sync-only middleware makes Django run everything after it (the turn views
+    included) inside a thread for the request's whole life: a waiting turn would hold one.
+    Static files are small local reads; they are served inline."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response=None):
+        super().__init__(get_response)
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        return super().__call__(request)
+
+    async def __acall__(self, request):
+        if self.autorefresh:
+            static_file = self.find_file(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            return self.serve(static_file, request)
+        return await self.get_response(request)

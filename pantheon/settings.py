@@ -22,7 +22,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "pantheon.apps.PantheonAdminConfig",  # django.contrib.admin with Pantheon's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served locally: /api/docs/ works offline
     "pantheon.apps.PantheonConfig",
     "rooms",
     "sessions_app",
@@ -40,6 +41,8 @@ INSTALLED_APPS = [
 # Django's stock middleware, run on the event loop under ASGI (pantheon/async_middleware.py).
 MIDDLEWARE = [
     "pantheon.async_middleware.SecurityMiddleware",
+    # Static files (the admin's CSS, Swagger UI) served by the app itself, also with DEBUG off.
+    "pantheon.async_middleware.StaticFilesMiddleware",
     "pantheon.async_middleware.SessionMiddleware",
     "pantheon.async_middleware.CommonMiddleware",
     "pantheon.async_middleware.CsrfViewMiddleware",
@@ -106,7 +109,13 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# `manage.py collectstatic` fills it (gunicorn.conf.py runs it at start); WhiteNoise serves it
+# with hashed names and far-future caching, compressed.
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # Production hardening, switched on whenever DEBUG is off.
 # Trust X-Forwarded-Proto only when the operator says the proxy in front sets it (and strips
@@ -139,6 +148,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-agent LLM chat backend: agents, rooms, sessions, turns and usage.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "RoomModeEnum": "rooms.models.RoomMode",

@@ -19,12 +19,19 @@ os.environ["DB_POOL_MAX_SIZE"] = "0"
 
 from pantheon.settings import *  # noqa: E402,F403
 
+# The suite renders pages without running collectstatic first; the production storage (hashed
+# names from a manifest) is tested on its own in pantheon/tests/test_static_serving.py.
+PRODUCTION_STORAGES = STORAGES  # noqa: F405
+STORAGES = {
+    **PRODUCTION_STORAGES,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PANTHEON_LLM_BACKOFF_SECONDS = 0.0
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 # A transactional test's teardown truncates every table; the ledger's guard allows it only
-# with this switch (usage/migrations/0004_ledger_append_only.py). Row-level rules still hold.
+# with this switch (usage/migrations/0011_ledger_append_only.py). Row-level rules still hold.
 DATABASES["default"].setdefault("OPTIONS", {}).update(  # noqa: F405
     options="-c pantheon.ledger_maintenance=on",
     # Live-server tests tell the servers' connections from the suite's own by this name.

@@ -1,5 +1,16 @@
-from django.contrib import admin
+from uuid import UUID
 
+from django.contrib import admin
+from django.db.models import Q
+
+from pantheon.console import (
+    RecordAdmin,
+    RecordTabularInline,
+    SoftDeleteAdmin,
+    badge,
+    moment,
+    username_filter,
+)
 from sessions_app.models import (
     IdempotencyKey,
     Message,
@@ -8,28 +19,79 @@ from sessions_app.models import (
     Turn,
     TurnContextAudit,
 )
-from usage.models import USAGE_TOTAL_FIELDS
+from sessions_app.services import session_delete
+from usage.models import USAGE_TOTAL_FIELDS, LlmCallEvent
+
+
+def _by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
+    """Search a UUID by equality on the indexed columns in `ids`, anything else with `text`
+    (icontains on a UUID would cast and scan every row)."""
+    term = term.strip()
+    if not term:
+        return queryset
+    try:
+        value = UUID(term)
+    except ValueError:
+        return queryset.filter(text)
+    match = Q()
+    for column in ids:
+        match |= Q(**{column: value})
+    return queryset.filter(match)
 
 
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
-    list_display = ["id", "title", "room", "agent", "started_by", "created_at", "deleted_at"]
-    list_filter = [("deleted_at", admin.EmptyFieldListFilter), "created_at"]
-    search_fields = ["id", "title", "started_by__username", "room__name"]
+class SessionAdmin(SoftDeleteAdmin):
+    list_display = ["created_at", "started_by", "room", "agent", "title", "deleted_at"]
+    list_filter = [
+        username_filter("started_by__username"),
+        ("deleted_at", admin.EmptyFieldListFilter),
+        "created_at",
+    ]
+    search_fields = ["id", "title", "room__name"]
+    search_help_text = "A session id, or part of a title or room name."
     list_select_related = ["room", "agent", "started_by"]
     raw_id_fields = ["room", "agent", "started_by"]
+    readonly_fields = ["id", "created_at", "deleted_at"]
+    show_full_result_count = False
+
+    def soft_delete(self, obj: Session) -> None:
+        session_delete(session=obj)
+
+    def get_search_results(self, request, queryset, search_term):
+        text = Q(title__icontains=search_term.strip()) | Q(
+            room__name__icontains=search_term.strip()
+        )
+        return _by_id_or_text(queryset, search_term, ids=["pk"], text=text), False
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(RecordTabularInline):
     model = Message
-    extra = 0
-    can_delete = False
     fields = ["sequence", "role", "agent_key", "model_alias", "status", "error_code", "content"]
     readonly_fields = fields
     ordering = ["sequence"]
+    show_change_link = False
 
-    def has_add_permission(self, request, obj=None):
-        return False
+
+class LlmCallEventInline(RecordTabularInline):
+    model = LlmCallEvent
+    verbose_name = "ledger event"
+    verbose_name_plural = "ledger events"
+    fields = [
+        "created_at",
+        "purpose",
+        "agent_key",
+        "model_alias",
+        "status",
+        "input_tokens_fresh",
+        "input_tokens_cached",
+        "output_tokens",
+        "credits",
+        "provider_cost_usd",
+        "priced",
+        "latency_ms",
+    ]
+    readonly_fields = fields
+    ordering = ["created_at"]
 
 
 class TurnContextAuditInline(admin.StackedInline):
@@ -37,54 +99,135 @@ class TurnContextAuditInline(admin.StackedInline):
     extra = 0
     can_delete = False
 
-    def has_change_permission(self, request, obj=None):
-        return False
-
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+STATUS_TONES = {
+    "completed": "ok",
+    "partial": "warn",
+    "failed": "bad",
+    "interrupted": "bad",
+    "running": "info",
+}
+
 
 @admin.register(Turn)
-class TurnAdmin(admin.ModelAdmin):
+class TurnAdmin(RecordAdmin):
+    """Turns, newest first: who, where, how it went and what it cost."""
+
     list_display = [
+        "created",
+        "user",
+        "room_or_agent",
+        "index",
+        "mode",
+        "status_badge",
+        "calls",
+        "credits_used",
+    ]
+    list_display_links = ["created"]
+    list_filter = [
+        "status",
+        "mode",
+        username_filter("session__started_by__username"),
+        "created_at",
+    ]
+    search_fields = ["id", "session__id", "session__started_by__username", "session__room__name"]
+    search_help_text = "A turn or session id, a username, or part of a room name."
+    list_select_related = ["session__started_by", "session__room", "session__agent"]
+    ordering = ["-created_at"]
+    show_full_result_count = False
+    fields = [
         "id",
         "session",
         "turn_index",
         "mode",
         "status",
-        *USAGE_TOTAL_FIELDS,
-        "created_at",
-    ]
-    list_filter = ["status", "mode", "created_at"]
-    search_fields = ["id", "session__id", "user_input"]
-    raw_id_fields = ["session"]
-    readonly_fields = [
-        *USAGE_TOTAL_FIELDS,
+        "user_input",
+        "model_alias_override",
         "roster",
         "routing",
+        *USAGE_TOTAL_FIELDS,
         "created_at",
+        "progress_at",
         "completed_at",
     ]
-    inlines = [MessageInline, TurnContextAuditInline]
+    readonly_fields = fields
+    inlines = [MessageInline, LlmCallEventInline, TurnContextAuditInline]
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        text = Q(session__started_by__username__iexact=term) | Q(
+            session__room__name__icontains=term
+        )
+        return _by_id_or_text(queryset, term, ids=["pk", "session_id"], text=text), False
+
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, turn: Turn) -> str:
+        return moment(turn.created_at)
+
+    @admin.display(description="#", ordering="turn_index")
+    def index(self, turn: Turn) -> int:
+        return turn.turn_index
+
+    @admin.display(description="calls", ordering="llm_calls")
+    def calls(self, turn: Turn) -> int:
+        return turn.llm_calls
+
+    @admin.display(description="credits", ordering="credits")
+    def credits_used(self, turn: Turn) -> str:
+        return f"{turn.credits:,.4f}"
+
+    @admin.display(description="user", ordering="session__started_by__username")
+    def user(self, turn: Turn) -> str:
+        return turn.session.started_by.get_username()
+
+    @admin.display(description="room or agent")
+    def room_or_agent(self, turn: Turn) -> str:
+        session = turn.session
+        if session.room_id:
+            return session.room.name
+        return f"@{session.agent.agent_key}" if session.agent_id else "(deleted agent)"
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, turn: Turn) -> str:
+        return badge(STATUS_TONES.get(turn.status, "info"), turn.status)
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    list_display = ["sequence", "session", "role", "agent_key", "status", "created_at"]
+class MessageAdmin(RecordAdmin):
+    list_display = ["created_at", "session", "sequence", "role", "agent_key", "status"]
     list_filter = ["role", "status"]
-    search_fields = ["session__id", "agent_key", "content"]
-    raw_id_fields = ["session", "turn"]
+    search_fields = ["session__id"]
+    list_select_related = ["session"]
+    ordering = ["-created_at"]
+    show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        return _by_id_or_text(
+            queryset, term, ids=["session_id", "turn_id", "pk"], text=Q(agent_key=term)
+        ), False
 
 
 @admin.register(SessionSummary)
-class SessionSummaryAdmin(admin.ModelAdmin):
-    list_display = ["session", "from_sequence", "to_sequence", "valid_json", "created_at"]
+class SessionSummaryAdmin(RecordAdmin):
+    list_display = ["created_at", "session", "from_sequence", "to_sequence", "valid_json"]
     list_filter = ["valid_json"]
-    raw_id_fields = ["session", "turn"]
+    list_select_related = ["session"]
+    ordering = ["-created_at"]
+    show_full_result_count = False
 
 
 @admin.register(TurnContextAudit)
-class TurnContextAuditAdmin(admin.ModelAdmin):
+class TurnContextAuditAdmin(RecordAdmin):
     list_display = [
         "turn",
         "model_context_limit",
@@ -95,20 +238,17 @@ class TurnContextAuditAdmin(admin.ModelAdmin):
         "pruned",
     ]
     list_filter = ["summary_triggered", "pruned"]
-    raw_id_fields = ["turn"]
+    list_select_related = ["turn"]
+    ordering = ["-created_at"]
+    show_full_result_count = False
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(admin.ModelAdmin):
+class IdempotencyKeyAdmin(RecordAdmin):
     """Clients' Idempotency-Keys and the answers retries get: looked at, never edited."""
 
     list_display = ["key", "user", "state", "response_status", "turn", "created_at"]
     list_filter = ["state", "response_status"]
-    search_fields = ["key", "user__username", "turn__id"]
+    search_fields = ["key", "user__username"]
     list_select_related = ["user", "turn"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+    ordering = ["-created_at"]

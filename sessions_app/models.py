@@ -130,7 +130,12 @@ class Turn(UsageTotals):
                 condition=models.Q(turn_index__gte=1), name="turn_index_positive"
             ),
         ]
-        indexes = [models.Index(fields=["status", "created_at"], name="turn_status_created")]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="turn_status_created"),
+            # The console lists turns newest first; the dashboard counts active users by date
+            # (the session is included so that count reads the index alone).
+            models.Index(fields=["created_at"], include=["session"], name="turn_created"),
+        ]
 
     def __str__(self) -> str:
         return f"Turn {self.turn_index} of {self.session_id} ({self.status})"

@@ -1,6 +1,18 @@
-from django.contrib import admin
-from django.db import models
+import calendar
+from datetime import date
+from decimal import Decimal
 
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.paginator import Paginator
+from django.db import models, transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.template.response import TemplateResponse
+
+from pantheon.console import RecordAdmin, badge, moment, username_filter
+from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
     USAGE_TOTAL_FIELDS,
     BillingProfile,
@@ -8,8 +20,13 @@ from usage.models import (
     LlmCallEvent,
     ModelAlias,
     ModelPrice,
+    MonthlyUsage,
     PricingVersion,
 )
+from usage.selectors import month_of
+from usage.services import billing_profile_set_cap, billing_profile_set_suspended
+
+# --- configuration (Owners change it) -----------------------------------------------------------
 
 
 @admin.register(ModelAlias)
@@ -21,74 +38,39 @@ class ModelAliasAdmin(admin.ModelAdmin):
         "api_base",
         "api_key_env",
         "context_window",
+        "max_output_tokens",
         "enabled",
     ]
     list_filter = ["enabled"]
-    list_editable = ["enabled"]
     search_fields = ["alias", "litellm_model"]
 
 
 class ModelPriceInline(admin.TabularInline):
     model = ModelPrice
     extra = 0
+    fields = [
+        "model_alias",
+        "credit_multiplier",
+        "input_usd_per_mtok",
+        "cached_input_usd_per_mtok",
+        "output_usd_per_mtok",
+    ]
 
 
 @admin.register(PricingVersion)
 class PricingVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "multiplier", "effective_from", "created_at"]
+    """Price lists: the newest already in effect prices every call (and is stamped on it)."""
+
+    list_display = ["name", "default_multiplier", "effective_from", "prices_count", "created_at"]
+    ordering = ["-effective_from"]
     inlines = [ModelPriceInline]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(prices_count=Count("prices"))
 
-@admin.register(LlmCallEvent)
-class LlmCallEventAdmin(admin.ModelAdmin):
-    """The ledger is append-only: operators read it, nobody edits it here."""
-
-    list_display = [
-        "created_at",
-        "user",
-        "purpose",
-        "model_alias",
-        "status",
-        "input_tokens_fresh",
-        "input_tokens_cached",
-        "output_tokens",
-        "credits",
-        "provider_cost_usd",
-        "priced",
-        "latency_ms",
-    ]
-    list_filter = ["purpose", "status", "model_alias", "priced", "created_at"]
-    search_fields = ["user__username", "session__id", "turn__id", "request_id", "agent_key"]
-    list_select_related = ["user"]
-    date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(DailyUsageRollup)
-class DailyUsageRollupAdmin(admin.ModelAdmin):
-    list_display = ["day", "user", "model_alias", *USAGE_TOTAL_FIELDS]
-    list_filter = ["model_alias", "day"]
-    list_select_related = ["user"]
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(BillingProfile)
-class BillingProfileAdmin(admin.ModelAdmin):
-    list_display = ["user", "monthly_credit_cap", "is_suspended", "updated_at"]
-    list_filter = ["is_suspended"]
-    list_editable = ["monthly_credit_cap", "is_suspended"]
-    search_fields = ["user__username"]
-    raw_id_fields = ["user"]
+    @admin.display(description="prices", ordering="prices_count")
+    def prices_count(self, version) -> int:
+        return version.prices_count
 
 
 @admin.register(ModelPrice)
@@ -96,9 +78,265 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_display = [
         "model_alias",
         "pricing_version",
+        "credit_multiplier",
         "input_usd_per_mtok",
         "cached_input_usd_per_mtok",
         "output_usd_per_mtok",
     ]
     list_filter = ["pricing_version", "model_alias"]
     list_select_related = ["model_alias", "pricing_version"]
+
+
+# --- billing profiles ---------------------------------------------------------------------------
+
+
+class CapForm(forms.Form):
+    cap = forms.DecimalField(
+        label="Monthly credit cap",
+        required=False,
+        min_value=0,
+        max_digits=24,
+        decimal_places=10,
+        help_text="Credits per calendar month (UTC). Leave empty for no cap.",
+    )
+
+
+@admin.register(BillingProfile)
+class BillingProfileAdmin(admin.ModelAdmin):
+    """Caps and suspensions. The actions write one admin-log entry per profile they change."""
+
+    list_display = ["user", "month_credits", "monthly_credit_cap", "status", "updated_at"]
+    list_filter = ["is_suspended", username_filter("user__username")]
+    search_fields = ["user__username", "user__email"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+    actions = ["suspend", "reactivate", "set_cap"]
+
+    def get_queryset(self, request):
+        this_month = MonthlyUsage.objects.filter(user=OuterRef("user"), month=month_of())
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                month_credits=Coalesce(
+                    Subquery(this_month.values("credits")[:1]),
+                    Decimal("0"),
+                    output_field=models.DecimalField(),
+                )
+            )
+        )
+
+    @admin.display(description="credits this month", ordering="month_credits")
+    def month_credits(self, profile) -> str:
+        return f"{profile.month_credits.normalize():f}"
+
+    @admin.display(description="status", ordering="is_suspended")
+    def status(self, profile) -> str:
+        if profile.is_suspended:
+            return badge("bad", "suspended")
+        return badge("ok", "active")
+
+    @admin.action(description="Suspend selected users", permissions=["change"])
+    def suspend(self, request, queryset):
+        self._set_suspended(request, queryset, suspended=True)
+
+    @admin.action(description="Reactivate selected users", permissions=["change"])
+    def reactivate(self, request, queryset):
+        self._set_suspended(request, queryset, suspended=False)
+
+    def _set_suspended(self, request, queryset, *, suspended: bool) -> None:
+        changed = 0
+        with transaction.atomic():
+            for profile in (
+                queryset.select_for_update(of=("self",)).select_related("user").order_by("pk")
+            ):
+                if billing_profile_set_suspended(profile=profile, suspended=suspended):
+                    self.log_change(request, profile, "Suspended." if suspended else "Reactivated.")
+                    changed += 1
+        verb = "Suspended" if suspended else "Reactivated"
+        self.message_user(request, f"{verb} {changed} user(s).", messages.SUCCESS)
+
+    @admin.action(description="Set monthly credit cap…", permissions=["change"])
+    def set_cap(self, request, queryset):
+        form = CapForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            cap = form.cleaned_data["cap"]
+            changed = 0
+            with transaction.atomic():
+                for profile in (
+                    queryset.select_for_update(of=("self",)).select_related("user").order_by("pk")
+                ):
+                    if billing_profile_set_cap(profile=profile, cap=cap):
+                        shown = "no cap" if cap is None else f"{cap.normalize():f} credits"
+                        self.log_change(request, profile, f"Set monthly credit cap to {shown}.")
+                        changed += 1
+            self.message_user(request, f"Set the cap of {changed} user(s).", messages.SUCCESS)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Set monthly credit cap",
+            "opts": self.opts,
+            "form": form,
+            "profiles": queryset.select_related("user"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/usage/billingprofile/set_cap.html", context)
+
+
+# --- records (read-only for everyone) -----------------------------------------------------------
+
+
+class AliasFilter(admin.SimpleListFilter):
+    """Aliases from the alias table (a handful of rows), not a DISTINCT over the ledger."""
+
+    title = "model alias"
+    parameter_name = "model_alias"
+
+    def lookups(self, request, model_admin):
+        return [(alias, alias) for alias in ModelAlias.objects.values_list("alias", flat=True)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(model_alias=self.value()) if self.value() else queryset
+
+
+# Query parameters the daily rollups can answer the ledger list's sums for (with ordering and
+# paging); any other filter (purpose, status, priced, a search) sums the ledger itself.
+ROLLUP_ANSWERABLE = {"username", "model_alias", "o", "p"} | {
+    f"created_at__{part}" for part in ("year", "month", "day")
+}
+
+
+def _rollup_days(params) -> tuple[date | None, date | None] | None:
+    """The days a ledger-list query covers, when the rollups can answer for it, else None."""
+    if not set(params) <= ROLLUP_ANSWERABLE:
+        return None
+    try:
+        year, month, day = (
+            int(params[f"created_at__{part}"]) if f"created_at__{part}" in params else None
+            for part in ("year", "month", "day")
+        )
+        if year is None:
+            return (None, None) if month is None and day is None else None
+        if month is None:
+            return (None, None) if day is not None else (date(year, 1, 1), date(year, 12, 31))
+        if day is None:
+            return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
+        return date(year, month, day), date(year, month, day)
+    except ValueError:
+        return None
+
+
+@admin.register(LlmCallEvent)
+class LlmCallEventAdmin(RecordAdmin):
+    """The ledger: append-only, read by everyone who may, edited by no one."""
+
+    list_display = [
+        "created",
+        "user",
+        "purpose",
+        "model_alias",
+        "status",
+        "tokens_in",
+        "tokens_cached",
+        "tokens_out",
+        "credits_used",
+        "cost",
+        "priced",
+        "latency",
+    ]
+    list_display_links = ["created"]
+    list_filter = [
+        username_filter("user__username"),
+        AliasFilter,
+        "purpose",
+        "status",
+        "priced",
+    ]
+    search_fields = ["request_id", "agent_key"]
+    search_help_text = "A request id or an agent key."
+    list_select_related = ["user"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at"]
+    show_full_result_count = False
+
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, event) -> str:
+        return moment(event.created_at)
+
+    @admin.display(description="in", ordering="input_tokens_fresh")
+    def tokens_in(self, event) -> str:
+        return f"{event.input_tokens_fresh:,}"
+
+    @admin.display(description="cached", ordering="input_tokens_cached")
+    def tokens_cached(self, event) -> str:
+        return f"{event.input_tokens_cached:,}"
+
+    @admin.display(description="out", ordering="output_tokens")
+    def tokens_out(self, event) -> str:
+        return f"{event.output_tokens:,}"
+
+    @admin.display(description="credits", ordering="credits")
+    def credits_used(self, event) -> str:
+        return f"{event.credits:,.4f}"
+
+    @admin.display(description="cost (USD)", ordering="provider_cost_usd")
+    def cost(self, event) -> str:
+        return f"{event.provider_cost_usd:,.6f}"
+
+    @admin.display(description="ms", ordering="latency_ms")
+    def latency(self, event) -> str:
+        return f"{event.latency_ms:,}"
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        # The sums above the list also give the paginator its count (it would count again);
+        # the view picks them up from the request. Filters the rollups can answer (user, alias,
+        # dates) read them plus the ledger after them, as the dashboard does: a few thousand
+        # rows instead of a million; any other filter sums the ledger rows themselves.
+        days = _rollup_days(request.GET)
+        if days is None:
+            sums = queryset.order_by().aggregate(**LEDGER_FIGURES)
+            source = "ledger"
+        else:
+            sums = vars(
+                usage_totals_between(
+                    start=days[0],
+                    end=days[1],
+                    username=request.GET.get("username", "").strip(),
+                    model_alias=request.GET.get("model_alias", ""),
+                )
+            )
+            source = "rollups"
+        request.ledger_sums = {name: value or 0 for name, value in sums.items()} | {
+            "source": source
+        }
+        paginator = Paginator(queryset, per_page, orphans, allow_empty_first_page)
+        paginator.count = request.ledger_sums["llm_calls"]
+        return paginator
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context is not None and hasattr(request, "ledger_sums"):
+            context["ledger_sums"] = request.ledger_sums
+        return response
+
+
+@admin.register(DailyUsageRollup)
+class DailyUsageRollupAdmin(RecordAdmin):
+    """Derived from the ledger by `rollup_usage`; rebuilt, never edited."""
+
+    list_display = ["day", "user", "model_alias", *USAGE_TOTAL_FIELDS, "unpriced_calls"]
+    list_filter = [username_filter("user__username"), "model_alias"]
+    list_select_related = ["user"]
+    date_hierarchy = "day"
+    show_full_result_count = False
+
+
+@admin.register(MonthlyUsage)
+class MonthlyUsageAdmin(RecordAdmin):
+    """The counters caps read; moved with each ledger row, rebuilt by `reconcile_usage --fix`."""
+
+    list_display = ["month", "user", "credits", "llm_calls", "updated_at"]
+    list_filter = [username_filter("user__username"), "month"]
+    list_select_related = ["user"]
+    show_full_result_count = False

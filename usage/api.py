@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.request import Request
@@ -19,7 +21,8 @@ class ModelListView(generics.ListAPIView):
 
 
 class UsageView(APIView):
-    """`GET usage?from=&to=`: the caller's credits this month, their cap, totals by model."""
+    """`GET usage?from=&to=`: the caller's usage in the range (every figure follows from/to),
+    plus this calendar month's credits and the cap they count against, named apart."""
 
     @extend_schema(
         parameters=[
@@ -35,15 +38,13 @@ class UsageView(APIView):
         query.is_valid(raise_exception=True)
         start, end = query.validated_data["from"], query.validated_data["to"]
         profile = selectors.billing_profile_for(user=request.user)
+        by_model = selectors.usage_by_model(user=request.user, since=start, until=end)
         body = {
             "from": start,
             "to": end,
-            "credits_used": selectors.credits_used(
-                user=request.user,
-                since=selectors.month_start(),
-                until=selectors.next_month_start(),
-            ),
+            "credits_used": sum((row["credits"] for row in by_model), Decimal("0")),
+            "month_credits_used": selectors.month_credits(user=request.user),
             "credit_cap": profile.monthly_credit_cap if profile else None,
-            "by_model": selectors.usage_by_model(user=request.user, since=start, until=end),
+            "by_model": by_model,
         }
         return Response(UsageSerializer(body).data)

@@ -61,12 +61,20 @@ class ModelAlias(models.Model):
 
 
 class PricingVersion(models.Model):
-    """A price list. The newest one already in effect is active; older ones keep history exact."""
+    """A price list. The newest one already in effect is active; older ones keep history exact.
+
+    Its default multiplier turns OE into credits for every alias that has no multiplier of its
+    own in this list (DESIGN §3; the 0.5 floor applies either way).
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=100, unique=True)
-    multiplier = models.DecimalField(
-        max_digits=8, decimal_places=4, default=Decimal("1.0"), validators=[MinValueValidator(0)]
+    default_multiplier = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=Decimal("1.0"),
+        validators=[MinValueValidator(0)],
+        help_text="Credits multiplier of aliases without one of their own (floored at 0.5).",
     )
     effective_from = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -76,19 +84,43 @@ class PricingVersion(models.Model):
         indexes = [models.Index(fields=["-effective_from"], name="pricing_effective")]
 
     def __str__(self) -> str:
-        return f"{self.name} (x{self.multiplier})"
+        return f"{self.name} (x{self.default_multiplier})"
 
 
 class ModelPrice(models.Model):
+    """What one alias costs in one price list: USD per million tokens, and its credits
+    multiplier (empty: the list's default), so a premium model burns more credits."""
+
     pricing_version = models.ForeignKey(
         PricingVersion, on_delete=models.CASCADE, related_name="prices"
     )
     model_alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="prices")
-    input_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
-    cached_input_usd_per_mtok = models.DecimalField(
-        max_digits=12, decimal_places=6, null=True, blank=True
+    credit_multiplier = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Empty: the price list's default multiplier. Floored at 0.5 either way.",
     )
-    output_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    input_usd_per_mtok = models.DecimalField(
+        "input (USD / M tokens)", max_digits=12, decimal_places=6, validators=[MinValueValidator(0)]
+    )
+    cached_input_usd_per_mtok = models.DecimalField(
+        "cached input (USD / M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Empty: cached input is charged as fresh input.",
+    )
+    output_usd_per_mtok = models.DecimalField(
+        "output (USD / M tokens)",
+        max_digits=12,
+        decimal_places=6,
+        validators=[MinValueValidator(0)],
+    )
 
     class Meta:
         constraints = [
@@ -163,6 +195,7 @@ class LlmCallEvent(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = "ledger event"
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
@@ -176,6 +209,9 @@ class LlmCallEvent(models.Model):
             models.Index(fields=["session", "created_at"], name="llmcall_session_created"),
             models.Index(fields=["turn"], name="llmcall_turn"),
             models.Index(fields=["model_alias", "created_at"], name="llmcall_alias_created"),
+            # The console lists the ledger newest first and reads date ranges of it (today's
+            # calls on the dashboard, reconcile --since): bench/ledger.py at a million rows.
+            models.Index(fields=["created_at"], name="llmcall_created"),
         ]
 
     def __str__(self) -> str:
@@ -183,9 +219,22 @@ class LlmCallEvent(models.Model):
 
 
 class DailyUsageRollup(UsageTotals):
+    """One UTC day of one user's calls to one alias, summed from the ledger by `rollup_usage`.
+
+    Derived data: rebuilt from the ledger at will, never edited by hand; the billing dashboard
+    reads it for whole past days so it stays fast however long the ledger grows.
+    """
+
     day = models.DateField()
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # No database constraint: every rollup sums ledger rows whose own user FK (PROTECT) already
+    # holds, and checking it again for each of ~300,000 rows per rebuild cost seconds.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     model_alias = models.CharField(max_length=64)
+    unpriced_calls = models.PositiveIntegerField(
+        default=0, help_text="Calls recorded without a known price (their cost counts as $0)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -198,6 +247,33 @@ class DailyUsageRollup(UsageTotals):
 
     def __str__(self) -> str:
         return f"{self.day} {self.user_id} {self.model_alias}"
+
+
+class MonthlyUsage(models.Model):
+    """A user's credits and calls in one calendar month (UTC): the figure the cap applies to.
+
+    Moved atomically with F() in the transaction of each ledger row (`usage_month_add`), so a
+    turn's cap check reads one row instead of re-summing a month of ledger; `reconcile_usage`
+    proves it equals the ledger and `--fix` rebuilds it from there.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="monthly_usage"
+    )
+    month = models.DateField(help_text="The first day of the month (UTC).")
+    credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
+    llm_calls = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-month", "user"]
+        verbose_name_plural = "monthly usage"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "month"], name="monthly_usage_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.month:%Y-%m}: {self.credits} credits"
 
 
 class BillingProfile(models.Model):

@@ -1,6 +1,6 @@
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -9,7 +9,14 @@ from django.db.models import Count, F, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from usage.models import USAGE_TOTAL_FIELDS, BillingProfile, LlmCallEvent, ModelAlias
+from usage.models import (
+    USAGE_TOTAL_FIELDS,
+    BillingProfile,
+    LlmCallEvent,
+    ModelAlias,
+    MonthlyUsage,
+    PricingVersion,
+)
 
 
 def model_aliases_enabled() -> QuerySet[ModelAlias]:
@@ -22,7 +29,11 @@ def model_alias_enabled(alias: str) -> bool:
 
 @dataclass(frozen=True)
 class AliasPricing:
-    """An alias with everything a metered call needs: config, active multiplier and prices."""
+    """An alias with everything a metered call needs: config, multiplier and prices.
+
+    `multiplier` is the alias's credit multiplier in the active version, else the version's
+    default, else None (no active version: x1).
+    """
 
     alias: ModelAlias
     pricing_version_id: UUID | None
@@ -38,12 +49,15 @@ class AliasPricing:
 
 # Hot path (every turn): one plain statement instead of an ORM query with five correlated
 # subqueries, which cost several milliseconds to build. Portable to SQLite and PostgreSQL.
+# The multiplier is the alias's own in the active version, else that version's default; with no
+# active version at all it is NULL (x1).
 _ALIAS_PRICING_SQL = """
     WITH active AS (
-        SELECT id, multiplier FROM usage_pricingversion
+        SELECT id, default_multiplier FROM usage_pricingversion
         WHERE effective_from <= %s ORDER BY effective_from DESC LIMIT 1
     )
-    SELECT alias.*, active.id AS active_version_id, active.multiplier AS active_multiplier,
+    SELECT alias.*, active.id AS active_version_id,
+           COALESCE(price.credit_multiplier, active.default_multiplier) AS active_multiplier,
            price.input_usd_per_mtok AS price_input,
            price.cached_input_usd_per_mtok AS price_cached,
            price.output_usd_per_mtok AS price_output
@@ -56,7 +70,7 @@ _ALIAS_PRICING_SQL = """
 
 
 def alias_pricing(*, aliases: Iterable[str]) -> dict[str, AliasPricing]:
-    """The named aliases with the active pricing version's multiplier and prices."""
+    """The named aliases with their multiplier and prices in the active pricing version."""
     names = sorted(set(aliases))
     if not names:
         return {}
@@ -84,6 +98,35 @@ def _as_uuid(value) -> UUID | None:
     if value is None or isinstance(value, UUID):
         return value
     return UUID(str(value))
+
+
+def active_pricing_version(at: datetime | None = None) -> PricingVersion | None:
+    """The price list in force at `at` (default now): the newest already in effect."""
+    return (
+        PricingVersion.objects.filter(effective_from__lte=at or timezone.now())
+        .order_by("-effective_from")
+        .first()
+    )
+
+
+def month_of(at: datetime | None = None) -> date:
+    """The first day of the UTC calendar month of `at` (default now): a MonthlyUsage key."""
+    return month_start(at).date()
+
+
+def month_credits(*, user, at: datetime | None = None) -> Decimal:
+    """The user's credits in the calendar month (UTC) of `at`, default this month.
+
+    One indexed row read (the MonthlyUsage counter), however many calls the month holds.
+    `user` is a user or a user id.
+    """
+    user_id = getattr(user, "pk", user)
+    credits = (
+        MonthlyUsage.objects.filter(user_id=user_id, month=month_of(at))
+        .values_list("credits", flat=True)
+        .first()
+    )
+    return Decimal("0") if credits is None else credits
 
 
 def month_start(at: datetime | None = None) -> datetime:

@@ -99,8 +99,20 @@ class ModelUsageSerializer(UsageTotalsSerializer):
 class UsageSerializer(serializers.Serializer):
     from_ = serializers.DateTimeField()
     to = serializers.DateTimeField()
-    credits_used = serializers.DecimalField(max_digits=24, decimal_places=10)
-    credit_cap = serializers.DecimalField(max_digits=24, decimal_places=10, allow_null=True)
+    credits_used = serializers.DecimalField(
+        max_digits=24, decimal_places=10, help_text="Credits in the range from/to."
+    )
+    month_credits_used = serializers.DecimalField(
+        max_digits=24,
+        decimal_places=10,
+        help_text="Credits this calendar month (UTC), whatever the range: what the cap counts.",
+    )
+    credit_cap = serializers.DecimalField(
+        max_digits=24,
+        decimal_places=10,
+        allow_null=True,
+        help_text="Monthly credit cap; null: no cap.",
+    )
     by_model = ModelUsageSerializer(many=True)
 
     def get_fields(self):

@@ -1,15 +1,26 @@
-"""Usage writes: model aliases and the metered ledger."""
+"""Usage writes: model aliases, prices, the metered ledger and the monthly counters."""
 
 from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd, round_money
 from orchestration.types import LlmResult
-from usage.models import CallStatus, LlmCallEvent, ModelAlias
-from usage.selectors import AliasPricing
+from usage.models import (
+    BillingProfile,
+    CallStatus,
+    LlmCallEvent,
+    ModelAlias,
+    ModelPrice,
+    MonthlyUsage,
+    PricingVersion,
+)
+from usage.selectors import AliasPricing, active_pricing_version, month_of
 
 
 def model_alias_set(
@@ -134,9 +145,13 @@ def usage_call_complete(*, event: LlmCallEvent) -> bool:
     pending row cannot turn lost under us. False (nothing written) if the row is not pending.
     """
     outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
-    return bool(
-        LlmCallEvent.objects.filter(pk=event.pk, status=CallStatus.PENDING).update(**outcome)
+    completed = LlmCallEvent.objects.filter(pk=event.pk, status=CallStatus.PENDING).update(
+        **outcome
     )
+    if completed:
+        # The month's counter moves with the row, in the same transaction (the caps read it).
+        usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)
+    return bool(completed)
 
 
 def usage_record_call(
@@ -182,3 +197,128 @@ def _provider_cost(*, result: LlmResult, pricing: AliasPricing | None) -> tuple[
         # Rounded like every stored amount, so a turn's total equals the sum of its rows.
         return round_money(result.provider_cost_usd), True
     return Decimal("0"), False
+
+
+_UNSET = object()
+
+
+@transaction.atomic
+def model_price_set(
+    *,
+    alias: str,
+    input_usd_per_mtok: Decimal | None = None,
+    cached_input_usd_per_mtok: Decimal | None | object = _UNSET,
+    output_usd_per_mtok: Decimal | None = None,
+    credit_multiplier: Decimal | None | object = _UNSET,
+    version_name: str | None = None,
+) -> tuple[ModelPrice, PricingVersion, bool]:
+    """Set an alias's price in a price list: the named one, else the active one.
+
+    A named list that does not exist yet starts now as a copy of the active list (its default
+    multiplier and every price), so adding one price never leaves the other aliases unpriced.
+    On an existing price only the figures given change; a new one needs input and output. The
+    cached-input price and the credit multiplier may be set to None (charged as fresh input;
+    the list's default). Returns (price, version, version_created).
+    """
+    model_alias = ModelAlias.objects.filter(alias=alias).first()
+    if model_alias is None:
+        raise ValidationError({"alias": f"Unknown model alias {alias!r}."})
+    version, version_created = _price_list_for(version_name)
+    price = ModelPrice.objects.filter(pricing_version=version, model_alias=model_alias).first()
+    if price is None:
+        if input_usd_per_mtok is None or output_usd_per_mtok is None:
+            raise ValidationError(
+                f"{alias} has no price in {version.name!r} yet: give --input and --output."
+            )
+        price = ModelPrice(pricing_version=version, model_alias=model_alias)
+    if input_usd_per_mtok is not None:
+        price.input_usd_per_mtok = input_usd_per_mtok
+    if output_usd_per_mtok is not None:
+        price.output_usd_per_mtok = output_usd_per_mtok
+    if cached_input_usd_per_mtok is not _UNSET:
+        price.cached_input_usd_per_mtok = cached_input_usd_per_mtok
+    if credit_multiplier is not _UNSET:
+        price.credit_multiplier = credit_multiplier
+    price.full_clean()
+    price.save()
+    return price, version, version_created
+
+
+def _price_list_for(name: str | None) -> tuple[PricingVersion, bool]:
+    active = active_pricing_version()
+    if name is None:
+        if active is None:
+            raise ValidationError("No price list is in effect: name one with --version.")
+        return active, False
+    version = PricingVersion.objects.filter(name=name).first()
+    if version is not None:
+        return version, False
+    version = PricingVersion(
+        name=name,
+        effective_from=timezone.now(),
+        default_multiplier=active.default_multiplier if active else Decimal("1.0"),
+    )
+    version.full_clean()
+    version.save()
+    if active is not None:
+        ModelPrice.objects.bulk_create(
+            ModelPrice(
+                pricing_version=version,
+                model_alias_id=price.model_alias_id,
+                credit_multiplier=price.credit_multiplier,
+                input_usd_per_mtok=price.input_usd_per_mtok,
+                cached_input_usd_per_mtok=price.cached_input_usd_per_mtok,
+                output_usd_per_mtok=price.output_usd_per_mtok,
+            )
+            for price in active.prices.all()
+        )
+    return version, True
+
+
+def usage_month_add(*, user_id, at: datetime, credits: Decimal, calls: int = 1) -> None:
+    """Add a ledger row's credits (and calls) to its user's counter for the month of `at`.
+
+    Call it in the transaction that saves the ledger row(s), with `at` their created_at. The
+    counter moves in SQL (F()), never read-modify-write in Python, so concurrent turns can't
+    lose each other's debits. The first row of a month is inserted in a savepoint; a concurrent
+    insert that won the race turns ours into an IntegrityError, and the update then applies.
+    """
+    month = month_of(at)
+    rows = MonthlyUsage.objects.filter(user_id=user_id, month=month)
+    changes = {
+        "credits": F("credits") + credits,
+        "llm_calls": F("llm_calls") + calls,
+        "updated_at": timezone.now(),
+    }
+    if rows.update(**changes):
+        return
+    try:
+        with transaction.atomic():
+            MonthlyUsage.objects.create(
+                user_id=user_id, month=month, credits=credits, llm_calls=calls
+            )
+    except IntegrityError:
+        rows.update(**changes)
+
+
+# --- billing profiles (the admin's actions) -----------------------------------------------------
+
+
+def billing_profile_set_suspended(*, profile: BillingProfile, suspended: bool) -> bool:
+    """Suspend or reactivate; returns whether anything changed."""
+    if profile.is_suspended == suspended:
+        return False
+    profile.is_suspended = suspended
+    profile.save(update_fields=["is_suspended", "updated_at"])
+    return True
+
+
+def billing_profile_set_cap(*, profile: BillingProfile, cap: Decimal | None) -> bool:
+    """Set the monthly credit cap (None: no cap); returns whether anything changed."""
+    if cap is not None and cap < 0:
+        raise ValidationError({"monthly_credit_cap": "A cap cannot be negative."})
+    if profile.monthly_credit_cap == cap:
+        return False
+    profile.monthly_credit_cap = cap
+    profile.save(update_fields=["monthly_credit_cap", "updated_at"])
+    return True

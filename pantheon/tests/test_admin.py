@@ -17,6 +17,7 @@ from usage.models import (
     LlmCallEvent,
     ModelAlias,
     ModelPrice,
+    MonthlyUsage,
     PricingVersion,
 )
 
@@ -51,7 +52,7 @@ def populated(owner, make_agent, make_room, make_session):
         estimated_tokens_before=10,
         estimated_tokens_after=10,
     )
-    version = PricingVersion.objects.create(name="v1", multiplier=Decimal("1.5"))
+    version = PricingVersion.objects.create(name="v1", default_multiplier=Decimal("1.5"))
     ModelPrice.objects.create(
         pricing_version=version,
         model_alias=ModelAlias.objects.get(alias="deepseek"),
@@ -63,6 +64,7 @@ def populated(owner, make_agent, make_room, make_session):
     IdempotencyKey.objects.create(
         user=owner, key="retry-1", fingerprint="f" * 64, state="done", turn=turn
     )
+    MonthlyUsage.objects.create(user=owner, month=date(2026, 11, 1), credits=Decimal("0.01"))
     return {"turn": turn, "event": event}
 
 

@@ -100,16 +100,27 @@ def assert_seeded(params: dict) -> None:
     assert aliases == SEEDED_ALIASES
     assert set(groups) == {"Owner", "Analyst"}
     owner, analyst = groups["Owner"], groups["Analyst"]
-    assert {app for app, _ in owner} == OPERATED_APPS
+    assert {app for app, _ in owner} == OPERATED_APPS | {"auth"}
     assert {
         ("rooms", "change_room"),
         ("rooms", "change_agent"),
         ("usage", "change_modelalias"),
+        ("usage", "change_modelprice"),
         ("usage", "change_billingprofile"),
         ("sessions_app", "delete_session"),
     } <= owner
+    # Owners change configuration, never records.
+    for record in ("turn", "message", "sessionsummary", "turncontextaudit", "llmcallevent"):
+        assert not {codename for _, codename in owner if codename.endswith(f"_{record}")} - {
+            f"view_{record}"
+        }
     assert analyst == {(app, codename) for app, codename in owner if codename.startswith("view_")}
-    assert {("usage", "view_llmcallevent"), ("rooms", "view_room")} <= analyst
+    assert {
+        ("usage", "view_llmcallevent"),
+        ("usage", "view_monthlyusage"),
+        ("rooms", "view_room"),
+        ("auth", "view_user"),
+    } <= analyst
 
 
 def test_migrations_run_from_zero_on_an_empty_database_and_seed_it(empty_database):

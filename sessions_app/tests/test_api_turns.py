@@ -540,7 +540,9 @@ def test_turn_totals_equal_the_sum_of_their_events(
     # Prices for two aliases in a pricing version with a multiplier; litellm-style fractional
     # cost for the others; cached tokens; failures; every mode and a direct session.
     version = PricingVersion.objects.create(
-        name="v2", multiplier=Decimal("1.75"), effective_from=timezone.now() - timedelta(days=1)
+        name="v2",
+        default_multiplier=Decimal("1.75"),
+        effective_from=timezone.now() - timedelta(days=1),
     )
     for alias, prices in {
         "deepseek": ("0.27", "0.07", "1.10"),

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from rooms.models import RoomMode
-from usage.models import LlmCallEvent
+from usage.models import LlmCallEvent, ModelPrice
 
 pytestmark = pytest.mark.django_db
 
@@ -55,8 +55,19 @@ def assert_metered(event) -> None:
     assert event.output_tokens > 0
     assert event.attempts == 1
     assert event.credits > 0
-    # The demo reports no price: recorded as unpriced, never as a silent $0.
-    assert (event.priced, event.provider_cost_usd) == (False, Decimal("0"))
+    # The demo reports no price of its own; the seeded price list prices its calls.
+    price = ModelPrice.objects.get(
+        pricing_version__name="2026-11 list", model_alias__alias=event.model_alias
+    )
+    cached_price = price.cached_input_usd_per_mtok or price.input_usd_per_mtok
+    usd = (
+        event.input_tokens_fresh * price.input_usd_per_mtok
+        + event.input_tokens_cached * cached_price
+        + event.output_tokens * price.output_usd_per_mtok
+    ) / Decimal(1_000_000)
+    assert event.priced is True
+    assert event.pricing_version_id == price.pricing_version_id
+    assert event.provider_cost_usd == usd.quantize(Decimal("1E-10"))
 
 
 # --- manual -------------------------------------------------------------------------------------

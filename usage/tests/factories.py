@@ -3,12 +3,15 @@
 from datetime import datetime
 from decimal import Decimal
 
+from django.db import transaction
+
 from usage.models import LlmCallEvent
+from usage.services import usage_month_add
 
 
 def ledger_event(user, *, at: datetime, alias: str = "deepseek", **fields) -> LlmCallEvent:
     """A successful agent call of 100 fresh + 20 cached input and 10 output tokens, 0.0047
-    credits, unless `fields` say otherwise."""
+    credits, unless `fields` say otherwise, counted in its user's month."""
     values = {
         "purpose": "agent",
         "status": "success",
@@ -23,4 +26,8 @@ def ledger_event(user, *, at: datetime, alias: str = "deepseek", **fields) -> Ll
     values["total_tokens"] = (
         values["input_tokens_fresh"] + values["input_tokens_cached"] + values["output_tokens"]
     )
-    return LlmCallEvent.objects.create(user=user, model_alias=alias, created_at=at, **values)
+    # The row and its monthly counter move together, as in the turn engine.
+    with transaction.atomic():
+        row = LlmCallEvent.objects.create(user=user, model_alias=alias, created_at=at, **values)
+        usage_month_add(user_id=user.pk, at=at, credits=row.credits)
+    return row

@@ -5,16 +5,19 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from rooms.models import RoomMode
 from usage.models import BillingProfile
 from usage.selectors import month_start, next_month_start
+from usage.services import usage_month_add
 from usage.tests.factories import ledger_event
 
 pytestmark = pytest.mark.django_db
 
 USAGE_URL = "/api/v1/usage"
-BODY_KEYS = {"from", "to", "credits_used", "credit_cap", "by_model"}
+BODY_KEYS = {"from", "to", "credits_used", "month_credits_used", "credit_cap", "by_model"}
 ROW_KEYS = {"model_alias", "llm_calls", "input_tokens", "output_tokens", "credits"}
 ROW_KEYS |= {"provider_cost_usd"}
 
@@ -45,6 +48,7 @@ def test_without_events_the_body_is_empty_and_spans_this_month(owner_client):
     assert parse(body["from"]).day == 1
     assert (parse(body["from"]).hour, parse(body["from"]).minute) == (0, 0)
     assert Decimal(body["credits_used"]) == 0
+    assert Decimal(body["month_credits_used"]) == 0
     assert body["credit_cap"] is None
     assert body["by_model"] == []
 
@@ -187,13 +191,45 @@ def test_from_alone_spans_to_the_end_of_that_month(owner_client, spread):
     assert sum(Decimal(row["credits"]) for row in body["by_model"]) == 2
 
 
-def test_credits_used_is_always_this_month_whatever_the_range(owner, owner_client, spread):
+def test_every_figure_follows_the_range_and_the_month_is_named_apart(owner, owner_client, spread):
     ledger_event(owner, at=month_start() + timedelta(seconds=1), credits=Decimal("0.5"))
+    ledger_event(
+        owner, at=month_start() + timedelta(seconds=2), alias="premium", credits=Decimal("0.25")
+    )
 
     body = owner_client.get(f"{USAGE_URL}?from=2024-01-01&to=2024-01-31").json()
 
-    assert body["credits_used"] == "0.5000000000"
+    assert body["credits_used"] == "3.0000000000"  # 1 + 2: January 2024 only
     assert sum(Decimal(row["credits"]) for row in body["by_model"]) == 3
+    assert body["month_credits_used"] == "0.7500000000"  # this month, whatever the range
+
+    this_month = owner_client.get(USAGE_URL).json()
+    assert this_month["credits_used"] == this_month["month_credits_used"] == "0.7500000000"
+    assert [row["model_alias"] for row in this_month["by_model"]] == ["deepseek", "premium"]
+
+
+def test_month_credits_used_reads_the_monthly_counter(owner, owner_client):
+    # The counter is what the cap counts: the API shows the same figure, not a re-sum.
+    usage_month_add(user_id=owner.pk, at=month_start(), credits=Decimal("4.25"))
+    usage_month_add(user_id=owner.pk, at=month_start() - timedelta(days=1), credits=Decimal("9"))
+
+    body = owner_client.get(USAGE_URL).json()
+
+    assert body["month_credits_used"] == "4.2500000000"
+    assert body["credits_used"] == "0.0000000000"  # no ledger rows in the range
+
+
+def test_usage_takes_a_constant_number_of_queries(owner, owner_client):
+    def queries_for(events: int) -> int:
+        for index in range(events):
+            ledger_event(
+                owner, at=month_start() + timedelta(seconds=index + 1), alias=f"a{index % 4}"
+            )
+        with CaptureQueriesContext(connection) as captured:
+            assert owner_client.get(USAGE_URL).status_code == 200
+        return len(captured)
+
+    assert queries_for(2) == queries_for(40)
 
 
 def test_to_before_from_is_400(owner_client):

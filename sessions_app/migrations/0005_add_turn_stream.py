@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sessions_app", "0003_add_idempotency_key"),
+        ("sessions_app", "0004_add_idempotency_key"),
     ]
 
     operations = [

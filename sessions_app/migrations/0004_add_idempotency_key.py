@@ -10,7 +10,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sessions_app", "0002_add_turn_progress_at"),
+        ("sessions_app", "0003_turn_created_index"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

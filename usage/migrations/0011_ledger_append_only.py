@@ -89,6 +89,6 @@ def _on_postgresql(sql: str):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("usage", "0003_restrict_api_key_env")]
+    dependencies = [("usage", "0010_rollup_user_without_db_constraint")]
 
     operations = [migrations.RunPython(_on_postgresql(GUARD), _on_postgresql(DROP))]

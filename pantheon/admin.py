@@ -1,0 +1,51 @@
+"""The user page shows where the user stands this month: credits, cap and billing status."""
+
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from pantheon.console import badge
+from usage.selectors import billing_profile_for, month_credits
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class PantheonUserAdmin(UserAdmin):
+    billing_fields = ("month_credits", "credit_cap", "billing_status")
+    readonly_fields = (*UserAdmin.readonly_fields, *billing_fields)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (("Billing this month (UTC)", {"fields": self.billing_fields}), *fieldsets)
+
+    @admin.display(description="credits this month")
+    def month_credits(self, user) -> str:
+        credits = month_credits(user=user)
+        dashboard = reverse("admin:billing") + "?" + urlencode({"user": user.get_username()})
+        return format_html(
+            '{} <a href="{}">open in the billing dashboard</a>',
+            f"{credits.normalize():f}",
+            dashboard,
+        )
+
+    @admin.display(description="monthly credit cap")
+    def credit_cap(self, user) -> str:
+        profile = billing_profile_for(user=user)
+        if profile is None or profile.monthly_credit_cap is None:
+            return "no cap"
+        return f"{profile.monthly_credit_cap.normalize():f}"
+
+    @admin.display(description="billing status")
+    def billing_status(self, user) -> str:
+        profile = billing_profile_for(user=user)
+        if profile is not None and profile.is_suspended:
+            return badge("bad", "suspended")
+        return badge("ok", "active")

@@ -1,0 +1,116 @@
+"""Building blocks of the operator console shared by the apps' admins.
+
+- Records (turns, messages, summaries, context audits, the ledger) are what happened: nobody
+  adds, changes or deletes them in the admin, superusers included (403).
+- Rooms and sessions are deleted the way the API deletes them: softly, through their service.
+- Filters that stay one query however many users there are (a username box, not a list).
+"""
+
+from django.contrib import admin
+from django.db.models import Model, QuerySet
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+
+class RecordAdmin(admin.ModelAdmin):
+    """Read-only for everyone: the view page shows every field, a POST is refused (403)."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class RecordTabularInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class SoftDeleteAdmin(admin.ModelAdmin):
+    """Deleting in the admin (one row or the bulk action) calls the same soft-delete service as
+    the API: the row stays, with `deleted_at` set, and its history with it."""
+
+    def soft_delete(self, obj: Model) -> None:
+        """Call the app's soft-delete service on `obj`."""
+        raise NotImplementedError
+
+    def delete_model(self, request, obj):
+        if obj.deleted_at is None:
+            self.soft_delete(obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset.filter(deleted_at__isnull=True):
+            self.soft_delete(obj)
+
+    def get_deleted_objects(self, objs, request):
+        # Nothing cascades: no related rows to list, and no permission on them is needed.
+        objs = list(objs)
+        return [str(obj) for obj in objs], {self.opts.verbose_name_plural: len(objs)}, set(), []
+
+
+class InputFilter(admin.SimpleListFilter):
+    """A text box instead of a list of choices: constant work however many values exist."""
+
+    template = "admin/input_filter.html"
+    lookup: str  # the queryset lookup the typed value filters by
+
+    def lookups(self, request, model_admin):
+        return ()
+
+    def has_output(self) -> bool:
+        return True
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        value = (self.value() or "").strip()
+        return queryset.filter(**{self.lookup: value}) if value else queryset
+
+    def choices(self, changelist):
+        # One "choice" carrying what the template needs: the other parameters (filters, search,
+        # ordering; not the page) to keep when the box is submitted.
+        others = [
+            (key, item)
+            for key, values in changelist.filter_params.items()
+            if key != self.parameter_name
+            for item in values
+        ]
+        yield {
+            "value": self.value() or "",
+            "parameter_name": self.parameter_name,
+            "others": others,
+            "clear_url": changelist.get_query_string(remove=[self.parameter_name]),
+        }
+
+
+def username_filter(lookup: str) -> type[InputFilter]:
+    """An InputFilter on the username at `lookup` (e.g. `user__username`)."""
+    return type(
+        "UsernameFilter",
+        (InputFilter,),
+        {"title": "user", "parameter_name": "username", "lookup": f"{lookup}__iexact"},
+    )
+
+
+def moment(value) -> str:
+    """A timestamp as a list column shows it: 2026-11-25 13:14:05 (UTC), compact and sortable
+    by eye, instead of 'Nov. 25, 2026, 1:14 p.m.'."""
+    return "" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def badge(tone: str, text: str) -> SafeString:
+    """A small coloured label (tone: ok, warn, bad, info) for a status column."""
+    return format_html('<span class="pantheon-badge {}">{}</span>', tone, text)

@@ -1,0 +1,368 @@
+"""The operator console: branded, records read-only for everyone, soft deletes, the roles."""
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from rooms.models import Room
+from sessions_app.models import Message, Session, SessionSummary, Turn, TurnContextAudit
+from usage.models import BillingProfile, LlmCallEvent, ModelAlias, ModelPrice
+from usage.services import usage_month_add
+
+pytestmark = pytest.mark.django_db
+
+RECORDS = [Turn, Message, SessionSummary, TurnContextAudit, LlmCallEvent]
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+@pytest.fixture
+def chat(owner, make_agent, make_room, make_session):
+    agent = make_agent(owner, "ada")
+    room = make_room(owner, [agent], name="Research")
+    session = make_session(owner, room=room)
+    turn = Turn.objects.create(
+        session=session, turn_index=1, mode="manual", status="completed", user_input="@ada hi"
+    )
+    message = Message.objects.create(
+        session=session, turn=turn, sequence=2, role="assistant", agent_key="ada", content="Hi!"
+    )
+    Message.objects.create(session=session, turn=turn, sequence=1, role="user", content="@ada hi")
+    event = LlmCallEvent.objects.create(
+        user=owner,
+        session=session,
+        turn=turn,
+        agent_key="ada",
+        purpose="agent",
+        model_alias="deepseek",
+        status="success",
+        credits=Decimal("0.0123"),
+    )
+    summary = SessionSummary.objects.create(
+        session=session, turn=turn, from_sequence=1, to_sequence=2, summary_text="Hi."
+    )
+    audit = TurnContextAudit.objects.create(
+        turn=turn,
+        model_context_limit=8192,
+        input_budget=5530,
+        estimated_tokens_before=10,
+        estimated_tokens_after=10,
+    )
+    return {
+        "room": room,
+        "session": session,
+        "rows": {
+            Turn: turn,
+            Message: message,
+            SessionSummary: summary,
+            TurnContextAudit: audit,
+            LlmCallEvent: event,
+        },
+    }
+
+
+# --- branding -----------------------------------------------------------------------------------
+
+
+def test_the_console_is_branded_pantheon_and_links_the_billing_dashboard(staff):
+    page = client_for(staff).get(reverse("admin:index")).content.decode()
+
+    assert "<title>Operator console | Pantheon</title>" in page
+    assert ">Pantheon</a>" in page
+    assert "Django administration" not in page
+    assert reverse("admin:billing") in page
+
+
+def test_the_login_page_is_branded_too(client):
+    page = client.get(reverse("admin:login")).content.decode()
+
+    assert "Pantheon" in page and "Django administration" not in page
+
+
+# --- records are records ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", RECORDS, ids=lambda model: model.__name__)
+def test_a_superuser_cannot_add_change_or_delete_a_record(staff, chat, model):
+    client = client_for(staff)
+    row = chat["rows"][model]
+    before = {field.attname: getattr(row, field.attname) for field in model._meta.concrete_fields}
+
+    assert client.get(url(model, "add")).status_code == 403
+    assert client.post(url(model, "add"), {}).status_code == 403
+    assert client.get(url(model, "change", row.pk)).status_code == 200  # read-only view
+    assert client.post(url(model, "change", row.pk), {"status": "failed"}).status_code == 403
+    assert client.get(url(model, "delete", row.pk)).status_code == 403
+    assert client.post(url(model, "delete", row.pk), {"post": "yes"}).status_code == 403
+    bulk = client.post(
+        url(model, "changelist"), {"action": "delete_selected", "_selected_action": [row.pk]}
+    )
+    assert bulk.status_code in (200, 302, 403)
+
+    row.refresh_from_db()
+    assert {f.attname: getattr(row, f.attname) for f in model._meta.concrete_fields} == before
+
+
+def test_the_turn_page_shows_its_messages_ledger_events_and_audit(staff, chat):
+    turn = chat["rows"][Turn]
+
+    page = client_for(staff).get(url(Turn, "change", turn.pk)).content.decode()
+
+    assert "Hi!" in page  # the assistant's message
+    assert "Ledger events" in page and "0.0123" in page
+    assert "Context audit" in page and "5530" in page
+    assert 'name="_save"' not in page  # nothing to save
+
+
+def test_the_turn_list_shows_who_where_and_what_it_cost(staff, chat, owner):
+    page = client_for(staff).get(url(Turn, "changelist")).content.decode()
+
+    for column in ("column-created", "column-user", "column-room_or_agent", "column-index"):
+        assert column in page
+    for column in ("column-mode", "column-status_badge", "column-calls", "column-credits_used"):
+        assert column in page
+    assert "Research" in page and "owner" in page and "completed" in page
+
+
+@pytest.mark.parametrize(
+    "term",
+    ["turn_id", "session_id", "owner", "OWNER", "resea"],
+)
+def test_turns_are_found_by_turn_id_session_id_username_or_room(staff, chat, term):
+    turn = chat["rows"][Turn]
+    term = {"turn_id": str(turn.pk), "session_id": str(chat["session"].pk)}.get(term, term)
+
+    response = client_for(staff).get(url(Turn, "changelist"), {"q": term})
+
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == [turn]
+
+
+def test_a_search_that_matches_nothing_finds_nothing(staff, chat):
+    response = client_for(staff).get(url(Turn, "changelist"), {"q": "nobody-here"})
+
+    assert list(response.context["cl"].result_list) == []
+
+
+def test_turns_filter_by_username_status_and_mode(staff, chat, outsider, make_agent, make_session):
+    other = make_session(outsider, agent=make_agent(outsider, "bob"))
+    Turn.objects.create(session=other, turn_index=1, mode="direct", status="failed", user_input="x")
+    client = client_for(staff)
+
+    def shown(**query) -> set:
+        response = client.get(url(Turn, "changelist"), query)
+        assert response.status_code == 200
+        return {turn.session.started_by.username for turn in response.context["cl"].result_list}
+
+    assert shown() == {"owner", "outsider"}
+    assert shown(username="outsider") == {"outsider"}
+    assert shown(status="completed") == {"owner"}
+    assert shown(mode="direct") == {"outsider"}
+    assert shown(username="owner", status="failed") == set()
+
+
+# --- soft deletes -------------------------------------------------------------------------------
+
+
+def test_deleting_a_session_in_the_admin_is_the_apis_soft_delete(staff, chat):
+    session = chat["session"]
+    client = client_for(staff)
+
+    confirm = client.get(url(Session, "delete", session.pk))
+    assert confirm.status_code == 200
+    response = client.post(url(Session, "delete", session.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    session.refresh_from_db()
+    assert session.deleted_at is not None
+    assert Turn.objects.filter(session=session).count() == 1  # nothing cascaded
+    assert Message.objects.filter(session=session).count() == 2
+
+
+def test_the_bulk_delete_action_soft_deletes_rooms(staff, chat, owner, make_room):
+    other = make_room(owner, name="Other")
+    client = client_for(staff)
+    selected = {"action": "delete_selected", "_selected_action": [chat["room"].pk, other.pk]}
+
+    assert client.post(url(Room, "changelist"), selected).status_code == 200  # confirmation
+    response = client.post(url(Room, "changelist"), {**selected, "post": "yes"})
+
+    assert response.status_code == 302
+    assert Room.objects.count() == 2
+    assert Room.objects.filter(deleted_at__isnull=False).count() == 2
+    assert Session.objects.filter(pk=chat["session"].pk).exists()
+
+
+def test_deleting_an_already_deleted_room_keeps_its_first_deletion_time(staff, chat):
+    room = chat["room"]
+    earlier = timezone.now() - timezone.timedelta(days=3)
+    Room.objects.filter(pk=room.pk).update(deleted_at=earlier)
+
+    client_for(staff).post(url(Room, "delete", room.pk), {"post": "yes"})
+
+    room.refresh_from_db()
+    assert room.deleted_at == earlier
+
+
+# --- roles --------------------------------------------------------------------------------------
+
+
+def test_an_owner_changes_configuration(make_operator, owner):
+    client = client_for(make_operator("Owner", "boss"))
+    price = ModelPrice.objects.get(model_alias__alias="llama")
+    form = {
+        "pricing_version": price.pricing_version_id,
+        "model_alias": price.model_alias_id,
+        "credit_multiplier": "1.25",
+        "input_usd_per_mtok": "0.3",
+        "cached_input_usd_per_mtok": "",
+        "output_usd_per_mtok": "0.5",
+    }
+
+    response = client.post(url(ModelPrice, "change", price.pk), form)
+
+    assert response.status_code == 302
+    price.refresh_from_db()
+    assert (price.credit_multiplier, price.input_usd_per_mtok) == (Decimal("1.25"), Decimal("0.3"))
+    for model in (ModelAlias, BillingProfile, Room):
+        assert client.get(url(model, "add")).status_code == 200
+
+
+def test_an_owner_never_changes_records(make_operator, chat):
+    client = client_for(make_operator("Owner", "boss"))
+    turn = chat["rows"][Turn]
+
+    assert client.get(url(Turn, "changelist")).status_code == 200
+    assert client.post(url(Turn, "change", turn.pk), {"status": "failed"}).status_code == 403
+    assert client.get(url(LlmCallEvent, "add")).status_code == 403
+    turn.refresh_from_db()
+    assert turn.status == "completed"
+    # A session may be deleted, softly: its turns and messages stay.
+    assert (
+        client.post(url(Session, "delete", chat["session"].pk), {"post": "yes"}).status_code == 302
+    )
+    assert Turn.objects.filter(pk=turn.pk).exists()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [Turn, Message, LlmCallEvent, ModelAlias, ModelPrice, BillingProfile, Room, Session],
+    ids=lambda model: model.__name__,
+)
+def test_an_analyst_sees_everything_and_changes_nothing(make_operator, chat, owner, model):
+    client = client_for(make_operator("Analyst"))
+    BillingProfile.objects.create(user=owner)
+    row = (
+        chat["rows"].get(model)
+        or {Room: chat["room"], Session: chat["session"]}.get(model)
+        or model.objects.first()
+    )
+
+    assert client.get(url(model, "changelist")).status_code == 200
+    assert client.get(url(model, "change", row.pk)).status_code == 200
+    assert client.get(url(model, "add")).status_code == 403
+    assert client.post(url(model, "change", row.pk), {}).status_code == 403
+    assert client.post(url(model, "delete", row.pk), {"post": "yes"}).status_code == 403
+    assert model.objects.filter(pk=row.pk).exists()
+
+
+# --- users and billing profiles -----------------------------------------------------------------
+
+
+def test_the_user_page_shows_the_months_credits_cap_and_status(staff, owner):
+    usage_month_add(user_id=owner.pk, at=timezone.now(), credits=Decimal("3.5"))
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("10"), is_suspended=True)
+
+    page = client_for(staff).get(reverse("admin:auth_user_change", args=[owner.pk])).content
+    page = page.decode()
+
+    assert "Billing this month" in page
+    assert "3.5" in page and "10" in page and "suspended" in page
+
+
+def test_an_analyst_may_open_a_user_page(make_operator, owner):
+    client = client_for(make_operator("Analyst"))
+
+    assert client.get(reverse("admin:auth_user_change", args=[owner.pk])).status_code == 200
+    assert client.post(reverse("admin:auth_user_change", args=[owner.pk]), {}).status_code == 403
+
+
+@pytest.fixture
+def profiles(owner, outsider):
+    return [
+        BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("10")),
+        BillingProfile.objects.create(user=outsider),
+    ]
+
+
+def act(client, action: str, profiles, **extra):
+    return client.post(
+        url(BillingProfile, "changelist"),
+        {"action": action, "_selected_action": [p.pk for p in profiles], **extra},
+    )
+
+
+def test_suspend_and_reactivate_are_logged_per_profile(make_operator, profiles):
+    operator = make_operator("Owner", "boss")
+    client = client_for(operator)
+
+    assert act(client, "suspend", profiles).status_code == 302
+    assert [p.is_suspended for p in BillingProfile.objects.order_by("pk")] == [True, True]
+    assert act(client, "suspend", profiles[:1]).status_code == 302  # no change, no log
+    assert act(client, "reactivate", profiles[1:]).status_code == 302
+
+    entries = LogEntry.objects.filter(user=operator, action_flag=CHANGE).order_by("pk")
+    assert [(e.object_id, e.change_message) for e in entries] == [
+        (str(profiles[0].pk), "Suspended."),
+        (str(profiles[1].pk), "Suspended."),
+        (str(profiles[1].pk), "Reactivated."),
+    ]
+
+
+def test_set_cap_asks_for_the_cap_then_applies_and_logs_it(make_operator, profiles):
+    operator = make_operator("Owner", "boss")
+    client = client_for(operator)
+
+    form = act(client, "set_cap", profiles)
+    assert form.status_code == 200
+    assert "Monthly credit cap" in form.content.decode()
+    assert act(client, "set_cap", profiles, apply="1", cap="-1").status_code == 200  # refused
+    assert BillingProfile.objects.get(pk=profiles[1].pk).monthly_credit_cap is None
+
+    assert act(client, "set_cap", profiles, apply="1", cap="250").status_code == 302
+    assert {p.monthly_credit_cap for p in BillingProfile.objects.all()} == {Decimal("250")}
+    assert act(client, "set_cap", profiles[:1], apply="1", cap="").status_code == 302
+    assert BillingProfile.objects.get(pk=profiles[0].pk).monthly_credit_cap is None
+
+    messages = list(
+        LogEntry.objects.filter(user=operator)
+        .order_by("pk")
+        .values_list("change_message", flat=True)
+    )
+    assert messages == [
+        "Set monthly credit cap to 250 credits.",
+        "Set monthly credit cap to 250 credits.",
+        "Set monthly credit cap to no cap.",
+    ]
+
+
+def test_an_analyst_cannot_run_the_billing_actions(make_operator, profiles):
+    client = client_for(make_operator("Analyst"))
+
+    response = act(client, "suspend", profiles)
+
+    assert response.status_code in (200, 302, 403)
+    assert not BillingProfile.objects.filter(is_suspended=True).exists()
+    assert not LogEntry.objects.exists()

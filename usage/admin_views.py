@@ -1,0 +1,155 @@
+"""The billing dashboard (`/admin/billing/`) and its CSV export, inside the admin.
+
+Staff only (the admin site wraps these views), and only for who may read the ledger
+(`usage.view_llmcallevent`: Owners, Analysts, superusers).
+"""
+
+import csv
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django import forms
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views import View
+
+from usage.charts import daily_bar_chart
+from usage.dashboard import DEFAULT_DAYS, FIGURES, billing_report
+from usage.models import ModelAlias
+from usage.rollups import day_start, today
+
+TABLE_ROWS = 100  # the busiest pairs on the page; the export has them all
+MAX_DAYS = 366
+
+
+class BillingFilterForm(forms.Form):
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    user = forms.CharField(
+        required=False,
+        max_length=150,
+        widget=forms.TextInput(attrs={"placeholder": "any user", "type": "search"}),
+    )
+    alias = forms.ChoiceField(required=False, label="Model alias")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        aliases = ModelAlias.objects.order_by("alias").values_list("alias", flat=True)
+        self.fields["alias"].choices = [("", "all aliases"), *((a, a) for a in aliases)]
+
+    def clean(self):
+        data = super().clean()
+        end = data.get("end") or today()
+        start = data.get("start") or end - timedelta(days=DEFAULT_DAYS - 1)
+        if start > end:
+            raise forms.ValidationError("The first day must not be after the last.")
+        if (end - start).days >= MAX_DAYS:
+            raise forms.ValidationError(f"Pick at most {MAX_DAYS} days.")
+        data["start"], data["end"] = start, end
+        data["user"] = (data.get("user") or "").strip()
+        return data
+
+
+class BillingAccess(View):
+    site = None  # the admin site, set by its URLconf
+
+    def dispatch(self, request, *args, **kwargs):
+        if not request.user.has_perm("usage.view_llmcallevent"):
+            raise PermissionDenied
+        return super().dispatch(request, *args, **kwargs)
+
+    def filters(self, request) -> BillingFilterForm:
+        """The filters as sent, the default range filled in so the form shows what it reports."""
+        data = {key: value for key, value in request.GET.items() if value}
+        if "end" not in data and "start" not in data:
+            data["end"] = today().isoformat()
+            data["start"] = (today() - timedelta(days=DEFAULT_DAYS - 1)).isoformat()
+        return BillingFilterForm(data)
+
+
+class BillingDashboardView(BillingAccess):
+    template_name = "admin/usage/billing_dashboard.html"
+
+    def get(self, request):
+        form = self.filters(request)
+        context = {
+            **self.site.each_context(request),
+            "title": "Billing",
+            "subtitle": None,
+            "form": form,
+        }
+        if not form.is_valid():
+            return TemplateResponse(request, self.template_name, context, status=400)
+        data = form.cleaned_data
+        report = billing_report(
+            start=data["start"], end=data["end"], username=data["user"], model_alias=data["alias"]
+        )
+        query = {"start": data["start"], "end": data["end"]}
+        query.update({key: data[key] for key in ("user", "alias") if data[key]})
+        ledger = reverse("admin:usage_llmcallevent_changelist")
+        ledger_range = {
+            "created_at__gte": day_start(data["start"]).isoformat(),
+            "created_at__lt": day_start(data["end"] + timedelta(days=1)).isoformat(),
+        }
+        context.update(
+            {
+                "report": report,
+                "rows": [
+                    {
+                        "row": row,
+                        "ledger_url": f"{ledger}?"
+                        + urlencode(
+                            {"username": row.username, "model_alias": row.model_alias}
+                            | ledger_range
+                        ),
+                    }
+                    for row in report.rows[:TABLE_ROWS]
+                ],
+                "hidden_rows": max(0, len(report.rows) - TABLE_ROWS),
+                "chart": daily_bar_chart(report.daily_credits, highlight=today()),
+                "export_url": f"{reverse('admin:billing_export')}?{urlencode(query)}",
+                "days": (data["end"] - data["start"]).days + 1,
+                "today": today(),
+            }
+        )
+        return TemplateResponse(request, self.template_name, context)
+
+
+class BillingExportView(BillingAccess):
+    """The dashboard's table as CSV: one row per user × alias, no totals row."""
+
+    def get(self, request):
+        form = self.filters(request)
+        if not form.is_valid():
+            errors = "; ".join(error for errors in form.errors.values() for error in errors)
+            return HttpResponse(errors, status=400, content_type="text/plain")
+        data = form.cleaned_data
+        report = billing_report(
+            start=data["start"],
+            end=data["end"],
+            username=data["user"],
+            model_alias=data["alias"],
+            with_activity=False,
+        )
+        name = f"pantheon-usage-{data['start']}-to-{data['end']}.csv"
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        writer = csv.writer(response)
+        writer.writerow(["username", "model_alias", *FIGURES])
+        for row in sorted(report.rows, key=lambda row: (row.username, row.model_alias)):
+            figures = row.figures
+            writer.writerow(
+                [
+                    _cell(row.username),
+                    _cell(row.model_alias),
+                    *(getattr(figures, name) for name in FIGURES),
+                ]
+            )
+        return response
+
+
+def _cell(text: str) -> str:
+    """A spreadsheet must not read a name like `+1` or `@x` as a formula."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text

@@ -1,0 +1,62 @@
+import sys
+import time
+from datetime import date
+
+from django.core.management.base import BaseCommand
+
+from usage.management.commands.rollup_usage import iso_day
+from usage.reconcile import Report, reconcile
+
+
+class Command(BaseCommand):
+    # A nightly job: skip the system checks (they import every URLconf and the LLM stack).
+    requires_system_checks = []
+    help = (
+        "Compare what derives from the ledger (daily rollups, monthly counters, turn totals) "
+        "and the transcript with the ledger; exit 1 on any drift. --fix rebuilds the derived "
+        "data from the ledger (never the ledger itself) and checks again."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--since", type=iso_day, help="first day to check (default: all)")
+        parser.add_argument("--fix", action="store_true", help="rebuild what drifted")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="with --fix: say what would be rebuilt"
+        )
+
+    def handle(self, *args, since: date | None = None, fix=False, dry_run=False, **options):
+        started = time.monotonic()
+        report = reconcile(since=since, fix=fix, dry_run=dry_run)
+        self.stdout.write(render_table(report))
+        for line in report.fixed:
+            self.stdout.write(f"  fixed: {line}" if not dry_run else f"  {line}")
+        self.stdout.write(summary_line(report, seconds=time.monotonic() - started))
+        if not report.clean:
+            sys.exit(1)
+
+
+def render_table(report: Report) -> str:
+    lines = [f"{'check':<28} {'checked':>10} {'drift':>8}  state"]
+    for check in report.checks:
+        if check.informational:
+            state = "info"
+        elif check.clean:
+            state = "ok"
+        else:
+            state = "DRIFT" if check.fixable else "DRIFT (not fixable)"
+        lines.append(f"{check.name:<28} {check.checked:>10,} {check.drift:>8,}  {state}")
+        lines.extend(f"    e.g. {example}" for example in check.examples)
+    return "\n".join(lines)
+
+
+def summary_line(report: Report, *, seconds: float) -> str:
+    since = f"since {report.since}" if report.since else "in all"
+    unpriced = report.check("unpriced calls").drift
+    lost = report.check("lost calls").drift
+    notes = f"{unpriced:,} unpriced, {lost:,} lost"
+    if report.clean:
+        rows = f"{report.ledger_rows:,} ledger rows {since}"
+        return f"Clean: {rows} agree with what derives from them ({notes}; {seconds:.1f} s)."
+    drifted = [check.name for check in report.checks if not check.clean]
+    hint = "" if report.fixed else " Run with --fix to rebuild from the ledger."
+    return f"Drift in {', '.join(drifted)} ({notes}; {seconds:.1f} s).{hint}"

@@ -1,0 +1,365 @@
+"""Reconciliation: does everything derived from the ledger still agree with it?
+
+Each check is one SQL pass that joins a ledger aggregate with what was derived from it and
+streams back only the rows that disagree (memory stays bounded: a count and a few examples).
+Drift in rollups, monthly counters and turn totals is rebuilt from the ledger by `reconcile`
+with `fix=True`; drift between the ledger and the transcript cannot be rebuilt (both are
+records) and stays reported. The ledger itself is never edited.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+
+from sessions_app.models import Message, MessageRole, Turn, TurnStatus
+from usage.models import (
+    USAGE_TOTAL_FIELDS,
+    CallPurpose,
+    CallStatus,
+    DailyUsageRollup,
+    LlmCallEvent,
+    MonthlyUsage,
+)
+from usage.rollups import (
+    COUNTER_KEY_COLUMNS,
+    COUNTER_VALUE_COLUMNS,
+    ROLLUP_KEY_COLUMNS,
+    ROLLUP_VALUE_COLUMNS,
+    analytic_transaction,
+    counters_rebuild,
+    day_start,
+    ledger_daily_sums,
+    ledger_monthly_sums,
+    rollup_rebuild,
+    today,
+)
+from usage.selectors import month_of
+
+EXAMPLES = 3
+_FIX_BATCH = 500
+
+
+@dataclass
+class CheckResult:
+    """One line of the reconciliation table."""
+
+    name: str
+    checked: int  # derived rows (or turns) compared with the ledger
+    drift: int  # how many of them disagree
+    examples: list[str] = field(default_factory=list)
+    fixable: bool = True  # rebuilt from the ledger by --fix
+    informational: bool = False  # counted, never drift (unpriced, lost calls)
+
+    @property
+    def clean(self) -> bool:
+        return self.informational or self.drift == 0
+
+
+@dataclass
+class Report:
+    since: date | None
+    checks: list[CheckResult]
+    ledger_rows: int
+    fixed: list[str] = field(default_factory=list)  # what --fix rebuilt (or would)
+
+    @property
+    def clean(self) -> bool:
+        return all(check.clean for check in self.checks)
+
+    def check(self, name: str) -> CheckResult:
+        return next(check for check in self.checks if check.name == name)
+
+
+ROLLUPS = "rollups vs ledger"
+COUNTERS = "monthly counters vs ledger"
+TURN_TOTALS = "turn totals vs ledger"
+TRANSCRIPT = "transcript vs ledger"
+UNPRICED = "unpriced calls"
+LOST = "lost calls"
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+def check_rollups(*, since: date | None = None) -> CheckResult:
+    """Rollups of whole days from `since` against the ledger summed per day, user and alias: a
+    missing, stale or extra rollup row (one for today or later included) is drift."""
+    ledger = ledger_daily_sums(since=since, until=today())
+    rollups = DailyUsageRollup.objects.all()
+    if since is not None:
+        rollups = rollups.filter(day__gte=since)
+    derived = rollups.values_list(*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS).order_by()
+    drift, examples = _full_join_drift(
+        ledger=ledger,
+        derived=derived,
+        keys=ROLLUP_KEY_COLUMNS,
+        values=ROLLUP_VALUE_COLUMNS,
+        describe=lambda key, ledger_row, derived_row: (
+            f"{key[0]} user {key[1]} {key[2]}: ledger {_figures(ledger_row)}, "
+            f"rollup {_figures(derived_row)}"
+        ),
+    )
+    return CheckResult(ROLLUPS, rollups.count(), drift, examples)
+
+
+def check_counters(*, since: date | None = None) -> CheckResult:
+    """Monthly credit counters from the month of `since` against the ledger's credits per user
+    and UTC month. (Calls are rebuilt too but not compared: credits are what a cap reads.)"""
+    since_month = month_of(day_start(since)) if since is not None else None
+    ledger = ledger_monthly_sums(since_month=since_month)
+    counters = MonthlyUsage.objects.all()
+    if since_month is not None:
+        counters = counters.filter(month__gte=since_month)
+    derived = counters.values_list(*COUNTER_KEY_COLUMNS, *COUNTER_VALUE_COLUMNS).order_by()
+    drift, examples = _full_join_drift(
+        ledger=ledger,
+        derived=derived,
+        keys=COUNTER_KEY_COLUMNS,
+        values=COUNTER_VALUE_COLUMNS[:1],
+        describe=lambda key, ledger_row, derived_row: (
+            f"user {key[0]} {str(key[1])[:7]}: ledger {_credits(ledger_row)} credits, "
+            f"counter {_credits(derived_row)}"
+        ),
+    )
+    return CheckResult(COUNTERS, counters.count(), drift, examples)
+
+
+def check_turns(*, since: date | None = None) -> tuple[CheckResult, CheckResult]:
+    """Finished turns from `since` against their ledger rows, in one pass:
+
+    - turn totals: the usage stored on the turn must equal the sums of its events;
+    - transcript: one `agent` event per assistant message (messages have no link to events,
+      so the counts per turn are compared).
+
+    Running turns are skipped (they write as they go); events whose turn was deleted point at
+    nothing on purpose (SET NULL) and are fine.
+    """
+    totals_drift, transcript_drift = 0, 0
+    totals_examples: list[str] = []
+    transcript_examples: list[str] = []
+    checked = _finished_turns(since).count()
+    for row in _turn_drift_rows(since):
+        turn_id, stored, summed, messages, agent_events = row
+        if stored != summed:
+            totals_drift += 1
+            if len(totals_examples) < EXAMPLES:
+                totals_examples.append(
+                    f"turn {turn_id}: stored {_figures(stored)}, ledger {_figures(summed)}"
+                )
+        if messages != agent_events:
+            transcript_drift += 1
+            if len(transcript_examples) < EXAMPLES:
+                transcript_examples.append(
+                    f"turn {turn_id}: {messages} assistant messages, {agent_events} agent calls"
+                )
+    return (
+        CheckResult(TURN_TOTALS, checked, totals_drift, totals_examples),
+        CheckResult(TRANSCRIPT, checked, transcript_drift, transcript_examples, fixable=False),
+    )
+
+
+def count_unpriced_and_lost(*, since: date | None = None) -> tuple[int, CheckResult, CheckResult]:
+    """(ledger rows, unpriced calls, lost calls) from `since`: counted, never drift."""
+    events = LlmCallEvent.objects.all()
+    if since is not None:
+        events = events.filter(created_at__gte=day_start(since))
+    counts = events.aggregate(
+        rows=Count("id"),
+        unpriced=Count("id", filter=Q(priced=False)),
+        lost=Count("id", filter=Q(status=CallStatus.LOST)),
+    )
+    return (
+        counts["rows"],
+        CheckResult(UNPRICED, counts["rows"], counts["unpriced"], informational=True),
+        CheckResult(LOST, counts["rows"], counts["lost"], informational=True),
+    )
+
+
+def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = False) -> Report:
+    """Run every check; with `fix`, rebuild what drifted from the ledger, then check again.
+
+    With `dry_run`, `fix` only says what it would rebuild.
+    """
+    report = _check_all(since)
+    if not fix or report.clean:
+        return report
+    fixable = {check.name for check in report.checks if not check.clean and check.fixable}
+    fixed = []
+    if ROLLUPS in fixable:
+        result = rollup_rebuild(since=since, dry_run=dry_run)
+        fixed.append(f"rollups: {result.rows_written} daily rows rebuilt")
+    if COUNTERS in fixable:
+        result = counters_rebuild(since=since, dry_run=dry_run)
+        fixed.append(f"monthly counters: {result.rows_written} rebuilt")
+    if TURN_TOTALS in fixable:
+        count = turn_totals_rebuild(since=since, dry_run=dry_run)
+        fixed.append(f"turn totals: {count} turns rebuilt")
+    if dry_run:
+        report.fixed = [f"would rebuild {line.split(': ', 1)[0]}" for line in fixed]
+        return report
+    report = _check_all(since)
+    report.fixed = fixed
+    return report
+
+
+def turn_totals_rebuild(*, since: date | None = None, dry_run: bool = False) -> int:
+    """Store on each finished turn whose totals drifted the sums of its events; returns how
+    many turns were (or, with `dry_run`, would be) rebuilt."""
+    drifted = [
+        turn_id for turn_id, stored, summed, *_ in _turn_drift_rows(since) if stored != summed
+    ]
+    if dry_run:
+        return len(drifted)
+    events = LlmCallEvent.objects.filter(turn=OuterRef("pk")).order_by().values("turn")
+    sums = {
+        "llm_calls": Count("id"),
+        "input_tokens": Sum(F("input_tokens_fresh") + F("input_tokens_cached")),
+        "output_tokens": Sum("output_tokens"),
+        "credits": Sum("credits"),
+        "provider_cost_usd": Sum("provider_cost_usd"),
+    }
+    zero = {name: Decimal("0") if name in ("credits", "provider_cost_usd") else 0 for name in sums}
+    for start in range(0, len(drifted), _FIX_BATCH):
+        with transaction.atomic():
+            Turn.objects.filter(pk__in=drifted[start : start + _FIX_BATCH]).exclude(
+                status=TurnStatus.RUNNING
+            ).update(
+                **{
+                    name: Coalesce(Subquery(events.annotate(v=sum_).values("v")), zero[name])
+                    for name, sum_ in sums.items()
+                }
+            )
+    return len(drifted)
+
+
+# --- plumbing -----------------------------------------------------------------------------------
+
+
+def _check_all(since: date | None) -> Report:
+    # One pass over the ledger per check: sharing one daily aggregate (a temporary table) was
+    # measured slower at a million rows than summing again (bench/ledger.py).
+    with analytic_transaction():
+        rows, unpriced, lost = count_unpriced_and_lost(since=since)
+        totals, transcript = check_turns(since=since)
+        rollups, counters = check_rollups(since=since), check_counters(since=since)
+    return Report(
+        since=since,
+        checks=[rollups, counters, totals, transcript, unpriced, lost],
+        ledger_rows=rows,
+    )
+
+
+def _finished_turns(since: date | None) -> QuerySet:
+    turns = Turn.objects.exclude(status=TurnStatus.RUNNING)
+    if since is not None:
+        turns = turns.filter(created_at__gte=day_start(since))
+    return turns
+
+
+def _turn_drift_rows(since: date | None) -> Iterator[tuple]:
+    """(turn id, stored totals, ledger sums, assistant messages, agent events) of each finished
+    turn from `since` where something disagrees, streamed from one SQL statement."""
+    turns = _finished_turns(since)
+    events = LlmCallEvent.objects.filter(turn__isnull=False)
+    messages = Message.objects.filter(turn__isnull=False, role=MessageRole.ASSISTANT)
+    if since is not None:  # a turn's events and messages are no older than the turn
+        events = events.filter(created_at__gte=day_start(since))
+        messages = messages.filter(created_at__gte=day_start(since))
+    event_sums = (
+        events.values("turn_id")
+        .annotate(
+            e_llm_calls=Count("id"),
+            e_input_tokens=Sum(F("input_tokens_fresh") + F("input_tokens_cached")),
+            e_output_tokens=Sum("output_tokens"),
+            e_credits=Sum("credits"),
+            e_provider_cost_usd=Sum("provider_cost_usd"),
+            e_agent_calls=Count("id", filter=Q(purpose=CallPurpose.AGENT)),
+        )
+        .order_by()
+    )
+    message_counts = messages.values("turn_id").annotate(m_count=Count("id")).order_by()
+    turn_sql, turn_params = (
+        turns.values("id", *USAGE_TOTAL_FIELDS).order_by().query.sql_with_params()
+    )
+    event_sql, event_params = event_sums.query.sql_with_params()
+    message_sql, message_params = message_counts.query.sql_with_params()
+    summed = [f"COALESCE(e.e_{name}, 0)" for name in USAGE_TOTAL_FIELDS]
+    stored = [f"t.{name}" for name in USAGE_TOTAL_FIELDS]
+    differs = " OR ".join(f"{s} <> {e}" for s, e in zip(stored, summed, strict=True))
+    sql = f"""
+        SELECT t.id, {", ".join(stored)}, {", ".join(summed)},
+               COALESCE(m.m_count, 0), COALESCE(e.e_agent_calls, 0)
+        FROM ({turn_sql}) t
+        LEFT JOIN ({event_sql}) e ON e.turn_id = t.id
+        LEFT JOIN ({message_sql}) m ON m.turn_id = t.id
+        WHERE {differs} OR COALESCE(m.m_count, 0) <> COALESCE(e.e_agent_calls, 0)
+    """
+    size = len(USAGE_TOTAL_FIELDS)
+    for row in _stream(sql, (*turn_params, *event_params, *message_params)):
+        yield (
+            row[0],
+            _normalized(row[1 : 1 + size]),
+            _normalized(row[1 + size : 1 + 2 * size]),
+            row[-2],
+            row[-1],
+        )
+
+
+def _full_join_drift(
+    *, ledger: QuerySet, derived: QuerySet, keys: tuple, values: tuple, describe
+) -> tuple[int, list[str]]:
+    """Rows of `ledger` (keys + `sum_` values) and `derived` (keys + values) that disagree,
+    matched on `keys`: (how many, a few described)."""
+    ledger_sql, ledger_params = ledger.query.sql_with_params()
+    derived_sql, derived_params = derived.query.sql_with_params()
+    on = " AND ".join(f"l.{key} = d.{key}" for key in keys)
+    differs = " OR ".join(f"l.sum_{name} IS DISTINCT FROM d.{name}" for name in values)
+    key_of = ", ".join(f"COALESCE(l.{key}, d.{key})" for key in keys)
+    sql = f"""
+        SELECT {key_of}, {", ".join(f"l.sum_{name}" for name in values)},
+               {", ".join(f"d.{name}" for name in values)}
+        FROM ({ledger_sql}) l FULL OUTER JOIN ({derived_sql}) d ON {on}
+        WHERE {differs}
+    """
+    count, examples = 0, []
+    for row in _stream(sql, (*ledger_params, *derived_params)):
+        count += 1
+        if len(examples) < EXAMPLES:
+            key = row[: len(keys)]
+            ledger_row = row[len(keys) : len(keys) + len(values)]
+            derived_row = row[len(keys) + len(values) :]
+            examples.append(describe(key, ledger_row, derived_row))
+    return count, examples
+
+
+def _stream(sql: str, params: Iterable) -> Iterator[tuple]:
+    """Rows of `sql` a batch at a time (PostgreSQL: a server-side cursor)."""
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, tuple(params))
+        while batch := cursor.fetchmany(2000):
+            yield from batch
+
+
+def _normalized(figures: Iterable) -> tuple:
+    return tuple(Decimal(str(value)) if value is not None else None for value in figures)
+
+
+def _figures(row) -> str:
+    """'3 calls, 0.0141 credits' from a row of USAGE_TOTAL_FIELDS (or rollup columns)."""
+    if row is None or all(value is None for value in row):
+        return "nothing"
+    return f"{row[0]} calls, {_plain(row[3])} credits"
+
+
+def _credits(row) -> str:
+    return "nothing" if row is None or row[0] is None else _plain(row[0])
+
+
+def _plain(value) -> str:
+    number = Decimal(str(value)).normalize()
+    return f"{number:f}"

@@ -1,0 +1,198 @@
+"""What derives from the ledger: daily rollups and monthly counters, rebuilt in SQL.
+
+The ledger (LlmCallEvent) is the truth and is never edited here. Both rebuilds are one
+`INSERT ... SELECT ... GROUP BY` inside a transaction that first removes the rows it replaces,
+so they are idempotent, take constant memory however long the ledger is, and run on
+PostgreSQL and SQLite alike (the SELECT is compiled by the ORM for the database in use).
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Count, DateField, F, Q, QuerySet, Sum, Value
+from django.db.models.functions import TruncDate, TruncMonth
+from django.utils import timezone
+
+from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage
+from usage.selectors import month_of
+
+# DailyUsageRollup's columns in the order `ledger_daily_sums` selects them.
+ROLLUP_KEY_COLUMNS = ("day", "user_id", "model_alias")
+ROLLUP_VALUE_COLUMNS = (
+    "llm_calls",
+    "input_tokens",
+    "output_tokens",
+    "credits",
+    "provider_cost_usd",
+    "unpriced_calls",
+)
+# MonthlyUsage's, in the order `ledger_monthly_sums` selects them.
+COUNTER_KEY_COLUMNS = ("user_id", "month")
+COUNTER_VALUE_COLUMNS = ("credits", "llm_calls")
+
+
+# Memory for one sort or hash table of one statement, on the database server, while the
+# rollups and reconcile aggregate a million rows: enough to keep a month of (day, user, alias)
+# groups in memory instead of spilling them to disk. Pages never need this.
+ANALYTIC_WORK_MEM = "256MB"
+
+
+@contextmanager
+def analytic_transaction() -> Iterator[None]:
+    """A transaction for a few big aggregates. On PostgreSQL: ANALYTIC_WORK_MEM, and
+    server-side cursors planned for their whole result (by default the planner optimises a
+    cursor for its first tenth and picks slow nested loops for these joins)."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL work_mem = '{ANALYTIC_WORK_MEM}'")
+                cursor.execute("SET LOCAL cursor_tuple_fraction = 1")
+        yield
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def today() -> date:
+    return timezone.now().astimezone(UTC).date()
+
+
+def ledger_daily_sums(*, since: date | None, until: date) -> QuerySet:
+    """The ledger summed per UTC day, user and alias for days in [since, until): one row per
+    rollup, columns named and ordered as ROLLUP_KEY_COLUMNS + ROLLUP_VALUE_COLUMNS (prefixed
+    `sum_` where LlmCallEvent has a field of the same name)."""
+    events = LlmCallEvent.objects.filter(created_at__lt=day_start(until))
+    if since is not None:
+        events = events.filter(created_at__gte=day_start(since))
+    return (
+        events.annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values(*ROLLUP_KEY_COLUMNS)
+        .annotate(
+            sum_llm_calls=Count("id"),
+            sum_input_tokens=Sum(F("input_tokens_fresh") + F("input_tokens_cached")),
+            sum_output_tokens=Sum("output_tokens"),
+            sum_credits=Sum("credits"),
+            sum_provider_cost_usd=Sum("provider_cost_usd"),
+            sum_unpriced_calls=Count("id", filter=Q(priced=False)),
+        )
+        .order_by()
+    )
+
+
+def ledger_monthly_sums(*, since_month: date | None) -> QuerySet:
+    """The ledger summed per user and UTC calendar month from `since_month` on, as
+    COUNTER_KEY_COLUMNS + COUNTER_VALUE_COLUMNS (values prefixed `sum_`)."""
+    events = LlmCallEvent.objects.all()
+    if since_month is not None:
+        events = events.filter(created_at__gte=day_start(since_month))
+    return (
+        events.annotate(month=TruncMonth("created_at", output_field=DateField(), tzinfo=UTC))
+        .values(*COUNTER_KEY_COLUMNS)
+        .annotate(sum_credits=Sum("credits"), sum_llm_calls=Count("id"))
+        .order_by()
+    )
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    since: date | None  # None: from the first ledger row
+    until: date  # exclusive
+    rows_removed: int
+    rows_written: int
+    calls: int
+    dry_run: bool
+
+
+def rollup_rebuild(*, since: date | None = None, dry_run: bool = False) -> RebuildResult:
+    """Recompute DailyUsageRollup for whole UTC days from `since` (default: all) to yesterday.
+
+    Rollups from `since` on are replaced, a stray one for today or later included: today is
+    still being written, and the dashboard reads today from the ledger.
+    """
+    until = today()
+    sums = ledger_daily_sums(since=since, until=until)
+    stale = DailyUsageRollup.objects.all()
+    if since is not None:
+        stale = stale.filter(day__gte=since)
+    if dry_run:
+        with analytic_transaction():
+            totals = sums.aggregate(groups=Count("*"), calls=Sum("sum_llm_calls"))
+        return RebuildResult(
+            since, until, stale.count(), totals["groups"] or 0, totals["calls"] or 0, True
+        )
+    columns = [*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS, "updated_at"]
+    # In the unique index's order: the insert appends to it instead of touching it at random.
+    select = sums.annotate(stamp=Value(timezone.now())).order_by(*ROLLUP_KEY_COLUMNS)
+    with analytic_transaction():
+        removed = _clear(DailyUsageRollup, stale, everything=since is None)
+        written = _insert_from(DailyUsageRollup, columns, select)
+        calls = (
+            DailyUsageRollup.objects.filter(**({"day__gte": since} if since else {})).aggregate(
+                calls=Sum("llm_calls")
+            )["calls"]
+            or 0
+        )
+    if connection.vendor == "postgresql":
+        # Fresh statistics for the dashboard's plans: the table was just rewritten.
+        with connection.cursor() as cursor:
+            cursor.execute(f'ANALYZE "{DailyUsageRollup._meta.db_table}"')
+    return RebuildResult(since, until, removed, written, calls, False)
+
+
+def counters_rebuild(*, since: date | None = None, dry_run: bool = False) -> RebuildResult:
+    """Recompute MonthlyUsage from the ledger for the months from the one of `since` (default:
+    all). Writers that move a counter meanwhile wait for the rebuild's lock, then add on top of
+    it: the rebuild counts only ledger rows committed before it, so nothing counts twice."""
+    since_month = month_of(day_start(since)) if since is not None else None
+    sums = ledger_monthly_sums(since_month=since_month)
+    stale = MonthlyUsage.objects.all()
+    if since_month is not None:
+        stale = stale.filter(month__gte=since_month)
+    until = today() + timedelta(days=1)
+    if dry_run:
+        totals = sums.aggregate(groups=Count("*"), calls=Sum("sum_llm_calls"))
+        return RebuildResult(
+            since_month, until, stale.count(), totals["groups"] or 0, totals["calls"] or 0, True
+        )
+    columns = [*COUNTER_KEY_COLUMNS, *COUNTER_VALUE_COLUMNS, "updated_at"]
+    select = sums.annotate(stamp=Value(timezone.now()))
+    with analytic_transaction():
+        _lock_for_rebuild(MonthlyUsage)
+        removed, _ = stale.delete()
+        written = _insert_from(MonthlyUsage, columns, select)
+        calls = stale.aggregate(calls=Sum("llm_calls"))["calls"] or 0
+    return RebuildResult(since_month, until, removed, written, calls, False)
+
+
+def _clear(model, stale: QuerySet, *, everything: bool) -> int:
+    """Remove the rows a rebuild replaces; a full rebuild on PostgreSQL truncates (instant, and
+    no dead rows left for the dashboard to wade through). Returns how many were removed."""
+    if everything and connection.vendor == "postgresql":
+        removed = stale.count()
+        with connection.cursor() as cursor:
+            cursor.execute(f'TRUNCATE "{model._meta.db_table}"')
+        return removed
+    _lock_for_rebuild(model)
+    removed, _ = stale.delete()
+    return removed
+
+
+def _lock_for_rebuild(model) -> None:
+    """On PostgreSQL, hold off writers of `model`'s table (readers go on) until the rebuild
+    commits. SQLite serializes writers by itself."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f'LOCK TABLE "{model._meta.db_table}" IN EXCLUSIVE MODE')
+
+
+def _insert_from(model, columns: list[str], select: QuerySet) -> int:
+    sql, params = select.query.sql_with_params()
+    quoted = ", ".join(connection.ops.quote_name(column) for column in columns)
+    table = connection.ops.quote_name(model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} ({quoted}) {sql}", params)
+        return cursor.rowcount

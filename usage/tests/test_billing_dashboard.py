@@ -1,0 +1,460 @@
+"""The billing dashboard, its CSV export and the ledger list: figures equal the ledger, access
+follows the roles, and query counts stay flat as the ledger grows."""
+
+import csv
+import io
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.db.models import Count, F, Q, Sum
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from sessions_app.models import Turn
+from usage.models import LlmCallEvent
+from usage.rollups import rollup_rebuild, today
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = "admin:billing"
+EXPORT = "admin:billing_export"
+LEDGER = "admin:usage_llmcallevent_changelist"
+TURNS = "admin:sessions_app_turn_changelist"
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def at(days_ago: int, hour: int = 12) -> datetime:
+    day = today() - timedelta(days=days_ago)
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+@pytest.fixture
+def ledger(owner, outsider, ledger_row):
+    """Calls on past days and today, two users, three aliases, one unpriced call; rolled up."""
+    ledger_row(owner, at=at(40), credits=Decimal("100"))  # outside the default 30 days
+    ledger_row(owner, at=at(29, 0), credits=Decimal("0.5"), provider_cost_usd=Decimal("0.002"))
+    ledger_row(owner, at=at(10), alias="premium", credits=Decimal("2.25"), output_tokens=400)
+    ledger_row(
+        owner,
+        at=at(10, 23),
+        alias="llama",
+        credits=Decimal("0.125"),
+        priced=False,
+        provider_cost_usd=Decimal("0"),
+    )
+    ledger_row(outsider, at=at(3), credits=Decimal("1.5"), input_tokens_fresh=1000)
+    ledger_row(outsider, at=at(1, 23), alias="premium", credits=Decimal("4"))
+    rollup_rebuild()
+    ledger_row(owner, at=at(0, 0), credits=Decimal("0.75"))  # today: only in the ledger
+    ledger_row(outsider, at=at(0, 1), alias="premium", credits=Decimal("3"))
+
+
+def ledger_sums(since_days_ago: int = 29, **filters) -> dict:
+    """Per (username, alias) sums straight from the ledger, for the days since then."""
+    rows = (
+        LlmCallEvent.objects.filter(created_at__gte=at(since_days_ago, 0), **filters)
+        .values("user__username", "model_alias")
+        .annotate(
+            calls=Count("id"),
+            input_tokens=Sum(F("input_tokens_fresh") + F("input_tokens_cached")),
+            output_tokens=Sum("output_tokens"),
+            credits=Sum("credits"),
+            cost=Sum("provider_cost_usd"),
+            unpriced=Count("id", filter=Q(priced=False)),
+        )
+    )
+    return {
+        (row["user__username"], row["model_alias"]): (
+            row["calls"],
+            row["input_tokens"],
+            row["output_tokens"],
+            row["credits"],
+            row["cost"],
+            row["unpriced"],
+        )
+        for row in rows
+    }
+
+
+def report_sums(report) -> dict:
+    return {
+        (row.username, row.model_alias): (
+            row.figures.llm_calls,
+            row.figures.input_tokens,
+            row.figures.output_tokens,
+            row.figures.credits,
+            row.figures.provider_cost_usd,
+            row.figures.unpriced_calls,
+        )
+        for row in report.rows
+    }
+
+
+# --- the dashboard ------------------------------------------------------------------------------
+
+
+def test_the_last_30_days_per_user_and_alias_equal_the_ledger(make_operator, ledger):
+    response = client_for(make_operator("Analyst")).get(reverse(DASHBOARD))
+
+    assert response.status_code == 200
+    report = response.context["report"]
+    assert (report.start, report.end) == (today() - timedelta(days=29), today())
+    assert report_sums(report) == ledger_sums()
+    assert report.totals.credits == Decimal("12.125")  # 100 is 40 days old
+    assert report.totals.llm_calls == 7
+    assert report.totals.unpriced_calls == 1
+    assert report.ledger_from == today()  # rollups cover every past day
+    page = response.content.decode()
+    assert 'id="daily-credits-chart"' in page and "<svg" in page
+    assert page.count('<rect class="bar') == 30  # today's is highlighted
+    assert ">12.13<" in page  # the total credits, readable
+    assert "Export CSV" in page
+
+
+def test_the_chart_has_one_bar_per_day_with_that_days_credits(make_operator, ledger):
+    report = client_for(make_operator("Analyst")).get(reverse(DASHBOARD)).context["report"]
+
+    daily = dict(report.daily_credits)
+    assert len(daily) == 30
+    assert daily[today()] == Decimal("3.75")
+    assert daily[today() - timedelta(days=10)] == Decimal("2.375")
+    assert daily[today() - timedelta(days=5)] == Decimal("0")
+    assert sum(daily.values()) == report.totals.credits
+
+
+def test_without_recent_rollups_the_ledger_fills_the_gap(make_operator, ledger):
+    from usage.models import DailyUsageRollup
+
+    DailyUsageRollup.objects.filter(day__gte=today() - timedelta(days=5)).delete()
+
+    report = client_for(make_operator("Analyst")).get(reverse(DASHBOARD)).context["report"]
+
+    assert report_sums(report) == ledger_sums()
+    assert report.ledger_from == today() - timedelta(days=9)  # the day after the newest rollup
+
+
+def test_user_alias_and_date_filters(make_operator, ledger, outsider):
+    client = client_for(make_operator("Analyst"))
+    start, end = today() - timedelta(days=10), today() - timedelta(days=1)
+
+    report = client.get(
+        reverse(DASHBOARD), {"start": start, "end": end, "alias": "premium"}
+    ).context["report"]
+    assert {key: value[3] for key, value in report_sums(report).items()} == {
+        ("owner", "premium"): Decimal("2.25"),
+        ("outsider", "premium"): Decimal("4"),
+    }
+
+    report = client.get(reverse(DASHBOARD), {"user": "OUTSIDER"}).context["report"]
+    assert report_sums(report) == ledger_sums(user=outsider)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"start": "2026-02-30"},
+        {"start": "2026-11-20", "end": "2026-11-01"},
+        {"start": "2020-01-01", "end": "2026-01-01"},
+        {"alias": "no-such-alias"},
+    ],
+)
+def test_bad_filters_are_a_400_with_the_reason_on_the_page(make_operator, query):
+    response = client_for(make_operator("Analyst")).get(reverse(DASHBOARD), query)
+
+    assert response.status_code == 400
+    assert 'class="errorlist' in response.content.decode()
+    assert "report" not in response.context
+
+
+def test_active_users_count_distinct_users_with_turns(
+    make_operator, owner, outsider, make_agent, make_session
+):
+    def turn_by(user, days_ago: int, index: int) -> None:
+        session = make_session(user, agent=make_agent(user, f"a{index}"))
+        Turn.objects.create(
+            session=session,
+            turn_index=1,
+            mode="direct",
+            status="completed",
+            user_input="x",
+            created_at=at(days_ago),
+        )
+
+    turn_by(owner, 0, 1)
+    turn_by(owner, 0, 2)  # the same user twice today
+    turn_by(outsider, 5, 3)
+    turn_by(make_operator("Analyst", "third"), 20, 4)
+    turn_by(make_operator("Owner", "fourth"), 45, 5)
+
+    report = client_for(make_operator("Analyst")).get(reverse(DASHBOARD)).context["report"]
+
+    assert report.active_users == {"DAU": 1, "WAU": 2, "MAU": 3}
+
+
+# --- access -------------------------------------------------------------------------------------
+
+
+def test_who_may_open_the_dashboard_and_the_export(client, make_operator, owner, django_user_model):
+    for name in (DASHBOARD, EXPORT):
+        assert client.get(reverse(name)).status_code == 302  # to the login page
+        assert client_for(owner).get(reverse(name)).status_code == 302  # not staff
+        bare_staff = django_user_model.objects.create_user(f"bare-{name}", is_staff=True)
+        assert client_for(bare_staff).get(reverse(name)).status_code == 403
+        for group in ("Analyst", "Owner"):
+            user = make_operator(group, f"{group}-{name}")
+            assert client_for(user).get(reverse(name)).status_code == 200
+
+
+# --- the export ---------------------------------------------------------------------------------
+
+
+def test_the_csv_has_one_row_per_user_and_alias_equal_to_the_ledger(make_operator, ledger):
+    response = client_for(make_operator("Analyst")).get(reverse(EXPORT))
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    header, data = rows[0], rows[1:]
+    assert header == [
+        "username",
+        "model_alias",
+        "llm_calls",
+        "input_tokens",
+        "output_tokens",
+        "credits",
+        "provider_cost_usd",
+        "unpriced_calls",
+    ]
+    parsed = {
+        (row[0], row[1]): (
+            int(row[2]),
+            int(row[3]),
+            int(row[4]),
+            Decimal(row[5]),
+            Decimal(row[6]),
+            int(row[7]),
+        )
+        for row in data
+    }
+    assert len(parsed) == len(data)  # one row per pair, no totals row
+    assert parsed == ledger_sums()
+    assert all(row[0] in ("owner", "outsider") for row in data)
+
+
+def test_the_csv_takes_the_dashboards_filters(make_operator, ledger):
+    client = client_for(make_operator("Owner", "boss"))
+
+    response = client.get(reverse(EXPORT), {"user": "owner", "alias": "premium"})
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert [row[:2] for row in rows[1:]] == [["owner", "premium"]]
+
+    assert client.get(reverse(EXPORT), {"start": "tomorrow"}).status_code == 400
+
+
+def test_a_username_a_spreadsheet_would_run_is_quoted(make_operator, ledger_row, django_user_model):
+    tricky = django_user_model.objects.create_user("+cmd")
+    ledger_row(tricky, at=at(2), credits=Decimal("1"))
+
+    response = client_for(make_operator("Analyst")).get(reverse(EXPORT))
+
+    assert "'+cmd,deepseek" in response.content.decode()
+
+
+# --- the ledger list ----------------------------------------------------------------------------
+
+
+def test_the_ledger_list_shows_the_sums_of_the_current_filter(make_operator, ledger, owner):
+    client = client_for(make_operator("Analyst"))
+
+    response = client.get(reverse(LEDGER), {"username": "owner", "model_alias": "premium"})
+
+    assert response.status_code == 200
+    sums = response.context["ledger_sums"]
+    assert (sums["llm_calls"], sums["credits"], sums["output_tokens"]) == (1, Decimal("2.25"), 400)
+    assert sums["source"] == "rollups"  # user, alias and dates: the rollups can answer
+    everything = client.get(reverse(LEDGER)).context["ledger_sums"]
+    assert everything["llm_calls"] == LlmCallEvent.objects.count() == 8
+    assert everything["credits"] == Decimal("112.125")
+    assert everything["unpriced_calls"] == 1
+    unpriced = client.get(reverse(LEDGER), {"priced__exact": "0"})
+    assert unpriced.context["ledger_sums"]["source"] == "ledger"
+    assert unpriced.context["ledger_sums"]["llm_calls"] == 1
+    page = unpriced.content.decode()
+    assert 'class="pantheon-sums"' in page and ">0.13<" in page
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"username": "owner"},
+        {"model_alias": "premium"},
+        {"username": "outsider", "model_alias": "premium"},
+        {"created_at__year": "{year}"},
+        {"created_at__year": "{year}", "created_at__month": "{month}"},
+        {"created_at__year": "{year}", "created_at__month": "{month}", "created_at__day": "{day}"},
+        {"status": "success"},
+        {"purpose": "agent", "username": "owner"},
+        {"q": "ada"},
+    ],
+)
+def test_the_ledger_sums_equal_the_rows_listed_whatever_the_filter(make_operator, ledger, query):
+    when = today() - timedelta(days=10)
+    query = {
+        key: value.format(year=when.year, month=when.month, day=when.day)
+        for key, value in query.items()
+    }
+    response = client_for(make_operator("Analyst")).get(reverse(LEDGER), query)
+
+    assert response.status_code == 200
+    listed = response.context["cl"].queryset
+    sums = response.context["ledger_sums"]
+    assert sums["llm_calls"] == listed.count()
+    assert sums["credits"] == (listed.aggregate(total=Sum("credits"))["total"] or 0)
+    assert response.context["cl"].result_count == listed.count()
+
+
+def test_the_ledger_drills_down_from_the_first_to_the_last_call(make_operator, ledger):
+    client = client_for(make_operator("Analyst"))
+    first, last = today() - timedelta(days=40), today()
+
+    page = client.get(reverse(LEDGER)).content.decode()
+    if first.year == last.year:  # one year: straight to its months, first to last
+        expected = [f"created_at__month={month}" for month in (first.month, last.month)]
+    else:
+        expected = [f"created_at__year={year}" for year in (first.year, last.year)]
+    assert all(link in page for link in expected)
+    drill = client.get(
+        reverse(LEDGER), {"created_at__year": today().year, "created_at__month": today().month}
+    ).content.decode()
+    assert f"created_at__day={today().day}" in drill
+
+
+# --- query counts stay flat ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def grow(owner, make_agent, make_session):
+    """Add turns (each with one ledger row) to reach `total` turns; rolled up."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    made = {"count": 0}
+
+    def add(total: int) -> None:
+        turns, events = [], []
+        for index in range(made["count"], total):
+            created = at(index % 20, index % 24)
+            turn = Turn(
+                session=session,
+                turn_index=index + 1,
+                mode="direct",
+                status="completed",
+                user_input="x",
+                created_at=created,
+            )
+            turns.append(turn)
+            events.append(
+                LlmCallEvent(
+                    user=owner,
+                    session=session,
+                    turn=turn,
+                    purpose="agent",
+                    model_alias=("deepseek", "llama", "premium")[index % 3],
+                    status="success",
+                    credits=Decimal("0.01"),
+                    created_at=created,
+                )
+            )
+        Turn.objects.bulk_create(turns)
+        LlmCallEvent.objects.bulk_create(events)
+        made["count"] = total
+        rollup_rebuild()
+
+    return add
+
+
+def queries(client, url: str, query: dict | None = None) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url, query or {}).status_code == 200
+    return len(captured)
+
+
+@pytest.mark.parametrize(
+    ("name", "query"),
+    [
+        (TURNS, {}),
+        (TURNS, {"status": "completed", "username": "owner"}),
+        (LEDGER, {}),
+        (LEDGER, {"username": "owner", "model_alias": "deepseek", "priced__exact": "1"}),
+        (DASHBOARD, {}),
+        (DASHBOARD, {"user": "owner"}),
+    ],
+)
+def test_query_counts_are_the_same_at_10_and_500_rows(make_operator, grow, name, query):
+    client = client_for(make_operator("Analyst"))
+
+    grow(10)
+    small = queries(client, reverse(name), query)
+    grow(500)
+    large = queries(client, reverse(name), query)
+
+    assert small == large, f"{name}: {small} queries at 10 rows, {large} at 500"
+    assert LlmCallEvent.objects.count() == 500
+
+
+def test_the_dashboard_counts_users_by_alias_across_many_users(make_operator, django_user_model):
+    # 60 users × 3 aliases: more pairs than one page of the table shows; totals cover all.
+    users = django_user_model.objects.bulk_create(
+        django_user_model(username=f"user{index:03}") for index in range(60)
+    )
+    LlmCallEvent.objects.bulk_create(
+        LlmCallEvent(
+            user=user,
+            purpose="agent",
+            model_alias=alias,
+            status="success",
+            credits=Decimal("0.5"),
+            created_at=at(0),
+        )
+        for user in users
+        for alias in ("deepseek", "llama", "premium")
+    )
+
+    response = client_for(make_operator("Analyst")).get(reverse(DASHBOARD))
+
+    assert len(response.context["report"].rows) == 180
+    assert len(response.context["rows"]) == 100
+    assert response.context["report"].totals.credits == Decimal("90")
+    assert "and 80 more rows" in response.content.decode()
+    per_user = defaultdict(int)
+    for row in response.context["report"].rows:
+        per_user[row.username] += row.figures.llm_calls
+    assert set(per_user.values()) == {3}
+
+
+def test_a_rollup_rebuild_is_seen_at_once_despite_the_cache(make_operator, ledger, owner):
+
+    client = client_for(make_operator("Analyst"))
+    before = client.get(reverse(DASHBOARD)).context["report"].totals.credits
+    assert client.get(reverse(DASHBOARD)).context["report"].totals.credits == before  # cached
+
+    LlmCallEvent.objects.create(
+        user=owner,
+        purpose="agent",
+        model_alias="deepseek",
+        status="success",
+        credits=Decimal("5"),
+        created_at=at(3),
+    )  # a late row on a past day
+    rollup_rebuild()
+
+    assert client.get(reverse(DASHBOARD)).context["report"].totals.credits == before + 5

@@ -1,0 +1,247 @@
+"""Credits follow the model: each alias's multiplier in the price list in force (else the list's
+default, floored at 0.5), USD from the alias's price; the seeded list prices the demo's aliases;
+`set_model_price` edits price lists."""
+
+from datetime import timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from orchestration.types import LlmResult
+from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
+from usage.selectors import active_pricing_version, alias_pricing
+from usage.services import usage_record_call
+
+pytestmark = pytest.mark.django_db
+
+SEEDED = "2026-11 list"
+ALIASES = ["deepseek", "llama", "qwen", "gpt_oss", "premium"]
+
+
+def result(*, fresh=1234, cached=567, output=89, cost: Decimal | None = None) -> LlmResult:
+    return LlmResult(
+        status="success",
+        text="an answer",
+        input_tokens_fresh=fresh,
+        input_tokens_cached=cached,
+        output_tokens=output,
+        latency_ms=12,
+        attempts=1,
+        provider="openrouter",
+        provider_model="some/model",
+        provider_cost_usd=cost,
+    )
+
+
+def metered(user, alias: str, llm_result: LlmResult) -> LlmCallEvent:
+    event = usage_record_call(
+        user=user,
+        result=llm_result,
+        pricing=alias_pricing(aliases=[alias]).get(alias),
+        model_alias=alias,
+        purpose="agent",
+    )
+    event.refresh_from_db()
+    return event
+
+
+def price(version, alias, fresh, cached, output, multiplier=None) -> ModelPrice:
+    return ModelPrice.objects.create(
+        pricing_version=version,
+        model_alias=ModelAlias.objects.get(alias=alias),
+        input_usd_per_mtok=Decimal(fresh),
+        cached_input_usd_per_mtok=None if cached is None else Decimal(cached),
+        output_usd_per_mtok=Decimal(output),
+        credit_multiplier=None if multiplier is None else Decimal(multiplier),
+    )
+
+
+@pytest.fixture
+def price_list():
+    """A list newer than the seeded one: default x1.5; deepseek x2.5, qwen x0.2 (floored),
+    llama on the default; gpt_oss has no price in it."""
+    version = PricingVersion.objects.create(
+        name="test list",
+        default_multiplier=Decimal("1.5"),
+        effective_from=timezone.now() - timedelta(hours=1),
+    )
+    price(version, "deepseek", "0.28", "0.028", "0.42", multiplier="2.5")
+    price(version, "llama", "0.23", None, "0.40")
+    price(version, "qwen", "0.36", "0.036", "0.40", multiplier="0.2")
+    return version
+
+
+# --- the formula, by hand -----------------------------------------------------------------------
+# 1234 fresh, 567 cached, 89 output: oe = 431.9 + 56.7 + 89 = 577.6 → 0.05776 credits at x1.
+
+
+def test_an_alias_with_its_own_multiplier_and_cached_price(owner, price_list):
+    event = metered(owner, "deepseek", result())
+
+    assert event.oe_tokens == Decimal("577.60")
+    assert event.credits == Decimal("0.1444000000")  # 0.05776 × 2.5
+    # (1234 × 0.28 + 567 × 0.028 + 89 × 0.42) / 10^6 = (345.52 + 15.876 + 37.38) / 10^6
+    assert event.provider_cost_usd == Decimal("0.0003987760")
+    assert event.priced is True
+    assert event.pricing_version_id == price_list.id
+
+
+def test_an_alias_without_its_own_multiplier_takes_the_lists_default(owner, price_list):
+    event = metered(owner, "llama", result())
+
+    assert event.credits == Decimal("0.0866400000")  # 0.05776 × 1.5
+    # No cached price: cached input is charged as fresh. (1234 + 567) × 0.23 + 89 × 0.40
+    assert event.provider_cost_usd == Decimal("0.0004498300")
+    assert event.priced is True
+
+
+def test_the_half_floor_applies_to_an_alias_multiplier(owner, price_list):
+    event = metered(owner, "qwen", result())
+
+    assert event.credits == Decimal("0.0288800000")  # 0.05776 × max(0.2, 0.5)
+    # 1234 × 0.36 + 567 × 0.036 + 89 × 0.40 = 444.24 + 20.412 + 35.6
+    assert event.provider_cost_usd == Decimal("0.0005002520")
+
+
+def test_an_uncached_call(owner, price_list):
+    event = metered(owner, "deepseek", result(fresh=1000, cached=0, output=50))
+
+    assert event.oe_tokens == Decimal("400.00")  # 350 + 50
+    assert event.credits == Decimal("0.1000000000")  # 0.04 × 2.5
+    assert event.provider_cost_usd == Decimal("0.0003010000")  # (280 + 21) / 10^6
+
+
+def test_an_alias_without_a_price_is_unpriced_at_the_default_multiplier(owner, price_list):
+    event = metered(owner, "gpt_oss", result())
+
+    assert event.credits == Decimal("0.0866400000")  # the list's default x1.5 still applies
+    assert (event.priced, event.provider_cost_usd) == (False, Decimal("0"))
+    assert event.pricing_version_id == price_list.id
+
+
+def test_alias_pricing_reports_the_multiplier_that_applies(price_list):
+    pricing = alias_pricing(aliases=ALIASES)
+
+    assert pricing["deepseek"].multiplier == Decimal("2.5")
+    assert pricing["qwen"].multiplier == Decimal("0.2")  # the floor is the formula's business
+    assert pricing["llama"].multiplier == Decimal("1.5")
+    assert pricing["gpt_oss"].multiplier == Decimal("1.5")
+    assert pricing["gpt_oss"].has_price is False
+    assert {p.pricing_version_id for p in pricing.values()} == {price_list.id}
+
+
+def test_without_any_price_list_the_multiplier_is_none_and_credits_are_x1(owner):
+    PricingVersion.objects.all().delete()
+
+    assert alias_pricing(aliases=["premium"])["premium"].multiplier is None
+    event = metered(owner, "premium", result())
+    assert event.credits == Decimal("0.0577600000")
+    assert (event.priced, event.pricing_version_id) == (False, None)
+
+
+# --- the seeded list ----------------------------------------------------------------------------
+
+
+def test_the_seeded_list_is_in_force_and_prices_every_seeded_alias():
+    version = active_pricing_version()
+
+    assert version.name == SEEDED
+    assert version.default_multiplier == Decimal("1.0")
+    prices = {p.model_alias.alias: p for p in version.prices.select_related("model_alias")}
+    assert sorted(prices) == sorted(ALIASES)
+    assert all(p.input_usd_per_mtok > 0 and p.output_usd_per_mtok > 0 for p in prices.values())
+    assert prices["premium"].credit_multiplier > (prices["deepseek"].credit_multiplier or 1)
+
+
+def test_premium_burns_more_credits_than_a_cheap_alias_for_the_same_tokens(owner):
+    cheap = metered(owner, "deepseek", result())
+    premium = metered(owner, "premium", result())
+
+    assert cheap.credits == Decimal("0.0577600000")  # x1, the list's default
+    assert premium.credits == Decimal("0.2888000000")  # x5
+    # deepseek: 1234 × 0.28 + 567 × 0.028 + 89 × 0.42; premium: 1234 × 3 + 567 × 0.3 + 89 × 15
+    assert cheap.provider_cost_usd == Decimal("0.0003987760")
+    assert premium.provider_cost_usd == Decimal("0.0052071000")
+    assert cheap.priced and premium.priced
+
+
+# --- set_model_price ----------------------------------------------------------------------------
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command("set_model_price", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_command_changes_a_price_in_the_active_list(owner):
+    out = run("llama", "--input", "0.5", "--output", "0.9", "--credit-multiplier", "2")
+
+    price = ModelPrice.objects.get(pricing_version__name=SEEDED, model_alias__alias="llama")
+    assert (price.input_usd_per_mtok, price.output_usd_per_mtok) == (Decimal("0.5"), Decimal("0.9"))
+    assert price.credit_multiplier == Decimal("2")
+    assert price.cached_input_usd_per_mtok is None  # not given: unchanged
+    assert "llama in '2026-11 list'" in out
+    assert metered(owner, "llama", result()).credits == Decimal("0.1155200000")  # x2
+
+
+def test_figures_left_out_keep_their_value_and_none_clears(owner):
+    run("deepseek", "--cached-input", "none", "--credit-multiplier", "3")
+    run("deepseek", "--credit-multiplier", "none")
+
+    price = ModelPrice.objects.get(pricing_version__name=SEEDED, model_alias__alias="deepseek")
+    assert price.input_usd_per_mtok == Decimal("0.28")
+    assert price.cached_input_usd_per_mtok is None
+    assert price.credit_multiplier is None
+
+
+def test_a_new_named_list_starts_now_as_a_copy_of_the_active_one(owner):
+    out = run("premium", "--input", "2.5", "--output", "12", "--version", "2026-12 list")
+
+    version = PricingVersion.objects.get(name="2026-12 list")
+    assert active_pricing_version() == version
+    assert "new price list" in out
+    assert version.prices.count() == len(ALIASES)  # the others were copied, not dropped
+    premium = version.prices.get(model_alias__alias="premium")
+    assert (premium.input_usd_per_mtok, premium.credit_multiplier) == (
+        Decimal("2.5"),
+        Decimal("5.0"),
+    )
+    assert metered(owner, "qwen", result()).priced is True
+    # The old list keeps its figures: history stays reproducible.
+    old = ModelPrice.objects.get(pricing_version__name=SEEDED, model_alias__alias="premium")
+    assert old.input_usd_per_mtok == Decimal("3.00")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope", "--input", "1", "--output", "1"], "Unknown model alias"),
+        (["llama", "--input", "-1"], "greater than or equal to 0"),
+        (["llama", "--input", "cheap"], "Not a decimal number"),
+        (["llama", "--input", "NaN"], "Not a decimal number"),
+        (["llama", "--input", "none"], "cannot be cleared"),
+        (["mistral", "--output", "1", "--version", "fresh"], "give --input and --output"),
+    ],
+)
+def test_bad_input_is_refused_and_writes_nothing(args, message):
+    ModelAlias.objects.create(alias="mistral", litellm_model="mistral/mistral-small")  # no price
+    before = list(ModelPrice.objects.order_by("id").values())
+
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+
+    assert list(ModelPrice.objects.order_by("id").values()) == before
+    assert not PricingVersion.objects.filter(name="fresh").exists()
+
+
+def test_without_a_list_in_force_a_version_must_be_named():
+    PricingVersion.objects.all().delete()
+
+    with pytest.raises(CommandError, match="name one with --version"):
+        run("llama", "--input", "1", "--output", "1")
+    run("llama", "--input", "1", "--output", "2", "--version", "first")
+    assert active_pricing_version().prices.get().output_usd_per_mtok == Decimal("2")

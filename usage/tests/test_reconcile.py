@@ -1,0 +1,240 @@
+"""`reconcile_usage`: rollups, monthly counters, turn totals and the transcript against the
+ledger; exit 1 on drift, `--fix` rebuilds what derives from the ledger."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from rooms.models import RoomMode
+from sessions_app.models import Message, Turn
+from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage
+from usage.reconcile import (
+    COUNTERS,
+    LOST,
+    ROLLUPS,
+    TRANSCRIPT,
+    TURN_TOTALS,
+    UNPRICED,
+    check_counters,
+    check_rollups,
+    check_turns,
+    reconcile,
+)
+from usage.rollups import rollup_rebuild, today
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args) -> tuple[int, str]:
+    """(exit code, output) of reconcile_usage."""
+    out = StringIO()
+    try:
+        call_command("reconcile_usage", *args, stdout=out)
+    except SystemExit as exc:
+        return exc.code, out.getvalue()
+    return 0, out.getvalue()
+
+
+def yesterday_at(hour: int) -> datetime:
+    day = today() - timedelta(days=1)
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+@pytest.fixture
+def finished_turn(owner, make_agent, make_room, make_session, ledger_row):
+    """A finished two-agent turn written as the engine writes one: a message and an agent
+    event per answer, a summary event, totals equal to the sums of its events."""
+    agents = [make_agent(owner, "ada"), make_agent(owner, "grace")]
+    session = make_session(owner, room=make_room(owner, agents))
+    turn = Turn.objects.create(
+        session=session,
+        turn_index=1,
+        mode="roundtable",
+        status="completed",
+        user_input="hi",
+        created_at=yesterday_at(9),
+    )
+    Message.objects.create(session=session, turn=turn, sequence=1, role="user", content="hi")
+    for sequence, key in enumerate(["ada", "grace"], start=2):
+        Message.objects.create(
+            session=session,
+            turn=turn,
+            sequence=sequence,
+            role="assistant",
+            agent_key=key,
+            content=f"{key} says hi",
+            created_at=yesterday_at(9),
+        )
+        ledger_row(owner, at=yesterday_at(9), turn=turn, session=session, agent_key=key)
+    ledger_row(owner, at=yesterday_at(9), turn=turn, session=session, purpose="summary")
+    turn.llm_calls, turn.input_tokens, turn.output_tokens = 3, 360, 30
+    turn.credits, turn.provider_cost_usd = Decimal("0.0141"), Decimal("0.0003")
+    turn.save()
+    return turn
+
+
+@pytest.fixture
+def clean(finished_turn, owner, outsider, ledger_row):
+    ledger_row(outsider, at=yesterday_at(3), alias="premium", credits=Decimal("2"))
+    ledger_row(owner, at=datetime.now(UTC), credits=Decimal("1"))  # today
+    rollup_rebuild()
+    return finished_turn
+
+
+def test_a_clean_ledger_exits_0_with_a_table_and_a_summary(clean):
+    code, out = run()
+
+    assert code == 0, out
+    for name in (ROLLUPS, COUNTERS, TURN_TOTALS, TRANSCRIPT, UNPRICED, LOST):
+        assert name in out
+    assert "DRIFT" not in out
+    assert out.splitlines()[-1].startswith("Clean: 5 ledger rows in all agree")
+
+
+def test_a_tampered_rollup_is_drift_and_fix_rebuilds_it(clean):
+    row = DailyUsageRollup.objects.get(model_alias="premium")
+    DailyUsageRollup.objects.filter(pk=row.pk).update(credits=Decimal("1.99"))
+
+    code, out = run()
+    assert code == 1
+    assert "rollups vs ledger" in out and "DRIFT" in out
+    assert "credits" in out  # an example names the figures
+    assert "Run with --fix" in out.splitlines()[-1]
+
+    code, out = run("--fix")
+    assert code == 0, out
+    assert "fixed: rollups" in out
+    assert DailyUsageRollup.objects.get(model_alias="premium").credits == Decimal("2")
+    assert run()[0] == 0
+
+
+def test_a_missing_or_extra_rollup_is_drift(clean, owner):
+    DailyUsageRollup.objects.filter(model_alias="premium").delete()
+    assert check_rollups().drift == 1
+
+    rollup_rebuild()
+    DailyUsageRollup.objects.create(day=today(), user=owner, model_alias="qwen")
+    assert check_rollups().drift == 1
+
+
+def test_a_tampered_counter_is_drift_and_fix_rebuilds_it(clean, owner):
+    counter = MonthlyUsage.objects.filter(user=owner).order_by("-month").first()
+    expected = counter.credits
+    MonthlyUsage.objects.filter(pk=counter.pk).update(credits=counter.credits - Decimal("0.0047"))
+
+    code, out = run()
+    assert code == 1
+    assert check_counters().drift == 1
+    assert "monthly counters vs ledger" in out
+
+    code, out = run("--fix")
+    assert code == 0, out
+    assert MonthlyUsage.objects.get(user=owner, month=counter.month).credits == expected
+
+
+def test_a_missing_counter_is_drift(clean, outsider):
+    MonthlyUsage.objects.filter(user=outsider).delete()
+
+    assert run()[0] == 1
+    assert run("--fix")[0] == 0
+    assert MonthlyUsage.objects.filter(user=outsider).exists()
+
+
+def test_turn_totals_that_differ_from_their_events_are_rebuilt(clean):
+    Turn.objects.filter(pk=clean.pk).update(credits=Decimal("5"), llm_calls=7)
+
+    code, out = run()
+    assert code == 1
+    assert f"turn {clean.pk}" in out
+
+    assert run("--fix")[0] == 0
+    clean.refresh_from_db()
+    assert (clean.llm_calls, clean.credits) == (3, Decimal("0.0141"))
+
+
+def test_a_running_turn_is_not_checked(clean):
+    Turn.objects.filter(pk=clean.pk).update(status="running", credits=Decimal("5"))
+
+    totals, transcript = check_turns()
+    assert (totals.checked, totals.drift, transcript.drift) == (0, 0, 0)
+
+
+def test_a_message_without_its_ledger_row_is_drift_fix_cannot_rebuild(clean):
+    clean.messages.filter(role="assistant", agent_key="grace").delete()
+
+    code, out = run("--fix")
+
+    assert code == 1
+    assert "transcript vs ledger" in out and "not fixable" in out
+    assert f"turn {clean.pk}: 1 assistant messages, 2 agent calls" in out
+    assert LlmCallEvent.objects.filter(turn=clean).count() == 3  # the ledger is never edited
+
+
+def test_events_of_a_deleted_turn_are_fine(clean):
+    clean.session.delete()  # cascades the turn; its events keep their rows with turn NULL
+
+    assert run()[0] == 0
+    assert LlmCallEvent.objects.filter(turn__isnull=True).count() == 5
+
+
+def test_unpriced_and_lost_calls_are_counted_not_drift(clean, owner, ledger_row):
+    ledger_row(owner, at=yesterday_at(5), priced=False, provider_cost_usd=Decimal("0"))
+    ledger_row(owner, at=yesterday_at(5), status="lost", credits=Decimal("0"))
+    ledger_row(owner, at=yesterday_at(5), status="lost", credits=Decimal("0"), priced=False)
+    rollup_rebuild()
+
+    report = reconcile()
+
+    assert report.clean
+    assert (report.check(UNPRICED).drift, report.check(LOST).drift) == (2, 2)
+    code, out = run()
+    assert code == 0
+    assert "(2 unpriced, 2 lost;" in out
+
+
+def test_since_limits_what_is_checked(clean, owner):
+    old = datetime.now(UTC) - timedelta(days=90)
+    LlmCallEvent.objects.create(
+        user=owner, model_alias="llama", purpose="agent", status="success", created_at=old
+    )  # no rollup, no counter for that month: drift, but before --since
+
+    assert run()[0] == 1
+    assert run("--since", str(today() - timedelta(days=1)))[0] == 0
+
+
+def test_fix_dry_run_says_what_it_would_rebuild_and_writes_nothing(clean):
+    DailyUsageRollup.objects.all().delete()
+    MonthlyUsage.objects.all().delete()
+
+    code, out = run("--fix", "--dry-run")
+
+    assert code == 1
+    assert "would rebuild rollups" in out and "would rebuild monthly counters" in out
+    assert not DailyUsageRollup.objects.exists()
+    assert not MonthlyUsage.objects.exists()
+
+
+# --- turns the real engine wrote ----------------------------------------------------------------
+
+
+def test_turns_written_by_the_engine_agree_with_the_ledger(
+    owner, owner_client, make_agent, make_room, make_session, fake_gateway, post_turn
+):
+    agents = [make_agent(owner, key) for key in ("ada", "grace", "linus")]
+    roundtable = make_session(owner, room=make_room(owner, agents, mode=RoomMode.ROUNDTABLE))
+    orchestrated = make_session(owner, room=make_room(owner, agents, mode=RoomMode.ORCHESTRATOR))
+    fake_gateway.routing_reply = '{"selected_agent_keys": ["grace"]}'
+    for index in range(8):  # the eighth summarizes
+        fake_gateway.fail = {"linus": "provider_error"} if index % 3 == 0 else {}
+        assert post_turn(owner_client, roundtable, f"round {index}").status_code == 201
+        assert post_turn(owner_client, orchestrated, f"route {index}").status_code == 201
+
+    totals, transcript = check_turns()
+
+    assert totals.checked == 16
+    assert (totals.drift, transcript.drift) == (0, 0), totals.examples + transcript.examples
+    assert LlmCallEvent.objects.filter(purpose="summary").count() == 2
+    assert LlmCallEvent.objects.filter(purpose="routing").count() == 8

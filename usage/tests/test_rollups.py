@@ -1,0 +1,143 @@
+"""`rollup_usage`: the ledger summed per UTC day, user and alias, rebuilt idempotently."""
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from usage.models import DailyUsageRollup
+from usage.rollups import counters_rebuild, rollup_rebuild, today
+
+pytestmark = pytest.mark.django_db
+
+
+def at(day: date, hour: int = 12) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+@pytest.fixture
+def days():
+    """Three whole past days and today."""
+    now = today()
+    return {"d3": now - timedelta(days=3), "d2": now - timedelta(days=2), "today": now}
+
+
+@pytest.fixture
+def ledger(owner, outsider, ledger_row, days):
+    d3, d2 = days["d3"], days["d2"]
+    ledger_row(owner, at=at(d3, 0), credits=Decimal("0.1"), provider_cost_usd=Decimal("0.01"))
+    ledger_row(
+        owner,
+        at=at(d3, 23),
+        credits=Decimal("0.2"),
+        input_tokens_fresh=300,
+        input_tokens_cached=50,
+        output_tokens=40,
+        provider_cost_usd=Decimal("0"),
+        priced=False,
+    )
+    ledger_row(owner, at=at(d3), alias="premium", credits=Decimal("1.5"))
+    ledger_row(owner, at=at(d2), status="error", credits=Decimal("0"), output_tokens=0)
+    ledger_row(outsider, at=at(d2), credits=Decimal("0.3"))
+    ledger_row(owner, at=at(days["today"], 0), credits=Decimal("9"))  # today: not rolled up
+
+
+def rollups() -> dict:
+    return {
+        (row.day, row.user.username, row.model_alias): (
+            row.llm_calls,
+            row.input_tokens,
+            row.output_tokens,
+            row.credits,
+            row.provider_cost_usd,
+            row.unpriced_calls,
+        )
+        for row in DailyUsageRollup.objects.select_related("user")
+    }
+
+
+def test_whole_past_days_are_summed_per_day_user_and_alias(ledger, days):
+    result = rollup_rebuild()
+
+    d3, d2 = days["d3"], days["d2"]
+    assert rollups() == {
+        # 100 + 20 fresh+cached, then 300 + 50; outputs 10 + 40; one of the two unpriced
+        (d3, "owner", "deepseek"): (2, 470, 50, Decimal("0.3"), Decimal("0.01"), 1),
+        (d3, "owner", "premium"): (1, 120, 10, Decimal("1.5"), Decimal("0.0001"), 0),
+        (d2, "owner", "deepseek"): (1, 120, 0, Decimal("0"), Decimal("0.0001"), 0),
+        (d2, "outsider", "deepseek"): (1, 120, 10, Decimal("0.3"), Decimal("0.0001"), 0),
+    }
+    assert (result.rows_written, result.calls, result.until) == (4, 5, days["today"])
+
+
+def test_a_second_run_gives_the_same_rows(ledger):
+    rollup_rebuild()
+    first = rollups()
+
+    again = rollup_rebuild()
+
+    assert rollups() == first
+    assert (again.rows_removed, again.rows_written) == (4, 4)
+    assert DailyUsageRollup.objects.count() == 4
+
+
+def test_since_rebuilds_only_from_that_day(ledger, days):
+    rollup_rebuild()
+    older = DailyUsageRollup.objects.filter(day=days["d3"])
+    older.update(llm_calls=99)  # tampered, but before --since: left alone
+
+    result = rollup_rebuild(since=days["d2"])
+
+    assert (result.rows_removed, result.rows_written) == (2, 2)
+    assert set(older.values_list("llm_calls", flat=True)) == {99}
+    assert DailyUsageRollup.objects.filter(day=days["d2"]).count() == 2
+
+
+def test_a_stray_rollup_for_today_is_removed(ledger, owner, days):
+    DailyUsageRollup.objects.create(day=days["today"], user=owner, model_alias="deepseek")
+
+    rollup_rebuild()
+
+    assert not DailyUsageRollup.objects.filter(day=days["today"]).exists()
+
+
+def test_dry_run_counts_and_writes_nothing(ledger):
+    result = rollup_rebuild(dry_run=True)
+
+    assert (result.rows_written, result.calls, result.dry_run) == (4, 5, True)
+    assert not DailyUsageRollup.objects.exists()
+
+
+def test_the_command_prints_one_line_and_is_idempotent(ledger, days):
+    out = StringIO()
+    call_command("rollup_usage", stdout=out)
+    call_command("rollup_usage", stdout=out)
+
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[1].startswith("Rolled up 5 calls into 4 daily rows (4 replaced) from the first")
+    assert DailyUsageRollup.objects.count() == 4
+
+    dry = StringIO()
+    call_command("rollup_usage", "--since", str(days["d2"]), "--dry-run", stdout=dry)
+    assert dry.getvalue().startswith("Would roll up 2 calls into 2 daily rows (2 replaced)")
+
+
+def test_a_bad_since_is_a_clear_error():
+    with pytest.raises(CommandError, match="ISO date"):
+        call_command("rollup_usage", "--since", "yesterday")
+
+
+def test_counters_rebuild_from_the_ledger(ledger, owner, days):
+    from usage.models import MonthlyUsage
+    from usage.selectors import month_credits
+
+    expected = month_credits(user=owner, at=at(days["today"]))
+    MonthlyUsage.objects.all().update(credits=Decimal("123"))
+
+    counters_rebuild()
+
+    assert month_credits(user=owner, at=at(days["today"])) == expected
+    assert sum(MonthlyUsage.objects.values_list("llm_calls", flat=True)) == 6
