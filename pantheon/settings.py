@@ -178,6 +178,8 @@ PANTHEON_TURN_STALE_SECONDS = env.int("PANTHEON_TURN_STALE_SECONDS", default=600
 PANTHEON_STREAM_SAVE_SECONDS = env.float("PANTHEON_STREAM_SAVE_SECONDS", default=0.25)
 PANTHEON_SSE_POLL_SECONDS = env.float("PANTHEON_SSE_POLL_SECONDS", default=0.25)
 PANTHEON_SSE_HEARTBEAT_SECONDS = env.float("PANTHEON_SSE_HEARTBEAT_SECONDS", default=15.0)
+# A turn's answer says `low_balance` once the month's credits pass this share of the cap.
+PANTHEON_LOW_BALANCE_SHARE = env.float("PANTHEON_LOW_BALANCE_SHARE", default=0.9)
 # How long an Idempotency-Key's answer is kept for retries, at least (prune_idempotency_keys).
 PANTHEON_IDEMPOTENCY_KEY_HOURS = env.float("PANTHEON_IDEMPOTENCY_KEY_HOURS", default=24.0)
 PANTHEON_MAX_MESSAGE_CHARS = 20_000

@@ -37,7 +37,14 @@ from pantheon.exceptions import PantheonError
 from sessions_app import events, idempotency, selectors
 from sessions_app.models import IdempotencyKey, Message, Turn
 from sessions_app.serializers import TurnCreateSerializer, TurnMessageSerializer, TurnSerializer
-from sessions_app.turns import TurnListener, TurnOutcome, TurnPlan, TurnRunner, turn_prepare
+from sessions_app.turns import (
+    Balance,
+    TurnListener,
+    TurnOutcome,
+    TurnPlan,
+    TurnRunner,
+    turn_prepare,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +74,11 @@ def message_body(message: Message) -> dict[str, Any]:
     return dict(TurnMessageSerializer(message).data)
 
 
-def turn_body(turn: Turn, messages: list[Message]) -> dict[str, Any]:
-    return dict(TurnSerializer(turn, context={"messages": messages}).data)
+def turn_body(
+    turn: Turn, messages: list[Message], balance: Balance | None = None
+) -> dict[str, Any]:
+    context = {"messages": messages, "balance": balance}
+    return dict(TurnSerializer(turn, context=context).data)
 
 
 def _detached(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -224,7 +234,7 @@ class SessionTurnsView(_AsyncTurnView, AsyncGenericAPIView):
                     record=record, status=500, body=SERVER_ERROR_BODY
                 )
             raise
-        body = turn_body(outcome.turn, outcome.messages)
+        body = turn_body(outcome.turn, outcome.messages, outcome.balance)
         if record is not None:
             await database(idempotency.idempotency_finish)(
                 record=record, status=201, body=body, turn_id=outcome.turn.pk

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -109,6 +110,10 @@ class Turn(UsageTotals):
     # The usage totals (UsageTotals) are the sums of this turn's LlmCallEvents, written when
     # the turn ends.
     created_at = models.DateTimeField(default=timezone.now)
+    # A running turn of a user with a monthly cap holds its worst case against the cap (every call
+    # it may make at its alias's price, with the input estimate and the alias's max output);
+    # what running turns hold counts as spent when the next turn is claimed.
+    reserved_credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
     # When the running turn last committed a step; a turn is stale when this is too old, so a
     # long roundtable that keeps answering is never taken for a dead one.
     progress_at = models.DateTimeField(default=timezone.now)

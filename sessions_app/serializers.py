@@ -109,10 +109,19 @@ class TurnMessageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class BalanceSerializer(serializers.Serializer):
+    """Where the user stands after the turn, so a chat client can warn before the 402."""
+
+    month_credits_used = serializers.DecimalField(max_digits=24, decimal_places=10)
+    credit_cap = serializers.DecimalField(max_digits=24, decimal_places=10, allow_null=True)
+    low_balance = serializers.BooleanField()
+
+
 class TurnSerializer(serializers.ModelSerializer):
     session_id = serializers.UUIDField(read_only=True)
     messages = serializers.SerializerMethodField()
     usage = UsageTotalsSerializer(source="*", read_only=True)
+    balance = serializers.SerializerMethodField()
 
     class Meta:
         model = Turn
@@ -126,10 +135,18 @@ class TurnSerializer(serializers.ModelSerializer):
             "messages",
             "routing",
             "usage",
+            "balance",
             "created_at",
             "completed_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(BalanceSerializer(allow_null=True))
+    def get_balance(self, turn: Turn):
+        """In the answer to the request that ran the turn: the month's credits after it, the
+        cap and `low_balance`; null when the turn is read later."""
+        balance = self.context.get("balance")
+        return None if balance is None else BalanceSerializer(balance).data
 
     @extend_schema_field(TurnMessageSerializer(many=True))
     def get_messages(self, turn: Turn):

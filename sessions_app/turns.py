@@ -37,17 +37,20 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from orchestration import budget as context_budget
 from orchestration.context import ContextPlan, build_agent_messages, minimal_prompt_tokens
 from orchestration.gateway import LlmGateway
+from orchestration.metering import compute_credits, compute_oe
 from orchestration.planning import parse_tags
 from orchestration.routing import RoutingDecision, build_routing_messages, parse_routing
 from orchestration.summary import SummaryExtraction, build_summary_messages, parse_summary
@@ -81,7 +84,7 @@ from sessions_app.models import (
 from sessions_app.selectors import TurnState
 from sessions_app.services import turns_interrupt
 from usage import selectors as usage_selectors
-from usage.models import LlmCallEvent
+from usage.models import BillingProfile, LlmCallEvent
 from usage.selectors import AliasPricing
 from usage.services import usage_call_complete, usage_call_meter, usage_call_open
 
@@ -110,6 +113,9 @@ class TurnPlan:
     pricing: Mapping[str, AliasPricing]
     model_alias_override: str
     room_goal: str
+    billing: BillingProfile | None  # as loaded with the user; locked again at the claim
+    # The smallest prompt of each answering agent (system prompt and input), in tokens.
+    prompt_floor: Mapping[str, int] = field(default_factory=dict)
 
     def alias_for(self, agent: AgentSpec) -> str:
         return self.model_alias_override or agent.model_alias
@@ -127,11 +133,22 @@ class TurnPlan:
 
 
 @dataclass(frozen=True)
+class Balance:
+    """Where the user stands after a turn: the month's credits, the cap, and whether the
+    credits passed `PANTHEON_LOW_BALANCE_SHARE` of the cap (warn before the 402)."""
+
+    month_credits_used: Decimal
+    credit_cap: Decimal | None
+    low_balance: bool
+
+
+@dataclass(frozen=True)
 class TurnOutcome:
-    """What the API answers: the turn and its messages, in timeline order."""
+    """What the API answers: the turn, its messages in timeline order, the user's balance."""
 
     turn: Turn
     messages: list[Message]
+    balance: Balance | None = None
 
 
 @dataclass
@@ -164,7 +181,7 @@ class TurnListener:
 
     send: Callable[[events.TurnEvent], None]
     message_body: Callable[[Message], dict[str, Any]]
-    turn_body: Callable[[Turn, list[Message]], dict[str, Any]]
+    turn_body: Callable[[Turn, list[Message], Balance | None], dict[str, Any]]
 
 
 async def turn_run(
@@ -191,28 +208,22 @@ def turn_prepare(
     *, session: Session, user, user_input: str, model_alias_override: str = ""
 ) -> TurnPlan:
     """Who answers, on which aliases, and whether it can fit: refusals before any write."""
-    _refuse_if_billing_blocks(user)
+    billing = _refuse_if_billing_blocks(user)
     if session.is_direct:
         plan = _direct_plan(session, user, user_input, model_alias_override)
     else:
         plan = _room_plan(session, user, user_input, model_alias_override)
     plan = _with_usable_candidates(plan)
-    _refuse_if_prompt_too_large(plan)
-    return plan
+    return replace(plan, billing=billing, prompt_floor=_refuse_if_prompt_too_large(plan))
 
 
-def _refuse_if_billing_blocks(user) -> None:
+def _refuse_if_billing_blocks(user) -> BillingProfile | None:
+    """A suspended account is refused at once; the cap is checked at the claim, under a lock
+    (`TurnRunner._hold_credits`)."""
     profile = usage_selectors.billing_profile_for(user=user)
-    if profile is None:
-        return
-    if profile.is_suspended:
+    if profile is not None and profile.is_suspended:
         raise exceptions.AccountSuspended()
-    if profile.monthly_credit_cap is not None:
-        used = usage_selectors.credits_used(user=user, since=usage_selectors.month_start())
-        if used >= profile.monthly_credit_cap:
-            raise exceptions.CreditCapExceeded(
-                f"{_plain(used)} of {_plain(profile.monthly_credit_cap)} monthly credits are used."
-            )
+    return profile
 
 
 def _plain(amount) -> str:
@@ -275,6 +286,7 @@ def _plan(
         pricing=pricing,
         model_alias_override=model_alias_override,
         room_goal=room_goal,
+        billing=None,  # set by turn_prepare
     )
 
 
@@ -306,9 +318,10 @@ def _require_usable(pricing: Mapping[str, AliasPricing], alias: str) -> None:
         raise exceptions.ModelAliasUnavailable(f"Model alias {alias!r} is disabled.")
 
 
-def _refuse_if_prompt_too_large(plan: TurnPlan) -> None:
+def _refuse_if_prompt_too_large(plan: TurnPlan) -> dict[str, int]:
     """The smallest prompt each answering agent could get (its system prompt and the input,
-    before any history, which can be pruned) must fit its input budget."""
+    before any history, which can be pruned) must fit its input budget. Returns them."""
+    floors = {}
     for agent in plan.candidates:
         alias = plan.alias_for(agent)
         budget = plan.budget(alias)
@@ -325,6 +338,8 @@ def _refuse_if_prompt_too_large(plan: TurnPlan) -> None:
                 f"The message with {agent.name}'s instructions is about {tokens} tokens; "
                 f"{alias} has an input budget of {budget.input_budget}."
             )
+        floors[agent.key] = tokens
+    return floors
 
 
 def _agent_spec(agent) -> AgentSpec:
@@ -367,6 +382,7 @@ class TurnRunner:
         self.next_sequence = 0
         self.clock = events.StepClock()  # the ids of the turn's events
         self.listener: TurnListener | None = None
+        self._month_credits: Decimal | None = None  # after the latest completed call
         self._transcript: list[dict] = []  # what the summary call folds in
 
     async def run(self, listener: TurnListener | None = None) -> TurnOutcome:
@@ -384,11 +400,22 @@ class TurnRunner:
             code = "turn_conflict" if isinstance(exc, exceptions.TurnConflict) else "server_error"
             self._emit(events.turn_failed(self.clock, code=code, body=None))
             raise
-        outcome = TurnOutcome(turn=self._turn, messages=self.messages)
+        outcome = TurnOutcome(turn=self._turn, messages=self.messages, balance=self._balance())
         if self.listener is not None:
-            body = self.listener.turn_body(self._turn, self.messages)
+            body = self.listener.turn_body(self._turn, self.messages, outcome.balance)
             self._emit(events.turn_ended(self.clock, self._turn, body))
         return outcome
+
+    def _balance(self) -> Balance | None:
+        if self._month_credits is None:
+            return None
+        cap = self.plan.billing.monthly_credit_cap if self.plan.billing else None
+        share = Decimal(str(settings.PANTHEON_LOW_BALANCE_SHARE))
+        return Balance(
+            month_credits_used=self._month_credits,
+            credit_cap=cap,
+            low_balance=cap is not None and self._month_credits >= cap * share,
+        )
 
     async def _run_steps(self) -> None:
         """Route (orchestrator), answer agent by agent, summarize when due."""
@@ -440,9 +467,10 @@ class TurnRunner:
         now = timezone.now()
         try:
             with transaction.atomic():
+                reserved = self._hold_credits(now, first)
                 self._interrupt_stale_turn(now)
                 self._promote_pending_mode(now)
-                self._insert_turn(now)
+                self._insert_turn(now, reserved)
                 self._open(first)
         except IntegrityError as exc:
             # Another request claimed the same turn_index, or a running turn, first.
@@ -487,7 +515,62 @@ class TurnRunner:
                 current_mode=self.plan.mode, pending_mode=None, updated_at=now
             )
 
-    def _insert_turn(self, now) -> None:
+    def _hold_credits(self, now, first: PlannedCall) -> Decimal:
+        """For a user with a monthly cap: under a lock on their billing row, where concurrent
+        claims of the user queue, refuse a suspended account or a reached cap, counting what
+        the user's running turns hold as spent; then this turn holds its worst case until it
+        ends. 20 concurrent turns at the edge of a cap overshoot it by at most one turn."""
+        profile = self.plan.billing
+        if profile is None or (profile.monthly_credit_cap is None and not profile.is_suspended):
+            return Decimal("0")
+        locked = BillingProfile.objects.select_for_update().get(pk=profile.pk)
+        if locked.is_suspended:
+            raise exceptions.AccountSuspended()
+        cap = locked.monthly_credit_cap
+        if cap is None:
+            return Decimal("0")
+        used = usage_selectors.month_credits(user=self.plan.user, at=now)
+        stale_before = now - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
+        held = Turn.objects.running().filter(
+            session__started_by=self.plan.user, progress_at__gte=stale_before
+        ).aggregate(total=Sum("reserved_credits"))["total"] or Decimal("0")
+        if used + held >= cap:
+            raise exceptions.CreditCapExceeded(
+                f"{_plain(used)} of {_plain(cap)} monthly credits are used"
+                + (f" and {_plain(held)} are held by turns in progress." if held else ".")
+            )
+        return self._worst_case_credits(first)
+
+    def _worst_case_credits(self, first: PlannedCall) -> Decimal:
+        """Every call the turn may make, at its alias's multiplier, with its input estimate
+        and the alias's max output: the routing call, each agent (a later one also reading the
+        answers before it), and a summary."""
+        plan = self.plan
+        history = sum(message.token_estimate or 0 for message in self.history)
+        summary = context_budget.estimate_tokens(self.summary.text) if self.summary else 0
+        calls: list[tuple[str, int]] = []
+        if first.purpose == CallPurpose.ROUTING:
+            calls.append((first.alias, first.estimated_tokens))
+        earlier_answers = 0
+        for agent in plan.candidates:
+            alias = plan.alias_for(agent)
+            floor = plan.prompt_floor.get(agent.key, 0)
+            estimate = min(
+                floor + history + summary + earlier_answers, plan.budget(alias).input_budget
+            )
+            calls.append((alias, estimate))
+            earlier_answers += plan.pricing[alias].alias.max_output_tokens
+        summarizer = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS
+        if _usable(plan.pricing, summarizer):
+            calls.append((summarizer, plan.budget(summarizer).prune_limit))
+        total = Decimal("0")
+        for alias, input_tokens in calls:
+            pricing = plan.pricing[alias]
+            oe = compute_oe(fresh=input_tokens, cached=0, output=pricing.alias.max_output_tokens)
+            total += compute_credits(oe=oe, multiplier=pricing.multiplier)
+        return total
+
+    def _insert_turn(self, now, reserved: Decimal) -> None:
         """The state was read with the session, outside this transaction: if another request
         claimed in between, these inserts collide with its rows (IntegrityError → 409)."""
         plan = self.plan
@@ -499,6 +582,7 @@ class TurnRunner:
             user_input=plan.user_input,
             model_alias_override=plan.model_alias_override,
             roster=[_roster_entry(agent) for agent in plan.roster],
+            reserved_credits=reserved,
             created_at=now,
             progress_at=now,
         )
@@ -534,7 +618,7 @@ class TurnRunner:
         agents = [by_key[key] for key in decision.selected_agent_keys]
         first = self._agent_call(agents[0])
         with self._step(routing=routing):
-            usage_call_complete(event=call.opened)
+            self._month_credits = usage_call_complete(event=call.opened)
             self._open(first)
         self._turn.routing = routing
         return agents
@@ -564,7 +648,7 @@ class TurnRunner:
         else:
             following = self._summary_call() if self._summary_due() else None
         with self._step(finishing=following is None):
-            usage_call_complete(event=call.opened)
+            self._month_credits = usage_call_complete(event=call.opened)
             message.save(force_insert=True)
             if self.listener is not None:  # a streamed step: its saved text is now the message
                 TurnStream.objects.filter(turn=self._turn).delete()
@@ -589,7 +673,7 @@ class TurnRunner:
             )
             extraction = None
         with self._step(finishing=True):
-            usage_call_complete(event=call.opened)
+            self._month_credits = usage_call_complete(event=call.opened)
             if extraction is not None:
                 self._save_summary(extraction)
             self._audit(summary_triggered=True)

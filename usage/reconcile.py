@@ -134,7 +134,7 @@ def check_turns(*, since: date | None = None) -> tuple[CheckResult, CheckResult]
 
     - turn totals: the usage stored on the turn must equal the sums of its events;
     - transcript: one `agent` event per assistant message (messages have no link to events,
-      so the counts per turn are compared).
+      so the counts per turn are compared), lost calls aside: they never got their message.
 
     Running turns are skipped (they write as they go); events whose turn was deleted point at
     nothing on purpose (SET NULL) and are fine.
@@ -278,7 +278,10 @@ def _turn_drift_rows(since: date | None) -> Iterator[tuple]:
             e_output_tokens=Sum("output_tokens"),
             e_credits=Sum("credits"),
             e_provider_cost_usd=Sum("provider_cost_usd"),
-            e_agent_calls=Count("id", filter=Q(purpose=CallPurpose.AGENT)),
+            # A lost call never produced its message (its worker died): not a gap.
+            e_agent_calls=Count(
+                "id", filter=Q(purpose=CallPurpose.AGENT) & ~Q(status=CallStatus.LOST)
+            ),
         )
         .order_by()
     )

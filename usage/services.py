@@ -5,8 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd, round_money
@@ -136,22 +135,23 @@ OUTCOME_FIELDS = (
 )
 
 
-def usage_call_complete(*, event: LlmCallEvent) -> bool:
+def usage_call_complete(*, event: LlmCallEvent) -> Decimal | None:
     """Save a metered row (`usage_call_meter`) that is still pending.
 
     Run it in the transaction that stores what the call produced (its message, its summary),
     so the ledger and the transcript never disagree, after taking the turn's row lock: a
     recovery that marks a dead worker's calls lost takes that lock first, so a running turn's
-    pending row cannot turn lost under us. False (nothing written) if the row is not pending.
+    pending row cannot turn lost under us. Returns the user's credits this month after it, or
+    None (nothing written) if the row is not pending.
     """
     outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
     completed = LlmCallEvent.objects.filter(pk=event.pk, status=CallStatus.PENDING).update(
         **outcome
     )
-    if completed:
-        # The month's counter moves with the row, in the same transaction (the caps read it).
-        usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)
-    return bool(completed)
+    if not completed:
+        return None
+    # The month's counter moves with the row, in the same transaction (the caps read it).
+    return usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)
 
 
 def usage_record_call(
@@ -275,30 +275,43 @@ def _price_list_for(name: str | None) -> tuple[PricingVersion, bool]:
     return version, True
 
 
-def usage_month_add(*, user_id, at: datetime, credits: Decimal, calls: int = 1) -> None:
-    """Add a ledger row's credits (and calls) to its user's counter for the month of `at`.
+def usage_month_add(*, user_id, at: datetime, credits: Decimal, calls: int = 1) -> Decimal:
+    """Add a ledger row's credits (and calls) to its user's counter for the month of `at`, and
+    return the month's credits after it.
 
     Call it in the transaction that saves the ledger row(s), with `at` their created_at. The
-    counter moves in SQL (F()), never read-modify-write in Python, so concurrent turns can't
-    lose each other's debits. The first row of a month is inserted in a savepoint; a concurrent
-    insert that won the race turns ours into an IntegrityError, and the update then applies.
+    counter moves in SQL (`credits = credits + x`), never read-modify-write in Python, so
+    concurrent turns can't lose each other's debits. The first row of a month is inserted in a
+    savepoint; a concurrent insert that won the race turns ours into an IntegrityError, and the
+    update then applies.
     """
     month = month_of(at)
-    rows = MonthlyUsage.objects.filter(user_id=user_id, month=month)
-    changes = {
-        "credits": F("credits") + credits,
-        "llm_calls": F("llm_calls") + calls,
-        "updated_at": timezone.now(),
-    }
-    if rows.update(**changes):
-        return
+    total = _month_add(user_id, month, credits, calls)
+    if total is not None:
+        return total
     try:
         with transaction.atomic():
             MonthlyUsage.objects.create(
                 user_id=user_id, month=month, credits=credits, llm_calls=calls
             )
+        return credits
     except IntegrityError:
-        rows.update(**changes)
+        total = _month_add(user_id, month, credits, calls)
+        assert total is not None, "the counter row that won the race is there"
+        return total
+
+
+def _month_add(user_id, month, credits: Decimal, calls: int) -> Decimal | None:
+    """One UPDATE that moves the counter and returns the new total (None: no row yet)."""
+    table = connection.ops.quote_name(MonthlyUsage._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET credits = credits + %s, llm_calls = llm_calls + %s, "
+            "updated_at = %s WHERE user_id = %s AND month = %s RETURNING credits",
+            [credits, calls, timezone.now(), user_id, month],
+        )
+        row = cursor.fetchone()
+    return None if row is None else round_money(Decimal(str(row[0])))
 
 
 # --- billing profiles (the admin's actions) -----------------------------------------------------

@@ -114,3 +114,42 @@ def test_another_users_spend_does_not_count_toward_the_cap(
     ledger_event(outsider, at=this_month, credits=Decimal("50"))
 
     assert post_turn(owner_client, session, "Hello").status_code == 201
+
+
+def test_the_answer_says_where_the_month_stands_and_warns_near_the_cap(
+    owner, owner_client, session, fake_gateway, post_turn, this_month
+):
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    ledger_event(owner, at=this_month, credits=Decimal("0.95"))
+
+    body = post_turn(owner_client, session, "Hello").json()
+
+    spent = Decimal(body["usage"]["credits"])
+    assert body["balance"] == {
+        "month_credits_used": f"{Decimal('0.95') + spent:.10f}",
+        "credit_cap": "1.0000000000",
+        "low_balance": True,  # past 90 % of the cap
+    }
+
+
+def test_turns_in_progress_count_against_the_cap(
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn, this_month
+):
+    """A running turn holds its worst case: a second turn that would only fit if the first cost
+    nothing is refused, and says why."""
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("0.5"))
+    agent = make_agent(owner, "ada")
+    first, second = make_session(owner, agent=agent), make_session(owner, agent=agent)
+    during = {}
+
+    def second_turn_meanwhile(call):
+        fake_gateway.during_call = None
+        during["response"] = post_turn(owner_client, second, "me too")
+
+    fake_gateway.during_call = second_turn_meanwhile
+    assert post_turn(owner_client, first, "Hello").status_code == 201
+
+    refused = during["response"]
+    assert refused.status_code == 402
+    assert "held by turns in progress" in refused.json()["detail"]["message"]
+    assert len(fake_gateway.calls) == 1

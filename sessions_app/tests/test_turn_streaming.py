@@ -115,7 +115,7 @@ def test_a_streamed_roundtable_tells_its_story_in_order_and_replays_the_same(rou
         ]
         live_ends = {e.data["sequence"]: e.id for e in live if e.name == "step_delta"}
         assert {e.data["sequence"]: e.id for e in replay if e.name == "step_delta"} == live_ends
-        assert replay[-1].data == body
+        assert replay[-1].data == {**body, "balance": None}  # a replay is read later
 
         # Resuming in the middle of a delta: only the rest of that text, then what follows.
         first_delta = next(e for e in live if e.name == "step_delta")

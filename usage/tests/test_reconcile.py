@@ -238,3 +238,24 @@ def test_turns_written_by_the_engine_agree_with_the_ledger(
     assert (totals.drift, transcript.drift) == (0, 0), totals.examples + transcript.examples
     assert LlmCallEvent.objects.filter(purpose="summary").count() == 2
     assert LlmCallEvent.objects.filter(purpose="routing").count() == 8
+
+
+def test_a_turn_whose_worker_died_is_not_drift_once_recovered(
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn
+):
+    """A crash mid-call leaves a lost agent call and no message: that is the truth, not a
+    gap; the counter and the turn's totals still agree with the ledger."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    assert post_turn(owner_client, session, "fine").status_code == 201
+
+    def crash(call):
+        raise RuntimeError("the worker dies")
+
+    fake_gateway.during_call = crash
+    owner_client.raise_request_exception = False
+    assert post_turn(owner_client, session, "doomed").status_code == 500
+
+    assert LlmCallEvent.objects.filter(status="lost").count() == 1
+    code, output = run()
+    assert code == 0, output
+    assert check_counters().drift == 0
