@@ -290,24 +290,42 @@ def vacuum_analyze() -> None:
 # --- measuring ----------------------------------------------------------------------------------
 
 
+# Runs manage.py in-process and reports the process's own peak RSS (VmHWM) as it exits. The
+# kernel's ru_maxrss of a child would also count this (large) benchmark process it forked from.
+PEAK_WRAPPER = """
+import atexit, runpy, sys
+def report():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    sys.stderr.write(f"PEAK_KB {peak}\\n")
+atexit.register(report)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def run_command(url: str, *args: str) -> tuple[float, float, int, str]:
-    """(seconds, max RSS in MB, exit code, last line) of `manage.py ARGS` as its own process."""
+    """(seconds, peak RSS in MB, exit code, last line) of `manage.py ARGS` as its own process."""
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), *args],
+    process = subprocess.run(
+        [sys.executable, "-c", PEAK_WRAPPER, str(ROOT / "manage.py"), *args],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        capture_output=True,
         text=True,
     )
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
     seconds = time.monotonic() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    lines = [line for line in output.splitlines() if line.strip()]
-    return seconds, usage.ru_maxrss / 1024, process.returncode, lines[-1] if lines else ""
+    peak_kb = next(
+        (
+            int(line.split()[1])
+            for line in process.stderr.splitlines()
+            if line.startswith("PEAK_KB")
+        ),
+        0,
+    )
+    lines = [line for line in process.stdout.splitlines() if line.strip()]
+    return seconds, peak_kb / 1024, process.returncode, lines[-1] if lines else ""
 
 
 def time_page(client, url: str, query: dict | None = None) -> tuple[float, float, float, int, int]:

@@ -8,7 +8,7 @@ from rooms.services import room_delete
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     list_display = ["agent_key", "name", "owner", "model_alias", "created_at"]
-    list_filter = ["model_alias", username_filter("owner__username")]
+    list_filter = ["model_alias", username_filter("owner")]
     search_fields = ["agent_key", "name", "owner__username"]
     list_select_related = ["owner"]
     readonly_fields = ["id", "created_at", "updated_at"]
@@ -30,7 +30,7 @@ class RoomAdmin(SoftDeleteAdmin):
     list_filter = [
         "current_mode",
         "pending_mode",
-        username_filter("owner__username"),
+        username_filter("owner"),
         ("deleted_at", admin.EmptyFieldListFilter),
     ]
     search_fields = ["name", "owner__username"]

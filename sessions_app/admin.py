@@ -43,7 +43,7 @@ def _by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
 class SessionAdmin(SoftDeleteAdmin):
     list_display = ["created_at", "started_by", "room", "agent", "title", "deleted_at"]
     list_filter = [
-        username_filter("started_by__username"),
+        username_filter("started_by"),
         ("deleted_at", admin.EmptyFieldListFilter),
         "created_at",
     ]
@@ -136,7 +136,7 @@ class TurnAdmin(RecordAdmin):
     list_filter = [
         "status",
         "mode",
-        username_filter("session__started_by__username"),
+        username_filter("session__started_by"),
         "created_at",
     ]
     search_fields = ["id", "session__id", "session__started_by__username", "session__room__name"]

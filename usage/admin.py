@@ -106,7 +106,7 @@ class BillingProfileAdmin(admin.ModelAdmin):
     """Caps and suspensions. The actions write one admin-log entry per profile they change."""
 
     list_display = ["user", "month_credits", "monthly_credit_cap", "status", "updated_at"]
-    list_filter = ["is_suspended", username_filter("user__username")]
+    list_filter = ["is_suspended", username_filter("user")]
     search_fields = ["user__username", "user__email"]
     list_select_related = ["user"]
     raw_id_fields = ["user"]
@@ -246,7 +246,7 @@ class LlmCallEventAdmin(RecordAdmin):
     ]
     list_display_links = ["created"]
     list_filter = [
-        username_filter("user__username"),
+        username_filter("user"),
         AliasFilter,
         "purpose",
         "status",
@@ -326,7 +326,7 @@ class DailyUsageRollupAdmin(RecordAdmin):
     """Derived from the ledger by `rollup_usage`; rebuilt, never edited."""
 
     list_display = ["day", "user", "model_alias", *USAGE_TOTAL_FIELDS, "unpriced_calls"]
-    list_filter = [username_filter("user__username"), "model_alias"]
+    list_filter = [username_filter("user"), "model_alias"]
     list_select_related = ["user"]
     date_hierarchy = "day"
     show_full_result_count = False
@@ -337,6 +337,6 @@ class MonthlyUsageAdmin(RecordAdmin):
     """The counters caps read; moved with each ledger row, rebuilt by `reconcile_usage --fix`."""
 
     list_display = ["month", "user", "credits", "llm_calls", "updated_at"]
-    list_filter = [username_filter("user__username"), "month"]
+    list_filter = [username_filter("user"), "month"]
     list_select_related = ["user"]
     show_full_result_count = False
