@@ -75,7 +75,8 @@ def alias_pricing(*, aliases: Iterable[str]) -> dict[str, AliasPricing]:
     if not names:
         return {}
     sql = _ALIAS_PRICING_SQL.format(placeholders=", ".join(["%s"] * len(names)))
-    rows = ModelAlias.objects.raw(sql, [timezone.now(), *names])
+    # Raw rows: ModelAlias instances carrying the query's extra columns.
+    rows: Iterable[Any] = ModelAlias.objects.raw(sql, [timezone.now(), *names])
     return {
         row.alias: AliasPricing(
             alias=row,

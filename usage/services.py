@@ -183,23 +183,29 @@ def usage_calls_mark_lost(*, turn_ids: Iterable) -> int:
 
 def _provider_cost(*, result: LlmResult, pricing: AliasPricing | None) -> tuple[Decimal, bool]:
     """The alias's own price first, then litellm's cost table; unknown is recorded as unpriced."""
-    if pricing is not None and pricing.has_price:
-        cost = compute_price_usd(
-            fresh=result.input_tokens_fresh,
-            cached=result.input_tokens_cached,
-            output=result.output_tokens,
-            input_per_mtok=pricing.input_usd_per_mtok,
-            cached_input_per_mtok=pricing.cached_input_usd_per_mtok,
-            output_per_mtok=pricing.output_usd_per_mtok,
-        )
-        return cost, True
+    if pricing is not None:
+        input_price, output_price = pricing.input_usd_per_mtok, pricing.output_usd_per_mtok
+        if input_price is not None and output_price is not None:
+            cost = compute_price_usd(
+                fresh=result.input_tokens_fresh,
+                cached=result.input_tokens_cached,
+                output=result.output_tokens,
+                input_per_mtok=input_price,
+                cached_input_per_mtok=pricing.cached_input_usd_per_mtok,
+                output_per_mtok=output_price,
+            )
+            return cost, True
     if result.provider_cost_usd is not None:
         # Rounded like every stored amount, so a turn's total equals the sum of its rows.
         return round_money(result.provider_cost_usd), True
     return Decimal("0"), False
 
 
-_UNSET = object()
+class _Unset:
+    """Not given (None means "clear it")."""
+
+
+_UNSET = _Unset()
 
 
 @transaction.atomic
@@ -207,9 +213,9 @@ def model_price_set(
     *,
     alias: str,
     input_usd_per_mtok: Decimal | None = None,
-    cached_input_usd_per_mtok: Decimal | None | object = _UNSET,
+    cached_input_usd_per_mtok: Decimal | None | _Unset = _UNSET,
     output_usd_per_mtok: Decimal | None = None,
-    credit_multiplier: Decimal | None | object = _UNSET,
+    credit_multiplier: Decimal | None | _Unset = _UNSET,
     version_name: str | None = None,
 ) -> tuple[ModelPrice, PricingVersion, bool]:
     """Set an alias's price in a price list: the named one, else the active one.
@@ -235,9 +241,9 @@ def model_price_set(
         price.input_usd_per_mtok = input_usd_per_mtok
     if output_usd_per_mtok is not None:
         price.output_usd_per_mtok = output_usd_per_mtok
-    if cached_input_usd_per_mtok is not _UNSET:
+    if not isinstance(cached_input_usd_per_mtok, _Unset):
         price.cached_input_usd_per_mtok = cached_input_usd_per_mtok
-    if credit_multiplier is not _UNSET:
+    if not isinstance(credit_multiplier, _Unset):
         price.credit_multiplier = credit_multiplier
     price.full_clean()
     price.save()
