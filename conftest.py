@@ -5,11 +5,20 @@ import time
 from decimal import Decimal
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from orchestration.types import LlmCall, LlmResult
 from rooms.models import Agent, Room, RoomAgent, RoomMode
 from sessions_app.models import Session
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters live in the cache: no test inherits another's requests."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 
-from pantheon.checks import check_stale_limit
+from pantheon import logging_context
+from pantheon.checks import check_cache_table, check_stale_limit
 
 logger = logging.getLogger("pantheon")
 
@@ -14,7 +15,9 @@ class PantheonConfig(AppConfig):
     verbose_name = "Pantheon"
 
     def ready(self) -> None:
+        logging_context.install_record_factory()
         checks.register(check_stale_limit)
+        checks.register(check_cache_table)
         if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             logger.warning(
                 "Pantheon is running on SQLite, the embedded laptop default. "

@@ -26,3 +26,23 @@ def check_stale_limit(app_configs=None, **kwargs):
             id="pantheon.W001",
         )
     ]
+
+
+# The table migration pantheon.0001 creates for Django's DatabaseCache.
+CACHE_TABLE = "pantheon_cache"
+
+
+def check_cache_table(app_configs=None, **kwargs):
+    """A DatabaseCache on another table would find none (`migrate` creates `pantheon_cache`)."""
+    warnings = []
+    for alias, cache in settings.CACHES.items():
+        if cache["BACKEND"].endswith("DatabaseCache") and cache.get("LOCATION") != CACHE_TABLE:
+            warnings.append(
+                CheckWarning(
+                    f"CACHES[{alias!r}] uses the table {cache.get('LOCATION')!r}, but the "
+                    f"migrations create {CACHE_TABLE!r}.",
+                    hint=f"Set LOCATION to {CACHE_TABLE!r} or run `manage.py createcachetable`.",
+                    id="pantheon.W002",
+                )
+            )
+    return warnings

@@ -60,6 +60,14 @@ def room_create(
     return room
 
 
+def room_update(*, room: Room, **fields) -> Room:
+    """Name and goal; the mode and the roster change through their own services."""
+    for name, value in fields.items():
+        setattr(room, name, value)
+    room.save(update_fields=[*fields, "updated_at"])
+    return room
+
+
 def room_set_mode(*, room: Room, mode: str) -> Room:
     """Queue a mode change: it applies at the room's next turn, never to one in flight."""
     mode = normalize_mode(mode)

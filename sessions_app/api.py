@@ -6,6 +6,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pantheon.pagination import TimelinePagination
+from pantheon.schema import refusals
+from pantheon.throttling import TurnRateThrottle
 from rooms.selectors import agents_for_user, rooms_for_user
 from sessions_app import selectors, services
 from sessions_app.serializers import (
@@ -23,6 +25,9 @@ class RoomSessionsView(generics.ListCreateAPIView):
     """`GET, POST rooms/{room_id}/sessions`"""
 
     serializer_class = SessionSerializer
+
+    def get_serializer_class(self):
+        return SessionCreateSerializer if self.request.method == "POST" else SessionSerializer
 
     def get_room(self):
         return get_object_or_404(rooms_for_user(user=self.request.user), pk=self.kwargs["room_id"])
@@ -44,7 +49,7 @@ class RoomSessionsView(generics.ListCreateAPIView):
 class DirectSessionsView(generics.GenericAPIView):
     """`POST agents/{agent_id}/sessions`: a direct chat with one agent."""
 
-    serializer_class = SessionSerializer
+    serializer_class = SessionCreateSerializer
 
     @extend_schema(request=SessionCreateSerializer, responses={201: SessionSerializer})
     def post(self, request: Request, agent_id) -> Response:
@@ -83,9 +88,13 @@ class SessionMessagesView(generics.ListAPIView):
 
 
 class SessionTurnsView(generics.ListAPIView):
-    """`GET sessions/{id}/turns` lists turns; `POST` runs one."""
+    """`GET sessions/{id}/turns` lists turns; `POST` runs one (throttled per user)."""
 
     serializer_class = TurnSerializer
+    throttle_classes = [TurnRateThrottle]
+
+    def get_serializer_class(self):
+        return TurnCreateSerializer if self.request.method == "POST" else TurnSerializer
 
     def get_session(self):
         return get_object_or_404(
@@ -95,7 +104,24 @@ class SessionTurnsView(generics.ListAPIView):
     def get_queryset(self):
         return selectors.turns_for_user(user=self.request.user).filter(session=self.get_session())
 
-    @extend_schema(request=TurnCreateSerializer, responses={201: TurnSerializer})
+    @extend_schema(
+        request=TurnCreateSerializer,
+        responses={
+            201: TurnSerializer,
+            **refusals(
+                {
+                    402: "`credit_cap_exceeded`: the monthly credit cap is used up.",
+                    403: "`account_suspended`, or a cookie session without a CSRF token.",
+                    409: "Another turn of this session is running: "
+                    '`{"detail": "Turn creation conflicted with concurrent writes. '
+                    'Please retry."}`.',
+                    422: "`no_valid_tagged_agents`, `no_room_agents`, "
+                    "`context_budget_exceeded`, `model_alias_disabled`, `unknown_model_alias` "
+                    "or `agent_unavailable`.",
+                }
+            ),
+        },
+    )
     def post(self, request: Request, session_id) -> Response:
         session = selectors.session_for_turn(user=request.user, session_id=session_id)
         body = TurnCreateSerializer(data=request.data)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -6,8 +7,10 @@ from usage.serializers import UsageTotalsSerializer
 
 
 class SessionSerializer(serializers.ModelSerializer):
-    room_id = serializers.UUIDField(read_only=True)
-    agent_id = serializers.UUIDField(read_only=True)
+    # A direct session has no room; a room session no agent (nor a direct one whose agent
+    # was deleted).
+    room_id = serializers.UUIDField(read_only=True, allow_null=True)
+    agent_id = serializers.UUIDField(read_only=True, allow_null=True)
     kind = serializers.SerializerMethodField()
 
     class Meta:
@@ -47,7 +50,9 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class TurnCreateSerializer(serializers.Serializer):
-    message = serializers.CharField(max_length=20_000, trim_whitespace=True)
+    message = serializers.CharField(
+        max_length=settings.PANTHEON_MAX_MESSAGE_CHARS, trim_whitespace=True
+    )
     model_alias_override = serializers.CharField(
         max_length=64, required=False, allow_blank=True, default=""
     )

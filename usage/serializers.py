@@ -15,25 +15,38 @@ class ModelAliasSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DayOrMomentField(serializers.Field):
-    """An ISO date (the whole UTC day) or an ISO datetime (naive means UTC).
+# The moments a usage query may name: wider than any ledger, narrow enough that the month and
+# day arithmetic below never leaves Python's datetime range.
+EARLIEST_MOMENT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_MOMENT = datetime(9999, 1, 1, tzinfo=UTC)
 
-    Parses to `(moment, whole_day)`: a bare date as an upper bound includes its whole day.
+
+class DayOrMomentField(serializers.Field):
+    """An ISO date (the whole UTC day) or an ISO datetime (naive means UTC), from 1970 to 9998.
+
+    Parses to `(moment, whole_day)`, the moment in UTC (PostgreSQL refuses offsets past
+    ±15:59, Python allows ±23:59): a bare date as an upper bound includes its whole day.
     """
 
     default_error_messages = {
-        "invalid": "Use an ISO date (2026-11-01) or an ISO datetime (2026-11-01T12:00:00Z)."
+        "invalid": "Use an ISO date (2026-11-01) or an ISO datetime (2026-11-01T12:00:00Z).",
+        "out_of_range": "Use a moment from 1970-01-01 up to the end of 9998 (UTC).",
     }
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        whole_day = False
         try:
-            day = date.fromisoformat(data)
+            moment = datetime.combine(date.fromisoformat(data), time.min, tzinfo=UTC)
+            whole_day = True
         except ValueError:
-            pass
-        else:
-            return datetime.combine(day, time.min, tzinfo=UTC), True
+            moment = self._parse_moment(data)
+        if not EARLIEST_MOMENT <= moment < LATEST_MOMENT:
+            self.fail("out_of_range")
+        return moment, whole_day
+
+    def _parse_moment(self, data: str) -> datetime:
         try:
             moment = parse_datetime(data)
         except ValueError:
@@ -41,8 +54,11 @@ class DayOrMomentField(serializers.Field):
         if moment is None:
             self.fail("invalid")
         if timezone.is_naive(moment):
-            moment = moment.replace(tzinfo=UTC)
-        return moment, False
+            return moment.replace(tzinfo=UTC)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            self.fail("out_of_range")
 
     def to_representation(self, value):
         return value

@@ -1,0 +1,115 @@
+"""Request middleware: an id and a log line for every request, and the API's front door.
+
+`RequestIdMiddleware` comes first: every response, errors from later middleware included, carries
+`X-Request-ID`, and every log line written while the request runs carries the id (see
+`pantheon.logging_context`). `ApiGuardMiddleware` refuses, for `/api/` paths, what DRF never
+gets to see: a body over the size limit (413) and query parameters holding a NUL or a lone
+surrogate (400), both as JSON.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from django.conf import settings
+from django.http import JsonResponse
+
+from pantheon import logging_context
+from pantheon.exceptions import InvalidCharacters, PantheonError, RequestTooLarge, has_unrenderable
+
+logger = logging.getLogger("pantheon.request")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# What a proxy's request id looks like (a UUID, a hex or base64 token, `host:counter`...).
+# Anything else is replaced, so a client cannot inject text into log lines or headers.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+def request_id_of(request) -> str | None:
+    return getattr(request, "request_id", None)
+
+
+def error_response(error: PantheonError) -> JsonResponse:
+    return JsonResponse(error.as_body(), status=error.status_code)
+
+
+class RequestIdMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        request.request_id = request_id
+        started = time.monotonic()
+        with logging_context.request_scope(request_id=request_id):
+            response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = request_id
+            self._log(request, response, started)
+            if response.streaming and not response.is_async:
+                # A streamed body runs after this scope ends; give its log lines the same ids.
+                response.streaming_content = _in_scope(
+                    response.streaming_content, dict(logging_context.current())
+                )
+        return response
+
+    def _log(self, request, response, started: float) -> None:
+        status = response.status_code
+        level = logging.INFO
+        if status >= 400:
+            level = logging.ERROR if status >= 500 else logging.WARNING
+        logger.log(
+            level,
+            "%s %s %s",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status_code": status,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        # This line replaces Django's own "Not Found: ..." line, which it writes after the
+        # middleware has returned and so without the request's ids.
+        response._has_been_logged = True
+
+
+def _in_scope(chunks, ids: dict):
+    with logging_context.request_scope(**ids):
+        yield from chunks
+
+
+class ApiGuardMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if is_api_path(request.path_info):
+            refusal = self._refusal(request)
+            if refusal is not None:
+                return error_response(refusal)
+        return self.get_response(request)
+
+    def _refusal(self, request) -> PantheonError | None:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0  # Django reads such a body as empty
+        if limit is not None and length > limit:
+            return RequestTooLarge(
+                f"The request body is larger than this server accepts ({limit} bytes)."
+            )
+        for key, values in request.GET.lists():
+            if has_unrenderable(key) or any(has_unrenderable(value) for value in values):
+                return InvalidCharacters(
+                    "A query parameter holds a NUL character or a lone UTF-16 surrogate."
+                )
+        return None
