@@ -92,6 +92,18 @@ class TurnConflict(PantheonError):
         return {"detail": self.message}
 
 
+class Gone(PantheonError):
+    """The object was deleted by another request while this one worked on it: the same 404
+    (and body) as if it had been gone from the start."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+    default_message = "Not found."
+
+    def as_body(self) -> dict:
+        return {"detail": self.message}
+
+
 class RequestTooLarge(PantheonError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "request_too_large"

@@ -1,23 +1,60 @@
-from rest_framework.exceptions import NotFound
+"""Pagination: page numbers for lists, a cursor for the timeline.
+
+Both refuse a `page_size` that is not a positive whole number (400) instead of quietly using
+the default, as the schema says (`minimum: 1`); sizes over the maximum are cut to it.
+"""
+
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
 # PostgreSQL's `integer`, the type of the timeline's `sequence`.
 _LARGEST_SEQUENCE = 2**31 - 1
 
 
-class DefaultPagination(PageNumberPagination):
-    page_size = 50
+def _is_whole_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+class StrictPageSize:
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not _is_whole_number(raw) or int(raw) < 1:
+            raise ValidationError({self.page_size_query_param: ["Use a whole number from 1."]})
+        return min(int(raw), self.max_page_size)
 
-class TimelinePagination(CursorPagination):
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["minimum"] = 1
+                parameter["description"] = (
+                    f"Results per page (default {self.page_size}; more than "
+                    f"{self.max_page_size} means {self.max_page_size})."
+                )
+        return parameters
+
+
+class DefaultPagination(StrictPageSize, PageNumberPagination):
+    page_size = 50
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"]["minimum"] = 1
+        return parameters
+
+
+class TimelinePagination(StrictPageSize, CursorPagination):
     """Oldest first, stable under concurrent appends: a cursor never skips or repeats a row."""
 
     ordering = "sequence"
     page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
 
     def decode_cursor(self, request):
         # DRF checks the cursor's shape, not its position: a forged `p=abc` would reach the
@@ -25,6 +62,6 @@ class TimelinePagination(CursorPagination):
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
             position = cursor.position
-            if not (position.isascii() and position.isdigit()) or int(position) > _LARGEST_SEQUENCE:
+            if not _is_whole_number(position) or int(position) > _LARGEST_SEQUENCE:
                 raise NotFound(self.invalid_cursor_message)
         return cursor

@@ -117,6 +117,9 @@ class AutoSchema(openapi.AutoSchema):
             if code not in responses:
                 response = OpenApiResponse(response=serializer, description=DESCRIPTIONS[status])
                 responses[code] = self._get_response_for_code(response, code, direction=direction)
+        for code, response in responses.items():
+            # A bodiless answer (DELETE's 204) is not built by _get_response_for_code.
+            response.setdefault("headers", self._get_response_headers_for_code(code, direction))
         return dict(sorted(responses.items()))
 
     def _error_serializers(self) -> dict:

@@ -1,4 +1,5 @@
 from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
@@ -78,7 +79,8 @@ class RoomViewSet(
         services.room_delete(room=instance)
 
     def _room_body(self, room: Room) -> Response:
-        fresh = self.get_queryset().get(pk=room.pk)
+        # 404, not a 500, if a concurrent DELETE won the race after the change committed.
+        fresh = get_object_or_404(self.get_queryset(), pk=room.pk)
         return Response(RoomSerializer(fresh, context=self.get_serializer_context()).data)
 
     @extend_schema(request=RoomModeSerializer, responses=RoomSerializer)

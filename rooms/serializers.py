@@ -1,15 +1,18 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from pantheon.fields import ModelSerializer, StrictCharField, UUIDSetField
 from rooms.models import MODE_ALIASES, Agent, Room, RoomMode
 from usage.selectors import model_alias_enabled
+from usage.serializers import ModelAliasField
 
 MODE_INPUT_CHOICES = [*RoomMode.values, *MODE_ALIASES]
 
 
-class AgentSerializer(serializers.ModelSerializer):
+class AgentSerializer(ModelSerializer):
+    model_alias = ModelAliasField()
     tool_permissions = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, max_length=50
+        child=StrictCharField(max_length=64), required=False, max_length=50
     )
 
     class Meta:
@@ -48,13 +51,11 @@ class SeatSerializer(serializers.Serializer):
 ROOM_FIELDS = ["id", "name", "goal", "current_mode", "pending_mode", "agents"]
 
 
-class RoomSerializer(serializers.ModelSerializer):
+class RoomSerializer(ModelSerializer):
     """A room; `POST rooms` also takes its first `mode` and its roster (`agent_ids`)."""
 
     mode = serializers.ChoiceField(choices=MODE_INPUT_CHOICES, write_only=True, required=False)
-    agent_ids = serializers.ListField(
-        child=serializers.UUIDField(), write_only=True, required=False, max_length=50
-    )
+    agent_ids = UUIDSetField(write_only=True, required=False)
     agents = SeatSerializer(source="seats", many=True, read_only=True)
 
     class Meta:
@@ -65,7 +66,7 @@ class RoomSerializer(serializers.ModelSerializer):
         extra_kwargs = {"goal": {"max_length": settings.PANTHEON_MAX_ROOM_GOAL_CHARS}}
 
 
-class RoomUpdateSerializer(serializers.ModelSerializer):
+class RoomUpdateSerializer(ModelSerializer):
     """`PATCH rooms/{id}`: name and goal. The mode and the roster have their own endpoints."""
 
     agents = SeatSerializer(source="seats", many=True, read_only=True)
@@ -96,6 +97,4 @@ class RoomModeSerializer(serializers.Serializer):
 
 
 class RoomAgentsSerializer(serializers.Serializer):
-    agent_ids = serializers.ListField(
-        child=serializers.UUIDField(), allow_empty=True, max_length=50
-    )
+    agent_ids = UUIDSetField(allow_empty=True)

@@ -2,8 +2,9 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from pantheon.fields import StrictCharField
 from sessions_app.models import Message, Session, SessionSummary, Turn
-from usage.serializers import UsageTotalsSerializer
+from usage.serializers import ModelAliasField, UsageTotalsSerializer
 
 
 class SessionSerializer(serializers.ModelSerializer):
@@ -23,7 +24,7 @@ class SessionSerializer(serializers.ModelSerializer):
 
 
 class SessionCreateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
 
 
 # What a message says inside its turn's body; the timeline adds which turn and when.
@@ -50,20 +51,8 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class TurnCreateSerializer(serializers.Serializer):
-    message = serializers.CharField(
-        max_length=settings.PANTHEON_MAX_MESSAGE_CHARS, trim_whitespace=True
-    )
-    model_alias_override = serializers.CharField(
-        max_length=64, required=False, allow_blank=True, default=""
-    )
-
-    def to_internal_value(self, data):
-        # CharField would quietly turn 42 or True into "42"/"True"; a message must be a string.
-        if isinstance(data, dict) and "message" in data and not isinstance(data["message"], str):
-            raise serializers.ValidationError(
-                {"message": ["Must be a string."]}, code="invalid_type"
-            )
-        return super().to_internal_value(data)
+    message = StrictCharField(max_length=settings.PANTHEON_MAX_MESSAGE_CHARS, trim_whitespace=True)
+    model_alias_override = ModelAliasField(required=False, allow_blank=True, default="")
 
 
 class TurnMessageSerializer(serializers.ModelSerializer):
