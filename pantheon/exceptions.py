@@ -117,6 +117,11 @@ class InvalidCharacters(PantheonError):
     )
 
 
+class RepeatedParameter(PantheonError):
+    code = "repeated_parameter"
+    default_message = "A query parameter is given more than once."
+
+
 class JsonTooDeep(PantheonError):
     code = "json_too_deep"
     default_message = "The JSON body is nested too deeply."
@@ -155,7 +160,8 @@ def api_exception_handler(exc, context):
     from rest_framework.views import exception_handler
 
     if isinstance(exc, PantheonError):
-        return Response(exc.as_body(), status=exc.status_code)
+        # A refusal's message may quote the request (an alias name, say).
+        return Response(renderable(exc.as_body()), status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         exc = ValidationError(detail=as_serializer_error(exc))
     response = exception_handler(exc, context)

@@ -3,8 +3,8 @@
 `RequestIdMiddleware` comes first: every response, errors from later middleware included, carries
 `X-Request-ID`, and every log line written while the request runs carries the id (see
 `pantheon.logging_context`). `ApiGuardMiddleware` refuses, for `/api/` paths, what DRF never
-gets to see: a body over the size limit (413) and query parameters holding a NUL or a lone
-surrogate (400), both as JSON.
+gets to see: a body over the size limit (413), query parameters holding a NUL or a lone
+surrogate, or given twice (400), all as JSON.
 """
 
 import logging
@@ -16,7 +16,13 @@ from django.conf import settings
 from django.http import JsonResponse
 
 from pantheon import logging_context
-from pantheon.exceptions import InvalidCharacters, PantheonError, RequestTooLarge, has_unrenderable
+from pantheon.exceptions import (
+    InvalidCharacters,
+    PantheonError,
+    RepeatedParameter,
+    RequestTooLarge,
+    has_unrenderable,
+)
 
 logger = logging.getLogger("pantheon.request")
 
@@ -112,4 +118,8 @@ class ApiGuardMiddleware:
                 return InvalidCharacters(
                     "A query parameter holds a NUL character or a lone UTF-16 surrogate."
                 )
+            if len(values) > 1:
+                # Every parameter of this API takes one value; which of several would count
+                # (Django reads the last) is not something a client should have to guess.
+                return RepeatedParameter(f"The query parameter {key!r} is given more than once.")
         return None

@@ -83,7 +83,8 @@ _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 DESCRIPTIONS = {
     400: "Invalid input: field errors (`{field: [messages]}`), malformed or too deeply nested "
-    "JSON, or a NUL character or lone surrogate in the body or the query string.",
+    "JSON, a NUL character or lone surrogate in the body or the query string, or a query "
+    "parameter given twice.",
     401: "Missing or invalid credentials.",
     403: "Forbidden (a cookie session without a valid CSRF token).",
     404: "Not found, or not yours (never 403, so ids leak nothing); also an unknown page or "

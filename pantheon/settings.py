@@ -89,6 +89,9 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
         "LOCATION": "pantheon_cache",
+        # One row per throttled identity (user, address, username) and minute. Past this many
+        # rows Django culls, expired rows first; the default (300) would drop live counters.
+        "OPTIONS": {"MAX_ENTRIES": env.int("CACHE_MAX_ENTRIES", default=20_000)},
     }
 }
 

@@ -300,6 +300,17 @@ def test_a_nul_in_a_query_parameter_is_400(api, world, query):
     assert_coded(response, 400, "invalid_characters")
 
 
+@pytest.mark.parametrize(
+    "query", ["page=1&page=2", "page=false&page=true", "from=2026-01-01&from=2026-02-01"]
+)
+def test_a_query_parameter_given_twice_is_400(api, world, query):
+    path = "/usage" if "from" in query else "/agents"
+
+    response = api.get(f"{API}{path}?{query}")
+
+    assert_coded(response, 400, "repeated_parameter")
+
+
 def test_a_nul_in_a_cursor_is_400(api, world):
     response = api.get(f"{API}/sessions/{world['session'].id}/messages?cursor=%00")
 
