@@ -1,7 +1,8 @@
 """Pagination: page numbers for lists, a cursor for the timeline.
 
 Both refuse a `page_size` that is not a positive whole number (400) instead of quietly using
-the default, as the schema says (`minimum: 1`); sizes over the maximum are cut to it.
+the default, as the schema says (`minimum: 1`); sizes over the maximum are cut to it. A `page`
+that is not a page number, empty included, is DRF's 404 "Invalid page.".
 """
 
 from rest_framework.exceptions import NotFound, ValidationError
@@ -41,6 +42,13 @@ class StrictPageSize:
 
 class DefaultPagination(StrictPageSize, PageNumberPagination):
     page_size = 50
+    last_page_strings = ()  # the schema says `page` is a number; "last" is not one
+
+    def get_page_number(self, request, paginator):
+        # DRF reads an empty `?page=` as page 1; the schema calls it invalid, like `?page=x`.
+        if request.query_params.get(self.page_query_param) == "":
+            raise NotFound(self.invalid_page_message)
+        return super().get_page_number(request, paginator)
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)

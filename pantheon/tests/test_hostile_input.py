@@ -311,6 +311,22 @@ def test_a_query_parameter_given_twice_is_400(api, world, query):
     assert_coded(response, 400, "repeated_parameter")
 
 
+@pytest.mark.parametrize("query", ["page=", "page=last", "page=0", "page=x"])
+def test_a_page_that_is_not_a_page_number_is_404(api, world, query):
+    response = api.get(f"{API}/agents?{query}")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid page."}
+
+
+@pytest.mark.parametrize("query", ["page_size=", "page_size=0", "page_size=-1", "page_size=x"])
+def test_a_page_size_that_is_not_a_positive_number_is_400(api, world, query):
+    response = api.get(f"{API}/agents?{query}")
+
+    assert response.status_code == 400
+    assert response.json() == {"page_size": ["Use a whole number from 1."]}
+
+
 def test_a_nul_in_a_cursor_is_400(api, world):
     response = api.get(f"{API}/sessions/{world['session'].id}/messages?cursor=%00")
 
