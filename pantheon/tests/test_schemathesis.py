@@ -289,11 +289,14 @@ def requests_by_operation(served: list[tuple[str, str, int]], schema_response) -
         for method in methods
     ]
     counts = Counter()
+    probes = Counter()
     for method, path, status in served:
         label = next(
             (f"{m} {p}" for m, p, pattern in operations if m == method and pattern.match(path)),
-            "(undocumented method or path)",
+            "(not in the schema: probes)",
         )
+        if label.startswith("(not"):
+            probes[method, path[:40]] += 1
         counts[label, "all"] += 1
         counts[label, f"{status // 100}xx"] += 1
     labels = sorted({label for label, _ in counts})
@@ -304,4 +307,8 @@ def requests_by_operation(served: list[tuple[str, str, int]], schema_response) -
         for label in labels
     ]
     rows.append(f"{'total':<52} {len(served):>8}")
+    rows.append(
+        "probes: "
+        + ", ".join(f"{method} {path} ({count})" for (method, path), count in probes.most_common(6))
+    )
     return "\n".join(rows)
