@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/pantheon
 TEST_DATABASE_URL ?= $(if $(filter postgres%,$(DATABASE_URL)),$(DATABASE_URL),$(PG_URL))
 export TEST_DATABASE_URL
 
-.PHONY: install install-dev run test check lint bench-turns bench-ledger clean
+.PHONY: install install-dev run test check lint fuzz bench-turns bench-ledger bench-serving clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,11 +49,22 @@ lint: install-dev
 
 check: lint test
 
+# The API against its schema with schemathesis, long: 200 examples per operation, every phase
+# (stateful included). `make check` runs the same test with 10 examples per operation.
+FUZZ_EXAMPLES ?= 200
+fuzz: install-dev
+	@$(BIN)/python -m pantheon.pgcheck "$(TEST_DATABASE_URL)"
+	LOG_LEVEL=ERROR SCHEMATHESIS_MAX_EXAMPLES=$(FUZZ_EXAMPLES) SCHEMATHESIS_TIMEOUT=3600 \
+		$(BIN)/python -m pytest -p no:cacheprovider -s pantheon/tests/test_schemathesis.py
+
 bench-turns: install-dev
 	$(BIN)/python bench/turns.py
 
 bench-ledger: install-dev
 	$(BIN)/python bench/ledger.py
+
+bench-serving: install-dev
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache .ruff_cache

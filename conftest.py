@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
@@ -23,6 +24,14 @@ def empty_cache():
     """Each test starts with an empty cache (the billing dashboard caches rollup sums)."""
     from django.core.cache import cache
 
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters live in the cache: no test inherits another's requests."""
+    cache.clear()
+    yield
     cache.clear()
 
 

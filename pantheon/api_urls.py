@@ -1,11 +1,11 @@
 """The project-wide endpoints: authentication and health."""
 
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
+from pantheon.auth_token import ObtainTokenView
 from pantheon.health import HealthView
 
 urlpatterns = [
-    path("auth/token", obtain_auth_token, name="auth-token"),
+    path("auth/token", ObtainTokenView.as_view(), name="auth-token"),
     path("health", HealthView.as_view(), name="health"),
 ]

@@ -5,7 +5,8 @@ from django.conf import settings
 from django.contrib.admin.apps import AdminConfig
 from django.core import checks
 
-from pantheon.checks import check_security_middleware, check_stale_limit
+from pantheon import logging_context
+from pantheon.checks import check_cache_table, check_security_middleware, check_stale_limit
 
 logger = logging.getLogger("pantheon")
 
@@ -21,8 +22,10 @@ class PantheonConfig(AppConfig):
     verbose_name = "Pantheon"
 
     def ready(self) -> None:
+        logging_context.install_record_factory()
         checks.register(check_stale_limit)
         checks.register(check_security_middleware, checks.Tags.security, deploy=True)
+        checks.register(check_cache_table)
         if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             logger.warning(
                 "Pantheon is running on SQLite, the embedded laptop default. "

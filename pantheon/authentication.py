@@ -1,4 +1,12 @@
+"""How API callers authenticate.
+
+Both authentication classes bind the user's id to the log context (`pantheon.logging_context`),
+so every later log line of the request says whose it was.
+"""
+
 from rest_framework import authentication, exceptions
+
+from pantheon import logging_context
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -17,4 +25,15 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         token.user.billing_profile_loaded = True
+        logging_context.bind(user_id=token.user.pk)
         return token.user, token
+
+
+class SessionAuthentication(authentication.SessionAuthentication):
+    """The admin's cookie session, for the browsable API and the docs."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is not None:
+            logging_context.bind(user_id=result[0].pk)
+        return result

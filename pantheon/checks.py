@@ -48,7 +48,27 @@ def check_security_middleware(app_configs=None, **kwargs):
                 CheckWarning(
                     f"No middleware in MIDDLEWARE is (a subclass of) {path}.",
                     hint=f"Django's own check {replaces} is silenced in favour of this one.",
-                    id="pantheon.W002",
+                    id="pantheon.W003",
                 )
             )
     return problems
+
+
+# The table migration pantheon.0001 creates for Django's DatabaseCache.
+CACHE_TABLE = "pantheon_cache"
+
+
+def check_cache_table(app_configs=None, **kwargs):
+    """A DatabaseCache on another table would find none (`migrate` creates `pantheon_cache`)."""
+    warnings = []
+    for alias, cache in settings.CACHES.items():
+        if cache["BACKEND"].endswith("DatabaseCache") and cache.get("LOCATION") != CACHE_TABLE:
+            warnings.append(
+                CheckWarning(
+                    f"CACHES[{alias!r}] uses the table {cache.get('LOCATION')!r}, but the "
+                    f"migrations create {CACHE_TABLE!r}.",
+                    hint=f"Set LOCATION to {CACHE_TABLE!r} or run `manage.py createcachetable`.",
+                    id="pantheon.W002",
+                )
+            )
+    return warnings

@@ -3,17 +3,22 @@
 Services raise these (or Django's ValidationError for a bad field), never DRF's exceptions. A
 refusal answers `{"detail": {"code": ..., "message": ...}}` with its own HTTP status; a Django
 ValidationError answers 400 with DRF's field-error body; anything DRF raises (validation,
-authentication, 404) keeps DRF's usual body.
+authentication, 404) keeps DRF's usual body, except throttling, which gets a code
+(`throttled`) next to its `Retry-After` header.
+
+No error body ever echoes a character that cannot be rendered: lone surrogates (which UTF-8
+cannot encode) and NULs in a detail are replaced before rendering.
 """
 
+import math
+import re
 from collections.abc import Sequence
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
-from rest_framework.views import exception_handler
 
 
 class PantheonError(Exception):
@@ -122,9 +127,86 @@ class TurnConflict(PantheonError):
         return {"detail": self.message}
 
 
+class Gone(PantheonError):
+    """The object was deleted by another request while this one worked on it: the same 404
+    (and body) as if it had been gone from the start."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+    default_message = "Not found."
+
+    def as_body(self) -> dict:
+        return {"detail": self.message}
+
+
+class RequestTooLarge(PantheonError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "request_too_large"
+    default_message = "The request body is larger than this server accepts."
+
+
+class InvalidCharacters(PantheonError):
+    code = "invalid_characters"
+    default_message = (
+        "The request holds a NUL character or a lone UTF-16 surrogate, which no field accepts."
+    )
+
+
+class RepeatedParameter(PantheonError):
+    code = "repeated_parameter"
+    default_message = "A query parameter is given more than once."
+
+
+class JsonTooDeep(PantheonError):
+    code = "json_too_deep"
+    default_message = "The JSON body is nested too deeply."
+
+
+# What UTF-8 cannot encode (lone surrogates) and what PostgreSQL cannot store in text (NUL).
+UNRENDERABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def has_unrenderable(text: str) -> bool:
+    return UNRENDERABLE.search(text) is not None
+
+
+def renderable(value):
+    """`value` (an error detail: str, list, dict) with every unrenderable character replaced."""
+    if isinstance(value, str):
+        return UNRENDERABLE.sub("\ufffd", value) if has_unrenderable(value) else value
+    if isinstance(value, dict):
+        return {renderable(key): renderable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [renderable(item) for item in value]
+    return value
+
+
+def throttled_body(seconds: int) -> dict:
+    return {
+        "detail": {
+            "code": "throttled",
+            "message": f"Too many requests. Retry in {seconds} seconds.",
+        }
+    }
+
+
 def api_exception_handler(exc, context):
+    # Imported here: rest_framework.views loads the API's parsers, which raise these errors.
+    from rest_framework.views import exception_handler
+
     if isinstance(exc, PantheonError):
-        return Response(exc.as_body(), status=exc.status_code)
+        # A refusal's message may quote the request (an alias name, say).
+        return Response(renderable(exc.as_body()), status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         exc = ValidationError(detail=as_serializer_error(exc))
-    return exception_handler(exc, context)
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, Throttled):
+        # DRF rounds the wait up to whole seconds; always say when to come back.
+        seconds = max(1, math.ceil(getattr(exc, "wait", None) or 1))
+        response["Retry-After"] = str(seconds)
+        response.data = throttled_body(seconds)
+    else:
+        response.data = renderable(response.data)
+    return response

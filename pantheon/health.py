@@ -2,13 +2,23 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
+
+
+HEALTH = inline_serializer(
+    "Health",
+    {
+        "status": serializers.CharField(),
+        "database": serializers.CharField(),
+        "llm_backend": serializers.CharField(),
+    },
+)
 
 
 class HealthView(APIView):
@@ -18,14 +28,10 @@ class HealthView(APIView):
     permission_classes = [AllowAny]
 
     @extend_schema(
-        responses=inline_serializer(
-            "Health",
-            {
-                "status": serializers.CharField(),
-                "database": serializers.CharField(),
-                "llm_backend": serializers.CharField(),
-            },
-        )
+        responses={
+            200: HEALTH,
+            503: OpenApiResponse(HEALTH, description="The database does not answer."),
+        }
     )
     def get(self, request):
         body = {

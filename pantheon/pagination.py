@@ -1,26 +1,96 @@
+"""Pagination: page numbers for lists, cursors for the timeline and the sessions by activity.
+
+Both refuse a `page_size` that is not a positive whole number (400) instead of quietly using
+the default, as the schema says (`minimum: 1`); sizes over the maximum are cut to it. A `page`
+that is not a page number, empty included, is DRF's 404 "Invalid page.".
+"""
+
+from django.utils.dateparse import parse_datetime
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
+# PostgreSQL's `integer`, the type of the timeline's `sequence`.
+_LARGEST_SEQUENCE = 2**31 - 1
 
-class DefaultPagination(PageNumberPagination):
-    page_size = 50
+
+def _is_whole_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+class StrictPageSize:
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not _is_whole_number(raw) or int(raw) < 1:
+            raise ValidationError({self.page_size_query_param: ["Use a whole number from 1."]})
+        return min(int(raw), self.max_page_size)
 
-class TimelinePagination(CursorPagination):
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["minimum"] = 1
+                parameter["description"] = (
+                    f"Results per page (default {self.page_size}; more than "
+                    f"{self.max_page_size} means {self.max_page_size})."
+                )
+        return parameters
+
+
+class DefaultPagination(StrictPageSize, PageNumberPagination):
+    page_size = 50
+    last_page_strings = ()  # the schema says `page` is a number; "last" is not one
+
+    def get_page_number(self, request, paginator):
+        # DRF reads an empty `?page=` as page 1; the schema calls it invalid, like `?page=x`.
+        if request.query_params.get(self.page_query_param) == "":
+            raise NotFound(self.invalid_page_message)
+        return super().get_page_number(request, paginator)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"]["minimum"] = 1
+        return parameters
+
+
+class TimelinePagination(StrictPageSize, CursorPagination):
     """Oldest first, stable under concurrent appends: a cursor never skips or repeats a row."""
 
     ordering = "sequence"
     page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
+
+    def decode_cursor(self, request):
+        # DRF checks the cursor's shape, not its position: a forged `p=abc` would reach the
+        # integer column (a 500). Positions are sequence numbers.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            position = cursor.position
+            if not _is_whole_number(position) or int(position) > _LARGEST_SEQUENCE:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
-class ActivityPagination(CursorPagination):
+class ActivityPagination(StrictPageSize, CursorPagination):
     """Newest activity first (`last_activity_at`, from `sessions_with_activity`), ties broken by
     id so that every session has one place in the order and a cursor never repeats one."""
 
     ordering = ("-last_activity_at", "-id")
     page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
+
+    def decode_cursor(self, request):
+        # Positions are moments: a forged one would reach the timestamp comparison (a 500).
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                moment = parse_datetime(cursor.position)
+            except ValueError:
+                moment = None
+            if moment is None:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -40,9 +41,15 @@ INSTALLED_APPS = [
 
 # Django's stock middleware, run on the event loop under ASGI (pantheon/async_middleware.py).
 MIDDLEWARE = [
+    # First: every response carries X-Request-ID and every log line the request's ids.
+    "pantheon.middleware.RequestIdMiddleware",
+    # Before anything that can answer (django-cors-headers' advice), so refusals carry CORS too.
+    "corsheaders.middleware.CorsMiddleware",
     "pantheon.async_middleware.SecurityMiddleware",
     # Static files (the admin's CSS, Swagger UI) served by the app itself, also with DEBUG off.
     "pantheon.async_middleware.StaticFilesMiddleware",
+    # Before anything reads the body: 413 for an oversized one, 400 for NULs in the query.
+    "pantheon.middleware.ApiGuardMiddleware",
     "pantheon.async_middleware.SessionMiddleware",
     "pantheon.async_middleware.CommonMiddleware",
     "pantheon.async_middleware.CsrfViewMiddleware",
@@ -52,7 +59,7 @@ MIDDLEWARE = [
 ]
 
 # Django's deploy checks for these three match its own dotted paths, not subclasses;
-# pantheon.W002 (pantheon/checks.py) checks that our subclasses are in place instead.
+# pantheon.W003 (pantheon/checks.py) checks that our subclasses are in place instead.
 SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"]
 
 ROOT_URLCONF = "pantheon.urls"
@@ -96,6 +103,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The throttles' counters must be shared by every worker and host, and PostgreSQL is the one
+# shared store: Django's DatabaseCache, its table created by migration pantheon.0001.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "pantheon_cache",
+        # One row per throttled identity (user, address, username) and minute. Past this many
+        # rows Django culls, expired rows first; the default (300) would drop live counters.
+        "OPTIONS": {"MAX_ENTRIES": env.int("CACHE_MAX_ENTRIES", default=20_000)},
+    }
+}
+
+# Largest request body (bytes); a bigger one is refused with 413 `request_too_large`.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -133,13 +155,21 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "pantheon.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "pantheon.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The API speaks JSON only (anything else is 415), through a parser that bounds depth and
+    # size and refuses NULs and lone surrogates.
+    "DEFAULT_PARSER_CLASSES": ["pantheon.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "pantheon.schema.AutoSchema",
+    "DEFAULT_METADATA_CLASS": "pantheon.metadata.Metadata",
+    # How many proxies in front set X-Forwarded-For; 0 trusts only the socket's address, so a
+    # client cannot pick its own throttle identity.
+    "NUM_PROXIES": env.int("PANTHEON_NUM_PROXIES", default=0),
     "DEFAULT_PAGINATION_CLASS": "pantheon.pagination.DefaultPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "pantheon.exceptions.api_exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "pantheon.negotiation.StrictContentNegotiation",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
@@ -182,19 +212,61 @@ PANTHEON_SSE_HEARTBEAT_SECONDS = env.float("PANTHEON_SSE_HEARTBEAT_SECONDS", def
 PANTHEON_LOW_BALANCE_SHARE = env.float("PANTHEON_LOW_BALANCE_SHARE", default=0.9)
 # How long an Idempotency-Key's answer is kept for retries, at least (prune_idempotency_keys).
 PANTHEON_IDEMPOTENCY_KEY_HOURS = env.float("PANTHEON_IDEMPOTENCY_KEY_HOURS", default=24.0)
-PANTHEON_MAX_MESSAGE_CHARS = 20_000
+# Bounds on everything that reaches a prompt (characters); longer input is a 400.
+PANTHEON_MAX_MESSAGE_CHARS = env.int("PANTHEON_MAX_MESSAGE_CHARS", default=20_000)
+PANTHEON_MAX_ROLE_PROMPT_CHARS = env.int("PANTHEON_MAX_ROLE_PROMPT_CHARS", default=8_000)
+PANTHEON_MAX_ROOM_GOAL_CHARS = env.int("PANTHEON_MAX_ROOM_GOAL_CHARS", default=2_000)
+# Deepest JSON request body accepted; the API's own bodies are 3 levels deep.
+PANTHEON_MAX_JSON_DEPTH = env.int("PANTHEON_MAX_JSON_DEPTH", default=32)
+# Throttles (`N/second|minute|hour|day`): logins per client address and per username tried,
+# turns per user.
+PANTHEON_AUTH_RATE_PER_IP = env.str("PANTHEON_AUTH_RATE_PER_IP", default="10/min")
+PANTHEON_AUTH_RATE_PER_USERNAME = env.str("PANTHEON_AUTH_RATE_PER_USERNAME", default="10/min")
+PANTHEON_TURN_RATE = env.str("PANTHEON_TURN_RATE", default="60/min")
 # How many recent raw messages a turn reads at most to build its context. A constant bound keeps
 # per-turn work independent of session length; the summary carries everything older.
 PANTHEON_CONTEXT_HISTORY_LIMIT = env.int("PANTHEON_CONTEXT_HISTORY_LIMIT", default=40)
 
+# Browsers on other origins (a web client) may call the API; none by default.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "last-event-id",
+    "x-csrftoken",
+    "x-request-id",
+]
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
+
+# One JSON object a line in production; readable text when DEBUG (or LOG_FORMAT=text). Every
+# record carries request_id, user_id, session_id and turn_id (pantheon.logging_context).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise environ.ImproperlyConfigured("LOG_FORMAT must be 'json' or 'text'")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "text": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
+        },
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(user_id)s "
+            "%(session_id)s %(turn_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
     },
+    "filters": {"context": {"()": "pantheon.logging_context.ContextFilter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {

@@ -15,3 +15,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
+
+# JSON under /api/, Django's HTML pages elsewhere (pantheon/error_views.py).
+handler400 = "pantheon.error_views.bad_request"
+handler403 = "pantheon.error_views.permission_denied"
+handler404 = "pantheon.error_views.page_not_found"
+handler500 = "pantheon.error_views.server_error"

@@ -1,6 +1,7 @@
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import viewsets
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,11 +13,13 @@ from rooms.serializers import (
     RoomAgentsSerializer,
     RoomModeSerializer,
     RoomSerializer,
+    RoomUpdateSerializer,
 )
 
 
 class AgentViewSet(viewsets.ModelViewSet):
     serializer_class = AgentSerializer
+    lookup_value_converter = "uuid"  # a malformed id is the URL resolver's 404
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Agent]:
@@ -33,18 +36,40 @@ class AgentViewSet(viewsets.ModelViewSet):
         )
 
 
-@extend_schema_view(update=extend_schema(exclude=True))
-class RoomViewSet(viewsets.ModelViewSet):
+class RoomViewSet(
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Rooms. `PATCH rooms/{id}` changes name and goal only; there is no `PUT rooms/{id}`
+    (mode and roster have their own `PUT` endpoints), so the `Allow` header, OPTIONS and the
+    schema all say the same."""
+
     serializer_class = RoomSerializer
-    http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
+    lookup_value_converter = "uuid"
+    # What each action reads; OPTIONS (pantheon.metadata) describes the same bodies.
+    input_serializers = {
+        "partial_update": RoomUpdateSerializer,
+        "mode": RoomModeSerializer,
+        "agents": RoomAgentsSerializer,
+    }
 
     def get_queryset(self) -> QuerySet[Room]:
         return selectors.rooms_for_user(user=self.request.user)
 
-    def update(self, request, *args, **kwargs):
-        if not kwargs.get("partial"):
-            return self.http_method_not_allowed(request, *args, **kwargs)
-        return super().update(request, *args, **kwargs)
+    def get_serializer_class(self):
+        # By the request's method, not `self.action`: OPTIONS asks about each method in turn.
+        action = self.action_map.get(self.request.method.lower()) if self.request else None
+        return self.input_serializers.get(action, RoomSerializer)
+
+    @extend_schema(request=RoomUpdateSerializer, responses=RoomSerializer)
+    def partial_update(self, request: Request, pk=None) -> Response:
+        room = self.get_object()
+        body = RoomUpdateSerializer(room, data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        return self._room_body(services.room_update(room=room, **body.validated_data))
 
     def perform_create(self, serializer):
         room = services.room_create(owner=self.request.user, **serializer.validated_data)
@@ -54,8 +79,9 @@ class RoomViewSet(viewsets.ModelViewSet):
         services.room_delete(room=instance)
 
     def _room_body(self, room: Room) -> Response:
-        fresh = self.get_queryset().get(pk=room.pk)
-        return Response(self.get_serializer(fresh).data)
+        # 404, not a 500, if a concurrent DELETE won the race after the change committed.
+        fresh = get_object_or_404(self.get_queryset(), pk=room.pk)
+        return Response(RoomSerializer(fresh, context=self.get_serializer_context()).data)
 
     @extend_schema(request=RoomModeSerializer, responses=RoomSerializer)
     @action(detail=True, methods=["put"])

@@ -1,14 +1,18 @@
+from django.conf import settings
 from rest_framework import serializers
 
+from pantheon.fields import ModelSerializer, StrictCharField, UUIDSetField
 from rooms.models import MODE_ALIASES, Agent, Room, RoomMode
 from usage.selectors import model_alias_enabled
+from usage.serializers import ModelAliasField
 
 MODE_INPUT_CHOICES = [*RoomMode.values, *MODE_ALIASES]
 
 
-class AgentSerializer(serializers.ModelSerializer):
+class AgentSerializer(ModelSerializer):
+    model_alias = ModelAliasField()
     tool_permissions = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, max_length=50
+        child=StrictCharField(max_length=64), required=False, max_length=50
     )
 
     class Meta:
@@ -24,6 +28,9 @@ class AgentSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
+        # The role prompt goes to the provider with every call: bounded (names are bounded by
+        # their columns).
+        extra_kwargs = {"role_prompt": {"max_length": settings.PANTHEON_MAX_ROLE_PROMPT_CHARS}}
         # Uniqueness per owner is checked by the service, which knows the owner.
         validators = []
 
@@ -41,39 +48,47 @@ class SeatSerializer(serializers.Serializer):
     position = serializers.IntegerField()
 
 
-class RoomSerializer(serializers.ModelSerializer):
+ROOM_FIELDS = ["id", "name", "goal", "current_mode", "pending_mode", "agents"]
+
+
+class RoomSerializer(ModelSerializer):
+    """A room; `POST rooms` also takes its first `mode` and its roster (`agent_ids`)."""
+
     mode = serializers.ChoiceField(choices=MODE_INPUT_CHOICES, write_only=True, required=False)
-    agent_ids = serializers.ListField(
-        child=serializers.UUIDField(), write_only=True, required=False, max_length=50
-    )
+    agent_ids = UUIDSetField(write_only=True, required=False)
     agents = SeatSerializer(source="seats", many=True, read_only=True)
 
     class Meta:
         model = Room
-        fields = [
-            "id",
-            "name",
-            "goal",
-            "mode",
-            "current_mode",
-            "pending_mode",
-            "agent_ids",
-            "agents",
-            "created_at",
-            "updated_at",
-        ]
+        fields = [*ROOM_FIELDS, "mode", "agent_ids", "created_at", "updated_at"]
         read_only_fields = ["id", "current_mode", "pending_mode", "created_at", "updated_at"]
+        # The goal goes to the provider with every call of the room's agents: bounded.
+        extra_kwargs = {"goal": {"max_length": settings.PANTHEON_MAX_ROOM_GOAL_CHARS}}
+
+
+class RoomUpdateSerializer(ModelSerializer):
+    """`PATCH rooms/{id}`: name and goal. The mode and the roster have their own endpoints."""
+
+    agents = SeatSerializer(source="seats", many=True, read_only=True)
+
+    class Meta:
+        model = Room
+        fields = [*ROOM_FIELDS, "created_at", "updated_at"]
+        read_only_fields = RoomSerializer.Meta.read_only_fields
+        extra_kwargs = RoomSerializer.Meta.extra_kwargs
 
     def validate(self, attrs):
-        if self.instance is not None:
-            moved = {"mode": "PUT rooms/{id}/mode", "agent_ids": "PUT rooms/{id}/agents"}
-            errors = {
-                field: [f"Change this with {endpoint}."]
-                for field, endpoint in moved.items()
-                if field in self.initial_data
-            }
-            if errors:
-                raise serializers.ValidationError(errors)
+        # Not in this body's schema, but clients used to send them here: say where they go
+        # instead of ignoring them silently.
+        moved = {"mode": "PUT rooms/{id}/mode", "agent_ids": "PUT rooms/{id}/agents"}
+        initial = self.initial_data if isinstance(self.initial_data, dict) else {}
+        errors = {
+            field: [f"Change this with {endpoint}."]
+            for field, endpoint in moved.items()
+            if field in initial
+        }
+        if errors:
+            raise serializers.ValidationError(errors)
         return attrs
 
 
@@ -82,6 +97,4 @@ class RoomModeSerializer(serializers.Serializer):
 
 
 class RoomAgentsSerializer(serializers.Serializer):
-    agent_ids = serializers.ListField(
-        child=serializers.UUIDField(), allow_empty=True, max_length=50
-    )
+    agent_ids = UUIDSetField(allow_empty=True)

@@ -4,9 +4,10 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
+from pantheon.exceptions import Gone
 from rooms.models import MODE_ALIASES, Agent, Room, RoomAgent, RoomMode
 
 
@@ -17,7 +18,10 @@ def normalize_mode(mode: str) -> str:
 def _owned_agents_in_order(*, owner, agent_ids: Sequence[UUID]) -> list[Agent]:
     if len(set(agent_ids)) != len(agent_ids):
         raise ValidationError({"agent_ids": ["An agent can take only one seat in a room."]})
-    found = {agent.id: agent for agent in Agent.objects.filter(owner=owner, id__in=agent_ids)}
+    # Locked until the caller's transaction ends: an agent deleted meanwhile would leave a seat
+    # pointing at no row (a foreign-key error at commit, a 500).
+    owned = Agent.objects.select_for_update().filter(owner=owner, id__in=agent_ids)
+    found = {agent.id: agent for agent in owned}
     missing = [str(agent_id) for agent_id in agent_ids if agent_id not in found]
     if missing:
         raise ValidationError({"agent_ids": [f"Unknown agent: {agent_id}" for agent_id in missing]})
@@ -44,9 +48,12 @@ def agent_update(*, agent: Agent, **fields) -> Agent:
         setattr(agent, name, value)
     try:
         with transaction.atomic():
-            agent.save()
+            # Never an INSERT: an agent deleted meanwhile stays deleted.
+            agent.save(force_update=True)
     except IntegrityError as exc:
         raise ValidationError({"agent_key": ["You already have an agent with this key."]}) from exc
+    except DatabaseError as exc:  # "Forced update did not affect any rows."
+        raise Gone() from exc
     return agent
 
 
@@ -60,8 +67,28 @@ def room_create(
     return room
 
 
+def _lock_live_room(room: Room) -> None:
+    """Lock the room's row for the rest of the transaction; Gone if another request deleted it
+    since this one read it."""
+    live = Room.objects.select_for_update().filter(pk=room.pk, deleted_at__isnull=True)
+    if not list(live.values_list("pk", flat=True)):
+        raise Gone()
+
+
+@transaction.atomic
+def room_update(*, room: Room, **fields) -> Room:
+    """Name and goal; the mode and the roster change through their own services."""
+    _lock_live_room(room)
+    for name, value in fields.items():
+        setattr(room, name, value)
+    room.save(update_fields=[*fields, "updated_at"])
+    return room
+
+
+@transaction.atomic
 def room_set_mode(*, room: Room, mode: str) -> Room:
     """Queue a mode change: it applies at the room's next turn, never to one in flight."""
+    _lock_live_room(room)
     mode = normalize_mode(mode)
     room.pending_mode = None if mode == room.current_mode else mode
     room.save(update_fields=["pending_mode", "updated_at"])
@@ -71,7 +98,7 @@ def room_set_mode(*, room: Room, mode: str) -> Room:
 @transaction.atomic
 def room_set_agents(*, room: Room, agent_ids: Sequence[UUID]) -> Room:
     agents = _owned_agents_in_order(owner=room.owner, agent_ids=agent_ids)
-    Room.objects.select_for_update().filter(pk=room.pk).first()
+    _lock_live_room(room)
     _seat(room=room, agents=agents)
     room.save(update_fields=["updated_at"])
     return room

@@ -28,6 +28,11 @@ class RoomSessionsView(generics.ListCreateAPIView):
 
     serializer_class = SessionActivitySerializer
 
+    def get_serializer_class(self):
+        if self.request.method == "POST":
+            return SessionCreateSerializer
+        return SessionActivitySerializer
+
     def get_room(self):
         return room_for_user(user=self.request.user, room_id=self.kwargs["room_id"])
 
@@ -52,6 +57,11 @@ class AgentSessionsView(generics.ListCreateAPIView):
 
     serializer_class = SessionActivitySerializer
     pagination_class = ActivityPagination
+
+    def get_serializer_class(self):
+        return (
+            SessionCreateSerializer if self.request.method == "POST" else SessionActivitySerializer
+        )
 
     def get_agent(self):
         return agent_for_user(user=self.request.user, agent_id=self.kwargs["agent_id"])
@@ -87,9 +97,8 @@ class SessionViewSet(
     def get_queryset(self):
         filters = {}
         if self.action == "list":
-            # An empty parameter (`?room=`) means no filter, as forms send it.
-            params = {key: value for key, value in self.request.query_params.items() if value}
-            query = SessionFilterSerializer(data=params)
+            # An empty `?room=` is not an id (the schema says uuid): a 400, like any other.
+            query = SessionFilterSerializer(data=self.request.query_params.dict())
             query.is_valid(raise_exception=True)
             filters = query.validated_data
         return selectors.sessions_with_activity(user=self.request.user, **filters)

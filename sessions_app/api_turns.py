@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from inspect import iscoroutinefunction
 from typing import Any
 
 from adrf.generics import GenericAPIView as AsyncGenericAPIView
@@ -24,9 +25,8 @@ from adrf.views import APIView as AsyncAPIView
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import mixins, status
 from rest_framework.exceptions import APIException
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -34,6 +34,8 @@ from rest_framework.response import Response
 
 from pantheon.db import database
 from pantheon.exceptions import PantheonError
+from pantheon.schema import refusals
+from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, idempotency, selectors
 from sessions_app.models import IdempotencyKey, Message, Turn
 from sessions_app.serializers import TurnCreateSerializer, TurnMessageSerializer, TurnSerializer
@@ -54,6 +56,29 @@ SERVER_ERROR_BODY = {
     "detail": {"code": "server_error", "message": "The turn failed on the server."}
 }
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# One Server-Sent Event as the schema describes it: `data` is the event's JSON.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "description": "A Server-Sent Event; `data` holds its JSON (the event's body).",
+    "properties": {
+        "id": {"type": "string", "description": "Orders the turn's events; Last-Event-ID."},
+        "event": {
+            "type": "string",
+            "enum": [
+                "turn_started",
+                "routing",
+                "step_started",
+                "step_delta",
+                "step_completed",
+                "turn_completed",
+                "turn_failed",
+            ],
+        },
+        "data": {"type": "string"},
+    },
+    "required": ["id", "event", "data"],
+}
 
 # Turns running detached from their requests; referenced so that they are never collected.
 _running: set[asyncio.Task] = set()
@@ -110,15 +135,23 @@ class _AsyncTurnView:
         self.headers = self.default_response_headers  # type: ignore[attr-defined]
         try:
             method = request.method.lower()
-            handler = getattr(self, method, None) if method in self.http_method_names else None  # type: ignore[attr-defined]
+            handler = None
+            if method in self.http_method_names:  # type: ignore[attr-defined]
+                handler = getattr(self, method, None)
             if handler is None:
-                await database(self.initial)(request, *args, **kwargs)  # type: ignore[attr-defined]
-                self.http_method_not_allowed(request)  # type: ignore[attr-defined]
-            response = await handler(request, *args, **kwargs)
+                handler = self.http_method_not_allowed  # type: ignore[attr-defined]
+            if iscoroutinefunction(handler):
+                response = await handler(request, *args, **kwargs)
+            else:  # OPTIONS, a 405: DRF's own, in one section with the checks
+                response = await database(self._sync_handler)(handler, request, *args, **kwargs)
         except Exception as exc:
             response = self.handle_exception(exc)  # type: ignore[attr-defined]
         self.response = self.finalize_response(request, response, *args, **kwargs)  # type: ignore[attr-defined]
         return self.response
+
+    def _sync_handler(self, handler, request, *args, **kwargs):
+        self.initial(request, *args, **kwargs)  # type: ignore[attr-defined]
+        return handler(request, *args, **kwargs)
 
     def finalize_response(self, request, response, *args, **kwargs):
         # A refusal of a streamed request is a plain JSON answer, not an event stream.
@@ -130,11 +163,21 @@ class _AsyncTurnView:
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
-class SessionTurnsView(_AsyncTurnView, AsyncGenericAPIView):
-    """`GET sessions/{id}/turns` lists turns; `POST` runs one."""
+class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIView):
+    """`GET sessions/{id}/turns` lists turns; `POST` runs one (throttled per user)."""
 
     serializer_class = TurnSerializer
     renderer_classes = [JSONRenderer, EventStreamRenderer]
+    throttle_classes = [TurnRateThrottle]
+
+    def get_serializer_class(self):
+        return TurnCreateSerializer if self.request.method == "POST" else TurnSerializer
+
+    def get_renderers(self):
+        # Only running a turn streams; the list is JSON.
+        if self.request is not None and self.request.method == "POST":
+            return super().get_renderers()
+        return [JSONRenderer()]
 
     def get_queryset(self):
         session = get_object_or_404(
@@ -147,25 +190,41 @@ class SessionTurnsView(_AsyncTurnView, AsyncGenericAPIView):
 
     def _list(self, request: Request) -> Response:
         self.initial(request)
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return self.list(request)
 
     @extend_schema(
         request=TurnCreateSerializer,
         responses={
-            201: OpenApiResponse(
-                TurnSerializer,
-                description="The whole turn; with `Accept: text/event-stream`, its events "
-                "(turn_started, routing, step_started, step_delta, step_completed, "
-                "turn_completed | turn_failed) as Server-Sent Events.",
-            )
+            (201, "application/json"): OpenApiResponse(TurnSerializer, description="The turn."),
+            (201, EVENT_STREAM): OpenApiResponse(
+                SSE_EVENT_SCHEMA,
+                description="With `Accept: text/event-stream`: the turn's events (turn_started, "
+                "routing, step_started, step_delta, step_completed, turn_completed | "
+                "turn_failed) as Server-Sent Events.",
+            ),
+            **refusals(
+                {
+                    402: "`credit_cap_exceeded`: the monthly credit cap is used up (turns in "
+                    "progress count with their worst case).",
+                    403: "`account_suspended`, or a cookie session without a CSRF token.",
+                    409: "Another turn of this session is running: "
+                    '`{"detail": "Turn creation conflicted with concurrent writes. '
+                    'Please retry."}`; or `idempotency_key_in_use`: the first request with '
+                    "this Idempotency-Key is still running.",
+                    422: "`no_valid_tagged_agents` (with `valid_agent_keys`), `no_room_agents`, "
+                    "`context_budget_exceeded`, `model_alias_disabled`, `unknown_model_alias`, "
+                    "`agent_unavailable`, or `idempotency_key_reused`: the key was used with "
+                    "another request.",
+                }
+            ),
         },
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                str,
+                {"type": "string", "pattern": "^[!-~]{1,255}$", "maxLength": 255},
                 OpenApiParameter.HEADER,
-                description="Retries with the same key and body replay the first answer.",
+                description="Retries with the same key and body replay the first answer "
+                "(kept 24 hours at least).",
             )
         ],
     )
@@ -273,15 +332,12 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
     renderer_classes = [EventStreamRenderer, JSONRenderer]
 
     @extend_schema(
-        responses={(200, EVENT_STREAM): OpenApiTypes.STR},
-        parameters=[
-            OpenApiParameter(
-                "Last-Event-ID",
-                int,
-                OpenApiParameter.HEADER,
-                description="Resume after this event.",
-            )
-        ],
+        responses={(200, EVENT_STREAM): OpenApiResponse(SSE_EVENT_SCHEMA)},
+        # Last-Event-ID is said here rather than as a header parameter: fuzzers treat any other
+        # header as invalid input to refuse, where HTTP has a server ignore what it does not know.
+        description="The turn's events as Server-Sent Events, replayed from the database on "
+        "any host and followed live while the turn runs. Send `Last-Event-ID: <id>` to resume "
+        "after an event (a delta seen in part resumes with the rest of its text).",
     )
     async def get(self, request: Request, pk):
         turn = await database(self._turn)(request, pk)

@@ -1,14 +1,18 @@
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from pantheon.fields import StrictCharField
 from rooms.models import Agent, Room
 from sessions_app.models import Message, Session, SessionSummary, Turn
-from usage.serializers import UsageTotalsSerializer
+from usage.serializers import ModelAliasField, UsageTotalsSerializer
 
 
 class SessionSerializer(serializers.ModelSerializer):
-    room_id = serializers.UUIDField(read_only=True)
-    agent_id = serializers.UUIDField(read_only=True)
+    # A direct session has no room; a room session no agent (nor a direct one whose agent
+    # was deleted).
+    room_id = serializers.UUIDField(read_only=True, allow_null=True)
+    agent_id = serializers.UUIDField(read_only=True, allow_null=True)
     kind = serializers.SerializerMethodField()
 
     class Meta:
@@ -61,7 +65,7 @@ class SessionFilterSerializer(serializers.Serializer):
 
 
 class SessionCreateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
 
 
 # What a message says inside its turn's body; the timeline adds which turn and when.
@@ -88,18 +92,8 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class TurnCreateSerializer(serializers.Serializer):
-    message = serializers.CharField(max_length=20_000, trim_whitespace=True)
-    model_alias_override = serializers.CharField(
-        max_length=64, required=False, allow_blank=True, default=""
-    )
-
-    def to_internal_value(self, data):
-        # CharField would quietly turn 42 or True into "42"/"True"; a message must be a string.
-        if isinstance(data, dict) and "message" in data and not isinstance(data["message"], str):
-            raise serializers.ValidationError(
-                {"message": ["Must be a string."]}, code="invalid_type"
-            )
-        return super().to_internal_value(data)
+    message = StrictCharField(max_length=settings.PANTHEON_MAX_MESSAGE_CHARS, trim_whitespace=True)
+    model_alias_override = ModelAliasField(required=False, allow_blank=True, default="")
 
 
 class TurnMessageSerializer(serializers.ModelSerializer):

@@ -63,7 +63,7 @@ from orchestration.types import (
     LlmResult,
     Role,
 )
-from pantheon import exceptions
+from pantheon import exceptions, logging_context
 from pantheon.db import database
 from pantheon.llm import alias_config, get_gateway
 from rooms.models import Room, RoomMode
@@ -195,10 +195,15 @@ async def turn_run(
 ) -> TurnOutcome:
     """Run one turn. `session` comes from `selectors.session_for_turn`: it carries the claim
     state (latest turn, end of the timeline, latest summary)."""
-    plan = await database(turn_prepare)(
-        session=session, user=user, user_input=message, model_alias_override=model_alias_override
-    )
-    return await TurnRunner(plan, gateway).run(listener)
+    # The turn's ids are bound to log lines for the turn only, whoever calls.
+    with logging_context.request_scope(**logging_context.current()):
+        plan = await database(turn_prepare)(
+            session=session,
+            user=user,
+            user_input=message,
+            model_alias_override=model_alias_override,
+        )
+        return await TurnRunner(plan, gateway).run(listener)
 
 
 # --- 1. prepare ---------------------------------------------------------------------------------
@@ -475,6 +480,8 @@ class TurnRunner:
         except IntegrityError as exc:
             # Another request claimed the same turn_index, or a running turn, first.
             raise exceptions.TurnConflict() from exc
+        # From here on every log line of the turn says which it is (joins the ledger's turn_id).
+        logging_context.bind(session_id=self.plan.session.pk, turn_id=self._turn.pk)
 
     def _recent_history(self) -> list[HistoryMessage]:
         """The newest raw messages after the latest summary (bounded), oldest first."""

@@ -7,7 +7,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from usage import selectors
-from usage.serializers import ModelAliasSerializer, UsageQuerySerializer, UsageSerializer
+from usage.serializers import (
+    DAY_OR_MOMENT_PATTERN,
+    ModelAliasSerializer,
+    UsageQuerySerializer,
+    UsageSerializer,
+)
 
 
 class ModelListView(generics.ListAPIView):
@@ -26,8 +31,18 @@ class UsageView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("from", str, description="ISO date or datetime (UTC)"),
-            OpenApiParameter("to", str, description="ISO date (included) or datetime"),
+            OpenApiParameter(
+                "from",
+                {"type": "string", "pattern": DAY_OR_MOMENT_PATTERN},
+                description="ISO date or datetime (naive means UTC), 1970 to 9998. "
+                "Default: the start of the month of `to`, or of this month.",
+            ),
+            OpenApiParameter(
+                "to",
+                {"type": "string", "pattern": DAY_OR_MOMENT_PATTERN},
+                description="ISO date (that whole day included) or datetime (excluded), after "
+                "`from`. Default: the end of the month of `from`.",
+            ),
         ],
         responses=UsageSerializer,
     )

@@ -1,11 +1,15 @@
+import re
 from datetime import UTC, date, datetime, time, timedelta
 
+from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
+from pantheon.fields import StrictCharField
 from usage.models import USAGE_TOTAL_FIELDS, DailyUsageRollup, ModelAlias
-from usage.selectors import month_start, next_month_start
+from usage.selectors import model_aliases_enabled, month_start, next_month_start
 
 
 class ModelAliasSerializer(serializers.ModelSerializer):
@@ -15,25 +19,79 @@ class ModelAliasSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DayOrMomentField(serializers.Field):
-    """An ISO date (the whole UTC day) or an ISO datetime (naive means UTC).
+# What `from` and `to` look like: an ISO date (2026-11-01 or 20261101), or a date and time
+# with an optional offset.
+# Anything else is a 400. The schema publishes the same pattern, empty allowed (`?from=` means
+# the default, as HTML forms send it).
+_DAY_OR_MOMENT_SHAPE = (
+    r"[0-9]{8}|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?"
+)
+DAY_OR_MOMENT_PATTERN = f"^({_DAY_OR_MOMENT_SHAPE})?$"
+_DAY_OR_MOMENT = re.compile(_DAY_OR_MOMENT_SHAPE)
 
-    Parses to `(moment, whole_day)`: a bare date as an upper bound includes its whole day.
+# The moments a usage query may name: wider than any ledger, narrow enough that the month and
+# day arithmetic below never leaves Python's datetime range.
+EARLIEST_MOMENT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_MOMENT = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class ModelAliasField(StrictCharField):
+    """A model alias by name (what `GET models` lists). Which names are valid is data, not
+    code, so the schema reads them when it is made (ModelAliasFieldSchema)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", ModelAlias._meta.get_field("alias").max_length)
+        super().__init__(**kwargs)
+
+
+class ModelAliasFieldSchema(OpenApiSerializerFieldExtension):
+    """In a request body: one of the enabled aliases. In a response: any string, since an
+    alias an agent uses may be disabled later."""
+
+    target_class = "usage.serializers.ModelAliasField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = {"type": "string", "maxLength": self.target.max_length}
+        try:
+            aliases = list(model_aliases_enabled().values_list("alias", flat=True))
+        except DatabaseError:  # a schema made offline, before `migrate`
+            aliases = []
+        if direction == "request" and aliases:
+            schema["enum"] = ["", *aliases] if self.target.allow_blank else aliases
+            # One enum component per field name (ModelAliasEnum, ModelAliasOverrideEnum)
+            # rather than a warning that one choice set has two names.
+            schema["x-spec-enum-id"] = f"model-alias-{self.target.field_name}"
+            schema["description"] = "An enabled model alias (`GET models`)."
+        return schema
+
+
+class DayOrMomentField(serializers.Field):
+    """An ISO date (the whole UTC day) or an ISO datetime (naive means UTC), from 1970 to 9998.
+
+    Parses to `(moment, whole_day)`, the moment in UTC (PostgreSQL refuses offsets past
+    ±15:59, Python allows ±23:59): a bare date as an upper bound includes its whole day.
     """
 
     default_error_messages = {
-        "invalid": "Use an ISO date (2026-11-01) or an ISO datetime (2026-11-01T12:00:00Z)."
+        "invalid": "Use an ISO date (2026-11-01) or an ISO datetime (2026-11-01T12:00:00Z).",
+        "out_of_range": "Use a moment from 1970-01-01 up to the end of 9998 (UTC).",
     }
 
     def to_internal_value(self, data):
-        if not isinstance(data, str):
+        if not isinstance(data, str) or not _DAY_OR_MOMENT.fullmatch(data):
             self.fail("invalid")
+        whole_day = False
         try:
-            day = date.fromisoformat(data)
+            moment = datetime.combine(date.fromisoformat(data), time.min, tzinfo=UTC)
+            whole_day = True
         except ValueError:
-            pass
-        else:
-            return datetime.combine(day, time.min, tzinfo=UTC), True
+            moment = self._parse_moment(data)
+        if not EARLIEST_MOMENT <= moment < LATEST_MOMENT:
+            self.fail("out_of_range")
+        return moment, whole_day
+
+    def _parse_moment(self, data: str) -> datetime:
         try:
             moment = parse_datetime(data)
         except ValueError:
@@ -41,8 +99,11 @@ class DayOrMomentField(serializers.Field):
         if moment is None:
             self.fail("invalid")
         if timezone.is_naive(moment):
-            moment = moment.replace(tzinfo=UTC)
-        return moment, False
+            return moment.replace(tzinfo=UTC)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            self.fail("out_of_range")
 
     def to_representation(self, value):
         return value

@@ -30,5 +30,5 @@ def test_the_stock_security_middleware_or_a_subclass_is_required(settings):
     ]
 
     warnings = check_security_middleware()
-    assert [warning.id for warning in warnings] == ["pantheon.W002", "pantheon.W002"]
+    assert [warning.id for warning in warnings] == ["pantheon.W003", "pantheon.W003"]
     assert "XFrameOptionsMiddleware" in warnings[0].msg + warnings[1].msg

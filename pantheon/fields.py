@@ -1,0 +1,45 @@
+"""Serializer fields that accept exactly what the schema says they accept.
+
+DRF's CharField turns `0` or `true` into `"0"`/`"True"`; the schema says `type: string`, so a
+client (or schemathesis) sending a number would see the server accept what the schema calls
+invalid. `ModelSerializer` here maps model text columns to `StrictCharField`.
+"""
+
+from django.db import models
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+
+class StrictCharField(serializers.CharField):
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+    }
+
+
+MAX_LIST_ITEMS = 50
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "format": "uuid"},
+        "maxItems": MAX_LIST_ITEMS,
+        "uniqueItems": True,
+    }
+)
+class UUIDSetField(serializers.ListField):
+    """Ids, each once (the service says which one repeats)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(child=serializers.UUIDField(), max_length=MAX_LIST_ITEMS, **kwargs)

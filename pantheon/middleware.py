@@ -1,0 +1,162 @@
+"""Request middleware: an id and a log line for every request, and the API's front door.
+
+`RequestIdMiddleware` comes first: every response, errors from later middleware included, carries
+`X-Request-ID`, and every log line written while the request runs carries the id (see
+`pantheon.logging_context`). `ApiGuardMiddleware` refuses, for `/api/` paths, what DRF never
+gets to see: a body over the size limit (413), query parameters holding a NUL or a lone
+surrogate, or given twice (400), all as JSON.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.http import JsonResponse
+
+from pantheon import logging_context
+from pantheon.exceptions import (
+    InvalidCharacters,
+    PantheonError,
+    RepeatedParameter,
+    RequestTooLarge,
+    has_unrenderable,
+)
+
+logger = logging.getLogger("pantheon.request")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# What a proxy's request id looks like (a UUID, a hex or base64 token, `host:counter`...).
+# Anything else is replaced, so a client cannot inject text into log lines or headers.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+def request_id_of(request) -> str | None:
+    return getattr(request, "request_id", None)
+
+
+def error_response(error: PantheonError) -> JsonResponse:
+    return JsonResponse(error.as_body(), status=error.status_code)
+
+
+class _SyncAndAsync:
+    """A middleware that runs natively in both stacks: under ASGI a sync-only middleware would
+    make Django run everything after it, the turn views included, in a thread held for the
+    request's whole life."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+
+class RequestIdMiddleware(_SyncAndAsync):
+    def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        request_id = self._request_id(request)
+        started = time.monotonic()
+        with logging_context.request_scope(request_id=request_id):
+            response = self.get_response(request)
+            return self._finish(request, response, request_id, started)
+
+    async def __acall__(self, request):
+        request_id = self._request_id(request)
+        started = time.monotonic()
+        with logging_context.request_scope(request_id=request_id):
+            response = await self.get_response(request)
+            return self._finish(request, response, request_id, started)
+
+    def _request_id(self, request) -> str:
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        request.request_id = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        return request.request_id
+
+    def _finish(self, request, response, request_id: str, started: float):
+        response[REQUEST_ID_HEADER] = request_id
+        self._log(request, response, started)
+        if response.streaming:
+            # A streamed body runs after this scope ends; give its log lines the same ids.
+            ids = dict(logging_context.current())
+            wrap = _in_scope_async if response.is_async else _in_scope
+            response.streaming_content = wrap(response.streaming_content, ids)
+        return response
+
+    def _log(self, request, response, started: float) -> None:
+        status = response.status_code
+        level = logging.INFO
+        if status >= 400:
+            level = logging.ERROR if status >= 500 else logging.WARNING
+        logger.log(
+            level,
+            "%s %s %s",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status_code": status,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        # This line replaces Django's own "Not Found: ..." line, which it writes after the
+        # middleware has returned and so without the request's ids.
+        response._has_been_logged = True
+
+
+def _in_scope(chunks, ids: dict):
+    with logging_context.request_scope(**ids):
+        yield from chunks
+
+
+async def _in_scope_async(chunks, ids: dict):
+    with logging_context.request_scope(**ids):
+        async for chunk in chunks:
+            yield chunk
+
+
+class ApiGuardMiddleware(_SyncAndAsync):
+    def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        refusal = self._check(request)
+        return error_response(refusal) if refusal else self.get_response(request)
+
+    async def __acall__(self, request):
+        refusal = self._check(request)
+        return error_response(refusal) if refusal else await self.get_response(request)
+
+    def _check(self, request) -> PantheonError | None:
+        return self._refusal(request) if is_api_path(request.path_info) else None
+
+    def _refusal(self, request) -> PantheonError | None:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0  # Django reads such a body as empty
+        if limit is not None and length > limit:
+            return RequestTooLarge(
+                f"The request body is larger than this server accepts ({limit} bytes)."
+            )
+        for key, values in request.GET.lists():
+            if has_unrenderable(key) or any(has_unrenderable(value) for value in values):
+                return InvalidCharacters(
+                    "A query parameter holds a NUL character or a lone UTF-16 surrogate."
+                )
+            if len(values) > 1:
+                # Every parameter of this API takes one value; which of several would count
+                # (Django reads the last) is not something a client should have to guess.
+                return RepeatedParameter(f"The query parameter {key!r} is given more than once.")
+        return None

@@ -1,0 +1,171 @@
+"""The OpenAPI schema says what can go wrong, for every operation, new ones included.
+
+`AutoSchema` (DEFAULT_SCHEMA_CLASS) adds to each operation the error answers the project's
+machinery gives whatever the view: 400 (bad fields, bad JSON, NUL or lone surrogates anywhere),
+401 where a login is needed, 403 for cookie sessions without a CSRF token, 404 where the path
+names an object or the list is paginated, 413 and 415 where a body is read, 429 where a throttle
+applies. A view declares its own domain refusals with `refusals(...)` in `extend_schema`
+(the turn: 402, 403, 409, 422); a status it declares wins over the generic one. Every response
+documents `X-Request-ID`, a 429 also `Retry-After`.
+"""
+
+from drf_spectacular import openapi
+from drf_spectacular.authentication import SessionScheme
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+
+from pantheon.middleware import REQUEST_ID_HEADER
+
+_CODED_DETAIL = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "description": "Machine-readable, e.g. `throttled`."},
+        "message": {"type": "string"},
+    },
+    "required": ["code", "message"],
+}
+
+
+class ErrorMessageSerializer(serializers.Serializer):
+    """DRF's own errors: `{"detail": "Not found."}`."""
+
+    detail = serializers.CharField()
+
+    class Meta:
+        ref_name = "ErrorMessage"
+
+
+class CodedErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable, e.g. `credit_cap_exceeded`.")
+    message = serializers.CharField()
+
+    class Meta:
+        ref_name = "CodedErrorDetail"
+
+
+class CodedErrorSerializer(serializers.Serializer):
+    """A refusal with a code: `{"detail": {"code": ..., "message": ...}}`."""
+
+    detail = CodedErrorDetailSerializer()
+
+    class Meta:
+        ref_name = "CodedError"
+
+
+_ERROR_DETAIL_SCHEMA = {"anyOf": [{"type": "string"}, _CODED_DETAIL]}
+
+
+@extend_schema_field(_ERROR_DETAIL_SCHEMA)
+class ErrorDetailField(serializers.JSONField):
+    """A message string or `{"code", "message"}`."""
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Either form of `detail`: DRF's message or a coded refusal."""
+
+    detail = ErrorDetailField()
+
+    class Meta:
+        ref_name = "Error"
+
+
+# Field errors: `{"field": ["message", ...]}`; a list field's items as `{"0": [...]}`.
+FIELD_ERRORS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {
+        "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "object"}]
+    },
+}
+
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+_UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+DESCRIPTIONS = {
+    400: "Invalid input: field errors (`{field: [messages]}`), malformed or too deeply nested "
+    "JSON, a NUL character or lone surrogate in the body or the query string, or a query "
+    "parameter given twice.",
+    401: "Missing or invalid credentials.",
+    403: "Forbidden (a cookie session without a valid CSRF token).",
+    404: "Not found, or not yours (never 403, so ids leak nothing); also an unknown page or "
+    "cursor of a list.",
+    413: "`request_too_large`: the body is over the server's size limit.",
+    415: "Unsupported media type: send `application/json`.",
+    429: "`throttled`: too many requests; retry after `Retry-After` seconds.",
+}
+
+
+# Statuses whose body is always a coded refusal; the others may also be DRF's plain message.
+CODED_STATUSES = {402, 413, 422, 429}
+
+
+def refusals(refusals_by_status: dict[int, str]) -> dict[int, OpenApiResponse]:
+    """Responses for a view's own refusals, `{status: description}`, for `extend_schema`."""
+    return {
+        status: OpenApiResponse(
+            response=CodedErrorSerializer if status in CODED_STATUSES else ErrorSerializer,
+            description=description,
+        )
+        for status, description in refusals_by_status.items()
+    }
+
+
+class AutoSchema(openapi.AutoSchema):
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        for status, serializer in self._error_serializers().items():
+            code = str(status)
+            if code not in responses:
+                response = OpenApiResponse(response=serializer, description=DESCRIPTIONS[status])
+                responses[code] = self._get_response_for_code(response, code, direction=direction)
+        for code, response in responses.items():
+            # A bodiless answer (DELETE's 204) is not built by _get_response_for_code.
+            response.setdefault("headers", self._get_response_headers_for_code(code, direction))
+        return dict(sorted(responses.items()))
+
+    def _error_serializers(self) -> dict:
+        errors = {400: self._bad_request_schema()}
+        needs_login = not all(isinstance(p, AllowAny) for p in self.view.get_permissions())
+        if needs_login:
+            errors[401] = ErrorMessageSerializer
+            if self.method in _UNSAFE_METHODS:
+                errors[403] = ErrorMessageSerializer
+        paginated = self.method == "GET" and self._get_paginator() is not None
+        if "{" in self.path or (paginated and self._is_list_view()):
+            errors[404] = ErrorMessageSerializer
+        if self.method in _BODY_METHODS:
+            errors[413] = CodedErrorSerializer
+            errors[415] = ErrorMessageSerializer
+        if any(_throttles(throttle, self.method) for throttle in self.view.get_throttles()):
+            errors[429] = CodedErrorSerializer
+        return errors
+
+    def _bad_request_schema(self) -> dict:
+        error = self.resolve_serializer(ErrorSerializer, "response")
+        return {"anyOf": [error.ref, FIELD_ERRORS_SCHEMA]}
+
+    def _get_response_headers_for_code(self, status_code, direction="response"):
+        headers = super()._get_response_headers_for_code(status_code, direction)
+        headers[REQUEST_ID_HEADER] = {
+            "schema": {"type": "string"},
+            "description": "The request's id, in every log line of the request.",
+            "required": True,
+        }
+        if str(status_code) == "429":
+            headers["Retry-After"] = {
+                "schema": {"type": "integer", "minimum": 1},
+                "description": "Seconds to wait before retrying.",
+                "required": True,
+            }
+        return headers
+
+
+def _throttles(throttle, method: str) -> bool:
+    applies = getattr(throttle, "applies_to", None)
+    return applies(method) if applies is not None else True
+
+
+class PantheonSessionScheme(SessionScheme):
+    """The admin's cookie session (pantheon.authentication.SessionAuthentication)."""
+
+    target_class = "pantheon.authentication.SessionAuthentication"

@@ -1,0 +1,137 @@
+"""Everything under /api/ answers JSON (404, 405, 413, 415, 500 included); elsewhere Django's
+HTML pages stay. A 500 names its request id and never shows a traceback."""
+
+import logging
+
+import pytest
+from rest_framework.test import APIClient
+
+from pantheon.error_views import server_error
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def api(owner) -> APIClient:
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(owner)
+    return client
+
+
+def assert_json(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/nope",
+        "/api/v1/agents/not-a-uuid",
+        "/api/v1/sessions/not-a-uuid/messages",
+        "/api/v1/rooms/12345/mode",
+        "/api/v2/agents",
+        "/api/",
+        "/api/v1/agents/",  # no trailing slashes in this API
+    ],
+)
+def test_unknown_api_paths_and_malformed_ids_are_json_404s(api, path):
+    assert assert_json(api.get(path), 404) == {"detail": "Not found."}
+
+
+def test_unknown_api_paths_are_json_404s_for_anonymous_callers_too():
+    assert assert_json(APIClient().post("/api/v1/nope", {}), 404) == {"detail": "Not found."}
+
+
+def test_paths_outside_the_api_keep_djangos_html_pages(api):
+    response = api.get("/nope")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("delete", "/usage"), ("put", "/agents"), ("post", "/models"), ("patch", "/health")],
+)
+def test_a_method_an_endpoint_does_not_take_is_a_json_405(api, method, path):
+    body = assert_json(getattr(api, method)(API + path), 405)
+
+    assert body["detail"] == f'Method "{method.upper()}" not allowed.'
+
+
+def test_put_on_a_room_is_a_405_whose_allow_header_offers_no_put(api, owner, make_room):
+    room = make_room(owner)
+
+    response = api.put(f"{API}/rooms/{room.id}", {"name": "Replaced"}, format="json")
+
+    assert_json(response, 405)
+    allowed = {method.strip() for method in response["Allow"].split(",")}
+    assert allowed == {"GET", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+
+
+def test_an_oversized_body_is_a_json_413_even_without_credentials(settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1_000
+
+    response = APIClient().post(
+        f"{API}/auth/token", '{"username": "' + "x" * 2_000 + '"}', content_type="application/json"
+    )
+
+    assert assert_json(response, 413)["detail"]["code"] == "request_too_large"
+
+
+def test_a_non_json_body_is_a_json_415(api):
+    response = api.post(f"{API}/rooms", "name=R", content_type="application/x-www-form-urlencoded")
+
+    assert assert_json(response, 415) == {
+        "detail": 'Unsupported media type "application/x-www-form-urlencoded" in request.'
+    }
+
+
+def test_an_unexpected_error_is_a_json_500_with_the_request_id_and_no_traceback(
+    api, monkeypatch, caplog
+):
+    def broken(**kwargs):
+        raise RuntimeError("the secret internals of the failure")
+
+    monkeypatch.setattr("usage.selectors.billing_profile_for", broken)
+
+    with caplog.at_level(logging.ERROR):
+        response = api.get(f"{API}/usage", HTTP_X_REQUEST_ID="req-500-test")
+
+    body = assert_json(response, 500)
+    assert body == {
+        "detail": {
+            "code": "server_error",
+            "message": "Something went wrong on our side. Quote the request id if you report it.",
+            "request_id": "req-500-test",
+        }
+    }
+    assert response["X-Request-ID"] == "req-500-test"
+    assert b"Traceback" not in response.content
+    assert b"secret internals" not in response.content
+    # The traceback is in the log, under the same id.
+    failure = next(r for r in caplog.records if r.name == "django.request" and r.exc_info)
+    assert failure.request_id == "req-500-test"
+    assert "secret internals" in str(failure.exc_info[1])
+
+
+def test_the_500_page_outside_the_api_stays_djangos_html(rf):
+    html = server_error(rf.get("/admin/"))
+    api_error = server_error(rf.get("/api/v1/usage"))
+
+    assert html.status_code == api_error.status_code == 500
+    assert html["Content-Type"].startswith("text/html")
+    assert api_error["Content-Type"] == "application/json"
+
+
+@pytest.mark.django_db
+def test_an_empty_format_is_an_unknown_format_not_the_default(owner_client):
+    response = owner_client.get("/api/v1/agents?format=")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/json")
+    assert "format" in response.json()["detail"]

@@ -1,0 +1,406 @@
+"""Hostile input: every case is a clear JSON 4xx, and nothing is written.
+
+The cases are those a hostile client tried (issue 10): deep JSON, out-of-range dates and
+offsets, lone surrogates and NULs in fields, query parameters and cursors, oversized bodies,
+wrong content types, and fields past their bounds.
+"""
+
+import base64
+import io
+import json
+
+import pytest
+from django.apps import apps
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from pantheon.exceptions import RequestTooLarge, api_exception_handler
+from pantheon.parsers import JSONParser
+from rooms.models import RoomMode
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/v1"
+
+
+def row_counts() -> dict[str, int]:
+    """Rows of every model the API can write (chat, ledger, tokens, users)."""
+    labels = ("rooms", "sessions_app", "usage", "authtoken", "auth")
+    return {
+        model._meta.label: model.objects.count()
+        for model in apps.get_models()
+        if model._meta.app_label in labels
+    }
+
+
+@pytest.fixture
+def world(owner, make_agent, make_room, make_session):
+    """An agent seated in a roundtable room with a session: every kind of object a hostile
+    request could aim at."""
+    agent = make_agent(owner, "ada")
+    room = make_room(owner, [agent], mode=RoomMode.ROUNDTABLE, goal="Plan the launch.")
+    session = make_session(owner, room=room)
+    return {"agent": agent, "room": room, "session": session}
+
+
+@pytest.fixture
+def api(owner) -> APIClient:
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(owner)
+    return client
+
+
+def nested(depth: int) -> str:
+    return '{"name": ' + "[" * depth + "]" * depth + "}"
+
+
+def assert_coded(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["detail"]["code"] == code
+
+
+# (method, path template, raw JSON body, expected status, expected code or field)
+BODY_CASES = [
+    ("post", "/agents", nested(1000), 400, "json_too_deep"),
+    ("post", "/agents", nested(40), 400, "json_too_deep"),
+    (
+        "post",
+        "/rooms",
+        '{"name": "R", "agent_ids": ' + "[" * 5000 + "]" * 5000 + "}",
+        400,
+        "json_too_deep",
+    ),
+    (
+        "post",
+        "/agents",
+        '{"agent_key": "bob", "name": "B\\ud800", "model_alias": "deepseek"}',
+        400,
+        "invalid_characters",
+    ),
+    (
+        "post",
+        "/agents",
+        '{"agent_key": "bob", "name": "B", "model_alias": "deepseek", "role_prompt": "x\\u0000y"}',
+        400,
+        "invalid_characters",
+    ),
+    (
+        "post",
+        "/agents",
+        '{"agent_key": "bob", "name": "B", "model_alias": "deepseek", '
+        '"tool_permissions": ["\\udfff"]}',
+        400,
+        "invalid_characters",
+    ),
+    (
+        "post",
+        "/agents",
+        '{"agent_key": "bob", "name": "B", "model_alias": "deepseek", "\\u0000": 1}',
+        400,
+        "invalid_characters",
+    ),
+    ("put", "/rooms/{room}/mode", '{"mode": "\\ud800"}', 400, "invalid_characters"),
+    ("put", "/rooms/{room}/mode", '{"mode": "x\\u0000"}', 400, "invalid_characters"),
+    ("put", "/rooms/{room}/agents", '{"agent_ids": ["\\ud83d"]}', 400, "invalid_characters"),
+    ("patch", "/rooms/{room}", '{"goal": "new \\u0000 goal"}', 400, "invalid_characters"),
+    ("patch", "/agents/{agent}", '{"role_prompt": "\\udc00"}', 400, "invalid_characters"),
+    ("post", "/rooms/{room}/sessions", '{"title": "\\u0000"}', 400, "invalid_characters"),
+    ("post", "/sessions/{session}/turns", '{"message": "hi \\ud800"}', 400, "invalid_characters"),
+    (
+        "post",
+        "/sessions/{session}/turns",
+        '{"message": "hi", "model_alias_override": "\\u0000"}',
+        400,
+        "invalid_characters",
+    ),
+    ("post", "/sessions/{session}/turns", nested(2000), 400, "json_too_deep"),
+    (
+        "post",
+        "/auth/token",
+        '{"username": "owner\\u0000", "password": "x"}',
+        400,
+        "invalid_characters",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code"), BODY_CASES)
+def test_hostile_bodies_are_refused_with_a_code_and_write_nothing(
+    api, world, fake_gateway, method, path, body, status, code
+):
+    url = API + path.format(**{name: obj.id for name, obj in world.items()})
+    room_before = world["room"].__class__.objects.values().get(pk=world["room"].pk)
+    before = row_counts()
+
+    response = getattr(api, method)(url, body, content_type="application/json")
+
+    assert_coded(response, status, code)
+    assert "\\ud" not in response.content.decode() and "\\u0000" not in response.content.decode()
+    assert row_counts() == before
+    assert world["room"].__class__.objects.values().get(pk=world["room"].pk) == room_before
+    assert fake_gateway.calls == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "\xed\xa0\x80"}',  # a surrogate in raw UTF-8: not UTF-8 at all
+        b'{"name": "\xff"}',
+        b'{"name": ',
+        b'{"name": NaN}',
+        b"[1, 2",
+    ],
+)
+def test_malformed_json_is_a_400_and_writes_nothing(api, world, body):
+    before = row_counts()
+
+    response = api.post(f"{API}/agents", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert isinstance(response.json()["detail"], str)
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "setting"),
+    [
+        ("/agents", "role_prompt", "PANTHEON_MAX_ROLE_PROMPT_CHARS"),
+        ("/rooms", "goal", "PANTHEON_MAX_ROOM_GOAL_CHARS"),
+        ("/agents/{agent}", "role_prompt", "PANTHEON_MAX_ROLE_PROMPT_CHARS"),
+        ("/rooms/{room}", "goal", "PANTHEON_MAX_ROOM_GOAL_CHARS"),
+        ("/sessions/{session}/turns", "message", "PANTHEON_MAX_MESSAGE_CHARS"),
+    ],
+)
+def test_text_that_reaches_a_prompt_is_bounded_by_its_setting(
+    api, world, fake_gateway, path, field, setting
+):
+    limit = getattr(settings, setting)
+    url = API + path.format(**{name: obj.id for name, obj in world.items()})
+    body = {"agent_key": "bob", "name": "Bob", "model_alias": "deepseek", field: "x" * (limit + 1)}
+    method = api.patch if "{" in path and "turns" not in path else api.post
+    if "turns" in path:
+        body = {field: "@ada " + "x" * limit}
+    before = row_counts()
+
+    response = method(url, body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert f"no more than {limit} characters" in response.json()[field][0]
+    assert row_counts() == before
+    assert fake_gateway.calls == []
+
+
+def test_a_role_prompt_at_its_bound_is_accepted(api, settings):
+    limit = settings.PANTHEON_MAX_ROLE_PROMPT_CHARS
+    body = {
+        "agent_key": "bob",
+        "name": "Bob",
+        "model_alias": "deepseek",
+        "role_prompt": "x" * limit,
+    }
+
+    response = api.post(f"{API}/agents", body, format="json")
+
+    assert response.status_code == 201
+    assert len(response.json()["role_prompt"]) == limit
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "length"),
+    [("/agents", "name", 101), ("/rooms", "name", 201), ("/rooms/{room}/sessions", "title", 201)],
+)
+def test_names_are_bounded_by_their_columns(api, world, path, field, length):
+    url = API + path.format(**{name: obj.id for name, obj in world.items()})
+    body = {"agent_key": "bob", "model_alias": "deepseek", "name": "Bob", field: "x" * length}
+    before = row_counts()
+
+    response = api.post(url, body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()
+    assert row_counts() == before
+
+
+def test_an_oversized_body_is_413_with_a_code_and_writes_nothing(api, world, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = json.dumps(
+        {"agent_key": "bob", "name": "Bob", "model_alias": "deepseek", "role_prompt": "x" * 20_000}
+    )
+    before = row_counts()
+
+    response = api.post(f"{API}/agents", body, content_type="application/json")
+
+    assert_coded(response, 413, "request_too_large")
+    assert row_counts() == before
+
+
+def test_an_oversized_body_at_the_default_limit_is_413(api, world):
+    body = "[" + ", ".join(["1"] * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 3 + 1)) + "]"
+
+    response = api.post(
+        f"{API}/sessions/{world['session'].id}/turns", body, content_type="application/json"
+    )
+
+    assert_coded(response, 413, "request_too_large")
+
+
+def test_the_parser_stops_reading_at_the_limit_whoever_calls_it(settings):
+    """Belt and braces behind the middleware's Content-Length check."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+
+    with pytest.raises(RequestTooLarge):
+        JSONParser().parse(io.BytesIO(b"[" + b"1," * 100 + b"1]"), "application/json", {})
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", "agent_key=bob&name=Bob&model_alias=deepseek"),
+        ("multipart/form-data; boundary=xyz", "--xyz--"),
+        ("text/plain", '{"agent_key": "bob"}'),
+        ("application/xml", "<agent/>"),
+    ],
+)
+def test_a_body_that_is_not_json_is_415_and_writes_nothing(api, world, content_type, body):
+    before = row_counts()
+
+    response = api.post(f"{API}/agents", body, content_type=content_type)
+
+    assert response.status_code == 415
+    assert "Unsupported media type" in response.json()["detail"]
+    assert row_counts() == before
+
+
+def test_auth_token_reads_json_only(owner):
+    response = APIClient().post(
+        f"{API}/auth/token",
+        "username=owner&password=owner-pass-123",
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert response.status_code == 415
+
+
+# --- query parameters and cursors ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=%00",
+        "to=2026-01-01%00",
+        "%00=1",
+        "from=2026-01-01&to=%00",
+    ],
+)
+def test_a_nul_in_a_query_parameter_is_400(api, world, query):
+    response = api.get(f"{API}/usage?{query}")
+
+    assert_coded(response, 400, "invalid_characters")
+
+
+@pytest.mark.parametrize(
+    "query", ["page=1&page=2", "page=false&page=true", "from=2026-01-01&from=2026-02-01"]
+)
+def test_a_query_parameter_given_twice_is_400(api, world, query):
+    path = "/usage" if "from" in query else "/agents"
+
+    response = api.get(f"{API}{path}?{query}")
+
+    assert_coded(response, 400, "repeated_parameter")
+
+
+@pytest.mark.parametrize("query", ["page=", "page=last", "page=0", "page=x"])
+def test_a_page_that_is_not_a_page_number_is_404(api, world, query):
+    response = api.get(f"{API}/agents?{query}")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid page."}
+
+
+@pytest.mark.parametrize("query", ["page_size=", "page_size=0", "page_size=-1", "page_size=x"])
+def test_a_page_size_that_is_not_a_positive_number_is_400(api, world, query):
+    response = api.get(f"{API}/agents?{query}")
+
+    assert response.status_code == 400
+    assert response.json() == {"page_size": ["Use a whole number from 1."]}
+
+
+def test_a_nul_in_a_cursor_is_400(api, world):
+    response = api.get(f"{API}/sessions/{world['session'].id}/messages?cursor=%00")
+
+    assert_coded(response, 400, "invalid_characters")
+
+
+@pytest.mark.parametrize(
+    "raw_cursor", [b"p=\x00&r=0", b"p=1\x00", b"p=abc", b"p=-1", b"p=99999999999999999999", b"o=x"]
+)
+def test_a_forged_cursor_is_404_invalid_cursor(api, world, raw_cursor):
+    cursor = base64.b64encode(raw_cursor).decode()
+
+    response = api.get(f"{API}/sessions/{world['session'].id}/messages", {"cursor": cursor})
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid cursor"}
+
+
+def test_a_garbage_cursor_is_404(api, world):
+    response = api.get(f"{API}/sessions/{world['session'].id}/messages?cursor=%ED%A0%80")
+
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("to=9999-12-31", "to"),
+        ("from=9999-12-31", "from"),
+        ("from=9999-12-31T23:59:59Z", "from"),
+        ("to=9998-12-31T23:59:59-23:59", "to"),
+        ("from=0001-01-01", "from"),
+        ("from=0001-01-01T00:00%2B01:00", "from"),
+        ("from=1969-12-31T23:59:59Z", "from"),
+        ("from=%ED%A0%80", "from"),  # a surrogate's UTF-8 bytes: decoded as U+FFFD
+    ],
+)
+def test_out_of_range_dates_are_400(api, world, query, field):
+    response = api.get(f"{API}/usage?{query}")
+
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+
+
+def test_an_offset_postgresql_cannot_store_is_read_in_utc(api, world):
+    """Python allows offsets up to ±23:59, PostgreSQL ±15:59: the range is converted first."""
+    response = api.get(f"{API}/usage?from=2026-01-01T00:00-23:59&to=2026-01-03")
+
+    assert response.status_code == 200
+    assert response.json()["from"] == "2026-01-01T23:59:00Z"
+    assert response.json()["to"] == "2026-01-04T00:00:00Z"
+
+
+def test_the_widest_accepted_range_answers(api, world):
+    response = api.get(f"{API}/usage?from=1970-01-01&to=9998-12-31")
+
+    assert response.status_code == 200
+    assert response.json()["to"] == "9999-01-01T00:00:00Z"
+
+
+# --- error bodies never echo what cannot be rendered -----------------------------------------
+
+
+def test_the_handler_replaces_unrenderable_characters_in_any_error():
+    from rest_framework.exceptions import ValidationError
+
+    response = api_exception_handler(
+        ValidationError({"mode": ['"\ud800\x00" is not a valid choice.'], "\udfff": ["x"]}),
+        {},
+    )
+
+    assert response.status_code == 400
+    rendered = json.dumps(response.data, ensure_ascii=False).encode("utf-8")
+    assert json.loads(rendered) == {
+        "mode": ['"\ufffd\ufffd" is not a valid choice.'],
+        "\ufffd": ["x"],
+    }

@@ -1,0 +1,228 @@
+"""Every request has an id, echoed in `X-Request-ID` and carried by every log line it writes,
+with the user (and session and turn, once bound); CORS answers only configured origins."""
+
+import json
+import logging
+import logging.config
+import re
+
+import pytest
+from django.http import StreamingHttpResponse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from pantheon import logging_context
+from pantheon.middleware import RequestIdMiddleware
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def token_client(owner) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
+    return client
+
+
+def access_line(caplog, path: str) -> logging.LogRecord:
+    return next(
+        r for r in caplog.records if r.name == "pantheon.request" and getattr(r, "path", "") == path
+    )
+
+
+# --- request ids ------------------------------------------------------------------------------
+
+
+def test_every_response_carries_a_fresh_request_id(anon_client):
+    first = anon_client.get(f"{API}/health")["X-Request-ID"]
+    second = anon_client.get(f"{API}/nope")["X-Request-ID"]
+
+    assert re.fullmatch(r"[0-9a-f]{32}", first)
+    assert re.fullmatch(r"[0-9a-f]{32}", second)
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    "offered", ["7f1c2a9e-51b4-4c7e-9a51-2b8f0c1d9e33", "lb-01:123456", "Root=1-5759e988-bd86"]
+)
+def test_a_sane_id_from_the_proxy_is_kept(anon_client, offered):
+    response = anon_client.get(f"{API}/health", HTTP_X_REQUEST_ID=offered)
+
+    assert response["X-Request-ID"] == offered
+
+
+@pytest.mark.parametrize(
+    "offered", ["", "has spaces", "x" * 129, "-leading-dash", 'quote"s', "line\\nbreak", "é"]
+)
+def test_an_id_that_does_not_look_sane_is_replaced(anon_client, offered):
+    response = anon_client.get(f"{API}/health", HTTP_X_REQUEST_ID=offered)
+
+    assert re.fullmatch(r"[0-9a-f]{32}", response["X-Request-ID"])
+
+
+def test_errors_from_the_front_door_carry_the_id_too(anon_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10
+
+    response = anon_client.post(
+        f"{API}/auth/token",
+        '{"username": "a long one"}',
+        content_type="application/json",
+        HTTP_X_REQUEST_ID="front-door",
+    )
+
+    assert response.status_code == 413
+    assert response["X-Request-ID"] == "front-door"
+
+
+# --- log lines ----------------------------------------------------------------------------------
+
+
+def test_the_requests_log_lines_carry_its_id_and_user(token_client, owner, caplog):
+    with caplog.at_level(logging.INFO):
+        response = token_client.get(f"{API}/agents", HTTP_X_REQUEST_ID="req-agents")
+
+    line = access_line(caplog, f"{API}/agents")
+    assert response.status_code == 200
+    assert line.request_id == "req-agents"
+    assert line.user_id == str(owner.pk)
+    assert line.status_code == 200
+    assert line.method == "GET"
+    assert line.duration_ms >= 0
+
+
+def test_a_4xx_is_logged_once_as_a_warning_with_the_id(anon_client, caplog):
+    with caplog.at_level(logging.INFO):
+        response = anon_client.get(f"{API}/agents", HTTP_X_REQUEST_ID="req-401")
+
+    assert response.status_code == 401
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.request_id) for r in lines] == [("pantheon.request", "req-401")]
+    assert lines[0].user_id is None
+
+
+def test_log_lines_outside_a_request_carry_no_stale_ids(token_client, caplog):
+    token_client.get(f"{API}/agents", HTTP_X_REQUEST_ID="req-earlier")
+
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("pantheon.test").info("after the request")
+
+    record = caplog.records[-1]
+    assert (record.request_id, record.user_id, record.session_id, record.turn_id) == (
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_bind_adds_session_and_turn_ids_for_the_rest_of_the_request_only(caplog):
+    logger = logging.getLogger("pantheon.test")
+    with caplog.at_level(logging.INFO):
+        with logging_context.request_scope(request_id="r1"):
+            logger.info("before")
+            logging_context.bind(session_id="s1", turn_id="t1")
+            logger.info("during")
+            logging_context.bind(turn_id=None)
+            logger.info("turn unbound")
+        logger.info("after")
+
+    ids = [(r.request_id, r.session_id, r.turn_id) for r in caplog.records[-4:]]
+    assert ids == [("r1", None, None), ("r1", "s1", "t1"), ("r1", "s1", None), (None, None, None)]
+
+
+def test_a_streamed_body_logs_with_its_requests_ids(rf, caplog):
+    def chunks():
+        logging.getLogger("pantheon.test").info("streaming")
+        yield b"data: 1\n\n"
+
+    middleware = RequestIdMiddleware(lambda request: StreamingHttpResponse(chunks()))
+    response = middleware(rf.get("/api/v1/turns/x/events", HTTP_X_REQUEST_ID="req-stream"))
+
+    with caplog.at_level(logging.INFO):
+        assert b"".join(response.streaming_content) == b"data: 1\n\n"
+
+    streamed = next(r for r in caplog.records if r.getMessage() == "streaming")
+    assert streamed.request_id == "req-stream"
+
+
+def test_production_logs_are_one_json_object_a_line(settings):
+    formatter = logging.config.DictConfigurator(settings.LOGGING).configure_custom(
+        dict(settings.LOGGING["formatters"]["json"])
+    )
+    with logging_context.request_scope(request_id="r9", user_id=7):
+        logging_context.bind(session_id="s9", turn_id="t9")
+        record = logging.getLogger("pantheon.test").makeRecord(
+            "pantheon.test",
+            logging.WARNING,
+            __file__,
+            1,
+            "turn %s done",
+            ("t9",),
+            None,
+            extra={"status_code": 201},
+        )
+
+    line = formatter.format(record)
+
+    assert "\n" not in line
+    assert json.loads(line) | {"time": None} == {
+        "time": None,
+        "level": "WARNING",
+        "logger": "pantheon.test",
+        "message": "turn t9 done",
+        "request_id": "r9",
+        "user_id": "7",
+        "session_id": "s9",
+        "turn_id": "t9",
+        "status_code": 201,
+    }
+
+
+def test_logs_are_json_unless_debug(settings):
+    assert settings.LOG_FORMAT == "json"
+    assert settings.LOGGING["handlers"]["console"]["formatter"] == "json"
+
+
+# --- CORS --------------------------------------------------------------------------------------
+
+
+def preflight(client: APIClient, origin: str):
+    return client.options(
+        f"{API}/agents",
+        HTTP_ORIGIN=origin,
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type, idempotency-key",
+    )
+
+
+def test_no_origin_is_allowed_by_default(anon_client, settings):
+    assert settings.CORS_ALLOWED_ORIGINS == []
+
+    response = preflight(anon_client, "https://app.example.com")
+
+    assert "Access-Control-Allow-Origin" not in response
+
+
+def test_a_configured_origin_is_allowed_and_sees_the_request_id(anon_client, settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+
+    allowed = preflight(anon_client, "https://app.example.com")
+    other = preflight(anon_client, "https://evil.example.net")
+    simple = anon_client.get(f"{API}/health", HTTP_ORIGIN="https://app.example.com")
+
+    assert allowed.status_code == 200
+    assert allowed["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "idempotency-key" in allowed["Access-Control-Allow-Headers"]
+    assert "Access-Control-Allow-Origin" not in other
+    assert simple["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "X-Request-ID" in simple["Access-Control-Expose-Headers"]
+
+
+def test_cors_covers_only_the_api(anon_client, settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+
+    response = anon_client.get("/admin/login/", HTTP_ORIGIN="https://app.example.com")
+
+    assert "Access-Control-Allow-Origin" not in response

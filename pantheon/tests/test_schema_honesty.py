@@ -1,0 +1,174 @@
+"""The OpenAPI schema says what the API does: every operation's error answers, nullable fields,
+bodies that offer only what is accepted, and OPTIONS agreeing with it all."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from rooms.models import RoomMode
+from usage.models import ModelAlias
+
+pytestmark = pytest.mark.django_db
+
+WRITING = {"post", "put", "patch"}
+
+
+@pytest.fixture
+def schema() -> dict:
+    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def operations(schema: dict):
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            if path.startswith("/api/v1/"):
+                yield path, method, operation
+
+
+def component(schema: dict, ref_or_schema: dict) -> dict:
+    ref = ref_or_schema.get("$ref", "")
+    return schema["components"]["schemas"][ref.rsplit("/", 1)[-1]] if ref else ref_or_schema
+
+
+def request_body(schema: dict, operation: dict) -> dict:
+    return component(schema, operation["requestBody"]["content"]["application/json"]["schema"])
+
+
+def test_every_operation_documents_its_error_answers(schema):
+    for path, method, operation in operations(schema):
+        statuses = set(operation["responses"])
+        label = f"{method.upper()} {path}"
+        assert "400" in statuses, label
+        public = path in ("/api/v1/health", "/api/v1/auth/token")
+        assert ("401" in statuses) is not public, label
+        assert ("404" in statuses) is ("{" in path or "page" in str(operation.get("parameters"))), (
+            label
+        )
+        assert ({"413", "415"} <= statuses) is (method in WRITING), label
+        for status, response in operation["responses"].items():
+            assert "X-Request-ID" in response["headers"], f"{label} {status}"
+            if status >= "400":
+                assert response["content"]["application/json"]["schema"], f"{label} {status}"
+
+
+def test_throttled_operations_document_429_with_retry_after(schema):
+    throttled = {
+        f"{method.upper()} {path}"
+        for path, method, operation in operations(schema)
+        if "429" in operation["responses"]
+    }
+
+    assert throttled == {"POST /api/v1/auth/token", "POST /api/v1/sessions/{session_id}/turns"}
+    turn = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]["responses"]["429"]
+    assert turn["headers"]["Retry-After"]["required"] is True
+
+
+def test_the_turn_documents_its_domain_refusals(schema):
+    responses = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]["responses"]
+
+    assert {"201", "400", "401", "402", "403", "404", "409", "413", "415", "422", "429"} <= set(
+        responses
+    )
+    coded = "#/components/schemas/CodedError"
+    assert responses["402"]["content"]["application/json"]["schema"]["$ref"] == coded
+    assert responses["422"]["content"]["application/json"]["schema"]["$ref"] == coded
+    assert "credit_cap_exceeded" in responses["402"]["description"]
+    assert "no_valid_tagged_agents" in responses["422"]["description"]
+
+
+def test_error_bodies_are_described(schema):
+    schemas = schema["components"]["schemas"]
+
+    assert schemas["ErrorMessage"]["required"] == ["detail"]
+    assert schemas["CodedError"]["properties"]["detail"]["$ref"].endswith("/CodedErrorDetail")
+    assert schemas["CodedErrorDetail"]["required"] == ["code", "message"]
+    detail = schemas["Error"]["properties"]["detail"]
+    assert detail["anyOf"][0] == {"type": "string"}
+
+
+def test_a_sessions_room_and_agent_are_nullable(schema):
+    properties = schema["components"]["schemas"]["Session"]["properties"]
+
+    assert properties["room_id"]["nullable"] is True
+    assert properties["agent_id"]["nullable"] is True
+
+
+def test_patch_rooms_offers_only_name_and_goal(schema):
+    operation = schema["paths"]["/api/v1/rooms/{id}"]["patch"]
+
+    assert set(request_body(schema, operation)["properties"]) == {"name", "goal"}
+    assert "put" not in schema["paths"]["/api/v1/rooms/{id}"]
+
+
+def test_request_bodies_name_the_enabled_model_aliases(schema):
+    enabled = sorted(ModelAlias.objects.filter(enabled=True).values_list("alias", flat=True))
+    schemas = schema["components"]["schemas"]
+    agent = schemas["AgentRequest"]["properties"]["model_alias"]
+    override = schemas["TurnCreateRequest"]["properties"]["model_alias_override"]
+    answer = schemas["Agent"]["properties"]["model_alias"]
+
+    assert component(schema, agent["allOf"][0])["enum"] == enabled
+    assert [component(schema, choice)["enum"] for choice in override["oneOf"]] == [enabled, [""]]
+    assert answer == {"type": "string", "maxLength": 64}  # an alias may be disabled later
+
+
+def test_text_bounds_are_published(schema, settings):
+    schemas = schema["components"]["schemas"]
+
+    assert (
+        schemas["AgentRequest"]["properties"]["role_prompt"]["maxLength"]
+        == settings.PANTHEON_MAX_ROLE_PROMPT_CHARS
+    )
+    assert (
+        schemas["RoomRequest"]["properties"]["goal"]["maxLength"]
+        == settings.PANTHEON_MAX_ROOM_GOAL_CHARS
+    )
+    assert (
+        schemas["TurnCreateRequest"]["properties"]["message"]["maxLength"]
+        == settings.PANTHEON_MAX_MESSAGE_CHARS
+    )
+    assert schemas["RoomRequest"]["properties"]["agent_ids"]["uniqueItems"] is True
+
+
+# --- OPTIONS agrees with the schema ------------------------------------------------------------
+
+
+@pytest.fixture
+def live_paths(owner, make_agent, make_room, make_session):
+    """Every path of the schema with real ids of the caller's objects."""
+    agent = make_agent(owner, "ada")
+    room = make_room(owner, [agent], mode=RoomMode.ROUNDTABLE)
+    session = make_session(owner, room=room)
+    from sessions_app.models import Turn
+
+    turn = Turn.objects.create(session=session, turn_index=1, mode="roundtable", user_input="x")
+    return {"agents": agent.id, "rooms": room.id, "sessions": session.id, "turns": turn.id}
+
+
+def concrete(path: str, ids: dict) -> str:
+    """`/api/v1/rooms/{room_id}/sessions` → `/api/v1/rooms/<the room's id>/sessions`."""
+    parts = path.split("/")
+    for index, part in enumerate(parts):
+        if part.startswith("{"):
+            parts[index] = str(ids[parts[index - 1]])
+    return "/".join(parts)
+
+
+def test_options_agrees_with_the_schema(schema, owner_client, live_paths):
+    for path, methods in schema["paths"].items():
+        if not path.startswith("/api/v1/"):
+            continue
+        url = concrete(path, live_paths)
+        response = owner_client.options(url)
+        assert response.status_code == 200, url
+
+        documented = {method.upper() for method in methods}
+        allowed = {m.strip() for m in response["Allow"].split(",")} - {"HEAD", "OPTIONS"}
+        assert allowed == documented, path
+
+        actions = response.json().get("actions", {})
+        for method in documented & {"POST", "PUT", "PATCH"}:
+            body = request_body(schema, methods[method.lower()])
+            writable = {name for name, info in actions[method].items() if not info["read_only"]}
+            assert writable == set(body["properties"]), f"{method} {path}"
