@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
 from pantheon.testing.servers import AppServer, free_port  # noqa: E402
 
 GOALS = {"overlap": 1.5, "burst": 2.0, "connections": 32, "first_turn_s": 1.0, "cpu_ms": 9.0}
@@ -53,35 +54,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # --- set-up ---------------------------------------------------------------------------------
-
-
-def recreate_database(url: str, *, drop_only: bool = False) -> None:
-    import environ
-    import psycopg
-
-    config = environ.Env.db_url_config(url)
-    if not config["NAME"].endswith("_bench"):
-        raise SystemExit(f"refusing to drop {config['NAME']!r}: a scratch name ends in _bench")
-    with psycopg.connect(
-        host=config["HOST"] or "127.0.0.1",
-        port=config["PORT"] or 5432,
-        user=config["USER"] or "postgres",
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{config["NAME"]}"')
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ["DB_POOL_MAX_SIZE"] = "0"  # the benchmark's own connection, outside the pool
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
 
 
 def seed(stub_url: str, sessions: int) -> dict:

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
 from pantheon.testing.servers import AppServer  # noqa: E402
 
 TARGETS = {
@@ -49,35 +50,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="server workers (WEB_CONCURRENCY)")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the scratch database")
     return parser.parse_args()
-
-
-def recreate_database(url: str, *, drop_only: bool = False) -> None:
-    import environ
-    import psycopg
-
-    config = environ.Env.db_url_config(url)
-    if not config["NAME"].endswith("_bench"):
-        raise SystemExit(f"refusing to drop {config['NAME']!r}: a scratch name ends in _bench")
-    with psycopg.connect(
-        host=config["HOST"] or "127.0.0.1",
-        port=config["PORT"] or 5432,
-        user=config["USER"] or "postgres",
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{config["NAME"]}"')
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ["PANTHEON_LLM_BACKEND"] = "demo"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
 
 
 def seed(samples: int) -> dict:

@@ -21,16 +21,9 @@ from django.db.models.functions import TruncDate
 
 from sessions_app.models import Turn
 from usage.models import DailyUsageRollup, LlmCallEvent
-from usage.rollups import day_start, today
+from usage.rollups import ROLLUP_VALUE_COLUMNS, day_start, today
 
-FIGURES = (
-    "llm_calls",
-    "input_tokens",
-    "output_tokens",
-    "credits",
-    "provider_cost_usd",
-    "unpriced_calls",
-)
+FIGURES = ROLLUP_VALUE_COLUMNS
 DEFAULT_DAYS = 30
 # The rollups only change when `rollup_usage` rewrites them, which always writes new rows: their
 # sums for a range are cached under the newest rollup id, so the next rebuild is seen at once.

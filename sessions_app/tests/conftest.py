@@ -2,6 +2,9 @@
 
 import pytest
 
+from pantheon.testing.stub_llm import StubLLM
+from usage.models import ModelAlias
+
 
 @pytest.fixture
 def ada(owner, make_agent):
@@ -11,3 +14,19 @@ def ada(owner, make_agent):
 @pytest.fixture
 def room(owner, ada, make_room):
     return make_room(owner, agents=[ada], name="Lab")
+
+
+@pytest.fixture
+def stub():
+    """An OpenAI-compatible provider on 127.0.0.1 (`pantheon.testing.stub_llm`)."""
+    server = StubLLM().start()
+    yield server
+    server.stop()
+
+
+def point_at_stub(stub: StubLLM, model: str, *aliases: str) -> None:
+    """Send these aliases' calls to the stub as `model` (`slow-<ms>`, `stream-<ms>`); the
+    servers under test read the key from STUB_API_KEY."""
+    ModelAlias.objects.filter(alias__in=aliases).update(
+        litellm_model=f"openai/{model}", api_base=stub.base_url, api_key_env="STUB_API_KEY"
+    )

@@ -13,27 +13,14 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from pantheon.testing.servers import AppServer, postgres_url
-from pantheon.testing.stub_llm import StubLLM
 from rooms.models import RoomMode
 from sessions_app.models import Turn
-from usage.models import LlmCallEvent, ModelAlias
+from sessions_app.tests.conftest import point_at_stub
+from usage.models import LlmCallEvent
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 CONFLICT = {"detail": "Turn creation conflicted with concurrent writes. Please retry."}
-
-
-@pytest.fixture
-def stub():
-    server = StubLLM().start()
-    yield server
-    server.stop()
-
-
-def _point(alias: str, stub: StubLLM, model: str) -> None:
-    ModelAlias.objects.filter(alias=alias).update(
-        litellm_model=f"openai/{model}", api_base=stub.base_url, api_key_env="STUB_API_KEY"
-    )
 
 
 def _wait_for(condition, timeout: float = 30) -> None:
@@ -47,8 +34,8 @@ def _wait_for(condition, timeout: float = 30) -> None:
 def test_a_worker_killed_mid_call_leaves_the_call_on_the_ledger_and_recovery_frees_the_session(
     owner, make_agent, make_room, make_session, stub, capsys
 ):
-    _point("llama", stub, "slow-0")  # Ada answers at once
-    _point("qwen", stub, "slow-60000")  # Grace's provider hangs
+    point_at_stub(stub, "slow-0", "llama")  # Ada answers at once
+    point_at_stub(stub, "slow-60000", "qwen")  # Grace's provider hangs
     ada = make_agent(owner, "ada", model_alias="llama")
     grace = make_agent(owner, "grace", model_alias="qwen")
     session = make_session(owner, room=make_room(owner, [ada, grace], mode=RoomMode.ROUNDTABLE))
@@ -106,7 +93,7 @@ def test_a_worker_killed_mid_call_leaves_the_call_on_the_ledger_and_recovery_fre
         ada_row = LlmCallEvent.objects.get(agent_key="ada")
         assert (ada_row.status, ada_row.credits) == ("success", events["ada"].credits)
 
-        _point("qwen", stub, "slow-0")
+        point_at_stub(stub, "slow-0", "qwen")
         retry = httpx.post(url, json={"message": "again"}, headers=headers, timeout=30)
         assert retry.status_code == 201, retry.text
         assert retry.json()["turn_index"] == 2

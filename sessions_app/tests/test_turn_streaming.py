@@ -12,21 +12,14 @@ from rest_framework.authtoken.models import Token
 
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
-from pantheon.testing.stub_llm import StubLLM
 from rooms.models import RoomMode
 from sessions_app.models import Message, Turn
-from usage.models import LlmCallEvent, ModelAlias
+from sessions_app.tests.conftest import point_at_stub
+from usage.models import LlmCallEvent
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 STREAM = {"Accept": "text/event-stream"}
-
-
-@pytest.fixture
-def stub():
-    server = StubLLM().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -46,12 +39,6 @@ def roundtable(owner, make_agent, make_room, make_session):
 
 def _serve(**env) -> AppServer:
     return AppServer(database_url=postgres_url(connection.settings_dict), env=env)
-
-
-def _point_at(stub: StubLLM, model: str, *aliases: str) -> None:
-    ModelAlias.objects.filter(alias__in=aliases).update(
-        litellm_model=f"openai/{model}", api_base=stub.base_url, api_key_env="STUB_API_KEY"
-    )
 
 
 def _stream(base: str, session, headers, message="plan the launch", **extra) -> list:
@@ -131,7 +118,7 @@ def test_a_streamed_roundtable_tells_its_story_in_order_and_replays_the_same(rou
 def test_deltas_arrive_while_the_provider_is_still_talking(
     owner, make_agent, make_session, stub, token
 ):
-    _point_at(stub, "stream-200", "deepseek")  # a word every 200 ms, 10 words
+    point_at_stub(stub, "stream-200", "deepseek")  # a word every 200 ms, 10 words
     session = make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
     with _serve(PANTHEON_LLM_BACKEND="live", STUB_API_KEY="stub") as server:
         started = time.monotonic()
@@ -150,7 +137,7 @@ def test_deltas_arrive_while_the_provider_is_still_talking(
 
 
 def test_a_client_that_hangs_up_mid_step_does_not_stop_the_turn(roundtable, stub, token):
-    _point_at(stub, "stream-150", "deepseek", "qwen", "llama")
+    point_at_stub(stub, "stream-150", "deepseek", "qwen", "llama")
     with _serve(PANTHEON_LLM_BACKEND="live", STUB_API_KEY="stub") as server:
         with httpx.stream(
             "POST",
@@ -187,7 +174,7 @@ def test_a_client_that_hangs_up_mid_step_does_not_stop_the_turn(roundtable, stub
 def test_two_instances_on_one_database_race_to_one_turn_and_replay_each_others(
     owner, make_agent, make_session, stub, token
 ):
-    _point_at(stub, "stream-100", "deepseek")
+    point_at_stub(stub, "stream-100", "deepseek")
     session = make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
     env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
     with _serve(**env) as first, _serve(**env) as second:
@@ -250,7 +237,7 @@ def _connections_to(database: str) -> int:
 
 def test_many_waiting_turns_share_a_small_pool(owner, make_agent, make_session, stub, token):
     """40 turns wait 2 s each on one worker whose pool holds at most 4 connections."""
-    _point_at(stub, "slow-2000", "deepseek")
+    point_at_stub(stub, "slow-2000", "deepseek")
     agent = make_agent(owner, "ada", model_alias="deepseek")
     sessions = [make_session(owner, agent=agent) for _ in range(40)]
     database = connection.settings_dict["NAME"]

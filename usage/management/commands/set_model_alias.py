@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
+from pantheon.commands import command_error
 from usage.services import model_alias_set
 
 
@@ -28,12 +29,7 @@ class Command(BaseCommand):
                 enabled=options["enabled"],
             )
         except ValidationError as exc:
-            problems = (
-                [f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items()]
-                if hasattr(exc, "error_dict")
-                else exc.messages
-            )
-            raise CommandError("; ".join(problems)) from exc
+            raise command_error(exc) from exc
         verb = "Created" if created else "Updated"
         state = "enabled" if row.enabled else "disabled"
         self.stdout.write(

@@ -3,6 +3,7 @@ from decimal import Decimal, InvalidOperation
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from pantheon.commands import command_error
 from usage.services import model_price_set
 
 # A figure left out keeps its current value; `none` clears an optional one.
@@ -65,12 +66,7 @@ class Command(BaseCommand):
                 alias=options["alias"], version_name=options["version_name"], **given
             )
         except ValidationError as exc:
-            problems = (
-                [f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items()]
-                if hasattr(exc, "error_dict")
-                else exc.messages
-            )
-            raise CommandError("; ".join(problems)) from exc
+            raise command_error(exc) from exc
         cached = price.cached_input_usd_per_mtok
         multiplier = (
             f"{version.default_multiplier} (list default)"

@@ -1,0 +1,39 @@
+"""Scratch PostgreSQL databases for the benchmarks: made, used through Django, dropped."""
+
+from __future__ import annotations
+
+import os
+
+
+def recreate_database(url: str, *, drop_only: bool = False) -> None:
+    """Drop the database `url` names (its name must end in `_bench`) and, unless `drop_only`,
+    create it empty."""
+    import environ
+    import psycopg
+
+    config = environ.Env.db_url_config(url)
+    if not config["NAME"].endswith("_bench"):
+        raise SystemExit(f"refusing to drop {config['NAME']!r}: a scratch name ends in _bench")
+    with psycopg.connect(
+        host=config["HOST"] or "127.0.0.1",
+        port=config["PORT"] or 5432,
+        user=config["USER"] or "postgres",
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
+        if not drop_only:
+            conn.execute(f'CREATE DATABASE "{config["NAME"]}"')
+
+
+def setup_django(url: str) -> None:
+    """Django in this process on `url`, with the demo backend and a plain connection (the
+    servers a benchmark starts use their own pools)."""
+    os.environ["DATABASE_URL"] = url
+    os.environ["PANTHEON_LLM_BACKEND"] = "demo"
+    os.environ["DB_POOL_MAX_SIZE"] = "0"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
