@@ -22,6 +22,7 @@ from typing import Any
 
 from adrf.generics import GenericAPIView as AsyncGenericAPIView
 from adrf.views import APIView as AsyncAPIView
+from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -108,10 +109,17 @@ def turn_body(
 
 def _detached(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
     """Run `work` to its end whatever happens to the request that started it."""
-    task = asyncio.ensure_future(work)
+    task = asyncio.ensure_future(_on_its_own_thread(work))
     _running.add(task)
     task.add_done_callback(_finished)
     return task
+
+
+async def _on_its_own_thread(work: Coroutine[Any, Any, Any]) -> Any:
+    """The turn's database sections run on a thread of the turn's own, not the request's:
+    a client that hangs up ends its request (and that thread) while the turn goes on."""
+    async with ThreadSensitiveContext():
+        return await work
 
 
 def _finished(task: asyncio.Task) -> None:
