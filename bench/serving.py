@@ -36,6 +36,8 @@ import httpx  # noqa: E402
 from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
 from pantheon.testing.servers import AppServer, free_port  # noqa: E402
 
+# One benchmark user posts thousands of turns a minute: lift the per-user turn throttle.
+UNTHROTTLED = {"PANTHEON_TURN_RATE": "1000000/min"}
 GOALS = {"overlap": 1.5, "burst": 2.0, "connections": 32, "first_turn_s": 1.0, "cpu_ms": 9.0}
 
 
@@ -66,6 +68,11 @@ def seed(stub_url: str, sessions: int) -> dict:
     from usage.models import ModelAlias
 
     call_command("migrate", verbosity=0)
+    # Every seeded alias (the summarizer's and the manager's included) answers from the stub:
+    # nothing here may reach a real provider.
+    ModelAlias.objects.update(
+        litellm_model="openai/slow-0", api_base=stub_url, api_key_env="STUB_API_KEY"
+    )
     user = get_user_model().objects.create_user("bench", password="bench-pass-123")
     token = Token.objects.create(user=user).key
     aliases = {
@@ -320,7 +327,7 @@ def main() -> int:
                 "demo": 8,
             },
         )
-        env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
+        env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key", **UNTHROTTLED}
         workers = {"workers": args.workers} if args.workers else {}
         first, tenth = first_turns(args.database_url, env, args.workers, data)
 
@@ -337,7 +344,9 @@ def main() -> int:
         deltas = time_to_first_delta(server, data)
         server.stop()
         server = AppServer(
-            database_url=args.database_url, env={"PANTHEON_LLM_BACKEND": "demo"}, **workers
+            database_url=args.database_url,
+            env={"PANTHEON_LLM_BACKEND": "demo", **UNTHROTTLED},
+            **workers,
         ).start()
         cpu_demo = cpu_case(server, data, "demo", args.cpu_turns)
     finally:

@@ -39,7 +39,12 @@ from pantheon.schema import refusals
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, idempotency, selectors
 from sessions_app.models import IdempotencyKey, Message, Turn
-from sessions_app.serializers import TurnCreateSerializer, TurnMessageSerializer, TurnSerializer
+from sessions_app.serializers import (
+    TurnCreateSerializer,
+    TurnSerializer,
+    render_message,
+    render_turn,
+)
 from sessions_app.turns import (
     Balance,
     TurnListener,
@@ -97,14 +102,13 @@ class EventStreamRenderer(BaseRenderer):
 
 
 def message_body(message: Message) -> dict[str, Any]:
-    return dict(TurnMessageSerializer(message).data)
+    return render_message(message)
 
 
 def turn_body(
     turn: Turn, messages: list[Message], balance: Balance | None = None
 ) -> dict[str, Any]:
-    context = {"messages": messages, "balance": balance}
-    return dict(TurnSerializer(turn, context=context).data)
+    return render_turn(turn, messages, balance)
 
 
 def _detached(work: Coroutine[Any, Any, Any]) -> asyncio.Task:

@@ -172,3 +172,64 @@ class SummarySerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+# --- the turn body on the hot path ------------------------------------------------------------
+# Every turn answers with its whole body; building it through TurnSerializer (its fields made
+# afresh per call) cost more CPU than the rest of the answer. These render exactly what
+# TurnSerializer and TurnMessageSerializer do (a test holds them equal); the serializers stay
+# for lists, details and the schema.
+
+
+def _money(value) -> str:
+    return f"{value:.10f}"
+
+
+def _moment(value) -> str | None:
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def render_message(message: Message) -> dict:
+    return {
+        "id": str(message.id),
+        "role": message.role,
+        "agent_key": message.agent_key,
+        "agent_name": message.agent_name,
+        "model_alias": message.model_alias,
+        "content": message.content,
+        "status": message.status,
+        "error_code": message.error_code,
+        "sequence": message.sequence,
+    }
+
+
+def render_turn(turn: Turn, messages, balance=None) -> dict:
+    return {
+        "id": str(turn.id),
+        "session_id": str(turn.session_id),
+        "turn_index": turn.turn_index,
+        "mode": turn.mode,
+        "status": turn.status,
+        "user_input": turn.user_input,
+        "messages": [render_message(message) for message in messages],
+        "routing": turn.routing,
+        "usage": {
+            "llm_calls": turn.llm_calls,
+            "input_tokens": turn.input_tokens,
+            "output_tokens": turn.output_tokens,
+            "credits": _money(turn.credits),
+            "provider_cost_usd": _money(turn.provider_cost_usd),
+        },
+        "balance": None
+        if balance is None
+        else {
+            "month_credits_used": _money(balance.month_credits_used),
+            "credit_cap": None if balance.credit_cap is None else _money(balance.credit_cap),
+            "low_balance": balance.low_balance,
+        },
+        "created_at": _moment(turn.created_at),
+        "completed_at": _moment(turn.completed_at),
+    }

@@ -785,3 +785,23 @@ def test_a_direct_session_whose_agent_was_deleted_is_refused(
     assert response.status_code == 422
     assert response.json()["detail"]["code"] == "agent_unavailable"
     assert fake_gateway.calls == []
+
+
+def test_the_hot_path_renders_the_turn_exactly_as_the_serializer_does(
+    owner, owner_client, room_session, fake_gateway, post_turn
+):
+    from sessions_app.serializers import TurnSerializer, render_turn
+    from sessions_app.turns import Balance
+
+    fake_gateway.fail["grace"] = "timeout"
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    post_turn(owner_client, session, "render me")
+    turn = Turn.objects.get()
+    messages = list(turn.messages.order_by("sequence"))
+    balance = Balance(
+        month_credits_used=Decimal("1.5"), credit_cap=Decimal("2"), low_balance=False
+    )
+
+    for given in (None, balance):
+        context = {"messages": messages, "balance": given}
+        assert render_turn(turn, messages, given) == TurnSerializer(turn, context=context).data
