@@ -7,12 +7,15 @@ database pool. The first turn on a fresh worker is as fast as the tenth.
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
+django.setup(set_prefix=False)
 
-application = get_asgi_application()
+# Both need the app registry ready.
+from pantheon.threads import PantheonASGIHandler  # noqa: E402
+from pantheon.warmup import warm_up  # noqa: E402
 
-from pantheon.warmup import warm_up  # noqa: E402  (needs the app registry ready)
+application = PantheonASGIHandler()
 
 warm_up()

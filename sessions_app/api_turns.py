@@ -22,7 +22,6 @@ from typing import Any
 
 from adrf.generics import GenericAPIView as AsyncGenericAPIView
 from adrf.views import APIView as AsyncAPIView
-from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -36,6 +35,7 @@ from rest_framework.response import Response
 from pantheon.db import database
 from pantheon.exceptions import PantheonError
 from pantheon.schema import refusals
+from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, idempotency, selectors
 from sessions_app.models import IdempotencyKey, Message, Turn
@@ -121,8 +121,8 @@ def _detached(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
 
 async def _on_its_own_thread(work: Coroutine[Any, Any, Any]) -> Any:
     """The turn's database sections run on a thread of the turn's own, not the request's:
-    a client that hangs up ends its request (and that thread) while the turn goes on."""
-    async with ThreadSensitiveContext():
+    a client that hangs up ends its request (and frees that thread) while the turn goes on."""
+    async with own_thread():
         return await work
 
 

@@ -798,9 +798,7 @@ def test_the_hot_path_renders_the_turn_exactly_as_the_serializer_does(
     post_turn(owner_client, session, "render me")
     turn = Turn.objects.get()
     messages = list(turn.messages.order_by("sequence"))
-    balance = Balance(
-        month_credits_used=Decimal("1.5"), credit_cap=Decimal("2"), low_balance=False
-    )
+    balance = Balance(month_credits_used=Decimal("1.5"), credit_cap=Decimal("2"), low_balance=False)
 
     for given in (None, balance):
         context = {"messages": messages, "balance": given}

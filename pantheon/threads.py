@@ -1,0 +1,70 @@
+"""Warm threads for the synchronous work of async requests.
+
+Under ASGI Django gives every request a thread of its own for its synchronous parts (database
+sections, sync views, sync middleware hooks): a thread started and stopped per request, which
+costs more CPU than many API requests do. Here each request (and each detached turn) borrows a
+single-thread executor from a per-process pool and gives it back when it ends: the same
+isolation, no thread spawned per request. asgiref's `ThreadSensitiveContext(executor=...)` is
+the public way to hand it an executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from asgiref.sync import AsyncToSync, ThreadSensitiveContext
+from django.core.handlers.asgi import ASGIHandler
+
+# Idle threads kept warm per process; beyond this, a returned one is shut down.
+IDLE_THREADS = 64
+
+
+class _ExecutorPool:
+    """Used from the event loop's thread only."""
+
+    def __init__(self, idle_max: int) -> None:
+        self.idle_max = idle_max
+        self._idle: list[ThreadPoolExecutor] = []
+
+    def take(self) -> ThreadPoolExecutor:
+        if self._idle:
+            return self._idle.pop()
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="pantheon-sync")
+
+    def give(self, executor: ThreadPoolExecutor) -> None:
+        if len(self._idle) < self.idle_max:
+            self._idle.append(executor)
+        else:
+            executor.shutdown(wait=False)
+
+
+_pool = _ExecutorPool(IDLE_THREADS)
+
+
+@asynccontextmanager
+async def own_thread() -> AsyncIterator[None]:
+    """Thread-sensitive work inside runs on one warm thread of its own. Called from synchronous
+    code (the test client, `async_to_sync`), that code's thread serves it instead, as asgiref
+    would (tests see their own transaction)."""
+    if getattr(AsyncToSync.executors, "current", None) is not None:
+        async with ThreadSensitiveContext():
+            yield
+        return
+    executor = _pool.take()
+    try:
+        async with ThreadSensitiveContext(executor=executor):
+            yield
+    finally:
+        _pool.give(executor)
+
+
+class PantheonASGIHandler(ASGIHandler):
+    """Django's ASGI handler, each request on a pooled thread (`own_thread`)."""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        async with own_thread():
+            await self.handle(scope, receive, send)
