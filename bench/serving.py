@@ -33,11 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
+from pantheon.testing.scratch import UNTHROTTLED, recreate_database, setup_django  # noqa: E402
 from pantheon.testing.servers import AppServer, free_port  # noqa: E402
 
-# One benchmark user posts thousands of turns a minute: lift the per-user turn throttle.
-UNTHROTTLED = {"PANTHEON_TURN_RATE": "1000000/min"}
 GOALS = {"overlap": 1.5, "burst": 2.0, "connections": 32, "first_turn_s": 1.0, "cpu_ms": 9.0}
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
+from pantheon.testing.scratch import UNTHROTTLED, recreate_database, setup_django  # noqa: E402
 from pantheon.testing.servers import AppServer  # noqa: E402
 
 TARGETS = {
@@ -218,8 +218,7 @@ def main() -> int:
         server = AppServer(
             database_url=args.database_url,
             workers=args.workers,
-            # One benchmark user posts many turns a minute: lift the per-user turn throttle.
-            env={"PANTHEON_LLM_BACKEND": "demo", "PANTHEON_TURN_RATE": "1000000/min"},
+            env={"PANTHEON_LLM_BACKEND": "demo", **UNTHROTTLED},
         ).start()
         base = server.url
         headers = {"Authorization": f"Token {data['token']}"}
