@@ -103,13 +103,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The throttles' counters must be shared by every worker and host, and PostgreSQL is the one
-# shared store: Django's DatabaseCache, its table created by migration pantheon.0001.
+# Whatever is cached must be shared by every worker and host, and PostgreSQL is the one shared
+# store: Django's DatabaseCache, its table created by migration pantheon.0001. On PostgreSQL the
+# throttles keep their history in a table of their own (pantheon/throttling.py); on SQLite, here.
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
         "LOCATION": "pantheon_cache",
-        # One row per throttled identity (user, address, username) and minute. Past this many
+        # On SQLite one row per throttled identity (user, address, username). Past this many
         # rows Django culls, expired rows first; the default (300) would drop live counters.
         "OPTIONS": {"MAX_ENTRIES": env.int("CACHE_MAX_ENTRIES", default=20_000)},
     }

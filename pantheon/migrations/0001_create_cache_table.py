@@ -1,7 +1,7 @@
-"""The table of Django's DatabaseCache, where the throttles keep their counters.
+"""The table of Django's DatabaseCache (on SQLite the throttles keep their history there; on
+PostgreSQL in their own table, migration 0002).
 
-PostgreSQL is the only store every worker and host shares, so the rate limits live there (see
-pantheon/throttling.py). The table is Django's own definition (`createcachetable`), created
+PostgreSQL is the only store every worker and host shares, so the cache lives there. The table is Django's own definition (`createcachetable`), created
 here so that `migrate` is the only setup step anywhere: laptop, CI and production.
 """
 

@@ -1,11 +1,14 @@
 """Throttles: `auth/token` per client address and per username, turns per user. A throttled
 request is a 429 with `Retry-After` and a coded body, and does nothing."""
 
+import threading
+
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from pantheon.throttling import TurnRateThrottle
 from rooms.models import RoomMode
 from sessions_app.models import Turn
 
@@ -120,23 +123,85 @@ def test_turns_are_throttled_per_user_and_a_throttled_turn_spends_nothing(
     assert listing.json()["count"] == 2
 
 
-def test_the_counters_live_in_the_database_cache_shared_by_every_worker(
+def test_the_history_lives_in_postgresql_shared_by_every_worker(
     settings, owner, owner_client, roundtable_session, fake_gateway, post_turn
 ):
-    """Production's cache is PostgreSQL (migration pantheon.0001 makes its table): the counter
-    one worker writes is the one every other worker reads."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-            "LOCATION": "pantheon_cache",
-        }
-    }
+    """Whatever the process's cache, the history is a row of `pantheon_throttle`: what one
+    worker records, every other worker reads."""
     settings.PANTHEON_TURN_RATE = "1/min"
 
     assert post_turn(owner_client, roundtable_session, "one").status_code == 201
     with connection.cursor() as cursor:
-        cursor.execute("SELECT cache_key FROM pantheon_cache")
-        keys = [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT key, cardinality(hits) FROM pantheon_throttle")
+        rows = cursor.fetchall()
 
-    assert any(f"throttle_turns_{owner.pk}" in key for key in keys)
+    assert rows == [(f"throttle_turns_{owner.pk}", 1)]
     assert_throttled(post_turn(owner_client, roundtable_session, "two"))
+
+
+def hit(key: str, rate: str) -> tuple[bool, float | None]:
+    throttle = TurnRateThrottle()
+    throttle.num_requests, throttle.duration = throttle.parse_rate(rate)
+    allowed = throttle._hit(key)
+    return allowed, throttle.wait()
+
+
+def test_the_window_slides_and_retry_after_is_when_the_oldest_request_leaves_it():
+    with connection.cursor() as cursor:
+        # Three requests 50, 20 and 10 seconds ago fill a 3/min window.
+        cursor.execute(
+            "INSERT INTO pantheon_throttle (key, hits, expires) SELECT 'k', ARRAY[now - 50, "
+            "now - 20, now - 10], now + 50 FROM (SELECT extract(epoch FROM clock_timestamp())"
+            "::float8 AS now) AS clock"
+        )
+
+    assert hit("k", "3/min") == (False, 10)  # the one from 50 s ago leaves in 10 s
+    assert hit("k", "4/min") == (True, None)
+    assert hit("k", "4/min") == (False, 10)
+    assert hit("other", "1/min") == (True, None)
+    # A one-second window holds only the request just recorded: the older ones are dropped.
+    assert hit("k", "2/s") == (True, None)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT cardinality(hits) FROM pantheon_throttle WHERE key = 'k'")
+        assert cursor.fetchone() == (2,)
+
+
+def test_quiet_identities_are_pruned(monkeypatch):
+    monkeypatch.setattr("pantheon.throttling.PRUNE_ONE_IN", 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO pantheon_throttle (key, hits, expires) VALUES ('gone', ARRAY[1.0], 61.0)"
+        )
+
+    hit("live", "5/min")
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT key FROM pantheon_throttle ORDER BY key")
+        assert cursor.fetchall() == [("live",)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_cannot_share_the_last_places():
+    """Twelve workers at once against a limit of five: exactly five pass. (DRF's cache-based
+    history is read and written back in Python, so racing requests all see room.)"""
+    gate = threading.Barrier(12)
+    results: list[bool] = []
+
+    def one() -> None:
+        try:
+            gate.wait()
+            results.append(hit("race", "5/min")[0])
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == [False] * 7 + [True] * 5
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT cardinality(hits) FROM pantheon_throttle WHERE key = 'race'")
+        assert cursor.fetchone() == (5,)
+        cursor.execute("DELETE FROM pantheon_throttle")  # not a model: no flush empties it

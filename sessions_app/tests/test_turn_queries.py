@@ -8,12 +8,13 @@ from sessions_app.models import Message, Turn, TurnStatus
 
 pytestmark = pytest.mark.django_db
 
-# A single-agent turn: the session with its claim state and latest summary, the billing
-# profile (with token auth it comes with the user), the roster, aliases with pricing, recent
+# A single-agent turn: the turn throttle (one statement checks and records), the session with
+# its claim state and latest summary, the billing profile (with token auth it comes with the
+# user), the roster, aliases with pricing, recent
 # history; claim: turn, user message and the call's pending ledger row; last step with finish:
 # turn update (its row lock first), ledger row completed, the month's counter moved, assistant
 # message, context audit.
-SINGLE_AGENT_TURN_STATEMENTS = 13
+SINGLE_AGENT_TURN_STATEMENTS = 14
 # Inside the test's transaction the 2 atomic blocks (claim, step + finish) also show a
 # SAVEPOINT and a RELEASE each; in production they are BEGIN and COMMIT.
 SAVEPOINT_STATEMENTS = 4
