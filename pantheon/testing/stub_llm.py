@@ -183,7 +183,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
-    web.run_app(StubLLM(args.host, args.port).app(), host=args.host, port=args.port, print=None)
+    web.run_app(
+        StubLLM(args.host, args.port).app(),
+        host=args.host,
+        port=args.port,
+        backlog=2048,  # as StubLLM.start(): a burst of hundreds of calls connects at once
+        print=None,
+    )
 
 
 if __name__ == "__main__":
