@@ -8,6 +8,11 @@ import sys
 def main():
     """Run administrative tasks."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
+    if sys.argv[1:2] != ["runserver"]:
+        # A command runs in one thread and opens one connection: the pool is the servers'. Without
+        # it a wrong DATABASE_URL fails at once with PostgreSQL's own message, not after the
+        # pool's 30 s wait with "couldn't get a connection".
+        os.environ.setdefault("DB_POOL_MAX_SIZE", "0")
     try:
         from django.core.management import execute_from_command_line
     except ImportError as exc:

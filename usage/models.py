@@ -14,11 +14,13 @@ API_KEY_ENV_PATTERN = r"^[A-Z][A-Z0-9_]*_API_KEY$"
 class UsageTotals(models.Model):
     """The usage a turn or a daily rollup adds up: the sums of its ledger rows."""
 
-    llm_calls = models.PositiveIntegerField(default=0)
+    llm_calls = models.PositiveIntegerField("LLM calls", default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)  # fresh + cached
     output_tokens = models.PositiveBigIntegerField(default=0)
     credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
-    provider_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0"))
+    provider_cost_usd = models.DecimalField(
+        "provider cost (USD)", max_digits=20, decimal_places=10, default=Decimal("0")
+    )
 
     class Meta:
         abstract = True
@@ -262,7 +264,7 @@ class MonthlyUsage(models.Model):
     )
     month = models.DateField(help_text="The first day of the month (UTC).")
     credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
-    llm_calls = models.PositiveBigIntegerField(default=0)
+    llm_calls = models.PositiveBigIntegerField("LLM calls", default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
