@@ -14,8 +14,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 
-class RecordAdmin(admin.ModelAdmin):
-    """Read-only for everyone: the view page shows every field, a POST is refused (403)."""
+class ReadOnlyRecords:
+    """Nobody adds, changes or deletes: the page shows every field, a POST is refused (403)."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -27,19 +27,14 @@ class RecordAdmin(admin.ModelAdmin):
         return False
 
 
-class RecordTabularInline(admin.TabularInline):
+class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):
+    """Read-only for everyone, superusers included."""
+
+
+class RecordTabularInline(ReadOnlyRecords, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class SoftDeleteAdmin(admin.ModelAdmin):
@@ -124,6 +119,27 @@ def moment(value) -> str:
     """A timestamp as a list column shows it: 2026-11-25 13:14:05 (UTC), compact and sortable
     by eye, instead of 'Nov. 25, 2026, 1:14 p.m.'."""
     return "" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def moment_column(field: str = "created_at", description: str = "created (UTC)"):
+    """A list column showing `field` as `moment` does, sortable by it."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj) -> str:
+        return moment(getattr(obj, field))
+
+    return column
+
+
+def figure_column(field: str, description: str, spec: str = ","):
+    """A list column showing the number in `field` formatted by `spec` (e.g. `,` or `,.4f`),
+    sortable by it."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj) -> str:
+        return format(getattr(obj, field), spec)
+
+    return column
 
 
 def badge(tone: str, text: str) -> SafeString:

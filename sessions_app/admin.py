@@ -4,11 +4,13 @@ from django.contrib import admin
 from django.db.models import Q
 
 from pantheon.console import (
+    ReadOnlyRecords,
     RecordAdmin,
     RecordTabularInline,
     SoftDeleteAdmin,
     badge,
-    moment,
+    figure_column,
+    moment_column,
     username_filter,
 )
 from sessions_app.models import (
@@ -41,7 +43,10 @@ def _by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
 
 @admin.register(Session)
 class SessionAdmin(SoftDeleteAdmin):
-    list_display = ["created_at", "started_by", "room", "agent", "title", "deleted_at"]
+    list_display = ["created", "started_by", "room", "agent", "title", "deleted"]
+    list_display_links = ["created"]
+    created = moment_column()
+    deleted = moment_column("deleted_at", "deleted (UTC)")
     list_filter = [
         username_filter("started_by"),
         ("deleted_at", admin.EmptyFieldListFilter),
@@ -52,6 +57,7 @@ class SessionAdmin(SoftDeleteAdmin):
     list_select_related = ["room", "agent", "started_by"]
     raw_id_fields = ["room", "agent", "started_by"]
     readonly_fields = ["id", "created_at", "deleted_at"]
+    ordering = ["-created_at"]
     show_full_result_count = False
 
     def soft_delete(self, obj: Session) -> None:
@@ -94,19 +100,10 @@ class LlmCallEventInline(RecordTabularInline):
     ordering = ["created_at"]
 
 
-class TurnContextAuditInline(admin.StackedInline):
+class TurnContextAuditInline(ReadOnlyRecords, admin.StackedInline):
     model = TurnContextAudit
     extra = 0
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 STATUS_TONES = {
@@ -169,21 +166,10 @@ class TurnAdmin(RecordAdmin):
         )
         return _by_id_or_text(queryset, term, ids=["pk", "session_id"], text=text), False
 
-    @admin.display(description="created (UTC)", ordering="created_at")
-    def created(self, turn: Turn) -> str:
-        return moment(turn.created_at)
-
-    @admin.display(description="#", ordering="turn_index")
-    def index(self, turn: Turn) -> int:
-        return turn.turn_index
-
-    @admin.display(description="calls", ordering="llm_calls")
-    def calls(self, turn: Turn) -> int:
-        return turn.llm_calls
-
-    @admin.display(description="credits", ordering="credits")
-    def credits_used(self, turn: Turn) -> str:
-        return f"{turn.credits:,.4f}"
+    created = moment_column()
+    index = figure_column("turn_index", "#", "")
+    calls = figure_column("llm_calls", "calls")
+    credits_used = figure_column("credits", "credits", ",.4f")
 
     @admin.display(description="user", ordering="session__started_by__username")
     def user(self, turn: Turn) -> str:
@@ -203,7 +189,9 @@ class TurnAdmin(RecordAdmin):
 
 @admin.register(Message)
 class MessageAdmin(RecordAdmin):
-    list_display = ["created_at", "session", "sequence", "role", "agent_key", "status"]
+    list_display = ["created", "session", "sequence", "role", "agent_key", "status"]
+    list_display_links = ["created"]
+    created = moment_column()
     list_filter = ["role", "status"]
     search_fields = ["session__id"]
     list_select_related = ["session"]
@@ -219,7 +207,9 @@ class MessageAdmin(RecordAdmin):
 
 @admin.register(SessionSummary)
 class SessionSummaryAdmin(RecordAdmin):
-    list_display = ["created_at", "session", "from_sequence", "to_sequence", "valid_json"]
+    list_display = ["created", "session", "from_sequence", "to_sequence", "valid_json"]
+    list_display_links = ["created"]
+    created = moment_column()
     list_filter = ["valid_json"]
     list_select_related = ["session"]
     ordering = ["-created_at"]
@@ -247,7 +237,8 @@ class TurnContextAuditAdmin(RecordAdmin):
 class IdempotencyKeyAdmin(RecordAdmin):
     """Clients' Idempotency-Keys and the answers retries get: looked at, never edited."""
 
-    list_display = ["key", "user", "state", "response_status", "turn", "created_at"]
+    list_display = ["key", "user", "state", "response_status", "turn", "created"]
+    created = moment_column()
     list_filter = ["state", "response_status"]
     search_fields = ["key", "user__username"]
     list_select_related = ["user", "turn"]

@@ -11,7 +11,13 @@ from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
 
-from pantheon.console import RecordAdmin, badge, moment, username_filter
+from pantheon.console import (
+    RecordAdmin,
+    badge,
+    figure_column,
+    moment_column,
+    username_filter,
+)
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
     USAGE_TOTAL_FIELDS,
@@ -259,33 +265,13 @@ class LlmCallEventAdmin(RecordAdmin):
     ordering = ["-created_at"]
     show_full_result_count = False
 
-    @admin.display(description="created (UTC)", ordering="created_at")
-    def created(self, event) -> str:
-        return moment(event.created_at)
-
-    @admin.display(description="in", ordering="input_tokens_fresh")
-    def tokens_in(self, event) -> str:
-        return f"{event.input_tokens_fresh:,}"
-
-    @admin.display(description="cached", ordering="input_tokens_cached")
-    def tokens_cached(self, event) -> str:
-        return f"{event.input_tokens_cached:,}"
-
-    @admin.display(description="out", ordering="output_tokens")
-    def tokens_out(self, event) -> str:
-        return f"{event.output_tokens:,}"
-
-    @admin.display(description="credits", ordering="credits")
-    def credits_used(self, event) -> str:
-        return f"{event.credits:,.4f}"
-
-    @admin.display(description="cost (USD)", ordering="provider_cost_usd")
-    def cost(self, event) -> str:
-        return f"{event.provider_cost_usd:,.6f}"
-
-    @admin.display(description="ms", ordering="latency_ms")
-    def latency(self, event) -> str:
-        return f"{event.latency_ms:,}"
+    created = moment_column()
+    tokens_in = figure_column("input_tokens_fresh", "in")
+    tokens_cached = figure_column("input_tokens_cached", "cached")
+    tokens_out = figure_column("output_tokens", "out")
+    credits_used = figure_column("credits", "credits", ",.4f")
+    cost = figure_column("provider_cost_usd", "cost (USD)", ",.6f")
+    latency = figure_column("latency_ms", "ms")
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         # The sums above the list also give the paginator its count (it would count again);

@@ -176,17 +176,25 @@ class LlmCallEvent(models.Model):
     provider = models.CharField(max_length=64, blank=True)
     model_alias = models.CharField(max_length=64)
     provider_model = models.CharField(max_length=200, blank=True)
-    input_tokens_fresh = models.PositiveIntegerField(default=0)
-    input_tokens_cached = models.PositiveIntegerField(default=0)
+    input_tokens_fresh = models.PositiveIntegerField("fresh input tokens", default=0)
+    input_tokens_cached = models.PositiveIntegerField("cached input tokens", default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
-    oe_tokens = models.DecimalField(max_digits=20, decimal_places=2, default=Decimal("0"))
-    provider_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0"))
+    oe_tokens = models.DecimalField(
+        "output-equivalent tokens",
+        max_digits=20,
+        decimal_places=2,
+        default=Decimal("0"),
+        help_text="fresh × 0.35 + cached × 0.10 + output: what credits are computed from.",
+    )
+    provider_cost_usd = models.DecimalField(
+        "provider cost (USD)", max_digits=20, decimal_places=10, default=Decimal("0")
+    )
     priced = models.BooleanField(
         default=False, help_text="False when no price was known for the model: cost is not $0."
     )
     credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))
-    latency_ms = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField("latency (ms)", default=0)
     status = models.CharField(max_length=16, choices=CallStatus.choices)
     error_type = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveSmallIntegerField(default=1)
@@ -217,7 +225,7 @@ class LlmCallEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.purpose} {self.model_alias} {self.status} ({self.credits} cr)"
+        return f"{self.purpose} {self.model_alias} {self.status} ({self.credits:.4f} cr)"
 
 
 class DailyUsageRollup(UsageTotals):
@@ -275,7 +283,7 @@ class MonthlyUsage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user_id} {self.month:%Y-%m}: {self.credits} credits"
+        return f"{self.user_id} {self.month:%Y-%m}: {self.credits:.4f} credits"
 
 
 class BillingProfile(models.Model):
