@@ -9,7 +9,9 @@ stored, so a replay numbers them exactly as the live stream did. A step's deltas
 by the characters of its text: the delta that ends at character c of step k has id B_k + c,
 where B_k is the id of the step's `step_started`. Deltas of a step may therefore be replayed
 coalesced (one delta for the stored text) and a client that resumes with `Last-Event-ID` in
-the middle of a step gets exactly the rest of its text.
+the middle of a step gets exactly the rest of its text. The turn's last event (`turn_completed`
+or `turn_failed`) always has the id TURN_ENDED_ID, after any id a step can take: a client that
+saw part of a step that then broke off still gets it, live or replayed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from usage.models import CallPurpose, CallStatus, LlmCallEvent
 TURN_STARTED_ID = 1
 ROUTING_ID = 2
 FIRST_STEP_ID = 3
+TURN_ENDED_ID = 2**53 - 1  # the largest integer a JavaScript client reads exactly
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,6 @@ class StepClock:
 
     def advance(self, length: int) -> None:
         self.base += length + 2
-
-    def ended(self) -> int:
-        """The id of the turn's last event, after every step so far."""
-        return self.base
 
 
 def turn_started(turn: Turn) -> TurnEvent:
@@ -94,19 +93,17 @@ def step_completed(clock: StepClock, message: dict[str, Any]) -> TurnEvent:
     return TurnEvent(clock.completed(len(message["content"])), "step_completed", message)
 
 
-def turn_ended(clock: StepClock, turn: Turn, body: dict[str, Any]) -> TurnEvent:
+def turn_ended(turn: Turn, body: dict[str, Any]) -> TurnEvent:
     if turn.status in (TurnStatus.COMPLETED, TurnStatus.PARTIAL):
-        return TurnEvent(clock.ended(), "turn_completed", body)
-    return turn_failed(clock, code=f"turn_{turn.status}", body=body)
+        return TurnEvent(TURN_ENDED_ID, "turn_completed", body)
+    return turn_failed(code=f"turn_{turn.status}", body=body)
 
 
-def turn_failed(
-    clock: StepClock, *, code: str, body: dict[str, Any] | None, message: str = ""
-) -> TurnEvent:
+def turn_failed(*, code: str, body: dict[str, Any] | None) -> TurnEvent:
     return TurnEvent(
-        clock.ended(),
+        TURN_ENDED_ID,
         "turn_failed",
-        {"code": code, "message": message or _FAILURES.get(code, code), "turn": body},
+        {"code": code, "message": _FAILURES.get(code, code), "turn": body},
     )
 
 
@@ -164,7 +161,7 @@ def turn_replay(turn: Turn, *, message_body, turn_body) -> Replay:
         events.append(step_completed(clock, body))
         clock.advance(len(message.content))
     if turn.status != TurnStatus.RUNNING:
-        events.append(turn_ended(clock, turn, turn_body(turn, messages)))
+        events.append(turn_ended(turn, turn_body(turn, messages)))
         return Replay(events=events, finished=True)
     events.extend(_step_in_flight(turn, clock, next_sequence=_next_sequence(messages)))
     return Replay(events=events, finished=False)

@@ -403,12 +403,12 @@ class TurnRunner:
         except BaseException as exc:
             await database(self.fail)()
             code = "turn_conflict" if isinstance(exc, exceptions.TurnConflict) else "server_error"
-            self._emit(events.turn_failed(self.clock, code=code, body=None))
+            self._emit(events.turn_failed(code=code, body=None))
             raise
         outcome = TurnOutcome(turn=self._turn, messages=self.messages, balance=self._balance())
         if self.listener is not None:
             body = self.listener.turn_body(self._turn, self.messages, outcome.balance)
-            self._emit(events.turn_ended(self.clock, self._turn, body))
+            self._emit(events.turn_ended(self._turn, body))
         return outcome
 
     def _balance(self) -> Balance | None:
