@@ -20,16 +20,9 @@ from usage.selectors import month_start
 
 
 @pytest.fixture(autouse=True)
-def empty_cache():
-    """Each test starts with an empty cache (the billing dashboard caches rollup sums)."""
-    from django.core.cache import cache
-
-    cache.clear()
-
-
-@pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Throttle counters live in the cache: no test inherits another's requests."""
+    """No test inherits another's cache: the dashboard's rollup sums, the throttles' history
+    on SQLite."""
     cache.clear()
     yield
     cache.clear()

@@ -14,14 +14,17 @@ wsgi_app = "pantheon.asgi:application"
 worker_class = "pantheon.workers.PantheonWorker"
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-# Connections (waiting turns, open streams) one worker takes at most.
+# Connections (waiting turns, open streams) one worker takes at most; beyond, 503
+# (PantheonWorker hands it to uvicorn as limit_concurrency).
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # A worker that stops answering its heartbeat for this long is replaced. Long turns are fine:
 # the event loop keeps answering while turns wait.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30
 keepalive = 5
-accesslog = None if os.environ.get("GUNICORN_ACCESS_LOG") == "off" else "-"
+# Every request already logs one JSON line with its request id (pantheon.request); uvicorn's
+# plain access line on top is opt-in.
+accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") == "on" else None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 

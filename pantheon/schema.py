@@ -136,7 +136,7 @@ class AutoSchema(openapi.AutoSchema):
         if self.method in _BODY_METHODS:
             errors[413] = CodedErrorSerializer
             errors[415] = ErrorMessageSerializer
-        if any(_throttles(throttle, self.method) for throttle in self.view.get_throttles()):
+        if self.view.get_throttles():
             errors[429] = CodedErrorSerializer
         return errors
 
@@ -158,11 +158,6 @@ class AutoSchema(openapi.AutoSchema):
                 "required": True,
             }
         return headers
-
-
-def _throttles(throttle, method: str) -> bool:
-    applies = getattr(throttle, "applies_to", None)
-    return applies(method) if applies is not None else True
 
 
 class PantheonSessionScheme(SessionScheme):

@@ -55,16 +55,8 @@ class SettingRateThrottle(SimpleRateThrottle):
     def get_rate(self) -> str | None:
         return getattr(settings, self.rate_setting) or None
 
-    @staticmethod
-    def applies_to(method: str) -> bool:
-        return True
-
     def allow_request(self, request, view) -> bool:
-        if not self.applies_to(request.method):
-            return True
-        # The rate may have changed since the throttle was made (tests, settings reloads).
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
+        # DRF makes the throttles afresh for each request: the rate is the setting's of now.
         if connection.vendor != "postgresql":
             return super().allow_request(request, view)
         if self.rate is None:
@@ -127,10 +119,6 @@ class TurnRateThrottle(SettingRateThrottle):
 
     scope = "turns"
     rate_setting = "PANTHEON_TURN_RATE"
-
-    @staticmethod
-    def applies_to(method: str) -> bool:
-        return method == "POST"
 
     def get_cache_key(self, request, view) -> str | None:
         if not request.user or not request.user.is_authenticated:

@@ -26,6 +26,12 @@ class PantheonWorker(UvicornWorker):
     # uvloop and httptools: the fast event loop and HTTP parser. Django has no lifespan events.
     CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "lifespan": "off"}
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # gunicorn's `worker_connections` (GUNICORN_WORKER_CONNECTIONS) as uvicorn's cap: past
+        # it a worker answers 503 at once instead of taking on more than it can hold.
+        self.config.limit_concurrency = self.cfg.worker_connections
+
     def init_process(self) -> None:
         limit_malloc_arenas(int(os.environ.get("MALLOC_ARENAS", "2")))
         super().init_process()

@@ -185,6 +185,12 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
     def get_serializer_class(self):
         return TurnCreateSerializer if self.request.method == "POST" else TurnSerializer
 
+    def get_throttles(self):
+        # Running a turn spends on providers; listing turns is free.
+        if self.request is not None and self.request.method == "POST":
+            return super().get_throttles()
+        return []
+
     def get_renderers(self):
         # Only running a turn streams; the list is JSON.
         if self.request is not None and self.request.method == "POST":

@@ -71,7 +71,6 @@ class AppServer:
             "PORT": str(self.port),
             "WEB_CONCURRENCY": str(self.workers),
             "GUNICORN_LOG_LEVEL": "warning",
-            "GUNICORN_ACCESS_LOG": "off",
             **self.extra_env,
         }
 
