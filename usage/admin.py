@@ -20,7 +20,6 @@ from pantheon.console import (
 )
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
-    USAGE_TOTAL_FIELDS,
     BillingProfile,
     DailyUsageRollup,
     LlmCallEvent,
@@ -224,7 +223,8 @@ def _rollup_days(params) -> tuple[date | None, date | None] | None:
         if year is None:
             return (None, None) if month is None and day is None else None
         if month is None:
-            return (None, None) if day is not None else (date(year, 1, 1), date(year, 12, 31))
+            # A day without a month is Django's January that day: let the ledger answer.
+            return None if day is not None else (date(year, 1, 1), date(year, 12, 31))
         if day is None:
             return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
         return date(year, month, day), date(year, month, day)
@@ -311,18 +311,40 @@ class LlmCallEventAdmin(RecordAdmin):
 class DailyUsageRollupAdmin(RecordAdmin):
     """Derived from the ledger by `rollup_usage`; rebuilt, never edited."""
 
-    list_display = ["day", "user", "model_alias", *USAGE_TOTAL_FIELDS, "unpriced_calls"]
+    list_display = [
+        "day",
+        "user",
+        "model_alias",
+        "calls",
+        "tokens_in",
+        "tokens_out",
+        "credits_used",
+        "cost",
+        "unpriced_calls",
+    ]
     list_filter = [username_filter("user"), "model_alias"]
     list_select_related = ["user"]
     date_hierarchy = "day"
+    ordering = ["-day", "user", "model_alias"]
     show_full_result_count = False
+
+    calls = figure_column("llm_calls", "calls")
+    tokens_in = figure_column("input_tokens", "input tokens")
+    tokens_out = figure_column("output_tokens", "output tokens")
+    credits_used = figure_column("credits", "credits", ",.4f")
+    cost = figure_column("provider_cost_usd", "cost (USD)", ",.6f")
 
 
 @admin.register(MonthlyUsage)
 class MonthlyUsageAdmin(RecordAdmin):
     """The counters caps read; moved with each ledger row, rebuilt by `reconcile_usage --fix`."""
 
-    list_display = ["month", "user", "credits", "llm_calls", "updated_at"]
+    list_display = ["month", "user", "credits_used", "calls", "updated"]
     list_filter = [username_filter("user"), "month"]
     list_select_related = ["user"]
+    ordering = ["-month", "user"]
     show_full_result_count = False
+
+    credits_used = figure_column("credits", "credits", ",.4f")
+    calls = figure_column("llm_calls", "calls")
+    updated = moment_column("updated_at", "updated (UTC)")

@@ -13,8 +13,7 @@ from datetime import date
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Sum
 
 from sessions_app.models import Message, MessageRole, Turn, TurnStatus
 from usage.models import (
@@ -38,7 +37,7 @@ from usage.rollups import (
     rollup_rebuild,
     today,
 )
-from usage.selectors import month_of
+from usage.selectors import month_of, usage_totals_of_turn
 
 EXAMPLES = 3
 _FIX_BATCH = 500
@@ -215,25 +214,12 @@ def turn_totals_rebuild(*, since: date | None = None, dry_run: bool = False) -> 
     ]
     if dry_run:
         return len(drifted)
-    events = LlmCallEvent.objects.filter(turn=OuterRef("pk")).order_by().values("turn")
-    sums = {
-        "llm_calls": Count("id"),
-        "input_tokens": Sum(F("input_tokens_fresh") + F("input_tokens_cached")),
-        "output_tokens": Sum("output_tokens"),
-        "credits": Sum("credits"),
-        "provider_cost_usd": Sum("provider_cost_usd"),
-    }
-    zero = {name: Decimal("0") if name in ("credits", "provider_cost_usd") else 0 for name in sums}
+    totals = usage_totals_of_turn(OuterRef("pk"))
     for start in range(0, len(drifted), _FIX_BATCH):
         with transaction.atomic():
             Turn.objects.filter(pk__in=drifted[start : start + _FIX_BATCH]).exclude(
                 status=TurnStatus.RUNNING
-            ).update(
-                **{
-                    name: Coalesce(Subquery(events.annotate(v=sum_).values("v")), zero[name])
-                    for name, sum_ in sums.items()
-                }
-            )
+            ).update(**totals)
     return len(drifted)
 
 

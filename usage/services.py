@@ -154,25 +154,6 @@ def usage_call_complete(*, event: LlmCallEvent) -> Decimal | None:
     return usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)
 
 
-def usage_record_call(
-    *,
-    user,
-    result: LlmResult,
-    pricing: AliasPricing | None,
-    model_alias: str,
-    purpose: str,
-    **context,
-) -> LlmCallEvent:
-    """Open, meter and complete a ledger row at once, for a call already made."""
-    with transaction.atomic():
-        event = usage_call_open(
-            user=user, model_alias=model_alias, pricing=pricing, purpose=purpose, **context
-        )
-        usage_call_meter(event=event, result=result, pricing=pricing)
-        usage_call_complete(event=event)
-    return event
-
-
 def usage_calls_mark_lost(*, turn_ids: Iterable) -> int:
     """Mark the still-pending calls of these turns `lost`: started, never completed, in doubt
     (the provider may have billed them). They keep their input estimate and cost no credits."""

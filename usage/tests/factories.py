@@ -5,8 +5,15 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from orchestration.types import LlmResult
 from usage.models import LlmCallEvent
-from usage.services import usage_month_add
+from usage.selectors import AliasPricing
+from usage.services import (
+    usage_call_complete,
+    usage_call_meter,
+    usage_call_open,
+    usage_month_add,
+)
 
 
 def ledger_event(user, *, at: datetime, alias: str = "deepseek", **fields) -> LlmCallEvent:
@@ -31,3 +38,23 @@ def ledger_event(user, *, at: datetime, alias: str = "deepseek", **fields) -> Ll
         row = LlmCallEvent.objects.create(user=user, model_alias=alias, created_at=at, **values)
         usage_month_add(user_id=user.pk, at=at, credits=row.credits)
     return row
+
+
+def usage_record_call(
+    *,
+    user,
+    result: LlmResult,
+    pricing: AliasPricing | None,
+    model_alias: str,
+    purpose: str,
+    **context,
+) -> LlmCallEvent:
+    """Open, meter and complete a ledger row at once, as the turn engine does around a
+    call, for a call already made."""
+    with transaction.atomic():
+        event = usage_call_open(
+            user=user, model_alias=model_alias, pricing=pricing, purpose=purpose, **context
+        )
+        usage_call_meter(event=event, result=result, pricing=pricing)
+        usage_call_complete(event=event)
+    return event

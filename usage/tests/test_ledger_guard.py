@@ -7,7 +7,8 @@ from orchestration.types import CallStatus, LlmResult
 from sessions_app.models import Session
 from usage.models import LlmCallEvent
 from usage.selectors import alias_pricing
-from usage.services import usage_call_open, usage_record_call
+from usage.services import usage_call_open
+from usage.tests.factories import usage_record_call
 
 pytestmark = pytest.mark.django_db
 

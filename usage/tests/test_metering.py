@@ -17,7 +17,7 @@ from rooms.models import RoomMode
 from sessions_app.models import Session, Turn
 from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
 from usage.selectors import alias_pricing
-from usage.services import usage_record_call
+from usage.tests.factories import usage_record_call
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from orchestration.types import LlmResult
 from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
 from usage.selectors import active_pricing_version, alias_pricing
-from usage.services import usage_record_call
+from usage.tests.factories import usage_record_call
 
 pytestmark = pytest.mark.django_db
 
