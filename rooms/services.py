@@ -68,11 +68,19 @@ def room_create(
 
 
 def _lock_live_room(room: Room) -> None:
-    """Lock the room's row for the rest of the transaction; Gone if another request deleted it
-    since this one read it."""
-    live = Room.objects.select_for_update().filter(pk=room.pk, deleted_at__isnull=True)
-    if not list(live.values_list("pk", flat=True)):
+    """Lock the room's row for the rest of the transaction and take its modes as they are now
+    (a turn may have promoted the pending mode since this request read the room); Gone if
+    another request deleted it meanwhile."""
+    locked = (
+        Room.objects.select_for_update()
+        .alive()
+        .filter(pk=room.pk)
+        .values("current_mode", "pending_mode")
+        .first()
+    )
+    if locked is None:
         raise Gone()
+    room.current_mode, room.pending_mode = locked["current_mode"], locked["pending_mode"]
 
 
 @transaction.atomic

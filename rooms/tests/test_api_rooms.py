@@ -417,3 +417,18 @@ def test_anonymous_is_401(owner, anon_client, make_room, method, suffix):
     room.refresh_from_db()
     assert (room.name, room.pending_mode, room.deleted_at) == ("Keep", None, None)
     assert Room.objects.count() == 1
+
+
+def test_a_mode_change_reads_the_room_under_its_lock_not_as_first_read(owner, make_room):
+    """A turn promotes the pending mode between this request's read and its write: the change
+    is decided against the mode in force, not lost."""
+    from rooms.services import room_set_mode
+
+    room = make_room(owner, mode=RoomMode.MANUAL, pending_mode=RoomMode.ROUNDTABLE)
+    read_before = Room.objects.get(pk=room.pk)
+    Room.objects.filter(pk=room.pk).update(current_mode=RoomMode.ROUNDTABLE, pending_mode=None)
+
+    room_set_mode(room=read_before, mode=RoomMode.MANUAL)
+
+    room.refresh_from_db()
+    assert (room.current_mode, room.pending_mode) == (RoomMode.ROUNDTABLE, RoomMode.MANUAL)
