@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
 # Idle threads kept warm per process; beyond this, a returned one is shut down.
@@ -61,10 +62,43 @@ async def own_thread() -> AsyncIterator[None]:
 
 
 class PantheonASGIHandler(ASGIHandler):
-    """Django's ASGI handler, each request on a pooled thread (`own_thread`)."""
+    """Django's ASGI handler, each request on a pooled thread (`own_thread`), and a body
+    declared larger than DATA_UPLOAD_MAX_MEMORY_SIZE never read: Django's handler reads a whole
+    body (to a temporary file past 2.5 MB) before any middleware can refuse it."""
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        if _declared_length(scope) > (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or float("inf")):
+            # The request goes on with an empty body and its declared length: the middleware
+            # answers 413 (Django's own check, 400, off the API), while the body is discarded.
+            receive = _without_body(receive)
         async with own_thread():
             await self.handle(scope, receive, send)
+
+
+def _declared_length(scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _without_body(receive):
+    """`receive` that hands Django an empty body at once and drops the real one as it comes."""
+    handed = False
+
+    async def receive_without_body():
+        nonlocal handed
+        if not handed:
+            handed = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+
+    return receive_without_body

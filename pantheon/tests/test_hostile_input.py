@@ -5,6 +5,7 @@ offsets, lone surrogates and NULs in fields, query parameters and cursors, overs
 wrong content types, and fields past their bounds.
 """
 
+import asyncio
 import base64
 import io
 import json
@@ -16,6 +17,7 @@ from rest_framework.test import APIClient
 
 from pantheon.exceptions import RequestTooLarge, api_exception_handler
 from pantheon.parsers import JSONParser
+from pantheon.threads import PantheonASGIHandler
 from rooms.models import RoomMode
 
 pytestmark = pytest.mark.django_db
@@ -243,6 +245,47 @@ def test_an_oversized_body_at_the_default_limit_is_413(api, world):
     )
 
     assert_coded(response, 413, "request_too_large")
+
+
+def test_a_body_declared_too_large_is_refused_before_it_is_read():
+    """Under ASGI the refusal does not wait for the body: the client has sent one chunk of its
+    20 MB and nothing more, and the 413 comes anyway (Django's handler alone would wait for the
+    whole body, then spool it to disk)."""
+    sent: list[dict] = []
+    chunks = [{"type": "http.request", "body": b"x" * 65536, "more_body": True}]
+
+    async def receive():
+        if chunks:
+            return chunks.pop()
+        await asyncio.Event().wait()  # the rest of the body never comes
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"{API}/rooms",
+        "raw_path": f"{API}/rooms".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"20000000"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+    asyncio.run(asyncio.wait_for(PantheonASGIHandler()(scope, receive, send), timeout=10))
+
+    assert sent[0]["status"] == 413
+    body = json.loads(b"".join(message.get("body", b"") for message in sent[1:]))
+    assert body["detail"]["code"] == "request_too_large"
 
 
 def test_the_parser_stops_reading_at_the_limit_whoever_calls_it(settings):
