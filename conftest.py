@@ -140,8 +140,6 @@ class FakeGateway:
     the manager and the summarizer answer with.
     """
 
-    backend = "fake"
-
     def __init__(self, *, delay: float = 0.0):
         self.delay = delay
         self.calls: list[LlmCall] = []

@@ -38,15 +38,12 @@ from pantheon.schema import refusals
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, idempotency, selectors
-from sessions_app.models import IdempotencyKey, Message, Turn
+from sessions_app.models import IdempotencyKey, Turn
 from sessions_app.serializers import (
     TurnCreateSerializer,
     TurnSerializer,
-    render_message,
-    render_turn,
 )
 from sessions_app.turns import (
-    Balance,
     TurnListener,
     TurnOutcome,
     TurnPlan,
@@ -99,16 +96,6 @@ class EventStreamRenderer(BaseRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
         return JSONRenderer().render(data, renderer_context=renderer_context)
-
-
-def message_body(message: Message) -> dict[str, Any]:
-    return render_message(message)
-
-
-def turn_body(
-    turn: Turn, messages: list[Message], balance: Balance | None = None
-) -> dict[str, Any]:
-    return render_turn(turn, messages, balance)
 
 
 def _detached(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -311,7 +298,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     record=record, status=500, body=SERVER_ERROR_BODY
                 )
             raise
-        body = turn_body(outcome.turn, outcome.messages, outcome.balance)
+        body = outcome.body
         if record is not None:
             await database(idempotency.idempotency_finish)(
                 record=record, status=201, body=body, turn_id=outcome.turn.pk
@@ -322,9 +309,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         """Start the turn; once it is claimed, stream its events. A refusal or a conflict
         before the claim is answered as a plain HTTP error."""
         queue: asyncio.Queue[events.TurnEvent] = asyncio.Queue()
-        listener = TurnListener(
-            send=queue.put_nowait, message_body=message_body, turn_body=turn_body
-        )
+        listener = TurnListener(send=queue.put_nowait)
         turn = _detached(self._turn(plan, record, listener))
         first = asyncio.ensure_future(queue.get())
         await asyncio.wait({first, turn}, return_when=asyncio.FIRST_COMPLETED)
@@ -401,9 +386,7 @@ async def _replay(turn: Turn, *, last_event_id: int) -> AsyncIterator[str]:
     last = last_event_id
     quiet = 0.0
     while True:
-        replay = await database(events.turn_replay)(
-            turn, message_body=message_body, turn_body=turn_body
-        )
+        replay = await database(events.turn_replay)(turn)
         for event in events.after(replay.events, last):
             yield event.sse()
             last, quiet = event.id, 0.0

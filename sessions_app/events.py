@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sessions_app.models import Message, MessageRole, Turn, TurnStatus, TurnStream
+from sessions_app.serializers import render_message, render_turn
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
 
 TURN_STARTED_ID = 1
@@ -139,11 +140,10 @@ class Replay:
     finished: bool
 
 
-def turn_replay(turn: Turn, *, message_body, turn_body) -> Replay:
+def turn_replay(turn: Turn) -> Replay:
     """Every event of `turn` so far, rebuilt from what it stored: its row, its messages, the
-    pending ledger row of a call in flight and the text streamed so far for it.
-
-    `message_body(message)` and `turn_body(turn, messages)` render as the API does."""
+    pending ledger row of a call in flight and the text streamed so far for it, rendered as the
+    API renders them."""
     turn.refresh_from_db()
     messages = list(Message.objects.filter(turn=turn).order_by("sequence"))
     events = [turn_started(turn)]
@@ -152,7 +152,7 @@ def turn_replay(turn: Turn, *, message_body, turn_body) -> Replay:
     clock = StepClock()
     answers = [message for message in messages if message.role == MessageRole.ASSISTANT]
     for message in answers:
-        body = message_body(message)
+        body = render_message(message)
         events.append(step_started(clock, sequence=message.sequence, agent=_agent_of(message)))
         if message.content:
             events.append(
@@ -161,7 +161,7 @@ def turn_replay(turn: Turn, *, message_body, turn_body) -> Replay:
         events.append(step_completed(clock, body))
         clock.advance(len(message.content))
     if turn.status != TurnStatus.RUNNING:
-        events.append(turn_ended(turn, turn_body(turn, messages)))
+        events.append(turn_ended(turn, render_turn(turn, messages)))
         return Replay(events=events, finished=True)
     events.extend(_step_in_flight(turn, clock, next_sequence=_next_sequence(messages)))
     return Replay(events=events, finished=False)

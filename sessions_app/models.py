@@ -94,6 +94,9 @@ class TurnQuerySet(models.QuerySet):
         now = now or timezone.now()
         if totals is None:
             totals = usage_totals_of_turn(OuterRef("pk"))
+        if status in (TurnStatus.FAILED, TurnStatus.INTERRUPTED):
+            # A step broke off: the text it was streaming is no message, and no replay wants it.
+            TurnStream.objects.filter(turn__in=self.running()).delete()
         return self.running().update(status=status, completed_at=now, progress_at=now, **totals)
 
 
@@ -277,7 +280,7 @@ class IdempotencyKey(models.Model):
 class TurnStream(models.Model):
     """The text of the answer a turn is streaming right now, saved every few hundred ms so that
     any host can replay a running turn's deltas. Deleted with the step's commit, when the
-    message holds the text."""
+    message holds the text, or when the turn fails or is interrupted mid-step."""
 
     turn = models.OneToOneField(Turn, on_delete=models.CASCADE, primary_key=True)
     sequence = models.PositiveIntegerField()  # the message the step will become

@@ -82,6 +82,7 @@ from sessions_app.models import (
     TurnStream,
 )
 from sessions_app.selectors import TurnState
+from sessions_app.serializers import render_message, render_turn
 from sessions_app.services import turns_interrupt
 from usage import selectors as usage_selectors
 from usage.models import BillingProfile, LlmCallEvent
@@ -144,11 +145,13 @@ class Balance:
 
 @dataclass(frozen=True)
 class TurnOutcome:
-    """What the API answers: the turn, its messages in timeline order, the user's balance."""
+    """What the API answers: the turn, its messages in timeline order, the user's balance, and
+    the turn's body as rendered once for both the JSON answer and the stream's last event."""
 
     turn: Turn
     messages: list[Message]
-    balance: Balance | None = None
+    balance: Balance | None
+    body: dict[str, Any]
 
 
 @dataclass
@@ -176,12 +179,9 @@ class SummaryRef:
 
 @dataclass(frozen=True)
 class TurnListener:
-    """Who hears a turn's events as they happen (a streamed request), and how the API renders
-    a stored message and a whole turn for them."""
+    """Who hears a turn's events as they happen (a streamed request)."""
 
     send: Callable[[events.TurnEvent], None]
-    message_body: Callable[[Message], dict[str, Any]]
-    turn_body: Callable[[Turn, list[Message], Balance | None], dict[str, Any]]
 
 
 async def turn_run(
@@ -405,11 +405,10 @@ class TurnRunner:
             code = "turn_conflict" if isinstance(exc, exceptions.TurnConflict) else "server_error"
             self._emit(events.turn_failed(code=code, body=None))
             raise
-        outcome = TurnOutcome(turn=self._turn, messages=self.messages, balance=self._balance())
-        if self.listener is not None:
-            body = self.listener.turn_body(self._turn, self.messages, outcome.balance)
-            self._emit(events.turn_ended(self._turn, body))
-        return outcome
+        balance = self._balance()
+        body = render_turn(self._turn, self.messages, balance)
+        self._emit(events.turn_ended(self._turn, body))
+        return TurnOutcome(turn=self._turn, messages=self.messages, balance=balance, body=body)
 
     def _balance(self) -> Balance | None:
         if self._month_credits is None:
@@ -448,8 +447,7 @@ class TurnRunner:
             result = await self._make(call, streamed=listener is not None)
             message = await database(self.answer)(agent, result, next_agent=following)
             if listener is not None:
-                body = listener.message_body(message)
-                self._emit(events.step_completed(self.clock, body))
+                self._emit(events.step_completed(self.clock, render_message(message)))
             self.clock.advance(len(message.content))
         if self.pending is not None:
             result = await self._make(self._pending_call())
@@ -979,7 +977,13 @@ class _StreamedStep:
             self.saving = asyncio.create_task(database(self.save)("".join(self.pieces)))
 
     def save(self, text: str) -> None:
-        TurnStream.objects.update_or_create(
-            turn=self.runner._turn,
-            defaults={"sequence": self.sequence, "text": text, "updated_at": timezone.now()},
+        row = TurnStream(
+            turn=self.runner._turn, sequence=self.sequence, text=text, updated_at=timezone.now()
+        )
+        # One upsert (INSERT ... ON CONFLICT DO UPDATE), every few hundred ms of a stream.
+        TurnStream.objects.bulk_create(
+            [row],
+            update_conflicts=True,
+            unique_fields=["turn"],
+            update_fields=["sequence", "text", "updated_at"],
         )

@@ -8,8 +8,9 @@ the delay chosen by the model name, so an alias set to `openai/<name>` with this
 - `stream-<ms>`: a word every <ms> milliseconds (plain: the answer after all of them);
 - anything else: at once.
 
-`GET /stats` reports how many completions were requested. asyncio throughout: hundreds of
-waiting requests cost a coroutine each, so the stub never becomes the bottleneck it measures.
+`GET /stats` reports how many completions were requested, and the most answered at once.
+asyncio throughout: hundreds of waiting requests cost a coroutine each, so the stub never
+becomes the bottleneck it measures.
 
     python -m pantheon.testing.stub_llm --port 8765     # or StubLLM().start() in a test
 """
@@ -60,6 +61,8 @@ class StubLLM:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host, self.port = host, port
         self.requests = 0
+        # Calls being answered right now, and the most there were at once.
+        self.in_flight = self.peak_in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -75,10 +78,18 @@ class StubLLM:
         return app
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"requests": self.requests})
+        return web.json_response({"requests": self.requests, "peak_in_flight": self.peak_in_flight})
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         model, messages = str(body.get("model", "")), body.get("messages", [])
         first, between = _plan(model)

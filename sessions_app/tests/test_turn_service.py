@@ -10,7 +10,7 @@ from django.db import connections
 from conftest import FakeGateway
 from pantheon import exceptions
 from rooms.models import RoomMode
-from sessions_app.models import Message, MessageStatus, Turn, TurnStatus
+from sessions_app.models import Message, MessageStatus, Turn, TurnStatus, TurnStream
 from sessions_app.selectors import session_for_turn
 from sessions_app.turns import turn_run
 from usage.models import LlmCallEvent
@@ -193,3 +193,17 @@ def test_the_pending_ledger_row_is_committed_before_the_provider_is_called(
     assert (status, purpose) == ("pending", "agent")
     assert estimate > 0
     assert LlmCallEvent.objects.get().status == "success"
+
+
+@pytest.mark.parametrize("status", [TurnStatus.FAILED, TurnStatus.INTERRUPTED])
+def test_a_turn_that_breaks_off_drops_the_text_it_was_streaming(owner, seats, make_session, status):
+    """The saved text of a step in flight is no message: a failed or interrupted turn leaves
+    none behind (a finished step deletes its own with its commit)."""
+    session = make_session(owner, agent=seats[0])
+    turn = Turn.objects.create(session=session, turn_index=1, mode="direct", user_input="hi")
+    TurnStream.objects.create(turn=turn, sequence=2, text="Half an answ")
+
+    Turn.objects.filter(pk=turn.pk).end(status)
+
+    assert Turn.objects.get(pk=turn.pk).status == status
+    assert not TurnStream.objects.filter(turn=turn).exists()
