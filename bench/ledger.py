@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
+from pantheon.testing.scratch import recreate_database, setup_django, vacuum_analyze  # noqa: E402
 
 USERS = 1_000
 DAYS = 60
@@ -251,13 +251,6 @@ def fill(events: int) -> dict:
         "heavy": heavy,
         "light": light,
     }
-
-
-def vacuum_analyze() -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
 
 
 # --- measuring ----------------------------------------------------------------------------------

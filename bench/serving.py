@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from pantheon.testing.scratch import UNTHROTTLED, recreate_database, setup_django  # noqa: E402
-from pantheon.testing.servers import AppServer, free_port  # noqa: E402
+from pantheon.testing.servers import AppServer, free_port, process_tree  # noqa: E402
 
 GOALS = {"overlap": 1.5, "burst": 2.0, "connections": 32, "first_turn_s": 1.0, "cpu_ms": 9.0}
 
@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
 # --- set-up ---------------------------------------------------------------------------------
 
 
-def seed(stub_url: str, sessions: int) -> dict:
+def seed(stub_url: str, sessions: dict[str, int]) -> dict:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
@@ -138,24 +138,6 @@ class ConnectionWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -332,10 +314,16 @@ def main() -> int:
         server = AppServer(database_url=args.database_url, env=env, **workers).start()
         sessions = data["sessions"]
         overlap = waiting_case(
-            server, data, "64 sessions x 3 turns, 1.5 s", sessions["overlap"], 3, 4.5, database
+            server,
+            data,
+            f"{overlap_sessions} sessions x 3 turns, 1.5 s",
+            sessions["overlap"],
+            3,
+            4.5,
+            database,
         )
         burst = waiting_case(
-            server, data, "256 turns at once, 5 s", sessions["burst"], 1, 5.0, database
+            server, data, f"{burst_turns} turns at once, 5 s", sessions["burst"], 1, 5.0, database
         )
         cpu_stub = cpu_case(server, data, "fast", args.cpu_turns)
         rss, pss = memory_mb(process_tree(server.process.pid))

@@ -27,7 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pantheon.testing.scratch import UNTHROTTLED, recreate_database, setup_django  # noqa: E402
+from pantheon.testing.scratch import (  # noqa: E402
+    UNTHROTTLED,
+    recreate_database,
+    setup_django,
+    vacuum_analyze,
+)
 from pantheon.testing.servers import AppServer  # noqa: E402
 
 TARGETS = {
@@ -148,14 +153,6 @@ def seed(samples: int) -> dict:
     }
 
 
-def vacuum_analyze() -> None:
-    """Settle the freshly bulk-loaded tables, as a long-lived database would be."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
-
-
 def measure(client, base: str, cases: dict[str, list[str]], message: str) -> dict:
     """One turn per session, the cases interleaved so that drift on the machine (autovacuum,
     other load) lands on every case alike rather than on whichever runs last."""
@@ -224,7 +221,7 @@ def main() -> int:
         headers = {"Authorization": f"Token {data['token']}"}
         with httpx.Client(headers=headers, timeout=30) as client:
             # Warm every worker (imports, connections) on sessions we do not measure.
-            warm = data["single@10"][-1:] * 1
+            warm = data["single@10"][-1:]
             for _ in range(6 * args.workers):
                 client.post(f"{base}/api/v1/sessions/{warm[0]}/turns", json={"message": "warm"})
             measured = {

@@ -9,13 +9,14 @@ id so an operator can find the traceback in the logs; it never holds the traceba
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views import defaults
+from rest_framework import exceptions
 
 from pantheon.exceptions import RequestTooLarge
 from pantheon.middleware import error_response, is_api_path, request_id_of
 
 
 def bad_request(request, exception, *args, **kwargs):
-    if not is_api_path(request.path):
+    if not is_api_path(request.path_info):
         return defaults.bad_request(request, exception, *args, **kwargs)
     if isinstance(exception, RequestDataTooBig):
         return error_response(RequestTooLarge())
@@ -23,21 +24,19 @@ def bad_request(request, exception, *args, **kwargs):
 
 
 def permission_denied(request, exception, *args, **kwargs):
-    if not is_api_path(request.path):
+    if not is_api_path(request.path_info):
         return defaults.permission_denied(request, exception, *args, **kwargs)
-    return JsonResponse(
-        {"detail": "You do not have permission to perform this action."}, status=403
-    )
+    return JsonResponse({"detail": str(exceptions.PermissionDenied.default_detail)}, status=403)
 
 
 def page_not_found(request, exception, *args, **kwargs):
-    if not is_api_path(request.path):
+    if not is_api_path(request.path_info):
         return defaults.page_not_found(request, exception, *args, **kwargs)
-    return JsonResponse({"detail": "Not found."}, status=404)
+    return JsonResponse({"detail": str(exceptions.NotFound.default_detail)}, status=404)
 
 
 def server_error(request, *args, **kwargs):
-    if not is_api_path(request.path):
+    if not is_api_path(request.path_info):
         return defaults.server_error(request, *args, **kwargs)
     request_id = request_id_of(request)
     return JsonResponse(

@@ -42,3 +42,11 @@ def setup_django(url: str) -> None:
     import django
 
     django.setup()
+
+
+def vacuum_analyze() -> None:
+    """Settle freshly bulk-loaded tables, as a long-lived database would be."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
