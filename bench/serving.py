@@ -10,7 +10,7 @@ It prints:
   server held, and the errors;
 - first-turn latency on fresh workers, and the tenth turn's, with a 0 ms provider;
 - server CPU ms per single-agent turn and turns/s with 8 clients at 0 ms (stub and demo);
-- the server's RSS (and PSS) after that load;
+- the server's RSS (and PSS) after that 8-client run (the goal), and after the waiting cases;
 - time to first delta of a streamed turn with a provider that streams a word every 200 ms.
 
 It creates a scratch database and drops it, starts the stub and the server and stops them.
@@ -313,6 +313,10 @@ def main() -> int:
 
         server = AppServer(database_url=args.database_url, env=env, **workers).start()
         sessions = data["sessions"]
+        # The memory goal is the RSS after an 8-client run: measured right after it,
+        # and again after the waiting cases (hundreds of turns held at once).
+        cpu_stub = cpu_case(server, data, "fast", args.cpu_turns)
+        rss, pss = memory_mb(process_tree(server.process.pid))
         overlap = waiting_case(
             server,
             data,
@@ -325,8 +329,7 @@ def main() -> int:
         burst = waiting_case(
             server, data, f"{burst_turns} turns at once, 5 s", sessions["burst"], 1, 5.0, database
         )
-        cpu_stub = cpu_case(server, data, "fast", args.cpu_turns)
-        rss, pss = memory_mb(process_tree(server.process.pid))
+        rss_loaded, pss_loaded = memory_mb(process_tree(server.process.pid))
         deltas = time_to_first_delta(server, data)
         server.stop()
         server = AppServer(
@@ -361,7 +364,11 @@ def main() -> int:
             f"server CPU per single-agent turn, 8 clients, 0 ms provider ({case['kind']}): "
             f"{case['cpu_ms']:.1f} ms; {case['per_s']:.0f} turns/s"
         )
-    print(f"server memory after the load: RSS {rss:.0f} MB, PSS {pss:.0f} MB")
+    print(f"server memory after the 8-client run: RSS {rss:.0f} MB, PSS {pss:.0f} MB")
+    print(
+        f"server memory after the waiting cases too: RSS {rss_loaded:.0f} MB, "
+        f"PSS {pss_loaded:.0f} MB"
+    )
     print(
         "time to first delta (a word every 200 ms): "
         + ", ".join(f"{t * 1000:.0f}" for t in deltas)
@@ -377,7 +384,7 @@ def main() -> int:
         ("no errors", overlap["errors"] == burst["errors"] == 0),
         ("first turn <= 1 s", first <= GOALS["first_turn_s"]),
         ("<= 9 ms CPU per turn (stub)", cpu_stub["cpu_ms"] <= GOALS["cpu_ms"]),
-        ("RSS <= 300 MB", rss <= 300),
+        ("RSS after the 8-client run <= 300 MB", rss <= 300),
         ("first delta <= 1 s", max(deltas) <= 1.0),
     ]
     print()

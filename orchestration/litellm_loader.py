@@ -14,6 +14,11 @@ from functools import cache
 from types import ModuleType
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# OpenAI-compatible models through litellm's own HTTP handler (the one its other providers use)
+# rather than the OpenAI SDK, whose request validation walks every message of the context
+# through its typed-dict unions: about 2.5 ms less CPU per call with a 40-message context
+# (bench/serving.py). Errors are mapped to the same litellm exception types either way.
+os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "True")
 
 # The offline demo provider's name for litellm: models "pantheon_demo/<alias>" go to it.
 DEMO_PROVIDER = "pantheon_demo"
