@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
@@ -45,7 +46,10 @@ async def _rehearse(litellm: Any) -> None:
     await litellm.acompletion(**request)
     async for _ in await litellm.acompletion(**request, stream=True):
         pass
-    importlib.import_module("openai.resources")
+    if os.environ.get("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "").lower() != "true":
+        # The OpenAI SDK's path loads all its resources on the first call (about a second,
+        # and 10 MB); litellm's own handler (litellm_loader's default) needs none of them.
+        importlib.import_module("openai.resources")
 
 
 def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
@@ -124,8 +128,8 @@ class LiteLLMGateway:
     def warm_up(self) -> None:
         """Do now, before traffic, what the first call would pay for: import litellm (seconds),
         register the demo provider, and rehearse a mocked call, plain and streamed, through
-        litellm's OpenAI-compatible path, which loads the OpenAI SDK's resources lazily on
-        its first use (about a second). Run it where no event loop is running yet."""
+        litellm's OpenAI-compatible path, which loads much of litellm lazily on its first use.
+        Run it where no event loop is running yet."""
         litellm = load_litellm()
         if self.demo:
             self._register_demo()
