@@ -622,8 +622,7 @@ class TurnRunner:
         by_key = {agent.key: agent for agent in self.plan.candidates}
         agents = [by_key[key] for key in decision.selected_agent_keys]
         first = self._agent_call(agents[0])
-        with self._step(routing=routing):
-            self._month_credits = usage_call_complete(event=call.opened)
+        with self._step(completing=call.opened, routing=routing):
             self._open(first)
         self._turn.routing = routing
         return agents
@@ -652,8 +651,7 @@ class TurnRunner:
             following: PlannedCall | None = self._agent_call(next_agent)
         else:
             following = self._summary_call() if self._summary_due() else None
-        with self._step(finishing=following is None):
-            self._month_credits = usage_call_complete(event=call.opened)
+        with self._step(completing=call.opened, finishing=following is None):
             message.save(force_insert=True)
             if self.listener is not None:  # a streamed step: its saved text is now the message
                 TurnStream.objects.filter(turn=self._turn).delete()
@@ -677,8 +675,7 @@ class TurnRunner:
                 result.error_kind or "empty summary text",
             )
             extraction = None
-        with self._step(finishing=True):
-            self._month_credits = usage_call_complete(event=call.opened)
+        with self._step(completing=call.opened, finishing=True):
             if extraction is not None:
                 self._save_summary(extraction)
             self._audit(summary_triggered=True)
@@ -889,11 +886,17 @@ class TurnRunner:
             self.listener.send(event)
 
     @contextmanager
-    def _step(self, *, finishing: bool = False, **changes: Any) -> Iterator[None]:
-        """The transaction of a step. It first takes the turn's row lock, recording progress
-        (`changes` included) or, when `finishing`, ending the turn with its status and totals;
-        a recovery or a stale takeover takes the same lock first, so they are ordered. If the
-        turn is no longer running it was taken over: nothing is written and we answer 409."""
+    def _step(
+        self, *, completing: LlmCallEvent, finishing: bool = False, **changes: Any
+    ) -> Iterator[None]:
+        """The transaction of a step, which stores what the call `completing` produced. It
+        first takes the turn's row lock, recording progress (`changes` included) or, when
+        `finishing`, ending the turn with its status and totals; a recovery or a stale takeover
+        takes the same lock first, so they are ordered. If the turn is no longer running it was
+        taken over: nothing is written and we answer 409. The call's ledger row is completed
+        last: that moves the user's month counter, a row every turn of the user locks, so it
+        stays locked only until the commit right after (concurrent turns of one user queue on
+        it for one statement, not for the whole step)."""
         with transaction.atomic():
             turn = Turn.objects.filter(pk=self._turn.pk)
             now = timezone.now()
@@ -908,6 +911,7 @@ class TurnRunner:
             if not running:
                 raise exceptions.TurnConflict()
             yield
+            self._month_credits = usage_call_complete(event=completing)
         self._turn.progress_at = now
         if finishing:
             self._turn.status, self._turn.completed_at = status, now
