@@ -89,3 +89,22 @@ def test_turn_queries_do_not_grow_with_session_length(
         and q["sql"].endswith(f"DESC LIMIT {HISTORY_LIMIT}")
     ]
     assert len(history_reads) == 1
+
+
+def test_the_month_counter_is_moved_last_in_its_step(
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn
+):
+    """Every turn of a user moves the same month-counter row: its lock is taken by the step's
+    last statement, so the user's concurrent turns queue on it only until that commit."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    assert post_turn(owner_client, session, "the month's first").status_code == 201
+    with CaptureQueriesContext(connection) as queries:
+        assert post_turn(owner_client, session, "hello").status_code == 201
+    sql = [q["sql"] for q in queries]
+    counter = [i for i, s in enumerate(sql) if s.startswith('UPDATE "usage_monthlyusage"')]
+    assert len(counter) == 1
+    assert sql[counter[0] + 1].startswith("RELEASE SAVEPOINT")  # the step's commit
+    step_start = max(i for i in range(counter[0]) if sql[i].startswith("SAVEPOINT"))
+    between = sql[step_start + 1 : counter[0]]
+    assert any(s.startswith('INSERT INTO "sessions_app_message"') for s in between)
+    assert any(s.startswith('UPDATE "usage_llmcallevent"') for s in between[-1:])
