@@ -11,7 +11,8 @@ It prints:
 - first-turn latency on fresh workers, and the tenth turn's, with a 0 ms provider;
 - server CPU ms per single-agent turn and turns/s with 8 clients at 0 ms (stub and demo);
 - the server's RSS (and PSS) after that 8-client run (the goal), and after the waiting cases;
-- time to first delta of a streamed turn with a provider that streams a word every 200 ms.
+- time to first delta of a streamed turn with a provider that streams a word every 200 ms;
+- the machine's speed before and after (a fixed CPU-bound loop), to compare runs on a shared VM.
 
 It creates a scratch database and drops it, starts the stub and the server and stops them.
 """
@@ -104,6 +105,20 @@ def seed(stub_url: str, sessions: dict[str, int]) -> dict:
 
 
 # --- measuring ------------------------------------------------------------------------------
+
+
+def reference_seconds() -> float:
+    """CPU seconds of a fixed pure-Python loop (best of 3): this machine's speed right now. A
+    shared VM drifts by ±20% from one minute to the next; compare runs by their CPU figures
+    relative to this one."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        total = 0
+        for number in range(5_000_000):
+            total += number
+        best = min(best, time.process_time() - started)
+    return best
 
 
 class ConnectionWatch:
@@ -286,6 +301,7 @@ def main() -> int:
     args = parse_args()
     overlap_sessions, burst_turns = (16, 64) if args.quick else (64, 256)
     database = args.database_url.rsplit("/", 1)[1]
+    speed_before = reference_seconds()
     print(f"scratch database: {args.database_url}")
     recreate_database(args.database_url)
     stub_port = free_port()
@@ -348,7 +364,12 @@ def main() -> int:
         connections.close_all()
         recreate_database(args.database_url, drop_only=True)
 
+    speed_after = reference_seconds()
     print()
+    print(
+        f"machine speed: a reference loop took {speed_before * 1000:.0f} ms before and "
+        f"{speed_after * 1000:.0f} ms after (lower is faster)"
+    )
     print(
         f"{'waiting turns':<32}{'turns':>6}{'wall s':>8}{'x ideal':>9}{'peak PG':>9}{'errors':>8}"
     )
