@@ -6,8 +6,9 @@ an OpenAI-compatible stub provider, both on 127.0.0.1.
 It prints:
 - overlap: 64 sessions posting 3 turns each against a 1.5 s provider (ideal 4.5 s);
 - burst: 256 turns waiting 5 s each at once (ideal 5 s);
-  both with the wall time as a multiple of the ideal, the peak of PostgreSQL connections the
-  server held, and the errors;
+  both with the wall time as a multiple of the ideal, the server's CPU seconds meanwhile (one
+  worker can use one core: wall time minus the ideal that is near its CPU means CPU-bound), the
+  peak of PostgreSQL connections the server held, and the errors;
 - first-turn latency on fresh workers, and the tenth turn's, with a 0 ms provider;
 - server CPU ms per single-agent turn and turns/s with 8 clients at 0 ms (stub and demo);
 - the server's RSS (and PSS) after that 8-client run (the goal), and after the waiting cases;
@@ -206,16 +207,20 @@ async def post_turns(base: str, headers: dict, sessions: list[str], turns_each: 
 
 def waiting_case(server, data, name, sessions, turns_each, ideal, database) -> dict:
     headers = {"Authorization": f"Token {data['token']}"}
+    pids = process_tree(server.process.pid)
     with ConnectionWatch(database) as watch:
+        cpu_before = cpu_seconds(pids)
         started = time.monotonic()
         statuses = asyncio.run(post_turns(server.url, headers, sessions, turns_each))
         wall = time.monotonic() - started
+        cpu = cpu_seconds(pids) - cpu_before
     errors = sum(1 for status in statuses if status != 201)
     return {
         "name": name,
         "turns": len(statuses),
         "wall": wall,
         "ratio": wall / ideal,
+        "cpu": cpu,
         "peak": watch.peak,
         "errors": errors,
     }
@@ -371,12 +376,13 @@ def main() -> int:
         f"{speed_after * 1000:.0f} ms after (lower is faster)"
     )
     print(
-        f"{'waiting turns':<32}{'turns':>6}{'wall s':>8}{'x ideal':>9}{'peak PG':>9}{'errors':>8}"
+        f"{'waiting turns':<32}{'turns':>6}{'wall s':>8}{'x ideal':>9}{'server CPU s':>13}"
+        f"{'peak PG':>9}{'errors':>8}"
     )
     for case in (overlap, burst):
         print(
-            f"{case['name']:<32}{case['turns']:>9}{case['wall']:>9.2f}{case['ratio']:>9.2f}"
-            f"{case['peak']:>9}{case['errors']:>9}"
+            f"{case['name']:<32}{case['turns']:>6}{case['wall']:>8.2f}{case['ratio']:>9.2f}"
+            f"{case['cpu']:>13.2f}{case['peak']:>9}{case['errors']:>8}"
         )
     print()
     print(f"first turn on a fresh server: {first * 1000:.0f} ms; tenth: {tenth * 1000:.0f} ms")
