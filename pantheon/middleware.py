@@ -24,6 +24,7 @@ from pantheon.exceptions import (
     RequestTooLarge,
     has_unrenderable,
 )
+from pantheon.threads import BODY_TOO_LARGE
 
 logger = logging.getLogger("pantheon.request")
 
@@ -138,7 +139,16 @@ class ApiGuardMiddleware(_SyncAndAsync):
         return error_response(refusal) if refusal else await self.get_response(request)
 
     def _check(self, request) -> PantheonError | None:
+        if getattr(request, "scope", {}).get(BODY_TOO_LARGE):
+            # Cut off unread (`PantheonASGIHandler`): on any path, nothing may read what is left.
+            return self._too_large()
         return self._refusal(request) if is_api_path(request.path_info) else None
+
+    def _too_large(self) -> RequestTooLarge:
+        return RequestTooLarge(
+            "The request body is larger than this server accepts "
+            f"({settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)."
+        )
 
     def _refusal(self, request) -> PantheonError | None:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -147,9 +157,7 @@ class ApiGuardMiddleware(_SyncAndAsync):
         except ValueError:
             length = 0  # Django reads such a body as empty
         if limit is not None and length > limit:
-            return RequestTooLarge(
-                f"The request body is larger than this server accepts ({limit} bytes)."
-            )
+            return self._too_large()
         for key, values in request.GET.lists():
             if has_unrenderable(key) or any(has_unrenderable(value) for value in values):
                 return InvalidCharacters(

@@ -61,30 +61,41 @@ async def own_thread() -> AsyncIterator[None]:
         _pool.give(executor)
 
 
+# Set in the scope of a request whose undeclared (chunked) body ran past the size limit.
+BODY_TOO_LARGE = "pantheon.body_too_large"
+
+
 class PantheonASGIHandler(ASGIHandler):
     """Django's ASGI handler, each request on a pooled thread (`own_thread`), and a body
-    declared larger than DATA_UPLOAD_MAX_MEMORY_SIZE never read: Django's handler reads a whole
+    larger than DATA_UPLOAD_MAX_MEMORY_SIZE never read whole: Django's handler reads a whole
     body (to a temporary file past 2.5 MB) before any middleware can refuse it."""
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        if _declared_length(scope) > (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or float("inf")):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        declared = _declared_length(scope)
+        if limit is not None and declared is not None and declared > limit:
             # The request goes on with an empty body and its declared length: the middleware
             # answers 413 (Django's own check, 400, off the API), while the body is discarded.
             receive = _without_body(receive)
+        elif limit is not None and declared is None:
+            # No length declared (a chunked upload): read no more than the limit.
+            receive = _up_to(limit, receive, scope)
         async with own_thread():
             await self.handle(scope, receive, send)
 
 
-def _declared_length(scope) -> int:
+def _declared_length(scope) -> int | None:
+    """The Content-Length, None when there is none (0 for one that is not a number, which
+    Django reads as an empty body)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
                 return int(value)
             except ValueError:
                 return 0
-    return 0
+    return None
 
 
 def _without_body(receive):
@@ -102,3 +113,32 @@ def _without_body(receive):
                 return message
 
     return receive_without_body
+
+
+def _up_to(limit: int, receive, scope):
+    """`receive` for a body of unknown length (a chunked upload). Past `limit` bytes it stops:
+    Django gets the body cut there, the scope says so (the middleware answers 413 before
+    anything reads it), and the rest is dropped as it comes. A body that ends within the limit
+    gets its length as Content-Length, which Django needs to read it at all (without one it
+    reads any body as empty)."""
+    received = 0
+
+    async def receive_up_to():
+        nonlocal received
+        if scope.get(BODY_TOO_LARGE):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return message
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                scope[BODY_TOO_LARGE] = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if received and not message.get("more_body", False):
+                # Django builds the request from the scope once the body has ended.
+                scope["headers"] = [*scope["headers"], (b"content-length", b"%d" % received)]
+        return message
+
+    return receive_up_to

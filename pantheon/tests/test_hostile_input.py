@@ -247,19 +247,15 @@ def test_an_oversized_body_at_the_default_limit_is_413(api, world):
     assert_coded(response, 413, "request_too_large")
 
 
-def test_a_body_declared_too_large_is_refused_before_it_is_read():
-    """Under ASGI the refusal does not wait for the body: the client has sent one chunk of its
-    20 MB and nothing more, and the 413 comes anyway (Django's handler alone would wait for the
-    whole body, then spool it to disk)."""
+def _asgi_post(
+    path: str, receive, *, headers: list[tuple[bytes, bytes]], on_send=None
+) -> tuple[int, dict]:
+    """POST through the production ASGI handler with `receive` as the client; (status, body)."""
     sent: list[dict] = []
-    chunks = [{"type": "http.request", "body": b"x" * 65536, "more_body": True}]
-
-    async def receive():
-        if chunks:
-            return chunks.pop()
-        await asyncio.Event().wait()  # the rest of the body never comes
 
     async def send(message):
+        if on_send is not None:
+            on_send(message)
         sent.append(message)
 
     scope = {
@@ -268,24 +264,82 @@ def test_a_body_declared_too_large_is_refused_before_it_is_read():
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": f"{API}/rooms",
-        "raw_path": f"{API}/rooms".encode(),
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"content-length", b"20000000"),
-        ],
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
-
     asyncio.run(asyncio.wait_for(PantheonASGIHandler()(scope, receive, send), timeout=10))
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
 
-    assert sent[0]["status"] == 413
-    body = json.loads(b"".join(message.get("body", b"") for message in sent[1:]))
+
+def test_a_body_declared_too_large_is_refused_before_it_is_read():
+    """Under ASGI the refusal does not wait for the body: the client has sent one chunk of its
+    20 MB and nothing more, and the 413 comes anyway (Django's handler alone would wait for the
+    whole body, then spool it to disk)."""
+    chunks = [{"type": "http.request", "body": b"x" * 65536, "more_body": True}]
+
+    async def receive():
+        if chunks:
+            return chunks.pop()
+        await asyncio.Event().wait()  # the rest of the body never comes
+
+    status, body = _asgi_post(f"{API}/rooms", receive, headers=[(b"content-length", b"20000000")])
+
+    assert status == 413
     assert body["detail"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("path", [f"{API}/rooms", "/admin/login/"])
+def test_a_chunked_body_past_the_limit_is_refused_without_reading_the_rest(path):
+    """No Content-Length (a chunked upload) and no end: the handler stops reading just past
+    the limit and answers 413, on the API and off it (no view gets a cut-off body)."""
+    chunk = 65536
+    read = 0
+    read_when_answered: list[int] = []
+
+    async def endless():
+        nonlocal read
+        read += 1
+        await asyncio.sleep(0)
+        return {"type": "http.request", "body": b"x" * chunk, "more_body": True}
+
+    def on_send(message):
+        if message["type"] == "http.response.start":
+            read_when_answered.append(read)
+
+    status, body = _asgi_post(
+        path, endless, headers=[(b"transfer-encoding", b"chunked")], on_send=on_send
+    )
+
+    assert status == 413
+    assert body["detail"]["code"] == "request_too_large"
+    # Answered at the limit (Django's handler alone reads an endless body forever); what it
+    # reads past the limit while answering is dropped, not kept.
+    assert read_when_answered[0] < 2 * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE // chunk)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_chunked_body_within_the_limit_reaches_the_view_whole(django_user_model):
+    django_user_model.objects.create_user("chunky", password="chunky-pass-123")
+    payload = json.dumps({"username": "chunky", "password": "chunky-pass-123"}).encode()
+    pieces = [payload[:10], payload[10:20], payload[20:]]
+
+    async def receive():
+        if pieces:
+            piece = pieces.pop(0)
+            return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+        await asyncio.Event().wait()  # then only a disconnect, never
+
+    status, body = _asgi_post(
+        f"{API}/auth/token", receive, headers=[(b"transfer-encoding", b"chunked")]
+    )
+
+    assert status == 200, body
+    assert len(body["token"]) == 40
 
 
 def test_the_parser_stops_reading_at_the_limit_whoever_calls_it(settings):

@@ -180,7 +180,7 @@ def test_quiet_identities_are_pruned(monkeypatch):
         assert cursor.fetchall() == [("live",)]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_requests_cannot_share_the_last_places():
     """Twelve workers at once against a limit of five: exactly five pass. (DRF's cache-based
     history is read and written back in Python, so racing requests all see room.)"""
