@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
+from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm, uses_openai_sdk
 from orchestration.types import AliasConfig, CallStatus, ErrorKind, LlmCall, LlmResult
 
 logger = logging.getLogger(__name__)
@@ -46,9 +45,9 @@ async def _rehearse(litellm: Any) -> None:
     await litellm.acompletion(**request)
     async for _ in await litellm.acompletion(**request, stream=True):
         pass
-    if os.environ.get("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "").lower() != "true":
-        # The OpenAI SDK's path loads all its resources on the first call (about a second,
-        # and 10 MB); litellm's own handler (litellm_loader's default) needs none of them.
+    if uses_openai_sdk():
+        # That path loads all the SDK's resources on the first call (about a second, and
+        # 10 MB); litellm's own handler, the default, needs none of them.
         importlib.import_module("openai.resources")
 
 

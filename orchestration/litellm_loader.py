@@ -20,6 +20,13 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # (bench/serving.py). Errors are mapped to the same litellm exception types either way.
 os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "True")
 
+
+def uses_openai_sdk() -> bool:
+    """Whether litellm sends OpenAI-compatible calls through the OpenAI SDK (the switch above
+    turned off), which loads its resources on the first call."""
+    return os.environ.get("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "").lower() != "true"
+
+
 # The offline demo provider's name for litellm: models "pantheon_demo/<alias>" go to it.
 DEMO_PROVIDER = "pantheon_demo"
 

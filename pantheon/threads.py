@@ -107,12 +107,18 @@ def _without_body(receive):
         if not handed:
             handed = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return message
+        return await _next_event_after_the_body(receive)
 
     return receive_without_body
+
+
+async def _next_event_after_the_body(receive):
+    """The client's next event that is not a piece of the body (a disconnect); the body's
+    pieces are dropped as they come."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return message
 
 
 def _up_to(limit: int, receive, scope):
@@ -126,10 +132,7 @@ def _up_to(limit: int, receive, scope):
     async def receive_up_to():
         nonlocal received
         if scope.get(BODY_TOO_LARGE):
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return message
+            return await _next_event_after_the_body(receive)
         message = await receive()
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
