@@ -6,12 +6,30 @@
 - Filters that stay one query however many users there are (a username box, not a list).
 """
 
+from uuid import UUID
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+
+
+def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
+    """Search a UUID by equality on the indexed columns in `ids`, anything else with `text`
+    (icontains on a UUID would cast and scan every row)."""
+    term = term.strip()
+    if not term:
+        return queryset
+    try:
+        value = UUID(term)
+    except ValueError:
+        return queryset.filter(text)
+    match = Q()
+    for column in ids:
+        match |= Q(**{column: value})
+    return queryset.filter(match)
 
 
 class ReadOnlyRecords:

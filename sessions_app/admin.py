@@ -1,5 +1,3 @@
-from uuid import UUID
-
 from django.contrib import admin
 from django.db.models import Q
 
@@ -9,6 +7,7 @@ from pantheon.console import (
     RecordTabularInline,
     SoftDeleteAdmin,
     badge,
+    by_id_or_text,
     figure_column,
     moment_column,
     username_filter,
@@ -23,22 +22,6 @@ from sessions_app.models import (
 )
 from sessions_app.services import session_delete
 from usage.models import USAGE_TOTAL_FIELDS, LlmCallEvent
-
-
-def _by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
-    """Search a UUID by equality on the indexed columns in `ids`, anything else with `text`
-    (icontains on a UUID would cast and scan every row)."""
-    term = term.strip()
-    if not term:
-        return queryset
-    try:
-        value = UUID(term)
-    except ValueError:
-        return queryset.filter(text)
-    match = Q()
-    for column in ids:
-        match |= Q(**{column: value})
-    return queryset.filter(match)
 
 
 @admin.register(Session)
@@ -67,7 +50,7 @@ class SessionAdmin(SoftDeleteAdmin):
         text = Q(title__icontains=search_term.strip()) | Q(
             room__name__icontains=search_term.strip()
         )
-        return _by_id_or_text(queryset, search_term, ids=["pk"], text=text), False
+        return by_id_or_text(queryset, search_term, ids=["pk"], text=text), False
 
 
 class MessageInline(RecordTabularInline):
@@ -164,7 +147,7 @@ class TurnAdmin(RecordAdmin):
         text = Q(session__started_by__username__iexact=term) | Q(
             session__room__name__icontains=term
         )
-        return _by_id_or_text(queryset, term, ids=["pk", "session_id"], text=text), False
+        return by_id_or_text(queryset, term, ids=["pk", "session_id"], text=text), False
 
     created = moment_column()
     index = figure_column("turn_index", "#", "")
@@ -200,7 +183,7 @@ class MessageAdmin(RecordAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
-        return _by_id_or_text(
+        return by_id_or_text(
             queryset, term, ids=["session_id", "turn_id", "pk"], text=Q(agent_key=term)
         ), False
 

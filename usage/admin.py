@@ -7,13 +7,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.paginator import Paginator
 from django.db import models, transaction
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
 
 from pantheon.console import (
     RecordAdmin,
     badge,
+    by_id_or_text,
     figure_column,
     moment_column,
     username_filter,
@@ -258,8 +259,8 @@ class LlmCallEventAdmin(RecordAdmin):
         "status",
         "priced",
     ]
-    search_fields = ["request_id", "agent_key"]
-    search_help_text = "A request id or an agent key."
+    search_fields = ["turn__id", "session__id", "request_id", "agent_key"]
+    search_help_text = "A turn or session id (as in the logs), a request id or an agent key."
     list_select_related = ["user"]
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
@@ -272,6 +273,10 @@ class LlmCallEventAdmin(RecordAdmin):
     credits_used = figure_column("credits", "credits", ",.4f")
     cost = figure_column("provider_cost_usd", "cost (USD)", ",.6f")
     latency = figure_column("latency_ms", "ms")
+
+    def get_search_results(self, request, queryset, search_term):
+        text = Q(request_id=search_term.strip()) | Q(agent_key=search_term.strip())
+        return by_id_or_text(queryset, search_term, ids=["turn_id", "session_id"], text=text), False
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         # The sums above the list also give the paginator its count (it would count again);

@@ -459,3 +459,29 @@ def test_a_rollup_rebuild_is_seen_at_once_despite_the_cache(make_operator, ledge
     rollup_rebuild()
 
     assert client.get(reverse(DASHBOARD)).context["report"].totals.credits == before + 5
+
+
+def test_the_ledger_finds_a_turns_calls_by_the_ids_its_log_lines_carry(
+    make_operator, owner, owner_client, make_agent, make_session, fake_gateway, post_turn
+):
+    agent = make_agent(owner, "ada")
+    first, second = make_session(owner, agent=agent), make_session(owner, agent=agent)
+    turn = post_turn(owner_client, first, "hello").json()
+    post_turn(owner_client, first, "again")
+    post_turn(owner_client, second, "elsewhere")
+    client = client_for(make_operator("Analyst"))
+
+    def found(term: str) -> set:
+        response = client.get(reverse(LEDGER), {"q": term})
+        assert response.status_code == 200
+        return {row.pk for row in response.context["cl"].result_list}
+
+    assert found(turn["id"]) == set(
+        LlmCallEvent.objects.filter(turn_id=turn["id"]).values_list("pk", flat=True)
+    )
+    assert found(str(first.pk)) == set(
+        LlmCallEvent.objects.filter(session=first).values_list("pk", flat=True)
+    )
+    assert len(found(str(first.pk))) > len(found(turn["id"])) > 0
+    assert len(found("ada")) == LlmCallEvent.objects.filter(agent_key="ada").count() == 3
+    assert found("not-an-id") == set()
