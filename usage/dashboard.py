@@ -16,12 +16,13 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from sessions_app.models import Turn
 from usage.models import DailyUsageRollup, LlmCallEvent
 from usage.rollups import ROLLUP_VALUE_COLUMNS, day_start, today
+from usage.selectors import ledger_total_sums
 
 FIGURES = ROLLUP_VALUE_COLUMNS
 DEFAULT_DAYS = 30
@@ -65,11 +66,7 @@ class Report:
 
 # The ledger summed into FIGURES, and the rollups summed into the same names.
 LEDGER_FIGURES = {
-    "llm_calls": Count("id"),
-    "input_tokens": Sum(F("input_tokens_fresh") + F("input_tokens_cached")),
-    "output_tokens": Sum("output_tokens"),
-    "credits": Sum("credits"),
-    "provider_cost_usd": Sum("provider_cost_usd"),
+    **{name: sum_ for name, (sum_, _) in ledger_total_sums().items()},
     "unpriced_calls": Count("id", filter=Q(priced=False)),
 }
 ROLLUP_FIGURES = {name: Sum(name) for name in FIGURES}

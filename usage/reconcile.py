@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet
 
 from sessions_app.models import Message, MessageRole, Turn, TurnStatus
 from usage.models import (
@@ -37,7 +37,7 @@ from usage.rollups import (
     rollup_rebuild,
     today,
 )
-from usage.selectors import month_of, usage_totals_of_turn
+from usage.selectors import ledger_total_sums, month_of, usage_totals_of_turn
 
 EXAMPLES = 3
 _FIX_BATCH = 500
@@ -259,11 +259,7 @@ def _turn_drift_rows(since: date | None) -> Iterator[tuple]:
     event_sums = (
         events.values("turn_id")
         .annotate(
-            e_llm_calls=Count("id"),
-            e_input_tokens=Sum(F("input_tokens_fresh") + F("input_tokens_cached")),
-            e_output_tokens=Sum("output_tokens"),
-            e_credits=Sum("credits"),
-            e_provider_cost_usd=Sum("provider_cost_usd"),
+            **{f"e_{name}": sum_ for name, (sum_, _) in ledger_total_sums().items()},
             # A lost call never produced its message (its worker died): not a gap.
             e_agent_calls=Count(
                 "id", filter=Q(purpose=CallPurpose.AGENT) & ~Q(status=CallStatus.LOST)

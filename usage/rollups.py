@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Count, DateField, F, Q, QuerySet, Sum, Value
+from django.db.models import Count, DateField, Q, QuerySet, Sum, Value
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
 from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage
-from usage.selectors import month_of
+from usage.selectors import ledger_total_sums, month_of
 
 # DailyUsageRollup's columns in the order `ledger_daily_sums` selects them.
 ROLLUP_KEY_COLUMNS = ("day", "user_id", "model_alias")
@@ -72,11 +72,7 @@ def ledger_daily_sums(*, since: date | None, until: date) -> QuerySet:
         events.annotate(day=TruncDate("created_at", tzinfo=UTC))
         .values(*ROLLUP_KEY_COLUMNS)
         .annotate(
-            sum_llm_calls=Count("id"),
-            sum_input_tokens=Sum(F("input_tokens_fresh") + F("input_tokens_cached")),
-            sum_output_tokens=Sum("output_tokens"),
-            sum_credits=Sum("credits"),
-            sum_provider_cost_usd=Sum("provider_cost_usd"),
+            **{f"sum_{name}": sum_ for name, (sum_, _) in ledger_total_sums().items()},
             sum_unpriced_calls=Count("id", filter=Q(priced=False)),
         )
         .order_by()

@@ -157,7 +157,7 @@ def billing_profile_for(*, user) -> BillingProfile | None:
     return BillingProfile.objects.filter(user=user).first()
 
 
-def _totals_of_rows() -> dict[str, tuple[Any, Any]]:
+def ledger_total_sums() -> dict[str, tuple[Any, Any]]:
     """How each usage total (USAGE_TOTAL_FIELDS) sums ledger rows, with its value for none."""
     zero = Decimal("0")
     return {
@@ -172,7 +172,9 @@ def _totals_of_rows() -> dict[str, tuple[Any, Any]]:
 def _usage_sums() -> dict:
     """SQL sums of ledger rows for an aggregate or annotate (prefixed: the ledger has fields of
     some of the same names)."""
-    return {f"sum_{name}": Coalesce(sum_, zero) for name, (sum_, zero) in _totals_of_rows().items()}
+    return {
+        f"sum_{name}": Coalesce(sum_, zero) for name, (sum_, zero) in ledger_total_sums().items()
+    }
 
 
 def _usage_of(row: dict) -> dict:
@@ -195,7 +197,7 @@ def usage_totals_of_turn(turn_ref: Any) -> dict[str, Any]:
     rows = LlmCallEvent.objects.filter(turn_id=turn_ref).order_by().values("turn_id")
     return {
         name: Coalesce(Subquery(rows.annotate(total=sum_).values("total")), zero)
-        for name, (sum_, zero) in _totals_of_rows().items()
+        for name, (sum_, zero) in ledger_total_sums().items()
     }
 
 
