@@ -21,8 +21,7 @@ from usage.selectors import month_start
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """No test inherits another's cache: the dashboard's rollup sums, the throttles' history
-    on SQLite."""
+    """No test inherits another's cache (the dashboard's rollup sums)."""
     cache.clear()
     yield
     cache.clear()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from pantheon.testing.scratch import UNTHROTTLED, recreate_database, setup_django  # noqa: E402
+from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
 from pantheon.testing.servers import AppServer, free_port, process_tree  # noqa: E402
 
 GOALS = {"overlap": 1.5, "burst": 2.0, "connections": 32, "first_turn_s": 1.0, "cpu_ms": 9.0}
@@ -328,7 +328,8 @@ def main() -> int:
                 "demo": 8,
             },
         )
-        env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key", **UNTHROTTLED}
+        # The servers inherit this process's environment, unthrottled by setup_django.
+        env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
         workers = {"workers": args.workers} if args.workers else {}
         first, tenth = first_turns(args.database_url, env, args.workers, data)
 
@@ -355,7 +356,7 @@ def main() -> int:
         server.stop()
         server = AppServer(
             database_url=args.database_url,
-            env={"PANTHEON_LLM_BACKEND": "demo", **UNTHROTTLED},
+            env={"PANTHEON_LLM_BACKEND": "demo"},
             **workers,
         ).start()
         cpu_demo = cpu_case(server, data, "demo", args.cpu_turns)

@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pantheon.testing.scratch import (  # noqa: E402
-    UNTHROTTLED,
     recreate_database,
     setup_django,
     vacuum_analyze,
@@ -215,7 +214,7 @@ def main() -> int:
         server = AppServer(
             database_url=args.database_url,
             workers=args.workers,
-            env={"PANTHEON_LLM_BACKEND": "demo", **UNTHROTTLED},
+            env={"PANTHEON_LLM_BACKEND": "demo"},  # unthrottled: inherited from setup_django
         ).start()
         base = server.url
         headers = {"Authorization": f"Token {data['token']}"}

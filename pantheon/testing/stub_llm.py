@@ -30,6 +30,8 @@ from typing import Any
 from aiohttp import web
 
 WORDS = 12
+# Pending connections the listening socket holds: a burst of hundreds of calls connects at once.
+BACKLOG = 2048
 _DELAY = re.compile(r"(slow|stream)-(\d+)")
 
 
@@ -167,7 +169,7 @@ class StubLLM:
     async def _listen(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=BACKLOG)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -198,7 +200,7 @@ def main() -> None:
         StubLLM(args.host, args.port).app(),
         host=args.host,
         port=args.port,
-        backlog=2048,  # as StubLLM.start(): a burst of hundreds of calls connects at once
+        backlog=BACKLOG,
         print=None,
     )
 
