@@ -383,14 +383,14 @@ async def _live(first: events.TurnEvent, queue: asyncio.Queue) -> AsyncIterator[
 
 async def _replay(turn: Turn, *, last_event_id: int) -> AsyncIterator[str]:
     """A turn's events from the database; while it runs, what it stores next as it does."""
-    last = last_event_id
+    follower = events.TurnFollower(turn, last_event_id=last_event_id)
     quiet = 0.0
     while True:
-        replay = await database(events.turn_replay)(turn)
-        for event in events.after(replay.events, last):
+        news, finished = await database(follower.poll)()
+        for event in news:
             yield event.sse()
-            last, quiet = event.id, 0.0
-        if replay.finished:
+            quiet = 0.0
+        if finished:
             return
         await asyncio.sleep(settings.PANTHEON_SSE_POLL_SECONDS)
         quiet += settings.PANTHEON_SSE_POLL_SECONDS

@@ -138,6 +138,19 @@ def after(events: Iterable[TurnEvent], last_event_id: int) -> Iterator[TurnEvent
 class Replay:
     events: list[TurnEvent]
     finished: bool
+    # What the replay was built from (`turn_mark`): while it holds, the replay is current.
+    mark: tuple
+
+
+def turn_mark(turn_id) -> tuple | None:
+    """A turn's progress in one indexed read: its status, when it last stored a step, and when
+    the text it is streaming was last saved. Every write a replay shows moves one of them (a
+    step's commit moves `progress_at`, a stream save `updated_at`, an ending the status)."""
+    return (
+        Turn.objects.filter(pk=turn_id)
+        .values_list("status", "progress_at", "turnstream__updated_at")
+        .first()
+    )
 
 
 def turn_replay(turn: Turn) -> Replay:
@@ -162,12 +175,42 @@ def turn_replay(turn: Turn) -> Replay:
         clock.advance(len(message.content))
     if turn.status != TurnStatus.RUNNING:
         events.append(turn_ended(turn, render_turn(turn, messages)))
-        return Replay(events=events, finished=True)
-    events.extend(_step_in_flight(turn, clock, next_sequence=_next_sequence(messages)))
-    return Replay(events=events, finished=False)
+        return Replay(events=events, finished=True, mark=(turn.status, turn.progress_at, None))
+    # Read after the turn's row: a step that commits in between moves `progress_at` past the
+    # mark, so the next poll rebuilds rather than trusting a replay that mixes the two.
+    streamed = TurnStream.objects.filter(turn=turn).first()
+    events.extend(
+        _step_in_flight(turn, clock, next_sequence=_next_sequence(messages), streamed=streamed)
+    )
+    mark = (turn.status, turn.progress_at, streamed.updated_at if streamed else None)
+    return Replay(events=events, finished=False, mark=mark)
 
 
-def _step_in_flight(turn: Turn, clock: StepClock, *, next_sequence: int) -> list[TurnEvent]:
+class TurnFollower:
+    """A client following a turn from the database (any host): each `poll` gives the events it
+    has not seen. While the turn stores nothing new (its provider is thinking) a poll costs one
+    indexed read, not a rebuild of the whole turn."""
+
+    def __init__(self, turn: Turn, *, last_event_id: int = 0) -> None:
+        self.turn = turn
+        self.last_event_id = last_event_id
+        self.mark: tuple | None = None
+
+    def poll(self) -> tuple[list[TurnEvent], bool]:
+        """(the events after the last one given, whether the turn has ended)."""
+        if self.mark is not None and turn_mark(self.turn.pk) == self.mark:
+            return [], False
+        replay = turn_replay(self.turn)
+        news = list(after(replay.events, self.last_event_id))
+        if news:
+            self.last_event_id = news[-1].id
+        self.mark = replay.mark
+        return news, replay.finished
+
+
+def _step_in_flight(
+    turn: Turn, clock: StepClock, *, next_sequence: int, streamed: TurnStream | None
+) -> list[TurnEvent]:
     call = (
         LlmCallEvent.objects.filter(turn=turn, purpose=CallPurpose.AGENT, status=CallStatus.PENDING)
         .order_by("-created_at")
@@ -190,8 +233,7 @@ def _step_in_flight(turn: Turn, clock: StepClock, *, next_sequence: int) -> list
             },
         )
     ]
-    streamed = TurnStream.objects.filter(turn=turn, sequence=next_sequence).first()
-    if streamed is not None and streamed.text:
+    if streamed is not None and streamed.sequence == next_sequence and streamed.text:
         events.append(step_delta(clock, sequence=next_sequence, text=streamed.text, start=0))
     return events
 
