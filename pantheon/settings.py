@@ -210,6 +210,9 @@ PANTHEON_TURN_STALE_SECONDS = env.int("PANTHEON_TURN_STALE_SECONDS", default=600
 # often a replay of a running turn looks for news, and the idle time after which a stream sends
 # a heartbeat comment (proxies cut silent connections).
 PANTHEON_STREAM_SAVE_SECONDS = env.float("PANTHEON_STREAM_SAVE_SECONDS", default=0.25)
+# Database sections (pantheon/db.py) a worker runs at once; the others wait, oldest request
+# first. 0: no limit.
+PANTHEON_DB_SECTIONS = env.int("PANTHEON_DB_SECTIONS", default=4)
 PANTHEON_SSE_POLL_SECONDS = env.float("PANTHEON_SSE_POLL_SECONDS", default=0.25)
 PANTHEON_SSE_HEARTBEAT_SECONDS = env.float("PANTHEON_SSE_HEARTBEAT_SECONDS", default=15.0)
 # A turn's answer says `low_balance` once the month's credits pass this share of the cap.

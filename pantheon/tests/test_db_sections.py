@@ -1,0 +1,122 @@
+"""Database sections from async code: a bounded number at once, the oldest request's first."""
+
+import asyncio
+import threading
+import time
+
+from asgiref.sync import ThreadSensitiveContext
+
+from pantheon.db import SectionGate, database
+
+
+def test_no_more_sections_run_at_once_than_the_gate_has_places():
+    gate = SectionGate(2)
+    running = peak = 0
+
+    async def section(arrival: float) -> None:
+        nonlocal running, peak
+        await gate.enter(arrival)
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        gate.leave()
+
+    async def main() -> None:
+        await asyncio.gather(*(section(float(n)) for n in range(8)))
+
+    asyncio.run(main())
+    assert peak == 2
+    assert gate.running == 0 and not gate._waiting
+
+
+def test_waiting_sections_are_let_in_by_their_requests_arrival_not_their_own():
+    """A turn's next section goes before the first sections of requests that came after it."""
+    gate = SectionGate(1)
+    admitted: list[str] = []
+
+    async def wait(name: str, arrival: float) -> None:
+        await gate.enter(arrival)
+        admitted.append(name)
+
+    async def main() -> None:
+        await gate.enter(0.0)  # a section runs
+        waiting = [
+            asyncio.create_task(wait("new request", 3.0)),
+            asyncio.create_task(wait("newer request", 4.0)),
+            asyncio.create_task(wait("next step of an older turn", 1.0)),
+        ]
+        await asyncio.sleep(0)
+        for _ in waiting:
+            gate.leave()
+            await asyncio.sleep(0)
+        await asyncio.gather(*waiting)
+
+    asyncio.run(main())
+    assert admitted == ["next step of an older turn", "new request", "newer request"]
+
+
+def test_a_section_cancelled_while_it_waits_takes_no_place():
+    gate = SectionGate(1)
+
+    async def main() -> None:
+        await gate.enter(0.0)
+        gone = asyncio.create_task(gate.enter(1.0))
+        stays = asyncio.create_task(gate.enter(2.0))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.sleep(0)
+        gate.leave()
+        await asyncio.wait_for(stays, 1)
+        assert gone.cancelled()
+        gate.leave()
+
+    asyncio.run(main())
+    assert gate.running == 0 and not gate._waiting
+
+
+def test_database_sections_wait_for_a_place(settings):
+    settings.PANTHEON_DB_SECTIONS = 1
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        started = time.monotonic()
+        time.sleep(0.05)
+        with lock:
+            spans.append((started, time.monotonic()))
+
+    async def one_request() -> None:
+        async with ThreadSensitiveContext():  # each request on its own thread, as served
+            await database(work)()
+
+    async def main() -> None:
+        await asyncio.gather(*(asyncio.create_task(one_request()) for _ in range(3)))
+
+    asyncio.run(main())
+    spans.sort()
+    assert len(spans) == 3
+    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_a_request_cancelled_mid_section_gives_its_place_back_when_the_section_ends(settings):
+    settings.PANTHEON_DB_SECTIONS = 1
+    finished = threading.Event()
+
+    def slow() -> None:
+        time.sleep(0.1)
+        finished.set()
+
+    async def on_its_own_thread(function):
+        async with ThreadSensitiveContext():
+            return await database(function)()
+
+    async def main() -> None:
+        request = asyncio.create_task(on_its_own_thread(slow))
+        await asyncio.sleep(0.02)
+        request.cancel()
+        # The section's thread is still at work: the next section waits for it, then runs.
+        assert await asyncio.wait_for(on_its_own_thread(finished.is_set), 2)
+
+    asyncio.run(main())
+    assert finished.is_set()
