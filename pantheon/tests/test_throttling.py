@@ -219,3 +219,19 @@ def test_concurrent_requests_cannot_share_the_last_places():
     with connection.cursor() as cursor:
         cursor.execute("SELECT cardinality(hits) FROM pantheon_throttle WHERE key = 'race'")
         assert cursor.fetchone() == (5,)
+
+
+def test_the_turn_throttle_is_checked_without_a_hop_back_to_the_event_loop(
+    settings, monkeypatch, owner_client, roundtable_session, fake_gateway, post_turn
+):
+    """adrf checks asynchronous throttles through async_to_sync even when there are none: the
+    turn's first database section would block on the event loop while holding its place."""
+
+    def no_hop(*args, **kwargs):
+        raise AssertionError("the throttle check hopped to the event loop")
+
+    monkeypatch.setattr("adrf.views.async_to_sync", no_hop)
+    settings.PANTHEON_TURN_RATE = "1/min"
+
+    assert post_turn(owner_client, roundtable_session, "one").status_code == 201
+    assert_throttled(post_turn(owner_client, roundtable_session, "two"))
