@@ -289,3 +289,45 @@ def test_many_waiting_turns_share_a_small_pool(owner, make_agent, make_session, 
     # More turns waited on the provider at once than there were connections: a waiting turn
     # holds none.
     assert stub.peak_in_flight > 4
+
+
+def test_a_worker_full_of_waiting_turns_refuses_more_at_once_with_503(
+    owner, make_agent, make_session, stub, token
+):
+    """GUNICORN_WORKER_CONNECTIONS bounds what one worker holds open: a request on the
+    connection that reaches it is answered 503 at once (uvicorn's limit_concurrency counts
+    that connection too), and once turns end the worker serves again."""
+    point_at_stub(stub, "slow-3000", "deepseek")
+    agent = make_agent(owner, "ada", model_alias="deepseek")
+    sessions = [make_session(owner, agent=agent) for _ in range(3)]
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
+    with _serve(GUNICORN_WORKER_CONNECTIONS="4", **env) as server:
+        answers = []
+
+        def post(session):
+            answers.append(
+                httpx.post(
+                    f"{server.url}/api/v1/sessions/{session.pk}/turns",
+                    json={"message": "hold the line"},
+                    headers=token,
+                    timeout=60,
+                )
+            )
+
+        threads = [threading.Thread(target=post, args=(s,)) for s in sessions]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 20
+        while stub.requests < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stub.requests == 3  # three turns wait on the provider, a connection each
+
+        started = time.monotonic()
+        refused = httpx.get(f"{server.url}/api/v1/health", timeout=10)
+        assert refused.status_code == 503
+        assert time.monotonic() - started < 1.5  # refused, not queued behind the turns
+
+        for thread in threads:
+            thread.join()
+        assert sorted(answer.status_code for answer in answers) == [201] * 3
+        assert httpx.get(f"{server.url}/api/v1/health", timeout=10).status_code == 200
