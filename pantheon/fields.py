@@ -2,7 +2,8 @@
 
 DRF's CharField turns `0` or `true` into `"0"`/`"True"`; the schema says `type: string`, so a
 client (or schemathesis) sending a number would see the server accept what the schema calls
-invalid. `ModelSerializer` here maps model text columns to `StrictCharField`.
+invalid; and it checks `max_length` after trimming whitespace, where the schema's `maxLength` is
+the length sent. `ModelSerializer` here maps model text columns to `StrictCharField`.
 """
 
 from django.db import models
@@ -16,6 +17,10 @@ class StrictCharField(serializers.CharField):
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        # The schema's maxLength is the length sent: DRF checks it after trimming, so a text
+        # padded past it with whitespace would be accepted.
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 

@@ -193,6 +193,20 @@ def test_text_that_reaches_a_prompt_is_bounded_by_its_setting(
     assert fake_gateway.calls == []
 
 
+def test_whitespace_does_not_carry_a_message_past_its_bound(api, world, fake_gateway):
+    """The schema's maxLength is the length sent; DRF alone would trim first, then count."""
+    limit = settings.PANTHEON_MAX_MESSAGE_CHARS
+    url = f"{API}/sessions/{world['session'].id}/turns"
+    before = row_counts()
+
+    response = api.post(url, {"message": "\x1d  @ada " + "x" * (limit - 5)}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert f"no more than {limit} characters" in response.json()["message"][0]
+    assert row_counts() == before
+    assert fake_gateway.calls == []
+
+
 def test_a_role_prompt_at_its_bound_is_accepted(api, settings):
     limit = settings.PANTHEON_MAX_ROLE_PROMPT_CHARS
     body = {
