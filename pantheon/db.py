@@ -9,18 +9,22 @@ At most `PANTHEON_DB_SECTIONS` sections of a process run at once; the others wai
 request's first (`SectionGate`). Sections are CPU work under one GIL: run all at once, they
 share the core, so every one of them takes as long as all of them together, and a burst of new
 requests slows the turns already under way. Admitted oldest first, a turn that has started
-goes on to its provider call, and to its answer, before the requests that came after it.
+goes on to its provider call, and to its answer, before the requests that came after it. A
+request's time is its arrival at the ASGI handler (`request_arrival`), which the turn it starts
+inherits; work a client can keep asking for (a follower's polls) queues as new each time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import heapq
 import itertools
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
@@ -31,9 +35,11 @@ from django.db import connection
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# When the request (or the turn it started, which inherits its context) first asked for a
-# section: its place in the queue for all of its sections.
+# When the request (or the turn it started, which inherits its context) arrived
+# (`request_arrival`): its sections' place in the queue. Unset: each section queues as new.
 _arrival: ContextVar[float | None] = ContextVar("pantheon_db_arrival", default=None)
+# Set while a section runs (on its thread, and in async code it calls back into).
+_inside_section: ContextVar[bool] = ContextVar("pantheon_db_inside_section", default=False)
 
 
 def release_connection() -> None:
@@ -99,16 +105,34 @@ def _section_ended(gate: SectionGate, work: asyncio.Future) -> None:
         work.exception()  # its awaiter may be gone: never "exception was never retrieved"
 
 
-def database(function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+def _carry_back(context: contextvars.Context) -> None:
+    """What the section changed in its context (the log context's ids, say) into ours, as a
+    plain `await sync_to_async(...)` would have."""
+    for variable, value in context.items():
+        try:
+            if variable.get() is value:
+                continue
+        except LookupError:
+            pass
+        variable.set(value)
+
+
+def database(
+    function: Callable[P, R], *, queue_as_new: bool = False
+) -> Callable[P, Coroutine[Any, Any, R]]:
     """`function` as an awaitable section of database work. Sections of one request run on
     that request's own thread, one after the other (asgiref's thread-sensitive mode), and wait
-    for a place at the process's `SectionGate`."""
+    for a place at the process's `SectionGate` in the order their requests arrived.
+    `queue_as_new`: work that recurs for as long as a client likes (a follower's poll, a
+    stream's save) queues as if it had just arrived, so it never starves newer requests."""
 
     @functools.wraps(function)
     def section(*args: P.args, **kwargs: P.kwargs) -> R:
+        inside = _inside_section.set(True)
         try:
             return function(*args, **kwargs)
         finally:
+            _inside_section.reset(inside)
             release_connection()
 
     run = sync_to_async(section, thread_sensitive=True)
@@ -116,17 +140,32 @@ def database(function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(function)
     async def admitted(*args: P.args, **kwargs: P.kwargs) -> R:
         gate = section_gate()
-        if gate is None:
+        # A section that calls back into async code (async_to_sync) holds its place: one it
+        # starts from there runs at once, or a full gate would wait for itself.
+        if gate is None or _inside_section.get():
             return await run(*args, **kwargs)
-        arrival = _arrival.get()
-        if arrival is None:
-            arrival = time.monotonic()
-            _arrival.set(arrival)
-        await gate.enter(arrival)
-        work = asyncio.ensure_future(run(*args, **kwargs))
-        # The place is given back when the section's thread is done with it, even if the
-        # awaiting request is cancelled first (a thread cannot be stopped midway).
+        arrival = None if queue_as_new else _arrival.get()
+        await gate.enter(time.monotonic() if arrival is None else arrival)
+        # Its own task, so that the place is given back when the section's thread is done,
+        # even if the awaiting request is cancelled first (a thread cannot be stopped midway).
+        context = contextvars.copy_context()
+        work = asyncio.get_running_loop().create_task(run(*args, **kwargs), context=context)
         work.add_done_callback(functools.partial(_section_ended, gate))
-        return await asyncio.shield(work)
+        try:
+            return await asyncio.shield(work)
+        finally:
+            if work.done():
+                _carry_back(context)
 
     return admitted
+
+
+@contextmanager
+def request_arrival() -> Iterator[None]:
+    """Mark the request that starts here, and everything it starts (a detached turn inherits
+    its context), as arriving now: their sections queue by this time."""
+    token = _arrival.set(time.monotonic())
+    try:
+        yield
+    finally:
+        _arrival.reset(token)

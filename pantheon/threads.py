@@ -18,6 +18,8 @@ from asgiref.sync import AsyncToSync, ThreadSensitiveContext
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
+from pantheon.db import request_arrival
+
 # Idle threads kept warm per process; beyond this, a returned one is shut down.
 IDLE_THREADS = 64
 
@@ -82,8 +84,9 @@ class PantheonASGIHandler(ASGIHandler):
         elif limit is not None and declared is None:
             # No length declared (a chunked upload): read no more than the limit.
             receive = _up_to(limit, receive, scope)
-        async with own_thread():
-            await self.handle(scope, receive, send)
+        with request_arrival():
+            async with own_thread():
+                await self.handle(scope, receive, send)
 
 
 def _declared_length(scope) -> int | None:

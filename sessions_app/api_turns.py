@@ -396,7 +396,7 @@ async def _replay(turn: Turn, *, last_event_id: int) -> AsyncIterator[str]:
     follower = events.TurnFollower(turn, last_event_id=last_event_id)
     quiet = 0.0
     while True:
-        news, finished = await database(follower.poll)()
+        news, finished = await database(follower.poll, queue_as_new=True)()
         for event in news:
             yield event.sse()
             quiet = 0.0

@@ -978,7 +978,9 @@ class _StreamedStep:
         due = time.monotonic() - self.saved_at >= settings.PANTHEON_STREAM_SAVE_SECONDS
         if due and (self.saving is None or self.saving.done()):
             self.saved_at = time.monotonic()
-            self.saving = asyncio.create_task(database(self.save)("".join(self.pieces)))
+            self.saving = asyncio.create_task(
+                database(self.save, queue_as_new=True)("".join(self.pieces))
+            )
 
     def save(self, text: str) -> None:
         row = TurnStream(

@@ -3,9 +3,11 @@
 import asyncio
 import threading
 import time
+from contextvars import ContextVar
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, async_to_sync
 
+from pantheon import db
 from pantheon.db import SectionGate, database
 
 
@@ -120,3 +122,82 @@ def test_a_request_cancelled_mid_section_gives_its_place_back_when_the_section_e
 
     asyncio.run(main())
     assert finished.is_set()
+
+
+def test_what_a_section_binds_in_its_context_reaches_the_code_that_awaited_it(settings):
+    """The log context's ids bound inside a section (the user at authentication, the turn at
+    its claim) go on to label the request's later lines, as with a plain sync_to_async."""
+    settings.PANTHEON_DB_SECTIONS = 2
+    bound: ContextVar[str | None] = ContextVar("bound", default=None)
+
+    async def main() -> str | None:
+        async with ThreadSensitiveContext():
+            await database(bound.set)("turn 7")
+            return bound.get()
+
+    assert asyncio.run(main()) == "turn 7"
+
+
+def _queue_order(settings, requests) -> list[str]:
+    """Hold the one place, let each (name, arrived, queue_as_new) request ask for a section in
+    that order, free the place: the order in which their sections ran."""
+    settings.PANTHEON_DB_SECTIONS = 1
+    ran: list[str] = []
+    release = threading.Event()
+
+    async def request(name: str, arrived: float, queue_as_new: bool) -> None:
+        token = db._arrival.set(time.monotonic() - arrived)
+        try:
+            async with ThreadSensitiveContext():
+                await database(ran.append, queue_as_new=queue_as_new)(name)
+        finally:
+            db._arrival.reset(token)
+
+    async def main() -> None:
+        async with ThreadSensitiveContext():
+            holder = asyncio.create_task(database(release.wait)())
+            await asyncio.sleep(0.05)
+            waiting = []
+            for name, arrived, queue_as_new in requests:
+                waiting.append(asyncio.create_task(request(name, arrived, queue_as_new)))
+                await asyncio.sleep(0.01)
+            release.set()
+            await asyncio.wait_for(asyncio.gather(holder, *waiting), 5)
+
+    asyncio.run(main())
+    return ran
+
+
+def test_sections_queue_by_their_requests_arrival(settings):
+    order = _queue_order(
+        settings,
+        [("came 1 s ago", 1.0, False), ("came 9 s ago", 9.0, False), ("came 5 s ago", 5.0, False)],
+    )
+    assert order == ["came 9 s ago", "came 5 s ago", "came 1 s ago"]
+
+
+def test_a_long_followers_polls_queue_as_new_work(settings):
+    """A client following a turn for minutes polls forever: its polls must not go before newer
+    requests, or enough followers would starve them."""
+    order = _queue_order(
+        settings, [("follower since 60 s", 60.0, True), ("request of 1 s ago", 1.0, False)]
+    )
+    assert order == ["request of 1 s ago", "follower since 60 s"]
+
+
+def test_a_section_that_calls_back_into_async_code_does_not_wait_for_its_own_place(settings):
+    settings.PANTHEON_DB_SECTIONS = 1
+    results: list[str] = []
+
+    def outer() -> str:
+        return async_to_sync(database(str.upper))("nested")
+
+    async def main() -> None:
+        async with ThreadSensitiveContext():
+            results.append(await database(outer)())
+
+    # On a thread of its own: were the gate to wait for itself, this test fails, not hangs.
+    runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    runner.start()
+    runner.join(5)
+    assert not runner.is_alive() and results == ["NESTED"]

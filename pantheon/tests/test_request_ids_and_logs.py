@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from pantheon import logging_context
 from pantheon.middleware import RequestIdMiddleware
+from rooms.models import RoomMode
 
 pytestmark = pytest.mark.django_db
 
@@ -90,6 +91,29 @@ def test_the_requests_log_lines_carry_its_id_and_user(token_client, owner, caplo
     assert line.status_code == 200
     assert line.method == "GET"
     assert line.duration_ms >= 0
+
+
+def test_a_turns_log_lines_carry_its_user_session_and_turn(
+    token_client, owner, make_agent, make_room, make_session, fake_gateway, caplog
+):
+    """The ids are bound inside the turn's database sections (the user at authentication, the
+    turn at its claim) and must label what the turn logs after them, and its access line."""
+    room = make_room(owner, [make_agent(owner, "ada")], mode=RoomMode.ORCHESTRATOR)
+    session = make_session(owner, room=room)
+    fake_gateway.routing_reply = "no JSON here"
+    path = f"{API}/sessions/{session.pk}/turns"
+
+    with caplog.at_level(logging.INFO):
+        response = token_client.post(path, {"message": "who answers?"}, format="json")
+
+    assert response.status_code == 201
+    fallback = next(r for r in caplog.records if r.getMessage().startswith("Routing answer"))
+    assert (fallback.user_id, fallback.session_id, fallback.turn_id) == (
+        str(owner.pk),
+        str(session.pk),
+        response.json()["id"],
+    )
+    assert access_line(caplog, path).user_id == str(owner.pk)
 
 
 def test_a_4xx_is_logged_once_as_a_warning_with_the_id(anon_client, caplog):

@@ -322,10 +322,8 @@ def test_a_worker_full_of_waiting_turns_refuses_more_at_once_with_503(
             time.sleep(0.05)
         assert stub.requests == 3  # three turns wait on the provider, a connection each
 
-        started = time.monotonic()
-        refused = httpx.get(f"{server.url}/api/v1/health", timeout=10)
-        assert refused.status_code == 503
-        assert time.monotonic() - started < 1.5  # refused, not queued behind the turns
+        # Refused, not queued: had it waited for a place it would get 200 once the turns end.
+        assert httpx.get(f"{server.url}/api/v1/health", timeout=10).status_code == 503
 
         for thread in threads:
             thread.join()
