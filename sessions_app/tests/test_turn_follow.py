@@ -46,6 +46,19 @@ def _stream(turn: Turn, text: str) -> None:
     )
 
 
+def _answer(turn: Turn, content: str) -> None:
+    """The agent's answer as the step stores it."""
+    Message.objects.create(
+        session=turn.session,
+        turn=turn,
+        sequence=2,
+        role="assistant",
+        agent_key="ada",
+        agent_name="Ada",
+        content=content,
+    )
+
+
 def _names(news: list) -> list[str]:
     return [event.name for event in news]
 
@@ -72,15 +85,7 @@ def test_a_follower_gets_each_event_once_and_an_idle_poll_costs_one_read(
         assert follower.poll() == ([], False)
 
     # The step commits its message and the turn ends: the rest of the text, then the end.
-    Message.objects.create(
-        session=running_turn.session,
-        turn=running_turn,
-        sequence=2,
-        role="assistant",
-        agent_key="ada",
-        agent_name="Ada",
-        content="Hello there",
-    )
+    _answer(running_turn, "Hello there")
     TurnStream.objects.filter(turn=running_turn).delete()
     assert Turn.objects.filter(pk=running_turn.pk).end(TurnStatus.COMPLETED) == 1
     news, finished = follower.poll()
@@ -93,15 +98,7 @@ def test_a_step_stored_without_streaming_is_seen_at_the_next_poll(running_turn):
     """A JSON turn saves no stream: its step's commit alone (progress_at) must wake a follower."""
     follower = events.TurnFollower(running_turn)
     follower.poll()
-    Message.objects.create(
-        session=running_turn.session,
-        turn=running_turn,
-        sequence=2,
-        role="assistant",
-        agent_key="ada",
-        agent_name="Ada",
-        content="Done.",
-    )
+    _answer(running_turn, "Done.")
     LlmCallEvent.objects.filter(turn=running_turn).update(status=CallStatus.SUCCESS)
     Turn.objects.filter(pk=running_turn.pk).update(progress_at=timezone.now())
 

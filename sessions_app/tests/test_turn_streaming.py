@@ -236,6 +236,27 @@ def _connections_to(database: str) -> int:
         return cursor.fetchone()[0]
 
 
+def _post_turns_at_once(server, sessions, headers, message) -> tuple[list, list]:
+    """A turn in each session, each from a thread of its own (its own connection), all started;
+    returns the threads and the list their answers go to."""
+    answers: list = []
+
+    def post(session):
+        answers.append(
+            httpx.post(
+                f"{server.url}/api/v1/sessions/{session.pk}/turns",
+                json={"message": message},
+                headers=headers,
+                timeout=60,
+            )
+        )
+
+    threads = [threading.Thread(target=post, args=(session,)) for session in sessions]
+    for thread in threads:
+        thread.start()
+    return threads, answers
+
+
 def test_many_waiting_turns_share_a_small_pool(owner, make_agent, make_session, stub, token):
     """40 turns wait 2 s each on one worker whose pool holds at most 4 connections."""
     point_at_stub(stub, "slow-2000", "deepseek")
@@ -263,21 +284,7 @@ def test_many_waiting_turns_share_a_small_pool(owner, make_agent, make_session, 
 
         watcher = threading.Thread(target=watch)
         watcher.start()
-        answers = []
-
-        def post(session):
-            answers.append(
-                httpx.post(
-                    f"{server.url}/api/v1/sessions/{session.pk}/turns",
-                    json={"message": "wait for it"},
-                    headers=token,
-                    timeout=60,
-                )
-            )
-
-        threads = [threading.Thread(target=post, args=(s,)) for s in sessions]
-        for thread in threads:
-            thread.start()
+        threads, answers = _post_turns_at_once(server, sessions, token, "wait for it")
         for thread in threads:
             thread.join()
         done.set()
@@ -302,21 +309,7 @@ def test_a_worker_full_of_waiting_turns_refuses_more_at_once_with_503(
     sessions = [make_session(owner, agent=agent) for _ in range(3)]
     env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
     with _serve(GUNICORN_WORKER_CONNECTIONS="4", **env) as server:
-        answers = []
-
-        def post(session):
-            answers.append(
-                httpx.post(
-                    f"{server.url}/api/v1/sessions/{session.pk}/turns",
-                    json={"message": "hold the line"},
-                    headers=token,
-                    timeout=60,
-                )
-            )
-
-        threads = [threading.Thread(target=post, args=(s,)) for s in sessions]
-        for thread in threads:
-            thread.start()
+        threads, answers = _post_turns_at_once(server, sessions, token, "hold the line")
         deadline = time.monotonic() + 20
         while stub.requests < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
