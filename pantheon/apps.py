@@ -6,7 +6,12 @@ from django.contrib.admin.apps import AdminConfig
 from django.core import checks
 
 from pantheon import logging_context
-from pantheon.checks import check_cache_table, check_security_middleware, check_stale_limit
+from pantheon.checks import (
+    check_cache_table,
+    check_sections_fit_the_pool,
+    check_security_middleware,
+    check_stale_limit,
+)
 
 logger = logging.getLogger("pantheon")
 
@@ -26,6 +31,7 @@ class PantheonConfig(AppConfig):
         checks.register(check_stale_limit)
         checks.register(check_security_middleware, checks.Tags.security, deploy=True)
         checks.register(check_cache_table)
+        checks.register(check_sections_fit_the_pool)
         if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             logger.warning(
                 "Pantheon is running on SQLite, the embedded laptop default. "

@@ -2,7 +2,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from pantheon.checks import check_security_middleware, check_stale_limit, longest_llm_call_seconds
+from pantheon.checks import (
+    check_sections_fit_the_pool,
+    check_security_middleware,
+    check_stale_limit,
+    longest_llm_call_seconds,
+)
 
 
 def test_defaults_leave_room_for_the_slowest_call(settings):
@@ -32,3 +37,13 @@ def test_the_stock_security_middleware_or_a_subclass_is_required(settings):
     warnings = check_security_middleware()
     assert [warning.id for warning in warnings] == ["pantheon.W003", "pantheon.W003"]
     assert "XFrameOptionsMiddleware" in warnings[0].msg + warnings[1].msg
+
+
+def test_database_sections_beyond_the_pool_are_flagged(settings, monkeypatch):
+    monkeypatch.setitem(settings.DATABASES["default"], "OPTIONS", {"pool": {"max_size": 8}})
+    settings.PANTHEON_DB_SECTIONS = 4
+    assert check_sections_fit_the_pool() == []
+
+    for sections in (12, 0):
+        settings.PANTHEON_DB_SECTIONS = sections
+        assert [warning.id for warning in check_sections_fit_the_pool()] == ["pantheon.W004"]
