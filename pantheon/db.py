@@ -123,8 +123,8 @@ def database(
     """`function` as an awaitable section of database work. Sections of one request run on
     that request's own thread, one after the other (asgiref's thread-sensitive mode), and wait
     for a place at the process's `SectionGate` in the order their requests arrived.
-    `queue_as_new`: work that recurs for as long as a client likes (a follower's poll, a
-    stream's save) queues as if it had just arrived, so it never starves newer requests."""
+    `queue_as_new`: work that recurs for as long as a client likes (a follower's polls)
+    queues as if it had just arrived, so it never starves newer requests."""
 
     @functools.wraps(function)
     def section(*args: P.args, **kwargs: P.kwargs) -> R:

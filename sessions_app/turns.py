@@ -978,9 +978,9 @@ class _StreamedStep:
         due = time.monotonic() - self.saved_at >= settings.PANTHEON_STREAM_SAVE_SECONDS
         if due and (self.saving is None or self.saving.done()):
             self.saved_at = time.monotonic()
-            self.saving = asyncio.create_task(
-                database(self.save, queue_as_new=True)("".join(self.pieces))
-            )
+            # Queued with the turn's own arrival: the step waits for its last save before it
+            # commits, and a turn's saves end with the turn (at most one running at a time).
+            self.saving = asyncio.create_task(database(self.save)("".join(self.pieces)))
 
     def save(self, text: str) -> None:
         row = TurnStream(
