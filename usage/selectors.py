@@ -50,13 +50,15 @@ class AliasPricing:
 # Hot path (every turn): one plain statement instead of an ORM query with five correlated
 # subqueries, which cost several milliseconds to build. Portable to SQLite and PostgreSQL.
 # The multiplier is the alias's own in the active version, else that version's default; with no
-# active version at all it is NULL (x1).
+# active version at all it is NULL (x1). The alias's columns are named, not `alias.*`: a
+# connection's prepared statement must keep its result's shape when a migration adds a column.
+_ALIAS_COLUMNS = ", ".join(f'alias."{field.column}"' for field in ModelAlias._meta.concrete_fields)
 _ALIAS_PRICING_SQL = """
     WITH active AS (
         SELECT id, default_multiplier FROM usage_pricingversion
         WHERE effective_from <= %s ORDER BY effective_from DESC LIMIT 1
     )
-    SELECT alias.*, active.id AS active_version_id,
+    SELECT {columns}, active.id AS active_version_id,
            COALESCE(price.credit_multiplier, active.default_multiplier) AS active_multiplier,
            price.input_usd_per_mtok AS price_input,
            price.cached_input_usd_per_mtok AS price_cached,
@@ -74,7 +76,9 @@ def alias_pricing(*, aliases: Iterable[str]) -> dict[str, AliasPricing]:
     names = sorted(set(aliases))
     if not names:
         return {}
-    sql = _ALIAS_PRICING_SQL.format(placeholders=", ".join(["%s"] * len(names)))
+    sql = _ALIAS_PRICING_SQL.format(
+        columns=_ALIAS_COLUMNS, placeholders=", ".join(["%s"] * len(names))
+    )
     # Raw rows: ModelAlias instances carrying the query's extra columns.
     rows: Iterable[Any] = ModelAlias.objects.raw(sql, [timezone.now(), *names])
     return {

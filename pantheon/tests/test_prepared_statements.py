@@ -1,0 +1,78 @@
+"""PostgreSQL plans the statements a connection repeats once, not on every request: parameters
+bound by the server and psycopg's prepared statements (`DB_PREPARED_STATEMENTS`)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from usage.selectors import alias_pricing
+
+
+def prepared(fragment: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s",
+            [f"%{fragment}%"],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db
+def test_a_query_repeated_on_a_connection_is_prepared_once_with_its_parameters_apart():
+    users = get_user_model().objects
+    for number in range(4):
+        list(users.filter(username=f"nobody-{number}"))
+    assert prepared('"auth_user"."username" = $1') == []  # below psycopg's threshold
+
+    for number in range(4, 8):
+        list(users.filter(username=f"nobody-{number}"))
+
+    assert len(prepared('"auth_user"."username" = $1')) == 1
+
+
+@pytest.mark.django_db
+def test_the_turns_alias_pricing_read_is_prepared_with_its_columns_named():
+    """A prepared statement's result may not change shape: `alias.*` would fail on every pooled
+    connection once a migration adds a column to the aliases."""
+    for _ in range(6):
+        assert alias_pricing(aliases=["deepseek"])["deepseek"].alias.alias == "deepseek"
+
+    (statement,) = prepared("usage_modelalias alias")
+    assert "alias.*" not in statement
+    assert 'alias."litellm_model"' in statement
+
+
+def test_the_switch_turns_prepared_statements_off_for_poolers_that_cannot_keep_them():
+    def options(**env: str) -> dict:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import json, django; django.setup(); from django.conf import settings; "
+                "print(json.dumps(settings.DATABASES['default']['OPTIONS'], default=str))",
+            ],
+            cwd=settings.BASE_DIR,
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+                "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    on = options()
+    off = options(DB_PREPARED_STATEMENTS="false")
+
+    assert (on["server_side_binding"], on["prepare_threshold"]) == (True, 5)
+    assert "server_side_binding" not in off and "prepare_threshold" not in off
