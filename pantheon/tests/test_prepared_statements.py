@@ -1,16 +1,11 @@
 """PostgreSQL plans the statements a connection repeats once, not on every request: parameters
 bound by the server and psycopg's prepared statements (`DB_PREPARED_STATEMENTS`)."""
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 
+from pantheon.testing.processes import production_python
 from usage.selectors import alias_pricing
 
 
@@ -50,26 +45,12 @@ def test_the_turns_alias_pricing_read_is_prepared_with_its_columns_named():
 
 def test_the_switch_turns_prepared_statements_off_for_poolers_that_cannot_keep_them():
     def options(**env: str) -> dict:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import json, django; django.setup(); from django.conf import settings; "
-                "print(json.dumps(settings.DATABASES['default']['OPTIONS'], default=str))",
-            ],
-            cwd=settings.BASE_DIR,
-            env={
-                **os.environ,
-                "DJANGO_SETTINGS_MODULE": "pantheon.settings",
-                "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
-                **env,
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
+        return production_python(
+            "import json, django; django.setup(); from django.conf import settings; "
+            "print(json.dumps(settings.DATABASES['default']['OPTIONS'], default=str))",
+            DATABASE_URL="postgres://postgres@127.0.0.1:5432/unused",
+            **env,
         )
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout.strip().splitlines()[-1])
 
     on = options()
     off = options(DB_PREPARED_STATEMENTS="false")
