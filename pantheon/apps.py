@@ -4,6 +4,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.contrib.admin.apps import AdminConfig
 from django.core import checks
+from django.db.backends.signals import connection_created
 
 from pantheon import logging_context
 from pantheon.checks import (
@@ -12,6 +13,7 @@ from pantheon.checks import (
     check_security_middleware,
     check_stale_limit,
 )
+from pantheon.db import install_replanning
 
 logger = logging.getLogger("pantheon")
 
@@ -32,6 +34,7 @@ class PantheonConfig(AppConfig):
         checks.register(check_security_middleware, checks.Tags.security, deploy=True)
         checks.register(check_cache_table)
         checks.register(check_sections_fit_the_pool)
+        connection_created.connect(install_replanning, dispatch_uid="pantheon-replanning")
         if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             logger.warning(
                 "Pantheon is running on SQLite, the embedded laptop default. "

@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import NotSupportedError, connection
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,6 +47,40 @@ def release_connection() -> None:
     transaction is open around us (a test's)."""
     if not connection.in_atomic_block:
         connection.close()
+
+
+# PostgreSQL's answer when a prepared statement's result columns changed type under it (a
+# migration's ALTER COLUMN ... TYPE run by another connection).
+_CHANGED_RESULT_TYPE = "cached plan must not change result type"
+
+
+def replan_after_schema_change(execute, sql, params, many, context):
+    """An execute wrapper for pooled connections with prepared statements
+    (`DB_PREPARED_STATEMENTS`): a statement prepared before a migration changed the type of a
+    column it returns fails on that connection until its prepared statements are dropped, and a
+    pooled connection lives for an hour. Outside a transaction the statement is prepared again
+    and run once more; inside one, the transaction fails and its rollback drops them (psycopg
+    forgets its prepared statements on ROLLBACK as on DEALLOCATE ALL)."""
+    try:
+        return execute(sql, params, many, context)
+    except NotSupportedError as exc:
+        wrapper = context["connection"]
+        if _CHANGED_RESULT_TYPE not in str(exc) or wrapper.in_atomic_block:
+            raise
+        wrapper.connection.execute("DEALLOCATE ALL")
+        return execute(sql, params, many, context)
+
+
+def install_replanning(sender, connection, **kwargs) -> None:
+    """`connection_created` receiver: every PostgreSQL connection that prepares statements
+    recovers from a schema change (`replan_after_schema_change`)."""
+    prepares = connection.settings_dict.get("OPTIONS", {}).get("prepare_threshold") is not None
+    if (
+        connection.vendor == "postgresql"
+        and prepares
+        and replan_after_schema_change not in connection.execute_wrappers
+    ):
+        connection.execute_wrappers.append(replan_after_schema_change)
 
 
 class SectionGate:

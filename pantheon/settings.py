@@ -102,12 +102,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.boo
 ):
     # Parameters bound by the server, not quoted into the SQL by psycopg, and the statements a
     # connection runs often prepared once (after psycopg's threshold of 5 runs): PostgreSQL
-    # plans a turn's queries once per pooled connection instead of on every request. Turn it
-    # off behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode
-    # before 1.21).
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        server_side_binding=True, prepare_threshold=5
-    )
+    # plans a turn's queries once per pooled connection instead of on every request. A
+    # migration that changes a column's type under them is recovered from by
+    # `pantheon.db.replan_after_schema_change`. Turn it off behind PgBouncer older than 1.22
+    # or without `max_prepared_statements`.
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _db_options["server_side_binding"] = True
+    _db_options.setdefault("prepare_threshold", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The laptop demo serves from several threads; wait on the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)

@@ -51,7 +51,7 @@ class AliasPricing:
 # subqueries, which cost several milliseconds to build. Portable to SQLite and PostgreSQL.
 # The multiplier is the alias's own in the active version, else that version's default; with no
 # active version at all it is NULL (x1). The alias's columns are named, not `alias.*`: a
-# connection's prepared statement must keep its result's shape when a migration adds a column.
+# connection's prepared statement keeps its result's shape when a migration adds a column.
 _ALIAS_COLUMNS = ", ".join(f'alias."{field.column}"' for field in ModelAlias._meta.concrete_fields)
 _ALIAS_PRICING_SQL = """
     WITH active AS (

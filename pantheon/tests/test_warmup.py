@@ -11,6 +11,7 @@ def test_the_startup_heap_is_left_out_of_garbage_collection():
         "import gc, json, pantheon.asgi; "
         "print(json.dumps([gc.get_freeze_count(), len(gc.get_objects()), gc.get_threshold()]))",
         PANTHEON_LLM_BACKEND="demo",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/unused",  # not reached: no pool
         DB_POOL_MAX_SIZE="0",
     )
 
