@@ -1,10 +1,8 @@
 """Operator setup: migrations from zero, no missing migrations, `check --deploy`, `seed_demo`,
 `set_model_alias`."""
 
-import os
 import secrets
 import subprocess
-import sys
 import uuid
 from io import StringIO
 
@@ -17,6 +15,7 @@ from django.utils import timezone
 from psycopg import sql
 from rest_framework.test import APIClient
 
+from pantheon.testing.processes import run_production
 from rooms.models import Agent, Room, RoomAgent
 from sessions_app.models import Session
 from usage.models import ModelAlias
@@ -27,14 +26,7 @@ OPERATED_APPS = {"rooms", "sessions_app", "usage"}
 
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     """`manage.py ARGS` in a fresh process, with production settings unless `env` says otherwise."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=settings.BASE_DIR,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "pantheon.settings", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_production(["manage.py", *args], **env)
 
 
 def server_params() -> dict:

@@ -4,13 +4,7 @@ The hot-path reads use plain SQL (sessions_app.selectors, usage.selectors); this
 portable. It runs in a subprocess because the suite itself is bound to PostgreSQL.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from pantheon.testing.processes import production_python
 
 SCRIPT = r"""
 import json, django
@@ -51,19 +45,13 @@ print(json.dumps(results))
 
 
 def test_every_mode_runs_on_sqlite(tmp_path):
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'laptop.sqlite3'}",
-        "PANTHEON_LLM_BACKEND": "demo",
-        "ALLOWED_HOSTS": "testserver",
-        "LOG_LEVEL": "ERROR",
-    }
-    completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True
+    results = production_python(
+        SCRIPT,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'laptop.sqlite3'}",
+        PANTHEON_LLM_BACKEND="demo",
+        ALLOWED_HOSTS="testserver",
+        LOG_LEVEL="ERROR",
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    results = json.loads(completed.stdout.strip().splitlines()[-1])
 
     for mode in ("manual", "roundtable", "orchestrator"):
         assert results[mode] == {"statuses": ["completed"], "summary": 200}, mode
