@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from inspect import iscoroutinefunction
+from types import MappingProxyType
 from typing import Any
 
 from adrf.generics import GenericAPIView as AsyncGenericAPIView
@@ -33,6 +34,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from pantheon import logging_context
 from pantheon.db import database
 from pantheon.exceptions import PantheonError
 from pantheon.schema import refusals
@@ -47,7 +49,6 @@ from sessions_app.serializers import (
 from sessions_app.turns import (
     TurnListener,
     TurnOutcome,
-    TurnPlan,
     TurnRunner,
     turn_prepare,
 )
@@ -178,6 +179,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
     serializer_class = TurnSerializer
     renderer_classes = [JSONRenderer, EventStreamRenderer]
     throttle_classes = [TurnRateThrottle]
+    log_ids: Mapping[str, str] = MappingProxyType({})  # what `_start` bound for the logs
 
     def get_serializer_class(self):
         return TurnCreateSerializer if self.request.method == "POST" else TurnSerializer
@@ -244,20 +246,38 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         ],
     )
     async def post(self, request: Request, session_id):
-        start = await database(self._start)(request, session_id)
-        if isinstance(start, idempotency.Replay):
-            return await self._replayed(start, streamed=self._streamed(request))
-        plan, record = start
-        if not self._streamed(request):
-            return await asyncio.shield(_detached(self._turn(plan, record)))
-        return await self._stream(plan, record)
+        # Everything from DRF's checks on runs detached: once claimed, the turn runs to its end
+        # whatever becomes of this request. A streamed request answers once the turn is
+        # claimed (`stream`); anything else answers when the turn ends.
+        stream: asyncio.Future[StreamingHttpResponse] = asyncio.get_running_loop().create_future()
+        turn = _detached(self._post(request, session_id, stream))
+        await asyncio.wait({stream, turn}, return_when=asyncio.FIRST_COMPLETED)
+        # What the turn's first section bound (the user, the session and turn once claimed)
+        # labels this request's own log lines too.
+        logging_context.bind(**self.log_ids)
+        return stream.result() if stream.done() else turn.result()
 
     def _streamed(self, request: Request) -> bool:
         return request.accepted_media_type == EVENT_STREAM
 
+    async def _post(self, request: Request, session_id, stream: asyncio.Future) -> Any:
+        try:
+            start = await database(self._start)(request, session_id)
+        finally:
+            self.log_ids = logging_context.current()
+        if isinstance(start, idempotency.Replay):
+            return await self._replayed(start, streamed=self._streamed(request))
+        runner, record = start
+        if not self._streamed(request):
+            return await self._turn(runner, record)
+        queue: asyncio.Queue[events.TurnEvent] = asyncio.Queue()
+        stream.set_result(_event_stream(_live(queue), created=True))
+        return await self._turn(runner, record, TurnListener(send=queue.put_nowait))
+
     def _start(self, request: Request, session_id) -> tuple | idempotency.Replay:
-        """One section before the turn: DRF's checks, the session, the body, the
-        Idempotency-Key and the turn's plan (its refusals). A refused plan frees the key."""
+        """One section before the turn's provider calls: DRF's checks, the session, the body,
+        the Idempotency-Key, the turn's plan (its refusals) and its claim (a 409 when another
+        turn of the session runs). A refused or conflicting turn frees the key."""
         self.initial(request)
         session = selectors.session_for_turn(user=request.user, session_id=session_id)
         body = TurnCreateSerializer(data=request.data)
@@ -276,28 +296,31 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 return begun
             record = begun
         try:
-            plan = turn_prepare(
-                session=session,
-                user=request.user,
-                user_input=body.validated_data["message"],
-                model_alias_override=body.validated_data["model_alias_override"],
+            runner = TurnRunner(
+                turn_prepare(
+                    session=session,
+                    user=request.user,
+                    user_input=body.validated_data["message"],
+                    model_alias_override=body.validated_data["model_alias_override"],
+                )
             )
+            runner.claim()
         except (PantheonError, APIException):
             if record is not None:
                 idempotency.idempotency_release(record=record)
             raise
-        return plan, record
+        return runner, record
 
     async def _turn(
         self,
-        plan: TurnPlan,
+        runner: TurnRunner,
         record: IdempotencyKey | None,
         listener: TurnListener | None = None,
     ) -> Response:
-        """The turn, and what retries with its Idempotency-Key will get: nothing if it was
-        refused before it started (a conflict), else its answer (a 500 included)."""
+        """The claimed turn, and what retries with its Idempotency-Key will get: its answer
+        (a 500 included), or nothing if it ended in a conflict (taken over as stale)."""
         try:
-            outcome: TurnOutcome = await TurnRunner(plan).run(listener)
+            outcome: TurnOutcome = await runner.run(listener)
         except (PantheonError, APIException):
             if record is not None:
                 await database(idempotency.idempotency_release)(record=record)
@@ -314,19 +337,6 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 record=record, status=201, body=body, turn_id=outcome.turn.pk
             )
         return Response(body, status=status.HTTP_201_CREATED)
-
-    async def _stream(self, plan: TurnPlan, record: IdempotencyKey | None):
-        """Start the turn; once it is claimed, stream its events. A refusal or a conflict
-        before the claim is answered as a plain HTTP error."""
-        queue: asyncio.Queue[events.TurnEvent] = asyncio.Queue()
-        listener = TurnListener(send=queue.put_nowait)
-        turn = _detached(self._turn(plan, record, listener))
-        first = asyncio.ensure_future(queue.get())
-        await asyncio.wait({first, turn}, return_when=asyncio.FIRST_COMPLETED)
-        if not first.done():
-            first.cancel()
-            turn.result()  # raises the refusal
-        return _event_stream(_live(first.result(), queue), created=True)
 
     async def _replayed(self, replay: idempotency.Replay, *, streamed: bool):
         if streamed and replay.status == status.HTTP_201_CREATED:
@@ -375,20 +385,18 @@ def _event_stream(content: AsyncIterator[str], *, created: bool = False) -> Stre
     )
 
 
-async def _live(first: events.TurnEvent, queue: asyncio.Queue) -> AsyncIterator[str]:
+async def _live(queue: asyncio.Queue) -> AsyncIterator[str]:
     """The events of a turn this process runs, as they happen; a comment line keeps idle
     proxies from cutting the stream while a provider thinks."""
-    event = first
     while True:
+        try:
+            event = await asyncio.wait_for(queue.get(), settings.PANTHEON_SSE_HEARTBEAT_SECONDS)
+        except TimeoutError:
+            yield ": heartbeat\n\n"
+            continue
         yield event.sse()
         if event.name in ("turn_completed", "turn_failed"):
             return
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), settings.PANTHEON_SSE_HEARTBEAT_SECONDS)
-                break
-            except TimeoutError:
-                yield ": heartbeat\n\n"
 
 
 async def _replay(turn: Turn, *, last_event_id: int) -> AsyncIterator[str]:

@@ -394,9 +394,11 @@ class TurnRunner:
         """The turn's life. Database work runs in short synchronous sections (`database`),
         each its own transaction, with the connection back in the pool when it ends: a turn
         waiting on its provider holds no connection and no thread. `listener` hears the turn's
-        events as they happen (a streamed request)."""
+        events as they happen (a streamed request). The turn is claimed first, unless its
+        caller claimed it already in a section of its own (the API does, with its checks)."""
         self.listener = listener
-        await database(self.claim)()
+        if self.turn is None:
+            await database(self.claim)()
         self._emit(events.turn_started(self._turn))
         try:
             await self._run_steps()

@@ -96,8 +96,9 @@ def test_the_requests_log_lines_carry_its_id_and_user(token_client, owner, caplo
 def test_a_turns_log_lines_carry_its_user_session_and_turn(
     token_client, owner, make_agent, make_room, make_session, fake_gateway, caplog
 ):
-    """The ids are bound inside the turn's database sections (the user at authentication, the
-    turn at its claim) and must label what the turn logs after them, and its access line."""
+    """The ids are bound inside the turn's first database section (the user at
+    authentication, the session and turn at the claim) and label what the turn logs after
+    them, and its access line."""
     room = make_room(owner, [make_agent(owner, "ada")], mode=RoomMode.ORCHESTRATOR)
     session = make_session(owner, room=room)
     fake_gateway.routing_reply = "no JSON here"
@@ -113,7 +114,27 @@ def test_a_turns_log_lines_carry_its_user_session_and_turn(
         str(session.pk),
         response.json()["id"],
     )
-    assert access_line(caplog, path).user_id == str(owner.pk)
+    access = access_line(caplog, path)
+    assert (access.user_id, access.session_id, access.turn_id) == (
+        str(owner.pk),
+        str(session.pk),
+        response.json()["id"],
+    )
+
+
+def test_a_refused_turns_access_line_carries_its_user(
+    token_client, owner, make_agent, make_room, make_session, caplog
+):
+    """A turn refused in its first section (no valid @tag: 422) is logged with who asked."""
+    room = make_room(owner, [make_agent(owner, "ada")], mode=RoomMode.MANUAL)
+    path = f"{API}/sessions/{make_session(owner, room=room).pk}/turns"
+
+    with caplog.at_level(logging.INFO):
+        response = token_client.post(path, {"message": "@nobody hello"}, format="json")
+
+    assert response.status_code == 422
+    access = access_line(caplog, path)
+    assert (access.user_id, access.turn_id) == (str(owner.pk), None)
 
 
 def test_a_4xx_is_logged_once_as_a_warning_with_the_id(anon_client, caplog):
