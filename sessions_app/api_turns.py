@@ -24,7 +24,8 @@ from typing import Any
 from adrf.generics import GenericAPIView as AsyncGenericAPIView
 from adrf.views import APIView as AsyncAPIView
 from django.conf import settings
-from django.http import StreamingHttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
@@ -118,9 +119,10 @@ async def _on_its_own_thread(work: Coroutine[Any, Any, Any]) -> Any:
 def _finished(task: asyncio.Task) -> None:
     _running.discard(task)
     if not task.cancelled() and isinstance(task.exception(), Exception):
-        # Its request may be gone: say what became of the turn (refusals are ordinary).
+        # Its request may be gone: say what became of the turn. Refusals are ordinary: the
+        # ones DRF answers as 4xx (a session not found included) are logged with the request.
         error = task.exception()
-        if not isinstance(error, PantheonError | APIException):
+        if not isinstance(error, PantheonError | APIException | Http404 | PermissionDenied):
             logger.error("a detached turn failed", exc_info=error)
 
 

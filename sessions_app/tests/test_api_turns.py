@@ -362,11 +362,16 @@ def test_input_larger_than_the_context_budget_is_refused(
     assert_nothing_written()
 
 
-def test_another_users_session_is_404(outsider_client, room_session, fake_gateway, post_turn):
+def test_another_users_session_is_404(
+    outsider_client, room_session, fake_gateway, post_turn, caplog
+):
     session = room_session()
-    response = post_turn(outsider_client, session, "@ada hi")
+    with caplog.at_level(logging.INFO):
+        response = post_turn(outsider_client, session, "@ada hi")
 
     assert response.status_code == 404
+    # An ordinary refusal: logged once, by the access line, as a warning, never as an error.
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == ["WARNING"]
     assert outsider_client.get(f"/api/v1/sessions/{session.id}/turns").status_code == 404
     assert_nothing_written()
 
