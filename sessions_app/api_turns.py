@@ -295,6 +295,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 ),
             )
             if isinstance(begun, idempotency.Replay):
+                # Its access line names the session, and the turn it answers with.
+                logging_context.bind(session_id=session.pk, turn_id=begun.turn_id)
                 return begun
             record = begun
         try:

@@ -39,6 +39,7 @@ class Replay:
 
     status: int
     body: Any
+    turn_id: Any = None  # the turn the first request ran, if it got that far
 
 
 def request_fingerprint(*, method: str, path: str, body: Any) -> str:
@@ -63,7 +64,9 @@ def idempotency_begin(*, user, key: str, fingerprint: str) -> IdempotencyKey | R
         raise exceptions.IdempotencyKeyReused()
     if record.state == IdempotencyKey.State.DONE:
         assert record.response_status is not None
-        return Replay(status=record.response_status, body=record.response_body)
+        return Replay(
+            status=record.response_status, body=record.response_body, turn_id=record.turn_id
+        )
     abandoned_before = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
     if record.updated_at < abandoned_before and _take_over(record):
         return record

@@ -137,6 +137,32 @@ def test_a_refused_turns_access_line_carries_its_user(
     assert (access.user_id, access.turn_id) == (str(owner.pk), None)
 
 
+def test_an_idempotent_replays_access_line_names_the_turn_it_answers_with(
+    token_client, owner, make_agent, make_room, make_session, fake_gateway, caplog
+):
+    """A retry with the same Idempotency-Key runs no turn, yet its line is found by the
+    turn's id like the first request's."""
+    room = make_room(owner, [make_agent(owner, "ada")], mode=RoomMode.ROUNDTABLE)
+    session = make_session(owner, room=room)
+    path = f"{API}/sessions/{session.pk}/turns"
+    first = token_client.post(path, {"message": "hi"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO):
+        retry = token_client.post(
+            path, {"message": "hi"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+        )
+
+    assert (first.status_code, retry.status_code) == (201, 201)
+    assert retry["Idempotent-Replayed"] == "true"
+    access = access_line(caplog, path)
+    assert (access.user_id, access.session_id, access.turn_id) == (
+        str(owner.pk),
+        str(session.pk),
+        first.json()["id"],
+    )
+
+
 def test_a_4xx_is_logged_once_as_a_warning_with_the_id(anon_client, caplog):
     with caplog.at_level(logging.INFO):
         response = anon_client.get(f"{API}/agents", HTTP_X_REQUEST_ID="req-401")
