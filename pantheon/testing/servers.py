@@ -43,12 +43,12 @@ class AppServer:
         env: Mapping[str, str] | None = None,
         workers: int = 1,
         port: int | None = None,
-        quiet: bool = True,
+        log_path: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         self.database_url = database_url
         self.workers = workers
-        self.quiet = quiet
+        self.log_path = log_path  # where the server's output goes (by default nowhere)
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen | None = None
 
@@ -75,15 +75,15 @@ class AppServer:
         }
 
     def start(self, timeout: float = 60) -> AppServer:
-        output = subprocess.DEVNULL if self.quiet else None
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
-            cwd=ROOT,
-            env=self.environment(),
-            start_new_session=True,
-            stdout=output,
-            stderr=output,
-        )
+        with open(self.log_path or os.devnull, "ab") as output:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
+                cwd=ROOT,
+                env=self.environment(),
+                start_new_session=True,
+                stdout=output,
+                stderr=output,
+            )
         self.wait_healthy(timeout)
         return self
 

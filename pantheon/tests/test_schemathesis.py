@@ -1,12 +1,13 @@
 """The API against its own OpenAPI schema: schemathesis, `--checks all`, on a live server.
 
-The server runs in this process (pytest-django's LiveServer on 127.0.0.1 and a free port) on
-the test PostgreSQL database, with the offline demo LLM backend. The caller is a user who owns
+The server is the one production runs (gunicorn with `gunicorn.conf.py`, its uvicorn worker
+and the production settings) on 127.0.0.1 and a free port, on the test PostgreSQL database,
+with the offline demo LLM backend. The caller is a user who owns
 agents, rooms in every mode, room and direct sessions and their turns; their ids (and their
 credentials, and messages that tag a seated agent) are given to schemathesis as dictionaries,
 so most requests reach real objects instead of 404s. A 5xx, a status or body the schema does
 not document, accepted invalid data or refused valid data fails the test; so does a 5xx in the
-server's own access log.
+server's own access log, or any line it logs at ERROR.
 
 Every phase runs (examples, coverage, fuzzing, stateful). `make check` runs at most 10 examples
 per operation (SCHEMATHESIS_MAX_EXAMPLES), about two minutes; `make fuzz` runs 200 per
@@ -14,7 +15,7 @@ operation. The test prints schemathesis' report and the server's count of reques
 operation.
 """
 
-import logging
+import json
 import os
 import re
 import shlex
@@ -22,15 +23,15 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
-from pytest_django.live_server_helper import LiveServer
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from pantheon.testing.servers import AppServer, postgres_url
 from rooms import services as room_services
 from rooms.models import RoomMode
 from sessions_app import services as session_services
@@ -202,24 +203,29 @@ def _config(world: dict[str, list[str]]) -> str:
 
 
 @pytest.fixture
-def live_server_on_loopback():
-    """The app in a thread of this process, on 127.0.0.1 and a free port (pytest-django's own
-    `live_server` says `localhost`, which costs a failed IPv6 attempt per connection)."""
-    server = LiveServer("127.0.0.1")
-    yield server
-    server.stop()
+def production_server(transactional_db, tmp_path):
+    """The app as production serves it, on the test database (which holds committed rows:
+    `transactional_db`); what it logs goes to a file the test reads."""
+    server = AppServer(
+        database_url=postgres_url(connection.settings_dict),
+        log_path=tmp_path / "server.log",
+        env={
+            "LOG_LEVEL": "INFO",
+            # The run should reach the logic behind logins and turns, not their throttles
+            # (which test_throttling.py covers): lift the limits for it.
+            "PANTHEON_TURN_RATE": "100000/min",
+            "PANTHEON_AUTH_RATE_PER_IP": "100000/min",
+            "PANTHEON_AUTH_RATE_PER_USERNAME": "100000/min",
+        },
+    )
+    with server:
+        yield server
 
 
-# Committed rows, so the server thread sees them; the seeded aliases are restored afterwards.
+# The seeded aliases are restored after the run.
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_the_api_keeps_the_promises_of_its_schema(live_server_on_loopback, settings, tmp_path):
-    # The run should reach the logic behind logins and turns, not their throttles (which
-    # test_throttling.py covers): lift the limits for it.
-    settings.PANTHEON_TURN_RATE = "100000/min"
-    settings.PANTHEON_AUTH_RATE_PER_IP = "100000/min"
-    settings.PANTHEON_AUTH_RATE_PER_USERNAME = "100000/min"
-    live_server = live_server_on_loopback
-    world = _fuzz_world(live_server.url)
+def test_the_api_keeps_the_promises_of_its_schema(production_server, tmp_path):
+    world = _fuzz_world(production_server.url)
     config = tmp_path / "schemathesis.toml"
     config.write_text(_config(world))
 
@@ -228,7 +234,7 @@ def test_the_api_keeps_the_promises_of_its_schema(live_server_on_loopback, setti
         "--config-file",
         str(config),
         "run",
-        f"{live_server.url}/api/schema/",
+        f"{production_server.url}/api/schema/",
         "--checks",
         "all",
         "--phases",
@@ -243,43 +249,37 @@ def test_the_api_keeps_the_promises_of_its_schema(live_server_on_loopback, setti
         # More options, e.g. SCHEMATHESIS_ARGS="--include-method DELETE" for one kind of call.
         *shlex.split(os.environ.get("SCHEMATHESIS_ARGS", "")),
     ]
-    with served_requests() as served:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False
-        )
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False
+    )
+    schema = httpx.get(f"{production_server.url}/api/schema/?format=json")
+    production_server.stop()  # its log is complete
 
+    logged = server_log(production_server.log_path)
+    served = [
+        (line["method"], line["path"], line["status_code"])
+        for line in logged
+        if line.get("logger") == "pantheon.request"
+    ]
     print(result.stdout[-20000:])
-    print(requests_by_operation(served, httpx.get(f"{live_server.url}/api/schema/?format=json")))
+    print(requests_by_operation(served, schema))
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     # The server's own count, whatever schemathesis concluded.
     assert [line for line in served if line[2] >= 500] == []
+    assert [line for line in logged if line.get("level") in ("ERROR", "CRITICAL")] == []
 
 
-class _Served(logging.Handler):
-    def __init__(self):
-        super().__init__(level=logging.INFO)
-        self.lines: list[tuple[str, str, int]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append((record.method, record.path, record.status_code))
-
-
-@contextmanager
-def served_requests():
-    """(method, path, status) of every request the live server answered, from its access log."""
-    handler = _Served()
-    logger = logging.getLogger("pantheon.request")
-    level, propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    # Counted here, not printed: thousands of access lines would drown schemathesis' report.
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        yield handler.lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
+def server_log(path: Path) -> list[dict]:
+    """The server's JSON log lines (one object a line; gunicorn's own lines are skipped)."""
+    lines = []
+    for text in path.read_text().splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(line, dict):
+            lines.append(line)
+    return lines
 
 
 def requests_by_operation(served: list[tuple[str, str, int]], schema_response) -> str:
