@@ -14,9 +14,11 @@ import math
 import re
 from collections.abc import Sequence
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from rest_framework import status
-from rest_framework.exceptions import Throttled, ValidationError
+from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 
@@ -188,6 +190,17 @@ def throttled_body(seconds: int) -> dict:
             "message": f"Too many requests. Retry in {seconds} seconds.",
         }
     }
+
+
+# What `api_exception_handler` answers as a client error: a refusal of the request, not a
+# failure of the server.
+REFUSALS = (
+    PantheonError,
+    APIException,
+    DjangoValidationError,
+    Http404,
+    DjangoPermissionDenied,
+)
 
 
 def api_exception_handler(exc, context):

@@ -24,12 +24,10 @@ from typing import Any
 from adrf.generics import GenericAPIView as AsyncGenericAPIView
 from adrf.views import APIView as AsyncAPIView
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
-from rest_framework.exceptions import APIException
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -37,7 +35,7 @@ from rest_framework.views import APIView
 
 from pantheon import logging_context
 from pantheon.db import database
-from pantheon.exceptions import PantheonError
+from pantheon.exceptions import REFUSALS
 from pantheon.schema import refusals
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
@@ -119,10 +117,10 @@ async def _on_its_own_thread(work: Coroutine[Any, Any, Any]) -> Any:
 def _finished(task: asyncio.Task) -> None:
     _running.discard(task)
     if not task.cancelled() and isinstance(task.exception(), Exception):
-        # Its request may be gone: say what became of the turn. Refusals are ordinary: the
-        # ones DRF answers as 4xx (a session not found included) are logged with the request.
+        # Its request may be gone: say what became of the turn. Refusals (a session not found
+        # included) are ordinary: they are logged with the request, as its 4xx.
         error = task.exception()
-        if not isinstance(error, PantheonError | APIException | Http404 | PermissionDenied):
+        if not isinstance(error, REFUSALS):
             logger.error("a detached turn failed", exc_info=error)
 
 
@@ -309,7 +307,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 )
             )
             runner.claim()
-        except (PantheonError, APIException):
+        except REFUSALS:
             if record is not None:
                 idempotency.idempotency_release(record=record)
             raise
@@ -325,7 +323,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         (a 500 included), or nothing if it ended in a conflict (taken over as stale)."""
         try:
             outcome: TurnOutcome = await runner.run(listener)
-        except (PantheonError, APIException):
+        except REFUSALS:
             if record is not None:
                 await database(idempotency.idempotency_release)(record=record)
             raise
@@ -344,7 +342,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
 
     async def _replayed(self, replay: idempotency.Replay, *, streamed: bool):
         if streamed and replay.status == status.HTTP_201_CREATED:
-            turn = await database(Turn.objects.get)(pk=replay.body["id"])
+            turn = await database(Turn.objects.get)(pk=replay.turn_id)
             response = _event_stream(_replay(turn, last_event_id=0), created=True)
         else:
             response = Response(replay.body, status=replay.status)

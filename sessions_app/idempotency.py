@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -39,7 +40,7 @@ class Replay:
 
     status: int
     body: Any
-    turn_id: Any = None  # the turn the first request ran, if it got that far
+    turn_id: UUID | None = None  # the turn the first request ran, if it got that far
 
 
 def request_fingerprint(*, method: str, path: str, body: Any) -> str:

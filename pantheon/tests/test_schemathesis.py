@@ -2,15 +2,15 @@
 
 The server is the one production runs (gunicorn with `gunicorn.conf.py`, its uvicorn worker
 and the production settings) on 127.0.0.1 and a free port, on the test PostgreSQL database,
-with the offline demo LLM backend. The caller is a user who owns
-agents, rooms in every mode, room and direct sessions and their turns; their ids (and their
-credentials, and messages that tag a seated agent) are given to schemathesis as dictionaries,
-so most requests reach real objects instead of 404s. A 5xx, a status or body the schema does
-not document, accepted invalid data or refused valid data fails the test; so does a 5xx in the
-server's own access log, or any line it logs at ERROR.
+with the offline demo LLM backend. The caller is a user who owns agents, rooms in every mode,
+room and direct sessions and their turns; their ids (and their credentials, and messages that
+tag a seated agent) are given to schemathesis as dictionaries, so most requests reach real
+objects instead of 404s. A 5xx, a status or body the schema does not document, accepted
+invalid data or refused valid data fails the test; so does a 5xx in the server's own access
+log, or any line it logs at ERROR.
 
 Every phase runs (examples, coverage, fuzzing, stateful). `make check` runs at most 10 examples
-per operation (SCHEMATHESIS_MAX_EXAMPLES), about two minutes; `make fuzz` runs 200 per
+per operation (SCHEMATHESIS_MAX_EXAMPLES), about half a minute; `make fuzz` runs 200 per
 operation. The test prints schemathesis' report and the server's count of requests per
 operation.
 """
