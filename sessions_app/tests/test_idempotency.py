@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -138,6 +139,26 @@ def test_a_request_that_broke_replays_its_500(owner_client, session, fake_gatewa
     assert again.status_code == 500
     assert again.json()["detail"]["code"] == "server_error"
     assert len(fake_gateway.calls) == 1
+
+
+def test_a_refusal_raised_mid_turn_frees_the_key_like_any_refusal(
+    owner_client, session, fake_gateway
+):
+    """Whatever the API answers as a 4xx is a refusal, wherever it is raised: the client gets
+    the 400, and the key is not left to replay a 500 it never saw."""
+
+    def refuse(call):
+        raise DjangoValidationError("refused mid-turn")
+
+    fake_gateway.during_call = refuse
+    refused = post(owner_client, session)
+    assert refused.status_code == 400
+    assert not IdempotencyKey.objects.exists()
+
+    fake_gateway.during_call = None
+    retried = post(owner_client, session)
+    assert retried.status_code == 201
+    assert "Idempotent-Replayed" not in retried.headers
 
 
 def test_an_abandoned_key_is_taken_over_after_the_stale_limit(
