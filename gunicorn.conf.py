@@ -14,8 +14,8 @@ wsgi_app = "pantheon.asgi:application"
 worker_class = "pantheon.workers.PantheonWorker"
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-# Connections (waiting turns, open streams) one worker takes at most; beyond, 503
-# (PantheonWorker hands it to uvicorn as limit_concurrency).
+# Requests (waiting turns, open streams) one worker serves at once; the next gets 503
+# over_capacity (PantheonWorker hands it to the app, pantheon/capacity.py).
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # A worker that stops answering its heartbeat for this long is replaced. Long turns are fine:
 # the event loop keeps answering while turns wait.

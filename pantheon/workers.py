@@ -7,6 +7,8 @@ import os
 
 from uvicorn_worker import UvicornWorker
 
+from pantheon.capacity import connection_cap
+
 # glibc's mallopt parameter for the most malloc arenas (M_ARENA_MAX).
 _M_ARENA_MAX = -8
 
@@ -28,9 +30,16 @@ class PantheonWorker(UvicornWorker):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # gunicorn's `worker_connections` (GUNICORN_WORKER_CONNECTIONS) as uvicorn's cap: past
-        # it a worker answers 503 at once instead of taking on more than it can hold.
-        self.config.limit_concurrency = self.cfg.worker_connections
+        # gunicorn's `worker_connections` (GUNICORN_WORKER_CONNECTIONS) is the number of
+        # requests the app serves at once (`load_wsgi`); uvicorn's own cap on open connections
+        # sits above it (`pantheon.capacity`).
+        self.config.limit_concurrency = connection_cap(self.cfg.worker_connections)
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        capacity = getattr(self.wsgi, "capacity", None)
+        if capacity is not None:
+            capacity.limit = self.cfg.worker_connections
 
     def init_process(self) -> None:
         limit_malloc_arenas(int(os.environ.get("MALLOC_ARENAS", "2")))

@@ -301,24 +301,40 @@ def test_many_waiting_turns_share_a_small_pool(owner, make_agent, make_session, 
 def test_a_worker_full_of_waiting_turns_refuses_more_at_once_with_503(
     owner, make_agent, make_session, stub, token
 ):
-    """GUNICORN_WORKER_CONNECTIONS bounds what one worker holds open: a request on the
-    connection that reaches it is answered 503 at once (uvicorn's limit_concurrency counts
-    that connection too), and once turns end the worker serves again."""
+    """GUNICORN_WORKER_CONNECTIONS bounds the requests one worker serves at once: the next is
+    answered 503 at once, in the API's error body with a Retry-After, and nothing of it is
+    written; connections kept alive between requests take no place; once turns end the worker
+    serves again."""
     point_at_stub(stub, "slow-3000", "deepseek")
     agent = make_agent(owner, "ada", model_alias="deepseek")
-    sessions = [make_session(owner, agent=agent) for _ in range(3)]
+    sessions = [make_session(owner, agent=agent) for _ in range(4)]
     env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
-    with _serve(GUNICORN_WORKER_CONNECTIONS="4", **env) as server:
-        threads, answers = _post_turns_at_once(server, sessions, token, "hold the line")
+    with (
+        _serve(GUNICORN_WORKER_CONNECTIONS="3", **env) as server,
+        httpx.Client(base_url=server.url, headers=token, timeout=30) as idle,
+        httpx.Client(base_url=server.url, headers=token, timeout=30) as other,
+    ):
+        # Two connections left open, idle, as a client's keep-alive pool leaves them.
+        assert idle.get("/api/v1/health").status_code == 200
+        assert other.get("/api/v1/health").status_code == 200
+        threads, answers = _post_turns_at_once(server, sessions[:3], token, "hold the line")
         deadline = time.monotonic() + 20
         while stub.requests < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert stub.requests == 3  # three turns wait on the provider, a connection each
+        assert stub.requests == 3  # three turns wait on the provider: every place is taken
 
-        # Refused, not queued: had it waited for a place it would get 200 once the turns end.
-        assert httpx.get(f"{server.url}/api/v1/health", timeout=10).status_code == 503
+        # Refused, not queued: had it waited for a place it would get 201 once the turns end.
+        refused = other.post(f"/api/v1/sessions/{sessions[3].pk}/turns", json={"message": "me?"})
+        assert refused.status_code == 503
+        assert refused.json()["detail"]["code"] == "over_capacity"
+        assert refused.headers["retry-after"] == "2"
+        assert not Turn.objects.filter(session=sessions[3]).exists()
+        assert idle.get("/api/v1/health").status_code == 503
 
         for thread in threads:
             thread.join()
         assert sorted(answer.status_code for answer in answers) == [201] * 3
-        assert httpx.get(f"{server.url}/api/v1/health", timeout=10).status_code == 200
+        assert stub.requests == 3
+        assert idle.get("/api/v1/health").status_code == 200
+        again = other.post(f"/api/v1/sessions/{sessions[3].pk}/turns", json={"message": "me?"})
+        assert again.status_code == 201
