@@ -85,9 +85,9 @@ def seed(samples: int) -> dict:
         RoomAgent(room=room, agent=agent, position=i) for i, agent in enumerate(agents)
     )
 
-    def grow(kind: str, turns: int) -> list[str]:
+    def grow(kind: str, turns: int, count: int = samples) -> list[str]:
         ids = []
-        for _ in range(samples):
+        for _ in range(count):
             if kind == "single":
                 session = Session.objects.create(started_by=user, agent=agents[0])
                 speakers, mode = agents[:1], "direct"
@@ -144,6 +144,8 @@ def seed(samples: int) -> dict:
 
     return {
         "token": token,
+        # Warm-up turns go to a session of their own: every counted one starts at its turn.
+        "warm": grow("single", 9, count=1),
         "single@10": grow("single", 9),
         "single@500": grow("single", 499),
         "roundtable@10": grow("roundtable", 9),
@@ -220,9 +222,9 @@ def main() -> int:
         headers = {"Authorization": f"Token {data['token']}"}
         with httpx.Client(headers=headers, timeout=30) as client:
             # Warm every worker (imports, connections) on sessions we do not measure.
-            warm = data["single@10"][-1:]
+            warm = data["warm"][0]
             for _ in range(6 * args.workers):
-                client.post(f"{base}/api/v1/sessions/{warm[0]}/turns", json={"message": "warm"})
+                client.post(f"{base}/api/v1/sessions/{warm}/turns", json={"message": "warm"})
             measured = {
                 case: data[case][:-1]
                 for case in ("single@10", "single@500", "roundtable@10", "roundtable@500")
@@ -230,7 +232,7 @@ def main() -> int:
             results = measure(client, base, measured, "What should we do next, and why?")
         # This process's first turn pays one-time reads (e.g. the month's counter row): not a
         # turn's cost.
-        count_sql(data["token"], warm[0], "warm")
+        count_sql(data["token"], warm, "warm")
         sql = {
             "single@10": count_sql(data["token"], data["single@10"][-1], "count me"),
             "single@500": count_sql(data["token"], data["single@500"][-1], "count me"),
