@@ -177,6 +177,9 @@ REST_FRAMEWORK = {
     # The API speaks JSON only (anything else is 415), through a parser that bounds depth and
     # size and refuses NULs and lone surrogates.
     "DEFAULT_PARSER_CLASSES": ["pantheon.parsers.JSONParser"],
+    # And answers in JSON only: DRF's browsable HTML pages (for `Accept: text/html`) would
+    # answer errors in HTML too. Swagger UI at /api/docs/ is the page to explore it with.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "pantheon.schema.AutoSchema",
     "DEFAULT_METADATA_CLASS": "pantheon.metadata.Metadata",
     # How many proxies in front set X-Forwarded-For; 0 trusts only the socket's address, so a

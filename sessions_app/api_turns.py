@@ -164,10 +164,10 @@ class _AsyncTurnView:
         return handler(request, *args, **kwargs)
 
     def finalize_response(self, request, response, *args, **kwargs):
-        # A refusal of a streamed request is a plain JSON answer, not an event stream.
-        if isinstance(response, Response) and getattr(request, "accepted_media_type", "") == (
-            EVENT_STREAM
-        ):
+        # A refusal of a streamed request is a plain JSON answer, not an event stream; so is
+        # the 406 of a request that accepts neither (DRF would label it with the first renderer).
+        negotiated = getattr(request, "accepted_media_type", EVENT_STREAM)
+        if isinstance(response, Response) and negotiated == EVENT_STREAM:
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
@@ -357,7 +357,13 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
     renderer_classes = [EventStreamRenderer, JSONRenderer]
 
     @extend_schema(
-        responses={(200, EVENT_STREAM): OpenApiResponse(SSE_EVENT_SCHEMA)},
+        responses={
+            (200, EVENT_STREAM): OpenApiResponse(SSE_EVENT_SCHEMA),
+            204: OpenApiResponse(
+                description="`Last-Event-ID` is the turn's last event: nothing follows (an "
+                "EventSource stops reconnecting)."
+            ),
+        },
         # Last-Event-ID is said here rather than as a header parameter: fuzzers treat any other
         # header as invalid input to refuse, where HTTP has a server ignore what it does not know.
         description="The turn's events as Server-Sent Events, replayed from the database on "
@@ -366,7 +372,12 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
     )
     async def get(self, request: Request, pk):
         turn = await database(self._turn)(request, pk)
-        return _event_stream(_replay(turn, last_event_id=_last_event_id(request)))
+        last_event_id = _last_event_id(request)
+        if last_event_id >= events.TURN_ENDED_ID:
+            # The client has seen the turn end. A stream that closed with nothing in it would
+            # have a browser's EventSource reconnect every few seconds; 204 stops it.
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return _event_stream(_replay(turn, last_event_id=last_event_id))
 
     def _turn(self, request: Request, pk) -> Turn:
         self.initial(request)
@@ -374,8 +385,14 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
 
 
 def _last_event_id(request: Request) -> int:
+    """The id a reconnecting client saw last: 0 (from the start) when there is none or it is
+    not an id, and no more than the id every turn's last event has."""
     raw = request.headers.get("Last-Event-ID", "").strip()
-    return int(raw) if raw.isdigit() and len(raw) < 16 else 0
+    if not (raw.isascii() and raw.isdigit()):  # `isdigit` alone takes "²", which int refuses
+        return 0
+    if len(raw) > len(str(events.TURN_ENDED_ID)):
+        return events.TURN_ENDED_ID
+    return min(int(raw), events.TURN_ENDED_ID)
 
 
 def _event_stream(content: AsyncIterator[str], *, created: bool = False) -> StreamingHttpResponse:

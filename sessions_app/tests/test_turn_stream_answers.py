@@ -1,0 +1,80 @@
+"""What a client of the turn's event stream gets when there is no stream to give, or its
+Last-Event-ID is no help: a 406 in JSON, 204 after the turn's last event, the whole turn for an
+id that is not one."""
+
+import re
+import warnings
+
+import pytest
+
+from sessions_app import events
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def finished_turn(owner, ada, make_session, owner_client):
+    session = make_session(owner, agent=ada)
+    response = owner_client.post(
+        f"/api/v1/sessions/{session.pk}/turns", {"message": "hello"}, format="json"
+    )
+    assert response.status_code == 201
+    return response.json()["id"]
+
+
+def _event_ids(response) -> list[int]:
+    with warnings.catch_warnings():  # the test client reads the async stream synchronously
+        warnings.simplefilter("ignore")
+        text = b"".join(response).decode()
+    return [int(found) for found in re.findall(r"^id: (\d+)$", text, re.MULTILINE)]
+
+
+def test_resuming_after_the_turns_last_event_is_answered_204(owner_client, finished_turn):
+    """A browser's EventSource reconnects with the last id it saw whenever a stream closes; an
+    empty 200 would have it reconnect for ever, a 204 tells it the turn has nothing more."""
+    url = f"/api/v1/turns/{finished_turn}/events"
+    for last in (str(events.TURN_ENDED_ID), "99999999999999999999"):
+        response = owner_client.get(url, HTTP_LAST_EVENT_ID=last, HTTP_ACCEPT="text/event-stream")
+        assert response.status_code == 204
+        assert response.content == b""
+
+    # One before the end: the end again.
+    response = owner_client.get(url, HTTP_LAST_EVENT_ID=str(events.TURN_ENDED_ID - 1))
+    assert response.status_code == 200
+    assert _event_ids(response) == [events.TURN_ENDED_ID]
+
+
+@pytest.mark.parametrize("last", ["\xb2", "-3", "3.5", "x"])
+def test_a_last_event_id_that_is_no_id_replays_the_whole_turn(owner_client, finished_turn, last):
+    response = owner_client.get(f"/api/v1/turns/{finished_turn}/events", HTTP_LAST_EVENT_ID=last)
+    assert response.status_code == 200
+    ids = _event_ids(response)
+    assert ids[0] == events.TURN_STARTED_ID and ids[-1] == events.TURN_ENDED_ID
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml"])
+def test_a_client_that_takes_neither_stream_nor_json_gets_a_406_in_json(
+    owner_client, finished_turn, accept
+):
+    response = owner_client.get(f"/api/v1/turns/{finished_turn}/events", HTTP_ACCEPT=accept)
+    assert response.status_code == 406
+    assert response["content-type"] == "application/json"
+    assert "detail" in response.json()
+
+
+def test_the_api_answers_json_to_a_browser_that_asks_for_html_first(owner_client, ada):
+    """No browsable HTML pages under /api/: a browser's Accept (HTML first, */* last) gets
+    JSON, errors included; a client that takes HTML only gets a 406 in JSON."""
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    listed = owner_client.get("/api/v1/agents", HTTP_ACCEPT=browser)
+    assert listed.status_code == 200
+    assert listed["content-type"] == "application/json"
+    assert [agent["agent_key"] for agent in listed.json()["results"]] == ["ada"]
+
+    refused = owner_client.post("/api/v1/agents", {}, format="json", HTTP_ACCEPT=browser)
+    assert refused.status_code == 400
+    assert refused["content-type"] == "application/json"
+
+    html_only = owner_client.get("/api/v1/agents", HTTP_ACCEPT="text/html")
+    assert html_only.status_code == 406
+    assert html_only["content-type"] == "application/json"
