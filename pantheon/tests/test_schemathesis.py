@@ -31,7 +31,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from pantheon.testing.servers import AppServer, postgres_url
+from pantheon.testing.servers import AppServer, forget_throttle_history, postgres_url
 from rooms import services as room_services
 from rooms.models import RoomMode
 from sessions_app import services as session_services
@@ -220,6 +220,8 @@ def production_server(transactional_db, tmp_path):
     )
     with server:
         yield server
+    # Thousands of logins and turns from 127.0.0.1, counted against the next tests otherwise.
+    forget_throttle_history()
 
 
 # The seeded aliases are restored after the run.

@@ -8,6 +8,7 @@ from django.db import connection, connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from pantheon.testing.servers import forget_throttle_history
 from pantheon.throttling import TurnRateThrottle
 from rooms.models import RoomMode
 from sessions_app.models import Turn
@@ -17,16 +18,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _empty_throttle_table():
-    """`pantheon_throttle` is not a model's table: no test flush empties it, and servers other
-    tests start commit rows to it. Each test here starts and ends with it empty."""
-
-    def empty() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM pantheon_throttle")
-
-    empty()
+    """Each test here starts and ends with no throttle history."""
+    forget_throttle_history()
     yield
-    empty()
+    forget_throttle_history()
 
 
 TOKEN_URL = "/api/v1/auth/token"
