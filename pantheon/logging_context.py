@@ -87,3 +87,16 @@ class ContextFilter(logging.Filter):
             if getattr(record, name, None) is None:
                 setattr(record, name, bound.get(name))
         return True
+
+
+class SuspiciousRequestFilter(logging.Filter):
+    """On the console handler: Django logs a suspicious request (a Host header that is not in
+    ALLOWED_HOSTS, say) on `django.security.*` as an ERROR with a traceback. Any client can
+    send one, it is answered 400, and nothing on our side went wrong: it is written as a
+    WARNING without the traceback, so that ERROR lines stay the ones an operator must read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("django.security.") and record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True

@@ -282,12 +282,15 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },
-    "filters": {"context": {"()": "pantheon.logging_context.ContextFilter"}},
+    "filters": {
+        "context": {"()": "pantheon.logging_context.ContextFilter"},
+        "suspicious_request": {"()": "pantheon.logging_context.SuspiciousRequestFilter"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["context"],
+            "filters": ["context", "suspicious_request"],
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

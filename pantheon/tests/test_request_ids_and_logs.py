@@ -1,6 +1,7 @@
 """Every request has an id, echoed in `X-Request-ID` and carried by every log line it writes,
 with the user (and session and turn, once bound); CORS answers only configured origins."""
 
+import io
 import json
 import logging
 import logging.config
@@ -171,6 +172,31 @@ def test_a_4xx_is_logged_once_as_a_warning_with_the_id(anon_client, caplog):
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [(r.name, r.request_id) for r in lines] == [("pantheon.request", "req-401")]
     assert lines[0].user_id is None
+
+
+def test_a_host_not_allowed_is_logged_as_a_warning_without_a_traceback(anon_client, settings):
+    """Any client can send one: a 400, and no ERROR line (ERROR lines are for operators)."""
+    settings.ALLOWED_HOSTS = ["testserver"]
+    console = next(
+        handler
+        for handler in logging.getLogger().handlers
+        if any(isinstance(f, logging_context.SuspiciousRequestFilter) for f in handler.filters)
+    )
+    written = io.StringIO()
+    stream = console.setStream(written)
+    try:
+        response = anon_client.get(f"{API}/health", HTTP_HOST="evil.example")
+    finally:
+        console.setStream(stream)
+
+    assert response.status_code == 400
+    lines = [json.loads(line) for line in written.getvalue().splitlines()]
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("django.security.DisallowedHost", "WARNING"),
+        ("pantheon.request", "WARNING"),
+    ]
+    assert "exc_info" not in lines[0]
+    assert "evil.example" in lines[0]["message"]
 
 
 def test_log_lines_outside_a_request_carry_no_stale_ids(token_client, caplog):
