@@ -129,9 +129,11 @@ def test_the_500_page_outside_the_api_stays_djangos_html(rf):
 
 
 @pytest.mark.django_db
-def test_an_empty_format_is_an_unknown_format_not_the_default(owner_client):
-    response = owner_client.get("/api/v1/agents?format=")
+@pytest.mark.parametrize("format_", ["", "xml", "api"])
+def test_an_unknown_or_empty_format_is_a_404_that_names_the_format(owner_client, format_):
+    """Not DRF's bare "Not found.", which a client would read as the resource being gone."""
+    response = owner_client.get(f"/api/v1/agents?format={format_}")
 
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/json")
-    assert "format" in response.json()["detail"]
+    assert response.json()["detail"].startswith("Unknown format")
