@@ -1,8 +1,13 @@
+from django import forms
 from django.contrib import admin
 
 from pantheon.console import SoftDeleteAdmin, username_filter
 from rooms.models import Agent, Room, RoomAgent
 from rooms.services import room_delete
+
+# As the API (PUT rooms/<id>/agents answers "Unknown agent"): a room runs its owner's agents
+# only, never another user's (and its private role prompt).
+FOREIGN_AGENT = "Choose one of the room owner's agents: a room seats only its owner's agents."
 
 
 @admin.register(Agent)
@@ -14,14 +19,69 @@ class AgentAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "created_at", "updated_at"]
     raw_id_fields = ["owner"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # Handing an agent to another user would seat their agent in its owner's rooms and
+        # direct sessions (what SeatForm refuses): an agent's owner is set once, on the add page.
+        if obj is not None:
+            return [*self.readonly_fields, "owner"]
+        return self.readonly_fields
+
+
+class SeatForm(forms.ModelForm):
+    """A seat in a room, refused when its agent belongs to someone else than the room's owner
+    (in the room's inline, whose room is the one on the page, and on the seat's own page)."""
+
+    class Meta:
+        model = RoomAgent
+        fields = ["room", "agent", "position"]
+
+    def clean(self):
+        cleaned = super().clean()
+        room, agent = cleaned.get("room"), cleaned.get("agent")
+        if room is None or agent is None or room.owner_id is None:
+            return cleaned
+        if agent.owner_id != room.owner_id:
+            self.add_error(
+                "agent",
+                forms.ValidationError(
+                    "%(agent)s belongs to %(agent_owner)s, not to %(room_owner)s, the room's "
+                    "owner: a room seats only its owner's agents.",
+                    code="foreign_agent",
+                    params={
+                        "agent": agent,
+                        "agent_owner": agent.owner.get_username(),
+                        "room_owner": room.owner.get_username(),
+                    },
+                ),
+            )
+        return cleaned
+
 
 class RoomAgentInline(admin.TabularInline):
     model = RoomAgent
+    form = SeatForm
     verbose_name = "seated agent"
     verbose_name_plural = "seated agents"
     extra = 0
+    # Until the room has an owner (the add page), any agent may be picked, and SeatForm refuses
+    # another user's on save; once it has one, the choices are that owner's few agents.
     autocomplete_fields = ["agent"]
     ordering = ["position"]
+    room_owner_id = None
+
+    def get_formset(self, request, obj=None, **kwargs):
+        # An inline instance serves one request: remember whose agents the room may seat.
+        self.room_owner_id = getattr(obj, "owner_id", None)
+        return super().get_formset(request, obj, **kwargs)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "agent" and self.room_owner_id is not None:
+            kwargs["queryset"] = Agent.objects.filter(owner_id=self.room_owner_id).order_by(
+                "agent_key"
+            )
+            kwargs["widget"] = forms.Select
+            kwargs["error_messages"] = {"invalid_choice": FOREIGN_AGENT}
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(Room)
@@ -45,6 +105,7 @@ class RoomAdmin(SoftDeleteAdmin):
 
 @admin.register(RoomAgent)
 class RoomAgentAdmin(admin.ModelAdmin):
+    form = SeatForm
     list_display = ["room", "position", "agent"]
     list_select_related = ["room", "agent"]
     search_fields = ["room__name", "agent__agent_key"]

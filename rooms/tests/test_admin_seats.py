@@ -1,0 +1,168 @@
+"""The room page's seated agents in the admin: a room seats only its owner's agents, as the API
+(`PUT rooms/{id}/agents` answers 400 "Unknown agent" for anyone else's)."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from rooms.models import Room, RoomAgent
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def room_form(room, seats, *, owner=None, initial=0) -> dict:
+    """The room change (or add) form as the admin posts it, with `seats` as (agent, position,
+    seat id or None) rows of its "seated agents" inline."""
+    form = {
+        "owner": (owner or room.owner).pk,
+        "name": room.name,
+        "goal": room.goal,
+        "current_mode": room.current_mode,
+        "pending_mode": "",
+        "seats-TOTAL_FORMS": len(seats),
+        "seats-INITIAL_FORMS": initial,
+        "seats-MIN_NUM_FORMS": 0,
+        "seats-MAX_NUM_FORMS": 1000,
+    }
+    for index, (agent, position, seat_id) in enumerate(seats):
+        form |= {
+            f"seats-{index}-id": seat_id or "",
+            f"seats-{index}-room": "" if room._state.adding else room.pk,
+            f"seats-{index}-agent": agent.pk,
+            f"seats-{index}-position": position,
+        }
+    return form
+
+
+@pytest.fixture
+def room(owner, make_agent, make_room):
+    return make_room(owner, [make_agent(owner, "ada")], name="Research")
+
+
+@pytest.fixture
+def spy(outsider, make_agent):
+    """Another user's agent, with a role prompt of its own."""
+    return make_agent(outsider, "spy", role_prompt="Outsider's private prompt.")
+
+
+def change(room) -> str:
+    return reverse("admin:rooms_room_change", args=[room.pk])
+
+
+@pytest.mark.parametrize("who", ["owner_group", "superuser"])
+def test_seating_another_users_agent_on_the_room_page_is_refused(
+    room, spy, make_operator, staff, who
+):
+    operator = make_operator("Owner", "boss") if who == "owner_group" else staff
+    ada_seat = RoomAgent.objects.get(room=room)
+
+    response = client_for(operator).post(
+        change(room),
+        room_form(room, [(ada_seat.agent, 0, ada_seat.pk), (spy, 1, None)], initial=1),
+    )
+
+    assert response.status_code == 200  # the form again, with its error
+    assert "a room seats only its owner&#x27;s agents" in response.content.decode()
+    assert list(room.seats.values_list("agent__agent_key", flat=True)) == ["ada"]
+
+
+def test_seating_the_owners_own_agent_on_the_room_page_works(room, owner, make_agent, staff):
+    ada_seat = RoomAgent.objects.get(room=room)
+    linus = make_agent(owner, "linus")
+
+    response = client_for(staff).post(
+        change(room),
+        room_form(room, [(ada_seat.agent, 0, ada_seat.pk), (linus, 1, None)], initial=1),
+    )
+
+    assert response.status_code == 302
+    assert list(room.seats.order_by("position").values_list("agent__agent_key", flat=True)) == [
+        "ada",
+        "linus",
+    ]
+
+
+def test_the_room_page_offers_only_the_owners_agents(room, owner, spy, make_agent, staff):
+    make_agent(owner, "linus")
+
+    response = client_for(staff).get(change(room))
+
+    assert response.status_code == 200
+    (formset,) = [formset.formset for formset in response.context["inline_admin_formsets"]]
+    offered = formset.empty_form.fields["agent"].queryset
+    assert sorted(offered.values_list("agent_key", flat=True)) == ["ada", "linus"]
+    assert spy.agent_key not in {agent.agent_key for agent in offered}
+
+
+def test_a_new_room_cannot_seat_another_users_agent(owner, spy, make_operator):
+    unsaved = Room(owner=owner, name="Fresh")
+
+    response = client_for(make_operator("Owner", "boss")).post(
+        reverse("admin:rooms_room_add"), room_form(unsaved, [(spy, 0, None)])
+    )
+
+    assert response.status_code == 200
+    assert "a room seats only its owner&#x27;s agents" in response.content.decode()
+    assert not Room.objects.filter(name="Fresh").exists()
+    assert not RoomAgent.objects.filter(agent=spy).exists()
+
+
+def test_handing_the_room_to_another_user_with_the_old_owners_agents_seated_is_refused(
+    room, outsider, staff
+):
+    ada_seat = RoomAgent.objects.get(room=room)
+
+    response = client_for(staff).post(
+        change(room), room_form(room, [(ada_seat.agent, 0, ada_seat.pk)], owner=outsider, initial=1)
+    )
+
+    assert response.status_code == 200
+    assert "a room seats only its owner&#x27;s agents" in response.content.decode()
+    room.refresh_from_db()
+    assert room.owner.username == "owner"
+
+
+def test_a_seat_of_its_own_page_cannot_take_another_users_agent(room, spy, make_operator):
+    client = client_for(make_operator("Owner", "boss"))
+    form = {"room": room.pk, "agent": spy.pk, "position": 5}
+
+    response = client.post(reverse("admin:rooms_roomagent_add"), form)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "spy" in page and "belongs to outsider, not to owner, the room&#x27;s owner" in page
+    assert not RoomAgent.objects.filter(agent=spy).exists()
+
+    seat = RoomAgent.objects.get(room=room)
+    response = client.post(
+        reverse("admin:rooms_roomagent_change", args=[seat.pk]), {**form, "position": 0}
+    )
+    assert response.status_code == 200
+    seat.refresh_from_db()
+    assert seat.agent.agent_key == "ada"
+
+
+def test_an_agent_cannot_be_handed_to_another_user_on_its_page(room, outsider, make_operator):
+    ada = RoomAgent.objects.get(room=room).agent
+    client = client_for(make_operator("Owner", "boss"))
+    page = reverse("admin:rooms_agent_change", args=[ada.pk])
+    form = {
+        "owner": outsider.pk,
+        "agent_key": "ada",
+        "name": "Ada",
+        "model_alias": "deepseek",
+        "role_prompt": "Changed.",
+        "tool_permissions": "[]",
+    }
+
+    assert 'name="owner"' not in client.get(page).content.decode()
+    assert client.post(page, form).status_code == 302
+
+    ada.refresh_from_db()
+    assert (ada.owner.username, ada.role_prompt) == ("owner", "Changed.")
