@@ -38,10 +38,16 @@ class SessionAdmin(SoftDeleteAdmin):
     search_fields = ["id", "title", "room__name"]
     search_help_text = "A session id, or part of a title or room name."
     list_select_related = ["room", "agent", "started_by"]
-    raw_id_fields = ["room", "agent", "started_by"]
-    readonly_fields = ["id", "created_at", "deleted_at"]
+    # Who started a session and where are records: its turns and their ledger rows name them.
+    # Only the title changes here.
+    fields = ["id", "started_by", "room", "agent", "title", "created_at", "deleted_at"]
+    readonly_fields = ["id", "started_by", "room", "agent", "created_at", "deleted_at"]
     ordering = ["-created_at"]
     show_full_result_count = False
+
+    def has_add_permission(self, request):
+        # Users open sessions through the API (POST sessions); no operator workflow adds one.
+        return False
 
     def soft_delete(self, obj: Session) -> None:
         session_delete(session=obj)

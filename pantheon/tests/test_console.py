@@ -191,6 +191,46 @@ def test_deleting_a_session_in_the_admin_is_the_apis_soft_delete(staff, chat):
     assert Message.objects.filter(session=session).count() == 2
 
 
+def test_a_sessions_owner_room_and_agent_cannot_be_changed_in_the_admin(
+    staff, chat, outsider, make_agent, make_room
+):
+    session = chat["session"]
+    elsewhere = make_room(outsider, name="Elsewhere")
+    client = client_for(staff)
+
+    page = client.get(url(Session, "change", session.pk)).content.decode()
+    assert 'name="title"' in page
+    for field in ("started_by", "room", "agent"):
+        assert f'name="{field}"' not in page
+    response = client.post(
+        url(Session, "change", session.pk),
+        {
+            "title": "Renamed",
+            "started_by": outsider.pk,
+            "room": elsewhere.pk,
+            "agent": make_agent(outsider, "bob").pk,
+        },
+    )
+
+    assert response.status_code == 302
+    session.refresh_from_db()
+    assert session.title == "Renamed"
+    assert (session.started_by_id, session.room_id, session.agent_id) == (
+        chat["room"].owner_id,
+        chat["room"].pk,
+        None,
+    )
+
+
+def test_sessions_are_not_added_in_the_admin(staff, owner, chat):
+    client = client_for(staff)
+    form = {"title": "By hand", "started_by": owner.pk, "room": chat["room"].pk}
+
+    assert client.get(url(Session, "add")).status_code == 403
+    assert client.post(url(Session, "add"), form).status_code == 403
+    assert not Session.objects.filter(title="By hand").exists()
+
+
 def test_the_bulk_delete_action_soft_deletes_rooms(staff, chat, owner, make_room):
     other = make_room(owner, name="Other")
     client = client_for(staff)
