@@ -35,8 +35,39 @@ from usage.services import billing_profile_set_cap, billing_profile_set_suspende
 # --- configuration (Owners change it) -----------------------------------------------------------
 
 
+def ledger_uses_version(version_id) -> bool:
+    """Whether ledger rows are stamped with this pricing version (an indexed foreign key)."""
+    return LlmCallEvent.objects.filter(pricing_version_id=version_id).exists()
+
+
+class KeptForTheLedger:
+    """Configuration the ledger's history rests on is never deleted, so historical costs stay
+    reproducible: no delete button for such a row (its delete page answers 403), and the bulk
+    action lists it as protected, with the reason, instead of asking for a permission no
+    account has (or listing every ledger row that the database would refuse to lose)."""
+
+    kept_because: str  # why, after the row's name on the bulk action's page
+
+    def kept_for_the_ledger(self, obj) -> bool:
+        raise NotImplementedError
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and self.kept_for_the_ledger(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request):
+        kept, deletable = [], []
+        for obj in objs:
+            (kept if self.kept_for_the_ledger(obj) else deletable).append(obj)
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(deletable, request)
+        protected = [*protected, *(f"{obj}: {self.kept_because}" for obj in kept)]
+        return deleted, counts, perms_needed, protected
+
+
 @admin.register(ModelAlias)
-class ModelAliasAdmin(admin.ModelAdmin):
+class ModelAliasAdmin(KeptForTheLedger, admin.ModelAdmin):
+    kept_because = "ledger rows name it or were priced with its prices; disable it to retire it."
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = [
         "alias",
@@ -50,6 +81,22 @@ class ModelAliasAdmin(admin.ModelAdmin):
     list_filter = ["enabled"]
     search_fields = ["alias", "litellm_model"]
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["help_texts"] = {
+            "enabled": "Turns refuse a disabled alias. Disable an alias to retire it: one the "
+            "usage ledger names cannot be deleted."
+        }
+        return super().get_form(request, obj, change, **kwargs)
+
+    def kept_for_the_ledger(self, alias: ModelAlias) -> bool:
+        # Its ledger rows, filtered by it on the billing dashboard, or its prices in a price
+        # list that ledger rows are stamped with (the delete would cascade to them).
+        versions = ModelPrice.objects.filter(model_alias=alias).values("pricing_version")
+        return (
+            LlmCallEvent.objects.filter(model_alias=alias.alias).exists()
+            or LlmCallEvent.objects.filter(pricing_version__in=versions).exists()
+        )
+
 
 class ModelPriceInline(admin.TabularInline):
     model = ModelPrice
@@ -62,11 +109,18 @@ class ModelPriceInline(admin.TabularInline):
         "output_usd_per_mtok",
     ]
 
+    def has_delete_permission(self, request, obj=None):
+        # `obj` is the price list: the prices of one that ledger rows are stamped with stay.
+        if obj is not None and ledger_uses_version(obj.pk):
+            return False
+        return super().has_delete_permission(request, obj)
+
 
 @admin.register(PricingVersion)
-class PricingVersionAdmin(admin.ModelAdmin):
+class PricingVersionAdmin(KeptForTheLedger, admin.ModelAdmin):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
 
+    kept_because = "ledger rows are stamped with it."
     list_display = ["name", "default_multiplier", "effective_from", "prices_count", "created_at"]
     ordering = ["-effective_from"]
     inlines = [ModelPriceInline]
@@ -78,9 +132,13 @@ class PricingVersionAdmin(admin.ModelAdmin):
     def prices_count(self, version) -> int:
         return version.prices_count
 
+    def kept_for_the_ledger(self, version: PricingVersion) -> bool:
+        return ledger_uses_version(version.pk)
+
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(KeptForTheLedger, admin.ModelAdmin):
+    kept_because = "its price list prices ledger rows."
     list_display = [
         "model_alias",
         "pricing_version",
@@ -91,6 +149,9 @@ class ModelPriceAdmin(admin.ModelAdmin):
     ]
     list_filter = ["pricing_version", "model_alias"]
     list_select_related = ["model_alias", "pricing_version"]
+
+    def kept_for_the_ledger(self, price: ModelPrice) -> bool:
+        return ledger_uses_version(price.pricing_version_id)
 
 
 # --- billing profiles ---------------------------------------------------------------------------

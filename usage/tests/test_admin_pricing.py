@@ -1,0 +1,166 @@
+"""Aliases, price lists and prices in the admin: what the ledger's history rests on is never
+deleted (historical costs stay reproducible, the dashboard keeps filtering by the alias); an
+alias is retired by disabling it."""
+
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
+from usage.selectors import active_pricing_version
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def url(model, view: str, *args) -> str:
+    return reverse(f"admin:usage_{model._meta.model_name}_{view}", args=args)
+
+
+def call(user, alias: str, version: PricingVersion | None) -> LlmCallEvent:
+    return LlmCallEvent.objects.create(
+        user=user,
+        purpose="agent",
+        status="success",
+        model_alias=alias,
+        pricing_version=version,
+        credits=Decimal("0.01"),
+        created_at=timezone.now(),
+    )
+
+
+@pytest.fixture
+def boss(make_operator):
+    return client_for(make_operator("Owner", "boss"))
+
+
+@pytest.fixture
+def spare_list():
+    """A price list no ledger row is stamped with, with a price for `scratch`."""
+    version = PricingVersion.objects.create(name="spare", effective_from=timezone.now())
+    scratch = ModelAlias.objects.create(alias="scratch", litellm_model="openai/scratch")
+    ModelPrice.objects.create(
+        pricing_version=version,
+        model_alias=scratch,
+        input_usd_per_mtok=Decimal("1"),
+        output_usd_per_mtok=Decimal("2"),
+    )
+    return version
+
+
+def bulk_delete(client, model, rows, **extra):
+    return client.post(
+        url(model, "changelist"),
+        {"action": "delete_selected", "_selected_action": [row.pk for row in rows], **extra},
+    )
+
+
+# --- model aliases ------------------------------------------------------------------------------
+
+
+def test_an_alias_the_ledger_names_cannot_be_deleted(boss, owner, spare_list):
+    scratch = ModelAlias.objects.get(alias="scratch")
+    call(owner, "scratch", None)
+
+    assert (
+        'class="deletelink"' not in boss.get(url(ModelAlias, "change", scratch.pk)).content.decode()
+    )
+    assert boss.get(url(ModelAlias, "delete", scratch.pk)).status_code == 403
+    assert boss.post(url(ModelAlias, "delete", scratch.pk), {"post": "yes"}).status_code == 403
+
+    assert ModelAlias.objects.filter(alias="scratch").exists()
+    assert ModelPrice.objects.filter(model_alias=scratch).count() == 1
+
+
+def test_an_alias_whose_prices_priced_ledger_rows_cannot_be_deleted(boss, owner, staff):
+    # Only deepseek was called, but under the list that holds premium's price too.
+    call(owner, "deepseek", active_pricing_version())
+    premium = ModelAlias.objects.get(alias="premium")
+    prices = ModelPrice.objects.filter(model_alias=premium).count()
+
+    for client in (boss, client_for(staff)):
+        response = client.post(url(ModelAlias, "delete", premium.pk), {"post": "yes"})
+        assert response.status_code == 403
+
+    assert ModelAlias.objects.filter(alias="premium").exists()
+    assert ModelPrice.objects.filter(model_alias=premium).count() == prices > 0
+
+
+def test_the_bulk_delete_keeps_an_alias_the_ledger_names_and_says_why(boss, owner, spare_list):
+    scratch = ModelAlias.objects.get(alias="scratch")
+    call(owner, "scratch", None)
+
+    confirm = bulk_delete(boss, ModelAlias, [scratch])
+    response = bulk_delete(boss, ModelAlias, [scratch], post="yes")
+
+    page = confirm.content.decode()
+    assert "scratch: ledger rows name it" in page and "disable it" in page
+    assert "permission" not in page
+    assert response.status_code == 200  # the same refusal again, nothing deleted
+    assert ModelAlias.objects.filter(alias="scratch").exists()
+
+
+def test_an_alias_nothing_refers_to_is_deleted_with_its_prices(boss, spare_list):
+    scratch = ModelAlias.objects.get(alias="scratch")
+
+    response = boss.post(url(ModelAlias, "delete", scratch.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not ModelAlias.objects.filter(alias="scratch").exists()
+    assert not ModelPrice.objects.filter(pricing_version=spare_list).exists()
+
+
+def test_the_alias_page_says_to_disable_rather_than_delete(boss):
+    deepseek = ModelAlias.objects.get(alias="deepseek")
+
+    page = boss.get(url(ModelAlias, "change", deepseek.pk)).content.decode()
+
+    assert "Disable an alias to retire it" in page
+
+
+# --- price lists and their prices ---------------------------------------------------------------
+
+
+def test_a_price_list_the_ledger_is_stamped_with_offers_no_delete(boss, owner, staff):
+    version = active_pricing_version()
+    call(owner, "deepseek", version)
+
+    for client in (boss, client_for(staff)):
+        page = client.get(url(PricingVersion, "change", version.pk)).content.decode()
+        assert 'class="deletelink"' not in page
+        assert "prices-0-DELETE" not in page  # nor its prices, one by one
+        assert client.get(url(PricingVersion, "delete", version.pk)).status_code == 403
+
+    confirm = bulk_delete(boss, PricingVersion, [version]).content.decode()
+    assert "ledger rows are stamped with it" in confirm
+    assert "permission" not in confirm and "ledger event" not in confirm
+    bulk_delete(boss, PricingVersion, [version], post="yes")
+    assert PricingVersion.objects.filter(pk=version.pk).exists()
+
+
+def test_a_price_of_a_list_the_ledger_is_stamped_with_cannot_be_deleted(boss, owner):
+    version = active_pricing_version()
+    call(owner, "deepseek", version)
+    price = ModelPrice.objects.get(pricing_version=version, model_alias__alias="llama")
+
+    assert boss.post(url(ModelPrice, "delete", price.pk), {"post": "yes"}).status_code == 403
+    assert ModelPrice.objects.filter(pk=price.pk).exists()
+
+
+def test_a_price_list_no_ledger_row_uses_is_deleted_with_its_prices(boss, spare_list):
+    page = boss.get(url(PricingVersion, "change", spare_list.pk)).content.decode()
+    assert 'class="deletelink"' in page
+
+    response = boss.post(url(PricingVersion, "delete", spare_list.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not PricingVersion.objects.filter(pk=spare_list.pk).exists()
+    assert ModelAlias.objects.filter(alias="scratch").exists()
