@@ -5,7 +5,7 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError, ManagementUtility, call_command
 
 from usage.models import DailyUsageRollup
 from usage.rollups import counters_rebuild, rollup_rebuild, today
@@ -128,6 +128,38 @@ def test_the_command_prints_one_line_and_is_idempotent(ledger, days):
 def test_a_bad_since_is_a_clear_error():
     with pytest.raises(CommandError, match="ISO date"):
         call_command("rollup_usage", "--since", "yesterday")
+
+
+@pytest.mark.parametrize("command", ["rollup_usage", "reconcile_usage"])
+@pytest.mark.parametrize("since", ["garbage", "2026-13-01"])
+def test_a_bad_since_on_the_command_line_is_one_line_not_a_traceback(command, since, capsys):
+    with pytest.raises(CommandError, match=f"argument --since: expected an ISO date.*{since}"):
+        call_command(command, "--since", since)
+
+    # As `manage.py` runs it: the parser's usage and one error line, exit status 2.
+    with pytest.raises(SystemExit) as exited:
+        ManagementUtility(["manage.py", command, "--since", since]).execute()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"manage.py {command}: error: argument --since: "
+        f"expected an ISO date like 2026-11-01, not '{since}'"
+    )
+
+
+def test_a_since_in_the_future_is_refused_and_nothing_is_rebuilt(ledger, days):
+    rollup_rebuild()
+    tomorrow = days["today"] + timedelta(days=1)
+    DailyUsageRollup.objects.update(llm_calls=99)
+    out = StringIO()
+
+    with pytest.raises(CommandError, match=f"--since {tomorrow} is in the future"):
+        call_command("rollup_usage", "--since", str(tomorrow), stdout=out)
+
+    assert out.getvalue() == ""  # no inverted range printed
+    assert set(DailyUsageRollup.objects.values_list("llm_calls", flat=True)) == {99}
+    call_command("rollup_usage", "--since", str(days["today"]), stdout=out)  # today: still fine
 
 
 def test_counters_rebuild_from_the_ledger(ledger, owner, days):

@@ -1,16 +1,21 @@
+import argparse
 import time
 from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
-from usage.rollups import rollup_rebuild
+from usage.rollups import rollup_rebuild, today
 
 
 def iso_day(text: str) -> date:
+    """An argparse type: a bad value is the parser's one-line error (exit 2 on the command
+    line, a CommandError from call_command), never a traceback."""
     try:
         return date.fromisoformat(text)
     except ValueError as exc:
-        raise CommandError(f"--since takes an ISO date like 2026-11-01, not {text!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO date like 2026-11-01, not {text!r}"
+        ) from exc
 
 
 class Command(BaseCommand):
@@ -26,6 +31,11 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="count, write nothing")
 
     def handle(self, *args, since: date | None = None, dry_run: bool = False, **options):
+        if since is not None and since > today():
+            raise CommandError(
+                f"--since {since} is in the future: rollups cover whole days up to yesterday "
+                f"(today is {today()} UTC)."
+            )
         started = time.monotonic()
         result = rollup_rebuild(since=since, dry_run=dry_run)
         span = f"{result.since or 'the first call'} to {result.until} (exclusive)"
