@@ -1,29 +1,35 @@
-"""How many requests one worker serves at once, and the answer to the one past that.
+"""How many requests one worker serves at once, and the answer to the ones past that.
 
 A worker holds each waiting turn and open stream as a coroutine: cheap, but not free (memory,
-a socket, a place in the database sections' queue). `GUNICORN_WORKER_CONNECTIONS` bounds the
-requests a worker serves at once (`PantheonWorker` hands it to the ASGI handler); the next one
-is answered at once with 503 and a Retry-After, in the API's own error body under `/api/`, so a
-client backs off and tries again (another host behind the balancer may have room). It is
-refused before Django sees it: nothing is read, written or claimed.
+a socket, a place in the database sections' queue). The ASGI handler counts the requests in
+flight (`PROCESS.hold()`, for a request's whole life, a streamed body included), and
+`pantheon.middleware.CapacityMiddleware` answers one that finds more in flight than
+`GUNICORN_WORKER_CONNECTIONS` (`PantheonWorker` sets the limit) with 503 `over_capacity` and a
+Retry-After, before anything reads, writes or claims: the client backs off and tries again
+(another host behind the balancer may have room). The middleware comes right after the request
+id and CORS, so the refusal carries both, and its access line, like every request's.
 
-uvicorn keeps a cap of its own on open connections (idle keep-alive ones included), set higher
-than this one: only a flood of connections that send no request reaches it, and gets uvicorn's
-plain-text 503.
+A turn whose client hung up runs on to its end outside the count (one per session at most, and
+turns are throttled per user). uvicorn keeps a cap of its own on open connections (idle
+keep-alive ones included), set higher than this one: only a flood of connections that send no
+request reaches it, and gets uvicorn's plain-text 503.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-logger = logging.getLogger("pantheon.request")
+from pantheon.exceptions import PantheonError
 
-OVER_CAPACITY = "over_capacity"
 # Seconds a refused client is asked to wait: turns end (and free their places) in seconds.
 RETRY_AFTER_SECONDS = 2
+
+
+class OverCapacity(PantheonError):
+    status_code = 503
+    code = "over_capacity"
+    default_message = "This server is serving as many requests as it can. Try again in a moment."
 
 
 def connection_cap(requests: int) -> int:
@@ -33,7 +39,7 @@ def connection_cap(requests: int) -> int:
 
 
 class Capacity:
-    """The requests in flight in one worker against its limit (None: no limit). Used from the
+    """The requests in flight in one process against its limit (None: no limit). Used from the
     event loop's thread only."""
 
     def __init__(self, limit: int | None = None) -> None:
@@ -41,54 +47,19 @@ class Capacity:
         self.in_flight = 0
 
     @contextmanager
-    def admit(self) -> Iterator[bool]:
-        """True, and a place held until the block ends; False when every place is taken."""
-        if self.limit is not None and self.in_flight >= self.limit:
-            yield False
-            return
+    def hold(self) -> Iterator[None]:
+        """Count a request in flight until the block ends, however it ends."""
         self.in_flight += 1
         try:
-            yield True
+            yield
         finally:
             self.in_flight -= 1
 
+    @property
+    def exceeded(self) -> bool:
+        """More requests in flight, the asking one included, than the limit allows."""
+        return self.limit is not None and self.in_flight > self.limit
 
-async def refuse(scope, send, in_flight: int) -> None:
-    """Answer a request the worker has no room for: 503, Retry-After, and the connection closed
-    (a worker this busy sheds connections rather than keeping them alive)."""
-    # Here, not at the top: the middleware imports the ASGI handler, which imports this.
-    from pantheon.middleware import is_api_path
 
-    path = scope.get("path", "")
-    logger.warning(
-        "over capacity: %d requests in flight, %s %s refused with 503",
-        in_flight,
-        scope.get("method", "-"),
-        path,
-    )
-    if is_api_path(path):
-        body = json.dumps(
-            {
-                "detail": {
-                    "code": OVER_CAPACITY,
-                    "message": "This server is serving as many requests as it can. Try again "
-                    "in a moment.",
-                }
-            }
-        ).encode()
-        content_type = b"application/json"
-    else:
-        body, content_type = b"Service Unavailable", b"text/plain; charset=utf-8"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", b"%d" % len(body)),
-                (b"retry-after", b"%d" % RETRY_AFTER_SECONDS),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+# This process's count: the ASGI handler holds a place per request, the worker sets the limit.
+PROCESS = Capacity()

@@ -14,9 +14,10 @@ import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 
 from pantheon import logging_context
+from pantheon.capacity import PROCESS, RETRY_AFTER_SECONDS, OverCapacity
 from pantheon.exceptions import (
     InvalidCharacters,
     PantheonError,
@@ -98,6 +99,7 @@ class RequestIdMiddleware(_SyncAndAsync):
         level = logging.INFO
         if status >= 400:
             level = logging.ERROR if status >= 500 else logging.WARNING
+        level = getattr(response, "log_level", level)
         logger.log(
             level,
             "%s %s %s",
@@ -168,3 +170,37 @@ class ApiGuardMiddleware(_SyncAndAsync):
                 # (Django reads the last) is not something a client should have to guess.
                 return RepeatedParameter(f"The query parameter {key!r} is given more than once.")
         return None
+
+
+class CapacityMiddleware(_SyncAndAsync):
+    """503 `over_capacity` with a Retry-After for a request that finds its worker serving as
+    many as it may (`pantheon.capacity`); after the request id and CORS, so the refusal carries
+    both. Only the ASGI handler counts: elsewhere (the test client) nothing is ever refused."""
+
+    def __init__(self, get_response, capacity=PROCESS):
+        super().__init__(get_response)
+        self.capacity = capacity
+
+    def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        return self._refusal(request) if self.capacity.exceeded else self.get_response(request)
+
+    async def __acall__(self, request):
+        if self.capacity.exceeded:
+            return self._refusal(request)
+        return await self.get_response(request)
+
+    def _refusal(self, request) -> HttpResponse:
+        if is_api_path(request.path_info):
+            response = error_response(OverCapacity())
+        else:
+            response = HttpResponse(
+                "Service Unavailable", status=503, content_type="text/plain; charset=utf-8"
+            )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        # A worker this busy sheds connections rather than keeping them alive.
+        response["Connection"] = "close"
+        # Shedding load is the limit doing its job, not a fault: a warning, not an error.
+        response.log_level = logging.WARNING
+        return response

@@ -92,6 +92,8 @@ DESCRIPTIONS = {
     413: "`request_too_large`: the body is over the server's size limit.",
     415: "Unsupported media type: send `application/json`.",
     429: "`throttled`: too many requests; retry after `Retry-After` seconds.",
+    503: "`over_capacity`: the server is serving as many requests as it can; retry after "
+    "`Retry-After` seconds.",
 }
 
 
@@ -138,6 +140,8 @@ class AutoSchema(openapi.AutoSchema):
             errors[415] = ErrorMessageSerializer
         if self.view.get_throttles():
             errors[429] = CodedErrorSerializer
+        # Any request, when its worker is full (pantheon.capacity).
+        errors[503] = CodedErrorSerializer
         return errors
 
     def _bad_request_schema(self) -> dict:
@@ -151,11 +155,12 @@ class AutoSchema(openapi.AutoSchema):
             "description": "The request's id, in every log line of the request.",
             "required": True,
         }
-        if str(status_code) == "429":
+        if str(status_code) in ("429", "503"):
             headers["Retry-After"] = {
                 "schema": {"type": "integer", "minimum": 1},
                 "description": "Seconds to wait before retrying.",
-                "required": True,
+                # The health check's own 503 (the database is down) has none.
+                "required": str(status_code) == "429",
             }
         return headers
 

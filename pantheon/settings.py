@@ -45,6 +45,8 @@ MIDDLEWARE = [
     "pantheon.middleware.RequestIdMiddleware",
     # Before anything that can answer (django-cors-headers' advice), so refusals carry CORS too.
     "corsheaders.middleware.CorsMiddleware",
+    # 503 over_capacity past GUNICORN_WORKER_CONNECTIONS requests in flight (pantheon/capacity.py).
+    "pantheon.middleware.CapacityMiddleware",
     "pantheon.async_middleware.SecurityMiddleware",
     # Static files (the admin's CSS, Swagger UI) served by the app itself, also with DEBUG off.
     "pantheon.async_middleware.StaticFilesMiddleware",

@@ -18,7 +18,7 @@ from asgiref.sync import AsyncToSync, ThreadSensitiveContext
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
-from pantheon.capacity import Capacity, refuse
+from pantheon.capacity import PROCESS
 from pantheon.db import request_arrival
 
 # Idle threads kept warm per process; beyond this, a returned one is shut down.
@@ -71,20 +71,14 @@ BODY_TOO_LARGE = "pantheon.body_too_large"
 class PantheonASGIHandler(ASGIHandler):
     """Django's ASGI handler, each request on a pooled thread (`own_thread`), a body larger
     than DATA_UPLOAD_MAX_MEMORY_SIZE never read whole (Django's handler reads a whole body, to
-    a temporary file past 2.5 MB, before any middleware can refuse it), and no more requests
-    at once than `capacity` allows (`pantheon.capacity`; the worker sets its limit)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.capacity = Capacity()
+    a temporary file past 2.5 MB, before any middleware can refuse it), and each request
+    counted in flight for its whole life (`pantheon.capacity`: the middleware refuses one past
+    the worker's limit)."""
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        with self.capacity.admit() as admitted:
-            if not admitted:
-                await refuse(scope, send, self.capacity.in_flight)
-                return
+        with PROCESS.hold():
             await self._handle(scope, receive, send)
 
     async def _handle(self, scope, receive, send):

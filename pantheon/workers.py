@@ -7,7 +7,7 @@ import os
 
 from uvicorn_worker import UvicornWorker
 
-from pantheon.capacity import connection_cap
+from pantheon.capacity import PROCESS, connection_cap
 
 # glibc's mallopt parameter for the most malloc arenas (M_ARENA_MAX).
 _M_ARENA_MAX = -8
@@ -31,16 +31,11 @@ class PantheonWorker(UvicornWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # gunicorn's `worker_connections` (GUNICORN_WORKER_CONNECTIONS) is the number of
-        # requests the app serves at once (`load_wsgi`); uvicorn's own cap on open connections
-        # sits above it (`pantheon.capacity`).
+        # requests the app serves at once (`init_process`); uvicorn's own cap on open
+        # connections sits above it (`pantheon.capacity`).
         self.config.limit_concurrency = connection_cap(self.cfg.worker_connections)
-
-    def load_wsgi(self) -> None:
-        super().load_wsgi()
-        capacity = getattr(self.wsgi, "capacity", None)
-        if capacity is not None:
-            capacity.limit = self.cfg.worker_connections
 
     def init_process(self) -> None:
         limit_malloc_arenas(int(os.environ.get("MALLOC_ARENAS", "2")))
+        PROCESS.limit = self.cfg.worker_connections
         super().init_process()

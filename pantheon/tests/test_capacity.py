@@ -1,32 +1,32 @@
 """A worker's limit on the requests it serves at once (`pantheon.capacity`); the live test of a
 worker full of waiting turns is in sessions_app/tests/test_turn_streaming.py."""
 
-import asyncio
-import json
+import logging
 
 import pytest
 
+from pantheon import capacity
 from pantheon.capacity import Capacity, connection_cap
-from pantheon.threads import PantheonASGIHandler
+
+ORIGIN = "https://app.example"
 
 
 def test_a_place_is_given_back_however_the_request_ends():
-    capacity = Capacity(limit=1)
-    with pytest.raises(RuntimeError), capacity.admit() as admitted:
-        assert admitted
-        with capacity.admit() as second:
-            assert not second  # the one place is taken
+    counter = Capacity(limit=1)
+    with pytest.raises(RuntimeError), counter.hold():
+        assert not counter.exceeded  # the one place, its own
+        with counter.hold():
+            assert counter.exceeded
         raise RuntimeError("the view failed")
-    assert capacity.in_flight == 0
-    with capacity.admit() as admitted:
-        assert admitted
+    assert counter.in_flight == 0
+    assert not counter.exceeded
 
 
-def test_without_a_limit_every_request_is_admitted():
-    capacity = Capacity()
-    with capacity.admit() as first, capacity.admit() as second:
-        assert first and second
-        assert capacity.in_flight == 2
+def test_without_a_limit_nothing_is_exceeded():
+    counter = Capacity()
+    with counter.hold(), counter.hold():
+        assert counter.in_flight == 2
+        assert not counter.exceeded
 
 
 def test_uvicorns_cap_on_connections_leaves_room_above_the_requests():
@@ -34,35 +34,56 @@ def test_uvicorns_cap_on_connections_leaves_room_above_the_requests():
     assert connection_cap(3) == 19
 
 
-def _refused(path: str) -> tuple[dict, bytes]:
-    handler = PantheonASGIHandler()
-    handler.capacity.limit = 0
-    sent: list[dict] = []
-
-    async def receive():
-        raise AssertionError("a refused request's body is never read")
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
-    asyncio.run(handler(scope, receive, send))
-    start, body = sent
-    return start, body["body"]
+@pytest.fixture
+def full_worker(monkeypatch):
+    """Three requests allowed, and this one the fourth in flight."""
+    monkeypatch.setattr(capacity.PROCESS, "limit", 3)
+    monkeypatch.setattr(capacity.PROCESS, "in_flight", 4)
 
 
-def test_a_refused_api_request_gets_the_apis_error_body():
-    start, body = _refused("/api/v1/sessions/x/turns")
-    headers = dict(start["headers"])
-    assert start["status"] == 503
-    assert headers[b"content-type"] == b"application/json"
-    assert headers[b"retry-after"] == b"2"
-    assert headers[b"connection"] == b"close"
-    assert json.loads(body)["detail"]["code"] == "over_capacity"
+@pytest.mark.django_db
+def test_a_request_past_the_limit_gets_a_coded_503_with_cors_and_its_id(
+    owner_client, full_worker, settings, caplog
+):
+    settings.CORS_ALLOWED_ORIGINS = [ORIGIN]
+    with caplog.at_level(logging.INFO):
+        response = owner_client.get("/api/v1/agents", HTTP_ORIGIN=ORIGIN)
+
+    assert response.status_code == 503
+    assert response.json()["detail"]["code"] == "over_capacity"
+    assert response["Retry-After"] == "2"
+    assert response["Connection"] == "close"
+    # A browser page reads the refusal and when to retry, and the client can quote its id.
+    assert response["Access-Control-Allow-Origin"] == ORIGIN
+    assert "Retry-After" in response["Access-Control-Expose-Headers"]
+    assert response["X-Request-ID"]
+    access = [r for r in caplog.records if r.name == "pantheon.request"]
+    assert [(r.levelno, r.status_code) for r in access] == [(logging.WARNING, 503)]
 
 
-def test_a_refused_page_elsewhere_gets_plain_text():
-    start, body = _refused("/admin/")
-    assert start["status"] == 503
-    assert dict(start["headers"])[b"content-type"].startswith(b"text/plain")
-    assert body == b"Service Unavailable"
+@pytest.mark.django_db
+def test_a_refused_post_writes_nothing(owner_client, full_worker):
+    from rooms.models import Agent
+
+    response = owner_client.post(
+        "/api/v1/agents",
+        {"agent_key": "bob", "name": "Bob", "model_alias": "deepseek"},
+        format="json",
+    )
+    assert response.status_code == 503
+    assert not Agent.objects.filter(agent_key="bob").exists()
+
+
+@pytest.mark.django_db
+def test_a_refused_page_off_the_api_gets_plain_text(client, full_worker):
+    response = client.get("/admin/login/")
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("text/plain")
+    assert response["Retry-After"] == "2"
+
+
+@pytest.mark.django_db
+def test_within_the_limit_requests_are_served(owner_client, monkeypatch):
+    monkeypatch.setattr(capacity.PROCESS, "limit", 3)
+    monkeypatch.setattr(capacity.PROCESS, "in_flight", 3)
+    assert owner_client.get("/api/v1/agents").status_code == 200
