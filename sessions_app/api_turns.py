@@ -390,6 +390,7 @@ def _last_event_id(request: Request) -> int:
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not (raw.isascii() and raw.isdigit()):  # `isdigit` alone takes "²", which int refuses
         return 0
+    raw = raw.lstrip("0") or "0"
     if len(raw) > len(str(events.TURN_ENDED_ID)):
         return events.TURN_ENDED_ID
     return min(int(raw), events.TURN_ENDED_ID)

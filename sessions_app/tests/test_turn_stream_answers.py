@@ -44,6 +44,15 @@ def test_resuming_after_the_turns_last_event_is_answered_204(owner_client, finis
     assert _event_ids(response) == [events.TURN_ENDED_ID]
 
 
+def test_a_last_event_id_with_leading_zeros_is_the_same_id(owner_client, finished_turn):
+    response = owner_client.get(
+        f"/api/v1/turns/{finished_turn}/events", HTTP_LAST_EVENT_ID="0" * 20 + "1"
+    )
+    assert response.status_code == 200
+    # Resumed after turn_started (1); a direct session has no routing event (2).
+    assert _event_ids(response)[0] == events.FIRST_STEP_ID
+
+
 @pytest.mark.parametrize("last", ["\xb2", "-3", "3.5", "x"])
 def test_a_last_event_id_that_is_no_id_replays_the_whole_turn(owner_client, finished_turn, last):
     response = owner_client.get(f"/api/v1/turns/{finished_turn}/events", HTTP_LAST_EVENT_ID=last)
