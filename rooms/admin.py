@@ -10,21 +10,25 @@ from rooms.services import room_delete
 FOREIGN_AGENT = "Choose one of the room owner's agents: a room seats only its owner's agents."
 
 
+class OwnerSetOnce:
+    """The owner is chosen on the add page and read-only after. Handed to another user, an
+    agent would sit in its first owner's rooms and direct sessions, and a room would run its
+    new owner's agents in the sessions its first owner started (sessions belong to whoever
+    started them): what the API, where nothing changes hands, never allows."""
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return fields if obj is None else [*fields, "owner"]
+
+
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(OwnerSetOnce, admin.ModelAdmin):
     list_display = ["agent_key", "name", "owner", "model_alias", "created_at"]
     list_filter = ["model_alias", username_filter("owner")]
     search_fields = ["agent_key", "name", "owner__username"]
     list_select_related = ["owner"]
     readonly_fields = ["id", "created_at", "updated_at"]
     raw_id_fields = ["owner"]
-
-    def get_readonly_fields(self, request, obj=None):
-        # Handing an agent to another user would seat their agent in its owner's rooms and
-        # direct sessions (what SeatForm refuses): an agent's owner is set once, on the add page.
-        if obj is not None:
-            return [*self.readonly_fields, "owner"]
-        return self.readonly_fields
 
 
 class SeatForm(forms.ModelForm):
@@ -85,7 +89,7 @@ class RoomAgentInline(admin.TabularInline):
 
 
 @admin.register(Room)
-class RoomAdmin(SoftDeleteAdmin):
+class RoomAdmin(OwnerSetOnce, SoftDeleteAdmin):
     list_display = ["name", "owner", "current_mode", "pending_mode", "created_at", "deleted_at"]
     list_filter = [
         "current_mode",

@@ -113,19 +113,25 @@ def test_a_new_room_cannot_seat_another_users_agent(owner, spy, make_operator):
     assert not RoomAgent.objects.filter(agent=spy).exists()
 
 
-def test_handing_the_room_to_another_user_with_the_old_owners_agents_seated_is_refused(
-    room, outsider, staff
-):
-    ada_seat = RoomAgent.objects.get(room=room)
+@pytest.mark.parametrize("seated", [True, False])
+def test_a_rooms_owner_is_set_once(room, outsider, spy, owner, make_session, staff, seated):
+    """Handed to another user (emptied first, or not), a room would run that user's agents in
+    the sessions its first owner started there: its owner is read-only after the add page."""
+    session = make_session(owner, room=room)
+    seat = RoomAgent.objects.get(room=room)
+    if not seated:
+        seat.delete()
+    seats = [(seat.agent, 0, seat.pk)] if seated else []
 
     response = client_for(staff).post(
-        change(room), room_form(room, [(ada_seat.agent, 0, ada_seat.pk)], owner=outsider, initial=1)
+        change(room), room_form(room, seats, owner=outsider, initial=len(seats))
     )
 
-    assert response.status_code == 200
-    assert "a room seats only its owner&#x27;s agents" in response.content.decode()
+    assert response.status_code == 302
     room.refresh_from_db()
-    assert room.owner.username == "owner"
+    assert room.owner == owner == session.started_by
+    page = client_for(staff).get(change(room)).content.decode()
+    assert 'name="owner"' not in page
 
 
 def test_a_seat_of_its_own_page_cannot_take_another_users_agent(room, spy, make_operator):
