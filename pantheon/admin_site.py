@@ -8,6 +8,8 @@ class PantheonAdminSite(admin.AdminSite):
     site_header = "Pantheon"
     site_title = "Pantheon"
     index_title = "Operator console"
+    # No user-facing site to go back to (clients use the API; `/` is a 404): no "View site".
+    site_url = None
     # The lists need the width at 1400 px; the index and the breadcrumbs lead everywhere.
     enable_nav_sidebar = False
 

@@ -4,12 +4,17 @@
   adds, changes or deletes them in the admin, superusers included (403).
 - Rooms and sessions are deleted the way the API deletes them: softly, through their service.
 - Filters that stay one query however many users there are (a username box, not a list).
+- Figures and moments read the same on record pages as in the lists: credits to 4 decimals,
+  dollars to 6, timestamps as 2026-11-25 13:14:05 UTC.
 """
 
+from decimal import Decimal
+from functools import cache
 from uuid import UUID
 
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.db import models
 from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.html import format_html
@@ -32,8 +37,75 @@ def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
     return queryset.filter(match)
 
 
+class RecordValue:
+    """A field of a record page shown as the lists show it (`shown`), in place of Django's
+    own display (`0.1661700000`, `Dec. 3, 2026, 5:39 a.m.`). It keeps the field's name (the
+    row's CSS class, the model's help text) and its label."""
+
+    do_not_call_in_templates = True  # the inline's header reads it as a name
+
+    def __init__(self, field: models.Field):
+        self.field = field
+        self.__name__ = field.name
+        self.short_description = field.verbose_name
+
+    def __call__(self, obj) -> str:
+        value = getattr(obj, self.field.attname)
+        return "-" if value is None else shown(value, self.field)
+
+    def __str__(self) -> str:
+        return self.field.name
+
+
+def shown(value, field: models.Field) -> str:
+    """A value of `field` as the lists show it; a rounded figure keeps its exact value in a
+    tooltip."""
+    if isinstance(field, models.DateTimeField):
+        return f"{moment(value)} UTC"
+    if isinstance(field, models.DateField):
+        return value.isoformat()
+    places = 6 if field.name.endswith("_usd") else min(field.decimal_places, 4)
+    figure = format(value, f",.{places}f")
+    if value == round(value, places):
+        return figure
+    return format_html('<span title="{}">{}</span>', f"{Decimal(value).normalize():f}", figure)
+
+
+@cache
+def record_values(model: type[Model]) -> dict[str, RecordValue]:
+    """The fields of `model` a record page shows as the lists do, by name (one object per
+    field: the form's exclusions match them by identity)."""
+    kinds = (models.DateTimeField, models.DateField, models.DecimalField)
+    return {
+        field.name: RecordValue(field)
+        for field in model._meta.concrete_fields
+        if isinstance(field, kinds)
+    }
+
+
+def _as_shown(model: type[Model], names) -> list:
+    values = record_values(model)
+    listed = []
+    for name in names:
+        item = values.get(name, name) if isinstance(name, str) else name
+        if item not in listed:
+            listed.append(item)
+    return listed
+
+
 class ReadOnlyRecords:
-    """Nobody adds, changes or deletes: the page shows every field, a POST is refused (403)."""
+    """Nobody adds, changes or deletes: the page shows every field, a POST is refused (403).
+    Figures and moments read as in the lists (`RecordValue`)."""
+
+    def get_fields(self, request, obj=None):
+        return _as_shown(self.model, super().get_fields(request, obj))
+
+    def get_readonly_fields(self, request, obj=None):
+        return _as_shown(self.model, super().get_readonly_fields(request, obj))
+
+    def get_exclude(self, request, obj=None):
+        # The shown values are no form fields: out of every form (or inline formset) built.
+        return [*(super().get_exclude(request, obj) or ()), *record_values(self.model).values()]
 
     def has_add_permission(self, request, obj=None):
         return False

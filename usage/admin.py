@@ -1,5 +1,5 @@
 import calendar
-from datetime import date
+from datetime import UTC, date, time, timedelta
 from decimal import Decimal
 
 from django import forms
@@ -10,12 +10,16 @@ from django.db import models, transaction
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.html import format_html
 
 from pantheon.console import (
     RecordAdmin,
     badge,
     by_id_or_text,
     figure_column,
+    moment,
     moment_column,
     username_filter,
 )
@@ -29,7 +33,8 @@ from usage.models import (
     MonthlyUsage,
     PricingVersion,
 )
-from usage.selectors import month_of
+from usage.rollups import day_start
+from usage.selectors import UNMETERED_STATUSES, UNPRICED_CALLS, month_of
 from usage.services import billing_profile_set_cap, billing_profile_set_suspended
 
 # --- configuration (Owners change it) -----------------------------------------------------------
@@ -168,12 +173,25 @@ class CapForm(forms.Form):
     )
 
 
+class BillingStatusFilter(admin.SimpleListFilter):
+    title = "billing status"
+    parameter_name = "is_suspended__exact"  # the plain boolean filter's: links keep working
+
+    def lookups(self, request, model_admin):
+        return [("0", "active"), ("1", "suspended")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("0", "1"):
+            return queryset.filter(is_suspended=self.value() == "1")
+        return queryset
+
+
 @admin.register(BillingProfile)
 class BillingProfileAdmin(admin.ModelAdmin):
     """Caps and suspensions. The actions write one admin-log entry per profile they change."""
 
-    list_display = ["user", "month_credits", "monthly_credit_cap", "status", "updated_at"]
-    list_filter = ["is_suspended", username_filter("user")]
+    list_display = ["user", "month_credits", "credit_cap", "status", "updated"]
+    list_filter = [BillingStatusFilter, username_filter("user")]
     search_fields = ["user__username", "user__email"]
     list_select_related = ["user"]
     raw_id_fields = ["user"]
@@ -193,9 +211,13 @@ class BillingProfileAdmin(admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="credits this month", ordering="month_credits")
-    def month_credits(self, profile) -> str:
-        return f"{profile.month_credits.normalize():f}"
+    month_credits = figure_column("month_credits", "credits this month", ",.4f")
+    updated = moment_column("updated_at", "updated (UTC)")
+
+    @admin.display(description="monthly credit cap", ordering="monthly_credit_cap")
+    def credit_cap(self, profile) -> str:
+        cap = profile.monthly_credit_cap
+        return "no cap" if cap is None else format(cap, ",.4f")
 
     @admin.display(description="status", ordering="is_suspended")
     def status(self, profile) -> str:
@@ -266,6 +288,76 @@ class AliasFilter(admin.SimpleListFilter):
         return queryset.filter(model_alias=self.value()) if self.value() else queryset
 
 
+class PricedFilter(admin.SimpleListFilter):
+    """Priced or unpriced among the calls that had usage to price: a pending or lost call
+    (no provider usage yet, or ever) is neither, whatever its `priced` flag says."""
+
+    title = "pricing"
+    parameter_name = "priced__exact"  # the plain boolean filter's: links keep working
+
+    def lookups(self, request, model_admin):
+        return [("1", "priced"), ("0", "unpriced (no price known)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "1":
+            return queryset.filter(priced=True)
+        if self.value() == "0":
+            return queryset.filter(UNPRICED_CALLS)
+        return queryset
+
+
+def date_window(since: str | None, until: str | None) -> str | None:
+    """The window `created_at__gte` / `__lt` cover, as an auditor reads it: whole UTC days
+    as `2026-11-05 to 2026-12-04` (both included), else moments. None: no window (or one
+    that does not parse: the filter reports that itself)."""
+    bounds = []
+    for text in (since, until):
+        moment_ = None
+        if text:
+            moment_ = parse_datetime(text.strip())
+            if moment_ is None and (day := parse_date(text.strip())) is not None:
+                moment_ = day_start(day)
+            if moment_ is None:
+                return None
+            if timezone.is_naive(moment_):
+                moment_ = timezone.make_aware(moment_)
+        bounds.append(moment_)
+    start, end = bounds
+    if start is None and end is None:
+        return None
+    whole = all(b is None or b.astimezone(UTC).time() == time.min for b in bounds)
+    if whole:
+        first = start and start.astimezone(UTC).date().isoformat()
+        last = end and (end.astimezone(UTC).date() - timedelta(days=1)).isoformat()
+        if first and last:
+            return f"{first} (UTC)" if first == last else f"{first} to {last} (UTC)"
+        return f"from {first} (UTC)" if first else f"to {last} (UTC)"
+    if start and end:
+        return f"from {moment(start)} to before {moment(end)} (UTC)"
+    return f"from {moment(start)} (UTC)" if start else f"before {moment(end)} (UTC)"
+
+
+class CreatedFilter(admin.DateFieldListFilter):
+    """Django's date links, which also name a window they have no link for: the one a row of
+    the billing dashboard opens the ledger with (`created_at__gte` / `__lt`)."""
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        super().__init__(field, request, params, model, model_admin, field_path)
+        self.title = "created (UTC)"
+
+    def choices(self, changelist):
+        choices = list(super().choices(changelist))
+        window = date_window(
+            self.date_params.get(self.lookup_kwarg_since),
+            self.date_params.get(self.lookup_kwarg_until),
+        )
+        if window and not any(choice["selected"] for choice in choices):
+            choices.append(
+                {"selected": True, "query_string": changelist.get_query_string(), "display": window}
+            )
+        return choices
+
+
 # Query parameters the daily rollups can answer the ledger list's sums for (with ordering and
 # paging); any other filter (purpose, status, priced, a search) sums the ledger itself.
 ROLLUP_ANSWERABLE = {"username", "model_alias", "o", "p"} | {
@@ -309,7 +401,7 @@ class LlmCallEventAdmin(RecordAdmin):
         "tokens_out",
         "credits_used",
         "cost",
-        "priced",
+        "priced_flag",
         "latency",
     ]
     list_display_links = ["created"]
@@ -318,7 +410,8 @@ class LlmCallEventAdmin(RecordAdmin):
         AliasFilter,
         "purpose",
         "status",
-        "priced",
+        PricedFilter,
+        ("created_at", CreatedFilter),
     ]
     search_fields = ["turn__id", "session__id", "request_id", "agent_key"]
     search_help_text = "A turn or session id (as in the logs), a request id or an agent key."
@@ -335,6 +428,30 @@ class LlmCallEventAdmin(RecordAdmin):
     cost = figure_column("provider_cost_usd", "cost (USD)", ",.6f")
     latency = figure_column("latency_ms", "ms")
 
+    @admin.display(description="priced", boolean=True, ordering="priced")
+    def priced_flag(self, event: LlmCallEvent) -> bool | None:
+        # A pending or lost call had nothing to price: neither priced nor unpriced.
+        return None if event.status in UNMETERED_STATUSES else event.priced
+
+    @admin.display(description="priced")
+    def pricing(self, event: LlmCallEvent) -> str:
+        if event.status in UNMETERED_STATUSES:
+            return (
+                f"not applicable: the call is {event.status}, the provider reported no usage "
+                "to price (its input tokens are the estimate made before the call)"
+            )
+        if event.priced:
+            return "yes"
+        return format_html(
+            "{} no price was known for the model: its cost reads $0", badge("warn", "unpriced")
+        )
+
+    def get_fields(self, request, obj=None):
+        # The `priced` flag says nothing for a call that had no usage to price: say what holds.
+        return [
+            "pricing" if name == "priced" else name for name in super().get_fields(request, obj)
+        ]
+
     def get_search_results(self, request, queryset, search_term):
         text = Q(request_id=search_term.strip()) | Q(agent_key=search_term.strip())
         return by_id_or_text(queryset, search_term, ids=["turn_id", "session_id"], text=text), False
@@ -345,22 +462,20 @@ class LlmCallEventAdmin(RecordAdmin):
         # dates) read them plus the ledger after them, as the dashboard does: a few thousand
         # rows instead of a million; any other filter sums the ledger rows themselves.
         days = _rollup_days(request.GET)
+        read = {"source": "ledger", "ledger_too": True}
         if days is None:
             sums = queryset.order_by().aggregate(**LEDGER_FIGURES)
-            source = "ledger"
         else:
-            sums = vars(
-                usage_totals_between(
-                    start=days[0],
-                    end=days[1],
-                    username=request.GET.get("username", "").strip(),
-                    model_alias=request.GET.get("model_alias", ""),
-                )
+            totals, sources = usage_totals_between(
+                start=days[0],
+                end=days[1],
+                username=request.GET.get("username", "").strip(),
+                model_alias=request.GET.get("model_alias", ""),
             )
-            source = "rollups"
-        request.ledger_sums = {name: value or 0 for name, value in sums.items()} | {
-            "source": source
-        }
+            sums = vars(totals)
+            if sources.rollups is not None:  # else no rollup covers these days: all ledger
+                read = {"source": "rollups", "ledger_too": sources.ledger is not None}
+        request.ledger_sums = {name: value or 0 for name, value in sums.items()} | read
         paginator = Paginator(queryset, per_page, orphans, allow_empty_first_page)
         paginator.count = request.ledger_sums["llm_calls"]
         return paginator
@@ -370,6 +485,10 @@ class LlmCallEventAdmin(RecordAdmin):
         context = getattr(response, "context_data", None)
         if context is not None and hasattr(request, "ledger_sums"):
             context["ledger_sums"] = request.ledger_sums
+            context["date_window"] = date_window(
+                request.GET.get("created_at__gte"), request.GET.get("created_at__lt")
+            )
+            context["all_dates_url"] = context["cl"].get_query_string(remove=["created_at__"])
         return response
 
 
@@ -378,7 +497,7 @@ class DailyUsageRollupAdmin(RecordAdmin):
     """Derived from the ledger by `rollup_usage`; rebuilt, never edited."""
 
     list_display = [
-        "day",
+        "day_shown",
         "user",
         "model_alias",
         "calls",
@@ -400,13 +519,37 @@ class DailyUsageRollupAdmin(RecordAdmin):
     credits_used = figure_column("credits", "credits", ",.4f")
     cost = figure_column("provider_cost_usd", "cost (USD)", ",.6f")
 
+    @admin.display(description="day (UTC)", ordering="day")
+    def day_shown(self, rollup: DailyUsageRollup) -> str:
+        return rollup.day.isoformat()
+
+
+class MonthFilter(admin.SimpleListFilter):
+    """The months that have counters (one row per user and month: a small table), newest
+    first, as 2026-12."""
+
+    title = "month"
+    parameter_name = "month"
+
+    def lookups(self, request, model_admin):
+        months = MonthlyUsage.objects.dates("month", "month", order="DESC")
+        return [(month.isoformat(), f"{month:%Y-%m}") for month in months]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        try:
+            return queryset.filter(month=date.fromisoformat(self.value()))
+        except ValueError:
+            return queryset.none()
+
 
 @admin.register(MonthlyUsage)
 class MonthlyUsageAdmin(RecordAdmin):
     """The counters caps read; moved with each ledger row, rebuilt by `reconcile_usage --fix`."""
 
-    list_display = ["month", "user", "credits_used", "calls", "updated"]
-    list_filter = [username_filter("user"), "month"]
+    list_display = ["month_shown", "user", "credits_used", "calls", "updated"]
+    list_filter = [username_filter("user"), MonthFilter]
     list_select_related = ["user"]
     ordering = ["-month", "user"]
     show_full_result_count = False
@@ -414,3 +557,7 @@ class MonthlyUsageAdmin(RecordAdmin):
     credits_used = figure_column("credits", "credits", ",.4f")
     calls = figure_column("llm_calls", "calls")
     updated = moment_column("updated_at", "updated (UTC)")
+
+    @admin.display(description="month (UTC)", ordering="month")
+    def month_shown(self, usage: MonthlyUsage) -> str:
+        return f"{usage.month:%Y-%m}"

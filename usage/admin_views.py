@@ -93,9 +93,12 @@ class BillingDashboardView(BillingAccess):
             "created_at__gte": day_start(data["start"]).isoformat(),
             "created_at__lt": day_start(data["end"] + timedelta(days=1)).isoformat(),
         }
+        filtered = {"username": data["user"], "model_alias": data["alias"]}
+        lost = {"status__exact": "lost"} | {key: value for key, value in filtered.items() if value}
         context.update(
             {
                 "report": report,
+                "lost_url": f"{ledger}?{urlencode(lost | ledger_range)}",
                 "rows": [
                     {
                         "row": row,

@@ -16,13 +16,13 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Count, Max, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from sessions_app.models import Turn
 from usage.models import DailyUsageRollup, LlmCallEvent
 from usage.rollups import ROLLUP_VALUE_COLUMNS, day_start, today
-from usage.selectors import ledger_total_sums
+from usage.selectors import UNPRICED_CALLS, ledger_total_sums
 
 FIGURES = ROLLUP_VALUE_COLUMNS
 DEFAULT_DAYS = 30
@@ -61,13 +61,14 @@ class Report:
     totals: Figures
     daily_credits: list[tuple[date, Decimal]]  # every day of the range, zeros included
     ledger_from: date | None  # first day read from the ledger (None: rollups cover it all)
+    rollups_to: date | None = None  # last day read from the rollups (None: none were read)
     active_users: dict[str, int] = field(default_factory=dict)  # DAU, WAU, MAU
 
 
 # The ledger summed into FIGURES, and the rollups summed into the same names.
 LEDGER_FIGURES = {
     **{name: sum_ for name, (sum_, _) in ledger_total_sums().items()},
-    "unpriced_calls": Count("id", filter=Q(priced=False)),
+    "unpriced_calls": Count("id", filter=UNPRICED_CALLS),
 }
 ROLLUP_FIGURES = {name: Sum(name) for name in FIGURES}
 
@@ -94,6 +95,7 @@ class Sources:
     ledger: QuerySet | None
     ledger_from: date | None
     generation: int | None  # the newest rollup's id: a rebuild always writes new rows
+    rollups_to: date | None = None  # the last day read from the rollups (None: unbounded)
 
 
 def _sources(*, start: date | None, end: date | None, username: str, model_alias: str) -> Sources:
@@ -121,14 +123,19 @@ def _sources(*, start: date | None, end: date | None, username: str, model_alias
             ledger = ledger.filter(created_at__lt=day_start(end + timedelta(days=1)))
         ledger = _filtered(ledger, username=username, model_alias=model_alias)
     ledger_from = (boundary or start) if ledger is not None else None
-    return Sources(rollups, ledger, ledger_from, rollup_state["generation"])
+    rollups_to = None
+    if rollups is not None:
+        last_rolled = boundary - timedelta(days=1)
+        rollups_to = last_rolled if end is None else min(end, last_rolled)
+    return Sources(rollups, ledger, ledger_from, rollup_state["generation"], rollups_to)
 
 
 def usage_totals_between(
     *, start: date | None = None, end: date | None = None, username: str = "", model_alias: str = ""
-) -> Figures:
+) -> tuple[Figures, Sources]:
     """The totals of the days start..end (UTC, both included; None: unbounded), from the
-    rollups and the ledger after them: two small reads however long the ledger is."""
+    rollups and the ledger after them: two small reads however long the ledger is. With them,
+    where they were read from, for the page to say."""
     sources = _sources(start=start, end=end, username=username, model_alias=model_alias)
     totals = Figures()
     with page_reads():
@@ -136,7 +143,7 @@ def usage_totals_between(
             totals.add(sources.rollups.aggregate(**ROLLUP_FIGURES))
         if sources.ledger is not None:
             totals.add(sources.ledger.aggregate(**LEDGER_FIGURES))
-    return totals
+    return totals, sources
 
 
 def billing_report(
@@ -222,6 +229,7 @@ def billing_report(
         totals=totals,
         daily_credits=[(day, by_day.get(day, Decimal("0"))) for day in days],
         ledger_from=sources.ledger_from,
+        rollups_to=sources.rollups_to,
         active_users=active,
     )
 

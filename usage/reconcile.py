@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Count, OuterRef, Q, QuerySet
 
@@ -37,7 +38,7 @@ from usage.rollups import (
     rollup_rebuild,
     today,
 )
-from usage.selectors import ledger_total_sums, month_of, usage_totals_of_turn
+from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of, usage_totals_of_turn
 
 EXAMPLES = 3
 _FIX_BATCH = 500
@@ -93,17 +94,16 @@ def check_rollups(*, since: date | None = None) -> CheckResult:
     if since is not None:
         rollups = rollups.filter(day__gte=since)
     derived = rollups.values_list(*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS).order_by()
-    drift, examples = _full_join_drift(
-        ledger=ledger,
-        derived=derived,
-        keys=ROLLUP_KEY_COLUMNS,
-        values=ROLLUP_VALUE_COLUMNS,
-        describe=lambda key, ledger_row, derived_row: (
-            f"{key[0]} user {key[1]} {key[2]}: ledger {_figures(ledger_row)}, "
-            f"rollup {_figures(derived_row)}"
-        ),
+    joined = _full_join_drift(
+        ledger=ledger, derived=derived, keys=ROLLUP_KEY_COLUMNS, values=ROLLUP_VALUE_COLUMNS
     )
-    return CheckResult(ROLLUPS, rollups.count(), drift, examples)
+    names = _usernames(key[1] for key, _, _ in joined.examples)
+    examples = [
+        f"{key[0]} {names.get(key[1], f'#{key[1]}')} {key[2]}: ledger {_figures(ledger_row)}, "
+        f"rollup {_figures(derived_row)}"
+        for key, ledger_row, derived_row in joined.examples
+    ]
+    return CheckResult(ROLLUPS, rollups.count() + joined.missing, joined.drift, examples)
 
 
 def check_counters(*, since: date | None = None) -> CheckResult:
@@ -115,17 +115,16 @@ def check_counters(*, since: date | None = None) -> CheckResult:
     if since_month is not None:
         counters = counters.filter(month__gte=since_month)
     derived = counters.values_list(*COUNTER_KEY_COLUMNS, *COUNTER_VALUE_COLUMNS).order_by()
-    drift, examples = _full_join_drift(
-        ledger=ledger,
-        derived=derived,
-        keys=COUNTER_KEY_COLUMNS,
-        values=COUNTER_VALUE_COLUMNS[:1],
-        describe=lambda key, ledger_row, derived_row: (
-            f"user {key[0]} {str(key[1])[:7]}: ledger {_credits(ledger_row)} credits, "
-            f"counter {_credits(derived_row)}"
-        ),
+    joined = _full_join_drift(
+        ledger=ledger, derived=derived, keys=COUNTER_KEY_COLUMNS, values=COUNTER_VALUE_COLUMNS[:1]
     )
-    return CheckResult(COUNTERS, counters.count(), drift, examples)
+    names = _usernames(key[0] for key, _, _ in joined.examples)
+    examples = [
+        f"{names.get(key[0], f'#{key[0]}')} {str(key[1])[:7]}: ledger {_credits(ledger_row)} "
+        f"credits, counter {_credits(derived_row)}"
+        for key, ledger_row, derived_row in joined.examples
+    ]
+    return CheckResult(COUNTERS, counters.count() + joined.missing, joined.drift, examples)
 
 
 def check_turns(*, since: date | None = None) -> tuple[CheckResult, CheckResult]:
@@ -169,7 +168,7 @@ def count_unpriced_and_lost(*, since: date | None = None) -> tuple[int, CheckRes
         events = events.filter(created_at__gte=day_start(since))
     counts = events.aggregate(
         rows=Count("id"),
-        unpriced=Count("id", filter=Q(priced=False)),
+        unpriced=Count("id", filter=UNPRICED_CALLS),
         lost=Count("id", filter=Q(status=CallStatus.LOST)),
     )
     return (
@@ -295,11 +294,21 @@ def _turn_drift_rows(since: date | None) -> Iterator[tuple]:
         )
 
 
+@dataclass
+class JoinDrift:
+    """What a full join of ledger sums with derived rows found."""
+
+    drift: int  # keys whose figures disagree, a derived row missing or extra included
+    missing: int  # of those, keys the ledger has and the derived data lacks
+    examples: list[tuple]  # a few (key, ledger figures, derived figures)
+
+
 def _full_join_drift(
-    *, ledger: QuerySet, derived: QuerySet, keys: tuple, values: tuple, describe
-) -> tuple[int, list[str]]:
+    *, ledger: QuerySet, derived: QuerySet, keys: tuple, values: tuple
+) -> JoinDrift:
     """Rows of `ledger` (keys + `sum_` values) and `derived` (keys + values) that disagree,
-    matched on `keys`: (how many, a few described)."""
+    matched on `keys`. The keys compared are the derived rows plus the missing ones, so a
+    check's "checked" is never smaller than its drift."""
     ledger_sql, ledger_params = ledger.query.sql_with_params()
     derived_sql, derived_params = derived.query.sql_with_params()
     on = " AND ".join(f"l.{key} = d.{key}" for key in keys)
@@ -307,19 +316,26 @@ def _full_join_drift(
     key_of = ", ".join(f"COALESCE(l.{key}, d.{key})" for key in keys)
     sql = f"""
         SELECT {key_of}, {", ".join(f"l.sum_{name}" for name in values)},
-               {", ".join(f"d.{name}" for name in values)}
+               {", ".join(f"d.{name}" for name in values)},
+               CASE WHEN d.{keys[0]} IS NULL THEN 1 ELSE 0 END
         FROM ({ledger_sql}) l FULL OUTER JOIN ({derived_sql}) d ON {on}
         WHERE {differs}
     """
-    count, examples = 0, []
+    result = JoinDrift(0, 0, [])
     for row in _stream(sql, (*ledger_params, *derived_params)):
-        count += 1
-        if len(examples) < EXAMPLES:
+        result.drift += 1
+        result.missing += row[-1]
+        if len(result.examples) < EXAMPLES:
             key = row[: len(keys)]
             ledger_row = row[len(keys) : len(keys) + len(values)]
-            derived_row = row[len(keys) + len(values) :]
-            examples.append(describe(key, ledger_row, derived_row))
-    return count, examples
+            derived_row = row[len(keys) + len(values) : -1]
+            result.examples.append((key, ledger_row, derived_row))
+    return result
+
+
+def _usernames(user_ids: Iterable) -> dict:
+    """Usernames of the few users examples name: operators know users by name, not id."""
+    return dict(get_user_model().objects.filter(pk__in=set(user_ids)).values_list("pk", "username"))
 
 
 def _stream(sql: str, params: Iterable) -> Iterator[tuple]:

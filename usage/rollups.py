@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Count, DateField, Q, QuerySet, Sum, Value
+from django.db.models import Count, DateField, QuerySet, Sum, Value
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
 from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage
-from usage.selectors import ledger_total_sums, month_of
+from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of
 
 # DailyUsageRollup's columns in the order `ledger_daily_sums` selects them.
 ROLLUP_KEY_COLUMNS = ("day", "user_id", "model_alias")
@@ -73,7 +73,7 @@ def ledger_daily_sums(*, since: date | None, until: date) -> QuerySet:
         .values(*ROLLUP_KEY_COLUMNS)
         .annotate(
             **{f"sum_{name}": sum_ for name, (sum_, _) in ledger_total_sums().items()},
-            sum_unpriced_calls=Count("id", filter=Q(priced=False)),
+            sum_unpriced_calls=Count("id", filter=UNPRICED_CALLS),
         )
         .order_by()
     )

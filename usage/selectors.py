@@ -5,18 +5,26 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Count, F, QuerySet, Subquery, Sum
+from django.db.models import Count, F, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from usage.models import (
     USAGE_TOTAL_FIELDS,
     BillingProfile,
+    CallStatus,
     LlmCallEvent,
     ModelAlias,
     MonthlyUsage,
     PricingVersion,
 )
+
+# Calls that never got the provider's usage: in flight (pending) or cut short by a dying worker
+# (lost). There was nothing to price, so their `priced` (false until the call completes) says
+# nothing about prices.
+UNMETERED_STATUSES = (CallStatus.PENDING, CallStatus.LOST)
+# Unpriced: the call has provider usage to price and no price was known, so its cost reads $0.
+UNPRICED_CALLS = Q(priced=False) & ~Q(status__in=UNMETERED_STATUSES)
 
 
 def model_aliases_enabled() -> QuerySet[ModelAlias]:

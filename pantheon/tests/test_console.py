@@ -1,5 +1,6 @@
 """The operator console: branded, records read-only for everyone, soft deletes, the roles."""
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -85,6 +86,13 @@ def test_the_console_is_branded_pantheon_and_links_the_billing_dashboard(staff):
     assert reverse("admin:billing") in page
 
 
+def test_the_header_offers_no_view_site_link_to_a_page_that_does_not_exist(staff, client):
+    page = client_for(staff).get(reverse("admin:index")).content.decode()
+
+    assert "View site" not in page and 'href="/"' not in page
+    assert client.get("/").status_code == 404  # there is no user-facing site
+
+
 def test_the_login_page_is_branded_too(client):
     page = client.get(reverse("admin:login")).content.decode()
 
@@ -124,6 +132,33 @@ def test_the_turn_page_shows_its_messages_ledger_events_and_audit(staff, chat):
     assert "Ledger events" in page and "0.0123" in page
     assert "Context audit" in page and "5530" in page
     assert 'name="_save"' not in page  # nothing to save
+
+
+def test_the_turn_page_shows_figures_and_moments_as_the_lists_do(staff, chat):
+    turn = chat["rows"][Turn]
+    moment = datetime(2026, 12, 3, 7, 39, 21, tzinfo=UTC)
+    Turn.objects.filter(pk=turn.pk).update(
+        credits=Decimal("0.16617"), provider_cost_usd=Decimal("0.0001234"), created_at=moment
+    )
+    LlmCallEvent.objects.create(
+        user=turn.session.started_by,
+        session=turn.session,
+        turn=turn,
+        purpose="summary",
+        model_alias="deepseek",
+        status="success",
+        credits=Decimal("0.16617"),
+        created_at=moment,
+    )
+
+    page = client_for(staff).get(url(Turn, "change", turn.pk)).content.decode()
+
+    assert "0.1661700000" not in page and "0.0001234000" not in page
+    assert page.count('<span title="0.16617">0.1662</span>') == 2  # the turn and its event
+    assert "0.000123" in page
+    assert "2026-12-03 07:39:21 UTC" in page
+    assert "Dec. 3, 2026" not in page
+    assert 'class="column-credits' in page  # the inline's columns keep their names
 
 
 def test_the_turn_list_shows_who_where_and_what_it_cost(staff, chat, owner):
@@ -330,6 +365,23 @@ def test_the_user_page_shows_the_months_credits_cap_and_status(staff, owner):
 
     assert "Billing this month" in page
     assert "3.5" in page and "10" in page and "suspended" in page
+
+
+def test_the_user_page_links_to_the_billing_profile_or_creates_one(staff, owner):
+    client = client_for(staff)
+    user_page = reverse("admin:auth_user_change", args=[owner.pk])
+
+    page = client.get(user_page).content.decode()
+    add = f"{reverse('admin:usage_billingprofile_add')}?user={owner.pk}"
+    assert f'href="{add}">Create billing profile</a>' in page
+    form = client.get(add).content.decode()
+    assert f'name="user" value="{owner.pk}"' in form  # the user is filled in
+
+    profile = BillingProfile.objects.create(user=owner)
+    page = client.get(user_page).content.decode()
+    change = reverse("admin:usage_billingprofile_change", args=[profile.pk])
+    assert f'href="{change}">Billing profile</a>' in page
+    assert "Create billing profile" not in page
 
 
 def test_an_analyst_may_open_a_user_page(make_operator, owner):

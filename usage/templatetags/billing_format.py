@@ -31,3 +31,24 @@ def usd(value) -> str:
     amount = _decimal(value)
     places = 2 if abs(amount) >= 100 or amount == 0 else 4
     return f"${amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,}"
+
+
+@register.filter
+def compact(value) -> str:
+    """A count that must fit a card: 99,999 as is, then three figures: 123K, 1.23M, 12.3B.
+    Pages give the exact count alongside (a title, a table)."""
+    number = int(value or 0)
+    if abs(number) < 100_000:
+        return f"{number:,}"
+    sign = "-" if number < 0 else ""
+    units = ((10**3, "K"), (10**6, "M"), (10**9, "B"), (10**12, "T"))
+    for index, (size, suffix) in enumerate(units):
+        scaled = abs(number) / size
+        last = index == len(units) - 1
+        if scaled >= 1000 and not last:
+            continue
+        shown = f"{scaled:.{0 if scaled >= 100 else 1 if scaled >= 10 else 2}f}"
+        if float(shown) >= 1000 and not last:  # 999,999 reads 1.00M, not 1000K
+            continue
+        return f"{sign}{shown}{suffix}"
+    return f"{number:,}"

@@ -153,3 +153,42 @@ def test_an_analyst_reads_the_billing_dashboard_in_chromium(
     assert chromium.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 10_000
     print(f"\nbilling dashboard screenshot: {screenshot}")
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_totals_cards_hold_big_figures_at_1100_and_1400_px(
+    live_server, chromium, make_operator, django_user_model, ledger_row
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    user = django_user_model.objects.create_user("ada")
+    for days_ago in range(1, 4):  # billions of tokens, thousands of credits
+        ledger_row(
+            user,
+            at=at(days_ago, 9),
+            input_tokens_fresh=10**9,
+            output_tokens=345_678_901,
+            credits=Decimal("123456.789"),
+            provider_cost_usd=Decimal("98765.4321"),
+        )
+    make_operator("Analyst", "analyst")
+    chromium.get(f"{live_server.url}/admin/login/?next=/admin/billing/")
+    chromium.find_element(By.NAME, "username").send_keys("analyst")
+    chromium.find_element(By.NAME, "password").send_keys("operator-pass-123")
+    chromium.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait = WebDriverWait(chromium, 20)
+    wait.until(seen.presence_of_element_located((By.ID, "daily-credits-chart")))
+
+    for width in (1100, 1400):
+        chromium.set_window_size(width, 1000)
+        overflowing = chromium.execute_script(
+            """return [...document.querySelectorAll('.pantheon-kpis .kpi')]
+                .filter(card => card.scrollWidth > card.clientWidth
+                    || [...card.children].some(part =>
+                        part.getBoundingClientRect().right > card.getBoundingClientRect().right))
+                .map(card => card.querySelector('.label').textContent);"""
+        )
+        assert overflowing == [], f"at {width} px"
+    assert chromium.find_element(By.ID, "total-tokens").text == "3.00B · 1.04B"

@@ -1,0 +1,263 @@
+"""What the operator console's usage pages say: unpriced calls are calls that had usage to price
+and no price, lost calls' estimates are labelled, the date window and the source of every
+figure are named, and figures and moments read as in the lists."""
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from sessions_app.models import Turn
+from usage.models import BillingProfile, DailyUsageRollup, LlmCallEvent
+from usage.rollups import rollup_rebuild, today
+from usage.services import usage_call_open, usage_calls_mark_lost
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = "admin:billing"
+EXPORT = "admin:billing_export"
+LEDGER = "admin:usage_llmcallevent_changelist"
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def at(days_ago: int, hour: int = 12) -> datetime:
+    day = today() - timedelta(days=days_ago)
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def sums_figure(page: str, label: str) -> str:
+    """The figure under `label` in the sums above the ledger list."""
+    marker = f'<span class="label">{label}</span><span class="figure">'
+    return page.split(marker, 1)[1].split("<", 1)[0]
+
+
+@pytest.fixture
+def calls_in_doubt(owner, ledger_row, make_agent, make_session):
+    """A priced call, an unpriced one, and two the engine left without usage: one lost on a
+    past day (rolled up), one lost and one still pending today. Each lost or pending row is
+    written as the engine writes it (opened with its input estimate, `priced` at its default)."""
+    ledger_row(owner, at=at(3), credits=Decimal("1"))
+    ledger_row(owner, at=at(2), alias="llama", priced=False, provider_cost_usd=Decimal("0"))
+    ledger_row(owner, at=at(1), status="lost", priced=False, credits=Decimal("0"))
+    rollup_rebuild()
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    crashed, running = (
+        Turn.objects.create(
+            session=session, turn_index=index, mode="direct", status=status, user_input="hi"
+        )
+        for index, status in ((1, "interrupted"), (2, "running"))
+    )
+    for turn in (crashed, running):
+        usage_call_open(
+            user=owner,
+            model_alias="deepseek",
+            pricing=None,
+            purpose="agent",
+            estimated_input_tokens=500,
+            session_id=session.pk,
+            turn_id=turn.pk,
+        )
+    usage_calls_mark_lost(turn_ids=[crashed.pk])
+    return LlmCallEvent.objects.get(turn=crashed)
+
+
+# --- 1. unpriced means: usage to price, no price known ------------------------------------------
+
+
+def test_lost_and_pending_calls_are_not_counted_as_unpriced(make_operator, calls_in_doubt):
+    client = client_for(make_operator("Analyst"))
+
+    dashboard = client.get(reverse(DASHBOARD))
+    page = dashboard.content.decode()
+    assert dashboard.context["report"].totals.llm_calls == 5
+    assert 'id="total-unpriced">1<' in page
+    assert DailyUsageRollup.objects.get(day=today() - timedelta(days=1)).unpriced_calls == 0
+    export = list(csv.DictReader(io.StringIO(client.get(reverse(EXPORT)).content.decode())))
+    assert sum(int(row["unpriced_calls"]) for row in export) == 1
+
+    everything = client.get(reverse(LEDGER)).content.decode()
+    assert sums_figure(everything, "Unpriced calls") == "1"
+    lost = client.get(reverse(LEDGER), {"status__exact": "lost"}).content.decode()
+    assert sums_figure(lost, "Calls") == "2"
+    assert sums_figure(lost, "Unpriced calls") == "0"
+    unpriced = client.get(reverse(LEDGER), {"priced__exact": "0"})
+    assert [event.model_alias for event in unpriced.context["cl"].result_list] == ["llama"]
+    assert "By pricing" in unpriced.content.decode()
+
+
+def test_a_lost_calls_page_does_not_call_it_unpriced(make_operator, calls_in_doubt):
+    client = client_for(make_operator("Analyst"))
+    lost_page = reverse("admin:usage_llmcallevent_change", args=[calls_in_doubt.pk])
+
+    page = client.get(lost_page).content.decode()
+
+    assert "False when no price was known" not in page
+    assert "not applicable: the call is lost" in page
+    assert "estimate made before the call" in page
+    unpriced = LlmCallEvent.objects.get(model_alias="llama")
+    page = client.get(reverse("admin:usage_llmcallevent_change", args=[unpriced.pk]))
+    assert "no price was known for the model" in page.content.decode()
+
+
+def test_the_input_tokens_say_they_include_lost_calls_estimates(make_operator, calls_in_doubt):
+    client = client_for(make_operator("Analyst"))
+
+    page = client.get(reverse(DASHBOARD)).content.decode()
+
+    # The estimates stay in: a lost call may have been billed (DESIGN §7). The page says so
+    # and leads to those calls.
+    assert "input estimate of each" in page and "lost call" in page
+    note = page.split('id="input-tokens-note"', 1)[1].split("</p>", 1)[0]
+    assert "status__exact=lost" in note and "created_at__gte=" in note
+    ledger = client.get(reverse(LEDGER)).content.decode()
+    assert "plus the input estimate of each lost call" in ledger
+
+
+# --- 3. the ledger list names its date window ---------------------------------------------------
+
+
+def test_the_ledger_opened_from_a_dashboard_row_names_its_date_window(
+    make_operator, calls_in_doubt
+):
+    client = client_for(make_operator("Analyst"))
+    dashboard = client.get(reverse(DASHBOARD))
+    first, last = today() - timedelta(days=29), today()
+
+    page = client.get(dashboard.context["rows"][0]["ledger_url"]).content.decode()
+
+    window = f"{first.isoformat()} to {last.isoformat()} (UTC)"
+    assert f"Calls created <strong>{window}</strong> only" in page
+    assert "By created (UTC)" in page
+    sidebar = page.split('data-filter-title="created (UTC)"', 1)[1].split("</details>", 1)[0]
+    assert 'class="selected"' in sidebar and window in sidebar
+    assert "Calls created" not in client.get(reverse(LEDGER)).content.decode()
+
+
+# --- 4. the footnotes say what was read ---------------------------------------------------------
+
+
+def test_without_rollups_the_pages_say_every_figure_comes_from_the_ledger(
+    make_operator, owner, ledger_row
+):
+    ledger_row(owner, at=at(3))
+    client = client_for(make_operator("Analyst"))
+
+    dashboard = client.get(reverse(DASHBOARD)).content.decode()
+    ledger = client.get(reverse(LEDGER), {"username": "owner"}).content.decode()
+
+    assert "Every day straight from the ledger" in dashboard
+    assert "daily rollups;" not in dashboard and "Whole days" not in dashboard
+    assert "Totals summed from the ledger" in ledger and "daily rollups" not in ledger
+
+
+def test_with_rollups_the_pages_say_which_days_come_from_where(make_operator, owner, ledger_row):
+    ledger_row(owner, at=at(3))
+    rollup_rebuild()
+    client = client_for(make_operator("Analyst"))
+
+    dashboard = client.get(reverse(DASHBOARD)).content.decode()
+    ledger = client.get(reverse(LEDGER), {"username": "owner"}).content.decode()
+
+    rolled, after = today() - timedelta(days=3), today() - timedelta(days=2)
+    # The newest rollup's day, then the ledger from the day after (DESIGN: no day is hidden).
+    assert f"Whole days to {rolled.day} {rolled:%b} from the daily rollups;" in dashboard
+    assert f"from {after.day} {after:%b} straight from the ledger." in dashboard
+    assert "Totals from the daily rollups, and from the ledger for the days" in ledger
+
+
+# --- 5. the cards hold big figures --------------------------------------------------------------
+
+
+def test_the_token_card_shows_big_figures_compact_with_the_exact_ones_in_its_title(
+    make_operator, owner, ledger_row
+):
+    ledger_row(owner, at=at(1), input_tokens_fresh=10**9, output_tokens=345_678_901)
+    ledger_row(owner, at=at(2), input_tokens_fresh=10**9, input_tokens_cached=234_567_890)
+    ledger_row(owner, at=at(3), input_tokens_fresh=10**9)
+
+    page = client_for(make_operator("Analyst")).get(reverse(DASHBOARD)).content.decode()
+
+    card = page.split('id="total-tokens"', 1)[1].split("</div>", 1)[0]
+    assert "3,234,567,930 input tokens" in card and "345,678,921 output tokens" in card
+    assert '">3.23B <span class="quiet">·</span> 346M</span>' in card
+
+
+# --- 6. records and lists read alike ------------------------------------------------------------
+
+
+def test_a_ledger_event_page_shows_figures_and_moments_as_the_list(
+    make_operator, owner, ledger_row
+):
+    event = ledger_row(
+        owner,
+        at=datetime(2026, 12, 3, 7, 39, 21, tzinfo=UTC),
+        credits=Decimal("0.16617"),
+        provider_cost_usd=Decimal("0.0000123"),
+    )
+    client = client_for(make_operator("Analyst"))
+
+    page = client.get(reverse("admin:usage_llmcallevent_change", args=[event.pk]))
+    page = page.content.decode()
+
+    assert "0.1661700000" not in page and "0.0000123000" not in page
+    assert '<span title="0.16617">0.1662</span>' in page
+    assert "0.000012" in page
+    assert "2026-12-03 07:39:21 UTC" in page
+    assert "Dec. 3, 2026" not in page
+    listed = client.get(reverse(LEDGER)).content.decode()
+    assert "0.1662" in listed and "2026-12-03 07:39:21" in listed
+
+
+def test_billing_profiles_list_caps_like_credits_and_says_no_cap(
+    make_operator, owner, outsider, ledger_row
+):
+    ledger_row(owner, at=datetime.now(UTC), credits=Decimal("6.17388"))
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("100"))
+    BillingProfile.objects.create(user=outsider)
+    client = client_for(make_operator("Analyst"))
+
+    page = client.get(reverse("admin:usage_billingprofile_changelist")).content.decode()
+
+    assert "100.0000000000" not in page and "6.17388" not in page
+    assert ">100.0000<" in page and ">6.1739<" in page
+    assert ">no cap<" in page
+    assert "By is suspended" not in page and "By billing status" in page
+    suspended = client.get(
+        reverse("admin:usage_billingprofile_changelist"), {"is_suspended__exact": "1"}
+    )
+    assert list(suspended.context["cl"].result_list) == []
+
+
+def test_monthly_usage_shows_months_as_months(make_operator, owner, ledger_row):
+    ledger_row(owner, at=datetime(2026, 11, 20, tzinfo=UTC))
+    ledger_row(owner, at=datetime(2026, 12, 3, tzinfo=UTC))
+    client = client_for(make_operator("Analyst"))
+    changelist = reverse("admin:usage_monthlyusage_changelist")
+
+    page = client.get(changelist).content.decode()
+
+    assert ">2026-12<" in page and ">2026-11<" in page
+    assert "Dec. 1, 2026" not in page
+    assert "Today" not in page and "Past 7 days" not in page
+    november = client.get(changelist, {"month": "2026-11-01"})
+    assert [usage.month.month for usage in november.context["cl"].result_list] == [11]
+
+
+def test_daily_rollups_show_days_as_the_ledger_does(make_operator, owner, ledger_row):
+    ledger_row(owner, at=at(3))
+    rollup_rebuild()
+
+    page = client_for(make_operator("Analyst")).get(
+        reverse("admin:usage_dailyusagerollup_changelist")
+    )
+
+    assert f">{(today() - timedelta(days=3)).isoformat()}<" in page.content.decode()
