@@ -95,15 +95,17 @@ def check_rollups(*, since: date | None = None) -> CheckResult:
         rollups = rollups.filter(day__gte=since)
     derived = rollups.values_list(*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS).order_by()
     joined = _full_join_drift(
-        ledger=ledger, derived=derived, keys=ROLLUP_KEY_COLUMNS, values=ROLLUP_VALUE_COLUMNS
+        ledger=ledger,
+        derived=derived,
+        keys=ROLLUP_KEY_COLUMNS,
+        values=ROLLUP_VALUE_COLUMNS,
+        user_at=1,
+        describe=lambda key, user, ledger_row, derived_row: (
+            f"{key[0]} {user} {key[2]}: ledger {_figures(ledger_row)}, "
+            f"rollup {_figures(derived_row)}"
+        ),
     )
-    names = _usernames(key[1] for key, _, _ in joined.examples)
-    examples = [
-        f"{key[0]} {names.get(key[1], f'#{key[1]}')} {key[2]}: ledger {_figures(ledger_row)}, "
-        f"rollup {_figures(derived_row)}"
-        for key, ledger_row, derived_row in joined.examples
-    ]
-    return CheckResult(ROLLUPS, rollups.count() + joined.missing, joined.drift, examples)
+    return CheckResult(ROLLUPS, rollups.count() + joined.missing, joined.drift, joined.examples)
 
 
 def check_counters(*, since: date | None = None) -> CheckResult:
@@ -116,15 +118,17 @@ def check_counters(*, since: date | None = None) -> CheckResult:
         counters = counters.filter(month__gte=since_month)
     derived = counters.values_list(*COUNTER_KEY_COLUMNS, *COUNTER_VALUE_COLUMNS).order_by()
     joined = _full_join_drift(
-        ledger=ledger, derived=derived, keys=COUNTER_KEY_COLUMNS, values=COUNTER_VALUE_COLUMNS[:1]
+        ledger=ledger,
+        derived=derived,
+        keys=COUNTER_KEY_COLUMNS,
+        values=COUNTER_VALUE_COLUMNS[:1],
+        user_at=0,
+        describe=lambda key, user, ledger_row, derived_row: (
+            f"{user} {str(key[1])[:7]}: ledger {_credits(ledger_row)} credits, "
+            f"counter {_credits(derived_row)}"
+        ),
     )
-    names = _usernames(key[0] for key, _, _ in joined.examples)
-    examples = [
-        f"{names.get(key[0], f'#{key[0]}')} {str(key[1])[:7]}: ledger {_credits(ledger_row)} "
-        f"credits, counter {_credits(derived_row)}"
-        for key, ledger_row, derived_row in joined.examples
-    ]
-    return CheckResult(COUNTERS, counters.count() + joined.missing, joined.drift, examples)
+    return CheckResult(COUNTERS, counters.count() + joined.missing, joined.drift, joined.examples)
 
 
 def check_turns(*, since: date | None = None) -> tuple[CheckResult, CheckResult]:
@@ -300,15 +304,17 @@ class JoinDrift:
 
     drift: int  # keys whose figures disagree, a derived row missing or extra included
     missing: int  # of those, keys the ledger has and the derived data lacks
-    examples: list[tuple]  # a few (key, ledger figures, derived figures)
+    examples: list[str]  # a few, described
 
 
 def _full_join_drift(
-    *, ledger: QuerySet, derived: QuerySet, keys: tuple, values: tuple
+    *, ledger: QuerySet, derived: QuerySet, keys: tuple, values: tuple, user_at: int, describe
 ) -> JoinDrift:
     """Rows of `ledger` (keys + `sum_` values) and `derived` (keys + values) that disagree,
     matched on `keys`. The keys compared are the derived rows plus the missing ones, so a
-    check's "checked" is never smaller than its drift."""
+    check's "checked" is never smaller than its drift. A few are described by
+    `describe(key, username, ledger figures, derived figures)`, the user id being
+    `key[user_at]` (operators know users by name)."""
     ledger_sql, ledger_params = ledger.query.sql_with_params()
     derived_sql, derived_params = derived.query.sql_with_params()
     on = " AND ".join(f"l.{key} = d.{key}" for key in keys)
@@ -321,21 +327,22 @@ def _full_join_drift(
         FROM ({ledger_sql}) l FULL OUTER JOIN ({derived_sql}) d ON {on}
         WHERE {differs}
     """
-    result = JoinDrift(0, 0, [])
+    result, found = JoinDrift(0, 0, []), []
     for row in _stream(sql, (*ledger_params, *derived_params)):
         result.drift += 1
         result.missing += row[-1]
-        if len(result.examples) < EXAMPLES:
+        if len(found) < EXAMPLES:
             key = row[: len(keys)]
             ledger_row = row[len(keys) : len(keys) + len(values)]
             derived_row = row[len(keys) + len(values) : -1]
-            result.examples.append((key, ledger_row, derived_row))
+            found.append((key, ledger_row, derived_row))
+    users = get_user_model().objects.filter(pk__in={key[user_at] for key, _, _ in found})
+    names = dict(users.values_list("pk", "username"))
+    result.examples = [
+        describe(key, names.get(key[user_at], f"#{key[user_at]}"), ledger_row, derived_row)
+        for key, ledger_row, derived_row in found
+    ]
     return result
-
-
-def _usernames(user_ids: Iterable) -> dict:
-    """Usernames of the few users examples name: operators know users by name, not id."""
-    return dict(get_user_model().objects.filter(pk__in=set(user_ids)).values_list("pk", "username"))
 
 
 def _stream(sql: str, params: Iterable) -> Iterator[tuple]:

@@ -5,10 +5,11 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for
 from rooms.models import Room
 from sessions_app.models import Message, Session, SessionSummary, Turn, TurnContextAudit
 from usage.models import BillingProfile, LlmCallEvent, ModelAlias, ModelPrice
@@ -17,16 +18,6 @@ from usage.services import usage_month_add
 pytestmark = pytest.mark.django_db
 
 RECORDS = [Turn, Message, SessionSummary, TurnContextAudit, LlmCallEvent]
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
 
 
 @pytest.fixture

@@ -2,18 +2,12 @@
 (`PUT rooms/{id}/agents` answers 400 "Unknown agent" for anyone else's)."""
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
+from pantheon.testing.admin import client_for
 from rooms.models import Room, RoomAgent
 
 pytestmark = pytest.mark.django_db
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def room_form(room, seats, *, owner=None, initial=0) -> dict:

@@ -5,24 +5,14 @@ alias is retired by disabling it."""
 from decimal import Decimal
 
 import pytest
-from django.test import Client
-from django.urls import reverse
 from django.utils import timezone
 
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for
 from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
 from usage.selectors import active_pricing_version
 
 pytestmark = pytest.mark.django_db
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def url(model, view: str, *args) -> str:
-    return reverse(f"admin:usage_{model._meta.model_name}_{view}", args=args)
 
 
 def call(user, alias: str, version: PricingVersion | None) -> LlmCallEvent:

@@ -4,37 +4,24 @@ follows the roles, and query counts stay flat as the ledger grows."""
 import csv
 import io
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.db.models import Count, F, Q, Sum
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from pantheon.testing.admin import client_for
 from sessions_app.models import Turn
 from usage.models import LlmCallEvent
 from usage.rollups import rollup_rebuild, today
+from usage.tests.dashboard import DASHBOARD, EXPORT, LEDGER, at
 
 pytestmark = pytest.mark.django_db
 
-DASHBOARD = "admin:billing"
-EXPORT = "admin:billing_export"
-LEDGER = "admin:usage_llmcallevent_changelist"
 TURNS = "admin:sessions_app_turn_changelist"
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def at(days_ago: int, hour: int = 12) -> datetime:
-    day = today() - timedelta(days=days_ago)
-    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
 
 
 @pytest.fixture

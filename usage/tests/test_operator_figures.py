@@ -8,30 +8,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
+from pantheon.testing.admin import client_for
 from sessions_app.models import Turn
 from usage.models import BillingProfile, DailyUsageRollup, LlmCallEvent
 from usage.rollups import rollup_rebuild, today
 from usage.services import usage_call_open, usage_calls_mark_lost
+from usage.tests.dashboard import DASHBOARD, EXPORT, LEDGER, at
 
 pytestmark = pytest.mark.django_db
-
-DASHBOARD = "admin:billing"
-EXPORT = "admin:billing_export"
-LEDGER = "admin:usage_llmcallevent_changelist"
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def at(days_ago: int, hour: int = 12) -> datetime:
-    day = today() - timedelta(days=days_ago)
-    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
 
 
 def sums_figure(page: str, label: str) -> str:
