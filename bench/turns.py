@@ -224,7 +224,12 @@ def main() -> int:
             # Warm every worker (imports, connections) on sessions we do not measure.
             warm = data["warm"][0]
             for _ in range(6 * args.workers):
-                client.post(f"{base}/api/v1/sessions/{warm}/turns", json={"message": "warm"})
+                # Each on a new connection, so that the workers' accepts share them out.
+                client.post(
+                    f"{base}/api/v1/sessions/{warm}/turns",
+                    json={"message": "warm"},
+                    headers={"Connection": "close"},
+                )
             measured = {
                 case: data[case][:-1]
                 for case in ("single@10", "single@500", "roundtable@10", "roundtable@500")
