@@ -22,6 +22,7 @@ from sessions_app.models import (
 )
 from sessions_app.services import session_delete
 from usage.models import USAGE_TOTAL_FIELDS, LlmCallEvent
+from usage.selectors import priced_or_none
 
 
 @admin.register(Session)
@@ -82,11 +83,15 @@ class LlmCallEventInline(RecordTabularInline):
         "output_tokens",
         "credits",
         "provider_cost_usd",
-        "priced",
+        "priced_flag",
         "latency_ms",
     ]
     readonly_fields = fields
     ordering = ["created_at"]
+
+    @admin.display(description="priced", boolean=True)
+    def priced_flag(self, event: LlmCallEvent) -> bool | None:
+        return priced_or_none(event)
 
 
 class TurnContextAuditInline(ReadOnlyRecords, admin.StackedInline):

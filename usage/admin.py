@@ -34,7 +34,7 @@ from usage.models import (
     PricingVersion,
 )
 from usage.rollups import day_start
-from usage.selectors import UNMETERED_STATUSES, UNPRICED_CALLS, month_of
+from usage.selectors import UNMETERED_STATUSES, UNPRICED_CALLS, month_of, priced_or_none
 from usage.services import billing_profile_set_cap, billing_profile_set_suspended
 
 # --- configuration (Owners change it) -----------------------------------------------------------
@@ -430,8 +430,7 @@ class LlmCallEventAdmin(RecordAdmin):
 
     @admin.display(description="priced", boolean=True, ordering="priced")
     def priced_flag(self, event: LlmCallEvent) -> bool | None:
-        # A pending or lost call had nothing to price: neither priced nor unpriced.
-        return None if event.status in UNMETERED_STATUSES else event.priced
+        return priced_or_none(event)
 
     @admin.display(description="priced")
     def pricing(self, event: LlmCallEvent) -> str:

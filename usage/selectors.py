@@ -27,6 +27,11 @@ UNMETERED_STATUSES = (CallStatus.PENDING, CallStatus.LOST)
 UNPRICED_CALLS = Q(priced=False) & ~Q(status__in=UNMETERED_STATUSES)
 
 
+def priced_or_none(event: LlmCallEvent) -> bool | None:
+    """Whether a call was priced; None for a pending or lost one, which had no usage to price."""
+    return None if event.status in UNMETERED_STATUSES else event.priced
+
+
 def model_aliases_enabled() -> QuerySet[ModelAlias]:
     return ModelAlias.objects.filter(enabled=True).order_by("alias")
 

@@ -1,5 +1,6 @@
 """The operator console: branded, records read-only for everyone, soft deletes, the roles."""
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -150,6 +151,24 @@ def test_the_turn_page_shows_figures_and_moments_as_the_lists_do(staff, chat):
     assert "2026-12-03 07:39:21 UTC" in page
     assert "Dec. 3, 2026" not in page
     assert 'class="column-credits' in page  # the inline's columns keep their names
+
+
+def test_the_turn_page_marks_a_lost_call_neither_priced_nor_unpriced(staff, chat):
+    turn = chat["rows"][Turn]
+    common = {"user": turn.session.started_by, "session": turn.session, "turn": turn}
+    LlmCallEvent.objects.create(**common, purpose="agent", model_alias="deepseek", priced=True)
+    LlmCallEvent.objects.create(**common, purpose="agent", model_alias="qwen", status="lost")
+
+    page = client_for(staff).get(url(Turn, "change", turn.pk)).content.decode()
+
+    # Django's icons for True and None; a lost call had no usage to price (no red cross).
+    cells = re.findall(r'<td class="field-priced_flag">(.*?)</td>', page, re.DOTALL)
+    icons = sorted(re.search(r"icon-(\w+)\.svg", cell).group(1) for cell in cells)
+    events = LlmCallEvent.objects.filter(turn=turn)
+    unpriced = events.filter(priced=False).exclude(status="lost").count()
+    assert len(icons) == events.count()
+    assert icons.count("unknown") == 1  # the lost call
+    assert icons.count("no") == unpriced
 
 
 def test_the_turn_list_shows_who_where_and_what_it_cost(staff, chat, owner):
