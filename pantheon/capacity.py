@@ -20,16 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pantheon.exceptions import PantheonError
+# Plain Python only: the gunicorn master imports this (through the worker class) before it
+# forks, and whatever it imports stays in its memory, next to the workers'. The refusal's body
+# is `pantheon.exceptions.OverCapacity`.
 
 # Seconds a refused client is asked to wait: turns end (and free their places) in seconds.
 RETRY_AFTER_SECONDS = 2
-
-
-class OverCapacity(PantheonError):
-    status_code = 503
-    code = "over_capacity"
-    default_message = "This server is serving as many requests as it can. Try again in a moment."
 
 
 def connection_cap(requests: int) -> int:

@@ -141,6 +141,14 @@ class Gone(PantheonError):
         return {"detail": self.message}
 
 
+class OverCapacity(PantheonError):
+    """A worker already serving GUNICORN_WORKER_CONNECTIONS requests (`pantheon.capacity`)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "over_capacity"
+    default_message = "This server is serving as many requests as it can. Try again in a moment."
+
+
 class RequestTooLarge(PantheonError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "request_too_large"

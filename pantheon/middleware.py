@@ -17,9 +17,10 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 
 from pantheon import logging_context
-from pantheon.capacity import PROCESS, RETRY_AFTER_SECONDS, OverCapacity
+from pantheon.capacity import PROCESS, RETRY_AFTER_SECONDS
 from pantheon.exceptions import (
     InvalidCharacters,
+    OverCapacity,
     PantheonError,
     RepeatedParameter,
     RequestTooLarge,
