@@ -93,6 +93,13 @@ class ModelAliasAdmin(KeptForTheLedger, admin.ModelAdmin):
         }
         return super().get_form(request, obj, change, **kwargs)
 
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        # The ledger names an alias by its name: renamed, its rows would name nothing.
+        if obj is not None and self.kept_for_the_ledger(obj):
+            return [*fields, "alias"]
+        return fields
+
     def kept_for_the_ledger(self, alias: ModelAlias) -> bool:
         # Its ledger rows, filtered by it on the billing dashboard, or its prices in a price
         # list that ledger rows are stamped with (the delete would cascade to them).

@@ -56,6 +56,19 @@ def bulk_delete(client, model, rows, **extra):
 # --- model aliases ------------------------------------------------------------------------------
 
 
+def test_an_alias_the_ledger_names_keeps_its_name(boss, owner, spare_list):
+    """Ledger rows name their alias: renamed, they would name nothing (and be filtered by
+    nothing on the dashboard). An alias nothing refers to yet can still be renamed."""
+    scratch = ModelAlias.objects.get(alias="scratch")
+    page = boss.get(url(ModelAlias, "change", scratch.pk)).content.decode()
+    assert 'name="alias"' in page
+
+    call(owner, "scratch", None)
+    page = boss.get(url(ModelAlias, "change", scratch.pk)).content.decode()
+    assert 'name="alias"' not in page
+    assert "scratch" in page
+
+
 def test_an_alias_the_ledger_names_cannot_be_deleted(boss, owner, spare_list):
     scratch = ModelAlias.objects.get(alias="scratch")
     call(owner, "scratch", None)
