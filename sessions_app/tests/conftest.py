@@ -2,6 +2,7 @@
 
 import pytest
 
+from pantheon.testing.servers import forget_throttle_history
 from pantheon.testing.stub_llm import StubLLM
 from usage.models import ModelAlias
 
@@ -14,6 +15,14 @@ def ada(owner, make_agent):
 @pytest.fixture
 def room(owner, ada, make_room):
     return make_room(owner, agents=[ada], name="Lab")
+
+
+@pytest.fixture
+def no_throttle_history():
+    """For tests that start servers: the throttle rows their requests commit are not left to
+    count against the tests after them (`forget_throttle_history`)."""
+    yield
+    forget_throttle_history()
 
 
 @pytest.fixture

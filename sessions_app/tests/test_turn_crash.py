@@ -18,7 +18,10 @@ from sessions_app.models import Turn
 from sessions_app.tests.conftest import point_at_stub
 from usage.models import LlmCallEvent
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("no_throttle_history"),
+]
 
 CONFLICT = {"detail": "Turn creation conflicted with concurrent writes. Please retry."}
 

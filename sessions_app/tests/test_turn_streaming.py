@@ -17,7 +17,10 @@ from sessions_app.models import Message, Turn
 from sessions_app.tests.conftest import point_at_stub
 from usage.models import LlmCallEvent
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("no_throttle_history"),
+]
 
 STREAM = {"Accept": "text/event-stream"}
 
