@@ -11,8 +11,9 @@ def main():
     if sys.argv[1:2] != ["runserver"]:
         # A command runs in one thread and opens one connection: the pool is the servers'. Without
         # it a wrong DATABASE_URL fails at once with PostgreSQL's own message, not after the
-        # pool's 30 s wait with "couldn't get a connection".
-        os.environ.setdefault("DB_POOL_MAX_SIZE", "0")
+        # pool's 30 s wait with "couldn't get a connection". (DB_POOL_MAX_SIZE still says what
+        # the servers' pool holds, for `manage.py check`.)
+        os.environ.setdefault("DB_POOL", "off")
     try:
         from django.core.management import execute_from_command_line
     except ImportError as exc:

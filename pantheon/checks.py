@@ -76,17 +76,16 @@ def check_cache_table(app_configs=None, **kwargs):
 
 def check_sections_fit_the_pool(app_configs=None, **kwargs):
     """Each running database section holds a connection: more sections at once than the pool
-    has connections would leave some waiting on the pool with their place at the gate."""
-    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    has connections would leave some waiting on the pool with their place at the gate. The
+    servers' pool (DB_POOL_MAX_SIZE), whether or not the process checking has one."""
+    pool_size = settings.DB_POOL_MAX_SIZE
     sections = settings.PANTHEON_DB_SECTIONS
-    if not isinstance(pool, dict) or "max_size" not in pool:
-        return []
-    if 0 < sections <= pool["max_size"]:
+    if pool_size <= 0 or 0 < sections <= pool_size:
         return []
     return [
         CheckWarning(
             f"PANTHEON_DB_SECTIONS ({sections or 'no limit'}) lets more database sections run "
-            f"at once than the pool has connections (DB_POOL_MAX_SIZE {pool['max_size']}).",
+            f"at once than the pool has connections (DB_POOL_MAX_SIZE {pool_size}).",
             hint="Keep PANTHEON_DB_SECTIONS between 1 and DB_POOL_MAX_SIZE; other requests "
             "need connections too.",
             id="pantheon.W004",

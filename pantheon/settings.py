@@ -85,8 +85,12 @@ WSGI_APPLICATION = "pantheon.wsgi.application"
 ASGI_APPLICATION = "pantheon.asgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# The servers' pool per worker process (0: none); manage.py's commands run without one
+# (DB_POOL=off) but `manage.py check` still checks the servers' sizing against it.
 DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=16)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    DB_POOL_MAX_SIZE = 0
+if DB_POOL_MAX_SIZE > 0 and env.bool("DB_POOL", default=True):
     # A bounded pool per worker process: requests (and each short database section of a turn)
     # borrow a connection and give it back, so hundreds of turns waiting on their providers
     # share a few connections. Workers × DB_POOL_MAX_SIZE is the most a host opens.

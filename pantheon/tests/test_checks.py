@@ -1,6 +1,11 @@
+import os
+import subprocess
+import sys
+
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.db import connection
 
 from pantheon.checks import (
     check_sections_fit_the_pool,
@@ -8,6 +13,8 @@ from pantheon.checks import (
     check_stale_limit,
     longest_llm_call_seconds,
 )
+from pantheon.testing.processes import ROOT
+from pantheon.testing.servers import postgres_url
 
 
 def test_defaults_leave_room_for_the_slowest_call(settings):
@@ -39,11 +46,33 @@ def test_the_stock_security_middleware_or_a_subclass_is_required(settings):
     assert "XFrameOptionsMiddleware" in warnings[0].msg + warnings[1].msg
 
 
-def test_database_sections_beyond_the_pool_are_flagged(settings, monkeypatch):
-    monkeypatch.setitem(settings.DATABASES["default"], "OPTIONS", {"pool": {"max_size": 8}})
+def test_database_sections_beyond_the_pool_are_flagged(settings):
+    settings.DB_POOL_MAX_SIZE = 8
     settings.PANTHEON_DB_SECTIONS = 4
     assert check_sections_fit_the_pool() == []
 
     for sections in (12, 0):
         settings.PANTHEON_DB_SECTIONS = sections
         assert [warning.id for warning in check_sections_fit_the_pool()] == ["pantheon.W004"]
+
+
+@pytest.mark.parametrize("sections", ["17", "0"])
+def test_manage_py_check_flags_sections_beyond_the_servers_pool(sections):
+    """manage.py's commands run without a pool of their own; the check is about the servers'."""
+    env = {k: v for k, v in os.environ.items() if k != "DB_POOL_MAX_SIZE"}  # the default, 16
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+        "DATABASE_URL": postgres_url(connection.settings_dict),
+        "PANTHEON_DB_SECTIONS": sections,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pantheon.W004" in result.stderr + result.stdout
+    assert "DB_POOL_MAX_SIZE 16" in result.stderr + result.stdout
