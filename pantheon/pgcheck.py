@@ -7,7 +7,8 @@ import psycopg
 
 START_HINT = (
     "PostgreSQL is not reachable at {url}.\n"
-    "Start it with:  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n 1) main start\n"
+    "Start it with:  pg_ctlcluster --skip-systemctl-redirect "
+    "$(ls /etc/postgresql | head -n 1) main start\n"
     "or point TEST_DATABASE_URL at a server you can reach (postgres://user@host:port/name)."
 )
 
