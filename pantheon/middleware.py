@@ -135,11 +135,28 @@ class ApiGuardMiddleware(_SyncAndAsync):
         if self.async_mode:
             return self.__acall__(request)
         refusal = self._check(request)
-        return error_response(refusal) if refusal else self.get_response(request)
+        if refusal:
+            return error_response(refusal)
+        return self._json_under_debug(request, self.get_response(request))
 
     async def __acall__(self, request):
         refusal = self._check(request)
-        return error_response(refusal) if refusal else await self.get_response(request)
+        if refusal:
+            return error_response(refusal)
+        return self._json_under_debug(request, await self.get_response(request))
+
+    def _json_under_debug(self, request, response):
+        """With DEBUG on (`make run`), Django answers an unknown path with its HTML page of URL
+        patterns instead of calling handler404: under /api/ the answer stays JSON, as with
+        DEBUG off (`pantheon.error_views`)."""
+        if (
+            settings.DEBUG
+            and response.status_code == 404
+            and is_api_path(request.path_info)
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
+            return JsonResponse({"detail": "Not found."}, status=404)
+        return response
 
     def _check(self, request) -> PantheonError | None:
         if getattr(request, "scope", {}).get(BODY_TOO_LARGE):

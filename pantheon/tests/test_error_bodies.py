@@ -137,3 +137,19 @@ def test_an_unknown_or_empty_format_is_a_404_that_names_the_format(owner_client,
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["detail"].startswith("Unknown format")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/nope", "/api/v1/agents/not-a-uuid/sessions"])
+def test_an_unknown_api_path_is_json_with_debug_on_too(owner_client, settings, path):
+    """`make run` serves with DEBUG on, where Django answers its HTML list of URL patterns."""
+    settings.DEBUG = True
+    response = owner_client.get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+    # Off the API, the developer keeps Django's page.
+    elsewhere = owner_client.get("/nowhere")
+    assert elsewhere.status_code == 404
+    assert elsewhere["Content-Type"].startswith("text/html")
