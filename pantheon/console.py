@@ -37,6 +37,11 @@ def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
     return queryset.filter(match)
 
 
+# How the console writes money: credits to 4 decimals, dollars (fields named `*_usd`) to 6.
+CREDITS_PLACES, USD_PLACES = 4, 6
+CREDITS, USD = f",.{CREDITS_PLACES}f", f",.{USD_PLACES}f"
+
+
 class RecordValue:
     """A field of a record page shown as the lists show it (`shown`), in place of Django's
     own display (`0.1661700000`, `Dec. 3, 2026, 5:39 a.m.`). It keeps the field's name (the
@@ -64,7 +69,9 @@ def shown(value, field: models.Field) -> str:
         return f"{moment(value)} UTC"
     if isinstance(field, models.DateField):
         return value.isoformat()
-    places = 6 if field.name.endswith("_usd") else min(field.decimal_places, 4)
+    places = (
+        USD_PLACES if field.name.endswith("_usd") else min(field.decimal_places, CREDITS_PLACES)
+    )
     figure = format(value, f",.{places}f")
     if value == round(value, places):
         return figure

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.db.models import Q
 
 from pantheon.console import (
+    CREDITS,
     ReadOnlyRecords,
     RecordAdmin,
     RecordTabularInline,
@@ -163,7 +164,7 @@ class TurnAdmin(RecordAdmin):
     created = moment_column()
     index = figure_column("turn_index", "#", "")
     calls = figure_column("llm_calls", "calls")
-    credits_used = figure_column("credits", "credits", ",.4f")
+    credits_used = figure_column("credits", "credits", CREDITS)
 
     @admin.display(description="user", ordering="session__started_by__username")
     def user(self, turn: Turn) -> str:

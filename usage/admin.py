@@ -15,6 +15,8 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import format_html
 
 from pantheon.console import (
+    CREDITS,
+    USD,
     RecordAdmin,
     badge,
     by_id_or_text,
@@ -218,13 +220,13 @@ class BillingProfileAdmin(admin.ModelAdmin):
             )
         )
 
-    month_credits = figure_column("month_credits", "credits this month", ",.4f")
+    month_credits = figure_column("month_credits", "credits this month", CREDITS)
     updated = moment_column("updated_at", "updated (UTC)")
 
     @admin.display(description="monthly credit cap", ordering="monthly_credit_cap")
     def credit_cap(self, profile) -> str:
         cap = profile.monthly_credit_cap
-        return "no cap" if cap is None else format(cap, ",.4f")
+        return "no cap" if cap is None else format(cap, CREDITS)
 
     @admin.display(description="status", ordering="is_suspended")
     def status(self, profile) -> str:
@@ -431,8 +433,8 @@ class LlmCallEventAdmin(RecordAdmin):
     tokens_in = figure_column("input_tokens_fresh", "in")
     tokens_cached = figure_column("input_tokens_cached", "cached")
     tokens_out = figure_column("output_tokens", "out")
-    credits_used = figure_column("credits", "credits", ",.4f")
-    cost = figure_column("provider_cost_usd", "cost (USD)", ",.6f")
+    credits_used = figure_column("credits", "credits", CREDITS)
+    cost = figure_column("provider_cost_usd", "cost (USD)", USD)
     latency = figure_column("latency_ms", "ms")
 
     @admin.display(description="priced", boolean=True, ordering="priced")
@@ -522,8 +524,8 @@ class DailyUsageRollupAdmin(RecordAdmin):
     calls = figure_column("llm_calls", "calls")
     tokens_in = figure_column("input_tokens", "input tokens")
     tokens_out = figure_column("output_tokens", "output tokens")
-    credits_used = figure_column("credits", "credits", ",.4f")
-    cost = figure_column("provider_cost_usd", "cost (USD)", ",.6f")
+    credits_used = figure_column("credits", "credits", CREDITS)
+    cost = figure_column("provider_cost_usd", "cost (USD)", USD)
 
     @admin.display(description="day (UTC)", ordering="day")
     def day_shown(self, rollup: DailyUsageRollup) -> str:
@@ -560,7 +562,7 @@ class MonthlyUsageAdmin(RecordAdmin):
     ordering = ["-month", "user"]
     show_full_result_count = False
 
-    credits_used = figure_column("credits", "credits", ",.4f")
+    credits_used = figure_column("credits", "credits", CREDITS)
     calls = figure_column("llm_calls", "calls")
     updated = moment_column("updated_at", "updated (UTC)")
 
