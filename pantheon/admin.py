@@ -8,7 +8,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from pantheon.console import badge
+from pantheon.console import CREDITS, badge
 from usage.selectors import billing_profile_for, month_credits
 
 User = get_user_model()
@@ -32,7 +32,7 @@ class PantheonUserAdmin(UserAdmin):
         dashboard = reverse("admin:billing") + "?" + urlencode({"user": user.get_username()})
         return format_html(
             '{} <a href="{}">open in the billing dashboard</a>',
-            f"{credits.normalize():f}",
+            format(credits, CREDITS),
             dashboard,
         )
 
@@ -41,7 +41,7 @@ class PantheonUserAdmin(UserAdmin):
         profile = billing_profile_for(user=user)
         if profile is None or profile.monthly_credit_cap is None:
             return "no cap"
-        return f"{profile.monthly_credit_cap.normalize():f}"
+        return format(profile.monthly_credit_cap, CREDITS)
 
     @admin.display(description="billing status")
     def billing_status(self, user) -> str:

@@ -375,6 +375,8 @@ def test_the_user_page_shows_the_months_credits_cap_and_status(staff, owner):
 
     assert "Billing this month" in page
     assert "3.5" in page and "10" in page and "suspended" in page
+    # As the billing profile list writes them.
+    assert "3.5000" in page and "10.0000" in page
 
 
 def test_the_user_page_links_to_the_billing_profile_or_creates_one(staff, owner):
