@@ -25,6 +25,7 @@ from pantheon.console import (
     moment_column,
     username_filter,
 )
+from rooms.models import Agent
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
     BillingProfile,
@@ -41,40 +42,44 @@ from usage.services import billing_profile_set_cap, billing_profile_set_suspende
 
 # --- configuration (Owners change it) -----------------------------------------------------------
 
+AGENTS_NAMED = 5  # an alias's delete refusal names this many of the agents that use it
+
 
 def ledger_uses_version(version_id) -> bool:
     """Whether ledger rows are stamped with this pricing version (an indexed foreign key)."""
     return LlmCallEvent.objects.filter(pricing_version_id=version_id).exists()
 
 
-class KeptForTheLedger:
-    """Configuration the ledger's history rests on is never deleted, so historical costs stay
-    reproducible: no delete button for such a row (its delete page answers 403), and the bulk
-    action lists it as protected, with the reason, instead of asking for a permission no
-    account has (or listing every ledger row that the database would refuse to lose)."""
+class KeptWhileInUse:
+    """Configuration that the ledger's history or live agents rest on is never deleted, so
+    historical costs stay reproducible and no agent names an alias that is gone: no delete
+    button for such a row (its delete page answers 403), and the bulk action lists it as
+    protected, with the reason, instead of asking for a permission no account has (or listing
+    every ledger row that the database would refuse to lose)."""
 
-    kept_because: str  # why, after the row's name on the bulk action's page
-
-    def kept_for_the_ledger(self, obj) -> bool:
+    def why_kept(self, obj) -> str | None:
+        """Why `obj` cannot be deleted (after its name on the bulk action's page), or None."""
         raise NotImplementedError
 
     def has_delete_permission(self, request, obj=None):
-        if obj is not None and self.kept_for_the_ledger(obj):
+        if obj is not None and self.why_kept(obj) is not None:
             return False
         return super().has_delete_permission(request, obj)
 
     def get_deleted_objects(self, objs, request):
         kept, deletable = [], []
         for obj in objs:
-            (kept if self.kept_for_the_ledger(obj) else deletable).append(obj)
+            why = self.why_kept(obj)
+            if why is None:
+                deletable.append(obj)
+            else:
+                kept.append(f"{obj}: {why}")
         deleted, counts, perms_needed, protected = super().get_deleted_objects(deletable, request)
-        protected = [*protected, *(f"{obj}: {self.kept_because}" for obj in kept)]
-        return deleted, counts, perms_needed, protected
+        return deleted, counts, perms_needed, [*protected, *kept]
 
 
 @admin.register(ModelAlias)
-class ModelAliasAdmin(KeptForTheLedger, admin.ModelAdmin):
-    kept_because = "ledger rows name it or were priced with its prices; disable it to retire it."
+class ModelAliasAdmin(KeptWhileInUse, admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = [
         "alias",
@@ -91,24 +96,37 @@ class ModelAliasAdmin(KeptForTheLedger, admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["help_texts"] = {
             "enabled": "Turns refuse a disabled alias. Disable an alias to retire it: one the "
-            "usage ledger names cannot be deleted."
+            "usage ledger names or agents use cannot be deleted."
         }
         return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
-        # The ledger names an alias by its name: renamed, its rows would name nothing.
-        if obj is not None and self.kept_for_the_ledger(obj):
+        # The ledger and agents name an alias by its name: renamed, they would name nothing.
+        if obj is not None and self.why_kept(obj) is not None:
             return [*fields, "alias"]
         return fields
 
-    def kept_for_the_ledger(self, alias: ModelAlias) -> bool:
+    def why_kept(self, alias: ModelAlias) -> str | None:
         # Its ledger rows, filtered by it on the billing dashboard, or its prices in a price
         # list that ledger rows are stamped with (the delete would cascade to them).
         versions = ModelPrice.objects.filter(model_alias=alias).values("pricing_version")
-        return (
+        if (
             LlmCallEvent.objects.filter(model_alias=alias.alias).exists()
             or LlmCallEvent.objects.filter(pricing_version__in=versions).exists()
+        ):
+            return "ledger rows name it or were priced with its prices; disable it to retire it."
+        # Agents name their alias too: deleted, their turns would be refused as unknown.
+        agents = Agent.objects.filter(model_alias=alias.alias).order_by("agent_key", "id")
+        named = [f"@{key}" for key in agents.values_list("agent_key", flat=True)[:AGENTS_NAMED]]
+        if not named:
+            return None
+        count = agents.count() if len(named) == AGENTS_NAMED else len(named)
+        more = f" and {count - len(named):,} more" if count > len(named) else ""
+        agents_text = "an agent uses" if count == 1 else f"{count:,} agents use"
+        return (
+            f"{agents_text} it ({', '.join(named)}{more}); move them to another alias first, "
+            "or disable it to retire it."
         )
 
 
@@ -131,10 +149,9 @@ class ModelPriceInline(admin.TabularInline):
 
 
 @admin.register(PricingVersion)
-class PricingVersionAdmin(KeptForTheLedger, admin.ModelAdmin):
+class PricingVersionAdmin(KeptWhileInUse, admin.ModelAdmin):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
 
-    kept_because = "ledger rows are stamped with it."
     list_display = ["name", "default_multiplier", "effective_from", "prices_count", "created_at"]
     ordering = ["-effective_from"]
     inlines = [ModelPriceInline]
@@ -146,13 +163,12 @@ class PricingVersionAdmin(KeptForTheLedger, admin.ModelAdmin):
     def prices_count(self, version) -> int:
         return version.prices_count
 
-    def kept_for_the_ledger(self, version: PricingVersion) -> bool:
-        return ledger_uses_version(version.pk)
+    def why_kept(self, version: PricingVersion) -> str | None:
+        return "ledger rows are stamped with it." if ledger_uses_version(version.pk) else None
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(KeptForTheLedger, admin.ModelAdmin):
-    kept_because = "its price list prices ledger rows."
+class ModelPriceAdmin(KeptWhileInUse, admin.ModelAdmin):
     list_display = [
         "model_alias",
         "pricing_version",
@@ -164,8 +180,10 @@ class ModelPriceAdmin(KeptForTheLedger, admin.ModelAdmin):
     list_filter = ["pricing_version", "model_alias"]
     list_select_related = ["model_alias", "pricing_version"]
 
-    def kept_for_the_ledger(self, price: ModelPrice) -> bool:
-        return ledger_uses_version(price.pricing_version_id)
+    def why_kept(self, price: ModelPrice) -> str | None:
+        if ledger_uses_version(price.pricing_version_id):
+            return "its price list prices ledger rows."
+        return None
 
 
 # --- billing profiles ---------------------------------------------------------------------------

@@ -121,6 +121,39 @@ def test_an_alias_nothing_refers_to_is_deleted_with_its_prices(boss, spare_list)
     assert not ModelPrice.objects.filter(pricing_version=spare_list).exists()
 
 
+def test_an_alias_agents_use_cannot_be_deleted_or_renamed(boss, owner, make_agent, spare_list):
+    """Agents name their alias: deleted or renamed, their turns would be refused as unknown.
+    The refusal names the agents, so the operator knows what to move first."""
+    scratch = ModelAlias.objects.get(alias="scratch")
+    for key in ("ada", "bo", "cy", "di", "ed", "fay", "gus"):
+        make_agent(owner, key, model_alias="scratch")
+
+    page = boss.get(url(ModelAlias, "change", scratch.pk)).content.decode()
+    confirm = bulk_delete(boss, ModelAlias, [scratch]).content.decode()
+    refused = boss.post(url(ModelAlias, "delete", scratch.pk), {"post": "yes"})
+
+    assert 'name="alias"' not in page and 'class="deletelink"' not in page
+    assert "scratch: 7 agents use it (@ada, @bo, @cy, @di, @ed and 2 more)" in confirm
+    assert "move them to another alias first" in confirm
+    assert refused.status_code == 403
+    assert ModelAlias.objects.filter(alias="scratch").exists()
+    assert ModelPrice.objects.filter(model_alias=scratch).count() == 1
+
+
+def test_an_alias_is_deletable_again_once_no_agent_uses_it(boss, owner, make_agent, spare_list):
+    scratch = ModelAlias.objects.get(alias="scratch")
+    agent = make_agent(owner, "ada", model_alias="scratch")
+    confirm = bulk_delete(boss, ModelAlias, [scratch]).content.decode()
+    assert "scratch: an agent uses it (@ada)" in confirm
+
+    agent.model_alias = "deepseek"
+    agent.save()
+    response = boss.post(url(ModelAlias, "delete", scratch.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not ModelAlias.objects.filter(alias="scratch").exists()
+
+
 def test_the_alias_page_says_to_disable_rather_than_delete(boss):
     deepseek = ModelAlias.objects.get(alias="deepseek")
 
