@@ -7,6 +7,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from rooms.models import RoomMode
 from sessions_app.models import Message, Turn
@@ -232,6 +233,24 @@ def test_since_limits_what_is_checked(clean, owner):
 
     assert run()[0] == 1
     assert run("--since", str(today() - timedelta(days=1)))[0] == 0
+
+
+def test_a_since_in_the_future_is_refused(clean):
+    tomorrow = today() + timedelta(days=1)
+
+    with pytest.raises(CommandError, match=f"--since {tomorrow} is in the future"):
+        run("--since", str(tomorrow))
+
+    assert run("--since", str(today()))[0] == 0  # today's rows are there to check
+
+
+def test_dry_run_without_fix_is_refused(clean):
+    DailyUsageRollup.objects.all().delete()
+
+    with pytest.raises(CommandError, match="give both"):
+        run("--dry-run")
+
+    assert not DailyUsageRollup.objects.exists()
 
 
 def test_fix_dry_run_says_what_it_would_rebuild_and_writes_nothing(clean):

@@ -2,10 +2,11 @@ import sys
 import time
 from datetime import date
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from usage.management.commands.rollup_usage import iso_day
 from usage.reconcile import Report, reconcile
+from usage.rollups import today
 
 
 class Command(BaseCommand):
@@ -25,6 +26,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, since: date | None = None, fix=False, dry_run=False, **options):
+        if since is not None and since > today():
+            # Nothing would be checked, and "Clean" would say the opposite of what happened.
+            raise CommandError(
+                f"--since {since} is in the future: there is nothing to check yet "
+                f"(today is {today()} UTC)."
+            )
+        if dry_run and not fix:
+            raise CommandError("--dry-run says what --fix would rebuild: give both.")
         started = time.monotonic()
         report = reconcile(since=since, fix=fix, dry_run=dry_run)
         self.stdout.write(render_table(report))
