@@ -101,17 +101,19 @@ class RequestIdMiddleware(_SyncAndAsync):
         if status >= 400:
             level = logging.ERROR if status >= 500 else logging.WARNING
         level = getattr(response, "log_level", level)
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
         logger.log(
             level,
-            "%s %s %s",
+            "%s %s %s %.1f ms",  # the duration in the message too, for the text format
             request.method,
             request.path,
             status,
+            duration_ms,
             extra={
                 "method": request.method,
                 "path": request.path,
                 "status_code": status,
-                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                "duration_ms": duration_ms,
             },
         )
         # This line replaces Django's own "Not Found: ..." line, which it writes after the

@@ -92,6 +92,8 @@ def test_the_requests_log_lines_carry_its_id_and_user(token_client, owner, caplo
     assert line.status_code == 200
     assert line.method == "GET"
     assert line.duration_ms >= 0
+    # The text format (`make run`) prints only the message: it says how long the request took.
+    assert line.getMessage() == f"GET {API}/agents 200 {line.duration_ms:.1f} ms"
 
 
 def test_a_turns_log_lines_carry_its_user_session_and_turn(
