@@ -1,22 +1,70 @@
-"""Content negotiation that takes `?format=` at its word."""
+"""Content negotiation that takes `?format=` at its word and `Accept` at its q-values."""
 
-from rest_framework.exceptions import NotFound
+from django.http.request import MediaType
+from rest_framework.exceptions import NotAcceptable, NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.settings import api_settings
 
 UNKNOWN_FORMAT = "Unknown format: use one the schema lists, or none."
 
 
+def _covers(accepted: MediaType, offered: MediaType) -> bool:
+    """Whether a range the client accepts (`*/*`, `text/*`, `text/event-stream`, with or
+    without parameters such as `indent`) takes the type a renderer offers."""
+    return accepted.main_type in ("*", offered.main_type) and accepted.sub_type in (
+        "*",
+        offered.sub_type,
+    )
+
+
 class StrictContentNegotiation(DefaultContentNegotiation):
-    """DRF ignores an empty `?format=` and answers in the default format; the schema lists the
-    formats an operation speaks, and "" is none of them: a 404, as for an unknown format, whose
-    message says it is the format that was not found (DRF's says "Not found.", as if the
-    resource were gone)."""
+    """DRF's negotiation with two corrections.
+
+    - `?format=`: DRF ignores an empty one and answers in the default format; the schema lists
+      the formats an operation speaks, and "" is none of them: a 404, as for an unknown format,
+      whose message says it is the format that was not found (DRF's says "Not found.", as if
+      the resource were gone).
+    - `Accept`: DRF ranks the client's media ranges by how specific they are and ignores their
+      q-values, so `application/json;q=0.1, text/event-stream` got JSON, `application/json;q=0`
+      did not refuse JSON, and `text/event-stream;q=0.9` was answered in JSON labelled as an
+      event stream. Here, as HTTP says (RFC 9110 §12.5.1), each renderer's type takes the
+      q-value of the most specific range that covers it, q=0 refuses it, and the highest q
+      wins; among equals, the more specific range, then the one the client listed first, then
+      the renderer the view lists first.
+    """
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        if request.query_params.get(api_settings.URL_FORMAT_OVERRIDE) == "":
+        override = request.query_params.get(api_settings.URL_FORMAT_OVERRIDE)
+        if override == "":
             raise NotFound(UNKNOWN_FORMAT)
-        return super().select_renderer(request, renderers, format_suffix)
+        format = format_suffix or override
+        if format:
+            renderers = self.filter_renderers(renderers, format)
+
+        ranges = [MediaType(token) for token in self.get_accept_list(request)]
+        best = None
+        for position, renderer in enumerate(renderers):
+            offered = MediaType(renderer.media_type)
+            covering = [
+                (accepted.specificity, -index, accepted)
+                for index, accepted in enumerate(ranges)
+                if _covers(accepted, offered)
+            ]
+            if not covering:
+                continue
+            specificity, client_order, accepted = max(covering, key=lambda c: c[:2])
+            if accepted.quality == 0:
+                continue
+            rank = (accepted.quality, specificity, client_order, -position)
+            if best is None or rank > best[0]:
+                best = (rank, renderer, accepted)
+        if best is None:
+            raise NotAcceptable(available_renderers=renderers)
+        _, renderer, accepted = best
+        # The renderer's own type, with the client's parameters but its q (JSONRenderer reads
+        # `indent` from it; the turn endpoints compare it with text/event-stream).
+        params = "".join(f"; {key}={value}" for key, value in accepted.range_params.items())
+        return renderer, f"{renderer.media_type}{params}"
 
     def filter_renderers(self, renderers, format):
         speaking = [renderer for renderer in renderers if renderer.format == format]

@@ -166,8 +166,10 @@ class _AsyncTurnView:
     def finalize_response(self, request, response, *args, **kwargs):
         # A refusal of a streamed request is a plain JSON answer, not an event stream; so is
         # the 406 of a request that accepts neither (DRF would label it with the first renderer).
-        negotiated = getattr(request, "accepted_media_type", EVENT_STREAM)
-        if isinstance(response, Response) and negotiated == EVENT_STREAM:
+        negotiated = getattr(request, "accepted_renderer", None)
+        if isinstance(response, Response) and (
+            negotiated is None or isinstance(negotiated, EventStreamRenderer)
+        ):
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
@@ -258,7 +260,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         return stream.result() if stream.done() else turn.result()
 
     def _streamed(self, request: Request) -> bool:
-        return request.accepted_media_type == EVENT_STREAM
+        return isinstance(request.accepted_renderer, EventStreamRenderer)
 
     async def _post(self, request: Request, session_id, stream: asyncio.Future) -> Any:
         try:

@@ -87,3 +87,48 @@ def test_the_api_answers_json_to_a_browser_that_asks_for_html_first(owner_client
     html_only = owner_client.get("/api/v1/agents", HTTP_ACCEPT="text/html")
     assert html_only.status_code == 406
     assert html_only["content-type"] == "application/json"
+
+
+# --- Accept's q-values (streamed answers: test_turn_streaming; the ranking: test_negotiation) ---
+
+
+def _post_turn(client, session, accept: str):
+    return client.post(
+        f"/api/v1/sessions/{session.pk}/turns",
+        {"message": "hello"},
+        format="json",
+        HTTP_ACCEPT=accept,
+    )
+
+
+@pytest.mark.parametrize(
+    "accept", ["*/*", "text/event-stream;q=0.5, application/json", "text/event-stream;q=0, */*"]
+)
+def test_a_turn_is_answered_in_json_to_a_client_that_prefers_json(
+    owner_client, owner, ada, make_session, accept
+):
+    response = _post_turn(owner_client, make_session(owner, agent=ada), accept)
+
+    assert response.status_code == 201
+    assert response["content-type"] == "application/json"
+    assert response.json()["status"] == "completed"
+
+
+def test_a_client_that_refuses_both_gets_a_406_in_json_and_no_turn(
+    owner_client, owner, ada, make_session
+):
+    session = make_session(owner, agent=ada)
+
+    response = _post_turn(owner_client, session, "text/event-stream;q=0, application/json;q=0")
+
+    assert response.status_code == 406
+    assert response["content-type"] == "application/json"
+    assert "detail" in response.json()
+    assert not session.turns.exists()
+
+
+def test_json_parameters_in_accept_still_reach_the_renderer(owner_client, ada):
+    response = owner_client.get("/api/v1/agents", HTTP_ACCEPT="application/json; indent=2;q=0.8")
+
+    assert response.status_code == 200
+    assert response.content.decode().startswith('{\n  "')

@@ -118,6 +118,47 @@ def test_a_streamed_roundtable_tells_its_story_in_order_and_replays_the_same(rou
         assert [e.id for e in resumed] == [e.id for e in replay if e.id > first_delta.id]
 
 
+def test_accepts_q_values_decide_between_the_stream_and_json(
+    owner, make_agent, make_session, token
+):
+    """DRF ranked Accept's ranges by specificity alone: each of these got the turn in JSON (the
+    first labelled text/event-stream). A client that refuses both gets a 406 and no turn."""
+    session = make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
+    with _serve(PANTHEON_LLM_BACKEND="demo") as server:
+        for accept in ("text/event-stream;q=0.9", "application/json;q=0.1, text/event-stream"):
+            with httpx.stream(
+                "POST",
+                f"{server.url}/api/v1/sessions/{session.pk}/turns",
+                json={"message": f"try {accept}"},
+                headers={**token, "Accept": accept},
+                timeout=60,
+            ) as response:
+                assert response.status_code == 201, response.read()
+                assert response.headers["content-type"].startswith("text/event-stream")
+                names = [event.name for event in events(response)]
+            assert names[0] == "turn_started" and names[-1] == "turn_completed"
+
+        answers = [
+            httpx.post(
+                f"{server.url}/api/v1/sessions/{session.pk}/turns",
+                json={"message": "json please"},
+                headers={**token, "Accept": accept},
+                timeout=60,
+            )
+            for accept in (
+                "text/event-stream;q=0, */*",
+                "text/event-stream;q=0, application/json;q=0",
+            )
+        ]
+
+    assert answers[0].status_code == 201
+    assert answers[0].headers["content-type"] == "application/json"
+    assert answers[0].json()["status"] == "completed"
+    assert answers[1].status_code == 406
+    assert answers[1].headers["content-type"] == "application/json"
+    assert Turn.objects.filter(session=session, status="completed").count() == 3
+
+
 def test_deltas_arrive_while_the_provider_is_still_talking(
     owner, make_agent, make_session, stub, token
 ):
