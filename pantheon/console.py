@@ -12,6 +12,7 @@ from decimal import Decimal
 from functools import cache
 from uuid import UUID
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db import models
@@ -210,6 +211,16 @@ class UsernameFilter(InputFilter):
 def username_filter(user_path: str) -> type[UsernameFilter]:
     """A UsernameFilter for the user at `user_path` (e.g. `user`, `session__started_by`)."""
     return type("UsernameFilter", (UsernameFilter,), {"user_path": user_path})
+
+
+class AmountField(forms.DecimalField):
+    """An amount input that shows what was stored without the column's trailing zeros: a cap
+    of 5 reads 5, not 5.0000000000 (the credits columns keep 10 decimal places)."""
+
+    def prepare_value(self, value):
+        if isinstance(value, Decimal):
+            return format(value.normalize(), "f")
+        return value
 
 
 def moment(value) -> str:

@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from pantheon.console import (
     CREDITS,
     USD,
+    AmountField,
     RecordAdmin,
     badge,
     by_id_or_text,
@@ -223,6 +224,7 @@ class BillingProfileAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     raw_id_fields = ["user"]
     actions = ["suspend", "reactivate", "set_cap"]
+    formfield_overrides = {models.DecimalField: {"form_class": AmountField}}
 
     def get_queryset(self, request):
         this_month = MonthlyUsage.objects.filter(user=OuterRef("user"), month=month_of())

@@ -247,3 +247,25 @@ def test_daily_rollups_show_days_as_the_ledger_does(make_operator, owner, ledger
     )
 
     assert f">{(today() - timedelta(days=3)).isoformat()}<" in page.content.decode()
+
+
+def test_a_billing_profiles_cap_input_reads_as_it_was_set(make_operator, owner, outsider):
+    """The cap column keeps 10 decimal places; the input shows the amount, not its padding."""
+    capped = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("2500"))
+    fine = BillingProfile.objects.create(user=outsider, monthly_credit_cap=Decimal("12.125"))
+    client = client_for(make_operator("Owner", "boss"))
+
+    for profile, shown in ((capped, "2500"), (fine, "12.125")):
+        page = client.get(
+            reverse("admin:usage_billingprofile_change", args=[profile.pk])
+        ).content.decode()
+        assert f'name="monthly_credit_cap" value="{shown}"' in page
+        assert "0000000" not in page
+
+    saved = client.post(
+        reverse("admin:usage_billingprofile_change", args=[fine.pk]),
+        {"user": outsider.pk, "monthly_credit_cap": "12.125"},
+    )
+    assert saved.status_code == 302
+    fine.refresh_from_db()
+    assert fine.monthly_credit_cap == Decimal("12.125") and not fine.is_suspended
