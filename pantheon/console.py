@@ -91,8 +91,9 @@ def record_values(model: type[Model]) -> dict[str, RecordValue]:
     }
 
 
-def _as_shown(model: type[Model], names) -> list:
-    values = record_values(model)
+def _as_shown(values: dict[str, RecordValue], names) -> list:
+    """`names` (fields of a form or a page) with those in `values` replaced by their shown
+    value, each once."""
     listed = []
     for name in names:
         item = values.get(name, name) if isinstance(name, str) else name
@@ -106,10 +107,10 @@ class ReadOnlyRecords:
     Figures and moments read as in the lists (`RecordValue`)."""
 
     def get_fields(self, request, obj=None):
-        return _as_shown(self.model, super().get_fields(request, obj))
+        return _as_shown(record_values(self.model), super().get_fields(request, obj))
 
     def get_readonly_fields(self, request, obj=None):
-        return _as_shown(self.model, super().get_readonly_fields(request, obj))
+        return _as_shown(record_values(self.model), super().get_readonly_fields(request, obj))
 
     def get_exclude(self, request, obj=None):
         # The shown values are no form fields: out of every form (or inline formset) built.
@@ -123,6 +124,34 @@ class ReadOnlyRecords:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ShownMoments:
+    """An editable model's read-only timestamps read on its page as on record pages
+    (2026-11-25 13:14:05 UTC, not Nov. 25, 2026, 1:14 p.m.). Put first among the bases."""
+
+    def _moments(self, request, obj) -> dict[str, RecordValue]:
+        values = record_values(self.model)
+        return {
+            name: values[name]
+            for name in super().get_readonly_fields(request, obj)  # type: ignore[misc]
+            if isinstance(name, str)
+            and name in values
+            and isinstance(values[name].field, models.DateTimeField)
+        }
+
+    def get_readonly_fields(self, request, obj=None):
+        names = super().get_readonly_fields(request, obj)  # type: ignore[misc]
+        return _as_shown(self._moments(request, obj), names)
+
+    def get_fields(self, request, obj=None):
+        names = super().get_fields(request, obj)  # type: ignore[misc]
+        return _as_shown(self._moments(request, obj), names)
+
+    def get_exclude(self, request, obj=None):
+        # Shown, not edited: out of the form (a nullable deleted_at would be an input).
+        excluded = super().get_exclude(request, obj) or ()  # type: ignore[misc]
+        return [*excluded, *self._moments(request, obj)]
 
 
 class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from pantheon.console import SoftDeleteAdmin, username_filter
+from pantheon.console import ShownMoments, SoftDeleteAdmin, moment_column, username_filter
 from rooms.models import Agent, Room, RoomAgent
 from rooms.services import room_delete
 
@@ -22,8 +22,9 @@ class OwnerSetOnce:
 
 
 @admin.register(Agent)
-class AgentAdmin(OwnerSetOnce, admin.ModelAdmin):
-    list_display = ["agent_key", "name", "owner", "model_alias", "created_at"]
+class AgentAdmin(ShownMoments, OwnerSetOnce, admin.ModelAdmin):
+    list_display = ["agent_key", "name", "owner", "model_alias", "created"]
+    created = moment_column()
     list_filter = ["model_alias", username_filter("owner")]
     search_fields = ["agent_key", "name", "owner__username"]
     list_select_related = ["owner"]
@@ -89,8 +90,10 @@ class RoomAgentInline(admin.TabularInline):
 
 
 @admin.register(Room)
-class RoomAdmin(OwnerSetOnce, SoftDeleteAdmin):
-    list_display = ["name", "owner", "current_mode", "pending_mode", "created_at", "deleted_at"]
+class RoomAdmin(ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
+    list_display = ["name", "owner", "current_mode", "pending_mode", "created", "deleted"]
+    created = moment_column()
+    deleted = moment_column("deleted_at", "deleted (UTC)")
     list_filter = [
         "current_mode",
         "pending_mode",

@@ -6,6 +6,7 @@ from pantheon.console import (
     ReadOnlyRecords,
     RecordAdmin,
     RecordTabularInline,
+    ShownMoments,
     SoftDeleteAdmin,
     badge,
     by_id_or_text,
@@ -27,7 +28,7 @@ from usage.selectors import priced_or_none
 
 
 @admin.register(Session)
-class SessionAdmin(SoftDeleteAdmin):
+class SessionAdmin(ShownMoments, SoftDeleteAdmin):
     list_display = ["created", "started_by", "room", "agent", "title", "deleted"]
     list_display_links = ["created"]
     created = moment_column()

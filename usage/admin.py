@@ -153,7 +153,9 @@ class ModelPriceInline(admin.TabularInline):
 class PricingVersionAdmin(KeptWhileInUse, admin.ModelAdmin):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
 
-    list_display = ["name", "default_multiplier", "effective_from", "prices_count", "created_at"]
+    list_display = ["name", "default_multiplier", "effective", "prices_count", "created"]
+    effective = moment_column("effective_from", "effective from (UTC)")
+    created = moment_column()
     ordering = ["-effective_from"]
     inlines = [ModelPriceInline]
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
-from rooms.models import Room
+from rooms.models import Agent, Room
 from sessions_app.models import Message, Session, SessionSummary, Turn, TurnContextAudit
 from usage.models import BillingProfile, LlmCallEvent, ModelAlias, ModelPrice
 from usage.services import usage_month_add
@@ -470,3 +470,75 @@ def test_an_analyst_cannot_run_the_billing_actions(make_operator, profiles):
     assert response.status_code in (200, 302, 403)
     assert not BillingProfile.objects.filter(is_suspended=True).exists()
     assert not LogEntry.objects.exists()
+
+
+# --- timestamps on the editable pages -----------------------------------------------------------
+
+DJANGO_DATETIME = re.compile(r"[A-Z][a-z]{2}\.? \d{1,2}, \d{4}, \d{1,2}(:\d\d)? [ap]\.m\.")
+
+
+def _stamp(model, pk, **times) -> None:
+    model.objects.filter(pk=pk).update(**times)
+
+
+def test_agents_rooms_and_sessions_show_their_times_as_the_records_do(staff, chat, owner):
+    """Before, their lists and pages wrote 'Dec. 3, 2026, 7:39 a.m.' beside record pages'
+    '2026-12-03 07:39:21 UTC'; a deleted room's deleted_at stays out of its form."""
+    created = datetime(2026, 12, 3, 7, 39, 21, tzinfo=UTC)
+    deleted = datetime(2026, 12, 4, 8, 0, 5, tzinfo=UTC)
+    room, session, agent = chat["room"], chat["session"], Agent.objects.get(owner=owner)
+    _stamp(Room, room.pk, created_at=created, updated_at=created, deleted_at=deleted)
+    _stamp(Session, session.pk, created_at=created, deleted_at=deleted)
+    _stamp(Agent, agent.pk, created_at=created, updated_at=created)
+    client = client_for(staff)
+
+    for obj in (room, session, agent):
+        listed = client.get(url(type(obj), "changelist")).content.decode()
+        page = client.get(url(type(obj), "change", obj.pk)).content.decode()
+        assert "2026-12-03 07:39:21" in listed, type(obj)
+        assert "2026-12-03 07:39:21 UTC" in page, type(obj)
+        assert not DJANGO_DATETIME.search(listed) and not DJANGO_DATETIME.search(page), type(obj)
+        assert 'name="created_at' not in page and 'name="deleted_at' not in page
+    assert "2026-12-04 08:00:05 UTC" in client.get(url(Room, "change", room.pk)).content.decode()
+
+
+def test_a_rooms_page_still_saves_and_keeps_its_deletion_time(staff, chat):
+    room = chat["room"]
+    deleted = datetime(2026, 12, 4, 8, 0, 5, tzinfo=UTC)
+    _stamp(Room, room.pk, deleted_at=deleted)
+    client = client_for(staff)
+
+    response = client.post(
+        url(Room, "change", room.pk),
+        {
+            "name": "Renamed",
+            "current_mode": room.current_mode,
+            "deleted_at": "",
+            "seats-TOTAL_FORMS": "0",
+            "seats-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    room.refresh_from_db()
+    assert room.name == "Renamed" and room.deleted_at == deleted
+
+
+def test_the_agent_add_page_still_adds_an_agent(staff, owner):
+    client = client_for(staff)
+    assert client.get(url(Agent, "add")).status_code == 200
+
+    response = client.post(
+        url(Agent, "add"),
+        {
+            "owner": owner.pk,
+            "agent_key": "kay",
+            "name": "Kay",
+            "model_alias": "deepseek",
+            "role_prompt": "",
+            "tool_permissions": "[]",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert owner.agents.filter(agent_key="kay").exists()

@@ -2,6 +2,7 @@
 deleted (historical costs stay reproducible, the dashboard keeps filtering by the alias); an
 alias is retired by disabling it."""
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -200,3 +201,14 @@ def test_a_price_list_no_ledger_row_uses_is_deleted_with_its_prices(boss, spare_
     assert response.status_code == 302
     assert not PricingVersion.objects.filter(pk=spare_list.pk).exists()
     assert ModelAlias.objects.filter(alias="scratch").exists()
+
+
+def test_the_price_lists_list_writes_its_moments_as_the_records_do(boss):
+    PricingVersion.objects.create(
+        name="december", effective_from=datetime(2026, 12, 1, 0, 0, 0, tzinfo=UTC)
+    )
+
+    page = boss.get(url(PricingVersion, "changelist")).content.decode()
+
+    assert ">2026-12-01 00:00:00<" in page
+    assert "Dec. 1, 2026" not in page
