@@ -1,7 +1,13 @@
 from django import forms
 from django.contrib import admin
 
-from pantheon.console import ShownMoments, SoftDeleteAdmin, moment_column, username_filter
+from pantheon.console import (
+    DeletedFilter,
+    ShownMoments,
+    SoftDeleteAdmin,
+    moment_column,
+    username_filter,
+)
 from rooms.models import Agent, Room, RoomAgent
 from rooms.services import room_delete
 
@@ -98,7 +104,7 @@ class RoomAdmin(ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
         "current_mode",
         "pending_mode",
         username_filter("owner"),
-        ("deleted_at", admin.EmptyFieldListFilter),
+        ("deleted_at", DeletedFilter),
     ]
     search_fields = ["name", "owner__username"]
     list_select_related = ["owner"]

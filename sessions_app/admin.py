@@ -3,6 +3,7 @@ from django.db.models import Q
 
 from pantheon.console import (
     CREDITS,
+    DeletedFilter,
     ReadOnlyRecords,
     RecordAdmin,
     RecordTabularInline,
@@ -35,7 +36,7 @@ class SessionAdmin(ShownMoments, SoftDeleteAdmin):
     deleted = moment_column("deleted_at", "deleted (UTC)")
     list_filter = [
         username_filter("started_by"),
-        ("deleted_at", admin.EmptyFieldListFilter),
+        ("deleted_at", DeletedFilter),
         "created_at",
     ]
     search_fields = ["id", "title", "room__name"]

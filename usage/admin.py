@@ -5,6 +5,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
 from django.core.paginator import Paginator
 from django.db import models, transaction
 from django.db.models import Count, OuterRef, Q, Subquery
@@ -67,6 +68,21 @@ class KeptWhileInUse:
             return False
         return super().has_delete_permission(request, obj)
 
+    def delete_view(self, request, object_id, extra_context=None):
+        # Only a typed URL leads here (the page offers no delete): say why, still a 403.
+        obj = self.get_object(request, unquote(object_id))
+        why = None if obj is None else self.why_kept(obj)
+        if why is None:
+            return super().delete_view(request, object_id, extra_context)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Cannot delete {obj}",
+            "opts": self.opts,
+            "object": obj,
+            "why": why,
+        }
+        return TemplateResponse(request, "admin/kept_while_in_use.html", context, status=403)
+
     def get_deleted_objects(self, objs, request):
         kept, deletable = [], []
         for obj in objs:
@@ -93,6 +109,16 @@ class ModelAliasAdmin(KeptWhileInUse, admin.ModelAdmin):
     ]
     list_filter = ["enabled"]
     search_fields = ["alias", "litellm_model"]
+    # The name first, editable or not (read-only fields would otherwise go last).
+    fields = [
+        "alias",
+        "litellm_model",
+        "api_base",
+        "api_key_env",
+        "context_window",
+        "max_output_tokens",
+        "enabled",
+    ]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["help_texts"] = {

@@ -542,3 +542,20 @@ def test_the_agent_add_page_still_adds_an_agent(staff, owner):
 
     assert response.status_code == 302, response.content.decode()[:2000]
     assert owner.agents.filter(agent_key="kay").exists()
+
+
+def test_rooms_and_sessions_filter_live_or_deleted(staff, chat, owner, make_room):
+    gone = make_room(owner, name="Gone")
+    _stamp(Room, gone.pk, deleted_at=timezone.now())
+    client = client_for(staff)
+
+    page = client.get(url(Room, "changelist"), {"_facets": "True"}).content.decode()
+    live = client.get(url(Room, "changelist"), {"deleted_at__isempty": "1"})
+    deleted = client.get(url(Room, "changelist"), {"deleted_at__isempty": "0"})
+    sessions = client.get(url(Session, "changelist")).content.decode()
+
+    assert "By deleted" in page and "By deleted at" not in page
+    assert "live (1)" in page and "deleted (1)" in page and "Not empty" not in page
+    assert [room.name for room in live.context["cl"].result_list] == ["Research"]
+    assert [room.name for room in deleted.context["cl"].result_list] == ["Gone"]
+    assert ">live</a>" in sessions and ">deleted</a>" in sessions
