@@ -6,7 +6,9 @@ invalid; and it checks `max_length` after trimming whitespace, where the schema'
 the length sent. `ModelSerializer` here maps model text columns to `StrictCharField`.
 """
 
+from django.core.validators import RegexValidator
 from django.db import models
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -22,6 +24,31 @@ class StrictCharField(serializers.CharField):
         if self.max_length is not None and len(data) > self.max_length:
             self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
+
+
+NOT_BLANK = r"\S"  # JSON Schema patterns match anywhere: at least one non-whitespace character
+
+
+class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
+    """A request's text that is trimmed and may not be blank must hold a character that is not
+    whitespace: `"   "` meets `minLength: 1` and is refused (400 "may not be blank"), so the
+    schema says so with a `pattern`. A field with a RegexValidator keeps that pattern, which
+    spectacular adds after this."""
+
+    target_class = StrictCharField
+
+    def map_serializer_field(self, auto_schema, direction):
+        field = self.target
+        schema = auto_schema._map_serializer_field(field, direction, bypass_extensions=True)
+        if (
+            direction == "request"
+            and field.trim_whitespace
+            and not field.allow_blank
+            and "pattern" not in schema
+            and not any(isinstance(v, RegexValidator) for v in field.validators)
+        ):
+            schema["pattern"] = NOT_BLANK
+        return schema
 
 
 class ModelSerializer(serializers.ModelSerializer):

@@ -131,6 +131,32 @@ def test_text_bounds_are_published(schema, settings):
     assert schemas["RoomRequest"]["properties"]["agent_ids"]["uniqueItems"] is True
 
 
+@pytest.mark.parametrize(
+    "body, field, path",
+    [
+        ("TurnCreateRequest", "message", "/api/v1/sessions/{session}/turns"),
+        ("AgentRequest", "name", "/api/v1/agents"),
+        ("RoomRequest", "name", "/api/v1/rooms"),
+    ],
+)
+def test_texts_that_may_not_be_blank_say_so(schema, owner_client, live_paths, body, field, path):
+    """`minLength: 1` alone lets "   " through, and the API refuses it: the pattern says a
+    character must not be whitespace. A field with a pattern of its own keeps it."""
+    described = schema["components"]["schemas"][body]["properties"][field]
+    assert described["pattern"] == r"\S"
+    assert schema["components"]["schemas"]["AgentRequest"]["properties"]["agent_key"][
+        "pattern"
+    ] == ("^[a-z0-9_]{1,32}$")
+
+    answer = owner_client.post(
+        path.format(session=live_paths["sessions"]),
+        {field: "  \t ", "agent_key": "bo", "model_alias": "deepseek"},
+        format="json",
+    )
+    assert answer.status_code == 400
+    assert field in answer.json()
+
+
 # --- OPTIONS agrees with the schema ------------------------------------------------------------
 
 
