@@ -20,6 +20,7 @@ from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 
 
 def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
@@ -114,7 +115,8 @@ class ReadOnlyRecords:
 
     def get_exclude(self, request, obj=None):
         # The shown values are no form fields: out of every form (or inline formset) built.
-        return [*(super().get_exclude(request, obj) or ()), *record_values(self.model).values()]
+        excluded = [*(super().get_exclude(request, obj) or ()), *record_values(self.model).values()]
+        return excluded or None  # as ShownMoments
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -151,7 +153,8 @@ class ShownMoments:
     def get_exclude(self, request, obj=None):
         # Shown, not edited: out of the form (a nullable deleted_at would be an input).
         excluded = super().get_exclude(request, obj) or ()  # type: ignore[misc]
-        return [*excluded, *self._moments(request, obj)]
+        # None when there is nothing to exclude: Django then honours a custom form's Meta.exclude.
+        return [*excluded, *self._moments(request, obj)] or None
 
 
 class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):
@@ -187,12 +190,12 @@ class SoftDeleteAdmin(admin.ModelAdmin):
 
 
 class DeletedFilter(admin.EmptyFieldListFilter):
-    """`deleted_at` as the question an operator asks: live or deleted (Django's own filter
-    says "By deleted at: Empty / Not empty"). The query string is Django's, so links keep
-    working."""
+    """`deleted_at` as the question an operator asks: deleted or not (Django's own filter says
+    "By deleted at: Empty / Not empty"). The query string is Django's, so links keep working.
+    "Not deleted" rather than "live": a session in a deleted room is gone from the API too."""
 
     # Django's choices in its order (All, Empty, Not empty), each with its new label.
-    LABELS = [("All", "All"), ("Empty", "live"), ("Not empty", "deleted")]
+    LABELS = [("All", "All"), ("Empty", "not deleted"), ("Not empty", "deleted")]
 
     def __init__(self, field, request, params, model, model_admin, field_path):
         super().__init__(field, request, params, model, model_admin, field_path)
@@ -200,8 +203,10 @@ class DeletedFilter(admin.EmptyFieldListFilter):
 
     def choices(self, changelist):
         for choice, (django, ours) in zip(super().choices(changelist), self.LABELS, strict=True):
-            # The display may end with a facet count: "Not empty (3)" becomes "deleted (3)".
-            yield {**choice, "display": ours + str(choice["display"])[len(django) :]}
+            # Django's label as it wrote it (translated), maybe with a facet count after it:
+            # "Not empty (3)" becomes "deleted (3)".
+            display = str(choice["display"])
+            yield {**choice, "display": ours + display[len(gettext(django)) :]}
 
 
 class InputFilter(admin.SimpleListFilter):

@@ -101,6 +101,7 @@ class RequestIdMiddleware(_SyncAndAsync):
         if status >= 400:
             level = logging.ERROR if status >= 500 else logging.WARNING
         level = getattr(response, "log_level", level)
+        # Until the response is ready to send: for a stream, until its headers.
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         logger.log(
             level,

@@ -1,5 +1,7 @@
 """Content negotiation that takes `?format=` at its word and `Accept` at its q-values."""
 
+import math
+
 from django.http.request import MediaType
 from rest_framework.exceptions import NotAcceptable, NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -15,6 +17,12 @@ def _covers(accepted: MediaType, offered: MediaType) -> bool:
         "*",
         offered.sub_type,
     )
+
+
+def _quality(accepted: MediaType) -> float:
+    """The range's q; one that is not a number from 0 to 1 (`q=abc`, `q=nan`) counts as 1."""
+    quality = accepted.quality
+    return quality if math.isfinite(quality) else 1.0
 
 
 class StrictContentNegotiation(DefaultContentNegotiation):
@@ -46,16 +54,19 @@ class StrictContentNegotiation(DefaultContentNegotiation):
         for position, renderer in enumerate(renderers):
             offered = MediaType(renderer.media_type)
             covering = [
-                (accepted.specificity, -index, accepted)
+                # Parameters other than q (`indent=2`) are rendering hints here, not a more
+                # specific type: such a range counts as its bare type, after it among equals.
+                ((min(accepted.specificity, 2), not accepted.range_params, -index), accepted)
                 for index, accepted in enumerate(ranges)
                 if _covers(accepted, offered)
             ]
             if not covering:
                 continue
-            specificity, client_order, accepted = max(covering, key=lambda c: c[:2])
-            if accepted.quality == 0:
+            (specificity, _, client_order), accepted = max(covering, key=lambda c: c[0])
+            quality = _quality(accepted)
+            if quality == 0:
                 continue
-            rank = (accepted.quality, specificity, client_order, -position)
+            rank = (quality, specificity, client_order, -position)
             if best is None or rank > best[0]:
                 best = (rank, renderer, accepted)
         if best is None:

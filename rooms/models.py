@@ -29,7 +29,7 @@ class Agent(models.Model):
         validators=[RegexValidator(AGENT_KEY_PATTERN, "Use 1-32 lowercase letters, digits or _.")],
     )
     name = models.CharField(max_length=100)
-    model_alias = models.CharField(max_length=64)
+    model_alias = models.CharField(max_length=64, db_index=True)  # which agents use an alias
     role_prompt = models.TextField(blank=True)
     tool_permissions = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

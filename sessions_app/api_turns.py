@@ -28,6 +28,7 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
+from rest_framework.exceptions import NotAcceptable
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -55,6 +56,7 @@ from sessions_app.turns import (
 logger = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
+EVENTS_ONLY = "A turn's events are answered as text/event-stream only."
 # What a retry gets after a request that started and then broke (a bug, the database).
 SERVER_ERROR_BODY = {
     "detail": {"code": "server_error", "message": "The turn failed on the server."}
@@ -226,6 +228,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     402: "`credit_cap_exceeded`: the monthly credit cap is used up (turns in "
                     "progress count with their worst case).",
                     403: "`account_suspended`, or a cookie session without a CSRF token.",
+                    406: "`Accept` takes neither application/json nor text/event-stream "
+                    "(q-values count): no turn is run.",
                     409: "Another turn of this session is running: "
                     '`{"detail": "Turn creation conflicted with concurrent writes. '
                     'Please retry."}`; or `idempotency_key_in_use`: the first request with '
@@ -365,6 +369,12 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
                 description="`Last-Event-ID` is the turn's last event: nothing follows (an "
                 "EventSource stops reconnecting)."
             ),
+            **refusals(
+                {
+                    406: "`Accept` prefers JSON to text/event-stream, or refuses the stream "
+                    "(q=0): the events are a stream only."
+                }
+            ),
         },
         # Last-Event-ID is said here rather than as a header parameter: fuzzers treat any other
         # header as invalid input to refuse, where HTTP has a server ignore what it does not know.
@@ -383,6 +393,10 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
 
     def _turn(self, request: Request, pk) -> Turn:
         self.initial(request)
+        if not isinstance(request.accepted_renderer, EventStreamRenderer):
+            # JSON is offered for errors only: a client that prefers it to the stream (or
+            # refuses the stream, q=0) has asked for something this endpoint does not answer.
+            raise NotAcceptable(EVENTS_ONLY)
         return get_object_or_404(selectors.turns_for_user(user=request.user), pk=pk)
 
 

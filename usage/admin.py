@@ -63,16 +63,25 @@ class KeptWhileInUse:
         """Why `obj` cannot be deleted (after its name on the bulk action's page), or None."""
         raise NotImplementedError
 
+    def kept_because(self, request, obj) -> str | None:
+        """`why_kept`, asked once per row and request (a page asks from several places)."""
+        asked = request.__dict__.setdefault("_kept_because", {})
+        key = (self.opts.label, obj.pk)
+        if key not in asked:
+            asked[key] = self.why_kept(obj)
+        return asked[key]
+
     def has_delete_permission(self, request, obj=None):
-        if obj is not None and self.why_kept(obj) is not None:
+        if obj is not None and self.kept_because(request, obj) is not None:
             return False
         return super().has_delete_permission(request, obj)
 
     def delete_view(self, request, object_id, extra_context=None):
-        # Only a typed URL leads here (the page offers no delete): say why, still a 403.
+        # Only a typed URL leads here (the page offers no delete). Someone who may delete such
+        # rows is told why this one stays, still with a 403; anyone else gets Django's 403.
         obj = self.get_object(request, unquote(object_id))
-        why = None if obj is None else self.why_kept(obj)
-        if why is None:
+        why = None if obj is None else self.kept_because(request, obj)
+        if why is None or not super().has_delete_permission(request, obj):
             return super().delete_view(request, object_id, extra_context)
         context = {
             **self.admin_site.each_context(request),
@@ -86,7 +95,7 @@ class KeptWhileInUse:
     def get_deleted_objects(self, objs, request):
         kept, deletable = [], []
         for obj in objs:
-            why = self.why_kept(obj)
+            why = self.kept_because(request, obj)
             if why is None:
                 deletable.append(obj)
             else:
@@ -109,16 +118,6 @@ class ModelAliasAdmin(KeptWhileInUse, admin.ModelAdmin):
     ]
     list_filter = ["enabled"]
     search_fields = ["alias", "litellm_model"]
-    # The name first, editable or not (read-only fields would otherwise go last).
-    fields = [
-        "alias",
-        "litellm_model",
-        "api_base",
-        "api_key_env",
-        "context_window",
-        "max_output_tokens",
-        "enabled",
-    ]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["help_texts"] = {
@@ -130,9 +129,14 @@ class ModelAliasAdmin(KeptWhileInUse, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
         # The ledger and agents name an alias by its name: renamed, they would name nothing.
-        if obj is not None and self.why_kept(obj) is not None:
+        if obj is not None and self.kept_because(request, obj) is not None:
             return [*fields, "alias"]
         return fields
+
+    def get_fields(self, request, obj=None):
+        # The name first, editable or not (Django puts read-only fields last).
+        fields = super().get_fields(request, obj)
+        return ["alias", *(field for field in fields if field != "alias")]
 
     def why_kept(self, alias: ModelAlias) -> str | None:
         # Its ledger rows, filtered by it on the billing dashboard, or its prices in a price
@@ -145,7 +149,11 @@ class ModelAliasAdmin(KeptWhileInUse, admin.ModelAdmin):
             return "ledger rows name it or were priced with its prices; disable it to retire it."
         # Agents name their alias too: deleted, their turns would be refused as unknown.
         agents = Agent.objects.filter(model_alias=alias.alias).order_by("agent_key", "id")
-        named = [f"@{key}" for key in agents.values_list("agent_key", flat=True)[:AGENTS_NAMED]]
+        # Agent keys are unique per owner only: each with its owner.
+        named = [
+            f"@{key} of {owner}"
+            for key, owner in agents.values_list("agent_key", "owner__username")[:AGENTS_NAMED]
+        ]
         if not named:
             return None
         count = agents.count() if len(named) == AGENTS_NAMED else len(named)

@@ -544,7 +544,7 @@ def test_the_agent_add_page_still_adds_an_agent(staff, owner):
     assert owner.agents.filter(agent_key="kay").exists()
 
 
-def test_rooms_and_sessions_filter_live_or_deleted(staff, chat, owner, make_room):
+def test_rooms_and_sessions_filter_deleted_or_not(staff, chat, owner, make_room):
     gone = make_room(owner, name="Gone")
     _stamp(Room, gone.pk, deleted_at=timezone.now())
     client = client_for(staff)
@@ -555,7 +555,7 @@ def test_rooms_and_sessions_filter_live_or_deleted(staff, chat, owner, make_room
     sessions = client.get(url(Session, "changelist")).content.decode()
 
     assert "By deleted" in page and "By deleted at" not in page
-    assert "live (1)" in page and "deleted (1)" in page and "Not empty" not in page
+    assert "not deleted (1)" in page and ">deleted (1)" in page and "Not empty" not in page
     assert [room.name for room in live.context["cl"].result_list] == ["Research"]
     assert [room.name for room in deleted.context["cl"].result_list] == ["Gone"]
-    assert ">live</a>" in sessions and ">deleted</a>" in sessions
+    assert ">not deleted</a>" in sessions and ">deleted</a>" in sessions

@@ -49,6 +49,12 @@ def negotiate(accept: str | None, renderers=TURNS) -> tuple[str, str]:
         ("application/json; indent=2; q=0.8", TURNS, ("json", "application/json; indent=2")),
         ("*/*; indent=4", TURNS, ("json", "application/json; indent=4")),
         ("TEXT/EVENT-STREAM", TURNS, ("sse", "text/event-stream")),
+        # A q=0 on a parameterised variant refuses that variant, not the bare type.
+        ("application/json, application/json; indent=2; q=0", TURNS, ("json", "application/json")),
+        ("application/json; indent=2, */*;q=0.1", EVENTS, ("json", "application/json; indent=2")),
+        # A q that is no number counts as 1, as Django reads q=abc.
+        ("text/event-stream, application/json;q=nan", TURNS, ("sse", "text/event-stream")),
+        ("application/json;q=abc, text/event-stream;q=0.9", TURNS, ("json", "application/json")),
     ],
 )
 def test_the_client_gets_the_type_it_prefers(accept, renderers, chosen):

@@ -71,6 +71,20 @@ def test_a_client_that_takes_neither_stream_nor_json_gets_a_406_in_json(
     assert "detail" in response.json()
 
 
+@pytest.mark.parametrize(
+    "accept", ["application/json", "text/event-stream;q=0, */*", "application/json, text/*;q=0.5"]
+)
+def test_a_client_that_prefers_json_to_the_events_stream_gets_a_406_in_json(
+    owner_client, finished_turn, accept
+):
+    """The events are a stream only; JSON is there for errors. Before, these got the stream."""
+    response = owner_client.get(f"/api/v1/turns/{finished_turn}/events", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 406
+    assert response["content-type"] == "application/json"
+    assert response.json()["detail"] == "A turn's events are answered as text/event-stream only."
+
+
 def test_the_api_answers_json_to_a_browser_that_asks_for_html_first(owner_client, ada):
     """No browsable HTML pages under /api/: a browser's Accept (HTML first, */* last) gets
     JSON, errors included; a client that takes HTML only gets a 406 in JSON."""

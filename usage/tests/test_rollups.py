@@ -154,8 +154,9 @@ def test_a_since_in_the_future_is_refused_and_nothing_is_rebuilt(ledger, days):
     DailyUsageRollup.objects.update(llm_calls=99)
     out = StringIO()
 
-    with pytest.raises(CommandError, match=f"--since {tomorrow} is in the future"):
+    with pytest.raises(CommandError, match=f"--since {tomorrow} is in the future") as refused:
         call_command("rollup_usage", "--since", str(tomorrow), stdout=out)
+    assert refused.value.returncode == 2  # a usage error, as a bad date's
 
     assert out.getvalue() == ""  # no inverted range printed
     assert set(DailyUsageRollup.objects.values_list("llm_calls", flat=True)) == {99}

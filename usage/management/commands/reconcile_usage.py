@@ -26,14 +26,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, since: date | None = None, fix=False, dry_run=False, **options):
-        if since is not None and since > today():
+        # A call that cannot be carried out exits 2, as the parser's own errors do: 1 is drift.
+        if since is not None and since > (day := today()):
             # Nothing would be checked, and "Clean" would say the opposite of what happened.
             raise CommandError(
                 f"--since {since} is in the future: there is nothing to check yet "
-                f"(today is {today()} UTC)."
+                f"(today is {day} UTC).",
+                returncode=2,
             )
         if dry_run and not fix:
-            raise CommandError("--dry-run says what --fix would rebuild: give both.")
+            raise CommandError("--dry-run says what --fix would rebuild: give both.", returncode=2)
         started = time.monotonic()
         report = reconcile(since=since, fix=fix, dry_run=dry_run)
         self.stdout.write(render_table(report))

@@ -34,7 +34,8 @@ class Command(BaseCommand):
         if since is not None and since > today():
             raise CommandError(
                 f"--since {since} is in the future: rollups cover whole days up to yesterday "
-                f"(today is {today()} UTC)."
+                f"(today is {today()} UTC).",
+                returncode=2,  # a usage error, as the parser's own
             )
         started = time.monotonic()
         result = rollup_rebuild(since=since, dry_run=dry_run)
