@@ -13,8 +13,22 @@ from rest_framework.pagination import CursorPagination, PageNumberPagination
 _LARGEST_SEQUENCE = 2**31 - 1
 
 
+# Python refuses to read a number of more than 4,300 digits (a ValueError, so a 500); no
+# page, size or position needs more than these.
+_MOST_DIGITS = 18
+
+
 def _is_whole_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
+
+
+def _whole_number(text: str) -> int | None:
+    """`text` as a whole number (ASCII digits only, at most `_MOST_DIGITS` once leading zeros
+    are dropped, which no page or position needs more than), else None."""
+    if not _is_whole_number(text):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MOST_DIGITS else None
 
 
 class StrictPageSize:
@@ -25,9 +39,10 @@ class StrictPageSize:
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not _is_whole_number(raw) or int(raw) < 1:
+        if not _is_whole_number(raw) or not raw.strip("0"):
             raise ValidationError({self.page_size_query_param: ["Use a whole number from 1."]})
-        return min(int(raw), self.max_page_size)
+        size = _whole_number(raw)  # None: more digits than any size needs, so over the maximum
+        return self.max_page_size if size is None else min(size, self.max_page_size)
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
@@ -46,8 +61,10 @@ class DefaultPagination(StrictPageSize, PageNumberPagination):
     last_page_strings = ()  # the schema says `page` is a number; "last" is not one
 
     def get_page_number(self, request, paginator):
-        # DRF reads an empty `?page=` as page 1; the schema calls it invalid, like `?page=x`.
-        if request.query_params.get(self.page_query_param) == "":
+        # DRF reads `?page=` with int(): an empty one as page 1, and "+1", " 1" or Arabic-Indic
+        # digits as a number; the schema's integer is ASCII digits, as `page_size` reads it.
+        raw = request.query_params.get(self.page_query_param)
+        if raw is not None and _whole_number(raw) is None:
             raise NotFound(self.invalid_page_message)
         return super().get_page_number(request, paginator)
 
@@ -70,8 +87,8 @@ class TimelinePagination(StrictPageSize, CursorPagination):
         # integer column (a 500). Positions are sequence numbers.
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
-            position = cursor.position
-            if not _is_whole_number(position) or int(position) > _LARGEST_SEQUENCE:
+            position = _whole_number(cursor.position)
+            if position is None or position > _LARGEST_SEQUENCE:
                 raise NotFound(self.invalid_cursor_message)
         return cursor
 

@@ -89,6 +89,8 @@ DESCRIPTIONS = {
     403: "Forbidden (a cookie session without a valid CSRF token).",
     404: "Not found, or not yours (never 403, so ids leak nothing); also an unknown page or "
     "cursor of a list.",
+    406: "`Accept` takes none of the types this operation answers in (q-values count); it is "
+    "checked before the credentials.",
     413: "`request_too_large`: the body is over the server's size limit.",
     415: "Unsupported media type: send `application/json`.",
     429: "`throttled`: too many requests; retry after `Retry-After` seconds.",
@@ -127,6 +129,8 @@ class AutoSchema(openapi.AutoSchema):
 
     def _error_serializers(self) -> dict:
         errors = {400: self._bad_request_schema()}
+        # Any operation, to a client whose Accept takes none of its renderers' types.
+        errors[406] = ErrorMessageSerializer
         needs_login = not all(isinstance(p, AllowAny) for p in self.view.get_permissions())
         if needs_login:
             errors[401] = ErrorMessageSerializer

@@ -381,6 +381,10 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
         description="The turn's events as Server-Sent Events, replayed from the database on "
         "any host and followed live while the turn runs. Send `Last-Event-ID: <id>` to resume "
         "after an event (a delta seen in part resumes with the rest of its text).",
+        # JSON is among the renderers for errors only: `?format=json` is a 406, not a format.
+        parameters=[
+            OpenApiParameter("format", str, OpenApiParameter.QUERY, enum=["sse"]),
+        ],
     )
     async def get(self, request: Request, pk):
         turn = await database(self._turn)(request, pk)

@@ -422,7 +422,23 @@ def test_a_query_parameter_given_twice_is_400(api, world, query):
     assert_coded(response, 400, "repeated_parameter")
 
 
-@pytest.mark.parametrize("query", ["page=", "page=last", "page=0", "page=x"])
+HUGE = "1" * 4301  # past the 4,300 digits Python reads as a number: int() raised, a 500
+
+
+@pytest.mark.parametrize(
+    "query",
+    # Those after x reached int(), which took them for page 1 (or raised, a 500).
+    [
+        "page=",
+        "page=last",
+        "page=0",
+        "page=x",
+        "page=%2B1",
+        "page=%D9%A1",
+        "page=%201",
+        f"page={HUGE}",
+    ],
+)
 def test_a_page_that_is_not_a_page_number_is_404(api, world, query):
     response = api.get(f"{API}/agents?{query}")
 
@@ -430,12 +446,26 @@ def test_a_page_that_is_not_a_page_number_is_404(api, world, query):
     assert response.json() == {"detail": "Invalid page."}
 
 
-@pytest.mark.parametrize("query", ["page_size=", "page_size=0", "page_size=-1", "page_size=x"])
+@pytest.mark.parametrize(
+    "query", ["page_size=", "page_size=0", "page_size=000", "page_size=-1", "page_size=x"]
+)
 def test_a_page_size_that_is_not_a_positive_number_is_400(api, world, query):
     response = api.get(f"{API}/agents?{query}")
 
     assert response.status_code == 400
     assert response.json() == {"page_size": ["Use a whole number from 1."]}
+
+
+@pytest.mark.parametrize("path", ["/agents", "/rooms", "/sessions", "/sessions/{session}/turns"])
+def test_a_page_size_of_any_length_is_cut_to_the_maximum(api, world, path):
+    """Sizes over the maximum are cut to it, however many digits they have (4,301 was a 500)."""
+    url = API + path.format(session=world["session"].id)
+
+    response = api.get(url, {"page_size": HUGE})
+    padded = api.get(url, {"page_size": "0" * 5000 + "2"})
+
+    assert response.status_code == 200
+    assert padded.status_code == 200
 
 
 def test_a_nul_in_a_cursor_is_400(api, world):
@@ -445,7 +475,16 @@ def test_a_nul_in_a_cursor_is_400(api, world):
 
 
 @pytest.mark.parametrize(
-    "raw_cursor", [b"p=\x00&r=0", b"p=1\x00", b"p=abc", b"p=-1", b"p=99999999999999999999", b"o=x"]
+    "raw_cursor",
+    [
+        b"p=\x00&r=0",
+        b"p=1\x00",
+        b"p=abc",
+        b"p=-1",
+        b"p=99999999999999999999",
+        b"o=x",
+        f"p={HUGE}".encode(),  # was a 500
+    ],
 )
 def test_a_forged_cursor_is_404_invalid_cursor(api, world, raw_cursor):
     cursor = base64.b64encode(raw_cursor).decode()

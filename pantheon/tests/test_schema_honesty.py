@@ -39,7 +39,7 @@ def test_every_operation_documents_its_error_answers(schema):
     for path, method, operation in operations(schema):
         statuses = set(operation["responses"])
         label = f"{method.upper()} {path}"
-        assert "400" in statuses, label
+        assert {"400", "406"} <= statuses, label
         public = path in ("/api/v1/health", "/api/v1/auth/token")
         assert ("401" in statuses) is not public, label
         assert ("404" in statuses) is ("{" in path or "page" in str(operation.get("parameters"))), (
@@ -50,6 +50,19 @@ def test_every_operation_documents_its_error_answers(schema):
             assert "X-Request-ID" in response["headers"], f"{label} {status}"
             if status >= "400":
                 assert response["content"]["application/json"]["schema"], f"{label} {status}"
+
+
+def test_an_accept_the_api_cannot_answer_is_a_documented_406(schema, client):
+    """Before, no operation listed 406, which any of them answers to `Accept: text/html`."""
+    health = client.get("/api/v1/health", HTTP_ACCEPT="text/html")
+
+    assert health.status_code == 406
+    assert "406" in schema["paths"]["/api/v1/health"]["get"]["responses"]
+    events = schema["paths"]["/api/v1/turns/{id}/events"]["get"]
+    assert "prefers JSON" in events["responses"]["406"]["description"]
+    # JSON renders the events endpoint's errors, it is no format of its answer.
+    formats = [p for p in events["parameters"] if p["name"] == "format"]
+    assert formats[0]["schema"]["enum"] == ["sse"]
 
 
 def test_throttled_operations_document_429_with_retry_after(schema):
