@@ -7,7 +7,7 @@ from rest_framework.exceptions import NotAcceptable, NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.settings import api_settings
 
-UNKNOWN_FORMAT = "Unknown format: use one the schema lists, or none."
+UNKNOWN_FORMAT = "Unknown format: use one that the schema lists, or none."
 
 
 def _covers(accepted: MediaType, offered: MediaType) -> bool:

@@ -153,6 +153,21 @@ def test_schema_defaults_to_yaml(anon_client):
     assert response.content.startswith(b"openapi: 3.")
 
 
+@pytest.mark.parametrize(
+    "query, accept, status",
+    [("?format=xml", "*/*", 404), ("", "text/html", 406), ("?format=", "*/*", 404)],
+)
+def test_the_schemas_errors_are_json_like_every_answer_under_api(
+    anon_client, query, accept, status
+):
+    """They were rendered as YAML, `detail: {string: ..., code: ...}`."""
+    response = anon_client.get(f"/api/schema/{query}", HTTP_ACCEPT=accept)
+
+    assert response.status_code == status
+    assert response["content-type"] == "application/json"
+    assert isinstance(response.json()["detail"], str)
+
+
 def test_docs_page_renders(anon_client):
     response = anon_client.get("/api/docs/")
 
