@@ -247,7 +247,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 {"type": "string", "pattern": "^[!-~]{1,255}$", "maxLength": 255},
                 OpenApiParameter.HEADER,
                 description="Retries with the same key and body replay the first answer "
-                "(kept 24 hours at least).",
+                "(kept 24 hours at least). Any other key is 400 `invalid_idempotency_key`.",
             )
         ],
     )

@@ -132,7 +132,10 @@ class UsageQuerySerializer(serializers.Serializer):
         else:
             end = None
         if start is None:
-            start = month_start(end - timedelta(microseconds=1) if end else None)
+            # Never before 1970, as a given `from`: `to=1970-01-01` has nothing before it.
+            start = max(
+                month_start(end - timedelta(microseconds=1) if end else None), EARLIEST_MOMENT
+            )
         if end is None:
             end = next_month_start(start)
         if end <= start:

@@ -530,6 +530,17 @@ def test_an_offset_postgresql_cannot_store_is_read_in_utc(api, world):
     assert response.json()["to"] == "2026-01-04T00:00:00Z"
 
 
+def test_a_defaulted_from_never_reaches_before_1970(api, world):
+    """`from` defaults to the start of `to`'s month; it answered "from": "1969-12-01"."""
+    nothing_before = api.get(f"{API}/usage?to=1970-01-01T00:00:00Z")
+    first_days = api.get(f"{API}/usage?to=1970-01-05")
+
+    assert nothing_before.status_code == 400
+    assert nothing_before.json() == {"to": ["Must be after 'from'."]}
+    assert first_days.status_code == 200
+    assert first_days.json()["from"] == "1970-01-01T00:00:00Z"
+
+
 def test_the_widest_accepted_range_answers(api, world):
     response = api.get(f"{API}/usage?from=1970-01-01&to=9998-12-31")
 
