@@ -6,7 +6,7 @@ from django.contrib.admin.apps import AdminConfig
 from django.core import checks
 from django.db.backends.signals import connection_created
 
-from pantheon import logging_context
+from pantheon import converters, logging_context
 from pantheon.checks import (
     check_cache_table,
     check_sections_fit_the_pool,
@@ -29,6 +29,7 @@ class PantheonConfig(AppConfig):
     verbose_name = "Pantheon"
 
     def ready(self) -> None:
+        converters.register()  # before any URLconf is read
         logging_context.install_record_factory()
         checks.register(check_stale_limit)
         checks.register(check_security_middleware, checks.Tags.security, deploy=True)

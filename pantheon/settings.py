@@ -207,6 +207,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # pantheon.converters: ids in paths are UUIDs in either case.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "string", "format": "uuid"}},
     "ENUM_NAME_OVERRIDES": {
         "RoomModeEnum": "rooms.models.RoomMode",
         "RoomModeInputEnum": "rooms.serializers.MODE_INPUT_CHOICES",

@@ -6,6 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from pantheon.converters import ID
 from rooms import selectors, services
 from rooms.models import Agent, Room
 from rooms.serializers import (
@@ -19,7 +20,7 @@ from rooms.serializers import (
 
 class AgentViewSet(viewsets.ModelViewSet):
     serializer_class = AgentSerializer
-    lookup_value_converter = "uuid"  # a malformed id is the URL resolver's 404
+    lookup_value_converter = ID  # a malformed id is the URL resolver's 404
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Agent]:
@@ -48,7 +49,7 @@ class RoomViewSet(
     schema all say the same."""
 
     serializer_class = RoomSerializer
-    lookup_value_converter = "uuid"
+    lookup_value_converter = ID
     # What each action reads; OPTIONS (pantheon.metadata) describes the same bodies.
     input_serializers = {
         "partial_update": RoomUpdateSerializer,

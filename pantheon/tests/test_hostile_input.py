@@ -393,6 +393,32 @@ def test_auth_token_reads_json_only(owner):
     assert response.status_code == 415
 
 
+# --- ids in paths -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/agents/{agent}",
+        "/agents/{agent}/sessions",
+        "/rooms/{room}",
+        "/rooms/{room}/sessions",
+        "/sessions/{session}",
+        "/sessions/{session}/messages",
+        "/sessions/{session}/turns",
+    ],
+)
+def test_an_id_in_upper_case_is_the_same_id(api, world, path):
+    """UUIDs are read in either case (RFC 9562); Django's converter took lower case only, so
+    these were 404 while `?room=<upper case>` was fine."""
+    ids = {name: str(obj.id).upper() for name, obj in world.items()}
+
+    response = api.get(API + path.format(**ids))
+
+    assert response.status_code == 200, response.content
+    assert api.get(f"{API}/agents/{ids['agent'][:-1]}g").status_code == 404  # not hex
+
+
 # --- query parameters and cursors ------------------------------------------------------------
 
 
