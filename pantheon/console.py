@@ -221,8 +221,14 @@ class InputFilter(admin.SimpleListFilter):
     def has_output(self) -> bool:
         return True
 
+    def typed(self) -> str:
+        """The value typed in the box, trimmed."""
+        return (self.value() or "").strip()
+
     def queryset(self, request, queryset: QuerySet) -> QuerySet:
-        value = (self.value() or "").strip()
+        value = self.typed()
+        if "\x00" in value:  # no text column holds a NUL; PostgreSQL refuses the query (a 500)
+            return queryset.none()
         return queryset.filter(**{self.lookup: value}) if value else queryset
 
     def choices(self, changelist):
@@ -251,9 +257,11 @@ class UsernameFilter(InputFilter):
     user_path: str  # the path from the listed model to its user, e.g. `session__started_by`
 
     def queryset(self, request, queryset: QuerySet) -> QuerySet:
-        value = (self.value() or "").strip()
+        value = self.typed()
         if not value:
             return queryset
+        if "\x00" in value:  # no username holds a NUL; PostgreSQL refuses the query (a 500)
+            return queryset.none()
         users = get_user_model().objects.filter(username__iexact=value)
         return queryset.filter(
             **{f"{self.user_path}__in": list(users.values_list("pk", flat=True))}

@@ -1,5 +1,7 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin
+from django.core.validators import MaxLengthValidator
 
 from pantheon.console import (
     DeletedFilter,
@@ -10,6 +12,7 @@ from pantheon.console import (
 )
 from rooms.models import Agent, Room, RoomAgent
 from rooms.services import room_delete
+from usage.selectors import model_aliases_enabled
 
 # As the API (PUT rooms/<id>/agents answers "Unknown agent"): a room runs its owner's agents
 # only, never another user's (and its private role prompt).
@@ -27,8 +30,75 @@ class OwnerSetOnce:
         return fields if obj is None else [*fields, "owner"]
 
 
+MAX_TOOL_PERMISSIONS, MAX_TOOL_PERMISSION_CHARS = 50, 64  # as the API's AgentSerializer
+
+
+class AgentForm(forms.ModelForm):
+    """An agent as the API takes one: an enabled model alias (the one it has is kept even when
+    disabled since), a bounded role prompt, tool permissions as a list of short strings, and
+    its key once per owner, also once the owner is read-only (Django checks the pair only when
+    both are in the form: the duplicate reached the database, a 500)."""
+
+    class Meta:
+        model = Agent
+        fields = ["owner", "agent_key", "name", "model_alias", "role_prompt", "tool_permissions"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        current = self.instance.model_alias if self.instance.pk else None
+        enabled = list(model_aliases_enabled().values_list("alias", flat=True))
+        choices = [(alias, alias) for alias in enabled]
+        if current and current not in enabled:
+            choices.insert(0, (current, f"{current} (disabled)"))
+        self.fields["model_alias"] = forms.ChoiceField(
+            choices=[("", "---------"), *choices], label="Model alias"
+        )
+        limit = settings.PANTHEON_MAX_ROLE_PROMPT_CHARS
+        if "role_prompt" in self.fields:
+            self.fields["role_prompt"].validators.append(MaxLengthValidator(limit))
+            self.fields["role_prompt"].widget.attrs["maxlength"] = limit
+
+    def clean_tool_permissions(self):
+        permissions = self.cleaned_data["tool_permissions"]
+        if permissions in (None, ""):
+            return []
+        if not isinstance(permissions, list) or not all(
+            isinstance(item, str) and 0 < len(item.strip()) <= MAX_TOOL_PERMISSION_CHARS
+            for item in permissions
+        ):
+            raise forms.ValidationError(
+                'A list of names, each 1 to %(chars)d characters, like ["search"].',
+                code="invalid",
+                params={"chars": MAX_TOOL_PERMISSION_CHARS},
+            )
+        if len(permissions) > MAX_TOOL_PERMISSIONS:
+            raise forms.ValidationError(
+                "At most %(count)d tool permissions.",
+                code="max_length",
+                params={"count": MAX_TOOL_PERMISSIONS},
+            )
+        return permissions
+
+    def clean(self):
+        cleaned = super().clean()
+        key = cleaned.get("agent_key")
+        if "owner" not in self.fields and key and self.instance.owner_id is not None:
+            others = Agent.objects.filter(owner_id=self.instance.owner_id, agent_key=key)
+            if others.exclude(pk=self.instance.pk).exists():
+                self.add_error(
+                    "agent_key",
+                    forms.ValidationError(
+                        "%(owner)s has an agent with this key already.",
+                        code="unique",
+                        params={"owner": self.instance.owner.get_username()},
+                    ),
+                )
+        return cleaned
+
+
 @admin.register(Agent)
 class AgentAdmin(ShownMoments, OwnerSetOnce, admin.ModelAdmin):
+    form = AgentForm
     list_display = ["agent_key", "name", "owner", "model_alias", "created"]
     created = moment_column()
     list_filter = ["model_alias", username_filter("owner")]
@@ -36,6 +106,11 @@ class AgentAdmin(ShownMoments, OwnerSetOnce, admin.ModelAdmin):
     list_select_related = ["owner"]
     readonly_fields = ["id", "created_at", "updated_at"]
     raw_id_fields = ["owner"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        # A new agent's id is made as it is saved: the add page showed one it would not get.
+        return fields if obj is not None else [field for field in fields if field != "id"]
 
 
 class SeatForm(forms.ModelForm):

@@ -8,7 +8,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.paginator import Paginator
 from django.db import models, transaction
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -71,10 +71,18 @@ class KeptWhileInUse:
             asked[key] = self.why_kept(obj)
         return asked[key]
 
+    # Also read-only while kept (prices: an edit would change history as much as a delete).
+    frozen_while_kept = False
+
     def has_delete_permission(self, request, obj=None):
         if obj is not None and self.kept_because(request, obj) is not None:
             return False
         return super().has_delete_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        if self.frozen_while_kept and obj is not None and self.kept_because(request, obj):
+            return False
+        return super().has_change_permission(request, obj)
 
     def delete_view(self, request, object_id, extra_context=None):
         # Only a typed URL leads here (the page offers no delete). Someone who may delete such
@@ -176,11 +184,27 @@ class ModelPriceInline(admin.TabularInline):
         "output_usd_per_mtok",
     ]
 
+    # `obj` is the price list: the prices of one that ledger rows are stamped with stay as
+    # they are (no change, no delete, no new price).
+
     def has_delete_permission(self, request, obj=None):
-        # `obj` is the price list: the prices of one that ledger rows are stamped with stay.
-        if obj is not None and ledger_uses_version(obj.pk):
-            return False
-        return super().has_delete_permission(request, obj)
+        return not _frozen_list(request, obj) and super().has_delete_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return not _frozen_list(request, obj) and super().has_change_permission(request, obj)
+
+    def has_add_permission(self, request, obj=None):
+        return not _frozen_list(request, obj) and super().has_add_permission(request, obj)
+
+
+def _frozen_list(request, version) -> bool:
+    """Whether ledger rows are stamped with this price list, asked once per request."""
+    if version is None:
+        return False
+    asked = request.__dict__.setdefault("_frozen_lists", {})
+    if version.pk not in asked:
+        asked[version.pk] = ledger_uses_version(version.pk)
+    return asked[version.pk]
 
 
 @admin.register(PricingVersion)
@@ -192,16 +216,67 @@ class PricingVersionAdmin(KeptWhileInUse, admin.ModelAdmin):
     created = moment_column()
     ordering = ["-effective_from"]
     inlines = [ModelPriceInline]
+    frozen_while_kept = True
+    actions = ["copy_as_new_list"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(prices_count=Count("prices"))
+
+    @admin.action(description="Copy as a new price list (in effect in a day)", permissions=["add"])
+    def copy_as_new_list(self, request, queryset):
+        """A list the ledger is stamped with is read-only: prices change through a copy, which
+        takes effect a day from now so there is time to edit it (and its start) first."""
+        starts = timezone.now() + timedelta(days=1)
+        copied = []
+        with transaction.atomic():
+            for version in queryset.order_by("effective_from").prefetch_related("prices"):
+                copy = PricingVersion.objects.create(
+                    name=_copy_name(version.name),
+                    default_multiplier=version.default_multiplier,
+                    effective_from=starts,
+                )
+                ModelPrice.objects.bulk_create(
+                    ModelPrice(
+                        pricing_version=copy,
+                        model_alias_id=price.model_alias_id,
+                        credit_multiplier=price.credit_multiplier,
+                        input_usd_per_mtok=price.input_usd_per_mtok,
+                        cached_input_usd_per_mtok=price.cached_input_usd_per_mtok,
+                        output_usd_per_mtok=price.output_usd_per_mtok,
+                    )
+                    for price in version.prices.all()
+                )
+                self.log_addition(request, copy, f"Copied from {version.name}.")
+                copied.append(copy.name)
+        self.message_user(
+            request,
+            f"Copied as {', '.join(copied)}, in effect from {moment(starts)} UTC: edit its "
+            "prices and its start before then.",
+            messages.SUCCESS,
+        )
 
     @admin.display(description="prices", ordering="prices_count")
     def prices_count(self, version) -> int:
         return version.prices_count
 
     def why_kept(self, version: PricingVersion) -> str | None:
-        return "ledger rows are stamped with it." if ledger_uses_version(version.pk) else None
+        if ledger_uses_version(version.pk):
+            return "ledger rows are stamped with it; copy it to change prices."
+        return None
+
+
+def _copy_name(name: str) -> str:
+    """`name (copy)`, or `name (copy 2)` and so on while that is taken (names are unique)."""
+    taken = set(
+        PricingVersion.objects.filter(name__startswith=f"{name} (copy").values_list(
+            "name", flat=True
+        )
+    )
+    candidate, number = f"{name} (copy)", 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name} (copy {number})"
+    return candidate
 
 
 @admin.register(ModelPrice)
@@ -216,11 +291,23 @@ class ModelPriceAdmin(KeptWhileInUse, admin.ModelAdmin):
     ]
     list_filter = ["pricing_version", "model_alias"]
     list_select_related = ["model_alias", "pricing_version"]
+    frozen_while_kept = True
 
     def why_kept(self, price: ModelPrice) -> str | None:
         if ledger_uses_version(price.pricing_version_id):
             return "its price list prices ledger rows."
         return None
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "pricing_version":
+            # A new or moved price goes only into a list no ledger row is stamped with.
+            stamped = LlmCallEvent.objects.filter(pricing_version=OuterRef("pk"))
+            kwargs["queryset"] = PricingVersion.objects.exclude(Exists(stamped))
+            kwargs["help_text"] = (
+                "Lists that ledger rows are stamped with are read-only and not offered here: "
+                "copy one to change its prices."
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 # --- billing profiles ---------------------------------------------------------------------------
@@ -261,6 +348,17 @@ class BillingProfileAdmin(admin.ModelAdmin):
     raw_id_fields = ["user"]
     actions = ["suspend", "reactivate", "set_cap"]
     formfield_overrides = {models.DecimalField: {"form_class": AmountField}}
+
+    def get_readonly_fields(self, request, obj=None):
+        # A profile is its user's: moved to another user, it would hand over the cap and the
+        # suspension (and leave the first user with neither).
+        fields = super().get_readonly_fields(request, obj)
+        return fields if obj is None else [*fields, "user"]
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a profile would lift its cap and suspension without saying so: the actions
+        # do that, each with its admin-log entry.
+        return False
 
     def get_queryset(self, request):
         this_month = MonthlyUsage.objects.filter(user=OuterRef("user"), month=month_of())
@@ -308,7 +406,11 @@ class BillingProfileAdmin(admin.ModelAdmin):
                     self.log_change(request, profile, "Suspended." if suspended else "Reactivated.")
                     changed += 1
         verb = "Suspended" if suspended else "Reactivated"
-        self.message_user(request, f"{verb} {changed} user(s).", messages.SUCCESS)
+        if changed:
+            self.message_user(request, f"{verb} {changed} user(s).", messages.SUCCESS)
+        else:
+            state = "suspended" if suspended else "active"
+            self.message_user(request, f"Nothing changed: they were all {state} already.")
 
     @admin.action(description="Set monthly credit cap…", permissions=["change"])
     def set_cap(self, request, queryset):
@@ -324,7 +426,10 @@ class BillingProfileAdmin(admin.ModelAdmin):
                         shown = "no cap" if cap is None else f"{cap.normalize():f} credits"
                         self.log_change(request, profile, f"Set monthly credit cap to {shown}.")
                         changed += 1
-            self.message_user(request, f"Set the cap of {changed} user(s).", messages.SUCCESS)
+            if changed:
+                self.message_user(request, f"Set the cap of {changed} user(s).", messages.SUCCESS)
+            else:
+                self.message_user(request, "Nothing changed: they all had that cap already.")
             return None
         context = {
             **self.admin_site.each_context(request),
@@ -350,6 +455,8 @@ class AliasFilter(admin.SimpleListFilter):
         return [(alias, alias) for alias in ModelAlias.objects.values_list("alias", flat=True)]
 
     def queryset(self, request, queryset):
+        if self.value() and "\x00" in self.value():  # PostgreSQL refuses the query (a 500)
+            return queryset.none()
         return queryset.filter(model_alias=self.value()) if self.value() else queryset
 
 

@@ -5,11 +5,12 @@ Staff only (the admin site wraps these views), and only for who may read the led
 """
 
 import csv
-from datetime import timedelta
+from datetime import date, timedelta
 from urllib.parse import urlencode
 
 from django import forms
 from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -24,9 +25,23 @@ TABLE_ROWS = 100  # the busiest pairs on the page; the export has them all
 MAX_DAYS = 366
 
 
+# As `GET usage` takes them: days at the calendar's edges overflowed the window's arithmetic.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
+
+
+def _day_field() -> forms.DateField:
+    return forms.DateField(
+        required=False,
+        validators=[MinValueValidator(FIRST_DAY), MaxValueValidator(LAST_DAY)],
+        widget=forms.DateInput(
+            attrs={"type": "date", "min": FIRST_DAY.isoformat(), "max": LAST_DAY.isoformat()}
+        ),
+    )
+
+
 class BillingFilterForm(forms.Form):
-    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    start = _day_field()
+    end = _day_field()
     user = forms.CharField(
         required=False,
         max_length=150,
@@ -41,8 +56,10 @@ class BillingFilterForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        if self.errors:  # a day out of range: nothing to compute a window from
+            return data
         end = data.get("end") or today()
-        start = data.get("start") or end - timedelta(days=DEFAULT_DAYS - 1)
+        start = data.get("start") or max(end - timedelta(days=DEFAULT_DAYS - 1), FIRST_DAY)
         if start > end:
             raise forms.ValidationError("The first day must not be after the last.")
         if (end - start).days >= MAX_DAYS:

@@ -19,6 +19,7 @@ from usage.services import usage_month_add
 pytestmark = pytest.mark.django_db
 
 RECORDS = [Turn, Message, SessionSummary, TurnContextAudit, LlmCallEvent]
+MODELS_WITH_A_USER_BOX = [Room, Session, Turn, LlmCallEvent, BillingProfile]
 
 
 @pytest.fixture
@@ -559,3 +560,17 @@ def test_rooms_and_sessions_filter_deleted_or_not(staff, chat, owner, make_room)
     assert [room.name for room in live.context["cl"].result_list] == ["Research"]
     assert [room.name for room in deleted.context["cl"].result_list] == ["Gone"]
     assert ">not deleted</a>" in sessions and ">deleted</a>" in sessions
+
+
+@pytest.mark.parametrize(
+    "model, query",
+    [
+        *((model, {"username": "ow\x00ner"}) for model in MODELS_WITH_A_USER_BOX),
+        (LlmCallEvent, {"model_alias": "deep\x00seek"}),
+    ],
+)
+def test_a_nul_typed_in_a_box_finds_nothing_instead_of_a_500(staff, chat, model, query):
+    response = client_for(staff).get(url(model, "changelist"), query)
+
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == []

@@ -52,10 +52,10 @@ def spare_list():
     return version
 
 
-def bulk_delete(client, model, rows, **extra):
+def bulk_delete(client, model, rows, action="delete_selected", **extra):
     return client.post(
         url(model, "changelist"),
-        {"action": "delete_selected", "_selected_action": [row.pk for row in rows], **extra},
+        {"action": action, "_selected_action": [row.pk for row in rows], **extra},
     )
 
 
@@ -249,3 +249,72 @@ def test_the_price_lists_list_writes_its_moments_as_the_records_do(boss):
 
     assert ">2026-12-01 00:00:00<" in page
     assert "Dec. 1, 2026" not in page
+
+
+# --- a list the ledger is stamped with is read-only; prices change through a copy ----------------
+
+
+def test_a_price_list_the_ledger_is_stamped_with_and_its_prices_are_read_only(boss, owner):
+    """Re-pointing a price to another alias, or changing a figure, rewrote history as much as a
+    delete, and it unlocked deleting the alias whose price was moved away."""
+    version = active_pricing_version()
+    call(owner, "deepseek", version)
+    price = ModelPrice.objects.get(pricing_version=version, model_alias__alias="premium")
+    scratch = ModelAlias.objects.create(alias="scratch", litellm_model="openai/scratch")
+    figures = {
+        "model_alias": scratch.pk,
+        "pricing_version": version.pk,
+        "input_usd_per_mtok": "9",
+        "output_usd_per_mtok": "9",
+    }
+
+    moved = boss.post(url(ModelPrice, "change", price.pk), figures)
+    renamed = boss.post(
+        url(PricingVersion, "change", version.pk),
+        {"name": "rewritten", "default_multiplier": "3", "effective_from_0": "2020-01-01"},
+    )
+    page = boss.get(url(PricingVersion, "change", version.pk)).content.decode()
+
+    assert moved.status_code == 403 and renamed.status_code == 403
+    price.refresh_from_db()
+    version.refresh_from_db()
+    assert price.model_alias.alias == "premium" and price.input_usd_per_mtok != 9
+    assert version.name != "rewritten"
+    assert 'name="prices-0-input_usd_per_mtok"' not in page  # the inline is read-only too
+    assert (
+        boss.post(url(ModelAlias, "delete", price.model_alias_id), {"post": "yes"}).status_code
+        == 403
+    )
+
+
+def test_a_new_price_goes_only_into_a_list_no_ledger_row_is_stamped_with(boss, owner, spare_list):
+    used = PricingVersion.objects.exclude(pk=spare_list.pk).get()
+    call(owner, "deepseek", used)
+    scratch = ModelAlias.objects.get(alias="scratch")
+    figures = {"model_alias": scratch.pk, "input_usd_per_mtok": "1", "output_usd_per_mtok": "2"}
+
+    refused = boss.post(url(ModelPrice, "add"), {**figures, "pricing_version": used.pk})
+    offered = boss.get(url(ModelPrice, "add")).context["adminform"].form.fields["pricing_version"]
+
+    assert refused.status_code == 200  # the form again, with the error
+    assert not ModelPrice.objects.filter(pricing_version=used, model_alias=scratch).exists()
+    assert list(offered.queryset) == [spare_list]
+
+
+def test_copying_a_list_makes_an_editable_one_in_effect_in_a_day(boss, owner):
+    used = active_pricing_version()
+    call(owner, "deepseek", used)
+
+    response = bulk_delete(boss, PricingVersion, [used], action="copy_as_new_list")
+
+    copy = PricingVersion.objects.get(name=f"{used.name} (copy)")
+    assert response.status_code == 302
+    assert copy.effective_from > timezone.now()
+    assert active_pricing_version() == used  # nothing changes until the copy's start
+    assert sorted(copy.prices.values_list("model_alias__alias", "input_usd_per_mtok")) == sorted(
+        used.prices.values_list("model_alias__alias", "input_usd_per_mtok")
+    )
+    page = boss.get(url(PricingVersion, "change", copy.pk)).content.decode()
+    assert 'name="prices-0-input_usd_per_mtok"' in page
+    bulk_delete(boss, PricingVersion, [used], action="copy_as_new_list")
+    assert PricingVersion.objects.filter(name=f"{used.name} (copy 2)").exists()

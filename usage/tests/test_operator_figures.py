@@ -269,3 +269,56 @@ def test_a_billing_profiles_cap_input_reads_as_it_was_set(make_operator, owner, 
     assert saved.status_code == 302
     fine.refresh_from_db()
     assert fine.monthly_credit_cap == Decimal("12.125") and not fine.is_suspended
+
+
+def test_a_billing_profile_stays_with_its_user_and_is_not_deleted(make_operator, owner, outsider):
+    """Moved to another user, a profile handed over its cap and left its user uncapped;
+    deleted, it lifted the cap and the suspension without an entry saying so."""
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("2500"))
+    client = client_for(make_operator("Owner", "boss"))
+    change = reverse("admin:usage_billingprofile_change", args=[profile.pk])
+
+    moved = client.post(change, {"user": outsider.pk, "monthly_credit_cap": "2500"})
+    deleted = client.post(
+        reverse("admin:usage_billingprofile_delete", args=[profile.pk]), {"post": "yes"}
+    )
+
+    assert moved.status_code == 302
+    assert deleted.status_code == 403
+    profile.refresh_from_db()
+    assert profile.user == owner and profile.monthly_credit_cap == Decimal("2500")
+    assert 'name="user"' not in client.get(change).content.decode()
+
+
+def test_an_action_that_changes_nothing_says_so(make_operator, owner):
+    profile = BillingProfile.objects.create(user=owner, is_suspended=True)
+    client = client_for(make_operator("Owner", "boss"))
+    changelist = reverse("admin:usage_billingprofile_changelist")
+    selected = {"_selected_action": [profile.pk]}
+
+    again = client.post(changelist, {**selected, "action": "suspend"}, follow=True)
+    same_cap = client.post(
+        changelist, {**selected, "action": "set_cap", "apply": "1", "cap": ""}, follow=True
+    )
+
+    said = [str(m) for m in again.context["messages"]]
+    assert said == ["Nothing changed: they were all suspended already."]
+    assert [str(m) for m in same_cap.context["messages"]] == [
+        "Nothing changed: they all had that cap already."
+    ]
+
+
+@pytest.mark.parametrize(
+    "amount, as_usd, as_credits",
+    [
+        ("0.000046", "$0.000046", "0.000046"),  # read $0.0000 above a row of 0.000046
+        ("0.0052", "$0.0052", "0.0052"),
+        ("0", "$0.00", "0.00"),
+        ("1234.567", "$1,234.57", "1,234.57"),
+    ],
+)
+def test_a_summed_amount_that_is_not_zero_never_reads_zero(amount, as_usd, as_credits):
+    from usage.templatetags.billing_format import credits, usd
+
+    assert usd(Decimal(amount)) == as_usd
+    assert credits(Decimal(amount)) == as_credits

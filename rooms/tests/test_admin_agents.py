@@ -1,0 +1,95 @@
+"""Agents in the admin take what the API takes: an enabled alias, a bounded role prompt, tool
+permissions as a list of short names, and a key once per owner."""
+
+import pytest
+from django.conf import settings
+
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for
+from rooms.models import Agent
+from usage.models import ModelAlias
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def boss(make_operator):
+    return client_for(make_operator("Owner", "boss"))
+
+
+def form(agent: Agent, **changes) -> dict:
+    return {
+        "agent_key": agent.agent_key,
+        "name": agent.name,
+        "model_alias": agent.model_alias,
+        "role_prompt": agent.role_prompt,
+        "tool_permissions": "[]",
+        **changes,
+    }
+
+
+def test_a_key_its_owner_uses_already_is_a_form_error_not_a_500(boss, owner, make_agent):
+    make_agent(owner, "ada")
+    bo = make_agent(owner, "bo")
+
+    response = boss.post(url(Agent, "change", bo.pk), form(bo, agent_key="ada"))
+
+    assert response.status_code == 200
+    assert "owner has an agent with this key already" in response.content.decode()
+    assert Agent.objects.get(pk=bo.pk).agent_key == "bo"
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"model_alias": "no_such_alias"}, "model_alias"),
+        ({"tool_permissions": '{"x": 1}'}, "tool_permissions"),
+        ({"tool_permissions": '["search", ""]'}, "tool_permissions"),
+        (
+            {"tool_permissions": str([f"t{i}" for i in range(51)]).replace("'", '"')},
+            "tool_permissions",
+        ),
+        ({"role_prompt": "x" * (settings.PANTHEON_MAX_ROLE_PROMPT_CHARS + 1)}, "role_prompt"),
+    ],
+)
+def test_what_the_api_refuses_the_admin_refuses(boss, owner, make_agent, changes, field):
+    ada = make_agent(owner, "ada")
+
+    response = boss.post(url(Agent, "change", ada.pk), form(ada, **changes))
+
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
+    ada.refresh_from_db()
+    assert ada.model_alias == "deepseek" and ada.tool_permissions == []
+
+
+def test_an_agent_keeps_its_alias_once_that_is_disabled(boss, owner, make_agent):
+    ada = make_agent(owner, "ada", model_alias="qwen")
+    ModelAlias.objects.filter(alias="qwen").update(enabled=False)
+
+    page = boss.get(url(Agent, "change", ada.pk)).content.decode()
+    saved = boss.post(url(Agent, "change", ada.pk), form(ada, name="Ada Lovelace"))
+
+    assert "qwen (disabled)" in page
+    assert saved.status_code == 302
+    ada.refresh_from_db()
+    assert ada.name == "Ada Lovelace" and ada.model_alias == "qwen"
+
+
+def test_the_add_page_shows_no_id_the_agent_would_not_get(boss, owner):
+    page = boss.get(url(Agent, "add")).content.decode()
+    added = boss.post(
+        url(Agent, "add"),
+        {
+            "owner": owner.pk,
+            "agent_key": "kay",
+            "name": "Kay",
+            "model_alias": "deepseek",
+            "role_prompt": "",
+            "tool_permissions": '["search"]',
+        },
+    )
+
+    assert "Id:" not in page
+    assert added.status_code == 302
+    assert Agent.objects.get(agent_key="kay").tool_permissions == ["search"]
