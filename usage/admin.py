@@ -222,6 +222,18 @@ class PricingVersionAdmin(KeptWhileInUse, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(prices_count=Count("prices"))
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        version = self.get_object(request, unquote(object_id))
+        if request.method == "GET" and version is not None and self.kept_because(request, version):
+            # The page is read-only: say why, and what to do instead.
+            self.message_user(
+                request,
+                "Ledger rows are stamped with this price list, so it and its prices are "
+                "read-only. To change prices, select it in the list and copy it as a new one.",
+                messages.INFO,
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.action(description="Copy as a new price list (in effect in a day)", permissions=["add"])
     def copy_as_new_list(self, request, queryset):
         """A list the ledger is stamped with is read-only: prices change through a copy, which
