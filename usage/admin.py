@@ -40,7 +40,11 @@ from usage.models import (
 )
 from usage.rollups import day_start
 from usage.selectors import UNMETERED_STATUSES, UNPRICED_CALLS, month_of, priced_or_none
-from usage.services import billing_profile_set_cap, billing_profile_set_suspended
+from usage.services import (
+    billing_profile_set_cap,
+    billing_profile_set_suspended,
+    model_prices_copy,
+)
 
 # --- configuration (Owners change it) -----------------------------------------------------------
 
@@ -241,23 +245,13 @@ class PricingVersionAdmin(KeptWhileInUse, admin.ModelAdmin):
         starts = timezone.now() + timedelta(days=1)
         copied = []
         with transaction.atomic():
-            for version in queryset.order_by("effective_from").prefetch_related("prices"):
+            for version in queryset.order_by("effective_from"):
                 copy = PricingVersion.objects.create(
                     name=_copy_name(version.name),
                     default_multiplier=version.default_multiplier,
                     effective_from=starts,
                 )
-                ModelPrice.objects.bulk_create(
-                    ModelPrice(
-                        pricing_version=copy,
-                        model_alias_id=price.model_alias_id,
-                        credit_multiplier=price.credit_multiplier,
-                        input_usd_per_mtok=price.input_usd_per_mtok,
-                        cached_input_usd_per_mtok=price.cached_input_usd_per_mtok,
-                        output_usd_per_mtok=price.output_usd_per_mtok,
-                    )
-                    for price in version.prices.all()
-                )
+                model_prices_copy(source=version, into=copy)
                 self.log_addition(request, copy, f"Copied from {version.name}.")
                 copied.append(copy.name)
         self.message_user(

@@ -211,6 +211,12 @@ def model_price_set(
     if model_alias is None:
         raise ValidationError({"alias": f"Unknown model alias {alias!r}."})
     version, version_created = _price_list_for(version_name)
+    if not version_created and LlmCallEvent.objects.filter(pricing_version=version).exists():
+        # As in the console: an edit would rewrite the history its ledger rows rest on.
+        raise ValidationError(
+            f"Ledger rows are stamped with {version.name!r}, so its prices stay as they are: "
+            "give --version NEW to start a new price list from the active one."
+        )
     price = ModelPrice.objects.filter(pricing_version=version, model_alias=model_alias).first()
     if price is None:
         if input_usd_per_mtok is None or output_usd_per_mtok is None:
@@ -248,18 +254,23 @@ def _price_list_for(name: str | None) -> tuple[PricingVersion, bool]:
     version.full_clean()
     version.save()
     if active is not None:
-        ModelPrice.objects.bulk_create(
-            ModelPrice(
-                pricing_version=version,
-                model_alias_id=price.model_alias_id,
-                credit_multiplier=price.credit_multiplier,
-                input_usd_per_mtok=price.input_usd_per_mtok,
-                cached_input_usd_per_mtok=price.cached_input_usd_per_mtok,
-                output_usd_per_mtok=price.output_usd_per_mtok,
-            )
-            for price in active.prices.all()
-        )
+        model_prices_copy(source=active, into=version)
     return version, True
+
+
+def model_prices_copy(*, source: PricingVersion, into: PricingVersion) -> None:
+    """Every price of `source` (figures and multipliers) into the new list `into`."""
+    ModelPrice.objects.bulk_create(
+        ModelPrice(
+            pricing_version=into,
+            model_alias_id=price.model_alias_id,
+            credit_multiplier=price.credit_multiplier,
+            input_usd_per_mtok=price.input_usd_per_mtok,
+            cached_input_usd_per_mtok=price.cached_input_usd_per_mtok,
+            output_usd_per_mtok=price.output_usd_per_mtok,
+        )
+        for price in source.prices.all()
+    )
 
 
 def usage_month_add(*, user_id, at: datetime, credits: Decimal, calls: int = 1) -> Decimal:

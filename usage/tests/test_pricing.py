@@ -188,6 +188,22 @@ def test_the_command_changes_a_price_in_the_active_list(owner):
     assert metered(owner, "llama", result()).credits == Decimal("0.1155200000")  # x2
 
 
+def test_a_list_the_ledger_is_stamped_with_keeps_its_prices(owner):
+    """As in the console: changing its prices would rewrite the history its rows rest on."""
+    metered(owner, "llama", result())  # a ledger row stamped with the active list
+    before = ModelPrice.objects.get(pricing_version__name=SEEDED, model_alias__alias="llama")
+
+    with pytest.raises(CommandError, match="give --version NEW"):
+        run("llama", "--input", "0.5")
+    out = run("llama", "--input", "0.5", "--version", "2026-12 list")
+
+    after = ModelPrice.objects.get(pricing_version__name=SEEDED, model_alias__alias="llama")
+    assert after.input_usd_per_mtok == before.input_usd_per_mtok
+    moved = ModelPrice.objects.get(pricing_version__name="2026-12 list", model_alias__alias="llama")
+    assert moved.input_usd_per_mtok == Decimal("0.5")
+    assert "2026-12 list" in out
+
+
 def test_figures_left_out_keep_their_value_and_none_clears(owner):
     run("deepseek", "--cached-input", "none", "--credit-multiplier", "3")
     run("deepseek", "--credit-multiplier", "none")
