@@ -525,26 +525,6 @@ def test_a_rooms_page_still_saves_and_keeps_its_deletion_time(staff, chat):
     assert room.name == "Renamed" and room.deleted_at == deleted
 
 
-def test_the_agent_add_page_still_adds_an_agent(staff, owner):
-    client = client_for(staff)
-    assert client.get(url(Agent, "add")).status_code == 200
-
-    response = client.post(
-        url(Agent, "add"),
-        {
-            "owner": owner.pk,
-            "agent_key": "kay",
-            "name": "Kay",
-            "model_alias": "deepseek",
-            "role_prompt": "",
-            "tool_permissions": "[]",
-        },
-    )
-
-    assert response.status_code == 302, response.content.decode()[:2000]
-    assert owner.agents.filter(agent_key="kay").exists()
-
-
 def test_rooms_and_sessions_filter_deleted_or_not(staff, chat, owner, make_room):
     gone = make_room(owner, name="Gone")
     _stamp(Room, gone.pk, deleted_at=timezone.now())
