@@ -221,15 +221,17 @@ class InputFilter(admin.SimpleListFilter):
     def has_output(self) -> bool:
         return True
 
-    def typed(self) -> str:
-        """The value typed in the box, trimmed."""
-        return (self.value() or "").strip()
-
     def queryset(self, request, queryset: QuerySet) -> QuerySet:
-        value = self.typed()
+        value = (self.value() or "").strip()
+        if not value:
+            return queryset
         if "\x00" in value:  # no text column holds a NUL; PostgreSQL refuses the query (a 500)
             return queryset.none()
-        return queryset.filter(**{self.lookup: value}) if value else queryset
+        return self.filtered(queryset, value)
+
+    def filtered(self, queryset: QuerySet, value: str) -> QuerySet:
+        """The rows matching `value`, typed in the box (trimmed, not empty)."""
+        return queryset.filter(**{self.lookup: value})
 
     def choices(self, changelist):
         # One "choice" carrying what the template needs: the other parameters (filters, search,
@@ -256,12 +258,7 @@ class UsernameFilter(InputFilter):
     parameter_name = "username"
     user_path: str  # the path from the listed model to its user, e.g. `session__started_by`
 
-    def queryset(self, request, queryset: QuerySet) -> QuerySet:
-        value = self.typed()
-        if not value:
-            return queryset
-        if "\x00" in value:  # no username holds a NUL; PostgreSQL refuses the query (a 500)
-            return queryset.none()
+    def filtered(self, queryset: QuerySet, value: str) -> QuerySet:
         users = get_user_model().objects.filter(username__iexact=value)
         return queryset.filter(
             **{f"{self.user_path}__in": list(users.values_list("pk", flat=True))}

@@ -5,6 +5,7 @@ import math
 from django.http.request import MediaType
 from rest_framework.exceptions import NotAcceptable, NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.settings import api_settings
 
 UNKNOWN_FORMAT = "Unknown format: use one that the schema lists, or none."
@@ -82,3 +83,11 @@ class StrictContentNegotiation(DefaultContentNegotiation):
         if not speaking:
             raise NotFound(UNKNOWN_FORMAT)
         return speaking
+
+
+def answer_in_json(request) -> None:
+    """Have DRF render this request's answer as JSON, whatever was negotiated: the errors of a
+    view whose answers are another type (an event stream, the YAML schema) stay JSON, as every
+    answer under /api/ is. Call it from `finalize_response`, before DRF's."""
+    request.accepted_renderer = JSONRenderer()
+    request.accepted_media_type = JSONRenderer.media_type

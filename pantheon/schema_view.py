@@ -2,8 +2,9 @@
 schema class and so is imported while drf_spectacular's views are being defined."""
 
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+
+from pantheon.negotiation import answer_in_json
 
 
 class SchemaView(SpectacularAPIView):
@@ -12,6 +13,5 @@ class SchemaView(SpectacularAPIView):
 
     def finalize_response(self, request, response, *args, **kwargs):
         if isinstance(response, Response) and response.status_code >= 400:
-            request.accepted_renderer = JSONRenderer()
-            request.accepted_media_type = JSONRenderer.media_type
+            answer_in_json(request)
         return super().finalize_response(request, response, *args, **kwargs)

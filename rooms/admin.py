@@ -1,7 +1,6 @@
 from django import forms
-from django.conf import settings
 from django.contrib import admin
-from django.core.validators import MaxLengthValidator
+from rest_framework import serializers
 
 from pantheon.console import (
     DeletedFilter,
@@ -11,6 +10,7 @@ from pantheon.console import (
     username_filter,
 )
 from rooms.models import Agent, Room, RoomAgent
+from rooms.serializers import AgentSerializer
 from rooms.services import room_delete
 from usage.selectors import model_aliases_enabled
 
@@ -30,14 +30,11 @@ class OwnerSetOnce:
         return fields if obj is None else [*fields, "owner"]
 
 
-MAX_TOOL_PERMISSIONS, MAX_TOOL_PERMISSION_CHARS = 50, 64  # as the API's AgentSerializer
-
-
 class AgentForm(forms.ModelForm):
     """An agent as the API takes one: an enabled model alias (the one it has is kept even when
-    disabled since), a bounded role prompt, tool permissions as a list of short strings, and
-    its key once per owner, also once the owner is read-only (Django checks the pair only when
-    both are in the form: the duplicate reached the database, a 500)."""
+    disabled since), and the role prompt and tool permissions checked by the API's own fields
+    (AgentSerializer); its key once per owner, also once the owner is read-only (Django checks
+    the pair only when both are in the form: the duplicate reached the database, a 500)."""
 
     class Meta:
         model = Agent
@@ -53,31 +50,27 @@ class AgentForm(forms.ModelForm):
         self.fields["model_alias"] = forms.ChoiceField(
             choices=[("", "---------"), *choices], label="Model alias"
         )
-        limit = settings.PANTHEON_MAX_ROLE_PROMPT_CHARS
+        self.api_fields = AgentSerializer().fields
         if "role_prompt" in self.fields:
-            self.fields["role_prompt"].validators.append(MaxLengthValidator(limit))
-            self.fields["role_prompt"].widget.attrs["maxlength"] = limit
+            self.fields["role_prompt"].widget.attrs["maxlength"] = self.api_fields[
+                "role_prompt"
+            ].max_length
+
+    def _as_the_api(self, name: str):
+        value = self.cleaned_data[name]
+        if name == "tool_permissions" and value in (None, ""):
+            return []
+        try:
+            return self.api_fields[name].run_validation(value)
+        except serializers.ValidationError as exc:
+            messages = [str(message) for message in _messages(exc.detail)]
+            raise forms.ValidationError(messages) from exc
+
+    def clean_role_prompt(self):
+        return self._as_the_api("role_prompt")
 
     def clean_tool_permissions(self):
-        permissions = self.cleaned_data["tool_permissions"]
-        if permissions in (None, ""):
-            return []
-        if not isinstance(permissions, list) or not all(
-            isinstance(item, str) and 0 < len(item.strip()) <= MAX_TOOL_PERMISSION_CHARS
-            for item in permissions
-        ):
-            raise forms.ValidationError(
-                'A list of names, each 1 to %(chars)d characters, like ["search"].',
-                code="invalid",
-                params={"chars": MAX_TOOL_PERMISSION_CHARS},
-            )
-        if len(permissions) > MAX_TOOL_PERMISSIONS:
-            raise forms.ValidationError(
-                "At most %(count)d tool permissions.",
-                code="max_length",
-                params={"count": MAX_TOOL_PERMISSIONS},
-            )
-        return permissions
+        return self._as_the_api("tool_permissions")
 
     def clean(self):
         cleaned = super().clean()
@@ -94,6 +87,15 @@ class AgentForm(forms.ModelForm):
                     ),
                 )
         return cleaned
+
+
+def _messages(detail) -> list:
+    """DRF's error detail (a list, or a dict by list index for a list field's items) flat."""
+    if isinstance(detail, dict):
+        return [message for item in detail.values() for message in _messages(item)]
+    if isinstance(detail, list):
+        return [message for item in detail for message in _messages(item)]
+    return [detail]
 
 
 @admin.register(Agent)

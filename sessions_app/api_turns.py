@@ -37,6 +37,7 @@ from rest_framework.views import APIView
 from pantheon import logging_context
 from pantheon.db import database
 from pantheon.exceptions import REFUSALS
+from pantheon.negotiation import answer_in_json
 from pantheon.schema import refusals
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
@@ -172,8 +173,7 @@ class _AsyncTurnView:
         if isinstance(response, Response) and (
             negotiated is None or isinstance(negotiated, EventStreamRenderer)
         ):
-            request.accepted_renderer = JSONRenderer()
-            request.accepted_media_type = JSONRenderer.media_type
+            answer_in_json(request)
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 

@@ -192,23 +192,20 @@ class ModelPriceInline(admin.TabularInline):
     # they are (no change, no delete, no new price).
 
     def has_delete_permission(self, request, obj=None):
-        return not _frozen_list(request, obj) and super().has_delete_permission(request, obj)
+        return not self._frozen(request, obj) and super().has_delete_permission(request, obj)
 
     def has_change_permission(self, request, obj=None):
-        return not _frozen_list(request, obj) and super().has_change_permission(request, obj)
+        return not self._frozen(request, obj) and super().has_change_permission(request, obj)
 
     def has_add_permission(self, request, obj=None):
-        return not _frozen_list(request, obj) and super().has_add_permission(request, obj)
+        return not self._frozen(request, obj) and super().has_add_permission(request, obj)
 
-
-def _frozen_list(request, version) -> bool:
-    """Whether ledger rows are stamped with this price list, asked once per request."""
-    if version is None:
-        return False
-    asked = request.__dict__.setdefault("_frozen_lists", {})
-    if version.pk not in asked:
-        asked[version.pk] = ledger_uses_version(version.pk)
-    return asked[version.pk]
+    def _frozen(self, request, version) -> bool:
+        # The page's own answer (PricingVersionAdmin.kept_because), asked once per request.
+        if version is None:
+            return False
+        pricing = self.admin_site.get_model_admin(PricingVersion)
+        return pricing.kept_because(request, version) is not None
 
 
 @admin.register(PricingVersion)

@@ -5,7 +5,7 @@ Staff only (the admin site wraps these views), and only for who may read the led
 """
 
 import csv
-from datetime import date, timedelta
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django import forms
@@ -20,13 +20,15 @@ from usage.charts import daily_bar_chart
 from usage.dashboard import DEFAULT_DAYS, FIGURES, billing_report
 from usage.models import ModelAlias
 from usage.rollups import day_start, today
+from usage.serializers import EARLIEST_MOMENT, LATEST_MOMENT
 
 TABLE_ROWS = 100  # the busiest pairs on the page; the export has them all
 MAX_DAYS = 366
 
 
-# As `GET usage` takes them: days at the calendar's edges overflowed the window's arithmetic.
-FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
+# The days `GET usage` takes: days at the calendar's edges overflowed the window's arithmetic.
+FIRST_DAY = EARLIEST_MOMENT.date()
+LAST_DAY = LATEST_MOMENT.date() - timedelta(days=1)
 
 
 def _day_field() -> forms.DateField:

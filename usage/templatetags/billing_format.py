@@ -19,26 +19,30 @@ def count(value) -> str:
 
 @register.filter
 def credits(value) -> str:
-    """Two decimals; more below 0.01 (up to the ledger's 6), so a cheap call never reads 0.00."""
+    """Two decimals; four below 0.01 (up to the ledger's 6 as needed), so a cheap call never
+    reads 0.00."""
     amount = _decimal(value)
-    return f"{_not_zero(amount, 2 if abs(amount) >= Decimal('0.01') else 4):,}"
+    places = 2 if amount == 0 or abs(amount) >= Decimal("0.01") else 4
+    return f"{_rounded(amount, places):,}"
 
 
 @register.filter
 def usd(value) -> str:
-    """$1,234.57 above $100, $0.0052 below: a call costs fractions of a cent."""
+    """$1,234.57 above $100, $0.0052 below (up to 6 places as needed): a call costs fractions
+    of a cent."""
     amount = _decimal(value)
-    return f"${_not_zero(amount, 2 if abs(amount) >= 100 else 4):,}"
+    places = 2 if abs(amount) >= 100 or amount == 0 else 4
+    return f"${_rounded(amount, places):,}"
 
 
-def _not_zero(amount: Decimal, places: int) -> Decimal:
-    """`amount` rounded to `places`, or to as many more (up to 6, the ledger's) as it takes not
-    to read 0 when it is not: a $0.000046 call read $0.0000 above a row saying 0.000046."""
-    while True:
-        rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-        if rounded != 0 or amount == 0 or places >= 6:
-            return rounded if amount else amount.quantize(Decimal("0.01"))
+def _rounded(amount: Decimal, places: int) -> Decimal:
+    """`amount` to `places`, or to as many more (up to 6, the ledger's) as it takes not to read
+    0 when it is not: a $0.000046 call read $0.0000 above a row saying 0.000046."""
+    rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    while rounded == 0 and amount != 0 and places < 6:
         places += 2
+        rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return rounded
 
 
 @register.filter

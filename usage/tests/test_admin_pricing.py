@@ -319,3 +319,19 @@ def test_copying_a_list_makes_an_editable_one_in_effect_in_a_day(boss, owner):
     assert 'name="prices-0-input_usd_per_mtok"' in page
     bulk_delete(boss, PricingVersion, [used], action="copy_as_new_list")
     assert PricingVersion.objects.filter(name=f"{used.name} (copy 2)").exists()
+
+
+def test_a_price_lists_page_asks_once_whether_the_ledger_uses_it(boss, owner):
+    """The page and its inline prices each asked (two caches for one question)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    version = active_pricing_version()
+    call(owner, "deepseek", version)
+
+    with CaptureQueriesContext(connection) as queries:
+        page = boss.get(url(PricingVersion, "change", version.pk))
+
+    asked = [q["sql"] for q in queries if 'FROM "usage_llmcallevent"' in q["sql"]]
+    assert page.status_code == 200
+    assert len(asked) == 1, asked
