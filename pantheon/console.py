@@ -14,6 +14,8 @@ from uuid import UUID
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Model, Q, QuerySet
@@ -157,8 +159,23 @@ class ShownMoments:
         return [*excluded, *self._moments(request, obj)] or None
 
 
+class DrillDownChangeList(ChangeList):
+    """Django's list, with a date drill-down at the calendar's end (`?created_at__year=9999`,
+    whose next year Django cannot compute) refused as any other bad filter is: the list again
+    with Django's "invalid lookup" note, not a 500."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
 class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):
     """Read-only for everyone, superusers included."""
+
+    def get_changelist(self, request, **kwargs):
+        return DrillDownChangeList
 
 
 class RecordTabularInline(ReadOnlyRecords, admin.TabularInline):

@@ -13,7 +13,7 @@ from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
 from rooms.models import Agent, Room
 from sessions_app.models import Message, Session, SessionSummary, Turn, TurnContextAudit
-from usage.models import BillingProfile, LlmCallEvent, ModelAlias, ModelPrice
+from usage.models import BillingProfile, DailyUsageRollup, LlmCallEvent, ModelAlias, ModelPrice
 from usage.services import usage_month_add
 
 pytestmark = pytest.mark.django_db
@@ -554,3 +554,31 @@ def test_a_nul_typed_in_a_box_finds_nothing_instead_of_a_500(staff, chat, model,
 
     assert response.status_code == 200
     assert list(response.context["cl"].result_list) == []
+
+
+@pytest.mark.parametrize("model, field", [(LlmCallEvent, "created_at"), (DailyUsageRollup, "day")])
+@pytest.mark.parametrize("parts", [["9999"], ["9999", "12"], ["9999", "12", "31"]])
+def test_a_date_drill_down_at_the_calendars_end_is_an_invalid_filter_not_a_500(
+    staff, chat, model, field, parts
+):
+    query = {
+        f"{field}__{part}": value
+        for part, value in zip(["year", "month", "day"], parts, strict=False)
+    }
+
+    response = client_for(staff).get(url(model, "changelist"), query)
+
+    # Django's answer to any filter it cannot apply: back to the list, flagged invalid.
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+
+
+def test_a_date_drill_down_within_the_calendar_still_narrows_the_ledger(staff, chat):
+    event = LlmCallEvent.objects.get()
+    year = event.created_at.year
+
+    within = client_for(staff).get(url(LlmCallEvent, "changelist"), {"created_at__year": year})
+    before = client_for(staff).get(url(LlmCallEvent, "changelist"), {"created_at__year": year - 1})
+
+    assert list(within.context["cl"].result_list) == [event]
+    assert list(before.context["cl"].result_list) == []
