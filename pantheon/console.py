@@ -13,16 +13,19 @@ from functools import cache
 from uuid import UUID
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Model, Q, QuerySet
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy
 
 
 def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
@@ -184,13 +187,75 @@ class RecordTabularInline(ReadOnlyRecords, admin.TabularInline):
     show_change_link = True
 
 
+def deleted(obj: Model | None) -> bool:
+    """Whether `obj` is a soft-deleted row (one with `deleted_at` set)."""
+    return obj is not None and obj.deleted_at is not None
+
+
+def cannot_delete_page(model_admin, request, obj: Model, why: str) -> TemplateResponse:
+    """The 403 a typed-in delete URL gets for a row that stays, saying why (after "is kept:"),
+    in the console's frame with a link back to the row."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": f"Cannot delete {obj}",
+        "opts": model_admin.opts,
+        "object": obj,
+        "why": why,
+    }
+    return TemplateResponse(request, "admin/cannot_delete.html", context, status=403)
+
+
 class SoftDeleteAdmin(admin.ModelAdmin):
     """Deleting in the admin (one row or the bulk action) calls the same soft-delete service as
-    the API: the row stays, with `deleted_at` set, and its history with it."""
+    the API: the row stays, with `deleted_at` set, and its history with it. The confirmation
+    pages say so (Django's say that the row and its related items will be deleted). A deleted
+    row stays as it was when deleted: read-only, and never deleted again (its first
+    `deleted_at` is the one kept)."""
+
+    delete_confirmation_template = "admin/soft_delete_confirmation.html"
+    delete_selected_confirmation_template = "admin/soft_delete_selected_confirmation.html"
+    actions = ["delete_selected"]
+    # What deleting does to a row, after "It" (one row) or "Each" (the bulk action).
+    soft_delete_effect: str
 
     def soft_delete(self, obj: Model) -> None:
         """Call the app's soft-delete service on `obj`."""
         raise NotImplementedError
+
+    def has_change_permission(self, request, obj=None):
+        return not deleted(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not deleted(obj) and super().has_delete_permission(request, obj)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if deleted(obj):
+            self.message_user(
+                request,
+                f"Deleted on {moment(obj.deleted_at)} UTC: it stays, read-only, for its history.",
+                messages.INFO,
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        # Only a typed URL leads to a deleted row's delete page (its page offers none).
+        obj = self.get_object(request, unquote(object_id))
+        if deleted(obj) and super().has_delete_permission(request, obj):
+            why = f"it was deleted on {moment(obj.deleted_at)} UTC already."
+            return cannot_delete_page(self, request, obj, why)
+        context = {**(extra_context or {}), "soft_delete_effect": self.soft_delete_effect}
+        return super().delete_view(request, object_id, context)
+
+    @admin.action(
+        permissions=["delete"], description=gettext_lazy("Delete selected %(verbose_name_plural)s")
+    )
+    def delete_selected(self, request, queryset):
+        """Django's bulk delete, of the selected rows not deleted yet: the others are neither
+        counted, nor logged as deleted again."""
+        response = django_delete_selected(self, request, queryset.filter(deleted_at__isnull=True))
+        if response is not None:  # the confirmation page
+            response.context_data["soft_delete_effect"] = self.soft_delete_effect
+        return response
 
     def delete_model(self, request, obj):
         if obj.deleted_at is None:

@@ -6,6 +6,7 @@ from pantheon.console import (
     DeletedFilter,
     ShownMoments,
     SoftDeleteAdmin,
+    deleted,
     moment_column,
     username_filter,
 )
@@ -126,6 +127,14 @@ class SeatForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         room, agent = cleaned.get("room"), cleaned.get("agent")
+        if deleted(room) and "room" in self.changed_data:
+            self.add_error(
+                "room",
+                forms.ValidationError(
+                    "This room was deleted: its seats stay as they were.", code="deleted_room"
+                ),
+            )
+            return cleaned
         if room is None or agent is None or room.owner_id is None:
             return cleaned
         if agent.owner_id != room.owner_id:
@@ -156,6 +165,16 @@ class RoomAgentInline(admin.TabularInline):
     autocomplete_fields = ["agent"]
     ordering = ["position"]
     room_owner_id = None
+
+    # A deleted room's seats stay as they were when it was deleted, as the room does.
+    def has_add_permission(self, request, obj=None):
+        return not deleted(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return not deleted(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not deleted(obj) and super().has_delete_permission(request, obj)
 
     def get_formset(self, request, obj=None, **kwargs):
         # An inline instance serves one request: remember whose agents the room may seat.
@@ -188,6 +207,11 @@ class RoomAdmin(ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
     readonly_fields = ["id", "created_at", "updated_at", "deleted_at"]
     raw_id_fields = ["owner"]
     inlines = [RoomAgentInline]
+    soft_delete_effect = (
+        "goes from the API at once (it and its sessions answer 404 and take no more turns) "
+        "and stays here, marked deleted and read-only, with its seats, sessions, turns and "
+        "ledger rows."
+    )
 
     def soft_delete(self, obj: Room) -> None:
         room_delete(room=obj)
@@ -200,3 +224,10 @@ class RoomAgentAdmin(admin.ModelAdmin):
     list_select_related = ["room", "agent"]
     search_fields = ["room__name", "agent__agent_key"]
     raw_id_fields = ["room", "agent"]
+
+    # A deleted room's seats stay as they were when it was deleted, as the room does.
+    def has_change_permission(self, request, obj=None):
+        return not (obj and deleted(obj.room)) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not (obj and deleted(obj.room)) and super().has_delete_permission(request, obj)

@@ -53,6 +53,11 @@ class SessionAdmin(ShownMoments, SoftDeleteAdmin):
         # Users open sessions through the API (POST sessions); no operator workflow adds one.
         return False
 
+    soft_delete_effect = (
+        "goes from the API at once (it answers 404 and takes no more turns) and stays here, "
+        "marked deleted and read-only, with its turns and ledger rows."
+    )
+
     def soft_delete(self, obj: Session) -> None:
         session_delete(session=obj)
 

@@ -22,6 +22,7 @@ from pantheon.console import (
     RecordAdmin,
     badge,
     by_id_or_text,
+    cannot_delete_page,
     figure_column,
     moment,
     moment_column,
@@ -77,6 +78,7 @@ class KeptWhileInUse:
 
     # Also read-only while kept (prices: an edit would change history as much as a delete).
     frozen_while_kept = False
+    delete_selected_confirmation_template = "admin/kept_selected_confirmation.html"
 
     def has_delete_permission(self, request, obj=None):
         if obj is not None and self.kept_because(request, obj) is not None:
@@ -95,14 +97,7 @@ class KeptWhileInUse:
         why = None if obj is None else self.kept_because(request, obj)
         if why is None or not super().has_delete_permission(request, obj):
             return super().delete_view(request, object_id, extra_context)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Cannot delete {obj}",
-            "opts": self.opts,
-            "object": obj,
-            "why": why,
-        }
-        return TemplateResponse(request, "admin/kept_while_in_use.html", context, status=403)
+        return cannot_delete_page(self, request, obj, why)
 
     def get_deleted_objects(self, objs, request):
         kept, deletable = [], []

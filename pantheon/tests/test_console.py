@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
-from rooms.models import Agent, Room
+from rooms.models import Agent, Room, RoomAgent
 from sessions_app.models import Message, Session, SessionSummary, Turn, TurnContextAudit
 from usage.models import BillingProfile, DailyUsageRollup, LlmCallEvent, ModelAlias, ModelPrice
 from usage.services import usage_month_add
@@ -291,15 +291,62 @@ def test_the_bulk_delete_action_soft_deletes_rooms(staff, chat, owner, make_room
     assert Session.objects.filter(pk=chat["session"].pk).exists()
 
 
-def test_deleting_an_already_deleted_room_keeps_its_first_deletion_time(staff, chat):
+def test_deleting_an_already_deleted_room_is_refused_with_its_first_deletion_time(staff, chat):
     room = chat["room"]
-    earlier = timezone.now() - timezone.timedelta(days=3)
+    earlier = datetime(2026, 11, 30, 9, 15, 0, tzinfo=UTC)
     Room.objects.filter(pk=room.pk).update(deleted_at=earlier)
+    client = client_for(staff)
 
-    client_for(staff).post(url(Room, "delete", room.pk), {"post": "yes"})
+    page = client.get(url(Room, "change", room.pk)).content.decode()
+    typed = client.get(url(Room, "delete", room.pk))
+    posted = client.post(url(Room, "delete", room.pk), {"post": "yes"})
 
+    assert url(Room, "delete", room.pk) not in page  # no delete link
+    assert typed.status_code == posted.status_code == 403
+    assert "it was deleted on 2026-11-30 09:15:00 UTC already." in typed.content.decode()
     room.refresh_from_db()
     assert room.deleted_at == earlier
+    assert not LogEntry.objects.filter(object_id=str(room.pk)).exists()
+
+
+def test_the_delete_pages_say_the_row_stays(staff, chat, owner, make_room):
+    """Django's pages said the room "and all of the following related items will be deleted"."""
+    client = client_for(staff)
+    room = chat["room"]
+
+    one = client.get(url(Room, "delete", room.pk)).content.decode()
+    bulk = client.post(
+        url(Room, "changelist"),
+        {"action": "delete_selected", "_selected_action": [room.pk]},
+    ).content.decode()
+    session = client.get(url(Session, "delete", chat["session"].pk)).content.decode()
+
+    assert "will be deleted" not in one + bulk + session
+    assert "Delete the room “Research”? It goes from the API at once" in one
+    assert "stays here, marked deleted and read-only, with its seats, sessions" in one
+    assert "Delete the selected room? Each goes from the API at once" in bulk
+    assert "It goes from the API at once (it answers 404 and takes no more turns)" in session
+
+
+def test_the_bulk_delete_leaves_rows_deleted_already_as_they_were(staff, chat, owner, make_room):
+    room, other = chat["room"], make_room(owner, name="Other")
+    earlier = datetime(2026, 11, 30, 9, 15, 0, tzinfo=UTC)
+    Room.objects.filter(pk=room.pk).update(deleted_at=earlier)
+    client = client_for(staff)
+    both = {"action": "delete_selected", "_selected_action": [room.pk, other.pk]}
+
+    alone = client.post(url(Room, "changelist"), {**both, "_selected_action": [room.pk]})
+    confirm = client.post(url(Room, "changelist"), both)
+    response = client.post(url(Room, "changelist"), {**both, "post": "yes"}, follow=True)
+
+    assert "were deleted already: there is nothing to delete" in alone.content.decode()
+    assert "<li>Other</li>" in confirm.content.decode()
+    assert "<li>Research</li>" not in confirm.content.decode()
+    assert "Successfully deleted 1 room." in response.content.decode()
+    room.refresh_from_db()
+    other.refresh_from_db()
+    assert room.deleted_at == earlier and other.deleted_at is not None
+    assert [entry.object_repr for entry in LogEntry.objects.all()] == ["Other"]
 
 
 # --- roles --------------------------------------------------------------------------------------
@@ -503,26 +550,47 @@ def test_agents_rooms_and_sessions_show_their_times_as_the_records_do(staff, cha
     assert "2026-12-04 08:00:05 UTC" in client.get(url(Room, "change", room.pk)).content.decode()
 
 
-def test_a_rooms_page_still_saves_and_keeps_its_deletion_time(staff, chat):
+def test_a_deleted_room_and_its_seats_are_read_only(staff, chat):
     room = chat["room"]
     deleted = datetime(2026, 12, 4, 8, 0, 5, tzinfo=UTC)
     _stamp(Room, room.pk, deleted_at=deleted)
+    seat = RoomAgent.objects.get(room=room)
     client = client_for(staff)
 
+    page = client.get(url(Room, "change", room.pk))
     response = client.post(
         url(Room, "change", room.pk),
         {
             "name": "Renamed",
             "current_mode": room.current_mode,
-            "deleted_at": "",
             "seats-TOTAL_FORMS": "0",
             "seats-INITIAL_FORMS": "0",
         },
     )
+    seat_page = client.get(url(RoomAgent, "change", seat.pk))
 
-    assert response.status_code == 302, response.content.decode()[:2000]
+    html = page.content.decode()
+    assert page.status_code == 200 and "View room" in html and 'name="name"' not in html
+    assert "Deleted on 2026-12-04 08:00:05 UTC: it stays, read-only, for its history." in html
+    assert 'name="seats-0-agent"' not in html  # the seats inline is read-only too
+    assert response.status_code == 403
     room.refresh_from_db()
-    assert room.name == "Renamed" and room.deleted_at == deleted
+    assert room.name == "Research" and room.deleted_at == deleted
+    assert seat_page.status_code == 200 and 'name="agent"' not in seat_page.content.decode()
+
+
+def test_a_seat_cannot_be_added_to_a_deleted_room(staff, chat, owner, make_agent):
+    room = chat["room"]
+    _stamp(Room, room.pk, deleted_at=timezone.now())
+    agent = make_agent(owner, "bob")
+
+    response = client_for(staff).post(
+        url(RoomAgent, "add"), {"room": room.pk, "agent": agent.pk, "position": 2}
+    )
+
+    assert response.status_code == 200
+    assert "This room was deleted: its seats stay as they were." in response.content.decode()
+    assert not RoomAgent.objects.filter(agent=agent).exists()
 
 
 def test_rooms_and_sessions_filter_deleted_or_not(staff, chat, owner, make_room):
