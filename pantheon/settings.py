@@ -151,6 +151,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# The console writes moments one way throughout (pantheon/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["pantheon.formats"]
 
 STATIC_URL = "static/"
 # `manage.py collectstatic` fills it (gunicorn.conf.py runs it at start); WhiteNoise serves it

@@ -650,3 +650,15 @@ def test_a_date_drill_down_within_the_calendar_still_narrows_the_ledger(staff, c
 
     assert list(within.context["cl"].result_list) == [event]
     assert list(before.context["cl"].result_list) == []
+
+
+def test_a_history_page_writes_its_moments_as_the_console_does(staff, chat):
+    agent = Agent.objects.get(agent_key="ada")
+    changed = datetime(2026, 12, 3, 14, 5, 9, tzinfo=UTC)
+    LogEntry.objects.log_actions(staff.pk, [agent], CHANGE, change_message="Renamed.")
+    LogEntry.objects.update(action_time=changed)
+
+    page = client_for(staff).get(url(Agent, "history", agent.pk)).content.decode()
+
+    # Django's own format read "Dec. 3, 2026, 2:05 p.m.".
+    assert "2026-12-03 14:05:09 UTC" in page and "p.m." not in page

@@ -285,6 +285,8 @@ def test_a_price_list_the_ledger_is_stamped_with_and_its_prices_are_read_only(bo
     assert version.name != "rewritten"
     assert 'name="prices-0-input_usd_per_mtok"' not in page  # the inline is read-only too
     assert "so it and its prices are read-only" in page  # and the page says why
+    # Its start reads as every moment in the console does (it read "Nov. 1, 2026, midnight").
+    assert f"{version.effective_from:%Y-%m-%d %H:%M:%S} UTC" in page
     assert (
         boss.post(url(ModelAlias, "delete", price.model_alias_id), {"post": "yes"}).status_code
         == 403
