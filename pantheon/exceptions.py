@@ -141,6 +141,15 @@ class Gone(PantheonError):
         return {"detail": self.message}
 
 
+class NoSummaryYet(PantheonError):
+    """A session of the caller's that has no summary yet: a 404 with a code, so a client tells
+    it from an unknown session's ("Not found.") without reading the message."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "no_summary_yet"
+    default_message = "This session has no summary yet."
+
+
 class OverCapacity(PantheonError):
     """A worker already serving GUNICORN_WORKER_CONNECTIONS requests (`pantheon.capacity`)."""
 

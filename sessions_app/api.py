@@ -1,11 +1,12 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, mixins, status, viewsets
-from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from pantheon.exceptions import NoSummaryYet
 from pantheon.pagination import ActivityPagination, TimelinePagination
+from pantheon.schema import refusals
 from rooms.selectors import agent_for_user, room_for_user
 from sessions_app import selectors, services
 from sessions_app.serializers import (
@@ -129,6 +130,14 @@ class TurnDetailView(generics.RetrieveAPIView):
         return selectors.turns_for_user(user=self.request.user)
 
 
+@extend_schema(
+    responses={
+        200: SummarySerializer,
+        **refusals(
+            {404: "Not found, or not yours; or `no_summary_yet`: the session has no summary yet."}
+        ),
+    }
+)
 class SessionSummaryView(generics.RetrieveAPIView):
     """`GET sessions/{id}/summary`: the latest structured summary, 404 when there is none."""
 
@@ -140,5 +149,5 @@ class SessionSummaryView(generics.RetrieveAPIView):
         )
         summary = selectors.session_summary_latest(session=session)
         if summary is None:
-            raise NotFound("This session has no summary yet.")
+            raise NoSummaryYet()
         return summary

@@ -90,6 +90,14 @@ def test_the_turn_documents_its_domain_refusals(schema):
     assert "no_valid_tagged_agents" in responses["422"]["description"]
 
 
+def test_the_summary_documents_its_coded_404(schema):
+    """Schemathesis found the coded `no_summary_yet` against a 404 documented as a string."""
+    responses = schema["paths"]["/api/v1/sessions/{session_id}/summary"]["get"]["responses"]
+
+    assert responses["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    assert "no_summary_yet" in responses["404"]["description"]
+
+
 def test_error_bodies_are_described(schema):
     schemas = schema["components"]["schemas"]
 

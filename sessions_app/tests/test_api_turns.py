@@ -1,6 +1,7 @@
 """POST sessions/{id}/turns in every mode, with a scripted gateway; GET turns."""
 
 import logging
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -454,7 +455,11 @@ def test_every_eighth_turn_writes_a_structured_summary(
     summary_url = f"/api/v1/sessions/{session.id}/summary"
     for index in range(1, 8):
         post_turn(owner_client, session, f"@ada message {index}")
-    assert owner_client.get(summary_url).status_code == 404
+    none_yet = owner_client.get(summary_url)
+    assert none_yet.status_code == 404
+    assert none_yet.json()["detail"]["code"] == "no_summary_yet"  # not an unknown session's
+    unknown = owner_client.get(f"/api/v1/sessions/{uuid.uuid4()}/summary")
+    assert unknown.status_code == 404 and isinstance(unknown.json()["detail"], str)
     assert fake_gateway.calls_for("summary") == []
 
     post_turn(owner_client, session, "@ada message 8")
