@@ -166,6 +166,10 @@ class RoomAgentInline(admin.TabularInline):
     ordering = ["position"]
     room_owner_id = None
 
+    def get_queryset(self, request):
+        # Each row's caption names its agent and room: one query, not two a seat.
+        return super().get_queryset(request).select_related("agent", "room")
+
     # A deleted room's seats stay as they were when it was deleted, as the room does.
     def has_add_permission(self, request, obj=None):
         return not deleted(obj) and super().has_add_permission(request, obj)
@@ -188,6 +192,10 @@ class RoomAgentInline(admin.TabularInline):
             )
             kwargs["widget"] = forms.Select
             kwargs["error_messages"] = {"invalid_choice": FOREIGN_AGENT}
+            field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+            # The owner's agents read once for the page, not once per seat's select.
+            field.choices = list(field.choices)
+            return field
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 

@@ -103,4 +103,5 @@ class RoomAgent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.room_id} #{self.position}: {self.agent_id}"
+        # Read with its agent (the room's page and the seats' list select it with the seat).
+        return f"{self.agent} at seat {self.position} of {self.room}"

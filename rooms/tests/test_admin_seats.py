@@ -2,6 +2,8 @@
 (`PUT rooms/{id}/agents` answers 400 "Unknown agent" for anyone else's)."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from pantheon.testing.admin import client_for
@@ -166,3 +168,19 @@ def test_an_agent_cannot_be_handed_to_another_user_on_its_page(room, outsider, m
 
     ada.refresh_from_db()
     assert (ada.owner.username, ada.role_prompt) == ("owner", "Changed.")
+
+
+def test_the_room_page_names_each_seat_in_one_query(staff, owner, make_agent, room):
+    """The inline's captions read "6b25cbbb-… #0: 7f0c6654-…", the seat's raw ids."""
+    client = client_for(staff)
+    page = reverse("admin:rooms_room_change", args=[room.pk])
+    with CaptureQueriesContext(connection) as one_seat:
+        first = client.get(page).content.decode()
+    for position, key in enumerate(["bo", "cy", "di"], start=1):
+        RoomAgent.objects.create(room=room, agent=make_agent(owner, key), position=position)
+    with CaptureQueriesContext(connection) as four_seats:
+        html = client.get(page).content.decode()
+
+    assert f"{room.pk} #0" not in first
+    assert "(@ada) at seat 0 of Research" in first and "(@di) at seat 3 of Research" in html
+    assert len(four_seats) == len(one_seat)
