@@ -15,6 +15,7 @@ from uuid import UUID
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
@@ -256,6 +257,17 @@ class SoftDeleteAdmin(admin.ModelAdmin):
         if response is not None:  # the confirmation page
             response.context_data["soft_delete_effect"] = self.soft_delete_effect
         return response
+
+    def log_deletions(self, request, queryset):
+        # The entry stays readable on the row's history page, which Django's (empty) would not
+        # be: a hard-deleted row has no page to show it on.
+        return LogEntry.objects.log_actions(
+            user_id=request.user.pk,
+            queryset=queryset,
+            action_flag=DELETION,
+            change_message="Deleted: gone from the API, kept here read-only.",
+            single_object=len(queryset) == 1,
+        )
 
     def delete_model(self, request, obj):
         if obj.deleted_at is None:

@@ -347,6 +347,8 @@ def test_the_bulk_delete_leaves_rows_deleted_already_as_they_were(staff, chat, o
     other.refresh_from_db()
     assert room.deleted_at == earlier and other.deleted_at is not None
     assert [entry.object_repr for entry in LogEntry.objects.all()] == ["Other"]
+    history = client.get(url(Room, "history", other.pk)).content.decode()
+    assert "Deleted: gone from the API, kept here read-only." in history
 
 
 # --- roles --------------------------------------------------------------------------------------
