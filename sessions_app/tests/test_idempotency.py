@@ -200,6 +200,21 @@ def test_prune_removes_only_keys_past_their_lifetime(owner, capsys):
         call_command("prune_idempotency_keys", "--older-than", "1")
 
 
+@pytest.mark.parametrize(
+    "command, value",
+    [
+        (command, value)
+        for command in ("prune_idempotency_keys", "recover_turns")
+        for value in ("1e400", "nan", "inf", "-1", "1e12", "soon")
+    ],
+)
+def test_an_age_no_date_can_hold_is_a_one_line_error_not_a_traceback(command, value):
+    """Python's float took these, and the commands then died in timedelta (OverflowError,
+    ValueError) with a traceback; -1 was recover_turns' own check, and prune's said nothing."""
+    with pytest.raises(CommandError, match="--older-than: expected a number of"):
+        call_command(command, "--older-than", value)
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_retries_with_one_key_run_one_turn(live_server, owner, session, fake_gateway):
     fake_gateway.delay = 0.5

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from pantheon.commands import age_in
 from sessions_app.idempotency import idempotency_keys_prune
 
 
@@ -11,7 +12,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--older-than", type=float, default=None, metavar="HOURS")
+        parser.add_argument("--older-than", type=age_in("hours"), default=None, metavar="HOURS")
         parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
 
     def handle(self, *args, older_than=None, dry_run=False, **options):

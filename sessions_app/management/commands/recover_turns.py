@@ -1,6 +1,7 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
+from pantheon.commands import age_in
 from sessions_app.services import turns_interrupt, turns_stale
 
 
@@ -14,7 +15,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--older-than",
-            type=float,
+            type=age_in("seconds"),
             default=None,
             metavar="SECONDS",
             help="how long a running turn has made no progress (default: the stale limit)",
@@ -23,8 +24,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, older_than=None, dry_run=False, **options):
         seconds = settings.PANTHEON_TURN_STALE_SECONDS if older_than is None else older_than
-        if seconds < 0:
-            raise CommandError("--older-than cannot be negative")
         stale = turns_stale(older_than_seconds=seconds).select_related("session")
         for turn in stale.order_by("progress_at"):
             self.stdout.write(

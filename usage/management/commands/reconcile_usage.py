@@ -4,7 +4,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
-from usage.management.commands.rollup_usage import iso_day
+from pantheon.commands import iso_day
 from usage.reconcile import Report, reconcile
 from usage.rollups import today
 

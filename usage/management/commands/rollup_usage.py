@@ -1,21 +1,10 @@
-import argparse
 import time
 from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
+from pantheon.commands import iso_day
 from usage.rollups import rollup_rebuild, today
-
-
-def iso_day(text: str) -> date:
-    """An argparse type: a bad value is the parser's one-line error (exit 2 on the command
-    line, a CommandError from call_command), never a traceback."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected an ISO date like 2026-11-01, not {text!r}"
-        ) from exc
 
 
 class Command(BaseCommand):
