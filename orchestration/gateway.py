@@ -54,6 +54,14 @@ async def _rehearse(litellm: Any) -> None:
 def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
     """(status, error_kind, retryable) for an exception raised by litellm.completion."""
     litellm = load_litellm()
+    # An error raised while a stream is read (a 429 before its first chunk, a 500 midway)
+    # comes wrapped in litellm's MidStreamFallbackError, a ServiceUnavailableError: it is the
+    # error it wraps that says what happened.
+    original = getattr(exc, "original_exception", None)
+    if isinstance(exc, litellm.exceptions.MidStreamFallbackError) and isinstance(
+        original, BaseException
+    ):
+        return classify_error(original)
     # Timeout first: openai's APITimeoutError is a subclass of APIConnectionError, and a call
     # that already used its whole time budget is not worth repeating.
     if isinstance(exc, litellm.Timeout | TimeoutError):

@@ -135,11 +135,20 @@ def test_summary_answer_honours_the_contract(gateway, deepseek):
     assert again.text == result.text
 
 
-def test_fail_hook_exhausts_the_retries(gateway, sleeps, deepseek):
+def run(gateway, call: LlmCall, streamed: bool):
+    """The call as a plain completion, or streamed (litellm wraps errors raised while a
+    stream is read in its MidStreamFallbackError)."""
+    if streamed:
+        return asyncio.run(gateway.stream(call, on_delta=lambda piece: None))
+    return complete(gateway, call)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_fail_hook_exhausts_the_retries(gateway, sleeps, deepseek, streamed):
     call = LlmCall(
         alias=deepseek, messages=(ChatMessage("user", "boom [[demo:fail]]"),), purpose="agent"
     )
-    result = complete(gateway, call)
+    result = run(gateway, call, streamed)
     assert result.status == "error"
     assert result.error_kind == "provider_error"
     assert result.attempts == 3
@@ -148,23 +157,27 @@ def test_fail_hook_exhausts_the_retries(gateway, sleeps, deepseek):
     assert not result.ok
 
 
-def test_rate_limit_hook_reports_rate_limited(gateway, sleeps, deepseek):
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_rate_limit_hook_reports_rate_limited(gateway, sleeps, deepseek, streamed):
+    """Streamed, it was reported as a provider_error (the wrapper's kind, not the 429's)."""
     call = LlmCall(
         alias=deepseek, messages=(ChatMessage("user", "[[demo:rate_limit]]"),), purpose="agent"
     )
-    result = complete(gateway, call)
+    result = run(gateway, call, streamed)
     assert (result.status, result.error_kind, result.attempts) == (
         "rate_limited",
         "rate_limited",
         3,
     )
+    assert sleeps == [0.5, 1.0]
 
 
-def test_timeout_hook_is_not_retried(gateway, sleeps, deepseek):
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_timeout_hook_is_not_retried(gateway, sleeps, deepseek, streamed):
     call = LlmCall(
         alias=deepseek, messages=(ChatMessage("user", "[[demo:timeout]]"),), purpose="agent"
     )
-    result = complete(gateway, call)
+    result = run(gateway, call, streamed)
     assert (result.status, result.error_kind, result.attempts) == ("timeout", "timeout", 1)
     assert sleeps == []
 

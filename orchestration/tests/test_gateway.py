@@ -60,6 +60,12 @@ def connection_error():
     return litellm.APIConnectionError(message="reset", llm_provider="groq", model="m")
 
 
+def mid_stream(original):
+    return litellm.exceptions.MidStreamFallbackError(
+        message="stream failed", model="m", llm_provider="groq", original_exception=original
+    )
+
+
 def some_response(status):
     return httpx.Response(status, request=httpx.Request("POST", "https://groq.example/v1"))
 
@@ -378,6 +384,10 @@ def test_demo_mode_never_sends_the_alias_key_or_base(monkeypatch):
             ("error", "bad_request", False),
         ),
         (lambda: RuntimeError("boom"), ("error", "provider_error", False)),
+        # What litellm raises while a stream is read: the error it wraps decides.
+        (lambda: mid_stream(rate_limit()), ("rate_limited", "rate_limited", True)),
+        (lambda: mid_stream(bad_request()), ("error", "bad_request", False)),
+        (lambda: mid_stream(None), ("error", "provider_error", True)),
     ],
 )
 def test_classify_error(make_error, expected):
