@@ -139,7 +139,8 @@ class UsageQuerySerializer(serializers.Serializer):
         if end is None:
             end = next_month_start(start)
         if end <= start:
-            raise serializers.ValidationError({"to": ["Must be after 'from'."]})
+            after = "'from'" if "from" in attrs else "1970-01-01T00:00:00Z, where usage starts"
+            raise serializers.ValidationError({"to": [f"Must be after {after}."]})
         return {"from": start, "to": end}
 
 
