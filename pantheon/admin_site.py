@@ -1,7 +1,12 @@
 """The operator console: Django's admin, branded Pantheon, with the billing dashboard in it."""
 
+import functools
+
 from django.contrib import admin
+from django.template.response import TemplateResponse
 from django.urls import path
+
+from pantheon.exceptions import has_unrenderable
 
 
 class PantheonAdminSite(admin.AdminSite):
@@ -29,3 +34,21 @@ class PantheonAdminSite(admin.AdminSite):
             ),
         ]
         return billing + super().get_urls()
+
+    def admin_view(self, view, cacheable=False):
+        """Every console page refuses a query string holding a NUL (or a lone surrogate) with a
+        400, in one place: PostgreSQL refuses such a text in a query, and any list filter, search
+        box or dashboard field that passed one on was a 500."""
+        guarded = super().admin_view(view, cacheable)
+
+        @functools.wraps(view)
+        def inner(request, *args, **kwargs):
+            if any(
+                has_unrenderable(key) or any(has_unrenderable(value) for value in values)
+                for key, values in request.GET.lists()
+            ):
+                context = {**self.each_context(request), "title": "Bad request"}
+                return TemplateResponse(request, "admin/bad_request.html", context, status=400)
+            return guarded(request, *args, **kwargs)
+
+        return inner

@@ -453,8 +453,6 @@ class AliasFilter(admin.SimpleListFilter):
         return [(alias, alias) for alias in ModelAlias.objects.values_list("alias", flat=True)]
 
     def queryset(self, request, queryset):
-        if self.value() and "\x00" in self.value():  # PostgreSQL refuses the query (a 500)
-            return queryset.none()
         return queryset.filter(model_alias=self.value()) if self.value() else queryset
 
 
