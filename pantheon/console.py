@@ -206,6 +206,60 @@ def cannot_delete_page(model_admin, request, obj: Model, why: str) -> TemplateRe
     return TemplateResponse(request, "admin/cannot_delete.html", context, status=403)
 
 
+class KeptWhileInUse:
+    """Rows that the ledger's history or live agents rest on are never deleted, so historical
+    costs stay reproducible and no agent names an alias that is gone: no delete button for
+    such a row (its delete page answers 403, saying why), and the bulk action lists it as
+    kept, with the reason, instead of asking for a permission no account has (or collecting
+    every ledger row that the database would refuse to lose, which takes seconds)."""
+
+    def why_kept(self, obj) -> str | None:
+        """Why `obj` cannot be deleted (after its name on the bulk action's page), or None."""
+        raise NotImplementedError
+
+    def kept_because(self, request, obj) -> str | None:
+        """`why_kept`, asked once per row and request (a page asks from several places)."""
+        asked = request.__dict__.setdefault("_kept_because", {})
+        key = (self.opts.label, obj.pk)
+        if key not in asked:
+            asked[key] = self.why_kept(obj)
+        return asked[key]
+
+    # Also read-only while kept (prices: an edit would change history as much as a delete).
+    frozen_while_kept = False
+    delete_selected_confirmation_template = "admin/kept_selected_confirmation.html"
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and self.kept_because(request, obj) is not None:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        if self.frozen_while_kept and obj is not None and self.kept_because(request, obj):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        # Only a typed URL leads here (the page offers no delete). Someone who may delete such
+        # rows is told why this one stays, still with a 403; anyone else gets Django's 403.
+        obj = self.get_object(request, unquote(object_id))
+        why = None if obj is None else self.kept_because(request, obj)
+        if why is None or not super().has_delete_permission(request, obj):
+            return super().delete_view(request, object_id, extra_context)
+        return cannot_delete_page(self, request, obj, why)
+
+    def get_deleted_objects(self, objs, request):
+        kept, deletable = [], []
+        for obj in objs:
+            why = self.kept_because(request, obj)
+            if why is None:
+                deletable.append(obj)
+            else:
+                kept.append(f"{obj}: {why}")
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(deletable, request)
+        return deleted, counts, perms_needed, [*protected, *kept]
+
+
 class SoftDeleteAdmin(admin.ModelAdmin):
     """Deleting in the admin (one row or the bulk action) calls the same soft-delete service as
     the API: the row stays, with `deleted_at` set, and its history with it. The confirmation

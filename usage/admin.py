@@ -19,10 +19,10 @@ from pantheon.console import (
     CREDITS,
     USD,
     AmountField,
+    KeptWhileInUse,
     RecordAdmin,
     badge,
     by_id_or_text,
-    cannot_delete_page,
     figure_column,
     moment,
     moment_column,
@@ -55,60 +55,6 @@ AGENTS_NAMED = 5  # an alias's delete refusal names this many of the agents that
 def ledger_uses_version(version_id) -> bool:
     """Whether ledger rows are stamped with this pricing version (an indexed foreign key)."""
     return LlmCallEvent.objects.filter(pricing_version_id=version_id).exists()
-
-
-class KeptWhileInUse:
-    """Configuration that the ledger's history or live agents rest on is never deleted, so
-    historical costs stay reproducible and no agent names an alias that is gone: no delete
-    button for such a row (its delete page answers 403), and the bulk action lists it as
-    protected, with the reason, instead of asking for a permission no account has (or listing
-    every ledger row that the database would refuse to lose)."""
-
-    def why_kept(self, obj) -> str | None:
-        """Why `obj` cannot be deleted (after its name on the bulk action's page), or None."""
-        raise NotImplementedError
-
-    def kept_because(self, request, obj) -> str | None:
-        """`why_kept`, asked once per row and request (a page asks from several places)."""
-        asked = request.__dict__.setdefault("_kept_because", {})
-        key = (self.opts.label, obj.pk)
-        if key not in asked:
-            asked[key] = self.why_kept(obj)
-        return asked[key]
-
-    # Also read-only while kept (prices: an edit would change history as much as a delete).
-    frozen_while_kept = False
-    delete_selected_confirmation_template = "admin/kept_selected_confirmation.html"
-
-    def has_delete_permission(self, request, obj=None):
-        if obj is not None and self.kept_because(request, obj) is not None:
-            return False
-        return super().has_delete_permission(request, obj)
-
-    def has_change_permission(self, request, obj=None):
-        if self.frozen_while_kept and obj is not None and self.kept_because(request, obj):
-            return False
-        return super().has_change_permission(request, obj)
-
-    def delete_view(self, request, object_id, extra_context=None):
-        # Only a typed URL leads here (the page offers no delete). Someone who may delete such
-        # rows is told why this one stays, still with a 403; anyone else gets Django's 403.
-        obj = self.get_object(request, unquote(object_id))
-        why = None if obj is None else self.kept_because(request, obj)
-        if why is None or not super().has_delete_permission(request, obj):
-            return super().delete_view(request, object_id, extra_context)
-        return cannot_delete_page(self, request, obj, why)
-
-    def get_deleted_objects(self, objs, request):
-        kept, deletable = [], []
-        for obj in objs:
-            why = self.kept_because(request, obj)
-            if why is None:
-                deletable.append(obj)
-            else:
-                kept.append(f"{obj}: {why}")
-        deleted, counts, perms_needed, protected = super().get_deleted_objects(deletable, request)
-        return deleted, counts, perms_needed, [*protected, *kept]
 
 
 @admin.register(ModelAlias)

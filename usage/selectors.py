@@ -167,6 +167,11 @@ def credits_used(*, user, since: datetime, until: datetime | None = None) -> Dec
     return total or Decimal("0")
 
 
+def ledger_names_user(user_id) -> bool:
+    """Whether ledger rows name this user (an indexed foreign key): the account stays."""
+    return LlmCallEvent.objects.filter(user_id=user_id).exists()
+
+
 def billing_profile_for(*, user) -> BillingProfile | None:
     if getattr(user, "billing_profile_loaded", False):
         # Loaded with the user by pantheon.authentication; a missing one raises AttributeError.
