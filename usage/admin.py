@@ -40,7 +40,13 @@ from usage.models import (
     PricingVersion,
 )
 from usage.rollups import day_start
-from usage.selectors import UNMETERED_STATUSES, UNPRICED_CALLS, month_of, priced_or_none
+from usage.selectors import (
+    UNMETERED_STATUSES,
+    UNPRICED_CALLS,
+    latest_ledger_moment,
+    month_of,
+    priced_or_none,
+)
 from usage.services import (
     billing_profile_set_cap,
     billing_profile_set_suspended,
@@ -149,9 +155,36 @@ class ModelPriceInline(admin.TabularInline):
         return pricing.kept_because(request, version) is not None
 
 
+class PricingVersionForm(forms.ModelForm):
+    """A price list starts after the ledger's latest call: one starting before it would claim to
+    have priced calls that the lists then in force priced (and are stamped with)."""
+
+    class Meta:
+        model = PricingVersion
+        fields = ["name", "default_multiplier", "effective_from"]
+
+    def clean_effective_from(self):
+        starts = self.cleaned_data["effective_from"]
+        current = self.instance.effective_from if self.instance.pk else None
+        # Kept as it was (the form shows it to the second): an old start may stay.
+        if starts is None or (current and starts in (current, current.replace(microsecond=0))):
+            return starts
+        latest = latest_ledger_moment()
+        if latest is not None and starts <= latest:
+            raise forms.ValidationError(
+                "Must be after the ledger's latest call (%(latest)s UTC): the calls until then "
+                "were priced by the lists in force then.",
+                code="before_ledger",
+                params={"latest": moment(latest)},
+            )
+        return starts
+
+
 @admin.register(PricingVersion)
 class PricingVersionAdmin(KeptWhileInUse, admin.ModelAdmin):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
+
+    form = PricingVersionForm
 
     list_display = ["name", "default_multiplier", "effective", "prices_count", "created"]
     effective = moment_column("effective_from", "effective from (UTC)")
@@ -167,11 +200,16 @@ class PricingVersionAdmin(KeptWhileInUse, admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         version = self.get_object(request, unquote(object_id))
         if request.method == "GET" and version is not None and self.kept_because(request, version):
-            # The page is read-only: say why, and what to do instead.
+            # The page is read-only: say why, and what to do instead (to whoever may do it).
+            how = (
+                " To change prices, select it in the list and copy it as a new one."
+                if self.has_add_permission(request)
+                else ""
+            )
             self.message_user(
                 request,
                 "Ledger rows are stamped with this price list, so it and its prices are "
-                "read-only. To change prices, select it in the list and copy it as a new one.",
+                f"read-only.{how}",
                 messages.INFO,
             )
         return super().change_view(request, object_id, form_url, extra_context)

@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Count, F, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, Max, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -165,6 +165,11 @@ def credits_used(*, user, since: datetime, until: datetime | None = None) -> Dec
         events = events.filter(created_at__lt=until)
     total = events.aggregate(total=Sum("credits"))["total"]
     return total or Decimal("0")
+
+
+def latest_ledger_moment() -> datetime | None:
+    """When the ledger's latest call was recorded (an indexed column), None when it is empty."""
+    return LlmCallEvent.objects.aggregate(latest=Max("created_at"))["latest"]
 
 
 def ledger_names_user(user_id) -> bool:

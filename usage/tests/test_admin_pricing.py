@@ -340,3 +340,72 @@ def test_a_price_lists_page_asks_once_whether_the_ledger_uses_it(boss, owner):
     asked = [q["sql"] for q in queries if 'FROM "usage_llmcallevent"' in q["sql"]]
     assert page.status_code == 200
     assert len(asked) == 1, asked
+
+
+# --- a price list starts after the ledger's latest call ----------------------------------
+
+
+def list_form(name: str, starts: datetime, multiplier: str = "1") -> dict:
+    return {
+        "name": name,
+        "default_multiplier": multiplier,
+        "effective_from_0": f"{starts:%Y-%m-%d}",
+        "effective_from_1": f"{starts:%H:%M:%S}",
+        "prices-TOTAL_FORMS": "0",
+        "prices-INITIAL_FORMS": "0",
+    }
+
+
+def test_a_price_list_cannot_start_before_the_ledgers_latest_call(boss, owner, spare_list):
+    """It saved: the copy of a list, backdated, claimed to have priced calls stamped with
+    another list (and the next call stamped it, locking the false start in)."""
+    used = PricingVersion.objects.exclude(pk=spare_list.pk).get()
+    last = call(owner, "deepseek", used)
+    before = last.created_at - timezone.timedelta(days=18)
+    start = spare_list.effective_from
+
+    added = boss.post(url(PricingVersion, "add"), list_form("backdated", before))
+    moved = boss.post(url(PricingVersion, "change", spare_list.pk), list_form("spare", before))
+
+    assert "Must be after the ledger&#x27;s latest call" in added.content.decode()
+    assert "Must be after the ledger&#x27;s latest call" in moved.content.decode()
+    assert not PricingVersion.objects.filter(name="backdated").exists()
+    spare_list.refresh_from_db()
+    assert spare_list.effective_from == start
+
+
+def test_a_price_list_after_the_latest_call_saves_and_an_old_start_may_stay(
+    boss, owner, spare_list
+):
+    used = PricingVersion.objects.exclude(pk=spare_list.pk).get()
+    PricingVersion.objects.filter(pk=spare_list.pk).update(
+        effective_from=timezone.now() - timezone.timedelta(days=40)
+    )
+    spare_list.refresh_from_db()
+    call(owner, "deepseek", used)
+    later = timezone.now() + timezone.timedelta(days=1)
+
+    added = boss.post(url(PricingVersion, "add"), list_form("next month", later))
+    renamed = boss.post(
+        url(PricingVersion, "change", spare_list.pk),
+        list_form("spare, renamed", spare_list.effective_from),
+    )
+
+    assert added.status_code == 302
+    assert renamed.status_code == 302, renamed.context["adminform"].form.errors
+    assert PricingVersion.objects.filter(name="next month").exists()
+    assert PricingVersion.objects.get(pk=spare_list.pk).name == "spare, renamed"
+
+
+def test_an_analyst_is_not_told_to_copy_a_list_it_cannot_copy(make_operator, boss, owner):
+    version = active_pricing_version()
+    call(owner, "deepseek", version)
+
+    seen_by_analyst = client_for(make_operator("Analyst")).get(
+        url(PricingVersion, "change", version.pk)
+    )
+    seen_by_owner = boss.get(url(PricingVersion, "change", version.pk))
+
+    assert "so it and its prices are read-only." in seen_by_analyst.content.decode()
+    assert "copy it as a new one" not in seen_by_analyst.content.decode()
+    assert "copy it as a new one" in seen_by_owner.content.decode()
