@@ -9,7 +9,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from pantheon.console import CREDITS, KeptWhileInUse, badge
-from usage.selectors import billing_profile_for, ledger_names_user, month_credits
+from usage.rollups import today
+from usage.selectors import billing_profile_for, ledger_names_user, month_credits, month_of
 
 User = get_user_model()
 admin.site.unregister(User)
@@ -39,7 +40,11 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
     @admin.display(description="credits this month")
     def month_credits(self, user) -> str:
         credits = month_credits(user=user)
-        dashboard = reverse("admin:billing") + "?" + urlencode({"user": user.get_username()})
+        # The dashboard over this month's days, which is what the figure sums.
+        month = {"start": month_of().isoformat(), "end": today().isoformat()}
+        dashboard = (
+            reverse("admin:billing") + "?" + urlencode({"user": user.get_username(), **month})
+        )
         return format_html(
             '{} <a href="{}">open in the billing dashboard</a>',
             format(credits, CREDITS),

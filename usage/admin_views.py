@@ -31,10 +31,17 @@ FIRST_DAY = EARLIEST_MOMENT.date()
 LAST_DAY = LATEST_MOMENT.date() - timedelta(days=1)
 
 
-def _day_field() -> forms.DateField:
+def _day_field(label: str) -> forms.DateField:
+    # The page shows the form's errors above it: each says which day it is about.
+    bounds = f"{label} must be a day from {FIRST_DAY} to {LAST_DAY}."
     return forms.DateField(
         required=False,
-        validators=[MinValueValidator(FIRST_DAY), MaxValueValidator(LAST_DAY)],
+        label=label,
+        error_messages={"invalid": f"{label} must be a day written as 2026-11-01."},
+        validators=[
+            MinValueValidator(FIRST_DAY, message=bounds),
+            MaxValueValidator(LAST_DAY, message=bounds),
+        ],
         widget=forms.DateInput(
             attrs={"type": "date", "min": FIRST_DAY.isoformat(), "max": LAST_DAY.isoformat()}
         ),
@@ -42,8 +49,8 @@ def _day_field() -> forms.DateField:
 
 
 class BillingFilterForm(forms.Form):
-    start = _day_field()
-    end = _day_field()
+    start = _day_field("The first day")
+    end = _day_field("The last day")
     user = forms.CharField(
         required=False,
         max_length=150,

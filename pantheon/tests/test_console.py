@@ -718,3 +718,11 @@ def test_a_user_nothing_names_is_still_deleted(staff, outsider):
 
     assert response.status_code == 302
     assert not User.objects.filter(pk=outsider.pk).exists()
+
+
+def test_a_users_credits_this_month_open_the_dashboard_on_this_month(staff, owner):
+    """The link opened the dashboard's default 30 days: another total than the one beside it."""
+    page = client_for(staff).get(url(User, "change", owner.pk)).content.decode()
+
+    first = timezone.now().date().replace(day=1)
+    assert f"?user=owner&amp;start={first}&amp;end={timezone.now().date()}" in page

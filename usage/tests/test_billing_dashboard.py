@@ -478,3 +478,14 @@ def test_the_ledger_finds_a_turns_calls_by_the_ids_its_log_lines_carry(
     assert len(found(str(first.pk))) > len(found(turn["id"])) > 0
     assert len(found("ada")) == LlmCallEvent.objects.filter(agent_key="ada").count() == 3
     assert found("not-an-id") == set()
+
+
+def test_a_day_out_of_range_says_which_day(make_operator):
+    """Both said "Ensure this value is greater than or equal to 1970-01-01.", naming neither."""
+    response = client_for(make_operator("Analyst")).get(
+        reverse(DASHBOARD), {"start": "0001-01-01", "end": "0001-01-05"}
+    )
+
+    page = response.content.decode()
+    assert "The first day must be a day from 1970-01-01 to 9998-12-31." in page
+    assert "The last day must be a day from 1970-01-01 to 9998-12-31." in page
