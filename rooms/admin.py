@@ -11,7 +11,7 @@ from pantheon.console import (
     username_filter,
 )
 from rooms.models import Agent, Room, RoomAgent
-from rooms.serializers import AgentSerializer
+from rooms.serializers import AgentSerializer, RoomSerializer
 from rooms.services import room_delete
 from usage.selectors import model_aliases_enabled
 
@@ -31,11 +31,47 @@ class OwnerSetOnce:
         return fields if obj is None else [*fields, "owner"]
 
 
-class AgentForm(forms.ModelForm):
+class CheckedAsTheApi(forms.ModelForm):
+    """A form whose `api_checked` fields are checked by the API serializer's own fields (the
+    same limits and messages, written once), their text boxes capped at the API's length."""
+
+    api_serializer: type[serializers.Serializer]
+    api_checked: tuple[str, ...] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.api_fields = self.api_serializer().fields
+        for name in self.api_checked:
+            longest = getattr(self.api_fields[name], "max_length", None)
+            if name in self.fields and longest:
+                self.fields[name].widget.attrs["maxlength"] = longest
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in self.api_checked:
+            if name in cleaned:
+                try:
+                    cleaned[name] = self._as_the_api(name, cleaned[name])
+                except forms.ValidationError as error:
+                    self.add_error(name, error)
+        return cleaned
+
+    def _as_the_api(self, name: str, value):
+        try:
+            return self.api_fields[name].run_validation(value)
+        except serializers.ValidationError as exc:
+            messages = [str(message) for message in _messages(exc.detail)]
+            raise forms.ValidationError(messages) from exc
+
+
+class AgentForm(CheckedAsTheApi):
     """An agent as the API takes one: an enabled model alias (the one it has is kept even when
     disabled since), and the role prompt and tool permissions checked by the API's own fields
     (AgentSerializer); its key once per owner, also once the owner is read-only (Django checks
     the pair only when both are in the form: the duplicate reached the database, a 500)."""
+
+    api_serializer = AgentSerializer
+    api_checked = ("role_prompt", "tool_permissions")
 
     class Meta:
         model = Agent
@@ -51,27 +87,11 @@ class AgentForm(forms.ModelForm):
         self.fields["model_alias"] = forms.ChoiceField(
             choices=[("", "---------"), *choices], label="Model alias"
         )
-        self.api_fields = AgentSerializer().fields
-        if "role_prompt" in self.fields:
-            self.fields["role_prompt"].widget.attrs["maxlength"] = self.api_fields[
-                "role_prompt"
-            ].max_length
 
-    def _as_the_api(self, name: str):
-        value = self.cleaned_data[name]
+    def _as_the_api(self, name: str, value):
         if name == "tool_permissions" and value in (None, ""):
             return []
-        try:
-            return self.api_fields[name].run_validation(value)
-        except serializers.ValidationError as exc:
-            messages = [str(message) for message in _messages(exc.detail)]
-            raise forms.ValidationError(messages) from exc
-
-    def clean_role_prompt(self):
-        return self._as_the_api("role_prompt")
-
-    def clean_tool_permissions(self):
-        return self._as_the_api("tool_permissions")
+        return super()._as_the_api(name, value)
 
     def clean(self):
         cleaned = super().clean()
@@ -199,8 +219,21 @@ class RoomAgentInline(admin.TabularInline):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+class RoomForm(CheckedAsTheApi):
+    """A room's name and goal as the API takes them (RoomSerializer's limits: the goal goes to
+    the provider with every call of the room's agents)."""
+
+    api_serializer = RoomSerializer
+    api_checked = ("name", "goal")
+
+    class Meta:
+        model = Room
+        fields = ["owner", "name", "goal", "current_mode", "pending_mode"]
+
+
 @admin.register(Room)
 class RoomAdmin(ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
+    form = RoomForm
     list_display = ["name", "owner", "current_mode", "pending_mode", "created", "deleted"]
     created = moment_column()
     deleted = moment_column("deleted_at", "deleted (UTC)")

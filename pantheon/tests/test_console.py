@@ -726,3 +726,28 @@ def test_a_users_credits_this_month_open_the_dashboard_on_this_month(staff, owne
 
     first = timezone.now().date().replace(day=1)
     assert f"?user=owner&amp;start={first}&amp;end={timezone.now().date()}" in page
+
+
+def test_a_rooms_name_and_goal_are_held_to_the_apis_limits(staff, chat, settings):
+    """A 2,500-character goal saved here, where PATCH rooms/{id} refuses it."""
+    room = chat["room"]
+    form = {
+        "name": "Research",
+        "goal": "g" * (settings.PANTHEON_MAX_ROOM_GOAL_CHARS + 1),
+        "current_mode": room.current_mode,
+        "seats-TOTAL_FORMS": "0",
+        "seats-INITIAL_FORMS": "0",
+    }
+    client = client_for(staff)
+
+    too_long = client.post(url(Room, "change", room.pk), form)
+    blank_name = client.post(url(Room, "change", room.pk), {**form, "name": "   ", "goal": ""})
+    fine = client.post(url(Room, "change", room.pk), {**form, "goal": "Ship v1."})
+
+    assert too_long.status_code == blank_name.status_code == 200
+    limit = settings.PANTHEON_MAX_ROOM_GOAL_CHARS
+    assert f"Ensure this field has no more than {limit} characters." in too_long.content.decode()
+    assert "This field is required." in blank_name.content.decode()
+    assert fine.status_code == 302
+    room.refresh_from_db()
+    assert room.goal == "Ship v1."
