@@ -2,9 +2,12 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
+
+from orchestration.budget import ContextBudget
 
 # Only variables meant to hold provider keys may be named: an alias that could name any
 # variable (SECRET_KEY, DATABASE_URL) and point api_base at any host would leak it.
@@ -28,6 +31,10 @@ class UsageTotals(models.Model):
 
 # The names of those totals, in the order the API and the admin show them.
 USAGE_TOTAL_FIELDS = ("llm_calls", "input_tokens", "output_tokens", "credits", "provider_cost_usd")
+
+
+# The fewest prompt tokens an alias's window may leave: a role prompt and a short message.
+MIN_INPUT_BUDGET = 512
 
 
 class ModelAlias(models.Model):
@@ -60,6 +67,30 @@ class ModelAlias(models.Model):
 
     def __str__(self) -> str:
         return self.alias
+
+    def clean(self):
+        """A window that leaves the prompt room: with none, every turn on the alias was refused
+        as context_budget_exceeded ("an input budget of 0")."""
+        super().clean()
+        window, longest = self.context_window, self.max_output_tokens
+        if window is None or longest is None:
+            return  # the field errors say why
+        if longest >= window:
+            raise ValidationError(
+                {"max_output_tokens": f"Must be less than the context window ({window:,})."}
+            )
+        budget = ContextBudget.for_window(window, longest)
+        if budget.input_budget < MIN_INPUT_BUDGET:
+            raise ValidationError(
+                {
+                    "context_window": (
+                        f"Leaves the prompt {budget.input_budget:,} tokens once the answer "
+                        f"({budget.output_reserve:,}) and the overhead "
+                        f"({budget.overhead_reserve:,}) are kept: at least "
+                        f"{MIN_INPUT_BUDGET:,} are needed."
+                    )
+                }
+            )
 
 
 class PricingVersion(models.Model):

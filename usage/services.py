@@ -29,6 +29,7 @@ def model_alias_set(
     api_base: str | None = None,
     api_key_env: str | None = None,
     context_window: int | None = None,
+    max_output_tokens: int | None = None,
     enabled: bool | None = None,
 ) -> tuple[ModelAlias, bool]:
     """Create or update an alias; only the fields given change. Returns (alias, created)."""
@@ -37,6 +38,7 @@ def model_alias_set(
         "api_base": api_base,
         "api_key_env": api_key_env,
         "context_window": context_window,
+        "max_output_tokens": max_output_tokens,
         "enabled": enabled,
     }
     changes = {field: value for field, value in changes.items() if value is not None}

@@ -332,6 +332,34 @@ def test_set_model_alias_refuses_an_invalid_value():
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "args, refusal",
+    [
+        # The minimum window (1024) left a prompt budget of 0: every turn was refused.
+        (["--context-window", "1024"], "max_output_tokens: Must be less than the context"),
+        (["--context-window", "1500", "--max-output-tokens", "100"], "Leaves the prompt"),
+        (["--context-window", "2048", "--max-output-tokens", "4096"], "Must be less than"),
+    ],
+)
+def test_set_model_alias_refuses_a_window_that_leaves_no_room_for_the_prompt(args, refusal):
+    with pytest.raises(CommandError, match=refusal):
+        set_model_alias("tiny", "--model", "openai/tiny", *args)
+
+    assert not ModelAlias.objects.filter(alias="tiny").exists()
+
+
+@pytest.mark.django_db
+def test_set_model_alias_sets_how_long_an_answer_may_be():
+    output = set_model_alias(
+        "tiny", "--model", "openai/tiny", "--context-window", "2048", "--max-output-tokens", "256"
+    )
+
+    assert "(context 2048, answers up to 256, enabled" in output
+    row = ModelAlias.objects.get(alias="tiny")
+    assert (row.context_window, row.max_output_tokens) == (2048, 256)
+
+
+@pytest.mark.django_db
 def test_set_model_alias_refuses_enable_and_disable_together():
     with pytest.raises(CommandError):
         set_model_alias("llama", "--enable", "--disable")

@@ -409,3 +409,23 @@ def test_an_analyst_is_not_told_to_copy_a_list_it_cannot_copy(make_operator, bos
     assert "so it and its prices are read-only." in seen_by_analyst.content.decode()
     assert "copy it as a new one" not in seen_by_analyst.content.decode()
     assert "copy it as a new one" in seen_by_owner.content.decode()
+
+
+def test_an_alias_whose_window_leaves_no_room_for_the_prompt_is_refused(boss):
+    """It saved, and every turn on it was refused as context_budget_exceeded."""
+    form = {"alias": "tiny", "litellm_model": "openai/tiny", "enabled": "on"}
+
+    longer = boss.post(
+        url(ModelAlias, "add"), {**form, "context_window": "2048", "max_output_tokens": "4096"}
+    )
+    cramped = boss.post(
+        url(ModelAlias, "add"), {**form, "context_window": "1500", "max_output_tokens": "100"}
+    )
+    fine = boss.post(
+        url(ModelAlias, "add"), {**form, "context_window": "2048", "max_output_tokens": "256"}
+    )
+
+    assert "Must be less than the context window (2,048)." in longer.content.decode()
+    assert "Leaves the prompt" in cramped.content.decode()
+    assert fine.status_code == 302
+    assert ModelAlias.objects.get(alias="tiny").max_output_tokens == 256

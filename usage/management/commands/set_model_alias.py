@@ -14,6 +14,12 @@ class Command(BaseCommand):
         parser.add_argument("--api-base", dest="api_base")
         parser.add_argument("--api-key-env", dest="api_key_env", help="env var holding the key")
         parser.add_argument("--context-window", dest="context_window", type=int)
+        parser.add_argument(
+            "--max-output-tokens",
+            dest="max_output_tokens",
+            type=int,
+            help="the most tokens an answer may take (less than the context window)",
+        )
         toggle = parser.add_mutually_exclusive_group()
         toggle.add_argument("--enable", dest="enabled", action="store_true", default=None)
         toggle.add_argument("--disable", dest="enabled", action="store_false")
@@ -26,6 +32,7 @@ class Command(BaseCommand):
                 api_base=options["api_base"],
                 api_key_env=options["api_key_env"],
                 context_window=options["context_window"],
+                max_output_tokens=options["max_output_tokens"],
                 enabled=options["enabled"],
             )
         except ValidationError as exc:
@@ -34,7 +41,7 @@ class Command(BaseCommand):
         state = "enabled" if row.enabled else "disabled"
         self.stdout.write(
             f"{verb} alias {row.alias}: {row.litellm_model} "
-            f"(context {row.context_window}, {state}"
+            f"(context {row.context_window}, answers up to {row.max_output_tokens}, {state}"
             + (f", key from ${row.api_key_env}" if row.api_key_env else "")
             + (f", base {row.api_base}" if row.api_base else "")
             + ")"
