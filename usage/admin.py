@@ -296,14 +296,30 @@ class ModelPriceAdmin(KeptWhileInUse, admin.ModelAdmin):
 
 
 class CapForm(forms.Form):
+    """A cap, or no cap said in so many words: an empty box lifted the caps, and a browser
+    empties a number box whose text is not a number (Chrome drops the letters typed in it)."""
+
     cap = forms.DecimalField(
         label="Monthly credit cap",
         required=False,
         min_value=0,
         max_digits=24,
         decimal_places=10,
-        help_text="Credits per calendar month (UTC). Leave empty for no cap.",
+        help_text="Credits per calendar month (UTC).",
     )
+    no_cap = forms.BooleanField(
+        label="No cap", required=False, help_text="Lift the cap: no monthly limit."
+    )
+
+    def clean(self):
+        data = super().clean()
+        if "cap" in self.errors:
+            return data
+        if data.get("no_cap") and data.get("cap") is not None:
+            raise forms.ValidationError("Give a cap or tick “No cap”, not both.")
+        if not data.get("no_cap") and data.get("cap") is None:
+            raise forms.ValidationError("Give a cap in credits, or tick “No cap” to lift it.")
+        return data
 
 
 class BillingStatusFilter(admin.SimpleListFilter):
@@ -409,7 +425,8 @@ class BillingProfileAdmin(admin.ModelAdmin):
                         self.log_change(request, profile, f"Set monthly credit cap to {shown}.")
                         changed += 1
             if changed:
-                self.message_user(request, f"Set the cap of {changed} user(s).", messages.SUCCESS)
+                done = "Lifted the cap" if cap is None else f"Set a cap of {cap.normalize():f}"
+                self.message_user(request, f"{done} for {changed} user(s).", messages.SUCCESS)
             else:
                 self.message_user(request, "Nothing changed: they all had that cap already.")
             return None

@@ -502,7 +502,15 @@ def test_set_cap_asks_for_the_cap_then_applies_and_logs_it(make_operator, profil
 
     assert act(client, "set_cap", profiles, apply="1", cap="250").status_code == 302
     assert {p.monthly_credit_cap for p in BillingProfile.objects.all()} == {Decimal("250")}
-    assert act(client, "set_cap", profiles[:1], apply="1", cap="").status_code == 302
+    # An empty box (what a number box sends when letters were typed in it) lifts nothing.
+    emptied = act(client, "set_cap", profiles[:1], apply="1", cap="")
+    assert emptied.status_code == 200
+    assert "or tick “No cap” to lift it." in emptied.content.decode()
+    assert BillingProfile.objects.get(pk=profiles[0].pk).monthly_credit_cap == Decimal("250")
+    both = act(client, "set_cap", profiles[:1], apply="1", cap="5", no_cap="on")
+    assert both.status_code == 200
+    lifted = act(client, "set_cap", profiles[:1], apply="1", cap="", no_cap="on")
+    assert lifted.status_code == 302
     assert BillingProfile.objects.get(pk=profiles[0].pk).monthly_credit_cap is None
 
     messages = list(

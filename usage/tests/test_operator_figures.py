@@ -298,7 +298,9 @@ def test_an_action_that_changes_nothing_says_so(make_operator, owner):
 
     again = client.post(changelist, {**selected, "action": "suspend"}, follow=True)
     same_cap = client.post(
-        changelist, {**selected, "action": "set_cap", "apply": "1", "cap": ""}, follow=True
+        changelist,
+        {**selected, "action": "set_cap", "apply": "1", "cap": "", "no_cap": "on"},
+        follow=True,
     )
 
     said = [str(m) for m in again.context["messages"]]
