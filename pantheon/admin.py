@@ -7,6 +7,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.urls import reverse
 from django.utils.html import format_html
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from pantheon.console import CREDITS, KeptWhileInUse, badge
 from usage.rollups import today
@@ -64,3 +66,25 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
         if profile is not None and profile.is_suspended:
             return badge("bad", "suspended")
         return badge("ok", "active")
+
+
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class ApiTokenAdmin(TokenAdmin):
+    """API tokens: whose exist and since when, never the secret (DRF's list showed every user's
+    key in clear). Users get theirs from `POST auth/token`; an operator revokes one by deleting
+    it, and adds none (a credential someone else has seen)."""
+
+    list_display = ("user", "key_hint", "created")
+
+    @admin.display(description="key")
+    def key_hint(self, token) -> str:
+        return f"{token.key[:4]}…"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -11,6 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.authtoken.models import Token, TokenProxy
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
@@ -759,3 +760,17 @@ def test_a_rooms_name_and_goal_are_held_to_the_apis_limits(staff, chat, settings
     assert fine.status_code == 302
     room.refresh_from_db()
     assert room.goal == "Ship v1."
+
+
+def test_api_tokens_are_listed_without_their_secret_and_only_revoked(staff, owner):
+    token = Token.objects.create(user=owner)
+    client = client_for(staff)
+
+    listed = client.get(url(TokenProxy, "changelist")).content.decode()
+    add = client.get(url(TokenProxy, "add"))
+    revoked = client.post(url(TokenProxy, "delete", owner.pk), {"post": "yes"})
+
+    assert token.key not in listed and f"{token.key[:4]}…" in listed
+    assert add.status_code == 403
+    assert revoked.status_code == 302
+    assert not Token.objects.filter(user=owner).exists()
