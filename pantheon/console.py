@@ -416,6 +416,13 @@ def username_filter(user_path: str) -> type[UsernameFilter]:
     return type("UsernameFilter", (UsernameFilter,), {"user_path": user_path})
 
 
+def choices_read_once(field: forms.ModelChoiceField) -> forms.ModelChoiceField:
+    """`field` with its choices read now, once: an inline's forms each copy the field, and each
+    copy read its queryset again (a query per row of the inline)."""
+    field.choices = list(field.choices)
+    return field
+
+
 class AmountField(forms.DecimalField):
     """An amount input that shows what was stored without the column's trailing zeros: a cap
     of 5 reads 5, not 5.0000000000 (the credits columns keep 10 decimal places)."""

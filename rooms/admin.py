@@ -6,6 +6,7 @@ from pantheon.console import (
     DeletedFilter,
     ShownMoments,
     SoftDeleteAdmin,
+    choices_read_once,
     deleted,
     moment_column,
     username_filter,
@@ -212,10 +213,8 @@ class RoomAgentInline(admin.TabularInline):
             )
             kwargs["widget"] = forms.Select
             kwargs["error_messages"] = {"invalid_choice": FOREIGN_AGENT}
-            field = super().formfield_for_foreignkey(db_field, request, **kwargs)
             # The owner's agents read once for the page, not once per seat's select.
-            field.choices = list(field.choices)
-            return field
+            return choices_read_once(super().formfield_for_foreignkey(db_field, request, **kwargs))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 

@@ -23,6 +23,7 @@ from pantheon.console import (
     RecordAdmin,
     badge,
     by_id_or_text,
+    choices_read_once,
     figure_column,
     moment,
     moment_column,
@@ -134,6 +135,14 @@ class ModelPriceInline(admin.TabularInline):
         "cached_input_usd_per_mtok",
         "output_usd_per_mtok",
     ]
+
+    def get_queryset(self, request):
+        # Each row's caption names its alias and list: read with the prices, not per row.
+        return super().get_queryset(request).select_related("model_alias", "pricing_version")
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        return choices_read_once(field) if db_field.name == "model_alias" else field
 
     # `obj` is the price list: the prices of one that ledger rows are stamped with stay as
     # they are (no change, no delete, no new price).

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from pantheon.testing.admin import admin_url as url
@@ -429,3 +431,21 @@ def test_an_alias_whose_window_leaves_no_room_for_the_prompt_is_refused(boss):
     assert "Leaves the prompt" in cramped.content.decode()
     assert fine.status_code == 302
     assert ModelAlias.objects.get(alias="tiny").max_output_tokens == 256
+
+
+def test_a_price_lists_page_reads_its_prices_in_one_go(boss, spare_list):
+    """It ran a query per price: each row's alias select read the aliases again."""
+    page = url(PricingVersion, "change", spare_list.pk)
+    with CaptureQueriesContext(connection) as one_price:
+        boss.get(page)
+    for name in ("extra1", "extra2", "extra3"):
+        ModelPrice.objects.create(
+            pricing_version=spare_list,
+            model_alias=ModelAlias.objects.create(alias=name, litellm_model=f"openai/{name}"),
+            input_usd_per_mtok=Decimal("1"),
+            output_usd_per_mtok=Decimal("1"),
+        )
+    with CaptureQueriesContext(connection) as four_prices:
+        boss.get(page)
+
+    assert len(four_prices) == len(one_price)
