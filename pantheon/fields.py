@@ -70,8 +70,18 @@ MAX_LIST_ITEMS = 50
         "uniqueItems": True,
     }
 )
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID written as a string, as the schema says. DRF's field also takes a number (`1`
+    became 00000000-0000-0000-0000-000000000001, which the refusal then named)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class UUIDSetField(serializers.ListField):
     """Ids, each once (the service says which one repeats)."""
 
     def __init__(self, **kwargs):
-        super().__init__(child=serializers.UUIDField(), max_length=MAX_LIST_ITEMS, **kwargs)
+        super().__init__(child=StrictUUIDField(), max_length=MAX_LIST_ITEMS, **kwargs)

@@ -133,6 +133,15 @@ def test_create_rejects_an_unknown_agent_id(owner_client):
     assert response.json() == {"agent_ids": [f"Unknown agent: {missing}"]}
 
 
+@pytest.mark.parametrize("value", [1, 1.5, True, {"id": "x"}])
+def test_an_agent_id_must_be_written_as_a_uuid_string(owner_client, value):
+    """An integer was read as a UUID: `1` was refused as "Unknown agent: 00000000-…-0001"."""
+    response = owner_client.post(ROOMS_URL, {"name": "Ints", "agent_ids": [value]}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"agent_ids": {"0": ["Must be a valid UUID."]}}
+
+
 def test_create_rejects_an_agent_seated_twice(owner_client, trio):
     ada = trio[0]
 
