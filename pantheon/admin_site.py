@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.template.response import TemplateResponse
 from django.urls import path
 
+from pantheon import logging_context
 from pantheon.exceptions import has_unrenderable
 
 
@@ -38,7 +39,8 @@ class PantheonAdminSite(admin.AdminSite):
     def admin_view(self, view, cacheable=False):
         """Every console page refuses a query string holding a NUL (or a lone surrogate) with a
         400, in one place: PostgreSQL refuses such a text in a query, and any list filter, search
-        box or dashboard field that passed one on was a 500."""
+        box or dashboard field that passed one on was a 500. Its log lines (the request's line
+        too) name the operator, as the API's name their caller."""
         guarded = super().admin_view(view, cacheable)
 
         @functools.wraps(view)
@@ -49,6 +51,8 @@ class PantheonAdminSite(admin.AdminSite):
             ):
                 context = {**self.each_context(request), "title": "Bad request"}
                 return TemplateResponse(request, "admin/bad_request.html", context, status=400)
+            if request.user.is_authenticated:
+                logging_context.bind(user_id=request.user.pk)
             return guarded(request, *args, **kwargs)
 
         return inner

@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from pantheon import logging_context
 from pantheon.middleware import RequestIdMiddleware
+from pantheon.testing.admin import client_for
 from rooms.models import RoomMode
 
 pytestmark = pytest.mark.django_db
@@ -94,6 +95,15 @@ def test_the_requests_log_lines_carry_its_id_and_user(token_client, owner, caplo
     assert line.duration_ms >= 0
     # The text format (`make run`) prints only the message: it says how long the request took.
     assert line.getMessage() == f"GET {API}/agents 200 {line.duration_ms:.1f} ms"
+
+
+def test_a_console_requests_log_line_names_the_operator(staff, caplog):
+    """Every /admin/ line had "user_id": null, the 500s included."""
+    with caplog.at_level(logging.INFO):
+        response = client_for(staff).get("/admin/rooms/room/")
+
+    assert response.status_code == 200
+    assert access_line(caplog, "/admin/rooms/room/").user_id == str(staff.pk)
 
 
 def test_a_turns_log_lines_carry_its_user_session_and_turn(
