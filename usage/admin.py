@@ -44,6 +44,7 @@ from usage.rollups import day_start
 from usage.selectors import (
     UNMETERED_STATUSES,
     UNPRICED_CALLS,
+    disabled_alias_effects,
     latest_ledger_moment,
     month_of,
     priced_or_none,
@@ -78,6 +79,12 @@ class ModelAliasAdmin(KeptWhileInUse, admin.ModelAdmin):
     ]
     list_filter = ["enabled"]
     search_fields = ["alias", "litellm_model"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        effects = None if obj.enabled else disabled_alias_effects(obj.alias)
+        if effects:
+            self.message_user(request, effects, messages.WARNING)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["help_texts"] = {

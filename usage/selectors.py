@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db.models import Count, F, Max, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -165,6 +166,22 @@ def credits_used(*, user, since: datetime, until: datetime | None = None) -> Dec
         events = events.filter(created_at__lt=until)
     total = events.aggregate(total=Sum("credits"))["total"]
     return total or Decimal("0")
+
+
+def disabled_alias_effects(alias: str) -> str | None:
+    """What a disabled `alias` stops beyond its agents' turns, when settings give it a role
+    (the orchestrator's manager, the summarizer), or None."""
+    effects = []
+    if alias == settings.PANTHEON_MANAGER_MODEL_ALIAS:
+        effects.append("orchestrated rooms refuse turns (PANTHEON_MANAGER_MODEL_ALIAS)")
+    if alias == settings.PANTHEON_SUMMARIZER_MODEL_ALIAS:
+        effects.append("sessions get no new summaries (PANTHEON_SUMMARIZER_MODEL_ALIAS)")
+    if not effects:
+        return None
+    return (
+        f"While {alias} is disabled, " + " and ".join(effects) + ": enable it again, or "
+        "have the setting name another alias."
+    )
 
 
 def latest_ledger_moment() -> datetime | None:

@@ -360,6 +360,20 @@ def test_set_model_alias_sets_how_long_an_answer_may_be():
 
 
 @pytest.mark.django_db
+def test_set_model_alias_warns_when_it_disables_the_managers_alias(settings):
+    settings.PANTHEON_MANAGER_MODEL_ALIAS = "llama"
+    settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "deepseek"
+    err = StringIO()
+
+    call_command("set_model_alias", "llama", "--disable", stdout=StringIO(), stderr=err)
+
+    assert err.getvalue().startswith(
+        "Warning: While llama is disabled, orchestrated rooms refuse turns"
+    )
+    assert "summaries" not in err.getvalue()
+
+
+@pytest.mark.django_db
 def test_set_model_alias_refuses_enable_and_disable_together():
     with pytest.raises(CommandError):
         set_model_alias("llama", "--enable", "--disable")

@@ -450,3 +450,33 @@ def test_a_price_lists_page_reads_its_prices_in_one_go(boss, spare_list):
         boss.get(page)
 
     assert len(four_prices) == len(one_price)
+
+
+def test_disabling_the_managers_and_summarizers_alias_says_what_stops(boss, settings):
+    """It saved without a word; the next orchestrated turn was refused."""
+    settings.PANTHEON_MANAGER_MODEL_ALIAS = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "deepseek"
+    deepseek = ModelAlias.objects.get(alias="deepseek")
+    form = {
+        "alias": "deepseek",
+        "litellm_model": deepseek.litellm_model,
+        "api_key_env": deepseek.api_key_env,
+        "context_window": deepseek.context_window,
+        "max_output_tokens": deepseek.max_output_tokens,
+    }
+
+    disabled = boss.post(url(ModelAlias, "change", deepseek.pk), form, follow=True)
+    other = ModelAlias.objects.get(alias="qwen")
+    quiet = boss.post(
+        url(ModelAlias, "change", other.pk),
+        {**form, "alias": "qwen", "litellm_model": other.litellm_model},
+        follow=True,
+    )
+
+    said = [str(message) for message in disabled.context["messages"]]
+    assert any(
+        "While deepseek is disabled, orchestrated rooms refuse turns" in m
+        and "sessions get no new summaries" in m
+        for m in said
+    )
+    assert not ModelAlias.objects.get(alias="deepseek").enabled
+    assert not any("While" in str(message) for message in quiet.context["messages"])

@@ -2,6 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
 from pantheon.commands import command_error
+from usage.selectors import disabled_alias_effects
 from usage.services import model_alias_set
 
 
@@ -46,3 +47,6 @@ class Command(BaseCommand):
             + (f", base {row.api_base}" if row.api_base else "")
             + ")"
         )
+        effects = None if row.enabled else disabled_alias_effects(row.alias)
+        if effects:
+            self.stderr.write(f"Warning: {effects}")
