@@ -9,6 +9,7 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 from django import forms
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import HttpResponse
@@ -141,6 +142,10 @@ class BillingDashboardView(BillingAccess):
                 "export_url": f"{reverse('admin:billing_export')}?{urlencode(query)}",
                 "days": (data["end"] - data["start"]).days + 1,
                 "today": today(),
+                # Figures of 0 for a name nobody has: say so, rather than let them pass as
+                # that user's.
+                "unknown_user": bool(data["user"])
+                and not get_user_model().objects.filter(username__iexact=data["user"]).exists(),
             }
         )
         return TemplateResponse(request, self.template_name, context)

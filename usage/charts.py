@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+from pantheon.console import CREDITS
+
 WIDTH, HEIGHT = 960, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 32
 MAX_X_LABELS = 10
@@ -63,7 +65,7 @@ def daily_bar_chart(
                 y=round(TOP + plot_height - height, 2),
                 width=round(bar_width, 2),
                 height=round(height, 2),
-                title=f"{day:%a %d %b %Y}: {_figure(value)} {unit}"
+                title=f"{day:%Y-%m-%d}: {value:{CREDITS}} {unit}"
                 + (" so far" if day == highlight else ""),
                 highlight=day == highlight,
             )
@@ -75,6 +77,7 @@ def daily_bar_chart(
             label=_figure(top * step / steps),
         )
         for step in range(steps + 1)
+        if top or step == 0  # nothing to scale: the baseline alone, not five lines saying 0
     ]
     every = max(1, -(-len(points) // MAX_X_LABELS))
     day_labels = [

@@ -4,6 +4,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
 
+from pantheon.console import CREDITS_PLACES
+
 register = template.Library()
 
 
@@ -19,11 +21,9 @@ def count(value) -> str:
 
 @register.filter
 def credits(value) -> str:
-    """Two decimals; four below 0.01 (up to the ledger's 6 as needed), so a cheap call never
-    reads 0.00."""
-    amount = _decimal(value)
-    places = 2 if amount == 0 or abs(amount) >= Decimal("0.01") else 4
-    return f"{_rounded(amount, places):,}"
+    """To 4 decimals, as the ledger's rows and the user pages write credits (up to the ledger's
+    6 as needed, so a cheap call never reads 0)."""
+    return f"{_rounded(_decimal(value), CREDITS_PLACES):,}"
 
 
 @register.filter

@@ -18,6 +18,7 @@ from sessions_app.models import Turn
 from usage.models import LlmCallEvent
 from usage.rollups import rollup_rebuild, today
 from usage.tests.dashboard import DASHBOARD, EXPORT, LEDGER, at
+from usage.tests.factories import ledger_event
 
 pytestmark = pytest.mark.django_db
 
@@ -103,7 +104,7 @@ def test_the_last_30_days_per_user_and_alias_equal_the_ledger(make_operator, led
     page = response.content.decode()
     assert 'id="daily-credits-chart"' in page and "<svg" in page
     assert page.count('<rect class="bar') == 30  # today's is highlighted
-    assert ">12.13<" in page  # the total credits, readable
+    assert ">12.1250<" in page  # the total credits, to 4 places as the ledger writes them
     assert "Export CSV" in page
 
 
@@ -283,7 +284,7 @@ def test_the_ledger_list_shows_the_sums_of_the_current_filter(make_operator, led
     assert unpriced.context["ledger_sums"]["source"] == "ledger"
     assert unpriced.context["ledger_sums"]["llm_calls"] == 1
     page = unpriced.content.decode()
-    assert 'class="pantheon-sums"' in page and ">0.13<" in page
+    assert 'class="pantheon-sums"' in page and ">0.1250<" in page
 
 
 @pytest.mark.parametrize(
@@ -489,3 +490,21 @@ def test_a_day_out_of_range_says_which_day(make_operator):
     page = response.content.decode()
     assert "The first day must be a day from 1970-01-01 to 9998-12-31." in page
     assert "The last day must be a day from 1970-01-01 to 9998-12-31." in page
+
+
+def test_the_dashboard_writes_days_and_credits_as_the_console_does(make_operator, owner):
+    """It read "Wed 4 Nov 2026 – Thu 3 Dec 2026", credits to 2 places beside the ledger's 4, a
+    tooltip of "150 credits" for 149.61, and an empty chart's axis "0, 0, 0, 0, 0"."""
+    ledger_event(owner, at=at(0, hour=0), credits=Decimal("149.6113"))
+    client = client_for(make_operator("Analyst"))
+
+    page = client.get(reverse(DASHBOARD)).content.decode()
+    nobody = client.get(reverse(DASHBOARD), {"user": "nosuch"}).content.decode()
+
+    start = today() - timedelta(days=29)
+    assert f"{start:%Y-%m-%d} – {today():%Y-%m-%d}" in page
+    assert ">149.6113<" in page
+    assert f"{today():%Y-%m-%d}: 149.6113 credits" in page
+    assert "day · week · month, all users" in page
+    assert "No user is named “nosuch”: nothing below is theirs." in nobody
+    assert nobody.count('class="axis" x="56"') == 1  # the baseline's label alone

@@ -155,8 +155,8 @@ def test_with_rollups_the_pages_say_which_days_come_from_where(make_operator, ow
 
     rolled, after = today() - timedelta(days=3), today() - timedelta(days=2)
     # The newest rollup's day, then the ledger from the day after (DESIGN: no day is hidden).
-    assert f"Whole days to {rolled.day} {rolled:%b} from the daily rollups;" in dashboard
-    assert f"from {after.day} {after:%b} straight from the ledger." in dashboard
+    assert f"Whole days to {rolled:%Y-%m-%d} from the daily rollups;" in dashboard
+    assert f"from {after:%Y-%m-%d} straight from the ledger." in dashboard
     assert "Totals from the daily rollups, and from the ledger for the days" in ledger
 
 
@@ -315,8 +315,8 @@ def test_an_action_that_changes_nothing_says_so(make_operator, owner):
     [
         ("0.000046", "$0.000046", "0.000046"),  # read $0.0000 above a row of 0.000046
         ("0.0052", "$0.0052", "0.0052"),
-        ("0", "$0.00", "0.00"),
-        ("1234.567", "$1,234.57", "1,234.57"),
+        ("0", "$0.00", "0.0000"),
+        ("1234.567", "$1,234.57", "1,234.5670"),
     ],
 )
 def test_a_summed_amount_that_is_not_zero_never_reads_zero(amount, as_usd, as_credits):
