@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +14,11 @@ from django.utils import timezone
 from rooms.models import Agent, Room, RoomMode
 from usage.models import UsageTotals
 from usage.selectors import usage_totals_of_turn
+
+
+def short_id(value) -> str:
+    """The first 8 characters of an id: enough to tell rows apart on a page."""
+    return f"{str(value)[:8]}…"
 
 
 class SessionQuerySet(models.QuerySet):
@@ -57,7 +62,15 @@ class Session(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Session {self.id}"
+        # From its own columns (lists name many sessions): its title, or when it started; with
+        # the start of its id, which the record page and the logs give whole.
+        if self.title:
+            named = f"“{self.title}”"
+        elif self.created_at:
+            named = f"of {self.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        else:
+            named = "(new)"
+        return f"Session {named} · {short_id(self.id)}"
 
     @property
     def is_direct(self) -> bool:
@@ -146,7 +159,7 @@ class Turn(UsageTotals):
         ]
 
     def __str__(self) -> str:
-        return f"Turn {self.turn_index} of {self.session_id} ({self.status})"
+        return f"Turn {self.turn_index} of session {short_id(self.session_id)} ({self.status})"
 
     @staticmethod
     def final_status(answer_statuses: Iterable[str]) -> TurnStatus:
@@ -222,7 +235,7 @@ class SessionSummary(models.Model):
         indexes = [models.Index(fields=["session", "-to_sequence"], name="summary_latest")]
 
     def __str__(self) -> str:
-        return f"Summary of {self.session_id} up to #{self.to_sequence}"
+        return f"Summary of session {short_id(self.session_id)} up to #{self.to_sequence}"
 
 
 class TurnContextAudit(models.Model):
@@ -239,7 +252,7 @@ class TurnContextAudit(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        return f"Context audit of {self.turn_id}"
+        return f"Context audit of turn {short_id(self.turn_id)}"
 
 
 class IdempotencyKey(models.Model):
@@ -288,4 +301,4 @@ class TurnStream(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        return f"Stream of {self.turn_id} #{self.sequence}"
+        return f"Stream of turn {short_id(self.turn_id)} #{self.sequence}"

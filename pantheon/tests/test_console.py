@@ -774,3 +774,24 @@ def test_api_tokens_are_listed_without_their_secret_and_only_revoked(staff, owne
     assert add.status_code == 403
     assert revoked.status_code == 302
     assert not Token.objects.filter(user=owner).exists()
+
+
+def test_records_name_their_session_and_turn_readably(staff, chat):
+    """Lists and titles read "Session f7099fb9-…(36 characters)" and "Turn 4 of <a UUID>"."""
+    session = chat["session"]
+    Session.objects.filter(pk=session.pk).update(
+        title="", created_at=datetime(2026, 12, 3, 9, 5, tzinfo=UTC)
+    )
+    session.refresh_from_db()
+    client = client_for(staff)
+
+    messages = client.get(url(Message, "changelist")).content.decode()
+    turn = client.get(url(Turn, "change", chat["rows"][Turn].pk)).content.decode()
+
+    short = str(session.pk)[:8]
+    assert f"Session of 2026-12-03 09:05 UTC · {short}…" in messages
+    assert str(session.pk) not in messages.split('id="result_list"')[1].split("</table>")[0]
+    assert f"Turn 1 of session {short}… (completed)" in turn
+    Session.objects.filter(pk=session.pk).update(title="Planning")
+    session.refresh_from_db()
+    assert str(session) == f"Session “Planning” · {short}…"
