@@ -62,14 +62,6 @@ class ModelSerializer(serializers.ModelSerializer):
 MAX_LIST_ITEMS = 50
 
 
-@extend_schema_field(
-    {
-        "type": "array",
-        "items": {"type": "string", "format": "uuid"},
-        "maxItems": MAX_LIST_ITEMS,
-        "uniqueItems": True,
-    }
-)
 class StrictUUIDField(serializers.UUIDField):
     """A UUID written as a string, as the schema says. DRF's field also takes a number (`1`
     became 00000000-0000-0000-0000-000000000001, which the refusal then named)."""
@@ -80,6 +72,14 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "format": "uuid"},
+        "maxItems": MAX_LIST_ITEMS,
+        "uniqueItems": True,
+    }
+)
 class UUIDSetField(serializers.ListField):
     """Ids, each once (the service says which one repeats)."""
 
