@@ -637,7 +637,9 @@ class LlmCallEventAdmin(RecordAdmin):
         ]
 
     def get_search_results(self, request, queryset, search_term):
-        text = Q(request_id=search_term.strip()) | Q(agent_key=search_term.strip())
+        # Agent keys are lower case (AGENT_KEY_PATTERN): "ADA" finds @ada's calls, by the index.
+        term = search_term.strip()
+        text = Q(request_id=term) | Q(agent_key=term.lower())
         return by_id_or_text(queryset, search_term, ids=["turn_id", "session_id"], text=text), False
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):

@@ -795,3 +795,10 @@ def test_records_name_their_session_and_turn_readably(staff, chat):
     Session.objects.filter(pk=session.pk).update(title="Planning")
     session.refresh_from_db()
     assert str(session) == f"Session “Planning” · {short}…"
+
+
+def test_the_ledger_search_finds_an_agent_key_typed_in_capitals(staff, chat):
+    """Agent keys are lower case; "ADA" found nothing where "ada" found @ada's calls."""
+    response = client_for(staff).get(url(LlmCallEvent, "changelist"), {"q": "ADA"})
+
+    assert list(response.context["cl"].result_list) == [chat["rows"][LlmCallEvent]]
