@@ -87,13 +87,27 @@ class RequestIdMiddleware(_SyncAndAsync):
 
     def _finish(self, request, response, request_id: str, started: float):
         response[REQUEST_ID_HEADER] = request_id
-        self._log(request, response, started)
-        if response.streaming:
-            # A streamed body runs after this scope ends; give its log lines the same ids.
-            ids = dict(logging_context.current())
-            wrap = _in_scope_async if response.is_async else _in_scope
-            response.streaming_content = wrap(response.streaming_content, ids)
+        # This line replaces Django's own "Not Found: ..." line, which it writes after the
+        # middleware has returned and so without the request's ids.
+        response._has_been_logged = True
+        if not response.streaming:
+            self._log(request, response, started)
+            return response
+        # A streamed body runs after this scope ends; give its log lines the same ids. Its
+        # request line waits for the stream's end, so its duration is the whole stream's (a
+        # streamed turn's, not its headers'): Django closes every response it started to send,
+        # once sent or once its client has gone, and a WSGI server does the same.
+        ids = dict(logging_context.current())
+        wrap = _in_scope_async if response.is_async else _in_scope
+        response.streaming_content = wrap(response.streaming_content, ids)
+        response._resource_closers.append(
+            lambda: self._log_in_scope(request, response, started, ids)
+        )
         return response
+
+    def _log_in_scope(self, request, response, started: float, ids: dict) -> None:
+        with logging_context.request_scope(**ids):
+            self._log(request, response, started)
 
     def _log(self, request, response, started: float) -> None:
         status = response.status_code
@@ -101,7 +115,7 @@ class RequestIdMiddleware(_SyncAndAsync):
         if status >= 400:
             level = logging.ERROR if status >= 500 else logging.WARNING
         level = getattr(response, "log_level", level)
-        # Until the response is ready to send: for a stream, until its headers.
+        # Until the response is ready to send; for a stream, until it ends.
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         logger.log(
             level,
@@ -117,9 +131,6 @@ class RequestIdMiddleware(_SyncAndAsync):
                 "duration_ms": duration_ms,
             },
         )
-        # This line replaces Django's own "Not Found: ..." line, which it writes after the
-        # middleware has returned and so without the request's ids.
-        response._has_been_logged = True
 
 
 def _in_scope(chunks, ids: dict):

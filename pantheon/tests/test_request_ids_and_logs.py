@@ -6,6 +6,7 @@ import json
 import logging
 import logging.config
 import re
+import time
 
 import pytest
 from django.http import StreamingHttpResponse
@@ -254,6 +255,24 @@ def test_a_streamed_body_logs_with_its_requests_ids(rf, caplog):
 
     streamed = next(r for r in caplog.records if r.getMessage() == "streaming")
     assert streamed.request_id == "req-stream"
+
+
+def test_a_streamed_responses_line_is_written_at_its_end_with_its_whole_duration(rf, caplog):
+    """It was written with the headers: a 1.5 s streamed turn logged "201 15.7 ms"."""
+
+    def chunks():
+        time.sleep(0.2)
+        yield b"data: 1\n\n"
+
+    middleware = RequestIdMiddleware(lambda request: StreamingHttpResponse(chunks()))
+    with caplog.at_level(logging.INFO):
+        response = middleware(rf.get("/api/v1/turns/x/events", HTTP_X_REQUEST_ID="req-long"))
+        assert not [r for r in caplog.records if r.name == "pantheon.request"]
+        b"".join(response.streaming_content)
+        response.close()  # as the server does once the body is sent, or the client gone
+
+    (line,) = [r for r in caplog.records if r.name == "pantheon.request"]
+    assert line.request_id == "req-long" and line.duration_ms >= 200
 
 
 def test_production_logs_are_one_json_object_a_line(settings):
