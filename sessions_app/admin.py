@@ -221,15 +221,22 @@ class SessionSummaryAdmin(RecordAdmin):
 @admin.register(TurnContextAudit)
 class TurnContextAuditAdmin(RecordAdmin):
     list_display = [
+        "created",
         "turn",
-        "model_context_limit",
-        "input_budget",
-        "estimated_tokens_before",
-        "estimated_tokens_after",
+        "context_limit",
+        "budget",
+        "tokens_before",
+        "tokens_after",
         "summary_triggered",
         "pruned",
     ]
+    list_display_links = ["created"]
     list_filter = ["summary_triggered", "pruned"]
+    created = moment_column()
+    context_limit = figure_column("model_context_limit", "context limit")
+    budget = figure_column("input_budget", "input budget")
+    tokens_before = figure_column("estimated_tokens_before", "tokens before")
+    tokens_after = figure_column("estimated_tokens_after", "tokens after")
     list_select_related = ["turn"]
     ordering = ["-created_at"]
     show_full_result_count = False

@@ -802,3 +802,13 @@ def test_the_ledger_search_finds_an_agent_key_typed_in_capitals(staff, chat):
     response = client_for(staff).get(url(LlmCallEvent, "changelist"), {"q": "ADA"})
 
     assert list(response.context["cl"].result_list) == [chat["rows"][LlmCallEvent]]
+
+
+def test_context_audits_list_when_and_figures_as_the_ledger_does(staff, chat):
+    audit = chat["rows"][TurnContextAudit]
+    TurnContextAudit.objects.filter(pk=audit.pk).update(model_context_limit=131072)
+
+    page = client_for(staff).get(url(TurnContextAudit, "changelist")).content.decode()
+
+    assert "131,072" in page and "131072" not in page
+    assert f"{audit.created_at:%Y-%m-%d %H:%M:%S}" in page
