@@ -54,14 +54,7 @@ async def _rehearse(litellm: Any) -> None:
 def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
     """(status, error_kind, retryable) for an exception raised by litellm.completion."""
     litellm = load_litellm()
-    # An error raised while a stream is read (a 429 before its first chunk, a 500 midway)
-    # comes wrapped in litellm's MidStreamFallbackError, a ServiceUnavailableError: it is the
-    # error it wraps that says what happened.
-    original = getattr(exc, "original_exception", None)
-    if isinstance(exc, litellm.exceptions.MidStreamFallbackError) and isinstance(
-        original, BaseException
-    ):
-        return classify_error(original)
+    exc = _unwrapped(exc, litellm)
     # Timeout first: openai's APITimeoutError is a subclass of APIConnectionError, and a call
     # that already used its whole time budget is not worth repeating.
     if isinstance(exc, litellm.Timeout | TimeoutError):
@@ -99,14 +92,35 @@ def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
     return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, False
 
 
+def _unwrapped(exc: BaseException, litellm: Any) -> BaseException:
+    """An error raised while a stream is read (a 429 before its first chunk, a 500 midway)
+    comes wrapped in litellm's MidStreamFallbackError, a ServiceUnavailableError: the provider
+    error it wraps says what happened. Anything else inside (a raw httpx error) says less than
+    the wrapper, which stays: a retryable provider error."""
+    seen: set[int] = set()
+    while isinstance(exc, litellm.exceptions.MidStreamFallbackError) and id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "original_exception", None)
+        if not isinstance(inner, BaseException) or _library_of(inner) not in _PROVIDER_LIBRARIES:
+            break
+        exc = inner
+    return exc
+
+
+_PROVIDER_LIBRARIES = {"litellm", "openai"}
+
+
+def _library_of(exc: BaseException) -> str:
+    return type(exc).__module__.split(".", 1)[0]
+
+
 def _provider_status_code(exc: BaseException, litellm: Any) -> int | None:
     """The HTTP status of an API error from litellm or the OpenAI SDK, None otherwise.
 
     Only errors of those libraries are trusted: an arbitrary exception with a `status_code`
     attribute says nothing about the provider.
     """
-    library = type(exc).__module__.split(".", 1)[0]
-    if not isinstance(exc, litellm.APIError) and library not in {"litellm", "openai"}:
+    if not isinstance(exc, litellm.APIError) and _library_of(exc) not in _PROVIDER_LIBRARIES:
         return None
     status_code = getattr(exc, "status_code", None)
     return status_code if isinstance(status_code, int) else None

@@ -66,6 +66,12 @@ def mid_stream(original):
     )
 
 
+def self_wrapped():
+    error = mid_stream(None)
+    error.original_exception = error
+    return error
+
+
 def some_response(status):
     return httpx.Response(status, request=httpx.Request("POST", "https://groq.example/v1"))
 
@@ -388,6 +394,10 @@ def test_demo_mode_never_sends_the_alias_key_or_base(monkeypatch):
         (lambda: mid_stream(rate_limit()), ("rate_limited", "rate_limited", True)),
         (lambda: mid_stream(bad_request()), ("error", "bad_request", False)),
         (lambda: mid_stream(None), ("error", "provider_error", True)),
+        # A raw error inside says less than the wrapper: still a retryable provider error.
+        (lambda: mid_stream(httpx.RemoteProtocolError("cut")), ("error", "provider_error", True)),
+        (lambda: mid_stream(mid_stream(rate_limit())), ("rate_limited", "rate_limited", True)),
+        (lambda: self_wrapped(), ("error", "provider_error", True)),
     ],
 )
 def test_classify_error(make_error, expected):
