@@ -280,11 +280,13 @@ class SoftDeleteAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return not deleted(obj) and super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request, obj=None):
-        return not deleted(obj) and super().has_delete_permission(request, obj)
+    # Not has_delete_permission: Django also asks it of every row that a user's or an agent's
+    # delete takes with it, and a deleted room is no reason to keep those. A deleted row's own
+    # page offers no delete, and its typed-in delete URL says why (delete_view).
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if deleted(obj):
+            context["show_delete"] = False  # its typed-in delete URL says why
             self.message_user(
                 request,
                 f"Deleted on {moment(obj.deleted_at)} UTC: it stays, read-only, for its history.",

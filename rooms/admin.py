@@ -191,16 +191,6 @@ class RoomAgentInline(admin.TabularInline):
         # Each row's caption names its agent and room: one query, not two a seat.
         return super().get_queryset(request).select_related("agent", "room")
 
-    # A deleted room's seats stay as they were when it was deleted, as the room does.
-    def has_add_permission(self, request, obj=None):
-        return not deleted(obj) and super().has_add_permission(request, obj)
-
-    def has_change_permission(self, request, obj=None):
-        return not deleted(obj) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return not deleted(obj) and super().has_delete_permission(request, obj)
-
     def get_formset(self, request, obj=None, **kwargs):
         # An inline instance serves one request: remember whose agents the room may seat.
         self.room_owner_id = getattr(obj, "owner_id", None)
@@ -265,9 +255,8 @@ class RoomAgentAdmin(admin.ModelAdmin):
     search_fields = ["room__name", "agent__agent_key"]
     raw_id_fields = ["room", "agent"]
 
-    # A deleted room's seats stay as they were when it was deleted, as the room does.
+    # A deleted room's seats stay as they were when it was deleted, as the room does (its own
+    # page, read-only, makes its seats inline read-only too). Not has_delete_permission: an
+    # agent's delete takes its seats with it, as the API's does.
     def has_change_permission(self, request, obj=None):
         return not (obj and deleted(obj.room)) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return not (obj and deleted(obj.room)) and super().has_delete_permission(request, obj)

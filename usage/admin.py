@@ -181,7 +181,7 @@ class PricingVersionForm(forms.ModelForm):
 
     def clean_effective_from(self):
         starts = self.cleaned_data["effective_from"]
-        current = self.instance.effective_from if self.instance.pk else None
+        current = None if self.instance._state.adding else self.instance.effective_from
         # Kept as it was (the form shows it to the second): an old start may stay.
         if starts is None or (current and starts in (current, current.replace(microsecond=0))):
             return starts

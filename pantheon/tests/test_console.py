@@ -812,3 +812,19 @@ def test_context_audits_list_when_and_figures_as_the_ledger_does(staff, chat):
 
     assert "131,072" in page and "131072" not in page
     assert f"{audit.created_at:%Y-%m-%d %H:%M:%S}" in page
+
+
+def test_an_agent_seated_in_a_deleted_room_can_still_be_deleted(staff, chat):
+    """Its seat in the deleted room was refused as "permission to delete … room agent", where
+    the API's DELETE agents/{id} takes the seat with it."""
+    room = chat["room"]
+    Room.objects.filter(pk=room.pk).update(deleted_at=timezone.now())
+    agent = Agent.objects.get(agent_key="ada")
+
+    page = client_for(staff).get(url(Agent, "delete", agent.pk)).content.decode()
+    response = client_for(staff).post(url(Agent, "delete", agent.pk), {"post": "yes"})
+
+    assert "permission" not in page
+    assert response.status_code == 302
+    assert not Agent.objects.filter(pk=agent.pk).exists()
+    assert not RoomAgent.objects.filter(room=room).exists()

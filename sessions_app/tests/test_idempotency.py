@@ -215,6 +215,12 @@ def test_an_age_no_date_can_hold_is_a_one_line_error_not_a_traceback(command, va
         call_command(command, "--older-than", value)
 
 
+def test_recover_turns_refuses_a_negative_age_given_as_a_keyword():
+    """call_command(older_than=-1) skips the parser: it would take every running turn."""
+    with pytest.raises(CommandError, match="cannot be negative"):
+        call_command("recover_turns", older_than=-1)
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_retries_with_one_key_run_one_turn(live_server, owner, session, fake_gateway):
     fake_gateway.delay = 0.5

@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from pantheon.commands import age_in
 from sessions_app.services import turns_interrupt, turns_stale
@@ -24,6 +24,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, older_than=None, dry_run=False, **options):
         seconds = settings.PANTHEON_TURN_STALE_SECONDS if older_than is None else older_than
+        if seconds < 0:  # call_command(older_than=-1) skips the parser's check
+            raise CommandError("--older-than cannot be negative")
         stale = turns_stale(older_than_seconds=seconds).select_related("session")
         for turn in stale.order_by("progress_at"):
             self.stdout.write(
