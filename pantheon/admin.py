@@ -1,27 +1,52 @@
-"""The user page shows where the user stands this month: credits, cap and billing status."""
+"""The user page shows where the user stands this month (credits, cap, billing status) and
+whether they hold an API token, which the users' list revokes."""
 
 from urllib.parse import urlencode
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.urls import reverse
 from django.utils.html import format_html
-from rest_framework.authtoken.admin import TokenAdmin
-from rest_framework.authtoken.models import TokenProxy
+from rest_framework.authtoken.models import Token, TokenProxy
 
-from pantheon.console import CREDITS, KeptWhileInUse, badge
+from pantheon.console import CREDITS, KeptWhileInUse, badge, moment
 from usage.rollups import today
 from usage.selectors import billing_profile_for, ledger_names_user, month_credits, month_of
 
 User = get_user_model()
 admin.site.unregister(User)
+# DRF's token pages name a token by its key, in clear (title, breadcrumbs, history, delete
+# page, admin log). Tokens are revoked from the users' list instead (`revoke_api_tokens`).
+admin.site.unregister(TokenProxy)
 
 
 @admin.register(User)
 class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
-    billing_fields = ("month_credits", "credit_cap", "billing_status")
+    billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token")
     readonly_fields = (*UserAdmin.readonly_fields, *billing_fields)
+    actions = ["revoke_api_tokens"]
+
+    @admin.action(description="Revoke API tokens (they log in again for a new one)")
+    def revoke_api_tokens(self, request, queryset):
+        tokens = Token.objects.filter(user__in=queryset).select_related("user")
+        revoked = [token.user for token in tokens]
+        tokens.delete()
+        for user in revoked:
+            self.log_change(request, user, "Revoked the API token.")
+        if revoked:
+            self.message_user(
+                request, f"Revoked the API token of {len(revoked)} user(s).", messages.SUCCESS
+            )
+        else:
+            self.message_user(request, "Nothing changed: none of them had an API token.")
+
+    @admin.display(description="API token")
+    def api_token(self, user) -> str:
+        token = Token.objects.filter(user=user).only("created").first()
+        if token is None:
+            return "none"
+        return f"since {moment(token.created)} UTC (revoke it from the users' list)"
 
     def why_kept(self, user) -> str | None:
         # Asked before Django collects what the delete would take: for a user with many ledger
@@ -66,25 +91,3 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
         if profile is not None and profile.is_suspended:
             return badge("bad", "suspended")
         return badge("ok", "active")
-
-
-admin.site.unregister(TokenProxy)
-
-
-@admin.register(TokenProxy)
-class ApiTokenAdmin(TokenAdmin):
-    """API tokens: whose exist and since when, never the secret (DRF's list showed every user's
-    key in clear). Users get theirs from `POST auth/token`; an operator revokes one by deleting
-    it, and adds none (a credential someone else has seen)."""
-
-    list_display = ("user", "key_hint", "created")
-
-    @admin.display(description="key")
-    def key_hint(self, token) -> str:
-        return f"{token.key[:4]}…"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

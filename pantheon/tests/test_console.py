@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token, TokenProxy
+from rest_framework.authtoken.models import Token
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
@@ -762,18 +762,26 @@ def test_a_rooms_name_and_goal_are_held_to_the_apis_limits(staff, chat, settings
     assert room.goal == "Ship v1."
 
 
-def test_api_tokens_are_listed_without_their_secret_and_only_revoked(staff, owner):
+def test_api_tokens_are_never_shown_and_are_revoked_from_the_users_list(staff, owner):
+    """DRF's token pages showed each key: in its list, and as the name of its own page."""
     token = Token.objects.create(user=owner)
     client = client_for(staff)
 
-    listed = client.get(url(TokenProxy, "changelist")).content.decode()
-    add = client.get(url(TokenProxy, "add"))
-    revoked = client.post(url(TokenProxy, "delete", owner.pk), {"post": "yes"})
+    user_page = client.get(url(User, "change", owner.pk)).content.decode()
+    revoked = client.post(
+        url(User, "changelist"),
+        {"action": "revoke_api_tokens", "_selected_action": [owner.pk]},
+        follow=True,
+    )
 
-    assert token.key not in listed and f"{token.key[:4]}…" in listed
-    assert add.status_code == 403
-    assert revoked.status_code == 302
+    assert "since " in user_page and token.key not in user_page
+    assert client.get("/admin/authtoken/tokenproxy/").status_code == 404
+    assert "Revoked the API token of 1 user(s)." in revoked.content.decode()
+    assert token.key not in revoked.content.decode()
     assert not Token.objects.filter(user=owner).exists()
+    assert LogEntry.objects.get(object_id=str(owner.pk)).change_message == (
+        "Revoked the API token."
+    )
 
 
 def test_records_name_their_session_and_turn_readably(staff, chat):
