@@ -95,19 +95,14 @@ class RequestIdMiddleware(_SyncAndAsync):
             return response
         # A streamed body runs after this scope ends; give its log lines the same ids. Its
         # request line waits for the stream's end, so its duration is the whole stream's (a
-        # streamed turn's, not its headers'): Django closes every response it started to send,
-        # once sent or once its client has gone, and a WSGI server does the same.
+        # streamed turn's, not its headers'): written when the body ends, fails or is closed
+        # (its client gone), or else when the response is closed (a body never started).
         ids = dict(logging_context.current())
+        line = _Once(lambda: self._log(request, response, started), ids)
         wrap = _in_scope_async if response.is_async else _in_scope
-        response.streaming_content = wrap(response.streaming_content, ids)
-        response._resource_closers.append(
-            lambda: self._log_in_scope(request, response, started, ids)
-        )
+        response.streaming_content = wrap(response.streaming_content, ids, line)
+        response._resource_closers.append(line)
         return response
-
-    def _log_in_scope(self, request, response, started: float, ids: dict) -> None:
-        with logging_context.request_scope(**ids):
-            self._log(request, response, started)
 
     def _log(self, request, response, started: float) -> None:
         status = response.status_code
@@ -133,15 +128,34 @@ class RequestIdMiddleware(_SyncAndAsync):
         )
 
 
-def _in_scope(chunks, ids: dict):
-    with logging_context.request_scope(**ids):
-        yield from chunks
+class _Once:
+    """Calls `write` the first time it is called, within the request's log ids."""
+
+    def __init__(self, write, ids: dict) -> None:
+        self.write, self.ids, self.done = write, ids, False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            with logging_context.request_scope(**self.ids):
+                self.write()
 
 
-async def _in_scope_async(chunks, ids: dict):
+def _in_scope(chunks, ids: dict, end):
     with logging_context.request_scope(**ids):
-        async for chunk in chunks:
-            yield chunk
+        try:
+            yield from chunks
+        finally:
+            end()
+
+
+async def _in_scope_async(chunks, ids: dict, end):
+    with logging_context.request_scope(**ids):
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            end()
 
 
 class ApiGuardMiddleware(_SyncAndAsync):

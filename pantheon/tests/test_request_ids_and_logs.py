@@ -1,6 +1,7 @@
 """Every request has an id, echoed in `X-Request-ID` and carried by every log line it writes,
 with the user (and session and turn, once bound); CORS answers only configured origins."""
 
+import asyncio
 import io
 import json
 import logging
@@ -273,6 +274,30 @@ def test_a_streamed_responses_line_is_written_at_its_end_with_its_whole_duration
 
     (line,) = [r for r in caplog.records if r.name == "pantheon.request"]
     assert line.request_id == "req-long" and line.duration_ms >= 200
+
+
+def test_a_stream_that_fails_still_writes_its_request_line(rf, caplog):
+    """Django's ASGI handler does not close a response whose body raised."""
+
+    async def chunks():
+        yield b"data: 1\n\n"
+        raise RuntimeError("the stream broke")
+
+    async def view(request):
+        return StreamingHttpResponse(chunks())
+
+    async def consume():
+        middleware = RequestIdMiddleware(view)
+        response = await middleware(rf.get("/api/v1/turns/x/events", HTTP_X_REQUEST_ID="req-bad"))
+        with pytest.raises(RuntimeError):
+            async for _ in response:
+                pass
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(consume())
+
+    (line,) = [r for r in caplog.records if r.name == "pantheon.request"]
+    assert line.request_id == "req-bad"
 
 
 def test_production_logs_are_one_json_object_a_line(settings):
