@@ -7,7 +7,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from pantheon import logging_context
-from pantheon.exceptions import has_unrenderable
+from pantheon.exceptions import query_has_unrenderable
 
 
 class PantheonAdminSite(admin.AdminSite):
@@ -40,19 +40,15 @@ class PantheonAdminSite(admin.AdminSite):
         """Every console page refuses a query string holding a NUL (or a lone surrogate) with a
         400, in one place: PostgreSQL refuses such a text in a query, and any list filter, search
         box or dashboard field that passed one on was a 500. Its log lines (the request's line
-        too) name the operator, as the API's name their caller."""
-        guarded = super().admin_view(view, cacheable)
+        too) name the operator, as the API's name their caller. Inside Django's own wrapper, so
+        the login redirect, never_cache and CSRF apply first."""
 
         @functools.wraps(view)
-        def inner(request, *args, **kwargs):
-            if any(
-                has_unrenderable(key) or any(has_unrenderable(value) for value in values)
-                for key, values in request.GET.lists()
-            ):
+        def checked(request, *args, **kwargs):
+            logging_context.bind(user_id=request.user.pk)
+            if query_has_unrenderable(request.GET):
                 context = {**self.each_context(request), "title": "Bad request"}
                 return TemplateResponse(request, "admin/bad_request.html", context, status=400)
-            if request.user.is_authenticated:
-                logging_context.bind(user_id=request.user.pk)
-            return guarded(request, *args, **kwargs)
+            return view(request, *args, **kwargs)
 
-        return inner
+        return super().admin_view(checked, cacheable)

@@ -189,6 +189,15 @@ def has_unrenderable(text: str) -> bool:
     return UNRENDERABLE.search(text) is not None
 
 
+def query_has_unrenderable(query) -> bool:
+    """Whether a query string (a QueryDict) holds a NUL or a lone surrogate, in a name or a
+    value: PostgreSQL refuses such a text, and no error body can echo it."""
+    return any(
+        has_unrenderable(key) or any(has_unrenderable(value) for value in values)
+        for key, values in query.lists()
+    )
+
+
 def renderable(value):
     """`value` (an error detail: str, list, dict) with every unrenderable character replaced."""
     if isinstance(value, str):

@@ -24,7 +24,7 @@ from pantheon.exceptions import (
     PantheonError,
     RepeatedParameter,
     RequestTooLarge,
-    has_unrenderable,
+    query_has_unrenderable,
 )
 from pantheon.threads import BODY_TOO_LARGE
 
@@ -206,11 +206,11 @@ class ApiGuardMiddleware(_SyncAndAsync):
             length = 0  # Django reads such a body as empty
         if limit is not None and length > limit:
             return self._too_large()
+        if query_has_unrenderable(request.GET):
+            return InvalidCharacters(
+                "A query parameter holds a NUL character or a lone UTF-16 surrogate."
+            )
         for key, values in request.GET.lists():
-            if has_unrenderable(key) or any(has_unrenderable(value) for value in values):
-                return InvalidCharacters(
-                    "A query parameter holds a NUL character or a lone UTF-16 surrogate."
-                )
             if len(values) > 1:
                 # Every parameter of this API takes one value; which of several would count
                 # (Django reads the last) is not something a client should have to guess.

@@ -836,3 +836,14 @@ def test_an_agent_seated_in_a_deleted_room_can_still_be_deleted(staff, chat):
     assert response.status_code == 302
     assert not Agent.objects.filter(pk=agent.pk).exists()
     assert not RoomAgent.objects.filter(room=room).exists()
+
+
+def test_a_nul_address_asks_an_anonymous_visitor_to_log_in_first(staff):
+    from django.test import Client
+
+    anonymous = Client().get(url(Turn, "changelist"), {"status__exact": "\x00"})
+    refused = client_for(staff).get(url(Turn, "changelist"), {"status__exact": "\x00"})
+
+    assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+    assert refused.status_code == 400
+    assert "no-cache" in refused["Cache-Control"]  # never_cache, as every console page
