@@ -329,12 +329,38 @@ class CapForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if "cap" in self.errors:
-            return data
-        if data.get("no_cap") and data.get("cap") is not None:
-            raise forms.ValidationError("Give a cap or tick “No cap”, not both.")
-        if not data.get("no_cap") and data.get("cap") is None:
-            raise forms.ValidationError("Give a cap in credits, or tick “No cap” to lift it.")
+        if "cap" not in self.errors:
+            check_cap_choice(data.get("cap"), data.get("no_cap"))
+        return data
+
+
+def check_cap_choice(cap, no_cap) -> None:
+    """A cap, or "No cap" ticked: one of the two, said in so many words."""
+    if no_cap and cap is not None:
+        raise forms.ValidationError("Give a cap or tick “No cap”, not both.")
+    if not no_cap and cap is None:
+        raise forms.ValidationError("Give a cap in credits, or tick “No cap” to lift it.")
+
+
+class BillingProfileForm(forms.ModelForm):
+    """The profile's page holds the set-cap action's rule: an empty cap box lifts nothing."""
+
+    no_cap = forms.BooleanField(label="No cap", required=False, help_text="No monthly limit.")
+
+    class Meta:
+        model = BillingProfile
+        fields = ["user", "monthly_credit_cap", "is_suspended"]
+        help_texts = {"monthly_credit_cap": "Credits per calendar month (UTC)."}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None and not self.instance._state.adding:
+            self.fields["no_cap"].initial = self.instance.monthly_credit_cap is None
+
+    def clean(self):
+        data = super().clean()
+        if "monthly_credit_cap" not in self.errors:
+            check_cap_choice(data.get("monthly_credit_cap"), data.get("no_cap"))
         return data
 
 
@@ -361,6 +387,7 @@ class BillingProfileAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     raw_id_fields = ["user"]
     actions = ["suspend", "reactivate", "set_cap"]
+    form = BillingProfileForm
     formfield_overrides = {models.DecimalField: {"form_class": AmountField}}
 
     def get_readonly_fields(self, request, obj=None):

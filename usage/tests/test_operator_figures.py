@@ -324,3 +324,19 @@ def test_a_summed_amount_that_is_not_zero_never_reads_zero(amount, as_usd, as_cr
 
     assert usd(Decimal(amount)) == as_usd
     assert credits(Decimal(amount)) == as_credits
+
+
+def test_a_profiles_page_lifts_its_cap_only_when_no_cap_is_ticked(make_operator, owner):
+    """An empty box lifted it (a number box is emptied when letters are typed in it)."""
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("2500"))
+    client = client_for(make_operator("Owner", "boss"))
+    change = reverse("admin:usage_billingprofile_change", args=[profile.pk])
+
+    emptied = client.post(change, {"monthly_credit_cap": ""})
+    profile.refresh_from_db()
+    assert emptied.status_code == 200 and profile.monthly_credit_cap == Decimal("2500")
+    assert "or tick “No cap” to lift it." in emptied.content.decode()
+
+    lifted = client.post(change, {"monthly_credit_cap": "", "no_cap": "on"})
+    profile.refresh_from_db()
+    assert lifted.status_code == 302 and profile.monthly_credit_cap is None
