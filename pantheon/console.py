@@ -309,9 +309,11 @@ class SoftDeleteAdmin(admin.ModelAdmin):
     def delete_selected(self, request, queryset):
         """Django's bulk delete, of the selected rows not deleted yet: the others are neither
         counted, nor logged as deleted again."""
-        response = django_delete_selected(self, request, queryset.filter(deleted_at__isnull=True))
+        live = queryset.filter(deleted_at__isnull=True)
+        response = django_delete_selected(self, request, live)
         if response is not None:  # the confirmation page
             response.context_data["soft_delete_effect"] = self.soft_delete_effect
+            response.context_data["deleted_already"] = queryset.count() - live.count()
         return response
 
     def log_deletions(self, request, queryset):

@@ -239,8 +239,8 @@ class RoomAdmin(ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
     inlines = [RoomAgentInline]
     soft_delete_effect = (
         "goes from the API at once (it and its sessions answer 404 and take no more turns) "
-        "and stays here, marked deleted and read-only, with its seats, sessions, turns and "
-        "ledger rows."
+        "and stays here, marked deleted and read-only with its seats; its sessions, turns and "
+        "ledger rows stay too."
     )
 
     def soft_delete(self, obj: Room) -> None:

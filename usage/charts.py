@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from pantheon.console import CREDITS
+from usage.templatetags.billing_format import credits
 
 WIDTH, HEIGHT = 960, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 32
@@ -65,7 +65,7 @@ def daily_bar_chart(
                 y=round(TOP + plot_height - height, 2),
                 width=round(bar_width, 2),
                 height=round(height, 2),
-                title=f"{day:%Y-%m-%d}: {value:{CREDITS}} {unit}"
+                title=f"{day:%Y-%m-%d}: {credits(value)} {unit}"
                 + (" so far" if day == highlight else ""),
                 highlight=day == highlight,
             )

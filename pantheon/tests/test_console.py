@@ -329,8 +329,9 @@ def test_the_delete_pages_say_the_row_stays(staff, chat, owner, make_room):
 
     assert "will be deleted" not in one + bulk + session
     assert "Delete the room “Research”? It goes from the API at once" in one
-    assert "stays here, marked deleted and read-only, with its seats, sessions" in one
+    assert "marked deleted and read-only with its seats; its sessions, turns and ledger" in one
     assert "Delete the selected room? Each goes from the API at once" in bulk
+    assert "deleted already" not in bulk  # none of the selected was
     assert "It goes from the API at once (it answers 404 and takes no more turns)" in session
 
 
@@ -347,6 +348,7 @@ def test_the_bulk_delete_leaves_rows_deleted_already_as_they_were(staff, chat, o
 
     assert "were deleted already: there is nothing to delete" in alone.content.decode()
     assert "<li>Other</li>" in confirm.content.decode()
+    assert "The 1 selected that was deleted already stays as it is." in confirm.content.decode()
     assert "<li>Research</li>" not in confirm.content.decode()
     assert "Successfully deleted 1 room." in response.content.decode()
     room.refresh_from_db()

@@ -116,7 +116,7 @@ def test_the_bulk_delete_keeps_an_alias_the_ledger_names_and_says_why(boss, owne
     assert "scratch: ledger rows name it" in page and "disable it" in page
     assert "permission" not in page
     # Not Django's heading, which spoke of deleting "protected related objects".
-    assert "Nothing is deleted: of the selected model alias, these are kept." in page
+    assert "Nothing is deleted: of the selected model aliases, these are kept." in page
     assert "protected related objects" not in page
     assert response.status_code == 200  # the same refusal again, nothing deleted
     assert ModelAlias.objects.filter(alias="scratch").exists()
