@@ -165,25 +165,31 @@ class ApiGuardMiddleware(_SyncAndAsync):
         refusal = self._check(request)
         if refusal:
             return error_response(refusal)
-        return self._json_under_debug(request, self.get_response(request))
+        return self._json_on_the_api(request, self.get_response(request))
 
     async def __acall__(self, request):
         refusal = self._check(request)
         if refusal:
             return error_response(refusal)
-        return self._json_under_debug(request, await self.get_response(request))
+        return self._json_on_the_api(request, await self.get_response(request))
 
-    def _json_under_debug(self, request, response):
-        """With DEBUG on (`make run`), Django answers an unknown path with its HTML page of URL
-        patterns instead of calling handler404: under /api/ the answer stays JSON, as with
-        DEBUG off (`pantheon.error_views`)."""
-        if (
-            settings.DEBUG
-            and response.status_code == 404
-            and is_api_path(request.path_info)
-            and response.get("Content-Type", "").startswith("text/html")
+    def _json_on_the_api(self, request, response):
+        """What Django answers in HTML under /api/, in JSON: with DEBUG on (`make run`), an
+        unknown path gets its HTML page of URL patterns instead of handler404 (JSON, as with
+        DEBUG off: `pantheon.error_views`); a path missing its slash, an empty redirect."""
+        if not is_api_path(request.path_info) or not response.get("Content-Type", "").startswith(
+            "text/html"
         ):
+            return response
+        if settings.DEBUG and response.status_code == 404:
             return JsonResponse({"detail": "Not found."}, status=404)
+        if response.status_code in (301, 302, 307, 308) and "Location" in response:
+            # APPEND_SLASH's redirect (`/api/schema` to `/api/schema/`): empty, labelled HTML.
+            moved = JsonResponse(
+                {"detail": f"Moved to {response['Location']}."}, status=response.status_code
+            )
+            moved["Location"] = response["Location"]
+            return moved
         return response
 
     def _check(self, request) -> PantheonError | None:

@@ -153,3 +153,15 @@ def test_an_unknown_api_path_is_json_with_debug_on_too(owner_client, settings, p
     elsewhere = owner_client.get("/nowhere")
     assert elsewhere.status_code == 404
     assert elsewhere["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/schema", "/api/docs"])
+def test_a_redirect_to_the_slashed_path_is_json_too(anon_client, path):
+    """Django's APPEND_SLASH answered an empty body labelled text/html."""
+    response = anon_client.get(path)
+
+    assert response.status_code == 301
+    assert response["Location"] == f"{path}/"
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": f"Moved to {path}/."}
