@@ -1,3 +1,4 @@
+import re
 import uuid
 from decimal import Decimal
 
@@ -32,6 +33,10 @@ class UsageTotals(models.Model):
 # The names of those totals, in the order the API and the admin show them.
 USAGE_TOTAL_FIELDS = ("llm_calls", "input_tokens", "output_tokens", "credits", "provider_cost_usd")
 
+
+# What an alias is called: a word a client types in `model_alias` (no spaces, no punctuation
+# beyond . _ -).
+ALIAS_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 
 # The fewest prompt tokens an alias's window may leave: a role prompt and a short message.
 MIN_INPUT_BUDGET = 512
@@ -69,9 +74,11 @@ class ModelAlias(models.Model):
         return self.alias
 
     def clean(self):
-        """A window that leaves the prompt room: with none, every turn on the alias was refused
-        as context_budget_exceeded ("an input budget of 0")."""
+        """A name clients can type and tell apart, and a window that leaves the prompt room:
+        with none, every turn on the alias was refused as context_budget_exceeded ("an input
+        budget of 0")."""
         super().clean()
+        self._clean_name()
         window, longest = self.context_window, self.max_output_tokens
         if window is None or longest is None:
             return  # the field errors say why
@@ -90,6 +97,19 @@ class ModelAlias(models.Model):
                         f"{MIN_INPUT_BUDGET:,} are needed."
                     )
                 }
+            )
+
+    def _clean_name(self) -> None:
+        if not self.alias:
+            return  # the field's own error says so
+        if not re.fullmatch(ALIAS_PATTERN, self.alias):
+            raise ValidationError(
+                {"alias": "Use letters, digits, '.', '_' or '-', starting with a letter or digit."}
+            )
+        twin = ModelAlias.objects.filter(alias__iexact=self.alias).exclude(pk=self.pk).first()
+        if twin is not None:
+            raise ValidationError(
+                {"alias": f"{twin.alias} exists already: aliases differ by more than case."}
             )
 
 

@@ -349,6 +349,24 @@ def test_set_model_alias_refuses_a_window_that_leaves_no_room_for_the_prompt(arg
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name, refusal",
+    [
+        ("bad alias!", "Use letters, digits"),
+        ("_under", "Use letters, digits"),
+        ("DeepSeek", "deepseek exists already: aliases differ by more than case."),
+    ],
+)
+def test_set_model_alias_refuses_a_name_clients_cannot_type_or_tell_apart(name, refusal):
+    """Both were accepted: an alias with spaces and punctuation, and a case twin."""
+    with pytest.raises(CommandError, match=refusal):
+        set_model_alias(name, "--model", "openai/x")
+
+    assert not ModelAlias.objects.filter(alias=name).exists()
+    set_model_alias("deepseek", "--context-window", "65536")  # itself is no twin
+
+
+@pytest.mark.django_db
 def test_set_model_alias_sets_how_long_an_answer_may_be():
     output = set_model_alias(
         "tiny", "--model", "openai/tiny", "--context-window", "2048", "--max-output-tokens", "256"
