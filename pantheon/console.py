@@ -8,6 +8,7 @@
   dollars to 6, timestamps as 2026-11-25 13:14:05 UTC.
 """
 
+from contextlib import suppress
 from decimal import Decimal
 from functools import cache
 from uuid import UUID
@@ -186,6 +187,37 @@ class RecordTabularInline(ReadOnlyRecords, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
+
+
+class ChangesWithValues:
+    """The admin log says what a change changed from and to ("Changed Enabled: True → False."),
+    where Django's says only which fields ("Changed Enabled.", twice alike for a disable and
+    the enable after it). Values are cut to 60 characters."""
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        message = super().construct_change_message(  # type: ignore[misc]
+            request, form, formsets, add
+        )
+        if add:
+            return message
+        for entry in message:
+            changed = entry.get("changed")
+            if changed is not None and "object" not in changed:  # the page's own form
+                changed["fields"] = [
+                    f"{label}: {_logged(form, name, form.initial.get(name))} → "
+                    f"{_logged(form, name, form.cleaned_data.get(name))}"
+                    for name, label in zip(form.changed_data, changed["fields"], strict=True)
+                ]
+        return message
+
+
+def _logged(form, name: str, value) -> str:
+    field = form.fields.get(name)
+    if isinstance(field, forms.ModelChoiceField) and not isinstance(value, Model):
+        with suppress(forms.ValidationError):  # a relation's initial value is its key: the row
+            value = field.to_python(value)
+    text = "(empty)" if value in (None, "", [], {}) else str(value)
+    return text if len(text) <= 60 else f"{text[:59]}…"
 
 
 def deleted(obj: Model | None) -> bool:

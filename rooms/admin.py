@@ -3,6 +3,7 @@ from django.contrib import admin
 from rest_framework import serializers
 
 from pantheon.console import (
+    ChangesWithValues,
     DeletedFilter,
     ShownMoments,
     SoftDeleteAdmin,
@@ -121,7 +122,7 @@ def _messages(detail) -> list:
 
 
 @admin.register(Agent)
-class AgentAdmin(ShownMoments, OwnerSetOnce, admin.ModelAdmin):
+class AgentAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, admin.ModelAdmin):
     form = AgentForm
     list_display = ["agent_key", "name", "owner", "model_alias", "created"]
     created = moment_column()
@@ -221,7 +222,7 @@ class RoomForm(CheckedAsTheApi):
 
 
 @admin.register(Room)
-class RoomAdmin(ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
+class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
     form = RoomForm
     list_display = ["name", "owner", "current_mode", "pending_mode", "created", "deleted"]
     created = moment_column()

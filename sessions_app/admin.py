@@ -3,6 +3,7 @@ from django.db.models import Q
 
 from pantheon.console import (
     CREDITS,
+    ChangesWithValues,
     DeletedFilter,
     ReadOnlyRecords,
     RecordAdmin,
@@ -29,7 +30,7 @@ from usage.selectors import priced_or_none
 
 
 @admin.register(Session)
-class SessionAdmin(ShownMoments, SoftDeleteAdmin):
+class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
     list_display = ["created", "started_by", "room", "agent", "title", "deleted"]
     list_display_links = ["created"]
     created = moment_column()

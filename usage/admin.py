@@ -19,6 +19,7 @@ from pantheon.console import (
     CREDITS,
     USD,
     AmountField,
+    ChangesWithValues,
     KeptWhileInUse,
     RecordAdmin,
     badge,
@@ -66,7 +67,7 @@ def ledger_uses_version(version_id) -> bool:
 
 
 @admin.register(ModelAlias)
-class ModelAliasAdmin(KeptWhileInUse, admin.ModelAdmin):
+class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = [
         "alias",
@@ -197,7 +198,7 @@ class PricingVersionForm(forms.ModelForm):
 
 
 @admin.register(PricingVersion)
-class PricingVersionAdmin(KeptWhileInUse, admin.ModelAdmin):
+class PricingVersionAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
 
     form = PricingVersionForm
@@ -278,7 +279,7 @@ def _copy_name(name: str) -> str:
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(KeptWhileInUse, admin.ModelAdmin):
+class ModelPriceAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
     list_display = [
         "model_alias",
         "pricing_version",
@@ -378,7 +379,7 @@ class BillingStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(BillingProfile)
-class BillingProfileAdmin(admin.ModelAdmin):
+class BillingProfileAdmin(ChangesWithValues, admin.ModelAdmin):
     """Caps and suspensions. The actions write one admin-log entry per profile they change."""
 
     list_display = ["user", "month_credits", "credit_cap", "status", "updated"]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -480,3 +481,29 @@ def test_disabling_the_managers_and_summarizers_alias_says_what_stops(boss, sett
     )
     assert not ModelAlias.objects.get(alias="deepseek").enabled
     assert not any("While" in str(message) for message in quiet.context["messages"])
+
+
+def test_the_history_says_what_a_change_changed_from_and_to(boss):
+    """Disabling and enabling again both read "Changed Enabled.": which was which?"""
+    qwen = ModelAlias.objects.get(alias="qwen")
+    form = {
+        "alias": "qwen",
+        "litellm_model": qwen.litellm_model,
+        "api_key_env": qwen.api_key_env,
+        "context_window": qwen.context_window,
+        "max_output_tokens": qwen.max_output_tokens,
+    }
+
+    boss.post(url(ModelAlias, "change", qwen.pk), form)
+    boss.post(
+        url(ModelAlias, "change", qwen.pk), {**form, "enabled": "on", "context_window": 65536}
+    )
+
+    said = [
+        entry.get_change_message()
+        for entry in LogEntry.objects.filter(object_id=str(qwen.pk)).order_by("pk")
+    ]
+    assert said == [
+        "Changed Enabled: True → False.",
+        f"Changed Context window: {qwen.context_window} → 65536 and Enabled: False → True.",
+    ]
