@@ -1,4 +1,4 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q
 
 from pantheon.console import (
@@ -12,7 +12,9 @@ from pantheon.console import (
     SoftDeleteAdmin,
     badge,
     by_id_or_text,
+    deleted,
     figure_column,
+    moment,
     moment_column,
     username_filter,
 )
@@ -27,6 +29,10 @@ from sessions_app.models import (
 from sessions_app.services import session_delete
 from usage.models import USAGE_TOTAL_FIELDS, LlmCallEvent
 from usage.selectors import priced_or_none
+
+
+def _in_a_deleted_room(session: Session | None) -> bool:
+    return session is not None and session.room_id is not None and deleted(session.room)
 
 
 @admin.register(Session)
@@ -61,6 +67,20 @@ class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
 
     def soft_delete(self, obj: Session) -> None:
         session_delete(session=obj)
+
+    # A session in a deleted room is gone from the API as the room is: read-only here too.
+    def has_change_permission(self, request, obj=None):
+        return not _in_a_deleted_room(obj) and super().has_change_permission(request, obj)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if _in_a_deleted_room(obj) and obj.deleted_at is None:
+            self.message_user(
+                request,
+                f"Its room was deleted on {moment(obj.room.deleted_at)} UTC: the session is gone "
+                "from the API with it, and stays here, read-only, for its history.",
+                messages.INFO,
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_search_results(self, request, queryset, search_term):
         text = Q(title__icontains=search_term.strip()) | Q(

@@ -849,3 +849,21 @@ def test_a_nul_address_asks_an_anonymous_visitor_to_log_in_first(staff):
     assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
     assert refused.status_code == 400
     assert "no-cache" in refused["Cache-Control"]  # never_cache, as every console page
+
+
+def test_a_session_in_a_deleted_room_is_read_only_and_says_why(staff, chat):
+    """Its title stayed editable, though the API answers 404 for it as for its room."""
+    session = chat["session"]
+    Room.objects.filter(pk=chat["room"].pk).update(
+        deleted_at=datetime(2026, 12, 4, 8, 0, 5, tzinfo=UTC)
+    )
+    client = client_for(staff)
+
+    page = client.get(url(Session, "change", session.pk)).content.decode()
+    renamed = client.post(url(Session, "change", session.pk), {"title": "Renamed"})
+
+    assert 'name="title"' not in page
+    assert "Its room was deleted on 2026-12-04 08:00:05 UTC" in page
+    assert renamed.status_code == 403
+    session.refresh_from_db()
+    assert session.title != "Renamed"
