@@ -55,6 +55,17 @@ def spare_list():
     return version
 
 
+def alias_form(alias: ModelAlias) -> dict:
+    """The alias's page as posted with its values, Enabled unticked."""
+    return {
+        "alias": alias.alias,
+        "litellm_model": alias.litellm_model,
+        "api_key_env": alias.api_key_env,
+        "context_window": alias.context_window,
+        "max_output_tokens": alias.max_output_tokens,
+    }
+
+
 def bulk_delete(client, model, rows, action="delete_selected", **extra):
     return client.post(
         url(model, "changelist"),
@@ -456,22 +467,10 @@ def test_a_price_lists_page_reads_its_prices_in_one_go(boss, spare_list):
 def test_disabling_the_managers_and_summarizers_alias_says_what_stops(boss, settings):
     """It saved without a word; the next orchestrated turn was refused."""
     settings.PANTHEON_MANAGER_MODEL_ALIAS = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "deepseek"
-    deepseek = ModelAlias.objects.get(alias="deepseek")
-    form = {
-        "alias": "deepseek",
-        "litellm_model": deepseek.litellm_model,
-        "api_key_env": deepseek.api_key_env,
-        "context_window": deepseek.context_window,
-        "max_output_tokens": deepseek.max_output_tokens,
-    }
+    deepseek, other = (ModelAlias.objects.get(alias=name) for name in ("deepseek", "qwen"))
 
-    disabled = boss.post(url(ModelAlias, "change", deepseek.pk), form, follow=True)
-    other = ModelAlias.objects.get(alias="qwen")
-    quiet = boss.post(
-        url(ModelAlias, "change", other.pk),
-        {**form, "alias": "qwen", "litellm_model": other.litellm_model},
-        follow=True,
-    )
+    disabled = boss.post(url(ModelAlias, "change", deepseek.pk), alias_form(deepseek), follow=True)
+    quiet = boss.post(url(ModelAlias, "change", other.pk), alias_form(other), follow=True)
 
     said = [str(message) for message in disabled.context["messages"]]
     assert any(
@@ -486,13 +485,7 @@ def test_disabling_the_managers_and_summarizers_alias_says_what_stops(boss, sett
 def test_the_history_says_what_a_change_changed_from_and_to(boss):
     """Disabling and enabling again both read "Changed Enabled.": which was which?"""
     qwen = ModelAlias.objects.get(alias="qwen")
-    form = {
-        "alias": "qwen",
-        "litellm_model": qwen.litellm_model,
-        "api_key_env": qwen.api_key_env,
-        "context_window": qwen.context_window,
-        "max_output_tokens": qwen.max_output_tokens,
-    }
+    form = alias_form(qwen)
 
     boss.post(url(ModelAlias, "change", qwen.pk), form)
     boss.post(
