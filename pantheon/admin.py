@@ -27,7 +27,9 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
     readonly_fields = (*UserAdmin.readonly_fields, *billing_fields)
     actions = ["revoke_api_tokens"]
 
-    @admin.action(description="Revoke API tokens (they log in again for a new one)")
+    @admin.action(
+        description="Revoke API tokens (they log in again for a new one)", permissions=["change"]
+    )
     def revoke_api_tokens(self, request, queryset):
         tokens = Token.objects.filter(user__in=queryset).select_related("user")
         revoked = [token.user for token in tokens]

@@ -867,3 +867,17 @@ def test_a_session_in_a_deleted_room_is_read_only_and_says_why(staff, chat):
     assert renamed.status_code == 403
     session.refresh_from_db()
     assert session.title != "Renamed"
+
+
+def test_an_analyst_cannot_revoke_api_tokens(make_operator, owner):
+    token = Token.objects.create(user=owner)
+    client = client_for(make_operator("Analyst"))
+
+    listed = client.get(url(User, "changelist")).content.decode()
+    posted = client.post(
+        url(User, "changelist"), {"action": "revoke_api_tokens", "_selected_action": [owner.pk]}
+    )
+
+    assert "revoke_api_tokens" not in listed
+    assert posted.status_code in (200, 302, 403)
+    assert Token.objects.filter(pk=token.pk).exists()
