@@ -81,7 +81,7 @@ class AgentForm(CheckedAsTheApi):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        current = self.instance.model_alias if self.instance.pk else None
+        current = None if self.instance._state.adding else self.instance.model_alias
         enabled = list(model_aliases_enabled().values_list("alias", flat=True))
         choices = [(alias, alias) for alias in enabled]
         if current and current not in enabled:

@@ -5,7 +5,6 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.utils import unquote
 from django.core.paginator import Paginator
 from django.db import models, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
@@ -214,9 +213,8 @@ class PricingVersionAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(prices_count=Count("prices"))
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        version = self.get_object(request, unquote(object_id))
-        if request.method == "GET" and version is not None and self.kept_because(request, version):
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and self.kept_because(request, obj):
             # The page is read-only: say why, and what to do instead (to whoever may do it).
             how = (
                 " To change prices, select it in the list and copy it as a new one."
@@ -229,7 +227,7 @@ class PricingVersionAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
                 f"read-only.{how}",
                 messages.INFO,
             )
-        return super().change_view(request, object_id, form_url, extra_context)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Copy as a new price list (in effect in a day)", permissions=["add"])
     def copy_as_new_list(self, request, queryset):
@@ -312,6 +310,10 @@ class ModelPriceAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
 # --- billing profiles ---------------------------------------------------------------------------
 
 
+def no_cap_field() -> forms.BooleanField:
+    return forms.BooleanField(label="No cap", required=False, help_text="No monthly limit.")
+
+
 class CapForm(forms.Form):
     """A cap, or no cap said in so many words: an empty box lifted the caps, and a browser
     empties a number box whose text is not a number (Chrome drops the letters typed in it)."""
@@ -324,9 +326,7 @@ class CapForm(forms.Form):
         decimal_places=10,
         help_text="Credits per calendar month (UTC).",
     )
-    no_cap = forms.BooleanField(
-        label="No cap", required=False, help_text="Lift the cap: no monthly limit."
-    )
+    no_cap = no_cap_field()
 
     def clean(self):
         data = super().clean()
@@ -346,7 +346,7 @@ def check_cap_choice(cap, no_cap) -> None:
 class BillingProfileForm(forms.ModelForm):
     """The profile's page holds the set-cap action's rule: an empty cap box lifts nothing."""
 
-    no_cap = forms.BooleanField(label="No cap", required=False, help_text="No monthly limit.")
+    no_cap = no_cap_field()
 
     class Meta:
         model = BillingProfile
@@ -355,7 +355,7 @@ class BillingProfileForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.instance.pk is not None and not self.instance._state.adding:
+        if not self.instance._state.adding:
             self.fields["no_cap"].initial = self.instance.monthly_credit_cap is None
 
     def clean(self):
