@@ -389,6 +389,8 @@ class BillingProfileAdmin(ChangesWithValues, admin.ModelAdmin):
     raw_id_fields = ["user"]
     actions = ["suspend", "reactivate", "set_cap"]
     form = BillingProfileForm
+    # "No cap" beside the cap box it stands for.
+    fields = ["user", "monthly_credit_cap", "no_cap", "is_suspended"]
     formfield_overrides = {models.DecimalField: {"form_class": AmountField}}
 
     def get_readonly_fields(self, request, obj=None):
