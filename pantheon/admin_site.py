@@ -3,6 +3,8 @@
 import functools
 
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import ValidationError
 from django.template.response import TemplateResponse
 from django.urls import path
 
@@ -37,18 +39,41 @@ class PantheonAdminSite(admin.AdminSite):
         return billing + super().get_urls()
 
     def admin_view(self, view, cacheable=False):
-        """Every console page refuses a query string holding a NUL (or a lone surrogate) with a
-        400, in one place: PostgreSQL refuses such a text in a query, and any list filter, search
-        box or dashboard field that passed one on was a 500. Its log lines (the request's line
-        too) name the operator, as the API's name their caller. Inside Django's own wrapper, so
-        the login redirect, never_cache and CSRF apply first."""
+        """Every console page refuses what no row can match with a 400, in one place: a query
+        string holding a NUL (or a lone surrogate), which PostgreSQL refuses in a query (any list
+        filter, search box or dashboard field that passed one on was a 500), and a list action
+        whose selection holds a value that is no id of the list's rows (Django filtered by it and
+        failed). Its log lines (the request's line too) name the operator, as the API's name
+        their caller. Inside Django's own wrapper, so the login redirect, never_cache and CSRF
+        apply first."""
 
         @functools.wraps(view)
         def checked(request, *args, **kwargs):
             logging_context.bind(user_id=request.user.pk)
             if query_has_unrenderable(request.GET):
-                context = {**self.each_context(request), "title": "Bad request"}
-                return TemplateResponse(request, "admin/bad_request.html", context, status=400)
+                return self.bad_request(request, "nul")
+            if not selection_is_ids(view, request):
+                return self.bad_request(request, "selection")
             return view(request, *args, **kwargs)
 
         return super().admin_view(checked, cacheable)
+
+    def bad_request(self, request, reason: str) -> TemplateResponse:
+        context = {**self.each_context(request), "title": "Bad request", "reason": reason}
+        return TemplateResponse(request, "admin/bad_request.html", context, status=400)
+
+
+def selection_is_ids(view, request) -> bool:
+    """Whether an action posted to a list selects its rows by ids of the list's model. The
+    list's view is the model admin's bound `changelist_view`; a form leaves out no value that a
+    hand-made or tampered post can send ("abc" on an integer key, "" on a UUID)."""
+    model_admin = getattr(view, "__self__", None)
+    if request.method != "POST" or not isinstance(model_admin, admin.ModelAdmin):
+        return True
+    key = model_admin.model._meta.pk
+    try:
+        for value in request.POST.getlist(ACTION_CHECKBOX_NAME):
+            key.to_python(value)
+    except ValidationError:
+        return False
+    return True

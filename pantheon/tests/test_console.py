@@ -656,6 +656,46 @@ def test_a_nul_in_a_console_address_is_a_400_not_a_500(staff, chat, page, query)
     assert "holds a NUL character" in response.content.decode()
 
 
+@pytest.mark.parametrize(
+    "model, action",
+    [
+        (User, "revoke_api_tokens"),  # integer keys
+        (BillingProfile, "set_cap"),
+        (ModelPrice, "delete_selected"),
+        (Room, "delete_selected"),  # UUID keys
+        (ModelAlias, "delete_selected"),
+    ],
+)
+@pytest.mark.parametrize("value", ["abc", "", "-1x"])
+def test_an_action_on_a_selection_that_is_no_id_is_a_400_and_does_nothing(
+    staff, chat, model, action, value
+):
+    """A hand-made or tampered action post: Django filtered the list by the value and failed."""
+    logged = LogEntry.objects.count()
+
+    response = client_for(staff).post(
+        url(model, "changelist"),
+        {"action": action, "_selected_action": [value], "no_cap": "on"},
+    )
+
+    assert response.status_code == 400
+    assert "no id of this list: nothing was done" in response.content.decode()
+    assert LogEntry.objects.count() == logged
+
+
+def test_an_action_on_real_ids_still_runs(staff, chat):
+    room = chat["room"]
+
+    response = client_for(staff).post(
+        url(Room, "changelist"),
+        {"action": "delete_selected", "_selected_action": [str(room.pk)], "post": "yes"},
+    )
+
+    assert response.status_code == 302
+    room.refresh_from_db()
+    assert room.deleted_at is not None
+
+
 @pytest.mark.parametrize("model, field", [(LlmCallEvent, "created_at"), (DailyUsageRollup, "day")])
 @pytest.mark.parametrize("parts", [["9999"], ["9999", "12"], ["9999", "12", "31"]])
 def test_a_date_drill_down_at_the_calendars_end_is_an_invalid_filter_not_a_500(
