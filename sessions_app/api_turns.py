@@ -26,6 +26,8 @@ from adrf.views import APIView as AsyncAPIView
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.exceptions import NotAcceptable
@@ -43,6 +45,7 @@ from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, idempotency, selectors
 from sessions_app.models import IdempotencyKey, Turn
+from sessions_app.selectors import TurnState
 from sessions_app.serializers import (
     TurnCreateSerializer,
     TurnSerializer,
@@ -294,9 +297,13 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             begun = idempotency.idempotency_begin(
                 user=request.user,
                 key=key,
+                # The session's own path: an id spelt in capitals is the same request.
                 fingerprint=idempotency.request_fingerprint(
-                    method=request.method, path=request.path, body=request.data
+                    method=request.method,
+                    path=reverse("session-turns", kwargs={"session_id": session.pk}),
+                    body=request.data,
                 ),
+                turn_in_progress=TurnState.of(session).turn_in_progress(timezone.now()),
             )
             if isinstance(begun, idempotency.Replay):
                 # Its access line names the session, and the turn it answers with.

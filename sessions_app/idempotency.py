@@ -8,7 +8,9 @@ IETF Idempotency-Key draft).
 - A request refused before it started (validation, a refusal, a 409) stores nothing: a retry
   runs afresh. One that started and broke stores its 500, as any answer.
 - A key whose request never finished (its worker died) is taken over by a retry once it is
-  older than the stale limit of turns.
+  older than the stale limit of turns and its session's turn is not in progress. Taking over
+  moves the key's `updated_at`, its fencing stamp: the first request, should it still be
+  alive, can then neither release the key nor store its answer over the retry's.
 
 Keys are per user (one user's key never touches another's turn) and kept at least
 `PANTHEON_IDEMPOTENCY_KEY_HOURS`; `manage.py prune_idempotency_keys` removes older ones.
@@ -48,8 +50,13 @@ def request_fingerprint(*, method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
-def idempotency_begin(*, user, key: str, fingerprint: str) -> IdempotencyKey | Replay:
-    """Claim `key` for this request, or say what became of the first request with it."""
+def idempotency_begin(
+    *, user, key: str, fingerprint: str, turn_in_progress: bool = False
+) -> IdempotencyKey | Replay:
+    """Claim `key` for this request, or say what became of the first request with it.
+    `turn_in_progress`: the session's latest turn is running and not stale; a key still
+    running then belongs to a request that is alive, however old the key is (a roundtable
+    outlasts the stale limit while it keeps committing steps)."""
     if not _VALID_KEY.fullmatch(key):
         raise exceptions.InvalidIdempotencyKey()
     try:
@@ -60,7 +67,9 @@ def idempotency_begin(*, user, key: str, fingerprint: str) -> IdempotencyKey | R
     record = IdempotencyKey.objects.filter(user=user, key=key).first()
     if record is None:
         # Released by the first request (it was refused) between our insert and this read.
-        return idempotency_begin(user=user, key=key, fingerprint=fingerprint)
+        return idempotency_begin(
+            user=user, key=key, fingerprint=fingerprint, turn_in_progress=turn_in_progress
+        )
     if record.fingerprint != fingerprint:
         raise exceptions.IdempotencyKeyReused()
     if record.state == IdempotencyKey.State.DONE:
@@ -69,7 +78,7 @@ def idempotency_begin(*, user, key: str, fingerprint: str) -> IdempotencyKey | R
             status=record.response_status, body=record.response_body, turn_id=record.turn_id
         )
     abandoned_before = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
-    if record.updated_at < abandoned_before and _take_over(record):
+    if not turn_in_progress and record.updated_at < abandoned_before and _take_over(record):
         return record
     raise exceptions.IdempotencyKeyInUse()
 
@@ -84,9 +93,16 @@ def _take_over(record: IdempotencyKey) -> bool:
     return bool(taken)
 
 
+def _still_ours(record: IdempotencyKey):
+    """The key as this request claimed it: not taken over by a retry since."""
+    return IdempotencyKey.objects.filter(
+        pk=record.pk, state=IdempotencyKey.State.RUNNING, updated_at=record.updated_at
+    )
+
+
 def idempotency_finish(*, record: IdempotencyKey, status: int, body: Any, turn_id=None) -> None:
     """Store the answer that retries with this key will get."""
-    IdempotencyKey.objects.filter(pk=record.pk).update(
+    _still_ours(record).update(
         state=IdempotencyKey.State.DONE,
         response_status=status,
         response_body=body,
@@ -97,7 +113,7 @@ def idempotency_finish(*, record: IdempotencyKey, status: int, body: Any, turn_i
 
 def idempotency_release(*, record: IdempotencyKey) -> None:
     """The request was refused before it started: forget the key, so a retry runs afresh."""
-    IdempotencyKey.objects.filter(pk=record.pk, state=IdempotencyKey.State.RUNNING).delete()
+    _still_ours(record).delete()
 
 
 def idempotency_keys_prune(*, older_than_hours: float, dry_run: bool = False) -> int:

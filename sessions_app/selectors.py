@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Count, Max, Prefetch, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
-from sessions_app.models import Message, Session, SessionSummary, Turn
+from sessions_app.models import Message, Session, SessionSummary, Turn, TurnStatus
 
 
 def sessions_for_user(*, user) -> QuerySet[Session]:
@@ -103,3 +104,17 @@ class TurnState:
     @classmethod
     def of(cls, session: Session) -> TurnState:
         return cls(**{name: getattr(session, name) for name in _TURN_STATE})
+
+    def turn_in_progress(self, now: datetime) -> bool:
+        """Whether the session's latest turn is running and has made progress (a step's commit,
+        a stream's save) within `PANTHEON_TURN_STALE_SECONDS`: it blocks the session's next
+        turn. A running turn past that limit is taken for dead."""
+        if self.last_turn_status != TurnStatus.RUNNING:
+            return False
+        assert self.last_turn_progress_at is not None
+        return self.last_turn_progress_at >= stale_before(now)
+
+
+def stale_before(now: datetime) -> datetime:
+    """A running turn whose last progress is older than this is stale."""
+    return now - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)

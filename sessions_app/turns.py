@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -81,7 +80,7 @@ from sessions_app.models import (
     TurnStatus,
     TurnStream,
 )
-from sessions_app.selectors import TurnState
+from sessions_app.selectors import TurnState, stale_before
 from sessions_app.serializers import render_message, render_turn
 from sessions_app.services import turns_interrupt
 from usage import selectors as usage_selectors
@@ -500,11 +499,9 @@ class TurnRunner:
         state = self.plan.state
         if state.last_turn_status != TurnStatus.RUNNING:
             return
-        assert state.last_turn_id is not None and state.last_turn_progress_at is not None
-        stale_before = now - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
-        if state.last_turn_progress_at >= stale_before:
+        if state.turn_in_progress(now):
             raise exceptions.TurnConflict()
-        stale = Turn.objects.filter(pk=state.last_turn_id, progress_at__lt=stale_before)
+        stale = Turn.objects.filter(pk=state.last_turn_id, progress_at__lt=stale_before(now))
         if turns_interrupt(turns=stale).turn_ids:
             logger.warning(
                 "turn %s of session %s made no progress for %ss; marked interrupted",
@@ -537,9 +534,8 @@ class TurnRunner:
         if cap is None:
             return Decimal("0")
         used = usage_selectors.month_credits(user=self.plan.user, at=now)
-        stale_before = now - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
         held = Turn.objects.running().filter(
-            session__started_by=self.plan.user, progress_at__gte=stale_before
+            session__started_by=self.plan.user, progress_at__gte=stale_before(now)
         ).aggregate(total=Sum("reserved_credits"))["total"] or Decimal("0")
         if used + held >= cap:
             raise exceptions.CreditCapExceeded(
@@ -953,14 +949,16 @@ def _roster_entry(agent: AgentSpec) -> dict:
 class _StreamedStep:
     """One answer streamed to the listener as the provider speaks. The text so far is saved
     (at most every `PANTHEON_STREAM_SAVE_SECONDS`, one save at a time) so that any host can
-    replay the running turn; the step's commit replaces it with the message."""
+    replay the running turn; the step's commit replaces it with the message. A stream that
+    keeps talking is progress: its saves move the turn's `progress_at` too (at most every
+    tenth of the stale limit), so a long answer is never taken for a dead turn."""
 
     def __init__(self, runner: TurnRunner) -> None:
         self.runner = runner
         self.sequence = runner.next_sequence
         self.pieces: list[str] = []
         self.length = 0
-        self.saved_at = time.monotonic()
+        self.saved_at = self.progress_at = time.monotonic()
         self.saving: asyncio.Task | None = None
 
     async def make(self, request: LlmCall) -> LlmResult:
@@ -985,9 +983,8 @@ class _StreamedStep:
             self.saving = asyncio.create_task(database(self.save)("".join(self.pieces)))
 
     def save(self, text: str) -> None:
-        row = TurnStream(
-            turn=self.runner._turn, sequence=self.sequence, text=text, updated_at=timezone.now()
-        )
+        now = timezone.now()
+        row = TurnStream(turn=self.runner._turn, sequence=self.sequence, text=text, updated_at=now)
         # One upsert (INSERT ... ON CONFLICT DO UPDATE), every few hundred ms of a stream.
         TurnStream.objects.bulk_create(
             [row],
@@ -995,3 +992,6 @@ class _StreamedStep:
             unique_fields=["turn"],
             update_fields=["sequence", "text", "updated_at"],
         )
+        if time.monotonic() - self.progress_at >= settings.PANTHEON_TURN_STALE_SECONDS / 10:
+            self.progress_at = time.monotonic()
+            Turn.objects.running().filter(pk=self.runner._turn.pk).update(progress_at=now)

@@ -10,7 +10,12 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from sessions_app.idempotency import request_fingerprint
+from sessions_app.idempotency import (
+    idempotency_begin,
+    idempotency_finish,
+    idempotency_release,
+    request_fingerprint,
+)
 from sessions_app.models import IdempotencyKey, Turn
 from usage.models import LlmCallEvent
 
@@ -178,6 +183,72 @@ def test_an_abandoned_key_is_taken_over_after_the_stale_limit(
 
     assert response.status_code == 201
     assert IdempotencyKey.objects.get().state == "done"
+
+
+def _aged_key(owner, session, settings, body=None) -> IdempotencyKey:
+    """A key whose request began past the stale limit ago and has not finished."""
+    return IdempotencyKey.objects.create(
+        user=owner,
+        key="key-1",
+        fingerprint=request_fingerprint(
+            method="POST",
+            path=f"/api/v1/sessions/{session.id}/turns",
+            body=body or {"message": "hello"},
+        ),
+        updated_at=timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5),
+    )
+
+
+def test_an_old_key_whose_turn_is_still_making_progress_is_in_use_not_taken_over(
+    owner, owner_client, session, fake_gateway, settings
+):
+    """A roundtable that keeps committing steps outlasts the stale limit: its key is old, its
+    turn is not. Taking the key over ran into the turn's 409, which then freed the key; the
+    first answer was never stored, and the next retry ran the turn again."""
+    record = _aged_key(owner, session, settings)
+    Turn.objects.create(
+        session=session, turn_index=1, mode="direct", user_input="hello", progress_at=timezone.now()
+    )
+
+    response = post(owner_client, session)
+
+    assert response.status_code == 409
+    assert response.json()["detail"]["code"] == "idempotency_key_in_use"
+    assert IdempotencyKey.objects.get().updated_at == record.updated_at  # still the first's
+    assert fake_gateway.calls == []
+
+
+def test_a_request_whose_key_was_taken_over_can_neither_free_it_nor_answer_for_it(
+    owner, session, settings
+):
+    first = _aged_key(owner, session, settings)
+    taken = idempotency_begin(user=owner, key="key-1", fingerprint=first.fingerprint)
+    assert isinstance(taken, IdempotencyKey) and taken.updated_at > first.updated_at
+
+    idempotency_release(record=first)  # the first request, still alive, refused at last
+    idempotency_finish(record=first, status=201, body={"from": "first"})
+
+    kept = IdempotencyKey.objects.get()
+    assert (kept.state, kept.response_body) == ("running", None)
+    idempotency_finish(record=taken, status=201, body={"from": "retry"})
+    assert IdempotencyKey.objects.get().response_body == {"from": "retry"}
+
+
+def test_a_session_id_spelt_in_capitals_replays_the_same_request(
+    owner_client, session, fake_gateway
+):
+    first = post(owner_client, session)
+    upper = owner_client.post(
+        f"/api/v1/sessions/{str(session.id).upper()}/turns",
+        {"message": "hello"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="key-1",
+    )
+
+    assert upper.status_code == 201
+    assert upper.headers["Idempotent-Replayed"] == "true"
+    assert upper.json() == first.json()
+    assert len(fake_gateway.calls) == 1
 
 
 def test_prune_removes_only_keys_past_their_lifetime(owner, capsys):

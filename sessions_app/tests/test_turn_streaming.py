@@ -216,6 +216,37 @@ def test_a_client_that_hangs_up_mid_step_does_not_stop_the_turn(roundtable, stub
         assert replay[-1].name == "turn_completed"
 
 
+def test_a_turn_streaming_a_long_answer_is_not_taken_for_a_stale_one(
+    owner, make_agent, make_session, stub, token
+):
+    """The stream's saves are progress: past the stale limit, mid-answer, the session's next
+    turn is still a 409. Before, it interrupted the streaming turn, whose answer and usage
+    were then thrown away."""
+    point_at_stub(stub, "stream-400", "deepseek")  # a word every 400 ms, 10 words
+    session = make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
+    streamed: dict[str, list] = {}
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
+    with _serve(**env, PANTHEON_TURN_STALE_SECONDS="2") as server:
+        first = threading.Thread(
+            target=lambda: streamed.update(live=_stream(server.url, session, token, "hello"))
+        )
+        first.start()
+        time.sleep(3)  # past the stale limit, in the middle of the answer
+        second = httpx.post(
+            f"{server.url}/api/v1/sessions/{session.pk}/turns",
+            json={"message": "again"},
+            headers=token,
+            timeout=30,
+        )
+        first.join(timeout=30)
+
+    assert second.status_code == 409
+    assert streamed["live"][-1].name == "turn_completed"
+    turn = Turn.objects.get()
+    assert turn.status == "completed"
+    assert LlmCallEvent.objects.get().status == "success"
+
+
 def test_two_instances_on_one_database_race_to_one_turn_and_replay_each_others(
     owner, make_agent, make_session, stub, token
 ):
