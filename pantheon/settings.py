@@ -271,7 +271,7 @@ CORS_ALLOW_HEADERS = [
     "x-csrftoken",
     "x-request-id",
 ]
-CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed"]
 
 # One JSON object a line in production; readable text when DEBUG (or LOG_FORMAT=text). Every
 # record carries request_id, user_id, session_id and turn_id (pantheon.logging_context).

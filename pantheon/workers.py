@@ -26,7 +26,16 @@ def limit_malloc_arenas(arenas: int) -> None:
 
 class PantheonWorker(UvicornWorker):
     # uvloop and httptools: the fast event loop and HTTP parser. Django has no lifespan events.
-    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "lifespan": "off"}
+    # No proxy headers: uvicorn would take the client's address and scheme from
+    # X-Forwarded-For/-Proto of any connection from 127.0.0.1 (gunicorn's forwarded_allow_ips),
+    # so a local client could choose its throttle identity. The app reads them itself, as
+    # PANTHEON_NUM_PROXIES and SECURE_PROXY_SSL_HEADER say.
+    CONFIG_KWARGS = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "off",
+        "proxy_headers": False,
+    }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

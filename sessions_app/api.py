@@ -4,6 +4,7 @@ from rest_framework import generics, mixins, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from pantheon.converters import ID
 from pantheon.exceptions import NoSummaryYet
 from pantheon.pagination import ActivityPagination, TimelinePagination
 from pantheon.schema import refusals
@@ -94,6 +95,7 @@ class SessionViewSet(
 
     serializer_class = SessionActivitySerializer
     pagination_class = ActivityPagination
+    lookup_value_converter = ID  # a malformed id is the URL resolver's 404, as on every path
 
     def get_queryset(self):
         filters = {}

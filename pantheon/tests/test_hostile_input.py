@@ -419,6 +419,18 @@ def test_an_id_in_upper_case_is_the_same_id(api, world, path):
     assert api.get(f"{API}/agents/{ids['agent'][:-1]}g").status_code == 404  # not hex
 
 
+@pytest.mark.parametrize("spelling", ["{hex}", "{{{id}}}", "urn:uuid:{id}"])
+@pytest.mark.parametrize(
+    "path", ["/sessions/{session}", "/sessions/{session}/turns", "/agents/{agent}"]
+)
+def test_an_id_in_another_spelling_is_a_404_on_every_path(api, world, path, spelling):
+    """Python's UUID reads braces, a URN and hex without hyphens; the API's paths take the
+    hyphenated form only. `sessions/{id}` took them all while its sub-paths were 404."""
+    ids = {name: spelling.format(id=obj.id, hex=obj.id.hex) for name, obj in world.items()}
+
+    assert api.get(API + path.format(**ids)).status_code == 404
+
+
 # --- query parameters and cursors ------------------------------------------------------------
 
 

@@ -370,7 +370,9 @@ def test_a_configured_origin_is_allowed_and_sees_the_request_id(anon_client, set
     assert "idempotency-key" in allowed["Access-Control-Allow-Headers"]
     assert "Access-Control-Allow-Origin" not in other
     assert simple["Access-Control-Allow-Origin"] == "https://app.example.com"
-    assert "X-Request-ID" in simple["Access-Control-Expose-Headers"]
+    exposed = simple["Access-Control-Expose-Headers"]
+    # What the README tells clients to read: a browser hides any header not listed here.
+    assert {"X-Request-ID", "Retry-After", "Idempotent-Replayed"} <= set(exposed.split(", "))
 
 
 def test_cors_covers_only_the_api(anon_client, settings):

@@ -3,12 +3,13 @@ request is a 429 with `Retry-After` and a coded body, and does nothing."""
 
 import threading
 
+import httpx
 import pytest
 from django.db import connection, connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from pantheon.testing.servers import forget_throttle_history
+from pantheon.testing.servers import AppServer, forget_throttle_history, postgres_url
 from pantheon.throttling import TurnRateThrottle
 from rooms.models import RoomMode
 from sessions_app.models import Turn
@@ -72,6 +73,24 @@ def test_a_forged_forwarded_for_header_does_not_reset_the_count(owner, slow_logi
         login(f"guess{n}", "nope", HTTP_X_FORWARDED_FOR=f"203.0.113.{n}")
 
     assert_throttled(login("other", "nope", HTTP_X_FORWARDED_FOR="198.51.100.7"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_production_server_takes_the_address_from_the_socket_not_the_header():
+    """uvicorn read X-Forwarded-For from any client on 127.0.0.1 and handed the app that
+    address instead: each forged header was 10 fresh tries."""
+    database = postgres_url(connection.settings_dict)
+    with AppServer(database_url=database, env={"PANTHEON_AUTH_RATE_PER_IP": "3/min"}) as server:
+        url = server.url + TOKEN_URL
+        for n in range(3):
+            assert httpx.post(url, json={"username": f"g{n}", "password": "x"}).status_code == 400
+        forged = httpx.post(
+            url,
+            json={"username": "other", "password": "x"},
+            headers={"X-Forwarded-For": "198.51.100.7", "X-Real-IP": "198.51.100.7"},
+        )
+
+    assert forged.status_code == 429
 
 
 def test_guessing_one_username_from_many_addresses_is_throttled(owner, slow_logins):
