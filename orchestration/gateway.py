@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from orchestration.budget import estimate_tokens
 from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm, uses_openai_sdk
 from orchestration.types import AliasConfig, CallStatus, ErrorKind, LlmCall, LlmResult
 
@@ -27,6 +28,13 @@ _ERROR_MESSAGE_CHARS = 300
 
 # Receives each piece of an answer's text as the provider streams it.
 DeltaListener = Callable[[str], None]
+
+
+class IncompleteAnswer(Exception):
+    """A provider's 200 that holds no answer: no choices at all, or a stream that stopped
+    before the provider said it had finished (an HTML page, a connection closed early).
+    litellm ends any stream with a finish of its own; only its record of the provider's
+    finish tells a whole answer from a cut one. A provider error, retried like a 5xx."""
 
 
 class LlmGateway(Protocol):
@@ -56,9 +64,12 @@ def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
     litellm = load_litellm()
     exc = _unwrapped(exc, litellm)
     # Timeout first: openai's APITimeoutError is a subclass of APIConnectionError, and a call
-    # that already used its whole time budget is not worth repeating.
-    if isinstance(exc, litellm.Timeout | TimeoutError):
+    # that already used its whole time budget is not worth repeating. A stream that went
+    # silent is a connection error to litellm, caused by the socket's read timeout.
+    if isinstance(exc, litellm.Timeout | TimeoutError) or _caused_by_timeout(exc):
         return CallStatus.TIMEOUT, ErrorKind.TIMEOUT, False
+    if isinstance(exc, IncompleteAnswer):
+        return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True
     if isinstance(exc, litellm.RateLimitError):
         return CallStatus.RATE_LIMITED, ErrorKind.RATE_LIMITED, True
     # Before BadRequestError, which it subclasses.
@@ -108,6 +119,29 @@ def _unwrapped(exc: BaseException, litellm: Any) -> BaseException:
 
 
 _PROVIDER_LIBRARIES = {"litellm", "openai"}
+
+
+def _caused_by_timeout(exc: BaseException) -> bool:
+    """Whether a read or connect timeout (asyncio's, aiohttp's, httpx's) is among the causes
+    of `exc`: its `__cause__`, `__context__` and litellm's `original_exception`."""
+    import httpx
+
+    seen: set[int] = set()
+    causes: list[BaseException | None] = [exc]
+    while causes:
+        cause = causes.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, TimeoutError | httpx.TimeoutException):
+            return True
+        original = getattr(cause, "original_exception", None)
+        causes += [
+            cause.__cause__,
+            cause.__context__,
+            original if isinstance(original, BaseException) else None,
+        ]
+    return False
 
 
 def _library_of(exc: BaseException) -> str:
@@ -191,9 +225,12 @@ class LiteLLMGateway:
                     response = await asyncio.wait_for(
                         litellm.acompletion(**request), self.timeout_seconds
                     )
+                    if not _field(response, "choices"):
+                        raise IncompleteAnswer("The provider's reply held no answer (no choices).")
                     text, usage = _reply_text(response), read_usage(response)
                 else:
                     text, usage = await self._read_stream(litellm, request, on_delta, heard)
+                usage = usage_or_estimate(usage, call, text, model)
                 return self._success(text, usage, model, provider, attempts, started, litellm)
             except Exception as exc:
                 status, error_kind, retryable = classify_error(exc)
@@ -263,6 +300,8 @@ class LiteLLMGateway:
                 piece = storable_text(piece)
                 heard.append(piece)
                 on_delta(piece)
+        if _provider_never_finished(response):
+            raise IncompleteAnswer("The provider's stream ended before its answer did.")
         return "".join(heard), usage
 
     def _target(self, alias: AliasConfig) -> tuple[str, str | None, str | None]:
@@ -304,6 +343,27 @@ class LiteLLMGateway:
 
     def _elapsed_ms(self, started: float) -> int:
         return max(int(round((self._clock() - started) * 1000)), 0)
+
+
+def _provider_never_finished(stream: Any) -> bool:
+    """Whether litellm's stream wrapper saw the provider end its answer (a `finish_reason`).
+    A wrapper without that record (not litellm's) is taken at its word."""
+    if not hasattr(stream, "received_finish_reason"):
+        return False
+    finished = stream.received_finish_reason or getattr(stream, "intermittent_finish_reason", None)
+    return finished is None
+
+
+def usage_or_estimate(
+    usage: tuple[int, int, int], call: LlmCall, text: str, model: str
+) -> tuple[int, int, int]:
+    """The provider's usage, or an estimate when it sent none (a prompt is never 0 tokens):
+    the call still costs what it used, never a silent $0. litellm estimates a stream's usage
+    the same way when the provider leaves it out."""
+    if usage[0] > 0:
+        return usage
+    prompt = sum(estimate_tokens(message.content, model) for message in call.messages)
+    return prompt, 0, usage[2] or estimate_tokens(text, model)
 
 
 def read_usage(response: Any) -> tuple[int, int, int]:

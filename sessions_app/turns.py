@@ -501,6 +501,7 @@ class TurnRunner:
             return
         if state.turn_in_progress(now):
             raise exceptions.TurnConflict()
+        assert state.last_turn_id is not None
         stale = Turn.objects.filter(pk=state.last_turn_id, progress_at__lt=stale_before(now))
         if turns_interrupt(turns=stale).turn_ids:
             logger.warning(

@@ -158,7 +158,7 @@ def test_fresh_tokens_never_go_negative(monkeypatch, gateway):
     script(
         monkeypatch,
         {
-            "choices": [],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": ""}}],
             "usage": {
                 "prompt_tokens": 5,
                 "completion_tokens": 1,

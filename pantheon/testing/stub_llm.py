@@ -8,6 +8,15 @@ the delay chosen by the model name, so an alias set to `openai/<name>` with this
 - `stream-<ms>`: a word every <ms> milliseconds (plain: the answer after all of them);
 - anything else: at once.
 
+A misbehaving provider, by a word in the model name (with or without a delay):
+
+- `no-usage`: no `usage` in the answer, nor a usage chunk at the end of a stream;
+- `no-choices`: `"choices": []`, as a plain JSON answer even when a stream was asked for;
+- `unfinished`: a stream that ends cleanly before its last chunk (no `finish_reason`, no usage,
+  no `[DONE]`);
+- `stall`: a stream that sends its first two words, then nothing for a minute;
+- `not-json`: a 200 whose body is an HTML page, plain or streamed.
+
 `GET /stats` reports how many completions were requested, and the most answered at once.
 asyncio throughout: hundreds of waiting requests cost a coroutine each, so the stub never
 becomes the bottleneck it measures.
@@ -96,24 +105,28 @@ class StubLLM:
         model, messages = str(body.get("model", "")), body.get("messages", [])
         first, between = _plan(model)
         words = _words(messages)
-        if not body.get("stream"):
+        if "not-json" in model:
+            return web.Response(text="<html>not json{{", content_type="text/html")
+        if not body.get("stream") or "no-choices" in model:
             await asyncio.sleep(first + between * (len(words) - 1))
-            return web.json_response(
-                {
-                    "id": f"chatcmpl-{uuid.uuid4().hex}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": " ".join(words)},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": _usage(messages, words),
-                }
-            )
+            answer: dict[str, Any] = {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": []
+                if "no-choices" in model
+                else [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": " ".join(words)},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+            if "no-usage" not in model:
+                answer["usage"] = _usage(messages, words)
+            return web.json_response(answer)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):  # the caller hung up: a provider stops too
@@ -126,10 +139,16 @@ class StubLLM:
         for index, word in enumerate(words):
             if index:
                 await asyncio.sleep(between)
+            if index == 2 and "stall" in model:
+                await asyncio.sleep(60)
             text = word if index == 0 else " " + word
             await self._send(response, chunk_id, model, {"content": text}, None)
+        if "unfinished" in model:
+            await response.write_eof()
+            return
         await self._send(response, chunk_id, model, {}, "stop")
-        if (body.get("stream_options") or {}).get("include_usage"):
+        wants_usage = (body.get("stream_options") or {}).get("include_usage")
+        if wants_usage and "no-usage" not in model:
             await self._send(response, chunk_id, model, None, None, _usage(messages, words))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

@@ -1,0 +1,101 @@
+"""What the gateway makes of a provider that answers 200 with something other than a whole
+answer (the stub on 127.0.0.1 plays each), and what such a call leaves on the ledger."""
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from orchestration.gateway import LiteLLMGateway
+from orchestration.types import AliasConfig, ChatMessage, LlmCall
+from sessions_app.tests.conftest import point_at_stub
+from usage.models import LlmCallEvent
+
+MESSAGES = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there, friend"))
+
+
+def call_stub(stub, model: str, *, streamed: bool, retries: int = 1):
+    alias = AliasConfig(
+        alias="stubbed", litellm_model=f"openai/{model}", api_base=stub.base_url, api_key="sk-x"
+    )
+    call = LlmCall(alias=alias, messages=MESSAGES, purpose="agent", agent_key="ada")
+    gateway = LiteLLMGateway(timeout_seconds=1.0, max_retries=retries, backoff_seconds=0)
+    heard: list[str] = []
+    if streamed:
+        return asyncio.run(gateway.stream(call, heard.append)), heard
+    return asyncio.run(gateway.complete(call)), heard
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_a_whole_answer_is_a_success_with_the_providers_usage(stub, streamed):
+    result, _ = call_stub(stub, "fine", streamed=streamed)
+
+    assert (result.status, result.attempts) == ("success", 1)
+    assert result.text.startswith("Stub answer")
+    assert result.output_tokens == 12  # the stub's own count
+
+
+@pytest.mark.parametrize(
+    "model, streamed",
+    [
+        ("no-choices", False),
+        ("no-choices", True),  # a plain JSON body where a stream was asked for
+        ("not-json", True),  # an HTML page where a stream was asked for
+    ],
+)
+def test_a_200_without_an_answer_is_a_provider_error_retried_like_a_5xx(stub, model, streamed):
+    """These were successes with an empty answer (and, streamed, the turn `completed`)."""
+    result, heard = call_stub(stub, model, streamed=streamed)
+
+    assert (result.status, result.error_kind) == ("error", "provider_error")
+    assert result.attempts == 2  # nothing reached the client: retried once
+    assert result.text == "" and heard == []
+
+
+def test_a_stream_that_ends_before_the_provider_finished_is_not_a_whole_answer(stub):
+    """The stream closed cleanly halfway: litellm adds a finish of its own, so the cut answer
+    was stored as complete. What the client already saw is not said again (no retry)."""
+    result, heard = call_stub(stub, "unfinished", streamed=True)
+
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 1)
+    assert result.text == "".join(heard) and result.text.startswith("Stub answer")
+
+
+def test_a_stream_that_goes_silent_is_a_timeout(stub):
+    """The socket's read timeout reaches us wrapped twice by litellm: it was a provider error,
+    while the README promises `timeout`."""
+    result, heard = call_stub(stub, "stall", streamed=True)
+
+    assert (result.status, result.error_kind, result.attempts) == ("timeout", "timeout", 1)
+    assert heard == ["Stub", " answer"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_an_answer_without_usage_is_estimated_not_a_silent_zero(stub, streamed):
+    result, _ = call_stub(stub, "no-usage", streamed=streamed)
+
+    assert result.status == "success"
+    assert result.input_tokens_fresh > 0 and result.output_tokens > 0
+
+
+@pytest.mark.django_db
+def test_a_turn_on_a_provider_that_sends_no_usage_still_costs_credits(
+    owner, ada, make_session, owner_client, stub, monkeypatch
+):
+    """Its ledger row was a `success` with 0 tokens and 0 credits, priced: a silent $0."""
+    point_at_stub(stub, "no-usage", ada.model_alias)
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=0)
+    monkeypatch.setattr("sessions_app.turns.get_gateway", lambda: gateway)
+    session = make_session(owner, agent=ada)
+
+    response = owner_client.post(
+        f"/api/v1/sessions/{session.pk}/turns", {"message": "hello"}, format="json"
+    )
+
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "completed"
+    row = LlmCallEvent.objects.get()
+    assert row.status == "success"
+    assert row.input_tokens_fresh > 0 and row.output_tokens > 0
+    assert row.credits > Decimal("0")
