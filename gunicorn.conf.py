@@ -8,18 +8,24 @@ one worker per core the app may use (WEB_CONCURRENCY), and a database pool per w
 """
 
 import os
+import sys
 import tempfile
+
+# The project's own modules, whatever directory gunicorn was started from.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from pantheon.config import whole_number  # noqa: E402  (a bad value stops the start, named)
 
 wsgi_app = "pantheon.asgi:application"
 worker_class = "pantheon.workers.PantheonWorker"
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{whole_number('PORT', 8000, minimum=1, maximum=65535)}"
+workers = whole_number("WEB_CONCURRENCY", 1, minimum=1)
 # Requests (waiting turns, open streams) one worker serves at once; the next gets 503
 # over_capacity (PantheonWorker hands it to the app, pantheon/capacity.py).
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+worker_connections = whole_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
 # A worker that stops answering its heartbeat for this long is replaced. Long turns are fine:
 # the event loop keeps answering while turns wait.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=1)
 graceful_timeout = 30
 keepalive = 5
 # Every request already logs one JSON line with its request id (pantheon.request); uvicorn's

@@ -10,13 +10,14 @@ import environ
 # First: the one door to litellm sets LITELLM_LOCAL_MODEL_COST_MAP (litellm must not fetch its
 # price table from the network at import) before any app code can import litellm.
 import orchestration.litellm_loader  # noqa: F401
+from pantheon import config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG = config.flag("DEBUG", False)
 SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-pantheon-local-only-change-me")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -84,27 +85,29 @@ TEMPLATES = [
 WSGI_APPLICATION = "pantheon.wsgi.application"
 ASGI_APPLICATION = "pantheon.asgi.application"
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {"default": config.database("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 # The servers' pool per worker process (0: none); manage.py's commands run without one
 # (DB_POOL=off) but `manage.py check` still checks the servers' sizing against it.
-DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=16)
+DB_POOL_MAX_SIZE = config.whole_number("DB_POOL_MAX_SIZE", 16, minimum=0)
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     DB_POOL_MAX_SIZE = 0
-if DB_POOL_MAX_SIZE > 0 and env.bool("DB_POOL", default=True):
+if DB_POOL_MAX_SIZE > 0 and config.flag("DB_POOL", True):
     # A bounded pool per worker process: requests (and each short database section of a turn)
     # borrow a connection and give it back, so hundreds of turns waiting on their providers
     # share a few connections. Workers × DB_POOL_MAX_SIZE is the most a host opens.
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not the requests
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+        "min_size": config.whole_number("DB_POOL_MIN_SIZE", 2, minimum=0, maximum=DB_POOL_MAX_SIZE),
         "max_size": DB_POOL_MAX_SIZE,
-        "timeout": env.float("DB_POOL_TIMEOUT", default=30.0),
+        "timeout": config.number("DB_POOL_TIMEOUT", 30.0, above=0),
     }
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
-    "DB_PREPARED_STATEMENTS", default=True
+    DATABASES["default"].setdefault(
+        "CONN_MAX_AGE", config.whole_number("CONN_MAX_AGE", 60, minimum=0)
+    )
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = config.flag("CONN_HEALTH_CHECKS", True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and config.flag(
+    "DB_PREPARED_STATEMENTS", True
 ):
     # Parameters bound by the server, not quoted into the SQL by psycopg, and the statements a
     # connection runs often prepared once (after psycopg's threshold of 5 runs): PostgreSQL
@@ -133,12 +136,14 @@ CACHES = {
         "LOCATION": "pantheon_cache",
         # On SQLite one row per throttled identity (user, address, username). Past this many
         # rows Django culls, expired rows first; the default (300) would drop live counters.
-        "OPTIONS": {"MAX_ENTRIES": env.int("CACHE_MAX_ENTRIES", default=20_000)},
+        "OPTIONS": {"MAX_ENTRIES": config.whole_number("CACHE_MAX_ENTRIES", 20_000, minimum=1)},
     }
 }
 
 # Largest request body (bytes); a bigger one is refused with 413 `request_too_large`.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = config.whole_number(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024
+)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -166,14 +171,14 @@ STORAGES = {
 # Production hardening, switched on whenever DEBUG is off.
 # Trust X-Forwarded-Proto only when the operator says the proxy in front sets it (and strips
 # it from clients); otherwise any client could claim its plain-HTTP request was HTTPS.
-if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+if config.flag("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = config.flag("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = config.flag("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_SSL_REDIRECT = config.flag("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = config.whole_number("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = config.flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = config.flag("SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
 REST_FRAMEWORK = {
@@ -192,7 +197,7 @@ REST_FRAMEWORK = {
     "DEFAULT_METADATA_CLASS": "pantheon.metadata.Metadata",
     # How many proxies in front set X-Forwarded-For; 0 trusts only the socket's address, so a
     # client cannot pick its own throttle identity.
-    "NUM_PROXIES": env.int("PANTHEON_NUM_PROXIES", default=0),
+    "NUM_PROXIES": config.whole_number("PANTHEON_NUM_PROXIES", 0, minimum=0),
     "DEFAULT_PAGINATION_CLASS": "pantheon.pagination.DefaultPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "pantheon.exceptions.api_exception_handler",
@@ -222,42 +227,44 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Pantheon ---------------------------------------------------------------------------------
-PANTHEON_LLM_BACKEND = env.str("PANTHEON_LLM_BACKEND", default="demo")
-if PANTHEON_LLM_BACKEND not in ("demo", "live"):
-    raise environ.ImproperlyConfigured("PANTHEON_LLM_BACKEND must be 'demo' or 'live'")
+PANTHEON_LLM_BACKEND = config.choice("PANTHEON_LLM_BACKEND", "demo", ("demo", "live"))
 PANTHEON_MANAGER_MODEL_ALIAS = env.str("PANTHEON_MANAGER_MODEL_ALIAS", default="deepseek")
 PANTHEON_SUMMARIZER_MODEL_ALIAS = env.str("PANTHEON_SUMMARIZER_MODEL_ALIAS", default="deepseek")
-PANTHEON_LLM_TIMEOUT_SECONDS = env.float("PANTHEON_LLM_TIMEOUT_SECONDS", default=60.0)
-PANTHEON_LLM_MAX_RETRIES = env.int("PANTHEON_LLM_MAX_RETRIES", default=2)
-PANTHEON_LLM_BACKOFF_SECONDS = env.float("PANTHEON_LLM_BACKOFF_SECONDS", default=0.5)
-PANTHEON_TURN_STALE_SECONDS = env.int("PANTHEON_TURN_STALE_SECONDS", default=600)
+PANTHEON_LLM_TIMEOUT_SECONDS = config.number("PANTHEON_LLM_TIMEOUT_SECONDS", 60.0, above=0)
+PANTHEON_LLM_MAX_RETRIES = config.whole_number("PANTHEON_LLM_MAX_RETRIES", 2, minimum=0)
+PANTHEON_LLM_BACKOFF_SECONDS = config.number("PANTHEON_LLM_BACKOFF_SECONDS", 0.5, minimum=0)
+PANTHEON_TURN_STALE_SECONDS = config.whole_number("PANTHEON_TURN_STALE_SECONDS", 600, minimum=1)
 # Streaming: how often a streamed answer's text so far is saved for replays on other hosts, how
 # often a replay of a running turn looks for news, and the idle time after which a stream sends
 # a heartbeat comment (proxies cut silent connections).
-PANTHEON_STREAM_SAVE_SECONDS = env.float("PANTHEON_STREAM_SAVE_SECONDS", default=0.25)
+PANTHEON_STREAM_SAVE_SECONDS = config.number("PANTHEON_STREAM_SAVE_SECONDS", 0.25, above=0)
 # Database sections (pantheon/db.py) a worker runs at once; the others wait, oldest request
 # first. 0: no limit.
-PANTHEON_DB_SECTIONS = env.int("PANTHEON_DB_SECTIONS", default=4)
-PANTHEON_SSE_POLL_SECONDS = env.float("PANTHEON_SSE_POLL_SECONDS", default=0.25)
-PANTHEON_SSE_HEARTBEAT_SECONDS = env.float("PANTHEON_SSE_HEARTBEAT_SECONDS", default=15.0)
+PANTHEON_DB_SECTIONS = config.whole_number("PANTHEON_DB_SECTIONS", 4, minimum=0)
+PANTHEON_SSE_POLL_SECONDS = config.number("PANTHEON_SSE_POLL_SECONDS", 0.25, above=0)
+PANTHEON_SSE_HEARTBEAT_SECONDS = config.number("PANTHEON_SSE_HEARTBEAT_SECONDS", 15.0, above=0)
 # A turn's answer says `low_balance` once the month's credits pass this share of the cap.
-PANTHEON_LOW_BALANCE_SHARE = env.float("PANTHEON_LOW_BALANCE_SHARE", default=0.9)
+PANTHEON_LOW_BALANCE_SHARE = config.number("PANTHEON_LOW_BALANCE_SHARE", 0.9, above=0, maximum=1)
 # How long an Idempotency-Key's answer is kept for retries, at least (prune_idempotency_keys).
-PANTHEON_IDEMPOTENCY_KEY_HOURS = env.float("PANTHEON_IDEMPOTENCY_KEY_HOURS", default=24.0)
+PANTHEON_IDEMPOTENCY_KEY_HOURS = config.number("PANTHEON_IDEMPOTENCY_KEY_HOURS", 24.0, minimum=1)
 # Bounds on everything that reaches a prompt (characters); longer input is a 400.
-PANTHEON_MAX_MESSAGE_CHARS = env.int("PANTHEON_MAX_MESSAGE_CHARS", default=20_000)
-PANTHEON_MAX_ROLE_PROMPT_CHARS = env.int("PANTHEON_MAX_ROLE_PROMPT_CHARS", default=8_000)
-PANTHEON_MAX_ROOM_GOAL_CHARS = env.int("PANTHEON_MAX_ROOM_GOAL_CHARS", default=2_000)
+PANTHEON_MAX_MESSAGE_CHARS = config.whole_number("PANTHEON_MAX_MESSAGE_CHARS", 20_000, minimum=1)
+PANTHEON_MAX_ROLE_PROMPT_CHARS = config.whole_number(
+    "PANTHEON_MAX_ROLE_PROMPT_CHARS", 8_000, minimum=1
+)
+PANTHEON_MAX_ROOM_GOAL_CHARS = config.whole_number("PANTHEON_MAX_ROOM_GOAL_CHARS", 2_000, minimum=1)
 # Deepest JSON request body accepted; the API's own bodies are 3 levels deep.
-PANTHEON_MAX_JSON_DEPTH = env.int("PANTHEON_MAX_JSON_DEPTH", default=32)
+PANTHEON_MAX_JSON_DEPTH = config.whole_number("PANTHEON_MAX_JSON_DEPTH", 32, minimum=4)
 # Throttles (`N/second|minute|hour|day`): logins per client address and per username tried,
 # turns per user.
-PANTHEON_AUTH_RATE_PER_IP = env.str("PANTHEON_AUTH_RATE_PER_IP", default="10/min")
-PANTHEON_AUTH_RATE_PER_USERNAME = env.str("PANTHEON_AUTH_RATE_PER_USERNAME", default="10/min")
-PANTHEON_TURN_RATE = env.str("PANTHEON_TURN_RATE", default="60/min")
+PANTHEON_AUTH_RATE_PER_IP = config.rate("PANTHEON_AUTH_RATE_PER_IP", "10/min")
+PANTHEON_AUTH_RATE_PER_USERNAME = config.rate("PANTHEON_AUTH_RATE_PER_USERNAME", "10/min")
+PANTHEON_TURN_RATE = config.rate("PANTHEON_TURN_RATE", "60/min")
 # How many recent raw messages a turn reads at most to build its context. A constant bound keeps
 # per-turn work independent of session length; the summary carries everything older.
-PANTHEON_CONTEXT_HISTORY_LIMIT = env.int("PANTHEON_CONTEXT_HISTORY_LIMIT", default=40)
+PANTHEON_CONTEXT_HISTORY_LIMIT = config.whole_number(
+    "PANTHEON_CONTEXT_HISTORY_LIMIT", 40, minimum=1
+)
 
 # Browsers on other origins (a web client) may call the API; none by default.
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
@@ -275,9 +282,7 @@ CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed"]
 
 # One JSON object a line in production; readable text when DEBUG (or LOG_FORMAT=text). Every
 # record carries request_id, user_id, session_id and turn_id (pantheon.logging_context).
-LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
-if LOG_FORMAT not in ("json", "text"):
-    raise environ.ImproperlyConfigured("LOG_FORMAT must be 'json' or 'text'")
+LOG_FORMAT = config.choice("LOG_FORMAT", "text" if DEBUG else "json", ("json", "text"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -303,7 +308,10 @@ LOGGING = {
             "filters": ["context", "suspicious_request"],
         },
     },
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": config.choice("LOG_LEVEL", "INFO", config.LOG_LEVELS, upper=True),
+    },
     "loggers": {
         "LiteLLM": {"level": "WARNING"},
         "LiteLLM Router": {"level": "WARNING"},

@@ -75,7 +75,7 @@ def test_a_forged_forwarded_for_header_does_not_reset_the_count(owner, slow_logi
     assert_throttled(login("other", "nope", HTTP_X_FORWARDED_FOR="198.51.100.7"))
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_production_server_takes_the_address_from_the_socket_not_the_header():
     """uvicorn read X-Forwarded-For from any client on 127.0.0.1 and handed the app that
     address instead: each forged header was 10 fresh tries."""

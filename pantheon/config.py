@@ -1,0 +1,136 @@
+"""Configuration values read from the environment, refused at start-up when they cannot work.
+
+A server that starts with `PANTHEON_TURN_RATE=10/fortnight` answers every turn with a 500; one
+with `DATA_UPLOAD_MAX_MEMORY_SIZE=-1` refuses every body. Each reader here names the variable,
+its value and what it must be, and raises Django's ImproperlyConfigured before anything is
+served. Plain Python (no Django settings needed): gunicorn.conf.py uses it too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+# DRF's throttle rates, as the README spells them: N/second|minute|hour|day (or s, min, h, d).
+_RATE = re.compile(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None or not value.strip() else value.strip()
+
+
+def _refuse(name: str, value: str, must: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"{name}={value!r}: must be {must}")
+
+
+def whole_number(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _refuse(name, raw, _bounds("a whole number", minimum, maximum)) from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise _refuse(name, raw, _bounds("a whole number", minimum, maximum))
+    return value
+
+
+def number(
+    name: str,
+    default: float,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """A float; `above` is an exclusive lower bound (a timeout of 0 is no timeout)."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    must = _bounds("a number", minimum, maximum) if above is None else f"a number above {above:g}"
+    if above is not None and maximum is not None:
+        must += f" and at most {maximum:g}"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _refuse(name, raw, must) from None
+    if (
+        not math.isfinite(value)
+        or (minimum is not None and value < minimum)
+        or (above is not None and value <= above)
+        or (maximum is not None and value > maximum)
+    ):
+        raise _refuse(name, raw, must)
+    return value
+
+
+def flag(name: str, default: bool) -> bool:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise _refuse(name, raw, "true or false (also 1/0, yes/no, on/off)")
+
+
+def rate(name: str, default: str) -> str:
+    """A throttle rate, or "" (from an empty variable) for none."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    value = value.strip()
+    if value and not _RATE.fullmatch(value):
+        raise _refuse(name, value, "N/second, N/minute, N/hour or N/day (N at least 1)")
+    return value
+
+
+def choice(name: str, default: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    value = raw.upper() if upper else raw
+    if value not in choices:
+        options = [repr(option) for option in choices]
+        must = " or ".join(options) if len(options) == 2 else "one of " + ", ".join(options)
+        raise _refuse(name, raw, must)
+    return value
+
+
+def database(name: str, default: str) -> dict:
+    """Django's DATABASES entry from a database URL (django-environ's reading of it)."""
+    import environ
+
+    url = os.environ.get(name) or default
+    scheme = url.partition(":")[0]  # never the password
+    try:
+        entry = environ.Env.db_url_config(url) if scheme in environ.Env.DB_SCHEMES else {}
+    except (KeyError, ValueError):
+        entry = {}
+    if not entry.get("ENGINE"):
+        raise ImproperlyConfigured(
+            f"{name} (scheme {scheme!r}): must be a database URL such as "
+            "postgres://user@host:5432/name or sqlite:////path/to/db.sqlite3"
+        )
+    return entry
+
+
+def _bounds(kind: str, minimum: float | None, maximum: float | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f"{kind} from {minimum:g} to {maximum:g}"
+    if minimum is not None:
+        return f"{kind}, at least {minimum:g}"
+    if maximum is not None:
+        return f"{kind}, at most {maximum:g}"
+    return kind

@@ -1,0 +1,105 @@
+"""Configuration from the environment: a value that cannot work stops the start with a message
+naming the variable, instead of a server that answers 500 (or refuses everything)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from pantheon import config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_settings(**env: str) -> subprocess.CompletedProcess:
+    """Load the production settings in a fresh interpreter, with these variables."""
+    return subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; settings.DEBUG"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, value, says",
+    [
+        # Each of these started, then answered every login or turn with a 500.
+        ("PANTHEON_TURN_RATE", "10/fortnight", "N/second, N/minute, N/hour or N/day"),
+        ("PANTHEON_AUTH_RATE_PER_IP", "abc", "N/second, N/minute, N/hour or N/day"),
+        # These started and refused every request, or said nothing of a typo.
+        ("DATA_UPLOAD_MAX_MEMORY_SIZE", "-1", "a whole number, at least 1024"),
+        ("DEBUG", "maybe", "true or false"),
+        ("DB_POOL_MIN_SIZE", "50", "a whole number from 0 to 16"),
+        ("PANTHEON_LOW_BALANCE_SHARE", "2", "a number above 0 and at most 1"),
+        ("PANTHEON_LLM_TIMEOUT_SECONDS", "-1", "a number above 0"),
+        # These were a bare traceback that named neither the variable nor the value.
+        ("PANTHEON_IDEMPOTENCY_KEY_HOURS", "abc", "a number, at least 1"),
+        ("DB_POOL_MAX_SIZE", "abc", "a whole number, at least 0"),
+        ("LOG_LEVEL", "LOUD", "one of 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'"),
+    ],
+)
+def test_a_value_that_cannot_work_stops_the_start_and_says_why(name, value, says):
+    started = start_settings(**{name: value})
+
+    assert started.returncode != 0
+    last_line = started.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        f"django.core.exceptions.ImproperlyConfigured: {name}={value!r}: must be {says}"
+    )
+
+
+def test_a_database_url_that_is_not_one_is_named_without_its_secrets():
+    started = start_settings(DATABASE_URL="nonsense://user:s3cret@host/db")
+
+    assert started.returncode != 0
+    assert "DATABASE_URL (scheme 'nonsense'): must be a database URL" in started.stderr
+    assert "s3cret" not in started.stderr
+
+
+def test_the_defaults_and_good_values_start():
+    assert start_settings().returncode == 0
+    good = start_settings(
+        PANTHEON_TURN_RATE="5/second", LOG_LEVEL="warning", DEBUG="off", DB_POOL_MIN_SIZE="16"
+    )
+    assert good.returncode == 0, good.stderr
+
+
+@pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "GUNICORN_WORKER_CONNECTIONS"])
+def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name):
+    """WEB_CONCURRENCY=0 ran a master with no workers; 0 connections answered everything 503."""
+    started = subprocess.run(
+        [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", name: "0", "GUNICORN_CONTROL_SOCKET": "off", "PORT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert started.returncode != 0
+    assert f"{name}='0': must be a whole number, at least 1" in started.stderr
+
+
+def test_the_readers_take_what_they_document(monkeypatch):
+    monkeypatch.setenv("X_RATE", "")
+    assert config.rate("X_RATE", "10/min") == ""  # empty: no throttle
+    monkeypatch.setenv("X_FLAG", " Yes ")
+    assert config.flag("X_FLAG", False) is True
+    monkeypatch.setenv("X_WHOLE", "1.5")
+    with pytest.raises(ImproperlyConfigured, match="X_WHOLE='1.5': must be a whole number"):
+        config.whole_number("X_WHOLE", 1)
+    monkeypatch.setenv("X_NUMBER", "inf")
+    with pytest.raises(ImproperlyConfigured, match="X_NUMBER='inf'"):
+        config.number("X_NUMBER", 1.0, minimum=0)
+    monkeypatch.delenv("X_NUMBER")
+    assert config.number("X_NUMBER", 2.5, minimum=0) == 2.5
