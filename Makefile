@@ -28,7 +28,7 @@ run: install
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DEBUG=true $(BIN)/python manage.py seed_demo
 	@echo ""
-	@echo "  Pantheon is starting on http://127.0.0.1:$(PORT)/"
+	@echo "  Pantheon is starting on 127.0.0.1:$(PORT) (the API and the console; / is no page)"
 	@echo "  API:    http://127.0.0.1:$(PORT)/api/v1/health   docs: http://127.0.0.1:$(PORT)/api/docs/"
 	@echo "  Admin:  http://127.0.0.1:$(PORT)/admin/   (demo / pantheon-demo)"
 	@echo ""

@@ -267,8 +267,9 @@ def test_prune_removes_only_keys_past_their_lifetime(owner, capsys):
     assert "Deleted 1" in capsys.readouterr().out
     assert list(IdempotencyKey.objects.values_list("pk", flat=True)) == [fresh.pk]
     assert not IdempotencyKey.objects.filter(pk=old.pk).exists()
-    with pytest.raises(CommandError, match="24 hours"):
+    with pytest.raises(CommandError, match="24 hours") as refused:
         call_command("prune_idempotency_keys", "--older-than", "1")
+    assert refused.value.returncode == 2  # a usage error, as the README says of them all
 
 
 @pytest.mark.parametrize(

@@ -204,6 +204,14 @@ def test_a_list_the_ledger_is_stamped_with_keeps_its_prices(owner):
     assert "2026-12 list" in out
 
 
+def test_a_multiplier_below_the_floor_is_said_to_bill_at_the_floor(owner):
+    """It printed "credits x0.2", and the next call was billed at x0.5."""
+    out = run("qwen", "--credit-multiplier", "0.2")
+
+    assert "credits x0.2, billed at the floor x0.5" in out
+    assert "floor" not in run("qwen", "--credit-multiplier", "0.5")
+
+
 def test_figures_left_out_keep_their_value_and_none_clears(owner):
     run("deepseek", "--cached-input", "none", "--credit-multiplier", "3")
     run("deepseek", "--credit-multiplier", "none")

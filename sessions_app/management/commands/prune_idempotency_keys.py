@@ -20,7 +20,8 @@ class Command(BaseCommand):
         if hours < settings.PANTHEON_IDEMPOTENCY_KEY_HOURS:
             raise CommandError(
                 f"Keys are promised for {settings.PANTHEON_IDEMPOTENCY_KEY_HOURS:g} hours; "
-                f"--older-than {hours:g} would break that promise."
+                f"--older-than {hours:g} would break that promise.",
+                returncode=2,  # a usage error, as the parser's own
             )
         count = idempotency_keys_prune(older_than_hours=hours, dry_run=dry_run)
         verb = "Would delete" if dry_run else "Deleted"

@@ -3,6 +3,7 @@ from decimal import Decimal, InvalidOperation
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from orchestration.metering import MULTIPLIER_FLOOR
 from pantheon.commands import command_error
 from usage.services import model_price_set
 
@@ -68,11 +69,14 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise command_error(exc) from exc
         cached = price.cached_input_usd_per_mtok
-        multiplier = (
-            f"{version.default_multiplier} (list default)"
+        in_force = (
+            version.default_multiplier
             if price.credit_multiplier is None
-            else str(price.credit_multiplier)
+            else price.credit_multiplier
         )
+        multiplier = str(in_force) + (" (list default)" if price.credit_multiplier is None else "")
+        if in_force < MULTIPLIER_FLOOR:
+            multiplier += f", billed at the floor x{MULTIPLIER_FLOOR}"
         self.stdout.write(
             f"{price.model_alias.alias} in {version.name!r}"
             + (" (new price list, in force from now)" if created else "")
