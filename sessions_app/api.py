@@ -15,14 +15,15 @@ from sessions_app.serializers import (
     SessionActivitySerializer,
     SessionCreateSerializer,
     SessionFilterSerializer,
-    SessionSerializer,
     SummarySerializer,
     TurnSerializer,
 )
 
 
 def _session_created(session) -> Response:
-    return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
+    """The new session as `GET sessions/{id}` will show it: no turns yet, used when made."""
+    session.turn_count, session.last_activity_at = 0, session.created_at
+    return Response(SessionActivitySerializer(session).data, status=status.HTTP_201_CREATED)
 
 
 class RoomSessionsView(generics.ListCreateAPIView):
@@ -43,7 +44,7 @@ class RoomSessionsView(generics.ListCreateAPIView):
             user=self.request.user, room_id=self.get_room().pk
         ).order_by("created_at", "id")
 
-    @extend_schema(request=SessionCreateSerializer, responses={201: SessionSerializer})
+    @extend_schema(request=SessionCreateSerializer, responses={201: SessionActivitySerializer})
     def post(self, request: Request, room_id) -> Response:
         room = self.get_room()
         body = SessionCreateSerializer(data=request.data)
@@ -73,7 +74,7 @@ class AgentSessionsView(generics.ListCreateAPIView):
             user=self.request.user, agent_id=self.get_agent().pk
         )
 
-    @extend_schema(request=SessionCreateSerializer, responses={201: SessionSerializer})
+    @extend_schema(request=SessionCreateSerializer, responses={201: SessionActivitySerializer})
     def post(self, request: Request, agent_id) -> Response:
         agent = self.get_agent()
         body = SessionCreateSerializer(data=request.data)

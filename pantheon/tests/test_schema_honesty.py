@@ -109,10 +109,11 @@ def test_error_bodies_are_described(schema):
 
 
 def test_a_sessions_room_and_agent_are_nullable(schema):
-    properties = schema["components"]["schemas"]["Session"]["properties"]
+    properties = schema["components"]["schemas"]["SessionActivity"]["properties"]
 
     assert properties["room_id"]["nullable"] is True
     assert properties["agent_id"]["nullable"] is True
+    assert {"room", "agent", "turn_count", "last_activity_at"} <= set(properties)
 
 
 def test_patch_rooms_offers_only_name_and_goal(schema):

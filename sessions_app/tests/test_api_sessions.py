@@ -60,7 +60,6 @@ def test_post_room_sessions_opens_a_room_session(owner, owner_client, room):
 
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "kind", "room_id", "agent_id", "title", "created_at"}
     assert (body["kind"], body["room_id"], body["agent_id"], body["title"]) == (
         "room",
         str(room.id),
@@ -70,6 +69,10 @@ def test_post_room_sessions_opens_a_room_session(owner, owner_client, room):
     session = Session.objects.get(pk=body["id"])
     assert (session.room, session.agent, session.started_by) == (room, None, owner)
     assert session.deleted_at is None
+    # The same fields as reading it back (the 201 lacked room, agent, turn_count and
+    # last_activity_at).
+    assert body == owner_client.get(f"/api/v1/sessions/{session.id}").json()
+    assert (body["room"], body["turn_count"]) == ({"id": str(room.id), "name": room.name}, 0)
 
 
 def test_post_room_sessions_without_a_body_has_an_empty_title(owner_client, room):
@@ -147,6 +150,7 @@ def test_post_agent_sessions_opens_a_direct_session(owner, owner_client, ada):
     )
     session = Session.objects.get(pk=body["id"])
     assert (session.room, session.agent, session.started_by) == (None, ada, owner)
+    assert body == owner_client.get(f"/api/v1/sessions/{session.id}").json()
 
 
 def test_post_agent_sessions_of_another_users_agent_is_404(outsider, owner_client, make_agent):
