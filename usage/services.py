@@ -165,7 +165,11 @@ def usage_calls_mark_lost(*, turn_ids: Iterable) -> int:
 
 
 def _provider_cost(*, result: LlmResult, pricing: AliasPricing | None) -> tuple[Decimal, bool]:
-    """The alias's own price first, then litellm's cost table; unknown is recorded as unpriced."""
+    """The alias's own price first, then litellm's cost table; unknown is recorded as unpriced.
+    A call that used no tokens (it failed before the provider took it) costs exactly $0
+    whatever the prices: there is nothing to price, and it is not counted as unpriced."""
+    if not (result.input_tokens_fresh or result.input_tokens_cached or result.output_tokens):
+        return Decimal("0"), True
     if pricing is not None:
         input_price, output_price = pricing.input_usd_per_mtok, pricing.output_usd_per_mtok
         if input_price is not None and output_price is not None:

@@ -2,6 +2,7 @@
 default, floored at 0.5), USD from the alias's price; the seeded list prices the demo's aliases;
 `set_model_price` edits price lists."""
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from orchestration.types import LlmResult
 from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
-from usage.selectors import active_pricing_version, alias_pricing
+from usage.selectors import UNPRICED_CALLS, active_pricing_version, alias_pricing
 from usage.tests.factories import usage_record_call
 
 pytestmark = pytest.mark.django_db
@@ -120,6 +121,17 @@ def test_an_alias_without_a_price_is_unpriced_at_the_default_multiplier(owner, p
     assert event.credits == Decimal("0.0866400000")  # the list's default x1.5 still applies
     assert (event.priced, event.provider_cost_usd) == (False, Decimal("0"))
     assert event.pricing_version_id == price_list.id
+
+
+def test_a_call_that_used_no_tokens_costs_nothing_and_is_not_unpriced(owner, price_list):
+    """A provider that refused the connection used nothing: the console and reconcile_usage
+    counted such calls among the unpriced ones, which the README says have usage to price."""
+    failed = replace(result(fresh=0, cached=0, output=0), status="error", error_kind="timeout")
+
+    event = metered(owner, "gpt_oss", failed)  # an alias with no price
+
+    assert (event.priced, event.provider_cost_usd, event.credits) == (True, 0, 0)
+    assert not LlmCallEvent.objects.filter(UNPRICED_CALLS).exists()
 
 
 def test_alias_pricing_reports_the_multiplier_that_applies(price_list):
