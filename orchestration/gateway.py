@@ -257,17 +257,26 @@ class LiteLLMGateway:
                     attempts,
                     message,
                 )
+                # What was streamed before the failure: the listener has it already. The
+                # provider took the prompt and spoke that much, and bills it: it is metered on
+                # an estimate. A call that failed before its first word used nothing.
+                text = "".join(heard)
+                fresh, _, output = (
+                    usage_or_estimate((0, 0, 0), call, text, model) if text else (0, 0, 0)
+                )
                 return LlmResult(
                     status=status,
-                    # What was streamed before the failure: the listener has it already.
-                    text="".join(heard),
-                    input_tokens_fresh=0,
+                    text=text,
+                    input_tokens_fresh=fresh,
                     input_tokens_cached=0,
-                    output_tokens=0,
+                    output_tokens=output,
                     latency_ms=self._elapsed_ms(started),
                     attempts=attempts,
                     provider=provider,
                     provider_model=model,
+                    provider_cost_usd=None
+                    if self.demo or not text
+                    else table_cost(model, fresh, 0, output, litellm),
                     error_kind=error_kind,
                     error_message=message,
                 )

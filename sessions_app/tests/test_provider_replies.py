@@ -4,10 +4,16 @@ answer (the stub on 127.0.0.1 plays each), and what such a call leaves on the le
 import asyncio
 from decimal import Decimal
 
+import httpx
 import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
 
 from orchestration.gateway import LiteLLMGateway
 from orchestration.types import AliasConfig, ChatMessage, LlmCall
+from pantheon.testing.servers import AppServer, postgres_url
+from pantheon.testing.sse import events
+from sessions_app.models import Message
 from sessions_app.tests.conftest import point_at_stub
 from usage.models import LlmCallEvent
 
@@ -59,6 +65,8 @@ def test_a_stream_that_ends_before_the_provider_finished_is_not_a_whole_answer(s
 
     assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 1)
     assert result.text == "".join(heard) and result.text.startswith("Stub answer")
+    # The provider took the prompt and spoke: what it used is estimated, as it bills it.
+    assert result.input_tokens_fresh > 0 and result.output_tokens > 0
 
 
 def test_a_stream_that_goes_silent_is_a_timeout(stub):
@@ -68,6 +76,14 @@ def test_a_stream_that_goes_silent_is_a_timeout(stub):
 
     assert (result.status, result.error_kind, result.attempts) == ("timeout", "timeout", 1)
     assert heard == ["Stub", " answer"]
+    assert result.input_tokens_fresh > 0 and result.output_tokens > 0  # was 0 and 0
+
+
+@pytest.mark.parametrize("model", ["no-choices", "not-json"])
+def test_a_call_that_failed_before_its_first_word_used_nothing(stub, model):
+    result, _ = call_stub(stub, model, streamed=True)
+
+    assert (result.input_tokens_fresh, result.output_tokens) == (0, 0)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
@@ -99,3 +115,34 @@ def test_a_turn_on_a_provider_that_sends_no_usage_still_costs_credits(
     assert row.status == "success"
     assert row.input_tokens_fresh > 0 and row.output_tokens > 0
     assert row.credits > Decimal("0")
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.usefixtures("no_throttle_history")
+def test_a_streamed_turn_whose_provider_goes_silent_records_a_timeout_and_what_it_used(
+    owner, ada, make_session, stub
+):
+    point_at_stub(stub, "stall", ada.model_alias)
+    session = make_session(owner, agent=ada)
+    headers = {
+        "Authorization": f"Token {Token.objects.create(user=owner).key}",
+        "Accept": "text/event-stream",
+    }
+    env = {
+        "PANTHEON_LLM_BACKEND": "live",
+        "STUB_API_KEY": "sk-x",
+        "PANTHEON_LLM_TIMEOUT_SECONDS": "1",
+    }
+    with AppServer(database_url=postgres_url(connection.settings_dict), env=env) as server:
+        url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+        body = {"message": "hello"}
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
+            assert response.status_code == 201
+            streamed = list(events(response))
+
+    assert [e.data["text"] for e in streamed if e.name == "step_delta"] == ["Stub", " answer"]
+    answer = Message.objects.get(role="assistant")
+    assert (answer.status, answer.error_code, answer.content) == ("error", "timeout", "Stub answer")
+    row = LlmCallEvent.objects.get()
+    assert (row.status, row.error_type) == ("timeout", "timeout")
+    assert row.input_tokens_fresh > 0 and row.output_tokens > 0 and row.credits > 0
