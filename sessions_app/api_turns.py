@@ -15,6 +15,7 @@ stream) never stops it; its messages and ledger rows are stored all the same.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from inspect import iscoroutinefunction
@@ -319,7 +320,11 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     model_alias_override=body.validated_data["model_alias_override"],
                 )
             )
-            runner.claim()
+            runner.claim(
+                also=None
+                if record is None
+                else functools.partial(idempotency.idempotency_link, record=record)
+            )
         except REFUSALS:
             if record is not None:
                 idempotency.idempotency_release(record=record)

@@ -10,7 +10,9 @@ IETF Idempotency-Key draft).
 - A key whose request never finished (its worker died) is taken over by a retry once it is
   older than the stale limit of turns and its session's turn is not in progress. Taking over
   moves the key's `updated_at`, its fencing stamp: the first request, should it still be
-  alive, can then neither release the key nor store its answer over the retry's.
+  alive, can then neither release the key nor store its answer over the retry's. A key whose
+  turn ended (its request died, or has yet to store the answer) is not run again: the retry
+  gets that turn, as the first request would have answered it.
 
 Keys are per user (one user's key never touches another's turn) and kept at least
 `PANTHEON_IDEMPOTENCY_KEY_HOURS`; `manage.py prune_idempotency_keys` removes older ones.
@@ -26,12 +28,13 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from pantheon import exceptions
-from sessions_app.models import IdempotencyKey
+from sessions_app.models import IdempotencyKey, Turn, TurnStatus
+from sessions_app.selectors import stale_before
+from sessions_app.serializers import render_turn
 
 _VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
@@ -77,19 +80,41 @@ def idempotency_begin(
         return Replay(
             status=record.response_status, body=record.response_body, turn_id=record.turn_id
         )
-    abandoned_before = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
-    if not turn_in_progress and record.updated_at < abandoned_before and _take_over(record):
+    if turn_in_progress or record.updated_at >= stale_before(timezone.now()):
+        raise exceptions.IdempotencyKeyInUse()
+    ended = _ended_turn(record)
+    if ended is not None:
+        return ended
+    if _take_over(record):
         return record
     raise exceptions.IdempotencyKeyInUse()
+
+
+def _ended_turn(record: IdempotencyKey) -> Replay | None:
+    """The answer of a running key's turn that has ended, stored for the retries after it."""
+    if record.turn_id is None:
+        return None
+    turn = Turn.objects.filter(pk=record.turn_id).exclude(
+        status__in=[TurnStatus.RUNNING, TurnStatus.INTERRUPTED]
+    ).first()
+    if turn is None:  # still running (stale), or interrupted: it never answered
+        return None
+    body = render_turn(turn, turn.messages.order_by("sequence"))
+    idempotency_finish(record=record, status=201, body=body, turn_id=turn.pk)
+    return Replay(status=201, body=body, turn_id=turn.pk)
+
+
+def idempotency_link(turn: Turn, *, record: IdempotencyKey) -> None:
+    """Name the turn the key's request claimed (with the claim): a retry that finds the key
+    running after that turn ended answers with it instead of running it again."""
+    _still_ours(record).update(turn=turn)
 
 
 def _take_over(record: IdempotencyKey) -> bool:
     """A running key whose request never finished: the first retry to get here runs it again."""
     now = timezone.now()
-    taken = IdempotencyKey.objects.filter(
-        pk=record.pk, state=IdempotencyKey.State.RUNNING, updated_at=record.updated_at
-    ).update(updated_at=now)
-    record.updated_at = now
+    taken = _still_ours(record).update(updated_at=now, turn=None)
+    record.updated_at, record.turn_id = now, None
     return bool(taken)
 
 

@@ -456,8 +456,10 @@ class TurnRunner:
 
     # --- 2. claim -------------------------------------------------------------------------------
 
-    def claim(self) -> None:
-        """Insert the turn, its user message and the first call's pending row, or answer 409."""
+    def claim(self, *, also: Callable[[Turn], None] | None = None) -> None:
+        """Insert the turn, its user message and the first call's pending row, or answer 409.
+        `also` runs in the claim's transaction with the new turn (an Idempotency-Key names
+        it)."""
         state = self.plan.state
         if state.summary_to_sequence is not None:
             self.summary = SummaryRef(
@@ -476,6 +478,8 @@ class TurnRunner:
                 self._promote_pending_mode(now)
                 self._insert_turn(now, reserved)
                 self._open(first)
+                if also is not None:
+                    also(self._turn)
         except IntegrityError as exc:
             # Another request claimed the same turn_index, or a running turn, first.
             raise exceptions.TurnConflict() from exc

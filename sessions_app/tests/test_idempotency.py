@@ -1,6 +1,7 @@
 """`Idempotency-Key` on `POST sessions/{id}/turns`: replay, reuse, in flight, scoping, pruning."""
 
 import threading
+import uuid
 from datetime import timedelta
 
 import httpx
@@ -232,6 +233,53 @@ def test_a_request_whose_key_was_taken_over_can_neither_free_it_nor_answer_for_i
     assert (kept.state, kept.response_body) == ("running", None)
     idempotency_finish(record=taken, status=201, body={"from": "retry"})
     assert IdempotencyKey.objects.get().response_body == {"from": "retry"}
+
+
+def test_the_key_names_its_turn_from_the_claim_on(owner_client, session, fake_gateway):
+    seen = []
+    fake_gateway.during_call = lambda call: seen.append(IdempotencyKey.objects.get().turn_id)
+
+    response = post(owner_client, session)
+
+    assert seen == [uuid.UUID(response.json()["id"])]  # named while the turn ran
+
+
+@pytest.mark.parametrize("status", ["completed", "partial", "failed"])
+def test_an_old_running_key_whose_turn_ended_replays_that_turn_not_a_new_one(
+    owner, owner_client, session, fake_gateway, settings, status
+):
+    """The turn ended and its request died (or has yet to store the answer): a retry that
+    took the key over ran the turn a second time."""
+    record = _aged_key(owner, session, settings)
+    turn = Turn.objects.create(
+        session=session, turn_index=1, mode="direct", user_input="hello", status=status
+    )
+    IdempotencyKey.objects.filter(pk=record.pk).update(turn=turn)
+
+    response = post(owner_client, session)
+
+    assert response.status_code == 201
+    assert response.headers["Idempotent-Replayed"] == "true"
+    assert (response.json()["id"], response.json()["status"]) == (str(turn.id), status)
+    assert fake_gateway.calls == [] and Turn.objects.count() == 1
+    assert IdempotencyKey.objects.get().state == "done"
+
+
+def test_an_old_running_key_whose_turn_was_interrupted_runs_it_again(
+    owner, owner_client, session, fake_gateway, settings
+):
+    record = _aged_key(owner, session, settings)
+    turn = Turn.objects.create(
+        session=session, turn_index=1, mode="direct", user_input="hello", status="interrupted"
+    )
+    IdempotencyKey.objects.filter(pk=record.pk).update(turn=turn)
+
+    response = post(owner_client, session)
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response.headers
+    assert response.json()["turn_index"] == 2
+    assert len(fake_gateway.calls) == 1
 
 
 def test_a_session_id_spelt_in_capitals_replays_the_same_request(
