@@ -94,9 +94,11 @@ def _ended_turn(record: IdempotencyKey) -> Replay | None:
     """The answer of a running key's turn that has ended, stored for the retries after it."""
     if record.turn_id is None:
         return None
-    turn = Turn.objects.filter(pk=record.turn_id).exclude(
-        status__in=[TurnStatus.RUNNING, TurnStatus.INTERRUPTED]
-    ).first()
+    turn = (
+        Turn.objects.filter(pk=record.turn_id)
+        .exclude(status__in=[TurnStatus.RUNNING, TurnStatus.INTERRUPTED])
+        .first()
+    )
     if turn is None:  # still running (stale), or interrupted: it never answered
         return None
     body = render_turn(turn, turn.messages.order_by("sequence"))
