@@ -15,6 +15,7 @@ import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
@@ -28,6 +29,19 @@ _ERROR_MESSAGE_CHARS = 300
 
 # Receives each piece of an answer's text as the provider streams it.
 DeltaListener = Callable[[str], None]
+
+
+@dataclass
+class _Reading:
+    """What a call has delivered so far: the pieces of text the listener got (a stream that
+    has reached its client is never restarted), and the usage the provider reported."""
+
+    pieces: list[str] = field(default_factory=list)
+    usage: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
 
 class IncompleteAnswer(Exception):
@@ -64,9 +78,8 @@ def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
     litellm = load_litellm()
     exc = _unwrapped(exc, litellm)
     # Timeout first: openai's APITimeoutError is a subclass of APIConnectionError, and a call
-    # that already used its whole time budget is not worth repeating. A stream that went
-    # silent is a connection error to litellm, caused by the socket's read timeout.
-    if isinstance(exc, litellm.Timeout | TimeoutError) or _caused_by_timeout(exc):
+    # that already used its whole time budget is not worth repeating.
+    if isinstance(exc, litellm.Timeout | TimeoutError):
         return CallStatus.TIMEOUT, ErrorKind.TIMEOUT, False
     if isinstance(exc, IncompleteAnswer):
         return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True
@@ -84,16 +97,22 @@ def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
         | litellm.UnprocessableEntityError,
     ):
         return CallStatus.ERROR, ErrorKind.BAD_REQUEST, False
-    if isinstance(
-        exc,
+    connection_error = (
         litellm.InternalServerError
         | litellm.ServiceUnavailableError
         | litellm.BadGatewayError
-        | litellm.APIConnectionError,
-    ):
+        | litellm.APIConnectionError
+    )
+    if isinstance(exc, connection_error):
+        # A stream that went silent is a connection error to litellm, caused by the socket's
+        # read timeout: a timeout, whatever wraps it.
+        if _caused_by_timeout(exc):
+            return CallStatus.TIMEOUT, ErrorKind.TIMEOUT, False
         return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True
     status_code = _provider_status_code(exc, litellm)
     if status_code is not None:
+        if 200 <= status_code < 300:  # a 200 litellm could not read (a page, not JSON)
+            return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True
         if status_code == 429:
             return CallStatus.RATE_LIMITED, ErrorKind.RATE_LIMITED, True
         if status_code >= 500:
@@ -123,7 +142,8 @@ _PROVIDER_LIBRARIES = {"litellm", "openai"}
 
 def _caused_by_timeout(exc: BaseException) -> bool:
     """Whether a read or connect timeout (asyncio's, aiohttp's, httpx's) is among the causes
-    of `exc`: its `__cause__`, `__context__` and litellm's `original_exception`."""
+    of `exc`: its `__cause__`, `__context__` (litellm raises its errors while handling the
+    client's) and litellm's `original_exception`."""
     import httpx
 
     seen: set[int] = set()
@@ -215,26 +235,31 @@ class LiteLLMGateway:
             "max_retries": 0,
             "num_retries": 0,
         }
-        heard: list[str] = []  # what the listener already got: a stream is never restarted
+        reading = _Reading()
         started = self._clock()
         attempts = 0
         while True:
             attempts += 1
+            reading.usage = (0, 0, 0)  # a failed attempt's usage is not this one's
             try:
                 if on_delta is None:
                     response = await asyncio.wait_for(
                         litellm.acompletion(**request), self.timeout_seconds
                     )
+                    reading.usage = read_usage(response)
                     if not _field(response, "choices"):
                         raise IncompleteAnswer("The provider's reply held no answer (no choices).")
-                    text, usage = _reply_text(response), read_usage(response)
+                    text = _reply_text(response)
                 else:
-                    text, usage = await self._read_stream(litellm, request, on_delta, heard)
-                usage = usage_or_estimate(usage, call, text, model)
-                return self._success(text, usage, model, provider, attempts, started, litellm)
+                    await self._read_stream(litellm, request, on_delta, reading)
+                    text = reading.text
+                usage = usage_or_estimate(reading.usage, call, text, model)
+                return self._result(
+                    CallStatus.SUCCESS, text, usage, model, provider, attempts, started, litellm
+                )
             except Exception as exc:
                 status, error_kind, retryable = classify_error(exc)
-                if retryable and attempts <= self.max_retries and not heard:
+                if retryable and attempts <= self.max_retries and not reading.pieces:
                     delay = self.backoff_seconds * 2 ** (attempts - 1)
                     logger.info(
                         "LLM call %s/%s for %s failed (%s), retry %d of %d in %.2fs",
@@ -258,60 +283,43 @@ class LiteLLMGateway:
                     message,
                 )
                 # What was streamed before the failure: the listener has it already. The
-                # provider took the prompt and spoke that much, and bills it: it is metered on
-                # an estimate. A call that failed before its first word used nothing.
-                text = "".join(heard)
-                fresh, _, output = (
-                    usage_or_estimate((0, 0, 0), call, text, model) if text else (0, 0, 0)
+                # provider took the prompt and spoke that much, and bills it: its usage, else
+                # an estimate. A call that failed before its first word is metered as 0.
+                text = reading.text
+                usage = reading.usage
+                if not usage[0] and text:
+                    usage = usage_or_estimate(usage, call, text, model)
+                result = self._result(
+                    status, text, usage, model, provider, attempts, started, litellm
                 )
-                return LlmResult(
-                    status=status,
-                    text=text,
-                    input_tokens_fresh=fresh,
-                    input_tokens_cached=0,
-                    output_tokens=output,
-                    latency_ms=self._elapsed_ms(started),
-                    attempts=attempts,
-                    provider=provider,
-                    provider_model=model,
-                    provider_cost_usd=None
-                    if self.demo or not text
-                    else table_cost(model, fresh, 0, output, litellm),
-                    error_kind=error_kind,
-                    error_message=message,
-                )
+                return replace(result, error_kind=error_kind, error_message=message)
 
     async def _read_stream(
-        self,
-        litellm: Any,
-        request: dict[str, Any],
-        on_delta: DeltaListener,
-        heard: list[str],
-    ) -> tuple[str, tuple[int, int, int]]:
-        """Stream the answer to `on_delta` piece by piece; the usage comes with the last chunk.
-        The timeout bounds each wait for the next chunk, not the whole answer."""
+        self, litellm: Any, request: dict[str, Any], on_delta: DeltaListener, reading: _Reading
+    ) -> None:
+        """Stream the answer to `on_delta` piece by piece, kept in `reading` with the usage,
+        which comes with the last chunk. The timeout bounds each wait for the next chunk, not
+        the whole answer."""
         response = await asyncio.wait_for(
             litellm.acompletion(**request, stream=True, stream_options={"include_usage": True}),
             self.timeout_seconds,
         )
         chunks = response.__aiter__()
-        usage = (0, 0, 0)
         while True:
             try:
                 chunk = await asyncio.wait_for(chunks.__anext__(), self.timeout_seconds)
             except StopAsyncIteration:
                 break
             if _field(chunk, "usage") is not None:
-                usage = read_usage(chunk)
+                reading.usage = read_usage(chunk)
             choices = _field(chunk, "choices") or []
             piece = _field(_field(choices[0], "delta"), "content") if choices else None
             if isinstance(piece, str) and piece:
                 piece = storable_text(piece)
-                heard.append(piece)
+                reading.pieces.append(piece)
                 on_delta(piece)
         if _provider_never_finished(response):
             raise IncompleteAnswer("The provider's stream ended before its answer did.")
-        return "".join(heard), usage
 
     def _target(self, alias: AliasConfig) -> tuple[str, str | None, str | None]:
         if self.demo:
@@ -323,8 +331,9 @@ class LiteLLMGateway:
 
         register_demo_provider()
 
-    def _success(
+    def _result(
         self,
+        status: CallStatus,
         text: str,
         usage: tuple[int, int, int],
         model: str,
@@ -336,7 +345,7 @@ class LiteLLMGateway:
         prompt_tokens, cached_tokens, output_tokens = usage
         fresh = max(prompt_tokens - cached_tokens, 0)
         return LlmResult(
-            status=CallStatus.SUCCESS,
+            status=status,
             text=text,
             input_tokens_fresh=fresh,
             input_tokens_cached=cached_tokens,

@@ -79,11 +79,20 @@ def test_a_stream_that_goes_silent_is_a_timeout(stub):
     assert result.input_tokens_fresh > 0 and result.output_tokens > 0  # was 0 and 0
 
 
-@pytest.mark.parametrize("model", ["no-choices", "not-json"])
-def test_a_call_that_failed_before_its_first_word_used_nothing(stub, model):
-    result, _ = call_stub(stub, model, streamed=True)
+def test_a_call_that_failed_before_its_first_word_is_metered_as_the_provider_said(stub):
+    """No text and no usage: nothing. No choices but a usage block: the provider's figures,
+    not an estimate (nor 0)."""
+    page, _ = call_stub(stub, "not-json", streamed=True)
+    empty, _ = call_stub(stub, "no-choices", streamed=False)
 
-    assert (result.input_tokens_fresh, result.output_tokens) == (0, 0)
+    assert (page.input_tokens_fresh, page.output_tokens) == (0, 0)
+    assert (empty.status, empty.input_tokens_fresh, empty.output_tokens) == ("error", 8, 12)
+
+
+def test_a_plain_200_that_is_not_json_is_retried_like_a_5xx(stub):
+    result, _ = call_stub(stub, "not-json", streamed=False)
+
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 2)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
