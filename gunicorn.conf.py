@@ -23,9 +23,9 @@ workers = whole_number("WEB_CONCURRENCY", 1, minimum=1)
 # Requests (waiting turns, open streams) one worker serves at once; the next gets 503
 # over_capacity (PantheonWorker hands it to the app, pantheon/capacity.py).
 worker_connections = whole_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
-# A worker that stops answering its heartbeat for this long is replaced. Long turns are fine:
-# the event loop keeps answering while turns wait.
-timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=1)
+# A worker that stops answering its heartbeat for this long is replaced (0: never). Long turns
+# are fine: the event loop keeps answering while turns wait.
+timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0)
 graceful_timeout = 30
 keepalive = 5
 # Every request already logs one JSON line with its request id (pantheon.request); uvicorn's

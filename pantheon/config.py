@@ -14,11 +14,14 @@ import re
 
 from django.core.exceptions import ImproperlyConfigured
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-# DRF's throttle rates, as the README spells them: N/second|minute|hour|day (or s, min, h, d).
-_RATE = re.compile(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# django-environ's true words (what these variables took before), and their opposites.
+_TRUE = {"1", "true", "yes", "y", "on", "ok"}
+_FALSE = {"0", "false", "no", "n", "off"}
+# DRF's throttle rates: N/ and a period DRF reads by its first letter (s, m, h or d), as in
+# 10/min, 60/minute, 5/hours.
+_RATE = re.compile(r"[1-9][0-9]*/[smhd][a-z]*")
+# Every level name the logging module knows (WARN and FATAL are its aliases).
+LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
 
 
 def _raw(name: str) -> str | None:

@@ -244,9 +244,9 @@ PANTHEON_DB_SECTIONS = config.whole_number("PANTHEON_DB_SECTIONS", 4, minimum=0)
 PANTHEON_SSE_POLL_SECONDS = config.number("PANTHEON_SSE_POLL_SECONDS", 0.25, above=0)
 PANTHEON_SSE_HEARTBEAT_SECONDS = config.number("PANTHEON_SSE_HEARTBEAT_SECONDS", 15.0, above=0)
 # A turn's answer says `low_balance` once the month's credits pass this share of the cap.
-PANTHEON_LOW_BALANCE_SHARE = config.number("PANTHEON_LOW_BALANCE_SHARE", 0.9, above=0, maximum=1)
+PANTHEON_LOW_BALANCE_SHARE = config.number("PANTHEON_LOW_BALANCE_SHARE", 0.9, minimum=0)
 # How long an Idempotency-Key's answer is kept for retries, at least (prune_idempotency_keys).
-PANTHEON_IDEMPOTENCY_KEY_HOURS = config.number("PANTHEON_IDEMPOTENCY_KEY_HOURS", 24.0, minimum=1)
+PANTHEON_IDEMPOTENCY_KEY_HOURS = config.number("PANTHEON_IDEMPOTENCY_KEY_HOURS", 24.0, above=0)
 # Bounds on everything that reaches a prompt (characters); longer input is a 400.
 PANTHEON_MAX_MESSAGE_CHARS = config.whole_number("PANTHEON_MAX_MESSAGE_CHARS", 20_000, minimum=1)
 PANTHEON_MAX_ROLE_PROMPT_CHARS = config.whole_number(
