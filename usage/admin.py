@@ -673,6 +673,10 @@ class LlmCallEventAdmin(RecordAdmin):
         return by_id_or_text(queryset, search_term, ids=["turn_id", "session_id"], text=text), False
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        if queryset.model is not LlmCallEvent:  # a row's history pages its admin-log entries
+            return super().get_paginator(
+                request, queryset, per_page, orphans, allow_empty_first_page
+            )
         # The sums above the list also give the paginator its count (it would count again);
         # the view picks them up from the request. Filters the rollups can answer (user, alias,
         # dates) read them plus the ledger after them, as the dashboard does: a few thousand

@@ -736,6 +736,25 @@ def test_a_history_page_writes_its_moments_as_the_console_does(staff, chat):
     assert "2026-12-03 14:05:09 UTC" in page and "p.m." not in page
 
 
+def test_a_ledger_events_history_page_is_its_own_history_not_the_ledgers(staff, chat, owner):
+    """The ledger list's sums gave the history's paginator its count (the ledger's rows) and,
+    opened from a filtered list, summed the log entries by ledger columns: a 500."""
+    event = chat["rows"][LlmCallEvent]
+    LlmCallEvent.objects.create(user=owner, purpose="agent", model_alias="deepseek")
+    client = client_for(staff)
+
+    filtered = client.get(
+        url(LlmCallEvent, "history", event.pk), {"_changelist_filters": "status__exact=success"}
+    )
+    assert filtered.status_code == 200
+    assert "change history" in filtered.content.decode()  # none yet
+
+    LogEntry.objects.log_actions(staff.pk, [event], CHANGE, change_message="Looked at it.")
+    page = client.get(url(LlmCallEvent, "history", event.pk)).content.decode()
+    assert "Looked at it." in page
+    assert re.search(r"\b1 entry\b", page) and "2 entries" not in page
+
+
 # --- users --------------------------------------------------------------------------------------
 
 
