@@ -433,15 +433,16 @@ class InputFilter(admin.SimpleListFilter):
 
 
 class UsernameFilter(InputFilter):
-    """Rows of the user typed in the box (any case). The user's id is looked up first, so the
-    list filters on its own indexed user column instead of joining the users table."""
+    """Rows of the user typed in the box, named exactly: usernames are case-sensitive, so
+    `bob` and `Bob` are two users. The user's id is looked up first, so the list filters on its
+    own indexed user column instead of joining the users table."""
 
     title = "user"
     parameter_name = "username"
     user_path: str  # the path from the listed model to its user, e.g. `session__started_by`
 
     def filtered(self, queryset: QuerySet, value: str) -> QuerySet:
-        users = get_user_model().objects.filter(username__iexact=value)
+        users = get_user_model().objects.filter(username=value)
         return queryset.filter(
             **{f"{self.user_path}__in": list(users.values_list("pk", flat=True))}
         )

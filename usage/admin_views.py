@@ -145,7 +145,7 @@ class BillingDashboardView(BillingAccess):
                 # Figures of 0 for a name nobody has: say so, rather than let them pass as
                 # that user's.
                 "unknown_user": bool(data["user"])
-                and not get_user_model().objects.filter(username__iexact=data["user"]).exists(),
+                and not get_user_model().objects.filter(username=data["user"]).exists(),
             }
         )
         return TemplateResponse(request, self.template_name, context)

@@ -179,7 +179,7 @@ def billing_report(
                     sources.generation,
                     start,
                     sources.ledger_from or end,
-                    username.lower(),
+                    username,
                     model_alias,
                 )
             )
@@ -292,7 +292,7 @@ def active_users(*, on: date) -> dict[str, int]:
 
 def _filtered(queryset, *, username: str, model_alias: str):
     if username:
-        queryset = queryset.filter(user__username__iexact=username)
+        queryset = queryset.filter(user__username=username)  # case-sensitive, as Django
     if model_alias:
         queryset = queryset.filter(model_alias=model_alias)
     return queryset.order_by()

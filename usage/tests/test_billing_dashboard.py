@@ -142,8 +142,56 @@ def test_user_alias_and_date_filters(make_operator, ledger, outsider):
         ("outsider", "premium"): Decimal("4"),
     }
 
-    report = client.get(reverse(DASHBOARD), {"user": "OUTSIDER"}).context["report"]
+    report = client.get(reverse(DASHBOARD), {"user": "outsider"}).context["report"]
     assert report_sums(report) == ledger_sums(user=outsider)
+
+
+@pytest.fixture
+def bob_and_Bob(ledger_row, django_user_model, make_session):  # noqa: N802
+    """Two users whose names differ only in case (Django's usernames are case-sensitive)."""
+    bob = django_user_model.objects.create_user("bob")
+    Bob = django_user_model.objects.create_user("Bob")  # noqa: N806
+    for user, credits in ((bob, "1"), (Bob, "20")):
+        session = make_session(user, title=f"{user.username}'s session")
+        turn = Turn.objects.create(session=session, turn_index=1, mode="manual", user_input="hi")
+        ledger_row(user, at=at(3), credits=Decimal(credits), session=session, turn=turn)
+    rollup_rebuild()
+    for user, credits in ((bob, "2"), (Bob, "40")):
+        ledger_row(user, at=at(0, 0), credits=Decimal(credits))  # today: only in the ledger
+    return bob, Bob
+
+
+def test_a_username_filter_names_one_user_not_every_case_of_it(make_operator, bob_and_Bob):
+    """`bob` and `Bob` are two users: filtered by `bob`, Bob's calls were summed in."""
+    bob, _ = bob_and_Bob
+    client = client_for(make_operator("Analyst"))
+
+    response = client.get(reverse(DASHBOARD), {"user": "bob"})
+    report = response.context["report"]
+    assert [row.username for row in report.rows] == ["bob"]
+    assert report.totals.credits == Decimal("3")
+    assert "unknown-user" not in response.content.decode()
+    # The row's link opens the same calls in the ledger.
+    ledger = client.get(response.context["rows"][0]["ledger_url"])
+    assert {event.user for event in ledger.context["cl"].result_list} == {bob}
+    assert ledger.context["ledger_sums"]["credits"] == Decimal("3")
+
+    export = client.get(reverse(EXPORT), {"user": "bob"}).content.decode()
+    assert [row[0] for row in csv.reader(io.StringIO(export))][1:] == ["bob"]
+
+    sums = client.get(reverse(LEDGER), {"username": "bob"}).context["ledger_sums"]
+    assert (sums["llm_calls"], sums["credits"]) == (2, Decimal("3"))
+    sums = client.get(reverse(LEDGER), {"username": "bob", "status": "success"}).context[
+        "ledger_sums"
+    ]
+    assert (sums["llm_calls"], sums["credits"]) == (2, Decimal("3"))
+    for name in (TURNS, "admin:sessions_app_session_changelist"):
+        listed = client.get(reverse(name), {"username": "bob"}).context["cl"].result_list
+        assert len(listed) == 1, name
+
+    nobody = client.get(reverse(DASHBOARD), {"user": "BOB"})
+    assert nobody.context["report"].rows == []
+    assert "No user is named “BOB”" in nobody.content.decode()
 
 
 @pytest.mark.parametrize(
