@@ -55,6 +55,7 @@ class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
     readonly_fields = ["id", "started_by", "room", "agent", "created_at", "deleted_at"]
     ordering = ["-created_at"]
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # one session per conversation: as many as records
 
     def has_add_permission(self, request):
         # Users open sessions through the API (POST sessions); no operator workflow adds one.

@@ -573,9 +573,10 @@ class CreatedFilter(admin.DateFieldListFilter):
         return choices
 
 
-# Query parameters the daily rollups can answer the ledger list's sums for (with ordering and
-# paging); any other filter (purpose, status, priced, a search) sums the ledger itself.
-ROLLUP_ANSWERABLE = {"username", "model_alias", "o", "p"} | {
+# Query parameters the daily rollups can answer the ledger list's sums for (with ordering,
+# paging and a facets request, which the list ignores); any other filter (purpose, status,
+# priced, a search) sums the ledger itself.
+ROLLUP_ANSWERABLE = {"username", "model_alias", "o", "p", "_facets"} | {
     f"created_at__{part}" for part in ("year", "month", "day")
 }
 

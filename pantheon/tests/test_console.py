@@ -1,7 +1,7 @@
 """The operator console: branded, records read-only for everyone, soft deletes, the roles."""
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,13 +16,29 @@ from rest_framework.authtoken.models import Token
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
 from rooms.models import Agent, Room, RoomAgent
-from sessions_app.models import Message, Session, SessionSummary, Turn, TurnContextAudit
-from usage.models import BillingProfile, DailyUsageRollup, LlmCallEvent, ModelAlias, ModelPrice
+from sessions_app.models import (
+    IdempotencyKey,
+    Message,
+    Session,
+    SessionSummary,
+    Turn,
+    TurnContextAudit,
+)
+from usage.models import (
+    BillingProfile,
+    DailyUsageRollup,
+    LlmCallEvent,
+    ModelAlias,
+    ModelPrice,
+    MonthlyUsage,
+)
+from usage.rollups import rollup_rebuild
 from usage.services import usage_month_add
 
 pytestmark = pytest.mark.django_db
 
 User = get_user_model()
+ONE_DAY = timedelta(days=1)
 
 RECORDS = [Turn, Message, SessionSummary, TurnContextAudit, LlmCallEvent]
 MODELS_WITH_A_USER_BOX = [Room, Session, Turn, LlmCallEvent, BillingProfile]
@@ -626,6 +642,40 @@ def test_rooms_and_sessions_filter_deleted_or_not(staff, chat, owner, make_room)
     assert [room.name for room in live.context["cl"].result_list] == ["Research"]
     assert [room.name for room in deleted.context["cl"].result_list] == ["Gone"]
     assert ">not deleted</a>" in sessions and ">deleted</a>" in sessions
+
+
+@pytest.mark.parametrize(
+    "model",
+    [*RECORDS, DailyUsageRollup, MonthlyUsage, IdempotencyKey, Session],
+    ids=lambda model: model.__name__,
+)
+def test_the_big_lists_offer_no_facet_counts(staff, chat, model):
+    """A count per filter choice over the whole ledger never finished at 1M rows."""
+    client = client_for(staff)
+    address = url(model, "changelist")
+    with CaptureQueriesContext(connection) as plain:
+        page = client.get(address).content.decode()
+    with CaptureQueriesContext(connection) as asked:
+        facets = client.get(address, {"_facets": "True"})
+
+    assert facets.status_code == 200
+    assert "Show counts" not in page and "Hide counts" not in facets.content.decode()
+    assert len(asked) == len(plain)  # no count queries added
+
+
+def test_asking_the_ledger_for_facet_counts_keeps_its_sums_on_the_rollups(staff, chat, owner):
+    LlmCallEvent.objects.create(
+        user=owner, purpose="agent", model_alias="deepseek", created_at=timezone.now() - ONE_DAY
+    )
+    rollup_rebuild()
+
+    sums = (
+        client_for(staff)
+        .get(url(LlmCallEvent, "changelist"), {"_facets": "True", "username": "owner"})
+        .context["ledger_sums"]
+    )
+
+    assert (sums["source"], sums["llm_calls"]) == ("rollups", 2)
 
 
 @pytest.mark.parametrize(
