@@ -24,7 +24,7 @@ admin.site.unregister(TokenProxy)
 @admin.register(User)
 class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
     billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token")
-    readonly_fields = (*UserAdmin.readonly_fields, *billing_fields)
+    readonly_fields = (*UserAdmin.readonly_fields, *billing_fields, "password_state")
     actions = ["revoke_api_tokens"]
 
     @admin.action(
@@ -64,7 +64,20 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
+        if not self.has_change_permission(request, obj):
+            # Django's password box offers a reset, which is a 403 to whoever may not change
+            # users (Owners, Analysts): they read whether a password is set instead.
+            swap = {"password": "password_state"}
+            fieldsets = [
+                (name, {**options, "fields": [swap.get(f, f) for f in options["fields"]]})
+                for name, options in fieldsets
+            ]
         return (("Billing this month (UTC)", {"fields": self.billing_fields}), *fieldsets)
+
+    @admin.display(description="password")
+    def password_state(self, user) -> str:
+        state = "set" if user.has_usable_password() else "not set"
+        return f"{state} (only who may change users can reset it)"
 
     @admin.display(description="credits this month")
     def month_credits(self, user) -> str:

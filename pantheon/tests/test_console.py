@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -475,6 +476,30 @@ def test_an_analyst_may_open_a_user_page(make_operator, owner):
 
     assert client.get(reverse("admin:auth_user_change", args=[owner.pk])).status_code == 200
     assert client.post(reverse("admin:auth_user_change", args=[owner.pk]), {}).status_code == 403
+
+
+@pytest.mark.parametrize("role", ["Owner", "Analyst"])
+def test_who_may_not_change_users_is_offered_no_password_reset(make_operator, owner, role):
+    """The button led to a 403."""
+    client = client_for(make_operator(role, "operator"))
+    page = client.get(reverse("admin:auth_user_change", args=[owner.pk])).content.decode()
+
+    assert "Reset password" not in page and "../password/" not in page
+    assert "set (only who may change users can reset it)" in page
+    password_page = reverse("admin:auth_user_password_change", args=[owner.pk])
+    assert client.get(password_page).status_code == 403
+
+
+def test_who_may_change_users_still_resets_passwords(staff, make_operator, owner):
+    changer = make_operator("Analyst", "changer")
+    changer.user_permissions.add(Permission.objects.get(codename="change_user"))
+
+    for user in (staff, changer):
+        client = client_for(user)
+        page = client.get(reverse("admin:auth_user_change", args=[owner.pk])).content.decode()
+        assert "Reset password" in page
+        password_page = reverse("admin:auth_user_password_change", args=[owner.pk])
+        assert client.get(password_page).status_code == 200
 
 
 @pytest.fixture
