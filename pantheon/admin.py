@@ -1,6 +1,7 @@
 """The user page shows where the user stands this month (credits, cap, billing status) and
 whether they hold an API token, which the users' list revokes."""
 
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -10,7 +11,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework.authtoken.models import Token, TokenProxy
 
-from pantheon.console import CREDITS, KeptWhileInUse, badge, moment
+from pantheon.console import CREDITS, KeptWhileInUse, moment
+from usage.admin import billing_status_badge
 from usage.rollups import today
 from usage.selectors import billing_profile_for, ledger_names_user, month_credits, month_of
 
@@ -79,9 +81,15 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
         state = "set" if user.has_usable_password() else "not set"
         return f"{state} (only who may change users can reset it)"
 
+    def _month_credits(self, user) -> Decimal:
+        # Read once for the page: the figure and the billing status both show it.
+        if not hasattr(user, "_month_credits"):
+            user._month_credits = month_credits(user=user)
+        return user._month_credits
+
     @admin.display(description="credits this month")
     def month_credits(self, user) -> str:
-        credits = month_credits(user=user)
+        credits = self._month_credits(user)
         # The dashboard over this month's days, which is what the figure sums.
         month = {"start": month_of().isoformat(), "end": today().isoformat()}
         dashboard = (
@@ -102,7 +110,4 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
 
     @admin.display(description="billing status")
     def billing_status(self, user) -> str:
-        profile = billing_profile_for(user=user)
-        if profile is not None and profile.is_suspended:
-            return badge("bad", "suspended")
-        return badge("ok", "active")
+        return billing_status_badge(billing_profile_for(user=user), self._month_credits(user))

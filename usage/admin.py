@@ -365,6 +365,15 @@ class BillingProfileForm(forms.ModelForm):
         return data
 
 
+BILLING_TONES = {"suspended": "bad", "over cap": "warn", "active": "ok"}
+
+
+def billing_status_badge(profile: BillingProfile | None, month_credits: Decimal) -> str:
+    """The profile's status (`BillingProfile.status`) as a badge; no profile is active."""
+    status = "active" if profile is None else profile.status(month_credits)
+    return badge(BILLING_TONES[status], status)
+
+
 class BillingStatusFilter(admin.SimpleListFilter):
     title = "billing status"
     parameter_name = "is_suspended__exact"  # the plain boolean filter's: links keep working
@@ -397,7 +406,11 @@ class BillingProfileAdmin(ChangesWithValues, admin.ModelAdmin):
         # A profile is its user's: moved to another user, it would hand over the cap and the
         # suspension (and leave the first user with neither).
         fields = super().get_readonly_fields(request, obj)
-        return fields if obj is None else [*fields, "user"]
+        return fields if obj is None else [*fields, "user", "status"]
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        return fields if obj is None else [*fields, "status"]
 
     def has_delete_permission(self, request, obj=None):
         # Deleting a profile would lift its cap and suspension without saying so: the actions
@@ -428,9 +441,8 @@ class BillingProfileAdmin(ChangesWithValues, admin.ModelAdmin):
 
     @admin.display(description="status", ordering="is_suspended")
     def status(self, profile) -> str:
-        if profile.is_suspended:
-            return badge("bad", "suspended")
-        return badge("ok", "active")
+        # The month's credits come with the profile (get_queryset): no query per row.
+        return billing_status_badge(profile, profile.month_credits)
 
     @admin.action(description="Suspend selected users", permissions=["change"])
     def suspend(self, request, queryset):

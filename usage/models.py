@@ -354,3 +354,12 @@ class BillingProfile(models.Model):
 
     def __str__(self) -> str:
         return f"Billing profile of {self.user}"
+
+    def status(self, month_credits: Decimal) -> str:
+        """suspended, over cap (turns are refused once the month's credits reach the cap, as
+        the turn service checks) or active, with `month_credits` used this month."""
+        if self.is_suspended:
+            return "suspended"
+        if self.monthly_credit_cap is not None and month_credits >= self.monthly_credit_cap:
+            return "over cap"
+        return "active"

@@ -4,6 +4,7 @@ figure are named, and figures and moments read as in the lists."""
 
 import csv
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -340,3 +341,30 @@ def test_a_profiles_page_lifts_its_cap_only_when_no_cap_is_ticked(make_operator,
     lifted = client.post(change, {"monthly_credit_cap": "", "no_cap": "on"})
     profile.refresh_from_db()
     assert lifted.status_code == 302 and profile.monthly_credit_cap is None
+
+
+def test_a_user_who_used_up_their_cap_reads_over_cap_not_active(
+    make_operator, owner, outsider, django_user_model, ledger_row
+):
+    """Their turns are refused once the month's credits reach the cap: "active" said otherwise."""
+    ledger_row(owner, at=datetime.now(UTC), credits=Decimal("7"))
+    ledger_row(outsider, at=datetime.now(UTC), credits=Decimal("3"))
+    capped = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("7"))
+    BillingProfile.objects.create(user=outsider, monthly_credit_cap=Decimal("7"))
+    BillingProfile.objects.create(
+        user=django_user_model.objects.create_user("sam"), is_suspended=True
+    )
+    client = client_for(make_operator("Analyst"))
+
+    listed = client.get(reverse("admin:usage_billingprofile_changelist")).content.decode()
+    rows = {
+        name: re.search(rf">{name}</a>.*?pantheon-badge \w+\">([^<]+)<", listed, re.S).group(1)
+        for name in ("owner", "outsider", "sam")
+    }
+    assert rows == {"owner": "over cap", "outsider": "active", "sam": "suspended"}
+    for page in (
+        reverse("admin:usage_billingprofile_change", args=[capped.pk]),
+        reverse("admin:auth_user_change", args=[owner.pk]),
+    ):
+        shown = client.get(page).content.decode()
+        assert 'pantheon-badge warn">over cap<' in shown and ">active<" not in shown, page
