@@ -410,7 +410,17 @@ class BillingProfileAdmin(ChangesWithValues, admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
-        return fields if obj is None else [*fields, "status"]
+        if obj is None:
+            return fields
+        if not self.has_change_permission(request, obj):
+            # Read, not edited: the cap as the list writes it ("no cap" included), not the
+            # column's 10 places, and no "No cap" box, which only an edit fills in.
+            fields = [
+                "credit_cap" if name == "monthly_credit_cap" else name
+                for name in fields
+                if name != "no_cap"
+            ]
+        return [*fields, "status"]
 
     def has_delete_permission(self, request, obj=None):
         # Deleting a profile would lift its cap and suspension without saying so: the actions

@@ -368,3 +368,21 @@ def test_a_user_who_used_up_their_cap_reads_over_cap_not_active(
     ):
         shown = client.get(page).content.decode()
         assert 'pantheon-badge warn">over cap<' in shown and ">active<" not in shown, page
+
+
+def test_a_read_only_profile_page_shows_the_cap_as_the_list_does(make_operator, owner, outsider):
+    """An Analyst read "Monthly credit cap: 7.0000000000" and "No cap: None", whatever the cap."""
+    capped = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("7"))
+    uncapped = BillingProfile.objects.create(user=outsider)
+    client = client_for(make_operator("Analyst"))
+
+    capped_page, uncapped_page = (
+        client.get(reverse("admin:usage_billingprofile_change", args=[profile.pk])).content.decode()
+        for profile in (capped, uncapped)
+    )
+
+    assert '<div class="readonly">7.0000</div>' in capped_page
+    assert "7.0000000000" not in capped_page
+    assert '<div class="readonly">no cap</div>' in uncapped_page
+    for page in (capped_page, uncapped_page):
+        assert "None" not in page and "No cap:" not in page
