@@ -31,3 +31,14 @@ def room_roster(*, room: Room) -> list[Agent]:
     """The room's agents in seat order."""
     seats = RoomAgent.objects.filter(room=room).select_related("agent").order_by("position")
     return [seat.agent for seat in seats]
+
+
+def agents_on_alias(alias: str, *, named: int) -> tuple[int, list[str]]:
+    """How many agents use `alias`, and the first `named` of them as `@key of owner` (keys are
+    unique per owner only). One query, two when there are more than `named`."""
+    agents = Agent.objects.filter(model_alias=alias).order_by("agent_key", "owner__username")
+    first = [
+        f"@{key} of {owner}"
+        for key, owner in agents.values_list("agent_key", "owner__username")[:named]
+    ]
+    return (agents.count() if len(first) == named else len(first)), first

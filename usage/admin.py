@@ -29,7 +29,7 @@ from pantheon.console import (
     moment_column,
     username_filter,
 )
-from rooms.models import Agent
+from rooms.selectors import agents_on_alias
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
     BillingProfile,
@@ -42,8 +42,10 @@ from usage.models import (
 )
 from usage.rollups import day_start
 from usage.selectors import (
+    AGENTS_NAMED,
     UNMETERED_STATUSES,
     UNPRICED_CALLS,
+    agents_named,
     disabled_alias_effects,
     latest_ledger_moment,
     month_of,
@@ -56,8 +58,6 @@ from usage.services import (
 )
 
 # --- configuration (Owners change it) -----------------------------------------------------------
-
-AGENTS_NAMED = 5  # an alias's delete refusal names this many of the agents that use it
 
 
 def ledger_uses_version(version_id) -> bool:
@@ -115,19 +115,12 @@ class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
         ):
             return "ledger rows name it or were priced with its prices; disable it to retire it."
         # Agents name their alias too: deleted, their turns would be refused as unknown.
-        agents = Agent.objects.filter(model_alias=alias.alias).order_by("agent_key", "id")
-        # Agent keys are unique per owner only: each with its owner.
-        named = [
-            f"@{key} of {owner}"
-            for key, owner in agents.values_list("agent_key", "owner__username")[:AGENTS_NAMED]
-        ]
-        if not named:
+        count, named = agents_on_alias(alias.alias, named=AGENTS_NAMED)
+        if not count:
             return None
-        count = agents.count() if len(named) == AGENTS_NAMED else len(named)
-        more = f" and {count - len(named):,} more" if count > len(named) else ""
         agents_text = "an agent uses" if count == 1 else f"{count:,} agents use"
         return (
-            f"{agents_text} it ({', '.join(named)}{more}); move them to another alias first, "
+            f"{agents_text} it ({agents_named(count, named)}); move them to another alias first, "
             "or disable it to retire it."
         )
 

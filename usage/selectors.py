@@ -10,6 +10,7 @@ from django.db.models import Count, F, Max, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from rooms.selectors import agents_on_alias
 from usage.models import (
     USAGE_TOTAL_FIELDS,
     BillingProfile,
@@ -19,6 +20,8 @@ from usage.models import (
     MonthlyUsage,
     PricingVersion,
 )
+
+AGENTS_NAMED = 5  # an alias's warnings and delete refusal name this many of its agents
 
 # Calls that never got the provider's usage: in flight (pending) or cut short by a dying worker
 # (lost). There was nothing to price, so their `priced` (false until the call completes) says
@@ -169,19 +172,34 @@ def credits_used(*, user, since: datetime, until: datetime | None = None) -> Dec
 
 
 def disabled_alias_effects(alias: str) -> str | None:
-    """What a disabled `alias` stops beyond its agents' turns, when settings give it a role
-    (the orchestrator's manager, the summarizer), or None."""
-    effects = []
+    """What a disabled `alias` stops: the turns of the agents that use it (naming a few), and
+    its role when settings give it one (the orchestrator's manager, the summarizer); or None."""
+    effects, remedies = [], ["enable it again"]
     if alias == settings.PANTHEON_MANAGER_MODEL_ALIAS:
         effects.append("orchestrated rooms refuse turns (PANTHEON_MANAGER_MODEL_ALIAS)")
     if alias == settings.PANTHEON_SUMMARIZER_MODEL_ALIAS:
         effects.append("sessions get no new summaries (PANTHEON_SUMMARIZER_MODEL_ALIAS)")
+    if effects:
+        remedies.append("have the setting name another alias")
+    count, named = agents_on_alias(alias, named=AGENTS_NAMED)
+    if count:
+        who = "the agent that uses it" if count == 1 else f"the {count:,} agents that use it"
+        effects.append(
+            f"{who} ({agents_named(count, named)}) {'answers' if count == 1 else 'answer'} no "
+            "turns: direct sessions with them and the rooms seating them refuse turns "
+            "(model_alias_disabled), orchestrated rooms leave them out"
+        )
+        remedies.append("move them to another alias")
     if not effects:
         return None
-    return (
-        f"While {alias} is disabled, " + " and ".join(effects) + ": enable it again, or "
-        "have the setting name another alias."
-    )
+    todo = remedies[0] if len(remedies) == 1 else f"{', '.join(remedies[:-1])} or {remedies[-1]}"
+    return f"While {alias} is disabled, {'; '.join(effects)}. {todo.capitalize()}."
+
+
+def agents_named(count: int, named: list[str]) -> str:
+    """`@ada of sam, @bo of kim and 3 more`: the agents named, and how many were not."""
+    more = f" and {count - len(named):,} more" if count > len(named) else ""
+    return f"{', '.join(named)}{more}"
 
 
 def latest_ledger_moment() -> datetime | None:

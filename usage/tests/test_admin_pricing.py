@@ -4,9 +4,11 @@ alias is retired by disabling it."""
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -480,6 +482,29 @@ def test_disabling_the_managers_and_summarizers_alias_says_what_stops(boss, sett
     )
     assert not ModelAlias.objects.get(alias="deepseek").enabled
     assert not any("While" in str(message) for message in quiet.context["messages"])
+
+
+def test_disabling_an_alias_agents_use_says_how_many_and_names_a_few(
+    boss, owner, outsider, make_agent
+):
+    """It said only "changed successfully"; every room seating them then refused turns."""
+    for index in range(5):
+        make_agent(owner, f"a{index}", model_alias="llama")
+    make_agent(outsider, "a0", model_alias="llama")
+    make_agent(outsider, "other")  # on deepseek
+    llama = ModelAlias.objects.get(alias="llama")
+
+    disabled = boss.post(url(ModelAlias, "change", llama.pk), alias_form(llama), follow=True)
+
+    said = " ".join(str(message) for message in disabled.context["messages"])
+    assert "While llama is disabled" in said
+    assert "the 6 agents that use it (@a0 of outsider, @a0 of owner, @a1 of owner" in said
+    assert "and 1 more" in said and "@other" not in said
+    assert "model_alias_disabled" in said and "move them to another alias" in said
+    err = StringIO()
+    call_command("set_model_alias", "llama", "--disable", stdout=StringIO(), stderr=err)
+    assert err.getvalue().startswith("Warning: While llama is disabled")
+    assert "the 6 agents that use it (@a0 of outsider" in err.getvalue()
 
 
 def test_the_history_says_what_a_change_changed_from_and_to(boss):
