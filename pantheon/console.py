@@ -195,7 +195,8 @@ class RecordTabularInline(ReadOnlyRecords, admin.TabularInline):
 class ChangesWithValues:
     """The admin log says what a change changed from and to ("Changed Enabled: True → False."),
     where Django's says only which fields ("Changed Enabled.", twice alike for a disable and
-    the enable after it). Values are cut to 60 characters."""
+    the enable after it): the page's own fields and its inline rows' alike. Values are cut to
+    60 characters."""
 
     def construct_change_message(self, request, form, formsets, add=False):
         message = super().construct_change_message(  # type: ignore[misc]
@@ -203,15 +204,27 @@ class ChangesWithValues:
         )
         if add:
             return message
+        # Django lists the inline rows changed formset by formset, in `changed_objects` order.
+        row_forms = iter(
+            next(row_form for row_form in formset.forms if row_form.instance is row)
+            for formset in formsets or ()
+            for row, _ in formset.changed_objects
+        )
         for entry in message:
             changed = entry.get("changed")
-            if changed is not None and "object" not in changed:  # the page's own form
-                changed["fields"] = [
-                    f"{label}: {_logged(form, name, form.initial.get(name))} → "
-                    f"{_logged(form, name, form.cleaned_data.get(name))}"
-                    for name, label in zip(form.changed_data, changed["fields"], strict=True)
-                ]
+            if changed is not None:
+                changed_form = next(row_forms) if "object" in changed else form
+                changed["fields"] = _with_values(changed_form, changed["fields"])
         return message
+
+
+def _with_values(form, labels: list[str]) -> list[str]:
+    """The labels of `form`'s changed fields, each with its value before and after."""
+    return [
+        f"{label}: {_logged(form, name, form.initial.get(name))} → "
+        f"{_logged(form, name, form.cleaned_data.get(name))}"
+        for name, label in zip(form.changed_data, labels, strict=True)
+    ]
 
 
 def _logged(form, name: str, value) -> str:

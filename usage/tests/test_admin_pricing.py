@@ -372,6 +372,36 @@ def list_form(name: str, starts: datetime, multiplier: str = "1") -> dict:
     }
 
 
+def test_a_price_changed_in_its_lists_page_is_logged_from_and_to(boss, spare_list):
+    """The list's own fields read "Name: A → B"; its prices read only "Changed Credit
+    multiplier for model price …"."""
+    price = spare_list.prices.get()
+    form = {
+        **list_form("spare", spare_list.effective_from),
+        "name": "spare 2",
+        "prices-TOTAL_FORMS": "1",
+        "prices-INITIAL_FORMS": "1",
+        "prices-0-id": price.pk,
+        "prices-0-pricing_version": spare_list.pk,
+        "prices-0-model_alias": price.model_alias_id,
+        "prices-0-credit_multiplier": "1.25",
+        "prices-0-input_usd_per_mtok": "2",
+        "prices-0-output_usd_per_mtok": "2.000000",  # as the page shows it
+    }
+
+    saved = boss.post(url(PricingVersion, "change", spare_list.pk), form)
+
+    assert saved.status_code == 302
+    history = boss.get(url(PricingVersion, "history", spare_list.pk)).content.decode()
+    logged = LogEntry.objects.get(object_id=str(spare_list.pk)).get_change_message()
+    assert logged.startswith("Changed Name: spare → spare 2")
+    assert logged.endswith(
+        ". Changed Credit multiplier: (empty) → 1.25 and Input (USD / M tokens): 1.000000 → 2 "
+        "for model price “scratch @ spare 2 (x1)”."
+    )
+    assert "Credit multiplier: (empty) → 1.25" in history
+
+
 def test_a_price_list_cannot_start_before_the_ledgers_latest_call(boss, owner, spare_list):
     """It saved: the copy of a list, backdated, claimed to have priced calls stamped with
     another list (and the next call stamped it, locking the false start in)."""
