@@ -502,6 +502,18 @@ def moment_column(field: str = "created_at", description: str = "created (UTC)")
     return column
 
 
+def name_column(field: str, name: str, description: str | None = None):
+    """A list column showing the row at the relation `field` as Django's does (its name),
+    sortable by that name (`name`, e.g. `username`), where Django's sorted by the row's key."""
+
+    @admin.display(description=description or field, ordering=f"{field}__{name}")
+    def column(self, obj) -> str:
+        related = getattr(obj, field)
+        return "-" if related is None else str(related)
+
+    return column
+
+
 def figure_column(field: str, description: str, spec: str = ","):
     """A list column showing the number in `field` formatted by `spec` (e.g. `,` or `,.4f`),
     sortable by it."""

@@ -10,6 +10,7 @@ from pantheon.console import (
     choices_read_once,
     deleted,
     moment_column,
+    name_column,
     username_filter,
 )
 from rooms.models import Agent, Room, RoomAgent
@@ -124,8 +125,9 @@ def _messages(detail) -> list:
 @admin.register(Agent)
 class AgentAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, admin.ModelAdmin):
     form = AgentForm
-    list_display = ["agent_key", "name", "owner", "model_alias", "created"]
+    list_display = ["agent_key", "name", "owner_name", "model_alias", "created"]
     created = moment_column()
+    owner_name = name_column("owner", "username", "owner")
     list_filter = ["model_alias", username_filter("owner")]
     search_fields = ["agent_key", "name", "owner__username"]
     list_select_related = ["owner"]
@@ -224,8 +226,9 @@ class RoomForm(CheckedAsTheApi):
 @admin.register(Room)
 class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
     form = RoomForm
-    list_display = ["name", "owner", "current_mode", "pending_mode", "created", "deleted"]
+    list_display = ["name", "owner_name", "current_mode", "pending_mode", "created", "deleted"]
     created = moment_column()
+    owner_name = name_column("owner", "username", "owner")
     deleted = moment_column("deleted_at", "deleted (UTC)")
     list_filter = [
         "current_mode",

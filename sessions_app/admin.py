@@ -16,6 +16,7 @@ from pantheon.console import (
     figure_column,
     moment,
     moment_column,
+    name_column,
     username_filter,
 )
 from sessions_app.models import (
@@ -37,9 +38,11 @@ def _in_a_deleted_room(session: Session | None) -> bool:
 
 @admin.register(Session)
 class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
-    list_display = ["created", "started_by", "room", "agent", "title", "deleted"]
+    list_display = ["created", "starter", "room_name", "agent", "title", "deleted"]
     list_display_links = ["created"]
     created = moment_column()
+    starter = name_column("started_by", "username", "started by")
+    room_name = name_column("room", "name", "room")
     deleted = moment_column("deleted_at", "deleted (UTC)")
     list_filter = [
         username_filter("started_by"),
@@ -268,7 +271,8 @@ class TurnContextAuditAdmin(RecordAdmin):
 class IdempotencyKeyAdmin(RecordAdmin):
     """Clients' Idempotency-Keys and the answers retries get: looked at, never edited."""
 
-    list_display = ["key", "user", "state", "response_status", "turn", "created"]
+    list_display = ["key", "username", "state", "response_status", "turn", "created"]
+    username = name_column("user", "username")
     created = moment_column()
     list_filter = ["state", "response_status"]
     search_fields = ["key", "user__username"]

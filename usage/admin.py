@@ -27,6 +27,7 @@ from pantheon.console import (
     figure_column,
     moment,
     moment_column,
+    name_column,
     username_filter,
 )
 from rooms.selectors import agents_on_alias
@@ -384,7 +385,7 @@ class BillingStatusFilter(admin.SimpleListFilter):
 class BillingProfileAdmin(ChangesWithValues, admin.ModelAdmin):
     """Caps and suspensions. The actions write one admin-log entry per profile they change."""
 
-    list_display = ["user", "month_credits", "credit_cap", "status", "updated"]
+    list_display = ["username", "month_credits", "credit_cap", "status", "updated"]
     list_filter = [BillingStatusFilter, username_filter("user")]
     search_fields = ["user__username", "user__email"]
     list_select_related = ["user"]
@@ -434,6 +435,7 @@ class BillingProfileAdmin(ChangesWithValues, admin.ModelAdmin):
             )
         )
 
+    username = name_column("user", "username")
     month_credits = figure_column("month_credits", "credits this month", CREDITS)
     updated = moment_column("updated_at", "updated (UTC)")
 
@@ -623,7 +625,7 @@ class LlmCallEventAdmin(RecordAdmin):
 
     list_display = [
         "created",
-        "user",
+        "username",
         "purpose",
         "model_alias",
         "status",
@@ -652,6 +654,7 @@ class LlmCallEventAdmin(RecordAdmin):
     show_full_result_count = False
 
     created = moment_column()
+    username = name_column("user", "username")
     tokens_in = figure_column("input_tokens_fresh", "in")
     tokens_cached = figure_column("input_tokens_cached", "cached")
     tokens_out = figure_column("output_tokens", "out")
@@ -734,7 +737,7 @@ class DailyUsageRollupAdmin(RecordAdmin):
 
     list_display = [
         "day_shown",
-        "user",
+        "username",
         "model_alias",
         "calls",
         "tokens_in",
@@ -749,6 +752,7 @@ class DailyUsageRollupAdmin(RecordAdmin):
     ordering = ["-day", "user", "model_alias"]
     show_full_result_count = False
 
+    username = name_column("user", "username")
     calls = figure_column("llm_calls", "calls")
     tokens_in = figure_column("input_tokens", "input tokens")
     tokens_out = figure_column("output_tokens", "output tokens")
@@ -784,12 +788,13 @@ class MonthFilter(admin.SimpleListFilter):
 class MonthlyUsageAdmin(RecordAdmin):
     """The counters caps read; moved with each ledger row, rebuilt by `reconcile_usage --fix`."""
 
-    list_display = ["month_shown", "user", "credits_used", "calls", "updated"]
+    list_display = ["month_shown", "username", "credits_used", "calls", "updated"]
     list_filter = [username_filter("user"), MonthFilter]
     list_select_related = ["user"]
     ordering = ["-month", "user"]
     show_full_result_count = False
 
+    username = name_column("user", "username")
     credits_used = figure_column("credits", "credits", CREDITS)
     calls = figure_column("llm_calls", "calls")
     updated = moment_column("updated_at", "updated (UTC)")

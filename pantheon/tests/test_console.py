@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import label_for_field
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
@@ -1015,3 +1016,31 @@ def test_an_analyst_cannot_revoke_api_tokens(make_operator, owner):
     assert "revoke_api_tokens" not in listed
     assert posted.status_code in (200, 302, 403)
     assert Token.objects.filter(pk=token.pk).exists()
+
+
+# --- sorting ------------------------------------------------------------------------------------
+
+
+def _sorted_by(client, model, column: str) -> list:
+    """The list's rows sorted by the column headed `column`, as its header link sorts them."""
+    cl = client.get(url(model, "changelist")).context["cl"]  # its columns, the checkbox too
+    headers = [str(label_for_field(name, model, cl.model_admin)) for name in cl.list_display]
+    sorted_ = client.get(url(model, "changelist"), {"o": headers.index(column)})
+    return list(sorted_.context["cl"].result_list)
+
+
+def test_user_owner_and_room_columns_sort_by_the_name_they_show(staff, make_agent, make_room):
+    """They sorted by the row's key: zed, created first, came before amy."""
+    zed, amy = (User.objects.create_user(name) for name in ("zed", "amy"))
+    for user in (zed, amy):
+        LlmCallEvent.objects.create(user=user, purpose="agent", model_alias="deepseek")
+        make_agent(user, "ada")
+    zeta, alpha = (make_room(user, name=name) for user, name in ((zed, "Zeta"), (amy, "Alpha")))
+    for room in (zeta, alpha):
+        Session.objects.create(started_by=room.owner, room=room)
+    client = client_for(staff)
+
+    assert [e.user for e in _sorted_by(client, LlmCallEvent, "user")] == [amy, zed]
+    assert [a.owner for a in _sorted_by(client, Agent, "owner")] == [amy, zed]
+    assert [s.room for s in _sorted_by(client, Session, "room")] == [alpha, zeta]
+    assert [r.owner for r in _sorted_by(client, Room, "owner")] == [amy, zed]
