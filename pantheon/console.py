@@ -478,7 +478,11 @@ def choices_read_once(field: forms.ModelChoiceField) -> forms.ModelChoiceField:
 
 class AmountField(forms.DecimalField):
     """An amount input that shows what was stored without the column's trailing zeros: a cap
-    of 5 reads 5, not 5.0000000000 (the credits columns keep 10 decimal places)."""
+    of 5 reads 5, not 5.0000000000 (the credits columns keep 10 decimal places). Spaces alone
+    are no amount (Django's field read them as "Enter a number.")."""
+
+    def to_python(self, value):
+        return super().to_python(value.strip() if isinstance(value, str) else value)
 
     def prepare_value(self, value):
         if isinstance(value, Decimal):

@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.paginator import Paginator
+from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
@@ -66,6 +67,18 @@ def ledger_uses_version(version_id) -> bool:
     return LlmCallEvent.objects.filter(pricing_version_id=version_id).exists()
 
 
+class ModelAliasForm(forms.ModelForm):
+    """A figure the form refused is not compared with the other one: the model's check would
+    read the row's old value (or the default) in its place."""
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in ("context_window", "max_output_tokens"):
+            if name in self.errors:
+                setattr(self.instance, name, None)
+        return cleaned
+
+
 @admin.register(ModelAlias)
 class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
@@ -80,6 +93,14 @@ class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
     ]
     list_filter = ["enabled"]
     search_fields = ["alias", "litellm_model"]
+    form = ModelAliasForm
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # The figures' own least values: a number box's "≥ 0" named a minimum they do not have.
+        least = [v.limit_value for v in db_field.validators if isinstance(v, MinValueValidator)]
+        if isinstance(db_field, models.PositiveIntegerField) and least:
+            kwargs.setdefault("min_value", max(least))
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -312,7 +333,7 @@ class CapForm(forms.Form):
     """A cap, or no cap said in so many words: an empty box lifted the caps, and a browser
     empties a number box whose text is not a number (Chrome drops the letters typed in it)."""
 
-    cap = forms.DecimalField(
+    cap = AmountField(
         label="Monthly credit cap",
         required=False,
         min_value=0,

@@ -40,6 +40,7 @@ ALIAS_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 
 # The fewest prompt tokens an alias's window may leave: a role prompt and a short message.
 MIN_INPUT_BUDGET = 512
+MIN_CONTEXT_WINDOW = 1024
 
 
 class ModelAlias(models.Model):
@@ -60,7 +61,9 @@ class ModelAlias(models.Model):
         ],
         help_text="Name of the environment variable holding the key (…_API_KEY).",
     )
-    context_window = models.PositiveIntegerField(default=8192, validators=[MinValueValidator(1024)])
+    context_window = models.PositiveIntegerField(
+        default=8192, validators=[MinValueValidator(MIN_CONTEXT_WINDOW)]
+    )
     max_output_tokens = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(1)])
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -80,8 +83,8 @@ class ModelAlias(models.Model):
         super().clean()
         self._clean_name()
         window, longest = self.context_window, self.max_output_tokens
-        if window is None or longest is None:
-            return  # the field errors say why
+        if window is None or longest is None or window < MIN_CONTEXT_WINDOW or longest < 1:
+            return  # the field errors say why (compared, a refused window said more)
         if longest >= window:
             raise ValidationError(
                 {"max_output_tokens": f"Must be less than the context window ({window:,})."}

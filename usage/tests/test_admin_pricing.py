@@ -477,6 +477,30 @@ def test_an_alias_whose_window_leaves_no_room_for_the_prompt_is_refused(boss):
     assert ModelAlias.objects.get(alias="tiny").max_output_tokens == 256
 
 
+@pytest.mark.parametrize("window", ["0", "500", "-5"])
+def test_a_window_below_its_minimum_says_the_minimum_and_only_that(boss, window):
+    """0 and 500 also read "Must be less than the context window (0)" against a fine max
+    output; -5 read "greater than or equal to 0", though the least is 1,024."""
+    form = {"alias": "tiny", "litellm_model": "openai/tiny", "max_output_tokens": "256"}
+
+    page = boss.post(url(ModelAlias, "add"), {**form, "context_window": window})
+
+    assert page.status_code == 200
+    errors = page.context["adminform"].form.errors
+    assert errors == {"context_window": ["Ensure this value is greater than or equal to 1024."]}
+    assert not ModelAlias.objects.filter(alias="tiny").exists()
+
+
+def test_a_too_long_answer_against_a_refused_window_is_not_held_to_the_old_window(boss):
+    """The row's old window (8,192) stood in for the refused one."""
+    qwen = ModelAlias.objects.get(alias="qwen")
+    form = {**alias_form(qwen), "context_window": "500", "max_output_tokens": "9000"}
+
+    errors = boss.post(url(ModelAlias, "change", qwen.pk), form).context["adminform"].form.errors
+
+    assert list(errors) == ["context_window"]
+
+
 def test_a_price_lists_page_reads_its_prices_in_one_go(boss, spare_list):
     """It ran a query per price: each row's alias select read the aliases again."""
     page = url(PricingVersion, "change", spare_list.pk)

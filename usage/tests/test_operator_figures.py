@@ -386,3 +386,30 @@ def test_a_read_only_profile_page_shows_the_cap_as_the_list_does(make_operator, 
     assert '<div class="readonly">no cap</div>' in uncapped_page
     for page in (capped_page, uncapped_page):
         assert "None" not in page and "No cap:" not in page
+
+
+def test_a_cap_of_only_spaces_asks_for_a_cap_or_no_cap(make_operator, owner):
+    """It read "Enter a number.", on the page and in the set-cap action."""
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("2500"))
+    client = client_for(make_operator("Owner", "boss"))
+    rule = "Give a cap in credits, or tick “No cap” to lift it."
+
+    page = client.post(
+        reverse("admin:usage_billingprofile_change", args=[profile.pk]),
+        {"monthly_credit_cap": "   "},
+    ).content.decode()
+    action = client.post(
+        reverse("admin:usage_billingprofile_changelist"),
+        {"_selected_action": [profile.pk], "action": "set_cap", "apply": "1", "cap": "   "},
+    ).content.decode()
+
+    for said in (page, action):
+        assert rule in said and "Enter a number." not in said
+    profile.refresh_from_db()
+    assert profile.monthly_credit_cap == Decimal("2500")
+    spaced = client.post(
+        reverse("admin:usage_billingprofile_change", args=[profile.pk]),
+        {"monthly_credit_cap": " 7 "},
+    )
+    profile.refresh_from_db()
+    assert spaced.status_code == 302 and profile.monthly_credit_cap == Decimal("7")
