@@ -250,6 +250,22 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
     def soft_delete(self, obj: Room) -> None:
         room_delete(room=obj)
 
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not RoomAgent:
+            return super().save_formset(request, form, formset, change)
+        # Seats saved one by one collided when two traded places or agents (a 500 on the unique
+        # seats). As the API's PUT rooms/{id}/agents clears the seats before it seats the new
+        # roster, the seats that move or go leave first, in the page's transaction; the moved
+        # ones come back under their ids, so the log and links still name them.
+        seats = formset.save(commit=False)
+        moved = [seat for seat, _ in formset.changed_objects]
+        leaving = [seat.pk for seat in [*formset.deleted_objects, *moved]]
+        RoomAgent.objects.filter(pk__in=leaving).delete()
+        for seat in seats:
+            seat.save(force_insert=seat in moved)
+        formset.save_m2m()
+        return None
+
 
 @admin.register(RoomAgent)
 class RoomAgentAdmin(admin.ModelAdmin):

@@ -185,3 +185,27 @@ def test_the_room_page_names_each_seat_in_one_query(staff, owner, make_agent, ro
     assert f"{room.pk} #0" not in first
     assert "(@ada) at seat 0 of Research" in first and "(@di) at seat 3 of Research" in html
     assert len(four_seats) == len(one_seat)
+
+
+@pytest.mark.parametrize("swap", ["positions", "agents"])
+def test_two_seats_swapped_on_the_room_page_are_saved(room, owner, make_agent, staff, swap):
+    """Each seat took the other's place (or agent) while the other still held it: a 500 on the
+    unique seats (room_position_unique, room_agent_unique). The API reorders the same way."""
+    ada_seat = RoomAgent.objects.get(room=room)
+    linus_seat = RoomAgent.objects.create(room=room, agent=make_agent(owner, "linus"), position=1)
+    ada, linus = ada_seat.agent, linus_seat.agent
+    seats = (
+        [(ada, 1, ada_seat.pk), (linus, 0, linus_seat.pk)]
+        if swap == "positions"
+        else [(linus, 0, ada_seat.pk), (ada, 1, linus_seat.pk)]
+    )
+    client = client_for(staff)
+
+    response = client.post(change(room), room_form(room, seats, initial=2))
+
+    assert response.status_code == 302
+    seated = room.seats.order_by("position").values_list("agent__agent_key", flat=True)
+    assert list(seated) == ["linus", "ada"]
+    assert RoomAgent.objects.filter(room=room).count() == 2
+    history = client.get(reverse("admin:rooms_room_history", args=[room.pk]))
+    assert history.status_code == 200 and "Changed" in history.content.decode()
