@@ -4,6 +4,7 @@ import functools
 
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.core.exceptions import ValidationError
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -58,9 +59,22 @@ class PantheonAdminSite(admin.AdminSite):
 
         return super().admin_view(checked, cacheable)
 
+    def autocomplete_view(self, request):
+        return LabelledAutocomplete.as_view(admin_site=self)(request)
+
     def bad_request(self, request, reason: str) -> TemplateResponse:
         context = {**self.each_context(request), "title": "Bad request", "reason": reason}
         return TemplateResponse(request, "admin/bad_request.html", context, status=400)
+
+
+class LabelledAutocomplete(AutocompleteJsonView):
+    """Django's autocomplete, with each row named by its admin's `autocomplete_label` where it
+    has one (agents: every owner's "Ada (@ada)" read alike)."""
+
+    def serialize_result(self, obj, to_field_name):
+        result = super().serialize_result(obj, to_field_name)
+        label = getattr(self.model_admin, "autocomplete_label", None)
+        return result if label is None else {**result, "text": label(obj)}
 
 
 def selection_is_ids(view, request) -> bool:

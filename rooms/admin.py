@@ -134,6 +134,14 @@ class AgentAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, admin.ModelAdmin
     readonly_fields = ["id", "created_at", "updated_at"]
     raw_id_fields = ["owner"]
 
+    def get_queryset(self, request):
+        # The seat autocomplete names each agent's owner (autocomplete_label): read with it.
+        return super().get_queryset(request).select_related("owner")
+
+    def autocomplete_label(self, agent: Agent) -> str:
+        """Agent keys are unique per owner only: the owner tells one "Ada (@ada)" from another."""
+        return f"{agent} of {agent.owner.get_username()}"
+
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
         # A new agent's id is made as it is saved: the add page showed one it would not get.

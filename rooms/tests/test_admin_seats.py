@@ -209,3 +209,26 @@ def test_two_seats_swapped_on_the_room_page_are_saved(room, owner, make_agent, s
     assert RoomAgent.objects.filter(room=room).count() == 2
     history = client.get(reverse("admin:rooms_room_history", args=[room.pk]))
     assert history.status_code == 200 and "Changed" in history.content.decode()
+
+
+def test_the_seat_autocomplete_names_each_agents_owner(
+    room, outsider, make_agent, staff, django_user_model
+):
+    """Every owner's "Ada (@ada)" read alike: which one was seated?"""
+    make_agent(outsider, "ada")
+    client = client_for(staff)
+    query = {"term": "ada", "app_label": "rooms", "model_name": "roomagent", "field_name": "agent"}
+
+    def found() -> tuple[list[str], int]:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(reverse("admin:autocomplete"), query)
+        assert response.status_code == 200
+        return sorted(result["text"] for result in response.json()["results"]), len(queries)
+
+    labels, two_owners = found()
+    assert labels == ["Ada (@ada) of outsider", "Ada (@ada) of owner"]
+    for name in ("kim", "lee", "max"):
+        make_agent(django_user_model.objects.create_user(name), "ada")
+    labels, five_owners = found()
+    assert len(labels) == 5 and "Ada (@ada) of max" in labels
+    assert five_owners == two_owners  # the owners read with the agents
