@@ -538,10 +538,14 @@ class TurnRunner:
         cap = locked.monthly_credit_cap
         if cap is None:
             return Decimal("0")
-        used = usage_selectors.month_credits(user=self.plan.user, at=now)
+        # What running turns hold first, then what the month used: a turn that ends between
+        # the two reads (its credits move into the month as its hold goes, in one commit) is
+        # then counted twice, never missed. Read the other way round, it was neither held nor
+        # used, and one more turn got past the cap.
         held = Turn.objects.running().filter(
             session__started_by=self.plan.user, progress_at__gte=stale_before(now)
         ).aggregate(total=Sum("reserved_credits"))["total"] or Decimal("0")
+        used = usage_selectors.month_credits(user=self.plan.user, at=now)
         if used + held >= cap:
             raise exceptions.CreditCapExceeded(
                 f"{_plain(used)} of {_plain(cap)} monthly credits are used"
