@@ -9,6 +9,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from pantheon import config
+from pantheon.testing.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,7 +88,13 @@ def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name):
     started = subprocess.run(
         [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", name: "0", "GUNICORN_CONTROL_SOCKET": "off", "PORT": "1"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            name: "0",
+            "GUNICORN_CONTROL_SOCKET": "off",
+            "HOST": "127.0.0.1",
+            "PORT": str(free_port()),
+        },
         capture_output=True,
         text=True,
         timeout=60,
