@@ -11,8 +11,10 @@ from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework.authtoken.models import Token, TokenProxy
 
-from pantheon.console import CREDITS, KeptWhileInUse, moment
+from pantheon.console import CREDITS, KeptWhileInUse, moment, record_links
+from sessions_app.models import Session, Turn
 from usage.admin import billing_status_badge
+from usage.models import LlmCallEvent
 from usage.rollups import today
 from usage.selectors import billing_profile_for, ledger_names_user, month_credits, month_of
 
@@ -25,7 +27,7 @@ admin.site.unregister(TokenProxy)
 
 @admin.register(User)
 class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
-    billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token")
+    billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token", "records")
     readonly_fields = (*UserAdmin.readonly_fields, *billing_fields, "password_state")
     actions = ["revoke_api_tokens"]
 
@@ -44,6 +46,10 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
             )
         else:
             self.message_user(request, "Nothing changed: none of them had an API token.")
+
+    @admin.display(description="their records")
+    def records(self, user) -> str:
+        return record_links({"username": user.get_username()}, [Session, Turn, LlmCallEvent])
 
     @admin.display(description="API token")
     def api_token(self, user) -> str:

@@ -8,9 +8,11 @@
   dollars to 6, timestamps as 2026-11-25 13:14:05 UTC.
 """
 
+from collections.abc import Sequence
 from contextlib import suppress
 from decimal import Decimal
 from functools import cache
+from urllib.parse import urlencode
 from uuid import UUID
 
 from django import forms
@@ -24,8 +26,9 @@ from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Model, Q, QuerySet
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, gettext_lazy
 
@@ -532,3 +535,21 @@ def figure_column(field: str, description: str, spec: str = ","):
 def badge(tone: str, text: str) -> SafeString:
     """A small coloured label (tone: ok, warn, bad, info) for a status column."""
     return format_html('<span class="pantheon-badge {}">{}</span>', tone, text)
+
+
+def record_links(query: dict[str, str], lists: Sequence[type[Model]]) -> str:
+    """Links to the lists of `lists`' records, each filtered by `query`: the audit trail from
+    a user's or a session's page to their sessions, turns, messages and ledger rows."""
+    return format_html_join(
+        " · ",
+        '<a href="{}">{}</a>',
+        (
+            (
+                reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+                + "?"
+                + urlencode(query),
+                model._meta.verbose_name_plural,
+            )
+            for model in lists
+        ),
+    )

@@ -17,6 +17,7 @@ from pantheon.console import (
     moment,
     moment_column,
     name_column,
+    record_links,
     username_filter,
 )
 from sessions_app.models import (
@@ -54,8 +55,8 @@ class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
     list_select_related = ["room", "agent", "started_by"]
     # Who started a session and where are records: its turns and their ledger rows name them.
     # Only the title changes here.
-    fields = ["id", "started_by", "room", "agent", "title", "created_at", "deleted_at"]
-    readonly_fields = ["id", "started_by", "room", "agent", "created_at", "deleted_at"]
+    fields = ["id", "started_by", "room", "agent", "title", "created_at", "deleted_at", "records"]
+    readonly_fields = ["id", "started_by", "room", "agent", "created_at", "deleted_at", "records"]
     ordering = ["-created_at"]
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # one session per conversation: as many as records
@@ -63,6 +64,10 @@ class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
     def has_add_permission(self, request):
         # Users open sessions through the API (POST sessions); no operator workflow adds one.
         return False
+
+    @admin.display(description="its records")
+    def records(self, session: Session) -> str:
+        return record_links({"q": str(session.pk)}, [Turn, Message, LlmCallEvent])
 
     soft_delete_effect = (
         "goes from the API at once (it answers 404 and takes no more turns) and stays here, "

@@ -1044,3 +1044,24 @@ def test_user_owner_and_room_columns_sort_by_the_name_they_show(staff, make_agen
     assert [a.owner for a in _sorted_by(client, Agent, "owner")] == [amy, zed]
     assert [s.room for s in _sorted_by(client, Session, "room")] == [alpha, zeta]
     assert [r.owner for r in _sorted_by(client, Room, "owner")] == [amy, zed]
+
+
+def test_a_user_and_a_session_page_lead_to_their_records(staff, owner, outsider, chat):
+    """Auditors copied ids into the other lists' search boxes: a user's page had no way to
+    their sessions, turns or ledger rows, nor a session's page to its turns and messages."""
+    client = client_for(staff)
+    other = Session.objects.create(started_by=outsider, title="Not theirs")
+    turn, event = chat["rows"][Turn], chat["rows"][LlmCallEvent]
+
+    for page, expected in [
+        (url(User, "change", owner.pk), [chat["session"], turn, event]),
+        (url(Session, "change", chat["session"].pk), [turn, chat["rows"][Message], event]),
+    ]:
+        html = client.get(page).content.decode()
+        links = re.findall(r'<a href="(/admin/[^"]+/\?[^"]+)">', html.split("records")[-1])
+        assert len(links) == 3, links
+        for link, row in zip(links, expected, strict=True):
+            listed = client.get(link.replace("&amp;", "&"))
+            assert listed.status_code == 200
+            assert url(type(row), "change", row.pk) in listed.content.decode()
+            assert url(Session, "change", other.pk) not in listed.content.decode()
