@@ -67,7 +67,8 @@ class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
 
     @admin.display(description="its records")
     def records(self, session: Session) -> str:
-        return record_links({"q": str(session.pk)}, [Turn, Message, LlmCallEvent])
+        records = [Turn, Message, LlmCallEvent, SessionSummary, TurnContextAudit]
+        return record_links({"q": str(session.pk)}, records)
 
     soft_delete_effect = (
         "goes from the API at once (it answers 404 and takes no more turns) and stays here, "
@@ -243,9 +244,15 @@ class SessionSummaryAdmin(RecordAdmin):
     list_display_links = ["created"]
     created = moment_column()
     list_filter = ["valid_json"]
+    search_fields = ["session__id"]
+    search_help_text = "A session or turn id, or words of a summary."
     list_select_related = ["session"]
     ordering = ["-created_at"]
     show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        text = Q(summary_text__icontains=search_term.strip())
+        return by_id_or_text(queryset, search_term, ids=["session_id", "turn_id"], text=text), False
 
 
 @admin.register(TurnContextAudit)
@@ -267,9 +274,15 @@ class TurnContextAuditAdmin(RecordAdmin):
     budget = figure_column("input_budget", "input budget")
     tokens_before = figure_column("estimated_tokens_before", "tokens before")
     tokens_after = figure_column("estimated_tokens_after", "tokens after")
+    search_fields = ["turn__id"]
+    search_help_text = "A turn or session id."
     list_select_related = ["turn"]
     ordering = ["-created_at"]
     show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        ids = ["turn_id", "turn__session_id"]
+        return by_id_or_text(queryset, search_term, ids=ids, text=Q(pk__in=[])), False
 
 
 @admin.register(IdempotencyKey)

@@ -1055,11 +1055,14 @@ def test_a_user_and_a_session_page_lead_to_their_records(staff, owner, outsider,
 
     for page, expected in [
         (url(User, "change", owner.pk), [chat["session"], turn, event]),
-        (url(Session, "change", chat["session"].pk), [turn, chat["rows"][Message], event]),
+        (
+            url(Session, "change", chat["session"].pk),
+            [turn, chat["rows"][Message], event, *(chat["rows"][m] for m in RECORDS[2:4])],
+        ),
     ]:
         html = client.get(page).content.decode()
         links = re.findall(r'<a href="(/admin/[^"]+/\?[^"]+)">', html.split("records")[-1])
-        assert len(links) == 3, links
+        assert len(links) == len(expected), links
         for link, row in zip(links, expected, strict=True):
             listed = client.get(link.replace("&amp;", "&"))
             assert listed.status_code == 200
