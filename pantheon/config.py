@@ -49,30 +49,19 @@ def whole_number(
 
 
 def number(
-    name: str,
-    default: float,
-    *,
-    minimum: float | None = None,
-    above: float | None = None,
-    maximum: float | None = None,
+    name: str, default: float, *, minimum: float | None = None, above: float | None = None
 ) -> float:
-    """A float; `above` is an exclusive lower bound (a timeout of 0 is no timeout)."""
+    """A finite float, at least `minimum`, or above `above` (a timeout of 0 is no timeout)."""
     raw = _raw(name)
     if raw is None:
         return default
-    must = _bounds("a number", minimum, maximum) if above is None else f"a number above {above:g}"
-    if above is not None and maximum is not None:
-        must += f" and at most {maximum:g}"
+    must = f"a number above {above:g}" if above is not None else _bounds("a number", minimum, None)
     try:
         value = float(raw)
     except ValueError:
         raise _refuse(name, raw, must) from None
-    if (
-        not math.isfinite(value)
-        or (minimum is not None and value < minimum)
-        or (above is not None and value <= above)
-        or (maximum is not None and value > maximum)
-    ):
+    too_low = (minimum is not None and value < minimum) or (above is not None and value <= above)
+    if not math.isfinite(value) or too_low:
         raise _refuse(name, raw, must)
     return value
 

@@ -9,13 +9,14 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from pantheon import config
+from pantheon.testing.processes import ROOT
 from pantheon.testing.servers import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_settings(**env: str) -> subprocess.CompletedProcess:
-    """Load the production settings in a fresh interpreter, with these variables."""
+    """Load the production settings in a fresh interpreter, with these variables and no
+    others: `run_production` passes this process's environment on, and a variable set for the
+    test run (DB_POOL_MAX_SIZE, say) would change what the settings accept."""
     return subprocess.run(
         [sys.executable, "-c", "from django.conf import settings; settings.DEBUG"],
         cwd=ROOT,
