@@ -394,7 +394,9 @@ class BillingStatusFilter(admin.SimpleListFilter):
     parameter_name = "is_suspended__exact"  # the plain boolean filter's: links keep working
 
     def lookups(self, request, model_admin):
-        return [("0", "active"), ("1", "suspended")]
+        # "not suspended", not "active": it also lists users who have used up their cap, whose
+        # rows read "over cap".
+        return [("0", "not suspended"), ("1", "suspended")]
 
     def queryset(self, request, queryset):
         if self.value() in ("0", "1"):

@@ -362,6 +362,8 @@ def test_a_user_who_used_up_their_cap_reads_over_cap_not_active(
         for name in ("owner", "outsider", "sam")
     }
     assert rows == {"owner": "over cap", "outsider": "active", "sam": "suspended"}
+    # The status filter's "0" lists the over-cap rows too: it does not call them active.
+    assert ">not suspended</a>" in listed and ">active</a>" not in listed
     for page in (
         reverse("admin:usage_billingprofile_change", args=[capped.pk]),
         reverse("admin:auth_user_change", args=[owner.pk]),
