@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Q
+from django.urls import reverse
+from django.utils.html import format_html_join
 
 from pantheon.console import (
     CREDITS,
@@ -188,9 +190,20 @@ class TurnAdmin(RecordAdmin):
         "created_at",
         "progress_at",
         "completed_at",
+        "summary_made",
     ]
     readonly_fields = fields
     inlines = [MessageInline, LlmCallEventInline, TurnContextAuditInline]
+
+    @admin.display(description="summary it made")
+    def summary_made(self, turn: Turn) -> str:
+        """The summary whose call this turn made (its context audit says "summary triggered")."""
+        summaries = [
+            (reverse("admin:sessions_app_sessionsummary_change", args=[s.pk]), str(s))
+            for s in turn.summaries.order_by("created_at")
+        ]
+        links = format_html_join(" · ", '<a href="{}">{}</a>', summaries)
+        return links or self.get_empty_value_display()
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

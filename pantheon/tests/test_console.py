@@ -1068,3 +1068,18 @@ def test_a_user_and_a_session_page_lead_to_their_records(staff, owner, outsider,
             assert listed.status_code == 200
             assert url(type(row), "change", row.pk) in listed.content.decode()
             assert url(Session, "change", other.pk) not in listed.content.decode()
+
+
+def test_a_turn_page_links_the_summary_it_made(staff, chat, make_session, owner):
+    """A turn's context audit says "summary triggered"; its page now leads to that summary."""
+    client = client_for(staff)
+    turn, summary = chat["rows"][Turn], chat["rows"][SessionSummary]
+    html = client.get(url(Turn, "change", turn.pk)).content.decode()
+    assert f'<a href="{url(SessionSummary, "change", summary.pk)}">{summary}</a>' in html
+
+    quiet = Turn.objects.create(
+        session=make_session(owner), turn_index=1, mode="direct", status="completed"
+    )
+    html = client.get(url(Turn, "change", quiet.pk)).content.decode()
+    assert "summary it made" in html.lower()
+    assert url(SessionSummary, "change", summary.pk) not in html
