@@ -197,8 +197,12 @@ class PricingVersionForm(forms.ModelForm):
     def clean_effective_from(self):
         starts = self.cleaned_data["effective_from"]
         current = None if self.instance._state.adding else self.instance.effective_from
-        # Kept as it was (the form shows it to the second): an old start may stay.
-        if starts is None or (current and starts in (current, current.replace(microsecond=0))):
+        # The page shows the start to the second: posted back as shown, it stays as it was, to
+        # the microsecond (set_model_price starts a list at the moment it runs). An old start
+        # may stay.
+        if current is not None and starts == current.replace(microsecond=0):
+            return current
+        if starts is None:
             return starts
         latest = latest_ledger_moment()
         if latest is not None and starts <= latest:
@@ -248,7 +252,7 @@ class PricingVersionAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
     def copy_as_new_list(self, request, queryset):
         """A list the ledger is stamped with is read-only: prices change through a copy, which
         takes effect a day from now so there is time to edit it (and its start) first."""
-        starts = timezone.now() + timedelta(days=1)
+        starts = (timezone.now() + timedelta(days=1)).replace(microsecond=0)
         copied = []
         with transaction.atomic():
             for version in queryset.order_by("effective_from"):

@@ -2,6 +2,7 @@
 deleted (historical costs stay reproducible, the dashboard keeps filtering by the alias); an
 alias is retired by disabling it."""
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from io import StringIO
@@ -332,6 +333,7 @@ def test_copying_a_list_makes_an_editable_one_in_effect_in_a_day(boss, owner):
     copy = PricingVersion.objects.get(name=f"{used.name} (copy)")
     assert response.status_code == 302
     assert copy.effective_from > timezone.now()
+    assert copy.effective_from.microsecond == 0  # as its page shows it
     assert active_pricing_version() == used  # nothing changes until the copy's start
     assert sorted(copy.prices.values_list("model_alias__alias", "input_usd_per_mtok")) == sorted(
         used.prices.values_list("model_alias__alias", "input_usd_per_mtok")
@@ -579,3 +581,25 @@ def test_the_history_says_what_a_change_changed_from_and_to(boss):
         "Changed Enabled: True → False.",
         f"Changed Context window: {qwen.context_window} → 65536 and Enabled: False → True.",
     ]
+
+
+def test_a_start_with_microseconds_posted_back_as_shown_is_no_change(boss, spare_list):
+    """set_model_price starts its lists at the microsecond and the page shows the second: a
+    rename moved the start to the second before it."""
+    starts = timezone.now().replace(microsecond=267407) + timezone.timedelta(days=1)
+    PricingVersion.objects.filter(pk=spare_list.pk).update(effective_from=starts)
+    page = boss.get(url(PricingVersion, "change", spare_list.pk)).content.decode()
+    shown = dict(re.findall(r'name="(initial-effective_from_\d)" value="([^"]*)"', page))
+    assert shown == {  # as a browser posts it back
+        "initial-effective_from_0": f"{starts:%Y-%m-%d}",
+        "initial-effective_from_1": f"{starts:%H:%M:%S}",
+    }
+
+    form = {**list_form("spare 2", starts), **shown}
+    saved = boss.post(url(PricingVersion, "change", spare_list.pk), form)
+
+    assert saved.status_code == 302
+    spare_list.refresh_from_db()
+    assert (spare_list.name, spare_list.effective_from) == ("spare 2", starts)
+    logged = LogEntry.objects.get(object_id=str(spare_list.pk)).get_change_message()
+    assert logged == "Changed Name: spare → spare 2."
