@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.db.models.constants import LOOKUP_SEP
 from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework.authtoken.models import Token, TokenProxy
@@ -30,6 +31,15 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
     billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token", "records")
     readonly_fields = (*UserAdmin.readonly_fields, *billing_fields, "password_state")
     actions = ["revoke_api_tokens"]
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # Django lets a list filter on a related row's primary key through as if it were a
+        # column of the user's own (`auth_token__key` as `auth_token_id`), and a token's primary
+        # key is its secret: `?auth_token__key__startswith=` told who may only view users any
+        # user's token, a digit at a time. Django's UserAdmin refuses `password` lookups alike.
+        return lookup.split(LOOKUP_SEP, 1)[0] != "auth_token" and super().lookup_allowed(
+            lookup, value, request
+        )
 
     @admin.action(
         description="Revoke API tokens (they log in again for a new one)", permissions=["change"]

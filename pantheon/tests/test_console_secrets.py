@@ -1,0 +1,31 @@
+"""What an operator may read in the console never reaches a secret: API tokens, passwords."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+
+
+@pytest.mark.parametrize("role", ["Analyst", "Owner"])
+@pytest.mark.parametrize(
+    "lookup",
+    ["auth_token__key__startswith", "auth_token__key__gt", "auth_token__startswith", "auth_token"],
+)
+def test_the_users_list_cannot_be_filtered_by_api_token(make_operator, owner, role, lookup):
+    """Django takes a filter on a related row's primary key for a local column's, and a
+    token's primary key is its key: `?auth_token__key__startswith=` answered which users'
+    tokens start so, and an operator who may only view users read any token (a superuser's
+    included) in at most 640 requests, one hex digit at a time."""
+    token = Token.objects.create(user=owner)
+    client = client_for(make_operator(role, username=f"{role.lower()}-operator"))
+
+    response = client.get(url(User, "changelist"), {lookup: token.key[:1]})
+
+    assert response.status_code == 400
+    assert owner.get_username() not in response.content.decode()
