@@ -150,6 +150,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Not a rule: a password change revokes the account's API token (pantheon/passwords.py).
+    {"NAME": "pantheon.passwords.RevokeApiTokenOnPasswordChange"},
 ]
 
 LANGUAGE_CODE = "en-us"
