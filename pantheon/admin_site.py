@@ -3,9 +3,11 @@
 import functools
 
 from django.contrib import admin
+from django.contrib.admin.exceptions import DisallowedModelAdminToField
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import TO_FIELD_VAR
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.template.response import TemplateResponse
 from django.urls import path
 
@@ -55,6 +57,7 @@ class PantheonAdminSite(admin.AdminSite):
                 return self.bad_request(request, "nul")
             if not selection_is_ids(view, request):
                 return self.bad_request(request, "selection")
+            refuse_related_to_field(view, request)
             return view(request, *args, **kwargs)
 
         return super().admin_view(checked, cacheable)
@@ -75,6 +78,22 @@ class LabelledAutocomplete(AutocompleteJsonView):
         result = super().serialize_result(obj, to_field_name)
         label = getattr(self.model_admin, "autocomplete_label", None)
         return result if label is None else {**result, "text": label(obj)}
+
+
+def refuse_related_to_field(view, request) -> None:
+    """Django's 400 for a `_to_field` that names a relation from another model (the users'
+    `?_to_field=auth_token`, an agent's `?_to_field=seats`): Django's own check read a field
+    attribute such relations lack (a 500) where it refuses any other field no list may pick."""
+    model_admin = getattr(view, "__self__", None)
+    to_field = request.POST.get(TO_FIELD_VAR, request.GET.get(TO_FIELD_VAR))
+    if not to_field or not isinstance(model_admin, admin.ModelAdmin):
+        return
+    try:
+        field = model_admin.opts.get_field(to_field)
+    except FieldDoesNotExist:
+        return  # Django refuses it itself
+    if not field.concrete:
+        raise DisallowedModelAdminToField(f"The field {to_field} cannot be referenced.")
 
 
 def selection_is_ids(view, request) -> bool:

@@ -6,6 +6,7 @@ from rest_framework.authtoken.models import Token
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
+from rooms.models import Agent
 
 pytestmark = pytest.mark.django_db
 
@@ -29,3 +30,21 @@ def test_the_users_list_cannot_be_filtered_by_api_token(make_operator, owner, ro
 
     assert response.status_code == 400
     assert owner.get_username() not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("model", "to_field"),
+    [(User, "auth_token"), (User, "agents"), (User, "billing_profile"), (Agent, "seats")],
+)
+def test_a_to_field_naming_a_relation_from_another_model_is_a_400(staff, model, to_field):
+    """Django's own check read `primary_key` of the relation, which it lacks: a 500."""
+    response = client_for(staff).get(url(model, "changelist"), {"_to_field": to_field})
+
+    assert response.status_code == 400
+
+
+def test_a_to_field_naming_a_column_still_works_as_djangos(staff):
+    client = client_for(staff)
+
+    assert client.get(url(User, "changelist"), {"_to_field": "id"}).status_code == 200
+    assert client.get(url(User, "changelist"), {"_to_field": "password"}).status_code == 400
