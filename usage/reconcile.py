@@ -66,6 +66,8 @@ class Report:
     checks: list[CheckResult]
     ledger_rows: int
     fixed: list[str] = field(default_factory=list)  # what --fix rebuilt (or would)
+    # After a rebuild: the report that found the drift (this one is the check that followed).
+    before: "Report | None" = None
 
     @property
     def clean(self) -> bool:
@@ -204,8 +206,8 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
     if dry_run:
         report.fixed = [f"would rebuild {line.split(': ', 1)[0]}" for line in fixed]
         return report
-    report = _check_all(since)
-    report.fixed = fixed
+    before, report = report, _check_all(since)
+    report.fixed, report.before = fixed, before
     return report
 
 

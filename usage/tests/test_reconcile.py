@@ -156,6 +156,22 @@ def test_drift_examples_name_users_by_username(clean, outsider):
     assert f"user {outsider.pk}" not in out
 
 
+def test_fix_shows_the_drift_it_found_before_rebuilding_it(clean, outsider):
+    """An operator running --fix (from cron, say) learns what had drifted and by how much: the
+    check after the rebuild is clean, and alone it would say nothing had been wrong."""
+    MonthlyUsage.objects.filter(user=outsider).update(credits=Decimal("0.5"))
+
+    code, out = run("--fix")
+
+    assert code == 0, out  # the rebuild worked: clean now
+    assert f"outsider {yesterday_at(0):%Y-%m}: ledger 2 credits, counter 0.5" in out
+    before, after = out.split("After --fix:")
+    assert "monthly counters vs ledger" in before and "DRIFT" in before
+    assert "DRIFT" not in after
+    last = out.splitlines()[-1]
+    assert last.startswith("Clean after --fix: drift in monthly counters vs ledger rebuilt"), last
+
+
 def test_what_was_checked_counts_the_missing_rows_it_found(clean):
     keys = MonthlyUsage.objects.count()
     rollups = DailyUsageRollup.objects.count()

@@ -38,9 +38,17 @@ class Command(BaseCommand):
             raise CommandError("--dry-run says what --fix would rebuild: give both.", returncode=2)
         started = time.monotonic()
         report = reconcile(since=since, fix=fix, dry_run=dry_run)
-        self.stdout.write(render_table(report))
-        for line in report.fixed:
-            self.stdout.write(f"  fixed: {line}" if not dry_run else f"  {line}")
+        if report.before is not None:
+            # What was found comes first: the check after the rebuild alone would hide it.
+            self.stdout.write(render_table(report.before))
+            for line in report.fixed:
+                self.stdout.write(f"  fixed: {line}")
+            self.stdout.write("After --fix:")
+            self.stdout.write(render_table(report))
+        else:
+            self.stdout.write(render_table(report))
+            for line in report.fixed:
+                self.stdout.write(f"  {line}")  # --dry-run: what it would rebuild
         self.stdout.write(summary_line(report, seconds=time.monotonic() - started))
         if not report.clean:
             sys.exit(1)
@@ -67,7 +75,11 @@ def summary_line(report: Report, *, seconds: float) -> str:
     notes = f"{unpriced:,} unpriced, {lost:,} lost"
     if report.clean:
         rows = f"{report.ledger_rows:,} ledger rows {since}"
-        return f"Clean: {rows} agree with what derives from them ({notes}; {seconds:.1f} s)."
+        agree = f"{rows} agree with what derives from them ({notes}; {seconds:.1f} s)."
+        if report.before is not None:
+            found = [check.name for check in report.before.checks if not check.clean]
+            return f"Clean after --fix: drift in {', '.join(found)} rebuilt; {agree}"
+        return f"Clean: {agree}"
     drifted = [check.name for check in report.checks if not check.clean]
     hint = "" if report.fixed else " Run with --fix to rebuild from the ledger."
     return f"Drift in {', '.join(drifted)} ({notes}; {seconds:.1f} s).{hint}"
