@@ -218,6 +218,20 @@ def test_a_message_without_its_ledger_row_is_drift_fix_cannot_rebuild(clean):
     assert LlmCallEvent.objects.filter(turn=clean).count() == 3  # the ledger is never edited
 
 
+def test_drift_fix_cannot_rebuild_does_not_send_the_operator_to_fix(clean):
+    """The transcript and the ledger are both records: --fix rebuilds neither, so the summary
+    must not tell the operator to run it (with or without --fix already given)."""
+    clean.messages.filter(role="assistant", agent_key="grace").delete()
+
+    for args in ((), ("--fix",)):
+        code, out = run(*args)
+        assert code == 1
+        last = out.splitlines()[-1]
+        assert last.startswith("Drift in transcript vs ledger"), last
+        assert "Run with --fix" not in last
+        assert "Not fixable by --fix" in last
+
+
 def test_events_of_a_deleted_turn_are_fine(clean):
     clean.session.delete()  # cascades the turn; its events keep their rows with turn NULL
 

@@ -81,5 +81,12 @@ def summary_line(report: Report, *, seconds: float) -> str:
             return f"Clean after --fix: drift in {', '.join(found)} rebuilt; {agree}"
         return f"Clean: {agree}"
     drifted = [check.name for check in report.checks if not check.clean]
-    hint = "" if report.fixed else " Run with --fix to rebuild from the ledger."
+    fixable = [check for check in report.checks if not check.clean and check.fixable]
+    if fixable and not report.fixed and report.before is None:
+        hint = " Run with --fix to rebuild from the ledger."
+    elif not fixable:
+        # Both sides are records (the transcript and the ledger): look into it, --fix cannot.
+        hint = " Not fixable by --fix: both sides are records."
+    else:
+        hint = ""
     return f"Drift in {', '.join(drifted)} ({notes}; {seconds:.1f} s).{hint}"
