@@ -172,6 +172,28 @@ def test_fix_shows_the_drift_it_found_before_rebuilding_it(clean, outsider):
     assert last.startswith("Clean after --fix: drift in monthly counters vs ledger rebuilt"), last
 
 
+def test_verbosity_0_is_quiet_when_clean_and_says_everything_on_drift(clean, outsider):
+    """cron's `-v 0`: a clean check prints nothing; drift (found, or rebuilt by --fix) prints
+    the whole report, as at the default verbosity."""
+    out = StringIO()
+    call_command("reconcile_usage", verbosity=0, stdout=out)
+    assert out.getvalue() == ""
+
+    MonthlyUsage.objects.filter(user=outsider).update(credits=Decimal("0.5"))
+    with pytest.raises(SystemExit) as exited:
+        call_command("reconcile_usage", verbosity=0, stdout=out)
+    assert exited.value.code == 1
+    assert "counter 0.5" in out.getvalue() and out.getvalue().splitlines()[-1].startswith("Drift")
+
+    fixed = StringIO()
+    call_command("reconcile_usage", "--fix", verbosity=0, stdout=fixed)
+    assert "counter 0.5" in fixed.getvalue() and "Clean after --fix" in fixed.getvalue()
+
+    clean_again = StringIO()
+    call_command("reconcile_usage", "--fix", verbosity=0, stdout=clean_again)
+    assert clean_again.getvalue() == ""
+
+
 def test_what_was_checked_counts_the_missing_rows_it_found(clean):
     keys = MonthlyUsage.objects.count()
     rollups = DailyUsageRollup.objects.count()

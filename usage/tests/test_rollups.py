@@ -125,6 +125,18 @@ def test_the_command_prints_one_line_and_is_idempotent(ledger, days):
     assert dry.getvalue().startswith("Would roll up 2 calls into 2 daily rows (2 replaced)")
 
 
+def test_verbosity_0_is_quiet_for_cron(ledger):
+    """Django's `-v 0` ("minimal output", offered by --help): a nightly run that worked says
+    nothing, so cron mails only failures. A dry run still says what it would do."""
+    out = StringIO()
+    call_command("rollup_usage", verbosity=0, stdout=out)
+    assert out.getvalue() == ""
+    assert DailyUsageRollup.objects.count() == 4
+
+    call_command("rollup_usage", "--dry-run", verbosity=0, stdout=out)
+    assert out.getvalue().startswith("Would roll up 5 calls")
+
+
 def test_a_bad_since_is_a_clear_error():
     with pytest.raises(CommandError, match="ISO date"):
         call_command("rollup_usage", "--since", "yesterday")

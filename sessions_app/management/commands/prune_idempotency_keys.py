@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--older-than", type=age_in("hours"), default=None, metavar="HOURS")
         parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
 
-    def handle(self, *args, older_than=None, dry_run=False, **options):
+    def handle(self, *args, older_than=None, dry_run=False, verbosity=1, **options):
         hours = settings.PANTHEON_IDEMPOTENCY_KEY_HOURS if older_than is None else older_than
         if hours < settings.PANTHEON_IDEMPOTENCY_KEY_HOURS:
             raise CommandError(
@@ -24,5 +24,7 @@ class Command(BaseCommand):
                 returncode=2,  # a usage error, as the parser's own
             )
         count = idempotency_keys_prune(older_than_hours=hours, dry_run=dry_run)
+        if verbosity == 0 and not dry_run:
+            return  # cron's -v 0: routine work, nothing to report
         verb = "Would delete" if dry_run else "Deleted"
         self.stdout.write(f"{verb} {count} idempotency key(s) older than {hours:g} hours.")

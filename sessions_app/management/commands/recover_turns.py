@@ -22,20 +22,32 @@ class Command(BaseCommand):
         )
         parser.add_argument("--dry-run", action="store_true", help="list, change nothing")
 
-    def handle(self, *args, older_than=None, dry_run=False, **options):
+    def handle(self, *args, older_than=None, dry_run=False, verbosity=1, **options):
         seconds = settings.PANTHEON_TURN_STALE_SECONDS if older_than is None else older_than
         if seconds < 0:  # call_command(older_than=-1) skips the parser's check
             raise CommandError("--older-than cannot be negative")
         stale = turns_stale(older_than_seconds=seconds).select_related("session")
-        for turn in stale.order_by("progress_at"):
-            self.stdout.write(
+        # Described before they end (ending a turn moves its progress_at to now).
+        found = [
+            (
+                turn.pk,
                 f"turn {turn.pk} (session {turn.session_id}, #{turn.turn_index}, "
-                f"last progress {turn.progress_at:%Y-%m-%d %H:%M:%S}Z)"
+                f"last progress {turn.progress_at:%Y-%m-%d %H:%M:%S}Z)",
             )
+            for turn in stale.order_by("progress_at")
+        ]
         if dry_run:
-            self.stdout.write(f"Dry run: {stale.count()} stale turn(s) would be interrupted.")
+            for _, line in found:
+                self.stdout.write(line)
+            self.stdout.write(f"Dry run: {len(found)} stale turn(s) would be interrupted.")
             return
         result = turns_interrupt(turns=stale)
+        if verbosity == 0 and not result.turn_ids:
+            return  # cron's -v 0: quiet unless a turn had to be interrupted
+        ended = set(result.turn_ids)  # not those another run (or their worker) got to first
+        for pk, line in found:
+            if pk in ended:
+                self.stdout.write(line)
         self.stdout.write(
             f"Interrupted {len(result.turn_ids)} turn(s) with no progress for {seconds:g}s; "
             f"marked {result.lost_calls} call(s) in flight lost."

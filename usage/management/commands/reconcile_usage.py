@@ -25,7 +25,9 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="with --fix: say what would be rebuilt"
         )
 
-    def handle(self, *args, since: date | None = None, fix=False, dry_run=False, **options):
+    def handle(
+        self, *args, since: date | None = None, fix=False, dry_run=False, verbosity=1, **options
+    ):
         # A call that cannot be carried out exits 2, as the parser's own errors do: 1 is drift.
         if since is not None and since > (day := today()):
             # Nothing would be checked, and "Clean" would say the opposite of what happened.
@@ -38,6 +40,8 @@ class Command(BaseCommand):
             raise CommandError("--dry-run says what --fix would rebuild: give both.", returncode=2)
         started = time.monotonic()
         report = reconcile(since=since, fix=fix, dry_run=dry_run)
+        if verbosity == 0 and report.clean and report.before is None:
+            return  # cron's -v 0: nothing drifted, nothing to say
         if report.before is not None:
             # What was found comes first: the check after the rebuild alone would hide it.
             self.stdout.write(render_table(report.before))

@@ -19,7 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--since", type=iso_day, help="first day to rebuild (default: all)")
         parser.add_argument("--dry-run", action="store_true", help="count, write nothing")
 
-    def handle(self, *args, since: date | None = None, dry_run: bool = False, **options):
+    def handle(
+        self, *args, since: date | None = None, dry_run: bool = False, verbosity=1, **options
+    ):
         if since is not None and since > today():
             raise CommandError(
                 f"--since {since} is in the future: rollups cover whole days up to yesterday "
@@ -28,6 +30,8 @@ class Command(BaseCommand):
             )
         started = time.monotonic()
         result = rollup_rebuild(since=since, dry_run=dry_run)
+        if verbosity == 0 and not dry_run:
+            return  # cron's -v 0: a nightly run that worked says nothing
         span = f"{result.since or 'the first call'} to {result.until} (exclusive)"
         verb = "Would roll up" if dry_run else "Rolled up"
         self.stdout.write(

@@ -1,0 +1,59 @@
+"""`recover_turns` and `prune_idempotency_keys` as cron runs them: `-v 0` is quiet when there
+is nothing to report (Django's "0=minimal output", which every command's --help offers)."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from sessions_app.models import IdempotencyKey, Turn
+
+pytestmark = pytest.mark.django_db
+
+
+def run(command: str, *args, **options) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(command, *args, stdout=out, stderr=err, **options)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def stale_turn(owner, make_agent, make_session, settings):
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    long_ago = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5)
+    return Turn.objects.create(
+        session=session,
+        turn_index=1,
+        mode="direct",
+        user_input="abandoned",
+        created_at=long_ago,
+        progress_at=long_ago,
+    )
+
+
+@pytest.mark.parametrize("command", ["recover_turns", "prune_idempotency_keys"])
+def test_verbosity_0_prints_nothing_when_there_is_nothing_to_report(command):
+    assert run(command, verbosity=0) == ("", "")
+    # Verbosity 1 (the default) keeps its one-line summary.
+    assert run(command)[0].count("\n") == 1
+
+
+def test_recover_turns_at_verbosity_0_still_reports_the_turns_it_interrupted(stale_turn):
+    """A worker died: that is worth cron's mail, quiet or not."""
+    out, _ = run("recover_turns", verbosity=0)
+
+    assert f"turn {stale_turn.pk}" in out
+    assert "Interrupted 1 turn(s)" in out
+
+
+def test_prune_at_verbosity_0_deletes_quietly(owner):
+    IdempotencyKey.objects.create(
+        user=owner, key="old", fingerprint="f", created_at=timezone.now() - timedelta(hours=25)
+    )
+
+    assert run("prune_idempotency_keys", verbosity=0) == ("", "")
+    assert not IdempotencyKey.objects.exists()
+    # A dry run is asked for its count: it says it whatever the verbosity.
+    assert "Would delete 0" in run("prune_idempotency_keys", "--dry-run", verbosity=0)[0]
