@@ -257,9 +257,9 @@ def test_a_new_named_list_starts_now_as_a_copy_of_the_active_one(owner):
     [
         (["nope", "--input", "1", "--output", "1"], "Unknown model alias"),
         (["llama", "--input", "-1"], "greater than or equal to 0"),
-        (["llama", "--input", "cheap"], "Not a decimal number"),
-        (["llama", "--input", "NaN"], "Not a decimal number"),
-        (["llama", "--input", "none"], "cannot be cleared"),
+        (["llama", "--input", "cheap"], "expected a decimal number, not 'cheap'"),
+        (["llama", "--input", "NaN"], "expected a decimal number, not 'NaN'"),
+        (["llama", "--input", "none"], "expected a decimal number, not 'none'"),
         (["mistral", "--output", "1", "--version", "fresh"], "give --input and --output"),
     ],
 )
@@ -272,6 +272,28 @@ def test_bad_input_is_refused_and_writes_nothing(args, message):
 
     assert list(ModelPrice.objects.order_by("id").values()) == before
     assert not PricingVersion.objects.filter(name="fresh").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--cached-input", "x"], "argument --cached-input: expected a decimal number or 'none'"),
+        (["--output", "NaN"], "argument --output: expected a decimal number, not 'NaN'"),
+        (["--input", "none"], "argument --input: expected a decimal number, not 'none'"),
+    ],
+)
+def test_a_figure_that_is_no_number_is_a_usage_error_exit_2(args, error, capsys):
+    """As a bad --context-window of set_model_alias, or a bad date of rollup_usage: the parser's
+    one-line error and exit 2, the README's code for any usage error (it was exit 1, which
+    scripts read as a failure of the command itself)."""
+    from django.core.management import ManagementUtility
+
+    with pytest.raises(SystemExit) as exited:
+        ManagementUtility(["manage.py", "set_model_price", "llama", *args]).execute()
+
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(f"manage.py set_model_price: error: {error}"), last
 
 
 def test_without_a_list_in_force_a_version_must_be_named():

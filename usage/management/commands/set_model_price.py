@@ -1,3 +1,4 @@
+import argparse
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
@@ -11,16 +12,27 @@ from usage.services import model_price_set
 CLEAR = "none"
 
 
-def _amount(text: str) -> Decimal | None:
+def _amount(text: str) -> Decimal:
+    """An argparse type: a finite decimal number (a bad one is a usage error, exit 2)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite():
+        raise argparse.ArgumentTypeError(f"expected a decimal number, not {text!r}")
+    return value
+
+
+def _amount_or_clear(text: str) -> Decimal | None:
+    """An argparse type: a decimal number, or `none` (None) to clear the figure."""
     if text.lower() == CLEAR:
         return None
     try:
-        value = Decimal(text)
-    except InvalidOperation as exc:
-        raise CommandError(f"Not a decimal number: {text!r}") from exc
-    if not value.is_finite():
-        raise CommandError(f"Not a decimal number: {text!r}")
-    return value
+        return _amount(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a decimal number or '{CLEAR}', not {text!r}"
+        ) from None
 
 
 class Command(BaseCommand):
@@ -37,31 +49,46 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("alias")
-        parser.add_argument("--input", help="USD per million fresh input tokens")
+        # A figure left out is absent from the options (not None: `none` clears one).
+        figure = {"default": argparse.SUPPRESS}
+        parser.add_argument(
+            "--input", type=_amount, **figure, help="USD per million fresh input tokens"
+        )
         parser.add_argument(
             "--cached-input",
+            type=_amount_or_clear,
+            **figure,
             help=f"USD per million cached input tokens ('{CLEAR}': charged as fresh input)",
         )
-        parser.add_argument("--output", help="USD per million output tokens")
+        parser.add_argument(
+            "--output", type=_amount, **figure, help="USD per million output tokens"
+        )
         parser.add_argument(
             "--credit-multiplier",
+            type=_amount_or_clear,
+            **figure,
             help=f"credits multiplier of this alias ('{CLEAR}': the price list's default)",
         )
         parser.add_argument("--version", dest="version_name", help="price list name")
 
     def handle(self, *args, **options):
         given = {}
-        for option, field in [
-            ("input", "input_usd_per_mtok"),
-            ("cached_input", "cached_input_usd_per_mtok"),
-            ("output", "output_usd_per_mtok"),
-            ("credit_multiplier", "credit_multiplier"),
+        for option, field, parse in [
+            ("input", "input_usd_per_mtok", _amount),
+            ("cached_input", "cached_input_usd_per_mtok", _amount_or_clear),
+            ("output", "output_usd_per_mtok", _amount),
+            ("credit_multiplier", "credit_multiplier", _amount_or_clear),
         ]:
-            if options[option] is not None:
-                given[field] = _amount(options[option])
-        for required in ("input_usd_per_mtok", "output_usd_per_mtok"):
-            if required in given and given[required] is None:
-                raise CommandError(f"--{required.split('_usd')[0]} cannot be cleared.")
+            if option not in options:  # left out (argparse.SUPPRESS): keeps its value
+                continue
+            value = options[option]
+            if isinstance(value, str):  # call_command(input="0.5") skips the parser's types
+                try:
+                    value = parse(value)
+                except argparse.ArgumentTypeError as exc:
+                    name = option.replace("_", "-")
+                    raise CommandError(f"--{name}: {exc}", returncode=2) from None
+            given[field] = value
         try:
             price, version, created = model_price_set(
                 alias=options["alias"], version_name=options["version_name"], **given
