@@ -224,6 +224,18 @@ def test_a_multiplier_below_the_floor_is_said_to_bill_at_the_floor(owner):
     assert "floor" not in run("qwen", "--credit-multiplier", "0.5")
 
 
+def test_the_summary_shows_figures_as_plain_numbers(owner):
+    """'--input 1e3' was echoed as 'input $1E+3/M' next to copied figures like '$0.200000/M'
+    and 'x1.0000': the operator checks what is stored, written the way a price is written."""
+    out = run("llama", "--input", "1e3", "--output", "0.90")
+
+    assert "input $1000/M" in out
+    assert "output $0.9/M" in out
+    assert "1E+3" not in out and "0.90" not in out
+    out = run("llama", "--credit-multiplier", "none")
+    assert "credits x1 (list default)" in out
+
+
 def test_figures_left_out_keep_their_value_and_none_clears(owner):
     run("deepseek", "--cached-input", "none", "--credit-multiplier", "3")
     run("deepseek", "--credit-multiplier", "none")

@@ -101,13 +101,20 @@ class Command(BaseCommand):
             if price.credit_multiplier is None
             else price.credit_multiplier
         )
-        multiplier = str(in_force) + (" (list default)" if price.credit_multiplier is None else "")
+        multiplier = _plain(in_force) + (
+            " (list default)" if price.credit_multiplier is None else ""
+        )
         if in_force < MULTIPLIER_FLOOR:
             multiplier += f", billed at the floor x{MULTIPLIER_FLOOR}"
         self.stdout.write(
             f"{price.model_alias.alias} in {version.name!r}"
             + (" (new price list, in force from now)" if created else "")
-            + f": input ${price.input_usd_per_mtok}/M, "
-            + ("cached as input" if cached is None else f"cached ${cached}/M")
-            + f", output ${price.output_usd_per_mtok}/M, credits x{multiplier}"
+            + f": input ${_plain(price.input_usd_per_mtok)}/M, "
+            + ("cached as input" if cached is None else f"cached ${_plain(cached)}/M")
+            + f", output ${_plain(price.output_usd_per_mtok)}/M, credits x{multiplier}"
         )
+
+
+def _plain(value) -> str:
+    """A figure as a price is written: 1000, 0.2 (not 1E+3, 0.200000)."""
+    return f"{Decimal(value).normalize():f}"
