@@ -57,3 +57,20 @@ def test_prune_at_verbosity_0_deletes_quietly(owner):
     assert not IdempotencyKey.objects.exists()
     # A dry run is asked for its count: it says it whatever the verbosity.
     assert "Would delete 0" in run("prune_idempotency_keys", "--dry-run", verbosity=0)[0]
+
+
+def test_recover_turns_warns_when_its_age_is_shorter_than_a_call_can_take(settings):
+    """`--older-than 60` reads as "stuck for a minute", but one LLM call may wait the timeout
+    on every retry: a turn waiting on its provider would be interrupted alive, its answer lost
+    and its call still billed (pantheon.W001 says the same of PANTHEON_TURN_STALE_SECONDS)."""
+    settings.PANTHEON_LLM_TIMEOUT_SECONDS = 60
+    settings.PANTHEON_LLM_MAX_RETRIES = 2
+    settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.5
+
+    _, err = run("recover_turns", "--older-than", "60")
+    assert "Warning: --older-than 60 is shorter than one LLM call can take (182 s" in err
+    _, err = run("recover_turns", "--older-than", "60", "--dry-run")
+    assert "Warning" in err
+
+    assert run("recover_turns", "--older-than", "200")[1] == ""
+    assert run("recover_turns")[1] == ""  # the stale limit
