@@ -8,11 +8,18 @@ from sessions_app.idempotency import idempotency_keys_prune
 class Command(BaseCommand):
     help = (
         "Delete Idempotency-Keys older than --older-than hours (default "
-        "PANTHEON_IDEMPOTENCY_KEY_HOURS, 24): retries after that run as new requests."
+        "PANTHEON_IDEMPOTENCY_KEY_HOURS, 24): retries after that run as new requests. Less "
+        "than the promised lifetime is refused (exit 2, as any usage error)."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--older-than", type=age_in("hours"), default=None, metavar="HOURS")
+        parser.add_argument(
+            "--older-than",
+            type=age_in("hours"),
+            default=None,
+            metavar="HOURS",
+            help="age in hours of the keys to delete (default and least: the promised lifetime)",
+        )
         parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
 
     def handle(self, *args, older_than=None, dry_run=False, verbosity=1, **options):

@@ -27,7 +27,11 @@ ROOMS = [
 
 
 class Command(BaseCommand):
-    help = "Create the demo user, four agents and one room per mode with a session (idempotent)."
+    help = (
+        f"Create the demo user, four agents and one room per mode with a session (idempotent). "
+        f"The user is a superuser with the published password {DEMO_PASSWORD!r}: for a local "
+        "demo only, never on a server others can reach."
+    )
 
     @transaction.atomic
     def handle(self, *args, **options):

@@ -14,12 +14,18 @@ class Command(BaseCommand):
     requires_system_checks = []
     help = (
         "Compare what derives from the ledger (daily rollups, monthly counters, turn totals) "
-        "and the transcript with the ledger; exit 1 on any drift. --fix rebuilds the derived "
-        "data from the ledger (never the ledger itself) and checks again."
+        "and the transcript with the ledger; exit 0 when all agree, exit 1 on any drift, 2 on a "
+        "usage error. --fix rebuilds the derived data from the ledger (never the ledger itself) "
+        "and checks again. With -v 0 it prints nothing unless something drifted."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--since", type=iso_day, help="first day to check (default: all)")
+        parser.add_argument(
+            "--since",
+            type=iso_day,
+            metavar="DATE",
+            help="first UTC day to check, as 2026-11-01 (default: every day of the ledger)",
+        )
         parser.add_argument("--fix", action="store_true", help="rebuild what drifted")
         parser.add_argument(
             "--dry-run", action="store_true", help="with --fix: say what would be rebuilt"

@@ -12,11 +12,18 @@ class Command(BaseCommand):
     requires_system_checks = []
     help = (
         "Recompute the daily usage rollups (per UTC day, user and model alias) from the ledger "
-        "for whole days up to yesterday; idempotent. The billing dashboard reads them."
+        "for whole days up to yesterday; idempotent. The billing dashboard reads them. Prints "
+        "one line (nothing with -v 0); exit 0 when done, exit 2 on a usage error (a bad or "
+        "future --since)."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--since", type=iso_day, help="first day to rebuild (default: all)")
+        parser.add_argument(
+            "--since",
+            type=iso_day,
+            metavar="DATE",
+            help="first UTC day to rebuild, as 2026-11-01 (default: every day of the ledger)",
+        )
         parser.add_argument("--dry-run", action="store_true", help="count, write nothing")
 
     def handle(

@@ -7,23 +7,64 @@ from usage.services import model_alias_set
 
 
 class Command(BaseCommand):
-    help = "Create or update a model alias (the model, endpoint and key an alias stands for)."
+    help = (
+        "Create or update a model alias (the model, endpoint and key an alias stands for); "
+        "options left out keep their value. A refused value exits 1, a malformed one 2."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("alias")
-        parser.add_argument("--model", dest="litellm_model", help="litellm model id")
-        parser.add_argument("--api-base", dest="api_base")
-        parser.add_argument("--api-key-env", dest="api_key_env", help="env var holding the key")
-        parser.add_argument("--context-window", dest="context_window", type=int)
+        parser.add_argument(
+            "alias",
+            help="the name agents and clients use: letters, digits, '.', '_', '-' (a new one, "
+            "or one to change; unlike any other but for case)",
+        )
+        parser.add_argument(
+            "--model",
+            dest="litellm_model",
+            metavar="MODEL",
+            help="litellm model id, e.g. openrouter/deepseek/deepseek-chat (required to create)",
+        )
+        parser.add_argument(
+            "--api-base",
+            dest="api_base",
+            metavar="URL",
+            help="the provider's URL (default: litellm's own)",
+        )
+        parser.add_argument(
+            "--api-key-env",
+            dest="api_key_env",
+            metavar="VAR",
+            help="name of the environment variable holding the key, ending in _API_KEY",
+        )
+        parser.add_argument(
+            "--context-window",
+            dest="context_window",
+            metavar="TOKENS",
+            type=int,
+            help="tokens the model takes, prompt and answer (at least 1024, and enough to leave "
+            "the prompt 512 beside --max-output-tokens and the overhead)",
+        )
         parser.add_argument(
             "--max-output-tokens",
             dest="max_output_tokens",
+            metavar="TOKENS",
             type=int,
             help="the most tokens an answer may take (less than the context window)",
         )
         toggle = parser.add_mutually_exclusive_group()
-        toggle.add_argument("--enable", dest="enabled", action="store_true", default=None)
-        toggle.add_argument("--disable", dest="enabled", action="store_false")
+        toggle.add_argument(
+            "--enable",
+            dest="enabled",
+            action="store_true",
+            default=None,
+            help="offer the alias to agents and turns (a new alias is enabled)",
+        )
+        toggle.add_argument(
+            "--disable",
+            dest="enabled",
+            action="store_false",
+            help="retire the alias: turns of agents on it are refused (model_alias_disabled)",
+        )
 
     def handle(self, *args, **options):
         try:

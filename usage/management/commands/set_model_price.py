@@ -48,28 +48,40 @@ class Command(BaseCommand):
             super().add_base_argument(parser, *args, **kwargs)
 
     def add_arguments(self, parser):
-        parser.add_argument("alias")
+        parser.add_argument("alias", help="the model alias to price")
         # A figure left out is absent from the options (not None: `none` clears one).
         figure = {"default": argparse.SUPPRESS}
         parser.add_argument(
-            "--input", type=_amount, **figure, help="USD per million fresh input tokens"
+            "--input",
+            type=_amount,
+            metavar="USD",
+            **figure,
+            help="USD per million fresh input tokens",
         )
         parser.add_argument(
             "--cached-input",
             type=_amount_or_clear,
+            metavar="USD",
             **figure,
             help=f"USD per million cached input tokens ('{CLEAR}': charged as fresh input)",
         )
         parser.add_argument(
-            "--output", type=_amount, **figure, help="USD per million output tokens"
+            "--output", type=_amount, metavar="USD", **figure, help="USD per million output tokens"
         )
         parser.add_argument(
             "--credit-multiplier",
             type=_amount_or_clear,
+            metavar="FACTOR",
             **figure,
             help=f"credits multiplier of this alias ('{CLEAR}': the price list's default)",
         )
-        parser.add_argument("--version", dest="version_name", help="price list name")
+        parser.add_argument(
+            "--version",
+            dest="version_name",
+            metavar="NAME",
+            help="price list name (default: the one in force; refused once ledger rows are "
+            "stamped with it); a new name starts a copy of the one in force, in force at once",
+        )
 
     def handle(self, *args, **options):
         given = {}

@@ -1,0 +1,77 @@
+"""What an operator reads first: `manage.py COMMAND --help` of the project's own commands. Every
+option the command adds says what it takes (its unit, its format, what leaving it out means);
+dates say they are UTC days; the help says what the command changes and how it exits."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+from django.core.management import load_command_class
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = sorted(
+    (path.parts[-4], path.stem)
+    for path in ROOT.glob("*/management/commands/*.py")
+    if path.stem != "__init__"
+)
+# Django's own options (--verbosity, --settings, ...) are documented by Django.
+DJANGO_OPTIONS = {
+    "help",
+    "version",
+    "verbosity",
+    "settings",
+    "pythonpath",
+    "traceback",
+    "no_color",
+    "force_color",
+    "skip_checks",
+}
+
+
+def parser_of(app: str, name: str) -> argparse.ArgumentParser:
+    return load_command_class(app, name).create_parser("manage.py", name)
+
+
+def own_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [action for action in parser._actions if action.dest not in DJANGO_OPTIONS]
+
+
+def test_the_project_commands_are_found():
+    assert {name for _, name in COMMANDS} >= {"rollup_usage", "set_model_alias", "seed_demo"}
+
+
+@pytest.mark.parametrize(("app", "name"), COMMANDS)
+def test_every_option_a_command_adds_is_explained(app, name):
+    parser = parser_of(app, name)
+    silent = [
+        "/".join(action.option_strings) or action.dest
+        for action in own_actions(parser)
+        if not action.help
+    ]
+    assert silent == [], f"{name}: no help for {', '.join(silent)}"
+
+
+@pytest.mark.parametrize("name", ["rollup_usage", "reconcile_usage"])
+def test_a_since_says_it_is_a_utc_day_written_as_iso(name):
+    since = next(a for a in parser_of("usage", name)._actions if a.dest == "since")
+    assert since.metavar == "DATE"
+    assert "UTC" in since.help and "2026-11-01" in since.help
+
+
+@pytest.mark.parametrize(
+    ("app", "name", "says"),
+    [
+        ("usage", "rollup_usage", "exit 2"),
+        ("usage", "reconcile_usage", "exit 1 on any drift, 2"),
+        ("sessions_app", "prune_idempotency_keys", "exit 2"),
+        ("sessions_app", "seed_demo", "superuser"),
+    ],
+)
+def test_the_description_says_what_an_operator_must_know(app, name, says):
+    assert says in " ".join(parser_of(app, name).description.split())
+
+
+def test_set_model_alias_says_units_and_rules():
+    helps = {a.dest: a.help for a in parser_of("usage", "set_model_alias")._actions}
+    assert "tokens" in helps["context_window"] and "1024" in helps["context_window"]
+    assert "_API_KEY" in helps["api_key_env"]
