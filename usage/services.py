@@ -258,7 +258,13 @@ def _price_list_for(name: str | None) -> tuple[PricingVersion, bool]:
         default_multiplier=active.default_multiplier if active else Decimal("1.0"),
     )
     version.full_clean()
-    version.save()
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction goes on
+            version.save()
+    except IntegrityError:
+        # Another run created the list of that name meanwhile (a script pricing several
+        # aliases into it at once): price into theirs, copied once.
+        return PricingVersion.objects.get(name=name), False
     if active is not None:
         model_prices_copy(source=active, into=version)
     return version, True

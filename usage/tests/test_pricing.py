@@ -315,3 +315,46 @@ def test_without_a_list_in_force_a_version_must_be_named():
         run("llama", "--input", "1", "--output", "1")
     run("llama", "--input", "1", "--output", "2", "--version", "first")
     assert active_pricing_version().prices.get().output_usd_per_mtok == Decimal("2")
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_runs_starting_one_new_list_at_once_both_land_in_it(monkeypatch):
+    """A provisioning script pricing several aliases into a new list in parallel: both runs
+    found no list of that name and created it; the second died on the unique name with an
+    IntegrityError traceback, its price never set."""
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(2, timeout=10)
+    full_clean = PricingVersion.full_clean
+
+    def both_looked(self, *args, **kwargs):
+        barrier.wait()  # each run has looked the name up and found nothing
+        return full_clean(self, *args, **kwargs)
+
+    monkeypatch.setattr(PricingVersion, "full_clean", both_looked)
+    outcomes = {}
+
+    def price(alias, figure):
+        try:
+            outcomes[alias] = run(alias, "--input", figure, "--version", "2026-12 list")
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever broke
+            outcomes[alias] = exc
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=price, args=("premium", "9")),
+        threading.Thread(target=price, args=("deepseek", "0.3")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert all(isinstance(out, str) for out in outcomes.values()), outcomes
+    version = PricingVersion.objects.get(name="2026-12 list")
+    prices = dict(version.prices.values_list("model_alias__alias", "input_usd_per_mtok"))
+    assert (prices["premium"], prices["deepseek"]) == (Decimal("9"), Decimal("0.3"))
+    assert version.prices.count() == len(ALIASES)  # copied once, not twice
