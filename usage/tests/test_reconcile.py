@@ -357,3 +357,20 @@ def test_a_turn_whose_worker_died_is_not_drift_once_recovered(
     code, output = run()
     assert code == 0, output
     assert check_counters().drift == 0
+
+
+def test_a_check_that_could_not_run_is_not_reported_as_drift(clean, monkeypatch):
+    """Exit 1 means drift (cron may page for it, or run --fix); a database that cannot be read
+    exited 1 too, with a traceback. It is exit 3 now, with one line saying why."""
+    from django.db import OperationalError
+
+    import usage.management.commands.reconcile_usage as command
+
+    def unreachable(**kwargs):
+        raise OperationalError('connection to server at "127.0.0.1", port 5999 failed')
+
+    monkeypatch.setattr(command, "reconcile", unreachable)
+
+    with pytest.raises(CommandError, match="could not check: connection to server") as failed:
+        run()
+    assert failed.value.returncode == 3

@@ -3,6 +3,7 @@ import time
 from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from pantheon.commands import iso_day
 from usage.reconcile import Report, reconcile
@@ -15,8 +16,9 @@ class Command(BaseCommand):
     help = (
         "Compare what derives from the ledger (daily rollups, monthly counters, turn totals) "
         "and the transcript with the ledger; exit 0 when all agree, exit 1 on any drift, 2 on a "
-        "usage error. --fix rebuilds the derived data from the ledger (never the ledger itself) "
-        "and checks again. With -v 0 it prints nothing unless something drifted."
+        "usage error, 3 when the database could not be read. --fix rebuilds the derived data "
+        "from the ledger (never the ledger itself) and checks again. With -v 0 it prints "
+        "nothing unless something drifted."
     )
 
     def add_arguments(self, parser):
@@ -45,7 +47,11 @@ class Command(BaseCommand):
         if dry_run and not fix:
             raise CommandError("--dry-run says what --fix would rebuild: give both.", returncode=2)
         started = time.monotonic()
-        report = reconcile(since=since, fix=fix, dry_run=dry_run)
+        try:
+            report = reconcile(since=since, fix=fix, dry_run=dry_run)
+        except DatabaseError as exc:
+            # Not drift (exit 1, which may page someone or prompt a --fix): nothing was checked.
+            raise CommandError(f"could not check: {exc}".strip(), returncode=3) from exc
         if verbosity == 0 and report.clean and report.before is None:
             return  # cron's -v 0: nothing drifted, nothing to say
         if report.before is not None:
