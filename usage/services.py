@@ -257,7 +257,9 @@ def _price_list_for(name: str | None) -> tuple[PricingVersion, bool]:
         effective_from=timezone.now(),
         default_multiplier=active.default_multiplier if active else Decimal("1.0"),
     )
-    version.full_clean()
+    # The name's uniqueness is the database's to decide: a list another run commits after the
+    # read above is found here, whether it committed before this check would run or after.
+    version.full_clean(validate_unique=False)
     try:
         with transaction.atomic():  # a savepoint: the caller's transaction goes on
             version.save()
