@@ -13,6 +13,7 @@ from drf_spectacular import openapi
 from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 
 from pantheon.middleware import REQUEST_ID_HEADER
@@ -115,6 +116,14 @@ def refusals(refusals_by_status: dict[int, str]) -> dict[int, OpenApiResponse]:
 
 
 class AutoSchema(openapi.AutoSchema):
+    def get_paginated_name(self, serializer_name: str) -> str:
+        # One name per shape: a cursor page has no `count`, a numbered page has one. The same
+        # serializer is listed both ways (a room's sessions by page, the sessions by activity
+        # with a cursor), and drf-spectacular keeps the first page it registers under a name.
+        if isinstance(self._get_paginator(), CursorPagination):
+            return f"CursorPaginated{serializer_name}List"
+        return super().get_paginated_name(serializer_name)
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         for status, serializer in self._error_serializers().items():

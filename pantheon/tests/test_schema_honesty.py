@@ -2,6 +2,7 @@
 bodies that offer only what is accepted, and OPTIONS agreeing with it all."""
 
 import pytest
+from jsonschema import Draft202012Validator
 from rest_framework.test import APIClient
 
 from rooms.models import RoomMode
@@ -220,3 +221,97 @@ def test_options_agrees_with_the_schema(schema, owner_client, live_paths):
             body = request_body(schema, methods[method.lower()])
             writable = {name for name, info in actions[method].items() if not info["read_only"]}
             assert writable == set(body["properties"]), f"{method} {path}"
+
+
+# --- answers as the schema describes them --------------------------------------------------------
+
+_FORMATS = {
+    "uuid": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    "date-time": r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$",
+}
+_OPENAPI_ONLY = {"nullable", "readOnly", "writeOnly", "example", "format", "discriminator"}
+
+
+def json_schema(schema: dict, described):
+    """An OpenAPI 3.0 schema as JSON Schema, as strictly as a generated client reads it: `$ref`s
+    inlined, `nullable` as null, uuid and date-time formats checked, and no property the schema
+    does not name (a client generated from it would drop it)."""
+    if isinstance(described, list):
+        return [json_schema(schema, item) for item in described]
+    if not isinstance(described, dict):
+        return described
+    if "$ref" in described:
+        return json_schema(schema, component(schema, described))
+    converted = {}
+    for key, value in described.items():
+        if key == "properties":
+            converted[key] = {name: json_schema(schema, prop) for name, prop in value.items()}
+        elif key in ("items", "additionalProperties", "allOf", "anyOf", "oneOf"):
+            converted[key] = json_schema(schema, value)
+        elif key not in _OPENAPI_ONLY:
+            converted[key] = value
+    if described.get("format") in _FORMATS:
+        converted["pattern"] = _FORMATS[described["format"]]
+    if "properties" in converted:
+        converted.setdefault("additionalProperties", False)
+    if described.get("nullable"):
+        converted = {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+def mismatches(schema: dict, method: str, path: str, response) -> list[str]:
+    """What in `response` (an answer to `method path`) the schema does not say."""
+    responses = schema["paths"][path][method.lower()]["responses"]
+    status = str(response.status_code)
+    if status not in responses:
+        return [f"{status} is not documented ({sorted(responses)})"]
+    content = responses[status].get("content", {})
+    media_type = response["Content-Type"].split(";")[0]
+    if media_type not in content:
+        return [f"{status} is not documented as {media_type} ({sorted(content)})"]
+    validator = Draft202012Validator(json_schema(schema, content[media_type]["schema"]))
+    return [
+        f"{status} at {list(error.absolute_path)}: {error.message}"
+        for error in validator.iter_errors(response.json())
+    ]
+
+
+LISTS = [
+    "/api/v1/agents",
+    "/api/v1/rooms",
+    "/api/v1/rooms/{room_id}/sessions",
+    "/api/v1/agents/{agent_id}/sessions",
+    "/api/v1/sessions",
+    "/api/v1/sessions/{session_id}/messages",
+    "/api/v1/sessions/{session_id}/turns",
+]
+
+
+@pytest.fixture
+def listed(owner, live_paths, make_session):
+    """`live_paths`, with something in every list: a direct session, a message."""
+    from rooms.models import Agent
+    from sessions_app.models import Message, Turn
+
+    make_session(owner, agent=Agent.objects.get(pk=live_paths["agents"]))
+    turn = Turn.objects.get(pk=live_paths["turns"])
+    Message.objects.create(session=turn.session, turn=turn, sequence=1, role="user", content="x")
+    return live_paths
+
+
+@pytest.mark.parametrize("path", LISTS)
+def test_every_list_answers_the_page_its_schema_describes(schema, owner_client, listed, path):
+    """A room's sessions come in numbered pages with a `count`; the cursor-paginated lists of
+    sessions had taken the name `PaginatedSessionActivityList` first, and their page (no
+    `count`) was the one the schema gave the room's sessions too."""
+    response = owner_client.get(concrete(path, listed))
+
+    assert response.status_code == 200
+    assert response.json()["results"], path
+    assert mismatches(schema, "get", path, response) == []
+    page = component(
+        schema,
+        schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"],
+    )
+    numbered = any(p["name"] == "page" for p in schema["paths"][path]["get"]["parameters"])
+    assert ("count" in page["properties"]) is numbered, path
