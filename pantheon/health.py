@@ -2,11 +2,18 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from pantheon.schema import CodedErrorSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -14,10 +21,17 @@ logger = logging.getLogger(__name__)
 HEALTH = inline_serializer(
     "Health",
     {
-        "status": serializers.CharField(),
-        "database": serializers.CharField(),
-        "llm_backend": serializers.CharField(),
+        "status": serializers.ChoiceField(choices=["ok", "unavailable"]),
+        "database": serializers.ChoiceField(choices=["postgresql", "sqlite"]),
+        "llm_backend": serializers.ChoiceField(choices=["demo", "live"]),
     },
+)
+# A 503 is the health check's own answer (the database is down) or, as for any request, a full
+# worker's `over_capacity` refusal (pantheon.capacity).
+HEALTH_UNAVAILABLE = PolymorphicProxySerializer(
+    component_name="HealthUnavailable",
+    serializers=[HEALTH, CodedErrorSerializer],
+    resource_type_field_name=None,
 )
 
 
@@ -30,7 +44,12 @@ class HealthView(APIView):
     @extend_schema(
         responses={
             200: HEALTH,
-            503: OpenApiResponse(HEALTH, description="The database does not answer."),
+            503: OpenApiResponse(
+                HEALTH_UNAVAILABLE,
+                description="The database does not answer (`status: unavailable`, no "
+                "Retry-After); or `over_capacity`: the server is serving as many requests as it "
+                "can, retry after `Retry-After` seconds.",
+            ),
         }
     )
     def get(self, request):

@@ -315,3 +315,37 @@ def test_every_list_answers_the_page_its_schema_describes(schema, owner_client, 
     )
     numbered = any(p["name"] == "page" for p in schema["paths"][path]["get"]["parameters"])
     assert ("count" in page["properties"]) is numbered, path
+
+
+def test_the_health_checks_503s_are_both_described(schema, anon_client, monkeypatch):
+    """The health check answers 503 two ways: its own body when the database is down, and the
+    coded `over_capacity` of a full worker, which the schema had not said (only the former)."""
+    from django.db import DatabaseError
+
+    from pantheon import capacity, health
+
+    class Unreachable:
+        vendor = "postgresql"
+
+        def cursor(self):
+            raise DatabaseError("connection refused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(health, "connection", Unreachable())
+        down = anon_client.get("/api/v1/health")
+    with monkeypatch.context() as patched:
+        patched.setattr(capacity.PROCESS, "limit", 3)
+        patched.setattr(capacity.PROCESS, "in_flight", 4)
+        full = anon_client.get("/api/v1/health")
+    up = anon_client.get("/api/v1/health")
+
+    assert down.json()["status"] == "unavailable"
+    assert full.json()["detail"]["code"] == "over_capacity"
+    for answer in (down, full, up):
+        assert mismatches(schema, "get", "/api/v1/health", answer) == []
+    health_body = schema["components"]["schemas"]["Health"]["properties"]
+    assert {name: component(schema, prop)["enum"] for name, prop in health_body.items()} == {
+        "status": ["ok", "unavailable"],
+        "database": ["postgresql", "sqlite"],
+        "llm_backend": ["demo", "live"],
+    }
