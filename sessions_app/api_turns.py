@@ -252,7 +252,15 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 OpenApiParameter.HEADER,
                 description="Retries with the same key and body replay the first answer "
                 "(kept 24 hours at least). Any other key is 400 `invalid_idempotency_key`.",
-            )
+            ),
+            OpenApiParameter(
+                "Idempotent-Replayed",
+                {"type": "string", "enum": ["true"]},
+                OpenApiParameter.HEADER,
+                response=[201],
+                description="`true` on a retry's answer: the first request's turn, replayed "
+                "(no new turn, no LLM call). Absent on the answer that ran the turn.",
+            ),
         ],
     )
     async def post(self, request: Request, session_id):

@@ -349,3 +349,35 @@ def test_the_health_checks_503s_are_both_described(schema, anon_client, monkeypa
         "database": ["postgresql", "sqlite"],
         "llm_backend": ["demo", "live"],
     }
+
+
+# --- the turn ----------------------------------------------------------------------------------
+
+TURNS = "/api/v1/sessions/{session_id}/turns"
+
+
+@pytest.fixture
+def direct_turns(owner, make_agent, make_session) -> str:
+    """The turns path of a direct session (the demo backend answers)."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    return f"/api/v1/sessions/{session.id}/turns"
+
+
+def test_a_replayed_turn_says_so_in_a_documented_header(schema, owner_client, direct_turns):
+    """`Idempotent-Replayed: true` marks a retry's answer (README, CORS exposes it), and the
+    schema named no such header: a generated client had no way to read it."""
+    first = owner_client.post(
+        direct_turns, {"message": "hi"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    again = owner_client.post(
+        direct_turns, {"message": "hi"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
+    for answer in (first, again):
+        assert mismatches(schema, "post", TURNS, answer) == []
+    created = schema["paths"][TURNS]["post"]["responses"]["201"]["headers"]
+    assert created["Idempotent-Replayed"]["schema"] == {"type": "string", "enum": ["true"]}
+    assert created["Idempotent-Replayed"].get("required", False) is False
