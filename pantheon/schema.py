@@ -54,6 +54,27 @@ class CodedErrorSerializer(serializers.Serializer):
         ref_name = "CodedError"
 
 
+class TurnRefusalDetailSerializer(CodedErrorDetailSerializer):
+    valid_agent_keys = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="With `no_valid_tagged_agents` only: the keys a tag may name (the room's "
+        "agents, in seat order).",
+    )
+
+    class Meta:
+        ref_name = "TurnRefusalDetail"
+
+
+class TurnRefusalSerializer(serializers.Serializer):
+    """A turn's 422: `{"detail": {"code", "message", "valid_agent_keys"?}}`."""
+
+    detail = TurnRefusalDetailSerializer()
+
+    class Meta:
+        ref_name = "TurnRefusal"
+
+
 _ERROR_DETAIL_SCHEMA = {"anyOf": [{"type": "string"}, _CODED_DETAIL]}
 
 
@@ -134,6 +155,10 @@ class AutoSchema(openapi.AutoSchema):
         for code, response in responses.items():
             # A bodiless answer (DELETE's 204) is not built by _get_response_for_code.
             response.setdefault("headers", self._get_response_headers_for_code(code, direction))
+            if code >= "400" and "content" in response:
+                # Errors are JSON whatever the request accepts (a streamed turn's refusal
+                # included), not one body per renderer.
+                response["content"] = {"application/json": response["content"]["application/json"]}
         return dict(sorted(responses.items()))
 
     def _error_serializers(self) -> dict:

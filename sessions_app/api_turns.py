@@ -41,7 +41,7 @@ from pantheon import logging_context
 from pantheon.db import database
 from pantheon.exceptions import REFUSALS
 from pantheon.negotiation import answer_in_json
-from pantheon.schema import refusals
+from pantheon.schema import TurnRefusalSerializer, refusals
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, idempotency, selectors
@@ -238,11 +238,14 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     '`{"detail": "Turn creation conflicted with concurrent writes. '
                     'Please retry."}`; or `idempotency_key_in_use`: the first request with '
                     "this Idempotency-Key is still running.",
-                    422: "`no_valid_tagged_agents` (with `valid_agent_keys`), `no_room_agents`, "
-                    "`context_budget_exceeded`, `model_alias_disabled`, `unknown_model_alias`, "
-                    "`agent_unavailable`, or `idempotency_key_reused`: the key was used with "
-                    "another request.",
                 }
+            ),
+            422: OpenApiResponse(
+                TurnRefusalSerializer,
+                description="`no_valid_tagged_agents` (with `valid_agent_keys`), "
+                "`no_room_agents`, `context_budget_exceeded`, `model_alias_disabled`, "
+                "`unknown_model_alias`, `agent_unavailable`, or `idempotency_key_reused`: the "
+                "key was used with another request.",
             ),
         },
         parameters=[

@@ -86,7 +86,9 @@ def test_the_turn_documents_its_domain_refusals(schema):
     )
     coded = "#/components/schemas/CodedError"
     assert responses["402"]["content"]["application/json"]["schema"]["$ref"] == coded
-    assert responses["422"]["content"]["application/json"]["schema"]["$ref"] == coded
+    refusal = responses["422"]["content"]["application/json"]["schema"]["$ref"]
+    assert refusal == "#/components/schemas/TurnRefusal"
+    assert schema["components"]["schemas"]["TurnRefusalDetail"]["required"] == ["code", "message"]
     assert "credit_cap_exceeded" in responses["402"]["description"]
     assert "no_valid_tagged_agents" in responses["422"]["description"]
 
@@ -381,3 +383,35 @@ def test_a_replayed_turn_says_so_in_a_documented_header(schema, owner_client, di
     created = schema["paths"][TURNS]["post"]["responses"]["201"]["headers"]
     assert created["Idempotent-Replayed"]["schema"] == {"type": "string", "enum": ["true"]}
     assert created["Idempotent-Replayed"].get("required", False) is False
+
+
+def test_error_answers_are_documented_as_the_json_they_are(schema):
+    """Every error, a streamed request's included, is answered in JSON; the schema listed the
+    errors of the turn and of its events under text/event-stream too."""
+    for path, method, operation in operations(schema):
+        for status, response in operation["responses"].items():
+            if status >= "400":
+                assert set(response["content"]) == {"application/json"}, (
+                    f"{method.upper()} {path} {status}"
+                )
+
+
+def test_a_refused_turn_answers_the_documented_refusal(
+    schema, owner, owner_client, make_agent, make_room, make_session
+):
+    """`no_valid_tagged_agents` lists the keys that would work (`valid_agent_keys`, README),
+    a field the documented refusal did not have: a generated client dropped it."""
+    agents = [make_agent(owner, "ada"), make_agent(owner, "grace")]
+    session = make_session(owner, room=make_room(owner, agents, mode=RoomMode.MANUAL))
+
+    refused = owner_client.post(
+        f"/api/v1/sessions/{session.id}/turns",
+        {"message": "no tag"},
+        format="json",
+        HTTP_ACCEPT="text/event-stream",
+    )
+
+    assert refused.status_code == 422
+    assert refused["Content-Type"] == "application/json"
+    assert refused.json()["detail"]["valid_agent_keys"] == ["ada", "grace"]
+    assert mismatches(schema, "post", TURNS, refused) == []
