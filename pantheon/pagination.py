@@ -44,6 +44,12 @@ class StrictPageSize:
         size = _whole_number(raw)  # None: more digits than any size needs, so over the maximum
         return self.max_page_size if size is None else min(size, self.max_page_size)
 
+    def get_paginated_response_schema(self, schema):
+        page = super().get_paginated_response_schema(schema)
+        # Every page has both links, null at either end of the list.
+        page["required"] = [*page["required"], "next", "previous"]
+        return page
+
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:

@@ -145,6 +145,14 @@ class AutoSchema(openapi.AutoSchema):
             return f"CursorPaginated{serializer_name}List"
         return super().get_paginated_name(serializer_name)
 
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "response" and isinstance(serializer, serializers.ModelSerializer):
+            # A model serializer sends every field it reads, those a request may leave out
+            # included (an agent's role_prompt, a room's goal): required in an answer.
+            schema["required"] = sorted(schema["properties"])
+        return schema
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         for status, serializer in self._error_serializers().items():

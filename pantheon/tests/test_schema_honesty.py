@@ -415,3 +415,31 @@ def test_a_refused_turn_answers_the_documented_refusal(
     assert refused["Content-Type"] == "application/json"
     assert refused.json()["detail"]["valid_agent_keys"] == ["ada", "grace"]
     assert mismatches(schema, "post", TURNS, refused) == []
+
+
+# Fields an answer sends only sometimes: the one property a response body may lack.
+SOMETIMES_SENT = {"TurnRefusalDetail": {"valid_agent_keys"}}
+
+
+def test_answers_require_every_field_they_always_send(schema, owner_client, listed):
+    """A field every answer carries is `required`: `role_prompt`, `tool_permissions`, a room's
+    `goal`, a session's `title` and a page's `next`/`previous` were optional in the schema
+    (they may be left out of a request), so generated clients typed them as maybe-missing."""
+    for name, body in schema["components"]["schemas"].items():
+        if name.endswith("Request") or "properties" not in body:
+            continue
+        readable = {
+            field for field, prop in body["properties"].items() if not prop.get("writeOnly")
+        }
+        assert readable - set(body.get("required", ())) == SOMETIMES_SENT.get(name, set()), name
+
+    agent = owner_client.post(
+        "/api/v1/agents",
+        {"agent_key": "bo", "name": "Bo", "model_alias": "deepseek"},
+        format="json",
+    )
+    room = owner_client.post("/api/v1/rooms", {"name": "Bare"}, format="json")
+    session = owner_client.post(f"/api/v1/rooms/{room.json()['id']}/sessions", {}, format="json")
+    assert mismatches(schema, "post", "/api/v1/agents", agent) == []
+    assert mismatches(schema, "post", "/api/v1/rooms", room) == []
+    assert mismatches(schema, "post", "/api/v1/rooms/{room_id}/sessions", session) == []
