@@ -20,6 +20,7 @@ class SessionSerializer(serializers.ModelSerializer):
         fields = ["id", "kind", "room_id", "agent_id", "title", "created_at"]
         read_only_fields = ["id", "created_at"]
 
+    @extend_schema_field(serializers.ChoiceField(choices=["room", "direct"]))
     def get_kind(self, session: Session) -> str:
         return "direct" if session.is_direct else "room"
 
@@ -111,8 +112,18 @@ class BalanceSerializer(serializers.Serializer):
     low_balance = serializers.BooleanField()
 
 
+class RoutingSerializer(serializers.Serializer):
+    """An orchestrator turn's routing: the manager's alias, whom it chose, and whether its
+    answer was unusable (the first agent answered instead)."""
+
+    manager_model_alias = serializers.CharField()
+    selected_agent_keys = serializers.ListField(child=serializers.CharField())
+    fallback_used = serializers.BooleanField()
+
+
 class TurnSerializer(serializers.ModelSerializer):
     session_id = serializers.UUIDField(read_only=True)
+    routing = RoutingSerializer(read_only=True, allow_null=True)
     messages = serializers.SerializerMethodField()
     usage = UsageTotalsSerializer(source="*", read_only=True)
     balance = serializers.SerializerMethodField()
@@ -155,6 +166,11 @@ class TurnSerializer(serializers.ModelSerializer):
 class SummarySerializer(serializers.ModelSerializer):
     session_id = serializers.UUIDField(read_only=True)
     turn_id = serializers.UUIDField(read_only=True)
+    # The summary contract's lists hold strings (orchestration.summary).
+    key_facts = serializers.ListField(child=serializers.CharField(), read_only=True)
+    decisions = serializers.ListField(child=serializers.CharField(), read_only=True)
+    open_questions = serializers.ListField(child=serializers.CharField(), read_only=True)
+    action_items = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = SessionSummary

@@ -443,3 +443,47 @@ def test_answers_require_every_field_they_always_send(schema, owner_client, list
     assert mismatches(schema, "post", "/api/v1/agents", agent) == []
     assert mismatches(schema, "post", "/api/v1/rooms", room) == []
     assert mismatches(schema, "post", "/api/v1/rooms/{room_id}/sessions", session) == []
+
+
+def test_the_shapes_of_routing_summaries_and_kinds_are_published(
+    schema, owner, owner_client, make_agent, make_room, make_session
+):
+    """A turn's `routing`, a summary's lists and a session's `kind` were any JSON value or any
+    string in the schema; they have one shape each (DESIGN.md 5, the summary contract)."""
+    schemas = schema["components"]["schemas"]
+    routing = schemas["Turn"]["properties"]["routing"]
+    routing_body = component(schema, routing.get("allOf", [routing])[0])
+    assert routing["nullable"] is True
+    assert routing_body["required"] == [
+        "fallback_used",
+        "manager_model_alias",
+        "selected_agent_keys",
+    ]
+    assert routing_body["properties"]["selected_agent_keys"]["items"] == {"type": "string"}
+    for field in ("key_facts", "decisions", "open_questions", "action_items"):
+        assert schemas["Summary"]["properties"][field]["items"] == {"type": "string"}, field
+    kind = schemas["SessionActivity"]["properties"]["kind"]
+    assert component(schema, kind.get("allOf", [kind])[0])["enum"] == ["room", "direct"]
+
+    agents = [make_agent(owner, "ada"), make_agent(owner, "grace")]
+    session = make_session(owner, room=make_room(owner, agents, mode=RoomMode.ORCHESTRATOR))
+    turn = owner_client.post(
+        f"/api/v1/sessions/{session.id}/turns", {"message": "go"}, format="json"
+    )
+    assert turn.status_code == 201
+    assert turn.json()["routing"]["selected_agent_keys"]
+    read = owner_client.get(f"/api/v1/turns/{turn.json()['id']}")
+    from sessions_app.models import SessionSummary
+
+    SessionSummary.objects.create(
+        session=session,
+        turn_id=turn.json()["id"],
+        from_sequence=1,
+        to_sequence=2,
+        summary_text="s",
+        key_facts=["a fact"],
+    )
+    summary = owner_client.get(f"/api/v1/sessions/{session.id}/summary")
+    assert mismatches(schema, "post", TURNS, turn) == []
+    assert mismatches(schema, "get", "/api/v1/turns/{id}", read) == []
+    assert mismatches(schema, "get", "/api/v1/sessions/{session_id}/summary", summary) == []
