@@ -487,3 +487,24 @@ def test_the_shapes_of_routing_summaries_and_kinds_are_published(
     assert mismatches(schema, "post", TURNS, turn) == []
     assert mismatches(schema, "get", "/api/v1/turns/{id}", read) == []
     assert mismatches(schema, "get", "/api/v1/sessions/{session_id}/summary", summary) == []
+
+
+def test_the_events_document_the_last_event_id_they_resume_after(
+    schema, owner_client, direct_turns
+):
+    """`Last-Event-ID` was in the operation's prose only, so a generated client had no way
+    to send it (a browser's EventSource sends it by itself)."""
+    events = schema["paths"]["/api/v1/turns/{id}/events"]["get"]
+    headers = {p["name"]: p for p in events["parameters"] if p["in"] == "header"}
+    assert headers["Last-Event-ID"]["schema"] == {"type": "string"}
+    assert headers["Last-Event-ID"].get("required", False) is False
+
+    turn = owner_client.post(direct_turns, {"message": "hi"}, format="json").json()
+    path = f"/api/v1/turns/{turn['id']}/events"
+    ended = owner_client.get(
+        path, HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID="9007199254740991"
+    )
+    anything = owner_client.get(path, HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID="x")
+    assert ended.status_code == 204
+    assert anything.status_code == 200
+    assert anything["Content-Type"] == "text/event-stream"
