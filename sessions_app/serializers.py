@@ -2,6 +2,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from orchestration.types import ErrorKind
 from pantheon.fields import StrictCharField
 from rooms.models import Agent, Room
 from sessions_app.models import Message, Session, SessionSummary, Turn
@@ -83,8 +84,20 @@ TURN_MESSAGE_FIELDS = [
 ]
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "enum": ["", *ErrorKind],
+        "description": "Empty when the answer worked; else what went wrong with its call.",
+    }
+)
+class ErrorCodeField(serializers.CharField):
+    """A message's `error_code`: "" or one of the gateway's error kinds."""
+
+
 class MessageSerializer(serializers.ModelSerializer):
     turn_id = serializers.UUIDField(read_only=True)
+    error_code = ErrorCodeField(read_only=True)
 
     class Meta:
         model = Message
@@ -98,6 +111,8 @@ class TurnCreateSerializer(serializers.Serializer):
 
 
 class TurnMessageSerializer(serializers.ModelSerializer):
+    error_code = ErrorCodeField(read_only=True)
+
     class Meta:
         model = Message
         fields = TURN_MESSAGE_FIELDS

@@ -508,3 +508,15 @@ def test_the_events_document_the_last_event_id_they_resume_after(
     assert ended.status_code == 204
     assert anything.status_code == 200
     assert anything["Content-Type"] == "text/event-stream"
+
+
+def test_a_messages_error_code_names_its_values(schema):
+    """`error_code` is empty on an answer that worked, else one of the gateway's error kinds
+    (README: timeout, rate_limited, provider_error, bad_request, context_window_exceeded);
+    the schema said any string."""
+    from orchestration.types import ErrorKind
+
+    for body in ("Message", "TurnMessage"):
+        error_code = schema["components"]["schemas"][body]["properties"]["error_code"]
+        choices = [component(schema, choice)["enum"] for choice in error_code["oneOf"]]
+        assert choices == [list(ErrorKind), [""]], body
