@@ -6,7 +6,9 @@ machinery gives whatever the view: 400 (bad fields, bad JSON, NUL or lone surrog
 names an object or the list is paginated, 413 and 415 where a body is read, 429 where a throttle
 applies. A view declares its own domain refusals with `refusals(...)` in `extend_schema`
 (the turn: 402, 403, 409, 422); a status it declares wins over the generic one. Every response
-documents `X-Request-ID`, a 429 also `Retry-After`.
+documents `X-Request-ID`, a 429 also `Retry-After`. Errors are documented in JSON only, as they
+are answered; an answer's model fields are all required (it always sends them); a cursor page
+(no `count`) is named apart from a numbered one.
 """
 
 from drf_spectacular import openapi
