@@ -7,12 +7,14 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.db.models.constants import LOOKUP_SEP
 from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework.authtoken.models import Token, TokenProxy
 
 from pantheon.console import CREDITS, KeptWhileInUse, moment, record_links
+from pantheon.passwords import api_token_revoke
 from sessions_app.models import Session, Turn
 from usage.admin import billing_status_badge
 from usage.models import LlmCallEvent
@@ -26,8 +28,21 @@ admin.site.unregister(User)
 admin.site.unregister(TokenProxy)
 
 
+class PasswordChangeForm(AdminPasswordChangeForm):
+    """The user's password page. Setting a password revokes the API token (`pantheon.passwords`);
+    turning password login off, the operator's answer to a leaked password, revokes it too,
+    although Django does not count it as a password change."""
+
+    def save(self, commit=True):
+        user = super().save(commit=commit)
+        if commit and not user.has_usable_password():
+            api_token_revoke(user=user)
+        return user
+
+
 @admin.register(User)
 class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
+    change_password_form = PasswordChangeForm
     billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token", "records")
     readonly_fields = (*UserAdmin.readonly_fields, *billing_fields, "password_state")
     actions = ["revoke_api_tokens"]

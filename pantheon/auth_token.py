@@ -1,8 +1,12 @@
 """`POST auth/token`: where API callers get their token."""
 
+from django.contrib.auth import get_user_model
+from django.db import transaction
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from pantheon.throttling import AuthTokenPerClientThrottle, AuthTokenPerUsernameThrottle
@@ -30,4 +34,24 @@ class ObtainTokenView(ObtainAuthToken):
         responses={200: inline_serializer("AuthToken", {"token": serializers.CharField()})},
     )
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.validated_data["user"]
+        with transaction.atomic():
+            # Checking a password takes a while: one changed meanwhile (its token revoked) must
+            # not hand the old password a new token. The user's row, locked, holds the hash
+            # that was checked, or the change is refused as the wrong password it now is.
+            stored = (
+                get_user_model()
+                .objects.select_for_update()
+                .filter(pk=user.pk, is_active=True)
+                .values_list("password", flat=True)
+                .first()
+            )
+            if stored != user.password:
+                raise serializers.ValidationError(
+                    {"non_field_errors": ["Unable to log in with provided credentials."]},
+                    code="authorization",
+                )
+            token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})

@@ -3,6 +3,7 @@ usual answer to a leaked password must also shut out whoever took the token with
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -52,4 +53,65 @@ def test_other_changes_and_logins_keep_the_api_token(owner, anon_client):
     logged_in = anon_client.post(TOKEN_URL, {"username": "owner", "password": "owner-pass-123"})
 
     assert logged_in.json()["token"] == token
+    assert token_client(token).get("/api/v1/agents").status_code == 200
+
+
+def test_turning_password_login_off_in_the_console_revokes_the_api_token(staff, owner):
+    """The operator's answer to a leaked password: Django's "Password-based authentication:
+    Disabled" is no password change to its hook, and the token taken with it kept working."""
+    stolen = Token.objects.create(user=owner).key
+
+    response = client_for(staff).post(
+        f"/admin/auth/user/{owner.pk}/password/",
+        {"usable_password": "false", "unset-password": "Disable password-based authentication"},
+    )
+
+    assert response.status_code == 302
+    owner.refresh_from_db()
+    assert not owner.has_usable_password()
+    assert token_client(stolen).get("/api/v1/agents").status_code == 401
+
+
+def test_a_login_whose_password_changed_while_it_was_checked_gets_no_token(
+    owner, anon_client, monkeypatch
+):
+    """The check takes a while (PBKDF2): a change that revoked the tokens meanwhile must not
+    be followed by a fresh token for the old password."""
+    from rest_framework.authtoken import serializers as token_serializers
+
+    checked = token_serializers.authenticate
+
+    def change_after_the_check(**credentials):
+        user = checked(**credentials)
+        changed = User.objects.get(pk=user.pk)
+        changed.set_password("a-new-pass-456")
+        changed.save()
+        return user
+
+    monkeypatch.setattr(token_serializers, "authenticate", change_after_the_check)
+    late = anon_client.post(TOKEN_URL, {"username": "owner", "password": "owner-pass-123"})
+    monkeypatch.undo()
+    wrong = anon_client.post(TOKEN_URL, {"username": "owner", "password": "owner-pass-123"})
+
+    assert late.status_code == 400
+    assert late.json() == wrong.json()  # as for the wrong password it now is
+    assert not Token.objects.filter(user=owner).exists()
+
+
+@override_settings(
+    PASSWORD_HASHERS=[
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+    ]
+)
+def test_a_login_that_upgrades_the_stored_hash_keeps_the_api_token(owner, anon_client):
+    """Django re-hashes an old hash at login (set_password, save): no change of password."""
+    token = Token.objects.create(user=owner).key
+    assert owner.password.startswith("md5$")
+
+    logged_in = anon_client.post(TOKEN_URL, {"username": "owner", "password": "owner-pass-123"})
+
+    owner.refresh_from_db()
+    assert owner.password.startswith("pbkdf2_sha256$")
+    assert logged_in.status_code == 200 and logged_in.json()["token"] == token
     assert token_client(token).get("/api/v1/agents").status_code == 200
