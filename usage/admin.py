@@ -200,7 +200,7 @@ class PricingVersionForm(forms.ModelForm):
         # The page shows the start to the second: posted back as shown, it stays as it was, to
         # the microsecond (set_model_price starts a list at the moment it runs). An old start
         # may stay.
-        if current is not None and starts == current.replace(microsecond=0):
+        if current is not None and starts in (current, current.replace(microsecond=0)):
             return current
         if starts is None:
             return starts

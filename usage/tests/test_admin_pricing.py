@@ -603,3 +603,19 @@ def test_a_start_with_microseconds_posted_back_as_shown_is_no_change(boss, spare
     assert (spare_list.name, spare_list.effective_from) == ("spare 2", starts)
     logged = LogEntry.objects.get(object_id=str(spare_list.pk)).get_change_message()
     assert logged == "Changed Name: spare → spare 2."
+
+
+def test_an_old_start_posted_back_to_the_microsecond_may_stay(boss, owner, spare_list):
+    """Django's time box takes microseconds too: the exact start of a list older than the
+    ledger's latest call is no move before it."""
+    used = PricingVersion.objects.exclude(pk=spare_list.pk).get()
+    starts = timezone.now().replace(microsecond=267407) - timezone.timedelta(days=3)
+    PricingVersion.objects.filter(pk=spare_list.pk).update(effective_from=starts)
+    call(owner, "deepseek", used)
+
+    form = {**list_form("spare 2", starts), "effective_from_1": f"{starts:%H:%M:%S.%f}"}
+    saved = boss.post(url(PricingVersion, "change", spare_list.pk), form)
+
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+    spare_list.refresh_from_db()
+    assert (spare_list.name, spare_list.effective_from) == ("spare 2", starts)
