@@ -96,7 +96,7 @@ class ErrorCodeField(serializers.CharField):
 
 
 class MessageSerializer(serializers.ModelSerializer):
-    turn_id = serializers.UUIDField(read_only=True)
+    turn_id = serializers.UUIDField(read_only=True, allow_null=True)  # the column may be null
     error_code = ErrorCodeField(read_only=True)
 
     class Meta:
@@ -180,7 +180,7 @@ class TurnSerializer(serializers.ModelSerializer):
 
 class SummarySerializer(serializers.ModelSerializer):
     session_id = serializers.UUIDField(read_only=True)
-    turn_id = serializers.UUIDField(read_only=True)
+    turn_id = serializers.UUIDField(read_only=True, allow_null=True)  # its turn may be gone
     # The summary contract's lists hold strings (orchestration.summary).
     key_facts = serializers.ListField(child=serializers.CharField(), read_only=True)
     decisions = serializers.ListField(child=serializers.CharField(), read_only=True)

@@ -489,6 +489,25 @@ def test_the_shapes_of_routing_summaries_and_kinds_are_published(
     assert mismatches(schema, "get", "/api/v1/sessions/{session_id}/summary", summary) == []
 
 
+def test_a_summary_whose_turn_is_gone_answers_as_its_schema_says(
+    schema, owner, owner_client, make_session
+):
+    """A summary's turn is set null when the turn goes (and a message's turn column may be
+    null): the schema required a uuid there."""
+    from sessions_app.models import SessionSummary
+
+    session = make_session(owner)
+    SessionSummary.objects.create(
+        session=session, turn=None, from_sequence=1, to_sequence=2, summary_text="s"
+    )
+    summary = owner_client.get(f"/api/v1/sessions/{session.id}/summary")
+
+    assert summary.status_code == 200 and summary.json()["turn_id"] is None
+    assert mismatches(schema, "get", "/api/v1/sessions/{session_id}/summary", summary) == []
+    message = schema["components"]["schemas"]["Message"]["properties"]["turn_id"]
+    assert message.get("nullable") is True
+
+
 def test_the_events_document_the_last_event_id_they_resume_after(
     schema, owner_client, direct_turns
 ):
