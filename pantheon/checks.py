@@ -12,12 +12,18 @@ def longest_llm_call_seconds() -> float:
     return settings.PANTHEON_LLM_TIMEOUT_SECONDS * attempts + backoff
 
 
+def outlasts_a_call(seconds: float) -> bool:
+    """Whether a turn that made no progress for `seconds` cannot be waiting on one call: the
+    stale limit must be, and so must recover_turns' --older-than (or live turns are ended)."""
+    return seconds > longest_llm_call_seconds()
+
+
 def check_stale_limit(app_configs=None, **kwargs):
     """A turn commits after each call; if one call can outlast the stale limit, healthy turns
     get interrupted mid-call (their call is still billed, their answer lost)."""
-    longest = longest_llm_call_seconds()
-    if longest < settings.PANTHEON_TURN_STALE_SECONDS:
+    if outlasts_a_call(settings.PANTHEON_TURN_STALE_SECONDS):
         return []
+    longest = longest_llm_call_seconds()
     return [
         CheckWarning(
             f"PANTHEON_TURN_STALE_SECONDS ({settings.PANTHEON_TURN_STALE_SECONDS}) is not longer "

@@ -30,6 +30,16 @@ def iso_day(text: str) -> date:
         ) from exc
 
 
+def add_since_argument(parser, *, does: str) -> None:
+    """`--since DATE`: the first UTC day a command `does` ("check", "rebuild")."""
+    parser.add_argument(
+        "--since",
+        type=iso_day,
+        metavar="DATE",
+        help=f"first UTC day to {does}, as 2026-11-01 (default: every day of the ledger)",
+    )
+
+
 # The longest age a command takes: a century, far inside what a date can go back to.
 LONGEST_AGE = timedelta(days=36_500)
 

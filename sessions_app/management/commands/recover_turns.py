@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pantheon.checks import longest_llm_call_seconds
+from pantheon.checks import longest_llm_call_seconds, outlasts_a_call
 from pantheon.commands import age_in
 from sessions_app.services import turns_interrupt, turns_stale
 
@@ -31,10 +31,11 @@ class Command(BaseCommand):
         seconds = settings.PANTHEON_TURN_STALE_SECONDS if older_than is None else older_than
         if seconds < 0:  # call_command(older_than=-1) skips the parser's check
             raise CommandError("--older-than cannot be negative")
-        if seconds < (longest := longest_llm_call_seconds()):
+        if not outlasts_a_call(seconds):
+            longest = longest_llm_call_seconds()
             # Allowed (all workers known dead: free their sessions now), but never by mistake.
             self.stderr.write(
-                f"Warning: --older-than {seconds:g} is shorter than one LLM call can take "
+                f"Warning: --older-than {seconds:g} is not longer than one LLM call can take "
                 f"({longest:.0f} s: PANTHEON_LLM_TIMEOUT_SECONDS on every retry, and the "
                 "backoff): a turn still waiting on its provider would be interrupted alive, "
                 "its answer lost and its call billed all the same."

@@ -5,7 +5,7 @@ from datetime import date
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from pantheon.commands import iso_day
+from pantheon.commands import add_since_argument
 from usage.reconcile import Report, reconcile
 from usage.rollups import today
 
@@ -22,12 +22,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--since",
-            type=iso_day,
-            metavar="DATE",
-            help="first UTC day to check, as 2026-11-01 (default: every day of the ledger)",
-        )
+        add_since_argument(parser, does="check")
         parser.add_argument("--fix", action="store_true", help="rebuild what drifted")
         parser.add_argument(
             "--dry-run", action="store_true", help="with --fix: say what would be rebuilt"

@@ -3,7 +3,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
-from pantheon.commands import iso_day
+from pantheon.commands import add_since_argument
 from usage.rollups import rollup_rebuild, today
 
 
@@ -18,12 +18,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--since",
-            type=iso_day,
-            metavar="DATE",
-            help="first UTC day to rebuild, as 2026-11-01 (default: every day of the ledger)",
-        )
+        add_since_argument(parser, does="rebuild")
         parser.add_argument("--dry-run", action="store_true", help="count, write nothing")
 
     def handle(
