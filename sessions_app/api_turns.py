@@ -68,25 +68,56 @@ SERVER_ERROR_BODY = {
 }
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
+# What each event's `data` holds (its JSON object's keys), for the schema's readers: a client
+# that parses the stream needs them, and they were nowhere but in the code.
+SSE_EVENT_DATA = {
+    "turn_started": ("{turn_id, session_id, turn_index, mode}", "the turn was claimed"),
+    "routing": (
+        "{manager_model_alias, selected_agent_keys, fallback_used}",
+        "orchestrator mode only: the manager's choice (a Routing)",
+    ),
+    "step_started": (
+        "{sequence, agent_key, agent_name, model_alias}",
+        "an agent starts answering; `sequence` is its message's place in the session",
+    ),
+    "step_delta": (
+        "{sequence, text}",
+        "the next piece of that answer's text (a replay sends a finished step's text as one "
+        "delta, and a resumed one the rest of the delta it broke off in)",
+    ),
+    "step_completed": (
+        "{id, role, agent_key, agent_name, model_alias, content, status, error_code, sequence}",
+        "the stored message (a TurnMessage): its whole `content`, and `status` `error` with an "
+        "`error_code` when its call failed",
+    ),
+    "turn_completed": (
+        "{id, session_id, turn_index, mode, status, user_input, messages, routing, usage, "
+        "balance, created_at, completed_at}",
+        "last event of a `completed` or `partial` turn: the turn, as the JSON answer "
+        "(`balance` is null in a replay)",
+    ),
+    "turn_failed": (
+        "{code, message, turn}",
+        "last event of a turn that did not complete; `code` is `turn_failed` (every agent "
+        "failed), `turn_interrupted`, `turn_conflict` (a later request took the stalled "
+        "session over) or `server_error`; `turn` is the turn as in `turn_completed`, or null",
+    ),
+}
+
 # One Server-Sent Event as the schema describes it: `data` is the event's JSON.
 SSE_EVENT_SCHEMA = {
     "type": "object",
-    "description": "A Server-Sent Event; `data` holds its JSON (the event's body).",
+    "description": "A Server-Sent Event (`id:`, `event:` and one `data:` line holding the "
+    "event's JSON object). The turn's last event has the id 9007199254740991. `data` by "
+    "event:\n\n"
+    + "\n".join(f"- `{name}`: `{keys}`: {what}" for name, (keys, what) in SSE_EVENT_DATA.items()),
     "properties": {
         "id": {"type": "string", "description": "Orders the turn's events; Last-Event-ID."},
         "event": {
             "type": "string",
-            "enum": [
-                "turn_started",
-                "routing",
-                "step_started",
-                "step_delta",
-                "step_completed",
-                "turn_completed",
-                "turn_failed",
-            ],
+            "enum": list(SSE_EVENT_DATA),
         },
-        "data": {"type": "string"},
+        "data": {"type": "string", "description": "The event's JSON object (see above)."},
     },
     "required": ["id", "event", "data"],
 }
@@ -387,7 +418,12 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
 
     @extend_schema(
         responses={
-            (200, EVENT_STREAM): OpenApiResponse(SSE_EVENT_SCHEMA),
+            (200, EVENT_STREAM): OpenApiResponse(
+                SSE_EVENT_SCHEMA,
+                description="The turn's events, those of a finished turn at once, then those "
+                "of a running one as they come; the stream ends after `turn_completed` or "
+                "`turn_failed`.",
+            ),
             204: OpenApiResponse(
                 description="`Last-Event-ID` is the turn's last event: nothing follows (an "
                 "EventSource stops reconnecting)."

@@ -1,11 +1,16 @@
 """The OpenAPI schema says what the API does: every operation's error answers, nullable fields,
 bodies that offer only what is accepted, and OPTIONS agreeing with it all."""
 
+import json
+import re
+
 import pytest
+from asgiref.sync import async_to_sync
 from jsonschema import Draft202012Validator
 from rest_framework.test import APIClient
 
 from rooms.models import RoomMode
+from sessions_app import events as turn_events
 from usage.models import ModelAlias
 
 pytestmark = pytest.mark.django_db
@@ -539,3 +544,66 @@ def test_a_messages_error_code_names_its_values(schema):
         error_code = schema["components"]["schemas"][body]["properties"]["error_code"]
         choices = [component(schema, choice)["enum"] for choice in error_code["oneOf"]]
         assert choices == [list(ErrorKind), [""]], body
+
+
+def _documented_event_data(schema: dict) -> dict[str, set[str]]:
+    """`{event: its data's keys}` from the SSE schema's description lines
+    ("- `name`: `{a, b}`: ...")."""
+    described = schema["paths"]["/api/v1/turns/{id}/events"]["get"]["responses"]["200"]
+    text = described["content"]["text/event-stream"]["schema"]["description"]
+    found = re.findall(r"^- `(\w+)`: `\{([^}]*)\}`", text, flags=re.MULTILINE)
+    return {name: {key.strip() for key in keys.split(",")} for name, keys in found}
+
+
+async def _read(response) -> bytes:
+    return b"".join([chunk async for chunk in response.streaming_content])
+
+
+def test_each_events_data_is_documented_as_it_is_sent(
+    schema, owner_client, owner, make_agent, make_room, make_session
+):
+    """The schema said only that `data` is a string of JSON: a client writing its stream
+    reader had to guess `turn_id` (not `id`) in `turn_started`, `text` in `step_delta`, and
+    the body of `turn_failed`. Every event's keys are now listed, and they are what is sent."""
+    documented = _documented_event_data(schema)
+    post = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]["responses"]["201"]
+    assert (
+        post["content"]["text/event-stream"]["schema"]
+        == (
+            schema["paths"]["/api/v1/turns/{id}/events"]["get"]["responses"]["200"]["content"][
+                "text/event-stream"
+            ]["schema"]
+        )
+    )
+    assert set(documented) == {
+        "turn_started",
+        "routing",
+        "step_started",
+        "step_delta",
+        "step_completed",
+        "turn_completed",
+        "turn_failed",
+    }
+    bodies = schema["components"]["schemas"]
+    assert documented["turn_completed"] == set(bodies["Turn"]["properties"])
+    assert documented["step_completed"] == set(bodies["TurnMessage"]["properties"])
+    assert documented["routing"] == set(bodies["Routing"]["properties"])
+    assert documented["turn_failed"] == set(
+        turn_events.turn_failed(code="turn_failed", body=None).data
+    )
+
+    agents = [make_agent(owner, "ada"), make_agent(owner, "grace", model_alias="qwen")]
+    session = make_session(owner, room=make_room(owner, agents, mode=RoomMode.ORCHESTRATOR))
+    turn = owner_client.post(
+        f"/api/v1/sessions/{session.id}/turns", {"message": "plan it"}, format="json"
+    ).json()
+    replay = owner_client.get(f"/api/v1/turns/{turn['id']}/events", HTTP_ACCEPT="text/event-stream")
+    body = async_to_sync(_read)(replay).decode()
+    seen = set()
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" not in fields:
+            continue
+        seen.add(fields["event"])
+        assert set(json.loads(fields["data"])) == documented[fields["event"]], fields["event"]
+    assert {"turn_started", "routing", "step_started", "step_delta", "turn_completed"} <= seen
