@@ -2,13 +2,14 @@
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from pantheon.schema import FIELD_ERRORS_SCHEMA
 from pantheon.throttling import AuthTokenPerClientThrottle, AuthTokenPerUsernameThrottle
 
 
@@ -31,7 +32,16 @@ class ObtainTokenView(ObtainAuthToken):
                 "password": serializers.CharField(trim_whitespace=False),
             },
         ),
-        responses={200: inline_serializer("AuthToken", {"token": serializers.CharField()})},
+        responses={
+            200: inline_serializer("AuthToken", {"token": serializers.CharField()}),
+            400: OpenApiResponse(
+                {"anyOf": [{"$ref": "#/components/schemas/Error"}, FIELD_ERRORS_SCHEMA]},
+                description="Wrong username or password (or an inactive user): "
+                '`{"non_field_errors": ["Unable to log in with provided credentials."]}`; '
+                'a missing field: `{"username": ["This field is required."]}`; or malformed '
+                "JSON.",
+            ),
+        },
     )
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

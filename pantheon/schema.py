@@ -57,6 +57,7 @@ class CodedErrorSerializer(serializers.Serializer):
 
 
 class TurnRefusalDetailSerializer(CodedErrorDetailSerializer):
+    code = serializers.CharField(help_text="Machine-readable, e.g. `no_valid_tagged_agents`.")
     valid_agent_keys = serializers.ListField(
         child=serializers.CharField(),
         required=False,

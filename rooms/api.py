@@ -1,6 +1,6 @@
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -18,6 +18,19 @@ from rooms.serializers import (
 )
 
 
+@extend_schema_view(
+    list=extend_schema(description="Your agents, oldest first (page-number pagination)."),
+    create=extend_schema(
+        description="Create an agent: `agent_key` (unique among your agents; the `@tag` of "
+        "manual mode), `name`, an enabled `model_alias` (`GET models`), `role_prompt`."
+    ),
+    retrieve=extend_schema(description="One of your agents."),
+    partial_update=extend_schema(description="Change an agent's fields."),
+    destroy=extend_schema(
+        description="Delete an agent: it leaves every room it is seated in, and its direct "
+        "sessions stay (their `agent` becomes null)."
+    ),
+)
 class AgentViewSet(viewsets.ModelViewSet):
     serializer_class = AgentSerializer
     lookup_value_converter = ID  # a malformed id is the URL resolver's 404
@@ -37,6 +50,16 @@ class AgentViewSet(viewsets.ModelViewSet):
         )
 
 
+@extend_schema_view(
+    list=extend_schema(description="Your rooms, with their seated agents."),
+    create=extend_schema(
+        description="Create a room: `name`, `goal`, its first `mode` (`manual`, also "
+        "accepted as `tag`; `roundtable`; `orchestrator`) and its roster, `agent_ids` in seat "
+        "order. The answer names the mode `current_mode`."
+    ),
+    retrieve=extend_schema(description="One of your rooms, with its seated agents."),
+    destroy=extend_schema(description="Delete a room (soft: its sessions and turns are kept)."),
+)
 class RoomViewSet(
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
@@ -44,9 +67,9 @@ class RoomViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Rooms. `PATCH rooms/{id}` changes name and goal only; there is no `PUT rooms/{id}`
-    (mode and roster have their own `PUT` endpoints), so the `Allow` header, OPTIONS and the
-    schema all say the same."""
+    # `PATCH rooms/{id}` changes name and goal only; there is no `PUT rooms/{id}` (mode and
+    # roster have their own `PUT` endpoints), so the `Allow` header, OPTIONS and the schema all
+    # say the same.
 
     serializer_class = RoomSerializer
     lookup_value_converter = ID
@@ -65,7 +88,12 @@ class RoomViewSet(
         action = self.action_map.get(self.request.method.lower()) if self.request else None
         return self.input_serializers.get(action, RoomSerializer)
 
-    @extend_schema(request=RoomUpdateSerializer, responses=RoomSerializer)
+    @extend_schema(
+        request=RoomUpdateSerializer,
+        responses=RoomSerializer,
+        description="Change a room's `name` and `goal` (its mode and roster have their own "
+        "`PUT` endpoints).",
+    )
     def partial_update(self, request: Request, pk=None) -> Response:
         room = self.get_object()
         body = RoomUpdateSerializer(room, data=request.data, partial=True)
@@ -84,7 +112,12 @@ class RoomViewSet(
         fresh = get_object_or_404(self.get_queryset(), pk=room.pk)
         return Response(RoomSerializer(fresh, context=self.get_serializer_context()).data)
 
-    @extend_schema(request=RoomModeSerializer, responses=RoomSerializer)
+    @extend_schema(
+        request=RoomModeSerializer,
+        responses=RoomSerializer,
+        description="Queue a mode change: the answer shows it as `pending_mode`, and the "
+        "room's next turn runs in it (it becomes `current_mode` then).",
+    )
     @action(detail=True, methods=["put"])
     def mode(self, request: Request, pk=None) -> Response:
         room = self.get_object()
@@ -92,7 +125,11 @@ class RoomViewSet(
         body.is_valid(raise_exception=True)
         return self._room_body(services.room_set_mode(room=room, mode=body.validated_data["mode"]))
 
-    @extend_schema(request=RoomAgentsSerializer, responses=RoomSerializer)
+    @extend_schema(
+        request=RoomAgentsSerializer,
+        responses=RoomSerializer,
+        description="Replace the room's roster: `agent_ids`, your agents, in seat order.",
+    )
     @action(detail=True, methods=["put"])
     def agents(self, request: Request, pk=None) -> Response:
         room = self.get_object()

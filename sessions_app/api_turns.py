@@ -281,6 +281,14 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         },
         parameters=[
             OpenApiParameter(
+                "format",
+                str,
+                OpenApiParameter.QUERY,
+                enum=["json", "sse"],
+                description="The answer's form, in place of `Accept`: `sse` streams the turn's "
+                "events, `json` answers the turn.",
+            ),
+            OpenApiParameter(
                 "Idempotency-Key",
                 {"type": "string", "pattern": "^[!-~]{1,255}$", "maxLength": 255},
                 OpenApiParameter.HEADER,
@@ -442,7 +450,13 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
         "after an event (a delta seen in part resumes with the rest of its text).",
         # JSON is among the renderers for errors only: `?format=json` is a 406, not a format.
         parameters=[
-            OpenApiParameter("format", str, OpenApiParameter.QUERY, enum=["sse"]),
+            OpenApiParameter(
+                "format",
+                str,
+                OpenApiParameter.QUERY,
+                enum=["sse"],
+                description="`sse`, in place of `Accept: text/event-stream` (the only form).",
+            ),
             OpenApiParameter(
                 "Last-Event-ID",
                 {"type": "string"},

@@ -43,8 +43,8 @@ class SessionAgentSerializer(serializers.ModelSerializer):
 class SessionActivitySerializer(SessionSerializer):
     """A session as a user finds it again (lists and `GET sessions/{id}`): where it happens
     (its room, or the agent of a direct session: null once that agent is deleted), how many
-    turns it has and when it was last used. Reads the annotations of
-    `selectors.sessions_with_activity`."""
+    turns it has and when it was last used (`last_activity_at`: its latest turn's
+    `created_at`, else its own)."""
 
     room = SessionRoomSerializer(read_only=True, allow_null=True)
     agent = SessionAgentSerializer(read_only=True, allow_null=True)

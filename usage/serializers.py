@@ -145,7 +145,8 @@ class UsageQuerySerializer(serializers.Serializer):
 
 
 class UsageTotalsSerializer(serializers.ModelSerializer):
-    """The usage totals (UsageTotals) of a turn, a rollup, or a dict of ledger sums."""
+    """Usage totals: LLM calls (agent answers, routing, summaries), tokens, credits and the
+    provider's cost in USD (decimals as strings)."""
 
     class Meta:
         model = DailyUsageRollup
@@ -154,6 +155,9 @@ class UsageTotalsSerializer(serializers.ModelSerializer):
 
 
 class ModelUsageSerializer(UsageTotalsSerializer):
+    """The caller's usage of one model alias in the range: every call made with it (agent
+    answers, routing, summaries), its tokens, credits and provider cost in USD."""
+
     model_alias = serializers.CharField(read_only=True)
 
     class Meta(UsageTotalsSerializer.Meta):

@@ -607,3 +607,26 @@ def test_each_events_data_is_documented_as_it_is_sent(
         seen.add(fields["event"])
         assert set(json.loads(fields["data"])) == documented[fields["event"]], fields["event"]
     assert {"turn_started", "routing", "step_started", "step_delta", "turn_completed"} <= seen
+
+
+def test_every_operation_tells_a_client_what_it_does(schema):
+    """Swagger UI showed the agents' operations with no text at all, every room operation with
+    the same note about the `Allow` header, components naming internal selectors, and the
+    `format` parameters bare: a front-end developer reads these and nothing else."""
+    internal = ("selectors.", "(UsageTotals)", "OPTIONS and the schema", "dict of ledger sums")
+    for path, method, operation in operations(schema):
+        label = f"{method.upper()} {path}"
+        assert operation.get("description"), label
+        assert not any(word in operation["description"] for word in internal), label
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] != "path":  # ids: the path says whose
+                assert parameter.get("description"), f"{label} {parameter['name']}"
+    for name, body in schema["components"]["schemas"].items():
+        assert not any(word in body.get("description", "") for word in internal), name
+
+    mode = schema["paths"]["/api/v1/rooms/{id}/mode"]["put"]["description"]
+    assert "pending_mode" in mode and "next turn" in mode
+    refusal_code = schema["components"]["schemas"]["TurnRefusalDetail"]["properties"]["code"]
+    assert "credit_cap_exceeded" not in refusal_code["description"]  # a 402, not a 422
+    login = schema["paths"]["/api/v1/auth/token"]["post"]["responses"]["400"]["description"]
+    assert "non_field_errors" in login
