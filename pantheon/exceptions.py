@@ -210,10 +210,11 @@ def renderable(value):
 
 
 def throttled_body(seconds: int) -> dict:
+    unit = "second" if seconds == 1 else "seconds"
     return {
         "detail": {
             "code": "throttled",
-            "message": f"Too many requests. Retry in {seconds} seconds.",
+            "message": f"Too many requests. Retry in {seconds} {unit}.",
         }
     }
 

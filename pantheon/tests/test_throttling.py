@@ -40,9 +40,18 @@ def assert_throttled(response) -> None:
     assert response.json() == {
         "detail": {
             "code": "throttled",
-            "message": f"Too many requests. Retry in {response['Retry-After']} seconds.",
+            "message": f"Too many requests. Retry in {response['Retry-After']} second"
+            f"{'' if response['Retry-After'] == '1' else 's'}.",
         }
     }
+
+
+def test_a_wait_of_one_second_is_said_in_the_singular():
+    """A client showing the message read "Retry in 1 seconds." with a Retry-After of 1."""
+    from pantheon.exceptions import throttled_body
+
+    assert throttled_body(1)["detail"]["message"] == "Too many requests. Retry in 1 second."
+    assert throttled_body(2)["detail"]["message"] == "Too many requests. Retry in 2 seconds."
 
 
 @pytest.fixture
