@@ -69,7 +69,7 @@ class TurnRefusalDetailSerializer(CodedErrorDetailSerializer):
         ref_name = "TurnRefusalDetail"
 
 
-class TurnRefusalSerializer(serializers.Serializer):
+class TurnRefusalSerializer(CodedErrorSerializer):
     """A turn's 422: `{"detail": {"code", "message", "valid_agent_keys"?}}`."""
 
     detail = TurnRefusalDetailSerializer()
