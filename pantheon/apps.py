@@ -9,6 +9,7 @@ from django.db.backends.signals import connection_created
 from pantheon import converters, logging_context
 from pantheon.checks import (
     check_cache_table,
+    check_password_change_revokes_tokens,
     check_sections_fit_the_pool,
     check_security_middleware,
     check_stale_limit,
@@ -35,6 +36,7 @@ class PantheonConfig(AppConfig):
         checks.register(check_security_middleware, checks.Tags.security, deploy=True)
         checks.register(check_cache_table)
         checks.register(check_sections_fit_the_pool)
+        checks.register(check_password_change_revokes_tokens, checks.Tags.security)
         connection_created.connect(install_replanning, dispatch_uid="pantheon-replanning")
         if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             logger.warning(

@@ -97,3 +97,21 @@ def check_sections_fit_the_pool(app_configs=None, **kwargs):
             id="pantheon.W004",
         )
     ]
+
+
+REVOKES_TOKENS = "pantheon.passwords.RevokeApiTokenOnPasswordChange"
+
+
+def check_password_change_revokes_tokens(app_configs=None, **kwargs):
+    """The token revocation rides on AUTH_PASSWORD_VALIDATORS (pantheon.passwords): a settings
+    file that replaces the list without it lets API tokens outlive a password change."""
+    if any(entry.get("NAME") == REVOKES_TOKENS for entry in settings.AUTH_PASSWORD_VALIDATORS):
+        return []
+    return [
+        CheckWarning(
+            "AUTH_PASSWORD_VALIDATORS leaves out the entry that revokes a user's API token when "
+            "their password changes: tokens taken with a leaked password outlive its change.",
+            hint=f'Add {{"NAME": "{REVOKES_TOKENS}"}} to AUTH_PASSWORD_VALIDATORS.',
+            id="pantheon.W005",
+        )
+    ]

@@ -151,6 +151,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
     # Not a rule: a password change revokes the account's API token (pantheon/passwords.py).
+    # A settings file that replaces this list must keep it (`manage.py check` warns, W005).
     {"NAME": "pantheon.passwords.RevokeApiTokenOnPasswordChange"},
 ]
 

@@ -8,6 +8,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connection
 
 from pantheon.checks import (
+    check_password_change_revokes_tokens,
     check_sections_fit_the_pool,
     check_security_middleware,
     check_stale_limit,
@@ -76,3 +77,14 @@ def test_manage_py_check_flags_sections_beyond_the_servers_pool(sections):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pantheon.W004" in result.stderr + result.stdout
     assert "DB_POOL_MAX_SIZE 16" in result.stderr + result.stdout
+
+
+def test_a_password_validator_list_without_the_token_revocation_is_flagged(settings):
+    """Tokens are revoked by an AUTH_PASSWORD_VALIDATORS entry: a settings file that replaces
+    the list (to allow short passwords somewhere, say) would quietly turn that off."""
+    assert check_password_change_revokes_tokens() == []
+
+    settings.AUTH_PASSWORD_VALIDATORS = [
+        {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"}
+    ]
+    assert [w.id for w in check_password_change_revokes_tokens()] == ["pantheon.W005"]
