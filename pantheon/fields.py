@@ -26,7 +26,10 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-NOT_BLANK = r"\S"  # JSON Schema patterns match anywhere: at least one non-whitespace character
+# At least one character that is not whitespace (JSON Schema patterns match anywhere), by the
+# server's measure: DRF trims with str.strip(), whose whitespace is not ECMAScript's `\s` (it
+# also takes U+001C-U+001F and U+0085, and leaves U+FEFF), so `\S` called "\u001e" valid.
+NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 
 class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
