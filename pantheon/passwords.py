@@ -29,4 +29,7 @@ class RevokeApiTokenOnPasswordChange:
             api_token_revoke(user=user)
 
     def get_help_text(self) -> str:
-        return "Setting a password revokes the account's API token: its API clients log in again."
+        return (
+            "Setting a password, or turning password login off, revokes the account's API "
+            "token: its API clients log in again."
+        )

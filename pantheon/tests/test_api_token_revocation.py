@@ -60,6 +60,8 @@ def test_turning_password_login_off_in_the_console_revokes_the_api_token(staff, 
     """The operator's answer to a leaked password: Django's "Password-based authentication:
     Disabled" is no password change to its hook, and the token taken with it kept working."""
     stolen = Token.objects.create(user=owner).key
+    page = client_for(staff).get(f"/admin/auth/user/{owner.pk}/password/").content.decode()
+    assert "or turning password login off, revokes the account&#x27;s API token" in page
 
     response = client_for(staff).post(
         f"/admin/auth/user/{owner.pk}/password/",
