@@ -8,7 +8,37 @@ from collections.abc import Callable
 from datetime import date, timedelta
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import InterfaceError, OperationalError
+
+# The exit status every project command gives when the database fails under it: not 1, which
+# cron rules read as the command's own finding (drift, a refused value), and no traceback.
+DATABASE_FAILED = 3
+
+
+class ProjectCommand(BaseCommand):
+    """The base of the project's commands: a database that cannot be reached (or that breaks
+    the connection mid-run) is one line on stderr and exit 3; what the command had not committed
+    is rolled back with the connection."""
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.epilog = (
+            f"Exit {DATABASE_FAILED} when the database cannot be reached or fails mid-run "
+            "(one line on stderr, no traceback)."
+        )
+        return parser
+
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except (OperationalError, InterfaceError) as exc:
+            raise database_failed(exc) from exc
+
+
+def database_failed(exc: Exception, *, saying: str = "the database failed") -> CommandError:
+    """A database error as a command's exit 3, on one line (psycopg's own message has two)."""
+    return CommandError(f"{saying}: {' '.join(str(exc).split())}", returncode=DATABASE_FAILED)
 
 
 def command_error(exc: ValidationError) -> CommandError:

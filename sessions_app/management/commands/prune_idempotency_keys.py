@@ -1,11 +1,11 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from pantheon.commands import age_in
+from pantheon.commands import ProjectCommand, age_in
 from sessions_app.idempotency import idempotency_keys_prune
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         "Delete Idempotency-Keys older than --older-than hours (default "
         "PANTHEON_IDEMPOTENCY_KEY_HOURS, 24): retries after that run as new requests. Less "

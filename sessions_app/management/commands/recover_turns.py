@@ -1,12 +1,12 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from pantheon.checks import longest_llm_call_seconds, outlasts_a_call
-from pantheon.commands import age_in
+from pantheon.commands import ProjectCommand, age_in
 from sessions_app.services import turns_interrupt, turns_stale
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         "Mark running turns that made no progress for --older-than seconds (default "
         "PANTHEON_TURN_STALE_SECONDS) interrupted, and their calls in flight lost: in doubt, "

@@ -1,8 +1,8 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from pantheon.commands import ProjectCommand
 from rooms.models import Room, RoomMode
 from rooms.selectors import agents_for_user
 from rooms.services import agent_create, room_create
@@ -26,7 +26,7 @@ ROOMS = [
 ]
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         f"Create the demo user, four agents and one room per mode with a session (idempotent). "
         f"The user is a superuser with the published password {DEMO_PASSWORD!r}: for a local "

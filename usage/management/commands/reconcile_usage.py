@@ -2,15 +2,15 @@ import sys
 import time
 from datetime import date
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 
-from pantheon.commands import add_since_argument
+from pantheon.commands import ProjectCommand, add_since_argument, database_failed
 from usage.reconcile import Report, reconcile
 from usage.rollups import today
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     # A nightly job: skip the system checks (they import every URLconf and the LLM stack).
     requires_system_checks = []
     help = (
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             report = reconcile(since=since, fix=fix, dry_run=dry_run)
         except DatabaseError as exc:
             # Not drift (exit 1, which may page someone or prompt a --fix): nothing was checked.
-            raise CommandError(f"could not check: {exc}".strip(), returncode=3) from exc
+            raise database_failed(exc, saying="could not check") from exc
         if verbosity == 0 and report.clean and report.before is None:
             return  # cron's -v 0: nothing drifted, nothing to say
         if report.before is not None:

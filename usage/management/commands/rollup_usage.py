@@ -1,13 +1,13 @@
 import time
 from datetime import date
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from pantheon.commands import add_since_argument
+from pantheon.commands import ProjectCommand, add_since_argument
 from usage.rollups import rollup_rebuild, today
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     # A nightly job: skip the system checks (they import every URLconf and the LLM stack).
     requires_system_checks = []
     help = (

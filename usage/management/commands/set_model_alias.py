@@ -1,12 +1,11 @@
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
 
-from pantheon.commands import command_error
+from pantheon.commands import ProjectCommand, command_error
 from usage.selectors import disabled_alias_effects
 from usage.services import model_alias_set
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         "Create or update a model alias (the model, endpoint and key an alias stands for); "
         "options left out keep their value. A refused value exits 1, a malformed one 2."

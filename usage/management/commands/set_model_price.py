@@ -2,10 +2,10 @@ import argparse
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from orchestration.metering import MULTIPLIER_FLOOR
-from pantheon.commands import command_error
+from pantheon.commands import ProjectCommand, command_error
 from usage.services import model_price_set
 
 # A figure left out keeps its current value; `none` clears an optional one.
@@ -35,7 +35,7 @@ def _amount_or_clear(text: str) -> Decimal | None:
         ) from None
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         "Set a model alias's price (USD per million tokens) and credit multiplier in a price "
         "list: the active one, or --version NAME (created from the active one if missing, in "

@@ -1,0 +1,60 @@
+"""What cron sees when the database is down: every project command exits 3 with one line on
+stderr. They exited 1 with a psycopg traceback (only `reconcile_usage` said 3), and exit 1 is
+what cron rules read as the command's own finding: drift, a refused value."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pantheon.commands import DATABASE_FAILED
+
+from .test_command_help import COMMANDS, parser_of
+
+ROOT = Path(__file__).resolve().parents[2]
+# Arguments that get each command past its parser to its first query.
+ARGUMENTS = {
+    "set_model_alias": ["deepseek", "--context-window", "4096"],
+    "set_model_price": ["deepseek", "--input", "1"],
+}
+
+
+@pytest.fixture(scope="module")
+def refusing_port():
+    """A port bound but not listening: a connection to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(("app", "name"), COMMANDS)
+def test_a_database_that_cannot_be_reached_is_exit_3_and_one_line(app, name, refusing_port):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{refusing_port}/pantheon",
+        "DB_POOL_TIMEOUT": "5",
+        "LOG_LEVEL": "ERROR",
+    }
+    ran = subprocess.run(
+        [sys.executable, "manage.py", name, *ARGUMENTS.get(name, [])],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == DATABASE_FAILED, ran.stderr
+    assert "Traceback" not in ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1, ran.stderr
+    assert "CommandError:" in lines[0] and f"port {refusing_port} failed" in lines[0]
+
+
+@pytest.mark.parametrize(("app", "name"), COMMANDS)
+def test_the_help_says_what_exit_3_means(app, name):
+    help_text = " ".join(parser_of(app, name).format_help().split())
+    assert f"Exit {DATABASE_FAILED} when the database cannot be reached" in help_text
