@@ -124,7 +124,7 @@ def rollup_rebuild(*, since: date | None = None, dry_run: bool = False) -> Rebui
     # In the unique index's order: the insert appends to it instead of touching it at random.
     select = sums.annotate(stamp=Value(timezone.now())).order_by(*ROLLUP_KEY_COLUMNS)
     with analytic_transaction():
-        removed = _clear(DailyUsageRollup, stale, everything=since is None)
+        removed = _clear(DailyUsageRollup, stale)
         written = _insert_from(DailyUsageRollup, columns, select)
         calls = (
             DailyUsageRollup.objects.filter(**({"day__gte": since} if since else {})).aggregate(
@@ -157,21 +157,16 @@ def counters_rebuild(*, since: date | None = None, dry_run: bool = False) -> Reb
     columns = [*COUNTER_KEY_COLUMNS, *COUNTER_VALUE_COLUMNS, "updated_at"]
     select = sums.annotate(stamp=Value(timezone.now()))
     with analytic_transaction():
-        _lock_for_rebuild(MonthlyUsage)
-        removed, _ = stale.delete()
+        removed = _clear(MonthlyUsage, stale)
         written = _insert_from(MonthlyUsage, columns, select)
         calls = stale.aggregate(calls=Sum("llm_calls"))["calls"] or 0
     return RebuildResult(since_month, until, removed, written, calls, False)
 
 
-def _clear(model, stale: QuerySet, *, everything: bool) -> int:
-    """Remove the rows a rebuild replaces; a full rebuild on PostgreSQL truncates (instant, and
-    no dead rows left for the dashboard to wade through). Returns how many were removed."""
-    if everything and connection.vendor == "postgresql":
-        removed = stale.count()
-        with connection.cursor() as cursor:
-            cursor.execute(f'TRUNCATE "{model._meta.db_table}"')
-        return removed
+def _clear(model, stale: QuerySet) -> int:
+    """Remove the rows a rebuild replaces, writers held off until it commits. Never a TRUNCATE:
+    its lock would wait for every dashboard read under way, and hold up every read until the
+    rebuild commits. Returns how many were removed."""
     _lock_for_rebuild(model)
     removed, _ = stale.delete()
     return removed

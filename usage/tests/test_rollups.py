@@ -4,8 +4,10 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
+import psycopg
 import pytest
 from django.core.management import CommandError, ManagementUtility, call_command
+from django.db import connection, transaction
 
 from usage.models import DailyUsageRollup
 from usage.rollups import counters_rebuild, rollup_rebuild, today
@@ -186,3 +188,37 @@ def test_counters_rebuild_from_the_ledger(ledger, owner, days):
 
     assert month_credits(user=owner, at=at(days["today"])) == expected
     assert sum(MonthlyUsage.objects.values_list("llm_calls", flat=True)) == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_rebuild_neither_waits_for_nor_blocks_the_dashboard(
+    ledger, outsider, ledger_row, days
+):
+    """A full rebuild truncated the rollups: it waited for every dashboard read under way, and
+    every dashboard read waited for the whole rebuild (1.5 s at 200,000 ledger rows). It now
+    deletes under the lock that only holds off writers: readers go on, and see the rollups as
+    they were until the rebuild commits."""
+    rollup_rebuild()
+    ledger_row(outsider, at=at(days["d3"]), credits=Decimal("0.4"))  # one more rollup row
+    table = DailyUsageRollup._meta.db_table
+    settings = connection.settings_dict
+    with psycopg.connect(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+    ) as reader:
+        count = f'SELECT count(*) FROM "{table}"'
+        before = reader.execute(count).fetchone()[0]  # a dashboard read, its transaction open
+        assert before == 4
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+            rollup_rebuild()  # a TRUNCATE waited for the read above, and timed out
+            reader.commit()
+            reader.execute("SET lock_timeout = '2s'")
+            # The rebuild has not committed: a read is not held up (a TRUNCATE's lock timed it
+            # out) and finds the rollups of before.
+            assert reader.execute(count).fetchone()[0] == before
+            reader.commit()
+        assert reader.execute(count).fetchone()[0] == before + 1
