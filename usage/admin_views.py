@@ -185,5 +185,7 @@ class BillingExportView(BillingAccess):
 
 
 def _cell(text: str) -> str:
-    """A spreadsheet must not read a name like `+1` or `@x` as a formula."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
+    """A spreadsheet must not read a name like `+1` or `@x` as a formula, nor one behind a tab or
+    carriage return it skips (OWASP's list). Usernames and alias names the console and the API
+    accept hold neither; a user made in code or SQL may."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

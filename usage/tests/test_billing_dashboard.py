@@ -303,13 +303,17 @@ def test_the_csv_takes_the_dashboards_filters(make_operator, ledger):
     assert client.get(reverse(EXPORT), {"start": "tomorrow"}).status_code == 400
 
 
-def test_a_username_a_spreadsheet_would_run_is_quoted(make_operator, ledger_row, django_user_model):
-    tricky = django_user_model.objects.create_user("+cmd")
+@pytest.mark.parametrize("username", ["+cmd", "=1+2", "@sum", "-2", "\tcmd", "\r=1"])
+def test_a_username_a_spreadsheet_would_run_is_quoted(
+    make_operator, ledger_row, django_user_model, username
+):
+    tricky = django_user_model.objects.create_user(username)  # no validation: as code or SQL may
     ledger_row(tricky, at=at(2), credits=Decimal("1"))
 
     response = client_for(make_operator("Analyst")).get(reverse(EXPORT))
 
-    assert "'+cmd,deepseek" in response.content.decode()
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert [row[:2] for row in rows[1:]] == [["'" + username, "deepseek"]]
 
 
 # --- the ledger list ----------------------------------------------------------------------------
