@@ -11,7 +11,7 @@
 from collections.abc import Sequence
 from contextlib import suppress
 from decimal import Decimal
-from functools import cache
+from functools import cache, cached_property
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -25,6 +25,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Model, Q, QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -189,10 +190,40 @@ class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):
         return DrillDownChangeList
 
 
+class FirstRowsFormSet(BaseInlineFormSet):
+    """A record page's inline rows, the first `max_rows` of them: a turn of 400 steps rendered
+    800 rows (1.9 MB, 1.4 s). The rows are read-only, so no form ever posts the others back.
+    The note under the rows says how many there are and links their list, which finds the
+    rows of the page's record by its id (`?q=`)."""
+
+    max_rows = 100
+
+    def get_queryset(self):
+        if not hasattr(self, "_first_rows"):
+            self._first_rows = super().get_queryset()[: self.max_rows]
+        return self._first_rows
+
+    @cached_property
+    def rows_total(self) -> int | None:
+        """How many rows the record has when the page lists only the first ones, else None
+        (and no count is asked for when fewer came)."""
+        if len(self.get_queryset()) < self.max_rows:
+            return None
+        total = super().get_queryset().count()
+        return total if total > self.max_rows else None
+
+    def all_rows_url(self) -> str:
+        opts = self.model._meta
+        changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        return f"{changelist}?{urlencode({'q': str(self.instance.pk)})}"
+
+
 class RecordTabularInline(ReadOnlyRecords, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
+    formset = FirstRowsFormSet
+    template = "admin/edit_inline/first_rows_tabular.html"
 
 
 class ChangesWithValues:

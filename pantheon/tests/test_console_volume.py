@@ -1,0 +1,95 @@
+"""The console at production volume: pages that stay bounded however many rows there are."""
+
+import re
+from urllib.parse import urlencode
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for
+from sessions_app.models import Message, Turn
+from usage.models import LlmCallEvent
+
+pytestmark = pytest.mark.django_db
+
+FIRST_ROWS = 100  # what a record's page lists of its rows
+
+
+@pytest.fixture
+def long_turn(owner, make_agent, make_room, make_session):
+    """A roundtable turn of many steps, each with its ledger row, appended by `grow(steps)`."""
+    room = make_room(owner, [make_agent(owner, "ada")], name="Research")
+    session = make_session(owner, room=room)
+    turn = Turn.objects.create(
+        session=session, turn_index=1, mode="roundtable", status="completed", user_input="go"
+    )
+
+    def grow(steps: range) -> Turn:
+        Message.objects.bulk_create(
+            Message(
+                session=session,
+                turn=turn,
+                sequence=step + 1,
+                role="assistant",
+                agent_key="ada",
+                content=f"step {step + 1} says",
+            )
+            for step in steps
+        )
+        LlmCallEvent.objects.bulk_create(
+            LlmCallEvent(
+                user=owner,
+                session=session,
+                turn=turn,
+                agent_key="ada",
+                purpose="agent",
+                model_alias="deepseek",
+                status="success",
+                latency_ms=10_000 + step + 1,
+            )
+            for step in steps
+        )
+        return turn
+
+    return grow
+
+
+def _steps_shown(page: str) -> set[int]:
+    return {int(n) for n in re.findall(r"step (\d+) says", page)}
+
+
+def test_a_turn_of_many_steps_lists_its_first_rows_and_links_the_rest(staff, long_turn):
+    """A 400-step turn rendered 800 inline rows (1.9 MB, 1.4 s); the page lists the first 100
+    of each and links the whole list."""
+    turn = long_turn(range(FIRST_ROWS + 20))
+    client = client_for(staff)
+    client.get(url(Turn, "change", turn.pk))  # the first page a client opens reads more
+
+    with CaptureQueriesContext(connection) as small:
+        client.get(url(Turn, "change", turn.pk))
+    long_turn(range(FIRST_ROWS + 20, 400))
+    with CaptureQueriesContext(connection) as big:
+        response = client.get(url(Turn, "change", turn.pk))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert _steps_shown(page) == set(range(1, FIRST_ROWS + 1))
+    latencies = {int(n) for n in re.findall(r"\b1(\d{4})\b", page.replace(",", ""))}
+    assert latencies == set(range(1, FIRST_ROWS + 1))  # the ledger rows: the first 100 too
+    query = urlencode({"q": str(turn.pk)})
+    assert f"The first {FIRST_ROWS} of 400 messages" in page
+    assert f'href="{url(Message, "changelist")}?{query}"' in page
+    assert f"The first {FIRST_ROWS} of 400 ledger events" in page
+    assert f'href="{url(LlmCallEvent, "changelist")}?{query}"' in page
+    assert len(big) == len(small)
+
+
+def test_a_turn_within_the_first_rows_lists_them_all_without_a_note(staff, long_turn):
+    turn = long_turn(range(FIRST_ROWS))
+
+    page = client_for(staff).get(url(Turn, "change", turn.pk)).content.decode()
+
+    assert _steps_shown(page) == set(range(1, FIRST_ROWS + 1))
+    assert "The first" not in page
