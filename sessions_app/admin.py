@@ -242,6 +242,9 @@ class MessageAdmin(RecordAdmin):
     search_fields = ["session__id"]
     list_select_related = ["session"]
     ordering = ["-created_at"]
+    # Newest first is read from an index; any other order sorted every message (0.6-1.1 s at
+    # half a million). A session's or turn's messages (searched by its id) are in order anyway.
+    sortable_by = ["created"]
     show_full_result_count = False
 
     def get_search_results(self, request, queryset, search_term):

@@ -207,6 +207,8 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["session", "sequence"], name="message_sequence_unique"),
         ]
+        # The console lists every message newest first (half a million rows: bench at volume).
+        indexes = [models.Index(fields=["created_at"], name="message_created")]
 
     def __str__(self) -> str:
         who = self.agent_key or self.role
