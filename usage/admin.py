@@ -678,6 +678,10 @@ class LlmCallEventAdmin(RecordAdmin):
     list_select_related = ["user"]
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
+    # Newest first is the index's order (and oldest first its reverse); sorting a million rows
+    # by a figure, a status or an alias read them all (1.0-1.5 s). The billing dashboard ranks
+    # users and aliases by what they spent; the filters narrow the rows to sort.
+    sortable_by = ["created", "username"]
     show_full_result_count = False
 
     created = moment_column()
