@@ -294,6 +294,8 @@ class TurnContextAuditAdmin(RecordAdmin):
     search_help_text = "A turn or session id."
     list_select_related = ["turn"]
     ordering = ["-created_at"]
+    # Newest first is read from an index; sorting by a figure read every audit with its turn.
+    sortable_by = ["created"]
     show_full_result_count = False
 
     def get_search_results(self, request, queryset, search_term):

@@ -253,6 +253,10 @@ class TurnContextAudit(models.Model):
     pruned = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        # One audit a turn: the console lists them newest first (bench at volume).
+        indexes = [models.Index(fields=["created_at"], name="turn_audit_created")]
+
     def __str__(self) -> str:
         return f"Context audit of turn {short_id(self.turn_id)}"
 

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
-from sessions_app.models import Message, Turn
+from sessions_app.models import Message, Turn, TurnContextAudit
 from usage.models import LlmCallEvent
 
 pytestmark = pytest.mark.django_db
@@ -133,3 +133,19 @@ def test_the_ledger_sorts_only_by_when_and_by_whom(staff, long_turn):
     1.5 s); newest first is the index's order, and a user's rows are the username box's."""
     long_turn(range(3))
     assert _sortable_columns(client_for(staff), LlmCallEvent) == ["created", "username"]
+
+
+def test_the_context_audit_list_reads_the_newest_first_from_an_index(staff, long_turn):
+    """One audit a turn: the list joined every audit to its turn to find the newest 50 (0.5 s at
+    100,000 turns); an index holds the order, and sorting is by that order only."""
+    turn = long_turn(range(1))
+    TurnContextAudit.objects.create(
+        turn=turn,
+        model_context_limit=8192,
+        input_budget=5530,
+        estimated_tokens_before=10,
+        estimated_tokens_after=10,
+    )
+    client = client_for(staff)
+    assert "turn_audit_created" in _plan(client, TurnContextAudit)
+    assert _sortable_columns(client, TurnContextAudit) == ["created"]
