@@ -26,7 +26,10 @@ worker_connections = whole_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1
 # A worker that stops answering its heartbeat for this long is replaced (0: never). Long turns
 # are fine: the event loop keeps answering while turns wait.
 timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0)
-graceful_timeout = 30
+# A stopping worker (a deploy, SIGTERM, SIGHUP to the master) serves the turns it runs for up
+# to this long, then ends those still running `interrupted` and is killed at its end
+# (pantheon.draining). Longer than a turn takes, deploys wait for every turn.
+graceful_timeout = whole_number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
 keepalive = 5
 # Every request already logs one JSON line with its request id (pantheon.request); uvicorn's
 # plain access line on top is opt-in.

@@ -158,6 +158,18 @@ class OverCapacity(PantheonError):
     default_message = "This server is serving as many requests as it can. Try again in a moment."
 
 
+class TurnInterrupted(PantheonError):
+    """The worker stopped (a deploy, a restart) while the turn ran, after waiting for it as long
+    as gunicorn's graceful_timeout allows (`pantheon.draining`)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "turn_interrupted"
+    default_message = (
+        "The server restarted while this turn ran: it ended interrupted, with its finished "
+        "steps kept and the session free. Post it again."
+    )
+
+
 class RequestTooLarge(PantheonError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "request_too_large"

@@ -1,12 +1,18 @@
 """The gunicorn worker class that serves Pantheon's ASGI application (`gunicorn.conf.py`)."""
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
 import os
+import sys
 
+from gunicorn.arbiter import Arbiter
+from uvicorn.config import Config
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
+from pantheon import draining
 from pantheon.capacity import PROCESS, connection_cap
 
 # glibc's mallopt parameter for the most malloc arenas (M_ARENA_MAX).
@@ -22,6 +28,30 @@ def limit_malloc_arenas(arenas: int) -> None:
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(libc_name).mallopt(_M_ARENA_MAX, arenas)
+
+
+class DrainingServer(Server):
+    """uvicorn's server, whose shutdown also waits for the turns running detached from their
+    requests (a client that hung up), then ends those still running before gunicorn kills the
+    worker (`pantheon.draining`). uvicorn waits for open connections only: the worker exited
+    under such turns at once, and under turns with a client at `graceful_timeout`, with all of
+    them left `running`."""
+
+    def __init__(self, config: Config, *, drain_seconds: float, wind_down_seconds: float):
+        super().__init__(config)
+        self.drain_seconds, self.wind_down_seconds = drain_seconds, wind_down_seconds
+
+    async def shutdown(self, sockets=None) -> None:
+        drained = asyncio.ensure_future(
+            draining.drain(
+                seconds=self.drain_seconds,
+                wind_down=self.wind_down_seconds,
+                give_up=lambda: self.force_exit,  # a second signal
+            )
+        )
+        # Stops accepting, then waits for the requests open (a turn's ends with its turn).
+        await super().shutdown(sockets=sockets)
+        await drained
 
 
 class PantheonWorker(UvicornWorker):
@@ -43,8 +73,27 @@ class PantheonWorker(UvicornWorker):
         # requests the app serves at once (`init_process`); uvicorn's own cap on open
         # connections sits above it (`pantheon.capacity`).
         self.config.limit_concurrency = connection_cap(self.cfg.worker_connections)
+        # Stopping: turns get most of gunicorn's graceful_timeout to end; then the requests
+        # still open (a replay following a turn of another host) are cancelled before the kill.
+        self.drain_seconds, self.wind_down_seconds = draining.drain_seconds(
+            self.cfg.graceful_timeout
+        )
+        self.config.timeout_graceful_shutdown = self.drain_seconds + self.wind_down_seconds  # type: ignore[assignment]
 
     def init_process(self) -> None:
         limit_malloc_arenas(int(os.environ.get("MALLOC_ARENAS", "2")))
         PROCESS.limit = self.cfg.worker_connections
         super().init_process()
+
+    async def _serve(self) -> None:
+        # UvicornWorker's own, with the server that drains detached turns when it stops.
+        self.config.app = self.wsgi
+        server = DrainingServer(
+            config=self.config,
+            drain_seconds=self.drain_seconds,
+            wind_down_seconds=self.wind_down_seconds,
+        )
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)

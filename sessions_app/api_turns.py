@@ -37,9 +37,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from pantheon import logging_context
+from pantheon import draining, logging_context
 from pantheon.db import database
-from pantheon.exceptions import REFUSALS
+from pantheon.exceptions import REFUSALS, TurnInterrupted
 from pantheon.negotiation import answer_in_json
 from pantheon.schema import TurnRefusalSerializer, refusals
 from pantheon.threads import own_thread
@@ -99,8 +99,9 @@ SSE_EVENT_DATA = {
     "turn_failed": (
         "{code, message, turn}",
         "last event of a turn that did not complete; `code` is `turn_failed` (every agent "
-        "failed), `turn_interrupted`, `turn_conflict` (a later request took the stalled "
-        "session over) or `server_error`; `turn` is the turn as in `turn_completed`, or null",
+        "failed), `turn_interrupted` (its server restarted, or it stopped making progress), "
+        "`turn_conflict` (a later request took the stalled session over) or `server_error`; "
+        "`turn` is the turn as in `turn_completed`, or null",
     ),
 }
 
@@ -122,9 +123,6 @@ SSE_EVENT_SCHEMA = {
     "required": ["id", "event", "data"],
 }
 
-# Turns running detached from their requests; referenced so that they are never collected.
-_running: set[asyncio.Task] = set()
-
 
 class EventStreamRenderer(BaseRenderer):
     """Lets `Accept: text/event-stream` through content negotiation. The stream itself is a
@@ -138,9 +136,9 @@ class EventStreamRenderer(BaseRenderer):
 
 
 def _detached(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
-    """Run `work` to its end whatever happens to the request that started it."""
-    task = asyncio.ensure_future(_on_its_own_thread(work))
-    _running.add(task)
+    """Run `work` to its end whatever happens to the request that started it (a stopping
+    worker waits for it, then cancels it: `pantheon.draining`)."""
+    task = draining.detach(_on_its_own_thread(work))
     task.add_done_callback(_finished)
     return task
 
@@ -153,7 +151,6 @@ async def _on_its_own_thread(work: Coroutine[Any, Any, Any]) -> Any:
 
 
 def _finished(task: asyncio.Task) -> None:
-    _running.discard(task)
     if not task.cancelled() and isinstance(task.exception(), Exception):
         # Its request may be gone: say what became of the turn. Refusals (a session not found
         # included) are ordinary: they are logged with the request, as its 4xx.
@@ -269,6 +266,11 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     '`{"detail": "Turn creation conflicted with concurrent writes. '
                     'Please retry."}`; or `idempotency_key_in_use`: the first request with '
                     "this Idempotency-Key is still running.",
+                    503: "`over_capacity`: the server is serving as many requests as it can; "
+                    "retry after `Retry-After` seconds. Or `turn_interrupted`: the server "
+                    "restarted while the turn ran (a deploy), and the turn ended `interrupted` "
+                    "with its finished steps kept: post it again (its Idempotency-Key runs it "
+                    "afresh).",
                 }
             ),
             422: OpenApiResponse(
@@ -315,7 +317,11 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         # What the turn's first section bound (the user, the session and turn once claimed)
         # labels this request's own log lines too.
         logging_context.bind(**self.log_ids)
-        return stream.result() if stream.done() else turn.result()
+        if stream.done():
+            return stream.result()
+        if turn.cancelled():  # the worker is stopping: the turn ended `interrupted`
+            raise TurnInterrupted()
+        return turn.result()
 
     def _streamed(self, request: Request) -> bool:
         return isinstance(request.accepted_renderer, EventStreamRenderer)
@@ -388,10 +394,17 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         listener: TurnListener | None = None,
     ) -> Response:
         """The claimed turn, and what retries with its Idempotency-Key will get: its answer
-        (a 500 included), or nothing if it ended in a conflict (taken over as stale)."""
+        (a 500 included), or nothing if it ended in a conflict (taken over as stale) or was
+        interrupted by its worker stopping."""
         try:
             outcome: TurnOutcome = await runner.run(listener)
         except REFUSALS:
+            if record is not None:
+                await database(idempotency.idempotency_release)(record=record)
+            raise
+        except asyncio.CancelledError:
+            # The worker is stopping and the turn ended `interrupted`: a retry with the key
+            # runs afresh, as after a crash.
             if record is not None:
                 await database(idempotency.idempotency_release)(record=record)
             raise

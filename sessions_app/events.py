@@ -110,7 +110,8 @@ def turn_failed(*, code: str, body: dict[str, Any] | None) -> TurnEvent:
 
 _FAILURES = {
     "turn_failed": "Every agent failed to answer.",
-    "turn_interrupted": "The turn was interrupted: its worker stopped making progress.",
+    "turn_interrupted": "The turn was interrupted: its server restarted, or it stopped making "
+    "progress.",
     "turn_conflict": "The turn was taken over by a later request after it stalled.",
     "server_error": "The turn failed on the server.",
 }

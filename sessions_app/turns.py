@@ -402,8 +402,15 @@ class TurnRunner:
         try:
             await self._run_steps()
         except BaseException as exc:
-            await database(self.fail)()
-            code = "turn_conflict" if isinstance(exc, exceptions.TurnConflict) else "server_error"
+            # Cancelled: the worker is stopping (`pantheon.draining`), not a failure.
+            stopped = isinstance(exc, asyncio.CancelledError)
+            await database(self.fail)(
+                status=TurnStatus.INTERRUPTED if stopped else TurnStatus.FAILED
+            )
+            if isinstance(exc, exceptions.TurnConflict):
+                code = "turn_conflict"
+            else:
+                code = "turn_interrupted" if stopped else "server_error"
             self._emit(events.turn_failed(code=code, body=None))
             raise
         balance = self._balance()
@@ -771,15 +778,16 @@ class TurnRunner:
             pruned=any(context.pruned for _, context in self.contexts),
         )
 
-    def fail(self) -> None:
-        """After an unexpected error (a bug, the database): end the turn `failed` with the
-        totals of its stored ledger rows and mark its calls in flight lost, so it does not block
-        its session until the stale limit. Provider problems never get here: the gateway
-        reports them as results. A turn taken over as stale is left as it is."""
+    def fail(self, status: TurnStatus = TurnStatus.FAILED) -> None:
+        """After an unexpected error (a bug, the database): end the turn `failed` (or
+        `interrupted`, its worker stopping) with the totals of its stored ledger rows and mark
+        its calls in flight lost, so it does not block its session until the stale limit.
+        Provider problems never get here: the gateway reports them as results. A turn taken
+        over as stale is left as it is."""
         if self.turn is None:
             return
         try:
-            turns_interrupt(turns=Turn.objects.filter(pk=self.turn.pk), status=TurnStatus.FAILED)
+            turns_interrupt(turns=Turn.objects.filter(pk=self.turn.pk), status=status)
         except Exception:
             logger.exception("turn %s: could not record its failure", self.turn.pk)
 

@@ -1,0 +1,74 @@
+"""Work that outlives its request, and how a stopping worker lets it end.
+
+A turn runs as a task of its own, detached from the request that started it: a client that
+hangs up does not stop it (`sessions_app.api_turns`). When gunicorn stops a worker (a deploy,
+a restart: SIGTERM, SIGHUP to the master), uvicorn stops accepting connections and waits for
+the ones it has; `drain` waits for the detached work as well (no connection may hold it any
+more), up to a deadline inside gunicorn's `graceful_timeout`. What is still running then is
+cancelled and given a moment to record how it ended: a turn ends `interrupted`, its calls in
+flight marked lost, and says so to its client. Before, gunicorn killed the worker at
+`graceful_timeout` with such turns still `running`: their sessions were refused new turns
+(409) until the stale limit, and their streams stopped mid-event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# The most of gunicorn's `graceful_timeout` kept for what follows the wait for detached work.
+MARGIN_SECONDS = 5.0
+# How often a drain looks whether it was told to stop waiting (a second signal).
+_LOOK_SECONDS = 0.5
+
+_running: set[asyncio.Task] = set()
+
+
+def detach(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    """Run `work` to its end whatever happens to the request that started it; a stopping
+    worker waits for it (`drain`)."""
+    task = asyncio.ensure_future(work)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return task
+
+
+def running() -> int:
+    """How many detached tasks this process runs."""
+    return len(_running)
+
+
+def drain_seconds(graceful_timeout: float) -> tuple[float, float]:
+    """For gunicorn's `graceful_timeout`, after which it kills the worker: (how long a stopping
+    worker waits for detached work, how long it then gives what it cancels to wind down). The
+    requests still open after both are uvicorn's to cancel, before the kill."""
+    margin = min(MARGIN_SECONDS, graceful_timeout / 2)
+    return graceful_timeout - margin, margin / 2
+
+
+async def drain(
+    *, seconds: float, wind_down: float, give_up: Callable[[], bool] = lambda: False
+) -> int:
+    """Wait up to `seconds` for the detached work to end (less if `give_up()` turns true),
+    then cancel what is left and give it up to `wind_down` seconds to record its ending.
+    Returns how many were cancelled."""
+    deadline = time.monotonic() + seconds
+    while _running and not give_up() and (left := deadline - time.monotonic()) > 0:
+        await asyncio.wait(set(_running), timeout=min(left, _LOOK_SECONDS))
+    left_running = [task for task in _running if not task.done()]
+    if not left_running:
+        return 0
+    logger.warning(
+        "stopping: %d detached task(s) still running after %.0f s are cancelled",
+        len(left_running),
+        seconds,
+    )
+    for task in left_running:
+        task.cancel()
+    await asyncio.wait(left_running, timeout=wind_down)
+    return len(left_running)

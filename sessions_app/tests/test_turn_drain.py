@@ -1,0 +1,128 @@
+"""A deploy stops the production server (SIGTERM to the gunicorn master) with turns in flight,
+against PostgreSQL and a stub provider: turns that end within the graceful timeout end as
+usual, a client that hung up included; the others end `interrupted` before the worker is
+killed, their calls in flight `lost`, their sessions free and their clients told.
+
+Before, uvicorn waited for open connections only: a turn whose client had hung up was killed
+at once, and the others at `graceful_timeout`, all of them left `running` (the session refused
+new turns until the stale limit), their ledger rows `pending`, their clients cut off."""
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from pantheon.testing.servers import AppServer, postgres_url
+from pantheon.testing.sse import events
+from sessions_app.models import IdempotencyKey, Turn
+from sessions_app.tests.conftest import point_at_stub
+from usage.models import LlmCallEvent
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("no_throttle_history"),
+]
+
+# The worker waits 4 s for its turns (gunicorn's graceful_timeout less its margin), gives
+# those it then cancels 2 s to record their ending, and is killed at 8 s.
+GRACEFUL_TIMEOUT = 8
+
+
+def _wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cleanly(
+    owner, make_agent, make_session, stub
+):
+    point_at_stub(stub, "slow-60000", "qwen")  # outlasts the graceful timeout
+    point_at_stub(stub, "slow-2000", "llama")  # ends within it
+    slow = make_agent(owner, "slow", model_alias="qwen")
+    quick = make_agent(owner, "quick", model_alias="llama")
+    sessions = {
+        "plain": make_session(owner, agent=slow),
+        "streamed": make_session(owner, agent=slow),
+        "quick": make_session(owner, agent=quick),
+        "hung_up": make_session(owner, agent=quick),
+    }
+    headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
+    server = AppServer(
+        database_url=postgres_url(connection.settings_dict),
+        env={
+            "PANTHEON_LLM_BACKEND": "live",
+            "STUB_API_KEY": "stub-key",
+            "GUNICORN_GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
+        },
+    ).start()
+    outcome: dict = {}
+
+    def url(name: str) -> str:
+        return f"{server.url}/api/v1/sessions/{sessions[name].pk}/turns"
+
+    def post(name: str, timeout: float = 60, **extra) -> None:
+        try:
+            outcome[name] = httpx.post(
+                url(name), json={"message": "go"}, headers={**headers, **extra}, timeout=timeout
+            )
+        except httpx.HTTPError as exc:
+            outcome[name] = exc
+
+    def stream() -> None:
+        with httpx.stream(
+            "POST",
+            url("streamed"),
+            json={"message": "go"},
+            headers={**headers, "Accept": "text/event-stream"},
+            timeout=60,
+        ) as response:
+            outcome["streamed"] = [(event.name, event.data) for event in events(response)]
+
+    clients = [
+        threading.Thread(target=post, args=("plain",), kwargs={"Idempotency-Key": "k-1"}),
+        threading.Thread(target=stream),
+        threading.Thread(target=post, args=("quick",)),
+        # Hangs up after a second; its turn runs on, detached from any request.
+        threading.Thread(target=post, args=("hung_up", 1)),
+    ]
+    try:
+        for client in clients:
+            client.start()
+        _wait_for(lambda: stub.requests == 4)  # every turn is waiting on its provider
+        _wait_for(lambda: "hung_up" in outcome)
+        os.kill(server.process.pid, signal.SIGTERM)
+        for client in clients:
+            client.join(30)
+        server.process.wait(GRACEFUL_TIMEOUT + 10)
+    finally:
+        server.stop()
+
+    # Ended within the graceful timeout: as if nothing happened.
+    assert outcome["quick"].status_code == 201, outcome["quick"].text
+    assert outcome["quick"].json()["status"] == "completed"
+    assert isinstance(outcome["hung_up"], httpx.TimeoutException)
+    assert Turn.objects.get(session=sessions["hung_up"]).status == "completed"
+    # Outlasting it: ended `interrupted`, each client told so by a code.
+    assert outcome["plain"].status_code == 503, outcome["plain"].text
+    assert outcome["plain"].json()["detail"]["code"] == "turn_interrupted"
+    names = [name for name, _ in outcome["streamed"]]
+    assert names[0] == "turn_started" and names[-1] == "turn_failed"
+    assert outcome["streamed"][-1][1]["code"] == "turn_interrupted"
+    for name in ("plain", "streamed"):
+        turn = Turn.objects.get(session=sessions[name])
+        assert turn.status == "interrupted"
+        assert [row.status for row in LlmCallEvent.objects.filter(turn=turn)] == ["lost"]
+    # Nothing left running or pending: every session takes its next turn now, and a retry with
+    # the interrupted request's Idempotency-Key runs it afresh.
+    assert not Turn.objects.filter(status="running").exists()
+    assert not LlmCallEvent.objects.filter(status="pending").exists()
+    assert not IdempotencyKey.objects.filter(key="k-1").exists()
+    assert server.process.returncode == 0  # the workers ended before gunicorn had to kill them
