@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 # Plain Python only: the gunicorn master imports this (through the worker class) before it
 # forks, and whatever it imports stays in its memory, next to the workers'. The refusal's body
@@ -41,19 +42,34 @@ class Capacity:
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
         self.in_flight = 0
+        # Whether the request held in this context found every place taken when it arrived.
+        self._arrived_full: ContextVar[bool | None] = ContextVar(
+            "pantheon_arrived_full", default=None
+        )
 
     @contextmanager
     def hold(self) -> Iterator[None]:
-        """Count a request in flight until the block ends, however it ends."""
+        """Count a request in flight until the block ends, however it ends. Whether it is one
+        too many is decided as it arrives: requests that arrive together are all counted before
+        the first of them reaches the middleware, and the ones within the limit must not be
+        refused for those that came after them."""
+        arrived_full = self._arrived_full.set(
+            self.limit is not None and self.in_flight >= self.limit
+        )
         self.in_flight += 1
         try:
             yield
         finally:
             self.in_flight -= 1
+            self._arrived_full.reset(arrived_full)
 
     @property
     def exceeded(self) -> bool:
-        """More requests in flight, the asking one included, than the limit allows."""
+        """The request being served arrived past the limit. Outside a `hold` (no request
+        counted): more requests in flight than the limit allows."""
+        arrived_full = self._arrived_full.get()
+        if arrived_full is not None:
+            return arrived_full
         return self.limit is not None and self.in_flight > self.limit
 
 

@@ -1,6 +1,7 @@
 """A worker's limit on the requests it serves at once (`pantheon.capacity`); the live test of a
 worker full of waiting turns is in sessions_app/tests/test_turn_streaming.py."""
 
+import asyncio
 import logging
 
 import pytest
@@ -20,6 +21,29 @@ def test_a_place_is_given_back_however_the_request_ends():
         raise RuntimeError("the view failed")
     assert counter.in_flight == 0
     assert not counter.exceeded
+
+
+def test_requests_that_arrive_together_past_the_limit_leave_the_first_ones_served():
+    """Three requests arrive at once at a worker serving two: all are counted before any
+    reaches the middleware. The first two are within the limit, the third is not. Before,
+    each judged the count as it stood then (3 > 2): all three were refused."""
+    counter = Capacity(limit=2)
+
+    async def arrive(everyone_counted: asyncio.Event) -> bool:
+        with counter.hold():
+            await everyone_counted.wait()  # the middleware runs once all have arrived
+            return counter.exceeded
+
+    async def burst() -> list[bool]:
+        everyone_counted = asyncio.Event()
+        requests = [asyncio.ensure_future(arrive(everyone_counted)) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert counter.in_flight == 3
+        everyone_counted.set()
+        return await asyncio.gather(*requests)
+
+    assert asyncio.run(burst()) == [False, False, True]
+    assert counter.in_flight == 0
 
 
 def test_without_a_limit_nothing_is_exceeded():
