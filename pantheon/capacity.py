@@ -10,9 +10,10 @@ Retry-After, before anything reads, writes or claims: the client backs off and t
 id and CORS, so the refusal carries both, and its access line, like every request's.
 
 A turn whose client hung up runs on to its end outside the count (one per session at most, and
-turns are throttled per user). uvicorn keeps a cap of its own on open connections (idle
-keep-alive ones included), set higher than this one: only a flood of connections that send no
-request reaches it, and gets uvicorn's plain-text 503.
+turns are throttled per user). Open connections are not counted: one kept alive between
+requests takes no place. uvicorn's own limit is off (`PantheonWorker`): it counted open
+connections when a request arrived, and past it answered every request a plain-text 503, the
+worker idle or not.
 """
 
 from __future__ import annotations
@@ -27,12 +28,6 @@ from contextvars import ContextVar
 
 # Seconds a refused client is asked to wait: turns end (and free their places) in seconds.
 RETRY_AFTER_SECONDS = 2
-
-
-def connection_cap(requests: int) -> int:
-    """uvicorn's cap on open connections for a worker serving `requests` at once: far enough
-    above it that keep-alive connections between requests do not reach it first."""
-    return requests + max(requests // 4, 16)
 
 
 class Capacity:

@@ -13,7 +13,7 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from pantheon import draining
-from pantheon.capacity import PROCESS, connection_cap
+from pantheon.capacity import PROCESS
 
 # glibc's mallopt parameter for the most malloc arenas (M_ARENA_MAX).
 _M_ARENA_MAX = -8
@@ -70,9 +70,12 @@ class PantheonWorker(UvicornWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # gunicorn's `worker_connections` (GUNICORN_WORKER_CONNECTIONS) is the number of
-        # requests the app serves at once (`init_process`); uvicorn's own cap on open
-        # connections sits above it (`pantheon.capacity`).
-        self.config.limit_concurrency = connection_cap(self.cfg.worker_connections)
+        # requests the app serves at once (`init_process`), refused past it in the API's coded
+        # 503. uvicorn's own `limit_concurrency` is no cap on connections: it is checked when a
+        # request arrives, against the open connections (idle keep-alive ones and those of the
+        # requests in flight alike), and answers a plain-text 503 to every request once they
+        # reach it, those the worker has room for too (`pantheon.capacity`).
+        self.config.limit_concurrency = None
         # Stopping: turns get most of gunicorn's graceful_timeout to end; then the requests
         # still open (a replay following a turn of another host) are cancelled before the kill.
         self.drain_seconds, self.wind_down_seconds = draining.drain_seconds(

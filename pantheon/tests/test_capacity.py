@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from pantheon import capacity
-from pantheon.capacity import Capacity, connection_cap
+from pantheon.capacity import Capacity
 
 ORIGIN = "https://app.example"
 
@@ -51,11 +51,6 @@ def test_without_a_limit_nothing_is_exceeded():
     with counter.hold(), counter.hold():
         assert counter.in_flight == 2
         assert not counter.exceeded
-
-
-def test_uvicorns_cap_on_connections_leaves_room_above_the_requests():
-    assert connection_cap(1000) == 1250
-    assert connection_cap(3) == 19
 
 
 @pytest.fixture

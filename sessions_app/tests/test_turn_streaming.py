@@ -4,6 +4,7 @@ hangs up, a second instance on the same database, and many waiting turns on a bo
 
 import threading
 import time
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -413,3 +414,47 @@ def test_a_worker_full_of_waiting_turns_refuses_more_at_once_with_503(
         assert idle.get("/api/v1/health").status_code == 200
         again = other.post(f"/api/v1/sessions/{sessions[3].pk}/turns", json={"message": "me?"})
         assert again.status_code == 201
+
+
+def test_open_connections_never_refuse_a_request_the_worker_has_room_for(
+    owner, make_agent, make_session, stub, token
+):
+    """A worker serving 3 requests at once, with 24 connections open (a balancer's keep-alive
+    pool, or a burst of clients that connected together): every request it has room for is
+    served, and the ones past the limit get the coded 503 with its Retry-After. Before, uvicorn's
+    own cap counted open connections (19 here): from the 19th on, every request, a health check
+    on an idle worker included, was answered a plain-text 503 without Retry-After."""
+    point_at_stub(stub, "slow-2000", "deepseek")
+    agent = make_agent(owner, "ada", model_alias="deepseek")
+    sessions = [make_session(owner, agent=agent) for _ in range(6)]
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
+    with _serve(GUNICORN_WORKER_CONNECTIONS="3", **env) as server, ExitStack() as stack:
+        clients = [
+            stack.enter_context(httpx.Client(base_url=server.url, headers=token, timeout=60))
+            for _ in range(24)
+        ]
+        for client in clients:  # each leaves its connection open, idle
+            assert client.get("/api/v1/health").status_code == 200
+
+        barrier = threading.Barrier(len(sessions))
+        answers: list = []
+
+        def post(client, session):
+            barrier.wait()
+            answers.append(
+                client.post(f"/api/v1/sessions/{session.pk}/turns", json={"message": "now"})
+            )
+
+        pairs = zip(clients, sessions, strict=False)
+        threads = [threading.Thread(target=post, args=pair) for pair in pairs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert clients[-1].get("/api/v1/health").status_code == 200
+
+    assert sorted(answer.status_code for answer in answers) == [201] * 3 + [503] * 3
+    for refused in (answer for answer in answers if answer.status_code == 503):
+        assert refused.json()["detail"]["code"] == "over_capacity"
+        assert refused.headers["retry-after"] == "2"
+    assert Turn.objects.count() == stub.requests == 3
