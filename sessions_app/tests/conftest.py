@@ -1,5 +1,7 @@
 """What most session tests start from: the owner's agent ada, seated in the room "Lab"."""
 
+import time
+
 import pytest
 
 from pantheon.testing.servers import forget_throttle_history
@@ -31,6 +33,15 @@ def stub():
     server = StubLLM().start()
     yield server
     server.stop()
+
+
+def wait_for(condition, timeout: float = 30) -> None:
+    """Until `condition()` holds (a live server's work seen from the test), or fail."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
 
 
 def point_at_stub(stub: StubLLM, model: str, *aliases: str) -> None:

@@ -4,7 +4,6 @@ provider on 127.0.0.1, PostgreSQL): the ledger keeps a row for the call in fligh
 import os
 import signal
 import threading
-import time
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from rest_framework.authtoken.models import Token
 from pantheon.testing.servers import AppServer, postgres_url
 from rooms.models import RoomMode
 from sessions_app.models import Turn
-from sessions_app.tests.conftest import point_at_stub
+from sessions_app.tests.conftest import point_at_stub, wait_for
 from usage.models import LlmCallEvent
 
 pytestmark = [
@@ -24,14 +23,6 @@ pytestmark = [
 ]
 
 CONFLICT = {"detail": "Turn creation conflicted with concurrent writes. Please retry."}
-
-
-def _wait_for(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
 
 
 def test_a_worker_killed_mid_call_leaves_the_call_on_the_ledger_and_recovery_frees_the_session(
@@ -62,8 +53,8 @@ def test_a_worker_killed_mid_call_leaves_the_call_on_the_ledger_and_recovery_fre
         client = threading.Thread(target=post)
         client.start()
         # Grace's call has started: its pending row is committed, the provider is waiting.
-        _wait_for(lambda: LlmCallEvent.objects.filter(agent_key="grace").exists())
-        _wait_for(lambda: stub.requests == 2)
+        wait_for(lambda: LlmCallEvent.objects.filter(agent_key="grace").exists())
+        wait_for(lambda: stub.requests == 2)
         for pid in server.worker_pids():
             os.kill(pid, signal.SIGKILL)
         client.join(30)

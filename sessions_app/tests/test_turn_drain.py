@@ -10,7 +10,6 @@ new turns until the stale limit), their ledger rows `pending`, their clients cut
 import os
 import signal
 import threading
-import time
 
 import httpx
 import pytest
@@ -20,7 +19,7 @@ from rest_framework.authtoken.models import Token
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
 from sessions_app.models import IdempotencyKey, Turn
-from sessions_app.tests.conftest import point_at_stub
+from sessions_app.tests.conftest import point_at_stub, wait_for
 from usage.models import LlmCallEvent
 
 pytestmark = [
@@ -31,14 +30,6 @@ pytestmark = [
 # The worker waits 4 s for its turns (gunicorn's graceful_timeout less its margin), gives
 # those it then cancels 2 s to record their ending, and is killed at 8 s.
 GRACEFUL_TIMEOUT = 8
-
-
-def _wait_for(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
 
 
 def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cleanly(
@@ -96,8 +87,8 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
     try:
         for client in clients:
             client.start()
-        _wait_for(lambda: stub.requests == 4)  # every turn is waiting on its provider
-        _wait_for(lambda: "hung_up" in outcome)
+        wait_for(lambda: stub.requests == 4)  # every turn is waiting on its provider
+        wait_for(lambda: "hung_up" in outcome)
         os.kill(server.process.pid, signal.SIGTERM)
         for client in clients:
             client.join(30)
