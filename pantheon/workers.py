@@ -15,6 +15,9 @@ from uvicorn_worker import UvicornWorker
 from pantheon import draining
 from pantheon.capacity import PROCESS
 
+# How often a draining worker tells gunicorn it is alive (gunicorn's timeout is whole seconds).
+HEARTBEAT_SECONDS = 1.0
+
 # glibc's mallopt parameter for the most malloc arenas (M_ARENA_MAX).
 _M_ARENA_MAX = -8
 
@@ -49,9 +52,21 @@ class DrainingServer(Server):
                 give_up=lambda: self.force_exit,  # a second signal
             )
         )
-        # Stops accepting, then waits for the requests open (a turn's ends with its turn).
-        await super().shutdown(sockets=sockets)
-        await drained
+        heartbeat = asyncio.ensure_future(self._keep_notifying())
+        try:
+            # Stops accepting, then waits for the requests open (a turn's ends with its turn).
+            await super().shutdown(sockets=sockets)
+            await drained
+        finally:
+            heartbeat.cancel()
+
+    async def _keep_notifying(self) -> None:
+        """Tell gunicorn this worker is alive while it drains: uvicorn's main loop, which did,
+        has ended, and a master that goes on (SIGHUP) kills a worker silent for
+        GUNICORN_TIMEOUT, a drain longer than that cut short."""
+        while self.config.callback_notify is not None:
+            await self.config.callback_notify()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 class PantheonWorker(UvicornWorker):

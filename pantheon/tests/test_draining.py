@@ -1,0 +1,107 @@
+"""A stopping worker's wait for the work detached from its requests (`pantheon.draining`), and
+its heartbeat to gunicorn meanwhile. The whole of it against a live server and PostgreSQL is
+`sessions_app/tests/test_turn_drain.py`."""
+
+import asyncio
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import Server
+
+from pantheon import draining
+from pantheon.workers import DrainingServer
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def _ends_after(seconds: float, log: list) -> str:
+    try:
+        await asyncio.sleep(seconds)
+        log.append("ended")
+        return "done"
+    except asyncio.CancelledError:
+        await asyncio.sleep(0)  # its clean-up may await (a database section)
+        log.append("cancelled, cleaned up")
+        raise
+
+
+@pytest.mark.parametrize(
+    ("graceful", "expected"),
+    [(30, (25.0, 2.5)), (8, (4.0, 2.0)), (2, (1.0, 0.5))],
+)
+def test_the_drain_and_its_wind_down_end_inside_gunicorns_graceful_timeout(graceful, expected):
+    assert draining.drain_seconds(graceful) == expected
+    assert sum(expected) < graceful
+
+
+def test_work_that_ends_within_the_drain_ends_as_usual():
+    log: list = []
+
+    async def scenario():
+        task = draining.detach(_ends_after(0.2, log))
+        cancelled = await draining.drain(seconds=5, wind_down=1)
+        return cancelled, task.result()
+
+    assert run(scenario()) == (0, "done")
+    assert log == ["ended"] and draining.running() == 0
+
+
+def test_work_past_the_drain_is_cancelled_and_records_its_ending():
+    log: list = []
+
+    async def scenario():
+        slow = draining.detach(_ends_after(60, log))
+        quick = draining.detach(_ends_after(0.1, log))
+        cancelled = await draining.drain(seconds=0.5, wind_down=1)
+        return cancelled, slow.cancelled(), quick.result()
+
+    assert run(scenario()) == (1, True, "done")
+    assert log == ["ended", "cancelled, cleaned up"] and draining.running() == 0
+
+
+def test_a_second_signal_cuts_the_wait_short():
+    log: list = []
+
+    async def scenario():
+        draining.detach(_ends_after(60, log))
+        await asyncio.sleep(0)  # under way
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        cancelled = await draining.drain(seconds=30, wind_down=1, give_up=lambda: True)
+        return cancelled, loop.time() - started
+
+    cancelled, took = run(scenario())
+    assert cancelled == 1 and took < 5  # not the 30 s drain
+    assert log == ["cancelled, cleaned up"]
+
+
+def test_a_draining_worker_keeps_telling_gunicorn_it_is_alive(monkeypatch):
+    """uvicorn's main loop notifies gunicorn; it has ended when the drain runs. A master that
+    goes on (SIGHUP) kills a worker silent for GUNICORN_TIMEOUT, cutting a longer drain short."""
+    notified: list = []
+
+    async def notify():
+        notified.append(asyncio.get_running_loop().time())
+
+    monkeypatch.setattr("pantheon.workers.HEARTBEAT_SECONDS", 0.1)
+    closed: list = []
+
+    async def uvicorns_own_shutdown(self, sockets=None):  # no connections open
+        closed.append(True)
+
+    monkeypatch.setattr(Server, "shutdown", uvicorns_own_shutdown)
+    log: list = []
+
+    async def scenario():
+        server = DrainingServer(
+            Config(app=None, callback_notify=notify), drain_seconds=5, wind_down_seconds=1
+        )
+        draining.detach(_ends_after(0.6, log))
+        await server.shutdown()
+
+    run(scenario())
+    assert closed == [True]
+    assert log == ["ended"]  # drained, not cancelled
+    assert len(notified) >= 4  # throughout the 0.6 s drain, not once
