@@ -19,6 +19,23 @@ from sessions_app.models import Session
 from usage.selectors import month_start
 
 
+def pytest_collection_modifyitems(config, items):
+    """A transactional test flushes the database when it ends, and without a serialized
+    rollback Django's post-migrate signal refills it (content types, permissions): the next
+    test that restores its serialized copy then fails on duplicates, whichever it is in the
+    order. Every transactional test here restores the serialized copy."""
+    unserialized = [
+        item.nodeid
+        for item in items
+        for marker in item.iter_markers("django_db")
+        if marker.kwargs.get("transaction") and not marker.kwargs.get("serialized_rollback")
+    ]
+    if unserialized:
+        raise pytest.UsageError(
+            "transactional tests without serialized_rollback=True: " + ", ".join(unserialized)
+        )
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """No test inherits another's cache (the dashboard's rollup sums)."""

@@ -190,7 +190,7 @@ def test_counters_rebuild_from_the_ledger(ledger, owner, days):
     assert sum(MonthlyUsage.objects.values_list("llm_calls", flat=True)) == 6
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_full_rebuild_neither_waits_for_nor_blocks_the_dashboard(
     ledger, outsider, ledger_row, days
 ):
