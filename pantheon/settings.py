@@ -105,7 +105,10 @@ else:
     DATABASES["default"].setdefault(
         "CONN_MAX_AGE", config.whole_number("CONN_MAX_AGE", 60, minimum=0)
     )
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = config.flag("CONN_HEALTH_CHECKS", True)
+# A kept connection is checked before it is used: PostgreSQL may have dropped it meanwhile (a
+# restart, a failover, a proxy's idle timeout). With the pool, Django checks each connection the
+# pool hands out (one empty query), and a dead one is replaced instead of failing its request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = config.flag("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and config.flag(
     "DB_PREPARED_STATEMENTS", True
 ):
