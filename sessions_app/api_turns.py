@@ -25,6 +25,7 @@ from typing import Any
 from adrf.generics import GenericAPIView as AsyncGenericAPIView
 from adrf.views import APIView as AsyncAPIView
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -38,7 +39,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pantheon import draining, logging_context
-from pantheon.db import database
+from pantheon.db import database, release_connection
 from pantheon.exceptions import REFUSALS, TurnInterrupted
 from pantheon.negotiation import answer_in_json
 from pantheon.schema import TurnRefusalSerializer, refusals
@@ -343,7 +344,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
     def _start(self, request: Request, session_id) -> tuple | idempotency.Replay:
         """One section before the turn's provider calls: DRF's checks, the session, the body,
         the Idempotency-Key, the turn's plan (its refusals) and its claim (a 409 when another
-        turn of the session runs). A refused or conflicting turn frees the key."""
+        turn of the session runs). A refused or conflicting turn frees the key, and so does a
+        claim that broke."""
         self.initial(request)
         session = selectors.session_for_turn(user=request.user, session_id=session_id)
         body = TurnCreateSerializer(data=request.data)
@@ -384,6 +386,13 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         except REFUSALS:
             if record is not None:
                 idempotency.idempotency_release(record=record)
+            raise
+        except Exception:
+            # The claim broke (its database connection dropped, say): its transaction went
+            # with it, so no turn was claimed and no provider called. The key is freed as for
+            # a refusal, or every retry would be told for the stale limit that it still runs.
+            if record is not None:
+                _free_key_after_a_broken_claim(record)
             raise
         return runner, record
 
@@ -429,6 +438,16 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             response = Response(replay.body, status=replay.status)
         response["Idempotent-Replayed"] = "true"
         return response
+
+
+def _free_key_after_a_broken_claim(record: IdempotencyKey) -> None:
+    """On a connection of its own (the claim's may be dead); if the database is still away the
+    key stays, to be taken over after the stale limit, and the claim's own error is reported."""
+    release_connection()
+    try:
+        idempotency.idempotency_release(record=record)
+    except DatabaseError:
+        logger.warning("could not free Idempotency-Key %s after a broken claim", record.pk)
 
 
 class TurnEventsView(_AsyncTurnView, AsyncAPIView):

@@ -6,7 +6,8 @@ IETF Idempotency-Key draft).
 - The same key with another request: 422 `idempotency_key_reused`.
 - The same key while the first request runs: 409 `idempotency_key_in_use`.
 - A request refused before it started (validation, a refusal, a 409) stores nothing: a retry
-  runs afresh. One that started and broke stores its 500, as any answer.
+  runs afresh; so does one whose claim broke (its database connection dropped), which claimed
+  nothing. One that started and broke stores its 500, as any answer.
 - A key whose request never finished (its worker died) is taken over by a retry once it is
   older than the stale limit of turns and its session's turn is not in progress. Taking over
   moves the key's `updated_at`, its fencing stamp: the first request, should it still be

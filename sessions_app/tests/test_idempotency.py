@@ -8,9 +8,11 @@ import httpx
 import pytest
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from pantheon.testing.servers import AppServer, postgres_url
 from sessions_app.idempotency import (
     idempotency_begin,
     idempotency_finish,
@@ -372,3 +374,50 @@ def test_concurrent_retries_with_one_key_run_one_turn(live_server, owner, sessio
     assert Turn.objects.count() == 1
     created = {r.json()["id"] for r in answers if r.status_code == 201}
     assert len(created) == 1  # replays carry the same turn
+
+
+# PostgreSQL drops the connection that inserts a turn (as a restart or a failover would, in the
+# middle of the claim's transaction).
+DROP_THE_CLAIMS_CONNECTION = """
+CREATE FUNCTION test_drop_the_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$;
+CREATE TRIGGER test_drop_the_claim BEFORE INSERT ON sessions_app_turn
+FOR EACH ROW EXECUTE FUNCTION test_drop_the_claim();
+"""
+CLAIMS_WORK_AGAIN = """
+DROP TRIGGER IF EXISTS test_drop_the_claim ON sessions_app_turn;
+DROP FUNCTION IF EXISTS test_drop_the_claim();
+"""
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.usefixtures("no_throttle_history")
+def test_a_claim_the_database_broke_frees_the_key_so_a_retry_runs(owner, session):
+    """The claim's transaction went with its connection: no turn, no call. The client's retry
+    with the same key runs the turn; it was told for the stale limit (ten minutes) that the
+    first request was still running."""
+    headers = {
+        "Authorization": f"Token {Token.objects.create(user=owner).key}",
+        "Idempotency-Key": "key-1",
+    }
+    database = postgres_url(connection.settings_dict)
+    try:
+        with AppServer(database_url=database) as server:
+            url = f"{server.url}/api/v1/sessions/{session.id}/turns"
+            with connection.cursor() as cursor:
+                cursor.execute(DROP_THE_CLAIMS_CONNECTION)
+            broke = httpx.post(url, json={"message": "hello"}, headers=headers, timeout=30)
+            assert not Turn.objects.exists()
+            with connection.cursor() as cursor:
+                cursor.execute(CLAIMS_WORK_AGAIN)
+            retried = httpx.post(url, json={"message": "hello"}, headers=headers, timeout=30)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(CLAIMS_WORK_AGAIN)
+
+    assert broke.status_code == 500
+    assert broke.json()["detail"]["code"] == "server_error"
+    assert retried.status_code == 201, retried.text
+    assert "Idempotent-Replayed" not in retried.headers
+    assert Turn.objects.get().status == "completed"
+    assert IdempotencyKey.objects.get().response_status == 201
