@@ -553,11 +553,17 @@ async def _live(queue: asyncio.Queue) -> AsyncIterator[str]:
 
 
 async def _replay(turn: Turn, *, last_event_id: int) -> AsyncIterator[str]:
-    """A turn's events from the database; while it runs, what it stores next as it does."""
+    """A turn's events from the database; while it runs, what it stores next as it does. A
+    poll the database fails (its connection dropped) is tried again at the next one: the
+    follower has given nothing of it yet, and the turn goes on without its followers."""
     follower = events.TurnFollower(turn, last_event_id=last_event_id)
     quiet = 0.0
     while True:
-        news, finished = await database(follower.poll, queue_as_new=True)()
+        try:
+            news, finished = await database(follower.poll, queue_as_new=True)()
+        except DatabaseError as exc:
+            logger.warning("turn %s: a replay's poll failed (%s); polling again", turn.pk, exc)
+            news, finished = [], False
         for event in news:
             yield event.sse()
             quiet = 0.0

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.authtoken.models import Token
 
 from pantheon.testing.servers import AppServer, postgres_url
@@ -458,3 +458,69 @@ def test_open_connections_never_refuse_a_request_the_worker_has_room_for(
         assert refused.json()["detail"]["code"] == "over_capacity"
         assert refused.headers["retry-after"] == "2"
     assert Turn.objects.count() == stub.requests == 3
+
+
+def _wait_until(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _end_the_connections_waiting_on_a_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        )
+        pids = [pid for (pid,) in cursor.fetchall()]
+        for pid in pids:
+            cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
+    return len(pids)
+
+
+def test_a_follower_whose_poll_loses_its_connection_follows_on_to_the_turns_end(
+    owner, make_agent, make_session, stub, token
+):
+    """PostgreSQL drops the connection of a replay's poll mid-query (a restart, a failover):
+    that poll is tried again and the follower gets the rest of the turn. Before, its stream
+    just stopped, an unfinished chunked body, while the turn went on."""
+    point_at_stub(stub, "slow-6000", "deepseek")  # the provider thinks, then answers at once
+    session = make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
+    followed: list = []
+    following = threading.Event()
+    outcome: dict = {}
+
+    def follow(base: str, turn_id) -> None:
+        try:
+            with httpx.stream(
+                "GET", f"{base}/api/v1/turns/{turn_id}/events", headers=token, timeout=60
+            ) as response:
+                for event in events(response):
+                    followed.append(event)
+                    following.set()
+        except httpx.HTTPError as exc:
+            outcome["follower"] = exc
+
+    with _serve(PANTHEON_LLM_BACKEND="live", STUB_API_KEY="stub") as server:
+        poster = threading.Thread(
+            target=lambda: outcome.update(live=_stream(server.url, session, token, "hello"))
+        )
+        poster.start()
+        _wait_until(lambda: stub.requests == 1, "the provider call")
+        follower = threading.Thread(target=follow, args=(server.url, Turn.objects.get().pk))
+        follower.start()
+        _wait_until(following.is_set, "the follower's first event")
+        # While the provider thinks, the turn writes nothing; only the follower's polls read.
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE sessions_app_turn IN ACCESS EXCLUSIVE MODE")
+            _wait_until(_end_the_connections_waiting_on_a_lock, "a poll waiting on the lock")
+        poster.join(60)
+        follower.join(60)
+
+    assert "follower" not in outcome, outcome["follower"]
+    assert outcome["live"][-1].name == "turn_completed"
+    assert [e.name for e in followed][-2:] == ["step_completed", "turn_completed"]
+    answer = Message.objects.get(role="assistant").content
+    assert "".join(e.data["text"] for e in followed if e.name == "step_delta") == answer
