@@ -50,12 +50,19 @@ else:
 
 def on_starting(server):
     """Collect static files before the workers start, so WhiteNoise serves the admin's CSS and
-    Swagger UI's assets with DEBUG off however the server was launched. Idempotent."""
+    Swagger UI's assets with DEBUG off however the server was launched. Idempotent. Instances
+    of one checkout take turns (a lock file beside STATIC_ROOT): run at once, collectstatic
+    deletes and rewrites the hashed files the other is reading, and an instance fails to
+    start."""
+    import fcntl
     import subprocess
     import sys
     from pathlib import Path
 
-    manage = Path(__file__).resolve().parent / "manage.py"
-    subprocess.run(
-        [sys.executable, str(manage), "collectstatic", "--noinput", "-v", "0"], check=True
-    )
+    root = Path(__file__).resolve().parent
+    with open(root / ".collectstatic.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        subprocess.run(
+            [sys.executable, str(root / "manage.py"), "collectstatic", "--noinput", "-v", "0"],
+            check=True,
+        )

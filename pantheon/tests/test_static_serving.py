@@ -1,12 +1,20 @@
 """Production serving: with DEBUG off the app serves its own static files (WhiteNoise, after
 collectstatic), and Swagger UI loads nothing from a CDN."""
 
+import fcntl
+import os
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.test import Client, override_settings
+
+from pantheon.testing.servers import ROOT, AppServer
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +74,42 @@ def test_swagger_ui_references_only_local_assets(collected, client):
     for asset in assets:
         if asset.startswith("/static/"):
             assert Client().get(asset).status_code == 200, asset
+
+
+def _waits_for_the_lock(pid: int, inode: int) -> bool:
+    """Whether process `pid` is blocked on a lock of the file `inode` (/proc/locks marks a
+    blocked request with "->")."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if (
+            "->" in fields
+            and str(pid) in fields
+            and any(field.endswith(f":{inode}") for field in fields)
+        ):
+            return True
+    return False
+
+
+def test_an_instance_starting_while_another_collects_static_files_waits_for_it():
+    """Instances of one checkout started together (each its port and control socket, as the
+    README says) each collect static files into the same STATIC_ROOT before their workers
+    start. Run at once, collectstatic deleted and rewrote the hashed files the other was
+    reading, and an instance failed to start (FileNotFoundError on a hashed file: two of three
+    tries of three instances started at once)."""
+    env = AppServer(database_url="postgres://postgres@127.0.0.1:5432/unused").environment()
+    start_hook = "import runpy; runpy.run_path('gunicorn.conf.py')['on_starting'](None)"
+    with open(ROOT / ".collectstatic.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another instance is collecting
+        start = subprocess.Popen(
+            [sys.executable, "-c", start_hook],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        inode = os.fstat(held.fileno()).st_ino
+        while not _waits_for_the_lock(start.pid, inode):
+            assert start.poll() is None, "it collected while the other instance was collecting"
+            time.sleep(0.05)
+    assert start.wait(120) == 0, start.stderr.read()[-500:]
