@@ -783,11 +783,14 @@ class TurnRunner:
         `interrupted`, its worker stopping) with the totals of its stored ledger rows and mark
         its calls in flight lost, so it does not block its session until the stale limit.
         Provider problems never get here: the gateway reports them as results. A turn taken
-        over as stale is left as it is."""
+        over as stale is left as it is, but for the text its stream went on saving after the
+        takeover had dropped it."""
         if self.turn is None:
             return
         try:
             turns_interrupt(turns=Turn.objects.filter(pk=self.turn.pk), status=status)
+            # The turn has ended either way; its stream's last save waited for (`make`).
+            TurnStream.objects.filter(turn=self.turn).delete()
         except Exception:
             logger.exception("turn %s: could not record its failure", self.turn.pk)
 

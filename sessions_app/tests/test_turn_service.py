@@ -12,7 +12,8 @@ from pantheon import exceptions
 from rooms.models import RoomMode
 from sessions_app.models import Message, MessageStatus, Turn, TurnStatus, TurnStream
 from sessions_app.selectors import session_for_turn
-from sessions_app.turns import turn_run
+from sessions_app.services import turns_interrupt
+from sessions_app.turns import TurnListener, turn_run
 from usage.models import LlmCallEvent
 
 pytestmark = pytest.mark.django_db
@@ -207,3 +208,29 @@ def test_a_turn_that_breaks_off_drops_the_text_it_was_streaming(owner, seats, ma
 
     assert Turn.objects.get(pk=turn.pk).status == status
     assert not TurnStream.objects.filter(turn=turn).exists()
+
+
+def test_a_turn_recovered_mid_answer_leaves_no_streamed_text_behind(
+    owner, seats, make_session, run, settings
+):
+    """`recover_turns` interrupts a turn whose worker is alive, its provider still streaming
+    (an age shorter than a call can take): the recovery drops the streamed text, but the
+    stream's next saves wrote it again, and it stayed once the turn's step found the turn
+    taken over (a row of a finished turn that nothing reads or deletes)."""
+    settings.PANTHEON_STREAM_SAVE_SECONDS = 0  # every piece is saved
+    session = make_session(owner, agent=seats[0])
+    gateway = FakeGateway()
+    gateway.word_delay = 0.01  # each save lands before the next piece
+
+    def recover(call):
+        turns_interrupt(turns=Turn.objects.running())
+
+    gateway.during_call = recover
+    heard = []
+
+    with pytest.raises(exceptions.TurnConflict):
+        run(session, "hello", gateway, listener=TurnListener(send=heard.append))
+
+    assert [e.name for e in heard][-1] == "turn_failed"
+    assert Turn.objects.get().status == TurnStatus.INTERRUPTED
+    assert not TurnStream.objects.exists()
