@@ -8,6 +8,9 @@ the delay chosen by the model name, so an alias set to `openai/<name>` with this
 - `stream-<ms>`: a word every <ms> milliseconds (plain: the answer after all of them);
 - anything else: at once.
 
+`words-<n>` in the name makes the answer <n> words long (12 by default): `stream-100-words-600`
+streams for a minute.
+
 A misbehaving provider, by a word in the model name (with or without a delay):
 
 - `no-usage`: no `usage` in the answer, nor a usage chunk at the end of a stream;
@@ -42,6 +45,7 @@ WORDS = 12
 # Pending connections the listening socket holds: a burst of hundreds of calls connects at once.
 BACKLOG = 2048
 _DELAY = re.compile(r"(slow|stream)-(\d+)")
+_LENGTH = re.compile(r"words-(\d+)")
 
 
 def _plan(model: str) -> tuple[float, float]:
@@ -53,10 +57,15 @@ def _plan(model: str) -> tuple[float, float]:
     return (seconds, 0.0) if match.group(1) == "slow" else (seconds, seconds)
 
 
-def _words(messages: list[dict[str, Any]]) -> list[str]:
+def _words(model: str, messages: list[dict[str, Any]]) -> list[str]:
     last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     quoted = " ".join(str(last.get("content", "")).split()[:4])
-    return f"Stub answer to «{quoted}»: one two three four five six".split()[:WORDS]
+    words = f"Stub answer to «{quoted}»: one two three four five six".split()[:WORDS]
+    length = _LENGTH.search(model)
+    if length is not None:
+        wanted = int(length.group(1))
+        words = (words * (wanted // len(words) + 1))[:wanted]
+    return words
 
 
 def _usage(messages: list[dict[str, Any]], words: list[str]) -> dict[str, int]:
@@ -104,7 +113,7 @@ class StubLLM:
         body = await request.json()
         model, messages = str(body.get("model", "")), body.get("messages", [])
         first, between = _plan(model)
-        words = _words(messages)
+        words = _words(model, messages)
         if "not-json" in model:
             return web.Response(text="<html>not json{{", content_type="text/html")
         if not body.get("stream") or "no-choices" in model:
