@@ -45,7 +45,7 @@ from pantheon.negotiation import answer_in_json
 from pantheon.schema import TurnRefusalSerializer, refusals
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
-from sessions_app import events, idempotency, selectors
+from sessions_app import events, following, idempotency, selectors
 from sessions_app.models import IdempotencyKey, Turn
 from sessions_app.selectors import TurnState
 from sessions_app.serializers import (
@@ -433,7 +433,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
     async def _replayed(self, replay: idempotency.Replay, *, streamed: bool):
         if streamed and replay.status == status.HTTP_201_CREATED:
             turn = await database(Turn.objects.get)(pk=replay.turn_id)
-            response = _event_stream(_replay(turn, last_event_id=0), created=True)
+            response = _event_stream(following.turn_events(turn, last_event_id=0), created=True)
         else:
             response = Response(replay.body, status=replay.status)
         response["Idempotent-Replayed"] = "true"
@@ -506,7 +506,7 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
             # The client has seen the turn end. A stream that closed with nothing in it would
             # have a browser's EventSource reconnect every few seconds; 204 stops it.
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return _event_stream(_replay(turn, last_event_id=last_event_id))
+        return _event_stream(following.turn_events(turn, last_event_id=last_event_id))
 
     def _turn(self, request: Request, pk) -> Turn:
         self.initial(request)
@@ -550,27 +550,3 @@ async def _live(queue: asyncio.Queue) -> AsyncIterator[str]:
         yield event.sse()
         if event.name in ("turn_completed", "turn_failed"):
             return
-
-
-async def _replay(turn: Turn, *, last_event_id: int) -> AsyncIterator[str]:
-    """A turn's events from the database; while it runs, what it stores next as it does. A
-    poll the database fails (its connection dropped) is tried again at the next one: the
-    follower has given nothing of it yet, and the turn goes on without its followers."""
-    follower = events.TurnFollower(turn, last_event_id=last_event_id)
-    quiet = 0.0
-    while True:
-        try:
-            news, finished = await database(follower.poll, queue_as_new=True)()
-        except DatabaseError as exc:
-            logger.warning("turn %s: a replay's poll failed (%s); polling again", turn.pk, exc)
-            news, finished = [], False
-        for event in news:
-            yield event.sse()
-            quiet = 0.0
-        if finished:
-            return
-        await asyncio.sleep(settings.PANTHEON_SSE_POLL_SECONDS)
-        quiet += settings.PANTHEON_SSE_POLL_SECONDS
-        if quiet >= settings.PANTHEON_SSE_HEARTBEAT_SECONDS:
-            yield ": heartbeat\n\n"
-            quiet = 0.0

@@ -187,25 +187,39 @@ def turn_replay(turn: Turn) -> Replay:
     return Replay(events=events, finished=False, mark=mark)
 
 
+class TurnPoll:
+    """A turn's replay, kept current by `poll`: while the turn stores nothing new (its provider
+    is thinking) a poll costs one indexed read, not a rebuild of the whole turn. One serves
+    every client following the turn in a process (`sessions_app.following`)."""
+
+    def __init__(self, turn: Turn) -> None:
+        self.turn = turn
+        self.replay: Replay | None = None
+
+    def poll(self) -> Replay | None:
+        """The turn's replay if it changed since the last poll, else None."""
+        if self.replay is not None and turn_mark(self.turn.pk) == self.replay.mark:
+            return None
+        self.replay = turn_replay(self.turn)
+        return self.replay
+
+
 class TurnFollower:
-    """A client following a turn from the database (any host): each `poll` gives the events it
-    has not seen. While the turn stores nothing new (its provider is thinking) a poll costs one
-    indexed read, not a rebuild of the whole turn."""
+    """One client following a turn from the database on its own: each `poll` gives the events
+    it has not seen."""
 
     def __init__(self, turn: Turn, *, last_event_id: int = 0) -> None:
-        self.turn = turn
+        self.source = TurnPoll(turn)
         self.last_event_id = last_event_id
-        self.mark: tuple | None = None
 
     def poll(self) -> tuple[list[TurnEvent], bool]:
         """(the events after the last one given, whether the turn has ended)."""
-        if self.mark is not None and turn_mark(self.turn.pk) == self.mark:
+        replay = self.source.poll()
+        if replay is None:
             return [], False
-        replay = turn_replay(self.turn)
         news = list(after(replay.events, self.last_event_id))
         if news:
             self.last_event_id = news[-1].id
-        self.mark = replay.mark
         return news, replay.finished
 
 

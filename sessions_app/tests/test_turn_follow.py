@@ -1,10 +1,22 @@
 """Following a running turn from the database (`GET turns/{id}/events` on any host): each poll
-gives what the client has not seen, and a poll while the turn stores nothing costs one read."""
+gives what the client has not seen, a poll while the turn stores nothing costs one read, and
+the followers of a turn in one process share one poll."""
+
+import asyncio
+import gc
+import json
+import time
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.db import connection
+from django.test import AsyncClient
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
-from sessions_app import events
+from pantheon.db import database
+from sessions_app import events, following
 from sessions_app.models import DIRECT_MODE, Message, Turn, TurnStatus, TurnStream
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
 from usage.services import usage_call_open
@@ -54,7 +66,8 @@ def _answer(turn: Turn, content: str) -> None:
         sequence=2,
         role="assistant",
         agent_key="ada",
-        agent_name="Ada",
+        agent_name=turn.roster[0]["name"],
+        model_alias=turn.roster[0]["model_alias"],
         content=content,
     )
 
@@ -114,3 +127,208 @@ def test_a_follower_resumes_after_the_last_event_id_it_was_given(running_turn):
     resumed = events.TurnFollower(running_turn, last_event_id=delta.id - 2)
     news, _ = resumed.poll()
     assert [(event.name, event.data["text"]) for event in news] == [("step_delta", "lo")]
+
+
+# --- many clients following one turn in one process ---------------------------------------------
+#
+# In process, through the API: the test's thread serves every database section (`async_to_sync`),
+# inside the test's transaction, and moves the turn on between them as its engine would.
+
+
+@pytest.fixture
+def fast_polls(settings):
+    settings.PANTHEON_SSE_POLL_SECONDS = 0.01
+
+
+@pytest.fixture
+def token_headers(owner):
+    return {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
+
+
+def _parse(chunk: bytes) -> list[events.TurnEvent]:
+    parsed = []
+    for block in chunk.decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            parsed.append(
+                events.TurnEvent(int(fields["id"]), fields["event"], json.loads(fields["data"]))
+            )
+    return parsed
+
+
+async def _open(client: AsyncClient, turn: Turn, headers: dict, last_event_id: int | None = None):
+    extra = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    response = await client.get(
+        f"/api/v1/turns/{turn.pk}/events",
+        headers={**headers, **extra, "Accept": "text/event-stream"},
+    )
+    assert response.status_code == 200
+    return response
+
+
+async def _read(response, into: list) -> None:
+    async for chunk in response.streaming_content:
+        into.extend(_parse(chunk))
+
+
+async def _until(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def _finish(turn: Turn, content: str) -> None:
+    """The step commits its answer and the turn ends, as the engine's last sections do."""
+    _answer(turn, content)
+    TurnStream.objects.filter(turn=turn).delete()
+    LlmCallEvent.objects.filter(turn=turn).update(status=CallStatus.SUCCESS)
+    assert Turn.objects.filter(pk=turn.pk).end(TurnStatus.COMPLETED) == 1
+
+
+def _coalesced(received: list[events.TurnEvent]) -> list[tuple]:
+    """(id, name, data) of each event, the consecutive deltas of a step as one (a follower may
+    get a step's text in more or fewer pieces, depending on when it was saved)."""
+    merged: list[tuple] = []
+    for event in received:
+        if event.name == "step_delta" and merged and merged[-1][1] == "step_delta":
+            _, _, data = merged.pop()
+            event = events.TurnEvent(
+                event.id, event.name, {**data, "text": data["text"] + event.data["text"]}
+            )
+        merged.append((event.id, event.name, event.data))
+    return merged
+
+
+def _rebuilds(queries: CaptureQueriesContext) -> int:
+    """The polls that rebuilt the turn's events: each reads the turn's messages once (a
+    request's own look-up of the turn reads them for a list of turns, `turn_id IN`)."""
+    return sum(
+        query["sql"].startswith("SELECT")
+        and 'FROM "sessions_app_message" WHERE "sessions_app_message"."turn_id" = ' in query["sql"]
+        for query in queries.captured_queries
+    )
+
+
+@pytest.mark.parametrize("followers", [1, 20])
+def test_many_followers_of_a_turn_cost_the_database_what_one_does(
+    running_turn, token_headers, fast_polls, followers
+):
+    """Each follower polled the database on its own: 20 followers of a streaming turn rebuilt
+    it 20 times at each save. Now one poll per turn and process serves them all."""
+    received: list[list] = [[] for _ in range(followers)]
+
+    def all_got(*names):
+        return lambda: all([e.name for e in mine] == list(names) for mine in received)
+
+    async def scenario() -> None:
+        client = AsyncClient()
+        responses = [await _open(client, running_turn, token_headers) for _ in received]
+        readers = [
+            asyncio.create_task(_read(response, mine))
+            for response, mine in zip(responses, received, strict=True)
+        ]
+        await _until(all_got("turn_started", "step_started"), "the turn's start")
+        await database(_stream)(running_turn, "Hel")
+        await _until(all_got("turn_started", "step_started", "step_delta"), "the first save")
+        await database(_stream)(running_turn, "Hello")
+        await _until(lambda: all(len(mine) == 4 for mine in received), "the second save")
+        await database(_finish)(running_turn, "Hello there")
+        await asyncio.gather(*readers)
+        assert following.watched_turns() == 0
+
+    with CaptureQueriesContext(connection) as queries:
+        async_to_sync(scenario)()
+
+    # The start, two saves and the end: what one follower costs, whatever their number.
+    assert _rebuilds(queries) == 4
+    first = received[0]
+    assert [(e.name, e.data.get("text")) for e in first] == [
+        ("turn_started", None),
+        ("step_started", None),
+        ("step_delta", "Hel"),
+        ("step_delta", "lo"),
+        ("step_delta", " there"),
+        ("step_completed", None),
+        ("turn_completed", None),
+    ]
+    assert all(mine == first for mine in received)
+    assert first[-1].data["status"] == "completed"
+
+
+def test_followers_joining_mid_turn_each_get_what_follows_their_last_event_id(
+    running_turn, token_headers, fast_polls
+):
+    received: dict[int, list] = {}
+
+    async def scenario() -> None:
+        client = AsyncClient()
+        readers = []
+
+        async def join(last_event_id: int | None) -> None:
+            mine = received.setdefault(last_event_id or 0, [])
+            response = await _open(client, running_turn, token_headers, last_event_id)
+            readers.append(asyncio.create_task(_read(response, mine)))
+
+        await join(None)
+        await database(_stream)(running_turn, "Hello wor")
+        await _until(lambda: len(received[0]) == 3, "the first save")
+        started, delta = received[0][1], received[0][2]
+        # After the turn's start, after the step's start, in the middle of the delta, after it.
+        for last_event_id in (events.TURN_STARTED_ID, started.id, started.id + 2, delta.id):
+            await join(last_event_id)
+        await _until(lambda: len(received[started.id + 2]) == 1, "the late followers")
+        await database(_stream)(running_turn, "Hello world")
+        await database(_finish)(running_turn, "Hello world!")
+        await asyncio.gather(*readers)
+
+    async_to_sync(scenario)()
+
+    replay = events.turn_replay(Turn.objects.get(pk=running_turn.pk))
+    assert replay.finished
+    assert received.keys() == {0, 1, 3, 5, 12}
+    for last_event_id, mine in received.items():
+        expected = list(events.after(replay.events, last_event_id))
+        assert _coalesced(mine) == _coalesced(expected), last_event_id
+    # It had seen "He" of "Hello wor": the rest of that delta at once, then the rest of the text.
+    assert received[5][0].data["text"] == "llo wor"
+    assert _coalesced(received[5])[0][2]["text"] == "llo world!"
+    assert _coalesced(received[12])[0][2]["text"] == "ld!"
+
+
+def test_a_follower_that_hangs_up_leaves_the_others_and_the_last_stops_the_poll(
+    running_turn, token_headers, fast_polls
+):
+    """One hangs up while it waits (its request is cancelled), one in the middle of the
+    stream (closed, then dropped): the third follows on; when it hangs up too, nothing polls
+    the turn any more, though it still runs."""
+    received: list[list] = [[], [], []]
+
+    async def scenario() -> None:
+        client = AsyncClient()
+        responses = [await _open(client, running_turn, token_headers) for _ in received]
+        readers = [
+            asyncio.create_task(_read(response, mine))
+            for response, mine in zip(responses[:2], received[:2], strict=True)
+        ]
+        stream = responses[2].streaming_content
+        received[2].extend(_parse(await anext(stream)))
+        await _until(lambda: all(len(mine) == 2 for mine in received[:2]), "the turn's start")
+        assert following.watched_turns() == 1
+
+        readers[0].cancel()
+        await stream.aclose()
+        del stream, responses[2]
+        gc.collect()
+        await database(_stream)(running_turn, "Hel")
+        await _until(lambda: len(received[1]) == 3, "the save")
+        assert received[1][-1].data["text"] == "Hel"
+        assert following.watched_turns() == 1
+
+        readers[1].cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        await _until(lambda: following.watched_turns() == 0, "the last follower to leave")
+        await _until(lambda: asyncio.all_tasks() == {asyncio.current_task()}, "the poller to stop")
+
+    async_to_sync(scenario)()
+    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING

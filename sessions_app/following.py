@@ -1,0 +1,174 @@
+"""Clients following a running turn (`GET turns/{id}/events`) share one poll of the database per
+turn and process.
+
+The first follower of a running turn starts its `TurnWatch`: a task that polls the turn every
+`PANTHEON_SSE_POLL_SECONDS` (one indexed read while the turn stores nothing, a rebuild of its
+events when it does: `events.TurnPoll`) and keeps the latest replay, one turn's events. Later
+followers in the process join it. Each follower reads that replay at its own pace from its own
+Last-Event-ID (`events.after`) and sends its own heartbeats, so a slow client holds up no other
+and gets what a poll of its own would have given it. The watch stops polling once the turn has
+ended (its followers still read its last replay) or when its last follower leaves (the client
+hung up: its stream is closed or cancelled).
+
+Nothing is shared beyond the process: another host's followers have a watch of their own,
+polling the same rows (PostgreSQL stays the only shared state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from pantheon import logging_context
+from pantheon.db import database
+from pantheon.threads import own_thread
+from sessions_app import events
+from sessions_app.models import Turn, TurnStatus
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT = ": heartbeat\n\n"
+
+
+class TurnWatch:
+    """One running turn followed in this process: one poller, any number of followers. Used
+    from its event loop's thread only."""
+
+    def __init__(self, turn: Turn, *, watches: dict) -> None:
+        self.turn = turn
+        self.replay: events.Replay | None = None  # the latest poll's, None before the first
+        self.error: BaseException | None = None  # what stopped the poller, other than an end
+        self.followers = 0
+        self._watches = watches  # the loop's watches, which this one leaves when it stops
+        self._news = asyncio.Event()
+        self._poller = asyncio.get_running_loop().create_task(self._poll_until_ended())
+
+    @property
+    def polling(self) -> bool:
+        return not self._poller.done()
+
+    def leave(self) -> None:
+        self.followers -= 1
+        if self.followers <= 0:
+            self._poller.cancel()
+            self._forget()
+
+    async def changed(self, seen: events.Replay | None, timeout: float) -> bool:
+        """Whether the replay is no longer `seen` (or the poller stopped), waiting for it up to
+        `timeout` seconds."""
+        if self.replay is not seen or not self.polling:
+            return True
+        news = self._news
+        try:
+            async with asyncio.timeout(timeout):
+                await news.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _publish(self) -> None:
+        news, self._news = self._news, asyncio.Event()
+        news.set()
+
+    def _forget(self) -> None:
+        if self._watches.get(self.turn.pk) is self:
+            del self._watches[self.turn.pk]
+
+    async def _poll_until_ended(self) -> None:
+        # Its log lines name the turn, not the request of the follower that came first; its
+        # sections run on a thread of its own, not on that request's (it may leave first).
+        with logging_context.request_scope(session_id=self.turn.session_id, turn_id=self.turn.pk):
+            try:
+                async with own_thread():
+                    await self._poll(events.TurnPoll(self.turn))
+            except Exception as exc:
+                # Its followers' streams break off with it, as each one's own poll's did.
+                logger.exception("turn %s: following it failed", self.turn.pk)
+                self.error = exc
+            finally:
+                self._forget()
+                self._publish()
+
+    async def _poll(self, source: events.TurnPoll) -> None:
+        poll = database(source.poll, queue_as_new=True)
+        while True:
+            try:
+                replay = await poll()
+            except DatabaseError as exc:
+                # Its connection dropped, say: nothing of it was given out; the turn goes on
+                # without its followers, so look again at the next poll.
+                logger.warning(
+                    "turn %s: a replay's poll failed (%s); polling again", self.turn.pk, exc
+                )
+                replay = None
+            if replay is not None:
+                self.replay = replay
+                self._publish()
+                if replay.finished:
+                    return
+            await asyncio.sleep(settings.PANTHEON_SSE_POLL_SECONDS)
+
+
+# The turns followed in this process, by event loop (one per worker; tests run several).
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict] = weakref.WeakKeyDictionary()
+
+
+def _join(turn: Turn) -> TurnWatch:
+    watches = _watches.setdefault(asyncio.get_running_loop(), {})
+    watch = watches.get(turn.pk)
+    if watch is None:
+        watch = watches[turn.pk] = TurnWatch(turn, watches=watches)
+    watch.followers += 1
+    return watch
+
+
+def watched_turns() -> int:
+    """How many turns this process (its running event loop) polls for followers."""
+    return len(_watches.get(asyncio.get_running_loop(), {}))
+
+
+async def turn_events(turn: Turn, *, last_event_id: int) -> AsyncIterator[str]:
+    """A turn's events after `last_event_id` as Server-Sent Events: those of a finished turn
+    from one read, those of a running one as it stores them, from its process-wide watch."""
+    if turn.status != TurnStatus.RUNNING:
+        replay = await database(events.turn_replay, queue_as_new=True)(turn)
+        if replay.finished:
+            for event in events.after(replay.events, last_event_id):
+                yield event.sse()
+            return
+    watch = _join(turn)
+    try:
+        async for text in _follow(watch, last_event_id):
+            yield text
+    finally:
+        watch.leave()
+
+
+async def _follow(watch: TurnWatch, last_event_id: int) -> AsyncIterator[str]:
+    heartbeat = settings.PANTHEON_SSE_HEARTBEAT_SECONDS
+    loop = asyncio.get_running_loop()
+    seen: events.Replay | None = None
+    quiet_until = loop.time() + heartbeat
+    while True:
+        replay = watch.replay
+        if replay is not None and replay is not seen:
+            seen = replay
+            for event in events.after(replay.events, last_event_id):
+                yield event.sse()
+                last_event_id = event.id
+                quiet_until = loop.time() + heartbeat
+            if replay.finished:
+                return
+            continue  # it may have changed while this follower sent
+        if not watch.polling:
+            # Stopped before the turn's end: by an error (a bug, a turn gone), told as today's
+            # own poll would have, by the stream breaking off.
+            raise RuntimeError(f"following turn {watch.turn.pk} stopped") from watch.error
+        if not await watch.changed(seen, timeout=quiet_until - loop.time()):
+            yield HEARTBEAT
+            quiet_until = loop.time() + heartbeat
