@@ -34,8 +34,12 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
-from pantheon.testing.servers import AppServer, free_port, process_tree  # noqa: E402
+from pantheon.testing.scratch import (  # noqa: E402
+    maintenance_connection,
+    recreate_database,
+    setup_django,
+)
+from pantheon.testing.servers import AppServer, cpu_seconds, free_port, process_tree  # noqa: E402
 from pantheon.testing.stub_llm import StubLLM  # noqa: E402
 
 
@@ -92,32 +96,13 @@ def transactions(url: str) -> int:
     """Transactions committed on the database so far (PostgreSQL's statistics, which its
     backends report within a second or so: a window of many seconds hardly notices)."""
     import environ
-    import psycopg
 
-    config = environ.Env.db_url_config(url)
-    with psycopg.connect(
-        host=config["HOST"] or "127.0.0.1",
-        port=config["PORT"] or 5432,
-        user=config["USER"] or "postgres",
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
+    name = environ.Env.db_url_config(url)["NAME"]
+    with maintenance_connection(url) as conn:
         row = conn.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [config["NAME"]]
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [name]
         ).fetchone()
         return row[0] if row else 0
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
 
 
 async def read_events(response: aiohttp.ClientResponse, seen: dict) -> None:

@@ -38,7 +38,7 @@ import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 
 from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
-from pantheon.testing.servers import AppServer, free_port, process_tree  # noqa: E402
+from pantheon.testing.servers import AppServer, cpu_seconds, free_port, process_tree  # noqa: E402
 
 GOALS = {"overlap": 1.5, "burst": 2.0, "connections": 32, "first_turn_s": 1.0, "cpu_ms": 9.0}
 
@@ -156,18 +156,6 @@ class ConnectionWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
 
 
 def memory_mb(pids: list[int]) -> tuple[float, float]:

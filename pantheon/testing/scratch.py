@@ -13,21 +13,30 @@ def recreate_database(url: str, *, drop_only: bool = False) -> None:
     """Drop the database `url` names (its name must end in `_bench`) and, unless `drop_only`,
     create it empty."""
     import environ
-    import psycopg
 
     config = environ.Env.db_url_config(url)
     if not config["NAME"].endswith("_bench"):
         raise SystemExit(f"refusing to drop {config['NAME']!r}: a scratch name ends in _bench")
-    with psycopg.connect(
+    with maintenance_connection(url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
+        if not drop_only:
+            conn.execute(f'CREATE DATABASE "{config["NAME"]}"')
+
+
+def maintenance_connection(url: str):
+    """An autocommit connection to the `postgres` database of the server `url` names: for what
+    is done to a database from outside it (create, drop, read its statistics)."""
+    import environ
+    import psycopg
+
+    config = environ.Env.db_url_config(url)
+    return psycopg.connect(
         host=config["HOST"] or "127.0.0.1",
         port=config["PORT"] or 5432,
         user=config["USER"] or "postgres",
         dbname="postgres",
         autocommit=True,
-    ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{config["NAME"]}"')
+    )
 
 
 def setup_django(url: str) -> None:
