@@ -10,6 +10,7 @@ No error body ever echoes a character that cannot be rendered: lone surrogates (
 cannot encode) and NULs in a detail are replaced before rendering.
 """
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -166,8 +167,11 @@ class TurnInterrupted(PantheonError):
     code = "turn_interrupted"
     default_message = (
         "The server restarted while this turn ran: it ended interrupted, with its finished "
-        "steps kept and the session free. Post it again."
+        "steps kept and the session free, unless it finished at that very moment. Post it "
+        "again: with the same Idempotency-Key, a turn that finished answers instead."
     )
+    # An operator's deploy, not a server fault: its request line is a warning.
+    log_level = logging.WARNING
 
 
 class RequestTooLarge(PantheonError):
@@ -248,7 +252,11 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, PantheonError):
         # A refusal's message may quote the request (an alias name, say).
-        return Response(renderable(exc.as_body()), status=exc.status_code)
+        refusal = Response(renderable(exc.as_body()), status=exc.status_code)
+        if hasattr(exc, "log_level"):
+            # The request line's level (pantheon.middleware).
+            refusal.log_level = exc.log_level  # type: ignore[attr-defined]
+        return refusal
     if isinstance(exc, DjangoValidationError):
         exc = ValidationError(detail=as_serializer_error(exc))
     response = exception_handler(exc, context)

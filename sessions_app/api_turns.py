@@ -412,10 +412,12 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 await database(idempotency.idempotency_release)(record=record)
             raise
         except asyncio.CancelledError:
-            # The worker is stopping and the turn ended `interrupted`: a retry with the key
-            # runs afresh, as after a crash.
+            # The worker is stopping: a retry with the key runs the interrupted turn afresh,
+            # as after a crash, or gets its answer if it ended on its own just then.
             if record is not None:
-                await database(idempotency.idempotency_release)(record=record)
+                await database(idempotency.idempotency_settle_stopped)(
+                    record=record, turn_id=runner.turn.pk if runner.turn else None
+                )
             raise
         except Exception:
             if record is not None:

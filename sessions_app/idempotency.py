@@ -107,6 +107,18 @@ def _ended_turn(record: IdempotencyKey) -> Replay | None:
     return Replay(status=201, body=body, turn_id=turn.pk)
 
 
+def idempotency_settle_stopped(*, record: IdempotencyKey, turn_id) -> bool:
+    """The request stopped with its worker (`pantheon.draining`) while its turn ran. A turn
+    that ended on its own at that moment (its last commit won) keeps its answer for the
+    retries, so none runs it again; an interrupted one frees the key, so a retry runs afresh.
+    Returns whether the turn had ended on its own."""
+    record.turn_id = turn_id
+    if _ended_turn(record) is not None:
+        return True
+    idempotency_release(record=record)
+    return False
+
+
 def idempotency_link(turn: Turn, *, record: IdempotencyKey) -> None:
     """Name the turn the key's request claimed (with the claim): a retry that finds the key
     running after that turn ended answers with it instead of running it again."""

@@ -404,9 +404,16 @@ class TurnRunner:
         except BaseException as exc:
             # Cancelled: the worker is stopping (`pantheon.draining`), not a failure.
             stopped = isinstance(exc, asyncio.CancelledError)
-            await database(self.fail)(
+            ended = await database(self.fail)(
                 status=TurnStatus.INTERRUPTED if stopped else TurnStatus.FAILED
             )
+            if stopped and not ended and self.turn is not None:
+                # It ended on its own as it was cancelled (the section under way committed
+                # its last step): its stream ends as a replay of it does.
+                replay = await database(events.turn_replay)(self._turn)
+                if replay.finished:
+                    self._emit(replay.events[-1])
+                raise
             if isinstance(exc, exceptions.TurnConflict):
                 code = "turn_conflict"
             else:
@@ -778,21 +785,23 @@ class TurnRunner:
             pruned=any(context.pruned for _, context in self.contexts),
         )
 
-    def fail(self, status: TurnStatus = TurnStatus.FAILED) -> None:
+    def fail(self, status: TurnStatus = TurnStatus.FAILED) -> bool:
         """After an unexpected error (a bug, the database): end the turn `failed` (or
         `interrupted`, its worker stopping) with the totals of its stored ledger rows and mark
         its calls in flight lost, so it does not block its session until the stale limit.
         Provider problems never get here: the gateway reports them as results. A turn taken
         over as stale is left as it is, but for the text its stream went on saving after the
-        takeover had dropped it."""
+        takeover had dropped it. Returns whether this call ended the turn."""
         if self.turn is None:
-            return
+            return False
         try:
-            turns_interrupt(turns=Turn.objects.filter(pk=self.turn.pk), status=status)
+            ended = turns_interrupt(turns=Turn.objects.filter(pk=self.turn.pk), status=status)
             # The turn has ended either way; its stream's last save waited for (`make`).
             TurnStream.objects.filter(turn=self.turn).delete()
         except Exception:
             logger.exception("turn %s: could not record its failure", self.turn.pk)
+            return False
+        return bool(ended.turn_ids)
 
     # --- the steps' machinery -------------------------------------------------------------------
 

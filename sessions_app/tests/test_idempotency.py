@@ -17,6 +17,7 @@ from sessions_app.idempotency import (
     idempotency_begin,
     idempotency_finish,
     idempotency_release,
+    idempotency_settle_stopped,
     request_fingerprint,
 )
 from sessions_app.models import IdempotencyKey, Turn
@@ -282,6 +283,37 @@ def test_an_old_running_key_whose_turn_was_interrupted_runs_it_again(
     assert "Idempotent-Replayed" not in response.headers
     assert response.json()["turn_index"] == 2
     assert len(fake_gateway.calls) == 1
+
+
+@pytest.mark.parametrize(("status", "answers"), [("completed", True), ("interrupted", False)])
+def test_a_key_whose_request_stopped_with_its_worker_answers_or_frees_by_its_turn(
+    owner, owner_client, session, fake_gateway, status, answers
+):
+    """A stopping worker cancels a turn's request (`pantheon.draining`). If the turn ended on
+    its own at that moment (its last commit won the race), a retry gets its answer, not a second
+    run and a second bill; if it ended interrupted, a retry runs it afresh."""
+    record = IdempotencyKey.objects.create(
+        user=owner,
+        key="key-1",
+        fingerprint=request_fingerprint(
+            method="POST", path=f"/api/v1/sessions/{session.id}/turns", body={"message": "hello"}
+        ),
+    )
+    turn = Turn.objects.create(
+        session=session, turn_index=1, mode="direct", user_input="hello", status=status
+    )
+    IdempotencyKey.objects.filter(pk=record.pk).update(turn=turn)  # linked by the claim
+
+    assert idempotency_settle_stopped(record=record, turn_id=turn.pk) is answers
+
+    retry = post(owner_client, session)
+    assert retry.status_code == 201
+    if answers:
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.json()["id"] == str(turn.pk) and fake_gateway.calls == []
+    else:
+        assert "Idempotent-Replayed" not in retry.headers
+        assert retry.json()["turn_index"] == 2 and len(fake_gateway.calls) == 1
 
 
 def test_a_session_id_spelt_in_capitals_replays_the_same_request(

@@ -33,7 +33,7 @@ GRACEFUL_TIMEOUT = 8
 
 
 def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cleanly(
-    owner, make_agent, make_session, stub
+    owner, make_agent, make_session, stub, tmp_path
 ):
     point_at_stub(stub, "slow-60000", "qwen")  # outlasts the graceful timeout
     point_at_stub(stub, "slow-2000", "llama")  # ends within it
@@ -53,6 +53,7 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
             "STUB_API_KEY": "stub-key",
             "GUNICORN_GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
         },
+        log_path=tmp_path / "server.log",
     ).start()
     outcome: dict = {}
 
@@ -116,4 +117,8 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
     assert not Turn.objects.filter(status="running").exists()
     assert not LlmCallEvent.objects.filter(status="pending").exists()
     assert not IdempotencyKey.objects.filter(key="k-1").exists()
-    assert server.process.returncode == 0  # the workers ended before gunicorn had to kill them
+    # The worker ended before gunicorn's kill (the master exits 0 either way), and a deploy is
+    # no server fault: its lines are warnings, not errors.
+    log = (tmp_path / "server.log").read_text()
+    assert "SIGKILL" not in log, log
+    assert '"level": "ERROR"' not in log and "[ERROR]" not in log, log
