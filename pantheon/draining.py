@@ -27,6 +27,7 @@ MARGIN_SECONDS = 5.0
 _LOOK_SECONDS = 0.5
 
 _running: set[asyncio.Task] = set()
+_stopping = False
 
 
 def detach(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -36,6 +37,12 @@ def detach(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
     _running.add(task)
     task.add_done_callback(_running.discard)
     return task
+
+
+def stopping() -> bool:
+    """Whether this worker is stopping (its drain has begun): a stream that may go elsewhere
+    (a follower's) ends now, and its client resumes on another host from its Last-Event-ID."""
+    return _stopping
 
 
 def running() -> int:
@@ -57,6 +64,8 @@ async def drain(
     """Wait up to `seconds` for the detached work to end (less if `give_up()` turns true),
     then cancel what is left and give it up to `wind_down` seconds to record its ending.
     Returns how many were cancelled."""
+    global _stopping
+    _stopping = True
     deadline = time.monotonic() + seconds
     while _running and not give_up() and (left := deadline - time.monotonic()) > 0:
         await asyncio.wait(set(_running), timeout=min(left, _LOOK_SECONDS))

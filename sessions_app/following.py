@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 from django.db import DatabaseError
 
-from pantheon import logging_context
+from pantheon import draining, logging_context
 from pantheon.db import database
 from pantheon.threads import own_thread
 from sessions_app import events
@@ -33,6 +33,8 @@ from sessions_app.models import Turn, TurnStatus
 logger = logging.getLogger(__name__)
 
 HEARTBEAT = ": heartbeat\n\n"
+# How often a waiting follower looks whether its worker is stopping.
+_LOOK_SECONDS = 1.0
 
 
 class TurnWatch:
@@ -169,6 +171,12 @@ async def _follow(watch: TurnWatch, last_event_id: int) -> AsyncIterator[str]:
             # Stopped before the turn's end: by an error (a bug, a turn gone), told as today's
             # own poll would have, by the stream breaking off.
             raise RuntimeError(f"following turn {watch.turn.pk} stopped") from watch.error
-        if not await watch.changed(seen, timeout=quiet_until - loop.time()):
+        if await watch.changed(seen, timeout=min(quiet_until - loop.time(), _LOOK_SECONDS)):
+            continue
+        if draining.stopping():
+            # The worker is stopping: end the stream before uvicorn cancels it; the client
+            # resumes on another host from its Last-Event-ID.
+            return
+        if loop.time() >= quiet_until:
             yield HEARTBEAT
             quiet_until = loop.time() + heartbeat

@@ -12,6 +12,13 @@ from pantheon import draining
 from pantheon.workers import DrainingServer
 
 
+@pytest.fixture(autouse=True)
+def _not_stopping_after(monkeypatch):
+    """A drain marks the process stopping (`draining.stopping`); the tests after these run in
+    a process that is not."""
+    monkeypatch.setattr(draining, "_stopping", False)
+
+
 def run(coroutine):
     return asyncio.run(coroutine)
 

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from pantheon import draining
 from pantheon.db import database
 from sessions_app import events, following
 from sessions_app.models import DIRECT_MODE, Message, Turn, TurnStatus, TurnStream
@@ -331,4 +332,26 @@ def test_a_follower_that_hangs_up_leaves_the_others_and_the_last_stops_the_poll(
         await _until(lambda: asyncio.all_tasks() == {asyncio.current_task()}, "the poller to stop")
 
     async_to_sync(scenario)()
+    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
+
+
+def test_a_stopping_worker_ends_its_followers_streams_for_them_to_resume_elsewhere(
+    running_turn, token_headers, fast_polls, monkeypatch
+):
+    """A follower of a turn is not the worker's to finish: when the worker stops (a deploy), its
+    stream ends, with no end event, and the client resumes on another host from its
+    Last-Event-ID. Before, it stayed open until uvicorn cancelled it at the end of the graceful
+    timeout, each one logging an ERROR."""
+    received: list = []
+
+    async def scenario() -> None:
+        response = await _open(AsyncClient(), running_turn, token_headers)
+        reader = asyncio.create_task(_read(response, received))
+        await _until(lambda: len(received) == 2, "the turn's start")
+        monkeypatch.setattr(draining, "_stopping", True)
+        await asyncio.wait_for(reader, 10)  # the stream ended by itself
+        await _until(lambda: following.watched_turns() == 0, "the poll to stop")
+
+    async_to_sync(scenario)()
+    assert [event.name for event in received] == ["turn_started", "step_started"]
     assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
