@@ -170,3 +170,21 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def end_other_connections(*, waiting_on_a_lock: bool = False) -> int:
+    """End the connections to this test's database but its own, as PostgreSQL does to its
+    clients when it restarts (or only those waiting on a lock), waiting until each has ended.
+    Returns how many."""
+    from django.db import connection
+
+    waiting = " AND wait_event_type = 'Lock'" if waiting_on_a_lock else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()" + waiting
+        )
+        pids = [pid for (pid,) in cursor.fetchall()]
+        for pid in pids:
+            cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
+    return len(pids)

@@ -7,7 +7,12 @@ import pytest
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from pantheon.testing.servers import AppServer, forget_throttle_history, postgres_url
+from pantheon.testing.servers import (
+    AppServer,
+    end_other_connections,
+    forget_throttle_history,
+    postgres_url,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -18,20 +23,6 @@ def _no_throttle_history():
     forget_throttle_history()
 
 
-def _drop_the_servers_connections() -> int:
-    """What PostgreSQL does to every client when it restarts: end their connections (waiting
-    until each has ended), all but this test's own."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        pids = [pid for (pid,) in cursor.fetchall()]
-        for pid in pids:
-            cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
-    return len(pids)
-
-
 def test_connections_the_database_dropped_are_never_handed_to_a_request(owner):
     headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
     env = {"DB_POOL_MAX_SIZE": "4", "DB_POOL_MIN_SIZE": "4"}
@@ -40,7 +31,7 @@ def test_connections_the_database_dropped_are_never_handed_to_a_request(owner):
         # Every connection of the pool has served a request.
         with httpx.Client(headers=headers, timeout=30) as client:
             assert {client.get(url).status_code for _ in range(8)} == {200}
-        assert _drop_the_servers_connections() >= 4
+        assert end_other_connections() >= 4
 
         statuses = [httpx.get(url, headers=headers, timeout=30).status_code for _ in range(8)]
 

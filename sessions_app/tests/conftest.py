@@ -35,12 +35,12 @@ def stub():
     server.stop()
 
 
-def wait_for(condition, timeout: float = 30) -> None:
+def wait_for(condition, what: str = "the condition", timeout: float = 30) -> None:
     """Until `condition()` holds (a live server's work seen from the test), or fail."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("timed out")
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
 
 

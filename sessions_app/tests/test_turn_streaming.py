@@ -11,11 +11,11 @@ import pytest
 from django.db import connection, transaction
 from rest_framework.authtoken.models import Token
 
-from pantheon.testing.servers import AppServer, postgres_url
+from pantheon.testing.servers import AppServer, end_other_connections, postgres_url
 from pantheon.testing.sse import events
 from rooms.models import RoomMode
 from sessions_app.models import Message, Turn
-from sessions_app.tests.conftest import point_at_stub
+from sessions_app.tests.conftest import point_at_stub, wait_for
 from usage.models import LlmCallEvent
 
 pytestmark = [
@@ -460,25 +460,6 @@ def test_open_connections_never_refuse_a_request_the_worker_has_room_for(
     assert Turn.objects.count() == stub.requests == 3
 
 
-def _wait_until(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _end_the_connections_waiting_on_a_lock() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
-        )
-        pids = [pid for (pid,) in cursor.fetchall()]
-        for pid in pids:
-            cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
-    return len(pids)
-
-
 def test_a_follower_whose_poll_loses_its_connection_follows_on_to_the_turns_end(
     owner, make_agent, make_session, stub, token
 ):
@@ -507,15 +488,17 @@ def test_a_follower_whose_poll_loses_its_connection_follows_on_to_the_turns_end(
             target=lambda: outcome.update(live=_stream(server.url, session, token, "hello"))
         )
         poster.start()
-        _wait_until(lambda: stub.requests == 1, "the provider call")
+        wait_for(lambda: stub.requests == 1, "the provider call")
         follower = threading.Thread(target=follow, args=(server.url, Turn.objects.get().pk))
         follower.start()
-        _wait_until(following.is_set, "the follower's first event")
+        wait_for(following.is_set, "the follower's first event")
         # While the provider thinks, the turn writes nothing; only the follower's polls read.
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("LOCK TABLE sessions_app_turn IN ACCESS EXCLUSIVE MODE")
-            _wait_until(_end_the_connections_waiting_on_a_lock, "a poll waiting on the lock")
+            wait_for(
+                lambda: end_other_connections(waiting_on_a_lock=True), "a poll waiting on the lock"
+            )
         poster.join(60)
         follower.join(60)
 
