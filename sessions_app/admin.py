@@ -167,6 +167,7 @@ class TurnAdmin(RecordAdmin):
     list_display_links = ["created"]
     list_filter = [
         "status",
+        "failure_code",
         "mode",
         username_filter("session__started_by"),
         "created_at",
@@ -182,6 +183,7 @@ class TurnAdmin(RecordAdmin):
         "turn_index",
         "mode",
         "status",
+        "failure_code",
         "user_input",
         "model_alias_override",
         "roster",

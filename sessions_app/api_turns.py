@@ -102,7 +102,8 @@ SSE_EVENT_DATA = {
         "last event of a turn that did not complete; `code` is `turn_failed` (every agent "
         "failed), `turn_interrupted` (its server restarted, or it stopped making progress), "
         "`turn_conflict` (a later request took the stalled session over) or `server_error`; "
-        "`turn` is the turn as in `turn_completed`, or null",
+        "`turn` is the turn as in `turn_completed`, or null when the database could not be "
+        "read; a replay ends with the same code",
     ),
 }
 

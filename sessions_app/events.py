@@ -97,7 +97,8 @@ def step_completed(clock: StepClock, message: dict[str, Any]) -> TurnEvent:
 def turn_ended(turn: Turn, body: dict[str, Any]) -> TurnEvent:
     if turn.status in (TurnStatus.COMPLETED, TurnStatus.PARTIAL):
         return TurnEvent(TURN_ENDED_ID, "turn_completed", body)
-    return turn_failed(code=f"turn_{turn.status}", body=body)
+    # Ended from outside its steps: by what ended it (turns before `failure_code` have none).
+    return turn_failed(code=turn.failure_code or f"turn_{turn.status}", body=body)
 
 
 def turn_failed(*, code: str, body: dict[str, Any] | None) -> TurnEvent:

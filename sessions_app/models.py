@@ -89,6 +89,17 @@ class TurnStatus(models.TextChoices):
     INTERRUPTED = "interrupted"
 
 
+class TurnFailure(models.TextChoices):
+    """Why a turn was ended from outside its steps: the code of its `turn_failed` event, kept so
+    that a replay ends as the live stream did. A turn that ran to its end has none (its status
+    says how it went; `failed` then means every agent failed to answer)."""
+
+    NONE = "", "ran to its end"
+    SERVER_ERROR = "server_error", "the server failed"
+    INTERRUPTED = "turn_interrupted", "interrupted: its server stopped, or it stalled"
+    CONFLICT = "turn_conflict", "stalled, and taken over by a later turn"
+
+
 class TurnQuerySet(models.QuerySet):
     def running(self) -> TurnQuerySet:
         return self.filter(status=TurnStatus.RUNNING)
@@ -99,18 +110,22 @@ class TurnQuerySet(models.QuerySet):
         *,
         totals: Mapping[str, Any] | None = None,
         now: datetime | None = None,
+        failure: TurnFailure = TurnFailure.NONE,
     ) -> int:
         """End these turns if they are still running: the one place a turn ends, whether it
         finished, failed or was interrupted. Sets the status, `completed_at` and the usage
         totals: `totals` when the caller holds every ledger row of the turn, else the sums of
-        its stored rows, computed by the UPDATE itself. Returns how many turns it ended."""
+        its stored rows, computed by the UPDATE itself. `failure` says why a turn was ended from
+        outside its steps. Returns how many turns it ended."""
         now = now or timezone.now()
         if totals is None:
             totals = usage_totals_of_turn(OuterRef("pk"))
         if status in (TurnStatus.FAILED, TurnStatus.INTERRUPTED):
             # A step broke off: the text it was streaming is no message, and no replay wants it.
             TurnStream.objects.filter(turn__in=self.running()).delete()
-        return self.running().update(status=status, completed_at=now, progress_at=now, **totals)
+        return self.running().update(
+            status=status, failure_code=failure, completed_at=now, progress_at=now, **totals
+        )
 
 
 class Turn(UsageTotals):
@@ -119,6 +134,18 @@ class Turn(UsageTotals):
     turn_index = models.PositiveIntegerField()
     mode = models.CharField(max_length=16, choices=TURN_MODE_CHOICES)
     status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.RUNNING)
+    failure_code = models.CharField(
+        "ended by",
+        max_length=32,
+        choices=TurnFailure.choices,
+        default=TurnFailure.NONE,
+        # In the table too: a host still running the code before this field inserts turns
+        # without it while a deploy rolls on.
+        db_default=TurnFailure.NONE,
+        blank=True,
+        help_text="Why the turn was ended from outside its steps: the code its stream's "
+        "turn_failed event carries.",
+    )
     user_input = models.TextField()
     model_alias_override = models.CharField(max_length=64, blank=True)
     roster = models.JSONField(default=list, blank=True)

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from pantheon.exceptions import Gone
 from rooms.models import Agent, Room
-from sessions_app.models import Session, Turn, TurnQuerySet, TurnStatus
+from sessions_app.models import Session, Turn, TurnFailure, TurnQuerySet, TurnStatus
 from usage.services import usage_calls_mark_lost
 
 
@@ -38,11 +38,15 @@ class Interrupted:
 
 
 def turns_interrupt(
-    *, turns: TurnQuerySet, status: TurnStatus = TurnStatus.INTERRUPTED
+    *,
+    turns: TurnQuerySet,
+    status: TurnStatus = TurnStatus.INTERRUPTED,
+    failure: TurnFailure = TurnFailure.INTERRUPTED,
 ) -> Interrupted:
     """End these turns, if still running, as `interrupted` (or `failed`) with the totals of
     their stored ledger rows, and mark their calls in flight lost (the provider may have billed
-    them). Finished steps and their rows are never touched.
+    them); `failure` is the code their replays end with. Finished steps and their rows are
+    never touched.
 
     The turns' row locks come first, before any ledger row's, as in a running step: a worker
     still alive and a recovery are ordered, never deadlocked."""
@@ -50,7 +54,7 @@ def turns_interrupt(
         ids = list(turns.running().select_for_update().values_list("pk", flat=True))
         lost = 0
         if ids:
-            Turn.objects.filter(pk__in=ids).end(status)
+            Turn.objects.filter(pk__in=ids).end(status, failure=failure)
             lost = usage_calls_mark_lost(turn_ids=ids)
     return Interrupted(turn_ids=ids, lost_calls=lost)
 

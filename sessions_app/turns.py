@@ -77,6 +77,7 @@ from sessions_app.models import (
     SessionSummary,
     Turn,
     TurnContextAudit,
+    TurnFailure,
     TurnStatus,
     TurnStream,
 )
@@ -404,21 +405,16 @@ class TurnRunner:
         except BaseException as exc:
             # Cancelled: the worker is stopping (`pantheon.draining`), not a failure.
             stopped = isinstance(exc, asyncio.CancelledError)
-            ended = await database(self.fail)(
-                status=TurnStatus.INTERRUPTED if stopped else TurnStatus.FAILED
-            )
-            if stopped and not ended and self.turn is not None:
-                # It ended on its own as it was cancelled (the section under way committed
-                # its last step): its stream ends as a replay of it does.
-                replay = await database(events.turn_replay)(self._turn)
-                if replay.finished:
-                    self._emit(replay.events[-1])
-                raise
-            if isinstance(exc, exceptions.TurnConflict):
-                code = "turn_conflict"
+            if isinstance(exc, exceptions.TurnConflict):  # taken over while it stalled
+                failure = TurnFailure.CONFLICT
             else:
-                code = "turn_interrupted" if stopped else "server_error"
-            self._emit(events.turn_failed(code=code, body=None))
+                failure = TurnFailure.INTERRUPTED if stopped else TurnFailure.SERVER_ERROR
+            await database(self.fail)(
+                status=TurnStatus.INTERRUPTED if stopped else TurnStatus.FAILED, failure=failure
+            )
+            # Whoever ended it (this, a takeover, or the turn itself as it was cancelled: the
+            # section under way committed its last step), the stream ends as its replay does.
+            self._emit(await self._ending(failure))
             raise
         balance = self._balance()
         body = render_turn(self._turn, self.messages, balance)
@@ -521,7 +517,7 @@ class TurnRunner:
             raise exceptions.TurnConflict()
         assert state.last_turn_id is not None
         stale = Turn.objects.filter(pk=state.last_turn_id, progress_at__lt=stale_before(now))
-        if turns_interrupt(turns=stale).turn_ids:
+        if turns_interrupt(turns=stale, failure=TurnFailure.CONFLICT).turn_ids:
             logger.warning(
                 "turn %s of session %s made no progress for %ss; marked interrupted",
                 state.last_turn_index,
@@ -785,23 +781,43 @@ class TurnRunner:
             pruned=any(context.pruned for _, context in self.contexts),
         )
 
-    def fail(self, status: TurnStatus = TurnStatus.FAILED) -> bool:
+    def fail(
+        self,
+        status: TurnStatus = TurnStatus.FAILED,
+        failure: TurnFailure = TurnFailure.SERVER_ERROR,
+    ) -> bool:
         """After an unexpected error (a bug, the database): end the turn `failed` (or
         `interrupted`, its worker stopping) with the totals of its stored ledger rows and mark
-        its calls in flight lost, so it does not block its session until the stale limit.
+        its calls in flight lost, so it does not block its session until the stale limit;
+        `failure` is the code its replays end with.
         Provider problems never get here: the gateway reports them as results. A turn taken
         over as stale is left as it is, but for the text its stream went on saving after the
         takeover had dropped it. Returns whether this call ended the turn."""
         if self.turn is None:
             return False
         try:
-            ended = turns_interrupt(turns=Turn.objects.filter(pk=self.turn.pk), status=status)
+            ended = turns_interrupt(
+                turns=Turn.objects.filter(pk=self.turn.pk), status=status, failure=failure
+            )
             # The turn has ended either way; its stream's last save waited for (`make`).
             TurnStream.objects.filter(turn=self.turn).delete()
         except Exception:
             logger.exception("turn %s: could not record its failure", self.turn.pk)
             return False
         return bool(ended.turn_ids)
+
+    async def _ending(self, failure: TurnFailure) -> events.TurnEvent:
+        """The last event of a turn that did not run to its end: its replay's, so that a
+        client following it live and one replaying it later read the same ending. The bare
+        code, with no turn, when the database cannot tell (it may be what failed)."""
+        try:
+            replay = await database(events.turn_replay)(self._turn)
+        except Exception:
+            logger.warning("turn %s: could not read how it ended", self._turn.pk, exc_info=True)
+        else:
+            if replay.finished:
+                return replay.events[-1]
+        return events.turn_failed(code=str(failure), body=None)
 
     # --- the steps' machinery -------------------------------------------------------------------
 

@@ -108,9 +108,10 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
     names = [name for name, _ in outcome["streamed"]]
     assert names[0] == "turn_started" and names[-1] == "turn_failed"
     assert outcome["streamed"][-1][1]["code"] == "turn_interrupted"
+    assert outcome["streamed"][-1][1]["turn"]["status"] == "interrupted"
     for name in ("plain", "streamed"):
         turn = Turn.objects.get(session=sessions[name])
-        assert turn.status == "interrupted"
+        assert (turn.status, turn.failure_code) == ("interrupted", "turn_interrupted")
         assert [row.status for row in LlmCallEvent.objects.filter(turn=turn)] == ["lost"]
     # Nothing left running or pending: every session takes its next turn now, and a retry with
     # the interrupted request's Idempotency-Key runs it afresh.

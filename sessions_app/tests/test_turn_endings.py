@@ -1,0 +1,162 @@
+"""How a turn that did not run to its end ends: the stream's last event names what ended it (the
+server, a takeover, a recovery), and a replay of the turn, from any host and at any time later,
+ends with the same event."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.management import call_command
+from django.utils import timezone
+
+from conftest import FakeGateway
+from pantheon import exceptions
+from rooms.models import RoomMode
+from sessions_app import events
+from sessions_app.models import Turn, TurnFailure, TurnStatus
+from sessions_app.selectors import session_for_turn
+from sessions_app.turns import TurnListener, turn_run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def run_streamed(owner):
+    """Run a turn as a streamed request does; returns the events its client heard."""
+
+    def run(session, message: str, gateway: FakeGateway) -> list[events.TurnEvent]:
+        heard: list[events.TurnEvent] = []
+        fresh = session_for_turn(user=owner, session_id=session.pk)
+        try:
+            async_to_sync(turn_run)(
+                session=fresh,
+                user=owner,
+                message=message,
+                gateway=gateway,
+                listener=TurnListener(send=heard.append),
+            )
+        except Exception as exc:
+            heard.append(exc)  # type: ignore[arg-type]
+        return heard
+
+    return run
+
+
+def replayed_ending(turn: Turn) -> events.TurnEvent:
+    replay = events.turn_replay(turn)
+    assert replay.finished
+    return replay.events[-1]
+
+
+def test_a_turn_the_server_failed_ends_with_server_error_live_and_in_its_replay(
+    owner, make_agent, make_room, make_session, run_streamed, monkeypatch
+):
+    """A bug strikes after two of three agents answered. The client following it live was told
+    `server_error` with no turn; a replay said "Every agent failed to answer." though two had."""
+    agents = [make_agent(owner, key) for key in ("ada", "grace", "linus")]
+    session = make_session(owner, room=make_room(owner, agents, mode=RoomMode.ROUNDTABLE))
+
+    def broken(runner):  # asked as linus's step commits (as in test_api_turns)
+        raise RuntimeError("bug in the summary ladder")
+
+    monkeypatch.setattr("sessions_app.turns.TurnRunner._summary_due", broken)
+
+    heard = run_streamed(session, "go", FakeGateway())
+
+    assert isinstance(heard.pop(), RuntimeError)
+    live = heard[-1]
+    assert (live.name, live.data["code"]) == ("turn_failed", "server_error")
+    assert live.data["message"] == "The turn failed on the server."
+    assert live.data["turn"]["status"] == "failed"
+    answered = [m["agent_key"] for m in live.data["turn"]["messages"] if m["role"] == "assistant"]
+    assert answered == ["ada", "grace"]
+    turn = Turn.objects.get()
+    assert (turn.status, turn.failure_code) == (TurnStatus.FAILED, TurnFailure.SERVER_ERROR)
+    assert replayed_ending(turn) == live
+
+
+def test_a_turn_whose_agents_all_failed_ends_as_before(
+    owner, make_agent, make_session, run_streamed
+):
+    gateway = FakeGateway()
+    gateway.fail["ada"] = "error"
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+
+    heard = run_streamed(session, "hello", gateway)
+
+    live = heard[-1]
+    assert (live.name, live.data["code"]) == ("turn_failed", "turn_failed")
+    assert live.data["message"] == "Every agent failed to answer."
+    turn = Turn.objects.get()
+    assert (turn.status, turn.failure_code) == (TurnStatus.FAILED, "")
+    # The balance belongs to the answer that ran the turn; a replay, like a read, has none.
+    assert live.data["turn"].pop("balance")["month_credits_used"] == "0.0000000000"
+    assert replayed_ending(turn).data == {
+        **live.data,
+        "turn": {**live.data["turn"], "balance": None},
+    }
+
+
+def test_a_turn_taken_over_as_stale_ends_with_turn_conflict_live_and_in_its_replay(
+    owner, owner_client, make_agent, make_session, run_streamed, fake_gateway, post_turn, settings
+):
+    """Turn 1's provider hangs past the stale limit and turn 2 takes the session over. Turn 1's
+    live stream said `turn_conflict`; its replay said `turn_interrupted`."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    second = {}
+    gateway = FakeGateway()
+
+    def take_over(call):
+        gateway.during_call = None
+        long_ago = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 1)
+        Turn.objects.filter(turn_index=1).update(progress_at=long_ago)
+        second["response"] = post_turn(owner_client, session, "are you there?")
+
+    gateway.during_call = take_over
+
+    heard = run_streamed(session, "a slow question", gateway)
+
+    assert isinstance(heard.pop(), exceptions.TurnConflict)
+    assert second["response"].status_code == 201
+    live = heard[-1]
+    assert (live.name, live.data["code"]) == ("turn_failed", "turn_conflict")
+    assert live.data["message"] == "The turn was taken over by a later request after it stalled."
+    assert live.data["turn"]["status"] == "interrupted"
+    stale = Turn.objects.get(turn_index=1)
+    assert (stale.status, stale.failure_code) == (TurnStatus.INTERRUPTED, TurnFailure.CONFLICT)
+    assert replayed_ending(stale) == live
+
+
+def test_a_turn_recovered_by_recover_turns_ends_interrupted(owner, make_agent, make_session):
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    long_ago = timezone.now() - timedelta(hours=1)
+    turn = Turn.objects.create(
+        session=session,
+        turn_index=1,
+        mode="direct",
+        user_input="abandoned",
+        created_at=long_ago,
+        progress_at=long_ago,
+    )
+
+    call_command("recover_turns", stdout=StringIO())
+
+    turn.refresh_from_db()
+    assert (turn.status, turn.failure_code) == (TurnStatus.INTERRUPTED, TurnFailure.INTERRUPTED)
+    ending = replayed_ending(turn)
+    assert (ending.name, ending.data["code"]) == ("turn_failed", "turn_interrupted")
+    assert ending.data["turn"]["status"] == "interrupted"
+
+
+def test_a_turn_ended_before_its_failure_was_kept_replays_by_its_status(
+    owner, make_agent, make_session
+):
+    """Turns from before `failure_code` have none: their replays end as they always did."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    turn = Turn.objects.create(session=session, turn_index=1, mode="direct", user_input="hi")
+    Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.INTERRUPTED, failure_code="")
+
+    ending = replayed_ending(turn)
+
+    assert (ending.name, ending.data["code"]) == ("turn_failed", "turn_interrupted")
