@@ -14,6 +14,8 @@ from uvicorn_worker import UvicornWorker
 
 from pantheon import draining
 from pantheon.capacity import PROCESS
+from pantheon.config import number
+from pantheon.protocol import DEFAULT_READ_TIMEOUT, ReadDeadlineProtocol
 
 # How often a draining worker tells gunicorn it is alive (gunicorn's timeout is whole seconds).
 HEARTBEAT_SECONDS = 1.0
@@ -69,6 +71,11 @@ class DrainingServer(Server):
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
+def request_read_timeout() -> float:
+    """GUNICORN_REQUEST_READ_TIMEOUT: the seconds a client has to send a whole request."""
+    return number("GUNICORN_REQUEST_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, above=0)
+
+
 class PantheonWorker(UvicornWorker):
     # uvloop and httptools: the fast event loop and HTTP parser. Django has no lifespan events.
     # No proxy headers: uvicorn would take the client's address and scheme from
@@ -101,6 +108,14 @@ class PantheonWorker(UvicornWorker):
         margin = self.cfg.graceful_timeout - self.drain_seconds
         self.config.timeout_graceful_shutdown = (  # type: ignore[assignment]
             self.drain_seconds + self.wind_down_seconds + margin / 4
+        )
+
+        # A client has this long to send each request (`pantheon.protocol`): uvicorn's
+        # httptools protocol waits for one forever.
+        self.config.http = type(
+            "ReadDeadlineProtocol",
+            (ReadDeadlineProtocol,),
+            {"read_timeout": request_read_timeout()},
         )
 
     def init_process(self) -> None:

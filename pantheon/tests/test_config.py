@@ -83,9 +83,17 @@ def test_the_defaults_and_good_values_start():
     assert good.returncode == 0, good.stderr
 
 
-@pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "GUNICORN_WORKER_CONNECTIONS"])
-def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name):
-    """WEB_CONCURRENCY=0 ran a master with no workers; 0 connections answered everything 503."""
+@pytest.mark.parametrize(
+    ("name", "refusal"),
+    [
+        ("WEB_CONCURRENCY", "must be a whole number, at least 1"),
+        ("GUNICORN_WORKER_CONNECTIONS", "must be a whole number, at least 1"),
+        ("GUNICORN_REQUEST_READ_TIMEOUT", "must be a number above 0"),
+    ],
+)
+def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name, refusal):
+    """WEB_CONCURRENCY=0 ran a master with no workers; 0 connections answered everything 503;
+    no time to send a request would answer every request 408."""
     started = subprocess.run(
         [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
         cwd=ROOT,
@@ -102,7 +110,7 @@ def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name):
     )
 
     assert started.returncode != 0
-    assert f"{name}='0': must be a whole number, at least 1" in started.stderr
+    assert f"{name}='0': {refusal}" in started.stderr
 
 
 def test_the_readers_take_what_they_document(monkeypatch):
