@@ -23,6 +23,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
+from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import Model, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -180,11 +181,42 @@ class DrillDownChangeList(ChangeList):
             raise IncorrectLookupParameters(error) from error
 
 
+class EitherEndPaginator(Paginator):
+    """Django's paginator, reading a page in the list's second half from its far end: the last
+    of a million ledger rows was an OFFSET of a million (PostgreSQL walks every row it skips),
+    2.2 s; read in the reverse order it skips none. The admin's ordering is total (it adds
+    the primary key), so the reversed read holds exactly the page's rows. A queryset with no
+    ordering, or a list that is no queryset, is read as Django does.
+
+    `count_is_exact` is false when the count shown was taken from elsewhere (the ledger's
+    rollups): the far end is then counted from the rows themselves, or a count that drifted
+    from them would shift the page."""
+
+    count_is_exact = True
+
+    def page(self, number):
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        rows = self.object_list
+        if bottom > self.count // 2 and isinstance(rows, QuerySet) and rows.ordered:
+            total = self.count if self.count_is_exact else rows.count()
+            if top == self.count:
+                top = total  # the last page: to the far end, whatever the count said
+            # The page's rows, counted from the far end, in the list's order again.
+            far = list(rows.reverse()[max(total - top, 0) : max(total - bottom, 0)])
+            return self._get_page(far[::-1], number, self)
+        return super().page(number)
+
+
 class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):
     """Read-only for everyone, superusers included. No facet counts: a count per filter choice
     over a million ledger rows never finished."""
 
     show_facets = admin.ShowFacets.NEVER
+    paginator = EitherEndPaginator
 
     def get_changelist(self, request, **kwargs):
         return DrillDownChangeList

@@ -5,7 +5,6 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.core.paginator import Paginator
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
@@ -746,8 +745,10 @@ class LlmCallEventAdmin(RecordAdmin):
             if sources.rollups is not None:  # else no rollup covers these days: all ledger
                 read = {"source": "rollups", "ledger_too": sources.ledger is not None}
         request.ledger_sums = {name: value or 0 for name, value in sums.items()} | read
-        paginator = Paginator(queryset, per_page, orphans, allow_empty_first_page)
+        paginator = self.paginator(queryset, per_page, orphans, allow_empty_first_page)
         paginator.count = request.ledger_sums["llm_calls"]
+        # Summed over the listed rows themselves, or read from the rollups.
+        paginator.count_is_exact = days is None
         return paginator
 
     def changelist_view(self, request, extra_context=None):
