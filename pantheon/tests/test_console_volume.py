@@ -199,3 +199,23 @@ def test_the_last_page_of_the_messages_skips_no_rows_to_reach_them(staff, long_t
         q["sql"] for q in queries if "sessions_app_message" in q["sql"] and "LIMIT" in q["sql"]
     ]
     assert listed and not any("OFFSET" in sql for sql in listed), listed
+
+
+@pytest.mark.parametrize("model", [LlmCallEvent, Message])
+def test_a_sort_typed_by_a_column_the_list_does_not_offer_is_dropped(staff, long_turn, model):
+    """`?o=` by a column the header no longer offers still sorted the whole table by it."""
+    long_turn(range(30))
+    client = client_for(staff)
+    columns = client.get(url(model, "changelist")).context["cl"].list_display
+    newest_first = list(model.objects.order_by("-created_at", "-pk").values_list("pk", flat=True))
+
+    for typed in (f"{columns.index('status')}", f"-{columns.index('status')}.x.99"):
+        response = client.get(url(model, "changelist"), {"o": typed})
+        cl = response.context["cl"]
+        assert [row.pk for row in cl.result_list] == newest_first
+        # The header shows the list's own order: newest first.
+        assert cl.get_ordering_field_columns() == {columns.index("created"): "desc"}
+    # An offered column still sorts.
+    created = str(columns.index("created"))
+    oldest_first = client.get(url(model, "changelist"), {"o": created}).context["cl"].result_list
+    assert [row.pk for row in oldest_first] == newest_first[::-1]
