@@ -3,8 +3,10 @@ import logging
 from django.apps import AppConfig
 from django.conf import settings
 from django.contrib.admin.apps import AdminConfig
+from django.contrib.auth import get_user_model
 from django.core import checks
 from django.db.backends.signals import connection_created
+from django.db.models.signals import post_save
 
 from pantheon import converters, logging_context
 from pantheon.checks import (
@@ -38,6 +40,14 @@ class PantheonConfig(AppConfig):
         checks.register(check_sections_fit_the_pool)
         checks.register(check_password_change_revokes_tokens, checks.Tags.security)
         connection_created.connect(install_replanning, dispatch_uid="pantheon-replanning")
+        # Models are loaded only now: the module imports the token's.
+        from pantheon.passwords import revoke_api_token_on_unsaved_password_stored
+
+        post_save.connect(
+            revoke_api_token_on_unsaved_password_stored,
+            sender=get_user_model(),
+            dispatch_uid="pantheon-unsaved-password",
+        )
         if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             logger.warning(
                 "Pantheon is running on SQLite, the embedded laptop default. "

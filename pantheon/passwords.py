@@ -6,12 +6,26 @@ leaked password outlived the change meant to lock its taker out. Django tells ev
 AUTH_PASSWORD_VALIDATORS when a password has changed (`password_changed`, after the user is
 saved with it: `set_password` then `save`, the console's password pages, `changepassword`); this
 one checks nothing and revokes the token then. A login that only upgrades the stored hash is no
-change, and neither is a save of other fields. Turning password login off on the console's
-password page is no `set_password`: the page revokes the token itself (`pantheon.admin`). A
-login that checked the old password while it changed gets no token (`pantheon.auth_token`).
+change, and neither is a save of other fields.
+
+Django calls the hook at the first save after `set_password`, whatever that save wrote: one
+whose `update_fields` leave the password out (`login()` saving `last_login`, say) changed no
+password, and the old one, still stored, would have handed out a new token at once. So the
+hook revokes only if the user's row holds the new hash; if not, the hash waits on the user
+object, and the save that does store it revokes the token. Django tells nobody of that save
+but `post_save`, hence a receiver, the one write here that rides on a signal.
+
+Turning password login off on the console's password page is no `set_password`: the page
+revokes the token itself (`pantheon.admin`). A login that checked the old password while it
+changed gets no token (`pantheon.auth_token`).
 """
 
+from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
+
+# On the user object: the hash `set_password` gave it, which the save Django told the hook of
+# did not store.
+UNSAVED_PASSWORD = "_pantheon_unsaved_password"
 
 
 def api_token_revoke(*, user) -> bool:
@@ -25,11 +39,28 @@ class RevokeApiTokenOnPasswordChange:
         return None
 
     def password_changed(self, password, user=None) -> None:
-        if user is not None and user.pk is not None:
+        if user is None or user.pk is None:
+            return
+        if get_user_model().objects.filter(pk=user.pk, password=user.password).exists():
             api_token_revoke(user=user)
+        else:
+            setattr(user, UNSAVED_PASSWORD, user.password)
 
     def get_help_text(self) -> str:
         return (
             "Setting a password, or turning password login off, revokes the account's API "
             "token: its API clients log in again."
         )
+
+
+def revoke_api_token_on_unsaved_password_stored(sender, instance, update_fields, **kwargs) -> None:
+    """`post_save` of users: the save that stores a password an earlier save left out."""
+    unsaved = instance.__dict__.get(UNSAVED_PASSWORD)
+    if unsaved is None:
+        return
+    if instance.password != unsaved:
+        # Reloaded, or replaced (a new `set_password` tells the hook again): nothing waits.
+        del instance.__dict__[UNSAVED_PASSWORD]
+    elif update_fields is None or "password" in update_fields:
+        del instance.__dict__[UNSAVED_PASSWORD]
+        api_token_revoke(user=instance)

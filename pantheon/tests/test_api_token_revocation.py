@@ -56,6 +56,61 @@ def test_other_changes_and_logins_keep_the_api_token(owner, anon_client):
     assert token_client(token).get("/api/v1/agents").status_code == 200
 
 
+def test_a_password_set_but_left_out_of_the_save_keeps_the_api_token(owner, anon_client):
+    """Django tells the hook of every save after `set_password`, those whose `update_fields`
+    leave the password out included: the token went, and the old password, still the one
+    stored, handed out a new one."""
+    token = Token.objects.create(user=owner).key
+
+    owner.set_password("a-new-pass-456")
+    owner.first_name = "Ada"
+    owner.save(update_fields=["first_name"])
+
+    assert token_client(token).get("/api/v1/agents").status_code == 200
+    logged_in = anon_client.post(TOKEN_URL, {"username": "owner", "password": "owner-pass-123"})
+    assert logged_in.status_code == 200 and logged_in.json()["token"] == token
+
+
+def test_a_save_that_names_the_password_revokes_the_api_token(owner):
+    stolen = Token.objects.create(user=owner).key
+
+    owner.set_password("a-new-pass-456")
+    owner.save(update_fields=["password"])
+
+    assert token_client(stolen).get("/api/v1/agents").status_code == 401
+
+
+def test_a_password_left_out_of_one_save_revokes_the_api_token_at_the_save_that_stores_it(
+    owner, anon_client
+):
+    """Django tells the hook once, at the save that left the password out: the one that stores
+    it later is a password change all the same."""
+    stolen = Token.objects.create(user=owner).key
+    owner.set_password("a-new-pass-456")
+    owner.save(update_fields=["first_name"])
+    owner.last_name = "Lovelace"
+    owner.save(update_fields=["last_name"])
+    assert token_client(stolen).get("/api/v1/agents").status_code == 200
+
+    owner.save()
+
+    assert token_client(stolen).get("/api/v1/agents").status_code == 401
+    fresh = anon_client.post(TOKEN_URL, {"username": "owner", "password": "a-new-pass-456"})
+    assert fresh.status_code == 200 and fresh.json()["token"] != stolen
+
+
+def test_a_password_left_unsaved_then_reloaded_keeps_the_api_token(owner):
+    token = Token.objects.create(user=owner).key
+    owner.set_password("a-new-pass-456")
+    owner.save(update_fields=["first_name"])
+
+    owner.refresh_from_db()  # the new password is dropped
+    owner.save()
+
+    assert owner.check_password("owner-pass-123")
+    assert token_client(token).get("/api/v1/agents").status_code == 200
+
+
 def test_turning_password_login_off_in_the_console_revokes_the_api_token(staff, owner):
     """The operator's answer to a leaked password: Django's "Password-based authentication:
     Disabled" is no password change to its hook, and the token taken with it kept working."""
