@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from rest_framework.authtoken.models import Token, TokenProxy
 
 from pantheon.console import CREDITS, KeptWhileInUse, moment, record_links
-from pantheon.passwords import api_token_revoke
+from pantheon.passwords import api_token_revoke_logged
 from sessions_app.models import Session, Turn
 from usage.admin import billing_status_badge
 from usage.models import LlmCallEvent
@@ -36,7 +36,7 @@ class PasswordChangeForm(AdminPasswordChangeForm):
     def save(self, commit=True):
         user = super().save(commit=commit)
         if commit and not user.has_usable_password():
-            api_token_revoke(user=user)
+            api_token_revoke_logged(user=user, why="password login turned off")
         return user
 
 

@@ -13,6 +13,7 @@ from django.urls import path
 
 from pantheon import logging_context
 from pantheon.exceptions import query_has_unrenderable
+from pantheon.passwords import console_operator
 
 
 class PantheonAdminSite(admin.AdminSite):
@@ -47,8 +48,9 @@ class PantheonAdminSite(admin.AdminSite):
         filter, search box or dashboard field that passed one on was a 500), and a list action
         whose selection holds a value that is no id of the list's rows (Django filtered by it and
         failed). Its log lines (the request's line too) name the operator, as the API's name
-        their caller. Inside Django's own wrapper, so the login redirect, never_cache and CSRF
-        apply first."""
+        their caller, and so does the history of an API token its password change revokes
+        (`pantheon.passwords`). Inside Django's own wrapper, so the login redirect, never_cache
+        and CSRF apply first."""
 
         @functools.wraps(view)
         def checked(request, *args, **kwargs):
@@ -58,7 +60,8 @@ class PantheonAdminSite(admin.AdminSite):
             if not selection_is_ids(view, request):
                 return self.bad_request(request, "selection")
             refuse_related_to_field(view, request)
-            return view(request, *args, **kwargs)
+            with console_operator(request.user):
+                return view(request, *args, **kwargs)
 
         return super().admin_view(checked, cacheable)
 

@@ -18,20 +18,65 @@ but `post_save`, hence a receiver, the one write here that rides on a signal.
 Turning password login off on the console's password page is no `set_password`: the page
 revokes the token itself (`pantheon.admin`). A login that checked the old password while it
 changed gets no token (`pantheon.auth_token`).
+
+A revocation is written to the user's console history, as the users' list writes its own. The
+console names who made the change (`console_operator`, bound for each console page); the
+history entry of a change made elsewhere (`changepassword`, a script) names the account itself,
+as Django's history must name someone, and says so.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 # On the user object: the hash `set_password` gave it, which the save Django told the hook of
 # did not store.
 UNSAVED_PASSWORD = "_pantheon_unsaved_password"
 
+# The console user whose page is being served, if any.
+_operator: ContextVar = ContextVar("pantheon_console_operator", default=None)
+
+
+@contextmanager
+def console_operator(user) -> Iterator[None]:
+    """Changes made meanwhile are `user`'s, in the history of what they change."""
+    bound = _operator.set(user)
+    try:
+        yield
+    finally:
+        _operator.reset(bound)
+
 
 def api_token_revoke(*, user) -> bool:
     """Delete `user`'s API token; whether they had one."""
     deleted, _ = Token.objects.filter(user=user).delete()
     return deleted > 0
+
+
+def api_token_revoke_logged(*, user, why: str) -> bool:
+    """Revoke `user`'s API token, in their console history with `why`; whether they had one."""
+    operator = _operator.get()
+    if operator is None:
+        operator, why = user, f"{why} outside the console"
+    with transaction.atomic():
+        if not api_token_revoke(user=user):
+            return False
+        LogEntry.objects.log_actions(
+            user_id=operator.pk,
+            queryset=[user],
+            action_flag=CHANGE,
+            change_message=f"Revoked the API token ({why}).",
+            single_object=True,
+        )
+    return True
+
+
+PASSWORD_CHANGED = "the password changed"
 
 
 class RevokeApiTokenOnPasswordChange:
@@ -42,7 +87,7 @@ class RevokeApiTokenOnPasswordChange:
         if user is None or user.pk is None:
             return
         if get_user_model().objects.filter(pk=user.pk, password=user.password).exists():
-            api_token_revoke(user=user)
+            api_token_revoke_logged(user=user, why=PASSWORD_CHANGED)
         else:
             setattr(user, UNSAVED_PASSWORD, user.password)
 
@@ -63,4 +108,4 @@ def revoke_api_token_on_unsaved_password_stored(sender, instance, update_fields,
         del instance.__dict__[UNSAVED_PASSWORD]
     elif update_fields is None or "password" in update_fields:
         del instance.__dict__[UNSAVED_PASSWORD]
-        api_token_revoke(user=instance)
+        api_token_revoke_logged(user=instance, why=PASSWORD_CHANGED)

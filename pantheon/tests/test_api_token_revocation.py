@@ -2,7 +2,9 @@
 usual answer to a leaked password must also shut out whoever took the token with it."""
 
 import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -172,3 +174,64 @@ def test_a_login_that_upgrades_the_stored_hash_keeps_the_api_token(owner, anon_c
     assert owner.password.startswith("pbkdf2_sha256$")
     assert logged_in.status_code == 200 and logged_in.json()["token"] == token
     assert token_client(token).get("/api/v1/agents").status_code == 200
+
+
+def history(user) -> list[tuple[str, str]]:
+    """`user`'s console history: who did what, oldest first."""
+    entries = LogEntry.objects.filter(object_id=str(user.pk), action_flag=CHANGE).order_by("pk")
+    return [(entry.user.get_username(), entry.get_change_message()) for entry in entries]
+
+
+def test_a_revocation_by_the_console_s_password_page_is_in_the_user_s_history(staff, owner):
+    """The users' list writes its revocations to the user's history; a password change left no
+    trace of the one it made there."""
+    Token.objects.create(user=owner)
+    client = client_for(staff)
+
+    client.post(
+        f"/admin/auth/user/{owner.pk}/password/",
+        {"password1": "a-new-pass-456", "password2": "a-new-pass-456", "usable_password": "true"},
+    )
+
+    assert history(owner) == [
+        ("staff", "Revoked the API token (the password changed)."),
+        ("staff", "Changed password."),
+    ]
+    page = client.get(f"/admin/auth/user/{owner.pk}/history/").content.decode()
+    assert "Revoked the API token (the password changed)." in page
+
+
+def test_a_revocation_by_turning_password_login_off_is_in_the_user_s_history(staff, owner):
+    Token.objects.create(user=owner)
+
+    client_for(staff).post(
+        f"/admin/auth/user/{owner.pk}/password/",
+        {"usable_password": "false", "unset-password": "Disable password-based authentication"},
+    )
+
+    assert ("staff", "Revoked the API token (password login turned off).") in history(owner)
+
+
+def test_a_revocation_by_a_password_changed_outside_the_console_names_the_account(
+    owner, monkeypatch
+):
+    """`changepassword` (or a script) has no console user to name: the entry names the account
+    whose password it was, and says where the change came from."""
+    Token.objects.create(user=owner)
+    monkeypatch.setattr(
+        "django.contrib.auth.management.commands.changepassword.getpass.getpass",
+        lambda prompt="": "a-new-pass-456",
+    )
+
+    call_command("changepassword", "owner")
+
+    assert history(owner) == [
+        ("owner", "Revoked the API token (the password changed outside the console).")
+    ]
+
+
+def test_a_password_change_without_a_token_writes_no_history(staff, owner):
+    owner.set_password("a-new-pass-456")
+    owner.save()
+
+    assert history(owner) == []
