@@ -297,7 +297,9 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 {"type": "string", "pattern": "^[!-~]{1,255}$", "maxLength": 255},
                 OpenApiParameter.HEADER,
                 description="Retries with the same key and body replay the first answer "
-                "(kept 24 hours at least). Any other key is 400 `invalid_idempotency_key`.",
+                "(kept 24 hours at least). Any other key, or the header given more than once "
+                "(the server would read its values joined by a comma, as one key), is 400 "
+                "`invalid_idempotency_key`.",
             ),
             OpenApiParameter(
                 "Idempotent-Replayed",
@@ -352,7 +354,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         body = TurnCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         record: IdempotencyKey | None = None
-        key = request.headers.get("Idempotency-Key")
+        key = idempotency.idempotency_key_of(request)
         if key is not None:
             begun = idempotency.idempotency_begin(
                 user=request.user,

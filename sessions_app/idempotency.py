@@ -1,6 +1,7 @@
 """Idempotent turns: `Idempotency-Key` on `POST sessions/{id}/turns` (Stripe's semantics, the
 IETF Idempotency-Key draft).
 
+- Two `Idempotency-Key` headers: 400 `invalid_idempotency_key`, as for a key out of shape.
 - The same key with the same request (method, path, body) replays the stored status and body:
   no new turn, no LLM call.
 - The same key with another request: 422 `idempotency_key_reused`.
@@ -52,6 +53,21 @@ class Replay:
 def request_fingerprint(*, method: str, path: str, body: Any) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
+
+
+def idempotency_key_of(request) -> str | None:
+    """The request's `Idempotency-Key`, if it sent one. Django joins a header sent twice into
+    one value, "a,b", and a comma is fine in a key: the request would run under a key it never
+    sent, neither of its two. Under ASGI the raw headers still tell two from one; a WSGI server
+    has joined them before Django sees them."""
+    scope = getattr(request, "scope", None)
+    if scope is not None:
+        sent = sum(name.lower() == b"idempotency-key" for name, _ in scope["headers"])
+        if sent > 1:
+            raise exceptions.InvalidIdempotencyKey(
+                f"Send one Idempotency-Key: this request carries {sent}."
+            )
+    return request.headers.get("Idempotency-Key")
 
 
 def idempotency_begin(

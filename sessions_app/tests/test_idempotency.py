@@ -6,9 +6,11 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import AsyncClient
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -453,3 +455,65 @@ def test_a_claim_the_database_broke_frees_the_key_so_a_retry_runs(owner, session
     assert "Idempotent-Replayed" not in retried.headers
     assert Turn.objects.get().status == "completed"
     assert IdempotencyKey.objects.get().response_status == 201
+
+
+TWO_KEYS_REFUSED = {
+    "detail": {
+        "code": "invalid_idempotency_key",
+        "message": "Send one Idempotency-Key: this request carries 2.",
+    }
+}
+
+
+def test_two_idempotency_keys_are_refused_before_anything_is_written(owner, session, fake_gateway):
+    """Django joins repeated headers with a comma, and "key-1,key-2" is a valid key: the turn
+    ran under a key the client never sent. The raw ASGI headers tell two keys from one."""
+    token = Token.objects.create(user=owner).key
+
+    async def post_twice():
+        # Two spellings of one header name, as a dict cannot hold one name twice: the test
+        # client lowercases both into two `idempotency-key` headers.
+        return await AsyncClient().post(
+            f"/api/v1/sessions/{session.id}/turns",
+            {"message": "hello"},
+            content_type="application/json",
+            headers={"Authorization": f"Token {token}", "Idempotency-Key": "key-1"},
+            **{"idempotency-key": "key-2"},
+        )
+
+    response = async_to_sync(post_twice)()
+
+    assert response.status_code == 400
+    assert response.json() == TWO_KEYS_REFUSED
+    assert not IdempotencyKey.objects.exists()
+    assert not Turn.objects.exists() and fake_gateway.calls == []
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.usefixtures("no_throttle_history")
+def test_two_idempotency_keys_are_refused_by_the_server(owner, session):
+    """Through gunicorn and uvicorn, with the header sent twice on the wire; one key holding a
+    comma is a key like any other."""
+    headers = [("Authorization", f"Token {Token.objects.create(user=owner).key}")]
+    with AppServer(database_url=postgres_url(connection.settings_dict)) as server:
+        url = f"{server.url}/api/v1/sessions/{session.id}/turns"
+        twice = httpx.post(
+            url,
+            json={"message": "hello"},
+            headers=[*headers, ("Idempotency-Key", "key-1"), ("Idempotency-Key", "key-2")],
+            timeout=30,
+        )
+        nothing_written = not IdempotencyKey.objects.exists() and not Turn.objects.exists()
+        joined = httpx.post(
+            url,
+            json={"message": "hello"},
+            headers=[*headers, ("Idempotency-Key", "key-1,key-2")],
+            timeout=30,
+        )
+
+    assert twice.status_code == 400
+    assert twice.json() == TWO_KEYS_REFUSED
+    assert nothing_written
+    assert joined.status_code == 201, joined.text
+    assert IdempotencyKey.objects.get().key == "key-1,key-2"
+    assert Turn.objects.get().status == "completed"
