@@ -28,9 +28,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import NotSupportedError, connection
+from django.db import NotSupportedError, OperationalError, connection
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,6 +48,35 @@ def release_connection() -> None:
     transaction is open around us (a test's)."""
     if not connection.in_atomic_block:
         connection.close()
+
+
+# What PostgreSQL says when it ends a connection or will not take one: class 08 (connection
+# exception), 57P01 admin_shutdown (`pg_terminate_backend`, a fast shutdown or a failover),
+# 57P02 crash_shutdown (another backend crashed), 57P03 cannot_connect_now (starting up, shutting
+# down, in recovery) and 53300 too_many_connections. Not its other operational errors: 57014
+# (a statement timeout, a cancelled query), 55P03 (a lock timeout), 40P01 (a deadlock) and the
+# like failed the statement, not the connection, and a retry of the same request may well meet
+# them again.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def connection_lost(exc: BaseException | None) -> bool:
+    """Whether `exc` (a psycopg error, or Django's wrapping of one) says the database connection
+    was lost or could not be made: a restart, a failover, `pg_terminate_backend`, a network cut,
+    no connection from the pool in time. A transient outage, which a retry soon after gets past,
+    not a fault of the request or a bug.
+
+    psycopg raises these as OperationalError: with PostgreSQL's SQLSTATE when the server said
+    why (`_UNAVAILABLE_STATES`), without one when psycopg itself found the connection gone or
+    could not open one (`psycopg_pool.PoolTimeout` included). Its InterfaceError is a misuse of
+    a connection or cursor (one already closed by our own code), never a lost connection."""
+    cause = exc if isinstance(exc, psycopg.Error) else getattr(exc, "__cause__", None)
+    if not isinstance(exc, OperationalError | psycopg.OperationalError) or not isinstance(
+        cause, psycopg.OperationalError
+    ):
+        return False
+    state = cause.sqlstate
+    return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
 
 
 # PostgreSQL's answer when a prepared statement's result columns changed type under it (a

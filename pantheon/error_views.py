@@ -1,17 +1,21 @@
 """Django's error pages, as JSON under `/api/` and as Django's usual HTML elsewhere.
 
 DRF renders the errors its views raise; these cover what happens outside them: an unknown path
-or a malformed id (the URL resolver's 404), an exception no handler caught (500), a body over
-Django's own size limit or another suspicious request (400/413). A 500 body names the request
-id so an operator can find the traceback in the logs; it never holds the traceback itself.
+or a malformed id (the URL resolver's 404), an exception no handler caught (500; 503 when it is a
+lost database connection), a body over Django's own size limit or another suspicious request
+(400/413). A 500 body names the request id so an operator can find the traceback in the logs; it
+never holds the traceback itself.
 """
 
+import sys
+
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions
 
-from pantheon.exceptions import RequestTooLarge
+from pantheon.db import connection_lost
+from pantheon.exceptions import DatabaseUnavailable, RequestTooLarge
 from pantheon.middleware import error_response, is_api_path, request_id_of
 
 
@@ -36,6 +40,9 @@ def page_not_found(request, exception, *args, **kwargs):
 
 
 def server_error(request, *args, **kwargs):
+    # Django calls this while it handles the exception, which is still the current one.
+    if connection_lost(sys.exc_info()[1]):
+        return database_unavailable(request)
     if not is_api_path(request.path_info):
         return defaults.server_error(request, *args, **kwargs)
     request_id = request_id_of(request)
@@ -50,3 +57,24 @@ def server_error(request, *args, **kwargs):
         },
         status=500,
     )
+
+
+CONSOLE_DATABASE_UNAVAILABLE = (
+    '<!doctype html>\n<html lang="en">\n<head>\n  <title>Service Unavailable (503)</title>\n'
+    "</head>\n<body>\n  <h1>Service Unavailable (503)</h1><p>The database connection was lost. "
+    "Try again in a moment.</p>\n</body>\n</html>\n"
+)
+
+
+def database_unavailable(request):
+    """A lost database connection outside DRF's views (a middleware's session save, the
+    console's pages): a 503 with a Retry-After, as the API's views answer it, not a 500 that
+    reads as a bug. The console gets a page like Django's own 500 page (no template: the
+    database may be what a template's context needs)."""
+    error = DatabaseUnavailable()
+    if is_api_path(request.path_info):
+        response: HttpResponse = error_response(error)
+    else:
+        response = HttpResponse(CONSOLE_DATABASE_UNAVAILABLE, status=503)
+    response["Retry-After"] = str(error.retry_after_seconds)
+    return response

@@ -4,7 +4,8 @@ Services raise these (or Django's ValidationError for a bad field), never DRF's 
 refusal answers `{"detail": {"code": ..., "message": ...}}` with its own HTTP status; a Django
 ValidationError answers 400 with DRF's field-error body; anything DRF raises (validation,
 authentication, 404) keeps DRF's usual body, except throttling, which gets a code
-(`throttled`) next to its `Retry-After` header.
+(`throttled`) next to its `Retry-After` header. A lost database connection is no refusal but a
+transient outage: 503 `database_unavailable` with a `Retry-After`, not a 500.
 
 No error body ever echoes a character that cannot be rendered: lone surrogates (which UTF-8
 cannot encode) and NULs in a detail are replaced before rendering.
@@ -22,6 +23,10 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
+
+from pantheon.db import connection_lost
+
+logger = logging.getLogger(__name__)
 
 
 class PantheonError(Exception):
@@ -174,6 +179,21 @@ class TurnInterrupted(PantheonError):
     log_level = logging.WARNING
 
 
+class DatabaseUnavailable(PantheonError):
+    """The request lost its database connection, or got none (`pantheon.db.connection_lost`):
+    PostgreSQL restarted, failed over or ended the connection. Only requests under way at that
+    moment meet it: the pool checks each connection it hands out and replaces a dead one."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "database_unavailable"
+    default_message = (
+        "The database connection was lost while this request ran. Nothing it did was kept "
+        "unless it finished; retry in a moment."
+    )
+    # A restart or a failover is seconds long; the pool reconnects as soon as it is over.
+    retry_after_seconds = 2
+
+
 class RequestTooLarge(PantheonError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "request_too_large"
@@ -250,12 +270,18 @@ def api_exception_handler(exc, context):
     # Imported here: rest_framework.views loads the API's parsers, which raise these errors.
     from rest_framework.views import exception_handler
 
+    if connection_lost(exc):
+        # Not a bug, but an outage an operator wants to see, with the query it cut short.
+        logger.error("the database connection was lost: answered 503", exc_info=exc)
+        exc = DatabaseUnavailable()
     if isinstance(exc, PantheonError):
         # A refusal's message may quote the request (an alias name, say).
         refusal = Response(renderable(exc.as_body()), status=exc.status_code)
         if hasattr(exc, "log_level"):
             # The request line's level (pantheon.middleware).
             refusal.log_level = exc.log_level  # type: ignore[attr-defined]
+        if hasattr(exc, "retry_after_seconds"):
+            refusal["Retry-After"] = str(exc.retry_after_seconds)
         return refusal
     if isinstance(exc, DjangoValidationError):
         exc = ValidationError(detail=as_serializer_error(exc))

@@ -119,8 +119,9 @@ DESCRIPTIONS = {
     413: "`request_too_large`: the body is over the server's size limit.",
     415: "Unsupported media type: send `application/json`.",
     429: "`throttled`: too many requests; retry after `Retry-After` seconds.",
-    503: "`over_capacity`: the server is serving as many requests as it can; retry after "
-    "`Retry-After` seconds.",
+    503: "`over_capacity`: the server is serving as many requests as it can; or "
+    "`database_unavailable`: the request lost its database connection (a restart, a "
+    "failover). Retry after `Retry-After` seconds.",
 }
 
 
@@ -189,7 +190,8 @@ class AutoSchema(openapi.AutoSchema):
             errors[415] = ErrorMessageSerializer
         if self.view.get_throttles():
             errors[429] = CodedErrorSerializer
-        # Any request, when its worker is full (pantheon.capacity).
+        # Any request, when its worker is full (pantheon.capacity) or its database connection
+        # is lost (pantheon.db.connection_lost).
         errors[503] = CodedErrorSerializer
         return errors
 

@@ -2,9 +2,12 @@
 the connections it holds: a restart, a failover, a proxy's idle timeout, an operator's
 `pg_terminate_backend`. The requests after it are served on new connections."""
 
+import threading
+import time
+
 import httpx
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.authtoken.models import Token
 
 from pantheon.testing.servers import (
@@ -36,3 +39,35 @@ def test_connections_the_database_dropped_are_never_handed_to_a_request(owner):
         statuses = [httpx.get(url, headers=headers, timeout=30).status_code for _ in range(8)]
 
     assert statuses == [200] * 8
+
+
+def test_a_request_whose_connection_is_ended_mid_query_answers_503_then_the_next_is_served(
+    owner,
+):
+    """The pool's checks cannot save a request whose query is under way when PostgreSQL ends
+    its connection: it answers 503 `database_unavailable` with a Retry-After, not a 500 that
+    reads as a bug, and the retry it asks for is served."""
+    headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
+    with AppServer(database_url=postgres_url(connection.settings_dict)) as server:
+        url = f"{server.url}/api/v1/agents"
+        answers: list = []
+        request = threading.Thread(
+            target=lambda: answers.append(httpx.get(url, headers=headers, timeout=30))
+        )
+        with transaction.atomic():
+            # The list's query waits on the table; its connection is ended as it waits.
+            with connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE rooms_agent IN ACCESS EXCLUSIVE MODE")
+            request.start()
+            deadline = time.monotonic() + 30
+            while not end_other_connections(waiting_on_a_lock=True):
+                assert time.monotonic() < deadline, "the list's query never waited on the lock"
+                time.sleep(0.05)
+        request.join(30)
+        retried = httpx.get(url, headers=headers, timeout=30)
+
+    [lost] = answers
+    assert lost.status_code == 503, lost.text
+    assert lost.json()["detail"]["code"] == "database_unavailable"
+    assert lost.headers["Retry-After"] == "2"
+    assert retried.status_code == 200

@@ -449,8 +449,9 @@ def test_a_claim_the_database_broke_frees_the_key_so_a_retry_runs(owner, session
         with connection.cursor() as cursor:
             cursor.execute(CLAIMS_WORK_AGAIN)
 
-    assert broke.status_code == 500
-    assert broke.json()["detail"]["code"] == "server_error"
+    assert broke.status_code == 503
+    assert broke.json()["detail"]["code"] == "database_unavailable"
+    assert broke.headers["Retry-After"] == "2"
     assert retried.status_code == 201, retried.text
     assert "Idempotent-Replayed" not in retried.headers
     assert Turn.objects.get().status == "completed"
