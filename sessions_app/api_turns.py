@@ -39,7 +39,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pantheon import draining, logging_context
-from pantheon.db import database, release_connection
+from pantheon.db import connection_lost, database, release_connection
 from pantheon.exceptions import REFUSALS, TurnInterrupted
 from pantheon.negotiation import answer_in_json
 from pantheon.schema import TurnRefusalSerializer, refusals
@@ -63,7 +63,8 @@ logger = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
 EVENTS_ONLY = "A turn's events are answered as text/event-stream only."
-# What a retry gets after a request that started and then broke (a bug, the database).
+# What a retry gets after a request that started and then broke (a bug; a lost database
+# connection frees the key instead).
 SERVER_ERROR_BODY = {
     "detail": {"code": "server_error", "message": "The turn failed on the server."}
 }
@@ -101,9 +102,10 @@ SSE_EVENT_DATA = {
         "{code, message, turn}",
         "last event of a turn that did not complete; `code` is `turn_failed` (every agent "
         "failed), `turn_interrupted` (its server restarted, or it stopped making progress), "
-        "`turn_conflict` (a later request took the stalled session over) or `server_error`; "
-        "`turn` is the turn as in `turn_completed`, or null when the database could not be "
-        "read; a replay ends with the same code",
+        "`turn_conflict` (a later request took the stalled session over), "
+        "`database_unavailable` (it lost its database connection and ended interrupted: post "
+        "it again) or `server_error`; `turn` is the turn as in `turn_completed`, or null when "
+        "the database could not be read; a replay ends with the same code",
     ),
 }
 
@@ -272,7 +274,10 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     "retry after `Retry-After` seconds. Or `turn_interrupted`: the server "
                     "restarted while the turn ran (a deploy), and the turn ended `interrupted` "
                     "with its finished steps kept: post it again (its Idempotency-Key runs it "
-                    "afresh).",
+                    "afresh). Or `database_unavailable`, with `Retry-After`: the request lost "
+                    "its database connection (a restart, a failover); a turn it had claimed "
+                    "ended `interrupted` the same way, and its Idempotency-Key runs it afresh "
+                    "(or answers with it, had it finished just then).",
                 }
             ),
             422: OpenApiResponse(
@@ -342,7 +347,24 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             return await self._turn(runner, record)
         queue: asyncio.Queue[events.TurnEvent] = asyncio.Queue()
         stream.set_result(_event_stream(_live(queue), created=True))
-        return await self._turn(runner, record, TurnListener(send=queue.put_nowait))
+        if record is None:
+            return await self._turn(runner, record, TurnListener(send=queue.put_nowait))
+        # The turn's last event waits until its key is settled: a client that retries as soon
+        # as its stream ends (after `turn_failed` `database_unavailable`, say) finds the key
+        # freed or answering, not still running (409 `idempotency_key_in_use`).
+        last: list[events.TurnEvent] = []
+
+        def send(event: events.TurnEvent) -> None:
+            if event.id == events.TURN_ENDED_ID:
+                last.append(event)
+            else:
+                queue.put_nowait(event)
+
+        try:
+            return await self._turn(runner, record, TurnListener(send=send))
+        finally:
+            for event in last:
+                queue.put_nowait(event)
 
     def _start(self, request: Request, session_id) -> tuple | idempotency.Replay:
         """One section before the turn's provider calls: DRF's checks, the session, the body,
@@ -418,15 +440,20 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             # The worker is stopping: a retry with the key runs the interrupted turn afresh,
             # as after a crash, or gets its answer if it ended on its own just then.
             if record is not None:
-                await database(idempotency.idempotency_settle_stopped)(
+                await database(idempotency.idempotency_settle_interrupted)(
                     record=record, turn_id=runner.turn.pk if runner.turn else None
                 )
             raise
-        except Exception:
+        except Exception as exc:
             if record is not None:
-                await database(idempotency.idempotency_finish)(
-                    record=record, status=500, body=SERVER_ERROR_BODY
-                )
+                if connection_lost(exc):
+                    # A transient outage, answered 503 (`pantheon.exceptions`): the retry runs
+                    # the interrupted turn afresh, or gets it if it had finished after all.
+                    await _settle_key_after_a_lost_connection(record, runner)
+                else:
+                    await database(idempotency.idempotency_finish)(
+                        record=record, status=500, body=SERVER_ERROR_BODY
+                    )
             raise
         body = outcome.body
         if record is not None:
@@ -453,6 +480,18 @@ def _free_key_after_a_broken_claim(record: IdempotencyKey) -> None:
         idempotency.idempotency_release(record=record)
     except DatabaseError:
         logger.warning("could not free Idempotency-Key %s after a broken claim", record.pk)
+
+
+async def _settle_key_after_a_lost_connection(record: IdempotencyKey, runner: TurnRunner) -> None:
+    """If the database is still away the key stays running, to be taken over after the stale
+    limit (its turn by then ended `interrupted` by `recover_turns` or the next claim), and the
+    turn's own error is reported."""
+    try:
+        await database(idempotency.idempotency_settle_interrupted)(
+            record=record, turn_id=runner.turn.pk if runner.turn else None
+        )
+    except DatabaseError:
+        logger.warning("could not settle Idempotency-Key %s after a lost connection", record.pk)
 
 
 class TurnEventsView(_AsyncTurnView, AsyncAPIView):

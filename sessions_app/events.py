@@ -115,6 +115,9 @@ _FAILURES = {
     "progress.",
     "turn_conflict": "The turn was taken over by a later request after it stalled.",
     "server_error": "The turn failed on the server.",
+    "database_unavailable": "The turn lost its database connection (the database restarted or "
+    "failed over): it ended interrupted. Post it again; with the same Idempotency-Key it runs "
+    "afresh.",
 }
 
 

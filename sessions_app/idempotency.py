@@ -8,7 +8,10 @@ IETF Idempotency-Key draft).
 - The same key while the first request runs: 409 `idempotency_key_in_use`.
 - A request refused before it started (validation, a refusal, a 409) stores nothing: a retry
   runs afresh; so does one whose claim broke (its database connection dropped), which claimed
-  nothing. One that started and broke stores its 500, as any answer.
+  nothing, and one whose turn lost its database connection and ended interrupted (the client
+  got a 503 `database_unavailable`), unless the turn had finished before the connection went:
+  a retry then gets that turn. One that started and broke otherwise (a bug) stores its 500, as
+  any answer.
 - A key whose request never finished (its worker died) is taken over by a retry once it is
   older than the stale limit of turns and its session's turn is not in progress. Taking over
   moves the key's `updated_at`, its fencing stamp: the first request, should it still be
@@ -123,11 +126,12 @@ def _ended_turn(record: IdempotencyKey) -> Replay | None:
     return Replay(status=201, body=body, turn_id=turn.pk)
 
 
-def idempotency_settle_stopped(*, record: IdempotencyKey, turn_id) -> bool:
-    """The request stopped with its worker (`pantheon.draining`) while its turn ran. A turn
-    that ended on its own at that moment (its last commit won) keeps its answer for the
-    retries, so none runs it again; an interrupted one frees the key, so a retry runs afresh.
-    Returns whether the turn had ended on its own."""
+def idempotency_settle_interrupted(*, record: IdempotencyKey, turn_id) -> bool:
+    """The request stopped with its worker (`pantheon.draining`) while its turn ran, or lost
+    its database connection mid-turn (`pantheon.db.connection_lost`). A turn that ended on its
+    own at that moment (its last commit won, or went through before the connection dropped)
+    keeps its answer for the retries, so none runs it again; an interrupted one frees the key,
+    so a retry runs afresh. Returns whether the turn had ended on its own."""
     record.turn_id = turn_id
     if _ended_turn(record) is not None:
         return True

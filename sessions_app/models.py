@@ -98,6 +98,7 @@ class TurnFailure(models.TextChoices):
     SERVER_ERROR = "server_error", "the server failed"
     INTERRUPTED = "turn_interrupted", "interrupted: its server stopped, or it stalled"
     CONFLICT = "turn_conflict", "stalled, and taken over by a later turn"
+    DATABASE_UNAVAILABLE = "database_unavailable", "its database connection was lost"
 
 
 class TurnQuerySet(models.QuerySet):

@@ -63,7 +63,7 @@ from orchestration.types import (
     Role,
 )
 from pantheon import exceptions, logging_context
-from pantheon.db import database
+from pantheon.db import connection_lost, database
 from pantheon.llm import alias_config, get_gateway
 from rooms.models import Room, RoomMode
 from rooms.selectors import room_roster
@@ -403,17 +403,25 @@ class TurnRunner:
         try:
             await self._run_steps()
         except BaseException as exc:
-            # Cancelled: the worker is stopping (`pantheon.draining`), not a failure.
+            # Cancelled: the worker is stopping (`pantheon.draining`), not a failure. A lost
+            # connection: the database went away under a section (a restart, a failover), not
+            # the turn's fault either. Both end the turn `interrupted`, which a retry with its
+            # Idempotency-Key runs afresh.
             stopped = isinstance(exc, asyncio.CancelledError)
             if isinstance(exc, exceptions.TurnConflict):  # taken over while it stalled
                 failure = TurnFailure.CONFLICT
+            elif connection_lost(exc):
+                failure = TurnFailure.DATABASE_UNAVAILABLE
             else:
                 failure = TurnFailure.INTERRUPTED if stopped else TurnFailure.SERVER_ERROR
+            interrupted = stopped or failure == TurnFailure.DATABASE_UNAVAILABLE
             await database(self.fail)(
-                status=TurnStatus.INTERRUPTED if stopped else TurnStatus.FAILED, failure=failure
+                status=TurnStatus.INTERRUPTED if interrupted else TurnStatus.FAILED,
+                failure=failure,
             )
-            # Whoever ended it (this, a takeover, or the turn itself as it was cancelled: the
-            # section under way committed its last step), the stream ends as its replay does.
+            # Whoever ended it (this, a takeover, or the turn itself: the section under way as
+            # it was cancelled, or whose connection went after its commit, committed its last
+            # step), the stream ends as its replay does.
             self._emit(await self._ending(failure))
             raise
         balance = self._balance()
@@ -785,14 +793,17 @@ class TurnRunner:
         self,
         status: TurnStatus = TurnStatus.FAILED,
         failure: TurnFailure = TurnFailure.SERVER_ERROR,
-    ) -> bool:
+    ) -> bool | None:
         """After an unexpected error (a bug, the database): end the turn `failed` (or
         `interrupted`, its worker stopping) with the totals of its stored ledger rows and mark
         its calls in flight lost, so it does not block its session until the stale limit;
         `failure` is the code its replays end with.
         Provider problems never get here: the gateway reports them as results. A turn taken
         over as stale is left as it is, but for the text its stream went on saving after the
-        takeover had dropped it. Returns whether this call ended the turn."""
+        takeover had dropped it. Returns whether this call ended the turn, None when it could
+        not tell: the database was still unreachable (a connection lost in a restart is back
+        within the pool's DB_POOL_TIMEOUT, which this waits for), and the turn stays `running`
+        until the stale limit, when the next claim or `recover_turns` ends it."""
         if self.turn is None:
             return False
         try:
@@ -803,7 +814,7 @@ class TurnRunner:
             TurnStream.objects.filter(turn=self.turn).delete()
         except Exception:
             logger.exception("turn %s: could not record its failure", self.turn.pk)
-            return False
+            return None
         return bool(ended.turn_ids)
 
     async def _ending(self, failure: TurnFailure) -> events.TurnEvent:

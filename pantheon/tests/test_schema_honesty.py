@@ -365,6 +365,37 @@ def test_the_health_checks_503s_are_both_described(schema, anon_client, monkeypa
     }
 
 
+def test_a_lost_database_connection_is_a_documented_503(schema, owner_client, monkeypatch):
+    """Any operation whose request loses its database connection answers 503
+    `database_unavailable` with a Retry-After (the health check reports the database itself)."""
+    import psycopg
+    from django.db import OperationalError
+
+    for path, method, operation in operations(schema):
+        if path == "/api/v1/health":
+            continue
+        unavailable = operation["responses"]["503"]
+        label = f"{method.upper()} {path}"
+        assert "database_unavailable" in unavailable["description"], label
+        assert "Retry-After" in unavailable["headers"], label
+    # A streamed turn says it in its last event.
+    turn = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]["responses"]["201"]
+    assert "`database_unavailable`" in json.dumps(turn["content"]["text/event-stream"])
+
+    lost = OperationalError("terminating connection due to administrator command")
+    lost.__cause__ = psycopg.errors.AdminShutdown(lost.args[0])
+
+    def list_agents(**kwargs):
+        raise lost
+
+    monkeypatch.setattr("rooms.selectors.agents_for_user", list_agents)
+    answer = owner_client.get("/api/v1/agents")
+
+    assert answer.status_code == 503
+    assert answer.json()["detail"]["code"] == "database_unavailable"
+    assert mismatches(schema, "get", "/api/v1/agents", answer) == []
+
+
 # --- the turn ----------------------------------------------------------------------------------
 
 TURNS = "/api/v1/sessions/{session_id}/turns"

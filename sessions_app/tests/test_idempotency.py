@@ -19,7 +19,7 @@ from sessions_app.idempotency import (
     idempotency_begin,
     idempotency_finish,
     idempotency_release,
-    idempotency_settle_stopped,
+    idempotency_settle_interrupted,
     request_fingerprint,
 )
 from sessions_app.models import IdempotencyKey, Turn
@@ -306,7 +306,7 @@ def test_a_key_whose_request_stopped_with_its_worker_answers_or_frees_by_its_tur
     )
     IdempotencyKey.objects.filter(pk=record.pk).update(turn=turn)  # linked by the claim
 
-    assert idempotency_settle_stopped(record=record, turn_id=turn.pk) is answers
+    assert idempotency_settle_interrupted(record=record, turn_id=turn.pk) is answers
 
     retry = post(owner_client, session)
     assert retry.status_code == 201

@@ -1,0 +1,136 @@
+"""A turn whose database connection PostgreSQL ends mid-turn (a restart, a failover, an
+operator's `pg_terminate_backend`), on the production server: the turn ends `interrupted` with
+its call in flight `lost`, the client is told `database_unavailable` (a 503, or the stream's
+`turn_failed`), and a retry with the same Idempotency-Key runs the turn afresh."""
+
+import threading
+
+import httpx
+import pytest
+from django.db import connection, transaction
+from rest_framework.authtoken.models import Token
+
+from pantheon.testing.servers import AppServer, end_other_connections, postgres_url
+from pantheon.testing.sse import events
+from sessions_app.models import IdempotencyKey, Message, Turn
+from sessions_app.tests.conftest import point_at_stub, wait_for
+from usage.models import LlmCallEvent
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("no_throttle_history"),
+]
+
+
+@pytest.fixture
+def headers(owner):
+    return {
+        "Authorization": f"Token {Token.objects.create(user=owner).key}",
+        "Idempotency-Key": "key-1",
+    }
+
+
+@pytest.fixture
+def session(owner, make_agent, make_session, stub):
+    point_at_stub(stub, "slow-1500", "deepseek")  # the provider thinks, then answers at once
+    return make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
+
+
+def _serve() -> AppServer:
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
+    return AppServer(database_url=postgres_url(connection.settings_dict), env=env)
+
+
+def _drop_the_steps_connection(stub) -> None:
+    """While the provider thinks, the turn holds no connection. Hold its row so that the step
+    that stores the answer waits on it, then end that step's connection mid-transaction."""
+    wait_for(lambda: stub.requests == 1, "the provider call")
+    with transaction.atomic():
+        Turn.objects.select_for_update(no_key=True).get()
+        wait_for(
+            lambda: end_other_connections(waiting_on_a_lock=True), "the step waiting on the lock"
+        )
+
+
+def _assert_the_turn_was_interrupted_and_the_key_freed(turn: Turn) -> None:
+    assert turn.status == "interrupted"
+    assert turn.completed_at is not None
+    # The answer's transaction went with its connection: no message, and its call (the
+    # provider answered, and may bill it) is `lost`, not left pending.
+    assert list(Message.objects.filter(turn=turn).values_list("role", flat=True)) == ["user"]
+    assert list(LlmCallEvent.objects.filter(turn_id=turn.pk).values_list("status", flat=True)) == [
+        "lost"
+    ]
+    assert not IdempotencyKey.objects.exists()
+
+
+def _retry(url: str, headers) -> httpx.Response:
+    retried = httpx.post(url, json={"message": "hello"}, headers=headers, timeout=60)
+    assert retried.status_code == 201, retried.text
+    assert "Idempotent-Replayed" not in retried.headers
+    assert retried.json()["turn_index"] == 2
+    assert retried.json()["status"] == "completed"
+    return retried
+
+
+def test_a_turn_that_loses_its_connection_answers_503_and_its_key_runs_a_retry(
+    session, stub, headers
+):
+    with _serve() as server:
+        url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+        answers: list = []
+        poster = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(url, json={"message": "hello"}, headers=headers, timeout=60)
+            )
+        )
+        poster.start()
+        _drop_the_steps_connection(stub)
+        poster.join(60)
+
+        [lost] = answers
+        assert lost.status_code == 503, lost.text
+        assert lost.json()["detail"]["code"] == "database_unavailable"
+        assert lost.headers["Retry-After"] == "2"
+        _assert_the_turn_was_interrupted_and_the_key_freed(Turn.objects.get())
+
+        _retry(url, headers)
+
+    assert stub.requests == 2
+    assert IdempotencyKey.objects.get().response_status == 201
+
+
+def test_a_streamed_turn_that_loses_its_connection_ends_with_turn_failed(session, stub, headers):
+    with _serve() as server:
+        url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+        streamed: list = []
+
+        def stream() -> None:
+            with httpx.stream(
+                "POST",
+                url,
+                json={"message": "hello"},
+                headers={**headers, "Accept": "text/event-stream"},
+                timeout=60,
+            ) as response:
+                assert response.status_code == 201
+                streamed.extend(events(response))
+
+        poster = threading.Thread(target=stream)
+        poster.start()
+        _drop_the_steps_connection(stub)
+        poster.join(60)
+
+        # The answer's text came as deltas, then its step broke off: no step_completed.
+        names = [event.name for event in streamed]
+        assert names[:2] == ["turn_started", "step_started"]
+        assert set(names[2:-1]) == {"step_delta"}
+        assert names[-1] == "turn_failed"
+        failed = streamed[-1].data
+        assert failed["code"] == "database_unavailable"
+        assert failed["turn"] is None
+        _assert_the_turn_was_interrupted_and_the_key_freed(Turn.objects.get())
+
+        _retry(url, headers)
+
+    assert stub.requests == 2
