@@ -12,6 +12,7 @@ from rest_framework.authtoken.models import Token
 
 from pantheon.testing.servers import AppServer, end_other_connections, postgres_url
 from pantheon.testing.sse import events
+from sessions_app import events as turn_events
 from sessions_app.models import IdempotencyKey, Message, Turn
 from sessions_app.tests.conftest import point_at_stub, wait_for
 from usage.models import LlmCallEvent
@@ -128,8 +129,13 @@ def test_a_streamed_turn_that_loses_its_connection_ends_with_turn_failed(session
         assert names[-1] == "turn_failed"
         failed = streamed[-1].data
         assert failed["code"] == "database_unavailable"
-        assert failed["turn"] is None
-        _assert_the_turn_was_interrupted_and_the_key_freed(Turn.objects.get())
+        # The database was back for the turn's ending: the event holds the turn, as its
+        # replay's does (it keeps the code).
+        assert failed["turn"]["status"] == "interrupted"
+        turn = Turn.objects.get()
+        assert turn.failure_code == "database_unavailable"
+        assert turn_events.turn_replay(turn).events[-1].data == failed
+        _assert_the_turn_was_interrupted_and_the_key_freed(turn)
 
         _retry(url, headers)
 
