@@ -1,11 +1,14 @@
 """What most session tests start from: the owner's agent ada, seated in the room "Lab"."""
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from pantheon.testing.servers import forget_throttle_history
 from pantheon.testing.stub_llm import StubLLM
+from sessions_app.models import Turn
 from usage.models import ModelAlias
 
 
@@ -17,6 +20,21 @@ def ada(owner, make_agent):
 @pytest.fixture
 def room(owner, ada, make_room):
     return make_room(owner, agents=[ada], name="Lab")
+
+
+@pytest.fixture
+def stale_turn(owner, ada, make_session, settings) -> Turn:
+    """A running turn of a direct session with ada that made no progress for the stale limit:
+    its worker is gone."""
+    long_ago = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5)
+    return Turn.objects.create(
+        session=make_session(owner, agent=ada),
+        turn_index=1,
+        mode="direct",
+        user_input="abandoned",
+        created_at=long_ago,
+        progress_at=long_ago,
+    )
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from sessions_app.models import IdempotencyKey, Turn
+from sessions_app.models import IdempotencyKey
 
 pytestmark = pytest.mark.django_db
 
@@ -17,20 +17,6 @@ def run(command: str, *args, **options) -> tuple[str, str]:
     out, err = StringIO(), StringIO()
     call_command(command, *args, stdout=out, stderr=err, **options)
     return out.getvalue(), err.getvalue()
-
-
-@pytest.fixture
-def stale_turn(owner, make_agent, make_session, settings):
-    session = make_session(owner, agent=make_agent(owner, "ada"))
-    long_ago = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5)
-    return Turn.objects.create(
-        session=session,
-        turn_index=1,
-        mode="direct",
-        user_input="abandoned",
-        created_at=long_ago,
-        progress_at=long_ago,
-    )
 
 
 @pytest.mark.parametrize("command", ["recover_turns", "prune_idempotency_keys"])

@@ -128,18 +128,8 @@ def test_a_turn_taken_over_as_stale_ends_with_turn_conflict_live_and_in_its_repl
     assert replayed_ending(stale) == live
 
 
-def test_a_turn_recovered_by_recover_turns_ends_interrupted(owner, make_agent, make_session):
-    session = make_session(owner, agent=make_agent(owner, "ada"))
-    long_ago = timezone.now() - timedelta(hours=1)
-    turn = Turn.objects.create(
-        session=session,
-        turn_index=1,
-        mode="direct",
-        user_input="abandoned",
-        created_at=long_ago,
-        progress_at=long_ago,
-    )
-
+def test_a_turn_recovered_by_recover_turns_ends_interrupted(stale_turn):
+    turn = stale_turn
     call_command("recover_turns", stdout=StringIO())
 
     turn.refresh_from_db()
