@@ -6,6 +6,10 @@ failed ones with a status ("error" | "timeout" | "rate_limited") and an error ki
 are counted here, not inside litellm or the OpenAI client, so that `attempts` on the usage
 ledger is the true number of requests sent. A stream is retried only until its first words
 reached the listener: what a client has seen is never said twice.
+
+An answer is as long as its call allows (`AnswerLimit`): a provider that ignores `max_tokens`
+is cut off there, its stream closed, and the answer ends as one the provider cut at its limit
+would (a success with the text so far).
 """
 
 from __future__ import annotations
@@ -27,8 +31,33 @@ logger = logging.getLogger(__name__)
 
 _ERROR_MESSAGE_CHARS = 300
 
+# How long an answer may run, from the max output tokens its call asked for: this many characters
+# a token (about four times what English averages), in this many chunks a token plus a few
+# (providers stream about one token a chunk, and add some chunks of their own). Only a provider
+# that ignores `max_tokens` gets near either; the chunks bound what litellm keeps of a stream
+# (every chunk, a few KB each), the characters what is stored and saved as it streams.
+ANSWER_CHARS_PER_TOKEN = 16
+ANSWER_CHUNKS_PER_TOKEN = 2
+ANSWER_EXTRA_CHUNKS = 64
+
 # Receives each piece of an answer's text as the provider streams it.
 DeltaListener = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class AnswerLimit:
+    """The most an answer may be: characters of text, and chunks of a stream."""
+
+    chars: int
+    chunks: int
+
+    @classmethod
+    def of(cls, call: LlmCall) -> AnswerLimit:
+        tokens = call.alias.max_output_tokens
+        return cls(
+            chars=tokens * ANSWER_CHARS_PER_TOKEN,
+            chunks=tokens * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS,
+        )
 
 
 @dataclass
@@ -38,10 +67,15 @@ class _Reading:
 
     pieces: list[str] = field(default_factory=list)
     usage: tuple[int, int, int] = (0, 0, 0)
+    length: int = 0  # characters in `pieces`
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+    def add(self, piece: str) -> None:
+        self.pieces.append(piece)
+        self.length += len(piece)
 
 
 class IncompleteAnswer(Exception):
@@ -249,9 +283,9 @@ class LiteLLMGateway:
                     reading.usage = read_usage(response)
                     if not _field(response, "choices"):
                         raise IncompleteAnswer("The provider's reply held no answer (no choices).")
-                    text = _reply_text(response)
+                    text = _within_limit(_reply_text(response), call)
                 else:
-                    await self._read_stream(litellm, request, on_delta, reading)
+                    await self._read_stream(litellm, request, call, on_delta, reading)
                     text = reading.text
                 usage = usage_or_estimate(reading.usage, call, text, model)
                 return self._result(
@@ -295,29 +329,49 @@ class LiteLLMGateway:
                 return replace(result, error_kind=error_kind, error_message=message)
 
     async def _read_stream(
-        self, litellm: Any, request: dict[str, Any], on_delta: DeltaListener, reading: _Reading
+        self,
+        litellm: Any,
+        request: dict[str, Any],
+        call: LlmCall,
+        on_delta: DeltaListener,
+        reading: _Reading,
     ) -> None:
         """Stream the answer to `on_delta` piece by piece, kept in `reading` with the usage,
         which comes with the last chunk. The timeout bounds each wait for the next chunk, not
-        the whole answer."""
+        the whole answer. An answer past its limit stops there: the text up to the limit is
+        kept and the provider's stream closed (its usage, which comes last, never arrives)."""
         response = await asyncio.wait_for(
             litellm.acompletion(**request, stream=True, stream_options={"include_usage": True}),
             self.timeout_seconds,
         )
+        limit = AnswerLimit.of(call)
         chunks = response.__aiter__()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(chunks.__anext__(), self.timeout_seconds)
-            except StopAsyncIteration:
-                break
-            if _field(chunk, "usage") is not None:
-                reading.usage = read_usage(chunk)
-            choices = _field(chunk, "choices") or []
-            piece = _field(_field(choices[0], "delta"), "content") if choices else None
-            if isinstance(piece, str) and piece:
-                piece = storable_text(piece)
-                reading.pieces.append(piece)
-                on_delta(piece)
+        received = 0
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(chunks.__anext__(), self.timeout_seconds)
+                except StopAsyncIteration:
+                    break
+                received += 1
+                if received > limit.chunks:
+                    _log_cut(call, limit, reading.length, received)
+                    return
+                if _field(chunk, "usage") is not None:
+                    reading.usage = read_usage(chunk)
+                choices = _field(chunk, "choices") or []
+                piece = _field(_field(choices[0], "delta"), "content") if choices else None
+                if isinstance(piece, str) and piece:
+                    piece = storable_text(piece)
+                    room = limit.chars - reading.length
+                    if piece[:room]:
+                        reading.add(piece[:room])
+                        on_delta(piece[:room])
+                    if len(piece) > room:
+                        _log_cut(call, limit, reading.length, received)
+                        return
+        finally:
+            await _close(response)
         if _provider_never_finished(response):
             raise IncompleteAnswer("The provider's stream ended before its answer did.")
 
@@ -361,6 +415,44 @@ class LiteLLMGateway:
 
     def _elapsed_ms(self, started: float) -> int:
         return max(int(round((self._clock() - started) * 1000)), 0)
+
+
+def _within_limit(text: str, call: LlmCall) -> str:
+    """A whole answer (not streamed) cut to its call's limit: it is in memory already, but what
+    is stored and sent on stays bounded."""
+    limit = AnswerLimit.of(call)
+    if len(text) <= limit.chars:
+        return text
+    _log_cut(call, limit, limit.chars, None)
+    return text[: limit.chars]
+
+
+def _log_cut(call: LlmCall, limit: AnswerLimit, length: int, chunks: int | None) -> None:
+    logger.warning(
+        "LLM call %s/%s for %s went past its answer limit (max_tokens %d: %d characters, %d "
+        "chunks); its answer is cut at %d characters%s",
+        call.purpose,
+        call.agent_key or "-",
+        call.alias.alias,
+        call.alias.max_output_tokens,
+        limit.chars,
+        limit.chunks,
+        length,
+        "" if chunks is None else f" after {chunks} chunks",
+    )
+
+
+async def _close(stream: Any) -> None:
+    """Close a provider's stream, read to its end or not: one left half-read keeps its
+    connection, and litellm its chunks, until it is collected. A close that fails changes
+    nothing about the answer."""
+    close = getattr(stream, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception as exc:
+        logger.debug("closing a provider's stream failed: %s", exc)
 
 
 def _provider_never_finished(stream: Any) -> bool:

@@ -9,7 +9,8 @@ the delay chosen by the model name, so an alias set to `openai/<name>` with this
 - anything else: at once.
 
 `words-<n>` in the name makes the answer <n> words long (12 by default): `stream-100-words-600`
-streams for a minute.
+streams for a minute. `long-<n>` makes each word <n> characters long. The stub ignores
+`max_tokens`, as a misbehaving provider does: `words-100000` streams megabytes.
 
 A misbehaving provider, by a word in the model name (with or without a delay):
 
@@ -20,7 +21,8 @@ A misbehaving provider, by a word in the model name (with or without a delay):
 - `stall`: a stream that sends its first two words, then nothing for a minute;
 - `not-json`: a 200 whose body is an HTML page, plain or streamed.
 
-`GET /stats` reports how many completions were requested, and the most answered at once.
+`GET /stats` reports how many completions were requested, the most answered at once, and how
+many streams their caller closed before the end (`hung_up`, also `StubLLM.hung_up`).
 asyncio throughout: hundreds of waiting requests cost a coroutine each, so the stub never
 becomes the bottleneck it measures.
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import re
 import threading
@@ -46,6 +47,7 @@ WORDS = 12
 BACKLOG = 2048
 _DELAY = re.compile(r"(slow|stream)-(\d+)")
 _LENGTH = re.compile(r"words-(\d+)")
+_WIDTH = re.compile(r"long-(\d+)")
 
 
 def _plan(model: str) -> tuple[float, float]:
@@ -65,6 +67,10 @@ def _words(model: str, messages: list[dict[str, Any]]) -> list[str]:
     if length is not None:
         wanted = int(length.group(1))
         words = (words * (wanted // len(words) + 1))[:wanted]
+    width = _WIDTH.search(model)
+    if width is not None:
+        wanted = int(width.group(1))
+        words = [(word * (wanted // len(word) + 1))[:wanted] for word in words]
     return words
 
 
@@ -83,6 +89,8 @@ class StubLLM:
         self.requests = 0
         # Calls being answered right now, and the most there were at once.
         self.in_flight = self.peak_in_flight = 0
+        # Streams whose caller closed the connection before their end.
+        self.hung_up = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -98,7 +106,13 @@ class StubLLM:
         return app
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"requests": self.requests, "peak_in_flight": self.peak_in_flight})
+        return web.json_response(
+            {
+                "requests": self.requests,
+                "peak_in_flight": self.peak_in_flight,
+                "hung_up": self.hung_up,
+            }
+        )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -138,8 +152,10 @@ class StubLLM:
             return web.json_response(answer)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        with contextlib.suppress(ConnectionError):  # the caller hung up: a provider stops too
+        try:
             await self._stream(response, model, messages, words, first, between, body)
+        except ConnectionError:  # the caller hung up: a provider stops too
+            self.hung_up += 1
         return response
 
     async def _stream(self, response, model, messages, words, first, between, body) -> None:

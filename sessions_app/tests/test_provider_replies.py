@@ -20,9 +20,13 @@ from usage.models import LlmCallEvent
 MESSAGES = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there, friend"))
 
 
-def call_stub(stub, model: str, *, streamed: bool, retries: int = 1):
+def call_stub(stub, model: str, *, streamed: bool, retries: int = 1, max_output_tokens: int = 1024):
     alias = AliasConfig(
-        alias="stubbed", litellm_model=f"openai/{model}", api_base=stub.base_url, api_key="sk-x"
+        alias="stubbed",
+        litellm_model=f"openai/{model}",
+        api_base=stub.base_url,
+        api_key="sk-x",
+        max_output_tokens=max_output_tokens,
     )
     call = LlmCall(alias=alias, messages=MESSAGES, purpose="agent", agent_key="ada")
     gateway = LiteLLMGateway(timeout_seconds=1.0, max_retries=retries, backoff_seconds=0)

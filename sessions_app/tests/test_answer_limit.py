@@ -1,0 +1,115 @@
+"""A provider that ignores `max_tokens` (the stub on 127.0.0.1 does) is cut off at the answer's
+limit (`orchestration.gateway.AnswerLimit`): the text up to it is kept, the provider's stream is
+closed, and the step ends as an answer the provider cut at its own limit does: a success,
+metered on an estimate (the provider's usage comes last and never arrives), never as free."""
+
+import httpx
+import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from orchestration.budget import estimate_tokens
+from orchestration.gateway import AnswerLimit
+from pantheon.testing.servers import AppServer, postgres_url
+from pantheon.testing.sse import events
+from sessions_app.models import Message, Turn, TurnStream
+from sessions_app.tests.conftest import point_at_stub, wait_for
+from sessions_app.tests.test_provider_replies import call_stub
+from usage.models import LlmCallEvent, ModelAlias
+
+# The stub's answer, word by word ("Stub answer to «…»: one two …", 12 words, repeated).
+HUGE = "words-20000"
+
+
+def test_a_stream_past_its_limit_is_cut_there_and_closed(stub):
+    """It was read to its end: 20,000 chunks kept by litellm, 140 KB stored and sent on."""
+    start, _ = call_stub(stub, "words-400", streamed=False)  # how the stub's answer starts
+
+    result, heard = call_stub(stub, HUGE, streamed=True, max_output_tokens=64)
+
+    limit = AnswerLimit(chars=64 * 16, chunks=64 * 2 + 64)
+    assert (result.status, result.error_kind, result.attempts) == ("success", None, 1)
+    assert result.text == "".join(heard) == start.text[: len(result.text)]
+    # A chunk a word, of about five characters: the characters' bound comes first.
+    assert len(result.text) == limit.chars and len(heard) < limit.chunks
+    # No usage arrived: an estimate of the prompt and of what was kept, not 0.
+    assert result.input_tokens_fresh > 0
+    assert result.output_tokens == estimate_tokens(result.text) < 20_000
+    wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed")
+
+
+def test_a_stream_of_tiny_pieces_is_cut_at_its_chunks(stub):
+    """What litellm keeps of a stream is a few KB a chunk, however little text each holds."""
+    result, heard = call_stub(stub, f"{HUGE}-long-1", streamed=True, max_output_tokens=64)
+
+    assert result.status == "success"
+    assert len(heard) == 64 * 2 + 64 and result.text == "".join(heard)
+    wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed")
+
+
+def test_a_stream_of_long_pieces_is_cut_at_its_characters(stub):
+    result, heard = call_stub(stub, f"{HUGE}-long-100", streamed=True, max_output_tokens=64)
+
+    assert result.status == "success"
+    assert len(result.text) == 64 * 16 and result.text == "".join(heard)
+    assert len(heard) == 11  # ten words of 100 characters and a part of the eleventh
+    wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed")
+
+
+def test_an_answer_within_its_limit_is_read_to_its_end_with_the_providers_usage(stub):
+    result, _ = call_stub(stub, "words-100", streamed=True, max_output_tokens=64)
+
+    assert (result.status, result.output_tokens) == ("success", 100)  # the stub's own count
+    assert len(result.text.split()) == 100
+    assert stub.hung_up == 0
+
+
+def test_a_whole_answer_past_its_limit_is_cut_and_keeps_the_providers_usage(stub):
+    result, _ = call_stub(stub, f"{HUGE}-long-100", streamed=False, max_output_tokens=64)
+
+    assert result.status == "success"
+    assert len(result.text) == 64 * 16
+    assert result.output_tokens == 20_000  # what the provider says it spoke, and bills
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.usefixtures("no_throttle_history")
+def test_a_streamed_turn_whose_provider_ignores_max_tokens_completes_with_the_answer_cut(
+    owner, ada, make_session, stub
+):
+    ModelAlias.objects.filter(alias=ada.model_alias).update(max_output_tokens=64)
+    point_at_stub(stub, HUGE, ada.model_alias)
+    session = make_session(owner, agent=ada)
+    headers = {
+        "Authorization": f"Token {Token.objects.create(user=owner).key}",
+        "Accept": "text/event-stream",
+    }
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "sk-x"}
+    with AppServer(database_url=postgres_url(connection.settings_dict), env=env) as server:
+        url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+        with httpx.stream(
+            "POST", url, json={"message": "hello"}, headers=headers, timeout=60
+        ) as response:
+            assert response.status_code == 201
+            streamed = list(events(response))
+
+    limit = AnswerLimit(chars=64 * 16, chunks=64 * 2 + 64)
+    deltas = [e.data["text"] for e in streamed if e.name == "step_delta"]
+    assert len(deltas) == limit.chunks
+    answer = Message.objects.get(role="assistant")
+    assert (answer.status, answer.error_code) == ("ok", "")
+    assert answer.content == "".join(deltas) and len(answer.content) <= limit.chars
+    assert answer.content.startswith("Stub answer to «hello»: one two")
+    names = [e.name for e in streamed]
+    assert names[-2:] == ["step_completed", "turn_completed"]
+    assert streamed[-2].data["content"] == answer.content
+    body = streamed[-1].data
+    assert body["status"] == "completed" and body["messages"][1]["content"] == answer.content
+    turn = Turn.objects.get()
+    assert turn.status == "completed" and not TurnStream.objects.exists()
+    row = LlmCallEvent.objects.get()
+    assert (row.status, row.error_type) == ("success", "")
+    assert row.input_tokens_fresh > 0 and row.credits > 0
+    assert row.output_tokens == estimate_tokens(answer.content)
+    assert body["usage"]["output_tokens"] == row.output_tokens
+    assert stub.hung_up == 1  # the provider's stream was closed, not read to its end
