@@ -15,7 +15,6 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pantheon.config import whole_number  # noqa: E402  (a bad value stops the start, named)
-from pantheon.workers import request_read_timeout  # noqa: E402
 
 wsgi_app = "pantheon.asgi:application"
 worker_class = "pantheon.workers.PantheonWorker"
@@ -32,10 +31,6 @@ timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0)
 # (pantheon.draining). Longer than a turn takes, deploys wait for every turn.
 graceful_timeout = whole_number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
 keepalive = 5
-# A client has this long to send a whole request, from its connection (or its next request's
-# first byte), then gets 408 request_timeout (pantheon/protocol.py): silent or trickling
-# connections do not pile up. The worker reads it; read here so a bad value stops the start.
-request_read_timeout()
 # Every request already logs one JSON line with its request id (pantheon.request); uvicorn's
 # plain access line on top is opt-in.
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") == "on" else None

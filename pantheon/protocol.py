@@ -1,23 +1,48 @@
-"""uvicorn's HTTP protocol with a deadline for clients to send their requests.
+"""The HTTP protocol the production worker serves with: uvicorn's (httptools), with a deadline
+for clients to send their requests and a timeout for them to read the answers.
 
-uvicorn times out nothing before a request has arrived: a connection that sends no bytes, or
-sends its headers or body a byte at a time, is held open as long as its peer likes (its
-keep-alive timeout starts only after a response). Each such connection costs the worker a
-file descriptor and, with its headers in, a request in flight against
-GUNICORN_WORKER_CONNECTIONS, so a few hundred slow clients could refuse everyone else the
-worker. nginx and Apache bound the same wait (`client_header_timeout`/`client_body_timeout`,
-`RequestReadTimeout`); here a client gets `read_timeout` seconds from its connection (or from
-the first byte of its next request on a kept-alive one) to send the whole request, then a
-408 and the connection closed.
+uvicorn times out neither.
+
+- **Reading a request.** A connection that sends no bytes, or sends its headers or body a byte
+  at a time, is held open as long as its peer likes (uvicorn's keep-alive timeout starts only
+  after a response). Each costs the worker a file descriptor and, with its headers in, a place
+  of GUNICORN_WORKER_CONNECTIONS, so a few hundred slow clients could refuse everyone else the
+  worker. nginx and Apache bound the same wait (`client_header_timeout`/`client_body_timeout`,
+  `RequestReadTimeout`); here a client has `PANTHEON_REQUEST_READ_TIMEOUT_SECONDS` from its
+  connection (or from the first byte of its next request on a kept-alive one) to send the whole
+  request, then gets a 408 and the connection is closed.
+- **Writing a response.** A response larger than what the kernel (up to 4 MB on Linux) and the
+  transport buffer for a client that stops reading (its socket open, nothing read) waits for it
+  for ever: a turn's stream with long answers, a replay of one, a large page. Each keeps its
+  request in flight, its coroutine, what it holds, and everything its transport buffered. Here
+  a write that waits `PANTHEON_WRITE_TIMEOUT_SECONDS` for the client to read ends the
+  connection with a reset: what is buffered is dropped (a close would keep it, the transport's
+  until it is flushed to a client that does not read, the kernel's for minutes after), and the
+  app hears the client hang up. Its response ends there; a turn it was streaming goes on to its
+  end, as for any client that hangs up. Each wait is timed on its own and ends as soon as the
+  client has taken enough for the transport to take more (tens of KB): a client that reads that
+  much in the timeout is never cut, however slow.
+
+How long the app takes to answer (a long turn, a stream) is limited by neither.
+
+The worker names this module's protocol by its path (`PantheonWorker`), so only the worker
+process imports it, not the gunicorn master.
 """
 
-import asyncio
-import json
+from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import struct
+
+from django.conf import settings
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-# The worker sets it from GUNICORN_REQUEST_READ_TIMEOUT (`pantheon.workers`).
-DEFAULT_READ_TIMEOUT = 20.0
+logger = logging.getLogger(__name__)
 
 _TIMEOUT_BODY = json.dumps(
     {
@@ -36,17 +61,54 @@ _TIMEOUT_RESPONSE = (
 )
 
 
-class ReadDeadlineProtocol(HttpToolsProtocol):
-    """httptools' protocol whose clients have `read_timeout` seconds to send each request."""
+class TimedFlowControl(FlowControl):
+    """uvicorn's flow control, whose wait for the client to take what is buffered gives up
+    after `timeout` seconds and aborts the connection."""
 
-    read_timeout: float = DEFAULT_READ_TIMEOUT
+    def __init__(self, transport: asyncio.Transport, *, timeout: float) -> None:
+        super().__init__(transport)
+        self.timeout = timeout
+
+    async def drain(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._is_writable_event.wait()
+            return
+        except TimeoutError:
+            pass
+        logger.warning(
+            "a client read too little of its response for %gs: its connection is reset",
+            self.timeout,
+        )
+        _reset(self._transport)
+        # The protocol hears the connection lost at once (the loop's next round): it marks the
+        # request's client gone, which the app hears as a disconnect, and lets writes on (they
+        # are dropped). Then this write returns, as a write to a client that hung up does.
+        await self._is_writable_event.wait()
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Abort the connection with a reset: with SO_LINGER on and a zero timeout, the kernel drops
+    the socket's unsent data when it closes and sends RST, not a FIN queued behind that data."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class PantheonHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a read deadline for each request and
+    `TimedFlowControl` for its answer."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.read_timeout: float = settings.PANTHEON_REQUEST_READ_TIMEOUT_SECONDS
         self._read_deadline: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = TimedFlowControl(transport, timeout=settings.PANTHEON_WRITE_TIMEOUT_SECONDS)
         self._arm_read_deadline()  # the first request's bytes are awaited from now
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -249,6 +249,13 @@ PANTHEON_STREAM_SAVE_SECONDS = config.number("PANTHEON_STREAM_SAVE_SECONDS", 0.2
 PANTHEON_DB_SECTIONS = config.whole_number("PANTHEON_DB_SECTIONS", 4, minimum=0)
 PANTHEON_SSE_POLL_SECONDS = config.number("PANTHEON_SSE_POLL_SECONDS", 0.25, above=0)
 PANTHEON_SSE_HEARTBEAT_SECONDS = config.number("PANTHEON_SSE_HEARTBEAT_SECONDS", 15.0, above=0)
+# The production worker's HTTP protocol (pantheon/protocol.py): a client has this long to send
+# a whole request, then gets 408 and its connection closed; a response whose client has taken
+# nothing of it for this long is ended and its connection reset.
+PANTHEON_REQUEST_READ_TIMEOUT_SECONDS = config.number(
+    "PANTHEON_REQUEST_READ_TIMEOUT_SECONDS", 20.0, above=0
+)
+PANTHEON_WRITE_TIMEOUT_SECONDS = config.number("PANTHEON_WRITE_TIMEOUT_SECONDS", 60.0, above=0)
 # A turn's answer says `low_balance` once the month's credits pass this share of the cap.
 PANTHEON_LOW_BALANCE_SHARE = config.number("PANTHEON_LOW_BALANCE_SHARE", 0.9, minimum=0)
 # How long an Idempotency-Key's answer is kept for retries, at least (prune_idempotency_keys).

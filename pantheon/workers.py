@@ -14,8 +14,6 @@ from uvicorn_worker import UvicornWorker
 
 from pantheon import draining
 from pantheon.capacity import PROCESS
-from pantheon.config import number
-from pantheon.protocol import DEFAULT_READ_TIMEOUT, ReadDeadlineProtocol
 
 # How often a draining worker tells gunicorn it is alive (gunicorn's timeout is whole seconds).
 HEARTBEAT_SECONDS = 1.0
@@ -71,20 +69,17 @@ class DrainingServer(Server):
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
-def request_read_timeout() -> float:
-    """GUNICORN_REQUEST_READ_TIMEOUT: the seconds a client has to send a whole request."""
-    return number("GUNICORN_REQUEST_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, above=0)
-
-
 class PantheonWorker(UvicornWorker):
-    # uvloop and httptools: the fast event loop and HTTP parser. Django has no lifespan events.
-    # No proxy headers: uvicorn would take the client's address and scheme from
-    # X-Forwarded-For/-Proto of any connection from 127.0.0.1 (gunicorn's forwarded_allow_ips),
-    # so a local client could choose its throttle identity. The app reads them itself, as
-    # PANTHEON_NUM_PROXIES and SECURE_PROXY_SSL_HEADER say.
+    # uvloop and httptools: the fast event loop and HTTP parser, here with a deadline to send a
+    # request and a timeout to read the answer (`pantheon.protocol`, named by its path: the
+    # gunicorn master never loads it). Django has no lifespan events. No proxy headers: uvicorn
+    # would take the client's address and scheme from X-Forwarded-For/-Proto of any connection
+    # from 127.0.0.1 (gunicorn's forwarded_allow_ips), so a local client could choose its
+    # throttle identity. The app reads them itself, as PANTHEON_NUM_PROXIES and
+    # SECURE_PROXY_SSL_HEADER say.
     CONFIG_KWARGS = {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": "pantheon.protocol:PantheonHttpProtocol",
         "lifespan": "off",
         "proxy_headers": False,
     }
@@ -108,14 +103,6 @@ class PantheonWorker(UvicornWorker):
         margin = self.cfg.graceful_timeout - self.drain_seconds
         self.config.timeout_graceful_shutdown = (  # type: ignore[assignment]
             self.drain_seconds + self.wind_down_seconds + margin / 4
-        )
-
-        # A client has this long to send each request (`pantheon.protocol`): uvicorn's
-        # httptools protocol waits for one forever.
-        self.config.http = type(
-            "ReadDeadlineProtocol",
-            (ReadDeadlineProtocol,),
-            {"read_timeout": request_read_timeout()},
         )
 
     def init_process(self) -> None:

@@ -44,6 +44,9 @@ def start_settings(**env: str) -> subprocess.CompletedProcess:
         ("DB_POOL_MIN_SIZE", "50", "a whole number from 0 to 16"),
         ("PANTHEON_LOW_BALANCE_SHARE", "-0.1", "a number, at least 0"),
         ("PANTHEON_LLM_TIMEOUT_SECONDS", "-1", "a number above 0"),
+        # No time to send a request or read an answer: every request 408, every answer cut.
+        ("PANTHEON_REQUEST_READ_TIMEOUT_SECONDS", "0", "a number above 0"),
+        ("PANTHEON_WRITE_TIMEOUT_SECONDS", "0", "a number above 0"),
         # These were a bare traceback that named neither the variable nor the value.
         ("PANTHEON_IDEMPOTENCY_KEY_HOURS", "abc", "a number above 0"),
         ("DB_POOL_MAX_SIZE", "abc", "a whole number, at least 0"),
@@ -83,17 +86,9 @@ def test_the_defaults_and_good_values_start():
     assert good.returncode == 0, good.stderr
 
 
-@pytest.mark.parametrize(
-    ("name", "refusal"),
-    [
-        ("WEB_CONCURRENCY", "must be a whole number, at least 1"),
-        ("GUNICORN_WORKER_CONNECTIONS", "must be a whole number, at least 1"),
-        ("GUNICORN_REQUEST_READ_TIMEOUT", "must be a number above 0"),
-    ],
-)
-def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name, refusal):
-    """WEB_CONCURRENCY=0 ran a master with no workers; 0 connections answered everything 503;
-    no time to send a request would answer every request 408."""
+@pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "GUNICORN_WORKER_CONNECTIONS"])
+def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name):
+    """WEB_CONCURRENCY=0 ran a master with no workers; 0 connections answered everything 503."""
     started = subprocess.run(
         [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
         cwd=ROOT,
@@ -110,7 +105,7 @@ def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name, refusal):
     )
 
     assert started.returncode != 0
-    assert f"{name}='0': {refusal}" in started.stderr
+    assert f"{name}='0': must be a whole number, at least 1" in started.stderr
 
 
 def test_the_readers_take_what_they_document(monkeypatch):

@@ -1,5 +1,5 @@
 """Clients that send their requests slowly, or not at all, on the production server (gunicorn,
-ASGI workers): each has GUNICORN_REQUEST_READ_TIMEOUT to send a whole request, then gets a 408
+ASGI workers): each has PANTHEON_REQUEST_READ_TIMEOUT_SECONDS to send a whole request, then gets a 408
 and its connection closed (`pantheon.protocol`); a request that did arrive is answered however
 long its turn takes."""
 
@@ -58,7 +58,10 @@ def test_connections_that_do_not_send_their_requests_are_answered_408_and_closed
         f"Host: 127.0.0.1\r\nAuthorization: Token {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
-    env = {"GUNICORN_REQUEST_READ_TIMEOUT": str(READ_TIMEOUT), "GUNICORN_WORKER_CONNECTIONS": "2"}
+    env = {
+        "PANTHEON_REQUEST_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
+        "GUNICORN_WORKER_CONNECTIONS": "2",
+    }
     database = postgres_url(connection.settings_dict)
     with AppServer(database_url=database, env=env) as server:
         silent = _connect(server)
@@ -92,7 +95,7 @@ def test_a_request_that_arrived_is_answered_however_long_its_turn_takes(
     point_at_stub(stub, f"slow-{READ_TIMEOUT * 1500}", "deepseek")
     session = make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
     env = {
-        "GUNICORN_REQUEST_READ_TIMEOUT": str(READ_TIMEOUT),
+        "PANTHEON_REQUEST_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
         "PANTHEON_LLM_BACKEND": "live",
         "STUB_API_KEY": "stub",
     }
