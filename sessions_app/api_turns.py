@@ -345,10 +345,10 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         runner, record = start
         if not self._streamed(request):
             return await self._turn(runner, record)
-        queue: asyncio.Queue[events.TurnEvent] = asyncio.Queue()
-        stream.set_result(_event_stream(_live(queue), created=True))
+        live = _LiveEvents()
+        stream.set_result(_event_stream(live.stream(), created=True))
         if record is None:
-            return await self._turn(runner, record, TurnListener(send=queue.put_nowait))
+            return await self._turn(runner, record, TurnListener(send=live.send))
         # The turn's last event waits until its key is settled: a client that retries as soon
         # as its stream ends (after `turn_failed` `database_unavailable`, say) finds the key
         # freed or answering, not still running (409 `idempotency_key_in_use`).
@@ -358,13 +358,13 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             if event.id == events.TURN_ENDED_ID:
                 last.append(event)
             else:
-                queue.put_nowait(event)
+                live.send(event)
 
         try:
             return await self._turn(runner, record, TurnListener(send=send))
         finally:
             for event in last:
-                queue.put_nowait(event)
+                live.send(event)
 
     def _start(self, request: Request, session_id) -> tuple | idempotency.Replay:
         """One section before the turn's provider calls: DRF's checks, the session, the body,
@@ -582,15 +582,36 @@ def _event_stream(content: AsyncIterator[str], *, created: bool = False) -> Stre
     )
 
 
-async def _live(queue: asyncio.Queue) -> AsyncIterator[str]:
-    """The events of a turn this process runs, as they happen; a comment line keeps idle
-    proxies from cutting the stream while a provider thinks."""
-    while True:
+class _LiveEvents:
+    """The events of a turn this process runs, for the request that streams them as they
+    happen. Once that stream has ended (its client hung up, or was cut off for reading nothing:
+    `pantheon.protocol`), the turn's later events are dropped, not queued for no one until the
+    turn ends."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[events.TurnEvent] = asyncio.Queue()
+        self._open = True
+
+    def send(self, event: events.TurnEvent) -> None:
+        if self._open:
+            self._queue.put_nowait(event)
+
+    async def stream(self) -> AsyncIterator[str]:
+        """The events as Server-Sent Events; a comment line keeps idle proxies from cutting
+        the stream while a provider thinks."""
         try:
-            event = await asyncio.wait_for(queue.get(), settings.PANTHEON_SSE_HEARTBEAT_SECONDS)
-        except TimeoutError:
-            yield ": heartbeat\n\n"
-            continue
-        yield event.sse()
-        if event.name in ("turn_completed", "turn_failed"):
-            return
+            while True:
+                try:
+                    event = await asyncio.wait_for(
+                        self._queue.get(), settings.PANTHEON_SSE_HEARTBEAT_SECONDS
+                    )
+                except TimeoutError:
+                    yield ": heartbeat\n\n"
+                    continue
+                yield event.sse()
+                if event.name in ("turn_completed", "turn_failed"):
+                    return
+        finally:
+            self._open = False
+            while not self._queue.empty():
+                self._queue.get_nowait()

@@ -1,7 +1,7 @@
 """Clients that send their requests slowly, or not at all, on the production server (gunicorn,
-ASGI workers): each has PANTHEON_REQUEST_READ_TIMEOUT_SECONDS to send a whole request, then gets a 408
-and its connection closed (`pantheon.protocol`); a request that did arrive is answered however
-long its turn takes."""
+ASGI workers): each has PANTHEON_REQUEST_READ_TIMEOUT_SECONDS to send a whole request, then
+gets a 408 and its connection closed (`pantheon.protocol`); a request that did arrive is
+answered however long its turn takes."""
 
 import socket
 import time
