@@ -120,5 +120,5 @@ def test_a_client_that_stops_reading_is_cut_off_and_its_turn_goes_on(
         replay.close()
 
     logged = log.read_text()
-    assert logged.count("took nothing of its response for 2s") == 2
+    assert logged.count("read too little of its response for 2s") == 2
     assert '"level": "ERROR"' not in logged and "Traceback" not in logged
