@@ -10,7 +10,7 @@ uvicorn times out neither.
   worker. nginx and Apache bound the same wait (`client_header_timeout`/`client_body_timeout`,
   `RequestReadTimeout`); here a client has `PANTHEON_REQUEST_READ_TIMEOUT_SECONDS` from its
   connection (or from the first byte of its next request on a kept-alive one) to send the whole
-  request, then gets a 408 and the connection is closed.
+  request, then gets a 408 and the connection is closed (closed quietly if it sent nothing).
 - **Writing a response.** A response larger than what the kernel (up to 4 MB on Linux) and the
   transport buffer for a client that stops reading (its socket open, nothing read) waits for it
   for ever: a turn's stream with long answers, a replay of one, a large page. Each keeps its
@@ -19,9 +19,11 @@ uvicorn times out neither.
   connection with a reset: what is buffered is dropped (a close would keep it, the transport's
   until it is flushed to a client that does not read, the kernel's for minutes after), and the
   app hears the client hang up. Its response ends there; a turn it was streaming goes on to its
-  end, as for any client that hangs up. Each wait is timed on its own and ends as soon as the
-  client has taken enough for the transport to take more (tens of KB): a client that reads that
-  much in the timeout is never cut, however slow.
+  end, as for any client that hangs up. Each wait is timed on its own, from the moment the
+  transport's buffer is full, and ends as soon as the client has taken enough for it to take
+  more (tens of KB): a client that reads that much in the timeout is never cut, however slow.
+  What an answer leaves buffered when it ends is watched the same way, since uvicorn's close
+  waits for it to flush.
 
 How long the app takes to answer (a long turn, a stream) is limited by neither.
 
@@ -62,29 +64,45 @@ _TIMEOUT_RESPONSE = (
 
 
 class TimedFlowControl(FlowControl):
-    """uvicorn's flow control, whose wait for the client to take what is buffered gives up
-    after `timeout` seconds and aborts the connection."""
+    """uvicorn's flow control, with a clock on each pause: once the transport has asked the
+    app to stop writing (its buffer is full), the client has `timeout` seconds to take enough
+    for it to ask for more, or the connection is reset. Timed from the pause itself, not from
+    the app's next write: the last write of a response has no next one, and uvicorn's close
+    after it waits for the buffer to flush, for ever to a client that does not read."""
 
     def __init__(self, transport: asyncio.Transport, *, timeout: float) -> None:
         super().__init__(transport)
         self.timeout = timeout
+        self._deadline: asyncio.TimerHandle | None = None
 
-    async def drain(self) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._is_writable_event.wait()
-            return
-        except TimeoutError:
-            pass
-        logger.warning(
-            "a client read too little of its response for %gs: its connection is reset",
-            self.timeout,
-        )
-        _reset(self._transport)
-        # The protocol hears the connection lost at once (the loop's next round): it marks the
-        # request's client gone, which the app hears as a disconnect, and lets writes on (they
-        # are dropped). Then this write returns, as a write to a client that hung up does.
-        await self._is_writable_event.wait()
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._deadline is None:
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.call_later(self.timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        # Also called when the connection is lost: the clock stops with it.
+        super().resume_writing()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _stalled(self) -> None:
+        self._deadline = None
+        _stalled_reader(self._transport, self.timeout)
+
+
+def _stalled_reader(transport: asyncio.Transport, timeout: float) -> None:
+    """A client read too little for `timeout` seconds. The protocol hears the connection lost
+    at once (the loop's next round): it marks the request's client gone, which the app hears
+    as a disconnect, and lets writes on (they are dropped)."""
+    if transport.is_closing() and transport.get_write_buffer_size() == 0:
+        return
+    logger.warning(
+        "a client read too little of its response for %gs: its connection is reset", timeout
+    )
+    _reset(transport)
 
 
 def _reset(transport: asyncio.Transport) -> None:
@@ -105,6 +123,8 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.read_timeout: float = settings.PANTHEON_REQUEST_READ_TIMEOUT_SECONDS
         self._read_deadline: asyncio.TimerHandle | None = None
+        self._flush_watch: asyncio.TimerHandle | None = None
+        self._request_begun = False  # a byte of a request has come on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -113,15 +133,51 @@ class PantheonHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_deadline()
+        self._stop_flush_watch()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._request_begun = True
+        self._stop_flush_watch()  # the client is sending again: it is there
         self._arm_read_deadline()  # a kept-alive connection's next request: its own time
 
     def on_message_complete(self) -> None:
         self._disarm_read_deadline()  # all in: the app's to answer, however long that takes
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.more_body:
+            # A pipelined request uvicorn starts only now, its body still arriving (uvicorn
+            # stopped reading it meanwhile): its own time from here.
+            self._arm_read_deadline()
+        # What the answer left in the transport's buffer, below the level at which the flow
+        # control pauses: uvicorn's close (or the kept-alive connection) waits for it to flush.
+        if self.transport.get_write_buffer_size() > 0 and not self.flow.write_paused:
+            self._watch_flush(self.transport.get_write_buffer_size())
+
+    def _watch_flush(self, size: int) -> None:
+        self._stop_flush_watch()
+        self._flush_watch = self.loop.call_later(
+            settings.PANTHEON_WRITE_TIMEOUT_SECONDS, self._flush_checked, size
+        )
+
+    def _flush_checked(self, size_before: int) -> None:
+        self._flush_watch = None
+        size = self.transport.get_write_buffer_size()
+        if size == 0:
+            return
+        if size < size_before:  # a slow reader, but a reader
+            self._watch_flush(size)
+            return
+        _stalled_reader(self.transport, settings.PANTHEON_WRITE_TIMEOUT_SECONDS)
+
+    def _stop_flush_watch(self) -> None:
+        if self._flush_watch is not None:
+            self._flush_watch.cancel()
+            self._flush_watch = None
 
     def _arm_read_deadline(self) -> None:
         self._disarm_read_deadline()
@@ -144,7 +200,10 @@ class PantheonHttpProtocol(HttpToolsProtocol):
             # the client's delay. Wait on.
             self._arm_read_deadline()
             return
-        if cycle is None or cycle.response_complete or not cycle.response_started:
+        # A connection that sent nothing at all (a browser's preconnect, a pool's spare) is
+        # closed quietly: an answer nobody asked for could be read as the next request's.
+        unanswered = cycle is None or cycle.response_complete or not cycle.response_started
+        if self._request_begun and unanswered:
             self.transport.write(_TIMEOUT_RESPONSE)
         # With its headers in, the app sees the client gone (`http.disconnect`).
         self.transport.close()

@@ -1,0 +1,140 @@
+"""The production worker's HTTP protocol (`pantheon.protocol`) on a uvicorn server of its own,
+serving a bare ASGI app: the write timeout's clock runs from the moment the transport's buffer
+is full, so a response's last write is timed too; a connection that sends nothing is closed
+without an answer nobody asked for; a pipelined request gets its own time to arrive."""
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from pantheon.protocol import PantheonHttpProtocol
+from pantheon.testing.servers import free_port
+
+TCP_ESTABLISHED = 1
+BIG = 20 * 1024 * 1024  # far past what the kernel buffers for a client that reads nothing
+
+
+async def app(scope, receive, send):
+    """`/big`: 20 MB in one write, the response's last. `/slow`: a second's wait. Anything
+    else: its body, echoed once it has all come."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    if scope["path"] == "/big":
+        payload = b"x" * BIG
+    elif scope["path"] == "/slow":
+        await asyncio.sleep(1)
+        payload = b"slow"
+    else:
+        payload = b"echo:" + body
+    headers = [(b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+@pytest.fixture
+def server(settings):
+    settings.PANTHEON_REQUEST_READ_TIMEOUT_SECONDS = 1.5
+    settings.PANTHEON_WRITE_TIMEOUT_SECONDS = 1
+    config = uvicorn.Config(
+        app, port=free_port(), http=PantheonHttpProtocol, lifespan="off", log_level="error"
+    )
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield running
+    running.should_exit = True
+    thread.join(10)
+
+
+def _connect(server, *, receive_buffer: int | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.config.port))
+    return sock
+
+
+def _established(sock: socket.socket) -> bool:
+    state = struct.unpack("B", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1))[0]
+    return state == TCP_ESTABLISHED
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_a_response_whose_last_write_is_never_read_has_its_connection_reset(server):
+    """The reviewer's reproduction: 20 MB in one write, read by nobody. The clock ran only in
+    the app's next write, and a last write has none: the connection stayed established, with
+    megabytes queued, for as long as the client liked."""
+    sock = _connect(server, receive_buffer=4096)
+    sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    deadline = time.monotonic() + 8
+
+    while _established(sock) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    assert not _established(sock)
+    assert len(server.server_state.connections) == 0
+    sock.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(server):
+    sock = _connect(server)
+    started = time.monotonic()
+
+    assert _read_all(sock) == b""
+    assert 1 <= time.monotonic() - started < 5
+
+
+def test_a_request_that_stops_halfway_is_answered_408(server):
+    sock = _connect(server)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
+
+    answer = _read_all(sock)
+
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'"code": "request_timeout"' in answer
+
+
+def test_a_pipelined_request_gets_its_own_time_once_the_one_before_it_is_answered(server):
+    """A POST pipelined behind a slow GET, its body sent just after the GET is answered: it
+    had only what was left of a deadline that had run on while the GET was being served."""
+    sock = _connect(server)
+    sock.sendall(
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
+    )
+    first = b""
+    while b"slow" not in first:
+        first += sock.recv(65536)
+    time.sleep(0.8)  # 1.8 s after the POST's headers, within 1.5 s of its turn
+    sock.sendall(b"body")
+    sock.settimeout(3)
+
+    second = b""
+    while b"echo:body" not in second and b"408" not in second:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        second += chunk
+
+    assert b"echo:body" in second, second
