@@ -46,7 +46,7 @@ from pantheon.schema import TurnRefusalSerializer, refusals
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, following, idempotency, selectors
-from sessions_app.models import IdempotencyKey, Turn
+from sessions_app.models import IdempotencyKey, Turn, TurnFailure
 from sessions_app.selectors import TurnState
 from sessions_app.serializers import (
     TurnCreateSerializer,
@@ -488,7 +488,9 @@ async def _settle_key_after_a_lost_connection(record: IdempotencyKey, runner: Tu
     turn's own error is reported."""
     try:
         await database(idempotency.idempotency_settle_interrupted)(
-            record=record, turn_id=runner.turn.pk if runner.turn else None
+            record=record,
+            turn_id=runner.turn.pk if runner.turn else None,
+            failure=TurnFailure.DATABASE_UNAVAILABLE,
         )
     except DatabaseError:
         logger.warning("could not settle Idempotency-Key %s after a lost connection", record.pk)

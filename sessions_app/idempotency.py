@@ -37,9 +37,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from pantheon import exceptions
-from sessions_app.models import IdempotencyKey, Turn, TurnStatus
+from sessions_app.models import IdempotencyKey, Turn, TurnFailure, TurnStatus
 from sessions_app.selectors import stale_before
 from sessions_app.serializers import render_turn
+from sessions_app.services import turns_interrupt
 
 _VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
@@ -126,17 +127,25 @@ def _ended_turn(record: IdempotencyKey) -> Replay | None:
     return Replay(status=201, body=body, turn_id=turn.pk)
 
 
-def idempotency_settle_interrupted(*, record: IdempotencyKey, turn_id) -> bool:
+def idempotency_settle_interrupted(
+    *, record: IdempotencyKey, turn_id, failure: TurnFailure = TurnFailure.INTERRUPTED
+) -> bool:
     """The request stopped with its worker (`pantheon.draining`) while its turn ran, or lost
     its database connection mid-turn (`pantheon.db.connection_lost`). A turn that ended on its
     own at that moment (its last commit won, or went through before the connection dropped)
     keeps its answer for the retries, so none runs it again; an interrupted one frees the key,
-    so a retry runs afresh. Returns whether the turn had ended on its own."""
-    record.turn_id = turn_id
-    if _ended_turn(record) is not None:
-        return True
-    idempotency_release(record=record)
-    return False
+    so a retry runs afresh. A turn still `running` (its failure could not be written: the
+    database was away then, and is back now) is ended first, `interrupted` with `failure`: its
+    request was its only runner, and a retry would otherwise meet it as a turn in progress
+    (409) until the stale limit. Returns whether the turn had ended on its own."""
+    with transaction.atomic():
+        if turn_id is not None:
+            turns_interrupt(turns=Turn.objects.filter(pk=turn_id), failure=failure)
+        record.turn_id = turn_id
+        if _ended_turn(record) is not None:
+            return True
+        idempotency_release(record=record)
+        return False
 
 
 def idempotency_link(turn: Turn, *, record: IdempotencyKey) -> None:

@@ -22,7 +22,7 @@ from sessions_app.idempotency import (
     idempotency_settle_interrupted,
     request_fingerprint,
 )
-from sessions_app.models import IdempotencyKey, Turn
+from sessions_app.models import IdempotencyKey, Turn, TurnFailure
 from usage.models import LlmCallEvent
 
 pytestmark = pytest.mark.django_db
@@ -287,13 +287,18 @@ def test_an_old_running_key_whose_turn_was_interrupted_runs_it_again(
     assert len(fake_gateway.calls) == 1
 
 
-@pytest.mark.parametrize(("status", "answers"), [("completed", True), ("interrupted", False)])
+@pytest.mark.parametrize(
+    ("status", "answers"), [("completed", True), ("interrupted", False), ("running", False)]
+)
 def test_a_key_whose_request_stopped_with_its_worker_answers_or_frees_by_its_turn(
     owner, owner_client, session, fake_gateway, status, answers
 ):
-    """A stopping worker cancels a turn's request (`pantheon.draining`). If the turn ended on
-    its own at that moment (its last commit won the race), a retry gets its answer, not a second
-    run and a second bill; if it ended interrupted, a retry runs it afresh."""
+    """A stopping worker cancels a turn's request (`pantheon.draining`), or the request lost
+    its database connection. If the turn ended on its own at that moment (its last commit won
+    the race), a retry gets its answer, not a second run and a second bill; if it ended
+    interrupted, a retry runs it afresh. One still running (its failure could not be written,
+    the database being away, which is back now) is ended interrupted first: the freed key's
+    retry met it as a turn in progress (409) until the stale limit."""
     record = IdempotencyKey.objects.create(
         user=owner,
         key="key-1",
@@ -306,7 +311,14 @@ def test_a_key_whose_request_stopped_with_its_worker_answers_or_frees_by_its_tur
     )
     IdempotencyKey.objects.filter(pk=record.pk).update(turn=turn)  # linked by the claim
 
-    assert idempotency_settle_interrupted(record=record, turn_id=turn.pk) is answers
+    settled = idempotency_settle_interrupted(
+        record=record, turn_id=turn.pk, failure=TurnFailure.DATABASE_UNAVAILABLE
+    )
+
+    assert settled is answers
+    turn.refresh_from_db()
+    if status == "running":
+        assert (turn.status, turn.failure_code) == ("interrupted", "database_unavailable")
 
     retry = post(owner_client, session)
     assert retry.status_code == 201
