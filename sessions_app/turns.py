@@ -415,14 +415,21 @@ class TurnRunner:
             else:
                 failure = TurnFailure.INTERRUPTED if stopped else TurnFailure.SERVER_ERROR
             interrupted = stopped or failure == TurnFailure.DATABASE_UNAVAILABLE
-            await database(self.fail)(
-                status=TurnStatus.INTERRUPTED if interrupted else TurnStatus.FAILED,
-                failure=failure,
-            )
-            # Whoever ended it (this, a takeover, or the turn itself: the section under way as
-            # it was cancelled, or whose connection went after its commit, committed its last
-            # step), the stream ends as its replay does.
-            self._emit(await self._ending(failure))
+            try:
+                await database(self.fail)(
+                    status=TurnStatus.INTERRUPTED if interrupted else TurnStatus.FAILED,
+                    failure=failure,
+                )
+                # Whoever ended it (this, a takeover, or the turn itself: the section under way
+                # as it was cancelled, or whose connection went after its commit, committed its
+                # last step), the stream ends as its replay does.
+                ending = await self._ending(failure)
+            except asyncio.CancelledError:
+                # Cancelled again meanwhile (the worker's last moments): the stream still gets
+                # its last event, the bare code (the sections, shielded, run to their end).
+                self._emit(events.turn_failed(code=str(failure), body=None))
+                raise
+            self._emit(ending)
             raise
         balance = self._balance()
         body = render_turn(self._turn, self.messages, balance)

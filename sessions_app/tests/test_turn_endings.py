@@ -2,11 +2,12 @@
 server, a takeover, a recovery), and a replay of the turn, from any host and at any time later,
 ends with the same event."""
 
+import asyncio
 from datetime import timedelta
 from io import StringIO
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -150,3 +151,43 @@ def test_a_turn_ended_before_its_failure_was_kept_replays_by_its_status(
     ending = replayed_ending(turn)
 
     assert (ending.name, ending.data["code"]) == ("turn_failed", "turn_interrupted")
+
+
+def test_a_turn_cancelled_again_while_it_ends_still_sends_its_last_event(
+    owner, make_agent, make_session, monkeypatch
+):
+    """A stopping worker cancels a turn, and cancels it again while its failure is written (the
+    worker's last moments): the stream got no last event, and its client waited on heartbeats
+    until the connection went."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    heard: list[events.TurnEvent] = []
+
+    async def cancelled_while_ending(runner, failure):
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr("sessions_app.turns.TurnRunner._ending", cancelled_while_ending)
+    gateway = FakeGateway()
+
+    async def run_and_cancel():
+        fresh = await sync_to_async(session_for_turn)(user=owner, session_id=session.pk)
+        task = asyncio.ensure_future(
+            turn_run(
+                session=fresh,
+                user=owner,
+                message="hello",
+                gateway=gateway,
+                listener=TurnListener(send=heard.append),
+            )
+        )
+        while not gateway.calls:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    gateway.delay = 5
+    async_to_sync(run_and_cancel)()
+
+    assert (heard[-1].name, heard[-1].data["code"]) == ("turn_failed", "turn_interrupted")
+    turn = Turn.objects.get()
+    assert (turn.status, turn.failure_code) == (TurnStatus.INTERRUPTED, TurnFailure.INTERRUPTED)
