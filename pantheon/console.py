@@ -204,8 +204,8 @@ class EitherEndPaginator(Paginator):
     """Django's paginator, reading a page in the list's second half from its far end: the last
     of a million ledger rows was an OFFSET of a million (PostgreSQL walks every row it skips),
     2.2 s; read in the reverse order it skips none. The admin's ordering is total (it adds
-    the primary key), so the reversed read holds exactly the page's rows. A queryset with no
-    ordering, or a list that is no queryset, is read as Django does.
+    the primary key), so the reversed read holds exactly the page's rows. A queryset not ordered
+    down to its primary key, or a list that is no queryset, is read as Django does.
 
     `count_is_exact` is false when the count shown was taken from elsewhere (the ledger's
     rollups): the far end is then counted from the rows themselves, or a count that drifted
@@ -220,7 +220,7 @@ class EitherEndPaginator(Paginator):
         if top + self.orphans >= self.count:
             top = self.count
         rows = self.object_list
-        if bottom > self.count // 2 and isinstance(rows, QuerySet) and rows.ordered:
+        if bottom > self.count // 2 and isinstance(rows, QuerySet) and _totally_ordered(rows):
             total = self.count if self.count_is_exact else rows.count()
             if top == self.count:
                 top = total  # the last page: to the far end, whatever the count said
@@ -228,6 +228,16 @@ class EitherEndPaginator(Paginator):
             far = list(rows.reverse()[max(total - top, 0) : max(total - bottom, 0)])
             return self._get_page(far[::-1], number, self)
         return super().page(number)
+
+
+def _totally_ordered(rows: QuerySet) -> bool:
+    """Whether `rows` are ordered down to their primary key, as the admin's lists are (it adds
+    it): read in reverse, ties in a coarser order (a record's history by time alone) could come
+    in another order, and a page's rows shift across its edges."""
+    order = rows.query.order_by or rows.model._meta.ordering
+    if not order or not isinstance(order[-1], str):
+        return False
+    return order[-1].lstrip("-") in ("pk", rows.model._meta.pk.name)
 
 
 class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):

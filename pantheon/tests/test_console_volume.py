@@ -219,3 +219,16 @@ def test_a_sort_typed_by_a_column_the_list_does_not_offer_is_dropped(staff, long
     created = str(columns.index("created"))
     oldest_first = client.get(url(model, "changelist"), {"o": created}).context["cl"].result_list
     assert [row.pk for row in oldest_first] == newest_first[::-1]
+
+
+def test_rows_not_ordered_down_to_their_key_are_paged_as_django_does(staff, long_turn):
+    """A record's history is ordered by time alone: read in reverse, rows that tie could come
+    in another order and shift across a page's edge."""
+    long_turn(range(30))
+    rows = LlmCallEvent.objects.order_by("created_at")
+
+    with CaptureQueriesContext(connection) as queries:
+        page = list(EitherEndPaginator(rows, 10).page(3))
+
+    assert page == list(rows)[20:]
+    assert "OFFSET 20" in queries[-1]["sql"]
