@@ -53,11 +53,12 @@ def release_connection() -> None:
 # What PostgreSQL says when it ends a connection or will not take one: class 08 (connection
 # exception), 57P01 admin_shutdown (`pg_terminate_backend`, a fast shutdown or a failover),
 # 57P02 crash_shutdown (another backend crashed), 57P03 cannot_connect_now (starting up, shutting
-# down, in recovery) and 53300 too_many_connections. Not its other operational errors: 57014
+# down, in recovery), 57P05 idle_session_timeout (a server's `idle_session_timeout` ended a pooled
+# connection) and 53300 too_many_connections. Not its other operational errors: 57014
 # (a statement timeout, a cancelled query), 55P03 (a lock timeout), 40P01 (a deadlock) and the
 # like failed the statement, not the connection, and a retry of the same request may well meet
 # them again.
-_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "53300"})
 
 
 def connection_lost(exc: BaseException | None) -> bool:

@@ -4,6 +4,7 @@ a Retry-After, in JSON under /api/ and as a page in the console, where any other
 production server's own drops: `test_database_outage`, `test_turn_database_drop`)."""
 
 import logging
+import time
 
 import psycopg
 import pytest
@@ -57,6 +58,21 @@ def test_a_connection_the_database_ended_or_refused_counts_as_lost():
     assert connection_lost(refused.value)
     # No connection from the pool in time: the database is down (or every connection busy).
     assert connection_lost(PoolTimeout("couldn't get a connection after 30.00 sec"))
+
+
+def test_a_connection_the_servers_idle_session_timeout_ended_counts_as_lost():
+    """57P05: a server's `idle_session_timeout` ends a connection left idle in the pool; it
+    answered 500 server_error."""
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SET idle_session_timeout = 100")
+        time.sleep(0.5)
+        with pytest.raises(OperationalError) as ended, other.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        other.close()
+    assert connection_lost(ended.value)
 
 
 def test_a_statement_that_failed_on_a_live_connection_does_not(owner):
