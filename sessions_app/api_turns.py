@@ -46,7 +46,7 @@ from pantheon.schema import TurnRefusalSerializer, refusals
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, following, idempotency, selectors
-from sessions_app.models import IdempotencyKey, Turn, TurnFailure
+from sessions_app.models import IdempotencyKey, Turn, TurnFailure, TurnStatus
 from sessions_app.selectors import TurnState
 from sessions_app.serializers import (
     TurnCreateSerializer,
@@ -336,8 +336,16 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         return isinstance(request.accepted_renderer, EventStreamRenderer)
 
     async def _post(self, request: Request, session_id, stream: asyncio.Future) -> Any:
+        starting = asyncio.ensure_future(database(self._start)(request, session_id))
         try:
-            start = await database(self._start)(request, session_id)
+            start = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The worker is stopping while the first section runs: the section goes on in its
+            # thread (a thread cannot be stopped midway), and a turn it claims has no one to
+            # run it; it would block its session until the stale limit. It is ended at once,
+            # as a turn interrupted by the stop is, and its key freed.
+            await _interrupt_what_it_claims(starting)
+            raise
         finally:
             self.log_ids = logging_context.current()
         if isinstance(start, idempotency.Replay):
@@ -480,6 +488,23 @@ def _free_key_after_a_broken_claim(record: IdempotencyKey) -> None:
         idempotency.idempotency_release(record=record)
     except DatabaseError:
         logger.warning("could not free Idempotency-Key %s after a broken claim", record.pk)
+
+
+async def _interrupt_what_it_claims(starting: asyncio.Future) -> None:
+    """After the request's cancellation: the turn the first section claims (if any) ended
+    `interrupted`, its Idempotency-Key freed."""
+    try:
+        start = await starting
+    except Exception:
+        return  # refused, or broken: nothing was claimed
+    if isinstance(start, idempotency.Replay):
+        return
+    runner, record = start
+    await database(runner.fail)(status=TurnStatus.INTERRUPTED, failure=TurnFailure.INTERRUPTED)
+    if record is not None:
+        await database(idempotency.idempotency_settle_interrupted)(
+            record=record, turn_id=runner.turn.pk if runner.turn else None
+        )
 
 
 async def _settle_key_after_a_lost_connection(record: IdempotencyKey, runner: TurnRunner) -> None:

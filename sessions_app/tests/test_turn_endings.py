@@ -3,19 +3,24 @@ server, a takeover, a recovery), and a replay of the turn, from any host and at 
 ends with the same event."""
 
 import asyncio
+import threading
+import time
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.core.management import call_command
+from django.test import AsyncClient
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from conftest import FakeGateway
-from pantheon import exceptions
+from pantheon import draining, exceptions
 from rooms.models import RoomMode
 from sessions_app import events
-from sessions_app.models import Turn, TurnFailure, TurnStatus
+from sessions_app.api_turns import SessionTurnsView
+from sessions_app.models import IdempotencyKey, Turn, TurnFailure, TurnStatus
 from sessions_app.selectors import session_for_turn
 from sessions_app.turns import TurnListener, turn_run
 
@@ -191,3 +196,48 @@ def test_a_turn_cancelled_again_while_it_ends_still_sends_its_last_event(
     assert (heard[-1].name, heard[-1].data["code"]) == ("turn_failed", "turn_interrupted")
     turn = Turn.objects.get()
     assert (turn.status, turn.failure_code) == (TurnStatus.INTERRUPTED, TurnFailure.INTERRUPTED)
+
+
+def test_a_turn_claimed_as_its_worker_stops_is_interrupted_not_left_running(
+    owner, make_agent, make_session, fake_gateway, monkeypatch
+):
+    """A stopping worker cancels a request whose first section (DRF's checks, the claim) is
+    still running in its thread: the section went on and claimed the turn, which nothing then
+    ran. It stayed `running`, its session refusing turns (409) until the stale limit, and its
+    Idempotency-Key answering 409 `idempotency_key_in_use` as long."""
+    monkeypatch.setattr(draining, "_stopping", False)  # put back after the drain below
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    token = Token.objects.create(user=owner).key
+    entered = threading.Event()
+    first_section = SessionTurnsView._start
+
+    def slow_first_section(view, request, session_id):
+        entered.set()
+        time.sleep(0.5)  # the drain cancels the request meanwhile
+        return first_section(view, request, session_id)
+
+    monkeypatch.setattr(SessionTurnsView, "_start", slow_first_section)
+
+    async def post_and_stop():
+        posted = asyncio.ensure_future(
+            AsyncClient().post(
+                f"/api/v1/sessions/{session.pk}/turns",
+                {"message": "hello"},
+                content_type="application/json",
+                headers={"Authorization": f"Token {token}", "Idempotency-Key": "key-1"},
+            )
+        )
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        cancelled = await draining.drain(seconds=0, wind_down=10)
+        return cancelled, await posted
+
+    cancelled, response = async_to_sync(post_and_stop)()
+
+    assert cancelled == 1
+    assert response.status_code == 503
+    assert response.json()["detail"]["code"] == "turn_interrupted"
+    turn = Turn.objects.get()
+    assert (turn.status, turn.failure_code) == (TurnStatus.INTERRUPTED, TurnFailure.INTERRUPTED)
+    assert not IdempotencyKey.objects.exists()  # a retry runs it afresh
+    assert fake_gateway.calls == []
