@@ -170,7 +170,7 @@ def _section_ended(gate: SectionGate, work: asyncio.Future) -> None:
         work.exception()  # its awaiter may be gone: never "exception was never retrieved"
 
 
-def _carry_back(context: contextvars.Context) -> None:
+def carry_back(context: contextvars.Context) -> None:
     """What the section changed in its context (the log context's ids, say) into ours, as a
     plain `await sync_to_async(...)` would have."""
     for variable, value in context.items():
@@ -220,7 +220,7 @@ def database(
             return await asyncio.shield(work)
         finally:
             if work.done():
-                _carry_back(context)
+                carry_back(context)
 
     return admitted
 

@@ -15,6 +15,7 @@ stream) never stops it; its messages and ledger rows are stored all the same.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -39,7 +40,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pantheon import draining, logging_context
-from pantheon.db import connection_lost, database, release_connection
+from pantheon.db import carry_back, connection_lost, database, release_connection
 from pantheon.exceptions import REFUSALS, TurnInterrupted
 from pantheon.negotiation import answer_in_json
 from pantheon.schema import TurnRefusalSerializer, refusals
@@ -336,7 +337,12 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         return isinstance(request.accepted_renderer, EventStreamRenderer)
 
     async def _post(self, request: Request, session_id, stream: asyncio.Future) -> Any:
-        starting = asyncio.ensure_future(database(self._start)(request, session_id))
+        # Its own task, in a context carried back here as a plain await would have it (the
+        # log context's ids the section binds).
+        context = contextvars.copy_context()
+        starting = asyncio.get_running_loop().create_task(
+            database(self._start)(request, session_id), context=context
+        )
         try:
             start = await asyncio.shield(starting)
         except asyncio.CancelledError:
@@ -347,6 +353,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             await _interrupt_what_it_claims(starting)
             raise
         finally:
+            if starting.done():
+                carry_back(context)
             self.log_ids = logging_context.current()
         if isinstance(start, idempotency.Replay):
             return await self._replayed(start, streamed=self._streamed(request))
