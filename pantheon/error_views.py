@@ -71,10 +71,8 @@ def database_unavailable(request):
     console's pages): a 503 with a Retry-After, as the API's views answer it, not a 500 that
     reads as a bug. The console gets a page like Django's own 500 page (no template: the
     database may be what a template's context needs)."""
-    error = DatabaseUnavailable()
     if is_api_path(request.path_info):
-        response: HttpResponse = error_response(error)
-    else:
-        response = HttpResponse(CONSOLE_DATABASE_UNAVAILABLE, status=503)
-    response["Retry-After"] = str(error.retry_after_seconds)
+        return error_response(DatabaseUnavailable())
+    response = HttpResponse(CONSOLE_DATABASE_UNAVAILABLE, status=503)
+    response["Retry-After"] = str(DatabaseUnavailable.retry_after_seconds)
     return response

@@ -24,6 +24,7 @@ from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 
+from pantheon.capacity import RETRY_AFTER_SECONDS
 from pantheon.db import connection_lost
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class PantheonError(Exception):
     status_code: int = status.HTTP_400_BAD_REQUEST
     code = "bad_request"
     default_message = "The request was refused."
+    # Sent as `Retry-After` with the refusal (a transient one: a full worker, a lost database).
+    retry_after_seconds: int | None = None
 
     def __init__(self, message: str | None = None, *, code: str | None = None):
         self.message = message or self.default_message
@@ -162,6 +165,7 @@ class OverCapacity(PantheonError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "over_capacity"
     default_message = "This server is serving as many requests as it can. Try again in a moment."
+    retry_after_seconds = RETRY_AFTER_SECONDS
 
 
 class TurnInterrupted(PantheonError):
@@ -280,7 +284,7 @@ def api_exception_handler(exc, context):
         if hasattr(exc, "log_level"):
             # The request line's level (pantheon.middleware).
             refusal.log_level = exc.log_level  # type: ignore[attr-defined]
-        if hasattr(exc, "retry_after_seconds"):
+        if exc.retry_after_seconds is not None:
             refusal["Retry-After"] = str(exc.retry_after_seconds)
         return refusal
     if isinstance(exc, DjangoValidationError):

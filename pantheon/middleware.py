@@ -17,7 +17,7 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 
 from pantheon import logging_context
-from pantheon.capacity import PROCESS, RETRY_AFTER_SECONDS
+from pantheon.capacity import PROCESS
 from pantheon.exceptions import (
     InvalidCharacters,
     OverCapacity,
@@ -45,7 +45,10 @@ def request_id_of(request) -> str | None:
 
 
 def error_response(error: PantheonError) -> JsonResponse:
-    return JsonResponse(error.as_body(), status=error.status_code)
+    response = JsonResponse(error.as_body(), status=error.status_code)
+    if error.retry_after_seconds is not None:
+        response["Retry-After"] = str(error.retry_after_seconds)
+    return response
 
 
 class _SyncAndAsync:
@@ -250,7 +253,7 @@ class CapacityMiddleware(_SyncAndAsync):
             response = HttpResponse(
                 "Service Unavailable", status=503, content_type="text/plain; charset=utf-8"
             )
-        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            response["Retry-After"] = str(OverCapacity.retry_after_seconds)
         # A worker this busy sheds connections rather than keeping them alive.
         response["Connection"] = "close"
         # Shedding load is the limit doing its job, not a fault: a warning, not an error.

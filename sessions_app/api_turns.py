@@ -508,8 +508,9 @@ async def _interrupt_what_it_claims(starting: asyncio.Future) -> None:
     if isinstance(start, idempotency.Replay):
         return
     runner, record = start
-    await database(runner.fail)(status=TurnStatus.INTERRUPTED, failure=TurnFailure.INTERRUPTED)
-    if record is not None:
+    if record is None:
+        await database(runner.fail)(status=TurnStatus.INTERRUPTED, failure=TurnFailure.INTERRUPTED)
+    else:  # ends the turn too (it is still running), then frees the key
         await database(idempotency.idempotency_settle_interrupted)(
             record=record, turn_id=runner.turn.pk if runner.turn else None
         )
