@@ -469,11 +469,16 @@ def usage_or_estimate(
 ) -> tuple[int, int, int]:
     """The provider's usage, or an estimate when it sent none (a prompt is never 0 tokens):
     the call still costs what it used, never a silent $0. litellm estimates a stream's usage
-    the same way when the provider leaves it out."""
+    the same way when the provider leaves it out.
+
+    An estimated answer counts at most the `max_tokens` its call asked for: the estimate runs
+    long on purpose, and an answer cut at its limit (up to 16 characters a token) would
+    otherwise be billed up to five times what the turn's credit hold assumed."""
     if usage[0] > 0:
         return usage
     prompt = sum(estimate_tokens(message.content, model) for message in call.messages)
-    return prompt, 0, usage[2] or estimate_tokens(text, model)
+    answer = usage[2] or min(estimate_tokens(text, model), call.alias.max_output_tokens)
+    return prompt, 0, answer
 
 
 def read_usage(response: Any) -> tuple[int, int, int]:

@@ -3,6 +3,8 @@ limit (`orchestration.gateway.AnswerLimit`): the text up to it is kept, the prov
 closed, and the step ends as an answer the provider cut at its own limit does: a success,
 metered on an estimate (the provider's usage comes last and never arrives), never as free."""
 
+from decimal import Decimal
+
 import httpx
 import pytest
 from django.db import connection
@@ -15,7 +17,7 @@ from pantheon.testing.sse import events
 from sessions_app.models import Message, Turn, TurnStream
 from sessions_app.tests.conftest import point_at_stub, wait_for
 from sessions_app.tests.test_provider_replies import call_stub
-from usage.models import LlmCallEvent, ModelAlias
+from usage.models import BillingProfile, LlmCallEvent, ModelAlias
 
 # The stub's answer, word by word ("Stub answer to «…»: one two …", 12 words, repeated): far
 # more than the kernel buffers on its way, so a stream that is closed early is seen closed.
@@ -33,9 +35,11 @@ def test_a_stream_past_its_limit_is_cut_there_and_closed(stub):
     assert result.text == "".join(heard) == start.text[: len(result.text)]
     # A chunk a word, of about five characters: the characters' bound comes first.
     assert len(result.text) == limit.chars and len(heard) < limit.chunks
-    # No usage arrived: an estimate of the prompt and of what was kept, not 0.
+    # No usage arrived: an estimate of the prompt and of what was kept, not 0, and no more
+    # than the 64 tokens asked for (what was kept estimates at 320).
     assert result.input_tokens_fresh > 0
-    assert result.output_tokens == estimate_tokens(result.text) < 200_000
+    assert estimate_tokens(result.text) == 320
+    assert result.output_tokens == 64
     wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed")
 
 
@@ -79,6 +83,7 @@ def test_a_streamed_turn_whose_provider_ignores_max_tokens_completes_with_the_an
     owner, ada, make_session, stub
 ):
     ModelAlias.objects.filter(alias=ada.model_alias).update(max_output_tokens=64)
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1000"))  # a hold
     point_at_stub(stub, HUGE, ada.model_alias)
     session = make_session(owner, agent=ada)
     headers = {
@@ -111,7 +116,10 @@ def test_a_streamed_turn_whose_provider_ignores_max_tokens_completes_with_the_an
     row = LlmCallEvent.objects.get()
     assert (row.status, row.error_type) == ("success", "")
     assert row.input_tokens_fresh > 0 and row.credits > 0
-    assert row.output_tokens == estimate_tokens(answer.content)
+    # Billed as the 64 tokens the call asked for, not the estimate of the text kept (320):
+    # within what the turn held against the user's cap for it.
+    assert estimate_tokens(answer.content) > 64 and row.output_tokens == 64
+    assert 0 < row.credits <= turn.reserved_credits
     assert body["usage"]["output_tokens"] == row.output_tokens
     # The provider's stream was closed, not read to its end.
     wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed")
