@@ -96,10 +96,18 @@ if DB_POOL_MAX_SIZE > 0 and config.flag("DB_POOL", True):
     # borrow a connection and give it back, so hundreds of turns waiting on their providers
     # share a few connections. Workers × DB_POOL_MAX_SIZE is the most a host opens.
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not the requests
+    # A request waits up to DB_POOL_TIMEOUT for a connection; past it, 503 database_unavailable.
+    # The sections gate keeps a worker's use of its pool below its size, so that wait is only
+    # ever long while PostgreSQL cannot be reached. While it cannot, the pool retries in the
+    # background, further and further apart (1, 2, 4… s), for `reconnect_timeout`; psycopg's
+    # default, 5 minutes, had the first request after a 40 s outage wait 20 s for the next try.
+    # Retrying no longer than a request waits, the next request after that starts a new try.
+    _pool_timeout = config.number("DB_POOL_TIMEOUT", 10.0, above=0)
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": config.whole_number("DB_POOL_MIN_SIZE", 2, minimum=0, maximum=DB_POOL_MAX_SIZE),
         "max_size": DB_POOL_MAX_SIZE,
-        "timeout": config.number("DB_POOL_TIMEOUT", 30.0, above=0),
+        "timeout": _pool_timeout,
+        "reconnect_timeout": _pool_timeout,
     }
 else:
     DATABASES["default"].setdefault(
@@ -109,6 +117,13 @@ else:
 # restart, a failover, a proxy's idle timeout). With the pool, Django checks each connection the
 # pool hands out (one empty query), and a dead one is replaced instead of failing its request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = config.flag("CONN_HEALTH_CHECKS", True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # libpq's own limit on opening a connection (0: none). Without it, a server that accepts
+    # the connection and never answers (a stuck proxy or pooler, a host mid-failover) holds the
+    # attempt forever, and a pool whose attempt never ends never tries again.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", config.whole_number("DB_CONNECT_TIMEOUT", 5, minimum=0)
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and config.flag(
     "DB_PREPARED_STATEMENTS", True
 ):

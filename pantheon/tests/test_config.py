@@ -1,6 +1,7 @@
 """Configuration from the environment: a value that cannot work stops the start with a message
 naming the variable, instead of a server that answers 500 (or refuses everything)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,14 @@ from pantheon.testing.processes import ROOT
 from pantheon.testing.servers import free_port
 
 
-def start_settings(**env: str) -> subprocess.CompletedProcess:
+def start_settings(
+    code: str = "from django.conf import settings; settings.DEBUG", **env: str
+) -> subprocess.CompletedProcess:
     """Load the production settings in a fresh interpreter, with these variables and no
     others: `run_production` passes this process's environment on, and a variable set for the
     test run (DB_POOL_MAX_SIZE, say) would change what the settings accept."""
     return subprocess.run(
-        [sys.executable, "-c", "from django.conf import settings; settings.DEBUG"],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",
@@ -50,6 +53,8 @@ def start_settings(**env: str) -> subprocess.CompletedProcess:
         # These were a bare traceback that named neither the variable nor the value.
         ("PANTHEON_IDEMPOTENCY_KEY_HOURS", "abc", "a number above 0"),
         ("DB_POOL_MAX_SIZE", "abc", "a whole number, at least 0"),
+        ("DB_CONNECT_TIMEOUT", "-1", "a whole number, at least 0"),
+        ("DB_POOL_TIMEOUT", "0", "a number above 0"),
         ("LOG_LEVEL", "LOUD", "one of 'NOTSET', 'DEBUG', 'INFO', 'WARNING', 'WARN'"),
     ],
 )
@@ -84,6 +89,34 @@ def test_the_defaults_and_good_values_start():
         PANTHEON_IDEMPOTENCY_KEY_HOURS="0.5",
     )
     assert good.returncode == 0, good.stderr
+
+
+def database_options(**env: str) -> dict:
+    printed = start_settings(
+        "import json; from django.conf import settings; "
+        "print(json.dumps(settings.DATABASES['default']['OPTIONS']))",
+        **env,
+    )
+    assert printed.returncode == 0, printed.stderr
+    return json.loads(printed.stdout)
+
+
+def test_how_long_postgresql_is_waited_for():
+    """A request waits DB_POOL_TIMEOUT for a connection, the pool retries one it could not open
+    for as long, and libpq gives up opening one after DB_CONNECT_TIMEOUT."""
+    defaults = database_options()
+    assert defaults["connect_timeout"] == 5
+    assert (defaults["pool"]["timeout"], defaults["pool"]["reconnect_timeout"]) == (10, 10)
+
+    chosen = database_options(DB_POOL_TIMEOUT="2.5", DB_CONNECT_TIMEOUT="0")
+    assert chosen["connect_timeout"] == 0  # libpq's: no limit
+    assert (chosen["pool"]["timeout"], chosen["pool"]["reconnect_timeout"]) == (2.5, 2.5)
+
+    in_the_url = database_options(
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/unused?connect_timeout=2",
+        DB_CONNECT_TIMEOUT="7",
+    )
+    assert int(in_the_url["connect_timeout"]) == 2
 
 
 @pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "GUNICORN_WORKER_CONNECTIONS"])

@@ -16,6 +16,7 @@ from pantheon.testing.servers import (
     forget_throttle_history,
     postgres_url,
 )
+from pantheon.testing.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -71,3 +72,75 @@ def test_a_request_whose_connection_is_ended_mid_query_answers_503_then_the_next
     assert lost.json()["detail"]["code"] == "database_unavailable"
     assert lost.headers["Retry-After"] == "2"
     assert retried.status_code == 200
+
+
+@pytest.fixture
+def proxy():
+    """A proxy in front of the test database's PostgreSQL, for a server to reach it through."""
+    with TcpProxy("127.0.0.1", int(connection.settings_dict.get("PORT") or 5432)) as proxy:
+        yield proxy
+
+
+def _through(proxy: TcpProxy) -> str:
+    """The test database's URL, reached through `proxy`."""
+    url = postgres_url(connection.settings_dict)
+    return url.replace(f":{connection.settings_dict.get('PORT') or 5432}/", f":{proxy.port}/")
+
+
+def _served_again(url: str, headers: dict, *, within: float) -> httpx.Response:
+    """The first answer other than 503, asking again as each 503's Retry-After says."""
+    deadline = time.monotonic() + within
+    while True:
+        answer = httpx.get(url, headers=headers, timeout=within)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            return answer
+        time.sleep(float(answer.headers.get("Retry-After", "1")))
+
+
+def test_while_postgresql_refuses_connections_requests_answer_503_and_are_served_once_it_is_back(
+    owner, proxy
+):
+    """PostgreSQL stopped (every connection closed, new ones refused): a request waits for the
+    pool (DB_POOL_TIMEOUT), then answers 503 `database_unavailable`; once PostgreSQL is back the
+    next request is served."""
+    headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
+    env = {"DB_POOL_TIMEOUT": "2"}
+    with AppServer(database_url=_through(proxy), env=env) as server:
+        url = f"{server.url}/api/v1/agents"
+        assert httpx.get(url, headers=headers, timeout=30).status_code == 200
+
+        proxy.cut()
+        down = httpx.get(url, headers=headers, timeout=30)
+        health = httpx.get(f"{server.url}/api/v1/health", timeout=30)
+        proxy.restore()
+        back = httpx.get(url, headers=headers, timeout=30)
+
+    assert down.status_code == 503, down.text
+    assert down.json()["detail"]["code"] == "database_unavailable"
+    assert down.headers["Retry-After"] == "2"
+    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    assert back.status_code == 200, back.text
+
+
+def test_a_database_that_takes_connections_and_never_answers_is_given_up_on_until_it_is_back(
+    owner, proxy
+):
+    """A stuck proxy or pooler in front of PostgreSQL: it accepts the pool's new connections and
+    never answers them. Each attempt is given up after DB_CONNECT_TIMEOUT (default 5 s) and
+    retried, so the worker is served again once connections are answered. Without that limit
+    the pool's attempt waited forever, and the worker answered 503 to every request after the
+    database was back."""
+    headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
+    env = {"DB_POOL_TIMEOUT": "2"}
+    with AppServer(database_url=_through(proxy), env=env) as server:
+        url = f"{server.url}/api/v1/agents"
+        assert httpx.get(url, headers=headers, timeout=30).status_code == 200
+
+        proxy.hang()
+        down = httpx.get(url, headers=headers, timeout=30)
+        proxy.restore()
+        back = _served_again(url, headers, within=30)
+
+    assert down.status_code == 503, down.text
+    assert down.json()["detail"]["code"] == "database_unavailable"
+    assert back.status_code == 200, back.text

@@ -1,0 +1,102 @@
+"""A TCP proxy on 127.0.0.1 that a test can cut: the database going away, as a server sees it.
+
+`cut()` closes every connection it carries and stops listening, so a new connection is refused
+(PostgreSQL stopped, a failover's old primary gone). `hang()` closes them too but takes new
+connections and never answers them (a stuck proxy or pooler, a host that accepts and stalls);
+those stay stalled after `restore()`, which carries new connections again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+
+
+class TcpProxy:
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port: int = sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._hanging = False
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        self.restore()
+        return self
+
+    def stop(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def cut(self) -> None:
+        self._run(self._cut())
+
+    def hang(self) -> None:
+        self._run(self._hang())
+
+    def restore(self) -> None:
+        self._run(self._listen())
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, coroutine) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    async def _listen(self) -> None:
+        self._hanging = False
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._carry, "127.0.0.1", self.port, reuse_address=True
+            )
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _hang(self) -> None:
+        await self._cut()
+        await self._listen()
+        self._hanging = True
+
+    async def _carry(self, client_reader, client_writer) -> None:
+        if self._hanging:  # read what comes and answer nothing, for as long as the peer waits
+            with contextlib.suppress(OSError):
+                while await client_reader.read(65536):
+                    pass
+            return
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers.update((client_writer, server_writer))
+        await asyncio.gather(
+            self._pipe(client_reader, server_writer),
+            self._pipe(server_reader, client_writer),
+        )
+        self._writers.difference_update((client_writer, server_writer))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(OSError):
+            writer.transport.abort()
