@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import itertools
 import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from inspect import iscoroutinefunction
@@ -26,7 +27,7 @@ from typing import Any
 from adrf.generics import GenericAPIView as AsyncGenericAPIView
 from adrf.views import APIView as AsyncAPIView
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -461,15 +462,18 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 )
             raise
         except Exception as exc:
-            if record is not None:
-                if connection_lost(exc):
-                    # A transient outage, answered 503 (`pantheon.exceptions`): the retry runs
-                    # the interrupted turn afresh, or gets it if it had finished after all.
-                    await _settle_key_after_a_lost_connection(record, runner)
-                else:
-                    await database(idempotency.idempotency_finish)(
-                        record=record, status=500, body=SERVER_ERROR_BODY
-                    )
+            if connection_lost(exc):
+                # A transient outage, answered 503 (`pantheon.exceptions`): the retry runs the
+                # interrupted turn afresh, or gets it if it had finished after all.
+                settled = record is None or await _settle_key_after_a_lost_connection(
+                    record, runner
+                )
+                if runner.left_running or not settled:
+                    _end_once_the_database_is_back(runner, record)
+            elif record is not None:
+                await database(idempotency.idempotency_finish)(
+                    record=record, status=500, body=SERVER_ERROR_BODY
+                )
             raise
         body = outcome.body
         if record is not None:
@@ -516,10 +520,9 @@ async def _interrupt_what_it_claims(starting: asyncio.Future) -> None:
         )
 
 
-async def _settle_key_after_a_lost_connection(record: IdempotencyKey, runner: TurnRunner) -> None:
-    """If the database is still away the key stays running, to be taken over after the stale
-    limit (its turn by then ended `interrupted` by `recover_turns` or the next claim), and the
-    turn's own error is reported."""
+async def _settle_key_after_a_lost_connection(record: IdempotencyKey, runner: TurnRunner) -> bool:
+    """Whether the key could be settled (the turn ended with it); if the database is still
+    away, the turn's own error is reported and the key is settled once it is back."""
     try:
         await database(idempotency.idempotency_settle_interrupted)(
             record=record,
@@ -528,6 +531,58 @@ async def _settle_key_after_a_lost_connection(record: IdempotencyKey, runner: Tu
         )
     except DatabaseError:
         logger.warning("could not settle Idempotency-Key %s after a lost connection", record.pk)
+        return False
+    return True
+
+
+# How long a turn whose ending could not be written waits between tries to write it.
+ENDING_RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0)
+
+
+def _end_once_the_database_is_back(runner: TurnRunner, record: IdempotencyKey | None) -> None:
+    """A turn that lost its database and could not write its ending either (the database was
+    still away) stays `running`: its session refuses new turns (409) and its Idempotency-Key
+    answers `idempotency_key_in_use` until the stale limit. Its worker writes the ending in the
+    background instead, as soon as the database answers again: the turn `interrupted` with
+    `database_unavailable`, its calls in flight lost, its key freed. It tries for as long as
+    the turn would take to go stale (then the next claim or `recover_turns` ends it); a
+    stopping worker waits for it as for a turn (`pantheon.draining`)."""
+    _detached(_end_when_possible(runner, record))
+
+
+def _end_and_settle(runner: TurnRunner, record: IdempotencyKey | None) -> bool:
+    """The turn ended and its key settled in one transaction: a retry never finds the one
+    without the other. Whether this ended the turn (False: it had ended)."""
+    with transaction.atomic():
+        ended = runner.turn is not None and runner.end()
+        if record is not None:
+            idempotency.idempotency_settle_interrupted(
+                record=record,
+                turn_id=runner.turn.pk if runner.turn else None,
+                failure=TurnFailure.DATABASE_UNAVAILABLE,
+            )
+    return ended
+
+
+async def _end_when_possible(runner: TurnRunner, record: IdempotencyKey | None) -> None:
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + settings.PANTHEON_TURN_STALE_SECONDS
+    turn_id = runner.turn.pk if runner.turn else None
+    for attempt in itertools.count():
+        await asyncio.sleep(ENDING_RETRY_SECONDS[min(attempt, len(ENDING_RETRY_SECONDS) - 1)])
+        try:
+            ended = await database(_end_and_settle)(runner, record)
+        except Exception as exc:
+            if connection_lost(exc) and loop.time() < give_up:
+                continue
+            logger.warning("turn %s: could not write how it ended", turn_id, exc_info=True)
+            return
+        logger.info(
+            "turn %s: %s once the database was back",
+            turn_id,
+            "ended interrupted" if ended else "had ended",
+        )
+        return
 
 
 class TurnEventsView(_AsyncTurnView, AsyncAPIView):

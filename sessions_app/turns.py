@@ -389,6 +389,8 @@ class TurnRunner:
         self.listener: TurnListener | None = None
         self._month_credits: Decimal | None = None  # after the latest completed call
         self._transcript: list[dict] = []  # what the summary call folds in
+        # Its failure could not be written (the database was away): it is still `running`.
+        self.left_running = False
 
     async def run(self, listener: TurnListener | None = None) -> TurnOutcome:
         """The turn's life. Database work runs in short synchronous sections (`database`),
@@ -416,10 +418,11 @@ class TurnRunner:
                 failure = TurnFailure.INTERRUPTED if stopped else TurnFailure.SERVER_ERROR
             interrupted = stopped or failure == TurnFailure.DATABASE_UNAVAILABLE
             try:
-                await database(self.fail)(
+                ended = await database(self.fail)(
                     status=TurnStatus.INTERRUPTED if interrupted else TurnStatus.FAILED,
                     failure=failure,
                 )
+                self.left_running = ended is None
                 # Whoever ended it (this, a takeover, or the turn itself: the section under way
                 # as it was cancelled, or whose connection went after its commit, committed its
                 # last step), the stream ends as its replay does.
@@ -809,19 +812,30 @@ class TurnRunner:
         over as stale is left as it is, but for the text its stream went on saving after the
         takeover had dropped it. Returns whether this call ended the turn, None when it could
         not tell: the database was still unreachable (a connection lost in a restart is back
-        within the pool's DB_POOL_TIMEOUT, which this waits for), and the turn stays `running`
-        until the stale limit, when the next claim or `recover_turns` ends it."""
+        within the pool's DB_POOL_TIMEOUT, which this waits for). The turn is then still
+        `running` (`left_running`): the API tries `end` again in the background until the
+        database is back (`sessions_app.api_turns`), else the stale limit lets the next claim
+        or `recover_turns` end it."""
         if self.turn is None:
             return False
         try:
-            ended = turns_interrupt(
-                turns=Turn.objects.filter(pk=self.turn.pk), status=status, failure=failure
-            )
-            # The turn has ended either way; its stream's last save waited for (`make`).
-            TurnStream.objects.filter(turn=self.turn).delete()
+            return self.end(status, failure)
         except Exception:
             logger.exception("turn %s: could not record its failure", self.turn.pk)
             return None
+
+    def end(
+        self,
+        status: TurnStatus = TurnStatus.INTERRUPTED,
+        failure: TurnFailure = TurnFailure.DATABASE_UNAVAILABLE,
+    ) -> bool:
+        """`fail`'s work, which raises what the database raised. Returns whether this call
+        ended the turn (False: it had ended already)."""
+        ended = turns_interrupt(
+            turns=Turn.objects.filter(pk=self._turn.pk), status=status, failure=failure
+        )
+        # The turn has ended either way; its stream's last save waited for (`make`).
+        TurnStream.objects.filter(turn=self._turn).delete()
         return bool(ended.turn_ids)
 
     async def _ending(self, failure: TurnFailure) -> events.TurnEvent:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+from collections.abc import Mapping
 
 
 class TcpProxy:
@@ -100,3 +101,12 @@ class TcpProxy:
                 await writer.drain()
         with contextlib.suppress(OSError):
             writer.transport.abort()
+
+
+def postgres_port(settings_dict: Mapping) -> int:
+    return int(settings_dict.get("PORT") or 5432)
+
+
+def through(proxy: TcpProxy, database_url: str, settings_dict: Mapping) -> str:
+    """`database_url` (of the database `settings_dict` names) reached through `proxy`."""
+    return database_url.replace(f":{postgres_port(settings_dict)}/", f":{proxy.port}/", 1)

@@ -16,7 +16,7 @@ from pantheon.testing.servers import (
     forget_throttle_history,
     postgres_url,
 )
-from pantheon.testing.tcp_proxy import TcpProxy
+from pantheon.testing.tcp_proxy import TcpProxy, through
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -74,17 +74,9 @@ def test_a_request_whose_connection_is_ended_mid_query_answers_503_then_the_next
     assert retried.status_code == 200
 
 
-@pytest.fixture
-def proxy():
-    """A proxy in front of the test database's PostgreSQL, for a server to reach it through."""
-    with TcpProxy("127.0.0.1", int(connection.settings_dict.get("PORT") or 5432)) as proxy:
-        yield proxy
-
-
 def _through(proxy: TcpProxy) -> str:
     """The test database's URL, reached through `proxy`."""
-    url = postgres_url(connection.settings_dict)
-    return url.replace(f":{connection.settings_dict.get('PORT') or 5432}/", f":{proxy.port}/")
+    return through(proxy, postgres_url(connection.settings_dict), connection.settings_dict)
 
 
 def _served_again(url: str, headers: dict, *, within: float) -> httpx.Response:
@@ -98,21 +90,21 @@ def _served_again(url: str, headers: dict, *, within: float) -> httpx.Response:
 
 
 def test_while_postgresql_refuses_connections_requests_answer_503_and_are_served_once_it_is_back(
-    owner, proxy
+    owner, tcp_proxy
 ):
     """PostgreSQL stopped (every connection closed, new ones refused): a request waits for the
     pool (DB_POOL_TIMEOUT), then answers 503 `database_unavailable`; once PostgreSQL is back the
     next request is served."""
     headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
     env = {"DB_POOL_TIMEOUT": "2"}
-    with AppServer(database_url=_through(proxy), env=env) as server:
+    with AppServer(database_url=_through(tcp_proxy), env=env) as server:
         url = f"{server.url}/api/v1/agents"
         assert httpx.get(url, headers=headers, timeout=30).status_code == 200
 
-        proxy.cut()
+        tcp_proxy.cut()
         down = httpx.get(url, headers=headers, timeout=30)
         health = httpx.get(f"{server.url}/api/v1/health", timeout=30)
-        proxy.restore()
+        tcp_proxy.restore()
         back = httpx.get(url, headers=headers, timeout=30)
 
     assert down.status_code == 503, down.text
@@ -123,7 +115,7 @@ def test_while_postgresql_refuses_connections_requests_answer_503_and_are_served
 
 
 def test_a_database_that_takes_connections_and_never_answers_is_given_up_on_until_it_is_back(
-    owner, proxy
+    owner, tcp_proxy
 ):
     """A stuck proxy or pooler in front of PostgreSQL: it accepts the pool's new connections and
     never answers them. Each attempt is given up after DB_CONNECT_TIMEOUT (default 5 s) and
@@ -132,13 +124,13 @@ def test_a_database_that_takes_connections_and_never_answers_is_given_up_on_unti
     database was back."""
     headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
     env = {"DB_POOL_TIMEOUT": "2"}
-    with AppServer(database_url=_through(proxy), env=env) as server:
+    with AppServer(database_url=_through(tcp_proxy), env=env) as server:
         url = f"{server.url}/api/v1/agents"
         assert httpx.get(url, headers=headers, timeout=30).status_code == 200
 
-        proxy.hang()
+        tcp_proxy.hang()
         down = httpx.get(url, headers=headers, timeout=30)
-        proxy.restore()
+        tcp_proxy.restore()
         back = _served_again(url, headers, within=30)
 
     assert down.status_code == 503, down.text

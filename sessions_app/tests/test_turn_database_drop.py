@@ -12,6 +12,7 @@ from rest_framework.authtoken.models import Token
 
 from pantheon.testing.servers import AppServer, end_other_connections, postgres_url
 from pantheon.testing.sse import events
+from pantheon.testing.tcp_proxy import through
 from sessions_app import events as turn_events
 from sessions_app.models import IdempotencyKey, Message, Turn
 from sessions_app.tests.conftest import point_at_stub, wait_for
@@ -138,5 +139,47 @@ def test_a_streamed_turn_that_loses_its_connection_ends_with_turn_failed(session
         _assert_the_turn_was_interrupted_and_the_key_freed(turn)
 
         _retry(url, headers)
+
+    assert stub.requests == 2
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["with a key", "without a key"])
+def test_a_turn_whose_database_stays_away_is_ended_once_it_is_back(
+    session, stub, headers, keyed, tcp_proxy
+):
+    """PostgreSQL stopped while the provider thinks, and still away when the turn's failure
+    path runs: the turn cannot be ended then. The client gets its 503 all the same, and the
+    worker ends the turn (`interrupted`, its call `lost`) and frees its key as soon as the
+    database is back, so the session and the key take a turn again at once. It stayed
+    `running` until the stale limit (10 minutes): the session answered 409, the key
+    `idempotency_key_in_use`."""
+    if not keyed:
+        del headers["Idempotency-Key"]
+    url = through(tcp_proxy, postgres_url(connection.settings_dict), connection.settings_dict)
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub", "DB_POOL_TIMEOUT": "1"}
+    with AppServer(database_url=url, env=env) as server:
+        turns = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+        answers: list = []
+        poster = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(turns, json={"message": "hello"}, headers=headers, timeout=60)
+            )
+        )
+        poster.start()
+        wait_for(lambda: stub.requests == 1, "the provider call")
+        tcp_proxy.cut()
+        poster.join(60)
+        [lost] = answers
+        assert lost.status_code == 503, lost.text
+        assert lost.json()["detail"]["code"] == "database_unavailable"
+        assert Turn.objects.get().status == "running"  # nothing could be written
+
+        tcp_proxy.restore()
+        wait_for(lambda: Turn.objects.get().status != "running", "the turn to be ended", timeout=30)
+        turn = Turn.objects.get()
+        assert turn.failure_code == "database_unavailable"
+        _assert_the_turn_was_interrupted_and_the_key_freed(turn)
+
+        _retry(turns, headers)
 
     assert stub.requests == 2
