@@ -487,7 +487,8 @@ class SoftDeleteAdmin(admin.ModelAdmin):
 class DeletedFilter(admin.EmptyFieldListFilter):
     """`deleted_at` as the question an operator asks: deleted or not (Django's own filter says
     "By deleted at: Empty / Not empty"). The query string is Django's, so links keep working.
-    "Not deleted" rather than "live": a session in a deleted room is gone from the API too."""
+    A model whose rows also go with another's says so in `get_lookup_condition` (the rows not
+    deleted), as sessions do with their room's."""
 
     # Django's choices in its order (All, Empty, Not empty), each with its new label.
     LABELS = [("All", "All"), ("Empty", "not deleted"), ("Not empty", "deleted")]

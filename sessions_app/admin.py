@@ -39,6 +39,15 @@ def _in_a_deleted_room(session: Session | None) -> bool:
     return session is not None and session.room_id is not None and deleted(session.room)
 
 
+class SessionDeletedFilter(DeletedFilter):
+    """A session in a deleted room is deleted too, as for the API (404, no more turns) and its
+    own page ("Its room was deleted on ..."): "not deleted" lists the sessions the API serves
+    (`Session.objects.alive()`), "deleted" the others, whichever of the two was deleted."""
+
+    def get_lookup_condition(self):
+        return Q(deleted_at__isnull=True, room__deleted_at__isnull=True)
+
+
 @admin.register(Session)
 class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
     list_display = ["created", "starter", "room_name", "agent", "title", "deleted"]
@@ -46,10 +55,9 @@ class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
     created = moment_column()
     starter = name_column("started_by", "username", "started by")
     room_name = name_column("room", "name", "room")
-    deleted = moment_column("deleted_at", "deleted (UTC)")
     list_filter = [
         username_filter("started_by"),
-        ("deleted_at", DeletedFilter),
+        ("deleted_at", SessionDeletedFilter),
         "created_at",
     ]
     search_fields = ["id", "title", "room__name"]
@@ -62,6 +70,12 @@ class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
     ordering = ["-created_at"]
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # one session per conversation: as many as records
+
+    @admin.display(description="deleted (UTC)", ordering="deleted_at")
+    def deleted(self, session: Session) -> str:
+        if session.deleted_at is None and _in_a_deleted_room(session):
+            return f"{moment(session.room.deleted_at)} (its room)"
+        return moment(session.deleted_at)
 
     def has_add_permission(self, request):
         # Users open sessions through the API (POST sessions); no operator workflow adds one.

@@ -670,6 +670,30 @@ def test_rooms_and_sessions_filter_deleted_or_not(staff, chat, owner, make_room)
     assert ">not deleted</a>" in sessions and ">deleted</a>" in sessions
 
 
+def test_a_session_in_a_deleted_room_is_filtered_as_deleted(staff, chat, owner, make_session):
+    """Its own page said the room was deleted, while the list's filter put it under "not
+    deleted": the filter answers as the API does (a session goes with its room)."""
+    gone = make_session(owner, room=chat["room"], title="In the room")
+    mine = make_session(owner, title="Direct")
+    dropped = make_session(owner, title="Dropped")
+    _stamp(Session, dropped.pk, deleted_at=datetime(2026, 12, 2, 9, 0, tzinfo=UTC))
+    _stamp(Room, chat["room"].pk, deleted_at=datetime(2026, 12, 3, 10, 0, 5, tzinfo=UTC))
+    client = client_for(staff)
+
+    def listed(**query) -> set:
+        response = client.get(url(Session, "changelist"), query)
+        assert response.status_code == 200
+        return {session.pk for session in response.context["cl"].result_list}
+
+    page = client.get(url(Session, "changelist"), {"deleted_at__isempty": "0"}).content.decode()
+
+    assert listed(deleted_at__isempty="1") == {mine.pk}
+    assert listed(deleted_at__isempty="0") == {chat["session"].pk, gone.pk, dropped.pk}
+    assert listed() == {chat["session"].pk, gone.pk, mine.pk, dropped.pk}
+    # Its "deleted" column says when and why, where it was blank.
+    assert "2026-12-03 10:00:05 (its room)" in page and "2026-12-02 09:00:00<" in page
+
+
 @pytest.mark.parametrize(
     "model",
     [*RECORDS, DailyUsageRollup, MonthlyUsage, IdempotencyKey, Session],
