@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin
+from django.forms.models import BaseInlineFormSet
 from rest_framework import serializers
 
 from pantheon.console import (
@@ -186,9 +187,37 @@ class SeatForm(forms.ModelForm):
         return cleaned
 
 
+class SeatFormSet(BaseInlineFormSet):
+    """The room page's seats, numbered as the API seats a roster (`PUT rooms/{id}/agents`):
+    0, 1, 2... in order, the order being the positions typed (5, 9, 2 are kept as 1, 2, 0; a
+    seat that goes closes its gap). Each seat whose number changes is saved and logged with
+    the number it gets ("Position: 0 → 1"), whether typed or moved up by another's."""
+
+    def clean(self):
+        super().clean()  # two seats typed at one position are refused first
+        if any(self.errors):
+            return
+        staying = [
+            form
+            for form in self.forms
+            if not self._should_delete_form(form) and (form.instance.pk or form.has_changed())
+        ]
+        staying.sort(key=lambda form: form.cleaned_data["position"])
+        for index, form in enumerate(staying):
+            form.cleaned_data["position"] = form.instance.position = index
+            if form.instance.pk is None:
+                continue  # a new seat is saved and logged as added anyway
+            changed = form.changed_data  # Django's list: saving and the log both read it
+            if index != form.initial["position"] and "position" not in changed:
+                changed.append("position")
+            elif index == form.initial["position"] and "position" in changed:
+                changed.remove("position")
+
+
 class RoomAgentInline(admin.TabularInline):
     model = RoomAgent
     form = SeatForm
+    formset = SeatFormSet
     verbose_name = "seated agent"
     verbose_name_plural = "seated agents"
     extra = 0

@@ -232,3 +232,56 @@ def test_the_seat_autocomplete_names_each_agents_owner(
     labels, five_owners = found()
     assert len(labels) == 5 and "Ada (@ada) of max" in labels
     assert five_owners == two_owners  # the owners read with the agents
+
+
+def test_the_room_page_numbers_its_seats_as_the_api_does(
+    room, owner, make_agent, staff, owner_client
+):
+    """Positions were kept as typed (5, 9, 2), where the API seats a roster 0, 1, 2... in its
+    order: the typed positions give the order, the seats take the API's numbers."""
+    ada_seat = RoomAgent.objects.get(room=room)
+    linus, bo = make_agent(owner, "linus"), make_agent(owner, "bo")
+    client = client_for(staff)
+
+    typed = [(ada_seat.agent, 5, ada_seat.pk), (linus, 9, None), (bo, 2, None)]
+    response = client.post(change(room), room_form(room, typed, initial=1))
+
+    assert response.status_code == 302
+    seats = room.seats.order_by("position").values_list("agent__agent_key", "position")
+    assert list(seats) == [("bo", 0), ("ada", 1), ("linus", 2)]
+    assert RoomAgent.objects.get(pk=ada_seat.pk).position == 1  # the same seat, renumbered
+    api = owner_client.get(f"/api/v1/rooms/{room.pk}").json()["agents"]
+    assert [(seat["agent_key"], seat["position"]) for seat in api] == seats_now(room)
+    history = client.get(reverse("admin:rooms_room_history", args=[room.pk])).content.decode()
+    assert "Position: 0 → 1" in history  # the log names the number kept, not the one typed
+
+    # A seat leaving closes the gap it leaves, as a roster without it would be seated.
+    bo_seat = RoomAgent.objects.get(room=room, agent=bo)
+    linus_seat = RoomAgent.objects.get(room=room, agent=linus)
+    form = room_form(
+        room,
+        [(bo, 0, bo_seat.pk), (ada_seat.agent, 1, ada_seat.pk), (linus, 2, linus_seat.pk)],
+        initial=3,
+    )
+    response = client.post(change(room), form | {"seats-0-DELETE": "on"})
+
+    assert response.status_code == 302
+    assert seats_now(room) == [("ada", 0), ("linus", 1)]
+    api = owner_client.get(f"/api/v1/rooms/{room.pk}").json()["agents"]
+    assert [(seat["agent_key"], seat["position"]) for seat in api] == [("ada", 0), ("linus", 1)]
+
+
+def test_two_seats_typed_at_one_position_are_refused(room, owner, make_agent, staff):
+    ada_seat = RoomAgent.objects.get(room=room)
+    typed = [(ada_seat.agent, 3, ada_seat.pk), (make_agent(owner, "linus"), 3, None)]
+
+    response = client_for(staff).post(change(room), room_form(room, typed, initial=1))
+
+    assert response.status_code == 200
+    assert "Please correct the duplicate data for position" in response.content.decode()
+    assert seats_now(room) == [("ada", 0)]
+
+
+def seats_now(room) -> list[tuple[str, int]]:
+    seats = room.seats.order_by("position").values_list("agent__agent_key", "position")
+    return list(seats)
