@@ -80,8 +80,13 @@ def daily_bar_chart(
         if top or step == 0  # nothing to scale: the baseline alone, not five lines saying 0
     ]
     every = max(1, -(-len(points) // MAX_X_LABELS))
+    # "Nov 4", or "Dec 30 2026" and "Jan 2 2027" on an axis across a new year.
+    years = len({day.year for day, _ in points}) > 1
     day_labels = [
-        Tick(position=round(LEFT + index * slot + slot / 2, 2), label=f"{day:%b} {day.day}")
+        Tick(
+            position=round(LEFT + index * slot + slot / 2, 2),
+            label=f"{day:%b} {day.day}" + (f" {day.year}" if years else ""),
+        )
         for index, (day, _) in enumerate(points)
         if index % every == 0
     ]

@@ -4,7 +4,7 @@ follows the roles, and query counts stay flat as the ledger grows."""
 import csv
 import io
 from collections import defaultdict
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from pantheon.testing.admin import client_for
 from sessions_app.models import Turn
+from usage.charts import daily_bar_chart
 from usage.models import LlmCallEvent
 from usage.rollups import rollup_rebuild, today
 from usage.tests.dashboard import DASHBOARD, EXPORT, LEDGER, at
@@ -560,3 +561,22 @@ def test_the_dashboard_writes_days_and_credits_as_the_console_does(make_operator
     assert "day · week · month, all users" in page
     assert "No user is named “nosuch”: nothing below is theirs." in nobody
     assert nobody.count('class="axis" x="56"') == 1  # the baseline's label alone
+
+
+def test_the_day_axis_names_the_year_when_the_range_crosses_one(make_operator, owner):
+    """It read "Dec 30", then "Jan 2": of which years? Within one year the labels stay short."""
+    first = date(2026, 12, 30)
+    crossing = [(first + timedelta(days=offset), Decimal(offset)) for offset in range(5)]
+    within = [(date(2026, 11, 4) + timedelta(days=offset), Decimal(1)) for offset in range(5)]
+
+    labels = [tick.label for tick in daily_bar_chart(crossing).day_labels]
+    short = [tick.label for tick in daily_bar_chart(within).day_labels]
+    page = (
+        client_for(make_operator("Analyst"))
+        .get(reverse(DASHBOARD), {"start": "2025-12-20", "end": "2026-01-10"})
+        .content.decode()
+    )
+
+    assert labels == ["Dec 30 2026", "Dec 31 2026", "Jan 1 2027", "Jan 2 2027", "Jan 3 2027"]
+    assert short == ["Nov 4", "Nov 5", "Nov 6", "Nov 7", "Nov 8"]
+    assert ">Dec 20 2025</text>" in page and ">Jan 10 2026</text>" in page
