@@ -24,6 +24,13 @@ uvicorn times out neither.
   more (tens of KB): a client that reads that much in the timeout is never cut, however slow.
   What an answer leaves buffered when it ends is watched the same way, since uvicorn's close
   waits for it to flush.
+- **A body announced too large.** A request that declares a Content-Length over
+  DATA_UPLOAD_MAX_MEMORY_SIZE is answered 413 by the app without its body being read
+  (`PantheonASGIHandler`). uvicorn still sent `100 Continue` to one that asked with
+  `Expect: 100-continue` (when the app first listens for the client), inviting the body the
+  answer refuses. Here such a request gets no `100 Continue`, and its connection is closed
+  after the 413: whether the client then sends the body anyway or not, nothing that follows
+  could be told apart from a next request.
 
 How long the app takes to answer (a long turn, a stream) is limited by neither.
 
@@ -115,9 +122,21 @@ def _reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
+def _declared_too_large(headers: list[tuple[bytes, bytes]]) -> bool:
+    """The request's Content-Length is over DATA_UPLOAD_MAX_MEMORY_SIZE (the parser has
+    refused a request whose Content-Length is not a number, or given twice and differing)."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None:
+        return False
+    for name, value in headers:
+        if name == b"content-length":
+            return value.strip().isdigit() and int(value) > limit
+    return False
+
+
 class PantheonHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a read deadline for each request and
-    `TimedFlowControl` for its answer."""
+    """uvicorn's httptools protocol with a read deadline for each request,
+    `TimedFlowControl` for its answer, and no `100 Continue` for a body announced too large."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -125,6 +144,7 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         self._read_deadline: asyncio.TimerHandle | None = None
         self._flush_watch: asyncio.TimerHandle | None = None
         self._request_begun = False  # a byte of a request has come on this connection
+        self._headers_in = False  # the headers of the request arriving now are in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -139,11 +159,24 @@ class PantheonHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._request_begun = True
+        self._headers_in = False
         self._stop_flush_watch()  # the client is sending again: it is there
         self._arm_read_deadline()  # a kept-alive connection's next request: its own time
 
+    def on_headers_complete(self) -> None:
+        before = self.cycle
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is before or cycle is None:
+            return  # an upgrade: no request of its own
+        self._headers_in = True
+        if cycle.waiting_for_100_continue and _declared_too_large(self.headers):
+            cycle.waiting_for_100_continue = False
+            cycle.keep_alive = False  # the answer says `connection: close`, and closes it
+
     def on_message_complete(self) -> None:
         self._disarm_read_deadline()  # all in: the app's to answer, however long that takes
+        self._headers_in = False
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -202,8 +235,11 @@ class PantheonHttpProtocol(HttpToolsProtocol):
             return
         # A connection that sent nothing at all (a browser's preconnect, a pool's spare) is
         # closed quietly: an answer nobody asked for could be read as the next request's.
+        # Nor is one whose request was answered before its body came (a 413 for a body
+        # announced too large): a second answer to it would be read as the next request's.
         unanswered = cycle is None or cycle.response_complete or not cycle.response_started
-        if self._request_begun and unanswered:
+        answered_early = self._headers_in and cycle is not None and cycle.response_complete
+        if self._request_begun and unanswered and not answered_early:
             self.transport.write(_TIMEOUT_RESPONSE)
         # With its headers in, the app sees the client gone (`http.disconnect`).
         self.transport.close()

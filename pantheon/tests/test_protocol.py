@@ -20,9 +20,13 @@ BIG = 20 * 1024 * 1024  # far past what the kernel buffers for a client that rea
 
 
 async def app(scope, receive, send):
-    """`/big`: 20 MB in one write, the response's last. `/slow`: a second's wait. Anything
-    else: its body, echoed once it has all come."""
+    """`/big`: 20 MB in one write, the response's last. `/slow`: a second's wait. `/early`:
+    answered at once, its body unread. Anything else: its body, echoed once it has all come."""
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/early":
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
         return
     body = b""
     more = True
@@ -138,3 +142,15 @@ def test_a_pipelined_request_gets_its_own_time_once_the_one_before_it_is_answere
         second += chunk
 
     assert b"echo:body" in second, second
+
+
+def test_a_request_answered_before_its_body_came_gets_no_second_answer(server):
+    """Answered (a 413) as soon as its headers were in, its body never finished: at the
+    deadline the connection is closed. It got a 408 as well, a second answer to one request."""
+    sock = _connect(server)
+    sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
+
+    answer = _read_all(sock)
+
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert answer.count(b"HTTP/1.1") == 1, answer
