@@ -32,7 +32,7 @@ run: install
 	@echo "  API:    http://127.0.0.1:$(PORT)/api/v1/health   docs: http://127.0.0.1:$(PORT)/api/docs/"
 	@echo "  Admin:  http://127.0.0.1:$(PORT)/admin/   (demo / pantheon-demo)"
 	@echo ""
-	DEBUG=true $(BIN)/uvicorn pantheon.asgi:application --host 127.0.0.1 --port $(PORT) --lifespan off --no-proxy-headers
+	DEBUG=true $(BIN)/python -m pantheon.serve --host 127.0.0.1 --port $(PORT)
 
 # Tests run on PostgreSQL, the production database.
 test: install-dev

@@ -1,0 +1,93 @@
+"""`make run`'s server (uvicorn alone, SQLite, the demo backend), started as the Makefile starts
+it: it has the production worker's read deadline (`pantheon.protocol`). uvicorn's command line,
+which it used, names only uvicorn's own protocols: a client that sent half a request was held
+as long as it liked."""
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pantheon.testing.processes import ROOT
+from pantheon.testing.servers import free_port
+
+
+def _serving_command(port: int) -> str:
+    """The last line of `make run`'s recipe, the server, with this interpreter's directory."""
+    dry_run = subprocess.run(
+        ["make", "-n", "run", f"PORT={port}", f"BIN={Path(sys.executable).parent}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dry_run.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def laptop_server(tmp_path):
+    port = free_port()
+    command = _serving_command(port)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'laptop.sqlite3'}",
+        "PANTHEON_LLM_BACKEND": "demo",
+        "PANTHEON_REQUEST_READ_TIMEOUT_SECONDS": "1",
+        "LOG_LEVEL": "ERROR",
+    }
+    process = subprocess.Popen(
+        ["sh", "-c", command],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"{shlex.quote(command)} exited"
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "make run's server did not start"
+            time.sleep(0.2)
+        yield port
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(10)
+
+
+def test_make_runs_server_answers_408_to_a_request_that_stops_halfway(laptop_server):
+    sock = socket.create_connection(("127.0.0.1", laptop_server), timeout=10)
+    sock.sendall(
+        b"POST /api/v1/agents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nhalf"
+    )
+    started = time.monotonic()
+
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+
+    assert time.monotonic() - started < 5
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer
+    assert b'"code": "request_timeout"' in body
+
+
+def test_make_runs_server_serves_the_demo_on_sqlite(laptop_server):
+    health = httpx.get(f"http://127.0.0.1:{laptop_server}/api/v1/health", timeout=5)
+
+    assert health.json() == {"status": "ok", "database": "sqlite", "llm_backend": "demo"}
