@@ -152,3 +152,22 @@ def test_a_body_announced_too_large_without_expect_is_refused_before_it_is_sent(
 
     assert status.startswith("HTTP/1.1 413 ")
     assert json.loads(body)["detail"]["code"] == "request_too_large"
+
+
+def test_requests_sent_together_on_one_connection_are_all_answered_in_order(server):
+    """Pipelined: three requests in one write, then two more on the kept-alive connection.
+    uvicorn queues each behind the one before it (`pantheon.protocol` gives each its own read
+    deadline from its turn)."""
+    health = b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    missing = b"GET /api/v1/no-such-thing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    sock = _connect(server)
+
+    sock.sendall(health + missing + health)
+    first = _responses(_read_until(sock, _complete(3)))
+    sock.sendall(missing + health)
+    then = _responses(_read_until(sock, _complete(2)))
+
+    statuses = [status.split()[1] for status, _, _ in first + then]
+    assert statuses == ["200", "404", "200", "404", "200"]
+    assert json.loads(first[0][2])["status"] == "ok"
+    assert len({headers["x-request-id"] for _, headers, _ in first + then}) == 5
