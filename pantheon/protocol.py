@@ -35,7 +35,8 @@ uvicorn times out neither.
 How long the app takes to answer (a long turn, a stream) is limited by neither.
 
 The worker names this module's protocol by its path (`PantheonWorker`), so only the worker
-process imports it, not the gunicorn master.
+process imports it, not the gunicorn master; `make run`'s server (`pantheon.serve`) serves with
+it too.
 """
 
 from __future__ import annotations
