@@ -70,12 +70,13 @@ class CheckedAsTheApi(forms.ModelForm):
 
 class AgentForm(CheckedAsTheApi):
     """An agent as the API takes one: an enabled model alias (the one it has is kept even when
-    disabled since), and the role prompt and tool permissions checked by the API's own fields
-    (AgentSerializer); its key once per owner, also once the owner is read-only (Django checks
-    the pair only when both are in the form: the duplicate reached the database, a 500)."""
+    disabled since), and the name, role prompt and tool permissions checked by the API's own
+    fields (AgentSerializer: a name of zero-width characters is as blank as one of spaces);
+    its key once per owner, also once the owner is read-only (Django checks the pair only when
+    both are in the form: the duplicate reached the database, a 500)."""
 
     api_serializer = AgentSerializer
-    api_checked = ("role_prompt", "tool_permissions")
+    api_checked = ("name", "role_prompt", "tool_permissions")
 
     class Meta:
         model = Agent

@@ -22,6 +22,7 @@ from pantheon.console import (
     record_links,
     username_filter,
 )
+from rooms.admin import CheckedAsTheApi
 from sessions_app.models import (
     IdempotencyKey,
     Message,
@@ -30,6 +31,7 @@ from sessions_app.models import (
     Turn,
     TurnContextAudit,
 )
+from sessions_app.serializers import SessionCreateSerializer
 from sessions_app.services import session_delete
 from usage.models import USAGE_TOTAL_FIELDS, LlmCallEvent
 from usage.selectors import priced_or_none
@@ -48,8 +50,21 @@ class SessionDeletedFilter(DeletedFilter):
         return Q(deleted_at__isnull=True, room__deleted_at__isnull=True)
 
 
+class SessionForm(CheckedAsTheApi):
+    """A session's title as the API takes one (SessionCreateSerializer): trimmed, and empty when
+    it holds nothing to see (zero-width characters, say), not a title no list can show."""
+
+    api_serializer = SessionCreateSerializer
+    api_checked = ("title",)
+
+    class Meta:
+        model = Session
+        fields = ["title"]
+
+
 @admin.register(Session)
 class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
+    form = SessionForm
     list_display = ["created", "starter", "room_name", "agent", "title", "deleted"]
     list_display_links = ["created"]
     created = moment_column()

@@ -9,6 +9,7 @@ from asgiref.sync import async_to_sync
 from jsonschema import Draft202012Validator
 from rest_framework.test import APIClient
 
+from pantheon.fields import invisible
 from rooms.models import RoomMode
 from sessions_app import events as turn_events
 from usage.models import ModelAlias
@@ -171,7 +172,8 @@ def test_text_bounds_are_published(schema, settings):
 )
 def test_texts_that_may_not_be_blank_say_so(schema, owner_client, live_paths, body, field, path):
     """`minLength: 1` alone lets "   " through, and the API refuses it: the pattern says a
-    character must not be whitespace, by the server's measure (str.strip()). `\\S` called
+    character must be visible, by the server's measure (str.strip()'s whitespace, and format
+    characters such as U+200B or U+FEFF, which the server counts as blank too). `\\S` called
     "\\u001e" valid, which the server trims away (schemathesis at 200 examples). A field with a
     pattern of its own keeps it."""
     described = schema["components"]["schemas"][body]["properties"][field]
@@ -180,14 +182,17 @@ def test_texts_that_may_not_be_blank_say_so(schema, owner_client, live_paths, bo
     assert not re.search(r"\\[sS]", described["pattern"])
     kept = [chr(c) for c in range(0x10000) if re.search(described["pattern"], chr(c))]
     assert [c for c in kept if c.isspace()] == []
-    assert len(kept) == 0x10000 - sum(chr(c).isspace() for c in range(0x10000))
+    assert [c for c in "\u00ad\u200b\u200c\u200d\u2060\u2062\u3164\ufeff" if c in kept] == []
+    assert len(kept) == sum(not invisible(chr(c)) for c in range(0x10000))
+    assert not re.search(described["pattern"], "\U000e0020\U000e007f")
+    assert re.search(described["pattern"], "\U0001f3f4\U000e007f")
     assert schema["components"]["schemas"]["AgentRequest"]["properties"]["agent_key"][
         "pattern"
     ] == ("^[a-z0-9_]{1,32}$")
 
     answer = owner_client.post(
         path.format(session=live_paths["sessions"]),
-        {field: " \t\u001e\u3000", "agent_key": "bo", "model_alias": "deepseek"},
+        {field: " \t\u001e\u3000\u200b\ufeff", "agent_key": "bo", "model_alias": "deepseek"},
         format="json",
     )
     assert answer.status_code == 400

@@ -1,0 +1,173 @@
+"""A name with nothing to see is blank: zero-width spaces, joiners, a BOM, a soft hyphen or an
+ideographic space are refused where `"   "` is (400, the field named), in the API and in the
+console, and a title of them is an empty title. Visible text keeps its invisible characters,
+but not at its ends, where they are trimmed as whitespace is."""
+
+import pytest
+
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for
+from rooms.models import Agent, Room
+from sessions_app.models import Session
+
+pytestmark = pytest.mark.django_db
+
+INVISIBLE = [
+    "\u200b",  # zero-width space
+    "\u200c\u200d",  # zero-width non-joiner, joiner
+    "\u2060",  # word joiner
+    "\ufeff",  # BOM
+    "\u00ad",  # soft hyphen
+    "\u2062\u2063",  # invisible times and separator (format characters)
+    "\u3000",  # ideographic space
+    "\u00a0 \u200b\t",  # no-break space, space, zero-width space, tab
+    "\u3164",  # Hangul filler
+    "\U000e0020\U000e007f",  # tag characters alone
+]
+
+# Visible text keeps its inner invisible characters; its ends are trimmed of zero-width ones.
+KEPT = [
+    ("\u200bAda\ufeff", "Ada"),
+    ("Ad\u00ada", "Ad\u00ada"),
+    ("\U0001f469\u200d\U0001f4bb", "\U0001f469\u200d\U0001f4bb"),  # woman technologist
+    # The flag of Scotland ends with tag characters: kept.
+    ("\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",) * 2,
+]
+
+
+def agent_body(**overrides) -> dict:
+    return {"agent_key": "ada", "name": "Ada", "model_alias": "deepseek", **overrides}
+
+
+@pytest.mark.parametrize("name", INVISIBLE)
+def test_a_room_of_invisible_characters_is_refused_as_blank(owner_client, owner, make_room, name):
+    room = make_room(owner, name="Keep")
+
+    created = owner_client.post("/api/v1/rooms", {"name": name}, format="json")
+    patched = owner_client.patch(f"/api/v1/rooms/{room.pk}", {"name": name}, format="json")
+
+    assert created.status_code == patched.status_code == 400
+    assert created.json() == patched.json() == {"name": ["This field may not be blank."]}
+    assert list(Room.objects.values_list("name", flat=True)) == ["Keep"]
+
+
+@pytest.mark.parametrize("name", INVISIBLE)
+def test_an_agent_of_invisible_characters_is_refused_as_blank(
+    owner_client, owner, make_agent, name
+):
+    bo = make_agent(owner, "bo")
+
+    created = owner_client.post("/api/v1/agents", agent_body(name=name), format="json")
+    patched = owner_client.patch(f"/api/v1/agents/{bo.pk}", {"name": name}, format="json")
+
+    assert created.status_code == patched.status_code == 400
+    assert created.json() == patched.json() == {"name": ["This field may not be blank."]}
+    assert list(Agent.objects.values_list("name", flat=True)) == ["Bo"]
+
+
+@pytest.mark.parametrize("title", INVISIBLE)
+def test_a_title_of_invisible_characters_is_no_title(owner_client, owner, make_agent, title):
+    """A title may be empty (`"   "` is): one with nothing to see is stored empty."""
+    agent = make_agent(owner, "ada")
+    room = owner_client.post("/api/v1/rooms", {"name": "Research"}, format="json").json()
+
+    in_room = owner_client.post(f"/api/v1/rooms/{room['id']}/sessions", {"title": title})
+    direct = owner_client.post(f"/api/v1/agents/{agent.pk}/sessions", {"title": title})
+
+    assert in_room.status_code == direct.status_code == 201
+    assert in_room.json()["title"] == direct.json()["title"] == ""
+    assert list(Session.objects.values_list("title", flat=True)) == ["", ""]
+
+
+@pytest.mark.parametrize("sent, stored", KEPT)
+def test_visible_names_are_kept_trimmed_of_invisible_ends(
+    owner_client, owner, make_agent, sent, stored
+):
+    agent = make_agent(owner, "bo")
+
+    room = owner_client.post("/api/v1/rooms", {"name": sent}, format="json")
+    ada = owner_client.post("/api/v1/agents", agent_body(name=sent), format="json")
+    session = owner_client.post(f"/api/v1/agents/{agent.pk}/sessions", {"title": sent})
+
+    assert room.status_code == ada.status_code == session.status_code == 201
+    assert room.json()["name"] == ada.json()["name"] == session.json()["title"] == stored
+    assert Room.objects.get().name == Agent.objects.get(agent_key="ada").name == stored
+
+
+def test_a_turn_message_of_invisible_characters_is_refused_as_blank(
+    owner_client, owner, make_agent
+):
+    agent = make_agent(owner, "ada")
+    session = owner_client.post(f"/api/v1/agents/{agent.pk}/sessions", {}).json()
+
+    response = owner_client.post(
+        f"/api/v1/sessions/{session['id']}/turns", {"message": "\u200b\ufeff"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"message": ["This field may not be blank."]}
+
+
+def test_the_length_limit_counts_what_was_sent_before_trimming(owner_client):
+    """As for whitespace: the schema's maxLength is the length sent."""
+    response = owner_client.post("/api/v1/rooms", {"name": "R" + "\u200b" * 200}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"name": ["Ensure this field has no more than 200 characters."]}
+
+
+# --- the console --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def boss(make_operator):
+    return client_for(make_operator("Owner", "boss"))
+
+
+def test_the_console_refuses_an_agent_or_room_name_of_invisible_characters(
+    boss, owner, make_agent, make_room
+):
+    ada = make_agent(owner, "ada")
+    room = make_room(owner, name="Research")
+    agent_form = {
+        "agent_key": "ada",
+        "name": "\u200b\u3000",
+        "model_alias": "deepseek",
+        "role_prompt": "",
+        "tool_permissions": "[]",
+    }
+    room_form = {
+        "name": "\ufeff\u200d",
+        "goal": "",
+        "current_mode": room.current_mode,
+        "seats-TOTAL_FORMS": "0",
+        "seats-INITIAL_FORMS": "0",
+    }
+
+    agent_page = boss.post(url(Agent, "change", ada.pk), agent_form)
+    room_page = boss.post(url(Room, "change", room.pk), room_form)
+
+    assert agent_page.status_code == room_page.status_code == 200
+    assert agent_page.context["adminform"].form.errors["name"] == ["This field may not be blank."]
+    assert room_page.context["adminform"].form.errors["name"] == ["This field may not be blank."]
+    ada.refresh_from_db()
+    room.refresh_from_db()
+    assert (ada.name, room.name) == ("Ada", "Research")
+
+
+def test_the_console_saves_a_title_of_invisible_characters_empty_and_trims_one(
+    staff, owner, make_session
+):
+    client = client_for(staff)
+    blank = make_session(owner, title="First")
+    padded = make_session(owner, title="Second")
+
+    saved = [
+        client.post(url(Session, "change", blank.pk), {"title": "\u200b\u2060"}),
+        client.post(url(Session, "change", padded.pk), {"title": "\ufeffKickoff\u200b"}),
+    ]
+
+    assert [page.status_code for page in saved] == [302, 302]
+    blank.refresh_from_db()
+    padded.refresh_from_db()
+    assert (blank.title, padded.title) == ("", "Kickoff")
