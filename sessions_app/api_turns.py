@@ -287,7 +287,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 description="`no_valid_tagged_agents` (with `valid_agent_keys`), "
                 "`no_room_agents`, `context_budget_exceeded`, `model_alias_disabled`, "
                 "`unknown_model_alias`, `agent_unavailable`, or `idempotency_key_reused`: the "
-                "key was used with another request.",
+                "key was used with another request (another message or override; "
+                '`"model_alias_override": ""` is the field left out).',
             ),
         },
         parameters=[
@@ -395,15 +396,23 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         record: IdempotencyKey | None = None
         key = idempotency.idempotency_key_of(request)
         if key is not None:
+            # The session's own path: an id spelt in capitals is the same request.
+            path = reverse("session-turns", kwargs={"session_id": session.pk})
             begun = idempotency.idempotency_begin(
                 user=request.user,
                 key=key,
-                # The session's own path: an id spelt in capitals is the same request.
+                # What the body means, not its bytes: `"model_alias_override": ""` is the field
+                # left out. A key stored by the body sent (before) still matches it.
                 fingerprint=idempotency.request_fingerprint(
                     method=request.method,
-                    path=reverse("session-turns", kwargs={"session_id": session.pk}),
-                    body=request.data,
+                    path=path,
+                    body=idempotency.turn_meaning(body.validated_data),
                 ),
+                alike=[
+                    idempotency.request_fingerprint(
+                        method=request.method, path=path, body=request.data
+                    )
+                ],
                 turn_in_progress=TurnState.of(session).turn_in_progress(timezone.now()),
             )
             if isinstance(begun, idempotency.Replay):

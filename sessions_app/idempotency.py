@@ -2,8 +2,8 @@
 IETF Idempotency-Key draft).
 
 - Two `Idempotency-Key` headers: 400 `invalid_idempotency_key`, as for a key out of shape.
-- The same key with the same request (method, path, body) replays the stored status and body:
-  no new turn, no LLM call.
+- The same key with the same request (method, path, and what the body means: `turn_meaning`)
+  replays the stored status and body: no new turn, no LLM call.
 - The same key with another request: 422 `idempotency_key_reused`.
 - The same key while the first request runs: 409 `idempotency_key_in_use`.
 - A request refused before it started (validation, a refusal, a 409) stores nothing: a retry
@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -59,6 +60,21 @@ def request_fingerprint(*, method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
+def turn_meaning(validated: Mapping[str, Any]) -> dict[str, Any]:
+    """What a turn's body asks for, once validated (TurnCreateSerializer), as the body a client
+    would write it in the fewest words: the message as the turn stores it (trimmed), and the
+    model alias override only when there is one. `"model_alias_override": ""` (no override, as
+    the serializer reads it) is the field left out, `"hello "` is `"hello"`, and a field the
+    serializer ignores is no change; another message (other tagged agents) or another override
+    is. Fingerprinted in place of the body sent, so that two bodies meaning the same turn are
+    the same request. The plainest body, `{"message": "hello"}`, is its own meaning: its
+    fingerprint is the one the body sent had before, so keys stored then still match."""
+    meaning = {"message": validated["message"]}
+    if validated.get("model_alias_override"):
+        meaning["model_alias_override"] = validated["model_alias_override"]
+    return meaning
+
+
 def idempotency_key_of(request) -> str | None:
     """The request's `Idempotency-Key`, if it sent one. Django joins a header sent twice into
     one value, "a,b", and a comma is fine in a key: the request would run under a key it never
@@ -75,10 +91,17 @@ def idempotency_key_of(request) -> str | None:
 
 
 def idempotency_begin(
-    *, user, key: str, fingerprint: str, turn_in_progress: bool = False
+    *,
+    user,
+    key: str,
+    fingerprint: str,
+    alike: Collection[str] = (),
+    turn_in_progress: bool = False,
 ) -> IdempotencyKey | Replay:
     """Claim `key` for this request, or say what became of the first request with it.
-    `turn_in_progress`: the session's latest turn is running and not stale; a key still
+    `fingerprint` is stored with a new key; a key stored with one of `alike` is this request
+    too (a key stored before fingerprints were of a turn's meaning, by the body it was sent
+    with). `turn_in_progress`: the session's latest turn is running and not stale; a key still
     running then belongs to a request that is alive, however old the key is (a roundtable
     outlasts the stale limit while it keeps committing steps)."""
     if not _VALID_KEY.fullmatch(key):
@@ -92,9 +115,13 @@ def idempotency_begin(
     if record is None:
         # Released by the first request (it was refused) between our insert and this read.
         return idempotency_begin(
-            user=user, key=key, fingerprint=fingerprint, turn_in_progress=turn_in_progress
+            user=user,
+            key=key,
+            fingerprint=fingerprint,
+            alike=alike,
+            turn_in_progress=turn_in_progress,
         )
-    if record.fingerprint != fingerprint:
+    if record.fingerprint != fingerprint and record.fingerprint not in alike:
         raise exceptions.IdempotencyKeyReused()
     if record.state == IdempotencyKey.State.DONE:
         assert record.response_status is not None

@@ -78,6 +78,80 @@ def test_the_same_key_with_another_body_is_refused(owner_client, session, fake_g
     assert Turn.objects.count() == 1
 
 
+@pytest.mark.parametrize(
+    "first, retry",
+    [
+        ({}, {"model_alias_override": ""}),
+        ({"model_alias_override": ""}, {}),
+        ({}, {"message": "  hello\u200b\n"}),  # trimmed as the turn stores it
+        ({"model_alias_override": "qwen"}, {"model_alias_override": " qwen "}),
+        ({}, {"unknown_field": 1}),  # ignored by the turn, so no other request
+    ],
+)
+def test_a_retry_whose_body_means_the_same_turn_replays_it(
+    owner_client, session, fake_gateway, first, retry
+):
+    """A client that sends `"model_alias_override": ""` on its retry where its first request
+    left the field out (another serializer, a form) asks for the same turn: it got 422
+    `idempotency_key_reused`, with the turn it had run unknown to it."""
+    answered = post(owner_client, session, **first)
+    assert answered.status_code == 201
+
+    again = post(owner_client, session, **retry)
+
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == answered.json()
+    assert len(fake_gateway.calls) == 1
+    assert Turn.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "first, retry",
+    [
+        ({}, {"model_alias_override": "qwen"}),
+        ({"model_alias_override": "qwen"}, {"model_alias_override": ""}),
+        ({"model_alias_override": "qwen"}, {"model_alias_override": "deepseek"}),
+        ({}, {"message": "@ada hello"}),  # another agent tagged
+    ],
+)
+def test_a_retry_whose_body_means_another_turn_is_still_refused(
+    owner_client, session, fake_gateway, first, retry
+):
+    assert post(owner_client, session, **first).status_code == 201
+
+    response = post(owner_client, session, **retry)
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "idempotency_key_reused"
+    assert len(fake_gateway.calls) == 1
+
+
+def test_a_key_stored_by_the_body_it_was_sent_with_still_replays_that_body(
+    owner, owner_client, session, fake_gateway
+):
+    """Keys stored before fingerprints were of a turn's meaning (a deploy while a client
+    retries) were fingerprinted by the body as sent: a retry of that body still matches."""
+    sent = {"message": "hello", "model_alias_override": ""}
+    IdempotencyKey.objects.create(
+        user=owner,
+        key="key-1",
+        fingerprint=request_fingerprint(
+            method="POST", path=f"/api/v1/sessions/{session.id}/turns", body=sent
+        ),
+        state=IdempotencyKey.State.DONE,
+        response_status=201,
+        response_body={"id": "the first answer"},
+    )
+
+    response = post(owner_client, session, **sent)
+
+    assert response.status_code == 201
+    assert response.json() == {"id": "the first answer"}
+    assert response.headers["Idempotent-Replayed"] == "true"
+    assert fake_gateway.calls == []
+
+
 def test_the_same_key_while_the_first_request_runs_is_a_409(owner_client, session, fake_gateway):
     during = {}
 
