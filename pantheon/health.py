@@ -13,6 +13,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from pantheon.exceptions import DatabaseUnavailable
 from pantheon.schema import CodedErrorSerializer
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ class HealthView(APIView):
             200: HEALTH,
             503: OpenApiResponse(
                 HEALTH_UNAVAILABLE,
-                description="The database does not answer (`status: unavailable`, no "
-                "Retry-After); or `over_capacity`: the server is serving as many requests as it "
-                "can, retry after `Retry-After` seconds.",
+                description="The database does not answer (`status: unavailable`); or "
+                "`over_capacity`: the server is serving as many requests as it can. Retry after "
+                "`Retry-After` seconds.",
             ),
         }
     )
@@ -64,5 +65,12 @@ class HealthView(APIView):
         except DatabaseError:
             logger.exception("health check: the database is unreachable")
             body["status"] = "unavailable"
-            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            # When to look again, as the API's other 503s say it: a balancer or a client
+            # polling readiness backs off as long as a request that lost its connection does
+            # (a restart or a failover is seconds long).
+            return Response(
+                body,
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": str(DatabaseUnavailable.retry_after_seconds)},
+            )
         return Response(body)

@@ -106,6 +106,8 @@ def test_health_is_503_when_the_database_is_unreachable(anon_client, monkeypatch
         "database": "postgresql",
         "llm_backend": "demo",
     }
+    # When to look again, as a request that lost its database connection is told.
+    assert response["Retry-After"] == "2"
 
 
 # --- OpenAPI --------------------------------------------------------------------------------
