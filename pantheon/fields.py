@@ -34,7 +34,6 @@ _IGNORABLE_NOT_FORMAT = frozenset(
         0x3164,
         *range(0xFE00, 0xFE10),
         0xFFA0,
-        *range(0xE0100, 0xE01F0),
     ]
 )
 
@@ -42,7 +41,7 @@ _IGNORABLE_NOT_FORMAT = frozenset(
 # the end of ayah...), which carry the digits after them.
 _VISIBLE_FORMAT = frozenset(
     chr(code) for code in [*range(0x0600, 0x0606), 0x06DD, 0x070F, 0x0890, 0x0891, 0x08E2]
-) | {"\U000110bd", "\U000110cd"}
+)
 
 # What trimming takes off a text's ends: whitespace (str.strip()'s), and the zero-width
 # characters that join or break nothing there. Not the other format characters: a bidi mark may
@@ -54,8 +53,11 @@ _EDGES = _WHITESPACE + "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"
 def invisible(character: str) -> bool:
     """Whether a character shows nothing: whitespace of any kind, a format character (zero-width
     space and joiners, word joiner, BOM, soft hyphen, bidi controls...), or another
-    default-ignorable one."""
-    return (
+    default-ignorable one. In the BMP only, where the schema's pattern can name them
+    (`not_blank_pattern`): beyond it, the tag characters and the supplementary variation
+    selectors would be invisible too, but a class holding them is read differently by an
+    ECMAScript regex without the `u` flag (as two surrogates), and schemathesis gives up on it."""
+    return ord(character) < 0x10000 and (
         character.isspace()
         or (unicodedata.category(character) == "Cf" and character not in _VISIBLE_FORMAT)
         or character in _IGNORABLE_NOT_FORMAT
@@ -94,14 +96,13 @@ class StrictCharField(serializers.CharField):
 @functools.cache
 def not_blank_pattern() -> str:
     """A JSON Schema pattern for "at least one visible character" (patterns match anywhere), by
-    the server's measure (`blank`): a class of every character that is not `invisible`, spelt out
-    in code points so that it means the same to ECMAScript (with the `u` flag JSON Schema
-    validators use) as to Python. `\\S` called "\\u001e" (which str.strip() trims) and "\\u200b"
-    valid. Characters beyond the BMP are written as themselves: ECMAScript spells their escape
-    `\\u{...}`, Python `\\U...`."""
+    the server's measure (`blank`): a class of every BMP character that is not `invisible`,
+    spelt out in code points so that it means the same to an ECMAScript regex (with the `u` flag
+    or without) as to Python's. `\\S` called "\\u001e" (which str.strip() trims) and "\\u200b"
+    valid."""
     ranges: list[list[int]] = []
-    for code in range(0x110000):
-        if 0xD800 <= code <= 0xDFFF or not invisible(chr(code)):
+    for code in range(0x10000):
+        if not invisible(chr(code)):
             continue
         if ranges and ranges[-1][1] == code - 1:
             ranges[-1][1] = code
@@ -109,9 +110,7 @@ def not_blank_pattern() -> str:
             ranges.append([code, code])
 
     def spelt(code: int) -> str:
-        if code < 0x100:
-            return f"\\x{code:02x}"
-        return f"\\u{code:04x}" if code < 0x10000 else chr(code)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
     parts = [spelt(a) if a == b else f"{spelt(a)}-{spelt(b)}" for a, b in ranges]
     return f"[^{''.join(parts)}]"

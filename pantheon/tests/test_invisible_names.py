@@ -22,7 +22,7 @@ INVISIBLE = [
     "\u3000",  # ideographic space
     "\u00a0 \u200b\t",  # no-break space, space, zero-width space, tab
     "\u3164",  # Hangul filler
-    "\U000e0020\U000e007f",  # tag characters alone
+    "\ufe0f\u034f",  # a variation selector, the combining grapheme joiner
 ]
 
 # Visible text keeps its inner invisible characters; its ends are trimmed of zero-width ones.

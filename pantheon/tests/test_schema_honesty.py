@@ -184,8 +184,9 @@ def test_texts_that_may_not_be_blank_say_so(schema, owner_client, live_paths, bo
     assert [c for c in kept if c.isspace()] == []
     assert [c for c in "\u00ad\u200b\u200c\u200d\u2060\u2062\u3164\ufeff" if c in kept] == []
     assert len(kept) == sum(not invisible(chr(c)) for c in range(0x10000))
-    assert not re.search(described["pattern"], "\U000e0020\U000e007f")
-    assert re.search(described["pattern"], "\U0001f3f4\U000e007f")
+    # Escapes only: a character beyond the BMP in a class is two surrogates to an ECMAScript
+    # regex without the `u` flag (and schemathesis gave up on the pattern).
+    assert described["pattern"].isascii()
     assert schema["components"]["schemas"]["AgentRequest"]["properties"]["agent_key"][
         "pattern"
     ] == ("^[a-z0-9_]{1,32}$")
