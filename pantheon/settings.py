@@ -97,12 +97,13 @@ if DB_POOL_MAX_SIZE > 0 and config.flag("DB_POOL", True):
     # share a few connections. Workers × DB_POOL_MAX_SIZE is the most a host opens.
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not the requests
     # A request waits up to DB_POOL_TIMEOUT for a connection; past it, 503 database_unavailable.
-    # The sections gate keeps a worker's use of its pool below its size, so that wait is only
-    # ever long while PostgreSQL cannot be reached. While it cannot, the pool retries in the
-    # background, further and further apart (1, 2, 4… s), for `reconnect_timeout`; psycopg's
-    # default, 5 minutes, had the first request after a 40 s outage wait 20 s for the next try.
-    # Retrying no longer than a request waits, the next request after that starts a new try.
-    _pool_timeout = config.number("DB_POOL_TIMEOUT", 10.0, above=0)
+    # The sections gate keeps a worker's use of its pool below its size, so that wait is
+    # long mainly while PostgreSQL cannot be reached: it is how long an outage (a restart, a
+    # failover) is ridden through. Meanwhile the pool retries in the background, further and
+    # further apart (1, 2, 4… s), for `reconnect_timeout`; psycopg's default, 5 minutes, had
+    # the first request after a 40 s outage wait 20 s for the next try. Retrying no longer
+    # than a request waits, the next request after that starts a new try at once.
+    _pool_timeout = config.number("DB_POOL_TIMEOUT", 30.0, above=0)
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": config.whole_number("DB_POOL_MIN_SIZE", 2, minimum=0, maximum=DB_POOL_MAX_SIZE),
         "max_size": DB_POOL_MAX_SIZE,

@@ -106,7 +106,7 @@ def test_how_long_postgresql_is_waited_for():
     for as long, and libpq gives up opening one after DB_CONNECT_TIMEOUT."""
     defaults = database_options()
     assert defaults["connect_timeout"] == 5
-    assert (defaults["pool"]["timeout"], defaults["pool"]["reconnect_timeout"]) == (10, 10)
+    assert (defaults["pool"]["timeout"], defaults["pool"]["reconnect_timeout"]) == (30, 30)
 
     chosen = database_options(DB_POOL_TIMEOUT="2.5", DB_CONNECT_TIMEOUT="0")
     assert chosen["connect_timeout"] == 0  # libpq's: no limit
