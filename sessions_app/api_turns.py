@@ -476,10 +476,11 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             if connection_lost(exc):
                 # A transient outage, answered 503 (`pantheon.exceptions`): the retry runs the
                 # interrupted turn afresh, or gets it if it had finished after all.
-                settled = record is None or await _settle_key_after_a_lost_connection(
-                    record, runner
-                )
-                if runner.left_running or not settled:
+                # A turn that could not be ended either: the database is still away, and a
+                # try here would keep the client waiting one more DB_POOL_TIMEOUT.
+                if runner.left_running or not (
+                    record is None or await _settle_key_after_a_lost_connection(record, runner)
+                ):
                     _end_once_the_database_is_back(runner, record)
             elif record is not None:
                 await database(idempotency.idempotency_finish)(

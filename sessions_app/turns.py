@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -370,6 +370,22 @@ def _history_entry(fields: Mapping[str, Any]) -> HistoryMessage:
 # --- the running turn ---------------------------------------------------------------------------
 
 
+# How long a turn that lost its database waits to write its ending before its request answers:
+# the database may be back at once (a connection dropped, a quick restart). If it is not, the
+# API writes the ending in the background once it is back (`sessions_app.api_turns`); each
+# section waiting on it here would have kept the client waiting one more DB_POOL_TIMEOUT.
+OUTAGE_ENDING_WAIT_SECONDS = 5.0
+
+
+async def _within(section: Coroutine[Any, Any, bool | None], seconds: float) -> bool | None:
+    """`section`'s result, or None (could not tell) when it takes longer than `seconds`; it
+    goes on in its thread (a thread cannot be stopped midway) and its result is dropped."""
+    try:
+        return await asyncio.wait_for(section, seconds)
+    except TimeoutError:
+        return None
+
+
 class TurnRunner:
     """One turn from claim to finish; its public methods are the lifecycle, in order."""
 
@@ -418,15 +434,22 @@ class TurnRunner:
                 failure = TurnFailure.INTERRUPTED if stopped else TurnFailure.SERVER_ERROR
             interrupted = stopped or failure == TurnFailure.DATABASE_UNAVAILABLE
             try:
-                ended = await database(self.fail)(
+                ending_it = database(self.fail)(
                     status=TurnStatus.INTERRUPTED if interrupted else TurnStatus.FAILED,
                     failure=failure,
                 )
+                if failure == TurnFailure.DATABASE_UNAVAILABLE:
+                    ended = await _within(ending_it, OUTAGE_ENDING_WAIT_SECONDS)
+                else:
+                    ended = await ending_it
                 self.left_running = ended is None
                 # Whoever ended it (this, a takeover, or the turn itself: the section under way
                 # as it was cancelled, or whose connection went after its commit, committed its
                 # last step), the stream ends as its replay does.
-                ending = await self._ending(failure)
+                if self.left_running:  # the database is away: it cannot tell either
+                    ending = events.turn_failed(code=str(failure), body=None)
+                else:
+                    ending = await self._ending(failure)
             except asyncio.CancelledError:
                 # Cancelled again meanwhile (the worker's last moments): the stream still gets
                 # its last event, the bare code (the sections, shielded, run to their end).
