@@ -20,10 +20,20 @@ from pantheon.testing.servers import free_port
 
 
 def _serving_command(port: int) -> str:
-    """The last line of `make run`'s recipe, the server, with this interpreter's directory."""
+    """The last line of `make run`'s recipe, the server, with this interpreter's directory.
+    Run from `make check` (CI), make is a sub-make: the parent's flags are not passed on, and
+    it would name the directory it enters and leaves around the recipe."""
     dry_run = subprocess.run(
-        ["make", "-n", "run", f"PORT={port}", f"BIN={Path(sys.executable).parent}"],
+        [
+            "make",
+            "--no-print-directory",
+            "-n",
+            "run",
+            f"PORT={port}",
+            f"BIN={Path(sys.executable).parent}",
+        ],
         cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
         capture_output=True,
         text=True,
         check=True,
