@@ -102,10 +102,11 @@ def said(answer: httpx.Response) -> str:
     return f"{answer.status_code}{' ' + code if code else ''}"
 
 
-def turn_status(turn_id_of_session: str) -> str | None:
+def turn_status(session: str) -> str | None:
+    """The status of the session's first turn (the one the outage cuts off)."""
     from sessions_app.models import Turn
 
-    turn = Turn.objects.filter(session_id=turn_id_of_session).order_by("turn_index").first()
+    turn = Turn.objects.filter(session_id=session).order_by("turn_index").first()
     return turn.status if turn else None
 
 
@@ -144,6 +145,25 @@ def outage(
     time.sleep(max(0.0, length - (time.monotonic() - cut_at)))
     proxy.restore()
     back_at = time.monotonic()
+    # Watched from now, beside the requests below: when the turn is ended and its key freed.
+    ended: list[float] = []
+    running = IdempotencyKey.State.RUNNING
+
+    def watch() -> None:
+        from django.db import connection
+
+        took = until(
+            lambda: (
+                turn_status(session) != "running"
+                and not IdempotencyKey.objects.filter(state=running).exists()
+            ),
+            wait,
+        )
+        ended.append(took)
+        connection.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     results = {}
     took, answer = timed("GET", agents, headers=headers)
     results["list after"] = (took, said(answer))
@@ -152,18 +172,11 @@ def outage(
     for what in ("list", "health", "turn"):
         took, answer = asked[what]
         results[what] = (took, said(answer))
-    running = IdempotencyKey.State.RUNNING
-    ended = until(
-        lambda: (
-            turn_status(session) != "running"
-            and not IdempotencyKey.objects.filter(state=running).exists()
-        ),
-        wait,
-    )
-    if ended == float("inf"):
+    watcher.join(wait + 60)
+    if ended[0] == float("inf"):
         results["turn ended"] = (wait, "not yet: still running")
     else:
-        results["turn ended"] = (time.monotonic() - back_at, "")
+        results["turn ended"] = (ended[0], "")
     took, answer = timed("POST", turns, json={"message": "again"}, headers=headers)
     results["next turn"] = (time.monotonic() - back_at, said(answer))
     results["turn"] = (results["turn"][0], f"{results['turn'][1]}, then {turn_status(session)}")

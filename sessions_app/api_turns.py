@@ -371,7 +371,9 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             return await self._turn(runner, record, TurnListener(send=live.send))
         # The turn's last event waits until its key is settled: a client that retries as soon
         # as its stream ends (after `turn_failed` `database_unavailable`, say) finds the key
-        # freed or answering, not still running (409 `idempotency_key_in_use`).
+        # freed or answering, not still running (409 `idempotency_key_in_use`). Unless the
+        # database is still away then: the key is settled in the background once it is back,
+        # and a retry in those seconds may meet the 409.
         last: list[events.TurnEvent] = []
 
         def send(event: events.TurnEvent) -> None:
@@ -577,13 +579,20 @@ def _end_and_settle(runner: TurnRunner, record: IdempotencyKey | None) -> bool:
 
 
 async def _end_when_possible(runner: TurnRunner, record: IdempotencyKey | None) -> None:
+    """Tries queue at the sections' gate as new work (`queue_as_new`): with the request's own
+    arrival time they would go before every request that came after it, and each may wait out
+    the pool's timeout. A stopping worker makes no more tries (it would wait for them): the
+    stale limit then ends the turn, as before."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + settings.PANTHEON_TURN_STALE_SECONDS
     turn_id = runner.turn.pk if runner.turn else None
     for attempt in itertools.count():
-        await asyncio.sleep(ENDING_RETRY_SECONDS[min(attempt, len(ENDING_RETRY_SECONDS) - 1)])
+        pause = ENDING_RETRY_SECONDS[min(attempt, len(ENDING_RETRY_SECONDS) - 1)]
+        if not await _unless_stopping(pause):
+            logger.warning("turn %s: its worker stops before it could write how it ended", turn_id)
+            return
         try:
-            ended = await database(_end_and_settle)(runner, record)
+            ended = await database(_end_and_settle, queue_as_new=True)(runner, record)
         except Exception as exc:
             if connection_lost(exc) and loop.time() < give_up:
                 continue
@@ -595,6 +604,17 @@ async def _end_when_possible(runner: TurnRunner, record: IdempotencyKey | None) 
             "ended interrupted" if ended else "had ended",
         )
         return
+
+
+async def _unless_stopping(seconds: float) -> bool:
+    """Wait `seconds`, or less if the worker starts to stop; whether it is not stopping."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not draining.stopping():
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return True
+        await asyncio.sleep(min(left, 0.5))
+    return False
 
 
 class TurnEventsView(_AsyncTurnView, AsyncAPIView):
