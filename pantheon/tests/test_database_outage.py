@@ -4,6 +4,8 @@ the connections it holds: a restart, a failover, a proxy's idle timeout, an oper
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -79,6 +81,16 @@ def _through(proxy: TcpProxy) -> str:
     return through(proxy, postgres_url(connection.settings_dict), connection.settings_dict)
 
 
+@contextmanager
+def _served_through(proxy: TcpProxy, headers: dict) -> Iterator[AppServer]:
+    """A server reaching the test database through `proxy`, waiting 2 s for a connection, that
+    has served a request."""
+    with AppServer(database_url=_through(proxy), env={"DB_POOL_TIMEOUT": "2"}) as server:
+        agents = httpx.get(f"{server.url}/api/v1/agents", headers=headers, timeout=30)
+        assert agents.status_code == 200
+        yield server
+
+
 def _served_again(url: str, headers: dict, *, within: float) -> httpx.Response:
     """The first answer other than 503, asking again as each 503's Retry-After says."""
     deadline = time.monotonic() + within
@@ -96,10 +108,8 @@ def test_while_postgresql_refuses_connections_requests_answer_503_and_are_served
     pool (DB_POOL_TIMEOUT), then answers 503 `database_unavailable`; once PostgreSQL is back the
     next request is served."""
     headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
-    env = {"DB_POOL_TIMEOUT": "2"}
-    with AppServer(database_url=_through(tcp_proxy), env=env) as server:
+    with _served_through(tcp_proxy, headers) as server:
         url = f"{server.url}/api/v1/agents"
-        assert httpx.get(url, headers=headers, timeout=30).status_code == 200
 
         tcp_proxy.cut()
         down = httpx.get(url, headers=headers, timeout=30)
@@ -123,10 +133,8 @@ def test_a_database_that_takes_connections_and_never_answers_is_given_up_on_unti
     the pool's attempt waited forever, and the worker answered 503 to every request after the
     database was back."""
     headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
-    env = {"DB_POOL_TIMEOUT": "2"}
-    with AppServer(database_url=_through(tcp_proxy), env=env) as server:
+    with _served_through(tcp_proxy, headers) as server:
         url = f"{server.url}/api/v1/agents"
-        assert httpx.get(url, headers=headers, timeout=30).status_code == 200
 
         tcp_proxy.hang()
         down = httpx.get(url, headers=headers, timeout=30)

@@ -66,6 +66,18 @@ def _assert_the_turn_was_interrupted_and_the_key_freed(turn: Turn) -> None:
     assert not IdempotencyKey.objects.exists()
 
 
+def _post_meanwhile(url: str, headers) -> tuple[threading.Thread, list[httpx.Response]]:
+    """A turn posted on a thread of its own; its answer lands in the list."""
+    answers: list[httpx.Response] = []
+    poster = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(url, json={"message": "hello"}, headers=headers, timeout=60)
+        )
+    )
+    poster.start()
+    return poster, answers
+
+
 def _retry(url: str, headers) -> httpx.Response:
     retried = httpx.post(url, json={"message": "hello"}, headers=headers, timeout=60)
     assert retried.status_code == 201, retried.text
@@ -80,13 +92,7 @@ def test_a_turn_that_loses_its_connection_answers_503_and_its_key_runs_a_retry(
 ):
     with _serve() as server:
         url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
-        answers: list = []
-        poster = threading.Thread(
-            target=lambda: answers.append(
-                httpx.post(url, json={"message": "hello"}, headers=headers, timeout=60)
-            )
-        )
-        poster.start()
+        poster, answers = _post_meanwhile(url, headers)
         _drop_the_steps_connection(stub)
         poster.join(60)
 
@@ -159,13 +165,7 @@ def test_a_turn_whose_database_stays_away_is_ended_once_it_is_back(
     env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub", "DB_POOL_TIMEOUT": "1"}
     with AppServer(database_url=url, env=env) as server:
         turns = f"{server.url}/api/v1/sessions/{session.pk}/turns"
-        answers: list = []
-        poster = threading.Thread(
-            target=lambda: answers.append(
-                httpx.post(turns, json={"message": "hello"}, headers=headers, timeout=60)
-            )
-        )
-        poster.start()
+        poster, answers = _post_meanwhile(turns, headers)
         wait_for(lambda: stub.requests == 1, "the provider call")
         tcp_proxy.cut()
         poster.join(60)
