@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from orchestration.types import LlmCall, LlmResult
-from pantheon.testing.tcp_proxy import TcpProxy, postgres_port
+from pantheon.testing.tcp_proxy import TcpProxy
 from rooms.models import Agent, Room, RoomAgent, RoomMode
 from sessions_app.models import Session
 from usage.selectors import month_start
@@ -49,7 +49,7 @@ def _fresh_cache():
 def tcp_proxy():
     """A proxy in front of the test database's PostgreSQL that a test can cut or stall
     (`pantheon.testing.tcp_proxy`), for a server to reach the database through."""
-    with TcpProxy("127.0.0.1", postgres_port(connection.settings_dict)) as proxy:
+    with TcpProxy.in_front_of(connection.settings_dict) as proxy:
         yield proxy
 
 

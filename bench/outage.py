@@ -34,7 +34,7 @@ import httpx  # noqa: E402
 from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
 from pantheon.testing.servers import AppServer  # noqa: E402
 from pantheon.testing.stub_llm import StubLLM  # noqa: E402
-from pantheon.testing.tcp_proxy import TcpProxy, postgres_port, through  # noqa: E402
+from pantheon.testing.tcp_proxy import TcpProxy  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -198,8 +198,8 @@ def main() -> int:
         from django.db import connection
 
         env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
-        with TcpProxy("127.0.0.1", postgres_port(connection.settings_dict)) as proxy:
-            url = through(proxy, args.database_url, connection.settings_dict)
+        with TcpProxy.in_front_of(connection.settings_dict) as proxy:
+            url = proxy.database_url(connection.settings_dict)
             with AppServer(database_url=url, env=env) as server:
                 print("outage  what                        took (s)  answer")
                 for length, session in zip(lengths, data["sessions"], strict=True):

@@ -45,6 +45,19 @@ def stopping() -> bool:
     return _stopping
 
 
+async def pause(seconds: float) -> bool:
+    """Wait `seconds`, or less if the worker starts to stop meanwhile: whether it is not
+    stopping (work that would hold up the drain makes no more tries)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not _stopping:
+        left = deadline - loop.time()
+        if left <= 0:
+            return True
+        await asyncio.sleep(min(left, _LOOK_SECONDS))
+    return False
+
+
 def running() -> int:
     """How many detached tasks this process runs."""
     return len(_running)

@@ -119,24 +119,21 @@ else:
 # pool hands out (one empty query), and a dead one is replaced instead of failing its request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = config.flag("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
     # libpq's own limit on opening a connection (0: none). Without it, a server that accepts
     # the connection and never answers (a stuck proxy or pooler, a host mid-failover) holds the
     # attempt forever, and a pool whose attempt never ends never tries again.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "connect_timeout", config.whole_number("DB_CONNECT_TIMEOUT", 5, minimum=0)
-    )
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and config.flag(
-    "DB_PREPARED_STATEMENTS", True
-):
-    # Parameters bound by the server, not quoted into the SQL by psycopg, and the statements a
-    # connection runs often prepared once (after psycopg's threshold of 5 runs): PostgreSQL
-    # plans a turn's queries once per pooled connection instead of on every request. A
-    # migration that changes a column's type under them is recovered from by
-    # `pantheon.db.replan_after_schema_change`. Turn it off behind PgBouncer older than 1.22
-    # or without `max_prepared_statements`.
-    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
-    _db_options["server_side_binding"] = True
-    _db_options.setdefault("prepare_threshold", 5)
+    _connect_timeout = config.whole_number("DB_CONNECT_TIMEOUT", 5, minimum=0)
+    _db_options.setdefault("connect_timeout", _connect_timeout)
+    if config.flag("DB_PREPARED_STATEMENTS", True):
+        # Parameters bound by the server, not quoted into the SQL by psycopg, and the statements
+        # a connection runs often prepared once (after psycopg's threshold of 5 runs):
+        # PostgreSQL plans a turn's queries once per pooled connection instead of on every
+        # request. A migration that changes a column's type under them is recovered from by
+        # `pantheon.db.replan_after_schema_change`. Turn it off behind PgBouncer older than
+        # 1.22 or without `max_prepared_statements`.
+        _db_options["server_side_binding"] = True
+        _db_options.setdefault("prepare_threshold", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The laptop demo serves from several threads; wait on the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)

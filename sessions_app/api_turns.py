@@ -477,12 +477,13 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         except Exception as exc:
             if connection_lost(exc):
                 # A transient outage, answered 503 (`pantheon.exceptions`): the retry runs the
-                # interrupted turn afresh, or gets it if it had finished after all.
-                # A turn that could not be ended either: the database is still away, and a
-                # try here would keep the client waiting one more DB_POOL_TIMEOUT.
-                if runner.left_running or not (
+                # interrupted turn afresh, or gets it if it had finished after all. A turn left
+                # running (the database is still away) settles its key with its ending, in the
+                # background: a try here would keep the client waiting one more pool timeout.
+                settled = not runner.left_running and (
                     record is None or await _settle_key_after_a_lost_connection(record, runner)
-                ):
+                )
+                if not settled:
                     _end_once_the_database_is_back(runner, record)
             elif record is not None:
                 await database(idempotency.idempotency_finish)(
@@ -538,11 +539,7 @@ async def _settle_key_after_a_lost_connection(record: IdempotencyKey, runner: Tu
     """Whether the key could be settled (the turn ended with it); if the database is still
     away, the turn's own error is reported and the key is settled once it is back."""
     try:
-        await database(idempotency.idempotency_settle_interrupted)(
-            record=record,
-            turn_id=runner.turn.pk if runner.turn else None,
-            failure=TurnFailure.DATABASE_UNAVAILABLE,
-        )
+        await database(_settle_after_an_outage)(runner, record)
     except DatabaseError:
         logger.warning("could not settle Idempotency-Key %s after a lost connection", record.pk)
         return False
@@ -564,17 +561,25 @@ def _end_once_the_database_is_back(runner: TurnRunner, record: IdempotencyKey | 
     _detached(_end_when_possible(runner, record))
 
 
+def _settle_after_an_outage(runner: TurnRunner, record: IdempotencyKey) -> None:
+    """The key of a turn that lost its database: freed (its turn ended `interrupted`, if still
+    running), or kept with the answer of a turn that had finished after all."""
+    idempotency.idempotency_settle_interrupted(
+        record=record,
+        turn_id=runner.turn.pk if runner.turn else None,
+        failure=TurnFailure.DATABASE_UNAVAILABLE,
+    )
+
+
 def _end_and_settle(runner: TurnRunner, record: IdempotencyKey | None) -> bool:
-    """The turn ended and its key settled in one transaction: a retry never finds the one
-    without the other. Whether this ended the turn (False: it had ended)."""
+    """The turn ended (its stream's rows too) and its key settled in one transaction: a retry
+    never finds the one without the other. Whether this ended the turn (False: it had ended)."""
     with transaction.atomic():
-        ended = runner.turn is not None and runner.end()
+        ended = runner.turn is not None and runner.end(
+            TurnStatus.INTERRUPTED, TurnFailure.DATABASE_UNAVAILABLE
+        )
         if record is not None:
-            idempotency.idempotency_settle_interrupted(
-                record=record,
-                turn_id=runner.turn.pk if runner.turn else None,
-                failure=TurnFailure.DATABASE_UNAVAILABLE,
-            )
+            _settle_after_an_outage(runner, record)
     return ended
 
 
@@ -588,7 +593,7 @@ async def _end_when_possible(runner: TurnRunner, record: IdempotencyKey | None) 
     turn_id = runner.turn.pk if runner.turn else None
     for attempt in itertools.count():
         pause = ENDING_RETRY_SECONDS[min(attempt, len(ENDING_RETRY_SECONDS) - 1)]
-        if not await _unless_stopping(pause):
+        if not await draining.pause(pause):
             logger.warning("turn %s: its worker stops before it could write how it ended", turn_id)
             return
         try:
@@ -604,17 +609,6 @@ async def _end_when_possible(runner: TurnRunner, record: IdempotencyKey | None) 
             "ended interrupted" if ended else "had ended",
         )
         return
-
-
-async def _unless_stopping(seconds: float) -> bool:
-    """Wait `seconds`, or less if the worker starts to stop; whether it is not stopping."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not draining.stopping():
-        left = deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            return True
-        await asyncio.sleep(min(left, 0.5))
-    return False
 
 
 class TurnEventsView(_AsyncTurnView, AsyncAPIView):

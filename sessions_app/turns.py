@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -377,15 +377,6 @@ def _history_entry(fields: Mapping[str, Any]) -> HistoryMessage:
 OUTAGE_ENDING_WAIT_SECONDS = 5.0
 
 
-async def _within(section: Coroutine[Any, Any, bool | None], seconds: float) -> bool | None:
-    """`section`'s result, or None (could not tell) when it takes longer than `seconds`; it
-    goes on in its thread (a thread cannot be stopped midway) and its result is dropped."""
-    try:
-        return await asyncio.wait_for(section, seconds)
-    except TimeoutError:
-        return None
-
-
 class TurnRunner:
     """One turn from claim to finish; its public methods are the lifecycle, in order."""
 
@@ -434,14 +425,19 @@ class TurnRunner:
                 failure = TurnFailure.INTERRUPTED if stopped else TurnFailure.SERVER_ERROR
             interrupted = stopped or failure == TurnFailure.DATABASE_UNAVAILABLE
             try:
-                ending_it = database(self.fail)(
-                    status=TurnStatus.INTERRUPTED if interrupted else TurnStatus.FAILED,
-                    failure=failure,
-                )
-                if failure == TurnFailure.DATABASE_UNAVAILABLE:
-                    ended = await _within(ending_it, OUTAGE_ENDING_WAIT_SECONDS)
-                else:
-                    ended = await ending_it
+                outage = failure == TurnFailure.DATABASE_UNAVAILABLE
+                try:
+                    # Past the wait the section goes on in its thread (a thread cannot be
+                    # stopped midway) and what it finds is dropped.
+                    ended = await asyncio.wait_for(
+                        database(self.fail)(
+                            status=TurnStatus.INTERRUPTED if interrupted else TurnStatus.FAILED,
+                            failure=failure,
+                        ),
+                        OUTAGE_ENDING_WAIT_SECONDS if outage else None,
+                    )
+                except TimeoutError:
+                    ended = None  # could not tell, as when the database refused
                 self.left_running = ended is None
                 # Whoever ended it (this, a takeover, or the turn itself: the section under way
                 # as it was cancelled, or whose connection went after its commit, committed its
@@ -847,11 +843,7 @@ class TurnRunner:
             logger.exception("turn %s: could not record its failure", self.turn.pk)
             return None
 
-    def end(
-        self,
-        status: TurnStatus = TurnStatus.INTERRUPTED,
-        failure: TurnFailure = TurnFailure.DATABASE_UNAVAILABLE,
-    ) -> bool:
+    def end(self, status: TurnStatus, failure: TurnFailure) -> bool:
         """`fail`'s work, which raises what the database raised. Returns whether this call
         ended the turn (False: it had ended already)."""
         ended = turns_interrupt(

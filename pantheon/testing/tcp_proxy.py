@@ -14,6 +14,8 @@ import socket
 import threading
 from collections.abc import Mapping
 
+from pantheon.testing.servers import postgres_url
+
 
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -26,6 +28,15 @@ class TcpProxy:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._hanging = False
+
+    @classmethod
+    def in_front_of(cls, settings_dict: Mapping) -> TcpProxy:
+        """A proxy to the PostgreSQL server of Django's `settings_dict`."""
+        return cls(settings_dict.get("HOST") or "127.0.0.1", int(settings_dict.get("PORT") or 5432))
+
+    def database_url(self, settings_dict: Mapping) -> str:
+        """A DATABASE_URL for the database of `settings_dict`, reached through this proxy."""
+        return postgres_url({**settings_dict, "HOST": "127.0.0.1", "PORT": self.port})
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -101,12 +112,3 @@ class TcpProxy:
                 await writer.drain()
         with contextlib.suppress(OSError):
             writer.transport.abort()
-
-
-def postgres_port(settings_dict: Mapping) -> int:
-    return int(settings_dict.get("PORT") or 5432)
-
-
-def through(proxy: TcpProxy, database_url: str, settings_dict: Mapping) -> str:
-    """`database_url` (of the database `settings_dict` names) reached through `proxy`."""
-    return database_url.replace(f":{postgres_port(settings_dict)}/", f":{proxy.port}/", 1)

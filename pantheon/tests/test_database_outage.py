@@ -18,7 +18,7 @@ from pantheon.testing.servers import (
     forget_throttle_history,
     postgres_url,
 )
-from pantheon.testing.tcp_proxy import TcpProxy, through
+from pantheon.testing.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -76,16 +76,12 @@ def test_a_request_whose_connection_is_ended_mid_query_answers_503_then_the_next
     assert retried.status_code == 200
 
 
-def _through(proxy: TcpProxy) -> str:
-    """The test database's URL, reached through `proxy`."""
-    return through(proxy, postgres_url(connection.settings_dict), connection.settings_dict)
-
-
 @contextmanager
 def _served_through(proxy: TcpProxy, headers: dict) -> Iterator[AppServer]:
     """A server reaching the test database through `proxy`, waiting 2 s for a connection, that
     has served a request."""
-    with AppServer(database_url=_through(proxy), env={"DB_POOL_TIMEOUT": "2"}) as server:
+    url = proxy.database_url(connection.settings_dict)
+    with AppServer(database_url=url, env={"DB_POOL_TIMEOUT": "2"}) as server:
         agents = httpx.get(f"{server.url}/api/v1/agents", headers=headers, timeout=30)
         assert agents.status_code == 200
         yield server

@@ -12,7 +12,6 @@ from rest_framework.authtoken.models import Token
 
 from pantheon.testing.servers import AppServer, end_other_connections, postgres_url
 from pantheon.testing.sse import events
-from pantheon.testing.tcp_proxy import through
 from sessions_app import events as turn_events
 from sessions_app.models import IdempotencyKey, Message, Turn
 from sessions_app.tests.conftest import point_at_stub, wait_for
@@ -161,7 +160,7 @@ def test_a_turn_whose_database_stays_away_is_ended_once_it_is_back(
     `idempotency_key_in_use`."""
     if not keyed:
         del headers["Idempotency-Key"]
-    url = through(tcp_proxy, postgres_url(connection.settings_dict), connection.settings_dict)
+    url = tcp_proxy.database_url(connection.settings_dict)
     env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub", "DB_POOL_TIMEOUT": "1"}
     with AppServer(database_url=url, env=env) as server:
         turns = f"{server.url}/api/v1/sessions/{session.pk}/turns"
