@@ -52,6 +52,8 @@ from django.conf import settings
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pantheon.threads import declared_too_large
+
 logger = logging.getLogger(__name__)
 
 _TIMEOUT_BODY = json.dumps(
@@ -123,18 +125,6 @@ def _reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-def _declared_too_large(headers: list[tuple[bytes, bytes]]) -> bool:
-    """The request's Content-Length is over DATA_UPLOAD_MAX_MEMORY_SIZE (the parser has
-    refused a request whose Content-Length is not a number, or given twice and differing)."""
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    if limit is None:
-        return False
-    for name, value in headers:
-        if name == b"content-length":
-            return value.strip().isdigit() and int(value) > limit
-    return False
-
-
 class PantheonHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a read deadline for each request,
     `TimedFlowControl` for its answer, and no `100 Continue` for a body announced too large."""
@@ -171,7 +161,7 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         if cycle is before or cycle is None:
             return  # an upgrade: no request of its own
         self._headers_in = True
-        if cycle.waiting_for_100_continue and _declared_too_large(self.headers):
+        if cycle.waiting_for_100_continue and declared_too_large(self.headers):
             cycle.waiting_for_100_continue = False
             cycle.keep_alive = False  # the answer says `connection: close`, and closes it
 

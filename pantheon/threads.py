@@ -83,8 +83,8 @@ class PantheonASGIHandler(ASGIHandler):
 
     async def _handle(self, scope, receive, send):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        declared = _declared_length(scope)
-        if limit is not None and declared is not None and declared > limit:
+        declared = _declared_length(scope.get("headers", ()))
+        if declared_too_large(scope.get("headers", ())):
             # The request goes on with an empty body and its declared length: the middleware
             # answers 413 (Django's own check, 400, off the API), while the body is discarded.
             receive = _without_body(receive)
@@ -96,10 +96,19 @@ class PantheonASGIHandler(ASGIHandler):
                 await self.handle(scope, receive, send)
 
 
-def _declared_length(scope) -> int | None:
+def declared_too_large(headers) -> bool:
+    """Whether a request's Content-Length (its headers as ASGI gives them, names in lower case)
+    is over DATA_UPLOAD_MAX_MEMORY_SIZE: answered 413 without its body being read, here and by
+    the protocol (`pantheon.protocol`: no `100 Continue` for it)."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    declared = _declared_length(headers)
+    return limit is not None and declared is not None and declared > limit
+
+
+def _declared_length(headers) -> int | None:
     """The Content-Length, None when there is none (0 for one that is not a number, which
     Django reads as an empty body)."""
-    for name, value in scope.get("headers", ()):
+    for name, value in headers:
         if name == b"content-length":
             try:
                 return int(value)
