@@ -181,6 +181,8 @@ class TurnInterrupted(PantheonError):
     )
     # An operator's deploy, not a server fault: its request line is a warning.
     log_level = logging.WARNING
+    # Another worker (or host) takes it as soon as this one has stopped taking requests.
+    retry_after_seconds = RETRY_AFTER_SECONDS
 
 
 class DatabaseUnavailable(PantheonError):

@@ -6,10 +6,9 @@ machinery gives whatever the view: 400 (bad fields, bad JSON, NUL or lone surrog
 names an object or the list is paginated, 413 and 415 where a body is read, 429 where a throttle
 applies. A view declares its own domain refusals with `refusals(...)` in `extend_schema`
 (the turn: 402, 403, 409, 422); a status it declares wins over the generic one. Every response
-documents `X-Request-ID`, a 429 and a 503 also `Retry-After` (required, but on a view whose
-`unpaced_503_methods` may answer a 503 without it). Errors are documented in JSON only, as they
-are answered; an answer's model fields are all required (it always sends them); a cursor page
-(no `count`) is named apart from a numbered one.
+documents `X-Request-ID`, a 429 and a 503 also `Retry-After`. Errors are documented in JSON
+only, as they are answered; an answer's model fields are all required (it always sends them); a
+cursor page (no `count`) is named apart from a numbered one.
 """
 
 from drf_spectacular import openapi
@@ -211,10 +210,8 @@ class AutoSchema(openapi.AutoSchema):
             headers["Retry-After"] = {
                 "schema": {"type": "integer", "minimum": 1},
                 "description": "Seconds to wait before retrying.",
-                # Every 503 says when to retry (the health check's own included) but a turn's
-                # `turn_interrupted`, which may be posted again at once.
-                "required": str(status_code) == "429"
-                or self.method not in getattr(self.view, "unpaced_503_methods", ()),
+                # Every 429 and 503 says when to retry (the health check's own included).
+                "required": True,
             }
         return headers
 

@@ -222,8 +222,6 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
     renderer_classes = [JSONRenderer, EventStreamRenderer]
     throttle_classes = [TurnRateThrottle]
     log_ids: Mapping[str, str] = MappingProxyType({})  # what `_start` bound for the logs
-    # A POST's 503 `turn_interrupted` has no Retry-After (the schema's header is optional there).
-    unpaced_503_methods = ("POST",)
 
     def get_serializer_class(self):
         return TurnCreateSerializer if self.request.method == "POST" else TurnSerializer

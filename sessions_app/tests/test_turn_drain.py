@@ -105,6 +105,7 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
     # Outlasting it: ended `interrupted`, each client told so by a code.
     assert outcome["plain"].status_code == 503, outcome["plain"].text
     assert outcome["plain"].json()["detail"]["code"] == "turn_interrupted"
+    assert outcome["plain"].headers["Retry-After"] == "2"  # as the schema requires of a 503
     names = [name for name, _ in outcome["streamed"]]
     assert names[0] == "turn_started" and names[-1] == "turn_failed"
     assert outcome["streamed"][-1][1]["code"] == "turn_interrupted"
