@@ -27,6 +27,7 @@ from sessions_app.models import (
     IdempotencyKey,
     Message,
     Session,
+    SessionQuerySet,
     SessionSummary,
     Turn,
     TurnContextAudit,
@@ -47,7 +48,7 @@ class SessionDeletedFilter(DeletedFilter):
     (`Session.objects.alive()`), "deleted" the others, whichever of the two was deleted."""
 
     def get_lookup_condition(self):
-        return Q(deleted_at__isnull=True, room__deleted_at__isnull=True)
+        return SessionQuerySet.ALIVE
 
 
 class SessionForm(CheckedAsTheApi):

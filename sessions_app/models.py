@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import OuterRef
+from django.db.models import OuterRef, Q
 from django.utils import timezone
 
 from rooms.models import Agent, Room, RoomMode
@@ -22,10 +22,12 @@ def short_id(value) -> str:
 
 
 class SessionQuerySet(models.QuerySet):
+    # Sessions not soft-deleted, in rooms not soft-deleted (or direct): a session goes with its
+    # room. The API serves these, and the console lists them as "not deleted".
+    ALIVE = Q(deleted_at__isnull=True, room__deleted_at__isnull=True)
+
     def alive(self) -> SessionQuerySet:
-        """Sessions not soft-deleted, in rooms not soft-deleted (or direct): a session goes with
-        its room."""
-        return self.filter(deleted_at__isnull=True).exclude(room__deleted_at__isnull=False)
+        return self.filter(self.ALIVE)
 
 
 class Session(models.Model):
