@@ -222,6 +222,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
     renderer_classes = [JSONRenderer, EventStreamRenderer]
     throttle_classes = [TurnRateThrottle]
     log_ids: Mapping[str, str] = MappingProxyType({})  # what `_start` bound for the logs
+    # What a claim that broke may have claimed, when the database was away to end it.
+    broken_claim: tuple[TurnRunner | None, IdempotencyKey | None] | None = None
 
     def get_serializer_class(self):
         return TurnCreateSerializer if self.request.method == "POST" else TurnSerializer
@@ -354,6 +356,10 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             # as a turn interrupted by the stop is, and its key freed.
             await _interrupt_what_it_claims(starting)
             raise
+        except Exception:
+            if self.broken_claim is not None:  # the database was away to end it: once back
+                _end_once_the_database_is_back(*self.broken_claim)
+            raise
         finally:
             if starting.done():
                 carry_back(context)
@@ -396,6 +402,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         body = TurnCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         record: IdempotencyKey | None = None
+        runner: TurnRunner | None = None
         key = idempotency.idempotency_key_of(request)
         if key is not None:
             # The session's own path: an id spelt in capitals is the same request.
@@ -441,11 +448,13 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 idempotency.idempotency_release(record=record)
             raise
         except Exception:
-            # The claim broke (its database connection dropped, say): its transaction went
-            # with it, so no turn was claimed and no provider called. The key is freed as for
-            # a refusal, or every retry would be told for the stale limit that it still runs.
-            if record is not None:
-                _free_key_after_a_broken_claim(record)
+            # The claim broke (its database connection dropped, say). Its transaction went
+            # with it, or its COMMIT went through as the connection dropped: the request cannot
+            # tell. Whatever it claimed is ended and the key freed, as for a refusal, or the
+            # session would refuse new turns (409) and the key answer `idempotency_key_in_use`
+            # until the stale limit, with no one running the turn.
+            if not _end_a_broken_claim(runner, record):
+                self.broken_claim = (runner, record)
             raise
         return runner, record
 
@@ -469,7 +478,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             # as after a crash, or gets its answer if it ended on its own just then.
             if record is not None:
                 await database(idempotency.idempotency_settle_interrupted)(
-                    record=record, turn_id=runner.turn.pk if runner.turn else None
+                    record=record, turn_id=_turn_id(runner)
                 )
             raise
         except Exception as exc:
@@ -490,9 +499,17 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             raise
         body = outcome.body
         if record is not None:
-            await database(idempotency.idempotency_finish)(
-                record=record, status=201, body=body, turn_id=outcome.turn.pk
-            )
+            try:
+                await database(idempotency.idempotency_finish)(
+                    record=record, status=201, body=body, turn_id=outcome.turn.pk
+                )
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
+                # The turn is done and its answer in hand: the client gets it. The key keeps
+                # it for retries, stored (from the turn) once the database answers again.
+                logger.warning("turn %s: could not store its answer for its key", runner.turn.pk)
+                _end_once_the_database_is_back(runner, record)
         return Response(body, status=status.HTTP_201_CREATED)
 
     async def _replayed(self, replay: idempotency.Replay, *, streamed: bool):
@@ -505,14 +522,18 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         return response
 
 
-def _free_key_after_a_broken_claim(record: IdempotencyKey) -> None:
-    """On a connection of its own (the claim's may be dead); if the database is still away the
-    key stays, to be taken over after the stale limit, and the claim's own error is reported."""
+def _end_a_broken_claim(runner: TurnRunner | None, record: IdempotencyKey | None) -> bool:
+    """On a connection of its own (the claim's may be dead). Whether it could be done: if the
+    database is still away, the claim's own error is reported and this waits for it."""
+    if runner is None and record is None:
+        return True
     release_connection()
     try:
-        idempotency.idempotency_release(record=record)
+        _end_and_settle(runner, record)
     except DatabaseError:
-        logger.warning("could not free Idempotency-Key %s after a broken claim", record.pk)
+        logger.warning("could not end what a broken claim may have claimed", exc_info=True)
+        return False
+    return True
 
 
 async def _interrupt_what_it_claims(starting: asyncio.Future) -> None:
@@ -529,7 +550,7 @@ async def _interrupt_what_it_claims(starting: asyncio.Future) -> None:
         await database(runner.fail)(status=TurnStatus.INTERRUPTED, failure=TurnFailure.INTERRUPTED)
     else:  # ends the turn too (it is still running), then frees the key
         await database(idempotency.idempotency_settle_interrupted)(
-            record=record, turn_id=runner.turn.pk if runner.turn else None
+            record=record, turn_id=_turn_id(runner)
         )
 
 
@@ -548,7 +569,9 @@ async def _settle_key_after_a_lost_connection(record: IdempotencyKey, runner: Tu
 ENDING_RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0)
 
 
-def _end_once_the_database_is_back(runner: TurnRunner, record: IdempotencyKey | None) -> None:
+def _end_once_the_database_is_back(
+    runner: TurnRunner | None, record: IdempotencyKey | None
+) -> None:
     """A turn that lost its database and could not write its ending either (the database was
     still away) stays `running`: its session refuses new turns (409) and its Idempotency-Key
     answers `idempotency_key_in_use` until the stale limit. Its worker writes the ending in the
@@ -559,36 +582,39 @@ def _end_once_the_database_is_back(runner: TurnRunner, record: IdempotencyKey | 
     _detached(_end_when_possible(runner, record))
 
 
-def _settle_after_an_outage(runner: TurnRunner, record: IdempotencyKey) -> None:
+def _turn_id(runner: TurnRunner | None):
+    return runner.turn.pk if runner is not None and runner.turn is not None else None
+
+
+def _settle_after_an_outage(runner: TurnRunner | None, record: IdempotencyKey) -> None:
     """The key of a turn that lost its database: freed (its turn ended `interrupted`, if still
     running), or kept with the answer of a turn that had finished after all."""
     idempotency.idempotency_settle_interrupted(
-        record=record,
-        turn_id=runner.turn.pk if runner.turn else None,
-        failure=TurnFailure.DATABASE_UNAVAILABLE,
+        record=record, turn_id=_turn_id(runner), failure=TurnFailure.DATABASE_UNAVAILABLE
     )
 
 
-def _end_and_settle(runner: TurnRunner, record: IdempotencyKey | None) -> bool:
+def _end_and_settle(runner: TurnRunner | None, record: IdempotencyKey | None) -> bool:
     """The turn ended (its stream's rows too) and its key settled in one transaction: a retry
-    never finds the one without the other. Whether this ended the turn (False: it had ended)."""
+    never finds the one without the other. Whether this ended the turn (False: it had ended,
+    or was never claimed)."""
     with transaction.atomic():
-        ended = runner.turn is not None and runner.end(
-            TurnStatus.INTERRUPTED, TurnFailure.DATABASE_UNAVAILABLE
-        )
+        ended = False
+        if runner is not None and runner.turn is not None:
+            ended = runner.end(TurnStatus.INTERRUPTED, TurnFailure.DATABASE_UNAVAILABLE)
         if record is not None:
             _settle_after_an_outage(runner, record)
     return ended
 
 
-async def _end_when_possible(runner: TurnRunner, record: IdempotencyKey | None) -> None:
+async def _end_when_possible(runner: TurnRunner | None, record: IdempotencyKey | None) -> None:
     """Tries queue at the sections' gate as new work (`queue_as_new`): with the request's own
     arrival time they would go before every request that came after it, and each may wait out
     the pool's timeout. A stopping worker makes no more tries (it would wait for them): the
     stale limit then ends the turn, as before."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + settings.PANTHEON_TURN_STALE_SECONDS
-    turn_id = runner.turn.pk if runner.turn else None
+    turn_id = _turn_id(runner)
     for attempt in itertools.count():
         pause = ENDING_RETRY_SECONDS[min(attempt, len(ENDING_RETRY_SECONDS) - 1)]
         if not await draining.pause(pause):

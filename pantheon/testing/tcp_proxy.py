@@ -4,6 +4,8 @@
 (PostgreSQL stopped, a failover's old primary gone). `hang()` closes them too but takes new
 connections and never answers them (a stuck proxy or pooler, a host that accepts and stalls);
 those stay stalled after `restore()`, which carries new connections again on the same port.
+`cut_once_sent(...)` cuts one connection just as PostgreSQL has what it must answer (a COMMIT
+that goes through on a connection lost before its client hears so).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class TcpProxy:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._hanging = False
+        self._trap: tuple[bytes, ...] = ()
+        self._passed_on = True
 
     @classmethod
     def in_front_of(cls, settings_dict: Mapping) -> TcpProxy:
@@ -56,6 +60,15 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._run(self._listen())
+
+    def cut_once_sent(self, *markers: bytes, passed_on: bool = True) -> None:
+        """The first connection on which the client sends each of `markers` in this order (a
+        statement's text, then `COMMIT`, say) is cut as the last is sent. `passed_on`: the
+        server gets what held it and runs it, and its answer never reaches the client, which
+        finds the connection gone; otherwise the server never gets it. One connection, once;
+        every other is carried as before."""
+        self._trap = markers
+        self._passed_on = passed_on
 
     def __enter__(self) -> TcpProxy:
         return self.start()
@@ -99,15 +112,43 @@ class TcpProxy:
             return
         self._writers.update((client_writer, server_writer))
         await asyncio.gather(
-            self._pipe(client_reader, server_writer),
+            self._pipe(client_reader, server_writer, client=client_writer),
             self._pipe(server_reader, client_writer),
         )
         self._writers.difference_update((client_writer, server_writer))
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _trapped(self, data: bytes, seen: int) -> int:
+        """How many of the trap's markers a connection has sent, with `data` (`seen` before)."""
+        for marker in self._trap[seen:]:
+            at = data.find(marker)
+            if at < 0:
+                break
+            seen += 1
+            data = data[at + len(marker) :]
+        return seen
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        client: asyncio.StreamWriter | None = None,
+    ) -> None:
+        """Carries one direction; `client` when it is the client's, which the trap watches."""
+        seen = 0
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                if client is not None and self._trap:
+                    seen = self._trapped(data, seen)
+                    if seen == len(self._trap):
+                        # No await from here: no answer is carried back meanwhile. The server
+                        # gets what was written (close() sends it first), then EOF.
+                        self._trap = ()
+                        if self._passed_on:
+                            writer.write(data)
+                        client.transport.abort()
+                        writer.close()
+                        return
                 writer.write(data)
                 await writer.drain()
         with contextlib.suppress(OSError):

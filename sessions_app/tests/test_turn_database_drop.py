@@ -182,3 +182,70 @@ def test_a_turn_whose_database_stays_away_is_ended_once_it_is_back(
         _retry(turns, headers)
 
     assert stub.requests == 2
+
+
+def _serve_through(tcp_proxy) -> AppServer:
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
+    return AppServer(database_url=tcp_proxy.database_url(connection.settings_dict), env=env)
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["with a key", "without a key"])
+def test_a_claim_committed_as_its_connection_dropped_is_ended_not_left_running(
+    session, stub, headers, keyed, tcp_proxy
+):
+    """The claim's COMMIT reached PostgreSQL and went through, and the connection was lost
+    before its answer came back: the request cannot tell, and answers 503. The turn it claimed
+    is ended at once (`interrupted`, `database_unavailable`) and its key freed: it stayed
+    `running`, with no one to run it, and the session answered 409 for the stale limit (10
+    minutes), to a retry with the key too."""
+    if not keyed:
+        del headers["Idempotency-Key"]
+    tcp_proxy.cut_once_sent(b'INSERT INTO "sessions_app_turn"', b"COMMIT")
+    with _serve_through(tcp_proxy) as server:
+        turns = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+        lost = httpx.post(turns, json={"message": "hello"}, headers=headers, timeout=60)
+        assert lost.status_code == 503, lost.text
+        assert lost.json()["detail"]["code"] == "database_unavailable"
+        assert lost.headers["Retry-After"] == "2"
+
+        turn = Turn.objects.get()  # the claim was committed: the trap cut after its COMMIT
+        assert turn.status == "interrupted"
+        assert turn.failure_code == "database_unavailable"
+        # Its first call's row was open, and its provider never called: nothing is billed.
+        [call] = LlmCallEvent.objects.filter(turn_id=turn.pk)
+        assert (call.status, call.credits) == ("lost", 0)
+        assert stub.requests == 0
+        assert not IdempotencyKey.objects.exists()
+
+        _retry(turns, headers)
+
+    assert stub.requests == 1
+
+
+@pytest.mark.parametrize("reached", [True, False], ids=["stored", "not stored"])
+def test_a_finished_turn_whose_key_could_not_be_stored_still_answers(
+    session, stub, headers, reached, tcp_proxy
+):
+    """The turn completed, and the connection was lost as its answer was stored for its key
+    (the statement ran, or never reached PostgreSQL). The client gets the turn's 201 all the
+    same (it got a 503 and, as the key was left running, a retry got 409 for the stale limit,
+    then the turn again); the key keeps that answer for retries, stored in the background if
+    it was not."""
+    tcp_proxy.cut_once_sent(b'UPDATE "sessions_app_idempotencykey" SET "state"', passed_on=reached)
+    with _serve_through(tcp_proxy) as server:
+        turns = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+        answered = httpx.post(turns, json={"message": "hello"}, headers=headers, timeout=60)
+        assert answered.status_code == 201, answered.text
+        assert answered.json()["status"] == "completed"
+
+        wait_for(
+            lambda: IdempotencyKey.objects.get().state == IdempotencyKey.State.DONE,
+            "the key's answer",
+        )
+        retried = httpx.post(turns, json={"message": "hello"}, headers=headers, timeout=60)
+        assert retried.status_code == 201, retried.text
+        assert retried.headers["Idempotent-Replayed"] == "true"
+        assert retried.json()["id"] == answered.json()["id"]
+
+    assert stub.requests == 1
+    assert IdempotencyKey.objects.get().response_status == 201
