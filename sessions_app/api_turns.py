@@ -19,7 +19,7 @@ import contextvars
 import functools
 import itertools
 import logging
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from inspect import iscoroutinefunction
 from types import MappingProxyType
 from typing import Any
@@ -141,11 +141,14 @@ class EventStreamRenderer(BaseRenderer):
         return JSONRenderer().render(data, renderer_context=renderer_context)
 
 
-def _detached(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
+def _detached(
+    work: Coroutine[Any, Any, Any], *, answered: Callable[[], bool] | None = None
+) -> asyncio.Task:
     """Run `work` to its end whatever happens to the request that started it (a stopping
-    worker waits for it, then cancels it: `pantheon.draining`)."""
+    worker waits for it, then cancels it: `pantheon.draining`). `answered`: whether the
+    request is still there to answer with the work's failure, which it logs with its 5xx."""
     task = draining.detach(_on_its_own_thread(work))
-    task.add_done_callback(_finished)
+    task.add_done_callback(functools.partial(_finished, answered=answered))
     return task
 
 
@@ -156,10 +159,13 @@ async def _on_its_own_thread(work: Coroutine[Any, Any, Any]) -> Any:
         return await work
 
 
-def _finished(task: asyncio.Task) -> None:
+def _finished(task: asyncio.Task, *, answered: Callable[[], bool] | None = None) -> None:
+    if answered is not None and answered():
+        return
     if not task.cancelled() and isinstance(task.exception(), Exception):
-        # Its request may be gone: say what became of the turn. Refusals (a session not found
-        # included) are ordinary: they are logged with the request, as its 4xx.
+        # Its request is gone, or answered already (a stream): say what became of the turn.
+        # Refusals (a session not found included) are ordinary: they are logged with the
+        # request, as its 4xx.
         error = task.exception()
         if not isinstance(error, REFUSALS):
             logger.error("a detached turn failed", exc_info=error)
@@ -326,8 +332,20 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         # whatever becomes of this request. A streamed request answers once the turn is
         # claimed (`stream`); anything else answers when the turn ends.
         stream: asyncio.Future[StreamingHttpResponse] = asyncio.get_running_loop().create_future()
-        turn = _detached(self._post(request, session_id, stream))
-        await asyncio.wait({stream, turn}, return_when=asyncio.FIRST_COMPLETED)
+        waiting = True
+        turn = _detached(
+            self._post(request, session_id, stream),
+            answered=lambda: waiting and not stream.done(),
+        )
+        try:
+            await asyncio.wait({stream, turn}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The request is gone (its client hung up, say): the turn's failure is its own to
+            # log, now if it has just ended.
+            waiting = False
+            if turn.done():
+                _finished(turn)
+            raise
         # What the turn's first section bound (the user, the session and turn once claimed)
         # labels this request's own log lines too.
         logging_context.bind(**self.log_ids)

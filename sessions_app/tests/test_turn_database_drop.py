@@ -3,7 +3,9 @@ operator's `pg_terminate_backend`), on the production server: the turn ends `int
 its call in flight `lost`, the client is told `database_unavailable` (a 503, or the stream's
 `turn_failed`), and a retry with the same Idempotency-Key runs the turn afresh."""
 
+import json
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -37,9 +39,15 @@ def session(owner, make_agent, make_session, stub):
     return make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
 
 
-def _serve() -> AppServer:
+def _serve(log: Path | None = None) -> AppServer:
     env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
-    return AppServer(database_url=postgres_url(connection.settings_dict), env=env)
+    return AppServer(database_url=postgres_url(connection.settings_dict), env=env, log_path=log)
+
+
+def _tracebacks(log: Path) -> list[str]:
+    """The messages of the server's log lines that carry a traceback."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [line["message"] for line in lines if "exc_info" in line]
 
 
 def _drop_the_steps_connection(stub) -> None:
@@ -87,9 +95,10 @@ def _retry(url: str, headers) -> httpx.Response:
 
 
 def test_a_turn_that_loses_its_connection_answers_503_and_its_key_runs_a_retry(
-    session, stub, headers
+    session, stub, headers, tmp_path
 ):
-    with _serve() as server:
+    log = tmp_path / "server.log"
+    with _serve(log) as server:
         url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
         poster, answers = _post_meanwhile(url, headers)
         _drop_the_steps_connection(stub)
@@ -100,6 +109,8 @@ def test_a_turn_that_loses_its_connection_answers_503_and_its_key_runs_a_retry(
         assert lost.json()["detail"]["code"] == "database_unavailable"
         assert lost.headers["Retry-After"] == "2"
         _assert_the_turn_was_interrupted_and_the_key_freed(Turn.objects.get())
+        # Its failure is logged once, with its 503 (it was logged as a detached turn's too).
+        assert _tracebacks(log) == ["the database connection was lost: answered 503"]
 
         _retry(url, headers)
 
@@ -107,8 +118,11 @@ def test_a_turn_that_loses_its_connection_answers_503_and_its_key_runs_a_retry(
     assert IdempotencyKey.objects.get().response_status == 201
 
 
-def test_a_streamed_turn_that_loses_its_connection_ends_with_turn_failed(session, stub, headers):
-    with _serve() as server:
+def test_a_streamed_turn_that_loses_its_connection_ends_with_turn_failed(
+    session, stub, headers, tmp_path
+):
+    log = tmp_path / "server.log"
+    with _serve(log) as server:
         url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
         streamed: list = []
 
@@ -142,6 +156,8 @@ def test_a_streamed_turn_that_loses_its_connection_ends_with_turn_failed(session
         assert turn.failure_code == "database_unavailable"
         assert turn_events.turn_replay(turn).events[-1].data == failed
         _assert_the_turn_was_interrupted_and_the_key_freed(turn)
+        # Its request answered 201 with the stream: the turn's failure is logged as its own.
+        assert _tracebacks(log) == ["a detached turn failed"]
 
         _retry(url, headers)
 
