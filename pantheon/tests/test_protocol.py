@@ -154,3 +154,55 @@ def test_a_request_answered_before_its_body_came_gets_no_second_answer(server):
 
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert answer.count(b"HTTP/1.1") == 1, answer
+
+
+def test_a_client_that_half_closes_after_its_requests_gets_their_answers(server):
+    """Its requests sent, the client shuts its side down (`shutdown(SHUT_WR)`, as `nc -N` and
+    some scripted clients do) and reads. Both pipelined answers come, then the server closes.
+    uvicorn closed the connection at the client's end of file: no answer at all."""
+    sock = _connect(server)
+    sock.sendall(
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+    )
+    sock.shutdown(socket.SHUT_WR)
+    started = time.monotonic()
+
+    answer = _read_all(sock)  # until the server closes
+
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer
+    assert answer.endswith(b"echo:body")
+    assert b"slow" in answer
+    assert time.monotonic() - started < 5  # closed once answered, not at a timeout
+
+
+def test_a_client_that_half_closes_midway_through_a_request_is_closed_on(server):
+    """A request cut short by the client's end of file can never be whole: nothing to answer,
+    and no reason to wait for the read deadline."""
+    sock = _connect(server)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
+    sock.shutdown(socket.SHUT_WR)
+    started = time.monotonic()
+
+    assert _read_all(sock) == b""
+    assert time.monotonic() - started < 1
+
+
+def test_a_half_closed_connection_is_closed_once_the_requests_that_came_whole_are_answered(
+    server,
+):
+    """A slow GET, then a POST whose body the end of file cut short: the GET is answered,
+    then the connection closes (the POST can never be whole)."""
+    sock = _connect(server)
+    sock.sendall(
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf"
+    )
+    sock.shutdown(socket.SHUT_WR)
+    started = time.monotonic()
+
+    answer = _read_all(sock)
+
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"slow"), answer
+    assert answer.count(b"HTTP/1.1") == 1
+    assert time.monotonic() - started < 1.4  # not at the read deadline (1.5 s)
