@@ -32,6 +32,7 @@ class TcpProxy:
         self._hanging = False
         self._trap: tuple[bytes, ...] = ()
         self._passed_on = True
+        self._away = False
 
     @classmethod
     def in_front_of(cls, settings_dict: Mapping) -> TcpProxy:
@@ -61,14 +62,16 @@ class TcpProxy:
     def restore(self) -> None:
         self._run(self._listen())
 
-    def cut_once_sent(self, *markers: bytes, passed_on: bool = True) -> None:
+    def cut_once_sent(self, *markers: bytes, passed_on: bool = True, away: bool = False) -> None:
         """The first connection on which the client sends each of `markers` in this order (a
         statement's text, then `COMMIT`, say) is cut as the last is sent. `passed_on`: the
         server gets what held it and runs it, and its answer never reaches the client, which
         finds the connection gone; otherwise the server never gets it. One connection, once;
-        every other is carried as before."""
+        every other is carried as before, unless `away`: then the proxy is cut at that moment
+        (`cut()`), as if the database went away with the answer."""
         self._trap = markers
         self._passed_on = passed_on
+        self._away = away
 
     def __enter__(self) -> TcpProxy:
         return self.start()
@@ -148,6 +151,9 @@ class TcpProxy:
                             writer.write(data)
                         client.transport.abort()
                         writer.close()
+                        if self._away:
+                            await writer.wait_closed()
+                            await self._cut()
                         return
                 writer.write(data)
                 await writer.drain()

@@ -265,3 +265,29 @@ def test_a_finished_turn_whose_key_could_not_be_stored_still_answers(
 
     assert stub.requests == 1
     assert IdempotencyKey.objects.get().response_status == 201
+
+
+def test_a_claim_committed_as_the_database_went_away_is_ended_once_it_is_back(
+    session, stub, headers, tcp_proxy
+):
+    """As above, and the database is away when the request tries to end the turn: the 503
+    comes all the same, and the worker ends the turn and frees the key once it is back."""
+    tcp_proxy.cut_once_sent(b'INSERT INTO "sessions_app_turn"', b"COMMIT", away=True)
+    url = tcp_proxy.database_url(connection.settings_dict)
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub", "DB_POOL_TIMEOUT": "1"}
+    with AppServer(database_url=url, env=env) as server:
+        turns = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+        lost = httpx.post(turns, json={"message": "hello"}, headers=headers, timeout=60)
+        assert lost.status_code == 503, lost.text
+        assert lost.json()["detail"]["code"] == "database_unavailable"
+        assert Turn.objects.get().status == "running"  # nothing could be written
+
+        tcp_proxy.restore()
+        wait_for(lambda: Turn.objects.get().status != "running", "the turn to be ended", timeout=30)
+        turn = Turn.objects.get()
+        assert turn.failure_code == "database_unavailable"
+        assert not IdempotencyKey.objects.exists()
+
+        _retry(turns, headers)
+
+    assert stub.requests == 1
