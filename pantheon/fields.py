@@ -5,8 +5,10 @@ client (or schemathesis) sending a number would see the server accept what the s
 invalid; and it checks `max_length` after trimming whitespace, where the schema's `maxLength` is
 the length sent. `ModelSerializer` here maps model text columns to `StrictCharField`.
 
-A trimmed text with nothing to see is blank: a name of zero-width spaces or a BOM is refused as
-`"   "` is, not stored as a name no list can show.
+A trimmed text with nothing to see is blank: a name of zero-width spaces, a BOM, tag characters
+or the braille blank is refused as `"   "` is, not stored as a name no list can show. Nor may
+a text open with a bidi override, embedding or isolate, which would make what follows read in
+another order (in the console too).
 """
 
 import functools
@@ -20,7 +22,8 @@ from rest_framework import serializers
 
 # Code points Unicode calls default-ignorable (they show nothing) that are not format characters
 # (Cf): the combining grapheme joiner, the Hangul fillers, Khmer's inherent vowels, Mongolian's
-# free variation selectors and the variation selectors.
+# free variation selectors and the variation selectors; and the braille pattern blank, a glyph
+# of no dots that fonts draw as a space.
 _IGNORABLE_NOT_FORMAT = frozenset(
     chr(code)
     for code in [
@@ -34,8 +37,23 @@ _IGNORABLE_NOT_FORMAT = frozenset(
         0x3164,
         *range(0xFE00, 0xFE10),
         0xFFA0,
+        0x2800,
     ]
 )
+
+# Beyond the BMP: the tag characters (U+E0001, U+E0020-U+E007F; they end emoji tag sequences
+# such as the flag of England, U+1F3F4 U+E0067 ... U+E007F, which its first character shows)
+# and the supplementary variation selectors. All are in plane 14 under one high surrogate
+# (U+DB40), which is what lets the schema's pattern name them (`_pattern_class`).
+_IGNORABLE_SUPPLEMENTARY = frozenset(
+    chr(code) for code in [0xE0001, *range(0xE0020, 0xE0080), *range(0xE0100, 0xE01F0)]
+)
+
+# The bidi controls that make the text after them read in another order: the embeddings and
+# overrides (LRE, RLE, PDF, LRO, RLO) and the isolates (LRI, RLI, FSI, PDI). A name may hold
+# them, not open with them. The marks (LRM, RLM, ALM) reorder nothing, and right-to-left
+# scripts need none of these.
+_BIDI_CONTROLS = frozenset(chr(code) for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 # Format characters that are drawn: the prepended concatenation marks (the Arabic number sign,
 # the end of ayah...), which carry the digits after them.
@@ -52,12 +70,13 @@ _EDGES = _WHITESPACE + "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"
 
 def invisible(character: str) -> bool:
     """Whether a character shows nothing: whitespace of any kind, a format character (zero-width
-    space and joiners, word joiner, BOM, soft hyphen, bidi controls...), or another
-    default-ignorable one. In the BMP only, where the schema's pattern can name them
-    (`not_blank_pattern`): beyond it, the tag characters and the supplementary variation
-    selectors would be invisible too, but a class holding them is read differently by an
-    ECMAScript regex without the `u` flag (as two surrogates), and schemathesis gives up on it."""
-    return ord(character) < 0x10000 and (
+    space and joiners, word joiner, BOM, soft hyphen, bidi controls...), another
+    default-ignorable one or the braille blank; beyond the BMP, a tag character or a
+    supplementary variation selector (the other format characters there, musical or
+    hieroglyph controls, count as visible)."""
+    if ord(character) >= 0x10000:
+        return character in _IGNORABLE_SUPPLEMENTARY
+    return (
         character.isspace()
         or (unicodedata.category(character) == "Cf" and character not in _VISIBLE_FORMAT)
         or character in _IGNORABLE_NOT_FORMAT
@@ -69,13 +88,31 @@ def blank(text: str) -> bool:
     return all(map(invisible, text))
 
 
+def opens_with_bidi_control(text: str) -> bool:
+    """Whether a bidi override, embedding or isolate comes before the text's first visible
+    character (it would reorder what follows)."""
+    for character in text:
+        if character in _BIDI_CONTROLS:
+            return True
+        if not invisible(character):
+            return False
+    return False
+
+
 class StrictCharField(serializers.CharField):
     """A string, as the schema says. Trimmed (unless `trim_whitespace=False`), a text with nothing
     to see is blank: "\\u200b" or "\\u3000\\ufeff" is refused where "   " is (400 "This field may
     not be blank."), or is "" where blank is allowed; trimming takes zero-width characters off
-    the ends as it does whitespace."""
+    the ends as it does whitespace. A text opening with a bidi override, embedding or isolate
+    (U+202E "\\u202egnp.exe" reads "exe.png") is refused, code `bidi_control`."""
 
-    default_error_messages = {"invalid": "Must be a string."}
+    default_error_messages = {
+        "invalid": "Must be a string.",
+        "bidi_control": (
+            "May not begin with a bidi override, embedding or isolate (U+202A-U+202E, "
+            "U+2066-U+2069): it would change the order in which the rest reads."
+        ),
+    }
 
     def run_validation(self, data=serializers.empty):
         if isinstance(data, str):
@@ -85,6 +122,8 @@ class StrictCharField(serializers.CharField):
                 self.fail("max_length", max_length=self.max_length)
             if self.trim_whitespace:
                 data = "" if blank(data) else data.strip(_EDGES)
+                if opens_with_bidi_control(data):
+                    self.fail("bidi_control")
         return super().run_validation(data)
 
     def to_internal_value(self, data):
@@ -93,17 +132,19 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-@functools.cache
-def not_blank_pattern() -> str:
-    """A JSON Schema pattern for "at least one visible character" (patterns match anywhere), by
-    the server's measure (`blank`): a class of every BMP character that is not `invisible`,
-    spelt out in code points so that it means the same to an ECMAScript regex (with the `u` flag
-    or without) as to Python's. `\\S` called "\\u001e" (which str.strip() trims) and "\\u200b"
-    valid."""
+def _pattern_class(characters: frozenset[str], *, negated: bool = False) -> str:
+    """A regex class of `characters`, which means the same to Python's regex and to an
+    ECMAScript one, with the `u` flag or without. BMP characters are spelt as escapes, in
+    ranges (`\\s` is Python's whitespace here and ECMAScript's there). Those beyond it cannot
+    be: Python has no escape ECMAScript reads, so they are written as themselves, one by one.
+    Without the `u` flag ECMAScript reads each as two surrogates (a range of them would be
+    a range from a low surrogate to a high one, an error); as all of them share one high
+    surrogate, the class still holds a pair exactly when it holds the character, and any other
+    character beyond the BMP has a high surrogate the class does not hold."""
+    codes = sorted(map(ord, characters))
+    assert len({(code - 0x10000) >> 10 for code in codes if code >= 0x10000}) <= 1
     ranges: list[list[int]] = []
-    for code in range(0x10000):
-        if not invisible(chr(code)):
-            continue
+    for code in (code for code in codes if code < 0x10000):
         if ranges and ranges[-1][1] == code - 1:
             ranges[-1][1] = code
         else:
@@ -113,14 +154,37 @@ def not_blank_pattern() -> str:
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
     parts = [spelt(a) if a == b else f"{spelt(a)}-{spelt(b)}" for a, b in ranges]
-    return f"[^{''.join(parts)}]"
+    parts += [chr(code) for code in codes if code >= 0x10000]
+    return f"[{'^' if negated else ''}{''.join(parts)}]"
+
+
+@functools.cache
+def _invisible_characters() -> frozenset[str]:
+    return frozenset(c for c in map(chr, range(0x10000)) if invisible(c)) | (
+        _IGNORABLE_SUPPLEMENTARY
+    )
+
+
+@functools.cache
+def text_pattern(*, allow_blank: bool) -> str:
+    """A JSON Schema pattern for what a trimmed text must be, by the server's measure (`blank`,
+    `opens_with_bidi_control`): a visible character, with no bidi override, embedding or
+    isolate among the invisible ones before it; or, where blank is allowed, at least one
+    invisible character and nothing else. `\\S` called "\\u001e" (which str.strip() trims) and
+    "\\u200b" valid."""
+    hidden = _invisible_characters()
+    visible = _pattern_class(hidden, negated=True)
+    lead = f"{_pattern_class(hidden - _BIDI_CONTROLS)}*{visible}"
+    # Where blank is allowed, spectacular offers "" on its own (`oneOf` this or `maxLength: 0`):
+    # the pattern must not match it too.
+    return f"^(?:{_pattern_class(hidden)}+$|{lead})" if allow_blank else f"^{lead}"
 
 
 class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
-    """A request's text that is trimmed and may not be blank must hold a visible character:
-    `"   "` or `"\\u200b"` meets `minLength: 1` and is refused (400 "may not be blank"), so the
-    schema says so with a `pattern`. A field with a RegexValidator keeps that pattern, which
-    spectacular adds after this."""
+    """A request's trimmed text must hold a visible character unless it may be blank: `"   "`
+    or `"\\u200b"` meets `minLength: 1` and is refused (400 "may not be blank"); and none may
+    open with a bidi override. The schema says so with a `pattern` (`text_pattern`). A field
+    with a RegexValidator keeps that pattern, which spectacular adds after this."""
 
     target_class = StrictCharField
 
@@ -130,11 +194,10 @@ class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
         if (
             direction == "request"
             and field.trim_whitespace
-            and not field.allow_blank
             and "pattern" not in schema
             and not any(isinstance(v, RegexValidator) for v in field.validators)
         ):
-            schema["pattern"] = not_blank_pattern()
+            schema["pattern"] = text_pattern(allow_blank=field.allow_blank)
         return schema
 
 

@@ -146,15 +146,13 @@ def test_request_bodies_name_the_enabled_model_aliases(schema):
 
 def test_text_bounds_are_published(schema, settings):
     schemas = schema["components"]["schemas"]
+    # A text that may be blank is its pattern's text or "" (spectacular's `oneOf`).
+    role_prompt, empty = schemas["AgentRequest"]["properties"]["role_prompt"]["oneOf"]
+    goal, _ = schemas["RoomRequest"]["properties"]["goal"]["oneOf"]
 
-    assert (
-        schemas["AgentRequest"]["properties"]["role_prompt"]["maxLength"]
-        == settings.PANTHEON_MAX_ROLE_PROMPT_CHARS
-    )
-    assert (
-        schemas["RoomRequest"]["properties"]["goal"]["maxLength"]
-        == settings.PANTHEON_MAX_ROOM_GOAL_CHARS
-    )
+    assert empty == {"type": "string", "maxLength": 0}
+    assert role_prompt["maxLength"] == settings.PANTHEON_MAX_ROLE_PROMPT_CHARS
+    assert goal["maxLength"] == settings.PANTHEON_MAX_ROOM_GOAL_CHARS
     assert (
         schemas["TurnCreateRequest"]["properties"]["message"]["maxLength"]
         == settings.PANTHEON_MAX_MESSAGE_CHARS
@@ -184,9 +182,16 @@ def test_texts_that_may_not_be_blank_say_so(schema, owner_client, live_paths, bo
     assert [c for c in kept if c.isspace()] == []
     assert [c for c in "\u00ad\u200b\u200c\u200d\u2060\u2062\u3164\ufeff" if c in kept] == []
     assert len(kept) == sum(not invisible(chr(c)) for c in range(0x10000))
-    # Escapes only: a character beyond the BMP in a class is two surrogates to an ECMAScript
-    # regex without the `u` flag (and schemathesis gave up on the pattern).
-    assert described["pattern"].isascii()
+    # Beyond the BMP: tag characters alone are blank, the flag of England they end is not.
+    england = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
+    assert not re.search(described["pattern"], "\U000e0067\U000e0062\U000e007f\u2800")
+    assert re.search(described["pattern"], england)
+    assert re.search(described["pattern"], "\U00020000")
+    # A bidi override before the first visible character is refused, one after it is not.
+    assert not re.search(described["pattern"], "\u200b\u202egnp.exe")
+    assert re.search(described["pattern"], "a\u202egnp.exe")
+    # Escapes only in the BMP; only the characters beyond it are written as themselves.
+    assert all(ord(c) < 0x80 or ord(c) >= 0x10000 for c in described["pattern"])
     assert schema["components"]["schemas"]["AgentRequest"]["properties"]["agent_key"][
         "pattern"
     ] == ("^[a-z0-9_]{1,32}$")
@@ -198,6 +203,24 @@ def test_texts_that_may_not_be_blank_say_so(schema, owner_client, live_paths, bo
     )
     assert answer.status_code == 400
     assert field in answer.json()
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [("SessionCreateRequest", "title"), ("RoomRequest", "goal"), ("AgentRequest", "role_prompt")],
+)
+def test_texts_that_may_be_blank_say_what_they_refuse(schema, body, field):
+    """A title, a goal or a role prompt may be blank (stored ""), not open with a bidi override.
+    spectacular offers "" on its own beside the pattern (`oneOf`): exactly one of them takes
+    each text."""
+    described = schema["components"]["schemas"][body]["properties"][field]
+    validator = Draft202012Validator(described)
+    england = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
+
+    for text in ["", " \u200b", "\U000e0067\U000e007f", "\u2800", "Kickoff", england, "\u05e9"]:
+        assert validator.is_valid(text), repr(text)
+    for text in ["\u202eKickoff", " \u2067\u05e9\u2069"]:
+        assert not validator.is_valid(text), repr(text)
 
 
 # --- OPTIONS agrees with the schema ------------------------------------------------------------
