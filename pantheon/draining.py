@@ -71,6 +71,15 @@ def drain_seconds(graceful_timeout: float) -> tuple[float, float]:
     return graceful_timeout - margin, margin / 2
 
 
+def requests_seconds(graceful_timeout: float) -> float:
+    """How long a stopping server waits for the requests still open before it cancels them
+    (uvicorn's `timeout_graceful_shutdown`): the drain and its wind-down, so that the cancelled
+    turns' requests answer first, and a quarter of the margin left, so that the cancelled
+    requests end before gunicorn's kill."""
+    drain, wind_down = drain_seconds(graceful_timeout)
+    return drain + wind_down + (graceful_timeout - drain) / 4
+
+
 async def drain(
     *, seconds: float, wind_down: float, give_up: Callable[[], bool] = lambda: False
 ) -> int:

@@ -1,22 +1,39 @@
 """`make run`'s server: uvicorn alone, one process, serving the app with the production
 worker's HTTP protocol (`pantheon.protocol`: a deadline to send a request, a timeout to read the
-answer, no `100 Continue` for a body announced too large). uvicorn's command line only names
-its own protocols, so the laptop server had none of these.
+answer, no `100 Continue` for a body announced too large) and its way of stopping
+(`pantheon.workers.DrainingServer`). uvicorn's command line only names its own protocols and
+servers, so the laptop server had none of these.
 
-    python -m pantheon.serve [--host 127.0.0.1] [--port 8000]
+    python -m pantheon.serve [--host 127.0.0.1] [--port 8000] [--graceful-timeout 30]
 
 Otherwise as `uvicorn pantheon.asgi:application --lifespan off --no-proxy-headers`: Django has
 no lifespan events, and the app reads forwarded headers itself (PANTHEON_NUM_PROXIES).
+
+Stopping (Ctrl-C, SIGTERM) drains as a production worker does (`pantheon.draining`): the turns
+in flight, those whose client hung up included, get most of `--graceful-timeout` to end; those
+still running then end `interrupted`. A second Ctrl-C stops waiting. Before, uvicorn waited for
+open connections only: a turn whose client had hung up was dropped at once, left `running`
+(its session refused new turns until the stale limit).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import sys
 
-import uvicorn
+from uvicorn.config import Config
+
+from pantheon import draining
+from pantheon.workers import DrainingServer
 
 APP = "pantheon.asgi:application"
 PROTOCOL = "pantheon.protocol:PantheonHttpProtocol"
+# gunicorn's default graceful_timeout, as production's (GUNICORN_GRACEFUL_TIMEOUT).
+GRACEFUL_TIMEOUT_SECONDS = 30
+# uvicorn's exit status for a server that could not start.
+STARTUP_FAILURE = 3
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,17 +43,35 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=GRACEFUL_TIMEOUT_SECONDS,
+        help="seconds a stopping server gives the turns in flight (default: %(default)s)",
+    )
     options = parser.parse_args(argv)
-    # uvicorn.run loads the app before its event loop starts, as the command line does: the
-    # app's warm-up (pantheon.asgi) runs a loop of its own.
-    uvicorn.run(
+    drain_seconds, wind_down_seconds = draining.drain_seconds(options.graceful_timeout)
+    config = Config(
         APP,
         host=options.host,
         port=options.port,
         http=PROTOCOL,
         lifespan="off",
         proxy_headers=False,
+        # Whole seconds, as uvicorn types it; nothing kills this server at the graceful timeout.
+        timeout_graceful_shutdown=math.ceil(draining.requests_seconds(options.graceful_timeout)),
     )
+    # The app is loaded before the event loop starts, as uvicorn.run and its command line do:
+    # the app's warm-up (pantheon.asgi) runs a loop of its own.
+    config.load_app()
+    server = DrainingServer(
+        config, drain_seconds=drain_seconds, wind_down_seconds=wind_down_seconds
+    )
+    # uvicorn raises Ctrl-C's KeyboardInterrupt again once the server has stopped.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

@@ -98,12 +98,7 @@ class PantheonWorker(UvicornWorker):
         self.drain_seconds, self.wind_down_seconds = draining.drain_seconds(
             self.cfg.graceful_timeout
         )
-        # Half of what is left of the margin after the wind-down: the cancelled turns' requests
-        # answer first, and the cancelled requests end before the kill.
-        margin = self.cfg.graceful_timeout - self.drain_seconds
-        self.config.timeout_graceful_shutdown = (  # type: ignore[assignment]
-            self.drain_seconds + self.wind_down_seconds + margin / 4
-        )
+        self.config.timeout_graceful_shutdown = draining.requests_seconds(self.cfg.graceful_timeout)
 
     def init_process(self) -> None:
         limit_malloc_arenas(int(os.environ.get("MALLOC_ARENAS", "2")))

@@ -26,6 +26,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def make_run_command(port: int) -> str:
+    """The last line of `make run`'s recipe, the server, with this interpreter's directory.
+    Run from `make check` (CI), make is a sub-make: the parent's flags are not passed on, and
+    it would name the directory it enters and leaves around the recipe."""
+    dry_run = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-n",
+            "run",
+            f"PORT={port}",
+            f"BIN={Path(sys.executable).parent}",
+        ],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dry_run.stdout.strip().splitlines()[-1]
+
+
 def postgres_url(settings_dict: Mapping) -> str:
     """A DATABASE_URL for the database Django is connected to (e.g. the test database)."""
     user = settings_dict.get("USER") or "postgres"

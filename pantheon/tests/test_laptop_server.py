@@ -8,43 +8,19 @@ import shlex
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from pantheon.testing.processes import ROOT
-from pantheon.testing.servers import free_port
-
-
-def _serving_command(port: int) -> str:
-    """The last line of `make run`'s recipe, the server, with this interpreter's directory.
-    Run from `make check` (CI), make is a sub-make: the parent's flags are not passed on, and
-    it would name the directory it enters and leaves around the recipe."""
-    dry_run = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "-n",
-            "run",
-            f"PORT={port}",
-            f"BIN={Path(sys.executable).parent}",
-        ],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return dry_run.stdout.strip().splitlines()[-1]
+from pantheon.testing.servers import free_port, make_run_command
 
 
 @pytest.fixture
 def laptop_server(tmp_path):
     port = free_port()
-    command = _serving_command(port)
+    command = make_run_command(port)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "pantheon.settings",

@@ -1,7 +1,8 @@
 """A deploy stops the production server (SIGTERM to the gunicorn master) with turns in flight,
 against PostgreSQL and a stub provider: turns that end within the graceful timeout end as
 usual, a client that hung up included; the others end `interrupted` before the worker is
-killed, their calls in flight `lost`, their sessions free and their clients told.
+killed, their calls in flight `lost`, their sessions free and their clients told. `make run`'s
+server (`pantheon.serve`) stops the same way.
 
 Before, uvicorn waited for open connections only: a turn whose client had hung up was killed
 at once, and the others at `graceful_timeout`, all of them left `running` (the session refused
@@ -9,14 +10,17 @@ new turns until the stale limit), their ledger rows `pending`, their clients cut
 
 import os
 import signal
+import subprocess
 import threading
+import time
 
 import httpx
 import pytest
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from pantheon.testing.servers import AppServer, postgres_url
+from pantheon.testing.processes import ROOT
+from pantheon.testing.servers import AppServer, free_port, make_run_command, postgres_url
 from pantheon.testing.sse import events
 from sessions_app.models import IdempotencyKey, Turn
 from sessions_app.tests.conftest import point_at_stub, wait_for
@@ -124,3 +128,104 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
     log = (tmp_path / "server.log").read_text()
     assert "SIGKILL" not in log, log
     assert '"level": "ERROR"' not in log and "[ERROR]" not in log, log
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_make_runs_server_drains_its_turns_as_production_does(
+    owner, make_agent, make_session, stub, tmp_path, stop
+):
+    """`make run`'s server (uvicorn alone, `pantheon.serve`), stopped as a terminal stops it
+    (the signal to its process group) with turns in flight: it drains as a production worker
+    does. Before, a turn whose client had hung up was dropped at once (left `running` on
+    SIGTERM, ended `interrupted` at once on Ctrl-C, however close to its answer), and a turn
+    whose client waited held the server until it ended, however long."""
+    point_at_stub(stub, "slow-60000", "qwen")  # outlasts the graceful timeout
+    point_at_stub(stub, "slow-2000", "llama")  # ends within it
+    slow = make_agent(owner, "slow", model_alias="qwen")
+    quick = make_agent(owner, "quick", model_alias="llama")
+    sessions = {
+        "plain": make_session(owner, agent=slow),
+        "quick": make_session(owner, agent=quick),
+        "hung_up": make_session(owner, agent=quick),
+    }
+    headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+        "DATABASE_URL": postgres_url(connection.settings_dict),
+        "PANTHEON_LLM_BACKEND": "live",
+        "STUB_API_KEY": "stub-key",
+        "LOG_LEVEL": "WARNING",
+    }
+    # `exec env`: the process waited for is the server, not a shell around it.
+    command = f"exec env {make_run_command(port)} --graceful-timeout {GRACEFUL_TIMEOUT}"
+    with open(tmp_path / "server.log", "ab") as output:
+        process = subprocess.Popen(
+            ["sh", "-c", command],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=output,
+            stderr=output,
+        )
+    outcome: dict = {}
+
+    def post(name: str, timeout: float = 60) -> None:
+        try:
+            outcome[name] = httpx.post(
+                f"{base}/api/v1/sessions/{sessions[name].pk}/turns",
+                json={"message": "go"},
+                headers=headers,
+                timeout=timeout,
+            )
+        except httpx.HTTPError as exc:
+            outcome[name] = exc
+
+    clients = [
+        threading.Thread(target=post, args=("plain",)),
+        threading.Thread(target=post, args=("quick",)),
+        # Hangs up after a second; its turn runs on, detached from any request.
+        threading.Thread(target=post, args=("hung_up", 1)),
+    ]
+    try:
+        wait_for(lambda: _healthy(base), "make run's server to start")
+        for client in clients:
+            client.start()
+        wait_for(lambda: stub.requests == 3)  # every turn is waiting on its provider
+        wait_for(lambda: "hung_up" in outcome)
+        stopped_at = time.monotonic()
+        os.killpg(process.pid, stop)
+        process.wait(GRACEFUL_TIMEOUT + 10)
+        stopping_took = time.monotonic() - stopped_at
+        for client in clients:
+            client.join(30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+    # Ended within the graceful timeout: as if nothing happened.
+    assert outcome["quick"].status_code == 201, outcome["quick"].text
+    assert outcome["quick"].json()["status"] == "completed"
+    assert isinstance(outcome["hung_up"], httpx.TimeoutException)
+    assert Turn.objects.get(session=sessions["hung_up"]).status == "completed"
+    # Outlasting it: ended `interrupted`, its client told so, and the server gone in time.
+    assert outcome["plain"].status_code == 503, outcome["plain"].text
+    assert outcome["plain"].json()["detail"]["code"] == "turn_interrupted"
+    turn = Turn.objects.get(session=sessions["plain"])
+    assert (turn.status, turn.failure_code) == ("interrupted", "turn_interrupted")
+    assert [row.status for row in LlmCallEvent.objects.filter(turn=turn)] == ["lost"]
+    assert stopping_took < GRACEFUL_TIMEOUT + 2
+    assert not Turn.objects.filter(status="running").exists()
+    assert not LlmCallEvent.objects.filter(status="pending").exists()
+    log = (tmp_path / "server.log").read_text()
+    assert '"level": "ERROR"' not in log and "Traceback" not in log, log
