@@ -7,8 +7,9 @@ the length sent. `ModelSerializer` here maps model text columns to `StrictCharFi
 
 A trimmed text with nothing to see is blank: a name of zero-width spaces, a BOM, tag characters
 or the braille blank is refused as `"   "` is, not stored as a name no list can show. Nor may
-a text open with a bidi override, embedding or isolate, which would make what follows read in
-another order (in the console too).
+a name (`is_name`: a room's, an agent's, a session's title) open with a bidi override,
+embedding or isolate, which would make what follows read in another order (in the console
+too); a message, a goal or a role prompt may, as a right-to-left writer's text may need to.
 """
 
 import functools
@@ -103,8 +104,8 @@ class StrictCharField(serializers.CharField):
     """A string, as the schema says. Trimmed (unless `trim_whitespace=False`), a text with nothing
     to see is blank: "\\u200b" or "\\u3000\\ufeff" is refused where "   " is (400 "This field may
     not be blank."), or is "" where blank is allowed; trimming takes zero-width characters off
-    the ends as it does whitespace. A text opening with a bidi override, embedding or isolate
-    (U+202E "\\u202egnp.exe" reads "exe.png") is refused, code `bidi_control`."""
+    the ends as it does whitespace. A name (`is_name`) opening with a bidi override, embedding
+    or isolate (U+202E "\\u202egnp.exe" reads "exe.png") is refused, code `bidi_control`."""
 
     default_error_messages = {
         "invalid": "Must be a string.",
@@ -114,6 +115,10 @@ class StrictCharField(serializers.CharField):
         ),
     }
 
+    def __init__(self, *, is_name: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.is_name = is_name
+
     def run_validation(self, data=serializers.empty):
         if isinstance(data, str):
             # The schema's maxLength is the length sent: checked before trimming, so a text
@@ -122,7 +127,7 @@ class StrictCharField(serializers.CharField):
                 self.fail("max_length", max_length=self.max_length)
             if self.trim_whitespace:
                 data = "" if blank(data) else data.strip(_EDGES)
-                if opens_with_bidi_control(data):
+                if self.is_name and opens_with_bidi_control(data):
                     self.fail("bidi_control")
         return super().run_validation(data)
 
@@ -166,18 +171,19 @@ def _invisible_characters() -> frozenset[str]:
 
 
 @functools.cache
-def text_pattern(*, allow_blank: bool) -> str:
+def text_pattern(*, allow_blank: bool, is_name: bool) -> str:
     """A JSON Schema pattern for what a trimmed text must be, by the server's measure (`blank`,
     `opens_with_bidi_control`): a visible character, with no bidi override, embedding or
-    isolate among the invisible ones before it; or, where blank is allowed, at least one
-    invisible character and nothing else. `\\S` called "\\u001e" (which str.strip() trims) and
-    "\\u200b" valid."""
+    isolate among the invisible ones before it if it is a name; or, where blank is allowed, at
+    least one invisible character and nothing else. `\\S` called "\\u001e" (which str.strip()
+    trims) and "\\u200b" valid."""
     hidden = _invisible_characters()
     visible = _pattern_class(hidden, negated=True)
     # `(?:...+)?`, not `...*`: schemathesis folds a maxLength into a pattern shaped `^x*y`, and
     # writes the tag characters of the class it copies as `\\U000e0001`, Python's escape, which
     # its own ECMAScript check then refuses (no test case for the operation).
-    lead = f"(?:{_pattern_class(hidden - _BIDI_CONTROLS)}+)?{visible}"
+    leading = hidden - _BIDI_CONTROLS if is_name else hidden
+    lead = f"(?:{_pattern_class(leading)}+)?{visible}"
     # Where blank is allowed, spectacular offers "" on its own (`oneOf` this or `maxLength: 0`):
     # the pattern must not match it too.
     return f"^(?:{_pattern_class(hidden)}+$|{lead})" if allow_blank else f"^{lead}"
@@ -185,7 +191,7 @@ def text_pattern(*, allow_blank: bool) -> str:
 
 class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
     """A request's trimmed text must hold a visible character unless it may be blank: `"   "`
-    or `"\\u200b"` meets `minLength: 1` and is refused (400 "may not be blank"); and none may
+    or `"\\u200b"` meets `minLength: 1` and is refused (400 "may not be blank"); and no name may
     open with a bidi override. The schema says so with a `pattern` (`text_pattern`). A field
     with a RegexValidator keeps that pattern, which spectacular adds after this."""
 
@@ -197,10 +203,11 @@ class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
         if (
             direction == "request"
             and field.trim_whitespace
+            and (field.is_name or not field.allow_blank)  # else any text will do
             and "pattern" not in schema
             and not any(isinstance(v, RegexValidator) for v in field.validators)
         ):
-            schema["pattern"] = text_pattern(allow_blank=field.allow_blank)
+            schema["pattern"] = text_pattern(allow_blank=field.allow_blank, is_name=field.is_name)
         return schema
 
 

@@ -30,7 +30,10 @@ class AgentSerializer(ModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at"]
         # The role prompt goes to the provider with every call: bounded (names are bounded by
         # their columns).
-        extra_kwargs = {"role_prompt": {"max_length": settings.PANTHEON_MAX_ROLE_PROMPT_CHARS}}
+        extra_kwargs = {
+            "name": {"is_name": True},
+            "role_prompt": {"max_length": settings.PANTHEON_MAX_ROLE_PROMPT_CHARS},
+        }
         # Uniqueness per owner is checked by the service, which knows the owner.
         validators = []
 
@@ -63,7 +66,10 @@ class RoomSerializer(ModelSerializer):
         fields = [*ROOM_FIELDS, "mode", "agent_ids", "created_at", "updated_at"]
         read_only_fields = ["id", "current_mode", "pending_mode", "created_at", "updated_at"]
         # The goal goes to the provider with every call of the room's agents: bounded.
-        extra_kwargs = {"goal": {"max_length": settings.PANTHEON_MAX_ROOM_GOAL_CHARS}}
+        extra_kwargs = {
+            "name": {"is_name": True},
+            "goal": {"max_length": settings.PANTHEON_MAX_ROOM_GOAL_CHARS},
+        }
 
 
 class RoomUpdateSerializer(ModelSerializer):

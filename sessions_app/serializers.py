@@ -67,7 +67,9 @@ class SessionFilterSerializer(serializers.Serializer):
 
 
 class SessionCreateSerializer(serializers.Serializer):
-    title = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    title = StrictCharField(
+        max_length=200, required=False, allow_blank=True, default="", is_name=True
+    )
 
 
 # What a message says inside its turn's body; the timeline adds which turn and when.

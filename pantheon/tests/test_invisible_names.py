@@ -118,6 +118,27 @@ def test_a_name_opening_with_a_bidi_override_is_refused(
     assert not Session.objects.exists()
 
 
+def test_a_message_goal_or_role_prompt_may_open_with_a_bidi_control(
+    owner_client, owner, make_agent, make_room, make_session, fake_gateway
+):
+    """Only names are held to it: a right-to-left writer's text may open with an embedding."""
+    text = "\u202b\u05e9\u05dc\u05d5\u05dd\u202c"  # RLE, "shalom", PDF
+    bo = make_agent(owner, "bo")
+    session = make_session(owner, agent=bo)
+
+    room = owner_client.patch(
+        f"/api/v1/rooms/{make_room(owner, [bo]).pk}", {"goal": text}, format="json"
+    )
+    agent = owner_client.patch(f"/api/v1/agents/{bo.pk}", {"role_prompt": text}, format="json")
+    turn = owner_client.post(
+        f"/api/v1/sessions/{session.pk}/turns", {"message": text}, format="json"
+    )
+
+    assert (room.status_code, room.json()["goal"]) == (200, text)
+    assert (agent.status_code, agent.json()["role_prompt"]) == (200, text)
+    assert (turn.status_code, turn.json()["user_input"]) == (201, text)
+
+
 def test_the_bidi_refusal_has_a_code_of_its_own():
     from rest_framework import serializers
 

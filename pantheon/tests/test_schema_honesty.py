@@ -146,13 +146,18 @@ def test_request_bodies_name_the_enabled_model_aliases(schema):
 
 def test_text_bounds_are_published(schema, settings):
     schemas = schema["components"]["schemas"]
-    # A text that may be blank is its pattern's text or "" (spectacular's `oneOf`).
-    role_prompt, empty = schemas["AgentRequest"]["properties"]["role_prompt"]["oneOf"]
-    goal, _ = schemas["RoomRequest"]["properties"]["goal"]["oneOf"]
 
+    assert (
+        schemas["AgentRequest"]["properties"]["role_prompt"]["maxLength"]
+        == settings.PANTHEON_MAX_ROLE_PROMPT_CHARS
+    )
+    assert (
+        schemas["RoomRequest"]["properties"]["goal"]["maxLength"]
+        == settings.PANTHEON_MAX_ROOM_GOAL_CHARS
+    )
+    # A title, a name that may be blank, is its pattern's text or "" (spectacular's `oneOf`).
+    _, empty = schemas["SessionCreateRequest"]["properties"]["title"]["oneOf"]
     assert empty == {"type": "string", "maxLength": 0}
-    assert role_prompt["maxLength"] == settings.PANTHEON_MAX_ROLE_PROMPT_CHARS
-    assert goal["maxLength"] == settings.PANTHEON_MAX_ROOM_GOAL_CHARS
     assert (
         schemas["TurnCreateRequest"]["properties"]["message"]["maxLength"]
         == settings.PANTHEON_MAX_MESSAGE_CHARS
@@ -187,8 +192,9 @@ def test_texts_that_may_not_be_blank_say_so(schema, owner_client, live_paths, bo
     assert not re.search(described["pattern"], "\U000e0067\U000e0062\U000e007f\u2800")
     assert re.search(described["pattern"], england)
     assert re.search(described["pattern"], "\U00020000")
-    # A bidi override before the first visible character is refused, one after it is not.
-    assert not re.search(described["pattern"], "\u200b\u202egnp.exe")
+    # A bidi override before a name's first visible character is refused, one after it is
+    # not; a message may open with one.
+    assert bool(re.search(described["pattern"], "\u200b\u202egnp.exe")) == (field == "message")
     assert re.search(described["pattern"], "a\u202egnp.exe")
     # Escapes only in the BMP; only the characters beyond it are written as themselves.
     assert all(ord(c) < 0x80 or ord(c) >= 0x10000 for c in described["pattern"])
@@ -210,9 +216,9 @@ def test_texts_that_may_not_be_blank_say_so(schema, owner_client, live_paths, bo
     [("SessionCreateRequest", "title"), ("RoomRequest", "goal"), ("AgentRequest", "role_prompt")],
 )
 def test_texts_that_may_be_blank_say_what_they_refuse(schema, body, field):
-    """A title, a goal or a role prompt may be blank (stored ""), not open with a bidi override.
-    spectacular offers "" on its own beside the pattern (`oneOf`): exactly one of them takes
-    each text."""
+    """A title, a goal or a role prompt may be blank (stored ""); a title, a name, may not
+    open with a bidi override, and a goal or a role prompt may. spectacular offers "" on its
+    own beside a pattern (`oneOf`): exactly one of them takes each text."""
     described = schema["components"]["schemas"][body]["properties"][field]
     validator = Draft202012Validator(described)
     england = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
@@ -220,7 +226,7 @@ def test_texts_that_may_be_blank_say_what_they_refuse(schema, body, field):
     for text in ["", " \u200b", "\U000e0067\U000e007f", "\u2800", "Kickoff", england, "\u05e9"]:
         assert validator.is_valid(text), repr(text)
     for text in ["\u202eKickoff", " \u2067\u05e9\u2069"]:
-        assert not validator.is_valid(text), repr(text)
+        assert validator.is_valid(text) == (field != "title"), repr(text)
 
 
 # --- OPTIONS agrees with the schema ------------------------------------------------------------
