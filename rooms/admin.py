@@ -188,11 +188,61 @@ class SeatForm(forms.ModelForm):
         return cleaned
 
 
+def locked_seats(room: Room) -> list[RoomAgent]:
+    """The room's seats in the database, in order, the room's row locked for the rest of the
+    transaction: a seat saved elsewhere meanwhile (its own page, the API's roster, which lock
+    the room too) waits for this one's numbers, instead of taking one of them (a 500 on the
+    unique seats)."""
+    Room.objects.select_for_update().filter(pk=room.pk).exists()
+    return list(RoomAgent.objects.filter(room=room).select_related("agent").order_by("position"))
+
+
+def numbered(
+    order: list[RoomAgent], placed: list[tuple[RoomAgent, int]], saved: list[RoomAgent]
+) -> list[RoomAgent]:
+    """Number seats 0, 1, 2... as the API seats a roster: `order` in its order, with each of
+    `placed` put at its place in it (past the end is the end). Returns those of `saved` (seats
+    as read from the database) whose number changes: they are to be saved too."""
+    order = list(order)
+    for seat, place in sorted(placed, key=lambda item: item[1]):
+        order.insert(min(place, len(order)), seat)
+    before = {seat.pk: seat.position for seat in saved}
+    for index, seat in enumerate(order):
+        seat.position = index
+    return [seat for seat in saved if seat.position != before[seat.pk]]
+
+
+def seats_saved(seats: list[RoomAgent], *, moved: list[RoomAgent], leaving=()) -> None:
+    """Save `seats` (new or changed) and the `moved` ones, and delete the `leaving` ones. Seats
+    saved one by one collided when two traded places or agents (a 500 on the unique seats): as
+    the API's roster clears the seats before it seats the new ones, the seats already saved
+    that change or go leave first; the changed ones come back under their ids, so logs and
+    links still name them."""
+    changed = [*moved, *(seat for seat in seats if seat.pk is not None and seat not in moved)]
+    RoomAgent.objects.filter(pk__in=[seat.pk for seat in [*leaving, *changed]]).delete()
+    for seat in [*changed, *(seat for seat in seats if seat.pk is None)]:
+        seat.save(force_insert=True)
+
+
+def _stale(why: str) -> forms.ValidationError:
+    return forms.ValidationError(
+        "%(why)s since this page was opened: nothing was saved. Reload the page to see the "
+        "room's seats as they are now.",
+        code="stale",
+        params={"why": why},
+    )
+
+
 class SeatFormSet(BaseInlineFormSet):
     """The room page's seats, numbered as the API seats a roster (`PUT rooms/{id}/agents`):
     0, 1, 2... in order, the order being the positions typed (5, 9, 2 are kept as 1, 2, 0; a
     seat that goes closes its gap). Each seat whose number changes is saved and logged with
-    the number it gets ("Position: 0 → 1"), whether typed or moved up by another's."""
+    the number it gets ("Position: 0 → 1"), whether typed or moved up by another's.
+
+    A seat added to the room elsewhere while the page was open (on its own page) keeps its
+    place among the page's seats and is numbered with them. The page is refused, with nothing
+    saved, when it cannot be saved as typed: one of its seats is gone (the API seated a new
+    roster), or it seats an agent seated meanwhile."""
 
     def clean(self):
         super().clean()  # two seats typed at one position are refused first
@@ -204,8 +254,23 @@ class SeatFormSet(BaseInlineFormSet):
             if not self._should_delete_form(form) and (form.instance.pk or form.has_changed())
         ]
         staying.sort(key=lambda form: form.cleaned_data["position"])
-        for index, form in enumerate(staying):
-            form.cleaned_data["position"] = form.instance.position = index
+        shown = {form.instance.pk for form in self.forms if form.instance.pk}
+        saved = [] if self.instance._state.adding else locked_seats(self.instance)
+        if shown - {seat.pk for seat in saved}:
+            raise _stale("A seat this page shows was removed from the room")
+        others = [seat for seat in saved if seat.pk not in shown]
+        seated = {seat.agent_id: seat.agent for seat in others}
+        for form in staying:
+            if form.cleaned_data["agent"].pk in seated:
+                agent = seated[form.cleaned_data["agent"].pk]
+                raise _stale(f"{agent} was seated in this room")
+        self.others_moved = numbered(
+            [form.instance for form in staying],
+            [(seat, seat.position) for seat in others],
+            saved=others,
+        )
+        for form in staying:
+            index = form.cleaned_data["position"] = form.instance.position
             if form.instance.pk is None:
                 continue  # a new seat is saved and logged as added anyway
             changed = form.changed_data  # Django's list: saving and the log both read it
@@ -291,16 +356,9 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
     def save_formset(self, request, form, formset, change):
         if formset.model is not RoomAgent:
             return super().save_formset(request, form, formset, change)
-        # Seats saved one by one collided when two traded places or agents (a 500 on the unique
-        # seats). As the API's PUT rooms/{id}/agents clears the seats before it seats the new
-        # roster, the seats that move or go leave first, in the page's transaction; the moved
-        # ones come back under their ids, so the log and links still name them.
         seats = formset.save(commit=False)
-        moved = [seat for seat, _ in formset.changed_objects]
-        leaving = [seat.pk for seat in [*formset.deleted_objects, *moved]]
-        RoomAgent.objects.filter(pk__in=leaving).delete()
-        for seat in seats:
-            seat.save(force_insert=seat in moved)
+        moved = [*(seat for seat, _ in formset.changed_objects), *formset.others_moved]
+        seats_saved(seats, moved=moved, leaving=formset.deleted_objects)
         formset.save_m2m()
         return None
 

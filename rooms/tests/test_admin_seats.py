@@ -2,6 +2,7 @@
 (`PUT rooms/{id}/agents` answers 400 "Unknown agent" for anyone else's)."""
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -10,6 +11,8 @@ from pantheon.testing.admin import client_for
 from rooms.models import Room, RoomAgent
 
 pytestmark = pytest.mark.django_db
+
+User = get_user_model()
 
 
 def room_form(room, seats, *, owner=None, initial=0) -> dict:
@@ -285,3 +288,84 @@ def test_two_seats_typed_at_one_position_are_refused(room, owner, make_agent, st
 def seats_now(room) -> list[tuple[str, int]]:
     seats = room.seats.order_by("position").values_list("agent__agent_key", "position")
     return list(seats)
+
+
+# --- the room page saved after its seats changed elsewhere --------------------------------------
+
+
+def add_seat(room, agent, position) -> None:
+    """A seat added on the seat's own page, by another operator, while the room page is open."""
+    other = User.objects.create_user("other-operator", is_staff=True, is_superuser=True)
+    form = {"room": room.pk, "agent": agent.pk, "position": position}
+    response = client_for(other).post(reverse("admin:rooms_roomagent_add"), form)
+    assert response.status_code == 302
+
+
+def test_a_seat_added_elsewhere_is_numbered_in_when_the_room_page_is_saved(
+    room, owner, make_agent, staff
+):
+    """The room page renumbered only the seats it showed: its new seat took the number of the one
+    seated meanwhile on the seat's own page (a 500 on room_position_unique)."""
+    ada_seat = RoomAgent.objects.get(room=room)
+    linus_seat = RoomAgent.objects.create(room=room, agent=make_agent(owner, "linus"), position=1)
+    opened = [(ada_seat.agent, 0, ada_seat.pk), (linus_seat.agent, 1, linus_seat.pk)]
+    add_seat(room, make_agent(owner, "bo"), 2)
+
+    form = room_form(room, [*opened, (make_agent(owner, "cy"), 9, None)], initial=2)
+    response = client_for(staff).post(change(room), form)
+
+    assert response.status_code == 302
+    assert seats_now(room) == [("ada", 0), ("linus", 1), ("bo", 2), ("cy", 3)]
+
+
+def test_a_seat_seated_elsewhere_and_gone_from_the_page_closes_the_gap(
+    room, owner, make_agent, staff
+):
+    ada_seat = RoomAgent.objects.get(room=room)
+    linus_seat = RoomAgent.objects.create(room=room, agent=make_agent(owner, "linus"), position=1)
+    opened = [(ada_seat.agent, 0, ada_seat.pk), (linus_seat.agent, 1, linus_seat.pk)]
+    add_seat(room, make_agent(owner, "bo"), 2)
+
+    response = client_for(staff).post(
+        change(room), room_form(room, opened, initial=2) | {"seats-0-DELETE": "on"}
+    )
+
+    assert response.status_code == 302
+    assert seats_now(room) == [("linus", 0), ("bo", 1)]
+
+
+def test_an_agent_seated_elsewhere_meanwhile_is_not_seated_twice(room, owner, make_agent, staff):
+    """The page seats an agent another operator has just seated: said on the page, not a 500 on
+    room_agent_unique, and nothing of the page is saved."""
+    ada_seat = RoomAgent.objects.get(room=room)
+    bo = make_agent(owner, "bo")
+    add_seat(room, bo, 1)
+
+    form = room_form(room, [(ada_seat.agent, 5, ada_seat.pk), (bo, 0, None)], initial=1)
+    response = client_for(staff).post(change(room), form | {"name": "Renamed"})
+
+    assert response.status_code == 200
+    assert "seated in this room since this page was opened" in response.content.decode()
+    assert seats_now(room) == [("ada", 0), ("bo", 1)]
+    room.refresh_from_db()
+    assert room.name == "Research"
+
+
+def test_a_seat_the_api_replaced_meanwhile_is_said_on_the_page(
+    room, owner, make_agent, staff, owner_client
+):
+    """`PUT rooms/{id}/agents` seats a new roster (new seats): the page's seats are gone."""
+    ada_seat = RoomAgent.objects.get(room=room)
+    linus = make_agent(owner, "linus")
+    answer = owner_client.put(
+        f"/api/v1/rooms/{room.pk}/agents",
+        {"agent_ids": [str(linus.pk), str(ada_seat.agent.pk)]},
+        format="json",
+    )
+    assert answer.status_code == 200
+
+    form = room_form(room, [(ada_seat.agent, 0, ada_seat.pk)], initial=1)
+    response = client_for(staff).post(change(room), form)
+
+    assert response.status_code == 200
+    assert seats_now(room) == [("linus", 0), ("ada", 1)]
