@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 from django.forms.models import BaseInlineFormSet
 from rest_framework import serializers
 
@@ -188,13 +189,14 @@ class SeatForm(forms.ModelForm):
         return cleaned
 
 
-def locked_seats(room: Room) -> list[RoomAgent]:
+def locked_seats(room_id) -> list[RoomAgent]:
     """The room's seats in the database, in order, the room's row locked for the rest of the
     transaction: a seat saved elsewhere meanwhile (its own page, the API's roster, which lock
     the room too) waits for this one's numbers, instead of taking one of them (a 500 on the
     unique seats)."""
-    Room.objects.select_for_update().filter(pk=room.pk).exists()
-    return list(RoomAgent.objects.filter(room=room).select_related("agent").order_by("position"))
+    Room.objects.select_for_update().filter(pk=room_id).exists()
+    seats = RoomAgent.objects.filter(room_id=room_id).select_related("agent")
+    return list(seats.order_by("position"))
 
 
 def numbered(
@@ -255,7 +257,7 @@ class SeatFormSet(BaseInlineFormSet):
         ]
         staying.sort(key=lambda form: form.cleaned_data["position"])
         shown = {form.instance.pk for form in self.forms if form.instance.pk}
-        saved = [] if self.instance._state.adding else locked_seats(self.instance)
+        saved = [] if self.instance._state.adding else locked_seats(self.instance.pk)
         if shown - {seat.pk for seat in saved}:
             raise _stale("A seat this page shows was removed from the room")
         others = [seat for seat in saved if seat.pk not in shown]
@@ -363,9 +365,22 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
         return None
 
 
+class SeatPageForm(SeatForm):
+    """A seat on its own page, whose position is its place among the room's seats: typed at a
+    number another seat holds, it goes before that one (RoomAgentAdmin renumbers them)."""
+
+    def _get_validation_exclusions(self):
+        # Not checked against the seats saved (room_position_unique): the save renumbers.
+        return {*super()._get_validation_exclusions(), "position"}
+
+
 @admin.register(RoomAgent)
 class RoomAgentAdmin(admin.ModelAdmin):
-    form = SeatForm
+    """A seat on its own page. Its room's seats are numbered 0, 1, 2... after each save, as the
+    room page numbers them, the position typed saying where the seat goes (7 in a room of three
+    seats is the last, 3); a seat that leaves its room, moved or deleted, closes its gap."""
+
+    form = SeatPageForm
     list_display = ["room", "position", "agent"]
     list_select_related = ["room", "agent"]
     search_fields = ["room__name", "agent__agent_key"]
@@ -376,3 +391,28 @@ class RoomAgentAdmin(admin.ModelAdmin):
     # agent's delete takes its seats with it, as the API's does.
     def has_change_permission(self, request, obj=None):
         return not (obj and deleted(obj.room)) and super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        others = [seat for seat in locked_seats(obj.room_id) if seat.pk != obj.pk]
+        seats_saved([obj], moved=numbered(others, [(obj, obj.position)], saved=others))
+        form.cleaned_data["position"] = obj.position
+        left = form.initial.get("room") if change else None
+        if left is not None and left != obj.room_id:
+            self._close_gap(left)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        self._close_gap(obj.room_id)
+
+    @transaction.atomic  # the list's delete action runs outside the page's transaction
+    def delete_queryset(self, request, queryset):
+        rooms = set(queryset.values_list("room_id", flat=True))
+        super().delete_queryset(request, queryset)
+        for room_id in sorted(rooms):
+            self._close_gap(room_id)
+
+    def _close_gap(self, room_id) -> None:
+        if Room.objects.filter(pk=room_id, deleted_at__isnull=False).exists():
+            return  # a deleted room's seats stay as they were
+        seats = locked_seats(room_id)
+        seats_saved([], moved=numbered(seats, [], saved=seats))

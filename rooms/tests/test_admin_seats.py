@@ -369,3 +369,86 @@ def test_a_seat_the_api_replaced_meanwhile_is_said_on_the_page(
 
     assert response.status_code == 200
     assert seats_now(room) == [("linus", 0), ("ada", 1)]
+
+
+# --- the seat's own page numbers the room's seats as the room page does -------------------------
+
+
+@pytest.fixture
+def three_seats(room, owner, make_agent):
+    """Research seats ada, linus and bo at 0, 1, 2."""
+    for position, key in enumerate(["linus", "bo"], start=1):
+        RoomAgent.objects.create(room=room, agent=make_agent(owner, key), position=position)
+    return room
+
+
+def seat_page(seat=None) -> str:
+    if seat is None:
+        return reverse("admin:rooms_roomagent_add")
+    return reverse("admin:rooms_roomagent_change", args=[seat.pk])
+
+
+@pytest.mark.parametrize(
+    ("typed", "seated"),
+    [
+        (7, [("ada", 0), ("linus", 1), ("bo", 2), ("cy", 3)]),
+        (1, [("ada", 0), ("cy", 1), ("linus", 2), ("bo", 3)]),
+        (0, [("cy", 0), ("ada", 1), ("linus", 2), ("bo", 3)]),
+    ],
+)
+def test_a_seat_added_on_its_own_page_takes_its_place_in_the_rooms_numbers(
+    three_seats, owner, make_agent, staff, owner_client, typed, seated
+):
+    """Its position was kept as typed (7 in a room of three seats), or refused as taken (1),
+    where the room page numbers its seats 0, 1, 2... in order: the typed one says where."""
+    form = {"room": three_seats.pk, "agent": make_agent(owner, "cy").pk, "position": typed}
+
+    response = client_for(staff).post(seat_page(), form)
+
+    assert response.status_code == 302
+    assert seats_now(three_seats) == seated
+    api = owner_client.get(f"/api/v1/rooms/{three_seats.pk}").json()["agents"]
+    assert [(seat["agent_key"], seat["position"]) for seat in api] == seated
+
+
+@pytest.mark.parametrize(
+    ("typed", "seated"),
+    [(2, ["linus", "bo", "ada"]), (9, ["linus", "bo", "ada"]), (1, ["linus", "ada", "bo"])],
+)
+def test_a_seat_moved_on_its_own_page_takes_the_place_typed(three_seats, staff, typed, seated):
+    ada_seat = RoomAgent.objects.get(room=three_seats, agent__agent_key="ada")
+    form = {"room": three_seats.pk, "agent": ada_seat.agent.pk, "position": typed}
+
+    response = client_for(staff).post(seat_page(ada_seat), form)
+
+    assert response.status_code == 302
+    assert seats_now(three_seats) == [(key, index) for index, key in enumerate(seated)]
+    assert RoomAgent.objects.get(pk=ada_seat.pk).agent.agent_key == "ada"  # the same seat
+
+
+def test_a_seat_moved_to_another_room_or_deleted_closes_its_gap(
+    three_seats, owner, make_room, make_agent, staff
+):
+    other = make_room(owner, [make_agent(owner, "di")], name="Other")
+    linus_seat = RoomAgent.objects.get(room=three_seats, agent__agent_key="linus")
+    client = client_for(staff)
+
+    form = {"room": other.pk, "agent": linus_seat.agent.pk, "position": 0}
+    assert client.post(seat_page(linus_seat), form).status_code == 302
+
+    assert seats_now(three_seats) == [("ada", 0), ("bo", 1)]
+    assert seats_now(other) == [("linus", 0), ("di", 1)]
+
+    ada_seat = RoomAgent.objects.get(room=three_seats, agent__agent_key="ada")
+    delete = reverse("admin:rooms_roomagent_delete", args=[ada_seat.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 302
+
+    assert seats_now(three_seats) == [("bo", 0)]
+
+    # The list's delete action too.
+    di_seat = RoomAgent.objects.get(room=other, agent__agent_key="di")
+    action = {"action": "delete_selected", "_selected_action": [linus_seat.pk], "post": "yes"}
+    assert client.post(reverse("admin:rooms_roomagent_changelist"), action).status_code == 302
+
+    assert seats_now(other) == [("di", 0)]
+    assert RoomAgent.objects.get(pk=di_seat.pk).position == 0
