@@ -42,6 +42,13 @@ def _in_a_deleted_room(session: Session | None) -> bool:
     return session is not None and session.room_id is not None and deleted(session.room)
 
 
+def _deleted_moment(session: Session) -> str:
+    """When the session was deleted, or its room ("… (its room)"): the API serves neither."""
+    if session.deleted_at is None and _in_a_deleted_room(session):
+        return f"{moment(session.room.deleted_at)} (its room)"
+    return moment(session.deleted_at)
+
+
 class SessionDeletedFilter(DeletedFilter):
     """A session in a deleted room is deleted too, as for the API (404, no more turns) and its
     own page ("Its room was deleted on ..."): "not deleted" lists the sessions the API serves
@@ -49,6 +56,18 @@ class SessionDeletedFilter(DeletedFilter):
 
     def get_lookup_condition(self):
         return SessionQuerySet.ALIVE
+
+
+class TurnSessionDeletedFilter(DeletedFilter):
+    """A turn's session deleted or not, as the sessions list's "deleted" filter says it (a
+    session in a deleted room is deleted)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "session deleted"
+
+    def get_lookup_condition(self):
+        return SessionQuerySet.alive_through("session")
 
 
 class SessionForm(CheckedAsTheApi):
@@ -89,9 +108,7 @@ class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
 
     @admin.display(description="deleted (UTC)", ordering="deleted_at")
     def deleted(self, session: Session) -> str:
-        if session.deleted_at is None and _in_a_deleted_room(session):
-            return f"{moment(session.room.deleted_at)} (its room)"
-        return moment(session.deleted_at)
+        return _deleted_moment(session)
 
     def has_add_permission(self, request):
         # Users open sessions through the API (POST sessions); no operator workflow adds one.
@@ -193,6 +210,7 @@ class TurnAdmin(RecordAdmin):
         "status_badge",
         "calls",
         "credits_used",
+        "session_deleted",
     ]
     list_display_links = ["created"]
     list_filter = [
@@ -200,6 +218,7 @@ class TurnAdmin(RecordAdmin):
         "failure_code",
         "mode",
         username_filter("session__started_by"),
+        ("session__deleted_at", TurnSessionDeletedFilter),
         "created_at",
     ]
     search_fields = ["id", "session__id", "session__started_by__username", "session__room__name"]
@@ -259,6 +278,11 @@ class TurnAdmin(RecordAdmin):
         if session.room_id:
             return session.room.name
         return f"@{session.agent.agent_key}" if session.agent_id else "(deleted agent)"
+
+    # Not sortable: sorting every turn by its session's row would read the whole ledger.
+    @admin.display(description="session deleted (UTC)")
+    def session_deleted(self, turn: Turn) -> str:
+        return _deleted_moment(turn.session)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, turn: Turn) -> str:

@@ -29,6 +29,19 @@ class SessionQuerySet(models.QuerySet):
     def alive(self) -> SessionQuerySet:
         return self.filter(self.ALIVE)
 
+    @classmethod
+    def alive_through(cls, path: str) -> Q:
+        """ALIVE for rows reached through the relation `path` (a turn's "session")."""
+
+        def through(q: Q) -> Q:
+            children = [
+                through(child) if isinstance(child, Q) else (f"{path}__{child[0]}", child[1])
+                for child in q.children
+            ]
+            return Q(*children, _connector=q.connector, _negated=q.negated)
+
+        return through(cls.ALIVE)
+
 
 class Session(models.Model):
     """A conversation, either in a room or directly with one agent."""

@@ -694,6 +694,63 @@ def test_a_session_in_a_deleted_room_is_filtered_as_deleted(staff, chat, owner, 
     assert "2026-12-03 10:00:05 (its room)" in page and "2026-12-02 09:00:00<" in page
 
 
+def test_the_turn_list_says_whose_session_or_room_was_deleted(
+    staff, chat, owner, make_agent, make_session
+):
+    """The sessions list said a session in a deleted room was deleted ("… (its room)") and
+    filtered it so; the turns list showed its turns as any others'."""
+    in_room = chat["rows"][Turn]
+    dropped = make_session(owner, agent=make_agent(owner, "bo"), title="Dropped")
+    direct = make_session(owner, agent=Agent.objects.get(agent_key="ada"), title="Direct")
+    for session in (dropped, direct):
+        Turn.objects.create(session=session, turn_index=1, mode="direct", status="completed")
+    _stamp(Session, dropped.pk, deleted_at=datetime(2026, 12, 2, 9, 0, tzinfo=UTC))
+    _stamp(Room, chat["room"].pk, deleted_at=datetime(2026, 12, 3, 10, 0, 5, tzinfo=UTC))
+    client = client_for(staff)
+
+    def listed(**query) -> set:
+        response = client.get(url(Turn, "changelist"), query)
+        assert response.status_code == 200
+        return {turn.session.title or "In the room" for turn in response.context["cl"].result_list}
+
+    page = client.get(url(Turn, "changelist")).content.decode()
+
+    assert "column-session_deleted" in page and "Session deleted (UTC)" in page
+    assert "2026-12-03 10:00:05 (its room)" in page and "2026-12-02 09:00:00<" in page
+    assert listed() == {"In the room", "Dropped", "Direct"}
+    assert listed(session__deleted_at__isempty="1") == {"Direct"}
+    assert listed(session__deleted_at__isempty="0") == {"In the room", "Dropped"}
+    assert ">not deleted</a>" in page and "By session deleted" in page
+    assert in_room.session.room_id == chat["room"].pk
+
+
+def test_the_turn_list_reads_deleted_sessions_and_rooms_with_its_rows(
+    staff, owner, make_agent, make_room, make_session, assert_constant_queries
+):
+    agent = make_agent(owner, "ada")
+    client = client_for(staff)
+
+    def grow(new):
+        for index in new:
+            room = make_room(owner, [agent], name=f"Room {index}")
+            session = (
+                make_session(owner, room=room) if index % 2 else make_session(owner, agent=agent)
+            )
+            Turn.objects.create(session=session, turn_index=1, mode="manual", status="completed")
+            if index % 3 == 0:
+                _stamp(Room, room.pk, deleted_at=timezone.now())
+            elif index % 3 == 1:
+                _stamp(Session, session.pk, deleted_at=timezone.now())
+
+    client.get(url(Turn, "changelist"))  # the process's caches (content types) filled
+    with CaptureQueriesContext(connection) as empty:
+        client.get(url(Turn, "changelist"))
+    responses = assert_constant_queries(
+        lambda: client.get(url(Turn, "changelist")), grow=grow, expected=len(empty)
+    )
+    assert "(its room)" in responses[-1].content.decode()
+
+
 @pytest.mark.parametrize(
     "model",
     [*RECORDS, DailyUsageRollup, MonthlyUsage, IdempotencyKey, Session],
