@@ -248,6 +248,10 @@ class SeatFormSet(BaseInlineFormSet):
 
     def clean(self):
         super().clean()  # two seats typed at one position are refused first
+        if any(self.model._meta.pk.name in form.errors for form in self.forms):
+            # Django refuses a seat that is no longer the room's in its hidden id field, which
+            # the page does not show: "Please correct the error below" over no error.
+            raise _stale("A seat this page shows was removed from the room")
         if any(self.errors):
             return
         staying = [
@@ -367,7 +371,15 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
 
 class SeatPageForm(SeatForm):
     """A seat on its own page, whose position is its place among the room's seats: typed at a
-    number another seat holds, it goes before that one (RoomAgentAdmin renumbers them)."""
+    number another seat holds, it takes that number and the others move around it
+    (RoomAgentAdmin renumbers them)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["position"].help_text = (
+            "Its place among the room's seats, from 0 (a number past the last seat's is last): "
+            "the room's seats are numbered 0, 1, 2... in order when it is saved."
+        )
 
     def _get_validation_exclusions(self):
         # Not checked against the seats saved (room_position_unique): the save renumbers.
@@ -393,10 +405,15 @@ class RoomAgentAdmin(admin.ModelAdmin):
         return not (obj and deleted(obj.room)) and super().has_change_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
+        left = form.initial.get("room") if change else None
+        if left is not None and left != obj.room_id:
+            # Both rooms locked in one order: two seats moved across them both ways would wait
+            # for each other (a deadlock) if each save locked its own room first.
+            both = Room.objects.select_for_update().filter(pk__in=[left, obj.room_id])
+            list(both.order_by("pk").values_list("pk", flat=True))
         others = [seat for seat in locked_seats(obj.room_id) if seat.pk != obj.pk]
         seats_saved([obj], moved=numbered(others, [(obj, obj.position)], saved=others))
         form.cleaned_data["position"] = obj.position
-        left = form.initial.get("room") if change else None
         if left is not None and left != obj.room_id:
             self._close_gap(left)
 

@@ -368,6 +368,12 @@ def test_a_seat_the_api_replaced_meanwhile_is_said_on_the_page(
     response = client_for(staff).post(change(room), form)
 
     assert response.status_code == 200
+    # Django's own refusal sat in the seat's hidden id field: "Please correct the error below"
+    # over no error at all.
+    assert (
+        "A seat this page shows was removed from the room since this page was opened: nothing "
+        "was saved. Reload the page" in response.content.decode()
+    )
     assert seats_now(room) == [("linus", 0), ("ada", 1)]
 
 
@@ -402,8 +408,10 @@ def test_a_seat_added_on_its_own_page_takes_its_place_in_the_rooms_numbers(
     """Its position was kept as typed (7 in a room of three seats), or refused as taken (1),
     where the room page numbers its seats 0, 1, 2... in order: the typed one says where."""
     form = {"room": three_seats.pk, "agent": make_agent(owner, "cy").pk, "position": typed}
+    client = client_for(staff)
 
-    response = client_for(staff).post(seat_page(), form)
+    assert "numbered 0, 1, 2... in order" in client.get(seat_page()).content.decode()
+    response = client.post(seat_page(), form)
 
     assert response.status_code == 302
     assert seats_now(three_seats) == seated
