@@ -374,12 +374,11 @@ class SeatPageForm(SeatForm):
     number another seat holds, it takes that number and the others move around it
     (RoomAgentAdmin renumbers them)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["position"].help_text = (
-            "Its place among the room's seats, from 0 (a number past the last seat's is last): "
-            "the room's seats are numbered 0, 1, 2... in order when it is saved."
-        )
+    class Meta(SeatForm.Meta):
+        help_texts = {
+            "position": "Its place among the room's seats, from 0 (a number past the last "
+            "seat's is last): the room's seats are numbered 0, 1, 2... in order when it is saved."
+        }
 
     def _get_validation_exclusions(self):
         # Not checked against the seats saved (room_position_unique): the save renumbers.
