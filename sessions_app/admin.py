@@ -55,7 +55,7 @@ class SessionDeletedFilter(DeletedFilter):
     (`Session.objects.alive()`), "deleted" the others, whichever of the two was deleted."""
 
     def get_lookup_condition(self):
-        return SessionQuerySet.ALIVE
+        return SessionQuerySet.alive_q()
 
 
 class TurnSessionDeletedFilter(DeletedFilter):
@@ -67,7 +67,7 @@ class TurnSessionDeletedFilter(DeletedFilter):
         self.title = "session deleted"
 
     def get_lookup_condition(self):
-        return SessionQuerySet.alive_through("session")
+        return SessionQuerySet.alive_q(through="session__")
 
 
 class SessionForm(CheckedAsTheApi):

@@ -22,25 +22,17 @@ def short_id(value) -> str:
 
 
 class SessionQuerySet(models.QuerySet):
-    # Sessions not soft-deleted, in rooms not soft-deleted (or direct): a session goes with its
-    # room. The API serves these, and the console lists them as "not deleted".
-    ALIVE = Q(deleted_at__isnull=True, room__deleted_at__isnull=True)
+    @staticmethod
+    def alive_q(through: str = "") -> Q:
+        """Sessions not soft-deleted, in rooms not soft-deleted (or direct): a session goes with
+        its room. The API serves these, and the console lists them as "not deleted". `through`:
+        for rows reached through a relation to the session (a turn's "session__")."""
+        return Q(
+            **{f"{through}deleted_at__isnull": True, f"{through}room__deleted_at__isnull": True}
+        )
 
     def alive(self) -> SessionQuerySet:
-        return self.filter(self.ALIVE)
-
-    @classmethod
-    def alive_through(cls, path: str) -> Q:
-        """ALIVE for rows reached through the relation `path` (a turn's "session")."""
-
-        def through(q: Q) -> Q:
-            children = [
-                through(child) if isinstance(child, Q) else (f"{path}__{child[0]}", child[1])
-                for child in q.children
-            ]
-            return Q(*children, _connector=q.connector, _negated=q.negated)
-
-        return through(cls.ALIVE)
+        return self.filter(self.alive_q())
 
 
 class Session(models.Model):

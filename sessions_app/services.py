@@ -1,5 +1,6 @@
 """Session writes. The turn engine lives in `sessions_app.turns`."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -10,6 +11,7 @@ from django.utils import timezone
 from pantheon.exceptions import Gone
 from rooms.models import Agent, Room
 from sessions_app.models import Session, Turn, TurnFailure, TurnQuerySet, TurnStatus
+from usage.models import LlmCallEvent
 from usage.services import usage_calls_mark_lost
 
 
@@ -42,10 +44,12 @@ def turns_interrupt(
     turns: TurnQuerySet,
     status: TurnStatus = TurnStatus.INTERRUPTED,
     failure: TurnFailure = TurnFailure.INTERRUPTED,
+    heard: Iterable[LlmCallEvent] = (),
 ) -> Interrupted:
     """End these turns, if still running, as `interrupted` (or `failed`) with the totals of
     their stored ledger rows, and mark their calls in flight lost (the provider may have billed
-    them); `failure` is the code their replays end with. Finished steps and their rows are
+    them; those `heard`, with the usage it reported: `usage_calls_mark_lost`); `failure` is the
+    code their replays end with. Finished steps and their rows are
     never touched.
 
     The turns' row locks come first, before any ledger row's, as in a running step: a worker
@@ -55,7 +59,7 @@ def turns_interrupt(
         lost = 0
         if ids:
             Turn.objects.filter(pk__in=ids).end(status, failure=failure)
-            lost = usage_calls_mark_lost(turn_ids=ids)
+            lost = usage_calls_mark_lost(turn_ids=ids, heard=heard)
     return Interrupted(turn_ids=ids, lost_calls=lost)
 
 

@@ -846,8 +846,14 @@ class TurnRunner:
     def end(self, status: TurnStatus, failure: TurnFailure) -> bool:
         """`fail`'s work, which raises what the database raised. Returns whether this call
         ended the turn (False: it had ended already)."""
+        # The call just made, if its step was not stored: its row is still pending (the filter
+        # leaves a stored one be), and the usage the provider reported is known.
+        made = getattr(self, "_made", None)
         ended = turns_interrupt(
-            turns=Turn.objects.filter(pk=self._turn.pk), status=status, failure=failure
+            turns=Turn.objects.filter(pk=self._turn.pk),
+            status=status,
+            failure=failure,
+            heard=[made.opened] if made is not None else [],
         )
         # The turn has ended either way; its stream's last save waited for (`make`).
         TurnStream.objects.filter(turn=self._turn).delete()

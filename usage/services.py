@@ -156,12 +156,23 @@ def usage_call_complete(*, event: LlmCallEvent) -> Decimal | None:
     return usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)
 
 
-def usage_calls_mark_lost(*, turn_ids: Iterable) -> int:
+def usage_calls_mark_lost(*, turn_ids: Iterable, heard: Iterable[LlmCallEvent] = ()) -> int:
     """Mark the still-pending calls of these turns `lost`: started, never completed, in doubt
-    (the provider may have billed them). They keep their input estimate and cost no credits."""
-    return LlmCallEvent.objects.filter(turn_id__in=turn_ids, status=CallStatus.PENDING).update(
-        status=CallStatus.LOST, error_type="lost"
-    )
+    (the provider may have billed them). They keep their input estimate and cost no credits.
+
+    `heard`: calls metered in memory (`usage_call_meter`) whose step could not be stored (its
+    commit failed with the database): the provider answered and billed them, and the user never
+    got the answer. Their rows are `lost` too, at no credit, with the usage and cost the
+    provider reported instead of the estimate, so the ledger's tokens and cost are the
+    provider's."""
+    turn_ids = list(turn_ids)
+    pending = LlmCallEvent.objects.filter(turn_id__in=turn_ids, status=CallStatus.PENDING)
+    marked = 0
+    for event in heard:
+        outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
+        outcome.update(status=CallStatus.LOST, error_type="lost", credits=Decimal("0"))
+        marked += pending.filter(pk=event.pk).update(**outcome)
+    return marked + pending.update(status=CallStatus.LOST, error_type="lost")
 
 
 def _provider_cost(*, result: LlmResult, pricing: AliasPricing | None) -> tuple[Decimal, bool]:

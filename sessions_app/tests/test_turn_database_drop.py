@@ -64,12 +64,14 @@ def _drop_the_steps_connection(stub) -> None:
 def _assert_the_turn_was_interrupted_and_the_key_freed(turn: Turn) -> None:
     assert turn.status == "interrupted"
     assert turn.completed_at is not None
-    # The answer's transaction went with its connection: no message, and its call (the
-    # provider answered, and may bill it) is `lost`, not left pending.
+    # The answer's transaction went with its connection: no message, and its call is `lost`,
+    # not left pending: at no credit (the user never got the answer), with the usage the
+    # provider reported (it answered, and bills it), not the input estimate alone.
     assert list(Message.objects.filter(turn=turn).values_list("role", flat=True)) == ["user"]
-    assert list(LlmCallEvent.objects.filter(turn_id=turn.pk).values_list("status", flat=True)) == [
-        "lost"
-    ]
+    [call] = LlmCallEvent.objects.filter(turn_id=turn.pk)
+    assert (call.status, call.credits) == ("lost", 0)
+    assert call.output_tokens > 0 and call.attempts == 1
+    assert call.total_tokens == call.input_tokens_fresh + call.output_tokens
     assert not IdempotencyKey.objects.exists()
 
 
