@@ -44,6 +44,27 @@ def _serve(log: Path | None = None) -> AppServer:
     return AppServer(database_url=postgres_url(connection.settings_dict), env=env, log_path=log)
 
 
+def _serve_through(tcp_proxy, **env: str) -> AppServer:
+    """A server that reaches the database through `tcp_proxy`."""
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub", **env}
+    return AppServer(database_url=tcp_proxy.database_url(connection.settings_dict), env=env)
+
+
+def _ended_once_the_database_is_back(lost: httpx.Response, tcp_proxy) -> Turn:
+    """`lost`: the 503 of a turn whose database was still away when it ended (the proxy cut).
+    The turn stays `running` until the proxy carries connections again, then its worker ends
+    it."""
+    assert lost.status_code == 503, lost.text
+    assert lost.json()["detail"]["code"] == "database_unavailable"
+    assert Turn.objects.get().status == "running"  # nothing could be written
+
+    tcp_proxy.restore()
+    wait_for(lambda: Turn.objects.get().status != "running", "the turn to be ended", timeout=30)
+    turn = Turn.objects.get()
+    assert turn.failure_code == "database_unavailable"
+    return turn
+
+
 def _tracebacks(log: Path) -> list[str]:
     """The messages of the server's log lines that carry a traceback."""
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
@@ -178,33 +199,19 @@ def test_a_turn_whose_database_stays_away_is_ended_once_it_is_back(
     `idempotency_key_in_use`."""
     if not keyed:
         del headers["Idempotency-Key"]
-    url = tcp_proxy.database_url(connection.settings_dict)
-    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub", "DB_POOL_TIMEOUT": "1"}
-    with AppServer(database_url=url, env=env) as server:
+    with _serve_through(tcp_proxy, DB_POOL_TIMEOUT="1") as server:
         turns = f"{server.url}/api/v1/sessions/{session.pk}/turns"
         poster, answers = _post_meanwhile(turns, headers)
         wait_for(lambda: stub.requests == 1, "the provider call")
         tcp_proxy.cut()
         poster.join(60)
         [lost] = answers
-        assert lost.status_code == 503, lost.text
-        assert lost.json()["detail"]["code"] == "database_unavailable"
-        assert Turn.objects.get().status == "running"  # nothing could be written
-
-        tcp_proxy.restore()
-        wait_for(lambda: Turn.objects.get().status != "running", "the turn to be ended", timeout=30)
-        turn = Turn.objects.get()
-        assert turn.failure_code == "database_unavailable"
+        turn = _ended_once_the_database_is_back(lost, tcp_proxy)
         _assert_the_turn_was_interrupted_and_the_key_freed(turn)
 
         _retry(turns, headers)
 
     assert stub.requests == 2
-
-
-def _serve_through(tcp_proxy) -> AppServer:
-    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
-    return AppServer(database_url=tcp_proxy.database_url(connection.settings_dict), env=env)
 
 
 @pytest.mark.parametrize("keyed", [True, False], ids=["with a key", "without a key"])
@@ -275,19 +282,10 @@ def test_a_claim_committed_as_the_database_went_away_is_ended_once_it_is_back(
     """As above, and the database is away when the request tries to end the turn: the 503
     comes all the same, and the worker ends the turn and frees the key once it is back."""
     tcp_proxy.cut_once_sent(b'INSERT INTO "sessions_app_turn"', b"COMMIT", away=True)
-    url = tcp_proxy.database_url(connection.settings_dict)
-    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub", "DB_POOL_TIMEOUT": "1"}
-    with AppServer(database_url=url, env=env) as server:
+    with _serve_through(tcp_proxy, DB_POOL_TIMEOUT="1") as server:
         turns = f"{server.url}/api/v1/sessions/{session.pk}/turns"
         lost = httpx.post(turns, json={"message": "hello"}, headers=headers, timeout=60)
-        assert lost.status_code == 503, lost.text
-        assert lost.json()["detail"]["code"] == "database_unavailable"
-        assert Turn.objects.get().status == "running"  # nothing could be written
-
-        tcp_proxy.restore()
-        wait_for(lambda: Turn.objects.get().status != "running", "the turn to be ended", timeout=30)
-        turn = Turn.objects.get()
-        assert turn.failure_code == "database_unavailable"
+        _ended_once_the_database_is_back(lost, tcp_proxy)
         assert not IdempotencyKey.objects.exists()
 
         _retry(turns, headers)

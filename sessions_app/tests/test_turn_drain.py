@@ -36,19 +36,31 @@ pytestmark = [
 GRACEFUL_TIMEOUT = 8
 
 
+def _sessions(owner, make_agent, make_session, stub, *, slow: list[str]) -> dict:
+    """Sessions named `slow` with an agent whose provider outlasts the graceful timeout, and
+    "quick" and "hung_up" with one whose provider answers within it."""
+    point_at_stub(stub, "slow-60000", "qwen")
+    point_at_stub(stub, "slow-2000", "llama")
+    slow_agent = make_agent(owner, "slow", model_alias="qwen")
+    quick_agent = make_agent(owner, "quick", model_alias="llama")
+    sessions = {name: make_session(owner, agent=slow_agent) for name in slow}
+    for name in ["quick", "hung_up"]:
+        sessions[name] = make_session(owner, agent=quick_agent)
+    return sessions
+
+
+def _assert_the_quick_ended_as_if_nothing_happened(outcome: dict, sessions: dict) -> None:
+    """Turns that ended within the graceful timeout: as if nothing happened."""
+    assert outcome["quick"].status_code == 201, outcome["quick"].text
+    assert outcome["quick"].json()["status"] == "completed"
+    assert isinstance(outcome["hung_up"], httpx.TimeoutException)
+    assert Turn.objects.get(session=sessions["hung_up"]).status == "completed"
+
+
 def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cleanly(
     owner, make_agent, make_session, stub, tmp_path
 ):
-    point_at_stub(stub, "slow-60000", "qwen")  # outlasts the graceful timeout
-    point_at_stub(stub, "slow-2000", "llama")  # ends within it
-    slow = make_agent(owner, "slow", model_alias="qwen")
-    quick = make_agent(owner, "quick", model_alias="llama")
-    sessions = {
-        "plain": make_session(owner, agent=slow),
-        "streamed": make_session(owner, agent=slow),
-        "quick": make_session(owner, agent=quick),
-        "hung_up": make_session(owner, agent=quick),
-    }
+    sessions = _sessions(owner, make_agent, make_session, stub, slow=["plain", "streamed"])
     headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
     server = AppServer(
         database_url=postgres_url(connection.settings_dict),
@@ -101,11 +113,7 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
     finally:
         server.stop()
 
-    # Ended within the graceful timeout: as if nothing happened.
-    assert outcome["quick"].status_code == 201, outcome["quick"].text
-    assert outcome["quick"].json()["status"] == "completed"
-    assert isinstance(outcome["hung_up"], httpx.TimeoutException)
-    assert Turn.objects.get(session=sessions["hung_up"]).status == "completed"
+    _assert_the_quick_ended_as_if_nothing_happened(outcome, sessions)
     # Outlasting it: ended `interrupted`, each client told so by a code.
     assert outcome["plain"].status_code == 503, outcome["plain"].text
     assert outcome["plain"].json()["detail"]["code"] == "turn_interrupted"
@@ -146,15 +154,7 @@ def test_make_runs_server_drains_its_turns_as_production_does(
     does. Before, a turn whose client had hung up was dropped at once (left `running` on
     SIGTERM, ended `interrupted` at once on Ctrl-C, however close to its answer), and a turn
     whose client waited held the server until it ended, however long."""
-    point_at_stub(stub, "slow-60000", "qwen")  # outlasts the graceful timeout
-    point_at_stub(stub, "slow-2000", "llama")  # ends within it
-    slow = make_agent(owner, "slow", model_alias="qwen")
-    quick = make_agent(owner, "quick", model_alias="llama")
-    sessions = {
-        "plain": make_session(owner, agent=slow),
-        "quick": make_session(owner, agent=quick),
-        "hung_up": make_session(owner, agent=quick),
-    }
+    sessions = _sessions(owner, make_agent, make_session, stub, slow=["plain"])
     headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -213,11 +213,7 @@ def test_make_runs_server_drains_its_turns_as_production_does(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
 
-    # Ended within the graceful timeout: as if nothing happened.
-    assert outcome["quick"].status_code == 201, outcome["quick"].text
-    assert outcome["quick"].json()["status"] == "completed"
-    assert isinstance(outcome["hung_up"], httpx.TimeoutException)
-    assert Turn.objects.get(session=sessions["hung_up"]).status == "completed"
+    _assert_the_quick_ended_as_if_nothing_happened(outcome, sessions)
     # Outlasting it: ended `interrupted`, its client told so, and the server gone in time.
     assert outcome["plain"].status_code == 503, outcome["plain"].text
     assert outcome["plain"].json()["detail"]["code"] == "turn_interrupted"
