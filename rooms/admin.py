@@ -17,7 +17,7 @@ from pantheon.console import (
 )
 from rooms.models import Agent, Room, RoomAgent
 from rooms.serializers import AgentSerializer, RoomSerializer
-from rooms.services import room_delete
+from rooms.services import room_delete, rooms_lock, seats_close_gaps
 from usage.selectors import model_aliases_enabled
 
 # As the API (PUT rooms/<id>/agents answers "Unknown agent"): a room runs its owner's agents
@@ -194,7 +194,7 @@ def locked_seats(room_id) -> list[RoomAgent]:
     transaction: a seat saved elsewhere meanwhile (its own page, the API's roster, which lock
     the room too) waits for this one's numbers, instead of taking one of them (a 500 on the
     unique seats)."""
-    Room.objects.select_for_update().filter(pk=room_id).exists()
+    rooms_lock([room_id])
     seats = RoomAgent.objects.filter(room_id=room_id).select_related("agent")
     return list(seats.order_by("position"))
 
@@ -405,30 +405,26 @@ class RoomAgentAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         left = form.initial.get("room") if change else None
-        if left is not None and left != obj.room_id:
-            # Both rooms locked in one order: two seats moved across them both ways would wait
-            # for each other (a deadlock) if each save locked its own room first.
-            both = Room.objects.select_for_update().filter(pk__in=[left, obj.room_id])
-            list(both.order_by("pk").values_list("pk", flat=True))
+        moved = left is not None and left != obj.room_id
+        # Both rooms locked in one order: two seats moved across them both ways would wait
+        # for each other (a deadlock) if each save locked its own room first.
+        rooms_lock([left, obj.room_id] if moved else [obj.room_id])
         others = [seat for seat in locked_seats(obj.room_id) if seat.pk != obj.pk]
         seats_saved([obj], moved=numbered(others, [(obj, obj.position)], saved=others))
         form.cleaned_data["position"] = obj.position
-        if left is not None and left != obj.room_id:
-            self._close_gap(left)
+        if moved:
+            seats_close_gaps(room_ids=[left])
 
     def delete_model(self, request, obj):
+        # The room locked before its seat goes, as the API's roster change does (room, then
+        # seats): the other order could deadlock with it.
+        rooms_lock([obj.room_id])
         super().delete_model(request, obj)
-        self._close_gap(obj.room_id)
+        seats_close_gaps(room_ids=[obj.room_id])
 
     @transaction.atomic  # the list's delete action runs outside the page's transaction
     def delete_queryset(self, request, queryset):
         rooms = set(queryset.values_list("room_id", flat=True))
+        rooms_lock(rooms)
         super().delete_queryset(request, queryset)
-        for room_id in sorted(rooms):
-            self._close_gap(room_id)
-
-    def _close_gap(self, room_id) -> None:
-        if Room.objects.filter(pk=room_id, deleted_at__isnull=False).exists():
-            return  # a deleted room's seats stay as they were
-        seats = locked_seats(room_id)
-        seats_saved([], moved=numbered(seats, [], saved=seats))
+        seats_close_gaps(room_ids=rooms)

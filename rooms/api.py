@@ -27,8 +27,9 @@ from rooms.serializers import (
     retrieve=extend_schema(description="One of your agents."),
     partial_update=extend_schema(description="Change an agent's fields."),
     destroy=extend_schema(
-        description="Delete an agent: it leaves every room it is seated in, and its direct "
-        "sessions stay (their `agent` becomes null)."
+        description="Delete an agent: it leaves every room it is seated in (the others' seats "
+        "are numbered 0, 1, 2... again), and its direct sessions stay (their `agent` becomes "
+        "null)."
     ),
 )
 class AgentViewSet(viewsets.ModelViewSet):
@@ -48,6 +49,9 @@ class AgentViewSet(viewsets.ModelViewSet):
         serializer.instance = services.agent_update(
             agent=serializer.instance, **serializer.validated_data
         )
+
+    def perform_destroy(self, instance: Agent):
+        services.agent_delete(agent=instance)
 
 
 @extend_schema_view(

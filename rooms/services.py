@@ -1,6 +1,6 @@
 """Writes for agents and rooms. Each service owns its transaction."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
@@ -110,6 +110,36 @@ def room_set_agents(*, room: Room, agent_ids: Sequence[UUID]) -> Room:
     _seat(room=room, agents=agents)
     room.save(update_fields=["updated_at"])
     return room
+
+
+def rooms_lock(room_ids: Iterable) -> None:
+    """Lock these rooms' rows for the rest of the transaction, in one order (two requests that
+    lock the same rooms never wait for each other), before their seats change: a roster's
+    change (`_lock_live_room`) locks its room first too."""
+    list(Room.objects.select_for_update().filter(pk__in=room_ids).order_by("pk").values("pk"))
+
+
+def seats_close_gaps(*, room_ids: Iterable) -> None:
+    """Number the seats of these rooms 0, 1, 2... again, in their order, as a roster is seated:
+    a seat that left leaves no gap. Lock the rooms first (`rooms_lock`). A deleted room's
+    seats stay as they were."""
+    seats = RoomAgent.objects.filter(room_id__in=room_ids, room__deleted_at__isnull=True)
+    numbers: dict = {}
+    # In order within each room, each seat moves down to a number already free.
+    for seat in seats.order_by("room_id", "position").only("pk", "room_id", "position"):
+        number = numbers[seat.room_id] = numbers.get(seat.room_id, -1) + 1
+        if seat.position != number:
+            RoomAgent.objects.filter(pk=seat.pk).update(position=number)
+
+
+@transaction.atomic
+def agent_delete(*, agent: Agent) -> None:
+    """The agent leaves every room it is seated in, whose seats are numbered again without it
+    (it left a gap: 0, 2, 3); its direct sessions stay, their agent gone."""
+    room_ids = list(RoomAgent.objects.filter(agent=agent).values_list("room_id", flat=True))
+    rooms_lock(room_ids)
+    agent.delete()
+    seats_close_gaps(room_ids=room_ids)
 
 
 def room_delete(*, room: Room) -> None:

@@ -252,6 +252,32 @@ def test_delete_removes_the_agent_and_its_seats(owner, owner_client, make_agent,
     assert owner_client.get(agent_url(ada)).status_code == 404
 
 
+def test_delete_numbers_the_seats_of_its_rooms_again(owner, owner_client, make_agent, make_room):
+    """It leaves each room as a roster without it would seat the others: 0, 1, 2... It left a
+    gap (linus 0, marie 2), which the roster showed; a deleted room's seats stay as they were."""
+    ada, linus, marie, bo = (make_agent(owner, key) for key in ("ada", "linus", "marie", "bo"))
+    first = make_room(owner, agents=[linus, ada, marie, bo], name="First")
+    second = make_room(owner, agents=[ada, bo], name="Second")
+    gone = make_room(owner, agents=[linus, ada, marie], name="Gone")
+    owner_client.delete(f"/api/v1/rooms/{gone.pk}")
+
+    response = owner_client.delete(agent_url(ada))
+
+    assert response.status_code == 204
+    roster = owner_client.get(f"/api/v1/rooms/{first.pk}").json()["agents"]
+    assert [(seat["agent_key"], seat["position"]) for seat in roster] == [
+        ("linus", 0),
+        ("marie", 1),
+        ("bo", 2),
+    ]
+    seats = RoomAgent.objects.order_by("position")
+    assert [(s.agent.agent_key, s.position) for s in seats.filter(room=second)] == [("bo", 0)]
+    assert [(s.agent.agent_key, s.position) for s in seats.filter(room=gone)] == [
+        ("linus", 0),
+        ("marie", 2),
+    ]
+
+
 # --- another user's agent, anonymous --------------------------------------------------------
 
 
