@@ -52,14 +52,18 @@ import json
 import logging
 import socket
 import struct
+import uuid
 
 from django.conf import settings
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pantheon import logging_context
 from pantheon.threads import declared_too_large
 
 logger = logging.getLogger(__name__)
+# The request log's (`pantheon.middleware`), for the requests the app never sees.
+request_logger = logging.getLogger("pantheon.request")
 
 _TIMEOUT_BODY = json.dumps(
     {
@@ -69,13 +73,17 @@ _TIMEOUT_BODY = json.dumps(
         }
     }
 ).encode()
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"content-type: application/json\r\n"
-    b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n"
-    b"connection: close\r\n"
-    b"\r\n" + _TIMEOUT_BODY
-)
+
+
+def _timeout_response(request_id: str) -> bytes:
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\n"
+        b"content-type: application/json\r\n"
+        b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n"
+        b"x-request-id: " + request_id.encode() + b"\r\n"
+        b"connection: close\r\n"
+        b"\r\n" + _TIMEOUT_BODY
+    )
 
 
 class TimedFlowControl(FlowControl):
@@ -258,6 +266,27 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         unanswered = cycle is None or cycle.response_complete or not cycle.response_started
         answered_early = self._headers_in and cycle is not None and cycle.response_complete
         if self._request_begun and unanswered and not answered_early:
-            self.transport.write(_TIMEOUT_RESPONSE)
+            self._answer_408()
         # With its headers in, the app sees the client gone (`http.disconnect`).
         self.transport.close()
+
+    def _answer_408(self) -> None:
+        """The 408, with a request id of its own, and its line in the request log, as the app
+        writes one for each request it answers (the app never saw this one)."""
+        request_id = uuid.uuid4().hex
+        self.transport.write(_timeout_response(request_id))
+        scope = self.cycle.scope if self._headers_in and self.cycle is not None else None
+        method, path = (scope["method"], scope["path"]) if scope else ("-", "-")
+        with logging_context.request_scope(request_id=request_id):
+            request_logger.warning(
+                "%s %s 408 %.1f ms",
+                method,
+                path,
+                self.read_timeout * 1000,
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status_code": 408,
+                    "duration_ms": self.read_timeout * 1000,
+                },
+            )

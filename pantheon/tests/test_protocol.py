@@ -4,6 +4,8 @@ is full, so a response's last write is timed too; a connection that sends nothin
 without an answer nobody asked for; a pipelined request gets its own time to arrive."""
 
 import asyncio
+import logging
+import re
 import socket
 import struct
 import threading
@@ -109,14 +111,25 @@ def test_a_connection_that_sends_nothing_is_closed_without_an_answer(server):
     assert 1 <= time.monotonic() - started < 5
 
 
-def test_a_request_that_stops_halfway_is_answered_408(server):
+def test_a_request_that_stops_halfway_is_answered_408(server, caplog):
+    """With a request id, and a line in the request log, as every answer the app gives has
+    (the app never saw this request): an operator had no trace of the 408s."""
     sock = _connect(server)
     sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
 
-    answer = _read_all(sock)
+    with caplog.at_level(logging.WARNING, logger="pantheon.request"):
+        answer = _read_all(sock)
 
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b'"code": "request_timeout"' in answer
+    request_id = re.search(rb"\r\nx-request-id: ([0-9a-f]{32})\r\n", answer).group(1).decode()
+    [line] = [r for r in caplog.records if r.name == "pantheon.request"]
+    assert (line.request_id, line.method, line.path, line.status_code) == (
+        request_id,
+        "POST",
+        "/echo",
+        408,
+    )
 
 
 def test_a_pipelined_request_gets_its_own_time_once_the_one_before_it_is_answered(server):
