@@ -32,11 +32,6 @@ uvicorn times out neither.
   after the 413: whether the client then sends the body anyway or not, nothing that follows
   could be told apart from a next request.
 
-- **A client that half-closes.** One that shuts its side of the connection down once its
-  requests are sent (`shutdown(SHUT_WR)`) and waits for the answers had its connection closed
-  by uvicorn at that end of file, the answers lost (a turn ran, and nobody heard it). Here the
-  requests that came whole are answered, then the connection is closed.
-
 How long the app takes to answer (a long turn, a stream) is limited by neither.
 
 The worker names this module's protocol by its path (`PantheonWorker`), so only the worker
@@ -140,8 +135,7 @@ def _reset(transport: asyncio.Transport) -> None:
 
 class PantheonHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a read deadline for each request,
-    `TimedFlowControl` for its answer, no `100 Continue` for a body announced too large, and
-    answers for a client that half-closes."""
+    `TimedFlowControl` for its answer, and no `100 Continue` for a body announced too large."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -150,7 +144,6 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         self._flush_watch: asyncio.TimerHandle | None = None
         self._request_begun = False  # a byte of a request has come on this connection
         self._headers_in = False  # the headers of the request arriving now are in
-        self._half_closed = False  # the client has sent all it will: close once answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -161,16 +154,6 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         self._disarm_read_deadline()
         self._stop_flush_watch()
         super().connection_lost(exc)
-
-    def eof_received(self) -> bool:
-        """The client shut its side down (`shutdown(SHUT_WR)`) after sending its requests and
-        waits for the answers: those that came whole are answered, then the connection is
-        closed. uvicorn closed it at once, and they were lost. A request cut short by the end
-        of file can never be whole: the connection is closed now."""
-        if self._nothing_more_to_answer():
-            return False
-        self._half_closed = True
-        return True  # the transport stays open for writing
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -198,9 +181,6 @@ class PantheonHttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         cycle = self.cycle
-        if self._half_closed and self._nothing_more_to_answer():
-            self.transport.close()  # what is buffered is sent first
-            return
         if cycle is not None and not cycle.response_complete and cycle.more_body:
             # A pipelined request uvicorn starts only now, its body still arriving (uvicorn
             # stopped reading it meanwhile): its own time from here.
@@ -209,13 +189,6 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         # control pauses: uvicorn's close (or the kept-alive connection) waits for it to flush.
         if self.transport.get_write_buffer_size() > 0 and not self.flow.write_paused:
             self._watch_flush(self.transport.get_write_buffer_size())
-
-    def _nothing_more_to_answer(self) -> bool:
-        """No request in flight but one whose body is still to come (after the client's end of
-        file, it never will). `cycle` is the newest request; one cut short can only be that,
-        and while the requests before it are answered it waits in the pipeline."""
-        cycle = self.cycle
-        return cycle is None or cycle.response_complete or (cycle.more_body and not self.pipeline)
 
     def _watch_flush(self, size: int) -> None:
         self._stop_flush_watch()

@@ -333,17 +333,21 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         # claimed (`stream`); anything else answers when the turn ends.
         stream: asyncio.Future[StreamingHttpResponse] = asyncio.get_running_loop().create_future()
         waiting = True
-        turn = _detached(
-            self._post(request, session_id, stream),
-            answered=lambda: waiting and not stream.done(),
-        )
+        left_to_us = False  # the turn's callback left its failure to this request
+
+        def answered() -> bool:
+            nonlocal left_to_us
+            left_to_us = waiting and not stream.done()
+            return left_to_us
+
+        turn = _detached(self._post(request, session_id, stream), answered=answered)
         try:
             await asyncio.wait({stream, turn}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             # The request is gone (its client hung up, say): the turn's failure is its own to
-            # log, now if it has just ended.
+            # log, here if its callback has already left it to this request.
             waiting = False
-            if turn.done():
+            if left_to_us:
                 _finished(turn)
             raise
         # What the turn's first section bound (the user, the session and turn once claimed)
@@ -524,10 +528,10 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             except Exception as exc:
                 if not connection_lost(exc):
                     raise
-                # The turn is done and its answer in hand: the client gets it. The key keeps
-                # it for retries, stored (from the turn) once the database answers again.
+                # The turn is done and its answer in hand: the client gets it, and the key
+                # keeps it for retries once the database answers again.
                 logger.warning("turn %s: could not store its answer for its key", runner.turn.pk)
-                _end_once_the_database_is_back(runner, record)
+                _store_answer_once_the_database_is_back(record, outcome)
         return Response(body, status=status.HTTP_201_CREATED)
 
     async def _replayed(self, replay: idempotency.Replay, *, streamed: bool):
@@ -597,7 +601,24 @@ def _end_once_the_database_is_back(
     `database_unavailable`, its calls in flight lost, its key freed. It tries for as long as
     the turn would take to go stale (then the next claim or `recover_turns` ends it); a
     stopping worker waits for it as for a turn (`pantheon.draining`)."""
-    _detached(_end_when_possible(runner, record))
+    ending = functools.partial(_end_and_settle, runner, record)
+    _detached(_once_the_database_is_back(ending, turn_id=_turn_id(runner), doing="write its end"))
+
+
+def _store_answer_once_the_database_is_back(record: IdempotencyKey, outcome: TurnOutcome) -> None:
+    """A turn that finished and whose answer could not be stored for its key: the answer its
+    client got (its balance included) is stored in the background once the database answers,
+    so that a retry gets it. Until then a retry meets the key in use (409)."""
+    answer = functools.partial(
+        idempotency.idempotency_finish,
+        record=record,
+        status=201,
+        body=outcome.body,
+        turn_id=outcome.turn.pk,
+    )
+    _detached(
+        _once_the_database_is_back(answer, turn_id=outcome.turn.pk, doing="store its key's answer")
+    )
 
 
 def _turn_id(runner: TurnRunner | None):
@@ -625,31 +646,27 @@ def _end_and_settle(runner: TurnRunner | None, record: IdempotencyKey | None) ->
     return ended
 
 
-async def _end_when_possible(runner: TurnRunner | None, record: IdempotencyKey | None) -> None:
-    """Tries queue at the sections' gate as new work (`queue_as_new`): with the request's own
-    arrival time they would go before every request that came after it, and each may wait out
-    the pool's timeout. A stopping worker makes no more tries (it would wait for them): the
-    stale limit then ends the turn, as before."""
+async def _once_the_database_is_back(section: Callable[[], Any], *, turn_id, doing: str) -> None:
+    """`section` (the turn's ending, its key's answer) tried until the database takes it, for
+    as long as the turn would take to go stale. Tries queue at the sections' gate as new work
+    (`queue_as_new`): with the request's own arrival time they would go before every request
+    that came after it, and each may wait out the pool's timeout. A stopping worker makes no
+    more tries (it would wait for them): the stale limit then ends the turn, as before."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + settings.PANTHEON_TURN_STALE_SECONDS
-    turn_id = _turn_id(runner)
     for attempt in itertools.count():
         pause = ENDING_RETRY_SECONDS[min(attempt, len(ENDING_RETRY_SECONDS) - 1)]
         if not await draining.pause(pause):
-            logger.warning("turn %s: its worker stops before it could write how it ended", turn_id)
+            logger.warning("turn %s: its worker stops before it could %s", turn_id, doing)
             return
         try:
-            ended = await database(_end_and_settle, queue_as_new=True)(runner, record)
+            await database(section, queue_as_new=True)()
         except Exception as exc:
             if connection_lost(exc) and loop.time() < give_up:
                 continue
-            logger.warning("turn %s: could not write how it ended", turn_id, exc_info=True)
+            logger.warning("turn %s: could not %s", turn_id, doing, exc_info=True)
             return
-        logger.info(
-            "turn %s: %s once the database was back",
-            turn_id,
-            "ended interrupted" if ended else "had ended",
-        )
+        logger.info("turn %s: did %s once the database was back", turn_id, doing)
         return
 
 

@@ -58,8 +58,8 @@ def turns_interrupt(
         ids = list(turns.running().select_for_update().values_list("pk", flat=True))
         lost = 0
         if ids:
-            Turn.objects.filter(pk__in=ids).end(status, failure=failure)
             lost = usage_calls_mark_lost(turn_ids=ids, heard=heard)
+            Turn.objects.filter(pk__in=ids).end(status, failure=failure)
     return Interrupted(turn_ids=ids, lost_calls=lost)
 
 

@@ -93,6 +93,12 @@ def _assert_the_turn_was_interrupted_and_the_key_freed(turn: Turn) -> None:
     assert (call.status, call.credits) == ("lost", 0)
     assert call.output_tokens > 0 and call.attempts == 1
     assert call.total_tokens == call.input_tokens_fresh + call.output_tokens
+    # The turn's totals are its ledger row's (they kept the input estimate).
+    assert (turn.input_tokens, turn.output_tokens, turn.provider_cost_usd) == (
+        call.input_tokens_fresh + call.input_tokens_cached,
+        call.output_tokens,
+        call.provider_cost_usd,
+    )
     assert not IdempotencyKey.objects.exists()
 
 
@@ -271,6 +277,9 @@ def test_a_finished_turn_whose_key_could_not_be_stored_still_answers(
         assert retried.status_code == 201, retried.text
         assert retried.headers["Idempotent-Replayed"] == "true"
         assert retried.json()["id"] == answered.json()["id"]
+        # The very answer the client got, its balance included (rebuilt from the turn, the
+        # key's answer had none).
+        assert retried.json() == answered.json()
 
     assert stub.requests == 1
     assert IdempotencyKey.objects.get().response_status == 201
