@@ -105,8 +105,11 @@ def room_set_mode(*, room: Room, mode: str) -> Room:
 
 @transaction.atomic
 def room_set_agents(*, room: Room, agent_ids: Sequence[UUID]) -> Room:
-    agents = _owned_agents_in_order(owner=room.owner, agent_ids=agent_ids)
+    # The room first, then the agents: the order of every other writer of seats (the console's
+    # seat pages, an agent's delete), which lock the room and then touch an agent's row (a
+    # seat's foreign key, the delete). The other order could deadlock with them.
     _lock_live_room(room)
+    agents = _owned_agents_in_order(owner=room.owner, agent_ids=agent_ids)
     _seat(room=room, agents=agents)
     room.save(update_fields=["updated_at"])
     return room

@@ -2,9 +2,14 @@
 deleted object stays deleted (schemathesis found the PATCH half of this as a 500).
 
 The interleaving is replayed in order: the change's request has read the object, then the
-DELETE commits, then the change's service runs."""
+DELETE commits, then the change's service runs. And a roster set while one of its agents is
+deleted, for real on PostgreSQL: neither deadlocks with the other."""
+
+import threading
+import time
 
 import pytest
+from django.db import connection, transaction
 from rest_framework.test import APIClient
 
 from pantheon.exceptions import Gone
@@ -60,3 +65,44 @@ def test_the_api_answers_such_a_race_with_a_plain_404(owner, stale_room, monkeyp
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found."}
+
+
+def _in_thread(work, outcome: list) -> threading.Thread:
+    def run() -> None:
+        try:
+            work()
+            outcome.append("ok")
+        except Exception as error:  # the deadlock's loser, PostgreSQL's error
+            outcome.append(repr(error))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_roster_set_while_one_of_its_agents_is_deleted_never_deadlocks(
+    owner, make_agent, make_room
+):
+    """A roster's change took its agents' rows, then the room's; an agent's delete takes its
+    rooms', then the agent's. Interleaved (the test holds the agent a moment, so that each
+    takes its first lock), each waited for the other: PostgreSQL's deadlock error, a 500 on
+    one side. Both take the room first now: the delete waits for the roster, then runs."""
+    ada, linus = make_agent(owner, "ada"), make_agent(owner, "linus")
+    room = make_room(owner, [ada, linus], name="Research")
+    roster, delete = [], []
+    with transaction.atomic():
+        Agent.objects.select_for_update().get(pk=ada.pk)
+        setting = _in_thread(
+            lambda: services.room_set_agents(room=room, agent_ids=[linus.pk, ada.pk]), roster
+        )
+        time.sleep(0.5)  # the roster's change waits for ada, holding what it took first
+        deleting = _in_thread(lambda: services.agent_delete(agent=ada), delete)
+        time.sleep(0.5)  # the delete waits too
+    setting.join(30)
+    deleting.join(30)
+
+    assert (roster, delete) == (["ok"], ["ok"])
+    assert list(room.seats.values_list("agent__agent_key", "position")) == [("linus", 0)]
