@@ -1,5 +1,6 @@
-"""The background ending of a turn that lost its database (`api_turns._end_when_possible`): it
-tries again while the database is away, and a stopping worker makes no more tries."""
+"""The background work of a turn that lost its database (`api_turns._once_the_database_is_back`:
+its ending, its key's answer): it tries again while the database is away, and a stopping
+worker makes no more tries."""
 
 import asyncio
 from types import SimpleNamespace
@@ -41,13 +42,17 @@ def _lost() -> Exception:
     return error
 
 
-RUNNER = SimpleNamespace(turn=SimpleNamespace(pk="turn-1"))
+def _ending():
+    """The turn's ending, as `_end_once_the_database_is_back` tries it."""
+    return api_turns._once_the_database_is_back(
+        lambda: None, turn_id="turn-1", doing="write its end"
+    )
 
 
 def test_it_tries_again_while_the_database_is_away_then_stops(tries):
     tries.outcomes.extend([_lost(), _lost(), True])
 
-    asyncio.run(api_turns._end_when_possible(RUNNER, None))
+    asyncio.run(_ending())
 
     assert len(tries.made) == 3 and not tries.outcomes
     # Queued as new work: not before every request that came after the turn's.
@@ -57,7 +62,7 @@ def test_it_tries_again_while_the_database_is_away_then_stops(tries):
 def test_an_error_that_is_no_outage_is_not_tried_again(tries):
     tries.outcomes.extend([ValueError("a bug"), True])
 
-    asyncio.run(api_turns._end_when_possible(RUNNER, None))
+    asyncio.run(_ending())
 
     assert len(tries.made) == 1
 
@@ -67,7 +72,7 @@ def test_a_stopping_worker_makes_no_more_tries(tries, monkeypatch):
     tries.outcomes.extend([_lost(), True])
 
     async def stop_soon():
-        ending = asyncio.ensure_future(api_turns._end_when_possible(RUNNER, None))
+        ending = asyncio.ensure_future(_ending())
         await asyncio.sleep(0.1)
         monkeypatch.setattr(draining, "_stopping", True)
         await asyncio.wait_for(ending, 2)  # it waited 8 s before
