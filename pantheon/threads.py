@@ -84,7 +84,7 @@ class PantheonASGIHandler(ASGIHandler):
     async def _handle(self, scope, receive, send):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         declared = _declared_length(scope.get("headers", ()))
-        if declared_too_large(scope.get("headers", ())):
+        if _over_the_limit(declared):
             # The request goes on with an empty body and its declared length: the middleware
             # answers 413 (Django's own check, 400, off the API), while the body is discarded.
             receive = _without_body(receive)
@@ -100,8 +100,11 @@ def declared_too_large(headers) -> bool:
     """Whether a request's Content-Length (its headers as ASGI gives them, names in lower case)
     is over DATA_UPLOAD_MAX_MEMORY_SIZE: answered 413 without its body being read, here and by
     the protocol (`pantheon.protocol`: no `100 Continue` for it)."""
+    return _over_the_limit(_declared_length(headers))
+
+
+def _over_the_limit(declared: int | None) -> bool:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    declared = _declared_length(headers)
     return limit is not None and declared is not None and declared > limit
 
 

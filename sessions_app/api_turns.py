@@ -475,7 +475,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             # tell. Whatever it claimed is ended and the key freed, as for a refusal, or the
             # session would refuse new turns (409) and the key answer `idempotency_key_in_use`
             # until the stale limit, with no one running the turn.
-            if not _end_a_broken_claim(runner, record):
+            if not _end_and_settle_now(runner, record):
                 self.broken_claim = (runner, record)
             raise
         return runner, record
@@ -510,7 +510,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 # running (the database is still away) settles its key with its ending, in the
                 # background: a try here would keep the client waiting one more pool timeout.
                 settled = not runner.left_running and (
-                    record is None or await _settle_key_after_a_lost_connection(record, runner)
+                    record is None or await database(_end_and_settle_now)(runner, record)
                 )
                 if not settled:
                     _end_once_the_database_is_back(runner, record)
@@ -544,16 +544,17 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         return response
 
 
-def _end_a_broken_claim(runner: TurnRunner | None, record: IdempotencyKey | None) -> bool:
-    """On a connection of its own (the claim's may be dead). Whether it could be done: if the
-    database is still away, the claim's own error is reported and this waits for it."""
+def _end_and_settle_now(runner: TurnRunner | None, record: IdempotencyKey | None) -> bool:
+    """`_end_and_settle` after a lost connection (a broken claim's, a turn's), on a connection
+    of its own. Whether it could be done: if the database is still away, the request reports
+    its own error and the worker does this once the database is back."""
     if runner is None and record is None:
         return True
     release_connection()
     try:
         _end_and_settle(runner, record)
     except DatabaseError:
-        logger.warning("could not end what a broken claim may have claimed", exc_info=True)
+        logger.warning("turn %s: could not write its end yet", _turn_id(runner), exc_info=True)
         return False
     return True
 
@@ -574,17 +575,6 @@ async def _interrupt_what_it_claims(starting: asyncio.Future) -> None:
         await database(idempotency.idempotency_settle_interrupted)(
             record=record, turn_id=_turn_id(runner)
         )
-
-
-async def _settle_key_after_a_lost_connection(record: IdempotencyKey, runner: TurnRunner) -> bool:
-    """Whether the key could be settled (the turn ended with it); if the database is still
-    away, the turn's own error is reported and the key is settled once it is back."""
-    try:
-        await database(_settle_after_an_outage)(runner, record)
-    except DatabaseError:
-        logger.warning("could not settle Idempotency-Key %s after a lost connection", record.pk)
-        return False
-    return True
 
 
 # How long a turn whose ending could not be written waits between tries to write it.
@@ -625,25 +615,18 @@ def _turn_id(runner: TurnRunner | None):
     return runner.turn.pk if runner is not None and runner.turn is not None else None
 
 
-def _settle_after_an_outage(runner: TurnRunner | None, record: IdempotencyKey) -> None:
-    """The key of a turn that lost its database: freed (its turn ended `interrupted`, if still
-    running), or kept with the answer of a turn that had finished after all."""
-    idempotency.idempotency_settle_interrupted(
-        record=record, turn_id=_turn_id(runner), failure=TurnFailure.DATABASE_UNAVAILABLE
-    )
-
-
-def _end_and_settle(runner: TurnRunner | None, record: IdempotencyKey | None) -> bool:
-    """The turn ended (its stream's rows too) and its key settled in one transaction: a retry
-    never finds the one without the other. Whether this ended the turn (False: it had ended,
-    or was never claimed)."""
+def _end_and_settle(runner: TurnRunner | None, record: IdempotencyKey | None) -> None:
+    """The turn of a request that lost its database ended `interrupted` (its stream's rows
+    too), if it was claimed and still runs, and its key settled, in one transaction: a retry
+    never finds the one without the other. The key is freed, or keeps the answer of a turn that
+    had finished after all."""
     with transaction.atomic():
-        ended = False
         if runner is not None and runner.turn is not None:
-            ended = runner.end(TurnStatus.INTERRUPTED, TurnFailure.DATABASE_UNAVAILABLE)
+            runner.end(TurnStatus.INTERRUPTED, TurnFailure.DATABASE_UNAVAILABLE)
         if record is not None:
-            _settle_after_an_outage(runner, record)
-    return ended
+            idempotency.idempotency_settle_interrupted(
+                record=record, turn_id=_turn_id(runner), failure=TurnFailure.DATABASE_UNAVAILABLE
+            )
 
 
 async def _once_the_database_is_back(section: Callable[[], Any], *, turn_id, doing: str) -> None:

@@ -390,7 +390,7 @@ class TurnRunner:
         self.events: list[LlmCallEvent] = []  # every call's ledger row, in call order
         self.contexts: list[tuple[str, ContextPlan]] = []  # (alias, context) per agent call
         self.pending: PlannedCall | None = None  # opened, not yet made
-        self._made: PlannedCall  # the call just made, settled by the next section
+        self._made: PlannedCall | None = None  # the call just made, settled by the next section
         self.next_sequence = 0
         self.clock = events.StepClock()  # the ids of the turn's events
         self.listener: TurnListener | None = None
@@ -657,7 +657,7 @@ class TurnRunner:
 
     def route(self, result: LlmResult) -> list[AgentSpec]:
         """The manager's choice of agents; garbage or a failed call falls back to the first."""
-        call = self._made
+        call = self._just_made()
         choosable = [agent.key for agent in self.plan.candidates]
         if result.ok:
             decision = parse_routing(result.text, choosable)
@@ -689,7 +689,7 @@ class TurnRunner:
         """The agent's answer in one commit: its ledger row, its message, and either the next
         call's pending row or (when this was the last call) the turn's finish. A failed
         answer keeps what was streamed of it before the failure."""
-        call = self._made
+        call = self._just_made()
         message = self._add_message(
             role=MessageRole.ASSISTANT,
             agent_key=agent.key,
@@ -720,7 +720,7 @@ class TurnRunner:
     def summarize(self, result: LlmResult) -> None:
         """The summary call's commit finishes the turn. A failed call or an empty summary never
         replaces what the previous summary knew."""
-        call = self._made
+        call = self._just_made()
         extraction: SummaryExtraction | None = parse_summary(result.text) if result.ok else None
         if extraction is None or not extraction.summary:
             logger.warning(
@@ -848,12 +848,11 @@ class TurnRunner:
         ended the turn (False: it had ended already)."""
         # The call just made, if its step was not stored: its row is still pending (the filter
         # leaves a stored one be), and the usage the provider reported is known.
-        made = getattr(self, "_made", None)
         ended = turns_interrupt(
             turns=Turn.objects.filter(pk=self._turn.pk),
             status=status,
             failure=failure,
-            heard=[made.opened] if made is not None else [],
+            heard=[self._made.opened] if self._made is not None else [],
         )
         # The turn has ended either way; its stream's last save waited for (`make`).
         TurnStream.objects.filter(turn=self._turn).delete()
@@ -878,6 +877,10 @@ class TurnRunner:
     def _turn(self) -> Turn:
         assert self.turn is not None, "the turn is claimed first"
         return self.turn
+
+    def _just_made(self) -> PlannedCall:
+        assert self._made is not None, "a call is made first"
+        return self._made
 
     def _pending_call(self) -> PlannedCall:
         assert self.pending is not None and self.pending.event is not None

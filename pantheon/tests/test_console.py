@@ -670,6 +670,13 @@ def test_rooms_and_sessions_filter_deleted_or_not(staff, chat, owner, make_room)
     assert ">not deleted</a>" in sessions and ">deleted</a>" in sessions
 
 
+def _listed(client, model, name, **query) -> set:
+    """`name` of each row a console list shows, filtered by `query`."""
+    response = client.get(url(model, "changelist"), query)
+    assert response.status_code == 200
+    return {name(row) for row in response.context["cl"].result_list}
+
+
 def test_a_session_in_a_deleted_room_is_filtered_as_deleted(staff, chat, owner, make_session):
     """Its own page said the room was deleted, while the list's filter put it under "not
     deleted": the filter answers as the API does (a session goes with its room)."""
@@ -681,9 +688,7 @@ def test_a_session_in_a_deleted_room_is_filtered_as_deleted(staff, chat, owner, 
     client = client_for(staff)
 
     def listed(**query) -> set:
-        response = client.get(url(Session, "changelist"), query)
-        assert response.status_code == 200
-        return {session.pk for session in response.context["cl"].result_list}
+        return _listed(client, Session, lambda session: session.pk, **query)
 
     page = client.get(url(Session, "changelist"), {"deleted_at__isempty": "0"}).content.decode()
 
@@ -709,9 +714,7 @@ def test_the_turn_list_says_whose_session_or_room_was_deleted(
     client = client_for(staff)
 
     def listed(**query) -> set:
-        response = client.get(url(Turn, "changelist"), query)
-        assert response.status_code == 200
-        return {turn.session.title or "In the room" for turn in response.context["cl"].result_list}
+        return _listed(client, Turn, lambda turn: turn.session.title or "In the room", **query)
 
     page = client.get(url(Turn, "changelist")).content.decode()
 
