@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 from django.utils import timezone
 from psycopg import sql
 from rest_framework.test import APIClient
@@ -170,9 +171,11 @@ def test_check_deploy_passes_with_production_settings():
 # --- seed_demo ------------------------------------------------------------------------------
 
 
-def seed_demo() -> str:
+def seed_demo(*args: str, debug: bool = True) -> str:
+    """`seed_demo` as `make run` runs it (DEBUG=true), or with DEBUG off, a server's setting."""
     out = StringIO()
-    call_command("seed_demo", stdout=out)
+    with override_settings(DEBUG=debug):
+        call_command("seed_demo", *args, stdout=out)
     return out.getvalue()
 
 
@@ -241,6 +244,55 @@ def test_the_demo_user_can_log_in_to_the_api():
     assert response.status_code == 200
     rooms = APIClient(HTTP_AUTHORIZATION=f"Token {response.json()['token']}").get("/api/v1/rooms")
     assert rooms.json()["count"] == 3
+
+
+@pytest.mark.django_db
+def test_seed_demo_refuses_the_published_password_superuser_with_debug_off():
+    with pytest.raises(CommandError, match="DEBUG is off.*--allow-published-password"):
+        seed_demo(debug=False)
+
+    assert demo_counts() == (0, 0, 0, 0)
+    response = APIClient().post(
+        "/api/v1/auth/token", {"username": "demo", "password": "pantheon-demo"}
+    )
+    assert response.status_code == 400
+
+
+@pytest.mark.django_db
+def test_seed_demo_with_debug_off_creates_the_user_when_told_to():
+    output = seed_demo("--allow-published-password", debug=False)
+
+    assert "Created demo user" in output
+    assert demo_counts() == (1, 4, 3, 3)
+
+
+@pytest.mark.django_db
+def test_seed_demo_with_debug_off_tops_up_an_existing_demo_user():
+    demo = get_user_model().objects.create_user("demo", password="another-one-42")
+    Agent.objects.create(owner=demo, agent_key="ada", name="Ada", model_alias="deepseek")
+
+    output = seed_demo(debug=False)
+
+    assert "its password was left alone" in output
+    assert demo_counts() == (1, 4, 3, 3)
+    assert get_user_model().objects.get(username="demo").check_password("another-one-42")
+
+
+def test_seed_demo_on_the_command_line_refuses_with_debug_off_and_seeds_with_it_on(
+    empty_database,
+):
+    url, params = empty_database
+    assert run_manage("migrate", "--noinput", DATABASE_URL=url).returncode == 0
+
+    refused = run_manage("seed_demo", DATABASE_URL=url, DEBUG="false")
+    seeded = run_manage("seed_demo", DATABASE_URL=url, DEBUG="true")
+
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr.strip().startswith("CommandError: refused: DEBUG is off")
+    assert "Traceback" not in refused.stderr
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    assert "Created demo user" in seeded.stdout
+    assert query(params, "SELECT username, is_superuser FROM auth_user") == [("demo", True)]
 
 
 # --- set_model_alias ------------------------------------------------------------------------

@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from pantheon.commands import ProjectCommand
@@ -30,8 +32,19 @@ class Command(ProjectCommand):
     help = (
         f"Create the demo user, four agents and one room per mode with a session (idempotent). "
         f"The user is a superuser with the published password {DEMO_PASSWORD!r}: for a local "
-        "demo only, never on a server others can reach."
+        "demo only, never on a server others can reach. With DEBUG off (a server's setting) it "
+        "refuses to create that user unless told --allow-published-password."
     )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--allow-published-password",
+            action="store_true",
+            help=(
+                "create the demo superuser even with DEBUG off (a demo server on purpose; "
+                "anyone who reads this help can then log in as it)"
+            ),
+        )
 
     @transaction.atomic
     def handle(self, *args, **options):
@@ -39,6 +52,13 @@ class Command(ProjectCommand):
         user, created = User.objects.get_or_create(
             username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True}
         )
+        if created and not settings.DEBUG and not options["allow_published_password"]:
+            # Rolled back with the rest of the command: nothing is written.
+            raise CommandError(
+                f"refused: DEBUG is off, as on a server, and the demo user would be a superuser "
+                f"with the published password {DEMO_PASSWORD!r}. Run it with DEBUG=true for a "
+                "local demo, or pass --allow-published-password to create it anyway."
+            )
         if created:
             user.set_password(DEMO_PASSWORD)
             user.save()
