@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from pantheon import logging_context
+from pantheon.console import CheckedLists
 from pantheon.exceptions import query_has_unrenderable
 from pantheon.passwords import console_operator
 
@@ -24,6 +25,18 @@ class PantheonAdminSite(admin.AdminSite):
     site_url = None
     # The lists need the width at 1400 px; the index and the breadcrumbs lead everywhere.
     enable_nav_sidebar = False
+
+    def register(self, model_or_iterable, admin_class=None, **options):
+        """Every list of the console refuses a date no calendar holds as an invalid filter
+        (`pantheon.console.CheckedLists`), whichever app registers it."""
+        admin_class = admin_class or admin.ModelAdmin
+        if not issubclass(admin_class, CheckedLists):
+            admin_class = type(
+                admin_class.__name__,
+                (CheckedLists, admin_class),
+                {"__module__": admin_class.__module__, "__doc__": admin_class.__doc__},
+            )
+        super().register(model_or_iterable, admin_class, **options)
 
     def get_urls(self):
         from usage import admin_views

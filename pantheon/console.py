@@ -23,6 +23,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.contrib.auth import get_user_model
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import Model, Q, QuerySet
@@ -170,15 +171,28 @@ class ShownMoments:
 
 
 class DrillDownChangeList(ChangeList):
-    """Django's list, with a date drill-down at the calendar's end (`?created_at__year=9999`,
-    whose next year Django cannot compute) refused as any other bad filter is: the list again
-    with Django's "invalid lookup" note, not a 500."""
+    """Django's list, with a date the calendar cannot hold refused as any other bad filter is:
+    the list again with Django's "invalid lookup" note, not a 500. Django meets some of them
+    while it reads the filters (a drill-down at the calendar's end, `?created_at__year=9999`,
+    whose next year it cannot compute), others only once the page's query is compiled (the
+    year 0 or 99999 of any `__year`, a moment that a UTC offset carries past 0001 or 9999 on
+    SQLite): the query is compiled here, inside the list's own error handling."""
 
     def get_filters(self, request):
         try:
             return super().get_filters(request)
         except (ValueError, OverflowError) as error:
             raise IncorrectLookupParameters(error) from error
+
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        try:
+            queryset.query.get_compiler(using=queryset.db).as_sql()
+        except (EmptyResultSet, FullResultSet):
+            pass  # a filter that selects nothing, or everything: a query all the same
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+        return queryset
 
     def get_ordering(self, request, queryset):
         """A sort typed into the address (`?o=3`) by a column the list does not offer to sort
@@ -238,6 +252,16 @@ def _totally_ordered(rows: QuerySet) -> bool:
     if not order or not isinstance(order[-1], str):
         return False
     return order[-1].lstrip("-") in ("pk", rows.model._meta.pk.name)
+
+
+class CheckedLists:
+    """A model admin whose list refuses the dates no calendar holds (`DrillDownChangeList`).
+    The console's site gives it to every model admin it registers, Django's and DRF's too, so
+    a list added later cannot forget it."""
+
+    def get_changelist(self, request, **kwargs):
+        changelist = super().get_changelist(request, **kwargs)  # type: ignore[misc]
+        return DrillDownChangeList if changelist is ChangeList else changelist
 
 
 class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):

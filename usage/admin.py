@@ -1,5 +1,5 @@
 import calendar
-from datetime import UTC, date, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django import forms
@@ -583,7 +583,14 @@ def date_window(since: str | None, until: str | None) -> str | None:
     start, end = bounds
     if start is None and end is None:
         return None
-    whole = all(b is None or b.astimezone(UTC).time() == time.min for b in bounds)
+    try:
+        return _window_in_utc(start, end)
+    except OverflowError:
+        return None  # a bound that UTC carries past the calendar: the list says it is invalid
+
+
+def _window_in_utc(start: datetime | None, end: datetime | None) -> str:
+    whole = all(b is None or b.astimezone(UTC).time() == time.min for b in (start, end))
     if whole:
         first = start and start.astimezone(UTC).date().isoformat()
         last = end and (end.astimezone(UTC).date() - timedelta(days=1)).isoformat()
