@@ -6,12 +6,14 @@ Staff only (the admin site wraps these views), and only for who may read the led
 
 import csv
 from datetime import timedelta
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -19,7 +21,7 @@ from django.views import View
 
 from usage.charts import daily_bar_chart
 from usage.dashboard import DEFAULT_DAYS, FIGURES, billing_report
-from usage.models import ModelAlias
+from usage.models import ModelAlias, UsageTotals
 from usage.rollups import day_start, today
 from usage.serializers import EARLIEST_MOMENT, LATEST_MOMENT
 
@@ -178,10 +180,27 @@ class BillingExportView(BillingAccess):
                 [
                     _cell(row.username),
                     _cell(row.model_alias),
-                    *(getattr(figures, name) for name in FIGURES),
+                    *(_figure(name, getattr(figures, name)) for name in FIGURES),
                 ]
             )
         return response
+
+
+# The figures summed from decimal columns, with their columns' places (credits, dollars).
+_DECIMAL_PLACES = {
+    field.name: field.decimal_places
+    for field in UsageTotals._meta.get_fields()
+    if isinstance(field, models.DecimalField)
+}
+
+
+def _figure(name: str, value):
+    """A sum as PostgreSQL gives it, to its column's decimal places: SQLite sums decimals as
+    floats (0.0000725150000000000 for 0.0000725150)."""
+    places = _DECIMAL_PLACES.get(name)
+    if places is None or value is None:
+        return value
+    return Decimal(value).quantize(Decimal(1).scaleb(-places))
 
 
 def _cell(text: str) -> str:

@@ -4,6 +4,8 @@ The hot-path reads use plain SQL (sessions_app.selectors, usage.selectors); this
 portable. It runs in a subprocess because the suite itself is bound to PostgreSQL.
 """
 
+import re
+
 from pantheon.testing.processes import production_python
 
 SCRIPT = r"""
@@ -45,6 +47,12 @@ from usage.rollups import rollup_rebuild
 rollup_rebuild()
 checks = [check_rollups(), check_counters(), *check_turns()]
 results["drift"] = {check.name: check.drift for check in checks}
+import csv
+from django.test import Client
+console = Client()
+console.force_login(User.objects.get(username="demo"))
+export = console.get("/admin/billing/export.csv")
+results["export"] = [export.status_code, list(csv.DictReader(export.content.decode().splitlines()))]
 print(json.dumps(results))
 """
 
@@ -66,3 +74,10 @@ def test_every_mode_runs_on_sqlite(tmp_path):
     # reconcile_usage's checks agree with the ledger on SQLite too, whose sums of decimals are
     # floats a few units in the last place off.
     assert set(results["drift"].values()) == {0}, results["drift"]
+    # The billing export writes its sums as PostgreSQL does, to the ledger's 10 places (SQLite's
+    # float sums read 0.0000725150000000000).
+    status, rows = results["export"]
+    assert status == 200 and len(rows) == 4  # the demo user × the four agents' aliases
+    for row in rows:
+        for figure in ("credits", "provider_cost_usd"):
+            assert re.fullmatch(r"\d+\.\d{10}", row[figure]), row
