@@ -12,6 +12,12 @@ the delay chosen by the model name, so an alias set to `openai/<name>` with this
 streams for a minute. `long-<n>` makes each word <n> characters long. The stub ignores
 `max_tokens`, as a misbehaving provider does: `words-100000` streams megabytes.
 
+`reasoning-<n>` makes it a reasoning model (DeepSeek's reasoner, say): <n> chunks of reasoning
+(`reasoning_content`, no `content`) come before the answer's first word, at the pace of its
+words, and count in its usage (`completion_tokens`, and `completion_tokens_details`'s
+`reasoning_tokens`); `stream-100-reasoning-50` thinks for five seconds, then answers. Plain,
+the reasoning comes in the answer's message, after the same wait.
+
 A misbehaving provider, by a word in the model name (with or without a delay):
 
 - `no-usage`: no `usage` in the answer, nor a usage chunk at the end of a stream;
@@ -48,6 +54,7 @@ BACKLOG = 2048
 _DELAY = re.compile(r"(slow|stream)-(\d+)")
 _LENGTH = re.compile(r"words-(\d+)")
 _WIDTH = re.compile(r"long-(\d+)")
+_REASONING = re.compile(r"reasoning-(\d+)")
 
 
 def _plan(model: str) -> tuple[float, float]:
@@ -74,13 +81,24 @@ def _words(model: str, messages: list[dict[str, Any]]) -> list[str]:
     return words
 
 
-def _usage(messages: list[dict[str, Any]], words: list[str]) -> dict[str, int]:
+def _thoughts(model: str) -> list[str]:
+    """The reasoning before the answer, a piece a chunk (none unless the name asks)."""
+    match = _REASONING.search(model)
+    count = int(match.group(1)) if match is not None else 0
+    return [("" if index == 0 else " ") + f"thought {index + 1}." for index in range(count)]
+
+
+def _usage(messages: list[dict[str, Any]], words: list[str], thoughts: list[str]) -> dict[str, Any]:
     prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
-    return {
+    completion = len(words) + len(thoughts)  # a provider bills its reasoning as output
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt,
-        "completion_tokens": len(words),
-        "total_tokens": prompt + len(words),
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
     }
+    if thoughts:
+        usage["completion_tokens_details"] = {"reasoning_tokens": len(thoughts)}
+    return usage
 
 
 class StubLLM:
@@ -131,7 +149,11 @@ class StubLLM:
         if "not-json" in model:
             return web.Response(text="<html>not json{{", content_type="text/html")
         if not body.get("stream") or "no-choices" in model:
-            await asyncio.sleep(first + between * (len(words) - 1))
+            thoughts = _thoughts(model)
+            await asyncio.sleep(first + between * (len(thoughts) + len(words) - 1))
+            message = {"role": "assistant", "content": " ".join(words)}
+            if thoughts:
+                message["reasoning_content"] = "".join(thoughts)
             answer: dict[str, Any] = {
                 "id": f"chatcmpl-{uuid.uuid4().hex}",
                 "object": "chat.completion",
@@ -139,16 +161,10 @@ class StubLLM:
                 "model": model,
                 "choices": []
                 if "no-choices" in model
-                else [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": " ".join(words)},
-                        "finish_reason": "stop",
-                    }
-                ],
+                else [{"index": 0, "message": message, "finish_reason": "stop"}],
             }
             if "no-usage" not in model:
-                answer["usage"] = _usage(messages, words)
+                answer["usage"] = _usage(messages, words, thoughts)
             return web.json_response(answer)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -160,9 +176,15 @@ class StubLLM:
 
     async def _stream(self, response, model, messages, words, first, between, body) -> None:
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+        thoughts = _thoughts(model)
         await asyncio.sleep(first)
-        for index, word in enumerate(words):
+        for index, thought in enumerate(thoughts):
             if index:
+                await asyncio.sleep(between)
+            delta = {"content": None, "reasoning_content": thought}
+            await self._send(response, chunk_id, model, delta, None)
+        for index, word in enumerate(words):
+            if index or thoughts:
                 await asyncio.sleep(between)
             if index == 2 and "stall" in model:
                 await asyncio.sleep(60)
@@ -174,7 +196,9 @@ class StubLLM:
         await self._send(response, chunk_id, model, {}, "stop")
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
         if wants_usage and "no-usage" not in model:
-            await self._send(response, chunk_id, model, None, None, _usage(messages, words))
+            await self._send(
+                response, chunk_id, model, None, None, _usage(messages, words, thoughts)
+            )
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
 
