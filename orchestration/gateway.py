@@ -10,6 +10,10 @@ reached the listener: what a client has seen is never said twice.
 An answer is as long as its call allows (`AnswerLimit`): a provider that ignores `max_tokens`
 is cut off there, its stream closed, and the answer ends as one the provider cut at its limit
 would (a success with the text so far).
+
+A reasoning model streams its reasoning first (`reasoning_content`, no text): it is neither
+shown nor stored, but it tells that the provider is alive, which a stream's caller may want to
+hear (`ReasoningListener`), and it is bounded apart from the answer (`REASONING_TOKENS`).
 """
 
 from __future__ import annotations
@@ -39,17 +43,29 @@ _ERROR_MESSAGE_CHARS = 300
 ANSWER_CHARS_PER_TOKEN = 16
 ANSWER_CHUNKS_PER_TOKEN = 2
 ANSWER_EXTRA_CHUNKS = 64
+# How long a reasoning model may reason before its answer, in tokens (the answer's max when that
+# is more), at the answer's chunks a token. Its reasoning chunks are counted apart from the
+# answer's: some providers do not count their reasoning in `max_tokens` (DeepSeek's reasoner
+# thinks up to 32K tokens whatever the answer's max), and counted with the answer they used up
+# its chunks, and cut a healthy call, before its first word. A provider that counts both in
+# `max_tokens` stays within it anyway; one that reasons without end is still cut, here.
+REASONING_TOKENS = 32_768
 
 # Receives each piece of an answer's text as the provider streams it.
 DeltaListener = Callable[[str], None]
+# Told of each chunk of reasoning the provider streams before its answer: it is alive. The
+# reasoning itself is not passed on (nor stored, nor shown).
+ReasoningListener = Callable[[], None]
 
 
 @dataclass(frozen=True)
 class AnswerLimit:
-    """The most an answer may be: characters of text, and chunks of a stream."""
+    """The most an answer may be: characters of text and chunks of a stream, and the chunks of
+    reasoning a reasoning model may stream before its text."""
 
     chars: int
     chunks: int
+    reasoning_chunks: int = REASONING_TOKENS * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS
 
     @classmethod
     def of(cls, call: LlmCall) -> AnswerLimit:
@@ -57,6 +73,8 @@ class AnswerLimit:
         return cls(
             chars=tokens * ANSWER_CHARS_PER_TOKEN,
             chunks=tokens * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS,
+            reasoning_chunks=max(tokens, REASONING_TOKENS) * ANSWER_CHUNKS_PER_TOKEN
+            + ANSWER_EXTRA_CHUNKS,
         )
 
 
@@ -88,7 +106,12 @@ class IncompleteAnswer(Exception):
 class LlmGateway(Protocol):
     async def complete(self, call: LlmCall) -> LlmResult: ...
 
-    async def stream(self, call: LlmCall, on_delta: DeltaListener) -> LlmResult: ...
+    async def stream(
+        self,
+        call: LlmCall,
+        on_delta: DeltaListener,
+        on_reasoning: ReasoningListener | None = None,
+    ) -> LlmResult: ...
 
 
 async def _rehearse(litellm: Any) -> None:
@@ -247,10 +270,21 @@ class LiteLLMGateway:
     async def complete(self, call: LlmCall) -> LlmResult:
         return await self._attempt(call, on_delta=None)
 
-    async def stream(self, call: LlmCall, on_delta: DeltaListener) -> LlmResult:
-        return await self._attempt(call, on_delta=on_delta)
+    async def stream(
+        self,
+        call: LlmCall,
+        on_delta: DeltaListener,
+        on_reasoning: ReasoningListener | None = None,
+    ) -> LlmResult:
+        return await self._attempt(call, on_delta=on_delta, on_reasoning=on_reasoning)
 
-    async def _attempt(self, call: LlmCall, *, on_delta: DeltaListener | None) -> LlmResult:
+    async def _attempt(
+        self,
+        call: LlmCall,
+        *,
+        on_delta: DeltaListener | None,
+        on_reasoning: ReasoningListener | None = None,
+    ) -> LlmResult:
         litellm = load_litellm()
         if self.demo:
             # Idempotent, and it survives a reset provider map.
@@ -285,7 +319,7 @@ class LiteLLMGateway:
                         raise IncompleteAnswer("The provider's reply held no answer (no choices).")
                     text = _within_limit(_reply_text(response), call)
                 else:
-                    await self._read_stream(litellm, request, call, on_delta, reading)
+                    await self._read_stream(litellm, request, call, on_delta, on_reasoning, reading)
                     text = reading.text
                 usage = usage_or_estimate(reading.usage, call, text, model)
                 return self._result(
@@ -334,33 +368,53 @@ class LiteLLMGateway:
         request: dict[str, Any],
         call: LlmCall,
         on_delta: DeltaListener,
+        on_reasoning: ReasoningListener | None,
         reading: _Reading,
     ) -> None:
         """Stream the answer to `on_delta` piece by piece, kept in `reading` with the usage,
-        which comes with the last chunk. The timeout bounds each wait for the next chunk, not
-        the whole answer. An answer past its limit stops there: the text up to the limit is
-        kept and the provider's stream closed (its usage, which comes last, never arrives)."""
+        which comes with the last chunk; each chunk of reasoning before it is told to
+        `on_reasoning`. The timeout bounds each wait for the next chunk, not the whole answer.
+        An answer past its limit stops there: the text up to the limit is kept and the
+        provider's stream closed (its usage, which comes last, never arrives). So does one
+        whose reasoning goes past its own limit, with what text it has (none, as a rule)."""
         response = await asyncio.wait_for(
             litellm.acompletion(**request, stream=True, stream_options={"include_usage": True}),
             self.timeout_seconds,
         )
         limit = AnswerLimit.of(call)
         chunks = response.__aiter__()
-        received = 0
+        received = reasoned = 0  # chunks of the answer, chunks of reasoning
         try:
             while True:
                 try:
                     chunk = await asyncio.wait_for(chunks.__anext__(), self.timeout_seconds)
                 except StopAsyncIteration:
                     break
+                choices = _field(chunk, "choices") or []
+                delta = _field(choices[0], "delta") if choices else None
+                piece = _field(delta, "content")
+                if not piece and _field(delta, "reasoning_content"):
+                    reasoned += 1
+                    if reasoned > limit.reasoning_chunks:
+                        logger.warning(
+                            "LLM call %s/%s for %s went past its reasoning limit (%d chunks); "
+                            "its answer is cut at %d characters",
+                            call.purpose,
+                            call.agent_key or "-",
+                            call.alias.alias,
+                            limit.reasoning_chunks,
+                            reading.length,
+                        )
+                        return
+                    if on_reasoning is not None:
+                        on_reasoning()
+                    continue
                 received += 1
                 if received > limit.chunks:
                     _log_cut(call, limit, reading.length, received)
                     return
                 if _field(chunk, "usage") is not None:
                     reading.usage = read_usage(chunk)
-                choices = _field(chunk, "choices") or []
-                piece = _field(_field(choices[0], "delta"), "content") if choices else None
                 if isinstance(piece, str) and piece:
                     piece = storable_text(piece)
                     room = limit.chars - reading.length
