@@ -188,8 +188,9 @@ class FakeGateway:
             return self.summary_reply
         return f"{call.agent_key} answers via {call.alias.alias} (call {len(self.calls)})"
 
-    async def stream(self, call: LlmCall, on_delta) -> LlmResult:
-        """The same answer, handed to `on_delta` word by word (`word_delay` apart)."""
+    async def stream(self, call: LlmCall, on_delta, on_reasoning=None) -> LlmResult:
+        """The same answer, handed to `on_delta` word by word (`word_delay` apart); it does
+        not reason first (`on_reasoning` never hears from it)."""
         result = await self.complete(call)
         for index, piece in enumerate(re.findall(r"\s*\S+", result.text)):
             if index and self.word_delay:

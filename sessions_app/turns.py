@@ -1052,7 +1052,9 @@ class _StreamedStep:
     (at most every `PANTHEON_STREAM_SAVE_SECONDS`, one save at a time) so that any host can
     replay the running turn; the step's commit replaces it with the message. A stream that
     keeps talking is progress: its saves move the turn's `progress_at` too (at most every
-    tenth of the stale limit), so a long answer is never taken for a dead turn."""
+    tenth of the stale limit), so a long answer is never taken for a dead turn. So is a
+    reasoning model's reasoning before its answer, which has no text to save: it moves the
+    turn's progress alone, as often."""
 
     def __init__(self, runner: TurnRunner) -> None:
         self.runner = runner
@@ -1064,7 +1066,7 @@ class _StreamedStep:
 
     async def make(self, request: LlmCall) -> LlmResult:
         try:
-            return await self.runner.gateway.stream(request, self.hear)
+            return await self.runner.gateway.stream(request, self.hear, self.hear_reasoning)
         finally:
             if self.saving is not None:
                 # Never let a save land after the commit that clears it.
@@ -1083,6 +1085,13 @@ class _StreamedStep:
             # commits, and a turn's saves end with the turn (at most one running at a time).
             self.saving = asyncio.create_task(database(self.save)("".join(self.pieces)))
 
+    def hear_reasoning(self) -> None:
+        """A chunk of the provider's reasoning: nothing to show or save, only progress, and
+        that at most every tenth of the stale limit, in the one save that may run at a time
+        (the step waits for it as for a save of text)."""
+        if self._progress_due() and (self.saving is None or self.saving.done()):
+            self.saving = asyncio.create_task(database(self.progress)(timezone.now()))
+
     def save(self, text: str) -> None:
         now = timezone.now()
         row = TurnStream(turn=self.runner._turn, sequence=self.sequence, text=text, updated_at=now)
@@ -1093,6 +1102,12 @@ class _StreamedStep:
             unique_fields=["turn"],
             update_fields=["sequence", "text", "updated_at"],
         )
-        if time.monotonic() - self.progress_at >= settings.PANTHEON_TURN_STALE_SECONDS / 10:
-            self.progress_at = time.monotonic()
-            Turn.objects.running().filter(pk=self.runner._turn.pk).update(progress_at=now)
+        if self._progress_due():
+            self.progress(now)
+
+    def progress(self, now) -> None:
+        self.progress_at = time.monotonic()
+        Turn.objects.running().filter(pk=self.runner._turn.pk).update(progress_at=now)
+
+    def _progress_due(self) -> bool:
+        return time.monotonic() - self.progress_at >= settings.PANTHEON_TURN_STALE_SECONDS / 10
