@@ -9,10 +9,19 @@ from usage.serializers import ModelAliasField
 MODE_INPUT_CHOICES = [*RoomMode.values, *MODE_ALIASES]
 
 
+def each_once(tools: list[str]) -> None:
+    """Each tool once (as trimmed): a list that named one twice was stored as sent."""
+    seen: set[str] = set()
+    for tool in tools:
+        if tool in seen:
+            raise serializers.ValidationError(f"{tool!r} is listed twice.", code="duplicate")
+        seen.add(tool)
+
+
 class AgentSerializer(ModelSerializer):
     model_alias = ModelAliasField()
     tool_permissions = serializers.ListField(
-        child=StrictCharField(max_length=64), required=False, max_length=50
+        child=StrictCharField(max_length=64), required=False, max_length=50, validators=[each_once]
     )
 
     class Meta:

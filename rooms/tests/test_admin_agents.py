@@ -45,6 +45,7 @@ def test_a_key_its_owner_uses_already_is_a_form_error_not_a_500(boss, owner, mak
         ({"model_alias": "no_such_alias"}, "model_alias"),
         ({"tool_permissions": '{"x": 1}'}, "tool_permissions"),
         ({"tool_permissions": '["search", ""]'}, "tool_permissions"),
+        ({"tool_permissions": '["search", "search"]'}, "tool_permissions"),
         (
             {"tool_permissions": str([f"t{i}" for i in range(51)]).replace("'", '"')},
             "tool_permissions",

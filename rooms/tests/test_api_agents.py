@@ -134,6 +134,25 @@ def test_create_rejects_tool_permissions_that_are_not_a_list(owner_client):
     assert "tool_permissions" in response.json()
 
 
+@pytest.mark.parametrize("tools", [["web", "web"], ["web", "code", " web "]])
+def test_create_refuses_a_tool_listed_twice(owner_client, tools):
+    response = owner_client.post(AGENTS_URL, agent_body(tool_permissions=tools))
+
+    assert response.status_code == 400
+    assert response.json() == {"tool_permissions": ["'web' is listed twice."]}
+    assert not Agent.objects.exists()
+
+
+def test_patch_refuses_a_tool_listed_twice(owner, owner_client, make_agent):
+    ada = make_agent(owner, "ada")
+
+    response = owner_client.patch(f"{AGENTS_URL}/{ada.pk}", {"tool_permissions": ["a", "a"]})
+
+    assert response.status_code == 400
+    ada.refresh_from_db()
+    assert ada.tool_permissions == []
+
+
 # --- read -----------------------------------------------------------------------------------
 
 
