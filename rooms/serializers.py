@@ -21,7 +21,12 @@ def each_once(tools: list[str]) -> None:
 class AgentSerializer(ModelSerializer):
     model_alias = ModelAliasField()
     tool_permissions = serializers.ListField(
-        child=StrictCharField(max_length=64), required=False, max_length=50, validators=[each_once]
+        child=StrictCharField(max_length=64),
+        required=False,
+        max_length=50,
+        validators=[each_once],
+        # DRF's own names the type it got, which in the console is its form's "JSONString".
+        error_messages={"not_a_list": 'Expected a list of tool names, such as ["web_search"].'},
     )
 
     class Meta:

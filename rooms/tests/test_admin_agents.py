@@ -64,6 +64,17 @@ def test_what_the_api_refuses_the_admin_refuses(boss, owner, make_agent, changes
     assert ada.model_alias == "deepseek" and ada.tool_permissions == []
 
 
+def test_a_tool_list_that_is_no_list_is_explained_in_the_console(boss, owner, make_agent):
+    ada = make_agent(owner, "ada")
+
+    response = boss.post(url(Agent, "change", ada.pk), form(ada, tool_permissions='"web"'))
+
+    assert response.context["adminform"].form.errors["tool_permissions"] == [
+        'Expected a list of tool names, such as ["web_search"].'
+    ]
+    assert "JSONString" not in response.content.decode()
+
+
 def test_an_agent_keeps_its_alias_once_that_is_disabled(boss, owner, make_agent):
     ada = make_agent(owner, "ada", model_alias="qwen")
     ModelAlias.objects.filter(alias="qwen").update(enabled=False)

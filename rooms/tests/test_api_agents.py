@@ -131,7 +131,9 @@ def test_create_rejects_tool_permissions_that_are_not_a_list(owner_client):
     response = owner_client.post(AGENTS_URL, agent_body(tool_permissions="web_search"))
 
     assert response.status_code == 400
-    assert "tool_permissions" in response.json()
+    assert response.json() == {
+        "tool_permissions": ['Expected a list of tool names, such as ["web_search"].']
+    }
 
 
 @pytest.mark.parametrize("tools", [["web", "web"], ["web", "code", " web "]])
