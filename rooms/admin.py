@@ -193,8 +193,9 @@ def locked_seats(room_id) -> list[RoomAgent]:
     """The room's seats in the database, in order, the room's row locked for the rest of the
     transaction: a seat saved elsewhere meanwhile (its own page, the API's roster, which lock
     the room too) waits for this one's numbers, instead of taking one of them (a 500 on the
-    unique seats)."""
-    rooms_lock([room_id])
+    unique seats). Only locked: the room page reads them before it knows whether they change,
+    and may refuse them, and its save of the room moves the room's `updated_at` anyway."""
+    rooms_lock([room_id], seats_change=False)
     seats = RoomAgent.objects.filter(room_id=room_id).select_related("agent")
     return list(seats.order_by("position"))
 

@@ -115,11 +115,20 @@ def room_set_agents(*, room: Room, agent_ids: Sequence[UUID]) -> Room:
     return room
 
 
-def rooms_lock(room_ids: Iterable) -> None:
+def rooms_lock(room_ids: Iterable, *, seats_change: bool = True) -> None:
     """Lock these rooms' rows for the rest of the transaction, in one order (two requests that
     lock the same rooms never wait for each other), before their seats change: a roster's
-    change (`_lock_live_room`) locks its room first too."""
+    change (`_lock_live_room`) locks its room first too.
+
+    Their `updated_at` moves here, as a roster's change moves it: every writer of seats but
+    the roster locks their rooms here first (a seat's own page, saved or deleted, an agent's
+    delete), so each change moves it once, however many seats it writes, in the transaction
+    that writes them. `seats_change=False` only locks, for a reader that does not know yet
+    whether it will change them (the room page, whose own save of the room moves it)."""
+    room_ids = list(room_ids)
     list(Room.objects.select_for_update().filter(pk__in=room_ids).order_by("pk").values("pk"))
+    if seats_change:
+        Room.objects.filter(pk__in=room_ids).update(updated_at=timezone.now())
 
 
 def seats_close_gaps(*, room_ids: Iterable) -> None:
