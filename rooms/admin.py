@@ -1,7 +1,10 @@
+from typing import Self
+
 from django import forms
 from django.contrib import admin
 from django.db import transaction
 from django.forms.models import BaseInlineFormSet
+from django.forms.utils import ErrorList
 from rest_framework import serializers
 
 from pantheon.console import (
@@ -229,8 +232,8 @@ def seats_saved(seats: list[RoomAgent], *, moved: list[RoomAgent], leaving=()) -
 
 def _stale(why: str) -> forms.ValidationError:
     return forms.ValidationError(
-        "%(why)s since this page was opened: nothing was saved. Reload the page to see the "
-        "room's seats as they are now.",
+        "%(why)s since this page was opened: nothing was saved. The seats below are the "
+        "room's as they are now: make your changes to them again.",
         code="stale",
         params={"why": why},
     )
@@ -245,7 +248,29 @@ class SeatFormSet(BaseInlineFormSet):
     A seat added to the room elsewhere while the page was open (on its own page) keeps its
     place among the page's seats and is numbered with them. The page is refused, with nothing
     saved, when it cannot be saved as typed: one of its seats is gone (the API seated a new
-    roster), or it seats an agent seated meanwhile."""
+    roster), or it seats an agent seated meanwhile. The refused page shows the room's seats as
+    they are now instead, with the refusal above them (`as_now`)."""
+
+    refusal: ErrorList | None = None  # said above the seats as they are now
+
+    def non_form_errors(self):
+        return super().non_form_errors() if self.refusal is None else self.refusal
+
+    def refused_as_stale(self) -> bool:
+        """Whether the seats posted were refused because they changed elsewhere meanwhile."""
+        if not self.is_bound:
+            return False
+        return any(error.code == "stale" for error in self.non_form_errors().as_data())
+
+    def as_now(self, queryset) -> Self:
+        """The room's seats as they are now (from `queryset`, the inline's), unbound, with this
+        formset's refusal above them. Redisplayed as posted, the refused seats put the values
+        typed beside the captions of the seats now in the room (Django reads each row's seat
+        anew, a seat replaced meanwhile as the one now at its row): two states mixed, which
+        saved again would be refused again."""
+        now = type(self)(instance=self.instance, prefix=self.prefix, queryset=queryset)
+        now.refusal = self.non_form_errors()
+        return now
 
     def clean(self):
         super().clean()  # two seats typed at one position are refused first
@@ -359,6 +384,17 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
 
     def soft_delete(self, obj: Room) -> None:
         room_delete(room=obj)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # A page refused because its seats changed elsewhere shows the room's seats as they are
+        # now, saying why above them; the room's own fields stay as typed, to be saved again.
+        shown = context["inline_admin_formsets"]
+        for index, inline_admin_formset in enumerate(shown):
+            seats, inline = inline_admin_formset.formset, inline_admin_formset.opts
+            if isinstance(seats, SeatFormSet) and seats.refused_as_stale():
+                now = seats.as_now(inline.get_queryset(request))
+                (shown[index],) = self.get_inline_formsets(request, [now], [inline], obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not RoomAgent:

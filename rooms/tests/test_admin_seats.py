@@ -1,6 +1,8 @@
 """The room page's seated agents in the admin: a room seats only its owner's agents, as the API
 (`PUT rooms/{id}/agents` answers 400 "Unknown agent" for anyone else's)."""
 
+from html.parser import HTMLParser
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -372,9 +374,91 @@ def test_a_seat_the_api_replaced_meanwhile_is_said_on_the_page(
     # over no error at all.
     assert (
         "A seat this page shows was removed from the room since this page was opened: nothing "
-        "was saved. Reload the page" in response.content.decode()
+        "was saved. The seats below are the room&#x27;s as they are now"
+        in response.content.decode()
     )
     assert seats_now(room) == [("linus", 0), ("ada", 1)]
+
+
+class ShownFields(HTMLParser):
+    """The values a page's form shows: each input's, and each select's selected options."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.values: dict[str, object] = {}
+        self._select: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "input" and "name" in attributes:
+            self.values[attributes["name"]] = attributes.get("value")
+        elif tag == "select":
+            self._select = attributes["name"]
+            self.values[self._select] = []
+        elif tag == "option" and self._select and "selected" in attributes:
+            self.values[self._select].append(attributes["value"])
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+
+
+@pytest.mark.parametrize("meanwhile", ["roster", "seat"])
+def test_a_refused_room_page_shows_the_seats_as_they_are_now(
+    room, owner, make_agent, staff, owner_client, meanwhile
+):
+    """Refused, the page showed the seats as posted beside the captions of the seats now in
+    the room (ada's typed 3 beside "Linus (@linus) at seat 0"), two states mixed: saved again
+    as shown, it was refused again. It shows the room's seats as they are now, the refusal
+    above them, and the room's own fields as typed."""
+    ada_seat = RoomAgent.objects.get(room=room)
+    ada, linus, bo = ada_seat.agent, make_agent(owner, "linus"), make_agent(owner, "bo")
+    if meanwhile == "roster":  # new seats: the page's seat of ada is gone
+        roster = {"agent_ids": [str(linus.pk), str(ada.pk)]}
+        answer = owner_client.put(f"/api/v1/rooms/{room.pk}/agents", roster, format="json")
+        assert answer.status_code == 200
+    else:  # linus seated on the seat's own page, which the page seats too
+        add_seat(room, linus, 0)
+    now = {seat.agent.agent_key: seat for seat in room.seats.select_related("agent")}
+    typed = [(ada, 3, ada_seat.pk), (linus, 0, None), (bo, 1, None)]
+
+    response = client_for(staff).post(
+        change(room), room_form(room, typed, initial=1) | {"name": "Renamed"}
+    )
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "nothing was saved. The seats below are the room&#x27;s as they are now" in page
+    shown = ShownFields(page).values
+    assert (shown["seats-TOTAL_FORMS"], shown["seats-INITIAL_FORMS"]) == ("2", "2")
+    assert [
+        (
+            shown[f"seats-{index}-id"],
+            shown[f"seats-{index}-agent"],
+            shown[f"seats-{index}-position"],
+        )
+        for index in range(2)
+    ] == [
+        (str(now["linus"].pk), [str(linus.pk)], "0"),
+        (str(now["ada"].pk), [str(ada.pk)], "1"),
+    ]
+    selected = [value for name, value in shown.items() if name.endswith("-agent")]
+    assert "seats-2-agent" not in shown and [str(bo.pk)] not in selected
+    assert "(@linus) at seat 0 of Research" in page and "(@ada) at seat 1 of Research" in page
+    assert shown["name"] == "Renamed"  # the room's own fields as typed
+    assert seats_now(room) == [("linus", 0), ("ada", 1)]
+    room.refresh_from_db()
+    assert room.name == "Research"
+
+    # Saved again as shown, it is saved.
+    again = [(linus, 0, now["linus"].pk), (ada, 1, now["ada"].pk)]
+    response = client_for(staff).post(
+        change(room), room_form(room, again, initial=2) | {"name": "Renamed"}
+    )
+    assert response.status_code == 302
+    room.refresh_from_db()
+    assert (room.name, seats_now(room)) == ("Renamed", [("linus", 0), ("ada", 1)])
 
 
 # --- the seat's own page numbers the room's seats as the room page does -------------------------
