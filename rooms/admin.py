@@ -273,11 +273,12 @@ class SeatFormSet(BaseInlineFormSet):
         return now
 
     def clean(self):
-        super().clean()  # two seats typed at one position are refused first
         if any(self.model._meta.pk.name in form.errors for form in self.forms):
             # Django refuses a seat that is no longer the room's in its hidden id field, which
-            # the page does not show: "Please correct the error below" over no error.
+            # the page does not show: "Please correct the error below" over no error. Said
+            # before the typing's mistakes, which were typed over seats no longer there.
             raise _stale("A seat this page shows was removed from the room")
+        super().clean()  # two seats typed at one position are refused next
         if any(self.errors):
             return
         staying = [

@@ -544,3 +544,36 @@ def test_a_seat_moved_to_another_room_or_deleted_closes_its_gap(
 
     assert seats_now(other) == [("di", 0)]
     assert RoomAgent.objects.get(pk=di_seat.pk).position == 0
+
+
+def test_a_page_whose_seats_changed_meanwhile_says_so_before_its_typing_mistakes(
+    room, owner, make_agent, staff
+):
+    """One of its seats deleted on the seat's page meanwhile, and two seats typed at one
+    position: the page said "Please correct the duplicate data for position" over its seats as
+    posted, beside the captions of others (Django reads the row of a seat gone as the seat now
+    at its place). That the seats changed meanwhile comes first, with the seats as they are now.
+    """
+    ada_seat = RoomAgent.objects.get(room=room)
+    linus_seat, bo_seat = (
+        RoomAgent.objects.create(room=room, agent=make_agent(owner, key), position=position)
+        for position, key in ((1, "linus"), (2, "bo"))
+    )
+    other = User.objects.create_user("other-operator", is_staff=True, is_superuser=True)
+    delete = reverse("admin:rooms_roomagent_delete", args=[linus_seat.pk])
+    assert client_for(other).post(delete, {"post": "yes"}).status_code == 302
+    typed = [(seat.agent, 2, seat.pk) for seat in (ada_seat, linus_seat, bo_seat)]
+
+    response = client_for(staff).post(change(room), room_form(room, typed, initial=3))
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "A seat this page shows was removed from the room since this page was opened" in page
+    assert "duplicate data" not in page
+    shown = ShownFields(page).values
+    assert shown["seats-TOTAL_FORMS"] == "2"
+    assert [(shown[f"seats-{index}-id"], shown[f"seats-{index}-position"]) for index in (0, 1)] == [
+        (str(ada_seat.pk), "0"),
+        (str(bo_seat.pk), "1"),
+    ]
+    assert seats_now(room) == [("ada", 0), ("bo", 1)]
