@@ -148,8 +148,18 @@ def seats_close_gaps(*, room_ids: Iterable) -> None:
 def agent_delete(*, agent: Agent) -> None:
     """The agent leaves every room it is seated in, whose seats are numbered again without it
     (it left a gap: 0, 2, 3); its direct sessions stay, their agent gone."""
-    room_ids = list(RoomAgent.objects.filter(agent=agent).values_list("room_id", flat=True))
-    rooms_lock(room_ids)
+    room_ids: set = set()
+    while True:
+        seated = set(RoomAgent.objects.filter(agent=agent).values_list("room_id", flat=True))
+        if seated <= room_ids:
+            break
+        # Rooms first (the order of every writer of seats), then the agent's row: once that is
+        # held, no roster can seat the agent anywhere else, and the rooms read next are all its
+        # rooms. One seated meanwhile, between the read and the locks, is locked too: else its
+        # seat went with the agent and left a gap in that room (0, 2).
+        rooms_lock(seated - room_ids)
+        room_ids |= seated
+        Agent.objects.select_for_update().filter(pk=agent.pk).values("pk").first()
     agent.delete()
     seats_close_gaps(room_ids=room_ids)
 

@@ -106,3 +106,38 @@ def test_a_roster_set_while_one_of_its_agents_is_deleted_never_deadlocks(
 
     assert (roster, delete) == (["ok"], ["ok"])
     assert list(room.seats.values_list("agent__agent_key", "position")) == [("linus", 0)]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_an_agent_seated_in_another_room_while_it_is_deleted_leaves_no_gap_there(
+    owner, make_agent, make_room, monkeypatch
+):
+    """The delete read the agent's rooms, then locked them: a roster that seated the agent in
+    another room in between lost its seat with the agent, and that room was neither numbered
+    again nor stamped (positions linus 1, marie 2). Replayed in that order on PostgreSQL."""
+    ada, linus, marie = (make_agent(owner, key) for key in ("ada", "linus", "marie"))
+    make_room(owner, [ada], name="First")
+    other = make_room(owner, [linus, marie], name="Other")
+    stamped = other.updated_at
+    locking = services.rooms_lock
+    seating: list = []
+
+    def seated_meanwhile(room_ids, **kwargs):
+        if not seating:  # the delete's first lock: another request seats ada in front
+            _in_thread(
+                lambda: services.room_set_agents(
+                    room=Room.objects.get(pk=other.pk), agent_ids=[ada.pk, linus.pk, marie.pk]
+                ),
+                seating,
+            ).join(30)
+        return locking(room_ids, **kwargs)
+
+    monkeypatch.setattr(services, "rooms_lock", seated_meanwhile)
+
+    services.agent_delete(agent=ada)
+
+    assert seating == ["ok"]
+    other.refresh_from_db()
+    seats = other.seats.order_by("position").values_list("agent__agent_key", "position")
+    assert list(seats) == [("linus", 0), ("marie", 1)]
+    assert other.updated_at > stamped
