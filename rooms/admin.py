@@ -353,10 +353,19 @@ class RoomForm(CheckedAsTheApi):
 
     api_serializer = RoomSerializer
     api_checked = ("name", "goal")
+    # What a turn changes while the page is open: its first turn after a mode change promotes
+    # the pending mode. The page says what it showed of them (hidden), so that a save changes
+    # only what the operator changed (`RoomAdmin.save_model`).
+    moved_by_turns = ("current_mode", "pending_mode")
 
     class Meta:
         model = Room
         fields = ["owner", "name", "goal", "current_mode", "pending_mode"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.moved_by_turns:
+            self.fields[name].show_hidden_initial = True
 
 
 @admin.register(Room)
@@ -385,6 +394,13 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
 
     def soft_delete(self, obj: Room) -> None:
         room_delete(room=obj)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            return super().save_model(request, obj, form, change)
+        # The fields the operator changed, and the time: saved whole, the page put back the
+        # modes it showed, undoing a pending mode that a turn promoted meanwhile.
+        obj.save(update_fields=[*form.changed_data, "updated_at"])
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         # A page refused because its seats changed elsewhere shows the room's seats as they are

@@ -1,6 +1,7 @@
 """The room page's seated agents in the admin: a room seats only its owner's agents, as the API
 (`PUT rooms/{id}/agents` answers 400 "Unknown agent" for anyone else's)."""
 
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -577,3 +578,41 @@ def test_a_page_whose_seats_changed_meanwhile_says_so_before_its_typing_mistakes
         (str(bo_seat.pk), "1"),
     ]
     assert seats_now(room) == [("ada", 0), ("bo", 1)]
+
+
+def test_a_room_page_saved_after_a_turn_promoted_its_mode_keeps_the_turns_mode(room, owner, staff):
+    """A turn promotes a room's pending mode while its page is open; the page, saved with a new
+    name, wrote back the modes it showed (current manual, roundtable pending again)."""
+    Room.objects.filter(pk=room.pk).update(current_mode="manual", pending_mode="roundtable")
+    room.refresh_from_db()
+    console = client_for(staff)
+    page = console.get(change(room)).content.decode()
+    shown = dict(re.findall(r'name="initial-(\w+_mode)" value="(\w*)"', page))
+    Room.objects.filter(pk=room.pk).update(current_mode="roundtable", pending_mode=None)
+    seat = RoomAgent.objects.get(room=room)
+    form = room_form(room, [(seat.agent, 0, seat.pk)], initial=1)
+    form |= {"name": "Renamed", "pending_mode": "roundtable"}
+    form |= {f"initial-{name}": value for name, value in shown.items()}
+
+    response = console.post(change(room), form)
+
+    assert shown == {"current_mode": "manual", "pending_mode": "roundtable"}
+    assert response.status_code == 302
+    room.refresh_from_db()
+    assert (room.name, room.current_mode, room.pending_mode) == ("Renamed", "roundtable", None)
+
+
+def test_a_mode_the_operator_changes_on_the_room_page_is_saved(room, owner, staff):
+    seat = RoomAgent.objects.get(room=room)
+    form = room_form(room, [(seat.agent, 0, seat.pk)], initial=1)
+    form |= {
+        "pending_mode": "orchestrator",
+        "initial-pending_mode": "",
+        "initial-current_mode": room.current_mode,
+    }
+
+    response = client_for(staff).post(change(room), form)
+
+    assert response.status_code == 302
+    room.refresh_from_db()
+    assert room.pending_mode == "orchestrator"
