@@ -10,6 +10,9 @@ SUMMARIZE_AT = 0.70
 PRUNE_AT = 0.90
 SUMMARY_EVERY_TURNS = 8
 
+# What a window keeps beside the prompt and the answer (message framing, the provider's own
+# tokens, estimates that run short): 5 % of it, never under 1024.
+_OVERHEAD_SHARE = 0.05
 _MIN_OVERHEAD_RESERVE = 1024
 
 
@@ -51,6 +54,19 @@ def share_of(amount: int, ratio: float) -> Fraction:
     return Fraction(str(ratio)) * amount
 
 
+def smallest_window(max_output_tokens: int, input_tokens: int) -> int:
+    """The smallest window leaving a prompt of `input_tokens` beside answers of
+    `max_output_tokens` and the overhead.
+
+    A window less its overhead is the lesser of window - 1024 and window × 95 % (rounded down),
+    and grows with the window: the smallest one that holds `needed` is the first where both do.
+    """
+    needed = max_output_tokens + input_tokens
+    return max(
+        needed + _MIN_OVERHEAD_RESERVE, math.ceil(needed / (1 - Fraction(str(_OVERHEAD_SHARE))))
+    )
+
+
 @dataclass(frozen=True)
 class ContextBudget:
     context_window: int
@@ -60,8 +76,19 @@ class ContextBudget:
 
     @classmethod
     def for_window(cls, context_window: int, max_output_tokens: int) -> ContextBudget:
-        output_reserve = min(max_output_tokens, context_window * 20 // 100)
-        overhead_reserve = max(_MIN_OVERHEAD_RESERVE, math.ceil(share_of(context_window, 0.05)))
+        """The prompt gets what the answer and the overhead leave of the window.
+
+        The answer's reserve is the alias's whole max_output_tokens, the `max_tokens` every
+        call asks the provider for: a prompt of the whole input budget and an answer of that
+        length then still fit the window. (A reserve capped at a fifth of the window let a
+        full prompt and the answer asked for overrun it: the provider refused the call as
+        context_length_exceeded.) A window too small for the answer leaves a budget of 0,
+        which refuses every turn rather than sending one that cannot fit.
+        """
+        output_reserve = max_output_tokens
+        overhead_reserve = max(
+            _MIN_OVERHEAD_RESERVE, math.ceil(share_of(context_window, _OVERHEAD_SHARE))
+        )
         input_budget = max(0, context_window - output_reserve - overhead_reserve)
         return cls(
             context_window=context_window,

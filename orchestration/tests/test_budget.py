@@ -9,6 +9,7 @@ from orchestration.budget import (
     ContextBudget,
     estimate_tokens,
     fits,
+    smallest_window,
     summary_due,
 )
 
@@ -53,9 +54,58 @@ def test_window_128000():
     )
 
 
-def test_output_reserve_is_capped_at_a_fifth_of_the_window():
-    budget = ContextBudget.for_window(2000, 1024)
-    assert (budget.output_reserve, budget.overhead_reserve, budget.input_budget) == (400, 1024, 576)
+def test_the_whole_answer_asked_for_is_reserved():
+    """The reserve was capped at a fifth of the window (819 here, a budget of 2253), though
+    every call asks for the whole max_output_tokens: a full prompt and the answer overran it."""
+    budget = ContextBudget.for_window(4096, 2048)
+    assert (budget.output_reserve, budget.overhead_reserve, budget.input_budget) == (
+        2048,
+        1024,
+        1024,
+    )
+
+
+def test_a_window_too_small_for_the_answer_leaves_no_prompt():
+    """2500 - 2000 - 1024 is below 0: it left 976 tokens (the answer capped at 500)."""
+    budget = ContextBudget.for_window(2500, 2000)
+    assert budget.input_budget == 0
+    assert not fits(1, budget)
+
+
+@pytest.mark.parametrize(
+    ("window", "longest"),
+    [
+        (1024, 1),
+        (2500, 2000),
+        (8192, 4096),
+        (20_480, 10_000),
+        (200_000, 150_000),
+        (2_147_483_647, 1),
+        (2_147_483_647, 2_000_000_000),
+        (2_147_483_647, 2_147_483_646),
+    ],
+)
+def test_a_full_prompt_and_the_answer_asked_for_fit_the_window(window, longest):
+    budget = ContextBudget.for_window(window, longest)
+    if budget.input_budget:
+        assert budget.input_budget + longest + budget.overhead_reserve == window
+    assert budget.input_budget + longest <= window
+
+
+@pytest.mark.parametrize("longest", [1, 964, 1024, 2000, 18_000, 19_000, 40_000, 2_147_483_646])
+@pytest.mark.parametrize("prompt", [1, 512, 100_000])
+def test_smallest_window_is_the_first_that_leaves_the_prompt(longest, prompt):
+    window = smallest_window(longest, prompt)
+    assert ContextBudget.for_window(window, longest).input_budget >= prompt
+    assert ContextBudget.for_window(window - 1, longest).input_budget < prompt
+
+
+def test_smallest_window_around_the_overhead_floor():
+    # Up to a window of 20,480 the overhead is its floor of 1024; past it, 5 % of the window.
+    for longest in range(18_000, 19_500, 7):
+        window = smallest_window(longest, 512)
+        assert ContextBudget.for_window(window, longest).input_budget >= 512
+        assert ContextBudget.for_window(window - 1, longest).input_budget < 512
 
 
 def test_tiny_window_never_goes_negative():

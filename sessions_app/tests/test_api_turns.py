@@ -352,8 +352,8 @@ def test_bad_message_is_400_and_writes_nothing(owner_client, room_session, fake_
 def test_input_larger_than_the_context_budget_is_refused(
     owner_client, room_session, fake_gateway, post_turn
 ):
-    # 2048-token window: input budget = 2048 - 409 (output reserve) - 1024 (overhead) = 615.
-    ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=2048)
+    # 2048-token window, answers of up to 409: input budget = 2048 - 409 - 1024 (overhead) = 615.
+    ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=409)
     session = room_session()
     response = post_turn(owner_client, session, "@ada " + "word " * 600)
 
@@ -502,7 +502,7 @@ def test_summary_is_due_when_the_context_passes_70_percent(
 ):
     settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "premium"  # a large window: room for everything
     # Input budget 615 tokens (see above); one long earlier exchange pushes the next turn past 70 %.
-    ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=2048)
+    ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=409)
     session = room_session()
     post_turn(owner_client, session, "@ada " + "word " * 150)
     assert fake_gateway.calls_for("summary") == []
@@ -531,7 +531,7 @@ def test_summary_is_due_when_the_context_passes_70_percent(
 def test_context_over_90_percent_is_pruned_oldest_first(
     owner_client, room_session, fake_gateway, post_turn
 ):
-    ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=2048)
+    ModelAlias.objects.filter(alias="deepseek").update(context_window=2048, max_output_tokens=409)
     fake_gateway.fail_purposes["summary"] = "provider_error"  # no summary to relieve the pressure
     session = room_session()
     post_turn(owner_client, session, "@ada FIRST " + "word " * 150)
@@ -623,7 +623,7 @@ def test_live_backend_counts_tokens_with_the_models_tokenizer(
     # 500 repeated words: ~780 tokens by the character estimate, 500 by gpt-4o's tokenizer;
     # with the agent's system prompt (~100 by either count) against an input budget of 615.
     ModelAlias.objects.filter(alias="deepseek").update(
-        litellm_model="gpt-4o", context_window=2048, max_output_tokens=2048
+        litellm_model="gpt-4o", context_window=2048, max_output_tokens=409
     )
     message = "@ada" + " word" * 500
     session = room_session()
@@ -735,7 +735,7 @@ def test_a_summary_takes_what_fits_the_summarizer_and_the_next_one_goes_on_from_
 ):
     # The summarizer (qwen here) has a small window: prune line 553, minus the prompt's 300.
     settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "qwen"
-    ModelAlias.objects.filter(alias="qwen").update(context_window=2048, max_output_tokens=2048)
+    ModelAlias.objects.filter(alias="qwen").update(context_window=2048, max_output_tokens=409)
     session = room_session()
     for index in range(1, 8):
         post_turn(owner_client, session, f"@ada number {index} " + "word " * 60)

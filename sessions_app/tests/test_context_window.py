@@ -1,0 +1,129 @@
+"""A prompt and the answer a call asks for fit the alias's window together.
+
+Every call asks the provider for the alias's whole max_output_tokens (`max_tokens`). The context
+budget kept only a fifth of the window for it: a prompt filled up to the budget and the answer
+asked for overran the window, and a real provider refused the call (context_length_exceeded).
+"""
+
+import pytest
+
+from orchestration.budget import estimate_tokens
+from orchestration.litellm_loader import load_litellm
+from sessions_app.models import Message, Turn, TurnContextAudit
+from usage.models import LlmCallEvent, ModelAlias
+from usage.services import model_alias_set
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def provider_requests(monkeypatch, settings) -> list[dict]:
+    """What the gateway asks litellm for, on its way to the offline demo provider."""
+    assert settings.PANTHEON_LLM_BACKEND == "demo"
+    litellm = load_litellm()
+    forward = litellm.acompletion
+    asked: list[dict] = []
+
+    async def recorded(**request):
+        if "max_tokens" in request:  # not the gateway's warm-up
+            asked.append(request)
+        return await forward(**request)
+
+    monkeypatch.setattr(litellm, "acompletion", recorded)
+    return asked
+
+
+@pytest.fixture
+def ada_session(owner, make_agent, make_room, make_session, settings):
+    """Ada, on deepseek, alone in a room. Summaries are off (their alias is disabled): only
+    pruning keeps her prompt in the budget."""
+    ModelAlias.objects.filter(alias="qwen").update(enabled=False)
+    settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "qwen"
+    return make_session(owner, room=make_room(owner, [make_agent(owner, "ada")]))
+
+
+def assert_each_fits_its_window(requests: list[dict], window: int) -> None:
+    for request in requests:
+        prompt = sum(estimate_tokens(message["content"]) for message in request["messages"])
+        assert prompt + request["max_tokens"] <= window, (prompt, request["max_tokens"])
+
+
+def assert_nothing_written() -> None:
+    assert (Turn.objects.count(), Message.objects.count(), LlmCallEvent.objects.count()) == (
+        0,
+        0,
+        0,
+    )
+
+
+@pytest.fixture
+def long_answers():
+    """An 8,192-token window answering up to 4,096: valid, its prompt keeps 3,072 tokens. With
+    a fifth of the window kept for the answer (1,638), it kept 5,530."""
+    model_alias_set(alias="deepseek", context_window=8192, max_output_tokens=4096)
+
+
+def test_history_is_pruned_to_leave_the_window_room_for_the_answer(
+    owner_client, ada_session, post_turn, provider_requests, long_answers
+):
+    """Pruning kept the prompt under 90 % of the old budget (4,977): the fourth one, about
+    4,230 tokens, whole, was sent with max_tokens 4,096 to a window of 8,192."""
+    for label in ("FIRST", "SECOND", "THIRD", "FOURTH"):
+        response = post_turn(owner_client, ada_session, f"@ada {label} " + "word " * 640)
+        assert response.status_code == 201, response.json()
+
+    assert [request["max_tokens"] for request in provider_requests] == [4096] * 4
+    assert_each_fits_its_window(provider_requests, 8192)
+    audit = TurnContextAudit.objects.get(turn__turn_index=4)
+    assert (audit.model_context_limit, audit.input_budget) == (8192, 3072)
+    assert audit.pruned is True
+    assert audit.estimated_tokens_after <= 0.9 * 3072
+    assert "FIRST" not in str(provider_requests[-1]["messages"])
+
+
+def test_a_message_that_leaves_no_room_for_the_answer_is_refused_unsent(
+    owner_client, ada_session, post_turn, provider_requests, long_answers
+):
+    """About 4,800 tokens of prompt fit the old budget (5,530): sent with max_tokens 4,096 to
+    a window of 8,192."""
+    response = post_turn(owner_client, ada_session, "@ada " + "word " * 3000)
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "context_budget_exceeded"
+    assert "deepseek has an input budget of 3072" in response.json()["detail"]["message"]
+    assert provider_requests == []
+    assert_nothing_written()
+
+
+def test_a_saved_alias_whose_answer_fills_its_window_refuses_turns_unsent(
+    owner_client, ada_session, post_turn, provider_requests
+):
+    """A row saved before the rule (2,500 tokens, answers up to 2,000) cannot hold a prompt
+    beside the answer: its turns are refused, as any too small budget's, not sent to overrun
+    the window. Before, a fifth of the window stood for the answer and they were sent."""
+    ModelAlias.objects.filter(alias="deepseek").update(context_window=2500, max_output_tokens=2000)
+
+    response = post_turn(owner_client, ada_session, "@ada hi")
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "context_budget_exceeded"
+    assert "deepseek has an input budget of 0" in response.json()["detail"]["message"]
+    assert provider_requests == []
+    assert_nothing_written()
+
+
+def test_the_largest_window_postgresql_holds_runs_a_turn(
+    owner_client, ada_session, post_turn, provider_requests
+):
+    """2,147,483,647 (int4's largest) with answers of 2,000,000,000: accepted, and its figures
+    fit the audit's columns."""
+    model_alias_set(alias="deepseek", context_window=2_147_483_647, max_output_tokens=2_000_000_000)
+
+    response = post_turn(owner_client, ada_session, "@ada hi")
+
+    assert response.status_code == 201, response.json()
+    assert [request["max_tokens"] for request in provider_requests] == [2_000_000_000]
+    assert_each_fits_its_window(provider_requests, 2_147_483_647)
+    audit = TurnContextAudit.objects.get()
+    # 2,147,483,647 - 2,000,000,000 - 107,374,183 (5 % of the window, rounded up)
+    assert (audit.model_context_limit, audit.input_budget) == (2_147_483_647, 40_109_464)
