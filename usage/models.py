@@ -8,7 +8,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from orchestration.budget import ContextBudget
+from orchestration.budget import ContextBudget, smallest_window
 
 # Only variables meant to hold provider keys may be named: an alias that could name any
 # variable (SECRET_KEY, DATABASE_URL) and point api_base at any host would leak it.
@@ -89,6 +89,7 @@ class ModelAlias(models.Model):
             raise ValidationError(
                 {"max_output_tokens": f"Must be less than the context window ({window:,})."}
             )
+        # The whole answer is kept, as every call asks the provider for it (`max_tokens`).
         budget = ContextBudget.for_window(window, longest)
         if budget.input_budget < MIN_INPUT_BUDGET:
             raise ValidationError(
@@ -97,7 +98,8 @@ class ModelAlias(models.Model):
                         f"Leaves the prompt {budget.input_budget:,} tokens once the answer "
                         f"({budget.output_reserve:,}) and the overhead "
                         f"({budget.overhead_reserve:,}) are kept: at least "
-                        f"{MIN_INPUT_BUDGET:,} are needed."
+                        f"{MIN_INPUT_BUDGET:,} are needed; answers of {longest:,} tokens need a "
+                        f"window of {smallest_window(longest, MIN_INPUT_BUDGET):,} or more."
                     )
                 }
             )

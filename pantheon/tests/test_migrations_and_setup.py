@@ -402,6 +402,66 @@ def test_set_model_alias_refuses_a_window_that_leaves_no_room_for_the_prompt(arg
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
+    "window, longest, refusal",
+    [
+        # Accepted: "Created alias wide … (context 2500, answers up to 2000, …)".
+        (
+            "2500",
+            "2000",
+            "context_window: Leaves the prompt 0 tokens once the answer (2,000) and the overhead "
+            "(1,024) are kept: at least 512 are needed; answers of 2,000 tokens need a window "
+            "of 3,536 or more.",
+        ),
+        # Refused, but for "the answer (220)": a fifth of the window, not the 1,099 asked for.
+        (
+            "1100",
+            "1099",
+            "context_window: Leaves the prompt 0 tokens once the answer (1,099) and the overhead "
+            "(1,024) are kept: at least 512 are needed; answers of 1,099 tokens need a window "
+            "of 2,635 or more.",
+        ),
+        # Accepted on PostgreSQL, whose integer columns hold no more than 2,147,483,647.
+        (
+            "2147483647",
+            "2147483646",
+            "context_window: Leaves the prompt 0 tokens once the answer (2,147,483,646) and the "
+            "overhead (107,374,183) are kept: at least 512 are needed; answers of 2,147,483,646 "
+            "tokens need a window of 2,260,509,640 or more.",
+        ),
+    ],
+)
+def test_set_model_alias_keeps_the_whole_answer_beside_the_prompt(window, longest, refusal):
+    """Only a fifth of the window was kept for the answer, though every call asks the provider
+    for the whole max_output_tokens: a full prompt and the answer overran the window."""
+    with pytest.raises(CommandError) as refused:
+        set_model_alias(
+            "wide",
+            "--model",
+            "openai/gpt-4o",
+            "--context-window",
+            window,
+            "--max-output-tokens",
+            longest,
+        )
+
+    assert refused.value.returncode == 1
+    assert str(refused.value) == refusal
+    assert not ModelAlias.objects.filter(alias="wide").exists()
+
+
+@pytest.mark.django_db
+def test_set_model_alias_takes_the_smallest_window_it_names():
+    args = ("wide", "--model", "openai/gpt-4o", "--max-output-tokens", "2000")
+    with pytest.raises(CommandError, match="need a window of 3,536 or more"):
+        set_model_alias(*args, "--context-window", "3535")
+
+    output = set_model_alias(*args, "--context-window", "3536")
+
+    assert "(context 3536, answers up to 2000, enabled" in output
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
     "name, refusal",
     [
         ("bad alias!", "Use letters, digits"),

@@ -479,6 +479,47 @@ def test_an_alias_whose_window_leaves_no_room_for_the_prompt_is_refused(boss):
     assert ModelAlias.objects.get(alias="tiny").max_output_tokens == 256
 
 
+def test_an_alias_whose_answer_fills_the_window_is_refused_with_the_answer_asked_for(boss):
+    """It saved: a fifth of the window (500) stood for answers of 2,000, and a full prompt and
+    the answer asked for overran the window."""
+    form = {"alias": "wide", "litellm_model": "openai/gpt-4o", "enabled": "on"}
+
+    page = boss.post(
+        url(ModelAlias, "add"), {**form, "context_window": "2500", "max_output_tokens": "2000"}
+    )
+
+    assert page.status_code == 200
+    assert page.context["adminform"].form.errors == {
+        "context_window": [
+            "Leaves the prompt 0 tokens once the answer (2,000) and the overhead (1,024) are "
+            "kept: at least 512 are needed; answers of 2,000 tokens need a window of 3,536 or "
+            "more."
+        ]
+    }
+    assert not ModelAlias.objects.filter(alias="wide").exists()
+
+
+def test_an_alias_saved_before_the_rule_opens_and_says_what_to_change(boss):
+    """A row saved when a fifth of the window stood for the answer opens as any other; saved
+    unchanged it says why it cannot be, and saves once its answers fit."""
+    qwen = ModelAlias.objects.get(alias="qwen")
+    ModelAlias.objects.filter(pk=qwen.pk).update(context_window=2500, max_output_tokens=2000)
+    qwen.refresh_from_db()
+    page = url(ModelAlias, "change", qwen.pk)
+
+    opened = boss.get(page)
+    unchanged = boss.post(page, {**alias_form(qwen), "enabled": "on"})
+    fixed = boss.post(page, {**alias_form(qwen), "enabled": "on", "max_output_tokens": "964"})
+
+    assert opened.status_code == 200
+    assert unchanged.status_code == 200
+    assert list(unchanged.context["adminform"].form.errors) == ["context_window"]
+    assert "the answer (2,000)" in unchanged.content.decode()
+    assert fixed.status_code == 302
+    qwen.refresh_from_db()
+    assert (qwen.context_window, qwen.max_output_tokens) == (2500, 964)
+
+
 @pytest.mark.parametrize("window", ["0", "500", "-5"])
 def test_a_window_below_its_minimum_says_the_minimum_and_only_that(boss, window):
     """0 and 500 also read "Must be less than the context window (0)" against a fine max
