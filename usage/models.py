@@ -89,9 +89,11 @@ class ModelAlias(models.Model):
             raise ValidationError(
                 {"max_output_tokens": f"Must be less than the context window ({window:,})."}
             )
-        # The whole answer is kept, as every call asks the provider for it (`max_tokens`).
+        # The whole answer is kept, as every call asks the provider for it (`max_tokens`). A
+        # disabled alias makes no calls: one saved before this rule can be retired as it is,
+        # and is held to it when enabled again.
         budget = ContextBudget.for_window(window, longest)
-        if budget.input_budget < MIN_INPUT_BUDGET:
+        if self.enabled and budget.input_budget < MIN_INPUT_BUDGET:
             raise ValidationError(
                 {
                     "context_window": (

@@ -1,8 +1,11 @@
 """An alias's window holds a prompt of at least 512 tokens beside its whole answer (the
 `max_tokens` every call asks for) and the overhead."""
 
+from io import StringIO
+
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
 
 from usage.models import ModelAlias
 
@@ -68,3 +71,17 @@ def test_the_seeded_aliases_hold_their_answers():
     assert [row.alias for row in seeded] == ["deepseek", "gpt_oss", "llama", "premium", "qwen"]
     for row in seeded:
         row.full_clean()
+
+
+def test_an_alias_saved_before_the_rule_can_be_retired_as_it_is_and_not_enabled_again():
+    ModelAlias.objects.create(
+        alias="wide", litellm_model="openai/gpt-4o", context_window=2500, max_output_tokens=2000
+    )
+    out = StringIO()
+
+    call_command("set_model_alias", "wide", "--disable", stdout=out)
+    with pytest.raises(CommandError, match="Leaves the prompt 0 tokens"):
+        call_command("set_model_alias", "wide", "--enable", stdout=StringIO())
+
+    assert "wide" in out.getvalue()
+    assert ModelAlias.objects.get(alias="wide").enabled is False
