@@ -365,7 +365,8 @@ class RoomForm(CheckedAsTheApi):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name in self.moved_by_turns:
-            self.fields[name].show_hidden_initial = True
+            if name in self.fields:  # a read-only page (a deleted room, an analyst) has none
+                self.fields[name].show_hidden_initial = True
 
 
 @admin.register(Room)
