@@ -21,7 +21,7 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ORDER_VAR, ChangeList
+from django.contrib.admin.views.main import ERROR_FLAG, ORDER_VAR, ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.core.paginator import Paginator
@@ -262,6 +262,16 @@ class CheckedLists:
     def get_changelist(self, request, **kwargs):
         changelist = super().get_changelist(request, **kwargs)  # type: ignore[misc]
         return DrillDownChangeList if changelist is ChangeList else changelist
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "GET" and ERROR_FLAG in request.GET:
+            # Where Django sends a filter it could not apply, saying nothing of it.
+            messages.warning(
+                request,
+                "The list could not be filtered as the address asked (a value it cannot take, "
+                "such as a date no calendar holds): it is shown unfiltered.",
+            )
+        return super().changelist_view(request, extra_context)  # type: ignore[misc]
 
 
 class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):

@@ -63,6 +63,16 @@ def test_a_year_no_calendar_holds_is_an_invalid_filter_on_every_list(staff, mode
 
 
 @pytest.mark.django_db
+def test_the_list_it_redirects_to_says_the_filter_was_not_applied(staff):
+    console = client_for(staff)
+
+    response = console.get(url(Turn, "changelist"), {"created_at__year": "0"}, follow=True)
+
+    assert response.redirect_chain == [(url(Turn, "changelist") + "?e=1", 302)]
+    assert "could not be filtered as the address asked" in response.content.decode()
+
+
+@pytest.mark.django_db
 def test_a_year_the_calendar_holds_still_filters(staff, owner):
     this_year = owner.date_joined.year
 
