@@ -7,6 +7,7 @@ up front with a 4xx, before a view sees the data, so nothing is half-written.
 """
 
 import json
+import math
 
 from django.conf import settings
 from rest_framework import parsers
@@ -17,6 +18,15 @@ from pantheon.exceptions import InvalidCharacters, JsonTooDeep, RequestTooLarge,
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON.")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused past a float's range: Python reads
+    1e999999 as infinity, the value NaN and Infinity are refused for being."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number is out of range (larger than about 1.8e308).")
+    return value
 
 
 def check_json_value(value, *, max_depth: int) -> None:
@@ -52,7 +62,7 @@ class JSONParser(parsers.JSONParser):
         except (LookupError, UnicodeDecodeError) as exc:
             raise ParseError(f"The body is not valid {encoding} text.") from exc
         try:
-            value = json.loads(text, parse_constant=_refuse_constant)
+            value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
         except RecursionError as exc:
             raise JsonTooDeep() from exc
         except ValueError as exc:

@@ -151,6 +151,8 @@ def test_hostile_bodies_are_refused_with_a_code_and_write_nothing(
         b'{"name": "\xff"}',
         b'{"name": ',
         b'{"name": NaN}',
+        b'{"name": "Bo", "ignored": 1e999999}',  # infinity, as Python reads it
+        b'{"name": "Bo", "ignored": [-1.5e400]}',
         b"[1, 2",
     ],
 )
