@@ -200,7 +200,8 @@ def _figure(name: str, value):
     places = _DECIMAL_PLACES.get(name)
     if places is None or value is None:
         return value
-    return Decimal(value).quantize(Decimal(1).scaleb(-places))
+    # Fixed-point: a quantized zero is Decimal("0E-10"), which str() writes so.
+    return format(Decimal(value).quantize(Decimal(1).scaleb(-places)), "f")
 
 
 def _cell(text: str) -> str:

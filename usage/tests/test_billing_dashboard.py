@@ -3,6 +3,7 @@ follows the roles, and query counts stay flat as the ledger grows."""
 
 import csv
 import io
+import re
 from collections import defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
@@ -291,6 +292,10 @@ def test_the_csv_has_one_row_per_user_and_alias_equal_to_the_ledger(make_operato
     }
     assert len(parsed) == len(data)  # one row per pair, no totals row
     assert parsed == ledger_sums()
+    # Credits and dollars as fixed-point text to the ledger's places, a zero too ("0E-10").
+    decimals = [cell for row in data for cell in row[5:7]]
+    assert "0.0000000000" in decimals
+    assert all(re.fullmatch(r"\d+\.\d{10}", cell) for cell in decimals), decimals
     assert all(row[0] in ("owner", "outsider") for row in data)
 
 
