@@ -16,7 +16,7 @@ from pantheon.checks import (
     check_security_middleware,
     check_stale_limit,
 )
-from pantheon.db import install_replanning
+from pantheon.db import install_pool_check, install_replanning
 
 logger = logging.getLogger("pantheon")
 
@@ -40,6 +40,7 @@ class PantheonConfig(AppConfig):
         checks.register(check_sections_fit_the_pool)
         checks.register(check_password_change_revokes_tokens, checks.Tags.security)
         connection_created.connect(install_replanning, dispatch_uid="pantheon-replanning")
+        connection_created.connect(install_pool_check, dispatch_uid="pantheon-pool-check")
         # Models are loaded only now: the module imports the token's.
         from pantheon.passwords import revoke_api_token_on_unsaved_password_stored
 
