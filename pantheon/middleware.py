@@ -7,6 +7,7 @@ gets to see: a body over the size limit (413), query parameters holding a NUL or
 surrogate, or given twice (400), all as JSON.
 """
 
+import asyncio
 import logging
 import re
 import time
@@ -80,7 +81,13 @@ class RequestIdMiddleware(_SyncAndAsync):
         request_id = self._request_id(request)
         started = time.monotonic()
         with logging_context.request_scope(request_id=request_id):
-            response = await self.get_response(request)
+            try:
+                response = await self.get_response(request)
+            except asyncio.CancelledError:
+                # Its client hung up before an answer (a turn it started runs on, detached):
+                # the request's line all the same, with nginx's status for it.
+                self._log(request, _ClientGone(), started)
+                raise
             return self._finish(request, response, request_id, started)
 
     def _request_id(self, request) -> str:
@@ -129,6 +136,14 @@ class RequestIdMiddleware(_SyncAndAsync):
                 "duration_ms": duration_ms,
             },
         )
+
+
+class _ClientGone:
+    """What a request's line says of a request whose client left before its answer: 499, the
+    status nginx logs for a client that closed its connection (no response was sent)."""
+
+    status_code = 499
+    log_level = logging.INFO
 
 
 class _Once:

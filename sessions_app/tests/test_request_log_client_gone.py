@@ -1,0 +1,47 @@
+"""The request log has one line per request, a turn's whose client hung up before its answer
+included: it had none (the request was cancelled past the middleware that writes it), so an
+operator saw the turn's own lines and no request for them. Against a live server and a stub
+provider on PostgreSQL."""
+
+import json
+
+import httpx
+import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from pantheon.testing.servers import AppServer, postgres_url
+from sessions_app.models import Turn
+from sessions_app.tests.conftest import point_at_stub, wait_for
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("no_throttle_history"),
+]
+
+
+def test_a_plain_turn_whose_client_hangs_up_has_its_request_line(
+    owner, make_agent, make_session, stub, tmp_path
+):
+    point_at_stub(stub, "slow-2000", "llama")
+    session = make_session(owner, agent=make_agent(owner, "quick", model_alias="llama"))
+    headers = {
+        "Authorization": f"Token {Token.objects.create(user=owner).key}",
+        "X-Request-ID": "hung-up-request-1",
+    }
+    log = tmp_path / "server.log"
+    path = f"/api/v1/sessions/{session.pk}/turns"
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key", "LOG_LEVEL": "INFO"}
+    with AppServer(
+        database_url=postgres_url(connection.settings_dict), env=env, log_path=log
+    ) as server:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(server.url + path, json={"message": "go"}, headers=headers, timeout=1)
+        wait_for(lambda: Turn.objects.filter(session=session, status="completed").exists())
+        wait_for(lambda: f'"path": "{path}"' in log.read_text(), "the request's line")
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    (line,) = [entry for entry in lines if entry.get("path") == path]
+    assert (line["method"], line["status_code"], line["level"]) == ("POST", 499, "INFO")
+    assert line["request_id"] == "hung-up-request-1"
+    assert line["duration_ms"] >= 900
