@@ -20,7 +20,8 @@ from usage.models import LlmCallEvent
 MESSAGES = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there, friend"))
 
 
-def call_stub(stub, model: str, *, streamed: bool, retries: int = 1, max_output_tokens: int = 1024):
+def stub_call(stub, model: str, *, max_output_tokens: int = 1024) -> LlmCall:
+    """An agent's call of MESSAGES to the stub as `model`."""
     alias = AliasConfig(
         alias="stubbed",
         litellm_model=f"openai/{model}",
@@ -28,7 +29,11 @@ def call_stub(stub, model: str, *, streamed: bool, retries: int = 1, max_output_
         api_key="sk-x",
         max_output_tokens=max_output_tokens,
     )
-    call = LlmCall(alias=alias, messages=MESSAGES, purpose="agent", agent_key="ada")
+    return LlmCall(alias=alias, messages=MESSAGES, purpose="agent", agent_key="ada")
+
+
+def call_stub(stub, model: str, *, streamed: bool, retries: int = 1, max_output_tokens: int = 1024):
+    call = stub_call(stub, model, max_output_tokens=max_output_tokens)
     gateway = LiteLLMGateway(timeout_seconds=1.0, max_retries=retries, backoff_seconds=0)
     heard: list[str] = []
     if streamed:

@@ -17,16 +17,15 @@ from rest_framework.authtoken.models import Token
 from conftest import FakeGateway
 from orchestration import gateway as gateway_module
 from orchestration.gateway import AnswerLimit, LiteLLMGateway
-from orchestration.types import AliasConfig, ChatMessage, LlmCall
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
 from sessions_app.models import Message, Turn, TurnStatus
 from sessions_app.selectors import session_for_turn
 from sessions_app.tests.conftest import point_at_stub, wait_for
+from sessions_app.tests.test_provider_replies import stub_call
 from sessions_app.turns import TurnListener, turn_run
 from usage.models import LlmCallEvent
 
-MESSAGES = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there, friend"))
 # The stub's answer to MESSAGES: twelve words.
 ANSWER = "Stub answer to «Hello there, friend»: one two three four five six"
 
@@ -34,14 +33,7 @@ ANSWER = "Stub answer to «Hello there, friend»: one two three four five six"
 def call_stub(stub, model: str, *, streamed: bool, max_output_tokens: int = 1024):
     """The stub's answer through the gateway: (result, the text pieces heard, how many chunks
     of reasoning were heard)."""
-    alias = AliasConfig(
-        alias="stubbed",
-        litellm_model=f"openai/{model}",
-        api_base=stub.base_url,
-        api_key="sk-x",
-        max_output_tokens=max_output_tokens,
-    )
-    call = LlmCall(alias=alias, messages=MESSAGES, purpose="agent", agent_key="ada")
+    call = stub_call(stub, model, max_output_tokens=max_output_tokens)
     gateway = LiteLLMGateway(timeout_seconds=5.0, max_retries=0)
     heard: list[str] = []
     reasoned: list[None] = []
