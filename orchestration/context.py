@@ -2,14 +2,23 @@
 
 Order of the messages: the system prompt (identity, role, room goal, mode, the other agents,
 the latest summary), the newest history that fits under the prune line, the answers other
-agents already gave in this turn, and last the user's input. Pruning drops the oldest
-history first and never touches the same-turn answers or the user's input.
+agents already gave in this turn, and last the user's input.
+
+The prompt must leave its alias's window room for the answer the call asks for, so it is kept
+within the input budget. Its parts give way oldest first:
+1. the history, oldest first, down to the prune line (90 % of the budget);
+2. then, down to the budget, the summary in the system prompt, cut short or left out;
+3. then the answers given earlier in this turn, earliest first, each cut short or left out: a
+   roundtable's later agents build on them, so they go last.
+The agent's system prompt without the summary and the user's input never give way: the turn is
+refused up front when they do not fit (`minimal_prompt_tokens`), and a prompt still over the
+budget is never sent.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestration.budget import ContextBudget, estimate_tokens
@@ -31,6 +40,12 @@ _MODE_NOTES = {
     "direct": "This is a one-to-one conversation between you and the user.",
 }
 _ROSTER_ROLE_CHARS = 160
+# What a text cut to fit a budget ends with, so that the model knows it is not all.
+CUT_MARK = " [… cut to fit the context window]"
+# A text cut to fewer tokens than this is left out instead: a stub says nothing.
+_MIN_CUT_TOKENS = 32
+# How far back a cut looks for the end of a word.
+_WORD_SEARCH_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,10 @@ class ContextPlan:
     estimated_tokens: int
     history_pruned: int
     pruned: bool
+    # This turn's earlier answers left out of the prompt, and cut short in it.
+    same_turn_dropped: int = 0
+    same_turn_cut: int = 0
+    summary_cut: bool = False
 
 
 def read_agent_identity(system_prompt: str) -> tuple[str, str] | None:
@@ -64,21 +83,19 @@ def build_agent_messages(
     budget: ContextBudget,
     model: str | None = None,
 ) -> ContextPlan:
-    system = ChatMessage(
-        role=Role.SYSTEM,
-        content=_system_prompt(
+    def system_prompt(summary: str | None) -> str:
+        return _system_prompt(
             agent=agent, roster=roster, room_goal=room_goal, mode=mode, summary=summary
-        ),
-    )
-    final_input = ChatMessage(role=Role.USER, content=user_input)
+        )
+
+    system = system_prompt(summary)
     rendered_history = [_render(message, agent, model) for message in history]
     rendered_same_turn = [_render(message, agent, model) for message in same_turn]
 
-    fixed_tokens = (
-        estimate_tokens(system.content, model)
-        + sum(tokens for _, tokens in rendered_same_turn)
-        + estimate_tokens(user_input, model)
-    )
+    system_tokens = estimate_tokens(system, model)
+    input_tokens = estimate_tokens(user_input, model)
+    same_turn_tokens = sum(tokens for _, tokens in rendered_same_turn)
+    fixed_tokens = system_tokens + same_turn_tokens + input_tokens
     history_tokens = [tokens for _, tokens in rendered_history]
     full_tokens = fixed_tokens + sum(history_tokens)
 
@@ -95,18 +112,99 @@ def build_agent_messages(
     kept_history = [message for message, _ in rendered_history[len(rendered_history) - kept :]]
     pruned_count = len(rendered_history) - kept
 
+    # No history is left when the rest is past the budget; then the summary gives way, the
+    # oldest of what is left, and this turn's earlier answers, earliest first.
+    summary_cut = False
+    room = budget.input_budget - same_turn_tokens - input_tokens
+    if summary and summary.strip() and system_tokens > room:
+        shorter = cut_to_fit(
+            summary.strip(),
+            lambda candidate: estimate_tokens(system_prompt(candidate), model) <= room,
+        )
+        if shorter is not None and estimate_tokens(shorter, model) < _MIN_CUT_TOKENS:
+            shorter = None
+        system = system_prompt(shorter)
+        system_tokens = estimate_tokens(system, model)
+        summary_cut = True
+    fitted_same_turn, dropped, cut = _fit_same_turn(
+        rendered_same_turn,
+        excess=system_tokens + same_turn_tokens + input_tokens - budget.input_budget,
+        model=model,
+    )
+    same_turn_tokens = sum(tokens for _, tokens in fitted_same_turn)
+
     return ContextPlan(
         messages=(
-            system,
+            ChatMessage(role=Role.SYSTEM, content=system),
             *kept_history,
-            *(message for message, _ in rendered_same_turn),
-            final_input,
+            *(message for message, _ in fitted_same_turn),
+            ChatMessage(role=Role.USER, content=user_input),
         ),
         estimated_tokens_full=full_tokens,
-        estimated_tokens=fixed_tokens + kept_tokens,
+        estimated_tokens=system_tokens + kept_tokens + same_turn_tokens + input_tokens,
         history_pruned=pruned_count,
-        pruned=pruned_count > 0,
+        pruned=bool(pruned_count or dropped or cut or summary_cut),
+        same_turn_dropped=dropped,
+        same_turn_cut=cut,
+        summary_cut=summary_cut,
     )
+
+
+def _fit_same_turn(
+    rendered: Sequence[tuple[ChatMessage, int]], *, excess: int, model: str | None
+) -> tuple[list[tuple[ChatMessage, int]], int, int]:
+    """This turn's earlier answers less `excess` tokens, taken from the earliest: an answer is
+    cut short when what is left of it still says something, else left out. Returns the
+    answers kept (with their estimates), how many were left out and how many cut."""
+    kept: list[tuple[ChatMessage, int]] = []
+    dropped = cut = 0
+    for message, tokens in rendered:
+        if excess <= 0:
+            kept.append((message, tokens))
+            continue
+        allowance = tokens - excess
+        if allowance >= _MIN_CUT_TOKENS:
+            shorter = cut_to_fit(message.content, _within(allowance, model))
+            if shorter is not None:
+                shorter_tokens = estimate_tokens(shorter, model)
+                kept.append((ChatMessage(role=message.role, content=shorter), shorter_tokens))
+                excess -= tokens - shorter_tokens
+                cut += 1
+                continue
+        excess -= tokens
+        dropped += 1
+    return kept, dropped, cut
+
+
+def cut_to_fit(text: str, fits: Callable[[str], bool]) -> str | None:
+    """`text` if it fits, else its longest beginning that fits once marked as cut
+    (`CUT_MARK`), or None when not even the mark does. `fits` grows stricter as its text
+    grows (a token estimate under a limit), so the cut is found by bisection."""
+    if fits(text):
+        return text
+    if not fits(_cut(text, 0)):
+        return None
+    fitting, too_long = 0, len(text)
+    while too_long - fitting > 1:
+        middle = (fitting + too_long) // 2
+        if fits(_cut(text, middle)):
+            fitting = middle
+        else:
+            too_long = middle
+    # After a whole word, when one ends near the cut (`fitting` < len(text): all did not fit).
+    lowest = max(fitting - _WORD_SEARCH_CHARS, 0)
+    word_end = next(
+        (index for index in range(fitting, lowest, -1) if text[index].isspace()), fitting
+    )
+    return _cut(text, word_end)
+
+
+def _within(limit: int, model: str | None) -> Callable[[str], bool]:
+    return lambda text: estimate_tokens(text, model) <= limit
+
+
+def _cut(text: str, length: int) -> str:
+    return text[:length].rstrip() + CUT_MARK
 
 
 def minimal_prompt_tokens(

@@ -915,6 +915,18 @@ class TurnRunner:
             model=self.plan.token_model(alias),
         )
         self.contexts.append((alias, context))
+        if context.same_turn_dropped or context.same_turn_cut or context.summary_cut:
+            logger.info(
+                "turn %s: %s's prompt is cut to %s's input budget (%d tokens): %d earlier "
+                "answers of the turn left out, %d cut short, summary %s",
+                self._turn.pk,
+                agent.key,
+                alias,
+                self.plan.budget(alias).input_budget,
+                context.same_turn_dropped,
+                context.same_turn_cut,
+                "cut" if context.summary_cut else "whole",
+            )
         return PlannedCall(
             alias=alias,
             purpose=CallPurpose.AGENT,

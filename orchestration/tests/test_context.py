@@ -2,7 +2,9 @@ import pytest
 
 from orchestration.budget import ContextBudget, estimate_tokens
 from orchestration.context import (
+    CUT_MARK,
     build_agent_messages,
+    cut_to_fit,
     minimal_prompt_tokens,
     read_agent_identity,
 )
@@ -117,16 +119,102 @@ def test_pruning_keeps_a_contiguous_newest_stretch(build):
     assert plan.history_pruned == 2
 
 
-def test_user_input_and_same_turn_survive_even_over_budget(build):
-    same_turn = [
-        HistoryMessage(role="assistant", content="x" * 4000, agent_key="bob", agent_name="Bob")
-    ]
-    history = [HistoryMessage(role="user", content="older question")]
-    plan = build(history=history, same_turn=same_turn, user_input="y" * 4000, budget=budget_of(50))
-    assert plan.messages[-1].content == "y" * 4000
-    assert plan.messages[-2].content.startswith("[Bob @bob]: ")
+def answer(key: str, content: str) -> HistoryMessage:
+    return HistoryMessage(role="assistant", content=content, agent_key=key, agent_name=key.title())
+
+
+def test_earlier_answers_of_the_turn_outlast_the_history_within_the_budget(build):
+    """Past the prune line, the history goes first; the answers stay while the budget holds
+    them."""
+    base = build().estimated_tokens
+    same_turn = [answer("bob", "b" * 320)]  # 100 tokens, and 4 for "[Bob @bob]: "
+    history = [HistoryMessage(role="user", content="older question", token_estimate=5)]
+
+    plan = build(history=history, same_turn=same_turn, budget=budget_of(base + 105))
+
     assert plan.history_pruned == 1
+    assert plan.messages[-2].content == "[Bob @bob]: " + "b" * 320
+    assert (plan.same_turn_dropped, plan.same_turn_cut, plan.pruned) == (0, 0, True)
+    assert plan.estimated_tokens == base + 104
+
+
+def test_past_the_budget_the_earliest_answers_of_the_turn_are_cut_then_left_out(build):
+    base = build().estimated_tokens
+    same_turn = [
+        answer("bob", "b" * 3200),  # 1,000 tokens (and the attribution)
+        answer("cleo", "c" * 3200),
+        answer("dan", "d" * 320),  # 100
+    ]
+
+    # Room for Dan's answer and about half of Cleo's: Bob's is left out, Cleo's cut.
+    plan = build(same_turn=same_turn, budget=budget_of(base + 600))
+
+    contents = [message.content for message in plan.messages[1:-1]]
+    assert len(contents) == 2
+    assert contents[0].startswith("[Cleo @cleo]: ccc") and contents[0].endswith(CUT_MARK)
+    assert contents[1] == "[Dan @dan]: " + "d" * 320
+    assert plan.messages[-1].content == "What should we do next?"
+    assert (plan.same_turn_dropped, plan.same_turn_cut, plan.pruned) == (1, 1, True)
+    assert base + 590 < plan.estimated_tokens <= base + 600
+    assert plan.estimated_tokens == sum(
+        estimate_tokens(message.content) for message in plan.messages
+    )
+    assert plan.estimated_tokens_full > base + 2100
+
+
+def test_an_answer_whose_cut_would_say_nothing_is_left_out(build):
+    base = build().estimated_tokens
+    same_turn = [answer("bob", "b" * 320), answer("cleo", "c" * 320)]  # 104 tokens each
+
+    plan = build(same_turn=same_turn, budget=budget_of(base + 104 + 20))
+
+    assert [message.content[:7] for message in plan.messages[1:-1]] == ["[Cleo @"]
+    assert (plan.same_turn_dropped, plan.same_turn_cut) == (1, 0)
+
+
+def test_the_summary_is_cut_last_and_the_users_input_never(build):
+    base = build().estimated_tokens
+    summary = "The team chose Postgres. " * 200  # about 1,560 tokens
+
+    plan = build(
+        summary=summary, same_turn=[answer("bob", "b" * 320)], budget=budget_of(base + 400)
+    )
+
+    system = plan.messages[0].content
+    assert "Summary of the conversation so far:\nThe team chose Postgres." in system
+    assert system.endswith(CUT_MARK)
+    assert plan.messages[-2].content == "[Bob @bob]: " + "b" * 320
+    assert plan.messages[-1].content == "What should we do next?"
+    assert plan.summary_cut is True and plan.pruned is True
+    assert plan.estimated_tokens <= base + 400
+
+
+def test_a_prompt_whose_instructions_and_input_do_not_fit_keeps_only_them(build):
+    """What the up-front check refuses: nothing else is left in, and the plan says it is over
+    the budget (such a prompt is not sent)."""
+    plan = build(
+        summary="A summary.",
+        history=[HistoryMessage(role="user", content="older question")],
+        same_turn=[answer("bob", "b" * 320)],
+        user_input="y" * 4000,
+        budget=budget_of(50),
+    )
+    assert [message.role for message in plan.messages] == ["system", "user"]
+    assert "Summary" not in plan.messages[0].content
+    assert plan.messages[-1].content == "y" * 4000
     assert plan.estimated_tokens > 50
+    assert (plan.history_pruned, plan.same_turn_dropped, plan.summary_cut) == (1, 1, True)
+
+
+def test_cut_to_fit_keeps_the_longest_beginning_that_fits():
+    def under(limit):
+        return lambda text: estimate_tokens(text) <= limit
+
+    assert cut_to_fit("short", under(10)) == "short"
+    cut = cut_to_fit("word " * 100, under(40))
+    assert cut is not None and cut.startswith("word word") and cut.endswith(CUT_MARK)
+    assert estimate_tokens(cut) <= 40 < estimate_tokens(cut[: -len(CUT_MARK)] + " word" + CUT_MARK)
+    assert cut_to_fit("word " * 100, under(3)) is None
 
 
 def test_token_estimates_are_computed_when_not_given(build):

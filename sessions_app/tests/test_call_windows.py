@@ -1,0 +1,170 @@
+"""Every call of a turn fits its own alias's window: the prompt it sends and the answer it asks
+for (`max_tokens`, the alias's max_output_tokens), whatever the call is for.
+
+The agents' context was kept to the budget, but three prompts were not: a later agent's, which
+carries the answers given before it in the same turn; the summarizer's, which always took at
+least one message of the transcript, however large; the manager's, which carries the user's
+message whole. A real provider refuses such a call (context_length_exceeded) and the step fails.
+These turns run through the real gateway to the offline demo provider; what reaches litellm is
+recorded.
+"""
+
+import pytest
+
+from orchestration.budget import estimate_tokens
+from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
+from orchestration.routing import ROUTING_PROMPT_HEAD
+from orchestration.summary import SUMMARY_PROMPT_HEAD
+from rooms.models import RoomMode
+from sessions_app.models import TurnContextAudit
+from usage.models import LlmCallEvent, ModelAlias
+from usage.services import model_alias_set
+
+pytestmark = pytest.mark.django_db
+
+# About 1,200 tokens of an agent's answer (5 characters a word, 5/16 of a token a character).
+LONG_ANSWER_WORDS = 770
+
+
+@pytest.fixture
+def provider_requests(monkeypatch, settings) -> list[dict]:
+    """What the gateway asks litellm for, on its way to the offline demo provider."""
+    assert settings.PANTHEON_LLM_BACKEND == "demo"
+    litellm = load_litellm()
+    forward = litellm.acompletion
+    asked: list[dict] = []
+
+    async def recorded(**request):
+        if "max_tokens" in request:  # not the gateway's warm-up
+            asked.append(request)
+        return await forward(**request)
+
+    monkeypatch.setattr(litellm, "acompletion", recorded)
+    return asked
+
+
+@pytest.fixture
+def talkative_agents(provider_requests, monkeypatch):
+    """Agents that answer at length, as a real model may (up to its max_tokens): the demo
+    provider's answer to an agent call, followed by about 1,200 tokens more."""
+    litellm = load_litellm()
+    forward = litellm.acompletion
+
+    async def talkative(**request):
+        response = await forward(**request)
+        system = request["messages"][0]["content"]
+        if not system.startswith((ROUTING_PROMPT_HEAD, SUMMARY_PROMPT_HEAD)):
+            message = response.choices[0].message
+            message.content += " " + "more " * LONG_ANSWER_WORDS
+        return response
+
+    monkeypatch.setattr(litellm, "acompletion", talkative)
+
+
+def windows() -> dict[str, tuple[int, int]]:
+    return {
+        row.alias: (row.context_window, row.max_output_tokens) for row in ModelAlias.objects.all()
+    }
+
+
+def prompt_tokens(request: dict) -> int:
+    return sum(estimate_tokens(message["content"]) for message in request["messages"])
+
+
+def assert_each_fits_its_window(requests: list[dict]) -> None:
+    """Each request's prompt with the answer it asks for fits its alias's window."""
+    assert requests
+    by_alias = windows()
+    for request in requests:
+        alias = request["model"].removeprefix(f"{DEMO_PROVIDER}/")
+        window, max_output = by_alias[alias]
+        assert request["max_tokens"] == max_output
+        assert prompt_tokens(request) + request["max_tokens"] <= window, (
+            alias,
+            prompt_tokens(request),
+            request["max_tokens"],
+            window,
+        )
+
+
+def purposes(requests: list[dict]) -> list[str]:
+    def purpose(request: dict) -> str:
+        system = request["messages"][0]["content"]
+        if system.startswith(ROUTING_PROMPT_HEAD):
+            return "routing"
+        if system.startswith(SUMMARY_PROMPT_HEAD):
+            return "summary"
+        return "agent"
+
+    return [purpose(request) for request in requests]
+
+
+# --- 1. the answers given before an agent in the same turn --------------------------------------
+
+
+@pytest.fixture
+def three_agents(owner, make_agent):
+    """Ada, Bob and Cleo on deepseek, a 4,096-token window answering up to 1,536: 1,536 tokens
+    of prompt. Each answer of about 1,250 tokens fits a prompt alone, two do not, and with two
+    of them Cleo's prompt and her answer overran the window."""
+    model_alias_set(alias="deepseek", context_window=4096, max_output_tokens=1536)
+    return [make_agent(owner, key) for key in ("ada", "bob", "cleo")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        (RoomMode.ROUNDTABLE, "What should we ship first?"),
+        (RoomMode.MANUAL, "@ada @bob @cleo what should we ship first?"),
+        # The demo manager picks the agents whose key the message names.
+        (RoomMode.ORCHESTRATOR, "ada, bob and cleo: what should we ship first?"),
+    ],
+)
+def test_a_later_agent_reads_the_earlier_answers_that_fit_its_window(
+    owner_client,
+    owner,
+    three_agents,
+    make_room,
+    make_session,
+    post_turn,
+    provider_requests,
+    talkative_agents,
+    mode,
+    message,
+):
+    session = make_session(owner, room=make_room(owner, three_agents, mode=mode))
+
+    response = post_turn(owner_client, session, message)
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "completed"
+    answers = [entry for entry in body["messages"] if entry["role"] == "assistant"]
+    assert [(entry["agent_key"], entry["status"]) for entry in answers] == [
+        ("ada", "ok"),
+        ("bob", "ok"),
+        ("cleo", "ok"),
+    ]
+    agent_requests = [request for request in provider_requests if purposes([request]) == ["agent"]]
+    assert len(agent_requests) == 3
+    assert_each_fits_its_window(provider_requests)
+
+    # Bob read Ada's whole answer; Cleo, Bob's whole answer and the start of Ada's at most.
+    bob_prompt = [entry["content"] for entry in agent_requests[1]["messages"]]
+    assert f"[Ada @ada]: {answers[0]['content']}" in bob_prompt
+    cleo_prompt = [entry["content"] for entry in agent_requests[2]["messages"]]
+    assert f"[Bob @bob]: {answers[1]['content']}" in cleo_prompt
+    assert f"[Ada @ada]: {answers[0]['content']}" not in cleo_prompt
+    assert cleo_prompt[-1] == message  # the user's message comes last, whole
+
+    ledger = LlmCallEvent.objects.filter(turn_id=body["id"]).order_by("created_at")
+    expected = ["agent"] * 3 if mode != RoomMode.ORCHESTRATOR else ["routing"] + ["agent"] * 3
+    assert [event.purpose for event in ledger] == expected
+    assert {event.status for event in ledger} == {"success"}
+    assert body["usage"]["llm_calls"] == len(expected)
+    # The audit says the context was cut: what the fullest prompt would have been, and what
+    # was sent.
+    audit = TurnContextAudit.objects.get(turn_id=body["id"])
+    assert audit.pruned is True
+    assert audit.estimated_tokens_before > audit.input_budget == 1536
+    assert audit.estimated_tokens_after <= audit.input_budget
