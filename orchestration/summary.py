@@ -3,6 +3,10 @@
 The summarizer must answer `{"summary", "key_facts", "decisions", "open_questions",
 "action_items"}`. Invalid JSON keeps the answer's text as the summary with empty lists;
 missing keys default to empty; both with a warning, never an exception.
+
+Its prompt is kept to the summarizer's budget (`fit_summary_messages`): it folds in the oldest
+messages since the previous summary that fit, and those that do not stay in the raw history
+for the next summary to fold in.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestration.budget import estimate_tokens
+from orchestration.context import cut_to_fit
 from orchestration.json_contract import first_json_object
 from orchestration.types import ChatMessage, HistoryMessage, Role
 
@@ -23,6 +29,8 @@ PREVIOUS_SUMMARY_HEADING = "Previous summary:"
 LIST_FIELDS = ("key_facts", "decisions", "open_questions", "action_items")
 
 _MAX_FALLBACK_CHARS = 4000
+# Fewer tokens than this left for the transcript beside the instructions: no summary is made.
+_MIN_TRANSCRIPT_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -35,8 +43,85 @@ class SummaryExtraction:
     valid_json: bool
 
 
+@dataclass(frozen=True)
+class SummaryPrompt:
+    messages: tuple[ChatMessage, ...]
+    # How many messages of the transcript it folds in, from the oldest.
+    transcript_used: int
+    estimated_tokens: int
+
+
 def build_summary_messages(
     *, previous_summary: str | None, transcript: Sequence[HistoryMessage]
+) -> tuple[ChatMessage, ...]:
+    return _summary_messages(previous_summary, [_transcript_line(m) for m in transcript])
+
+
+def fit_summary_messages(
+    *,
+    previous_summary: str | None,
+    transcript: Sequence[HistoryMessage],
+    limit: int,
+    model: str | None = None,
+) -> SummaryPrompt | None:
+    """The summary prompt within `limit` tokens: the oldest messages of `transcript` that fit
+    whole, or the first cut short when it alone does not. The previous summary is cut short too
+    when it would leave that first message less than half the room the instructions leave.
+    None when there is nothing to fold in, or the instructions leave no room for it."""
+    if not transcript:
+        return None
+    room = limit - _tokens(_summary_messages(None, []), model)
+    if room < _MIN_TRANSCRIPT_TOKENS:
+        return None
+    lines = [_transcript_line(message) for message in transcript]
+    # Each line's estimate with its line break: their sum bounds the estimate of the whole.
+    line_tokens = [estimate_tokens("\n" + line, model) for line in lines]
+
+    previous = (previous_summary or "").strip() or None
+    if previous is not None:
+        first_share = min(line_tokens[0], room // 2)
+        previous = cut_to_fit(
+            previous,
+            lambda candidate: (
+                _tokens(_summary_messages(candidate, []), model) <= limit - first_share
+            ),
+        )
+
+    used = _tokens(_summary_messages(previous, []), model)
+    count = 0
+    for tokens in line_tokens:
+        if used + tokens > limit:
+            break
+        used += tokens
+        count += 1
+    messages = _summary_messages(previous, lines[:count])
+    # A model's own tokenizer may count the whole above its parts.
+    while count > 1 and _tokens(messages, model) > limit:
+        count -= 1
+        messages = _summary_messages(previous, lines[:count])
+    if count == 0 or _tokens(messages, model) > limit:
+        first = cut_to_fit(
+            lines[0],
+            lambda candidate: _tokens(_summary_messages(previous, [candidate]), model) <= limit,
+        )
+        if first is None:
+            return None
+        count, messages = 1, _summary_messages(previous, [first])
+    return SummaryPrompt(
+        messages=messages, transcript_used=count, estimated_tokens=_tokens(messages, model)
+    )
+
+
+def _transcript_line(message: HistoryMessage) -> str:
+    return f"[{message.speaker or message.role}]: {message.content}"
+
+
+def _tokens(messages: Sequence[ChatMessage], model: str | None) -> int:
+    return sum(estimate_tokens(message.content, model) for message in messages)
+
+
+def _summary_messages(
+    previous_summary: str | None, lines: Sequence[str]
 ) -> tuple[ChatMessage, ...]:
     system = "\n".join(
         [
@@ -51,14 +136,12 @@ def build_summary_messages(
             "there is nothing to report.",
         ]
     )
-    lines = [PREVIOUS_SUMMARY_HEADING, (previous_summary or "").strip() or "(none)", ""]
-    lines.append(TRANSCRIPT_HEADING)
-    lines.extend(
-        f"[{message.speaker or message.role}]: {message.content}" for message in transcript
-    )
+    request = [PREVIOUS_SUMMARY_HEADING, (previous_summary or "").strip() or "(none)", ""]
+    request.append(TRANSCRIPT_HEADING)
+    request.extend(lines)
     return (
         ChatMessage(role=Role.SYSTEM, content=system),
-        ChatMessage(role=Role.USER, content="\n".join(lines)),
+        ChatMessage(role=Role.USER, content="\n".join(request)),
     )
 
 

@@ -52,7 +52,7 @@ from orchestration.gateway import LlmGateway
 from orchestration.metering import compute_credits, compute_oe
 from orchestration.planning import parse_tags
 from orchestration.routing import RoutingDecision, build_routing_messages, parse_routing
-from orchestration.summary import SummaryExtraction, build_summary_messages, parse_summary
+from orchestration.summary import SummaryExtraction, fit_summary_messages, parse_summary
 from orchestration.types import (
     AgentSpec,
     CallPurpose,
@@ -93,9 +93,6 @@ logger = logging.getLogger(__name__)
 
 # How many messages since the last summary a summary call reads at most.
 SUMMARY_TRANSCRIPT_LIMIT = 200
-# Room the summary prompt's instructions and each message's speaker label take, in tokens.
-SUMMARY_PROMPT_TOKENS = 300
-SPEAKER_LABEL_TOKENS = 8
 # The message fields a prompt needs, read with `.values()` (cheaper than model instances).
 HISTORY_FIELDS = ("sequence", "role", "content", "agent_key", "agent_name", "token_estimate")
 
@@ -396,6 +393,7 @@ class TurnRunner:
         self.listener: TurnListener | None = None
         self._month_credits: Decimal | None = None  # after the latest completed call
         self._transcript: list[dict] = []  # what the summary call folds in
+        self._summary_messages: tuple[ChatMessage, ...] = ()  # its prompt
         # Its failure could not be written (the database was away): it is still `running`.
         self.left_running = False
 
@@ -751,17 +749,34 @@ class TurnRunner:
                 summarizer,
             )
             return False
-        self._transcript = self._summary_transcript()
-        # Nothing before this turn is left unsummarized (a first turn, say): nothing to do.
-        return bool(self._transcript)
+        rows = self._summary_transcript()
+        prompt = fit_summary_messages(
+            previous_summary=self.summary.text if self.summary else None,
+            transcript=[_history_entry(row) for row in rows],
+            limit=self.plan.budget(summarizer).prune_limit,
+            model=self.plan.token_model(summarizer),
+        )
+        if prompt is None:
+            if rows:
+                logger.warning(
+                    "turn %s: a summary is due but alias %r has no room for a transcript; skipped",
+                    self._turn.pk,
+                    summarizer,
+                )
+            # Nothing before this turn is left unsummarized (a first turn, say): nothing to do.
+            return False
+        # What does not fit stays in the raw history and goes into the next summary.
+        self._transcript = rows[: prompt.transcript_used]
+        self._summary_messages = prompt.messages
+        return True
 
     def _summary_transcript(self) -> list[dict]:
         """The messages to fold into the summary, oldest first: those since the last summary
         and before this turn (whose exchange stays raw, so the next turn reads the latest
-        exchange verbatim), as many as fit the summarizer's budget. What does not fit stays in
-        the raw history and goes into the next summary."""
+        exchange verbatim), at most SUMMARY_TRANSCRIPT_LIMIT of them; the summary call takes
+        as many as fit the summarizer's budget (`fit_summary_messages`)."""
         after = self.summary.to_sequence if self.summary else 0
-        rows = (
+        return list(
             Message.objects.filter(
                 session=self.plan.session,
                 sequence__gt=after,
@@ -771,19 +786,6 @@ class TurnRunner:
             .order_by("sequence")
             .values(*HISTORY_FIELDS)[:SUMMARY_TRANSCRIPT_LIMIT]
         )
-        room = (
-            self.plan.budget(settings.PANTHEON_SUMMARIZER_MODEL_ALIAS).prune_limit
-            - SUMMARY_PROMPT_TOKENS
-        )
-        if self.summary:
-            room -= context_budget.estimate_tokens(self.summary.text)
-        transcript: list[dict] = []
-        for row in rows:
-            room -= row["token_estimate"] + SPEAKER_LABEL_TOKENS
-            if room < 0 and transcript:
-                break
-            transcript.append(row)
-        return transcript
 
     def _save_summary(self, extraction: SummaryExtraction) -> None:
         SessionSummary.objects.create(
@@ -936,12 +938,9 @@ class TurnRunner:
         )
 
     def _summary_call(self) -> PlannedCall:
-        messages = build_summary_messages(
-            previous_summary=self.summary.text if self.summary else None,
-            transcript=[_history_entry(row) for row in self._transcript],
-        )
+        """The prompt `_summary_due` fitted to the summarizer's budget."""
         return self._planned(
-            settings.PANTHEON_SUMMARIZER_MODEL_ALIAS, CallPurpose.SUMMARY, messages
+            settings.PANTHEON_SUMMARIZER_MODEL_ALIAS, CallPurpose.SUMMARY, self._summary_messages
         )
 
     def _planned(

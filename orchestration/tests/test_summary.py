@@ -1,9 +1,12 @@
 import json
 import logging
 
+from orchestration.budget import estimate_tokens
+from orchestration.context import CUT_MARK
 from orchestration.summary import (
     TRANSCRIPT_HEADING,
     build_summary_messages,
+    fit_summary_messages,
     parse_summary,
 )
 from orchestration.types import HistoryMessage
@@ -105,3 +108,83 @@ def test_summary_prompt_demands_the_contract_and_lists_the_transcript():
 def test_summary_prompt_without_previous_summary():
     _, user = build_summary_messages(previous_summary=None, transcript=[])
     assert "(none)" in user.content
+
+
+def prompt_tokens(messages) -> int:
+    return sum(estimate_tokens(message.content) for message in messages)
+
+
+def transcript_lines(messages) -> list[str]:
+    return messages[1].content.split(TRANSCRIPT_HEADING, 1)[1].strip().splitlines()
+
+
+def test_a_transcript_that_fits_is_folded_in_whole():
+    transcript = [
+        HistoryMessage(role="user", content="Which database?"),
+        HistoryMessage(role="assistant", content="Postgres.", agent_key="bob", agent_name="Bob"),
+    ]
+    prompt = fit_summary_messages(previous_summary="Hello.", transcript=transcript, limit=2000)
+    assert prompt is not None
+    assert prompt.messages == build_summary_messages(
+        previous_summary="Hello.", transcript=transcript
+    )
+    assert prompt.transcript_used == 2
+    assert prompt.estimated_tokens == prompt_tokens(prompt.messages)
+
+
+def test_the_oldest_messages_that_fit_are_folded_in_and_the_rest_left_for_later():
+    transcript = [
+        HistoryMessage(role="user", content=f"m{index} " + "x" * 320) for index in range(10)
+    ]
+    bare = prompt_tokens(build_summary_messages(previous_summary=None, transcript=[]))
+
+    prompt = fit_summary_messages(previous_summary=None, transcript=transcript, limit=bare + 350)
+
+    assert prompt is not None
+    assert prompt.transcript_used == 3  # 103 tokens each, with its line
+    assert [line[:11] for line in transcript_lines(prompt.messages)] == [
+        "[user]: m0 ",
+        "[user]: m1 ",
+        "[user]: m2 ",
+    ]
+    assert prompt.estimated_tokens == prompt_tokens(prompt.messages) <= bare + 350
+
+
+def test_a_first_message_larger_than_the_limit_is_cut_to_it():
+    transcript = [
+        HistoryMessage(role="user", content="Kick-off. " + "word " * 3000),
+        HistoryMessage(role="user", content="Next."),
+    ]
+    prompt = fit_summary_messages(previous_summary=None, transcript=transcript, limit=1000)
+    assert prompt is not None
+    assert prompt.transcript_used == 1
+    [line] = transcript_lines(prompt.messages)
+    assert line.startswith("[user]: Kick-off. word word") and line.endswith(CUT_MARK)
+    assert 990 < prompt_tokens(prompt.messages) <= 1000
+
+
+def test_a_previous_summary_that_leaves_no_room_is_cut_to_half_of_it():
+    transcript = [HistoryMessage(role="user", content="word " * 3000)]
+    instructions = prompt_tokens(build_summary_messages(previous_summary=None, transcript=[]))
+    prompt = fit_summary_messages(
+        previous_summary="The team chose Postgres. " * 400, transcript=transcript, limit=1000
+    )
+    assert prompt is not None
+    request = prompt.messages[1].content
+    previous = request.split(TRANSCRIPT_HEADING)[0]
+    assert previous.startswith("Previous summary:\nThe team chose Postgres.")
+    assert CUT_MARK in previous and CUT_MARK in transcript_lines(prompt.messages)[0]
+    # Each got about half of what the instructions leave.
+    room = 1000 - instructions
+    assert abs(estimate_tokens(previous) - room / 2) < 20
+    assert prompt_tokens(prompt.messages) <= 1000
+
+
+def test_no_summary_prompt_without_a_transcript_or_room_for_one():
+    transcript = [HistoryMessage(role="user", content="Which database?")]
+    instructions = prompt_tokens(build_summary_messages(previous_summary=None, transcript=[]))
+    assert fit_summary_messages(previous_summary="Hi.", transcript=[], limit=2000) is None
+    assert (
+        fit_summary_messages(previous_summary=None, transcript=transcript, limit=instructions + 10)
+        is None
+    )

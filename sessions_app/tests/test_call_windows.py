@@ -16,7 +16,7 @@ from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
 from orchestration.routing import ROUTING_PROMPT_HEAD
 from orchestration.summary import SUMMARY_PROMPT_HEAD
 from rooms.models import RoomMode
-from sessions_app.models import TurnContextAudit
+from sessions_app.models import Message, SessionSummary, TurnContextAudit
 from usage.models import LlmCallEvent, ModelAlias
 from usage.services import model_alias_set
 
@@ -168,3 +168,44 @@ def test_a_later_agent_reads_the_earlier_answers_that_fit_its_window(
     assert audit.pruned is True
     assert audit.estimated_tokens_before > audit.input_budget == 1536
     assert audit.estimated_tokens_after <= audit.input_budget
+
+
+# --- 2. the summary call ------------------------------------------------------------------------
+
+
+def test_a_message_larger_than_the_summarizers_budget_is_summarized_cut_to_it(
+    owner_client, owner, make_agent, make_room, make_session, post_turn, provider_requests, settings
+):
+    """Ada on deepseek (8,192 tokens answering up to 1,024: 6,144 of prompt); summaries by qwen
+    (4,096 answering up to 1,024: 2,048 of prompt, pruned at 1,843). The first message, about
+    4,400 tokens, fills 70 % of Ada's budget on the next turn: a summary is due, and it went to
+    qwen whole (about 4,700 tokens with max_tokens 1,024 for a window of 4,096)."""
+    model_alias_set(alias="deepseek", context_window=8192, max_output_tokens=1024)
+    model_alias_set(alias="qwen", context_window=4096, max_output_tokens=1024)
+    settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "qwen"
+    session = make_session(owner, room=make_room(owner, [make_agent(owner, "ada")]))
+    first = "@ada Kick-off. " + " ".join(["word"] * 2800)
+
+    assert post_turn(owner_client, session, first).status_code == 201
+    response = post_turn(owner_client, session, "@ada and now?")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["status"] == "completed"
+    assert purposes(provider_requests) == ["agent", "agent", "summary"]
+    assert_each_fits_its_window(provider_requests)
+    # The summarizer read the start of the message, cut to its budget.
+    transcript = provider_requests[-1]["messages"][1]["content"]
+    assert "[user]: @ada Kick-off. word word" in transcript
+    assert prompt_tokens(provider_requests[-1]) <= 0.9 * 2048
+    ledger = LlmCallEvent.objects.filter(turn__turn_index=2).order_by("created_at")
+    assert [(event.purpose, event.status, event.model_alias) for event in ledger] == [
+        ("agent", "success", "deepseek"),
+        ("summary", "success", "qwen"),
+    ]
+    # The summary folds in the message it read, and nothing after it: Ada's first answer
+    # goes into the next summary.
+    summary = SessionSummary.objects.get()
+    user_message = Message.objects.get(turn__turn_index=1, role="user")
+    assert (summary.from_sequence, summary.to_sequence) == (user_message.sequence,) * 2
+    assert summary.summary_text.startswith("1 message between the user.")
+    assert TurnContextAudit.objects.get(turn__turn_index=2).summary_triggered is True
