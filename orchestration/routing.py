@@ -3,6 +3,9 @@
 The manager model must answer `{"selected_agent_keys": ["key", ...]}` (a single
 `{"selected_agent_key": "key"}` is accepted too). Anything unusable falls back to the first
 agent of the roster, with a warning, so a confused manager never fails a turn.
+
+The manager's prompt is kept to its alias's budget (`fit_routing_messages`): the user's message
+is cut short, and a roster too long for it is shown with shorter roles and room goal.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestration.budget import estimate_tokens
+from orchestration.context import cut_to_fit
 from orchestration.json_contract import first_json_object
 from orchestration.types import AgentSpec, ChatMessage, Role
 
@@ -26,6 +31,16 @@ ROSTER_LINE_PREFIX = "Roster (JSON, in seating order): "
 
 _EXCERPT_CHARS = 200
 _ROLE_CHARS = 500
+# Shorter and shorter roles and room goal (characters; None: whole) for a roster that leaves the
+# user's message too little room in the manager's budget.
+_DETAIL_LADDER: tuple[tuple[int, int | None], ...] = (
+    (_ROLE_CHARS, None),
+    (200, 1000),
+    (80, 200),
+    (0, 0),
+)
+# What the user's message keeps at least, in tokens, before the roster is shortened.
+_MIN_MESSAGE_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -44,9 +59,41 @@ class RosterEntry:
 def build_routing_messages(
     *, user_input: str, roster: Sequence[AgentSpec], room_goal: str = ""
 ) -> tuple[ChatMessage, ...]:
+    return (
+        _routing_system(roster, room_goal, _ROLE_CHARS, None),
+        ChatMessage(role=Role.USER, content=user_input),
+    )
+
+
+def fit_routing_messages(
+    *,
+    user_input: str,
+    roster: Sequence[AgentSpec],
+    room_goal: str,
+    input_budget: int,
+    model: str | None = None,
+) -> tuple[ChatMessage, ...]:
+    """The routing prompt within the manager's `input_budget`: the user's message cut short
+    (its beginning, where who it is for is usually said); when the roster leaves the message
+    too little, the roster's roles and the room goal shortened first. When not even the start
+    of the message fits beside the bare roster, the message is left whole and the prompt does
+    not fit: such a call is not sent, and routing falls back as on any failed call."""
+    wanted = min(estimate_tokens(user_input, model), _MIN_MESSAGE_TOKENS)
+    for role_chars, goal_chars in _DETAIL_LADDER:
+        system = _routing_system(roster, room_goal, role_chars, goal_chars)
+        room = input_budget - estimate_tokens(system.content, model)
+        if room >= wanted:
+            break
+    message = cut_to_fit(user_input, lambda candidate: estimate_tokens(candidate, model) <= room)
+    return system, ChatMessage(role=Role.USER, content=user_input if message is None else message)
+
+
+def _routing_system(
+    roster: Sequence[AgentSpec], room_goal: str, role_chars: int, goal_chars: int | None
+) -> ChatMessage:
     roster_json = json.dumps(
         [
-            {"key": agent.key, "name": agent.name, "role": agent.role_prompt.strip()[:_ROLE_CHARS]}
+            {"key": agent.key, "name": agent.name, "role": agent.role_prompt.strip()[:role_chars]}
             for agent in roster
         ],
         ensure_ascii=False,
@@ -60,12 +107,12 @@ def build_routing_messages(
         "relevant agent. Never invent a key.",
         ROSTER_LINE_PREFIX + roster_json,
     ]
-    if room_goal.strip():
-        lines.append(f"Room goal: {room_goal.strip()}")
-    return (
-        ChatMessage(role=Role.SYSTEM, content="\n".join(lines)),
-        ChatMessage(role=Role.USER, content=user_input),
-    )
+    goal = room_goal.strip()
+    if goal_chars is not None and len(goal) > goal_chars:
+        goal = goal[:goal_chars].rstrip() + "…" if goal_chars else ""
+    if goal:
+        lines.append(f"Room goal: {goal}")
+    return ChatMessage(role=Role.SYSTEM, content="\n".join(lines))
 
 
 def read_roster(system_prompt: str) -> tuple[RosterEntry, ...]:

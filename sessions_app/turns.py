@@ -51,12 +51,14 @@ from orchestration.context import ContextPlan, build_agent_messages, minimal_pro
 from orchestration.gateway import LlmGateway
 from orchestration.metering import compute_credits, compute_oe
 from orchestration.planning import parse_tags
-from orchestration.routing import RoutingDecision, build_routing_messages, parse_routing
+from orchestration.routing import RoutingDecision, fit_routing_messages, parse_routing
 from orchestration.summary import SummaryExtraction, fit_summary_messages, parse_summary
 from orchestration.types import (
     AgentSpec,
     CallPurpose,
+    CallStatus,
     ChatMessage,
+    ErrorKind,
     HistoryMessage,
     LlmCall,
     LlmResult,
@@ -889,12 +891,17 @@ class TurnRunner:
         return self.pending
 
     def _routing_call(self) -> PlannedCall:
-        messages = build_routing_messages(
+        """The manager's prompt within its alias's budget: a message too long for it is cut
+        short, the roster's roles shortened (`fit_routing_messages`)."""
+        manager = settings.PANTHEON_MANAGER_MODEL_ALIAS
+        messages = fit_routing_messages(
             user_input=self.plan.user_input,
             roster=self.plan.candidates,
             room_goal=self.plan.room_goal,
+            input_budget=self.plan.budget(manager).input_budget,
+            model=self.plan.token_model(manager),
         )
-        return self._planned(settings.PANTHEON_MANAGER_MODEL_ALIAS, CallPurpose.ROUTING, messages)
+        return self._planned(manager, CallPurpose.ROUTING, messages)
 
     def _agent_call(self, agent: AgentSpec) -> PlannedCall:
         """The agent's context: its system prompt, the latest summary, the history that fits,
@@ -983,13 +990,46 @@ class TurnRunner:
             purpose=call.purpose,
             agent_key=call.agent.key if call.agent else None,
         )
-        if streamed:
+        budget = self.plan.budget(call.alias)
+        if call.estimated_tokens > budget.input_budget:
+            result = self._unsent(call, budget)
+        elif streamed:
             result = await _StreamedStep(self).make(request)
         else:
             result = await self.gateway.complete(request)
         usage_call_meter(event=call.opened, result=result, pricing=pricing)
         self._made, self.pending = call, None
         return result
+
+    def _unsent(self, call: PlannedCall, budget: context_budget.ContextBudget) -> LlmResult:
+        """A call whose prompt does not fit its alias's budget even cut down (its window would
+        not hold the prompt and the answer asked for) is not sent: it fails as the provider
+        would have refused it, `context_window_exceeded`, at no cost. An agent's answer is then
+        an error, as any failed call's; routing falls back, the summary is skipped."""
+        message = (
+            f"The prompt is about {call.estimated_tokens} tokens; {call.alias} has an input "
+            f"budget of {budget.input_budget}. It was not sent."
+        )
+        logger.warning(
+            "turn %s: %s call for %s not sent: %s",
+            self._turn.pk,
+            call.purpose,
+            call.agent.key if call.agent else "-",
+            message,
+        )
+        return LlmResult(
+            status=CallStatus.ERROR,
+            text="",
+            input_tokens_fresh=0,
+            input_tokens_cached=0,
+            output_tokens=0,
+            latency_ms=0,
+            attempts=0,
+            provider="",
+            provider_model=self.plan.pricing[call.alias].alias.litellm_model,
+            error_kind=ErrorKind.CONTEXT_WINDOW_EXCEEDED,
+            error_message=message,
+        )
 
     def _emit(self, event: events.TurnEvent) -> None:
         if self.listener is not None:

@@ -1,7 +1,15 @@
 import json
 import logging
 
-from orchestration.routing import build_routing_messages, parse_routing, read_roster
+from orchestration.budget import estimate_tokens
+from orchestration.context import CUT_MARK
+from orchestration.routing import (
+    build_routing_messages,
+    fit_routing_messages,
+    parse_routing,
+    read_roster,
+)
+from orchestration.types import AgentSpec
 
 KEYS = ["ada", "bob", "cleo"]
 
@@ -120,3 +128,56 @@ def test_roster_with_newlines_and_quotes_round_trips(ada):
 
 def test_read_roster_of_an_unrelated_prompt_is_empty():
     assert read_roster("You are a helpful assistant.") == ()
+
+
+def prompt_tokens(messages) -> int:
+    return sum(estimate_tokens(message.content) for message in messages)
+
+
+def test_a_routing_prompt_that_fits_is_left_whole(roster):
+    fitted = fit_routing_messages(
+        user_input="Who can check my schema?", roster=roster, room_goal="Ship v1", input_budget=2000
+    )
+    assert fitted == build_routing_messages(
+        user_input="Who can check my schema?", roster=roster, room_goal="Ship v1"
+    )
+
+
+def test_the_manager_reads_the_start_of_a_message_too_long_for_it(roster):
+    message = "@bob check my schema. " + "word " * 3000
+    system, user = fit_routing_messages(
+        user_input=message, roster=roster, room_goal="Ship v1", input_budget=1000
+    )
+    assert system == build_routing_messages(user_input="", roster=roster, room_goal="Ship v1")[0]
+    assert user.content.startswith("@bob check my schema. word") and user.content.endswith(CUT_MARK)
+    assert 990 < prompt_tokens((system, user)) <= 1000
+
+
+def test_a_long_roster_is_shown_with_shorter_roles_and_goal_before_the_message_is_cut(ada):
+    roster = [
+        AgentSpec(
+            key=f"agent{index}", name=f"Agent {index}", role_prompt="r" * 500, model_alias="x"
+        )
+        for index in range(12)
+    ]
+    message = "Who should answer? " + "word " * 300
+    system, user = fit_routing_messages(
+        user_input=message, roster=roster, room_goal="g" * 5000, input_budget=1500
+    )
+    entries = read_roster(system.content)
+    assert [entry.key for entry in entries] == [f"agent{index}" for index in range(12)]
+    assert {len(entry.role) for entry in entries} == {80}
+    assert "Room goal: " + "g" * 200 + "…" in system.content
+    # The message keeps at least 256 tokens.
+    assert user.content.startswith("Who should answer? word")
+    assert estimate_tokens(user.content) >= 256
+    assert prompt_tokens((system, user)) <= 1500
+
+
+def test_a_roster_that_leaves_no_room_for_the_message_gives_a_prompt_over_the_budget(roster):
+    system, user = fit_routing_messages(
+        user_input="Who can check my schema?", roster=roster, room_goal="Ship v1", input_budget=20
+    )
+    assert '"role": ""' in system.content and "Ship v1" not in system.content
+    assert user.content == "Who can check my schema?"
+    assert prompt_tokens((system, user)) > 20

@@ -16,7 +16,7 @@ from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
 from orchestration.routing import ROUTING_PROMPT_HEAD
 from orchestration.summary import SUMMARY_PROMPT_HEAD
 from rooms.models import RoomMode
-from sessions_app.models import Message, SessionSummary, TurnContextAudit
+from sessions_app.models import Message, SessionSummary, Turn, TurnContextAudit
 from usage.models import LlmCallEvent, ModelAlias
 from usage.services import model_alias_set
 
@@ -209,3 +209,78 @@ def test_a_message_larger_than_the_summarizers_budget_is_summarized_cut_to_it(
     assert (summary.from_sequence, summary.to_sequence) == (user_message.sequence,) * 2
     assert summary.summary_text.startswith("1 message between the user.")
     assert TurnContextAudit.objects.get(turn__turn_index=2).summary_triggered is True
+
+
+# --- 3. the routing call ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def orchestrated_session(owner, make_agent, make_room, make_session, settings):
+    """Ada and Bob on deepseek (64,000 tokens) in an orchestrator room managed by qwen."""
+    settings.PANTHEON_MANAGER_MODEL_ALIAS = "qwen"
+    room = make_room(
+        owner, [make_agent(owner, "ada"), make_agent(owner, "bob")], mode=RoomMode.ORCHESTRATOR
+    )
+    return make_session(owner, room=room)
+
+
+def test_the_manager_reads_the_start_of_a_message_larger_than_its_budget(
+    owner_client, orchestrated_session, post_turn, provider_requests
+):
+    """qwen has 4,096 tokens answering up to 1,024: 2,048 of prompt. A message of about
+    4,400 tokens fits the agents' budget, and went to the manager whole."""
+    model_alias_set(alias="qwen", context_window=4096, max_output_tokens=1024)
+    message = "bob, please plan this: " + " ".join(["word"] * 2800)
+
+    response = post_turn(owner_client, orchestrated_session, message)
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "completed"
+    # The manager read who the message is for: it was not a fallback.
+    assert body["routing"] == {
+        "manager_model_alias": "qwen",
+        "selected_agent_keys": ["bob"],
+        "fallback_used": False,
+    }
+    assert purposes(provider_requests) == ["routing", "agent"]
+    assert_each_fits_its_window(provider_requests)
+    assert provider_requests[0]["messages"][-1]["content"].startswith("bob, please plan this: word")
+    # Bob read the message whole.
+    assert provider_requests[1]["messages"][-1]["content"] == message
+    ledger = LlmCallEvent.objects.filter(turn_id=body["id"]).order_by("created_at")
+    assert [(event.purpose, event.status) for event in ledger] == [
+        ("routing", "success"),
+        ("agent", "success"),
+    ]
+    assert [entry["agent_key"] for entry in body["messages"]] == ["", "bob"]
+
+
+def test_a_manager_whose_window_holds_no_prompt_is_not_asked_and_the_first_agent_answers(
+    owner_client, orchestrated_session, post_turn, provider_requests
+):
+    """An alias saved before the window rule (2,500 tokens answering up to 2,000: no room for
+    any prompt) cannot route: the call is not sent, its ledger row says why, and the turn
+    falls back to the first agent, as on any failed routing call."""
+    ModelAlias.objects.filter(alias="qwen").update(context_window=2500, max_output_tokens=2000)
+
+    response = post_turn(owner_client, orchestrated_session, "bob, please plan this.")
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "completed"
+    assert body["routing"] == {
+        "manager_model_alias": "qwen",
+        "selected_agent_keys": ["ada"],
+        "fallback_used": True,
+    }
+    assert purposes(provider_requests) == ["agent"]
+    assert_each_fits_its_window(provider_requests)
+    routing = LlmCallEvent.objects.get(turn_id=body["id"], purpose="routing")
+    assert (routing.status, routing.error_type, routing.attempts) == (
+        "error",
+        "context_window_exceeded",
+        0,
+    )
+    assert (routing.total_tokens, routing.credits) == (0, 0)
+    assert Turn.objects.get().status == "completed"
