@@ -259,9 +259,10 @@ def test_the_manager_reads_the_start_of_a_message_larger_than_its_budget(
 def test_a_manager_whose_window_holds_no_prompt_is_not_asked_and_the_first_agent_answers(
     owner_client, orchestrated_session, post_turn, provider_requests
 ):
-    """An alias saved before the window rule (2,500 tokens answering up to 2,000: no room for
-    any prompt) cannot route: the call is not sent, its ledger row says why, and the turn
-    falls back to the first agent, as on any failed routing call."""
+    """An alias saved before the window rule (2,500 tokens answering up to 2,000, and 1,024 of
+    overhead: an input budget of 0) cannot route: the call is not sent, its ledger row says
+    why, and the turn falls back to the first agent, as on any failed routing call. Before,
+    the manager was asked anyway."""
     ModelAlias.objects.filter(alias="qwen").update(context_window=2500, max_output_tokens=2000)
 
     response = post_turn(owner_client, orchestrated_session, "bob, please plan this.")
