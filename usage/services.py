@@ -3,9 +3,11 @@
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, cast
 
+from django import forms
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd, round_money
@@ -32,16 +34,21 @@ def model_alias_set(
     max_output_tokens: int | None = None,
     enabled: bool | None = None,
 ) -> tuple[ModelAlias, bool]:
-    """Create or update an alias; only the fields given change. Returns (alias, created)."""
-    changes = {
-        "litellm_model": litellm_model,
-        "api_base": api_base,
-        "api_key_env": api_key_env,
+    """Create or update an alias; only the fields given change. Returns (alias, created).
+
+    Its texts are taken as the console takes them: trimmed, the model required (`' '` made an
+    enabled alias whose every call failed, and that the console could then not save)."""
+    texts = {"litellm_model": litellm_model, "api_base": api_base, "api_key_env": api_key_env}
+    changes: dict[str, object] = {}
+    changes |= _as_the_console_takes(
+        ModelAlias, {field: text for field, text in texts.items() if text is not None}
+    )
+    figures = {
         "context_window": context_window,
         "max_output_tokens": max_output_tokens,
         "enabled": enabled,
     }
-    changes = {field: value for field, value in changes.items() if value is not None}
+    changes |= {field: value for field, value in figures.items() if value is not None}
     existing = ModelAlias.objects.filter(alias=alias).first()
     created = existing is None
     if existing is None and not changes.get("litellm_model"):
@@ -54,6 +61,28 @@ def model_alias_set(
     row.full_clean()
     row.save()
     return row, created
+
+
+# The console's form for a field, where its admin sets more than the model field says
+# (ModelAliasAdmin.formfield_overrides: a URL without a scheme is an https one).
+_CONSOLE_FORM_FIELD_OPTIONS: dict[str, dict[str, Any]] = {"api_base": {"assume_scheme": "https"}}
+
+
+def _as_the_console_takes(model: type[models.Model], texts: dict[str, str]) -> dict[str, str]:
+    """Texts given to a command, as the console's form fields for the same model fields take
+    them: trimmed (so only spaces is blank), refused blank where the field is required, within
+    its length. The model's own checks (`full_clean`) come after, for both."""
+    taken, problems = {}, {}
+    for name, text in texts.items():
+        field = cast(models.Field, model._meta.get_field(name))
+        form_field = cast(forms.Field, field.formfield(**_CONSOLE_FORM_FIELD_OPTIONS.get(name, {})))
+        try:
+            taken[name] = form_field.clean(text)
+        except ValidationError as exc:
+            problems[name] = exc.messages
+    if problems:
+        raise ValidationError(problems)
+    return taken
 
 
 def usage_call_open(
@@ -260,6 +289,12 @@ def _price_list_for(name: str | None) -> tuple[PricingVersion, bool]:
         if active is None:
             raise ValidationError("No price list is in effect: name one with --version.")
         return active, False
+    # As the console takes a name: `v2 ` is the list `v2`, and a blank name is none (each made a
+    # new list, in force at once). Case stays as the console keeps it: `V2` is another list.
+    try:
+        name = _as_the_console_takes(PricingVersion, {"name": name})["name"]
+    except ValidationError as exc:
+        raise ValidationError({"version": exc.messages}) from exc
     version = PricingVersion.objects.filter(name=name).first()
     if version is not None:
         return version, False
