@@ -75,3 +75,25 @@ def test_set_model_alias_says_units_and_rules():
     helps = {a.dest: a.help for a in parser_of("usage", "set_model_alias")._actions}
     assert "tokens" in helps["context_window"] and "1024" in helps["context_window"]
     assert "_API_KEY" in helps["api_key_env"]
+
+
+@pytest.mark.parametrize(("app", "name"), COMMANDS)
+def test_every_help_ends_with_exit_3_for_a_database_that_failed(app, name):
+    assert "Exit 3 when the database cannot be reached or fails mid-run" in " ".join(
+        parser_of(app, name).format_help().split()
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("set_model_alias", "A refused value exits 1, a malformed one 2, a database failure 3."),
+        ("set_model_price", "A refused value exits 1, a malformed one 2, a database failure 3."),
+        ("rollup_usage", "exit 2 on a usage error (a bad or future --since), 3 when the database"),
+        ("reconcile_usage", "exit 1 on any drift, 2 on a usage error, 3 when the database"),
+    ],
+)
+def test_a_description_that_lists_the_exit_codes_lists_them_all(name, says):
+    """set_model_alias's said "A refused value exits 1, a malformed one 2." and stopped there,
+    which reads as the whole list: its exit 3 was only in the epilog below its options."""
+    assert says in " ".join(parser_of("usage", name).description.split())

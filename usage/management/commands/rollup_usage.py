@@ -14,7 +14,7 @@ class Command(ProjectCommand):
         "Recompute the daily usage rollups (per UTC day, user and model alias) from the ledger "
         "for whole days up to yesterday; idempotent. The billing dashboard reads them. Prints "
         "one line (nothing with -v 0); exit 0 when done, exit 2 on a usage error (a bad or "
-        "future --since)."
+        "future --since), 3 when the database fails."
     )
 
     def add_arguments(self, parser):

@@ -38,8 +38,9 @@ def _amount_or_clear(text: str) -> Decimal | None:
 class Command(ProjectCommand):
     help = (
         "Set a model alias's price (USD per million tokens) and credit multiplier in a price "
-        "list: the active one, or --version NAME (created from the active one if missing, in "
-        "force from now)."
+        "list: the active one, or --version NAME (trimmed, as in the console; created from the "
+        "active one if missing, in force from now). A refused value exits 1, a malformed one 2, "
+        "a database failure 3."
     )
 
     def add_base_argument(self, parser, *args, **kwargs):
