@@ -10,6 +10,7 @@ from pantheon.console import (
     ReadOnlyRecords,
     RecordAdmin,
     RecordTabularInline,
+    RecordValue,
     ShownMoments,
     SoftDeleteAdmin,
     badge,
@@ -31,6 +32,8 @@ from sessions_app.models import (
     SessionSummary,
     Turn,
     TurnContextAudit,
+    TurnFailure,
+    TurnStatus,
 )
 from sessions_app.serializers import SessionCreateSerializer
 from sessions_app.services import session_delete
@@ -188,6 +191,27 @@ class TurnContextAuditInline(ReadOnlyRecords, admin.StackedInline):
     can_delete = False
 
 
+class EndedBy(RecordValue):
+    """A turn's "ended by" on its page. A running turn has not ended: its failure code is empty
+    until it does, as that of a turn that ran to its end, and its page said "ran to its end"."""
+
+    def __call__(self, turn: Turn) -> str:
+        if turn.status == TurnStatus.RUNNING:
+            return "still running"
+        return turn.get_failure_code_display()
+
+
+class EndedByFilter(admin.ChoicesFieldListFilter):
+    """ "ran to its end" lists the turns that ended by their own steps, not those still running
+    (whose failure code is just as empty, until they end)."""
+
+    def queryset(self, request, queryset):
+        chosen = super().queryset(request, queryset)
+        if self.lookup_val is not None and TurnFailure.NONE in self.lookup_val:
+            return chosen.exclude(failure_code=TurnFailure.NONE, status=TurnStatus.RUNNING)
+        return chosen
+
+
 STATUS_TONES = {
     "completed": "ok",
     "partial": "warn",
@@ -215,7 +239,7 @@ class TurnAdmin(RecordAdmin):
     list_display_links = ["created"]
     list_filter = [
         "status",
-        "failure_code",
+        ("failure_code", EndedByFilter),
         "mode",
         username_filter("session__started_by"),
         ("session__deleted_at", TurnSessionDeletedFilter),
@@ -232,7 +256,7 @@ class TurnAdmin(RecordAdmin):
         "turn_index",
         "mode",
         "status",
-        "failure_code",
+        EndedBy(Turn._meta.get_field("failure_code")),
         "user_input",
         "model_alias_override",
         "roster",
