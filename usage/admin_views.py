@@ -5,6 +5,7 @@ Staff only (the admin site wraps these views), and only for who may read the led
 """
 
 import csv
+import re
 from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import urlencode
@@ -34,13 +35,36 @@ FIRST_DAY = EARLIEST_MOMENT.date()
 LAST_DAY = LATEST_MOMENT.date() - timedelta(days=1)
 
 
+class DayField(forms.DateField):
+    """A day written as 2026-11-01, what the page's date input sends, and only that: Django's
+    English formats also took 11/01/2026 and read it as November 1, whoever typed it. A day so
+    written that the calendar lacks (2026-02-30) is said to be none, not to be badly written."""
+
+    input_formats = ["%Y-%m-%d"]
+    default_error_messages = {"no_such_day": "%(day)s is no such day."}
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except forms.ValidationError:
+            written = value.strip() if isinstance(value, str) else ""
+            if re.fullmatch(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}", written):
+                raise forms.ValidationError(
+                    self.error_messages["no_such_day"], code="no_such_day", params={"day": written}
+                ) from None
+            raise
+
+
 def _day_field(label: str) -> forms.DateField:
     # The page shows the form's errors above it: each says which day it is about.
     bounds = f"{label} must be a day from {FIRST_DAY} to {LAST_DAY}."
-    return forms.DateField(
+    return DayField(
         required=False,
         label=label,
-        error_messages={"invalid": f"{label} must be a day written as 2026-11-01."},
+        error_messages={
+            "invalid": f"{label} must be a day written as 2026-11-01.",
+            "no_such_day": f"{label}, %(day)s, is no such day.",
+        },
         validators=[
             MinValueValidator(FIRST_DAY, message=bounds),
             MaxValueValidator(LAST_DAY, message=bounds),
