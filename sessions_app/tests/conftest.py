@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from orchestration.litellm_loader import load_litellm
 from pantheon.testing.servers import forget_throttle_history
 from pantheon.testing.stub_llm import StubLLM
 from sessions_app.models import Turn
@@ -68,3 +69,20 @@ def point_at_stub(stub: StubLLM, model: str, *aliases: str) -> None:
     ModelAlias.objects.filter(alias__in=aliases).update(
         litellm_model=f"openai/{model}", api_base=stub.base_url, api_key_env="STUB_API_KEY"
     )
+
+
+@pytest.fixture
+def provider_requests(monkeypatch, settings) -> list[dict]:
+    """What the gateway asks litellm for, on its way to the offline demo provider."""
+    assert settings.PANTHEON_LLM_BACKEND == "demo"
+    litellm = load_litellm()
+    forward = litellm.acompletion
+    asked: list[dict] = []
+
+    async def recorded(**request):
+        if "max_tokens" in request:  # not the gateway's warm-up
+            asked.append(request)
+        return await forward(**request)
+
+    monkeypatch.setattr(litellm, "acompletion", recorded)
+    return asked

@@ -27,23 +27,6 @@ LONG_ANSWER_WORDS = 770
 
 
 @pytest.fixture
-def provider_requests(monkeypatch, settings) -> list[dict]:
-    """What the gateway asks litellm for, on its way to the offline demo provider."""
-    assert settings.PANTHEON_LLM_BACKEND == "demo"
-    litellm = load_litellm()
-    forward = litellm.acompletion
-    asked: list[dict] = []
-
-    async def recorded(**request):
-        if "max_tokens" in request:  # not the gateway's warm-up
-            asked.append(request)
-        return await forward(**request)
-
-    monkeypatch.setattr(litellm, "acompletion", recorded)
-    return asked
-
-
-@pytest.fixture
 def talkative_agents(provider_requests, monkeypatch):
     """Agents that answer at length, as a real model may (up to its max_tokens): the demo
     provider's answer to an agent call, followed by about 1,200 tokens more."""

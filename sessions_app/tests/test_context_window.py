@@ -8,29 +8,11 @@ asked for overran the window, and a real provider refused the call (context_leng
 import pytest
 
 from orchestration.budget import estimate_tokens
-from orchestration.litellm_loader import load_litellm
 from sessions_app.models import Message, Turn, TurnContextAudit
 from usage.models import LlmCallEvent, ModelAlias
 from usage.services import model_alias_set
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def provider_requests(monkeypatch, settings) -> list[dict]:
-    """What the gateway asks litellm for, on its way to the offline demo provider."""
-    assert settings.PANTHEON_LLM_BACKEND == "demo"
-    litellm = load_litellm()
-    forward = litellm.acompletion
-    asked: list[dict] = []
-
-    async def recorded(**request):
-        if "max_tokens" in request:  # not the gateway's warm-up
-            asked.append(request)
-        return await forward(**request)
-
-    monkeypatch.setattr(litellm, "acompletion", recorded)
-    return asked
 
 
 @pytest.fixture
