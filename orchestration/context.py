@@ -164,7 +164,7 @@ def _fit_same_turn(
             continue
         allowance = tokens - excess
         if allowance >= _MIN_CUT_TOKENS:
-            shorter = cut_to_fit(message.content, _within(allowance, model))
+            shorter = cut_to_fit(message.content, within_tokens(allowance, model))
             if shorter is not None:
                 shorter_tokens = estimate_tokens(shorter, model)
                 kept.append((ChatMessage(role=message.role, content=shorter), shorter_tokens))
@@ -199,7 +199,8 @@ def cut_to_fit(text: str, fits: Callable[[str], bool]) -> str | None:
     return _cut(text, word_end)
 
 
-def _within(limit: int, model: str | None) -> Callable[[str], bool]:
+def within_tokens(limit: int, model: str | None) -> Callable[[str], bool]:
+    """`cut_to_fit`'s test for a text that must come to at most `limit` tokens."""
     return lambda text: estimate_tokens(text, model) <= limit
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestration.budget import estimate_tokens
-from orchestration.context import cut_to_fit
+from orchestration.context import cut_to_fit, within_tokens
 from orchestration.json_contract import first_json_object
 from orchestration.types import AgentSpec, ChatMessage, Role
 
@@ -84,7 +84,7 @@ def fit_routing_messages(
         room = input_budget - estimate_tokens(system.content, model)
         if room >= wanted:
             break
-    message = cut_to_fit(user_input, lambda candidate: estimate_tokens(candidate, model) <= room)
+    message = cut_to_fit(user_input, within_tokens(room, model))
     return system, ChatMessage(role=Role.USER, content=user_input if message is None else message)
 
 
