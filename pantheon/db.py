@@ -33,6 +33,7 @@ import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, NotSupportedError, OperationalError, connection, connections
+from psycopg_pool import ConnectionPool
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -115,8 +116,6 @@ def check_pooled_connection(conn: psycopg.Connection) -> None:
     4, 8 s apart, to the request that found the first (with 16 idle, it waited 30 s for a 503,
     and the next request 28 s). The idle ones are all checked now, the dead replaced, so that
     request waits one pause (about a second) for a new connection, and the next none."""
-    from psycopg_pool import ConnectionPool
-
     try:
         ConnectionPool.check_connection(conn)
     except Exception:
