@@ -349,6 +349,9 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             waiting = False
             if left_to_us:
                 _finished(turn)
+            # The request's line (499) names the user, the session and the turn as an
+            # answered request's does.
+            logging_context.bind(**self.log_ids)
             raise
         # What the turn's first section bound (the user, the session and turn once claimed)
         # labels this request's own log lines too.

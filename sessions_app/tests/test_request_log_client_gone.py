@@ -45,3 +45,10 @@ def test_a_plain_turn_whose_client_hangs_up_has_its_request_line(
     assert (line["method"], line["status_code"], line["level"]) == ("POST", 499, "INFO")
     assert line["request_id"] == "hung-up-request-1"
     assert line["duration_ms"] >= 900
+    # Joined with the ledger by these, as an answered request's line is.
+    turn = Turn.objects.get(session=session)
+    assert (line["user_id"], line["session_id"], line["turn_id"]) == (
+        str(owner.pk),
+        str(session.pk),
+        str(turn.pk),
+    )
