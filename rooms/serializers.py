@@ -107,6 +107,11 @@ class RoomUpdateSerializer(ModelSerializer):
             for field, endpoint in moved.items()
             if field in initial
         }
+        # The room's modes are in its body, so a client may send them back as it read them;
+        # one that tries to change them learns where that is done.
+        for field in ("current_mode", "pending_mode"):
+            if field in initial and initial[field] != getattr(self.instance, field, None):
+                errors[field] = ["Change this with PUT rooms/{id}/mode."]
         if errors:
             raise serializers.ValidationError(errors)
         return attrs

@@ -219,6 +219,8 @@ def test_patch_changes_name_and_goal(owner, owner_client, trio, make_room):
     [
         ({"mode": "roundtable"}, "mode", "PUT rooms/{id}/mode"),
         ({"agent_ids": []}, "agent_ids", "PUT rooms/{id}/agents"),
+        ({"current_mode": "roundtable"}, "current_mode", "PUT rooms/{id}/mode"),
+        ({"pending_mode": "orchestrator"}, "pending_mode", "PUT rooms/{id}/mode"),
     ],
 )
 def test_patch_refuses_mode_and_roster_changes(
@@ -233,6 +235,18 @@ def test_patch_refuses_mode_and_roster_changes(
     room.refresh_from_db()
     assert (room.name, room.current_mode, room.pending_mode) == ("Keep", "manual", None)
     assert roster_in_db(room) == ["ada", "linus", "grace"]
+
+
+def test_patch_takes_back_the_body_it_answered_with(owner, owner_client, trio, make_room):
+    # A client that changes the name in the room's body and sends it all back: the modes and
+    # the other read-only fields, unchanged, are no change of mode.
+    room = make_room(owner, agents=trio, name="Old")
+    body = owner_client.get(room_url(room)).json()
+
+    response = owner_client.patch(room_url(room), {**body, "name": "New"}, format="json")
+
+    assert response.status_code == 200
+    assert (response.json()["name"], response.json()["current_mode"]) == ("New", "manual")
 
 
 def test_patch_rejects_a_blank_name(owner, owner_client, make_room):
