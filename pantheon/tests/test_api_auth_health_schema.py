@@ -67,6 +67,18 @@ def test_token_requires_username_and_password(anon_client):
     assert set(response.json()) == {"username", "password"}
 
 
+@pytest.mark.parametrize("field", ["username", "password"])
+@pytest.mark.parametrize("value", [["owner"], 123, {"name": "owner"}])
+def test_token_refuses_what_is_no_string_as_the_api_does(owner, anon_client, field, value):
+    credentials = {"username": "owner", "password": "owner-pass-123", field: value}
+
+    response = anon_client.post(TOKEN_URL, credentials, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {field: ["Must be a string."]}
+    assert not Token.objects.exists()
+
+
 def test_an_unknown_token_is_401(owner):
     response = token_client("0" * 40).get("/api/v1/agents")
 
