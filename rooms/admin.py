@@ -197,7 +197,7 @@ def locked_seats(room_id) -> list[RoomAgent]:
     transaction: a seat saved elsewhere meanwhile (its own page, the API's roster, which lock
     the room too) waits for this one's numbers, instead of taking one of them (a 500 on the
     unique seats). Only locked: the room page reads them before it knows whether they change,
-    and may refuse them, and its save of the room moves the room's `updated_at` anyway."""
+    and may refuse them; its save moves the room's `updated_at` if they do."""
     rooms_lock([room_id], seats_change=False)
     seats = RoomAgent.objects.filter(room_id=room_id).select_related("agent")
     return list(seats.order_by("position"))
@@ -347,6 +347,19 @@ class RoomAgentInline(admin.TabularInline):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+class TextLines(forms.CharField):
+    """A text box's text. A browser sends its lines ended by CR LF, however they ended when the
+    page showed them (a goal written through the API ends them by LF): the same lines are no
+    change, and a page saved as shown writes nothing."""
+
+    def has_changed(self, initial, data):
+        return super().has_changed(_lines(initial), _lines(data))
+
+
+def _lines(text):
+    return text.replace("\r\n", "\n") if isinstance(text, str) else text
+
+
 class RoomForm(CheckedAsTheApi):
     """A room's name and goal as the API takes them (RoomSerializer's limits: the goal goes to
     the provider with every call of the room's agents)."""
@@ -361,6 +374,7 @@ class RoomForm(CheckedAsTheApi):
     class Meta:
         model = Room
         fields = ["owner", "name", "goal", "current_mode", "pending_mode"]
+        field_classes = {"goal": TextLines}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -400,8 +414,11 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
         if not change:
             return super().save_model(request, obj, form, change)
         # The fields the operator changed, and the time: saved whole, the page put back the
-        # modes it showed, undoing a pending mode that a turn promoted meanwhile.
-        obj.save(update_fields=[*form.changed_data, "updated_at"])
+        # modes it showed, undoing a pending mode that a turn promoted meanwhile. None changed,
+        # nothing is written: the room's `updated_at` stays (its seats move it if they change).
+        if form.changed_data:
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
+        return None
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         # A page refused because its seats changed elsewhere shows the room's seats as they are
@@ -419,6 +436,10 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
             return super().save_formset(request, form, formset, change)
         seats = formset.save(commit=False)
         moved = [*(seat for seat, _ in formset.changed_objects), *formset.others_moved]
+        if change and not form.changed_data and (seats or moved or formset.deleted_objects):
+            # Only the seats changed: they move the room's `updated_at` (the room is locked
+            # already, by the formset's check), as the save of its own fields would have.
+            rooms_lock([form.instance.pk])
         seats_saved(seats, moved=moved, leaving=formset.deleted_objects)
         formset.save_m2m()
         return None
@@ -459,6 +480,10 @@ class RoomAgentAdmin(admin.ModelAdmin):
         return not (obj and deleted(obj.room)) and super().has_change_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
+        if change and not form.has_changed():
+            # Its room, agent and place as they are: nothing to write, the room's `updated_at`
+            # stays (the room's seats are numbered 0, 1, 2... already).
+            return
         left = form.initial.get("room") if change else None
         moved = left is not None and left != obj.room_id
         # Both rooms locked in one order: two seats moved across them both ways would wait

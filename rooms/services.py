@@ -124,7 +124,7 @@ def rooms_lock(room_ids: Iterable, *, seats_change: bool = True) -> None:
     the roster locks their rooms here first (a seat's own page, saved or deleted, an agent's
     delete), so each change moves it once, however many seats it writes, in the transaction
     that writes them. `seats_change=False` only locks, for a reader that does not know yet
-    whether it will change them (the room page, whose own save of the room moves it)."""
+    whether it will change them (the room page, whose save moves it if anything changed)."""
     room_ids = list(room_ids)
     list(Room.objects.select_for_update().filter(pk__in=room_ids).order_by("pk").values("pk"))
     if seats_change:

@@ -1,5 +1,7 @@
 """For tests of the operator console: a logged-in client and the admin's URLs by model."""
 
+from html.parser import HTMLParser
+
 from django.test import Client
 from django.urls import reverse
 
@@ -13,3 +15,66 @@ def client_for(user) -> Client:
 def admin_url(model, view: str, *args) -> str:
     """`admin_url(Turn, "change", turn.pk)`: the admin page `view` of `model`."""
     return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+class PostedBack(HTMLParser):
+    """What a browser posts when a page's form (`<form id=...>`) is saved untouched: each
+    enabled field's value as shown (a checked box's, a select's selected options or its first,
+    a text box's text with its lines ended by CR LF, as browsers send them) and the button
+    `_save`. The inline's hidden template row is posted too, as a browser posts it."""
+
+    def __init__(self, page: str, form_id: str):
+        super().__init__()
+        self.form_id, self.inside = form_id, False
+        self.data: dict[str, list[str]] = {}
+        self._select: tuple[str, list[str], list[str]] | None = None  # name, selected, all
+        self._textarea: tuple[str, list[str]] | None = None
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "form":
+            self.inside = attributes.get("id") == self.form_id
+        if not self.inside or "disabled" in attributes:
+            return
+        name = attributes.get("name")
+        if tag == "input" and name:
+            kind = attributes.get("type", "text")
+            if kind in ("checkbox", "radio") and "checked" not in attributes:
+                return
+            if kind in ("submit", "button", "reset", "image", "file") and name != "_save":
+                return
+            self.data.setdefault(name, []).append(attributes.get("value") or "")
+        elif tag == "select" and name:
+            self._select = (name, [], [])
+        elif tag == "option" and self._select:
+            value = attributes.get("value") or ""
+            self._select[2].append(value)
+            if "selected" in attributes:
+                self._select[1].append(value)
+        elif tag == "textarea" and name:
+            self._textarea = (name, [])
+
+    def handle_data(self, data):
+        if self._textarea:
+            self._textarea[1].append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.inside = False
+        elif tag == "select" and self._select:
+            name, selected, shown = self._select
+            self.data[name] = selected or shown[:1]
+            self._select = None
+        elif tag == "textarea" and self._textarea:
+            name, text = self._textarea
+            # The newline after the tag is not the text's (HTML drops it).
+            value = "".join(text).removeprefix("\r\n").removeprefix("\n")
+            self.data[name] = [value.replace("\r\n", "\n").replace("\n", "\r\n")]
+            self._textarea = None
+
+
+def posted_back(page: str, form_id: str) -> dict[str, list[str]]:
+    """The form `form_id` of `page` as a browser posts it saved as shown (`PostedBack`)."""
+    return PostedBack(page, form_id).data

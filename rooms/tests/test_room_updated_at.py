@@ -2,7 +2,8 @@
 (`PUT rooms/{id}/agents`) moves it: on the console's room page and seat pages (added, moved,
 deleted), and when an agent's delete numbers the seats of its rooms again. It moved with the
 roster only, and a room changed there read as untouched since. Once per change, in the
-transaction that changes the seats; the rooms whose seats stay as they were keep theirs."""
+transaction that changes the seats; the rooms whose seats stay as they were keep theirs, and
+a page saved as it is, room or seat, moves nothing."""
 
 from datetime import UTC, datetime
 
@@ -11,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from pantheon.testing.admin import client_for
+from pantheon.testing.admin import client_for, posted_back
 from rooms import services
 from rooms.models import Room, RoomAgent
 from rooms.tests.test_admin_seats import room_form, seats_now
@@ -176,3 +177,83 @@ def test_deleting_an_agent_seated_in_two_rooms_moves_both_once(rooms):
     assert seats_now(rooms["Research"]) == [("ada", 0)]
     assert moved(rooms) == {"Research", "Quiet"}
     assert room_updates(queries) == 1
+
+
+def page_saved(client, page: str, form_id: str, **typed):
+    """Open the page, and save its form as a browser does, with `typed` typed over it."""
+    shown = client.get(page)
+    assert shown.status_code == 200
+    return client.post(page, posted_back(shown.content.decode(), form_id) | typed)
+
+
+@pytest.mark.parametrize("goal", ["", "Find the sources.\nCheck each one twice."])
+def test_a_room_page_saved_as_it_is_leaves_updated_at(rooms, staff, goal):
+    """Saved unchanged, the page wrote the room's fields and moved its `updated_at`: the API
+    and the console said it changed when nothing did. A goal of several lines comes back from
+    the browser with its lines ended by CR LF: the same lines."""
+    research = rooms["Research"]
+    Room.objects.filter(pk=research.pk).update(goal=goal)
+    seated = seats_now(research)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = page_saved(
+            client_for(staff), reverse("admin:rooms_room_change", args=[research.pk]), "room_form"
+        )
+
+    assert response.status_code == 302
+    assert moved(rooms) == set()
+    assert room_updates(queries) == 0
+    assert not [query for query in queries if query["sql"].startswith('INSERT INTO "rooms_')]
+    assert seats_now(research) == seated
+    assert Room.objects.get(pk=research.pk).goal == goal
+
+
+def test_a_seat_page_saved_as_it_is_leaves_its_rooms_updated_at(rooms, staff):
+    ada = seat(rooms["Research"], "ada")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = page_saved(client_for(staff), seat_page("change", ada.pk), "roomagent_form")
+
+    assert response.status_code == 302
+    assert moved(rooms) == set()
+    assert room_updates(queries) == 0
+    assert seats_now(rooms["Research"]) == [("ada", 0), ("linus", 1)]
+
+
+@pytest.mark.parametrize(
+    ("typed", "changed", "seated"),
+    [
+        ({"name": "Research 2"}, {"Research 2"}, [("ada", 0), ("linus", 1)]),
+        ({"goal": "Find the sources."}, {"Research"}, [("ada", 0), ("linus", 1)]),
+        ({"seats-0-position": "3"}, {"Research"}, [("linus", 0), ("ada", 1)]),
+        ({"seats-1-DELETE": "on"}, {"Research"}, [("ada", 0)]),
+    ],
+    ids=["name", "goal", "a-seat-moved", "a-seat-deleted"],
+)
+def test_a_room_page_with_one_change_moves_updated_at_once(rooms, staff, typed, changed, seated):
+    research = rooms["Research"]
+
+    with CaptureQueriesContext(connection) as queries:
+        response = page_saved(
+            client_for(staff),
+            reverse("admin:rooms_room_change", args=[research.pk]),
+            "room_form",
+            **typed,
+        )
+
+    assert response.status_code == 302
+    assert seats_now(research) == seated
+    assert moved(rooms) == changed
+    assert room_updates(queries) == 1
+
+
+def test_a_seat_page_with_one_change_moves_its_rooms_updated_at(rooms, staff):
+    ada = seat(rooms["Research"], "ada")
+
+    response = page_saved(
+        client_for(staff), seat_page("change", ada.pk), "roomagent_form", position="1"
+    )
+
+    assert response.status_code == 302
+    assert seats_now(rooms["Research"]) == [("linus", 0), ("ada", 1)]
+    assert moved(rooms) == {"Research"}
