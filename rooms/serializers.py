@@ -1,4 +1,5 @@
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from pantheon.fields import ModelSerializer, StrictCharField, UUIDSetField
@@ -18,13 +19,32 @@ def each_once(tools: list[str]) -> None:
         seen.add(tool)
 
 
+class ToolNamesField(serializers.ListField):
+    """Tool names, each once (`each_once`), as a request's schema says (ToolNamesFieldSchema)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validators=[each_once], **kwargs)
+
+
+class ToolNamesFieldSchema(OpenApiSerializerFieldExtension):
+    """In a request body: `uniqueItems` (a name counts as trimmed, so "web" and " web " are
+    the same tool too). Not in an answer: an agent saved before the rule may list one twice."""
+
+    target_class = "rooms.serializers.ToolNamesField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            schema["uniqueItems"] = True
+        return schema
+
+
 class AgentSerializer(ModelSerializer):
     model_alias = ModelAliasField()
-    tool_permissions = serializers.ListField(
+    tool_permissions = ToolNamesField(
         child=StrictCharField(max_length=64),
         required=False,
         max_length=50,
-        validators=[each_once],
         # DRF's own names the type it got, which in the console is its form's "JSONString".
         error_messages={"not_a_list": 'Expected a list of tool names, such as ["web_search"].'},
     )

@@ -165,6 +165,23 @@ def test_text_bounds_are_published(schema, settings):
     assert schemas["RoomRequest"]["properties"]["agent_ids"]["uniqueItems"] is True
 
 
+@pytest.mark.parametrize("body", ["AgentRequest", "PatchedAgentRequest"])
+def test_a_tool_listed_twice_is_refused_as_the_schema_says(schema, owner_client, body):
+    """The API refuses a tool listed twice (400, code `duplicate`): the request's schema says
+    each once. Not the answer's: an agent saved before that rule may list one twice."""
+    tools = schema["components"]["schemas"][body]["properties"]["tool_permissions"]
+    answered = schema["components"]["schemas"]["Agent"]["properties"]["tool_permissions"]
+
+    assert tools["uniqueItems"] is True
+    assert "uniqueItems" not in answered
+    assert not Draft202012Validator(tools).is_valid(["web_search", "web_search"])
+    agent = {"agent_key": "ada", "name": "Ada", "model_alias": "deepseek"}
+    sent = {**agent, "tool_permissions": ["web_search", "web_search"]}
+    response = owner_client.post("/api/v1/agents", sent, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"tool_permissions": ["'web_search' is listed twice."]}
+
+
 @pytest.mark.parametrize(
     "body, field, path",
     [
