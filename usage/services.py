@@ -36,8 +36,10 @@ def model_alias_set(
 ) -> tuple[ModelAlias, bool]:
     """Create or update an alias; only the fields given change. Returns (alias, created).
 
-    Its texts are taken as the console takes them: trimmed, the model required (`' '` made an
-    enabled alias whose every call failed, and that the console could then not save)."""
+    Its texts are taken as the console takes them: trimmed, the name and the model required
+    (`' '` made an enabled alias whose every call failed, and that the console could then not
+    save; `'llama '` was refused by the naming rule)."""
+    alias = _as_the_console_takes(ModelAlias, {"alias": alias})["alias"]
     texts = {"litellm_model": litellm_model, "api_base": api_base, "api_key_env": api_key_env}
     changes: dict[str, object] = {}
     changes |= _as_the_console_takes(
@@ -253,6 +255,8 @@ def model_price_set(
     cached-input price and the credit multiplier may be set to None (charged as fresh input;
     the list's default). Returns (price, version, version_created).
     """
+    # The name as the console's alias page takes it: `'llama '` is llama (it was unknown).
+    alias = _as_the_console_takes(ModelAlias, {"alias": alias})["alias"]
     model_alias = ModelAlias.objects.filter(alias=alias).first()
     if model_alias is None:
         raise ValidationError({"alias": f"Unknown model alias {alias!r}."})

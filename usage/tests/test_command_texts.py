@@ -1,7 +1,7 @@
-"""`set_model_price --version` and the texts of `set_model_alias` are taken as the console takes
-them: trimmed, and refused blank where the console requires them (exit 1, one line). A trailing
-space made a new price list, in force at once; a model of one space an enabled alias whose every
-call failed."""
+"""`set_model_price --version`, the texts of `set_model_alias` and the alias both name are taken as
+the console takes them: trimmed, and refused blank where the console requires them (exit 1, one
+line). A trailing space made a new price list, in force at once; a model of one space an enabled
+alias whose every call failed; an alias name `'llama '` was refused, or unknown."""
 
 from io import StringIO
 
@@ -156,3 +156,50 @@ def test_an_endpoint_or_key_variable_of_spaces_clears_it_as_in_the_console():
 def test_a_key_variable_with_spaces_inside_is_still_refused():
     with pytest.raises(CommandError, match="api_key_env: Name an environment variable"):
         run("set_model_alias", "llama", "--api-key-env", "GROQ API_KEY")
+
+
+# --- the alias named, in set_model_alias and set_model_price ------------------------------------
+
+
+@pytest.mark.parametrize("typed", ["llama ", " llama", "\tllama\n"])
+def test_an_alias_name_with_spaces_around_it_is_the_alias_of_that_name(typed):
+    """`'llama '` was refused by the naming rule ("Use letters, digits…"), though the console
+    trims the name as it trims every text."""
+    aliases = ModelAlias.objects.count()
+
+    out = run("set_model_alias", typed, "--context-window", "65536")
+
+    assert out.startswith("Updated alias llama: ")
+    assert ModelAlias.objects.count() == aliases
+    assert ModelAlias.objects.get(alias="llama").context_window == 65536
+
+
+def test_a_new_alias_name_with_spaces_around_it_is_created_trimmed():
+    out = run("set_model_alias", " mistral ", "--model", "mistral/mistral-small")
+
+    assert out.startswith("Created alias mistral: mistral/mistral-small (")
+    assert ModelAlias.objects.filter(alias="mistral").exists()
+
+
+@pytest.mark.parametrize("typed", ["llama ", " llama", "\tllama\n"])
+def test_a_price_for_an_alias_name_with_spaces_around_it_is_that_alias_price(typed):
+    """`'llama '` was an unknown model alias."""
+    out = run("set_model_price", typed, "--input", "7")
+
+    assert out.startswith("llama in ")
+    price = ModelPrice.objects.get(
+        pricing_version=active_pricing_version(), model_alias__alias="llama"
+    )
+    assert price.input_usd_per_mtok == 7
+
+
+@pytest.mark.parametrize("command", ["set_model_alias", "set_model_price"])
+@pytest.mark.parametrize("typed", ["", " ", "\t"])
+def test_a_blank_alias_name_is_refused_exit_1(command, typed):
+    aliases = list(ModelAlias.objects.values_list("alias", "updated_at"))
+    figures = ("--model", "x/y") if command == "set_model_alias" else ("--input", "1")
+
+    status, line = refusal_of(command, typed, *figures)
+
+    assert (status, line) == (1, "alias: This field is required.")
+    assert list(ModelAlias.objects.values_list("alias", "updated_at")) == aliases
