@@ -24,7 +24,11 @@ A misbehaving provider, by a word in the model name (with or without a delay):
 - `no-choices`: `"choices": []`, as a plain JSON answer even when a stream was asked for;
 - `unfinished`: a stream that ends cleanly before its last chunk (no `finish_reason`, no usage,
   no `[DONE]`);
-- `stall`: a stream that sends its first two words, then nothing for a minute;
+- `stall`: a stream that sends its first two chunks (words, or a reasoning model's thoughts),
+  then nothing for a minute;
+- `fail-<n>`: the first <n> streams of this model name fail after their reasoning, before the
+  answer's first word, with an error in the stream (a 503, no usage), as vLLM's do; the next
+  ones are whole (a provider's failure that a retry gets past);
 - `not-json`: a 200 whose body is an HTML page, plain or streamed.
 
 `GET /stats` reports how many completions were requested, the most answered at once, and how
@@ -55,6 +59,7 @@ _DELAY = re.compile(r"(slow|stream)-(\d+)")
 _LENGTH = re.compile(r"words-(\d+)")
 _WIDTH = re.compile(r"long-(\d+)")
 _REASONING = re.compile(r"reasoning-(\d+)")
+_FAILURES = re.compile(r"fail-(\d+)")
 
 
 def _plan(model: str) -> tuple[float, float]:
@@ -109,6 +114,8 @@ class StubLLM:
         self.in_flight = self.peak_in_flight = 0
         # Streams whose caller closed the connection before their end.
         self.hung_up = 0
+        # Streams failed so far, by model name (`fail-<n>`).
+        self.failed: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -181,12 +188,19 @@ class StubLLM:
         for index, thought in enumerate(thoughts):
             if index:
                 await asyncio.sleep(between)
+            if index == 2 and "stall" in model:
+                await asyncio.sleep(60)
             delta = {"content": None, "reasoning_content": thought}
             await self._send(response, chunk_id, model, delta, None)
+        if self._fails(model):
+            error = {"error": {"message": "The model is overloaded.", "code": 503}}
+            await response.write(f"data: {json.dumps(error)}\n\n".encode())
+            await response.write_eof()
+            return
         for index, word in enumerate(words):
             if index or thoughts:
                 await asyncio.sleep(between)
-            if index == 2 and "stall" in model:
+            if index + len(thoughts) == 2 and "stall" in model:
                 await asyncio.sleep(60)
             text = word if index == 0 else " " + word
             await self._send(response, chunk_id, model, {"content": text}, None)
@@ -201,6 +215,14 @@ class StubLLM:
             )
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
+
+    def _fails(self, model: str) -> bool:
+        """Whether this stream of `model` is one that fails (`fail-<n>`)."""
+        match = _FAILURES.search(model)
+        if match is None or self.failed.get(model, 0) >= int(match.group(1)):
+            return False
+        self.failed[model] = self.failed.get(model, 0) + 1
+        return True
 
     async def _send(self, response, chunk_id, model, delta, finish, usage=None) -> None:
         chunk: dict[str, Any] = {
