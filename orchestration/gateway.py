@@ -13,7 +13,9 @@ would (a success with the text so far).
 
 A reasoning model streams its reasoning first (`reasoning_content`, no text): it is neither
 shown nor stored, but it tells that the provider is alive, which a stream's caller may want to
-hear (`ReasoningListener`), and it is bounded apart from the answer (`REASONING_TOKENS`).
+hear (`ReasoningListener`), and it is bounded apart from the answer (`REASONING_TOKENS`). The
+provider bills it as output: a call metered on an estimate (its usage never came) counts the
+reasoning it streamed.
 """
 
 from __future__ import annotations
@@ -66,30 +68,40 @@ class AnswerLimit:
     chars: int
     chunks: int
     reasoning_chunks: int = REASONING_TOKENS * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS
+    # The most reasoning an estimate counts (an answer's estimate counts at most `max_tokens`).
+    reasoning_tokens: int = REASONING_TOKENS
 
     @classmethod
     def of(cls, call: LlmCall) -> AnswerLimit:
         tokens = call.alias.max_output_tokens
+        reasoning = max(tokens, REASONING_TOKENS)
         return cls(
             chars=tokens * ANSWER_CHARS_PER_TOKEN,
             chunks=tokens * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS,
-            reasoning_chunks=max(tokens, REASONING_TOKENS) * ANSWER_CHUNKS_PER_TOKEN
-            + ANSWER_EXTRA_CHUNKS,
+            reasoning_chunks=reasoning * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS,
+            reasoning_tokens=reasoning,
         )
 
 
 @dataclass
 class _Reading:
     """What a call has delivered so far: the pieces of text the listener got (a stream that
-    has reached its client is never restarted), and the usage the provider reported."""
+    has reached its client is never restarted), and the usage the provider reported; and, of
+    the attempt being read, the reasoning the provider streamed (or sent with an answer that
+    has no usage), kept only to estimate what it bills when its usage does not come."""
 
     pieces: list[str] = field(default_factory=list)
     usage: tuple[int, int, int] = (0, 0, 0)
     length: int = 0  # characters in `pieces`
+    thoughts: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.thoughts)
 
     def add(self, piece: str) -> None:
         self.pieces.append(piece)
@@ -309,6 +321,7 @@ class LiteLLMGateway:
         while True:
             attempts += 1
             reading.usage = (0, 0, 0)  # a failed attempt's usage is not this one's
+            reading.thoughts.clear()
             try:
                 if on_delta is None:
                     response = await asyncio.wait_for(
@@ -318,10 +331,12 @@ class LiteLLMGateway:
                     if not _field(response, "choices"):
                         raise IncompleteAnswer("The provider's reply held no answer (no choices).")
                     text = _within_limit(_reply_text(response), call)
+                    if not reading.usage[0]:
+                        reading.thoughts.append(_reply_reasoning(response))
                 else:
                     await self._read_stream(litellm, request, call, on_delta, on_reasoning, reading)
                     text = reading.text
-                usage = usage_or_estimate(reading.usage, call, text, model)
+                usage = usage_or_estimate(reading.usage, call, text, model, reading.reasoning)
                 return self._result(
                     CallStatus.SUCCESS, text, usage, model, provider, attempts, started, litellm
                 )
@@ -351,12 +366,13 @@ class LiteLLMGateway:
                     message,
                 )
                 # What was streamed before the failure: the listener has it already. The
-                # provider took the prompt and spoke that much, and bills it: its usage, else
-                # an estimate. A call that failed before its first word is metered as 0.
+                # provider took the prompt and spoke (or reasoned) that much, and bills it: its
+                # usage, else an estimate. A call that failed before its first word or thought
+                # is metered as 0.
                 text = reading.text
                 usage = reading.usage
-                if not usage[0] and text:
-                    usage = usage_or_estimate(usage, call, text, model)
+                if not usage[0] and (text or reading.thoughts):
+                    usage = usage_or_estimate(usage, call, text, model, reading.reasoning)
                 result = self._result(
                     status, text, usage, model, provider, attempts, started, litellm
                 )
@@ -373,10 +389,11 @@ class LiteLLMGateway:
     ) -> None:
         """Stream the answer to `on_delta` piece by piece, kept in `reading` with the usage,
         which comes with the last chunk; each chunk of reasoning before it is told to
-        `on_reasoning`. The timeout bounds each wait for the next chunk, not the whole answer.
-        An answer past its limit stops there: the text up to the limit is kept and the
-        provider's stream closed (its usage, which comes last, never arrives). So does one
-        whose reasoning goes past its own limit, with what text it has (none, as a rule)."""
+        `on_reasoning`, and kept in `reading` too (the provider bills it). The timeout bounds
+        each wait for the next chunk, not the whole answer. An answer past its limit stops
+        there: the text up to the limit is kept and the provider's stream closed (its usage,
+        which comes last, never arrives). So does one whose reasoning goes past its own limit,
+        with what text it has (none, as a rule)."""
         response = await asyncio.wait_for(
             litellm.acompletion(**request, stream=True, stream_options={"include_usage": True}),
             self.timeout_seconds,
@@ -393,7 +410,7 @@ class LiteLLMGateway:
                 choices = _field(chunk, "choices") or []
                 delta = _field(choices[0], "delta") if choices else None
                 piece = _field(delta, "content")
-                if not piece and _field(delta, "reasoning_content"):
+                if not piece and (thought := _field(delta, "reasoning_content")):
                     reasoned += 1
                     if reasoned > limit.reasoning_chunks:
                         logger.warning(
@@ -406,6 +423,8 @@ class LiteLLMGateway:
                             reading.length,
                         )
                         return
+                    if isinstance(thought, str):
+                        reading.thoughts.append(thought)
                     if on_reasoning is not None:
                         on_reasoning()
                     continue
@@ -519,19 +538,26 @@ def _provider_never_finished(stream: Any) -> bool:
 
 
 def usage_or_estimate(
-    usage: tuple[int, int, int], call: LlmCall, text: str, model: str
+    usage: tuple[int, int, int], call: LlmCall, text: str, model: str, reasoning: str = ""
 ) -> tuple[int, int, int]:
     """The provider's usage, or an estimate when it sent none (a prompt is never 0 tokens):
     the call still costs what it used, never a silent $0. litellm estimates a stream's usage
-    the same way when the provider leaves it out.
+    the same way when the provider leaves it out. The reasoning a provider streamed before
+    its answer is output it bills, and counts as such.
 
     An estimated answer counts at most the `max_tokens` its call asked for: the estimate runs
     long on purpose, and an answer cut at its limit (up to 16 characters a token) would
-    otherwise be billed up to five times what the turn's credit hold assumed."""
+    otherwise be billed up to five times what the turn's credit hold assumed. Its reasoning
+    counts at most its own bound (`REASONING_TOKENS`, or `max_tokens` when more)."""
     if usage[0] > 0:
         return usage
     prompt = sum(estimate_tokens(message.content, model) for message in call.messages)
-    answer = usage[2] or min(estimate_tokens(text, model), call.alias.max_output_tokens)
+    answer = usage[2]
+    if not answer:
+        answer = min(estimate_tokens(text, model), call.alias.max_output_tokens)
+        if reasoning:
+            bound = AnswerLimit.of(call).reasoning_tokens
+            answer += min(estimate_tokens(reasoning, model), bound)
     return prompt, 0, answer
 
 
@@ -556,6 +582,13 @@ def _reply_text(response: Any) -> str:
     if not isinstance(content, str):
         return ""
     return storable_text(content)
+
+
+def _reply_reasoning(response: Any) -> str:
+    """The reasoning a reasoning model sent with its whole answer ("" if none)."""
+    choices = _field(response, "choices") or []
+    reasoning = _field(_field(choices[0], "message"), "reasoning_content") if choices else None
+    return reasoning if isinstance(reasoning, str) else ""
 
 
 def storable_text(text: str) -> str:

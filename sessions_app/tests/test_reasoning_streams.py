@@ -1,11 +1,13 @@
 """A reasoning model (DeepSeek's reasoner, say) streams its reasoning before its answer
 (`reasoning_content`, no text); the stub plays one (`reasoning-<n>` in its model name). The
 reasoning is neither shown nor stored, but it is the provider at work: it keeps the turn from
-being taken for a dead one, and it does not use up the chunks its answer may take."""
+being taken for a dead one, and it does not use up the chunks its answer may take. The provider
+bills it as output: a call metered on an estimate counts it."""
 
 import asyncio
 import threading
 import time
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -16,7 +18,9 @@ from rest_framework.authtoken.models import Token
 
 from conftest import FakeGateway
 from orchestration import gateway as gateway_module
+from orchestration.budget import estimate_tokens
 from orchestration.gateway import AnswerLimit, LiteLLMGateway
+from orchestration.metering import compute_credits, compute_oe, compute_price_usd
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
 from sessions_app.models import Message, Turn, TurnStatus
@@ -24,17 +28,40 @@ from sessions_app.selectors import session_for_turn
 from sessions_app.tests.conftest import point_at_stub, wait_for
 from sessions_app.tests.test_provider_replies import stub_call
 from sessions_app.turns import TurnListener, turn_run
-from usage.models import LlmCallEvent
+from usage.models import LlmCallEvent, MonthlyUsage
+from usage.selectors import alias_pricing
 
 # The stub's answer to MESSAGES: twelve words.
 ANSWER = "Stub answer to «Hello there, friend»: one two three four five six"
+# What the stub's answer to MESSAGES estimates at (no usage): prompt and answer tokens.
+PROMPT_ESTIMATE = 9
 
 
-def call_stub(stub, model: str, *, streamed: bool, max_output_tokens: int = 1024):
+def reasoning(thoughts: int) -> str:
+    """The stub's reasoning of `thoughts` chunks, as it streams it."""
+    return " ".join(f"thought {index}." for index in range(1, thoughts + 1))
+
+
+def estimated(text: str) -> int:
+    """Tokens in `text` as the gateway estimates them for the stub's models (litellm does not
+    know them)."""
+    return estimate_tokens(text, "openai/stub")
+
+
+def call_stub(
+    stub,
+    model: str,
+    *,
+    streamed: bool,
+    max_output_tokens: int = 1024,
+    timeout: float = 5.0,
+    retries: int = 0,
+):
     """The stub's answer through the gateway: (result, the text pieces heard, how many chunks
     of reasoning were heard)."""
     call = stub_call(stub, model, max_output_tokens=max_output_tokens)
-    gateway = LiteLLMGateway(timeout_seconds=5.0, max_retries=0)
+    gateway = LiteLLMGateway(timeout_seconds=timeout, max_retries=retries, backoff_seconds=0)
+    gateway.warm_up()  # as a server does: litellm's first call loads it, for seconds
     heard: list[str] = []
     reasoned: list[None] = []
     if streamed:
@@ -77,6 +104,41 @@ def test_a_provider_that_reasons_without_end_is_cut_at_its_reasoning_limit(stub,
     assert (result.status, result.error_kind, result.text, heard) == ("success", None, "", [])
     assert reasoned == 64 * 2 + 64
     wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed")
+    # Its usage never came: the reasoning it streamed is estimated, up to the reasoning's own
+    # bound in tokens (64 here), as the answer's is up to max_tokens. It was metered as 0.
+    assert estimated(reasoning(reasoned)) > 64
+    assert (result.input_tokens_fresh, result.output_tokens) == (PROMPT_ESTIMATE, 64)
+
+
+def test_a_reasoning_stream_cut_at_its_answer_limit_counts_its_reasoning_too(stub):
+    """Only the text kept was estimated (the 16 tokens asked for): the fifty thoughts before
+    it, which the provider bills, were not."""
+    result, heard, reasoned = call_stub(
+        stub, "reasoning-50-words-2000", streamed=True, max_output_tokens=16
+    )
+
+    assert (result.status, reasoned, len(result.text)) == ("success", 50, 16 * 16)
+    assert result.output_tokens == 16 + estimated(reasoning(50))
+
+
+def test_a_stream_that_goes_silent_while_it_reasons_is_metered_on_its_reasoning(stub):
+    """Two thoughts, then nothing: a timeout before the answer's first word, metered as 0
+    tokens and $0 while the provider billed the prompt and the reasoning."""
+    result, heard, reasoned = call_stub(stub, "reasoning-5-stall", streamed=True, timeout=1.0)
+
+    assert (result.status, result.error_kind, result.text, heard) == ("timeout", "timeout", "", [])
+    assert reasoned == 2
+    assert (result.input_tokens_fresh, result.output_tokens) == (
+        PROMPT_ESTIMATE,
+        estimated(reasoning(2)),
+    )
+
+
+def test_a_whole_answer_without_usage_counts_the_reasoning_it_came_with(stub):
+    result, _, _ = call_stub(stub, "reasoning-5-no-usage", streamed=False)
+
+    assert (result.status, result.text) == ("success", ANSWER)
+    assert result.output_tokens == estimated(ANSWER) + estimated(reasoning(5))
 
 
 class ReasoningGateway(FakeGateway):
@@ -168,3 +230,76 @@ def test_a_turn_whose_provider_reasons_past_the_stale_limit_is_not_taken_for_a_s
     row = LlmCallEvent.objects.get()
     assert (row.status, row.turn_id, row.output_tokens) == ("success", turn.pk, 12 + 40)
     assert row.credits > 0 and turn.credits == row.credits
+
+
+def priced(row: LlmCallEvent) -> tuple[Decimal, Decimal]:
+    """What a ledger row's tokens cost at its alias's price: (USD, credits)."""
+    pricing = alias_pricing(aliases=[row.model_alias])[row.model_alias]
+    assert pricing.input_usd_per_mtok is not None and pricing.output_usd_per_mtok is not None
+    cost = compute_price_usd(
+        fresh=row.input_tokens_fresh,
+        cached=row.input_tokens_cached,
+        output=row.output_tokens,
+        input_per_mtok=pricing.input_usd_per_mtok,
+        cached_input_per_mtok=pricing.cached_input_usd_per_mtok,
+        output_per_mtok=pricing.output_usd_per_mtok,
+    )
+    oe = compute_oe(
+        fresh=row.input_tokens_fresh, cached=row.input_tokens_cached, output=row.output_tokens
+    )
+    return cost, compute_credits(oe=oe, multiplier=pricing.multiplier)
+
+
+@pytest.fixture
+def stream_turn(owner, ada, make_session, stub, monkeypatch):
+    """A streamed turn of a new session with ada, through the real gateway to the stub as
+    `model`: (the turn, its ledger row, the answer's text the listener heard)."""
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+
+    def run(model: str, *, timeout: float = 5.0, retries: int = 1):
+        point_at_stub(stub, model, ada.model_alias)
+        session = make_session(owner, agent=ada)
+        gateway = LiteLLMGateway(timeout_seconds=timeout, max_retries=retries, backoff_seconds=0)
+        gateway.warm_up()  # as a server does: litellm's first call loads it, for seconds
+        heard: list = []
+        outcome = async_to_sync(turn_run)(
+            session=session_for_turn(user=owner, session_id=session.pk),
+            user=owner,
+            message="Hello there, friend",
+            gateway=gateway,
+            listener=TurnListener(send=heard.append),
+        )
+        turn = Turn.objects.get(pk=outcome.turn.pk)
+        row = LlmCallEvent.objects.get(turn=turn)
+        text = "".join(e.data["text"] for e in heard if e.name == "step_delta")
+        return turn, row, text
+
+    return run
+
+
+def assert_totals(turn: Turn, row: LlmCallEvent) -> None:
+    """The turn's totals are its one row's, and the row is charged to its user's month."""
+    assert (turn.llm_calls, turn.input_tokens, turn.output_tokens) == (
+        1,
+        row.input_tokens_fresh + row.input_tokens_cached,
+        row.output_tokens,
+    )
+    assert (turn.credits, turn.provider_cost_usd) == (row.credits, row.provider_cost_usd)
+
+
+@pytest.mark.django_db
+def test_a_turn_whose_provider_goes_silent_while_it_reasons_is_charged_for_the_reasoning(
+    owner, stream_turn
+):
+    """Its ledger row was a timeout with 0 tokens, $0 and no credits: a silent $0 for a call
+    the provider billed (the prompt, and the reasoning it streamed)."""
+    turn, row, text = stream_turn("reasoning-5-stall", timeout=1.0)
+
+    assert (turn.status, text) == ("failed", "")
+    assert (row.status, row.error_type, row.attempts) == ("timeout", "timeout", 1)
+    assert row.input_tokens_fresh > 0
+    assert row.output_tokens == estimated(reasoning(2))
+    cost, credits = priced(row)
+    assert row.priced and row.provider_cost_usd == cost > 0 and row.credits == credits > 0
+    assert_totals(turn, row)
+    assert MonthlyUsage.objects.get(user=owner).credits == row.credits
