@@ -15,7 +15,7 @@ A reasoning model streams its reasoning first (`reasoning_content`, no text): it
 shown nor stored, but it tells that the provider is alive, which a stream's caller may want to
 hear (`ReasoningListener`), and it is bounded apart from the answer (`REASONING_TOKENS`). The
 provider bills it as output: a call metered on an estimate (its usage never came) counts the
-reasoning it streamed.
+reasoning it streamed, and so does a call retried after an attempt that reasoned and failed.
 """
 
 from __future__ import annotations
@@ -318,6 +318,9 @@ class LiteLLMGateway:
         reading = _Reading()
         started = self._clock()
         attempts = 0
+        # What the attempts before this one used and the provider bills: those that reasoned
+        # before they failed (nothing of them reached the listener, so they were retried).
+        retried = (0, 0, 0)
         while True:
             attempts += 1
             reading.usage = (0, 0, 0)  # a failed attempt's usage is not this one's
@@ -337,12 +340,17 @@ class LiteLLMGateway:
                     await self._read_stream(litellm, request, call, on_delta, on_reasoning, reading)
                     text = reading.text
                 usage = usage_or_estimate(reading.usage, call, text, model, reading.reasoning)
+                usage = _added(retried, usage)
                 return self._result(
                     CallStatus.SUCCESS, text, usage, model, provider, attempts, started, litellm
                 )
             except Exception as exc:
                 status, error_kind, retryable = classify_error(exc)
                 if retryable and attempts <= self.max_retries and not reading.pieces:
+                    if reading.thoughts:
+                        # It reasoned: the provider took the prompt and thought, and bills it.
+                        spent = usage_or_estimate(reading.usage, call, "", model, reading.reasoning)
+                        retried = _added(retried, spent)
                     delay = self.backoff_seconds * 2 ** (attempts - 1)
                     logger.info(
                         "LLM call %s/%s for %s failed (%s), retry %d of %d in %.2fs",
@@ -368,11 +376,12 @@ class LiteLLMGateway:
                 # What was streamed before the failure: the listener has it already. The
                 # provider took the prompt and spoke (or reasoned) that much, and bills it: its
                 # usage, else an estimate. A call that failed before its first word or thought
-                # is metered as 0.
+                # is metered as 0, but for the attempts before it that reasoned.
                 text = reading.text
                 usage = reading.usage
                 if not usage[0] and (text or reading.thoughts):
                     usage = usage_or_estimate(usage, call, text, model, reading.reasoning)
+                usage = _added(retried, usage)
                 result = self._result(
                     status, text, usage, model, provider, attempts, started, litellm
                 )
@@ -559,6 +568,15 @@ def usage_or_estimate(
             bound = AnswerLimit.of(call).reasoning_tokens
             answer += min(estimate_tokens(reasoning, model), bound)
     return prompt, 0, answer
+
+
+def _added(first: tuple[int, int, int], second: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Two attempts' usage as one call's, each count within what a ledger row stores."""
+    return (
+        min(first[0] + second[0], MAX_TOKENS_PER_COUNT),
+        min(first[1] + second[1], MAX_TOKENS_PER_COUNT),
+        min(first[2] + second[2], MAX_TOKENS_PER_COUNT),
+    )
 
 
 def read_usage(response: Any) -> tuple[int, int, int]:

@@ -2,7 +2,8 @@
 (`reasoning_content`, no text); the stub plays one (`reasoning-<n>` in its model name). The
 reasoning is neither shown nor stored, but it is the provider at work: it keeps the turn from
 being taken for a dead one, and it does not use up the chunks its answer may take. The provider
-bills it as output: a call metered on an estimate counts it."""
+bills it as output: a call metered on an estimate counts it, and so does a call retried after an
+attempt that reasoned."""
 
 import asyncio
 import threading
@@ -139,6 +140,27 @@ def test_a_whole_answer_without_usage_counts_the_reasoning_it_came_with(stub):
 
     assert (result.status, result.text) == ("success", ANSWER)
     assert result.output_tokens == estimated(ANSWER) + estimated(reasoning(5))
+
+
+def test_an_attempt_that_reasoned_and_failed_is_metered_with_the_retry(stub):
+    """The provider's error came after five thoughts and before any text: retried, and the
+    call was metered on the retry's usage alone (12 + 5), as if the first attempt, which
+    took the prompt and reasoned, had cost nothing."""
+    result, heard, reasoned = call_stub(stub, "reasoning-5-fail-1", streamed=True, retries=1)
+
+    assert (result.status, result.attempts, result.text) == ("success", 2, ANSWER)
+    assert "".join(heard) == ANSWER and reasoned == 5 + 5
+    assert result.input_tokens_fresh == 8 + PROMPT_ESTIMATE  # the stub's count, the estimate
+    assert result.output_tokens == 12 + 5 + estimated(reasoning(5))
+
+
+def test_a_call_whose_every_attempt_reasoned_and_failed_is_metered_on_all_of_them(stub):
+    result, heard, reasoned = call_stub(stub, "reasoning-5-fail-2", streamed=True, retries=1)
+
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 2)
+    assert (result.text, heard, reasoned) == ("", [], 5 + 5)
+    assert result.input_tokens_fresh == 2 * PROMPT_ESTIMATE
+    assert result.output_tokens == 2 * estimated(reasoning(5))
 
 
 class ReasoningGateway(FakeGateway):
@@ -303,3 +325,26 @@ def test_a_turn_whose_provider_goes_silent_while_it_reasons_is_charged_for_the_r
     assert row.priced and row.provider_cost_usd == cost > 0 and row.credits == credits > 0
     assert_totals(turn, row)
     assert MonthlyUsage.objects.get(user=owner).credits == row.credits
+
+
+@pytest.mark.django_db
+def test_a_turn_retried_after_its_provider_failed_while_it_reasoned_is_charged_for_both(
+    owner, stream_turn
+):
+    """The first attempt failed after five thoughts, before any text, and was retried: the
+    row carried the retry's usage alone, as a call whose provider did not fail."""
+    whole, whole_row, _ = stream_turn("reasoning-5")
+    turn, row, text = stream_turn("reasoning-5-fail-1")
+
+    assert (turn.status, text) == ("completed", ANSWER)  # the answer once: none came before
+    assert (row.status, row.attempts) == ("success", 2)
+    assert (whole_row.attempts, whole_row.output_tokens) == (1, 12 + 5)
+    # The retry's usage, by the provider, and the failed attempt's, estimated.
+    assert row.input_tokens_fresh > whole_row.input_tokens_fresh
+    assert row.output_tokens == 12 + 5 + estimated(reasoning(5))
+    cost, credits = priced(row)
+    assert row.provider_cost_usd == cost > whole_row.provider_cost_usd
+    assert row.credits == credits > whole_row.credits
+    assert_totals(turn, row)
+    month = MonthlyUsage.objects.get(user=owner)
+    assert month.credits == whole_row.credits + row.credits
