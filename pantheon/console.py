@@ -27,7 +27,8 @@ from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import Model, Q, QuerySet
-from django.forms.models import BaseInlineFormSet
+from django.forms.boundfield import BoundField
+from django.forms.models import BaseInlineFormSet, InlineForeignKeyField
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -363,6 +364,182 @@ def _logged(form, name: str, value) -> str:
             value = field.to_python(value)
     text = "(empty)" if value in (None, "", [], {}) else str(value)
     return text if len(text) <= 60 else f"{text[:59]}…"
+
+
+class TextLines(forms.CharField):
+    """A text box's text. A browser sends its lines ended by CR LF, however they ended when the
+    page showed them (a text written through the API ends them by LF): the same lines are no
+    change, and a page saved as shown writes nothing. A changed text is kept with its lines
+    ended by LF, as the API's clients send them."""
+
+    def to_python(self, value):
+        return _lines(super().to_python(value))
+
+    def has_changed(self, initial, data):
+        return super().has_changed(_lines(initial), _lines(data))
+
+
+def _lines(text):
+    return text.replace("\r\n", "\n") if isinstance(text, str) else text
+
+
+class ShownBoundField(BoundField):
+    """A field of an `EditedAsShown` form. On a page refused because the row changed elsewhere,
+    it shows the row as it is now where the operator's typing gives way (`shown_as_now`), and
+    its hidden value, what the next save is compared with, is the row's now."""
+
+    def value(self):
+        if self.name in self.form.shown_as_now:
+            return self.field.prepare_value(self.initial)
+        return super().value()
+
+    def as_widget(self, widget=None, attrs=None, only_initial=False):
+        if not (only_initial and self.form.shown_as_now):
+            return super().as_widget(widget, attrs, only_initial)
+        widget = widget or self.field.hidden_widget()
+        attrs = self.build_widget_attrs(attrs or {}, widget)
+        if self.auto_id and "id" not in widget.attrs:
+            attrs.setdefault("id", self.html_initial_id)
+        return widget.render(
+            name=self.html_initial_name,
+            value=self.field.prepare_value(self.initial),
+            attrs=attrs,
+            renderer=self.form.renderer,
+        )
+
+
+class EditedAsShown(forms.ModelForm):
+    """The form of a row that others change too while its page is open: another tab, another
+    operator, a turn (a room's modes), the API. Each field carries the value the page showed,
+    hidden (Django's `show_hidden_initial`), so that a save writes only what the operator
+    changed on the page:
+
+    - `changed_data` compares what is posted with what the page showed, not with the row as it
+      is now: a field changed elsewhere meanwhile and left alone here is no change, and it is
+      kept as it is now (out of `cleaned_data`, and unwritten: `columns_changed`);
+    - a field the operator changed to what it is now already is no change either;
+    - a field the operator changed that was also changed elsewhere since the page was opened
+      refuses the save, nothing saved, the refusal saying what it is now. The refused page
+      shows it, and every field the operator left alone, as it is now, and compares the next
+      save with that.
+
+    A field whose shown value the page did not post (a page served before its form had them, a
+    script) is compared with the row as it is now, as Django does. The console's admins give
+    their change forms this behaviour (`EditedAsShownAdmin`, `EditedAsShownInline`)."""
+
+    bound_field_class = ShownBoundField
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shown_as_now: set[str] = set()  # a refused page's fields shown as they are now
+        self.compared_as_shown: set[str] = set()
+        if self.instance._state.adding:
+            return
+        for name, field in self.fields.items():
+            if field.disabled or isinstance(field, InlineForeignKeyField):
+                continue
+            shown = self.add_initial_prefix(name)
+            if self.is_bound and field.hidden_widget().value_omitted_from_data(
+                self.data, self.files, shown
+            ):
+                continue
+            field.show_hidden_initial = True
+            self.compared_as_shown.add(name)
+
+    def _post_clean(self):
+        changed = self.changed_data
+        stale = []
+        for name in list(changed):
+            if name not in self.compared_as_shown:
+                continue
+            field, now = self.fields[name], self[name].initial
+            typed = self._widget_data_value(field.widget, self[name].html_name)
+            if not field.has_changed(now, typed):
+                changed.remove(name)  # changed elsewhere as here: nothing left to change
+            elif field.has_changed(now, self._shown(name)):
+                stale.append(name)
+        if stale:
+            for name in stale:
+                self.add_error(None, self._changed_elsewhere(name))
+            self.shown_as_now = (set(self.fields) - set(changed)) | set(stale)
+            return  # nothing is saved: the row's own checks have nothing to check
+        for name in self.compared_as_shown - set(changed):
+            self.cleaned_data.pop(name, None)
+        super()._post_clean()
+
+    def _shown(self, name: str):
+        """What the page showed of field `name`, as posted (the hidden value)."""
+        return self._widget_data_value(
+            self.fields[name].hidden_widget(),
+            self[name].html_initial_name,
+        )
+
+    def _changed_elsewhere(self, name: str) -> forms.ValidationError:
+        now = self[name].initial
+        shown_now = _logged(self, name, now)
+        if now not in (None, "", [], {}):
+            shown_now = f"“{shown_now}”"
+        return forms.ValidationError(
+            "%(field)s was changed elsewhere since this page was opened: nothing was saved. It "
+            "is now %(now)s, as shown below: make your change to it again if it still holds.",
+            code="changed_elsewhere",
+            params={"field": self[name].label, "now": shown_now},
+        )
+
+    def columns_changed(self) -> list[str]:
+        """The row's columns this save writes: those the operator changed, with the moment of
+        the change (`auto_now`, as `updated_at`); none when nothing changed."""
+        model_fields = self.instance._meta.concrete_fields
+        columns = {field.name for field in model_fields}
+        changed = [name for name in self.changed_data if name in columns]
+        if not changed:
+            return []
+        moments = [f.name for f in model_fields if getattr(f, "auto_now", False)]
+        return [*changed, *(name for name in moments if name not in changed)]
+
+    def save(self, commit=True):
+        # An inline's row, which its formset saves (the page's own row is saved by the
+        # admin's `save_model`): only what changed is written.
+        if not commit or self.instance._state.adding:
+            return super().save(commit)
+        row = super().save(commit=False)
+        columns = self.columns_changed()
+        if columns:
+            row.save(update_fields=columns)
+        self._save_m2m()
+        return row
+
+
+def edited_as_shown(form: type[forms.ModelForm]) -> type[forms.ModelForm]:
+    """`form` with `EditedAsShown` around it: its own `__init__` (choices, fields built) runs
+    first, inside the mixin's."""
+    return type(form.__name__, (EditedAsShown, form), {})
+
+
+class EditedAsShownAdmin:
+    """A model admin whose change page saves only what the operator changed on it, and refuses
+    a change to a field changed elsewhere meanwhile (`EditedAsShown`)."""
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)  # type: ignore[misc]
+        return form if obj is None else edited_as_shown(form)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            return super().save_model(request, obj, form, change)  # type: ignore[misc]
+        columns = form.columns_changed()
+        if columns:  # nothing changed, nothing written: `updated_at` stays
+            obj.save(update_fields=columns)
+        return None
+
+
+class EditedAsShownInline:
+    """An inline whose rows are saved as `EditedAsShownAdmin` saves its page's row."""
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)  # type: ignore[misc]
+        formset.form = edited_as_shown(formset.form)
+        return formset
 
 
 def deleted(obj: Model | None) -> bool:

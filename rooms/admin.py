@@ -10,8 +10,10 @@ from rest_framework import serializers
 from pantheon.console import (
     ChangesWithValues,
     DeletedFilter,
+    EditedAsShownAdmin,
     ShownMoments,
     SoftDeleteAdmin,
+    TextLines,
     choices_read_once,
     deleted,
     moment_column,
@@ -85,6 +87,7 @@ class AgentForm(CheckedAsTheApi):
     class Meta:
         model = Agent
         fields = ["owner", "agent_key", "name", "model_alias", "role_prompt", "tool_permissions"]
+        field_classes = {"role_prompt": TextLines}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -129,7 +132,9 @@ def _messages(detail) -> list:
 
 
 @admin.register(Agent)
-class AgentAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, admin.ModelAdmin):
+class AgentAdmin(
+    ChangesWithValues, ShownMoments, OwnerSetOnce, EditedAsShownAdmin, admin.ModelAdmin
+):
     form = AgentForm
     list_display = ["agent_key", "name", "owner_name", "model_alias", "created"]
     created = moment_column()
@@ -347,44 +352,21 @@ class RoomAgentInline(admin.TabularInline):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class TextLines(forms.CharField):
-    """A text box's text. A browser sends its lines ended by CR LF, however they ended when the
-    page showed them (a goal written through the API ends them by LF): the same lines are no
-    change, and a page saved as shown writes nothing."""
-
-    def has_changed(self, initial, data):
-        return super().has_changed(_lines(initial), _lines(data))
-
-
-def _lines(text):
-    return text.replace("\r\n", "\n") if isinstance(text, str) else text
-
-
 class RoomForm(CheckedAsTheApi):
     """A room's name and goal as the API takes them (RoomSerializer's limits: the goal goes to
     the provider with every call of the room's agents)."""
 
     api_serializer = RoomSerializer
     api_checked = ("name", "goal")
-    # What a turn changes while the page is open: its first turn after a mode change promotes
-    # the pending mode. The page says what it showed of them (hidden), so that a save changes
-    # only what the operator changed (`RoomAdmin.save_model`).
-    moved_by_turns = ("current_mode", "pending_mode")
 
     class Meta:
         model = Room
         fields = ["owner", "name", "goal", "current_mode", "pending_mode"]
         field_classes = {"goal": TextLines}
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name in self.moved_by_turns:
-            if name in self.fields:  # a read-only page (a deleted room, an analyst) has none
-                self.fields[name].show_hidden_initial = True
-
 
 @admin.register(Room)
-class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
+class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, EditedAsShownAdmin, SoftDeleteAdmin):
     form = RoomForm
     list_display = ["name", "owner_name", "current_mode", "pending_mode", "created", "deleted"]
     created = moment_column()
@@ -409,16 +391,6 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, SoftDeleteAdmin):
 
     def soft_delete(self, obj: Room) -> None:
         room_delete(room=obj)
-
-    def save_model(self, request, obj, form, change):
-        if not change:
-            return super().save_model(request, obj, form, change)
-        # The fields the operator changed, and the time: saved whole, the page put back the
-        # modes it showed, undoing a pending mode that a turn promoted meanwhile. None changed,
-        # nothing is written: the room's `updated_at` stays (its seats move it if they change).
-        if form.changed_data:
-            obj.save(update_fields=[*form.changed_data, "updated_at"])
-        return None
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         # A page refused because its seats changed elsewhere shows the room's seats as they are

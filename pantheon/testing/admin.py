@@ -78,3 +78,16 @@ class PostedBack(HTMLParser):
 def posted_back(page: str, form_id: str) -> dict[str, list[str]]:
     """The form `form_id` of `page` as a browser posts it saved as shown (`PostedBack`)."""
     return PostedBack(page, form_id).data
+
+
+def opened(client: Client, page: str, form_id: str) -> dict[str, list[str]]:
+    """`page` opened in a tab: its form `form_id` as the browser posts it saved as shown (type
+    over it what the operator changes)."""
+    shown = client.get(page)
+    assert shown.status_code == 200, shown.status_code
+    return posted_back(shown.content.decode(), form_id)
+
+
+def refusals(response) -> list[str]:
+    """What a change page posted and refused says above its form."""
+    return list(response.context["adminform"].form.non_field_errors())
