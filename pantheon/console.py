@@ -475,8 +475,13 @@ class EditedAsShown(forms.ModelForm):
         )
 
     def _changed_elsewhere(self, name: str) -> forms.ValidationError:
-        now = self[name].initial
-        shown_now = _logged(self, name, now)
+        now, field = self[name].initial, self.fields[name]
+        # As the box shows it (a cap of 5, not 5.0000000000), a row by its name.
+        shown_now = _logged(
+            self,
+            name,
+            now if isinstance(field, forms.ModelChoiceField) else field.prepare_value(now),
+        )
         if now not in (None, "", [], {}):
             shown_now = f"“{shown_now}”"
         return forms.ValidationError(

@@ -7,6 +7,7 @@ from pantheon.console import (
     CREDITS,
     ChangesWithValues,
     DeletedFilter,
+    EditedAsShownAdmin,
     ReadOnlyRecords,
     RecordAdmin,
     RecordTabularInline,
@@ -86,7 +87,7 @@ class SessionForm(CheckedAsTheApi):
 
 
 @admin.register(Session)
-class SessionAdmin(ChangesWithValues, ShownMoments, SoftDeleteAdmin):
+class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDeleteAdmin):
     form = SessionForm
     list_display = ["created", "starter", "room_name", "agent", "title", "deleted"]
     list_display_links = ["created"]

@@ -19,6 +19,8 @@ from pantheon.console import (
     USD,
     AmountField,
     ChangesWithValues,
+    EditedAsShownAdmin,
+    EditedAsShownInline,
     KeptWhileInUse,
     RecordAdmin,
     badge,
@@ -79,7 +81,7 @@ class ModelAliasForm(forms.ModelForm):
 
 
 @admin.register(ModelAlias)
-class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
+class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = [
         "alias",
@@ -146,7 +148,7 @@ class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
         )
 
 
-class ModelPriceInline(admin.TabularInline):
+class ModelPriceInline(EditedAsShownInline, admin.TabularInline):
     model = ModelPrice
     extra = 0
     fields = [
@@ -215,7 +217,7 @@ class PricingVersionForm(forms.ModelForm):
 
 
 @admin.register(PricingVersion)
-class PricingVersionAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
+class PricingVersionAdmin(ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
 
     form = PricingVersionForm
@@ -295,7 +297,7 @@ def _copy_name(name: str) -> str:
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(ChangesWithValues, KeptWhileInUse, admin.ModelAdmin):
+class ModelPriceAdmin(ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin):
     list_display = [
         "model_alias",
         "pricing_version",
@@ -408,7 +410,7 @@ class BillingStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(BillingProfile)
-class BillingProfileAdmin(ChangesWithValues, admin.ModelAdmin):
+class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmin):
     """Caps and suspensions. The actions write one admin-log entry per profile they change."""
 
     list_display = ["username", "month_credits", "credit_cap", "status", "updated"]

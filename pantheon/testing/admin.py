@@ -20,7 +20,7 @@ def admin_url(model, view: str, *args) -> str:
 class PostedBack(HTMLParser):
     """What a browser posts when a page's form (`<form id=...>`) is saved untouched: each
     enabled field's value as shown (a checked box's, a select's selected options or its first,
-    a text box's text with its lines ended by CR LF, as browsers send them) and the button
+    a text box's text), lines ended by CR LF as browsers send every value, and the button
     `_save`. The inline's hidden template row is posted too, as a browser posts it."""
 
     def __init__(self, page: str, form_id: str):
@@ -45,7 +45,10 @@ class PostedBack(HTMLParser):
                 return
             if kind in ("submit", "button", "reset", "image", "file") and name != "_save":
                 return
-            self.data.setdefault(name, []).append(attributes.get("value") or "")
+            # A ticked box without a value sends "on"; a value's lines end by CR LF when sent.
+            default = "on" if kind in ("checkbox", "radio") else ""
+            value = attributes.get("value", default) or ""
+            self.data.setdefault(name, []).append(_crlf(value))
         elif tag == "select" and name:
             self._select = (name, [], [])
         elif tag == "option" and self._select:
@@ -71,8 +74,12 @@ class PostedBack(HTMLParser):
             name, text = self._textarea
             # The newline after the tag is not the text's (HTML drops it).
             value = "".join(text).removeprefix("\r\n").removeprefix("\n")
-            self.data[name] = [value.replace("\r\n", "\n").replace("\n", "\r\n")]
+            self.data[name] = [_crlf(value)]
             self._textarea = None
+
+
+def _crlf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", "\r\n")
 
 
 def posted_back(page: str, form_id: str) -> dict[str, list[str]]:

@@ -1,0 +1,212 @@
+"""Aliases, price lists, prices and billing profiles open in two tabs (or while a command or
+an action changes them): a save writes only what the operator changed on that page and keeps
+what was changed elsewhere since it was opened; a field changed on both sides is refused,
+nothing saved, the page saying what it is now. Saved whole, the stale tab put back what it
+showed: a suspension lifted by a cap's change, a disabled alias enabled again."""
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from pantheon.testing.admin import admin_url, client_for, opened, posted_back, refusals
+from usage.models import BillingProfile, ModelAlias, ModelPrice, PricingVersion
+
+pytestmark = pytest.mark.django_db
+
+
+def elsewhere(field: str, now: str) -> str:
+    return (
+        f"{field} was changed elsewhere since this page was opened: nothing was saved. It is "
+        f"now {now}, as shown below: make your change to it again if it still holds."
+    )
+
+
+def two_tabs(user, page: str, form_id: str):
+    tab_a, tab_b = client_for(user), client_for(user)
+    return (tab_a, opened(tab_a, page, form_id)), (tab_b, opened(tab_b, page, form_id))
+
+
+def history(row) -> list[str]:
+    entries = LogEntry.objects.filter(object_id=str(row.pk)).order_by("pk")
+    return [entry.get_change_message() for entry in entries]
+
+
+def updates(queries, table: str) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].startswith(f'UPDATE "{table}"')]
+
+
+# --- model aliases ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def qwen():
+    return ModelAlias.objects.get(alias="qwen")
+
+
+def test_a_stale_alias_tab_keeps_the_disable_another_tab_saved(qwen, staff):
+    page = admin_url(ModelAlias, "change", qwen.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "modelalias_form")
+    del shown_a["enabled"]  # unticked
+
+    disabled = tab_a.post(page, shown_a)
+    resized = tab_b.post(page, shown_b | {"context_window": "65536"})
+
+    assert (disabled.status_code, resized.status_code) == (302, 302)
+    qwen.refresh_from_db()
+    assert (qwen.enabled, qwen.context_window) == (False, 65536)
+    assert history(qwen)[-1] == "Changed Context window: 32768 → 65536."
+
+
+def test_an_answer_size_changed_in_both_alias_tabs_is_refused(qwen, staff):
+    page = admin_url(ModelAlias, "change", qwen.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "modelalias_form")
+    tab_a.post(page, shown_a | {"max_output_tokens": "1024"})
+
+    refused = tab_b.post(page, shown_b | {"max_output_tokens": "4096"})
+
+    assert refused.status_code == 200
+    assert refusals(refused) == [elsewhere("Max output tokens", "“1024”")]
+    qwen.refresh_from_db()
+    assert qwen.max_output_tokens == 1024
+
+
+def test_an_alias_page_saved_as_it_is_writes_nothing(qwen, staff):
+    page = admin_url(ModelAlias, "change", qwen.pk)
+    console = client_for(staff)
+    shown = opened(console, page, "modelalias_form")
+
+    with CaptureQueriesContext(connection) as queries:
+        saved = console.post(page, shown)
+
+    assert saved.status_code == 302
+    assert updates(queries, "usage_modelalias") == []
+    assert ModelAlias.objects.get(pk=qwen.pk).updated_at == qwen.updated_at
+
+
+# --- billing profiles ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def profile(owner):
+    return BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("5"))
+
+
+def test_a_stale_profile_tab_keeps_the_suspension_another_tab_saved(profile, staff):
+    """Saved whole, a new cap typed in the stale tab lifted the suspension."""
+    page = admin_url(BillingProfile, "change", profile.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "billingprofile_form")
+
+    tab_a.post(page, shown_a | {"is_suspended": "on"})
+    capped = tab_b.post(page, shown_b | {"monthly_credit_cap": "9"})
+
+    assert capped.status_code == 302
+    profile.refresh_from_db()
+    assert (profile.is_suspended, profile.monthly_credit_cap) == (True, Decimal("9"))
+    assert history(profile)[0] == "Changed Is suspended: False → True."
+    assert history(profile)[1].startswith("Changed Monthly credit cap: 5")
+    assert "suspended" not in history(profile)[1]
+
+
+def test_a_cap_changed_in_both_profile_tabs_is_refused(profile, staff):
+    page = admin_url(BillingProfile, "change", profile.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "billingprofile_form")
+    tab_a.post(page, shown_a | {"monthly_credit_cap": "7"})
+
+    refused = tab_b.post(page, shown_b | {"monthly_credit_cap": "9"})
+
+    assert refused.status_code == 200
+    assert refusals(refused) == [elsewhere("Monthly credit cap", "“7”")]
+    profile.refresh_from_db()
+    assert profile.monthly_credit_cap == Decimal("7")
+    shown_again = posted_back(refused.content.decode(), "billingprofile_form")
+    assert shown_again["monthly_credit_cap"] == shown_again["initial-monthly_credit_cap"] == ["7"]
+
+
+def test_a_cap_lifted_in_both_profile_tabs_is_no_conflict(profile, staff):
+    page = admin_url(BillingProfile, "change", profile.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "billingprofile_form")
+    lifted = shown_a | {"monthly_credit_cap": "", "no_cap": "on"}
+    tab_a.post(page, lifted)
+
+    again = tab_b.post(page, shown_b | {"monthly_credit_cap": "", "no_cap": "on"})
+
+    assert again.status_code == 302
+    profile.refresh_from_db()
+    assert profile.monthly_credit_cap is None
+    assert history(profile)[-1] == "No fields changed."
+
+
+def test_a_profile_page_saved_as_it_is_writes_nothing(profile, staff):
+    page = admin_url(BillingProfile, "change", profile.pk)
+    console = client_for(staff)
+    shown = opened(console, page, "billingprofile_form")
+
+    with CaptureQueriesContext(connection) as queries:
+        saved = console.post(page, shown)
+
+    assert saved.status_code == 302
+    assert updates(queries, "usage_billingprofile") == []
+    assert BillingProfile.objects.get(pk=profile.pk).updated_at == profile.updated_at
+
+
+# --- price lists and prices ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def spare_list():
+    """A price list no ledger row is stamped with (so editable), with a price for `scratch`."""
+    version = PricingVersion.objects.create(name="spare", effective_from=timezone.now())
+    scratch = ModelAlias.objects.create(alias="scratch", litellm_model="openai/scratch")
+    ModelPrice.objects.create(
+        pricing_version=version,
+        model_alias=scratch,
+        input_usd_per_mtok=Decimal("1"),
+        output_usd_per_mtok=Decimal("2"),
+    )
+    return version
+
+
+def test_a_stale_price_list_tab_keeps_the_price_another_tab_saved(spare_list, staff):
+    page = admin_url(PricingVersion, "change", spare_list.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "pricingversion_form")
+
+    tab_a.post(page, shown_a | {"prices-0-output_usd_per_mtok": "3"})
+    renamed = tab_b.post(page, shown_b | {"name": "spare 2"})
+
+    assert renamed.status_code == 302
+    spare_list.refresh_from_db()
+    price = spare_list.prices.get()
+    assert (spare_list.name, price.output_usd_per_mtok) == ("spare 2", Decimal("3"))
+    assert history(spare_list)[-1] == "Changed Name: spare → spare 2."
+
+
+def test_a_price_changed_in_both_price_list_tabs_is_refused_on_its_row(spare_list, staff):
+    page = admin_url(PricingVersion, "change", spare_list.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "pricingversion_form")
+    tab_a.post(page, shown_a | {"prices-0-input_usd_per_mtok": "3"})
+
+    refused = tab_b.post(page, shown_b | {"prices-0-input_usd_per_mtok": "4", "name": "spare 2"})
+
+    assert refused.status_code == 200
+    [prices] = refused.context["inline_admin_formsets"]
+    [row] = prices.formset.forms
+    assert list(row.non_field_errors()) == [elsewhere("Input (USD / M tokens)", "“3.000000”")]
+    spare_list.refresh_from_db()
+    assert (spare_list.name, spare_list.prices.get().input_usd_per_mtok) == ("spare", Decimal(3))
+
+
+def test_a_stale_price_tab_keeps_what_another_tab_saved(spare_list, staff):
+    price = spare_list.prices.get()
+    page = admin_url(ModelPrice, "change", price.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "modelprice_form")
+
+    tab_a.post(page, shown_a | {"input_usd_per_mtok": "3"})
+    saved = tab_b.post(page, shown_b | {"credit_multiplier": "1.5"})
+
+    assert saved.status_code == 302
+    price.refresh_from_db()
+    assert (price.input_usd_per_mtok, price.credit_multiplier) == (Decimal(3), Decimal("1.5"))
