@@ -23,9 +23,9 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ERROR_FLAG, ORDER_VAR, ChangeList
 from django.contrib.auth import get_user_model
-from django.core.exceptions import EmptyResultSet, FullResultSet
+from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
 from django.core.paginator import Paginator
-from django.db import models
+from django.db import models, router, transaction
 from django.db.models import Model, Q, QuerySet
 from django.forms.boundfield import BoundField
 from django.forms.models import BaseInlineFormSet, InlineForeignKeyField
@@ -523,11 +523,28 @@ def edited_as_shown(form: type[forms.ModelForm]) -> type[forms.ModelForm]:
 
 class EditedAsShownAdmin:
     """A model admin whose change page saves only what the operator changed on it, and refuses
-    a change to a field changed elsewhere meanwhile (`EditedAsShown`)."""
+    a change to a field changed elsewhere meanwhile (`EditedAsShown`), its row locked from the
+    moment it is read for the save."""
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change, **kwargs)  # type: ignore[misc]
         return form if obj is None else edited_as_shown(form)
+
+    def get_object(self, request, object_id, from_field=None):
+        # A page saved reads its row under the row's lock, in the change view's transaction: a
+        # change committing elsewhere at that moment is read and compared with what the page
+        # showed, not written over once its lock is let go.
+        if request.method == "POST" and from_field is None:
+            self._lock_row(object_id)
+        return super().get_object(request, object_id, from_field)  # type: ignore[misc]
+
+    def _lock_row(self, object_id) -> None:
+        model = self.model  # type: ignore[attr-defined]
+        if not transaction.get_connection(router.db_for_write(model)).in_atomic_block:
+            return  # a view that reads the row before its transaction (a delete's): no lock
+        with suppress(ValidationError, ValueError):  # a malformed id: Django's 404 follows
+            key = model._meta.pk.to_python(object_id)
+            list(model._base_manager.select_for_update().filter(pk=key).values_list("pk"))
 
     def save_model(self, request, obj, form, change):
         if not change:

@@ -4,9 +4,11 @@ elsewhere since the page was opened. A field changed on both sides is refused, n
 the page saying what it is now. Saved whole, the stale tab put back the values it showed
 ("Changed Name: TwoTabs renamed by A → TwoTabs and Current mode: roundtable → manual")."""
 
+import threading
+
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from pantheon.testing.admin import admin_url, client_for, opened, posted_back, refusals
@@ -169,3 +171,33 @@ def test_an_agent_page_saved_as_it_is_writes_nothing(agent, staff, role_prompt):
     assert not [q for q in queries if q["sql"].startswith('UPDATE "rooms_agent"')]
     after = Agent.objects.get(pk=agent.pk)
     assert (after.role_prompt, after.updated_at) == (role_prompt, agent.updated_at)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_page_saved_while_a_rename_commits_elsewhere_sees_it(room, staff):
+    """The page read the room before the rename elsewhere committed, found its name as shown,
+    waited for the rename's lock to write its own, and wrote over it: no refusal, and the
+    history said "TwoTabs → Renamed by B". It reads the room once the rename has committed."""
+    page = admin_url(Room, "change", room.pk)
+    console = client_for(staff)
+    shown = opened(console, page, "room_form")
+    answers = []
+
+    def save_the_page():
+        try:
+            answers.append(console.post(page, shown | {"name": "Renamed by B"}))
+        finally:
+            connection.close()
+
+    saving = threading.Thread(target=save_the_page)
+    with transaction.atomic():  # the API's rename, committing as the page is saved
+        Room.objects.filter(pk=room.pk).update(name="TwoTabs renamed by A")
+        saving.start()
+        saving.join(timeout=1)
+        assert saving.is_alive()  # waiting for the rename
+    saving.join(timeout=30)
+
+    [answer] = answers
+    assert answer.status_code == 200
+    assert refusals(answer) == [RENAMED_ELSEWHERE]
+    assert Room.objects.get(pk=room.pk).name == "TwoTabs renamed by A"
