@@ -210,3 +210,20 @@ def test_a_stale_price_tab_keeps_what_another_tab_saved(spare_list, staff):
     assert saved.status_code == 302
     price.refresh_from_db()
     assert (price.input_usd_per_mtok, price.credit_multiplier) == (Decimal(3), Decimal("1.5"))
+
+
+def test_a_start_stored_to_the_microsecond_can_be_moved(spare_list, staff):
+    """The page shows a start to the second (set_model_price starts a list at the microsecond):
+    what it showed is the start as it is, not a start changed elsewhere."""
+    starts = timezone.now().replace(microsecond=267407) + timezone.timedelta(days=1)
+    PricingVersion.objects.filter(pk=spare_list.pk).update(effective_from=starts)
+    page = admin_url(PricingVersion, "change", spare_list.pk)
+    console = client_for(staff)
+    shown = opened(console, page, "pricingversion_form")
+    later = starts + timezone.timedelta(days=1)
+
+    saved = console.post(page, shown | {"effective_from_0": f"{later:%Y-%m-%d}"})
+
+    assert saved.status_code == 302, refusals(saved)
+    spare_list.refresh_from_db()
+    assert spare_list.effective_from == later.replace(microsecond=0)
