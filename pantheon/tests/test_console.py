@@ -243,6 +243,21 @@ def test_turns_filter_by_username_status_and_mode(staff, chat, outsider, make_ag
     assert shown(username="owner", status="failed") == set()
 
 
+def test_the_username_box_is_headed_as_djangos_own_filters(staff, chat):
+    """The box's heading read "↓By user" beside Django's "↓ By status": no space after the
+    marker, which Django's template writes into the summary."""
+    page = client_for(staff).get(url(Turn, "changelist")).content.decode()
+
+    headings = dict(
+        re.findall(
+            r'<details data-filter-title="([^"]+)" open>\s*<summary>(.*?)</summary>', page, re.S
+        )
+    )
+
+    assert headings["user"] == headings["status"].replace("status", "user")
+    assert " By user " in headings["user"]
+
+
 # --- soft deletes -------------------------------------------------------------------------------
 
 
