@@ -123,9 +123,15 @@ class AgentForm(CheckedAsTheApi):
 
 
 def _messages(detail) -> list:
-    """DRF's error detail (a list, or a dict by list index for a list field's items) flat."""
+    """DRF's error detail (a list, or a dict by list index for a list field's items) flat. An
+    item's error says which item it is about, counted from 1 as people count ("Item 2: Must be
+    a string."): flat, two bad items read "Must be a string. Must be a string."."""
     if isinstance(detail, dict):
-        return [message for item in detail.values() for message in _messages(item)]
+        return [
+            f"Item {index + 1}: {message}" if isinstance(index, int) else message
+            for index, item in detail.items()
+            for message in _messages(item)
+        ]
     if isinstance(detail, list):
         return [message for item in detail for message in _messages(item)]
     return [detail]

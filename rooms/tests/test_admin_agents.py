@@ -75,6 +75,33 @@ def test_a_tool_list_that_is_no_list_is_explained_in_the_console(boss, owner, ma
     assert "JSONString" not in response.content.decode()
 
 
+def test_a_tool_permission_error_names_the_item_it_is_about(boss, owner, make_agent):
+    """`[1, 2]` read "Must be a string. Must be a string.": which item, the page did not say."""
+    ada = make_agent(owner, "ada")
+
+    wrong = boss.post(url(Agent, "change", ada.pk), form(ada, tool_permissions='["web", 2, 3]'))
+    added = boss.post(
+        url(Agent, "add"),
+        {**form(ada, agent_key="kay"), "owner": owner.pk, "tool_permissions": "[1, 2]"},
+    )
+
+    assert wrong.context["adminform"].form.errors["tool_permissions"] == [
+        "Item 2: Must be a string.",
+        "Item 3: Must be a string.",
+    ]
+    assert added.context["adminform"].form.errors["tool_permissions"] == [
+        "Item 1: Must be a string.",
+        "Item 2: Must be a string.",
+    ]
+    assert "Item 1: Must be a string." in added.content.decode()
+    # A fault of the list itself names no item.
+    twice = boss.post(url(Agent, "change", ada.pk), form(ada, tool_permissions='["a", "a"]'))
+    assert not any(
+        error.startswith("Item")
+        for error in twice.context["adminform"].form.errors["tool_permissions"]
+    )
+
+
 def test_an_agent_keeps_its_alias_once_that_is_disabled(boss, owner, make_agent):
     ada = make_agent(owner, "ada", model_alias="qwen")
     ModelAlias.objects.filter(alias="qwen").update(enabled=False)
