@@ -36,6 +36,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, gettext_lazy
 
+from pantheon.figures import plain_amount
+
 
 def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
     """Search a UUID by equality on the indexed columns in `ids`, anything else with `text`
@@ -362,7 +364,14 @@ def _logged(form, name: str, value) -> str:
     if isinstance(field, forms.ModelChoiceField) and not isinstance(value, Model):
         with suppress(forms.ValidationError):  # a relation's initial value is its key: the row
             value = field.to_python(value)
-    text = "(empty)" if value in (None, "", [], {}) else str(value)
+    if value in (None, "", [], {}):
+        text = "(empty)"
+    elif isinstance(value, Decimal):
+        # As the form showed it, and the same before as after: the column's value (0E-10,
+        # 1000.0000000000) and what was typed (1E+3, -0) read 0, 1000 and 0.
+        text = plain_amount(value)
+    else:
+        text = str(value)
     return text if len(text) <= 60 else f"{text[:59]}…"
 
 
@@ -814,9 +823,7 @@ class AmountField(forms.DecimalField):
         return super().to_python(value.strip() if isinstance(value, str) else value)
 
     def prepare_value(self, value):
-        if isinstance(value, Decimal):
-            return format(value.normalize(), "f")
-        return value
+        return plain_amount(value) if isinstance(value, Decimal) else value
 
 
 def moment(value) -> str:

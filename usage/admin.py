@@ -32,6 +32,7 @@ from pantheon.console import (
     name_column,
     username_filter,
 )
+from pantheon.figures import plain_amount
 from rooms.selectors import agents_on_alias
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
@@ -512,11 +513,11 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
                     queryset.select_for_update(of=("self",)).select_related("user").order_by("pk")
                 ):
                     if billing_profile_set_cap(profile=profile, cap=cap):
-                        shown = "no cap" if cap is None else f"{cap.normalize():f} credits"
+                        shown = "no cap" if cap is None else f"{plain_amount(cap)} credits"
                         self.log_change(request, profile, f"Set monthly credit cap to {shown}.")
                         changed += 1
             if changed:
-                done = "Lifted the cap" if cap is None else f"Set a cap of {cap.normalize():f}"
+                done = "Lifted the cap" if cap is None else f"Set a cap of {plain_amount(cap)}"
                 self.message_user(request, f"{done} for {changed} user(s).", messages.SUCCESS)
             else:
                 self.message_user(request, "Nothing changed: they all had that cap already.")

@@ -388,7 +388,7 @@ def test_a_price_changed_in_its_lists_page_is_logged_from_and_to(boss, spare_lis
         "prices-0-model_alias": price.model_alias_id,
         "prices-0-credit_multiplier": "1.25",
         "prices-0-input_usd_per_mtok": "2",
-        "prices-0-output_usd_per_mtok": "2.000000",  # as the page shows it
+        "prices-0-output_usd_per_mtok": "2.000000",  # as the page showed it
     }
 
     saved = boss.post(url(PricingVersion, "change", spare_list.pk), form)
@@ -398,7 +398,8 @@ def test_a_price_changed_in_its_lists_page_is_logged_from_and_to(boss, spare_lis
     logged = LogEntry.objects.get(object_id=str(spare_list.pk)).get_change_message()
     assert logged.startswith("Changed Name: spare → spare 2")
     assert logged.endswith(
-        ". Changed Credit multiplier: (empty) → 1.25 and Input (USD / M tokens): 1.000000 → 2 "
+        # The price as the column held it (1.000000) and as typed, written alike.
+        ". Changed Credit multiplier: (empty) → 1.25 and Input (USD / M tokens): 1 → 2 "
         "for model price “scratch @ spare 2 (x1)”."
     )
     assert "Credit multiplier: (empty) → 1.25" in history

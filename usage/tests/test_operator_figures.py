@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from pantheon.testing.admin import client_for
@@ -270,6 +271,38 @@ def test_a_billing_profiles_cap_input_reads_as_it_was_set(make_operator, owner, 
     assert saved.status_code == 302
     fine.refresh_from_db()
     assert fine.monthly_credit_cap == Decimal("12.125") and not fine.is_suspended
+
+
+def test_the_history_of_a_cap_writes_its_values_as_people_do(make_operator, owner, outsider):
+    """It wrote "0E-10 → 1E+3", "1000.0000000000 → 12.5", "1E-6 → -0": the column's value
+    (str() of a Decimal of 10 places) before, what was typed after. Both now as the set-cap
+    action writes a cap: plain figures, no exponent, no padding, no -0."""
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("0"))
+    other = BillingProfile.objects.create(user=outsider, monthly_credit_cap=Decimal("5"))
+    operator = make_operator("Owner", "boss")
+    client = client_for(operator)
+    change = reverse("admin:usage_billingprofile_change", args=[profile.pk])
+
+    for typed in ("1E3", "12.5", "0.000001", "-0", "12"):
+        saved = client.post(change, {"monthly_credit_cap": typed})
+        assert saved.status_code == 302, typed
+    client.post(
+        reverse("admin:usage_billingprofile_changelist"),
+        {"action": "set_cap", "_selected_action": [other.pk], "apply": "1", "cap": "-0"},
+    )
+
+    logged = [
+        entry.get_change_message()
+        for entry in LogEntry.objects.filter(user=operator).order_by("pk")
+    ]
+    assert logged == [
+        "Changed Monthly credit cap: 0 → 1000.",
+        "Changed Monthly credit cap: 1000 → 12.5.",
+        "Changed Monthly credit cap: 12.5 → 0.000001.",
+        "Changed Monthly credit cap: 0.000001 → 0.",
+        "Changed Monthly credit cap: 0 → 12.",
+        "Set monthly credit cap to 0 credits.",
+    ]
 
 
 def test_a_billing_profile_stays_with_its_user_and_is_not_deleted(make_operator, owner, outsider):
