@@ -13,7 +13,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework.authtoken.models import Token, TokenProxy
 
-from pantheon.console import CREDITS, KeptWhileInUse, moment, record_links
+from pantheon.console import KeptWhileInUse, moment, record_links
+from pantheon.figures import credits_text
 from pantheon.passwords import api_token_revoke_logged
 from sessions_app.models import Session, Turn
 from usage.admin import billing_status_badge
@@ -128,7 +129,7 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
         )
         return format_html(
             '{} <a href="{}">open in the billing dashboard</a>',
-            format(credits, CREDITS),
+            credits_text(credits),
             dashboard,
         )
 
@@ -137,7 +138,7 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
         profile = billing_profile_for(user=user)
         if profile is None or profile.monthly_credit_cap is None:
             return "no cap"
-        return format(profile.monthly_credit_cap, CREDITS)
+        return credits_text(profile.monthly_credit_cap)
 
     @admin.display(description="billing status")
     def billing_status(self, user) -> str:

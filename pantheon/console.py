@@ -4,11 +4,12 @@
   adds, changes or deletes them in the admin, superusers included (403).
 - Rooms and sessions are deleted the way the API deletes them: softly, through their service.
 - Filters that stay one query however many users there are (a username box, not a list).
-- Figures and moments read the same on record pages as in the lists: credits to 4 decimals,
-  dollars to 6, timestamps as 2026-11-25 13:14:05 UTC.
+- Figures and moments read the same on record pages as in the lists (and amounts as
+  `pantheon.figures` writes them): credits to 4 decimals, dollars to 6, prices as written,
+  timestamps as 2026-11-25 13:14:05 UTC.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from decimal import Decimal
 from functools import cache, cached_property
@@ -36,7 +37,15 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, gettext_lazy
 
-from pantheon.figures import plain_amount
+from pantheon.figures import (
+    CREDITS_PLACES,
+    USD_PLACES,
+    credits_text,
+    places_shown,
+    plain_amount,
+    rounded,
+    usd_text,
+)
 
 
 def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
@@ -53,11 +62,6 @@ def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
     for column in ids:
         match |= Q(**{column: value})
     return queryset.filter(match)
-
-
-# How the console writes money: credits to 4 decimals, dollars (fields named `*_usd`) to 6.
-CREDITS_PLACES, USD_PLACES = 4, 6
-CREDITS, USD = f",.{CREDITS_PLACES}f", f",.{USD_PLACES}f"
 
 
 class RecordValue:
@@ -87,13 +91,24 @@ def shown(value, field: models.Field) -> str:
         return f"{moment(value)} UTC"
     if isinstance(field, models.DateField):
         return value.isoformat()
-    places = (
-        USD_PLACES if field.name.endswith("_usd") else min(field.decimal_places, CREDITS_PLACES)
-    )
-    figure = format(value, f",.{places}f")
-    if value == round(value, places):
+    places, figure = _figure(Decimal(value), field)
+    if value == rounded(Decimal(value), places):
         return figure
-    return format_html('<span title="{}">{}</span>', f"{Decimal(value).normalize():f}", figure)
+    return format_html('<span title="{}">{}</span>', plain_amount(value), figure)
+
+
+def _figure(value: Decimal, field: models.Field) -> tuple[int, str]:
+    """The decimals `value` is shown to, and how it reads, by the quantity `field` holds (its
+    name says: `pantheon.figures`)."""
+    name = field.name
+    if name.endswith("_usd"):
+        return places_shown(value, USD_PLACES), usd_text(value)
+    if name.endswith(("_per_mtok", "multiplier")):  # prices: as written
+        return field.decimal_places, plain_amount(value)
+    if "credit" in name:
+        return places_shown(value, CREDITS_PLACES), credits_text(value)
+    places = min(field.decimal_places, CREDITS_PLACES)  # output-equivalent tokens
+    return places, f"{rounded(value, places):,f}"
 
 
 @cache
@@ -171,6 +186,32 @@ class ShownMoments:
         excluded = super().get_exclude(request, obj) or ()  # type: ignore[misc]
         # None when there is nothing to exclude: Django then honours a custom form's Meta.exclude.
         return [*excluded, *self._moments(request, obj)] or None
+
+
+class ShownAmounts:
+    """An editable model's amounts (prices, multipliers) on a page that is read-only (a
+    reader's, or a price list the ledger is stamped with) read as in its lists and inputs:
+    0.28, not Django's read-only display padded to the column's places (0.280000). A model
+    admin or an inline; put first among the bases."""
+
+    def _amounts(self, request, obj) -> dict[str, RecordValue]:
+        if self.has_change_permission(request, obj):  # type: ignore[attr-defined]
+            return {}
+        values = record_values(self.model)  # type: ignore[attr-defined]
+        return {
+            name: value
+            for name, value in values.items()
+            if isinstance(value.field, models.DecimalField)
+        }
+
+    def get_fields(self, request, obj=None):
+        names = super().get_fields(request, obj)  # type: ignore[misc]
+        return _as_shown(self._amounts(request, obj), names)
+
+    def get_exclude(self, request, obj=None):
+        # Shown, not edited: out of the form, as ShownMoments' (a form naming them fails).
+        excluded = super().get_exclude(request, obj) or ()  # type: ignore[misc]
+        return [*excluded, *self._amounts(request, obj).values()] or None
 
 
 class DrillDownChangeList(ChangeList):
@@ -854,13 +895,17 @@ def name_column(field: str, name: str, description: str | None = None):
     return column
 
 
-def figure_column(field: str, description: str, spec: str = ","):
-    """A list column showing the number in `field` formatted by `spec` (e.g. `,` or `,.4f`),
+def figure_column(field: str, description: str, spec: str | Callable[..., str] = ","):
+    """A list column showing the number in `field` formatted by `spec`: a format spec (`,` for
+    counts) or an amount's rule (`credits_text`, `usd_text`, `plain_amount` for prices),
     sortable by it."""
 
     @admin.display(description=description, ordering=field)
     def column(self, obj) -> str:
-        return format(getattr(obj, field), spec)
+        value = getattr(obj, field)
+        if value is None:
+            return self.get_empty_value_display()
+        return spec(value) if callable(spec) else format(value, spec)
 
     return column
 

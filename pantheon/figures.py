@@ -1,15 +1,50 @@
-"""How the console writes amounts.
+"""How the console writes amounts: one rule per quantity, for its lists, record pages, forms,
+admin log and billing dashboard alike.
 
-- Every amount an operator types or the admin log records: plainly, as written: 0.28, 15,
-  2.5, 1000 (no padding zeros of the column, no exponent as in 1E+3, no -0).
+- Credits: to 4 decimals, thousands separated: 1,234.5678, and none is 0.0000.
+- Provider cost (USD): in dollars, to 6 decimals, thousands separated: $0.000129,
+  $1,234.500000, and none is $0.000000 (a call costs fractions of a cent).
+- An amount of credits or dollars that is not zero never reads zero: it gets the decimals it
+  needs, up to the ledger's 10 ($0.000046 read $0.0000 above a ledger row of 0.000046).
+- Prices (USD per million tokens), credit multipliers, and every amount an operator types or
+  the admin log records: plainly, as written: 0.28, 15, 2.5, 1000 (no padding zeros of the
+  column, no exponent as in 1E+3, no -0).
 """
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+
+CREDITS_PLACES, USD_PLACES = 4, 6
+LEDGER_PLACES = 10  # the finest amount the ledger keeps
 
 
 def as_decimal(value) -> Decimal:
     """`value` as a Decimal: SQLite sums decimal columns as floats, and an empty sum is None."""
     return value if isinstance(value, Decimal) else Decimal(str(value or 0))
+
+
+def places_shown(amount: Decimal, places: int) -> int:
+    """`places`, or as many more (two at a time, up to the ledger's) as an amount that is not
+    zero takes not to read 0."""
+    while amount != 0 and places < LEDGER_PLACES and rounded(amount, places) == 0:
+        places += 2
+    return places
+
+
+def rounded(amount: Decimal, places: int) -> Decimal:
+    """`amount` to `places` decimals, half up as the ledger rounds; never -0."""
+    return amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP) + 0
+
+
+def credits_text(value) -> str:
+    """1234.56789 → 1,234.5679; 0 → 0.0000; 0.00004 → 0.000040; 1.23E-8 → 0.00000001."""
+    amount = as_decimal(value)
+    return f"{rounded(amount, places_shown(amount, CREDITS_PLACES)):,f}"
+
+
+def usd_text(value) -> str:
+    """0.000129 → $0.000129; 1234.5 → $1,234.500000; 0 → $0.000000."""
+    amount = as_decimal(value)
+    return f"${rounded(amount, places_shown(amount, USD_PLACES)):,f}"
 
 
 def plain_amount(value) -> str:

@@ -4,7 +4,6 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 
 from pantheon.console import (
-    CREDITS,
     ChangesWithValues,
     DeletedFilter,
     EditedAsShownAdmin,
@@ -24,6 +23,7 @@ from pantheon.console import (
     record_links,
     username_filter,
 )
+from pantheon.figures import credits_text
 from rooms.admin import CheckedAsTheApi
 from sessions_app.models import (
     IdempotencyKey,
@@ -291,7 +291,7 @@ class TurnAdmin(RecordAdmin):
     created = moment_column()
     index = figure_column("turn_index", "#", "")
     calls = figure_column("llm_calls", "calls")
-    credits_used = figure_column("credits", "credits", CREDITS)
+    credits_used = figure_column("credits", "credits", credits_text)
 
     @admin.display(description="user", ordering="session__started_by__username")
     def user(self, turn: Turn) -> str:

@@ -15,14 +15,13 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import format_html
 
 from pantheon.console import (
-    CREDITS,
-    USD,
     AmountField,
     ChangesWithValues,
     EditedAsShownAdmin,
     EditedAsShownInline,
     KeptWhileInUse,
     RecordAdmin,
+    ShownAmounts,
     badge,
     by_id_or_text,
     choices_read_once,
@@ -32,7 +31,7 @@ from pantheon.console import (
     name_column,
     username_filter,
 )
-from pantheon.figures import plain_amount
+from pantheon.figures import credits_text, plain_amount, usd_text
 from rooms.selectors import agents_on_alias
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
@@ -149,9 +148,14 @@ class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, adm
         )
 
 
-class ModelPriceInline(EditedAsShownInline, admin.TabularInline):
+# Prices and multipliers read in their inputs as in the lists (0.28, not the column's 0.280000).
+AMOUNT_INPUTS = {models.DecimalField: {"form_class": AmountField}}
+
+
+class ModelPriceInline(ShownAmounts, EditedAsShownInline, admin.TabularInline):
     model = ModelPrice
     extra = 0
+    formfield_overrides = AMOUNT_INPUTS
     fields = [
         "model_alias",
         "credit_multiplier",
@@ -218,12 +222,16 @@ class PricingVersionForm(forms.ModelForm):
 
 
 @admin.register(PricingVersion)
-class PricingVersionAdmin(ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin):
+class PricingVersionAdmin(
+    ShownAmounts, ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin
+):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
 
     form = PricingVersionForm
+    formfield_overrides = AMOUNT_INPUTS
 
-    list_display = ["name", "default_multiplier", "effective", "prices_count", "created"]
+    list_display = ["name", "multiplier", "effective", "prices_count", "created"]
+    multiplier = figure_column("default_multiplier", "default multiplier", plain_amount)
     effective = moment_column("effective_from", "effective from (UTC)")
     created = moment_column()
     ordering = ["-effective_from"]
@@ -298,15 +306,24 @@ def _copy_name(name: str) -> str:
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin):
+class ModelPriceAdmin(
+    ShownAmounts, ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin
+):
     list_display = [
         "model_alias",
         "pricing_version",
-        "credit_multiplier",
-        "input_usd_per_mtok",
-        "cached_input_usd_per_mtok",
-        "output_usd_per_mtok",
+        "multiplier",
+        "input_price",
+        "cached_input_price",
+        "output_price",
     ]
+    formfield_overrides = AMOUNT_INPUTS
+    multiplier = figure_column("credit_multiplier", "credit multiplier", plain_amount)
+    input_price = figure_column("input_usd_per_mtok", "input (USD / M tokens)", plain_amount)
+    cached_input_price = figure_column(
+        "cached_input_usd_per_mtok", "cached input (USD / M tokens)", plain_amount
+    )
+    output_price = figure_column("output_usd_per_mtok", "output (USD / M tokens)", plain_amount)
     list_filter = ["pricing_version", "model_alias"]
     list_select_related = ["model_alias", "pricing_version"]
     frozen_while_kept = True
@@ -465,13 +482,13 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
         )
 
     username = name_column("user", "username")
-    month_credits = figure_column("month_credits", "credits this month", CREDITS)
+    month_credits = figure_column("month_credits", "credits this month", credits_text)
     updated = moment_column("updated_at", "updated (UTC)")
 
     @admin.display(description="monthly credit cap", ordering="monthly_credit_cap")
     def credit_cap(self, profile) -> str:
         cap = profile.monthly_credit_cap
-        return "no cap" if cap is None else format(cap, CREDITS)
+        return "no cap" if cap is None else credits_text(cap)
 
     @admin.display(description="status", ordering="is_suspended")
     def status(self, profile) -> str:
@@ -698,8 +715,8 @@ class LlmCallEventAdmin(RecordAdmin):
     tokens_in = figure_column("input_tokens_fresh", "in")
     tokens_cached = figure_column("input_tokens_cached", "cached")
     tokens_out = figure_column("output_tokens", "out")
-    credits_used = figure_column("credits", "credits", CREDITS)
-    cost = figure_column("provider_cost_usd", "cost (USD)", USD)
+    credits_used = figure_column("credits", "credits", credits_text)
+    cost = figure_column("provider_cost_usd", "cost (USD)", usd_text)
     latency = figure_column("latency_ms", "ms")
 
     @admin.display(description="priced", boolean=True, ordering="priced")
@@ -798,8 +815,8 @@ class DailyUsageRollupAdmin(RecordAdmin):
     calls = figure_column("llm_calls", "calls")
     tokens_in = figure_column("input_tokens", "input tokens")
     tokens_out = figure_column("output_tokens", "output tokens")
-    credits_used = figure_column("credits", "credits", CREDITS)
-    cost = figure_column("provider_cost_usd", "cost (USD)", USD)
+    credits_used = figure_column("credits", "credits", credits_text)
+    cost = figure_column("provider_cost_usd", "cost (USD)", usd_text)
 
     @admin.display(description="day (UTC)", ordering="day")
     def day_shown(self, rollup: DailyUsageRollup) -> str:
@@ -837,7 +854,7 @@ class MonthlyUsageAdmin(RecordAdmin):
     show_full_result_count = False
 
     username = name_column("user", "username")
-    credits_used = figure_column("credits", "credits", CREDITS)
+    credits_used = figure_column("credits", "credits", credits_text)
     calls = figure_column("llm_calls", "calls")
     updated = moment_column("updated_at", "updated (UTC)")
 

@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from orchestration.budget import ContextBudget, smallest_window
+from pantheon.figures import plain_amount
 
 # Only variables meant to hold provider keys may be named: an alias that could name any
 # variable (SECRET_KEY, DATABASE_URL) and point api_base at any host would leak it.
@@ -144,7 +145,7 @@ class PricingVersion(models.Model):
         indexes = [models.Index(fields=["-effective_from"], name="pricing_effective")]
 
     def __str__(self) -> str:
-        return f"{self.name} (x{self.default_multiplier})"
+        return f"{self.name} (x{plain_amount(self.default_multiplier)})"
 
 
 class ModelPrice(models.Model):

@@ -1,16 +1,11 @@
-"""Figures as an operator reads them: thousands separated, money to the cent or finer."""
-
-from decimal import ROUND_HALF_UP, Decimal
+"""Figures as an operator reads them: counts thousands separated, amounts as the whole console
+writes them (`pantheon.figures`)."""
 
 from django import template
 
-from pantheon.console import CREDITS_PLACES
+from pantheon import figures
 
 register = template.Library()
-
-
-def _decimal(value) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value or 0))
 
 
 @register.filter
@@ -21,28 +16,14 @@ def count(value) -> str:
 
 @register.filter
 def credits(value) -> str:
-    """To 4 decimals, as the ledger's rows and the user pages write credits (up to the ledger's
-    6 as needed, so a cheap call never reads 0)."""
-    return f"{_rounded(_decimal(value), CREDITS_PLACES):,}"
+    """Credits as the whole console writes them (`pantheon.figures.credits_text`)."""
+    return figures.credits_text(value)
 
 
 @register.filter
 def usd(value) -> str:
-    """$1,234.57 above $100, $0.0052 below (up to 6 places as needed): a call costs fractions
-    of a cent."""
-    amount = _decimal(value)
-    places = 2 if abs(amount) >= 100 or amount == 0 else 4
-    return f"${_rounded(amount, places):,}"
-
-
-def _rounded(amount: Decimal, places: int) -> Decimal:
-    """`amount` to `places`, or to as many more (up to 6, the ledger's) as it takes not to read
-    0 when it is not: a $0.000046 call read $0.0000 above a row saying 0.000046."""
-    rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-    while rounded == 0 and amount != 0 and places < 6:
-        places += 2
-        rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-    return rounded
+    """Dollars as the whole console writes them (`pantheon.figures.usd_text`)."""
+    return figures.usd_text(value)
 
 
 @register.filter

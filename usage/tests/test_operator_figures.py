@@ -14,7 +14,13 @@ from django.urls import reverse
 
 from pantheon.testing.admin import client_for
 from sessions_app.models import Turn
-from usage.models import BillingProfile, DailyUsageRollup, LlmCallEvent
+from usage.models import (
+    BillingProfile,
+    DailyUsageRollup,
+    LlmCallEvent,
+    ModelPrice,
+    PricingVersion,
+)
 from usage.rollups import rollup_rebuild, today
 from usage.services import usage_call_open, usage_calls_mark_lost
 from usage.tests.dashboard import DASHBOARD, EXPORT, LEDGER, at
@@ -205,6 +211,78 @@ def test_a_ledger_event_page_shows_figures_and_moments_as_the_list(
     assert "0.1662" in listed and "2026-12-03 07:39:21" in listed
 
 
+def test_an_amount_reads_alike_on_every_page_that_shows_it(make_operator, owner, ledger_row):
+    """Provider cost read 0.000129 in the ledger and on the event's page but $0.0001 on the
+    dashboard, and a zero cost $0.00 beside $0.0035; prices read 0.280000 in their inputs and
+    lists, where the cap's input read 5. One rule per quantity now, zero included."""
+    seeded = PricingVersion.objects.get()
+    ledger_row(
+        owner,
+        at=at(1),
+        credits=Decimal("0.0123"),
+        provider_cost_usd=Decimal("0.000129"),
+        pricing_version=seeded,  # its prices are read-only now
+    )
+    free = ledger_row(
+        owner, at=at(1), alias="llama", credits=Decimal("0"), provider_cost_usd=Decimal("0")
+    )
+    priced = ledger_row(owner, at=at(1), alias="qwen", provider_cost_usd=Decimal("0.000129"))
+    client = client_for(make_operator("Owner", "boss"))
+
+    dashboard = client.get(reverse(DASHBOARD)).content.decode()
+    table = dashboard.split('id="usage-table"', 1)[1]
+    cells = {
+        alias: re.findall(r'<td class="num[^"]*">([^<]*)</td>', row)[3:5]
+        for alias, row in re.findall(r'pantheon-alias">(\w+)</span></td>(.*?)</tr>', table, re.S)
+    }
+    assert cells == {
+        "deepseek": ["0.0123", "$0.000129"],
+        "qwen": ["0.0047", "$0.000129"],
+        "llama": ["0.0000", "$0.000000"],
+    }
+    assert '<span class="figure" id="total-cost">$0.000258</span>' in dashboard
+    ledger = client.get(reverse(LEDGER)).content.decode()
+    assert ledger.count('<td class="field-cost">$0.000129</td>') == 2
+    assert '<td class="field-cost">$0.000000</td>' in ledger
+    assert '<td class="field-credits_used">0.0000</td>' in ledger
+    assert sums_figure(ledger, "Provider cost") == "$0.000258"
+    for event, cost in ((priced, "$0.000129"), (free, "$0.000000")):
+        page = client.get(reverse("admin:usage_llmcallevent_change", args=[event.pk]))
+        assert f'<div class="readonly">{cost}</div>' in page.content.decode()
+
+    prices = client.get(reverse("admin:usage_modelprice_changelist")).content.decode()
+    deepseek = ModelPrice.objects.get(model_alias__alias="deepseek")  # 0.28, 0.028, 0.42
+    assert '<td class="field-input_price">0.28</td>' in prices
+    assert '<td class="field-output_price">15</td>' in prices  # premium's
+    assert "0.280000" not in prices and "(x1.0000)" not in prices and "(x1)" in prices
+    # A list no ledger row is stamped with: its prices are inputs, which read alike.
+    spare = PricingVersion.objects.create(name="spare", effective_from=at(-1))
+    ModelPrice.objects.create(
+        pricing_version=spare,
+        model_alias=deepseek.model_alias,
+        credit_multiplier=Decimal("2.5"),
+        input_usd_per_mtok=Decimal("0.28"),
+        output_usd_per_mtok=Decimal("0.42"),
+    )
+    for page in (
+        client.get(reverse("admin:usage_modelprice_change", args=[spare.prices.get().pk])),
+        client.get(reverse("admin:usage_pricingversion_change", args=[spare.pk])),
+    ):
+        inputs = dict(
+            re.findall(r'name="(?:prices-0-)?(\w+)" value="([^"]*)"', page.content.decode())
+        )
+        assert {name: inputs[name] for name in ("credit_multiplier", "input_usd_per_mtok")} == {
+            "credit_multiplier": "2.5",
+            "input_usd_per_mtok": "0.28",
+        }
+    # The seeded list prices the ledger rows above: read-only, its prices read as listed.
+    stamped = client.get(
+        reverse("admin:usage_pricingversion_change", args=[seeded.pk])
+    ).content.decode()
+    assert "0.280000" not in stamped and "1.0000" not in stamped
+    assert re.search(r'"field-input_usd_per_mtok">\s*<p>0.28</p>', stamped)
+
+
 def test_billing_profiles_list_caps_like_credits_and_says_no_cap(
     make_operator, owner, outsider, ledger_row
 ):
@@ -348,9 +426,12 @@ def test_an_action_that_changes_nothing_says_so(make_operator, owner):
     "amount, as_usd, as_credits",
     [
         ("0.000046", "$0.000046", "0.000046"),  # read $0.0000 above a row of 0.000046
-        ("0.0052", "$0.0052", "0.0052"),
-        ("0", "$0.00", "0.0000"),
-        ("1234.567", "$1,234.57", "1,234.5670"),
+        ("0.0000000123", "$0.00000001", "0.00000001"),  # to the ledger's 10 places at most
+        ("0.0052", "$0.005200", "0.0052"),
+        # Zero as every other figure: it read $0.00 beside $0.0035.
+        ("0", "$0.000000", "0.0000"),
+        ("-0", "$0.000000", "0.0000"),
+        ("1234.567", "$1,234.567000", "1,234.5670"),
     ],
 )
 def test_a_summed_amount_that_is_not_zero_never_reads_zero(amount, as_usd, as_credits):
