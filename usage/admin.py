@@ -42,6 +42,7 @@ from usage.models import (
     ModelPrice,
     MonthlyUsage,
     PricingVersion,
+    validate_credit_cap,
 )
 from usage.rollups import day_start
 from usage.selectors import (
@@ -362,6 +363,7 @@ class CapForm(forms.Form):
         min_value=0,
         max_digits=24,
         decimal_places=10,
+        validators=[validate_credit_cap],  # the profile's own rule
         help_text="Credits per calendar month (UTC).",
     )
     no_cap = no_cap_field()

@@ -345,6 +345,35 @@ class MonthlyUsage(models.Model):
         return f"{self.user_id} {self.month:%Y-%m}: {self.credits:.4f} credits"
 
 
+# The largest monthly credit cap, and its finest part. Far above any real cap (a billion
+# credits are 10^13 output-equivalent tokens a month), and every cap within them has at most
+# 15 significant digits, which a double holds exactly: SQLite, the laptop default, stores a
+# decimal with a fraction as one, and Django reads it back through 15 digits. A cap near
+# 10^14 came back as 100000000000000.0000000000, 25 digits for the 24-digit column: every read
+# of the profile failed (its pages, its user's page, each API call with the user's token).
+CREDIT_CAP_MAX = Decimal(1_000_000_000)
+CREDIT_CAP_PLACES = 6
+
+
+def validate_credit_cap(cap: Decimal) -> None:
+    """At most CREDIT_CAP_MAX credits, to at most CREDIT_CAP_PLACES decimals (trailing zeros
+    aside: 12.50000000 is 12.5)."""
+    if not cap.is_finite() or cap < 0:
+        return  # the field's own checks refuse it
+    if cap > CREDIT_CAP_MAX:
+        raise ValidationError(
+            "A cap is at most %(max)s credits.",
+            code="max_value",
+            params={"max": f"{CREDIT_CAP_MAX:,}"},
+        )
+    if cap != cap.quantize(Decimal(1).scaleb(-CREDIT_CAP_PLACES)):
+        raise ValidationError(
+            "A cap has at most %(places)s decimal places.",
+            code="max_decimal_places",
+            params={"places": CREDIT_CAP_PLACES},
+        )
+
+
 class BillingProfile(models.Model):
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_profile"
@@ -354,7 +383,7 @@ class BillingProfile(models.Model):
         decimal_places=10,
         null=True,
         blank=True,
-        validators=[MinValueValidator(0)],
+        validators=[MinValueValidator(0), validate_credit_cap],
         help_text="Empty means no cap.",
     )
     is_suspended = models.BooleanField(default=False)

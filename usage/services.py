@@ -20,6 +20,7 @@ from usage.models import (
     ModelPrice,
     MonthlyUsage,
     PricingVersion,
+    validate_credit_cap,
 )
 from usage.selectors import AliasPricing, active_pricing_version, month_of
 
@@ -392,6 +393,11 @@ def billing_profile_set_cap(*, profile: BillingProfile, cap: Decimal | None) -> 
     """Set the monthly credit cap (None: no cap); returns whether anything changed."""
     if cap is not None and cap < 0:
         raise ValidationError({"monthly_credit_cap": "A cap cannot be negative."})
+    if cap is not None:
+        try:
+            validate_credit_cap(cap)
+        except ValidationError as error:
+            raise ValidationError({"monthly_credit_cap": error.messages}) from error
     if profile.monthly_credit_cap == cap:
         return False
     profile.monthly_credit_cap = cap

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from pantheon.testing.admin import client_for
@@ -22,7 +23,7 @@ from usage.models import (
     PricingVersion,
 )
 from usage.rollups import rollup_rebuild, today
-from usage.services import usage_call_open, usage_calls_mark_lost
+from usage.services import billing_profile_set_cap, usage_call_open, usage_calls_mark_lost
 from usage.tests.dashboard import DASHBOARD, EXPORT, LEDGER, at
 
 pytestmark = pytest.mark.django_db
@@ -455,6 +456,52 @@ def test_a_profiles_page_lifts_its_cap_only_when_no_cap_is_ticked(make_operator,
     lifted = client.post(change, {"monthly_credit_cap": "", "no_cap": "on"})
     profile.refresh_from_db()
     assert lifted.status_code == 302 and profile.monthly_credit_cap is None
+
+
+@pytest.mark.parametrize(
+    "typed, error",
+    [
+        # Within the column's 24 digits and 10 places: on SQLite it was stored as the double
+        # 1e14, which no read of the profile could turn back into the column's decimal (a 500
+        # on its pages, its user's page and every API call with the user's token).
+        ("99999999999999.9999999999", "A cap is at most 1,000,000,000 credits."),
+        ("1000000000.000001", "A cap is at most 1,000,000,000 credits."),
+        ("12.1234567", "A cap has at most 6 decimal places."),
+    ],
+)
+def test_a_cap_that_no_database_would_keep_exactly_is_refused(make_operator, owner, typed, error):
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("5"))
+    client = client_for(make_operator("Owner", "boss"))
+
+    page = client.post(
+        reverse("admin:usage_billingprofile_change", args=[profile.pk]),
+        {"monthly_credit_cap": typed},
+    )
+    action = client.post(
+        reverse("admin:usage_billingprofile_changelist"),
+        {"action": "set_cap", "_selected_action": [profile.pk], "apply": "1", "cap": typed},
+    )
+
+    assert page.status_code == 200
+    assert page.context["adminform"].form.errors["monthly_credit_cap"] == [error]
+    assert action.status_code == 200 and action.context["form"].errors["cap"] == [error]
+    assert error in action.content.decode()
+    with pytest.raises(ValidationError) as refused:
+        billing_profile_set_cap(profile=profile, cap=Decimal(typed))
+    assert refused.value.message_dict == {"monthly_credit_cap": [error]}
+    profile.refresh_from_db()
+    assert profile.monthly_credit_cap == Decimal("5")
+
+
+def test_the_largest_and_the_finest_cap_are_taken(make_operator, owner):
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("5"))
+    client = client_for(make_operator("Owner", "boss"))
+    change = reverse("admin:usage_billingprofile_change", args=[profile.pk])
+
+    for typed in ("1000000000", "999999999.999999", "0.000001", "12.50000000"):
+        assert client.post(change, {"monthly_credit_cap": typed}).status_code == 302, typed
+        profile.refresh_from_db()
+        assert profile.monthly_credit_cap == Decimal(typed)
 
 
 def test_a_user_who_used_up_their_cap_reads_over_cap_not_active(
