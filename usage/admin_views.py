@@ -114,12 +114,15 @@ class BillingAccess(View):
         return super().dispatch(request, *args, **kwargs)
 
     def filters(self, request) -> BillingFilterForm:
-        """The filters as sent, the default range filled in so the form shows what it reports."""
+        """The filters as sent, the range's missing days filled in as the report takes them
+        (the 30 days to the last day, or to today) so the form shows what it reports: with only
+        the last day given, the From box stayed empty above a report of 30 days."""
         data = {key: value for key, value in request.GET.items() if value}
-        if "end" not in data and "start" not in data:
-            data["end"] = today().isoformat()
-            data["start"] = (today() - timedelta(days=DEFAULT_DAYS - 1)).isoformat()
-        return BillingFilterForm(data)
+        form = BillingFilterForm(data)
+        if ("start" not in data or "end" not in data) and form.is_valid():
+            days = {name: form.cleaned_data[name].isoformat() for name in ("start", "end")}
+            form = BillingFilterForm({**data, **days})
+        return form
 
 
 class BillingDashboardView(BillingAccess):

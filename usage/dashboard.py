@@ -63,6 +63,7 @@ class Report:
     ledger_from: date | None  # first day read from the ledger (None: rollups cover it all)
     rollups_to: date | None = None  # last day read from the rollups (None: none were read)
     active_users: dict[str, int] = field(default_factory=dict)  # DAU, WAU, MAU
+    active_on: date | None = None  # the day they are counted back from
 
 
 # The ledger summed into FIGURES, and the rollups summed into the same names.
@@ -213,7 +214,10 @@ def billing_report(
             .objects.filter(pk__in={user_id for user_id, _ in by_pair})
             .values_list("pk", "username")
         )
-        active = active_users(on=end) if with_activity else {}
+        # Counted back from the last day, or from today for a range that ends later: days to
+        # come have no turns, and a week counted back from one said 0 active users.
+        active_on = min(end, today())
+        active = active_users(on=active_on) if with_activity else {}
     rows = [
         UsageRow(user_id, usernames.get(user_id, f"#{user_id}"), alias, Figures(*figures))
         for (user_id, alias), figures in by_pair.items()
@@ -231,6 +235,7 @@ def billing_report(
         ledger_from=sources.ledger_from,
         rollups_to=sources.rollups_to,
         active_users=active,
+        active_on=active_on if with_activity else None,
     )
 
 

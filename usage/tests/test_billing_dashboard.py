@@ -244,6 +244,64 @@ def test_active_users_count_distinct_users_with_turns(
     assert report.active_users == {"DAU": 1, "WAU": 2, "MAU": 3}
 
 
+def test_active_users_of_a_range_that_ends_later_are_counted_back_from_today(
+    make_operator, owner, make_agent, make_session
+):
+    """With a last day to come, day and week were counted back from it ("0 · 0 · 1" with
+    someone active today): they are counted from today, and the card says so."""
+    Turn.objects.create(
+        session=make_session(owner, agent=make_agent(owner, "ada")),
+        turn_index=1,
+        mode="direct",
+        status="completed",
+        user_input="x",
+        created_at=at(0),
+    )
+    client = client_for(make_operator("Analyst"))
+    later = (today() + timedelta(days=10)).isoformat()
+
+    ending_later = client.get(reverse(DASHBOARD), {"end": later})
+    ending_today = client.get(reverse(DASHBOARD))
+
+    assert ending_later.context["report"].active_users == {"DAU": 1, "WAU": 1, "MAU": 1}
+    page = ending_later.content.decode()
+    assert ">1 · 1 · 1</span>" in page
+    assert "day · week · month to today, all users" in page
+    assert f"Users who posted a turn on {today().isoformat()}," in page
+    assert "day · week · month, all users" in ending_today.content.decode()
+
+
+@pytest.mark.parametrize(
+    "given, shown",
+    [
+        ({"end": "2026-12-31"}, {"start": "2026-12-02", "end": "2026-12-31"}),
+        ({"start": "10 days ago"}, {"start": "10 days ago", "end": "today"}),
+        ({}, {"start": "30 days ago", "end": "today"}),
+        (
+            {"start": "2026-11-01", "end": "2026-11-03"},
+            {"start": "2026-11-01", "end": "2026-11-03"},
+        ),
+    ],
+)
+def test_the_date_boxes_show_the_days_the_page_reports(make_operator, given, shown):
+    """Given only the last day, the heading read 2026-12-02 – 2026-12-31 above an empty From
+    box."""
+    named = {
+        "today": today(),
+        "10 days ago": today() - timedelta(days=10),
+        "30 days ago": today() - timedelta(days=29),
+    }
+    given = {key: str(named.get(value, value)) for key, value in given.items()}
+    shown = {key: str(named.get(value, value)) for key, value in shown.items()}
+
+    response = client_for(make_operator("Analyst")).get(reverse(DASHBOARD), given)
+
+    page = response.content.decode()
+    boxes = dict(re.findall(r'<input type="date" name="(start|end)" value="([^"]*)"', page))
+    assert boxes == shown
+    assert f"{shown['start']} – {shown['end']}" in page
+
+
 # --- access -------------------------------------------------------------------------------------
 
 
