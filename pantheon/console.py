@@ -30,6 +30,7 @@ from django.db import models, router, transaction
 from django.db.models import Model, Q, QuerySet
 from django.forms.boundfield import BoundField
 from django.forms.models import BaseInlineFormSet, InlineForeignKeyField
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -632,6 +633,26 @@ def cannot_delete_page(model_admin, request, obj: Model, why: str) -> TemplateRe
     return TemplateResponse(request, "admin/cannot_delete.html", context, status=403)
 
 
+def read_only_since_opened(model_admin, request, object_id) -> Model | None:
+    """The row a page's save was posted for, when that row is read-only now though rows of its
+    kind are not to whoever saved: its page was opened before it was deleted or the ledger came
+    to rest on it (in another tab, by another operator, by a turn). None for any other request
+    (Django's 403 stays for who may change no such row)."""
+    if request.method != "POST" or object_id is None or "_saveasnew" in request.POST:
+        return None
+    obj = model_admin.get_object(request, unquote(object_id))
+    if obj is None or model_admin.has_change_permission(request, obj):
+        return None
+    return obj if model_admin.has_change_permission(request) else None
+
+
+def not_saved(model_admin, request, why: str) -> HttpResponseRedirect:
+    """Its page again, read-only now, which says why; nothing saved. Django answered its bare
+    "403 Forbidden", in no frame of the console."""
+    model_admin.message_user(request, f"Your changes were not saved: {why}", messages.WARNING)
+    return HttpResponseRedirect(request.get_full_path())
+
+
 class KeptWhileInUse:
     """Rows that the ledger's history or live agents rest on are never deleted, so historical
     costs stay reproducible and no agent names an alias that is gone: no delete button for
@@ -664,6 +685,16 @@ class KeptWhileInUse:
         if self.frozen_while_kept and obj is not None and self.kept_because(request, obj):
             return False
         return super().has_change_permission(request, obj)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        obj = read_only_since_opened(self, request, object_id)
+        if obj is not None:
+            why = self.kept_because(request, obj)
+            because = f" ({why.rstrip('.')})" if why else ""
+            return not_saved(self, request, f"it became read-only in the meantime{because}.")
+        return super().changeform_view(  # type: ignore[misc]
+            request, object_id, form_url, extra_context
+        )
 
     def delete_view(self, request, object_id, extra_context=None):
         # Only a typed URL leads here (the page offers no delete). Someone who may delete such
@@ -719,6 +750,14 @@ class SoftDeleteAdmin(admin.ModelAdmin):
                 messages.INFO,
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        obj = read_only_since_opened(self, request, object_id)
+        if obj is not None:
+            # Deleted, or gone with what it belongs to (a session with its room).
+            happened = "was deleted" if deleted(obj) else "became read-only"
+            return not_saved(self, request, f"it {happened} in the meantime.")
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def delete_view(self, request, object_id, extra_context=None):
         # Only a typed URL leads to a deleted row's delete page (its page offers none).

@@ -276,6 +276,46 @@ def test_deleting_a_session_in_the_admin_is_the_apis_soft_delete(staff, chat):
     assert Message.objects.filter(session=session).count() == 2
 
 
+def test_a_session_deleted_while_its_page_was_open_is_not_saved_and_says_why(
+    staff, make_operator, chat
+):
+    """Saved from a tab opened before the session was deleted (in another tab): Django answered
+    a bare "403 Forbidden". Its page again, read-only, saying why; nothing saved."""
+    session = chat["session"]
+    client = client_for(staff)
+    change = url(Session, "change", session.pk)
+    assert 'name="title"' in client.get(change).content.decode()  # editable when opened
+    deleted = client.post(url(Session, "delete", session.pk), {"post": "yes"}, follow=True)
+    assert deleted.status_code == 200  # the list, saying so
+
+    saved = client.post(f"{change}?_changelist_filters=q%3Dx", {"title": "Renamed"})
+
+    assert saved.status_code == 302
+    assert saved.url == f"{change}?_changelist_filters=q%3Dx"
+    page = client.get(saved.url)
+    session.refresh_from_db()
+    assert [str(message) for message in page.context["messages"]] == [
+        "Your changes were not saved: it was deleted in the meantime.",
+        f"Deleted on {session.deleted_at:%Y-%m-%d %H:%M:%S} UTC: it stays, read-only, for its "
+        "history.",
+    ]
+    assert 'name="title"' not in page.content.decode()
+    assert session.title != "Renamed"
+    # Its room deleted, a session is read-only too.
+    room = chat["room"]
+    other = Session.objects.create(room=room, started_by=session.started_by)
+    other_page = url(Session, "change", other.pk)
+    client.post(url(Room, "delete", room.pk), {"post": "yes"}, follow=True)
+    refused = client.post(other_page, {"title": "Renamed"}, follow=True)
+    assert [str(message) for message in refused.context["messages"]][0] == (
+        "Your changes were not saved: it became read-only in the meantime."
+    )
+    assert Session.objects.get(pk=other.pk).title != "Renamed"
+    # Who may change no session still gets Django's 403.
+    analyst = client_for(make_operator("Analyst"))
+    assert analyst.post(change, {"title": "Renamed"}).status_code == 403
+
+
 def test_a_sessions_owner_room_and_agent_cannot_be_changed_in_the_admin(
     staff, chat, outsider, make_agent, make_room
 ):
@@ -648,7 +688,8 @@ def test_a_deleted_room_and_its_seats_are_read_only(staff, chat):
     assert page.status_code == 200 and "View room" in html and 'name="name"' not in html
     assert "Deleted on 2026-12-04 08:00:05 UTC: it stays, read-only, for its history." in html
     assert 'name="seats-0-agent"' not in html  # the seats inline is read-only too
-    assert response.status_code == 403
+    # Refused: the page again, read-only, saying why (not Django's bare 403).
+    assert response.status_code == 302 and response.url == url(Room, "change", room.pk)
     room.refresh_from_db()
     assert room.name == "Research" and room.deleted_at == deleted
     assert seat_page.status_code == 200 and 'name="agent"' not in seat_page.content.decode()
@@ -1098,7 +1139,8 @@ def test_a_session_in_a_deleted_room_is_read_only_and_says_why(staff, chat):
 
     assert 'name="title"' not in page
     assert "Its room was deleted on 2026-12-04 08:00:05 UTC" in page
-    assert renamed.status_code == 403
+    # Refused: the page again, read-only, saying why (not Django's bare 403).
+    assert renamed.status_code == 302 and renamed.url == url(Session, "change", session.pk)
     session.refresh_from_db()
     assert session.title != "Renamed"
 

@@ -295,7 +295,10 @@ def test_a_price_list_the_ledger_is_stamped_with_and_its_prices_are_read_only(bo
     )
     page = boss.get(url(PricingVersion, "change", version.pk)).content.decode()
 
-    assert moved.status_code == 403 and renamed.status_code == 403
+    # Refused: each page again, read-only, saying why (not Django's bare 403).
+    assert moved.status_code == renamed.status_code == 302
+    assert moved.url == url(ModelPrice, "change", price.pk)
+    assert renamed.url == url(PricingVersion, "change", version.pk)
     price.refresh_from_db()
     version.refresh_from_db()
     assert price.model_alias.alias == "premium" and price.input_usd_per_mtok != 9
@@ -403,6 +406,61 @@ def test_a_price_changed_in_its_lists_page_is_logged_from_and_to(boss, spare_lis
         "for model price “scratch @ spare 2 (x1)”."
     )
     assert "Credit multiplier: (empty) → 1.25" in history
+
+
+def test_a_list_stamped_while_its_page_was_open_is_not_saved_and_says_why(
+    boss, make_operator, owner, spare_list
+):
+    """A turn priced by the list between its page's opening and its save: Django answered a
+    bare "403 Forbidden". Its page again, read-only, saying why; nothing saved."""
+    price = spare_list.prices.get()
+    change = url(PricingVersion, "change", spare_list.pk)
+    assert 'name="name"' in boss.get(change).content.decode()  # editable when opened
+    call(owner, "scratch", spare_list)
+    price_form = {
+        **list_form("renamed", spare_list.effective_from, multiplier="3"),
+        "prices-TOTAL_FORMS": "1",
+        "prices-INITIAL_FORMS": "1",
+        "prices-0-id": price.pk,
+        "prices-0-pricing_version": spare_list.pk,
+        "prices-0-model_alias": price.model_alias_id,
+        "prices-0-input_usd_per_mtok": "9",
+        "prices-0-output_usd_per_mtok": "2",
+    }
+
+    saved = boss.post(change, price_form)
+
+    assert saved.status_code == 302 and saved.url == change
+    page = boss.get(change)
+    assert [str(message) for message in page.context["messages"]] == [
+        "Your changes were not saved: it became read-only in the meantime (ledger rows are "
+        "stamped with it; copy it to change prices).",
+        "Ledger rows are stamped with this price list, so it and its prices are read-only. To "
+        "change prices, select it in the list and copy it as a new one.",
+    ]
+    assert 'name="name"' not in page.content.decode()
+    price_saved = boss.post(
+        url(ModelPrice, "change", price.pk),
+        {
+            "pricing_version": spare_list.pk,
+            "model_alias": price.model_alias_id,
+            "input_usd_per_mtok": "9",
+            "output_usd_per_mtok": "2",
+        },
+    )
+    assert price_saved.status_code == 302
+    assert price_saved.url == url(ModelPrice, "change", price.pk)
+    followed = boss.get(price_saved.url)
+    assert [str(message) for message in followed.context["messages"]] == [
+        "Your changes were not saved: it became read-only in the meantime (its price list "
+        "prices ledger rows)."
+    ]
+    spare_list.refresh_from_db()
+    price.refresh_from_db()
+    assert spare_list.name == "spare" and spare_list.default_multiplier == Decimal("1")
+    assert price.input_usd_per_mtok == Decimal("1")
+    # Who may change no price list still gets Django's 403.
+    assert client_for(make_operator("Analyst")).post(change, price_form).status_code == 403
 
 
 def test_a_price_list_cannot_start_before_the_ledgers_latest_call(boss, owner, spare_list):
