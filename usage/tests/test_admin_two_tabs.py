@@ -194,7 +194,7 @@ def test_a_price_changed_in_both_price_list_tabs_is_refused_on_its_row(spare_lis
     assert refused.status_code == 200
     [prices] = refused.context["inline_admin_formsets"]
     [row] = prices.formset.forms
-    assert list(row.non_field_errors()) == [elsewhere("Input (USD / M tokens)", "“3.000000”")]
+    assert list(row.non_field_errors()) == [elsewhere("Input (USD / M tokens)", "“3”")]
     spare_list.refresh_from_db()
     assert (spare_list.name, spare_list.prices.get().input_usd_per_mtok) == ("spare", Decimal(3))
 
