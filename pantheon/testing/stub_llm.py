@@ -29,7 +29,14 @@ A misbehaving provider, by a word in the model name (with or without a delay):
 - `fail-<n>`: the first <n> streams of this model name fail after their reasoning, before the
   answer's first word, with an error in the stream (a 503, no usage), as vLLM's do; the next
   ones are whole (a provider's failure that a retry gets past);
-- `not-json`: a 200 whose body is an HTML page, plain or streamed.
+- `not-json`: a 200 whose body is an HTML page, plain or streamed;
+- `null-content`: a 200 that says it finished (`finish_reason` "stop") but holds no text: the
+  message's `content` is null; streamed, no chunk has any `content`;
+- `huge-usage`: usage of 10^15 prompt and completion tokens; `text-usage`: usage whose counts
+  are text ("abc");
+- `http-500-invalid-request`: an HTTP 500 whose JSON error says `invalid_request_error`;
+- `same-word`: every word of the answer is "word" (`words-500-same-word`: "word" 500 times,
+  streamed as the same chunk again and again).
 
 `GET /stats` reports how many completions were requested, the most answered at once, and how
 many streams their caller closed before the end (`hung_up`, also `StubLLM.hung_up`).
@@ -83,6 +90,8 @@ def _words(model: str, messages: list[dict[str, Any]]) -> list[str]:
     if width is not None:
         wanted = int(width.group(1))
         words = [(word * (wanted // len(word) + 1))[:wanted] for word in words]
+    if "same-word" in model:
+        words = ["word"] * len(words)
     return words
 
 
@@ -93,9 +102,15 @@ def _thoughts(model: str) -> list[str]:
     return [("" if index == 0 else " ") + f"thought {index + 1}." for index in range(count)]
 
 
-def _usage(messages: list[dict[str, Any]], words: list[str], thoughts: list[str]) -> dict[str, Any]:
-    prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
-    completion = len(words) + len(thoughts)  # a provider bills its reasoning as output
+def _usage(
+    model: str, messages: list[dict[str, Any]], words: list[str], thoughts: list[str]
+) -> dict[str, Any]:
+    prompt: Any = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
+    completion: Any = len(words) + len(thoughts)  # a provider bills its reasoning as output
+    if "huge-usage" in model:
+        prompt = completion = 1e15
+    elif "text-usage" in model:
+        prompt = completion = "abc"
     usage: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -155,10 +170,14 @@ class StubLLM:
         words = _words(model, messages)
         if "not-json" in model:
             return web.Response(text="<html>not json{{", content_type="text/html")
+        if "http-500-invalid-request" in model:
+            error = {"message": "Something broke on our side.", "type": "invalid_request_error"}
+            return web.json_response({"error": error}, status=500)
         if not body.get("stream") or "no-choices" in model:
             thoughts = _thoughts(model)
             await asyncio.sleep(first + between * (len(thoughts) + len(words) - 1))
-            message = {"role": "assistant", "content": " ".join(words)}
+            content = None if "null-content" in model else " ".join(words)
+            message: dict[str, Any] = {"role": "assistant", "content": content}
             if thoughts:
                 message["reasoning_content"] = "".join(thoughts)
             answer: dict[str, Any] = {
@@ -171,7 +190,7 @@ class StubLLM:
                 else [{"index": 0, "message": message, "finish_reason": "stop"}],
             }
             if "no-usage" not in model:
-                answer["usage"] = _usage(messages, words, thoughts)
+                answer["usage"] = _usage(model, messages, words, thoughts)
             return web.json_response(answer)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -197,7 +216,8 @@ class StubLLM:
             await response.write(f"data: {json.dumps(error)}\n\n".encode())
             await response.write_eof()
             return
-        for index, word in enumerate(words):
+        spoken = [] if "null-content" in model else words
+        for index, word in enumerate(spoken):
             if index or thoughts:
                 await asyncio.sleep(between)
             if index + len(thoughts) == 2 and "stall" in model:
@@ -211,7 +231,7 @@ class StubLLM:
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
         if wants_usage and "no-usage" not in model:
             await self._send(
-                response, chunk_id, model, None, None, _usage(messages, words, thoughts)
+                response, chunk_id, model, None, None, _usage(model, messages, words, thoughts)
             )
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
