@@ -152,6 +152,13 @@ def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
         return CallStatus.TIMEOUT, ErrorKind.TIMEOUT, False
     if isinstance(exc, IncompleteAnswer):
         return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True
+    status_code = _provider_status_code(exc, litellm)
+    # The provider's HTTP status before the class litellm picked from the words of its body: a
+    # 500 whose body says "invalid_request_error" is a BadRequestError to litellm, but it is the
+    # provider failing, and worth another try. (A stream gone silent is a connection error
+    # with a 500 to litellm: a timeout, below.)
+    if status_code is not None and status_code >= 500 and not _caused_by_timeout(exc):
+        return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True
     if isinstance(exc, litellm.RateLimitError):
         return CallStatus.RATE_LIMITED, ErrorKind.RATE_LIMITED, True
     # Before BadRequestError, which it subclasses.
@@ -178,7 +185,6 @@ def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
         if _caused_by_timeout(exc):
             return CallStatus.TIMEOUT, ErrorKind.TIMEOUT, False
         return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True
-    status_code = _provider_status_code(exc, litellm)
     if status_code is not None:
         if 200 <= status_code < 300:  # a 200 litellm could not read (a page, not JSON)
             return CallStatus.ERROR, ErrorKind.PROVIDER_ERROR, True

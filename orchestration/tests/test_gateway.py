@@ -72,6 +72,13 @@ def self_wrapped():
     return error
 
 
+def with_status(error, status):
+    """`error` as litellm raises it for a reply of that HTTP status: a 500 whose body says
+    "invalid_request_error" is a BadRequestError, its status_code the provider's."""
+    error.status_code = status
+    return error
+
+
 def some_response(status):
     return httpx.Response(status, request=httpx.Request("POST", "https://groq.example/v1"))
 
@@ -389,6 +396,12 @@ def test_demo_mode_never_sends_the_alias_key_or_base(monkeypatch):
             lambda: litellm.APIError(status_code=400, message="x", llm_provider="p", model="m"),
             ("error", "bad_request", False),
         ),
+        # The provider's status wins over the words litellm found in its body.
+        (lambda: with_status(bad_request(), 500), ("error", "provider_error", True)),
+        (lambda: with_status(context_window(), 503), ("error", "provider_error", True)),
+        (lambda: with_status(rate_limit(), 502), ("error", "provider_error", True)),
+        (lambda: mid_stream(with_status(bad_request(), 500)), ("error", "provider_error", True)),
+        (lambda: with_status(bad_request(), 400), ("error", "bad_request", False)),
         (lambda: RuntimeError("boom"), ("error", "provider_error", False)),
         # What litellm raises while a stream is read: the error it wraps decides.
         (lambda: mid_stream(rate_limit()), ("rate_limited", "rate_limited", True)),

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
@@ -14,8 +15,10 @@ from orchestration.types import AliasConfig, ChatMessage, LlmCall
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
 from sessions_app.models import Message
+from sessions_app.selectors import session_for_turn
 from sessions_app.tests.conftest import point_at_stub
-from usage.models import LlmCallEvent
+from sessions_app.turns import TurnListener, turn_run
+from usage.models import LlmCallEvent, ModelAlias
 
 MESSAGES = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there, friend"))
 
@@ -164,3 +167,46 @@ def test_a_streamed_turn_whose_provider_goes_silent_records_a_timeout_and_what_i
     row = LlmCallEvent.objects.get()
     assert (row.status, row.error_type) == ("timeout", "timeout")
     assert row.input_tokens_fresh > 0 and row.output_tokens > 0 and row.credits > 0
+
+
+# --- turns on a misbehaving provider, through the gateway and the stub --------------------------
+
+
+def stub_turn(owner, ada, make_session, stub, model: str, *, streamed: bool) -> tuple:
+    """A direct turn with ada, whose alias (max_output_tokens 1024) the stub answers as `model`
+    with one retry: (the turn, its answer, its ledger row, the text its listener heard)."""
+    ModelAlias.objects.filter(alias=ada.model_alias).update(max_output_tokens=1024)
+    point_at_stub(stub, model, ada.model_alias)
+    session = make_session(owner, agent=ada)
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=1, backoff_seconds=0)
+    heard: list = []
+    outcome = async_to_sync(turn_run)(
+        session=session_for_turn(user=owner, session_id=session.pk),
+        user=owner,
+        message="Hello there, friend",
+        gateway=gateway,
+        listener=TurnListener(send=heard.append) if streamed else None,
+    )
+    deltas = "".join(event.data["text"] for event in heard if event.name == "step_delta")
+    answer = Message.objects.get(turn=outcome.turn, role="assistant")
+    return outcome.turn, answer, LlmCallEvent.objects.get(turn=outcome.turn), deltas
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_a_5xx_is_retried_whatever_its_body_says(
+    owner, ada, make_session, stub, monkeypatch, streamed
+):
+    """A 500 whose body said "invalid_request_error" is a BadRequestError to litellm: it was
+    stored bad_request after one attempt, never retried."""
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+
+    turn, answer, row, _ = stub_turn(
+        owner, ada, make_session, stub, "http-500-invalid-request", streamed=streamed
+    )
+
+    assert turn.status == "failed"
+    assert (answer.status, answer.error_code) == ("error", "provider_error")
+    assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 2)
+    assert stub.requests == 2
+    assert (row.input_tokens_fresh, row.output_tokens, row.credits) == (0, 0, 0)
