@@ -10,6 +10,7 @@ summary, metering) never needs it; servers call it while warming up, before taki
 from __future__ import annotations
 
 import os
+import sys
 from functools import cache
 from types import ModuleType
 
@@ -19,6 +20,12 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # through its typed-dict unions: about 2.5 ms less CPU per call with a 40-message context
 # (bench/serving.py). Errors are mapped to the same litellm exception types either way.
 os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "True")
+# litellm fails a stream whose text repeats one chunk 100 times in a row (a model "looping"):
+# real answers do that (a table's rules, a row of digits, a word asked for again and again), and
+# the same answer not streamed went through whole. The gateway's answer limit (as many chunks
+# as `max_output_tokens` allows, `orchestration.gateway.AnswerLimit`) bounds a looping stream:
+# litellm's check is set out of its reach.
+os.environ.setdefault("REPEATED_STREAMING_CHUNK_LIMIT", str(sys.maxsize))
 
 
 def uses_openai_sdk() -> bool:

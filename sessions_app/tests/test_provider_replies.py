@@ -210,3 +210,23 @@ def test_a_5xx_is_retried_whatever_its_body_says(
     assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 2)
     assert stub.requests == 2
     assert (row.input_tokens_fresh, row.output_tokens, row.credits) == (0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_a_stream_that_repeats_one_chunk_is_an_answer_as_it_is_plain(
+    owner, ada, make_session, stub, monkeypatch
+):
+    """litellm failed a stream whose text repeated one chunk 100 times ("The model is repeating
+    the same chunk"): stored error/provider_error with the first 504 characters, while the same
+    answer not streamed was stored whole. The answer limit is what bounds a stream."""
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+    model = "words-500-same-word"
+
+    _, plain, _, _ = stub_turn(owner, ada, make_session, stub, model, streamed=False)
+    turn, answer, row, deltas = stub_turn(owner, ada, make_session, stub, model, streamed=True)
+
+    assert plain.content == " ".join(["word"] * 500)
+    assert turn.status == "completed"
+    assert (answer.status, answer.error_code, answer.content) == ("ok", "", plain.content)
+    assert deltas == answer.content
+    assert (row.status, row.attempts, row.output_tokens) == ("success", 1, 500)  # the stub's usage
