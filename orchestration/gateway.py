@@ -340,8 +340,10 @@ class LiteLLMGateway:
                     if not _field(response, "choices"):
                         raise IncompleteAnswer("The provider's reply held no answer (no choices).")
                     text = _within_limit(_reply_text(response), call)
-                    if not reading.usage[0]:
-                        reading.thoughts.append(_reply_reasoning(response))
+                    if not reading.usage[0] and (thought := _reply_reasoning(response)):
+                        reading.thoughts.append(thought)
+                    if not text and _finish_reason(response) in ("stop", None):
+                        raise IncompleteAnswer("The provider's reply held no answer (no text).")
                 else:
                     await self._read_stream(litellm, request, call, on_delta, on_reasoning, reading)
                     text = reading.text
@@ -353,8 +355,9 @@ class LiteLLMGateway:
             except Exception as exc:
                 status, error_kind, retryable = classify_error(exc)
                 if retryable and attempts <= self.max_retries and not reading.pieces:
-                    if reading.thoughts:
-                        # It reasoned: the provider took the prompt and thought, and bills it.
+                    if reading.thoughts or reading.usage[0]:
+                        # It reasoned, or answered with its usage (a reply with no text): the
+                        # provider took the prompt and what it spoke, and bills it.
                         spent = usage_or_estimate(reading.usage, call, "", model, reading.reasoning)
                         retried = _added(retried, spent)
                     delay = self.backoff_seconds * 2 ** (attempts - 1)
@@ -462,6 +465,8 @@ class LiteLLMGateway:
             await _close(response)
         if _provider_never_finished(response):
             raise IncompleteAnswer("The provider's stream ended before its answer did.")
+        if not reading.pieces and _stream_finish_reason(response) == "stop":
+            raise IncompleteAnswer("The provider's stream held no answer (no text).")
 
     def _target(self, alias: AliasConfig) -> tuple[str, str | None, str | None]:
         if self.demo:
@@ -548,8 +553,26 @@ def _provider_never_finished(stream: Any) -> bool:
     A wrapper without that record (not litellm's) is taken at its word."""
     if not hasattr(stream, "received_finish_reason"):
         return False
-    finished = stream.received_finish_reason or getattr(stream, "intermittent_finish_reason", None)
-    return finished is None
+    return _stream_finish_reason(stream) is None
+
+
+def _stream_finish_reason(stream: Any) -> str | None:
+    """Why the provider said its stream's answer ended ("stop", "length"…), as litellm's
+    wrapper recorded it; None when it did not say (or the wrapper is not litellm's)."""
+    finished = getattr(stream, "received_finish_reason", None)
+    return finished or getattr(stream, "intermittent_finish_reason", None)
+
+
+def _finish_reason(response: Any) -> str | None:
+    """Why a whole reply's answer ended, None when it does not say. A reply that calls tools
+    ended for them, whatever it says."""
+    choices = _field(response, "choices") or []
+    if not choices:
+        return None
+    if _field(_field(choices[0], "message"), "tool_calls"):
+        return "tool_calls"
+    reason = _field(choices[0], "finish_reason")
+    return reason if isinstance(reason, str) else None
 
 
 def usage_or_estimate(

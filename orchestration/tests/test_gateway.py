@@ -165,7 +165,7 @@ def test_fresh_tokens_never_go_negative(monkeypatch, gateway):
     script(
         monkeypatch,
         {
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": ""}}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}],
             "usage": {
                 "prompt_tokens": 5,
                 "completion_tokens": 1,
@@ -176,7 +176,7 @@ def test_fresh_tokens_never_go_negative(monkeypatch, gateway):
     result = complete(gateway, CALL)
     assert result.input_tokens_fresh == 0
     assert result.input_tokens_cached == 9
-    assert result.text == ""
+    assert result.text == "Hi"
 
 
 def test_rate_limit_is_retried_then_succeeds(monkeypatch, gateway, sleeps):
@@ -435,6 +435,44 @@ def test_lone_surrogates_become_replacement_characters(monkeypatch, gateway):
     result = complete(gateway, CALL)
     assert result.text == "cut ? off"
     result.text.encode("utf-8")  # storable
+
+
+def raw_reply(text="Hi!", *, finish_reason="stop", **fields):
+    """A reply as the provider's JSON has it (litellm's objects refuse some of what it may say)."""
+    message = {"role": "assistant", "content": text}
+    return {"choices": [{"index": 0, "message": message, "finish_reason": finish_reason}], **fields}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        raw_reply(None),  # content null
+        raw_reply(""),
+        raw_reply(None, finish_reason=None),  # litellm reads a missing finish as "stop"
+        reply(None),
+    ],
+)
+def test_a_reply_that_finished_without_text_is_no_answer(monkeypatch, gateway, answer):
+    script(monkeypatch, answer, reply("Hi there"))
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.text, result.attempts) == ("success", "Hi there", 2)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        raw_reply(None, finish_reason="length"),  # a reasoning model out of tokens
+        raw_reply(None, finish_reason="content_filter"),
+    ],
+)
+def test_a_reply_cut_before_its_text_is_an_empty_answer(monkeypatch, gateway, answer):
+    script(monkeypatch, answer)
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.text, result.attempts) == ("success", "", 1)
 
 
 def test_absurd_token_counts_are_capped(monkeypatch, gateway):

@@ -194,6 +194,25 @@ def stub_turn(owner, ada, make_session, stub, model: str, *, streamed: bool) -> 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_a_reply_that_finished_with_no_text_is_a_provider_error(
+    owner, ada, make_session, stub, monkeypatch, streamed
+):
+    """`content: null` and `finish_reason: "stop"` (streamed: no text at all, then "stop") was
+    stored as an empty answer, ok, and the turn completed."""
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+
+    turn, answer, row, deltas = stub_turn(
+        owner, ada, make_session, stub, "null-content", streamed=streamed
+    )
+
+    assert turn.status == "failed"
+    assert (answer.status, answer.error_code, answer.content) == ("error", "provider_error", "")
+    assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 2)
+    assert stub.requests == 2 and deltas == ""
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
 def test_a_5xx_is_retried_whatever_its_body_says(
     owner, ada, make_session, stub, monkeypatch, streamed
 ):
