@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -217,10 +219,15 @@ _PROVIDER_LIBRARIES = {"litellm", "openai"}
 
 def _caused_by_timeout(exc: BaseException) -> bool:
     """Whether a read or connect timeout (asyncio's, aiohttp's, httpx's) is among the causes
-    of `exc`: its `__cause__`, `__context__` (litellm raises its errors while handling the
-    client's) and litellm's `original_exception`."""
+    of `exc`."""
     import httpx
 
+    return any(isinstance(cause, TimeoutError | httpx.TimeoutException) for cause in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and its causes: its `__cause__`, `__context__` (litellm raises its errors while
+    handling the client's) and litellm's `original_exception`, each once."""
     seen: set[int] = set()
     causes: list[BaseException | None] = [exc]
     while causes:
@@ -228,15 +235,13 @@ def _caused_by_timeout(exc: BaseException) -> bool:
         if cause is None or id(cause) in seen:
             continue
         seen.add(id(cause))
-        if isinstance(cause, TimeoutError | httpx.TimeoutException):
-            return True
+        yield cause
         original = getattr(cause, "original_exception", None)
         causes += [
             cause.__cause__,
             cause.__context__,
             original if isinstance(original, BaseException) else None,
         ]
-    return False
 
 
 def _library_of(exc: BaseException) -> str:
@@ -333,10 +338,8 @@ class LiteLLMGateway:
             reading.thoughts.clear()
             try:
                 if on_delta is None:
-                    response = await asyncio.wait_for(
-                        litellm.acompletion(**request), self.timeout_seconds
-                    )
-                    reading.usage = read_usage(response)
+                    response = await self._complete(litellm, request, call)
+                    reading.usage = read_usage(response, call)
                     if not _field(response, "choices"):
                         raise IncompleteAnswer("The provider's reply held no answer (no choices).")
                     text = _within_limit(_reply_text(response), call)
@@ -396,6 +399,31 @@ class LiteLLMGateway:
                 )
                 return replace(result, error_kind=error_kind, error_message=message)
 
+    async def _complete(self, litellm: Any, request: dict[str, Any], call: LlmCall) -> Any:
+        """The provider's whole reply. litellm refuses one whose usage it cannot read (a count
+        that is text fails its Usage model) as it would a broken reply, though the answer is
+        there: that reply is taken as the provider sent it (litellm hands its body to the call's
+        `logger_fn` before reading it), without its usage, which is then estimated as for a
+        reply that has none."""
+        logged: list[dict[str, Any]] = []  # litellm's record of the call, as it goes
+        try:
+            return await asyncio.wait_for(
+                litellm.acompletion(**request, logger_fn=logged.append), self.timeout_seconds
+            )
+        except Exception as exc:
+            reply = _reply_refused_for_its_usage(exc, logged)
+            if reply is None:
+                raise
+            logger.warning(
+                "LLM call %s/%s for %s answered with usage that cannot be read (%.200r): it "
+                "is metered on an estimate",
+                call.purpose,
+                call.agent_key or "-",
+                call.alias.alias,
+                reply.pop("usage", None),
+            )
+            return reply
+
     async def _read_stream(
         self,
         litellm: Any,
@@ -425,6 +453,22 @@ class LiteLLMGateway:
                     chunk = await asyncio.wait_for(chunks.__anext__(), self.timeout_seconds)
                 except StopAsyncIteration:
                     break
+                except Exception as exc:
+                    if _stream_finish_reason(response) is None:
+                        raise
+                    # The provider said its answer was whole; what failed came after it (usage
+                    # litellm cannot read, a connection lost before the stream's end). The
+                    # answer stands, metered on an estimate if its usage never came.
+                    logger.warning(
+                        "LLM call %s/%s for %s failed after its answer was whole (%s): the "
+                        "answer stands%s",
+                        call.purpose,
+                        call.agent_key or "-",
+                        call.alias.alias,
+                        _short_error(exc, call.alias.api_key),
+                        "" if reading.usage[0] else ", metered on an estimate",
+                    )
+                    break
                 choices = _field(chunk, "choices") or []
                 delta = _field(choices[0], "delta") if choices else None
                 piece = _field(delta, "content")
@@ -451,7 +495,7 @@ class LiteLLMGateway:
                     _log_cut(call, limit, reading.length, received)
                     return
                 if _field(chunk, "usage") is not None:
-                    reading.usage = read_usage(chunk)
+                    reading.usage = read_usage(chunk, call)
                 if isinstance(piece, str) and piece:
                     piece = storable_text(piece)
                     room = limit.chars - reading.length
@@ -575,6 +619,25 @@ def _finish_reason(response: Any) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
+def _reply_refused_for_its_usage(
+    exc: BaseException, logged: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The reply litellm refused only because it could not read its usage (its Usage model's
+    validation error is among the causes of `exc`), as the provider sent it; None for any
+    other failure. `logged` is litellm's record of the call (`logger_fn`), which holds the
+    provider's body once litellm has it."""
+    if not any(getattr(cause, "title", None) == "Usage" for cause in _causes(exc)):
+        return None
+    body = logged[-1].get("original_response") if logged else None
+    if not isinstance(body, str):
+        return None
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return None
+    return reply if isinstance(reply, dict) else None
+
+
 def usage_or_estimate(
     usage: tuple[int, int, int], call: LlmCall, text: str, model: str, reasoning: str = ""
 ) -> tuple[int, int, int]:
@@ -608,17 +671,53 @@ def _added(first: tuple[int, int, int], second: tuple[int, int, int]) -> tuple[i
     )
 
 
-def read_usage(response: Any) -> tuple[int, int, int]:
-    """(prompt, cached prompt, completion) tokens; cached is 0 when the provider is silent."""
+def read_usage(response: Any, call: LlmCall) -> tuple[int, int, int]:
+    """(prompt, cached prompt, completion) tokens; cached is 0 when the provider is silent.
+
+    Usage that no call of the alias can have used is a provider's bug, not a bill: a count that
+    is negative or not a number, a prompt (or its cached part) larger than the alias's window,
+    an answer longer than `most_output_tokens`. Such usage counts as none, so the call is
+    metered on an estimate as one without usage is, and a warning names the call."""
     usage = _field(response, "usage")
     if usage is None:
         return 0, 0, 0
-    prompt = _count(_field(usage, "prompt_tokens"))
-    completion = _count(_field(usage, "completion_tokens"))
+    reported = _field(usage, "prompt_tokens"), _field(usage, "completion_tokens")
+    prompt, completion = _count(reported[0]), _count(reported[1])
     cached = _count(_field(_field(usage, "prompt_tokens_details"), "cached_tokens"))
     if not cached:
         cached = _count(_field(usage, "cache_read_input_tokens"))
+    window = min(call.alias.context_window, MAX_TOKENS_PER_COUNT)
+    most_output = most_output_tokens(call.alias)
+    if (
+        min(prompt, cached, completion) < 0
+        or max(prompt, cached) > window
+        or completion > most_output
+    ):
+        logger.warning(
+            "LLM call %s/%s for %s reported usage it cannot have used (prompt %.40r, "
+            "completion %.40r, cached %s; a window of %d, output up to %d): it is metered on "
+            "an estimate",
+            call.purpose,
+            call.agent_key or "-",
+            call.alias.alias,
+            *reported,
+            cached if cached >= 0 else "unreadable",
+            call.alias.context_window,
+            most_output,
+        )
+        return 0, 0, 0
     return prompt, cached, completion
+
+
+def most_output_tokens(alias: AliasConfig) -> int:
+    """The most output tokens a call of `alias` can be billed for: as many as its window holds
+    (no model writes more), or, where that is more, its `max_output_tokens` and the reasoning
+    a call may do beside them (`REASONING_TOKENS`, as `AnswerLimit` bounds it: some providers
+    do not count reasoning in `max_tokens`). A provider that ignores `max_tokens` is billed its
+    usage up to there."""
+    answer = alias.max_output_tokens
+    most = max(alias.context_window, answer + max(answer, REASONING_TOKENS))
+    return min(most, MAX_TOKENS_PER_COUNT)
 
 
 def _reply_text(response: Any) -> str:
@@ -692,12 +791,19 @@ def _field(container: Any, name: str) -> Any:
     return getattr(container, name, None)
 
 
-# No single call uses this many tokens; a larger count is a provider bug, and capping it keeps
-# the ledger row storable (the sum of three counts stays within a 32-bit column).
+# No single call uses this many tokens, whatever its alias's window says; a larger count is a
+# provider bug (`read_usage`), and the bound keeps a ledger row storable (the sum of three counts
+# stays within a 32-bit column).
 MAX_TOKENS_PER_COUNT = 500_000_000
 
 
 def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A count of tokens as the provider reported it: 0 when it gave none, -1 when what it gave
+    is no count (negative, text, not finite)."""
+    if value is None:
         return 0
-    return min(max(int(value), 0), MAX_TOKENS_PER_COUNT)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return -1
+    if isinstance(value, float) and not math.isfinite(value):
+        return -1
+    return int(value) if value >= 0 else -1

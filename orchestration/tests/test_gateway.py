@@ -1,4 +1,5 @@
 from decimal import Decimal
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -132,6 +133,7 @@ def test_success_sends_the_alias_and_disables_hidden_retries(monkeypatch, gatewa
             "max_tokens": 512,
             "max_retries": 0,
             "num_retries": 0,
+            "logger_fn": ANY,  # sees the provider's body (`_complete`)
         }
     ]
     assert result.provider == "groq"
@@ -443,6 +445,63 @@ def raw_reply(text="Hi!", *, finish_reason="stop", **fields):
     return {"choices": [{"index": 0, "message": message, "finish_reason": finish_reason}], **fields}
 
 
+def metered(result) -> tuple[int, int, int]:
+    return result.input_tokens_fresh, result.input_tokens_cached, result.output_tokens
+
+
+# CALL's alias: a window of 8,192 tokens, answers of up to 512 tokens and 32,768 of reasoning.
+MOST_OUTPUT = 512 + 32_768
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        # Was capped at 500,000,000 each and billed: 67,500 credits for a call at the floor.
+        {"prompt_tokens": 10**12, "completion_tokens": 10**12},
+        {"prompt_tokens": 8_193, "completion_tokens": 10},  # a prompt the window cannot hold
+        {"prompt_tokens": 100, "completion_tokens": MOST_OUTPUT + 1},
+        {"prompt_tokens": 100, "completion_tokens": 10, "cache_read_input_tokens": 10**9},
+        {"prompt_tokens": 100, "completion_tokens": -10},  # was billed as no output at all
+        {"prompt_tokens": 100, "completion_tokens": "abc"},  # was billed as no output at all
+        {"prompt_tokens": float("nan"), "completion_tokens": 10},  # was a provider_error
+        {"prompt_tokens": True, "completion_tokens": 10},
+    ],
+)
+def test_usage_no_call_of_the_alias_can_have_used_is_estimated(monkeypatch, gateway, usage, caplog):
+    script(monkeypatch, raw_reply(), raw_reply(usage=usage))
+    without_usage = complete(gateway, CALL)
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.text, result.attempts) == ("success", "Hi!", 1)
+    assert metered(result) == metered(without_usage) == (5, 0, 1)
+    assert "reported usage it cannot have used" in caplog.text
+
+
+def test_usage_up_to_what_a_call_of_the_alias_can_use_is_billed_as_reported(monkeypatch, gateway):
+    """A whole window of prompt, all of it cached, and an answer of 512 tokens after 32,768 of
+    reasoning (or a provider that ignored max_tokens): what the provider bills."""
+    usage = {
+        "prompt_tokens": 8_192,
+        "completion_tokens": MOST_OUTPUT,
+        "prompt_tokens_details": {"cached_tokens": 8_192},
+    }
+    script(monkeypatch, raw_reply(usage=usage))
+
+    assert metered(complete(gateway, CALL)) == (0, 8_192, MOST_OUTPUT)
+
+
+def test_an_alias_whose_window_is_larger_bills_longer_outputs(monkeypatch, gateway):
+    wide = LlmCall(
+        alias=AliasConfig(alias="wide", litellm_model="openai/wide", context_window=200_000),
+        messages=CALL.messages,
+        purpose="agent",
+    )
+    script(monkeypatch, raw_reply(usage={"prompt_tokens": 150_000, "completion_tokens": 180_000}))
+
+    assert metered(complete(gateway, wide)) == (150_000, 0, 180_000)
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -473,9 +532,3 @@ def test_a_reply_cut_before_its_text_is_an_empty_answer(monkeypatch, gateway, an
     result = complete(gateway, CALL)
 
     assert (result.status, result.text, result.attempts) == ("success", "", 1)
-
-
-def test_absurd_token_counts_are_capped(monkeypatch, gateway):
-    script(monkeypatch, reply(prompt_tokens=10**12, completion_tokens=10**12))
-    result = complete(gateway, CALL)
-    assert result.input_tokens_fresh == result.output_tokens == 500_000_000

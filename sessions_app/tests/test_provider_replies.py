@@ -192,6 +192,33 @@ def stub_turn(owner, ada, make_session, stub, model: str, *, streamed: bool) -> 
     return outcome.turn, answer, LlmCallEvent.objects.get(turn=outcome.turn), deltas
 
 
+STUB_ANSWER = "Stub answer to «Hello there, friend»: one two three four five six"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("model", ["huge-usage", "text-usage"])
+def test_usage_no_call_can_have_used_is_metered_on_an_estimate(
+    owner, ada, make_session, stub, monkeypatch, caplog, model, streamed
+):
+    """Usage of 10^15 tokens was capped at 500,000,000 each and billed: 67,500 credits for one
+    call. Counts that are text made litellm refuse the reply: plain, a provider_error retried
+    and metered at 0 though the provider had answered; streamed, the answer an error."""
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+
+    turn, answer, row, deltas = stub_turn(owner, ada, make_session, stub, model, streamed=streamed)
+
+    assert turn.status == "completed"
+    assert (answer.status, answer.error_code, answer.content) == ("ok", "", STUB_ANSWER)
+    assert (row.status, row.error_type, row.attempts) == ("success", "", 1)
+    # An estimate of the prompt and the answer, as for a reply without usage.
+    assert 0 < row.input_tokens_fresh < 1000 and row.input_tokens_cached == 0
+    assert 0 < row.output_tokens <= 1024
+    assert 0 < row.credits < Decimal("0.1") and turn.credits == row.credits
+    assert deltas == (STUB_ANSWER if streamed else "")
+    assert "metered on an estimate" in caplog.text
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
 def test_a_reply_that_finished_with_no_text_is_a_provider_error(

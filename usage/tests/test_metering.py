@@ -12,7 +12,7 @@ from django.db.models import ProtectedError, Sum
 from django.utils import timezone
 
 from orchestration.gateway import read_usage
-from orchestration.types import LlmResult
+from orchestration.types import AliasConfig, ChatMessage, LlmCall, LlmResult
 from rooms.models import RoomMode
 from sessions_app.models import Session, Turn
 from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
@@ -199,8 +199,13 @@ def test_credits_keep_ten_decimal_places_exactly(owner):
 
 def test_a_provider_silent_on_cached_tokens_means_zero_cached_and_all_input_fresh(owner):
     # What the gateway reads from a provider usage block without any cached-token field.
+    call = LlmCall(
+        alias=AliasConfig(alias="deepseek", litellm_model="openai/deepseek"),
+        messages=(ChatMessage("user", "Hello"),),
+        purpose="agent",
+    )
     prompt, cached, completion = read_usage(
-        {"usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050}}
+        {"usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050}}, call
     )
     assert (prompt, cached, completion) == (1000, 0, 50)
 
