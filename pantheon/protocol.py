@@ -31,12 +31,19 @@ uvicorn times out neither.
   answer refuses. Here such a request gets no `100 Continue`, and its connection is closed
   after the 413: whether the client then sends the body anyway or not, nothing that follows
   could be told apart from a next request.
+- **A request that is not HTTP.** uvicorn answers bytes its parser refuses (a request line or
+  a header it cannot read, a Content-Length that is no number or beside a Transfer-Encoding, a
+  chunk size that is no number) itself: a plain-text 400, with no request id and no line in
+  the request log, written at once, before the answers still owed to requests sent ahead of it
+  on the connection. Here it is the API's JSON 400 `malformed_request`, with its request id
+  and its line, as the 408, written after those answers; the connection is closed after it.
 
 How long the app takes to answer (a long turn, a stream) is limited by neither.
 
 The worker names this module's protocol by its path (`PantheonWorker`), so only the worker
 process imports it, not the gunicorn master; `make run`'s server (`pantheon.serve`) serves with
-it too.
+it too. Neither serves uvicorn's h11 protocol (`http="auto"` would fall back to it without
+httptools; this module needs httptools, so a server without it does not start).
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ import logging
 import socket
 import struct
 import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
 
 from django.conf import settings
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -60,25 +69,38 @@ logger = logging.getLogger(__name__)
 # The request log's (`pantheon.middleware`), for the requests the app never sees.
 request_logger = logging.getLogger("pantheon.request")
 
-_TIMEOUT_BODY = json.dumps(
-    {
-        "detail": {
-            "code": "request_timeout",
-            "message": "The request did not arrive in time; send it again.",
-        }
-    }
-).encode()
+
+@dataclass(frozen=True)
+class Refusal:
+    """An answer the protocol gives itself, to a request the app never sees (or never sees
+    whole), worded as the API words a refusal (`pantheon.exceptions`). Its connection is
+    closed after it."""
+
+    status: int
+    code: str
+    message: str
+
+    def response(self, request_id: str) -> bytes:
+        body = json.dumps({"detail": {"code": self.code, "message": self.message}}).encode()
+        return (
+            f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}\r\n".encode()
+            + b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"x-request-id: " + request_id.encode() + b"\r\n"
+            b"connection: close\r\n"
+            b"\r\n" + body
+        )
 
 
-def _timeout_response(request_id: str) -> bytes:
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\n"
-        b"content-type: application/json\r\n"
-        b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n"
-        b"x-request-id: " + request_id.encode() + b"\r\n"
-        b"connection: close\r\n"
-        b"\r\n" + _TIMEOUT_BODY
-    )
+REQUEST_TIMEOUT = Refusal(
+    408, "request_timeout", "The request did not arrive in time; send it again."
+)
+MALFORMED_REQUEST = Refusal(
+    400,
+    "malformed_request",
+    "The request could not be read: it is not valid HTTP/1.1 (its request line, a header, "
+    "or the framing of its body).",
+)
 
 
 class TimedFlowControl(FlowControl):
@@ -135,7 +157,8 @@ def _reset(transport: asyncio.Transport) -> None:
 
 class PantheonHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a read deadline for each request,
-    `TimedFlowControl` for its answer, and no `100 Continue` for a body announced too large."""
+    `TimedFlowControl` for its answer, no `100 Continue` for a body announced too large, and
+    the API's JSON 400 for a request that is not valid HTTP."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -144,10 +167,14 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         self._flush_watch: asyncio.TimerHandle | None = None
         self._request_begun = False  # a byte of a request has come on this connection
         self._headers_in = False  # the headers of the request arriving now are in
+        self._request_since = 0.0  # when the request arriving now began (or the connection)
+        self._malformed = False  # bytes that are not HTTP came: nothing more is read
+        self._owes_400 = False  # and they are answered 400 (the app has not answered them)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = TimedFlowControl(transport, timeout=settings.PANTHEON_WRITE_TIMEOUT_SECONDS)
+        self._request_since = self.loop.time()
         self._arm_read_deadline()  # the first request's bytes are awaited from now
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -159,6 +186,7 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._request_begun = True
         self._headers_in = False
+        self._request_since = self.loop.time()
         self._stop_flush_watch()  # the client is sending again: it is there
         self._arm_read_deadline()  # a kept-alive connection's next request: its own time
 
@@ -179,7 +207,14 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        next_one = bool(self.pipeline)  # uvicorn starts the request queued next
         super().on_response_complete()
+        if self._malformed:
+            if next_one:
+                self.flow.pause_reading()  # uvicorn resumed it: nothing more is read
+            else:  # the last answer owed before the malformed request
+                self._end_malformed()
+            return
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and cycle.more_body:
             # A pipelined request uvicorn starts only now, its body still arriving (uvicorn
@@ -222,7 +257,7 @@ class PantheonHttpProtocol(HttpToolsProtocol):
 
     def _read_deadline_passed(self) -> None:
         self._read_deadline = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._malformed:
             return
         cycle = self.cycle
         answering = cycle is not None and not cycle.response_complete and not cycle.more_body
@@ -239,27 +274,68 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         unanswered = cycle is None or cycle.response_complete or not cycle.response_started
         answered_early = self._headers_in and cycle is not None and cycle.response_complete
         if self._request_begun and unanswered and not answered_early:
-            self._answer_408()
+            self._answer(REQUEST_TIMEOUT, self.read_timeout * 1000)
         # With its headers in, the app sees the client gone (`http.disconnect`).
         self.transport.close()
 
-    def _answer_408(self) -> None:
-        """The 408, with a request id of its own, and its line in the request log, as the app
-        writes one for each request it answers (the app never saw this one)."""
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refuses (a request line or a header that is not
+        HTTP, a Content-Length that is no number or beside a Transfer-Encoding, a chunk size
+        that is no number): here the API's JSON 400 `malformed_request`, with a request id and
+        its line in the request log, then the connection closed, as a 408. uvicorn's was plain
+        text, with neither. Nothing after those bytes is read: where a request ends cannot be
+        known any more.
+
+        Answers owed to requests before them on the connection (pipelined) are written first:
+        uvicorn wrote its 400 at once, which their client read as the first one's answer (and
+        the connection closed under them). A request whose headers the app has, and whose body
+        is malformed, is answered 400 unless the app has answered it already, or begun to
+        (then the connection is only closed, as for a 408: a second answer would be read as
+        the next request's)."""
+        if self._malformed:
+            return
+        self._malformed = True
+        self._disarm_read_deadline()
+        self.flow.pause_reading()
+        cycle = self.cycle  # the malformed request's, when its headers are in
+        queued = [entry for entry in self.pipeline if self._headers_in and entry[0] is cycle]
+        for entry in queued:  # never to be started
+            self.pipeline.remove(entry)
+        own = cycle if self._headers_in and not queued else None  # the app has it
+        self._owes_400 = own is None or not own.response_started
+        waiting = self.pipeline or (cycle is not None and not cycle.response_complete)
+        if own is None and waiting:
+            return  # written once the answers before it are (`on_response_complete`)
+        self._end_malformed()
+
+    def _end_malformed(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self._owes_400:
+            self._answer(MALFORMED_REQUEST, (self.loop.time() - self._request_since) * 1000)
+        # With its headers in, the app sees the client gone (`http.disconnect`).
+        self.transport.close()
+
+    def _answer(self, refusal: Refusal, duration_ms: float) -> None:
+        """A refusal, with a request id of its own, and its line in the request log, as the
+        app writes one for each request it answers (the app never saw this one, or saw no
+        whole request)."""
         request_id = uuid.uuid4().hex
-        self.transport.write(_timeout_response(request_id))
+        self.transport.write(refusal.response(request_id))
         scope = self.cycle.scope if self._headers_in and self.cycle is not None else None
         method, path = (scope["method"], scope["path"]) if scope else ("-", "-")
+        duration_ms = round(duration_ms, 1)
         with logging_context.request_scope(request_id=request_id):
             request_logger.warning(
-                "%s %s 408 %.1f ms",
+                "%s %s %s %.1f ms",
                 method,
                 path,
-                self.read_timeout * 1000,
+                refusal.status,
+                duration_ms,
                 extra={
                     "method": method,
                     "path": path,
-                    "status_code": 408,
-                    "duration_ms": self.read_timeout * 1000,
+                    "status_code": refusal.status,
+                    "duration_ms": duration_ms,
                 },
             )

@@ -3,6 +3,7 @@ spoken to over raw sockets: what a client that asks `Expect: 100-continue` is to
 sent together on one connection."""
 
 import json
+import re
 import socket
 import time
 
@@ -18,11 +19,27 @@ TOO_LARGE = 5 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker):
+def server(django_db_setup, django_db_blocker, tmp_path_factory):
+    log = tmp_path_factory.mktemp("http_live") / "server.log"
     with django_db_blocker.unblock():
-        with AppServer(database_url=postgres_url(connection.settings_dict)) as running:
+        with AppServer(
+            database_url=postgres_url(connection.settings_dict), log_path=log
+        ) as running:
             yield running
         forget_throttle_history()
+
+
+def _request_log(server: AppServer) -> list[dict]:
+    """The server's request log so far (`pantheon.request`, one JSON object a line)."""
+    lines = []
+    for text in server.log_path.read_text().splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and line.get("logger") == "pantheon.request":
+            lines.append(line)
+    return lines
 
 
 def _connect(server: AppServer) -> socket.socket:
@@ -171,3 +188,98 @@ def test_requests_sent_together_on_one_connection_are_all_answered_in_order(serv
     assert statuses == ["200", "404", "200", "404", "200"]
     assert json.loads(first[0][2])["status"] == "ok"
     assert len({headers["x-request-id"] for _, headers, _ in first + then}) == 5
+
+
+MALFORMED = {
+    "a Content-Length that is no number": _post_head("/api/v1/agents", 2).replace(
+        b"Content-Length: 2", b"Content-Length: abc"
+    )
+    + b"{}",
+    "a Content-Length beside a Transfer-Encoding": _post_head(
+        "/api/v1/agents", 2, "Transfer-Encoding: chunked"
+    )
+    + b"2\r\n{}\r\n0\r\n\r\n",
+    "a request line that is not HTTP": b"HELLO THERE\r\n\r\n",
+}
+
+
+def _assert_malformed_request_answer(status: str, headers: dict, body: bytes) -> str:
+    """The answer to a request that is not HTTP: the API's JSON 400; its request id."""
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert json.loads(body) == {
+        "detail": {
+            "code": "malformed_request",
+            "message": "The request could not be read: it is not valid HTTP/1.1 (its request "
+            "line, a header, or the framing of its body).",
+        }
+    }
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"]), headers
+    return headers["x-request-id"]
+
+
+def _logged(server: AppServer, request_id: str) -> list[dict]:
+    """The request log's lines for a request id, once one has come."""
+    deadline = time.monotonic() + 5
+    while not (
+        lines := [line for line in _request_log(server) if line["request_id"] == request_id]
+    ):
+        assert time.monotonic() < deadline, f"no line in the request log for {request_id}"
+        time.sleep(0.05)
+    return lines
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_request_is_answered_400_in_json_with_its_request_id_and_log_line(
+    server, request_bytes
+):
+    """uvicorn answered these itself, `400 text/plain "Invalid HTTP request received."`, with
+    no X-Request-ID and no line in the request log: the one answer under /api/ that was not
+    JSON, and no trace of it an operator could join with a client's report."""
+    sock = _connect(server)
+    sock.sendall(request_bytes)
+
+    [(status, headers, body)] = _responses(_read_until_closed(sock))
+
+    request_id = _assert_malformed_request_answer(status, headers, body)
+    [line] = _logged(server, request_id)
+    assert (line["level"], line["method"], line["path"], line["status_code"]) == (
+        "WARNING",
+        "-",
+        "-",
+        400,
+    )
+
+
+def test_a_chunked_body_that_is_malformed_is_answered_400_with_the_requests_line(server):
+    """The headers were in (the app had the request, waiting for its body) when a chunk size
+    that is no number came: one 400 in JSON, one line naming the request."""
+    sock = _connect(server)
+    sock.sendall(
+        _post_head("/api/v1/agents", 0).replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
+    )
+    time.sleep(0.3)  # the app has the request
+    sock.sendall(b"zz\r\n{}\r\n")
+
+    [(status, headers, body)] = _responses(_read_until_closed(sock))
+
+    request_id = _assert_malformed_request_answer(status, headers, body)
+    [line] = _logged(server, request_id)
+    assert (line["method"], line["path"], line["status_code"]) == ("POST", "/api/v1/agents", 400)
+    time.sleep(0.5)
+    assert not [line for line in _request_log(server) if line["status_code"] == 499]
+
+
+def test_a_malformed_request_behind_a_good_one_is_answered_after_it(server):
+    """Sent together on one connection: the good request gets its answer, then the malformed
+    one its 400, and the connection is closed. uvicorn wrote its 400 at once, which the client
+    read as the good request's answer, and closed the connection under it."""
+    sock = _connect(server)
+    sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nHELLO THERE\r\n\r\n")
+
+    [first, second] = _responses(_read_until_closed(sock))
+
+    assert first[0] == "HTTP/1.1 200 OK"
+    assert json.loads(first[2])["status"] == "ok"
+    _assert_malformed_request_answer(*second)

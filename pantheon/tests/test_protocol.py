@@ -196,3 +196,58 @@ def test_a_client_that_closes_its_connection_mid_request_is_seen_gone(server):
         time.sleep(0.02)
 
     assert GONE and GONE[0] - closed < 1
+
+
+def test_a_malformed_body_of_a_request_answered_before_it_came_gets_no_second_answer(server):
+    """Answered (a 413) as soon as its headers were in, then a chunk size that is no number:
+    the connection is closed. uvicorn wrote its 400 after the 413, a second answer to one
+    request, which a client reads as its next request's."""
+    sock = _connect(server)
+    sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    time.sleep(0.3)  # answered
+    sock.sendall(b"zz\r\nhalf\r\n")
+
+    answer = _read_all(sock)
+
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert answer.count(b"HTTP/1.1") == 1, answer
+
+
+def test_a_request_pipelined_behind_a_slow_one_with_a_malformed_body_is_answered_after_it(
+    server, caplog
+):
+    """Sent in one write: a slow GET, then a POST whose chunked body is malformed. The GET is
+    answered, then the POST (which the app never started) gets its 400, and its line names
+    it. uvicorn answered the 400 at once, read by the client as the GET's answer."""
+    sock = _connect(server)
+    sock.sendall(
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
+
+    with caplog.at_level(logging.WARNING, logger="pantheon.request"):
+        answer = _read_all(sock)
+
+    first, _, second = answer.partition(b"slow")
+    assert first.startswith(b"HTTP/1.1 200 "), answer
+    assert second.startswith(b"HTTP/1.1 400 "), answer
+    assert b'"code": "malformed_request"' in second
+    [line] = [r for r in caplog.records if r.name == "pantheon.request"]
+    assert (line.method, line.path, line.status_code) == ("POST", "/echo", 400)
+
+
+def test_requests_pipelined_before_bytes_that_are_not_http_are_all_answered_first(server):
+    """Two requests, then bytes that are no request, in one write: both answered in order,
+    then the 400, then the connection is closed."""
+    sock = _connect(server)
+    sock.sendall(
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+        b"HELLO THERE\r\n\r\n"
+    )
+
+    answer = _read_all(sock)
+
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"200", b"200", b"400"], answer
+    assert answer.index(b"slow") < answer.index(b"echo:hi") < answer.index(b"malformed_request")
