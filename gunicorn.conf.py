@@ -15,6 +15,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pantheon.config import whole_number  # noqa: E402  (a bad value stops the start, named)
+from pantheon.log_formats import FORMATTERS, log_format  # noqa: E402
 
 wsgi_app = "pantheon.asgi:application"
 worker_class = "pantheon.workers.PantheonWorker"
@@ -36,6 +37,37 @@ keepalive = 5
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") == "on" else None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# gunicorn's own lines (a worker's boot and exit, signals, "Invalid HTTP request received." and
+# the other lines of uvicorn's `uvicorn.error`, which the worker writes with gunicorn's
+# handlers) as the app writes its own: with LOG_FORMAT=json one JSON object a line, so that
+# every line of the server's output parses. Levels and streams stay gunicorn's: `loglevel`,
+# errors to stderr, the opt-in access log to stdout. With LOG_FORMAT=text, gunicorn's format.
+if log_format() == "json":
+    logconfig_dict = {
+        "formatters": {"json": FORMATTERS["json"]},
+        "handlers": {
+            "error_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            },
+            "access_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {
+                "handlers": ["access_console"] if accesslog else [],
+                "propagate": False,
+            },
+        },
+        # gunicorn's default gives the root logger a plain handler of its own; a worker's root
+        # logger is the app's (its LOGGING setting).
+        "root": {},
+    }
 
 # Each instance its own control socket (gunicorn's default path is shared by every instance of
 # a user), or none: GUNICORN_CONTROL_SOCKET=off.

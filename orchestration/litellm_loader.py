@@ -42,4 +42,8 @@ DEMO_PROVIDER = "pantheon_demo"
 def load_litellm() -> ModuleType:
     import litellm
 
+    # Else litellm prints four lines to standard output on each failed call (a "Give Feedback /
+    # Get Help" link in terminal colours, between blank lines): plain text among the JSON log
+    # lines. The error itself is logged, and in the turn's events.
+    litellm.suppress_debug_info = True
     return litellm

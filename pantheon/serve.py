@@ -7,7 +7,8 @@ servers, so the laptop server had none of these.
     python -m pantheon.serve [--host 127.0.0.1] [--port 8000] [--graceful-timeout 30]
 
 Otherwise as `uvicorn pantheon.asgi:application --lifespan off --no-proxy-headers`: Django has
-no lifespan events, and the app reads forwarded headers itself (PANTHEON_NUM_PROXIES).
+no lifespan events, and the app reads forwarded headers itself (PANTHEON_NUM_PROXIES). With
+LOG_FORMAT=json uvicorn's own lines are the app's JSON lines too, not uvicorn's text.
 
 Stopping (Ctrl-C, SIGTERM) drains as a production worker does (`pantheon.draining`): the turns
 in flight, those whose client hung up included, get most of `--graceful-timeout` to end; those
@@ -23,9 +24,10 @@ import contextlib
 import math
 import sys
 
-from uvicorn.config import Config
+from uvicorn.config import LOGGING_CONFIG, Config
 
 from pantheon import draining
+from pantheon.log_formats import log_format
 from pantheon.workers import DrainingServer
 
 APP = "pantheon.asgi:application"
@@ -58,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         http=PROTOCOL,
         lifespan="off",
         proxy_headers=False,
+        # uvicorn's own lines (its start and stop, its access lines, "Invalid HTTP request
+        # received.") in its own format with LOG_FORMAT=text; with json through the app's
+        # logging (its LOGGING setting, from `load_app`), one JSON object a line as every other.
+        # The same lines either way (INFO and above, whatever LOG_LEVEL).
+        log_config=LOGGING_CONFIG if log_format() == "text" else None,
+        log_level="info",
         # Whole seconds, as uvicorn types it; nothing kills this server at the graceful timeout.
         timeout_graceful_shutdown=math.ceil(draining.requests_seconds(options.graceful_timeout)),
     )

@@ -10,7 +10,7 @@ import environ
 # First: the one door to litellm sets LITELLM_LOCAL_MODEL_COST_MAP (litellm must not fetch its
 # price table from the network at import) before any app code can import litellm.
 import orchestration.litellm_loader  # noqa: F401
-from pantheon import config
+from pantheon import config, log_formats
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -308,21 +308,11 @@ CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed"]
 
 # One JSON object a line in production; readable text when DEBUG (or LOG_FORMAT=text). Every
 # record carries request_id, user_id, session_id and turn_id (pantheon.logging_context).
-LOG_FORMAT = config.choice("LOG_FORMAT", "text" if DEBUG else "json", ("json", "text"))
+LOG_FORMAT = log_formats.log_format()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "text": {
-            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
-        },
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(user_id)s "
-            "%(session_id)s %(turn_id)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        },
-    },
+    "formatters": log_formats.FORMATTERS,
     "filters": {
         "context": {"()": "pantheon.logging_context.ContextFilter"},
         "suspicious_request": {"()": "pantheon.logging_context.SuspiciousRequestFilter"},

@@ -1,17 +1,21 @@
 """The production server (gunicorn, its uvicorn worker, `pantheon.protocol`) at the HTTP level,
-spoken to over raw sockets: what a client that asks `Expect: 100-continue` is told, and requests
-sent together on one connection."""
+spoken to over raw sockets: what a client that asks `Expect: 100-continue` is told, requests
+sent together on one connection, requests that are not HTTP; and what the server writes to its
+log (LOG_FORMAT)."""
 
 import json
 import re
 import socket
 import time
 
+import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
+from rest_framework.authtoken.models import Token
 
-from pantheon.testing.servers import AppServer, forget_throttle_history, postgres_url
+from pantheon.testing.servers import AppServer, forget_throttle_history, free_port, postgres_url
+from usage.models import ModelAlias
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -283,3 +287,96 @@ def test_a_malformed_request_behind_a_good_one_is_answered_after_it(server):
     assert first[0] == "HTTP/1.1 200 OK"
     assert json.loads(first[2])["status"] == "ok"
     _assert_malformed_request_answer(*second)
+
+
+def _serve_then_stop(tmp_path, owner, make_agent, make_session, **env: str) -> list[str]:
+    """The production server's whole output (gunicorn's lines at INFO, its access log on) for a
+    health check, a malformed request and a turn whose provider cannot be reached, to its stop
+    by SIGTERM."""
+    session = make_session(owner, agent=make_agent(owner, "ada", model_alias="llama"))
+    token = Token.objects.create(user=owner).key
+    # Nothing listens there: the call fails at once.
+    ModelAlias.objects.filter(alias="llama").update(
+        litellm_model="openai/nobody",
+        api_base=f"http://127.0.0.1:{free_port()}/v1",
+        api_key_env="STUB_API_KEY",
+    )
+    server = AppServer(
+        database_url=postgres_url(connection.settings_dict),
+        log_path=tmp_path / "server.log",
+        env={
+            "GUNICORN_LOG_LEVEL": "info",
+            "GUNICORN_ACCESS_LOG": "on",
+            "LOG_LEVEL": "INFO",
+            "PANTHEON_LLM_BACKEND": "live",
+            "PANTHEON_LLM_MAX_RETRIES": "0",
+            "STUB_API_KEY": "stub-key",
+            **env,
+        },
+    )
+    with server:
+        assert httpx.get(f"{server.url}/api/v1/health", timeout=5).status_code == 200
+        sock = _connect(server)
+        sock.sendall(MALFORMED["a request line that is not HTTP"])
+        [(status, _, _)] = _responses(_read_until_closed(sock))
+        assert status.startswith("HTTP/1.1 400 ")
+        turn = httpx.post(
+            f"{server.url}/api/v1/sessions/{session.pk}/turns",
+            json={"message": "hello"},
+            headers={"Authorization": f"Token {token}"},
+            timeout=30,
+        )
+        assert turn.status_code < 500, turn.text
+    forget_throttle_history()
+    return server.log_path.read_text().splitlines()
+
+
+def test_with_log_format_json_every_line_the_server_writes_is_json(
+    tmp_path, owner, make_agent, make_session
+):
+    """gunicorn's own lines (its start, a worker's boot and exit, the signal it stops on),
+    uvicorn's ("Invalid HTTP request received.", its access lines) and litellm's about a failed
+    call were plain text among the app's JSON lines: a log pipeline that parses one JSON object
+    a line choked on them."""
+    output = _serve_then_stop(tmp_path, owner, make_agent, make_session, LOG_FORMAT="json")
+
+    lines = []
+    for text in output:
+        try:
+            line = json.loads(text)
+        except ValueError:
+            line = None
+        assert isinstance(line, dict), f"not a JSON object: {text!r}"
+        lines.append(line)
+    for line in lines:
+        assert {"time", "level", "logger", "message", "request_id"} <= line.keys(), line
+        # uvicorn's message again in terminal colours; litellm's mark, `<object object at ...>`
+        assert not {"color_message", "litellm_redacted"} & line.keys(), line
+    said = {(line["logger"], line["message"]) for line in lines}
+    for logger, message in [
+        ("gunicorn.error", r"Booting worker with pid: \d+"),
+        ("gunicorn.error", r"Handling signal: term"),
+        ("gunicorn.error", r"Shutting down: Master"),
+        ("uvicorn.error", r"Invalid HTTP request received\."),
+        ("uvicorn.access", r'127\.0\.0\.1:\d+ - "GET /api/v1/health HTTP/1\.1" 200'),
+        ("pantheon.request", r"- - 400 [\d.]+ ms"),
+    ]:
+        assert any(name == logger and re.fullmatch(message, text) for name, text in said), (
+            logger,
+            message,
+        )
+
+
+def test_with_log_format_text_gunicorns_lines_keep_their_format(
+    tmp_path, owner, make_agent, make_session
+):
+    output = _serve_then_stop(tmp_path, owner, make_agent, make_session, LOG_FORMAT="text")
+
+    gunicorn_line = r"\[[\d-]+ [\d:]+ [+-]\d{4}\] \[\d+\] \[(INFO|WARNING)\] "
+    assert any(
+        re.fullmatch(gunicorn_line + r"Booting worker with pid: \d+", line) for line in output
+    )
+    assert any(
+        re.fullmatch(gunicorn_line + r"Invalid HTTP request received\.", line) for line in output
+    )
+    assert not [line for line in output if line.startswith("{")]

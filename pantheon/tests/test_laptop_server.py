@@ -3,6 +3,8 @@ it: it has the production worker's read deadline (`pantheon.protocol`). uvicorn'
 which it used, names only uvicorn's own protocols: a client that sent half a request was held
 as long as it liked."""
 
+import contextlib
+import json
 import os
 import shlex
 import signal
@@ -17,8 +19,10 @@ from pantheon.testing.processes import ROOT
 from pantheon.testing.servers import free_port, make_run_command
 
 
-@pytest.fixture
-def laptop_server(tmp_path):
+@contextlib.contextmanager
+def _laptop_server(tmp_path, **env: str):
+    """`make run`'s server on a port of its own; yields the port. Its output goes to
+    `tmp_path / "server.log"`."""
     port = free_port()
     command = make_run_command(port)
     env = {
@@ -28,15 +32,17 @@ def laptop_server(tmp_path):
         "PANTHEON_LLM_BACKEND": "demo",
         "PANTHEON_REQUEST_READ_TIMEOUT_SECONDS": "1",
         "LOG_LEVEL": "ERROR",
+        **env,
     }
-    process = subprocess.Popen(
-        ["sh", "-c", command],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(tmp_path / "server.log", "ab") as output:
+        process = subprocess.Popen(
+            ["sh", "-c", command],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=output,
+            stderr=output,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -54,6 +60,12 @@ def laptop_server(tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(10)
+
+
+@pytest.fixture
+def laptop_server(tmp_path):
+    with _laptop_server(tmp_path) as port:
+        yield port
 
 
 def test_make_runs_server_answers_408_to_a_request_that_stops_halfway(laptop_server):
@@ -77,3 +89,29 @@ def test_make_runs_server_serves_the_demo_on_sqlite(laptop_server):
     health = httpx.get(f"http://127.0.0.1:{laptop_server}/api/v1/health", timeout=5)
 
     assert health.json() == {"status": "ok", "database": "sqlite", "llm_backend": "demo"}
+
+
+def test_make_runs_server_writes_only_json_lines_with_log_format_json(tmp_path):
+    """uvicorn's own lines (its start and stop, its access lines, "Invalid HTTP request
+    received.") were in uvicorn's text format among the app's JSON lines."""
+    with _laptop_server(tmp_path, LOG_FORMAT="json", LOG_LEVEL="INFO") as port:
+        httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"HELLO THERE\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), answer
+        assert json.loads(body)["detail"]["code"] == "malformed_request"
+
+    output = (tmp_path / "server.log").read_text().splitlines()
+    loggers = set()
+    for text in output:
+        try:
+            line = json.loads(text)
+        except ValueError:
+            line = None
+        assert isinstance(line, dict), f"not a JSON object: {text!r}"
+        loggers.add(line["logger"])
+    assert {"uvicorn.error", "uvicorn.access", "pantheon.request"} <= loggers, loggers
