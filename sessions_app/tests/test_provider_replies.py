@@ -93,12 +93,12 @@ def test_a_stream_that_goes_silent_is_a_timeout(stub):
 
 def test_a_call_that_failed_before_its_first_word_is_metered_as_the_provider_said(stub):
     """No text and no usage: nothing. No choices but a usage block: the provider's figures,
-    not an estimate (nor 0)."""
+    not an estimate (nor 0), of both attempts (the reply is retried, and each was billed)."""
     page, _ = call_stub(stub, "not-json", streamed=True)
     empty, _ = call_stub(stub, "no-choices", streamed=False)
 
     assert (page.input_tokens_fresh, page.output_tokens) == (0, 0)
-    assert (empty.status, empty.input_tokens_fresh, empty.output_tokens) == ("error", 8, 12)
+    assert (empty.status, empty.input_tokens_fresh, empty.output_tokens) == ("error", 2 * 8, 2 * 12)
 
 
 def test_a_plain_200_that_is_not_json_is_retried_like_a_5xx(stub):
