@@ -185,6 +185,18 @@ class TurnInterrupted(PantheonError):
     retry_after_seconds = RETRY_AFTER_SECONDS
 
 
+class TurnRecovered(TurnInterrupted):
+    """An operator's `recover_turns` ended the turn while its worker waited on a provider (an age
+    shorter than a call can take interrupts live turns): to its client as to one whose server
+    restarted, a 503 `turn_interrupted`."""
+
+    default_message = (
+        "The turn was ended while it waited on its provider (an operator took it for stalled): "
+        "it ended interrupted, with its finished steps kept and the session free. Post it "
+        "again: with the same Idempotency-Key it runs afresh."
+    )
+
+
 class DatabaseUnavailable(PantheonError):
     """The request lost its database connection, or got none (`pantheon.db.connection_lost`):
     PostgreSQL restarted, failed over or ended the connection. Only requests under way at that

@@ -282,7 +282,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     "this Idempotency-Key is still running.",
                     503: "`over_capacity`: the server is serving as many requests as it can; "
                     "retry after `Retry-After` seconds. Or `turn_interrupted`: the server "
-                    "restarted while the turn ran (a deploy), and the turn ended `interrupted` "
+                    "restarted while the turn ran (a deploy), or an operator's `recover_turns` "
+                    "ended it while it waited on its provider, and the turn ended `interrupted` "
                     "with its finished steps kept: post it again (its Idempotency-Key runs it "
                     "afresh). Or `database_unavailable`, with `Retry-After`: the request lost "
                     "its database connection (a restart, a failover); a turn it had claimed "
@@ -491,7 +492,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
     ) -> Response:
         """The claimed turn, and what retries with its Idempotency-Key will get: its answer
         (a 500 included), or nothing if it ended in a conflict (taken over as stale) or was
-        interrupted by its worker stopping."""
+        interrupted: by its worker stopping, or by `recover_turns` while its call ran."""
         try:
             outcome: TurnOutcome = await runner.run(listener)
         except REFUSALS:

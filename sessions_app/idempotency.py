@@ -10,8 +10,9 @@ IETF Idempotency-Key draft).
   runs afresh; so does one whose claim broke (its database connection dropped), which claimed
   nothing, and one whose turn lost its database connection and ended interrupted (the client
   got a 503 `database_unavailable`), unless the turn had finished before the connection went:
-  a retry then gets that turn. One that started and broke otherwise (a bug) stores its 500, as
-  any answer.
+  a retry then gets that turn. Nor does one whose turn `recover_turns` ended while it ran (503
+  `turn_interrupted`): a retry runs afresh. One that started and broke otherwise (a bug)
+  stores its 500, as any answer.
 - A key whose request never finished (its worker died) is taken over by a retry once it is
   older than the stale limit of turns and its session's turn is not in progress. Taking over
   moves the key's `updated_at`, its fencing stamp: the first request, should it still be

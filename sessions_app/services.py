@@ -6,13 +6,15 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.db import transaction
+from django.db.models import OuterRef
 from django.utils import timezone
 
 from pantheon.exceptions import Gone
 from rooms.models import Agent, Room
 from sessions_app.models import Session, Turn, TurnFailure, TurnQuerySet, TurnStatus
 from usage.models import LlmCallEvent
-from usage.services import usage_calls_mark_lost
+from usage.selectors import usage_totals_of_turn
+from usage.services import usage_call_heard_after_loss, usage_calls_mark_lost
 
 
 def session_create_in_room(*, room: Room, user, title: str = "") -> Session:
@@ -61,6 +63,25 @@ def turns_interrupt(
             lost = usage_calls_mark_lost(turn_ids=ids, heard=heard)
             Turn.objects.filter(pk__in=ids).end(status, failure=failure)
     return Interrupted(turn_ids=ids, lost_calls=lost)
+
+
+def turn_record_late_answer(*, heard: LlmCallEvent) -> bool:
+    """A call whose turn was ended from outside while it ran (`recover_turns`, a stale takeover)
+    and marked lost, answered by its provider after all (`heard`, metered in memory): its row
+    gets the usage and cost the provider reported, still lost and at no credit
+    (`usage_call_heard_after_loss`), and the turn's totals follow its rows again. The turn's
+    row lock first, as in a step or a recovery. Returns whether the row was filled (not when
+    it had been already, or was stored: the turn ended by itself)."""
+    if heard.turn_id is None:
+        return False
+    with transaction.atomic():
+        ended = Turn.objects.filter(pk=heard.turn_id).exclude(status=TurnStatus.RUNNING)
+        if not list(ended.select_for_update().values_list("pk", flat=True)):
+            return False
+        if not usage_call_heard_after_loss(event=heard):
+            return False
+        ended.update(**usage_totals_of_turn(OuterRef("pk")))
+    return True
 
 
 def turns_stale(*, older_than_seconds: float) -> TurnQuerySet:

@@ -22,8 +22,10 @@ transaction that stores what it produced, so the ledger never disagrees with the
 and a worker that dies mid-call leaves its row behind (`recover_turns` marks it lost).
 
 A running turn whose last progress is older than `PANTHEON_TURN_STALE_SECONDS` no longer blocks
-its session: the next claim interrupts it. Should its worker still be alive, each of its steps
-finds the turn no longer running under its row lock, writes nothing and answers 409.
+its session: the next claim interrupts it (and `recover_turns` does, on an operator's word).
+Should its worker still be alive, its step finds the turn no longer running under its row lock
+and writes nothing: the call's lost row takes the usage the provider reported, and the client
+hears the 409 of a session taken over, or the 503 `turn_interrupted` of a recovered turn.
 
 Per-turn work is bounded: one read of the session carries the claim state and the latest
 summary (`selectors.session_for_turn`), and a turn reads at most
@@ -85,7 +87,7 @@ from sessions_app.models import (
 )
 from sessions_app.selectors import TurnState, stale_before
 from sessions_app.serializers import render_message, render_turn
-from sessions_app.services import turns_interrupt
+from sessions_app.services import turn_record_late_answer, turns_interrupt
 from usage import selectors as usage_selectors
 from usage.models import BillingProfile, LlmCallEvent
 from usage.selectors import AliasPricing
@@ -419,11 +421,16 @@ class TurnRunner:
             stopped = isinstance(exc, asyncio.CancelledError)
             if isinstance(exc, exceptions.TurnConflict):  # taken over while it stalled
                 failure = TurnFailure.CONFLICT
+            elif isinstance(exc, exceptions.TurnRecovered):  # recover_turns ended it
+                failure = TurnFailure.INTERRUPTED
             elif connection_lost(exc):
                 failure = TurnFailure.DATABASE_UNAVAILABLE
             else:
                 failure = TurnFailure.INTERRUPTED if stopped else TurnFailure.SERVER_ERROR
-            interrupted = stopped or failure == TurnFailure.DATABASE_UNAVAILABLE
+            interrupted = stopped or failure in (
+                TurnFailure.DATABASE_UNAVAILABLE,
+                TurnFailure.INTERRUPTED,
+            )
             try:
                 outage = failure == TurnFailure.DATABASE_UNAVAILABLE
                 try:
@@ -833,9 +840,10 @@ class TurnRunner:
         `failure` is the code its replays end with.
         Provider problems never get here: the gateway reports them as results. A turn taken
         over as stale is left as it is, but for the text its stream went on saving after the
-        takeover had dropped it. Returns whether this call ended the turn, None when it could
-        not tell: the database was still unreachable (a connection lost in a restart is back
-        within the pool's DB_POOL_TIMEOUT, which this waits for). The turn is then still
+        takeover had dropped it and the usage the provider reported for the call that ran as
+        it was taken over (its row lost). Returns whether this call ended the turn, None when it
+        could not tell: the database was still unreachable (a connection lost in a restart is
+        back within the pool's DB_POOL_TIMEOUT, which this waits for). The turn is then still
         `running` (`left_running`): the API tries `end` again in the background until the
         database is back (`sessions_app.api_turns`), else the stale limit lets the next claim
         or `recover_turns` end it."""
@@ -852,12 +860,17 @@ class TurnRunner:
         ended the turn (False: it had ended already)."""
         # The call just made, if its step was not stored: its row is still pending (the filter
         # leaves a stored one be), and the usage the provider reported is known.
+        heard = [self._made.opened] if self._made is not None else []
         ended = turns_interrupt(
             turns=Turn.objects.filter(pk=self._turn.pk),
             status=status,
             failure=failure,
-            heard=[self._made.opened] if self._made is not None else [],
+            heard=heard,
         )
+        if not ended.turn_ids and heard:
+            # Ended from outside while that call ran (`_taken_over`): its row was marked lost
+            # with the input estimate, and the provider has answered since.
+            turn_record_late_answer(heard=heard[0])
         # The turn has ended either way; its stream's last save waited for (`make`).
         TurnStream.objects.filter(turn=self._turn).delete()
         return bool(ended.turn_ids)
@@ -1043,10 +1056,10 @@ class TurnRunner:
         first takes the turn's row lock, recording progress (`changes` included) or, when
         `finishing`, ending the turn with its status and totals; a recovery or a stale takeover
         takes the same lock first, so they are ordered. If the turn is no longer running it was
-        taken over: nothing is written and we answer 409. The call's ledger row is completed
-        last: that moves the user's month counter, a row every turn of the user locks, so it
-        stays locked only until the commit right after (concurrent turns of one user queue on
-        it for one statement, not for the whole step)."""
+        taken over: nothing is written (`_taken_over` says what to answer). The call's ledger
+        row is completed last: that moves the user's month counter, a row every turn of the
+        user locks, so it stays locked only until the commit right after (concurrent turns of
+        one user queue on it for one statement, not for the whole step)."""
         with transaction.atomic():
             turn = Turn.objects.filter(pk=self._turn.pk)
             now = timezone.now()
@@ -1059,7 +1072,7 @@ class TurnRunner:
             else:
                 running = turn.running().update(progress_at=now, **changes)
             if not running:
-                raise exceptions.TurnConflict()
+                raise self._taken_over(completing)
             yield
             self._month_credits = usage_call_complete(event=completing)
         self._turn.progress_at = now
@@ -1067,6 +1080,27 @@ class TurnRunner:
             self._turn.status, self._turn.completed_at = status, now
             for name, value in totals.items():
                 setattr(self._turn, name, value)
+
+    def _taken_over(self, call: LlmCallEvent) -> exceptions.PantheonError:
+        """What a step answers when its turn was ended from outside while its call ran: by
+        `recover_turns` (`turn_interrupted`: the client hears what a turn interrupted by a
+        restart answers, a 503 of that code) or by a later turn taking the stalled session
+        over (`turn_conflict`: the 409 of a session taken). Nothing of the step is written;
+        the call's row, marked lost, gets what the provider reported (`end`)."""
+        failure = (
+            Turn.objects.filter(pk=self._turn.pk).values_list("failure_code", flat=True).first()
+        )
+        logger.warning(
+            "turn %s was taken over (%s) while its %s call for %s ran: its answer is not "
+            "stored, and the call stays lost with the usage its provider reported",
+            self._turn.pk,
+            failure or "ended",
+            call.purpose,
+            call.agent_key or "-",
+        )
+        if failure == TurnFailure.INTERRUPTED:
+            return exceptions.TurnRecovered()
+        return exceptions.TurnConflict()
 
     def _add_message(self, *, saved: bool = True, **fields: Any) -> Message:
         message = Message(

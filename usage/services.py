@@ -201,10 +201,34 @@ def usage_calls_mark_lost(*, turn_ids: Iterable, heard: Iterable[LlmCallEvent] =
     pending = LlmCallEvent.objects.filter(turn_id__in=turn_ids, status=CallStatus.PENDING)
     marked = 0
     for event in heard:
-        outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
-        outcome.update(status=CallStatus.LOST, error_type="lost", credits=Decimal("0"))
-        marked += pending.filter(pk=event.pk).update(**outcome)
+        marked += pending.filter(pk=event.pk).update(**_heard_but_lost(event))
     return marked + pending.update(status=CallStatus.LOST, error_type="lost")
+
+
+def usage_call_heard_after_loss(*, event: LlmCallEvent) -> bool:
+    """A call marked lost while it ran (its turn was ended from outside: `recover_turns`, or a
+    stale takeover) that its provider answered after all, metered in memory
+    (`usage_call_meter`): its row gets the usage and cost the provider reported, still `lost`
+    and at no credit (the answer was never stored, nor given), as `usage_calls_mark_lost` writes
+    a call heard before its loss. Once: only a row that was never heard (no attempt recorded)
+    is filled, which the ledger's triggers enforce too. A call never sent (no attempt) has
+    nothing to tell. Returns whether the row was filled; the caller holds the transaction and
+    the turn's row lock (its totals follow the row)."""
+    if event.attempts == 0:
+        return False
+    return bool(
+        LlmCallEvent.objects.filter(pk=event.pk, status=CallStatus.LOST, attempts=0).update(
+            **_heard_but_lost(event)
+        )
+    )
+
+
+def _heard_but_lost(event: LlmCallEvent) -> dict[str, Any]:
+    """What the row of a call the provider answered, and whose answer was not stored, says: the
+    provider's usage and cost, `lost`, no credit."""
+    outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
+    outcome.update(status=CallStatus.LOST, error_type="lost", credits=Decimal("0"))
+    return outcome
 
 
 def _provider_cost(*, result: LlmResult, pricing: AliasPricing | None) -> tuple[Decimal, bool]:

@@ -636,11 +636,12 @@ def test_live_backend_counts_tokens_with_the_models_tokenizer(
 
 
 def test_a_stale_takeover_stops_the_old_worker_which_keeps_only_its_ledger_row(
-    owner, owner_client, trio, make_session, fake_gateway, post_turn, settings
+    owner, owner_client, trio, make_session, fake_gateway, post_turn, settings, caplog
 ):
     """Turn 1's provider hangs past the stale limit; turn 2 takes the session over, marking
     turn 1's call in flight lost. When that call returns, turn 1 writes nothing into the
-    timeline and answers 409; its ledger row stays, lost (in doubt)."""
+    timeline and answers 409; its ledger row stays lost, with the usage the provider reported
+    (before, it kept the input estimate and no output), and a warning says what happened."""
     session = make_session(owner, agent=trio[0])
     second = {}
 
@@ -660,8 +661,20 @@ def test_a_stale_takeover_stops_the_old_worker_which_keeps_only_its_ledger_row(
     stale = Turn.objects.get(turn_index=1)
     assert stale.status == "interrupted"
     assert list(stale.messages.values_list("role", flat=True)) == ["user"]
-    assert list(LlmCallEvent.objects.filter(turn=stale).values_list("status", flat=True)) == [
-        "lost"
+    lost = LlmCallEvent.objects.get(turn=stale)
+    assert lost.status == "lost"
+    usage = (lost.input_tokens_fresh, lost.input_tokens_cached, lost.output_tokens)
+    assert (usage, lost.attempts, lost.credits) == (fake_gateway.usage, 1, 0)
+    stale.refresh_from_db()
+    assert (stale.input_tokens, stale.output_tokens, stale.credits) == (120, 10, 0)
+    taken = [r for r in caplog.records if "taken over" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in taken] == [
+        (
+            "WARNING",
+            f"turn {stale.pk} was taken over (turn_conflict) while its agent call for "
+            f"{trio[0].agent_key} ran: its answer is not stored, and the call stays lost with "
+            "the usage its provider reported",
+        )
     ]
     timeline = owner_client.get(f"/api/v1/sessions/{session.id}/messages").json()["results"]
     assert [(m["sequence"], m["role"]) for m in timeline] == [

@@ -125,3 +125,31 @@ def test_purging_a_session_clears_its_references_and_keeps_the_rows(completed):
     completed.refresh_from_db()
     assert completed.session_id is None
     assert completed.status == "success"
+
+
+def test_a_lost_call_takes_the_usage_its_provider_reported_once_at_no_credit(pending, owner):
+    """A call marked lost while its worker waited (`recover_turns` on a live turn) is answered
+    after all: its row takes what the provider reported, once, still lost and free. Before, a
+    lost row was final and the provider's usage was dropped."""
+    assert accepted(
+        f"UPDATE {TABLE} SET status = 'lost', error_type = 'lost' WHERE id = %s", pending.pk
+    )
+    # Never a credit, never another status, never without the attempts the call made.
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET attempts = 1, credits = 1 WHERE id = %s", pending.pk
+    )
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET attempts = 1, status = 'success' WHERE id = %s", pending.pk
+    )
+    assert "final" in refused(f"UPDATE {TABLE} SET output_tokens = 9 WHERE id = %s", pending.pk)
+
+    assert accepted(
+        f"UPDATE {TABLE} SET attempts = 1, input_tokens_fresh = 90, output_tokens = 9, "
+        "provider_cost_usd = 0.0001 WHERE id = %s",
+        pending.pk,
+    )
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET attempts = 2, output_tokens = 99 WHERE id = %s", pending.pk
+    )
+    pending.refresh_from_db()
+    assert (pending.status, pending.output_tokens, pending.credits) == ("lost", 9, 0)
