@@ -28,8 +28,14 @@ def estimate_tokens(text: str, model: str | None = None) -> int:
         counted = _count_with_litellm(text, model)
         if counted is not None:
             return counted
-    # ceil(len / 4 * 1.25) in integers, so long texts cannot pick up float error.
-    return -(-len(text) * 5 // 16)
+    return estimate_tokens_of_chars(len(text))
+
+
+def estimate_tokens_of_chars(length: int) -> int:
+    """The plain estimate (`estimate_tokens` without a model) of a text of `length` characters:
+    ceil(length / 4 * 1.25), in integers so that long texts cannot pick up float error. It
+    never counts two texts together as more than each apart."""
+    return -(-length * 5 // 16)
 
 
 def _count_with_litellm(text: str, model: str) -> int | None:

@@ -251,9 +251,36 @@ def _system_prompt(
             'Messages by other agents are prefixed "[Name @key]:". Speak only as yourself, '
             "without such a prefix, and never write lines for the other agents."
         )
-    if summary and summary.strip():
-        lines += ["", "Summary of the conversation so far:", summary.strip()]
-    return "\n".join(lines)
+    return "\n".join(lines) + _summary_section(summary)
+
+
+def _summary_section(summary: str | None) -> str:
+    """The end of an agent's system prompt that gives the latest summary, if any."""
+    if not summary or not summary.strip():
+        return ""
+    return f"\n\nSummary of the conversation so far:\n{summary.strip()}"
+
+
+def full_prompt_tokens_at_most(
+    *,
+    agent: AgentSpec,
+    floor: int,
+    summary: str | None,
+    history: Sequence[HistoryMessage],
+    same_turn: Sequence[HistoryMessage],
+    model: str | None = None,
+) -> int:
+    """At most `ContextPlan.estimated_tokens_full` of `agent`'s prompt, before it is built:
+    `floor` (`minimal_prompt_tokens`), the summary's part of the system prompt, and the history
+    and this turn's earlier answers, whole and attributed as the prompt shows them (an answer
+    not given yet with its largest estimate as `token_estimate`). Parts are estimated apart,
+    which never counts less than estimating them together (`estimate_tokens_of_chars`)."""
+    rendered = (_render(message, agent, model) for message in (*history, *same_turn))
+    return (
+        floor
+        + estimate_tokens(_summary_section(summary), model)
+        + sum(tokens for _, tokens in rendered)
+    )
 
 
 def _render(

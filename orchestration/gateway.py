@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from orchestration.budget import estimate_tokens
+from orchestration.budget import estimate_tokens, estimate_tokens_of_chars
 from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm, uses_openai_sdk
 from orchestration.types import AliasConfig, CallStatus, ErrorKind, LlmCall, LlmResult
 
@@ -83,6 +83,13 @@ class AnswerLimit:
             reasoning_chunks=reasoning * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS,
             reasoning_tokens=reasoning,
         )
+
+
+def answer_tokens_at_most(max_output_tokens: int) -> int:
+    """The most an answer's plain estimate can be (what a turn stores with its message and
+    counts in the prompts after it): its text never runs past its call's limit
+    (`AnswerLimit.chars`), even from a provider that ignores `max_tokens`."""
+    return estimate_tokens_of_chars(max_output_tokens * ANSWER_CHARS_PER_TOKEN)
 
 
 @dataclass

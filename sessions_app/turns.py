@@ -49,8 +49,13 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from orchestration import budget as context_budget
-from orchestration.context import ContextPlan, build_agent_messages, minimal_prompt_tokens
-from orchestration.gateway import LlmGateway
+from orchestration.context import (
+    ContextPlan,
+    build_agent_messages,
+    full_prompt_tokens_at_most,
+    minimal_prompt_tokens,
+)
+from orchestration.gateway import LlmGateway, answer_tokens_at_most
 from orchestration.metering import compute_credits, compute_oe
 from orchestration.planning import parse_tags
 from orchestration.routing import RoutingDecision, fit_routing_messages, parse_routing
@@ -524,10 +529,14 @@ class TurnRunner:
             first = self._routing_call()
         else:
             first = self._agent_call(self.plan.candidates[0])
+        # A capped user's worst case is worked out before the lock their claims queue on.
+        billing = self.plan.billing
+        capped = billing is not None and billing.monthly_credit_cap is not None
+        worst = self._worst_case_credits(first) if capped else None
         now = timezone.now()
         try:
             with transaction.atomic():
-                reserved = self._hold_credits(now, first)
+                reserved = self._hold_credits(now, first, worst)
                 self._interrupt_stale_turn(now)
                 self._promote_pending_mode(now)
                 self._insert_turn(now, reserved)
@@ -578,11 +587,12 @@ class TurnRunner:
                 current_mode=self.plan.mode, pending_mode=None, updated_at=now
             )
 
-    def _hold_credits(self, now, first: PlannedCall) -> Decimal:
+    def _hold_credits(self, now, first: PlannedCall, worst: Decimal | None) -> Decimal:
         """For a user with a monthly cap: under a lock on their billing row, where concurrent
         claims of the user queue, refuse a suspended account or a reached cap, counting what
         the user's running turns hold as spent; then this turn holds its worst case until it
-        ends. 20 concurrent turns at the edge of a cap overshoot it by at most one turn."""
+        ends (`worst`, unless the cap was set since the plan read the user). 20 concurrent
+        turns at the edge of a cap overshoot it by at most one turn."""
         profile = self.plan.billing
         if profile is None or (profile.monthly_credit_cap is None and not profile.is_suspended):
             return Decimal("0")
@@ -605,12 +615,12 @@ class TurnRunner:
                 f"{_plain(used)} of {_plain(cap)} monthly credits are used"
                 + (f" and {_plain(held)} are held by turns in progress." if held else ".")
             )
-        return self._worst_case_credits(first)
+        return worst if worst is not None else self._worst_case_credits(first)
 
     def _worst_case_credits(self, first: PlannedCall) -> Decimal:
         """Every call the turn may make, at its alias's multiplier, with its input estimate
         and the alias's max output: the routing call, each agent (a later one also reading the
-        answers before it), and a summary."""
+        answers before it), and the summary if this turn may make one (`_summary_hold`)."""
         plan = self.plan
         history = sum(message.token_estimate or 0 for message in self.history)
         summary = context_budget.estimate_tokens(self.summary.text) if self.summary else 0
@@ -626,15 +636,77 @@ class TurnRunner:
             )
             calls.append((alias, estimate))
             earlier_answers += plan.pricing[alias].alias.max_output_tokens
-        summarizer = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS
-        if _usable(plan.pricing, summarizer):
-            calls.append((summarizer, plan.budget(summarizer).prune_limit))
+        summary_input = self._summary_hold()
+        if summary_input is not None:
+            calls.append((settings.PANTHEON_SUMMARIZER_MODEL_ALIAS, summary_input))
         total = Decimal("0")
         for alias, input_tokens in calls:
             pricing = plan.pricing[alias]
             oe = compute_oe(fresh=input_tokens, cached=0, output=pricing.alias.max_output_tokens)
             total += compute_credits(oe=oe, multiplier=pricing.multiplier)
         return total
+
+    def _summary_hold(self) -> int | None:
+        """The input of the summary call this turn may make, at most; None when it cannot
+        make one. A summary folds in the history since the latest summary, before this turn
+        (`_summary_transcript`): with none (a first turn), or no usable summarizer, there is
+        none. It is due every SUMMARY_EVERY_TURNS turns, or when an agent's whole prompt
+        reaches SUMMARIZE_AT of its budget (`_summary_due`), which this bounds before any
+        answer: every answer before that agent's at the most its call allows. Its prompt is
+        then the one `_summary_due` will fit from the same history and summary, unless the
+        claim read only the newest part of the history: then as much as its budget takes."""
+        plan = self.plan
+        summarizer = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS
+        if not self.history or not _usable(plan.pricing, summarizer):
+            return None
+        if not self._summary_may_be_due():
+            return None
+        limit = plan.budget(summarizer).prune_limit
+        if len(self.history) >= settings.PANTHEON_CONTEXT_HISTORY_LIMIT:
+            return limit  # older messages wait to be summarized too: unread here
+        prompt = fit_summary_messages(
+            previous_summary=self.summary.text if self.summary else None,
+            transcript=self.history,
+            limit=limit,
+            model=plan.token_model(summarizer),
+        )
+        return None if prompt is None else prompt.estimated_tokens
+
+    def _summary_may_be_due(self) -> bool:
+        """Whether `_summary_due` may find a summary due, whatever the agents answer."""
+        plan = self.plan
+        turn_index = (plan.state.last_turn_index or 0) + 1
+        largest = [self._largest_answer(agent) for agent in plan.candidates]
+        for position, agent in enumerate(plan.candidates):
+            if plan.mode == RoomMode.ORCHESTRATOR:  # the manager's order: any other before it
+                before = [answer for answer in largest if answer.agent_key != agent.key]
+            else:
+                before = largest[:position]
+            alias = plan.alias_for(agent)
+            tokens = full_prompt_tokens_at_most(
+                agent=agent,
+                floor=plan.prompt_floor.get(agent.key, 0),
+                summary=self.summary.text if self.summary else None,
+                history=self.history,
+                same_turn=before,
+                model=plan.token_model(alias),
+            )
+            if context_budget.summary_due(
+                estimated_tokens=tokens, budget=plan.budget(alias), turn_index=turn_index
+            ):
+                return True
+        return False
+
+    def _largest_answer(self, agent: AgentSpec) -> HistoryMessage:
+        """The agent's answer in this turn as a later prompt counts it, at its largest."""
+        max_output = self.plan.pricing[self.plan.alias_for(agent)].alias.max_output_tokens
+        return HistoryMessage(
+            role=Role.ASSISTANT,
+            content="",
+            agent_key=agent.key,
+            agent_name=agent.name,
+            token_estimate=answer_tokens_at_most(max_output),
+        )
 
     def _insert_turn(self, now, reserved: Decimal) -> None:
         """The state was read with the session, outside this transaction: if another request
@@ -783,7 +855,9 @@ class TurnRunner:
         """The messages to fold into the summary, oldest first: those since the last summary
         and before this turn (whose exchange stays raw, so the next turn reads the latest
         exchange verbatim), at most SUMMARY_TRANSCRIPT_LIMIT of them; the summary call takes
-        as many as fit the summarizer's budget (`fit_summary_messages`)."""
+        as many as fit the summarizer's budget (`fit_summary_messages`). A capped user's turn
+        holds credits for this call from the history it read at its claim (`_summary_hold`):
+        these are the same messages, this turn's own left out."""
         after = self.summary.to_sequence if self.summary else 0
         return list(
             Message.objects.filter(

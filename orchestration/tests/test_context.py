@@ -5,9 +5,11 @@ from orchestration.context import (
     CUT_MARK,
     build_agent_messages,
     cut_to_fit,
+    full_prompt_tokens_at_most,
     minimal_prompt_tokens,
     read_agent_identity,
 )
+from orchestration.gateway import ANSWER_CHARS_PER_TOKEN, answer_tokens_at_most
 from orchestration.types import AgentSpec, HistoryMessage
 
 
@@ -240,3 +242,54 @@ def test_minimal_prompt_counts_the_system_prompt_and_the_input(build, ada, roste
         agent=long_role, roster=roster, room_goal="", mode="manual", user_input="x" * 160
     )
     assert heavy >= bare + estimate_tokens("r" * 40_000) - estimate_tokens(ada.role_prompt)
+
+
+def said(content: str, key: str | None = None) -> HistoryMessage:
+    """A stored message, with the estimate the turn stores with it."""
+    role = "assistant" if key else "user"
+    name = key.title() if key else None
+    return HistoryMessage(
+        role=role,
+        content=content,
+        agent_key=key,
+        agent_name=name,
+        token_estimate=estimate_tokens(content),
+    )
+
+
+def test_the_whole_prompt_is_bounded_before_the_turn_answers(build, ada, roster):
+    """A capped turn holds a summary only when one may be due, which the whole prompt decides
+    before the agents have answered: the bound counts every earlier answer at the most the
+    gateway lets through (16 characters a token asked for), attributions included."""
+    summary = "They agreed on the schema. " * 40
+    history = [said("u" * 333), said("a" * 501, "ada"), said("g" * 77, "grace"), said("l", "bob")]
+    max_output = 64
+    longest = "w" * (max_output * ANSWER_CHARS_PER_TOKEN)
+    answers = [said(longest, "bob"), said(longest, "cleo")]  # in this turn, before ada
+    largest = [
+        HistoryMessage(
+            role="assistant",
+            content="",
+            agent_key=key,
+            agent_name=key.title(),
+            token_estimate=answer_tokens_at_most(max_output),
+        )
+        for key in ("bob", "cleo")
+    ]
+    floor = minimal_prompt_tokens(
+        agent=ada,
+        roster=roster,
+        room_goal="Ship the v1 API",
+        mode="roundtable",
+        user_input="What should we do next?",
+    )
+
+    full = build(summary=summary, history=history, same_turn=answers).estimated_tokens_full
+    bound = full_prompt_tokens_at_most(
+        agent=ada, floor=floor, summary=summary, history=history, same_turn=largest
+    )
+
+    assert full <= bound <= full + 1  # the summary's part rounded up on its own
+    assert answer_tokens_at_most(max_output) == estimate_tokens(longest) == 320
+    bare = full_prompt_tokens_at_most(agent=ada, floor=floor, summary="", history=[], same_turn=[])
+    assert bare == floor == build().estimated_tokens_full

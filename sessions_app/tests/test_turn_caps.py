@@ -94,3 +94,27 @@ def test_a_reservation_is_released_when_its_turn_ends(
     held = Turn.objects.get(session=sessions[0]).reserved_credits
     assert held > 0  # it held its worst case while it ran ...
     assert month_credits(user=owner) < held  # ... far more than it spent
+
+
+def test_parallel_turns_whose_worst_cases_fit_the_cap_are_all_admitted(
+    live_server, owner, make_agent, make_session, fake_gateway
+):
+    """Each turn held a summary call at the summarizer's whole budget (about 2 credits on
+    deepseek) though a first turn has nothing to summarize: with 0.5 credits left, the second
+    of two turns at once got 402 "… are held by turns in progress", for a turn whose every
+    call fits in 0.21."""
+    agent = make_agent(owner, "ada")
+    sessions = [make_session(owner, agent=agent) for _ in range(3)]
+    token = Token.objects.create(user=owner).key
+    assert _post_all(live_server.url, token, sessions[:1], "some usage first")[0].status_code == 201
+    BillingProfile.objects.create(
+        user=owner, monthly_credit_cap=month_credits(user=owner) + Decimal("0.5")
+    )
+    fake_gateway.delay = 0.5  # both run at once
+
+    answers = _post_all(live_server.url, token, sessions[1:], "at once")
+
+    assert [answer.status_code for answer in answers] == [201, 201], [a.text for a in answers]
+    # What each held: its one call (deepseek: up to 2048 tokens of answer), no summary.
+    holds = [Turn.objects.get(session=session).reserved_credits for session in sessions[1:]]
+    assert all(Decimal("0.2") < held < Decimal("0.25") for held in holds), holds

@@ -136,8 +136,9 @@ def test_turns_in_progress_count_against_the_cap(
     owner, owner_client, make_agent, make_session, fake_gateway, post_turn, this_month
 ):
     """A running turn holds its worst case: a second turn that would only fit if the first cost
-    nothing is refused, and says why."""
-    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("0.5"))
+    nothing is refused, and says why. (The first holds its one call, 0.2071 credits: 2048
+    tokens of answer on deepseek and its prompt; a first turn holds no summary.)"""
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("0.2"))
     agent = make_agent(owner, "ada")
     first, second = make_session(owner, agent=agent), make_session(owner, agent=agent)
     during = {}
