@@ -84,6 +84,6 @@ def _on_postgresql(sql):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("usage", "0013_ledger_labels")]
+    dependencies = [("usage", "0014_bound_monthly_credit_cap")]
 
     operations = [migrations.RunPython(_on_postgresql(GUARD), _on_postgresql(_previous_guard))]
