@@ -11,6 +11,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError
 
+from pantheon.days import NoSuchDay, day_written
+
 # The exit status every project command gives when the database fails under it: not 1, which
 # cron rules read as the command's own finding (drift, a refused value), and no traceback.
 DATABASE_FAILED = 3
@@ -51,13 +53,16 @@ def command_error(exc: ValidationError) -> CommandError:
 
 
 def iso_day(text: str) -> date:
-    """An argparse type: a day written as 2026-11-01."""
+    """An argparse type: a day written as 2026-11-01, and only so (`pantheon.days`, the billing
+    dashboard's rule): Python's date.fromisoformat took 2026-W49-1 and 20261101 too."""
     try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
+        return day_written(text)
+    except NoSuchDay:
+        raise argparse.ArgumentTypeError(f"{text} is no such day") from None
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected an ISO date like 2026-11-01, not {text!r}"
-        ) from exc
+        ) from None
 
 
 def add_since_argument(parser, *, does: str) -> None:

@@ -5,7 +5,6 @@ Staff only (the admin site wraps these views), and only for who may read the led
 """
 
 import csv
-import re
 from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import urlencode
@@ -20,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views import View
 
+from pantheon.days import NoSuchDay, day_written
 from usage.charts import daily_bar_chart
 from usage.dashboard import DEFAULT_DAYS, FIGURES, billing_report
 from usage.models import ModelAlias, UsageTotals
@@ -36,23 +36,27 @@ LAST_DAY = LATEST_MOMENT.date() - timedelta(days=1)
 
 
 class DayField(forms.DateField):
-    """A day written as 2026-11-01, what the page's date input sends, and only that: Django's
-    English formats also took 11/01/2026 and read it as November 1, whoever typed it. A day so
-    written that the calendar lacks (2026-02-30) is said to be none, not to be badly written."""
+    """A day written as 2026-11-01, what the page's date input sends, and only that
+    (`pantheon.days`, as the commands' --since): Django's English formats also took 11/01/2026
+    and read it as November 1, whoever typed it. A day so written that the calendar lacks
+    (2026-02-30) is said to be none, not to be badly written."""
 
-    input_formats = ["%Y-%m-%d"]
     default_error_messages = {"no_such_day": "%(day)s is no such day."}
 
     def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if not isinstance(value, str):
+            return super().to_python(value)  # a date (the form's initial data)
+        written = value.strip()
         try:
-            return super().to_python(value)
-        except forms.ValidationError:
-            written = value.strip() if isinstance(value, str) else ""
-            if re.fullmatch(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}", written):
-                raise forms.ValidationError(
-                    self.error_messages["no_such_day"], code="no_such_day", params={"day": written}
-                ) from None
-            raise
+            return day_written(written)
+        except NoSuchDay:
+            raise forms.ValidationError(
+                self.error_messages["no_such_day"], code="no_such_day", params={"day": written}
+            ) from None
+        except ValueError:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
 
 
 def _day_field(label: str) -> forms.DateField:

@@ -145,7 +145,9 @@ def test_a_bad_since_is_a_clear_error():
 
 
 @pytest.mark.parametrize("command", ["rollup_usage", "reconcile_usage"])
-@pytest.mark.parametrize("since", ["garbage", "2026-13-01"])
+# Python's date.fromisoformat took a week date (2026-11-30) and the compact form; the help
+# says 2026-11-01, as the billing dashboard takes it.
+@pytest.mark.parametrize("since", ["garbage", "2026-W49-1", "20261101", "2026-1-1", "2026-11-1"])
 def test_a_bad_since_on_the_command_line_is_one_line_not_a_traceback(command, since, capsys):
     with pytest.raises(CommandError, match=f"argument --since: expected an ISO date.*{since}"):
         call_command(command, "--since", since)
@@ -159,6 +161,21 @@ def test_a_bad_since_on_the_command_line_is_one_line_not_a_traceback(command, si
     assert err.splitlines()[-1] == (
         f"manage.py {command}: error: argument --since: "
         f"expected an ISO date like 2026-11-01, not '{since}'"
+    )
+
+
+@pytest.mark.parametrize("command", ["rollup_usage", "reconcile_usage"])
+@pytest.mark.parametrize("since", ["2026-02-30", "2026-13-01", "2025-02-29", "2026-00-10"])
+def test_a_since_the_calendar_lacks_is_no_such_day(command, since, capsys):
+    """Written as a day, but none: not "expected an ISO date", which it is written as."""
+    with pytest.raises(CommandError, match=f"argument --since: {since} is no such day$"):
+        call_command(command, "--since", since)
+
+    with pytest.raises(SystemExit) as exited:
+        ManagementUtility(["manage.py", command, "--since", since]).execute()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"manage.py {command}: error: argument --since: {since} is no such day"
     )
 
 
