@@ -9,7 +9,15 @@ from datetime import date, timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db import InterfaceError, OperationalError
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    connections,
+)
+from django.db.migrations.executor import MigrationExecutor
 
 from pantheon.days import NoSuchDay, day_written
 
@@ -20,14 +28,15 @@ DATABASE_FAILED = 3
 
 class ProjectCommand(BaseCommand):
     """The base of the project's commands: a database that cannot be reached (or that breaks
-    the connection mid-run) is one line on stderr and exit 3; what the command had not committed
-    is rolled back with the connection."""
+    the connection mid-run), or one not migrated, is one line on stderr and exit 3; what the
+    command had not committed is rolled back with the connection. Any other database error (a
+    query PostgreSQL refuses, a constraint) is a bug, and keeps its traceback."""
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         parser.epilog = (
-            f"Exit {DATABASE_FAILED} when the database cannot be reached or fails mid-run "
-            "(one line on stderr, no traceback)."
+            f"Exit {DATABASE_FAILED} when the database cannot be reached, is not migrated or "
+            "fails mid-run (one line on stderr, no traceback)."
         )
         return parser
 
@@ -36,11 +45,64 @@ class ProjectCommand(BaseCommand):
             return super().execute(*args, **options)
         except (OperationalError, InterfaceError) as exc:
             raise database_failed(exc) from exc
+        except ProgrammingError as exc:
+            unapplied = not_migrated(exc)
+            if not unapplied:
+                raise  # a query PostgreSQL refuses: a bug
+            raise database_failed(exc, unapplied=unapplied) from exc
 
 
-def database_failed(exc: Exception, *, saying: str = "the database failed") -> CommandError:
-    """A database error as a command's exit 3, on one line (psycopg's own message has two)."""
-    return CommandError(f"{saying}: {' '.join(str(exc).split())}", returncode=DATABASE_FAILED)
+def database_failed(
+    exc: Exception, *, saying: str | None = None, unapplied: list[str] | None = None
+) -> CommandError:
+    """A database error as a command's exit 3, on one line: the first of its message
+    (PostgreSQL's next ones quote the statement, `LINE 4: ...`, or give a hint), or, for a
+    database not migrated, what is missing and what to run. `saying` what could not be done
+    comes first."""
+    if unapplied is None:
+        unapplied = not_migrated(exc)
+    if not unapplied:
+        return CommandError(
+            f"{saying or 'the database failed'}: {first_line(exc)}", returncode=DATABASE_FAILED
+        )
+    count = f"{len(unapplied)} migration{'s' if len(unapplied) > 1 else ''}"
+    message = (
+        f"the database is not migrated ({first_line(exc)}; {count} not applied, the first "
+        f"{unapplied[0]}): run manage.py migrate"
+    )
+    return CommandError(f"{saying}: {message}" if saying else message, returncode=DATABASE_FAILED)
+
+
+def first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+# PostgreSQL's undefined_table and undefined_column; SQLite says it in words.
+_MISSING_SQLSTATES = {"42P01", "42703"}
+_MISSING_SQLITE = ("no such table:", "no such column:")
+
+
+def not_migrated(exc: Exception) -> list[str]:
+    """The migrations not applied to the database, when `exc` says that a table or a column is
+    missing (else none: a missing table of a database fully migrated is a bug, not this). The
+    migrations' own table is read through a connection of its own, so a command's broken
+    transaction does not stand in the way."""
+    cause = exc.__cause__
+    missing = getattr(cause, "sqlstate", None) in _MISSING_SQLSTATES or str(exc).startswith(
+        _MISSING_SQLITE
+    )
+    if not missing:
+        return []
+    connection = connections[DEFAULT_DB_ALIAS].copy()
+    try:
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError:
+        return []
+    finally:
+        connection.close()
+    return [str(migration) for migration, backwards in plan if not backwards]
 
 
 def command_error(exc: ValidationError) -> CommandError:

@@ -79,8 +79,9 @@ def test_set_model_alias_says_units_and_rules():
 
 @pytest.mark.parametrize(("app", "name"), COMMANDS)
 def test_every_help_ends_with_exit_3_for_a_database_that_failed(app, name):
-    assert "Exit 3 when the database cannot be reached or fails mid-run" in " ".join(
-        parser_of(app, name).format_help().split()
+    assert (
+        "Exit 3 when the database cannot be reached, is not migrated or fails mid-run"
+        in " ".join(parser_of(app, name).format_help().split())
     )
 
 

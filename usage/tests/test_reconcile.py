@@ -374,3 +374,27 @@ def test_a_check_that_could_not_run_is_not_reported_as_drift(clean, monkeypatch)
     with pytest.raises(CommandError, match="could not check: connection to server") as failed:
         run()
     assert failed.value.returncode == 3
+
+
+def test_a_connection_ended_mid_check_is_said_in_its_first_line_only(clean, monkeypatch):
+    """PostgreSQL's message goes on with the statement it broke (`LINE 4: ...` and a caret):
+    the exit 3 line carried a piece of SQL."""
+    from django.db import OperationalError
+
+    import usage.management.commands.reconcile_usage as command
+
+    def terminated(**kwargs):
+        raise OperationalError(
+            "terminating connection due to administrator command\n"
+            'LINE 4: ...AS "lost" FROM "usage_llmcallevent" WHERE "usage_llmcallevent"...\n'
+            "                                                             ^"
+        )
+
+    monkeypatch.setattr(command, "reconcile", terminated)
+
+    with pytest.raises(CommandError) as failed:
+        run()
+    assert str(failed.value) == (
+        "could not check: terminating connection due to administrator command"
+    )
+    assert failed.value.returncode == 3
