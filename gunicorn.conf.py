@@ -14,7 +14,7 @@ import tempfile
 # The project's own modules, whatever directory gunicorn was started from.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pantheon.config import whole_number  # noqa: E402  (a bad value stops the start, named)
+from pantheon.config import choice, flag, whole_number  # noqa: E402  (a bad value stops the start, named)
 from pantheon.log_formats import FORMATTERS, log_format  # noqa: E402
 
 wsgi_app = "pantheon.asgi:application"
@@ -33,10 +33,13 @@ timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0)
 graceful_timeout = whole_number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
 keepalive = 5
 # Every request already logs one JSON line with its request id (pantheon.request); uvicorn's
-# plain access line on top is opt-in.
-accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") == "on" else None
+# access line on top is opt-in (a flag: on, yes, 1, true).
+accesslog = "-" if flag("GUNICORN_ACCESS_LOG", False) else None
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# gunicorn's own levels (it took any other word as info, without a word).
+loglevel = choice(
+    "GUNICORN_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True
+).lower()
 # gunicorn's own lines (a worker's boot and exit, signals, "Invalid HTTP request received." and
 # the other lines of uvicorn's `uvicorn.error`, which the worker writes with gunicorn's
 # handlers) as the app writes its own: with LOG_FORMAT=json one JSON object a line, so that

@@ -154,3 +154,33 @@ def test_the_readers_take_what_they_document(monkeypatch):
         config.number("X_NUMBER", 1.0, minimum=0)
     monkeypatch.delenv("X_NUMBER")
     assert config.number("X_NUMBER", 2.5, minimum=0) == 2.5
+
+
+def gunicorn_setting(name: str, **env: str):
+    """What gunicorn.conf.py sets `name` to under these variables (or the error it raises)."""
+    read = start_settings(
+        "import runpy, sys; sys.argv = ['gunicorn']; "
+        f"print(repr(runpy.run_path('gunicorn.conf.py')[{name!r}]))",
+        **env,
+    )
+    return read.stdout.strip() if read.returncode == 0 else read.stderr.strip().splitlines()[-1]
+
+
+def test_gunicorn_reads_its_access_log_and_log_level_as_the_other_settings():
+    # A flag as every other: yes was off, without a word.
+    for on in ("on", "yes", "1", "true", "Y"):
+        assert gunicorn_setting("accesslog", GUNICORN_ACCESS_LOG=on) == "'-'"
+    for off in ("off", "no", "0", ""):
+        assert gunicorn_setting("accesslog", GUNICORN_ACCESS_LOG=off) == "None"
+    assert gunicorn_setting("accesslog") == "None"
+    assert gunicorn_setting("accesslog", GUNICORN_ACCESS_LOG="maybe") == (
+        "django.core.exceptions.ImproperlyConfigured: GUNICORN_ACCESS_LOG='maybe': must be true "
+        "or false (also 1/0, yes/no, on/off)"
+    )
+    # One of gunicorn's levels: it took any other word as info.
+    assert gunicorn_setting("loglevel") == "'info'"
+    assert gunicorn_setting("loglevel", GUNICORN_LOG_LEVEL="Warning") == "'warning'"
+    assert gunicorn_setting("loglevel", GUNICORN_LOG_LEVEL="loud") == (
+        "django.core.exceptions.ImproperlyConfigured: GUNICORN_LOG_LEVEL='loud': must be one of "
+        "'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'"
+    )
