@@ -118,6 +118,15 @@ def database(name: str, default: str) -> dict:
     return entry
 
 
+def malloc_arenas() -> int:
+    """MALLOC_ARENAS: glibc's malloc arenas per gunicorn worker (pantheon/workers.py), 0 for
+    glibc's own default (8 per core). The worker reads it before it loads Django; the settings
+    read it too, so that `manage.py check` refuses a bad value as it does any other. Each
+    request a worker serves borrows a thread (GUNICORN_WORKER_CONNECTIONS, 1000, at once):
+    1024 arenas, glibc's own default on 128 cores, is more than a worker can use."""
+    return whole_number("MALLOC_ARENAS", 2, minimum=0, maximum=1024)
+
+
 def _bounds(kind: str, minimum: float | None, maximum: float | None) -> str:
     if minimum is not None and maximum is not None:
         return f"{kind} from {minimum:g} to {maximum:g}"

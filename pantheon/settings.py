@@ -87,15 +87,15 @@ ASGI_APPLICATION = "pantheon.asgi.application"
 
 DATABASES = {"default": config.database("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 # The servers' pool per worker process (0: none); manage.py's commands run without one
-# (DB_POOL=off) but `manage.py check` still checks the servers' sizing against it.
+# (DB_POOL=off) but `manage.py check` still checks the servers' pool: its sizes and timeout are
+# read (and a value that would stop gunicorn refused) whether or not this process uses it.
 DB_POOL_MAX_SIZE = config.whole_number("DB_POOL_MAX_SIZE", 16, minimum=0)
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     DB_POOL_MAX_SIZE = 0
-if DB_POOL_MAX_SIZE > 0 and config.flag("DB_POOL", True):
+if DB_POOL_MAX_SIZE > 0:
     # A bounded pool per worker process: requests (and each short database section of a turn)
     # borrow a connection and give it back, so hundreds of turns waiting on their providers
     # share a few connections. Workers × DB_POOL_MAX_SIZE is the most a host opens.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not the requests
     # A request waits up to DB_POOL_TIMEOUT for a connection; past it, 503 database_unavailable.
     # The sections gate keeps a worker's use of its pool below its size, so that wait is
     # long mainly while PostgreSQL cannot be reached: it is how long an outage (a restart, a
@@ -104,12 +104,15 @@ if DB_POOL_MAX_SIZE > 0 and config.flag("DB_POOL", True):
     # the first request after a 40 s outage wait 20 s for the next try. Retrying no longer
     # than a request waits, the next request after that starts a new try at once.
     _pool_timeout = config.number("DB_POOL_TIMEOUT", 30.0, above=0)
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    _pool = {
         "min_size": config.whole_number("DB_POOL_MIN_SIZE", 2, minimum=0, maximum=DB_POOL_MAX_SIZE),
         "max_size": DB_POOL_MAX_SIZE,
         "timeout": _pool_timeout,
         "reconnect_timeout": _pool_timeout,
     }
+if DB_POOL_MAX_SIZE > 0 and config.flag("DB_POOL", True):  # not manage.py's commands
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections, not the requests
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = _pool
 else:
     DATABASES["default"].setdefault(
         "CONN_MAX_AGE", config.whole_number("CONN_MAX_AGE", 60, minimum=0)
@@ -291,6 +294,9 @@ PANTHEON_TURN_RATE = config.rate("PANTHEON_TURN_RATE", "60/min")
 PANTHEON_CONTEXT_HISTORY_LIMIT = config.whole_number(
     "PANTHEON_CONTEXT_HISTORY_LIMIT", 40, minimum=1
 )
+# glibc malloc arenas per gunicorn worker: read by the worker itself (pantheon/workers.py), and
+# here so that `manage.py check` refuses a value that would stop it.
+MALLOC_ARENAS = config.malloc_arenas()
 
 # Browsers on other origins (a web client) may call the API; none by default.
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])

@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import os
 import sys
 
 from gunicorn.arbiter import Arbiter
@@ -101,7 +100,13 @@ class PantheonWorker(UvicornWorker):
         self.config.timeout_graceful_shutdown = draining.requests_seconds(self.cfg.graceful_timeout)
 
     def init_process(self) -> None:
-        limit_malloc_arenas(int(os.environ.get("MALLOC_ARENAS", "2")))
+        # Before Django and its threads. A value it cannot read has stopped gunicorn already:
+        # the settings read it too, and gunicorn.conf.py's collectstatic loads them first.
+        # Imported here: the gunicorn master imports this module, and nothing of Django may
+        # come with it (pantheon/tests/test_warmup.py).
+        from pantheon.config import malloc_arenas
+
+        limit_malloc_arenas(malloc_arenas())
         PROCESS.limit = self.cfg.worker_connections
         super().init_process()
 

@@ -56,6 +56,8 @@ def start_settings(
         ("DB_CONNECT_TIMEOUT", "-1", "a whole number, at least 0"),
         ("DB_POOL_TIMEOUT", "0", "a number above 0"),
         ("LOG_LEVEL", "LOUD", "one of 'NOTSET', 'DEBUG', 'INFO', 'WARNING', 'WARN'"),
+        # A worker failed to boot on it (ValueError), naming nothing.
+        ("MALLOC_ARENAS", "abc", "a whole number from 0 to 1024"),
     ],
 )
 def test_a_value_that_cannot_work_stops_the_start_and_says_why(name, value, says):
@@ -66,6 +68,57 @@ def test_a_value_that_cannot_work_stops_the_start_and_says_why(name, value, says
     assert last_line.startswith(
         f"django.core.exceptions.ImproperlyConfigured: {name}={value!r}: must be {says}"
     )
+
+
+def manage_py_check(**env: str) -> subprocess.CompletedProcess:
+    """`manage.py check` as an operator runs it (manage.py sets DB_POOL=off for its commands),
+    with these variables and no others."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
+            "LOG_LEVEL": "ERROR",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, value, says",
+    [
+        # Passed by `manage.py check` (the pool is off for commands), then stopped gunicorn.
+        ("DB_POOL_MIN_SIZE", "50", "a whole number from 0 to 16"),
+        ("DB_POOL_TIMEOUT", "-1", "a number above 0"),
+        ("DB_POOL_TIMEOUT", "0", "a number above 0"),
+        # Passed, then every worker failed to boot without naming it.
+        ("MALLOC_ARENAS", "abc", "a whole number from 0 to 1024"),
+    ],
+)
+def test_manage_py_check_refuses_what_would_stop_the_servers_or_the_commands(name, value, says):
+    checked = manage_py_check(**{name: value})
+
+    assert checked.returncode != 0
+    assert (
+        checked.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"django.core.exceptions.ImproperlyConfigured: {name}={value!r}: must be {says}"
+        )
+    )
+
+
+def test_manage_py_check_reads_the_servers_pool_but_commands_connect_without_it():
+    assert manage_py_check(DB_POOL_MIN_SIZE="16", DB_POOL_TIMEOUT="2.5").returncode == 0
+    # On SQLite the servers have no pool: its variables mean nothing there.
+    sqlite = manage_py_check(DATABASE_URL="sqlite:////tmp/unused.sqlite3", DB_POOL_MIN_SIZE="50")
+    assert sqlite.returncode == 0, sqlite.stderr
+    assert "pool" not in database_options(DB_POOL="off", DB_POOL_MIN_SIZE="3")
+    assert database_options(DB_POOL_MIN_SIZE="3")["pool"]["min_size"] == 3
 
 
 def test_a_database_url_that_is_not_one_is_named_without_its_secrets():
@@ -89,6 +142,11 @@ def test_the_defaults_and_good_values_start():
         PANTHEON_IDEMPOTENCY_KEY_HOURS="0.5",
     )
     assert good.returncode == 0, good.stderr
+    # An empty number is its default.
+    empty = start_settings(
+        "from django.conf import settings; print(settings.MALLOC_ARENAS)", MALLOC_ARENAS=" "
+    )
+    assert (empty.returncode, empty.stdout.strip()) == (0, "2"), empty.stderr
 
 
 def database_options(**env: str) -> dict:
@@ -119,23 +177,29 @@ def test_how_long_postgresql_is_waited_for():
     assert int(in_the_url["connect_timeout"]) == 2
 
 
-@pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "GUNICORN_WORKER_CONNECTIONS"])
-def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name):
-    """WEB_CONCURRENCY=0 ran a master with no workers; 0 connections answered everything 503."""
-    started = subprocess.run(
+def gunicorn_start(**env: str) -> subprocess.CompletedProcess:
+    """gunicorn started with the production configuration and these variables, expected to stop
+    before it serves anything."""
+    return subprocess.run(
         [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",
-            name: "0",
             "GUNICORN_CONTROL_SOCKET": "off",
             "HOST": "127.0.0.1",
             "PORT": str(free_port()),
+            **env,
         },
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
+
+
+@pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "GUNICORN_WORKER_CONNECTIONS"])
+def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name):
+    """WEB_CONCURRENCY=0 ran a master with no workers; 0 connections answered everything 503."""
+    started = gunicorn_start(**{name: "0"})
 
     assert started.returncode != 0
     assert f"{name}='0': must be a whole number, at least 1" in started.stderr
@@ -154,6 +218,17 @@ def test_the_readers_take_what_they_document(monkeypatch):
         config.number("X_NUMBER", 1.0, minimum=0)
     monkeypatch.delenv("X_NUMBER")
     assert config.number("X_NUMBER", 2.5, minimum=0) == 2.5
+
+
+def test_gunicorn_refuses_malloc_arenas_it_cannot_read_before_any_worker_boots():
+    """MALLOC_ARENAS=abc stopped every worker with `ValueError: invalid literal for int()` and
+    gunicorn with "Worker failed to boot", naming nothing."""
+    started = gunicorn_start(MALLOC_ARENAS="abc")
+
+    assert started.returncode != 0
+    assert "MALLOC_ARENAS='abc': must be a whole number from 0 to 1024" in started.stderr
+    assert "Booting worker" not in started.stderr
+    assert "ValueError" not in started.stderr
 
 
 def gunicorn_setting(name: str, **env: str):
