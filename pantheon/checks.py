@@ -1,15 +1,24 @@
 """System checks on settings that only make sense together."""
 
+import math
+
 from django.conf import settings
 from django.core.checks import Warning as CheckWarning
 from django.utils.module_loading import import_string
 
 
 def longest_llm_call_seconds() -> float:
-    """A single call at worst: every attempt times out, with the backoff between them."""
+    """A single call at worst: every attempt times out, with the backoff between them. In
+    floats, infinite past what a float holds: the settings bound the retries (10), but an
+    exact 2 ** retries of a huge count took minutes and memory without end, and past 1023
+    retries its conversion to a float failed."""
     attempts = settings.PANTHEON_LLM_MAX_RETRIES + 1
-    backoff = settings.PANTHEON_LLM_BACKOFF_SECONDS * (2 ** (attempts - 1) - 1)
-    return settings.PANTHEON_LLM_TIMEOUT_SECONDS * attempts + backoff
+    first_delay = settings.PANTHEON_LLM_BACKOFF_SECONDS
+    try:
+        backoff = first_delay * (math.ldexp(1.0, attempts - 1) - 1) if first_delay else 0.0
+        return settings.PANTHEON_LLM_TIMEOUT_SECONDS * float(attempts) + backoff
+    except OverflowError:
+        return math.inf
 
 
 def outlasts_a_call(seconds: float) -> bool:

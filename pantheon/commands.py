@@ -19,6 +19,7 @@ from django.db import (
 )
 from django.db.migrations.executor import MigrationExecutor
 
+from pantheon import config
 from pantheon.days import NoSuchDay, day_written
 
 # The exit status every project command gives when the database fails under it: not 1, which
@@ -137,8 +138,9 @@ def add_since_argument(parser, *, does: str) -> None:
     )
 
 
-# The longest age a command takes: a century, far inside what a date can go back to.
-LONGEST_AGE = timedelta(days=36_500)
+# The longest age a command takes: a century, far inside what a date can go back to (and the
+# longest the settings' durations may say).
+LONGEST_AGE = timedelta(seconds=config.CENTURY_SECONDS)
 
 
 def age_in(unit: str) -> Callable[[str], float]:

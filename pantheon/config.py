@@ -22,6 +22,13 @@ _FALSE = {"0", "false", "no", "n", "off"}
 _RATE = re.compile(r"[1-9][0-9]*/[smhd][a-z]*")
 # Every level name the logging module knows (WARN and FATAL are its aliases).
 LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+# The longest duration a setting (or a command's age) may say: a century. The commands
+# subtract a stale limit or a key's lifetime from now, and 1e20 seconds overflowed Python's
+# timedelta (a traceback, after `manage.py check` had passed it); a century back from now is a
+# moment Python's datetime and PostgreSQL's timestamps hold, and longer than any wait that
+# makes sense.
+CENTURY_SECONDS = 36_500 * 24 * 3600
+CENTURY_HOURS = 36_500 * 24
 
 
 def _raw(name: str) -> str | None:
@@ -49,19 +56,31 @@ def whole_number(
 
 
 def number(
-    name: str, default: float, *, minimum: float | None = None, above: float | None = None
+    name: str,
+    default: float,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
 ) -> float:
-    """A finite float, at least `minimum`, or above `above` (a timeout of 0 is no timeout)."""
+    """A finite float, at least `minimum`, or above `above` (a timeout of 0 is no timeout), and
+    at most `maximum`."""
     raw = _raw(name)
     if raw is None:
         return default
-    must = f"a number above {above:g}" if above is not None else _bounds("a number", minimum, None)
+    if above is not None:
+        must = f"a number above {_figure(above)}"
+        if maximum is not None:
+            must += f" and at most {_figure(maximum)}"
+    else:
+        must = _bounds("a number", minimum, maximum)
     try:
         value = float(raw)
     except ValueError:
         raise _refuse(name, raw, must) from None
     too_low = (minimum is not None and value < minimum) or (above is not None and value <= above)
-    if not math.isfinite(value) or too_low:
+    too_high = maximum is not None and value > maximum
+    if not math.isfinite(value) or too_low or too_high:
         raise _refuse(name, raw, must)
     return value
 
@@ -129,9 +148,14 @@ def malloc_arenas() -> int:
 
 def _bounds(kind: str, minimum: float | None, maximum: float | None) -> str:
     if minimum is not None and maximum is not None:
-        return f"{kind} from {minimum:g} to {maximum:g}"
+        return f"{kind} from {_figure(minimum)} to {_figure(maximum)}"
     if minimum is not None:
-        return f"{kind}, at least {minimum:g}"
+        return f"{kind}, at least {_figure(minimum)}"
     if maximum is not None:
-        return f"{kind}, at most {maximum:g}"
+        return f"{kind}, at most {_figure(maximum)}"
     return kind
+
+
+def _figure(value: float) -> str:
+    """A bound as written in a variable: 3153600000, not 3.1536e+09; 0.5 as 0.5."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"

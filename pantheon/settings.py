@@ -89,7 +89,8 @@ DATABASES = {"default": config.database("DATABASE_URL", f"sqlite:///{BASE_DIR / 
 # The servers' pool per worker process (0: none); manage.py's commands run without one
 # (DB_POOL=off) but `manage.py check` still checks the servers' pool: its sizes and timeout are
 # read (and a value that would stop gunicorn refused) whether or not this process uses it.
-DB_POOL_MAX_SIZE = config.whole_number("DB_POOL_MAX_SIZE", 16, minimum=0)
+# PostgreSQL takes at most 262143 connections (its max_connections): a pool cannot hold more.
+DB_POOL_MAX_SIZE = config.whole_number("DB_POOL_MAX_SIZE", 16, minimum=0, maximum=262_143)
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     DB_POOL_MAX_SIZE = 0
 if DB_POOL_MAX_SIZE > 0:
@@ -103,7 +104,7 @@ if DB_POOL_MAX_SIZE > 0:
     # further apart (1, 2, 4… s), for `reconnect_timeout`; psycopg's default, 5 minutes, had
     # the first request after a 40 s outage wait 20 s for the next try. Retrying no longer
     # than a request waits, the next request after that starts a new try at once.
-    _pool_timeout = config.number("DB_POOL_TIMEOUT", 30.0, above=0)
+    _pool_timeout = config.number("DB_POOL_TIMEOUT", 30.0, above=0, maximum=config.CENTURY_SECONDS)
     _pool = {
         "min_size": config.whole_number("DB_POOL_MIN_SIZE", 2, minimum=0, maximum=DB_POOL_MAX_SIZE),
         "max_size": DB_POOL_MAX_SIZE,
@@ -115,7 +116,8 @@ if DB_POOL_MAX_SIZE > 0 and config.flag("DB_POOL", True):  # not manage.py's com
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = _pool
 else:
     DATABASES["default"].setdefault(
-        "CONN_MAX_AGE", config.whole_number("CONN_MAX_AGE", 60, minimum=0)
+        "CONN_MAX_AGE",
+        config.whole_number("CONN_MAX_AGE", 60, minimum=0, maximum=config.CENTURY_SECONDS),
     )
 # A kept connection is checked before it is used: PostgreSQL may have dropped it meanwhile (a
 # restart, a failover, a proxy's idle timeout). With the pool, Django checks each connection the
@@ -126,7 +128,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # libpq's own limit on opening a connection (0: none). Without it, a server that accepts
     # the connection and never answers (a stuck proxy or pooler, a host mid-failover) holds the
     # attempt forever, and a pool whose attempt never ends never tries again.
-    _connect_timeout = config.whole_number("DB_CONNECT_TIMEOUT", 5, minimum=0)
+    _connect_timeout = config.whole_number(
+        "DB_CONNECT_TIMEOUT", 5, minimum=0, maximum=config.CENTURY_SECONDS
+    )
     _db_options.setdefault("connect_timeout", _connect_timeout)
     if config.flag("DB_PREPARED_STATEMENTS", True):
         # Parameters bound by the server, not quoted into the SQL by psycopg, and the statements
@@ -159,9 +163,10 @@ CACHES = {
     }
 }
 
-# Largest request body (bytes); a bigger one is refused with 413 `request_too_large`.
+# Largest request body (bytes); a bigger one is refused with 413 `request_too_large`. A body is
+# read into memory whole, and no PostgreSQL value holds more than 1 GiB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = config.whole_number(
-    "DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024, maximum=2**30
 )
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -198,7 +203,9 @@ if config.flag("SECURE_PROXY_SSL_HEADER", False):
 SESSION_COOKIE_SECURE = config.flag("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = config.flag("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_SSL_REDIRECT = config.flag("SECURE_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = config.whole_number("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_SECONDS = config.whole_number(
+    "SECURE_HSTS_SECONDS", 0, minimum=0, maximum=config.CENTURY_SECONDS
+)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = config.flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = config.flag("SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -252,36 +259,66 @@ SPECTACULAR_SETTINGS = {
 PANTHEON_LLM_BACKEND = config.choice("PANTHEON_LLM_BACKEND", "demo", ("demo", "live"))
 PANTHEON_MANAGER_MODEL_ALIAS = env.str("PANTHEON_MANAGER_MODEL_ALIAS", default="deepseek")
 PANTHEON_SUMMARIZER_MODEL_ALIAS = env.str("PANTHEON_SUMMARIZER_MODEL_ALIAS", default="deepseek")
-PANTHEON_LLM_TIMEOUT_SECONDS = config.number("PANTHEON_LLM_TIMEOUT_SECONDS", 60.0, above=0)
-PANTHEON_LLM_MAX_RETRIES = config.whole_number("PANTHEON_LLM_MAX_RETRIES", 2, minimum=0)
-PANTHEON_LLM_BACKOFF_SECONDS = config.number("PANTHEON_LLM_BACKOFF_SECONDS", 0.5, minimum=0)
-PANTHEON_TURN_STALE_SECONDS = config.whole_number("PANTHEON_TURN_STALE_SECONDS", 600, minimum=1)
+# Durations are at most a century (config.CENTURY_SECONDS): the commands subtract them from now.
+_CENTURY = config.CENTURY_SECONDS
+PANTHEON_LLM_TIMEOUT_SECONDS = config.number(
+    "PANTHEON_LLM_TIMEOUT_SECONDS", 60.0, above=0, maximum=_CENTURY
+)
+# Retries wait the backoff, doubled each time: 10 retries wait 1023 times the first delay in all
+# (511.5 s at the default 0.5 s, most of the default stale limit, 600 s, before any attempt's
+# own timeout), and each more doubles it. Past 10, a turn would outlive any sane stale limit
+# waiting on one call, and 2**retries grew without bound (a check that never ended).
+LLM_MAX_RETRIES_LIMIT = 10
+PANTHEON_LLM_MAX_RETRIES = config.whole_number(
+    "PANTHEON_LLM_MAX_RETRIES", 2, minimum=0, maximum=LLM_MAX_RETRIES_LIMIT
+)
+PANTHEON_LLM_BACKOFF_SECONDS = config.number(
+    "PANTHEON_LLM_BACKOFF_SECONDS", 0.5, minimum=0, maximum=_CENTURY
+)
+PANTHEON_TURN_STALE_SECONDS = config.whole_number(
+    "PANTHEON_TURN_STALE_SECONDS", 600, minimum=1, maximum=_CENTURY
+)
 # Streaming: how often a streamed answer's text so far is saved for replays on other hosts, how
 # often a replay of a running turn looks for news, and the idle time after which a stream sends
 # a heartbeat comment (proxies cut silent connections).
-PANTHEON_STREAM_SAVE_SECONDS = config.number("PANTHEON_STREAM_SAVE_SECONDS", 0.25, above=0)
+PANTHEON_STREAM_SAVE_SECONDS = config.number(
+    "PANTHEON_STREAM_SAVE_SECONDS", 0.25, above=0, maximum=_CENTURY
+)
 # Database sections (pantheon/db.py) a worker runs at once; the others wait, oldest request
 # first. 0: no limit.
 PANTHEON_DB_SECTIONS = config.whole_number("PANTHEON_DB_SECTIONS", 4, minimum=0)
-PANTHEON_SSE_POLL_SECONDS = config.number("PANTHEON_SSE_POLL_SECONDS", 0.25, above=0)
-PANTHEON_SSE_HEARTBEAT_SECONDS = config.number("PANTHEON_SSE_HEARTBEAT_SECONDS", 15.0, above=0)
+PANTHEON_SSE_POLL_SECONDS = config.number(
+    "PANTHEON_SSE_POLL_SECONDS", 0.25, above=0, maximum=_CENTURY
+)
+PANTHEON_SSE_HEARTBEAT_SECONDS = config.number(
+    "PANTHEON_SSE_HEARTBEAT_SECONDS", 15.0, above=0, maximum=_CENTURY
+)
 # The production worker's HTTP protocol (pantheon/protocol.py): a client has this long to send
 # a whole request, then gets 408 and its connection closed; a response whose client has taken
 # nothing of it for this long is ended and its connection reset.
 PANTHEON_REQUEST_READ_TIMEOUT_SECONDS = config.number(
-    "PANTHEON_REQUEST_READ_TIMEOUT_SECONDS", 20.0, above=0
+    "PANTHEON_REQUEST_READ_TIMEOUT_SECONDS", 20.0, above=0, maximum=_CENTURY
 )
-PANTHEON_WRITE_TIMEOUT_SECONDS = config.number("PANTHEON_WRITE_TIMEOUT_SECONDS", 60.0, above=0)
+PANTHEON_WRITE_TIMEOUT_SECONDS = config.number(
+    "PANTHEON_WRITE_TIMEOUT_SECONDS", 60.0, above=0, maximum=_CENTURY
+)
 # A turn's answer says `low_balance` once the month's credits pass this share of the cap.
 PANTHEON_LOW_BALANCE_SHARE = config.number("PANTHEON_LOW_BALANCE_SHARE", 0.9, minimum=0)
 # How long an Idempotency-Key's answer is kept for retries, at least (prune_idempotency_keys).
-PANTHEON_IDEMPOTENCY_KEY_HOURS = config.number("PANTHEON_IDEMPOTENCY_KEY_HOURS", 24.0, above=0)
-# Bounds on everything that reaches a prompt (characters); longer input is a 400.
-PANTHEON_MAX_MESSAGE_CHARS = config.whole_number("PANTHEON_MAX_MESSAGE_CHARS", 20_000, minimum=1)
-PANTHEON_MAX_ROLE_PROMPT_CHARS = config.whole_number(
-    "PANTHEON_MAX_ROLE_PROMPT_CHARS", 8_000, minimum=1
+PANTHEON_IDEMPOTENCY_KEY_HOURS = config.number(
+    "PANTHEON_IDEMPOTENCY_KEY_HOURS", 24.0, above=0, maximum=config.CENTURY_HOURS
 )
-PANTHEON_MAX_ROOM_GOAL_CHARS = config.whole_number("PANTHEON_MAX_ROOM_GOAL_CHARS", 2_000, minimum=1)
+# Bounds on everything that reaches a prompt (characters); longer input is a 400. None can be
+# longer than the largest body, 1 GiB (DATA_UPLOAD_MAX_MEMORY_SIZE).
+PANTHEON_MAX_MESSAGE_CHARS = config.whole_number(
+    "PANTHEON_MAX_MESSAGE_CHARS", 20_000, minimum=1, maximum=2**30
+)
+PANTHEON_MAX_ROLE_PROMPT_CHARS = config.whole_number(
+    "PANTHEON_MAX_ROLE_PROMPT_CHARS", 8_000, minimum=1, maximum=2**30
+)
+PANTHEON_MAX_ROOM_GOAL_CHARS = config.whole_number(
+    "PANTHEON_MAX_ROOM_GOAL_CHARS", 2_000, minimum=1, maximum=2**30
+)
 # Deepest JSON request body accepted; the API's own bodies are 3 levels deep.
 PANTHEON_MAX_JSON_DEPTH = config.whole_number("PANTHEON_MAX_JSON_DEPTH", 32, minimum=4)
 # Throttles (`N/second|minute|hour|day`): logins per client address and per username tried,
@@ -290,9 +327,10 @@ PANTHEON_AUTH_RATE_PER_IP = config.rate("PANTHEON_AUTH_RATE_PER_IP", "10/min")
 PANTHEON_AUTH_RATE_PER_USERNAME = config.rate("PANTHEON_AUTH_RATE_PER_USERNAME", "10/min")
 PANTHEON_TURN_RATE = config.rate("PANTHEON_TURN_RATE", "60/min")
 # How many recent raw messages a turn reads at most to build its context. A constant bound keeps
-# per-turn work independent of session length; the summary carries everything older.
+# per-turn work independent of session length; the summary carries everything older. It is
+# the query's LIMIT, a PostgreSQL bigint: more failed every turn ("bigint out of range").
 PANTHEON_CONTEXT_HISTORY_LIMIT = config.whole_number(
-    "PANTHEON_CONTEXT_HISTORY_LIMIT", 40, minimum=1
+    "PANTHEON_CONTEXT_HISTORY_LIMIT", 40, minimum=1, maximum=2**63 - 1
 )
 # glibc malloc arenas per gunicorn worker: read by the worker itself (pantheon/workers.py), and
 # here so that `manage.py check` refuses a value that would stop it.

@@ -1,3 +1,4 @@
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +24,30 @@ def test_defaults_leave_room_for_the_slowest_call(settings):
     settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.5
     assert longest_llm_call_seconds() == 181.5
     assert check_stale_limit() == []
+
+
+@pytest.mark.parametrize("retries", [1100, 10**6])
+def test_retries_past_what_a_float_holds_make_a_call_endless_not_a_crash(settings, retries):
+    """The settings stop at 10 retries; the arithmetic holds past them. 2 ** (retries - 1)
+    exactly was an OverflowError past 1023 retries (and took minutes and memory without end
+    for 10**20)."""
+    settings.PANTHEON_LLM_MAX_RETRIES = retries
+    settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.5
+
+    assert longest_llm_call_seconds() == math.inf
+    assert [warning.id for warning in check_stale_limit()] == ["pantheon.W001"]
+
+    settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.0  # no backoff: the attempts' timeouts alone
+    assert longest_llm_call_seconds() == 60.0 * (retries + 1)
+
+
+def test_the_most_retries_allowed_wait_511_5_seconds_of_backoff(settings):
+    """10 retries (PANTHEON_LLM_MAX_RETRIES' maximum): 11 attempts of 60 s, and between them
+    0.5 s doubled each time, 0.5 + 1 + ... + 256 = 511.5 s."""
+    settings.PANTHEON_LLM_MAX_RETRIES = 10
+    settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.5
+
+    assert longest_llm_call_seconds() == 11 * 60 + 511.5
 
 
 def test_a_stale_limit_shorter_than_one_call_is_flagged(settings):

@@ -42,7 +42,7 @@ def start_settings(
         ("PANTHEON_TURN_RATE", "10/fortnight", "N/second, N/minute, N/hour or N/day"),
         ("PANTHEON_AUTH_RATE_PER_IP", "abc", "N/second, N/minute, N/hour or N/day"),
         # These started and refused every request, or said nothing of a typo.
-        ("DATA_UPLOAD_MAX_MEMORY_SIZE", "-1", "a whole number, at least 1024"),
+        ("DATA_UPLOAD_MAX_MEMORY_SIZE", "-1", "a whole number from 1024 to 1073741824"),
         ("DEBUG", "maybe", "true or false"),
         ("DB_POOL_MIN_SIZE", "50", "a whole number from 0 to 16"),
         ("PANTHEON_LOW_BALANCE_SHARE", "-0.1", "a number, at least 0"),
@@ -52,10 +52,41 @@ def start_settings(
         ("PANTHEON_WRITE_TIMEOUT_SECONDS", "0", "a number above 0"),
         # These were a bare traceback that named neither the variable nor the value.
         ("PANTHEON_IDEMPOTENCY_KEY_HOURS", "abc", "a number above 0"),
-        ("DB_POOL_MAX_SIZE", "abc", "a whole number, at least 0"),
-        ("DB_CONNECT_TIMEOUT", "-1", "a whole number, at least 0"),
+        ("DB_POOL_MAX_SIZE", "abc", "a whole number from 0 to 262143"),
+        ("DB_CONNECT_TIMEOUT", "-1", "a whole number from 0 to 3153600000"),
         ("DB_POOL_TIMEOUT", "0", "a number above 0"),
         ("LOG_LEVEL", "LOUD", "one of 'NOTSET', 'DEBUG', 'INFO', 'WARNING', 'WARN'"),
+        # Taken, then `manage.py check` ran for ever (2 ** retries), or a command overflowed.
+        ("PANTHEON_LLM_MAX_RETRIES", "99999999999999999999", "a whole number from 0 to 10"),
+        ("PANTHEON_LLM_MAX_RETRIES", "11", "a whole number from 0 to 10"),
+        (
+            "PANTHEON_TURN_STALE_SECONDS",
+            "100000000000000000000",
+            "a whole number from 1 to 3153600000",
+        ),
+        ("PANTHEON_IDEMPOTENCY_KEY_HOURS", "1e300", "a number above 0 and at most 876000"),
+        # The other durations: no longer than a century either.
+        ("PANTHEON_LLM_TIMEOUT_SECONDS", "1e20", "a number above 0 and at most 3153600000"),
+        ("PANTHEON_LLM_BACKOFF_SECONDS", "1e300", "a number from 0 to 3153600000"),
+        ("PANTHEON_STREAM_SAVE_SECONDS", "1e300", "a number above 0 and at most 3153600000"),
+        ("PANTHEON_SSE_POLL_SECONDS", "1e300", "a number above 0 and at most 3153600000"),
+        ("PANTHEON_SSE_HEARTBEAT_SECONDS", "1e300", "a number above 0 and at most 3153600000"),
+        (
+            "PANTHEON_REQUEST_READ_TIMEOUT_SECONDS",
+            "1e20",
+            "a number above 0 and at most 3153600000",
+        ),
+        ("PANTHEON_WRITE_TIMEOUT_SECONDS", "1e20", "a number above 0 and at most 3153600000"),
+        ("DB_POOL_TIMEOUT", "1e300", "a number above 0 and at most 3153600000"),
+        ("SECURE_HSTS_SECONDS", "10" * 20, "a whole number from 0 to 3153600000"),
+        # A LIMIT PostgreSQL cannot take: every turn failed with "bigint out of range".
+        (
+            "PANTHEON_CONTEXT_HISTORY_LIMIT",
+            "1" + "0" * 19,
+            "a whole number from 1 to 9223372036854775807",
+        ),
+        ("PANTHEON_MAX_MESSAGE_CHARS", "1" + "0" * 12, "a whole number from 1 to 1073741824"),
+        ("DB_POOL_MAX_SIZE", "1000000", "a whole number from 0 to 262143"),
         # A worker failed to boot on it (ValueError), naming nothing.
         ("MALLOC_ARENAS", "abc", "a whole number from 0 to 1024"),
     ],
@@ -97,6 +128,12 @@ def manage_py_check(**env: str) -> subprocess.CompletedProcess:
         ("DB_POOL_TIMEOUT", "0", "a number above 0"),
         # Passed, then every worker failed to boot without naming it.
         ("MALLOC_ARENAS", "abc", "a whole number from 0 to 1024"),
+        # Passed, then prune_idempotency_keys and recover_turns overflowed a timedelta.
+        ("PANTHEON_IDEMPOTENCY_KEY_HOURS", "1e300", "a number above 0 and at most 876000"),
+        ("PANTHEON_TURN_STALE_SECONDS", "1" + "0" * 20, "a whole number from 1 to 3153600000"),
+        # Spun for 10 minutes and more; 1100 was an OverflowError traceback.
+        ("PANTHEON_LLM_MAX_RETRIES", "9" * 20, "a whole number from 0 to 10"),
+        ("PANTHEON_LLM_MAX_RETRIES", "1100", "a whole number from 0 to 10"),
     ],
 )
 def test_manage_py_check_refuses_what_would_stop_the_servers_or_the_commands(name, value, says):
@@ -142,7 +179,15 @@ def test_the_defaults_and_good_values_start():
         PANTHEON_IDEMPOTENCY_KEY_HOURS="0.5",
     )
     assert good.returncode == 0, good.stderr
-    # An empty number is its default.
+    # The largest of each bounded setting, and empty numbers (their defaults).
+    largest = start_settings(
+        PANTHEON_LLM_MAX_RETRIES="10",
+        PANTHEON_TURN_STALE_SECONDS=str(config.CENTURY_SECONDS),
+        PANTHEON_IDEMPOTENCY_KEY_HOURS=str(config.CENTURY_HOURS),
+        DB_POOL_TIMEOUT=str(config.CENTURY_SECONDS),
+        MALLOC_ARENAS="1024",
+    )
+    assert largest.returncode == 0, largest.stderr
     empty = start_settings(
         "from django.conf import settings; print(settings.MALLOC_ARENAS)", MALLOC_ARENAS=" "
     )
@@ -218,6 +263,13 @@ def test_the_readers_take_what_they_document(monkeypatch):
         config.number("X_NUMBER", 1.0, minimum=0)
     monkeypatch.delenv("X_NUMBER")
     assert config.number("X_NUMBER", 2.5, minimum=0) == 2.5
+    monkeypatch.setenv("X_NUMBER", "1e300")
+    with pytest.raises(
+        ImproperlyConfigured, match="X_NUMBER='1e300': must be a number from 0 to 5"
+    ):
+        config.number("X_NUMBER", 1.0, minimum=0, maximum=5)
+    monkeypatch.setenv("X_NUMBER", "5")
+    assert config.number("X_NUMBER", 1.0, above=0, maximum=5) == 5
 
 
 def test_gunicorn_refuses_malloc_arenas_it_cannot_read_before_any_worker_boots():

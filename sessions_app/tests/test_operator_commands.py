@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from pantheon import config
 from sessions_app.models import IdempotencyKey
 
 pytestmark = pytest.mark.django_db
@@ -61,3 +62,18 @@ def test_recover_turns_warns_when_its_age_is_shorter_than_a_call_can_take(settin
 
     assert run("recover_turns", "--older-than", "200")[1] == ""
     assert run("recover_turns")[1] == ""  # the stale limit
+
+
+def test_the_longest_lifetimes_the_settings_take_work_in_the_commands(settings, stale_turn):
+    """A century, the most PANTHEON_TURN_STALE_SECONDS and PANTHEON_IDEMPOTENCY_KEY_HOURS take
+    (1e20 seconds and 1e300 hours passed `check`, then these commands overflowed a
+    timedelta): a moment the database holds, and nothing is that old."""
+    settings.PANTHEON_TURN_STALE_SECONDS = config.CENTURY_SECONDS
+    settings.PANTHEON_IDEMPOTENCY_KEY_HOURS = config.CENTURY_HOURS
+
+    assert (
+        run("recover_turns", "--dry-run")[0] == "Dry run: 0 stale turn(s) would be interrupted.\n"
+    )
+    assert run("recover_turns")[0].startswith("Interrupted 0 turn(s)")
+    out, _ = run("prune_idempotency_keys", "--dry-run")
+    assert out == "Would delete 0 idempotency key(s) older than 876000 hours.\n"
