@@ -584,15 +584,19 @@ class EditedAsShownAdmin:
     def get_object(self, request, object_id, from_field=None):
         # A page saved reads its row under the row's lock, in the change view's transaction: a
         # change committing elsewhere at that moment is read and compared with what the page
-        # showed, not written over once its lock is let go.
-        if request.method == "POST" and from_field is None:
+        # showed, not written over once its lock is let go. Only the change page's save: a
+        # delete (also a POST in a transaction) takes its locks in its own order (an agent's:
+        # its rooms first, `rooms.services.agent_delete`).
+        match = request.resolver_match
+        saving = match is not None and (match.url_name or "").endswith("_change")
+        if request.method == "POST" and saving and from_field is None:
             self._lock_row(object_id)
         return super().get_object(request, object_id, from_field)  # type: ignore[misc]
 
     def _lock_row(self, object_id) -> None:
         model = self.model  # type: ignore[attr-defined]
         if not transaction.get_connection(router.db_for_write(model)).in_atomic_block:
-            return  # a view that reads the row before its transaction (a delete's): no lock
+            return  # a view that reads the row before its transaction: no lock
         with suppress(ValidationError, ValueError):  # a malformed id: Django's 404 follows
             key = model._meta.pk.to_python(object_id)
             list(model._base_manager.select_for_update().filter(pk=key).values_list("pk"))

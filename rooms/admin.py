@@ -22,7 +22,7 @@ from pantheon.console import (
 )
 from rooms.models import Agent, Room, RoomAgent
 from rooms.serializers import AgentSerializer, RoomSerializer
-from rooms.services import room_delete, rooms_lock, seats_close_gaps
+from rooms.services import agent_delete, room_delete, rooms_lock, seats_close_gaps
 from usage.selectors import model_aliases_enabled
 
 # As the API (PUT rooms/<id>/agents answers "Unknown agent"): a room runs its owner's agents
@@ -163,6 +163,15 @@ class AgentAdmin(
         fields = super().get_readonly_fields(request, obj)
         # A new agent's id is made as it is saved: the add page showed one it would not get.
         return fields if obj is not None else [field for field in fields if field != "id"]
+
+    def delete_model(self, request, obj):
+        # As the API deletes one: its rooms locked first (the order of every writer of seats),
+        # and their seats numbered 0, 1, 2... again without it (the cascade alone left a gap).
+        agent_delete(agent=obj)
+
+    def delete_queryset(self, request, queryset):
+        for agent in queryset:
+            agent_delete(agent=agent)
 
 
 class SeatForm(forms.ModelForm):

@@ -547,6 +547,28 @@ def test_a_seat_moved_to_another_room_or_deleted_closes_its_gap(
     assert RoomAgent.objects.get(pk=di_seat.pk).position == 0
 
 
+def test_an_agent_deleted_in_the_console_leaves_no_gap_in_its_rooms(
+    three_seats, owner, make_room, make_agent, staff
+):
+    """As the API's delete: the cascade alone took its seats and left positions 0, 2."""
+    linus = RoomAgent.objects.get(room=three_seats, agent__agent_key="linus").agent
+    other = make_room(owner, [linus, make_agent(owner, "di")], name="Other")
+    client = client_for(staff)
+
+    page = reverse("admin:rooms_agent_delete", args=[linus.pk])
+    assert client.post(page, {"post": "yes"}).status_code == 302
+
+    assert seats_now(three_seats) == [("ada", 0), ("bo", 1)]
+    assert seats_now(other) == [("di", 0)]
+
+    # The list's delete action too.
+    ada = RoomAgent.objects.get(room=three_seats, agent__agent_key="ada").agent
+    action = {"action": "delete_selected", "_selected_action": [ada.pk], "post": "yes"}
+    assert client.post(reverse("admin:rooms_agent_changelist"), action).status_code == 302
+
+    assert seats_now(three_seats) == [("bo", 0)]
+
+
 def test_a_page_whose_seats_changed_meanwhile_says_so_before_its_typing_mistakes(
     room, owner, make_agent, staff
 ):
