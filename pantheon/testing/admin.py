@@ -2,7 +2,10 @@
 
 from html.parser import HTMLParser
 
+from django.contrib.admin.models import LogEntry
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 
@@ -98,3 +101,31 @@ def opened(client: Client, page: str, form_id: str) -> dict[str, list[str]]:
 def refusals(response) -> list[str]:
     """What a change page posted and refused says above its form."""
     return list(response.context["adminform"].form.non_field_errors())
+
+
+def two_tabs(user, page: str, form_id: str):
+    """`page` opened by `user` in two tabs: ((tab A's client, its form), (tab B's, its form))."""
+    tab_a, tab_b = client_for(user), client_for(user)
+    return (tab_a, opened(tab_a, page, form_id)), (tab_b, opened(tab_b, page, form_id))
+
+
+def elsewhere(field: str, now: str) -> str:
+    """What a change page says of `field` changed in another tab since it was opened."""
+    return (
+        f"{field} was changed elsewhere since this page was opened: nothing was saved. It is "
+        f"now {now}, as shown below: make your change to it again if it still holds."
+    )
+
+
+def history(row) -> list[str]:
+    """The change messages the admin logged for `row`, oldest first."""
+    entries = LogEntry.objects.filter(object_id=str(row.pk)).order_by("pk")
+    return [entry.get_change_message() for entry in entries]
+
+
+def post_and_updates(client: Client, page: str, data: dict, table: str):
+    """Post `data` to `page`: (the response, the UPDATE statements it ran on `table`)."""
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(page, data)
+    writes = [q["sql"] for q in queries if q["sql"].startswith(f'UPDATE "{table}"')]
+    return response, writes

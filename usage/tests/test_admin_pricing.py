@@ -44,20 +44,6 @@ def boss(make_operator):
     return client_for(make_operator("Owner", "boss"))
 
 
-@pytest.fixture
-def spare_list():
-    """A price list no ledger row is stamped with, with a price for `scratch`."""
-    version = PricingVersion.objects.create(name="spare", effective_from=timezone.now())
-    scratch = ModelAlias.objects.create(alias="scratch", litellm_model="openai/scratch")
-    ModelPrice.objects.create(
-        pricing_version=version,
-        model_alias=scratch,
-        input_usd_per_mtok=Decimal("1"),
-        output_usd_per_mtok=Decimal("2"),
-    )
-    return version
-
-
 def alias_form(alias: ModelAlias) -> dict:
     """The alias's page as posted with its values, Enabled unticked."""
     return {

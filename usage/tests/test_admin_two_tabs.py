@@ -7,36 +7,22 @@ showed: a suspension lifted by a cap's change, a disabled alias enabled again.""
 from decimal import Decimal
 
 import pytest
-from django.contrib.admin.models import LogEntry
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from pantheon.testing.admin import admin_url, client_for, opened, posted_back, refusals
+from pantheon.testing.admin import (
+    admin_url,
+    client_for,
+    elsewhere,
+    history,
+    opened,
+    post_and_updates,
+    posted_back,
+    refusals,
+    two_tabs,
+)
 from usage.models import BillingProfile, ModelAlias, ModelPrice, PricingVersion
 
 pytestmark = pytest.mark.django_db
-
-
-def elsewhere(field: str, now: str) -> str:
-    return (
-        f"{field} was changed elsewhere since this page was opened: nothing was saved. It is "
-        f"now {now}, as shown below: make your change to it again if it still holds."
-    )
-
-
-def two_tabs(user, page: str, form_id: str):
-    tab_a, tab_b = client_for(user), client_for(user)
-    return (tab_a, opened(tab_a, page, form_id)), (tab_b, opened(tab_b, page, form_id))
-
-
-def history(row) -> list[str]:
-    entries = LogEntry.objects.filter(object_id=str(row.pk)).order_by("pk")
-    return [entry.get_change_message() for entry in entries]
-
-
-def updates(queries, table: str) -> list[str]:
-    return [q["sql"] for q in queries if q["sql"].startswith(f'UPDATE "{table}"')]
 
 
 # --- model aliases ------------------------------------------------------------------------------
@@ -79,11 +65,10 @@ def test_an_alias_page_saved_as_it_is_writes_nothing(qwen, staff):
     console = client_for(staff)
     shown = opened(console, page, "modelalias_form")
 
-    with CaptureQueriesContext(connection) as queries:
-        saved = console.post(page, shown)
+    saved, updates = post_and_updates(console, page, shown, "usage_modelalias")
 
     assert saved.status_code == 302
-    assert updates(queries, "usage_modelalias") == []
+    assert updates == []
     assert ModelAlias.objects.get(pk=qwen.pk).updated_at == qwen.updated_at
 
 
@@ -145,29 +130,14 @@ def test_a_profile_page_saved_as_it_is_writes_nothing(profile, staff):
     console = client_for(staff)
     shown = opened(console, page, "billingprofile_form")
 
-    with CaptureQueriesContext(connection) as queries:
-        saved = console.post(page, shown)
+    saved, updates = post_and_updates(console, page, shown, "usage_billingprofile")
 
     assert saved.status_code == 302
-    assert updates(queries, "usage_billingprofile") == []
+    assert updates == []
     assert BillingProfile.objects.get(pk=profile.pk).updated_at == profile.updated_at
 
 
 # --- price lists and prices ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def spare_list():
-    """A price list no ledger row is stamped with (so editable), with a price for `scratch`."""
-    version = PricingVersion.objects.create(name="spare", effective_from=timezone.now())
-    scratch = ModelAlias.objects.create(alias="scratch", litellm_model="openai/scratch")
-    ModelPrice.objects.create(
-        pricing_version=version,
-        model_alias=scratch,
-        input_usd_per_mtok=Decimal("1"),
-        output_usd_per_mtok=Decimal("2"),
-    )
-    return version
 
 
 def test_a_stale_price_list_tab_keeps_the_price_another_tab_saved(spare_list, staff):
