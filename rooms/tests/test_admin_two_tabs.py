@@ -7,19 +7,24 @@ the page saying what it is now. Saved whole, the stale tab put back the values i
 import threading
 
 import pytest
-from django.contrib.admin.models import LogEntry
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
 
-from pantheon.testing.admin import admin_url, client_for, opened, posted_back, refusals
+from pantheon.testing.admin import (
+    admin_url,
+    client_for,
+    elsewhere,
+    history,
+    opened,
+    post_and_updates,
+    posted_back,
+    refusals,
+    two_tabs,
+)
 from rooms.models import Agent, Room
 
 pytestmark = pytest.mark.django_db
 
-RENAMED_ELSEWHERE = (
-    "Name was changed elsewhere since this page was opened: nothing was saved. It is now "
-    "“TwoTabs renamed by A”, as shown below: make your change to it again if it still holds."
-)
+RENAMED_ELSEWHERE = elsewhere("Name", "“TwoTabs renamed by A”")
 
 
 @pytest.fixture
@@ -29,15 +34,9 @@ def room(owner, make_agent, make_room):
     )
 
 
-def history(row) -> list[str]:
-    entries = LogEntry.objects.filter(object_id=str(row.pk)).order_by("pk")
-    return [entry.get_change_message() for entry in entries]
-
-
 def test_a_stale_tab_keeps_the_name_another_tab_saved(room, staff):
     page = admin_url(Room, "change", room.pk)
-    tab_a, tab_b = client_for(staff), client_for(staff)
-    shown_a, shown_b = opened(tab_a, page, "room_form"), opened(tab_b, page, "room_form")
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "room_form")
 
     renamed = tab_a.post(page, shown_a | {"name": "TwoTabs renamed by A"})
     moded = tab_b.post(page, shown_b | {"current_mode": "manual"})
@@ -53,8 +52,7 @@ def test_a_stale_tab_keeps_the_name_another_tab_saved(room, staff):
 
 def test_a_name_changed_in_both_tabs_is_refused_saying_what_it_is_now(room, staff):
     page = admin_url(Room, "change", room.pk)
-    tab_a, tab_b = client_for(staff), client_for(staff)
-    shown_a, shown_b = opened(tab_a, page, "room_form"), opened(tab_b, page, "room_form")
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "room_form")
     tab_a.post(page, shown_a | {"name": "TwoTabs renamed by A"})
 
     refused = tab_b.post(page, shown_b | {"name": "TwoTabs renamed by B", "goal": "Find more."})
@@ -90,19 +88,17 @@ def test_a_page_saved_as_shown_after_an_api_rename_keeps_the_new_name_and_writes
     Room.objects.filter(pk=room.pk).update(name="Renamed by the API")
     room.refresh_from_db()
 
-    with CaptureQueriesContext(connection) as queries:
-        saved = console.post(page, shown)
+    saved, updates = post_and_updates(console, page, shown, "rooms_room")
 
     assert saved.status_code == 302
-    assert not [q for q in queries if q["sql"].startswith('UPDATE "rooms_room"')]
+    assert not updates
     after = Room.objects.get(pk=room.pk)
     assert (after.name, after.updated_at) == ("Renamed by the API", room.updated_at)
 
 
 def test_the_same_change_made_in_both_tabs_is_no_conflict(room, staff):
     page = admin_url(Room, "change", room.pk)
-    tab_a, tab_b = client_for(staff), client_for(staff)
-    shown_a, shown_b = opened(tab_a, page, "room_form"), opened(tab_b, page, "room_form")
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "room_form")
     tab_a.post(page, shown_a | {"pending_mode": "manual"})
 
     saved = tab_b.post(page, shown_b | {"pending_mode": "manual", "name": "Renamed by B"})
@@ -123,8 +119,7 @@ def agent(owner, make_agent):
 
 def test_a_stale_agent_tab_keeps_what_another_tab_saved(agent, staff):
     page = admin_url(Agent, "change", agent.pk)
-    tab_a, tab_b = client_for(staff), client_for(staff)
-    shown_a, shown_b = opened(tab_a, page, "agent_form"), opened(tab_b, page, "agent_form")
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "agent_form")
 
     tab_a.post(page, shown_a | {"name": "Ada Lovelace", "model_alias": "qwen"})
     saved = tab_b.post(page, shown_b | {"role_prompt": "One.\r\nTwo.\r\nThree."})
@@ -139,8 +134,7 @@ def test_a_stale_agent_tab_keeps_what_another_tab_saved(agent, staff):
 
 def test_an_alias_changed_in_both_agent_tabs_is_refused(agent, staff):
     page = admin_url(Agent, "change", agent.pk)
-    tab_a, tab_b = client_for(staff), client_for(staff)
-    shown_a, shown_b = opened(tab_a, page, "agent_form"), opened(tab_b, page, "agent_form")
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "agent_form")
     tab_a.post(page, shown_a | {"model_alias": "qwen"})
 
     refused = tab_b.post(page, shown_b | {"model_alias": "premium", "name": "Ada B"})
@@ -164,11 +158,10 @@ def test_an_agent_page_saved_as_it_is_writes_nothing(agent, staff, role_prompt):
     console = client_for(staff)
     shown = opened(console, page, "agent_form")
 
-    with CaptureQueriesContext(connection) as queries:
-        saved = console.post(page, shown)
+    saved, updates = post_and_updates(console, page, shown, "rooms_agent")
 
     assert saved.status_code == 302
-    assert not [q for q in queries if q["sql"].startswith('UPDATE "rooms_agent"')]
+    assert not updates
     after = Agent.objects.get(pk=agent.pk)
     assert (after.role_prompt, after.updated_at) == (role_prompt, agent.updated_at)
 
