@@ -6,18 +6,15 @@ and keeps its traceback."""
 
 import subprocess
 import sys
-import uuid
 
-import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import ProgrammingError, connection
-from psycopg import sql
 
 from pantheon.commands import DATABASE_FAILED
 from pantheon.testing.processes import ROOT
 
-from .test_migrations_and_setup import server_params
+from .test_migrations_and_setup import new_database
 
 COMMANDS = {
     "rollup_usage": [],
@@ -33,18 +30,8 @@ COMMANDS = {
 @pytest.fixture
 def scratch_database():
     """A new, empty PostgreSQL database (dropped afterwards); yields its URL."""
-    params = server_params()
-    name = f"pantheon_unmigrated_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(**params, dbname="postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    password = f":{params['password']}" if params["password"] else ""
-    try:
-        yield f"postgres://{params['user']}{password}@{params['host']}:{params['port']}/{name}"
-    finally:
-        with psycopg.connect(**params, dbname="postgres", autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with new_database("pantheon_unmigrated_") as (url, _params):
+        yield url
 
 
 def manage(url: str, *args: str) -> subprocess.Popen:

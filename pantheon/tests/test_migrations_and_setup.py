@@ -4,6 +4,8 @@
 import secrets
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from io import StringIO
 
 import psycopg
@@ -49,11 +51,12 @@ def query(url_params: dict, statement: str) -> list[tuple]:
 # --- migrations -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def empty_database():
-    """A brand-new, empty PostgreSQL database (dropped afterwards); yields (url, params)."""
+@contextmanager
+def new_database(prefix: str) -> Iterator[tuple[str, dict]]:
+    """A brand-new, empty PostgreSQL database named `prefix` and a random suffix, dropped
+    afterwards: (its url, its connection params)."""
     params = server_params()
-    name = f"pantheon_from_zero_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
     with psycopg.connect(**params, dbname="postgres", autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     password = f":{params['password']}" if params["password"] else ""
@@ -65,6 +68,13 @@ def empty_database():
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def empty_database():
+    """A brand-new, empty PostgreSQL database (dropped afterwards); yields (url, params)."""
+    with new_database("pantheon_from_zero_") as created:
+        yield created
 
 
 def seeded_state(params: dict) -> tuple[list[str], dict[str, set[tuple[str, str]]]]:
