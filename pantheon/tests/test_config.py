@@ -14,25 +14,38 @@ from pantheon.testing.processes import ROOT
 from pantheon.testing.servers import free_port
 
 
+def run_alone(command: list[str], env: dict[str, str], *, timeout: float = 60):
+    """`command` in the checkout with the variables `env` and no others (and PATH): unlike
+    `run_production`, which passes this process's environment on, where a variable set for the
+    test run (DB_POOL_MAX_SIZE, say) would change what the settings accept."""
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def start_settings(
     code: str = "from django.conf import settings; settings.DEBUG", **env: str
 ) -> subprocess.CompletedProcess:
     """Load the production settings in a fresh interpreter, with these variables and no
-    others: `run_production` passes this process's environment on, and a variable set for the
-    test run (DB_POOL_MAX_SIZE, say) would change what the settings accept."""
-    return subprocess.run(
+    others (`run_alone`)."""
+    return run_alone(
         [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
+        {
             "DJANGO_SETTINGS_MODULE": "pantheon.settings",
             "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
             **env,
         },
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
+
+
+def last_line(process: subprocess.CompletedProcess) -> str:
+    """The last line a process that stopped wrote on stderr: the exception it stopped on."""
+    return process.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(
@@ -95,8 +108,7 @@ def test_a_value_that_cannot_work_stops_the_start_and_says_why(name, value, says
     started = start_settings(**{name: value})
 
     assert started.returncode != 0
-    last_line = started.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(
+    assert last_line(started).startswith(
         f"django.core.exceptions.ImproperlyConfigured: {name}={value!r}: must be {says}"
     )
 
@@ -104,18 +116,9 @@ def test_a_value_that_cannot_work_stops_the_start_and_says_why(name, value, says
 def manage_py_check(**env: str) -> subprocess.CompletedProcess:
     """`manage.py check` as an operator runs it (manage.py sets DB_POOL=off for its commands),
     with these variables and no others."""
-    return subprocess.run(
+    return run_alone(
         [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
-            "LOG_LEVEL": "ERROR",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
+        {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused", "LOG_LEVEL": "ERROR", **env},
     )
 
 
@@ -140,12 +143,8 @@ def test_manage_py_check_refuses_what_would_stop_the_servers_or_the_commands(nam
     checked = manage_py_check(**{name: value})
 
     assert checked.returncode != 0
-    assert (
-        checked.stderr.strip()
-        .splitlines()[-1]
-        .startswith(
-            f"django.core.exceptions.ImproperlyConfigured: {name}={value!r}: must be {says}"
-        )
+    assert last_line(checked).startswith(
+        f"django.core.exceptions.ImproperlyConfigured: {name}={value!r}: must be {says}"
     )
 
 
@@ -225,18 +224,9 @@ def test_how_long_postgresql_is_waited_for():
 def gunicorn_start(**env: str) -> subprocess.CompletedProcess:
     """gunicorn started with the production configuration and these variables, expected to stop
     before it serves anything."""
-    return subprocess.run(
+    return run_alone(
         [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "GUNICORN_CONTROL_SOCKET": "off",
-            "HOST": "127.0.0.1",
-            "PORT": str(free_port()),
-            **env,
-        },
-        capture_output=True,
-        text=True,
+        {"GUNICORN_CONTROL_SOCKET": "off", "HOST": "127.0.0.1", "PORT": str(free_port()), **env},
         timeout=120,
     )
 
@@ -290,7 +280,7 @@ def gunicorn_setting(name: str, **env: str):
         f"print(repr(runpy.run_path('gunicorn.conf.py')[{name!r}]))",
         **env,
     )
-    return read.stdout.strip() if read.returncode == 0 else read.stderr.strip().splitlines()[-1]
+    return read.stdout.strip() if read.returncode == 0 else last_line(read)
 
 
 def test_gunicorn_reads_its_access_log_and_log_level_as_the_other_settings():
