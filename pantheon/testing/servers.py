@@ -6,6 +6,7 @@ ends exactly the processes it started (its own process group).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -46,6 +47,34 @@ def make_run_command(port: int) -> str:
         check=True,
     )
     return dry_run.stdout.strip().splitlines()[-1]
+
+
+def start_make_run(command: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
+    """`sh -c COMMAND` (a `make_run_command`) in the checkout, in a process group of its own
+    (stopped as a terminal stops it, by a signal to the group), its output added to
+    `log_path`."""
+    with open(log_path, "ab") as output:
+        return subprocess.Popen(
+            ["sh", "-c", command],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=output,
+            stderr=output,
+        )
+
+
+def json_objects(lines: list[str]) -> list[dict]:
+    """A JSON log's lines, each parsed: every one must be a JSON object."""
+    objects = []
+    for text in lines:
+        try:
+            line = json.loads(text)
+        except ValueError:
+            line = None
+        assert isinstance(line, dict), f"not a JSON object: {text!r}"
+        objects.append(line)
+    return objects
 
 
 def postgres_url(settings_dict: Mapping) -> str:

@@ -14,7 +14,13 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from pantheon.testing.servers import AppServer, forget_throttle_history, free_port, postgres_url
+from pantheon.testing.servers import (
+    AppServer,
+    forget_throttle_history,
+    free_port,
+    json_objects,
+    postgres_url,
+)
 from usage.models import ModelAlias
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -340,14 +346,7 @@ def test_with_log_format_json_every_line_the_server_writes_is_json(
     a line choked on them."""
     output = _serve_then_stop(tmp_path, owner, make_agent, make_session, LOG_FORMAT="json")
 
-    lines = []
-    for text in output:
-        try:
-            line = json.loads(text)
-        except ValueError:
-            line = None
-        assert isinstance(line, dict), f"not a JSON object: {text!r}"
-        lines.append(line)
+    lines = json_objects(output)
     for line in lines:
         assert {"time", "level", "logger", "message", "request_id"} <= line.keys(), line
         # uvicorn's message again in terminal colours; litellm's mark, `<object object at ...>`

@@ -9,14 +9,12 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
 import time
 
 import httpx
 import pytest
 
-from pantheon.testing.processes import ROOT
-from pantheon.testing.servers import free_port, make_run_command
+from pantheon.testing.servers import free_port, json_objects, make_run_command, start_make_run
 
 
 @contextlib.contextmanager
@@ -34,15 +32,7 @@ def _laptop_server(tmp_path, **env: str):
         "LOG_LEVEL": "ERROR",
         **env,
     }
-    with open(tmp_path / "server.log", "ab") as output:
-        process = subprocess.Popen(
-            ["sh", "-c", command],
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-            stdout=output,
-            stderr=output,
-        )
+    process = start_make_run(command, env, tmp_path / "server.log")
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -106,12 +96,5 @@ def test_make_runs_server_writes_only_json_lines_with_log_format_json(tmp_path):
         assert json.loads(body)["detail"]["code"] == "malformed_request"
 
     output = (tmp_path / "server.log").read_text().splitlines()
-    loggers = set()
-    for text in output:
-        try:
-            line = json.loads(text)
-        except ValueError:
-            line = None
-        assert isinstance(line, dict), f"not a JSON object: {text!r}"
-        loggers.add(line["logger"])
+    loggers = {line["logger"] for line in json_objects(output)}
     assert {"uvicorn.error", "uvicorn.access", "pantheon.request"} <= loggers, loggers

@@ -10,7 +10,6 @@ new turns until the stale limit), their ledger rows `pending`, their clients cut
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -19,8 +18,13 @@ import pytest
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from pantheon.testing.processes import ROOT
-from pantheon.testing.servers import AppServer, free_port, make_run_command, postgres_url
+from pantheon.testing.servers import (
+    AppServer,
+    free_port,
+    make_run_command,
+    postgres_url,
+    start_make_run,
+)
 from pantheon.testing.sse import events
 from sessions_app.models import IdempotencyKey, Turn
 from sessions_app.tests.conftest import point_at_stub, wait_for
@@ -168,15 +172,7 @@ def test_make_runs_server_drains_its_turns_as_production_does(
     }
     # `exec env`: the process waited for is the server, not a shell around it.
     command = f"exec env {make_run_command(port)} --graceful-timeout {GRACEFUL_TIMEOUT}"
-    with open(tmp_path / "server.log", "ab") as output:
-        process = subprocess.Popen(
-            ["sh", "-c", command],
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-            stdout=output,
-            stderr=output,
-        )
+    process = start_make_run(command, env, tmp_path / "server.log")
     outcome: dict = {}
 
     def post(name: str, timeout: float = 60) -> None:
