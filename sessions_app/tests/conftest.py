@@ -4,12 +4,15 @@ import time
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from orchestration.litellm_loader import load_litellm
 from pantheon.testing.servers import forget_throttle_history
 from pantheon.testing.stub_llm import StubLLM
 from sessions_app.models import Turn
+from sessions_app.selectors import session_for_turn
+from sessions_app.turns import TurnListener, TurnOutcome, turn_run
 from usage.models import ModelAlias
 
 
@@ -69,6 +72,27 @@ def point_at_stub(stub: StubLLM, model: str, *aliases: str) -> None:
     ModelAlias.objects.filter(alias__in=aliases).update(
         litellm_model=f"openai/{model}", api_base=stub.base_url, api_key_env="STUB_API_KEY"
     )
+
+
+def direct_turn(
+    owner, session, gateway, *, message: str = "Hello there, friend", listen: bool = True
+) -> tuple[TurnOutcome, list]:
+    """A turn of `session` run by the turn service in this thread, as the API runs it: (its
+    outcome, the events its listener heard; none without a listener, `listen=False`)."""
+    heard: list = []
+    outcome = async_to_sync(turn_run)(
+        session=session_for_turn(user=owner, session_id=session.pk),
+        user=owner,
+        message=message,
+        gateway=gateway,
+        listener=TurnListener(send=heard.append) if listen else None,
+    )
+    return outcome, heard
+
+
+def streamed_text(heard: list) -> str:
+    """The answer's text as the listener heard it streamed (its `step_delta` events)."""
+    return "".join(event.data["text"] for event in heard if event.name == "step_delta")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from asgiref.sync import async_to_sync
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
@@ -15,9 +14,7 @@ from orchestration.types import AliasConfig, ChatMessage, LlmCall
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
 from sessions_app.models import Message
-from sessions_app.selectors import session_for_turn
-from sessions_app.tests.conftest import point_at_stub
-from sessions_app.turns import TurnListener, turn_run
+from sessions_app.tests.conftest import direct_turn, point_at_stub, streamed_text
 from usage.models import LlmCallEvent, ModelAlias
 
 MESSAGES = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there, friend"))
@@ -179,15 +176,8 @@ def stub_turn(owner, ada, make_session, stub, model: str, *, streamed: bool) -> 
     point_at_stub(stub, model, ada.model_alias)
     session = make_session(owner, agent=ada)
     gateway = LiteLLMGateway(timeout_seconds=5, max_retries=1, backoff_seconds=0)
-    heard: list = []
-    outcome = async_to_sync(turn_run)(
-        session=session_for_turn(user=owner, session_id=session.pk),
-        user=owner,
-        message="Hello there, friend",
-        gateway=gateway,
-        listener=TurnListener(send=heard.append) if streamed else None,
-    )
-    deltas = "".join(event.data["text"] for event in heard if event.name == "step_delta")
+    outcome, heard = direct_turn(owner, session, gateway, listen=streamed)
+    deltas = streamed_text(heard)
     answer = Message.objects.get(turn=outcome.turn, role="assistant")
     return outcome.turn, answer, LlmCallEvent.objects.get(turn=outcome.turn), deltas
 

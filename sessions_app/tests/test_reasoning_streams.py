@@ -12,7 +12,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from asgiref.sync import async_to_sync
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
@@ -25,10 +24,8 @@ from orchestration.metering import compute_credits, compute_oe, compute_price_us
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
 from sessions_app.models import Message, Turn, TurnStatus
-from sessions_app.selectors import session_for_turn
-from sessions_app.tests.conftest import point_at_stub, wait_for
+from sessions_app.tests.conftest import direct_turn, point_at_stub, streamed_text, wait_for
 from sessions_app.tests.test_provider_replies import stub_call
-from sessions_app.turns import TurnListener, turn_run
 from usage.models import LlmCallEvent, MonthlyUsage
 from usage.selectors import alias_pricing
 
@@ -185,15 +182,8 @@ def test_reasoning_writes_nothing_until_progress_is_due(owner, ada, make_session
 
     def statements(gateway: FakeGateway) -> int:
         session = make_session(owner, agent=ada)
-        heard: list = []
         with CaptureQueriesContext(connection) as queries:
-            outcome = async_to_sync(turn_run)(
-                session=session_for_turn(user=owner, session_id=session.pk),
-                user=owner,
-                message="hello",
-                gateway=gateway,
-                listener=TurnListener(send=heard.append),
-            )
+            outcome, heard = direct_turn(owner, session, gateway, message="hello")
         assert outcome.turn.status == TurnStatus.COMPLETED
         assert heard[-1].name == "turn_completed"
         return len(queries)
@@ -283,17 +273,10 @@ def stream_turn(owner, ada, make_session, stub, monkeypatch):
         session = make_session(owner, agent=ada)
         gateway = LiteLLMGateway(timeout_seconds=timeout, max_retries=retries, backoff_seconds=0)
         gateway.warm_up()  # as a server does: litellm's first call loads it, for seconds
-        heard: list = []
-        outcome = async_to_sync(turn_run)(
-            session=session_for_turn(user=owner, session_id=session.pk),
-            user=owner,
-            message="Hello there, friend",
-            gateway=gateway,
-            listener=TurnListener(send=heard.append),
-        )
+        outcome, heard = direct_turn(owner, session, gateway)
         turn = Turn.objects.get(pk=outcome.turn.pk)
         row = LlmCallEvent.objects.get(turn=turn)
-        text = "".join(e.data["text"] for e in heard if e.name == "step_delta")
+        text = streamed_text(heard)
         return turn, row, text
 
     return run
