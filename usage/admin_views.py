@@ -6,7 +6,6 @@ Staff only (the admin site wraps these views), and only for who may read the led
 
 import csv
 from datetime import timedelta
-from decimal import Decimal
 from urllib.parse import urlencode
 
 from django import forms
@@ -20,6 +19,7 @@ from django.urls import reverse
 from django.views import View
 
 from pantheon.days import NoSuchDay, day_written
+from pantheon.figures import as_decimal, rounded
 from usage.charts import daily_bar_chart
 from usage.dashboard import DEFAULT_DAYS, FIGURES, billing_report
 from usage.models import ModelAlias, UsageTotals
@@ -232,7 +232,7 @@ def _figure(name: str, value):
     if places is None or value is None:
         return value
     # Fixed-point: a quantized zero is Decimal("0E-10"), which str() writes so.
-    return format(Decimal(value).quantize(Decimal(1).scaleb(-places)), "f")
+    return format(rounded(as_decimal(value), places), "f")
 
 
 def _cell(text: str) -> str:

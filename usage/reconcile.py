@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet
 
+from pantheon.figures import plain_amount
 from sessions_app.models import Message, MessageRole, Turn, TurnStatus
 from usage.models import (
     USAGE_TOTAL_FIELDS,
@@ -378,13 +379,8 @@ def _figures(row) -> str:
     """'3 calls, 0.0141 credits' from a row of USAGE_TOTAL_FIELDS (or rollup columns)."""
     if row is None or all(value is None for value in row):
         return "nothing"
-    return f"{row[0]} calls, {_plain(row[3])} credits"
+    return f"{row[0]} calls, {plain_amount(row[3])} credits"
 
 
 def _credits(row) -> str:
-    return "nothing" if row is None or row[0] is None else _plain(row[0])
-
-
-def _plain(value) -> str:
-    number = Decimal(str(value)).normalize()
-    return f"{number:f}"
+    return "nothing" if row is None or row[0] is None else plain_amount(row[0])
