@@ -24,7 +24,12 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ERROR_FLAG, ORDER_VAR, ChangeList
 from django.contrib.auth import get_user_model
-from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
+from django.core.exceptions import (
+    EmptyResultSet,
+    FullResultSet,
+    PermissionDenied,
+    ValidationError,
+)
 from django.core.paginator import Paginator
 from django.db import models, router, transaction
 from django.db.models import Model, Q, QuerySet
@@ -650,14 +655,32 @@ def read_only_since_opened(model_admin, request, object_id) -> Model | None:
     return obj if model_admin.has_change_permission(request) else None
 
 
-def not_saved(model_admin, request, why: str) -> HttpResponseRedirect:
-    """Its page again, read-only now, which says why; nothing saved. Django answered its bare
-    "403 Forbidden", in no frame of the console."""
-    model_admin.message_user(request, f"Your changes were not saved: {why}", messages.WARNING)
-    return HttpResponseRedirect(request.get_full_path())
+class SavedUnlessReadOnlySinceOpened:
+    """A change page whose save Django refuses (403) because its row turned read-only while the
+    page was open answers with the page again, read-only now, saying why (`read_only_because`);
+    nothing saved. Django answered its bare "403 Forbidden", in no frame of the console. Asked
+    only once Django has refused: an ordinary save reads its row once, as Django does."""
+
+    def read_only_because(self, request, obj) -> str:
+        raise NotImplementedError
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(  # type: ignore[misc]
+                request, object_id, form_url, extra_context
+            )
+        except PermissionDenied:
+            obj = read_only_since_opened(self, request, object_id)
+            if obj is None:
+                raise
+            why = self.read_only_because(request, obj)
+            self.message_user(  # type: ignore[attr-defined]
+                request, f"Your changes were not saved: {why}", messages.WARNING
+            )
+            return HttpResponseRedirect(request.get_full_path())
 
 
-class KeptWhileInUse:
+class KeptWhileInUse(SavedUnlessReadOnlySinceOpened):
     """Rows that the ledger's history or live agents rest on are never deleted, so historical
     costs stay reproducible and no agent names an alias that is gone: no delete button for
     such a row (its delete page answers 403, saying why), and the bulk action lists it as
@@ -690,15 +713,10 @@ class KeptWhileInUse:
             return False
         return super().has_change_permission(request, obj)
 
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        obj = read_only_since_opened(self, request, object_id)
-        if obj is not None:
-            why = self.kept_because(request, obj)
-            because = f" ({why.rstrip('.')})" if why else ""
-            return not_saved(self, request, f"it became read-only in the meantime{because}.")
-        return super().changeform_view(  # type: ignore[misc]
-            request, object_id, form_url, extra_context
-        )
+    def read_only_because(self, request, obj) -> str:
+        why = self.kept_because(request, obj)
+        because = f" ({why.rstrip('.')})" if why else ""
+        return f"it became read-only in the meantime{because}."
 
     def delete_view(self, request, object_id, extra_context=None):
         # Only a typed URL leads here (the page offers no delete). Someone who may delete such
@@ -721,7 +739,7 @@ class KeptWhileInUse:
         return deleted, counts, perms_needed, [*protected, *kept]
 
 
-class SoftDeleteAdmin(admin.ModelAdmin):
+class SoftDeleteAdmin(SavedUnlessReadOnlySinceOpened, admin.ModelAdmin):
     """Deleting in the admin (one row or the bulk action) calls the same soft-delete service as
     the API: the row stays, with `deleted_at` set, and its history with it. The confirmation
     pages say so (Django's say that the row and its related items will be deleted). A deleted
@@ -755,13 +773,10 @@ class SoftDeleteAdmin(admin.ModelAdmin):
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        obj = read_only_since_opened(self, request, object_id)
-        if obj is not None:
-            # Deleted, or gone with what it belongs to (a session with its room).
-            happened = "was deleted" if deleted(obj) else "became read-only"
-            return not_saved(self, request, f"it {happened} in the meantime.")
-        return super().changeform_view(request, object_id, form_url, extra_context)
+    def read_only_because(self, request, obj) -> str:
+        # Deleted, or gone with what it belongs to (a session with its room).
+        happened = "was deleted" if deleted(obj) else "became read-only"
+        return f"it {happened} in the meantime."
 
     def delete_view(self, request, object_id, extra_context=None):
         # Only a typed URL leads to a deleted row's delete page (its page offers none).
