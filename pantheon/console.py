@@ -331,9 +331,6 @@ class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = EitherEndPaginator
 
-    def get_changelist(self, request, **kwargs):
-        return DrillDownChangeList
-
 
 class FirstRowsFormSet(BaseInlineFormSet):
     """A record page's inline rows, the first `max_rows` of them: a turn of 400 steps rendered
