@@ -69,20 +69,26 @@ class AnswerLimit:
 
     chars: int
     chunks: int
-    reasoning_chunks: int = REASONING_TOKENS * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS
-    # The most reasoning an estimate counts (an answer's estimate counts at most `max_tokens`).
     reasoning_tokens: int = REASONING_TOKENS
+
+    @property
+    def reasoning_chunks(self) -> int:
+        return self.reasoning_tokens * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS
 
     @classmethod
     def of(cls, call: LlmCall) -> AnswerLimit:
         tokens = call.alias.max_output_tokens
-        reasoning = max(tokens, REASONING_TOKENS)
         return cls(
             chars=tokens * ANSWER_CHARS_PER_TOKEN,
             chunks=tokens * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS,
-            reasoning_chunks=reasoning * ANSWER_CHUNKS_PER_TOKEN + ANSWER_EXTRA_CHUNKS,
-            reasoning_tokens=reasoning,
+            reasoning_tokens=reasoning_tokens_at_most(tokens),
         )
+
+
+def reasoning_tokens_at_most(max_output_tokens: int) -> int:
+    """The most reasoning a call streams before its answer (`REASONING_TOKENS`, or its
+    `max_tokens` when more), and the most of it an estimate counts."""
+    return max(max_output_tokens, REASONING_TOKENS)
 
 
 def answer_tokens_at_most(max_output_tokens: int) -> int:
@@ -664,7 +670,7 @@ def usage_or_estimate(
     if not answer:
         answer = min(estimate_tokens(text, model), call.alias.max_output_tokens)
         if reasoning:
-            bound = AnswerLimit.of(call).reasoning_tokens
+            bound = reasoning_tokens_at_most(call.alias.max_output_tokens)
             answer += min(estimate_tokens(reasoning, model), bound)
     return prompt, 0, answer
 
@@ -723,7 +729,7 @@ def most_output_tokens(alias: AliasConfig) -> int:
     do not count reasoning in `max_tokens`). A provider that ignores `max_tokens` is billed its
     usage up to there."""
     answer = alias.max_output_tokens
-    most = max(alias.context_window, answer + max(answer, REASONING_TOKENS))
+    most = max(alias.context_window, answer + reasoning_tokens_at_most(answer))
     return min(most, MAX_TOKENS_PER_COUNT)
 
 
