@@ -432,10 +432,8 @@ class TurnRunner:
                 failure = TurnFailure.DATABASE_UNAVAILABLE
             else:
                 failure = TurnFailure.INTERRUPTED if stopped else TurnFailure.SERVER_ERROR
-            interrupted = stopped or failure in (
-                TurnFailure.DATABASE_UNAVAILABLE,
-                TurnFailure.INTERRUPTED,
-            )
+            # A stopping worker's turn is INTERRUPTED above.
+            interrupted = failure in (TurnFailure.DATABASE_UNAVAILABLE, TurnFailure.INTERRUPTED)
             try:
                 outage = failure == TurnFailure.DATABASE_UNAVAILABLE
                 try:
