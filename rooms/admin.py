@@ -22,7 +22,13 @@ from pantheon.console import (
 )
 from rooms.models import Agent, Room, RoomAgent
 from rooms.serializers import AgentSerializer, RoomSerializer
-from rooms.services import agent_delete, room_delete, rooms_lock, seats_close_gaps
+from rooms.services import (
+    agent_delete,
+    room_delete,
+    rooms_lock,
+    rooms_touch,
+    seats_close_gaps,
+)
 from usage.selectors import model_aliases_enabled
 
 # As the API (PUT rooms/<id>/agents answers "Unknown agent"): a room runs its owner's agents
@@ -426,7 +432,7 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, EditedAsShownAdmi
         if change and not form.changed_data and (seats or moved or formset.deleted_objects):
             # Only the seats changed: they move the room's `updated_at` (the room is locked
             # already, by the formset's check), as the save of its own fields would have.
-            rooms_lock([form.instance.pk])
+            rooms_touch([form.instance.pk])
         seats_saved(seats, moved=moved, leaving=formset.deleted_objects)
         formset.save_m2m()
         return None

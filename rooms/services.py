@@ -128,7 +128,12 @@ def rooms_lock(room_ids: Iterable, *, seats_change: bool = True) -> None:
     room_ids = list(room_ids)
     list(Room.objects.select_for_update().filter(pk__in=room_ids).order_by("pk").values("pk"))
     if seats_change:
-        Room.objects.filter(pk__in=room_ids).update(updated_at=timezone.now())
+        rooms_touch(room_ids)
+
+
+def rooms_touch(room_ids: Iterable) -> None:
+    """Move these rooms' `updated_at`: their seats changed (the rooms locked already)."""
+    Room.objects.filter(pk__in=list(room_ids)).update(updated_at=timezone.now())
 
 
 def seats_close_gaps(*, room_ids: Iterable) -> None:
