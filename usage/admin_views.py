@@ -124,8 +124,9 @@ class BillingAccess(View):
         data = {key: value for key, value in request.GET.items() if value}
         form = BillingFilterForm(data)
         if ("start" not in data or "end" not in data) and form.is_valid():
+            # Shown, not checked again: its boxes render what `data` holds.
             days = {name: form.cleaned_data[name].isoformat() for name in ("start", "end")}
-            form = BillingFilterForm({**data, **days})
+            form.data = {**data, **days}
         return form
 
 
