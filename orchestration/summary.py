@@ -95,11 +95,13 @@ def fit_summary_messages(
         used += tokens
         count += 1
     messages = _summary_messages(previous, lines[:count])
+    total = _tokens(messages, model)
     # A model's own tokenizer may count the whole above its parts.
-    while count > 1 and _tokens(messages, model) > limit:
+    while count > 1 and total > limit:
         count -= 1
         messages = _summary_messages(previous, lines[:count])
-    if count == 0 or _tokens(messages, model) > limit:
+        total = _tokens(messages, model)
+    if count == 0 or total > limit:
         first = cut_to_fit(
             lines[0],
             lambda candidate: _tokens(_summary_messages(previous, [candidate]), model) <= limit,
@@ -107,9 +109,8 @@ def fit_summary_messages(
         if first is None:
             return None
         count, messages = 1, _summary_messages(previous, [first])
-    return SummaryPrompt(
-        messages=messages, transcript_used=count, estimated_tokens=_tokens(messages, model)
-    )
+        total = _tokens(messages, model)
+    return SummaryPrompt(messages=messages, transcript_used=count, estimated_tokens=total)
 
 
 def _transcript_line(message: HistoryMessage) -> str:

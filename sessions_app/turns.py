@@ -59,7 +59,12 @@ from orchestration.gateway import LlmGateway, answer_tokens_at_most
 from orchestration.metering import compute_credits, compute_oe
 from orchestration.planning import parse_tags
 from orchestration.routing import RoutingDecision, fit_routing_messages, parse_routing
-from orchestration.summary import SummaryExtraction, fit_summary_messages, parse_summary
+from orchestration.summary import (
+    SummaryExtraction,
+    SummaryPrompt,
+    fit_summary_messages,
+    parse_summary,
+)
 from orchestration.types import (
     AgentSpec,
     CallPurpose,
@@ -402,7 +407,7 @@ class TurnRunner:
         self.listener: TurnListener | None = None
         self._month_credits: Decimal | None = None  # after the latest completed call
         self._transcript: list[dict] = []  # what the summary call folds in
-        self._summary_messages: tuple[ChatMessage, ...] = ()  # its prompt
+        self._summary_prompt: SummaryPrompt | None = None  # its prompt, counted
         # Its failure could not be written (the database was away): it is still `running`.
         self.left_running = False
 
@@ -846,7 +851,7 @@ class TurnRunner:
             return False
         # What does not fit stays in the raw history and goes into the next summary.
         self._transcript = rows[: prompt.transcript_used]
-        self._summary_messages = prompt.messages
+        self._summary_prompt = prompt
         return True
 
     def _summary_transcript(self) -> list[dict]:
@@ -1030,22 +1035,34 @@ class TurnRunner:
         )
 
     def _summary_call(self) -> PlannedCall:
-        """The prompt `_summary_due` fitted to the summarizer's budget."""
+        """The prompt `_summary_due` fitted to the summarizer's budget (and counted so)."""
+        prompt = self._summary_prompt
+        assert prompt is not None, "a summary call follows _summary_due"
         return self._planned(
-            settings.PANTHEON_SUMMARIZER_MODEL_ALIAS, CallPurpose.SUMMARY, self._summary_messages
+            settings.PANTHEON_SUMMARIZER_MODEL_ALIAS,
+            CallPurpose.SUMMARY,
+            prompt.messages,
+            estimated_tokens=prompt.estimated_tokens,
         )
 
     def _planned(
-        self, alias: str, purpose: CallPurpose, messages: Sequence[ChatMessage]
+        self,
+        alias: str,
+        purpose: CallPurpose,
+        messages: Sequence[ChatMessage],
+        *,
+        estimated_tokens: int | None = None,
     ) -> PlannedCall:
-        model = self.plan.token_model(alias)
+        if estimated_tokens is None:
+            model = self.plan.token_model(alias)
+            estimated_tokens = sum(
+                context_budget.estimate_tokens(m.content, model) for m in messages
+            )
         return PlannedCall(
             alias=alias,
             purpose=purpose,
             messages=tuple(messages),
-            estimated_tokens=sum(
-                context_budget.estimate_tokens(m.content, model) for m in messages
-            ),
+            estimated_tokens=estimated_tokens,
         )
 
     def _open(self, call: PlannedCall) -> None:
