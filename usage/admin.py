@@ -35,6 +35,7 @@ from pantheon.figures import credits_text, plain_amount, usd_text
 from rooms.selectors import agents_on_alias
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
+    API_BASE_FORM_OPTIONS,
     BillingProfile,
     DailyUsageRollup,
     LlmCallEvent,
@@ -83,7 +84,7 @@ class ModelAliasForm(forms.ModelForm):
 
 @admin.register(ModelAlias)
 class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin):
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    formfield_overrides = {models.URLField: API_BASE_FORM_OPTIONS}
     list_display = [
         "alias",
         "litellm_model",

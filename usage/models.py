@@ -40,6 +40,10 @@ USAGE_TOTAL_FIELDS = ("llm_calls", "input_tokens", "output_tokens", "credits", "
 ALIAS_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 
 # The fewest prompt tokens an alias's window may leave: a role prompt and a short message.
+# How a model alias's `api_base` is read where an operator types it (the console, the
+# commands): a URL written without a scheme is an https one.
+API_BASE_FORM_OPTIONS = {"assume_scheme": "https"}
+
 MIN_INPUT_BUDGET = 512
 MIN_CONTEXT_WINDOW = 1024
 

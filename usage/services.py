@@ -13,6 +13,7 @@ from django.utils import timezone
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd, round_money
 from orchestration.types import LlmResult
 from usage.models import (
+    API_BASE_FORM_OPTIONS,
     BillingProfile,
     CallStatus,
     LlmCallEvent,
@@ -67,8 +68,8 @@ def model_alias_set(
 
 
 # The console's form for a field, where its admin sets more than the model field says
-# (ModelAliasAdmin.formfield_overrides: a URL without a scheme is an https one).
-_CONSOLE_FORM_FIELD_OPTIONS: dict[str, dict[str, Any]] = {"api_base": {"assume_scheme": "https"}}
+# (ModelAliasAdmin.formfield_overrides).
+_CONSOLE_FORM_FIELD_OPTIONS: dict[str, dict[str, Any]] = {"api_base": API_BASE_FORM_OPTIONS}
 
 
 def _as_the_console_takes(model: type[models.Model], texts: dict[str, str]) -> dict[str, str]:
