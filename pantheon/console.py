@@ -469,7 +469,8 @@ class EditedAsShown(forms.ModelForm):
 
     - `changed_data` compares what is posted with what the page showed, not with the row as it
       is now: a field changed elsewhere meanwhile and left alone here is no change, and it is
-      kept as it is now (out of `cleaned_data`, and unwritten: `columns_changed`);
+      kept as it is now (`cleaned_data` holds the row's value, and it is unwritten:
+      `columns_changed`);
     - a field the operator changed to what it is now already is no change either;
     - a field the operator changed that was also changed elsewhere since the page was opened
       refuses the save, nothing saved, the refusal saying what it is now. The refused page
@@ -516,8 +517,16 @@ class EditedAsShown(forms.ModelForm):
                 self.add_error(None, self._changed_elsewhere(name))
             self.shown_as_now = (set(self.fields) - set(changed)) | set(stale)
             return  # nothing is saved: the row's own checks have nothing to check
+        columns = {field.name for field in self.instance._meta.concrete_fields}
         for name in self.compared_as_shown - set(changed):
-            self.cleaned_data.pop(name, None)
+            if name not in self.cleaned_data:
+                continue
+            if name in columns:
+                # What the save leaves in the row: its value now, which the formset's unique
+                # check compares across rows too (a price list's rows, each by its alias).
+                self.cleaned_data[name] = getattr(self.instance, name)
+            else:
+                del self.cleaned_data[name]  # a form's own field: no column to keep
         super()._post_clean()
 
     def _shown(self, name: str):

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from pantheon.testing.admin import admin_url as url
-from pantheon.testing.admin import client_for
+from pantheon.testing.admin import client_for, history, opened
 from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
 from usage.selectors import active_pricing_version
 
@@ -705,3 +705,82 @@ def test_an_old_start_posted_back_to_the_microsecond_may_stay(boss, owner, spare
     assert saved.status_code == 302, saved.context["adminform"].form.errors
     spare_list.refresh_from_db()
     assert (spare_list.name, spare_list.effective_from) == ("spare 2", starts)
+
+
+# --- a price list with several prices, saved from its page --------------------------------------
+
+
+def copied_list(boss, owner) -> PricingVersion:
+    """The seeded list, stamped on the ledger, copied with the list's action (its prices: one
+    per seeded alias)."""
+    used = active_pricing_version()
+    call(owner, "deepseek", used)
+    bulk_delete(boss, PricingVersion, [used], action="copy_as_new_list")
+    copy = PricingVersion.objects.get(name=f"{used.name} (copy)")
+    assert copy.prices.count() >= 2
+    return copy
+
+
+def row_of(shown: dict, alias: str) -> str:
+    """The inline row (`prices-N`) of the price of `alias` in a posted price list page."""
+    pk = str(ModelAlias.objects.get(alias=alias).pk)
+    [row] = [
+        name.removesuffix("-model_alias")
+        for name, value in shown.items()
+        if name.endswith("-model_alias") and not name.startswith("initial-") and value == [pk]
+    ]
+    return row
+
+
+def prices_of(version: PricingVersion) -> dict:
+    return {
+        price.model_alias.alias: (price.input_usd_per_mtok, price.output_usd_per_mtok)
+        for price in version.prices.select_related("model_alias")
+    }
+
+
+def test_a_copied_list_with_several_prices_saves_as_shown_and_with_a_price_changed(boss, owner):
+    """Every row after the first was refused as a duplicate ("Please correct the duplicate
+    data for model_alias."): the copy's prices could not be edited, as the README says to."""
+    copy = copied_list(boss, owner)
+    before = prices_of(copy)
+    page = url(PricingVersion, "change", copy.pk)
+    shown = opened(boss, page, "pricingversion_form")
+
+    as_shown = boss.post(page, shown)
+
+    assert as_shown.status_code == 302, as_shown.context and as_shown.context["errors"]
+    assert prices_of(copy) == before
+    assert history(copy)[-1] == "No fields changed."
+
+    shown = opened(boss, page, "pricingversion_form")
+    qwen = row_of(shown, "qwen")
+    changed = boss.post(page, shown | {"name": "next list", f"{qwen}-input_usd_per_mtok": "0.3"})
+
+    assert changed.status_code == 302, changed.context and changed.context["errors"]
+    copy.refresh_from_db()
+    assert copy.name == "next list"
+    assert prices_of(copy) == before | {"qwen": (Decimal("0.3"), before["qwen"][1])}
+    assert history(copy)[-1] == (
+        "Changed Name: 2026-11 list (copy) → next list. Changed Input (USD / M tokens): "
+        "0.36 → 0.3 for model price “qwen @ next list (x1)”."
+    )
+
+
+def test_two_prices_of_one_alias_in_a_list_are_still_refused(boss, owner):
+    copy = copied_list(boss, owner)
+    before = prices_of(copy)
+    page = url(PricingVersion, "change", copy.pk)
+    shown = opened(boss, page, "pricingversion_form")
+    qwen = ModelAlias.objects.get(alias="qwen").pk
+
+    refused = boss.post(page, shown | {f"{row_of(shown, 'llama')}-model_alias": str(qwen)})
+
+    assert refused.status_code == 200
+    [prices] = refused.context["inline_admin_formsets"]
+    assert list(prices.formset.non_form_errors()) == [
+        "Please correct the duplicate data for model_alias."
+    ]
+    refused_rows = [form.non_field_errors() for form in prices.formset.forms if form.errors]
+    assert refused_rows == [["Please correct the duplicate values below."]]
+    assert prices_of(copy) == before

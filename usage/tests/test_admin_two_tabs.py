@@ -197,3 +197,35 @@ def test_a_start_stored_to_the_microsecond_can_be_moved(spare_list, staff):
     assert saved.status_code == 302, refusals(saved)
     spare_list.refresh_from_db()
     assert spare_list.effective_from == later.replace(microsecond=0)
+
+
+def test_a_stale_tab_of_a_list_with_several_prices_keeps_the_price_another_tab_saved(
+    spare_list, staff
+):
+    """Each row of the list's page is compared with what it showed, as a list of one price is:
+    every row after the first was refused as a duplicate of the first."""
+    spare = ModelAlias.objects.create(alias="spare", litellm_model="openai/spare")
+    ModelPrice.objects.create(
+        pricing_version=spare_list,
+        model_alias=spare,
+        input_usd_per_mtok=Decimal("5"),
+        output_usd_per_mtok=Decimal("6"),
+    )
+    page = admin_url(PricingVersion, "change", spare_list.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "pricingversion_form")
+    row = {shown_a[f"prices-{n}-model_alias"][0]: f"prices-{n}" for n in (0, 1)}
+    scratch = ModelAlias.objects.get(alias="scratch")
+    scratch_row, spare_row = row[str(scratch.pk)], row[str(spare.pk)]
+
+    first = tab_a.post(page, shown_a | {f"{spare_row}-output_usd_per_mtok": "7"})
+    second = tab_b.post(page, shown_b | {f"{scratch_row}-input_usd_per_mtok": "3"})
+
+    assert (first.status_code, second.status_code) == (302, 302)
+    figures = {
+        price.model_alias.alias: (price.input_usd_per_mtok, price.output_usd_per_mtok)
+        for price in spare_list.prices.select_related("model_alias")
+    }
+    assert figures == {"scratch": (Decimal(3), Decimal(2)), "spare": (Decimal(5), Decimal(7))}
+    assert history(spare_list)[-1] == (
+        "Changed Input (USD / M tokens): 1 → 3 for model price “scratch @ spare (x1)”."
+    )
