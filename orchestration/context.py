@@ -2,11 +2,15 @@
 
 Order of the messages: the system prompt (identity, role, room goal, mode, the other agents,
 the latest summary), the newest history that fits under the prune line, the answers other
-agents already gave in this turn, and last the user's input.
+agents already gave in this turn, and last the user's input. The history starts at a user's
+message, as some providers require of the first message after the system prompt: answers at
+its start whose question it does not hold (the summary folded it in, or the read began in the
+middle of an exchange) are left out.
 
 The prompt must leave its alias's window room for the answer the call asks for, so it is kept
 within the input budget. Its parts give way oldest first:
-1. the history, oldest first, down to the prune line (90 % of the budget);
+1. the history, a whole exchange (a user's message and the answers after it) at a time, oldest
+   first, down to the prune line (90 % of the budget);
 2. then, down to the budget, the summary in the system prompt, cut short or left out;
 3. then the answers given earlier in this turn, earliest first, each cut short or left out: a
    roundtable's later agents build on them, so they go last.
@@ -96,19 +100,22 @@ def build_agent_messages(
     input_tokens = estimate_tokens(user_input, model)
     same_turn_tokens = sum(tokens for _, tokens in rendered_same_turn)
     fixed_tokens = system_tokens + same_turn_tokens + input_tokens
-    history_tokens = [tokens for _, tokens in rendered_history]
-    full_tokens = fixed_tokens + sum(history_tokens)
+    full_tokens = fixed_tokens + sum(tokens for _, tokens in rendered_history)
 
     # Keep the newest contiguous stretch of history: skipping a large message to fit an older
-    # one would leave the agent answering a conversation with a hole in it.
+    # one would leave the agent answering a conversation with a hole in it. It starts at a
+    # user's message: exchanges (a question and the answers after it) go whole, and answers
+    # whose question is not in it (read from the middle of an exchange) are left out too.
     limit = budget.prune_limit
     kept = 0
     kept_tokens = 0
-    for tokens in reversed(history_tokens):
-        if fixed_tokens + kept_tokens + tokens > limit:
+    stretch_tokens = 0
+    for count, (message, tokens) in enumerate(reversed(rendered_history), start=1):
+        stretch_tokens += tokens
+        if fixed_tokens + stretch_tokens > limit:
             break
-        kept += 1
-        kept_tokens += tokens
+        if message.role == Role.USER:
+            kept, kept_tokens = count, stretch_tokens
     kept_history = [message for message, _ in rendered_history[len(rendered_history) - kept :]]
     pruned_count = len(rendered_history) - kept
 

@@ -5,8 +5,8 @@ The summarizer must answer `{"summary", "key_facts", "decisions", "open_question
 missing keys default to empty; both with a warning, never an exception.
 
 Its prompt is kept to the summarizer's budget (`fit_summary_messages`): it folds in the oldest
-messages since the previous summary that fit, and those that do not stay in the raw history
-for the next summary to fold in.
+whole exchanges since the previous summary that fit (a user's message and the answers after
+it), and those that do not stay in the raw history for the next summary to fold in.
 """
 
 from __future__ import annotations
@@ -64,10 +64,11 @@ def fit_summary_messages(
     limit: int,
     model: str | None = None,
 ) -> SummaryPrompt | None:
-    """The summary prompt within `limit` tokens: the oldest messages of `transcript` that fit
-    whole, or the first cut short when it alone does not. The previous summary is cut short too
-    when it would leave that first message less than half the room the instructions leave.
-    None when there is nothing to fold in, or the instructions leave no room for it."""
+    """The summary prompt within `limit` tokens: the oldest exchanges of `transcript` that fit
+    whole (`_whole_exchanges`), else the oldest messages that fit, or the first cut short when
+    it alone does not. The previous summary is cut short too when it would leave that first
+    message less than half the room the instructions leave. None when there is nothing to fold
+    in, or the instructions leave no room for it."""
     if not transcript:
         return None
     room = limit - _tokens(_summary_messages(None, []), model)
@@ -94,11 +95,12 @@ def fit_summary_messages(
             break
         used += tokens
         count += 1
+    count = _whole_exchanges(transcript, count)
     messages = _summary_messages(previous, lines[:count])
     total = _tokens(messages, model)
     # A model's own tokenizer may count the whole above its parts.
     while count > 1 and total > limit:
-        count -= 1
+        count = _whole_exchanges(transcript, count - 1)
         messages = _summary_messages(previous, lines[:count])
         total = _tokens(messages, model)
     if count == 0 or total > limit:
@@ -111,6 +113,20 @@ def fit_summary_messages(
         count, messages = 1, _summary_messages(previous, [first])
         total = _tokens(messages, model)
     return SummaryPrompt(messages=messages, transcript_used=count, estimated_tokens=total)
+
+
+def _whole_exchanges(transcript: Sequence[HistoryMessage], count: int) -> int:
+    """How many of the first `count` messages of `transcript` to fold in so that the summary
+    ends with a whole exchange (a user's message and the answers after it): one folding in a
+    question without its answers would leave them first in the raw history, where a prompt
+    cannot show them (`orchestration.context`). `count` itself when not even the first exchange
+    is whole within it: the answers left out then wait for the next summary. The transcript's
+    end counts as an exchange's end: the turn's own message comes next, unless the read of the
+    transcript stopped short."""
+    for end in range(count, 0, -1):
+        if end == len(transcript) or transcript[end].role == Role.USER:
+            return end
+    return count
 
 
 def _transcript_line(message: HistoryMessage) -> str:

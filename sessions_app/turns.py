@@ -669,7 +669,9 @@ class TurnRunner:
             return limit  # older messages wait to be summarized too: unread here
         prompt = fit_summary_messages(
             previous_summary=self.summary.text if self.summary else None,
-            transcript=self.history,
+            # The transcript `_summary_transcript` reads: it may end in the middle of an
+            # exchange, where the whole history's summary would fold in less.
+            transcript=self.history[:SUMMARY_TRANSCRIPT_LIMIT],
             limit=limit,
             model=plan.token_model(summarizer),
         )

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from orchestration.budget import ContextBudget, estimate_tokens
@@ -119,6 +121,57 @@ def test_pruning_keeps_a_contiguous_newest_stretch(build):
     plan = build(history=history, budget=budget_of(base + 100))
     assert [m.content for m in plan.messages[1:-1]] == ["new small"]
     assert plan.history_pruned == 2
+
+
+def test_pruning_leaves_out_whole_exchanges(build):
+    """A question goes with the answers after it: the history kept starts with a question."""
+    base = build().estimated_tokens
+
+    def message(role: str, content: str) -> HistoryMessage:
+        key = "ada" if role == "assistant" else None  # her own answers: not attributed
+        return HistoryMessage(role=role, content=content, agent_key=key, token_estimate=100)
+
+    history = [
+        message("user", "q1"),
+        message("assistant", "a1"),
+        message("user", "q2"),
+        message("assistant", "a2"),
+        message("assistant", "a2 again"),
+        message("user", "q3"),
+        message("assistant", "a3"),
+    ]
+    # 450 tokens of history fit under the prune line: the last exchange (200), not the one
+    # before it (300 more).
+    plan = build(history=history, budget=budget_of(math.ceil((base + 450) / 0.9)))
+
+    assert [(m.role, m.content) for m in plan.messages[1:-1]] == [
+        ("user", "q3"),
+        ("assistant", "a3"),
+    ]
+    assert (plan.history_pruned, plan.pruned) == (5, True)
+    assert plan.estimated_tokens == base + 200
+    assert plan.estimated_tokens_full == base + 700
+
+
+def test_answers_whose_question_is_not_in_the_history_are_left_out(build):
+    """The summary folded in their question, or the read began in the middle of an exchange."""
+    history = [
+        HistoryMessage(role="assistant", content="Late answer", agent_key="ada"),
+        HistoryMessage(role="assistant", content="Another", agent_key="bob", agent_name="Bob"),
+        HistoryMessage(role="user", content="Next question"),
+        HistoryMessage(role="assistant", content="Its answer", agent_key="ada"),
+    ]
+    plan = build(history=history)
+    assert [(m.role, m.content) for m in plan.messages[1:]] == [
+        ("user", "Next question"),
+        ("assistant", "Its answer"),
+        ("user", "What should we do next?"),
+    ]
+    assert (plan.history_pruned, plan.pruned) == (2, True)
+    assert plan.estimated_tokens_full > plan.estimated_tokens
+    only_answers = build(history=history[:2])
+    assert [m.role for m in only_answers.messages] == ["system", "user"]
+    assert only_answers.history_pruned == 2
 
 
 def answer(key: str, content: str) -> HistoryMessage:

@@ -150,6 +150,56 @@ def test_the_oldest_messages_that_fit_are_folded_in_and_the_rest_left_for_later(
     assert prompt.estimated_tokens == prompt_tokens(prompt.messages) <= bare + 350
 
 
+def line_tokens(transcript) -> int:
+    """What these messages add to a summary prompt, counted apart (as the fit counts them)."""
+    lines = transcript_lines(build_summary_messages(previous_summary=None, transcript=transcript))
+    return sum(estimate_tokens("\n" + line) for line in lines)
+
+
+def test_a_summary_folds_in_whole_exchanges():
+    """Room for the first exchange and the next question, not its answer: the question waits
+    with its answer, which would otherwise come first in the raw history after the summary."""
+    transcript = [
+        HistoryMessage(role="user", content=("Which database? " * 10).strip()),
+        HistoryMessage(role="assistant", content="Postgres.", agent_key="bob", agent_name="Bob"),
+        HistoryMessage(role="user", content=("Which keys? " * 10).strip()),
+        HistoryMessage(role="assistant", content="UUIDs, " * 200, agent_key="bob"),
+    ]
+    bare = prompt_tokens(build_summary_messages(previous_summary=None, transcript=[]))
+
+    prompt = fit_summary_messages(
+        previous_summary=None, transcript=transcript, limit=bare + line_tokens(transcript[:3])
+    )
+
+    assert prompt is not None
+    assert prompt.transcript_used == 2
+    assert transcript_lines(prompt.messages)[1] == "[Bob @bob]: Postgres."
+
+
+def test_a_first_exchange_too_long_to_fold_in_whole_is_folded_in_part():
+    """Then the answers left out come first in the raw history (a prompt leaves them out) and
+    first in the next summary's transcript, which folds them in ahead of the next question."""
+    answers = [
+        HistoryMessage(role="assistant", content=f"Answer {index}. " + "x" * 300, agent_key="bob")
+        for index in range(3)
+    ]
+    transcript = [HistoryMessage(role="user", content="Which database?"), *answers]
+    bare = prompt_tokens(build_summary_messages(previous_summary=None, transcript=[]))
+
+    prompt = fit_summary_messages(
+        previous_summary=None, transcript=transcript, limit=bare + line_tokens(transcript[:2])
+    )
+    assert prompt is not None and prompt.transcript_used == 2
+
+    later = [*answers[1:], HistoryMessage(role="user", content="And then?"), answers[0]]
+    previous = "They chose Postgres."
+    with_previous = prompt_tokens(build_summary_messages(previous_summary=previous, transcript=[]))
+    prompt = fit_summary_messages(
+        previous_summary=previous, transcript=later, limit=with_previous + line_tokens(later[:3])
+    )
+    assert prompt is not None and prompt.transcript_used == 2
+
+
 def test_a_first_message_larger_than_the_limit_is_cut_to_it():
     transcript = [
         HistoryMessage(role="user", content="Kick-off. " + "word " * 3000),

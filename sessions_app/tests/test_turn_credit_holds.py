@@ -126,3 +126,36 @@ def test_answers_of_the_turn_that_may_bring_a_summary_on_are_held_for(
     prompt = sum(estimate_tokens(message.content) for message in summary_call.messages)
     held_for_the_summary = summarized.reserved_credits - without.reserved_credits
     assert held_for_the_summary == worst_case("qwen", prompt)
+
+
+def test_a_summary_that_reads_part_of_the_history_is_held_for(
+    owner, make_agent, make_session, run, settings, monkeypatch
+):
+    """A summary reads at most SUMMARY_TRANSCRIPT_LIMIT messages (3 here), the history more
+    (PANTHEON_CONTEXT_HISTORY_LIMIT). Its 648 tokens on a 2,000-token qwen hold the first
+    exchange and the second question, not the long second answer: the whole history's summary
+    folds in the first exchange only, the three messages read end with the question and are
+    folded in whole. The turn held for the first, less than the summary it sent."""
+    monkeypatch.setattr("sessions_app.turns.SUMMARY_TRANSCRIPT_LIMIT", 3)
+    settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "qwen"
+    model_alias_set(alias="qwen", context_window=2000, max_output_tokens=256)
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    gateway = FakeGateway()
+    reply = gateway.reply_for
+    gateway.reply_for = lambda call: (  # type: ignore[method-assign]
+        "A long second answer. " + "details " * 270
+        if call.purpose == "agent" and call.messages[-1].content == "question 2"
+        else reply(call)
+    )
+
+    turns = [run(session, f"question {index}", gateway) for index in range(1, 9)]
+
+    assert purposes(turns[-1]) == ["agent", "summary"]
+    summary_call = gateway.calls_for("summary")[-1]
+    assert summary_call.messages[-1].content.endswith("[user]: question 2")
+    sent = sum(
+        worst_case(call.alias.alias, sum(estimate_tokens(m.content) for m in call.messages))
+        for call in gateway.calls[-2:]
+    )
+    turns[-1].refresh_from_db()
+    assert turns[-1].reserved_credits >= sent
