@@ -132,6 +132,13 @@ class TurnPlan:
     def alias_for(self, agent: AgentSpec) -> str:
         return self.model_alias_override or agent.model_alias
 
+    @property
+    def prompt_roster(self) -> tuple[AgentSpec, ...]:
+        """The room's agents an agent's system prompt names: those who can answer (their alias
+        exists and is enabled), as the manager chooses among them and a tag of another is
+        refused."""
+        return tuple(agent for agent in self.roster if _usable(self.pricing, self.alias_for(agent)))
+
     def budget(self, alias: str) -> context_budget.ContextBudget:
         row = self.pricing[alias].alias
         return context_budget.ContextBudget.for_window(row.context_window, row.max_output_tokens)
@@ -281,7 +288,8 @@ def _room_plan(session: Session, user, user_input: str, model_alias_override: st
 def _plan(
     session, user, user_input, model_alias_override, mode, roster, candidates, room_goal
 ) -> TurnPlan:
-    aliases = {model_alias_override or agent.model_alias for agent in candidates}
+    # Every seat's alias: the prompts name only the agents who can answer (`prompt_roster`).
+    aliases = {model_alias_override or agent.model_alias for agent in roster}
     # The manager and the summarizer are loaded with the rest (one query); the summarizer
     # never blocks a turn.
     pricing = usage_selectors.alias_pricing(
@@ -343,7 +351,7 @@ def _refuse_if_prompt_too_large(plan: TurnPlan) -> dict[str, int]:
         budget = plan.budget(alias)
         tokens = minimal_prompt_tokens(
             agent=agent,
-            roster=plan.roster,
+            roster=plan.prompt_roster,
             room_goal=plan.room_goal,
             mode=plan.mode,
             user_input=plan.user_input,
@@ -1001,7 +1009,7 @@ class TurnRunner:
         alias = self.plan.alias_for(agent)
         context = build_agent_messages(
             agent=agent,
-            roster=self.plan.roster,
+            roster=self.plan.prompt_roster,
             room_goal=self.plan.room_goal,
             mode=self.plan.mode,
             summary=self.summary.text if self.summary else None,
