@@ -28,11 +28,18 @@ from dataclasses import dataclass
 from orchestration.budget import ContextBudget, estimate_tokens
 from orchestration.types import AgentSpec, ChatMessage, HistoryMessage, Role
 
-# The first line of every agent system prompt; the demo provider reads the identity back.
+# The first line of every agent system prompt, in a room and in a direct session (a
+# one-to-one conversation); the demo provider reads the identity back.
 _IDENTITY_LINE = "You are {name} (@{key}), an agent in a Pantheon room."
-_IDENTITY = re.compile(
-    r"You are (?P<name>.+) \(@(?P<key>[a-z0-9_]{1,32})\), an agent in a Pantheon room\."
+_DIRECT_IDENTITY_LINE = (
+    "You are {name} (@{key}), a Pantheon agent in a one-to-one conversation with the user."
 )
+_IDENTITY = re.compile(
+    r"You are (?P<name>.+) \(@(?P<key>[a-z0-9_]{1,32})\), "
+    r"(?:an agent in a Pantheon room|a Pantheon agent in a one-to-one conversation with the user)"
+    r"\."
+)
+_DIRECT_MODE = "direct"
 
 _MODE_NOTES = {
     "manual": "The user tagged you by name; answer what was asked of you.",
@@ -41,8 +48,9 @@ _MODE_NOTES = {
         "said in this turn instead of repeating it."
     ),
     "orchestrator": "The room's manager chose you to answer this message.",
-    "direct": "This is a one-to-one conversation between you and the user.",
 }
+# The note of a mode for an agent with nobody else in the room to answer.
+_LONE_MODE_NOTES = {"roundtable": "You hold the room's only seat: you answer every message."}
 _ROSTER_ROLE_CHARS = 160
 # What a text cut to fit a budget ends with, so that the model knows it is not all.
 CUT_MARK = " [… cut to fit the context window]"
@@ -241,14 +249,20 @@ def _system_prompt(
     summary: str | None,
 ) -> str:
     name = " ".join(agent.name.split()) or agent.key
-    lines = [_IDENTITY_LINE.format(name=name, key=agent.key)]
+    direct = mode == _DIRECT_MODE
+    identity = _DIRECT_IDENTITY_LINE if direct else _IDENTITY_LINE
+    lines = [identity.format(name=name, key=agent.key)]
     if agent.role_prompt.strip():
         lines += ["", "Your role:", agent.role_prompt.strip()]
-    lines += ["", f"Room goal: {room_goal.strip() or '(none set)'}"]
-    note = _MODE_NOTES.get(mode)
-    lines.append(f"Room mode: {mode}." + (f" {note}" if note else ""))
+    if direct:
+        return "\n".join(lines) + _summary_section(summary)
 
     others = [other for other in roster if other.key != agent.key]
+    lines += ["", f"Room goal: {room_goal.strip() or '(none set)'}"]
+    note = _MODE_NOTES.get(mode)
+    if not others:
+        note = _LONE_MODE_NOTES.get(mode, note)
+    lines.append(f"Room mode: {mode}." + (f" {note}" if note else ""))
     if others:
         lines += ["", "Other agents in this room:"]
         for other in others:

@@ -54,6 +54,25 @@ def test_system_prompt_names_the_agent_its_role_goal_mode_and_other_agents(build
     assert "(@ada):" not in system.content.split("Other agents", 1)[1]
 
 
+def test_a_direct_sessions_prompt_speaks_of_a_one_to_one_conversation(build, ada):
+    """Not of a room, its goal (none) and its mode."""
+    system = build(mode="direct", roster=[ada], room_goal="", summary="They met.").messages[0]
+    assert system.content.splitlines()[0] == (
+        "You are Ada (@ada), a Pantheon agent in a one-to-one conversation with the user."
+    )
+    assert read_agent_identity(system.content) == ("Ada", "ada")
+    assert "room" not in system.content.lower()
+    assert ada.role_prompt in system.content and "They met." in system.content
+
+
+def test_a_lone_seat_of_a_roundtable_hears_nothing_of_other_agents(build, ada):
+    system = build(roster=[ada]).messages[0].content
+    assert "Room mode: roundtable. You hold the room's only seat: you answer every message." in (
+        system.splitlines()
+    )
+    assert "agent" not in system.split("\n", 1)[1]
+
+
 def test_latest_summary_goes_into_the_system_prompt(build):
     plan = build(summary="The team chose Postgres and UUID keys.")
     assert "The team chose Postgres and UUID keys." in plan.messages[0].content

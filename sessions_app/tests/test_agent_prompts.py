@@ -54,3 +54,31 @@ def test_agents_who_cannot_answer_are_not_named_to_the_others(
     if mode == RoomMode.ORCHESTRATOR:
         [routing] = fake_gateway.calls_for("routing")
         assert "@bob" not in str(routing.messages) and "cleo" in str(routing.messages)
+
+
+def test_a_direct_session_is_a_one_to_one_conversation(
+    owner_client, owner, make_agent, make_session, post_turn, provider_requests
+):
+    """Its agent heard it was "an agent in a Pantheon room" with "Room goal: (none set)"."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+
+    response = post_turn(owner_client, session, "How do we test the parser?")
+
+    system = provider_requests[0]["messages"][0]["content"]
+    assert system.splitlines()[0] == (
+        "You are Ada (@ada), a Pantheon agent in a one-to-one conversation with the user."
+    )
+    assert "room" not in system.lower()
+    # The demo provider still reads who it answers as.
+    assert response.json()["messages"][1]["content"].startswith("[Ada @ada] On ")
+
+
+def test_a_roundtables_lone_seat_is_not_told_to_build_on_other_agents(
+    owner, make_agent, make_room, make_session, run
+):
+    room = make_room(owner, [make_agent(owner, "ada")], mode=RoomMode.ROUNDTABLE)
+
+    system = run(make_session(owner, room=room), "Where do we stand?")
+
+    assert "Room mode: roundtable. You hold the room's only seat" in system
+    assert "agents" not in system
