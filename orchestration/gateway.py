@@ -123,11 +123,18 @@ class _Reading:
         self.length += len(piece)
 
 
+# Why a provider may end an answer that has no text at all, and that answer still be one: it
+# filtered its answer away. Any other finish with no text (it said it was done, called a tool
+# Pantheon never offered, ran out of tokens before its first word) is no answer.
+ENDS_WITHOUT_TEXT = frozenset({"content_filter"})
+
+
 class IncompleteAnswer(Exception):
-    """A provider's 200 that holds no answer: no choices at all, or a stream that stopped
-    before the provider said it had finished (an HTML page, a connection closed early).
-    litellm ends any stream with a finish of its own; only its record of the provider's
-    finish tells a whole answer from a cut one. A provider error, retried like a 5xx."""
+    """A provider's 200 that holds no answer: no choices at all, a stream that stopped before
+    the provider said it had finished (an HTML page, a connection closed early), or no text
+    at all but for a finish in `ENDS_WITHOUT_TEXT`. litellm ends any stream with a finish of
+    its own; only its record of the provider's finish tells a whole answer from a cut one. A
+    provider error, retried like a 5xx."""
 
 
 class LlmGateway(Protocol):
@@ -358,8 +365,11 @@ class LiteLLMGateway:
                     text = _within_limit(_reply_text(response), call)
                     if not reading.usage[0] and (thought := _reply_reasoning(response)):
                         reading.thoughts.append(thought)
-                    if not text and _finish_reason(response) in ("stop", None):
-                        raise IncompleteAnswer("The provider's reply held no answer (no text).")
+                    reason = _finish_reason(response)
+                    if not text and reason not in ENDS_WITHOUT_TEXT:
+                        raise IncompleteAnswer(
+                            f"The provider's reply held no answer (no text; finish {reason})."
+                        )
                 else:
                     await self._read_stream(litellm, request, call, on_delta, on_reasoning, reading)
                     text = reading.text
@@ -522,8 +532,11 @@ class LiteLLMGateway:
             await _close(response)
         if _provider_never_finished(response):
             raise IncompleteAnswer("The provider's stream ended before its answer did.")
-        if not reading.pieces and _stream_finish_reason(response) == "stop":
-            raise IncompleteAnswer("The provider's stream held no answer (no text).")
+        reason = _stream_finish_reason(response)
+        if not reading.pieces and reason not in ENDS_WITHOUT_TEXT:
+            raise IncompleteAnswer(
+                f"The provider's stream held no answer (no text; finish {reason})."
+            )
 
     def _target(self, alias: AliasConfig) -> tuple[str, str | None, str | None]:
         if self.demo:

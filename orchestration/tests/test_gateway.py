@@ -445,6 +445,15 @@ def raw_reply(text="Hi!", *, finish_reason="stop", **fields):
     return {"choices": [{"index": 0, "message": message, "finish_reason": finish_reason}], **fields}
 
 
+def tool_calls_reply(*, finish_reason="tool_calls", **fields):
+    """A reply that calls a tool instead of answering (Pantheon offers its models none)."""
+    answer = raw_reply(None, finish_reason=finish_reason, **fields)
+    answer["choices"][0]["message"]["tool_calls"] = [
+        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    ]
+    return answer
+
+
 def metered(result) -> tuple[int, int, int]:
     return result.input_tokens_fresh, result.input_tokens_cached, result.output_tokens
 
@@ -509,9 +518,14 @@ def test_an_alias_whose_window_is_larger_bills_longer_outputs(monkeypatch, gatew
         raw_reply(""),
         raw_reply(None, finish_reason=None),  # litellm reads a missing finish as "stop"
         reply(None),
+        # These were ok empty answers, billed, and replayed as empty messages in later prompts.
+        tool_calls_reply(),
+        tool_calls_reply(finish_reason="stop"),  # a reply that calls tools ended for them
+        raw_reply("", finish_reason="length"),
+        raw_reply(None, finish_reason="length"),  # a reasoning model out of tokens
     ],
 )
-def test_a_reply_that_finished_without_text_is_no_answer(monkeypatch, gateway, answer):
+def test_a_reply_without_text_is_no_answer(monkeypatch, gateway, answer):
     script(monkeypatch, answer, reply("Hi there"))
 
     result = complete(gateway, CALL)
@@ -519,15 +533,19 @@ def test_a_reply_that_finished_without_text_is_no_answer(monkeypatch, gateway, a
     assert (result.status, result.text, result.attempts) == ("success", "Hi there", 2)
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [
-        raw_reply(None, finish_reason="length"),  # a reasoning model out of tokens
-        raw_reply(None, finish_reason="content_filter"),
-    ],
-)
-def test_a_reply_cut_before_its_text_is_an_empty_answer(monkeypatch, gateway, answer):
-    script(monkeypatch, answer)
+def test_a_reply_without_text_is_billed_as_the_provider_reported_it(monkeypatch, gateway):
+    """Each attempt answered with its usage: the provider took the prompt and bills both."""
+    spent = {"prompt_tokens": 40, "completion_tokens": 7}
+    script(monkeypatch, *[tool_calls_reply(usage=spent)] * 3)
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 3)
+    assert metered(result) == (3 * 40, 0, 3 * 7)
+
+
+def test_a_reply_its_provider_filtered_away_is_an_empty_answer(monkeypatch, gateway):
+    script(monkeypatch, raw_reply(None, finish_reason="content_filter"))
 
     result = complete(gateway, CALL)
 

@@ -31,9 +31,14 @@ A misbehaving provider, by a word in the model name (with or without a delay):
   ones are whole (a provider's failure that a retry gets past);
 - `not-json`: a 200 whose body is an HTML page, plain or streamed;
 - `null-content`: a 200 that says it finished (`finish_reason` "stop") but holds no text: the
-  message's `content` is null; streamed, no chunk has any `content`;
+  message's `content` is null; streamed, no chunk has any `content`; `empty-content` the same
+  with `content` "";
+- `tool-calls`: a 200 whose message calls a tool instead of answering (`content` null,
+  `tool_calls`, `finish_reason` "tool_calls"); streamed, a chunk of the tool call and no text;
+- `finish-<reason>`: the answer ends with that `finish_reason` instead of "stop"
+  (`empty-content-finish-length`: no text, cut at the provider's limit);
 - `huge-usage`: usage of 10^15 prompt and completion tokens; `text-usage`: usage whose counts
-  are text ("abc");
+  are text ("abc");;
 - `http-500-invalid-request`: an HTTP 500 whose JSON error says `invalid_request_error`;
 - `same-word`: every word of the answer is "word" (`words-500-same-word`: "word" 500 times,
   streamed as the same chunk again and again).
@@ -67,6 +72,13 @@ _LENGTH = re.compile(r"words-(\d+)")
 _WIDTH = re.compile(r"long-(\d+)")
 _REASONING = re.compile(r"reasoning-(\d+)")
 _FAILURES = re.compile(r"fail-(\d+)")
+_FINISH = re.compile(r"finish-([a-z_]+)")
+# The tool a `tool-calls` answer calls (Pantheon offers none: a provider that calls one anyway).
+_TOOL_CALL = {
+    "id": "call_stub",
+    "type": "function",
+    "function": {"name": "lookup", "arguments": "{}"},
+}
 
 
 def _plan(model: str) -> tuple[float, float]:
@@ -93,6 +105,21 @@ def _words(model: str, messages: list[dict[str, Any]]) -> list[str]:
     if "same-word" in model:
         words = ["word"] * len(words)
     return words
+
+
+def _finish(model: str) -> str:
+    """The `finish_reason` the answer ends with."""
+    match = _FINISH.search(model)
+    if match is not None:
+        return match.group(1)
+    return "tool_calls" if "tool-calls" in model else "stop"
+
+
+def _content(model: str, words: list[str]) -> str | None:
+    """The answer's text as a plain reply holds it (null or empty if the name says so)."""
+    if "null-content" in model or "tool-calls" in model:
+        return None
+    return "" if "empty-content" in model else " ".join(words)
 
 
 def _thoughts(model: str) -> list[str]:
@@ -176,8 +203,9 @@ class StubLLM:
         if not body.get("stream") or "no-choices" in model:
             thoughts = _thoughts(model)
             await asyncio.sleep(first + between * (len(thoughts) + len(words) - 1))
-            content = None if "null-content" in model else " ".join(words)
-            message: dict[str, Any] = {"role": "assistant", "content": content}
+            message: dict[str, Any] = {"role": "assistant", "content": _content(model, words)}
+            if "tool-calls" in model:
+                message["tool_calls"] = [_TOOL_CALL]
             if thoughts:
                 message["reasoning_content"] = "".join(thoughts)
             answer: dict[str, Any] = {
@@ -187,7 +215,7 @@ class StubLLM:
                 "model": model,
                 "choices": []
                 if "no-choices" in model
-                else [{"index": 0, "message": message, "finish_reason": "stop"}],
+                else [{"index": 0, "message": message, "finish_reason": _finish(model)}],
             }
             if "no-usage" not in model:
                 answer["usage"] = _usage(model, messages, words, thoughts)
@@ -216,7 +244,10 @@ class StubLLM:
             await response.write(f"data: {json.dumps(error)}\n\n".encode())
             await response.write_eof()
             return
-        spoken = [] if "null-content" in model else words
+        if "tool-calls" in model:
+            call = {"index": 0, **_TOOL_CALL}
+            await self._send(response, chunk_id, model, {"tool_calls": [call]}, None)
+        spoken = words if _content(model, words) else []
         for index, word in enumerate(spoken):
             if index or thoughts:
                 await asyncio.sleep(between)
@@ -227,7 +258,7 @@ class StubLLM:
         if "unfinished" in model:
             await response.write_eof()
             return
-        await self._send(response, chunk_id, model, {}, "stop")
+        await self._send(response, chunk_id, model, {}, _finish(model))
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
         if wants_usage and "no-usage" not in model:
             await self._send(

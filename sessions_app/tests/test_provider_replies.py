@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from conftest import FakeGateway
 from orchestration.gateway import LiteLLMGateway
 from orchestration.types import AliasConfig, ChatMessage, LlmCall
 from pantheon.testing.servers import AppServer, postgres_url
@@ -96,6 +97,30 @@ def test_a_call_that_failed_before_its_first_word_is_metered_as_the_provider_sai
 
     assert (page.input_tokens_fresh, page.output_tokens) == (0, 0)
     assert (empty.status, empty.input_tokens_fresh, empty.output_tokens) == ("error", 2 * 8, 2 * 12)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("model", ["tool-calls", "empty-content-finish-length"])
+def test_a_200_without_text_is_a_provider_error_billed_as_the_provider_reported(
+    stub, model, streamed
+):
+    """A tool call instead of an answer, or no text at all and "length": these were successes
+    with an empty answer. The provider took the prompt each time and bills it: its usage
+    (8 prompt tokens, 12 completion) of both attempts."""
+    result, heard = call_stub(stub, model, streamed=streamed)
+
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 2)
+    assert result.text == "" and heard == []
+    assert (result.input_tokens_fresh, result.output_tokens) == (2 * 8, 2 * 12)
+    assert "no text; finish" in result.error_message
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_an_answer_its_provider_filtered_away_stays_an_empty_answer(stub, streamed):
+    result, heard = call_stub(stub, "null-content-finish-content_filter", streamed=streamed)
+
+    assert (result.status, result.text, result.attempts) == ("success", "", 1)
+    assert heard == []
 
 
 def test_a_plain_200_that_is_not_json_is_retried_like_a_5xx(stub):
@@ -226,6 +251,37 @@ def test_a_reply_that_finished_with_no_text_is_a_provider_error(
     assert (answer.status, answer.error_code, answer.content) == ("error", "provider_error", "")
     assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 2)
     assert stub.requests == 2 and deltas == ""
+
+
+def next_prompt(owner, session) -> list[tuple[str, str]]:
+    """The prompt of the agent's call in the session's next turn: (role, content) a message."""
+    gateway = FakeGateway()
+    direct_turn(owner, session, gateway, message="And now?", listen=False)
+    return [(str(message.role), message.content) for message in gateway.calls[0].messages]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("model", ["tool-calls", "empty-content-finish-length"])
+def test_a_turn_whose_provider_answered_no_text_fails_and_leaves_no_empty_answer_behind(
+    owner, ada, make_session, stub, monkeypatch, model, streamed
+):
+    """The answer was stored ok and empty, the turn completed, its row a success; and every
+    later prompt replayed it as `{"role": "assistant", "content": ""}`, which Anthropic-style
+    APIs refuse."""
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+
+    turn, answer, row, deltas = stub_turn(owner, ada, make_session, stub, model, streamed=streamed)
+
+    assert turn.status == "failed"
+    assert (answer.status, answer.error_code, answer.content) == ("error", "provider_error", "")
+    assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 2)
+    # What the provider reported for both attempts (12 output tokens each), as it bills them.
+    assert row.input_tokens_fresh > 0 and row.output_tokens == 2 * 12
+    assert row.credits > 0 and turn.credits == row.credits
+    assert stub.requests == 2 and deltas == ""
+    prompt = next_prompt(owner, turn.session)
+    assert prompt[1:] == [("user", "Hello there, friend"), ("user", "And now?")]
 
 
 @pytest.mark.django_db
