@@ -45,7 +45,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from orchestration import budget as context_budget
@@ -109,6 +109,13 @@ logger = logging.getLogger(__name__)
 SUMMARY_TRANSCRIPT_LIMIT = 200
 # The message fields a prompt needs, read with `.values()` (cheaper than model instances).
 HISTORY_FIELDS = ("sequence", "role", "content", "agent_key", "agent_name", "token_estimate")
+
+
+# The messages later prompts and summaries read: answers that have text. An empty answer (a
+# provider that filtered it away, a reasoning stream cut at its limit) stays on the timeline,
+# but it says nothing to a model, and some providers' APIs (Anthropic's) refuse an empty
+# assistant message.
+IN_HISTORY = Q(status=MessageStatus.OK) & ~Q(content="")
 
 
 @dataclass(frozen=True)
@@ -562,7 +569,7 @@ class TurnRunner:
 
     def _recent_history(self) -> list[HistoryMessage]:
         """The newest raw messages after the latest summary (bounded), oldest first."""
-        messages = Message.objects.filter(session=self.plan.session, status=MessageStatus.OK)
+        messages = Message.objects.filter(IN_HISTORY, session=self.plan.session)
         if self.summary is not None:
             messages = messages.filter(sequence__gt=self.summary.to_sequence)
         recent = messages.order_by("-sequence").values(*HISTORY_FIELDS)
@@ -874,10 +881,10 @@ class TurnRunner:
         after = self.summary.to_sequence if self.summary else 0
         return list(
             Message.objects.filter(
+                IN_HISTORY,
                 session=self.plan.session,
                 sequence__gt=after,
                 sequence__lt=self.messages[0].sequence,
-                status=MessageStatus.OK,
             )
             .order_by("sequence")
             .values(*HISTORY_FIELDS)[:SUMMARY_TRANSCRIPT_LIMIT]
@@ -1017,7 +1024,9 @@ class TurnRunner:
             same_turn=[
                 _history_entry(vars(message))
                 for message in self.messages
-                if message.role == MessageRole.ASSISTANT and message.status == MessageStatus.OK
+                if message.role == MessageRole.ASSISTANT
+                and message.status == MessageStatus.OK
+                and message.content
             ],
             user_input=self.plan.user_input,
             budget=self.plan.budget(alias),

@@ -286,6 +286,25 @@ def test_a_turn_whose_provider_answered_no_text_fails_and_leaves_no_empty_answer
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_an_empty_answer_is_kept_but_left_out_of_later_prompts(
+    owner, ada, make_session, stub, monkeypatch, streamed
+):
+    """A provider that filtered its answer away gave an empty answer, ok; the next turn's
+    prompt sent it back as an empty assistant message."""
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+    model = "null-content-finish-content_filter"
+
+    turn, answer, row, deltas = stub_turn(owner, ada, make_session, stub, model, streamed=streamed)
+
+    assert turn.status == "completed"
+    assert (answer.status, answer.error_code, answer.content) == ("ok", "", "")
+    assert (row.status, row.attempts) == ("success", 1)
+    prompt = next_prompt(owner, turn.session)
+    assert prompt[1:] == [("user", "Hello there, friend"), ("user", "And now?")]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
 def test_a_5xx_is_retried_whatever_its_body_says(
     owner, ada, make_session, stub, monkeypatch, streamed
 ):
