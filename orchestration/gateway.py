@@ -702,7 +702,8 @@ def read_usage(response: Any, call: LlmCall) -> tuple[int, int, int]:
 
     Usage that no call of the alias can have used is a provider's bug, not a bill: a count that
     is negative or not a number, a prompt (or its cached part) larger than the alias's window,
-    an answer longer than `most_output_tokens`. Such usage counts as none, so the call is
+    a cached part larger than the prompt it is part of, an answer longer than
+    `most_output_tokens`. Such usage counts as none, so the call is
     metered on an estimate as one without usage is, and a warning names the call."""
     usage = _field(response, "usage")
     if usage is None:
@@ -717,6 +718,7 @@ def read_usage(response: Any, call: LlmCall) -> tuple[int, int, int]:
     if (
         min(prompt, cached, completion) < 0
         or max(prompt, cached) > window
+        or cached > prompt
         or completion > most_output
     ):
         logger.warning(

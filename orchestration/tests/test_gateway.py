@@ -163,22 +163,10 @@ def test_anthropic_style_cache_reads_count_as_cached(monkeypatch, gateway):
     assert (result.input_tokens_fresh, result.input_tokens_cached) == (70, 30)
 
 
-def test_fresh_tokens_never_go_negative(monkeypatch, gateway):
-    script(
-        monkeypatch,
-        {
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}],
-            "usage": {
-                "prompt_tokens": 5,
-                "completion_tokens": 1,
-                "prompt_tokens_details": {"cached_tokens": 9},
-            },
-        },
-    )
+def test_a_prompt_wholly_cached_is_all_cached(monkeypatch, gateway):
+    script(monkeypatch, reply(prompt_tokens_details={"cached_tokens": 100}))
     result = complete(gateway, CALL)
-    assert result.input_tokens_fresh == 0
-    assert result.input_tokens_cached == 9
-    assert result.text == "Hi"
+    assert (result.input_tokens_fresh, result.input_tokens_cached) == (0, 100)
 
 
 def test_rate_limit_is_retried_then_succeeds(monkeypatch, gateway, sleeps):
@@ -460,6 +448,7 @@ def metered(result) -> tuple[int, int, int]:
 
 # CALL's alias: a window of 8,192 tokens, answers of up to 512 tokens and 32,768 of reasoning.
 MOST_OUTPUT = 512 + 32_768
+CACHED_50 = {"cached_tokens": 50}
 
 
 @pytest.mark.parametrize(
@@ -470,6 +459,9 @@ MOST_OUTPUT = 512 + 32_768
         {"prompt_tokens": 8_193, "completion_tokens": 10},  # a prompt the window cannot hold
         {"prompt_tokens": 100, "completion_tokens": MOST_OUTPUT + 1},
         {"prompt_tokens": 100, "completion_tokens": 10, "cache_read_input_tokens": 10**9},
+        # More of the prompt cached than the prompt held: was metered 0 fresh and 50 cached.
+        {"prompt_tokens": 10, "completion_tokens": 3, "prompt_tokens_details": CACHED_50},
+        {"prompt_tokens": 10, "completion_tokens": 3, "cache_read_input_tokens": 50},
         {"prompt_tokens": 100, "completion_tokens": -10},  # was billed as no output at all
         {"prompt_tokens": 100, "completion_tokens": "abc"},  # was billed as no output at all
         {"prompt_tokens": float("nan"), "completion_tokens": 10},  # was a provider_error
@@ -484,7 +476,7 @@ def test_usage_no_call_of_the_alias_can_have_used_is_estimated(monkeypatch, gate
 
     assert (result.status, result.text, result.attempts) == ("success", "Hi!", 1)
     assert metered(result) == metered(without_usage) == (5, 0, 1)
-    assert "reported usage it cannot have used" in caplog.text
+    assert "LLM call agent/ada for deepseek reported usage it cannot have used" in caplog.text
 
 
 def test_usage_up_to_what_a_call_of_the_alias_can_use_is_billed_as_reported(monkeypatch, gateway):

@@ -38,7 +38,8 @@ A misbehaving provider, by a word in the model name (with or without a delay):
 - `finish-<reason>`: the answer ends with that `finish_reason` instead of "stop"
   (`empty-content-finish-length`: no text, cut at the provider's limit);
 - `huge-usage`: usage of 10^15 prompt and completion tokens; `text-usage`: usage whose counts
-  are text ("abc");;
+  are text ("abc"); `over-cached`: more cached prompt tokens (`prompt_tokens_details`) than the
+  prompt had;
 - `http-500-invalid-request`: an HTTP 500 whose JSON error says `invalid_request_error`;
 - `same-word`: every word of the answer is "word" (`words-500-same-word`: "word" 500 times,
   streamed as the same chunk again and again).
@@ -143,6 +144,8 @@ def _usage(
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if "over-cached" in model:
+        usage["prompt_tokens_details"] = {"cached_tokens": prompt * 5}
     if thoughts:
         usage["completion_tokens_details"] = {"reasoning_tokens": len(thoughts)}
     return usage

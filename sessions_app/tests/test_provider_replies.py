@@ -212,13 +212,14 @@ STUB_ANSWER = "Stub answer to «Hello there, friend»: one two three four five s
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
-@pytest.mark.parametrize("model", ["huge-usage", "text-usage"])
+@pytest.mark.parametrize("model", ["huge-usage", "text-usage", "over-cached"])
 def test_usage_no_call_can_have_used_is_metered_on_an_estimate(
     owner, ada, make_session, stub, monkeypatch, caplog, model, streamed
 ):
     """Usage of 10^15 tokens was capped at 500,000,000 each and billed: 67,500 credits for one
     call. Counts that are text made litellm refuse the reply: plain, a provider_error retried
-    and metered at 0 though the provider had answered; streamed, the answer an error."""
+    and metered at 0 though the provider had answered; streamed, the answer an error. Five
+    times the prompt cached was metered as no fresh input and all of that cached."""
     monkeypatch.setenv("STUB_API_KEY", "sk-x")
 
     turn, answer, row, deltas = stub_turn(owner, ada, make_session, stub, model, streamed=streamed)
