@@ -124,9 +124,11 @@ class _Reading:
 
 
 # Why a provider may end an answer that has no text at all, and that answer still be one: it
-# filtered its answer away. Any other finish with no text (it said it was done, called a tool
-# Pantheon never offered, ran out of tokens before its first word) is no answer.
-ENDS_WITHOUT_TEXT = frozenset({"content_filter"})
+# filtered its answer away, or the call's output limit ran out before its first word (a
+# reasoning model that thought the whole `max_tokens` away: asked again, it would as a rule do
+# the same, billed again; a stream cut at its limit gives that empty answer too). Any other
+# finish with no text (it said it was done, called a tool Pantheon never offered) is no answer.
+ENDS_WITHOUT_TEXT = frozenset({"content_filter", "length"})
 
 
 class IncompleteAnswer(Exception):

@@ -513,8 +513,6 @@ def test_an_alias_whose_window_is_larger_bills_longer_outputs(monkeypatch, gatew
         # These were ok empty answers, billed, and replayed as empty messages in later prompts.
         tool_calls_reply(),
         tool_calls_reply(finish_reason="stop"),  # a reply that calls tools ended for them
-        raw_reply("", finish_reason="length"),
-        raw_reply(None, finish_reason="length"),  # a reasoning model out of tokens
     ],
 )
 def test_a_reply_without_text_is_no_answer(monkeypatch, gateway, answer):
@@ -536,8 +534,20 @@ def test_a_reply_without_text_is_billed_as_the_provider_reported_it(monkeypatch,
     assert metered(result) == (3 * 40, 0, 3 * 7)
 
 
-def test_a_reply_its_provider_filtered_away_is_an_empty_answer(monkeypatch, gateway):
-    script(monkeypatch, raw_reply(None, finish_reason="content_filter"))
+@pytest.mark.parametrize(
+    "answer",
+    [
+        raw_reply(None, finish_reason="content_filter"),
+        # The output limit ran out before any text (a reasoning model): asked again, it would
+        # think the limit away again, billed again.
+        raw_reply(None, finish_reason="length"),
+        raw_reply("", finish_reason="length"),
+    ],
+)
+def test_a_reply_filtered_away_or_cut_before_its_text_is_an_empty_answer(
+    monkeypatch, gateway, answer
+):
+    script(monkeypatch, answer, reply("Hi there"))
 
     result = complete(gateway, CALL)
 

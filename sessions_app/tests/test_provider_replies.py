@@ -100,12 +100,12 @@ def test_a_call_that_failed_before_its_first_word_is_metered_as_the_provider_sai
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
-@pytest.mark.parametrize("model", ["tool-calls", "empty-content-finish-length"])
+@pytest.mark.parametrize("model", ["tool-calls", "empty-content"])
 def test_a_200_without_text_is_a_provider_error_billed_as_the_provider_reported(
     stub, model, streamed
 ):
-    """A tool call instead of an answer, or no text at all and "length": these were successes
-    with an empty answer. The provider took the prompt each time and bills it: its usage
+    """A tool call instead of an answer, or no text at all: a tool call was a success with an
+    empty answer. The provider took the prompt each time and bills it: its usage
     (8 prompt tokens, 12 completion) of both attempts."""
     result, heard = call_stub(stub, model, streamed=streamed)
 
@@ -116,8 +116,15 @@ def test_a_200_without_text_is_a_provider_error_billed_as_the_provider_reported(
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
-def test_an_answer_its_provider_filtered_away_stays_an_empty_answer(stub, streamed):
-    result, heard = call_stub(stub, "null-content-finish-content_filter", streamed=streamed)
+@pytest.mark.parametrize(
+    "model", ["null-content-finish-content_filter", "empty-content-finish-length"]
+)
+def test_an_answer_filtered_away_or_cut_before_its_text_stays_an_empty_answer(
+    stub, model, streamed
+):
+    """Filtered away, or the output limit reached before any text (a reasoning model): asked
+    again, a provider would as a rule think the limit away again, billed again."""
+    result, heard = call_stub(stub, model, streamed=streamed)
 
     assert (result.status, result.text, result.attempts) == ("success", "", 1)
     assert heard == []
@@ -263,7 +270,7 @@ def next_prompt(owner, session) -> list[tuple[str, str]]:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
-@pytest.mark.parametrize("model", ["tool-calls", "empty-content-finish-length"])
+@pytest.mark.parametrize("model", ["tool-calls", "empty-content"])
 def test_a_turn_whose_provider_answered_no_text_fails_and_leaves_no_empty_answer_behind(
     owner, ada, make_session, stub, monkeypatch, model, streamed
 ):
@@ -287,13 +294,16 @@ def test_a_turn_whose_provider_answered_no_text_fails_and_leaves_no_empty_answer
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize(
+    "model", ["null-content-finish-content_filter", "empty-content-finish-length"]
+)
 def test_an_empty_answer_is_kept_but_left_out_of_later_prompts(
-    owner, ada, make_session, stub, monkeypatch, streamed
+    owner, ada, make_session, stub, monkeypatch, model, streamed
 ):
-    """A provider that filtered its answer away gave an empty answer, ok; the next turn's
-    prompt sent it back as an empty assistant message."""
+    """A provider that filtered its answer away, or ran out of tokens before its first word,
+    gave an empty answer, ok; the next turn's prompt sent it back as an empty assistant
+    message."""
     monkeypatch.setenv("STUB_API_KEY", "sk-x")
-    model = "null-content-finish-content_filter"
 
     turn, answer, row, deltas = stub_turn(owner, ada, make_session, stub, model, streamed=streamed)
 
