@@ -67,4 +67,4 @@ bench-serving: install-dev
 	$(BIN)/python bench/serving.py
 
 clean:
-	rm -rf $(VENV) db.sqlite3 .pytest_cache .ruff_cache
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm .pytest_cache .ruff_cache

@@ -143,7 +143,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         _db_options.setdefault("prepare_threshold", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The laptop demo serves from several threads; wait on the write lock instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _db_options.setdefault("timeout", 20)
+    # The timeout is no help to a transaction begun DEFERRED that read first (a roster's, a new
+    # room's) and then writes while another one writes: SQLite refuses it at once ("database is
+    # locked", a 500), as what it read may be stale by then. So every transaction takes the
+    # write lock as it begins and waits there (select_for_update does nothing on SQLite: this
+    # is what orders the writers). With the write-ahead log, reads go on meanwhile and writers
+    # wait only for each other (the mode stays with the file once set).
+    _db_options.setdefault("transaction_mode", "IMMEDIATE")
+    _db_options.setdefault("init_command", "PRAGMA journal_mode=WAL")
     # The turn list's covering index (INCLUDE session) is a plain index on SQLite: that is fine
     # for a laptop, and not worth a warning on every command.
     SILENCED_SYSTEM_CHECKS.append("models.W040")

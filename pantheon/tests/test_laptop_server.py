@@ -10,10 +10,12 @@ import shlex
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from pantheon.testing.processes import run_production
 from pantheon.testing.servers import free_port, json_objects, make_run_command, start_make_run
 
 
@@ -98,3 +100,64 @@ def test_make_runs_server_writes_only_json_lines_with_log_format_json(tmp_path):
     output = (tmp_path / "server.log").read_text().splitlines()
     loggers = {line["logger"] for line in json_objects(output)}
     assert {"uvicorn.error", "uvicorn.access", "pantheon.request"} <= loggers, loggers
+
+
+def test_make_runs_server_takes_concurrent_writes_without_database_is_locked(tmp_path):
+    """Rosters replaced and rooms created from several threads at once, as a browser's tabs or a
+    script would: each waits its turn at SQLite's write lock. A transaction that read first
+    (a roster's, a new room's) got "database is locked" at its first write instead, a 500 in
+    Django's HTML debug page."""
+    database_url = f"sqlite:///{tmp_path / 'laptop.sqlite3'}"
+    for command in ("migrate", "seed_demo"):
+        result = run_production(
+            ["manage.py", command], DATABASE_URL=database_url, DEBUG="true", LOG_LEVEL="ERROR"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    with (
+        _laptop_server(tmp_path, DATABASE_URL=database_url) as port,
+        httpx.Client(timeout=60) as client,
+    ):
+        url = f"http://127.0.0.1:{port}/api/v1"
+        token = client.post(
+            f"{url}/auth/token", json={"username": "demo", "password": "pantheon-demo"}
+        ).json()["token"]
+        client.headers["Authorization"] = f"Token {token}"
+        agents = [agent["id"] for agent in client.get(f"{url}/agents").json()["results"]]
+        assert len(agents) == 4
+        room = client.post(
+            f"{url}/rooms", json={"name": "seats", "mode": "roundtable", "agent_ids": agents[:2]}
+        ).json()["id"]
+        rosters = [[agents[i % 4], agents[(i + 1) % 4], agents[(i + 2) % 4]] for i in range(8)]
+
+        def write(index: int) -> httpx.Response:
+            if index < len(rosters):
+                return client.put(f"{url}/rooms/{room}/agents", json={"agent_ids": rosters[index]})
+            return client.post(
+                f"{url}/rooms",
+                json={"name": f"cr{index}", "mode": "roundtable", "agent_ids": agents[:3]},
+            )
+
+        answers = []
+        for _ in range(3):
+            with ThreadPoolExecutor(8) as pool:
+                answers += pool.map(write, range(len(rosters) + 12))
+
+        failures = [
+            (answer.status_code, answer.headers.get("content-type"), answer.text[:200])
+            for answer in answers
+            if not answer.is_success or answer.headers.get("content-type") != "application/json"
+        ]
+        assert failures == []
+        seats = client.get(f"{url}/rooms/{room}").json()["agents"]
+        assert [seat["id"] for seat in seats] in rosters  # one roster whole, not a mix
+        assert [seat["position"] for seat in seats] == [0, 1, 2]
+        created = [
+            item
+            for item in client.get(f"{url}/rooms?page_size=100").json()["results"]
+            if item["name"].startswith("cr")
+        ]
+        assert len(created) == 36
+        for item in created:
+            assert [(seat["id"], seat["position"]) for seat in item["agents"]] == [
+                (agent, position) for position, agent in enumerate(agents[:3])
+            ]
