@@ -16,7 +16,7 @@ from rest_framework import exceptions
 
 from pantheon.db import connection_lost
 from pantheon.exceptions import DatabaseUnavailable, RequestTooLarge
-from pantheon.middleware import error_response, is_api_path, request_id_of
+from pantheon.middleware import error_response, is_api_path, server_error_response
 
 
 def bad_request(request, exception, *args, **kwargs):
@@ -45,18 +45,7 @@ def server_error(request, *args, **kwargs):
         return database_unavailable(request)
     if not is_api_path(request.path_info):
         return defaults.server_error(request, *args, **kwargs)
-    request_id = request_id_of(request)
-    return JsonResponse(
-        {
-            "detail": {
-                "code": "server_error",
-                "message": "Something went wrong on our side. Quote the request id if you "
-                "report it.",
-                "request_id": request_id,
-            }
-        },
-        status=500,
-    )
+    return server_error_response(request)
 
 
 CONSOLE_DATABASE_UNAVAILABLE = (

@@ -52,6 +52,21 @@ def error_response(error: PantheonError) -> JsonResponse:
     return response
 
 
+def server_error_response(request) -> JsonResponse:
+    """500 `server_error`, naming the request id: its traceback is in the log under that id."""
+    return JsonResponse(
+        {
+            "detail": {
+                "code": "server_error",
+                "message": "Something went wrong on our side. Quote the request id if you "
+                "report it.",
+                "request_id": request_id_of(request),
+            }
+        },
+        status=500,
+    )
+
+
 class _SyncAndAsync:
     """A middleware that runs natively in both stacks: under ASGI a sync-only middleware would
     make Django run everything after it, the turn views included, in a thread held for the
@@ -193,11 +208,17 @@ class ApiGuardMiddleware(_SyncAndAsync):
 
     def _json_on_the_api(self, request, response):
         """What Django answers in HTML under /api/, in JSON: with DEBUG on (`make run`), an
-        unknown path gets its HTML page of URL patterns instead of handler404 (JSON, as with
-        DEBUG off: `pantheon.error_views`); a path missing its slash, an empty redirect."""
-        if not is_api_path(request.path_info) or not response.get("Content-Type", "").startswith(
-            "text/html"
-        ):
+        unknown path gets its HTML page of URL patterns instead of handler404, and an uncaught
+        exception its traceback page (HTML, or plain text to a client that takes no HTML)
+        instead of handler500 (JSON, as with DEBUG off: `pantheon.error_views`); a path
+        missing its slash, an empty redirect."""
+        if not is_api_path(request.path_info):
+            return response
+        content_type = response.get("Content-Type", "")
+        debug_page = content_type.startswith(("text/html", "text/plain"))
+        if settings.DEBUG and response.status_code == 500 and debug_page:
+            return server_error_response(request)
+        if not content_type.startswith("text/html"):
             return response
         if settings.DEBUG and response.status_code == 404:
             return JsonResponse({"detail": "Not found."}, status=404)

@@ -4,6 +4,8 @@ HTML pages stay. A 500 names its request id and never shows a traceback."""
 import logging
 
 import pytest
+from django.contrib import admin
+from django.test import Client
 from rest_framework.test import APIClient
 
 from pantheon.error_views import server_error
@@ -117,6 +119,44 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id_and_no_traceback(
     failure = next(r for r in caplog.records if r.name == "django.request" and r.exc_info)
     assert failure.request_id == "req-500-test"
     assert "secret internals" in str(failure.exc_info[1])
+
+
+@pytest.mark.parametrize("accept", ["*/*", "application/json"])
+def test_an_unexpected_error_is_a_json_500_with_debug_on_too(api, monkeypatch, settings, accept):
+    """`make run` serves with DEBUG on, where Django answers its traceback page in place of the
+    500 handler: HTML, or plain text to a client that takes no HTML."""
+    settings.DEBUG = True
+
+    def broken(**kwargs):
+        raise RuntimeError("the secret internals of the failure")
+
+    monkeypatch.setattr("usage.selectors.billing_profile_for", broken)
+
+    response = api.get(f"{API}/usage", HTTP_ACCEPT=accept, HTTP_X_REQUEST_ID="req-500-debug")
+
+    assert assert_json(response, 500)["detail"] == {
+        "code": "server_error",
+        "message": "Something went wrong on our side. Quote the request id if you report it.",
+        "request_id": "req-500-debug",
+    }
+    assert b"secret internals" not in response.content
+
+
+def test_the_console_keeps_djangos_traceback_page_with_debug_on(staff, monkeypatch, settings):
+    settings.DEBUG = True
+
+    def app_list(*args, **kwargs):
+        raise RuntimeError("the console's failure")
+
+    monkeypatch.setattr(admin.site, "get_app_list", app_list)
+    client = Client(raise_request_exception=False)
+    client.force_login(staff)
+
+    response = client.get("/admin/")
+
+    assert response.status_code == 500
+    assert response["Content-Type"].startswith("text/html")
+    assert b"the console&#x27;s failure" in response.content
 
 
 def test_the_500_page_outside_the_api_stays_djangos_html(rf):
