@@ -44,12 +44,14 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext, gettext_lazy
 
 from pantheon.figures import (
+    AMOUNT_EXPECTED,
     CREDITS_PLACES,
     USD_PLACES,
     credits_text,
     places_shown,
     plain_amount,
     rounded,
+    typed_amount,
     usd_text,
 )
 
@@ -922,10 +924,27 @@ def choices_read_once(field: forms.ModelChoiceField) -> forms.ModelChoiceField:
 class AmountField(forms.DecimalField):
     """An amount input that shows what was stored without the column's trailing zeros: a cap
     of 5 reads 5, not 5.0000000000 (the credits columns keep 10 decimal places). Spaces alone
-    are no amount (Django's field read them as "Enter a number.")."""
+    are no amount (Django's field read them as "Enter a number.").
+
+    Typed as a plain number (`typed_amount`): 1e3, 1,000, 1,5, 1_000 or ١٢ is refused with
+    what it takes. A text box, not a number box: a browser's number box sends only what it can
+    read, so the server saw 15 for 1,5 and nothing for ١٢ (then asked for a cap)."""
+
+    widget = forms.TextInput
+    default_error_messages = {"invalid": f"Enter {AMOUNT_EXPECTED}."}
+
+    def widget_attrs(self, widget):
+        return {**super().widget_attrs(widget), "inputmode": "decimal"}  # a phone's digit pad
 
     def to_python(self, value):
-        return super().to_python(value.strip() if isinstance(value, str) else value)
+        if isinstance(value, str):
+            value = value.strip()
+            if value not in self.empty_values:
+                try:
+                    value = typed_amount(value)
+                except ValueError:
+                    raise ValidationError(self.error_messages["invalid"], code="invalid") from None
+        return super().to_python(value)
 
     def prepare_value(self, value):
         return plain_amount(value) if isinstance(value, Decimal) else value

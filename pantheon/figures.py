@@ -9,12 +9,25 @@ admin log and billing dashboard alike.
 - Prices (USD per million tokens), credit multipliers, and every amount an operator types or
   the admin log records: plainly, as written: 0.28, 15, 2.5, 1000 (no padding zeros of the
   column, no exponent as in 1E+3, no -0).
+
+And how an operator types one (a cap, a price, a multiplier; in the console and the commands
+alike): as a plain number, 12 or 0.5, and nothing else (`typed_amount`). Decimal() also read
+1e3 and 1E+3 as 1000, Arabic-Indic or full-width digits as ASCII ones, 1_000 as 1000; and a
+browser's number box dropped the comma of 1,5 (15) or of 1,000.
 """
 
+import re
 from decimal import ROUND_HALF_UP, Decimal
 
 CREDITS_PLACES, USD_PLACES = 4, 6
 LEDGER_PLACES = 10  # the finest amount the ledger keeps
+
+# What `typed_amount` takes, for the messages that refuse anything else.
+AMOUNT_EXPECTED = (
+    "a plain number such as 12 or 0.5 (digits 0-9 and at most one decimal point; "
+    "no sign, exponent, comma or other separator)"
+)
+_PLAIN_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
 def as_decimal(value) -> Decimal:
@@ -51,3 +64,13 @@ def plain_amount(value) -> str:
     """A price, a multiplier or a typed amount as people write it: 0.28, 15, 1000, 0."""
     amount = as_decimal(value).normalize()
     return "0" if amount == 0 else format(amount, "f")
+
+
+def typed_amount(text: str) -> Decimal:
+    """An amount as an operator types it, spaces around it aside: ASCII digits with at most one
+    decimal point (12, 0.5, .5). Anything else raises ValueError: no amount is negative, and
+    1,5 or 1e3 would be read as a very different figure from the one meant, or not at all."""
+    plain = text.strip()
+    if _PLAIN_NUMBER.fullmatch(plain) is None:
+        raise ValueError(f"expected {AMOUNT_EXPECTED}, not {text!r}")
+    return Decimal(plain)

@@ -784,3 +784,40 @@ def test_two_prices_of_one_alias_in_a_list_are_still_refused(boss, owner):
     refused_rows = [form.non_field_errors() for form in prices.formset.forms if form.errors]
     assert refused_rows == [["Please correct the duplicate values below."]]
     assert prices_of(copy) == before
+
+
+# --- prices and multipliers are typed as plain numbers ------------------------------------------
+
+
+@pytest.mark.parametrize("typed", ["1e3", "1E+3", "\u0661\u0662", "1,000", "1,5", "1_000"])
+def test_a_price_or_multiplier_is_typed_as_a_plain_number(boss, spare_list, typed):
+    """The price pages stored 1e3 as 1000, 1_000 as 1000, Arabic-Indic 12 as 12; 1,5 reached them
+    from the browser's number box as 15."""
+    rule = (
+        "Enter a plain number such as 12 or 0.5 (digits 0-9 and at most one decimal point; "
+        "no sign, exponent, comma or other separator)."
+    )
+    price = spare_list.prices.get()
+    figures = {
+        "model_alias": price.model_alias_id,
+        "pricing_version": spare_list.pk,
+        "input_usd_per_mtok": "1",
+        "output_usd_per_mtok": "2",
+    }
+
+    on_price = boss.post(
+        url(ModelPrice, "change", price.pk), {**figures, "output_usd_per_mtok": typed}
+    )
+    on_list = boss.post(
+        url(PricingVersion, "change", spare_list.pk),
+        list_form("spare", spare_list.effective_from, multiplier=typed),
+    )
+    plain = boss.post(url(ModelPrice, "change", price.pk), {**figures, "output_usd_per_mtok": "15"})
+
+    assert on_price.context["adminform"].form.errors == {"output_usd_per_mtok": [rule]}
+    assert on_list.context["adminform"].form.errors == {"default_multiplier": [rule]}
+    assert plain.status_code == 302
+    price.refresh_from_db()
+    spare_list.refresh_from_db()
+    assert price.output_usd_per_mtok == Decimal("15")
+    assert spare_list.default_multiplier == Decimal("1")

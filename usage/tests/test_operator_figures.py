@@ -355,19 +355,20 @@ def test_a_billing_profiles_cap_input_reads_as_it_was_set(make_operator, owner, 
 def test_the_history_of_a_cap_writes_its_values_as_people_do(make_operator, owner, outsider):
     """It wrote "0E-10 → 1E+3", "1000.0000000000 → 12.5", "1E-6 → -0": the column's value
     (str() of a Decimal of 10 places) before, what was typed after. Both now as the set-cap
-    action writes a cap: plain figures, no exponent, no padding, no -0."""
+    action writes a cap: plain figures, no exponent, no padding, no -0 (and what is typed is a
+    plain number: 1E3 and -0 are refused, `test_an_amount_is_typed_as_a_plain_number`)."""
     profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("0"))
     other = BillingProfile.objects.create(user=outsider, monthly_credit_cap=Decimal("5"))
     operator = make_operator("Owner", "boss")
     client = client_for(operator)
     change = reverse("admin:usage_billingprofile_change", args=[profile.pk])
 
-    for typed in ("1E3", "12.5", "0.000001", "-0", "12"):
+    for typed in ("1000.00", "12.5", "0.000001", "0", "12"):
         saved = client.post(change, {"monthly_credit_cap": typed})
         assert saved.status_code == 302, typed
     client.post(
         reverse("admin:usage_billingprofile_changelist"),
-        {"action": "set_cap", "_selected_action": [other.pk], "apply": "1", "cap": "-0"},
+        {"action": "set_cap", "_selected_action": [other.pk], "apply": "1", "cap": "0.0"},
     )
 
     logged = [
@@ -576,3 +577,60 @@ def test_a_cap_of_only_spaces_asks_for_a_cap_or_no_cap(make_operator, owner):
     )
     profile.refresh_from_db()
     assert spaced.status_code == 302 and profile.monthly_credit_cap == Decimal("7")
+
+
+# Each was read as a number (the page stored 1e3 as 1000, the action Arabic-Indic 12 as 12, 1_000
+# as 1000), or is a figure the operator may not have meant: 1,5 is one and a half to who writes
+# a decimal comma, and the browser's number box sent it as 15 (and 1,000 as 1000).
+NOT_PLAIN = ["1e3", "1E+3", "\u0661\u0662", "\uff11\uff12", "1,000", "1,5", "1_000", "1 000", "-0"]
+PLAIN_RULE = (
+    "Enter a plain number such as 12 or 0.5 (digits 0-9 and at most one decimal point; "
+    "no sign, exponent, comma or other separator)."
+)
+
+
+@pytest.mark.parametrize("typed", NOT_PLAIN)
+def test_an_amount_is_typed_as_a_plain_number(make_operator, owner, typed):
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("2500"))
+    client = client_for(make_operator("Owner", "boss"))
+
+    page = client.post(
+        reverse("admin:usage_billingprofile_change", args=[profile.pk]),
+        {"monthly_credit_cap": typed},
+    )
+    action = client.post(
+        reverse("admin:usage_billingprofile_changelist"),
+        {"_selected_action": [profile.pk], "action": "set_cap", "apply": "1", "cap": typed},
+    )
+
+    assert page.context["adminform"].form.errors == {"monthly_credit_cap": [PLAIN_RULE]}
+    assert action.context["form"].errors == {"cap": [PLAIN_RULE]}
+    profile.refresh_from_db()
+    assert profile.monthly_credit_cap == Decimal("2500")
+    assert not LogEntry.objects.exists()
+
+
+def test_a_plain_amount_is_saved_and_the_box_sends_what_was_typed(make_operator, owner):
+    """The cap boxes were number boxes, which send the server only what the browser reads as a
+    number: 1,5 arrived as 15. Text boxes (a phone still offers its digit pad) send it as typed,
+    for the server to refuse."""
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("2500"))
+    client = client_for(make_operator("Owner", "boss"))
+    change = reverse("admin:usage_billingprofile_change", args=[profile.pk])
+    changelist = reverse("admin:usage_billingprofile_changelist")
+    selected = {"_selected_action": [profile.pk], "action": "set_cap"}
+
+    saved = client.post(change, {"monthly_credit_cap": "1000"})
+    profile.refresh_from_db()
+    assert saved.status_code == 302 and profile.monthly_credit_cap == Decimal("1000")
+    client.post(changelist, {**selected, "apply": "1", "cap": " .5 "})
+    profile.refresh_from_db()
+    assert profile.monthly_credit_cap == Decimal("0.5")
+
+    action_form = client.post(changelist, selected).content.decode()
+    for page, name in (
+        (client.get(change).content.decode(), "monthly_credit_cap"),
+        (action_form, "cap"),
+    ):
+        box = re.search(rf'<input [^>]*name="{name}"[^>]*>', page).group()
+        assert 'type="text"' in box and 'inputmode="decimal"' in box, box

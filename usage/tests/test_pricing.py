@@ -183,6 +183,16 @@ def test_premium_burns_more_credits_than_a_cheap_alias_for_the_same_tokens(owner
 # --- set_model_price ----------------------------------------------------------------------------
 
 
+# What the console's amount boxes say too (pantheon.figures.AMOUNT_EXPECTED).
+PLAIN = (
+    "a plain number such as 12 or 0.5 (digits 0-9 and at most one decimal point; "
+    "no sign, exponent, comma or other separator)"
+)
+# Each read as a number by Decimal() (the command stored 1e3 as 1000, 1_000 as 1000, Arabic-Indic
+# 12 as 12, -0 as 0) or a figure the operator did not mean (1,5: one and a half, or fifteen?).
+NOT_PLAIN = ["1e3", "1E+3", "\u0661\u0662", "\uff11\uff12", "1,000", "1,5", "1_000", "1 000", "-0"]
+
+
 def run(*args) -> str:
     out = StringIO()
     call_command("set_model_price", *args, stdout=out)
@@ -227,11 +237,11 @@ def test_a_multiplier_below_the_floor_is_said_to_bill_at_the_floor(owner):
 def test_the_summary_shows_figures_as_plain_numbers(owner):
     """'--input 1e3' was echoed as 'input $1E+3/M' next to copied figures like '$0.200000/M'
     and 'x1.0000': the operator checks what is stored, written the way a price is written."""
-    out = run("llama", "--input", "1e3", "--output", "0.90")
+    out = run("llama", "--input", "1000.00", "--output", "0.90")
 
     assert "input $1000/M" in out
     assert "output $0.9/M" in out
-    assert "1E+3" not in out and "0.90" not in out
+    assert "1000.00" not in out and "0.90" not in out
     out = run("llama", "--credit-multiplier", "none")
     assert "credits x1 (list default)" in out
 
@@ -268,10 +278,10 @@ def test_a_new_named_list_starts_now_as_a_copy_of_the_active_one(owner):
     ("args", "message"),
     [
         (["nope", "--input", "1", "--output", "1"], "Unknown model alias"),
-        (["llama", "--input", "-1"], "greater than or equal to 0"),
-        (["llama", "--input", "cheap"], "expected a decimal number, not 'cheap'"),
-        (["llama", "--input", "NaN"], "expected a decimal number, not 'NaN'"),
-        (["llama", "--input", "none"], "expected a decimal number, not 'none'"),
+        (["llama", "--input", "-1"], r"expected a plain number such as 12 or 0\.5 .*, not '-1'"),
+        (["llama", "--input", "cheap"], "expected a plain number .*, not 'cheap'"),
+        (["llama", "--input", "NaN"], "expected a plain number .*, not 'NaN'"),
+        (["llama", "--input", "none"], "expected a plain number .*, not 'none'"),
         (["mistral", "--output", "1", "--version", "fresh"], "give --input and --output"),
     ],
 )
@@ -289,9 +299,9 @@ def test_bad_input_is_refused_and_writes_nothing(args, message):
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        (["--cached-input", "x"], "argument --cached-input: expected a decimal number or 'none'"),
-        (["--output", "NaN"], "argument --output: expected a decimal number, not 'NaN'"),
-        (["--input", "none"], "argument --input: expected a decimal number, not 'none'"),
+        (["--cached-input", "x"], f"argument --cached-input: expected {PLAIN} or 'none', not 'x'"),
+        (["--output", "NaN"], f"argument --output: expected {PLAIN}, not 'NaN'"),
+        (["--input", "none"], f"argument --input: expected {PLAIN}, not 'none'"),
     ],
 )
 def test_a_figure_that_is_no_number_is_a_usage_error_exit_2(args, error, capsys):
@@ -306,6 +316,37 @@ def test_a_figure_that_is_no_number_is_a_usage_error_exit_2(args, error, capsys)
     assert exited.value.code == 2
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith(f"manage.py set_model_price: error: {error}"), last
+
+
+@pytest.mark.parametrize("typed", NOT_PLAIN)
+@pytest.mark.parametrize("option", ["--input", "--cached-input", "--credit-multiplier"])
+def test_a_figure_is_typed_as_a_plain_number(option, typed, capsys):
+    """The command took 1e3, 1E+3, 1_000 and Arabic-Indic digits, each stored as another
+    figure than the one on screen; now each is a usage error saying what is taken."""
+    from django.core.management import ManagementUtility
+
+    before = list(ModelPrice.objects.order_by("id").values())
+
+    with pytest.raises(SystemExit) as exited:
+        ManagementUtility(["manage.py", "set_model_price", "llama", option, typed]).execute()
+    for given in ({"args": [option, typed]}, {option[2:].replace("-", "_"): typed}):
+        # As typed, and as a call_command keyword (a string the parser's types never saw).
+        with pytest.raises(CommandError, match=r"expected a plain number such as 12 or 0\.5"):
+            call_command("set_model_price", "llama", *given.pop("args", []), **given)
+
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert f"argument {option}: expected {PLAIN}" in last and f"not {typed!r}" in last
+    assert list(ModelPrice.objects.order_by("id").values()) == before
+
+
+def test_a_plain_figure_spaces_around_it_aside_is_stored_as_typed(owner):
+    run("llama", "--input", " 1000 ", "--output", ".5", "--cached-input", "0.25")
+
+    price = ModelPrice.objects.get(pricing_version__name=SEEDED, model_alias__alias="llama")
+    assert price.input_usd_per_mtok == Decimal("1000")
+    assert price.output_usd_per_mtok == Decimal("0.5")
+    assert price.cached_input_usd_per_mtok == Decimal("0.25")
 
 
 def test_without_a_list_in_force_a_version_must_be_named():

@@ -1,11 +1,12 @@
 import argparse
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from orchestration.metering import MULTIPLIER_FLOOR
 from pantheon.commands import ProjectCommand, command_error
+from pantheon.figures import AMOUNT_EXPECTED, typed_amount
 from usage.services import model_price_set
 
 # A figure left out keeps its current value; `none` clears an optional one.
@@ -13,25 +14,23 @@ CLEAR = "none"
 
 
 def _amount(text: str) -> Decimal:
-    """An argparse type: a finite decimal number (a bad one is a usage error, exit 2)."""
+    """An argparse type: a plain number, as the console takes it (a bad one is a usage error,
+    exit 2)."""
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        value = None
-    if value is None or not value.is_finite():
-        raise argparse.ArgumentTypeError(f"expected a decimal number, not {text!r}")
-    return value
+        return typed_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _amount_or_clear(text: str) -> Decimal | None:
-    """An argparse type: a decimal number, or `none` (None) to clear the figure."""
+    """An argparse type: a plain number, or `none` (None) to clear the figure."""
     if text.lower() == CLEAR:
         return None
     try:
-        return _amount(text)
-    except argparse.ArgumentTypeError:
+        return typed_amount(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a decimal number or '{CLEAR}', not {text!r}"
+            f"expected {AMOUNT_EXPECTED} or '{CLEAR}', not {text!r}"
         ) from None
 
 
