@@ -7,13 +7,17 @@ follows the light and dark themes).
 
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from usage.templatetags.billing_format import credits
 
 WIDTH, HEIGHT = 960, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 32
 MAX_X_LABELS = 10
+MAX_GRIDLINES = 5  # above the baseline
+# A gridline's label ends 8 units left of the plot (the template), in 11px digits of at most
+# 7 units each, with a margin.
+LABEL_GAP, LABEL_CHAR_WIDTH = 12, 7
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,20 @@ class BarChart:
 def daily_bar_chart(
     points: list[tuple[date, Decimal]], *, unit: str = "credits", highlight: date | None = None
 ) -> BarChart:
-    plot_width = WIDTH - LEFT - RIGHT
     plot_height = HEIGHT - TOP - BOTTOM
     peak = max((value for _, value in points), default=Decimal("0"))
-    top = _nice_ceiling(peak)
+    step, steps = _axis(peak)
+    top = step * steps
+    gridlines = [
+        Tick(
+            position=round(TOP + plot_height - plot_height * index / max(steps, 1), 2),
+            label=_figure(step * index),
+        )
+        for index in range(steps + 1)
+    ]
+    # Room for the longest label, written in full (100,000,000 or 0.0000002 would be cut).
+    left = max(LEFT, LABEL_GAP + LABEL_CHAR_WIDTH * max(len(tick.label) for tick in gridlines))
+    plot_width = WIDTH - left - RIGHT
     slot = plot_width / max(len(points), 1)
     bar_width = max(slot * 0.72, 1.0)
     bars = []
@@ -61,7 +75,7 @@ def daily_bar_chart(
             height = max(height, 1.0)  # a day with usage never vanishes
         bars.append(
             Bar(
-                x=round(LEFT + index * slot + (slot - bar_width) / 2, 2),
+                x=round(left + index * slot + (slot - bar_width) / 2, 2),
                 y=round(TOP + plot_height - height, 2),
                 width=round(bar_width, 2),
                 height=round(height, 2),
@@ -70,21 +84,12 @@ def daily_bar_chart(
                 highlight=day == highlight,
             )
         )
-    steps = 4
-    gridlines = [
-        Tick(
-            position=round(TOP + plot_height - plot_height * step / steps, 2),
-            label=_figure(top * step / steps),
-        )
-        for step in range(steps + 1)
-        if top or step == 0  # nothing to scale: the baseline alone, not five lines saying 0
-    ]
     every = max(1, -(-len(points) // MAX_X_LABELS))
     # "Nov 4", or "Dec 30 2026" and "Jan 2 2027" on an axis across a new year.
     years = len({day.year for day, _ in points}) > 1
     day_labels = [
         Tick(
-            position=round(LEFT + index * slot + slot / 2, 2),
+            position=round(left + index * slot + slot / 2, 2),
             label=f"{day:%b} {day.day}" + (f" {day.year}" if years else ""),
         )
         for index, (day, _) in enumerate(points)
@@ -93,7 +98,7 @@ def daily_bar_chart(
     return BarChart(
         width=WIDTH,
         height=HEIGHT,
-        plot_left=LEFT,
+        plot_left=left,
         plot_right=WIDTH - RIGHT,
         plot_bottom=TOP + plot_height,
         bars=bars,
@@ -103,23 +108,22 @@ def daily_bar_chart(
     )
 
 
-def _nice_ceiling(value: Decimal) -> Decimal:
-    """The smallest 1, 2, 2.5 or 5 × 10^k at or above `value` (0 stays 0)."""
-    if value <= 0:
-        return Decimal("0")
-    magnitude = Decimal(1).scaleb(value.adjusted())
-    for step in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10)):
-        if value <= step * magnitude:
-            return step * magnitude
-    return 10 * magnitude
+def _axis(peak: Decimal) -> tuple[Decimal, int]:
+    """The gridlines' step and how many steps the axis takes to reach `peak`: the smallest
+    step of 1, 2, 2.5 or 5 × 10^k that reaches it in at most MAX_GRIDLINES steps (three to five
+    of them), so the labels step evenly and read exactly: 0.005, 0.01 ... 0.025 up to 0.025
+    (a quarter of a round top read 0.0062, 0.0125, 0.0188). Nothing to scale: the baseline
+    alone, not lines saying 0."""
+    if peak <= 0:
+        return Decimal("0"), 0
+    magnitude = Decimal(1).scaleb((peak / MAX_GRIDLINES).adjusted())
+    for multiple in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10)):
+        step = multiple * magnitude
+        if step * MAX_GRIDLINES >= peak:
+            break
+    return step, int((peak / step).to_integral_value(rounding=ROUND_CEILING))
 
 
 def _figure(value: Decimal) -> str:
-    value = Decimal(value)
-    if value == 0:
-        return "0"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:,.2f}".rstrip("0").rstrip(".")
-    return f"{value:.4f}".rstrip("0").rstrip(".")
+    """A gridline's value, exactly and plainly: 0.0025, 2.5, 1,000 (never 1E+3)."""
+    return f"{value.normalize():,f}"

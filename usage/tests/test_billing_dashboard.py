@@ -7,6 +7,7 @@ import re
 from collections import defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 from django.db import connection
@@ -643,3 +644,46 @@ def test_the_day_axis_names_the_year_when_the_range_crosses_one(make_operator, o
     assert labels == ["Dec 30 2026", "Dec 31 2026", "Jan 1 2027", "Jan 2 2027", "Jan 3 2027"]
     assert short == ["Nov 4", "Nov 5", "Nov 6", "Nov 7", "Nov 8"]
     assert ">Dec 20 2025</text>" in page and ">Jan 10 2026</text>" in page
+
+
+def axis_labels(page: str) -> list[tuple[float, str]]:
+    """The credits axis of the dashboard's chart, bottom up: each label's height and text."""
+    ticks = re.findall(
+        r'<text class="axis" x="\d+" y="([\d.]+)" text-anchor="end"[^>]*>([^<]*)<', page
+    )
+    return [(float(y), label) for y, label in ticks]
+
+
+@pytest.mark.parametrize(
+    ("days", "labels"),
+    [
+        # The tester's alice × qwen: the axis read 0, 0.0062, 0.0125, 0.0188, 0.025.
+        (["0.0183", "0.0248", "0.0091", "0.012"], ["0", "0.005", "0.01", "0.015", "0.02", "0.025"]),
+        (["7", "3"], ["0", "2", "4", "6", "8"]),  # it read 0, 2.5, 5, 7.5, 10
+        (["2.5"], ["0", "0.5", "1", "1.5", "2", "2.5"]),  # 0, 0.625, 1.25, 1.88, 2.5
+        (["0.00003"], ["0", "0.00001", "0.00002", "0.00003"]),  # 0, 0, 0, 0, 0
+    ],
+)
+def test_the_credits_axis_steps_evenly_in_round_figures(make_operator, owner, days, labels):
+    for offset, credits in enumerate(days, start=1):
+        ledger_event(owner, at=at(offset), alias="qwen", credits=Decimal(credits))
+
+    page = (
+        client_for(make_operator("Analyst"))
+        .get(reverse(DASHBOARD), {"user": owner.username, "alias": "qwen"})
+        .content.decode()
+    )
+
+    ticks = axis_labels(page)
+    assert [label for _, label in ticks] == labels
+    gaps = {round(below - above, 2) for (below, _), (above, _) in pairwise(ticks)}
+    assert len(gaps) == 1  # evenly spaced, as their values are
+
+
+def test_a_long_axis_label_is_written_in_full():
+    """The chart keeps room left of the plot for its longest label."""
+    chart = daily_bar_chart([(date(2026, 11, 4), Decimal("99999999"))])
+
+    assert chart.gridlines[-1].label == "100,000,000"
+    assert chart.plot_left - 8 >= 7 * len("100,000,000")
+    assert chart.bars[0].x >= chart.plot_left
