@@ -1,9 +1,12 @@
 """Reads for the billing dashboard and its CSV export.
 
-Whole past days come from the daily rollups and only what they do not cover yet (today, and
-any day after the last rollup run) from the ledger, so a 30-day report reads a few thousand
-rollup rows instead of millions of ledger rows. Every read is one aggregate query: the page
-takes the same number of queries for ten calls as for ten million.
+Whole past days come from the daily rollups and only the days after the newest one they hold
+(today, and any day after the last rollup run) from the ledger, so a 30-day report reads a few
+thousand rollup rows instead of millions of ledger rows. A day without calls has no rollup
+row, so days without calls after the newest rollup are read from the ledger too (where they
+have no rows either), and the pages say which days came from where in those terms. Every read
+is one aggregate query: the page takes the same number of queries for ten calls as for ten
+million.
 """
 
 from collections import defaultdict

@@ -164,9 +164,40 @@ def test_with_rollups_the_pages_say_which_days_come_from_where(make_operator, ow
 
     rolled, after = today() - timedelta(days=3), today() - timedelta(days=2)
     # The newest rollup's day, then the ledger from the day after (DESIGN: no day is hidden).
+    # rollup_usage covered the two days after it too, but wrote no row for them (no calls): the
+    # note read as if it had not, "Whole days to <3 days ago> from the daily rollups".
     assert f"Whole days to {rolled:%Y-%m-%d} from the daily rollups;" in dashboard
-    assert f"from {after:%Y-%m-%d} straight from the ledger." in dashboard
-    assert "Totals from the daily rollups, and from the ledger for the days" in ledger
+    assert (
+        f"from {after:%Y-%m-%d} straight from the ledger, as the rollups hold no later day "
+        "(rollup_usage writes no row for a day without calls)." in dashboard
+    )
+    assert "the ledger for the days after the newest one they hold." in ledger
+    # With a rollup for yesterday, only today comes from the ledger: nothing to explain.
+    ledger_row(owner, at=at(1))
+    rollup_rebuild()
+    only_today = client.get(reverse(DASHBOARD)).content.decode()
+    assert (
+        f"from {today():%Y-%m-%d} (today, the lighter bar: the day so far) straight from the "
+        "ledger.</p>" in only_today
+    )
+
+
+def test_a_range_after_the_newest_rollup_is_read_from_the_ledger_and_says_why(
+    make_operator, owner, ledger_row
+):
+    """It said "no daily rollups cover these days" of days rollup_usage had covered, finding
+    no calls in them."""
+    ledger_row(owner, at=at(5))
+    rollup_rebuild()
+    days = {"start": (today() - timedelta(days=3)).isoformat(), "end": today().isoformat()}
+
+    page = client_for(make_operator("Analyst")).get(reverse(DASHBOARD), days).content.decode()
+
+    assert (
+        "Every day straight from the ledger (today, the lighter bar: the day so far): the daily "
+        "rollups hold none of these days (rollup_usage writes no row for a day without calls)."
+        in page
+    )
 
 
 # --- 5. the cards hold big figures --------------------------------------------------------------
