@@ -149,7 +149,9 @@ class PricingVersion(models.Model):
         indexes = [models.Index(fields=["-effective_from"], name="pricing_effective")]
 
     def __str__(self) -> str:
-        return f"{self.name} (x{plain_amount(self.default_multiplier)})"
+        # Set apart from the name by a dot, not brackets: a copy's name ends in "(copy)", and
+        # "2026-11 list (copy) (x1)" read as two asides to the name.
+        return f"{self.name} · x{plain_amount(self.default_multiplier)}"
 
 
 class ModelPrice(models.Model):

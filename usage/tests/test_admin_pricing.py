@@ -333,6 +333,21 @@ def test_copying_a_list_makes_an_editable_one_in_effect_in_a_day(boss, owner):
     assert PricingVersion.objects.filter(name=f"{used.name} (copy 2)").exists()
 
 
+def test_a_copied_lists_name_and_multiplier_read_as_one_title(boss, owner):
+    """A copy read "2026-11 list (copy) (x1)": the multiplier in a second pair of brackets, as
+    if it were a part of the name."""
+    used = active_pricing_version()
+    bulk_delete(boss, PricingVersion, [used], action="copy_as_new_list")
+    copy = PricingVersion.objects.get(name=f"{used.name} (copy)")
+
+    page = boss.get(url(PricingVersion, "change", copy.pk)).content.decode()
+    prices = boss.get(url(ModelPrice, "changelist")).content.decode()
+
+    assert f"<h2>{used.name} (copy) · x1</h2>" in page
+    assert f"deepseek @ {used.name} (copy) · x1" in prices
+    assert ") (x" not in page + prices
+
+
 def test_a_price_lists_page_asks_once_whether_the_ledger_uses_it(boss, owner):
     """The page and its inline prices each asked (two caches for one question)."""
     from django.db import connection
@@ -389,7 +404,7 @@ def test_a_price_changed_in_its_lists_page_is_logged_from_and_to(boss, spare_lis
     assert logged.endswith(
         # The price as the column held it (1.000000) and as typed, written alike.
         ". Changed Credit multiplier: (empty) → 1.25 and Input (USD / M tokens): 1 → 2 "
-        "for model price “scratch @ spare 2 (x1)”."
+        "for model price “scratch @ spare 2 · x1”."
     )
     assert "Credit multiplier: (empty) → 1.25" in history
 
