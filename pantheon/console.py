@@ -9,6 +9,7 @@
   timestamps as 2026-11-25 13:14:05 UTC.
 """
 
+import json
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from decimal import Decimal
@@ -38,9 +39,10 @@ from django.forms.models import BaseInlineFormSet, InlineForeignKeyField
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.text import get_text_list
 from django.utils.translation import gettext, gettext_lazy
 
 from pantheon.figures import (
@@ -373,27 +375,68 @@ class RecordTabularInline(ReadOnlyRecords, admin.TabularInline):
 class ChangesWithValues:
     """The admin log says what a change changed from and to ("Changed Enabled: True → False."),
     where Django's says only which fields ("Changed Enabled.", twice alike for a disable and
-    the enable after it): the page's own fields and its inline rows' alike. Values are cut to
-    60 characters."""
+    the enable after it): the page's own fields and its inline rows' alike. An addition says
+    what it was added with ("Added with Monthly credit cap: 5 and Is suspended: True."), where
+    Django's says "Added." alone; so does an inline row added. Values are cut to 60
+    characters."""
 
     def construct_change_message(self, request, form, formsets, add=False):
         message = super().construct_change_message(  # type: ignore[misc]
             request, form, formsets, add
         )
-        if add:
-            return message
-        # Django lists the inline rows changed formset by formset, in `changed_objects` order.
-        row_forms = iter(
-            next(row_form for row_form in formset.forms if row_form.instance is row)
-            for formset in formsets or ()
-            for row, _ in formset.changed_objects
+        # Django lists the inline rows added, then those changed, formset by formset, each in
+        # `new_objects` and `changed_objects` order.
+        added_forms = _row_forms(formsets, lambda formset: formset.new_objects)
+        changed_forms = _row_forms(
+            formsets, lambda formset: [r for r, _ in formset.changed_objects]
         )
         for entry in message:
             changed = entry.get("changed")
             if changed is not None:
-                changed_form = next(row_forms) if "object" in changed else form
+                changed_form = next(changed_forms) if "object" in changed else form
                 changed["fields"] = _with_values(changed_form, changed["fields"])
-        return message
+        if not any("added" in entry for entry in message):
+            return message
+        return _with_values_added(message, form, added_forms)
+
+
+def _row_forms(formsets, rows: Callable):
+    """The forms of the inline rows that `rows(formset)` lists, formset by formset."""
+    return iter(
+        next(row_form for row_form in formset.forms if row_form.instance is row)
+        for formset in formsets or ()
+        for row in rows(formset)
+    )
+
+
+def _with_values_added(message: list[dict], form, row_forms) -> str:
+    """`message` as its text, each addition in it (the page's row, an inline's) with the values
+    the row was added with: Django's entries have no place for them."""
+    sentences = []
+    with translation.override(None):  # stored untranslated, as Django stores its entries
+        for entry in message:
+            added = entry.get("added")
+            if added is None:
+                sentences.append(LogEntry(change_message=json.dumps([entry])).get_change_message())
+                continue
+            added_form, what = (
+                (next(row_forms), f" {added['name']} “{added['object']}”") if added else (form, "")
+            )
+            values = _values_added(added_form)
+            with_values = f" with {get_text_list(values, 'and')}" if values else ""
+            sentences.append(f"Added{what}{with_values}.")
+    return " ".join(sentences)
+
+
+def _values_added(form) -> list[str]:
+    """The labels of the columns `form` shows (not a hidden one: an inline row's key, its
+    parent), each with the value it saved."""
+    columns = {field.name for field in form.instance._meta.concrete_fields}
+    return [
+        f"{form[name].label}: {_logged(form, name, form.cleaned_data.get(name))}"
+        for name, field in form.fields.items()
+        if name in columns and not field.widget.is_hidden
+    ]
 
 
 def _with_values(form, labels: list[str]) -> list[str]:
