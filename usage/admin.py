@@ -376,6 +376,11 @@ class CapForm(forms.Form):
         return data
 
 
+def cap_text(cap: Decimal | None) -> str:
+    """A cap as an operator types it (12, 0.5), or "no cap"."""
+    return "no cap" if cap is None else plain_amount(cap)
+
+
 def check_cap_choice(cap, no_cap) -> None:
     """A cap, or "No cap" ticked: one of the two, said in so many words."""
     if no_cap and cap is not None:
@@ -532,9 +537,14 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
                 for profile in (
                     queryset.select_for_update(of=("self",)).select_related("user").order_by("pk")
                 ):
+                    was = profile.monthly_credit_cap
                     if billing_profile_set_cap(profile=profile, cap=cap):
-                        shown = "no cap" if cap is None else f"{plain_amount(cap)} credits"
-                        self.log_change(request, profile, f"Set monthly credit cap to {shown}.")
+                        # From and to, as a change on the profile's page is logged.
+                        self.log_change(
+                            request,
+                            profile,
+                            f"Set monthly credit cap: {cap_text(was)} → {cap_text(cap)}.",
+                        )
                         changed += 1
             if changed:
                 done = "Lifted the cap" if cap is None else f"Set a cap of {plain_amount(cap)}"

@@ -618,10 +618,11 @@ def test_set_cap_asks_for_the_cap_then_applies_and_logs_it(make_operator, profil
         .order_by("pk")
         .values_list("change_message", flat=True)
     )
+    # Each from what that user had, as a change on the profile's page is logged.
     assert messages == [
-        "Set monthly credit cap to 250 credits.",
-        "Set monthly credit cap to 250 credits.",
-        "Set monthly credit cap to no cap.",
+        "Set monthly credit cap: 10 → 250.",
+        "Set monthly credit cap: no cap → 250.",
+        "Set monthly credit cap: 250 → no cap.",
     ]
 
 

@@ -412,7 +412,7 @@ def test_the_history_of_a_cap_writes_its_values_as_people_do(make_operator, owne
         "Changed Monthly credit cap: 12.5 → 0.000001.",
         "Changed Monthly credit cap: 0.000001 → 0.",
         "Changed Monthly credit cap: 0 → 12.",
-        "Set monthly credit cap to 0 credits.",
+        "Set monthly credit cap: 5 → 0.",
     ]
 
 
