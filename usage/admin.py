@@ -557,7 +557,12 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
             "title": "Set monthly credit cap",
             "opts": self.opts,
             "form": form,
-            "profiles": queryset.select_related("user"),
+            # Each user's cap now and this month's credits, in columns of their own: a figure
+            # in brackets after a name ("bob (now: 12)") read as the credits they had used.
+            "profiles": [
+                (profile, cap_text(profile.monthly_credit_cap), credits_text(profile.month_credits))
+                for profile in queryset.select_related("user").order_by("user__username")
+            ],
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/usage/billingprofile/set_cap.html", context)

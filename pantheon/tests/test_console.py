@@ -626,6 +626,25 @@ def test_set_cap_asks_for_the_cap_then_applies_and_logs_it(make_operator, profil
     ]
 
 
+def test_the_set_cap_page_says_each_users_cap_and_what_they_used_apart(
+    make_operator, profiles, owner
+):
+    """It read "bob (now: 12)", 12 being bob's cap, under "credits this calendar month": as if
+    he had used 12 credits."""
+    usage_month_add(user_id=owner.pk, at=timezone.now(), credits=Decimal("0.2016"))
+
+    page = act(client_for(make_operator("Owner", "boss")), "set_cap", profiles).content.decode()
+
+    rows = re.findall(
+        r"<tr><td>(\w+)</td><td class=\"num\">([^<]*)</td>"
+        r"<td class=\"num\">([^<]*)</td></tr>",
+        page,
+    )
+    assert rows == [("outsider", "no cap", "0.0000"), ("owner", "10", "0.2016")]
+    assert "cap now (credits a month)" in page and "credits used this month" in page
+    assert "(now:" not in page
+
+
 def test_an_analyst_cannot_run_the_billing_actions(make_operator, profiles):
     client = client_for(make_operator("Analyst"))
 
