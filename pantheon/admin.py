@@ -5,6 +5,7 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
@@ -45,7 +46,12 @@ class PasswordChangeForm(AdminPasswordChangeForm):
 class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
     change_password_form = PasswordChangeForm
     billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token", "records")
-    readonly_fields = (*UserAdmin.readonly_fields, *billing_fields, "password_state")
+    readonly_fields = (
+        *UserAdmin.readonly_fields,
+        *billing_fields,
+        "api_token_since",
+        "password_state",
+    )
     actions = ["revoke_api_tokens"]
 
     def lookup_allowed(self, lookup, value, request=None):
@@ -79,10 +85,14 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
 
     @admin.display(description="API token")
     def api_token(self, user) -> str:
-        token = Token.objects.filter(user=user).only("created").first()
-        if token is None:
-            return "none"
-        return f"since {moment(token.created)} UTC (revoke it from the users' list)"
+        since = _token_since(user)
+        return "none" if since is None else f"{since} (revoke it from the users' list)"
+
+    @admin.display(description="API token")
+    def api_token_since(self, user) -> str:
+        """The token without the way to revoke it, for who may not (the users' list offers
+        them no action)."""
+        return _token_since(user) or "none"
 
     def why_kept(self, user) -> str | None:
         # Asked before Django collects what the delete would take: for a user with many ledger
@@ -98,6 +108,7 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
+        billing = self.billing_fields
         if not self.has_change_permission(request, obj):
             # Django's password box offers a reset, which is a 403 to whoever may not change
             # users (Owners, Analysts): they read whether a password is set instead.
@@ -106,7 +117,18 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
                 (name, {**options, "fields": [swap.get(f, f) for f in options["fields"]]})
                 for name, options in fieldsets
             ]
-        return (("Billing this month (UTC)", {"fields": self.billing_fields}), *fieldsets)
+        if not self.has_change_permission(request):
+            # Nor may they revoke a token: the users' list has no action for them.
+            billing = tuple("api_token_since" if f == "api_token" else f for f in billing)
+        return (("Billing this month (UTC)", {"fields": billing}), *fieldsets)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Read-only, the page shows values: the inputs' help ("Required. 150 characters or
+            # fewer...", "Unselect this instead of deleting accounts.") is for who edits them.
+            fields = flatten_fieldsets(self.get_fieldsets(request, obj))
+            kwargs["help_texts"] = dict.fromkeys(fields, "")
+        return super().get_form(request, obj, change=change, **kwargs)
 
     @admin.display(description="password")
     def password_state(self, user) -> str:
@@ -143,3 +165,9 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
     @admin.display(description="billing status")
     def billing_status(self, user) -> str:
         return billing_status_badge(billing_profile_for(user=user), self._month_credits(user))
+
+
+def _token_since(user) -> str | None:
+    """Since when the user holds an API token, or None."""
+    token = Token.objects.filter(user=user).only("created").first()
+    return None if token is None else f"since {moment(token.created)} UTC"

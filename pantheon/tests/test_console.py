@@ -546,6 +546,38 @@ def test_who_may_not_change_users_is_offered_no_password_reset(make_operator, ow
     assert client.get(password_page).status_code == 403
 
 
+@pytest.mark.parametrize("role", ["Owner", "Analyst"])
+def test_who_may_not_revoke_tokens_reads_the_tokens_date_alone(make_operator, owner, role):
+    """Owners and Analysts were told to revoke the token "from the users' list", which offers
+    them no action; and under the username, its input's rules ("Required. 150 characters or
+    fewer...") on a page with no input."""
+    Token.objects.create(user=owner)
+    client = client_for(make_operator(role, "operator"))
+
+    page = client.get(reverse("admin:auth_user_change", args=[owner.pk])).content.decode()
+    users = client.get(reverse("admin:auth_user_changelist")).content.decode()
+
+    assert re.search(r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</div>", page)
+    assert "revoke it" not in page
+    assert 'name="action"' not in users  # the list has no actions for them
+    assert "Required. 150 characters or fewer" not in page
+    assert "Unselect this instead of deleting accounts" not in page
+
+
+def test_who_may_revoke_tokens_is_told_where(staff, make_operator, owner):
+    Token.objects.create(user=owner)
+    changer = make_operator("Analyst", "changer")
+    changer.user_permissions.add(Permission.objects.get(codename="change_user"))
+
+    for user in (staff, changer):
+        client = client_for(user)
+        page = client.get(reverse("admin:auth_user_change", args=[owner.pk])).content.decode()
+        users = client.get(reverse("admin:auth_user_changelist")).content.decode()
+        assert "UTC (revoke it from the users&#x27; list)" in page
+        assert 'value="revoke_api_tokens"' in users
+        assert "Required. 150 characters or fewer" in page  # an input, with its rules
+
+
 def test_who_may_change_users_still_resets_passwords(staff, make_operator, owner):
     changer = make_operator("Analyst", "changer")
     changer.user_permissions.add(Permission.objects.get(codename="change_user"))
