@@ -22,6 +22,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ERROR_FLAG, ORDER_VAR, ChangeList
 from django.contrib.auth import get_user_model
@@ -837,6 +838,20 @@ class SoftDeleteAdmin(SavedUnlessReadOnlySinceOpened, admin.ModelAdmin):
             return cannot_delete_page(self, request, obj, why)
         context = {**(extra_context or {}), "soft_delete_effect": self.soft_delete_effect}
         return super().delete_view(request, object_id, context)
+
+    def response_delete(self, request, obj_display, obj_id):
+        # Django sends back to its list only who may change rows; who may delete them and only
+        # view the list (an Owner, sessions) landed on the console's home page.
+        response = super().response_delete(request, obj_display, obj_id)
+        home = reverse("admin:index", current_app=self.admin_site.name)
+        if response.get("Location") != home or not self.has_view_permission(request):
+            return response
+        changelist = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
+            current_app=self.admin_site.name,
+        )
+        context = {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}
+        return HttpResponseRedirect(add_preserved_filters(context, changelist))
 
     @admin.action(
         permissions=["delete"], description=gettext_lazy("Delete selected %(verbose_name_plural)s")

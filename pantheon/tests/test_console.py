@@ -276,6 +276,26 @@ def test_deleting_a_session_in_the_admin_is_the_apis_soft_delete(staff, chat):
     assert Message.objects.filter(session=session).count() == 2
 
 
+def test_an_owner_who_deletes_a_session_is_sent_back_to_the_sessions_list(make_operator, chat):
+    """Owners view sessions and may delete them, not change them: Django sent them to the
+    console's home page."""
+    session = chat["session"]
+    client = client_for(make_operator("Owner", "boss"))
+    delete = url(Session, "delete", session.pk) + "?_changelist_filters=q%3DResearch"
+
+    response = client.post(delete, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert response.url == url(Session, "changelist") + "?q=Research"
+    session.refresh_from_db()
+    assert session.deleted_at is not None
+    listed = client.get(response.url)
+    assert listed.status_code == 200
+    assert [str(m) for m in listed.context["messages"]] == [
+        f"The session “{session}” was deleted successfully."
+    ]
+
+
 def test_a_session_deleted_while_its_page_was_open_is_not_saved_and_says_why(
     staff, make_operator, chat
 ):
