@@ -778,7 +778,7 @@ def test_a_copied_list_with_several_prices_saves_as_shown_and_with_a_price_chang
     assert prices_of(copy) == before | {"qwen": (Decimal("0.3"), before["qwen"][1])}
     assert history(copy)[-1] == (
         "Changed Name: 2026-11 list (copy) → next list. Changed Input (USD / M tokens): "
-        "0.36 → 0.3 for model price “qwen @ next list (x1)”."
+        "0.36 → 0.3 for model price “qwen @ next list · x1”."
     )
 
 

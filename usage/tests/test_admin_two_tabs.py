@@ -227,5 +227,5 @@ def test_a_stale_tab_of_a_list_with_several_prices_keeps_the_price_another_tab_s
     }
     assert figures == {"scratch": (Decimal(3), Decimal(2)), "spare": (Decimal(5), Decimal(7))}
     assert history(spare_list)[-1] == (
-        "Changed Input (USD / M tokens): 1 → 3 for model price “scratch @ spare (x1)”."
+        "Changed Input (USD / M tokens): 1 → 3 for model price “scratch @ spare · x1”."
     )
