@@ -10,7 +10,8 @@ middle of an exchange) are left out.
 The prompt must leave its alias's window room for the answer the call asks for, so it is kept
 within the input budget. Its parts give way oldest first:
 1. the history, a whole exchange (a user's message and the answers after it) at a time, oldest
-   first, down to the prune line (90 % of the budget);
+   first, down to the prune line (90 % of the budget); when not even the newest exchange fits
+   (a roundtable of many seats), its question stays with as many of its newest answers as fit;
 2. then, down to the budget, the summary in the system prompt, cut short or left out;
 3. then the answers given earlier in this turn, earliest first, each cut short or left out: a
    roundtable's later agents build on them, so they go last.
@@ -113,19 +114,25 @@ def build_agent_messages(
     # Keep the newest contiguous stretch of history: skipping a large message to fit an older
     # one would leave the agent answering a conversation with a hole in it. It starts at a
     # user's message: exchanges (a question and the answers after it) go whole, and answers
-    # whose question is not in it (read from the middle of an exchange) are left out too.
+    # whose question is not in it (read from the middle of an exchange) are left out too. When
+    # not even the newest exchange fits whole, its question and newest answers that fit do.
     limit = budget.prune_limit
     kept = 0
     kept_tokens = 0
+    stretch = 0
     stretch_tokens = 0
     for count, (message, tokens) in enumerate(reversed(rendered_history), start=1):
-        stretch_tokens += tokens
-        if fixed_tokens + stretch_tokens > limit:
+        if fixed_tokens + stretch_tokens + tokens > limit:
             break
+        stretch, stretch_tokens = count, stretch_tokens + tokens
         if message.role == Role.USER:
             kept, kept_tokens = count, stretch_tokens
     kept_history = [message for message, _ in rendered_history[len(rendered_history) - kept :]]
-    pruned_count = len(rendered_history) - kept
+    if not kept and stretch:
+        kept_history, kept_tokens = _newest_exchange_in_part(
+            rendered_history, stretch, limit - fixed_tokens
+        )
+    pruned_count = len(rendered_history) - len(kept_history)
 
     # No history is left when the rest is past the budget; then the summary gives way, the
     # oldest of what is left, and this turn's earlier answers, earliest first.
@@ -163,6 +170,27 @@ def build_agent_messages(
         same_turn_cut=cut,
         summary_cut=summary_cut,
     )
+
+
+def _newest_exchange_in_part(
+    rendered: Sequence[tuple[ChatMessage, int]], answers: int, room: int
+) -> tuple[list[ChatMessage], int]:
+    """When not even the newest exchange fits whole (a roundtable of many seats), but its newest
+    `answers` do: its question and the newest of those answers that fit beside it within
+    `room`, and their tokens; nothing when its question is not in the history read or no answer
+    fits beside it."""
+    older = rendered[: len(rendered) - answers]
+    found = next((part for part in reversed(older) if part[0].role == Role.USER), None)
+    if found is None:
+        return [], 0
+    question, used = found
+    kept: list[ChatMessage] = []
+    for message, tokens in reversed(rendered[len(rendered) - answers :]):
+        if used + tokens > room:
+            break
+        kept.insert(0, message)
+        used += tokens
+    return ([question, *kept], used) if kept else ([], 0)
 
 
 def _fit_same_turn(

@@ -63,12 +63,14 @@ def fit_summary_messages(
     transcript: Sequence[HistoryMessage],
     limit: int,
     model: str | None = None,
+    next_role: str | None = None,
 ) -> SummaryPrompt | None:
     """The summary prompt within `limit` tokens: the oldest exchanges of `transcript` that fit
     whole (`_whole_exchanges`), else the oldest messages that fit, or the first cut short when
     it alone does not. The previous summary is cut short too when it would leave that first
     message less than half the room the instructions leave. None when there is nothing to fold
-    in, or the instructions leave no room for it."""
+    in, or the instructions leave no room for it. `next_role`: the role of the message after
+    `transcript` when its read stopped short of the history (None: the transcript is all)."""
     if not transcript:
         return None
     room = limit - _tokens(_summary_messages(None, []), model)
@@ -95,12 +97,12 @@ def fit_summary_messages(
             break
         used += tokens
         count += 1
-    count = _whole_exchanges(transcript, count)
+    count = _whole_exchanges(transcript, count, next_role)
     messages = _summary_messages(previous, lines[:count])
     total = _tokens(messages, model)
     # A model's own tokenizer may count the whole above its parts.
     while count > 1 and total > limit:
-        count = _whole_exchanges(transcript, count - 1)
+        count = _whole_exchanges(transcript, count - 1, next_role)
         messages = _summary_messages(previous, lines[:count])
         total = _tokens(messages, model)
     if count == 0 or total > limit:
@@ -115,16 +117,19 @@ def fit_summary_messages(
     return SummaryPrompt(messages=messages, transcript_used=count, estimated_tokens=total)
 
 
-def _whole_exchanges(transcript: Sequence[HistoryMessage], count: int) -> int:
+def _whole_exchanges(
+    transcript: Sequence[HistoryMessage], count: int, next_role: str | None = None
+) -> int:
     """How many of the first `count` messages of `transcript` to fold in so that the summary
     ends with a whole exchange (a user's message and the answers after it): one folding in a
     question without its answers would leave them first in the raw history, where a prompt
     cannot show them (`orchestration.context`). `count` itself when not even the first exchange
     is whole within it: the answers left out then wait for the next summary. The transcript's
-    end counts as an exchange's end: the turn's own message comes next, unless the read of the
-    transcript stopped short."""
+    end ends an exchange when the turn's own message comes next, or a question (`next_role`,
+    when the read of the transcript stopped short)."""
     for end in range(count, 0, -1):
-        if end == len(transcript) or transcript[end].role == Role.USER:
+        following = transcript[end].role if end < len(transcript) else next_role
+        if following is None or following == Role.USER:
             return end
     return count
 

@@ -29,7 +29,8 @@ hears the 409 of a session taken over, or the 503 `turn_interrupted` of a recove
 
 Per-turn work is bounded: one read of the session carries the claim state and the latest
 summary (`selectors.session_for_turn`), and a turn reads at most
-`PANTHEON_CONTEXT_HISTORY_LIMIT` messages newer than that summary, never the whole history.
+`PANTHEON_CONTEXT_HISTORY_LIMIT` messages newer than that summary (and the rest of the oldest
+exchange they reach into), never the whole history.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import Q, Subquery, Sum
 from django.utils import timezone
 
 from orchestration import budget as context_budget
@@ -116,6 +117,10 @@ HISTORY_FIELDS = ("sequence", "role", "content", "agent_key", "agent_name", "tok
 # but it says nothing to a model, and some providers' APIs (Anthropic's) refuse an empty
 # assistant message.
 IN_HISTORY = Q(status=MessageStatus.OK) & ~Q(content="")
+# How many messages a turn reads at most, beyond PANTHEON_CONTEXT_HISTORY_LIMIT, back to the
+# question of the oldest exchange it read: an exchange is a question and at most one answer a
+# seat (a room seats at most 50 agents).
+EXCHANGE_READ_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -568,15 +573,28 @@ class TurnRunner:
         logging_context.bind(session_id=self.plan.session.pk, turn_id=self._turn.pk)
 
     def _recent_history(self) -> list[HistoryMessage]:
-        """The newest raw messages after the latest summary (bounded), oldest first."""
+        """The newest raw messages after the latest summary (bounded), oldest first. A read
+        that ends in the middle of an exchange (its oldest message an answer) reads on, back to
+        that exchange's question (EXCHANGE_READ_LIMIT): a prompt's history starts with a
+        question (`orchestration.context`), and in a room with as many seats as the limit, the
+        newest messages are all answers."""
         messages = Message.objects.filter(IN_HISTORY, session=self.plan.session)
         if self.summary is not None:
             messages = messages.filter(sequence__gt=self.summary.to_sequence)
-        recent = messages.order_by("-sequence").values(*HISTORY_FIELDS)
-        return [
-            _history_entry(row)
-            for row in reversed(recent[: settings.PANTHEON_CONTEXT_HISTORY_LIMIT])
-        ]
+        newest_first = messages.order_by("-sequence").values(*HISTORY_FIELDS)
+        limit = settings.PANTHEON_CONTEXT_HISTORY_LIMIT
+        rows = list(newest_first[:limit])
+        if len(rows) == limit and rows[-1]["role"] != MessageRole.USER:
+            oldest = rows[-1]["sequence"]
+            question = (
+                messages.filter(role=MessageRole.USER, sequence__lt=oldest)
+                .order_by("-sequence")
+                .values("sequence")[:1]
+            )
+            rows += newest_first.filter(sequence__gte=Subquery(question), sequence__lt=oldest)[
+                :EXCHANGE_READ_LIMIT
+            ]
+        return [_history_entry(row) for row in reversed(rows)]
 
     def _interrupt_stale_turn(self, now) -> None:
         """The session's running turn blocks this one (409) unless it made no progress for the
@@ -682,13 +700,15 @@ class TurnRunner:
         limit = plan.budget(summarizer).prune_limit
         if len(self.history) >= settings.PANTHEON_CONTEXT_HISTORY_LIMIT:
             return limit  # older messages wait to be summarized too: unread here
+        # The transcript `_summary_transcript` reads: it may end in the middle of an exchange,
+        # where the whole history's summary would fold in less.
+        following = self.history[SUMMARY_TRANSCRIPT_LIMIT:]
         prompt = fit_summary_messages(
             previous_summary=self.summary.text if self.summary else None,
-            # The transcript `_summary_transcript` reads: it may end in the middle of an
-            # exchange, where the whole history's summary would fold in less.
             transcript=self.history[:SUMMARY_TRANSCRIPT_LIMIT],
             limit=limit,
             model=plan.token_model(summarizer),
+            next_role=following[0].role if following else None,
         )
         return None if prompt is None else prompt.estimated_tokens
 
@@ -851,11 +871,14 @@ class TurnRunner:
             )
             return False
         rows = self._summary_transcript()
+        following = rows[SUMMARY_TRANSCRIPT_LIMIT:]  # the next message, if the read stopped short
+        rows = rows[:SUMMARY_TRANSCRIPT_LIMIT]
         prompt = fit_summary_messages(
             previous_summary=self.summary.text if self.summary else None,
             transcript=[_history_entry(row) for row in rows],
             limit=self.plan.budget(summarizer).prune_limit,
             model=self.plan.token_model(summarizer),
+            next_role=following[0]["role"] if following else None,
         )
         if prompt is None:
             if rows:
@@ -877,7 +900,8 @@ class TurnRunner:
         exchange verbatim), at most SUMMARY_TRANSCRIPT_LIMIT of them; the summary call takes
         as many as fit the summarizer's budget (`fit_summary_messages`). A capped user's turn
         holds credits for this call from the history it read at its claim (`_summary_hold`):
-        these are the same messages, this turn's own left out."""
+        these are the same messages, this turn's own left out. One more is read, if there is
+        one: whether the last ends its exchange."""
         after = self.summary.to_sequence if self.summary else 0
         return list(
             Message.objects.filter(
@@ -887,7 +911,7 @@ class TurnRunner:
                 sequence__lt=self.messages[0].sequence,
             )
             .order_by("sequence")
-            .values(*HISTORY_FIELDS)[:SUMMARY_TRANSCRIPT_LIMIT]
+            .values(*HISTORY_FIELDS)[: SUMMARY_TRANSCRIPT_LIMIT + 1]
         )
 
     def _save_summary(self, extraction: SummaryExtraction) -> None:

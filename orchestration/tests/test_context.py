@@ -365,3 +365,31 @@ def test_the_whole_prompt_is_bounded_before_the_turn_answers(build, ada, roster)
     assert answer_tokens_at_most(max_output) == estimate_tokens(longest) == 320
     bare = full_prompt_tokens_at_most(agent=ada, floor=floor, summary="", history=[], same_turn=[])
     assert bare == floor == build().estimated_tokens_full
+
+
+def test_when_not_even_the_newest_exchange_fits_its_question_stays_with_its_newest_answers(
+    build,
+):
+    """A roundtable of many seats: the newest exchange alone is over the prune line. Whole
+    exchanges only, nothing was left; the question and the answers that fit beside it are."""
+    base = build().estimated_tokens
+
+    def message(role: str, content: str) -> HistoryMessage:
+        key = "ada" if role == "assistant" else None  # her own answers: not attributed
+        return HistoryMessage(role=role, content=content, agent_key=key, token_estimate=100)
+
+    history = [
+        message("user", "q1"),
+        message("assistant", "a1"),
+        message("user", "q2"),
+        *(message("assistant", f"answer {n}") for n in range(1, 6)),
+    ]
+    # 350 tokens of history under the prune line: the question and the two newest answers.
+    plan = build(history=history, budget=budget_of(math.ceil((base + 350) / 0.9)))
+
+    kept = plan.messages[1:-1]
+    assert [m.role for m in kept] == ["user", "assistant", "assistant"]
+    assert kept[0].content == "q2"
+    assert [m.content.rsplit(" ", 1)[-1] for m in kept[1:]] == ["4", "5"]
+    assert (plan.history_pruned, plan.pruned) == (5, True)
+    assert plan.estimated_tokens == base + 300

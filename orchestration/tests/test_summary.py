@@ -238,3 +238,25 @@ def test_no_summary_prompt_without_a_transcript_or_room_for_one():
         fit_summary_messages(previous_summary=None, transcript=transcript, limit=instructions + 10)
         is None
     )
+
+
+def test_a_transcript_read_short_of_a_questions_answers_does_not_fold_the_question_in():
+    """The read of the transcript stopped after a question whose answer came next: folding the
+    question in left the answer first in the raw history, where no prompt shows it."""
+    transcript = [
+        HistoryMessage(role="user", content="q1"),
+        HistoryMessage(role="assistant", content="a1", agent_key="ada"),
+        HistoryMessage(role="user", content="q2"),
+    ]
+
+    short = fit_summary_messages(
+        previous_summary=None, transcript=transcript, limit=100_000, next_role="assistant"
+    )
+    whole = fit_summary_messages(
+        previous_summary=None, transcript=transcript, limit=100_000, next_role="user"
+    )
+    complete = fit_summary_messages(previous_summary=None, transcript=transcript, limit=100_000)
+
+    assert short is not None and short.transcript_used == 2
+    assert whole is not None and whole.transcript_used == 3
+    assert complete is not None and complete.transcript_used == 3

@@ -87,3 +87,29 @@ def test_a_summary_folds_in_whole_exchanges(owner, ada, make_session, settings):
     assert [message.content for message in prompt[1:3]] == ["question 2", long_answer]
     audit = TurnContextAudit.objects.get(turn__turn_index=9)
     assert (audit.summary_used, audit.history_messages_pruned) == (True, 0)
+
+
+def test_a_room_with_as_many_seats_as_the_history_read_keeps_its_last_exchange(
+    owner, make_agent, make_room, make_session, settings
+):
+    """The read of the history (PANTHEON_CONTEXT_HISTORY_LIMIT messages, 4 here) held only the
+    four seats' answers to the first question, not the question: the second turn's prompts had
+    no history at all, though it fitted many times over."""
+    settings.PANTHEON_CONTEXT_HISTORY_LIMIT = 4
+    agents = [make_agent(owner, key) for key in ("ada", "bob", "cleo", "dan")]
+    session = make_session(owner, room=make_room(owner, agents, mode="roundtable"))
+    gateway = FakeGateway()
+
+    for message in ("Remember the codeword PLUM.", "What was the codeword?"):
+        async_to_sync(turn_run)(
+            session=session_for_turn(user=owner, session_id=session.pk),
+            user=owner,
+            message=message,
+            gateway=gateway,
+        )
+
+    first_of_second_turn = gateway.calls_for("agent")[4].messages
+    assert roles(first_of_second_turn) == ["system", "user", *["assistant"] * 4, "user"]
+    assert first_of_second_turn[1].content == "Remember the codeword PLUM."
+    audit = TurnContextAudit.objects.filter(turn__turn_index=2).first()
+    assert (audit.history_messages_loaded, audit.history_messages_pruned) == (5, 0)
