@@ -113,10 +113,10 @@ HISTORY_FIELDS = ("sequence", "role", "content", "agent_key", "agent_name", "tok
 
 
 # The messages later prompts and summaries read: answers that have text. An empty answer (a
-# provider that filtered it away, a reasoning stream cut at its limit) stays on the timeline,
-# but it says nothing to a model, and some providers' APIs (Anthropic's) refuse an empty
-# assistant message.
-IN_HISTORY = Q(status=MessageStatus.OK) & ~Q(content="")
+# provider that filtered it away, a reasoning stream cut at its limit) or one of white space
+# alone stays on the timeline, but it says nothing to a model, and some providers' APIs
+# (Anthropic's) refuse an assistant message without a visible character.
+IN_HISTORY = Q(status=MessageStatus.OK) & Q(content__regex=r"\S")
 # How many messages a turn reads at most, beyond PANTHEON_CONTEXT_HISTORY_LIMIT, back to the
 # question of the oldest exchange it read: an exchange is a question and at most one answer a
 # seat (a room seats at most 50 agents).
@@ -1050,7 +1050,7 @@ class TurnRunner:
                 for message in self.messages
                 if message.role == MessageRole.ASSISTANT
                 and message.status == MessageStatus.OK
-                and message.content
+                and message.content.strip()
             ],
             user_input=self.plan.user_input,
             budget=self.plan.budget(alias),

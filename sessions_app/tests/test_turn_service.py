@@ -237,19 +237,25 @@ def test_a_turn_recovered_mid_answer_leaves_no_streamed_text_behind(
 
 
 class SilentAda(FakeGateway):
-    """Ada's answers are empty (ok, as from a provider that filtered them away)."""
+    """Ada's answers are empty (ok, as from a provider that filtered them away), or white
+    space alone."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__()
+        self.answer = answer
 
     def reply_for(self, call):
-        return "" if call.agent_key == "ada" else super().reply_for(call)
+        return self.answer if call.agent_key == "ada" else super().reply_for(call)
 
 
+@pytest.mark.parametrize("silence", ["", " \n\n "], ids=["empty", "white space"])
 def test_an_empty_answer_is_left_out_of_every_later_prompt_and_the_summary(
-    owner, seats, make_room, make_session, run
+    owner, seats, make_room, make_session, run, silence
 ):
     """Ada's empty answers were sent to Linus in the same turn as `[Ada @ada]: `, to Ada in
-    every later turn as an empty assistant message (which Anthropic-style APIs refuse), and
-    into the summary's transcript."""
-    gateway = SilentAda()
+    every later turn as an empty assistant message (which Anthropic-style APIs refuse, as one of
+    white space alone), and into the summary's transcript."""
+    gateway = SilentAda(silence)
     session = make_session(owner, room=make_room(owner, seats[:2], mode=RoomMode.ROUNDTABLE))
 
     for index in range(1, 9):  # the eighth turn sums up the seven before it
@@ -257,12 +263,12 @@ def test_an_empty_answer_is_left_out_of_every_later_prompt_and_the_summary(
 
     assert outcome.turn.status == TurnStatus.COMPLETED
     ada_answers = Message.objects.filter(agent_key="ada")
-    assert [(m.status, m.content) for m in ada_answers] == [("ok", "")] * 8  # kept as they came
+    assert [(m.status, m.content) for m in ada_answers] == [("ok", silence)] * 8  # as they came
     linus = [call for call in gateway.calls if call.agent_key == "linus"]
     assert not any("[Ada" in m.content for call in linus for m in call.messages)
     ada = [call for call in gateway.calls if call.agent_key == "ada"]
     last_prompt = [(m.role, m.content) for m in ada[-1].messages[1:]]
-    assert ("assistant", "") not in last_prompt
+    assert ("assistant", silence) not in last_prompt
     assert last_prompt[:3] == [
         ("user", "point 1"),
         ("assistant", "[Linus @linus]: linus answers via llama (call 2)"),
