@@ -98,7 +98,8 @@ SSE_EVENT_DATA = {
         "{id, session_id, turn_index, mode, status, user_input, messages, routing, usage, "
         "balance, created_at, completed_at}",
         "last event of a `completed` or `partial` turn: the turn, as the JSON answer "
-        "(`balance` is null in a replay)",
+        "(`balance` null in `GET turns/{id}/events`; an Idempotency-Key retry's carries the "
+        "first answer's, as its JSON does)",
     ),
     "turn_failed": (
         "{code, message, turn}",
@@ -541,7 +542,9 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
     async def _replayed(self, replay: idempotency.Replay, *, streamed: bool):
         if streamed and replay.status == status.HTTP_201_CREATED:
             turn = await database(Turn.objects.get)(pk=replay.turn_id)
-            response = _event_stream(following.turn_events(turn, last_event_id=0), created=True)
+            # Its last event carries the stored answer, as the JSON replay does (its balance).
+            answered = following.turn_events(turn, last_event_id=0, answer=replay.body)
+            response = _event_stream(answered, created=True)
         else:
             response = Response(replay.body, status=replay.status)
         response["Idempotent-Replayed"] = "true"

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -134,13 +135,20 @@ def watched_turns() -> int:
     return len(_watches.get(asyncio.get_running_loop(), {}))
 
 
-async def turn_events(turn: Turn, *, last_event_id: int) -> AsyncIterator[str]:
+async def turn_events(
+    turn: Turn, *, last_event_id: int, answer: dict[str, Any] | None = None
+) -> AsyncIterator[str]:
     """A turn's events after `last_event_id` as Server-Sent Events: those of a finished turn
-    from one read, those of a running one as it stores them, from its process-wide watch."""
+    from one read, those of a running one as it stores them, from its process-wide watch.
+    `answer`: the body the request that ran the (finished) turn answered with, which its last
+    event carries instead of the turn as read now (an idempotent replay: its `balance`)."""
     if turn.status != TurnStatus.RUNNING:
         replay = await database(events.turn_replay, queue_as_new=True)(turn)
         if replay.finished:
-            for event in events.after(replay.events, last_event_id):
+            replayed = replay.events
+            if answer is not None:
+                replayed = [*replayed[:-1], events.turn_ended(turn, answer)]
+            for event in events.after(replayed, last_event_id):
                 yield event.sse()
             return
     watch = _join(turn)

@@ -1,5 +1,6 @@
 """`Idempotency-Key` on `POST sessions/{id}/turns`: replay, reuse, in flight, scoping, pruning."""
 
+import json
 import threading
 import uuid
 from datetime import timedelta
@@ -419,6 +420,67 @@ def test_a_session_id_spelt_in_capitals_replays_the_same_request(
     assert upper.headers["Idempotent-Replayed"] == "true"
     assert upper.json() == first.json()
     assert len(fake_gateway.calls) == 1
+
+
+def _sse(chunks: list[bytes]) -> list[tuple[str, dict]]:
+    """(event, data) of each Server-Sent Event in a streamed body."""
+    parsed = []
+    for block in b"".join(chunks).decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            parsed.append((fields["event"], json.loads(fields["data"])))
+    return parsed
+
+
+def test_a_streamed_replay_ends_with_the_first_answer_balance_included(
+    owner, session, fake_gateway
+):
+    """README: a retry with the same key and body gets the first answer again, and `balance`
+    is in the answer that ran the turn. Before, a streamed retry's `turn_completed` was the
+    turn as read later, `balance` null, while the JSON retry kept the stored balance; so was
+    the streamed retry of a turn first run as JSON."""
+    headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
+    url = f"/api/v1/sessions/{session.pk}/turns"
+
+    async def turn(key: str, *, streamed: bool):
+        accept = "text/event-stream" if streamed else "application/json"
+        response = await AsyncClient().post(
+            url,
+            {"message": "y"},
+            content_type="application/json",
+            headers={**headers, "Idempotency-Key": key, "Accept": accept},
+        )
+        assert response.status_code == 201
+        replayed = response.headers.get("Idempotent-Replayed")
+        if not streamed:
+            return replayed, response.json()
+        chunks = [chunk async for chunk in response.streaming_content]
+        return replayed, _sse(chunks)
+
+    async def scenario():
+        return [
+            await turn("s-1", streamed=True),
+            await turn("s-1", streamed=True),
+            await turn("s-1", streamed=False),
+            await turn("j-1", streamed=False),
+            await turn("j-1", streamed=True),
+        ]
+
+    (_, ran), (again, replayed), (_, as_json), (_, json_first), (json_again, sse_replay) = (
+        async_to_sync(scenario)()
+    )
+
+    answer = ran[-1]
+    assert answer[0] == "turn_completed" and answer[1]["balance"] is not None
+    assert answer[1]["balance"]["month_credits_used"] != "0E-10"
+    assert again == "true"
+    assert replayed[0] == ran[0]  # turn_started: the same turn, its deltas then as one
+    assert replayed[-1] == answer
+    assert as_json == answer[1]
+    assert json_first["balance"] is not None
+    assert json_again == "true"
+    assert sse_replay[-1] == ("turn_completed", json_first)
+    assert len(fake_gateway.calls) == 2
 
 
 def test_prune_removes_only_keys_past_their_lifetime(owner, capsys):
