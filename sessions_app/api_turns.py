@@ -426,6 +426,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         claim that broke."""
         self.initial(request)
         session = selectors.session_for_turn(user=request.user, session_id=session_id)
+        # The caller's session (a 404 otherwise): its refusals' lines name it too.
+        logging_context.bind(session_id=session.pk)
         body = TurnCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         record: IdempotencyKey | None = None
@@ -452,8 +454,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 turn_in_progress=TurnState.of(session).turn_in_progress(timezone.now()),
             )
             if isinstance(begun, idempotency.Replay):
-                # Its access line names the session, and the turn it answers with.
-                logging_context.bind(session_id=session.pk, turn_id=begun.turn_id)
+                # Its access line names the turn it answers with too.
+                logging_context.bind(turn_id=begun.turn_id)
                 return begun
             record = begun
         try:
@@ -724,7 +726,10 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
             # JSON is offered for errors only: a client that prefers it to the stream (or
             # refuses the stream, q=0) has asked for something this endpoint does not answer.
             raise NotAcceptable(EVENTS_ONLY)
-        return get_object_or_404(selectors.turns_for_user(user=request.user), pk=pk)
+        turn = get_object_or_404(selectors.turns_for_user(user=request.user), pk=pk)
+        # The caller's turn (a 404 otherwise): the request's lines join the turn's.
+        logging_context.bind(session_id=turn.session_id, turn_id=turn.pk)
+        return turn
 
 
 def _last_event_id(request: Request) -> int:

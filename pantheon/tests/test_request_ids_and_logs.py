@@ -8,6 +8,8 @@ import logging
 import logging.config
 import re
 import time
+import warnings
+from decimal import Decimal
 
 import pytest
 from django.http import StreamingHttpResponse
@@ -18,6 +20,8 @@ from pantheon import logging_context
 from pantheon.middleware import RequestIdMiddleware
 from pantheon.testing.admin import client_for
 from rooms.models import RoomMode
+from sessions_app.models import IdempotencyKey, Turn
+from usage.models import BillingProfile
 
 pytestmark = pytest.mark.django_db
 
@@ -150,6 +154,107 @@ def test_a_refused_turns_access_line_carries_its_user(
     assert response.status_code == 422
     access = access_line(caplog, path)
     assert (access.user_id, access.turn_id) == (str(owner.pk), None)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "message", "status"),
+    [
+        ("no valid tag", "@nobody hello", 422),
+        ("blank message", " ", 400),
+        ("credit cap", "@ada hello", 402),
+        ("turn running", "@ada hello", 409),
+        ("key reused", "@ada hello", 422),
+    ],
+)
+def test_a_refused_turns_access_line_names_its_session(
+    token_client,
+    owner,
+    make_agent,
+    make_room,
+    make_session,
+    fake_gateway,
+    caplog,
+    refusal,
+    message,
+    status,
+):
+    """Refused once the caller's session was read: the line names it, as README promises
+    (`session_id` once known). Before, these lines had `session_id` null."""
+    room = make_room(owner, [make_agent(owner, "ada")], mode=RoomMode.MANUAL)
+    session = make_session(owner, room=room)
+    path = f"{API}/sessions/{session.pk}/turns"
+    headers = {}
+    if refusal == "credit cap":
+        BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("0"))
+    elif refusal == "turn running":
+        Turn.objects.create(session=session, turn_index=1, mode="manual", user_input="first")
+    elif refusal == "key reused":
+        IdempotencyKey.objects.create(user=owner, key="k-1", fingerprint="another body")
+        headers = {"HTTP_IDEMPOTENCY_KEY": "k-1"}
+
+    with caplog.at_level(logging.INFO):
+        response = token_client.post(path, {"message": message}, format="json", **headers)
+
+    assert response.status_code == status, response.content
+    access = access_line(caplog, path)
+    assert (access.user_id, access.session_id, access.turn_id) == (
+        str(owner.pk),
+        str(session.pk),
+        None,
+    )
+
+
+def test_a_turn_refused_for_another_users_session_names_no_session(
+    token_client, owner, outsider, make_agent, make_session, fake_gateway, caplog
+):
+    """Never the id of what the caller may not see: a 404 names the caller only."""
+    theirs = make_session(outsider, agent=make_agent(outsider, "ada"))
+    path = f"{API}/sessions/{theirs.pk}/turns"
+
+    with caplog.at_level(logging.INFO):
+        response = token_client.post(path, {"message": "hello"}, format="json")
+
+    assert response.status_code == 404
+    access = access_line(caplog, path)
+    assert (access.user_id, access.session_id, access.turn_id) == (str(owner.pk), None, None)
+
+
+def test_a_turns_events_access_lines_name_its_session_and_turn(
+    token_client, owner, outsider, make_agent, make_session, fake_gateway, caplog
+):
+    """`GET turns/{id}/events`, replayed whole (200) or after its last event (204), joins the
+    turn's lines; another user's turn (404) is named by no line. Before, all had `session_id`
+    and `turn_id` null."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    turn = token_client.post(
+        f"{API}/sessions/{session.pk}/turns", {"message": "hello"}, format="json"
+    ).json()["id"]
+    path = f"{API}/turns/{turn}/events"
+    outsider_client = APIClient()
+    outsider_client.credentials(
+        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=outsider).key}"
+    )
+    answers, lines = [], []
+    for client, last in (
+        (token_client, None),
+        (token_client, "9007199254740991"),
+        (outsider_client, None),
+    ):
+        caplog.clear()
+        extra = {} if last is None else {"HTTP_LAST_EVENT_ID": last}
+        with caplog.at_level(logging.INFO):
+            response = client.get(path, HTTP_ACCEPT="text/event-stream", **extra)
+            if response.streaming:
+                with warnings.catch_warnings():  # the test client reads the stream synchronously
+                    warnings.simplefilter("ignore")
+                    b"".join(response)
+        answers.append(response.status_code)
+        access = access_line(caplog, path)
+        lines.append((access.user_id, access.session_id, access.turn_id))
+
+    assert answers == [200, 204, 404]
+    mine = (str(owner.pk), str(session.pk), turn)
+    assert lines == [mine, mine, (str(outsider.pk), None, None)]
 
 
 def test_an_idempotent_replays_access_line_names_the_turn_it_answers_with(
