@@ -251,6 +251,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         session = get_object_or_404(
             selectors.sessions_for_user(user=self.request.user), pk=self.kwargs["session_id"]
         )
+        logging_context.bind(session_id=session.pk)  # the caller's (a 404 otherwise)
         return selectors.turns_for_user(user=self.request.user).filter(session=session)
 
     async def get(self, request: Request, session_id) -> Response:

@@ -219,6 +219,21 @@ def test_a_turn_refused_for_another_users_session_names_no_session(
     assert (access.user_id, access.session_id, access.turn_id) == (str(owner.pk), None, None)
 
 
+def test_a_session_turn_lists_access_line_names_the_session(
+    token_client, owner, outsider, make_agent, make_session, caplog
+):
+    mine = make_session(owner, agent=make_agent(owner, "ada"))
+    theirs = make_session(outsider, agent=make_agent(outsider, "ada"))
+    named = {}
+    for session in (mine, theirs):
+        path = f"{API}/sessions/{session.pk}/turns"
+        with caplog.at_level(logging.INFO):
+            response = token_client.get(path)
+        named[response.status_code] = access_line(caplog, path).session_id
+
+    assert named == {200: str(mine.pk), 404: None}
+
+
 def test_a_turns_events_access_lines_name_its_session_and_turn(
     token_client, owner, outsider, make_agent, make_session, fake_gateway, caplog
 ):
