@@ -25,7 +25,8 @@ A running turn whose last progress is older than `PANTHEON_TURN_STALE_SECONDS` n
 its session: the next claim interrupts it (and `recover_turns` does, on an operator's word).
 Should its worker still be alive, its step finds the turn no longer running under its row lock
 and writes nothing: the call's lost row takes the usage the provider reported, and the client
-hears the 409 of a session taken over, or the 503 `turn_interrupted` of a recovered turn.
+hears the 409 of a session taken over, or the 503 `turn_interrupted` of a recovered turn. A
+streamed step finds it so sooner, at its next save of the text so far (`_StreamedStep`).
 
 Per-turn work is bounded: one read of the session carries the claim state and the latest
 summary (`selectors.session_for_turn`), and a turn reads at most
@@ -77,9 +78,10 @@ from orchestration.types import (
     LlmResult,
     Role,
 )
-from pantheon import exceptions, logging_context
+from pantheon import draining, exceptions, logging_context
 from pantheon.db import connection_lost, database
 from pantheon.llm import alias_config, get_gateway
+from pantheon.threads import own_thread
 from rooms.models import Room, RoomMode
 from rooms.selectors import room_roster
 from sessions_app import events
@@ -957,9 +959,9 @@ class TurnRunner:
         its calls in flight lost, so it does not block its session until the stale limit;
         `failure` is the code its replays end with.
         Provider problems never get here: the gateway reports them as results. A turn taken
-        over as stale is left as it is, but for the text its stream went on saving after the
-        takeover had dropped it and the usage the provider reported for the call that ran as
-        it was taken over (its row lost). Returns whether this call ended the turn, None when it
+        over as stale is left as it is, but for the text its stream had saved (the takeover
+        leaves it) and the usage the provider reported for the call that ran as it was taken
+        over (its row lost). Returns whether this call ended the turn, None when it
         could not tell: the database was still unreachable (a connection lost in a restart is
         back within the pool's DB_POOL_TIMEOUT, which this waits for). The turn is then still
         `running` (`left_running`): the API tries `end` again in the background until the
@@ -1139,7 +1141,7 @@ class TurnRunner:
         if call.estimated_tokens > budget.input_budget:
             result = self._unsent(call, budget)
         elif streamed:
-            result = await _StreamedStep(self).make(request)
+            result = await _StreamedStep(self, call).make(request)
         else:
             result = await self.gateway.complete(request)
         usage_call_meter(event=call.opened, result=result, pricing=pricing)
@@ -1271,25 +1273,50 @@ class _StreamedStep:
     keeps talking is progress: its saves move the turn's `progress_at` too (at most every
     tenth of the stale limit), so a long answer is never taken for a dead turn. So is a
     reasoning model's reasoning before its answer, which has no text to save: it moves the
-    turn's progress alone, as often."""
+    turn's progress alone, as often.
 
-    def __init__(self, runner: TurnRunner) -> None:
+    A save (or a move of progress) that finds its turn ended elsewhere (`recover_turns`, a
+    stale takeover) saves nothing and ends the step there: its listener hears no more of the
+    discarded answer, and the turn ends as a step that found it so at its commit does
+    (`TurnRunner._taken_over`). The provider's stream is read to its end meanwhile, by no one,
+    for the usage its lost row takes (`_hear_the_rest`)."""
+
+    def __init__(self, runner: TurnRunner, call: PlannedCall) -> None:
         self.runner = runner
+        self.call = call
         self.sequence = runner.next_sequence
         self.pieces: list[str] = []
         self.length = 0
         self.saved_at = self.progress_at = time.monotonic()
         self.saving: asyncio.Task | None = None
+        # What to answer once a save found the turn ended elsewhere (set on the event loop).
+        self.ended: asyncio.Future[exceptions.PantheonError] | None = None
 
     async def make(self, request: LlmCall) -> LlmResult:
+        self.ended = asyncio.get_running_loop().create_future()
+        reading = asyncio.ensure_future(
+            self.runner.gateway.stream(request, self.hear, self.hear_reasoning)
+        )
         try:
-            return await self.runner.gateway.stream(request, self.hear, self.hear_reasoning)
-        finally:
-            if self.saving is not None:
-                # Never let a save land after the commit that clears it.
-                await asyncio.gather(self.saving, return_exceptions=True)
+            try:
+                await asyncio.wait((reading, self.ended), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if self.saving is not None:
+                    # Never let a save land after the commit that clears it.
+                    await asyncio.gather(self.saving, return_exceptions=True)
+        except asyncio.CancelledError:
+            # The worker is stopping: the provider's stream is closed, as it always was.
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
+        if not self.ended.done():
+            return reading.result()
+        _hear_the_rest(self.runner, self.call, reading)
+        raise self.ended.result()
 
     def hear(self, piece: str) -> None:
+        if self._dropped():
+            return
         start, self.length = self.length, self.length + len(piece)
         self.pieces.append(piece)
         self.runner._emit(
@@ -1300,31 +1327,80 @@ class _StreamedStep:
             self.saved_at = time.monotonic()
             # Queued with the turn's own arrival: the step waits for its last save before it
             # commits, and a turn's saves end with the turn (at most one running at a time).
-            self.saving = asyncio.create_task(database(self.save)("".join(self.pieces)))
+            self.saving = asyncio.create_task(self._heard(self.save, "".join(self.pieces)))
 
     def hear_reasoning(self) -> None:
         """A chunk of the provider's reasoning: nothing to show or save, only progress, and
         that at most every tenth of the stale limit, in the one save that may run at a time
         (the step waits for it as for a save of text)."""
+        if self._dropped():
+            return
         if self._progress_due() and (self.saving is None or self.saving.done()):
-            self.saving = asyncio.create_task(database(self.progress)(timezone.now()))
+            self.saving = asyncio.create_task(self._heard(self.progress, timezone.now()))
 
-    def save(self, text: str) -> None:
+    async def _heard(self, section: Callable[[Any], Any], value: Any) -> None:
+        taken_over = await database(section)(value)
+        if taken_over is not None and self.ended is not None and not self.ended.done():
+            self.ended.set_result(taken_over)
+
+    def _dropped(self) -> bool:
+        return self.ended is not None and self.ended.done()
+
+    def save(self, text: str) -> exceptions.PantheonError | None:
+        """The text so far, saved while the turn runs; else what the step answers."""
         now = timezone.now()
-        row = TurnStream(turn=self.runner._turn, sequence=self.sequence, text=text, updated_at=now)
-        # One upsert (INSERT ... ON CONFLICT DO UPDATE), every few hundred ms of a stream.
-        TurnStream.objects.bulk_create(
-            [row],
-            update_conflicts=True,
-            unique_fields=["turn"],
-            update_fields=["sequence", "text", "updated_at"],
-        )
-        if self._progress_due():
-            self.progress(now)
+        with transaction.atomic():
+            # The turn's row lock first, as a step and a recovery take it: they are ordered.
+            turn = Turn.objects.running().filter(pk=self.runner._turn.pk)
+            if not list(turn.select_for_update().values_list("pk", flat=True)):
+                return self.runner._taken_over(self.call.opened)
+            row = TurnStream(
+                turn=self.runner._turn, sequence=self.sequence, text=text, updated_at=now
+            )
+            # One upsert (INSERT ... ON CONFLICT DO UPDATE), every few hundred ms of a stream.
+            TurnStream.objects.bulk_create(
+                [row],
+                update_conflicts=True,
+                unique_fields=["turn"],
+                update_fields=["sequence", "text", "updated_at"],
+            )
+            if self._progress_due():
+                self.progress(now)
+        return None
 
-    def progress(self, now) -> None:
+    def progress(self, now) -> exceptions.PantheonError | None:
+        """The turn's progress moved while it runs; else what the step answers."""
         self.progress_at = time.monotonic()
-        Turn.objects.running().filter(pk=self.runner._turn.pk).update(progress_at=now)
+        if Turn.objects.running().filter(pk=self.runner._turn.pk).update(progress_at=now):
+            return None
+        return self.runner._taken_over(self.call.opened)
 
     def _progress_due(self) -> bool:
         return time.monotonic() - self.progress_at >= settings.PANTHEON_TURN_STALE_SECONDS / 10
+
+
+def _hear_the_rest(runner: TurnRunner, call: PlannedCall, reading: asyncio.Future) -> None:
+    """The rest of a streamed call whose turn was ended elsewhere while it ran: the provider's
+    stream is read to its end by no one, then the call's lost row takes the usage and cost the
+    provider reported, as a call that answered after its turn was ended does
+    (`turn_record_late_answer`). Its turn's client is told at once. A stopping worker waits for
+    it as for a turn (`pantheon.draining`), and past that closes the stream: the row keeps the
+    input estimate the recovery left on it."""
+
+    async def rest() -> None:
+        # On a thread of its own: the turn that started it ends first.
+        async with own_thread():
+            try:
+                result = await reading
+                usage_call_meter(
+                    event=call.opened, result=result, pricing=runner.plan.pricing[call.alias]
+                )
+                await database(turn_record_late_answer)(heard=call.opened)
+            except Exception:
+                logger.warning(
+                    "turn %s: could not record its provider's late answer",
+                    runner._turn.pk,
+                    exc_info=True,
+                )
+
+    draining.detach(rest())

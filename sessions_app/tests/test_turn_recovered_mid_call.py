@@ -9,12 +9,13 @@ cost the provider reported once the answer arrives."""
 import json
 import threading
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import F, Sum
 from rest_framework.authtoken.models import Token
 
 from pantheon.testing.servers import AppServer, postgres_url
@@ -154,8 +155,83 @@ def test_a_streamed_turn_recovered_mid_call_ends_turn_interrupted_and_bills_what
     assert status == 201
     assert (heard[-1].name, heard[-1].data["code"]) == ("turn_failed", "turn_interrupted")
     assert heard[-1].data["turn"]["status"] == "interrupted"
+    # The client is told before its provider has finished; the row takes its usage then.
+    wait_for(lambda: LlmCallEvent.objects.get().attempts == 1, "the provider's late usage")
     _assert_the_lost_call_has_the_providers_usage(outcome["estimate"], server.log)
     point_at_stub(stub, "slow-0", "llama")
     retry = httpx.post(url, json={"message": "go"}, headers=headers, timeout=60)
     assert retry.status_code == 201, retry.text
     assert retry.json()["turn_index"] == 2
+
+
+@pytest.mark.parametrize("ended_by", ["recover_turns", "a later turn"])
+def test_a_streamed_turn_ended_mid_answer_stops_its_deltas_and_ends_at_once(
+    server, session, headers, stub, capsys, ended_by
+):
+    """Before: the live client of a turn `recover_turns` ended got 29 more deltas of the
+    discarded answer over 8.5 s, then its `turn_failed` 12 s in, while the turn's replay had
+    long ended without them (its stream saves went on landing for a turn no longer running);
+    so did one whose stalled session a later turn took over. Now the next save finds the turn
+    ended: no more deltas, the ending at once, the same one the replay ends with; the
+    provider's stream is still read to its end, for the lost row's usage."""
+    words = 40
+    point_at_stub(stub, f"stream-300-words-{words}", "llama")
+    url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+    heard: list = []
+
+    def post():
+        with httpx.stream(
+            "POST",
+            url,
+            json={"message": "go"},
+            headers={**headers, "Accept": "text/event-stream"},
+            timeout=60,
+        ) as response:
+            assert response.status_code == 201
+            heard.extend(events(response))
+
+    client = threading.Thread(target=post)
+    client.start()
+    wait_for(lambda: sum(event.name == "step_delta" for event in heard) >= 5, "a few words")
+    turn = Turn.objects.get()
+    if ended_by == "recover_turns":
+        call_command("recover_turns", "--older-than", "0")
+        assert "Interrupted 1 turn(s)" in capsys.readouterr().out
+        code = "turn_interrupted"
+    else:  # its progress as old as a stalled turn's: the next turn takes the session over
+        Turn.objects.filter(pk=turn.pk).update(progress_at=F("progress_at") - timedelta(hours=1))
+        with httpx.stream(
+            "POST",
+            url,
+            json={"message": "again"},
+            headers={"Authorization": headers["Authorization"], "Accept": "text/event-stream"},
+            timeout=60,
+        ) as later:  # claimed once it has started (it runs on, its client gone)
+            assert (later.status_code, next(events(later)).name) == (201, "turn_started")
+        code = "turn_conflict"
+    ended_at = time.monotonic()
+    client.join(60)
+
+    ending = heard[-1]
+    assert (ending.name, ending.data["code"]) == ("turn_failed", code)
+    assert ending.received_at - ended_at < 2, "the ending waited for the provider"
+    late = [e for e in heard if e.name == "step_delta" and e.received_at > ended_at]
+    assert len(late) <= 2, f"{len(late)} deltas after the turn was ended"
+    # What it was shown ends as the replay does, which has no answer.
+    with httpx.stream(
+        "GET",
+        f"{server.url}/api/v1/turns/{turn.pk}/events",
+        headers={"Authorization": headers["Authorization"], "Accept": "text/event-stream"},
+        timeout=30,
+    ) as response:
+        replayed = list(events(response))
+    assert [event.name for event in replayed] == ["turn_started", "turn_failed"]
+    assert (replayed[-1].id, replayed[-1].data) == (ending.id, ending.data)
+    # The provider's stream was read to its end, not closed: the lost row has its usage.
+    lost = LlmCallEvent.objects.filter(turn=turn)
+    wait_for(lambda: lost.get().attempts == 1, "the provider's late usage")
+    row = lost.get()
+    assert (row.status, row.credits, row.output_tokens) == ("lost", 0, words)
+    assert stub.hung_up == 0
+    turn.refresh_from_db()
+    assert turn.output_tokens == words
