@@ -1349,23 +1349,21 @@ class _StreamedStep:
     def save(self, text: str) -> exceptions.PantheonError | None:
         """The text so far, saved while the turn runs; else what the step answers."""
         now = timezone.now()
-        with transaction.atomic():
-            # The turn's row lock first, as a step and a recovery take it: they are ordered.
-            turn = Turn.objects.running().filter(pk=self.runner._turn.pk)
-            if not list(turn.select_for_update().values_list("pk", flat=True)):
-                return self.runner._taken_over(self.call.opened)
-            row = TurnStream(
-                turn=self.runner._turn, sequence=self.sequence, text=text, updated_at=now
-            )
-            # One upsert (INSERT ... ON CONFLICT DO UPDATE), every few hundred ms of a stream.
-            TurnStream.objects.bulk_create(
-                [row],
-                update_conflicts=True,
-                unique_fields=["turn"],
-                update_fields=["sequence", "text", "updated_at"],
-            )
-            if self._progress_due():
-                self.progress(now)
+        # One indexed read, no lock (a row lock is a write, every few hundred ms). A turn ended
+        # between it and the upsert keeps a row no replay of an ended turn reads, deleted with
+        # its ending (`TurnRunner.end`), and the next save finds it ended.
+        if not Turn.objects.running().filter(pk=self.runner._turn.pk).exists():
+            return self.runner._taken_over(self.call.opened)
+        row = TurnStream(turn=self.runner._turn, sequence=self.sequence, text=text, updated_at=now)
+        # One upsert (INSERT ... ON CONFLICT DO UPDATE), every few hundred ms of a stream.
+        TurnStream.objects.bulk_create(
+            [row],
+            update_conflicts=True,
+            unique_fields=["turn"],
+            update_fields=["sequence", "text", "updated_at"],
+        )
+        if self._progress_due():
+            return self.progress(now)
         return None
 
     def progress(self, now) -> exceptions.PantheonError | None:
