@@ -12,6 +12,7 @@
 import json
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from datetime import datetime
 from decimal import Decimal
 from functools import cache, cached_property
 from urllib.parse import urlencode
@@ -460,6 +461,8 @@ def _logged(form, name: str, value) -> str:
         # As the form showed it, and the same before as after: the column's value (0E-10,
         # 1000.0000000000) and what was typed (1E+3, -0) read 0, 1000 and 0.
         text = plain_amount(value)
+    elif isinstance(value, datetime):
+        text = f"{moment(value)} UTC"  # as the pages show it, not 2026-12-04 21:49:31+00:00
     else:
         text = str(value)
     return text if len(text) <= 60 else f"{text[:59]}…"

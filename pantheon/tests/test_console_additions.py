@@ -104,7 +104,7 @@ def test_a_price_list_added_with_its_prices_says_what_each_was_added_with(boss):
     assert added.status_code == 302
     assert history(PricingVersion.objects.get(name="2100 list")) == [
         "Added with Name: 2100 list, Default multiplier: 1.5 and Effective from: "
-        "2100-01-01 09:30:00+00:00. Added model price “deepseek @ 2100 list · x1.5” with "
+        "2100-01-01 09:30:00 UTC. Added model price “deepseek @ 2100 list · x1.5” with "
         "Model alias: deepseek, Credit multiplier: (empty), Input (USD / M tokens): 0.28, "
         "Cached input (USD / M tokens): 0.028 and Output (USD / M tokens): 0.42."
     ]
