@@ -80,6 +80,7 @@ from orchestration.types import (
 )
 from pantheon import draining, exceptions, logging_context
 from pantheon.db import connection_lost, database
+from pantheon.fields import blank
 from pantheon.llm import alias_config, get_gateway
 from pantheon.threads import own_thread
 from rooms.models import Room, RoomMode
@@ -115,10 +116,13 @@ HISTORY_FIELDS = ("sequence", "role", "content", "agent_key", "agent_name", "tok
 
 
 # The messages later prompts and summaries read: answers that have text. An empty answer (a
-# provider that filtered it away, a reasoning stream cut at its limit) or one of white space
-# alone stays on the timeline, but it says nothing to a model, and some providers' APIs
-# (Anthropic's) refuse an assistant message without a visible character.
-IN_HISTORY = Q(status=MessageStatus.OK) & Q(content__regex=r"\S")
+# provider that filtered it away, a reasoning stream cut at its limit) stays on the timeline,
+# but it says nothing to a model, and some providers' APIs (Anthropic's) refuse an assistant
+# message without a visible character. The empty ones are left out as they are read; those of
+# invisible characters alone (white space, zero-width) once read (`_visible`), by the rule
+# names and messages are held to (`pantheon.fields.blank`), which no database's pattern
+# matches alike.
+IN_HISTORY = Q(status=MessageStatus.OK) & ~Q(content="")
 # How many messages a turn reads at most, beyond PANTHEON_CONTEXT_HISTORY_LIMIT, back to the
 # question of the oldest exchange it read: an exchange is a question and at most one answer a
 # seat (a room seats at most 50 agents).
@@ -389,6 +393,11 @@ def _agent_spec(agent) -> AgentSpec:
     )
 
 
+def _visible(rows: list[dict]) -> list[dict]:
+    """`rows` of messages (`HISTORY_FIELDS`) but those with nothing to see (`IN_HISTORY`)."""
+    return [row for row in rows if not blank(row["content"])]
+
+
 def _history_entry(fields: Mapping[str, Any]) -> HistoryMessage:
     """A message (a `.values()` row or `vars()` of a Message) as a prompt shows it."""
     return HistoryMessage(
@@ -596,7 +605,7 @@ class TurnRunner:
             rows += newest_first.filter(sequence__gte=Subquery(question), sequence__lt=oldest)[
                 :EXCHANGE_READ_LIMIT
             ]
-        return [_history_entry(row) for row in reversed(rows)]
+        return [_history_entry(row) for row in reversed(_visible(rows))]
 
     def _interrupt_stale_turn(self, now) -> None:
         """The session's running turn blocks this one (409) unless it made no progress for the
@@ -874,7 +883,7 @@ class TurnRunner:
             return False
         rows = self._summary_transcript()
         following = rows[SUMMARY_TRANSCRIPT_LIMIT:]  # the next message, if the read stopped short
-        rows = rows[:SUMMARY_TRANSCRIPT_LIMIT]
+        rows = _visible(rows[:SUMMARY_TRANSCRIPT_LIMIT])
         prompt = fit_summary_messages(
             previous_summary=self.summary.text if self.summary else None,
             transcript=[_history_entry(row) for row in rows],
@@ -1052,7 +1061,7 @@ class TurnRunner:
                 for message in self.messages
                 if message.role == MessageRole.ASSISTANT
                 and message.status == MessageStatus.OK
-                and message.content.strip()
+                and not blank(message.content)
             ],
             user_input=self.plan.user_input,
             budget=self.plan.budget(alias),
@@ -1386,19 +1395,19 @@ def _hear_the_rest(runner: TurnRunner, call: PlannedCall, reading: asyncio.Futur
     input estimate the recovery left on it."""
 
     async def rest() -> None:
-        # On a thread of its own: the turn that started it ends first.
-        async with own_thread():
-            try:
-                result = await reading
-                usage_call_meter(
-                    event=call.opened, result=result, pricing=runner.plan.pricing[call.alias]
-                )
+        try:
+            result = await reading  # holding no thread: a pooled one is for database work
+            usage_call_meter(
+                event=call.opened, result=result, pricing=runner.plan.pricing[call.alias]
+            )
+            # On a thread of its own: the turn that started it has ended.
+            async with own_thread():
                 await database(turn_record_late_answer)(heard=call.opened)
-            except Exception:
-                logger.warning(
-                    "turn %s: could not record its provider's late answer",
-                    runner._turn.pk,
-                    exc_info=True,
-                )
+        except Exception:
+            logger.warning(
+                "turn %s: could not record its provider's late answer",
+                runner._turn.pk,
+                exc_info=True,
+            )
 
     draining.detach(rest())

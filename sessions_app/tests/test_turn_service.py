@@ -248,7 +248,11 @@ class SilentAda(FakeGateway):
         return self.answer if call.agent_key == "ada" else super().reply_for(call)
 
 
-@pytest.mark.parametrize("silence", ["", " \n\n "], ids=["empty", "white space"])
+@pytest.mark.parametrize(
+    "silence",
+    ["", " \n\n ", "\u00a0", "\u200b\u3000"],
+    ids=["empty", "white space", "no-break space", "zero-width and ideographic spaces"],
+)
 def test_an_empty_answer_is_left_out_of_every_later_prompt_and_the_summary(
     owner, seats, make_room, make_session, run, silence
 ):
