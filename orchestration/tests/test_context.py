@@ -142,13 +142,15 @@ def test_pruning_keeps_a_contiguous_newest_stretch(build):
     assert plan.history_pruned == 2
 
 
+def message(role: str, content: str) -> HistoryMessage:
+    """A history message of 100 tokens; an answer is Ada's own (not attributed)."""
+    key = "ada" if role == "assistant" else None
+    return HistoryMessage(role=role, content=content, agent_key=key, token_estimate=100)
+
+
 def test_pruning_leaves_out_whole_exchanges(build):
     """A question goes with the answers after it: the history kept starts with a question."""
     base = build().estimated_tokens
-
-    def message(role: str, content: str) -> HistoryMessage:
-        key = "ada" if role == "assistant" else None  # her own answers: not attributed
-        return HistoryMessage(role=role, content=content, agent_key=key, token_estimate=100)
 
     history = [
         message("user", "q1"),
@@ -373,10 +375,6 @@ def test_when_not_even_the_newest_exchange_fits_its_question_stays_with_its_newe
     """A roundtable of many seats: the newest exchange alone is over the prune line. Whole
     exchanges only, nothing was left; the question and the answers that fit beside it are."""
     base = build().estimated_tokens
-
-    def message(role: str, content: str) -> HistoryMessage:
-        key = "ada" if role == "assistant" else None  # her own answers: not attributed
-        return HistoryMessage(role=role, content=content, agent_key=key, token_estimate=100)
 
     history = [
         message("user", "q1"),

@@ -32,6 +32,17 @@ pytestmark = [
 ANSWER_WORDS = 7  # the stub's answer, and the output tokens it reports
 
 
+def _streamed(url: str, headers: dict, message: str = "go"):
+    """A streamed turn's POST, to be entered: its response as the events come."""
+    return httpx.stream(
+        "POST",
+        url,
+        json={"message": message},
+        headers={**headers, "Accept": "text/event-stream"},
+        timeout=60,
+    )
+
+
 def _recover_while_the_call_runs(stub, post, capsys) -> dict:
     """Post in a thread; once the provider has the call, recover every running turn."""
     outcome: dict = {}
@@ -140,13 +151,7 @@ def test_a_streamed_turn_recovered_mid_call_ends_turn_interrupted_and_bills_what
     url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
 
     def post():
-        with httpx.stream(
-            "POST",
-            url,
-            json={"message": "go"},
-            headers={**headers, "Accept": "text/event-stream"},
-            timeout=60,
-        ) as response:
+        with _streamed(url, headers) as response:
             return response.status_code, list(events(response))
 
     outcome = _recover_while_the_call_runs(stub, post, capsys)
@@ -180,13 +185,7 @@ def test_a_streamed_turn_ended_mid_answer_stops_its_deltas_and_ends_at_once(
     heard: list = []
 
     def post():
-        with httpx.stream(
-            "POST",
-            url,
-            json={"message": "go"},
-            headers={**headers, "Accept": "text/event-stream"},
-            timeout=60,
-        ) as response:
+        with _streamed(url, headers) as response:
             assert response.status_code == 201
             heard.extend(events(response))
 
@@ -200,13 +199,8 @@ def test_a_streamed_turn_ended_mid_answer_stops_its_deltas_and_ends_at_once(
         code = "turn_interrupted"
     else:  # its progress as old as a stalled turn's: the next turn takes the session over
         Turn.objects.filter(pk=turn.pk).update(progress_at=F("progress_at") - timedelta(hours=1))
-        with httpx.stream(
-            "POST",
-            url,
-            json={"message": "again"},
-            headers={"Authorization": headers["Authorization"], "Accept": "text/event-stream"},
-            timeout=60,
-        ) as later:  # claimed once it has started (it runs on, its client gone)
+        later_headers = {"Authorization": headers["Authorization"]}
+        with _streamed(url, later_headers, "again") as later:  # claimed once it has started
             assert (later.status_code, next(events(later)).name) == (201, "turn_started")
         code = "turn_conflict"
     ended_at = time.monotonic()

@@ -490,6 +490,19 @@ def test_a_profiles_page_lifts_its_cap_only_when_no_cap_is_ticked(make_operator,
     assert lifted.status_code == 302 and profile.monthly_credit_cap is None
 
 
+def cap_typed(client, profile: BillingProfile, typed: str):
+    """`typed` posted as a cap on the profile's page, then in the set-cap action: both answers."""
+    page = client.post(
+        reverse("admin:usage_billingprofile_change", args=[profile.pk]),
+        {"monthly_credit_cap": typed},
+    )
+    action = client.post(
+        reverse("admin:usage_billingprofile_changelist"),
+        {"action": "set_cap", "_selected_action": [profile.pk], "apply": "1", "cap": typed},
+    )
+    return page, action
+
+
 @pytest.mark.parametrize(
     "typed, error",
     [
@@ -505,14 +518,7 @@ def test_a_cap_that_no_database_would_keep_exactly_is_refused(make_operator, own
     profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("5"))
     client = client_for(make_operator("Owner", "boss"))
 
-    page = client.post(
-        reverse("admin:usage_billingprofile_change", args=[profile.pk]),
-        {"monthly_credit_cap": typed},
-    )
-    action = client.post(
-        reverse("admin:usage_billingprofile_changelist"),
-        {"action": "set_cap", "_selected_action": [profile.pk], "apply": "1", "cap": typed},
-    )
+    page, action = cap_typed(client, profile, typed)
 
     assert page.status_code == 200
     assert page.context["adminform"].form.errors["monthly_credit_cap"] == [error]
@@ -625,14 +631,7 @@ def test_an_amount_is_typed_as_a_plain_number(make_operator, owner, typed):
     profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("2500"))
     client = client_for(make_operator("Owner", "boss"))
 
-    page = client.post(
-        reverse("admin:usage_billingprofile_change", args=[profile.pk]),
-        {"monthly_credit_cap": typed},
-    )
-    action = client.post(
-        reverse("admin:usage_billingprofile_changelist"),
-        {"_selected_action": [profile.pk], "action": "set_cap", "apply": "1", "cap": typed},
-    )
+    page, action = cap_typed(client, profile, typed)
 
     assert page.context["adminform"].form.errors == {"monthly_credit_cap": [PLAIN_RULE]}
     assert action.context["form"].errors == {"cap": [PLAIN_RULE]}
