@@ -172,7 +172,9 @@ async def _follow(watch: TurnWatch, last_event_id: int) -> AsyncIterator[str]:
                 yield event.sse()
                 last_event_id = event.id
                 quiet_until = loop.time() + heartbeat
-            if replay.finished:
+            if replay.finished or draining.stopping():
+                # Stopping: what it had is sent; the client resumes elsewhere (below), even
+                # from a turn that streams on (it would hold the worker to its last word).
                 return
             continue  # it may have changed while this follower sent
         if not watch.polling:

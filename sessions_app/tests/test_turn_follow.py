@@ -335,6 +335,34 @@ def test_a_follower_that_hangs_up_leaves_the_others_and_the_last_stops_the_poll(
     assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
 
 
+def test_a_stopping_worker_ends_the_stream_of_a_turn_that_streams_on(
+    running_turn, token_headers, fast_polls, monkeypatch
+):
+    """The turn's text grows at every poll (its worker, on another host, is streaming): the
+    follower's stream went on past the stop, a new event each time, and held the stopping
+    worker until its graceful timeout or the turn's last word."""
+    received: list = []
+
+    async def scenario() -> None:
+        response = await _open(AsyncClient(), running_turn, token_headers)
+        reader = asyncio.create_task(_read(response, received))
+        await _until(lambda: len(received) == 2, "the turn's start")
+        monkeypatch.setattr(draining, "_stopping", True)
+        for word in range(1, 41):  # 2 s of words at a poll each, unless the stream ends
+            if reader.done():
+                break
+            await database(_stream)(running_turn, "word " * word)
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(reader, 10)
+        await _until(lambda: following.watched_turns() == 0, "the poll to stop")
+
+    async_to_sync(scenario)()
+    names = [event.name for event in received]
+    assert names[:2] == ["turn_started", "step_started"]
+    assert names.count("step_delta") <= 2, f"{names.count('step_delta')} deltas after the stop"
+    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
+
+
 def test_a_stopping_worker_ends_its_followers_streams_for_them_to_resume_elsewhere(
     running_turn, token_headers, fast_polls, monkeypatch
 ):
