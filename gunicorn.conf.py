@@ -97,7 +97,15 @@ def on_starting(server):
     root = Path(__file__).resolve().parent
     with open(root / ".collectstatic.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        subprocess.run(
+        collected = subprocess.run(
             [sys.executable, str(root / "manage.py"), "collectstatic", "--noinput", "-v", "0"],
-            check=True,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+    if collected.returncode:
+        # A setting refused (ImproperlyConfigured, naming it) fails here first, before any
+        # worker: its traceback as manage.py printed it, then its last line, not gunicorn's
+        # traceback of a failed subprocess.
+        sys.stderr.write(collected.stderr)
+        lines = collected.stderr.strip().splitlines() or ["(no output)"]
+        raise SystemExit(f"Pantheon did not start: {lines[-1]}")

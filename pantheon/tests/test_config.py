@@ -240,6 +240,23 @@ def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name):
     assert f"{name}='0': must be a whole number, at least 1" in started.stderr
 
 
+def test_gunicorn_ends_with_the_setting_it_refused_not_a_failed_collectstatic():
+    """A setting of the app's refused stopped gunicorn with 63 lines of two tracebacks: the
+    refusal buried in the middle, the last line `CalledProcessError: … collectstatic …
+    returned non-zero exit status 1`."""
+    started = gunicorn_start(PANTHEON_TURN_RATE="10/fortnight")
+
+    assert started.returncode != 0
+    last = started.stderr.strip().splitlines()[-1]
+    assert last == (
+        "Pantheon did not start: django.core.exceptions.ImproperlyConfigured: "
+        "PANTHEON_TURN_RATE='10/fortnight': must be N/second, N/minute, N/hour or N/day "
+        "(N at least 1)"
+    )
+    assert "CalledProcessError" not in started.stderr
+    assert "Booting worker" not in started.stderr
+
+
 def test_the_readers_take_what_they_document(monkeypatch):
     monkeypatch.setenv("X_RATE", "")
     assert config.rate("X_RATE", "10/min") == ""  # empty: no throttle
