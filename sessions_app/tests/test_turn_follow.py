@@ -335,6 +335,23 @@ def test_a_follower_that_hangs_up_leaves_the_others_and_the_last_stops_the_poll(
     assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
 
 
+def _stop_while_followed(turn, headers, monkeypatch, received: list, meanwhile=None) -> None:
+    """A follower of `turn` reads into `received` until its start is in; then its worker
+    stops (and `meanwhile(reader)` runs): its stream must end by itself, its poll stop."""
+
+    async def scenario() -> None:
+        response = await _open(AsyncClient(), turn, headers)
+        reader = asyncio.create_task(_read(response, received))
+        await _until(lambda: len(received) == 2, "the turn's start")
+        monkeypatch.setattr(draining, "_stopping", True)
+        if meanwhile is not None:
+            await meanwhile(reader)
+        await asyncio.wait_for(reader, 10)  # the stream ended by itself
+        await _until(lambda: following.watched_turns() == 0, "the poll to stop")
+
+    async_to_sync(scenario)()
+
+
 def test_a_stopping_worker_ends_the_stream_of_a_turn_that_streams_on(
     running_turn, token_headers, fast_polls, monkeypatch
 ):
@@ -343,20 +360,14 @@ def test_a_stopping_worker_ends_the_stream_of_a_turn_that_streams_on(
     worker until its graceful timeout or the turn's last word."""
     received: list = []
 
-    async def scenario() -> None:
-        response = await _open(AsyncClient(), running_turn, token_headers)
-        reader = asyncio.create_task(_read(response, received))
-        await _until(lambda: len(received) == 2, "the turn's start")
-        monkeypatch.setattr(draining, "_stopping", True)
+    async def streams_on(reader: asyncio.Task) -> None:
         for word in range(1, 41):  # 2 s of words at a poll each, unless the stream ends
             if reader.done():
                 break
             await database(_stream)(running_turn, "word " * word)
             await asyncio.sleep(0.05)
-        await asyncio.wait_for(reader, 10)
-        await _until(lambda: following.watched_turns() == 0, "the poll to stop")
 
-    async_to_sync(scenario)()
+    _stop_while_followed(running_turn, token_headers, monkeypatch, received, streams_on)
     names = [event.name for event in received]
     assert names[:2] == ["turn_started", "step_started"]
     assert names.count("step_delta") <= 2, f"{names.count('step_delta')} deltas after the stop"
@@ -372,14 +383,6 @@ def test_a_stopping_worker_ends_its_followers_streams_for_them_to_resume_elsewhe
     timeout, each one logging an ERROR."""
     received: list = []
 
-    async def scenario() -> None:
-        response = await _open(AsyncClient(), running_turn, token_headers)
-        reader = asyncio.create_task(_read(response, received))
-        await _until(lambda: len(received) == 2, "the turn's start")
-        monkeypatch.setattr(draining, "_stopping", True)
-        await asyncio.wait_for(reader, 10)  # the stream ended by itself
-        await _until(lambda: following.watched_turns() == 0, "the poll to stop")
-
-    async_to_sync(scenario)()
+    _stop_while_followed(running_turn, token_headers, monkeypatch, received)
     assert [event.name for event in received] == ["turn_started", "step_started"]
     assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
