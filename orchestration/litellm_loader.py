@@ -46,4 +46,20 @@ def load_litellm() -> ModuleType:
     # Get Help" link in terminal colours, between blank lines): plain text among the JSON log
     # lines. The error itself is logged, and in the turn's events.
     litellm.suppress_debug_info = True
+    _quiet_stream_finalizer()
     return litellm
+
+
+def _quiet_stream_finalizer() -> None:
+    """litellm's stream wrapper sets two context variables back when it is finalized (its
+    `__del__`, a best-effort restore of the request-correlation ids litellm stamps on its logs,
+    which Pantheon leaves off: `request_correlation_in_logs`). A wrapper caught in a reference
+    cycle (a timed-out stream's traceback holds one) is finalized by the cyclic garbage
+    collector, which can run while any `ContextVar.set` allocates: that set then has the context's
+    variables freed under it, and CPython up to 3.11 reads freed memory (CPython issue 148891): a
+    segmentation fault. The gateway closes every stream it opens (`aclose`, which restores those
+    variables in the task that read the stream), so the finalizer has nothing to restore."""
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    if "__del__" in vars(CustomStreamWrapper):
+        del CustomStreamWrapper.__del__
