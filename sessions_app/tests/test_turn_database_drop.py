@@ -241,8 +241,10 @@ def test_a_claim_committed_as_its_connection_dropped_is_ended_not_left_running(
 
         # The claim was committed: the trap cut after its COMMIT. Its end is written at once, on
         # a new connection; on a loaded machine that one may not be ready yet, and the end is
-        # written by the worker's first try a second later: not after the stale limit.
-        wait_for(lambda: Turn.objects.get().status != "running", "the turn to be ended", timeout=10)
+        # written by the worker's next tries (1, 2, 4 s apart, each waiting for the pool's new
+        # connection): within half a minute, as once the database is back, not after the stale
+        # limit (10 minutes).
+        wait_for(lambda: Turn.objects.get().status != "running", "the turn to be ended", timeout=30)
         turn = Turn.objects.get()
         assert turn.status == "interrupted"
         assert turn.failure_code == "database_unavailable"
