@@ -107,9 +107,13 @@ class AuthTokenPerUsernameThrottle(SettingRateThrottle):
 
     def get_cache_key(self, request, view) -> str | None:
         username = request.data.get("username") if hasattr(request.data, "get") else None
-        if not isinstance(username, str) or not username:
+        if not isinstance(username, str):
             return None  # nothing to guess with; the per-client limit still applies
-        folded = unicodedata.normalize("NFKC", username).casefold()
+        # The name as login reads it (the serializer trims white space: " bob" and "bob\t" log
+        # in as bob), then folded: every spelling of one account counts against it.
+        folded = unicodedata.normalize("NFKC", username.strip()).casefold().strip()
+        if not folded:
+            return None
         digest = hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": digest}
 

@@ -112,6 +112,20 @@ def test_guessing_one_username_from_many_addresses_is_throttled(owner, slow_logi
     assert login("outsider", "nope", address="10.1.0.100").status_code == 400
 
 
+def test_white_space_around_a_username_does_not_reset_its_count(owner, slow_logins):
+    """Login trims the name (" owner" logs in as owner), and the count did not: each spelling
+    with spaces or a tab around it was five fresh guesses at the same password."""
+    spellings = ["owner", " owner", "owner ", "\towner", "  OWNER\n"]
+    codes = [
+        login(name, "nope", address=f"10.2.0.{n}").status_code for n, name in enumerate(spellings)
+    ]
+
+    assert codes == [400] * 5
+    assert_throttled(login(" owner ", "owner-pass-123", address="10.2.0.99"))
+    assert_throttled(login("owner\t", "owner-pass-123", address="10.2.0.98"))
+    assert not Token.objects.exists()
+
+
 def test_a_login_without_a_username_still_counts_for_the_address(slow_logins):
     codes = [APIClient().post(TOKEN_URL, {}, format="json").status_code for _ in range(3)]
 
