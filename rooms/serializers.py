@@ -72,6 +72,10 @@ class AgentSerializer(ModelSerializer):
         validators = []
 
     def validate_model_alias(self, value: str) -> str:
+        # An agent whose alias was disabled since keeps it when its other fields change (a
+        # client sends back the agent it read): only choosing such an alias is refused.
+        if self.instance is not None and value == self.instance.model_alias:
+            return value
         if not model_alias_enabled(value):
             raise serializers.ValidationError(f"Unknown or disabled model alias: {value}")
         return value

@@ -204,6 +204,26 @@ def test_patch_changes_only_the_given_fields(owner, owner_client, make_agent):
     assert agent.role_prompt == "Old prompt."
 
 
+def test_an_agent_on_a_disabled_alias_takes_its_own_body_back_but_no_other_disabled_alias(
+    owner, owner_client, make_agent
+):
+    """It was refused its own alias ("Unknown or disabled model alias: premium"), so a client
+    that sends back what it read with a new name could not rename it."""
+    agent = make_agent(owner, model_alias="premium")
+    ModelAlias.objects.filter(alias__in=["premium", "llama"]).update(enabled=False)
+    read = owner_client.get(agent_url(agent)).json()
+
+    renamed = owner_client.patch(agent_url(agent), {**read, "name": "Ada L."})
+    other = owner_client.patch(agent_url(agent), {"model_alias": "llama"})
+
+    assert renamed.status_code == 200, renamed.json()
+    assert (renamed.json()["name"], renamed.json()["model_alias"]) == ("Ada L.", "premium")
+    assert other.status_code == 400
+    assert other.json() == {"model_alias": ["Unknown or disabled model alias: llama"]}
+    agent.refresh_from_db()
+    assert (agent.name, agent.model_alias) == ("Ada L.", "premium")
+
+
 def test_patch_may_rename_the_agent_key(owner, owner_client, make_agent):
     agent = make_agent(owner, "ada")
 
