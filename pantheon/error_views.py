@@ -15,7 +15,7 @@ from django.views import defaults
 from rest_framework import exceptions
 
 from pantheon.db import connection_lost
-from pantheon.exceptions import DatabaseUnavailable, RequestTooLarge
+from pantheon.exceptions import DatabaseUnavailable, RequestTooLarge, SuspiciousRequest
 from pantheon.middleware import error_response, is_api_path, server_error_response
 
 
@@ -24,7 +24,7 @@ def bad_request(request, exception, *args, **kwargs):
         return defaults.bad_request(request, exception, *args, **kwargs)
     if isinstance(exception, RequestDataTooBig):
         return error_response(RequestTooLarge())
-    return JsonResponse({"detail": "Bad request."}, status=400)
+    return error_response(SuspiciousRequest())
 
 
 def permission_denied(request, exception, *args, **kwargs):

@@ -218,6 +218,17 @@ class RequestTooLarge(PantheonError):
     default_message = "The request body is larger than this server accepts."
 
 
+class SuspiciousRequest(PantheonError):
+    """What Django refuses as suspicious before any view (its 400): a Host header this server
+    does not answer (ALLOWED_HOSTS), more form fields or files than it reads, and the like."""
+
+    code = "bad_request"
+    default_message = (
+        "The request was refused: its Host is not one this server answers, or it is otherwise "
+        "malformed in a way the server will not serve."
+    )
+
+
 class InvalidCharacters(PantheonError):
     code = "invalid_characters"
     default_message = (

@@ -25,6 +25,7 @@ from pantheon.exceptions import (
     PantheonError,
     RepeatedParameter,
     RequestTooLarge,
+    SuspiciousRequest,
     query_has_unrenderable,
 )
 from pantheon.threads import BODY_TOO_LARGE
@@ -218,6 +219,8 @@ class ApiGuardMiddleware(_SyncAndAsync):
         debug_page = content_type.startswith(("text/html", "text/plain"))
         if settings.DEBUG and response.status_code == 500 and debug_page:
             return server_error_response(request)
+        if settings.DEBUG and response.status_code == 400 and debug_page:
+            return error_response(SuspiciousRequest())  # as handler400 answers it
         if not content_type.startswith("text/html"):
             return response
         if settings.DEBUG and response.status_code == 404:

@@ -121,6 +121,24 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id_and_no_traceback(
     assert "secret internals" in str(failure.exc_info[1])
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["debug off", "debug on"])
+def test_a_host_the_server_does_not_answer_is_a_json_400_with_a_code(settings, debug):
+    """Django refuses it before any view: with DEBUG on its traceback page (HTML), with DEBUG
+    off `{"detail": "Bad request."}`, the one API error without a code."""
+    settings.DEBUG = debug
+
+    response = Client().get(f"{API}/health", HTTP_HOST="evil.example")
+
+    assert assert_json(response, 400) == {
+        "detail": {
+            "code": "bad_request",
+            "message": "The request was refused: its Host is not one this server answers, or "
+            "it is otherwise malformed in a way the server will not serve.",
+        }
+    }
+    assert Client().get("/admin/login/", HTTP_HOST="evil.example").status_code == 400
+
+
 @pytest.mark.parametrize("accept", ["*/*", "application/json"])
 def test_an_unexpected_error_is_a_json_500_with_debug_on_too(api, monkeypatch, settings, accept):
     """`make run` serves with DEBUG on, where Django answers its traceback page in place of the
