@@ -166,10 +166,18 @@ async def _rehearse(litellm: Any) -> None:
         importlib.import_module("openai.resources")
 
 
+class MissingApiKey(Exception):
+    """The alias names a key variable that is not set: the call is not sent. litellm would
+    fill in a key itself (`OPENAI_API_KEY` for an OpenAI-compatible model) and send it to the
+    alias's `api_base`, or send none to its provider."""
+
+
 def classify_error(exc: BaseException) -> tuple[CallStatus, ErrorKind, bool]:
     """(status, error_kind, retryable) for an exception raised by litellm.completion."""
     litellm = load_litellm()
     exc = _unwrapped(exc, litellm)
+    if isinstance(exc, MissingApiKey):  # as the provider would refuse a call without its key
+        return CallStatus.ERROR, ErrorKind.BAD_REQUEST, False
     # Timeout first: openai's APITimeoutError is a subclass of APIConnectionError, and a call
     # that already used its whole time budget is not worth repeating.
     if isinstance(exc, litellm.Timeout | TimeoutError):
@@ -359,6 +367,11 @@ class LiteLLMGateway:
             reading.usage = (0, 0, 0)  # a failed attempt's usage is not this one's
             reading.thoughts.clear()
             try:
+                if call.alias.missing_key and not self.demo:
+                    raise MissingApiKey(
+                        f"The alias's API key variable {call.alias.missing_key} is not set: "
+                        "the call was not sent."
+                    )
                 if on_delta is None:
                     response = await self._complete(litellm, request, call)
                     reading.usage = read_usage(response, call)

@@ -54,6 +54,9 @@ class AliasConfig:
     api_base: str | None = None
     # Resolved from the alias's env var by the caller: orchestration never reads secrets itself.
     api_key: str | None = None
+    # The alias's key variable when it names one that is not set: its calls are refused unsent
+    # (litellm would send a key of its own finding, from another provider's variable).
+    missing_key: str | None = None
     context_window: int = 8192
     max_output_tokens: int = 1024
 

@@ -25,12 +25,13 @@ def alias_config(alias) -> AliasConfig:
     """A ModelAlias row as the gateway's plain config; the key is read from its env var now."""
     api_key = None
     if alias.api_key_env and re.fullmatch(API_KEY_ENV_PATTERN, alias.api_key_env):
-        api_key = os.environ.get(alias.api_key_env)
+        api_key = os.environ.get(alias.api_key_env) or None
     return AliasConfig(
         alias=alias.alias,
         litellm_model=alias.litellm_model,
         api_base=alias.api_base or None,
         api_key=api_key,
+        missing_key=alias.api_key_env if alias.api_key_env and api_key is None else None,
         context_window=alias.context_window,
         max_output_tokens=alias.max_output_tokens,
     )
