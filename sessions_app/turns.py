@@ -295,12 +295,23 @@ def _room_plan(session: Session, user, user_input: str, model_alias_override: st
     if mode == RoomMode.MANUAL:
         tagged = parse_tags(user_input, [agent.key for agent in roster])
         if not tagged:
-            raise exceptions.NoValidTaggedAgents(valid_agent_keys=[agent.key for agent in roster])
+            raise exceptions.NoValidTaggedAgents(
+                valid_agent_keys=_answering_keys(roster, model_alias_override)
+            )
         by_key = {agent.key: agent for agent in roster}
         candidates = tuple(by_key[key] for key in tagged)
     return _plan(
         session, user, user_input, model_alias_override, mode, roster, candidates, room.goal
     )
+
+
+def _answering_keys(roster: tuple[AgentSpec, ...], model_alias_override: str) -> list[str]:
+    """The seated agents a tag would reach: those on an enabled alias (or the turn's)."""
+    aliases = [model_alias_override or agent.model_alias for agent in roster]
+    pricing = usage_selectors.alias_pricing(aliases=aliases)
+    return [
+        agent.key for agent, alias in zip(roster, aliases, strict=True) if _usable(pricing, alias)
+    ]
 
 
 def _plan(
@@ -340,7 +351,7 @@ def _with_usable_candidates(plan: TurnPlan) -> TurnPlan:
         for alias in sorted({plan.alias_for(agent) for agent in plan.candidates}):
             _require_usable(plan.pricing, alias)
         return plan
-    _require_usable(plan.pricing, settings.PANTHEON_MANAGER_MODEL_ALIAS)
+    _require_usable(plan.pricing, settings.PANTHEON_MANAGER_MODEL_ALIAS, manager=True)
     usable = tuple(
         agent for agent in plan.candidates if _usable(plan.pricing, plan.alias_for(agent))
     )
@@ -353,11 +364,21 @@ def _usable(pricing: Mapping[str, AliasPricing], alias: str) -> bool:
     return alias in pricing and pricing[alias].alias.enabled
 
 
-def _require_usable(pricing: Mapping[str, AliasPricing], alias: str) -> None:
+def _require_usable(
+    pricing: Mapping[str, AliasPricing], alias: str, *, manager: bool = False
+) -> None:
+    # The manager is an operator's setting, not the user's choice: say so, and what to do.
+    whose = f"The manager's model alias {alias!r}" if manager else f"Model alias {alias!r}"
+    then = (
+        ": orchestrator rooms cannot route turns until an operator fixes it; switch the room "
+        "to another mode meanwhile."
+        if manager
+        else "."
+    )
     if alias not in pricing:
-        raise exceptions.UnknownModelAlias(f"Model alias {alias!r} does not exist.")
+        raise exceptions.UnknownModelAlias(f"{whose} does not exist{then}")
     if not pricing[alias].alias.enabled:
-        raise exceptions.ModelAliasUnavailable(f"Model alias {alias!r} is disabled.")
+        raise exceptions.ModelAliasUnavailable(f"{whose} is disabled{then}")
 
 
 def _refuse_if_prompt_too_large(plan: TurnPlan) -> dict[str, int]:

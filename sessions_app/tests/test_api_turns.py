@@ -324,6 +324,40 @@ def test_agent_on_a_disabled_alias_is_refused(owner_client, room_session, fake_g
     assert_nothing_written()
 
 
+def test_the_keys_a_refusal_offers_leave_out_agents_on_a_disabled_alias(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    """Grace was offered ("Valid: @ada, @grace, @linus."), and a tag of her is refused."""
+    ModelAlias.objects.filter(alias="qwen").update(enabled=False)
+    session = room_session()
+    response = post_turn(owner_client, session, "hello, anyone?")
+
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail["valid_agent_keys"] == ["ada", "linus"]
+    assert "Valid: @ada, @linus." in detail["message"]
+    assert post_turn(owner_client, session, "@ada hello").status_code == 201
+
+
+def test_a_disabled_manager_is_named_as_the_manager(
+    owner_client, room_session, fake_gateway, post_turn, settings
+):
+    """It read "Model alias 'premium' is disabled.", as if the user had picked it."""
+    settings.PANTHEON_MANAGER_MODEL_ALIAS = "premium"
+    ModelAlias.objects.filter(alias="premium").update(enabled=False)
+    session = room_session(mode=RoomMode.ORCHESTRATOR)
+    response = post_turn(owner_client, session, "Who knows?")
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == {
+        "code": "model_alias_disabled",
+        "message": "The manager's model alias 'premium' is disabled: orchestrator rooms cannot "
+        "route turns until an operator fixes it; switch the room to another mode meanwhile.",
+    }
+    assert fake_gateway.calls == []
+    assert_nothing_written()
+
+
 # --- bad input and refusals ---------------------------------------------------------------------
 
 
