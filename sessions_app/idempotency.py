@@ -129,7 +129,13 @@ def idempotency_begin(
         return Replay(
             status=record.response_status, body=record.response_body, turn_id=record.turn_id
         )
-    if turn_in_progress or record.updated_at >= stale_before(timezone.now()):
+    if turn_in_progress:
+        raise exceptions.IdempotencyKeyInUse()
+    # A key younger than the stale limit belongs to a request that may be alive, unless its
+    # turn has ended: its request died with its worker (kill -9) and `recover_turns` or a
+    # takeover ended the turn. The retry then gets the turn's answer, or runs an interrupted
+    # one afresh, at once, not after the stale limit ("still running" meanwhile).
+    if record.updated_at >= stale_before(timezone.now()) and not _turn_ended(record):
         raise exceptions.IdempotencyKeyInUse()
     ended = _ended_turn(record)
     if ended is not None:
@@ -137,6 +143,13 @@ def idempotency_begin(
     if _take_over(record):
         return record
     raise exceptions.IdempotencyKeyInUse()
+
+
+def _turn_ended(record: IdempotencyKey) -> bool:
+    return (
+        record.turn_id is not None
+        and Turn.objects.filter(pk=record.turn_id).exclude(status=TurnStatus.RUNNING).exists()
+    )
 
 
 def _ended_turn(record: IdempotencyKey) -> Replay | None:
