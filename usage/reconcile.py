@@ -9,12 +9,14 @@ records) and stays reported. The ledger itself is never edited.
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from pantheon.figures import plain_amount
 from sessions_app.models import Message, MessageRole, Turn, TurnStatus
@@ -84,6 +86,7 @@ TURN_TOTALS = "turn totals vs ledger"
 TRANSCRIPT = "transcript vs ledger"
 UNPRICED = "unpriced calls"
 LOST = "lost calls"
+STUCK = "turns stuck running"
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -185,6 +188,20 @@ def count_unpriced_and_lost(*, since: date | None = None) -> tuple[int, CheckRes
     )
 
 
+def count_stuck_turns(*, since: date | None = None) -> CheckResult:
+    """Turns still `running` with no progress for the stale limit (checked: the running ones):
+    their worker died, and `recover_turns` or their session's next turn ends them. Counted,
+    never drift: a running turn's totals are settled when it ends."""
+    stale = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
+    turns = Turn.objects.running()
+    if since is not None:
+        turns = turns.filter(created_at__gte=day_start(since))
+    counts = turns.aggregate(
+        running=Count("id"), stuck=Count("id", filter=Q(progress_at__lt=stale))
+    )
+    return CheckResult(STUCK, counts["running"], counts["stuck"], informational=True)
+
+
 def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = False) -> Report:
     """Run every check; with `fix`, rebuild what drifted from the ledger, then check again.
 
@@ -239,9 +256,10 @@ def _check_all(since: date | None) -> Report:
         rows, unpriced, lost = count_unpriced_and_lost(since=since)
         totals, transcript = check_turns(since=since)
         rollups, counters = check_rollups(since=since), check_counters(since=since)
+        stuck = count_stuck_turns(since=since)
     return Report(
         since=since,
-        checks=[rollups, counters, totals, transcript, unpriced, lost],
+        checks=[rollups, counters, totals, transcript, unpriced, lost, stuck],
         ledger_rows=rows,
     )
 

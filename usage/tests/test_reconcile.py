@@ -16,6 +16,7 @@ from usage.reconcile import (
     COUNTERS,
     LOST,
     ROLLUPS,
+    STUCK,
     TRANSCRIPT,
     TURN_TOTALS,
     UNPRICED,
@@ -89,7 +90,7 @@ def test_a_clean_ledger_exits_0_with_a_table_and_a_summary(clean):
     code, out = run()
 
     assert code == 0, out
-    for name in (ROLLUPS, COUNTERS, TURN_TOTALS, TRANSCRIPT, UNPRICED, LOST):
+    for name in (ROLLUPS, COUNTERS, TURN_TOTALS, TRANSCRIPT, UNPRICED, LOST, STUCK):
         assert name in out
     assert "DRIFT" not in out
     assert out.splitlines()[-1].startswith("Clean: 5 ledger rows in all agree")
@@ -275,6 +276,34 @@ def test_unpriced_and_lost_calls_are_counted_not_drift(clean, owner, ledger_row)
     code, out = run()
     assert code == 0
     assert "(1 unpriced, 2 lost;" in out
+
+
+def test_turns_stuck_running_are_counted_and_named_with_what_ends_them(
+    clean, settings, owner, make_session
+):
+    """Seven turns of a killed worker stayed `running`, their calls pending, and the run said
+    "Clean" with no word of them."""
+    stale = datetime.now(UTC) - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 60)
+    sessions = [clean.session, make_session(owner, room=clean.session.room)]
+    for session, progress in zip(sessions, [stale, datetime.now(UTC)], strict=True):
+        Turn.objects.create(  # a dead one, a live one
+            session=session,
+            turn_index=session.turns.count() + 1,
+            mode="roundtable",
+            user_input="hi",
+            status="running",
+            progress_at=progress,
+        )
+
+    code, out = run()
+
+    assert code == 0, out
+    assert (reconcile().check(STUCK).checked, reconcile().check(STUCK).drift) == (2, 1)
+    assert out.splitlines()[-1].startswith("Clean: 5 ledger rows in all agree")
+    assert (
+        "(0 unpriced, 0 lost, 1 turn(s) stuck running past the stale limit: recover_turns "
+        "ends them;" in out
+    )
 
 
 def test_since_limits_what_is_checked(clean, owner):

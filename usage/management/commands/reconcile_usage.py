@@ -84,6 +84,9 @@ def summary_line(report: Report, *, seconds: float) -> str:
     unpriced = report.check("unpriced calls").drift
     lost = report.check("lost calls").drift
     notes = f"{unpriced:,} unpriced, {lost:,} lost"
+    if stuck := report.check("turns stuck running").drift:
+        # Not drift (their totals settle when they end), but what an operator should act on.
+        notes += f", {stuck:,} turn(s) stuck running past the stale limit: recover_turns ends them"
     if report.clean:
         rows = f"{report.ledger_rows:,} ledger rows {since}"
         agree = f"{rows} agree with what derives from them ({notes}; {seconds:.1f} s)."
