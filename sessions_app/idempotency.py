@@ -131,11 +131,11 @@ def idempotency_begin(
         )
     if turn_in_progress:
         raise exceptions.IdempotencyKeyInUse()
-    # A key younger than the stale limit belongs to a request that may be alive, unless its
-    # turn has ended: its request died with its worker (kill -9) and `recover_turns` or a
-    # takeover ended the turn. The retry then gets the turn's answer, or runs an interrupted
-    # one afresh, at once, not after the stale limit ("still running" meanwhile).
-    if record.updated_at >= stale_before(timezone.now()) and not _turn_ended(record):
+    # A key younger than the stale limit belongs to a request that may be alive (one whose turn
+    # completed may be storing its answer, its balance in it), unless its turn was interrupted:
+    # its request died with its worker (kill -9) and `recover_turns` or a takeover ended the
+    # turn. The retry then runs it afresh at once, not after the stale limit.
+    if record.updated_at >= stale_before(timezone.now()) and not _turn_interrupted(record):
         raise exceptions.IdempotencyKeyInUse()
     ended = _ended_turn(record)
     if ended is not None:
@@ -145,10 +145,10 @@ def idempotency_begin(
     raise exceptions.IdempotencyKeyInUse()
 
 
-def _turn_ended(record: IdempotencyKey) -> bool:
+def _turn_interrupted(record: IdempotencyKey) -> bool:
     return (
         record.turn_id is not None
-        and Turn.objects.filter(pk=record.turn_id).exclude(status=TurnStatus.RUNNING).exists()
+        and Turn.objects.filter(pk=record.turn_id, status=TurnStatus.INTERRUPTED).exists()
     )
 
 

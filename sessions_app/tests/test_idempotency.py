@@ -362,13 +362,8 @@ def test_an_old_running_key_whose_turn_was_interrupted_runs_it_again(
     assert len(fake_gateway.calls) == 1
 
 
-@pytest.mark.parametrize("status", ["interrupted", "completed"])
-def test_a_young_key_whose_turn_was_ended_by_a_recovery_answers_its_retry_at_once(
-    owner, owner_client, session, fake_gateway, status
-):
-    """Its worker was killed (kill -9) and `recover_turns` ended the turn: a retry with the
-    key met 409 "still running" until the key was past the stale limit (10 minutes), while
-    a retry without it ran at once."""
+def _young_key(owner, session, status: str) -> IdempotencyKey:
+    """A key whose request began just now, its turn in `status`."""
     record = IdempotencyKey.objects.create(
         user=owner,
         key="key-1",
@@ -380,31 +375,31 @@ def test_a_young_key_whose_turn_was_ended_by_a_recovery_answers_its_retry_at_onc
         session=session, turn_index=1, mode="direct", user_input="hello", status=status
     )
     IdempotencyKey.objects.filter(pk=record.pk).update(turn=turn)
+    return record
+
+
+def test_a_young_key_whose_turn_was_interrupted_by_a_recovery_runs_it_again_at_once(
+    owner, owner_client, session, fake_gateway
+):
+    """Its worker was killed (kill -9) and `recover_turns` ended the turn: a retry with the
+    key met 409 "still running" until the key was past the stale limit (10 minutes), while
+    a retry without it ran at once."""
+    _young_key(owner, session, "interrupted")
 
     response = post(owner_client, session)
 
     assert response.status_code == 201, response.json()
-    if status == "interrupted":  # run afresh
-        assert "Idempotent-Replayed" not in response.headers
-        assert response.json()["turn_index"] == 2 and len(fake_gateway.calls) == 1
-    else:  # its answer, stored for the next retries
-        assert response.headers["Idempotent-Replayed"] == "true"
-        assert response.json()["id"] == str(turn.id) and fake_gateway.calls == []
+    assert "Idempotent-Replayed" not in response.headers
+    assert response.json()["turn_index"] == 2 and len(fake_gateway.calls) == 1
     assert IdempotencyKey.objects.get().state == "done"
 
 
-def test_a_young_key_whose_turn_runs_is_still_in_use(owner, owner_client, session, fake_gateway):
-    record = IdempotencyKey.objects.create(
-        user=owner,
-        key="key-1",
-        fingerprint=request_fingerprint(
-            method="POST", path=f"/api/v1/sessions/{session.id}/turns", body={"message": "hello"}
-        ),
-    )
-    turn = Turn.objects.create(
-        session=session, turn_index=1, mode="direct", user_input="hello", status="running"
-    )
-    IdempotencyKey.objects.filter(pk=record.pk).update(turn=turn)
+@pytest.mark.parametrize("status", ["running", "completed"])
+def test_a_young_key_whose_turn_runs_or_just_finished_is_still_in_use(
+    owner, owner_client, session, fake_gateway, status
+):
+    """A completed turn's request may be storing its answer (its balance in it) right now."""
+    _young_key(owner, session, status)
 
     response = post(owner_client, session)
 
