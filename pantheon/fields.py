@@ -89,6 +89,12 @@ def blank(text: str) -> bool:
     return all(map(invisible, text))
 
 
+def trimmed(text: str) -> str:
+    """A text as a trimmed field reads it: white space and zero-width characters off both ends,
+    "" when nothing is left to see."""
+    return "" if blank(text) else text.strip(_EDGES)
+
+
 def opens_with_bidi_control(text: str) -> bool:
     """Whether a bidi override, embedding or isolate comes before the text's first visible
     character (it would reorder what follows)."""
@@ -126,7 +132,7 @@ class StrictCharField(serializers.CharField):
             if self.max_length is not None and len(data) > self.max_length:
                 self.fail("max_length", max_length=self.max_length)
             if self.trim_whitespace:
-                data = "" if blank(data) else data.strip(_EDGES)
+                data = trimmed(data)
                 if self.is_name and opens_with_bidi_control(data):
                     self.fail("bidi_control")
         return super().run_validation(data)

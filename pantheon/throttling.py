@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.throttling import SimpleRateThrottle
 
+from pantheon.fields import trimmed
+
 # One statement decides and records: `attempt` appends now to the history pruned to the window
 # unless the window is full (a new identity gets its first row); the outer SELECT reads, from
 # the snapshot before that, the oldest request still in the window, to say when the next one fits.
@@ -109,9 +111,10 @@ class AuthTokenPerUsernameThrottle(SettingRateThrottle):
         username = request.data.get("username") if hasattr(request.data, "get") else None
         if not isinstance(username, str):
             return None  # nothing to guess with; the per-client limit still applies
-        # The name as login reads it (the serializer trims white space: " bob" and "bob\t" log
-        # in as bob), then folded: every spelling of one account counts against it.
-        folded = unicodedata.normalize("NFKC", username.strip()).casefold().strip()
+        # The name as login reads it (its field trims white space and zero-width characters:
+        # " bob", "bob\t" and "\u200bbob" log in as bob), then folded: every spelling of one
+        # account counts against it.
+        folded = trimmed(unicodedata.normalize("NFKC", trimmed(username)).casefold())
         if not folded:
             return None
         digest = hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()

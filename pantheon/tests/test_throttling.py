@@ -113,9 +113,10 @@ def test_guessing_one_username_from_many_addresses_is_throttled(owner, slow_logi
 
 
 def test_white_space_around_a_username_does_not_reset_its_count(owner, slow_logins):
-    """Login trims the name (" owner" logs in as owner), and the count did not: each spelling
-    with spaces or a tab around it was five fresh guesses at the same password."""
-    spellings = ["owner", " owner", "owner ", "\towner", "  OWNER\n"]
+    """Login trims the name (" owner" and "\u200bowner" log in as owner), and the count did
+    not: each spelling with spaces, a tab or a zero-width character around it was five fresh
+    guesses at the same password."""
+    spellings = ["owner", " owner", "owner ", "\towner", "\u200bOWNER\ufeff"]
     codes = [
         login(name, "nope", address=f"10.2.0.{n}").status_code for n, name in enumerate(spellings)
     ]
@@ -123,6 +124,7 @@ def test_white_space_around_a_username_does_not_reset_its_count(owner, slow_logi
     assert codes == [400] * 5
     assert_throttled(login(" owner ", "owner-pass-123", address="10.2.0.99"))
     assert_throttled(login("owner\t", "owner-pass-123", address="10.2.0.98"))
+    assert_throttled(login("\u200bowner\u2060", "owner-pass-123", address="10.2.0.97"))
     assert not Token.objects.exists()
 
 
