@@ -31,6 +31,7 @@ def alias_config(alias) -> AliasConfig:
         litellm_model=alias.litellm_model,
         api_base=alias.api_base or None,
         api_key=api_key,
+        # Named but unset, or not a variable's name at all (the alias's page refuses one).
         missing_key=alias.api_key_env if alias.api_key_env and api_key is None else None,
         context_window=alias.context_window,
         max_output_tokens=alias.max_output_tokens,

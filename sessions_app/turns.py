@@ -306,12 +306,18 @@ def _room_plan(session: Session, user, user_input: str, model_alias_override: st
 
 
 def _answering_keys(roster: tuple[AgentSpec, ...], model_alias_override: str) -> list[str]:
-    """The seated agents a tag would reach: those on an enabled alias (or the turn's)."""
+    """The seated agents a tag would reach: those on an enabled alias (or the turn's, which
+    must be usable itself). None at all is refused as the disabled aliases they are on."""
     aliases = [model_alias_override or agent.model_alias for agent in roster]
     pricing = usage_selectors.alias_pricing(aliases=aliases)
-    return [
+    if model_alias_override:
+        _require_usable(pricing, model_alias_override)
+    keys = [
         agent.key for agent, alias in zip(roster, aliases, strict=True) if _usable(pricing, alias)
     ]
+    if not keys:
+        _require_usable(pricing, aliases[0])
+    return keys
 
 
 def _plan(

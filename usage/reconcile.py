@@ -9,10 +9,9 @@ records) and stays reported. The ledger itself is never edited.
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet
@@ -20,6 +19,7 @@ from django.utils import timezone
 
 from pantheon.figures import plain_amount
 from sessions_app.models import Message, MessageRole, Turn, TurnStatus
+from sessions_app.selectors import stale_before
 from usage.models import (
     USAGE_TOTAL_FIELDS,
     CallPurpose,
@@ -192,7 +192,7 @@ def count_stuck_turns(*, since: date | None = None) -> CheckResult:
     """Turns still `running` with no progress for the stale limit (checked: the running ones):
     their worker died, and `recover_turns` or their session's next turn ends them. Counted,
     never drift: a running turn's totals are settled when it ends."""
-    stale = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
+    stale = stale_before(timezone.now())
     turns = Turn.objects.running()
     if since is not None:
         turns = turns.filter(created_at__gte=day_start(since))

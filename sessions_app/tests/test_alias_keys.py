@@ -23,7 +23,7 @@ def test_an_alias_whose_key_variable_is_unset_sends_no_call(
 
     outcome, heard = direct_turn(owner, make_session(owner, agent=ada), gateway)
 
-    assert stub.requests == 0  # it answered the call, sent with the OPENAI_API_KEY
+    assert stub.requests == 0  # before, the call went out, with the OPENAI_API_KEY
     assert outcome.turn.status == TurnStatus.FAILED
     answer = Message.objects.get(turn=outcome.turn, role="assistant")
     assert (answer.status, answer.content) == ("error", "")

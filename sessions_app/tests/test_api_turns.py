@@ -339,6 +339,26 @@ def test_the_keys_a_refusal_offers_leave_out_agents_on_a_disabled_alias(
     assert post_turn(owner_client, session, "@ada hello").status_code == 201
 
 
+@pytest.mark.parametrize(
+    ("override", "code"),
+    [(None, "model_alias_disabled"), ("no_such_alias", "unknown_model_alias")],
+    ids=["every seat disabled", "an unknown override"],
+)
+def test_a_manual_turn_no_tag_could_reach_names_the_alias_not_an_empty_list(
+    owner_client, room_session, fake_gateway, post_turn, override, code
+):
+    """It offered `valid_agent_keys: []`, saying the room needs an agent seated in it."""
+    ModelAlias.objects.update(enabled=False)
+    session = room_session()
+    extra = {} if override is None else {"model_alias_override": override}
+    response = post_turn(owner_client, session, "hello", **extra)
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == code
+    assert "valid_agent_keys" not in response.json()["detail"]
+    assert fake_gateway.calls == []
+
+
 def test_a_disabled_manager_is_named_as_the_manager(
     owner_client, room_session, fake_gateway, post_turn, settings
 ):
