@@ -212,6 +212,14 @@ class PricingVersionForm(forms.ModelForm):
             return current
         if starts is None:
             return starts
+        other = PricingVersion.objects.filter(effective_from=starts).exclude(pk=self.instance.pk)
+        if (tied := other.first()) is not None:
+            raise forms.ValidationError(
+                "%(other)s starts at this moment too: one list is in force at a time, so give "
+                "each its own start.",
+                code="start_taken",
+                params={"other": tied.name},
+            )
         latest = latest_ledger_moment()
         if latest is not None and starts <= latest:
             raise forms.ValidationError(
@@ -268,6 +276,9 @@ class PricingVersionAdmin(
         copied = []
         with transaction.atomic():
             for version in queryset.order_by("effective_from"):
+                # Each copy its own start, a second after any list's (one in force at a time).
+                while PricingVersion.objects.filter(effective_from=starts).exists():
+                    starts += timedelta(seconds=1)
                 copy = PricingVersion.objects.create(
                     name=_copy_name(version.name),
                     default_multiplier=version.default_multiplier,
@@ -275,11 +286,11 @@ class PricingVersionAdmin(
                 )
                 model_prices_copy(source=version, into=copy)
                 self.log_addition(request, copy, f"Copied from {version.name}.")
-                copied.append(copy.name)
+                copied.append(f"{copy.name}, in effect from {moment(starts)} UTC")
         self.message_user(
             request,
-            f"Copied as {', '.join(copied)}, in effect from {moment(starts)} UTC: edit its "
-            "prices and its start before then.",
+            f"Copied as {'; '.join(copied)}: edit "
+            f"{'its' if len(copied) == 1 else 'their'} prices and start before then.",
             messages.SUCCESS,
         )
 

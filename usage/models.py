@@ -147,6 +147,11 @@ class PricingVersion(models.Model):
     class Meta:
         ordering = ["-effective_from"]
         indexes = [models.Index(fields=["-effective_from"], name="pricing_effective")]
+        # The newest list already in effect prices every call: two starting at one moment
+        # would leave which one to the database's whim.
+        constraints = [
+            models.UniqueConstraint(fields=["effective_from"], name="one_price_list_per_start")
+        ]
 
     def __str__(self) -> str:
         # Set apart from the name by a dot, not brackets: a copy's name ends in "(copy)", and

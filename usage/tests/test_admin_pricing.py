@@ -3,14 +3,14 @@ deleted (historical costs stay reproducible, the dashboard keeps filtering by th
 alias is retired by disabling it."""
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.core.management import call_command
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -331,6 +331,46 @@ def test_copying_a_list_makes_an_editable_one_in_effect_in_a_day(boss, owner):
     assert 'name="prices-0-input_usd_per_mtok"' in page
     bulk_delete(boss, PricingVersion, [used], action="copy_as_new_list")
     assert PricingVersion.objects.filter(name=f"{used.name} (copy 2)").exists()
+
+
+def test_lists_copied_together_start_a_second_apart(boss, spare_list):
+    """All three copies started at one moment, and which of them priced calls was then the
+    database's choice (the tester's x3 list priced every call, the x7 one none)."""
+    lists = list(PricingVersion.objects.all())
+    PricingVersion.objects.create(
+        name="in the way", effective_from=(timezone.now() + timedelta(days=1, seconds=1))
+    )
+
+    response = boss.post(
+        url(PricingVersion, "changelist"),
+        {"action": "copy_as_new_list", "_selected_action": [row.pk for row in lists]},
+        follow=True,
+    )
+
+    copies = PricingVersion.objects.filter(name__endswith="(copy)").order_by("effective_from")
+    starts = [copy.effective_from for copy in copies]
+    assert len(starts) == len(set(starts)) == 2
+    assert PricingVersion.objects.values("effective_from").distinct().count() == 5
+    said = " ".join(str(m) for m in response.context["messages"])
+    assert said.startswith(f"Copied as {copies[0].name}, in effect from ")
+    assert said.endswith(": edit their prices and start before then.")
+
+
+def test_a_start_another_list_has_is_refused(boss, spare_list):
+    taken = timezone.now().replace(microsecond=0) + timedelta(days=2)
+    PricingVersion.objects.create(name="first", effective_from=taken)
+
+    refused = boss.post(url(PricingVersion, "change", spare_list.pk), list_form("spare", taken))
+
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors["effective_from"] == [
+        "first starts at this moment too: one list is in force at a time, so give each its own "
+        "start."
+    ]
+    spare_list.refresh_from_db()
+    assert spare_list.effective_from != taken
+    with pytest.raises(IntegrityError), transaction.atomic():
+        PricingVersion.objects.create(name="second", effective_from=taken)
 
 
 def test_a_copied_lists_name_and_multiplier_read_as_one_title(boss, owner):
