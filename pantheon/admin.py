@@ -10,11 +10,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.db.models.constants import LOOKUP_SEP
+from django.forms import ModelForm
 from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework.authtoken.models import Token, TokenProxy
 
-from pantheon.console import KeptWhileInUse, moment, record_links
+from pantheon.console import ChangesWithValues, KeptWhileInUse, moment, record_links
 from pantheon.figures import credits_text
 from pantheon.passwords import api_token_revoke_logged
 from sessions_app.models import Session, Turn
@@ -43,7 +44,7 @@ class PasswordChangeForm(AdminPasswordChangeForm):
 
 
 @admin.register(User)
-class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
+class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     change_password_form = PasswordChangeForm
     billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token", "records")
     readonly_fields = (
@@ -53,6 +54,13 @@ class PantheonUserAdmin(KeptWhileInUse, UserAdmin):
         "password_state",
     )
     actions = ["revoke_api_tokens"]
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        """A change says from and to (a role or superuser status granted is what an audit looks
+        for); an addition and the password page do not: the passwords typed are their fields."""
+        if add or not isinstance(form, ModelForm):
+            return admin.ModelAdmin.construct_change_message(self, request, form, formsets, add)
+        return super().construct_change_message(request, form, formsets, add)
 
     def lookup_allowed(self, lookup, value, request=None):
         # Django lets a list filter on a related row's primary key through as if it were a

@@ -455,6 +455,8 @@ def _logged(form, name: str, value) -> str:
     if isinstance(field, forms.ModelChoiceField) and not isinstance(value, Model):
         with suppress(forms.ValidationError):  # a relation's initial value is its key: the row
             value = field.to_python(value)
+    if isinstance(value, QuerySet | list | tuple) and all(isinstance(v, Model) for v in value):
+        value = ", ".join(sorted(str(row) for row in value))  # a user's groups, say
     if value in (None, "", [], {}):
         text = "(empty)"
     elif isinstance(value, Decimal):
