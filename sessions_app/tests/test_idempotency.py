@@ -363,7 +363,7 @@ def test_an_old_running_key_whose_turn_was_interrupted_runs_it_again(
 
 
 def _young_key(owner, session, status: str) -> IdempotencyKey:
-    """A key whose request began just now, its turn in `status`."""
+    """A key whose request began just now, its turn (the session's only one) in `status`."""
     record = IdempotencyKey.objects.create(
         user=owner,
         key="key-1",
@@ -420,17 +420,8 @@ def test_a_key_whose_request_stopped_with_its_worker_answers_or_frees_by_its_tur
     interrupted, a retry runs it afresh. One still running (its failure could not be written,
     the database being away, which is back now) is ended interrupted first: the freed key's
     retry met it as a turn in progress (409) until the stale limit."""
-    record = IdempotencyKey.objects.create(
-        user=owner,
-        key="key-1",
-        fingerprint=request_fingerprint(
-            method="POST", path=f"/api/v1/sessions/{session.id}/turns", body={"message": "hello"}
-        ),
-    )
-    turn = Turn.objects.create(
-        session=session, turn_index=1, mode="direct", user_input="hello", status=status
-    )
-    IdempotencyKey.objects.filter(pk=record.pk).update(turn=turn)  # linked by the claim
+    record = _young_key(owner, session, status)  # its turn linked by the claim
+    turn = Turn.objects.get()
 
     settled = idempotency_settle_interrupted(
         record=record, turn_id=turn.pk, failure=TurnFailure.DATABASE_UNAVAILABLE
