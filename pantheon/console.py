@@ -10,6 +10,7 @@
 """
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import datetime
@@ -59,17 +60,28 @@ from pantheon.figures import (
     usd_text,
 )
 
+# The start of an id as the pages print it ("ce868eaa…"): eight or more hex digits.
+_ID_START = re.compile(r"[0-9a-f]{8,31}", re.IGNORECASE)
+
 
 def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
-    """Search a UUID by equality on the indexed columns in `ids`, anything else with `text`
-    (icontains on a UUID would cast and scan every row)."""
+    """Search a UUID by equality on the indexed columns in `ids`, the start of one as the pages
+    print it ("ce868eaa…") by the range of ids it opens (the index again), anything else with
+    `text` (icontains on a UUID would cast and scan every row)."""
     term = term.strip()
     if not term:
         return queryset
     try:
         value = UUID(term)
     except ValueError:
-        return queryset.filter(text)
+        start = term.rstrip("…. ").replace("-", "")
+        if not _ID_START.fullmatch(start):
+            return queryset.filter(text)
+        low, high = UUID(start.ljust(32, "0")), UUID(start.ljust(32, "f"))
+        match = Q()
+        for column in ids:
+            match |= Q(**{f"{column}__gte": low, f"{column}__lte": high})
+        return queryset.filter(match | text)
     match = Q()
     for column in ids:
         match |= Q(**{column: value})

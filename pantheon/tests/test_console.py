@@ -220,6 +220,25 @@ def test_turns_are_found_by_turn_id_session_id_username_or_room(staff, chat, ter
     assert list(response.context["cl"].result_list) == [turn]
 
 
+@pytest.mark.parametrize(
+    "spelt", [str, lambda short: f"{short}…", lambda short: f" {short} ", str.upper]
+)
+def test_turns_are_found_by_the_short_ids_the_pages_print(staff, chat, spelt):
+    """A turn's page reads "Context audit of turn ce868eaa…": that searched found nothing, only
+    the whole id did."""
+    turn = chat["rows"][Turn]
+    short = str(turn.pk)[:8]
+    client = client_for(staff)
+
+    found = client.get(url(Turn, "changelist"), {"q": spelt(short)})
+    by_session = client.get(url(Turn, "changelist"), {"q": str(chat["session"].pk)[:12]})
+
+    assert list(found.context["cl"].result_list) == [turn]
+    assert list(by_session.context["cl"].result_list) == [turn]
+    other = "0" * 8 if not short.startswith("0") else "f" * 8
+    assert list(client.get(url(Turn, "changelist"), {"q": other}).context["cl"].result_list) == []
+
+
 def test_a_search_that_matches_nothing_finds_nothing(staff, chat):
     response = client_for(staff).get(url(Turn, "changelist"), {"q": "nobody-here"})
 
