@@ -66,8 +66,9 @@ _ID_START = re.compile(r"[0-9a-f]{8,31}", re.IGNORECASE)
 
 def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
     """Search a UUID by equality on the indexed columns in `ids`, the start of one as the pages
-    print it ("ce868eaa…") by the range of ids it opens (the index again), anything else with
-    `text` (icontains on a UUID would cast and scan every row)."""
+    print it ("ce868eaa…") by the range of ids it opens (the index again, never ORed with a
+    text search that would scan), anything else with `text` (icontains on a UUID would cast and
+    scan every row)."""
     term = term.strip()
     if not term:
         return queryset
@@ -78,14 +79,17 @@ def by_id_or_text(queryset, term: str, *, ids: list[str], text: Q):
         if not _ID_START.fullmatch(start):
             return queryset.filter(text)
         low, high = UUID(start.ljust(32, "0")), UUID(start.ljust(32, "f"))
-        match = Q()
-        for column in ids:
-            match |= Q(**{f"{column}__gte": low, f"{column}__lte": high})
-        return queryset.filter(match | text)
+        return queryset.filter(
+            _any_of(ids, lambda column: {f"{column}__gte": low, f"{column}__lte": high})
+        )
+    return queryset.filter(_any_of(ids, lambda column: {column: value}))
+
+
+def _any_of(columns: list[str], lookup: Callable[[str], dict]) -> Q:
     match = Q()
-    for column in ids:
-        match |= Q(**{column: value})
-    return queryset.filter(match)
+    for column in columns:
+        match |= Q(**lookup(column))
+    return match
 
 
 class RecordValue:
