@@ -100,7 +100,10 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
         "created_at",
     ]
     search_fields = ["id", "title", "room__name"]
-    search_help_text = "A session id, or part of a title or room name."
+    search_help_text = (
+        "A session id (whole, or its first 8 characters as pages print it), or part of a "
+        "title or room name."
+    )
     list_select_related = ["room", "agent", "started_by"]
     # Who started a session and where are records: its turns and their ledger rows name them.
     # Only the title changes here.
@@ -247,7 +250,10 @@ class TurnAdmin(RecordAdmin):
         "created_at",
     ]
     search_fields = ["id", "session__id", "session__started_by__username", "session__room__name"]
-    search_help_text = "A turn or session id, a username, or part of a room name."
+    search_help_text = (
+        "A turn or session id (whole, or its first 8 characters as pages print it), a "
+        "username, or part of a room name."
+    )
     list_select_related = ["session__started_by", "session__room", "session__agent"]
     ordering = ["-created_at"]
     show_full_result_count = False
