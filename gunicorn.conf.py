@@ -14,6 +14,7 @@ import tempfile
 # The project's own modules, whatever directory gunicorn was started from.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from pantheon import runner  # noqa: E402
 from pantheon.config import choice, flag, whole_number  # noqa: E402  (a bad value stops the start, named)
 from pantheon.log_formats import FORMATTERS, log_format  # noqa: E402
 
@@ -109,3 +110,11 @@ def on_starting(server):
         sys.stderr.write(collected.stderr)
         lines = collected.stderr.strip().splitlines() or ["(no output)"]
         raise SystemExit(f"Pantheon did not start: {lines[-1]}")
+
+
+# Each worker's name, which its turns record; a worker that exits leaves its name to the next
+# one forked, which ends the turns it left running (pantheon.runner): a worker killed mid-turn
+# frees its sessions once replaced, not at the stale limit.
+pre_fork = runner.before_fork
+post_fork = runner.after_fork
+child_exit = runner.after_exit

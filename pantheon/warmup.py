@@ -7,6 +7,7 @@ import time
 from django.db import DatabaseError, connection
 from django.urls import resolve
 
+from pantheon import runner
 from pantheon.llm import get_gateway
 
 logger = logging.getLogger(__name__)
@@ -18,12 +19,30 @@ def warm_up() -> None:
     get_gateway().warm_up()  # litellm and the demo provider
     try:
         connection.ensure_connection()  # opens the pool
+        end_turns_of_exited_workers()
     except DatabaseError:
         logger.warning("warm-up: the database is not reachable yet")
     finally:
         connection.close()
     settle_garbage_collector()
     logger.info("worker warmed up in %.1fs", time.monotonic() - started)
+
+
+def end_turns_of_exited_workers() -> None:
+    """End the turns the workers gunicorn replaces with this one left running (`pantheon.runner`):
+    one killed mid-turn leaves them so, and their sessions are refused new turns until then."""
+    from sessions_app.services import turns_of_exited_workers_interrupt
+
+    names = runner.predecessors()
+    ended = turns_of_exited_workers_interrupt(workers=names)
+    if ended.turn_ids:
+        logger.warning(
+            "ended %d turn(s) interrupted by the exit of worker(s) %s; %d call(s) in flight "
+            "marked lost (the provider may have billed them)",
+            len(ended.turn_ids),
+            ", ".join(names),
+            ended.lost_calls,
+        )
 
 
 # Allocations between two collections of the youngest generation (Python's default: 700).

@@ -154,6 +154,16 @@ class Turn(UsageTotals):
         help_text="Why the turn was ended from outside its steps: the code its stream's "
         "turn_failed event carries.",
     )
+    # The server process that runs the turn (`pantheon.runner`): the worker that replaces it,
+    # should it die, ends the turns it left running.
+    worker = models.CharField(
+        "served by",
+        max_length=100,
+        blank=True,
+        default="",
+        db_default="",  # a host still on the code before this field inserts turns without it
+        help_text="The server process that ran the turn: host, pid and a token.",
+    )
     user_input = models.TextField()
     model_alias_override = models.CharField(max_length=64, blank=True)
     roster = models.JSONField(default=list, blank=True)

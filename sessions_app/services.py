@@ -65,6 +65,15 @@ def turns_interrupt(
     return Interrupted(turn_ids=ids, lost_calls=lost)
 
 
+def turns_of_exited_workers_interrupt(*, workers: Iterable[str]) -> Interrupted:
+    """End the turns these server processes (`pantheon.runner`) left running when they exited,
+    as `recover_turns` would: a process that exited runs nothing, whatever their progress."""
+    names = list(workers)
+    if not names:
+        return Interrupted(turn_ids=[], lost_calls=0)
+    return turns_interrupt(turns=Turn.objects.filter(worker__in=names))
+
+
 def turn_record_late_answer(*, heard: LlmCallEvent) -> bool:
     """A call whose turn was ended from outside while it ran (`recover_turns`, a stale takeover)
     and marked lost, answered by its provider after all (`heard`, metered in memory): its row

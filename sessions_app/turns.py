@@ -78,7 +78,7 @@ from orchestration.types import (
     LlmResult,
     Role,
 )
-from pantheon import draining, exceptions, logging_context
+from pantheon import draining, exceptions, logging_context, runner
 from pantheon.db import connection_lost, database
 from pantheon.fields import blank
 from pantheon.llm import alias_config, get_gateway
@@ -795,6 +795,7 @@ class TurnRunner:
             turn_index=(plan.state.last_turn_index or 0) + 1,
             mode=plan.mode,
             status=TurnStatus.RUNNING,
+            worker=runner.this_process(),
             user_input=plan.user_input,
             model_alias_override=plan.model_alias_override,
             roster=[_roster_entry(agent) for agent in plan.roster],

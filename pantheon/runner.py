@@ -1,0 +1,73 @@
+"""Which server process runs a turn, and which processes died with turns in hand.
+
+Every turn records the name of the process that runs it (`Turn.worker`). gunicorn's master
+names each worker before it forks it, and keeps the names of the workers that exit; the next
+worker it forks ends, as it starts, the turns those left running (`pantheon.warmup`). A worker
+killed in the middle of turns (SIGKILL, the kernel's out-of-memory killer, gunicorn's own
+timeout) so frees their sessions as soon as gunicorn has replaced it, where they were refused
+new turns (409) until the stale limit or an operator's `recover_turns`. A worker that stops in
+order has ended its turns itself (`pantheon.draining`): its name finds none.
+
+A whole host that dies takes its master with it: its turns wait for the stale limit, as before.
+
+Plain Python: the gunicorn master imports it (`gunicorn.conf.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from typing import Any
+
+# Where the master keeps the names of the workers that exited since it last forked one.
+_EXITED = "pantheon_exited_workers"
+
+# This process's name, with the pid it was made for (a process forked later makes its own).
+_name: tuple[int, str] | None = None
+_predecessors: tuple[str, ...] = ()
+
+
+def worker_name(pid: int, token: str) -> str:
+    """A name no other process takes: the host, the pid (as gunicorn's log names the worker)
+    and a random token (a pid is reused once the system wraps around)."""
+    return f"{socket.gethostname()[:64]}:{pid}:{token}"
+
+
+def this_process() -> str:
+    """The name of this process, as its turns record it."""
+    global _name
+    pid = os.getpid()
+    if _name is None or _name[0] != pid:
+        _name = (pid, worker_name(pid, secrets.token_hex(4)))
+    return _name[1]
+
+
+def predecessors() -> tuple[str, ...]:
+    """The workers of this host that exited before this one started (gunicorn only)."""
+    return _predecessors
+
+
+# --- gunicorn's hooks (gunicorn.conf.py) --------------------------------------------------------
+
+
+def before_fork(server: Any, worker: Any) -> None:
+    """In the master: the new worker's token, and the names of the workers gone before it."""
+    worker.pantheon_token = secrets.token_hex(4)
+    exited = getattr(server, _EXITED, [])
+    worker.pantheon_predecessors = tuple(exited)
+    exited.clear()
+
+
+def after_fork(server: Any, worker: Any) -> None:
+    """In the new worker, before the application loads: take its name and its predecessors."""
+    global _name, _predecessors
+    _name = (os.getpid(), worker_name(worker.pid, worker.pantheon_token))
+    _predecessors = worker.pantheon_predecessors
+
+
+def after_exit(server: Any, worker: Any) -> None:
+    """In the master, once a worker has exited, in order or not: the next worker checks it."""
+    if not hasattr(server, _EXITED):
+        setattr(server, _EXITED, [])
+    getattr(server, _EXITED).append(worker_name(worker.pid, worker.pantheon_token))

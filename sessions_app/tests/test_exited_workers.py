@@ -1,0 +1,104 @@
+"""A worker that exits leaves its name to the next one gunicorn forks, which ends the turns it
+left running (`pantheon.runner`, `pantheon.warmup`); the live kill is in test_turn_crash."""
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+from django.utils import timezone
+
+from pantheon import runner, warmup
+from sessions_app.models import Turn
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def fresh_runner(monkeypatch):
+    """The hooks set this process's name and predecessors: put them back after the test."""
+    monkeypatch.setattr(runner, "_name", None)
+    monkeypatch.setattr(runner, "_predecessors", ())
+
+
+def fork(server, pid):
+    """What gunicorn's master does for a new worker: pre_fork, then fork (the worker's pid)."""
+    worker = SimpleNamespace(pid=None)
+    runner.before_fork(server, worker)
+    worker.pid = pid
+    return worker
+
+
+def test_the_master_hands_the_names_of_exited_workers_to_the_next_one_it_forks(fresh_runner):
+    server = SimpleNamespace()
+    first, second = fork(server, 101), fork(server, 102)
+    assert first.pantheon_predecessors == second.pantheon_predecessors == ()
+    assert first.pantheon_token != second.pantheon_token
+
+    runner.after_exit(server, first)  # killed
+    third = fork(server, 103)
+    assert third.pantheon_predecessors == (runner.worker_name(101, first.pantheon_token),)
+    assert fork(server, 104).pantheon_predecessors == ()  # handed on once
+
+    # In the new worker: its name (host, pid, token) and the names it is to check.
+    runner.after_fork(server, third)
+    host, pid, token = runner.this_process().split(":")
+    assert (pid, token) == ("103", third.pantheon_token)
+    assert runner.predecessors() == third.pantheon_predecessors
+
+
+def test_a_process_not_forked_by_gunicorn_names_itself_and_has_no_predecessors(fresh_runner):
+    name = runner.this_process()
+    assert name.split(":")[1] != "" and runner.this_process() == name
+    assert runner.predecessors() == ()
+
+
+def running_turn(session, worker: str, **fields) -> Turn:
+    now = timezone.now()
+    return Turn.objects.create(
+        session=session,
+        turn_index=1,
+        mode="direct",
+        user_input="hello",
+        worker=worker,
+        created_at=now,
+        progress_at=now,
+        **fields,
+    )
+
+
+def test_a_new_worker_ends_the_running_turns_of_its_predecessors_only(
+    owner, ada, make_session, fresh_runner, monkeypatch, caplog
+):
+    dead, alive = "web-1:101:aaaa", "web-1:102:bbbb"
+    orphan = running_turn(make_session(owner, agent=ada), dead)  # progress just now
+    finished = running_turn(make_session(owner, agent=ada), dead, status="completed")
+    live = running_turn(make_session(owner, agent=ada), alive)
+    monkeypatch.setattr(runner, "_predecessors", (dead,))
+
+    with caplog.at_level(logging.WARNING, logger="pantheon.warmup"):
+        warmup.end_turns_of_exited_workers()
+
+    orphan.refresh_from_db()
+    assert (orphan.status, orphan.failure_code) == ("interrupted", "turn_interrupted")
+    assert orphan.completed_at is not None
+    assert Turn.objects.get(pk=finished.pk).status == "completed"
+    assert Turn.objects.get(pk=live.pk).status == "running"  # another worker's, alive
+    assert caplog.messages == [
+        f"ended 1 turn(s) interrupted by the exit of worker(s) {dead}; 0 call(s) in flight "
+        "marked lost (the provider may have billed them)"
+    ]
+
+
+def test_a_worker_with_no_predecessors_reads_nothing(
+    owner, ada, make_session, fresh_runner, django_assert_num_queries
+):
+    running_turn(make_session(owner, agent=ada), "")  # a turn of the code before names
+    with django_assert_num_queries(0):
+        warmup.end_turns_of_exited_workers()
+    assert Turn.objects.get().status == "running"
+
+
+def test_a_turn_records_the_process_that_runs_it(owner_client, owner, ada, make_session, post_turn):
+    session = make_session(owner, agent=ada)
+    assert post_turn(owner_client, session, "hello").status_code == 201
+    assert Turn.objects.get(session=session).worker == runner.this_process()
