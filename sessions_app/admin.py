@@ -272,6 +272,7 @@ class TurnAdmin(RecordAdmin):
         "created_at",
         "progress_at",
         "completed_at",
+        "worker",
         "summary_made",
     ]
     readonly_fields = fields

@@ -2,9 +2,11 @@
 left running (`pantheon.runner`, `pantheon.warmup`); the live kill is in test_turn_crash."""
 
 import logging
+import re
 from types import SimpleNamespace
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from pantheon import runner, warmup
@@ -102,3 +104,15 @@ def test_a_turn_records_the_process_that_runs_it(owner_client, owner, ada, make_
     session = make_session(owner, agent=ada)
     assert post_turn(owner_client, session, "hello").status_code == 201
     assert Turn.objects.get(session=session).worker == runner.this_process()
+
+
+def test_the_console_shows_which_process_served_a_turn(
+    owner, ada, make_session, make_operator, client
+):
+    turn = running_turn(make_session(owner, agent=ada), "web-1:4242:0badf00d")
+    client.force_login(make_operator("Analyst"))
+    page = client.get(reverse("admin:sessions_app_turn_change", args=[turn.pk]))
+    assert page.status_code == 200
+    assert re.search(
+        r"Served by:</label>\s*<div class=\"readonly\">web-1:4242:0badf00d<", page.text
+    )
