@@ -4,6 +4,7 @@ import functools
 
 from django.contrib import admin
 from django.contrib.admin.exceptions import DisallowedModelAdminToField
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import TO_FIELD_VAR
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
@@ -15,6 +16,28 @@ from pantheon import logging_context
 from pantheon.console import CheckedLists
 from pantheon.exceptions import query_has_unrenderable
 from pantheon.passwords import console_operator
+from pantheon.throttling import login_wait
+
+
+class ConsoleLoginForm(AdminAuthenticationForm):
+    """The console's login, under the limits of `POST auth/token` (`pantheon.throttling`): it
+    took any number of guesses at an operator's password. Checked before the password is."""
+
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "throttled": "Too many login attempts for this account or from this address. Try "
+        "again in %(seconds)s.",
+    }
+    retry_after: int | None = None
+
+    def clean(self):
+        self.retry_after = login_wait(self.request)
+        if self.retry_after is not None:
+            seconds = f"{self.retry_after} second{'' if self.retry_after == 1 else 's'}"
+            raise ValidationError(
+                self.error_messages["throttled"], code="throttled", params={"seconds": seconds}
+            )
+        return super().clean()
 
 
 class PantheonAdminSite(admin.AdminSite):
@@ -25,6 +48,17 @@ class PantheonAdminSite(admin.AdminSite):
     site_url = None
     # The lists need the width at 1400 px; the index and the breadcrumbs lead everywhere.
     enable_nav_sidebar = False
+    login_form = ConsoleLoginForm
+
+    def login(self, request, extra_context=None):
+        """A refused attempt is a 429 with `Retry-After`, as the API's, its page saying why."""
+        response = super().login(request, extra_context)
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        wait = getattr(form, "retry_after", None)
+        if wait is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(wait)
+        return response
 
     def register(self, model_or_iterable, admin_class=None, **options):
         """Every list of the console refuses a date no calendar holds as an invalid filter

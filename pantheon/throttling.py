@@ -108,7 +108,9 @@ class AuthTokenPerUsernameThrottle(SettingRateThrottle):
     rate_setting = "PANTHEON_AUTH_RATE_PER_USERNAME"
 
     def get_cache_key(self, request, view) -> str | None:
-        username = request.data.get("username") if hasattr(request.data, "get") else None
+        # The API's JSON body, or the console login's form.
+        data = request.data if hasattr(request, "data") else request.POST
+        username = data.get("username") if hasattr(data, "get") else None
         if not isinstance(username, str):
             return None  # nothing to guess with; the per-client limit still applies
         # The name as login reads it (its field trims white space and zero-width characters:
@@ -119,6 +121,18 @@ class AuthTokenPerUsernameThrottle(SettingRateThrottle):
             return None
         digest = hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": digest}
+
+
+def login_wait(request) -> int | None:
+    """A login attempt outside DRF (the console's), counted against the limits of `POST
+    auth/token` (its address and the username tried, in the same histories: one account's
+    password is guessed as slowly at either door). None if it may go on, else the seconds until
+    it may. Each limit records the attempt, as DRF's check of a view's throttles does."""
+    waits = []
+    for throttle in (AuthTokenPerClientThrottle(), AuthTokenPerUsernameThrottle()):
+        if not throttle.allow_request(request, None):
+            waits.append(throttle.wait() or 1)
+    return math.ceil(max(waits)) if waits else None
 
 
 class TurnRateThrottle(SettingRateThrottle):

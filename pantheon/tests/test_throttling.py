@@ -6,6 +6,7 @@ import threading
 import httpx
 import pytest
 from django.db import connection, connections
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -274,3 +275,55 @@ def test_the_turn_throttle_is_checked_without_a_hop_back_to_the_event_loop(
 
     assert post_turn(owner_client, roundtable_session, "one").status_code == 201
     assert_throttled(post_turn(owner_client, roundtable_session, "two"))
+
+
+CONSOLE_LOGIN = "/admin/login/"
+
+
+def console_login(username: str, password: str, address: str = "10.0.0.1"):
+    return Client(REMOTE_ADDR=address).post(
+        CONSOLE_LOGIN, {"username": username, "password": password, "next": "/admin/"}
+    )
+
+
+def assert_console_refused(response) -> None:
+    assert response.status_code == 429
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert "Too many login attempts for this account or from this address. Try again in " in (
+        response.text
+    )
+    assert "_auth_user_id" not in response.wsgi_request.session
+
+
+def test_the_console_login_is_throttled_per_address_even_with_the_right_password(
+    make_operator, slow_logins
+):
+    """The console took any number of guesses at an operator's password (the security
+    reviewer's catch: 39 wrong ones then the right one, all answered)."""
+    make_operator("Owner", "boss")
+    assert console_login("boss", "operator-pass-123").status_code == 302  # under the limit
+    wrong = [console_login(f"guess{n}", "nope").status_code for n in range(2)]
+
+    refused = console_login("boss", "operator-pass-123")
+
+    assert wrong == [200, 200]
+    assert_console_refused(refused)
+    assert console_login("boss", "operator-pass-123", address="10.0.0.2").status_code == 302
+
+
+def test_guesses_at_one_account_count_alike_at_the_console_and_the_api(make_operator, slow_logins):
+    make_operator("Owner", "boss")
+    api = [login("boss", "nope", address=f"10.0.1.{n}").status_code for n in range(3)]
+    console = [console_login(" boss", "nope", address=f"10.0.2.{n}").status_code for n in range(2)]
+
+    assert (api, console) == ([400, 400, 400], [200, 200])
+    assert_console_refused(console_login("boss", "operator-pass-123", address="10.0.3.1"))
+    assert_throttled(login("boss", "operator-pass-123", address="10.0.3.2"))
+    assert not Token.objects.exists()
+
+
+def test_opening_the_console_login_page_counts_nothing(make_operator, slow_logins):
+    make_operator("Owner", "boss")
+    pages = [Client(REMOTE_ADDR="10.0.0.1").get(CONSOLE_LOGIN).status_code for _ in range(5)]
+    assert pages == [200] * 5
+    assert console_login("boss", "operator-pass-123").status_code == 302

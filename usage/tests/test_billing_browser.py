@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.db.models import Count, Sum
 
+from pantheon.testing.servers import forget_throttle_history
 from sessions_app.models import Turn
 from usage.models import LlmCallEvent
 from usage.rollups import rollup_rebuild, today
@@ -25,6 +26,14 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _forget_console_logins():
+    """The browser logs in through the console's form, whose attempts the login limits count
+    (committed, as the live server's): the tests after these start with none."""
+    yield
+    forget_throttle_history()
 
 
 def browser_binaries() -> tuple[str, str]:
