@@ -18,6 +18,10 @@ from pantheon import runner  # noqa: E402
 from pantheon.config import choice, flag, whole_number  # noqa: E402  (a bad value stops the start, named)
 from pantheon.log_formats import FORMATTERS, log_format  # noqa: E402
 
+# This is the production server: the settings (in collectstatic below and in every worker)
+# refuse what production must not run with (the laptop's secret key with DEBUG off).
+os.environ["PANTHEON_PRODUCTION_SERVER"] = "true"
+
 wsgi_app = "pantheon.asgi:application"
 worker_class = "pantheon.workers.PantheonWorker"
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{whole_number('PORT', 8000, minimum=1, maximum=65535)}"

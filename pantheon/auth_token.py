@@ -75,4 +75,5 @@ class ObtainTokenView(ObtainAuthToken):
                     code="authorization",
                 )
             token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        # A credential: no cache (a proxy's, the browser's) keeps a copy (RFC 6749, 5.1).
+        return Response({"token": token.key}, headers={"Cache-Control": "no-store"})

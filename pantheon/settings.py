@@ -6,6 +6,7 @@ Every variable is documented in README.md with its default.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # First: the one door to litellm sets LITELLM_LOCAL_MODEL_COST_MAP (litellm must not fetch its
 # price table from the network at import) before any app code can import litellm.
@@ -18,7 +19,10 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = config.flag("DEBUG", False)
-SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-pantheon-local-only-change-me")
+# The laptop's key, published with the code: `make run` (DEBUG on) uses it; the production
+# server refuses to start on it (below).
+LOCAL_SECRET_KEY = "django-insecure-pantheon-local-only-change-me"
+SECRET_KEY = env.str("SECRET_KEY", default=LOCAL_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -388,3 +392,16 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+
+# The production server (gunicorn.conf.py marks its processes) with DEBUG off does not start on
+# the published key: anyone could sign what Django signs with it (its messages' cookies, say).
+# Last, so that a setting refused above is named first.
+if (
+    config.flag("PANTHEON_PRODUCTION_SERVER", False)
+    and not DEBUG
+    and SECRET_KEY == LOCAL_SECRET_KEY
+):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set: the production server does not start on the laptop's published "
+        "key with DEBUG off (set SECRET_KEY to a long random value)"
+    )

@@ -28,6 +28,7 @@ def test_token_for_valid_credentials_authenticates_later_requests(owner, anon_cl
 
     assert response.status_code == 200
     assert set(response.json()) == {"token"}
+    assert response["Cache-Control"] == "no-store"  # a credential: no cache keeps it
     key = response.json()["token"]
     assert Token.objects.get(user=owner).key == key
     agents = token_client(key).get("/api/v1/agents")

@@ -318,3 +318,20 @@ def test_gunicorn_reads_its_access_log_and_log_level_as_the_other_settings():
         "django.core.exceptions.ImproperlyConfigured: GUNICORN_LOG_LEVEL='loud': must be one of "
         "'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'"
     )
+
+
+def test_the_production_server_does_not_start_on_the_published_secret_key():
+    """It started on `django-insecure-pantheon-local-only-change-me` with DEBUG off, the key
+    anyone reading the code has (the security reviewer's catch); `check --deploy` only warned."""
+    started = gunicorn_start()  # no SECRET_KEY, DEBUG off: production's defaults
+
+    assert started.returncode != 0
+    assert started.stderr.strip().splitlines()[-1] == (
+        "Pantheon did not start: django.core.exceptions.ImproperlyConfigured: SECRET_KEY is not "
+        "set: the production server does not start on the laptop's published key with DEBUG "
+        "off (set SECRET_KEY to a long random value)"
+    )
+    assert "Booting worker" not in started.stderr
+    # The laptop's server and every command still run on it; so does a DEBUG production server.
+    assert start_settings().returncode == 0
+    assert start_settings(DEBUG="true", PANTHEON_PRODUCTION_SERVER="true").returncode == 0
