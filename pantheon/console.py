@@ -949,9 +949,9 @@ class InputFilter(admin.SimpleListFilter):
         value = (self.value() or "").strip()
         if not value:
             return queryset
-        return self.filtered(queryset, value)
+        return self.filtered(request, queryset, value)
 
-    def filtered(self, queryset: QuerySet, value: str) -> QuerySet:
+    def filtered(self, request, queryset: QuerySet, value: str) -> QuerySet:
         """The rows matching `value`, typed in the box (trimmed, not empty)."""
         return queryset.filter(**{self.lookup: value})
 
@@ -975,17 +975,24 @@ class InputFilter(admin.SimpleListFilter):
 class UsernameFilter(InputFilter):
     """Rows of the user typed in the box, named exactly: usernames are case-sensitive, so
     `bob` and `Bob` are two users. The user's id is looked up first, so the list filters on its
-    own indexed user column instead of joining the users table."""
+    own indexed user column instead of joining the users table. A name nobody has is said to
+    be so above the list, as the billing dashboard says it: an empty list (and the ledger's
+    sums of 0) read as that user's."""
 
     title = "user"
     parameter_name = "username"
     user_path: str  # the path from the listed model to its user, e.g. `session__started_by`
 
-    def filtered(self, queryset: QuerySet, value: str) -> QuerySet:
+    def filtered(self, request, queryset: QuerySet, value: str) -> QuerySet:
         users = get_user_model().objects.filter(username=value)
-        return queryset.filter(
-            **{f"{self.user_path}__in": list(users.values_list("pk", flat=True))}
-        )
+        ids = list(users.values_list("pk", flat=True))
+        if not ids:
+            # Said once, however many times the list applies its filters.
+            said = request.__dict__.setdefault("_unknown_usernames", set())
+            if value not in said:
+                said.add(value)
+                messages.warning(request, f"No user is named “{value}”: nothing below is theirs.")
+        return queryset.filter(**{f"{self.user_path}__in": ids})
 
 
 def username_filter(user_path: str) -> type[UsernameFilter]:

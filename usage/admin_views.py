@@ -130,6 +130,11 @@ class BillingAccess(View):
         return form
 
 
+def unknown_user(username: str) -> bool:
+    """Whether a username typed in the filters is nobody's: its figures of 0 are no user's."""
+    return bool(username) and not get_user_model().objects.filter(username=username).exists()
+
+
 class BillingDashboardView(BillingAccess):
     template_name = "admin/usage/billing_dashboard.html"
 
@@ -177,23 +182,30 @@ class BillingDashboardView(BillingAccess):
                 "days": (data["end"] - data["start"]).days + 1,
                 "today": today(),
                 # Figures of 0 for a name nobody has: say so, rather than let them pass as
-                # that user's.
-                "unknown_user": bool(data["user"])
-                and not get_user_model().objects.filter(username=data["user"]).exists(),
+                # that user's (and offer no export, which refuses it).
+                "unknown_user": unknown_user(data["user"]),
             }
         )
         return TemplateResponse(request, self.template_name, context)
 
 
 class BillingExportView(BillingAccess):
-    """The dashboard's table as CSV: one row per user × alias, no totals row."""
+    """The dashboard's table as CSV: one row per user × alias, no totals row. A username
+    nobody has is refused, as a bad filter is (400, the reason in plain text): its file, a
+    header alone, read as a user without calls."""
 
     def get(self, request):
         form = self.filters(request)
         if not form.is_valid():
             errors = "; ".join(error for errors in form.errors.values() for error in errors)
-            return HttpResponse(errors, status=400, content_type="text/plain")
+            return HttpResponse(errors, status=400, content_type="text/plain; charset=utf-8")
         data = form.cleaned_data
+        if unknown_user(data["user"]):
+            return HttpResponse(
+                f"No user is named “{data['user']}”: there are no calls of theirs to export.",
+                status=400,
+                content_type="text/plain; charset=utf-8",
+            )
         report = billing_report(
             start=data["start"],
             end=data["end"],

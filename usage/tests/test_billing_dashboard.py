@@ -197,6 +197,31 @@ def test_a_username_filter_names_one_user_not_every_case_of_it(make_operator, bo
     assert "No user is named “BOB”" in nobody.content.decode()
 
 
+def test_a_username_nobody_has_is_said_so_on_the_ledger_and_refused_by_the_export(
+    make_operator, ledger
+):
+    """The ledger list read as a user without calls (sums of 0, an empty list) and the export
+    gave a file of its header alone, where the dashboard says "No user is named …"."""
+    client = client_for(make_operator("Analyst"))
+
+    listed = client.get(reverse(LEDGER), {"username": "nosuch", "status": "success"})
+    export = client.get(reverse(EXPORT), {"user": "nosuch"})
+    dashboard = client.get(reverse(DASHBOARD), {"user": "nosuch"}).content.decode()
+    known = client.get(reverse(LEDGER), {"username": "owner"})
+
+    said = [str(message) for message in listed.context["messages"]]
+    assert said == ["No user is named “nosuch”: nothing below is theirs."]
+    assert list(listed.context["cl"].result_list) == []
+    assert [str(message) for message in known.context["messages"]] == []
+    assert export.status_code == 400
+    assert export["Content-Type"] == "text/plain; charset=utf-8"
+    assert export.content.decode() == (
+        "No user is named “nosuch”: there are no calls of theirs to export."
+    )
+    assert "pantheon-export" not in dashboard  # no button to that refusal
+    assert "pantheon-export" in client.get(reverse(DASHBOARD)).content.decode()
+
+
 @pytest.mark.parametrize(
     "query",
     [
