@@ -297,6 +297,28 @@ def test_active_users_of_a_range_that_ends_later_are_counted_back_from_today(
     assert "day · week · month, all users" in ending_today.content.decode()
 
 
+def test_a_range_wholly_to_come_speaks_of_no_bar_of_today(make_operator, owner, ledger_row):
+    """A range of days still to come said its figures came "(today, the lighter bar: the day
+    so far)" straight from the ledger, and counted users "to today" as if the range reached
+    it; with or without rollups alike."""
+    client = client_for(make_operator("Analyst"))
+    days = {
+        "start": (today() + timedelta(days=10)).isoformat(),
+        "end": (today() + timedelta(days=20)).isoformat(),
+    }
+
+    without_rollups = client.get(reverse(DASHBOARD), days).content.decode()
+    ledger_row(owner, at=at(3), credits=Decimal("1"))
+    rollup_rebuild()
+    with_rollups = client.get(reverse(DASHBOARD), days).content.decode()
+
+    for page in (without_rollups, with_rollups):
+        source = re.search(r'id="figures-source">(.*?)</p>', page).group(1)
+        assert source == "These days are still to come: the ledger has no calls of them yet."
+        assert "day · week · month to today (this range is still to come), all users" in page
+        assert 'class="bar today"' not in page
+
+
 @pytest.mark.parametrize(
     "given, shown",
     [
