@@ -19,7 +19,7 @@ from pantheon.console import ChangesWithValues, KeptWhileInUse, moment, record_l
 from pantheon.figures import credits_text
 from pantheon.passwords import api_token_revoke_logged
 from sessions_app.models import Session, Turn
-from usage.admin import billing_status_badge
+from usage.admin import billing_status_badge, cap_shown
 from usage.models import LlmCallEvent
 from usage.rollups import today
 from usage.selectors import billing_profile_for, ledger_names_user, month_credits, month_of
@@ -166,9 +166,7 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     @admin.display(description="monthly credit cap")
     def credit_cap(self, user) -> str:
         profile = billing_profile_for(user=user)
-        if profile is None or profile.monthly_credit_cap is None:
-            return "no cap"
-        return credits_text(profile.monthly_credit_cap)
+        return cap_shown(None if profile is None else profile.monthly_credit_cap)
 
     @admin.display(description="billing status")
     def billing_status(self, user) -> str:

@@ -2,6 +2,8 @@
 admin log and billing dashboard alike.
 
 - Credits: to 4 decimals, thousands separated: 1,234.5678, and none is 0.0000.
+- A credit cap: as credits, to every decimal it was set with (12.123456, not 12.1235: a
+  limit rounded reads as another limit), at least 4: 5.0000, 1,000.0000.
 - Provider cost (USD): in dollars, to 6 decimals, thousands separated: $0.000129,
   $1,234.500000, and none is $0.000000 (a call costs fractions of a cent).
 - An amount of credits or dollars that is not zero never reads zero: it gets the decimals it
@@ -52,6 +54,13 @@ def credits_text(value) -> str:
     """1234.56789 → 1,234.5679; 0 → 0.0000; 0.00004 → 0.000040; 1.23E-8 → 0.00000001."""
     amount = as_decimal(value)
     return f"{rounded(amount, places_shown(amount, CREDITS_PLACES)):,f}"
+
+
+def credit_cap_text(value) -> str:
+    """12.123456 → 12.123456; 5 → 5.0000; 1000 → 1,000.0000."""
+    amount = as_decimal(value)
+    stored = -min(amount.normalize().as_tuple().exponent, 0)
+    return f"{rounded(amount, max(stored, CREDITS_PLACES)):,f}"
 
 
 def usd_text(value) -> str:

@@ -31,7 +31,7 @@ from pantheon.console import (
     name_column,
     username_filter,
 )
-from pantheon.figures import credits_text, plain_amount, usd_text
+from pantheon.figures import credit_cap_text, credits_text, plain_amount, usd_text
 from rooms.selectors import agents_on_alias
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
@@ -388,8 +388,14 @@ class CapForm(forms.Form):
 
 
 def cap_text(cap: Decimal | None) -> str:
-    """A cap as an operator types it (12, 0.5), or "no cap"."""
+    """A cap as an operator types it (12, 0.5), or "no cap": the admin log's, as a change on
+    the profile's page logs it."""
     return "no cap" if cap is None else plain_amount(cap)
+
+
+def cap_shown(cap: Decimal | None) -> str:
+    """A cap as the pages show it (`credit_cap_text`: 12.123456, 5.0000), or "no cap"."""
+    return "no cap" if cap is None else credit_cap_text(cap)
 
 
 def check_cap_choice(cap, no_cap) -> None:
@@ -506,8 +512,7 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
 
     @admin.display(description="monthly credit cap", ordering="monthly_credit_cap")
     def credit_cap(self, profile) -> str:
-        cap = profile.monthly_credit_cap
-        return "no cap" if cap is None else credits_text(cap)
+        return cap_shown(profile.monthly_credit_cap)
 
     @admin.display(description="status", ordering="is_suspended")
     def status(self, profile) -> str:
@@ -558,7 +563,7 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
                         )
                         changed += 1
             if changed:
-                done = "Lifted the cap" if cap is None else f"Set a cap of {plain_amount(cap)}"
+                done = "Lifted the cap" if cap is None else f"Set a cap of {cap_shown(cap)}"
                 self.message_user(request, f"{done} for {changed} user(s).", messages.SUCCESS)
             else:
                 self.message_user(request, "Nothing changed: they all had that cap already.")
@@ -571,7 +576,11 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
             # Each user's cap now and this month's credits, in columns of their own: a figure
             # in brackets after a name ("bob (now: 12)") read as the credits they had used.
             "profiles": [
-                (profile, cap_text(profile.monthly_credit_cap), credits_text(profile.month_credits))
+                (
+                    profile,
+                    cap_shown(profile.monthly_credit_cap),
+                    credits_text(profile.month_credits),
+                )
                 for profile in queryset.select_related("user").order_by("user__username")
             ],
             "action_checkbox_name": ACTION_CHECKBOX_NAME,

@@ -711,7 +711,7 @@ def test_the_set_cap_page_says_each_users_cap_and_what_they_used_apart(
         r"<td class=\"num\">([^<]*)</td></tr>",
         page,
     )
-    assert rows == [("outsider", "no cap", "0.0000"), ("owner", "10", "0.2016")]
+    assert rows == [("outsider", "no cap", "0.0000"), ("owner", "10.0000", "0.2016")]
     assert "cap now (credits a month)" in page and "credits used this month" in page
     assert "(now:" not in page
 

@@ -335,6 +335,40 @@ def test_billing_profiles_list_caps_like_credits_and_says_no_cap(
     assert list(suspended.context["cl"].result_list) == []
 
 
+def test_a_cap_reads_alike_on_every_page_that_shows_it(make_operator, owner, outsider):
+    """A cap of 12.123456 read 12.1235 in the profiles' list and on the user's page (another
+    limit than the one set) and 12.123456 on the set-cap page, where a cap of 5 read 5 beside
+    the list's 5.0000. As credits now, to every decimal set: 12.123456, 5.0000, 1,000.0000."""
+    fine = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("12.123456"))
+    round_ = BillingProfile.objects.create(user=outsider, monthly_credit_cap=Decimal("5"))
+    boss = client_for(make_operator("Owner", "boss"))
+    profiles = reverse("admin:usage_billingprofile_changelist")
+    selected = {"action": "set_cap", "_selected_action": [fine.pk, round_.pk]}
+
+    listed = boss.get(profiles).content.decode()
+    set_cap_page = boss.post(profiles, selected).content.decode()
+    user_page = boss.get(reverse("admin:auth_user_change", args=[owner.pk])).content.decode()
+    read_only = (
+        client_for(make_operator("Analyst"))
+        .get(reverse("admin:usage_billingprofile_change", args=[fine.pk]))
+        .content.decode()
+    )
+    done = boss.post(profiles, {**selected, "apply": "1", "cap": "1000"}, follow=True)
+
+    rows = r'<tr><td>\w+</td><td class="num">([^<]*)</td>'
+    caps = sorted(re.findall(r'class="field-credit_cap">([^<]*)<', listed))
+    assert caps == ["12.123456", "5.0000"]
+    assert sorted(re.findall(rows, set_cap_page)) == ["12.123456", "5.0000"]
+    assert '<div class="readonly">12.123456</div>' in user_page
+    assert '<div class="readonly">12.123456</div>' in read_only
+    said = [str(message) for message in done.context["messages"]]
+    assert said == ["Set a cap of 1,000.0000 for 2 user(s)."]
+    assert re.findall(r'class="field-credit_cap">([^<]*)<', done.content.decode()) == [
+        "1,000.0000",
+        "1,000.0000",
+    ]
+
+
 def test_monthly_usage_shows_months_as_months(make_operator, owner, ledger_row):
     ledger_row(owner, at=datetime(2026, 11, 20, tzinfo=UTC))
     ledger_row(owner, at=datetime(2026, 12, 3, tzinfo=UTC))
