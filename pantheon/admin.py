@@ -13,6 +13,7 @@ from django.db.models.constants import LOOKUP_SEP
 from django.forms import ModelForm
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import ngettext
 from rest_framework.authtoken.models import Token, TokenProxy
 
 from pantheon.console import ChangesWithValues, KeptWhileInUse, moment, record_links
@@ -81,9 +82,12 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         for user in revoked:
             self.log_change(request, user, "Revoked the API token.")
         if revoked:
-            self.message_user(
-                request, f"Revoked the API token of {len(revoked)} user(s).", messages.SUCCESS
+            said = ngettext(
+                "Revoked the API token of %(count)s user.",
+                "Revoked the API tokens of %(count)s users.",
+                len(revoked),
             )
+            self.message_user(request, said % {"count": f"{len(revoked):,}"}, messages.SUCCESS)
         else:
             self.message_user(request, "Nothing changed: none of them had an API token.")
 

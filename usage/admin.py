@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import format_html
+from django.utils.translation import ngettext
 
 from pantheon.console import (
     AmountField,
@@ -538,7 +539,8 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
                     changed += 1
         verb = "Suspended" if suspended else "Reactivated"
         if changed:
-            self.message_user(request, f"{verb} {changed} user(s).", messages.SUCCESS)
+            users = ngettext("user", "users", changed)
+            self.message_user(request, f"{verb} {changed:,} {users}.", messages.SUCCESS)
         else:
             state = "suspended" if suspended else "active"
             self.message_user(request, f"Nothing changed: they were all {state} already.")
@@ -564,7 +566,8 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
                         changed += 1
             if changed:
                 done = "Lifted the cap" if cap is None else f"Set a cap of {cap_shown(cap)}"
-                self.message_user(request, f"{done} for {changed} user(s).", messages.SUCCESS)
+                users = ngettext("user", "users", changed)
+                self.message_user(request, f"{done} for {changed:,} {users}.", messages.SUCCESS)
             else:
                 self.message_user(request, "Nothing changed: they all had that cap already.")
             return None

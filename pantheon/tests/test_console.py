@@ -644,6 +644,38 @@ def act(client, action: str, profiles, **extra):
     )
 
 
+def test_the_actions_say_one_user_or_users(make_operator, staff, profiles, owner, outsider):
+    """They said "Suspended 1 user(s)." and "Revoked the API token of 2 user(s).": a word
+    that fits the count now, as Django's own delete action says it."""
+    client = client_for(make_operator("Owner", "boss"))
+    (capped, uncapped) = profiles
+
+    def said(response) -> list[str]:
+        return [str(message) for message in client.get(response.url).context["messages"]]
+
+    one = said(act(client, "suspend", [capped]))
+    two = said(act(client, "suspend", profiles))
+    back = said(act(client, "reactivate", profiles))
+    cap_one = said(act(client, "set_cap", [uncapped], apply="1", cap="5"))
+    cap_two = said(act(client, "set_cap", profiles, apply="1", cap="7"))
+    for user in (owner, outsider):
+        Token.objects.create(user=user)
+    client = client_for(staff)
+    tokens = said(
+        client.post(
+            url(User, "changelist"),
+            {"action": "revoke_api_tokens", "_selected_action": [owner.pk, outsider.pk]},
+        )
+    )
+
+    assert one == ["Suspended 1 user."]
+    assert two == ["Suspended 1 user."]  # the other was suspended already
+    assert back == ["Reactivated 2 users."]
+    assert cap_one == ["Set a cap of 5.0000 for 1 user."]
+    assert cap_two == ["Set a cap of 7.0000 for 2 users."]
+    assert tokens == ["Revoked the API tokens of 2 users."]
+
+
 def test_suspend_and_reactivate_are_logged_per_profile(make_operator, profiles):
     operator = make_operator("Owner", "boss")
     client = client_for(operator)
@@ -1144,7 +1176,7 @@ def test_api_tokens_are_never_shown_and_are_revoked_from_the_users_list(staff, o
 
     assert "since " in user_page and token.key not in user_page
     assert client.get("/admin/authtoken/tokenproxy/").status_code == 404
-    assert "Revoked the API token of 1 user(s)." in revoked.content.decode()
+    assert "Revoked the API token of 1 user." in revoked.content.decode()
     assert token.key not in revoked.content.decode()
     assert not Token.objects.filter(user=owner).exists()
     assert LogEntry.objects.get(object_id=str(owner.pk)).change_message == (

@@ -362,7 +362,7 @@ def test_a_cap_reads_alike_on_every_page_that_shows_it(make_operator, owner, out
     assert '<div class="readonly">12.123456</div>' in user_page
     assert '<div class="readonly">12.123456</div>' in read_only
     said = [str(message) for message in done.context["messages"]]
-    assert said == ["Set a cap of 1,000.0000 for 2 user(s)."]
+    assert said == ["Set a cap of 1,000.0000 for 2 users."]
     assert re.findall(r'class="field-credit_cap">([^<]*)<', done.content.decode()) == [
         "1,000.0000",
         "1,000.0000",
