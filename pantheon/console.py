@@ -23,7 +23,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.models import DELETION, LogEntry
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import IS_POPUP_VAR, IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ERROR_FLAG, ORDER_VAR, ChangeList
@@ -702,6 +702,16 @@ def deleted(obj: Model | None) -> bool:
     return obj is not None and obj.deleted_at is not None
 
 
+def row_named(model_admin, name: str) -> str:
+    """A row named `name` (its str) in a sentence, by its kind and its name: 'room “Research”'.
+    A model admin whose rows' names begin with their kind already (`names_its_kind`: a
+    session's "Session “Roundtable demo” · e59bbb36…") gives the name alone, the kind in lower
+    case as mid-sentence: Django's pages read "the session “Session “Roundtable demo” …”"."""
+    if getattr(model_admin, "names_its_kind", False):
+        return name[:1].lower() + name[1:]
+    return f"{model_admin.opts.verbose_name} “{name}”"
+
+
 def cannot_delete_page(model_admin, request, obj: Model, why: str) -> TemplateResponse:
     """The 403 a typed-in delete URL gets for a row that stays, saying why (after "is kept:"),
     in the console's frame with a link back to the row."""
@@ -710,6 +720,7 @@ def cannot_delete_page(model_admin, request, obj: Model, why: str) -> TemplateRe
         "title": f"Cannot delete {obj}",
         "opts": model_admin.opts,
         "object": obj,
+        "row_named": row_named(model_admin, str(obj)),
         "why": why,
     }
     return TemplateResponse(request, "admin/cannot_delete.html", context, status=403)
@@ -857,16 +868,27 @@ class SoftDeleteAdmin(SavedUnlessReadOnlySinceOpened, admin.ModelAdmin):
         if deleted(obj) and super().has_delete_permission(request, obj):
             why = f"it was deleted on {moment(obj.deleted_at)} UTC already."
             return cannot_delete_page(self, request, obj, why)
-        context = {**(extra_context or {}), "soft_delete_effect": self.soft_delete_effect}
+        context = {
+            **(extra_context or {}),
+            "soft_delete_effect": self.soft_delete_effect,
+            "row_named": None if obj is None else row_named(self, str(obj)),
+        }
         return super().delete_view(request, object_id, context)
 
     def response_delete(self, request, obj_display, obj_id):
-        # Django sends back to its list only who may change rows; who may delete them and only
-        # view the list (an Owner, sessions) landed on the console's home page.
-        response = super().response_delete(request, obj_display, obj_id)
-        home = reverse("admin:index", current_app=self.admin_site.name)
-        if response.get("Location") != home or not self.has_view_permission(request):
-            return response
+        if IS_POPUP_VAR in request.POST:
+            return super().response_delete(request, obj_display, obj_id)
+        # Django's message, the row named as the console's pages name it (`row_named`).
+        self.message_user(
+            request,
+            f"The {row_named(self, obj_display)} was deleted successfully.",
+            messages.SUCCESS,
+        )
+        # Back to the list for whoever may view it: Django sent back to its list only who may
+        # change rows; who may delete them and only view the list (an Owner, sessions) landed
+        # on the console's home page.
+        if not self.has_view_permission(request):
+            return HttpResponseRedirect(reverse("admin:index", current_app=self.admin_site.name))
         changelist = reverse(
             f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
             current_app=self.admin_site.name,

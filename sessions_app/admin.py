@@ -112,6 +112,7 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
     ordering = ["-created_at"]
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # one session per conversation: as many as records
+    names_its_kind = True  # "Session “Roundtable demo” · e59bbb36…" (Session.__str__)
 
     @admin.display(description="deleted (UTC)", ordering="deleted_at")
     def deleted(self, session: Session) -> str:

@@ -311,8 +311,32 @@ def test_an_owner_who_deletes_a_session_is_sent_back_to_the_sessions_list(make_o
     listed = client.get(response.url)
     assert listed.status_code == 200
     assert [str(m) for m in listed.context["messages"]] == [
-        f"The session “{session}” was deleted successfully."
+        f"The session {str(session).removeprefix('Session ')} was deleted successfully."
     ]
+
+
+def test_a_sessions_delete_pages_name_it_once_as_a_session(staff, owner, make_session):
+    """A session's name says it is one ("Session “Roundtable demo” · e59bbb36…"): its delete
+    page read "Delete the session “Session “Roundtable demo” · e59bbb36…”?", and so did the
+    message after it and the page of its typed-in delete URL once deleted. A room's name is
+    its own, and its kind is said before it."""
+    session = make_session(owner, title="Roundtable demo")
+    short = str(session.pk)[:8]
+    client = client_for(staff)
+
+    confirm = client.get(url(Session, "delete", session.pk)).content.decode()
+    done = client.post(url(Session, "delete", session.pk), {"post": "yes"}, follow=True)
+    again = client.get(url(Session, "delete", session.pk))
+
+    assert f"Delete the session “Roundtable demo” · {short}…? It goes from the API" in confirm
+    assert [str(message) for message in done.context["messages"]] == [
+        f"The session “Roundtable demo” · {short}… was deleted successfully."
+    ]
+    assert again.status_code == 403
+    assert f"<p>Session “Roundtable demo” · {short}… is kept: it was deleted on" in (
+        again.content.decode()
+    )
+    assert "Session “Session" not in confirm + again.content.decode()
 
 
 def test_a_session_deleted_while_its_page_was_open_is_not_saved_and_says_why(
