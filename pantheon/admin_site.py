@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from pantheon import logging_context
-from pantheon.console import CheckedLists
+from pantheon.console import CheckedLists, TitledAsSaved
 from pantheon.exceptions import query_has_unrenderable
 from pantheon.passwords import console_operator
 from pantheon.throttling import login_wait
@@ -62,12 +62,16 @@ class PantheonAdminSite(admin.AdminSite):
 
     def register(self, model_or_iterable, admin_class=None, **options):
         """Every list of the console refuses a date no calendar holds as an invalid filter
-        (`pantheon.console.CheckedLists`), whichever app registers it."""
+        (`pantheon.console.CheckedLists`), and every refused change page is titled by its row as
+        saved (`TitledAsSaved`), whichever app registers it."""
         admin_class = admin_class or admin.ModelAdmin
-        if not issubclass(admin_class, CheckedLists):
+        missing = tuple(
+            base for base in (CheckedLists, TitledAsSaved) if not issubclass(admin_class, base)
+        )
+        if missing:
             admin_class = type(
                 admin_class.__name__,
-                (CheckedLists, admin_class),
+                (*missing, admin_class),
                 {"__module__": admin_class.__module__, "__doc__": admin_class.__doc__},
             )
         super().register(model_or_iterable, admin_class, **options)

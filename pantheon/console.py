@@ -346,6 +346,23 @@ class CheckedLists:
         return super().changelist_view(request, extra_context)  # type: ignore[misc]
 
 
+class TitledAsSaved:
+    """A change page whose save was refused is titled by its row as saved, not as typed: the
+    form sets what was typed on the row before its checks refuse it (an agent key the model's
+    constraint refuses, a username taken), and Django's title, heading and breadcrumbs named
+    the row by it ("Error: Ada (@日本)" for Ada, @ada). The console's site gives it to every
+    model admin it registers, as `CheckedLists`."""
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if change and request.method == "POST" and obj is not None and obj.pk is not None:
+            saved = type(obj)._base_manager.filter(pk=obj.pk).first()
+            if saved is not None:  # else deleted meanwhile: the page says so itself
+                context["subtitle"], context["original"] = str(saved), saved
+        return super().render_change_form(  # type: ignore[misc]
+            request, context, add, change, form_url, obj
+        )
+
+
 class RecordAdmin(ReadOnlyRecords, admin.ModelAdmin):
     """Read-only for everyone, superusers included. No facet counts: a count per filter choice
     over a million ledger rows never finished."""

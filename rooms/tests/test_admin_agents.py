@@ -132,3 +132,25 @@ def test_the_add_page_shows_no_id_the_agent_would_not_get(boss, owner):
     assert "Id:" not in page
     assert added.status_code == 302
     assert Agent.objects.get(agent_key="kay").tool_permissions == ["search"]
+
+
+def test_a_refused_page_is_titled_by_the_agent_as_saved(boss, owner, make_agent, staff):
+    """The page of a refused key was titled "Error: Ada (@日本)", its heading and breadcrumbs
+    alike: the key refused, set on the agent before the check refused it. A user's page with a
+    username taken read as that other user's."""
+    ada = make_agent(owner, "ada")
+
+    refused = boss.post(url(Agent, "change", ada.pk), form(ada, agent_key="日本"))
+    user_page = client_for(staff).post(
+        f"/admin/auth/user/{owner.pk}/change/",
+        {"username": "staff", "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"},
+    )
+
+    page = refused.content.decode()
+    assert refused.status_code == 200 and 'class="errorlist' in page
+    assert "<title>Error: Ada (@ada) | Change agent | Pantheon</title>" in page
+    assert "<h2>Ada (@ada)</h2>" in page
+    assert "日本" not in page.split('<div id="content-main">')[0]  # title, breadcrumbs, heading
+    assert Agent.objects.get(pk=ada.pk).agent_key == "ada"
+    assert user_page.status_code == 200
+    assert "<title>Error: owner | Change user | Pantheon</title>" in user_page.content.decode()
