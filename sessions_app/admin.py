@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Q
 from django.urls import reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
 from pantheon.console import (
     ChangesWithValues,
@@ -89,7 +89,7 @@ class SessionForm(CheckedAsTheApi):
 @admin.register(Session)
 class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDeleteAdmin):
     form = SessionForm
-    list_display = ["created", "starter", "room_name", "agent", "title", "deleted"]
+    list_display = ["created", "starter", "room_name", "agent_name", "title", "deleted"]
     list_display_links = ["created"]
     created = moment_column()
     starter = name_column("started_by", "username", "started by")
@@ -107,8 +107,25 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
     list_select_related = ["room", "agent", "started_by"]
     # Who started a session and where are records: its turns and their ledger rows name them.
     # Only the title changes here.
-    fields = ["id", "started_by", "room", "agent", "title", "created_at", "deleted_at", "records"]
-    readonly_fields = ["id", "started_by", "room", "agent", "created_at", "deleted_at", "records"]
+    fields = [
+        "id",
+        "started_by",
+        "room",
+        "agent_shown",
+        "title",
+        "created_at",
+        "deleted_at",
+        "records",
+    ]
+    readonly_fields = [
+        "id",
+        "started_by",
+        "room",
+        "agent_shown",
+        "created_at",
+        "deleted_at",
+        "records",
+    ]
     ordering = ["-created_at"]
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # one session per conversation: as many as records
@@ -117,6 +134,26 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
     @admin.display(description="deleted (UTC)", ordering="deleted_at")
     def deleted(self, session: Session) -> str:
         return _deleted_moment(session)
+
+    # A direct session whose agent was deleted keeps its history with no agent: it says so, as
+    # the turns list does ("(deleted agent)"), where Django's column read "-" as for a room's.
+
+    @admin.display(description="agent", ordering="agent")
+    def agent_name(self, session: Session) -> str:
+        if session.agent_id is not None:
+            return str(session.agent)
+        return self._no_agent(session)
+
+    @admin.display(description="agent")
+    def agent_shown(self, session: Session) -> str:
+        """The page's: a link to the agent's page, as Django's read-only field gave."""
+        if session.agent_id is None:
+            return self._no_agent(session)
+        page = reverse("admin:rooms_agent_change", args=[session.agent_id])
+        return format_html('<a href="{}">{}</a>', page, session.agent)
+
+    def _no_agent(self, session: Session) -> str:
+        return "(deleted agent)" if session.room_id is None else self.get_empty_value_display()
 
     def has_add_permission(self, request):
         # Users open sessions through the API (POST sessions); no operator workflow adds one.

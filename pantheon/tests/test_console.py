@@ -18,6 +18,7 @@ from rest_framework.authtoken.models import Token
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
 from rooms.models import Agent, Room, RoomAgent
+from rooms.services import agent_delete
 from sessions_app.models import (
     IdempotencyKey,
     Message,
@@ -313,6 +314,33 @@ def test_an_owner_who_deletes_a_session_is_sent_back_to_the_sessions_list(make_o
     assert [str(m) for m in listed.context["messages"]] == [
         f"The session {str(session).removeprefix('Session ')} was deleted successfully."
     ]
+
+
+def test_a_direct_session_whose_agent_was_deleted_says_so_as_the_turns_list_does(
+    staff, owner, make_agent, make_room, make_session
+):
+    """Its agent column and field read "-", as for a room's session, where the turns list
+    says "(deleted agent)"."""
+    ada, bo = make_agent(owner, "ada"), make_agent(owner, "bo")
+    orphan = make_session(owner, agent=ada, title="Orphan")
+    kept = make_session(owner, agent=bo, title="Kept")
+    make_session(owner, room=make_room(owner, [bo]), title="Roomy")
+    Turn.objects.create(session=orphan, turn_index=1, mode="direct", user_input="hi")
+    agent_delete(agent=ada)
+    client = client_for(staff)
+
+    listed = client.get(url(Session, "changelist")).content.decode()
+    page = client.get(url(Session, "change", orphan.pk)).content.decode()
+    kept_page = client.get(url(Session, "change", kept.pk)).content.decode()
+    turns = client.get(url(Turn, "changelist")).content.decode()
+
+    rows = re.findall(
+        r'<td class="field-agent_name">([^<]*)</td><td class="field-title">([^<]*)</td>', listed
+    )
+    assert sorted(rows) == [("(deleted agent)", "Orphan"), ("-", "Roomy"), ("Bo (@bo)", "Kept")]
+    assert '<div class="readonly">(deleted agent)</div>' in page
+    assert f'<a href="{url(Agent, "change", bo.pk)}">Bo (@bo)</a>' in kept_page
+    assert "(deleted agent)" in turns
 
 
 def test_a_sessions_delete_pages_name_it_once_as_a_session(staff, owner, make_session):
