@@ -488,6 +488,10 @@ def _logged(form, name: str, value) -> str:
     if isinstance(field, forms.ModelChoiceField) and not isinstance(value, Model):
         with suppress(forms.ValidationError):  # a relation's initial value is its key: the row
             value = field.to_python(value)
+    elif isinstance(field, forms.ChoiceField) and value not in (None, ""):
+        # A choice by its label, as its select showed it (and a row by its name, above): a
+        # room's mode read "roundtable", its column's value.
+        value = _choice_labels(field).get(str(value), value)
     if isinstance(value, QuerySet | list | tuple) and all(isinstance(v, Model) for v in value):
         value = ", ".join(sorted(str(row) for row in value))  # a user's groups, say
     if value in (None, "", [], {}):
@@ -501,6 +505,17 @@ def _logged(form, name: str, value) -> str:
     else:
         text = str(value)
     return text if len(text) <= 60 else f"{text[:59]}…"
+
+
+def _choice_labels(field: forms.ChoiceField) -> dict[str, str]:
+    """The labels of `field`'s choices by their values, those in groups included."""
+    labels = {}
+    for value, label in field.choices:
+        if isinstance(label, list | tuple):  # a group: (its name, its choices)
+            labels.update({str(v): str(text) for v, text in label})
+        else:
+            labels[str(value)] = str(label)
+    return labels
 
 
 class TextLines(forms.CharField):

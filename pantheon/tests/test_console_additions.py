@@ -169,7 +169,7 @@ def test_an_agent_and_a_room_added_say_what_they_were_added_with(boss, owner, ma
         "Kay checks every figure twice. and Tool permissions: ['search']."
     ]
     assert history(Room.objects.get(name="Audit")) == [
-        "Added with Owner: owner, Name: Audit, Goal: (empty), Current mode: roundtable and "
+        "Added with Owner: owner, Name: Audit, Goal: (empty), Current mode: Roundtable and "
         "Pending mode: (empty). Added room agent “Ada (@ada) at seat 0 of Audit” with Agent: "
         "Ada (@ada) and Position: 0."
     ]

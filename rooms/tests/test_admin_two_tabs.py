@@ -46,8 +46,21 @@ def test_a_stale_tab_keeps_the_name_another_tab_saved(room, staff):
     assert (room.name, room.current_mode) == ("TwoTabs renamed by A", "manual")
     assert history(room) == [
         "Changed Name: TwoTabs → TwoTabs renamed by A.",
-        "Changed Current mode: roundtable → manual.",
+        "Changed Current mode: Roundtable → Manual (tag agents with @key).",
     ]
+
+
+def test_a_modes_change_is_logged_and_refused_by_its_label(room, staff):
+    """A room's history read "Changed Pending mode: (empty) → roundtable.", the column's value,
+    where the page's select shows "Roundtable" (and a relation's change names its row)."""
+    page = admin_url(Room, "change", room.pk)
+    (tab_a, shown_a), (tab_b, shown_b) = two_tabs(staff, page, "room_form")
+
+    tab_a.post(page, shown_a | {"pending_mode": "orchestrator"})
+    refused = tab_b.post(page, shown_b | {"pending_mode": "manual"})
+
+    assert history(room) == ["Changed Pending mode: (empty) → Orchestrator."]
+    assert refusals(refused) == [elsewhere("Pending mode", "“Orchestrator”")]
 
 
 def test_a_name_changed_in_both_tabs_is_refused_saying_what_it_is_now(room, staff):
