@@ -266,6 +266,14 @@ class DrillDownChangeList(ChangeList):
             raise IncorrectLookupParameters(error) from error
         return queryset
 
+    def get_results(self, request):
+        super().get_results(request)
+        # Django reads a list its count fits on one page unsliced: a count taken from elsewhere
+        # (the ledger's, from its rollups) below the rows rendered every row on one page.
+        if isinstance(self.result_list, QuerySet) and not self.result_list.query.is_sliced:
+            shown = self.list_max_show_all if self.show_all else self.list_per_page
+            self.result_list = self.result_list[:shown]
+
     def get_ordering(self, request, queryset):
         """A sort typed into the address (`?o=3`) by a column the list does not offer to sort
         by is dropped, as an unknown column is: the big lists offer only the orders an index

@@ -1,10 +1,9 @@
 """Reads for the billing dashboard and its CSV export.
 
-Whole past days come from the daily rollups and only the days after the newest one they hold
-(today, and any day after the last rollup run) from the ledger, so a 30-day report reads a few
-thousand rollup rows instead of millions of ledger rows. A day without calls has no rollup
-row, so days without calls after the newest rollup are read from the ledger too (where they
-have no rows either), and the pages say which days came from where in those terms. Every read
+Whole past days come from the daily rollups and only the days after those they hold (today,
+and any day since the last rollup run: `RollupCoverage` records how far they reach) from the
+ledger, so a 30-day report reads a few thousand rollup rows instead of millions of ledger
+rows. A day the rollups never held is read from the ledger, never as a quiet day. Every read
 is one aggregate query: the page takes the same number of queries for ten calls as for ten
 million.
 """
@@ -23,7 +22,7 @@ from django.db.models import Count, Max, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from sessions_app.models import Turn
-from usage.models import DailyUsageRollup, LlmCallEvent
+from usage.models import DailyUsageRollup, LlmCallEvent, RollupCoverage
 from usage.rollups import ROLLUP_VALUE_COLUMNS, day_start, today
 from usage.selectors import UNPRICED_CALLS, ledger_total_sums
 
@@ -98,16 +97,17 @@ class Sources:
     rollups: QuerySet | None
     ledger: QuerySet | None
     ledger_from: date | None
-    generation: int | None  # the newest rollup's id: a rebuild always writes new rows
+    generation: str | None  # when the rollups were last rebuilt: what is cached from them
     rollups_to: date | None = None  # the last day read from the rollups (None: unbounded)
 
 
 def _sources(*, start: date | None, end: date | None, username: str, model_alias: str) -> Sources:
-    """Rollups for whole past days, the ledger for today and any day after the newest rollup
-    (so a late `rollup_usage` never hides a day). None bounds: from the first / to the last."""
-    rollup_state = DailyUsageRollup.objects.aggregate(newest=Max("day"), generation=Max("id"))
-    newest = rollup_state["newest"]
-    boundary = None if newest is None else min(today(), newest + timedelta(days=1))
+    """Rollups for the whole past days they cover (`RollupCoverage`), the ledger for today and
+    any day after them (so a late `rollup_usage` never hides a day). None bounds: from the
+    first / to the last."""
+    coverage = RollupCoverage.objects.filter(pk=1).values_list("until", "rebuilt_at").first()
+    covered, generation = coverage or (None, None)
+    boundary = None if covered is None else min(today(), covered)
     if boundary is not None and start is not None:
         boundary = max(boundary, start)
     rollups = ledger = None
@@ -131,7 +131,13 @@ def _sources(*, start: date | None, end: date | None, username: str, model_alias
     if rollups is not None:
         last_rolled = boundary - timedelta(days=1)
         rollups_to = last_rolled if end is None else min(end, last_rolled)
-    return Sources(rollups, ledger, ledger_from, rollup_state["generation"], rollups_to)
+    return Sources(
+        rollups,
+        ledger,
+        ledger_from,
+        None if generation is None else f"{generation:%Y%m%dT%H%M%S.%f}",
+        rollups_to,
+    )
 
 
 def usage_totals_between(

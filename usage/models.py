@@ -329,6 +329,27 @@ class DailyUsageRollup(UsageTotals):
         return f"{self.day} {self.user_id} {self.model_alias}"
 
 
+class RollupCoverage(models.Model):
+    """How far the daily rollups reach: every UTC day before `until` is in them. A day without
+    calls has no rollup row, so the rows alone cannot tell a quiet day from one never rolled up
+    (a nightly `rollup_usage --since` two days back, started on a ledger with history, or after
+    two missed nights, left days out, and the dashboard and the ledger list read them as empty).
+    One row, written by each rebuild of the rollups (`usage.rollups`); none before the first."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    until = models.DateField(help_text="The first UTC day the rollups do not hold.")
+    # Each rebuild writes new rollup rows: what the dashboard caches from them is keyed by it.
+    rebuilt_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="rollup_coverage_one_row")
+        ]
+
+    def __str__(self) -> str:
+        return f"rollups to {self.until} (exclusive)"
+
+
 class MonthlyUsage(models.Model):
     """A user's credits and calls in one calendar month (UTC): the figure the cap applies to.
 

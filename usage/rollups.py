@@ -16,7 +16,7 @@ from django.db.models import Count, DateField, QuerySet, Sum, Value
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
-from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage
+from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
 from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of
 
 # DailyUsageRollup's columns in the order `ledger_daily_sums` selects them.
@@ -101,15 +101,32 @@ class RebuildResult:
     rows_written: int
     calls: int
     dry_run: bool
+    # The `since` asked for, when the rebuild began earlier: the days between the rollups' end
+    # and it had never been rolled up (a rollup rebuild only).
+    asked_since: date | None = None
+
+
+def rollups_cover_until() -> date | None:
+    """The first UTC day the rollups do not hold (every day before it is in them), or None
+    before the first rebuild."""
+    return RollupCoverage.objects.filter(pk=1).values_list("until", flat=True).first()
 
 
 def rollup_rebuild(*, since: date | None = None, dry_run: bool = False) -> RebuildResult:
     """Recompute DailyUsageRollup for whole UTC days from `since` (default: all) to yesterday.
 
     Rollups from `since` on are replaced, a stray one for today or later included: today is
-    still being written, and the dashboard reads today from the ledger.
+    still being written, and the dashboard reads today from the ledger. A `since` after the
+    rollups' end (or before any rebuild) begins at their end (or the first call) instead, so
+    no day is ever left out between them (`RollupCoverage`); the result says so.
     """
     until = today()
+    asked = since
+    if since is not None:
+        covered = rollups_cover_until()
+        if covered is None or covered < since:
+            since = covered
+    asked_since = asked if since != asked else None
     sums = ledger_daily_sums(since=since, until=until)
     stale = DailyUsageRollup.objects.all()
     if since is not None:
@@ -118,7 +135,13 @@ def rollup_rebuild(*, since: date | None = None, dry_run: bool = False) -> Rebui
         with analytic_transaction():
             totals = sums.aggregate(groups=Count("*"), calls=Sum("sum_llm_calls"))
         return RebuildResult(
-            since, until, stale.count(), totals["groups"] or 0, totals["calls"] or 0, True
+            since,
+            until,
+            stale.count(),
+            totals["groups"] or 0,
+            totals["calls"] or 0,
+            True,
+            asked_since,
         )
     columns = [*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS, "updated_at"]
     # In the unique index's order: the insert appends to it instead of touching it at random.
@@ -132,11 +155,12 @@ def rollup_rebuild(*, since: date | None = None, dry_run: bool = False) -> Rebui
             )["calls"]
             or 0
         )
+        RollupCoverage.objects.update_or_create(pk=1, defaults={"until": until})
     if connection.vendor == "postgresql":
         # Fresh statistics for the dashboard's plans: the table was just rewritten.
         with connection.cursor() as cursor:
             cursor.execute(f'ANALYZE "{DailyUsageRollup._meta.db_table}"')
-    return RebuildResult(since, until, removed, written, calls, False)
+    return RebuildResult(since, until, removed, written, calls, False, asked_since)
 
 
 def counters_rebuild(*, since: date | None = None, dry_run: bool = False) -> RebuildResult:

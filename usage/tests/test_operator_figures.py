@@ -21,6 +21,7 @@ from usage.models import (
     LlmCallEvent,
     ModelPrice,
     PricingVersion,
+    RollupCoverage,
 )
 from usage.rollups import rollup_rebuild, today
 from usage.services import billing_profile_set_cap, usage_call_open, usage_calls_mark_lost
@@ -162,16 +163,19 @@ def test_with_rollups_the_pages_say_which_days_come_from_where(make_operator, ow
     dashboard = client.get(reverse(DASHBOARD)).content.decode()
     ledger = client.get(reverse(LEDGER), {"username": "owner"}).content.decode()
 
-    rolled, after = today() - timedelta(days=3), today() - timedelta(days=2)
-    # The newest rollup's day, then the ledger from the day after (DESIGN: no day is hidden).
-    # rollup_usage covered the two days after it too, but wrote no row for them (no calls): the
-    # note read as if it had not, "Whole days to <3 days ago> from the daily rollups".
-    assert f"Whole days to {rolled:%Y-%m-%d} from the daily rollups;" in dashboard
+    # rollup_usage covered every whole day to yesterday, though it wrote no row for the days
+    # without calls: only today comes from the ledger.
+    yesterday = today() - timedelta(days=1)
+    assert f"Whole days to {yesterday:%Y-%m-%d} from the daily rollups;" in dashboard
+    assert "the ledger for the days after those they hold." in ledger
+    # A rollup run two days ago: the day since, yesterday, is read from the ledger, and why.
+    RollupCoverage.objects.filter(pk=1).update(until=yesterday)
+    behind = client.get(reverse(DASHBOARD)).content.decode()
     assert (
-        f"from {after:%Y-%m-%d} straight from the ledger, as the rollups hold no later day "
-        "(rollup_usage writes no row for a day without calls)." in dashboard
-    )
-    assert "the ledger for the days after the newest one they hold." in ledger
+        f"Whole days to {yesterday - timedelta(days=1):%Y-%m-%d} from the daily rollups; from "
+        f"{yesterday:%Y-%m-%d} straight from the ledger, as the rollups hold no later day "
+        "(rollup_usage has not rolled them up yet: it rolls up whole days, to yesterday)."
+    ) in behind
     # With a rollup for yesterday, only today comes from the ledger: nothing to explain.
     ledger_row(owner, at=at(1))
     rollup_rebuild()
@@ -182,21 +186,20 @@ def test_with_rollups_the_pages_say_which_days_come_from_where(make_operator, ow
     )
 
 
-def test_a_range_after_the_newest_rollup_is_read_from_the_ledger_and_says_why(
+def test_a_range_after_the_rollups_is_read_from_the_ledger_and_says_why(
     make_operator, owner, ledger_row
 ):
-    """It said "no daily rollups cover these days" of days rollup_usage had covered, finding
-    no calls in them."""
     ledger_row(owner, at=at(5))
     rollup_rebuild()
+    RollupCoverage.objects.filter(pk=1).update(until=today() - timedelta(days=4))
     days = {"start": (today() - timedelta(days=3)).isoformat(), "end": today().isoformat()}
 
     page = client_for(make_operator("Analyst")).get(reverse(DASHBOARD), days).content.decode()
 
     assert (
         "Every day straight from the ledger (today, the lighter bar: the day so far): the daily "
-        "rollups hold none of these days (rollup_usage writes no row for a day without calls)."
-        in page
+        "rollups hold none of these days (rollup_usage has not rolled them up yet: it rolls up "
+        "whole days, to yesterday)." in page
     )
 
 

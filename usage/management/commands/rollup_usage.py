@@ -41,3 +41,13 @@ class Command(ProjectCommand):
             f"({result.rows_removed:,} replaced) from {span} "
             f"in {time.monotonic() - started:.1f} s."
         )
+        if result.asked_since is not None:
+            began = (
+                f"at their end, {result.since}"
+                if result.since is not None
+                else "at the first call (no rollup had been made)"
+            )
+            self.stdout.write(
+                f"Begun {began}, not at --since {result.asked_since}: the rollups leave out no "
+                "day in between."
+            )
