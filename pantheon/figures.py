@@ -59,7 +59,8 @@ def credits_text(value) -> str:
 def credit_cap_text(value) -> str:
     """12.123456 → 12.123456; 5 → 5.0000; 1000 → 1,000.0000."""
     amount = as_decimal(value)
-    stored = -min(amount.normalize().as_tuple().exponent, 0)
+    exponent = amount.normalize().as_tuple().exponent  # a letter for a NaN or infinity
+    stored = -min(exponent, 0) if isinstance(exponent, int) else 0
     return f"{rounded(amount, max(stored, CREDITS_PLACES)):,f}"
 
 
