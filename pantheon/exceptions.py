@@ -115,11 +115,24 @@ class IdempotencyKeyReused(UnprocessableRequest):
 
 
 class IdempotencyKeyInUse(PantheonError):
+    """With the turn the first request claimed, once it has: a client whose connection dropped
+    before the stream's `turn_started` follows it (`GET turns/{id}/events`) instead of waiting."""
+
     status_code = status.HTTP_409_CONFLICT
     code = "idempotency_key_in_use"
     default_message = (
         "A request with this Idempotency-Key is still running; retry when it has finished."
     )
+
+    def __init__(self, message: str | None = None, *, turn_id=None):
+        super().__init__(message)
+        self.turn_id = turn_id
+
+    def as_body(self) -> dict:
+        body = super().as_body()
+        if self.turn_id is not None:
+            body["detail"]["turn_id"] = str(self.turn_id)
+        return body
 
 
 class InvalidIdempotencyKey(PantheonError):

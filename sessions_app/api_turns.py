@@ -281,7 +281,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     409: "Another turn of this session is running: "
                     '`{"detail": "Turn creation conflicted with concurrent writes. '
                     'Please retry."}`; or `idempotency_key_in_use`: the first request with '
-                    "this Idempotency-Key is still running.",
+                    "this Idempotency-Key is still running, with `turn_id` once it has claimed "
+                    "its turn (follow it with `GET turns/{id}/events`).",
                     503: "`over_capacity`: the server is serving as many requests as it can; "
                     "retry after `Retry-After` seconds. Or `turn_interrupted`: the server "
                     "restarted while the turn ran (a deploy), or an operator's `recover_turns` "

@@ -130,19 +130,19 @@ def idempotency_begin(
             status=record.response_status, body=record.response_body, turn_id=record.turn_id
         )
     if turn_in_progress:
-        raise exceptions.IdempotencyKeyInUse()
+        raise exceptions.IdempotencyKeyInUse(turn_id=record.turn_id)
     # A key younger than the stale limit belongs to a request that may be alive (one whose turn
     # completed may be storing its answer, its balance in it), unless its turn was interrupted:
     # its request died with its worker (kill -9) and `recover_turns` or a takeover ended the
     # turn. The retry then runs it afresh at once, not after the stale limit.
     if record.updated_at >= stale_before(timezone.now()) and not _turn_interrupted(record):
-        raise exceptions.IdempotencyKeyInUse()
+        raise exceptions.IdempotencyKeyInUse(turn_id=record.turn_id)
     ended = _ended_turn(record)
     if ended is not None:
         return ended
     if _take_over(record):
         return record
-    raise exceptions.IdempotencyKeyInUse()
+    raise exceptions.IdempotencyKeyInUse(turn_id=record.turn_id)
 
 
 def _turn_interrupted(record: IdempotencyKey) -> bool:

@@ -165,7 +165,14 @@ def test_the_same_key_while_the_first_request_runs_is_a_409(owner_client, sessio
 
     assert first.status_code == 201
     assert during["response"].status_code == 409
-    assert during["response"].json()["detail"]["code"] == "idempotency_key_in_use"
+    # With the turn the first request claimed: a client that lost the first answer before
+    # learning its turn follows it (GET turns/{id}/events) rather than wait and retry.
+    assert during["response"].json()["detail"] == {
+        "code": "idempotency_key_in_use",
+        "message": "A request with this Idempotency-Key is still running; retry when it has "
+        "finished.",
+        "turn_id": first.json()["id"],
+    }
     # Once finished, the retry gets the answer.
     assert post(owner_client, session).json() == first.json()
     assert len(fake_gateway.calls) == 1
@@ -399,13 +406,32 @@ def test_a_young_key_whose_turn_runs_or_just_finished_is_still_in_use(
     owner, owner_client, session, fake_gateway, status
 ):
     """A completed turn's request may be storing its answer (its balance in it) right now."""
-    _young_key(owner, session, status)
+    record = _young_key(owner, session, status)
 
     response = post(owner_client, session)
 
     assert response.status_code == 409
     assert response.json()["detail"]["code"] == "idempotency_key_in_use"
+    assert response.json()["detail"]["turn_id"] == str(IdempotencyKey.objects.get().turn_id)
+    assert IdempotencyKey.objects.get().pk == record.pk
     assert fake_gateway.calls == []
+
+
+def test_a_key_in_use_before_its_request_claimed_a_turn_names_none(
+    owner, owner_client, session, fake_gateway
+):
+    IdempotencyKey.objects.create(
+        user=owner,
+        key="key-1",
+        fingerprint=request_fingerprint(
+            method="POST", path=f"/api/v1/sessions/{session.id}/turns", body={"message": "hello"}
+        ),
+    )
+
+    response = post(owner_client, session)
+
+    assert response.status_code == 409
+    assert set(response.json()["detail"]) == {"code", "message"}
 
 
 @pytest.mark.parametrize(
