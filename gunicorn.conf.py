@@ -90,30 +90,12 @@ else:
 
 def on_starting(server):
     """Collect static files before the workers start, so WhiteNoise serves the admin's CSS and
-    Swagger UI's assets with DEBUG off however the server was launched. Idempotent. Instances
-    of one checkout take turns (a lock file beside STATIC_ROOT): run at once, collectstatic
-    deletes and rewrites the hashed files the other is reading, and an instance fails to
-    start."""
-    import fcntl
-    import subprocess
-    import sys
-    from pathlib import Path
+    Swagger UI's assets with DEBUG off however the server was launched; instances of one
+    checkout take turns, and a refused setting stops the start in one line
+    (`pantheon.collect_static`, which `python -m pantheon.serve` runs too)."""
+    from pantheon.collect_static import collect_static
 
-    root = Path(__file__).resolve().parent
-    with open(root / ".collectstatic.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        collected = subprocess.run(
-            [sys.executable, str(root / "manage.py"), "collectstatic", "--noinput", "-v", "0"],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    if collected.returncode:
-        # A setting refused (ImproperlyConfigured, naming it) fails here first, before any
-        # worker: its traceback as manage.py printed it, then its last line, not gunicorn's
-        # traceback of a failed subprocess.
-        sys.stderr.write(collected.stderr)
-        lines = collected.stderr.strip().splitlines() or ["(no output)"]
-        raise SystemExit(f"Pantheon did not start: {lines[-1]}")
+    collect_static()
 
 
 # Each worker's name, which its turns record; a worker that exits leaves its name to the next

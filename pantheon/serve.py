@@ -15,6 +15,11 @@ in flight, those whose client hung up included, get most of `--graceful-timeout`
 still running then end `interrupted`. A second Ctrl-C stops waiting. Before, uvicorn waited for
 open connections only: a turn whose client had hung up was dropped at once, left `running`
 (its session refused new turns until the stale limit).
+
+With DEBUG off it collects static files before it serves, as gunicorn does
+(`pantheon.collect_static`): the admin's pages and `/api/docs/` name their assets from the
+manifest collectstatic writes, and were a 500 without it. With DEBUG on (`make run`) the assets
+are served from the apps' own directories, and the few seconds are not spent.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ import contextlib
 import math
 import sys
 
+from django.core.exceptions import ImproperlyConfigured
 from uvicorn.config import LOGGING_CONFIG, Config
 
+from pantheon import config as settings_config
 from pantheon import draining
+from pantheon.collect_static import collect_static
 from pantheon.log_formats import log_format
 from pantheon.workers import DrainingServer
 
@@ -69,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         # Whole seconds, as uvicorn types it; nothing kills this server at the graceful timeout.
         timeout_graceful_shutdown=math.ceil(draining.requests_seconds(options.graceful_timeout)),
     )
+    # Before the app is loaded: WhiteNoise lists STATIC_ROOT's files as the app starts.
+    if not _debug():
+        collect_static()
     # The app is loaded before the event loop starts, as uvicorn.run and its command line do:
     # the app's warm-up (pantheon.asgi) runs a loop of its own.
     config.load_app()
@@ -80,6 +91,16 @@ def main(argv: list[str] | None = None) -> None:
         server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def _debug() -> bool:
+    """DEBUG as the settings read it from the environment. A DEBUG set only in `.env` (which the
+    settings read too) counts as off here: the files are collected, needlessly but harmlessly.
+    A DEBUG no flag reads as off too: collectstatic's settings then refuse it, in one line."""
+    try:
+        return settings_config.flag("DEBUG", False)
+    except ImproperlyConfigured:
+        return False
 
 
 if __name__ == "__main__":

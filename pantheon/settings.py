@@ -200,8 +200,9 @@ USE_TZ = True
 FORMAT_MODULE_PATH = ["pantheon.formats"]
 
 STATIC_URL = "static/"
-# `manage.py collectstatic` fills it (gunicorn.conf.py runs it at start); WhiteNoise serves it
-# with hashed names and far-future caching, compressed.
+# `manage.py collectstatic` fills it (gunicorn, and pantheon.serve with DEBUG off, run it at
+# start: pantheon/collect_static.py); WhiteNoise serves it with hashed names and far-future
+# caching, compressed.
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -4,17 +4,19 @@ collectstatic), and Swagger UI loads nothing from a CDN."""
 import fcntl
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.test import Client, override_settings
 
-from pantheon.testing.servers import ROOT, AppServer
+from pantheon.testing.servers import ROOT, AppServer, free_port
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,62 @@ def test_an_instance_starting_while_another_collects_static_files_waits_for_it()
             assert start.poll() is None, "it collected while the other instance was collecting"
             time.sleep(0.05)
     assert start.wait(120) == 0, start.stderr.read()[-500:]
+
+
+def test_pantheon_serve_with_debug_off_collects_static_files_and_serves_docs_and_admin(
+    tmp_path,
+):
+    """`python -m pantheon.serve` with DEBUG off collects static files before it serves, as
+    gunicorn does. It did not: `/api/docs/` and `/admin/login/` were a 500 ("Missing
+    staticfiles manifest entry for 'drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css'")
+    until someone ran collectstatic; the client tester's catch. The production settings with a
+    STATIC_ROOT of this test's own, empty as on a fresh checkout."""
+    static_root = tmp_path / "static"
+    (tmp_path / "serve_settings.py").write_text(
+        f"from pantheon.settings import *  # noqa: F403\nSTATIC_ROOT = {str(static_root)!r}\n"
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "serve_settings",
+        "PYTHONPATH": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+        "PANTHEON_LLM_BACKEND": "demo",
+        "DEBUG": "false",
+        "LOG_LEVEL": "ERROR",
+    }
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pantheon.serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "pantheon.serve did not start"
+            time.sleep(0.2)
+
+        assets = set()
+        for page in ("/api/docs/", "/admin/login/"):
+            response = httpx.get(f"{url}{page}", timeout=10)
+            assert response.status_code == 200, (page, response.text[:300])
+            assets |= set(re.findall(r'(?:src|href)="(/static/[^"]+)"', response.text))
+        assert any("swagger-ui-dist/swagger-ui." in asset for asset in assets), assets
+        assert any(re.search(r"admin/css/base\.[0-9a-f]{12}\.css$", a) for a in assets), assets
+        for asset in sorted(assets):
+            assert httpx.get(f"{url}{asset}", timeout=10).status_code == 200, asset
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(15)
