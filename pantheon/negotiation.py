@@ -27,12 +27,17 @@ def _quality(accepted: MediaType) -> float:
 
 
 class StrictContentNegotiation(DefaultContentNegotiation):
-    """DRF's negotiation with two corrections.
+    """DRF's negotiation with three corrections.
 
     - `?format=`: DRF ignores an empty one and answers in the default format; the schema lists
       the formats an operation speaks, and "" is none of them: a 404, as for an unknown format,
       whose message says it is the format that was not found (DRF's says "Not found.", as if
       the resource were gone).
+    - `?format=` wins over `Accept`: it is what a client whose HTTP library sends a fixed
+      `Accept` uses instead, as the schema says ("in place of `Accept`"). DRF still required
+      `Accept` to take the format's type: `?format=sse` with `Accept: application/json` was a
+      406. `Accept` still ranks the format's renderers, if several, and its parameters
+      (`indent`) still reach the one it covers.
     - `Accept`: DRF ranks the client's media ranges by how specific they are and ignores their
       q-values, so `application/json;q=0.1, text/event-stream` got JSON, `application/json;q=0`
       did not refuse JSON, and `text/event-stream;q=0.9` was answered in JSON labelled as an
@@ -71,6 +76,8 @@ class StrictContentNegotiation(DefaultContentNegotiation):
             if best is None or rank > best[0]:
                 best = (rank, renderer, accepted)
         if best is None:
+            if format:  # `Accept` takes none of the format's types: the format wins
+                return renderers[0], renderers[0].media_type
             raise NotAcceptable(available_renderers=renderers)
         _, renderer, accepted = best
         # The renderer's own type, with the client's parameters but its q (JSONRenderer reads

@@ -277,7 +277,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     "progress count with their worst case).",
                     403: "`account_suspended`, or a cookie session without a CSRF token.",
                     406: "`Accept` takes neither application/json nor text/event-stream "
-                    "(q-values count): no turn is run.",
+                    "(q-values count) and no `format` says which: no turn is run.",
                     409: "Another turn of this session is running: "
                     '`{"detail": "Turn creation conflicted with concurrent writes. '
                     'Please retry."}`; or `idempotency_key_in_use`: the first request with '
@@ -309,8 +309,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 str,
                 OpenApiParameter.QUERY,
                 enum=["json", "sse"],
-                description="The answer's form, in place of `Accept`: `sse` streams the turn's "
-                "events, `json` answers the turn.",
+                description="The answer's form, in place of `Accept` (whatever it says): `sse` "
+                "streams the turn's events, `json` answers the turn.",
             ),
             OpenApiParameter(
                 "Idempotency-Key",
@@ -685,7 +685,8 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
             **refusals(
                 {
                     406: "`Accept` prefers JSON to text/event-stream, or refuses the stream "
-                    "(q=0): the events are a stream only."
+                    "(q=0), and no `format=sse` says otherwise; or `format=json`: the events "
+                    "are a stream only."
                 }
             ),
         },
@@ -701,7 +702,8 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
                 str,
                 OpenApiParameter.QUERY,
                 enum=["sse"],
-                description="`sse`, in place of `Accept: text/event-stream` (the only form).",
+                description="`sse`, in place of `Accept: text/event-stream` (whatever `Accept` "
+                "says; the only form).",
             ),
             OpenApiParameter(
                 "Last-Event-ID",

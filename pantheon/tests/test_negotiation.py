@@ -2,7 +2,7 @@
 negotiation did not; ties go to the more specific range, the client's order, then the view's."""
 
 import pytest
-from rest_framework.exceptions import NotAcceptable
+from rest_framework.exceptions import NotAcceptable, NotFound
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
@@ -14,9 +14,9 @@ TURNS = [JSONRenderer(), EventStreamRenderer()]  # POST sessions/{id}/turns: JSO
 EVENTS = [EventStreamRenderer(), JSONRenderer()]  # GET turns/{id}/events: the stream by default
 
 
-def negotiate(accept: str | None, renderers=TURNS) -> tuple[str, str]:
+def negotiate(accept: str | None, renderers=TURNS, query: str = "") -> tuple[str, str]:
     headers = {} if accept is None else {"HTTP_ACCEPT": accept}
-    request = Request(APIRequestFactory().get("/", **headers))
+    request = Request(APIRequestFactory().get(f"/{query}", **headers))
     renderer, media_type = StrictContentNegotiation().select_renderer(request, renderers)
     return renderer.format, media_type
 
@@ -74,3 +74,32 @@ def test_the_client_gets_the_type_it_prefers(accept, renderers, chosen):
 def test_a_client_that_takes_nothing_offered_is_not_acceptable(accept):
     with pytest.raises(NotAcceptable):
         negotiate(accept)
+
+
+@pytest.mark.parametrize(
+    "query, accept, renderers, chosen",
+    [
+        # A 406 before: Accept had to take the format's type too.
+        ("?format=sse", "application/json", TURNS, ("sse", "text/event-stream")),
+        ("?format=json", "text/event-stream", TURNS, ("json", "application/json")),
+        ("?format=sse", "application/json", EVENTS, ("sse", "text/event-stream")),
+        ("?format=json", "text/html", TURNS, ("json", "application/json")),
+        ("?format=json", "application/json;q=0, */*", TURNS, ("json", "application/json")),
+        ("?format=sse", "", EVENTS, ("sse", "text/event-stream")),
+        # An Accept that takes it still passes its parameters on.
+        ("?format=json", "*/*; indent=2", TURNS, ("json", "application/json; indent=2")),
+        ("?format=sse", None, TURNS, ("sse", "text/event-stream")),
+    ],
+)
+def test_the_format_parameter_wins_over_accept(query, accept, renderers, chosen):
+    """The README's "`?format=sse` streams as `Accept: text/event-stream` does" and the
+    schema's "in place of `Accept`": a client whose HTTP library sends a fixed Accept uses the
+    parameter for that. The client tester's catch."""
+    assert negotiate(accept, renderers, query) == chosen
+
+
+@pytest.mark.parametrize("query", ["?format=xml", "?format="])
+@pytest.mark.parametrize("accept", ["*/*", "application/json", "text/html"])
+def test_a_format_the_view_does_not_speak_is_not_found_whatever_accept_says(query, accept):
+    with pytest.raises(NotFound):
+        negotiate(accept, TURNS, query)

@@ -146,3 +146,48 @@ def test_json_parameters_in_accept_still_reach_the_renderer(owner_client, ada):
 
     assert response.status_code == 200
     assert response.content.decode().startswith('{\n  "')
+
+
+# --- `?format=` in place of Accept ---
+
+
+def test_the_format_parameter_answers_a_turn_in_its_form_whatever_accept_says(
+    owner_client, owner, ada, make_session
+):
+    """`?format=sse` streams as `Accept: text/event-stream` does, and `?format=json` answers
+    JSON, for a client whose HTTP library sends a fixed Accept: both were a 406 (and no turn)
+    when Accept named the other type. The client tester's catch."""
+    session = make_session(owner, agent=ada)
+    turns = f"/api/v1/sessions/{session.pk}/turns"
+
+    streamed = owner_client.post(
+        f"{turns}?format=sse", {"message": "hi"}, format="json", HTTP_ACCEPT="application/json"
+    )
+    assert streamed.status_code == 201
+    assert streamed["content-type"].startswith("text/event-stream")
+    ids = _event_ids(streamed)
+    assert ids[0] == events.TURN_STARTED_ID and ids[-1] == events.TURN_ENDED_ID
+
+    answered = owner_client.post(
+        f"{turns}?format=json", {"message": "hi"}, format="json", HTTP_ACCEPT="text/event-stream"
+    )
+    assert answered.status_code == 201
+    assert answered["content-type"] == "application/json"
+    assert answered.json()["status"] == "completed"
+    assert session.turns.count() == 2
+
+
+def test_the_format_parameter_streams_a_turns_events_whatever_accept_says(
+    owner_client, finished_turn
+):
+    url = f"/api/v1/turns/{finished_turn}/events"
+
+    streamed = owner_client.get(f"{url}?format=sse", HTTP_ACCEPT="application/json")
+    assert streamed.status_code == 200
+    assert streamed["content-type"].startswith("text/event-stream")
+    assert _event_ids(streamed)[-1] == events.TURN_ENDED_ID
+
+    # JSON is there for errors only: no format of this answer, whatever Accept says.
+    refused = owner_client.get(f"{url}?format=json", HTTP_ACCEPT="*/*")
+    assert refused.status_code == 406
+    assert refused.json()["detail"] == "A turn's events are answered as text/event-stream only."
