@@ -5,7 +5,8 @@ machinery gives whatever the view: 400 (bad fields, bad JSON, NUL or lone surrog
 401 where a login is needed, 403 for cookie sessions without a CSRF token, 404 where the path
 names an object or the list is paginated, 413 and 415 where a body is read, 429 where a throttle
 applies. A view declares its own domain refusals with `refusals(...)` in `extend_schema`
-(the turn: 402, 403, 409, 422); a status it declares wins over the generic one. Every response
+(the turn: 402, 403, 409, 422), and a 400 of its own with `bad_request(...)`; a status it
+declares wins over the generic one. Every response
 documents `X-Request-ID`, a 429 and a 503 also `Retry-After`. Errors are documented in JSON
 only, as they are answered; an answer's model fields are all required (it always sends them); a
 cursor page (no `count`) is named apart from a numbered one.
@@ -138,6 +139,16 @@ def refusals(refusals_by_status: dict[int, str]) -> dict[int, OpenApiResponse]:
         )
         for status, description in refusals_by_status.items()
     }
+
+
+def bad_request(own: str) -> OpenApiResponse:
+    """A view's 400 for `extend_schema`, with refusals of its own (`own`, naming their codes)
+    besides the machinery's (DESCRIPTIONS[400], the same body: a message, a coded refusal or
+    field errors)."""
+    return OpenApiResponse(
+        {"anyOf": [{"$ref": "#/components/schemas/Error"}, FIELD_ERRORS_SCHEMA]},
+        description=f"{DESCRIPTIONS[400]} {own}",
+    )
 
 
 class AutoSchema(openapi.AutoSchema):

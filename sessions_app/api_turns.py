@@ -44,7 +44,7 @@ from pantheon import draining, logging_context
 from pantheon.db import carry_back, connection_lost, database, release_connection
 from pantheon.exceptions import REFUSALS, TurnInterrupted
 from pantheon.negotiation import answer_in_json
-from pantheon.schema import TurnRefusalSerializer, refusals
+from pantheon.schema import TurnRefusalSerializer, bad_request, refusals
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, following, idempotency, selectors
@@ -270,6 +270,10 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 description="With `Accept: text/event-stream`: the turn's events (turn_started, "
                 "routing, step_started, step_delta, step_completed, turn_completed | "
                 "turn_failed) as Server-Sent Events.",
+            ),
+            400: bad_request(
+                "Or `invalid_idempotency_key`: the Idempotency-Key header is not 1 to 255 "
+                "printable ASCII characters, or is given more than once."
             ),
             **refusals(
                 {

@@ -486,6 +486,24 @@ def test_a_replayed_turn_says_so_in_a_documented_header(schema, owner_client, di
     assert created["Idempotent-Replayed"].get("required", False) is False
 
 
+@pytest.mark.parametrize("key", ["two words", "x" * 256, "caf\u00e9"])
+def test_a_turns_refused_idempotency_key_is_named_under_its_400(
+    schema, owner_client, direct_turns, key
+):
+    """Every other code of the turn was named under its status; `invalid_idempotency_key` only
+    in the header's own text, and the 400 said field errors, JSON and NULs. The client tester's
+    catch."""
+    answer = owner_client.post(
+        direct_turns, {"message": "hi"}, format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+
+    assert answer.status_code == 400
+    assert mismatches(schema, "post", TURNS, answer) == []
+    documented = schema["paths"][TURNS]["post"]["responses"]["400"]["description"]
+    assert f"`{answer.json()['detail']['code']}`" in documented
+    assert "field errors" in documented  # the machinery's 400s too
+
+
 def test_error_answers_are_documented_as_the_json_they_are(schema):
     """Every error, a streamed request's included, is answered in JSON; the schema listed the
     errors of the turn and of its events under text/event-stream too."""
