@@ -70,7 +70,7 @@ def test_every_command_on_a_database_never_migrated_is_exit_3_and_one_line(scrat
 
 
 def test_a_database_a_migration_behind_names_the_column_and_the_migration(scratch_database):
-    for args in (["migrate", "-v0"], ["migrate", "sessions_app", "0009", "-v0"]):
+    for args in (["migrate", "-v0"], ["migrate", "sessions_app", "0010", "-v0"]):
         code, stderr = finished(manage(scratch_database, *args))
         assert code == 0, stderr
 
@@ -78,9 +78,9 @@ def test_a_database_a_migration_behind_names_the_column_and_the_migration(scratc
 
     assert code == DATABASE_FAILED, stderr
     assert stderr.strip() == (
-        "CommandError: the database is not migrated (column sessions_app_turn.failure_code does "
-        "not exist; 1 migration not applied, the first sessions_app.0010_turn_failure_code): "
-        "run manage.py migrate"
+        "CommandError: the database is not migrated (column sessions_app_turn.worker does not "
+        "exist; 1 migration not applied, the first sessions_app.0011_turn_worker): run "
+        "manage.py migrate"
     )
 
 
