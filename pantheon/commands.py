@@ -29,9 +29,11 @@ DATABASE_FAILED = 3
 
 class ProjectCommand(BaseCommand):
     """The base of the project's commands: a database that cannot be reached (or that breaks
-    the connection mid-run), or one not migrated, is one line on stderr and exit 3; what the
-    command had not committed is rolled back with the connection. Any other database error (a
-    query PostgreSQL refuses, a constraint) is a bug, and keeps its traceback."""
+    the connection mid-run), that fails under the command (it refuses writes, as a standby
+    does, runs out of disk, is shut down: `database_fails`), or one not migrated, is one line
+    on stderr and exit 3; what the command had not committed is rolled back with the
+    connection. Any other database error (a query PostgreSQL refuses, a constraint, a trigger's
+    refusal) is a bug or a refusal, and keeps its traceback."""
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
@@ -44,13 +46,34 @@ class ProjectCommand(BaseCommand):
     def execute(self, *args, **options):
         try:
             return super().execute(*args, **options)
-        except (OperationalError, InterfaceError) as exc:
-            raise database_failed(exc) from exc
-        except ProgrammingError as exc:
-            unapplied = not_migrated(exc)
+        except DatabaseError as exc:
+            if database_fails(exc):
+                raise database_failed(exc) from exc
+            unapplied = not_migrated(exc) if isinstance(exc, ProgrammingError) else []
             if not unapplied:
-                raise  # a query PostgreSQL refuses: a bug
+                raise  # a query PostgreSQL refuses, a constraint: a bug or a refusal
             raise database_failed(exc, unapplied=unapplied) from exc
+
+
+# What PostgreSQL says when the database itself fails, not the command's statements, beside
+# what arrives as an OperationalError (connection, class 08; insufficient resources, 53;
+# operator intervention, 57; system error, 58; a deadlock or a lock timeout): the SQLSTATE
+# classes of a snapshot too old (72) and an internal error (XX), and of class 25 (invalid
+# transaction state) those the server imposes: a read-only transaction (25006, a hot standby
+# after a failover, or default_transaction_read_only) and its idle and transaction timeouts.
+# psycopg raises those as InternalError or a bare DatabaseError; an aborted transaction
+# (25P02) follows an error someone swallowed, a bug.
+_FAILING_CLASSES = {"08", "53", "57", "58", "72", "XX"}
+_FAILING_SQLSTATES = {"25006", "25P03", "25P04"}
+
+
+def database_fails(exc: DatabaseError) -> bool:
+    """Whether `exc` says the database failed under a command (exit 3), not that it refused
+    one of its statements (a bug, or a refusal such as a constraint: its traceback)."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+    return sqlstate[:2] in _FAILING_CLASSES or sqlstate in _FAILING_SQLSTATES
 
 
 def database_failed(
