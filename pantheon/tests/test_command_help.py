@@ -98,3 +98,21 @@ def test_a_description_that_lists_the_exit_codes_lists_them_all(name, says):
     """set_model_alias's said "A refused value exits 1, a malformed one 2." and stopped there,
     which reads as the whole list: its exit 3 was only in the epilog below its options."""
     assert says in " ".join(parser_of("usage", name).description.split())
+
+
+@pytest.mark.parametrize(
+    ("name", "setting", "says"),
+    [
+        ("prune_idempotency_keys", "PANTHEON_IDEMPOTENCY_KEY_HOURS", "KEY_HOURS, here 48)"),
+        ("recover_turns", "PANTHEON_TURN_STALE_SECONDS", "STALE_SECONDS, here 900)"),
+    ],
+)
+def test_a_default_from_a_setting_is_the_value_in_force(settings, name, setting, says):
+    """prune_idempotency_keys' help said "(default PANTHEON_IDEMPOTENCY_KEY_HOURS, 24)" while
+    it pruned at 48 hours, the value set: the operations tester's catch."""
+    setattr(settings, setting, 48 if "HOURS" in setting else 900)
+
+    help_text = " ".join(parser_of("sessions_app", name).description.split())
+
+    assert says in help_text
+    assert ", 24)" not in help_text

@@ -6,11 +6,15 @@ from sessions_app.idempotency import idempotency_keys_prune
 
 
 class Command(ProjectCommand):
-    help = (
-        "Delete Idempotency-Keys older than --older-than hours (default "
-        "PANTHEON_IDEMPOTENCY_KEY_HOURS, 24): retries after that run as new requests. Less "
-        "than the promised lifetime is refused (exit 2, as any usage error)."
-    )
+    @property
+    def help(self) -> str:
+        # The lifetime in force, read when the help is asked for (not the setting's default).
+        return (
+            "Delete Idempotency-Keys older than --older-than hours (default "
+            f"PANTHEON_IDEMPOTENCY_KEY_HOURS, here {settings.PANTHEON_IDEMPOTENCY_KEY_HOURS:g}): "
+            "retries after that run as new requests. Less than the promised lifetime is "
+            "refused (exit 2, as any usage error)."
+        )
 
     def add_arguments(self, parser):
         parser.add_argument(

@@ -7,11 +7,15 @@ from sessions_app.services import turns_interrupt, turns_stale
 
 
 class Command(ProjectCommand):
-    help = (
-        "Mark running turns that made no progress for --older-than seconds (default "
-        "PANTHEON_TURN_STALE_SECONDS) interrupted, and their calls in flight lost: in doubt, "
-        "the provider may have billed them. Finished steps and their ledger rows are kept."
-    )
+    @property
+    def help(self) -> str:
+        # The stale limit in force, read when the help is asked for.
+        return (
+            "Mark running turns that made no progress for --older-than seconds (default "
+            f"PANTHEON_TURN_STALE_SECONDS, here {settings.PANTHEON_TURN_STALE_SECONDS:g}) "
+            "interrupted, and their calls in flight lost: in doubt, the provider may have "
+            "billed them. Finished steps and their ledger rows are kept."
+        )
 
     def add_arguments(self, parser):
         parser.add_argument(
