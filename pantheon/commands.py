@@ -4,6 +4,7 @@ their one-line errors."""
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from datetime import date, timedelta
 
@@ -21,6 +22,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from pantheon import config
 from pantheon.days import NoSuchDay, day_written
+from pantheon.figures import AMOUNT_EXPECTED, typed_amount
 
 # The exit status every project command gives when the database fails under it: not 1, which
 # cron rules read as the command's own finding (drift, a refused value), and no traceback.
@@ -168,18 +170,34 @@ LONGEST_AGE = timedelta(seconds=config.CENTURY_SECONDS)
 
 def age_in(unit: str) -> Callable[[str], float]:
     """An argparse type: how old, as a number of `unit` ("seconds", "hours") from 0 to a
-    century. Python's float takes "nan", "inf" and 1e400, which no timedelta can hold."""
+    century, written as every figure an operator types is (`typed_amount`: 600, 0.5). Python's
+    float took 1e3, 1_000, "nan", "inf" and 1e400 (which no timedelta can hold)."""
     longest = LONGEST_AGE / timedelta(**{unit: 1})
 
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = float(typed_amount(text))
         except ValueError:
             value = math.nan
         if not 0 <= value <= longest:  # also false for nan
             raise argparse.ArgumentTypeError(
-                f"expected a number of {unit} from 0 to {longest:,.0f}, not {text!r}"
+                f"expected a number of {unit} from 0 to {longest:,.0f}, {AMOUNT_EXPECTED}, "
+                f"not {text!r}"
             )
         return value
 
     return parse
+
+
+COUNT_EXPECTED = "a whole number such as 8192 (digits 0-9 only; no sign, exponent or separator)"
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def whole_number(text: str) -> int:
+    """An argparse type: a count (of tokens) as an operator types a figure, spaces around it
+    aside (`typed_amount`'s rule without the decimal point). Python's int took 1_000_000,
+    +8192 and Arabic-Indic digits as ASCII ones."""
+    plain = text.strip()
+    if _DIGITS.fullmatch(plain) is None:
+        raise argparse.ArgumentTypeError(f"expected {COUNT_EXPECTED}, not {text!r}")
+    return int(plain)

@@ -1,6 +1,6 @@
 from django.core.exceptions import ValidationError
 
-from pantheon.commands import ProjectCommand, command_error
+from pantheon.commands import ProjectCommand, command_error, whole_number
 from usage.selectors import disabled_alias_effects
 from usage.services import model_alias_set
 
@@ -40,7 +40,7 @@ class Command(ProjectCommand):
             "--context-window",
             dest="context_window",
             metavar="TOKENS",
-            type=int,
+            type=whole_number,
             help="tokens the model takes, prompt and answer (at least 1024, and enough to leave "
             "the prompt 512 beside --max-output-tokens and the overhead)",
         )
@@ -48,7 +48,7 @@ class Command(ProjectCommand):
             "--max-output-tokens",
             dest="max_output_tokens",
             metavar="TOKENS",
-            type=int,
+            type=whole_number,
             help="the most tokens an answer may take (less than the context window)",
         )
         toggle = parser.add_mutually_exclusive_group()
