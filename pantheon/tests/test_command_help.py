@@ -63,7 +63,7 @@ def test_a_since_says_it_is_a_utc_day_written_as_iso(name):
     [
         ("usage", "rollup_usage", "exit 2"),
         ("usage", "reconcile_usage", "exit 1 on any drift, 2"),
-        ("sessions_app", "prune_idempotency_keys", "exit 2"),
+        ("sessions_app", "prune_idempotency_keys", "2 on a usage error"),
         ("sessions_app", "seed_demo", "superuser"),
     ],
 )
@@ -116,3 +116,45 @@ def test_a_default_from_a_setting_is_the_value_in_force(settings, name, setting,
 
     assert says in help_text
     assert ", 24)" not in help_text
+
+
+# What each description says of its exit codes and of -v 0, as the README's "Commands" section
+# says it and each command does (recover_turns said neither, prune_idempotency_keys gave only
+# its exit 2, seed_demo not the exit 1 of its refusal, and rollup_usage "nothing with -v 0"
+# where a --dry-run prints its count); the operations tester's catch.
+SAYS_HOW_IT_EXITS = {
+    "recover_turns": [
+        "with -v 0 nothing unless it interrupted one (a --dry-run always answers)",
+        "Exit 0 when done, 2 on a usage error (a malformed --older-than), 3 when the database",
+    ],
+    "prune_idempotency_keys": [
+        "with -v 0 nothing unless --dry-run (its count)",
+        "Exit 0 when done, 2 on a usage error (a malformed --older-than, or one less than the "
+        "promised lifetime, which is refused), 3 when the database",
+    ],
+    "seed_demo": [
+        "unless told --allow-published-password: exit 1, nothing written",
+        "with -v 0 only the creation of the demo user",
+        "Exit 0 when done, 2 on a usage error, 3 when the database",
+    ],
+    "rollup_usage": [
+        "(with -v 0, only a --dry-run's count); exit 0 when done, exit 2 on a usage error",
+    ],
+    "reconcile_usage": [
+        "exit 0 when all agree, exit 1 on any drift, 2 on a usage error, 3 when the database",
+        "With -v 0 it prints nothing unless something drifted",
+    ],
+    "set_model_alias": ["Prints the alias as set, with -v 0 too, and exits 0. A refused value"],
+    "set_model_price": ["Prints the price as set, with -v 0 too, and exits 0. A refused value"],
+}
+
+
+def test_every_command_says_how_it_exits():
+    assert set(SAYS_HOW_IT_EXITS) == {name for _, name in COMMANDS}
+
+
+@pytest.mark.parametrize(("app", "name"), COMMANDS)
+def test_a_description_gives_every_exit_code_and_what_v_0_prints(app, name):
+    description = " ".join(parser_of(app, name).description.split())
+    for says in SAYS_HOW_IT_EXITS[name]:
+        assert says in description

@@ -233,6 +233,20 @@ def test_seed_demo_is_idempotent():
 
 
 @pytest.mark.django_db
+def test_seed_demo_at_verbosity_0_says_only_that_it_created_the_demo_superuser():
+    """It printed its two lines whatever the verbosity; the operations tester's catch."""
+    first = seed_demo("-v", "0")
+    again = seed_demo("-v", "0")
+
+    assert first == (
+        "Created demo user: username demo, password pantheon-demo (superuser: for a local "
+        "demo only)\n"
+    )
+    assert again == ""
+    assert demo_counts() == (1, 4, 3, 3)
+
+
+@pytest.mark.django_db
 def test_seed_demo_replaces_a_deleted_demo_session():
     seed_demo()
     Session.objects.filter(room__name="Roundtable").update(deleted_at=timezone.now())

@@ -12,8 +12,10 @@ class Command(ProjectCommand):
         return (
             "Delete Idempotency-Keys older than --older-than hours (default "
             f"PANTHEON_IDEMPOTENCY_KEY_HOURS, here {settings.PANTHEON_IDEMPOTENCY_KEY_HOURS:g}): "
-            "retries after that run as new requests. Less than the promised lifetime is "
-            "refused (exit 2, as any usage error)."
+            "retries after that run as new requests. Prints one line; with -v 0 nothing "
+            "unless --dry-run (its count). Exit 0 when done, 2 on a usage error (a malformed "
+            "--older-than, or one less than the promised lifetime, which is refused), 3 when "
+            "the database fails."
         )
 
     def add_arguments(self, parser):

@@ -14,7 +14,10 @@ class Command(ProjectCommand):
             "Mark running turns that made no progress for --older-than seconds (default "
             f"PANTHEON_TURN_STALE_SECONDS, here {settings.PANTHEON_TURN_STALE_SECONDS:g}) "
             "interrupted, and their calls in flight lost: in doubt, the provider may have "
-            "billed them. Finished steps and their ledger rows are kept."
+            "billed them. Finished steps and their ledger rows are kept. Lists the turns it "
+            "interrupted and a one-line summary; with -v 0 nothing unless it interrupted one (a "
+            "--dry-run always answers). Exit 0 when done, 2 on a usage error (a malformed "
+            "--older-than), 3 when the database fails."
         )
 
     def add_arguments(self, parser):

@@ -33,7 +33,9 @@ class Command(ProjectCommand):
         f"Create the demo user, four agents and one room per mode with a session (idempotent). "
         f"The user is a superuser with the published password {DEMO_PASSWORD!r}: for a local "
         "demo only, never on a server others can reach. With DEBUG off (a server's setting) it "
-        "refuses to create that user unless told --allow-published-password."
+        "refuses to create that user unless told --allow-published-password: exit 1, nothing "
+        "written. Prints two lines; with -v 0 only the creation of the demo user. Exit 0 when "
+        "done, 2 on a usage error, 3 when the database fails."
     )
 
     def add_arguments(self, parser):
@@ -67,7 +69,7 @@ class Command(ProjectCommand):
                 f"Created demo user: username {DEMO_USERNAME}, password {DEMO_PASSWORD} "
                 "(superuser: for a local demo only)"
             )
-        else:
+        elif options["verbosity"] > 0:
             self.stdout.write(f"Demo user {DEMO_USERNAME} exists; its password was left alone.")
 
         agents = []
@@ -94,6 +96,8 @@ class Command(ProjectCommand):
             if not Session.objects.alive().filter(room=room).exists():
                 session_create_in_room(room=room, user=user, title=f"{name} demo")
 
+        if options["verbosity"] == 0:
+            return  # only a superuser with the published password is worth a line then
         self.stdout.write(
             f"Demo data ready: {len(agents)} agents, {len(ROOMS)} rooms "
             f"({rooms_created} new), one session each."

@@ -13,8 +13,8 @@ class Command(ProjectCommand):
     help = (
         "Recompute the daily usage rollups (per UTC day, user and model alias) from the ledger "
         "for whole days up to yesterday; idempotent. The billing dashboard reads them. Prints "
-        "one line (nothing with -v 0); exit 0 when done, exit 2 on a usage error (a bad or "
-        "future --since), 3 when the database fails."
+        "one line (with -v 0, only a --dry-run's count); exit 0 when done, exit 2 on a usage "
+        "error (a bad or future --since), 3 when the database fails."
     )
 
     def add_arguments(self, parser):

@@ -8,8 +8,9 @@ from usage.services import model_alias_set
 class Command(ProjectCommand):
     help = (
         "Create or update a model alias (the model, endpoint and key an alias stands for); "
-        "options left out keep their value; texts are trimmed, as in the console. A refused value "
-        "exits 1, a malformed one 2, a database failure 3."
+        "options left out keep their value; texts are trimmed, as in the console. Prints the "
+        "alias as set, with -v 0 too, and exits 0. A refused value exits 1, a malformed one 2, "
+        "a database failure 3."
     )
 
     def add_arguments(self, parser):

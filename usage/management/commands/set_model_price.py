@@ -38,8 +38,8 @@ class Command(ProjectCommand):
     help = (
         "Set a model alias's price (USD per million tokens) and credit multiplier in a price "
         "list: the active one, or --version NAME (trimmed, as in the console; created from the "
-        "active one if missing, in force from now). A refused value exits 1, a malformed one 2, "
-        "a database failure 3."
+        "active one if missing, in force from now). Prints the price as set, with -v 0 too, and "
+        "exits 0. A refused value exits 1, a malformed one 2, a database failure 3."
     )
 
     def add_base_argument(self, parser, *args, **kwargs):
