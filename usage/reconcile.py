@@ -63,12 +63,27 @@ class CheckResult:
         return self.informational or self.drift == 0
 
 
+@dataclass(frozen=True)
+class Rebuild:
+    """What --fix rebuilt from the ledger for one check (or, in a dry run, would rebuild)."""
+
+    check: str  # the check it answers: ROLLUPS, COUNTERS, TURN_TOTALS
+    derived: str  # what it rebuilds: "rollups"
+    counted: str  # how much: "12 daily rows (10 replaced)"
+    dry_run: bool = False
+
+    def __str__(self) -> str:
+        if self.dry_run:
+            return f"would rebuild {self.derived}: {self.counted}"
+        return f"{self.derived}: rebuilt {self.counted}"
+
+
 @dataclass
 class Report:
     since: date | None
     checks: list[CheckResult]
     ledger_rows: int
-    fixed: list[str] = field(default_factory=list)  # what --fix rebuilt (or would)
+    fixed: list[Rebuild] = field(default_factory=list)  # what --fix rebuilt (or would)
     # After a rebuild: the report that found the drift (this one is the check that followed).
     before: "Report | None" = None
 
@@ -214,19 +229,25 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
     fixed = []
     if ROLLUPS in fixable:
         result = rollup_rebuild(since=since, dry_run=dry_run)
-        fixed.append(f"rollups: {result.rows_written} daily rows rebuilt")
+        counted = f"{_many(result.rows_written, 'daily row')} ({result.rows_removed:,} replaced)"
+        fixed.append(Rebuild(ROLLUPS, "rollups", counted, dry_run))
     if COUNTERS in fixable:
         result = counters_rebuild(since=since, dry_run=dry_run)
-        fixed.append(f"monthly counters: {result.rows_written} rebuilt")
+        counted = f"{_many(result.rows_written, 'counter')} ({result.rows_removed:,} replaced)"
+        fixed.append(Rebuild(COUNTERS, "monthly counters", counted, dry_run))
     if TURN_TOTALS in fixable:
         count = turn_totals_rebuild(since=since, dry_run=dry_run)
-        fixed.append(f"turn totals: {count} turns rebuilt")
+        fixed.append(Rebuild(TURN_TOTALS, "turn totals", _many(count, "turn"), dry_run))
     if dry_run:
-        report.fixed = [f"would rebuild {line.split(': ', 1)[0]}" for line in fixed]
+        report.fixed = fixed
         return report
     before, report = report, _check_all(since)
     report.fixed, report.before = fixed, before
     return report
+
+
+def _many(count: int, thing: str) -> str:
+    return f"{count:,} {thing}{'' if count == 1 else 's'}"
 
 
 def turn_totals_rebuild(*, since: date | None = None, dry_run: bool = False) -> int:

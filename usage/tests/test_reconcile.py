@@ -344,6 +344,27 @@ def test_fix_dry_run_says_what_it_would_rebuild_and_writes_nothing(clean):
     assert not MonthlyUsage.objects.exists()
 
 
+def test_fix_dry_run_gives_the_counts_the_fix_then_rebuilds(clean):
+    """It said "would rebuild rollups" and "would rebuild monthly counters" and no more,
+    although it had counted them; the operations tester's catch."""
+    rollups, counters = DailyUsageRollup.objects.count(), MonthlyUsage.objects.count()
+    DailyUsageRollup.objects.filter(model_alias="premium").delete()
+    MonthlyUsage.objects.all().delete()
+    Turn.objects.filter(pk=clean.pk).update(credits=Decimal("5"))
+
+    code, out = run("--fix", "--dry-run")
+
+    assert code == 1
+    assert f"  would rebuild rollups: {rollups} daily rows ({rollups - 1} replaced)\n" in out
+    assert f"  would rebuild monthly counters: {counters} counters (0 replaced)\n" in out
+    assert "  would rebuild turn totals: 1 turn\n" in out
+    code, out = run("--fix")
+    assert code == 0, out
+    assert f"  fixed: rollups: rebuilt {rollups} daily rows ({rollups - 1} replaced)\n" in out
+    assert f"  fixed: monthly counters: rebuilt {counters} counters (0 replaced)\n" in out
+    assert "  fixed: turn totals: rebuilt 1 turn\n" in out
+
+
 # --- turns the real engine wrote ----------------------------------------------------------------
 
 
