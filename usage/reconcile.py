@@ -70,6 +70,9 @@ class Rebuild:
     check: str  # the check it answers: ROLLUPS, COUNTERS, TURN_TOTALS
     derived: str  # what it rebuilds: "rollups"
     counted: str  # how much: "12 daily rows (10 replaced)"
+    # Rows (or turns) written or removed: none when the drift was gone by the time the rebuild
+    # came to it (another --fix, run at the same time, rebuilt it first).
+    changed: int
     dry_run: bool = False
 
     def __str__(self) -> str:
@@ -230,14 +233,16 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
     if ROLLUPS in fixable:
         result = rollup_rebuild(since=since, dry_run=dry_run)
         counted = f"{_many(result.rows_written, 'daily row')} ({result.rows_removed:,} replaced)"
-        fixed.append(Rebuild(ROLLUPS, "rollups", counted, dry_run))
+        changed = result.rows_written + result.rows_removed
+        fixed.append(Rebuild(ROLLUPS, "rollups", counted, changed, dry_run))
     if COUNTERS in fixable:
         result = counters_rebuild(since=since, dry_run=dry_run)
         counted = f"{_many(result.rows_written, 'counter')} ({result.rows_removed:,} replaced)"
-        fixed.append(Rebuild(COUNTERS, "monthly counters", counted, dry_run))
+        changed = result.rows_written + result.rows_removed
+        fixed.append(Rebuild(COUNTERS, "monthly counters", counted, changed, dry_run))
     if TURN_TOTALS in fixable:
         count = turn_totals_rebuild(since=since, dry_run=dry_run)
-        fixed.append(Rebuild(TURN_TOTALS, "turn totals", _many(count, "turn"), dry_run))
+        fixed.append(Rebuild(TURN_TOTALS, "turn totals", _many(count, "turn"), count, dry_run))
     if dry_run:
         report.fixed = fixed
         return report

@@ -365,6 +365,49 @@ def test_fix_dry_run_gives_the_counts_the_fix_then_rebuilds(clean):
     assert "  fixed: turn totals: rebuilt 1 turn\n" in out
 
 
+@pytest.fixture
+def another_fix_first(monkeypatch):
+    """Another --fix run at the same time rebuilds the turn totals between this run's check
+    and its rebuild (its rebuild committed first)."""
+    from usage import reconcile as reconciliation
+
+    rebuild = reconciliation.turn_totals_rebuild
+
+    def after_the_other_run(**kwargs):
+        rebuild(**kwargs)  # the other run's
+        return rebuild(**kwargs)
+
+    monkeypatch.setattr(reconciliation, "turn_totals_rebuild", after_the_other_run)
+
+
+def test_a_fix_that_finds_the_drift_gone_by_its_rebuild_does_not_claim_it(clean, another_fix_first):
+    """Two --fix runs at once on one drift: the second found it, then rebuilt nothing (the
+    first had), and said "fixed: turn totals: 0 turns rebuilt" then "Clean after --fix: drift
+    in turn totals vs ledger rebuilt"; the operations tester's catch."""
+    Turn.objects.filter(pk=clean.pk).update(credits=Decimal("5"))
+
+    code, out = run("--fix")
+
+    assert code == 0, out
+    assert "  fixed: turn totals: rebuilt 0 turns\n" in out
+    assert out.splitlines()[-1].startswith(
+        "Clean after --fix: drift in turn totals vs ledger gone by the time of its rebuild, "
+        "nothing rebuilt (fixed meanwhile, as by another --fix); 5 ledger rows in all agree"
+    )
+
+
+def test_a_fix_says_which_drift_it_rebuilt_and_which_it_found_gone(clean, another_fix_first):
+    Turn.objects.filter(pk=clean.pk).update(credits=Decimal("5"))
+    MonthlyUsage.objects.all().delete()
+
+    last = run("--fix")[1].splitlines()[-1]
+
+    assert last.startswith(
+        "Clean after --fix: drift in monthly counters vs ledger rebuilt; drift in turn totals "
+        "vs ledger gone by the time of its rebuild"
+    ), last
+
+
 # --- turns the real engine wrote ----------------------------------------------------------------
 
 

@@ -79,6 +79,22 @@ def render_table(report: Report) -> str:
     return "\n".join(lines)
 
 
+def what_the_fix_did(report: Report) -> str:
+    """What drifted and what --fix rebuilt of it: a drift gone when its rebuild came to it
+    (another --fix at the same time got there first) was not rebuilt by this one."""
+    found = [check.name for check in report.before.checks if not check.clean]
+    rebuilt = {rebuild.check for rebuild in report.fixed if rebuild.changed}
+    said = []
+    if done := [name for name in found if name in rebuilt]:
+        said.append(f"drift in {', '.join(done)} rebuilt")
+    if gone := [name for name in found if name not in rebuilt]:
+        said.append(
+            f"drift in {', '.join(gone)} gone by the time of its rebuild, nothing rebuilt "
+            "(fixed meanwhile, as by another --fix)"
+        )
+    return "; ".join(said)
+
+
 def summary_line(report: Report, *, seconds: float) -> str:
     since = f"since {report.since}" if report.since else "in all"
     unpriced = report.check("unpriced calls").drift
@@ -91,8 +107,7 @@ def summary_line(report: Report, *, seconds: float) -> str:
         rows = f"{report.ledger_rows:,} ledger rows {since}"
         agree = f"{rows} agree with what derives from them ({notes}; {seconds:.1f} s)."
         if report.before is not None:
-            found = [check.name for check in report.before.checks if not check.clean]
-            return f"Clean after --fix: drift in {', '.join(found)} rebuilt; {agree}"
+            return f"Clean after --fix: {what_the_fix_did(report)}; {agree}"
         return f"Clean: {agree}"
     drifted = [check.name for check in report.checks if not check.clean]
     fixable = [check for check in report.checks if not check.clean and check.fixable]
