@@ -23,6 +23,7 @@ from usage.models import (
     PricingVersion,
     validate_credit_cap,
 )
+from usage.price_rules import cached_input_refusal
 from usage.selectors import AliasPricing, active_pricing_version, month_of
 
 
@@ -309,6 +310,13 @@ def model_price_set(
     if not isinstance(credit_multiplier, _Unset):
         price.credit_multiplier = credit_multiplier
     price.full_clean()
+    if refusal := cached_input_refusal(
+        input_usd=price.input_usd_per_mtok, cached_input_usd=price.cached_input_usd_per_mtok
+    ):
+        raise ValidationError(
+            f"In {version.name!r}, {refusal}. Give --cached-input no higher than the input "
+            f"price, or '--cached-input none' to charge cached input as fresh input."
+        )
     price.save()
     return price, version, version_created
 

@@ -349,6 +349,46 @@ def test_a_plain_figure_spaces_around_it_aside_is_stored_as_typed(owner):
     assert price.cached_input_usd_per_mtok == Decimal("0.25")
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["deepseek", "--version", "V2", "--input", "1", "--cached-input", "5"],
+            "In 'V2', the cached-input price ($5/M) is above the input price ($1/M)",
+        ),
+        # The cached price kept (0.028) is above the input price given.
+        (
+            ["deepseek", "--input", "0.01"],
+            "In '2026-11 list', the cached-input price ($0.028/M) is above the input price "
+            "($0.01/M)",
+        ),
+    ],
+)
+def test_a_cached_input_price_above_the_input_price_is_refused(args, says):
+    """A cached token costs a fraction of a fresh one: '--input 1 --cached-input 5' was stored,
+    and billed every cache hit at five times a miss; the operations tester's catch."""
+    before = list(ModelPrice.objects.order_by("id").values())
+
+    with pytest.raises(CommandError) as refused:
+        run(*args)
+
+    assert refused.value.returncode == 1  # refused, as a value the console refuses
+    assert str(refused.value) == (
+        f"{says}: a cached token costs a fraction of a fresh one. Give --cached-input no "
+        "higher than the input price, or '--cached-input none' to charge cached input as fresh "
+        "input."
+    )
+    assert list(ModelPrice.objects.order_by("id").values()) == before
+    assert not PricingVersion.objects.filter(name="V2").exists()
+
+
+def test_a_cached_input_price_up_to_the_input_price_is_taken():
+    assert "cached $1/M" in run("deepseek", "--input", "1", "--cached-input", "1")
+    out = run("deepseek", "--input", "0.01", "--cached-input", "0.001")
+
+    assert "input $0.01/M, cached $0.001/M" in out
+
+
 def test_without_a_list_in_force_a_version_must_be_named():
     PricingVersion.objects.all().delete()
 
