@@ -469,6 +469,26 @@ def test_a_check_that_could_not_run_is_not_reported_as_drift(clean, monkeypatch)
     assert failed.value.returncode == 3
 
 
+def test_a_fix_on_a_database_that_refuses_writes_is_exit_3_saying_so(clean, outsider):
+    """A standby after a failover: the check reads, the rebuild is refused. It said "could not
+    check", of a check that had run and found the drift; the operations tester's catch."""
+    from django.db import connection, transaction
+
+    MonthlyUsage.objects.filter(user=outsider).update(credits=Decimal("0.5"))
+    # Read-only until the savepoint is rolled back: the test's teardown checks its deferred
+    # constraints, which takes locks a read-only transaction may not.
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION READ ONLY")
+        with pytest.raises(CommandError) as failed:
+            run("--fix")
+        transaction.set_rollback(True)
+
+    assert failed.value.returncode == 3
+    assert str(failed.value).startswith("could not check and rebuild (--fix): cannot execute ")
+    assert str(failed.value).endswith(" in a read-only transaction")
+
+
 def test_a_connection_ended_mid_check_is_said_in_its_first_line_only(clean, monkeypatch):
     """PostgreSQL's message goes on with the statement it broke (`LINE 4: ...` and a caret):
     the exit 3 line carried a piece of SQL."""

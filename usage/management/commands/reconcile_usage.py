@@ -46,7 +46,8 @@ class Command(ProjectCommand):
             report = reconcile(since=since, fix=fix, dry_run=dry_run)
         except DatabaseError as exc:
             # Not drift (exit 1, which may page someone or prompt a --fix): nothing was checked.
-            raise database_failed(exc, saying="could not check") from exc
+            doing = "check and rebuild (--fix)" if fix and not dry_run else "check"
+            raise database_failed(exc, saying=f"could not {doing}") from exc
         if verbosity == 0 and report.clean and report.before is None:
             return  # cron's -v 0: nothing drifted, nothing to say
         if report.before is not None:
