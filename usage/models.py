@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from orchestration.budget import ContextBudget, smallest_window
 from pantheon.figures import plain_amount
+from usage.price_rules import cached_input_refusal
 
 # Only variables meant to hold provider keys may be named: an alias that could name any
 # variable (SECRET_KEY, DATABASE_URL) and point api_base at any host would leak it.
@@ -203,6 +204,15 @@ class ModelPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_alias} @ {self.pricing_version}"
+
+    def clean(self):
+        super().clean()
+        if refusal := cached_input_refusal(
+            input_usd=self.input_usd_per_mtok, cached_input_usd=self.cached_input_usd_per_mtok
+        ):
+            raise ValidationError(
+                {"cached_input_usd_per_mtok": f"{refusal[0].upper()}{refusal[1:]}."}
+            )
 
 
 class CallPurpose(models.TextChoices):

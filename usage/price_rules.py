@@ -1,6 +1,6 @@
 """What a price must be beyond its columns' own rules (each figure at least 0), said once for
-every door that sets one: `set_model_price` (`usage.services.model_price_set`), and the
-console's price pages once `ModelPrice.clean` asks it too."""
+every door that sets one: `set_model_price` (`usage.services.model_price_set`) and the
+console's price pages (`ModelPrice.clean`)."""
 
 from decimal import Decimal
 

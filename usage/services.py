@@ -309,7 +309,8 @@ def model_price_set(
         price.cached_input_usd_per_mtok = cached_input_usd_per_mtok
     if not isinstance(credit_multiplier, _Unset):
         price.credit_multiplier = credit_multiplier
-    price.full_clean()
+    # Before the model's own checks, which refuse the same (the console's price pages): this
+    # one says what to type.
     if refusal := cached_input_refusal(
         input_usd=price.input_usd_per_mtok, cached_input_usd=price.cached_input_usd_per_mtok
     ):
@@ -317,6 +318,7 @@ def model_price_set(
             f"In {version.name!r}, {refusal}. Give --cached-input no higher than the input "
             f"price, or '--cached-input none' to charge cached input as fresh input."
         )
+    price.full_clean()
     price.save()
     return price, version, version_created
 

@@ -876,3 +876,32 @@ def test_a_price_or_multiplier_is_typed_as_a_plain_number(boss, spare_list, type
     spare_list.refresh_from_db()
     assert price.output_usd_per_mtok == Decimal("15")
     assert spare_list.default_multiplier == Decimal("1")
+
+
+def test_a_cached_input_price_above_the_input_price_is_refused_on_the_price_pages(boss, spare_list):
+    """set_model_price refuses it (the operations tester's catch); the console took it, and
+    billed every cache hit above a miss."""
+    price = spare_list.prices.get()
+    figures = {
+        "model_alias": price.model_alias_id,
+        "pricing_version": spare_list.pk,
+        "input_usd_per_mtok": "1",
+        "output_usd_per_mtok": "2",
+    }
+
+    refused = boss.post(
+        url(ModelPrice, "change", price.pk), {**figures, "cached_input_usd_per_mtok": "5"}
+    )
+    taken = boss.post(
+        url(ModelPrice, "change", price.pk), {**figures, "cached_input_usd_per_mtok": "0.5"}
+    )
+
+    assert refused.context["adminform"].form.errors == {
+        "cached_input_usd_per_mtok": [
+            "The cached-input price ($5/M) is above the input price ($1/M): a cached token "
+            "costs a fraction of a fresh one."
+        ]
+    }
+    assert taken.status_code == 302
+    price.refresh_from_db()
+    assert price.cached_input_usd_per_mtok == Decimal("0.5")
