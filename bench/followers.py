@@ -214,7 +214,12 @@ def main() -> None:
     # Each answer streams for longer than the followers are measured.
     words = int((args.seconds + 60) * 1000 / args.word_ms)
     seeded = seed(stub.base_url, f"stream-{args.word_ms}-words-{words}", args.turns)
-    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub"}
+    # One user follows every turn here: the per-user bound on follow streams is lifted.
+    env = {
+        "PANTHEON_LLM_BACKEND": "live",
+        "STUB_API_KEY": "stub",
+        "PANTHEON_MAX_FOLLOWS_PER_USER": "0",
+    }
     server = AppServer(database_url=args.database_url, env=env, port=args.port or free_port())
     try:
         server.start()

@@ -18,7 +18,7 @@ worker idle or not.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -41,6 +41,10 @@ class Capacity:
         self._arrived_full: ContextVar[bool | None] = ContextVar(
             "pantheon_arrived_full", default=None
         )
+        # What the request held in this context gives back when it ends (`at_end`).
+        self._at_end: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+            "pantheon_at_end", default=None
+        )
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -51,12 +55,26 @@ class Capacity:
         arrived_full = self._arrived_full.set(
             self.limit is not None and self.in_flight >= self.limit
         )
+        at_end = self._at_end.set([])
         self.in_flight += 1
         try:
             yield
         finally:
             self.in_flight -= 1
+            for give_back in self._at_end.get() or ():
+                give_back()
+            self._at_end.reset(at_end)
             self._arrived_full.reset(arrived_full)
+
+    def at_end(self, give_back: Callable[[], None]) -> bool:
+        """Call `give_back` when the request held in this context ends, however it ends (a
+        client that hangs up mid-stream included, where Django closes no response). False, and
+        nothing registered, outside a `hold` (a request not served by the ASGI handler)."""
+        waiting = self._at_end.get()
+        if waiting is None:
+            return False
+        waiting.append(give_back)
+        return True
 
     @property
     def exceeded(self) -> bool:

@@ -172,6 +172,22 @@ class NoSummaryYet(PantheonError):
     default_message = "This session has no summary yet."
 
 
+class TooManyFollows(PantheonError):
+    """A user following as many turns' events on one worker as it lets one user follow
+    (`PANTHEON_MAX_FOLLOWS_PER_USER`): followers are not throttled by rate, and each holds a
+    place among the worker's requests for as long as its turn runs."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "too_many_follows"
+    retry_after_seconds = 5
+
+    def __init__(self, limit: int):
+        super().__init__(
+            f"You already follow {limit} turns' events on this server, the most one user may: "
+            "close a stream you no longer read, then retry."
+        )
+
+
 class OverCapacity(PantheonError):
     """A worker already serving GUNICORN_WORKER_CONNECTIONS requests (`pantheon.capacity`)."""
 

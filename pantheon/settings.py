@@ -304,6 +304,11 @@ PANTHEON_DB_SECTIONS = config.whole_number("PANTHEON_DB_SECTIONS", 4, minimum=0)
 PANTHEON_SSE_POLL_SECONDS = config.number(
     "PANTHEON_SSE_POLL_SECONDS", 0.25, above=0, maximum=_CENTURY
 )
+# Streams of `GET turns/{id}/events` one user may hold open on one worker at once (0: no
+# limit): they are throttled by no rate, and each holds a place among the worker's requests.
+PANTHEON_MAX_FOLLOWS_PER_USER = config.whole_number(
+    "PANTHEON_MAX_FOLLOWS_PER_USER", 20, minimum=0, maximum=1_000_000
+)
 PANTHEON_SSE_HEARTBEAT_SECONDS = config.number(
     "PANTHEON_SSE_HEARTBEAT_SECONDS", 15.0, above=0, maximum=_CENTURY
 )

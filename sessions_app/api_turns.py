@@ -690,7 +690,10 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
                 {
                     406: "`Accept` prefers JSON to text/event-stream, or refuses the stream "
                     "(q=0), and no `format=sse` says otherwise; or `format=json`: the events "
-                    "are a stream only."
+                    "are a stream only.",
+                    429: "`too_many_follows`: the caller already holds "
+                    "`PANTHEON_MAX_FOLLOWS_PER_USER` streams of turns' events open on this "
+                    "server (20 by default); close one, then retry.",
                 }
             ),
         },
@@ -726,6 +729,7 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
             # The client has seen the turn end. A stream that closed with nothing in it would
             # have a browser's EventSource reconnect every few seconds; 204 stops it.
             return Response(status=status.HTTP_204_NO_CONTENT)
+        following.follow_place(request.user.pk)
         return _event_stream(following.turn_events(turn, last_event_id=last_event_id))
 
     def _turn(self, request: Request, pk) -> Turn:

@@ -19,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
 
-from pantheon import draining, logging_context
+from pantheon import draining, exceptions, logging_context
+from pantheon.capacity import PROCESS
 from pantheon.db import database
 from pantheon.threads import own_thread
 from sessions_app import events
@@ -128,6 +131,29 @@ def _join(turn: Turn) -> TurnWatch:
         watch = watches[turn.pk] = TurnWatch(turn, watches=watches)
     watch.followers += 1
     return watch
+
+
+# Follow streams each user holds open in this process (the event loop's thread only).
+_follows_by_user: Counter[int] = Counter()
+
+
+def follow_place(user_id: int) -> None:
+    """Take one of the user's places for a follow stream, given back when its request ends,
+    however it ends; refused past `PANTHEON_MAX_FOLLOWS_PER_USER`. A request the ASGI handler
+    does not serve (Django's test client) holds none."""
+    limit = settings.PANTHEON_MAX_FOLLOWS_PER_USER
+    if not limit:
+        return
+    if _follows_by_user[user_id] >= limit:
+        raise exceptions.TooManyFollows(limit)
+    if PROCESS.at_end(partial(_give_back, user_id)):
+        _follows_by_user[user_id] += 1
+
+
+def _give_back(user_id: int) -> None:
+    _follows_by_user[user_id] -= 1
+    if _follows_by_user[user_id] <= 0:
+        del _follows_by_user[user_id]
 
 
 def watched_turns() -> int:

@@ -79,9 +79,17 @@ def test_throttled_operations_document_429_with_retry_after(schema):
         if "429" in operation["responses"]
     }
 
-    assert throttled == {"POST /api/v1/auth/token", "POST /api/v1/sessions/{session_id}/turns"}
+    # The throttles' operations, and the follow streams' per-user bound.
+    assert throttled == {
+        "POST /api/v1/auth/token",
+        "POST /api/v1/sessions/{session_id}/turns",
+        "GET /api/v1/turns/{id}/events",
+    }
     turn = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]["responses"]["429"]
     assert turn["headers"]["Retry-After"]["required"] is True
+    follow = schema["paths"]["/api/v1/turns/{id}/events"]["get"]["responses"]["429"]
+    assert follow["headers"]["Retry-After"]["required"] is True
+    assert "too_many_follows" in follow["description"]
 
 
 def test_the_turn_documents_its_domain_refusals(schema):

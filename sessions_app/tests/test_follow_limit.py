@@ -1,0 +1,112 @@
+"""One user's follow streams (`GET turns/{id}/events`) on one worker are bounded
+(`PANTHEON_MAX_FOLLOWS_PER_USER`): followers are throttled by no rate, and each held a place
+among the worker's requests for as long as its turn ran, so one user could fill a worker
+(the security reviewer's note). A live server on PostgreSQL: the place is given back when the
+stream's client hangs up, where Django closes no response."""
+
+import contextlib
+import time
+
+import httpx
+import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from pantheon.capacity import Capacity
+from pantheon.testing.servers import AppServer, postgres_url
+from sessions_app.models import DIRECT_MODE, Message, Turn, TurnStatus
+
+
+def running_turn(user, make_agent, make_session) -> Turn:
+    """A direct turn whose agent call is in flight, as its claim commits it (no worker runs
+    it: its followers get heartbeats until the test ends)."""
+    agent = make_agent(user, "ada")
+    session = make_session(user, agent=agent)
+    turn = Turn.objects.create(
+        session=session,
+        turn_index=1,
+        mode=DIRECT_MODE,
+        status=TurnStatus.RUNNING,
+        user_input="hello?",
+        roster=[{"agent_key": "ada", "name": agent.name, "model_alias": agent.model_alias}],
+        progress_at=timezone.now(),
+    )
+    Message.objects.create(session=session, turn=turn, sequence=1, role="user", content="hello?")
+    return turn
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.usefixtures("no_throttle_history")
+def test_a_user_follows_at_most_the_limit_and_a_closed_stream_frees_its_place(
+    owner, outsider, make_agent, make_session
+):
+    mine = running_turn(owner, make_agent, make_session)
+    theirs = running_turn(outsider, make_agent, make_session)
+    server = AppServer(
+        database_url=postgres_url(connection.settings_dict),
+        env={"PANTHEON_MAX_FOLLOWS_PER_USER": "2"},
+    ).start()
+
+    def follow(turn: Turn, user, streams: contextlib.ExitStack) -> httpx.Response:
+        client = streams.enter_context(httpx.Client(timeout=30))
+        response = streams.enter_context(
+            client.stream(
+                "GET",
+                f"{server.url}/api/v1/turns/{turn.pk}/events",
+                headers={
+                    "Authorization": f"Token {Token.objects.get_or_create(user=user)[0].key}",
+                    "Accept": "text/event-stream",
+                },
+            )
+        )
+        if response.status_code == 200:
+            # Its first event: the stream is under way. The lines' reader is kept with the
+            # stream: dropped, it would close the connection.
+            lines = response.iter_lines()
+            streams.callback(lines.close)
+            assert next(lines).startswith("id: ")
+        else:
+            response.read()
+        return response
+
+    try:
+        with contextlib.ExitStack() as kept:
+            assert [follow(mine, owner, kept).status_code for _ in range(2)] == [200, 200]
+            with contextlib.ExitStack() as refused_streams:
+                refused = follow(mine, owner, refused_streams)
+                assert refused.status_code == 429
+                assert refused.headers["Retry-After"] == "5"
+                assert refused.json()["detail"]["code"] == "too_many_follows"
+            # Another user's places are their own.
+            with contextlib.ExitStack() as other:
+                assert follow(theirs, outsider, other).status_code == 200
+
+            with contextlib.ExitStack() as closing:
+                follow(mine, owner, closing)  # refused: 429
+            # One of the two closes: its place comes back once the server hears it hang up.
+            kept.close()
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.ExitStack() as again:
+                if follow(mine, owner, again).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the closed streams' places never came back"
+            time.sleep(0.2)
+    finally:
+        server.stop()
+
+
+def test_what_a_request_gives_back_is_given_back_however_it_ends():
+    capacity = Capacity()
+    given = []
+
+    assert capacity.at_end(lambda: given.append("outside")) is False  # no request held
+    with pytest.raises(RuntimeError), capacity.hold():
+        assert capacity.at_end(lambda: given.append("first")) is True
+        capacity.at_end(lambda: given.append("second"))
+        raise RuntimeError("the stream broke")
+
+    assert given == ["first", "second"]
+    assert capacity.in_flight == 0
+    assert capacity.at_end(lambda: None) is False
