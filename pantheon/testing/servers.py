@@ -86,6 +86,22 @@ def postgres_url(settings_dict: Mapping) -> str:
     return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
 
 
+def wait_healthy(url: str, process: subprocess.Popen, *, timeout: float, name: str) -> None:
+    """Until the server at `url` answers its health check, or fail: `process` (the server's)
+    exited, or `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} at {url} did not become healthy in {timeout:g} s")
+
+
 class AppServer:
     def __init__(
         self,
@@ -139,17 +155,8 @@ class AppServer:
         return self
 
     def wait_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the server on port {self.port} did not become healthy in time")
+        assert self.process is not None
+        wait_healthy(self.url, self.process, timeout=timeout, name="gunicorn")
 
     def worker_pids(self) -> list[int]:
         """The gunicorn workers of this server (children of its master)."""

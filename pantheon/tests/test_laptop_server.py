@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from pantheon.testing.processes import run_production
-from pantheon.testing.servers import free_port, json_objects, make_run_command, start_make_run
+from pantheon.testing.servers import (
+    free_port,
+    json_objects,
+    make_run_command,
+    start_make_run,
+    wait_healthy,
+)
 
 
 @contextlib.contextmanager
@@ -37,16 +43,7 @@ def _laptop_server(tmp_path, **env: str):
     process = start_make_run(command, env, tmp_path / "server.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"{shlex.quote(command)} exited"
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "make run's server did not start"
-            time.sleep(0.2)
+        wait_healthy(url, process, timeout=30, name=shlex.quote(command))
         yield port
     finally:
         if process.poll() is None:

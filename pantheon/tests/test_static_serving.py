@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import Client, override_settings
 
-from pantheon.testing.servers import ROOT, AppServer, free_port
+from pantheon.testing.servers import ROOT, AppServer, free_port, wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -150,16 +150,10 @@ def test_pantheon_serve_with_debug_off_collects_static_files_and_serves_docs_and
             stderr=log,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "pantheon.serve did not start"
-            time.sleep(0.2)
+        try:
+            wait_healthy(url, server, timeout=60, name="pantheon.serve")
+        except RuntimeError as error:
+            raise AssertionError((tmp_path / "server.log").read_text()[-3000:]) from error
 
         assets = set()
         for page in ("/api/docs/", "/admin/login/"):

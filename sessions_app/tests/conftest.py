@@ -10,10 +10,28 @@ from django.utils import timezone
 from orchestration.litellm_loader import load_litellm
 from pantheon.testing.servers import forget_throttle_history
 from pantheon.testing.stub_llm import StubLLM
-from sessions_app.models import Turn
+from sessions_app.models import DIRECT_MODE, Message, Turn, TurnStatus
 from sessions_app.selectors import session_for_turn
 from sessions_app.turns import TurnListener, TurnOutcome, turn_run
 from usage.models import ModelAlias
+
+
+def direct_turn_in_flight(user, agent, session) -> Turn:
+    """A direct turn of `agent` whose call is in flight, as its claim commits it: the turn and
+    the user's message (no worker runs it)."""
+    turn = Turn.objects.create(
+        session=session,
+        turn_index=1,
+        mode=DIRECT_MODE,
+        status=TurnStatus.RUNNING,
+        user_input="hello?",
+        roster=[
+            {"agent_key": agent.agent_key, "name": agent.name, "model_alias": agent.model_alias}
+        ],
+        progress_at=timezone.now(),
+    )
+    Message.objects.create(session=session, turn=turn, sequence=1, role="user", content="hello?")
+    return turn
 
 
 @pytest.fixture

@@ -10,30 +10,18 @@ import time
 import httpx
 import pytest
 from django.db import connection
-from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from pantheon.capacity import Capacity
 from pantheon.testing.servers import AppServer, postgres_url
-from sessions_app.models import DIRECT_MODE, Message, Turn, TurnStatus
+from sessions_app.models import Turn
+from sessions_app.tests.conftest import direct_turn_in_flight
 
 
 def running_turn(user, make_agent, make_session) -> Turn:
-    """A direct turn whose agent call is in flight, as its claim commits it (no worker runs
-    it: its followers get heartbeats until the test ends)."""
+    """A turn no worker runs: its followers get heartbeats until the test ends."""
     agent = make_agent(user, "ada")
-    session = make_session(user, agent=agent)
-    turn = Turn.objects.create(
-        session=session,
-        turn_index=1,
-        mode=DIRECT_MODE,
-        status=TurnStatus.RUNNING,
-        user_input="hello?",
-        roster=[{"agent_key": "ada", "name": agent.name, "model_alias": agent.model_alias}],
-        progress_at=timezone.now(),
-    )
-    Message.objects.create(session=session, turn=turn, sequence=1, role="user", content="hello?")
-    return turn
+    return direct_turn_in_flight(user, agent, make_session(user, agent=agent))
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

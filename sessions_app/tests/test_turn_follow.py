@@ -18,7 +18,8 @@ from rest_framework.authtoken.models import Token
 from pantheon import draining
 from pantheon.db import database
 from sessions_app import events, following
-from sessions_app.models import DIRECT_MODE, Message, Turn, TurnStatus, TurnStream
+from sessions_app.models import Message, Turn, TurnStatus, TurnStream
+from sessions_app.tests.conftest import direct_turn_in_flight
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
 from usage.services import usage_call_open
 
@@ -31,16 +32,7 @@ def running_turn(owner, make_agent, make_session):
     pending ledger row, as the claim commits them."""
     agent = make_agent(owner, "ada")
     session = make_session(owner, agent=agent)
-    turn = Turn.objects.create(
-        session=session,
-        turn_index=1,
-        mode=DIRECT_MODE,
-        status=TurnStatus.RUNNING,
-        user_input="hello?",
-        roster=[{"agent_key": "ada", "name": agent.name, "model_alias": agent.model_alias}],
-        progress_at=timezone.now(),
-    )
-    Message.objects.create(session=session, turn=turn, sequence=1, role="user", content="hello?")
+    turn = direct_turn_in_flight(owner, agent, session)
     usage_call_open(
         user=owner,
         model_alias=agent.model_alias,

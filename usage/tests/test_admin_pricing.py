@@ -844,6 +844,16 @@ def test_two_prices_of_one_alias_in_a_list_are_still_refused(boss, owner):
 # --- prices and multipliers are typed as plain numbers ------------------------------------------
 
 
+def price_page_figures(price: ModelPrice) -> dict:
+    """A price's page posted with input 1 and output 2 (USD / M tokens)."""
+    return {
+        "model_alias": price.model_alias_id,
+        "pricing_version": price.pricing_version_id,
+        "input_usd_per_mtok": "1",
+        "output_usd_per_mtok": "2",
+    }
+
+
 @pytest.mark.parametrize("typed", ["1e3", "1E+3", "\u0661\u0662", "1,000", "1,5", "1_000"])
 def test_a_price_or_multiplier_is_typed_as_a_plain_number(boss, spare_list, typed):
     """The price pages stored 1e3 as 1000, 1_000 as 1000, Arabic-Indic 12 as 12; 1,5 reached them
@@ -853,12 +863,7 @@ def test_a_price_or_multiplier_is_typed_as_a_plain_number(boss, spare_list, type
         "no sign, exponent, comma or other separator)."
     )
     price = spare_list.prices.get()
-    figures = {
-        "model_alias": price.model_alias_id,
-        "pricing_version": spare_list.pk,
-        "input_usd_per_mtok": "1",
-        "output_usd_per_mtok": "2",
-    }
+    figures = price_page_figures(price)
 
     on_price = boss.post(
         url(ModelPrice, "change", price.pk), {**figures, "output_usd_per_mtok": typed}
@@ -882,12 +887,7 @@ def test_a_cached_input_price_above_the_input_price_is_refused_on_the_price_page
     """set_model_price refuses it (the operations tester's catch); the console took it, and
     billed every cache hit above a miss."""
     price = spare_list.prices.get()
-    figures = {
-        "model_alias": price.model_alias_id,
-        "pricing_version": spare_list.pk,
-        "input_usd_per_mtok": "1",
-        "output_usd_per_mtok": "2",
-    }
+    figures = price_page_figures(price)
 
     refused = boss.post(
         url(ModelPrice, "change", price.pk), {**figures, "cached_input_usd_per_mtok": "5"}
