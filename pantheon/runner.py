@@ -6,7 +6,9 @@ worker it forks ends, as it starts, the turns those left running (`pantheon.warm
 killed in the middle of turns (SIGKILL, the kernel's out-of-memory killer, gunicorn's own
 timeout) so frees their sessions as soon as gunicorn has replaced it, where they were refused
 new turns (409) until the stale limit or an operator's `recover_turns`. A worker that stops in
-order has ended its turns itself (`pantheon.draining`): its name finds none.
+order has ended its turns itself (`pantheon.draining`): its name finds none. A worker killed
+before it has checked its predecessors hands them on with its own name; one that cannot reach
+the database as it starts keeps trying in the background.
 
 A whole host that dies takes its master with it: its turns wait for the stale limit, as before.
 
@@ -22,6 +24,8 @@ from typing import Any
 
 # Where the master keeps the names of the workers that exited since it last forked one.
 _EXITED = "pantheon_exited_workers"
+# The most names it keeps: a crash loop hands each name on until a worker lives to use it.
+_MOST_KEPT = 100
 
 # This process's name, with the pid it was made for (a process forked later makes its own).
 _name: tuple[int, str] | None = None
@@ -67,7 +71,14 @@ def after_fork(server: Any, worker: Any) -> None:
 
 
 def after_exit(server: Any, worker: Any) -> None:
-    """In the master, once a worker has exited, in order or not: the next worker checks it."""
+    """In the master, once a worker has exited, in order or not: the next worker checks it,
+    and the workers it was given to check, in case it died before it did (killed during its
+    warm-up, as an out-of-memory killer may do twice). A name checked twice finds nothing the
+    second time."""
     if not hasattr(server, _EXITED):
         setattr(server, _EXITED, [])
-    getattr(server, _EXITED).append(worker_name(worker.pid, worker.pantheon_token))
+    exited = getattr(server, _EXITED)
+    for name in (worker_name(worker.pid, worker.pantheon_token), *worker.pantheon_predecessors):
+        if name not in exited:
+            exited.append(name)
+    del exited[:-_MOST_KEPT]

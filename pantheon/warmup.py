@@ -2,8 +2,10 @@
 
 import gc
 import logging
+import threading
 import time
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.urls import resolve
 
@@ -22,6 +24,12 @@ def warm_up() -> None:
         end_turns_of_exited_workers()
     except DatabaseError:
         logger.warning("warm-up: the database is not reachable yet")
+        if runner.predecessors():
+            threading.Thread(
+                target=keep_trying_to_end_turns_of_exited_workers,
+                name="pantheon-exited-workers",
+                daemon=True,
+            ).start()
     finally:
         connection.close()
     settle_garbage_collector()
@@ -43,6 +51,35 @@ def end_turns_of_exited_workers() -> None:
             ", ".join(names),
             ended.lost_calls,
         )
+
+
+# Seconds between tries to reach the database for the exited workers' turns: doubling to 8.
+FIRST_RETRY_SECONDS = 1.0
+LONGEST_RETRY_SECONDS = 8.0
+
+
+def keep_trying_to_end_turns_of_exited_workers() -> bool:
+    """`end_turns_of_exited_workers` once the database answers, in a thread of its own (the
+    worker serves meanwhile), for up to the stale limit: past it, the next turn of each session
+    takes the turn over anyway. Whether it got through."""
+    deadline = time.monotonic() + settings.PANTHEON_TURN_STALE_SECONDS
+    delay = FIRST_RETRY_SECONDS
+    while time.monotonic() + delay < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, LONGEST_RETRY_SECONDS)
+        try:
+            end_turns_of_exited_workers()
+            return True
+        except DatabaseError:
+            continue
+        finally:
+            connection.close()
+    logger.warning(
+        "the turns left running by worker(s) %s wait for the stale limit: the database did not "
+        "answer",
+        ", ".join(runner.predecessors()),
+    )
+    return False
 
 
 # Allocations between two collections of the youngest generation (Python's default: 700).

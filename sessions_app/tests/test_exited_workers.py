@@ -116,3 +116,88 @@ def test_the_console_shows_which_process_served_a_turn(
     assert re.search(
         r"Served by:</label>\s*<div class=\"readonly\">web-1:4242:0badf00d<", page.text
     )
+
+
+def test_a_worker_killed_before_it_checked_its_predecessors_hands_them_on(fresh_runner):
+    """Killed during its warm-up (3-9 s: an out-of-memory killer may strike twice), it took
+    the names it was given with it, and their turns waited for the stale limit (the soak
+    tester's catch: 16 sessions refused for 10 minutes after a kill loop)."""
+    server = SimpleNamespace()
+    first = fork(server, 101)
+    runner.after_exit(server, first)
+    second = fork(server, 102)  # given the first's name
+    runner.after_exit(server, second)  # killed before its warm-up checked it
+
+    third = fork(server, 103)
+
+    assert set(third.pantheon_predecessors) == {
+        runner.worker_name(101, first.pantheon_token),
+        runner.worker_name(102, second.pantheon_token),
+    }
+    runner.after_exit(server, third)
+    runner.after_exit(server, third)  # a name is kept once
+    assert len(fork(server, 104).pantheon_predecessors) == 3
+
+
+def test_the_names_kept_are_bounded(fresh_runner):
+    server = SimpleNamespace()
+    for pid in range(1000, 1300):
+        runner.after_exit(server, fork(server, pid))
+    assert len(fork(server, 2000).pantheon_predecessors) == 100
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_worker_that_finds_the_database_away_keeps_trying(
+    owner, ada, make_session, fresh_runner, monkeypatch, caplog
+):
+    """Down for longer than DB_POOL_TIMEOUT as the replacement warmed up, the names were
+    dropped with a warning that the database was not reachable."""
+    from django.db import OperationalError
+
+    from sessions_app import services
+
+    dead = "web-1:101:aaaa"
+    orphan = running_turn(make_session(owner, agent=ada), dead)
+    monkeypatch.setattr(runner, "_predecessors", (dead,))
+    monkeypatch.setattr(warmup, "FIRST_RETRY_SECONDS", 0.01)
+    real = services.turns_of_exited_workers_interrupt
+    tries = []
+
+    def away_twice(**names):
+        tries.append(names)
+        if len(tries) <= 2:
+            raise OperationalError("connection refused")
+        return real(**names)
+
+    monkeypatch.setattr(services, "turns_of_exited_workers_interrupt", away_twice)
+
+    assert warmup.keep_trying_to_end_turns_of_exited_workers() is True
+
+    assert len(tries) == 3
+    orphan.refresh_from_db()
+    assert orphan.status == "interrupted"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_worker_gives_up_at_the_stale_limit_saying_so(
+    fresh_runner, monkeypatch, settings, caplog
+):
+    from django.db import OperationalError
+
+    from sessions_app import services
+
+    settings.PANTHEON_TURN_STALE_SECONDS = 1
+    monkeypatch.setattr(runner, "_predecessors", ("web-1:101:aaaa",))
+    monkeypatch.setattr(warmup, "FIRST_RETRY_SECONDS", 0.05)
+
+    def away(**names):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(services, "turns_of_exited_workers_interrupt", away)
+
+    with caplog.at_level(logging.WARNING, logger="pantheon.warmup"):
+        assert warmup.keep_trying_to_end_turns_of_exited_workers() is False
+    assert caplog.messages[-1] == (
+        "the turns left running by worker(s) web-1:101:aaaa wait for the stale limit: the "
+        "database did not answer"
+    )
