@@ -98,9 +98,23 @@ def on_starting(server):
     collect_static()
 
 
+def on_reload(server):
+    """A reload (SIGHUP) collects static files again before its new workers start: a deploy
+    that changed them would otherwise serve pages naming assets the manifest of the first start
+    does not hold (a 500). A refusal is logged, not raised: the master goes on, and new workers
+    that cannot load the settings stop it as they fail to boot."""
+    from pantheon.collect_static import collect_static
+
+    try:
+        collect_static()
+    except SystemExit as refused:
+        server.log.error("%s", refused)
+
+
 # Each worker's name, which its turns record; a worker that exits leaves its name to the next
 # one forked, which ends the turns it left running (pantheon.runner): a worker killed mid-turn
 # frees its sessions once replaced, not at the stale limit.
-pre_fork = runner.before_fork
-post_fork = runner.after_fork
-child_exit = runner.after_exit
+# None of them raises into gunicorn (an exception in the master's stops the server).
+pre_fork = runner.guarded(runner.before_fork)
+post_fork = runner.guarded(runner.after_fork)
+child_exit = runner.guarded(runner.after_exit)

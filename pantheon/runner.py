@@ -17,9 +17,11 @@ Plain Python: the gunicorn master imports it (`gunicorn.conf.py`).
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from typing import Any
 
 # Where the master keeps the names of the workers that exited since it last forked one.
@@ -55,6 +57,21 @@ def predecessors() -> tuple[str, ...]:
 # --- gunicorn's hooks (gunicorn.conf.py) --------------------------------------------------------
 
 
+def guarded(hook: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """`hook`, never raising into gunicorn: an exception in a hook of its master reaches its
+    main loop, which stops the server, every worker and turn with it. Logged instead; the worst
+    left is a worker's turns waiting for the stale limit, as before these hooks."""
+
+    @functools.wraps(hook)
+    def never_raising(server: Any, worker: Any) -> None:
+        try:
+            hook(server, worker)
+        except Exception:
+            server.log.exception("pantheon: gunicorn's %s hook failed", hook.__name__)
+
+    return never_raising
+
+
 def before_fork(server: Any, worker: Any) -> None:
     """In the master: the new worker's token, and the names of the workers gone before it."""
     worker.pantheon_token = secrets.token_hex(4)
@@ -75,10 +92,15 @@ def after_exit(server: Any, worker: Any) -> None:
     and the workers it was given to check, in case it died before it did (killed during its
     warm-up, as an out-of-memory killer may do twice). A name checked twice finds nothing the
     second time."""
+    token = getattr(worker, "pantheon_token", None)
+    if token is None:
+        # Forked before these hooks were read (a SIGHUP from the code before them reloads
+        # this file under workers it forked): its turns record no name, none to hand on.
+        return
     if not hasattr(server, _EXITED):
         setattr(server, _EXITED, [])
     exited = getattr(server, _EXITED)
-    for name in (worker_name(worker.pid, worker.pantheon_token), *worker.pantheon_predecessors):
+    for name in (worker_name(worker.pid, token), *worker.pantheon_predecessors):
         if name not in exited:
             exited.append(name)
     del exited[:-_MOST_KEPT]

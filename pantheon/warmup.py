@@ -19,21 +19,31 @@ def warm_up() -> None:
     started = time.monotonic()
     resolve("/api/v1/health")  # loads the URL configuration: every view, serializer, service
     get_gateway().warm_up()  # litellm and the demo provider
+    open_the_pool()
+    settle_garbage_collector()
+    logger.info("worker warmed up in %.1fs", time.monotonic() - started)
+
+
+def open_the_pool() -> None:
+    """Open the database pool, and end the turns the workers this one replaces left running;
+    nothing here fails the worker's boot (gunicorn would stop the server)."""
     try:
         connection.ensure_connection()  # opens the pool
         end_turns_of_exited_workers()
-    except DatabaseError:
-        logger.warning("warm-up: the database is not reachable yet")
+    except DatabaseError as error:
+        logger.warning("warm-up: the database is not reachable yet (%s)", error)
         if runner.predecessors():
             threading.Thread(
                 target=keep_trying_to_end_turns_of_exited_workers,
                 name="pantheon-exited-workers",
                 daemon=True,
             ).start()
+    except Exception:
+        # Not the worker's boot to fail (gunicorn would stop the server): the turns wait for
+        # the stale limit, as before.
+        logger.exception("warm-up: the turns of exited workers could not be ended")
     finally:
         connection.close()
-    settle_garbage_collector()
-    logger.info("worker warmed up in %.1fs", time.monotonic() - started)
 
 
 def end_turns_of_exited_workers() -> None:

@@ -201,3 +201,55 @@ def test_a_worker_gives_up_at_the_stale_limit_saying_so(
         "the turns left running by worker(s) web-1:101:aaaa wait for the stale limit: the "
         "database did not answer"
     )
+
+
+class MasterLog:
+    def __init__(self):
+        self.lines = []
+
+    def exception(self, message, *args):
+        self.lines.append(message % args)
+
+
+def test_a_worker_forked_before_the_hooks_existed_exits_without_a_word(fresh_runner):
+    """A SIGHUP from the code before these hooks reloads gunicorn.conf.py under workers its
+    pre_fork never named: the master's child_exit read their token, raised, and the master
+    stopped with every worker (the reviewer's catch, reproduced live)."""
+    server = SimpleNamespace(log=MasterLog())
+    old_worker = SimpleNamespace(pid=99)  # no token, no predecessors
+
+    runner.guarded(runner.after_exit)(server, old_worker)
+
+    assert server.log.lines == []
+    assert fork(server, 100).pantheon_predecessors == ()
+
+
+def test_a_failing_hook_is_logged_not_raised_into_the_master():
+    server = SimpleNamespace(log=MasterLog())
+
+    def broken(server, worker):
+        raise KeyError("boom")
+
+    runner.guarded(broken)(server, SimpleNamespace(pid=1))
+
+    assert server.log.lines == ["pantheon: gunicorn's broken hook failed"]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_recovery_that_fails_for_another_reason_does_not_fail_the_boot(
+    fresh_runner, monkeypatch, caplog
+):
+    """gunicorn takes an exception while a worker loads its app for a boot error and stops."""
+    from sessions_app import services
+
+    monkeypatch.setattr(runner, "_predecessors", ("web-1:101:aaaa",))
+
+    def broken(**names):
+        raise ValueError("not a database error")
+
+    monkeypatch.setattr(services, "turns_of_exited_workers_interrupt", broken)
+
+    with caplog.at_level(logging.WARNING, logger="pantheon.warmup"):
+        warmup.open_the_pool()
+
+    assert caplog.messages == ["warm-up: the turns of exited workers could not be ended"]
