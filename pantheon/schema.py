@@ -96,6 +96,37 @@ class ErrorSerializer(serializers.Serializer):
         ref_name = "Error"
 
 
+_KEY_IN_USE_DETAIL = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "description": "`idempotency_key_in_use`."},
+        "message": {"type": "string"},
+        "turn_id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "The turn the first request with this Idempotency-Key claimed, once "
+            "it has: follow it with `GET turns/{id}/events`.",
+        },
+    },
+    "required": ["code", "message"],
+}
+
+
+@extend_schema_field({"anyOf": [{"type": "string"}, _KEY_IN_USE_DETAIL]})
+class TurnConflictDetailField(serializers.JSONField):
+    """The design's plain message, or the coded refusal of a key in use."""
+
+
+class TurnConflictSerializer(serializers.Serializer):
+    """A turn's 409: `{"detail": "Turn creation conflicted …"}` when another turn of the
+    session runs, or `{"detail": {"code": "idempotency_key_in_use", "message", "turn_id"?}}`."""
+
+    detail = TurnConflictDetailField()
+
+    class Meta:
+        ref_name = "TurnConflict"
+
+
 # Field errors: `{"field": ["message", ...]}`; a list field's items as `{"0": [...]}`.
 FIELD_ERRORS_SCHEMA = {
     "type": "object",

@@ -44,7 +44,12 @@ from pantheon import draining, logging_context
 from pantheon.db import carry_back, connection_lost, database, release_connection
 from pantheon.exceptions import REFUSALS, TurnInterrupted
 from pantheon.negotiation import answer_in_json
-from pantheon.schema import TurnRefusalSerializer, bad_request, refusals
+from pantheon.schema import (
+    TurnConflictSerializer,
+    TurnRefusalSerializer,
+    bad_request,
+    refusals,
+)
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, following, idempotency, selectors
@@ -282,11 +287,6 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     403: "`account_suspended`, or a cookie session without a CSRF token.",
                     406: "`Accept` takes neither application/json nor text/event-stream "
                     "(q-values count) and no `format` says which: no turn is run.",
-                    409: "Another turn of this session is running: "
-                    '`{"detail": "Turn creation conflicted with concurrent writes. '
-                    'Please retry."}`; or `idempotency_key_in_use`: the first request with '
-                    "this Idempotency-Key is still running, with `turn_id` once it has claimed "
-                    "its turn (follow it with `GET turns/{id}/events`).",
                     503: "`over_capacity`: the server is serving as many requests as it can; "
                     "retry after `Retry-After` seconds. Or `turn_interrupted`: the server "
                     "restarted while the turn ran (a deploy), or an operator's `recover_turns` "
@@ -297,6 +297,14 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                     "ended `interrupted` the same way, and its Idempotency-Key runs it afresh "
                     "(or answers with it, had it finished just then).",
                 }
+            ),
+            409: OpenApiResponse(
+                TurnConflictSerializer,
+                description="Another turn of this session is running: "
+                '`{"detail": "Turn creation conflicted with concurrent writes. '
+                'Please retry."}`; or `idempotency_key_in_use`: the first request with '
+                "this Idempotency-Key is still running, with `turn_id` once it has claimed "
+                "its turn (follow it with `GET turns/{id}/events`).",
             ),
             422: OpenApiResponse(
                 TurnRefusalSerializer,

@@ -752,3 +752,15 @@ def test_every_operation_tells_a_client_what_it_does(schema):
     assert "credit_cap_exceeded" not in refusal_code["description"]  # a 402, not a 422
     login = schema["paths"]["/api/v1/auth/token"]["post"]["responses"]["400"]["description"]
     assert "non_field_errors" in login
+
+
+def test_a_key_in_use_documents_the_turn_it_names(schema):
+    """The 409 named `turn_id` in its prose only: a client generated from the schema dropped
+    it (the reviewer's catch)."""
+    responses = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]["responses"]
+    conflict = responses["409"]["content"]["application/json"]["schema"]["$ref"]
+    assert conflict == "#/components/schemas/TurnConflict"
+    detail = schema["components"]["schemas"]["TurnConflict"]["properties"]["detail"]["anyOf"]
+    assert detail[0] == {"type": "string"}  # the design's plain message
+    assert detail[1]["properties"]["turn_id"]["format"] == "uuid"
+    assert detail[1]["required"] == ["code", "message"]
