@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import signal
 import sys
 
 from gunicorn.arbiter import Arbiter
@@ -110,6 +111,24 @@ class PantheonWorker(UvicornWorker):
         PROCESS.limit = self.cfg.worker_connections
         super().init_process()
 
+    def _install_quick_stop(self, server: DrainingServer) -> None:
+        """gunicorn's quick shutdown (SIGQUIT to the worker, for SIGINT or SIGQUIT to the
+        master): the worker stops as at a deploy, but waits for no turn: those running are
+        ended `interrupted` at once (their endings recorded, their clients told), then it exits.
+        uvicorn's worker only marked itself not alive and served on, new turns included, until
+        the master's SIGKILL at `graceful_timeout` left its turns `running` with no worker to
+        replace it. A second one stops waiting for the requests still open."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGQUIT, self._stop_quickly, server)
+
+    def _stop_quickly(self, server: DrainingServer) -> None:
+        self.alive = False
+        if server.should_exit:
+            server.force_exit = True
+            return
+        server.drain_seconds = 0.0
+        server.should_exit = True
+
     async def _serve(self) -> None:
         # UvicornWorker's own, with the server that drains detached turns when it stops.
         self.config.app = self.wsgi
@@ -118,7 +137,7 @@ class PantheonWorker(UvicornWorker):
             drain_seconds=self.drain_seconds,
             wind_down_seconds=self.wind_down_seconds,
         )
-        self._install_sigquit_handler()
+        self._install_quick_stop(server)
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

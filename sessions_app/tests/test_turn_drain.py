@@ -61,9 +61,19 @@ def _assert_the_quick_ended_as_if_nothing_happened(outcome: dict, sessions: dict
     assert Turn.objects.get(session=sessions["hung_up"]).status == "completed"
 
 
+@pytest.mark.parametrize(
+    "stop",
+    [signal.SIGTERM, signal.SIGQUIT, signal.SIGINT],
+    ids=["SIGTERM", "quick: SIGQUIT", "quick: SIGINT"],
+)
 def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cleanly(
-    owner, make_agent, make_session, stub, tmp_path
+    owner, make_agent, make_session, stub, tmp_path, stop
 ):
+    """SIGTERM: a deploy. SIGQUIT or SIGINT to the master is gunicorn's quick shutdown: the
+    workers served on, new turns included, until its SIGKILL at the graceful timeout left their
+    turns running with no worker to replace them (the soak tester's catch); they now end them
+    at once, cleanly."""
+    quick = stop != signal.SIGTERM
     sessions = _sessions(owner, make_agent, make_session, stub, slow=["plain", "streamed"])
     headers = {"Authorization": f"Token {Token.objects.create(user=owner).key}"}
     server = AppServer(
@@ -110,14 +120,23 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
             client.start()
         wait_for(lambda: stub.requests == 4)  # every turn is waiting on its provider
         wait_for(lambda: "hung_up" in outcome)
-        os.kill(server.process.pid, signal.SIGTERM)
+        stopping = time.monotonic()
+        os.kill(server.process.pid, stop)
         for client in clients:
             client.join(30)
         server.process.wait(GRACEFUL_TIMEOUT + 10)
+        stopping_took = time.monotonic() - stopping
     finally:
         server.stop()
 
-    _assert_the_quick_ended_as_if_nothing_happened(outcome, sessions)
+    if quick:
+        # Nothing waited for: the quick turn is interrupted too, and well before the timeout.
+        assert stopping_took < GRACEFUL_TIMEOUT - 2, stopping_took
+        for name in ("quick", "hung_up"):
+            ended = Turn.objects.get(session=sessions[name])
+            assert (ended.status, ended.failure_code) == ("interrupted", "turn_interrupted")
+    else:
+        _assert_the_quick_ended_as_if_nothing_happened(outcome, sessions)
     # Outlasting it: ended `interrupted`, each client told so by a code.
     assert outcome["plain"].status_code == 503, outcome["plain"].text
     assert outcome["plain"].json()["detail"]["code"] == "turn_interrupted"
