@@ -21,12 +21,16 @@ import functools
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
-# Where the master keeps the names of the workers that exited since it last forked one.
+from pantheon.config import whole_number
+
+# Where the master keeps the workers that exited since it last forked one: name → when.
 _EXITED = "pantheon_exited_workers"
-# The most names it keeps: a crash loop hands each name on until a worker lives to use it.
+# The most names it keeps (the newest): a crash loop hands names on until a worker lives to
+# check them.
 _MOST_KEPT = 100
 
 # This process's name, with the pid it was made for (a process forked later makes its own).
@@ -73,10 +77,17 @@ def guarded(hook: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
 
 
 def before_fork(server: Any, worker: Any) -> None:
-    """In the master: the new worker's token, and the names of the workers gone before it."""
+    """In the master: the new worker's token, and the names of the workers gone before it
+    within the stale limit (the turns of one gone longer are stale: the next turn of each
+    session takes them over anyway)."""
     worker.pantheon_token = secrets.token_hex(4)
-    exited = getattr(server, _EXITED, [])
+    exited = _exited(server)
+    recent = time.monotonic() - stale_seconds()
+    for name in [name for name, when in exited.items() if when < recent]:
+        del exited[name]
+    worker.pantheon_inherited = dict(exited)
     worker.pantheon_predecessors = tuple(exited)
+    worker.pantheon_forked_at = time.monotonic()
     exited.clear()
 
 
@@ -88,19 +99,32 @@ def after_fork(server: Any, worker: Any) -> None:
 
 
 def after_exit(server: Any, worker: Any) -> None:
-    """In the master, once a worker has exited, in order or not: the next worker checks it,
-    and the workers it was given to check, in case it died before it did (killed during its
-    warm-up, as an out-of-memory killer may do twice). A name checked twice finds nothing the
-    second time."""
+    """In the master, once a worker has exited, in order or not: the next worker checks it.
+    Killed before it could have checked the workers it was given (within its warm-up, or while
+    it waited for the database, up to the stale limit), it hands them on too, with the time
+    each exited: an out-of-memory killer may strike twice. A name checked twice finds nothing
+    the second time."""
     token = getattr(worker, "pantheon_token", None)
     if token is None:
         # Forked before these hooks were read (a SIGHUP from the code before them reloads
         # this file under workers it forked): its turns record no name, none to hand on.
         return
+    exited = _exited(server)
+    now = time.monotonic()
+    if now - worker.pantheon_forked_at < stale_seconds():
+        for name, when in worker.pantheon_inherited.items():
+            exited.setdefault(name, when)
+    exited[worker_name(worker.pid, token)] = now
+    for name in sorted(exited, key=exited.__getitem__)[:-_MOST_KEPT]:
+        del exited[name]  # the oldest
+
+
+def _exited(server: Any) -> dict[str, float]:
     if not hasattr(server, _EXITED):
-        setattr(server, _EXITED, [])
-    exited = getattr(server, _EXITED)
-    for name in (worker_name(worker.pid, token), *worker.pantheon_predecessors):
-        if name not in exited:
-            exited.append(name)
-    del exited[:-_MOST_KEPT]
+        setattr(server, _EXITED, {})
+    return getattr(server, _EXITED)
+
+
+def stale_seconds() -> float:
+    """`PANTHEON_TURN_STALE_SECONDS`, read as the settings read it (the master has no Django)."""
+    return whole_number("PANTHEON_TURN_STALE_SECONDS", 600, minimum=1)

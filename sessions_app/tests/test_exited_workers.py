@@ -139,11 +139,36 @@ def test_a_worker_killed_before_it_checked_its_predecessors_hands_them_on(fresh_
     assert len(fork(server, 104).pantheon_predecessors) == 3
 
 
-def test_the_names_kept_are_bounded(fresh_runner):
+def test_the_names_kept_are_bounded_and_the_newest_kept(fresh_runner):
+    """It kept the oldest: 2 workers through 150 reloads filled the list, and the next worker
+    killed was not among the names its replacement got (the second reviewer's catch)."""
     server = SimpleNamespace()
     for pid in range(1000, 1300):
-        runner.after_exit(server, fork(server, pid))
-    assert len(fork(server, 2000).pantheon_predecessors) == 100
+        last = fork(server, pid)
+        runner.after_exit(server, last)
+    handed = fork(server, 2000).pantheon_predecessors
+    assert len(handed) == 100
+    assert runner.worker_name(1299, last.pantheon_token) in handed
+
+
+def test_names_older_than_the_stale_limit_are_dropped(fresh_runner, monkeypatch):
+    """Their turns are stale: the next turn of each session takes them over anyway. So is a
+    worker that lived past it: it had time to check the names it was given."""
+    monkeypatch.setenv("PANTHEON_TURN_STALE_SECONDS", "60")
+    server = SimpleNamespace()
+    old, young = fork(server, 101), fork(server, 102)
+    runner.after_exit(server, old)
+    server.pantheon_exited_workers[runner.worker_name(101, old.pantheon_token)] -= 61
+    runner.after_exit(server, young)
+
+    given = fork(server, 103)
+    assert given.pantheon_predecessors == (runner.worker_name(102, young.pantheon_token),)
+
+    given.pantheon_forked_at -= 61  # lived past the stale limit, then was killed
+    runner.after_exit(server, given)
+    assert fork(server, 104).pantheon_predecessors == (
+        runner.worker_name(103, given.pantheon_token),
+    )
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
