@@ -107,8 +107,8 @@ def on_reload(server):
 
     try:
         collect_static()
-    except SystemExit as refused:
-        server.log.error("%s", refused)
+    except (SystemExit, Exception) as refused:  # never into the master's loop (it stops)
+        server.log.error("collectstatic on reload: %s", refused)
 
 
 # Each worker's name, which its turns record; a worker that exits leaves its name to the next

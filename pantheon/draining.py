@@ -88,7 +88,8 @@ async def drain(
     Returns how many were cancelled."""
     global _stopping
     _stopping = True
-    deadline = time.monotonic() + seconds
+    began = time.monotonic()
+    deadline = began + seconds
     while _running and not give_up() and (left := deadline - time.monotonic()) > 0:
         await asyncio.wait(set(_running), timeout=min(left, _LOOK_SECONDS))
     left_running = [task for task in _running if not task.done()]
@@ -97,7 +98,7 @@ async def drain(
     logger.warning(
         "stopping: %d detached task(s) still running after %.0f s are cancelled",
         len(left_running),
-        seconds,
+        time.monotonic() - began,
     )
     for task in left_running:
         task.cancel()

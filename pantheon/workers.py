@@ -43,13 +43,15 @@ class DrainingServer(Server):
     def __init__(self, config: Config, *, drain_seconds: float, wind_down_seconds: float):
         super().__init__(config)
         self.drain_seconds, self.wind_down_seconds = drain_seconds, wind_down_seconds
+        # gunicorn's quick shutdown: wait for no turn (`PantheonWorker._stop_quickly`).
+        self.quick = False
 
     async def shutdown(self, sockets=None) -> None:
         drained = asyncio.ensure_future(
             draining.drain(
                 seconds=self.drain_seconds,
                 wind_down=self.wind_down_seconds,
-                give_up=lambda: self.force_exit,  # a second signal
+                give_up=lambda: self.force_exit or self.quick,  # a second signal, or quick
             )
         )
         heartbeat = asyncio.ensure_future(self._keep_notifying())
@@ -123,10 +125,12 @@ class PantheonWorker(UvicornWorker):
 
     def _stop_quickly(self, server: DrainingServer) -> None:
         self.alive = False
-        if server.should_exit:
+        if server.quick:
             server.force_exit = True
             return
-        server.drain_seconds = 0.0
+        # A stop already under way (the worker's own SIGINT: Ctrl-C signals every process of
+        # the terminal) stops waiting for turns; its streams still end cleanly.
+        server.quick = True
         server.should_exit = True
 
     async def _serve(self) -> None:

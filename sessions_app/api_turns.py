@@ -681,6 +681,9 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
     database (any host), followed live while it runs; `Last-Event-ID` resumes after it."""
 
     renderer_classes = [EventStreamRenderer, JSONRenderer]
+    # No HEAD: Django answers it with `get`, a stream no one reads that held a follow place
+    # and the worker's until the turn ended (the second reviewer's catch).
+    http_method_names = ["get", "options"]
 
     @extend_schema(
         responses={

@@ -98,3 +98,16 @@ def test_what_a_request_gives_back_is_given_back_however_it_ends():
     assert given == ["first", "second"]
     assert capacity.in_flight == 0
     assert capacity.at_end(lambda: None) is False
+
+
+@pytest.mark.django_db
+def test_a_head_request_for_a_turns_events_is_refused(
+    owner, owner_client, make_agent, make_session
+):
+    """Answered by `get`, it was a stream no one read, holding a follow place and the worker's
+    until the turn ended (the second reviewer's catch)."""
+    turn = running_turn(owner, make_agent, make_session)
+
+    response = owner_client.head(f"/api/v1/turns/{turn.pk}/events", HTTP_ACCEPT="text/event-stream")
+
+    assert response.status_code == 405

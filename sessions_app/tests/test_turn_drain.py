@@ -63,8 +63,8 @@ def _assert_the_quick_ended_as_if_nothing_happened(outcome: dict, sessions: dict
 
 @pytest.mark.parametrize(
     "stop",
-    [signal.SIGTERM, signal.SIGQUIT, signal.SIGINT],
-    ids=["SIGTERM", "quick: SIGQUIT", "quick: SIGINT"],
+    [signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, "Ctrl-C"],
+    ids=["SIGTERM", "quick: SIGQUIT", "quick: SIGINT", "quick: Ctrl-C to every process"],
 )
 def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cleanly(
     owner, make_agent, make_session, stub, tmp_path, stop
@@ -121,7 +121,10 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
         wait_for(lambda: stub.requests == 4)  # every turn is waiting on its provider
         wait_for(lambda: "hung_up" in outcome)
         stopping = time.monotonic()
-        os.kill(server.process.pid, stop)
+        if stop == "Ctrl-C":  # a terminal signals its whole process group
+            os.killpg(server.process.pid, signal.SIGINT)
+        else:
+            os.kill(server.process.pid, stop)
         for client in clients:
             client.join(30)
         server.process.wait(GRACEFUL_TIMEOUT + 10)
