@@ -65,7 +65,12 @@ def test_a_user_follows_at_most_the_limit_and_a_closed_stream_frees_its_place(
                 refused = follow(mine, owner, refused_streams)
                 assert refused.status_code == 429
                 assert refused.headers["Retry-After"] == "5"
-                assert refused.json()["detail"]["code"] == "too_many_follows"
+                assert refused.json()["detail"] == {
+                    "code": "too_many_follows",
+                    "message": "You already hold 2 streams of turns' events open on this "
+                    "server, the most one user may: close a stream you no longer read, then "
+                    "retry.",
+                }
             # Another user's places are their own.
             with contextlib.ExitStack() as other:
                 assert follow(theirs, outsider, other).status_code == 200
