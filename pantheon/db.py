@@ -82,6 +82,16 @@ def connection_lost(exc: BaseException | None) -> bool:
     return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
 
 
+# How long work that found the database gone waits between tries to reach it again: 1, 2, 4,
+# then every 8 s (a turn's ending, the turns of exited workers).
+OUTAGE_RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0)
+
+
+def outage_pause(attempt: int, schedule: tuple[float, ...] = OUTAGE_RETRY_SECONDS) -> float:
+    """The wait before try `attempt` (from 0) of `schedule`, its last pause repeated."""
+    return schedule[min(attempt, len(schedule) - 1)]
+
+
 # PostgreSQL's answer when a prepared statement's result columns changed type under it (a
 # migration's ALTER COLUMN ... TYPE run by another connection).
 _CHANGED_RESULT_TYPE = "cached plan must not change result type"

@@ -1,6 +1,7 @@
 """Load at startup what the first requests would otherwise pay for."""
 
 import gc
+import itertools
 import logging
 import threading
 import time
@@ -10,6 +11,7 @@ from django.db import DatabaseError, connection
 from django.urls import resolve
 
 from pantheon import runner
+from pantheon.db import OUTAGE_RETRY_SECONDS, connection_lost, outage_pause
 from pantheon.llm import get_gateway
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,12 @@ def open_the_pool() -> None:
     try:
         connection.ensure_connection()  # opens the pool
         end_turns_of_exited_workers()
-    except DatabaseError as error:
+    except Exception as error:
+        if not (isinstance(error, DatabaseError) and connection_lost(error)):
+            # Neither the worker's boot to fail (gunicorn would stop the server) nor an outage
+            # another try gets past: those turns wait for the stale limit, as before.
+            logger.exception("warm-up: the turns of exited workers could not be ended")
+            return
         logger.warning("warm-up: the database is not reachable yet (%s)", error)
         if runner.predecessors():
             threading.Thread(
@@ -38,10 +45,6 @@ def open_the_pool() -> None:
                 name="pantheon-exited-workers",
                 daemon=True,
             ).start()
-    except Exception:
-        # Not the worker's boot to fail (gunicorn would stop the server): the turns wait for
-        # the stale limit, as before.
-        logger.exception("warm-up: the turns of exited workers could not be ended")
     finally:
         connection.close()
 
@@ -63,9 +66,9 @@ def end_turns_of_exited_workers() -> None:
         )
 
 
-# Seconds between tries to reach the database for the exited workers' turns: doubling to 8.
-FIRST_RETRY_SECONDS = 1.0
-LONGEST_RETRY_SECONDS = 8.0
+# The waits between tries to reach the database for the exited workers' turns: those of a
+# turn's ending (`pantheon.db.OUTAGE_RETRY_SECONDS`).
+RETRY_SECONDS = OUTAGE_RETRY_SECONDS
 
 
 def keep_trying_to_end_turns_of_exited_workers() -> bool:
@@ -73,15 +76,19 @@ def keep_trying_to_end_turns_of_exited_workers() -> bool:
     worker serves meanwhile), for up to the stale limit: past it, the next turn of each session
     takes the turn over anyway. Whether it got through."""
     deadline = time.monotonic() + settings.PANTHEON_TURN_STALE_SECONDS
-    delay = FIRST_RETRY_SECONDS
-    while time.monotonic() + delay < deadline:
-        time.sleep(delay)
-        delay = min(delay * 2, LONGEST_RETRY_SECONDS)
+    for attempt in itertools.count():
+        pause = outage_pause(attempt, RETRY_SECONDS)
+        if time.monotonic() + pause >= deadline:
+            break
+        time.sleep(pause)
         try:
             end_turns_of_exited_workers()
             return True
-        except DatabaseError:
-            continue
+        except DatabaseError as error:
+            if connection_lost(error):
+                continue
+            logger.exception("the turns of exited workers could not be ended")
+            return False
         finally:
             connection.close()
     logger.warning(

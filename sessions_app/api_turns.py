@@ -41,7 +41,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pantheon import draining, logging_context
-from pantheon.db import carry_back, connection_lost, database, release_connection
+from pantheon.db import (
+    OUTAGE_RETRY_SECONDS,
+    carry_back,
+    connection_lost,
+    database,
+    outage_pause,
+    release_connection,
+)
 from pantheon.exceptions import REFUSALS, TurnInterrupted
 from pantheon.negotiation import answer_in_json
 from pantheon.schema import (
@@ -601,7 +608,7 @@ async def _interrupt_what_it_claims(starting: asyncio.Future) -> None:
 
 
 # How long a turn whose ending could not be written waits between tries to write it.
-ENDING_RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0)
+ENDING_RETRY_SECONDS = OUTAGE_RETRY_SECONDS
 
 
 def _end_once_the_database_is_back(
@@ -661,7 +668,7 @@ async def _once_the_database_is_back(section: Callable[[], Any], *, turn_id, doi
     loop = asyncio.get_running_loop()
     give_up = loop.time() + settings.PANTHEON_TURN_STALE_SECONDS
     for attempt in itertools.count():
-        pause = ENDING_RETRY_SECONDS[min(attempt, len(ENDING_RETRY_SECONDS) - 1)]
+        pause = outage_pause(attempt, ENDING_RETRY_SECONDS)
         if not await draining.pause(pause):
             logger.warning("turn %s: its worker stops before it could %s", turn_id, doing)
             return

@@ -5,6 +5,7 @@ import logging
 import re
 from types import SimpleNamespace
 
+import psycopg
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -171,27 +172,37 @@ def test_names_older_than_the_stale_limit_are_dropped(fresh_runner, monkeypatch)
     )
 
 
+def refused() -> Exception:
+    """A connection the database refused, as Django raises it (psycopg's error its cause)."""
+    from django.db import OperationalError
+
+    try:
+        raise OperationalError("connection refused") from psycopg.OperationalError(
+            "connection refused"
+        )
+    except OperationalError as error:
+        return error
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_worker_that_finds_the_database_away_keeps_trying(
     owner, ada, make_session, fresh_runner, monkeypatch, caplog
 ):
     """Down for longer than DB_POOL_TIMEOUT as the replacement warmed up, the names were
     dropped with a warning that the database was not reachable."""
-    from django.db import OperationalError
-
     from sessions_app import services
 
     dead = "web-1:101:aaaa"
     orphan = running_turn(make_session(owner, agent=ada), dead)
     monkeypatch.setattr(runner, "_predecessors", (dead,))
-    monkeypatch.setattr(warmup, "FIRST_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(warmup, "RETRY_SECONDS", (0.01,))
     real = services.turns_of_exited_workers_interrupt
     tries = []
 
     def away_twice(**names):
         tries.append(names)
         if len(tries) <= 2:
-            raise OperationalError("connection refused")
+            raise refused()
         return real(**names)
 
     monkeypatch.setattr(services, "turns_of_exited_workers_interrupt", away_twice)
@@ -207,16 +218,14 @@ def test_a_worker_that_finds_the_database_away_keeps_trying(
 def test_a_worker_gives_up_at_the_stale_limit_saying_so(
     fresh_runner, monkeypatch, settings, caplog
 ):
-    from django.db import OperationalError
-
     from sessions_app import services
 
     settings.PANTHEON_TURN_STALE_SECONDS = 1
     monkeypatch.setattr(runner, "_predecessors", ("web-1:101:aaaa",))
-    monkeypatch.setattr(warmup, "FIRST_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(warmup, "RETRY_SECONDS", (0.05,))
 
     def away(**names):
-        raise OperationalError("connection refused")
+        raise refused()
 
     monkeypatch.setattr(services, "turns_of_exited_workers_interrupt", away)
 
