@@ -15,6 +15,7 @@ from django.urls import path
 from pantheon import logging_context
 from pantheon.console import CheckedLists, TitledAsSaved
 from pantheon.exceptions import query_has_unrenderable
+from pantheon.figures import counted
 from pantheon.passwords import console_operator
 from pantheon.throttling import login_wait
 
@@ -33,9 +34,10 @@ class ConsoleLoginForm(AdminAuthenticationForm):
     def clean(self):
         self.retry_after = login_wait(self.request)
         if self.retry_after is not None:
-            seconds = f"{self.retry_after} second{'' if self.retry_after == 1 else 's'}"
             raise ValidationError(
-                self.error_messages["throttled"], code="throttled", params={"seconds": seconds}
+                self.error_messages["throttled"],
+                code="throttled",
+                params={"seconds": counted(self.retry_after, "second")},
             )
         return super().clean()
 

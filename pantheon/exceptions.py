@@ -26,6 +26,7 @@ from rest_framework.serializers import as_serializer_error
 
 from pantheon.capacity import RETRY_AFTER_SECONDS
 from pantheon.db import connection_lost
+from pantheon.figures import counted
 
 logger = logging.getLogger(__name__)
 
@@ -304,11 +305,10 @@ def renderable(value):
 
 
 def throttled_body(seconds: int) -> dict:
-    unit = "second" if seconds == 1 else "seconds"
     return {
         "detail": {
             "code": "throttled",
-            "message": f"Too many requests. Retry in {seconds} {unit}.",
+            "message": f"Too many requests. Retry in {counted(seconds, 'second')}.",
         }
     }
 

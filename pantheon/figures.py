@@ -56,6 +56,12 @@ def credits_text(value) -> str:
     return f"{rounded(amount, places_shown(amount, CREDITS_PLACES)):,f}"
 
 
+def counted(count: int, thing: str) -> str:
+    """'1 second', '2 seconds', '1,234 users': a count and its noun, in the plural past one
+    (the nouns the project counts take an -s)."""
+    return f"{count:,} {thing}{'' if count == 1 else 's'}"
+
+
 def credit_cap_text(value) -> str:
     """12.123456 → 12.123456; 5 → 5.0000; 1000 → 1,000.0000."""
     amount = as_decimal(value)

@@ -13,7 +13,6 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import format_html
-from django.utils.translation import ngettext
 
 from pantheon.console import (
     AmountField,
@@ -32,7 +31,7 @@ from pantheon.console import (
     name_column,
     username_filter,
 )
-from pantheon.figures import credit_cap_text, credits_text, plain_amount, usd_text
+from pantheon.figures import counted, credit_cap_text, credits_text, plain_amount, usd_text
 from rooms.selectors import agents_on_alias
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
@@ -539,8 +538,7 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
                     changed += 1
         verb = "Suspended" if suspended else "Reactivated"
         if changed:
-            users = ngettext("user", "users", changed)
-            self.message_user(request, f"{verb} {changed:,} {users}.", messages.SUCCESS)
+            self.message_user(request, f"{verb} {counted(changed, 'user')}.", messages.SUCCESS)
         else:
             state = "suspended" if suspended else "active"
             self.message_user(request, f"Nothing changed: they were all {state} already.")
@@ -566,8 +564,9 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
                         changed += 1
             if changed:
                 done = "Lifted the cap" if cap is None else f"Set a cap of {cap_shown(cap)}"
-                users = ngettext("user", "users", changed)
-                self.message_user(request, f"{done} for {changed:,} {users}.", messages.SUCCESS)
+                self.message_user(
+                    request, f"{done} for {counted(changed, 'user')}.", messages.SUCCESS
+                )
             else:
                 self.message_user(request, "Nothing changed: they all had that cap already.")
             return None

@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from pantheon.figures import plain_amount
+from pantheon.figures import counted, plain_amount
 from sessions_app.models import Message, MessageRole, Turn, TurnStatus
 from sessions_app.selectors import stale_before
 from usage.models import (
@@ -232,27 +232,23 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
     fixed = []
     if ROLLUPS in fixable:
         result = rollup_rebuild(since=since, dry_run=dry_run)
-        counted = f"{_many(result.rows_written, 'daily row')} ({result.rows_removed:,} replaced)"
+        how_many = f"{counted(result.rows_written, 'daily row')} ({result.rows_removed:,} replaced)"
         changed = result.rows_written + result.rows_removed
-        fixed.append(Rebuild(ROLLUPS, "rollups", counted, changed, dry_run))
+        fixed.append(Rebuild(ROLLUPS, "rollups", how_many, changed, dry_run))
     if COUNTERS in fixable:
         result = counters_rebuild(since=since, dry_run=dry_run)
-        counted = f"{_many(result.rows_written, 'counter')} ({result.rows_removed:,} replaced)"
+        how_many = f"{counted(result.rows_written, 'counter')} ({result.rows_removed:,} replaced)"
         changed = result.rows_written + result.rows_removed
-        fixed.append(Rebuild(COUNTERS, "monthly counters", counted, changed, dry_run))
+        fixed.append(Rebuild(COUNTERS, "monthly counters", how_many, changed, dry_run))
     if TURN_TOTALS in fixable:
         count = turn_totals_rebuild(since=since, dry_run=dry_run)
-        fixed.append(Rebuild(TURN_TOTALS, "turn totals", _many(count, "turn"), count, dry_run))
+        fixed.append(Rebuild(TURN_TOTALS, "turn totals", counted(count, "turn"), count, dry_run))
     if dry_run:
         report.fixed = fixed
         return report
     before, report = report, _check_all(since)
     report.fixed, report.before = fixed, before
     return report
-
-
-def _many(count: int, thing: str) -> str:
-    return f"{count:,} {thing}{'' if count == 1 else 's'}"
 
 
 def turn_totals_rebuild(*, since: date | None = None, dry_run: bool = False) -> int:
