@@ -86,6 +86,10 @@ class SessionForm(CheckedAsTheApi):
         fields = ["title"]
 
 
+# What the lists say of a direct session's agent once it was deleted (its history stays).
+DELETED_AGENT = "(deleted agent)"
+
+
 @admin.register(Session)
 class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDeleteAdmin):
     form = SessionForm
@@ -153,7 +157,7 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
         return format_html('<a href="{}">{}</a>', page, session.agent)
 
     def _no_agent(self, session: Session) -> str:
-        return "(deleted agent)" if session.room_id is None else self.get_empty_value_display()
+        return DELETED_AGENT if session.room_id is None else self.get_empty_value_display()
 
     def has_add_permission(self, request):
         # Users open sessions through the API (POST sessions); no operator workflow adds one.
@@ -347,7 +351,7 @@ class TurnAdmin(RecordAdmin):
         session = turn.session
         if session.room_id:
             return session.room.name
-        return f"@{session.agent.agent_key}" if session.agent_id else "(deleted agent)"
+        return f"@{session.agent.agent_key}" if session.agent_id else DELETED_AGENT
 
     # Not sortable: sorting every turn by its session's row would read the whole ledger.
     @admin.display(description="session deleted (UTC)")
