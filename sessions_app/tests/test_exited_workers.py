@@ -2,7 +2,9 @@
 left running (`pantheon.runner`, `pantheon.warmup`); the live kill is in test_turn_crash."""
 
 import logging
+import os
 import re
+import socket
 from types import SimpleNamespace
 
 import psycopg
@@ -52,6 +54,8 @@ def test_the_master_hands_the_names_of_exited_workers_to_the_next_one_it_forks(f
 def test_a_process_not_forked_by_gunicorn_names_itself_and_has_no_predecessors(fresh_runner):
     name = runner.this_process()
     assert name.split(":")[1] != "" and runner.this_process() == name
+    host, pid, token = name.split(":")
+    assert (host, pid, len(token)) == (socket.gethostname()[:64], str(os.getpid()), 8)
     assert runner.predecessors() == ()
 
 
