@@ -698,7 +698,8 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
                 SSE_EVENT_SCHEMA,
                 description="The turn's events, those of a finished turn at once, then those "
                 "of a running one as they come; the stream ends after `turn_completed` or "
-                "`turn_failed`.",
+                "`turn_failed`, or with no end event when the turn's session is deleted (a "
+                "reconnect is a 404) or the server stops (resume with `Last-Event-ID`).",
             ),
             204: OpenApiResponse(
                 description="`Last-Event-ID` is the turn's last event: nothing follows (an "

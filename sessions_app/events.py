@@ -18,10 +18,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sessions_app.models import Message, MessageRole, Turn, TurnStatus, TurnStream
+from django.db.models import BooleanField, ExpressionWrapper
+
+from sessions_app.models import (
+    Message,
+    MessageRole,
+    SessionQuerySet,
+    Turn,
+    TurnStatus,
+    TurnStream,
+)
 from sessions_app.serializers import render_message, render_turn
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
 
@@ -147,15 +156,33 @@ class Replay:
     mark: tuple
 
 
-def turn_mark(turn_id) -> tuple | None:
+@dataclass(frozen=True)
+class Mark:
+    """A turn's progress (`Replay.mark`) and whether its session is still there."""
+
+    progress: tuple
+    session_alive: bool
+
+
+def turn_mark(turn_id) -> Mark | None:
     """A turn's progress in one indexed read: its status, when it last stored a step, and when
     the text it is streaming was last saved. Every write a replay shows moves one of them (a
-    step's commit moves `progress_at`, a stream save `updated_at`, an ending the status)."""
-    return (
+    step's commit moves `progress_at`, a stream save `updated_at`, an ending the status). With
+    it, whether its session was deleted (or its room): the answers went with it."""
+    row = (
         Turn.objects.filter(pk=turn_id)
-        .values_list("status", "progress_at", "turnstream__updated_at")
+        .annotate(
+            session_alive=ExpressionWrapper(
+                SessionQuerySet.alive_q("session__"), output_field=BooleanField()
+            )
+        )
+        .values_list("status", "progress_at", "turnstream__updated_at", "session_alive")
         .first()
     )
+    if row is None:
+        return None
+    *progress, session_alive = row
+    return Mark(progress=tuple(progress), session_alive=session_alive)
 
 
 def turn_replay(turn: Turn) -> Replay:
@@ -201,9 +228,16 @@ class TurnPoll:
         self.replay: Replay | None = None
 
     def poll(self) -> Replay | None:
-        """The turn's replay if it changed since the last poll, else None."""
-        if self.replay is not None and turn_mark(self.turn.pk) == self.replay.mark:
-            return None
+        """The turn's replay if it changed since the last poll, else None. Once its session is
+        deleted, the replay as it was, finished: the turn runs on, but its answers went with
+        the session, and a follower's stream ends without them (a reconnect is a 404)."""
+        if self.replay is not None:
+            mark = turn_mark(self.turn.pk)
+            if mark is not None and not mark.session_alive:
+                self.replay = replace(self.replay, finished=True)
+                return self.replay
+            if mark is not None and mark.progress == self.replay.mark:
+                return None
         self.replay = turn_replay(self.turn)
         return self.replay
 

@@ -17,8 +17,10 @@ from rest_framework.authtoken.models import Token
 
 from pantheon import draining
 from pantheon.db import database
+from rooms.services import room_delete
 from sessions_app import events, following
 from sessions_app.models import Message, Turn, TurnStatus, TurnStream
+from sessions_app.services import session_delete
 from sessions_app.tests.conftest import direct_turn_in_flight
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
 from usage.services import usage_call_open
@@ -31,7 +33,10 @@ def running_turn(owner, make_agent, make_session):
     """A direct turn whose agent call is in flight: the turn, the user's message and the call's
     pending ledger row, as the claim commits them."""
     agent = make_agent(owner, "ada")
-    session = make_session(owner, agent=agent)
+    return _in_flight(owner, agent, make_session(owner, agent=agent))
+
+
+def _in_flight(owner, agent, session) -> Turn:
     turn = direct_turn_in_flight(owner, agent, session)
     usage_call_open(
         user=owner,
@@ -40,7 +45,7 @@ def running_turn(owner, make_agent, make_session):
         purpose=CallPurpose.AGENT,
         session_id=session.pk,
         turn_id=turn.pk,
-        agent_key="ada",
+        agent_key=agent.agent_key,
     )
     return turn
 
@@ -120,6 +125,34 @@ def test_a_follower_resumes_after_the_last_event_id_it_was_given(running_turn):
     resumed = events.TurnFollower(running_turn, last_event_id=delta.id - 2)
     news, _ = resumed.poll()
     assert [(event.name, event.data["text"]) for event in news] == [("step_delta", "lo")]
+
+
+def test_a_follower_of_a_deleted_session_gets_nothing_more_and_its_stream_ends(running_turn):
+    """The turn runs on to its end (README), but its answers went with the session: before,
+    a follower that opened its stream before the delete went on getting them to the end."""
+    follower = events.TurnFollower(running_turn)
+    follower.poll()
+    session_delete(session=running_turn.session)
+    _stream(running_turn, "Hello")
+
+    assert follower.poll() == ([], True)
+    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
+
+
+def test_a_follower_of_a_session_in_a_deleted_room_gets_nothing_more(
+    owner, make_agent, make_room, make_session
+):
+    agent = make_agent(owner, "ada")
+    room = make_room(owner, agents=[agent])
+    turn = _in_flight(owner, agent, make_session(owner, room=room))
+    follower = events.TurnFollower(turn)
+    follower.poll()
+    _stream(turn, "Hel")
+    assert _names(follower.poll()[0]) == ["step_delta"]
+
+    room_delete(room=room)
+    _stream(turn, "Hello")
+    assert follower.poll() == ([], True)
 
 
 # --- many clients following one turn in one process ---------------------------------------------
@@ -324,6 +357,36 @@ def test_a_follower_that_hangs_up_leaves_the_others_and_the_last_stops_the_poll(
         await _until(lambda: asyncio.all_tasks() == {asyncio.current_task()}, "the poller to stop")
 
     async_to_sync(scenario)()
+    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
+
+
+def test_a_followers_stream_ends_when_its_session_is_deleted_and_a_reconnect_is_a_404(
+    running_turn, token_headers, fast_polls
+):
+    received: list = []
+
+    async def scenario() -> None:
+        client = AsyncClient()
+        reader = asyncio.create_task(
+            _read(await _open(client, running_turn, token_headers), received)
+        )
+        await _until(lambda: len(received) == 2, "the turn's start")
+        await database(session_delete)(session=running_turn.session)
+        await database(_stream)(running_turn, "Hello")
+        await asyncio.wait_for(reader, 10)  # the stream ended by itself
+        await _until(lambda: following.watched_turns() == 0, "the poll to stop")
+        again = await client.get(
+            f"/api/v1/turns/{running_turn.pk}/events",
+            headers={
+                **token_headers,
+                "Last-Event-ID": str(received[-1].id),
+                "Accept": "text/event-stream",
+            },
+        )
+        assert again.status_code == 404
+
+    async_to_sync(scenario)()
+    assert [event.name for event in received] == ["turn_started", "step_started"]
     assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
 
 
