@@ -9,7 +9,7 @@ records) and stays reported. The ledger itself is never edited.
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
@@ -39,6 +39,7 @@ from usage.rollups import (
     ledger_daily_sums,
     ledger_monthly_sums,
     rollup_rebuild,
+    rollups_cover_until,
     today,
 )
 from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of, usage_totals_of_turn
@@ -57,6 +58,8 @@ class CheckResult:
     examples: list[str] = field(default_factory=list)
     fixable: bool = True  # rebuilt from the ledger by --fix
     informational: bool = False  # counted, never drift (unpriced, lost calls)
+    # Information said under the check's line, never drift: what it left out, and why.
+    note: str = ""
 
     @property
     def clean(self) -> bool:
@@ -89,6 +92,8 @@ class Report:
     fixed: list[Rebuild] = field(default_factory=list)  # what --fix rebuilt (or would)
     # After a rebuild: the report that found the drift (this one is the check that followed).
     before: "Report | None" = None
+    # How far the rollups compared reach (information: the days after them are not drift).
+    rollups: "RollupReach | None" = None
 
     @property
     def clean(self) -> bool:
@@ -110,10 +115,54 @@ STUCK = "turns stuck running"
 # --- the checks ---------------------------------------------------------------------------------
 
 
-def check_rollups(*, since: date | None = None) -> CheckResult:
-    """Rollups of whole days from `since` against the ledger summed per day, user and alias: a
-    missing, stale or extra rollup row (one for today or later included) is drift."""
-    ledger = ledger_daily_sums(since=since, until=today())
+@dataclass(frozen=True)
+class RollupReach:
+    """How far the daily rollups reach (`RollupCoverage`, written by rollup_usage), as
+    reconcile reads it for the days from `since`."""
+
+    end: date | None  # the first day they do not hold; None: no rollup_usage recorded one
+    # The past days from `since` after `end`, not rolled up yet (the first and the last).
+    pending: tuple[date, date] | None
+
+    @classmethod
+    def read(cls, *, since: date | None) -> "RollupReach":
+        end = rollups_cover_until()
+        if end is None:
+            return cls(None, None)
+        end = min(end, today())
+        first, last = max(end, since or end), today() - timedelta(days=1)
+        return cls(end, (first, last) if first <= last else None)
+
+    @property
+    def pending_days(self) -> int:
+        return 0 if self.pending is None else (self.pending[1] - self.pending[0]).days + 1
+
+    def note(self) -> str:
+        """What the rollup check left out, said under its line."""
+        if self.end is None:
+            return (
+                "not compared: no day is rolled up yet (rollup_usage has not run); the billing "
+                "pages read the ledger"
+            )
+        if self.pending is None:
+            return ""
+        first, last = self.pending
+        span = str(first) if first == last else f"{first} to {last}"
+        return f"not compared: {span} not rolled up yet (the next rollup_usage rolls them up)"
+
+
+def check_rollups(*, since: date | None = None, reach: RollupReach | None = None) -> CheckResult:
+    """Rollups of the whole days from `since` they record they hold (`reach`, read if not
+    given) against the ledger summed per day, user and alias: a missing, stale or extra rollup
+    row (one for a day they do not hold, today or later included) is drift. The past days
+    after their end (yesterday, before the nightly rollup_usage) are not rolled up yet: not
+    compared, and said in the check's note, as is a database no rollup_usage has recorded a
+    reach in (nothing vouches for its rows: the pages read the ledger, and the first
+    rollup_usage replaces them all)."""
+    reach = reach or RollupReach.read(since=since)
+    if reach.end is None:
+        return CheckResult(ROLLUPS, 0, 0, note=reach.note())
+    ledger = ledger_daily_sums(since=since, until=reach.end)
     rollups = DailyUsageRollup.objects.all()
     if since is not None:
         rollups = rollups.filter(day__gte=since)
@@ -129,7 +178,13 @@ def check_rollups(*, since: date | None = None) -> CheckResult:
             f"rollup {_figures(derived_row)}"
         ),
     )
-    return CheckResult(ROLLUPS, rollups.count() + joined.missing, joined.drift, joined.examples)
+    return CheckResult(
+        ROLLUPS,
+        rollups.count() + joined.missing,
+        joined.drift,
+        joined.examples,
+        note=reach.note(),
+    )
 
 
 def check_counters(*, since: date | None = None) -> CheckResult:
@@ -230,8 +285,11 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
         return report
     fixable = {check.name for check in report.checks if not check.clean and check.fixable}
     fixed = []
-    if ROLLUPS in fixable:
-        result = rollup_rebuild(since=since, dry_run=dry_run)
+    # The days the rollups hold, as checked: rolling up the days after them is rollup_usage's
+    # nightly work, not a fix (and a dry run counts what the fix rebuilds). Read again now: a
+    # rollup_usage that ran since the check moved the end, and it is not to be moved back.
+    if ROLLUPS in fixable and (end := rollups_cover_until()) is not None:
+        result = rollup_rebuild(since=since, until=end, dry_run=dry_run)
         how_many = f"{counted(result.rows_written, 'daily row')} ({result.rows_removed:,} replaced)"
         changed = result.rows_written + result.rows_removed
         fixed.append(Rebuild(ROLLUPS, "rollups", how_many, changed, dry_run))
@@ -277,12 +335,15 @@ def _check_all(since: date | None) -> Report:
     with analytic_transaction():
         rows, unpriced, lost = count_unpriced_and_lost(since=since)
         totals, transcript = check_turns(since=since)
-        rollups, counters = check_rollups(since=since), check_counters(since=since)
+        reach = RollupReach.read(since=since)
+        rollups = check_rollups(since=since, reach=reach)
+        counters = check_counters(since=since)
         stuck = count_stuck_turns(since=since)
     return Report(
         since=since,
         checks=[rollups, counters, totals, transcript, unpriced, lost, stuck],
         ledger_rows=rows,
+        rollups=reach,
     )
 
 

@@ -112,15 +112,19 @@ def rollups_cover_until() -> date | None:
     return RollupCoverage.objects.filter(pk=1).values_list("until", flat=True).first()
 
 
-def rollup_rebuild(*, since: date | None = None, dry_run: bool = False) -> RebuildResult:
-    """Recompute DailyUsageRollup for whole UTC days from `since` (default: all) to yesterday.
+def rollup_rebuild(
+    *, since: date | None = None, until: date | None = None, dry_run: bool = False
+) -> RebuildResult:
+    """Recompute DailyUsageRollup for whole UTC days from `since` (default: all) to the day
+    before `until` (default and latest: today, so to yesterday), and record that they reach it.
 
-    Rollups from `since` on are replaced, a stray one for today or later included: today is
+    Rollups from `since` on are replaced, a stray one for `until` or later included: today is
     still being written, and the dashboard reads today from the ledger. A `since` after the
     rollups' end (or before any rebuild) begins at their end (or the first call) instead, so
-    no day is ever left out between them (`RollupCoverage`); the result says so.
+    no day is ever left out between them (`RollupCoverage`); the result says so. An `until`
+    at the rollups' end (reconcile_usage --fix) rebuilds the days they hold and no more.
     """
-    until = today()
+    until = today() if until is None else min(until, today())
     asked = since
     if since is not None:
         covered = rollups_cover_until()

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 
 from rooms.models import RoomMode
 from sessions_app.models import Message, Turn
-from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage
+from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
 from usage.reconcile import (
     COUNTERS,
     LOST,
@@ -25,7 +25,7 @@ from usage.reconcile import (
     check_turns,
     reconcile,
 )
-from usage.rollups import rollup_rebuild, today
+from usage.rollups import rollup_rebuild, rollups_cover_until, today
 
 pytestmark = pytest.mark.django_db
 
@@ -304,6 +304,88 @@ def test_turns_stuck_running_are_counted_and_named_with_what_ends_them(
         "(0 unpriced, 0 lost, 1 turn(s) stuck running past the stale limit: recover_turns "
         "ends them;" in out
     )
+
+
+@pytest.fixture
+def before_the_nightly_run(clean, owner, ledger_row):
+    """A morning before the nightly rollup_usage: the last one ran the night before yesterday,
+    so the rollups hold the days before yesterday (a call 3 days back among them), and
+    yesterday's calls are in the ledger only."""
+    yesterday = today() - timedelta(days=1)
+    ledger_row(owner, at=yesterday_at(9) - timedelta(days=2), credits=Decimal("3"))
+    rollup_rebuild()
+    DailyUsageRollup.objects.filter(day__gte=yesterday).delete()
+    RollupCoverage.objects.filter(pk=1).update(until=yesterday)
+    return yesterday
+
+
+def test_days_the_rollups_do_not_hold_yet_are_said_not_drift(before_the_nightly_run):
+    """Run in the morning, before the nightly rollup_usage, it reported yesterday's calls as
+    drift ("ledger 3 calls, rollup nothing", exit 1, "Run with --fix"): the rollups record
+    how far they reach, and yesterday is after it."""
+    yesterday = before_the_nightly_run
+
+    code, out = run()
+
+    assert code == 0, out
+    assert "DRIFT" not in out
+    lines = out.splitlines()
+    at = next(index for index, line in enumerate(lines) if line.startswith(ROLLUPS))
+    assert lines[at].split()[-3:] == ["1", "0", "ok"]  # the day 3 back
+    assert lines[at + 1] == (
+        f"    not compared: {yesterday} not rolled up yet (the next rollup_usage rolls them up)"
+    )
+    assert lines[-1].startswith("Clean: 6 ledger rows in all agree")
+    assert "(0 unpriced, 0 lost, 1 day not rolled up yet;" in lines[-1]
+
+    # With -v 0 (cron) a clean check says nothing: the days not rolled up are no news.
+    quiet = StringIO()
+    call_command("reconcile_usage", verbosity=0, stdout=quiet)
+    assert quiet.getvalue() == ""
+
+
+def test_a_fix_rebuilds_the_days_the_rollups_hold_and_leaves_the_others_to_rollup_usage(
+    before_the_nightly_run,
+):
+    yesterday = before_the_nightly_run
+    DailyUsageRollup.objects.update(credits=Decimal("1.99"))
+
+    code, out = run("--fix", "--dry-run")
+    assert code == 1
+    assert "  would rebuild rollups: 1 daily row (1 replaced)\n" in out
+
+    code, out = run("--fix")
+    assert code == 0, out
+    assert "  fixed: rollups: rebuilt 1 daily row (1 replaced)\n" in out
+    after = out.split("After --fix:")[1]
+    assert f"not compared: {yesterday} not rolled up yet" in after
+    assert DailyUsageRollup.objects.get().credits == Decimal("3")
+    assert rollups_cover_until() == yesterday  # rolling yesterday up is the nightly run's work
+
+
+def test_a_rollup_for_a_day_the_rollups_do_not_hold_is_drift(before_the_nightly_run, owner):
+    yesterday = before_the_nightly_run
+    DailyUsageRollup.objects.create(day=yesterday, user=owner, model_alias="qwen", llm_calls=3)
+
+    assert run()[0] == 1
+    assert run("--fix")[0] == 0
+    assert not DailyUsageRollup.objects.filter(day=yesterday).exists()
+
+
+def test_rollups_no_rollup_usage_has_vouched_for_are_not_compared(clean):
+    """Migrated to the record of the rollups' reach, before the first rollup_usage: the pages
+    read the ledger, and that run replaces every rollup."""
+    RollupCoverage.objects.all().delete()
+    DailyUsageRollup.objects.update(credits=Decimal("1.99"))
+
+    code, out = run()
+
+    assert code == 0, out
+    assert (
+        "    not compared: no day is rolled up yet (rollup_usage has not run); the billing "
+        "pages read the ledger\n" in out
+    )
+    assert "0 lost, no day rolled up yet;" in out.splitlines()[-1]
 
 
 def test_since_limits_what_is_checked(clean, owner):

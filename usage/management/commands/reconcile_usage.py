@@ -6,6 +6,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from pantheon.commands import ProjectCommand, add_since_argument, database_failed
+from pantheon.figures import counted
 from usage.reconcile import Report, reconcile
 from usage.rollups import today
 
@@ -16,9 +17,11 @@ class Command(ProjectCommand):
     help = (
         "Compare what derives from the ledger (daily rollups, monthly counters, turn totals) "
         "and the transcript with the ledger; exit 0 when all agree, exit 1 on any drift, 2 on a "
-        "usage error, 3 when the database could not be read. --fix rebuilds the derived data "
-        "from the ledger (never the ledger itself) and checks again. With -v 0 it prints "
-        "nothing unless something drifted."
+        "usage error, 3 when the database could not be read. The rollups are compared for the "
+        "days they record they hold (to the last rollup_usage); past days after those are "
+        "said to be not rolled up yet, which is not drift. --fix rebuilds the derived data "
+        "from the ledger (never the ledger itself; the rollups of the days they hold) and "
+        "checks again. With -v 0 it prints nothing unless something drifted."
     )
 
     def add_arguments(self, parser):
@@ -77,6 +80,8 @@ def render_table(report: Report) -> str:
             state = "DRIFT" if check.fixable else "DRIFT (not fixable)"
         lines.append(f"{check.name:<28} {check.checked:>10,} {check.drift:>8,}  {state}")
         lines.extend(f"    e.g. {example}" for example in check.examples)
+        if check.note:
+            lines.append(f"    {check.note}")
     return "\n".join(lines)
 
 
@@ -104,6 +109,11 @@ def summary_line(report: Report, *, seconds: float) -> str:
     if stuck := report.check("turns stuck running").drift:
         # Not drift (their totals settle when they end), but what an operator should act on.
         notes += f", {stuck:,} turn(s) stuck running past the stale limit: recover_turns ends them"
+    if report.rollups is not None and report.rollups.end is None:
+        notes += ", no day rolled up yet"
+    elif report.rollups is not None and (days := report.rollups.pending_days):
+        # Not drift: yesterday, before the nightly rollup_usage.
+        notes += f", {counted(days, 'day')} not rolled up yet"
     if report.clean:
         rows = f"{report.ledger_rows:,} ledger rows {since}"
         agree = f"{rows} agree with what derives from them ({notes}; {seconds:.1f} s)."
