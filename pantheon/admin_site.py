@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from pantheon import logging_context
-from pantheon.console import CheckedLists, TitledAsSaved
+from pantheon.console import CheckedLists, KindSaidOnce, TitledAsSaved
 from pantheon.exceptions import query_has_unrenderable
 from pantheon.figures import counted
 from pantheon.passwords import console_operator
@@ -64,11 +64,14 @@ class PantheonAdminSite(admin.AdminSite):
 
     def register(self, model_or_iterable, admin_class=None, **options):
         """Every list of the console refuses a date no calendar holds as an invalid filter
-        (`pantheon.console.CheckedLists`), and every refused change page is titled by its row as
-        saved (`TitledAsSaved`), whichever app registers it."""
+        (`pantheon.console.CheckedLists`), every refused change page is titled by its row as
+        saved (`TitledAsSaved`), and the message after a save names a row whose name says its
+        kind without saying the kind twice (`KindSaidOnce`), whichever app registers it."""
         admin_class = admin_class or admin.ModelAdmin
         missing = tuple(
-            base for base in (CheckedLists, TitledAsSaved) if not issubclass(admin_class, base)
+            base
+            for base in (CheckedLists, TitledAsSaved, KindSaidOnce)
+            if not issubclass(admin_class, base)
         )
         if missing:
             admin_class = type(

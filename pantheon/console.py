@@ -12,7 +12,7 @@
 import json
 import re
 from collections.abc import Callable, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from decimal import Decimal
 from functools import cache, cached_property
@@ -43,8 +43,8 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone, translation
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import escape, format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import get_text_list
 from django.utils.translation import gettext, gettext_lazy
 
@@ -368,6 +368,54 @@ class TitledAsSaved:
                 context["subtitle"], context["original"] = str(saved), saved
         return super().render_change_form(  # type: ignore[misc]
             request, context, add, change, form_url, obj
+        )
+
+
+class KindSaidOnce:
+    """Django's message after an add or a change names the row by its kind and its name ("The
+    {kind} “{name}”"): a row whose name says its kind already (`names_its_kind`) read "The
+    session “Session “Roundtable demo” · e59bbb36…” was changed successfully.". Such a row is
+    named as the delete message names it (`row_named`), still a link to its page: "The session
+    “Roundtable demo” · e59bbb36… was changed successfully.". Django's other words are kept
+    (a message in no form of Django's is left as it is). The console's site gives it to every
+    model admin it registers, as `CheckedLists`."""
+
+    def response_add(self, request, obj, post_url_continue=None):
+        with self._naming(request, obj):
+            return super().response_add(request, obj, post_url_continue)  # type: ignore[misc]
+
+    def response_change(self, request, obj):
+        with self._naming(request, obj):
+            return super().response_change(request, obj)  # type: ignore[misc]
+
+    def message_user(self, request, message, *args, **kwargs):
+        if (obj := getattr(request, "_console_saved_row", None)) is not None:
+            message = self._kind_said_once(obj, message)
+        return super().message_user(request, message, *args, **kwargs)  # type: ignore[misc]
+
+    @contextmanager
+    def _naming(self, request, obj):
+        if not getattr(self, "names_its_kind", False):
+            yield
+            return
+        request._console_saved_row = obj
+        try:
+            yield
+        finally:
+            del request._console_saved_row
+
+    def _kind_said_once(self, obj, message):
+        # Django's: the kind, then the name in quotes, a link to the row's page where the user
+        # may change it (escaped either way).
+        said = re.compile(
+            rf"{re.escape(escape(self.opts.verbose_name))} “"  # type: ignore[attr-defined]
+            rf"(<a href=\"[^\"]*\">)?{re.escape(escape(str(obj)))}(</a>)?”"
+        )
+        if not isinstance(message, SafeString) or not said.search(message):
+            return message
+        named = escape(row_named(self, str(obj)))
+        return mark_safe(
+            said.sub(lambda found: f"{found[1] or ''}{named}{found[2] or ''}", message, count=1)
         )
 
 

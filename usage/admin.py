@@ -466,6 +466,7 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
     # "No cap" beside the cap box it stands for.
     fields = ["user", "monthly_credit_cap", "no_cap", "is_suspended"]
     formfield_overrides = {models.DecimalField: {"form_class": AmountField}}
+    names_its_kind = True  # "Billing profile of bob" (BillingProfile.__str__)
 
     def get_readonly_fields(self, request, obj=None):
         # A profile is its user's: moved to another user, it would hand over the cap and the

@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from pantheon.testing.admin import admin_url as url
-from pantheon.testing.admin import client_for
+from pantheon.testing.admin import client_for, opened
 from rooms.models import Agent, Room, RoomAgent
 from rooms.services import agent_delete
 from sessions_app.models import (
@@ -365,6 +365,60 @@ def test_a_sessions_delete_pages_name_it_once_as_a_session(staff, owner, make_se
         again.content.decode()
     )
     assert "Session “Session" not in confirm + again.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("button", "then"),
+    [("_save", ""), ("_continue", " You may edit it again below.")],
+)
+def test_a_saved_session_is_named_once_as_a_session(staff, owner, make_session, button, then):
+    """Django's message after a save read "The session “Session “Roundtable demo” ·
+    e59bbb36…” was changed successfully." (the session's name says it is one). It names it as
+    the delete message does, still a link to its page."""
+    session = make_session(owner, title="Roundtable demo")
+    short = str(session.pk)[:8]
+    client = client_for(staff)
+    page = url(Session, "change", session.pk)
+    form = opened(client, page, "session_form")
+
+    saved = client.post(page, form | {"title": "Kickoff", button: "1"}, follow=True)
+
+    assert [str(message) for message in saved.context["messages"]] == [
+        f'The <a href="{page}">session “Kickoff” · {short}…</a> was changed successfully.{then}'
+    ]
+    assert "Session “Session" not in saved.content.decode()
+
+
+def test_a_saved_billing_profile_is_named_once_as_one(staff, owner):
+    """It read "The billing profile “Billing profile of owner” was added successfully.", and
+    changed alike: a profile's name says it is one, as a session's does."""
+    client = client_for(staff)
+
+    added = client.post(url(BillingProfile, "add"), {"user": owner.pk, "no_cap": "on"}, follow=True)
+    profile = BillingProfile.objects.get(user=owner)
+    page = url(BillingProfile, "change", profile.pk)
+    form = opened(client, page, "billingprofile_form")
+    changed = client.post(page, form | {"is_suspended": "on"}, follow=True)
+
+    assert [str(message) for message in added.context["messages"]] == [
+        f'The <a href="{page}">billing profile of owner</a> was added successfully.'
+    ]
+    assert [str(message) for message in changed.context["messages"]] == [
+        f'The <a href="{page}">billing profile of owner</a> was changed successfully.'
+    ]
+
+
+def test_a_row_whose_name_is_its_own_keeps_djangos_message(staff, owner):
+    room = Room.objects.create(owner=owner, name="Research")
+    client = client_for(staff)
+    page = url(Room, "change", room.pk)
+    form = opened(client, page, "room_form")
+
+    saved = client.post(page, form | {"goal": "Find out"}, follow=True)
+
+    assert [str(message) for message in saved.context["messages"]] == [
+        f'The room “<a href="{page}">Research</a>” was changed successfully.'
+    ]
 
 
 def test_a_session_deleted_while_its_page_was_open_is_not_saved_and_says_why(
