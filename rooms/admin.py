@@ -173,11 +173,21 @@ class AgentAdmin(
     def delete_model(self, request, obj):
         # As the API deletes one: its rooms locked first (the order of every writer of seats),
         # and their seats numbered 0, 1, 2... again without it (the cascade alone left a gap).
-        agent_delete(agent=obj)
+        self._seats_logged(request, agent_delete(agent=obj))
 
     def delete_queryset(self, request, queryset):
         for agent in queryset:
-            agent_delete(agent=agent)
+            with transaction.atomic():  # each agent's seats logged with its delete
+                self._seats_logged(request, agent_delete(agent=agent))
+
+    def _seats_logged(self, request, seats: list[RoomAgent]) -> None:
+        """Each room's history names the seat an agent's delete took, as a seat deleted on the
+        room's page is named there: the cascade took it without a word in the room's history,
+        and only the agent's delete page, before the delete, had listed it."""
+        for seat in seats:
+            self.log_change(
+                request, seat.room, f"Deleted room agent “{seat}”: its agent was deleted."
+            )
 
 
 class SeatForm(forms.ModelForm):

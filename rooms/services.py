@@ -150,12 +150,14 @@ def seats_close_gaps(*, room_ids: Iterable) -> None:
 
 
 @transaction.atomic
-def agent_delete(*, agent: Agent) -> None:
+def agent_delete(*, agent: Agent) -> list[RoomAgent]:
     """The agent leaves every room it is seated in, whose seats are numbered again without it
-    (it left a gap: 0, 2, 3); its direct sessions stay, their agent gone."""
+    (it left a gap: 0, 2, 3); its direct sessions stay, their agent gone. Returns the seats it
+    took, as they were (with their rooms): what the console writes in each room's history."""
     room_ids: set = set()
     while True:
-        seated = set(RoomAgent.objects.filter(agent=agent).values_list("room_id", flat=True))
+        seats = list(RoomAgent.objects.filter(agent=agent).select_related("room"))
+        seated = {seat.room_id for seat in seats}
         if seated <= room_ids:
             break
         # Rooms first (the order of every writer of seats), then the agent's row: once that is
@@ -167,6 +169,9 @@ def agent_delete(*, agent: Agent) -> None:
         Agent.objects.select_for_update().filter(pk=agent.pk).values("pk").first()
     agent.delete()
     seats_close_gaps(room_ids=room_ids)
+    for seat in seats:
+        seat.agent = agent  # named by it, deleted now
+    return seats
 
 
 def room_delete(*, room: Room) -> None:

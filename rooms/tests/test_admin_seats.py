@@ -5,12 +5,13 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from pantheon.testing.admin import client_for
+from pantheon.testing.admin import client_for, history
 from rooms.models import Room, RoomAgent
 
 pytestmark = pytest.mark.django_db
@@ -567,6 +568,45 @@ def test_an_agent_deleted_in_the_console_leaves_no_gap_in_its_rooms(
     assert client.post(reverse("admin:rooms_agent_changelist"), action).status_code == 302
 
     assert seats_now(three_seats) == [("bo", 0)]
+
+
+def test_a_rooms_history_names_each_seat_an_agents_delete_took(
+    three_seats, owner, make_room, make_agent, staff
+):
+    """The agent's delete page listed the seats going with it ("Room agent: Linus (@linus) at
+    seat 1 of Research"); afterwards the history of each room said nothing of them, as if the
+    agent still sat there. Each room's history says which seat went, and why, as its page's
+    own seat deletions do ("Deleted room agent “…”."), in the delete's transaction."""
+    linus = RoomAgent.objects.get(room=three_seats, agent__agent_key="linus").agent
+    other = make_room(owner, [make_agent(owner, "di"), linus], name="Other")
+    client = client_for(staff)
+
+    deleted = client.post(reverse("admin:rooms_agent_delete", args=[linus.pk]), {"post": "yes"})
+    assert deleted.status_code == 302
+
+    assert history(three_seats) == [
+        "Deleted room agent “Linus (@linus) at seat 1 of Research”: its agent was deleted."
+    ]
+    assert history(other) == [
+        "Deleted room agent “Linus (@linus) at seat 1 of Other”: its agent was deleted."
+    ]
+    entry = LogEntry.objects.get(object_id=str(other.pk))
+    assert (entry.user, entry.action_flag, entry.content_type.model) == (staff, CHANGE, "room")
+    page = client.get(reverse("admin:rooms_room_history", args=[three_seats.pk]))
+    assert "Linus (@linus) at seat 1 of Research”: its agent was deleted." in page.content.decode()
+
+    # The list's delete action too.
+    ada = RoomAgent.objects.get(room=three_seats, agent__agent_key="ada").agent
+    action = {"action": "delete_selected", "_selected_action": [ada.pk], "post": "yes"}
+    assert client.post(reverse("admin:rooms_agent_changelist"), action).status_code == 302
+
+    assert history(three_seats)[-1] == (
+        "Deleted room agent “Ada (@ada) at seat 0 of Research”: its agent was deleted."
+    )
+    # An agent seated nowhere touches no room's history.
+    lone = make_agent(owner, "lone")
+    client.post(reverse("admin:rooms_agent_delete", args=[lone.pk]), {"post": "yes"})
+    assert LogEntry.objects.filter(content_type__model="room").count() == 3
 
 
 def test_a_page_whose_seats_changed_meanwhile_says_so_before_its_typing_mistakes(
