@@ -10,6 +10,9 @@ declares wins over the generic one. Every response
 documents `X-Request-ID`, a 429 and a 503 also `Retry-After`. Errors are documented in JSON
 only, as they are answered; an answer's model fields are all required (it always sends them); a
 cursor page (no `count`) is named apart from a numbered one.
+
+Nullable fields accept null as strict OpenAPI 3.0 validators read them (`nullable_accepts_null`,
+a postprocessing hook).
 """
 
 from drf_spectacular import openapi
@@ -262,3 +265,52 @@ class PantheonSessionScheme(SessionScheme):
     """The admin's cookie session (pantheon.authentication.SessionAuthentication)."""
 
     target_class = "pantheon.authentication.SessionAuthentication"
+
+
+# --- nullable, as OpenAPI 3.0 reads it ----------------------------------------------------------
+
+# Of what drf-spectacular writes beside a nullable field's schema, what says nothing of its values.
+_ANNOTATIONS = {"nullable", "readOnly", "writeOnly", "description", "title", "deprecated"}
+NULL_COMPONENT = "NullEnum"  # drf-spectacular's own, {"enum": [null]}, for nullable choices
+_NULL_REF = f"#/components/schemas/{NULL_COMPONENT}"
+
+
+def nullable_accepts_null(result, generator, request, public):
+    """A postprocessing hook (SPECTACULAR_SETTINGS): a field drf-spectacular writes as
+    `allOf: [{$ref: ...}]` with `nullable: true` beside it (a turn's `routing` and `balance`, a
+    session's `room` and `agent`) is `oneOf` that reference and `NullEnum`, as drf-spectacular
+    writes a nullable choice. OpenAPI 3.0.3 gives `nullable` effect only beside a `type`:
+    strict validators ignored it there and refused the null the API answers. `nullable` stays,
+    for the generators that read it."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    if _rewrite_nullable(result):
+        schemas.setdefault(NULL_COMPONENT, {"enum": [None]})
+    return result
+
+
+def _rewrite_nullable(node) -> bool:
+    """Rewrite every nullable schema under `node` that accepts no null; whether any was."""
+    rewritten = False
+    if isinstance(node, list):
+        for item in node:
+            rewritten |= _rewrite_nullable(item)
+        return rewritten
+    if not isinstance(node, dict):
+        return False
+    for value in node.values():
+        rewritten |= _rewrite_nullable(value)
+    if node.get("nullable") is not True or "type" in node:
+        return rewritten
+    alternatives = node.get("oneOf", node.get("anyOf"))
+    if alternatives is not None:
+        if {"$ref": _NULL_REF} not in alternatives:  # drf-spectacular's choices have it
+            alternatives.append({"$ref": _NULL_REF})
+            rewritten = True
+        return rewritten
+    values = {key: node.pop(key) for key in list(node) if key not in _ANNOTATIONS}
+    if not values:
+        return rewritten  # any value, null included
+    if list(values) == ["allOf"] and len(values["allOf"]) == 1:
+        values = values["allOf"][0]
+    node["oneOf"] = [values, {"$ref": _NULL_REF}]
+    return True

@@ -308,8 +308,9 @@ _OPENAPI_ONLY = {"nullable", "readOnly", "writeOnly", "example", "format", "disc
 
 def json_schema(schema: dict, described):
     """An OpenAPI 3.0 schema as JSON Schema, as strictly as a generated client reads it: `$ref`s
-    inlined, `nullable` as null, uuid and date-time formats checked, and no property the schema
-    does not name (a client generated from it would drop it)."""
+    inlined, `nullable` as null where a `type` is beside it (OpenAPI 3.0.3: it takes effect only
+    there, and strict validators ignore it elsewhere), uuid and date-time formats checked, and no
+    property the schema does not name (a client generated from it would drop it)."""
     if isinstance(described, list):
         return [json_schema(schema, item) for item in described]
     if not isinstance(described, dict):
@@ -328,7 +329,7 @@ def json_schema(schema: dict, described):
         converted["pattern"] = _FORMATS[described["format"]]
     if "properties" in converted:
         converted.setdefault("additionalProperties", False)
-    if described.get("nullable"):
+    if described.get("nullable") and "type" in described:
         converted = {"anyOf": [converted, {"type": "null"}]}
     return converted
 
@@ -389,6 +390,35 @@ def test_every_list_answers_the_page_its_schema_describes(schema, owner_client, 
     )
     numbered = any(p["name"] == "page" for p in schema["paths"][path]["get"]["parameters"])
     assert ("count" in page["properties"]) is numbered, path
+
+
+def test_null_answers_agree_with_the_schema_as_strict_openapi_validators_read_it(
+    schema, owner_client, listed, make_session, owner
+):
+    """A turn's `routing` (a roundtable's) and `balance` (a turn read later), a session's
+    `room` (a direct one's) and `agent` (a room's) are null in answers; the schema said
+    `allOf: [{$ref}]` with `nullable: true` beside it and no `type`, which strict OpenAPI 3.0
+    validators ignore: they refused every such null."""
+    turns = owner_client.get(concrete("/api/v1/sessions/{session_id}/turns", listed))
+    sessions = owner_client.get("/api/v1/sessions")
+
+    assert {(turn["routing"], turn["balance"]) for turn in turns.json()["results"]} == {
+        (None, None)
+    }
+    assert {(s["room"] is None, s["agent"] is None) for s in sessions.json()["results"]} == {
+        (True, False),
+        (False, True),
+    }
+    assert mismatches(schema, "get", "/api/v1/sessions/{session_id}/turns", turns) == []
+    assert mismatches(schema, "get", "/api/v1/sessions", sessions) == []
+    for where in ("Turn", "SessionActivity"):
+        for name, described in schema["components"]["schemas"][where]["properties"].items():
+            if described.get("nullable"):
+                accepts_null = "type" in described or any(
+                    component(schema, alternative).get("enum") == [None]
+                    for alternative in described.get("oneOf", [])
+                )
+                assert accepts_null, f"{where}.{name}"
 
 
 def test_the_health_checks_503s_are_both_described(schema, anon_client, monkeypatch):
@@ -579,7 +609,7 @@ def test_the_shapes_of_routing_summaries_and_kinds_are_published(
     string in the schema; they have one shape each (DESIGN.md 5, the summary contract)."""
     schemas = schema["components"]["schemas"]
     routing = schemas["Turn"]["properties"]["routing"]
-    routing_body = component(schema, routing.get("allOf", [routing])[0])
+    routing_body = component(schema, routing["oneOf"][0])  # or null
     assert routing["nullable"] is True
     assert routing_body["required"] == [
         "fallback_used",
