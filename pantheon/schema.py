@@ -12,11 +12,13 @@ only, as they are answered; an answer's model fields are all required (it always
 cursor page (no `count`) is named apart from a numbered one.
 
 Nullable fields accept null as strict OpenAPI 3.0 validators read them (`nullable_accepts_null`,
-a postprocessing hook).
+a postprocessing hook), and a field only answers carry names no request component
+(`AutoSchema._map_serializer_field`).
 """
 
 from drf_spectacular import openapi
 from drf_spectacular.authentication import SessionScheme
+from drf_spectacular.settings import spectacular_settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 from rest_framework.pagination import CursorPagination
@@ -193,6 +195,15 @@ class AutoSchema(openapi.AutoSchema):
         if isinstance(self._get_paginator(), CursorPagination):
             return f"CursorPaginated{serializer_name}List"
         return super().get_paginated_name(serializer_name)
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        # A read-only field has no place in a request component: drf-spectacular maps it all the
+        # same, then drops it, and a serializer it names stayed registered as a component no
+        # schema refers to (`SeatRequest`, of a room's read-only `agents`).
+        split = spectacular_settings.COMPONENT_SPLIT_REQUEST
+        if split and direction == "request" and field.read_only:
+            return None
+        return super()._map_serializer_field(field, direction, bypass_extensions)
 
     def _map_basic_serializer(self, serializer, direction):
         schema = super()._map_basic_serializer(serializer, direction)

@@ -421,6 +421,22 @@ def test_null_answers_agree_with_the_schema_as_strict_openapi_validators_read_it
                 assert accepts_null, f"{where}.{name}"
 
 
+def test_every_component_of_the_schema_is_used(schema):
+    """`SeatRequest` was one referenced by nothing: a request form of the seats a room's answer
+    lists (read-only: a roster is set by `agent_ids`), which a generated client turned into a
+    model no request takes."""
+    text = json.dumps({key: value for key, value in schema.items() if key != "components"})
+    components = schema["components"]["schemas"]
+    used, reached = set(), set(re.findall(r'"#/components/schemas/([^"]+)"', text))
+    while reached - used:
+        used |= reached
+        inside = json.dumps([components[name] for name in used])
+        reached |= set(re.findall(r'"#/components/schemas/([^"]+)"', inside))
+
+    assert set(components) - used == set()
+    assert "SeatRequest" not in components and "Seat" in components
+
+
 def test_the_health_checks_503s_are_both_described(schema, anon_client, monkeypatch):
     """The health check answers 503 two ways: its own body when the database is down, and the
     coded `over_capacity` of a full worker, which the schema had not said (only the former)."""
