@@ -325,3 +325,27 @@ def _rewrite_nullable(node) -> bool:
         values = values["allOf"][0]
     node["oneOf"] = [values, {"$ref": _NULL_REF}]
     return True
+
+
+def default_beside_alternatives(result, generator, request, public):
+    """A postprocessing hook (SPECTACULAR_SETTINGS): a text that may be blank, and has a pattern
+    or a minimum length, is `oneOf` that text and `maxLength: 0` (drf-spectacular), its default
+    left in the first alternative: a new session's `title` defaulted to "" beside a pattern that
+    refuses blank text, and openapi-spec-validator refused the whole schema (a default must fit
+    the schema object it is in). The default moves beside the `oneOf`, which takes it."""
+    _lift_defaults(result)
+    return result
+
+
+def _lift_defaults(node) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _lift_defaults(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for value in node.values():
+        _lift_defaults(value)
+    holding = [part for part in node.get("oneOf", []) if "default" in part]
+    if len(holding) == 1 and "default" not in node:
+        node["default"] = holding[0].pop("default")

@@ -257,10 +257,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    # drf-spectacular's own (nullable choices: NullEnum), then a nullable reference's null.
+    # drf-spectacular's own (nullable choices: NullEnum), then a nullable reference's null and
+    # the defaults of texts that may be blank, as strict OpenAPI 3.0 validators read them.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "pantheon.schema.nullable_accepts_null",
+        "pantheon.schema.default_beside_alternatives",
     ],
     # pantheon.converters: ids in paths are UUIDs in either case.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "string", "format": "uuid"}},

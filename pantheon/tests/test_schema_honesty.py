@@ -437,6 +437,31 @@ def test_every_component_of_the_schema_is_used(schema):
     assert "SeatRequest" not in components and "Seat" in components
 
 
+def test_every_default_is_a_value_its_own_schema_takes(schema):
+    """openapi-spec-validator refused the whole schema: a new session's `title` defaults to ""
+    inside the `oneOf` alternative whose pattern refuses blank text (drf-spectacular splits a
+    text that may be blank into a pattern and a `maxLength: 0` alternative, leaving the
+    default in the first); OpenAPI 3.0 wants a default to fit the schema object it is in."""
+
+    def defaults(node, where=""):
+        if isinstance(node, dict):
+            if "default" in node:
+                yield where, node
+            for key, value in node.items():
+                yield from defaults(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                yield from defaults(value, f"{where}/{index}")
+
+    found = list(defaults(schema["components"]))
+    assert found
+    for where, described in found:
+        takes = Draft202012Validator(json_schema(schema, described))
+        assert takes.is_valid(described["default"]), where
+    opening = schema["paths"]["/api/v1/rooms/{room_id}/sessions"]["post"]
+    assert request_body(schema, opening)["properties"]["title"]["default"] == ""
+
+
 def test_the_health_checks_503s_are_both_described(schema, anon_client, monkeypatch):
     """The health check answers 503 two ways: its own body when the database is down, and the
     coded `over_capacity` of a full worker, which the schema had not said (only the former)."""
