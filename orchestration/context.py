@@ -339,7 +339,7 @@ def _render(
     token estimate (the caller's precomputed one when given, plus the attribution)."""
     role = Role.ASSISTANT if message.role == Role.ASSISTANT else Role.USER
     prefix = ""
-    if role == Role.ASSISTANT and message.agent_key != agent.key and message.speaker:
+    if role == Role.ASSISTANT and not message.given_by(agent) and message.speaker:
         prefix = f"[{message.speaker}]:"
     content = f"{prefix} {message.content}" if prefix else message.content
     if message.token_estimate is None:

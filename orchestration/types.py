@@ -67,6 +67,8 @@ class AgentSpec:
     name: str
     role_prompt: str
     model_alias: str
+    # The agent's id: its key can change, and a deleted agent's key can be given to another.
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class HistoryMessage:
     agent_key: str | None = None
     agent_name: str | None = None
     token_estimate: int | None = None
+    # The id of the agent that answered; None for an answer stored before ids were kept.
+    agent_id: str | None = None
 
     @property
     def speaker(self) -> str:
@@ -118,3 +122,13 @@ class HistoryMessage:
         if self.agent_key:
             return f"@{self.agent_key}"
         return self.agent_name or ""
+
+    def given_by(self, agent: AgentSpec) -> bool:
+        """Whether this is an answer `agent` gave: by the agent's id, whatever its key is now
+        (a key can change, and a deleted agent's key can go to another agent); by the key
+        only for an answer stored without the id."""
+        if self.role != Role.ASSISTANT:
+            return False
+        if self.agent_id is not None and agent.id is not None:
+            return self.agent_id == agent.id
+        return self.agent_key == agent.key

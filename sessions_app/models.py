@@ -240,6 +240,16 @@ class Message(models.Model):
     role = models.CharField(max_length=16, choices=MessageRole.choices)
     agent_key = models.CharField(max_length=32, blank=True)
     agent_name = models.CharField(max_length=100, blank=True)
+    # The id of the agent that answered, a snapshot like its key and name: its key can change
+    # and be given to another agent, so prompts tell an agent's own answers by this. No foreign
+    # key: deleting an agent leaves its answers as they are. Null for the user's messages and
+    # for answers stored before it was kept (prompts go by their key).
+    agent_id = models.UUIDField(
+        "agent id",
+        null=True,
+        blank=True,
+        help_text="The id of the agent that answered, when it was stored.",
+    )
     model_alias = models.CharField(max_length=64, blank=True)
     content = models.TextField(blank=True)
     status = models.CharField(max_length=8, choices=MessageStatus.choices, default=MessageStatus.OK)

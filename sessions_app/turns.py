@@ -112,7 +112,15 @@ logger = logging.getLogger(__name__)
 # How many messages since the last summary a summary call reads at most.
 SUMMARY_TRANSCRIPT_LIMIT = 200
 # The message fields a prompt needs, read with `.values()` (cheaper than model instances).
-HISTORY_FIELDS = ("sequence", "role", "content", "agent_key", "agent_name", "token_estimate")
+HISTORY_FIELDS = (
+    "sequence",
+    "role",
+    "content",
+    "agent_key",
+    "agent_name",
+    "agent_id",
+    "token_estimate",
+)
 
 
 # The messages later prompts and summaries read: answers that have text. An empty answer (a
@@ -417,6 +425,7 @@ def _agent_spec(agent) -> AgentSpec:
         name=agent.name,
         role_prompt=agent.role_prompt,
         model_alias=agent.model_alias,
+        id=str(agent.pk),
     )
 
 
@@ -433,6 +442,7 @@ def _history_entry(fields: Mapping[str, Any]) -> HistoryMessage:
         agent_key=fields["agent_key"] or None,
         agent_name=fields["agent_name"] or None,
         token_estimate=fields["token_estimate"],
+        agent_id=str(fields["agent_id"]) if fields["agent_id"] else None,
     )
 
 
@@ -757,7 +767,7 @@ class TurnRunner:
         largest = [self._largest_answer(agent) for agent in plan.candidates]
         for position, agent in enumerate(plan.candidates):
             if plan.mode == RoomMode.ORCHESTRATOR:  # the manager's order: any other before it
-                before = [answer for answer in largest if answer.agent_key != agent.key]
+                before = [answer for answer in largest if not answer.given_by(agent)]
             else:
                 before = largest[:position]
             alias = plan.alias_for(agent)
@@ -784,6 +794,7 @@ class TurnRunner:
             agent_key=agent.key,
             agent_name=agent.name,
             token_estimate=answer_tokens_at_most(max_output),
+            agent_id=agent.id,
         )
 
     def _insert_turn(self, now, reserved: Decimal) -> None:
@@ -852,6 +863,7 @@ class TurnRunner:
             role=MessageRole.ASSISTANT,
             agent_key=agent.key,
             agent_name=agent.name,
+            agent_id=agent.id,  # the roster snapshot's (`_roster_entry`)
             model_alias=call.alias,
             content=result.text,
             status=MessageStatus.OK if result.ok else MessageStatus.ERROR,
@@ -1296,6 +1308,7 @@ class TurnRunner:
 
 def _roster_entry(agent: AgentSpec) -> dict:
     return {
+        "agent_id": agent.id,
         "agent_key": agent.key,
         "name": agent.name,
         "model_alias": agent.model_alias,

@@ -1,0 +1,114 @@
+"""Which earlier answers an agent's prompt shows as its own: those the same agent gave.
+
+Who said what was decided by the agent key the answer was stored with, so an agent whose key
+changed read its own answers as another agent's, and a new agent given a deleted agent's key
+read the deleted agent's answers as its own."""
+
+import pytest
+
+from conftest import FakeGateway
+from rooms.models import RoomMode
+from sessions_app.models import Message
+
+pytestmark = pytest.mark.django_db
+
+OLD_ANSWER = "I (old Kim) think this will FAIL."
+
+
+@pytest.fixture
+def kim(owner_client):
+    response = owner_client.post(
+        "/api/v1/agents",
+        {"agent_key": "kim", "name": "Kim", "model_alias": "deepseek"},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+@pytest.fixture
+def kim_room(owner, kim, make_room, make_session):
+    """A roundtable where Kim answered the first turn with OLD_ANSWER."""
+    from rooms.models import Agent
+
+    room = make_room(owner, [Agent.objects.get(pk=kim["id"])], mode=RoomMode.ROUNDTABLE)
+    return room, make_session(owner, room=room)
+
+
+@pytest.fixture
+def answered(owner_client, kim_room, fake_gateway: FakeGateway, post_turn):
+    replies = {"kim": OLD_ANSWER}
+    fake_gateway.reply_for = lambda call: replies.pop(call.agent_key, "Noted.")  # type: ignore[method-assign]
+    _, session = kim_room
+    response = post_turn(owner_client, session, "Will the launch work?")
+    assert response.status_code == 201, response.json()
+    return session
+
+
+def history_of(call) -> list[tuple[str, str]]:
+    """The prompt's messages after the system prompt and before the user's input."""
+    return [(message.role, message.content) for message in call.messages[1:-1]]
+
+
+def test_an_agent_whose_key_changed_reads_its_answers_as_its_own(
+    owner_client, kim, answered, fake_gateway, post_turn
+):
+    """After `PATCH agents/{kim}` to the key kimmy, Kim's next prompt showed its own answer
+    as another agent's: `[Kim @kim]: I (old Kim) think this will FAIL.`"""
+    renamed = owner_client.patch(f"/api/v1/agents/{kim['id']}", {"agent_key": "kimmy"})
+    assert renamed.status_code == 200, renamed.json()
+
+    response = post_turn(owner_client, answered, "And now?")
+
+    assert response.status_code == 201, response.json()
+    latest = fake_gateway.calls_for("agent")[-1]
+    assert latest.agent_key == "kimmy"
+    assert history_of(latest) == [
+        ("user", "Will the launch work?"),
+        ("assistant", OLD_ANSWER),
+    ]
+
+
+def test_a_new_agent_given_a_deleted_agents_key_reads_its_answers_as_anothers(
+    owner_client, kim, kim_room, answered, fake_gateway, post_turn
+):
+    """Kim deleted and Kim Two created with the key kim and seated: Kim Two's prompt showed
+    Kim's answer as its own, with no prefix."""
+    assert owner_client.delete(f"/api/v1/agents/{kim['id']}").status_code == 204
+    created = owner_client.post(
+        "/api/v1/agents",
+        {"agent_key": "kim", "name": "Kim Two", "model_alias": "deepseek"},
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    room, _ = kim_room
+    seated = owner_client.put(
+        f"/api/v1/rooms/{room.pk}/agents", {"agent_ids": [created.json()["id"]]}, format="json"
+    )
+    assert seated.status_code == 200, seated.json()
+
+    response = post_turn(owner_client, answered, "And now?")
+
+    assert response.status_code == 201, response.json()
+    latest = fake_gateway.calls_for("agent")[-1]
+    assert latest.messages[0].content.startswith("You are Kim Two (@kim)")
+    assert history_of(latest) == [
+        ("user", "Will the launch work?"),
+        ("assistant", f"[Kim @kim]: {OLD_ANSWER}"),
+    ]
+
+
+def test_answers_stored_before_agents_ids_were_kept_go_by_their_key(
+    owner_client, kim, answered, fake_gateway, post_turn
+):
+    """An answer stored without the agent's id (before the column existed) is the agent's
+    own when it has the agent's key, as before."""
+    Message.objects.filter(role="assistant").update(agent_id=None)
+
+    response = post_turn(owner_client, answered, "And now?")
+
+    assert response.status_code == 201, response.json()
+    assert history_of(fake_gateway.calls_for("agent")[-1]) == [
+        ("user", "Will the launch work?"),
+        ("assistant", OLD_ANSWER),
+    ]
