@@ -1,18 +1,21 @@
 """What an agent sees on a call: its system prompt, then as much recent history as fits.
 
 Order of the messages: the system prompt (identity, role, room goal, mode, the other agents,
-the latest summary), the newest history that fits under the prune line, the answers other
-agents already gave in this turn, and last the user's input. The history starts at a user's
-message, as some providers require of the first message after the system prompt: answers at
-its start whose question it does not hold (the summary folded it in, or the read began in the
-middle of an exchange) are left out.
+the latest summary: its text, then its lists, `summary_for_agents`), the newest history that
+fits under the prune line, the answers other agents already gave in this turn, and last the
+user's input. The history starts at a user's message, as some providers require of the first
+message after the system prompt: answers at its start whose question it does not hold (the
+summary folded it in, or the read began in the middle of an exchange) are left out. An
+agent's own earlier answers are shown as its own, the others' prefixed with who gave them
+(`HistoryMessage.given_by`).
 
 The prompt must leave its alias's window room for the answer the call asks for, so it is kept
 within the input budget. Its parts give way oldest first:
 1. the history, a whole exchange (a user's message and the answers after it) at a time, oldest
    first, down to the prune line (90 % of the budget); when not even the newest exchange fits
    (a roundtable of many seats), its question stays with as many of its newest answers as fit;
-2. then, down to the budget, the summary in the system prompt, cut short or left out;
+2. then, down to the budget, the summary in the system prompt, cut short (from its end: its
+   lists go before its text) or left out;
 3. then the answers given earlier in this turn, earliest first, each cut short or left out: a
    roundtable's later agents build on them, so they go last.
 The agent's system prompt without the summary and the user's input never give way: the turn is
@@ -27,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestration.budget import ContextBudget, estimate_tokens
-from orchestration.types import AgentSpec, ChatMessage, HistoryMessage, Role
+from orchestration.types import AgentSpec, ChatMessage, ConversationSummary, HistoryMessage, Role
 
 # The first line of every agent system prompt, in a room and in a direct session (a
 # one-to-one conversation); the demo provider reads the identity back.
@@ -89,7 +92,7 @@ def build_agent_messages(
     roster: Sequence[AgentSpec],
     room_goal: str,
     mode: str,
-    summary: str | None,
+    summary: ConversationSummary | None,
     history: Sequence[HistoryMessage],
     same_turn: Sequence[HistoryMessage],
     user_input: str,
@@ -101,7 +104,8 @@ def build_agent_messages(
             agent=agent, roster=roster, room_goal=room_goal, mode=mode, summary=summary
         )
 
-    system = system_prompt(summary)
+    summary_text = summary_for_agents(summary)
+    system = system_prompt(summary_text)
     rendered_history = [_render(message, agent, model) for message in history]
     rendered_same_turn = [_render(message, agent, model) for message in same_turn]
 
@@ -138,9 +142,9 @@ def build_agent_messages(
     # oldest of what is left, and this turn's earlier answers, earliest first.
     summary_cut = False
     room = budget.input_budget - same_turn_tokens - input_tokens
-    if summary and summary.strip() and system_tokens > room:
+    if summary_text and system_tokens > room:
         shorter = cut_to_fit(
-            summary.strip(),
+            summary_text,
             lambda candidate: estimate_tokens(system_prompt(candidate), model) <= room,
         )
         if shorter is not None and estimate_tokens(shorter, model) < _MIN_CUT_TOKENS:
@@ -303,8 +307,19 @@ def _system_prompt(
     return "\n".join(lines) + _summary_section(summary)
 
 
+def summary_for_agents(summary: ConversationSummary | None) -> str:
+    """The summary as agents' system prompts give it: its text, then a line for each list that
+    holds anything ("Decisions: Use Postgres; Alice buys the server"). Empty for none."""
+    if summary is None:
+        return ""
+    lines = [summary.text.strip()] if summary.text.strip() else []
+    lines += [f"{label}: {'; '.join(items)}" for label, items in summary.lists()]
+    return "\n".join(lines)
+
+
 def _summary_section(summary: str | None) -> str:
-    """The end of an agent's system prompt that gives the latest summary, if any."""
+    """The end of an agent's system prompt that gives the latest summary (`summary_for_agents`,
+    or what is left of it cut short), if any."""
     if not summary or not summary.strip():
         return ""
     return f"\n\nSummary of the conversation so far:\n{summary.strip()}"
@@ -314,20 +329,21 @@ def full_prompt_tokens_at_most(
     *,
     agent: AgentSpec,
     floor: int,
-    summary: str | None,
+    summary: ConversationSummary | None,
     history: Sequence[HistoryMessage],
     same_turn: Sequence[HistoryMessage],
     model: str | None = None,
 ) -> int:
     """At most `ContextPlan.estimated_tokens_full` of `agent`'s prompt, before it is built:
-    `floor` (`minimal_prompt_tokens`), the summary's part of the system prompt, and the history
-    and this turn's earlier answers, whole and attributed as the prompt shows them (an answer
-    not given yet with its largest estimate as `token_estimate`). Parts are estimated apart,
-    which never counts less than estimating them together (`estimate_tokens_of_chars`)."""
+    `floor` (`minimal_prompt_tokens`), the summary's part of the system prompt (its text and
+    lists, `summary_for_agents`), and the history and this turn's earlier answers, whole and
+    attributed as the prompt shows them (an answer not given yet with its largest estimate as
+    `token_estimate`). Parts are estimated apart, which never counts less than estimating them
+    together (`estimate_tokens_of_chars`)."""
     rendered = (_render(message, agent, model) for message in (*history, *same_turn))
     return (
         floor
-        + estimate_tokens(_summary_section(summary), model)
+        + estimate_tokens(_summary_section(summary_for_agents(summary)), model)
         + sum(tokens for _, tokens in rendered)
     )
 

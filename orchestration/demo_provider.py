@@ -7,7 +7,8 @@ on a fresh machine. It reads which contract a call belongs to from the system pr
   the roster agents whose key, name, or a role word of 4+ letters appears in the user's
   message, in seating order; the first agent when none does;
 - a summary call (built by orchestration.summary) gets the summary JSON contract, derived
-  from the transcript's sentences;
+  from the transcript's sentences (but those of its own agent answers, which say nothing), its
+  lists carrying forward the previous summary's;
 - any other call is an agent call: a reply signed "[Name @key]" that quotes the start of the
   latest user message.
 
@@ -33,7 +34,13 @@ from orchestration.budget import estimate_tokens
 from orchestration.context import read_agent_identity
 from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
 from orchestration.routing import ROUTING_PROMPT_HEAD, read_roster
-from orchestration.summary import SUMMARY_PROMPT_HEAD, TRANSCRIPT_HEADING
+from orchestration.summary import (
+    LIST_ITEM_MARK,
+    PREVIOUS_SUMMARY_HEADING,
+    SUMMARY_PROMPT_HEAD,
+    TRANSCRIPT_HEADING,
+)
+from orchestration.types import SUMMARY_LISTS
 
 litellm: Any = load_litellm()
 FAIL_HOOK = "[[demo:fail]]"
@@ -92,6 +99,8 @@ _WORD = re.compile(r"[a-z0-9_]+")
 _PIECE = re.compile(r"\s*\S+")  # a word with the space before it: pieces join back exactly
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _SPEAKER_LINE = re.compile(r"^\[(?P<speaker>[^\]\n]+)\]: ?(?P<content>.*)$")
+# The start of an answer of the demo's own (`_agent_answer`): a canned take on the question.
+_OWN_ANSWER = re.compile(r"^\[[^\]\n]+ @[a-z0-9_]+\] On “")
 _DECISION = re.compile(r"\b(decide[ds]?|decision|agreed?|will)\b", re.IGNORECASE)
 _ACTION = re.compile(r"\b(todo|to-do|please|need to|needs to)\b", re.IGNORECASE)
 _MAX_ITEMS = 5
@@ -247,7 +256,7 @@ def _role_words(role: str) -> set[str]:
 
 
 def _summary_answer(request: str) -> str:
-    _, _, transcript = request.partition(TRANSCRIPT_HEADING)
+    previous, _, transcript = request.partition(TRANSCRIPT_HEADING)
     speakers: list[str] = []
     contents: list[str] = []
     for line in transcript.splitlines():
@@ -265,6 +274,8 @@ def _summary_answer(request: str) -> str:
     actions: list[str] = []
     facts: list[str] = []
     for content in contents:
+        if _OWN_ANSWER.match(content):
+            continue
         for sentence in _SENTENCE_END.split(content):
             sentence = sentence.strip()
             if not sentence:
@@ -279,6 +290,12 @@ def _summary_answer(request: str) -> str:
                 bucket, limit = facts, _MAX_FACTS
             if sentence not in bucket and len(bucket) < limit:
                 bucket.append(sentence)
+
+    carried = _previous_lists(previous)
+    facts = _carried_forward(carried["key_facts"], facts, _MAX_FACTS)
+    decisions = _carried_forward(carried["decisions"], decisions, _MAX_ITEMS)
+    questions = _carried_forward(carried["open_questions"], questions, _MAX_ITEMS)
+    actions = _carried_forward(carried["action_items"], actions, _MAX_ITEMS)
 
     participants = ", ".join("the user" if s == "user" else s for s in speakers) or "nobody"
     count = len(contents)
@@ -295,6 +312,29 @@ def _summary_answer(request: str) -> str:
         },
         ensure_ascii=False,
     )
+
+
+def _previous_lists(request_head: str) -> dict[str, list[str]]:
+    """The previous summary's lists, read back from the summary request's part before the
+    transcript (`orchestration.summary.previous_for_summarizer`)."""
+    _, _, previous = request_head.partition(PREVIOUS_SUMMARY_HEADING)
+    by_heading = {f"{label}:": field for field, label in SUMMARY_LISTS}
+    lists: dict[str, list[str]] = {field: [] for field, _ in SUMMARY_LISTS}
+    current: str | None = None
+    for line in previous.splitlines():
+        if line in by_heading:
+            current = by_heading[line]
+        elif current is not None and line.startswith(LIST_ITEM_MARK):
+            lists[current].append(line[len(LIST_ITEM_MARK) :].strip())
+        else:
+            current = None
+    return lists
+
+
+def _carried_forward(previous: list[str], new: list[str], limit: int) -> list[str]:
+    """The previous summary's items, then the new ones it did not hold: the newest `limit`."""
+    merged = previous + [item for item in new if item not in previous]
+    return merged[-limit:]
 
 
 def _agent_answer(system: str, latest_user: str, messages: list) -> str:

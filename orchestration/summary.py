@@ -4,6 +4,10 @@ The summarizer must answer `{"summary", "key_facts", "decisions", "open_question
 "action_items"}`. Invalid JSON keeps the answer's text as the summary with empty lists;
 missing keys default to empty; both with a warning, never an exception.
 
+The summarizer is given the previous summary, its text and its lists (`previous_for_summarizer`),
+and asked to carry the lists forward, updated by the transcript: a summary replaces the one
+before it, so what its lists leave out is gone.
+
 Its prompt is kept to the summarizer's budget (`fit_summary_messages`): it folds in the oldest
 whole exchanges since the previous summary that fit (a user's message and the answers after
 it), and those that do not stay in the raw history for the next summary to fold in.
@@ -19,14 +23,22 @@ from typing import Any
 from orchestration.budget import estimate_tokens
 from orchestration.context import cut_to_fit
 from orchestration.json_contract import first_json_object
-from orchestration.types import ChatMessage, HistoryMessage, Role
+from orchestration.types import (
+    SUMMARY_LISTS,
+    ChatMessage,
+    ConversationSummary,
+    HistoryMessage,
+    Role,
+)
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_PROMPT_HEAD = "You maintain the running summary of a Pantheon conversation."
 TRANSCRIPT_HEADING = "Transcript (oldest first):"
 PREVIOUS_SUMMARY_HEADING = "Previous summary:"
-LIST_FIELDS = ("key_facts", "decisions", "open_questions", "action_items")
+LIST_FIELDS = tuple(field for field, _ in SUMMARY_LISTS)
+# How an item of the previous summary's lists starts its line, under its list's label and colon.
+LIST_ITEM_MARK = "- "
 
 _MAX_FALLBACK_CHARS = 4000
 # Fewer tokens than this left for the transcript beside the instructions: no summary is made.
@@ -52,14 +64,30 @@ class SummaryPrompt:
 
 
 def build_summary_messages(
-    *, previous_summary: str | None, transcript: Sequence[HistoryMessage]
+    *, previous_summary: ConversationSummary | None, transcript: Sequence[HistoryMessage]
 ) -> tuple[ChatMessage, ...]:
-    return _summary_messages(previous_summary, [_transcript_line(m) for m in transcript])
+    return _summary_messages(
+        previous_for_summarizer(previous_summary) or None,
+        [_transcript_line(m) for m in transcript],
+    )
+
+
+def previous_for_summarizer(summary: ConversationSummary | None) -> str:
+    """The previous summary as the summarizer is given it: its text, then each list that holds
+    anything under its label, an item a line ("Decisions:" then "- Use Postgres"). Empty for
+    none."""
+    if summary is None:
+        return ""
+    lines = [summary.text.strip()] if summary.text.strip() else []
+    for label, items in summary.lists():
+        lines.append(f"{label}:")
+        lines += [LIST_ITEM_MARK + item for item in items]
+    return "\n".join(lines)
 
 
 def fit_summary_messages(
     *,
-    previous_summary: str | None,
+    previous_summary: ConversationSummary | None,
     transcript: Sequence[HistoryMessage],
     limit: int,
     model: str | None = None,
@@ -67,10 +95,11 @@ def fit_summary_messages(
 ) -> SummaryPrompt | None:
     """The summary prompt within `limit` tokens: the oldest exchanges of `transcript` that fit
     whole (`_whole_exchanges`), else the oldest messages that fit, or the first cut short when
-    it alone does not. The previous summary is cut short too when it would leave that first
-    message less than half the room the instructions leave. None when there is nothing to fold
-    in, or the instructions leave no room for it. `next_role`: the role of the message after
-    `transcript` when its read stopped short of the history (None: the transcript is all)."""
+    it alone does not. The previous summary (with its lists, `previous_for_summarizer`) is cut
+    short from its end too when it would leave that first message less than half the room the
+    instructions leave. None when there is nothing to fold in, or the instructions leave no
+    room for it. `next_role`: the role of the message after `transcript` when its read stopped
+    short of the history (None: the transcript is all)."""
     if not transcript:
         return None
     room = limit - _tokens(_summary_messages(None, []), model)
@@ -80,7 +109,7 @@ def fit_summary_messages(
     # Each line's estimate with its line break: their sum bounds the estimate of the whole.
     line_tokens = [estimate_tokens("\n" + line, model) for line in lines]
 
-    previous = (previous_summary or "").strip() or None
+    previous = previous_for_summarizer(previous_summary) or None
     if previous is not None:
         first_share = min(line_tokens[0], room // 2)
         previous = cut_to_fit(
@@ -156,6 +185,10 @@ def _summary_messages(
             "decided or agreed. open_questions: questions still unanswered. action_items: "
             "things someone still has to do. Every list holds short strings; use [] when "
             "there is nothing to report.",
+            "The previous summary's lists, if any, follow its text: carry them forward into "
+            "yours, updated by the transcript. Keep what still holds, change what the "
+            "transcript changed, drop questions since answered and items since done, and add "
+            "what is new: your summary replaces the previous one.",
         ]
     )
     request = [PREVIOUS_SUMMARY_HEADING, (previous_summary or "").strip() or "(none)", ""]

@@ -99,6 +99,36 @@ class LlmResult:
         return self.status == CallStatus.SUCCESS
 
 
+# The lists of the summary contract, each with the label prompts give it.
+SUMMARY_LISTS = (
+    ("key_facts", "Key facts"),
+    ("decisions", "Decisions"),
+    ("open_questions", "Open questions"),
+    ("action_items", "Action items"),
+)
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """The latest summary of a conversation: its text and its lists (`SUMMARY_LISTS`)."""
+
+    text: str
+    key_facts: tuple[str, ...] = ()
+    decisions: tuple[str, ...] = ()
+    open_questions: tuple[str, ...] = ()
+    action_items: tuple[str, ...] = ()
+
+    def lists(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(label, items) of its non-empty lists, in contract order; each item on one line."""
+        labelled = []
+        for field, label in SUMMARY_LISTS:
+            items = tuple(" ".join(item.split()) for item in getattr(self, field))
+            items = tuple(item for item in items if item)
+            if items:
+                labelled.append((label, items))
+        return tuple(labelled)
+
+
 @dataclass(frozen=True)
 class HistoryMessage:
     """A message of the conversation as a prompt shows it."""

@@ -11,6 +11,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
+from orchestration.types import SUMMARY_LISTS
 from sessions_app.models import Message, Session, SessionSummary, Turn, TurnStatus
 
 
@@ -72,6 +73,10 @@ _TURN_STATE: dict[str, tuple[type[models.Model], str, str, models.Field]] = {
     "last_turn_progress_at": (Turn, "progress_at", "turn_index", models.DateTimeField()),
     "last_sequence": (Message, "sequence", "sequence", models.IntegerField()),
     "summary_text": (SessionSummary, "summary_text", "to_sequence", models.TextField()),
+    **{
+        f"summary_{name}": (SessionSummary, name, "to_sequence", models.JSONField())
+        for name, _ in SUMMARY_LISTS
+    },
     "summary_to_sequence": (SessionSummary, "to_sequence", "to_sequence", models.IntegerField()),
 }
 
@@ -80,8 +85,8 @@ def session_for_turn(*, user, session_id) -> Session:
     """The session with what its next turn must know, in one query (404 if not the user's):
     the latest turn (`last_turn_id`, `last_turn_index`, `last_turn_status`,
     `last_turn_progress_at`), where the timeline ends (`last_sequence`) and the latest summary
-    (`summary_text`, `summary_to_sequence`). Each is an index lookup, whatever the session's
-    length."""
+    (`summary_text`, its lists `summary_key_facts`..., `summary_to_sequence`). Each is an index
+    lookup, whatever the session's length."""
     state = {
         name: RawSQL(_latest(model, column, order_by), (), output_field=field)
         for name, (model, column, order_by, field) in _TURN_STATE.items()
@@ -99,6 +104,10 @@ class TurnState:
     last_turn_progress_at: datetime | None
     last_sequence: int | None
     summary_text: str | None
+    summary_key_facts: list | None
+    summary_decisions: list | None
+    summary_open_questions: list | None
+    summary_action_items: list | None
     summary_to_sequence: int | None
 
     @classmethod

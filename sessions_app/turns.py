@@ -56,6 +56,7 @@ from orchestration.context import (
     build_agent_messages,
     full_prompt_tokens_at_most,
     minimal_prompt_tokens,
+    summary_for_agents,
 )
 from orchestration.gateway import LlmGateway, answer_tokens_at_most
 from orchestration.metering import compute_credits, compute_oe
@@ -72,6 +73,7 @@ from orchestration.types import (
     CallPurpose,
     CallStatus,
     ChatMessage,
+    ConversationSummary,
     ErrorKind,
     HistoryMessage,
     LlmCall,
@@ -217,8 +219,35 @@ class PlannedCall:
 
 @dataclass(frozen=True)
 class SummaryRef:
-    text: str
+    """The session's latest summary, up to the message `to_sequence`."""
+
+    summary: ConversationSummary
     to_sequence: int
+
+    @classmethod
+    def latest(cls, state: TurnState) -> SummaryRef | None:
+        if state.summary_to_sequence is None:
+            return None
+        summary = ConversationSummary(
+            text=state.summary_text or "",
+            key_facts=_summary_items(state.summary_key_facts),
+            decisions=_summary_items(state.summary_decisions),
+            open_questions=_summary_items(state.summary_open_questions),
+            action_items=_summary_items(state.summary_action_items),
+        )
+        return cls(summary=summary, to_sequence=state.summary_to_sequence)
+
+
+def _summary_items(stored: Any) -> tuple[str, ...]:
+    """A summary's stored list as text items: what the summarizer gave is a list of strings,
+    but the console lets an operator store any JSON."""
+    if not isinstance(stored, list):
+        return ()
+    return tuple(
+        str(item)
+        for item in stored
+        if isinstance(item, str | int | float) and not isinstance(item, bool)
+    )
 
 
 @dataclass(frozen=True)
@@ -590,11 +619,7 @@ class TurnRunner:
         """Insert the turn, its user message and the first call's pending row, or answer 409.
         `also` runs in the claim's transaction with the new turn (an Idempotency-Key names
         it)."""
-        state = self.plan.state
-        if state.summary_to_sequence is not None:
-            self.summary = SummaryRef(
-                text=state.summary_text or "", to_sequence=state.summary_to_sequence
-            )
+        self.summary = SummaryRef.latest(self.plan.state)
         self.history = self._recent_history()
         if self.plan.mode == RoomMode.ORCHESTRATOR:
             first = self._routing_call()
@@ -707,7 +732,11 @@ class TurnRunner:
         answers before it), and the summary if this turn may make one (`_summary_hold`)."""
         plan = self.plan
         history = sum(message.token_estimate or 0 for message in self.history)
-        summary = context_budget.estimate_tokens(self.summary.text) if self.summary else 0
+        summary = (
+            context_budget.estimate_tokens(summary_for_agents(self.summary.summary))
+            if self.summary
+            else 0
+        )
         calls: list[tuple[str, int]] = []
         if first.purpose == CallPurpose.ROUTING:
             calls.append((first.alias, first.estimated_tokens))
@@ -752,7 +781,7 @@ class TurnRunner:
         # where the whole history's summary would fold in less.
         following = self.history[SUMMARY_TRANSCRIPT_LIMIT:]
         prompt = fit_summary_messages(
-            previous_summary=self.summary.text if self.summary else None,
+            previous_summary=self.summary.summary if self.summary else None,
             transcript=self.history[:SUMMARY_TRANSCRIPT_LIMIT],
             limit=limit,
             model=plan.token_model(summarizer),
@@ -774,7 +803,7 @@ class TurnRunner:
             tokens = full_prompt_tokens_at_most(
                 agent=agent,
                 floor=plan.prompt_floor.get(agent.key, 0),
-                summary=self.summary.text if self.summary else None,
+                summary=self.summary.summary if self.summary else None,
                 history=self.history,
                 same_turn=before,
                 model=plan.token_model(alias),
@@ -925,7 +954,7 @@ class TurnRunner:
         following = rows[SUMMARY_TRANSCRIPT_LIMIT:]  # the next message, if the read stopped short
         rows = _visible(rows[:SUMMARY_TRANSCRIPT_LIMIT])
         prompt = fit_summary_messages(
-            previous_summary=self.summary.text if self.summary else None,
+            previous_summary=self.summary.summary if self.summary else None,
             transcript=[_history_entry(row) for row in rows],
             limit=self.plan.budget(summarizer).prune_limit,
             model=self.plan.token_model(summarizer),
@@ -1094,7 +1123,7 @@ class TurnRunner:
             roster=self.plan.prompt_roster,
             room_goal=self.plan.room_goal,
             mode=self.plan.mode,
-            summary=self.summary.text if self.summary else None,
+            summary=self.summary.summary if self.summary else None,
             history=self.history,
             same_turn=[
                 _history_entry(vars(message))

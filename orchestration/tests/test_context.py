@@ -12,7 +12,7 @@ from orchestration.context import (
     read_agent_identity,
 )
 from orchestration.gateway import ANSWER_CHARS_PER_TOKEN, answer_tokens_at_most
-from orchestration.types import AgentSpec, HistoryMessage
+from orchestration.types import AgentSpec, ConversationSummary, HistoryMessage
 
 
 def budget_of(input_budget: int) -> ContextBudget:
@@ -56,7 +56,9 @@ def test_system_prompt_names_the_agent_its_role_goal_mode_and_other_agents(build
 
 def test_a_direct_sessions_prompt_speaks_of_a_one_to_one_conversation(build, ada):
     """Not of a room, its goal (none) and its mode."""
-    system = build(mode="direct", roster=[ada], room_goal="", summary="They met.").messages[0]
+    system = build(
+        mode="direct", roster=[ada], room_goal="", summary=ConversationSummary("They met.")
+    ).messages[0]
     assert system.content.splitlines()[0] == (
         "You are Ada (@ada), a Pantheon agent in a one-to-one conversation with the user."
     )
@@ -74,9 +76,44 @@ def test_a_lone_seat_of_a_roundtable_hears_nothing_of_other_agents(build, ada):
 
 
 def test_latest_summary_goes_into_the_system_prompt(build):
-    plan = build(summary="The team chose Postgres and UUID keys.")
+    plan = build(summary=ConversationSummary("The team chose Postgres and UUID keys."))
     assert "The team chose Postgres and UUID keys." in plan.messages[0].content
     assert "Summary" not in build(summary=None).messages[0].content
+
+
+def test_the_summarys_lists_follow_its_text_a_line_each(build):
+    summary = ConversationSummary(
+        "We chose Postgres.",
+        key_facts=("Budget is 5k", "  "),
+        decisions=("Use Postgres", "Keep UUID\nkeys"),
+        action_items=("Alice buys server",),
+    )
+
+    system = build(summary=summary).messages[0].content
+
+    assert system.endswith(
+        "\n\nSummary of the conversation so far:\n"
+        "We chose Postgres.\n"
+        "Key facts: Budget is 5k\n"
+        "Decisions: Use Postgres; Keep UUID keys\n"
+        "Action items: Alice buys server"
+    )
+
+
+def test_a_summary_too_long_for_the_budget_loses_its_lists_first(build):
+    """The summary is cut from its end: its lists go before its text."""
+    base = build().estimated_tokens
+    text = "The team chose Postgres. " * 20  # about 160 tokens
+    summary = ConversationSummary(text, decisions=tuple(f"Decision {n}" for n in range(60)))
+    whole = build(summary=summary).estimated_tokens
+
+    plan = build(summary=summary, budget=budget_of(base + 200))
+
+    system = plan.messages[0].content
+    assert whole > base + 200 >= plan.estimated_tokens
+    assert text.strip() in system and "Decisions: Decision 0; Decision 1" in system
+    assert "Decision 59" not in system and system.endswith(CUT_MARK)
+    assert plan.summary_cut is True
 
 
 def test_read_agent_identity_rejects_other_prompts():
@@ -250,7 +287,7 @@ def test_an_answer_whose_cut_would_say_nothing_is_left_out(build):
 
 def test_the_summary_is_cut_last_and_the_users_input_never(build):
     base = build().estimated_tokens
-    summary = "The team chose Postgres. " * 200  # about 1,560 tokens
+    summary = ConversationSummary("The team chose Postgres. " * 200)  # about 1,560 tokens
 
     plan = build(
         summary=summary, same_turn=[answer("bob", "b" * 320)], budget=budget_of(base + 400)
@@ -269,7 +306,7 @@ def test_a_prompt_whose_instructions_and_input_do_not_fit_keeps_only_them(build)
     """What the up-front check refuses: nothing else is left in, and the plan says it is over
     the budget (such a prompt is not sent)."""
     plan = build(
-        summary="A summary.",
+        summary=ConversationSummary("A summary."),
         history=[HistoryMessage(role="user", content="older question")],
         same_turn=[answer("bob", "b" * 320)],
         user_input="y" * 4000,
@@ -335,7 +372,12 @@ def test_the_whole_prompt_is_bounded_before_the_turn_answers(build, ada, roster)
     """A capped turn holds a summary only when one may be due, which the whole prompt decides
     before the agents have answered: the bound counts every earlier answer at the most the
     gateway lets through (16 characters a token asked for), attributions included."""
-    summary = "They agreed on the schema. " * 40
+    summary = ConversationSummary(
+        "They agreed on the schema. " * 40,
+        key_facts=("Budget is 5k",),
+        decisions=("Use Postgres", "UUID keys"),
+        action_items=("Alice buys a server",),
+    )
     history = [said("u" * 333), said("a" * 501, "ada"), said("g" * 77, "grace"), said("l", "bob")]
     max_output = 64
     longest = "w" * (max_output * ANSWER_CHARS_PER_TOKEN)
@@ -365,7 +407,9 @@ def test_the_whole_prompt_is_bounded_before_the_turn_answers(build, ada, roster)
 
     assert full <= bound <= full + 1  # the summary's part rounded up on its own
     assert answer_tokens_at_most(max_output) == estimate_tokens(longest) == 320
-    bare = full_prompt_tokens_at_most(agent=ada, floor=floor, summary="", history=[], same_turn=[])
+    bare = full_prompt_tokens_at_most(
+        agent=ada, floor=floor, summary=None, history=[], same_turn=[]
+    )
     assert bare == floor == build().estimated_tokens_full
 
 

@@ -12,7 +12,7 @@ from orchestration.litellm_loader import load_litellm
 from orchestration.routing import build_routing_messages, parse_routing
 from orchestration.summary import build_summary_messages, parse_summary
 from orchestration.tests.conftest import Sleeps, complete
-from orchestration.types import ChatMessage, HistoryMessage, LlmCall
+from orchestration.types import ChatMessage, ConversationSummary, HistoryMessage, LlmCall
 
 
 @pytest.fixture
@@ -122,7 +122,9 @@ def test_summary_answer_honours_the_contract(gateway, deepseek):
             role="assistant", content="Noted. I will draft it.", agent_key="ada", agent_name="Ada"
         ),
     ]
-    messages = build_summary_messages(previous_summary="Kick-off done.", transcript=transcript)
+    messages = build_summary_messages(
+        previous_summary=ConversationSummary("Kick-off done."), transcript=transcript
+    )
     result = complete(gateway, LlmCall(alias=deepseek, messages=messages, purpose="summary"))
     extraction = parse_summary(result.text)
     assert extraction.valid_json is True
@@ -133,6 +135,34 @@ def test_summary_answer_honours_the_contract(gateway, deepseek):
     assert extraction.key_facts == ("We run Postgres 16.", "Noted.")
     again = complete(gateway, LlmCall(alias=deepseek, messages=messages, purpose="summary"))
     assert again.text == result.text
+
+
+def test_a_demo_summary_carries_the_previous_lists_forward(gateway, deepseek):
+    """Its lists were the transcript's alone: the previous summary's were lost."""
+    previous = ConversationSummary(
+        "Kick-off done.",
+        decisions=("We chose Postgres.",),
+        open_questions=("Which region?",),
+        action_items=("Please buy the server.",),
+    )
+    transcript = [
+        HistoryMessage(role="user", content="We agreed on Frankfurt. Please book the rack."),
+        HistoryMessage(
+            role="assistant",
+            content="[Ada @ada] On “We agreed on Frankfurt.”: I agree with the direction.",
+            agent_key="ada",
+            agent_name="Ada",
+        ),
+    ]
+    messages = build_summary_messages(previous_summary=previous, transcript=transcript)
+
+    result = complete(gateway, LlmCall(alias=deepseek, messages=messages, purpose="summary"))
+
+    extraction = parse_summary(result.text)
+    assert extraction.decisions == ("We chose Postgres.", "We agreed on Frankfurt.")
+    assert extraction.open_questions == ("Which region?",)
+    assert extraction.action_items == ("Please buy the server.", "Please book the rack.")
+    assert extraction.key_facts == ()  # its own canned answer says nothing to remember
 
 
 def run(gateway, call: LlmCall, streamed: bool):

@@ -9,7 +9,7 @@ from orchestration.summary import (
     fit_summary_messages,
     parse_summary,
 )
-from orchestration.types import HistoryMessage
+from orchestration.types import ConversationSummary, HistoryMessage
 
 VALID = {
     "summary": "The team chose Postgres.",
@@ -93,7 +93,9 @@ def test_summary_prompt_demands_the_contract_and_lists_the_transcript():
         HistoryMessage(role="user", content="Which database?"),
         HistoryMessage(role="assistant", content="Postgres.", agent_key="bob", agent_name="Bob"),
     ]
-    system, user = build_summary_messages(previous_summary="Earlier: hello.", transcript=transcript)
+    system, user = build_summary_messages(
+        previous_summary=ConversationSummary("Earlier: hello."), transcript=transcript
+    )
     for key in ("summary", "key_facts", "decisions", "open_questions", "action_items"):
         assert f'"{key}"' in system.content
     assert "strict JSON" in system.content
@@ -103,6 +105,30 @@ def test_summary_prompt_demands_the_contract_and_lists_the_transcript():
         "[user]: Which database?",
         "[Bob @bob]: Postgres.",
     ]
+
+
+def test_the_summarizer_is_asked_to_carry_the_previous_lists_forward():
+    previous = ConversationSummary(
+        "We chose Postgres.",
+        key_facts=("Budget is 5k",),
+        decisions=("Use Postgres",),
+        action_items=("Alice buys\nserver",),
+    )
+    transcript = [HistoryMessage(role="user", content="Alice bought it.")]
+
+    system, user = build_summary_messages(previous_summary=previous, transcript=transcript)
+
+    assert "carry them forward" in system.content
+    assert user.content.split(TRANSCRIPT_HEADING)[0] == (
+        "Previous summary:\n"
+        "We chose Postgres.\n"
+        "Key facts:\n"
+        "- Budget is 5k\n"
+        "Decisions:\n"
+        "- Use Postgres\n"
+        "Action items:\n"
+        "- Alice buys server\n\n"
+    )
 
 
 def test_summary_prompt_without_previous_summary():
@@ -123,10 +149,12 @@ def test_a_transcript_that_fits_is_folded_in_whole():
         HistoryMessage(role="user", content="Which database?"),
         HistoryMessage(role="assistant", content="Postgres.", agent_key="bob", agent_name="Bob"),
     ]
-    prompt = fit_summary_messages(previous_summary="Hello.", transcript=transcript, limit=2000)
+    prompt = fit_summary_messages(
+        previous_summary=ConversationSummary("Hello."), transcript=transcript, limit=2000
+    )
     assert prompt is not None
     assert prompt.messages == build_summary_messages(
-        previous_summary="Hello.", transcript=transcript
+        previous_summary=ConversationSummary("Hello."), transcript=transcript
     )
     assert prompt.transcript_used == 2
     assert prompt.estimated_tokens == prompt_tokens(prompt.messages)
@@ -192,7 +220,7 @@ def test_a_first_exchange_too_long_to_fold_in_whole_is_folded_in_part():
     assert prompt is not None and prompt.transcript_used == 2
 
     later = [*answers[1:], HistoryMessage(role="user", content="And then?"), answers[0]]
-    previous = "They chose Postgres."
+    previous = ConversationSummary("They chose Postgres.")
     with_previous = prompt_tokens(build_summary_messages(previous_summary=previous, transcript=[]))
     prompt = fit_summary_messages(
         previous_summary=previous, transcript=later, limit=with_previous + line_tokens(later[:3])
@@ -217,7 +245,9 @@ def test_a_previous_summary_that_leaves_no_room_is_cut_to_half_of_it():
     transcript = [HistoryMessage(role="user", content="word " * 3000)]
     instructions = prompt_tokens(build_summary_messages(previous_summary=None, transcript=[]))
     prompt = fit_summary_messages(
-        previous_summary="The team chose Postgres. " * 400, transcript=transcript, limit=1000
+        previous_summary=ConversationSummary("The team chose Postgres. " * 400),
+        transcript=transcript,
+        limit=1000,
     )
     assert prompt is not None
     request = prompt.messages[1].content
@@ -233,7 +263,10 @@ def test_a_previous_summary_that_leaves_no_room_is_cut_to_half_of_it():
 def test_no_summary_prompt_without_a_transcript_or_room_for_one():
     transcript = [HistoryMessage(role="user", content="Which database?")]
     instructions = prompt_tokens(build_summary_messages(previous_summary=None, transcript=[]))
-    assert fit_summary_messages(previous_summary="Hi.", transcript=[], limit=2000) is None
+    assert (
+        fit_summary_messages(previous_summary=ConversationSummary("Hi."), transcript=[], limit=2000)
+        is None
+    )
     assert (
         fit_summary_messages(previous_summary=None, transcript=transcript, limit=instructions + 10)
         is None
