@@ -5,7 +5,8 @@ on a fresh machine. It reads which contract a call belongs to from the system pr
 
 - a routing call (built by orchestration.routing) gets `{"selected_agent_keys": [...]}`:
   the roster agents whose key, name, or a role word of 4+ letters appears in the user's
-  message, in seating order; the first agent when none does;
+  message, in seating order; when none does, those of them who answered the previous exchange
+  (a follow-up), else the first agent;
 - a summary call (built by orchestration.summary) gets the summary JSON contract, derived
   from the transcript's sentences (but those of its own agent answers, which say nothing), its
   lists carrying forward the previous summary's;
@@ -33,7 +34,7 @@ from typing import Any
 from orchestration.budget import estimate_tokens
 from orchestration.context import read_agent_identity
 from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
-from orchestration.routing import ROUTING_PROMPT_HEAD, read_roster
+from orchestration.routing import ROUTING_PROMPT_HEAD, read_previous_answerers, read_roster
 from orchestration.summary import (
     LIST_ITEM_MARK,
     PREVIOUS_SUMMARY_HEADING,
@@ -235,6 +236,9 @@ def _routing_answer(system: str, user_message: str) -> str:
         or _mentions_name(lowered, entry.name)
         or _role_words(entry.role) & message_words
     ]
+    if not selected:
+        seated = {entry.key for entry in roster}
+        selected = [key for key in read_previous_answerers(system) if key in seated]
     if not selected and roster:
         selected = [roster[0].key]
     return json.dumps({"selected_agent_keys": selected})

@@ -4,14 +4,22 @@ The manager model must answer `{"selected_agent_keys": ["key", ...]}` (a single
 `{"selected_agent_key": "key"}` is accepted too). Anything unusable falls back to the first
 agent of the roster, with a warning, so a confused manager never fails a turn.
 
-The manager's prompt is kept to its alias's budget (`fit_routing_messages`): the user's message
-is cut short, and a roster too long for it is shown with shorter roles and room goal.
+The manager also reads the conversation's previous exchange (`previous_exchange`: the user's
+last message and the answers to it, each cut short, with who gave them), so that a follow-up
+such as "elaborate on that" can go to whoever answered. Its cost is bounded: at most
+`_EXCHANGE_ANSWERS` answers of at most `_EXCHANGE_MESSAGE_TOKENS` tokens each, its question as
+long, and the keys of the others who answered.
+
+The manager's prompt is kept to its alias's budget (`fit_routing_messages`): the previous
+exchange is left out first, then the roster is shown with shorter roles and room goal, and the
+user's message is cut short.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +27,7 @@ from typing import Any
 from orchestration.budget import estimate_tokens
 from orchestration.context import cut_to_fit, within_tokens
 from orchestration.json_contract import first_json_object
-from orchestration.types import AgentSpec, ChatMessage, Role
+from orchestration.types import AgentSpec, ChatMessage, HistoryMessage, Role
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +49,17 @@ _DETAIL_LADDER: tuple[tuple[int, int | None], ...] = (
 )
 # What the user's message keeps at least, in tokens, before the roster is shortened.
 _MIN_MESSAGE_TOKENS = 256
+# The previous exchange shown to the manager: its question and its newest answers, each cut to
+# this many tokens; the keys of the other agents who answered it, at most _EXCHANGE_KEYS.
+PREVIOUS_EXCHANGE_HEADING = (
+    "The previous exchange of this conversation, for context only (a follow-up such as "
+    '"elaborate on that" may be for the agents who answered it):'
+)
+ALSO_ANSWERED_PREFIX = "Also answered by: "
+_EXCHANGE_MESSAGE_TOKENS = 100
+_EXCHANGE_ANSWERS = 3
+_EXCHANGE_KEYS = 10
+_ANSWER_LINE = re.compile(r"^\[[^\]\n]* ?@(?P<key>[a-z0-9_]{1,32})\]: ")
 
 
 @dataclass(frozen=True)
@@ -57,10 +76,16 @@ class RosterEntry:
 
 
 def build_routing_messages(
-    *, user_input: str, roster: Sequence[AgentSpec], room_goal: str = ""
+    *,
+    user_input: str,
+    roster: Sequence[AgentSpec],
+    room_goal: str = "",
+    history: Sequence[HistoryMessage] = (),
+    model: str | None = None,
 ) -> tuple[ChatMessage, ...]:
+    exchange = previous_exchange(history, model)
     return (
-        _routing_system(roster, room_goal, _ROLE_CHARS, None),
+        _routing_system(roster, room_goal, _ROLE_CHARS, None, exchange),
         ChatMessage(role=Role.USER, content=user_input),
     )
 
@@ -71,16 +96,22 @@ def fit_routing_messages(
     roster: Sequence[AgentSpec],
     room_goal: str,
     input_budget: int,
+    history: Sequence[HistoryMessage] = (),
     model: str | None = None,
 ) -> tuple[ChatMessage, ...]:
     """The routing prompt within the manager's `input_budget`: the user's message cut short
-    (its beginning, where who it is for is usually said); when the roster leaves the message
-    too little, the roster's roles and the room goal shortened first. When not even the start
-    of the message fits beside the bare roster, the message is left whole and the prompt does
-    not fit: such a call is not sent, and routing falls back as on any failed call."""
+    (its beginning, where who it is for is usually said); when the rest leaves the message too
+    little, the previous exchange of `history` left out first, then the roster's roles and the
+    room goal shortened. When not even the start of the message fits beside the bare roster,
+    the message is left whole and the prompt does not fit: such a call is not sent, and
+    routing falls back as on any failed call."""
     wanted = min(estimate_tokens(user_input, model), _MIN_MESSAGE_TOKENS)
-    for role_chars, goal_chars in _DETAIL_LADDER:
-        system = _routing_system(roster, room_goal, role_chars, goal_chars)
+    exchange = previous_exchange(history, model)
+    first_role_chars, first_goal_chars = _DETAIL_LADDER[0]
+    ladder = [(first_role_chars, first_goal_chars, exchange)] if exchange else []
+    ladder += [(role_chars, goal_chars, "") for role_chars, goal_chars in _DETAIL_LADDER]
+    for role_chars, goal_chars, shown in ladder:
+        system = _routing_system(roster, room_goal, role_chars, goal_chars, shown)
         room = input_budget - estimate_tokens(system.content, model)
         if room >= wanted:
             break
@@ -88,8 +119,61 @@ def fit_routing_messages(
     return system, ChatMessage(role=Role.USER, content=user_input if message is None else message)
 
 
+def previous_exchange(history: Sequence[HistoryMessage], model: str | None = None) -> str:
+    """The manager's view of the last exchange of `history` (its last user message and the
+    answers after it), or "" when it holds none: the heading, the question and the newest
+    `_EXCHANGE_ANSWERS` answers as "[Name @key]: ...", each cut to `_EXCHANGE_MESSAGE_TOKENS`,
+    then the keys of the agents whose answers are not shown."""
+    start = next(
+        (index for index in range(len(history) - 1, -1, -1) if history[index].role == Role.USER),
+        None,
+    )
+    if start is None:
+        return ""
+    question, answers = history[start], history[start + 1 :]
+    shown = answers[-_EXCHANGE_ANSWERS:]
+    lines = [PREVIOUS_EXCHANGE_HEADING]
+    for message in (question, *shown):
+        content = " ".join(message.content.split())
+        cut = cut_to_fit(content, within_tokens(_EXCHANGE_MESSAGE_TOKENS, model)) or ""
+        lines.append(f"[{message.speaker or message.role}]: {cut}")
+    hidden = [f"@{m.agent_key}" for m in answers[: len(answers) - len(shown)] if m.agent_key]
+    hidden = list(dict.fromkeys(hidden))
+    if hidden:
+        more = len(hidden) - _EXCHANGE_KEYS
+        lines.append(
+            ALSO_ANSWERED_PREFIX
+            + ", ".join(hidden[:_EXCHANGE_KEYS])
+            + (f" and {more} more" if more > 0 else "")
+        )
+    return "\n".join(lines)
+
+
+def read_previous_answerers(system_prompt: str) -> tuple[str, ...]:
+    """The keys of the agents who answered the previous exchange, as `previous_exchange` shows
+    it in a routing prompt, in its order; empty when it shows none."""
+    _, found, exchange = system_prompt.partition(PREVIOUS_EXCHANGE_HEADING)
+    if not found:
+        return ()
+    keys: list[str] = []
+    for line in exchange.strip("\n").splitlines()[1:]:  # the question's line first
+        if line.startswith(ALSO_ANSWERED_PREFIX):
+            named = line[len(ALSO_ANSWERED_PREFIX) :].split(" and ")[0].split(", ")
+            keys[:0] = [key.lstrip("@") for key in named]
+            continue
+        match = _ANSWER_LINE.match(line)
+        if match is None:
+            break
+        keys.append(match.group("key"))
+    return tuple(dict.fromkeys(keys))
+
+
 def _routing_system(
-    roster: Sequence[AgentSpec], room_goal: str, role_chars: int, goal_chars: int | None
+    roster: Sequence[AgentSpec],
+    room_goal: str,
+    role_chars: int,
+    goal_chars: int | None,
+    exchange: str = "",
 ) -> ChatMessage:
     roster_json = json.dumps(
         [
@@ -112,6 +196,8 @@ def _routing_system(
         goal = goal[:goal_chars].rstrip() + "…" if goal_chars else ""
     if goal:
         lines.append(f"Room goal: {goal}")
+    if exchange:
+        lines += ["", exchange]
     return ChatMessage(role=Role.SYSTEM, content="\n".join(lines))
 
 

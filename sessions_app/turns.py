@@ -1102,14 +1102,16 @@ class TurnRunner:
         return self.pending
 
     def _routing_call(self) -> PlannedCall:
-        """The manager's prompt within its alias's budget: a message too long for it is cut
-        short, the roster's roles shortened (`fit_routing_messages`)."""
+        """The manager's prompt within its alias's budget, with the previous exchange of the
+        history read (bounded) for a follow-up: a message too long for it is cut short, the
+        exchange left out and the roster's roles shortened first (`fit_routing_messages`)."""
         manager = settings.PANTHEON_MANAGER_MODEL_ALIAS
         messages = fit_routing_messages(
             user_input=self.plan.user_input,
             roster=self.plan.candidates,
             room_goal=self.plan.room_goal,
             input_budget=self.plan.budget(manager).input_budget,
+            history=self.history,
             model=self.plan.token_model(manager),
         )
         return self._planned(manager, CallPurpose.ROUTING, messages)

@@ -4,12 +4,15 @@ import logging
 from orchestration.budget import estimate_tokens
 from orchestration.context import CUT_MARK
 from orchestration.routing import (
+    PREVIOUS_EXCHANGE_HEADING,
     build_routing_messages,
     fit_routing_messages,
     parse_routing,
+    previous_exchange,
+    read_previous_answerers,
     read_roster,
 )
-from orchestration.types import AgentSpec
+from orchestration.types import AgentSpec, HistoryMessage
 
 KEYS = ["ada", "bob", "cleo"]
 
@@ -181,3 +184,69 @@ def test_a_roster_that_leaves_no_room_for_the_message_gives_a_prompt_over_the_bu
     assert '"role": ""' in system.content and "Ship v1" not in system.content
     assert user.content == "Who can check my schema?"
     assert prompt_tokens((system, user)) > 20
+
+
+def answer_of(key: str, content: str) -> HistoryMessage:
+    return HistoryMessage(role="assistant", content=content, agent_key=key, agent_name=key.title())
+
+
+def test_the_manager_reads_the_last_exchange_only():
+    history = [
+        HistoryMessage(role="user", content="First question?"),
+        answer_of("ada", "First answer."),
+        HistoryMessage(role="user", content="Which   index?"),
+        answer_of("bob", "A B-tree.\nOr a hash."),
+    ]
+
+    assert previous_exchange(history) == "\n".join(
+        [PREVIOUS_EXCHANGE_HEADING, "[user]: Which index?", "[Bob @bob]: A B-tree. Or a hash."]
+    )
+    assert previous_exchange([]) == ""
+    assert previous_exchange([answer_of("ada", "An answer whose question was summarized.")]) == ""
+
+
+def test_the_previous_exchange_costs_a_bounded_number_of_tokens():
+    """Its question and its newest three answers, each cut to 100 tokens; the keys of the
+    others who answered (at most ten) without their answers."""
+    keys = [f"agent{index}" for index in range(20)]
+    history = [
+        HistoryMessage(role="user", content="question " * 1000),
+        *(answer_of(key, "answer " * 1000) for key in keys),
+    ]
+
+    exchange = previous_exchange(history)
+
+    lines = exchange.splitlines()
+    assert lines[1].startswith("[user]: question") and lines[1].endswith(CUT_MARK)
+    assert [line.split("]:")[0] for line in lines[2:5]] == [
+        "[Agent17 @agent17",
+        "[Agent18 @agent18",
+        "[Agent19 @agent19",
+    ]
+    assert lines[5] == "Also answered by: " + ", ".join(f"@{k}" for k in keys[:10]) + " and 7 more"
+    assert estimate_tokens(exchange) < 600
+    assert read_previous_answerers("...\n" + exchange)[:3] == ("agent0", "agent1", "agent2")
+    assert read_previous_answerers("...\n" + exchange)[-3:] == ("agent17", "agent18", "agent19")
+
+
+def test_the_previous_exchange_gives_way_before_the_roster(roster):
+    history = [HistoryMessage(role="user", content="Which index?"), answer_of("bob", "x " * 300)]
+    whole = build_routing_messages(
+        user_input="Elaborate on that.", roster=roster, room_goal="Ship v1", history=history
+    )
+    bare = build_routing_messages(
+        user_input="Elaborate on that.", roster=roster, room_goal="Ship v1"
+    )
+    assert PREVIOUS_EXCHANGE_HEADING in whole[0].content
+    assert read_previous_answerers(whole[0].content) == ("bob",)
+
+    fitted = fit_routing_messages(
+        user_input="Elaborate on that.",
+        roster=roster,
+        room_goal="Ship v1",
+        input_budget=prompt_tokens(whole) - 1,
+        history=history,
+    )
+
+    assert fitted == bare
+    assert read_previous_answerers(fitted[0].content) == ()
