@@ -221,7 +221,7 @@ class PlannedCall:
 class SummaryRef:
     """The session's latest summary, up to the message `to_sequence`."""
 
-    summary: ConversationSummary
+    content: ConversationSummary
     to_sequence: int
 
     @classmethod
@@ -235,7 +235,7 @@ class SummaryRef:
             open_questions=_summary_items(state.summary_open_questions),
             action_items=_summary_items(state.summary_action_items),
         )
-        return cls(summary=summary, to_sequence=state.summary_to_sequence)
+        return cls(content=summary, to_sequence=state.summary_to_sequence)
 
 
 def _summary_items(stored: Any) -> tuple[str, ...]:
@@ -733,7 +733,7 @@ class TurnRunner:
         plan = self.plan
         history = sum(message.token_estimate or 0 for message in self.history)
         summary = (
-            context_budget.estimate_tokens(summary_for_agents(self.summary.summary))
+            context_budget.estimate_tokens(summary_for_agents(self.summary.content))
             if self.summary
             else 0
         )
@@ -781,7 +781,7 @@ class TurnRunner:
         # where the whole history's summary would fold in less.
         following = self.history[SUMMARY_TRANSCRIPT_LIMIT:]
         prompt = fit_summary_messages(
-            previous_summary=self.summary.summary if self.summary else None,
+            previous_summary=self.summary.content if self.summary else None,
             transcript=self.history[:SUMMARY_TRANSCRIPT_LIMIT],
             limit=limit,
             model=plan.token_model(summarizer),
@@ -803,7 +803,7 @@ class TurnRunner:
             tokens = full_prompt_tokens_at_most(
                 agent=agent,
                 floor=plan.prompt_floor.get(agent.key, 0),
-                summary=self.summary.summary if self.summary else None,
+                summary=self.summary.content if self.summary else None,
                 history=self.history,
                 same_turn=before,
                 model=plan.token_model(alias),
@@ -954,7 +954,7 @@ class TurnRunner:
         following = rows[SUMMARY_TRANSCRIPT_LIMIT:]  # the next message, if the read stopped short
         rows = _visible(rows[:SUMMARY_TRANSCRIPT_LIMIT])
         prompt = fit_summary_messages(
-            previous_summary=self.summary.summary if self.summary else None,
+            previous_summary=self.summary.content if self.summary else None,
             transcript=[_history_entry(row) for row in rows],
             limit=self.plan.budget(summarizer).prune_limit,
             model=self.plan.token_model(summarizer),
@@ -1125,7 +1125,7 @@ class TurnRunner:
             roster=self.plan.prompt_roster,
             room_goal=self.plan.room_goal,
             mode=self.plan.mode,
-            summary=self.summary.summary if self.summary else None,
+            summary=self.summary.content if self.summary else None,
             history=self.history,
             same_turn=[
                 _history_entry(vars(message))
