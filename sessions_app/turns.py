@@ -632,6 +632,8 @@ class TurnRunner:
         now = timezone.now()
         try:
             with transaction.atomic():
+                if self._hold_prices():
+                    worst = None  # worked out again at the prices now held
                 reserved = self._hold_credits(now, first, worst)
                 self._interrupt_stale_turn(now)
                 self._promote_pending_mode(now)
@@ -644,6 +646,18 @@ class TurnRunner:
             raise exceptions.TurnConflict() from exc
         # From here on every log line of the turn says which it is (joins the ledger's turn_id).
         logging_context.bind(session_id=self.plan.session.pk, turn_id=self._turn.pk)
+
+    def _hold_prices(self) -> bool:
+        """The turn's rows are priced at their price list's prices as they stand when the
+        first is stamped: a list no ledger row was stamped with when the plan read it may have
+        changed since. Its prices are then read again, and held until the claim commits
+        (`alias_prices_held`; no query for a list stamped already). Returns whether they were
+        read again."""
+        held = usage_selectors.alias_prices_held(self.plan.pricing)
+        if held is self.plan.pricing:
+            return False
+        self.plan = replace(self.plan, pricing=held)
+        return True
 
     def _recent_history(self) -> list[HistoryMessage]:
         """The newest raw messages after the latest summary (bounded), oldest first. A read

@@ -1,11 +1,12 @@
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, F, Max, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -17,6 +18,7 @@ from usage.models import (
     CallStatus,
     LlmCallEvent,
     ModelAlias,
+    ModelPrice,
     MonthlyUsage,
     PricingVersion,
 )
@@ -58,6 +60,11 @@ class AliasPricing:
     input_usd_per_mtok: Decimal | None
     cached_input_usd_per_mtok: Decimal | None
     output_usd_per_mtok: Decimal | None
+    # Ledger rows were stamped with the list when it was read: it can no longer change (its
+    # editors refuse), so these are its prices for good. Otherwise they may change until its
+    # first row is stamped, and the transaction that stamps it reads them again, held
+    # (`alias_prices_held`).
+    prices_final: bool
 
     @property
     def has_price(self) -> bool:
@@ -69,13 +76,21 @@ class AliasPricing:
 # The multiplier is the alias's own in the active version, else that version's default; with no
 # active version at all it is NULL (x1). The alias's columns are named, not `alias.*`: a
 # connection's prepared statement keeps its result's shape when a migration adds a column.
+# `stamped`: the ledger's newest row (one step down the created_at index, however long the
+# ledger) is stamped with the version, so its prices are final. False right after a new list
+# takes effect, until a turn stamps it: those turns read their prices again as they stamp it.
+# (Asking for any row of the version instead is a plan PostgreSQL may answer by reading the
+# ledger from its oldest rows: the active version's rows are the newest.)
 _ALIAS_COLUMNS = ", ".join(f'alias."{field.column}"' for field in ModelAlias._meta.concrete_fields)
 _ALIAS_PRICING_SQL = """
     WITH active AS (
-        SELECT id, default_multiplier FROM usage_pricingversion
+        SELECT id, default_multiplier,
+               id = (SELECT pricing_version_id FROM usage_llmcallevent
+                     ORDER BY created_at DESC LIMIT 1) AS stamped
+        FROM usage_pricingversion
         WHERE effective_from <= %s ORDER BY effective_from DESC LIMIT 1
     )
-    SELECT {columns}, active.id AS active_version_id,
+    SELECT {columns}, active.id AS active_version_id, active.stamped AS active_stamped,
            COALESCE(price.credit_multiplier, active.default_multiplier) AS active_multiplier,
            price.input_usd_per_mtok AS price_input,
            price.cached_input_usd_per_mtok AS price_cached,
@@ -106,9 +121,69 @@ def alias_pricing(*, aliases: Iterable[str]) -> dict[str, AliasPricing]:
             input_usd_per_mtok=_as_decimal(row.price_input),
             cached_input_usd_per_mtok=_as_decimal(row.price_cached),
             output_usd_per_mtok=_as_decimal(row.price_output),
+            prices_final=bool(row.active_stamped),
         )
         for row in rows
     }
+
+
+# The list's row is held (FOR SHARE) until the transaction ends: its editors lock it (FOR NO
+# KEY UPDATE, `price_lists_lock`) before they ask whether ledger rows are stamped with it, so
+# none changes it before the commit, and one under way is waited for. On SQLite every
+# transaction takes the write lock as it begins (settings: IMMEDIATE): nothing to add.
+_HELD_LIST_SQL = "SELECT default_multiplier FROM usage_pricingversion WHERE id = %s"
+
+
+def alias_prices_held(pricing: Mapping[str, AliasPricing]) -> Mapping[str, AliasPricing]:
+    """`pricing` (`alias_pricing`) with its list's prices as they stand, held so until the
+    transaction ends: call it in the transaction that stamps the list's first ledger rows, for
+    them to be priced at what the list says from then on. Prices that were final when read
+    (`prices_final`) are kept, with no query: the common case. Otherwise the list's row is
+    held and its prices read again (two statements): an edit committed since the first read
+    prices the turn; one under way is waited for. A list deleted meanwhile is left to the
+    stamp's own foreign key, as before. The aliases' settings stay as first read."""
+    version_id = next(iter(pricing.values())).pricing_version_id if pricing else None
+    if version_id is None or all(read.prices_final for read in pricing.values()):
+        return pricing
+    lock = " FOR SHARE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _HELD_LIST_SQL + lock,
+            [PricingVersion._meta.pk.get_db_prep_value(version_id, connection)],
+        )
+        held = cursor.fetchone()
+    if held is None:
+        return pricing
+    default = _as_decimal(held[0])
+    prices = {
+        price["model_alias__alias"]: price
+        for price in ModelPrice.objects.filter(
+            pricing_version_id=version_id, model_alias__alias__in=list(pricing)
+        ).values(
+            "model_alias__alias",
+            "credit_multiplier",
+            "input_usd_per_mtok",
+            "cached_input_usd_per_mtok",
+            "output_usd_per_mtok",
+        )
+    }
+    return {name: _priced_as(read, prices.get(name), default) for name, read in pricing.items()}
+
+
+def _priced_as(
+    read: AliasPricing, price: Mapping[str, Any] | None, default: Decimal | None
+) -> AliasPricing:
+    """`read` with a price row's figures (None: the list has no price for the alias)."""
+    price = price or {}
+    multiplier = price.get("credit_multiplier")
+    return replace(
+        read,
+        multiplier=default if multiplier is None else multiplier,
+        input_usd_per_mtok=price.get("input_usd_per_mtok"),
+        cached_input_usd_per_mtok=price.get("cached_input_usd_per_mtok"),
+        output_usd_per_mtok=price.get("output_usd_per_mtok"),
+        prices_final=True,
+    )
 
 
 def _as_decimal(value) -> Decimal | None:

@@ -288,12 +288,15 @@ def model_price_set(
     if model_alias is None:
         raise ValidationError({"alias": f"Unknown model alias {alias!r}."})
     version, version_created = _price_list_for(version_name)
-    if not version_created and LlmCallEvent.objects.filter(pricing_version=version).exists():
-        # As in the console: an edit would rewrite the history its ledger rows rest on.
-        raise ValidationError(
-            f"Ledger rows are stamped with {version.name!r}, so its prices stay as they are: "
-            "give --version NEW to start a new price list from the active one."
-        )
+    if not version_created:
+        # Asked with the list locked: a turn stamping it meanwhile is waited for.
+        price_lists_lock(PricingVersion.objects.filter(pk=version.pk))
+        if LlmCallEvent.objects.filter(pricing_version=version).exists():
+            # As in the console: an edit would rewrite the history its ledger rows rest on.
+            raise ValidationError(
+                f"Ledger rows are stamped with {version.name!r}, so its prices stay as they "
+                "are: give --version NEW to start a new price list from the active one."
+            )
     price = ModelPrice.objects.filter(pricing_version=version, model_alias=model_alias).first()
     if price is None:
         if input_usd_per_mtok is None or output_usd_per_mtok is None:
@@ -321,6 +324,18 @@ def model_price_set(
     price.full_clean()
     price.save()
     return price, version, version_created
+
+
+def price_lists_lock(versions: models.QuerySet[PricingVersion]) -> None:
+    """Lock these price lists' rows until the transaction ends, before asking whether ledger
+    rows are stamped with them and changing them, their prices or their existence: a turn
+    that stamps a list not stamped yet holds its row from before its read of the prices to
+    its commit (`usage.selectors.alias_prices_held`). So an edit either commits before that
+    read, and prices the turn, or finds its ledger row and is refused. FOR NO KEY UPDATE: the
+    turns that stamp a list already stamped (no lock of theirs, a key share by their row's
+    foreign key at the commit) do not wait for an edit that will be refused. Nothing on
+    SQLite, where every transaction takes the write lock as it begins."""
+    list(versions.select_for_update(no_key=True).order_by("pk").values_list("pk", flat=True))
 
 
 def _price_list_for(name: str | None) -> tuple[PricingVersion, bool]:

@@ -3,8 +3,10 @@
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from sessions_app.models import Message, Turn, TurnStatus
+from usage.models import PricingVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -107,3 +109,27 @@ def test_the_month_counter_is_moved_last_in_its_step(
     between = sql[step_start + 1 : counter[0]]
     assert any(s.startswith('INSERT INTO "sessions_app_message"') for s in between)
     assert between[-1].startswith('UPDATE "usage_llmcallevent"')
+
+
+def test_only_the_turns_that_stamp_a_list_first_read_its_prices_again(
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn
+):
+    """A list may change until its first ledger row: a turn that read it before then reads its
+    prices again as it stamps it, held (two statements). Once stamped it is final, and a turn
+    reads its prices once, with its aliases."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    PricingVersion.objects.create(name="fresh", effective_from=timezone.now())
+
+    def prices_read(queries) -> list[str]:
+        return [q["sql"] for q in queries if "usage_pricingversion" in q["sql"]]
+
+    with CaptureQueriesContext(connection) as first:
+        assert post_turn(owner_client, session, "first on the list").status_code == 201
+    with CaptureQueriesContext(connection) as second:
+        assert post_turn(owner_client, session, "second").status_code == 201
+
+    held = prices_read(first)
+    assert len(held) == 2 and held[1].endswith("FOR SHARE")
+    assert len([q for q in first if 'FROM "usage_modelprice"' in q["sql"]]) == 1
+    assert len(prices_read(second)) == 1  # the aliases' read, with its prices
+    assert not [q for q in second if 'FROM "usage_modelprice"' in q["sql"]]

@@ -1,0 +1,330 @@
+"""A price list no ledger row is stamped with yet may be edited while turns start: every row
+stamped with it is priced at its prices as they stand once it is stamped. An edit that commits
+before a turn's first row prices that turn; one that comes after is refused, as every edit of a
+stamped list is (real PostgreSQL connections, the interleavings forced)."""
+
+import threading
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from orchestration.metering import compute_credits, compute_oe, compute_price_usd
+from pantheon.testing.processes import production_python
+from sessions_app import api_turns
+from sessions_app.turns import TurnRunner
+from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
+from usage.services import model_price_set
+
+# Real connections: each thread its own, committing as production does.
+transactional = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+LOCK_WAIT_SECONDS = 3.0  # how long a test looks for a connection waiting on a row lock
+
+
+@pytest.fixture
+def fresh_list():
+    """A list in force since a moment ago, that no ledger row is stamped with yet: a price for
+    the turns' alias, and one for an alias nothing else names."""
+    version = PricingVersion.objects.create(
+        name="fresh", effective_from=timezone.now() - timedelta(seconds=1)
+    )
+    scratch = ModelAlias.objects.create(alias="scratch", litellm_model="openai/scratch")
+    for alias in (ModelAlias.objects.get(alias="deepseek"), scratch):
+        ModelPrice.objects.create(
+            pricing_version=version,
+            model_alias=alias,
+            input_usd_per_mtok=Decimal("1"),
+            output_usd_per_mtok=Decimal("2"),
+        )
+    return version
+
+
+@pytest.fixture
+def session(owner, make_agent, make_session, fake_gateway):
+    return make_session(owner, agent=make_agent(owner, "ada"))
+
+
+def in_thread(work) -> tuple[threading.Thread, list]:
+    """`work` run on a thread of its own (its own database connection); the list gets what it
+    returned or raised."""
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(work())
+        except Exception as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def someone_waits_on_a_lock() -> bool:
+    """Whether another connection to the database waits on a lock (within LOCK_WAIT_SECONDS)."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            # Read afresh each time, also inside a transaction (which keeps its first read).
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def after_prepare(monkeypatch, hook) -> None:
+    """`hook` runs once the API's turn has read its prices, before its claim."""
+    prepare = api_turns.turn_prepare
+
+    def prepared(**kwargs):
+        plan = prepare(**kwargs)
+        hook()
+        return plan
+
+    monkeypatch.setattr(api_turns, "turn_prepare", prepared)
+
+
+def in_the_claim(monkeypatch, hook) -> None:
+    """`hook` runs in the claim's transaction, once the turn's first ledger row is inserted."""
+    open_call = TurnRunner._open
+
+    def opened(self, call):
+        open_call(self, call)
+        if len(self.events) == 1:
+            hook()
+
+    monkeypatch.setattr(TurnRunner, "_open", opened)
+
+
+def assert_priced_by_its_list_as_it_stands(event: LlmCallEvent, version: PricingVersion):
+    """The row's cost and credits are what its list's prices, as they stand, make of its
+    tokens (the fake provider's 100 fresh, 20 cached, 10 output)."""
+    assert event.pricing_version_id == version.pk
+    version.refresh_from_db()
+    price = ModelPrice.objects.get(pricing_version=version, model_alias__alias="deepseek")
+    fresh, cached, output = 100, 20, 10
+    assert (event.input_tokens_fresh, event.input_tokens_cached) == (fresh, cached)
+    assert event.provider_cost_usd == compute_price_usd(
+        fresh=fresh,
+        cached=cached,
+        output=output,
+        input_per_mtok=price.input_usd_per_mtok,
+        cached_input_per_mtok=price.cached_input_usd_per_mtok,
+        output_per_mtok=price.output_usd_per_mtok,
+    )
+    multiplier = price.credit_multiplier or version.default_multiplier
+    oe = compute_oe(fresh=fresh, cached=cached, output=output)
+    assert event.credits == compute_credits(oe=oe, multiplier=multiplier)
+
+
+def edit_the_price():
+    return model_price_set(
+        alias="deepseek",
+        input_usd_per_mtok=Decimal("5"),
+        output_usd_per_mtok=Decimal("6"),
+        version_name="fresh",
+    )
+
+
+@transactional
+def test_a_price_edited_after_a_turn_read_its_list_prices_that_turn(
+    owner_client, session, fresh_list, post_turn, monkeypatch
+):
+    """The race found: the price changed between the turn's read of its list and the stamp
+    of its first row, which was priced at the figure from before, a figure the list never had
+    once stamped."""
+
+    def edit_meanwhile():
+        thread, outcome = in_thread(edit_the_price)
+        thread.join(timeout=30)
+        assert not isinstance(outcome[0], Exception), outcome
+
+    after_prepare(monkeypatch, edit_meanwhile)
+
+    assert post_turn(owner_client, session, "hello").status_code == 201
+
+    event = LlmCallEvent.objects.get()
+    assert_priced_by_its_list_as_it_stands(event, fresh_list)
+    assert event.provider_cost_usd == Decimal("0.0006600000")  # 120 input at $5, 10 output at $6
+
+
+@transactional
+def test_an_edit_while_a_turn_stamps_the_list_waits_and_is_refused(
+    owner_client, session, fresh_list, post_turn, monkeypatch
+):
+    """The editor found no ledger row yet, as the turn's row was not committed: it changed
+    the price, and the turn's row then said the list priced it at a figure it no longer had."""
+    editor: list = []
+
+    def edit_during_the_claim():
+        editor.extend(in_thread(edit_the_price))
+        # The editor, on the list the claim is stamping.
+        editor.append(someone_waits_on_a_lock())
+
+    in_the_claim(monkeypatch, edit_during_the_claim)
+
+    assert post_turn(owner_client, session, "hello").status_code == 201
+
+    thread, outcome, waited = editor
+    thread.join(timeout=30)
+    assert_priced_by_its_list_as_it_stands(LlmCallEvent.objects.get(), fresh_list)
+    assert isinstance(outcome[0], ValidationError), outcome
+    assert "Ledger rows are stamped with 'fresh'" in outcome[0].messages[0]
+    assert fresh_list.prices.get(model_alias__alias="deepseek").input_usd_per_mtok == 1
+    assert waited
+
+
+@transactional
+def test_a_turn_that_starts_during_an_edit_waits_for_it_and_prices_with_it(
+    owner_client, session, fresh_list, post_turn
+):
+    """The turn read the prices from before an edit still in progress, and stamped the list
+    with them as the edit committed."""
+    edited, release = threading.Event(), threading.Event()
+
+    def edit_and_hold():
+        with transaction.atomic():
+            edit_the_price()
+            edited.set()
+            assert release.wait(timeout=30)
+
+    editor, edit_outcome = in_thread(edit_and_hold)
+    assert edited.wait(timeout=30)
+    turn, turn_outcome = in_thread(lambda: post_turn(owner_client, session, "hello"))
+    waited = someone_waits_on_a_lock()  # the turn, on the list being edited
+    release.set()
+    editor.join(timeout=30)
+    turn.join(timeout=30)
+
+    assert edit_outcome == [None]
+    assert turn_outcome[0].status_code == 201
+    assert_priced_by_its_list_as_it_stands(LlmCallEvent.objects.get(), fresh_list)
+    assert LlmCallEvent.objects.get().provider_cost_usd == Decimal("0.0006600000")
+    assert waited
+
+
+SQLITE_SCRIPT = r"""
+import json, django
+django.setup()
+from datetime import timedelta
+from decimal import Decimal
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from orchestration.metering import compute_credits, compute_oe, compute_price_usd
+from rooms.models import Agent
+from sessions_app import api_turns
+from sessions_app.models import Session
+from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
+from usage.services import model_price_set
+
+call_command("migrate", verbosity=0)
+user = User.objects.create_user("user", password="user-pass-123")
+agent = Agent.objects.create(
+    owner=user, agent_key="ada", name="Ada", model_alias="deepseek", role_prompt="Ada helps."
+)
+session = Session.objects.create(started_by=user, agent=agent)
+fresh = PricingVersion.objects.create(
+    name="fresh", effective_from=timezone.now() - timedelta(seconds=1)
+)
+ModelPrice.objects.create(
+    pricing_version=fresh,
+    model_alias=ModelAlias.objects.get(alias="deepseek"),
+    input_usd_per_mtok=Decimal("1"),
+    output_usd_per_mtok=Decimal("2"),
+)
+
+
+def edit(**figures):
+    model_price_set(alias="deepseek", version_name="fresh", **figures)
+
+
+prepare = api_turns.turn_prepare
+
+
+def prepared(**kwargs):
+    plan = prepare(**kwargs)
+    edit(
+        input_usd_per_mtok=Decimal("5"),
+        output_usd_per_mtok=Decimal("6"),
+        credit_multiplier=Decimal("2"),
+    )
+    return plan
+
+
+api_turns.turn_prepare = prepared
+api = APIClient()
+api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+status = api.post(f"/api/v1/sessions/{session.id}/turns", {"message": "hi"}, format="json")
+api_turns.turn_prepare = prepare
+event = LlmCallEvent.objects.get()
+fresh_tokens, cached, output = (
+    event.input_tokens_fresh, event.input_tokens_cached, event.output_tokens
+)
+try:
+    edit(input_usd_per_mtok=Decimal("7"))
+    refused = None
+except ValidationError as exc:
+    refused = exc.messages[0]
+price = ModelPrice.objects.get(pricing_version=fresh)
+with CaptureQueriesContext(connection) as queries:  # a turn on the list, stamped now
+    again = api.post(f"/api/v1/sessions/{session.id}/turns", {"message": "hi"}, format="json")
+print(json.dumps({
+    "next turn": again.status_code,
+    "its list reads": len([q for q in queries if "usage_pricingversion" in q["sql"]]),
+    "status": status.status_code,
+    "stamped": event.pricing_version_id == fresh.pk,
+    "figures": [str(price.input_usd_per_mtok), str(price.credit_multiplier)],
+    "cost": event.provider_cost_usd == compute_price_usd(
+        fresh=fresh_tokens, cached=cached, output=output, input_per_mtok=Decimal("5"),
+        cached_input_per_mtok=None, output_per_mtok=Decimal("6"),
+    ),
+    "credits": event.credits == compute_credits(
+        oe=compute_oe(fresh=fresh_tokens, cached=cached, output=output),
+        multiplier=Decimal("2"),
+    ),
+    "refused": refused,
+}))
+"""
+
+
+def test_on_sqlite_a_price_edited_after_a_turn_read_its_list_prices_that_turn(tmp_path):
+    """The laptop's default database: the turn reads its list's prices again in its claim (no
+    lock there: every SQLite transaction takes the write lock as it begins), and set_model_price
+    then finds its row. Run in a subprocess, as the suite itself is bound to PostgreSQL."""
+    results = production_python(
+        SQLITE_SCRIPT,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'laptop.sqlite3'}",
+        DEBUG="true",
+        ALLOWED_HOSTS="testserver",
+        LOG_LEVEL="ERROR",
+    )
+
+    assert results == {
+        "next turn": 201,
+        "its list reads": 1,  # final once stamped: read once, with the aliases
+        "status": 201,
+        "stamped": True,
+        "figures": ["5.000000", "2.0000"],
+        "cost": True,
+        "credits": True,
+        "refused": "Ledger rows are stamped with 'fresh', so its prices stay as they are: give "
+        "--version NEW to start a new price list from the active one.",
+    }
