@@ -5,6 +5,8 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
@@ -60,6 +62,7 @@ from usage.services import (
     billing_profile_set_cap,
     billing_profile_set_suspended,
     model_prices_copy,
+    price_lists_lock,
 )
 
 # --- configuration (Owners change it) -----------------------------------------------------------
@@ -68,6 +71,75 @@ from usage.services import (
 def ledger_uses_version(version_id) -> bool:
     """Whether ledger rows are stamped with this pricing version (an indexed foreign key)."""
     return LlmCallEvent.objects.filter(pricing_version_id=version_id).exists()
+
+
+def _pks(model: type[models.Model], values) -> list:
+    """The values that are primary keys of `model` (as typed in a URL or posted), others left
+    out: they name no row to lock, and Django answers for them as it does."""
+    pks = []
+    for value in values:
+        try:
+            pks.append(model._meta.pk.to_python(unquote(str(value))))
+        except (ValidationError, ValueError):
+            continue
+    return pks
+
+
+class LocksItsPriceLists:
+    """A save or delete that writes price lists (their fields, their prices, or prices going
+    with an alias) locks them as its transaction begins (`price_lists_lock`), before the page
+    asks whether ledger rows are stamped with them (`kept_because`): a turn stamping a list
+    for the first time holds it from its read of the prices to its commit. The save then
+    either commits before that read, and prices the turn, or finds the turn's row and is
+    refused as the page of a stamped list is. Without the lock, a save could pass the question
+    while the turn's row was not yet committed: the ledger then said the list priced it at a
+    figure the list no longer had."""
+
+    # Whether its change and add pages write price lists (an alias's writes none: only its
+    # delete takes prices with it).
+    saves_price_lists = True
+
+    def price_lists_of(self, pks: list) -> Q:
+        """The price lists that these rows are, or whose prices they are or hold."""
+        raise NotImplementedError
+
+    def price_lists_posted(self, request) -> Q:
+        """The price lists a posted form puts its row in."""
+        return Q(pk__in=[])
+
+    def _lock_price_lists(self, request, object_ids) -> None:
+        where = self.price_lists_of(_pks(self.model, object_ids))  # type: ignore[attr-defined]
+        price_lists_lock(PricingVersion.objects.filter(where | self.price_lists_posted(request)))
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if request.method != "POST" or not self.saves_price_lists:
+            return super().changeform_view(  # type: ignore[misc]
+                request, object_id, form_url, extra_context
+            )
+        with transaction.atomic():
+            self._lock_price_lists(request, [] if object_id is None else [object_id])
+            return super().changeform_view(  # type: ignore[misc]
+                request, object_id, form_url, extra_context
+            )
+
+    def delete_view(self, request, object_id, extra_context=None):
+        if request.method != "POST":
+            return super().delete_view(request, object_id, extra_context)  # type: ignore[misc]
+        with transaction.atomic():
+            self._lock_price_lists(request, [object_id])
+            return super().delete_view(request, object_id, extra_context)  # type: ignore[misc]
+
+    def changelist_view(self, request, extra_context=None):
+        # The bulk delete, confirmed.
+        deletes = "delete_selected" in request.POST.getlist("action") and "post" in request.POST
+        if request.method != "POST" or not deletes:
+            return super().changelist_view(request, extra_context)  # type: ignore[misc]
+        with transaction.atomic():
+            if request.POST.get("select_across") == "1":
+                price_lists_lock(PricingVersion.objects.all())
+            else:
+                self._lock_price_lists(request, request.POST.getlist(ACTION_CHECKBOX_NAME))
+            return super().changelist_view(request, extra_context)  # type: ignore[misc]
 
 
 class ModelAliasForm(forms.ModelForm):
@@ -83,7 +155,9 @@ class ModelAliasForm(forms.ModelForm):
 
 
 @admin.register(ModelAlias)
-class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin):
+class ModelAliasAdmin(
+    LocksItsPriceLists, ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin
+):
     formfield_overrides = {models.URLField: API_BASE_FORM_OPTIONS}
     list_display = [
         "alias",
@@ -97,6 +171,11 @@ class ModelAliasAdmin(ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, adm
     list_filter = ["enabled"]
     search_fields = ["alias", "litellm_model"]
     form = ModelAliasForm
+    saves_price_lists = False
+
+    def price_lists_of(self, pks: list) -> Q:
+        # A deleted alias takes its prices in every list with it.
+        return Q(pk__in=ModelPrice.objects.filter(model_alias__in=pks).values("pricing_version"))
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         # The figures' own least values: a number box's "≥ 0" named a minimum they do not have.
@@ -233,7 +312,12 @@ class PricingVersionForm(forms.ModelForm):
 
 @admin.register(PricingVersion)
 class PricingVersionAdmin(
-    ShownAmounts, ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin
+    LocksItsPriceLists,
+    ShownAmounts,
+    ChangesWithValues,
+    KeptWhileInUse,
+    EditedAsShownAdmin,
+    admin.ModelAdmin,
 ):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
 
@@ -251,6 +335,10 @@ class PricingVersionAdmin(
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(prices_count=Count("prices"))
+
+    def price_lists_of(self, pks: list) -> Q:
+        # The list and its prices (its page's inline), or the lists deleted.
+        return Q(pk__in=pks)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and self.kept_because(request, obj):
@@ -320,7 +408,12 @@ def _copy_name(name: str) -> str:
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(
-    ShownAmounts, ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin
+    LocksItsPriceLists,
+    ShownAmounts,
+    ChangesWithValues,
+    KeptWhileInUse,
+    EditedAsShownAdmin,
+    admin.ModelAdmin,
 ):
     list_display = [
         "model_alias",
@@ -345,6 +438,14 @@ class ModelPriceAdmin(
         if ledger_uses_version(price.pricing_version_id):
             return "its price list prices ledger rows."
         return None
+
+    def price_lists_of(self, pks: list) -> Q:
+        # The list a price is in (changed, moved away, deleted).
+        return Q(pk__in=ModelPrice.objects.filter(pk__in=pks).values("pricing_version"))
+
+    def price_lists_posted(self, request) -> Q:
+        # The list a new or moved price goes into.
+        return Q(pk__in=_pks(PricingVersion, request.POST.getlist("pricing_version")))
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "pricing_version":

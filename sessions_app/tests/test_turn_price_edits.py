@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd
+from pantheon.testing.admin import admin_url, client_for
 from pantheon.testing.processes import production_python
 from sessions_app import api_turns
 from sessions_app.turns import TurnRunner
@@ -42,6 +43,18 @@ def fresh_list():
             output_usd_per_mtok=Decimal("2"),
         )
     return version
+
+
+def as_it_stands(version: PricingVersion) -> tuple:
+    """A price list's fields and prices."""
+    version.refresh_from_db()
+    prices = ModelPrice.objects.filter(pricing_version=version).order_by("model_alias__alias")
+    return (
+        version.name,
+        version.default_multiplier,
+        version.effective_from,
+        list(prices.values_list("model_alias__alias", "input_usd_per_mtok", "output_usd_per_mtok")),
+    )
 
 
 @pytest.fixture
@@ -212,6 +225,145 @@ def test_a_turn_that_starts_during_an_edit_waits_for_it_and_prices_with_it(
     assert turn_outcome[0].status_code == 201
     assert_priced_by_its_list_as_it_stands(LlmCallEvent.objects.get(), fresh_list)
     assert LlmCallEvent.objects.get().provider_cost_usd == Decimal("0.0006600000")
+    assert waited
+
+
+@transactional
+def test_a_consoles_edit_while_a_turn_stamps_the_list_waits_and_is_not_saved(
+    owner_client, session, fresh_list, post_turn, monkeypatch, make_operator
+):
+    """The price list's page saved a new default multiplier and price after the turn's row
+    was inserted, before it committed: the row's credits and cost were the list's old ones."""
+    boss = client_for(make_operator("Owner", "boss"))
+    price = fresh_list.prices.get(model_alias__alias="deepseek")
+    change = admin_url(PricingVersion, "change", fresh_list.pk)
+    form = {
+        "name": "fresh",
+        "default_multiplier": "3",
+        "effective_from_0": f"{fresh_list.effective_from:%Y-%m-%d}",
+        "effective_from_1": f"{fresh_list.effective_from:%H:%M:%S}",
+        "prices-TOTAL_FORMS": "1",
+        "prices-INITIAL_FORMS": "1",  # the page's other price left out: posted unchanged
+        "prices-0-id": price.pk,
+        "prices-0-pricing_version": fresh_list.pk,
+        "prices-0-model_alias": price.model_alias_id,
+        "prices-0-input_usd_per_mtok": "9",
+        "prices-0-output_usd_per_mtok": "2",
+    }
+    editor: list = []
+
+    def save_during_the_claim():
+        editor.extend(in_thread(lambda: boss.post(change, form)))
+        # The page's save, on the list the claim is stamping.
+        editor.append(someone_waits_on_a_lock())
+
+    in_the_claim(monkeypatch, save_during_the_claim)
+
+    assert post_turn(owner_client, session, "hello").status_code == 201
+
+    thread, outcome, waited = editor
+    thread.join(timeout=30)
+    assert_priced_by_its_list_as_it_stands(LlmCallEvent.objects.get(), fresh_list)
+    assert waited
+    assert outcome[0].status_code == 302 and outcome[0].url == change
+    messages = [str(message) for message in boss.get(change).context["messages"]]
+    assert messages[0] == (
+        "Your changes were not saved: it became read-only in the meantime (ledger rows are "
+        "stamped with it; copy it to change prices)."
+    )
+    fresh_list.refresh_from_db()
+    assert fresh_list.default_multiplier == 1
+
+
+def price_page(version):
+    price = version.prices.get(model_alias__alias="deepseek")
+    return admin_url(ModelPrice, "change", price.pk), {
+        "pricing_version": version.pk,
+        "model_alias": price.model_alias_id,
+        "input_usd_per_mtok": "9",
+        "output_usd_per_mtok": "2",
+    }
+
+
+def new_price(version):
+    llama = ModelAlias.objects.get(alias="llama")
+    return admin_url(ModelPrice, "add"), {
+        "pricing_version": version.pk,
+        "model_alias": llama.pk,
+        "input_usd_per_mtok": "9",
+        "output_usd_per_mtok": "9",
+    }
+
+
+def price_delete(version):
+    price = version.prices.get(model_alias__alias="deepseek")
+    return admin_url(ModelPrice, "delete", price.pk), {"post": "yes"}
+
+
+def prices_bulk_delete(version):
+    return admin_url(ModelPrice, "changelist"), {
+        "action": "delete_selected",
+        "_selected_action": [price.pk for price in version.prices.all()],
+        "post": "yes",
+    }
+
+
+def list_delete(version):
+    return admin_url(PricingVersion, "delete", version.pk), {"post": "yes"}
+
+
+def lists_bulk_delete(version):
+    return admin_url(PricingVersion, "changelist"), {
+        "action": "delete_selected",
+        "_selected_action": [version.pk],
+        "post": "yes",
+    }
+
+
+def alias_delete(version):
+    """The alias's prices go with it, in every list."""
+    scratch = ModelAlias.objects.get(alias="scratch")
+    return admin_url(ModelAlias, "delete", scratch.pk), {"post": "yes"}
+
+
+@transactional
+@pytest.mark.parametrize(
+    "edit, refused_with",
+    [
+        (price_page, 302),  # its page again, read-only, saying why
+        (new_price, 200),  # the form again: the list is no longer offered
+        (price_delete, 403),
+        (prices_bulk_delete, 200),  # the confirmation, listing what is kept and why
+        (list_delete, 403),
+        (lists_bulk_delete, 200),
+        (alias_delete, 403),
+    ],
+)
+def test_every_console_edit_of_a_list_a_turn_is_stamping_waits_and_is_refused(
+    owner_client, session, fresh_list, post_turn, monkeypatch, make_operator, edit, refused_with
+):
+    """Each went through while the turn's first row was not committed (no ledger row to see
+    yet), changing or deleting the list's prices, or the list: a deleted list failed the turn
+    with a 409, a changed one left the turn's row priced at figures the list no longer had."""
+    boss = client_for(make_operator("Owner", "boss"))
+    before = as_it_stands(fresh_list)
+    page, form = edit(fresh_list)
+    editor: list = []
+
+    def edit_during_the_claim():
+        editor.extend(in_thread(lambda: boss.post(page, form)))
+        editor.append(someone_waits_on_a_lock())
+
+    in_the_claim(monkeypatch, edit_during_the_claim)
+
+    assert post_turn(owner_client, session, "hello").status_code == 201
+
+    thread, outcome, waited = editor
+    thread.join(timeout=30)
+    assert PricingVersion.objects.filter(pk=fresh_list.pk).exists()
+    assert as_it_stands(fresh_list) == before
+    assert_priced_by_its_list_as_it_stands(LlmCallEvent.objects.get(), fresh_list)
+    assert outcome[0].status_code == refused_with
     assert waited
 
 
