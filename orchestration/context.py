@@ -339,7 +339,7 @@ def full_prompt_tokens_at_most(
     lists, `summary_for_agents`), and the history and this turn's earlier answers, whole and
     attributed as the prompt shows them (an answer not given yet with its largest estimate as
     `token_estimate`). Parts are estimated apart, which never counts less than estimating them
-    together (`estimate_tokens_of_chars`)."""
+    together (`estimate_tokens`)."""
     rendered = (_render(message, agent, model) for message in (*history, *same_turn))
     return (
         floor

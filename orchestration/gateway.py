@@ -31,7 +31,12 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from orchestration.budget import estimate_tokens, estimate_tokens_of_chars
+from orchestration.budget import (
+    UNITS_PER_TOKEN,
+    estimate_tokens,
+    estimate_units,
+    length_within_units,
+)
 from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm, uses_openai_sdk
 from orchestration.types import AliasConfig, CallStatus, ErrorKind, LlmCall, LlmResult
 
@@ -45,6 +50,11 @@ _ERROR_MESSAGE_CHARS = 300
 # that ignores `max_tokens` gets near either; the chunks bound what litellm keeps of a stream
 # (every chunk, a few KB each), the characters what is stored and saved as it streams.
 ANSWER_CHARS_PER_TOKEN = 16
+# And at most this many tokens of plain estimate a token (`budget.estimate_units`): twice what 16
+# ASCII characters count, so that an answer in any script its provider keeps to `max_tokens`
+# (Tamil on o200k_base runs about 6.5 estimated tokens a token) is never cut, while a stored
+# answer's estimate stays bounded before it is given (`answer_tokens_at_most`).
+ANSWER_ESTIMATE_PER_TOKEN = 10
 ANSWER_CHUNKS_PER_TOKEN = 2
 ANSWER_EXTRA_CHUNKS = 64
 # How long a reasoning model may reason before its answer, in tokens (the answer's max when that
@@ -64,12 +74,18 @@ ReasoningListener = Callable[[], None]
 
 @dataclass(frozen=True)
 class AnswerLimit:
-    """The most an answer may be: characters of text and chunks of a stream, and the chunks of
-    reasoning a reasoning model may stream before its text."""
+    """The most an answer may be: characters of text (and their estimate, `units`) and chunks
+    of a stream, and the chunks of reasoning a reasoning model may stream before its text."""
 
     chars: int
     chunks: int
     reasoning_tokens: int = REASONING_TOKENS
+
+    @property
+    def units(self) -> int:
+        """The most plain estimate of the text, in `budget.estimate_units`."""
+        tokens = self.chars // ANSWER_CHARS_PER_TOKEN
+        return tokens * ANSWER_ESTIMATE_PER_TOKEN * UNITS_PER_TOKEN
 
     @property
     def reasoning_chunks(self) -> int:
@@ -94,8 +110,8 @@ def reasoning_tokens_at_most(max_output_tokens: int) -> int:
 def answer_tokens_at_most(max_output_tokens: int) -> int:
     """The most an answer's plain estimate can be (what a turn stores with its message and
     counts in the prompts after it): its text never runs past its call's limit
-    (`AnswerLimit.chars`), even from a provider that ignores `max_tokens`."""
-    return estimate_tokens_of_chars(max_output_tokens * ANSWER_CHARS_PER_TOKEN)
+    (`AnswerLimit.units`), even from a provider that ignores `max_tokens`."""
+    return max_output_tokens * ANSWER_ESTIMATE_PER_TOKEN
 
 
 @dataclass
@@ -108,6 +124,7 @@ class _Reading:
     pieces: list[str] = field(default_factory=list)
     usage: tuple[int, int, int] = (0, 0, 0)
     length: int = 0  # characters in `pieces`
+    units: int = 0  # their plain estimate (`budget.estimate_units`)
     thoughts: list[str] = field(default_factory=list)
 
     @property
@@ -121,6 +138,13 @@ class _Reading:
     def add(self, piece: str) -> None:
         self.pieces.append(piece)
         self.length += len(piece)
+        self.units += estimate_units(piece)
+
+
+def _room(piece: str, limit: AnswerLimit, *, length: int = 0, units: int = 0) -> int:
+    """How many of `piece`'s first characters fit an answer's `limit` after `length` characters
+    of an estimate of `units` (`budget.estimate_units`)."""
+    return length_within_units(piece[: max(limit.chars - length, 0)], limit.units - units)
 
 
 # Why a provider may end an answer that has no text at all, and that answer still be one: it
@@ -536,7 +560,7 @@ class LiteLLMGateway:
                     reading.usage = read_usage(chunk, call)
                 if isinstance(piece, str) and piece:
                     piece = storable_text(piece)
-                    room = limit.chars - reading.length
+                    room = _room(piece, limit, length=reading.length, units=reading.units)
                     if piece[:room]:
                         reading.add(piece[:room])
                         on_delta(piece[:room])
@@ -599,21 +623,23 @@ def _within_limit(text: str, call: LlmCall) -> str:
     """A whole answer (not streamed) cut to its call's limit: it is in memory already, but what
     is stored and sent on stays bounded."""
     limit = AnswerLimit.of(call)
-    if len(text) <= limit.chars:
+    room = _room(text, limit)
+    if room == len(text):
         return text
-    _log_cut(call, limit, limit.chars, None)
-    return text[: limit.chars]
+    _log_cut(call, limit, room, None)
+    return text[:room]
 
 
 def _log_cut(call: LlmCall, limit: AnswerLimit, length: int, chunks: int | None) -> None:
     logger.warning(
         "LLM call %s/%s for %s went past its answer limit (max_tokens %d: %d characters, %d "
-        "chunks); its answer is cut at %d characters%s",
+        "estimated tokens, %d chunks); its answer is cut at %d characters%s",
         call.purpose,
         call.agent_key or "-",
         call.alias.alias,
         call.alias.max_output_tokens,
         limit.chars,
+        limit.units // UNITS_PER_TOKEN,
         limit.chunks,
         length,
         "" if chunks is None else f" after {chunks} chunks",
@@ -688,9 +714,10 @@ def usage_or_estimate(
     its answer is output it bills, and counts as such.
 
     An estimated answer counts at most the `max_tokens` its call asked for: the estimate runs
-    long on purpose, and an answer cut at its limit (up to 16 characters a token) would
-    otherwise be billed up to five times what the turn's credit hold assumed. Its reasoning
-    counts at most its own bound (`REASONING_TOKENS`, or `max_tokens` when more)."""
+    long on purpose, and an answer cut at its limit (up to 16 characters a token, or 10
+    estimated tokens) would otherwise be billed up to ten times what the turn's credit hold
+    assumed. Its reasoning counts at most its own bound (`REASONING_TOKENS`, or `max_tokens`
+    when more)."""
     if usage[0] > 0:
         return usage
     prompt = sum(estimate_tokens(message.content, model) for message in call.messages)

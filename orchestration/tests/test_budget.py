@@ -1,4 +1,7 @@
+import hashlib
 import math
+import random
+from pathlib import Path
 
 import pytest
 
@@ -7,11 +10,15 @@ from orchestration.budget import (
     SUMMARIZE_AT,
     SUMMARY_EVERY_TURNS,
     ContextBudget,
+    character_units,
     estimate_tokens,
+    estimate_units,
     fits,
+    length_within_units,
     smallest_window,
     summary_due,
 )
+from orchestration.litellm_loader import load_litellm
 
 
 def test_ladder_constants():
@@ -25,6 +32,162 @@ def test_ladder_constants():
 def test_heuristic_estimate(text, expected):
     assert estimate_tokens(text) == expected
     assert expected == math.ceil(len(text) / 4 * 1.25)
+
+
+# Ordinary text in each script, with what OpenAI's tokenizers count it (cl100k_base, o200k_base,
+# tiktoken 0.14; `test_the_figures_are_the_tokenizers`).
+SCRIPTS = {
+    "english": (
+        "The committee met on Tuesday to review the quarterly budget. After a long discussion "
+        "about travel costs, they agreed to postpone the new office until spring.",
+        29,
+        29,
+    ),
+    "code": (
+        "def merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:\n"
+        "    result: list[tuple[int, int]] = []\n"
+        "    for start, end in sorted(intervals):\n"
+        "        if result and start <= result[-1][1]:\n"
+        "            result[-1] = (result[-1][0], max(result[-1][1], end))\n"
+        "        else:\n"
+        "            result.append((start, end))\n"
+        "    return result\n",
+        91,
+        91,
+    ),
+    "russian": (
+        "Вчера вечером мы долго гуляли по набережной и разговаривали о будущем. Погода была "
+        "тёплая, хотя с реки дул прохладный ветер.",
+        61,
+        38,
+    ),
+    "kazakh": (
+        "Кеше кешке біз өзен жағасында серуендедік және жазғы демалыс жоспарлары туралы "
+        "әңгімелестік.",
+        67,
+        30,
+    ),
+    "greek": (
+        "Χθες το απόγευμα πήγαμε στην παραλία με τους φίλους μας. Ο καιρός ήταν υπέροχος και "
+        "η θάλασσα πολύ ζεστή.",
+        91,
+        39,
+    ),
+    "hebrew": ("אתמול בערב הלכנו לטייל ליד הים. מזג האוויר היה נעים.", 48, 22),
+    "arabic": (
+        "ذهبنا أمس إلى السوق القديم في وسط المدينة. كان المكان مزدحماً بالناس، واشترينا بعض "
+        "التوابل والقهوة.",
+        67,
+        28,
+    ),
+    "hindi": (
+        "कल शाम हम सब दोस्त पार्क में घूमने गए। मौसम बहुत अच्छा था और हल्की हवा चल रही थी।",
+        82,
+        23,
+    ),
+    "tamil": ("நேற்று மாலை நாங்கள் கடற்கரைக்குச் சென்றோம். வானிலை மிகவும் அழகாக இருந்தது.", 105, 26),
+    "thai": ("เมื่อวานนี้เราไปเที่ยวตลาดน้ำกับครอบครัว อากาศดีมากและมีผู้คนมากมาย", 65, 25),
+    "armenian": ("Երեկ երեկոյան մենք զբոսնեցինք գետի ափին։ Եղանակը շատ լավ էր։", 111, 26),
+    "georgian": (
+        "გუშინ საღამოს ჩვენ მდინარის ნაპირზე ვისეირნეთ. ამინდი ძალიან კარგი იყო.",
+        131,
+        26,
+    ),
+    "chinese": (
+        "昨天晚上我们在河边散步，聊了很多关于未来的计划。天气很好，虽然风有点凉。"
+        "后来我们去了一家小咖啡馆，点了茶和蛋糕。",
+        76,
+        44,
+    ),
+    "chinese_traditional": (
+        "臺灣的夜市文化非常豐富，街道兩旁擺滿了攤販，販賣鹽酥雞、蚵仔煎與珍珠奶茶。",
+        67,
+        43,
+    ),
+    "japanese": (
+        "昨日の夜、私たちは川沿いを散歩しながら、将来の計画についてたくさん話しました。"
+        "その後、小さなカフェに入って、お茶とケーキを注文しました。",
+        68,
+        48,
+    ),
+    "korean": (
+        "어제 저녁에 우리는 강가를 산책하면서 미래에 대한 계획을 많이 이야기했습니다.",
+        46,
+        21,
+    ),
+    "vietnamese": (
+        "Hôm qua chúng tôi đi dạo bên bờ sông và nói chuyện rất lâu về kế hoạch.",
+        38,
+        22,
+    ),
+    "polish": (
+        "Wczoraj wieczorem spacerowaliśmy nad rzeką i rozmawialiśmy o planach na wakacje.",
+        29,
+        26,
+    ),
+    "emoji": ("😀😃😄😁😆😅🤣😂🙂🙃😉😊😇🥰😍🤩😘😗☺️😚😙🥲😋😛😜🤪😝🤑🤗🤭🫢🫣🤫🤔🫡🤐", 88, 66),
+    "emoji_sequences": ("👨‍👩‍👧‍👦👩‍❤️‍👨👨‍💻👩🏽‍🚀🏳️‍🌈🏴‍☠️🧑🏿‍🤝‍🧑🏻🐻‍❄️❤️‍🔥🇺🇦🇯🇵🇧🇷👍🏾✌🏼🫶🏻", 136, 86),
+    "mixed": (
+        "Привет! The deploy (версия 2.4) failed: ошибка 502 на api.example.com. "
+        "请检查日志 and ping @ops 🚨. “Don’t panic” — it’s fine…",
+        50,
+        43,
+    ),
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_plain_estimate_is_at_least_the_real_count_in_every_script(script):
+    """Every character counted 5/16 of a token: 56 Chinese characters came to 18 tokens (76 on
+    cl100k_base), 37 emoji to 12 (88), 60 Armenian letters to 19 (111)."""
+    text, cl100k, o200k = SCRIPTS[script]
+    assert estimate_tokens(text) >= max(cl100k, o200k)
+
+
+@pytest.mark.parametrize("script", ["english", "code"])
+def test_ascii_text_is_estimated_as_before(script):
+    text = SCRIPTS[script][0]
+    assert estimate_tokens(text) == math.ceil(len(text) * 5 / 16)
+
+
+@pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
+def test_the_figures_are_the_tokenizers(encoding, monkeypatch):
+    """Counted again where tiktoken and the encodings litellm ships are at hand, never fetched."""
+    tiktoken = pytest.importorskip("tiktoken")
+    shipped = Path(load_litellm().__file__).parent / "litellm_core_utils" / "tokenizers"
+    url = f"https://openaipublic.blob.core.windows.net/encodings/{encoding}.tiktoken"
+    if not (shipped / hashlib.sha1(url.encode()).hexdigest()).exists():
+        pytest.skip(f"{encoding} is not shipped with litellm here")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(shipped))
+    column = 1 if encoding == "cl100k_base" else 2
+    counts = {
+        name: len(tiktoken.get_encoding(encoding).encode(row[0])) for name, row in SCRIPTS.items()
+    }
+    assert counts == {name: row[column] for name, row in SCRIPTS.items()}
+
+
+def test_texts_estimated_together_never_count_more_than_apart():
+    """What bounds a prompt before it is built adds its parts' estimates (and the stored
+    estimates of messages): the units of a text are its characters' added, rounded up once."""
+    generator = random.Random(7)
+    ranges = [(0x20, 0x7F), (0xA0, 0x800), (0x300, 0x370), (0x590, 0x600), (0x800, 0x10000)]
+    ranges += [(0x3000, 0x3100), (0xE80, 0xF00), (0x1F300, 0x1FB00), (0xD800, 0xE000)]
+
+    def piece() -> str:
+        return "".join(
+            chr(generator.randrange(*generator.choice(ranges)))
+            for _ in range(generator.randrange(0, 40))
+        )
+
+    for _ in range(2000):
+        first, second = piece(), piece()
+        assert estimate_units(first + second) == estimate_units(first) + estimate_units(second)
+        assert estimate_units(first) == sum(character_units(c) for c in first)
+        assert estimate_tokens(first + second) <= estimate_tokens(first) + estimate_tokens(second)
+        units = generator.randrange(0, 600)
+        length = length_within_units(first, units)
+        assert estimate_units(first[:length]) <= units
+        assert length == len(first) or estimate_units(first[: length + 1]) > units
 
 
 def test_unknown_model_uses_the_heuristic():

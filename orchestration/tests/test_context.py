@@ -11,7 +11,11 @@ from orchestration.context import (
     minimal_prompt_tokens,
     read_agent_identity,
 )
-from orchestration.gateway import ANSWER_CHARS_PER_TOKEN, answer_tokens_at_most
+from orchestration.gateway import (
+    ANSWER_CHARS_PER_TOKEN,
+    ANSWER_ESTIMATE_PER_TOKEN,
+    answer_tokens_at_most,
+)
 from orchestration.types import AgentSpec, ConversationSummary, HistoryMessage
 
 
@@ -371,7 +375,9 @@ def said(content: str, key: str | None = None) -> HistoryMessage:
 def test_the_whole_prompt_is_bounded_before_the_turn_answers(build, ada, roster):
     """A capped turn holds a summary only when one may be due, which the whole prompt decides
     before the agents have answered: the bound counts every earlier answer at the most the
-    gateway lets through (16 characters a token asked for), attributions included."""
+    gateway lets through (16 characters, and 10 estimated tokens, a token asked for),
+    attributions included. 320 Chinese characters reach the estimate's limit (1,024 ASCII
+    ones came to 320 tokens, half the bound)."""
     summary = ConversationSummary(
         "They agreed on the schema. " * 40,
         key_facts=("Budget is 5k",),
@@ -380,7 +386,8 @@ def test_the_whole_prompt_is_bounded_before_the_turn_answers(build, ada, roster)
     )
     history = [said("u" * 333), said("a" * 501, "ada"), said("g" * 77, "grace"), said("l", "bob")]
     max_output = 64
-    longest = "w" * (max_output * ANSWER_CHARS_PER_TOKEN)
+    longest = "中" * (max_output * ANSWER_ESTIMATE_PER_TOKEN // 2)
+    assert len(longest) < max_output * ANSWER_CHARS_PER_TOKEN
     answers = [said(longest, "bob"), said(longest, "cleo")]  # in this turn, before ada
     largest = [
         HistoryMessage(
@@ -406,7 +413,7 @@ def test_the_whole_prompt_is_bounded_before_the_turn_answers(build, ada, roster)
     )
 
     assert full <= bound <= full + 1  # the summary's part rounded up on its own
-    assert answer_tokens_at_most(max_output) == estimate_tokens(longest) == 320
+    assert answer_tokens_at_most(max_output) == estimate_tokens(longest) == 640
     bare = full_prompt_tokens_at_most(
         agent=ada, floor=floor, summary=None, history=[], same_turn=[]
     )

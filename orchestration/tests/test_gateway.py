@@ -4,7 +4,8 @@ from unittest.mock import ANY
 import httpx
 import pytest
 
-from orchestration.gateway import LiteLLMGateway, classify_error
+from orchestration.budget import estimate_tokens
+from orchestration.gateway import LiteLLMGateway, answer_tokens_at_most, classify_error
 from orchestration.litellm_loader import load_litellm
 from orchestration.tests.conftest import Sleeps, complete
 from orchestration.types import AliasConfig, ChatMessage, LlmCall
@@ -425,6 +426,24 @@ def test_lone_surrogates_become_replacement_characters(monkeypatch, gateway):
     result = complete(gateway, CALL)
     assert result.text == "cut ? off"
     result.text.encode("utf-8")  # storable
+
+
+def test_an_answer_past_its_estimate_limit_is_cut_there(monkeypatch, gateway):
+    """A provider that ignores max_tokens (512) answering 10,000 Chinese characters: 8,192 were
+    kept (16 characters a token asked for), estimated at 16,384 tokens, past what a turn counts
+    an answer at before it is given (`answer_tokens_at_most`: 2,560 then, 5,120 now)."""
+    script(monkeypatch, reply("中" * 10_000))
+    result = complete(gateway, CALL)
+
+    assert result.ok and result.text == "中" * 2560
+    assert estimate_tokens(result.text) == answer_tokens_at_most(512) == 5120
+
+
+def test_an_ascii_answer_is_still_cut_at_16_characters_a_token(monkeypatch, gateway):
+    script(monkeypatch, reply("word " * 5000))
+    result = complete(gateway, CALL)
+
+    assert len(result.text) == 512 * 16
 
 
 def raw_reply(text="Hi!", *, finish_reason="stop", **fields):

@@ -3,6 +3,8 @@ limit (`orchestration.gateway.AnswerLimit`): the text up to it is kept, the prov
 closed, and the step ends as an answer the provider cut at its own limit does: a success,
 metered on an estimate (the provider's usage comes last and never arrives), never as free."""
 
+import asyncio
+from dataclasses import replace
 from decimal import Decimal
 
 import httpx
@@ -11,12 +13,13 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from orchestration.budget import estimate_tokens
-from orchestration.gateway import AnswerLimit
+from orchestration.gateway import AnswerLimit, LiteLLMGateway, answer_tokens_at_most
+from orchestration.types import ChatMessage
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
 from sessions_app.models import Message, Turn, TurnStream
 from sessions_app.tests.conftest import point_at_stub, wait_for
-from sessions_app.tests.test_provider_replies import call_stub
+from sessions_app.tests.test_provider_replies import call_stub, stub_call
 from usage.models import BillingProfile, LlmCallEvent, ModelAlias
 
 # The stub's answer, word by word ("Stub answer to «…»: one two …", 12 words, repeated): far
@@ -36,10 +39,29 @@ def test_a_stream_past_its_limit_is_cut_there_and_closed(stub):
     # A chunk a word, of about five characters: the characters' bound comes first.
     assert len(result.text) == limit.chars and len(heard) < limit.chunks
     # No usage arrived: an estimate of the prompt and of what was kept, not 0, and no more
-    # than the 64 tokens asked for (what was kept estimates at 320).
+    # than the 64 tokens asked for (what was kept estimates at 388: 5/16 of a token an ASCII
+    # character, 2.5 tokens each « and »).
     assert result.input_tokens_fresh > 0
-    assert estimate_tokens(result.text) == 320
+    assert estimate_tokens(result.text) == 388
     assert result.output_tokens == 64
+    wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed")
+
+
+def test_a_stream_in_another_script_is_cut_where_its_estimate_reaches_the_limit(stub):
+    """The stub quotes the question: a Chinese word of 80 characters every 12 words. Cut at 1,024
+    characters, the answer stored was estimated at 1,435 tokens, more than twice what the
+    turn counted it at before it was given (`answer_tokens_at_most`)."""
+    question = ChatMessage("user", "天气" * 40)
+    call = replace(stub_call(stub, HUGE, max_output_tokens=64), messages=(question,))
+    heard: list[str] = []
+    gateway = LiteLLMGateway(timeout_seconds=1.0, max_retries=1, backoff_seconds=0)
+
+    result = asyncio.run(gateway.stream(call, heard.append))
+
+    assert (result.status, result.error_kind) == ("success", None)
+    assert result.text == "".join(heard) and "天气" * 40 in result.text
+    assert len(result.text) < 64 * 16
+    assert answer_tokens_at_most(64) - 3 < estimate_tokens(result.text) <= answer_tokens_at_most(64)
     wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed")
 
 

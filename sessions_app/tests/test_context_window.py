@@ -58,7 +58,7 @@ def test_history_is_pruned_to_leave_the_window_room_for_the_answer(
     assert_each_fits_its_window(provider_requests, 8192)
     audit = TurnContextAudit.objects.get(turn__turn_index=4)
     assert (audit.model_context_limit, audit.input_budget) == (8192, 3072)
-    assert audit.pruned is True
+    assert audit.pruned is True and audit.estimated_tokens_before > 2560
     assert audit.estimated_tokens_after <= 0.9 * 3072
     assert "FIRST" not in str(provider_requests[-1]["messages"])
 
@@ -109,3 +109,39 @@ def test_the_largest_window_postgresql_holds_runs_a_turn(
     audit = TurnContextAudit.objects.get()
     # 2,147,483,647 - 2,000,000,000 - 107,374,183 (5 % of the window, rounded up)
     assert (audit.model_context_limit, audit.input_budget) == (2_147_483_647, 40_109_464)
+
+
+@pytest.fixture
+def small_window():
+    """A 4,096-token window answering up to 512: its prompt keeps 2,560 tokens."""
+    model_alias_set(alias="deepseek", context_window=4096, max_output_tokens=512)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["测试中文" * 1912 + "字字", "😀" * 7700],
+    ids=["7,650 Chinese characters", "7,700 emoji"],
+)
+def test_a_message_in_another_script_too_large_for_the_budget_is_refused_unsent(
+    owner_client, ada_session, post_turn, provider_requests, small_window, text
+):
+    """5,737 tokens of Chinese and 15,400 of emoji (cl100k_base) were estimated at 5/16 of a
+    token a character (2,391 and 2,407), within the budget: the turn was sent, its prompt
+    past the whole 4,096-token window."""
+    response = post_turn(owner_client, ada_session, "@ada " + text)
+
+    assert response.status_code == 422, response.json()
+    assert response.json()["detail"]["code"] == "context_budget_exceeded"
+    assert "deepseek has an input budget of 2560" in response.json()["detail"]["message"]
+    assert provider_requests == []
+    assert_nothing_written()
+
+
+def test_a_message_in_another_script_within_the_budget_runs(
+    owner_client, ada_session, post_turn, provider_requests, small_window
+):
+    response = post_turn(owner_client, ada_session, "@ada " + "你好世界" * 250)
+
+    assert response.status_code == 201, response.json()
+    assert_each_fits_its_window(provider_requests, 4096)
+
