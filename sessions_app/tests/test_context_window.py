@@ -145,3 +145,24 @@ def test_a_message_in_another_script_within_the_budget_runs(
     assert response.status_code == 201, response.json()
     assert_each_fits_its_window(provider_requests, 4096)
 
+
+def test_messages_stored_with_estimates_of_5_16_a_character_are_counted_anew(
+    owner_client, ada_session, post_turn, provider_requests, small_window
+):
+    """A message stored before estimates counted scripts keeps its estimate of 5/16 of a token a
+    character: 980 Chinese characters at 308 tokens (840 on cl100k_base). It left the
+    history whole in the next prompt, about 3,000 tokens counted anew, for a budget of 2,560."""
+    question = "@ada " + "请解释这个问题" * 140
+    assert post_turn(owner_client, ada_session, question).status_code == 201
+    for message in Message.objects.all():
+        Message.objects.filter(pk=message.pk).update(
+            token_estimate=-(-len(message.content) * 5 // 16)
+        )
+
+    response = post_turn(owner_client, ada_session, "@ada " + "还有呢？" * 100)
+
+    assert response.status_code == 201, response.json()
+    assert_each_fits_its_window(provider_requests, 4096)
+    assert question not in str(provider_requests[-1]["messages"])
+    audit = TurnContextAudit.objects.get(turn__turn_index=2)
+    assert audit.pruned is True and audit.estimated_tokens_before > 2560
