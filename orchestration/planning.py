@@ -1,21 +1,83 @@
-"""Which agents a message tags in the manual mode (a roundtable answers in seat order)."""
+"""Which agents a message tags in the manual mode (a roundtable answers in seat order).
+
+A tag is `@` and an agent key, set apart from the words around it: the character before the `@`
+and the one after the key may be a space, punctuation (`(@ada)`, `@ada's`, `@ada-bot`, `@ada,`)
+or a character of a script written without spaces between words (Chinese, Japanese, Thai…:
+`请@ada回答`), never a letter, digit or underscore of any other script. So `ana@ada.dev` and
+`merci@ada` are addresses, as an email's local part is, `@ada_lovelace` and `@adaé` are other
+names, and `@ada` after Chinese text is a tag. A tag in code (a fenced block, or between
+backticks) is code, not a tag, as in chat apps.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 
-# The @ must not follow a word character (so "ana@ada.dev" is an email, not a tag) and the key
-# must not run on into more key characters (so "@ada_lovelace" never tags "ada").
-_TAG = re.compile(r"(?<!\w)@([A-Za-z0-9_]{1,32})(?![A-Za-z0-9_])")
+_MENTION = re.compile(r"@([A-Za-z0-9_]{1,32})")
+_WORD_CHARACTER = re.compile(r"\w")
+# Scripts written without spaces between words, whose text may run straight into a tag: Thai,
+# Lao, Tibetan, Myanmar, Khmer, Hangul, the CJK ideographs (and 々 〆 〇), kana, and their
+# halfwidth forms.
+_WITHOUT_SPACES = re.compile(
+    "[\u0e00-\u0fff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u2e80-\u2fdf"
+    "\u3005-\u3007\u303b\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff66-\uffdc\U00020000-\U0003ffff]"
+)
+# A fence of three or more backticks or tildes opens a code block to the same fence, or longer,
+# on a line of its own (or to the end of the text); a run of backticks opens inline code to the
+# next run of as many.
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
 
 
 def parse_tags(text: str, valid_keys: Iterable[str]) -> list[str]:
     """The roster keys @-mentioned in `text`, in first-mention order, each once."""
     known = {key.lower() for key in valid_keys}
+    prose = _without_code(text)
     tagged: list[str] = []
-    for match in _TAG.finditer(text):
+    for match in _MENTION.finditer(prose):
+        if _joins(prose, match.start() - 1) or _joins(prose, match.end()):
+            continue
         key = match.group(1).lower()
         if key in known and key not in tagged:
             tagged.append(key)
     return tagged
+
+
+def _joins(text: str, index: int) -> bool:
+    """Whether the character at `index` would make a mention beside it part of a word."""
+    if not 0 <= index < len(text):
+        return False
+    character = text[index]
+    return bool(_WORD_CHARACTER.match(character)) and not _WITHOUT_SPACES.match(character)
+
+
+def _without_code(text: str) -> str:
+    """`text` with its code blocks and inline code blanked out (a space for each)."""
+    lines = text.split("\n")
+    kept: list[str] = []
+    fence: str | None = None
+    for line in lines:
+        opening = _FENCE.match(line)
+        if fence is None and opening is not None:
+            fence = opening.group(1)
+            kept.append(" ")
+        elif fence is not None:
+            closing = _FENCE.match(line)
+            if closing is not None and _closes(closing.group(1), fence, line):
+                fence = None
+            kept.append(" ")
+        else:
+            kept.append(line)
+    return _INLINE_CODE.sub(" ", "\n".join(kept))
+
+
+def _closes(candidate: str, fence: str, line: str) -> bool:
+    """Whether a fence `candidate` on `line` closes a block opened by `fence`: the same
+    character, at least as long, and nothing after it on the line."""
+    return (
+        candidate[0] == fence[0]
+        and len(candidate) >= len(fence)
+        and not line.strip()[len(candidate) :].strip()
+    )

@@ -1,3 +1,5 @@
+import pytest
+
 from orchestration.planning import parse_tags
 
 KEYS = ["ada", "bob", "cleo", "data_bot"]
@@ -46,3 +48,53 @@ def test_no_tags_gives_an_empty_list():
 
 def test_valid_keys_may_be_any_iterable():
     assert parse_tags("@ada @bob", (key for key in ["bob", "ada"])) == ["ada", "bob"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["请@ada回答", "こんにちは@ada", "@adaさん、お願いします", "@ada님 답변해 주세요", "สวัสดี@ada"],
+)
+def test_a_tag_may_run_into_a_script_written_without_spaces(text):
+    """`请@ada回答` was refused (422 no_valid_tagged_agents) though `@ada回答` tagged ada: the
+    Chinese character before the @ counted as the end of an email's local part."""
+    assert parse_tags(text, KEYS) == ["ada"]
+
+
+@pytest.mark.parametrize(
+    "text", ["1@ada", "merci@ada", "привет@ada", "ana@ada.dev", "_@ada", "ａ@ada"]
+)
+def test_a_letter_or_digit_of_a_script_written_with_spaces_before_the_at_is_an_address(text):
+    assert parse_tags(text, KEYS) == []
+
+
+def test_a_key_that_runs_on_into_a_letter_is_another_name():
+    """`@adaé` tagged ada."""
+    assert parse_tags("@adaé @bobцарь @cleo1 @data_bot_2", KEYS) == []
+
+
+def test_punctuation_next_to_a_tag_keeps_it_a_tag():
+    assert parse_tags("@ada's (@bob) @cleo-bot, «@data_bot»", KEYS) == [
+        "ada",
+        "bob",
+        "cleo",
+        "data_bot",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Run `@ada` in the shell, @bob",
+        "``a `@ada` b`` then @bob",
+        "```python\ndecorated = @ada\n```\n@bob",
+        "~~~\n@ada\n~~~~\n@bob",
+        "```\n@ada\n``` not a fence\n@ada\n",  # closed only by a fence alone on its line
+    ],
+)
+def test_a_tag_in_code_does_not_count(text):
+    """A tag in inline code or a fenced block counted, as if the user had called the agent."""
+    assert parse_tags(text, KEYS) == (["bob"] if "@bob" in text else [])
+
+
+def test_backticks_that_open_no_code_leave_the_tags_after_them():
+    assert parse_tags("a lone ` before @ada, and ``` inside a line @bob", KEYS) == ["ada", "bob"]

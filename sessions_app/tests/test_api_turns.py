@@ -166,6 +166,26 @@ def test_all_agents_failing_fails_the_turn_without_a_500(
     assert post_turn(owner_client, session, "Again").json()["status"] == "completed"
 
 
+def test_a_tag_after_chinese_text_calls_the_agent(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    """It was refused: 422 no_valid_tagged_agents, "Valid: @ada, @grace, @linus."."""
+    response = post_turn(owner_client, room_session(), "请@ada回答这个问题")
+
+    assert response.status_code == 201, response.json()
+    assert answers(response.json()) == [("ada", "ok")]
+
+
+def test_a_tag_in_code_calls_no_agent(owner_client, room_session, fake_gateway, post_turn):
+    """It called Ada, though the user only quoted her key in code."""
+    response = post_turn(owner_client, room_session(), "What does `@ada` do in\n```\n@ada\n```")
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "no_valid_tagged_agents"
+    assert fake_gateway.calls == []
+    assert_nothing_written()
+
+
 # --- orchestrator -----------------------------------------------------------------------------
 
 
