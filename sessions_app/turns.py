@@ -291,8 +291,8 @@ def turn_prepare(
         plan = _direct_plan(session, user, user_input, model_alias_override)
     else:
         plan = _room_plan(session, user, user_input, model_alias_override)
-    plan = _with_usable_candidates(plan)
-    return replace(plan, billing=billing, prompt_floor=_refuse_if_prompt_too_large(plan))
+    plan = _with_fitting_candidates(_with_usable_candidates(plan))
+    return replace(plan, billing=billing)
 
 
 def _refuse_if_billing_blocks(user) -> BillingProfile | None:
@@ -424,10 +424,14 @@ def _require_usable(
         raise exceptions.ModelAliasUnavailable(f"{whose} is disabled{then}")
 
 
-def _refuse_if_prompt_too_large(plan: TurnPlan) -> dict[str, int]:
+def _with_fitting_candidates(plan: TurnPlan) -> TurnPlan:
     """The smallest prompt each answering agent could get (its system prompt and the input,
-    before any history, which can be pruned) must fit its input budget. Returns them."""
-    floors = {}
+    before any history, which can be pruned) must fit its input budget; the plan keeps them
+    (`prompt_floor`). The orchestrator's manager routes among the agents whose prompt fits
+    instead: one whose alias's window is too small for this message is left out of the choice,
+    as one on a disabled alias is, and the turn is refused only when no seat fits."""
+    floors: dict[str, int] = {}
+    refusals: list[exceptions.ContextBudgetExceeded] = []
     for agent in plan.candidates:
         alias = plan.alias_for(agent)
         budget = plan.budget(alias)
@@ -439,13 +443,20 @@ def _refuse_if_prompt_too_large(plan: TurnPlan) -> dict[str, int]:
             user_input=plan.user_input,
             model=plan.token_model(alias),
         )
-        if not context_budget.fits(tokens, budget):
-            raise exceptions.ContextBudgetExceeded(
-                f"The message with {agent.name}'s instructions is about {tokens} tokens; "
-                f"{alias} has an input budget of {budget.input_budget}."
-            )
-        floors[agent.key] = tokens
-    return floors
+        if context_budget.fits(tokens, budget):
+            floors[agent.key] = tokens
+            continue
+        refusal = exceptions.ContextBudgetExceeded(
+            f"The message with {agent.name}'s instructions is about {tokens} tokens; "
+            f"{alias} has an input budget of {budget.input_budget}."
+        )
+        if plan.mode != RoomMode.ORCHESTRATOR:
+            raise refusal
+        refusals.append(refusal)
+    if not floors:
+        raise refusals[0]
+    fitting = tuple(agent for agent in plan.candidates if agent.key in floors)
+    return replace(plan, candidates=fitting, prompt_floor=floors)
 
 
 def _agent_spec(agent) -> AgentSpec:

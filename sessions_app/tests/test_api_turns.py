@@ -804,6 +804,81 @@ def test_orchestrator_routes_only_among_agents_whose_alias_is_usable(
     assert answers(body) == [("ada", "ok")]
 
 
+@pytest.fixture
+def smol_and_bigg(owner, make_agent):
+    """Smol on a 4,096-token window (a prompt of 2,560 tokens), Bigg on deepseek's 64,000."""
+    ModelAlias.objects.filter(alias="qwen").update(context_window=4096, max_output_tokens=512)
+    return [
+        make_agent(owner, "smol", model_alias="qwen"),
+        make_agent(owner, "bigg", model_alias="deepseek"),
+    ]
+
+
+# 9,000 characters: about 2,813 tokens, past Smol's budget, well within Bigg's.
+LONG_FOR_SMOL = "@bigg " + "y" * 9000
+
+
+def test_orchestrator_routes_only_among_agents_whose_window_fits_the_message(
+    owner_client, room_session, fake_gateway, post_turn, smol_and_bigg
+):
+    """It was refused up front (422 context_budget_exceeded, naming Smol's instructions), with
+    no routing call, though the manual mode let Bigg answer the same message."""
+    fake_gateway.routing_reply = "no idea"  # falls back to the first agent it routes among
+    session = room_session(mode=RoomMode.ORCHESTRATOR, agents=smol_and_bigg)
+
+    response = post_turn(owner_client, session, LONG_FOR_SMOL)
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["routing"]["fallback_used"] is True
+    assert body["routing"]["selected_agent_keys"] == ["bigg"]
+    assert answers(body) == [("bigg", "ok")]
+    roster_prompt = fake_gateway.calls_for("routing")[0].messages[0].content
+    assert "smol" not in roster_prompt.split("Roster")[-1]
+
+
+def test_orchestrator_refuses_a_message_no_seat_can_fit(
+    owner_client, room_session, fake_gateway, post_turn, smol_and_bigg
+):
+    ModelAlias.objects.filter(alias="deepseek").update(context_window=4096, max_output_tokens=512)
+    session = room_session(mode=RoomMode.ORCHESTRATOR, agents=smol_and_bigg)
+
+    response = post_turn(owner_client, session, LONG_FOR_SMOL)
+
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail["code"] == "context_budget_exceeded"
+    assert "Smol's instructions" in detail["message"]
+    assert fake_gateway.calls == []
+    assert_nothing_written()
+
+
+def test_a_roundtable_still_refuses_a_message_one_seat_cannot_fit(
+    owner_client, room_session, fake_gateway, post_turn, smol_and_bigg
+):
+    """Every seat answers in a roundtable: Smol's turn could not be sent."""
+    session = room_session(mode=RoomMode.ROUNDTABLE, agents=smol_and_bigg)
+
+    response = post_turn(owner_client, session, LONG_FOR_SMOL)
+
+    assert response.status_code == 422
+    assert response.json()["detail"]["code"] == "context_budget_exceeded"
+    assert "Smol's instructions" in response.json()["detail"]["message"]
+    assert fake_gateway.calls == []
+    assert_nothing_written()
+
+
+def test_manual_mode_calls_the_tagged_agent_whose_window_fits(
+    owner_client, room_session, fake_gateway, post_turn, smol_and_bigg
+):
+    session = room_session(agents=smol_and_bigg)
+
+    response = post_turn(owner_client, session, LONG_FOR_SMOL)
+
+    assert response.status_code == 201, response.json()
+    assert answers(response.json()) == [("bigg", "ok")]
+
+
 def test_summary_of_another_users_session_is_404_and_anonymous_401(
     owner_client, outsider_client, anon_client, room_session, fake_gateway, post_turn
 ):
