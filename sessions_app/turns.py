@@ -1174,10 +1174,11 @@ class TurnRunner:
         )
         self.contexts.append((alias, context))
         if context.same_turn_dropped or context.same_turn_cut or context.summary_cut:
+            # The first agent's prompt is built as the turn is claimed, before it has an id.
             logger.info(
-                "turn %s: %s's prompt is cut to %s's input budget (%d tokens): %d earlier "
+                "%s: %s's prompt is cut to %s's input budget (%d tokens): %d earlier "
                 "answers of the turn left out, %d cut short, summary %s",
-                self._turn.pk,
+                "the turn being claimed" if self.turn is None else f"turn {self.turn.pk}",
                 agent.key,
                 alias,
                 self.plan.budget(alias).input_budget,

@@ -8,7 +8,8 @@ asked for overran the window, and a real provider refused the call (context_leng
 import pytest
 
 from orchestration.budget import estimate_tokens
-from sessions_app.models import Message, Turn, TurnContextAudit
+from orchestration.context import CUT_MARK
+from sessions_app.models import Message, SessionSummary, Turn, TurnContextAudit
 from usage.models import LlmCallEvent, ModelAlias
 from usage.services import model_alias_set
 
@@ -166,3 +167,25 @@ def test_messages_stored_with_estimates_of_5_16_a_character_are_counted_anew(
     assert question not in str(provider_requests[-1]["messages"])
     audit = TurnContextAudit.objects.get(turn__turn_index=2)
     assert audit.pruned is True and audit.estimated_tokens_before > 2560
+
+
+def test_a_summary_cut_to_fit_the_first_answers_prompt_runs_the_turn(
+    owner_client, ada_session, post_turn, provider_requests, long_answers
+):
+    """The first agent's prompt is built as the turn is claimed, before the turn exists: a
+    summary it had to cut made its log line read the turn's id, and the turn answered 500
+    (every later turn too, for a summary larger than the budget on its own)."""
+    SessionSummary.objects.create(
+        session=ada_session,
+        from_sequence=1,
+        to_sequence=0,
+        summary_text="The team weighed every option at length. " * 400,
+        decisions=["Use Postgres"],
+    )
+    response = post_turn(owner_client, ada_session, "@ada Go on. " + "word " * 1200)
+
+    assert response.status_code == 201, response.json()
+    assert_each_fits_its_window(provider_requests, 8192)
+    system = provider_requests[0]["messages"][0]["content"]
+    assert "The team weighed every option" in system and CUT_MARK.strip() in system
+    assert TurnContextAudit.objects.get().pruned is True
