@@ -59,7 +59,7 @@ ALSO_ANSWERED_PREFIX = "Also answered by: "
 _EXCHANGE_MESSAGE_TOKENS = 100
 _EXCHANGE_ANSWERS = 3
 _EXCHANGE_KEYS = 10
-_ANSWER_LINE = re.compile(r"^\[[^\]\n]* ?@(?P<key>[a-z0-9_]{1,32})\]: ")
+_ANSWER_LINE = re.compile(r"^\[[^\]\n]*?(?: @(?P<key>[a-z0-9_]{1,32}))?\]: ")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def build_routing_messages(
     history: Sequence[HistoryMessage] = (),
     model: str | None = None,
 ) -> tuple[ChatMessage, ...]:
-    exchange = previous_exchange(history, model)
+    exchange = previous_exchange(history, roster, model)
     return (
         _routing_system(roster, room_goal, _ROLE_CHARS, None, exchange),
         ChatMessage(role=Role.USER, content=user_input),
@@ -106,7 +106,7 @@ def fit_routing_messages(
     the message is left whole and the prompt does not fit: such a call is not sent, and
     routing falls back as on any failed call."""
     wanted = min(estimate_tokens(user_input, model), _MIN_MESSAGE_TOKENS)
-    exchange = previous_exchange(history, model)
+    exchange = previous_exchange(history, roster, model)
     first_role_chars, first_goal_chars = _DETAIL_LADDER[0]
     ladder = [(first_role_chars, first_goal_chars, exchange)] if exchange else []
     ladder += [(role_chars, goal_chars, "") for role_chars, goal_chars in _DETAIL_LADDER]
@@ -119,11 +119,16 @@ def fit_routing_messages(
     return system, ChatMessage(role=Role.USER, content=user_input if message is None else message)
 
 
-def previous_exchange(history: Sequence[HistoryMessage], model: str | None = None) -> str:
+def previous_exchange(
+    history: Sequence[HistoryMessage], roster: Sequence[AgentSpec], model: str | None = None
+) -> str:
     """The manager's view of the last exchange of `history` (its last user message and the
     answers after it), or "" when it holds none: the heading, the question and the newest
-    `_EXCHANGE_ANSWERS` answers as "[Name @key]: ...", each cut to `_EXCHANGE_MESSAGE_TOKENS`,
-    then the keys of the agents whose answers are not shown."""
+    `_EXCHANGE_ANSWERS` answers, each cut to `_EXCHANGE_MESSAGE_TOKENS`, then the keys of the
+    agents whose answers are not shown. An answer is named by the agent of `roster` (those
+    the manager chooses from) who gave it, as that agent is called now ("[Name @key]: ..."):
+    its key may have changed since, or gone to another agent. An answerer the manager cannot
+    choose is named without a key."""
     start = next(
         (index for index in range(len(history) - 1, -1, -1) if history[index].role == Role.USER),
         None,
@@ -136,8 +141,12 @@ def previous_exchange(history: Sequence[HistoryMessage], model: str | None = Non
     for message in (question, *shown):
         content = " ".join(message.content.split())
         cut = cut_to_fit(content, within_tokens(_EXCHANGE_MESSAGE_TOKENS, model)) or ""
-        lines.append(f"[{message.speaker or message.role}]: {cut}")
-    hidden = [f"@{m.agent_key}" for m in answers[: len(answers) - len(shown)] if m.agent_key]
+        lines.append(f"[{_answerer(message, roster)}]: {cut}")
+    hidden = [
+        f"@{agent.key}"
+        for message in answers[: len(answers) - len(shown)]
+        if (agent := _chosen_from(message, roster)) is not None
+    ]
     hidden = list(dict.fromkeys(hidden))
     if hidden:
         more = len(hidden) - _EXCHANGE_KEYS
@@ -147,6 +156,20 @@ def previous_exchange(history: Sequence[HistoryMessage], model: str | None = Non
             + (f" and {more} more" if more > 0 else "")
         )
     return "\n".join(lines)
+
+
+def _chosen_from(message: HistoryMessage, roster: Sequence[AgentSpec]) -> AgentSpec | None:
+    """The agent of `roster` who gave the answer `message`, if any."""
+    return next((agent for agent in roster if message.given_by(agent)), None)
+
+
+def _answerer(message: HistoryMessage, roster: Sequence[AgentSpec]) -> str:
+    if message.role != Role.ASSISTANT:
+        return message.role
+    agent = _chosen_from(message, roster)
+    if agent is not None:
+        return f"{agent.name} @{agent.key}"
+    return message.agent_name or "an agent"
 
 
 def read_previous_answerers(system_prompt: str) -> tuple[str, ...]:
@@ -164,7 +187,8 @@ def read_previous_answerers(system_prompt: str) -> tuple[str, ...]:
         match = _ANSWER_LINE.match(line)
         if match is None:
             break
-        keys.append(match.group("key"))
+        if match.group("key"):  # an answerer the manager cannot choose has none
+            keys.append(match.group("key"))
     return tuple(dict.fromkeys(keys))
 
 

@@ -190,6 +190,10 @@ def answer_of(key: str, content: str) -> HistoryMessage:
     return HistoryMessage(role="assistant", content=content, agent_key=key, agent_name=key.title())
 
 
+def spec_of(key: str, id: str | None = None) -> AgentSpec:
+    return AgentSpec(key=key, name=key.title(), role_prompt="", model_alias="deepseek", id=id)
+
+
 def test_the_manager_reads_the_last_exchange_only():
     history = [
         HistoryMessage(role="user", content="First question?"),
@@ -198,11 +202,40 @@ def test_the_manager_reads_the_last_exchange_only():
         answer_of("bob", "A B-tree.\nOr a hash."),
     ]
 
-    assert previous_exchange(history) == "\n".join(
+    roster = [spec_of("ada"), spec_of("bob")]
+    assert previous_exchange(history, roster) == "\n".join(
         [PREVIOUS_EXCHANGE_HEADING, "[user]: Which index?", "[Bob @bob]: A B-tree. Or a hash."]
     )
-    assert previous_exchange([]) == ""
-    assert previous_exchange([answer_of("ada", "An answer whose question was summarized.")]) == ""
+    assert previous_exchange([], roster) == ""
+    answer = answer_of("ada", "An answer whose question was summarized.")
+    assert previous_exchange([answer], roster) == ""
+
+
+def test_the_previous_exchange_names_each_answerer_as_the_manager_may_choose_them():
+    """By the agent who gave the answer, as called now: Dex answered as @dz, then became @dw,
+    and a newcomer took @dz; the exchange said "[Dex @dz]", and the manager (the demo's
+    too) sent "Elaborate on that." to the newcomer. An answerer not in the roster is named
+    without a key; Otto's answer, stored before answers kept their agent's id, goes by key."""
+    dex, newcomer, otto = spec_of("dw", id="1"), spec_of("dz", id="2"), spec_of("otto")
+    history = [
+        HistoryMessage(role="user", content="Which index?"),
+        HistoryMessage(
+            role="assistant", content="A hash.", agent_key="gone", agent_name="Gus", agent_id="9"
+        ),
+        answer_of("otto", "Or a B-tree."),
+        HistoryMessage(
+            role="assistant", content="A B-tree.", agent_key="dz", agent_name="Dex", agent_id="1"
+        ),
+    ]
+
+    exchange = previous_exchange(history, [dex, newcomer, otto])
+
+    assert exchange.splitlines()[2:] == [
+        "[Gus]: A hash.",
+        "[Otto @otto]: Or a B-tree.",
+        "[Dw @dw]: A B-tree.",
+    ]
+    assert read_previous_answerers("...\n" + exchange) == ("otto", "dw")
 
 
 def test_the_previous_exchange_costs_a_bounded_number_of_tokens():
@@ -214,7 +247,7 @@ def test_the_previous_exchange_costs_a_bounded_number_of_tokens():
         *(answer_of(key, "answer " * 1000) for key in keys),
     ]
 
-    exchange = previous_exchange(history)
+    exchange = previous_exchange(history, [spec_of(key) for key in keys])
 
     lines = exchange.splitlines()
     assert lines[1].startswith("[user]: question") and lines[1].endswith(CUT_MARK)

@@ -6,7 +6,7 @@ to the first agent whoever had answered the question it followed up."""
 import pytest
 
 from conftest import FakeGateway
-from rooms.models import RoomMode
+from rooms.models import Agent, RoomMode
 
 pytestmark = pytest.mark.django_db
 
@@ -48,3 +48,34 @@ def test_the_demo_manager_sends_a_follow_up_to_who_answered(owner_client, orches
     assert follow_up.status_code == 201, follow_up.json()
     assert follow_up.json()["routing"]["selected_agent_keys"] == ["grace"]
     assert follow_up.json()["routing"]["fallback_used"] is False
+
+
+def test_a_follow_up_goes_to_who_answered_by_their_key_now_not_to_a_newcomer_given_the_old_one(
+    owner, owner_client, orchestrated, make_agent, post_turn
+):
+    """Grace answered, then became @hopper, and a newcomer took @grace: the exchange named
+    the answer "[Grace @grace]", and the demo manager sent the follow-up to the newcomer."""
+    first = post_turn(owner_client, orchestrated, "Grace, can you review this code?")
+    assert first.json()["routing"]["selected_agent_keys"] == ["grace"]
+    grace = Agent.objects.get(owner=owner, agent_key="grace")
+    assert (
+        owner_client.patch(
+            f"/api/v1/agents/{grace.pk}", {"agent_key": "hopper"}, format="json"
+        ).status_code
+        == 200
+    )
+    newcomer = make_agent(owner, "grace", name="Chef", role_prompt="Cooks pasta.")
+    seats = [*orchestrated.room.seats.order_by("position").values_list("agent_id", flat=True)]
+    assert (
+        owner_client.put(
+            f"/api/v1/rooms/{orchestrated.room_id}/agents",
+            {"agent_ids": [str(agent) for agent in [*seats, newcomer.pk]]},
+            format="json",
+        ).status_code
+        == 200
+    )
+
+    follow_up = post_turn(owner_client, orchestrated, "Elaborate on that.")
+
+    assert follow_up.status_code == 201, follow_up.json()
+    assert follow_up.json()["routing"]["selected_agent_keys"] == ["hopper"]
