@@ -204,7 +204,8 @@ def parse_summary(raw: str) -> SummaryExtraction:
     answer = first_json_object(raw)
     if answer is None:
         logger.warning(
-            "Summary answer is not a JSON object; keeping its text with empty lists. "
+            "Summary answer is not a JSON object; keeping its text, the previous summary's "
+            "lists kept. "
             "Raw answer (first 200 chars): %s",
             raw[:200],
         )

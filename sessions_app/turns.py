@@ -962,6 +962,18 @@ class TurnRunner:
                 result.error_kind or "empty summary text",
             )
             extraction = None
+        elif not extraction.valid_json and self.summary is not None:
+            # Prose, not the JSON asked for: its text is kept (DESIGN), but it says nothing of
+            # the lists the summarizer was given to carry forward, which stay as they were
+            # rather than emptied by one stray answer.
+            previous = self.summary.content
+            extraction = replace(
+                extraction,
+                key_facts=previous.key_facts,
+                decisions=previous.decisions,
+                open_questions=previous.open_questions,
+                action_items=previous.action_items,
+            )
         with self._step(completing=call.opened, finishing=True):
             if extraction is not None:
                 self._save_summary(extraction)

@@ -99,3 +99,26 @@ def test_the_demo_summarizer_carries_the_lists_forward(
     assert "We agreed on Frankfurt." in summary["decisions"]
     assert "Please order the server." in summary["action_items"]
     assert "Which region should we pick?" in summary["open_questions"]
+
+
+def test_a_summary_answered_in_prose_keeps_the_previous_lists(
+    owner_client, owner, ada, make_session, fake_gateway: FakeGateway, post_turn
+):
+    """The second summarizer answered prose, not JSON: its text is kept (DESIGN), and the lists
+    it was given to carry forward were emptied, the agents' "Decisions:" line gone with them."""
+    fake_gateway.summary_reply = json.dumps(FIRST_SUMMARY)
+    session = make_session(owner, agent=ada)
+    for index in range(1, 18):
+        if index == 9:
+            fake_gateway.summary_reply = "We still use Postgres, in one region."
+        assert post_turn(owner_client, session, f"question {index}").status_code == 201
+
+    summary = owner_client.get(f"/api/v1/sessions/{session.pk}/summary").json()
+    assert summary["summary_text"] == "We still use Postgres, in one region."
+    assert (summary["decisions"], summary["action_items"]) == (
+        ["Use Postgres"],
+        ["Alice buys server"],
+    )
+    system = fake_gateway.calls_for("agent")[-1].messages[0].content
+    assert "We still use Postgres, in one region.\nKey facts: Budget is 5k" in system
+    assert "Decisions: Use Postgres" in system
