@@ -12,6 +12,7 @@ backticks) is code, not a tag, as in chat apps.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 _MENTION = re.compile(r"@([A-Za-z0-9_]{1,32})")
@@ -33,8 +34,17 @@ _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
 
 def parse_tags(text: str, valid_keys: Iterable[str]) -> list[str]:
     """The roster keys @-mentioned in `text`, in first-mention order, each once."""
+    return _mentioned(_without_code(text), valid_keys)
+
+
+def tagged_in_code_only(text: str, valid_keys: Iterable[str]) -> bool:
+    """Whether `text`, which tags none of `valid_keys`, would tag one if its code were prose:
+    what a refusal says (a backtick typed for an apostrophe opens inline code)."""
+    return bool(_mentioned(text, valid_keys))
+
+
+def _mentioned(prose: str, valid_keys: Iterable[str]) -> list[str]:
     known = {key.lower() for key in valid_keys}
-    prose = _without_code(text)
     tagged: list[str] = []
     for match in _MENTION.finditer(prose):
         if _joins(prose, match.start() - 1) or _joins(prose, match.end()):
@@ -46,11 +56,14 @@ def parse_tags(text: str, valid_keys: Iterable[str]) -> list[str]:
 
 
 def _joins(text: str, index: int) -> bool:
-    """Whether the character at `index` would make a mention beside it part of a word."""
+    """Whether the character at `index` would make a mention beside it part of a word: a
+    combining mark too ("@ada" and U+0301 reads "@adá", as "@adaé" does)."""
     if not 0 <= index < len(text):
         return False
     character = text[index]
-    return bool(_WORD_CHARACTER.match(character)) and not _WITHOUT_SPACES.match(character)
+    if _WITHOUT_SPACES.match(character):  # its vowel signs too (Thai's are combining marks)
+        return False
+    return unicodedata.category(character).startswith("M") or bool(_WORD_CHARACTER.match(character))
 
 
 def _without_code(text: str) -> str:

@@ -70,11 +70,21 @@ class NoValidTaggedAgents(UnprocessableRequest):
     code = "no_valid_tagged_agents"
     default_message = "Manual mode needs at least one @agent_key of an agent seated in the room."
 
-    def __init__(self, message: str | None = None, *, valid_agent_keys: Sequence[str] = ()):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        valid_agent_keys: Sequence[str] = (),
+        tagged_in_code: bool = False,
+    ):
         self.valid_agent_keys = list(valid_agent_keys)
         if message is None and self.valid_agent_keys:
             tags = ", ".join(f"@{key}" for key in self.valid_agent_keys)
             message = f"{self.default_message} Valid: {tags}."
+        if message is None and tagged_in_code:
+            message = self.default_message
+        if tagged_in_code:
+            message = f"{message} A tag in code (between backticks) does not count."
         super().__init__(message)
 
     def as_body(self) -> dict:

@@ -60,7 +60,7 @@ from orchestration.context import (
 )
 from orchestration.gateway import LlmGateway, answer_tokens_at_most
 from orchestration.metering import compute_credits, compute_oe
-from orchestration.planning import parse_tags
+from orchestration.planning import parse_tags, tagged_in_code_only
 from orchestration.routing import RoutingDecision, fit_routing_messages, parse_routing
 from orchestration.summary import (
     SummaryExtraction,
@@ -333,7 +333,8 @@ def _room_plan(session: Session, user, user_input: str, model_alias_override: st
         tagged = parse_tags(user_input, [agent.key for agent in roster])
         if not tagged:
             raise exceptions.NoValidTaggedAgents(
-                valid_agent_keys=_answering_keys(roster, model_alias_override)
+                valid_agent_keys=_answering_keys(roster, model_alias_override),
+                tagged_in_code=tagged_in_code_only(user_input, [agent.key for agent in roster]),
             )
         by_key = {agent.key: agent for agent in roster}
         candidates = tuple(by_key[key] for key in tagged)

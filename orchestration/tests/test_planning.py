@@ -72,6 +72,12 @@ def test_a_key_that_runs_on_into_a_letter_is_another_name():
     assert parse_tags("@adaé @bobцарь @cleo1 @data_bot_2", KEYS) == []
 
 
+def test_a_key_that_runs_on_into_a_combining_mark_is_another_name_too():
+    """ "@ada" and U+0301 reads "@adá", as "@adaé" does: it tagged ada."""
+    assert parse_tags("@ada\u0301 @bob\u0308", KEYS) == []
+    assert parse_tags("e\u0301@ada", KEYS) == []
+
+
 def test_punctuation_next_to_a_tag_keeps_it_a_tag():
     assert parse_tags("@ada's (@bob) @cleo-bot, «@data_bot»", KEYS) == [
         "ada",

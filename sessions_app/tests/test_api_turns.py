@@ -182,8 +182,20 @@ def test_a_tag_in_code_calls_no_agent(owner_client, room_session, fake_gateway, 
 
     assert response.status_code == 422
     assert response.json()["detail"]["code"] == "no_valid_tagged_agents"
+    assert response.json()["detail"]["message"].endswith(
+        "A tag in code (between backticks) does not count."
+    )
     assert fake_gateway.calls == []
     assert_nothing_written()
+
+
+def test_a_refusal_without_a_tag_in_code_says_nothing_of_code(
+    owner_client, room_session, post_turn
+):
+    response = post_turn(owner_client, room_session(), "Anyone there?")
+
+    assert response.status_code == 422
+    assert "code" not in response.json()["detail"]["message"]
 
 
 # --- orchestrator -----------------------------------------------------------------------------
