@@ -20,9 +20,13 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = config.flag("DEBUG", False)
 # The laptop's key, published with the code: `make run` (DEBUG on) uses it; the production
-# server refuses to start on it (below).
+# server refuses to start on it (below). An empty SECRET_KEY (or blanks) is none: Django takes
+# "" and answers every request with a 500 ("The SECRET_KEY setting must not be empty").
 LOCAL_SECRET_KEY = "django-insecure-pantheon-local-only-change-me"
-SECRET_KEY = env.str("SECRET_KEY", default=LOCAL_SECRET_KEY)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+_SECRET_KEY_EMPTY = "SECRET_KEY" in env and not SECRET_KEY.strip()
+if not SECRET_KEY.strip():
+    SECRET_KEY = LOCAL_SECRET_KEY
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -409,11 +413,13 @@ LOGGING = {
 # The production server (gunicorn.conf.py marks its processes) with DEBUG off does not start on
 # the published key: anyone could sign what Django signs with it (its messages' cookies, say).
 # Last, so that a setting refused above is named first.
-if (
-    config.flag("PANTHEON_PRODUCTION_SERVER", False)
-    and not DEBUG
-    and SECRET_KEY == LOCAL_SECRET_KEY
-):
+_PRODUCTION = config.flag("PANTHEON_PRODUCTION_SERVER", False) and not DEBUG
+if _PRODUCTION and SECRET_KEY == LOCAL_SECRET_KEY:
+    if _SECRET_KEY_EMPTY:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is empty: the production server does not start without a key of its "
+            "own with DEBUG off (set SECRET_KEY to a long random value)"
+        )
     raise ImproperlyConfigured(
         "SECRET_KEY is not set: the production server does not start on the laptop's published "
         "key with DEBUG off (set SECRET_KEY to a long random value)"

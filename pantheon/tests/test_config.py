@@ -335,3 +335,29 @@ def test_the_production_server_does_not_start_on_the_published_secret_key():
     # The laptop's server and every command still run on it; so does a DEBUG production server.
     assert start_settings().returncode == 0
     assert start_settings(DEBUG="true", PANTHEON_PRODUCTION_SERVER="true").returncode == 0
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_the_production_server_does_not_start_on_an_empty_secret_key(blank):
+    """`SECRET_KEY=` passed `manage.py check`, and gunicorn started and answered every request,
+    its health check included, with a 500 ("The SECRET_KEY setting must not be empty")."""
+    started = gunicorn_start(SECRET_KEY=blank)
+
+    assert started.returncode != 0
+    assert started.stderr.strip().splitlines()[-1] == (
+        "Pantheon did not start: django.core.exceptions.ImproperlyConfigured: SECRET_KEY is "
+        "empty: the production server does not start without a key of its own with DEBUG off "
+        "(set SECRET_KEY to a long random value)"
+    )
+    assert "Booting worker" not in started.stderr
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_secret_key_is_the_laptop_key_where_that_is_taken(blank):
+    """With DEBUG on (`make run`), and for the commands, an empty SECRET_KEY means the laptop's
+    key, as an unset one does: it was taken as "", and every request was a 500."""
+    read = "from django.conf import settings; print(settings.SECRET_KEY)"
+    for env in ({"DEBUG": "true", "PANTHEON_PRODUCTION_SERVER": "true"}, {}):
+        printed = start_settings(read, SECRET_KEY=blank, **env)
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout.strip() == "django-insecure-pantheon-local-only-change-me"
