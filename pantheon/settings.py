@@ -27,7 +27,12 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 _SECRET_KEY_EMPTY = "SECRET_KEY" in env and not SECRET_KEY.strip()
 if not SECRET_KEY.strip():
     SECRET_KEY = LOCAL_SECRET_KEY
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+# Names written with blanks around them (`a, b`) are taken trimmed; blanks alone name none.
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+    if host.strip()
+]
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -423,4 +428,12 @@ if _PRODUCTION and SECRET_KEY == LOCAL_SECRET_KEY:
     raise ImproperlyConfigured(
         "SECRET_KEY is not set: the production server does not start on the laptop's published "
         "key with DEBUG off (set SECRET_KEY to a long random value)"
+    )
+# Nor with no host to answer: with DEBUG off Django refuses every request (400) whose Host is not
+# in ALLOWED_HOSTS, the health check's included.
+if _PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS is empty: with DEBUG off the production server would refuse every request "
+        "(400); set ALLOWED_HOSTS to the host names its clients use, comma-separated "
+        "(pantheon.example.com,localhost)"
     )

@@ -361,3 +361,26 @@ def test_an_empty_secret_key_is_the_laptop_key_where_that_is_taken(blank):
         printed = start_settings(read, SECRET_KEY=blank, **env)
         assert printed.returncode == 0, printed.stderr
         assert printed.stdout.strip() == "django-insecure-pantheon-local-only-change-me"
+
+
+@pytest.mark.parametrize("blank", ["", " , "])
+def test_the_production_server_does_not_start_with_no_allowed_host(blank):
+    """`ALLOWED_HOSTS=` started a server that answered 400 to every request, health included."""
+    started = gunicorn_start(SECRET_KEY="k" * 50, ALLOWED_HOSTS=blank)
+
+    assert started.returncode != 0
+    assert started.stderr.strip().splitlines()[-1] == (
+        "Pantheon did not start: django.core.exceptions.ImproperlyConfigured: ALLOWED_HOSTS is "
+        "empty: with DEBUG off the production server would refuse every request (400); set "
+        "ALLOWED_HOSTS to the host names its clients use, comma-separated "
+        "(pantheon.example.com,localhost)"
+    )
+    assert "Booting worker" not in started.stderr
+    # With DEBUG on Django answers localhost whatever the list says; names are taken trimmed.
+    read = "from django.conf import settings; print(settings.ALLOWED_HOSTS)"
+    debug = start_settings(
+        read, DEBUG="true", PANTHEON_PRODUCTION_SERVER="true", ALLOWED_HOSTS=blank
+    )
+    assert (debug.returncode, debug.stdout.strip()) == (0, "[]"), debug.stderr
+    trimmed = start_settings(read, ALLOWED_HOSTS=" a.example.com , b.example.com ,")
+    assert trimmed.stdout.strip() == "['a.example.com', 'b.example.com']", trimmed.stderr
