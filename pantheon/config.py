@@ -120,10 +120,11 @@ def choice(name: str, default: str, choices: tuple[str, ...], *, upper: bool = F
 
 
 def database(name: str, default: str) -> dict:
-    """Django's DATABASES entry from a database URL (django-environ's reading of it)."""
+    """Django's DATABASES entry from a database URL (django-environ's reading of it); an empty
+    one (or blanks) is the default, as for the other readers."""
     import environ
 
-    url = os.environ.get(name) or default
+    url = _raw(name) or default
     scheme = url.partition(":")[0]  # never the password
     try:
         entry = environ.Env.db_url_config(url) if scheme in environ.Env.DB_SCHEMES else {}

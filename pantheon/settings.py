@@ -437,3 +437,12 @@ if _PRODUCTION and not ALLOWED_HOSTS:
         "(400); set ALLOWED_HOSTS to the host names its clients use, comma-separated "
         "(pantheon.example.com,localhost)"
     )
+# Nor on the laptop's database, a SQLite file in the checkout that a server alone creates, empty,
+# when DATABASE_URL is not set: it served from it, its health check 200. A sqlite:/// URL
+# given is taken (`pantheon.apps` warns).
+if _PRODUCTION and not env.str("DATABASE_URL", default="").strip():
+    raise ImproperlyConfigured(
+        ("DATABASE_URL is empty" if "DATABASE_URL" in env else "DATABASE_URL is not set")
+        + ": the production server does not start on the laptop's SQLite file with DEBUG off; "
+        "set DATABASE_URL=postgres://user:password@host:5432/name"
+    )

@@ -384,3 +384,36 @@ def test_the_production_server_does_not_start_with_no_allowed_host(blank):
     assert (debug.returncode, debug.stdout.strip()) == (0, "[]"), debug.stderr
     trimmed = start_settings(read, ALLOWED_HOSTS=" a.example.com , b.example.com ,")
     assert trimmed.stdout.strip() == "['a.example.com', 'b.example.com']", trimmed.stderr
+
+
+@pytest.mark.parametrize("database_url", [None, "", " "])
+def test_the_production_server_does_not_start_without_a_database_url(database_url):
+    """With DATABASE_URL not set (or empty) gunicorn started on a new, empty SQLite file in the
+    checkout, its health check 200 ("database": "sqlite"), every login a 500."""
+    env = {"SECRET_KEY": "k" * 50}
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    started = gunicorn_start(**env)
+
+    assert started.returncode != 0
+    said = "empty" if database_url is not None else "not set"
+    assert started.stderr.strip().splitlines()[-1] == (
+        f"Pantheon did not start: django.core.exceptions.ImproperlyConfigured: DATABASE_URL is "
+        f"{said}: the production server does not start on the laptop's SQLite file with DEBUG "
+        "off; set DATABASE_URL=postgres://user:password@host:5432/name"
+    )
+    assert "Booting worker" not in started.stderr
+    # SQLite stays the laptop's default (DEBUG on, the commands), and one given is taken.
+    laptop = start_settings(
+        "from django.conf import settings; print(settings.DATABASES['default']['ENGINE'])",
+        DEBUG="true",
+        PANTHEON_PRODUCTION_SERVER="true",
+        DATABASE_URL="",
+    )
+    assert laptop.stdout.strip() == "django.db.backends.sqlite3", laptop.stderr
+    given = start_settings(
+        PANTHEON_PRODUCTION_SERVER="true",
+        SECRET_KEY="k" * 50,
+        DATABASE_URL="sqlite:////tmp/h_given.sqlite3",
+    )
+    assert given.returncode == 0, given.stderr
