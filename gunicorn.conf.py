@@ -92,23 +92,26 @@ def on_starting(server):
     """Collect static files before the workers start, so WhiteNoise serves the admin's CSS and
     Swagger UI's assets with DEBUG off however the server was launched; instances of one
     checkout take turns, and a refused setting stops the start in one line
-    (`pantheon.collect_static`, which `python -m pantheon.serve` runs too)."""
+    (`pantheon.collect_static`, which `python -m pantheon.serve` runs too). So does a database
+    with migrations not applied (one that cannot be reached is not checked: the health check
+    answers 503 until it answers)."""
     from pantheon.collect_static import collect_static
 
-    collect_static()
+    collect_static(check_migrations=True)
 
 
 def on_reload(server):
     """A reload (SIGHUP) collects static files again before its new workers start: a deploy
     that changed them would otherwise serve pages naming assets the manifest of the first start
     does not hold (a 500). A refusal is logged, not raised: the master goes on, and new workers
-    that cannot load the settings stop it as they fail to boot."""
+    that cannot load the settings stop it as they fail to boot; those of code whose migrations
+    are not applied serve, the log saying so."""
     from pantheon.collect_static import collect_static
 
     try:
-        collect_static()
+        collect_static(check_migrations=True)
     except (SystemExit, Exception) as refused:  # never into the master's loop (it stops)
-        server.log.error("collectstatic on reload: %s", refused)
+        server.log.error("on reload: %s", str(refused).removeprefix("Pantheon did not start: "))
 
 
 # Each worker's name, which its turns record; a worker that exits leaves its name to the next

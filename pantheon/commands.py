@@ -35,7 +35,14 @@ class ProjectCommand(BaseCommand):
     does, runs out of disk, is shut down: `database_fails`), or one not migrated, is one line
     on stderr and exit 3; what the command had not committed is rolled back with the
     connection. Any other database error (a query PostgreSQL refuses, a constraint, a trigger's
-    refusal) is a bug or a refusal, and keeps its traceback."""
+    refusal) is a bug or a refusal, and keeps its traceback.
+
+    A command with `requires_migrated_database` checks the migrations before it starts: one
+    whose queries would go through on a database a migration behind (a constraint or a table it
+    does not touch missing) would otherwise write past the missing constraint, or report on
+    what it could read as if it were all."""
+
+    requires_migrated_database = False
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
@@ -47,6 +54,8 @@ class ProjectCommand(BaseCommand):
 
     def execute(self, *args, **options):
         try:
+            if self.requires_migrated_database and (unapplied := unapplied_migrations()):
+                raise CommandError(not_migrated_message(unapplied), returncode=DATABASE_FAILED)
             return super().execute(*args, **options)
         except DatabaseError as exc:
             if database_fails(exc):
@@ -91,12 +100,20 @@ def database_failed(
         return CommandError(
             f"{saying or 'the database failed'}: {first_line(exc)}", returncode=DATABASE_FAILED
         )
-    count = f"{len(unapplied)} migration{'s' if len(unapplied) > 1 else ''}"
-    message = (
-        f"the database is not migrated ({first_line(exc)}; {count} not applied, the first "
-        f"{unapplied[0]}): run manage.py migrate"
-    )
+    message = not_migrated_message(unapplied, because=first_line(exc))
     return CommandError(f"{saying}: {message}" if saying else message, returncode=DATABASE_FAILED)
+
+
+def not_migrated_message(unapplied: list[str], *, because: str | None = None) -> str:
+    """What the commands (exit 3) and gunicorn (at start) say of a database with `unapplied`
+    migrations: how many, the first, what to run; `because` what the database said, if it
+    said anything."""
+    count = f"{len(unapplied)} migration{'s' if len(unapplied) > 1 else ''}"
+    said = f"{because}; " if because else ""
+    return (
+        f"the database is not migrated ({said}{count} not applied, the first {unapplied[0]}): "
+        "run manage.py migrate"
+    )
 
 
 def first_line(exc: Exception) -> str:
@@ -122,12 +139,19 @@ def not_migrated(exc: Exception) -> list[str]:
         return []
     connection = connections[DEFAULT_DB_ALIAS].copy()
     try:
-        executor = MigrationExecutor(connection)
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        return unapplied_migrations(connection)
     except DatabaseError:
         return []
     finally:
         connection.close()
+
+
+def unapplied_migrations(connection=None) -> list[str]:
+    """The migrations `migrate` would apply to the database (of `connection`, by default the
+    default one), in its order; none when it is migrated. One query (the migrations' table; a
+    database without it has none applied). A DatabaseError when it cannot be read."""
+    executor = MigrationExecutor(connection or connections[DEFAULT_DB_ALIAS])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     return [str(migration) for migration, backwards in plan if not backwards]
 
 

@@ -142,17 +142,27 @@ class AppServer:
         }
 
     def start(self, timeout: float = 60) -> AppServer:
+        self.launch()
+        self.wait_healthy(timeout)
+        return self
+
+    def launch(self, *arguments: str) -> subprocess.Popen:
+        """Start gunicorn (with these command-line `arguments` too), without waiting for it."""
         with open(self.log_path or os.devnull, "ab") as output:
             self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
+                [
+                    str(Path(sys.executable).parent / "gunicorn"),
+                    "--config",
+                    "gunicorn.conf.py",
+                    *arguments,
+                ],
                 cwd=ROOT,
                 env=self.environment(),
                 start_new_session=True,
                 stdout=output,
                 stderr=output,
             )
-        self.wait_healthy(timeout)
-        return self
+        return self.process
 
     def wait_healthy(self, timeout: float = 60) -> None:
         assert self.process is not None

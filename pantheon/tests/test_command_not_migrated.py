@@ -4,16 +4,22 @@ commands printed a 56-line ProgrammingError traceback and exited 1, what cron re
 command's own finding. A missing table of a database whose migrations are all applied is a bug,
 and keeps its traceback."""
 
+import contextlib
+import socket
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 from django.core.management import call_command
 from django.db import ProgrammingError, connection
 
 from pantheon.commands import DATABASE_FAILED
 from pantheon.testing.processes import ROOT
+from pantheon.testing.servers import AppServer, json_objects
 
+from .test_config import gunicorn_start
 from .test_migrations_and_setup import new_database
 
 COMMANDS = {
@@ -55,6 +61,11 @@ def finished(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, stderr
 
 
+# Commands that check the migrations before they start (`requires_migrated_database`): their
+# queries would go through on a database a migration behind.
+CHECKED_FIRST = {"set_model_alias", "set_model_price", "reconcile_usage"}
+
+
 def test_every_command_on_a_database_never_migrated_is_exit_3_and_one_line(scratch_database):
     running = {name: manage(scratch_database, name, *args) for name, args in COMMANDS.items()}
 
@@ -64,15 +75,16 @@ def test_every_command_on_a_database_never_migrated_is_exit_3_and_one_line(scrat
         lines = stderr.strip().splitlines()
         assert len(lines) == 1, (name, stderr)
         assert lines[0].startswith("CommandError: "), (name, stderr)
-        assert "the database is not migrated (relation " in lines[0], (name, stderr)
+        if name in CHECKED_FIRST:  # before any table is missed
+            assert lines[0].startswith("CommandError: the database is not migrated ("), stderr
+        else:
+            assert "the database is not migrated (relation " in lines[0], (name, stderr)
         assert lines[0].endswith("): run manage.py migrate"), (name, stderr)
         assert "migrations not applied, the first contenttypes.0001_initial" in lines[0]
 
 
 def test_a_database_a_migration_behind_names_the_column_and_the_migration(scratch_database):
-    for args in (["migrate", "-v0"], ["migrate", "sessions_app", "0010", "-v0"]):
-        code, stderr = finished(manage(scratch_database, *args))
-        assert code == 0, stderr
+    migrated_to(scratch_database, "sessions_app", "0010")
 
     code, stderr = finished(manage(scratch_database, "recover_turns"))
 
@@ -84,6 +96,42 @@ def test_a_database_a_migration_behind_names_the_column_and_the_migration(scratc
     )
 
 
+def migrated_to(url: str, app: str, migration: str) -> None:
+    for args in (["migrate", "-v0"], ["migrate", app, migration, "-v0"]):
+        code, stderr = finished(manage(url, *args))
+        assert code == 0, stderr
+
+
+@pytest.mark.parametrize(
+    "behind, missing",
+    [
+        (
+            ("sessions_app", "0010"),
+            "1 migration not applied, the first sessions_app.0011_turn_worker",
+        ),
+        (
+            ("usage", "0015"),
+            "2 migrations not applied, the first usage.0016_one_price_list_per_start",
+        ),
+    ],
+)
+def test_commands_whose_queries_would_go_through_say_the_database_is_not_migrated(
+    scratch_database, behind, missing
+):
+    """A database a migration behind that none of their queries trips over: `set_model_price`
+    and `set_model_alias` wrote to it (past a missing constraint), and `reconcile_usage` said
+    "Clean", where `recover_turns` and `rollup_usage` say what to run."""
+    migrated_to(scratch_database, *behind)
+    running = {name: manage(scratch_database, name, *COMMANDS[name]) for name in CHECKED_FIRST}
+
+    for name, process in running.items():
+        code, stderr = finished(process)
+        assert (code, stderr.strip()) == (
+            DATABASE_FAILED,
+            f"CommandError: the database is not migrated ({missing}): run manage.py migrate",
+        ), name
+
+
 @pytest.mark.django_db
 def test_a_missing_column_of_a_migrated_database_is_a_bug_not_an_outage():
     """Every migration applied, and still a column is missing: not the operator's `migrate` to
@@ -93,3 +141,69 @@ def test_a_missing_column_of_a_migrated_database_is_a_bug_not_an_outage():
 
     with pytest.raises(ProgrammingError, match="failure_code does not exist"):
         call_command("recover_turns")
+
+
+# --- the production server --------------------------------------------------------------------
+
+
+def test_gunicorn_does_not_start_on_a_database_a_migration_behind(scratch_database):
+    """New code on a database `migrate` had not caught up with: `manage.py check` passed,
+    gunicorn started, its health check answered 200, and every turn was a 500 (`column
+    "worker" of relation "sessions_app_turn" does not exist`)."""
+    migrated_to(scratch_database, "sessions_app", "0010")
+
+    started = gunicorn_start(SECRET_KEY="k" * 50, DATABASE_URL=scratch_database)
+
+    assert started.returncode != 0
+    assert started.stderr.strip().splitlines()[-1] == (
+        "Pantheon did not start: the database is not migrated (1 migration not applied, the "
+        "first sessions_app.0011_turn_worker): run manage.py migrate"
+    )
+    assert "Booting worker" not in started.stderr
+
+
+def test_gunicorn_does_not_start_on_a_database_never_migrated(scratch_database):
+    """Its health check answered 200, and `POST auth/token` a 500."""
+    started = gunicorn_start(SECRET_KEY="k" * 50, DATABASE_URL=scratch_database)
+
+    assert started.returncode != 0
+    last = started.stderr.strip().splitlines()[-1]
+    assert last.startswith("Pantheon did not start: the database is not migrated (")
+    assert last.endswith(
+        " migrations not applied, the first contenttypes.0001_initial): run manage.py migrate"
+    )
+
+
+def test_gunicorn_starts_on_a_database_it_cannot_reach_and_says_so(tmp_path):
+    """A database that cannot be reached as gunicorn starts is not checked: the server serves,
+    its health check 503 until the database answers (a restart of both at once must not stop
+    the server), and its log says the migrations were not checked."""
+    with socket.socket() as refusing:  # bound, not listening: a connection is refused at once
+        refusing.bind(("127.0.0.1", 0))
+        url = f"postgres://postgres@127.0.0.1:{refusing.getsockname()[1]}/pantheon"
+        server = AppServer(
+            database_url=url,
+            env={"DB_POOL_TIMEOUT": "1", "LOG_LEVEL": "WARNING"},
+            log_path=tmp_path / "server.log",
+        )
+        process = server.launch()
+        try:
+            health = None
+            deadline = time.monotonic() + 60
+            while health is None and time.monotonic() < deadline:
+                assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+                with contextlib.suppress(httpx.HTTPError):
+                    health = httpx.get(f"{server.url}/api/v1/health", timeout=5)
+                time.sleep(0.2)
+        finally:
+            server.stop()
+    assert health is not None and health.status_code == 503, health
+    assert health.json()["status"] == "unavailable"
+    warnings = [
+        line
+        for line in json_objects((tmp_path / "server.log").read_text().splitlines())
+        if line["logger"] == "pantheon.before_serving"
+    ]
+    assert [line["message"][:63] for line in warnings] == [
+        "the database could not be reached to check its migrations (conn"
+    ]

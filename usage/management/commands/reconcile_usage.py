@@ -14,6 +14,7 @@ from usage.rollups import today
 class Command(ProjectCommand):
     # A nightly job: skip the system checks (they import every URLconf and the LLM stack).
     requires_system_checks = []
+    requires_migrated_database = True  # pantheon.commands.ProjectCommand
     help = (
         "Compare what derives from the ledger (daily rollups, monthly counters, turn totals) "
         "and the transcript with the ledger; exit 0 when all agree, exit 1 on any drift, 2 on a "

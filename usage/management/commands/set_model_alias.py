@@ -6,6 +6,7 @@ from usage.services import model_alias_set
 
 
 class Command(ProjectCommand):
+    requires_migrated_database = True  # pantheon.commands.ProjectCommand
     help = (
         "Create or update a model alias (the model, endpoint and key an alias stands for); "
         "options left out keep their value; texts are trimmed, as in the console. Prints the "

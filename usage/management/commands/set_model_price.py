@@ -35,6 +35,7 @@ def _amount_or_clear(text: str) -> Decimal | None:
 
 
 class Command(ProjectCommand):
+    requires_migrated_database = True  # pantheon.commands.ProjectCommand
     help = (
         "Set a model alias's price (USD per million tokens) and credit multiplier in a price "
         "list: the active one, or --version NAME (trimmed, as in the console; created from the "
