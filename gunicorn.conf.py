@@ -7,6 +7,7 @@ one worker per core the app may use (WEB_CONCURRENCY), and a database pool per w
 (DB_POOL_MAX_SIZE) such that workers × pool stays under PostgreSQL's max_connections.
 """
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -78,14 +79,36 @@ if log_format() == "json":
     }
 
 # Each instance its own control socket (gunicorn's default path is shared by every instance of
-# a user), or none: GUNICORN_CONTROL_SOCKET=off.
-_control = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+# a user), or none: GUNICORN_CONTROL_SOCKET=off. By default one per port it listens on, named in
+# `when_ready` (a `--bind` on the command line wins over `bind` above, and is known only there).
+_control = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
 if _control == "off":
     control_socket_disable = True
-else:
-    control_socket = _control or os.path.join(
-        tempfile.gettempdir(), f"pantheon-gunicorn-{bind.rsplit(':', 1)[1]}.ctl"
-    )
+elif _control:
+    control_socket = _control
+
+
+def control_socket_for(address) -> str:
+    """The default control socket of an instance listening at `address` (gunicorn's parsed
+    binds: (host, port) pairs, a Unix socket's path, a file descriptor): one per port (the
+    first bind's) in the temporary directory; a Unix socket's path is named by a digest (a
+    socket's path is at most 107 bytes)."""
+    first = address[0] if address else ""
+    if isinstance(first, tuple):
+        name = str(first[1])
+    else:
+        name = "unix-" + hashlib.sha256(str(first).encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"pantheon-gunicorn-{name}.ctl")
+
+
+def when_ready(server):
+    """Name the control socket by the port gunicorn listens on, unless it was named
+    (GUNICORN_CONTROL_SOCKET, `--control-socket`): it followed PORT, so two instances started
+    with `--bind` and no PORT shared the socket of port 8000, the second taking it from the
+    first (and the first's stop removing it)."""
+    if _control or server.cfg.control_socket != server.cfg.settings["control_socket"].default:
+        return
+    server.cfg.set("control_socket", control_socket_for(server.cfg.address))
 
 
 def on_starting(server):
