@@ -14,6 +14,7 @@ from pantheon.checks import (
     check_password_change_revokes_tokens,
     check_sections_fit_the_pool,
     check_security_middleware,
+    check_settings_of_subclassed_middleware,
     check_stale_limit,
 )
 from pantheon.db import install_pool_check, install_replanning
@@ -36,6 +37,7 @@ class PantheonConfig(AppConfig):
         logging_context.install_record_factory()
         checks.register(check_stale_limit)
         checks.register(check_security_middleware, checks.Tags.security, deploy=True)
+        checks.register(check_settings_of_subclassed_middleware, checks.Tags.security, deploy=True)
         checks.register(check_cache_table)
         checks.register(check_sections_fit_the_pool)
         checks.register(check_password_change_revokes_tokens, checks.Tags.security)

@@ -4,6 +4,8 @@ import math
 
 from django.conf import settings
 from django.core.checks import Warning as CheckWarning
+from django.core.checks.security import base as security_base
+from django.core.checks.security import csrf as security_csrf
 from django.utils.module_loading import import_string
 
 
@@ -67,6 +69,53 @@ def check_security_middleware(app_configs=None, **kwargs):
                 )
             )
     return problems
+
+
+# Django's deploy checks of the settings its middleware reads, by the middleware they look for
+# (by dotted path: each passes when its middleware is not there).
+CHECKED_WITH = {
+    "django.middleware.security.SecurityMiddleware": [
+        security_base.check_sts,  # W004
+        security_base.check_sts_include_subdomains,  # W005
+        security_base.check_sts_preload,  # W021
+        security_base.check_content_type_nosniff,  # W006
+        security_base.check_ssl_redirect,  # W008
+        security_base.check_referrer_policy,  # W022, E023
+        security_base.check_cross_origin_opener_policy,  # E024
+    ],
+    "django.middleware.clickjacking.XFrameOptionsMiddleware": [
+        security_base.check_xframe_deny,  # W019
+    ],
+    "django.middleware.csrf.CsrfViewMiddleware": [
+        security_csrf.check_csrf_cookie_secure,  # W016
+    ],
+}
+
+
+def check_settings_of_subclassed_middleware(app_configs=None, **kwargs):
+    """Django's own checks of HSTS, nosniff, the SSL redirect, the CSRF cookie and the rest
+    (`check --deploy`), for our subclasses of its middleware (pantheon.async_middleware): they
+    look for Django's classes by dotted path, so with ours none ran, and `check --deploy` with
+    insecure cookies said only W010. Run as Django runs them, with MIDDLEWARE naming Django's
+    class in place of each subclass (where Django's own is listed, Django checks it itself)."""
+    as_django_names = list(settings.MIDDLEWARE)
+    checks = []
+    for path, its_checks in CHECKED_WITH.items():
+        if path in settings.MIDDLEWARE:
+            continue
+        stock = import_string(path)
+        for index, entry in enumerate(settings.MIDDLEWARE):
+            installed = import_string(entry)
+            if isinstance(installed, type) and issubclass(installed, stock):
+                as_django_names[index] = path
+                checks.extend(its_checks)
+                break
+    if not checks:
+        return []
+    from django.test.utils import override_settings  # not in the servers: only checks need it
+
+    with override_settings(MIDDLEWARE=as_django_names):
+        return [problem for check in checks for problem in check(app_configs)]
 
 
 # The table migration pantheon.0001 creates for Django's DatabaseCache.

@@ -75,7 +75,8 @@ MIDDLEWARE = [
 ]
 
 # Django's deploy checks for these three match its own dotted paths, not subclasses;
-# pantheon.W003 (pantheon/checks.py) checks that our subclasses are in place instead.
+# pantheon.W003 (pantheon/checks.py) checks that our subclasses are in place instead, and Django's
+# checks of the settings they read (HSTS, the CSRF cookie...) run for them there too.
 SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"]
 
 ROOT_URLCONF = "pantheon.urls"

@@ -1,9 +1,11 @@
 import math
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
@@ -113,3 +115,43 @@ def test_a_password_validator_list_without_the_token_revocation_is_flagged(setti
         {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"}
     ]
     assert [w.id for w in check_password_change_revokes_tokens()] == ["pantheon.W005"]
+
+
+def test_check_deploy_checks_the_settings_our_middleware_subclasses_read(settings):
+    """Django's checks of HSTS, nosniff, the SSL redirect, X-Frame-Options and the CSRF cookie
+    look for its own middleware by dotted path: with our subclasses none of them ran."""
+    settings.SECURE_HSTS_SECONDS = 0
+    settings.SECURE_CONTENT_TYPE_NOSNIFF = False
+    settings.SECURE_SSL_REDIRECT = False
+    settings.X_FRAME_OPTIONS = "SAMEORIGIN"
+    settings.CSRF_COOKIE_SECURE = False
+
+    found = [problem.id for problem in run_checks(include_deployment_checks=True)]
+
+    for expected in ("W004", "W006", "W008", "W016", "W019"):
+        assert found.count(f"security.{expected}") == 1, (expected, found)
+
+
+def test_check_deploy_with_insecure_cookies_says_so_of_both_and_of_https():
+    """`SESSION_COOKIE_SECURE=false CSRF_COOKIE_SECURE=false manage.py check --deploy`
+    reported W010 alone."""
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+            "DATABASE_URL": postgres_url(connection.settings_dict),
+            "DEBUG": "false",
+            "SECRET_KEY": "k-" + "0123456789abcdef" * 4,
+            "SESSION_COOKIE_SECURE": "false",
+            "CSRF_COOKIE_SECURE": "false",
+            "LOG_LEVEL": "ERROR",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    reported = sorted(set(re.findall(r"\(security\.(\w+)\)", checked.stderr)))
+    assert reported == ["W004", "W008", "W010", "W016"], checked.stderr
