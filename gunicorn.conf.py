@@ -8,6 +8,7 @@ one worker per core the app may use (WEB_CONCURRENCY), and a database pool per w
 """
 
 import hashlib
+import logging
 import os
 import sys
 import tempfile
@@ -52,6 +53,7 @@ loglevel = choice(
 # every line of the server's output parses. Levels and streams stay gunicorn's: `loglevel`,
 # errors to stderr, the opt-in access log to stdout. With LOG_FORMAT=text, gunicorn's format.
 if log_format() == "json":
+    logging.captureWarnings(True)
     logconfig_dict = {
         "formatters": {"json": FORMATTERS["json"]},
         "handlers": {
@@ -72,6 +74,8 @@ if log_format() == "json":
                 "handlers": ["access_console"] if accesslog else [],
                 "propagate": False,
             },
+            # The master's Python warnings (the workers': the app's LOGGING, pantheon.apps).
+            "py.warnings": {"handlers": ["error_console"], "propagate": False},
         },
         # gunicorn's default gives the root logger a plain handler of its own; a worker's root
         # logger is the app's (its LOGGING setting).

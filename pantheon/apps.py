@@ -35,6 +35,9 @@ class PantheonConfig(AppConfig):
     def ready(self) -> None:
         converters.register()  # before any URLconf is read
         logging_context.install_record_factory()
+        # Python's warnings are log records (logger `py.warnings`, through the root's handler):
+        # written by the warnings module, they were plain lines on stderr among the JSON ones.
+        logging.captureWarnings(True)
         checks.register(check_stale_limit)
         checks.register(check_security_middleware, checks.Tags.security, deploy=True)
         checks.register(check_settings_of_subclassed_middleware, checks.Tags.security, deploy=True)

@@ -15,6 +15,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
+from django.http import FileResponse
 from django.middleware import clickjacking, common, csrf, security
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -102,5 +103,24 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         else:
             static_file = self.files.get(request.path_info)
         if static_file is not None:
-            return self.serve(static_file, request)
+            return read_in_the_loop(self.serve(static_file, request))
         return await self.get_response(request)
+
+
+# What one step of a static file's stream reads: the size of the ASGI handler's own chunks.
+STATIC_CHUNK_BYTES = 64 * 1024
+
+
+def read_in_the_loop(response: FileResponse) -> FileResponse:
+    """WhiteNoise's response, its file read by an async iterator. It streams the file through a
+    sync one, which Django's ASGI handler reads in a thread, after a warning written on stderr
+    in plain text, not a log line ("StreamingHttpResponse must consume synchronous iterators",
+    on the first static file of each worker)."""
+    file = response.file_to_stream  # None for a HEAD or a 304: no body
+
+    async def chunks():
+        while file is not None and (chunk := file.read(STATIC_CHUNK_BYTES)):
+            yield chunk
+
+    response.streaming_content = chunks()  # the file itself is still closed with the response
+    return response

@@ -14,9 +14,18 @@ import httpx
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client, override_settings
 
-from pantheon.testing.servers import ROOT, AppServer, free_port, wait_healthy
+from pantheon.testing.processes import run_production
+from pantheon.testing.servers import (
+    ROOT,
+    AppServer,
+    free_port,
+    json_objects,
+    postgres_url,
+    wait_healthy,
+)
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +177,51 @@ def test_pantheon_serve_with_debug_off_collects_static_files_and_serves_docs_and
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(15)
+
+
+@pytest.mark.django_db  # the test database, which the server uses, set up
+def test_gunicorn_serves_static_files_with_every_log_line_json(tmp_path):
+    """The first static file each worker served wrote two plain lines on stderr, among the JSON
+    ones: Django's `Warning: StreamingHttpResponse must consume synchronous iterators in
+    order to serve them asynchronously` and `  async for part in content:` (WhiteNoise streams
+    a file through a sync iterator). Whole, in part, HEAD, or not modified."""
+    log = tmp_path / "server.log"
+    url = postgres_url(connection.settings_dict)
+    plain = httpx.Client(headers={"Accept-Encoding": "identity"}, timeout=10)
+    with AppServer(database_url=url, log_path=log) as server, plain:
+        page = httpx.get(f"{server.url}/admin/login/", timeout=10).text
+        css = re.search(r'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', page)[1]
+        on_disk = (ROOT / "staticfiles" / css.removeprefix("/static/")).read_bytes()
+        whole = plain.get(f"{server.url}{css}")
+        part = plain.get(f"{server.url}{css}", headers={"Range": "bytes=10-19"})
+        head = plain.head(f"{server.url}{css}")
+        again = plain.get(f"{server.url}{css}", headers={"If-None-Match": whole.headers["ETag"]})
+        compressed = httpx.get(f"{server.url}{css}", headers={"Accept-Encoding": "gzip"})
+    assert (whole.status_code, whole.content) == (200, on_disk)
+    assert (part.status_code, part.content) == (206, on_disk[10:20])
+    assert (head.status_code, head.content) == (200, b"")
+    assert (again.status_code, again.content) == (304, b"")
+    assert compressed.headers["Content-Encoding"] == "gzip" and compressed.content == on_disk
+    lines = json_objects(log.read_text().splitlines())  # each one a JSON object
+    assert not [line for line in lines if line["logger"] == "py.warnings"]
+
+
+def test_a_python_warning_in_the_app_is_a_json_log_line():
+    """Python's warnings went to stderr as the warnings module writes them (two plain lines);
+    with LOG_FORMAT=json every line a server writes parses."""
+    warned = run_production(
+        [
+            "-c",
+            "import django, warnings; django.setup(); "
+            "warnings.warn('something to say', UserWarning)",
+        ],
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/unused",
+        DEBUG="false",
+        LOG_FORMAT="json",
+    )
+
+    assert warned.returncode == 0, warned.stderr
+    lines = json_objects(warned.stderr.strip().splitlines())
+    said = [line for line in lines if line["logger"] == "py.warnings"]
+    assert len(said) == 1 and "UserWarning: something to say" in said[0]["message"]
+    assert said[0]["level"] == "WARNING"
