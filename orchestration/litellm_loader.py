@@ -14,7 +14,9 @@ import sys
 from functools import cache
 from types import ModuleType
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Set, not defaulted: `LITELLM_LOCAL_MODEL_COST_MAP=False` in the environment would have litellm
+# fetch the table as it is imported (the network, seconds, a table no one checked).
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 # OpenAI-compatible models through litellm's own HTTP handler (the one its other providers use)
 # rather than the OpenAI SDK, whose request validation walks every message of the context
 # through its typed-dict unions: about 2.5 ms less CPU per call with a 40-message context

@@ -44,3 +44,16 @@ def test_litellm_is_imported_with_the_local_cost_map():
         "print(os.environ['LITELLM_LOCAL_MODEL_COST_MAP'], 'django' in sys.modules)"
     )
     assert run_python(code) == "True False"
+
+
+def test_litellm_never_fetches_its_cost_map_whatever_the_environment_says():
+    """`LITELLM_LOCAL_MODEL_COST_MAP=False` in the environment was kept (setdefault): litellm
+    then fetched its price table from the network as it was imported."""
+    code = (
+        "import os; os.environ['LITELLM_LOCAL_MODEL_COST_MAP'] = 'False'; "
+        "from orchestration.litellm_loader import load_litellm; load_litellm(); "
+        "from litellm.litellm_core_utils.get_model_cost_map import _cost_map_source_info as s; "
+        "print(os.environ['LITELLM_LOCAL_MODEL_COST_MAP'], s.source, s.is_env_forced)"
+    )
+    # litellm's own record of where its map came from: the copy it ships, as told.
+    assert run_python(code) == "True local True"
