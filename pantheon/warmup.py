@@ -27,8 +27,9 @@ def warm_up() -> None:
 
 
 def open_the_pool() -> None:
-    """Open the database pool, and end the turns the workers this one replaces left running;
-    nothing here fails the worker's boot (gunicorn would stop the server)."""
+    """Open the database pool, end the turns the workers this one replaces left running, and
+    say which role's model alias is missing; nothing here fails the worker's boot (gunicorn
+    would stop the server)."""
     try:
         connection.ensure_connection()  # opens the pool
         end_turns_of_exited_workers()
@@ -45,6 +46,11 @@ def open_the_pool() -> None:
                 name="pantheon-exited-workers",
                 daemon=True,
             ).start()
+    else:
+        try:
+            warn_of_missing_role_aliases()
+        except Exception:
+            logger.exception("warm-up: the role settings' model aliases could not be checked")
     finally:
         connection.close()
 
@@ -63,6 +69,39 @@ def end_turns_of_exited_workers() -> None:
             len(ended.turn_ids),
             ", ".join(names),
             ended.lost_calls,
+        )
+
+
+# The settings that name a model alias for a role, and what goes without it.
+ROLE_ALIASES = {
+    "PANTHEON_MANAGER_MODEL_ALIAS": "orchestrator rooms refuse turns",
+    "PANTHEON_SUMMARIZER_MODEL_ALIAS": "sessions get no new summaries",
+}
+
+
+def warn_of_missing_role_aliases() -> None:
+    """One warning for each setting that names a model alias the database does not hold (or
+    holds disabled): a typo in PANTHEON_MANAGER_MODEL_ALIAS showed first as an orchestrator
+    room's refusal, and one in the summarizer's as nothing at all. Not a refusal to start:
+    aliases are rows an operator may add after a deploy."""
+    from usage.models import ModelAlias
+
+    named = {setting: getattr(settings, setting) for setting in ROLE_ALIASES}
+    enabled = dict(
+        ModelAlias.objects.filter(alias__in=set(named.values())).values_list("alias", "enabled")
+    )
+    for setting, alias in named.items():
+        if enabled.get(alias):
+            continue
+        state = "is disabled" if alias in enabled else "does not exist"
+        logger.warning(
+            "%s names the model alias %r, which %s: %s until it is %s (manage.py "
+            "set_model_alias) or the setting names another",
+            setting,
+            alias,
+            state,
+            ROLE_ALIASES[setting],
+            "enabled" if alias in enabled else "added",
         )
 
 

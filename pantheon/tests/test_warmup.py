@@ -1,7 +1,13 @@
 """What a worker does before its first request (`pantheon.warmup`)."""
 
+import logging
+
+import pytest
+
+from pantheon import warmup
 from pantheon.testing.processes import production_python
 from pantheon.warmup import GC_YOUNG_THRESHOLD
+from usage.models import ModelAlias
 
 
 def test_the_startup_heap_is_left_out_of_garbage_collection():
@@ -30,3 +36,29 @@ def test_the_gunicorn_master_imports_no_django():
     )
     assert {"pantheon.workers", "pantheon.collect_static"} <= set(loaded)
     assert not [name for name in loaded if name.split(".")[0] in {"django", "rest_framework"}]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # it closes the connection
+def test_a_worker_warming_up_says_which_role_names_a_missing_model_alias(settings, caplog):
+    """A typo in PANTHEON_MANAGER_MODEL_ALIAS showed first as an orchestrator room's refusal,
+    and one in PANTHEON_SUMMARIZER_MODEL_ALIAS as nothing at all (no summaries)."""
+    settings.PANTHEON_MANAGER_MODEL_ALIAS = "deepseak"
+    settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "llama"
+    ModelAlias.objects.filter(alias="llama").update(enabled=False)
+
+    with caplog.at_level(logging.WARNING, logger="pantheon.warmup"):
+        warmup.open_the_pool()
+
+    assert caplog.messages == [
+        "PANTHEON_MANAGER_MODEL_ALIAS names the model alias 'deepseak', which does not exist: "
+        "orchestrator rooms refuse turns until it is added (manage.py set_model_alias) or the "
+        "setting names another",
+        "PANTHEON_SUMMARIZER_MODEL_ALIAS names the model alias 'llama', which is disabled: "
+        "sessions get no new summaries until it is enabled (manage.py set_model_alias) or the "
+        "setting names another",
+    ]
+    caplog.clear()
+    settings.PANTHEON_MANAGER_MODEL_ALIAS = settings.PANTHEON_SUMMARIZER_MODEL_ALIAS = "deepseek"
+    with caplog.at_level(logging.WARNING, logger="pantheon.warmup"):
+        warmup.warn_of_missing_role_aliases()
+    assert caplog.messages == []
