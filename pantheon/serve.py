@@ -51,8 +51,14 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m pantheon.serve",
         description="Serve Pantheon with uvicorn and the production worker's HTTP protocol.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+    )
     parser.add_argument(
         "--graceful-timeout",
         type=float,

@@ -158,3 +158,17 @@ def test_make_runs_server_takes_concurrent_writes_without_database_is_locked(tmp
             assert [(seat["id"], seat["position"]) for seat in item["agents"]] == [
                 (agent, position) for position, agent in enumerate(agents[:3])
             ]
+
+
+def test_the_servers_help_says_what_each_option_takes_and_its_default():
+    """`python -m pantheon.serve --help` listed `--host HOST` and `--port PORT` with no word
+    of what they are or what leaving them out means."""
+    shown = run_production(["-m", "pantheon.serve", "--help"])
+
+    assert shown.returncode == 0, shown.stderr
+    options = " ".join(shown.stdout.split())
+    assert (
+        "--host HOST address to listen on; 0.0.0.0 for every interface (default: 127.0.0.1)"
+        in options
+    )
+    assert "--port PORT port to listen on (default: 8000)" in options
