@@ -151,6 +151,27 @@ def test_migrations_reverse_to_zero_and_apply_again(empty_database):
     assert_seeded(params)
 
 
+def test_migrating_to_zero_removes_the_roles_the_migrations_created(empty_database):
+    """`migrate usage zero` left the `Owner` and `Analyst` groups behind, holding permissions
+    of tables no longer there. A group of the same name that holds a permission the migrations
+    never give (here an operator's extension of Analyst) is an operator's, and stays."""
+    url, params = empty_database
+    assert run_manage("migrate", "--noinput", DATABASE_URL=url).returncode == 0
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO auth_group_permissions (group_id, permission_id)
+            SELECT g.id, p.id FROM auth_group g, auth_permission p
+            WHERE g.name = 'Analyst' AND p.codename = 'add_user'
+            """
+        )
+
+    back = run_manage("migrate", "usage", "zero", "--noinput", DATABASE_URL=url)
+
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert query(params, "SELECT name FROM auth_group ORDER BY 1") == [("Analyst",)]
+
+
 @pytest.mark.django_db
 def test_the_models_have_no_missing_migrations():
     call_command("makemigrations", "--check", "--dry-run", stdout=StringIO(), stderr=StringIO())

@@ -50,6 +50,24 @@ def seed_groups(apps, schema_editor):
     analyst.permissions.set(operated.filter(codename__startswith="view_"))
 
 
+# Permissions the groups get from these migrations beyond the operated apps' (0007).
+ALSO_GIVEN = [("auth", "view_user")]
+
+
+def remove_groups(apps, schema_editor):
+    """The reverse: the groups go with the apps they are the roles of (a database migrated to
+    zero kept them, holding permissions of tables no longer there), their members' membership
+    with them. A group of the same name holding any permission these migrations never give (an
+    operator's own group, or one an operator extended) is left alone."""
+    Group = apps.get_model("auth", "Group")
+    for group in Group.objects.filter(name__in=["Owner", "Analyst"]):
+        others = group.permissions.exclude(content_type__app_label__in=OPERATED_APPS)
+        for app_label, codename in ALSO_GIVEN:
+            others = others.exclude(content_type__app_label=app_label, codename=codename)
+        if not others.exists():
+            group.delete()
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("usage", "0001_initial"),
@@ -61,5 +79,5 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(seed_aliases, migrations.RunPython.noop),
-        migrations.RunPython(seed_groups, migrations.RunPython.noop),
+        migrations.RunPython(seed_groups, remove_groups),
     ]
