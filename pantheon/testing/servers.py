@@ -143,7 +143,11 @@ class AppServer:
 
     def start(self, timeout: float = 60) -> AppServer:
         self.launch()
-        self.wait_healthy(timeout)
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()  # a server that never became healthy is not left running
+            raise
         return self
 
     def launch(self, *arguments: str) -> subprocess.Popen:

@@ -2,6 +2,8 @@
 naming the variable, instead of a server that answers 500 (or refuses everything)."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,14 +20,23 @@ def run_alone(command: list[str], env: dict[str, str], *, timeout: float = 60):
     """`command` in the checkout with the variables `env` and no others (and PATH): unlike
     `run_production`, which passes this process's environment on, where a variable set for the
     test run (DB_POOL_MAX_SIZE, say) would change what the settings accept."""
-    return subprocess.run(
+    with subprocess.Popen(
         command,
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # A gunicorn that started after all: its workers too, not its master alone.
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def start_settings(
