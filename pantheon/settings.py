@@ -3,6 +3,7 @@
 Every variable is documented in README.md with its default.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -23,8 +24,10 @@ DEBUG = config.flag("DEBUG", False)
 # server refuses to start on it (below). An empty SECRET_KEY (or blanks) is none: Django takes
 # "" and answers every request with a 500 ("The SECRET_KEY setting must not be empty").
 LOCAL_SECRET_KEY = "django-insecure-pantheon-local-only-change-me"
-SECRET_KEY = env.str("SECRET_KEY", default="")
-_SECRET_KEY_EMPTY = "SECRET_KEY" in env and not SECRET_KEY.strip()
+# Read as written: django-environ takes a value starting with `$` for the name of another
+# variable, and a key of get_random_secret_key()'s alphabet starts with one once in fifty.
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+_SECRET_KEY_EMPTY = "SECRET_KEY" in os.environ and not SECRET_KEY.strip()
 if not SECRET_KEY.strip():
     SECRET_KEY = LOCAL_SECRET_KEY
 # Names written with blanks around them (`a, b`) are taken trimmed; blanks alone name none.

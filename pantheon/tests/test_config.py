@@ -430,3 +430,16 @@ def test_the_production_server_does_not_start_without_a_database_url(database_ur
         DATABASE_URL="sqlite:////tmp/h_given.sqlite3",
     )
     assert given.returncode == 0, given.stderr
+
+
+def test_a_secret_key_is_taken_as_written_a_leading_dollar_included():
+    """django-environ reads a value starting with `$` as the name of another variable: a key
+    from Django's own get_random_secret_key() starts with one about once in fifty, and was
+    read as empty (the production server refused it, DEBUG and the commands took the laptop's
+    published key)."""
+    key = "$k9x!f2(vq8z-" + "a" * 40
+    read = "from django.conf import settings; print(settings.SECRET_KEY)"
+    for env in ({"DEBUG": "false", "PANTHEON_PRODUCTION_SERVER": "true"}, {"DEBUG": "true"}, {}):
+        printed = start_settings(read, SECRET_KEY=key, ALLOWED_HOSTS="localhost", **env)
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout.strip() == key
