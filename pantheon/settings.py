@@ -341,9 +341,8 @@ PANTHEON_REQUEST_READ_TIMEOUT_SECONDS = config.number(
 PANTHEON_WRITE_TIMEOUT_SECONDS = config.number(
     "PANTHEON_WRITE_TIMEOUT_SECONDS", 60.0, above=0, maximum=_CENTURY
 )
-# A turn's answer says `low_balance` once the month's credits pass this share of the cap: a share,
-# 0 to 1 (past the cap turns are refused, so a share above 1 never said it).
-PANTHEON_LOW_BALANCE_SHARE = config.number("PANTHEON_LOW_BALANCE_SHARE", 0.9, minimum=0, maximum=1)
+# A turn's answer says `low_balance` once the month's credits pass this share of the cap.
+PANTHEON_LOW_BALANCE_SHARE = config.number("PANTHEON_LOW_BALANCE_SHARE", 0.9, minimum=0)
 # How long an Idempotency-Key's answer is kept for retries, at least (prune_idempotency_keys).
 PANTHEON_IDEMPOTENCY_KEY_HOURS = config.number(
     "PANTHEON_IDEMPOTENCY_KEY_HOURS", 24.0, above=0, maximum=config.CENTURY_HOURS
