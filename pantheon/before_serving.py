@@ -8,18 +8,28 @@ It collects static files (`manage.py collectstatic --noinput`), and with `--chec
 caught up with looked healthy (its health check 200), and failed every request that reached
 the table or column missing (a 500). Such a database stops the start, the last line saying how
 many migrations are missing, the first, and to run `manage.py migrate` (exit 3). A database
-that cannot be reached is not checked: the server starts (its health check answers 503 until
-the database does), with one warning in the log.
+that cannot be checked within CHECK_SECONDS (unreachable, or one that accepts a connection and
+never answers, whatever DB_CONNECT_TIMEOUT says) is not: the server starts (its health check
+answers 503 until the database does), with one warning in the log.
+
+Instances of one checkout collect their static files in turn (`collect_static.LOCK_FILE`: run at
+once, collectstatic rewrites the hashed files another is reading); the check runs after the
+lock is given back, so that a database slow to answer holds up no other instance.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sys
 
+from pantheon.collect_static import LOCK_FILE
+
 NOT_MIGRATED = 3  # the commands' exit status for it (pantheon.commands.DATABASE_FAILED)
 CHECK_MIGRATIONS = "--check-migrations"
+# The longest the check waits to connect, and then for each statement.
+CHECK_SECONDS = 5
 
 logger = logging.getLogger("pantheon.before_serving")
 
@@ -32,18 +42,21 @@ def main(argv: list[str]) -> int:
     from django.core.management import call_command
 
     django.setup()
-    call_command("collectstatic", interactive=False, verbosity=0)
+    with open(LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # given back when the file closes
+        call_command("collectstatic", interactive=False, verbosity=0)
     if CHECK_MIGRATIONS not in argv:
         return 0
     from django.db import DatabaseError, connection
 
     from pantheon.commands import first_line, not_migrated_message, unapplied_migrations
 
+    _bounded(connection)
     try:
         unapplied = unapplied_migrations()
     except DatabaseError as error:
         logger.warning(
-            "the database could not be reached to check its migrations (%s): starting anyway",
+            "the database's migrations could not be checked (%s): starting anyway",
             first_line(error),
         )
         return 0
@@ -53,6 +66,17 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(not_migrated_message(unapplied) + "\n")
         return NOT_MIGRATED
     return 0
+
+
+def _bounded(connection) -> None:
+    """The check's connection waits at most CHECK_SECONDS to open and for each statement."""
+    if connection.vendor != "postgresql":
+        return
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    configured = options.get("connect_timeout") or CHECK_SECONDS
+    options["connect_timeout"] = min(int(configured), CHECK_SECONDS)
+    limit = f"-c statement_timeout={CHECK_SECONDS * 1000}"
+    options["options"] = f"{options['options']} {limit}" if options.get("options") else limit
 
 
 if __name__ == "__main__":

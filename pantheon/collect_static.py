@@ -12,7 +12,6 @@ memory next to each worker's (pantheon/tests/test_warmup.py).
 
 from __future__ import annotations
 
-import fcntl
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +42,8 @@ def collect_static(*, check_migrations: bool = False) -> None:
     command = [sys.executable, "-c", _BEFORE_SERVING]
     if check_migrations:
         command.append("--check-migrations")
-    with open(LOCK_FILE, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        collected = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+    # The lock is taken around collectstatic in that process (`pantheon.before_serving`).
+    collected = subprocess.run(command, stderr=subprocess.PIPE, text=True)
     if collected.returncode:
         lines = collected.stderr.strip().splitlines() or ["(no output)"]
         sys.stderr.write("".join(f"{line}\n" for line in lines[:-1]))

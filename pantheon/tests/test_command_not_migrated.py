@@ -5,6 +5,7 @@ command's own finding. A missing table of a database whose migrations are all ap
 and keeps its traceback."""
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -202,6 +203,36 @@ def test_gunicorn_starts_on_a_database_it_cannot_reach_and_says_so(tmp_path):
         for line in json_objects((tmp_path / "server.log").read_text().splitlines())
         if line["logger"] == "pantheon.before_serving"
     ]
-    assert [line["message"][:63] for line in warnings] == [
-        "the database could not be reached to check its migrations (conn"
+    assert [line["message"][:58] for line in warnings] == [
+        "the database's migrations could not be checked (connection"
     ]
+
+
+def test_a_database_that_never_answers_holds_the_start_a_few_seconds_only():
+    """A server that accepts the connection and never answers (a stuck pooler or proxy), with
+    DB_CONNECT_TIMEOUT=0 (README: none): the check waited for it forever, and gunicorn never
+    started (the second reviewer's catch). It gives up after CHECK_SECONDS and starts."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nothing ever answers
+        url = f"postgres://postgres@127.0.0.1:{silent.getsockname()[1]}/pantheon"
+        started = time.monotonic()
+        checked = subprocess.run(
+            [sys.executable, "-m", "pantheon.before_serving", "--check-migrations"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+                "DATABASE_URL": url,
+                "DB_CONNECT_TIMEOUT": "0",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        took = time.monotonic() - started
+    assert checked.returncode == 0, checked.stderr
+    assert "the database's migrations could not be checked (connection timeout expired)" in (
+        checked.stderr
+    )
+    assert took < 30, took
