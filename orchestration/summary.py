@@ -53,6 +53,9 @@ class SummaryExtraction:
     open_questions: tuple[str, ...]
     action_items: tuple[str, ...]
     valid_json: bool
+    # The lists the answer gave (an empty one included); those it left out, or all of them for
+    # an answer in prose, say nothing of the previous summary's (the engine keeps them).
+    lists_given: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,9 @@ def parse_summary(raw: str) -> SummaryExtraction:
 
     missing = [key for key in ("summary", *LIST_FIELDS) if key not in answer]
     if missing:
-        logger.warning("Summary answer is missing %s; defaulting them to empty.", missing)
+        logger.warning(
+            "Summary answer is missing %s; the previous summary's lists stand for them.", missing
+        )
 
     summary = answer.get("summary")
     if not isinstance(summary, str) or not summary.strip():
@@ -231,7 +236,12 @@ def parse_summary(raw: str) -> SummaryExtraction:
     lists: dict[str, tuple[str, ...]] = {}
     for key in LIST_FIELDS:
         lists[key] = _string_items(key, answer.get(key))
-    return SummaryExtraction(summary=summary.strip(), valid_json=True, **lists)
+    return SummaryExtraction(
+        summary=summary.strip(),
+        valid_json=True,
+        lists_given=frozenset(key for key in LIST_FIELDS if key in answer),
+        **lists,
+    )
 
 
 def _string_items(key: str, value: Any) -> tuple[str, ...]:

@@ -63,6 +63,7 @@ from orchestration.metering import compute_credits, compute_oe
 from orchestration.planning import parse_tags, tagged_in_code_only
 from orchestration.routing import RoutingDecision, fit_routing_messages, parse_routing
 from orchestration.summary import (
+    LIST_FIELDS,
     SummaryExtraction,
     SummaryPrompt,
     fit_summary_messages,
@@ -963,17 +964,18 @@ class TurnRunner:
                 result.error_kind or "empty summary text",
             )
             extraction = None
-        elif not extraction.valid_json and self.summary is not None:
-            # Prose, not the JSON asked for: its text is kept (DESIGN), but it says nothing of
-            # the lists the summarizer was given to carry forward, which stay as they were
-            # rather than emptied by one stray answer.
+        elif self.summary is not None:
+            # A list the answer left out (every list, for an answer in prose) says nothing of
+            # the one the summarizer was given to carry forward, which stays as it was rather
+            # than emptied by one stray answer. An empty list given empties it.
             previous = self.summary.content
             extraction = replace(
                 extraction,
-                key_facts=previous.key_facts,
-                decisions=previous.decisions,
-                open_questions=previous.open_questions,
-                action_items=previous.action_items,
+                **{
+                    field: getattr(previous, field)
+                    for field in LIST_FIELDS
+                    if field not in extraction.lists_given
+                },
             )
         with self._step(completing=call.opened, finishing=True):
             if extraction is not None:

@@ -122,3 +122,26 @@ def test_a_summary_answered_in_prose_keeps_the_previous_lists(
     system = fake_gateway.calls_for("agent")[-1].messages[0].content
     assert "We still use Postgres, in one region.\nKey facts: Budget is 5k" in system
     assert "Decisions: Use Postgres" in system
+
+
+def test_a_summary_that_leaves_a_list_out_keeps_it_and_an_empty_one_empties_it(
+    owner_client, owner, ada, make_session, fake_gateway: FakeGateway, post_turn
+):
+    """A JSON answer without some of the lists emptied them, as one in prose did."""
+    fake_gateway.summary_reply = json.dumps(FIRST_SUMMARY)
+    session = make_session(owner, agent=ada)
+    for index in range(1, 18):
+        if index == 9:
+            fake_gateway.summary_reply = json.dumps(
+                {"summary": "Postgres it is.", "open_questions": []}
+            )
+        assert post_turn(owner_client, session, f"question {index}").status_code == 201
+
+    summary = owner_client.get(f"/api/v1/sessions/{session.pk}/summary").json()
+    assert summary["summary_text"] == "Postgres it is."
+    assert summary["open_questions"] == []
+    assert (summary["key_facts"], summary["decisions"], summary["action_items"]) == (
+        ["Budget is 5k"],
+        ["Use Postgres"],
+        ["Alice buys server"],
+    )
