@@ -310,8 +310,7 @@ class PricingVersionForm(forms.ModelForm):
         return starts
 
 
-@admin.register(PricingVersion)
-class PricingVersionAdmin(
+class PriceListPagesAdmin(
     LocksItsPriceLists,
     ShownAmounts,
     ChangesWithValues,
@@ -319,6 +318,12 @@ class PricingVersionAdmin(
     EditedAsShownAdmin,
     admin.ModelAdmin,
 ):
+    """What the pages of price lists and their prices share: the lists they write locked first,
+    amounts shown as entered, changes logged with their values, kept while the ledger uses them."""
+
+
+@admin.register(PricingVersion)
+class PricingVersionAdmin(PriceListPagesAdmin):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
 
     form = PricingVersionForm
@@ -407,14 +412,7 @@ def _copy_name(name: str) -> str:
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(
-    LocksItsPriceLists,
-    ShownAmounts,
-    ChangesWithValues,
-    KeptWhileInUse,
-    EditedAsShownAdmin,
-    admin.ModelAdmin,
-):
+class ModelPriceAdmin(PriceListPagesAdmin):
     list_display = [
         "model_alias",
         "pricing_version",
