@@ -1,6 +1,7 @@
 """Production serving: with DEBUG off the app serves its own static files (WhiteNoise, after
 collectstatic), and Swagger UI loads nothing from a CDN."""
 
+import contextlib
 import fcntl
 import os
 import re
@@ -88,17 +89,33 @@ def test_swagger_ui_references_only_local_assets(collected, client):
 
 
 def _waits_for_the_lock(pid: int, inode: int) -> bool:
-    """Whether process `pid` is blocked on a lock of the file `inode` (/proc/locks marks a
-    blocked request with "->")."""
+    """Whether process `pid`, or a process it started, is blocked on a lock of the file `inode`
+    (/proc/locks marks a blocked request with "->"; the lock is taken in the process that
+    collects, `pantheon.before_serving`)."""
+    family = {str(pid), *(str(child) for child in _descendants(pid))}
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
         if (
             "->" in fields
-            and str(pid) in fields
+            and family & set(fields)
             and any(field.endswith(f":{inode}") for field in fields)
         ):
             return True
     return False
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The parent is the second field after the command, which is in brackets.
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def test_an_instance_starting_while_another_collects_static_files_waits_for_it():
@@ -120,8 +137,10 @@ def test_an_instance_starting_while_another_collects_static_files_waits_for_it()
             text=True,
         )
         inode = os.fstat(held.fileno()).st_ino
+        deadline = time.monotonic() + 60
         while not _waits_for_the_lock(start.pid, inode):
             assert start.poll() is None, "it collected while the other instance was collecting"
+            assert time.monotonic() < deadline, "it never waited for the lock"
             time.sleep(0.05)
     assert start.wait(120) == 0, start.stderr.read()[-500:]
 
