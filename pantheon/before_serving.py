@@ -8,7 +8,7 @@ It collects static files (`manage.py collectstatic --noinput`), and with `--chec
 caught up with looked healthy (its health check 200), and failed every request that reached
 the table or column missing (a 500). Such a database stops the start, the last line saying how
 many migrations are missing, the first, and to run `manage.py migrate` (exit 3). A database
-that cannot be checked within CHECK_SECONDS (unreachable, or one that accepts a connection and
+that cannot be checked within CHECK_SECONDS (10; unreachable, or one that accepts a connection and
 never answers, whatever DB_CONNECT_TIMEOUT says) is not: the server starts (its health check
 answers 503 until the database does), with one warning in the log.
 
@@ -23,13 +23,14 @@ import fcntl
 import logging
 import os
 import sys
+import threading
 
 from pantheon.collect_static import LOCK_FILE
 
 NOT_MIGRATED = 3  # the commands' exit status for it (pantheon.commands.DATABASE_FAILED)
 CHECK_MIGRATIONS = "--check-migrations"
-# The longest the check waits to connect, and then for each statement.
-CHECK_SECONDS = 5
+# The longest the check may take, connecting included.
+CHECK_SECONDS = 10
 
 logger = logging.getLogger("pantheon.before_serving")
 
@@ -51,32 +52,43 @@ def main(argv: list[str]) -> int:
 
     from pantheon.commands import first_line, not_migrated_message, unapplied_migrations
 
-    _bounded(connection)
-    try:
-        unapplied = unapplied_migrations()
-    except DatabaseError as error:
-        logger.warning(
-            "the database's migrations could not be checked (%s): starting anyway",
-            first_line(error),
+    checked: dict = {}
+
+    def check() -> None:  # a thread's own connection, closed by it
+        try:
+            checked["unapplied"] = unapplied_migrations()
+        except DatabaseError as error:
+            checked["error"] = error
+        except Exception as error:  # a bug: raised below, as it was before the thread
+            checked["bug"] = error
+        finally:
+            connection.close()
+
+    # A deadline over the whole check, not libpq's limits (DB_CONNECT_TIMEOUT may be 0, and a
+    # pooler may refuse a statement_timeout given as a startup option).
+    checking = threading.Thread(target=check, name="migration-check", daemon=True)
+    checking.start()
+    checking.join(CHECK_SECONDS)
+    if "bug" in checked:
+        raise checked["bug"]
+    if checking.is_alive() or "error" in checked:
+        cause = (
+            f"no answer within {CHECK_SECONDS} s"
+            if checking.is_alive()
+            else first_line(checked["error"])
         )
+        logger.warning(
+            "the database's migrations could not be checked (%s): starting anyway", cause
+        )
+        if checking.is_alive():
+            logging.shutdown()
+            os._exit(0)  # not waiting for the thread, stuck in the driver
         return 0
-    finally:
-        connection.close()
+    unapplied = checked["unapplied"]
     if unapplied:
         sys.stderr.write(not_migrated_message(unapplied) + "\n")
         return NOT_MIGRATED
     return 0
-
-
-def _bounded(connection) -> None:
-    """The check's connection waits at most CHECK_SECONDS to open and for each statement."""
-    if connection.vendor != "postgresql":
-        return
-    options = connection.settings_dict.setdefault("OPTIONS", {})
-    configured = options.get("connect_timeout") or CHECK_SECONDS
-    options["connect_timeout"] = min(int(configured), CHECK_SECONDS)
-    limit = f"-c statement_timeout={CHECK_SECONDS * 1000}"
-    options["options"] = f"{options['options']} {limit}" if options.get("options") else limit
 
 
 if __name__ == "__main__":
