@@ -411,14 +411,22 @@ def test_null_answers_agree_with_the_schema_as_strict_openapi_validators_read_it
     }
     assert mismatches(schema, "get", "/api/v1/sessions/{session_id}/turns", turns) == []
     assert mismatches(schema, "get", "/api/v1/sessions", sessions) == []
+    nullable = []
     for where in ("Turn", "SessionActivity"):
         for name, described in schema["components"]["schemas"][where]["properties"].items():
             if described.get("nullable"):
+                nullable.append(f"{where}.{name}")
                 accepts_null = "type" in described or any(
                     component(schema, alternative).get("enum") == [None]
                     for alternative in described.get("oneOf", [])
                 )
                 assert accepts_null, f"{where}.{name}"
+    assert {
+        "Turn.routing",
+        "Turn.balance",
+        "SessionActivity.room",
+        "SessionActivity.agent",
+    } <= set(nullable)
 
 
 def test_every_component_of_the_schema_is_used(schema):

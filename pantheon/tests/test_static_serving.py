@@ -207,7 +207,9 @@ def test_gunicorn_serves_static_files_with_every_log_line_json(tmp_path):
     log = tmp_path / "server.log"
     url = postgres_url(connection.settings_dict)
     plain = httpx.Client(headers={"Accept-Encoding": "identity"}, timeout=10)
-    with AppServer(database_url=url, log_path=log) as server, plain:
+    # At INFO, for the log to hold the server's own lines beside any warning's.
+    served = AppServer(database_url=url, log_path=log, env={"LOG_LEVEL": "INFO"})
+    with served as server, plain:
         page = httpx.get(f"{server.url}/admin/login/", timeout=10).text
         css = re.search(r'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', page)[1]
         on_disk = (ROOT / "staticfiles" / css.removeprefix("/static/")).read_bytes()
@@ -222,6 +224,7 @@ def test_gunicorn_serves_static_files_with_every_log_line_json(tmp_path):
     assert (again.status_code, again.content) == (304, b"")
     assert compressed.headers["Content-Encoding"] == "gzip" and compressed.content == on_disk
     lines = json_objects(log.read_text().splitlines())  # each one a JSON object
+    assert any(line["logger"] == "pantheon.warmup" for line in lines)  # the server's log
     assert not [line for line in lines if line["logger"] == "py.warnings"]
 
 

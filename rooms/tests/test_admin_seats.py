@@ -605,7 +605,8 @@ def test_a_rooms_history_names_each_seat_an_agents_delete_took(
     )
     # An agent seated nowhere touches no room's history.
     lone = make_agent(owner, "lone")
-    client.post(reverse("admin:rooms_agent_delete", args=[lone.pk]), {"post": "yes"})
+    deleted = client.post(reverse("admin:rooms_agent_delete", args=[lone.pk]), {"post": "yes"})
+    assert deleted.status_code == 302 and not type(lone).objects.filter(pk=lone.pk).exists()
     assert LogEntry.objects.filter(content_type__model="room").count() == 3
 
 

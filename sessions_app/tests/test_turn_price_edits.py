@@ -80,6 +80,12 @@ def in_thread(work) -> tuple[threading.Thread, list]:
     return thread, outcome
 
 
+def finished(thread: threading.Thread) -> None:
+    """`thread` joined, and done: one still blocked (on a lock, say) fails the test here."""
+    thread.join(timeout=30)
+    assert not thread.is_alive(), f"{thread.name} is still running"
+
+
 def someone_waits_on_a_lock() -> bool:
     """Whether another connection to the database waits on a lock (within LOCK_WAIT_SECONDS)."""
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
@@ -161,7 +167,7 @@ def test_a_price_edited_after_a_turn_read_its_list_prices_that_turn(
 
     def edit_meanwhile():
         thread, outcome = in_thread(edit_the_price)
-        thread.join(timeout=30)
+        finished(thread)
         assert not isinstance(outcome[0], Exception), outcome
 
     after_prepare(monkeypatch, edit_meanwhile)
@@ -191,7 +197,7 @@ def test_an_edit_while_a_turn_stamps_the_list_waits_and_is_refused(
     assert post_turn(owner_client, session, "hello").status_code == 201
 
     thread, outcome, waited = editor
-    thread.join(timeout=30)
+    finished(thread)
     assert_priced_by_its_list_as_it_stands(LlmCallEvent.objects.get(), fresh_list)
     assert isinstance(outcome[0], ValidationError), outcome
     assert "Ledger rows are stamped with 'fresh'" in outcome[0].messages[0]
@@ -218,8 +224,8 @@ def test_a_turn_that_starts_during_an_edit_waits_for_it_and_prices_with_it(
     turn, turn_outcome = in_thread(lambda: post_turn(owner_client, session, "hello"))
     waited = someone_waits_on_a_lock()  # the turn, on the list being edited
     release.set()
-    editor.join(timeout=30)
-    turn.join(timeout=30)
+    finished(editor)
+    finished(turn)
 
     assert edit_outcome == [None]
     assert turn_outcome[0].status_code == 201
@@ -262,7 +268,7 @@ def test_a_consoles_edit_while_a_turn_stamps_the_list_waits_and_is_not_saved(
     assert post_turn(owner_client, session, "hello").status_code == 201
 
     thread, outcome, waited = editor
-    thread.join(timeout=30)
+    finished(thread)
     assert_priced_by_its_list_as_it_stands(LlmCallEvent.objects.get(), fresh_list)
     assert waited
     assert outcome[0].status_code == 302 and outcome[0].url == change
@@ -359,7 +365,7 @@ def test_every_console_edit_of_a_list_a_turn_is_stamping_waits_and_is_refused(
     assert post_turn(owner_client, session, "hello").status_code == 201
 
     thread, outcome, waited = editor
-    thread.join(timeout=30)
+    finished(thread)
     assert PricingVersion.objects.filter(pk=fresh_list.pk).exists()
     assert as_it_stands(fresh_list) == before
     assert_priced_by_its_list_as_it_stands(LlmCallEvent.objects.get(), fresh_list)
