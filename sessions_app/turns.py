@@ -983,6 +983,12 @@ class TurnRunner:
             self._audit(summary_triggered=True)
 
     def _summary_due(self) -> bool:
+        if not any(
+            message.status == MessageStatus.OK
+            for message in self.messages
+            if message.role == Role.ASSISTANT
+        ):
+            return False  # every answer failed: nothing new to sum up, nor worth a call
         alias, context = self._pressure()
         due = context_budget.summary_due(
             estimated_tokens=context.estimated_tokens_full,

@@ -281,3 +281,26 @@ def test_an_empty_answer_is_left_out_of_every_later_prompt_and_the_summary(
     (summary,) = [call for call in gateway.calls if call.purpose == "summary"]
     transcript = summary.messages[-1].content
     assert "[Linus @linus]: linus answers" in transcript and "[Ada" not in transcript
+
+
+def test_a_turn_every_agent_failed_is_not_summed_up(owner, seats, make_room, make_session, run):
+    """The eighth turn of a session is summed up, but one whose every answer failed (the
+    provider down) added nothing to sum up: the summarizer was called anyway, billed, and the
+    failed turn's answer waited on it."""
+    gateway = FakeGateway()
+    session = make_session(owner, room=make_room(owner, seats[:2], mode=RoomMode.ROUNDTABLE))
+    for index in range(1, 8):
+        run(session, f"point {index}", gateway)
+    gateway.fail.update({"ada": "provider_error", "linus": "timeout"})
+
+    outcome = run(session, "point 8", gateway)
+
+    assert outcome.turn.status == TurnStatus.FAILED
+    assert [call.purpose for call in gateway.calls[-2:]] == ["agent", "agent"]
+    assert not LlmCallEvent.objects.filter(purpose="summary").exists()
+    assert outcome.turn.context_audit.summary_triggered is False
+
+    gateway.fail.clear()  # the sixteenth is, or a prompt at 70 % of its budget before it
+    for index in range(9, 17):
+        run(session, f"point {index}", gateway)
+    assert LlmCallEvent.objects.filter(purpose="summary").count() == 1
