@@ -18,8 +18,10 @@ open connections only: a turn whose client had hung up was dropped at once, left
 
 With DEBUG off it collects static files before it serves, as gunicorn does
 (`pantheon.collect_static`): the admin's pages and `/api/docs/` name their assets from the
-manifest collectstatic writes, and were a 500 without it. With DEBUG on (`make run`) the assets
-are served from the apps' own directories, and the few seconds are not spent.
+manifest collectstatic writes, and were a 500 without it. It also refuses, as gunicorn does, a
+database not migrated (exit 1, the last line naming the first migration missing): it served
+health 200 and a 500 to every turn. With DEBUG on (`make run`, which migrates first) the assets
+are served from the apps' own directories, and neither is done.
 """
 
 from __future__ import annotations
@@ -83,9 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         # Whole seconds, as uvicorn types it; nothing kills this server at the graceful timeout.
         timeout_graceful_shutdown=math.ceil(draining.requests_seconds(options.graceful_timeout)),
     )
-    # Before the app is loaded: WhiteNoise lists STATIC_ROOT's files as the app starts.
+    # Before the app is loaded: WhiteNoise lists STATIC_ROOT's files as the app starts. A
+    # database not migrated stops the start as gunicorn's does.
     if not _debug():
-        collect_static()
+        collect_static(check_migrations=True)
     # The app is loaded before the event loop starts, as uvicorn.run and its command line do:
     # the app's warm-up (pantheon.asgi) runs a loop of its own.
     config.load_app()

@@ -19,9 +19,9 @@ from django.db import ProgrammingError, connection
 from pantheon.commands import DATABASE_FAILED
 from pantheon.figures import counted
 from pantheon.testing.processes import ROOT
-from pantheon.testing.servers import AppServer, json_objects
+from pantheon.testing.servers import AppServer, free_port, json_objects
 
-from .test_config import did_not_start, gunicorn_start
+from .test_config import did_not_start, gunicorn_start, run_alone
 from .test_migrations_and_setup import new_database
 
 COMMANDS = {
@@ -167,6 +167,27 @@ def test_gunicorn_does_not_start_on_a_database_never_migrated(scratch_database):
     assert last.startswith("Pantheon did not start: the database is not migrated (")
     assert last.endswith(
         " migrations not applied, the first contenttypes.0001_initial): run manage.py migrate"
+    )
+
+
+def test_the_uvicorn_server_with_debug_off_does_not_start_on_a_database_not_migrated(
+    scratch_database,
+):
+    """`python -m pantheon.serve` with DEBUG off, production's settings as gunicorn's, served
+    such a database: health 200, every turn a 500."""
+    migrated_to(scratch_database, "sessions_app", "0010")
+
+    started = run_alone(
+        [sys.executable, "-m", "pantheon.serve", "--port", str(free_port())],
+        {"SECRET_KEY": "k" * 50, "DATABASE_URL": scratch_database, "ALLOWED_HOSTS": "x"},
+        timeout=120,
+    )
+
+    assert started.returncode != 0, started.stderr[-2000:]
+    assert "Uvicorn running" not in started.stderr
+    assert started.stderr.strip().splitlines()[-1] == (
+        "Pantheon did not start: the database is not migrated "
+        f"({not_applied_after('sessions_app', '0010')}): run manage.py migrate"
     )
 
 

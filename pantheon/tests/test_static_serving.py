@@ -168,6 +168,16 @@ def test_pantheon_serve_with_debug_off_collects_static_files_and_serves_docs_and
         "DEBUG": "false",
         "LOG_LEVEL": "ERROR",
     }
+    # Migrated first: with DEBUG off it refuses a database that is not.
+    migrated = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "pantheon.serve", "--port", str(port)],
