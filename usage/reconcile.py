@@ -31,6 +31,7 @@ from usage.models import (
 from usage.rollups import (
     COUNTER_KEY_COLUMNS,
     COUNTER_VALUE_COLUMNS,
+    COVERED,
     ROLLUP_KEY_COLUMNS,
     ROLLUP_VALUE_COLUMNS,
     analytic_transaction,
@@ -285,11 +286,12 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
         return report
     fixable = {check.name for check in report.checks if not check.clean and check.fixable}
     fixed = []
-    # The days the rollups hold, as checked: rolling up the days after them is rollup_usage's
-    # nightly work, not a fix (and a dry run counts what the fix rebuilds). Read again now: a
-    # rollup_usage that ran since the check moved the end, and it is not to be moved back.
-    if ROLLUPS in fixable and (end := rollups_cover_until()) is not None:
-        result = rollup_rebuild(since=since, until=end, dry_run=dry_run)
+    # The days the rollups hold: rolling up the days after them is rollup_usage's nightly
+    # work, not a fix (and a dry run counts what the fix rebuilds). Read under the rebuild's
+    # lock: a rollup_usage that ran since the check, or runs now, moved the end, and it is not
+    # to be moved back.
+    if ROLLUPS in fixable and rollups_cover_until() is not None:
+        result = rollup_rebuild(since=since, until=COVERED, dry_run=dry_run)
         how_many = f"{counted(result.rows_written, 'daily row')} ({result.rows_removed:,} replaced)"
         changed = result.rows_written + result.rows_removed
         fixed.append(Rebuild(ROLLUPS, "rollups", how_many, changed, dry_run))

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Final
 
 from django.db import connection, transaction
 from django.db.models import Count, DateField, QuerySet, Sum, Value
@@ -112,8 +113,12 @@ def rollups_cover_until() -> date | None:
     return RollupCoverage.objects.filter(pk=1).values_list("until", flat=True).first()
 
 
+# `rollup_rebuild(until=COVERED)`: the days the rollups hold, read under the rebuild's lock.
+COVERED: Final = "covered"
+
+
 def rollup_rebuild(
-    *, since: date | None = None, until: date | None = None, dry_run: bool = False
+    *, since: date | None = None, until: date | str | None = None, dry_run: bool = False
 ) -> RebuildResult:
     """Recompute DailyUsageRollup for whole UTC days from `since` (default: all) to the day
     before `until` (default and latest: today, so to yesterday), and record that they reach it.
@@ -121,50 +126,70 @@ def rollup_rebuild(
     Rollups from `since` on are replaced, a stray one for `until` or later included: today is
     still being written, and the dashboard reads today from the ledger. A `since` after the
     rollups' end (or before any rebuild) begins at their end (or the first call) instead, so
-    no day is ever left out between them (`RollupCoverage`); the result says so. An `until`
-    at the rollups' end (reconcile_usage --fix) rebuilds the days they hold and no more.
+    no day is ever left out between them (`RollupCoverage`); the result says so. `until=COVERED`
+    (reconcile_usage --fix) rebuilds the days the rollups hold and no more.
+
+    The rollups' end is read under the rebuild's lock, which rebuilds take in turn: one that
+    waited for another (a `reconcile_usage --fix` for the nightly `rollup_usage`) starts from
+    where that one left them, and never moves their end back.
     """
-    until = today() if until is None else min(until, today())
-    asked = since
-    if since is not None:
-        covered = rollups_cover_until()
-        if covered is None or covered < since:
-            since = covered
-    asked_since = asked if since != asked else None
-    sums = ledger_daily_sums(since=since, until=until)
-    stale = DailyUsageRollup.objects.all()
-    if since is not None:
-        stale = stale.filter(day__gte=since)
     if dry_run:
         with analytic_transaction():
+            span = _rebuild_span(since, until)
+            sums = ledger_daily_sums(since=span.since, until=span.until)
             totals = sums.aggregate(groups=Count("*"), calls=Sum("sum_llm_calls"))
+            stale = _rollups_from(span.since).count()
         return RebuildResult(
-            since,
-            until,
-            stale.count(),
+            span.since,
+            span.until,
+            stale,
             totals["groups"] or 0,
             totals["calls"] or 0,
             True,
-            asked_since,
+            span.asked_since,
         )
     columns = [*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS, "updated_at"]
-    # In the unique index's order: the insert appends to it instead of touching it at random.
-    select = sums.annotate(stamp=Value(timezone.now())).order_by(*ROLLUP_KEY_COLUMNS)
     with analytic_transaction():
-        removed = _clear(DailyUsageRollup, stale)
-        written = _insert_from(DailyUsageRollup, columns, select)
-        calls = (
-            DailyUsageRollup.objects.filter(**({"day__gte": since} if since else {})).aggregate(
-                calls=Sum("llm_calls")
-            )["calls"]
-            or 0
+        _lock_for_rebuild(DailyUsageRollup)
+        span = _rebuild_span(since, until)
+        # In the unique index's order: the insert appends to it instead of touching it at random.
+        select = (
+            ledger_daily_sums(since=span.since, until=span.until)
+            .annotate(stamp=Value(timezone.now()))
+            .order_by(*ROLLUP_KEY_COLUMNS)
         )
-        RollupCoverage.objects.update_or_create(pk=1, defaults={"until": until})
+        removed = _clear(DailyUsageRollup, _rollups_from(span.since))
+        written = _insert_from(DailyUsageRollup, columns, select)
+        calls = _rollups_from(span.since).aggregate(calls=Sum("llm_calls"))["calls"] or 0
+        RollupCoverage.objects.update_or_create(pk=1, defaults={"until": span.until})
     if connection.vendor == "postgresql":
         # Fresh statistics for the dashboard's plans: the table was just rewritten.
         with connection.cursor() as cursor:
             cursor.execute(f'ANALYZE "{DailyUsageRollup._meta.db_table}"')
-    return RebuildResult(since, until, removed, written, calls, False, asked_since)
+    return RebuildResult(span.since, span.until, removed, written, calls, False, span.asked_since)
+
+
+@dataclass(frozen=True)
+class _Span:
+    since: date | None
+    until: date
+    asked_since: date | None
+
+
+def _rebuild_span(since: date | None, until: date | str | None) -> _Span:
+    """The days a rebuild replaces, from the rollups' end as it stands (`rollup_rebuild`)."""
+    covered = rollups_cover_until()
+    end = covered if isinstance(until, str) else until  # COVERED
+    end = today() if end is None else min(end, today())
+    asked = since
+    if since is not None and (covered is None or covered < since):
+        since = covered
+    return _Span(since, end, asked if since != asked else None)
+
+
+def _rollups_from(since: date | None) -> QuerySet:
+    rollups = DailyUsageRollup.objects.all()
+    return rollups if since is None else rollups.filter(day__gte=since)
 
 
 def counters_rebuild(*, since: date | None = None, dry_run: bool = False) -> RebuildResult:

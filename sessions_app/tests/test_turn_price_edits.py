@@ -4,17 +4,17 @@ before a turn's first row prices that turn; one that comes after is refused, as 
 stamped list is (real PostgreSQL connections, the interleavings forced)."""
 
 import threading
-import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd
 from pantheon.testing.admin import admin_url, client_for
+from pantheon.testing.concurrency import finished, in_thread, someone_waits_on_a_lock
 from pantheon.testing.processes import production_python
 from sessions_app import api_turns
 from sessions_app.turns import TurnRunner
@@ -23,8 +23,6 @@ from usage.services import model_price_set
 
 # Real connections: each thread its own, committing as production does.
 transactional = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-LOCK_WAIT_SECONDS = 3.0  # how long a test looks for a connection waiting on a row lock
 
 
 @pytest.fixture
@@ -60,47 +58,6 @@ def as_it_stands(version: PricingVersion) -> tuple:
 @pytest.fixture
 def session(owner, make_agent, make_session, fake_gateway):
     return make_session(owner, agent=make_agent(owner, "ada"))
-
-
-def in_thread(work) -> tuple[threading.Thread, list]:
-    """`work` run on a thread of its own (its own database connection); the list gets what it
-    returned or raised."""
-    outcome: list = []
-
-    def run():
-        try:
-            outcome.append(work())
-        except Exception as exc:
-            outcome.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
-def finished(thread: threading.Thread) -> None:
-    """`thread` joined, and done: one still blocked (on a lock, say) fails the test here."""
-    thread.join(timeout=30)
-    assert not thread.is_alive(), f"{thread.name} is still running"
-
-
-def someone_waits_on_a_lock() -> bool:
-    """Whether another connection to the database waits on a lock (within LOCK_WAIT_SECONDS)."""
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            # Read afresh each time, also inside a transaction (which keeps its first read).
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                return True
-        time.sleep(0.02)
-    return False
 
 
 def after_prepare(monkeypatch, hook) -> None:

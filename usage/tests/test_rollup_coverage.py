@@ -9,10 +9,12 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.urls import reverse
 
 from pantheon.testing.admin import client_for
+from pantheon.testing.concurrency import finished, in_thread, someone_waits_on_a_lock
 from usage.models import DailyUsageRollup, LlmCallEvent, RollupCoverage
 from usage.rollups import rollup_rebuild, rollups_cover_until, today
 from usage.tests.dashboard import DASHBOARD, LEDGER, at
@@ -105,3 +107,36 @@ def test_a_ledger_list_whose_count_fell_behind_its_rows_still_shows_one_page(
     changelist = page.context["cl"]
     assert changelist.result_count == 6  # from the rollups (reconcile_usage reports the drift)
     assert len(list(changelist.result_list)) == changelist.list_per_page == 100
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_fix_that_waited_for_the_nightly_run_does_not_move_the_rollups_end_back(history):
+    """`reconcile_usage --fix` read the rollups' end before it took the rebuild's lock: run
+    while the nightly `rollup_usage` rebuilt them to today, it waited, then rebuilt them to the
+    end it had read, two days back, dropping the days the nightly run had just rolled up (the
+    billing pages then read them from the ledger again, slower, until the next night)."""
+    two_back = today() - timedelta(days=2)
+    rollup_rebuild(until=two_back)
+    DailyUsageRollup.objects.filter(day=at(20).date()).update(llm_calls=99)  # a drift to fix
+
+    with transaction.atomic():
+        # The nightly run, under way: it holds the rebuild's lock until it commits.
+        connection.cursor().execute(
+            f'LOCK TABLE "{DailyUsageRollup._meta.db_table}" IN EXCLUSIVE MODE'
+        )
+        fixing, outcome = in_thread(
+            lambda: call_command("reconcile_usage", "--fix", stdout=StringIO())
+        )
+        assert someone_waits_on_a_lock(), "the fix never waited for the nightly run"
+        rollup_rebuild()
+    finished(fixing)
+
+    assert not isinstance(outcome[0], Exception), outcome
+    assert rollups_cover_until() == today()
+    calls = DailyUsageRollup.objects.values("day").annotate(calls=Sum("llm_calls"))
+    assert {row["day"]: row["calls"] for row in calls} == {
+        at(40).date(): 1,
+        at(20).date(): 2,  # the drift fixed
+        at(3).date(): 1,
+        at(1).date(): 1,  # rolled up by the nightly run, and kept
+    }

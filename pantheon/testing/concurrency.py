@@ -1,0 +1,53 @@
+"""Tests that force an interleaving of real PostgreSQL connections: work on a thread of its own
+(its own connection, committing as production does), and a look at whether it is blocked on a
+lock yet."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from django.db import connection
+
+LOCK_WAIT_SECONDS = 3.0  # how long a test looks for a connection waiting on a lock
+
+
+def in_thread(work) -> tuple[threading.Thread, list]:
+    """`work` run on a thread of its own (its own database connection); the list gets what it
+    returned or raised."""
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(work())
+        except Exception as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def finished(thread: threading.Thread) -> None:
+    """`thread` joined, and done: one still blocked (on a lock, say) fails the test here."""
+    thread.join(timeout=30)
+    assert not thread.is_alive(), f"{thread.name} is still running"
+
+
+def someone_waits_on_a_lock() -> bool:
+    """Whether another connection to the database waits on a lock (within LOCK_WAIT_SECONDS)."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            # Read afresh each time, also inside a transaction (which keeps its first read).
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return True
+        time.sleep(0.02)
+    return False
