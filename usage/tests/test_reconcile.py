@@ -305,6 +305,13 @@ def test_turns_stuck_running_are_counted_and_named_with_what_ends_them(
         "ends them;" in out
     )
 
+    # Cron's -v 0 said nothing of them: the one line, though nothing drifted (exit 0).
+    quiet = StringIO()
+    call_command("reconcile_usage", verbosity=0, stdout=quiet)
+    (line,) = quiet.getvalue().splitlines()
+    assert line.startswith("Clean: 5 ledger rows in all agree")
+    assert "1 turn(s) stuck running past the stale limit: recover_turns ends them;" in line
+
 
 @pytest.fixture
 def before_the_nightly_run(clean, owner, ledger_row):

@@ -22,7 +22,8 @@ class Command(ProjectCommand):
         "days they record they hold (to the last rollup_usage); past days after those are "
         "said to be not rolled up yet, which is not drift. --fix rebuilds the derived data "
         "from the ledger (never the ledger itself; the rollups of the days they hold) and "
-        "checks again. With -v 0 it prints nothing unless something drifted."
+        "checks again. With -v 0 it prints nothing unless something drifted or turns are stuck "
+        "running past the stale limit (one line)."
     )
 
     def add_arguments(self, parser):
@@ -53,7 +54,11 @@ class Command(ProjectCommand):
             doing = "check and rebuild (--fix)" if fix and not dry_run else "check"
             raise database_failed(exc, saying=f"could not {doing}") from exc
         if verbosity == 0 and report.clean and report.before is None:
-            return  # cron's -v 0: nothing drifted, nothing to say
+            # Cron's -v 0: nothing drifted, nothing to say, but for turns stuck running (not
+            # drift, but an operator's to end), in the one line.
+            if report.check("turns stuck running").drift:
+                self.stdout.write(summary_line(report, seconds=time.monotonic() - started))
+            return
         if report.before is not None:
             # What was found comes first: the check after the rebuild alone would hide it.
             self.stdout.write(render_table(report.before))
