@@ -433,7 +433,7 @@ def _with_fitting_candidates(plan: TurnPlan) -> TurnPlan:
     instead: one whose alias's window is too small for this message is left out of the choice,
     as one on a disabled alias is, and the turn is refused only when no seat fits."""
     floors: dict[str, int] = {}
-    refusals: list[exceptions.ContextBudgetExceeded] = []
+    refusals: list[tuple[int, str]] = []  # (tokens over the budget, what a refusal says)
     for agent in plan.candidates:
         alias = plan.alias_for(agent)
         budget = plan.budget(alias)
@@ -448,15 +448,17 @@ def _with_fitting_candidates(plan: TurnPlan) -> TurnPlan:
         if context_budget.fits(tokens, budget):
             floors[agent.key] = tokens
             continue
-        refusal = exceptions.ContextBudgetExceeded(
+        refusal = (
             f"The message with {agent.name}'s instructions is about {tokens} tokens; "
             f"{alias} has an input budget of {budget.input_budget}."
         )
         if plan.mode != RoomMode.ORCHESTRATOR:
-            raise refusal
-        refusals.append(refusal)
+            raise exceptions.ContextBudgetExceeded(refusal)
+        refusals.append((tokens - budget.input_budget, refusal))
     if not floors:
-        raise refusals[0]
+        # What it takes to be answered at all: the seat the message comes closest to fitting.
+        _, closest = min(refusals, key=lambda refusal: refusal[0])
+        raise exceptions.ContextBudgetExceeded(f"No agent of the room fits the message. {closest}")
     fitting = tuple(agent for agent in plan.candidates if agent.key in floors)
     return replace(plan, candidates=fitting, prompt_floor=floors)
 
