@@ -376,7 +376,9 @@ class LiteLLMGateway:
             "timeout": self.timeout_seconds,
             "max_tokens": call.alias.max_output_tokens,
             # Hidden retries in litellm or the OpenAI client would multiply the latency and
-            # the spend behind a single counted attempt.
+            # the spend behind a single counted attempt. (litellm's handler also resends a
+            # request whose connection failed, whatever these say: `litellm_loader` turns that
+            # off.)
             "max_retries": 0,
             "num_retries": 0,
         }

@@ -13,6 +13,7 @@ import os
 import sys
 from functools import cache
 from types import ModuleType
+from typing import Any
 
 # Set, not defaulted: `LITELLM_LOCAL_MODEL_COST_MAP=False` in the environment would have litellm
 # fetch the table as it is imported (the network, seconds, a table no one checked).
@@ -49,6 +50,7 @@ def load_litellm() -> ModuleType:
     # lines. The error itself is logged, and in the turn's events.
     litellm.suppress_debug_info = True
     _quiet_stream_finalizer()
+    _send_each_request_once()
     return litellm
 
 
@@ -65,3 +67,29 @@ def _quiet_stream_finalizer() -> None:
 
     if "__del__" in vars(CustomStreamWrapper):
         del CustomStreamWrapper.__del__
+
+
+def _send_each_request_once() -> None:
+    """litellm's HTTP handler sends a request again, at once and on a new connection, when its
+    connection fails (`httpx.ConnectError`, `RemoteProtocolError`: a connection reset before the
+    answer, which its aiohttp transport reports as a connect error), whatever `max_retries` and
+    `num_retries` say: that second request went uncounted (the ledger's `attempts` said half
+    what the provider received) and unpaced (no backoff, against a provider that had just
+    dropped the connection). litellm has no setting for it, and a `client` of one's own is
+    taken only by some providers' paths (the OpenAI SDK's wants another kind), so the resend is
+    turned off where it happens, for every provider: the handler raises the connection's error
+    instead, and the gateway retries it as any provider error, counted and after its backoff.
+    `single_connection_post_request` is litellm's resend alone (POST, PATCH, DELETE call it
+    from their connection-error branch, nothing else does), so nothing else changes."""
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    if hasattr(AsyncHTTPHandler, "single_connection_post_request"):
+        AsyncHTTPHandler.single_connection_post_request = _refuse_to_resend  # type: ignore[method-assign]
+
+
+async def _refuse_to_resend(self: Any, *args: Any, **kwargs: Any) -> Any:
+    """Raise the connection error litellm's handler caught, instead of sending again."""
+    error = sys.exc_info()[1]
+    if error is None:  # not called from the handler's except branch: nothing to resend after
+        raise RuntimeError("litellm's resend is turned off (orchestration.litellm_loader)")
+    raise error

@@ -29,6 +29,9 @@ A misbehaving provider, by a word in the model name (with or without a delay):
 - `fail-<n>`: the first <n> streams of this model name fail after their reasoning, before the
   answer's first word, with an error in the stream (a 503, no usage), as vLLM's do; the next
   ones are whole (a provider's failure that a retry gets past);
+- `reset-<n>`: the first <n> requests of this model name (plain or streamed) are answered with a
+  TCP reset once their body is read, before any byte of an answer (a connection a proxy or a
+  crashed provider drops); the next ones are answered;
 - `not-json`: a 200 whose body is an HTML page, plain or streamed;
 - `null-content`: a 200 that says it finished (`finish_reason` "stop") but holds no text: the
   message's `content` is null; streamed, no chunk has any `content`; `empty-content` the same
@@ -58,6 +61,8 @@ import argparse
 import asyncio
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -73,6 +78,7 @@ _LENGTH = re.compile(r"words-(\d+)")
 _WIDTH = re.compile(r"long-(\d+)")
 _REASONING = re.compile(r"reasoning-(\d+)")
 _FAILURES = re.compile(r"fail-(\d+)")
+_RESETS = re.compile(r"reset-(\d+)")
 _FINISH = re.compile(r"finish-([a-z_]+)")
 # The tool a `tool-calls` answer calls (Pantheon offers none: a provider that calls one anyway).
 _TOOL_CALL = {
@@ -151,6 +157,27 @@ def _usage(
     return usage
 
 
+def _counted(seen: dict[str, int], pattern: re.Pattern[str], model: str) -> bool:
+    """Whether this request of `model` is one of the first <n> its name asks to misbehave
+    (`pattern`'s number), counted in `seen`."""
+    match = pattern.search(model)
+    if match is None or seen.get(model, 0) >= int(match.group(1)):
+        return False
+    seen[model] = seen.get(model, 0) + 1
+    return True
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the request's connection with a TCP reset (RST, not FIN): no answer at all."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 class StubLLM:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host, self.port = host, port
@@ -159,8 +186,9 @@ class StubLLM:
         self.in_flight = self.peak_in_flight = 0
         # Streams whose caller closed the connection before their end.
         self.hung_up = 0
-        # Streams failed so far, by model name (`fail-<n>`).
+        # Streams failed so far, by model name (`fail-<n>`), and requests reset (`reset-<n>`).
         self.failed: dict[str, int] = {}
+        self.reset: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -198,6 +226,9 @@ class StubLLM:
         model, messages = str(body.get("model", "")), body.get("messages", [])
         first, between = _plan(model)
         words = _words(model, messages)
+        if _counted(self.reset, _RESETS, model):
+            _reset(request)
+            return web.Response()  # never sent: the connection is gone
         if "not-json" in model:
             return web.Response(text="<html>not json{{", content_type="text/html")
         if "http-500-invalid-request" in model:
@@ -272,11 +303,7 @@ class StubLLM:
 
     def _fails(self, model: str) -> bool:
         """Whether this stream of `model` is one that fails (`fail-<n>`)."""
-        match = _FAILURES.search(model)
-        if match is None or self.failed.get(model, 0) >= int(match.group(1)):
-            return False
-        self.failed[model] = self.failed.get(model, 0) + 1
-        return True
+        return _counted(self.failed, _FAILURES, model)
 
     async def _send(self, response, chunk_id, model, delta, finish, usage=None) -> None:
         chunk: dict[str, Any] = {

@@ -352,3 +352,32 @@ def test_a_stream_that_repeats_one_chunk_is_an_answer_as_it_is_plain(
     assert (answer.status, answer.error_code, answer.content) == ("ok", "", plain.content)
     assert deltas == answer.content
     assert (row.status, row.attempts, row.output_tokens) == ("success", 1, 500)  # the stub's usage
+
+
+# --- connections the provider drops ----------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_a_request_whose_connection_was_reset_is_an_attempt_on_the_ledger(
+    owner, ada, make_session, stub, monkeypatch, streamed
+):
+    """A connection reset before the answer: litellm's HTTP handler sent the request again at
+    once, on a new connection, behind the gateway's back: the provider got two requests and
+    the ledger said one attempt. Now the gateway retries it, counted, after its backoff."""
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+
+    turn, answer, row, _ = stub_turn(owner, ada, make_session, stub, "reset-1", streamed=streamed)
+
+    assert turn.status == "completed" and answer.content == STUB_ANSWER
+    assert (row.status, row.attempts, stub.requests) == ("success", 2, 2)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_a_provider_that_resets_every_connection_gets_one_request_an_attempt(stub, streamed):
+    """It got six requests for three counted attempts, each attempt taking twice as long."""
+    result, heard = call_stub(stub, "reset-100", streamed=streamed, retries=2)
+
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 3)
+    assert stub.requests == 3
+    assert heard == [] and (result.input_tokens_fresh, result.output_tokens) == (0, 0)
