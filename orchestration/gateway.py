@@ -558,7 +558,7 @@ class LiteLLMGateway:
                 if received > limit.chunks:
                     _log_cut(call, limit, reading.length, received)
                     return
-                if _field(chunk, "usage") is not None:
+                if _field(chunk, "usage") is not None and _usage_reported(response):
                     reading.usage = read_usage(chunk, call)
                 if isinstance(piece, str) and piece:
                     piece = storable_text(piece)
@@ -669,6 +669,20 @@ def _provider_never_finished(stream: Any) -> bool:
     return _stream_finish_reason(stream) is None
 
 
+def _usage_reported(stream: Any) -> bool:
+    """Whether the usage litellm's stream wrapper ends with is the provider's. Asked for it
+    (`include_usage`), litellm ends every stream with a chunk of usage: the provider's where it
+    sent any, else a count of its own (its tokenizer, the prompt's template), which is no
+    provider's bill: such a stream is metered as a plain reply without usage is (an estimate, or
+    nothing for a call that failed before its first word). The wrapper keeps every chunk it
+    read from the provider, those with usage as the provider sent them. A wrapper without that
+    record (not litellm's) is taken at its word."""
+    chunks = getattr(stream, "chunks", None)
+    if not isinstance(chunks, list):
+        return True
+    return any(_field(chunk, "usage") is not None for chunk in reversed(chunks))
+
+
 def _stream_finish_reason(stream: Any) -> str | None:
     """Why the provider said its stream's answer ended ("stop", "length"…), as litellm's
     wrapper recorded it; None when it did not say (or the wrapper is not litellm's)."""
@@ -711,9 +725,10 @@ def usage_or_estimate(
     usage: tuple[int, int, int], call: LlmCall, text: str, model: str, reasoning: str = ""
 ) -> tuple[int, int, int]:
     """The provider's usage, or an estimate when it sent none (a prompt is never 0 tokens):
-    the call still costs what it used, never a silent $0. litellm estimates a stream's usage
-    the same way when the provider leaves it out. The reasoning a provider streamed before
-    its answer is output it bills, and counts as such.
+    the call still costs what it used, never a silent $0. A stream is estimated the same way:
+    the usage litellm counts itself for a stream that came without any is not taken
+    (`_usage_reported`). The reasoning a provider streamed before its answer is output it
+    bills, and counts as such.
 
     An estimated answer counts at most the `max_tokens` its call asked for: the estimate runs
     long on purpose, and an answer cut at its limit (up to 16 characters a token, or 10

@@ -22,6 +22,8 @@ A misbehaving provider, by a word in the model name (with or without a delay):
 
 - `no-usage`: no `usage` in the answer, nor a usage chunk at the end of a stream;
 - `no-choices`: `"choices": []`, as a plain JSON answer even when a stream was asked for;
+- `empty-stream`: a stream of one chunk with `"choices": []`, then `[DONE]` (no answer, no
+  finish, no usage);
 - `unfinished`: a stream that ends cleanly before its last chunk (no `finish_reason`, no usage,
   no `[DONE]`);
 - `stall`: a stream that sends its first two chunks (words, or a reasoning model's thoughts),
@@ -266,6 +268,11 @@ class StubLLM:
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
         thoughts = _thoughts(model)
         await asyncio.sleep(first)
+        if "empty-stream" in model:
+            await self._send(response, chunk_id, model, None, None)
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return
         for index, thought in enumerate(thoughts):
             if index:
                 await asyncio.sleep(between)

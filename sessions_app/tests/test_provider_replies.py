@@ -381,3 +381,54 @@ def test_a_provider_that_resets_every_connection_gets_one_request_an_attempt(stu
     assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 3)
     assert stub.requests == 3
     assert heard == [] and (result.input_tokens_fresh, result.output_tokens) == (0, 0)
+
+
+# --- usage litellm counts itself -------------------------------------------------------------
+
+
+def test_a_stream_with_no_answer_and_no_usage_is_metered_as_nothing(stub):
+    """`choices: []`, then `[DONE]`, three times: litellm ends each stream with usage it counted
+    itself (the prompt's tokens), which was billed as the provider's: 3 × 18 input tokens for a
+    call that failed before its first word, with no usage reported."""
+    result, heard = call_stub(stub, "empty-stream", streamed=True, retries=2)
+
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 3)
+    assert heard == [] and stub.requests == 3
+    assert (result.input_tokens_fresh, result.input_tokens_cached, result.output_tokens) == (
+        0,
+        0,
+        0,
+    )
+
+
+@pytest.mark.parametrize("model", ["no-usage", "no-usage-words-40", "no-usage-reasoning-5"])
+def test_an_answer_without_usage_is_metered_alike_streamed_or_not(stub, model):
+    """Streamed, it was metered on litellm's own count (18 in / 16 out for `no-usage`), plain on
+    Pantheon's estimate (9 in / 25 out), which runs above a tokenizer's count on purpose."""
+    plain, _ = call_stub(stub, model, streamed=False)
+    streamed, _ = call_stub(stub, model, streamed=True)
+
+    assert plain.text == streamed.text and streamed.status == "success"
+    metered = [
+        (r.input_tokens_fresh, r.input_tokens_cached, r.output_tokens) for r in (plain, streamed)
+    ]
+    assert metered[0] == metered[1] and metered[0][0] > 0
+
+
+@pytest.mark.django_db
+def test_a_streamed_turn_whose_provider_sent_nothing_costs_nothing(
+    owner, ada, make_session, stub, monkeypatch
+):
+    """Its row was charged the input litellm counted for each attempt."""
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+
+    turn, answer, row, _ = stub_turn(owner, ada, make_session, stub, "empty-stream", streamed=True)
+
+    assert turn.status == "failed" and answer.error_code == "provider_error"
+    assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 2)
+    assert (row.input_tokens_fresh, row.output_tokens, row.provider_cost_usd, row.credits) == (
+        0,
+        0,
+        0,
+        0,
+    )
