@@ -192,7 +192,10 @@ def usage_call_complete(*, event: LlmCallEvent) -> Decimal | None:
 
 def usage_calls_mark_lost(*, turn_ids: Iterable, heard: Iterable[LlmCallEvent] = ()) -> int:
     """Mark the still-pending calls of these turns `lost`: started, never completed, in doubt
-    (the provider may have billed them). They keep their input estimate and cost no credits.
+    (the provider may have billed them). They keep their input estimate and cost no credits,
+    and record one attempt: a call is opened just before its first request is sent, and how
+    many more its retries sent is not known. Nothing was heard from their provider (no
+    `provider` is recorded) until it answers after all (`usage_call_heard_after_loss`).
 
     `heard`: calls metered in memory (`usage_call_meter`) whose step could not be stored (its
     commit failed with the database): the provider answered and billed them, and the user never
@@ -204,7 +207,7 @@ def usage_calls_mark_lost(*, turn_ids: Iterable, heard: Iterable[LlmCallEvent] =
     marked = 0
     for event in heard:
         marked += pending.filter(pk=event.pk).update(**_heard_but_lost(event))
-    return marked + pending.update(status=CallStatus.LOST, error_type="lost")
+    return marked + pending.update(status=CallStatus.LOST, error_type="lost", attempts=1)
 
 
 def usage_call_heard_after_loss(*, event: LlmCallEvent) -> bool:
@@ -212,14 +215,14 @@ def usage_call_heard_after_loss(*, event: LlmCallEvent) -> bool:
     stale takeover) that its provider answered after all, metered in memory
     (`usage_call_meter`): its row gets the usage and cost the provider reported, still `lost`
     and at no credit (the answer was never stored, nor given), as `usage_calls_mark_lost` writes
-    a call heard before its loss. Once: only a row that was never heard (no attempt recorded)
+    a call heard before its loss. Once: only a row that was never heard (no provider recorded)
     is filled, which the ledger's triggers enforce too. A call never sent (no attempt) has
     nothing to tell. Returns whether the row was filled; the caller holds the transaction and
     the turn's row lock (its totals follow the row)."""
-    if event.attempts == 0:
+    if event.attempts == 0 or not event.provider:
         return False
     return bool(
-        LlmCallEvent.objects.filter(pk=event.pk, status=CallStatus.LOST, attempts=0).update(
+        LlmCallEvent.objects.filter(pk=event.pk, status=CallStatus.LOST, provider="").update(
             **_heard_but_lost(event)
         )
     )

@@ -82,7 +82,7 @@ def test_a_worker_killed_mid_call_leaves_its_call_on_the_ledger_and_its_successo
         assert (turn.llm_calls, turn.credits) == (2, events["ada"].credits)
         # Grace's call was in flight: in doubt, the provider may have billed it.
         grace_row = LlmCallEvent.objects.get(agent_key="grace")
-        assert grace_row.status == "lost"
+        assert (grace_row.status, grace_row.attempts) == ("lost", 1)  # it was sent: was 0
         assert grace_row.input_tokens_fresh == events["grace"].input_tokens_fresh
         ada_row = LlmCallEvent.objects.get(agent_key="ada")
         assert (ada_row.status, ada_row.credits) == ("success", events["ada"].credits)

@@ -151,7 +151,8 @@ def test_a_stopping_server_finishes_the_turns_it_can_and_interrupts_the_rest_cle
     for name in ("plain", "streamed"):
         turn = Turn.objects.get(session=sessions[name])
         assert (turn.status, turn.failure_code) == ("interrupted", "turn_interrupted")
-        assert [row.status for row in LlmCallEvent.objects.filter(turn=turn)] == ["lost"]
+        rows = LlmCallEvent.objects.filter(turn=turn)
+        assert [(row.status, row.attempts) for row in rows] == [("lost", 1)]  # was 0 attempts
     # Nothing left running or pending: every session takes its next turn now, and a retry with
     # the interrupted request's Idempotency-Key runs it afresh.
     assert not Turn.objects.filter(status="running").exists()

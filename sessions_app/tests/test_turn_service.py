@@ -159,6 +159,8 @@ def test_a_bug_mid_turn_fails_the_turn_and_leaves_the_call_in_doubt(
     event = LlmCallEvent.objects.get()
     assert event.status == "lost"
     assert event.input_tokens_fresh > 0  # the input estimate stays
+    # It was sent (it recorded 0 attempts, as a call never sent does); nothing was heard back.
+    assert (event.attempts, event.output_tokens, event.provider) == (1, 0, "")
     assert (turn.llm_calls, turn.credits) == (1, Decimal("0"))
     # The session is free again.
     assert run(session, "again", FakeGateway()).turn.turn_index == 2

@@ -130,26 +130,44 @@ def test_purging_a_session_clears_its_references_and_keeps_the_rows(completed):
 def test_a_lost_call_takes_the_usage_its_provider_reported_once_at_no_credit(pending, owner):
     """A call marked lost while its worker waited (`recover_turns` on a live turn) is answered
     after all: its row takes what the provider reported, once, still lost and free. Before, a
-    lost row was final and the provider's usage was dropped."""
+    lost row was final and the provider's usage was dropped. A lost row records the attempt it
+    sent: what it was not is heard from (no provider), and it is filled once with a provider."""
     assert accepted(
-        f"UPDATE {TABLE} SET status = 'lost', error_type = 'lost' WHERE id = %s", pending.pk
+        f"UPDATE {TABLE} SET status = 'lost', error_type = 'lost', attempts = 1 WHERE id = %s",
+        pending.pk,
     )
-    # Never a credit, never another status, never without the attempts the call made.
+    # Never a credit, never another status, never without the provider that answered.
     assert "final" in refused(
-        f"UPDATE {TABLE} SET attempts = 1, credits = 1 WHERE id = %s", pending.pk
+        f"UPDATE {TABLE} SET provider = 'openai', credits = 1 WHERE id = %s", pending.pk
     )
     assert "final" in refused(
-        f"UPDATE {TABLE} SET attempts = 1, status = 'success' WHERE id = %s", pending.pk
+        f"UPDATE {TABLE} SET provider = 'openai', status = 'success' WHERE id = %s", pending.pk
     )
     assert "final" in refused(f"UPDATE {TABLE} SET output_tokens = 9 WHERE id = %s", pending.pk)
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET provider = 'openai', attempts = 0 WHERE id = %s", pending.pk
+    )
 
     assert accepted(
-        f"UPDATE {TABLE} SET attempts = 1, input_tokens_fresh = 90, output_tokens = 9, "
-        "provider_cost_usd = 0.0001 WHERE id = %s",
+        f"UPDATE {TABLE} SET provider = 'openai', attempts = 2, input_tokens_fresh = 90, "
+        "output_tokens = 9, provider_cost_usd = 0.0001 WHERE id = %s",
         pending.pk,
     )
     assert "final" in refused(
-        f"UPDATE {TABLE} SET attempts = 2, output_tokens = 99 WHERE id = %s", pending.pk
+        f"UPDATE {TABLE} SET provider = 'groq', output_tokens = 99 WHERE id = %s", pending.pk
     )
     pending.refresh_from_db()
     assert (pending.status, pending.output_tokens, pending.credits) == ("lost", 9, 0)
+    assert (pending.provider, pending.attempts) == ("openai", 2)
+
+
+def test_a_call_lost_before_lost_calls_recorded_their_attempt_is_still_filled_once(pending):
+    """Rows marked lost with 0 attempts (before 0018) take their provider's usage as before."""
+    assert accepted(
+        f"UPDATE {TABLE} SET status = 'lost', error_type = 'lost' WHERE id = %s", pending.pk
+    )
+    assert accepted(
+        f"UPDATE {TABLE} SET provider = 'openai', attempts = 1, output_tokens = 9 WHERE id = %s",
+        pending.pk,
+    )
+    assert "final" in refused(f"UPDATE {TABLE} SET attempts = 2 WHERE id = %s", pending.pk)
