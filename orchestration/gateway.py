@@ -5,7 +5,10 @@ problem never escapes as an exception: `complete` and `stream` always return an 
 failed ones with a status ("error" | "timeout" | "rate_limited") and an error kind. Retries
 are counted here, not inside litellm or the OpenAI client, so that `attempts` on the usage
 ledger is the true number of requests sent. A stream is retried only until its first words
-reached the listener: what a client has seen is never said twice.
+reached the listener: what a client has seen is never said twice. A provider that says how
+long to wait before the next request (`Retry-After`, `retry-after-ms`) is not asked sooner: the
+retry waits that long, or, past what a call waits for its provider in all
+(`retry_after_max_seconds`), is not made.
 
 An answer is as long as its call allows (`AnswerLimit`): a provider that ignores `max_tokens`
 is cut off there, its stream closed, and the answer ends as one the provider cut at its limit
@@ -21,6 +24,8 @@ reasoning it streamed, and so does a call retried after an attempt that reasoned
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import importlib
 import json
 import logging
@@ -64,6 +69,10 @@ ANSWER_EXTRA_CHUNKS = 64
 # its chunks, and cut a healthy call, before its first word. A provider that counts both in
 # `max_tokens` stays within it anyway; one that reasons without end is still cut, here.
 REASONING_TOKENS = 32_768
+
+# The most a call waits in all for the pauses its provider asks before a retry (`Retry-After`),
+# by default (`PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS`).
+RETRY_AFTER_MAX_SECONDS = 30.0
 
 # Receives each piece of an answer's text as the provider streams it.
 DeltaListener = Callable[[str], None]
@@ -298,6 +307,57 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         ]
 
 
+def retry_after_seconds(exc: BaseException, now: float) -> float | None:
+    """How long the provider asked to wait before the next request, in seconds, as the reply
+    that failed says it (a 429's, or a 5xx's): `retry-after-ms` (OpenAI's), else `Retry-After`
+    in seconds or as an HTTP date (read against `now`, a Unix time; a date past is 0). None
+    when it says nothing readable (or `exc` is no reply's). litellm keeps the reply's headers
+    on its error (`litellm_response_headers`); the OpenAI SDK's errors have the reply."""
+    for cause in _causes(exc):
+        headers = getattr(cause, "litellm_response_headers", None)
+        if headers is None:
+            headers = getattr(getattr(cause, "response", None), "headers", None)
+        pause = _pause_in(headers, now)
+        if pause is not None:
+            return pause
+    return None
+
+
+def _pause_in(headers: Any, now: float) -> float | None:
+    items = getattr(headers, "items", None)
+    if items is None:
+        return None
+    try:
+        said = {str(name).lower(): value for name, value in items()}
+    except Exception:
+        return None
+    milliseconds = _seconds(said.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000
+    value = said.get("retry-after")
+    seconds = _seconds(value)
+    if seconds is not None or not isinstance(value, str):
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, its source unknown
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(when.timestamp() - now, 0.0)
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration a header gives as a plain number (not negative, finite), None otherwise."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
 def _library_of(exc: BaseException) -> str:
     return type(exc).__module__.split(".", 1)[0]
 
@@ -321,18 +381,22 @@ class LiteLLMGateway:
         timeout_seconds: float,
         max_retries: int,
         backoff_seconds: float = 0.5,
+        retry_after_max_seconds: float = RETRY_AFTER_MAX_SECONDS,
         demo: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries cannot be negative")
         self.timeout_seconds = timeout_seconds
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
+        self.retry_after_max_seconds = retry_after_max_seconds
         self.demo = demo
         self._sleep = sleep
         self._clock = clock
+        self._wall_clock = wall_clock  # what a Retry-After given as a date is read against
 
     def warm_up(self) -> None:
         """Do now, before traffic, what the first call would pay for: import litellm (seconds),
@@ -388,6 +452,7 @@ class LiteLLMGateway:
         # What the attempts before this one used and the provider bills: those that reasoned
         # before they failed (nothing of them reached the listener, so they were retried).
         retried = (0, 0, 0)
+        paused = 0.0  # seconds waited so far for the pauses the provider asked
         while True:
             attempts += 1
             reading.usage = (0, 0, 0)  # a failed attempt's usage is not this one's
@@ -421,24 +486,29 @@ class LiteLLMGateway:
                 )
             except Exception as exc:
                 status, error_kind, retryable = classify_error(exc)
+                delay = None
                 if retryable and attempts <= self.max_retries and not reading.pieces:
+                    delay = self._retry_delay(exc, call, error_kind, attempts, paused)
+                if delay is not None:
                     if reading.thoughts or reading.usage[0]:
                         # It reasoned, or answered with its usage (a reply with no text): the
                         # provider took the prompt and what it spoke, and bills it.
                         spent = usage_or_estimate(reading.usage, call, "", model, reading.reasoning)
                         retried = _added(retried, spent)
-                    delay = self.backoff_seconds * 2 ** (attempts - 1)
+                    backoff, asked = delay
+                    paused += asked
                     logger.info(
-                        "LLM call %s/%s for %s failed (%s), retry %d of %d in %.2fs",
+                        "LLM call %s/%s for %s failed (%s), retry %d of %d in %.2fs%s",
                         call.purpose,
                         call.agent_key or "-",
                         call.alias.alias,
                         error_kind,
                         attempts,
                         self.max_retries,
-                        delay,
+                        max(backoff, asked),
+                        ", as its provider asked" if asked > backoff else "",
                     )
-                    await self._sleep(delay)
+                    await self._sleep(max(backoff, asked))
                     continue
                 message = _short_error(exc, api_key)
                 logger.warning(
@@ -462,6 +532,32 @@ class LiteLLMGateway:
                     status, text, usage, model, provider, attempts, started, litellm
                 )
                 return replace(result, error_kind=error_kind, error_message=message)
+
+    def _retry_delay(
+        self, exc: BaseException, call: LlmCall, error_kind: str, attempts: int, paused: float
+    ) -> tuple[float, float] | None:
+        """(the backoff, the pause the provider asked, 0 if none) before retrying the attempt
+        that failed with `exc`, the retry waiting the longer of them; None when the provider
+        asks for a pause the call cannot wait (it would take the call's waits for its provider
+        past `retry_after_max_seconds`): a retry sooner would be refused, so none is made."""
+        backoff = self.backoff_seconds * 2 ** (attempts - 1)
+        asked = retry_after_seconds(exc, self._wall_clock())
+        if asked is None or asked <= backoff:
+            return backoff, 0.0
+        if paused + asked <= self.retry_after_max_seconds:
+            return backoff, asked
+        logger.info(
+            "LLM call %s/%s for %s failed (%s) and its provider asks to wait %.1fs, past the "
+            "%gs a call waits for its provider in all (%.1fs waited): not retried",
+            call.purpose,
+            call.agent_key or "-",
+            call.alias.alias,
+            error_kind,
+            asked,
+            self.retry_after_max_seconds,
+            paused,
+        )
+        return None
 
     async def _complete(self, litellm: Any, request: dict[str, Any], call: LlmCall) -> Any:
         """The provider's whole reply. litellm refuses one whose usage it cannot read (a count

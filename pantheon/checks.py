@@ -10,15 +10,18 @@ from django.utils.module_loading import import_string
 
 
 def longest_llm_call_seconds() -> float:
-    """A single call at worst: every attempt times out, with the backoff between them. In
-    floats, infinite past what a float holds: the settings bound the retries (10), but an
-    exact 2 ** retries of a huge count took minutes and memory without end, and past 1023
-    retries its conversion to a float failed."""
+    """A single call at worst: every attempt times out, with the backoff between them, and
+    the pauses its provider asks before a retry (`Retry-After`: at most
+    PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS in all, a retry waiting the longer of its backoff and
+    the pause). In floats, infinite past what a float holds: the settings bound the retries
+    (10), but an exact 2 ** retries of a huge count took minutes and memory without end, and
+    past 1023 retries its conversion to a float failed."""
     attempts = settings.PANTHEON_LLM_MAX_RETRIES + 1
     first_delay = settings.PANTHEON_LLM_BACKOFF_SECONDS
+    paused = settings.PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS if attempts > 1 else 0.0
     try:
         backoff = first_delay * (math.ldexp(1.0, attempts - 1) - 1) if first_delay else 0.0
-        return settings.PANTHEON_LLM_TIMEOUT_SECONDS * float(attempts) + backoff
+        return settings.PANTHEON_LLM_TIMEOUT_SECONDS * float(attempts) + backoff + paused
     except OverflowError:
         return math.inf
 
@@ -39,7 +42,7 @@ def check_stale_limit(app_configs=None, **kwargs):
         CheckWarning(
             f"PANTHEON_TURN_STALE_SECONDS ({settings.PANTHEON_TURN_STALE_SECONDS}) is not longer "
             f"than one LLM call can take ({longest:.0f}s with PANTHEON_LLM_TIMEOUT_SECONDS, "
-            "PANTHEON_LLM_MAX_RETRIES and the backoff).",
+            "PANTHEON_LLM_MAX_RETRIES, the backoff and PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS).",
             hint="Raise PANTHEON_TURN_STALE_SECONDS or lower the timeout or retries.",
             id="pantheon.W001",
         )

@@ -17,6 +17,7 @@ def get_gateway() -> LiteLLMGateway:
         timeout_seconds=settings.PANTHEON_LLM_TIMEOUT_SECONDS,
         max_retries=settings.PANTHEON_LLM_MAX_RETRIES,
         backoff_seconds=settings.PANTHEON_LLM_BACKOFF_SECONDS,
+        retry_after_max_seconds=settings.PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS,
         demo=settings.PANTHEON_LLM_BACKEND == "demo",
     )
 

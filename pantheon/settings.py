@@ -309,6 +309,12 @@ PANTHEON_LLM_MAX_RETRIES = config.whole_number(
 PANTHEON_LLM_BACKOFF_SECONDS = config.number(
     "PANTHEON_LLM_BACKOFF_SECONDS", 0.5, minimum=0, maximum=_CENTURY
 )
+# A provider's 429 (or 5xx) may say how long to wait (`Retry-After`): a retry waits that long, so
+# long as the call's waits for its provider stay within this in all; past it the call ends at
+# once (a retry sooner would be refused too).
+PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS = config.number(
+    "PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS", 30.0, minimum=0, maximum=_CENTURY
+)
 PANTHEON_TURN_STALE_SECONDS = config.whole_number(
     "PANTHEON_TURN_STALE_SECONDS", 600, minimum=1, maximum=_CENTURY
 )

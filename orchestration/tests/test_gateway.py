@@ -571,3 +571,96 @@ def test_a_reply_filtered_away_or_cut_before_its_text_is_an_empty_answer(
     result = complete(gateway, CALL)
 
     assert (result.status, result.text, result.attempts) == ("success", "", 1)
+
+
+# --- pauses a provider asks for (Retry-After) ------------------------------------------------
+
+
+def asking(error, **headers):
+    """`error` as litellm raises it for a reply with these headers (it keeps them on the error)."""
+    error.litellm_response_headers = {
+        name.replace("_", "-"): value for name, value in headers.items()
+    }
+    return error
+
+
+def test_a_rate_limit_that_asks_a_pause_is_retried_after_it(monkeypatch, gateway, sleeps):
+    """Was retried after 0.5 s, whatever the provider asked: refused again at once."""
+    script(monkeypatch, asking(rate_limit(), retry_after="3"), reply("ok"))
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.attempts, sleeps) == ("success", 2, [3.0])
+
+
+def test_a_pause_past_what_a_call_waits_ends_it_at_once(monkeypatch, sleeps):
+    """`Retry-After: 30` was retried after 0.3 s and 0.6 s, and the turn failed in about a
+    second, three requests to a provider that had asked for half a minute."""
+    gateway = LiteLLMGateway(
+        timeout_seconds=5,
+        max_retries=2,
+        backoff_seconds=0.3,
+        retry_after_max_seconds=20,
+        sleep=sleeps,
+    )
+    scripted = script(monkeypatch, asking(rate_limit(), retry_after="30"), reply("ok"))
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.error_kind, result.attempts) == (
+        "rate_limited",
+        "rate_limited",
+        1,
+    )
+    assert sleeps == [] and len(scripted.calls) == 1
+    assert (result.input_tokens_fresh, result.output_tokens) == (0, 0)
+
+
+def test_the_pauses_a_call_waits_are_bounded_in_all(monkeypatch, sleeps):
+    gateway = LiteLLMGateway(
+        timeout_seconds=5, max_retries=3, retry_after_max_seconds=20, sleep=sleeps
+    )
+    script(monkeypatch, *[asking(rate_limit(), retry_after="8") for _ in range(3)], reply())
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.attempts, sleeps) == ("rate_limited", 3, [8.0, 8.0])
+
+
+@pytest.mark.parametrize(
+    "headers, waited",
+    [
+        ({"retry_after_ms": "1500"}, 1.5),  # OpenAI's, before Retry-After
+        ({"retry_after_ms": "1500", "retry_after": "9"}, 1.5),
+        ({"Retry-After": "2.5"}, 2.5),  # any case
+        ({"retry_after": "Sat, 05 Dec 2026 10:00:07 GMT"}, 7.0),  # a date, 7 s ahead
+        ({"retry_after": "Sat, 05 Dec 2026 09:59:00 GMT"}, 0.5),  # a date past: the backoff
+        ({"retry_after": "0.1"}, 0.5),  # shorter than the backoff: the backoff
+        ({"retry_after": "soon"}, 0.5),  # unreadable: the backoff
+        ({"retry_after": "-5"}, 0.5),
+        ({"retry_after": "nan"}, 0.5),
+    ],
+)
+def test_each_form_of_a_pause_is_read(monkeypatch, sleeps, headers, waited):
+    now = 1796464800.0  # Sat, 05 Dec 2026 10:00:00 GMT
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=1, sleep=sleeps, wall_clock=lambda: now)
+    script(monkeypatch, asking(rate_limit(), **headers), reply())
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.attempts, sleeps) == ("success", 2, [waited])
+
+
+def test_a_pause_asked_by_an_error_read_from_a_stream_is_honoured_too(monkeypatch, gateway, sleeps):
+    """A 429 before a stream's first chunk comes wrapped (MidStreamFallbackError); a 503 may ask
+    a pause as well."""
+    script(
+        monkeypatch,
+        mid_stream(asking(rate_limit(), retry_after="4")),
+        asking(service_unavailable(), retry_after="2"),
+        reply(),
+    )
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.attempts, sleeps) == ("success", 3, [4.0, 2.0])

@@ -34,6 +34,10 @@ A misbehaving provider, by a word in the model name (with or without a delay):
 - `reset-<n>`: the first <n> requests of this model name (plain or streamed) are answered with a
   TCP reset once their body is read, before any byte of an answer (a connection a proxy or a
   crashed provider drops); the next ones are answered;
+- `limited-<n>`: the first <n> requests of this model name are answered 429 (a rate limit), the
+  next ones whole; `wait-<s>` in the name makes the 429 say `Retry-After: <s>` (seconds),
+  `wait-date-<s>` the same as an HTTP date <s> seconds ahead, `wait-ms-<ms>` `retry-after-ms`
+  (OpenAI's, in milliseconds);
 - `not-json`: a 200 whose body is an HTML page, plain or streamed;
 - `null-content`: a 200 that says it finished (`finish_reason` "stop") but holds no text: the
   message's `content` is null; streamed, no chunk has any `content`; `empty-content` the same
@@ -68,6 +72,7 @@ import struct
 import threading
 import time
 import uuid
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
@@ -81,6 +86,8 @@ _WIDTH = re.compile(r"long-(\d+)")
 _REASONING = re.compile(r"reasoning-(\d+)")
 _FAILURES = re.compile(r"fail-(\d+)")
 _RESETS = re.compile(r"reset-(\d+)")
+_LIMITED = re.compile(r"limited-(\d+)")
+_WAIT = re.compile(r"wait-(date-|ms-)?(\d+)")
 _FINISH = re.compile(r"finish-([a-z_]+)")
 # The tool a `tool-calls` answer calls (Pantheon offers none: a provider that calls one anyway).
 _TOOL_CALL = {
@@ -169,6 +176,19 @@ def _counted(seen: dict[str, int], pattern: re.Pattern[str], model: str) -> bool
     return True
 
 
+def _wait(model: str) -> dict[str, str]:
+    """The headers of a 429 that says how long to wait (`wait-…` in the model name)."""
+    match = _WAIT.search(model)
+    if match is None:
+        return {}
+    form, number = match.group(1), int(match.group(2))
+    if form == "ms-":
+        return {"retry-after-ms": str(number)}
+    if form == "date-":
+        return {"Retry-After": formatdate(time.time() + number, usegmt=True)}
+    return {"Retry-After": str(number)}
+
+
 def _reset(request: web.Request) -> None:
     """Drop the request's connection with a TCP reset (RST, not FIN): no answer at all."""
     transport = request.transport
@@ -191,6 +211,7 @@ class StubLLM:
         # Streams failed so far, by model name (`fail-<n>`), and requests reset (`reset-<n>`).
         self.failed: dict[str, int] = {}
         self.reset: dict[str, int] = {}
+        self.limited: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -231,6 +252,9 @@ class StubLLM:
         if _counted(self.reset, _RESETS, model):
             _reset(request)
             return web.Response()  # never sent: the connection is gone
+        if _counted(self.limited, _LIMITED, model):
+            error = {"message": "Rate limit reached.", "type": "rate_limit_error"}
+            return web.json_response({"error": error}, status=429, headers=_wait(model))
         if "not-json" in model:
             return web.Response(text="<html>not json{{", content_type="text/html")
         if "http-500-invalid-request" in model:

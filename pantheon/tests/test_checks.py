@@ -22,10 +22,20 @@ from pantheon.testing.servers import postgres_url
 
 
 def test_defaults_leave_room_for_the_slowest_call(settings):
-    # 3 attempts of 60 s with 0.5 s and 1 s of backoff between them.
+    # 3 attempts of 60 s with 0.5 s and 1 s of backoff between them, and up to 30 s more of
+    # pauses the provider asked (Retry-After).
     settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.5
-    assert longest_llm_call_seconds() == 181.5
+    assert longest_llm_call_seconds() == 211.5
     assert check_stale_limit() == []
+
+
+def test_a_call_without_retries_waits_for_no_pause(settings):
+    settings.PANTHEON_LLM_MAX_RETRIES = 0
+    assert longest_llm_call_seconds() == 60.0
+    settings.PANTHEON_LLM_MAX_RETRIES = 1
+    settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.5
+    settings.PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS = 0
+    assert longest_llm_call_seconds() == 120.5
 
 
 @pytest.mark.parametrize("retries", [1100, 10**6])
@@ -40,7 +50,7 @@ def test_retries_past_what_a_float_holds_make_a_call_endless_not_a_crash(setting
     assert [warning.id for warning in check_stale_limit()] == ["pantheon.W001"]
 
     settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.0  # no backoff: the attempts' timeouts alone
-    assert longest_llm_call_seconds() == 60.0 * (retries + 1)
+    assert longest_llm_call_seconds() == 60.0 * (retries + 1) + 30  # and the provider's pauses
 
 
 def test_the_most_retries_allowed_wait_511_5_seconds_of_backoff(settings):
@@ -49,7 +59,7 @@ def test_the_most_retries_allowed_wait_511_5_seconds_of_backoff(settings):
     settings.PANTHEON_LLM_MAX_RETRIES = 10
     settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.5
 
-    assert longest_llm_call_seconds() == 11 * 60 + 511.5
+    assert longest_llm_call_seconds() == 11 * 60 + 511.5 + 30  # and the provider's pauses
 
 
 def test_a_stale_limit_shorter_than_one_call_is_flagged(settings):
@@ -155,3 +165,14 @@ def test_check_deploy_with_insecure_cookies_says_so_of_both_and_of_https():
 
     reported = sorted(set(re.findall(r"\(security\.(\w+)\)", checked.stderr)))
     assert reported == ["W004", "W008", "W010", "W016"], checked.stderr
+
+
+def test_the_gateway_waits_for_its_provider_as_long_as_the_settings_say(settings):
+    from pantheon.llm import get_gateway
+
+    settings.PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS = 12.5
+    get_gateway.cache_clear()
+    try:
+        assert get_gateway().retry_after_max_seconds == 12.5
+    finally:
+        get_gateway.cache_clear()

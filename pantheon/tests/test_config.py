@@ -92,6 +92,7 @@ def last_line(process: subprocess.CompletedProcess) -> str:
         # The other durations: no longer than a century either.
         ("PANTHEON_LLM_TIMEOUT_SECONDS", "1e20", "a number above 0 and at most 3153600000"),
         ("PANTHEON_LLM_BACKOFF_SECONDS", "1e300", "a number from 0 to 3153600000"),
+        ("PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS", "-1", "a number from 0 to 3153600000"),
         ("PANTHEON_STREAM_SAVE_SECONDS", "1e300", "a number above 0 and at most 3153600000"),
         ("PANTHEON_SSE_POLL_SECONDS", "1e300", "a number above 0 and at most 3153600000"),
         ("PANTHEON_SSE_HEARTBEAT_SECONDS", "1e300", "a number above 0 and at most 3153600000"),

@@ -53,14 +53,15 @@ def test_recover_turns_warns_when_its_age_is_shorter_than_a_call_can_take(settin
     settings.PANTHEON_LLM_TIMEOUT_SECONDS = 60
     settings.PANTHEON_LLM_MAX_RETRIES = 2
     settings.PANTHEON_LLM_BACKOFF_SECONDS = 0.5
+    settings.PANTHEON_LLM_RETRY_AFTER_MAX_SECONDS = 30
 
     _, err = run("recover_turns", "--older-than", "60")
-    assert "Warning: --older-than 60 is not longer than one LLM call can take (182 s" in err
+    assert "Warning: --older-than 60 is not longer than one LLM call can take (212 s" in err
     _, err = run("recover_turns", "--older-than", "60", "--dry-run")
     assert "Warning" in err
-    assert "Warning" in run("recover_turns", "--older-than", "181.5")[1]  # as long: W001's edge
+    assert "Warning" in run("recover_turns", "--older-than", "211.5")[1]  # as long: W001's edge
 
-    assert run("recover_turns", "--older-than", "200")[1] == ""
+    assert run("recover_turns", "--older-than", "220")[1] == ""
     assert run("recover_turns")[1] == ""  # the stale limit
 
 

@@ -2,6 +2,7 @@
 answer (the stub on 127.0.0.1 plays each), and what such a call leaves on the ledger."""
 
 import asyncio
+import time
 from decimal import Decimal
 
 import httpx
@@ -432,3 +433,56 @@ def test_a_streamed_turn_whose_provider_sent_nothing_costs_nothing(
         0,
         0,
     )
+
+
+# --- a provider that asks for a pause ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize(
+    "wait, pause", [("wait-1", 1.0), ("wait-ms-700", 0.7), ("wait-date-2", 1.0)]
+)
+def test_a_rate_limited_call_is_retried_once_its_provider_said_it_may(stub, streamed, wait, pause):
+    """It was retried after the backoff (0 here), refused again at once. (An HTTP date counts
+    whole seconds: 2 s ahead may be a little over 1 s.)"""
+    started = time.monotonic()
+    result, _ = call_stub(stub, f"limited-1-{wait}", streamed=streamed)
+
+    assert (result.status, result.attempts, stub.requests) == ("success", 2, 2)
+    assert time.monotonic() - started >= pause
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("wait", ["wait-45", "wait-date-45", "wait-ms-45000"])
+def test_a_call_whose_provider_asks_a_longer_pause_than_it_waits_ends_at_once(stub, streamed, wait):
+    """A 429 asking for 45 s (past the 30 s a call waits for its provider): was asked again
+    right away as often as the retries allowed."""
+    started = time.monotonic()
+    result, _ = call_stub(stub, f"limited-9-{wait}", streamed=streamed, retries=2)
+
+    assert (result.status, result.error_kind, result.attempts) == (
+        "rate_limited",
+        "rate_limited",
+        1,
+    )
+    assert stub.requests == 1 and time.monotonic() - started < 5
+
+
+@pytest.mark.django_db
+def test_a_turn_whose_provider_asks_a_long_pause_records_one_attempt_rate_limited(
+    owner, ada, make_session, stub, monkeypatch
+):
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+
+    turn, answer, row, _ = stub_turn(
+        owner, ada, make_session, stub, "limited-9-wait-45", streamed=True
+    )
+
+    assert turn.status == "failed" and answer.error_code == "rate_limited"
+    assert (row.status, row.error_type, row.attempts, row.credits) == (
+        "rate_limited",
+        "rate_limited",
+        1,
+        0,
+    )
+    assert stub.requests == 1

@@ -43,9 +43,9 @@ class Command(ProjectCommand):
             # Allowed (all workers known dead: free their sessions now), but never by mistake.
             self.stderr.write(
                 f"Warning: --older-than {seconds:g} is not longer than one LLM call can take "
-                f"({longest:.0f} s: PANTHEON_LLM_TIMEOUT_SECONDS on every retry, and the "
-                "backoff): a turn still waiting on its provider would be interrupted alive, "
-                "its answer lost and its call billed all the same."
+                f"({longest:.0f} s: PANTHEON_LLM_TIMEOUT_SECONDS on every retry, the backoff "
+                "and the pauses its provider may ask): a turn still waiting on its provider "
+                "would be interrupted alive, its answer lost and its call billed all the same."
             )
         stale = turns_stale(older_than_seconds=seconds).select_related("session")
         # Described before they end (ending a turn moves its progress_at to now).
