@@ -140,6 +140,36 @@ FIELD_ERRORS_SCHEMA = {
     },
 }
 
+
+class EventStream:
+    """A `text/event-stream` answer, for `extend_schema`.
+
+    Its body is text, which a client reads as a stream: a generated client that took the body
+    for one JSON object (the schema said `type: object`) parsed the whole stream as one, and
+    failed. OpenAPI 3.0 has no place for what each event of a stream holds (3.2 adds
+    `itemSchema`); tools that read the schema of an event stream as one event's (schemathesis)
+    find that in a second alternative, `event` (a serializer: the fields of one event as sent,
+    each a text), and the events with their `data` parsed (`parsed`, a serializer) are the
+    component the `x-sse-event` extension names."""
+
+    EXTENSION = "x-sse-event"
+
+    def __init__(self, *, event, parsed, description: str) -> None:
+        self.event = event
+        self.parsed = parsed
+        self.description = description
+
+    def schema(self, auto_schema) -> dict:
+        return {
+            "description": self.description,
+            "anyOf": [
+                {"type": "string", "description": "The stream, as text."},
+                auto_schema.resolve_serializer(self.event, "response").ref,
+            ],
+            self.EXTENSION: auto_schema.resolve_serializer(self.parsed, "response").ref,
+        }
+
+
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -212,6 +242,14 @@ class AutoSchema(openapi.AutoSchema):
             # included (an agent's role_prompt, a room's goal): required in an answer.
             schema["required"] = sorted(schema["properties"])
         return schema
+
+    def _get_response_for_code(
+        self, serializer, status_code, media_types=None, direction="response"
+    ):
+        if isinstance(serializer, OpenApiResponse) and isinstance(serializer.response, EventStream):
+            schema = serializer.response.schema(self)
+            serializer = OpenApiResponse(schema, serializer.description, serializer.examples)
+        return super()._get_response_for_code(serializer, status_code, media_types, direction)
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)

@@ -286,6 +286,7 @@ SPECTACULAR_SETTINGS = {
         "TurnStatusEnum": "sessions_app.models.TurnStatus",
         "MessageStatusEnum": "sessions_app.models.MessageStatus",
         "MessageRoleEnum": "sessions_app.models.MessageRole",
+        "TurnEventNameEnum": "sessions_app.event_schema.EVENT_NAMES",
     },
 }
 

@@ -60,6 +60,7 @@ from pantheon.schema import (
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
 from sessions_app import events, following, idempotency, selectors
+from sessions_app.event_schema import TURN_EVENT_STREAM
 from sessions_app.models import IdempotencyKey, Turn, TurnFailure, TurnStatus
 from sessions_app.selectors import TurnState
 from sessions_app.serializers import (
@@ -83,64 +84,6 @@ SERVER_ERROR_BODY = {
     "detail": {"code": "server_error", "message": "The turn failed on the server."}
 }
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-# What each event's `data` holds (its JSON object's keys), for the schema's readers: a client
-# that parses the stream needs them, and they were nowhere but in the code.
-SSE_EVENT_DATA = {
-    "turn_started": ("{turn_id, session_id, turn_index, mode}", "the turn was claimed"),
-    "routing": (
-        "{manager_model_alias, selected_agent_keys, fallback_used}",
-        "orchestrator mode only: the manager's choice (a Routing)",
-    ),
-    "step_started": (
-        "{sequence, agent_key, agent_name, model_alias}",
-        "an agent starts answering; `sequence` is its message's place in the session",
-    ),
-    "step_delta": (
-        "{sequence, text}",
-        "the next piece of that answer's text (a replay sends a finished step's text as one "
-        "delta, and a resumed one the rest of the delta it broke off in)",
-    ),
-    "step_completed": (
-        "{id, role, agent_key, agent_name, model_alias, content, status, error_code, sequence}",
-        "the stored message (a TurnMessage): its whole `content`, and `status` `error` with an "
-        "`error_code` when its call failed",
-    ),
-    "turn_completed": (
-        "{id, session_id, turn_index, mode, status, user_input, messages, routing, usage, "
-        "balance, created_at, completed_at}",
-        "last event of a `completed` or `partial` turn: the turn, as the JSON answer "
-        "(`balance` null in `GET turns/{id}/events`; an Idempotency-Key retry's carries the "
-        "first answer's, as its JSON does)",
-    ),
-    "turn_failed": (
-        "{code, message, turn}",
-        "last event of a turn that did not complete; `code` is `turn_failed` (every agent "
-        "failed), `turn_interrupted` (its server restarted, or it stopped making progress), "
-        "`turn_conflict` (a later request took the stalled session over), "
-        "`database_unavailable` (it lost its database connection and ended interrupted: post "
-        "it again) or `server_error`; `turn` is the turn as in `turn_completed`, or null when "
-        "the database could not be read; a replay ends with the same code",
-    ),
-}
-
-# One Server-Sent Event as the schema describes it: `data` is the event's JSON.
-SSE_EVENT_SCHEMA = {
-    "type": "object",
-    "description": "A Server-Sent Event (`id:`, `event:` and one `data:` line holding the "
-    "event's JSON object). The turn's last event has the id 9007199254740991. `data` by "
-    "event:\n\n"
-    + "\n".join(f"- `{name}`: `{keys}`: {what}" for name, (keys, what) in SSE_EVENT_DATA.items()),
-    "properties": {
-        "id": {"type": "string", "description": "Orders the turn's events; Last-Event-ID."},
-        "event": {
-            "type": "string",
-            "enum": list(SSE_EVENT_DATA),
-        },
-        "data": {"type": "string", "description": "The event's JSON object (see above)."},
-    },
-    "required": ["id", "event", "data"],
-}
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -278,10 +221,11 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         responses={
             (201, "application/json"): OpenApiResponse(TurnSerializer, description="The turn."),
             (201, EVENT_STREAM): OpenApiResponse(
-                SSE_EVENT_SCHEMA,
-                description="With `Accept: text/event-stream`: the turn's events (turn_started, "
-                "routing, step_started, step_delta, step_completed, turn_completed | "
-                "turn_failed) as Server-Sent Events.",
+                TURN_EVENT_STREAM,
+                description="With `Accept: text/event-stream` (or `format=sse`): the turn's "
+                "events as Server-Sent Events. A client generated from this schema may read "
+                "every 201 as the JSON turn (one content type per status): it reads the stream "
+                "with its HTTP client.",
             ),
             400: bad_request(
                 "Or `invalid_idempotency_key`: the Idempotency-Key header is not 1 to 255 "
@@ -695,7 +639,7 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
     @extend_schema(
         responses={
             (200, EVENT_STREAM): OpenApiResponse(
-                SSE_EVENT_SCHEMA,
+                TURN_EVENT_STREAM,
                 description="The turn's events, those of a finished turn at once, then those "
                 "of a running one as they come; the stream ends after `turn_completed` or "
                 "`turn_failed`, or with no end event when the turn's session is deleted (a "

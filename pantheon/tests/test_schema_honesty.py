@@ -524,8 +524,8 @@ def test_a_lost_database_connection_is_a_documented_503(schema, owner_client, mo
         # Required on every one, a turn's POST (whose `turn_interrupted` says it too) included.
         assert unavailable["headers"]["Retry-After"]["required"] is True, label
     # A streamed turn says it in its last event.
-    turn = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]["responses"]["201"]
-    assert "`database_unavailable`" in json.dumps(turn["content"]["text/event-stream"])
+    failed = schema["components"]["schemas"]["TurnFailedData"]["properties"]["code"]
+    assert "`database_unavailable`" in failed["description"]
 
     lost = OperationalError("terminating connection due to administrator command")
     lost.__cause__ = psycopg.errors.AdminShutdown(lost.args[0])
@@ -747,36 +747,84 @@ def test_a_messages_error_code_names_its_values(schema):
         assert choices == [list(ErrorKind), [""]], body
 
 
-def _documented_event_data(schema: dict) -> dict[str, set[str]]:
-    """`{event: its data's keys}` from the SSE schema's description lines
-    ("- `name`: `{a, b}`: ...")."""
-    described = schema["paths"]["/api/v1/turns/{id}/events"]["get"]["responses"]["200"]
-    text = described["content"]["text/event-stream"]["schema"]["description"]
-    found = re.findall(r"^- `(\w+)`: `\{([^}]*)\}`", text, flags=re.MULTILINE)
-    return {name: {key.strip() for key in keys.split(",")} for name, keys in found}
-
-
 async def _read(response) -> bytes:
     return b"".join([chunk async for chunk in response.streaming_content])
 
 
-def test_each_events_data_is_documented_as_it_is_sent(
+def _events_of(stream: str, *, parsed: bool = True) -> list[dict]:
+    """A Server-Sent Events body as its events, `{id, event, data}`: as sent (texts), or as a
+    client parses them (`parsed`)."""
+    found = []
+    for block in stream.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" not in fields:
+            continue
+        if parsed:
+            fields = {**fields, "id": int(fields["id"]), "data": json.loads(fields["data"])}
+        found.append(fields)
+    return found
+
+
+STREAMS = [
+    ("post", "/api/v1/sessions/{session_id}/turns", "201"),
+    ("get", "/api/v1/turns/{id}/events", "200"),
+]
+
+
+def test_a_stream_is_described_as_the_text_it_is(schema, owner_client, direct_turns):
+    """Both streams were one JSON object to the schema (`{id, event, data}`), `text/event-stream`
+    the events' only content type: a generated client (openapi-python-client) ran
+    `from_dict(response.text)` on the whole stream and failed. The body is text; one event as
+    sent is the second alternative (schemathesis reads an event stream's schema as one
+    event's); the events, their data parsed, are the `TurnEvent` its `x-sse-event` names."""
+    for path, method, operation in operations(schema):
+        for status, response in operation["responses"].items():
+            for media_type, content in response.get("content", {}).items():
+                if media_type != "application/json":
+                    label = f"{method} {path} {status}"
+                    assert content["schema"].get("type") != "object", label
+                    assert "properties" not in content["schema"], label
+                    assert {"type": "string"} in [
+                        {"type": alternative.get("type")}
+                        for alternative in content["schema"].get("anyOf", [content["schema"]])
+                    ], label
+
+    turn = owner_client.post(direct_turns, {"message": "hi"}, format="json").json()
+    replay = owner_client.get(f"/api/v1/turns/{turn['id']}/events", HTTP_ACCEPT="text/event-stream")
+    body = async_to_sync(_read)(replay).decode()
+    for method, path, status in STREAMS:
+        stream = schema["paths"][path][method]["responses"][status]["content"]["text/event-stream"]
+        assert stream["schema"]["x-sse-event"] == {"$ref": "#/components/schemas/TurnEvent"}
+        validator = Draft202012Validator(json_schema(schema, stream["schema"]))
+        assert validator.is_valid(body)
+        sent = _events_of(body, parsed=False)
+        assert len(sent) > 3
+        for event in sent:
+            assert validator.is_valid(event), event
+
+
+def _event_components(schema: dict) -> dict[str, dict]:
+    """`{event name: its component}`, as the `TurnEvent` discriminator maps them."""
+    turn_event = schema["components"]["schemas"]["TurnEvent"]
+    assert turn_event["discriminator"]["propertyName"] == "event"
+    assert sorted(ref["$ref"] for ref in turn_event["oneOf"]) == sorted(
+        turn_event["discriminator"]["mapping"].values()
+    )
+    return {
+        name: component(schema, {"$ref": ref})
+        for name, ref in turn_event["discriminator"]["mapping"].items()
+    }
+
+
+def test_each_events_data_is_a_component_that_says_what_is_sent(
     schema, owner_client, owner, make_agent, make_room, make_session
 ):
-    """The schema said only that `data` is a string of JSON: a client writing its stream
-    reader had to guess `turn_id` (not `id`) in `turn_started`, `text` in `step_delta`, and
-    the body of `turn_failed`. Every event's keys are now listed, and they are what is sent."""
-    documented = _documented_event_data(schema)
-    post = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]["responses"]["201"]
-    assert (
-        post["content"]["text/event-stream"]["schema"]
-        == (
-            schema["paths"]["/api/v1/turns/{id}/events"]["get"]["responses"]["200"]["content"][
-                "text/event-stream"
-            ]["schema"]
-        )
-    )
-    assert set(documented) == {
+    """`turn_started`, `step_started`, `step_delta` and `turn_failed` had no component, only a
+    markdown list in the stream's description; `turn_completed`, `step_completed` and `routing`
+    were not linked to `Turn`, `TurnMessage` and `Routing`. Every event has its component
+    now, and a stream's events are what they say (no key left out, none added)."""
+    events = _event_components(schema)
+    assert set(events) == {
         "turn_started",
         "routing",
         "step_started",
@@ -785,13 +833,19 @@ def test_each_events_data_is_documented_as_it_is_sent(
         "turn_completed",
         "turn_failed",
     }
-    bodies = schema["components"]["schemas"]
-    assert documented["turn_completed"] == set(bodies["Turn"]["properties"])
-    assert documented["step_completed"] == set(bodies["TurnMessage"]["properties"])
-    assert documented["routing"] == set(bodies["Routing"]["properties"])
-    assert documented["turn_failed"] == set(
-        turn_events.turn_failed(code="turn_failed", body=None).data
-    )
+    data = {name: body["properties"]["data"]["allOf"][0]["$ref"] for name, body in events.items()}
+    assert data == {
+        name: f"#/components/schemas/{body}"
+        for name, body in [
+            ("turn_started", "TurnStartedData"),
+            ("routing", "Routing"),
+            ("step_started", "StepStartedData"),
+            ("step_delta", "StepDeltaData"),
+            ("step_completed", "TurnMessage"),
+            ("turn_completed", "Turn"),
+            ("turn_failed", "TurnFailedData"),
+        ]
+    }
 
     agents = [make_agent(owner, "ada"), make_agent(owner, "grace", model_alias="qwen")]
     session = make_session(owner, room=make_room(owner, agents, mode=RoomMode.ORCHESTRATOR))
@@ -799,15 +853,21 @@ def test_each_events_data_is_documented_as_it_is_sent(
         f"/api/v1/sessions/{session.id}/turns", {"message": "plan it"}, format="json"
     ).json()
     replay = owner_client.get(f"/api/v1/turns/{turn['id']}/events", HTTP_ACCEPT="text/event-stream")
-    body = async_to_sync(_read)(replay).decode()
-    seen = set()
-    for block in body.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" not in fields:
-            continue
-        seen.add(fields["event"])
-        assert set(json.loads(fields["data"])) == documented[fields["event"]], fields["event"]
-    assert {"turn_started", "routing", "step_started", "step_delta", "turn_completed"} <= seen
+    sent = _events_of(async_to_sync(_read)(replay).decode())
+    # How a turn that did not complete ends, with and without its turn.
+    sent += [
+        {"id": event.id, "event": event.name, "data": event.data}
+        for event in (
+            turn_events.turn_failed(code="turn_interrupted", body=turn),
+            turn_events.turn_failed(code="database_unavailable", body=None),
+        )
+    ]
+    assert {"turn_started", "routing", "step_started", "step_delta", "step_completed"} <= {
+        event["event"] for event in sent
+    }
+    for event in sent:
+        validator = Draft202012Validator(json_schema(schema, events[event["event"]]))
+        assert [error.message for error in validator.iter_errors(event)] == [], event["event"]
 
 
 def test_every_operation_tells_a_client_what_it_does(schema):
