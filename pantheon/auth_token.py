@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from pantheon.fields import StrictCharField
-from pantheon.schema import FIELD_ERRORS_SCHEMA
+from pantheon.schema import BAD_REQUEST
 from pantheon.throttling import AuthTokenPerClientThrottle, AuthTokenPerUsernameThrottle
 
 
@@ -46,7 +46,7 @@ class ObtainTokenView(ObtainAuthToken):
         responses={
             200: inline_serializer("AuthToken", {"token": serializers.CharField()}),
             400: OpenApiResponse(
-                {"anyOf": [{"$ref": "#/components/schemas/Error"}, FIELD_ERRORS_SCHEMA]},
+                BAD_REQUEST,
                 description="Wrong username or password (or an inactive user): "
                 '`{"non_field_errors": ["Unable to log in with provided credentials."]}`; '
                 'a missing field: `{"username": ["This field is required."]}`; or malformed '

@@ -18,6 +18,7 @@ a postprocessing hook), and a field only answers carry names no request componen
 
 from drf_spectacular import openapi
 from drf_spectacular.authentication import SessionScheme
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.settings import spectacular_settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
@@ -132,16 +133,53 @@ class TurnConflictSerializer(serializers.Serializer):
         ref_name = "TurnConflict"
 
 
-# Field errors: `{"field": ["message", ...]}`; a list field's items as `{"0": [...]}`.
-FIELD_ERRORS_SCHEMA = {
-    "type": "object",
-    "additionalProperties": {
-        "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "object"}]
-    },
-}
+class FieldErrorsSerializer(serializers.Serializer):
+    """Field errors: `{"field": ["message", ...]}`, a list field's items as `{"0": [...]}`.
+    One component (`FieldErrors`, FieldErrorsSchema): written inline, it was two models per
+    operation in a generated client."""
+
+    class Meta:
+        ref_name = "FieldErrors"
 
 
-class EventStream:
+class FieldErrorsSchema(OpenApiSerializerExtension):
+    target_class = FieldErrorsSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        return {
+            "type": "object",
+            "description": 'Field errors: `{"field": ["message", ...]}`; a list field\'s '
+            'items by place: `{"field": {"0": ["message", ...]}}`.',
+            "additionalProperties": {
+                "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "object"}]
+            },
+        }
+
+
+class ComponentsSchema:
+    """An answer's schema that names components, for `extend_schema`'s responses (inside an
+    `OpenApiResponse`): built, and its components registered, with the operation's."""
+
+    def schema(self, auto_schema) -> dict:
+        raise NotImplementedError
+
+
+class BadRequestBody(ComponentsSchema):
+    """A 400: DRF's message or a coded refusal (`Error`), or field errors (`FieldErrors`)."""
+
+    def schema(self, auto_schema) -> dict:
+        return {
+            "anyOf": [
+                auto_schema.resolve_serializer(ErrorSerializer, "response").ref,
+                auto_schema.resolve_serializer(FieldErrorsSerializer, "response").ref,
+            ]
+        }
+
+
+BAD_REQUEST = BadRequestBody()
+
+
+class EventStream(ComponentsSchema):
     """A `text/event-stream` answer, for `extend_schema`.
 
     Its body is text, which a client reads as a stream: a generated client that took the body
@@ -211,10 +249,7 @@ def bad_request(own: str) -> OpenApiResponse:
     """A view's 400 for `extend_schema`, with refusals of its own (`own`, naming their codes)
     besides the machinery's (DESCRIPTIONS[400], the same body: a message, a coded refusal or
     field errors)."""
-    return OpenApiResponse(
-        {"anyOf": [{"$ref": "#/components/schemas/Error"}, FIELD_ERRORS_SCHEMA]},
-        description=f"{DESCRIPTIONS[400]} {own}",
-    )
+    return OpenApiResponse(BAD_REQUEST, description=f"{DESCRIPTIONS[400]} {own}")
 
 
 class AutoSchema(openapi.AutoSchema):
@@ -246,7 +281,9 @@ class AutoSchema(openapi.AutoSchema):
     def _get_response_for_code(
         self, serializer, status_code, media_types=None, direction="response"
     ):
-        if isinstance(serializer, OpenApiResponse) and isinstance(serializer.response, EventStream):
+        if isinstance(serializer, OpenApiResponse) and isinstance(
+            serializer.response, ComponentsSchema
+        ):
             schema = serializer.response.schema(self)
             serializer = OpenApiResponse(schema, serializer.description, serializer.examples)
         return super()._get_response_for_code(serializer, status_code, media_types, direction)
@@ -268,7 +305,7 @@ class AutoSchema(openapi.AutoSchema):
         return dict(sorted(responses.items()))
 
     def _error_serializers(self) -> dict:
-        errors = {400: self._bad_request_schema()}
+        errors: dict = {400: BAD_REQUEST}
         # Any operation, to a client whose Accept takes none of its renderers' types.
         errors[406] = ErrorMessageSerializer
         needs_login = not all(isinstance(p, AllowAny) for p in self.view.get_permissions())
@@ -288,10 +325,6 @@ class AutoSchema(openapi.AutoSchema):
         # is lost (pantheon.db.connection_lost).
         errors[503] = CodedErrorSerializer
         return errors
-
-    def _bad_request_schema(self) -> dict:
-        error = self.resolve_serializer(ErrorSerializer, "response")
-        return {"anyOf": [error.ref, FIELD_ERRORS_SCHEMA]}
 
     def _get_response_headers_for_code(self, status_code, direction="response"):
         headers = super()._get_response_headers_for_code(status_code, direction)

@@ -125,6 +125,36 @@ def test_error_bodies_are_described(schema):
     assert detail["anyOf"][0] == {"type": "string"}
 
 
+def test_field_errors_are_one_component(schema, owner_client):
+    """The 400's field errors were written inline in every operation: a generated client made
+    two models of them per operation (`V1<op>Response400Type1` and its
+    `...AdditionalPropertyType1`, 58 in all). Every error body is named components only."""
+    field_errors = schema["components"]["schemas"]["FieldErrors"]
+    assert field_errors["type"] == "object"
+    for path, method, operation in operations(schema):
+        for status, response in operation["responses"].items():
+            if status < "400":
+                continue
+            body = response["content"]["application/json"]["schema"]
+            label = f"{method.upper()} {path} {status}"
+            assert not re.search(r'"(properties|additionalProperties|items)"', json.dumps(body)), (
+                label
+            )
+        bad = operation["responses"]["400"]["content"]["application/json"]["schema"]
+        assert bad == {
+            "anyOf": [
+                {"$ref": "#/components/schemas/Error"},
+                {"$ref": "#/components/schemas/FieldErrors"},
+            ]
+        }, f"{method.upper()} {path}"
+
+    refused = owner_client.post("/api/v1/agents", {"agent_key": "Not A Key"}, format="json")
+    assert refused.status_code == 400
+    validator = Draft202012Validator(json_schema(schema, field_errors))
+    assert validator.is_valid(refused.json())
+    assert not validator.is_valid({"name": "not a list"})
+
+
 def test_a_sessions_room_and_agent_are_nullable(schema):
     properties = schema["components"]["schemas"]["SessionActivity"]["properties"]
 
