@@ -18,23 +18,17 @@ a postprocessing hook), and a field only answers carry names no request componen
 
 from drf_spectacular import openapi
 from drf_spectacular.authentication import SessionScheme
-from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.extensions import (
+    OpenApiSerializerExtension,
+    OpenApiSerializerFieldExtension,
+)
 from drf_spectacular.settings import spectacular_settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 
 from pantheon.middleware import REQUEST_ID_HEADER
-
-_CODED_DETAIL = {
-    "type": "object",
-    "properties": {
-        "code": {"type": "string", "description": "Machine-readable, e.g. `throttled`."},
-        "message": {"type": "string"},
-    },
-    "required": ["code", "message"],
-}
 
 
 class ErrorMessageSerializer(serializers.Serializer):
@@ -46,12 +40,49 @@ class ErrorMessageSerializer(serializers.Serializer):
         ref_name = "ErrorMessage"
 
 
+# A detail with more fields than `{code, message}` subclasses this: the schema says it is this
+# component and those fields (CodedErrorDetailSchema).
 class CodedErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Machine-readable, e.g. `credit_cap_exceeded`.")
+    """A refusal's `{code, message}` (a detail with more fields is this and those)."""
+
+    code = serializers.CharField(
+        help_text="Machine-readable (`throttled`, `credit_cap_exceeded`, ...): each operation's "
+        "answers name theirs."
+    )
     message = serializers.CharField()
 
     class Meta:
         ref_name = "CodedErrorDetail"
+
+
+class CodedErrorDetailSchema(OpenApiSerializerExtension):
+    """`CodedErrorDetail` once, referenced by every detail that has its shape: written out
+    again in each, `{code, message}` was four classes in a generated client."""
+
+    target_class = CodedErrorDetailSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        own = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        if type(self.target) is CodedErrorDetailSerializer:
+            return own
+        base = CodedErrorDetailSerializer()
+        more = {
+            "type": "object",
+            "properties": {
+                name: described
+                for name, described in own["properties"].items()
+                if name not in base.fields
+            },
+        }
+        required = [name for name in own.get("required", []) if name not in base.fields]
+        if required:
+            more["required"] = required
+        coded = auto_schema.resolve_serializer(CodedErrorDetailSerializer, direction)
+        schema = {"allOf": [coded.ref, more]}
+        if "description" in own:
+            schema["description"] = own["description"]
+        return schema
 
 
 class CodedErrorSerializer(serializers.Serializer):
@@ -64,7 +95,9 @@ class CodedErrorSerializer(serializers.Serializer):
 
 
 class TurnRefusalDetailSerializer(CodedErrorDetailSerializer):
-    code = serializers.CharField(help_text="Machine-readable, e.g. `no_valid_tagged_agents`.")
+    """A turn's refusal: `{code, message}`, and the keys that would work after
+    `no_valid_tagged_agents`."""
+
     valid_agent_keys = serializers.ListField(
         child=serializers.CharField(),
         required=False,
@@ -85,11 +118,35 @@ class TurnRefusalSerializer(CodedErrorSerializer):
         ref_name = "TurnRefusal"
 
 
-_ERROR_DETAIL_SCHEMA = {"anyOf": [{"type": "string"}, _CODED_DETAIL]}
+class KeyInUseDetailSerializer(CodedErrorDetailSerializer):
+    """`idempotency_key_in_use`: `{code, message}`, and the turn the first request claimed."""
+
+    turn_id = serializers.UUIDField(
+        required=False,
+        help_text="The turn the first request with this Idempotency-Key claimed, once it has: "
+        "follow it with `GET turns/{id}/events`.",
+    )
+
+    class Meta:
+        ref_name = "KeyInUseDetail"
 
 
-@extend_schema_field(_ERROR_DETAIL_SCHEMA)
-class ErrorDetailField(serializers.JSONField):
+class MessageOrDetailField(serializers.JSONField):
+    """A `detail` that is a message string or a coded refusal (`coded`, a serializer)."""
+
+    coded: type[serializers.Serializer] = CodedErrorDetailSerializer
+
+
+class MessageOrDetailSchema(OpenApiSerializerFieldExtension):
+    target_class = MessageOrDetailField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        coded = auto_schema.resolve_serializer(self.target.coded, direction)
+        return {"anyOf": [{"type": "string"}, coded.ref]}
+
+
+class ErrorDetailField(MessageOrDetailField):
     """A message string or `{"code", "message"}`."""
 
 
@@ -102,25 +159,10 @@ class ErrorSerializer(serializers.Serializer):
         ref_name = "Error"
 
 
-_KEY_IN_USE_DETAIL = {
-    "type": "object",
-    "properties": {
-        "code": {"type": "string", "description": "`idempotency_key_in_use`."},
-        "message": {"type": "string"},
-        "turn_id": {
-            "type": "string",
-            "format": "uuid",
-            "description": "The turn the first request with this Idempotency-Key claimed, once "
-            "it has: follow it with `GET turns/{id}/events`.",
-        },
-    },
-    "required": ["code", "message"],
-}
-
-
-@extend_schema_field({"anyOf": [{"type": "string"}, _KEY_IN_USE_DETAIL]})
-class TurnConflictDetailField(serializers.JSONField):
+class TurnConflictDetailField(MessageOrDetailField):
     """The design's plain message, or the coded refusal of a key in use."""
+
+    coded = KeyInUseDetailSerializer
 
 
 class TurnConflictSerializer(serializers.Serializer):

@@ -102,7 +102,8 @@ def test_the_turn_documents_its_domain_refusals(schema):
     assert responses["402"]["content"]["application/json"]["schema"]["$ref"] == coded
     refusal = responses["422"]["content"]["application/json"]["schema"]["$ref"]
     assert refusal == "#/components/schemas/TurnRefusal"
-    assert schema["components"]["schemas"]["TurnRefusalDetail"]["required"] == ["code", "message"]
+    coded = schema["components"]["schemas"]["TurnRefusalDetail"]["allOf"][0]
+    assert component(schema, coded)["required"] == ["code", "message"]
     assert "credit_cap_exceeded" in responses["402"]["description"]
     assert "no_valid_tagged_agents" in responses["422"]["description"]
 
@@ -153,6 +154,38 @@ def test_field_errors_are_one_component(schema, owner_client):
     validator = Draft202012Validator(json_schema(schema, field_errors))
     assert validator.is_valid(refused.json())
     assert not validator.is_valid({"name": "not a list"})
+
+
+def _inline_coded_details(node, where=""):
+    """Where an object with a `code` property is written out instead of referenced."""
+    if isinstance(node, dict):
+        if "code" in node.get("properties", {}):
+            yield where
+        for key, value in node.items():
+            yield from _inline_coded_details(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _inline_coded_details(value, f"{where}/{index}")
+
+
+def test_a_coded_refusal_is_one_component(schema):
+    """`{code, message}` was four client classes: `CodedErrorDetail`, and `Error.detail`,
+    `TurnConflict.detail` and `TurnRefusalDetail` each writing it out again. The one component
+    is referenced; a detail with more (`turn_id`, `valid_agent_keys`) is it and those."""
+    schemas = schema["components"]["schemas"]
+    coded = {"$ref": "#/components/schemas/CodedErrorDetail"}
+
+    # A failed turn's last event has a `code` too, of its own: no refusal.
+    assert list(_inline_coded_details(schemas)) == ["/CodedErrorDetail", "/TurnFailedData"]
+    assert list(_inline_coded_details(schema["paths"])) == []
+    assert schemas["Error"]["properties"]["detail"]["anyOf"] == [{"type": "string"}, coded]
+    conflict = schemas["TurnConflict"]["properties"]["detail"]["anyOf"]
+    assert conflict == [{"type": "string"}, {"$ref": "#/components/schemas/KeyInUseDetail"}]
+    for name, extra in [("KeyInUseDetail", "turn_id"), ("TurnRefusalDetail", "valid_agent_keys")]:
+        base, more = schemas[name]["allOf"]
+        assert base == coded, name
+        assert set(more["properties"]) == {extra}, name
+        assert "required" not in more, name  # sent only sometimes
 
 
 def test_a_sessions_room_and_agent_are_nullable(schema):
@@ -347,6 +380,14 @@ def json_schema(schema: dict, described):
         return described
     if "$ref" in described:
         return json_schema(schema, component(schema, described))
+    parts = [component(schema, part) for part in described.get("allOf", [])]
+    if parts and all("properties" in part for part in parts):
+        # A component and more fields (a coded refusal's detail): one object, as a generated
+        # client reads it, no property the parts do not name.
+        described = {key: value for key, value in described.items() if key != "allOf"}
+        described["type"] = "object"
+        described["properties"] = {k: v for part in parts for k, v in part["properties"].items()}
+        described["required"] = [name for part in parts for name in part.get("required", [])]
     converted = {}
     for key, value in described.items():
         if key == "properties":
@@ -917,8 +958,8 @@ def test_every_operation_tells_a_client_what_it_does(schema):
 
     mode = schema["paths"]["/api/v1/rooms/{id}/mode"]["put"]["description"]
     assert "pending_mode" in mode and "next turn" in mode
-    refusal_code = schema["components"]["schemas"]["TurnRefusalDetail"]["properties"]["code"]
-    assert "credit_cap_exceeded" not in refusal_code["description"]  # a 402, not a 422
+    refusal = schema["components"]["schemas"]["TurnRefusalDetail"]
+    assert "credit_cap_exceeded" not in json.dumps(refusal)  # a 402, not a 422
     login = schema["paths"]["/api/v1/auth/token"]["post"]["responses"]["400"]["description"]
     assert "non_field_errors" in login
 
@@ -931,5 +972,6 @@ def test_a_key_in_use_documents_the_turn_it_names(schema):
     assert conflict == "#/components/schemas/TurnConflict"
     detail = schema["components"]["schemas"]["TurnConflict"]["properties"]["detail"]["anyOf"]
     assert detail[0] == {"type": "string"}  # the design's plain message
-    assert detail[1]["properties"]["turn_id"]["format"] == "uuid"
-    assert detail[1]["required"] == ["code", "message"]
+    coded, more = component(schema, detail[1])["allOf"]
+    assert more["properties"]["turn_id"]["format"] == "uuid"
+    assert component(schema, coded)["required"] == ["code", "message"]
