@@ -5,9 +5,12 @@ the default, as the schema says (`minimum: 1`); sizes over the maximum are cut t
 that is not a page number, empty included, is DRF's 404 "Invalid page.".
 """
 
+import re
+
 from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.pagination import Cursor, CursorPagination, PageNumberPagination
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 # PostgreSQL's `integer`, the type of the timeline's `sequence`.
 _LARGEST_SEQUENCE = 2**31 - 1
@@ -31,9 +34,17 @@ def _whole_number(text: str) -> int | None:
     return int(digits) if len(digits) <= _MOST_DIGITS else None
 
 
+# The schema's examples of a page's links: its list's own path, on an example host.
+EXAMPLE_HOST = "https://pantheon.example.com"
+EXAMPLE_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+
 class StrictPageSize:
     page_size_query_param = "page_size"
     max_page_size = 200
+    # The list whose page the schema describes (pantheon.schema.AutoSchema sets it): its links
+    # are the examples of `next` and `previous`.
+    schema_path = "/api/v1/"
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)
@@ -48,6 +59,13 @@ class StrictPageSize:
         page = super().get_paginated_response_schema(schema)
         # Every page has both links, null at either end of the list.
         page["required"] = [*page["required"], "next", "previous"]
+        # DRF's examples are placeholders (`http://api.example.org/accounts/`), and its cursor
+        # page's `next` ends in a stray `"`, which its own `uri` format refuses.
+        url = EXAMPLE_HOST + re.sub(r"\{[^}]+\}", EXAMPLE_ID, self.schema_path)
+        # `example_links`: the second page's `next` and `previous`, by the kind of pages.
+        examples = self.example_links(url)  # type: ignore[attr-defined]
+        for link, example in zip(("next", "previous"), examples, strict=True):
+            page["properties"][link]["example"] = example
         return page
 
     def get_schema_operation_parameters(self, view):
@@ -81,12 +99,40 @@ class DefaultPagination(StrictPageSize, PageNumberPagination):
                 parameter["schema"]["minimum"] = 1
         return parameters
 
+    def get_paginated_response_schema(self, schema):
+        page = super().get_paginated_response_schema(schema)
+        page["properties"]["count"]["example"] = 2 * self.page_size + 20  # the second of three
+        return page
 
-class TimelinePagination(StrictPageSize, CursorPagination):
+    def example_links(self, url: str) -> tuple[str, str]:
+        # As DRF writes them: the first page's link has no `page`.
+        return (
+            replace_query_param(url, self.page_query_param, 3),
+            remove_query_param(url, self.page_query_param),
+        )
+
+
+class CursorExamples:
+    """A cursor page's example links, encoded as the paginator encodes its own: the second page
+    (`next` after its last row, `previous` before its first)."""
+
+    example_positions: tuple[str, str]  # of the second page's last and first rows
+
+    def example_links(self, url: str) -> tuple[str, str]:
+        self.base_url = url
+        last, first = self.example_positions
+        return (
+            self.encode_cursor(Cursor(offset=0, reverse=False, position=last)),  # type: ignore[attr-defined]
+            self.encode_cursor(Cursor(offset=0, reverse=True, position=first)),  # type: ignore[attr-defined]
+        )
+
+
+class TimelinePagination(StrictPageSize, CursorExamples, CursorPagination):
     """Oldest first, stable under concurrent appends: a cursor never skips or repeats a row."""
 
     ordering = "sequence"
     page_size = 50
+    example_positions = ("100", "51")
 
     def decode_cursor(self, request):
         # DRF checks the cursor's shape, not its position: a forged `p=abc` would reach the
@@ -99,12 +145,13 @@ class TimelinePagination(StrictPageSize, CursorPagination):
         return cursor
 
 
-class ActivityPagination(StrictPageSize, CursorPagination):
+class ActivityPagination(StrictPageSize, CursorExamples, CursorPagination):
     """Newest activity first (`last_activity_at`, from `sessions_with_activity`), ties broken by
     id so that every session has one place in the order and a cursor never repeats one."""
 
     ordering = ("-last_activity_at", "-id")
     page_size = 50
+    example_positions = ("2026-12-01 08:15:02.104233+00:00", "2026-12-03 19:45:20.967870+00:00")
 
     def decode_cursor(self, request):
         # Positions are moments: a forged one would reach the timestamp comparison (a 500).

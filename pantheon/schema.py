@@ -303,6 +303,13 @@ class AutoSchema(openapi.AutoSchema):
             return f"CursorPaginated{serializer_name}List"
         return super().get_paginated_name(serializer_name)
 
+    def _get_paginator(self):
+        paginator = super()._get_paginator()
+        if paginator is not None:
+            # Its page's examples are links of this list (pantheon.pagination).
+            paginator.schema_path = self.path
+        return paginator
+
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
         # A read-only field has no place in a request component: drf-spectacular maps it all the
         # same, then drops it, and a serializer it names stayed registered as a component no

@@ -3,6 +3,7 @@ bodies that offer only what is accepted, and OPTIONS agreeing with it all."""
 
 import json
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -461,6 +462,38 @@ def test_every_list_answers_the_page_its_schema_describes(schema, owner_client, 
     )
     numbered = any(p["name"] == "page" for p in schema["paths"][path]["get"]["parameters"])
     assert ("count" in page["properties"]) is numbered, path
+
+
+@pytest.mark.parametrize("path", LISTS)
+def test_a_pages_examples_are_links_of_its_own_list(schema, owner_client, listed, path):
+    """Every page's examples were DRF's placeholders (`http://api.example.org/accounts/`,
+    `count: 123`), and the cursor pages' `next` ended in a stray `"`, which its own `uri`
+    format refuses. They are links of the list itself, as the server writes them; a cursor
+    one the list takes."""
+
+    def page_of(listed_at: str) -> dict:
+        answer = schema["paths"][listed_at]["get"]["responses"]["200"]
+        return answer["content"]["application/json"]["schema"]
+
+    page = component(schema, page_of(path))
+    # A page shared by two lists (the sessions by activity) has the links of one of them.
+    sharing = [other for other in LISTS if page_of(other) == page_of(path)]
+    pattern = "|".join(re.sub(r"\\{[^}]+\\}", "[0-9a-f-]{36}", re.escape(p)) for p in sharing)
+    for link in ("next", "previous"):
+        example = page["properties"][link]["example"]
+        parts = urlsplit(example)
+        assert parts.scheme == "https" and parts.netloc, example
+        assert re.fullmatch(r"[!#-~]+", example), example  # no quote, no space: a URI
+        assert re.fullmatch(pattern, parts.path), example
+        query = parse_qs(parts.query)
+        if "count" in page["properties"]:
+            assert page["properties"]["count"]["example"] != 123
+            assert set(query) <= {"page"}, example
+        else:
+            assert set(query) == {"cursor"}, example
+            # The list takes its example's cursor (on a list of the caller's own).
+            taken = owner_client.get(concrete(path, listed) + "?" + parts.query)
+            assert taken.status_code == 200, example
 
 
 def test_null_answers_agree_with_the_schema_as_strict_openapi_validators_read_it(
