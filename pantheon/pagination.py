@@ -2,10 +2,13 @@
 
 Both refuse a `page_size` that is not a positive whole number (400) instead of quietly using
 the default, as the schema says (`minimum: 1`); sizes over the maximum are cut to it. A `page`
-that is not a page number, empty included, is DRF's 404 "Invalid page.".
+that is not a page number, empty included, is DRF's 404 "Invalid page."; a cursor the paginator
+did not write, empty included, DRF's 404 "Invalid cursor".
 """
 
 import re
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import NotFound, ValidationError
@@ -112,13 +115,39 @@ class DefaultPagination(StrictPageSize, PageNumberPagination):
         )
 
 
-class CursorExamples:
-    """A cursor page's example links, encoded as the paginator encodes its own: the second page
-    (`next` after its last row, `previous` before its first)."""
+class StrictCursor:
+    """A cursor is taken only as the paginator writes one (`encode_cursor`); anything else is
+    DRF's 404 "Invalid cursor", as README and the schema say of an unknown cursor. DRF checks
+    a cursor's shape only: it read any base64 with no position and no offset ("nope") as the
+    start of the list, and answered the first page; a forged position reached the database
+    (a 500). A written cursor has a position or an offset (a page whose rows all share one
+    position), its keys in DRF's order, and a position as `position_written` says."""
 
     example_positions: tuple[str, str]  # of the second page's last and first rows
 
+    def decode_cursor(self, request):
+        cursor = super().decode_cursor(request)  # type: ignore[misc]
+        if cursor is None:
+            return None
+        given = request.query_params[self.cursor_query_param]  # type: ignore[attr-defined]
+        written = cursor.position is not None or cursor.offset != 0
+        if cursor.position is not None and not self.position_written(cursor.position):
+            written = False
+        if not written or self._as_written(cursor) != given:
+            raise NotFound(self.invalid_cursor_message)  # type: ignore[attr-defined]
+        return cursor
+
+    def _as_written(self, cursor: Cursor) -> str:
+        # `paginate_queryset` sets `base_url` before it decodes the cursor.
+        link = self.encode_cursor(cursor)  # type: ignore[attr-defined]
+        return parse_qs(urlsplit(link).query)[self.cursor_query_param][0]  # type: ignore[attr-defined]
+
+    def position_written(self, position: str) -> bool:
+        """Whether `position` is one the paginator writes (a row's, by `str()`)."""
+        raise NotImplementedError
+
     def example_links(self, url: str) -> tuple[str, str]:
+        """The second page's `next` (after its last row) and `previous` (before its first)."""
         self.base_url = url
         last, first = self.example_positions
         return (
@@ -127,25 +156,20 @@ class CursorExamples:
         )
 
 
-class TimelinePagination(StrictPageSize, CursorExamples, CursorPagination):
+class TimelinePagination(StrictPageSize, StrictCursor, CursorPagination):
     """Oldest first, stable under concurrent appends: a cursor never skips or repeats a row."""
 
     ordering = "sequence"
     page_size = 50
     example_positions = ("100", "51")
 
-    def decode_cursor(self, request):
-        # DRF checks the cursor's shape, not its position: a forged `p=abc` would reach the
-        # integer column (a 500). Positions are sequence numbers.
-        cursor = super().decode_cursor(request)
-        if cursor is not None and cursor.position is not None:
-            position = _whole_number(cursor.position)
-            if position is None or position > _LARGEST_SEQUENCE:
-                raise NotFound(self.invalid_cursor_message)
-        return cursor
+    def position_written(self, position: str) -> bool:
+        # A sequence number (PostgreSQL's `integer`): a forged `p=abc` reached the column.
+        number = _whole_number(position)
+        return number is not None and number <= _LARGEST_SEQUENCE and str(number) == position
 
 
-class ActivityPagination(StrictPageSize, CursorExamples, CursorPagination):
+class ActivityPagination(StrictPageSize, StrictCursor, CursorPagination):
     """Newest activity first (`last_activity_at`, from `sessions_with_activity`), ties broken by
     id so that every session has one place in the order and a cursor never repeats one."""
 
@@ -153,14 +177,11 @@ class ActivityPagination(StrictPageSize, CursorExamples, CursorPagination):
     page_size = 50
     example_positions = ("2026-12-01 08:15:02.104233+00:00", "2026-12-03 19:45:20.967870+00:00")
 
-    def decode_cursor(self, request):
-        # Positions are moments: a forged one would reach the timestamp comparison (a 500).
-        cursor = super().decode_cursor(request)
-        if cursor is not None and cursor.position is not None:
-            try:
-                moment = parse_datetime(cursor.position)
-            except ValueError:
-                moment = None
-            if moment is None:
-                raise NotFound(self.invalid_cursor_message)
-        return cursor
+    def position_written(self, position: str) -> bool:
+        # A moment, as `str()` writes the database's (in UTC): a forged one reached the
+        # timestamp comparison.
+        try:
+            moment = parse_datetime(position)
+        except ValueError:
+            return False
+        return moment is not None and moment.utcoffset() == timedelta(0) and str(moment) == position

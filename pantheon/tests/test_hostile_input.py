@@ -9,6 +9,7 @@ import asyncio
 import base64
 import io
 import json
+from urllib.parse import urlencode
 
 import pytest
 from django.apps import apps
@@ -533,6 +534,61 @@ def test_a_forged_cursor_is_404_invalid_cursor(api, world, raw_cursor):
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Invalid cursor"}
+
+
+CURSOR_LISTS = ["/sessions/{session}/messages", "/sessions", "/agents/{agent}/sessions"]
+
+
+@pytest.mark.parametrize("path", CURSOR_LISTS)
+@pytest.mark.parametrize(
+    "made_up",
+    [
+        "bm9wZQ==",  # "nope": no position, no offset, read as the start of the list
+        "",  # the same, empty
+        base64.b64encode(b"r=1").decode(),
+        base64.b64encode(b"o=0").decode(),
+        base64.b64encode(b"x=1&o=2").decode(),  # a key the paginator never writes
+        base64.b64encode(b"o=2&o=3").decode(),
+        base64.b64encode(b"o=02").decode(),
+        base64.b64encode(b"r=0&o=2").decode(),
+        base64.b64encode(b"o=2&r=1&p=").decode(),
+        base64.b64encode(b"r=1&o=2").decode(),  # the paginator's order is o, r, p
+        base64.b64encode(b"o=2").decode() + "\n",
+    ],
+)
+def test_a_made_up_cursor_is_404(api, world, path, made_up):
+    """A cursor with no position and no offset ("nope", base64) answered the first page: DRF
+    reads it as the start. README and the schema promise 404 for an unknown cursor; a cursor
+    is taken only as the paginator writes one."""
+    url = API + path.format(session=world["session"].id, agent=world["agent"].id)
+
+    response = api.get(url, {"cursor": made_up})
+
+    assert response.status_code == 404, response.content
+    assert response.json() == {"detail": "Invalid cursor"}
+
+
+@pytest.mark.parametrize(
+    ("path", "position"),
+    [
+        ("/sessions/{session}/messages", "007"),
+        ("/sessions/{session}/messages", "+7"),
+        ("/sessions", "2026-12-01T08:15:02Z"),
+        ("/sessions", "2026-12-01 08:15:02.104233+01:00"),
+        ("/sessions", "2026-12-01 08:15:02.000000+00:00"),
+    ],
+)
+def test_a_position_the_paginator_never_writes_is_404(api, world, path, position):
+    """A position is taken as the paginator writes it: a sequence number's digits, a moment as
+    `str()` writes one in UTC."""
+    url = API + path.format(session=world["session"].id)
+    written = "2026-12-01 08:15:02.104233+00:00" if path == "/sessions" else "7"
+    cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
+    taken = base64.b64encode(urlencode({"p": written}).encode()).decode()
+
+    assert api.get(url, {"cursor": taken}).status_code == 200
+    response = api.get(url, {"cursor": cursor})
+    assert response.status_code == 404, response.content
 
 
 def test_a_garbage_cursor_is_404(api, world):
