@@ -653,7 +653,7 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
                 {
                     406: "`Accept` prefers JSON to text/event-stream, or refuses the stream "
                     "(q=0), and no `format=sse` says otherwise; or `format=json`: the events "
-                    "are a stream only.",
+                    "are a stream only. Checked before the credentials.",
                     429: "`too_many_follows`: the caller already holds "
                     "`PANTHEON_MAX_FOLLOWS_PER_USER` streams of turns' events open on this "
                     "server (20 by default); close one, then retry.",
@@ -695,12 +695,17 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
         following.follow_place(request.user.pk)
         return _event_stream(following.turn_events(turn, last_event_id=last_event_id))
 
-    def _turn(self, request: Request, pk) -> Turn:
-        self.initial(request)
-        if not isinstance(request.accepted_renderer, EventStreamRenderer):
+    def perform_content_negotiation(self, request, force=False):
+        renderer, media_type = super().perform_content_negotiation(request, force)
+        if not force and request.method == "GET" and not isinstance(renderer, EventStreamRenderer):
             # JSON is offered for errors only: a client that prefers it to the stream (or
             # refuses the stream, q=0) has asked for something this endpoint does not answer.
+            # Refused here, with the other 406s, before the credentials are checked.
             raise NotAcceptable(EVENTS_ONLY)
+        return renderer, media_type
+
+    def _turn(self, request: Request, pk) -> Turn:
+        self.initial(request)
         turn = get_object_or_404(selectors.turns_for_user(user=request.user), pk=pk)
         # The caller's turn (a 404 otherwise): the request's lines join the turn's.
         logging_context.bind(session_id=turn.session_id, turn_id=turn.pk)

@@ -85,6 +85,32 @@ def test_a_client_that_prefers_json_to_the_events_stream_gets_a_406_in_json(
     assert response.json()["detail"] == "A turn's events are answered as text/event-stream only."
 
 
+@pytest.mark.parametrize(
+    "accept, query",
+    [("application/json", ""), ("text/event-stream;q=0, */*", ""), ("*/*", "?format=json")],
+)
+@pytest.mark.parametrize("token", [None, "0" * 40])
+def test_accept_is_checked_before_the_credentials_of_the_events(
+    anon_client, finished_turn, accept, query, token
+):
+    """README: `Accept` is checked before the credentials (a turn's POST with `Accept:
+    text/html` and no token is a 406). The events checked the credentials first: JSON with no
+    token was a 401, and a 406 only with one."""
+    if token is not None:
+        anon_client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    response = anon_client.get(f"/api/v1/turns/{finished_turn}/events{query}", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 406
+    assert response["content-type"] == "application/json"
+    assert response.json()["detail"] == "A turn's events are answered as text/event-stream only."
+    # The stream itself still needs them.
+    streamed = anon_client.get(
+        f"/api/v1/turns/{finished_turn}/events", HTTP_ACCEPT="text/event-stream"
+    )
+    assert streamed.status_code == 401
+
+
 def test_the_api_answers_json_to_a_browser_that_asks_for_html_first(owner_client, ada):
     """No browsable HTML pages under /api/: a browser's Accept (HTML first, */* last) gets
     JSON, errors included; a client that takes HTML only gets a 406 in JSON."""
