@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pantheon.converters import ID
+from pantheon.schema import bad_request
 from rooms import selectors, services
 from rooms.models import Agent, Room
 from rooms.serializers import (
@@ -94,9 +95,20 @@ class RoomViewSet(
 
     @extend_schema(
         request=RoomUpdateSerializer,
-        responses=RoomSerializer,
-        description="Change a room's `name` and `goal` (its mode and roster have their own "
-        "`PUT` endpoints).",
+        responses={
+            200: RoomSerializer,
+            400: bad_request(
+                "Or a field this operation does not change: `mode` and `agent_ids`, and "
+                "`current_mode` or `pending_mode` other than the room's, each answered with "
+                'the operation that changes it (`{"mode": ["Change this with PUT '
+                'rooms/{id}/mode."]}`; the roster: `PUT rooms/{id}/agents`).'
+            ),
+        },
+        description="Change a room's `name` and `goal`. Its mode and roster have their own "
+        "operations, `PUT rooms/{id}/mode` and `PUT rooms/{id}/agents`: a body with `mode` or "
+        "`agent_ids`, or with a `current_mode` or `pending_mode` other than the room's, is a "
+        "400 that names the operation. The room's other fields, sent back as they were read, "
+        "are ignored.",
     )
     def partial_update(self, request: Request, pk=None) -> Response:
         room = self.get_object()

@@ -111,7 +111,10 @@ class RoomSerializer(ModelSerializer):
 
 
 class RoomUpdateSerializer(ModelSerializer):
-    """`PATCH rooms/{id}`: name and goal. The mode and the roster have their own endpoints."""
+    """`PATCH rooms/{id}`: name and goal. The mode and the roster have their own operations,
+    `PUT rooms/{id}/mode` and `PUT rooms/{id}/agents`: `mode` and `agent_ids`, and a
+    `current_mode` or `pending_mode` other than the room's, are refused (400, naming the
+    operation); the room's other fields, sent back as read, are ignored."""
 
     agents = SeatSerializer(source="seats", many=True, read_only=True)
 

@@ -204,6 +204,28 @@ def test_patch_rooms_offers_only_name_and_goal(schema):
     assert "put" not in schema["paths"]["/api/v1/rooms/{id}"]
 
 
+def test_patch_rooms_says_what_it_refuses(schema, owner_client, live_paths):
+    """`PATCH rooms/{id}` `{"mode": ...}` is a 400 naming `PUT rooms/{id}/mode` (so are
+    `agent_ids`, and a `current_mode` or `pending_mode` other than the room's), and neither the
+    operation nor its body said so: a client reading the schema sent them."""
+    operation = schema["paths"]["/api/v1/rooms/{id}"]["patch"]
+    texts = {
+        "operation": operation["description"],
+        "body": request_body(schema, operation)["description"],
+        "400": operation["responses"]["400"]["description"],
+    }
+    for where, text in texts.items():
+        for field in ("mode", "agent_ids", "current_mode", "pending_mode"):
+            assert f"`{field}`" in text, (where, field)
+        assert "PUT rooms/{id}/mode" in text and "PUT rooms/{id}/agents" in text, where
+
+    answer = owner_client.patch(
+        concrete("/api/v1/rooms/{id}", live_paths), {"mode": "roundtable"}, format="json"
+    )
+    assert answer.status_code == 400
+    assert json.dumps(answer.json()["mode"][0])[1:-1] in texts["400"]
+
+
 def test_request_bodies_name_the_enabled_model_aliases(schema):
     enabled = sorted(ModelAlias.objects.filter(enabled=True).values_list("alias", flat=True))
     schemas = schema["components"]["schemas"]
