@@ -26,6 +26,18 @@ def _session_created(session) -> Response:
     return Response(SessionActivitySerializer(session).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        description="The room's sessions, oldest first (numbered pages), each saying where it "
+        "happens and how alive it is (`turn_count`, `last_activity_at`: its latest turn's "
+        "`created_at`, else its own)."
+    ),
+    post=extend_schema(
+        description="Open a session in the room, with an optional `title`. The 201 is the "
+        "session as `GET sessions/{id}` shows it (no turns yet); post turns to it with `POST "
+        "sessions/{id}/turns`."
+    ),
+)
 class RoomSessionsView(generics.ListCreateAPIView):
     """`GET, POST rooms/{room_id}/sessions`: the room's sessions, oldest first; open one."""
 
@@ -54,6 +66,17 @@ class RoomSessionsView(generics.ListCreateAPIView):
         )
 
 
+@extend_schema_view(
+    get=extend_schema(
+        description="Your direct sessions with this agent, newest activity first "
+        "(cursor pages: follow `next`)."
+    ),
+    post=extend_schema(
+        description="Open a direct session with this agent (one to one, no room), with an "
+        "optional `title`. The 201 is the session as `GET sessions/{id}` shows it (no turns "
+        "yet)."
+    ),
+)
 class AgentSessionsView(generics.ListCreateAPIView):
     """`GET, POST agents/{agent_id}/sessions`: the direct sessions with one agent, newest
     activity first; open one."""
@@ -84,7 +107,25 @@ class AgentSessionsView(generics.ListCreateAPIView):
         )
 
 
-@extend_schema_view(list=extend_schema(parameters=[SessionFilterSerializer]))
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[SessionFilterSerializer],
+        description="Your sessions, in rooms and direct, newest activity first (cursor pages: "
+        "follow `next`); `room` (a room's id) and `agent` (an agent's id: the direct sessions "
+        "with it) filter. A session that gets a turn while you walk the pages moves to the "
+        "front, ahead of your cursor: a client that keeps a copy in step walks again from the "
+        "first page until it meets sessions it has with the same `last_activity_at`.",
+    ),
+    retrieve=extend_schema(
+        description="One of your sessions: where it happens (`kind`, `room`, `agent`; an agent "
+        "deleted since is null), its `turn_count` and `last_activity_at`."
+    ),
+    destroy=extend_schema(
+        description="Delete a session (soft: it, its messages and its turns are 404 from then "
+        "on). A turn already running runs to its end and is billed, its answers gone with the "
+        "session; a stream following it ends."
+    ),
+)
 class SessionViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -124,8 +165,13 @@ class SessionMessagesView(generics.ListAPIView):
         return selectors.session_timeline(session=session)
 
 
+@extend_schema(
+    description="One of your turns, finished or running: its messages, `routing` (orchestrator "
+    "rooms), `usage` and `status`; `balance` is null (it is in the answer that ran the turn "
+    "only). Its events: `GET turns/{id}/events`."
+)
 class TurnDetailView(generics.RetrieveAPIView):
-    """`GET turns/{id}`"""
+    """`GET turns/{id}`: one of the caller's turns."""
 
     serializer_class = TurnSerializer
 

@@ -178,7 +178,8 @@ class _AsyncTurnView:
 
 
 class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIView):
-    """`GET sessions/{id}/turns` lists turns; `POST` runs one (throttled per user)."""
+    """`GET sessions/{id}/turns` lists turns; `POST` runs one (throttled per user): each
+    method's schema says what it does."""
 
     serializer_class = TurnSerializer
     renderer_classes = [JSONRenderer, EventStreamRenderer]
@@ -209,6 +210,11 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         logging_context.bind(session_id=session.pk)  # the caller's (a 404 otherwise)
         return selectors.turns_for_user(user=self.request.user).filter(session=session)
 
+    @extend_schema(
+        description="The session's turns, oldest first (numbered pages), each with its "
+        "messages, `routing`, `usage` and `status`; `balance` is null (it is in the answer "
+        "that ran the turn only)."
+    )
     async def get(self, request: Request, session_id) -> Response:
         return await database(self._list)(request)
 
@@ -217,6 +223,17 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         return self.list(request)
 
     @extend_schema(
+        description="Run a turn: `message`, and `model_alias_override` (an enabled alias for "
+        'every answer of this turn; left out or "": each agent\'s own). Who answers is the '
+        "room's mode (a `pending_mode` takes effect with this turn): `manual`, the agents the "
+        "message tags with `@agent_key`, in tag order; `roundtable`, every seated agent in seat "
+        "order; `orchestrator`, those a manager model chooses (the turn's `routing`); a direct "
+        "session, its agent. Refusals (402, 403, 422) come before any write or LLM call, a "
+        "conflict (409) before any LLM call. "
+        "The 201 is the whole turn with `balance` (the month's credits after it, the cap, "
+        "`low_balance`), so a client can warn before the 402; with `Accept: text/event-stream` "
+        "(or `format=sse`) it is the turn's events as they happen. An `Idempotency-Key` makes "
+        "retries safe. Throttled per user.",
         request=TurnCreateSerializer,
         responses={
             (201, "application/json"): OpenApiResponse(TurnSerializer, description="The turn."),

@@ -1019,6 +1019,35 @@ def test_every_operation_tells_a_client_what_it_does(schema):
     assert "non_field_errors" in login
 
 
+def test_each_operation_has_its_own_description(schema):
+    """drf-spectacular gave each operation its view's docstring: `GET sessions`, `GET sessions/
+    {id}` and `DELETE sessions/{id}` all read "`GET sessions` (...), `GET, DELETE
+    sessions/{id}`...", a list and its create shared one text, running a turn said only that
+    `POST` runs one, and `GET turns/{id}` was its path."""
+    described: dict[str, list[str]] = {}
+    for path, method, operation in operations(schema):
+        described.setdefault(operation["description"], []).append(f"{method.upper()} {path}")
+    assert [labels for labels in described.values() if len(labels) > 1] == []
+    for text, (label,) in described.items():
+        assert not re.search(r"`(GET|POST|PUT|PATCH|DELETE), ", text), label  # another's too
+        assert not re.fullmatch(r"`[A-Z]+ [^`]+`\.?", text.strip()), label  # only its path
+
+    turn = schema["paths"]["/api/v1/sessions/{session_id}/turns"]["post"]["description"]
+    for what in (
+        "`message`",
+        "`model_alias_override`",
+        "`roundtable`",
+        "`orchestrator`",
+        "`manual`",
+        "`@agent_key`",
+        "text/event-stream",
+        "`balance`",
+        "Idempotency-Key",
+        "`pending_mode`",
+    ):
+        assert what in turn, what
+
+
 def test_a_key_in_use_documents_the_turn_it_names(schema):
     """The 409 named `turn_id` in its prose only: a client generated from the schema dropped
     it (the reviewer's catch)."""
