@@ -82,7 +82,11 @@ class AgentSerializer(ModelSerializer):
 
 
 class SeatSerializer(serializers.Serializer):
-    id = serializers.UUIDField(source="agent.id")
+    id = serializers.UUIDField(
+        source="agent.id",
+        help_text="The seated agent's id (a seat has none of its own): what `agent_ids` of "
+        "`PUT rooms/{id}/agents` and `POST rooms` take.",
+    )
     agent_key = serializers.CharField(source="agent.agent_key")
     name = serializers.CharField(source="agent.name")
     model_alias = serializers.CharField(source="agent.model_alias")

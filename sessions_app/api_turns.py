@@ -696,8 +696,9 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
                 "Last-Event-ID",
                 {"type": "string"},
                 OpenApiParameter.HEADER,
-                description="The id of the last event seen: the stream resumes after it (the "
-                "turn's last event's id, 9007199254740991, answers 204). Anything but an id "
+                description="The id of the last event seen: the stream resumes after it. The "
+                "turn's last event's id, 9007199254740991, or more (any number of digits) "
+                "answers 204: nothing follows. A value that is not a whole number (digits only) "
                 "replays from the start.",
             ),
         ],

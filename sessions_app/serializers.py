@@ -143,7 +143,12 @@ class TurnSerializer(serializers.ModelSerializer):
     routing = RoutingSerializer(read_only=True, allow_null=True)
     messages = serializers.SerializerMethodField()
     usage = UsageTotalsSerializer(source="*", read_only=True)
-    balance = serializers.SerializerMethodField()
+    balance = serializers.SerializerMethodField(
+        help_text="Where the user stands after the turn, in the answer that ran the turn only "
+        "(its JSON, its stream's `turn_completed`, an Idempotency-Key retry's replay of them); "
+        "null wherever the turn is read later (`GET turns/{id}`, the lists, `GET "
+        "turns/{id}/events`)."
+    )
 
     class Meta:
         model = Turn

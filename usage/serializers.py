@@ -166,8 +166,11 @@ class ModelUsageSerializer(UsageTotalsSerializer):
 
 
 class UsageSerializer(serializers.Serializer):
-    from_ = serializers.DateTimeField()
-    to = serializers.DateTimeField()
+    from_ = serializers.DateTimeField(help_text="The range's start, included.")
+    to = serializers.DateTimeField(
+        help_text="The range's end, excluded: a day's `to` (`to=2026-12-31`) comes back as the "
+        "next midnight (`2027-01-01T00:00:00Z`)."
+    )
     credits_used = serializers.DecimalField(
         max_digits=24, decimal_places=10, help_text="Credits in the range from/to."
     )

@@ -1048,6 +1048,49 @@ def test_each_operation_has_its_own_description(schema):
         assert what in turn, what
 
 
+def test_fields_say_what_their_values_mean(schema, owner_client, live_paths):
+    """A seat's `id` is its agent's (what `PUT rooms/{id}/agents` takes), a turn's `balance`
+    is null but in the answer that ran it, usage's `to` is exclusive (`to=2026-12-31` comes
+    back `2027-01-01T00:00:00Z`), and every `Last-Event-ID` from the last event's id up
+    answers 204: none of it was said, or said truly."""
+    schemas = schema["components"]["schemas"]
+    seat = schemas["Seat"]["properties"]["id"]["description"]
+    assert "agent's id" in seat and "PUT rooms/{id}/agents" in seat
+    balance = schemas["Turn"]["properties"]["balance"]["description"]
+    assert "null" in balance and "ran the turn" in balance
+    assert "excluded" in schemas["Usage"]["properties"]["to"]["description"]
+    assert "included" in schemas["Usage"]["properties"]["from"]["description"]
+    events = schema["paths"]["/api/v1/turns/{id}/events"]["get"]
+    (last_event_id,) = [p for p in events["parameters"] if p["name"] == "Last-Event-ID"]
+    assert "or more" in last_event_id["description"]
+
+    room = owner_client.get(concrete("/api/v1/rooms/{id}", live_paths)).json()
+    seated = [agent["id"] for agent in room["agents"]]
+    roster = owner_client.put(
+        concrete("/api/v1/rooms/{id}/agents", live_paths), {"agent_ids": seated}, format="json"
+    )
+    assert roster.status_code == 200
+    usage = owner_client.get("/api/v1/usage", {"from": "2026-12-01", "to": "2026-12-31"})
+    assert (usage.json()["from"], usage.json()["to"]) == (
+        "2026-12-01T00:00:00Z",
+        "2027-01-01T00:00:00Z",
+    )
+    rooms_sessions = concrete("/api/v1/rooms/{room_id}/sessions", live_paths)
+    session = owner_client.post(rooms_sessions, {}, format="json").json()
+    turn = owner_client.post(
+        f"/api/v1/sessions/{session['id']}/turns", {"message": "hi"}, format="json"
+    ).json()
+    assert turn["balance"] is not None
+    assert owner_client.get(f"/api/v1/turns/{turn['id']}").json()["balance"] is None
+    for last in ("9007199254740991", "9007199254740992", "99999999999999999999999"):
+        ended = owner_client.get(
+            f"/api/v1/turns/{turn['id']}/events",
+            HTTP_ACCEPT="text/event-stream",
+            HTTP_LAST_EVENT_ID=last,
+        )
+        assert ended.status_code == 204, last
+
+
 def test_a_key_in_use_documents_the_turn_it_names(schema):
     """The 409 named `turn_id` in its prose only: a client generated from the schema dropped
     it (the reviewer's catch)."""
