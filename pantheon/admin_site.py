@@ -17,12 +17,13 @@ from pantheon.console import CheckedLists, KindSaidOnce, TitledAsSaved
 from pantheon.exceptions import query_has_unrenderable
 from pantheon.figures import counted
 from pantheon.passwords import console_operator
-from pantheon.throttling import login_wait
+from pantheon.throttling import LoginAttempt
 
 
 class ConsoleLoginForm(AdminAuthenticationForm):
     """The console's login, under the limits of `POST auth/token` (`pantheon.throttling`): it
-    took any number of guesses at an operator's password. Checked before the password is."""
+    took any number of guesses at an operator's password. Checked before the password is; a
+    login that goes through counts for none, as at the API."""
 
     error_messages = {
         **AdminAuthenticationForm.error_messages,
@@ -32,14 +33,17 @@ class ConsoleLoginForm(AdminAuthenticationForm):
     retry_after: int | None = None
 
     def clean(self):
-        self.retry_after = login_wait(self.request)
+        attempt = LoginAttempt(self.request)
+        self.retry_after = attempt.check()
         if self.retry_after is not None:
             raise ValidationError(
                 self.error_messages["throttled"],
                 code="throttled",
                 params={"seconds": counted(self.retry_after, "second")},
             )
-        return super().clean()
+        cleaned = super().clean()  # a wrong password (or no staff account) raises: a failure
+        attempt.succeeded()
+        return cleaned
 
 
 class PantheonAdminSite(admin.AdminSite):

@@ -12,7 +12,7 @@ from rest_framework.settings import api_settings
 
 from pantheon.fields import StrictCharField
 from pantheon.schema import BAD_REQUEST
-from pantheon.throttling import AuthTokenPerClientThrottle, AuthTokenPerUsernameThrottle
+from pantheon.throttling import LOGIN_THROTTLES, LoginAttempt
 
 
 class TokenRequestSerializer(AuthTokenSerializer):
@@ -26,14 +26,24 @@ class TokenRequestSerializer(AuthTokenSerializer):
 class ObtainTokenView(ObtainAuthToken):
     """`POST auth/token` `{username, password}` → `{"token": ...}`: the caller's API token.
 
-    JSON only, like the rest of the API, and throttled per client address and per username
-    (`PANTHEON_AUTH_RATE_PER_IP`, `PANTHEON_AUTH_RATE_PER_USERNAME`).
+    JSON only, like the rest of the API. Its failures are throttled per client address, per
+    username from one address and per username in all (`PANTHEON_AUTH_RATE_PER_IP`,
+    `PANTHEON_AUTH_RATE_PER_USERNAME`, `PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL`): a login that
+    succeeds counts for none (`pantheon.throttling.LoginAttempt`).
     """
 
     authentication_classes = []
     serializer_class = TokenRequestSerializer
     parser_classes = api_settings.DEFAULT_PARSER_CLASSES
-    throttle_classes = [AuthTokenPerClientThrottle, AuthTokenPerUsernameThrottle]
+    throttle_classes = list(LOGIN_THROTTLES)
+    login_attempt: LoginAttempt | None = None
+
+    def check_throttles(self, request):
+        """DRF's check, as one login attempt: its places are given back if it succeeds."""
+        self.login_attempt = LoginAttempt(request, self, self.get_throttles())
+        wait = self.login_attempt.check()
+        if wait is not None:
+            self.throttled(request, wait)
 
     @extend_schema(
         request=inline_serializer(
@@ -75,5 +85,7 @@ class ObtainTokenView(ObtainAuthToken):
                     code="authorization",
                 )
             token, _ = Token.objects.get_or_create(user=user)
+        if self.login_attempt is not None:
+            self.login_attempt.succeeded()
         # A credential: no cache (a proxy's, the browser's) keeps a copy (RFC 6749, 5.1).
         return Response({"token": token.key}, headers={"Cache-Control": "no-store"})

@@ -367,10 +367,14 @@ PANTHEON_MAX_ROOM_GOAL_CHARS = config.whole_number(
 )
 # Deepest JSON request body accepted; the API's own bodies are 3 levels deep.
 PANTHEON_MAX_JSON_DEPTH = config.whole_number("PANTHEON_MAX_JSON_DEPTH", 32, minimum=4)
-# Throttles (`N/second|minute|hour|day`): logins per client address and per username tried,
-# turns per user.
+# Throttles (`N/second|minute|hour|day`): failed logins per client address, per username tried
+# from one address and per username from every address together (the addresses the account
+# logged in from spared), turns per user.
 PANTHEON_AUTH_RATE_PER_IP = config.rate("PANTHEON_AUTH_RATE_PER_IP", "10/min")
 PANTHEON_AUTH_RATE_PER_USERNAME = config.rate("PANTHEON_AUTH_RATE_PER_USERNAME", "10/min")
+PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = config.rate(
+    "PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL", "100/hour"
+)
 PANTHEON_TURN_RATE = config.rate("PANTHEON_TURN_RATE", "60/min")
 # How many recent raw messages a turn reads at most to build its context. A constant bound keeps
 # per-turn work independent of session length; the summary carries everything older. It is

@@ -7,8 +7,14 @@ statement prunes it, counts it and records the request under the row's lock: req
 on two workers cannot both take the last place, as they can when DRF reads the history from the
 cache and writes it back. On SQLite (the laptop) the throttles keep DRF's own cache-based
 history. Each throttle reads its rate from a setting at request time
-(`PANTHEON_AUTH_RATE_PER_IP`, `PANTHEON_AUTH_RATE_PER_USERNAME`, `PANTHEON_TURN_RATE`), so an
-operator can change it without code.
+(`PANTHEON_AUTH_RATE_PER_IP`, `PANTHEON_AUTH_RATE_PER_USERNAME`,
+`PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL`, `PANTHEON_TURN_RATE`), so an operator can change it
+without code.
+
+Logins count failures only (`LoginAttempt`): a stranger's guesses must not lock an account's
+owner out. The limits on one account are therefore kept per address (its guesses from one
+address) and, for a guesser spread over many addresses, in a total that spares the addresses
+the account logged in from lately: those the guesser cannot fill.
 """
 
 import hashlib
@@ -17,8 +23,9 @@ import random
 import unicodedata
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from pantheon.fields import trimmed
 
@@ -45,6 +52,28 @@ SELECT EXISTS (SELECT 1 FROM attempt),
          WHERE t.key = %(key)s AND h > clock.now - %(window)s),
        (SELECT now FROM clock)
 """
+# Gives back the place a login attempt took (`SettingRateThrottle.release`): one hit, the one
+# recorded at that instant, so two attempts recorded at the same microsecond lose one between them.
+RELEASE = """
+UPDATE pantheon_throttle
+SET hits = hits[:array_position(hits, %(at)s::float8) - 1]
+        || hits[array_position(hits, %(at)s::float8) + 1:]
+WHERE key = %(key)s AND %(at)s::float8 = ANY(hits)
+"""
+# An address an account logged in from: a row with no hits, kept (not pruned) until `expires`.
+REMEMBER = """
+INSERT INTO pantheon_throttle AS t (key, hits, expires)
+VALUES (%(key)s, '{}', extract(epoch FROM clock_timestamp()) + %(keep)s)
+ON CONFLICT (key) DO UPDATE SET hits = '{}', expires = EXCLUDED.expires
+"""
+KNOWN = """
+SELECT EXISTS (
+    SELECT 1 FROM pantheon_throttle
+    WHERE key = %(key)s AND expires > extract(epoch FROM clock_timestamp())
+)
+"""
+# How long an address an account logged in from is spared its total of failures.
+KNOWN_ADDRESS_SECONDS = 30 * 24 * 3600
 # Identities that have been quiet for a whole window have nothing left to count.
 PRUNE = "DELETE FROM pantheon_throttle WHERE expires < extract(epoch FROM clock_timestamp())"
 PRUNE_ONE_IN = 1000
@@ -53,6 +82,8 @@ PRUNE_ONE_IN = 1000
 class SettingRateThrottle(SimpleRateThrottle):
     rate_setting: str = ""
     _wait: float | None = None
+    # When this request was recorded (epoch seconds), for `release`; None if it was not.
+    _recorded_at: float | None = None
 
     def get_rate(self) -> str | None:
         return getattr(settings, self.rate_setting) or None
@@ -60,7 +91,11 @@ class SettingRateThrottle(SimpleRateThrottle):
     def allow_request(self, request, view) -> bool:
         # DRF makes the throttles afresh for each request: the rate is the setting's of now.
         if connection.vendor != "postgresql":
-            return super().allow_request(request, view)
+            allowed = super().allow_request(request, view)
+            # DRF's history: `throttle_success` recorded `self.now` when it allowed.
+            if allowed and self.rate is not None and self.key is not None:
+                self._recorded_at = self.now
+            return allowed
         if self.rate is None:
             return True
         self.key = self.get_cache_key(request, view)
@@ -77,6 +112,7 @@ class SettingRateThrottle(SimpleRateThrottle):
                 cursor.execute(PRUNE)
         if allowed:
             self._wait = None
+            self._recorded_at = now
         elif oldest is None:  # the window filled up after this statement's snapshot
             self._wait = float(self.duration)
         else:  # as DRF: the next request fits when the oldest one in the window leaves it
@@ -88,10 +124,40 @@ class SettingRateThrottle(SimpleRateThrottle):
             return super().wait()
         return None if self._wait is None else math.ceil(self._wait)
 
+    def release(self) -> None:
+        """Give back the place this request took, if it took one: it turned out not to count
+        (a login that succeeded, or one another limit refused)."""
+        at, self._recorded_at = self._recorded_at, None
+        if at is None or self.key is None:
+            return
+        if connection.vendor != "postgresql":
+            history = self.cache.get(self.key, [])
+            if at in history:
+                history.remove(at)
+                self.cache.set(self.key, history, self.duration)
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(RELEASE, {"key": self.key, "at": at})
+
+
+def login_username_digest(request) -> str | None:
+    """The username a login tries, as login reads it (its field trims white space and
+    zero-width characters: " bob", "bob\t" and "\u200bbob" log in as bob), then folded so that
+    every spelling of one account counts against it; hashed. None when there is none."""
+    # The API's JSON body, or the console login's form.
+    data = request.data if hasattr(request, "data") else request.POST
+    username = data.get("username") if hasattr(data, "get") else None
+    if not isinstance(username, str):
+        return None  # nothing to guess with; the per-client limit still applies
+    folded = trimmed(unicodedata.normalize("NFKC", trimmed(username)).casefold())
+    if not folded:
+        return None
+    return hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()
+
 
 class AuthTokenPerClientThrottle(SettingRateThrottle):
-    """`POST auth/token` per client address (REMOTE_ADDR, or the proxy's X-Forwarded-For entry
-    when `PANTHEON_NUM_PROXIES` says how many proxies to trust)."""
+    """Failed logins per client address (REMOTE_ADDR, or the proxy's X-Forwarded-For entry
+    when `PANTHEON_NUM_PROXIES` says how many proxies to trust), whatever the usernames."""
 
     scope = "auth_token_client"
     rate_setting = "PANTHEON_AUTH_RATE_PER_IP"
@@ -101,38 +167,119 @@ class AuthTokenPerClientThrottle(SettingRateThrottle):
 
 
 class AuthTokenPerUsernameThrottle(SettingRateThrottle):
-    """`POST auth/token` per username tried, whatever address it comes from: guessing one
-    account's password from many addresses is as slow as from one."""
+    """Failed logins at one username from one address. Keyed on the address too, so that a
+    stranger's guesses do not refuse the owner's own address; below the per-client limit, it
+    bounds the guesses at one account from an address that may try many (an office's NAT, given
+    a higher `PANTHEON_AUTH_RATE_PER_IP`)."""
 
     scope = "auth_token_username"
     rate_setting = "PANTHEON_AUTH_RATE_PER_USERNAME"
 
     def get_cache_key(self, request, view) -> str | None:
-        # The API's JSON body, or the console login's form.
-        data = request.data if hasattr(request, "data") else request.POST
-        username = data.get("username") if hasattr(data, "get") else None
-        if not isinstance(username, str):
-            return None  # nothing to guess with; the per-client limit still applies
-        # The name as login reads it (its field trims white space and zero-width characters:
-        # " bob", "bob\t" and "\u200bbob" log in as bob), then folded: every spelling of one
-        # account counts against it.
-        folded = trimmed(unicodedata.normalize("NFKC", trimmed(username)).casefold())
-        if not folded:
+        username = login_username_digest(request)
+        if username is None:
             return None
-        digest = hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()
-        return self.cache_format % {"scope": self.scope, "ident": digest}
+        ident = hashlib.sha256(f"{username} {self.get_ident(request)}".encode()).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
-def login_wait(request) -> int | None:
-    """A login attempt outside DRF (the console's), counted against the limits of `POST
-    auth/token` (its address and the username tried, in the same histories: one account's
-    password is guessed as slowly at either door). None if it may go on, else the seconds until
-    it may. Each limit records the attempt, as DRF's check of a view's throttles does."""
-    waits = []
-    for throttle in (AuthTokenPerClientThrottle(), AuthTokenPerUsernameThrottle()):
-        if not throttle.allow_request(request, None):
-            waits.append(throttle.wait() or 1)
-    return math.ceil(max(waits)) if waits else None
+class AuthTokenPerUsernameTotalThrottle(SettingRateThrottle):
+    """Failed logins at one username from every address together: a guesser with many
+    addresses is as slow at one account as this. The addresses the account logged in from in
+    the last 30 days are spared it (`remember_login_address`): a stranger who fills it refuses
+    only the owner's first login from a new address, never the usual ones."""
+
+    scope = "auth_token_username_total"
+    rate_setting = "PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL"
+
+    def get_cache_key(self, request, view) -> str | None:
+        username = login_username_digest(request)
+        if username is None:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": username}
+
+    def allow_request(self, request, view) -> bool:
+        if self.rate is not None and login_address_is_known(request):
+            return True
+        return super().allow_request(request, view)
+
+
+# Every limit a login is under, at either door.
+LOGIN_THROTTLES = (
+    AuthTokenPerClientThrottle,
+    AuthTokenPerUsernameThrottle,
+    AuthTokenPerUsernameTotalThrottle,
+)
+
+
+def _login_address_key(request) -> str | None:
+    username = login_username_digest(request)
+    if username is None:
+        return None
+    ident = BaseThrottle().get_ident(request)
+    digest = hashlib.sha256(f"{username} {ident}".encode()).hexdigest()
+    return f"throttle_auth_known_{digest}"
+
+
+def remember_login_address(request) -> None:
+    """The account of this login logged in from this address: for 30 days its total of
+    failures (`AuthTokenPerUsernameTotalThrottle`) does not refuse it there."""
+    key = _login_address_key(request)
+    if key is None:
+        return
+    if connection.vendor != "postgresql":
+        cache.set(key, True, KNOWN_ADDRESS_SECONDS)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(REMEMBER, {"key": key, "keep": float(KNOWN_ADDRESS_SECONDS)})
+
+
+def login_address_is_known(request) -> bool:
+    key = _login_address_key(request)
+    if key is None:
+        return False
+    if connection.vendor != "postgresql":
+        return bool(cache.get(key))
+    with connection.cursor() as cursor:
+        cursor.execute(KNOWN, {"key": key})
+        return cursor.fetchone()[0]
+
+
+class LoginAttempt:
+    """One try at a password, at either door (`POST auth/token`, the console's login), under
+    the limits of `LOGIN_THROTTLES` (their histories shared by both doors: one account's password
+    is guessed as slowly at either). Only failures count, so that no one's guesses deny an
+    account's owner: `check` takes a place under each limit before the password is checked
+    (racing guesses cannot all take the last place, as they could if a failure, once known,
+    were recorded), and `succeeded` gives them back. An attempt a limit refuses gives back the
+    places it took under the others: its password was never checked."""
+
+    def __init__(self, request, view=None, throttles=None):
+        self.request = request
+        self.view = view
+        self.throttles = (
+            list(throttles) if throttles is not None else [cls() for cls in LOGIN_THROTTLES]
+        )
+
+    def check(self) -> int | None:
+        """None if the attempt may go on, else the seconds until it may (and no place kept).
+        The first limit that refuses ends the check: one that went on to the next limits would
+        take their places (until it gave them back) from attempts its own limit let in."""
+        allowed = []
+        for throttle in self.throttles:
+            if not throttle.allow_request(self.request, self.view):
+                for taken in allowed:
+                    taken.release()
+                return math.ceil(throttle.wait() or 1)
+            allowed.append(throttle)
+        return None
+
+    def succeeded(self) -> None:
+        """The password was right and the login goes through: it counts as no failure, and its
+        address is one the account logs in from."""
+        for throttle in self.throttles:
+            throttle.release()
+        remember_login_address(self.request)
 
 
 class TurnRateThrottle(SettingRateThrottle):

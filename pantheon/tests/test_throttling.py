@@ -59,11 +59,13 @@ def test_a_wait_of_one_second_is_said_in_the_singular():
 def slow_logins(settings):
     settings.PANTHEON_AUTH_RATE_PER_IP = "3/min"
     settings.PANTHEON_AUTH_RATE_PER_USERNAME = "5/min"
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = "5/min"
 
 
-def test_the_default_rates_are_ten_logins_a_minute_and_sixty_turns(settings):
+def test_the_default_rates_are_ten_failed_logins_a_minute_and_sixty_turns(settings):
     assert settings.PANTHEON_AUTH_RATE_PER_IP == "10/min"
     assert settings.PANTHEON_AUTH_RATE_PER_USERNAME == "10/min"
+    assert settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL == "100/hour"
     assert settings.PANTHEON_TURN_RATE == "60/min"
 
 
@@ -301,12 +303,12 @@ def test_the_console_login_is_throttled_per_address_even_with_the_right_password
     """The console took any number of guesses at an operator's password (the security
     reviewer's catch: 39 wrong ones then the right one, all answered)."""
     make_operator("Owner", "boss")
-    assert console_login("boss", "operator-pass-123").status_code == 302  # under the limit
-    wrong = [console_login(f"guess{n}", "nope").status_code for n in range(2)]
+    assert console_login("boss", "operator-pass-123").status_code == 302  # counts for none
+    wrong = [console_login(f"guess{n}", "nope").status_code for n in range(3)]
 
     refused = console_login("boss", "operator-pass-123")
 
-    assert wrong == [200, 200]
+    assert wrong == [200, 200, 200]
     assert_console_refused(refused)
     assert console_login("boss", "operator-pass-123", address="10.0.0.2").status_code == 302
 
@@ -327,3 +329,92 @@ def test_opening_the_console_login_page_counts_nothing(make_operator, slow_login
     pages = [Client(REMOTE_ADDR="10.0.0.1").get(CONSOLE_LOGIN).status_code for _ in range(5)]
     assert pages == [200] * 5
     assert console_login("boss", "operator-pass-123").status_code == 302
+
+
+# --- a stranger cannot lock an account out --------------------------------------------------
+
+
+def test_a_strangers_wrong_guesses_do_not_lock_the_owner_out_of_either_door(owner, make_operator):
+    """The security tester's catch: ten wrong guesses at alice from one address, and alice's
+    right password from hers was a 429 at both doors (the per-username limit counted every
+    attempt from anywhere, before the password was checked)."""
+    make_operator("Owner", "boss")
+    api = [login("owner", "wrong", address="10.9.0.2").status_code for _ in range(10)]
+    console = [console_login("boss", "wrong", address="10.9.0.4").status_code for _ in range(10)]
+
+    assert (api, console) == ([400] * 10, [200] * 10)
+    assert_throttled(login("owner", "owner-pass-123", address="10.9.0.2"))  # the guesser's
+    assert login("owner", "owner-pass-123", address="10.9.0.3").status_code == 200
+    assert console_login("boss", "operator-pass-123", address="10.9.0.5").status_code == 302
+
+
+def test_successful_logins_count_against_no_limit():
+    """Eleven logins a minute from one address (an office behind one NAT, a script fetching its
+    token) were a 429 at the eleventh: successes counted as guesses."""
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_user(username="ada", password="ada-pass-12345")
+    get_user_model().objects.create_user(username="boss", password="boss-pass-12345", is_staff=True)
+
+    api = [login("ada", "ada-pass-12345").status_code for _ in range(12)]
+    console = [console_login("boss", "boss-pass-12345").status_code for _ in range(12)]
+
+    assert (api, console) == ([200] * 12, [302] * 12)
+    # The failures are still counted: ten of them fill the address's minute.
+    assert [login("ada", "nope").status_code for _ in range(10)] == [400] * 10
+    assert_throttled(login("ada", "ada-pass-12345"))
+
+
+def test_many_addresses_guessing_one_account_hit_its_total_cap_but_not_its_known_addresses(
+    owner, settings
+):
+    """A guesser with many addresses is held to the account's total of failures; an address
+    the account logged in from is not refused for what the others did."""
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = "6/min"
+    assert login("owner", "owner-pass-123", address="10.8.0.1").status_code == 200  # home
+
+    guesses = [login("owner", "nope", address=f"10.8.1.{n}").status_code for n in range(6)]
+
+    assert guesses == [400] * 6
+    assert_throttled(login("owner", "owner-pass-123", address="10.8.2.1"))  # a new address
+    assert_console_refused(console_login("owner", "owner-pass-123", address="10.8.2.2"))
+    assert login("owner", "owner-pass-123", address="10.8.0.1").status_code == 200
+    assert login("outsider", "nope", address="10.8.2.3").status_code == 400  # another account
+
+
+def test_a_refused_attempt_takes_no_place_under_the_other_limits(owner, settings):
+    """An attempt refused by one limit never had its password checked: it is no failure, and
+    the address's count is what it was."""
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME = "2/min"
+    settings.PANTHEON_AUTH_RATE_PER_IP = "4/min"
+
+    codes = [login("owner", "nope").status_code for _ in range(2)]
+    refused = [login("owner", "nope").status_code for _ in range(3)]
+
+    assert (codes, refused) == ([400, 400], [429, 429, 429])
+    assert [login(f"other{n}", "nope").status_code for n in range(2)] == [400, 400]
+    assert_throttled(login("other9", "nope"))
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_thirty_racing_guesses_from_one_address_get_ten_answers(owner):
+    """The place is taken before the password is checked and given back only by a success, so
+    racing guesses cannot all pass the count as they would if only a failure, once known,
+    were recorded."""
+    gate = threading.Barrier(30)
+    codes: list[int] = []
+
+    def one(n: int) -> None:
+        try:
+            gate.wait()
+            codes.append(login("owner", f"nope{n}", address="10.7.0.1").status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(codes) == [400] * 10 + [429] * 20, __import__("collections").Counter(codes)
