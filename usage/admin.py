@@ -154,6 +154,10 @@ class ModelAliasForm(forms.ModelForm):
         return cleaned
 
 
+# An alias's fields that say where its calls go and with which key: a superuser's to set.
+PROVIDER_ACCESS_FIELDS = ("api_base", "api_key_env")
+
+
 @admin.register(ModelAlias)
 class ModelAliasAdmin(
     LocksItsPriceLists, ChangesWithValues, KeptWhileInUse, EditedAsShownAdmin, admin.ModelAdmin
@@ -198,16 +202,23 @@ class ModelAliasAdmin(
         return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
-        fields = super().get_readonly_fields(request, obj)
+        fields = [*super().get_readonly_fields(request, obj)]
+        # Where the alias's calls go and which key they carry: an Owner who set them sent a
+        # provider's key (any variable ending in _API_KEY), and every user's prompts on the
+        # alias, to a listener of theirs, or had the server POST to an internal address. Only
+        # a superuser sets them here (or `manage.py set_model_alias`, from a shell).
+        if not request.user.is_superuser:
+            fields += [name for name in PROVIDER_ACCESS_FIELDS if name not in fields]
         # The ledger and agents name an alias by its name: renamed, they would name nothing.
         if obj is not None and self.kept_because(request, obj) is not None:
-            return [*fields, "alias"]
+            fields.append("alias")
         return fields
 
     def get_fields(self, request, obj=None):
-        # The name first, editable or not (Django puts read-only fields last).
+        # In the model's order, editable or not (Django puts read-only fields last).
         fields = super().get_fields(request, obj)
-        return ["alias", *(field for field in fields if field != "alias")]
+        order = [field.name for field in ModelAlias._meta.fields]
+        return sorted(fields, key=lambda name: order.index(name) if name in order else len(order))
 
     def why_kept(self, alias: ModelAlias) -> str | None:
         # Its ledger rows, filtered by it on the billing dashboard, or its prices in a price

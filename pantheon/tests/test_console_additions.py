@@ -45,8 +45,9 @@ def test_a_billing_profile_added_without_a_cap_says_that_too(boss, owner):
     ]
 
 
-def test_an_alias_and_a_price_added_say_what_they_were_added_with(boss):
-    added = boss.post(
+def test_an_alias_and_a_price_added_say_what_they_were_added_with(boss, staff):
+    # A superuser's: an Owner sets no alias's key (usage/tests/test_alias_credentials_admin.py).
+    added = client_for(staff).post(
         url(ModelAlias, "add"),
         {
             "alias": "tiny",
