@@ -12,6 +12,7 @@ from pantheon import converters, logging_context
 from pantheon.checks import (
     check_cache_table,
     check_password_change_revokes_tokens,
+    check_published_demo_password,
     check_sections_fit_the_pool,
     check_security_middleware,
     check_settings_of_subclassed_middleware,
@@ -44,6 +45,7 @@ class PantheonConfig(AppConfig):
         checks.register(check_cache_table)
         checks.register(check_sections_fit_the_pool)
         checks.register(check_password_change_revokes_tokens, checks.Tags.security)
+        checks.register(check_published_demo_password, checks.Tags.security, deploy=True)
         connection_created.connect(install_replanning, dispatch_uid="pantheon-replanning")
         connection_created.connect(install_pool_check, dispatch_uid="pantheon-pool-check")
         # Models are loaded only now: the module imports the token's.

@@ -176,3 +176,37 @@ def check_password_change_revokes_tokens(app_configs=None, **kwargs):
             id="pantheon.W005",
         )
     ]
+
+
+def check_published_demo_password(app_configs=None, **kwargs):
+    """`seed_demo` refuses to create its superuser with DEBUG off, but a database that `make
+    run` seeded once keeps it, and a server on that database let anyone who read the README log
+    in as a superuser. One hash of the demo user's password, with no upgrade of the stored hash
+    written back; a database `check --deploy` cannot read (none, not migrated) is left alone."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import check_password
+    from django.db import DatabaseError
+
+    from sessions_app.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERNAME
+
+    try:
+        stored = (
+            get_user_model()
+            .objects.filter(username=DEMO_USERNAME, is_active=True)
+            .values_list("password", flat=True)
+            .first()
+        )
+    except DatabaseError:
+        return []
+    if stored is None or not check_password(DEMO_PASSWORD, stored):
+        return []
+    return [
+        CheckWarning(
+            f"The active user {DEMO_USERNAME!r} has the demo's published password "
+            f"({DEMO_PASSWORD!r}, in the README and `seed_demo --help`): anyone can log in as "
+            "it, a superuser if `seed_demo` created it.",
+            hint=f"Give it a password of its own (`manage.py changepassword {DEMO_USERNAME}`) "
+            "or deactivate it on the console's users page.",
+            id="pantheon.W006",
+        )
+    ]

@@ -127,6 +127,7 @@ def test_a_password_validator_list_without_the_token_revocation_is_flagged(setti
     assert [w.id for w in check_password_change_revokes_tokens()] == ["pantheon.W005"]
 
 
+@pytest.mark.django_db  # the deploy checks read the users (pantheon.W006)
 def test_check_deploy_checks_the_settings_our_middleware_subclasses_read(settings):
     """Django's checks of HSTS, nosniff, the SSL redirect, X-Frame-Options and the CSRF cookie
     look for its own middleware by dotted path: with our subclasses none of them ran."""
@@ -176,3 +177,33 @@ def test_the_gateway_waits_for_its_provider_as_long_as_the_settings_say(settings
         assert get_gateway().retry_after_max_seconds == 12.5
     finally:
         get_gateway.cache_clear()
+
+
+@pytest.mark.django_db
+def test_check_deploy_warns_of_the_demo_superuser_with_its_published_password(
+    django_user_model,
+):
+    """`seed_demo` refuses to create the demo superuser with DEBUG off, but a database `make
+    run` once seeded served it on a server with DEBUG off (a token for demo / pantheon-demo),
+    and `check --deploy` said nothing."""
+    from sessions_app.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERNAME
+
+    def deploy_warnings() -> list[str]:
+        found = run_checks(include_deployment_checks=True)
+        return [problem.id for problem in found if problem.id == "pantheon.W006"]
+
+    assert deploy_warnings() == []  # no demo user
+    demo = django_user_model.objects.create_superuser(DEMO_USERNAME, password=DEMO_PASSWORD)
+
+    found = [p for p in run_checks(include_deployment_checks=True) if p.id == "pantheon.W006"]
+    assert len(found) == 1
+    assert "demo" in found[0].msg and "published password" in found[0].msg
+    assert "pantheon.W006" not in [p.id for p in run_checks()]  # a deploy check only
+
+    demo.is_active = False
+    demo.save()
+    assert deploy_warnings() == []  # it cannot log in
+    demo.is_active = True
+    demo.set_password("a-password-of-its-own-42")
+    demo.save()
+    assert deploy_warnings() == []
