@@ -10,6 +10,9 @@ or the braille blank is refused as `"   "` is, not stored as a name no list can 
 a name (`is_name`: a room's, an agent's, a session's title) open with a bidi override,
 embedding or isolate, which would make what follows read in another order (in the console
 too); a message, a goal or a role prompt may, as a right-to-left writer's text may need to.
+A name is one line, and holds no control character (C0, DEL, C1: `control_character`), which
+would ring, move or recolour a terminal that shows it; white space at its ends is trimmed as
+ever ("Ada\n" is "Ada"). A multi-line text keeps its tabs and line breaks.
 """
 
 import functools
@@ -62,6 +65,24 @@ _VISIBLE_FORMAT = frozenset(
     chr(code) for code in [*range(0x0600, 0x0606), 0x06DD, 0x070F, 0x0890, 0x0891, 0x08E2]
 )
 
+# The control characters: C0 (U+0000-U+001F: tab, line feed, carriage return, escape...), DEL
+# and C1 (U+0080-U+009F: next line, the control sequence introducer...).
+_CONTROLS = frozenset(chr(code) for code in [*range(0x20), *range(0x7F, 0xA0)])
+
+CONTROL_CHARACTER_MESSAGE = (
+    "May not hold a control character (U+0000 to U+001F, U+007F to U+009F: a tab, a line "
+    "break, an escape...): this holds {code_point}."
+)
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in a text (`_CONTROLS`) as `U+001B`, or None."""
+    for character in text:
+        if character in _CONTROLS:
+            return f"U+{ord(character):04X}"
+    return None
+
+
 # What trimming takes off a text's ends: whitespace (str.strip()'s), and the zero-width
 # characters that join or break nothing there. Not the other format characters: a bidi mark may
 # end a right-to-left name on purpose, and tag characters end some flags (U+1F3F4 ... U+E007F).
@@ -111,7 +132,8 @@ class StrictCharField(serializers.CharField):
     to see is blank: "\\u200b" or "\\u3000\\ufeff" is refused where "   " is (400 "This field may
     not be blank."), or is "" where blank is allowed; trimming takes zero-width characters off
     the ends as it does whitespace. A name (`is_name`) opening with a bidi override, embedding
-    or isolate (U+202E "\\u202egnp.exe" reads "exe.png") is refused, code `bidi_control`."""
+    or isolate (U+202E "\\u202egnp.exe" reads "exe.png") is refused, code `bidi_control`, and
+    so is one holding a control character once trimmed, code `control_character`."""
 
     default_error_messages = {
         "invalid": "Must be a string.",
@@ -119,6 +141,7 @@ class StrictCharField(serializers.CharField):
             "May not begin with a bidi override, embedding or isolate (U+202A-U+202E, "
             "U+2066-U+2069): it would change the order in which the rest reads."
         ),
+        "control_character": CONTROL_CHARACTER_MESSAGE,
     }
 
     def __init__(self, *, is_name: bool = False, **kwargs) -> None:
@@ -135,6 +158,8 @@ class StrictCharField(serializers.CharField):
                 data = trimmed(data)
                 if self.is_name and opens_with_bidi_control(data):
                     self.fail("bidi_control")
+            if self.is_name and (code_point := control_character(data)) is not None:
+                self.fail("control_character", code_point=code_point)
         return super().run_validation(data)
 
     def to_internal_value(self, data):
@@ -179,20 +204,39 @@ def _invisible_characters() -> frozenset[str]:
 @functools.cache
 def text_pattern(*, allow_blank: bool, is_name: bool) -> str:
     """A JSON Schema pattern for what a trimmed text must be, by the server's measure (`blank`,
-    `opens_with_bidi_control`): a visible character, with no bidi override, embedding or
-    isolate among the invisible ones before it if it is a name; or, where blank is allowed, at
-    least one invisible character and nothing else. `\\S` called "\\u001e" (which str.strip()
-    trims) and "\\u200b" valid."""
+    `opens_with_bidi_control`, `control_character`): a visible character, with no bidi override,
+    embedding or isolate among the invisible ones before it if it is a name; or, where blank is
+    allowed, at least one invisible character and nothing else. `\\S` called "\\u001e" (which
+    str.strip() trims) and "\\u200b" valid. A name's pattern spans the whole text: no control
+    character but in the white space that trimming takes off its ends."""
     hidden = _invisible_characters()
-    visible = _pattern_class(hidden, negated=True)
-    # `(?:...+)?`, not `...*`: schemathesis folds a maxLength into a pattern shaped `^x*y`, and
-    # writes the tag characters of the class it copies as `\\U000e0001`, Python's escape, which
-    # its own ECMAScript check then refuses (no test case for the operation).
-    leading = hidden - _BIDI_CONTROLS if is_name else hidden
-    lead = f"(?:{_pattern_class(leading)}+)?{visible}"
+    if is_name:
+        lead = _name_pattern(hidden)
+    else:
+        visible = _pattern_class(hidden, negated=True)
+        # `(?:...+)?`, not `...*`: schemathesis folds a maxLength into a pattern shaped `^x*y`,
+        # and writes the tag characters of the class it copies as `\\U000e0001`, Python's
+        # escape, which its own ECMAScript check then refuses (no test case for the operation).
+        lead = f"(?:{_pattern_class(hidden)}+)?{visible}"
     # Where blank is allowed, spectacular offers "" on its own (`oneOf` this or `maxLength: 0`):
     # the pattern must not match it too.
     return f"^(?:{_pattern_class(hidden)}+$|{lead})" if allow_blank else f"^{lead}"
+
+
+def _name_pattern(hidden: frozenset[str]) -> str:
+    """A name as sent: trimmed ends (white space, zero-width characters), then the name itself,
+    which begins and ends with what trimming keeps, holds no control character, and has no bidi
+    override, embedding or isolate among the invisible characters before its first visible one.
+    Each `x*` written `(?:x+)?`, as in `text_pattern`."""
+    edges = frozenset(_EDGES)
+    before_visible = hidden - _BIDI_CONTROLS - _CONTROLS
+    edge = _pattern_class(edges)
+    first = _pattern_class(before_visible - edges)
+    leading = _pattern_class(before_visible)
+    visible = _pattern_class(hidden | _CONTROLS, negated=True)
+    inner = _pattern_class(_CONTROLS, negated=True)
+    last = _pattern_class(_CONTROLS | edges, negated=True)
+    return f"(?:{edge}+)?(?:{first}(?:{leading}+)?)?{visible}(?:(?:{inner}+)?{last})?(?:{edge}+)?$"
 
 
 class StrictCharFieldSchema(OpenApiSerializerFieldExtension):

@@ -42,7 +42,7 @@ class ToolNamesFieldSchema(OpenApiSerializerFieldExtension):
 class AgentSerializer(ModelSerializer):
     model_alias = ModelAliasField()
     tool_permissions = ToolNamesField(
-        child=StrictCharField(max_length=64),
+        child=StrictCharField(max_length=64, is_name=True),  # a name: one line
         required=False,
         max_length=50,
         # DRF's own names the type it got, which in the console is its form's "JSONString".

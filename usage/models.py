@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from orchestration.budget import ContextBudget, smallest_window
+from pantheon.fields import CONTROL_CHARACTER_MESSAGE, control_character
 from pantheon.figures import plain_amount
 from usage.price_rules import cached_input_refusal
 
@@ -47,6 +48,18 @@ API_BASE_FORM_OPTIONS = {"assume_scheme": "https"}
 
 MIN_INPUT_BUDGET = 512
 MIN_CONTEXT_WINDOW = 1024
+
+
+def refuse_control_characters(row: models.Model, *names: str) -> None:
+    """A one-line text of the console (and the commands, which take texts as it does) holds no
+    control character, as the API's names hold none (`pantheon.fields.control_character`)."""
+    errors = {}
+    for name in names:
+        code_point = control_character(getattr(row, name) or "")
+        if code_point is not None:
+            errors[name] = CONTROL_CHARACTER_MESSAGE.format(code_point=code_point)
+    if errors:
+        raise ValidationError(errors)
 
 
 class ModelAlias(models.Model):
@@ -88,6 +101,7 @@ class ModelAlias(models.Model):
         budget of 0")."""
         super().clean()
         self._clean_name()
+        refuse_control_characters(self, "litellm_model")
         window, longest = self.context_window, self.max_output_tokens
         if window is None or longest is None or window < MIN_CONTEXT_WINDOW or longest < 1:
             return  # the field errors say why (compared, a refused window said more)
@@ -158,6 +172,10 @@ class PricingVersion(models.Model):
         # Set apart from the name by a dot, not brackets: a copy's name ends in "(copy)", and
         # "2026-11 list (copy) (x1)" read as two asides to the name.
         return f"{self.name} · x{plain_amount(self.default_multiplier)}"
+
+    def clean(self):
+        super().clean()
+        refuse_control_characters(self, "name")
 
 
 class ModelPrice(models.Model):

@@ -297,7 +297,15 @@ def test_texts_that_may_not_be_blank_say_so(schema, owner_client, live_paths, bo
     kept = [chr(c) for c in range(0x10000) if re.search(described["pattern"], chr(c))]
     assert [c for c in kept if c.isspace()] == []
     assert [c for c in "\u00ad\u200b\u200c\u200d\u2060\u2062\u3164\ufeff" if c in kept] == []
-    assert len(kept) == sum(not invisible(chr(c)) for c in range(0x10000))
+    # A name holds no control character (C0, DEL, C1), which the server refuses.
+    controls = {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]}
+    assert len(kept) == sum(
+        not invisible(chr(c)) and (field == "message" or chr(c) not in controls)
+        for c in range(0x10000)
+    )
+    assert bool(re.search(described["pattern"], "a\u0001b\u001b[31m")) == (field == "message")
+    assert bool(re.search(described["pattern"], "Ad\na")) == (field == "message")
+    assert re.search(described["pattern"], "\tAda\r\n")  # trimmed ends
     # Beyond the BMP: tag characters alone are blank, the flag of England they end is not.
     england = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
     assert not re.search(described["pattern"], "\U000e0067\U000e0062\U000e007f\u2800")
@@ -337,6 +345,8 @@ def test_texts_that_may_be_blank_say_what_they_refuse(schema, body, field):
     for text in ["", " \u200b", "\U000e0067\U000e007f", "\u2800", "Kickoff", england, "\u05e9"]:
         assert validator.is_valid(text), repr(text)
     for text in ["\u202eKickoff", " \u2067\u05e9\u2069"]:
+        assert validator.is_valid(text) == (field != "title"), repr(text)
+    for text in ["Kick\u001boff", "Kick\noff", "Kick\u0085off", "\u0007"]:
         assert validator.is_valid(text) == (field != "title"), repr(text)
 
 
