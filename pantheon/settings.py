@@ -195,6 +195,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = config.whole_number(
     "DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024, maximum=2**30
 )
 
+# Where a console login goes when its `next` is refused (another site's): the console's index,
+# not Django's default /accounts/profile/, which is no page here (a 404 after a good login).
+LOGIN_REDIRECT_URL = "admin:index"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

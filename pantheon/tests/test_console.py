@@ -10,6 +10,7 @@ from django.contrib.admin.utils import label_for_field
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -1453,3 +1454,20 @@ def test_a_turn_page_links_the_summary_it_made(staff, chat, make_session, owner)
     html = client.get(url(Turn, "change", quiet.pk)).content.decode()
     assert "summary it made" in html.lower()
     assert url(SessionSummary, "change", summary.pk) not in html
+
+
+@pytest.mark.django_db
+def test_a_login_whose_next_leads_off_site_lands_on_the_consoles_index(make_operator):
+    """Django refuses a `next` on another site and falls back to LOGIN_REDIRECT_URL, which was
+    its default, /accounts/profile/: a 404 right after a good login."""
+    make_operator("Owner", "boss")
+    client = Client()
+
+    response = client.post(
+        "/admin/login/",
+        {"username": "boss", "password": "operator-pass-123", "next": "https://evil.example/"},
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
+    assert client.get(response["Location"]).status_code == 200
