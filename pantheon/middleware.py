@@ -4,7 +4,8 @@
 `X-Request-ID`, and every log line written while the request runs carries the id (see
 `pantheon.logging_context`). `ApiGuardMiddleware` refuses, for `/api/` paths, what DRF never
 gets to see: a body over the size limit (413), query parameters holding a NUL or a lone
-surrogate, or given twice (400), all as JSON.
+surrogate, or given twice (400), all as JSON; and marks the API's answers as no cache's to keep
+(`Cache-Control: private, no-store`) unless their view said otherwise.
 """
 
 import asyncio
@@ -40,6 +41,13 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}")
 
 def is_api_path(path: str) -> bool:
     return path.startswith("/api/")
+
+
+# The API proper: its answers hold users' data (the schema and its docs, under /api/ too, are
+# the same for everyone).
+API_V1_PREFIX = "/api/v1/"
+# No cache keeps them, a browser's or a proxy's: the answers hold agents, transcripts, usage.
+PRIVATE = "private, no-store"
 
 
 def request_id_of(request) -> str | None:
@@ -198,14 +206,25 @@ class ApiGuardMiddleware(_SyncAndAsync):
             return self.__acall__(request)
         refusal = self._check(request)
         if refusal:
-            return error_response(refusal)
-        return self._json_on_the_api(request, self.get_response(request))
+            return self._uncached(request, error_response(refusal))
+        return self._uncached(request, self._json_on_the_api(request, self.get_response(request)))
 
     async def __acall__(self, request):
         refusal = self._check(request)
         if refusal:
-            return error_response(refusal)
-        return self._json_on_the_api(request, await self.get_response(request))
+            return self._uncached(request, error_response(refusal))
+        response = self._json_on_the_api(request, await self.get_response(request))
+        return self._uncached(request, response)
+
+    def _uncached(self, request, response):
+        """Every answer of the API proper (`/api/v1/`, the health check included: a cached one
+        would hide an outage) says that no cache may keep it, unless its view said otherwise
+        (`auth/token`'s `no-store`, the streams' `no-cache`). Whoever asked: a header costs
+        nothing, and telling an answer for a user from an anonymous one would read the user
+        (the session's row, for the console's cookie)."""
+        if request.path_info.startswith(API_V1_PREFIX) and "Cache-Control" not in response:
+            response["Cache-Control"] = PRIVATE
+        return response
 
     def _json_on_the_api(self, request, response):
         """What Django answers in HTML under /api/, in JSON: with DEBUG on (`make run`), an
