@@ -194,8 +194,8 @@ class TooManyFollows(PantheonError):
 
     def __init__(self, limit: int):
         super().__init__(
-            f"You already hold {limit} streams of turns' events open on this server, the most "
-            "one user may: close a stream you no longer read, then retry."
+            f"You already hold {counted(limit, 'stream')} of turns' events open on this "
+            "server, the most one user may: close a stream you no longer read, then retry."
         )
 
 

@@ -391,7 +391,10 @@ PANTHEON_CONTEXT_HISTORY_LIMIT = config.whole_number(
 MALLOC_ARENAS = config.malloc_arenas()
 
 # Browsers on other origins (a web client) may call the API; none by default.
-CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+# An origin copied from an address bar ends in "/": the origin is without it (corsheaders.E014).
+CORS_ALLOWED_ORIGINS = [
+    origin.rstrip("/") for origin in env.list("CORS_ALLOWED_ORIGINS", default=[])
+]
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_HEADERS = [
     "accept",

@@ -439,3 +439,18 @@ def test_a_secret_key_is_taken_as_written_a_leading_dollar_included():
         printed = start_settings(read, SECRET_KEY=key, ALLOWED_HOSTS="localhost", **env)
         assert printed.returncode == 0, printed.stderr
         assert printed.stdout.strip() == key
+
+
+def test_an_origin_given_with_a_trailing_slash_is_the_origin():
+    """`CORS_ALLOWED_ORIGINS=http://127.0.0.1:8891/` (as a browser's address bar shows a page)
+    served CORS, but `manage.py check`, and so `make check`, failed on corsheaders.E014."""
+    checked = start_settings(
+        "import django; django.setup(); from django.conf import settings; "
+        "from django.core.management import call_command; "
+        "print(settings.CORS_ALLOWED_ORIGINS); call_command('check')",
+        DEBUG="true",
+        CORS_ALLOWED_ORIGINS="http://127.0.0.1:8891/,https://app.example.com",
+    )
+
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert checked.stdout.splitlines()[0] == "['http://127.0.0.1:8891', 'https://app.example.com']"

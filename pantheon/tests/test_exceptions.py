@@ -1,6 +1,6 @@
 """The one handler renders each refusal as `{"detail": {"code", "message", ...}}`."""
 
-from pantheon.exceptions import NoValidTaggedAgents, api_exception_handler
+from pantheon.exceptions import NoValidTaggedAgents, TooManyFollows, api_exception_handler
 
 
 def render(exc):
@@ -38,3 +38,12 @@ def test_no_valid_tagged_agents_keeps_a_message_of_its_own():
 
     assert body["detail"]["message"] == "Tag someone."
     assert body["detail"]["valid_agent_keys"] == ["ada"]
+
+
+def test_a_follow_limit_of_one_says_one_stream():
+    """It said "You already hold 1 streams of turns' events…" (the browser client's catch)."""
+    _, body = render(TooManyFollows(1))
+    assert body["detail"]["message"].startswith(
+        "You already hold 1 stream of turns' events open on this server, the most one user may"
+    )
+    assert "hold 2 streams of" in render(TooManyFollows(2))[1]["detail"]["message"]
