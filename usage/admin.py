@@ -56,6 +56,7 @@ from usage.selectors import (
     disabled_alias_effects,
     latest_ledger_moment,
     month_of,
+    price_list_superseded,
     priced_or_none,
 )
 from usage.services import (
@@ -340,7 +341,7 @@ class PricingVersionAdmin(PriceListPagesAdmin):
     form = PricingVersionForm
     formfield_overrides = AMOUNT_INPUTS
 
-    list_display = ["name", "multiplier", "effective", "prices_count", "created"]
+    list_display = ["name", "multiplier", "effective", "state", "prices_count", "created"]
     multiplier = figure_column("default_multiplier", "default multiplier", plain_amount)
     effective = moment_column("effective_from", "effective from (UTC)")
     created = moment_column()
@@ -350,7 +351,35 @@ class PricingVersionAdmin(PriceListPagesAdmin):
     actions = ["copy_as_new_list"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(prices_count=Count("prices"))
+        # When the list that starts next takes over from each: its state, in the same query.
+        successor = PricingVersion.objects.filter(effective_from__gt=OuterRef("effective_from"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                prices_count=Count("prices"),
+                superseded_at=Subquery(
+                    successor.order_by("effective_from").values("effective_from")[:1]
+                ),
+            )
+        )
+
+    @admin.display(description="state (UTC)")
+    def state(self, version) -> str:
+        """In force now, scheduled, or superseded: the newest list already in effect prices
+        every call, so a list scheduled after another takes over from it at its start."""
+        now, ends = timezone.now(), version.superseded_at
+        until = "" if ends is None else f" until {moment(ends)}"
+        if version.effective_from > now:
+            return badge("info", f"scheduled from {moment(version.effective_from)}{until}")
+        if ends is None or ends > now:
+            return badge("ok", f"in force now{until}")
+        return f"superseded since {moment(ends)}"
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if form.has_changed() or any(formset.has_changed() for formset in formsets):
+            warn_if_superseded(self, request, form.instance)
 
     def price_lists_of(self, pks: list) -> Q:
         # The list and its prices (its page's inline), or the lists deleted.
@@ -408,6 +437,24 @@ class PricingVersionAdmin(PriceListPagesAdmin):
         return None
 
 
+def warn_if_superseded(
+    model_admin, request, version: PricingVersion, *, price: ModelPrice | None = None
+) -> None:
+    """A list saved (or a price in it) that a list starting later takes over from: say which
+    and when, as `set_model_price` does; the operator may believe the edit prices the calls."""
+    superseded = price_list_superseded(version, price=price)
+    if superseded is None:
+        return
+    advice = (
+        f" To keep {'this price' if price else 'these prices'} from then, set "
+        f"{'it' if price else 'them'} in {superseded.successor.name!r} too, or move that "
+        "list's start."
+        if superseded.scheduled
+        else ""
+    )
+    model_admin.message_user(request, superseded.text + advice, messages.WARNING)
+
+
 def _copy_name(name: str) -> str:
     """`name (copy)`, or `name (copy 2)` and so on while that is taken (names are unique)."""
     taken = set(
@@ -447,6 +494,11 @@ class ModelPriceAdmin(PriceListPagesAdmin):
         if ledger_uses_version(price.pricing_version_id):
             return "its price list prices ledger rows."
         return None
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.has_changed():
+            warn_if_superseded(self, request, obj.pricing_version, price=obj)
 
     def price_lists_of(self, pks: list) -> Q:
         # The list a price is in (changed, moved away, deleted).

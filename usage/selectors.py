@@ -11,6 +11,7 @@ from django.db.models import Count, F, Max, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from pantheon.figures import plain_amount
 from rooms.selectors import agents_on_alias
 from usage.models import (
     USAGE_TOTAL_FIELDS,
@@ -204,6 +205,93 @@ def active_pricing_version(at: datetime | None = None) -> PricingVersion | None:
         .order_by("-effective_from")
         .first()
     )
+
+
+def price_list_successor(version: PricingVersion) -> PricingVersion | None:
+    """The list that takes over from `version`: the first to start after it (None: `version`
+    is the latest, and prices every call from its start on)."""
+    return (
+        PricingVersion.objects.filter(effective_from__gt=version.effective_from)
+        .order_by("effective_from")
+        .first()
+    )
+
+
+# A price's figures as the warnings name them.
+_PRICE_FIGURES = {
+    "input_usd_per_mtok": "input ${}/M",
+    "cached_input_usd_per_mtok": "cached input ${}/M",
+    "output_usd_per_mtok": "output ${}/M",
+    "credit_multiplier": "credits x{}",
+}
+
+
+@dataclass(frozen=True)
+class Supersession:
+    """A list that starts after a price list (`successor`), and so takes over from it: at a
+    start still to come (`scheduled`), or already (the list prices no new calls)."""
+
+    successor: PricingVersion
+    starts: str  # its start as the pages write it, UTC
+    scheduled: bool
+    text: str  # said in full, the edited price compared with the successor's
+
+
+def price_list_superseded(
+    version: PricingVersion, *, price: ModelPrice | None = None
+) -> Supersession | None:
+    """Why an edit of `version` (of `price` in it) may not price the calls it is meant to: a
+    list that starts after it takes over from it then (None when none does). The newest list
+    in effect prices every call, so a list scheduled for tomorrow (a copy made in the console,
+    in effect in a day) supersedes one started today by `set_model_price`, and the prices set
+    in it stop applying then. `price`: the edited price, compared with its alias's price in
+    that list (none there: the alias's calls would go unpriced)."""
+    successor = price_list_successor(version)
+    if successor is None:
+        return None
+    starts = successor.effective_from.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    scheduled = successor.effective_from > timezone.now()
+    if scheduled:
+        said = (
+            f"{successor.name!r} is scheduled to take over from {version.name!r} at {starts} "
+            f"UTC: calls from then are priced by it, not by {version.name!r}"
+        )
+    else:
+        said = (
+            f"{version.name!r} was superseded by {successor.name!r} at {starts} UTC: it "
+            "prices no new calls"
+        )
+    return Supersession(successor, starts, scheduled, said + _compared(price, version, successor))
+
+
+def _compared(price: ModelPrice | None, version: PricingVersion, successor: PricingVersion) -> str:
+    """The end of the sentence: how the successor prices the edited price's alias."""
+    if price is None:
+        return "."
+    alias = price.model_alias.alias
+    theirs = ModelPrice.objects.filter(
+        pricing_version=successor, model_alias_id=price.model_alias_id
+    ).first()
+    if theirs is None:
+        return (
+            f", and {successor.name!r} has no price for {alias} (its calls would be priced from "
+            "litellm's cost table, or left unpriced)."
+        )
+    ours = _price_figures(price, version)
+    differ = [
+        _PRICE_FIGURES[field].format("none" if value is None else plain_amount(value))
+        for field, value in _price_figures(theirs, successor).items()
+        if value != ours[field]
+    ]
+    return f", which has {alias} at {', '.join(differ)}." if differ else "."
+
+
+def _price_figures(price: ModelPrice, version: PricingVersion) -> dict[str, Decimal | None]:
+    """A price's figures as they bill: its multiplier, else its list's default."""
+    figures = {field: getattr(price, field) for field in _PRICE_FIGURES}
+    if figures["credit_multiplier"] is None:
+        figures["credit_multiplier"] = version.default_multiplier
+    return figures
 
 
 def month_of(at: datetime | None = None) -> date:

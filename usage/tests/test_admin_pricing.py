@@ -905,3 +905,73 @@ def test_a_cached_input_price_above_the_input_price_is_refused_on_the_price_page
     assert taken.status_code == 302
     price.refresh_from_db()
     assert price.cached_input_usd_per_mtok == Decimal("0.5")
+
+
+# --- which list is in force, and a list a later one will supersede -----------------------------
+
+
+def said(response) -> list[tuple[str, str]]:
+    return [(message.level_tag, str(message)) for message in response.context["messages"]]
+
+
+def test_the_price_lists_list_says_which_list_is_in_force_and_which_is_scheduled(boss, owner):
+    """Nothing said which list priced calls now: a copy scheduled for tomorrow read as any
+    other row, and so did the lists it had superseded."""
+    seeded = active_pricing_version()
+    old = PricingVersion.objects.create(
+        name="old", effective_from=seeded.effective_from - timedelta(days=30)
+    )
+    copy = copied_list(boss, owner)
+
+    page = boss.get(url(PricingVersion, "changelist")).content.decode()
+
+    rows = {name: re.search(rf">{re.escape(name)}</a>.*?</tr>", page, re.S)[0] for name in (
+        seeded.name, old.name, copy.name
+    )}  # fmt: skip
+    starts = f"{copy.effective_from:%Y-%m-%d %H:%M:%S}"
+    assert f">in force now until {starts}</span>" in rows[seeded.name]
+    assert f">scheduled from {starts}</span>" in rows[copy.name]
+    assert f"superseded since {seeded.effective_from:%Y-%m-%d %H:%M:%S}" in rows[old.name]
+
+
+def test_a_list_saved_that_a_scheduled_one_will_supersede_says_which_and_when(boss, owner):
+    """The trap, in the console: a copy in effect tomorrow, and a new list started sooner with
+    premium's output at $16: tomorrow the copy takes over, at $15, and nothing said so."""
+    copy = copied_list(boss, owner)
+    starts = timezone.now().replace(microsecond=0) + timedelta(minutes=5)
+    premium = ModelAlias.objects.get(alias="premium")
+    form = list_form("2027-01 list", starts) | {
+        "prices-TOTAL_FORMS": "1",
+        "prices-0-model_alias": premium.pk,
+        "prices-0-input_usd_per_mtok": "3",
+        "prices-0-output_usd_per_mtok": "16",
+    }
+
+    added = boss.post(url(PricingVersion, "add"), form, follow=True)
+
+    copy_starts = f"{copy.effective_from:%Y-%m-%d %H:%M:%S}"
+    assert (
+        "warning",
+        f"'{copy.name}' is scheduled to take over from '2027-01 list' at {copy_starts} UTC: "
+        "calls from then are priced by it, not by '2027-01 list'. To keep these prices from "
+        f"then, set them in '{copy.name}' too, or move that list's start.",
+    ) in said(added)
+    price = ModelPrice.objects.get(pricing_version__name="2027-01 list")
+
+    changed = boss.post(
+        url(ModelPrice, "change", price.pk),
+        price_page_figures(price) | {"input_usd_per_mtok": "3", "output_usd_per_mtok": "17"},
+        follow=True,
+    )
+
+    assert (
+        "warning",
+        f"'{copy.name}' is scheduled to take over from '2027-01 list' at {copy_starts} UTC: "
+        "calls from then are priced by it, not by '2027-01 list', which has premium at cached "
+        "input $0.3/M, output $15/M, credits x5. To keep this price from then, set it in "
+        f"'{copy.name}' too, or move that list's start.",
+    ) in said(changed)
+    # The latest list is saved with no warning.
+    shown = opened(boss, url(PricingVersion, "change", copy.pk), "pricingversion_form")
+    latest = boss.post(url(PricingVersion, "change", copy.pk), shown | {"name": "x"}, follow=True)
+    assert [level for level, _ in said(latest)] == ["success"]

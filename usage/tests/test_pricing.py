@@ -14,6 +14,7 @@ from django.utils import timezone
 from orchestration.types import LlmResult
 from usage.models import LlmCallEvent, ModelAlias, ModelPrice, PricingVersion
 from usage.selectors import UNPRICED_CALLS, active_pricing_version, alias_pricing
+from usage.services import model_prices_copy
 from usage.tests.factories import usage_record_call
 
 pytestmark = pytest.mark.django_db
@@ -272,6 +273,71 @@ def test_a_new_named_list_starts_now_as_a_copy_of_the_active_one(owner):
     # The old list keeps its figures: history stays reproducible.
     old = ModelPrice.objects.get(pricing_version__name=SEEDED, model_alias__alias="premium")
     assert old.input_usd_per_mtok == Decimal("3.00")
+
+
+def scheduled_copy(days: int = 1) -> PricingVersion:
+    """The console's *copy as a new price list* of the seeded list: in effect a day from now."""
+    seeded = PricingVersion.objects.get(name=SEEDED)
+    copy = PricingVersion.objects.create(
+        name=f"{SEEDED} (copy)",
+        effective_from=(timezone.now() + timedelta(days=days)).replace(microsecond=0),
+        default_multiplier=seeded.default_multiplier,
+    )
+    model_prices_copy(source=seeded, into=copy)
+    return copy
+
+
+def test_a_new_list_a_scheduled_one_will_supersede_says_so_and_when():
+    """The trap: a copy made in the console is in effect tomorrow; a list set_model_price
+    starts now is older, so the copy takes over tomorrow and premium's output goes back to $15
+    (and an alias priced only in the new list goes unpriced). It answered "new price list, in
+    force from now" and nothing else."""
+    copy = scheduled_copy()
+    starts = copy.effective_from.strftime("%Y-%m-%d %H:%M:%S")
+    out, err = StringIO(), StringIO()
+
+    call_command(
+        "set_model_price", "premium", "--output", "16", "--version", "2027-01 list",
+        stdout=out, stderr=err,
+    )  # fmt: skip
+
+    assert active_pricing_version().name == "2027-01 list"  # today, yes
+    assert (
+        f"(new price list, in force from now until {starts} UTC, when '{SEEDED} (copy)' takes over)"
+    ) in out.getvalue()
+    warning = err.getvalue()
+    assert warning.startswith(
+        f"Warning: '{SEEDED} (copy)' is scheduled to take over from '2027-01 list' at {starts} "
+        "UTC: calls from then are priced by it, not by '2027-01 list', which has premium at "
+        "output $15/M."
+    )
+    assert f"--version '{SEEDED} (copy)'" in warning
+
+
+def test_a_price_the_scheduled_list_lacks_is_said_to_go_unpriced():
+    scheduled_copy()
+    ModelAlias.objects.create(alias="mistral", litellm_model="mistral/mistral-small")
+    err = StringIO()
+
+    call_command(
+        "set_model_price", "mistral", "--input", "1", "--output", "2", stdout=StringIO(),
+        stderr=err,
+    )  # fmt: skip
+
+    assert f"'{SEEDED} (copy)' has no price for mistral" in err.getvalue()
+    assert "left unpriced" in err.getvalue()
+
+
+def test_the_latest_list_is_edited_without_a_warning():
+    err = StringIO()
+    call_command("set_model_price", "llama", "--input", "0.5", stdout=StringIO(), stderr=err)
+    copy = scheduled_copy()
+    call_command(
+        "set_model_price", "llama", "--input", "0.5", "--version", copy.name,
+        stdout=StringIO(), stderr=err,
+    )  # fmt: skip
+
+    assert err.getvalue() == ""
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from django.core.management.base import CommandError
 from orchestration.metering import MULTIPLIER_FLOOR
 from pantheon.commands import ProjectCommand, command_error
 from pantheon.figures import AMOUNT_EXPECTED, typed_amount
+from usage.selectors import price_list_superseded
 from usage.services import model_price_set
 
 # A figure left out keeps its current value; `none` clears an optional one.
@@ -40,7 +41,9 @@ class Command(ProjectCommand):
         "Set a model alias's price (USD per million tokens) and credit multiplier in a price "
         "list: the active one, or --version NAME (trimmed, as in the console; created from the "
         "active one if missing, in force from now). Prints the price as set, with -v 0 too, and "
-        "exits 0. A refused value exits 1, a malformed one 2, a database failure 3."
+        "exits 0. A refused value exits 1, a malformed one 2, a database failure 3. Warns (on "
+        "stderr) when a list starting later, scheduled in the console, will take over from the "
+        "list priced."
     )
 
     def add_base_argument(self, parser, *args, **kwargs):
@@ -81,7 +84,8 @@ class Command(ProjectCommand):
             dest="version_name",
             metavar="NAME",
             help="price list name (default: the one in force; refused once ledger rows are "
-            "stamped with it); a new name starts a copy of the one in force, in force at once",
+            "stamped with it); a new name starts a copy of the one in force, in force at once "
+            "(until a list scheduled after it starts: the command warns)",
         )
 
     def handle(self, *args, **options):
@@ -119,13 +123,30 @@ class Command(ProjectCommand):
         )
         if in_force < MULTIPLIER_FLOOR:
             multiplier += f", billed at the floor x{MULTIPLIER_FLOOR}"
+        # A list that starts after this one takes over from it: tomorrow's copy made in the
+        # console supersedes a list started now, and this price stops applying then.
+        superseded = price_list_superseded(version, price=price)
+        until = (
+            f" until {superseded.starts} UTC, when {superseded.successor.name!r} takes over"
+            if superseded is not None and superseded.scheduled
+            else ""
+        )
         self.stdout.write(
             f"{price.model_alias.alias} in {version.name!r}"
-            + (" (new price list, in force from now)" if created else "")
+            + (f" (new price list, in force from now{until})" if created else "")
             + f": input ${_plain(price.input_usd_per_mtok)}/M, "
             + ("cached as input" if cached is None else f"cached ${_plain(cached)}/M")
             + f", output ${_plain(price.output_usd_per_mtok)}/M, credits x{multiplier}"
         )
+        if superseded is not None:
+            advice = (
+                f" To keep this price from then, set it in {superseded.successor.name!r} too "
+                f"(--version {superseded.successor.name!r}), or move that list's start or "
+                "delete it in the console."
+                if superseded.scheduled
+                else ""
+            )
+            self.stderr.write(f"Warning: {superseded.text}{advice}")
 
 
 def _plain(value) -> str:
