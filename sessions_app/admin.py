@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ORDER_VAR
 from django.db.models import Q
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -6,6 +7,7 @@ from django.utils.html import format_html, format_html_join
 from pantheon.console import (
     ChangesWithValues,
     DeletedFilter,
+    DrillDownChangeList,
     EditedAsShownAdmin,
     ReadOnlyRecords,
     RecordAdmin,
@@ -267,6 +269,24 @@ STATUS_TONES = {
 }
 
 
+class TurnChangeList(DrillDownChangeList):
+    """The turns sorted by one column at a time, then by time (newest first unless the
+    address says oldest): the orders the turns' indexes hold. Django's header links stack the
+    columns clicked (status, then user, then time), and a status then a user sorted a whole
+    status's turns (2 s); a status alone (`?o=5`, the time's sort removed) was then sorted by
+    id, as unindexed."""
+
+    def get_ordering(self, request, queryset):
+        typed = self.params.get(ORDER_VAR)
+        if typed:
+            offered = [part for part in typed.split(".") if self._offered(part)]
+            created = str(self.list_display.index("created"))
+            times = [part for part in offered if part.lstrip("-") == created]
+            if offered and offered[0].lstrip("-") != created:
+                self.params[ORDER_VAR] = f"{offered[0]}.{times[0] if times else '-' + created}"
+        return super().get_ordering(request, queryset)
+
+
 @admin.register(Turn)
 class TurnAdmin(RecordAdmin):
     """Turns, newest first: who, where, how it went and what it cost."""
@@ -298,6 +318,11 @@ class TurnAdmin(RecordAdmin):
     )
     list_select_related = ["session__started_by", "session__room", "session__agent"]
     ordering = ["-created_at"]
+    # Newest first (or oldest) is read from an index, and so is a status or a user, then time
+    # (turn_status_created and turn_status_newest; a user's sessions, then their turns): any
+    # other order sorted every turn (0.5-2.2 s at 300,000), and so did two of these one after
+    # the other (`TurnChangeList`).
+    sortable_by = ["created", "user", "status_badge"]
     show_full_result_count = False
     fields = [
         "id",
@@ -319,6 +344,9 @@ class TurnAdmin(RecordAdmin):
     ]
     readonly_fields = fields
     inlines = [MessageInline, LlmCallEventInline, TurnContextAuditInline]
+
+    def get_changelist(self, request, **kwargs):
+        return TurnChangeList
 
     @admin.display(description="summary it made")
     def summary_made(self, turn: Turn) -> str:

@@ -197,7 +197,13 @@ class Turn(UsageTotals):
             ),
         ]
         indexes = [
+            # The console's turns sorted by status then time, in either direction each: the
+            # first serves both the same way (status and newest first both ascending, or both
+            # descending: the stale-turn and running-turn reads use its status too), the
+            # second opposite ways (each status newest first, as the console's header links
+            # sort it).
             models.Index(fields=["status", "created_at"], name="turn_status_created"),
+            models.Index(fields=["status", "-created_at"], name="turn_status_newest"),
             # The console lists turns newest first; the dashboard counts active users by date
             # (the session is included so that count reads the index alone).
             models.Index(fields=["created_at"], include=["session"], name="turn_created"),

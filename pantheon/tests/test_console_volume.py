@@ -153,6 +153,83 @@ def test_the_context_audit_list_reads_the_newest_first_from_an_index(staff, long
     assert _sortable_columns(client, TurnContextAudit) == ["created"]
 
 
+@pytest.fixture
+def turns_of_each_status(owner, make_agent, make_room, make_session):
+    room = make_room(owner, [make_agent(owner, "ada")], name="Research")
+    statuses = ["completed", "failed", "partial", "interrupted", "completed", "failed"]
+    for index, status in enumerate(statuses, start=1):
+        session = make_session(owner, room=room)
+        Turn.objects.create(session=session, turn_index=1, status=status, user_input=str(index))
+
+
+def _turn_plan(client, query: dict) -> str:
+    """`_plan` over a few thousand turns (analyzed), a sort of them all priced out: the index
+    that holds the order shows in it, and what is left to sort (the id, among the turns of one
+    moment) is sorted as it comes."""
+    session = Turn.objects.first().session
+    Turn.objects.bulk_create(
+        Turn(session=session, turn_index=index, status=status, user_input="x")
+        for index, status in zip(
+            range(2, 3002), ["completed", "failed", "partial"] * 1000, strict=True
+        )
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f'ANALYZE "{Turn._meta.db_table}"')
+    response = client.get(url(Turn, "changelist"), query)
+    assert response.status_code == 200
+    page = response.context["cl"].queryset[:50]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
+        return page.explain()
+
+
+def test_the_turn_list_sorts_only_by_time_user_and_status(staff, turns_of_each_status):
+    """Sorting 300,000 turns by their index in the session, mode, calls or credits read them all
+    (0.5-1.0 s, growing with the table)."""
+    assert _sortable_columns(client_for(staff), Turn) == ["created", "user", "status_badge"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "index"),
+    [
+        ("5.-0", "turn_status_newest"),  # each status newest first: 1.1-2.2 s at 300,000 turns
+        ("-5.0", "turn_status_newest"),
+        ("-5.-0", "turn_status_created"),
+        ("5.0", "turn_status_created"),
+    ],
+)
+def test_the_turns_sorted_by_status_then_time_are_read_from_an_index(
+    staff, turns_of_each_status, typed, index
+):
+    plan = _turn_plan(client_for(staff), {"o": typed})
+
+    assert index in plan
+    assert "Presorted Key: sessions_app_turn.status, sessions_app_turn.created_at" in plan
+
+
+@pytest.mark.parametrize(
+    ("typed", "ordered"),
+    [
+        ("5.1.-0", {5: "asc", 0: "desc"}),  # status, then user: a whole status's turns sorted
+        ("1.-5.0", {1: "asc", 0: "asc"}),
+        ("5", {5: "asc", 0: "desc"}),  # then by id, unindexed
+        ("-1", {1: "desc", 0: "desc"}),
+        ("0", {0: "asc"}),
+    ],
+)
+def test_the_turns_are_sorted_by_one_column_then_by_time(
+    staff, turns_of_each_status, typed, ordered
+):
+    response = client_for(staff).get(url(Turn, "changelist"), {"o": typed})
+
+    cl = response.context["cl"]
+    assert cl.get_ordering_field_columns() == ordered
+    statuses = [turn.status for turn in cl.result_list]
+    if 5 in ordered:
+        assert statuses == sorted(statuses)
+
+
 # --- pages past the middle, read from the far end -----------------------------------------------
 
 
