@@ -144,7 +144,7 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
     # A direct session whose agent was deleted keeps its history with no agent: it says so, as
     # the turns list does ("(deleted agent)"), where Django's column read "-" as for a room's.
 
-    @admin.display(description="agent", ordering="agent")
+    @admin.display(description="agent", ordering="agent__name")
     def agent_name(self, session: Session) -> str:
         if session.agent_id is not None:
             return str(session.agent)

@@ -1417,6 +1417,17 @@ def test_user_owner_and_room_columns_sort_by_the_name_they_show(staff, make_agen
     assert [r.owner for r in _sorted_by(client, Room, "owner")] == [amy, zed]
 
 
+def test_the_sessions_agent_column_sorts_by_the_agents_name(staff, owner, make_agent):
+    """It sorted by the agent's row (its creation): Zed, created first, came before Ada."""
+    zed, ada = make_agent(owner, "zed"), make_agent(owner, "ada")
+    for agent in (zed, ada):
+        Session.objects.create(started_by=owner, agent=agent)
+
+    sessions = _sorted_by(client_for(staff), Session, "agent")
+
+    assert [session.agent for session in sessions] == [ada, zed]
+
+
 def test_a_user_and_a_session_page_lead_to_their_records(staff, owner, outsider, chat):
     """Auditors copied ids into the other lists' search boxes: a user's page had no way to
     their sessions, turns or ledger rows, nor a session's page to its turns and messages."""
