@@ -457,8 +457,15 @@ class TurnContextAuditAdmin(RecordAdmin):
     show_full_result_count = False
 
     def get_search_results(self, request, queryset, search_term):
-        ids = ["turn_id", "turn__session_id"]
-        return by_id_or_text(queryset, search_term, ids=ids, text=Q(pk__in=[])), False
+        # The turns the term names (by their id or their session's: each column's index), then
+        # their audits: "the audit's turn is X or its turn's session is X" joined every audit
+        # to its turn (0.4-1.4 s at 300,000).
+        if not search_term.strip():
+            return queryset, False
+        turns = by_id_or_text(
+            Turn.objects.all(), search_term, ids=["pk", "session_id"], text=Q(pk__in=[])
+        )
+        return queryset.filter(turn__in=turns.values("pk")), False
 
 
 @admin.register(IdempotencyKey)

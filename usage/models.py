@@ -320,6 +320,30 @@ class LlmCallEvent(models.Model):
             # The console lists the ledger newest first and reads date ranges of it (today's
             # calls on the dashboard, reconcile --since): bench/ledger.py at a million rows.
             models.Index(fields=["created_at"], name="llmcall_created"),
+            # The console's filters to the few rows an auditor looks into, newest first: a
+            # call in flight, lost or failed; one priced by no known price (the selectors'
+            # UNPRICED_CALLS); one of a turn's routing, summary or synthesis. Each scanned the
+            # whole ledger (0.3-0.6 s at 700,000 rows, the sums and the list each). Partial:
+            # each holds the few rows it lists, so a call costs one small index entry more (as
+            # it starts, pending; no more once priced and answered: the status index). The
+            # status and `priced` in a predicate make a call's completion a non-HOT update, as
+            # it is anyway once the calls started meanwhile filled the row's page (a few dozen).
+            models.Index(
+                fields=["status", "created_at"],
+                condition=~models.Q(status=CallStatus.SUCCESS),
+                name="llmcall_status_created",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(priced=False)
+                & ~models.Q(status__in=[CallStatus.PENDING, CallStatus.LOST]),
+                name="llmcall_unpriced_created",
+            ),
+            models.Index(
+                fields=["purpose", "created_at"],
+                condition=~models.Q(purpose=CallPurpose.AGENT),
+                name="llmcall_purpose_created",
+            ),
         ]
 
     def __str__(self) -> str:
