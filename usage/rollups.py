@@ -6,7 +6,7 @@ so they are idempotent, take constant memory however long the ledger is, and run
 PostgreSQL and SQLite alike (the SELECT is compiled by the ORM for the database in use).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -80,12 +80,15 @@ def ledger_daily_sums(*, since: date | None, until: date) -> QuerySet:
     )
 
 
-def ledger_monthly_sums(*, since_month: date | None) -> QuerySet:
-    """The ledger summed per user and UTC calendar month from `since_month` on, as
-    COUNTER_KEY_COLUMNS + COUNTER_VALUE_COLUMNS (values prefixed `sum_`)."""
+def ledger_monthly_sums(*, since_month: date | None, until_month: date | None = None) -> QuerySet:
+    """The ledger summed per user and UTC calendar month from `since_month` on (to the month
+    before `until_month`, if given), as COUNTER_KEY_COLUMNS + COUNTER_VALUE_COLUMNS (values
+    prefixed `sum_`)."""
     events = LlmCallEvent.objects.all()
     if since_month is not None:
         events = events.filter(created_at__gte=day_start(since_month))
+    if until_month is not None:
+        events = events.filter(created_at__lt=day_start(until_month))
     return (
         events.annotate(month=TruncMonth("created_at", output_field=DateField(), tzinfo=UTC))
         .values(*COUNTER_KEY_COLUMNS)
@@ -169,6 +172,54 @@ def rollup_rebuild(
     return RebuildResult(span.since, span.until, removed, written, calls, False, span.asked_since)
 
 
+def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> RebuildResult:
+    """Recompute the rollups of these days only (those `reconcile_usage --fix` found drifted),
+    as `rollup_rebuild` does all of them: the day's rows replaced by the ledger's sums, a day
+    the rollups do not hold (a stray row) only cleared. A few days of a year of rollups
+    rebuilt the whole year (48,358 rows, to repair 3). The rollups' end is read under the
+    rebuild's lock, as `rollup_rebuild(until=COVERED)` reads it, and never moved."""
+    days = sorted(set(days))
+    columns = [*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS, "updated_at"]
+    removed = written = calls = 0
+    with analytic_transaction():
+        if not dry_run:
+            _lock_for_rebuild(DailyUsageRollup)
+        end = rollups_cover_until()
+        end = today() if end is None else min(end, today())
+        for first, last in _runs(days):
+            stale = DailyUsageRollup.objects.filter(day__gte=first, day__lte=last)
+            sums = ledger_daily_sums(since=first, until=min(last + timedelta(days=1), end))
+            held = first < end  # else only stray rows to clear
+            if dry_run:
+                removed += stale.count()
+                if held:
+                    totals = sums.aggregate(groups=Count("*"), calls=Sum("sum_llm_calls"))
+                    written += totals["groups"] or 0
+                    calls += totals["calls"] or 0
+                continue
+            removed += stale.delete()[0]
+            if held:
+                select = sums.annotate(stamp=Value(timezone.now())).order_by(*ROLLUP_KEY_COLUMNS)
+                written += _insert_from(DailyUsageRollup, columns, select)
+                calls += stale.aggregate(calls=Sum("llm_calls"))["calls"] or 0
+    since = days[0] if days else None
+    return RebuildResult(since, end, removed, written, calls, dry_run)
+
+
+def _runs(days: list[date]) -> Iterator[tuple[date, date]]:
+    """Sorted days as runs of consecutive days: (first, last) each."""
+    first = last = None
+    for day in days:
+        if last is not None and day == last + timedelta(days=1):
+            last = day
+            continue
+        if first is not None and last is not None:
+            yield first, last
+        first = last = day
+    if first is not None and last is not None:
+        yield first, last
+
+
 @dataclass(frozen=True)
 class _Span:
     since: date | None
@@ -192,28 +243,35 @@ def _rollups_from(since: date | None) -> QuerySet:
     return rollups if since is None else rollups.filter(day__gte=since)
 
 
-def counters_rebuild(*, since: date | None = None, dry_run: bool = False) -> RebuildResult:
-    """Recompute MonthlyUsage from the ledger for the months from the one of `since` (default:
-    all). Writers that move a counter meanwhile wait for the rebuild's lock, then add on top of
-    it: the rebuild counts only ledger rows committed before it, so nothing counts twice."""
-    since_month = month_of(day_start(since)) if since is not None else None
-    sums = ledger_monthly_sums(since_month=since_month)
-    stale = MonthlyUsage.objects.all()
-    if since_month is not None:
-        stale = stale.filter(month__gte=since_month)
-    until = today() + timedelta(days=1)
-    if dry_run:
-        totals = sums.aggregate(groups=Count("*"), calls=Sum("sum_llm_calls"))
-        return RebuildResult(
-            since_month, until, stale.count(), totals["groups"] or 0, totals["calls"] or 0, True
-        )
+def counter_months_rebuild(*, months: Iterable[date], dry_run: bool = False) -> RebuildResult:
+    """Recompute MonthlyUsage from the ledger for these months only (each month's first day:
+    those `reconcile_usage --fix` found drifted; two drifted counters rebuilt every counter of
+    the year). Writers that move a counter meanwhile wait for the rebuild's lock, then add on
+    top of it: the rebuild counts only ledger rows committed before it, so nothing counts
+    twice."""
+    months = sorted(set(months))
     columns = [*COUNTER_KEY_COLUMNS, *COUNTER_VALUE_COLUMNS, "updated_at"]
-    select = sums.annotate(stamp=Value(timezone.now()))
+    removed = written = calls = 0
+    until = today() + timedelta(days=1)
     with analytic_transaction():
-        removed = _clear(MonthlyUsage, stale)
-        written = _insert_from(MonthlyUsage, columns, select)
-        calls = stale.aggregate(calls=Sum("llm_calls"))["calls"] or 0
-    return RebuildResult(since_month, until, removed, written, calls, False)
+        if not dry_run:
+            _lock_for_rebuild(MonthlyUsage)
+        for month in months:
+            next_month = month_of(day_start(month) + timedelta(days=31))
+            sums = ledger_monthly_sums(since_month=month, until_month=next_month)
+            stale = MonthlyUsage.objects.filter(month=month)
+            if dry_run:
+                totals = sums.aggregate(groups=Count("*"), calls=Sum("sum_llm_calls"))
+                removed += stale.count()
+                written += totals["groups"] or 0
+                calls += totals["calls"] or 0
+                continue
+            removed += stale.delete()[0]
+            written += _insert_from(
+                MonthlyUsage, columns, sums.annotate(stamp=Value(timezone.now()))
+            )
+            calls += stale.aggregate(calls=Sum("llm_calls"))["calls"] or 0
+    return RebuildResult(months[0] if months else None, until, removed, written, calls, dry_run)
 
 
 def _clear(model, stale: QuerySet) -> int:

@@ -10,7 +10,7 @@ from django.core.management import CommandError, ManagementUtility, call_command
 from django.db import connection, transaction
 
 from usage.models import DailyUsageRollup
-from usage.rollups import counters_rebuild, rollup_rebuild, today
+from usage.rollups import counter_months_rebuild, rollup_rebuild, today
 
 pytestmark = pytest.mark.django_db
 
@@ -201,7 +201,7 @@ def test_counters_rebuild_from_the_ledger(ledger, owner, days):
     expected = month_credits(user=owner, at=at(days["today"]))
     MonthlyUsage.objects.all().update(credits=Decimal("123"))
 
-    counters_rebuild()
+    counter_months_rebuild(months=MonthlyUsage.objects.values_list("month", flat=True))
 
     assert month_credits(user=owner, at=at(days["today"])) == expected
     assert sum(MonthlyUsage.objects.values_list("llm_calls", flat=True)) == 6

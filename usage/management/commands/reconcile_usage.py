@@ -20,10 +20,10 @@ class Command(ProjectCommand):
         "and the transcript with the ledger; exit 0 when all agree, exit 1 on any drift, 2 on a "
         "usage error, 3 when the database could not be read. The rollups are compared for the "
         "days they record they hold (to the last rollup_usage); past days after those are "
-        "said to be not rolled up yet, which is not drift. --fix rebuilds the derived data "
-        "from the ledger (never the ledger itself; the rollups of the days they hold) and "
-        "checks again. With -v 0 it prints nothing unless something drifted or turns are stuck "
-        "running past the stale limit (one line)."
+        "said to be not rolled up yet, which is not drift. --fix rebuilds what drifted from "
+        "the ledger (never the ledger itself): the days of rollups (of the days they hold), the "
+        "months of counters, the turns, and checks them again. With -v 0 it prints nothing "
+        "unless something drifted or turns are stuck running past the stale limit (one line)."
     )
 
     def add_arguments(self, parser):
