@@ -10,10 +10,10 @@ from django.contrib.admin.options import TO_FIELD_VAR
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 
 from pantheon import logging_context
-from pantheon.console import CheckedLists, KindSaidOnce, TitledAsSaved
+from pantheon.console import CheckedLists, KindSaidOnce, RecordAdmin, TitledAsSaved
 from pantheon.exceptions import query_has_unrenderable
 from pantheon.figures import counted
 from pantheon.passwords import console_operator
@@ -131,6 +131,63 @@ class PantheonAdminSite(admin.AdminSite):
     def bad_request(self, request, reason: str) -> TemplateResponse:
         context = {**self.each_context(request), "title": "Bad request", "reason": reason}
         return TemplateResponse(request, "admin/bad_request.html", context, status=400)
+
+    def permission_denied(self, request, exception) -> TemplateResponse:
+        """The console's 403 (`pantheon.error_views.permission_denied`): what the operator's
+        role may not do there and what it may, with a way back; it was Django's bare "403
+        Forbidden"."""
+        model_admin = getattr(getattr(request.resolver_match, "func", None), "model_admin", None)
+        context = {
+            **self.each_context(request),
+            "title": "Not allowed",
+            "refused": _refused(request, model_admin),
+            "why": str(exception) if str(exception) else "",
+            "roles": operator_roles(request.user),
+            "records": isinstance(model_admin, RecordAdmin),
+            "back": None,
+        }
+        if model_admin is not None and model_admin.has_view_permission(request):
+            opts = model_admin.opts
+            context["back"] = (
+                reverse(f"{self.name}:{opts.app_label}_{opts.model_name}_changelist"),
+                f"Back to the {opts.verbose_name_plural}",
+            )
+        response = TemplateResponse(request, "admin/forbidden.html", context, status=403)
+        return response.render()
+
+
+# What each console role may do (the groups the migrations create), as the README says it.
+ROLES = {
+    "Owner": "changes configuration (model aliases, prices, billing profiles, rooms, agents) "
+    "and may delete sessions, never records",
+    "Analyst": "sees everything, the billing dashboard and its export included, and changes "
+    "nothing",
+}
+
+
+def operator_roles(user) -> list[tuple[str, str]]:
+    """The console roles `user` holds, each with what it may do; a superuser's first."""
+    roles = [("superuser", "may do everything the console offers")] if user.is_superuser else []
+    held = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+    return roles + [(name, says) for name, says in ROLES.items() if name in held]
+
+
+def _refused(request, model_admin) -> str:
+    """What the page refused, in words: "add rooms", "change the ledger events"."""
+    if model_admin is None:
+        return "open this page"
+    plural = model_admin.opts.verbose_name_plural
+    view = (request.resolver_match.url_name or "").rpartition("_")[2]
+    posted = request.method == "POST"
+    if view == "add":
+        return f"add {plural}"
+    if view == "delete":
+        return f"delete {plural}"
+    if view == "history":
+        return f"see the history of {plural}"
+    if view in ("change", "changelist") and posted:
+        return f"change {plural}"
+    return f"see {plural}"
 
 
 class LabelledAutocomplete(AutocompleteJsonView):

@@ -23,10 +23,17 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.models import DELETION, LogEntry
-from django.contrib.admin.options import IS_POPUP_VAR, IncorrectLookupParameters
+from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR, IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ERROR_FLAG, ORDER_VAR, ChangeList
+from django.contrib.admin.views.main import (
+    ALL_VAR,
+    ERROR_FLAG,
+    IS_FACETS_VAR,
+    ORDER_VAR,
+    PAGE_VAR,
+    ChangeList,
+)
 from django.contrib.auth import get_user_model
 from django.core.exceptions import (
     EmptyResultSet,
@@ -119,6 +126,10 @@ def shown(value, field: models.Field) -> str:
         return f"{moment(value)} UTC"
     if isinstance(field, models.DateField):
         return value.isoformat()
+    if isinstance(field, models.IntegerField):
+        # A count thousands separated, as the lists write it (15,501 tokens); an index or a
+        # sequence number is a label, as in the lists (turn 1024, message 2048).
+        return str(value) if field.name.endswith(("index", "sequence")) else f"{value:,}"
     places, figure = _figure(Decimal(value), field)
     if value == rounded(Decimal(value), places):
         return figure
@@ -143,11 +154,11 @@ def _figure(value: Decimal, field: models.Field) -> tuple[int, str]:
 def record_values(model: type[Model]) -> dict[str, RecordValue]:
     """The fields of `model` a record page shows as the lists do, by name (one object per
     field: the form's exclusions match them by identity)."""
-    kinds = (models.DateTimeField, models.DateField, models.DecimalField)
+    kinds = (models.DateTimeField, models.DateField, models.DecimalField, models.IntegerField)
     return {
         field.name: RecordValue(field)
         for field in model._meta.concrete_fields
-        if isinstance(field, kinds)
+        if isinstance(field, kinds) and not field.primary_key and not field.choices
     }
 
 
@@ -242,6 +253,10 @@ class ShownAmounts:
         return [*excluded, *self._amounts(request, obj).values()] or None
 
 
+# A list's parameters that show its rows another way without leaving any out.
+_NOT_NARROWING = {ORDER_VAR, PAGE_VAR, ALL_VAR, IS_FACETS_VAR, IS_POPUP_VAR, TO_FIELD_VAR}
+
+
 class DrillDownChangeList(ChangeList):
     """Django's list, with a date the calendar cannot hold refused as any other bad filter is:
     the list again with Django's "invalid lookup" note, not a 500. Django meets some of them
@@ -273,6 +288,12 @@ class DrillDownChangeList(ChangeList):
         if isinstance(self.result_list, QuerySet) and not self.result_list.query.is_sliced:
             shown = self.list_max_show_all if self.show_all else self.list_per_page
             self.result_list = self.result_list[:shown]
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether a search or a filter narrows the list: only then does its count's "Show
+        all" lead elsewhere (uncounted lists linked it on every page, back to that page)."""
+        return any(key not in _NOT_NARROWING for key in self.params)
 
     def get_ordering(self, request, queryset):
         """A sort typed into the address (`?o=3`) by a column the list does not offer to sort

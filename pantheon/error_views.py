@@ -9,12 +9,13 @@ never holds the traceback itself.
 
 import sys
 
+from django.contrib import admin
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions
 
-from pantheon.db import connection_lost
+from pantheon.db import connection_lost, release_connection
 from pantheon.exceptions import DatabaseUnavailable, RequestTooLarge, SuspiciousRequest
 from pantheon.middleware import error_response, is_api_path, server_error_response
 
@@ -28,9 +29,19 @@ def bad_request(request, exception, *args, **kwargs):
 
 
 def permission_denied(request, exception, *args, **kwargs):
-    if not is_api_path(request.path_info):
-        return defaults.permission_denied(request, exception, *args, **kwargs)
-    return JsonResponse({"detail": str(exceptions.PermissionDenied.default_detail)}, status=403)
+    if is_api_path(request.path_info):
+        return JsonResponse({"detail": str(exceptions.PermissionDenied.default_detail)}, status=403)
+    match = request.resolver_match
+    user = getattr(request, "user", None)
+    if match is not None and admin.site.name in match.namespaces and user and user.is_staff:
+        # The console's own page: what the role may not do, and the way back. Under ASGI
+        # Django runs this handler on a thread of its own (not the request's), whose
+        # connection nothing else gives back to the pool: given back here.
+        try:
+            return admin.site.permission_denied(request, exception)
+        finally:
+            release_connection()
+    return defaults.permission_denied(request, exception, *args, **kwargs)
 
 
 def page_not_found(request, exception, *args, **kwargs):

@@ -3,6 +3,7 @@ from django.contrib.admin.views.main import ORDER_VAR
 from django.db.models import Q
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from pantheon.console import (
     ChangesWithValues,
@@ -269,6 +270,15 @@ STATUS_TONES = {
 }
 
 
+def _folded(text: str, shown: int = 60) -> str:
+    """A long text folded under its first words (a click unfolds it); a short one as it is."""
+    if len(text) <= shown:
+        return text
+    return format_html(
+        "<details><summary>{}</summary>{}</details>", Truncator(text).chars(shown), text
+    )
+
+
 class TurnChangeList(DrillDownChangeList):
     """The turns sorted by one column at a time, then by time (newest first unless the
     address says oldest): the orders the turns' indexes hold. Django's header links stack the
@@ -333,8 +343,8 @@ class TurnAdmin(RecordAdmin):
         EndedBy(Turn._meta.get_field("failure_code")),
         "user_input",
         "model_alias_override",
-        "roster",
-        "routing",
+        "roster_shown",
+        "routing_shown",
         *USAGE_TOTAL_FIELDS,
         "created_at",
         "progress_at",
@@ -347,6 +357,44 @@ class TurnAdmin(RecordAdmin):
 
     def get_changelist(self, request, **kwargs):
         return TurnChangeList
+
+    @admin.display(description="roster")
+    def roster_shown(self, turn: Turn) -> str:
+        """The agents the turn started with, in their order: a table, each role prompt folded
+        under its first words (the page showed the snapshot's JSON, prompts and ids included)."""
+        seats = [seat for seat in turn.roster or [] if isinstance(seat, dict)]
+        if not seats:
+            return self.get_empty_value_display()
+        rows = format_html_join(
+            "",
+            "<tr><td>{} (@{})</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    seat.get("name", ""),
+                    seat.get("agent_key", ""),
+                    seat.get("model_alias", ""),
+                    _folded(seat.get("role_prompt", "")),
+                )
+                for seat in seats
+            ),
+        )
+        return format_html(
+            '<table class="pantheon-roster"><thead><tr><th>agent</th><th>model alias</th>'
+            "<th>role prompt</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.display(description="routing")
+    def routing_shown(self, turn: Turn) -> str:
+        """The manager's choice, in words: "deepseek chose @ada"."""
+        routing = turn.routing if isinstance(turn.routing, dict) else None
+        if not routing:
+            return self.get_empty_value_display()
+        chosen = ", ".join(f"@{key}" for key in routing.get("selected_agent_keys") or [])
+        said = f"{routing.get('manager_model_alias') or 'the manager'} chose {chosen or 'no one'}"
+        if routing.get("fallback_used"):
+            said += " (fallback: its answer could not be used, so the first agent answered)"
+        return said
 
     @admin.display(description="summary it made")
     def summary_made(self, turn: Turn) -> str:

@@ -1,21 +1,26 @@
 """The operator console: branded, records read-only for everyone, soft deletes, the roles."""
 
+import gc
 import re
+import warnings
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import label_for_field
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.test import Client
+from django.test import AsyncClient, Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from pantheon.error_views import permission_denied
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for, opened
 from rooms.models import Agent, Room, RoomAgent
@@ -149,7 +154,7 @@ def test_the_turn_page_shows_its_messages_ledger_events_and_audit(staff, chat):
 
     assert "Hi!" in page  # the assistant's message
     assert "Ledger events" in page and "0.0123" in page
-    assert "Context audit" in page and "5530" in page
+    assert "Context audit" in page and "5,530" in page  # as the audit list writes it
     assert 'name="_save"' not in page  # nothing to save
 
 
@@ -1482,3 +1487,122 @@ def test_a_login_whose_next_leads_off_site_lands_on_the_consoles_index(make_oper
     assert response.status_code == 302
     assert response["Location"] == "/admin/"
     assert client.get(response["Location"]).status_code == 200
+
+
+# --- the console's 403 ----------------------------------------------------------------------------
+
+
+def test_a_refused_page_says_what_the_role_may_not_do_and_leads_back(make_operator, chat):
+    """An Analyst on a room's add page got Django's bare "403 Forbidden": no console, no word
+    of why, no way back."""
+    analyst = client_for(make_operator("Analyst", "anna"))
+
+    refused = analyst.get(url(Room, "add"))
+
+    page = refused.content.decode()
+    assert refused.status_code == 403
+    assert "<title>Not allowed | Pantheon</title>" in page
+    assert "You may not add rooms." in page
+    assert "<strong>Analyst</strong>: sees everything, the billing dashboard and its export" in page
+    assert f'<a href="{url(Room, "changelist")}" class="button">Back to the rooms</a>' in page
+    assert f'<a href="{reverse("admin:index")}">Console home</a>' in page
+    # A record: nobody changes it, and the page says so.
+    turn = chat["rows"][Turn]
+    owner = client_for(make_operator("Owner", "olga"))
+    record = owner.post(url(Turn, "change", turn.pk), {"status": "failed"}).content.decode()
+    assert "You may not change turns." in record
+    assert "Records (turns, messages, summaries, context audits, the ledger) are what" in record
+
+
+def test_the_console_403_served_as_asgi_serves_it_gives_its_connection_back(make_operator):
+    """Under ASGI Django renders a 403 on a thread of its own, not the request's: the page's
+    reads (the operator's roles, the console's apps) took a connection there that nothing gave
+    back (to the servers' pool: a place lost with every refusal), dropped unclosed."""
+    logged_in = Client()
+    logged_in.force_login(make_operator("Analyst", "anna"))
+
+    async def refused() -> int:
+        client = AsyncClient()
+        client.cookies = logged_in.cookies
+        return (await client.get(url(Room, "add"))).status_code
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert async_to_sync(refused)() == 403
+        gc.collect()
+
+    dropped = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not [message for message in dropped if "Connection" in message], dropped
+
+
+def test_an_api_403_stays_json():
+    refused = permission_denied(RequestFactory().get("/api/v1/sessions"), PermissionDenied())
+
+    assert refused.status_code == 403
+    assert refused["Content-Type"] == "application/json"
+
+
+# --- record pages and list counts read as the lists write figures ---------------------------------
+
+
+def test_a_turn_page_writes_its_figures_as_the_lists_do_and_its_roster_readably(staff, chat):
+    """Its figures read "Input tokens: 15501" where the lists write 15,501; the roster was the
+    snapshot's JSON, ids and whole role prompts in one run of text; the routing its JSON."""
+    turn = chat["rows"][Turn]
+    prompt = "Research analyst: finds facts, sources and numbers, and says where each came from."
+    Turn.objects.filter(pk=turn.pk).update(
+        turn_index=1024,
+        input_tokens=15501,
+        output_tokens=892,
+        mode="orchestrator",
+        roster=[
+            {
+                "name": "Ada",
+                "agent_id": "59e819e7-006b-45f5-8d81-264e4e159181",
+                "agent_key": "ada",
+                "model_alias": "deepseek",
+                "role_prompt": prompt,
+            }
+        ],
+        routing={
+            "fallback_used": True,
+            "manager_model_alias": "deepseek",
+            "selected_agent_keys": ["ada"],
+        },
+    )
+
+    page = client_for(staff).get(url(Turn, "change", turn.pk)).content.decode()
+
+    assert '<div class="readonly">15,501</div>' in page
+    assert '<div class="readonly">892</div>' in page
+    assert '<div class="readonly">1024</div>' in page  # an index, as the list's "#"
+    assert "<td>Ada (@ada)</td><td>deepseek</td>" in page
+    assert f"<summary>{prompt[:59]}…</summary>{prompt}</details>" in page
+    assert "role_prompt" not in page and "59e819e7" not in page
+    assert "deepseek chose @ada (fallback: its answer could not be used" in page
+
+
+@pytest.fixture
+def a_thousand_turns(owner, make_session):
+    session = make_session(owner)
+    Turn.objects.bulk_create(
+        Turn(session=session, turn_index=index, status="completed", user_input="hi")
+        for index in range(1, 1002)
+    )
+
+
+def test_a_lists_count_is_thousands_separated_and_shows_all_only_when_narrowed(
+    staff, a_thousand_turns
+):
+    """The list said "303603 results (Show all)" unfiltered, its link back to the same page."""
+    client = client_for(staff)
+
+    listed = client.get(url(Turn, "changelist")).content.decode()
+    narrowed = client.get(url(Turn, "changelist"), {"status__exact": "completed"}).content
+    searched = client.get(url(Turn, "changelist"), {"q": "nobody"}).content.decode()
+
+    assert '<span class="small quiet">1,001 results</span>' in listed
+    assert "Show all" not in listed.split('id="changelist-search"')[1].split("</form>")[0]
+    assert "1,001 turns" in listed
+    assert '1,001 results (<a href="?">Show all</a>)' in narrowed.decode()
+    assert '0 results (<a href="?">Show all</a>)' in searched

@@ -200,4 +200,14 @@ def test_the_totals_cards_hold_big_figures_at_1100_and_1400_px(
                 .map(card => card.querySelector('.label').textContent);"""
         )
         assert overflowing == [], f"at {width} px"
+        # Each on one line: "$296,296.2963" over "00" read as two figures.
+        broken = chromium.execute_script(
+            """return [...document.querySelectorAll('.pantheon-kpis .figure')].filter(figure => {
+                    const text = document.createRange();
+                    text.selectNodeContents(figure);
+                    const lines = new Set([...text.getClientRects()].map(r => Math.round(r.top)));
+                    return lines.size > 1;
+                }).map(figure => figure.id);"""
+        )
+        assert broken == [], f"at {width} px"
     assert chromium.find_element(By.ID, "total-tokens").text == "3.00B · 1.04B"

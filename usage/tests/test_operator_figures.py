@@ -275,7 +275,7 @@ def test_an_amount_reads_alike_on_every_page_that_shows_it(make_operator, owner,
         "qwen": ["0.0047", "$0.000129"],
         "llama": ["0.0000", "$0.000000"],
     }
-    assert '<span class="figure" id="total-cost">$0.000258</span>' in dashboard
+    assert 'id="total-cost" style="--chars: 9">$0.000258</span>' in dashboard
     ledger = client.get(reverse(LEDGER)).content.decode()
     assert ledger.count('<td class="field-cost">$0.000129</td>') == 2
     assert '<td class="field-cost">$0.000000</td>' in ledger
