@@ -327,6 +327,8 @@ class EitherEndPaginator(Paginator):
     from them would shift the page."""
 
     count_is_exact = True
+    # Rows skipped to reach a page past which its ids are read first (`_rows_between`).
+    deep = 1_000
 
     def page(self, number):
         number = self.validate_number(number)
@@ -335,14 +337,27 @@ class EitherEndPaginator(Paginator):
         if top + self.orphans >= self.count:
             top = self.count
         rows = self.object_list
-        if bottom > self.count // 2 and isinstance(rows, QuerySet) and _totally_ordered(rows):
+        if not isinstance(rows, QuerySet) or not _totally_ordered(rows):
+            return super().page(number)
+        if bottom > self.count // 2:
             total = self.count if self.count_is_exact else rows.count()
             if top == self.count:
                 top = total  # the last page: to the far end, whatever the count said
             # The page's rows, counted from the far end, in the list's order again.
-            far = list(rows.reverse()[max(total - top, 0) : max(total - bottom, 0)])
+            far = self._rows_between(rows.reverse(), max(total - top, 0), max(total - bottom, 0))
             return self._get_page(far[::-1], number, self)
-        return super().page(number)
+        return self._get_page(self._rows_between(rows, bottom, top), number, self)
+
+    def _rows_between(self, rows: QuerySet, low: int, high: int) -> list:
+        """`rows[low:high]`, in two reads when `low` is deep: the page's ids, the rows skipped
+        to reach them read from an index on (created_at, id) alone, then its rows by id. One
+        read skipped whole rows, joined to their users, sessions and rooms, only to drop
+        them: 0.5-1.1 s for a page in the middle of 300,000 turns or 900,000 messages."""
+        if low < self.deep:
+            return list(rows[low:high])
+        ids = list(rows.values_list("pk", flat=True)[low:high])
+        found = {row.pk: row for row in rows.filter(pk__in=ids)}
+        return [found[pk] for pk in ids if pk in found]  # one gone meanwhile: left out
 
 
 def _totally_ordered(rows: QuerySet) -> bool:

@@ -205,8 +205,10 @@ class Turn(UsageTotals):
             models.Index(fields=["status", "created_at"], name="turn_status_created"),
             models.Index(fields=["status", "-created_at"], name="turn_status_newest"),
             # The console lists turns newest first; the dashboard counts active users by date
-            # (the session is included so that count reads the index alone).
-            models.Index(fields=["created_at"], include=["session"], name="turn_created"),
+            # (the session is included so that count reads the index alone). The id, the
+            # list's last order, lets a page deep in the list find its rows' ids from the index
+            # alone (`pantheon.console.EitherEndPaginator`).
+            models.Index(fields=["created_at", "id"], include=["session"], name="turn_created"),
         ]
 
     def __str__(self) -> str:
@@ -268,8 +270,9 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["session", "sequence"], name="message_sequence_unique"),
         ]
-        # The console lists every message newest first (half a million rows: bench at volume).
-        indexes = [models.Index(fields=["created_at"], name="message_created")]
+        # The console lists every message newest first (half a million rows: bench at volume),
+        # a page deep in the list found from the index alone (`turn_created`).
+        indexes = [models.Index(fields=["created_at", "id"], name="message_created")]
 
     def __str__(self) -> str:
         who = self.agent_key or self.role
@@ -315,8 +318,9 @@ class TurnContextAudit(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        # One audit a turn: the console lists them newest first (bench at volume).
-        indexes = [models.Index(fields=["created_at"], name="turn_audit_created")]
+        # One audit a turn: the console lists them newest first (bench at volume), a page deep
+        # in the list found from the index alone (`turn_created`).
+        indexes = [models.Index(fields=["created_at", "id"], name="turn_audit_created")]
 
     def __str__(self) -> str:
         return f"Context audit of turn {short_id(self.turn_id)}"

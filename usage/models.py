@@ -318,8 +318,10 @@ class LlmCallEvent(models.Model):
             models.Index(fields=["turn"], name="llmcall_turn"),
             models.Index(fields=["model_alias", "created_at"], name="llmcall_alias_created"),
             # The console lists the ledger newest first and reads date ranges of it (today's
-            # calls on the dashboard, reconcile --since): bench/ledger.py at a million rows.
-            models.Index(fields=["created_at"], name="llmcall_created"),
+            # calls on the dashboard, reconcile --since): bench/ledger.py at a million rows. The
+            # id, the list's last order, lets a page deep in the list find its rows' ids from
+            # the index alone (`pantheon.console.EitherEndPaginator`).
+            models.Index(fields=["created_at", "id"], name="llmcall_created"),
             # The console's filters to the few rows an auditor looks into, newest first: a
             # call in flight, lost or failed; one priced by no known price (the selectors'
             # UNPRICED_CALLS); one of a turn's routing, summary or synthesis. Each scanned the
