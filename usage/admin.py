@@ -1,4 +1,6 @@
 import calendar
+import csv
+import io
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -6,13 +8,17 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import ValidationError
+from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
+from django.http import HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import format_html
@@ -34,9 +40,19 @@ from pantheon.console import (
     name_column,
     username_filter,
 )
-from pantheon.figures import counted, credit_cap_text, credits_text, plain_amount, usd_text
+from pantheon.db import database
+from pantheon.figures import (
+    as_decimal,
+    counted,
+    credit_cap_text,
+    credits_text,
+    plain_amount,
+    rounded,
+    usd_text,
+)
 from rooms.models import AGENT_KEY_PATTERN
 from rooms.selectors import agents_on_alias
+from usage.admin_views import spreadsheet_text
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
     API_BASE_FORM_OPTIONS,
@@ -1011,7 +1027,120 @@ class LlmCallEventAdmin(RecordAdmin):
                 request.GET.get("created_at__gte"), request.GET.get("created_at__lt")
             )
             context["all_dates_url"] = context["cl"].get_query_string(remove=["created_at__"])
+            query = context["cl"].get_query_string(remove=[PAGE_VAR, ORDER_VAR])
+            context["export_url"] = reverse("admin:usage_llmcallevent_export") + query
         return response
+
+    def get_urls(self):
+        export = path(
+            "export.csv",
+            self.admin_site.admin_view(self.export_view),
+            name="usage_llmcallevent_export",
+        )
+        return [export, *super().get_urls()]
+
+    def export_view(self, request):
+        """The ledger rows of the list as filtered (its filters and search), as CSV, oldest
+        first, for whoever may read the ledger (Owners, Analysts): auditors went to SQL for
+        them. Streamed a few thousand rows at a time, each batch a database section of its
+        own: a year of calls never sits in memory, nor holds a connection."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            listed = self.get_changelist_instance(request).queryset
+        except IncorrectLookupParameters:
+            return HttpResponse(
+                "The export could not be filtered as the address asked (a value it cannot "
+                "take): nothing was exported.",
+                status=400,
+                content_type="text/plain; charset=utf-8",
+            )
+        rows = listed.order_by("created_at", "pk")
+        response = StreamingHttpResponse(_ledger_csv(rows), content_type="text/csv; charset=utf-8")
+        stamp = timezone.now().strftime("%Y-%m-%dT%H%M%SZ")
+        response["Content-Disposition"] = f'attachment; filename="pantheon-ledger-{stamp}.csv"'
+        return response
+
+
+# The export's columns: each ledger field, as stored (the user and the price list by name),
+# and what each is read from.
+LEDGER_CSV_COLUMNS = {
+    "id": "id",
+    "created_at": "created_at",
+    "username": "user__username",
+    "purpose": "purpose",
+    "model_alias": "model_alias",
+    "provider": "provider",
+    "provider_model": "provider_model",
+    "status": "status",
+    "error_type": "error_type",
+    "attempts": "attempts",
+    "input_tokens_fresh": "input_tokens_fresh",
+    "input_tokens_cached": "input_tokens_cached",
+    "output_tokens": "output_tokens",
+    "total_tokens": "total_tokens",
+    "oe_tokens": "oe_tokens",
+    "credits": "credits",
+    "provider_cost_usd": "provider_cost_usd",
+    "priced": "priced",
+    "latency_ms": "latency_ms",
+    "pricing_version": "pricing_version__name",
+    "agent_key": "agent_key",
+    "request_id": "request_id",
+    "room_id": "room_id",
+    "session_id": "session_id",
+    "turn_id": "turn_id",
+}
+LEDGER_CSV_BATCH = 5_000
+_CREATED, _STATUS, _PRICED = (
+    list(LEDGER_CSV_COLUMNS).index(column) for column in ("created_at", "status", "priced")
+)
+# Each column's decimal places, for the figures a database returns as floats (SQLite).
+_PLACES = {
+    index: field.decimal_places
+    for index, source in enumerate(LEDGER_CSV_COLUMNS.values())
+    if isinstance(field := LlmCallEvent._meta.get_field(source.split("__")[0]), models.DecimalField)
+}
+
+
+async def _ledger_csv(rows):
+    """The CSV's lines, a batch of rows at a time, read after the last one's (created_at, id):
+    the order of the ledger's index on both, however long the ledger. Plain values, not model
+    rows: a year of calls (700,000 rows, 260 MB) took 41 s as rows."""
+    yield _csv_lines([list(LEDGER_CSV_COLUMNS)])
+    after = None
+    while batch := await database(_ledger_batch)(rows, after):
+        yield _csv_lines(_ledger_csv_row(values) for values in batch)
+        after = (batch[-1][_CREATED], batch[-1][0])
+
+
+def _ledger_batch(rows, after) -> list[tuple]:
+    if after is not None:
+        moment_, pk = after
+        rows = rows.filter(created_at__gte=moment_).exclude(created_at=moment_, pk__lte=pk)
+    return list(rows.values_list(*LEDGER_CSV_COLUMNS.values())[:LEDGER_CSV_BATCH])
+
+
+def _ledger_csv_row(values: tuple) -> list:
+    row = []
+    for index, value in enumerate(values):
+        if index == _CREATED:
+            value = value.astimezone(UTC).isoformat()
+        elif index == _PRICED:
+            # A pending or lost call had no usage to price: neither priced nor unpriced.
+            value = "" if values[_STATUS] in UNMETERED_STATUSES else str(value).lower()
+        elif index in _PLACES and value is not None:
+            value = format(rounded(as_decimal(value), _PLACES[index]), "f")
+        elif isinstance(value, str):
+            value = spreadsheet_text(value)
+        row.append("" if value is None else value)
+    return row
+
+
+def _csv_lines(rows) -> str:
+    lines = io.StringIO()
+    csv.writer(lines).writerows(rows)
+    return lines.getvalue()
 
 
 @admin.register(DailyUsageRollup)

@@ -222,8 +222,8 @@ class BillingExportView(BillingAccess):
             figures = row.figures
             writer.writerow(
                 [
-                    _cell(row.username),
-                    _cell(row.model_alias),
+                    spreadsheet_text(row.username),
+                    spreadsheet_text(row.model_alias),
                     *(_figure(name, getattr(figures, name)) for name in FIGURES),
                 ]
             )
@@ -248,7 +248,7 @@ def _figure(name: str, value):
     return format(rounded(as_decimal(value), places), "f")
 
 
-def _cell(text: str) -> str:
+def spreadsheet_text(text: str) -> str:
     """A spreadsheet must not read a name like `+1` or `@x` as a formula, nor one behind a tab or
     carriage return it skips (OWASP's list). Usernames and alias names the console and the API
     accept hold neither; a user made in code or SQL may."""
