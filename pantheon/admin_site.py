@@ -23,7 +23,8 @@ from pantheon.throttling import LoginAttempt
 class ConsoleLoginForm(AdminAuthenticationForm):
     """The console's login, under the limits of `POST auth/token` (`pantheon.throttling`): it
     took any number of guesses at an operator's password. Checked before the password is; a
-    login that goes through counts for none, as at the API."""
+    login that goes through counts for none, as at the API, and so does a post that leaves a
+    field empty (Django then checks no password)."""
 
     error_messages = {
         **AdminAuthenticationForm.error_messages,
@@ -42,7 +43,12 @@ class ConsoleLoginForm(AdminAuthenticationForm):
                 params={"seconds": counted(self.retry_after, "second")},
             )
         cleaned = super().clean()  # a wrong password (or no staff account) raises: a failure
-        attempt.succeeded()
+        if self.user_cache is None or self._errors:
+            # Django checks no password when a field is missing (an empty password, no
+            # username) and says so only in that field's error: no failure, and no login.
+            attempt.release()
+        else:
+            attempt.succeeded(self.user_cache)
         return cleaned
 
 

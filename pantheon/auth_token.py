@@ -86,6 +86,6 @@ class ObtainTokenView(ObtainAuthToken):
                 )
             token, _ = Token.objects.get_or_create(user=user)
         if self.login_attempt is not None:
-            self.login_attempt.succeeded()
+            self.login_attempt.succeeded(user)
         # A credential: no cache (a proxy's, the browser's) keeps a copy (RFC 6749, 5.1).
         return Response({"token": token.key}, headers={"Cache-Control": "no-store"})

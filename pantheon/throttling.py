@@ -146,7 +146,11 @@ def login_username_digest(request) -> str | None:
     every spelling of one account counts against it; hashed. None when there is none."""
     # The API's JSON body, or the console login's form.
     data = request.data if hasattr(request, "data") else request.POST
-    username = data.get("username") if hasattr(data, "get") else None
+    return username_digest(data.get("username") if hasattr(data, "get") else None)
+
+
+def username_digest(username: object) -> str | None:
+    """`login_username_digest` of a username: trimmed, folded, hashed; None if it is no text."""
     if not isinstance(username, str):
         return None  # nothing to guess with; the per-client limit still applies
     folded = trimmed(unicodedata.normalize("NFKC", trimmed(username)).casefold())
@@ -212,8 +216,9 @@ LOGIN_THROTTLES = (
 )
 
 
-def _login_address_key(request) -> str | None:
-    username = login_username_digest(request)
+def _login_address_key(username: str | None, request) -> str | None:
+    """The row saying that the account `username` (a `username_digest`) logged in from the
+    request's address."""
     if username is None:
         return None
     ident = BaseThrottle().get_ident(request)
@@ -221,10 +226,11 @@ def _login_address_key(request) -> str | None:
     return f"throttle_auth_known_{digest}"
 
 
-def remember_login_address(request) -> None:
-    """The account of this login logged in from this address: for 30 days its total of
-    failures (`AuthTokenPerUsernameTotalThrottle`) does not refuse it there."""
-    key = _login_address_key(request)
+def remember_login_address(request, user) -> None:
+    """`user` logged in (its password checked) from this address: for 30 days its total of
+    failures (`AuthTokenPerUsernameTotalThrottle`) does not refuse it there. Keyed on the
+    account's own username, never on what the request sent."""
+    key = _login_address_key(username_digest(user.get_username()), request)
     if key is None:
         return
     if connection.vendor != "postgresql":
@@ -235,7 +241,7 @@ def remember_login_address(request) -> None:
 
 
 def login_address_is_known(request) -> bool:
-    key = _login_address_key(request)
+    key = _login_address_key(login_username_digest(request), request)
     if key is None:
         return False
     if connection.vendor != "postgresql":
@@ -274,12 +280,18 @@ class LoginAttempt:
             allowed.append(throttle)
         return None
 
-    def succeeded(self) -> None:
-        """The password was right and the login goes through: it counts as no failure, and its
-        address is one the account logs in from."""
+    def succeeded(self, user) -> None:
+        """`user`'s password was right and the login goes through: it counts as no failure,
+        and its address is one the account logs in from. Only for a user whose password was
+        checked: an attempt that checked none gives its places back with `release`."""
+        self.release()
+        remember_login_address(self.request, user)
+
+    def release(self) -> None:
+        """The attempt turned out to check no password (a field missing or blank): it counts
+        as no failure, and makes no address known."""
         for throttle in self.throttles:
             throttle.release()
-        remember_login_address(self.request)
 
 
 class TurnRateThrottle(SettingRateThrottle):

@@ -418,3 +418,42 @@ def test_thirty_racing_guesses_from_one_address_get_ten_answers(owner):
         thread.join()
 
     assert sorted(codes) == [400] * 10 + [429] * 20, __import__("collections").Counter(codes)
+
+
+# --- only a checked password counts, and only a login makes an address known ----------------
+
+
+def known_address_rows() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pantheon_throttle WHERE key LIKE 'throttle_auth_known_%'"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_a_console_login_with_no_password_makes_no_address_known(owner, settings):
+    """Django's login form checks no password when one is missing, and says nothing in its
+    clean(): each empty password counted as a login, its address spared the account's total
+    for 30 days (and a row kept that long, for any username sent)."""
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = "6/min"
+    empty = [console_login("owner", "", address=f"10.8.1.{n}").status_code for n in range(3)]
+    others = [console_login(f"user{n}", "", address="10.8.1.9").status_code for n in range(5)]
+
+    assert (empty, others) == ([200] * 3, [200] * 5)
+    assert known_address_rows() == 0
+    guesses = [login("owner", "nope", address=f"10.8.3.{n}").status_code for n in range(6)]
+    assert guesses == [400] * 6
+    assert_throttled(login("owner", "nope", address="10.8.1.0"))  # not spared the total
+    assert_throttled(login("owner", "owner-pass-123", address="10.8.1.1"))
+
+
+def test_a_console_login_remembers_the_account_it_logged_in(make_operator, settings):
+    """The address is remembered for the account the password was checked against."""
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = "3/min"
+    make_operator("Owner", "boss")
+
+    assert console_login(" boss ", "operator-pass-123", address="10.8.4.1").status_code == 302
+    assert known_address_rows() == 1
+    assert [login("boss", "nope", address=f"10.8.5.{n}").status_code for n in range(3)] == [400] * 3
+    assert console_login("boss", "operator-pass-123", address="10.8.4.1").status_code == 302
+    assert_console_refused(console_login("boss", "operator-pass-123", address="10.8.4.2"))
