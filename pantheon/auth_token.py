@@ -21,6 +21,13 @@ class TokenRequestSerializer(AuthTokenSerializer):
 
     username = StrictCharField(write_only=True)
     password = StrictCharField(trim_whitespace=False, write_only=True)
+    # Whether validation went as far as checking the password (DRF's `validate` checks it only
+    # when both fields are there, and runs only when each field is valid).
+    password_checked = False
+
+    def validate(self, attrs):
+        self.password_checked = bool(attrs.get("username") and attrs.get("password"))
+        return super().validate(attrs)
 
 
 class ObtainTokenView(ObtainAuthToken):
@@ -39,7 +46,13 @@ class ObtainTokenView(ObtainAuthToken):
     login_attempt: LoginAttempt | None = None
 
     def check_throttles(self, request):
-        """DRF's check, as one login attempt: its places are given back if it succeeds."""
+        """DRF's check, as one login attempt: its places are given back if it succeeds, or if
+        it checks no password. Only a POST tries one (a GET, 405, or an OPTIONS takes no place),
+        and its body is read before any place is taken: a body that cannot be read (415, or
+        malformed JSON, 400) is refused with no place taken."""
+        if request.method != "POST":
+            return
+        request.data  # noqa: B018 (raises for a body that cannot be read)
         self.login_attempt = LoginAttempt(request, self, self.get_throttles())
         wait = self.login_attempt.check()
         if wait is not None:
@@ -66,7 +79,12 @@ class ObtainTokenView(ObtainAuthToken):
     )
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            if self.login_attempt is not None and not serializer.password_checked:
+                # A field missing, blank or not a string: no password was checked, so this is
+                # no failure (a stranger's bodies naming an account must not fill its limits).
+                self.login_attempt.release()
+            raise serializers.ValidationError(serializer.errors)
         user = serializer.validated_data["user"]
         with transaction.atomic():
             # Checking a password takes a while: one changed meanwhile (its token revoked) must

@@ -14,10 +14,13 @@ without code.
 Logins count failures only (`LoginAttempt`): a stranger's guesses must not lock an account's
 owner out. The limits on one account are therefore kept per address (its guesses from one
 address) and, for a guesser spread over many addresses, in a total that spares the addresses
-the account logged in from lately: those the guesser cannot fill.
+the account logged in from lately: those the guesser cannot fill. An IPv6 address counts as its
+/64 (`login_address`).
 """
 
+import contextlib
 import hashlib
+import ipaddress
 import math
 import random
 import unicodedata
@@ -159,15 +162,34 @@ def username_digest(username: object) -> str | None:
     return hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def login_address(request) -> str | None:
+    """The client's address as the login limits count it (DRF's `get_ident`: REMOTE_ADDR, or
+    the proxy's X-Forwarded-For entry), an IPv6 address as its /64: a host may send from any
+    address of its /64 (each would be a fresh count), and a phone's or a laptop's privacy
+    address changes within it every day or so (each would be a new, unknown address). An
+    IPv4-mapped IPv6 address is its IPv4 address."""
+    ident = BaseThrottle().get_ident(request)
+    try:
+        address = ipaddress.ip_address(ident)
+    except ValueError:
+        return ident
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return ident
+
+
 class AuthTokenPerClientThrottle(SettingRateThrottle):
     """Failed logins per client address (REMOTE_ADDR, or the proxy's X-Forwarded-For entry
-    when `PANTHEON_NUM_PROXIES` says how many proxies to trust), whatever the usernames."""
+    when `PANTHEON_NUM_PROXIES` says how many proxies to trust; an IPv6 address by its /64),
+    whatever the usernames."""
 
     scope = "auth_token_client"
     rate_setting = "PANTHEON_AUTH_RATE_PER_IP"
 
     def get_cache_key(self, request, view) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        return self.cache_format % {"scope": self.scope, "ident": login_address(request)}
 
 
 class AuthTokenPerUsernameThrottle(SettingRateThrottle):
@@ -183,7 +205,7 @@ class AuthTokenPerUsernameThrottle(SettingRateThrottle):
         username = login_username_digest(request)
         if username is None:
             return None
-        ident = hashlib.sha256(f"{username} {self.get_ident(request)}".encode()).hexdigest()
+        ident = hashlib.sha256(f"{username} {login_address(request)}".encode()).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
@@ -221,8 +243,7 @@ def _login_address_key(username: str | None, request) -> str | None:
     request's address."""
     if username is None:
         return None
-    ident = BaseThrottle().get_ident(request)
-    digest = hashlib.sha256(f"{username} {ident}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{username} {login_address(request)}".encode()).hexdigest()
     return f"throttle_auth_known_{digest}"
 
 
@@ -258,7 +279,8 @@ class LoginAttempt:
     account's owner: `check` takes a place under each limit before the password is checked
     (racing guesses cannot all take the last place, as they could if a failure, once known,
     were recorded), and `succeeded` gives them back. An attempt a limit refuses gives back the
-    places it took under the others: its password was never checked."""
+    places it took under the others, and one that turns out to check no password (a field
+    missing or blank) gives back all of them (`release`): neither is a failure."""
 
     def __init__(self, request, view=None, throttles=None):
         self.request = request
@@ -272,12 +294,20 @@ class LoginAttempt:
         The first limit that refuses ends the check: one that went on to the next limits would
         take their places (until it gave them back) from attempts its own limit let in."""
         allowed = []
-        for throttle in self.throttles:
-            if not throttle.allow_request(self.request, self.view):
-                for taken in allowed:
+        try:
+            for throttle in self.throttles:
+                if not throttle.allow_request(self.request, self.view):
+                    for taken in allowed:
+                        taken.release()
+                    return math.ceil(throttle.wait() or 1)
+                allowed.append(throttle)
+        except BaseException:
+            # A limit that failed (its database, a body it could not read): the attempt goes
+            # no further, so it keeps no place; the failure, not a giving back's, is reported.
+            for taken in allowed:
+                with contextlib.suppress(Exception):
                     taken.release()
-                return math.ceil(throttle.wait() or 1)
-            allowed.append(throttle)
+            raise
         return None
 
     def succeeded(self, user) -> None:

@@ -131,13 +131,6 @@ def test_white_space_around_a_username_does_not_reset_its_count(owner, slow_logi
     assert not Token.objects.exists()
 
 
-def test_a_login_without_a_username_still_counts_for_the_address(slow_logins):
-    codes = [APIClient().post(TOKEN_URL, {}, format="json").status_code for _ in range(3)]
-
-    assert codes == [400, 400, 400]
-    assert_throttled(APIClient().post(TOKEN_URL, {}, format="json"))
-
-
 # --- turns ----------------------------------------------------------------------------------
 
 
@@ -457,3 +450,98 @@ def test_a_console_login_remembers_the_account_it_logged_in(make_operator, setti
     assert [login("boss", "nope", address=f"10.8.5.{n}").status_code for n in range(3)] == [400] * 3
     assert console_login("boss", "operator-pass-123", address="10.8.4.1").status_code == 302
     assert_console_refused(console_login("boss", "operator-pass-123", address="10.8.4.2"))
+
+
+def test_requests_whose_password_is_never_checked_take_no_place(owner, settings):
+    """A GET or OPTIONS at auth/token, a body that is not JSON (415) or is malformed JSON (400):
+    each took the address's place and kept it, so three of them refused the right password."""
+    settings.PANTHEON_AUTH_RATE_PER_IP = "3/min"
+    client = APIClient(REMOTE_ADDR="10.6.0.1")
+    form = client.post(
+        TOKEN_URL, "username=owner&password=nope", content_type="application/x-www-form-urlencoded"
+    )
+    codes = [
+        form.status_code,
+        client.post(TOKEN_URL, "{not json", content_type="application/json").status_code,
+        client.get(TOKEN_URL).status_code,
+        client.options(TOKEN_URL).status_code,
+        client.post(TOKEN_URL, {"username": "owner"}, format="json").status_code,
+        client.post(TOKEN_URL, {"password": "nope"}, format="json").status_code,
+        client.post(TOKEN_URL, {"username": "owner", "password": ""}, format="json").status_code,
+        client.post(TOKEN_URL, {"username": "owner", "password": 7}, format="json").status_code,
+    ]
+
+    assert codes == [415, 400, 405, 200, 400, 400, 400, 400]
+    assert login("owner", "owner-pass-123", address="10.6.0.1").status_code == 200
+    # Failures still count: three wrong passwords fill the address's minute.
+    assert [login("owner", "nope", address="10.6.0.1").status_code for _ in range(3)] == [400] * 3
+    assert_throttled(login("owner", "owner-pass-123", address="10.6.0.1"))
+
+
+def test_a_username_without_a_password_does_not_fill_the_accounts_total(owner, settings):
+    """Three bodies naming owner with no password, from one address, filled owner's total of
+    failures: the owner's right password from a new address was a 429, and the server had
+    hashed nothing."""
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = "3/min"
+    client = APIClient(REMOTE_ADDR="10.6.1.1")
+    codes = [
+        client.post(TOKEN_URL, {"username": "owner"}, format="json").status_code for _ in range(3)
+    ]
+
+    assert codes == [400] * 3
+    assert login("owner", "owner-pass-123", address="10.6.1.2").status_code == 200
+
+
+def test_a_login_without_a_username_counts_for_nothing(owner, slow_logins):
+    """No password is checked without a username: such a body refuses no one after it."""
+    codes = [APIClient().post(TOKEN_URL, {}, format="json").status_code for _ in range(4)]
+
+    assert codes == [400] * 4
+    assert login("owner", "owner-pass-123").status_code == 200
+
+
+def test_a_check_that_fails_gives_back_the_places_it_took(rf):
+    """A limit that raises (the database, a body that cannot be read) leaves no place taken
+    under the limits checked before it."""
+    from pantheon.throttling import AuthTokenPerClientThrottle, LoginAttempt
+
+    class Failing(AuthTokenPerClientThrottle):
+        def allow_request(self, request, view):
+            raise RuntimeError("boom")
+
+    request = rf.post(TOKEN_URL, REMOTE_ADDR="10.6.2.1")
+    with pytest.raises(RuntimeError):
+        LoginAttempt(request, throttles=[AuthTokenPerClientThrottle(), Failing()]).check()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(cardinality(hits)), 0) FROM pantheon_throttle")
+        assert cursor.fetchone() == (0,)
+
+
+def test_an_ipv6_address_counts_as_its_64(owner, slow_logins):
+    """A host may send from any address of its /64: counted one by one, each address was three
+    fresh guesses."""
+    codes = [
+        login(f"guess{n}", "nope", address=f"2001:db8:0:1::{n + 1:x}").status_code for n in range(3)
+    ]
+
+    assert codes == [400] * 3
+    assert_throttled(login("owner", "owner-pass-123", address="2001:db8:0:1:abcd:ef01:2:3"))
+    assert_throttled(login("owner", "owner-pass-123", address="2001:db8:0:1::1"))
+    assert login("owner", "owner-pass-123", address="2001:db8:0:2::1").status_code == 200
+    # An IPv4-mapped address is its IPv4 address.
+    assert [login("x", "nope", address="10.5.0.1").status_code for _ in range(3)] == [400] * 3
+    assert_throttled(login("owner", "owner-pass-123", address="::ffff:10.5.0.1"))
+
+
+def test_a_known_ipv6_address_is_its_64(owner, settings):
+    """A privacy address changes within its /64 every day or so: the account's next login from
+    the same network is from a known address."""
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = "3/min"
+    assert login("owner", "owner-pass-123", address="2001:db8:0:3::1").status_code == 200
+
+    guesses = [login("owner", "nope", address=f"10.5.1.{n}").status_code for n in range(3)]
+
+    assert guesses == [400] * 3
+    assert_throttled(login("owner", "owner-pass-123", address="2001:db8:0:4::1"))
+    assert login("owner", "owner-pass-123", address="2001:db8:0:3:9f2c:11:7:2").status_code == 200
