@@ -3,7 +3,7 @@
 Both refuse a `page_size` that is not a positive whole number (400) instead of quietly using
 the default, as the schema says (`minimum: 1`); sizes over the maximum are cut to it. A `page`
 that is not a page number, empty included, is DRF's 404 "Invalid page."; a cursor the paginator
-did not write, empty included, DRF's 404 "Invalid cursor".
+did not write, DRF's 404 "Invalid cursor".
 """
 
 import re
@@ -116,12 +116,15 @@ class DefaultPagination(StrictPageSize, PageNumberPagination):
 
 
 class StrictCursor:
-    """A cursor is taken only as the paginator writes one (`encode_cursor`); anything else is
-    DRF's 404 "Invalid cursor", as README and the schema say of an unknown cursor. DRF checks
-    a cursor's shape only: it read any base64 with no position and no offset ("nope") as the
-    start of the list, and answered the first page; a forged position reached the database
-    (a 500). A written cursor has a position or an offset (a page whose rows all share one
-    position), its keys in DRF's order, and a position as `position_written` says."""
+    """A cursor is taken only as the paginator writes one (`encode_cursor` gives it back
+    unchanged); anything else is DRF's 404 "Invalid cursor", as README and the schema say of an
+    unknown cursor. DRF checks a cursor's shape only: it read any base64 with no known key
+    ("nope") as the start of the list, and answered the first page; a forged position reached
+    the database (a 500). A written cursor has its keys in DRF's order, its offset in digits and
+    a position as `position_written` says. The paginator writes some with no position: an
+    offset (a page whose rows all share one position), the end of the list read backwards (the
+    previous link of an empty page past the end: `r=1`), and the start of the list (the next
+    link of an empty page read backwards: the empty cursor, `cursor=`)."""
 
     example_positions: tuple[str, str]  # of the second page's last and first rows
 
@@ -130,7 +133,7 @@ class StrictCursor:
         if cursor is None:
             return None
         given = request.query_params[self.cursor_query_param]  # type: ignore[attr-defined]
-        written = cursor.position is not None or cursor.offset != 0
+        written = cursor.offset < 10**_MOST_DIGITS  # a database's offset holds it
         if cursor.position is not None and not self.position_written(cursor.position):
             written = False
         if not written or self._as_written(cursor) != given:
@@ -140,7 +143,8 @@ class StrictCursor:
     def _as_written(self, cursor: Cursor) -> str:
         # `paginate_queryset` sets `base_url` before it decodes the cursor.
         link = self.encode_cursor(cursor)  # type: ignore[attr-defined]
-        return parse_qs(urlsplit(link).query)[self.cursor_query_param][0]  # type: ignore[attr-defined]
+        query = parse_qs(urlsplit(link).query, keep_blank_values=True)
+        return query[self.cursor_query_param][0]  # type: ignore[attr-defined]
 
     def position_written(self, position: str) -> bool:
         """Whether `position` is one the paginator writes (a row's, by `str()`)."""
@@ -157,7 +161,10 @@ class StrictCursor:
 
 
 class TimelinePagination(StrictPageSize, StrictCursor, CursorPagination):
-    """Oldest first, stable under concurrent appends: a cursor never skips or repeats a row."""
+    """Oldest first, stable under concurrent appends: a cursor never skips or repeats a row.
+    A session's sequence numbers are unique, so its cursors hold a position, never an offset
+    past a page: DRF's cap on an offset (`offset_cutoff`, 1,000) refuses only made-up ones
+    (one read as 1,000 is not the one given)."""
 
     ordering = "sequence"
     page_size = 50
@@ -175,6 +182,12 @@ class ActivityPagination(StrictPageSize, StrictCursor, CursorPagination):
 
     ordering = ("-last_activity_at", "-id")
     page_size = 50
+    # DRF's cursor holds the activity alone, so sessions of one activity are paged by offset,
+    # however many there are (a thousand imported at once): its cap (1,000) would read the next
+    # page's offset as 1,000 and answer that page again. The cap guards an index scan against
+    # a forged offset; here every page sorts all the user's sessions by their turns' activity
+    # anyway, so a larger offset costs no more than the first page.
+    offset_cutoff = None
     example_positions = ("2026-12-01 08:15:02.104233+00:00", "2026-12-03 19:45:20.967870+00:00")
 
     def position_written(self, position: str) -> bool:

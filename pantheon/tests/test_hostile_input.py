@@ -544,9 +544,8 @@ CURSOR_LISTS = ["/sessions/{session}/messages", "/sessions", "/agents/{agent}/se
     "made_up",
     [
         "bm9wZQ==",  # "nope": no position, no offset, read as the start of the list
-        "",  # the same, empty
-        base64.b64encode(b"r=1").decode(),
-        base64.b64encode(b"o=0").decode(),
+        base64.b64encode(b"o=0").decode(),  # the start is written "" (below)
+        base64.b64encode(b"r=1&o=0").decode(),
         base64.b64encode(b"x=1&o=2").decode(),  # a key the paginator never writes
         base64.b64encode(b"o=2&o=3").decode(),
         base64.b64encode(b"o=02").decode(),
@@ -554,6 +553,10 @@ CURSOR_LISTS = ["/sessions/{session}/messages", "/sessions", "/agents/{agent}/se
         base64.b64encode(b"o=2&r=1&p=").decode(),
         base64.b64encode(b"r=1&o=2").decode(),  # the paginator's order is o, r, p
         base64.b64encode(b"o=2").decode() + "\n",
+        base64.b64encode(b"o=+2").decode(),
+        base64.b64encode(b"o=2_0").decode(),
+        base64.b64encode(b"o=" + b"9" * 19).decode(),  # more than any offset a database holds
+        base64.b64encode(f"o={HUGE}".encode()).decode(),
     ],
 )
 def test_a_made_up_cursor_is_404(api, world, path, made_up):
@@ -566,6 +569,36 @@ def test_a_made_up_cursor_is_404(api, world, path, made_up):
 
     assert response.status_code == 404, response.content
     assert response.json() == {"detail": "Invalid cursor"}
+
+
+@pytest.mark.parametrize("path", CURSOR_LISTS)
+def test_the_cursors_written_with_no_position_are_taken(api, world, path):
+    """The paginator writes these itself: the start of the list (the next link of an empty
+    page read backwards is `cursor=`), the end of it read backwards (the previous link of an
+    empty page past the end, `r=1`) and an offset of any size (sessions of one activity)."""
+    url = API + path.format(session=world["session"].id, agent=world["agent"].id)
+    everything = api.get(url).json()["results"]
+
+    start = api.get(url, {"cursor": ""})
+    end = api.get(url, {"cursor": base64.b64encode(b"r=1").decode()})
+    far = api.get(url, {"cursor": base64.b64encode(b"o=1").decode()})
+
+    assert (start.status_code, end.status_code, far.status_code) == (200, 200, 200)
+    assert start.json()["results"] == everything
+    assert end.json()["results"] == everything
+    assert far.json()["results"] == everything[1:]
+
+
+@pytest.mark.parametrize("path", ["/sessions", "/agents/{agent}/sessions"])
+def test_the_largest_offset_of_a_session_list_is_an_empty_page(api, world, path):
+    """Sessions are paged by offset past DRF's cap (`ActivityPagination`): the largest offset
+    a cursor may hold is an empty page, one digit more a 404, neither a database error."""
+    url = API + path.format(agent=world["agent"].id)
+
+    largest = api.get(url, {"cursor": base64.b64encode(b"o=" + b"9" * 18).decode()})
+
+    assert largest.status_code == 200, largest.content
+    assert largest.json()["results"] == []
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
 """Sessions a user can find again: `GET sessions` (newest activity first, `?room=`, `?agent=`),
 `GET agents/{id}/sessions`, and the item every session list shares."""
 
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.utils import timezone
@@ -194,6 +196,67 @@ def test_sessions_page_back_with_the_previous_cursor(owner, owner_client, room, 
 
     assert ids(second) == [str(sessions[2].id), str(sessions[1].id)]
     assert ids(first_again) == [str(sessions[4].id), str(sessions[3].id)]
+
+
+def cursor_of(link: str) -> str:
+    return parse_qs(urlsplit(link).query, keep_blank_values=True)["cursor"][0]
+
+
+def newest_first(sessions) -> list[str]:
+    """Ids of sessions of one activity, in the list's order (ties broken by id, descending)."""
+    return sorted((str(s.id) for s in sessions), key=uuid.UUID, reverse=True)
+
+
+def test_the_previous_link_of_an_empty_page_is_taken(owner, owner_client, room, make_session):
+    """Three sessions of one activity, two a page: the second page's cursor is an offset. With
+    a session deleted, that page is empty, and its previous link, the end of the list read
+    backwards (r=1: no position, no offset), was a 404 "Invalid cursor"."""
+    tied = [created(make_session(owner, room=room), 0) for _ in range(3)]
+    second = owner_client.get(f"{SESSIONS_URL}?page_size=2").json()["next"]
+    assert cursor_of(second) == base64.b64encode(b"o=2").decode()
+    Session.objects.filter(pk=tied[0].pk).update(deleted_at=timezone.now())
+
+    empty = owner_client.get(second)
+    previous = empty.json()["previous"]
+
+    assert ids(empty) == []
+    assert cursor_of(previous) == base64.b64encode(b"r=1").decode()
+    assert ids(owner_client.get(previous)) == newest_first(tied[1:])
+
+
+def test_the_next_link_of_an_empty_page_read_backwards_is_taken(
+    owner, owner_client, room, make_session
+):
+    """The mirror case: the last page's previous link is an offset read backwards; with a
+    session deleted that page is empty, and its next link, the start of the list, is the empty
+    cursor (`cursor=`), which was a 404 too."""
+    tied = [created(make_session(owner, room=room), 0) for _ in range(3)]
+    last = owner_client.get(owner_client.get(f"{SESSIONS_URL}?page_size=2").json()["next"])
+    previous = last.json()["previous"]
+    assert cursor_of(previous) == base64.b64encode(b"o=2&r=1").decode()
+    Session.objects.filter(pk=tied[0].pk).update(deleted_at=timezone.now())
+
+    empty = owner_client.get(previous)
+    following = empty.json()["next"]
+
+    assert ids(empty) == []
+    assert cursor_of(following) == ""
+    assert ids(owner_client.get(following)) == newest_first(tied[1:])
+
+
+def test_a_walk_past_the_offset_cutoff_lists_every_session_once(owner, owner_client, room):
+    """Sessions of one activity are paged by offset, and DRF reads an offset as at most 1,000
+    (its `offset_cutoff`) while writing the next page's past it: the page at 1,200 was a 404
+    (the cursor read back as 1,000 is not the one written), and DRF alone answered the page at
+    1,000 again, for ever."""
+    Session.objects.bulk_create(Session(started_by=owner, room=room) for _ in range(1250))
+    Session.objects.filter(started_by=owner).update(created_at=at(0))
+
+    pages = walk(owner_client, f"{SESSIONS_URL}?page_size=200")
+
+    assert [len(page) for page in pages] == [200] * 6 + [50]
+    listed = [session_id for page in pages for session_id in page]
+    assert listed == newest_first(Session.objects.filter(started_by=owner))
 
 
 def test_sessions_filter_by_room(owner, owner_client, ada, room, make_room, make_session):
