@@ -162,6 +162,47 @@ class TurnConflict(PantheonError):
         return {"detail": self.message}
 
 
+class TurnCancelled(PantheonError):
+    """The request that ran a turn, when its user cancelled it (`POST turns/{id}/cancel`) from
+    another request while it ran."""
+
+    status_code = status.HTTP_409_CONFLICT
+    code = "turn_cancelled"
+    default_message = (
+        "The turn was cancelled (POST turns/{id}/cancel): it ended interrupted, with its finished "
+        "answers kept and the session free."
+    )
+
+    def __init__(self, message: str | None = None, *, turn_id=None):
+        super().__init__(message)
+        self.turn_id = turn_id
+
+    def as_body(self) -> dict:
+        body = super().as_body()
+        if self.turn_id is not None:
+            body["detail"]["turn_id"] = str(self.turn_id)
+        return body
+
+
+class TurnNotRunning(PantheonError):
+    """A cancel of a turn that has ended already (it finished, failed, or was ended otherwise,
+    a cancel before included): nothing was changed; `status` says how it ended."""
+
+    status_code = status.HTTP_409_CONFLICT
+    code = "turn_not_running"
+
+    def __init__(self, *, turn_id, turn_status: str):
+        super().__init__(f"The turn is not running (it is {turn_status}): nothing to cancel.")
+        self.turn_id = turn_id
+        self.turn_status = turn_status
+
+    def as_body(self) -> dict:
+        body = super().as_body()
+        body["detail"]["turn_id"] = str(self.turn_id)
+        body["detail"]["status"] = self.turn_status
+        return body
+
+
 class Gone(PantheonError):
     """The object was deleted by another request while this one worked on it: the same 404
     (and body) as if it had been gone from the start."""

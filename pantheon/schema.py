@@ -119,16 +119,41 @@ class TurnRefusalSerializer(CodedErrorSerializer):
 
 
 class KeyInUseDetailSerializer(CodedErrorDetailSerializer):
-    """`idempotency_key_in_use`: `{code, message}`, and the turn the first request claimed."""
+    """`idempotency_key_in_use`: `{code, message}`, and the turn the first request claimed; or
+    `turn_cancelled`: the turn this request ran was cancelled, and its id."""
 
     turn_id = serializers.UUIDField(
         required=False,
-        help_text="The turn the first request with this Idempotency-Key claimed, once it has: "
-        "follow it with `GET turns/{id}/events`.",
+        help_text="`idempotency_key_in_use`: the turn the first request with this "
+        "Idempotency-Key claimed, once it has (follow it with `GET turns/{id}/events`). "
+        "`turn_cancelled`: the turn this request ran, which its user cancelled.",
     )
 
     class Meta:
         ref_name = "KeyInUseDetail"
+
+
+class TurnNotRunningDetailSerializer(CodedErrorDetailSerializer):
+    """`turn_not_running`: `{code, message}`, the turn and how it ended."""
+
+    turn_id = serializers.UUIDField(help_text="The turn named in the path.")
+    status = serializers.ChoiceField(
+        choices=["completed", "partial", "failed", "interrupted"],
+        help_text="How the turn ended (`interrupted` for one cancelled before, too).",
+    )
+
+    class Meta:
+        ref_name = "TurnNotRunningDetail"
+
+
+class TurnNotRunningSerializer(CodedErrorSerializer):
+    """A cancel's 409: `{"detail": {"code": "turn_not_running", "message", "turn_id",
+    "status"}}`."""
+
+    detail = TurnNotRunningDetailSerializer()
+
+    class Meta:
+        ref_name = "TurnNotRunning"
 
 
 class MessageOrDetailField(serializers.JSONField):
@@ -160,14 +185,15 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class TurnConflictDetailField(MessageOrDetailField):
-    """The design's plain message, or the coded refusal of a key in use."""
+    """The design's plain message, or the coded refusal of a key in use (or of a cancel)."""
 
     coded = KeyInUseDetailSerializer
 
 
 class TurnConflictSerializer(serializers.Serializer):
     """A turn's 409: `{"detail": "Turn creation conflicted …"}` when another turn of the
-    session runs, or `{"detail": {"code": "idempotency_key_in_use", "message", "turn_id"?}}`."""
+    session runs, or `{"detail": {"code": "idempotency_key_in_use" | "turn_cancelled",
+    "message", "turn_id"?}}`."""
 
     detail = TurnConflictDetailField()
 

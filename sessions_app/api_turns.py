@@ -7,9 +7,11 @@ holds a coroutine, not a thread or a database connection.
 - `GET sessions/{id}/turns` lists the session's turns.
 - `GET turns/{id}/events` replays a turn's events, finished or running, from any host
   (`Last-Event-ID` resumes).
+- `POST turns/{id}/cancel` ends a running turn at its user's word.
 
 A turn runs detached from its request: a client that disconnects (or a proxy that cuts a
-stream) never stops it; its messages and ledger rows are stored all the same.
+stream) never stops it; its messages and ledger rows are stored all the same. Its user's
+cancel does.
 """
 
 from __future__ import annotations
@@ -49,17 +51,18 @@ from pantheon.db import (
     outage_pause,
     release_connection,
 )
-from pantheon.exceptions import REFUSALS, TurnInterrupted
+from pantheon.exceptions import REFUSALS, TurnInterrupted, TurnNotRunning
 from pantheon.negotiation import answer_in_json
 from pantheon.schema import (
     TurnConflictSerializer,
+    TurnNotRunningSerializer,
     TurnRefusalSerializer,
     bad_request,
     refusals,
 )
 from pantheon.threads import own_thread
 from pantheon.throttling import TurnRateThrottle
-from sessions_app import events, following, idempotency, selectors
+from sessions_app import events, following, idempotency, selectors, services
 from sessions_app.event_schema import TURN_EVENT_STREAM
 from sessions_app.models import IdempotencyKey, Turn, TurnFailure, TurnStatus
 from sessions_app.selectors import TurnState
@@ -272,7 +275,9 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 '`{"detail": "Turn creation conflicted with concurrent writes. '
                 'Please retry."}`; or `idempotency_key_in_use`: the first request with '
                 "this Idempotency-Key is still running, with `turn_id` once it has claimed "
-                "its turn (follow it with `GET turns/{id}/events`).",
+                "its turn (follow it with `GET turns/{id}/events`); or `turn_cancelled`, with "
+                "`turn_id`: its user cancelled the turn this request ran, which ended "
+                "`interrupted` (its stream, if streamed, ends with `turn_failed` of that code).",
             ),
             422: OpenApiResponse(
                 TurnRefusalSerializer,
@@ -728,6 +733,54 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
         # The caller's turn (a 404 otherwise): the request's lines join the turn's.
         logging_context.bind(session_id=turn.session_id, turn_id=turn.pk)
         return turn
+
+
+class TurnCancelView(_AsyncTurnView, AsyncAPIView):
+    """`POST turns/{id}/cancel`: the caller's running turn ended at once (`turn_cancel`); the
+    worker running it stops at its next write."""
+
+    renderer_classes = [JSONRenderer]
+    http_method_names = ["post", "options"]
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(
+                TurnSerializer,
+                description="The turn, as `GET turns/{id}` shows it: `interrupted`, with the "
+                "answers it had finished.",
+            ),
+            409: OpenApiResponse(
+                TurnNotRunningSerializer,
+                description="`turn_not_running`: the turn had ended already (it finished, "
+                "failed, or was ended otherwise, a cancel before included), with its `status`; "
+                "nothing was changed.",
+            ),
+        },
+        description="Cancel a running turn (the caller's: a 404 otherwise): it ends at once, "
+        "`interrupted`, with the answers it had finished kept; the answer being written is "
+        "dropped (its ledger row `lost`, as a recovered turn's). Its session takes a new "
+        "turn at once, and an Idempotency-Key it was posted with runs afresh. The request "
+        "that ran it, if still there, answers 409 `turn_cancelled`, or its stream ends with "
+        "`turn_failed` of that code, as every follower's and every replay's. No body.",
+    )
+    async def post(self, request: Request, pk):
+        return Response(await database(self._cancel)(request, pk))
+
+    def _cancel(self, request: Request, pk) -> dict:
+        self.initial(request)
+        # The caller's turn, in a session of theirs that is not deleted (a 404 otherwise).
+        owned = Turn.objects.filter(
+            pk=pk, session__in=selectors.sessions_for_user(user=request.user)
+        )
+        ended = services.turn_cancel(turns=owned)
+        turn = get_object_or_404(selectors.turns_for_user(user=request.user), pk=pk)
+        # The caller's turn (a 404 otherwise): the request's lines join the turn's.
+        logging_context.bind(session_id=turn.session_id, turn_id=turn.pk)
+        if not ended.turn_ids:
+            raise TurnNotRunning(turn_id=turn.pk, turn_status=turn.status)
+        logger.info("turn %s: cancelled by its user", turn.pk)
+        return TurnSerializer(turn).data
 
 
 def _last_event_id(request: Request) -> int:

@@ -50,7 +50,8 @@ class TurnFailedDataSerializer(serializers.Serializer):
     code = serializers.CharField(
         help_text="`turn_failed` (every agent failed), `turn_interrupted` (its server "
         "restarted, or it stopped making progress), `turn_conflict` (a later request took the "
-        "stalled session over), `database_unavailable` (it lost its database connection and "
+        "stalled session over), `turn_cancelled` (its user cancelled it: `POST "
+        "turns/{id}/cancel`), `database_unavailable` (it lost its database connection and "
         "ended interrupted: post it again) or `server_error`. A replay ends with the same code."
     )
     message = serializers.CharField()

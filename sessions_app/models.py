@@ -106,6 +106,7 @@ class TurnFailure(models.TextChoices):
     INTERRUPTED = "turn_interrupted", "interrupted: its server stopped, or it stalled"
     CONFLICT = "turn_conflict", "stalled, and taken over by a later turn"
     DATABASE_UNAVAILABLE = "database_unavailable", "its database connection was lost"
+    CANCELLED = "turn_cancelled", "cancelled by its user"
 
 
 class TurnQuerySet(models.QuerySet):

@@ -65,6 +65,16 @@ def turns_interrupt(
     return Interrupted(turn_ids=ids, lost_calls=lost)
 
 
+def turn_cancel(*, turns: TurnQuerySet) -> Interrupted:
+    """End the turn (`turns`: the caller's, by id) at its user's word, if it still runs: as a
+    recovery ends it (`turns_interrupt`), `interrupted` with `turn_cancelled`, its finished
+    steps kept and its call in flight lost. Its session takes a new turn at once, and its
+    Idempotency-Key runs afresh, as an interrupted turn's does. The worker running it finds
+    it ended at its next write (`TurnRunner._taken_over`); in this process the API stops it at
+    once (`pantheon.draining.stop`)."""
+    return turns_interrupt(turns=turns, failure=TurnFailure.CANCELLED)
+
+
 def turns_of_exited_workers_interrupt(*, workers: Iterable[str]) -> Interrupted:
     """End the turns these server processes (`pantheon.runner`) left running when they exited,
     as `recover_turns` would: a process that exited runs nothing, whatever their progress."""

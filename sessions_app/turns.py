@@ -28,6 +28,9 @@ and writes nothing: the call's lost row takes the usage the provider reported, a
 hears the 409 of a session taken over, or the 503 `turn_interrupted` of a recovered turn. A
 streamed step finds it so sooner, at its next save of the text so far (`_StreamedStep`).
 
+Its user may end it too (`POST turns/{id}/cancel`, `turn_cancelled`), as a recovery does: the
+worker running it finds the turn ended as above.
+
 Per-turn work is bounded: one read of the session carries the claim state and the latest
 summary (`selectors.session_for_turn`), and a turn reads at most
 `PANTHEON_CONTEXT_HISTORY_LIMIT` messages newer than that summary (and the rest of the oldest
@@ -552,6 +555,8 @@ class TurnRunner:
             stopped = isinstance(exc, asyncio.CancelledError)
             if isinstance(exc, exceptions.TurnConflict):  # taken over while it stalled
                 failure = TurnFailure.CONFLICT
+            elif isinstance(exc, exceptions.TurnCancelled):  # its user cancelled it
+                failure = TurnFailure.CANCELLED
             elif isinstance(exc, exceptions.TurnRecovered):  # recover_turns ended it
                 failure = TurnFailure.INTERRUPTED
             elif connection_lost(exc):
@@ -559,7 +564,11 @@ class TurnRunner:
             else:
                 failure = TurnFailure.INTERRUPTED if stopped else TurnFailure.SERVER_ERROR
             # A stopping worker's turn is INTERRUPTED above.
-            interrupted = failure in (TurnFailure.DATABASE_UNAVAILABLE, TurnFailure.INTERRUPTED)
+            interrupted = failure in (
+                TurnFailure.DATABASE_UNAVAILABLE,
+                TurnFailure.INTERRUPTED,
+                TurnFailure.CANCELLED,
+            )
             try:
                 outage = failure == TurnFailure.DATABASE_UNAVAILABLE
                 try:
@@ -1356,12 +1365,21 @@ class TurnRunner:
     def _taken_over(self, call: LlmCallEvent) -> exceptions.PantheonError:
         """What a step answers when its turn was ended from outside while its call ran: by
         `recover_turns` (`turn_interrupted`: the client hears what a turn interrupted by a
-        restart answers, a 503 of that code) or by a later turn taking the stalled session
-        over (`turn_conflict`: the 409 of a session taken). Nothing of the step is written;
-        the call's row, marked lost, gets what the provider reported (`end`)."""
+        restart answers, a 503 of that code), by a later turn taking the stalled session
+        over (`turn_conflict`: the 409 of a session taken) or by its user's cancel
+        (`turn_cancelled`, a 409 of that code). Nothing of the step is written; the call's row,
+        marked lost, gets what the provider reported (`end`)."""
         failure = (
             Turn.objects.filter(pk=self._turn.pk).values_list("failure_code", flat=True).first()
         )
+        if failure == TurnFailure.CANCELLED:
+            logger.info(
+                "turn %s was cancelled while its %s call for %s ran: its answer is not stored",
+                self._turn.pk,
+                call.purpose,
+                call.agent_key or "-",
+            )
+            return exceptions.TurnCancelled(turn_id=self._turn.pk)
         logger.warning(
             "turn %s was taken over (%s) while its %s call for %s ran: its answer is not "
             "stored, and the call stays lost with the usage its provider reported",
@@ -1415,10 +1433,10 @@ class _StreamedStep:
     turn's progress alone, as often.
 
     A save (or a move of progress) that finds its turn ended elsewhere (`recover_turns`, a
-    stale takeover) saves nothing and ends the step there: its listener hears no more of the
-    discarded answer, and the turn ends as a step that found it so at its commit does
-    (`TurnRunner._taken_over`). The provider's stream is read to its end meanwhile, by no one,
-    for the usage its lost row takes (`_hear_the_rest`)."""
+    stale takeover, a cancel) saves nothing and ends the step there: its listener hears no
+    more of the discarded answer, and the turn ends as a step that found it so at its commit
+    does (`TurnRunner._taken_over`). The provider's stream is read to its end meanwhile, by no
+    one, for the usage its lost row takes (`_hear_the_rest`)."""
 
     def __init__(self, runner: TurnRunner, call: PlannedCall) -> None:
         self.runner = runner

@@ -26,5 +26,6 @@ urlpatterns = [
     ),
     path("turns/<id:pk>", api.TurnDetailView.as_view(), name="turn-detail"),
     path("turns/<id:pk>/events", api_turns.TurnEventsView.as_view(), name="turn-events"),
+    path("turns/<id:pk>/cancel", api_turns.TurnCancelView.as_view(), name="turn-cancel"),
     *router.urls,
 ]

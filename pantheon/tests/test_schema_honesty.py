@@ -388,6 +388,9 @@ def test_options_agrees_with_the_schema(schema, owner_client, live_paths):
 
         actions = response.json().get("actions", {})
         for method in documented & {"POST", "PUT", "PATCH"}:
+            if "requestBody" not in methods[method.lower()]:  # reads no body (a turn's cancel)
+                assert method not in actions, f"{method} {path}"
+                continue
             body = request_body(schema, methods[method.lower()])
             writable = {name for name, info in actions[method].items() if not info["read_only"]}
             assert writable == set(body["properties"]), f"{method} {path}"
@@ -1112,3 +1115,21 @@ def test_a_key_in_use_documents_the_turn_it_names(schema):
     coded, more = component(schema, detail[1])["allOf"]
     assert more["properties"]["turn_id"]["format"] == "uuid"
     assert component(schema, coded)["required"] == ["code", "message"]
+
+
+def test_a_turns_cancel_answers_as_its_schema_says(
+    schema, owner_client, outsider_client, live_paths
+):
+    """`POST turns/{id}/cancel`: the turn (200), then `turn_not_running` with the turn's id and
+    status (409); someone else's turn is a 404."""
+    operation = schema["paths"]["/api/v1/turns/{id}/cancel"]["post"]
+    assert "requestBody" not in operation
+    refused = operation["responses"]["409"]
+    assert refused["content"]["application/json"]["schema"]["$ref"].endswith("/TurnNotRunning")
+    assert "turn_not_running" in refused["description"]
+    url = concrete("/api/v1/turns/{id}/cancel", live_paths)
+    for client, status in ((outsider_client, 404), (owner_client, 200), (owner_client, 409)):
+        answer = client.post(url)
+        assert answer.status_code == status, answer.content
+        assert mismatches(schema, "post", "/api/v1/turns/{id}/cancel", answer) == []
+    assert answer.json()["detail"]["status"] == "interrupted"

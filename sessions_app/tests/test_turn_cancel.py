@@ -1,0 +1,223 @@
+"""`POST turns/{id}/cancel`: a user's "Stop". The turn ends at once (`interrupted`, ended by
+`turn_cancelled`), its finished steps kept, its call in flight lost as a recovery leaves it,
+its session free for the next turn and its Idempotency-Key for a retry; the worker running it
+stops at its next write.
+
+Before, there was no way to stop a turn: a client's hang-up does not stop it (it is billed in
+full), `DELETE turns/{id}` was a 405, and the session answered 409 to every new message for as
+long as the abandoned answer ran."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from rooms.models import RoomMode
+from sessions_app import events, services
+from sessions_app.models import Turn, TurnStatus
+from sessions_app.tests.conftest import direct_turn_in_flight
+from usage.models import LlmCallEvent
+from usage.reconcile import reconcile
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def session(owner, ada, make_session):
+    return make_session(owner, agent=ada)
+
+
+def _cancel(client, turn_id):
+    return client.post(f"/api/v1/turns/{turn_id}/cancel")
+
+
+def _running_turn() -> Turn:
+    return Turn.objects.get(status=TurnStatus.RUNNING)
+
+
+def _replay(turn_id) -> list[tuple[str, dict]]:
+    """The turn's events as `GET turns/{id}/events` replays them: (name, data)."""
+    replayed = events.turn_replay(Turn.objects.get(pk=turn_id)).events
+    return [(event.name, event.data) for event in replayed]
+
+
+def test_a_cancelled_turn_stops_at_its_next_write_and_its_late_answer_is_billed_once(
+    owner_client, session, fake_gateway, post_turn
+):
+    """The worker running the turn finds it cancelled at its next write: its call runs to its
+    end, then its step writes nothing; the lost row takes the usage the provider reported,
+    once, at no credit, and the request that ran it answers 409 `turn_cancelled`."""
+    # A turn before: a month whose only ledger rows are lost calls (0 credits) has no counter
+    # row, which reconcile_usage takes for drift (`recover_turns` alike; not this change's).
+    assert post_turn(owner_client, session, "warm up").status_code == 201
+    seen: dict = {}
+
+    def cancel_mid_call(call):
+        fake_gateway.during_call = None
+        seen["cancel"] = _cancel(owner_client, _running_turn().pk)
+        seen["lost"] = LlmCallEvent.objects.get(turn__turn_index=2)
+
+    fake_gateway.during_call = cancel_mid_call
+    first = post_turn(owner_client, session, "a long question")
+
+    assert seen["cancel"].status_code == 200
+    estimate = seen["lost"]
+    assert (estimate.status, estimate.output_tokens, estimate.provider) == ("lost", 0, "")
+    assert first.status_code == 409
+    assert first.json()["detail"]["code"] == "turn_cancelled"
+    turn = Turn.objects.get(turn_index=2)
+    assert (turn.status, turn.failure_code) == ("interrupted", "turn_cancelled")
+    assert list(turn.messages.values_list("role", flat=True)) == ["user"]
+    row = LlmCallEvent.objects.get(turn=turn)
+    usage = (row.input_tokens_fresh, row.input_tokens_cached, row.output_tokens)
+    assert (row.status, usage, row.provider, row.credits) == ("lost", (100, 20, 10), "fake", 0)
+    assert (turn.input_tokens, turn.output_tokens, turn.credits) == (120, 10, 0)
+    # Its replay (any follower's stream) ends as the request that ran it was told.
+    replayed = _replay(turn.pk)
+    assert [name for name, _ in replayed] == ["turn_started", "turn_failed"]
+    assert (replayed[-1][1]["code"], replayed[-1][1]["turn"]["status"]) == (
+        "turn_cancelled",
+        "interrupted",
+    )
+    report = reconcile()
+    assert report.clean, [c for c in report.checks if not c.clean]
+    # Idempotent: the lost row is filled once.
+    assert not services.turn_record_late_answer(heard=row)
+
+
+def test_a_roundtable_cancelled_keeps_the_answers_it_had_finished(
+    owner, owner_client, ada, make_agent, make_room, make_session, fake_gateway, post_turn
+):
+    grace = make_agent(owner, "grace")
+    session = make_session(owner, room=make_room(owner, [ada, grace], mode=RoomMode.ROUNDTABLE))
+    seen: dict = {}
+
+    def cancel_graces_call(call):
+        if call.agent_key == "grace":
+            fake_gateway.during_call = None
+            seen["cancel"] = _cancel(owner_client, _running_turn().pk)
+
+    fake_gateway.during_call = cancel_graces_call
+    assert post_turn(owner_client, session, "both of you").status_code == 409
+
+    body = seen["cancel"].json()
+    assert [(m["role"], m["agent_key"]) for m in body["messages"]] == [
+        ("user", ""),
+        ("assistant", "ada"),
+    ]
+    rows = dict(LlmCallEvent.objects.values_list("agent_key", "status"))
+    assert rows == {"ada": "success", "grace": "lost"}
+    assert fake_gateway.calls[-1].agent_key == "grace"
+    report = reconcile()
+    assert report.clean, [c for c in report.checks if not c.clean]
+
+
+def test_a_cancelled_turns_idempotency_key_runs_afresh(owner_client, session, fake_gateway):
+    url = f"/api/v1/sessions/{session.pk}/turns"
+    key = {"HTTP_IDEMPOTENCY_KEY": "stop-me"}
+
+    def cancel_mid_call(call):
+        fake_gateway.during_call = None
+        assert _cancel(owner_client, _running_turn().pk).status_code == 200
+
+    fake_gateway.during_call = cancel_mid_call
+    first = owner_client.post(url, {"message": "go"}, format="json", **key)
+    assert first.status_code == 409
+    retry = owner_client.post(url, {"message": "go"}, format="json", **key)
+
+    assert retry.status_code == 201, retry.content
+    assert "Idempotent-Replayed" not in retry.headers
+    assert (retry.json()["turn_index"], retry.json()["status"]) == (2, "completed")
+
+
+def test_a_cancel_of_a_turn_whose_worker_is_gone_frees_its_key_and_session(
+    owner, owner_client, ada, session, fake_gateway
+):
+    """No worker runs it (`direct_turn_in_flight`, its request's key still `running`): the
+    cancel ends it, and a retry with its key runs at once rather than meeting the key in use
+    (409) until the stale limit."""
+    from sessions_app.idempotency import request_fingerprint
+    from sessions_app.models import IdempotencyKey
+
+    turn = direct_turn_in_flight(owner, ada, session)
+    path = f"/api/v1/sessions/{session.pk}/turns"
+    IdempotencyKey.objects.create(
+        user=owner,
+        key="orphan",
+        fingerprint=request_fingerprint(method="POST", path=path, body={"message": "hello?"}),
+        turn=turn,
+    )
+    in_use = owner_client.post(
+        path, {"message": "hello?"}, format="json", HTTP_IDEMPOTENCY_KEY="orphan"
+    )
+    assert in_use.status_code == 409
+    assert in_use.json()["detail"]["code"] == "idempotency_key_in_use"
+
+    assert _cancel(owner_client, turn.pk).status_code == 200
+    retry = owner_client.post(
+        path, {"message": "hello?"}, format="json", HTTP_IDEMPOTENCY_KEY="orphan"
+    )
+
+    assert retry.status_code == 201, retry.content
+    assert retry.json()["turn_index"] == 2
+
+
+def test_a_cancel_twice_and_a_cancel_of_a_finished_turn_are_409_turn_not_running(
+    owner_client, session, fake_gateway, post_turn
+):
+    finished = post_turn(owner_client, session, "quick one").json()
+    refused = _cancel(owner_client, finished["id"])
+
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "detail": {
+            "code": "turn_not_running",
+            "message": "The turn is not running (it is completed): nothing to cancel.",
+            "turn_id": finished["id"],
+            "status": "completed",
+        }
+    }
+    assert Turn.objects.get(pk=finished["id"]).failure_code == ""
+
+    def cancel_twice(call):
+        fake_gateway.during_call = None
+        turn = _running_turn()
+        assert _cancel(owner_client, turn.pk).status_code == 200
+        again = _cancel(owner_client, turn.pk)
+        assert again.status_code == 409
+        assert again.json()["detail"]["status"] == "interrupted"
+
+    fake_gateway.during_call = cancel_twice
+    assert post_turn(owner_client, session, "slow one").status_code == 409
+    assert fake_gateway.during_call is None
+
+
+def test_another_users_turn_and_an_unknown_turn_are_404(
+    owner, owner_client, outsider_client, ada, session
+):
+    turn = direct_turn_in_flight(owner, ada, session)
+
+    assert _cancel(outsider_client, turn.pk).status_code == 404
+    assert _cancel(owner_client, "6b1d3c52-2f67-4b4b-9a3e-000000000000").status_code == 404
+    assert _running_turn() == turn
+    # A turn of a deleted session is gone with it, as for every turn endpoint.
+    owner_client.delete(f"/api/v1/sessions/{session.pk}")
+    assert _cancel(owner_client, turn.pk).status_code == 404
+
+
+def test_a_cancel_is_post_only_with_no_body(owner, owner_client, ada, session):
+    turn = direct_turn_in_flight(owner, ada, session)
+
+    assert owner_client.get(f"/api/v1/turns/{turn.pk}/cancel").status_code == 405
+    assert owner_client.delete(f"/api/v1/turns/{turn.pk}/cancel").status_code == 405
+    assert owner_client.delete(f"/api/v1/turns/{turn.pk}").status_code == 405
+    assert _running_turn() == turn
+
+
+def test_a_cancel_costs_a_few_statements(owner, owner_client, ada, session):
+    turn = direct_turn_in_flight(owner, ada, session)
+    with CaptureQueriesContext(connection) as queries:
+        assert _cancel(owner_client, turn.pk).status_code == 200
+    # The turn locked, its calls marked lost, its stream's text dropped, its row ended; then
+    # the turn read with its messages (savepoints aside).
+    statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) == 6, "\n".join(statements)
