@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ _LOOK_SECONDS = 0.5
 
 _running: set[asyncio.Task] = set()
 _stopping = False
+# What stops each piece of detached work that can be stopped on request (a turn, by its id),
+# with the event loop it runs on.
+_stoppers: dict[Hashable, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
 
 
 def detach(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -37,6 +41,40 @@ def detach(work: Coroutine[Any, Any, Any]) -> asyncio.Task:
     _running.add(task)
     task.add_done_callback(_running.discard)
     return task
+
+
+@contextmanager
+def stoppable(key: Hashable, stop: Callable[[], None]) -> Iterator[None]:
+    """While inside, `stop(key)` calls `stop` on this event loop: detached work (a turn, keyed
+    by its id) that another request of this process may end (a user's cancel)."""
+    entry = (asyncio.get_running_loop(), stop)
+    _stoppers[key] = entry
+    try:
+        yield
+    finally:
+        if _stoppers.get(key) is entry:
+            del _stoppers[key]
+
+
+def stop(key: Hashable) -> bool:
+    """Stop the work `key` names, if this process runs it (`stoppable`): whether it does. The
+    work runs on in another process or host (a worker behind the same proxy), which this cannot
+    reach: it finds that it was ended at its next write."""
+    entry = _stoppers.get(key)
+    if entry is None:
+        return False
+    loop, stopper = entry
+    if loop.is_closed():
+        return False
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        stopper()
+    else:  # another thread's loop (a test client's request inside another's)
+        loop.call_soon_threadsafe(stopper)
+    return True
 
 
 def stopping() -> bool:

@@ -736,8 +736,9 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
 
 
 class TurnCancelView(_AsyncTurnView, AsyncAPIView):
-    """`POST turns/{id}/cancel`: the caller's running turn ended at once (`turn_cancel`); the
-    worker running it stops at its next write."""
+    """`POST turns/{id}/cancel`: the caller's running turn ended at once (`turn_cancel`), and
+    stopped where it runs: at once in this process (`pantheon.draining.stop`), at its next
+    write elsewhere."""
 
     renderer_classes = [JSONRenderer]
     http_method_names = ["post", "options"]
@@ -759,15 +760,19 @@ class TurnCancelView(_AsyncTurnView, AsyncAPIView):
         },
         description="Cancel a running turn (the caller's: a 404 otherwise): it ends at once, "
         "`interrupted`, with the answers it had finished kept; the answer being written is "
-        "dropped (its ledger row `lost`, as a recovered turn's). Its session takes a new "
-        "turn at once, and an Idempotency-Key it was posted with runs afresh. The request "
-        "that ran it, if still there, answers 409 `turn_cancelled`, or its stream ends with "
-        "`turn_failed` of that code, as every follower's and every replay's. No body.",
+        "dropped and its provider call abandoned (its ledger row `lost`, as a recovered "
+        "turn's). Its session takes a new turn at once, and an Idempotency-Key it was posted "
+        "with runs afresh. The request that ran it, if still there, answers 409 "
+        "`turn_cancelled`, or its stream ends with `turn_failed` of that code, as every "
+        "follower's and every replay's. No body.",
     )
     async def post(self, request: Request, pk):
-        return Response(await database(self._cancel)(request, pk))
+        turn_id, body = await database(self._cancel)(request, pk)
+        # Its worker stops now if it is this process; elsewhere, at its next write.
+        draining.stop(turn_id)
+        return Response(body)
 
-    def _cancel(self, request: Request, pk) -> dict:
+    def _cancel(self, request: Request, pk) -> tuple[Any, dict]:
         self.initial(request)
         # The caller's turn, in a session of theirs that is not deleted (a 404 otherwise).
         owned = Turn.objects.filter(
@@ -780,7 +785,7 @@ class TurnCancelView(_AsyncTurnView, AsyncAPIView):
         if not ended.turn_ids:
             raise TurnNotRunning(turn_id=turn.pk, turn_status=turn.status)
         logger.info("turn %s: cancelled by its user", turn.pk)
-        return TurnSerializer(turn).data
+        return turn.pk, TurnSerializer(turn).data
 
 
 def _last_event_id(request: Request) -> int:

@@ -29,7 +29,9 @@ hears the 409 of a session taken over, or the 503 `turn_interrupted` of a recove
 streamed step finds it so sooner, at its next save of the text so far (`_StreamedStep`).
 
 Its user may end it too (`POST turns/{id}/cancel`, `turn_cancelled`), as a recovery does: the
-worker running it finds the turn ended as above.
+worker running it, if it is the process that took the cancel, abandons its provider call at
+once (`TurnRunner.cancel`); elsewhere it finds the turn ended as above, and a streamed step
+closes its provider's stream.
 
 Per-turn work is bounded: one read of the session carries the claim state and the latest
 summary (`selectors.session_for_turn`), and a turn reads at most
@@ -42,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -534,6 +536,9 @@ class TurnRunner:
         self._summary_prompt: SummaryPrompt | None = None  # its prompt, counted
         # Its failure could not be written (the database was away): it is still `running`.
         self.left_running = False
+        # Its user cancelled it (`cancel`), and the provider call it was making then.
+        self.cancelled = False
+        self._calling: asyncio.Future | None = None
 
     async def run(self, listener: TurnListener | None = None) -> TurnOutcome:
         """The turn's life. Database work runs in short synchronous sections (`database`),
@@ -545,6 +550,10 @@ class TurnRunner:
         if self.turn is None:
             await database(self.claim)()
         self._emit(events.turn_started(self._turn))
+        with draining.stoppable(self._turn.pk, self.cancel):
+            return await self._run_to_its_end()
+
+    async def _run_to_its_end(self) -> TurnOutcome:
         try:
             await self._run_steps()
         except BaseException as exc:
@@ -1273,10 +1282,39 @@ class TurnRunner:
         self.events.append(call.event)
         self.pending = call
 
+    def cancel(self) -> None:
+        """Its user cancelled the turn (`POST turns/{id}/cancel`), which has ended it in the
+        database already: the provider call in flight is abandoned now (its connection closed,
+        so the provider stops), and the turn ends as one taken over does, with the code of a
+        cancel (`TurnCancelled`). Between calls, the next one is not made. On the event loop
+        (`pantheon.draining.stop`)."""
+        self.cancelled = True
+        if self._calling is not None:
+            self._calling.cancel()
+
+    async def _abandonable(self, call: Coroutine[Any, Any, LlmResult]) -> LlmResult:
+        """`call` (a provider call), which `cancel` abandons; a stopping worker's cancellation
+        reaches it as before."""
+        if self.cancelled:
+            call.close()
+            raise exceptions.TurnCancelled(turn_id=self._turn.pk)
+        calling = self._calling = asyncio.ensure_future(call)
+        try:
+            return await calling
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            stopping = task is not None and task.cancelling() > 0
+            if self.cancelled and not stopping:
+                raise exceptions.TurnCancelled(turn_id=self._turn.pk) from None
+            raise
+        finally:
+            self._calling = None
+
     async def _make(self, call: PlannedCall, *, streamed: bool = False) -> LlmResult:
         """The LLM call itself, with no transaction and no connection held, metered onto its
         pending row. Streamed, its text reaches the listener as the provider speaks, and is
-        saved every `PANTHEON_STREAM_SAVE_SECONDS` for replays from other hosts."""
+        saved every `PANTHEON_STREAM_SAVE_SECONDS` for replays from other hosts. A cancel of the
+        turn abandons it (`cancel`)."""
         pricing = self.plan.pricing[call.alias]
         request = LlmCall(
             alias=alias_config(pricing.alias),
@@ -1288,9 +1326,9 @@ class TurnRunner:
         if call.estimated_tokens > budget.input_budget:
             result = self._unsent(call, budget)
         elif streamed:
-            result = await _StreamedStep(self, call).make(request)
+            result = await self._abandonable(_StreamedStep(self, call).make(request))
         else:
-            result = await self.gateway.complete(request)
+            result = await self._abandonable(self.gateway.complete(request))
         usage_call_meter(event=call.opened, result=result, pricing=pricing)
         self._made, self.pending = call, None
         return result
@@ -1433,10 +1471,11 @@ class _StreamedStep:
     turn's progress alone, as often.
 
     A save (or a move of progress) that finds its turn ended elsewhere (`recover_turns`, a
-    stale takeover, a cancel) saves nothing and ends the step there: its listener hears no
-    more of the discarded answer, and the turn ends as a step that found it so at its commit
-    does (`TurnRunner._taken_over`). The provider's stream is read to its end meanwhile, by no
-    one, for the usage its lost row takes (`_hear_the_rest`)."""
+    stale takeover, a cancel in another process) saves nothing and ends the step there: its
+    listener hears no more of the discarded answer, and the turn ends as a step that found it
+    so at its commit does (`TurnRunner._taken_over`). The provider's stream is read to its end
+    meanwhile, by no one, for the usage its lost row takes (`_hear_the_rest`); but a cancelled
+    turn's is closed at once, as a cancel in this process closes it (`TurnRunner.cancel`)."""
 
     def __init__(self, runner: TurnRunner, call: PlannedCall) -> None:
         self.runner = runner
@@ -1468,8 +1507,15 @@ class _StreamedStep:
             raise
         if not self.ended.done():
             return reading.result()
-        _hear_the_rest(self.runner, self.call, reading)
-        raise self.ended.result()
+        ended = self.ended.result()
+        if isinstance(ended, exceptions.TurnCancelled):
+            # Cancelled by its user, in another process: the provider's stream is closed, as
+            # `TurnRunner.cancel` closes it in this one. The lost row keeps the estimate.
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+        else:
+            _hear_the_rest(self.runner, self.call, reading)
+        raise ended
 
     def hear(self, piece: str) -> None:
         if self._dropped():

@@ -54,7 +54,8 @@ A misbehaving provider, by a word in the model name (with or without a delay):
   streamed as the same chunk again and again).
 
 `GET /stats` reports how many completions were requested, the most answered at once, and how
-many streams their caller closed before the end (`hung_up`, also `StubLLM.hung_up`).
+many their caller closed before the end (`hung_up`, also `StubLLM.hung_up`): streams, and plain
+answers whose caller left while it waited for them (seen within 50 ms).
 asyncio throughout: hundreds of waiting requests cost a coroutine each, so the stub never
 becomes the bottleneck it measures.
 
@@ -200,13 +201,24 @@ def _reset(request: web.Request) -> None:
     transport.abort()
 
 
+async def _still_asked(request: web.Request, seconds: float) -> bool:
+    """Wait `seconds`, or less if the caller hangs up meanwhile: whether it is still there."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        if request.transport is None or request.transport.is_closing():
+            return False
+        await asyncio.sleep(min(left, 0.05))
+    return request.transport is not None and not request.transport.is_closing()
+
+
 class StubLLM:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host, self.port = host, port
         self.requests = 0
         # Calls being answered right now, and the most there were at once.
         self.in_flight = self.peak_in_flight = 0
-        # Streams whose caller closed the connection before their end.
+        # Answers whose caller closed the connection before their end.
         self.hung_up = 0
         # Streams failed so far, by model name (`fail-<n>`), and requests reset (`reset-<n>`).
         self.failed: dict[str, int] = {}
@@ -262,7 +274,9 @@ class StubLLM:
             return web.json_response({"error": error}, status=500)
         if not body.get("stream") or "no-choices" in model:
             thoughts = _thoughts(model)
-            await asyncio.sleep(first + between * (len(thoughts) + len(words) - 1))
+            if not await _still_asked(request, first + between * (len(thoughts) + len(words) - 1)):
+                self.hung_up += 1  # a provider stops working on an answer no one waits for
+                return web.Response()  # never sent: the connection is gone
             message: dict[str, Any] = {"role": "assistant", "content": _content(model, words)}
             if "tool-calls" in model:
                 message["tool_calls"] = [_TOOL_CALL]

@@ -1,19 +1,25 @@
 """`POST turns/{id}/cancel`: a user's "Stop". The turn ends at once (`interrupted`, ended by
 `turn_cancelled`), its finished steps kept, its call in flight lost as a recovery leaves it,
 its session free for the next turn and its Idempotency-Key for a retry; the worker running it
-stops at its next write.
+stops at once in this process, at its next write elsewhere.
 
 Before, there was no way to stop a turn: a client's hang-up does not stop it (it is billed in
 full), `DELETE turns/{id}` was a 405, and the session answered 409 to every new message for as
 long as the abandoned answer ran."""
 
-import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
+import json
 
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connection
+from django.test import AsyncClient
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+
+from pantheon import draining
 from rooms.models import RoomMode
 from sessions_app import events, services
-from sessions_app.models import Turn, TurnStatus
+from sessions_app.models import Turn, TurnFailure, TurnStatus
 from sessions_app.tests.conftest import direct_turn_in_flight
 from usage.models import LlmCallEvent
 from usage.reconcile import reconcile
@@ -40,12 +46,75 @@ def _replay(turn_id) -> list[tuple[str, dict]]:
     return [(event.name, event.data) for event in replayed]
 
 
-def test_a_cancelled_turn_stops_at_its_next_write_and_its_late_answer_is_billed_once(
+def _sse(chunks: list[bytes]) -> list[tuple[str, dict]]:
+    """(event, data) of each Server-Sent Event in a streamed body."""
+    parsed = []
+    for block in b"".join(chunks).decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            parsed.append((fields["event"], json.loads(fields["data"])))
+    return parsed
+
+
+def test_a_cancel_ends_the_running_turn_at_once_and_its_session_takes_the_next_turn(
     owner_client, session, fake_gateway, post_turn
 ):
-    """The worker running the turn finds it cancelled at its next write: its call runs to its
-    end, then its step writes nothing; the lost row takes the usage the provider reported,
-    once, at no credit, and the request that ran it answers 409 `turn_cancelled`."""
+    """The poster's request, still there, answers 409 `turn_cancelled`; the provider call is
+    abandoned (the fake's answer never arrives), its row lost with the input estimate."""
+    seen: dict = {}
+
+    def cancel_mid_call(call):
+        fake_gateway.during_call = None
+        turn = _running_turn()
+        seen["cancel"] = _cancel(owner_client, turn.pk)
+        seen["next"] = post_turn(owner_client, session, "and now?")
+
+    fake_gateway.during_call = cancel_mid_call
+    first = post_turn(owner_client, session, "a long question")
+
+    cancel = seen["cancel"]
+    assert cancel.status_code == 200, cancel.content
+    body = cancel.json()
+    assert (body["turn_index"], body["status"]) == (1, "interrupted")
+    assert [m["role"] for m in body["messages"]] == ["user"]
+    assert body["completed_at"] is not None
+    assert body == owner_client.get(f"/api/v1/turns/{body['id']}").json()
+    # The session took the next turn right after the cancel.
+    assert seen["next"].status_code == 201, seen["next"].content
+    assert seen["next"].json()["turn_index"] == 2
+    # The request that ran the cancelled turn says so.
+    assert first.status_code == 409, first.content
+    assert first.json() == {
+        "detail": {
+            "code": "turn_cancelled",
+            "message": "The turn was cancelled (POST turns/{id}/cancel): it ended interrupted, "
+            "with its finished answers kept and the session free.",
+            "turn_id": body["id"],
+        }
+    }
+    cancelled = Turn.objects.get(turn_index=1)
+    assert (cancelled.status, cancelled.failure_code) == ("interrupted", TurnFailure.CANCELLED)
+    lost = LlmCallEvent.objects.get(turn=cancelled)
+    # Lost as a recovery leaves a call in flight: the input estimate, one attempt, no credit.
+    assert (lost.status, lost.output_tokens, lost.attempts, lost.credits) == ("lost", 0, 1, 0)
+    assert lost.input_tokens_fresh > 0 and lost.provider == ""
+    assert cancelled.llm_calls == 1 and cancelled.credits == 0
+    replayed = _replay(cancelled.pk)
+    assert [name for name, _ in replayed] == ["turn_started", "turn_failed"]
+    assert replayed[-1][1]["code"] == "turn_cancelled"
+    assert replayed[-1][1]["turn"]["status"] == "interrupted"
+    report = reconcile()
+    assert report.clean, [c for c in report.checks if not c.clean]
+
+
+def test_a_turn_running_elsewhere_stops_at_its_next_write_and_its_late_answer_is_billed_once(
+    owner_client, session, fake_gateway, post_turn, monkeypatch
+):
+    """Another worker's turn (this process does not run it: `draining.stop` cannot reach it)
+    finds it cancelled at its next write: its call runs to its end, then its step writes
+    nothing; the lost row takes the usage the provider reported, once, at no credit, and the
+    request that ran it answers 409 `turn_cancelled`."""
+    monkeypatch.setattr(draining, "stop", lambda key: False)
     # A turn before: a month whose only ledger rows are lost calls (0 credits) has no counter
     # row, which reconcile_usage takes for drift (`recover_turns` alike; not this change's).
     assert post_turn(owner_client, session, "warm up").status_code == 201
@@ -109,6 +178,40 @@ def test_a_roundtable_cancelled_keeps_the_answers_it_had_finished(
     assert fake_gateway.calls[-1].agent_key == "grace"
     report = reconcile()
     assert report.clean, [c for c in report.checks if not c.clean]
+
+
+def test_a_streamed_turn_cancelled_ends_with_turn_failed_of_that_code(
+    owner, owner_client, session, fake_gateway
+):
+    """The poster's stream, and the turn's replay, end with `turn_failed` `turn_cancelled`."""
+    seen: dict = {}
+
+    def cancel_mid_call(call):
+        fake_gateway.during_call = None
+        seen["cancel"] = _cancel(owner_client, _running_turn().pk)
+
+    fake_gateway.during_call = cancel_mid_call
+    token = Token.objects.create(user=owner).key
+
+    async def stream():
+        response = await AsyncClient().post(
+            f"/api/v1/sessions/{session.pk}/turns",
+            {"message": "stream it"},
+            content_type="application/json",
+            headers={"Authorization": f"Token {token}", "Accept": "text/event-stream"},
+        )
+        assert response.status_code == 201
+        return _sse([chunk async for chunk in response.streaming_content])
+
+    heard = async_to_sync(stream)()
+
+    assert seen["cancel"].status_code == 200
+    assert [name for name, _ in heard] == ["turn_started", "step_started", "turn_failed"]
+    ending = heard[-1][1]
+    assert (ending["code"], ending["turn"]["status"]) == ("turn_cancelled", "interrupted")
+    assert ending["message"].startswith("The turn was cancelled by its user")
+    assert _replay(ending["turn"]["id"])[-1] == heard[-1]
+    assert not Turn.objects.filter(status=TurnStatus.RUNNING).exists()
 
 
 def test_a_cancelled_turns_idempotency_key_runs_afresh(owner_client, session, fake_gateway):
