@@ -152,14 +152,25 @@ class InvalidIdempotencyKey(PantheonError):
 
 
 class TurnConflict(PantheonError):
-    """The one refusal whose body is a plain string: clients match on it to retry."""
+    """The one refusal whose `detail` is a plain string, the design's: clients match on it to
+    retry. Beside it, a `code` a client can tell the cases by: `turn_in_progress` with the
+    `turn_id` of the session's running turn, which blocked the claim (follow it with `GET
+    turns/{id}/events`, or cancel it), or `turn_conflict`: a race with a claim that is no longer
+    running, or, to the request that ran a turn, its stalled turn taken over by a later one."""
 
     status_code = status.HTTP_409_CONFLICT
     code = "turn_conflict"
     default_message = "Turn creation conflicted with concurrent writes. Please retry."
 
+    def __init__(self, message: str | None = None, *, running_turn_id=None):
+        super().__init__(message, code="turn_in_progress" if running_turn_id else None)
+        self.running_turn_id = running_turn_id
+
     def as_body(self) -> dict:
-        return {"detail": self.message}
+        body = {"detail": self.message, "code": self.code}
+        if self.running_turn_id is not None:
+            body["turn_id"] = str(self.running_turn_id)
+        return body
 
 
 class TurnCancelled(PantheonError):

@@ -191,11 +191,23 @@ class TurnConflictDetailField(MessageOrDetailField):
 
 
 class TurnConflictSerializer(serializers.Serializer):
-    """A turn's 409: `{"detail": "Turn creation conflicted …"}` when another turn of the
-    session runs, or `{"detail": {"code": "idempotency_key_in_use" | "turn_cancelled",
+    """A turn's 409: `{"detail": "Turn creation conflicted …", "code", "turn_id"?}` when
+    another turn of the session runs (the design's `detail`, with a code and the running
+    turn beside it), or `{"detail": {"code": "idempotency_key_in_use" | "turn_cancelled",
     "message", "turn_id"?}}`."""
 
     detail = TurnConflictDetailField()
+    code = serializers.CharField(
+        required=False,
+        help_text="Beside the plain `detail` (always there with it): `turn_in_progress`, "
+        "another turn of the session runs (`turn_id`): follow it (`GET turns/{id}/events`) or "
+        "cancel it (`POST turns/{id}/cancel`), then post again; or `turn_conflict`, a race with "
+        "a claim that no longer runs (post again), or, to the request that ran a turn, its "
+        "turn, stalled, was taken over by a later one.",
+    )
+    turn_id = serializers.UUIDField(
+        required=False, help_text="With `turn_in_progress`: the session's running turn."
+    )
 
     class Meta:
         ref_name = "TurnConflict"

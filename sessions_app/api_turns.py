@@ -273,7 +273,13 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 TurnConflictSerializer,
                 description="Another turn of this session is running: "
                 '`{"detail": "Turn creation conflicted with concurrent writes. '
-                'Please retry."}`; or `idempotency_key_in_use`: the first request with '
+                'Please retry.", "code": "turn_in_progress", "turn_id": …}` (the design\'s '
+                "`detail`, with the running turn beside it: follow it with `GET "
+                "turns/{id}/events`, or cancel it with `POST turns/{id}/cancel`; no "
+                '`Retry-After`, as how long it runs is not known), or `"code": '
+                '"turn_conflict"` (a race with a claim that no longer runs: post again; or, '
+                "to the request that ran a turn, its stalled turn was taken over by a later "
+                "one); or `idempotency_key_in_use`: the first request with "
                 "this Idempotency-Key is still running, with `turn_id` once it has claimed "
                 "its turn (follow it with `GET turns/{id}/events`); or `turn_cancelled`, with "
                 "`turn_id`: its user cancelled the turn this request ran, which ended "

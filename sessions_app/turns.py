@@ -684,8 +684,12 @@ class TurnRunner:
                 if also is not None:
                     also(self._turn)
         except IntegrityError as exc:
-            # Another request claimed the same turn_index, or a running turn, first.
-            raise exceptions.TurnConflict() from exc
+            # Another request claimed the same turn_index, or a running turn, first: the 409
+            # names the session's running turn, if one runs (a read on this path only).
+            running = Turn.objects.running().filter(session=self.plan.session)
+            raise exceptions.TurnConflict(
+                running_turn_id=running.values_list("pk", flat=True).first()
+            ) from exc
         # From here on every log line of the turn says which it is (joins the ledger's turn_id).
         logging_context.bind(session_id=self.plan.session.pk, turn_id=self._turn.pk)
 
@@ -732,7 +736,8 @@ class TurnRunner:
         if state.last_turn_status != TurnStatus.RUNNING:
             return
         if state.turn_in_progress(now):
-            raise exceptions.TurnConflict()
+            # Its id came with the session (`session_for_turn`): a client can follow or cancel it.
+            raise exceptions.TurnConflict(running_turn_id=state.last_turn_id)
         assert state.last_turn_id is not None
         stale = Turn.objects.filter(pk=state.last_turn_id, progress_at__lt=stale_before(now))
         if turns_interrupt(turns=stale, failure=TurnFailure.CONFLICT).turn_ids:

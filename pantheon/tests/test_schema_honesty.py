@@ -176,8 +176,13 @@ def test_a_coded_refusal_is_one_component(schema):
     schemas = schema["components"]["schemas"]
     coded = {"$ref": "#/components/schemas/CodedErrorDetail"}
 
-    # A failed turn's last event has a `code` too, of its own: no refusal.
-    assert list(_inline_coded_details(schemas)) == ["/CodedErrorDetail", "/TurnFailedData"]
+    # A failed turn's last event has a `code` too, of its own: no refusal. So has a turn's 409,
+    # beside the design's plain `detail` (no `message`: that `detail` is its message).
+    assert list(_inline_coded_details(schemas)) == [
+        "/CodedErrorDetail",
+        "/TurnConflict",
+        "/TurnFailedData",
+    ]
     assert list(_inline_coded_details(schema["paths"])) == []
     assert schemas["Error"]["properties"]["detail"]["anyOf"] == [{"type": "string"}, coded]
     conflict = schemas["TurnConflict"]["properties"]["detail"]["anyOf"]
@@ -763,7 +768,11 @@ def test_a_refused_turn_answers_the_documented_refusal(
 
 
 # Fields an answer sends only sometimes: the one property a response body may lack.
-SOMETIMES_SENT = {"TurnRefusalDetail": {"valid_agent_keys"}}
+SOMETIMES_SENT = {
+    "TurnRefusalDetail": {"valid_agent_keys"},
+    # Beside the plain `detail` only (`turn_id` with `turn_in_progress`), not the coded one.
+    "TurnConflict": {"code", "turn_id"},
+}
 
 
 def test_answers_require_every_field_they_always_send(schema, owner_client, listed):
@@ -1133,3 +1142,22 @@ def test_a_turns_cancel_answers_as_its_schema_says(
         assert answer.status_code == status, answer.content
         assert mismatches(schema, "post", "/api/v1/turns/{id}/cancel", answer) == []
     assert answer.json()["detail"]["status"] == "interrupted"
+
+
+def test_a_sessions_running_turn_is_named_in_its_409_as_the_schema_says(
+    schema, owner_client, live_paths, fake_gateway
+):
+    """The design's `detail`, and beside it `code` and the running turn's `turn_id`, each a
+    property of the documented body (a client generated from it keeps them)."""
+    path = "/api/v1/sessions/{session_id}/turns"
+    conflict = schema["components"]["schemas"]["TurnConflict"]["properties"]
+    assert conflict["turn_id"]["format"] == "uuid"
+    assert "turn_in_progress" in conflict["code"]["description"]
+    answer = owner_client.post(concrete(path, live_paths), {"message": "anyone?"}, format="json")
+
+    assert answer.status_code == 409, answer.content
+    assert (answer.json()["code"], answer.json()["turn_id"]) == (
+        "turn_in_progress",
+        str(live_paths["turns"]),
+    )
+    assert mismatches(schema, "post", path, answer) == []

@@ -477,16 +477,60 @@ def test_deleted_session_is_404(owner_client, room_session, fake_gateway, post_t
 # --- the claim ------------------------------------------------------------------------------------
 
 
-def test_a_running_turn_blocks_the_session_with_the_exact_409(
+def test_a_running_turn_blocks_the_session_with_the_exact_409_naming_it(
     owner_client, room_session, fake_gateway, post_turn
 ):
+    """The design's `detail`, and beside it a code and the running turn's id, so that a client
+    can follow the turn (`GET turns/{id}/events`) or cancel it: before, the body said nothing
+    a UI could act on, for as long as the turn ran."""
     session = room_session()
-    Turn.objects.create(session=session, turn_index=1, mode="manual", user_input="in flight")
+    running = Turn.objects.create(
+        session=session, turn_index=1, mode="manual", user_input="in flight"
+    )
     response = post_turn(owner_client, session, "@ada hi")
 
     assert response.status_code == 409
-    assert response.json() == CONFLICT_BODY
+    assert response.json() == {
+        **CONFLICT_BODY,
+        "code": "turn_in_progress",
+        "turn_id": str(running.pk),
+    }
+    assert "Retry-After" not in response.headers
     assert fake_gateway.calls == []
+    assert Turn.objects.count() == 1
+
+
+@pytest.mark.parametrize("still_running", [True, False])
+def test_a_claim_that_loses_the_race_names_the_running_turn_if_one_runs(
+    owner, room_session, fake_gateway, still_running
+):
+    """The session was read before another request claimed turn 1, so the claim collides with
+    it at the unique constraints: the 409 names that turn while it runs (one read, on this path
+    only); once it has ended, a retry would go through (`turn_conflict`, no id)."""
+    from pantheon.exceptions import TurnConflict
+    from sessions_app.selectors import session_for_turn
+    from sessions_app.turns import TurnRunner, turn_prepare
+
+    session = room_session()
+    read_before = session_for_turn(user=owner, session_id=session.pk)
+    other = Turn.objects.create(
+        session=session,
+        turn_index=1,
+        mode="manual",
+        user_input="first",
+        status="running" if still_running else "completed",
+    )
+    runner = TurnRunner(
+        turn_prepare(session=read_before, user=owner, user_input="@ada hi"), fake_gateway
+    )
+
+    with pytest.raises(TurnConflict) as conflict:
+        runner.claim()
+
+    expected = {**CONFLICT_BODY, "code": "turn_conflict"}
+    if still_running:
+        expected = {**CONFLICT_BODY, "code": "turn_in_progress", "turn_id": str(other.pk)}
+    assert conflict.value.as_body() == expected
     assert Turn.objects.count() == 1
 
 
@@ -742,7 +786,7 @@ def test_a_stale_takeover_stops_the_old_worker_which_keeps_only_its_ledger_row(
     first = post_turn(owner_client, session, "a slow question")
 
     assert first.status_code == 409
-    assert first.json() == CONFLICT_BODY
+    assert first.json() == {**CONFLICT_BODY, "code": "turn_conflict"}
     assert second["response"].status_code == 201
     assert second["response"].json()["turn_index"] == 2
     stale = Turn.objects.get(turn_index=1)

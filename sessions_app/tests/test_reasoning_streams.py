@@ -230,7 +230,9 @@ def test_a_turn_whose_provider_reasons_past_the_stale_limit_is_not_taken_for_a_s
 
     assert second.status_code == 409, second.text
     assert second.json() == {
-        "detail": "Turn creation conflicted with concurrent writes. Please retry."
+        "detail": "Turn creation conflicted with concurrent writes. Please retry.",
+        "code": "turn_in_progress",
+        "turn_id": str(Turn.objects.get().pk),
     }
     live = streamed["live"]
     assert [e.name for e in live][-2:] == ["step_completed", "turn_completed"]

@@ -172,6 +172,40 @@ def test_a_plain_turn_whose_client_hung_up_is_cancelled_and_its_call_abandoned(
     assert _next_turn(server.url, session, auth, stub).status_code == 201
 
 
+def test_the_next_message_names_the_running_turn_which_the_ui_cancels_then_posts_again(
+    server, session, auth, stub
+):
+    """The front-end developer's report: a streamed turn (a minute-long answer) aborted by the
+    browser after a moment runs on; the next message got a 409 with nothing to act on, for as
+    long as the answer ran. Now the 409 names the running turn, which the UI cancels, and the
+    message it posts again is taken."""
+    point_at_stub(stub, MINUTE_LONG, "llama")
+    url = f"{server.url}/api/v1/sessions/{session.pk}/turns"
+    headers = {**auth, "Accept": "text/event-stream"}
+    with httpx.stream("POST", url, json={"message": "go"}, headers=headers, timeout=30) as aborted:
+        assert aborted.status_code == 201
+        started = next(events(aborted))  # the browser's AbortController, after the first event
+    running = Turn.objects.get()
+    assert running.status == TurnStatus.RUNNING  # a hang-up does not stop a turn
+
+    refused = httpx.post(url, json={"message": "next"}, headers=auth, timeout=30)
+
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "detail": "Turn creation conflicted with concurrent writes. Please retry.",
+        "code": "turn_in_progress",
+        "turn_id": started.data["turn_id"],
+    }
+    assert "Retry-After" not in refused.headers
+    assert _cancel(server.url, auth, refused.json()["turn_id"]).status_code == 200
+    wait_for(lambda: stub.hung_up == 1, "the stub to see its caller hang up", timeout=5)
+    again = _next_turn(server.url, session, auth, stub)
+    assert again.status_code == 201, again.text
+    assert again.json()["turn_index"] == 2
+    row = _assert_cancelled_with_its_call_lost(running)
+    assert row.output_tokens == 0
+
+
 def test_another_users_cancel_is_404_and_changes_nothing(server, session, auth, stub, outsider):
     point_at_stub(stub, "slow-3000", "llama")
     poster = StreamedTurn(server.url, session, auth)

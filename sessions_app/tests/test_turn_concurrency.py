@@ -44,10 +44,16 @@ def test_ten_concurrent_posts_give_one_201_and_nine_exact_409s(
 
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [201] + [409] * (CLIENTS - 1)
+    winner = next(response.json() for response in responses if response.status_code == 201)
     for response in responses:
         if response.status_code == 409:
-            assert response.json() == CONFLICT_BODY
-    winner = next(response.json() for response in responses if response.status_code == 201)
+            # Whether it lost at the unique constraints or read the winner's claim first: the
+            # running turn's id beside the design's `detail`.
+            assert response.json() == {
+                **CONFLICT_BODY,
+                "code": "turn_in_progress",
+                "turn_id": winner["id"],
+            }
 
     assert len(gateway.calls) == 1  # only the winner reached the provider
     assert Turn.objects.count() == 1
@@ -93,7 +99,7 @@ def test_a_stale_turn_taken_over_mid_call_keeps_its_bill_and_answers_409(
     assert second.status_code == 201
     assert second.json()["turn_index"] == 2
     assert first[0].status_code == 409
-    assert first[0].json() == CONFLICT_BODY
+    assert first[0].json() == {**CONFLICT_BODY, "code": "turn_conflict"}
     stale = Turn.objects.get(turn_index=1)
     assert stale.status == "interrupted"
     assert list(stale.messages.values_list("role", flat=True)) == ["user"]
