@@ -219,7 +219,7 @@ class ApiGuardMiddleware(_SyncAndAsync):
     def _uncached(self, request, response):
         """Every answer of the API proper (`/api/v1/`, the health check included: a cached one
         would hide an outage) says that no cache may keep it, unless its view said otherwise
-        (`auth/token`'s `no-store`, the streams' `no-cache`). Whoever asked: a header costs
+        (`auth/token`'s `no-store`). Whoever asked: a header costs
         nothing, and telling an answer for a user from an anonymous one would read the user
         (the session's row, for the console's cookie)."""
         if request.path_info.startswith(API_V1_PREFIX) and "Cache-Control" not in response:

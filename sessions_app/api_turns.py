@@ -86,7 +86,8 @@ EVENTS_ONLY = "A turn's events are answered as text/event-stream only."
 SERVER_ERROR_BODY = {
     "detail": {"code": "server_error", "message": "The turn failed on the server."}
 }
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# A stream holds a transcript: no cache keeps it, as no other answer of the API (the middleware).
+SSE_HEADERS = {"Cache-Control": "private, no-store", "X-Accel-Buffering": "no"}
 
 
 class EventStreamRenderer(BaseRenderer):
