@@ -208,6 +208,8 @@ def check_counters(*, since: date | None = None) -> CheckResult:
         values=COUNTER_VALUE_COLUMNS[:1],
         user_at=0,
         drifted_at=1,  # the month
+        # A month of lost calls alone moved no counter (0 credits): no row is 0, not drift.
+        absent_is_zero=True,
         describe=lambda key, user, ledger_row, derived_row: (
             f"{user} {str(key[1])[:7]}: ledger {_credits(ledger_row)} credits, "
             f"counter {_credits(derived_row)}"
@@ -485,18 +487,23 @@ def _full_join_drift(
     user_at: int,
     drifted_at: int,
     describe,
+    absent_is_zero: bool = False,
 ) -> JoinDrift:
     """Rows of `ledger` (keys + `sum_` values) and `derived` (keys + values) that disagree,
     matched on `keys`. The keys compared are the derived rows plus the missing ones, so a
     check's "checked" is never smaller than its drift. A few are described by
     `describe(key, username, ledger figures, derived figures)`, the user id being
     `key[user_at]` (operators know users by name). The day or month of each (a date, at
-    `key[drifted_at]`) is collected: what a fix rebuilds."""
+    `key[drifted_at]`) is collected: what a fix rebuilds. With `absent_is_zero`, a row missing
+    on one side agrees with 0 on the other."""
     ledger_sql, ledger_params = ledger.query.sql_with_params()
     derived_sql, derived_params = derived.query.sql_with_params()
     on = " AND ".join(f"l.{key} = d.{key}" for key in keys)
     sums = [_as_stored(f"l.sum_{name}", derived.model, name) for name in values]
     kept = [_as_stored(f"d.{name}", derived.model, name) for name in values]
+    if absent_is_zero:
+        sums = [f"COALESCE({sum_}, 0)" for sum_ in sums]
+        kept = [f"COALESCE({row}, 0)" for row in kept]
     differs = " OR ".join(
         f"{sum_} IS DISTINCT FROM {row}" for sum_, row in zip(sums, kept, strict=True)
     )

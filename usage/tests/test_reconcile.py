@@ -660,3 +660,24 @@ def test_a_connection_ended_mid_check_is_said_in_its_first_line_only(clean, monk
         "could not check: terminating connection due to administrator command"
     )
     assert failed.value.returncode == 3
+
+
+def test_a_month_of_lost_calls_alone_is_no_counter_drift(clean, django_user_model):
+    """A user whose month holds only calls marked lost (a first turn recovered, or cancelled,
+    while its call ran) has 0 credits in the ledger and no counter row (a lost row moves none):
+    reconcile reported "ledger 0 credits, counter nothing" as drift, and exited 1."""
+    newcomer = django_user_model.objects.create_user("newcomer")
+    LlmCallEvent.objects.create(
+        user=newcomer,
+        model_alias="deepseek",
+        purpose="agent",
+        status="lost",
+        input_tokens_fresh=120,
+        total_tokens=120,
+        credits=Decimal("0"),
+    )
+    assert not MonthlyUsage.objects.filter(user=newcomer).exists()
+
+    assert reconcile().check(COUNTERS).drift == 0
+    code, out = run()
+    assert code == 0, out
