@@ -306,3 +306,19 @@ def test_a_turn_every_agent_failed_is_not_summed_up(owner, seats, make_room, mak
     for index in range(9, 17):
         run(session, f"point {index}", gateway)
     assert LlmCallEvent.objects.filter(purpose="summary").count() == 1
+
+
+def test_ending_turns_from_outside_locks_the_turns_and_not_their_session(stale_turn):
+    """`recover_turns`, a stale takeover, a cancel and a late answer locked each turn's session
+    row too (the turn's default order is its session's: a join under FOR UPDATE), holding up
+    a claim or a message in that session meanwhile (the cancel helper's catch)."""
+    from django.test.utils import CaptureQueriesContext
+
+    from sessions_app.services import turn_record_late_answer
+
+    with CaptureQueriesContext(connections["default"]) as ended:
+        turns_interrupt(turns=Turn.objects.filter(pk=stale_turn.pk))
+        turn_record_late_answer(heard=LlmCallEvent(turn_id=stale_turn.pk))
+    locking = [q["sql"] for q in ended.captured_queries if "FOR UPDATE" in q["sql"]]
+    assert len(locking) == 2, locking
+    assert not [sql for sql in locking if "sessions_app_session" in sql], locking
