@@ -125,15 +125,8 @@ class IdempotencyKeyReused(UnprocessableRequest):
     )
 
 
-class IdempotencyKeyInUse(PantheonError):
-    """With the turn the first request claimed, once it has: a client whose connection dropped
-    before the stream's `turn_started` follows it (`GET turns/{id}/events`) instead of waiting."""
-
-    status_code = status.HTTP_409_CONFLICT
-    code = "idempotency_key_in_use"
-    default_message = (
-        "A request with this Idempotency-Key is still running; retry when it has finished."
-    )
+class NamesItsTurn(PantheonError):
+    """A refusal about one turn, whose `detail` names it (`turn_id`) when it is known."""
 
     def __init__(self, message: str | None = None, *, turn_id=None):
         super().__init__(message)
@@ -144,6 +137,17 @@ class IdempotencyKeyInUse(PantheonError):
         if self.turn_id is not None:
             body["detail"]["turn_id"] = str(self.turn_id)
         return body
+
+
+class IdempotencyKeyInUse(NamesItsTurn):
+    """With the turn the first request claimed, once it has: a client whose connection dropped
+    before the stream's `turn_started` follows it (`GET turns/{id}/events`) instead of waiting."""
+
+    status_code = status.HTTP_409_CONFLICT
+    code = "idempotency_key_in_use"
+    default_message = (
+        "A request with this Idempotency-Key is still running; retry when it has finished."
+    )
 
 
 class InvalidIdempotencyKey(PantheonError):
@@ -173,7 +177,7 @@ class TurnConflict(PantheonError):
         return body
 
 
-class TurnCancelled(PantheonError):
+class TurnCancelled(NamesItsTurn):
     """The request that ran a turn, when its user cancelled it (`POST turns/{id}/cancel`) from
     another request while it ran."""
 
@@ -184,18 +188,8 @@ class TurnCancelled(PantheonError):
         "answers kept and the session free."
     )
 
-    def __init__(self, message: str | None = None, *, turn_id=None):
-        super().__init__(message)
-        self.turn_id = turn_id
 
-    def as_body(self) -> dict:
-        body = super().as_body()
-        if self.turn_id is not None:
-            body["detail"]["turn_id"] = str(self.turn_id)
-        return body
-
-
-class TurnNotRunning(PantheonError):
+class TurnNotRunning(NamesItsTurn):
     """A cancel of a turn that has ended already (it finished, failed, or was ended otherwise,
     a cancel before included): nothing was changed; `status` says how it ended."""
 
@@ -203,13 +197,13 @@ class TurnNotRunning(PantheonError):
     code = "turn_not_running"
 
     def __init__(self, *, turn_id, turn_status: str):
-        super().__init__(f"The turn is not running (it is {turn_status}): nothing to cancel.")
-        self.turn_id = turn_id
+        super().__init__(
+            f"The turn is not running (it is {turn_status}): nothing to cancel.", turn_id=turn_id
+        )
         self.turn_status = turn_status
 
     def as_body(self) -> dict:
         body = super().as_body()
-        body["detail"]["turn_id"] = str(self.turn_id)
         body["detail"]["status"] = self.turn_status
         return body
 
