@@ -184,8 +184,8 @@ class TurnCancelled(NamesItsTurn):
     status_code = status.HTTP_409_CONFLICT
     code = "turn_cancelled"
     default_message = (
-        "The turn was cancelled (POST turns/{id}/cancel): it ended interrupted, with its finished "
-        "answers kept and the session free."
+        "The turn was cancelled by its user (POST turns/{id}/cancel): it ended interrupted, with "
+        "its finished answers kept and the session free."
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from django.db.models import BooleanField, ExpressionWrapper
 
+from pantheon import exceptions
 from sessions_app.models import (
     Message,
     MessageRole,
@@ -123,8 +124,8 @@ _FAILURES = {
     "turn_interrupted": "The turn was interrupted: its server restarted, or it stopped making "
     "progress.",
     "turn_conflict": "The turn was taken over by a later request after it stalled.",
-    "turn_cancelled": "The turn was cancelled by its user: it ended interrupted, with its "
-    "finished answers kept.",
+    # What the request that ran it answers too (a 409).
+    "turn_cancelled": exceptions.TurnCancelled.default_message,
     "server_error": "The turn failed on the server.",
     "database_unavailable": "The turn lost its database connection (the database restarted or "
     "failed over): it ended interrupted. Post it again; with the same Idempotency-Key it runs "

@@ -87,8 +87,8 @@ def test_a_cancel_ends_the_running_turn_at_once_and_its_session_takes_the_next_t
     assert first.json() == {
         "detail": {
             "code": "turn_cancelled",
-            "message": "The turn was cancelled (POST turns/{id}/cancel): it ended interrupted, "
-            "with its finished answers kept and the session free.",
+            "message": "The turn was cancelled by its user (POST turns/{id}/cancel): it ended "
+            "interrupted, with its finished answers kept and the session free.",
             "turn_id": body["id"],
         }
     }
