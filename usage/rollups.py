@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Final
 
 from django.db import connection, transaction
 from django.db.models import Count, DateField, QuerySet, Sum, Value
@@ -116,12 +115,8 @@ def rollups_cover_until() -> date | None:
     return RollupCoverage.objects.filter(pk=1).values_list("until", flat=True).first()
 
 
-# `rollup_rebuild(until=COVERED)`: the days the rollups hold, read under the rebuild's lock.
-COVERED: Final = "covered"
-
-
 def rollup_rebuild(
-    *, since: date | None = None, until: date | str | None = None, dry_run: bool = False
+    *, since: date | None = None, until: date | None = None, dry_run: bool = False
 ) -> RebuildResult:
     """Recompute DailyUsageRollup for whole UTC days from `since` (default: all) to the day
     before `until` (default and latest: today, so to yesterday), and record that they reach it.
@@ -129,12 +124,10 @@ def rollup_rebuild(
     Rollups from `since` on are replaced, a stray one for `until` or later included: today is
     still being written, and the dashboard reads today from the ledger. A `since` after the
     rollups' end (or before any rebuild) begins at their end (or the first call) instead, so
-    no day is ever left out between them (`RollupCoverage`); the result says so. `until=COVERED`
-    (reconcile_usage --fix) rebuilds the days the rollups hold and no more.
+    no day is ever left out between them (`RollupCoverage`); the result says so.
 
     The rollups' end is read under the rebuild's lock, which rebuilds take in turn: one that
-    waited for another (a `reconcile_usage --fix` for the nightly `rollup_usage`) starts from
-    where that one left them, and never moves their end back.
+    waited for another starts from where that one left them.
     """
     if dry_run:
         with analytic_transaction():
@@ -177,7 +170,8 @@ def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> Rebui
     as `rollup_rebuild` does all of them: the day's rows replaced by the ledger's sums, a day
     the rollups do not hold (a stray row) only cleared. A few days of a year of rollups
     rebuilt the whole year (48,358 rows, to repair 3). The rollups' end is read under the
-    rebuild's lock, as `rollup_rebuild(until=COVERED)` reads it, and never moved."""
+    rebuild's lock, as `rollup_rebuild` reads it, and never moved: a fix that waited for the
+    nightly `rollup_usage` rebuilds no day past where that one left them."""
     days = sorted(set(days))
     columns = [*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS, "updated_at"]
     removed = written = calls = 0
@@ -227,11 +221,10 @@ class _Span:
     asked_since: date | None
 
 
-def _rebuild_span(since: date | None, until: date | str | None) -> _Span:
+def _rebuild_span(since: date | None, until: date | None) -> _Span:
     """The days a rebuild replaces, from the rollups' end as it stands (`rollup_rebuild`)."""
     covered = rollups_cover_until()
-    end = covered if isinstance(until, str) else until  # COVERED
-    end = today() if end is None else min(end, today())
+    end = today() if until is None else min(until, today())
     asked = since
     if since is not None and (covered is None or covered < since):
         since = covered
