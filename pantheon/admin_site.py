@@ -147,7 +147,7 @@ class PantheonAdminSite(admin.AdminSite):
             **self.each_context(request),
             "title": "Not allowed",
             "refused": _refused(request, model_admin),
-            "why": str(exception) if str(exception) else "",
+            "why": str(exception),
             "roles": operator_roles(request.user),
             "records": isinstance(model_admin, RecordAdmin),
             "back": None,

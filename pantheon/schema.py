@@ -171,14 +171,10 @@ class MessageOrDetailSchema(OpenApiSerializerFieldExtension):
         return {"anyOf": [{"type": "string"}, coded.ref]}
 
 
-class ErrorDetailField(MessageOrDetailField):
-    """A message string or `{"code", "message"}`."""
-
-
 class ErrorSerializer(serializers.Serializer):
     """Either form of `detail`: DRF's message or a coded refusal."""
 
-    detail = ErrorDetailField()
+    detail = MessageOrDetailField()
 
     class Meta:
         ref_name = "Error"

@@ -205,8 +205,7 @@ class AuthTokenPerUsernameThrottle(SettingRateThrottle):
         username = login_username_digest(request)
         if username is None:
             return None
-        ident = hashlib.sha256(f"{username} {login_address(request)}".encode()).hexdigest()
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+        return self.cache_format % {"scope": self.scope, "ident": _at_address(username, request)}
 
 
 class AuthTokenPerUsernameTotalThrottle(SettingRateThrottle):
@@ -243,8 +242,13 @@ def _login_address_key(username: str | None, request) -> str | None:
     request's address."""
     if username is None:
         return None
-    digest = hashlib.sha256(f"{username} {login_address(request)}".encode()).hexdigest()
-    return f"throttle_auth_known_{digest}"
+    return f"throttle_auth_known_{_at_address(username, request)}"
+
+
+def _at_address(username: str, request) -> str:
+    """One account (a `username_digest`) at the request's address: the per-username limit's key
+    and its known addresses' are the same, or a known address would stop matching."""
+    return hashlib.sha256(f"{username} {login_address(request)}".encode()).hexdigest()
 
 
 def remember_login_address(request, user) -> None:

@@ -86,8 +86,8 @@ EVENTS_ONLY = "A turn's events are answered as text/event-stream only."
 SERVER_ERROR_BODY = {
     "detail": {"code": "server_error", "message": "The turn failed on the server."}
 }
-# A stream holds a transcript: no cache keeps it, as no other answer of the API (the middleware).
-SSE_HEADERS = {"Cache-Control": "private, no-store", "X-Accel-Buffering": "no"}
+# A stream's Cache-Control is the API's (private, no-store: `ApiGuardMiddleware`).
+SSE_HEADERS = {"X-Accel-Buffering": "no"}
 
 
 class EventStreamRenderer(BaseRenderer):
