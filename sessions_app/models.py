@@ -184,7 +184,9 @@ class Turn(UsageTotals):
     objects = TurnQuerySet.as_manager()
 
     class Meta:
-        ordering = ["session", "turn_index"]
+        # The session's column, not its model: ordering by the relation follows the session's
+        # own order, a join, and a FOR UPDATE over it locked the session's row too.
+        ordering = ["session_id", "turn_index"]
         constraints = [
             models.UniqueConstraint(fields=["session", "turn_index"], name="turn_index_unique"),
             # The database, not the application, guarantees one turn in flight per session.

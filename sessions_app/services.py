@@ -57,8 +57,7 @@ def turns_interrupt(
     The turns' row locks come first, before any ledger row's, as in a running step: a worker
     still alive and a recovery are ordered, never deadlocked."""
     with transaction.atomic():
-        # In id order, not the turn's default (its session's, a join that locked the session's
-        # row too, holding up a claim or a message in it while a recovery ran).
+        # In id order: turns locked by two recoveries at once are taken in one order.
         running = turns.running().order_by("pk").select_for_update()
         ids = list(running.values_list("pk", flat=True))
         lost = 0
@@ -98,7 +97,7 @@ def turn_record_late_answer(*, heard: LlmCallEvent) -> bool:
         return False
     with transaction.atomic():
         ended = Turn.objects.filter(pk=heard.turn_id).exclude(status=TurnStatus.RUNNING)
-        if not list(ended.order_by().select_for_update().values_list("pk", flat=True)):
+        if not list(ended.select_for_update().values_list("pk", flat=True)):
             return False
         if not usage_call_heard_after_loss(event=heard):
             return False
