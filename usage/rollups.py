@@ -17,7 +17,7 @@ from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
 from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
-from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of
+from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of, next_month_start
 
 # DailyUsageRollup's columns in the order `ledger_daily_sums` selects them.
 ROLLUP_KEY_COLUMNS = ("day", "user_id", "model_alias")
@@ -154,7 +154,7 @@ def rollup_rebuild(
             .annotate(stamp=Value(timezone.now()))
             .order_by(*ROLLUP_KEY_COLUMNS)
         )
-        removed = _clear(DailyUsageRollup, _rollups_from(span.since))
+        removed = _rollups_from(span.since).delete()[0]
         written = _insert_from(DailyUsageRollup, columns, select)
         calls = _rollups_from(span.since).aggregate(calls=Sum("llm_calls"))["calls"] or 0
         RollupCoverage.objects.update_or_create(pk=1, defaults={"until": span.until})
@@ -250,7 +250,7 @@ def counter_months_rebuild(*, months: Iterable[date], dry_run: bool = False) -> 
         if not dry_run:
             _lock_for_rebuild(MonthlyUsage)
         for month in months:
-            next_month = month_of(day_start(month) + timedelta(days=31))
+            next_month = month_of(next_month_start(day_start(month)))
             sums = ledger_monthly_sums(since_month=month, until_month=next_month)
             stale = MonthlyUsage.objects.filter(month=month)
             if dry_run:
@@ -267,18 +267,11 @@ def counter_months_rebuild(*, months: Iterable[date], dry_run: bool = False) -> 
     return RebuildResult(months[0] if months else None, until, removed, written, calls, dry_run)
 
 
-def _clear(model, stale: QuerySet) -> int:
-    """Remove the rows a rebuild replaces, writers held off until it commits. Never a TRUNCATE:
-    its lock would wait for every dashboard read under way, and hold up every read until the
-    rebuild commits. Returns how many were removed."""
-    _lock_for_rebuild(model)
-    removed, _ = stale.delete()
-    return removed
-
-
 def _lock_for_rebuild(model) -> None:
     """On PostgreSQL, hold off writers of `model`'s table (readers go on) until the rebuild
-    commits. SQLite serializes writers by itself."""
+    commits; its rows are then deleted, never truncated: a TRUNCATE's lock would wait for every
+    dashboard read under way, and hold up every read until the rebuild commits. SQLite
+    serializes writers by itself."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f'LOCK TABLE "{model._meta.db_table}" IN EXCLUSIVE MODE')
