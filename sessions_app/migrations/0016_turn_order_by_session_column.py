@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('sessions_app', '0015_turn_failure_cancelled'),
+        ("sessions_app", "0015_turn_failure_cancelled"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='turn',
-            options={'ordering': ['session_id', 'turn_index']},
+            name="turn",
+            options={"ordering": ["session_id", "turn_index"]},
         ),
     ]
