@@ -51,6 +51,7 @@ def load_litellm() -> ModuleType:
     litellm.suppress_debug_info = True
     _quiet_stream_finalizer()
     _send_each_request_once()
+    _no_bookkeeping_of_its_own()
     return litellm
 
 
@@ -85,6 +86,35 @@ def _send_each_request_once() -> None:
 
     if hasattr(AsyncHTTPHandler, "single_connection_post_request"):
         AsyncHTTPHandler.single_connection_post_request = _refuse_to_resend  # type: ignore[method-assign]
+
+
+def _no_bookkeeping_of_its_own() -> None:
+    """litellm prices every call itself, twice (for the reply's hidden parameters, then for its
+    success log, with a fallback search for a model missing from its price table, as a local
+    or stubbed model is), and builds a standard logging payload for its success callbacks, on
+    the event loop, after every call: about 6 % of a turn's CPU. Pantheon registers no litellm
+    callback and reads none of it: the gateway prices a call once, from the same table
+    (`gateway.table_cost`), and the ledger records what Pantheon metered. litellm has no switch
+    for either, so both are turned off where they happen: its logging object's cost calculator
+    answers "no cost", and its success handlers log nothing. Its failure handlers, which run
+    on errors only, are left as they are."""
+    from litellm.litellm_core_utils.litellm_logging import Logging
+
+    Logging.response_cost_calculator = _no_cost  # type: ignore[method-assign]
+    Logging.success_handler = _log_nothing  # type: ignore[method-assign]
+    Logging.async_success_handler = _log_nothing_async  # type: ignore[method-assign]
+
+
+def _no_cost(self: Any, *args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _log_nothing(self: Any, *args: Any, **kwargs: Any) -> None:
+    return None
+
+
+async def _log_nothing_async(self: Any, *args: Any, **kwargs: Any) -> None:
+    return None
 
 
 async def _refuse_to_resend(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -1,3 +1,4 @@
+import asyncio
 from decimal import Decimal
 from unittest.mock import ANY
 
@@ -296,6 +297,42 @@ def test_cost_comes_from_litellm_for_a_known_model(monkeypatch, gateway):
     assert result.provider_cost_usd == result.input_tokens_fresh * Decimal(
         str(entry["input_cost_per_token"])
     ) + result.output_tokens * Decimal(str(entry["output_cost_per_token"]))
+
+
+def test_litellm_prices_and_logs_no_call_of_its_own(monkeypatch, gateway):
+    """The gateway prices a call once, from litellm's table; litellm's own pricing of it (for
+    the reply's hidden parameters and its success log) and its success logging are not run."""
+    from litellm.litellm_core_utils.litellm_logging import Logging
+
+    priced, logged = [], []
+    monkeypatch.setattr(litellm, "response_cost_calculator", lambda **kw: priced.append(kw))
+    body = Logging._async_success_handler_body
+
+    async def logging(self, *args, **kwargs):
+        logged.append(args)
+        return await body(self, *args, **kwargs)
+
+    monkeypatch.setattr(Logging, "_async_success_handler_body", logging)
+    real_completion = litellm.acompletion
+
+    async def mocked(**kwargs):
+        return await real_completion(mock_response="Sure.", **kwargs)
+
+    monkeypatch.setattr(litellm, "acompletion", mocked)
+    openai = AliasConfig(alias="premium", litellm_model="gpt-4o", api_key="sk-x")
+
+    async def call_then_let_litellm_log():
+        result = await gateway.complete(
+            LlmCall(alias=openai, messages=CALL.messages, purpose="agent")
+        )
+        for _ in range(20):  # litellm logs from a task of its own, after the call returns
+            await asyncio.sleep(0.01)
+        return result
+
+    result = asyncio.run(call_then_let_litellm_log())
+    assert result.ok and result.provider_cost_usd > 0
+    assert priced == []
+    assert logged == []
 
 
 def test_cost_is_none_for_a_model_litellm_does_not_know(monkeypatch, gateway):
