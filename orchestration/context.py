@@ -2,11 +2,15 @@
 
 Order of the messages: the system prompt (identity, role, room goal, mode, the other agents,
 the latest summary: its text, then its lists, `summary_for_agents`), the newest history that
-fits under the prune line, the answers other agents already gave in this turn, and last the
-user's input. The history starts at a user's message, as some providers require of the first
-message after the system prompt: answers at its start whose question it does not hold (the
-summary folded it in, or the read began in the middle of an exchange) are left out. An
-agent's own earlier answers are shown as its own, the others' prefixed with who gave them
+fits under the prune line, the user's input, and last the answers other agents already gave
+to it in this turn, in the order they were given. The first message after the system prompt
+is a user's, as some providers require: the history starts at a user's message (answers at
+its start whose question it does not hold, because the summary folded it in or the read began
+in the middle of an exchange, are left out), or there is none and the input comes first. So
+is the last, as a provider expects of the message it answers (some read a last assistant
+message as the start of their own answer): this turn's answers are user messages, each
+prefixed with who gave it, after the question they answer. In the history an agent's own
+earlier answers are shown as its own, the others' prefixed with who gave them
 (`HistoryMessage.given_by`).
 
 The prompt must leave its alias's window room for the answer the call asks for, so it is kept
@@ -77,6 +81,16 @@ class ContextPlan:
     summary_cut: bool = False
 
 
+# How `_render` attributes another agent's answer: "[Ada @ada]: ", "[@ada]: " or "[Ada]: ".
+_ATTRIBUTION = re.compile(r"\[[^\n]+?\]: ")
+
+
+def is_attributed(content: str) -> bool:
+    """Whether a prompt's message reads as another agent's answer (`_render`'s prefix): this
+    turn's earlier answers follow the user's input as user messages."""
+    return _ATTRIBUTION.match(content) is not None
+
+
 def read_agent_identity(system_prompt: str) -> tuple[str, str] | None:
     """(name, key) from an agent system prompt built here, None for any other prompt."""
     first_line = system_prompt.split("\n", 1)[0]
@@ -107,7 +121,9 @@ def build_agent_messages(
     summary_text = summary_for_agents(summary)
     system = system_prompt(summary_text)
     rendered_history = [_render(message, agent, model) for message in history]
-    rendered_same_turn = [_render(message, agent, model) for message in same_turn]
+    rendered_same_turn = [
+        _render(message, agent, model, as_role=Role.USER) for message in same_turn
+    ]
 
     system_tokens = estimate_tokens(system, model)
     input_tokens = estimate_tokens(user_input, model)
@@ -163,8 +179,8 @@ def build_agent_messages(
         messages=(
             ChatMessage(role=Role.SYSTEM, content=system),
             *kept_history,
-            *(message for message, _ in fitted_same_turn),
             ChatMessage(role=Role.USER, content=user_input),
+            *(message for message, _ in fitted_same_turn),
         ),
         estimated_tokens_full=full_tokens,
         estimated_tokens=system_tokens + kept_tokens + same_turn_tokens + input_tokens,
@@ -349,14 +365,16 @@ def full_prompt_tokens_at_most(
 
 
 def _render(
-    message: HistoryMessage, agent: AgentSpec, model: str | None
+    message: HistoryMessage, agent: AgentSpec, model: str | None, as_role: Role | None = None
 ) -> tuple[ChatMessage, int]:
     """The chat message for a history entry, attributed when another agent spoke, and its
-    token estimate (the caller's precomputed one when given, plus the attribution)."""
-    role = Role.ASSISTANT if message.role == Role.ASSISTANT else Role.USER
+    token estimate (the caller's precomputed one when given, plus the attribution). `as_role`:
+    the role it is sent with, when not its own (this turn's answers go as user messages)."""
+    spoken = Role.ASSISTANT if message.role == Role.ASSISTANT else Role.USER
     prefix = ""
-    if role == Role.ASSISTANT and not message.given_by(agent) and message.speaker:
+    if spoken == Role.ASSISTANT and not message.given_by(agent) and message.speaker:
         prefix = f"[{message.speaker}]:"
+    role = spoken if as_role is None else as_role
     content = f"{prefix} {message.content}" if prefix else message.content
     if message.token_estimate is None:
         tokens = estimate_tokens(content, model)

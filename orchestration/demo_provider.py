@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from orchestration.budget import estimate_tokens
-from orchestration.context import read_agent_identity
+from orchestration.context import is_attributed, read_agent_identity
 from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
 from orchestration.routing import ROUTING_PROMPT_HEAD, read_previous_answerers, read_roster
 from orchestration.summary import (
@@ -175,7 +175,12 @@ def register_demo_provider() -> None:
 
 def _answer(model: str, messages: list) -> Any:
     system = _content_of(next((m for m in messages if _role_of(m) == "system"), None))
-    latest_user = _content_of(next((m for m in reversed(messages) if _role_of(m) == "user"), None))
+    users = [_content_of(m) for m in messages if _role_of(m) == "user"]
+    latest_user = users[-1] if users else ""
+    if not system.startswith((ROUTING_PROMPT_HEAD, SUMMARY_PROMPT_HEAD)):
+        # An agent's message to answer: the last user message but this turn's earlier
+        # answers, which follow it attributed to the agents who gave them.
+        latest_user = next((text for text in reversed(users) if not is_attributed(text)), "")
     _raise_for_hooks(latest_user, model)
 
     if system.startswith(ROUTING_PROMPT_HEAD):

@@ -140,16 +140,29 @@ def test_message_order_and_attribution(build):
         )
     ]
     plan = build(history=history, same_turn=same_turn)
+    # The question before the answers this turn already gave it, which go as user messages:
+    # the prompt ends on a user's message, as providers expect of the one they answer.
     assert [(m.role, m.content) for m in plan.messages[1:]] == [
         ("user", "Kick-off"),
         ("assistant", "My earlier point"),
         ("assistant", "[Bob @bob]: Schemas first"),
-        ("assistant", "[Cleo @cleo]: Copy is ready"),
         ("user", "What should we do next?"),
+        ("user", "[Cleo @cleo]: Copy is ready"),
     ]
     assert plan.history_pruned == 0
     assert plan.pruned is False
     assert plan.estimated_tokens == plan.estimated_tokens_full
+
+
+def test_a_later_agent_with_no_history_reads_the_question_first(build):
+    """A roundtable's first turn (or a history pruned away): the first message after the
+    system prompt is still a user's, the question, and the answers to it follow."""
+    plan = build(same_turn=[answer("bob", "Schemas first"), answer("cleo", "Copy is ready")])
+    assert [(m.role, m.content) for m in plan.messages[1:]] == [
+        ("user", "What should we do next?"),
+        ("user", "[Bob @bob]: Schemas first"),
+        ("user", "[Cleo @cleo]: Copy is ready"),
+    ]
 
 
 def test_pruning_drops_the_oldest_history_first(build):
@@ -250,7 +263,7 @@ def test_earlier_answers_of_the_turn_outlast_the_history_within_the_budget(build
     plan = build(history=history, same_turn=same_turn, budget=budget_of(base + 105))
 
     assert plan.history_pruned == 1
-    assert plan.messages[-2].content == "[Bob @bob]: " + "b" * 320
+    assert plan.messages[-1].content == "[Bob @bob]: " + "b" * 320
     assert (plan.same_turn_dropped, plan.same_turn_cut, plan.pruned) == (0, 0, True)
     assert plan.estimated_tokens == base + 104
 
@@ -266,11 +279,11 @@ def test_past_the_budget_the_earliest_answers_of_the_turn_are_cut_then_left_out(
     # Room for Dan's answer and about half of Cleo's: Bob's is left out, Cleo's cut.
     plan = build(same_turn=same_turn, budget=budget_of(base + 600))
 
-    contents = [message.content for message in plan.messages[1:-1]]
+    assert plan.messages[1].content == "What should we do next?"
+    contents = [message.content for message in plan.messages[2:]]
     assert len(contents) == 2
     assert contents[0].startswith("[Cleo @cleo]: ccc") and contents[0].endswith(CUT_MARK)
     assert contents[1] == "[Dan @dan]: " + "d" * 320
-    assert plan.messages[-1].content == "What should we do next?"
     assert (plan.same_turn_dropped, plan.same_turn_cut, plan.pruned) == (1, 1, True)
     assert base + 590 < plan.estimated_tokens <= base + 600
     assert plan.estimated_tokens == sum(
@@ -285,7 +298,7 @@ def test_an_answer_whose_cut_would_say_nothing_is_left_out(build):
 
     plan = build(same_turn=same_turn, budget=budget_of(base + 104 + 20))
 
-    assert [message.content[:7] for message in plan.messages[1:-1]] == ["[Cleo @"]
+    assert [message.content[:7] for message in plan.messages[2:]] == ["[Cleo @"]
     assert (plan.same_turn_dropped, plan.same_turn_cut) == (1, 0)
 
 
@@ -300,8 +313,8 @@ def test_the_summary_is_cut_last_and_the_users_input_never(build):
     system = plan.messages[0].content
     assert "Summary of the conversation so far:\nThe team chose Postgres." in system
     assert system.endswith(CUT_MARK)
-    assert plan.messages[-2].content == "[Bob @bob]: " + "b" * 320
-    assert plan.messages[-1].content == "What should we do next?"
+    assert plan.messages[-2].content == "What should we do next?"
+    assert plan.messages[-1].content == "[Bob @bob]: " + "b" * 320
     assert plan.summary_cut is True and plan.pruned is True
     assert plan.estimated_tokens <= base + 400
 

@@ -40,6 +40,19 @@ def agent_call(agent, roster, alias, user_input, same_turn=()):
     return LlmCall(alias=alias, messages=plan.messages, purpose="agent", agent_key=agent.key)
 
 
+def test_a_later_agent_answers_the_users_message_not_an_earlier_answer(
+    gateway, ada, bob, roster, deepseek
+):
+    """This turn's earlier answers follow the user's message in a later agent's prompt: the
+    demo answers the message, not the last of them."""
+    first = complete(gateway, agent_call(ada, roster, deepseek, "Plan the launch"))
+    earlier = HistoryMessage(
+        role="assistant", content=first.text, agent_key="ada", agent_name="Ada"
+    )
+    later = complete(gateway, agent_call(bob, roster, deepseek, "Plan the launch", [earlier]))
+    assert later.text.startswith("[Bob @bob] On “Plan the launch”: ")
+
+
 def routing_call(roster, alias, user_input):
     messages = build_routing_messages(user_input=user_input, roster=roster)
     return LlmCall(alias=alias, messages=messages, purpose="routing")

@@ -138,7 +138,13 @@ def test_a_later_agent_reads_the_earlier_answers_that_fit_its_window(
     cleo_prompt = [entry["content"] for entry in agent_requests[2]["messages"]]
     assert f"[Bob @bob]: {answers[1]['content']}" in cleo_prompt
     assert f"[Ada @ada]: {answers[0]['content']}" not in cleo_prompt
-    assert cleo_prompt[-1] == message  # the user's message comes last, whole
+    # The user's message, whole, right after the system prompt (no history on a first turn),
+    # and the answers to it after it.
+    assert cleo_prompt[1] == message
+    assert cleo_prompt[-1] == f"[Bob @bob]: {answers[1]['content']}"
+    assert [entry["role"] for entry in agent_requests[2]["messages"]][1:] == ["user"] * (
+        len(cleo_prompt) - 1
+    )
 
     ledger = LlmCallEvent.objects.filter(turn_id=body["id"]).order_by("created_at")
     expected = ["agent"] * 3 if mode != RoomMode.ORCHESTRATOR else ["routing"] + ["agent"] * 3

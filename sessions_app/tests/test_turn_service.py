@@ -75,9 +75,10 @@ def test_a_roundtable_goes_on_past_a_failing_agent_and_ends_partial(
     assert outcome.turn.status == TurnStatus.PARTIAL
     answers = [(m.agent_key, m.status, m.error_code) for m in outcome.messages[1:]]
     assert answers == [("ada", "ok", ""), ("linus", "error", "timeout"), ("grace", "ok", "")]
-    # Grace saw Ada's answer (not Linus's failure) before the user's message.
+    # Grace saw Ada's answer (not Linus's failure) after the user's message.
     grace_prompt = [m.content for m in gateway.calls[2].messages]
-    assert grace_prompt[-2].startswith("[Ada @ada]: ada answers")
+    assert grace_prompt[-2] == "plan the launch"
+    assert grace_prompt[-1].startswith("[Ada @ada]: ada answers")
     assert not any(line.startswith("[Linus") for line in grace_prompt[1:])
     statuses = list(LlmCallEvent.objects.order_by("created_at").values_list("status", flat=True))
     assert statuses == ["success", "timeout", "success"]
