@@ -172,6 +172,14 @@ class IncompleteAnswer(Exception):
     provider error, retried like a 5xx."""
 
 
+def _billed_for_no_answer(exc: BaseException, reading: _Reading) -> bool:
+    """Whether an attempt is a whole reply without an answer that the provider billed output
+    for (its usage counts completion tokens: a model that spoke or reasoned, or called a tool,
+    and gave no text). Asked again, it would as a rule spend as much again for nothing, and a
+    capped user's turn holds one reply's output a call: it is not retried."""
+    return isinstance(exc, IncompleteAnswer) and reading.usage[2] > 0
+
+
 class LlmGateway(Protocol):
     async def complete(self, call: LlmCall) -> LlmResult: ...
 
@@ -487,7 +495,12 @@ class LiteLLMGateway:
             except Exception as exc:
                 status, error_kind, retryable = classify_error(exc)
                 delay = None
-                if retryable and attempts <= self.max_retries and not reading.pieces:
+                if (
+                    retryable
+                    and attempts <= self.max_retries
+                    and not reading.pieces
+                    and not _billed_for_no_answer(exc, reading)
+                ):
                     delay = self._retry_delay(exc, call, error_kind, attempts, paused)
                 if delay is not None:
                     if reading.thoughts or reading.usage[0]:

@@ -565,7 +565,7 @@ def test_an_alias_whose_window_is_larger_bills_longer_outputs(monkeypatch, gatew
         raw_reply(None),  # content null
         raw_reply(""),
         raw_reply(None, finish_reason=None),  # litellm reads a missing finish as "stop"
-        reply(None),
+        reply(None, completion_tokens=0),  # billed no output (billed output: not retried)
         # These were ok empty answers, billed, and replayed as empty messages in later prompts.
         tool_calls_reply(),
         tool_calls_reply(finish_reason="stop"),  # a reply that calls tools ended for them
@@ -579,15 +579,32 @@ def test_a_reply_without_text_is_no_answer(monkeypatch, gateway, answer):
     assert (result.status, result.text, result.attempts) == ("success", "Hi there", 2)
 
 
-def test_a_reply_without_text_is_billed_as_the_provider_reported_it(monkeypatch, gateway):
-    """Each attempt answered with its usage: the provider took the prompt and bills both."""
-    spent = {"prompt_tokens": 40, "completion_tokens": 7}
-    script(monkeypatch, *[tool_calls_reply(usage=spent)] * 3)
+SPOKE = {"prompt_tokens": 40, "completion_tokens": 1000}
+
+
+@pytest.mark.parametrize("answer", [raw_reply(None, usage=SPOKE), tool_calls_reply(usage=SPOKE)])
+def test_a_reply_without_text_billed_for_output_is_not_asked_again(monkeypatch, gateway, answer):
+    """The provider took the prompt, spoke (1,000 tokens with `content` null, or a tool call)
+    and bills it: asked again it would spend as much for nothing, past what a capped user's
+    turn holds for the call (it was asked three times, and billed three times, before)."""
+    scripted = script(monkeypatch, answer, answer, answer)
 
     result = complete(gateway, CALL)
 
-    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 3)
-    assert metered(result) == (3 * 40, 0, 3 * 7)
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 1)
+    assert metered(result) == (40, 0, 1000)
+    assert len(scripted.calls) == 1
+
+
+def test_a_reply_without_text_or_billed_output_is_asked_again(monkeypatch, gateway):
+    """A reply with no answer and no output billed (a provider's glitch) costs only its
+    prompt: it is retried, each reply's usage counted."""
+    spent = {"prompt_tokens": 40, "completion_tokens": 0}
+    script(monkeypatch, raw_reply(None, usage=spent), reply("Hi there"))
+
+    result = complete(gateway, CALL)
+
+    assert (result.status, result.text, result.attempts) == ("success", "Hi there", 2)
 
 
 @pytest.mark.parametrize(

@@ -53,19 +53,23 @@ def test_a_whole_answer_is_a_success_with_the_providers_usage(stub, streamed):
 
 
 @pytest.mark.parametrize(
-    "model, streamed",
+    "model, streamed, attempts",
     [
-        ("no-choices", False),
-        ("no-choices", True),  # a plain JSON body where a stream was asked for
-        ("not-json", True),  # an HTML page where a stream was asked for
+        # The stub's reply without choices says it used 12 output tokens: billed for nothing,
+        # it is not asked again (`gateway._billed_for_no_answer`).
+        ("no-choices", False, 1),
+        ("no-choices", True, 1),  # a plain JSON body where a stream was asked for
+        ("not-json", True, 2),  # an HTML page where a stream was asked for: retried once
     ],
 )
-def test_a_200_without_an_answer_is_a_provider_error_retried_like_a_5xx(stub, model, streamed):
+def test_a_200_without_an_answer_is_a_provider_error_retried_like_a_5xx(
+    stub, model, streamed, attempts
+):
     """These were successes with an empty answer (and, streamed, the turn `completed`)."""
     result, heard = call_stub(stub, model, streamed=streamed)
 
     assert (result.status, result.error_kind) == ("error", "provider_error")
-    assert result.attempts == 2  # nothing reached the client: retried once
+    assert result.attempts == attempts  # nothing reached the client
     assert result.text == "" and heard == []
 
 
@@ -92,12 +96,13 @@ def test_a_stream_that_goes_silent_is_a_timeout(stub):
 
 def test_a_call_that_failed_before_its_first_word_is_metered_as_the_provider_said(stub):
     """No text and no usage: nothing. No choices but a usage block: the provider's figures,
-    not an estimate (nor 0), of both attempts (the reply is retried, and each was billed)."""
+    not an estimate (nor 0), of its one attempt (billed for output, it is not retried)."""
     page, _ = call_stub(stub, "not-json", streamed=True)
     empty, _ = call_stub(stub, "no-choices", streamed=False)
 
     assert (page.input_tokens_fresh, page.output_tokens) == (0, 0)
-    assert (empty.status, empty.input_tokens_fresh, empty.output_tokens) == ("error", 2 * 8, 2 * 12)
+    assert (empty.status, empty.input_tokens_fresh, empty.output_tokens) == ("error", 8, 12)
+    assert empty.attempts == 1
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
@@ -106,13 +111,14 @@ def test_a_200_without_text_is_a_provider_error_billed_as_the_provider_reported(
     stub, model, streamed
 ):
     """A tool call instead of an answer, or no text at all: a tool call was a success with an
-    empty answer. The provider took the prompt each time and bills it: its usage
-    (8 prompt tokens, 12 completion) of both attempts."""
+    empty answer. The provider took the prompt and bills it: its usage (8 prompt tokens, 12
+    completion). It billed output for no answer, so it is not asked again (it was, and both
+    replies were billed)."""
     result, heard = call_stub(stub, model, streamed=streamed)
 
-    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 2)
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 1)
     assert result.text == "" and heard == []
-    assert (result.input_tokens_fresh, result.output_tokens) == (2 * 8, 2 * 12)
+    assert (result.input_tokens_fresh, result.output_tokens) == (8, 12)
     assert "no text; finish" in result.error_message
 
 
@@ -258,8 +264,9 @@ def test_a_reply_that_finished_with_no_text_is_a_provider_error(
 
     assert turn.status == "failed"
     assert (answer.status, answer.error_code, answer.content) == ("error", "provider_error", "")
-    assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 2)
-    assert stub.requests == 2 and deltas == ""
+    # Billed 12 output tokens for no answer: not asked again.
+    assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 1)
+    assert stub.requests == 1 and deltas == ""
 
 
 def next_prompt(owner, session) -> list[tuple[str, str]]:
@@ -284,11 +291,11 @@ def test_a_turn_whose_provider_answered_no_text_fails_and_leaves_no_empty_answer
 
     assert turn.status == "failed"
     assert (answer.status, answer.error_code, answer.content) == ("error", "provider_error", "")
-    assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 2)
-    # What the provider reported for both attempts (12 output tokens each), as it bills them.
-    assert row.input_tokens_fresh > 0 and row.output_tokens == 2 * 12
+    assert (row.status, row.error_type, row.attempts) == ("error", "provider_error", 1)
+    # What the provider reported (12 output tokens), as it bills them; not asked again.
+    assert row.input_tokens_fresh > 0 and row.output_tokens == 12
     assert row.credits > 0 and turn.credits == row.credits
-    assert stub.requests == 2 and deltas == ""
+    assert stub.requests == 1 and deltas == ""
     prompt = next_prompt(owner, turn.session)
     assert prompt[1:] == [("user", "Hello there, friend"), ("user", "And now?")]
 
