@@ -399,14 +399,18 @@ def _with_usable_candidates(plan: TurnPlan) -> TurnPlan:
     the choice rather than failing the whole turn."""
     if plan.mode != RoomMode.ORCHESTRATOR:
         for alias in sorted({plan.alias_for(agent) for agent in plan.candidates}):
-            _require_usable(plan.pricing, alias)
+            answering = [agent for agent in plan.candidates if plan.alias_for(agent) == alias]
+            _require_usable(plan.pricing, alias, agents=answering, chosen=plan.model_alias_override)
         return plan
     _require_usable(plan.pricing, settings.PANTHEON_MANAGER_MODEL_ALIAS, manager=True)
     usable = tuple(
         agent for agent in plan.candidates if _usable(plan.pricing, plan.alias_for(agent))
     )
     if not usable:
-        _require_usable(plan.pricing, plan.alias_for(plan.roster[0]))
+        first = plan.roster[0]
+        _require_usable(
+            plan.pricing, plan.alias_for(first), agents=[first], chosen=plan.model_alias_override
+        )
     return replace(plan, candidates=usable)
 
 
@@ -415,16 +419,29 @@ def _usable(pricing: Mapping[str, AliasPricing], alias: str) -> bool:
 
 
 def _require_usable(
-    pricing: Mapping[str, AliasPricing], alias: str, *, manager: bool = False
+    pricing: Mapping[str, AliasPricing],
+    alias: str,
+    *,
+    manager: bool = False,
+    agents: Sequence[AgentSpec] = (),
+    chosen: str | None = None,
 ) -> None:
     # The manager is an operator's setting, not the user's choice: say so, and what to do.
+    # An agent's alias: say whose it is (in a roundtable one seat's alias refuses the turn),
+    # or that the request's `model_alias_override` chose it.
     whose = f"The manager's model alias {alias!r}" if manager else f"Model alias {alias!r}"
-    then = (
-        ": orchestrator rooms cannot route turns until an operator fixes it; switch the room "
-        "to another mode meanwhile."
-        if manager
-        else "."
-    )
+    if manager:
+        then = (
+            ": orchestrator rooms cannot route turns until an operator fixes it; switch the "
+            "room to another mode meanwhile."
+        )
+    elif chosen:
+        then = " (the request's model_alias_override)."
+    elif agents:
+        named = ", ".join(f"{agent.name} (@{agent.key})" for agent in agents)
+        then = f" (the alias of {named})."
+    else:
+        then = "."
     if alias not in pricing:
         raise exceptions.UnknownModelAlias(f"{whose} does not exist{then}")
     if not pricing[alias].alias.enabled:

@@ -356,6 +356,28 @@ def test_agent_on_a_disabled_alias_is_refused(owner_client, room_session, fake_g
     assert_nothing_written()
 
 
+def test_a_disabled_alias_refusing_a_roundtable_names_the_seat_on_it(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    """One seat's alias refuses the whole turn: it said "Model alias 'qwen' is disabled.", and
+    the user could not tell which of the room's agents to change."""
+    ModelAlias.objects.filter(alias="qwen").update(enabled=False)
+    response = post_turn(owner_client, room_session(mode=RoomMode.ROUNDTABLE), "Go")
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == {
+        "code": "model_alias_disabled",
+        "message": "Model alias 'qwen' is disabled (the alias of Grace (@grace)).",
+    }
+    override = post_turn(
+        owner_client, room_session(mode=RoomMode.ROUNDTABLE), "Go", model_alias_override="qwen"
+    )
+    assert override.json()["detail"]["message"] == (
+        "Model alias 'qwen' is disabled (the request's model_alias_override)."
+    )
+    assert fake_gateway.calls == []
+
+
 def test_the_keys_a_refusal_offers_leave_out_agents_on_a_disabled_alias(
     owner_client, room_session, fake_gateway, post_turn
 ):
