@@ -5,7 +5,8 @@ and the one after the key may be a space, punctuation (`(@ada)`, `@ada's`, `@ada
 or a character of a script written without spaces between words (Chinese, Japanese, Thai…:
 `请@ada回答`), never a letter, digit or underscore of any other script. So `ana@ada.dev` and
 `merci@ada` are addresses, as an email's local part is, `@ada_lovelace` and `@adaé` are other
-names, and `@ada` after Chinese text is a tag. A tag in code (a fenced block, or between
+names, and `@ada` after Chinese text is a tag, as is `＠ada` (the fullwidth at sign CJK input
+methods type). A tag in code (a fenced block, or between
 backticks) is code, not a tag, as in chat apps.
 """
 
@@ -15,7 +16,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-_MENTION = re.compile(r"@([A-Za-z0-9_]{1,32})")
+# `@`, or the fullwidth `＠` (U+FF20) that Chinese, Japanese and Korean input methods type.
+_MENTION = re.compile(r"[@\uff20]([A-Za-z0-9_]{1,32})")
 _WORD_CHARACTER = re.compile(r"\w")
 # Scripts written without spaces between words, whose text may run straight into a tag: Thai,
 # Lao, Tibetan, Myanmar, Khmer, Hangul, the CJK ideographs (and 々 〆 〇), kana, and their

@@ -104,3 +104,13 @@ def test_a_tag_in_code_does_not_count(text):
 
 def test_backticks_that_open_no_code_leave_the_tags_after_them():
     assert parse_tags("a lone ` before @ada, and ``` inside a line @bob", KEYS) == ["ada", "bob"]
+
+
+@pytest.mark.parametrize("text", ["＠ada 你看呢", "请＠ada回答", "(＠ada)", "＠Ada and @bob"])
+def test_the_fullwidth_at_sign_cjk_input_methods_type_tags_too(text):
+    """`＠ada` (U+FF20, what a Chinese or Japanese input method types) was no tag."""
+    assert parse_tags(text, ["ada", "bob"])[0] == "ada"
+
+
+def test_a_fullwidth_at_sign_inside_a_word_is_no_tag():
+    assert parse_tags("mail＠ada and x＠bob", ["ada", "bob"]) == []
