@@ -28,8 +28,9 @@ from usage.selectors import UNPRICED_CALLS, ledger_total_sums
 
 FIGURES = ROLLUP_VALUE_COLUMNS
 DEFAULT_DAYS = 30
-# The rollups only change when `rollup_usage` rewrites them, which always writes new rows: their
-# sums for a range are cached under the newest rollup id, so the next rebuild is seen at once.
+# The rollups only change when they are rewritten (`rollup_usage`, `reconcile_usage --fix`), and
+# each rewrite moves `RollupCoverage.rebuilt_at` (`usage.rollups._record_rebuild`): their sums
+# for a range are cached under it, so the next rewrite is seen at once.
 ROLLUP_CACHE_SECONDS = 6 * 3600
 
 

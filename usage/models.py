@@ -392,7 +392,8 @@ class RollupCoverage(models.Model):
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     until = models.DateField(help_text="The first UTC day the rollups do not hold.")
-    # Each rebuild writes new rollup rows: what the dashboard caches from them is keyed by it.
+    # Moved by every rewrite of the rollups, a repair of a few days included (and always
+    # forward): what the dashboard caches from them is keyed by it.
     rebuilt_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -157,7 +157,7 @@ def rollup_rebuild(
         removed = _rollups_from(span.since).delete()[0]
         written = _insert_from(DailyUsageRollup, columns, select)
         calls = _rollups_from(span.since).aggregate(calls=Sum("llm_calls"))["calls"] or 0
-        RollupCoverage.objects.update_or_create(pk=1, defaults={"until": span.until})
+        _record_rebuild(until=span.until)
     if connection.vendor == "postgresql":
         # Fresh statistics for the dashboard's plans: the table was just rewritten.
         with connection.cursor() as cursor:
@@ -171,7 +171,9 @@ def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> Rebui
     the rollups do not hold (a stray row) only cleared. A few days of a year of rollups
     rebuilt the whole year (48,358 rows, to repair 3). The rollups' end is read under the
     rebuild's lock, as `rollup_rebuild` reads it, and never moved: a fix that waited for the
-    nightly `rollup_usage` rebuilds no day past where that one left them."""
+    nightly `rollup_usage` rebuilds no day past where that one left them. The rewrite is
+    recorded all the same (`_record_rebuild`): the dashboard's cache of the old sums was kept
+    for hours after a fix."""
     days = sorted(set(days))
     columns = [*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS, "updated_at"]
     removed = written = calls = 0
@@ -196,8 +198,26 @@ def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> Rebui
                 select = sums.annotate(stamp=Value(timezone.now())).order_by(*ROLLUP_KEY_COLUMNS)
                 written += _insert_from(DailyUsageRollup, columns, select)
                 calls += stale.aggregate(calls=Sum("llm_calls"))["calls"] or 0
+        if not dry_run:
+            _record_rebuild()
     since = days[0] if days else None
     return RebuildResult(since, end, removed, written, calls, dry_run)
+
+
+def _record_rebuild(*, until: date | None = None) -> None:
+    """Record a rewrite of the rollups (and how far they now reach, if `until` is given) under
+    the rebuild's lock: every rewrite, a full rebuild or the days `reconcile_usage --fix`
+    repairs, moves `rebuilt_at`, which is what the dashboard caches their sums under, so the
+    pages read the new rollups at once. Always forward, by a microsecond at least: a clock
+    that did not move between two rewrites (or moved back) would have kept the old key."""
+    coverage = RollupCoverage.objects.filter(pk=1).values_list("until", "rebuilt_at").first()
+    if coverage is None:
+        if until is not None:
+            RollupCoverage.objects.create(pk=1, until=until)
+        return
+    stamp = max(timezone.now(), coverage[1] + timedelta(microseconds=1))
+    # update(): the field's auto_now would set the clock's time instead.
+    RollupCoverage.objects.filter(pk=1).update(until=until or coverage[0], rebuilt_at=stamp)
 
 
 def _runs(days: list[date]) -> Iterator[tuple[date, date]]:

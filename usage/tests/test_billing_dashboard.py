@@ -10,6 +10,7 @@ from decimal import Decimal
 from itertools import pairwise
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.test.utils import CaptureQueriesContext
@@ -18,7 +19,9 @@ from django.urls import reverse
 from pantheon.testing.admin import client_for
 from sessions_app.models import Turn
 from usage.charts import daily_bar_chart
+from usage.dashboard import billing_report
 from usage.models import LlmCallEvent
+from usage.reconcile import reconcile
 from usage.rollups import rollup_rebuild, today
 from usage.tests.dashboard import DASHBOARD, EXPORT, LEDGER, at
 from usage.tests.factories import ledger_event
@@ -620,6 +623,34 @@ def test_a_rollup_rebuild_is_seen_at_once_despite_the_cache(make_operator, ledge
     rollup_rebuild()
 
     assert client.get(reverse(DASHBOARD)).context["report"].totals.credits == before + 5
+
+
+def test_a_reconcile_fix_is_seen_at_once_despite_the_cache(make_operator, ledger, outsider):
+    """`reconcile_usage --fix` rebuilds drifted days (`rollup_days_rebuild`), which never moved
+    what the cache is keyed on: the page and the export showed the drift for up to 6 hours."""
+    day = at(3).date()
+    client = client_for(make_operator("Analyst"))
+
+    def shown() -> tuple[Decimal, Decimal]:
+        page = billing_report(start=day, end=day).totals.credits
+        export = client.get(reverse(EXPORT), {"start": day, "end": day}).content.decode()
+        (row,) = list(csv.reader(io.StringIO(export)))[1:]
+        return page, Decimal(row[5])
+
+    assert shown() == (Decimal("1.5"), Decimal("1.5"))
+    with connection.cursor() as cursor:  # drift, as a bad write to the rollups would leave
+        cursor.execute(
+            "UPDATE usage_dailyusagerollup SET credits = 0, output_tokens = 0"
+            " WHERE day = %s AND user_id = %s",
+            [day, outsider.pk],
+        )
+    cache.clear()
+    assert shown() == (Decimal("0"), Decimal("0"))
+
+    report = reconcile(fix=True)
+
+    assert report.clean and report.before is not None and not report.before.clean
+    assert shown() == (Decimal("1.5"), Decimal("1.5"))
 
 
 def test_the_ledger_finds_a_turns_calls_by_the_ids_its_log_lines_carry(

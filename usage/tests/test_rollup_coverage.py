@@ -16,7 +16,7 @@ from django.urls import reverse
 from pantheon.testing.admin import client_for
 from pantheon.testing.concurrency import finished, in_thread, someone_waits_on_a_lock
 from usage.models import DailyUsageRollup, LlmCallEvent, RollupCoverage
-from usage.rollups import rollup_rebuild, rollups_cover_until, today
+from usage.rollups import rollup_days_rebuild, rollup_rebuild, rollups_cover_until, today
 from usage.tests.dashboard import DASHBOARD, LEDGER, at
 
 pytestmark = pytest.mark.django_db
@@ -140,3 +140,24 @@ def test_a_fix_that_waited_for_the_nightly_run_does_not_move_the_rollups_end_bac
         at(3).date(): 1,
         at(1).date(): 1,  # rolled up by the nightly run, and kept
     }
+
+
+def test_every_rewrite_moves_what_the_dashboard_caches_under_even_on_a_still_clock(
+    history, monkeypatch
+):
+    """The dashboard keys its cache of the rollups' sums on `rebuilt_at`: a repair of a few
+    days moved nothing, nor did two rebuilds within one tick of the clock."""
+    rollup_rebuild()
+    still = RollupCoverage.objects.get(pk=1).rebuilt_at
+    monkeypatch.setattr("django.utils.timezone.now", lambda: still)
+    stamps = [still]
+    for rewrite in (
+        rollup_rebuild,
+        lambda: rollup_days_rebuild(days=[today() - timedelta(days=3)]),
+        lambda: rollup_days_rebuild(days=[today() - timedelta(days=3)], dry_run=True),
+    ):
+        rewrite()
+        stamps.append(RollupCoverage.objects.get(pk=1).rebuilt_at)
+
+    assert stamps[0] < stamps[1] < stamps[2] == stamps[3]  # a dry run rewrites nothing
+    assert rollups_cover_until() == today()
