@@ -1,11 +1,11 @@
 """Reads for the billing dashboard and its CSV export.
 
 Whole past days come from the daily rollups and only the days after those they hold (today,
-and any day since the last rollup run: `RollupCoverage` records how far they reach) from the
-ledger, so a 30-day report reads a few thousand rollup rows instead of millions of ledger
-rows. A day the rollups never held is read from the ledger, never as a quiet day. Every read
-is one aggregate query: the page takes the same number of queries for ten calls as for ten
-million.
+any day since the last rollup run, and a day that run held back because calls of it were still
+in flight: `RollupCoverage` records how far they reach) from the ledger, so a 30-day report
+reads a few thousand rollup rows instead of millions of ledger rows. A day the rollups never
+held is read from the ledger, never as a quiet day. Every read is one aggregate query: the
+page takes the same number of queries for ten calls as for ten million.
 """
 
 from collections import defaultdict

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Count, DateField, QuerySet, Sum, Value
+from django.db.models import Count, DateField, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
-from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
+from sessions_app.selectors import stale_before
+from usage.models import CallStatus, DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
 from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of, next_month_start
 
 # DailyUsageRollup's columns in the order `ledger_daily_sums` selects them.
@@ -96,6 +97,31 @@ def ledger_monthly_sums(*, since_month: date | None, until_month: date | None = 
     )
 
 
+# Ledger rows whose figures may still change: a call under way (`pending`: completed, or marked
+# lost, when it ends), and a `lost` call nothing was heard of yet (no provider), which takes its
+# provider's usage and cost once if the provider answers after all (the ledger's guard, usage
+# migrations 0015 and 0018).
+UNSETTLED_CALLS = Q(status=CallStatus.PENDING) | Q(status=CallStatus.LOST, provider="")
+
+
+def unsettled_from() -> date | None:
+    """The first UTC day with a ledger row that may still change (UNSETTLED_CALLS), among the
+    rows opened within the stale limit (PANTHEON_TURN_STALE_SECONDS); None: no such day.
+
+    A row is opened just before its call is sent, and the stale limit is longer than one call
+    can take (system check pantheon.W001): an older row's call has ended, so it is either
+    settled or its worker died, and no answer will ever come to change it (`recover_turns`
+    marks it lost, which changes none of the figures the rollups sum). So a row stuck pending
+    holds its day back for the stale limit at most, never the rollups forever. One range scan
+    of the ledger's index on `created_at`, over its last few minutes."""
+    first = (
+        LlmCallEvent.objects.filter(UNSETTLED_CALLS, created_at__gte=stale_before(timezone.now()))
+        .order_by()
+        .aggregate(first=Min("created_at"))["first"]
+    )
+    return None if first is None else first.astimezone(UTC).date()
+
+
 @dataclass(frozen=True)
 class RebuildResult:
     since: date | None  # None: from the first ledger row
@@ -107,6 +133,9 @@ class RebuildResult:
     # The `since` asked for, when the rebuild began earlier: the days between the rollups' end
     # and it had never been rolled up (a rollup rebuild only).
     asked_since: date | None = None
+    # The day the rebuild stopped before, sooner than asked, because calls of it were still in
+    # flight (`unsettled_from`); None: it was not held back.
+    held_back: date | None = None
 
 
 def rollups_cover_until() -> date | None:
@@ -126,6 +155,11 @@ def rollup_rebuild(
     rollups' end (or before any rebuild) begins at their end (or the first call) instead, so
     no day is ever left out between them (`RollupCoverage`); the result says so.
 
+    Nor is a day rolled up while rows of it may still change (`unsettled_from`: a call that
+    was running at midnight when the nightly run came): the rollups stop before it, the
+    dashboard reads it from the ledger meanwhile, and the next run rolls it up once settled.
+    The result says which day held them back.
+
     The rollups' end is read under the rebuild's lock, which rebuilds take in turn: one that
     waited for another starts from where that one left them.
     """
@@ -143,6 +177,7 @@ def rollup_rebuild(
             totals["calls"] or 0,
             True,
             span.asked_since,
+            span.held_back,
         )
     columns = [*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS, "updated_at"]
     with analytic_transaction():
@@ -162,7 +197,9 @@ def rollup_rebuild(
         # Fresh statistics for the dashboard's plans: the table was just rewritten.
         with connection.cursor() as cursor:
             cursor.execute(f'ANALYZE "{DailyUsageRollup._meta.db_table}"')
-    return RebuildResult(span.since, span.until, removed, written, calls, False, span.asked_since)
+    return RebuildResult(
+        span.since, span.until, removed, written, calls, False, span.asked_since, span.held_back
+    )
 
 
 def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> RebuildResult:
@@ -239,16 +276,28 @@ class _Span:
     since: date | None
     until: date
     asked_since: date | None
+    held_back: date | None
 
 
 def _rebuild_span(since: date | None, until: date | None) -> _Span:
-    """The days a rebuild replaces, from the rollups' end as it stands (`rollup_rebuild`)."""
+    """The days a rebuild replaces, from the rollups' end as it stands (`rollup_rebuild`), to
+    the first day whose rows may still change at the latest."""
     covered = rollups_cover_until()
     end = today() if until is None else min(until, today())
+    held_back = unsettled_from()
+    if held_back is not None and held_back < end:
+        end = held_back
+    else:
+        held_back = None
     asked = since
     if since is not None and (covered is None or covered < since):
         since = covered
-    return _Span(since, end, asked if since != asked else None)
+    if since is not None and since > end:
+        # The rollups reached a day found unsettled now (by a run from before this check, or
+        # a call's row committed just after a run that read past it): their rows from `end` on
+        # are cleared too, and the day is read from the ledger until it settles.
+        since = end
+    return _Span(since, end, asked if since != asked else None, held_back)
 
 
 def _rollups_from(since: date | None) -> QuerySet:

@@ -12,7 +12,9 @@ class Command(ProjectCommand):
     requires_system_checks = []
     help = (
         "Recompute the daily usage rollups (per UTC day, user and model alias) from the ledger "
-        "for whole days up to yesterday; idempotent. The billing dashboard reads them. Prints "
+        "for whole days up to yesterday, stopping before a day with calls still in flight "
+        "(opened within PANTHEON_TURN_STALE_SECONDS: a call running at midnight); idempotent. "
+        "The billing dashboard reads them. Prints "
         "one line (with -v 0, only a --dry-run's count); exit 0 when done, exit 2 on a usage "
         "error (a bad or future --since), 3 when the database fails."
     )
@@ -50,4 +52,10 @@ class Command(ProjectCommand):
             self.stdout.write(
                 f"Begun {began}, not at --since {result.asked_since}: the rollups leave out no "
                 "day in between."
+            )
+        if result.held_back is not None:
+            self.stdout.write(
+                f"Stopped before {result.held_back}: its calls still in flight (pending, or lost "
+                "and awaiting their provider's late answer) may change its figures; the pages "
+                "read it from the ledger, and the next run rolls it up once they settle."
             )
