@@ -193,8 +193,9 @@ def check_rollups(*, since: date | None = None, reach: RollupReach | None = None
 
 
 def check_counters(*, since: date | None = None) -> CheckResult:
-    """Monthly credit counters from the month of `since` against the ledger's credits per user
-    and UTC month. (Calls are rebuilt too but not compared: credits are what a cap reads.)"""
+    """Monthly counters from the month of `since` against the ledger per user and UTC month:
+    their credits (what a cap reads) and their calls (those completed: `ledger_monthly_sums`),
+    which the console's monthly usage shows."""
     since_month = month_of(day_start(since)) if since is not None else None
     ledger = ledger_monthly_sums(since_month=since_month)
     counters = MonthlyUsage.objects.all()
@@ -205,14 +206,15 @@ def check_counters(*, since: date | None = None) -> CheckResult:
         ledger=ledger,
         derived=derived,
         keys=COUNTER_KEY_COLUMNS,
-        values=COUNTER_VALUE_COLUMNS[:1],
+        values=COUNTER_VALUE_COLUMNS,
         user_at=0,
         drifted_at=1,  # the month
-        # A month of lost calls alone moved no counter (0 credits): no row is 0, not drift.
+        # A month of lost calls alone moved no counter (0 credits, no call counted): no row is
+        # 0, not drift.
         absent_is_zero=True,
         describe=lambda key, user, ledger_row, derived_row: (
-            f"{user} {str(key[1])[:7]}: ledger {_credits(ledger_row)} credits, "
-            f"counter {_credits(derived_row)}"
+            f"{user} {str(key[1])[:7]}: ledger {_counted(ledger_row)}, "
+            f"counter {_counted(derived_row)}"
         ),
     )
     return CheckResult(
@@ -571,5 +573,8 @@ def _figures(row) -> str:
     return f"{row[0]} calls, {plain_amount(row[3])} credits"
 
 
-def _credits(row) -> str:
-    return "nothing" if row is None or row[0] is None else plain_amount(row[0])
+def _counted(row) -> str:
+    """'2 credits, 3 calls' from a counter's values (COUNTER_VALUE_COLUMNS), or 'nothing'."""
+    if row is None or row[0] is None:
+        return "nothing"
+    return f"{plain_amount(row[0])} credits, {counted(row[1], 'call')}"

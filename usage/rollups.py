@@ -83,7 +83,10 @@ def ledger_daily_sums(*, since: date | None, until: date) -> QuerySet:
 def ledger_monthly_sums(*, since_month: date | None, until_month: date | None = None) -> QuerySet:
     """The ledger summed per user and UTC calendar month from `since_month` on (to the month
     before `until_month`, if given), as COUNTER_KEY_COLUMNS + COUNTER_VALUE_COLUMNS (values
-    prefixed `sum_`)."""
+    prefixed `sum_`). Its calls are those a counter counts: a call counts once it completes
+    (`usage_call_complete`), so neither a call under way nor one marked lost is among them (a
+    rebuild that counted every row counted a call under way twice once it completed, and lost
+    calls the counter never counts)."""
     events = LlmCallEvent.objects.all()
     if since_month is not None:
         events = events.filter(created_at__gte=day_start(since_month))
@@ -92,9 +95,16 @@ def ledger_monthly_sums(*, since_month: date | None, until_month: date | None = 
     return (
         events.annotate(month=TruncMonth("created_at", output_field=DateField(), tzinfo=UTC))
         .values(*COUNTER_KEY_COLUMNS)
-        .annotate(sum_credits=Sum("credits"), sum_llm_calls=Count("id"))
+        .annotate(
+            sum_credits=Sum("credits"),
+            sum_llm_calls=Count("id", filter=~Q(status__in=UNCOUNTED_CALLS)),
+        )
         .order_by()
     )
+
+
+# Ledger rows no monthly counter counts among its calls: under way, or marked lost.
+UNCOUNTED_CALLS = (CallStatus.PENDING, CallStatus.LOST)
 
 
 # Ledger rows whose figures may still change: a call under way (`pending`: completed, or marked

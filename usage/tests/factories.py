@@ -33,10 +33,12 @@ def ledger_event(user, *, at: datetime, alias: str = "deepseek", **fields) -> Ll
     values["total_tokens"] = (
         values["input_tokens_fresh"] + values["input_tokens_cached"] + values["output_tokens"]
     )
-    # The row and its monthly counter move together, as in the turn engine.
+    # The row and its monthly counter move together, as in the turn engine, which counts a
+    # call once it completes: not while it is under way, nor once it is marked lost.
     with transaction.atomic():
         row = LlmCallEvent.objects.create(user=user, model_alias=alias, created_at=at, **values)
-        usage_month_add(user_id=user.pk, at=at, credits=row.credits)
+        if row.status not in ("pending", "lost"):
+            usage_month_add(user_id=user.pk, at=at, credits=row.credits)
     return row
 
 

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from pantheon.figures import counted
+from pantheon.figures import counted, plain_amount
 from rooms.models import RoomMode
 from sessions_app.models import Message, Turn
 from usage.models import DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
@@ -26,7 +26,9 @@ from usage.reconcile import (
     check_turns,
     reconcile,
 )
-from usage.rollups import rollup_rebuild, rollups_cover_until, today
+from usage.rollups import counter_months_rebuild, rollup_rebuild, rollups_cover_until, today
+from usage.selectors import month_of
+from usage.services import usage_call_complete
 
 pytestmark = pytest.mark.django_db
 
@@ -138,6 +140,34 @@ def test_a_tampered_counter_is_drift_and_fix_rebuilds_it(clean, owner):
     assert MonthlyUsage.objects.get(user=owner, month=counter.month).credits == expected
 
 
+def test_a_counters_calls_are_those_completed_and_compared(clean, owner, ledger_row):
+    """A rebuild counted every ledger row among a month's calls, lost ones and those under
+    way too, which the live counter never counts (lost) or counts once they complete (so
+    twice): the console's monthly usage showed 5 calls, then 2, for the same month; and
+    reconcile compared credits only, so it never said."""
+    month = MonthlyUsage.objects.get(user=owner, month=month_of(datetime.now(UTC)))
+    live_calls = month.llm_calls
+    now = datetime.now(UTC)
+    ledger_row(owner, at=now, status="lost", credits=Decimal("0"), provider="")
+    pending = ledger_row(owner, at=now, status="pending", credits=Decimal("0"))
+    assert MonthlyUsage.objects.get(pk=month.pk).llm_calls == live_calls
+    assert check_counters().drift == 0
+
+    counter_months_rebuild(months=[month.month])
+    assert MonthlyUsage.objects.get(user=owner, month=month.month).llm_calls == live_calls
+
+    # Completed, the call under way is counted once.
+    pending.status = "success"
+    usage_call_complete(event=pending)
+    assert MonthlyUsage.objects.get(user=owner, month=month.month).llm_calls == live_calls + 1
+    assert check_counters().drift == 0
+
+    MonthlyUsage.objects.filter(user=owner, month=month.month).update(llm_calls=99)
+    code, out = run()
+    assert code == 1
+    assert f"calls, counter {plain_amount(month.credits)} credits, 99 calls" in out
+
+
 def test_a_missing_counter_is_drift(clean, outsider):
     MonthlyUsage.objects.filter(user=outsider).delete()
 
@@ -154,7 +184,10 @@ def test_drift_examples_name_users_by_username(clean, outsider):
 
     assert code == 1
     assert f"{yesterday_at(0).date()} outsider premium: ledger 1 calls, 2 credits" in out
-    assert f"outsider {yesterday_at(0):%Y-%m}: ledger 2 credits, counter 0.5" in out
+    assert (
+        f"outsider {yesterday_at(0):%Y-%m}: ledger 2 credits, 1 call, counter 0.5 credits, 1 call"
+        in out
+    )
     assert f"user {outsider.pk}" not in out
 
 
@@ -166,7 +199,10 @@ def test_fix_shows_the_drift_it_found_before_rebuilding_it(clean, outsider):
     code, out = run("--fix")
 
     assert code == 0, out  # the rebuild worked: clean now
-    assert f"outsider {yesterday_at(0):%Y-%m}: ledger 2 credits, counter 0.5" in out
+    assert (
+        f"outsider {yesterday_at(0):%Y-%m}: ledger 2 credits, 1 call, counter 0.5 credits, 1 call"
+        in out
+    )
     before, after = out.split("After --fix:")
     assert "monthly counters vs ledger" in before and "DRIFT" in before
     assert "DRIFT" not in after
