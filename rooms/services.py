@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from pantheon.exceptions import Gone
 from rooms.models import MODE_ALIASES, Agent, Room, RoomAgent, RoomMode
+from rooms.signals import room_deleting
 
 
 def normalize_mode(mode: str) -> str:
@@ -174,6 +175,11 @@ def agent_delete(*, agent: Agent) -> list[RoomAgent]:
     return seats
 
 
+@transaction.atomic
 def room_delete(*, room: Room) -> None:
+    """Soft-delete the room; its sessions go from the API with it, and their running turns end
+    at once (`room_deleting`: sessions_app ends them as their user's cancel would). Their rows
+    are locked before the room's, the order of a turn's claim (a stale turn, then its room)."""
+    room_deleting.send(sender=Room, room=room)
     room.deleted_at = timezone.now()
     room.save(update_fields=["deleted_at", "updated_at"])

@@ -166,6 +166,10 @@ class Mark:
     progress: tuple
     session_alive: bool
 
+    @property
+    def running(self) -> bool:
+        return self.progress[0] == TurnStatus.RUNNING
+
 
 def turn_mark(turn_id) -> Mark | None:
     """A turn's progress in one indexed read: its status, when it last stored a step, and when
@@ -231,12 +235,14 @@ class TurnPoll:
         self.replay: Replay | None = None
 
     def poll(self) -> Replay | None:
-        """The turn's replay if it changed since the last poll, else None. Once its session is
-        deleted, the replay as it was, finished: the turn runs on, but its answers went with
-        the session, and a follower's stream ends without them (a reconnect is a 404)."""
+        """The turn's replay if it changed since the last poll, else None. A session's delete
+        (or its room's) ends its running turn as a cancel does: the replay then ends with its
+        `turn_failed`, as a cancelled turn's. A turn of a deleted session still running (claimed
+        as the delete committed) is not followed further: the replay as it was, finished (a
+        reconnect is a 404)."""
         if self.replay is not None:
             mark = turn_mark(self.turn.pk)
-            if mark is not None and not mark.session_alive:
+            if mark is not None and not mark.session_alive and mark.running:
                 self.replay = replace(self.replay, finished=True)
                 return self.replay
             if mark is not None and mark.progress == self.replay.mark:

@@ -3,12 +3,14 @@
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import OuterRef
+from django.db.models import OuterRef, QuerySet
 from django.utils import timezone
 
+from pantheon import draining
 from pantheon.exceptions import Gone
 from rooms.models import Agent, Room
 from sessions_app.models import Session, Turn, TurnFailure, TurnQuerySet, TurnStatus
@@ -31,8 +33,15 @@ def session_create_direct(*, agent: Agent, user, title: str = "") -> Session:
 
 
 def session_delete(*, session: Session) -> None:
-    session.deleted_at = timezone.now()
-    session.save(update_fields=["deleted_at"])
+    """Soft-delete the session (it and its turns are 404 from then on). Its running turn, if
+    any, ends at once as its user's cancel ends it (`turns_cancel_with_sessions`): nothing of
+    a deleted session spends on."""
+    with transaction.atomic():
+        # The turn's row first, then the session's: as a room's delete, or a claim (a stale
+        # turn's row, then its room's), never the other way round.
+        turns_cancel_with_sessions(sessions=Session.objects.filter(pk=session.pk))
+        session.deleted_at = timezone.now()
+        session.save(update_fields=["deleted_at"])
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,26 @@ def turn_cancel(*, turns: TurnQuerySet) -> Interrupted:
     it ended at its next write (`TurnRunner._taken_over`); in this process the API stops it at
     once (`pantheon.draining.stop`)."""
     return turns_interrupt(turns=turns, failure=TurnFailure.CANCELLED)
+
+
+def turns_cancel_with_sessions(*, sessions: QuerySet[Session]) -> Interrupted:
+    """End the running turns of these sessions, which are being deleted (or their room), as
+    their user's cancel ends them (`turn_cancel`, `turn_cancelled`): their poster's stream and
+    every follower's end with `turn_failed` of that code, and no further call is made. Once
+    the ending commits, a turn that this process runs is stopped at once (its provider call
+    abandoned: `pantheon.draining.stop`); elsewhere its worker finds it ended at its next
+    write."""
+    # `session__in` a subquery, not a join: the FOR UPDATE locks the turns' rows only.
+    ended = turn_cancel(turns=Turn.objects.filter(session__in=sessions.values("pk")))
+    for turn_id in ended.turn_ids:
+        transaction.on_commit(partial(draining.stop, turn_id))
+    return ended
+
+
+def room_turns_cancel(sender, *, room: Room, **kwargs) -> None:
+    """`rooms.signals.room_deleting`'s receiver: a deleted room's sessions go with it, and so do
+    their running turns (`turns_cancel_with_sessions`), in the room delete's transaction."""
+    turns_cancel_with_sessions(sessions=Session.objects.filter(room=room))
 
 
 def turns_of_exited_workers_interrupt(*, workers: Iterable[str]) -> Interrupted:

@@ -28,10 +28,10 @@ and writes nothing: the call's lost row takes the usage the provider reported, a
 hears the 409 of a session taken over, or the 503 `turn_interrupted` of a recovered turn. A
 streamed step finds it so sooner, at its next save of the text so far (`_StreamedStep`).
 
-Its user may end it too (`POST turns/{id}/cancel`, `turn_cancelled`), as a recovery does: the
-worker running it, if it is the process that took the cancel, abandons its provider call at
-once (`TurnRunner.cancel`); elsewhere it finds the turn ended as above, and a streamed step
-closes its provider's stream.
+Its user may end it too (`POST turns/{id}/cancel`, or the delete of its session or room:
+`turn_cancelled`), as a recovery does: the worker running it, if it is the process that took
+the cancel, abandons its provider call at once (`TurnRunner.cancel`); elsewhere it finds the
+turn ended as above, and a streamed step closes its provider's stream.
 
 Per-turn work is bounded: one read of the session carries the claim state and the latest
 summary (`selectors.session_for_turn`), and a turn reads at most

@@ -180,6 +180,53 @@ def test_a_roundtable_cancelled_keeps_the_answers_it_had_finished(
     assert report.clean, [c for c in report.checks if not c.clean]
 
 
+@pytest.mark.parametrize("deleted", ["session", "room"])
+def test_deleting_its_session_or_room_ends_a_turn_running_elsewhere_as_a_cancel(
+    owner,
+    owner_client,
+    ada,
+    make_agent,
+    make_room,
+    make_session,
+    fake_gateway,
+    post_turn,
+    monkeypatch,
+    deleted,
+):
+    """A chat's "Delete" while its roundtable answers, the turn run by another worker (which
+    `draining.stop` cannot reach): the DELETE ends it as a cancel does, and the worker finds it
+    ended at its next write: the answer it was making is not stored, and no further agent is
+    called. Before, the turn ran to its end, every call billed, and its request answered 201
+    for a turn that was a 404."""
+    monkeypatch.setattr(draining, "stop", lambda key: False)
+    grace, linus = make_agent(owner, "grace"), make_agent(owner, "linus")
+    room = make_room(owner, [ada, grace, linus], mode=RoomMode.ROUNDTABLE)
+    session = make_session(owner, room=room)
+    seen: dict = {}
+
+    def delete_during_graces_call(call):
+        if call.agent_key == "grace":
+            fake_gateway.during_call = None
+            target = f"sessions/{session.pk}" if deleted == "session" else f"rooms/{room.pk}"
+            seen["delete"] = owner_client.delete(f"/api/v1/{target}")
+
+    fake_gateway.during_call = delete_during_graces_call
+    first = post_turn(owner_client, session, "all three of you")
+
+    assert (seen["delete"].status_code, seen["delete"].content) == (204, b"")
+    assert first.status_code == 409, first.content
+    assert first.json()["detail"]["code"] == "turn_cancelled"
+    assert [call.agent_key for call in fake_gateway.calls] == ["ada", "grace"]
+    turn = Turn.objects.get()
+    assert (turn.status, turn.failure_code) == ("interrupted", TurnFailure.CANCELLED)
+    assert list(turn.messages.values_list("agent_key", flat=True)) == ["", "ada"]
+    rows = dict(LlmCallEvent.objects.values_list("agent_key", "status"))
+    assert rows == {"ada": "success", "grace": "lost"}
+    assert _replay(turn.pk)[-1][1]["code"] == "turn_cancelled"
+    report = reconcile()
+    assert report.clean, [c for c in report.checks if not c.clean]
+
+
 def test_a_streamed_turn_cancelled_ends_with_turn_failed_of_that_code(
     owner, owner_client, session, fake_gateway
 ):

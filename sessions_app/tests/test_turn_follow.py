@@ -127,19 +127,24 @@ def test_a_follower_resumes_after_the_last_event_id_it_was_given(running_turn):
     assert [(event.name, event.data["text"]) for event in news] == [("step_delta", "lo")]
 
 
-def test_a_follower_of_a_deleted_session_gets_nothing_more_and_its_stream_ends(running_turn):
-    """The turn runs on to its end (README), but its answers went with the session: before,
-    a follower that opened its stream before the delete went on getting them to the end."""
+def test_a_follower_of_a_deleted_session_hears_its_turn_end_as_cancelled(running_turn):
+    """The delete ends the running turn as a cancel does (`turn_cancelled`): the follower's
+    stream ends with that `turn_failed`, as the poster's does. Before, the turn ran on (and was
+    billed) and the follower's stream was cut with no end event."""
     follower = events.TurnFollower(running_turn)
     follower.poll()
     session_delete(session=running_turn.session)
-    _stream(running_turn, "Hello")
 
-    assert follower.poll() == ([], True)
-    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
+    news, finished = follower.poll()
+    assert _names(news) == ["turn_failed"] and finished
+    assert (news[0].data["code"], news[0].data["turn"]["status"]) == (
+        "turn_cancelled",
+        "interrupted",
+    )
+    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.INTERRUPTED
 
 
-def test_a_follower_of_a_session_in_a_deleted_room_gets_nothing_more(
+def test_a_follower_of_a_session_in_a_deleted_room_hears_its_turn_end_as_cancelled(
     owner, make_agent, make_room, make_session
 ):
     agent = make_agent(owner, "ada")
@@ -151,8 +156,23 @@ def test_a_follower_of_a_session_in_a_deleted_room_gets_nothing_more(
     assert _names(follower.poll()[0]) == ["step_delta"]
 
     room_delete(room=room)
-    _stream(turn, "Hello")
+    news, finished = follower.poll()
+    assert _names(news) == ["turn_failed"] and finished
+    assert news[0].data["code"] == "turn_cancelled"
+
+
+def test_a_turn_still_running_in_a_deleted_session_is_followed_no_further(running_turn):
+    """A turn that runs on in a deleted session (claimed as the delete committed: the delete
+    could not see it) gives its followers nothing more; their streams end."""
+    follower = events.TurnFollower(running_turn)
+    follower.poll()
+    type(running_turn.session).objects.filter(pk=running_turn.session_id).update(
+        deleted_at=timezone.now()
+    )
+    _stream(running_turn, "Hello")
+
     assert follower.poll() == ([], True)
+    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
 
 
 # --- many clients following one turn in one process ---------------------------------------------
@@ -360,7 +380,7 @@ def test_a_follower_that_hangs_up_leaves_the_others_and_the_last_stops_the_poll(
     assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
 
 
-def test_a_followers_stream_ends_when_its_session_is_deleted_and_a_reconnect_is_a_404(
+def test_a_followers_stream_ends_cancelled_when_its_session_is_deleted_and_a_reconnect_is_a_404(
     running_turn, token_headers, fast_polls
 ):
     received: list = []
@@ -386,8 +406,9 @@ def test_a_followers_stream_ends_when_its_session_is_deleted_and_a_reconnect_is_
         assert again.status_code == 404
 
     async_to_sync(scenario)()
-    assert [event.name for event in received] == ["turn_started", "step_started"]
-    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
+    assert [event.name for event in received] == ["turn_started", "step_started", "turn_failed"]
+    assert received[-1].data["code"] == "turn_cancelled"
+    assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.INTERRUPTED
 
 
 def _stop_while_followed(turn, headers, monkeypatch, received: list, meanwhile=None) -> None:
