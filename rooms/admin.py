@@ -415,9 +415,10 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, EditedAsShownAdmi
     raw_id_fields = ["owner"]
     inlines = [RoomAgentInline]
     soft_delete_effect = (
-        "goes from the API at once (it and its sessions answer 404 and take no more turns) "
-        "and stays here, marked deleted and read-only with its seats; its sessions, turns and "
-        "ledger rows stay too."
+        "goes from the API at once (it and its sessions answer 404 and take no more turns; a "
+        "turn still running in one ends as its user's cancel would end it) and stays here, "
+        "marked deleted and read-only with its seats; its sessions, turns and ledger rows stay "
+        "too."
     )
 
     def soft_delete(self, obj: Room) -> None:

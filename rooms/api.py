@@ -63,7 +63,12 @@ class AgentViewSet(viewsets.ModelViewSet):
         "order. The answer names the mode `current_mode`."
     ),
     retrieve=extend_schema(description="One of your rooms, with its seated agents."),
-    destroy=extend_schema(description="Delete a room (soft: its sessions and turns are kept)."),
+    destroy=extend_schema(
+        description="Delete a room (soft: its sessions and turns are kept, and are 404 from "
+        "then on, with the room). A turn still running in one of its sessions ends at once, "
+        "as `POST turns/{id}/cancel` ends it (`interrupted`, ended by `turn_cancelled`: its "
+        "streams end with `turn_failed` of that code), and makes no further call. No body."
+    ),
 )
 class RoomViewSet(
     mixins.ListModelMixin,

@@ -172,8 +172,9 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
         return record_links({"q": str(session.pk)}, records)
 
     soft_delete_effect = (
-        "goes from the API at once (it answers 404 and takes no more turns) and stays here, "
-        "marked deleted and read-only, with its turns and ledger rows."
+        "goes from the API at once (it answers 404 and takes no more turns; a turn still running "
+        "ends as its user's cancel would end it) and stays here, marked deleted and read-only, "
+        "with its turns and ledger rows."
     )
 
     def soft_delete(self, obj: Session) -> None:

@@ -122,8 +122,11 @@ class AgentSessionsView(generics.ListCreateAPIView):
     ),
     destroy=extend_schema(
         description="Delete a session (soft: it, its messages and its turns are 404 from then "
-        "on). A turn already running runs to its end and is billed, its answers gone with the "
-        "session; a stream following it ends."
+        "on). A turn still running ends at once, as `POST turns/{id}/cancel` ends it: "
+        "`interrupted`, ended by `turn_cancelled`, its provider call abandoned (its ledger row "
+        "`lost`) and no further call made; the request that posted it answers 409 "
+        "`turn_cancelled` (a stream: `turn_failed` of that code), as does every stream "
+        "following it. No body."
     ),
 )
 class SessionViewSet(

@@ -556,7 +556,7 @@ def test_the_delete_pages_say_the_row_stays(staff, chat, owner, make_room):
     assert "marked deleted and read-only with its seats; its sessions, turns and ledger" in one
     assert "Delete the selected room? Each goes from the API at once" in bulk
     assert "deleted already" not in bulk  # none of the selected was
-    assert "It goes from the API at once (it answers 404 and takes no more turns)" in session
+    assert "It goes from the API at once (it answers 404 and takes no more turns; a turn" in session
 
 
 def test_the_bulk_delete_leaves_rows_deleted_already_as_they_were(staff, chat, owner, make_room):
