@@ -218,8 +218,15 @@ class ContextBudget:
         return math.floor(share_of(self.input_budget, PRUNE_AT))
 
 
-def summary_due(*, estimated_tokens: int, budget: ContextBudget, turn_index: int) -> bool:
-    if estimated_tokens >= share_of(budget.input_budget, SUMMARIZE_AT):
+def summary_due(
+    *, estimated_tokens: int, history_tokens: int, budget: ContextBudget, turn_index: int
+) -> bool:
+    """Every SUMMARY_EVERY_TURNS turns, or when a prompt of `estimated_tokens` reaches
+    SUMMARIZE_AT of its budget because of its `history_tokens` (the history since the latest
+    summary, which a summary folds): not when the rest of it (the system prompt, the input and
+    the turn's earlier answers) reaches the line alone, which no summary brings under it."""
+    line = share_of(budget.input_budget, SUMMARIZE_AT)
+    if estimated_tokens >= line > estimated_tokens - history_tokens:
         return True
     return turn_index > 0 and turn_index % SUMMARY_EVERY_TURNS == 0
 

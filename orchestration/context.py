@@ -75,6 +75,8 @@ class ContextPlan:
     estimated_tokens: int
     history_pruned: int
     pruned: bool
+    # The history's part of `estimated_tokens_full` (before any is pruned): what a summary folds.
+    history_tokens_full: int = 0
     # This turn's earlier answers left out of the prompt, and cut short in it.
     same_turn_dropped: int = 0
     same_turn_cut: int = 0
@@ -129,7 +131,8 @@ def build_agent_messages(
     input_tokens = estimate_tokens(user_input, model)
     same_turn_tokens = sum(tokens for _, tokens in rendered_same_turn)
     fixed_tokens = system_tokens + same_turn_tokens + input_tokens
-    full_tokens = fixed_tokens + sum(tokens for _, tokens in rendered_history)
+    history_tokens = sum(tokens for _, tokens in rendered_history)
+    full_tokens = fixed_tokens + history_tokens
 
     # Keep the newest contiguous stretch of history: skipping a large message to fit an older
     # one would leave the agent answering a conversation with a hole in it. It starts at a
@@ -185,6 +188,7 @@ def build_agent_messages(
         estimated_tokens_full=full_tokens,
         estimated_tokens=system_tokens + kept_tokens + same_turn_tokens + input_tokens,
         history_pruned=pruned_count,
+        history_tokens_full=history_tokens,
         pruned=bool(pruned_count or dropped or cut or summary_cut),
         same_turn_dropped=dropped,
         same_turn_cut=cut,

@@ -841,9 +841,10 @@ class TurnRunner:
         """The input of the summary call this turn may make, at most; None when it cannot
         make one. A summary folds in the history since the latest summary, before this turn
         (`_summary_transcript`): with none (a first turn), or no usable summarizer, there is
-        none. It is due every SUMMARY_EVERY_TURNS turns, or when an agent's whole prompt
-        reaches SUMMARIZE_AT of its budget (`_summary_due`), which this bounds before any
-        answer: every answer before that agent's at the most its call allows. Its prompt is
+        none. It is due every SUMMARY_EVERY_TURNS turns, or when an agent's history takes its
+        whole prompt to SUMMARIZE_AT of its budget (`_summary_due`), which this bounds before
+        any answer: every answer before that agent's at the most its call allows, and its
+        prompt without history at its floor. Its prompt is
         then the one `_summary_due` will fit from the same history and summary, unless the
         claim read only the newest part of the history: then as much as its budget takes."""
         plan = self.plan
@@ -878,16 +879,22 @@ class TurnRunner:
             else:
                 before = largest[:position]
             alias = plan.alias_for(agent)
+            floor = plan.prompt_floor.get(agent.key, 0)
             tokens = full_prompt_tokens_at_most(
                 agent=agent,
-                floor=plan.prompt_floor.get(agent.key, 0),
+                floor=floor,
                 summary=self.summary.content if self.summary else None,
                 history=self.history,
                 same_turn=before,
                 model=plan.token_model(alias),
             )
+            # The prompt without its history is at least the floor (the answers before it may
+            # be empty): all but the floor may be history, as far as this bound knows.
             if context_budget.summary_due(
-                estimated_tokens=tokens, budget=plan.budget(alias), turn_index=turn_index
+                estimated_tokens=tokens,
+                history_tokens=tokens - floor,
+                budget=plan.budget(alias),
+                turn_index=turn_index,
             ):
                 return True
         return False
@@ -1031,11 +1038,16 @@ class TurnRunner:
             if message.role == Role.ASSISTANT
         ):
             return False  # every answer failed: nothing new to sum up, nor worth a call
-        alias, context = self._pressure()
-        due = context_budget.summary_due(
-            estimated_tokens=context.estimated_tokens_full,
-            budget=self.plan.budget(alias),
-            turn_index=self._turn.turn_index,
+        # Any agent's prompt that its history took to the line: the fullest may be there
+        # without any (the answers before it in a roundtable), which no summary relieves.
+        due = any(
+            context_budget.summary_due(
+                estimated_tokens=context.estimated_tokens_full,
+                history_tokens=context.history_tokens_full,
+                budget=self.plan.budget(alias),
+                turn_index=self._turn.turn_index,
+            )
+            for alias, context in self.contexts
         )
         if not due:
             return False
@@ -1463,8 +1475,7 @@ class TurnRunner:
         return message
 
     def _pressure(self) -> tuple[str, ContextPlan]:
-        """The fullest agent context of the turn relative to its own budget: it decides the
-        summary and the audit."""
+        """The fullest agent context of the turn relative to its own budget, for the audit."""
         return max(
             self.contexts,
             key=lambda item: (

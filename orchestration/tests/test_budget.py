@@ -294,22 +294,53 @@ def test_summary_due_at_70_percent_not_69():
     budget = ContextBudget(
         context_window=0, output_reserve=0, overhead_reserve=0, input_budget=10_000
     )
-    assert not summary_due(estimated_tokens=6_900, budget=budget, turn_index=3)
-    assert not summary_due(estimated_tokens=6_999, budget=budget, turn_index=3)
-    assert summary_due(estimated_tokens=7_000, budget=budget, turn_index=3)
+
+    def due(tokens: int) -> bool:  # a prompt of history but for 1,000 tokens
+        return summary_due(
+            estimated_tokens=tokens, history_tokens=tokens - 1_000, budget=budget, turn_index=3
+        )
+
+    assert not due(6_900)
+    assert not due(6_999)
+    assert due(7_000)
 
 
 def test_summary_due_every_eighth_turn():
     budget = ContextBudget.for_window(128000, 4096)
-    due = [t for t in range(1, 25) if summary_due(estimated_tokens=10, budget=budget, turn_index=t)]
+    due = [
+        t
+        for t in range(1, 25)
+        if summary_due(estimated_tokens=10, history_tokens=0, budget=budget, turn_index=t)
+    ]
     assert due == [8, 16, 24]
 
 
 def test_summary_threshold_is_exact_for_awkward_budgets():
     # 0.7 * 6144 = 4300.8, so 4300 is under and 4301 is over.
     budget = ContextBudget.for_window(8192, 1024)
-    assert not summary_due(estimated_tokens=4300, budget=budget, turn_index=1)
-    assert summary_due(estimated_tokens=4301, budget=budget, turn_index=1)
+    for tokens, expected in ((4300, False), (4301, True)):
+        due = summary_due(estimated_tokens=tokens, history_tokens=4000, budget=budget, turn_index=1)
+        assert due is expected
+
+
+def test_summary_due_only_when_the_history_takes_the_prompt_past_70_percent():
+    """A summary folds the history since the latest summary, nothing else: a prompt past the
+    line without that history (its system prompt, input and the turn's earlier answers) stays
+    past it, and brings no summary on but every eighth turn."""
+    budget = ContextBudget(
+        context_window=0, output_reserve=0, overhead_reserve=0, input_budget=10_000
+    )
+
+    def due(*, tokens: int, history: int, turn_index: int = 3) -> bool:
+        return summary_due(
+            estimated_tokens=tokens, history_tokens=history, budget=budget, turn_index=turn_index
+        )
+
+    assert due(tokens=9_000, history=2_001)  # 6,999 without its history
+    assert not due(tokens=9_000, history=2_000)  # 7,000 without: past the line all the same
+    assert not due(tokens=9_000, history=0)
+    assert due(tokens=9_000, history=0, turn_index=8)
+    assert not due(tokens=6_999, history=6_999)  # under the line
 
 
 def test_prune_limit_is_90_percent_floored():

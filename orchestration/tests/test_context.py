@@ -179,6 +179,7 @@ def test_pruning_drops_the_oldest_history_first(build):
     assert plan.history_pruned == 10 - expected_kept
     assert plan.pruned is True
     assert plan.estimated_tokens_full == base + 1000
+    assert plan.history_tokens_full == 1000  # all of it, pruned or not: what a summary folds
     assert plan.estimated_tokens == base + 100 * expected_kept
     assert plan.estimated_tokens <= 900
     assert plan.messages[-1].content == "What should we do next?"
