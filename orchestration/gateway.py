@@ -467,6 +467,7 @@ class LiteLLMGateway:
             reading.thoughts.clear()
             try:
                 if call.alias.missing_key and not self.demo:
+                    attempts = 0  # no request is sent (a ledger row's attempts count them)
                     raise MissingApiKey(
                         f"The alias's API key variable {call.alias.missing_key} is not set: "
                         "the call was not sent."

@@ -252,15 +252,22 @@ def read_roster(system_prompt: str) -> tuple[RosterEntry, ...]:
 
 def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
     excerpt = raw[:_EXCERPT_CHARS]
-    answer = first_json_object(raw)
-    if answer is None:
-        return _fallback(roster_keys, excerpt, "the answer holds no JSON object")
+    known = set(roster_keys)
 
-    requested = _requested_keys(answer)
+    def names_a_seat(found: dict[str, Any]) -> bool:
+        return bool(known.intersection(_requested_keys(found) or ()))
+
+    # The first selection that names a seat (an example of the format, or thoughts, may come
+    # before it), else the first selection, whatever it names.
+    answer = first_json_object(raw, wanted=names_a_seat) or first_json_object(
+        raw, wanted=lambda found: _selection(found) is not None
+    )
+    requested = _requested_keys(answer) if answer is not None else _cut_short_selection(raw)
     if requested is None:
+        if first_json_object(raw) is None:
+            return _fallback(roster_keys, excerpt, "the answer holds no JSON object")
         return _fallback(roster_keys, excerpt, "no selected_agent_keys in the answer")
 
-    known = set(roster_keys)
     selected: list[str] = []
     unknown: list[str] = []
     for key in requested:
@@ -283,13 +290,40 @@ def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
     return RoutingDecision(selected_agent_keys=tuple(selected), fallback_used=False)
 
 
+_SELECTION_NAMES = ("selected_agent_keys", "selected_agent_key")
+# What a model puts around a key: "@ada", "＠ada", "`ada`", "ada.", "Ada" for "ada" (keys are
+# lowercase by construction).
+_KEY_WRAPPING = " \t\n@\uff20`'\".,;:!?"
+# A selection cut off by the manager's output limit: its list up to where the answer stops.
+_CUT_SHORT_SELECTION = re.compile(
+    r'"selected_agent_keys?"\s*:\s*\[((?:\s*"[^"\\]*"\s*,?)*)', re.IGNORECASE
+)
+
+
+def _selection(answer: dict[str, Any]) -> Any:
+    """The selection an object holds, under either name, in any case; None if none."""
+    for name, value in answer.items():
+        if isinstance(name, str) and name.lower() in _SELECTION_NAMES and value is not None:
+            return value
+    return None
+
+
 def _requested_keys(answer: dict[str, Any]) -> list[str] | None:
-    value = answer.get("selected_agent_keys", answer.get("selected_agent_key"))
+    value = _selection(answer)
     if value is None:
         return None
     items = value if isinstance(value, list) else [value]
-    # Models echo "@ada" or "Ada" for "ada"; keys are lowercase by construction.
-    return [item.strip().lstrip("@").lower() for item in items if isinstance(item, str)]
+    return [item.strip(_KEY_WRAPPING).lower() for item in items if isinstance(item, str)]
+
+
+def _cut_short_selection(raw: str) -> list[str] | None:
+    """The keys a selection that is not whole JSON names in full (`{"selected_agent_keys":
+    ["linus", "gra`: linus), when the answer stopped in the middle of its list."""
+    match = _CUT_SHORT_SELECTION.search(raw)
+    if match is None:
+        return None
+    keys = re.findall(r'"([^"\\]*)"', match.group(1))
+    return [key.strip(_KEY_WRAPPING).lower() for key in keys] or None
 
 
 def _fallback(roster_keys: Sequence[str], excerpt: str, reason: str) -> RoutingDecision:

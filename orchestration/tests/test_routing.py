@@ -1,10 +1,13 @@
 import json
 import logging
 
+import pytest
+
 from orchestration.budget import estimate_tokens
 from orchestration.context import CUT_MARK
 from orchestration.routing import (
     PREVIOUS_EXCHANGE_HEADING,
+    RoutingDecision,
     build_routing_messages,
     fit_routing_messages,
     parse_routing,
@@ -96,6 +99,43 @@ def test_object_without_the_contract_key_falls_back():
 def test_keys_echoed_with_at_sign_or_capitals_are_normalised():
     decision = parse_routing('{"selected_agent_keys": ["@Bob", " CLEO "]}', KEYS)
     assert decision.selected_agent_keys == ("bob", "cleo")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # Its thoughts first, then its choice.
+        '{"thought": "a schema question"}\n{"selected_agent_keys": ["bob"]}',
+        # The format's example first, then its answer.
+        '```json\n{"selected_agent_keys": ["key"]}\n```\n```json\n'
+        '{"selected_agent_keys": ["bob"]}\n```',
+        # The roster echoed back before the answer.
+        'Looking at [{"key": "ada"}, {"key": "bob"}], the answer is '
+        '{"selected_agent_keys": ["bob"]}',
+        # The answer as an array of it.
+        '[{"selected_agent_keys": ["bob"]}]',
+        # The contract's name in other capitals.
+        '{"Selected_Agent_Keys": ["bob"]}',
+    ],
+)
+def test_the_first_object_that_holds_a_selection_is_the_answer(answer):
+    """An object before the selection (thoughts, an example, the roster) made the turn fall
+    back to the first seat, though the manager had chosen."""
+    assert parse_routing(answer, KEYS) == RoutingDecision(("bob",), fallback_used=False)
+
+
+@pytest.mark.parametrize("key", ["＠bob", "`bob`", "bob.", " 'Bob' ", "@Bob!"])
+def test_a_key_in_the_wrapping_a_model_gives_it_is_read(key):
+    assert parse_routing(json.dumps({"selected_agent_keys": [key]}), KEYS).selected_agent_keys == (
+        "bob",
+    )
+
+
+def test_a_selection_cut_off_mid_list_keeps_the_keys_it_names_whole():
+    """The manager's output limit ended its answer in the middle of its list."""
+    decision = parse_routing('{"selected_agent_keys": ["bob", "cle', KEYS)
+    assert decision == RoutingDecision(("bob",), fallback_used=False)
+    assert parse_routing('{"selected_agent_keys": ["cle', KEYS).fallback_used is True
 
 
 def test_empty_roster_falls_back_to_nothing():

@@ -28,7 +28,8 @@ def test_an_alias_whose_key_variable_is_unset_sends_no_call(
     answer = Message.objects.get(turn=outcome.turn, role="assistant")
     assert (answer.status, answer.content) == ("error", "")
     row = LlmCallEvent.objects.get(turn=outcome.turn)
-    assert (row.status, row.error_type, row.attempts) == ("error", "bad_request", 1)
+    # No request was sent: 0 attempts (it said 1), as a call too large to send says.
+    assert (row.status, row.error_type, row.attempts) == ("error", "bad_request", 0)
     assert (row.input_tokens_fresh, row.output_tokens, row.credits) == (0, 0, 0)
     assert heard[-1].name == "turn_failed"
 
