@@ -13,6 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from orchestration.gateway import usage_or_estimate
 from orchestration.types import LlmCall, LlmResult
 from pantheon.testing.tcp_proxy import TcpProxy
 from rooms.models import Agent, Room, RoomAgent, RoomMode
@@ -233,6 +234,21 @@ class FakeGateway:
             provider="fake",
             provider_model=call.alias.litellm_model,
             provider_cost_usd=self.cost,
+        )
+
+    def abandoned(self, call: LlmCall, text: str, *, latency_ms: int) -> LlmResult:
+        """As the real gateway meters a stream its caller abandoned: an estimate."""
+        prompt, cached, output = usage_or_estimate((0, 0, 0), call, text, call.alias.litellm_model)
+        return LlmResult(
+            status="error",
+            text=text,
+            input_tokens_fresh=prompt - cached,
+            input_tokens_cached=cached,
+            output_tokens=output,
+            latency_ms=latency_ms,
+            attempts=1,
+            provider="fake",
+            provider_model=call.alias.litellm_model,
         )
 
     def calls_for(self, purpose: str) -> list[LlmCall]:

@@ -190,6 +190,8 @@ class LlmGateway(Protocol):
         on_reasoning: ReasoningListener | None = None,
     ) -> LlmResult: ...
 
+    def abandoned(self, call: LlmCall, text: str, *, latency_ms: int) -> LlmResult: ...
+
 
 async def _rehearse(litellm: Any) -> None:
     request = {
@@ -426,6 +428,31 @@ class LiteLLMGateway:
         on_reasoning: ReasoningListener | None = None,
     ) -> LlmResult:
         return await self._attempt(call, on_delta=on_delta, on_reasoning=on_reasoning)
+
+    def abandoned(self, call: LlmCall, text: str, *, latency_ms: int) -> LlmResult:
+        """What a streamed call used that its caller abandoned after `text` had reached its
+        listener (its turn was cancelled: the stream was closed, so its usage never came): the
+        prompt and `text`, estimated as a stream that failed after its first words is metered
+        (`usage_or_estimate`), one attempt, priced from litellm's table. The reasoning it may
+        have streamed before is not known here, and not counted."""
+        litellm = load_litellm()
+        model, _, _ = self._target(call.alias)
+        provider = DEMO_PROVIDER if self.demo else _provider_of(model, litellm)
+        prompt, cached, output = usage_or_estimate((0, 0, 0), call, text, model)
+        return LlmResult(
+            status=CallStatus.ERROR,
+            text=text,
+            input_tokens_fresh=max(prompt - cached, 0),
+            input_tokens_cached=cached,
+            output_tokens=output,
+            latency_ms=max(latency_ms, 0),
+            attempts=1,
+            provider=provider,
+            provider_model=model,
+            provider_cost_usd=None
+            if self.demo
+            else table_cost(model, prompt - cached, cached, output, litellm),
+        )
 
     async def _attempt(
         self,

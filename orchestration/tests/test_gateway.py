@@ -718,3 +718,30 @@ def test_a_pause_asked_by_an_error_read_from_a_stream_is_honoured_too(monkeypatc
     result = complete(gateway, CALL)
 
     assert (result.status, result.attempts, sleeps) == ("success", 3, [4.0, 2.0])
+
+
+def test_a_stream_abandoned_after_its_first_words_is_metered_on_an_estimate(gateway):
+    """Its turn was cancelled and its stream closed, so no usage came: the prompt and the text
+    that reached the listener are estimated, as for a stream that failed after its first words,
+    and priced from litellm's table."""
+    text = " ".join(["word"] * 39)
+
+    result = gateway.abandoned(CALL, text, latency_ms=1200)
+
+    model = GROQ.litellm_model
+    prompt = sum(estimate_tokens(message.content, model) for message in CALL.messages)
+    assert (result.input_tokens_fresh, result.input_tokens_cached) == (prompt, 0)
+    assert result.output_tokens == estimate_tokens(text, model) > 0
+    assert (result.status, result.attempts, result.latency_ms) == ("error", 1, 1200)
+    assert (result.provider, result.provider_model) == ("groq", model)
+    openai = AliasConfig(alias="gpt", litellm_model="openai/gpt-4o", max_output_tokens=512)
+    priced = gateway.abandoned(
+        LlmCall(alias=openai, messages=CALL.messages, purpose="agent"), text, latency_ms=5
+    )
+    entry = litellm.model_cost["gpt-4o"]
+    assert priced.provider_cost_usd == priced.input_tokens_fresh * Decimal(
+        str(entry["input_cost_per_token"])
+    ) + priced.output_tokens * Decimal(str(entry["output_cost_per_token"]))
+    assert priced.provider_cost_usd > 0
+    demo = LiteLLMGateway(timeout_seconds=5, max_retries=0, demo=True)
+    assert demo.abandoned(CALL, text, latency_ms=5).provider == "pantheon_demo"
