@@ -171,3 +171,52 @@ def test_a_call_lost_before_lost_calls_recorded_their_attempt_is_still_filled_on
         pending.pk,
     )
     assert "final" in refused(f"UPDATE {TABLE} SET attempts = 2 WHERE id = %s", pending.pk)
+
+
+def test_a_lost_call_whose_user_got_its_first_words_is_billed_for_them_once(pending, owner):
+    """A cancel marks the call lost; the worker that streamed its first words to the user then
+    bills them (0021): `error` of type `cancelled`, with a provider, usage and credits. Once,
+    and never after the row was filled with what its provider reported at no credit, nor that
+    after it was billed."""
+    lose = f"UPDATE {TABLE} SET status = 'lost', error_type = 'lost', attempts = 1 WHERE id = %s"
+    bill = (
+        f"UPDATE {TABLE} SET status = 'error', error_type = 'cancelled', provider = 'openai', "
+        "output_tokens = 30, credits = 0.02 WHERE id = %s"
+    )
+    assert accepted(lose, pending.pk)
+    # Only as `cancelled`, and only with the provider it was sent to.
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET status = 'error', error_type = 'provider_error', "
+        "provider = 'openai', credits = 0.02 WHERE id = %s",
+        pending.pk,
+    )
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET status = 'success', error_type = 'cancelled', provider = 'openai' "
+        "WHERE id = %s",
+        pending.pk,
+    )
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET status = 'error', error_type = 'cancelled', credits = 1 WHERE id = %s",
+        pending.pk,
+    )
+    assert accepted(bill, pending.pk)
+    # Billed: final, and never filled as a lost call heard after all.
+    assert "final" in refused(bill.replace("0.02", "0.04"), pending.pk)
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET status = 'lost', error_type = 'lost', provider = 'groq', "
+        "credits = 0 WHERE id = %s",
+        pending.pk,
+    )
+    pending.refresh_from_db()
+    assert (pending.status, pending.error_type, pending.output_tokens) == ("error", "cancelled", 30)
+
+    # A lost row its provider's late answer filled (at no credit) is never billed after it.
+    heard = usage_call_open(
+        user=owner, model_alias="deepseek", pricing=None, purpose="agent", estimated_input_tokens=9
+    )
+    assert accepted(lose, heard.pk)
+    assert accepted(
+        f"UPDATE {TABLE} SET provider = 'openai', attempts = 1, output_tokens = 9 WHERE id = %s",
+        heard.pk,
+    )
+    assert "final" in refused(bill, heard.pk)
