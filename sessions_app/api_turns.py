@@ -768,10 +768,11 @@ class TurnCancelView(_AsyncTurnView, AsyncAPIView):
         description="Cancel a running turn (the caller's: a 404 otherwise): it ends at once, "
         "`interrupted`, with the answers it had finished kept; the answer being written is "
         "dropped and its provider call abandoned (its ledger row `lost`, as a recovered "
-        "turn's). Its session takes a new turn at once, and an Idempotency-Key it was posted "
-        "with runs afresh. The request that ran it, if still there, answers 409 "
-        "`turn_cancelled`, or its stream ends with `turn_failed` of that code, as every "
-        "follower's and every replay's. No body.",
+        "turn's, unless words of a streamed answer had reached the client: those are billed, "
+        "as a stream that failed after its first words is). Its session takes a new turn at "
+        "once, and an Idempotency-Key it was posted with runs afresh. The request that ran "
+        "it, if still there, answers 409 `turn_cancelled`, or its stream ends with "
+        "`turn_failed` of that code, as every follower's and every replay's. No body.",
     )
     async def post(self, request: Request, pk):
         turn_id, body = await database(self._cancel)(request, pk)

@@ -16,7 +16,12 @@ from rooms.models import Agent, Room
 from sessions_app.models import Session, Turn, TurnFailure, TurnQuerySet, TurnStatus
 from usage.models import LlmCallEvent
 from usage.selectors import usage_totals_of_turn
-from usage.services import usage_call_heard_after_loss, usage_calls_mark_lost
+from usage.services import (
+    usage_call_bill_cancelled,
+    usage_call_heard_after_loss,
+    usage_calls_mark_lost,
+    usage_month_add,
+)
 
 
 def session_create_in_room(*, room: Room, user, title: str = "") -> Session:
@@ -131,6 +136,27 @@ def turn_record_late_answer(*, heard: LlmCallEvent) -> bool:
         if not usage_call_heard_after_loss(event=heard):
             return False
         ended.update(**usage_totals_of_turn(OuterRef("pk")))
+    return True
+
+
+def turn_record_cancelled_answer(*, spoken: LlmCallEvent) -> bool:
+    """A call whose turn its user cancelled (`turn_cancel`, which marked its row lost) after
+    its first words had reached them (`spoken`, metered in memory: what it streamed, estimated,
+    or the provider's usage if it had answered whole): its row is billed for them
+    (`usage_call_bill_cancelled`), the turn's totals follow its rows again, and the user's month
+    counter moves by its credits. In a step's order: the turn's row lock first, the counter
+    last. Returns whether the row was billed (not when it had been already, or was heard or
+    stored)."""
+    if spoken.turn_id is None:
+        return False
+    with transaction.atomic():
+        ended = Turn.objects.filter(pk=spoken.turn_id).exclude(status=TurnStatus.RUNNING)
+        if not list(ended.select_for_update().values_list("pk", flat=True)):
+            return False
+        if not usage_call_bill_cancelled(event=spoken):
+            return False
+        ended.update(**usage_totals_of_turn(OuterRef("pk")))
+        usage_month_add(user_id=spoken.user_id, at=spoken.created_at, credits=spoken.credits)
     return True
 
 

@@ -31,7 +31,9 @@ streamed step finds it so sooner, at its next save of the text so far (`_Streame
 Its user may end it too (`POST turns/{id}/cancel`, or the delete of its session or room:
 `turn_cancelled`), as a recovery does: the worker running it, if it is the process that took
 the cancel, abandons its provider call at once (`TurnRunner.cancel`); elsewhere it finds the
-turn ended as above, and a streamed step closes its provider's stream.
+turn ended as above, and a streamed step closes its provider's stream. A streamed answer whose
+first words had reached its user is then billed for what it streamed, as a stream that failed
+after its first words is (`end`).
 
 Per-turn work is bounded: one read of the session carries the claim state and the latest
 summary (`selectors.session_for_turn`), and a turn reads at most
@@ -109,7 +111,11 @@ from sessions_app.models import (
 )
 from sessions_app.selectors import TurnState, stale_before
 from sessions_app.serializers import render_message, render_turn
-from sessions_app.services import turn_record_late_answer, turns_interrupt
+from sessions_app.services import (
+    turn_record_cancelled_answer,
+    turn_record_late_answer,
+    turns_interrupt,
+)
 from usage import selectors as usage_selectors
 from usage.models import BillingProfile, LlmCallEvent
 from usage.selectors import AliasPricing
@@ -216,6 +222,8 @@ class PlannedCall:
     estimated_tokens: int
     agent: AgentSpec | None = None
     event: LlmCallEvent | None = None
+    # Its first words reached the turn's listener (a streamed answer): a cancel bills them.
+    spoken: bool = False
 
     @property
     def opened(self) -> LlmCallEvent:
@@ -1164,17 +1172,27 @@ class TurnRunner:
 
     def end(self, status: TurnStatus, failure: TurnFailure) -> bool:
         """`fail`'s work, which raises what the database raised. Returns whether this call
-        ended the turn (False: it had ended already)."""
+        ended the turn (False: it had ended already). A turn its user cancelled after the
+        first words of a streamed answer reached them bills that call for what it streamed
+        (`turn_record_cancelled_answer`), after the cancel marked its row lost."""
         # The call just made, if its step was not stored: its row is still pending (the filter
         # leaves a stored one be), and the usage the provider reported is known.
-        heard = [self._made.opened] if self._made is not None else []
+        made = self._made
+        # Unless its user cancelled the turn after its first words reached them (a streamed
+        # answer, whole or abandoned): they got those words, which are billed as a stream that
+        # failed after its first words is, not lost at no credit.
+        spoken = made if made and made.spoken and failure == TurnFailure.CANCELLED else None
+        heard = [made.opened] if made is not None and spoken is None else []
         ended = turns_interrupt(
             turns=Turn.objects.filter(pk=self._turn.pk),
             status=status,
             failure=failure,
             heard=heard,
         )
-        if not ended.turn_ids and heard:
+        if spoken is not None:
+            # Its row was marked lost by the cancel (or just now): billed once.
+            turn_record_cancelled_answer(spoken=spoken.opened)
+        elif not ended.turn_ids and heard:
             # Ended from outside while that call ran (`_taken_over`): its row was marked lost
             # with the input estimate, and the provider has answered since.
             turn_record_late_answer(heard=heard[0])
@@ -1324,6 +1342,7 @@ class TurnRunner:
         (`pantheon.draining.stop`)."""
         self.cancelled = True
         if self._calling is not None:
+            # A streamed answer's words so far are billed as the turn ends (`_make`, `end`).
             self._calling.cancel()
 
     async def _abandonable(self, call: Coroutine[Any, Any, LlmResult]) -> LlmResult:
@@ -1348,7 +1367,8 @@ class TurnRunner:
         """The LLM call itself, with no transaction and no connection held, metered onto its
         pending row. Streamed, its text reaches the listener as the provider speaks, and is
         saved every `PANTHEON_STREAM_SAVE_SECONDS` for replays from other hosts. A cancel of the
-        turn abandons it (`cancel`)."""
+        turn abandons it (`cancel`); one after its first words reached the listener meters
+        what it streamed, estimated (the provider's usage never comes), for `end` to bill."""
         pricing = self.plan.pricing[call.alias]
         request = LlmCall(
             alias=alias_config(pricing.alias),
@@ -1360,7 +1380,18 @@ class TurnRunner:
         if call.estimated_tokens > budget.input_budget:
             result = self._unsent(call, budget)
         elif streamed:
-            result = await self._abandonable(_StreamedStep(self, call).make(request))
+            step = _StreamedStep(self, call)
+            try:
+                result = await self._abandonable(step.make(request))
+            except exceptions.TurnCancelled:
+                if call.spoken:
+                    # Its user got its first words: what it streamed is billed (`end`).
+                    result = self.gateway.abandoned(
+                        request, step.text, latency_ms=step.elapsed_ms()
+                    )
+                    usage_call_meter(event=call.opened, result=result, pricing=pricing)
+                    self._made, self.pending = call, None
+                raise
         else:
             result = await self._abandonable(self.gateway.complete(request))
         usage_call_meter(event=call.opened, result=result, pricing=pricing)
@@ -1508,7 +1539,8 @@ class _StreamedStep:
     listener hears no more of the discarded answer, and the turn ends as a step that found it
     so at its commit does (`TurnRunner._taken_over`). The provider's stream is read to its end
     meanwhile, by no one, for the usage its lost row takes (`_hear_the_rest`); but a cancelled
-    turn's is closed at once, as a cancel in this process closes it (`TurnRunner.cancel`)."""
+    turn's is closed at once, as a cancel in this process closes it (`TurnRunner.cancel`), and
+    what it streamed is billed (its user got it) once the turn ends (`TurnRunner.end`)."""
 
     def __init__(self, runner: TurnRunner, call: PlannedCall) -> None:
         self.runner = runner
@@ -1516,7 +1548,7 @@ class _StreamedStep:
         self.sequence = runner.next_sequence
         self.pieces: list[str] = []
         self.length = 0
-        self.saved_at = self.progress_at = time.monotonic()
+        self.started = self.saved_at = self.progress_at = time.monotonic()
         self.saving: asyncio.Task | None = None
         # What to answer once a save found the turn ended elsewhere (set on the event loop).
         self.ended: asyncio.Future[exceptions.PantheonError] | None = None
@@ -1543,16 +1575,26 @@ class _StreamedStep:
         ended = self.ended.result()
         if isinstance(ended, exceptions.TurnCancelled):
             # Cancelled by its user, in another process: the provider's stream is closed, as
-            # `TurnRunner.cancel` closes it in this one. The lost row keeps the estimate.
+            # `TurnRunner.cancel` closes it in this one. The lost row keeps the estimate, or,
+            # once its first words reached the listener, is billed for them (`TurnRunner.end`).
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
         else:
             _hear_the_rest(self.runner, self.call, reading)
         raise ended
 
+    @property
+    def text(self) -> str:
+        """What the listener heard of the answer."""
+        return "".join(self.pieces)
+
+    def elapsed_ms(self) -> int:
+        return int(round((time.monotonic() - self.started) * 1000))
+
     def hear(self, piece: str) -> None:
         if self._dropped():
             return
+        self.call.spoken = True
         start, self.length = self.length, self.length + len(piece)
         self.pieces.append(piece)
         self.runner._emit(

@@ -249,6 +249,12 @@ class CallStatus(models.TextChoices):
     LOST = "lost"
 
 
+# The error type of a call whose turn its user cancelled after the call's first words had reached
+# them (a streamed answer): `error`, billed for what it streamed as a stream that failed after its
+# first words is, its answer not stored (`usage.services.usage_call_bill_cancelled`).
+CANCELLED_AFTER_WORDS = "cancelled"
+
+
 class LlmCallEvent(models.Model):
     """One LLM call, whatever its purpose. Append-only: the ledger operators bill from."""
 

@@ -21,6 +21,7 @@ from pantheon.figures import counted, plain_amount
 from sessions_app.models import Message, MessageRole, Turn, TurnStatus
 from sessions_app.selectors import stale_before
 from usage.models import (
+    CANCELLED_AFTER_WORDS,
     USAGE_TOTAL_FIELDS,
     CallPurpose,
     CallStatus,
@@ -231,7 +232,8 @@ def check_turns(*, since: date | None = None) -> tuple[CheckResult, CheckResult]
 
     - turn totals: the usage stored on the turn must equal the sums of its events;
     - transcript: one `agent` event per assistant message (messages have no link to events,
-      so the counts per turn are compared), lost calls aside: they never got their message.
+      so the counts per turn are compared), lost calls aside: they never got their message,
+      nor did calls billed as their turn was cancelled (`CANCELLED_AFTER_WORDS`).
 
     Running turns are skipped (they write as they go); events whose turn was deleted point at
     nothing on purpose (SET NULL) and are fine.
@@ -435,9 +437,13 @@ def _turn_drift_rows(since: date | None, *, turn_ids: list | None = None) -> Ite
         events.values("turn_id")
         .annotate(
             **{f"e_{name}": sum_ for name, (sum_, _) in ledger_total_sums().items()},
-            # A lost call never produced its message (its worker died): not a gap.
+            # A lost call never produced its message (its worker died), nor did one whose
+            # user cancelled its turn as it spoke (billed, its answer dropped): not a gap.
             e_agent_calls=Count(
-                "id", filter=Q(purpose=CallPurpose.AGENT) & ~Q(status=CallStatus.LOST)
+                "id",
+                filter=Q(purpose=CallPurpose.AGENT)
+                & ~Q(status=CallStatus.LOST)
+                & ~Q(error_type=CANCELLED_AFTER_WORDS),
             ),
         )
         .order_by()

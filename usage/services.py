@@ -14,6 +14,7 @@ from orchestration.metering import compute_credits, compute_oe, compute_price_us
 from orchestration.types import LlmResult
 from usage.models import (
     API_BASE_FORM_OPTIONS,
+    CANCELLED_AFTER_WORDS,
     BillingProfile,
     CallStatus,
     LlmCallEvent,
@@ -224,6 +225,28 @@ def usage_call_heard_after_loss(*, event: LlmCallEvent) -> bool:
     return bool(
         LlmCallEvent.objects.filter(pk=event.pk, status=CallStatus.LOST, provider="").update(
             **_heard_but_lost(event)
+        )
+    )
+
+
+def usage_call_bill_cancelled(*, event: LlmCallEvent) -> bool:
+    """A call whose turn its user cancelled after its first words had reached them (a streamed
+    answer), metered in memory (`usage_call_meter`: the provider's usage if it had answered
+    whole, else the input estimate and an estimate of the text streamed): its row is billed as
+    a stream that failed after its first words is, `error` (of type `cancelled`) with its usage,
+    cost and credits, for the user got those words. The cancel marked the row lost, never heard
+    (no provider recorded): only such a row is billed, once, and a row billed is never filled as
+    a lost call heard after all (`usage_call_heard_after_loss`), nor the other way round, which
+    the ledger's triggers enforce too (`usage/0021`). Returns whether the row was billed; the
+    caller holds the transaction and the turn's row lock, and moves the month's counter with
+    the row (`usage_month_add`, last)."""
+    if event.attempts == 0 or not event.provider:
+        return False
+    outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
+    outcome.update(status=CallStatus.ERROR, error_type=CANCELLED_AFTER_WORDS)
+    return bool(
+        LlmCallEvent.objects.filter(pk=event.pk, status=CallStatus.LOST, provider="").update(
+            **outcome
         )
     )
 

@@ -7,21 +7,27 @@ Before, there was no way to stop a turn: a client's hang-up does not stop it (it
 full), `DELETE turns/{id}` was a 405, and the session answered 409 to every new message for as
 long as the abandoned answer ran."""
 
+import asyncio
 import json
+import re
+from decimal import Decimal
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection
 from django.test import AsyncClient
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
+from conftest import FakeGateway
+from orchestration.budget import estimate_tokens
+from orchestration.types import LlmResult
 from pantheon import draining
 from rooms.models import RoomMode
 from sessions_app import events, services
 from sessions_app.models import Turn, TurnFailure, TurnStatus
 from sessions_app.tests.conftest import direct_turn_in_flight
-from usage.models import LlmCallEvent
+from usage.models import LlmCallEvent, MonthlyUsage
 from usage.reconcile import reconcile
 
 pytestmark = pytest.mark.django_db
@@ -259,6 +265,183 @@ def test_a_streamed_turn_cancelled_ends_with_turn_failed_of_that_code(
     assert ending["message"].startswith("The turn was cancelled by its user")
     assert _replay(ending["turn"]["id"])[-1] == heard[-1]
     assert not Turn.objects.filter(status=TurnStatus.RUNNING).exists()
+    # Cancelled before its first word: lost as a recovery leaves it, at no credit.
+    row = LlmCallEvent.objects.get(turn_id=ending["turn"]["id"])
+    assert (row.status, row.output_tokens, row.credits, row.provider) == ("lost", 0, 0, "")
+    assert not MonthlyUsage.objects.filter(user=owner).exists()
+
+
+class SpeaksThenWaits(FakeGateway):
+    """A provider that streams 40 words: all but the last (`spoken` of them), then runs
+    `after_words` (the test's cancel), then the rest, and its last chunk, each after a pause (a
+    cancel in this process abandons the call meanwhile; a save of the text finds a cancel from
+    elsewhere). `finished`: it got to its end (its stream was not closed)."""
+
+    WORDS = 40
+
+    def __init__(self, spoken: int = WORDS - 1) -> None:
+        super().__init__()
+        self.spoken = spoken
+        self.after_words = None
+        self.pause = 30.0  # before each word after `after_words`
+        self.tail = 30.0  # before its last chunk (the usage)
+        self.finished = False
+
+    def reply_for(self, call):
+        return " ".join(f"word{index}" for index in range(1, self.WORDS + 1))
+
+    async def stream(self, call, on_delta, on_reasoning=None):
+        with self._lock:
+            self.calls.append(call)
+        pieces = re.findall(r"\s*\S+", self.reply_for(call))
+        for piece in pieces[: self.spoken]:
+            on_delta(piece)
+        if self.after_words is not None:
+            await sync_to_async(self.after_words)(call)
+        for piece in pieces[self.spoken :]:
+            await asyncio.sleep(self.pause)
+            on_delta(piece)
+        await asyncio.sleep(self.tail)
+        self.finished = True
+        fresh, cached, output = self.usage
+        return LlmResult(
+            status="success",
+            text="".join(pieces),
+            input_tokens_fresh=fresh,
+            input_tokens_cached=cached,
+            output_tokens=output,
+            latency_ms=5,
+            attempts=1,
+            provider="fake",
+            provider_model=call.alias.litellm_model,
+        )
+
+
+@pytest.fixture
+def speaker(monkeypatch) -> SpeaksThenWaits:
+    gateway = SpeaksThenWaits()
+    monkeypatch.setattr("sessions_app.turns.get_gateway", lambda: gateway)
+    return gateway
+
+
+def _streamed_turn(owner, session, message: str = "stream it") -> list[tuple[str, dict]]:
+    token = Token.objects.get_or_create(user=owner)[0].key
+
+    async def stream():
+        response = await AsyncClient().post(
+            f"/api/v1/sessions/{session.pk}/turns",
+            {"message": message},
+            content_type="application/json",
+            headers={"Authorization": f"Token {token}", "Accept": "text/event-stream"},
+        )
+        assert response.status_code == 201
+        return _sse([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(stream)()
+
+
+def _month_credits(user) -> Decimal:
+    return sum(MonthlyUsage.objects.filter(user=user).values_list("credits", flat=True), Decimal(0))
+
+
+def _assert_billed_for_what_it_streamed(owner, heard, credits_before) -> LlmCallEvent:
+    """The cancelled call's row: billed as a stream that failed after its first words is, for
+    the words its user got; the month's counter moved by its credits; the ledger reconciles."""
+    assert heard[-1][0] == "turn_failed" and heard[-1][1]["code"] == "turn_cancelled"
+    turn = Turn.objects.get(pk=heard[-1][1]["turn"]["id"])
+    assert (turn.status, turn.failure_code) == ("interrupted", TurnFailure.CANCELLED)
+    assert list(turn.messages.values_list("role", flat=True)) == ["user"]
+    row = LlmCallEvent.objects.get(turn=turn)
+    assert (row.status, row.error_type, row.provider, row.attempts) == (
+        "error",
+        "cancelled",
+        "fake",
+        1,
+    )
+    assert row.output_tokens > 0 and row.credits > 0
+    assert _month_credits(owner) - credits_before == row.credits
+    assert (turn.output_tokens, turn.credits) == (row.output_tokens, row.credits)
+    report = reconcile()
+    assert report.clean, [c for c in report.checks if not c.clean]
+    return row
+
+
+def test_a_streamed_answer_cancelled_mid_answer_is_billed_for_the_words_its_user_got(
+    owner, owner_client, session, speaker
+):
+    """The auditor's leak: a user who cancels a streamed answer just before its end got 39 of
+    its 40 words, and its row was lost, at no credit (every answer free that way). Now the row
+    is billed as a stream that failed after its first words is: the input estimate and an
+    estimate of the words streamed, with its credits on the month's counter."""
+    before = _month_credits(owner)
+    seen: dict = {}
+
+    def cancel(call):
+        seen["cancel"] = _cancel(owner_client, _running_turn().pk)
+
+    speaker.after_words = cancel
+    heard = _streamed_turn(owner, session)
+
+    assert seen["cancel"].status_code == 200
+    got = "".join(data["text"] for name, data in heard if name == "step_delta")
+    assert len(got.split()) == SpeaksThenWaits.WORDS - 1
+    assert not speaker.finished
+    row = _assert_billed_for_what_it_streamed(owner, heard, before)
+    model = speaker.calls[-1].alias.litellm_model
+    prompt = sum(estimate_tokens(m.content, model) for m in speaker.calls[-1].messages)
+    assert (row.input_tokens_fresh, row.output_tokens) == (prompt, estimate_tokens(got, model))
+    # Billed once: the provider's late usage (none comes, its stream closed) would not refill it.
+    assert not services.turn_record_late_answer(heard=row)
+    assert not services.turn_record_cancelled_answer(spoken=row)
+
+
+def test_a_streamed_answer_cancelled_from_another_worker_is_billed_at_its_next_save(
+    owner, owner_client, session, speaker, monkeypatch, settings
+):
+    """Another worker took the cancel (`draining.stop` cannot reach this one): the answer's next
+    save of its text finds the turn cancelled, its provider's stream is closed, and the words
+    its user got until then are billed."""
+    monkeypatch.setattr(draining, "stop", lambda key: False)
+    settings.PANTHEON_STREAM_SAVE_SECONDS = 0  # every word is saved
+    speaker.pause = 0.01
+    before = _month_credits(owner)
+
+    def cancel(call):
+        assert _cancel(owner_client, _running_turn().pk).status_code == 200
+
+    speaker.after_words = cancel
+    heard = _streamed_turn(owner, session)
+
+    got = "".join(data["text"] for name, data in heard if name == "step_delta")
+    # The words up to the save that found the cancel (the last one, or none after it).
+    assert len(got.split()) >= SpeaksThenWaits.WORDS - 1
+    assert not speaker.finished  # its stream closed at the save that found the cancel
+    row = _assert_billed_for_what_it_streamed(owner, heard, before)
+    model = speaker.calls[-1].alias.litellm_model
+    assert row.output_tokens == estimate_tokens(got, model)
+
+
+def test_a_streamed_answer_whole_but_cancelled_before_its_commit_is_billed_its_usage(
+    owner, owner_client, session, speaker, monkeypatch
+):
+    """The provider answered whole, every word streamed to its user, and the cancel (from
+    another worker) came before the step's commit: the step stores nothing, and the row is
+    billed with the usage the provider reported (it was lost, at no credit)."""
+    monkeypatch.setattr(draining, "stop", lambda key: False)
+    speaker.spoken, speaker.tail = SpeaksThenWaits.WORDS, 0
+    before = _month_credits(owner)
+
+    def cancel(call):
+        assert _cancel(owner_client, _running_turn().pk).status_code == 200
+
+    speaker.after_words = cancel
+    heard = _streamed_turn(owner, session)
+
+    assert sum(name == "step_delta" for name, _ in heard) == SpeaksThenWaits.WORDS
+    assert speaker.finished
+    row = _assert_billed_for_what_it_streamed(owner, heard, before)
+    usage = (row.input_tokens_fresh, row.input_tokens_cached, row.output_tokens)
+    assert usage == (100, 20, 10)
 
 
 def test_a_cancelled_turns_idempotency_key_runs_afresh(owner_client, session, fake_gateway):

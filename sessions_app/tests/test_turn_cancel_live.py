@@ -19,7 +19,7 @@ from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
 from sessions_app.models import Turn, TurnFailure, TurnStatus
 from sessions_app.tests.conftest import point_at_stub, wait_for
-from usage.models import LlmCallEvent
+from usage.models import LlmCallEvent, MonthlyUsage
 from usage.reconcile import reconcile
 
 pytestmark = [
@@ -109,6 +109,25 @@ def _assert_cancelled_with_its_call_lost(turn: Turn) -> LlmCallEvent:
     return row
 
 
+def _assert_cancelled_and_billed_for_its_words(turn: Turn) -> LlmCallEvent:
+    """A streamed answer cancelled after its first words reached its user: its row is billed
+    for them (the input estimate and an estimate of the words), as a stream that failed after
+    its first words is, and the month's counter moved with it."""
+    turn.refresh_from_db()
+    assert (turn.status, turn.failure_code) == (TurnStatus.INTERRUPTED, TurnFailure.CANCELLED)
+    assert list(turn.messages.values_list("role", flat=True)) == ["user"]
+    row = LlmCallEvent.objects.get(turn=turn)
+    assert (row.status, row.error_type, row.provider, row.attempts) == (
+        "error",
+        "cancelled",
+        "openai",
+        1,
+    )
+    assert row.input_tokens_fresh > 0 and row.output_tokens > 0 and row.credits > 0
+    assert (turn.output_tokens, turn.credits) == (row.output_tokens, row.credits)
+    return row
+
+
 def test_a_streamed_turn_cancelled_from_another_connection_stops_at_once(
     server, session, auth, stub
 ):
@@ -131,9 +150,11 @@ def test_a_streamed_turn_cancelled_from_another_connection_stops_at_once(
     assert ending.data["turn"]["status"] == "interrupted"
     assert ending.received_at - cancelled_at < 2
     assert stub.in_flight == 0
-    row = _assert_cancelled_with_its_call_lost(turn)
-    # Abandoned: the estimate the cancel left, no usage heard.
-    assert (row.provider, row.output_tokens) == ("", 0)
+    # Abandoned after its first words: billed for those its user got, on an estimate.
+    row = _assert_cancelled_and_billed_for_its_words(turn)
+    spoken = sum(event.name == "step_delta" for event in poster.heard)
+    assert row.output_tokens >= spoken
+    assert MonthlyUsage.objects.get(user=turn.session.started_by).credits == row.credits
     # The session takes the next message at once.
     following = _next_turn(server.url, session, auth, stub)
     assert following.status_code == 201, following.text
@@ -202,8 +223,12 @@ def test_the_next_message_names_the_running_turn_which_the_ui_cancels_then_posts
     again = _next_turn(server.url, session, auth, stub)
     assert again.status_code == 201, again.text
     assert again.json()["turn_index"] == 2
-    row = _assert_cancelled_with_its_call_lost(running)
-    assert row.output_tokens == 0
+    row = LlmCallEvent.objects.get(turn=running)
+    if row.status == "lost":  # cancelled before the provider's first word
+        row = _assert_cancelled_with_its_call_lost(running)
+        assert row.output_tokens == 0
+    else:  # a word had reached the turn's stream (its client gone): billed, as a hang-up is
+        _assert_cancelled_and_billed_for_its_words(running)
 
 
 def test_another_users_cancel_is_404_and_changes_nothing(server, session, auth, stub, outsider):
@@ -247,7 +272,7 @@ def test_a_turn_running_on_another_host_stops_at_its_next_save_or_write(session,
         late = [e for e in poster.heard if e.name == "step_delta" and e.received_at > cancelled_at]
         assert len(late) <= 2, f"{len(late)} deltas after the cancel"
         wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed", timeout=5)
-        _assert_cancelled_with_its_call_lost(streamed)
+        _assert_cancelled_and_billed_for_its_words(streamed)
 
         point_at_stub(stub, "slow-3000-words-7", "llama")
         answer: dict = {}
