@@ -13,6 +13,7 @@ from django.db.models.constants import LOOKUP_SEP
 from django.forms import ModelForm
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import ngettext
 from rest_framework.authtoken.models import Token, TokenProxy
 
@@ -116,6 +117,16 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
             )
         return None
 
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Django names a row no admin shows by its `str`, and a token's is its key: the list
+        # says the user holds one, not what it is (on the user's delete page and the bulk
+        # action's alike).
+        keys = Token.objects.filter(user__in=objs).values_list("key", flat=True)
+        named = capfirst(Token._meta.verbose_name)
+        hidden = {f"{named}: {key}": f"{named}: (its key is not shown)" for key in keys}
+        return _renamed(deleted, hidden), counts, perms_needed, protected
+
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
@@ -175,6 +186,14 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     @admin.display(description="billing status")
     def billing_status(self, user) -> str:
         return billing_status_badge(billing_profile_for(user=user), self._month_credits(user))
+
+
+def _renamed(nested: list, names: dict[str, str]) -> list:
+    """Django's nested list of what a delete takes, each line found in `names` replaced."""
+    return [
+        _renamed(item, names) if isinstance(item, list) else names.get(item, item)
+        for item in nested
+    ]
 
 
 def _token_since(user) -> str | None:

@@ -48,3 +48,26 @@ def test_a_to_field_naming_a_column_still_works_as_djangos(staff):
 
     assert client.get(url(User, "changelist"), {"_to_field": "id"}).status_code == 200
     assert client.get(url(User, "changelist"), {"_to_field": "password"}).status_code == 400
+
+
+def test_a_users_delete_pages_say_they_hold_an_api_token_without_its_key(staff, owner, outsider):
+    """Django's list of what the delete takes named the user's token by its key ("Token:
+    29bcc17c..."), on the user's delete page and on the bulk action's, where the token's own
+    pages, which name it so, are gone (`pantheon.admin`)."""
+    tokens = [Token.objects.create(user=owner), Token.objects.create(user=outsider)]
+    client = client_for(staff)
+
+    single = client.get(url(User, "delete", owner.pk))
+    bulk = client.post(
+        url(User, "changelist"),
+        {"action": "delete_selected", "_selected_action": [owner.pk, outsider.pk]},
+    )
+
+    assert single.status_code == bulk.status_code == 200
+    for page, shown in [(single, 1), (bulk, 2)]:
+        text = page.content.decode()
+        assert not any(token.key in text for token in tokens)
+        assert text.count("Token: (its key is not shown)") == shown
+    deleted = client.post(url(User, "delete", owner.pk), {"post": "yes"})
+    assert deleted.status_code == 302
+    assert list(Token.objects.values_list("user", flat=True)) == [outsider.pk]
