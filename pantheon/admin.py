@@ -5,10 +5,12 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
+from django.contrib.contenttypes.models import ContentType
 from django.db.models.constants import LOOKUP_SEP
 from django.forms import ModelForm
 from django.urls import reverse
@@ -115,6 +117,12 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
                 "the usage ledger names them (their calls stay billed to them); untick Active "
                 "to close the account instead."
             )
+        if _acted_in_console(user):
+            return (
+                "the admin log names them as who made changes (deleting them would delete "
+                "those entries from the history of what they changed); untick Active to close "
+                "the account instead."
+            )
         return None
 
     def get_deleted_objects(self, objs, request):
@@ -186,6 +194,14 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     @admin.display(description="billing status")
     def billing_status(self, user) -> str:
         return billing_status_badge(billing_profile_for(user=user), self._month_credits(user))
+
+
+def _acted_in_console(user) -> bool:
+    """Whether admin log entries name `user` as who made a change to anything but their own
+    account (Django deletes a user's entries with the user). An entry the account wrote of
+    itself is a change made outside the console (`pantheon.passwords`): it goes with it."""
+    own = {"content_type": ContentType.objects.get_for_model(User), "object_id": str(user.pk)}
+    return LogEntry.objects.filter(user_id=user.pk).exclude(**own).exists()
 
 
 def _renamed(nested: list, names: dict[str, str]) -> list:

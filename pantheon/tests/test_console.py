@@ -1234,6 +1234,53 @@ def test_a_user_the_ledger_names_is_kept_and_the_page_says_so_at_once(staff, cha
     assert User.objects.filter(pk=owner.pk).exists()
 
 
+def test_an_operator_who_acted_in_the_console_is_kept_with_the_history_they_wrote(
+    staff, make_operator, outsider
+):
+    """Deleting a user deleted the admin log entries naming them as who made a change (a
+    CASCADE): the history of what an Owner changed lost the change."""
+    boss = make_operator("Owner", username="boss")
+    owners = client_for(boss)
+    owners.post(url(BillingProfile, "add"), {"user": outsider.pk, "no_cap": "on"})
+    profile = url(BillingProfile, "change", BillingProfile.objects.get(user=outsider).pk)
+    form = opened(owners, profile, "billingprofile_form")
+    assert owners.post(profile, form | {"is_suspended": "on"}).status_code == 302
+    written = list(LogEntry.objects.filter(user=boss).values_list("pk", flat=True))
+    client = client_for(staff)
+    page = url(User, "delete", boss.pk)
+
+    typed = client.get(page)
+    posted = client.post(page, {"post": "yes"})
+    bulk = client.post(
+        url(User, "changelist"),
+        {"action": "delete_selected", "_selected_action": [boss.pk], "post": "yes"},
+    )
+
+    assert typed.status_code == posted.status_code == 403
+    assert "the admin log names them" in typed.content.decode()
+    assert "untick Active" in typed.content.decode()
+    assert "the admin log names them" in bulk.content.decode()
+    assert "untick Active" in bulk.content.decode()
+    assert User.objects.filter(pk=boss.pk).exists()
+    assert (
+        written and list(LogEntry.objects.filter(user=boss).values_list("pk", flat=True)) == written
+    )
+
+
+def test_a_user_whose_only_log_entries_are_their_own_accounts_is_still_deleted(staff, outsider):
+    """A password changed outside the console (`changepassword`) writes the revocation of the
+    token into the account's own history, naming the account: no change of anything else."""
+    Token.objects.create(user=outsider)
+    outsider.set_password("another-pass-456")
+    outsider.save()
+    assert LogEntry.objects.filter(user=outsider).exists()
+
+    response = client_for(staff).post(url(User, "delete", outsider.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not User.objects.filter(pk=outsider.pk).exists()
+
+
 def test_a_user_nothing_names_is_still_deleted(staff, outsider):
     response = client_for(staff).post(url(User, "delete", outsider.pk), {"post": "yes"})
 
