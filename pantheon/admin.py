@@ -24,7 +24,7 @@ from pantheon.figures import credits_text
 from pantheon.passwords import api_token_revoke_logged
 from sessions_app.models import Session, Turn
 from usage.admin import billing_status_badge, cap_shown
-from usage.models import LlmCallEvent
+from usage.models import BillingProfile, LlmCallEvent
 from usage.rollups import today
 from usage.selectors import billing_profile_for, ledger_names_user, month_credits, month_of
 
@@ -133,6 +133,10 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         keys = Token.objects.filter(user__in=objs).values_list("key", flat=True)
         named = capfirst(Token._meta.verbose_name)
         hidden = {f"{named}: {key}": f"{named}: (its key is not shown)" for key in keys}
+        # A billing profile refuses a delete of its own (`BillingProfileAdmin`: it would lift a
+        # cap and a suspension unsaid), which Django takes for a permission the user's delete
+        # lacks: a profile goes with its user, as the database deletes it.
+        perms_needed = perms_needed - {BillingProfile._meta.verbose_name}
         return _renamed(deleted, hidden), counts, perms_needed, protected
 
     def get_fieldsets(self, request, obj=None):

@@ -1281,6 +1281,33 @@ def test_a_user_whose_only_log_entries_are_their_own_accounts_is_still_deleted(s
     assert not User.objects.filter(pk=outsider.pk).exists()
 
 
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_users_billing_profile_goes_with_them(staff, make_operator, outsider, bulk):
+    """A profile refuses a delete of its own (it would lift a cap and a suspension unsaid), and
+    Django took that for a reason to keep its user: any user an Owner had given a profile was
+    refused ("your account doesn't have permission to delete ... billing profile"), a 403
+    even for a superuser."""
+    owners = client_for(make_operator("Owner", username="boss"))
+    owners.post(url(BillingProfile, "add"), {"user": outsider.pk, "no_cap": "on"})
+    profile = BillingProfile.objects.get(user=outsider)
+    client = client_for(staff)
+    if bulk:
+        page, confirm = url(User, "changelist"), {"action": "delete_selected", "post": "yes"}
+        asked = {"action": "delete_selected", "_selected_action": [outsider.pk]}
+        shown = client.post(page, asked)
+        confirm["_selected_action"] = [outsider.pk]
+    else:
+        page, confirm = url(User, "delete", outsider.pk), {"post": "yes"}
+        shown = client.get(page)
+
+    assert shown.status_code == 200
+    assert "permission" not in shown.content.decode()
+    assert str(profile) in shown.content.decode()  # listed as deleted with the user
+    assert client.post(page, confirm).status_code == 302
+    assert not User.objects.filter(pk=outsider.pk).exists()
+    assert not BillingProfile.objects.filter(pk=profile.pk).exists()
+
+
 def test_a_user_nothing_names_is_still_deleted(staff, outsider):
     response = client_for(staff).post(url(User, "delete", outsider.pk), {"post": "yes"})
 
