@@ -7,10 +7,12 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db.models.constants import LOOKUP_SEP
 from django.forms import ModelForm
 from django.urls import reverse
@@ -47,8 +49,23 @@ class PasswordChangeForm(AdminPasswordChangeForm):
         return user
 
 
+class UserChangeForm(auth_forms.UserChangeForm):
+    """The user's page refuses a username another user has in another case, as the add form
+    does (`UserCreationForm`; both read it NFKC-normalized): a rename to "Bob" beside "bob"
+    made two accounts that log in apart and share one count of failed logins
+    (`pantheon.throttling`, which folds case)."""
+
+    def clean_username(self):
+        username = self.cleaned_data.get("username")
+        twins = User.objects.filter(username__iexact=username).exclude(pk=self.instance.pk)
+        if username and twins.exists():
+            raise ValidationError(self.instance.unique_error_message(User, ["username"]))
+        return username
+
+
 @admin.register(User)
 class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
+    form = UserChangeForm
     change_password_form = PasswordChangeForm
     billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token", "records")
     readonly_fields = (

@@ -1315,6 +1315,31 @@ def test_a_user_nothing_names_is_still_deleted(staff, outsider):
     assert not User.objects.filter(pk=outsider.pk).exists()
 
 
+@pytest.mark.parametrize("renamed", ["Bob", "BOB", "\uff22\uff4f\uff42"])  # Ｂｏｂ
+def test_a_user_is_not_renamed_to_another_users_name_in_another_case(staff, renamed):
+    """The add form refuses "Bob" beside "bob"; the change form saved it: two accounts that
+    logged in apart and shared one count of failed logins (`pantheon.throttling`)."""
+    User.objects.create_user("bob", password="bob-pass-12345")
+    erin = User.objects.create_user("erin", password="erin-pass-12345")
+    client = client_for(staff)
+    page = url(User, "change", erin.pk)
+    form = opened(client, page, "user_form")
+
+    refused = client.post(page, form | {"username": renamed})
+    added = client.post(
+        url(User, "add"),
+        {"username": renamed, "password1": "x-pass-12345", "password2": "x-pass-12345"},
+    )
+
+    said = "A user with that username already exists."
+    assert refused.status_code == added.status_code == 200
+    assert refused.context["adminform"].form.errors["username"] == [said]
+    assert added.context["adminform"].form.errors["username"] == [said]
+    assert User.objects.get(pk=erin.pk).username == "erin"
+    assert client.post(page, form | {"username": "Erin"}).status_code == 302  # its own name
+    assert User.objects.get(pk=erin.pk).username == "Erin"
+
+
 def test_a_users_credits_this_month_open_the_dashboard_on_this_month(staff, owner):
     """The link opened the dashboard's default 30 days: another total than the one beside it."""
     page = client_for(staff).get(url(User, "change", owner.pk)).content.decode()
