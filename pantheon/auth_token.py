@@ -25,6 +25,12 @@ class TokenRequestSerializer(AuthTokenSerializer):
     # when both fields are there, and runs only when each field is valid).
     password_checked = False
 
+    def validate_username(self, username: str) -> str:
+        # As the console's login reads it (Django's `UsernameField`) and as usernames are
+        # stored (`normalize_username`): NFKC, so that "ｒｏｏｔ" is root and "zoe\u0308" is zoë.
+        # The login limits fold the name so too (`pantheon.throttling.username_digest`).
+        return get_user_model().normalize_username(username)
+
     def validate(self, attrs):
         self.password_checked = bool(attrs.get("username") and attrs.get("password"))
         return super().validate(attrs)

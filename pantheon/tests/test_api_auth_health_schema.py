@@ -61,6 +61,26 @@ def test_token_for_wrong_credentials_is_400(owner, anon_client, credentials):
     assert not Token.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("stored", "typed"),
+    [
+        ("owner", "\uff4f\uff57\uff4e\uff45\uff52"),  # ｏｗｎｅｒ, fullwidth
+        ("zo\u00eb", "zoe\u0308"),  # ë typed as e and a combining diaeresis
+    ],
+)
+def test_token_reads_the_username_as_the_console_login_does(
+    django_user_model, anon_client, stored, typed
+):
+    """The console's login reads a username NFKC-normalized (Django's `UsernameField`, as
+    usernames are stored), and logged these in; `auth/token` compared them as typed: a 400."""
+    user = django_user_model.objects.create_user(stored, password="owner-pass-123")
+
+    response = anon_client.post(TOKEN_URL, {"username": typed, "password": "owner-pass-123"})
+
+    assert response.status_code == 200, response.content
+    assert Token.objects.get(key=response.json()["token"]).user == user
+
+
 def test_token_requires_username_and_password(anon_client):
     response = anon_client.post(TOKEN_URL, {})
 

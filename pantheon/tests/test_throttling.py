@@ -131,6 +131,26 @@ def test_white_space_around_a_username_does_not_reset_its_count(owner, slow_logi
     assert not Token.objects.exists()
 
 
+def test_a_username_is_counted_as_login_normalizes_it(django_user_model, settings):
+    """Login reads a username NFKC-normalized ("ｏｗｎｅｒ" and "zoe\u0308" log in as owner
+    and zoë, at both doors): each spelling counts against the account it logs in, and a login
+    in one spelling makes the address known to the account in every other."""
+    django_user_model.objects.create_user("zo\u00eb", password="zoe-pass-12345")
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME = "3/min"
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = "3/min"
+    spellings = ["zo\u00eb", "zoe\u0308", "\uff5a\uff4f\uff45\u0308"]  # zoë, ｚｏｅ̈
+    guesses = [
+        login(name, "nope", address=f"10.3.0.{n}").status_code for n, name in enumerate(spellings)
+    ]
+
+    assert guesses == [400] * 3
+    assert_throttled(login("ZOE\u0308", "zoe-pass-12345", address="10.3.0.99"))
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = ""
+    assert login("zoe\u0308", "zoe-pass-12345", address="10.3.1.1").status_code == 200
+    settings.PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = "3/min"
+    assert login("zo\u00eb", "zoe-pass-12345", address="10.3.1.1").status_code == 200  # known
+
+
 # --- turns ----------------------------------------------------------------------------------
 
 
