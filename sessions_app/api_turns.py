@@ -328,6 +328,10 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         # whatever becomes of this request. A streamed request answers once the turn is
         # claimed (`stream`); anything else answers when the turn ends.
         stream: asyncio.Future[StreamingHttpResponse] = asyncio.get_running_loop().create_future()
+        # The body, read now: the turn runs detached, and a client that hangs up at once has
+        # its request's body closed by Django's handler before the turn's first section reads
+        # it (the turn never ran: "I/O operation on closed file"). It is in memory already.
+        request.body  # noqa: B018
         waiting = True
         left_to_us = False  # the turn's callback left its failure to this request
 

@@ -52,3 +52,40 @@ def test_a_plain_turn_whose_client_hangs_up_has_its_request_line(
         str(session.pk),
         str(turn.pk),
     )
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+def test_a_turn_whose_client_hangs_up_as_soon_as_it_is_sent_runs(
+    owner, make_agent, make_session, stub, tmp_path, accept
+):
+    """The whole request sent, then the connection closed at once (a client that gave up while
+    its request waited in the backlog, after a worker restart): the turn never ran, and the
+    log said ERROR "a detached turn failed" (`ValueError: I/O operation on closed file`: the
+    body was read after the server had closed it)."""
+    import socket
+
+    point_at_stub(stub, "ok", "llama")
+    agent = make_agent(owner, "quick", model_alias="llama")
+    sessions = [make_session(owner, agent=agent) for _ in range(5)]
+    token = Token.objects.create(user=owner).key
+    body = json.dumps({"message": "go"}).encode()
+    log = tmp_path / "server.log"
+    env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key", "LOG_LEVEL": "INFO"}
+    with AppServer(
+        database_url=postgres_url(connection.settings_dict), env=env, log_path=log
+    ) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        for session in sessions:  # it failed 10 times in 11
+            request = (
+                f"POST /api/v1/sessions/{session.pk}/turns HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Token {token}\r\nContent-Type: application/json\r\n"
+                f"Accept: {accept}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(request)
+        wait_for(
+            lambda: Turn.objects.filter(status="completed").count() == 5,
+            "the five turns to complete",
+        )
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert [line["message"] for line in lines if line["level"] == "ERROR"] == []
