@@ -38,7 +38,11 @@ timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0)
 # to this long, then ends those still running `interrupted` and is killed at its end
 # (pantheon.draining). Longer than a turn takes, deploys wait for every turn.
 graceful_timeout = whole_number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
-keepalive = 5
+# How long an idle kept-alive connection stays open, in seconds. Behind a load balancer or a
+# proxy that keeps connections to the app open (nginx's upstream keepalive, an ALB), set it
+# above that one's idle timeout (an ALB's 60 s: 65 or more): a connection this server closed
+# first, while the balancer sent a request on it, is a 502 to that client.
+keepalive = whole_number("GUNICORN_KEEPALIVE", 5, minimum=1, maximum=3600)
 # Every request already logs one JSON line with its request id (pantheon.request); uvicorn's
 # access line on top is opt-in (a flag: on, yes, 1, true).
 accesslog = "-" if flag("GUNICORN_ACCESS_LOG", False) else None

@@ -337,6 +337,17 @@ def test_gunicorn_reads_its_access_log_and_log_level_as_the_other_settings():
     )
 
 
+def test_gunicorn_keeps_idle_connections_as_long_as_it_is_told():
+    """Behind a balancer that keeps connections open longer than 5 s (an ALB's 60 s), the
+    server must keep them longer still; it was 5 s, not settable."""
+    assert gunicorn_setting("keepalive") == "5"
+    assert gunicorn_setting("keepalive", GUNICORN_KEEPALIVE="65") == "65"
+    assert gunicorn_setting("keepalive", GUNICORN_KEEPALIVE="0") == (
+        "django.core.exceptions.ImproperlyConfigured: GUNICORN_KEEPALIVE='0': must be a whole "
+        "number from 1 to 3600"
+    )
+
+
 def test_the_production_server_does_not_start_on_the_published_secret_key():
     """It started on `django-insecure-pantheon-local-only-change-me` with DEBUG off, the key
     anyone reading the code has (the security reviewer's catch); `check --deploy` only warned."""
