@@ -133,10 +133,14 @@ async def drain(
     left_running = [task for task in _running if not task.done()]
     if not left_running:
         return 0
+    # The turns among them, by id (those still stoppable: running in this process), so that
+    # an operator knows which turns a deploy interrupted.
+    turns = sorted(str(key) for key in _stoppers)
     logger.warning(
-        "stopping: %d detached task(s) still running after %.0f s are cancelled",
+        "stopping: %d detached task(s) still running after %.0f s are cancelled%s",
         len(left_running),
         time.monotonic() - began,
+        f" (turns {', '.join(turns)})" if turns else "",
     )
     for task in left_running:
         task.cancel()

@@ -68,6 +68,27 @@ def test_work_past_the_drain_is_cancelled_and_records_its_ending():
     assert log == ["ended", "cancelled, cleaned up"] and draining.running() == 0
 
 
+def test_the_warning_names_the_turns_the_drain_cancels(caplog):
+    """It said "3 detached task(s) still running after 25 s are cancelled", naming no turn:
+    the logs did not say which turns a deploy interrupted."""
+    log: list = []
+
+    async def turn(key: str) -> None:
+        with draining.stoppable(key, lambda: None):
+            await _ends_after(60, log)
+
+    async def scenario():
+        draining.detach(turn("7b7c0d4e-turn-b"))
+        draining.detach(turn("1f0a9e2c-turn-a"))
+        draining.detach(_ends_after(60, log))  # detached work that is no turn
+        await asyncio.sleep(0)
+        return await draining.drain(seconds=0.2, wind_down=1)
+
+    with caplog.at_level("WARNING", logger="pantheon.draining"):
+        assert run(scenario()) == 3
+    assert caplog.messages[-1].endswith("are cancelled (turns 1f0a9e2c-turn-a, 7b7c0d4e-turn-b)")
+
+
 def test_a_second_signal_cuts_the_wait_short():
     log: list = []
 
