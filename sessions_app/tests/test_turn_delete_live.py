@@ -4,7 +4,8 @@ provider stub on 127.0.0.1.
 `DELETE sessions/{id}` (or `DELETE rooms/{id}`, which takes its sessions with it) while a
 roundtable's turn runs ends that turn at once, as `POST turns/{id}/cancel` does: `interrupted`,
 ended by `turn_cancelled`, the answers it had finished kept, the call in flight abandoned (its
-ledger row lost) and no further agent called. The stream of the request that posted it and
+ledger row billed for the words its stream had given, as a cancel's is) and no further agent
+called. The stream of the request that posted it and
 every follower's end with `turn_failed` of that code. Before, the turn ran its remaining calls
 to its end and they were billed, its poster's stream ended `turn_completed` for a turn that
 was a 404, a follower's stream was cut with no ending, and the cancel was a 404 (the turn went
@@ -125,7 +126,12 @@ def _assert_stopped_after_the_first_answer(turn: Turn) -> None:
         ("assistant", "ada"),
     ]
     rows = dict(LlmCallEvent.objects.filter(turn=turn).values_list("agent_key", "status"))
-    assert rows == {"ada": "success", "grace": "lost"}
+    # Grace's words had begun to stream: billed for them, as a cancel bills them (`lost` at no
+    # credit had she not spoken yet).
+    assert rows["ada"] == "success" and rows["grace"] in ("error", "lost")
+    if rows["grace"] == "error":
+        assert LlmCallEvent.objects.get(turn=turn, agent_key="grace").error_type == "cancelled"
+    assert set(rows) == {"ada", "grace"}
     assert turn.llm_calls == 2
 
 
