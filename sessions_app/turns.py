@@ -800,7 +800,8 @@ class TurnRunner:
         # What running turns hold first, then what the month used: a turn that ends between
         # the two reads (its credits move into the month as its hold goes, in one commit) is
         # then counted twice, never missed. Read the other way round, it was neither held nor
-        # used, and one more turn got past the cap.
+        # used, and one more turn got past the cap. (A cancelled turn's streamed words are
+        # billed in a commit after its hold goes: a claim in between misses that part answer.)
         held = Turn.objects.running().filter(
             session__started_by=self.plan.user, progress_at__gte=stale_before(now)
         ).aggregate(total=Sum("reserved_credits"))["total"] or Decimal("0")

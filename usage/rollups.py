@@ -16,6 +16,7 @@ from django.db.models import Count, DateField, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
+from sessions_app.models import TurnStatus
 from sessions_app.selectors import stale_before
 from usage.models import CallStatus, DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
 from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of, next_month_start
@@ -115,20 +116,27 @@ UNSETTLED_CALLS = Q(status=CallStatus.PENDING) | Q(status=CallStatus.LOST, provi
 
 
 def unsettled_from() -> date | None:
-    """The first UTC day with a ledger row that may still change (UNSETTLED_CALLS), among the
-    rows opened within the stale limit (PANTHEON_TURN_STALE_SECONDS); None: no such day.
+    """The first UTC day with a ledger row that may still change (UNSETTLED_CALLS): among the
+    rows opened within the stale limit (PANTHEON_TURN_STALE_SECONDS), and the pending rows of
+    turns still running that made progress within it; None: no such day.
 
-    A row is opened just before its call is sent, and the stale limit is longer than one call
-    can take (system check pantheon.W001): an older row's call has ended, so it is either
+    A row is opened just before its call is sent, and the stale limit is longer than a plain
+    call can take (system check pantheon.W001): an older row's call has ended, so it is either
     settled or its worker died, and no answer will ever come to change it (`recover_turns`
-    marks it lost, which changes none of the figures the rollups sum). So a row stuck pending
-    holds its day back for the stale limit at most, never the rollups forever. One range scan
-    of the ledger's index on `created_at`, over its last few minutes."""
-    first = (
-        LlmCallEvent.objects.filter(UNSETTLED_CALLS, created_at__gte=stale_before(timezone.now()))
-        .order_by()
-        .aggregate(first=Min("created_at"))["first"]
+    marks it lost, which changes none of the figures the rollups sum). A streamed answer is
+    bounded per chunk, not in all, and its saves keep its turn's progress fresh: a long one
+    outlives the stale limit, and its row holds its day back while its turn runs. So a row
+    stuck pending holds its day back for the stale limit at most, never the rollups forever.
+    Two index scans: the ledger's last few minutes, and its pending rows."""
+    recent = stale_before(timezone.now())
+    opened = LlmCallEvent.objects.filter(UNSETTLED_CALLS, created_at__gte=recent)
+    streaming = LlmCallEvent.objects.filter(
+        status=CallStatus.PENDING, turn__status=TurnStatus.RUNNING, turn__progress_at__gte=recent
     )
+    firsts = [
+        rows.order_by().aggregate(first=Min("created_at"))["first"] for rows in (opened, streaming)
+    ]
+    first = min((moment for moment in firsts if moment is not None), default=None)
     return None if first is None else first.astimezone(UTC).date()
 
 

@@ -18,6 +18,7 @@ from django.urls import reverse
 from pantheon.testing.admin import client_for
 from usage.dashboard import billing_report
 from usage.models import CallStatus, DailyUsageRollup, LlmCallEvent
+from usage.reconcile import check_rollups
 from usage.rollups import rollup_rebuild, rollups_cover_until
 from usage.services import usage_call_complete
 from usage.tests.dashboard import EXPORT
@@ -163,3 +164,38 @@ def test_a_row_stuck_pending_past_the_stale_limit_holds_no_day_back(clock, owner
     assert (result.until, result.held_back) == (NEW_YEAR, None)
     assert DailyUsageRollup.objects.get(day=EVE).input_tokens == 36
     assert reconcile_exit()[0] == 0
+
+
+def test_a_streamed_answer_longer_than_the_stale_limit_holds_its_day_while_its_turn_runs(
+    clock, owner, make_agent, make_session
+):
+    """A stream is bounded per chunk, not in all, and its saves keep its turn's progress fresh:
+    a call opened at 23:50 and still streaming at 00:05 was frozen into the eve at 0 credits
+    (the rule looked at rows opened within the stale limit only), and reconcile said DRIFT
+    once it completed."""
+    from sessions_app.models import Turn
+
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    clock.set(EVE, "23:50:00")
+    turn = Turn.objects.create(
+        session=session,
+        turn_index=1,
+        mode="direct",
+        status="running",
+        user_input="go",
+        created_at=clock.now,
+        progress_at=clock.now,
+    )
+    call = open_call(owner, clock.now, turn=turn, session=session)
+
+    clock.set(NEW_YEAR, "00:05:00")  # 900 s on: past the stale limit, its stream still saving
+    Turn.objects.filter(pk=turn.pk).update(progress_at=moment(NEW_YEAR, "00:04:58"))
+    assert rollup_rebuild().held_back == EVE
+
+    complete(call)
+    Turn.objects.filter(pk=turn.pk).update(status="completed")
+    clock.set(NEW_YEAR, "00:06:00")
+    assert rollup_rebuild().held_back is None
+    assert DailyUsageRollup.objects.get(day=EVE).output_tokens > 0
+    # The rollups against the ledger (the turn here is a bare row: its totals are not kept).
+    assert check_rollups().drift == 0
