@@ -3,6 +3,7 @@ once, by the request that answers with it or, the request gone, as the turn's ow
 
 import asyncio
 import logging
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,7 +25,9 @@ def test_a_turn_failing_as_its_request_is_cancelled_is_logged_once(caplog, round
             raise RuntimeError("boom")
 
         view._post = failing_post
-        request = asyncio.ensure_future(view.post(None, "s"))
+        # A request whose body is read before its turn is detached (`post`).
+        posted = SimpleNamespace(body=b'{"message": "go"}')
+        request = asyncio.ensure_future(view.post(posted, "s"))
         await asyncio.sleep(0.05)  # the request waits for its turn
         fail.set()  # the turn's step is queued for the next round...
         for _ in range(rounds):
