@@ -1,6 +1,6 @@
 """Session writes. The turn engine lives in `sessions_app.turns`."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -128,16 +128,7 @@ def turn_record_late_answer(*, heard: LlmCallEvent) -> bool:
     (`usage_call_heard_after_loss`), and the turn's totals follow its rows again. The turn's
     row lock first, as in a step or a recovery. Returns whether the row was filled (not when
     it had been already, or was stored: the turn ended by itself)."""
-    if heard.turn_id is None:
-        return False
-    with transaction.atomic():
-        ended = Turn.objects.filter(pk=heard.turn_id).exclude(status=TurnStatus.RUNNING)
-        if not list(ended.select_for_update().values_list("pk", flat=True)):
-            return False
-        if not usage_call_heard_after_loss(event=heard):
-            return False
-        ended.update(**usage_totals_of_turn(OuterRef("pk")))
-    return True
+    return _record_on_its_ended_turn(heard, usage_call_heard_after_loss, billed=False)
 
 
 def turn_record_cancelled_answer(*, spoken: LlmCallEvent) -> bool:
@@ -148,16 +139,26 @@ def turn_record_cancelled_answer(*, spoken: LlmCallEvent) -> bool:
     counter moves by its credits. In a step's order: the turn's row lock first, the counter
     last. Returns whether the row was billed (not when it had been already, or was heard or
     stored)."""
-    if spoken.turn_id is None:
+    return _record_on_its_ended_turn(spoken, usage_call_bill_cancelled, billed=True)
+
+
+def _record_on_its_ended_turn(
+    event: LlmCallEvent, record: Callable[..., bool], *, billed: bool
+) -> bool:
+    """`record(event=event)` on the lost row of a call whose turn has ended, in a step's order:
+    the turn's row lock first, then the row, the turn's totals from its rows again, and, when
+    the row is `billed`, the user's month counter last. Whether the row was recorded."""
+    if event.turn_id is None:
         return False
     with transaction.atomic():
-        ended = Turn.objects.filter(pk=spoken.turn_id).exclude(status=TurnStatus.RUNNING)
+        ended = Turn.objects.filter(pk=event.turn_id).exclude(status=TurnStatus.RUNNING)
         if not list(ended.select_for_update().values_list("pk", flat=True)):
             return False
-        if not usage_call_bill_cancelled(event=spoken):
+        if not record(event=event):
             return False
         ended.update(**usage_totals_of_turn(OuterRef("pk")))
-        usage_month_add(user_id=spoken.user_id, at=spoken.created_at, credits=spoken.credits)
+        if billed:
+            usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)
     return True
 
 
