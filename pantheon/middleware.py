@@ -17,6 +17,7 @@ import uuid
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from rest_framework.throttling import BaseThrottle
 
 from pantheon import logging_context
 from pantheon.capacity import PROCESS
@@ -32,6 +33,8 @@ from pantheon.exceptions import (
 from pantheon.threads import BODY_TOO_LARGE
 
 logger = logging.getLogger("pantheon.request")
+# A request line keeps this much of a user agent (some run to kilobytes).
+_USER_AGENT_CHARS = 200
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # What a proxy's request id looks like (a UUID, a hex or base64 token, `host:counter`...).
@@ -158,6 +161,10 @@ class RequestIdMiddleware(_SyncAndAsync):
                 "path": request.path,
                 "status_code": status,
                 "duration_ms": duration_ms,
+                # Who sent it: the address the API's limits count (REMOTE_ADDR, or the proxy's
+                # X-Forwarded-For entry under PANTHEON_NUM_PROXIES), and its user agent, cut.
+                "client": BaseThrottle().get_ident(request),
+                "user_agent": request.META.get("HTTP_USER_AGENT", "")[:_USER_AGENT_CHARS],
             },
         )
 

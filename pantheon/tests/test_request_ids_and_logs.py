@@ -90,11 +90,16 @@ def test_errors_from_the_front_door_carry_the_id_too(anon_client, settings):
 
 def test_the_requests_log_lines_carry_its_id_and_user(token_client, owner, caplog):
     with caplog.at_level(logging.INFO):
-        response = token_client.get(f"{API}/agents", HTTP_X_REQUEST_ID="req-agents")
+        response = token_client.get(
+            f"{API}/agents", HTTP_X_REQUEST_ID="req-agents", HTTP_USER_AGENT="app/2.1 " + "x" * 500
+        )
 
     line = access_line(caplog, f"{API}/agents")
     assert response.status_code == 200
     assert line.request_id == "req-agents"
+    # Who sent it (an SRE's first question of a line; it said nothing of the client).
+    assert line.client == "127.0.0.1"
+    assert line.user_agent == ("app/2.1 " + "x" * 500)[:200]
     assert line.user_id == str(owner.pk)
     assert line.status_code == 200
     assert line.method == "GET"
