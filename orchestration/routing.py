@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestration.budget import estimate_tokens
@@ -62,10 +62,24 @@ _EXCHANGE_KEYS = 10
 _ANSWER_LINE = re.compile(r"^\[[^\]\n]*?(?: @(?P<key>[a-z0-9_]{1,32}))?\]: ")
 
 
+class FallbackReason:
+    """Why a turn's routing fell back to the first choosable agent (`RoutingDecision`)."""
+
+    MANAGER_FAILED = "manager_failed"  # the call failed (its ledger row says how)
+    NO_JSON = "no_json"  # the answer held no JSON object
+    NO_SELECTION = "no_selection"  # no `selected_agent_keys` in it
+    UNKNOWN_AGENTS = "unknown_agents"  # it named no agent that could answer
+    EMPTY_SELECTION = "empty_selection"  # it named no one
+
+
 @dataclass(frozen=True)
 class RoutingDecision:
     selected_agent_keys: tuple[str, ...]
     fallback_used: bool
+    # Why it fell back (a FallbackReason), None when it did not.
+    fallback_reason: str | None = None
+    # Keys the manager named that no choosable agent has (left out of the choice).
+    ignored_agent_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -265,8 +279,15 @@ def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
     requested = _requested_keys(answer) if answer is not None else _cut_short_selection(raw)
     if requested is None:
         if first_json_object(raw) is None:
-            return _fallback(roster_keys, excerpt, "the answer holds no JSON object")
-        return _fallback(roster_keys, excerpt, "no selected_agent_keys in the answer")
+            return _fallback(
+                roster_keys, excerpt, "the answer holds no JSON object", FallbackReason.NO_JSON
+            )
+        return _fallback(
+            roster_keys,
+            excerpt,
+            "no selected_agent_keys in the answer",
+            FallbackReason.NO_SELECTION,
+        )
 
     selected: list[str] = []
     unknown: list[str] = []
@@ -278,8 +299,12 @@ def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
             unknown.append(key)
 
     if not selected:
-        reason = f"unknown agent keys {unknown}" if unknown else "an empty selection"
-        return _fallback(roster_keys, excerpt, reason)
+        if unknown:
+            decision = _fallback(
+                roster_keys, excerpt, f"unknown agent keys {unknown}", FallbackReason.UNKNOWN_AGENTS
+            )
+            return replace(decision, ignored_agent_keys=tuple(unknown))
+        return _fallback(roster_keys, excerpt, "an empty selection", FallbackReason.EMPTY_SELECTION)
     if unknown:
         logger.warning(
             "Routing answer named unknown agent keys %s; kept %s. Raw answer (first 200 chars): %s",
@@ -287,7 +312,9 @@ def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
             selected,
             excerpt,
         )
-    return RoutingDecision(selected_agent_keys=tuple(selected), fallback_used=False)
+    return RoutingDecision(
+        selected_agent_keys=tuple(selected), fallback_used=False, ignored_agent_keys=tuple(unknown)
+    )
 
 
 _SELECTION_NAMES = ("selected_agent_keys", "selected_agent_key")
@@ -326,7 +353,7 @@ def _cut_short_selection(raw: str) -> list[str] | None:
     return [key.strip(_KEY_WRAPPING).lower() for key in keys] or None
 
 
-def _fallback(roster_keys: Sequence[str], excerpt: str, reason: str) -> RoutingDecision:
+def _fallback(roster_keys: Sequence[str], excerpt: str, reason: str, code: str) -> RoutingDecision:
     first = (roster_keys[0],) if roster_keys else ()
     logger.warning(
         "Routing answer unusable (%s); falling back to %s. Raw answer (first 200 chars): %s",
@@ -334,4 +361,4 @@ def _fallback(roster_keys: Sequence[str], excerpt: str, reason: str) -> RoutingD
         first[0] if first else "no agent (empty roster)",
         excerpt,
     )
-    return RoutingDecision(selected_agent_keys=first, fallback_used=True)
+    return RoutingDecision(selected_agent_keys=first, fallback_used=True, fallback_reason=code)

@@ -32,7 +32,7 @@ from sessions_app.models import (
     TurnStatus,
     TurnStream,
 )
-from sessions_app.serializers import render_message, render_turn
+from sessions_app.serializers import RoutingSerializer, render_message, render_turn
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
 
 TURN_STARTED_ID = 1
@@ -86,7 +86,8 @@ def turn_started(turn: Turn) -> TurnEvent:
 
 
 def routing(turn: Turn) -> TurnEvent:
-    return TurnEvent(ROUTING_ID, "routing", turn.routing)
+    # As the turn's body renders it (a turn routed before a field was recorded reads its default).
+    return TurnEvent(ROUTING_ID, "routing", RoutingSerializer(turn.routing).data)
 
 
 def step_started(clock: StepClock, *, sequence: int, agent: dict[str, str]) -> TurnEvent:

@@ -2,6 +2,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from orchestration.routing import FallbackReason
 from orchestration.types import ErrorKind
 from pantheon.fields import StrictCharField
 from rooms.models import Agent, Room
@@ -131,11 +132,41 @@ class BalanceSerializer(serializers.Serializer):
 
 class RoutingSerializer(serializers.Serializer):
     """An orchestrator turn's routing: the manager's alias, whom it chose, and whether its
-    answer was unusable (the first agent answered instead)."""
+    answer was unusable (the first agent answered instead), why, and the keys it named that no
+    agent who could answer has."""
 
     manager_model_alias = serializers.CharField()
     selected_agent_keys = serializers.ListField(child=serializers.CharField())
     fallback_used = serializers.BooleanField()
+    fallback_reason = serializers.SerializerMethodField(
+        help_text="Why the routing fell back to the first agent; null when it did not."
+    )
+    ignored_agent_keys = serializers.SerializerMethodField(
+        help_text="Keys the manager named that no agent who could answer has: left out."
+    )
+
+    # Turns routed before these were recorded read null and [].
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=[
+                (
+                    FallbackReason.MANAGER_FAILED,
+                    "the manager's call failed (its ledger row says how)",
+                ),
+                (FallbackReason.NO_JSON, "its answer held no JSON object"),
+                (FallbackReason.NO_SELECTION, "its answer held no selected_agent_keys"),
+                (FallbackReason.UNKNOWN_AGENTS, "it named no agent that could answer"),
+                (FallbackReason.EMPTY_SELECTION, "it named no one"),
+            ],
+            allow_null=True,
+        )
+    )
+    def get_fallback_reason(self, routing: dict) -> str | None:
+        return routing.get("fallback_reason")
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_ignored_agent_keys(self, routing: dict) -> list[str]:
+        return list(routing.get("ignored_agent_keys") or [])
 
 
 class TurnSerializer(serializers.ModelSerializer):

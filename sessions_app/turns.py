@@ -68,7 +68,12 @@ from orchestration.context import (
 from orchestration.gateway import LlmGateway, answer_tokens_at_most
 from orchestration.metering import compute_credits, compute_oe
 from orchestration.planning import parse_tags, tagged_in_code_only
-from orchestration.routing import RoutingDecision, fit_routing_messages, parse_routing
+from orchestration.routing import (
+    FallbackReason,
+    RoutingDecision,
+    fit_routing_messages,
+    parse_routing,
+)
 from orchestration.summary import (
     LIST_FIELDS,
     SummaryExtraction,
@@ -959,11 +964,17 @@ class TurnRunner:
                 self._turn.pk,
                 result.error_kind,
             )
-            decision = RoutingDecision(selected_agent_keys=(choosable[0],), fallback_used=True)
+            decision = RoutingDecision(
+                selected_agent_keys=(choosable[0],),
+                fallback_used=True,
+                fallback_reason=FallbackReason.MANAGER_FAILED,
+            )
         routing = {
             "manager_model_alias": call.alias,
             "selected_agent_keys": list(decision.selected_agent_keys),
             "fallback_used": decision.fallback_used,
+            "fallback_reason": decision.fallback_reason,
+            "ignored_agent_keys": list(decision.ignored_agent_keys),
         }
         by_key = {agent.key: agent for agent in self.plan.candidates}
         agents = [by_key[key] for key in decision.selected_agent_keys]

@@ -1680,6 +1680,23 @@ def test_a_turn_page_writes_its_figures_as_the_lists_do_and_its_roster_readably(
     assert "role_prompt" not in page and "59e819e7" not in page
     assert "deepseek chose @ada (fallback: its answer could not be used" in page
 
+    # A failed call is said so (it read "its answer could not be used", with no answer), and
+    # the keys the manager named that no seat had are named.
+    Turn.objects.filter(pk=turn.pk).update(
+        routing={
+            "fallback_used": True,
+            "fallback_reason": "manager_failed",
+            "manager_model_alias": "deepseek",
+            "selected_agent_keys": ["ada"],
+            "ignored_agent_keys": ["zed"],
+        }
+    )
+    page = client_for(staff).get(url(Turn, "change", turn.pk)).content.decode()
+    assert (
+        "deepseek chose @ada (fallback: its call failed, so the first agent answered); it also "
+        "named @zed, left out" in page
+    )
+
 
 @pytest.fixture
 def a_thousand_turns(owner, make_session):

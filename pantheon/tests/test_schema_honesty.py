@@ -809,7 +809,9 @@ def test_the_shapes_of_routing_summaries_and_kinds_are_published(
     routing_body = component(schema, routing["oneOf"][0])  # or null
     assert routing["nullable"] is True
     assert routing_body["required"] == [
+        "fallback_reason",
         "fallback_used",
+        "ignored_agent_keys",
         "manager_model_alias",
         "selected_agent_keys",
     ]

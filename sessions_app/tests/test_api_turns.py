@@ -214,6 +214,8 @@ def test_orchestrator_runs_the_managers_selection_in_order_and_meters_routing(
         "manager_model_alias": "deepseek",
         "selected_agent_keys": ["linus", "ada"],
         "fallback_used": False,
+        "fallback_reason": None,
+        "ignored_agent_keys": [],
     }
     assert answers(body) == [("linus", "ok"), ("ada", "ok")]
     routing_event = LlmCallEvent.objects.get(purpose="routing")
@@ -237,11 +239,17 @@ def test_orchestrator_accepts_the_single_key_form(
 
 
 @pytest.mark.parametrize(
-    "raw",
-    ["I think Grace should answer", '{"selected_agent_keys": ["nobody"]}', '{"x": 1}', "[]"],
+    ("raw", "reason", "ignored"),
+    [
+        ("I think Grace should answer", "no_json", []),
+        ('{"selected_agent_keys": ["nobody"]}', "unknown_agents", ["nobody"]),
+        ('{"x": 1}', "no_selection", []),
+        ("[]", "no_json", []),
+        ('{"selected_agent_keys": []}', "empty_selection", []),
+    ],
 )
 def test_orchestrator_garbage_falls_back_to_the_first_agent_with_a_warning(
-    owner_client, room_session, fake_gateway, post_turn, caplog, raw
+    owner_client, room_session, fake_gateway, post_turn, caplog, raw, reason, ignored
 ):
     fake_gateway.routing_reply = raw
     session = room_session(mode=RoomMode.ORCHESTRATOR)
@@ -250,6 +258,11 @@ def test_orchestrator_garbage_falls_back_to_the_first_agent_with_a_warning(
 
     assert body["routing"]["fallback_used"] is True
     assert body["routing"]["selected_agent_keys"] == ["ada"]
+    # Why, in the answer (it said only that it fell back: the reason was in the logs).
+    assert (body["routing"]["fallback_reason"], body["routing"]["ignored_agent_keys"]) == (
+        reason,
+        ignored,
+    )
     assert answers(body) == [("ada", "ok")]
     assert any(raw[:200] in record.getMessage() for record in caplog.records)
 
@@ -263,7 +276,22 @@ def test_orchestrator_routing_call_failure_falls_back_and_is_metered(
 
     assert body["status"] == "completed"
     assert body["routing"]["fallback_used"] is True
+    assert body["routing"]["fallback_reason"] == "manager_failed"
     assert LlmCallEvent.objects.get(purpose="routing").status == "error"
+
+
+def test_keys_the_manager_named_that_no_seat_has_are_said(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    """`["zed", "grace"]` routed to Grace and said nothing of zed."""
+    fake_gateway.routing_reply = '{"selected_agent_keys": ["zed", "grace"]}'
+    body = post_turn(owner_client, room_session(mode=RoomMode.ORCHESTRATOR), "Anyone").json()
+
+    assert body["routing"]["selected_agent_keys"] == ["grace"]
+    assert (body["routing"]["fallback_used"], body["routing"]["ignored_agent_keys"]) == (
+        False,
+        ["zed"],
+    )
 
 
 # --- mode and roster changes, direct sessions, overrides -----------------------------------------

@@ -231,6 +231,8 @@ def test_the_manager_reads_the_start_of_a_message_larger_than_its_budget(
         "manager_model_alias": "qwen",
         "selected_agent_keys": ["bob"],
         "fallback_used": False,
+        "fallback_reason": None,
+        "ignored_agent_keys": [],
     }
     assert purposes(provider_requests) == ["routing", "agent"]
     assert_each_fits_its_window(provider_requests)
@@ -263,6 +265,8 @@ def test_a_manager_whose_window_holds_no_prompt_is_not_asked_and_the_first_agent
         "manager_model_alias": "qwen",
         "selected_agent_keys": ["ada"],
         "fallback_used": True,
+        "fallback_reason": "manager_failed",  # its call was not sent: it could not fit
+        "ignored_agent_keys": [],
     }
     assert purposes(provider_requests) == ["agent"]
     assert_each_fits_its_window(provider_requests)

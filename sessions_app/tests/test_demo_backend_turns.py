@@ -166,6 +166,8 @@ def test_orchestrator_routes_to_the_agent_the_message_names(owner_client, room_s
         "manager_model_alias": "deepseek",
         "selected_agent_keys": ["grace"],
         "fallback_used": False,
+        "fallback_reason": None,
+        "ignored_agent_keys": [],
     }
     assert [m["agent_key"] for m in answers(body)] == ["grace"]
     assert answers(body)[0]["content"].startswith("[Grace @grace]")
@@ -203,6 +205,8 @@ def test_orchestrator_with_nobody_named_answers_with_the_first_agent(
         "manager_model_alias": "deepseek",
         "selected_agent_keys": ["ada"],
         "fallback_used": False,
+        "fallback_reason": None,
+        "ignored_agent_keys": [],
     }
     assert [m["agent_key"] for m in answers(body)] == ["ada"]
     assert events_of(body, purpose="routing").count() == 1
