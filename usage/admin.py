@@ -1090,6 +1090,9 @@ LEDGER_CSV_COLUMNS = {
     "room_id": "room_id",
     "session_id": "session_id",
     "turn_id": "turn_id",
+    # The user's id, last (a column added after the others: positions stay): a username can
+    # change, or be given to someone else after a delete.
+    "user_id": "user_id",
 }
 LEDGER_CSV_BATCH = 5_000
 _CREATED, _STATUS, _PRICED = (

@@ -217,7 +217,9 @@ class BillingExportView(BillingAccess):
         response = HttpResponse(content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         writer = csv.writer(response)
-        writer.writerow(["username", "model_alias", *FIGURES])
+        # The user's id last (added after the others: positions stay): a username can change,
+        # or be given to someone else after a delete.
+        writer.writerow(["username", "model_alias", *FIGURES, "user_id"])
         for row in sorted(report.rows, key=lambda row: (row.username, row.model_alias)):
             figures = row.figures
             writer.writerow(
@@ -225,6 +227,7 @@ class BillingExportView(BillingAccess):
                     spreadsheet_text(row.username),
                     spreadsheet_text(row.model_alias),
                     *(_figure(name, getattr(figures, name)) for name in FIGURES),
+                    row.user_id,
                 ]
             )
         return response

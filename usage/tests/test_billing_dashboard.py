@@ -10,6 +10,7 @@ from decimal import Decimal
 from itertools import pairwise
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, F, Q, Sum
@@ -390,7 +391,10 @@ def test_the_csv_has_one_row_per_user_and_alias_equal_to_the_ledger(make_operato
         "credits",
         "provider_cost_usd",
         "unpriced_calls",
+        "user_id",  # beside the name, which can change or be given to someone else
     ]
+    ids = dict(get_user_model().objects.values_list("username", "pk"))
+    assert all(row[8] == str(ids[row[0]]) for row in data)
     parsed = {
         (row[0], row[1]): (
             int(row[2]),

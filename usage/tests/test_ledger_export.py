@@ -61,6 +61,8 @@ def test_the_ledger_list_as_filtered_is_exported_oldest_first(make_operator, led
     assert [row["id"] for row in rows] == [str(ledger[1].pk), str(ledger[3].pk)]
     first = rows[0]
     assert first["username"] == "owner" and first["agent_key"] == "ada"
+    # The user's id, last: a username can change, or be given to someone else after a delete.
+    assert first["user_id"] == str(ledger[0].user_id)
     assert first["status"] == "error" and first["priced"] == "true"
     assert first["created_at"] == ledger[1].created_at.isoformat()
     assert first["credits"] == "0.0047000000"
