@@ -25,6 +25,7 @@ from pantheon.console import ChangesWithValues, KeptWhileInUse, moment, record_l
 from pantheon.figures import credits_text
 from pantheon.passwords import api_token_revoke_logged
 from sessions_app.models import Session, Turn
+from sessions_app.services import turns_cancel_with_sessions
 from usage.admin import billing_status_badge, cap_shown
 from usage.models import BillingProfile, LlmCallEvent
 from usage.rollups import today
@@ -82,6 +83,21 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         if add or not isinstance(form, ModelForm):
             return admin.ModelAdmin.construct_change_message(self, request, form, formsets, add)
         return super().construct_change_message(request, form, formsets, add)
+
+    def save_model(self, request, obj, form, change):
+        """A user whose Active is unticked (the account closed) ends their running turns too,
+        as their own cancel would (`turn_cancelled`): their token is refused from then on, so
+        they could no longer stop a turn that went on spending (a provider call each seat)."""
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            ended = turns_cancel_with_sessions(sessions=Session.objects.filter(started_by=obj))
+            if ended.turn_ids:
+                said = ngettext(
+                    "Ended %(count)s running turn of theirs.",
+                    "Ended %(count)s running turns of theirs.",
+                    len(ended.turn_ids),
+                )
+                self.message_user(request, said % {"count": len(ended.turn_ids)})
 
     def lookup_allowed(self, lookup, value, request=None):
         # Django lets a list filter on a related row's primary key through as if it were a

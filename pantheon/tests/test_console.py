@@ -1340,6 +1340,29 @@ def test_a_user_is_not_renamed_to_another_users_name_in_another_case(staff, rena
     assert User.objects.get(pk=erin.pk).username == "Erin"
 
 
+def test_unticking_a_users_active_ends_their_running_turns(staff, owner, make_agent, make_session):
+    """Deactivated, a user's token is refused (401), their own cancel too, while their turn
+    went on calling provider after provider, billed. It ends as their cancel would have."""
+    from sessions_app.models import Turn
+
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    running = Turn.objects.create(
+        session=session, turn_index=1, mode="direct", status="running", user_input="go"
+    )
+    client = client_for(staff)
+    page = url(User, "change", owner.pk)
+    form = opened(client, page, "user_form")
+    form.pop("is_active", None)  # unticked
+
+    answer = client.post(page, form, follow=True)
+
+    assert answer.status_code == 200
+    assert "Ended 1 running turn of theirs." in answer.content.decode()
+    running.refresh_from_db()
+    assert (running.status, running.failure_code) == ("interrupted", "turn_cancelled")
+    assert User.objects.get(pk=owner.pk).is_active is False
+
+
 def test_a_users_credits_this_month_open_the_dashboard_on_this_month(staff, owner):
     """The link opened the dashboard's default 30 days: another total than the one beside it."""
     page = client_for(staff).get(url(User, "change", owner.pk)).content.decode()
