@@ -1562,6 +1562,8 @@ class _StreamedStep:
         self.length = 0
         self.started = self.saved_at = self.progress_at = time.monotonic()
         self.saving: asyncio.Task | None = None
+        # The first pieces, until a look at the turn lets them through (`hear`); then None.
+        self.held: list[str] | None = []
         # What to answer once a save found the turn ended elsewhere (set on the event loop).
         self.ended: asyncio.Future[exceptions.PantheonError] | None = None
 
@@ -1604,6 +1606,45 @@ class _StreamedStep:
         return int(round((time.monotonic() - self.started) * 1000))
 
     def hear(self, piece: str) -> None:
+        """A piece of the answer, for the listener. After a silence as long as the saves' pace
+        (`PANTHEON_STREAM_SAVE_SECONDS`, the longest a cancel from elsewhere goes unnoticed
+        while words flow), the first waits, with what follows it meanwhile, for one look at the
+        turn: a cancel another worker took while the provider was silent is found before any
+        word reaches the client (they were shown, and billed, to a user who had pressed Stop
+        before any text)."""
+        if self._dropped():
+            return
+        if self.held is not None:
+            if not self.held and time.monotonic() - self.started < self._pace():
+                self.held = None  # quick: no cancel can have gone unnoticed for longer
+            else:
+                self.held.append(piece)
+                if len(self.held) == 1:
+                    self.saving = asyncio.create_task(self._look_before_the_first_word())
+                return
+        self._deliver(piece)
+
+    @staticmethod
+    def _pace() -> float:
+        return settings.PANTHEON_STREAM_SAVE_SECONDS
+
+    async def _look_before_the_first_word(self) -> None:
+        taken_over = await database(self.still_running)()
+        held, self.held = self.held or [], None
+        if taken_over is not None:
+            if self.ended is not None and not self.ended.done():
+                self.ended.set_result(taken_over)
+            return
+        for piece in held:
+            self._deliver(piece)
+
+    def still_running(self) -> exceptions.PantheonError | None:
+        """None while the turn runs; else what the step answers (one indexed read)."""
+        if Turn.objects.running().filter(pk=self.runner._turn.pk).exists():
+            return None
+        return self.runner._taken_over(self.call.opened)
+
+    def _deliver(self, piece: str) -> None:
         if self._dropped():
             return
         self.call.spoken = True

@@ -403,6 +403,9 @@ def test_a_streamed_answer_cancelled_from_another_worker_is_billed_at_its_next_s
     its user got until then are billed."""
     monkeypatch.setattr(draining, "stop", lambda key: False)
     settings.PANTHEON_STREAM_SAVE_SECONDS = 0  # every word is saved
+    # Its first words come at once as the step begins: they go straight through (no look at
+    # the turn first, which a silence as long as the saves' pace would bring).
+    monkeypatch.setattr("sessions_app.turns._StreamedStep._pace", staticmethod(lambda: 60.0))
     speaker.pause = 0.01
     before = _month_credits(owner)
 
@@ -419,6 +422,31 @@ def test_a_streamed_answer_cancelled_from_another_worker_is_billed_at_its_next_s
     row = _assert_billed_for_what_it_streamed(owner, heard, before)
     model = speaker.calls[-1].alias.litellm_model
     assert row.output_tokens == estimate_tokens(got, model)
+
+
+def test_a_streamed_answer_cancelled_elsewhere_before_its_first_word_shows_and_bills_none(
+    owner, owner_client, session, speaker, monkeypatch, settings
+):
+    """Another worker took the cancel while the provider was still silent: its first words, when
+    they came, were sent to the client (the turn's next save found the cancel only after them)
+    and billed, to a user who had pressed Stop before any text (the re-tester: about one cancel
+    in two with two workers). The first word waits for one look at the turn."""
+    monkeypatch.setattr(draining, "stop", lambda key: False)
+    settings.PANTHEON_STREAM_SAVE_SECONDS = 0.05
+    speaker.spoken = 0  # silent until the cancel, and a while after it
+    speaker.pause = 0.1
+
+    def cancel(call):
+        assert _cancel(owner_client, _running_turn().pk).status_code == 200
+
+    speaker.after_words = cancel
+    heard = _streamed_turn(owner, session)
+
+    assert [name for name, _ in heard] == ["turn_started", "step_started", "turn_failed"]
+    assert heard[-1][1]["code"] == "turn_cancelled"
+    row = LlmCallEvent.objects.get(turn_id=heard[-1][1]["turn"]["id"])
+    assert (row.status, row.output_tokens, row.credits) == ("lost", 0, 0)
+    assert not MonthlyUsage.objects.filter(user=owner).exists()
 
 
 def test_a_streamed_answer_whole_but_cancelled_before_its_commit_is_billed_its_usage(
