@@ -1631,6 +1631,8 @@ class _StreamedStep:
     async def _look_before_the_first_word(self) -> None:
         taken_over = await database(self.still_running)()
         held, self.held = self.held or [], None
+        if self.runner.cancelled:  # cancelled in this process meanwhile: nothing more is sent
+            return
         if taken_over is not None:
             if self.ended is not None and not self.ended.done():
                 self.ended.set_result(taken_over)
