@@ -83,16 +83,6 @@ class ContextPlan:
     summary_cut: bool = False
 
 
-# How `_render` attributes another agent's answer: "[Ada @ada]: ", "[@ada]: " or "[Ada]: ".
-_ATTRIBUTION = re.compile(r"\[[^\n]+?\]: ")
-
-
-def is_attributed(content: str) -> bool:
-    """Whether a prompt's message reads as another agent's answer (`_render`'s prefix): this
-    turn's earlier answers follow the user's input as user messages."""
-    return _ATTRIBUTION.match(content) is not None
-
-
 def read_agent_identity(system_prompt: str) -> tuple[str, str] | None:
     """(name, key) from an agent system prompt built here, None for any other prompt."""
     first_line = system_prompt.split("\n", 1)[0]

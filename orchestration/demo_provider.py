@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from orchestration.budget import estimate_tokens
-from orchestration.context import is_attributed, read_agent_identity
+from orchestration.context import read_agent_identity
 from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm
 from orchestration.routing import ROUTING_PROMPT_HEAD, read_previous_answerers, read_roster
 from orchestration.summary import (
@@ -101,6 +101,9 @@ _PIECE = re.compile(r"\s*\S+")  # a word with the space before it: pieces join b
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _SPEAKER_LINE = re.compile(r"^\[(?P<speaker>[^\]\n]+)\]: ?(?P<content>.*)$")
 # The start of an answer of the demo's own (`_agent_answer`): a canned take on the question.
+# Another agent's answer as a prompt gives it (`context._render`'s prefix: "[Ada @ada]: "):
+# this turn's earlier answers follow the user's message as user messages.
+_ATTRIBUTED = re.compile(r"\[[^\n]+?\]: ")
 _OWN_ANSWER = re.compile(r"^\[[^\]\n]+ @[a-z0-9_]+\] On “")
 _DECISION = re.compile(r"\b(decide[ds]?|decision|agreed?|will)\b", re.IGNORECASE)
 _ACTION = re.compile(r"\b(todo|to-do|please|need to|needs to)\b", re.IGNORECASE)
@@ -180,7 +183,7 @@ def _answer(model: str, messages: list) -> Any:
     if not system.startswith((ROUTING_PROMPT_HEAD, SUMMARY_PROMPT_HEAD)):
         # An agent's message to answer: the last user message but this turn's earlier
         # answers, which follow it attributed to the agents who gave them.
-        latest_user = next((text for text in reversed(users) if not is_attributed(text)), "")
+        latest_user = next((text for text in reversed(users) if not _ATTRIBUTED.match(text)), "")
     _raise_for_hooks(latest_user, model)
 
     if system.startswith(ROUTING_PROMPT_HEAD):
