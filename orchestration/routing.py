@@ -72,6 +72,16 @@ class FallbackReason:
     EMPTY_SELECTION = "empty_selection"  # it named no one
 
 
+# Each reason in words, for the API's schema and the console: "the manager fell back: …".
+FALLBACK_REASONS = {
+    FallbackReason.MANAGER_FAILED: "its call failed",
+    FallbackReason.NO_JSON: "its answer held no JSON",
+    FallbackReason.NO_SELECTION: "its answer held no selection",
+    FallbackReason.UNKNOWN_AGENTS: "it named no agent that could answer",
+    FallbackReason.EMPTY_SELECTION: "its answer chose no one",
+}
+
+
 @dataclass(frozen=True)
 class RoutingDecision:
     selected_agent_keys: tuple[str, ...]

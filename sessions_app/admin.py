@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from orchestration.routing import FallbackReason
+from orchestration.routing import FALLBACK_REASONS
 from pantheon.console import (
     ChangesWithValues,
     DeletedFilter,
@@ -44,15 +44,6 @@ from sessions_app.serializers import SessionCreateSerializer
 from sessions_app.services import session_delete
 from usage.models import USAGE_TOTAL_FIELDS, LlmCallEvent
 from usage.selectors import priced_or_none
-
-# A fallback's reason (`routing.fallback_reason`), in the turn page's words.
-_FALLBACK_WORDS = {
-    FallbackReason.MANAGER_FAILED: "its call failed",
-    FallbackReason.NO_JSON: "its answer held no JSON",
-    FallbackReason.NO_SELECTION: "its answer chose no one",
-    FallbackReason.UNKNOWN_AGENTS: "it named no agent that could answer",
-    FallbackReason.EMPTY_SELECTION: "its answer chose no one",
-}
 
 
 def _in_a_deleted_room(session: Session | None) -> bool:
@@ -404,7 +395,7 @@ class TurnAdmin(RecordAdmin):
         chosen = ", ".join(f"@{key}" for key in routing.get("selected_agent_keys") or [])
         said = f"{routing.get('manager_model_alias') or 'the manager'} chose {chosen or 'no one'}"
         if routing.get("fallback_used"):
-            why = _FALLBACK_WORDS.get(
+            why = FALLBACK_REASONS.get(
                 routing.get("fallback_reason"), "its answer could not be used"
             )
             said += f" (fallback: {why}, so the first agent answered)"

@@ -2,7 +2,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from orchestration.routing import FallbackReason
+from orchestration.routing import FALLBACK_REASONS
 from orchestration.types import ErrorKind
 from pantheon.fields import StrictCharField
 from rooms.models import Agent, Room
@@ -148,16 +148,7 @@ class RoutingSerializer(serializers.Serializer):
     # Turns routed before these were recorded read null and [].
     @extend_schema_field(
         serializers.ChoiceField(
-            choices=[
-                (
-                    FallbackReason.MANAGER_FAILED,
-                    "the manager's call failed (its ledger row says how)",
-                ),
-                (FallbackReason.NO_JSON, "its answer held no JSON object"),
-                (FallbackReason.NO_SELECTION, "its answer held no selected_agent_keys"),
-                (FallbackReason.UNKNOWN_AGENTS, "it named no agent that could answer"),
-                (FallbackReason.EMPTY_SELECTION, "it named no one"),
-            ],
+            choices=list(FALLBACK_REASONS.items()),
             allow_null=True,
         )
     )
