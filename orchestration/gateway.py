@@ -438,20 +438,9 @@ class LiteLLMGateway:
         litellm = load_litellm()
         model, _, _ = self._target(call.alias)
         provider = DEMO_PROVIDER if self.demo else _provider_of(model, litellm)
-        prompt, cached, output = usage_or_estimate((0, 0, 0), call, text, model)
-        return LlmResult(
-            status=CallStatus.ERROR,
-            text=text,
-            input_tokens_fresh=max(prompt - cached, 0),
-            input_tokens_cached=cached,
-            output_tokens=output,
-            latency_ms=max(latency_ms, 0),
-            attempts=1,
-            provider=provider,
-            provider_model=model,
-            provider_cost_usd=None
-            if self.demo
-            else table_cost(model, prompt - cached, cached, output, litellm),
+        usage = usage_or_estimate((0, 0, 0), call, text, model)
+        return self._result(
+            CallStatus.ERROR, text, usage, model, provider, 1, max(latency_ms, 0), litellm
         )
 
     async def _attempt(
@@ -517,8 +506,9 @@ class LiteLLMGateway:
                     text = reading.text
                 usage = usage_or_estimate(reading.usage, call, text, model, reading.reasoning)
                 usage = _added(retried, usage)
+                latency = self._elapsed_ms(started)
                 return self._result(
-                    CallStatus.SUCCESS, text, usage, model, provider, attempts, started, litellm
+                    CallStatus.SUCCESS, text, usage, model, provider, attempts, latency, litellm
                 )
             except Exception as exc:
                 status, error_kind, retryable = classify_error(exc)
@@ -569,8 +559,9 @@ class LiteLLMGateway:
                 if not usage[0] and (text or reading.thoughts):
                     usage = usage_or_estimate(usage, call, text, model, reading.reasoning)
                 usage = _added(retried, usage)
+                latency = self._elapsed_ms(started)
                 result = self._result(
-                    status, text, usage, model, provider, attempts, started, litellm
+                    status, text, usage, model, provider, attempts, latency, litellm
                 )
                 return replace(result, error_kind=error_kind, error_message=message)
 
@@ -734,7 +725,7 @@ class LiteLLMGateway:
         model: str,
         provider: str,
         attempts: int,
-        started: float,
+        latency_ms: int,
         litellm: Any,
     ) -> LlmResult:
         prompt_tokens, cached_tokens, output_tokens = usage
@@ -745,7 +736,7 @@ class LiteLLMGateway:
             input_tokens_fresh=fresh,
             input_tokens_cached=cached_tokens,
             output_tokens=output_tokens,
-            latency_ms=self._elapsed_ms(started),
+            latency_ms=latency_ms,
             attempts=attempts,
             provider=provider,
             provider_model=model,
