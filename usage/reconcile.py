@@ -343,21 +343,16 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
     return report
 
 
-def turn_totals_rebuild(
-    *, since: date | None = None, turn_ids: Iterable | None = None, dry_run: bool = False
-) -> int:
-    """Store on each finished turn whose totals drifted the sums of its events (of these turns
-    only, if given: those the check found, asked again); returns how many turns were (or, with
-    `dry_run`, would be) rebuilt."""
-    if turn_ids is None:
-        rows = _turn_drift_rows(since)
-    else:
-        turn_ids = list(turn_ids)
-        rows = (
-            row
-            for start in range(0, len(turn_ids), _FIX_BATCH)
-            for row in _turn_drift_rows(since, turn_ids=turn_ids[start : start + _FIX_BATCH])
-        )
+def turn_totals_rebuild(*, since: date | None, turn_ids: Iterable, dry_run: bool = False) -> int:
+    """Store on each of these finished turns whose totals drifted (those the check found,
+    asked again) the sums of its events; returns how many turns were (or, with `dry_run`,
+    would be) rebuilt."""
+    turn_ids = list(turn_ids)
+    rows = (
+        row
+        for start in range(0, len(turn_ids), _FIX_BATCH)
+        for row in _turn_drift_rows(since, turn_ids=turn_ids[start : start + _FIX_BATCH])
+    )
     drifted = [turn_id for turn_id, stored, summed, *_ in rows if stored != summed]
     if dry_run:
         return len(drifted)
