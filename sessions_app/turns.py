@@ -1620,7 +1620,8 @@ class _StreamedStep:
             else:
                 self.held.append(piece)
                 if len(self.held) == 1:
-                    self.saving = asyncio.create_task(self._look_before_the_first_word())
+                    # The one save slot: a progress save of its reasoning may hold it still.
+                    self.saving = asyncio.create_task(self._look_before_the_first_word(self.saving))
                 return
         self._deliver(piece)
 
@@ -1628,8 +1629,13 @@ class _StreamedStep:
     def _pace() -> float:
         return settings.PANTHEON_STREAM_SAVE_SECONDS
 
-    async def _look_before_the_first_word(self) -> None:
-        taken_over = await database(self.still_running)()
+    async def _look_before_the_first_word(self, before: asyncio.Task | None) -> None:
+        """The look is the step's first save, of the words held (`save`: the turn's running,
+        read first): none goes to the listener until it says the turn still runs."""
+        if before is not None:
+            await asyncio.gather(before, return_exceptions=True)
+        self.saved_at = time.monotonic()
+        taken_over = await database(self.save)("".join(self.held or ()))
         held, self.held = self.held or [], None
         if self.runner.cancelled:  # cancelled in this process meanwhile: nothing more is sent
             return
@@ -1639,12 +1645,6 @@ class _StreamedStep:
             return
         for piece in held:
             self._deliver(piece)
-
-    def still_running(self) -> exceptions.PantheonError | None:
-        """None while the turn runs; else what the step answers (one indexed read)."""
-        if Turn.objects.running().filter(pk=self.runner._turn.pk).exists():
-            return None
-        return self.runner._taken_over(self.call.opened)
 
     def _deliver(self, piece: str) -> None:
         if self._dropped():
