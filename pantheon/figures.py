@@ -50,6 +50,12 @@ def rounded(amount: Decimal, places: int) -> Decimal:
     return amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP) + 0
 
 
+def fixed_point(value, places: int) -> str:
+    """A decimal column's figure as an export writes it: to the column's `places`, fixed-point
+    (a quantized zero is Decimal("0E-10"), which str() writes so; SQLite sums as floats)."""
+    return format(rounded(as_decimal(value), places), "f")
+
+
 def credits_text(value) -> str:
     """1234.56789 → 1,234.5679; 0 → 0.0000; 0.00004 → 0.000040; 1.23E-8 → 0.00000001."""
     amount = as_decimal(value)

@@ -42,12 +42,11 @@ from pantheon.console import (
 )
 from pantheon.db import database
 from pantheon.figures import (
-    as_decimal,
     counted,
     credit_cap_text,
     credits_text,
+    fixed_point,
     plain_amount,
-    rounded,
     usd_text,
 )
 from rooms.models import AGENT_KEY_PATTERN
@@ -1133,7 +1132,7 @@ def _ledger_csv_row(values: tuple) -> list:
             # A pending or lost call had no usage to price: neither priced nor unpriced.
             value = "" if values[_STATUS] in UNMETERED_STATUSES else str(value).lower()
         elif index in _PLACES and value is not None:
-            value = format(rounded(as_decimal(value), _PLACES[index]), "f")
+            value = fixed_point(value, _PLACES[index])
         elif isinstance(value, str):
             value = spreadsheet_text(value)
         row.append("" if value is None else value)

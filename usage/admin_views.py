@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views import View
 
 from pantheon.days import NoSuchDay, day_written
-from pantheon.figures import as_decimal, rounded
+from pantheon.figures import fixed_point
 from usage.charts import daily_bar_chart
 from usage.dashboard import DEFAULT_DAYS, FIGURES, billing_report
 from usage.models import ModelAlias, UsageTotals
@@ -247,8 +247,7 @@ def _figure(name: str, value):
     places = _DECIMAL_PLACES.get(name)
     if places is None or value is None:
         return value
-    # Fixed-point: a quantized zero is Decimal("0E-10"), which str() writes so.
-    return format(rounded(as_decimal(value), places), "f")
+    return fixed_point(value, places)
 
 
 def spreadsheet_text(text: str) -> str:
