@@ -37,6 +37,8 @@ ROUTING_PROMPT_HEAD = (
 # The roster travels as one JSON line so that the demo provider can read it back exactly.
 ROSTER_LINE_PREFIX = "Roster (JSON, in seating order): "
 
+# The manager's answer often quotes or paraphrases the user's message: its text is logged only at
+# DEBUG (off in production, LOG_LEVEL=INFO), the warning saying its length alone.
 _EXCERPT_CHARS = 200
 _ROLE_CHARS = 500
 # Shorter and shorter roles and room goal (characters; None: whole) for a roster that leaves the
@@ -275,7 +277,6 @@ def read_roster(system_prompt: str) -> tuple[RosterEntry, ...]:
 
 
 def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
-    excerpt = raw[:_EXCERPT_CHARS]
     known = set(roster_keys)
 
     def names_a_seat(found: dict[str, Any]) -> bool:
@@ -290,11 +291,11 @@ def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
     if requested is None:
         if first_json_object(raw) is None:
             return _fallback(
-                roster_keys, excerpt, "the answer holds no JSON object", FallbackReason.NO_JSON
+                roster_keys, raw, "the answer holds no JSON object", FallbackReason.NO_JSON
             )
         return _fallback(
             roster_keys,
-            excerpt,
+            raw,
             "no selected_agent_keys in the answer",
             FallbackReason.NO_SELECTION,
         )
@@ -311,17 +312,18 @@ def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
     if not selected:
         if unknown:
             decision = _fallback(
-                roster_keys, excerpt, f"unknown agent keys {unknown}", FallbackReason.UNKNOWN_AGENTS
+                roster_keys, raw, f"unknown agent keys {unknown}", FallbackReason.UNKNOWN_AGENTS
             )
             return replace(decision, ignored_agent_keys=tuple(unknown))
-        return _fallback(roster_keys, excerpt, "an empty selection", FallbackReason.EMPTY_SELECTION)
+        return _fallback(roster_keys, raw, "an empty selection", FallbackReason.EMPTY_SELECTION)
     if unknown:
         logger.warning(
-            "Routing answer named unknown agent keys %s; kept %s. Raw answer (first 200 chars): %s",
+            "Routing answer named unknown agent keys %s; kept %s (an answer of %d characters)",
             unknown,
             selected,
-            excerpt,
+            len(raw),
         )
+        _log_excerpt(raw)
     return RoutingDecision(
         selected_agent_keys=tuple(selected), fallback_used=False, ignored_agent_keys=tuple(unknown)
     )
@@ -363,12 +365,17 @@ def _cut_short_selection(raw: str) -> list[str] | None:
     return [key.strip(_KEY_WRAPPING).lower() for key in keys] or None
 
 
-def _fallback(roster_keys: Sequence[str], excerpt: str, reason: str, code: str) -> RoutingDecision:
+def _log_excerpt(raw: str) -> None:
+    logger.debug("Routing answer (first %d chars): %s", _EXCERPT_CHARS, raw[:_EXCERPT_CHARS])
+
+
+def _fallback(roster_keys: Sequence[str], raw: str, reason: str, code: str) -> RoutingDecision:
     first = (roster_keys[0],) if roster_keys else ()
     logger.warning(
-        "Routing answer unusable (%s); falling back to %s. Raw answer (first 200 chars): %s",
+        "Routing answer unusable (%s); falling back to %s (an answer of %d characters)",
         reason,
         first[0] if first else "no agent (empty roster)",
-        excerpt,
+        len(raw),
     )
+    _log_excerpt(raw)
     return RoutingDecision(selected_agent_keys=first, fallback_used=True, fallback_reason=code)

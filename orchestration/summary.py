@@ -206,12 +206,14 @@ def _summary_messages(
 def parse_summary(raw: str) -> SummaryExtraction:
     answer = first_json_object(raw)
     if answer is None:
+        # The answer sums up the user's conversation: its text is logged only at DEBUG (off in
+        # production, LOG_LEVEL=INFO), the warning saying its length alone.
         logger.warning(
-            "Summary answer is not a JSON object; keeping its text, the previous summary's "
-            "lists kept. "
-            "Raw answer (first 200 chars): %s",
-            raw[:200],
+            "Summary answer is not a JSON object (an answer of %d characters); keeping its "
+            "text, the previous summary's lists kept.",
+            len(raw),
         )
+        logger.debug("Summary answer (first 200 chars): %s", raw[:200])
         return SummaryExtraction(
             summary=raw.strip()[:_MAX_FALLBACK_CHARS],
             key_facts=(),
@@ -230,7 +232,10 @@ def parse_summary(raw: str) -> SummaryExtraction:
     summary = answer.get("summary")
     if not isinstance(summary, str) or not summary.strip():
         if "summary" not in missing:
-            logger.warning("Summary answer has no usable summary text: %r", summary)
+            logger.warning(
+                "Summary answer has no usable summary text (%s)",
+                "blank" if isinstance(summary, str) else type(summary).__name__,
+            )
         summary = ""
 
     lists: dict[str, tuple[str, ...]] = {}

@@ -45,6 +45,18 @@ def test_invalid_json_keeps_the_text_with_empty_lists(caplog):
     assert extraction.key_facts == extraction.decisions == ()
     assert extraction.open_questions == extraction.action_items == ()
     assert "not a JSON object" in caplog.text
+    # The answer sums up the user's conversation: a production log gets its length alone.
+    assert "Postgres" not in caplog.text
+    assert f"an answer of {len(raw)} characters" in caplog.text
+
+
+def test_unusable_summary_text_is_not_logged(caplog):
+    answer = dict(VALID, summary=["The patient's diagnosis"])
+    with caplog.at_level(logging.INFO, logger="orchestration.summary"):
+        extraction = parse_summary(json.dumps(answer))
+    assert extraction.summary == ""
+    assert "no usable summary text (list)" in caplog.text
+    assert "diagnosis" not in caplog.text
 
 
 def test_invalid_json_fallback_text_is_truncated():
