@@ -20,6 +20,7 @@ the account logged in from lately: those the guesser cannot fill. An IPv6 addres
 
 import contextlib
 import hashlib
+import hmac
 import ipaddress
 import math
 import random
@@ -159,7 +160,14 @@ def username_digest(username: object) -> str | None:
     folded = trimmed(unicodedata.normalize("NFKC", trimmed(username)).casefold())
     if not folded:
         return None
-    return hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()
+    return _keyed_digest(folded.encode("utf-8", "surrogatepass"))
+
+
+def _keyed_digest(data: bytes) -> str:
+    """A digest no one can recompute without the SECRET_KEY: the throttle's rows name an
+    account and the addresses it logs in from (kept 30 days), and a plain SHA-256 of a known
+    username with each of the 2^32 IPv4 addresses would give those addresses back."""
+    return hmac.new(settings.SECRET_KEY.encode(), data, hashlib.sha256).hexdigest()
 
 
 def login_address(request) -> str | None:
@@ -248,7 +256,7 @@ def _login_address_key(username: str | None, request) -> str | None:
 def _at_address(username: str, request) -> str:
     """One account (a `username_digest`) at the request's address: the per-username limit's key
     and its known addresses' are the same, or a known address would stop matching."""
-    return hashlib.sha256(f"{username} {login_address(request)}".encode()).hexdigest()
+    return _keyed_digest(f"{username} {login_address(request)}".encode())
 
 
 def remember_login_address(request, user) -> None:

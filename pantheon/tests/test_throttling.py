@@ -1,17 +1,18 @@
 """Throttles: `auth/token` per client address and per username, turns per user. A throttled
 request is a 429 with `Retry-After` and a coded body, and does nothing."""
 
+import hashlib
 import threading
 
 import httpx
 import pytest
 from django.db import connection, connections
-from django.test import Client
+from django.test import Client, RequestFactory
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from pantheon.testing.servers import AppServer, forget_throttle_history, postgres_url
-from pantheon.throttling import TurnRateThrottle
+from pantheon.throttling import TurnRateThrottle, _at_address, username_digest
 from rooms.models import RoomMode
 from sessions_app.models import Turn
 
@@ -565,3 +566,22 @@ def test_a_known_ipv6_address_is_its_64(owner, settings):
     assert guesses == [400] * 3
     assert_throttled(login("owner", "owner-pass-123", address="2001:db8:0:4::1"))
     assert login("owner", "owner-pass-123", address="2001:db8:0:3:9f2c:11:7:2").status_code == 200
+
+
+# --- the rows name accounts and their addresses only through a keyed digest ------------------
+
+
+def test_login_rows_name_an_account_and_its_address_by_a_keyed_digest(settings):
+    """The known-address rows are kept 30 days: a plain SHA-256 of a username (which an
+    operator or a leaked dump knows) and an address gives the addresses back by trying the
+    2^32 IPv4 ones. Keyed with the SECRET_KEY, the digests cannot be recomputed without it."""
+    request = RequestFactory().post("/api/v1/auth/token", REMOTE_ADDR="203.0.113.7")
+    plain = hashlib.sha256(b"alice").hexdigest()
+    settings.SECRET_KEY = "one-key-" + "x" * 50
+    first = (username_digest("alice"), _at_address(username_digest("alice"), request))
+    settings.SECRET_KEY = "another-key-" + "y" * 50
+    second = (username_digest("alice"), _at_address(username_digest("alice"), request))
+    assert plain not in first
+    assert first[0] != second[0]
+    assert first[1] != second[1]
+    assert hashlib.sha256(f"{plain} 203.0.113.7".encode()).hexdigest() not in first
