@@ -87,9 +87,12 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     def save_model(self, request, obj, form, change):
         """A user whose Active is unticked (the account closed) ends their running turns too,
         as their own cancel would (`turn_cancelled`): their token is refused from then on, so
-        they could no longer stop a turn that went on spending (a provider call each seat)."""
+        they could no longer stop a turn that went on spending (a provider call each seat).
+        The token is revoked, in their history: ticked again, the account logs in for a new
+        one, and a copy of the old one that leaked while it was closed opens nothing."""
         super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and not obj.is_active:
+            api_token_revoke_logged(user=obj, why="the account was deactivated")
             ended = turns_cancel_with_sessions(sessions=Session.objects.filter(started_by=obj))
             if ended.turn_ids:
                 said = ngettext(

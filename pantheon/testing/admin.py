@@ -23,14 +23,16 @@ def admin_url(model, view: str, *args) -> str:
 class PostedBack(HTMLParser):
     """What a browser posts when a page's form (`<form id=...>`) is saved untouched: each
     enabled field's value as shown (a checked box's, a select's selected options or its first,
-    a text box's text), lines ended by CR LF as browsers send every value, and the button
-    `_save`. The inline's hidden template row is posted too, as a browser posts it."""
+    a multiple select's selected options alone, a text box's text), lines ended by CR LF as
+    browsers send every value, and the button `_save`. The inline's hidden template row is
+    posted too, as a browser posts it."""
 
     def __init__(self, page: str, form_id: str):
         super().__init__()
         self.form_id, self.inside = form_id, False
         self.data: dict[str, list[str]] = {}
-        self._select: tuple[str, list[str], list[str]] | None = None  # name, selected, all
+        # name, selected, all, whether several may be selected
+        self._select: tuple[str, list[str], list[str], bool] | None = None
         self._textarea: tuple[str, list[str]] | None = None
         self.feed(page)
         self.close()
@@ -53,7 +55,7 @@ class PostedBack(HTMLParser):
             value = attributes.get("value", default) or ""
             self.data.setdefault(name, []).append(_crlf(value))
         elif tag == "select" and name:
-            self._select = (name, [], [])
+            self._select = (name, [], [], "multiple" in attributes)
         elif tag == "option" and self._select:
             value = attributes.get("value") or ""
             self._select[2].append(value)
@@ -70,8 +72,10 @@ class PostedBack(HTMLParser):
         if tag == "form":
             self.inside = False
         elif tag == "select" and self._select:
-            name, selected, shown = self._select
-            self.data[name] = selected or shown[:1]
+            name, selected, shown, multiple = self._select
+            # A multiple select with none selected sends nothing; a single one its first.
+            if selected or not multiple:
+                self.data[name] = selected or shown[:1]
             self._select = None
         elif tag == "textarea" and self._textarea:
             name, text = self._textarea

@@ -1363,6 +1363,25 @@ def test_unticking_a_users_active_ends_their_running_turns(staff, owner, make_ag
     assert User.objects.get(pk=owner.pk).is_active is False
 
 
+def test_unticking_a_users_active_revokes_their_api_token(staff, owner):
+    """Kept, the token worked again the day the account was ticked Active again: a copy that
+    leaked meanwhile (the reason an account is closed, often) opened it."""
+    Token.objects.create(user=owner)
+    client = client_for(staff)
+    page = url(User, "change", owner.pk)
+    form = opened(client, page, "user_form")
+    form.pop("is_active", None)  # unticked
+
+    assert client.post(page, form).status_code == 302
+
+    assert not Token.objects.filter(user=owner).exists()
+    entries = LogEntry.objects.filter(object_id=str(owner.pk)).order_by("pk")
+    assert [(entry.user_id, entry.get_change_message()) for entry in entries] == [
+        (staff.pk, "Revoked the API token (the account was deactivated)."),
+        (staff.pk, "Changed Active: True → False."),
+    ]
+
+
 def test_a_users_credits_this_month_open_the_dashboard_on_this_month(staff, owner):
     """The link opened the dashboard's default 30 days: another total than the one beside it."""
     page = client_for(staff).get(url(User, "change", owner.pk)).content.decode()
