@@ -20,6 +20,7 @@ from pantheon.console import (
     name_column,
     username_filter,
 )
+from pantheon.fields import MAX_LIST_ITEMS
 from rooms.models import Agent, Room, RoomAgent
 from rooms.serializers import AgentSerializer, RoomSerializer
 from rooms.services import (
@@ -266,6 +267,20 @@ def seats_saved(seats: list[RoomAgent], *, moved: list[RoomAgent], leaving=()) -
         seat.save(force_insert=True)
 
 
+# The most agents a room seats: as many as the API's roster takes (`agent_ids` of `POST rooms` and
+# `PUT rooms/{id}/agents`). A room the console seated past it read back with a roster that the
+# API refused to take as it was read (a client reordering its seats got a 400).
+MAX_SEATS = MAX_LIST_ITEMS
+
+
+def _too_many_seats(count: int) -> forms.ValidationError:
+    return forms.ValidationError(
+        "A room seats at most %(most)s agents, as the API does: this would seat %(count)s.",
+        code="too_many_seats",
+        params={"most": MAX_SEATS, "count": count},
+    )
+
+
 def _stale(why: str) -> forms.ValidationError:
     return forms.ValidationError(
         "%(why)s since this page was opened: nothing was saved. The seats below are the "
@@ -333,6 +348,8 @@ class SeatFormSet(BaseInlineFormSet):
             if form.cleaned_data["agent"].pk in seated:
                 agent = seated[form.cleaned_data["agent"].pk]
                 raise _stale(f"{agent} was seated in this room")
+        if len(staying) + len(others) > MAX_SEATS:
+            raise _too_many_seats(len(staying) + len(others))
         self.others_moved = numbered(
             [form.instance for form in staying],
             [(seat, seat.position) for seat in others],
@@ -463,6 +480,18 @@ class SeatPageForm(SeatForm):
     def _get_validation_exclusions(self):
         # Not checked against the seats saved (room_position_unique): the save renumbers.
         return {*super()._get_validation_exclusions(), "position"}
+
+    def clean(self):
+        cleaned = super().clean()
+        room = cleaned.get("room")
+        joining = self.instance._state.adding or "room" in self.changed_data
+        if room is not None and joining and not self.errors:
+            # Counted under the room's lock (the page's transaction holds it to the save), so
+            # two seats added at once cannot both take its last place.
+            others = [seat for seat in locked_seats(room.pk) if seat.pk != self.instance.pk]
+            if len(others) >= MAX_SEATS:
+                self.add_error("room", _too_many_seats(len(others) + 1))
+        return cleaned
 
 
 @admin.register(RoomAgent)

@@ -11,6 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from pantheon.fields import MAX_LIST_ITEMS
 from pantheon.testing.admin import client_for, history
 from rooms.models import Room, RoomAgent
 
@@ -679,3 +680,82 @@ def test_a_mode_the_operator_changes_on_the_room_page_is_saved(room, owner, staf
     assert response.status_code == 302
     room.refresh_from_db()
     assert room.pending_mode == "orchestrator"
+
+
+# --- as many seats as the API's roster takes ------------------------------------------------------
+
+
+@pytest.fixture
+def full_room(owner, make_agent, make_room):
+    """A room with as many seats as `PUT rooms/{id}/agents` takes (50), and one agent more."""
+    agents = [make_agent(owner, f"a{index}") for index in range(MAX_LIST_ITEMS + 1)]
+    return make_room(owner, agents[:MAX_LIST_ITEMS], name="Full"), agents[MAX_LIST_ITEMS]
+
+
+def test_a_seat_page_cannot_seat_more_agents_than_the_api_takes(full_room, staff, owner_client):
+    """A 51st seat made a roster the API then refused to take back as it reads it
+    (`PUT rooms/{id}/agents` with the room's own agents was a 400)."""
+    room, extra = full_room
+    response = client_for(staff).post(
+        seat_page(), {"room": room.pk, "agent": extra.pk, "position": 99}
+    )
+
+    assert response.status_code == 200
+    assert f"A room seats at most {MAX_LIST_ITEMS} agents" in response.content.decode()
+    assert room.seats.count() == MAX_LIST_ITEMS
+    seated = [seat["id"] for seat in owner_client.get(f"/api/v1/rooms/{room.pk}").json()["agents"]]
+    put = owner_client.put(
+        f"/api/v1/rooms/{room.pk}/agents", {"agent_ids": seated[::-1]}, format="json"
+    )
+    assert put.status_code == 200
+
+
+def test_a_seat_moved_into_a_full_room_on_its_page_is_refused(
+    full_room, owner, make_agent, make_room, staff
+):
+    room, extra = full_room
+    other = make_room(owner, [extra], name="Other")
+    seat = RoomAgent.objects.get(room=other)
+
+    response = client_for(staff).post(
+        seat_page(seat), {"room": room.pk, "agent": extra.pk, "position": 0}
+    )
+
+    assert response.status_code == 200
+    assert f"A room seats at most {MAX_LIST_ITEMS} agents" in response.content.decode()
+    assert room.seats.count() == MAX_LIST_ITEMS
+    assert list(other.seats.values_list("agent__agent_key", flat=True)) == [extra.agent_key]
+
+
+def test_a_seat_moved_within_a_full_room_on_its_page_is_saved(full_room, staff):
+    room, _ = full_room
+    seat = RoomAgent.objects.get(room=room, position=0)
+
+    response = client_for(staff).post(
+        seat_page(seat), {"room": room.pk, "agent": seat.agent_id, "position": 99}
+    )
+
+    assert response.status_code == 302
+    assert seats_now(room)[-1] == ("a0", MAX_LIST_ITEMS - 1)
+
+
+def test_the_room_page_cannot_seat_more_agents_than_the_api_takes(full_room, staff):
+    room, extra = full_room
+    seats = [(seat.agent, seat.position, seat.pk) for seat in room.seats.order_by("position")]
+
+    response = client_for(staff).post(
+        change(room),
+        room_form(room, [*seats, (extra, MAX_LIST_ITEMS, None)], initial=len(seats)),
+    )
+
+    assert response.status_code == 200
+    assert f"A room seats at most {MAX_LIST_ITEMS} agents" in response.content.decode()
+    assert room.seats.count() == MAX_LIST_ITEMS
+
+    # One taken off as the other comes: 50 still, saved.
+    swapped = [*seats[1:], (extra, MAX_LIST_ITEMS, None)]
+    form = room_form(room, [seats[0], *swapped], initial=len(seats)) | {"seats-0-DELETE": "on"}
+    response = client_for(staff).post(change(room), form)
+    assert response.status_code == 302
+    assert room.seats.count() == MAX_LIST_ITEMS
+    assert not room.seats.filter(agent=seats[0][0]).exists()
