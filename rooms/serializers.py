@@ -113,6 +113,22 @@ class RoomSerializer(ModelSerializer):
             "goal": {"max_length": settings.PANTHEON_MAX_ROOM_GOAL_CHARS},
         }
 
+    def validate(self, attrs):
+        # The answer names the mode `current_mode`: a client that sent it (or a body copied
+        # from another room) got a manual room without a word. Sent as the new room will have
+        # it, it is no change; otherwise it is refused, naming the field that sets it.
+        initial = self.initial_data if isinstance(self.initial_data, dict) else {}
+        mode = attrs.get("mode", RoomMode.MANUAL)
+        mode = MODE_ALIASES.get(mode, mode)
+        errors = {}
+        if "current_mode" in initial and initial["current_mode"] != mode:
+            errors["current_mode"] = ["Set a new room's mode with `mode`."]
+        if initial.get("pending_mode") is not None:
+            errors["pending_mode"] = ["A new room has no pending mode: set its mode with `mode`."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
 
 class RoomUpdateSerializer(ModelSerializer):
     """`PATCH rooms/{id}`: name and goal. The mode and the roster have their own operations,

@@ -94,6 +94,40 @@ def test_create_stores_mode_tag_as_manual(owner_client):
     assert Room.objects.get(pk=response.json()["id"]).current_mode == RoomMode.MANUAL
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"current_mode": "roundtable"}, "current_mode"),
+        ({"mode": "orchestrator", "current_mode": "roundtable"}, "current_mode"),
+        ({"pending_mode": "roundtable"}, "pending_mode"),
+    ],
+)
+def test_create_refuses_a_mode_sent_as_the_answer_names_it(owner_client, body, field):
+    """A room's body names its mode `current_mode`: sent on a create, it was ignored, and the
+    room made in manual mode; it is refused, naming `mode`, as PATCH names its operation."""
+    response = owner_client.post(ROOMS_URL, {"name": "Panel", **body}, format="json")
+
+    assert response.status_code == 400
+    assert set(response.json()) == {field}
+    assert "`mode`" in response.json()[field][0]
+    assert not Room.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"current_mode": "manual", "pending_mode": None},
+        {"mode": "tag", "current_mode": "manual"},
+        {"mode": "roundtable", "current_mode": "roundtable", "pending_mode": None},
+    ],
+)
+def test_create_takes_the_modes_of_a_body_as_it_would_answer(owner_client, body):
+    response = owner_client.post(ROOMS_URL, {"name": "Panel", **body}, format="json")
+
+    assert response.status_code == 201
+    assert response.json()["current_mode"] == body["current_mode"]
+
+
 def test_create_rejects_an_unknown_mode(owner_client):
     response = owner_client.post(ROOMS_URL, {"name": "Chaos", "mode": "chaos"})
 
