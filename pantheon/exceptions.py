@@ -178,14 +178,17 @@ class TurnConflict(PantheonError):
 
 
 class TurnCancelled(NamesItsTurn):
-    """The request that ran a turn, when its user cancelled it (`POST turns/{id}/cancel`) from
-    another request while it ran."""
+    """The request that ran a turn, when another request cancelled it while it ran: its user's
+    cancel (`POST turns/{id}/cancel`), a delete of its session or room, or the account's
+    closing in the console. One message for all three: it said the session was free to a
+    client whose session had just been deleted."""
 
     status_code = status.HTTP_409_CONFLICT
     code = "turn_cancelled"
     default_message = (
-        "The turn was cancelled by its user (POST turns/{id}/cancel): it ended interrupted, with "
-        "its finished answers kept and the session free."
+        "The turn was cancelled while it ran: by its user (POST turns/{id}/cancel), by a delete "
+        "of its session or room, or as its account was closed. It ended interrupted, with its "
+        "finished answers kept."
     )
 
 

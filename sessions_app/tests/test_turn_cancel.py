@@ -93,8 +93,9 @@ def test_a_cancel_ends_the_running_turn_at_once_and_its_session_takes_the_next_t
     assert first.json() == {
         "detail": {
             "code": "turn_cancelled",
-            "message": "The turn was cancelled by its user (POST turns/{id}/cancel): it ended "
-            "interrupted, with its finished answers kept and the session free.",
+            "message": "The turn was cancelled while it ran: by its user (POST "
+            "turns/{id}/cancel), by a delete of its session or room, or as its account was "
+            "closed. It ended interrupted, with its finished answers kept.",
             "turn_id": body["id"],
         }
     }
@@ -262,7 +263,7 @@ def test_a_streamed_turn_cancelled_ends_with_turn_failed_of_that_code(
     assert [name for name, _ in heard] == ["turn_started", "step_started", "turn_failed"]
     ending = heard[-1][1]
     assert (ending["code"], ending["turn"]["status"]) == ("turn_cancelled", "interrupted")
-    assert ending["message"].startswith("The turn was cancelled by its user")
+    assert ending["message"].startswith("The turn was cancelled while it ran")
     assert _replay(ending["turn"]["id"])[-1] == heard[-1]
     assert not Turn.objects.filter(status=TurnStatus.RUNNING).exists()
     # Cancelled before its first word: lost as a recovery leaves it, at no credit.
