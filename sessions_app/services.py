@@ -7,13 +7,21 @@ from functools import partial
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import OuterRef, QuerySet
+from django.db.models import OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from pantheon import draining
 from pantheon.exceptions import Gone
 from rooms.models import Agent, Room
-from sessions_app.models import Session, Turn, TurnFailure, TurnQuerySet, TurnStatus
+from sessions_app.models import (
+    IdempotencyKey,
+    Message,
+    Session,
+    Turn,
+    TurnFailure,
+    TurnQuerySet,
+    TurnStatus,
+)
 from usage.models import LlmCallEvent
 from usage.selectors import usage_totals_of_turn
 from usage.services import (
@@ -48,6 +56,56 @@ def session_delete(*, session: Session) -> None:
         turns_cancel_with_sessions(sessions=Session.objects.filter(pk=session.pk))
         session.deleted_at = timezone.now()
         session.save(update_fields=["deleted_at"])
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What `deleted_chats_purge` deleted (or would)."""
+
+    sessions: int
+    turns: int
+    messages: int
+    rooms: int
+
+
+# Sessions deleted a transaction: each holds its turns' and messages' deletes, and the ledger's
+# references cleared; a purge of years of chats takes no long lock.
+PURGE_BATCH = 200
+
+
+def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
+    """Delete for good what users deleted before `deleted_before`: the sessions soft-deleted
+    (theirs or their room's), with their turns, messages, summaries, context audits and the
+    `Idempotency-Key` answers of their turns (which quote the answers), and the rooms, with
+    their seats. The ledger keeps every row and figure, its references to them cleared (its
+    trigger lets a purge clear them, and nothing else); the rollups and counters are figures
+    alone. What a user deleted was cancelled as it was deleted: nothing purged runs."""
+    deleted = Q(deleted_at__lt=deleted_before) | Q(room__deleted_at__lt=deleted_before)
+    sessions = Session.objects.filter(deleted)
+    rooms = Room.objects.filter(deleted_at__lt=deleted_before)
+    if dry_run:
+        return Purged(
+            sessions=sessions.count(),
+            turns=Turn.objects.filter(session__in=sessions.values("pk")).count(),
+            messages=Message.objects.filter(session__in=sessions.values("pk")).count(),
+            rooms=rooms.count(),
+        )
+    counts: dict[str, int] = {}
+    while batch := list(sessions.values_list("pk", flat=True)[:PURGE_BATCH]):
+        with transaction.atomic():
+            IdempotencyKey.objects.filter(turn__session__in=batch).delete()
+            _, by_model = Session.objects.filter(pk__in=batch).delete()
+        for label, count in by_model.items():
+            counts[label] = counts.get(label, 0) + count
+    with transaction.atomic():
+        # Their sessions are gone (above): a room takes its seats with it.
+        _, by_model = rooms.delete()
+    return Purged(
+        sessions=counts.get(Session._meta.label, 0),
+        turns=counts.get(Turn._meta.label, 0),
+        messages=counts.get(Message._meta.label, 0),
+        rooms=by_model.get(Room._meta.label, 0),
+    )
 
 
 @dataclass(frozen=True)

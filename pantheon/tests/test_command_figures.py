@@ -24,7 +24,12 @@ def manage(*argv: str) -> int:
 
 @pytest.mark.parametrize("typed", NOT_PLAIN)
 @pytest.mark.parametrize(
-    ("command", "unit"), [("recover_turns", "seconds"), ("prune_idempotency_keys", "hours")]
+    ("command", "unit"),
+    [
+        ("recover_turns", "seconds"),
+        ("prune_idempotency_keys", "hours"),
+        ("purge_deleted_chats", "days"),
+    ],
 )
 def test_an_age_is_a_plain_number(command, unit, typed, capsys):
     assert manage(command, "--dry-run", "--older-than", typed) == 2

@@ -132,6 +132,11 @@ SAYS_HOW_IT_EXITS = {
         "Exit 0 when done, 2 on a usage error (a malformed --older-than, or one less than the "
         "promised lifetime, which is refused), 3 when the database",
     ],
+    "purge_deleted_chats": [
+        "with -v 0 nothing unless --dry-run (its counts)",
+        "Exit 0 when done, 2 on a usage error (a malformed --older-than, or one under a day), 3 "
+        "when the database",
+    ],
     "seed_demo": [
         "unless told --allow-published-password: exit 1, nothing written",
         "with -v 0 only the creation of the demo user",

@@ -1,0 +1,126 @@
+"""`purge_deleted_chats`: what users deleted goes for good after a while (their words, their
+agents' answers); the ledger keeps every row and figure."""
+
+from datetime import timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db.models import Sum
+from django.utils import timezone
+
+from rooms.models import Room, RoomAgent
+from sessions_app.models import IdempotencyKey, Message, Session, Turn, TurnContextAudit
+from usage.models import LlmCallEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def purge(*args) -> str:
+    out = StringIO()
+    call_command("purge_deleted_chats", *args, stdout=out)
+    return out.getvalue()
+
+
+def chat(client, session, message: str, key: str) -> None:
+    answer = client.post(
+        f"/api/v1/sessions/{session.id}/turns",
+        {"message": message},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=key,
+    )
+    assert answer.status_code == 201, answer.content
+
+
+@pytest.fixture
+def chats(owner, owner_client, make_agent, make_room, make_session, fake_gateway):
+    """Four sessions with a turn each: one deleted 40 days ago, one in a room deleted 40 days
+    ago, one deleted yesterday, one alive."""
+    ada = make_agent(owner, "ada")
+    room = make_room(owner, [ada], name="Old room")
+    sessions = {
+        "old": make_session(owner, agent=ada),
+        "old_room": make_session(owner, room=room),
+        "recent": make_session(owner, agent=ada),
+        "alive": make_session(owner, agent=ada),
+    }
+    for name, session in sessions.items():
+        message = f"{name}: my private words" + (" @ada" if session.room else "")
+        chat(owner_client, session, message, key=f"key-{name}")
+    long_ago = timezone.now() - timedelta(days=40)
+    Session.objects.filter(pk=sessions["old"].pk).update(deleted_at=long_ago)
+    Room.objects.filter(pk=room.pk).update(deleted_at=long_ago)
+    Session.objects.filter(pk=sessions["recent"].pk).update(
+        deleted_at=timezone.now() - timedelta(days=1)
+    )
+    return sessions, room
+
+
+def test_a_purge_deletes_old_deleted_chats_and_keeps_the_ledgers_figures(chats):
+    sessions, room = chats
+    credits_before = LlmCallEvent.objects.aggregate(total=Sum("credits"))["total"]
+    rows_before = LlmCallEvent.objects.count()
+    purged_ids = [sessions["old"].pk, sessions["old_room"].pk]
+
+    said = purge("--older-than", "30")
+
+    assert said == (
+        "Deleted 2 session(s) (2 turn(s), 4 message(s)) and 1 room(s) deleted more than "
+        "30 days ago.\n"
+    )
+    assert set(Session.objects.values_list("pk", flat=True)) == {
+        sessions["recent"].pk,
+        sessions["alive"].pk,
+    }
+    assert not Message.objects.filter(session__in=purged_ids).exists()
+    assert not Message.objects.filter(content__startswith="old").exists()
+    assert not Turn.objects.filter(session__in=purged_ids).exists()
+    assert TurnContextAudit.objects.count() == 2
+    assert not Room.objects.filter(pk=room.pk).exists()
+    assert not RoomAgent.objects.filter(room_id=room.pk).exists()
+    # The Idempotency-Key answers of the purged turns quoted them.
+    assert set(IdempotencyKey.objects.values_list("key", flat=True)) == {"key-recent", "key-alive"}
+    # The ledger: every row and figure, its references to what was purged cleared.
+    assert LlmCallEvent.objects.count() == rows_before
+    assert LlmCallEvent.objects.aggregate(total=Sum("credits"))["total"] == credits_before
+    assert credits_before > Decimal(0)
+    assert not LlmCallEvent.objects.filter(session_id__in=purged_ids).exists()
+    assert LlmCallEvent.objects.filter(session_id__isnull=True, turn_id__isnull=True).count() == 2
+    assert not LlmCallEvent.objects.filter(room_id=room.pk).exists()
+
+
+def test_a_purge_leaves_reconcile_clean(chats):
+    purge("--older-than", "30")
+
+    out = StringIO()
+    call_command("reconcile_usage", stdout=out)  # exits 1 (SystemExit) on drift
+
+    checks = [line for line in out.getvalue().splitlines() if " vs " in line]
+    assert checks and all(line.split()[-1] == "ok" for line in checks), out.getvalue()
+
+
+def test_a_dry_run_counts_and_deletes_nothing(chats):
+    said = purge("--older-than", "30", "--dry-run")
+
+    assert said == (
+        "Would delete 2 session(s) (2 turn(s), 4 message(s)) and 1 room(s) deleted more than "
+        "30 days ago.\n"
+    )
+    assert Session.objects.count() == 4
+    assert Message.objects.count() == 8
+
+
+def test_under_a_day_is_refused_as_a_usage_error(chats):
+    with pytest.raises(CommandError) as refused:
+        purge("--older-than", "0.5")
+
+    assert refused.value.returncode == 2
+    assert "under 1 day" in str(refused.value)
+    assert Session.objects.count() == 4
+
+
+def test_from_cron_it_says_nothing(chats):
+    assert purge("--older-than", "30", "-v", "0") == ""
+    assert Session.objects.count() == 2
