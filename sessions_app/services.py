@@ -6,13 +6,17 @@ from datetime import timedelta
 from functools import partial
 from uuid import UUID
 
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from pantheon import draining
 from pantheon.exceptions import Gone
+from pantheon.passwords import api_token_revoke_logged
 from rooms.models import Agent, Room
+from rooms.services import agent_delete
 from sessions_app.models import (
     IdempotencyKey,
     Message,
@@ -105,6 +109,72 @@ def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
         turns=counts.get(Turn._meta.label, 0),
         messages=counts.get(Message._meta.label, 0),
         rooms=by_model.get(Room._meta.label, 0),
+    )
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What `user_forget` did (or would): the account's new name, and what it deleted."""
+
+    username: str
+    sessions: int
+    rooms: int
+    agents: int
+    running_turns: int
+
+
+FORGOTTEN_PREFIX = "forgotten-"
+
+
+def user_forget(*, user, dry_run: bool = False) -> Forgotten:
+    """A user who asked to be forgotten: the account is closed and loses what names them (its
+    username becomes `forgotten-<id>`, its names and email go, its password is made unusable,
+    its API token is revoked, its roles and permissions are taken away, its console history
+    says so); their sessions and rooms are deleted as their own deletes delete them (a turn
+    running ends as a cancel ends it), for `purge_deleted_chats` to erase; their agents, whose
+    role prompts are theirs, are deleted at once. The ledger keeps every row and figure under
+    the account's id: what it was billed stays billed."""
+    sessions = Session.objects.filter(started_by=user, deleted_at__isnull=True)
+    rooms = Room.objects.filter(owner=user, deleted_at__isnull=True)
+    agents = Agent.objects.filter(owner=user)
+    username = f"{FORGOTTEN_PREFIX}{user.pk}"
+    if dry_run:
+        running = Turn.objects.filter(session__started_by=user, status=TurnStatus.RUNNING)
+        return Forgotten(
+            username=username,
+            sessions=sessions.count(),
+            rooms=rooms.count(),
+            agents=agents.count(),
+            running_turns=running.count(),
+        )
+    with transaction.atomic():
+        # The turns' rows first, then the sessions' and the rooms': a delete's order.
+        ended = turns_cancel_with_sessions(sessions=Session.objects.filter(started_by=user))
+        now = timezone.now()
+        deleted_sessions = sessions.update(deleted_at=now)
+        deleted_rooms = rooms.update(deleted_at=now, updated_at=now)
+        deleted_agents = 0
+        for agent in agents:
+            agent_delete(agent=agent)
+            deleted_agents += 1
+        api_token_revoke_logged(user=user, why="the account was forgotten")
+        user.username = username
+        user.first_name = user.last_name = user.email = ""
+        user.is_active = user.is_staff = user.is_superuser = False
+        user.set_unusable_password()
+        user.save()
+        user.groups.clear()
+        user.user_permissions.clear()
+        # Their console history goes on naming the account, by its new name.
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(user), object_id=str(user.pk)
+        ).update(object_repr=username)
+    return Forgotten(
+        username=username,
+        sessions=deleted_sessions,
+        rooms=deleted_rooms,
+        agents=deleted_agents,
+        running_turns=len(ended.turn_ids),
     )
 
 

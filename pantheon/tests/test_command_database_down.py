@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARGUMENTS = {
     "set_model_alias": ["deepseek", "--context-window", "4096"],
     "set_model_price": ["deepseek", "--input", "1"],
+    "forget_user": ["nobody"],
 }
 
 

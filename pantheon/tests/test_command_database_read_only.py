@@ -15,7 +15,8 @@ from pantheon.commands import DATABASE_FAILED, ProjectCommand
 from pantheon.testing.processes import ROOT
 
 # Every command that writes, with arguments that get it to its first write (purge_deleted_chats
-# writes only what users deleted long ago, which the tests' database does not hold).
+# writes only what users deleted long ago, forget_user only a user's, which the tests' database
+# does not hold).
 WRITERS = {
     "rollup_usage": [],
     "recover_turns": [],

@@ -137,6 +137,10 @@ SAYS_HOW_IT_EXITS = {
         "Exit 0 when done, 2 on a usage error (a malformed --older-than, or one under a day), 3 "
         "when the database",
     ],
+    "forget_user": [
+        "Prints one line (--dry-run: what it would do). Exit 0 when done, 1 when no user has "
+        "that username, 2 on a usage error, 3 when the database",
+    ],
     "seed_demo": [
         "unless told --allow-published-password: exit 1, nothing written",
         "with -v 0 only the creation of the demo user",

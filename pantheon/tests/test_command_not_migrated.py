@@ -29,6 +29,7 @@ COMMANDS = {
     "recover_turns": [],
     "prune_idempotency_keys": [],
     "purge_deleted_chats": [],
+    "forget_user": ["nobody"],
     "seed_demo": [],
     "set_model_alias": ["x", "--model", "a/b"],
     "set_model_price": ["deepseek", "--input", "1"],
@@ -66,7 +67,13 @@ def finished(process: subprocess.Popen) -> tuple[int, str]:
 
 # Commands that check the migrations before they start (`requires_migrated_database`): their
 # queries would go through on a database a migration behind (a purge's deletes too).
-CHECKED_FIRST = {"set_model_alias", "set_model_price", "reconcile_usage", "purge_deleted_chats"}
+CHECKED_FIRST = {
+    "set_model_alias",
+    "set_model_price",
+    "reconcile_usage",
+    "purge_deleted_chats",
+    "forget_user",
+}
 
 
 def test_every_command_on_a_database_never_migrated_is_exit_3_and_one_line(scratch_database):

@@ -1,0 +1,130 @@
+"""`forget_user`: a user who asked to be forgotten loses what names them and their chats go (for
+`purge_deleted_chats` to erase); what they were billed stays, under their account's id."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db.models import Sum
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from rooms.models import Agent, Room
+from sessions_app.models import Message, Session, Turn
+from usage.models import LlmCallEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command("forget_user", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def alice(django_user_model, make_agent, make_room, make_session, fake_gateway):
+    """A user with an agent, a room, a finished chat in each and a turn still running."""
+    user = django_user_model.objects.create_user(
+        "alice", email="alice@example.com", password="alice-pass-123", first_name="Alice"
+    )
+    user.groups.add(Group.objects.get_or_create(name="Analyst")[0])
+    token = Token.objects.create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    ada = make_agent(user, "ada", role_prompt="Ada knows Alice's medical history.")
+    room = make_room(user, [ada])
+    for session, message in (
+        (make_session(user, room=room), "@ada my diagnosis"),
+        (make_session(user, agent=ada), "my address"),
+    ):
+        answer = client.post(
+            f"/api/v1/sessions/{session.id}/turns", {"message": message}, format="json"
+        )
+        assert answer.status_code == 201, answer.content
+    running = Turn.objects.create(
+        session=make_session(user, agent=ada),
+        turn_index=1,
+        mode="direct",
+        status="running",
+        user_input="still going",
+    )
+    return user, client, running
+
+
+def test_a_forgotten_user_loses_what_names_them_and_keeps_what_they_were_billed(alice, owner):
+    user, client, running = alice
+    credits = LlmCallEvent.objects.filter(user=user).aggregate(total=Sum("credits"))["total"]
+    rows = LlmCallEvent.objects.filter(user=user).count()
+    others = Session.objects.create(started_by=owner)
+
+    said = run("alice")
+
+    assert said == (
+        f"Forgot 'alice' (user {user.pk}, now 'forgotten-{user.pk}'): deleted 3 session(s), 1 "
+        "room(s) and 1 agent(s), and ended 1 running turn(s). purge_deleted_chats --older-than "
+        "1 erases their conversations from tomorrow.\n"
+    )
+    user.refresh_from_db()
+    assert user.username == f"forgotten-{user.pk}"
+    assert (user.email, user.first_name, user.last_name) == ("", "", "")
+    assert not user.is_active and not user.has_usable_password()
+    assert not user.groups.exists()
+    assert not Token.objects.filter(user=user).exists()
+    assert client.get("/api/v1/sessions").status_code == 401
+    assert not Agent.objects.filter(owner=user).exists()
+    assert not Session.objects.filter(started_by=user, deleted_at__isnull=True).exists()
+    assert not Room.objects.filter(owner=user, deleted_at__isnull=True).exists()
+    running.refresh_from_db()
+    assert (running.status, running.failure_code) == ("interrupted", "turn_cancelled")
+    assert Session.objects.get(pk=others.pk).deleted_at is None  # another user's
+    # Billed is billed: the ledger's rows, under the account's id.
+    assert LlmCallEvent.objects.filter(user=user).count() == rows > 0
+    assert (
+        LlmCallEvent.objects.filter(user=user).aggregate(total=Sum("credits"))["total"] == credits
+    )
+    # The console's history says so, naming the account by its new name.
+    revoked = LogEntry.objects.get(object_id=str(user.pk), action_flag=CHANGE)
+    assert revoked.object_repr == f"forgotten-{user.pk}"
+    assert "the account was forgotten" in revoked.get_change_message()
+
+
+def test_a_purge_a_day_later_erases_their_words(alice):
+    user, _, _ = alice
+    run("alice")
+    Session.objects.filter(started_by=user).update(deleted_at=timezone.now() - timedelta(days=2))
+    Room.objects.filter(owner=user).update(deleted_at=timezone.now() - timedelta(days=2))
+
+    call_command("purge_deleted_chats", "--older-than", "1", stdout=StringIO())
+
+    assert not Session.objects.filter(started_by=user).exists()
+    assert not Message.objects.filter(content__contains="diagnosis").exists()
+    assert not Turn.objects.filter(roster__icontains="medical").exists()
+    assert LlmCallEvent.objects.filter(user=user).exists()
+
+
+def test_a_dry_run_says_what_it_would_do_and_changes_nothing(alice):
+    user, client, _ = alice
+
+    said = run("alice", "--dry-run")
+
+    assert said == (
+        f"Would forget 'alice' (user {user.pk}, as 'forgotten-{user.pk}'): would delete 3 "
+        "session(s), 1 room(s) and 1 agent(s), and end 1 running turn(s).\n"
+    )
+    user.refresh_from_db()
+    assert user.username == "alice" and user.is_active
+    assert client.get("/api/v1/sessions").status_code == 200
+
+
+def test_an_unknown_username_is_exit_1_and_changes_nothing(alice):
+    with pytest.raises(CommandError) as refused:
+        run("alicia")
+
+    assert refused.value.returncode == 1
+    assert str(refused.value) == "No user has the username 'alicia'."
