@@ -21,8 +21,9 @@ MODE_ALIASES = {"tag": RoomMode.MANUAL}
 
 class Agent(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Indexed by agent_key_unique_per_owner, which it leads (pantheon/migration_indexes.py).
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agents"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agents", db_index=False
     )
     agent_key = models.CharField(
         max_length=32,
@@ -59,8 +60,9 @@ class RoomQuerySet(models.QuerySet):
 
 class Room(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Indexed by room_owner_created, which it leads.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rooms"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rooms", db_index=False
     )
     name = models.CharField(max_length=200)
     goal = models.TextField(blank=True)
@@ -91,7 +93,8 @@ class Room(models.Model):
 
 
 class RoomAgent(models.Model):
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="seats")
+    # Indexed by room_position_unique, which it leads.
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="seats", db_index=False)
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="seats")
     position = models.PositiveIntegerField()
 

@@ -45,8 +45,12 @@ class Session(models.Model):
     agent = models.ForeignKey(
         Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="direct_sessions"
     )
+    # Indexed by session_user_created, which it leads (pantheon/migration_indexes.py).
     started_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="chat_sessions",
+        db_index=False,
     )
     title = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -139,7 +143,10 @@ class TurnQuerySet(models.QuerySet):
 
 class Turn(UsageTotals):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
+    # Indexed by turn_index_unique, which it leads.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="turns", db_index=False
+    )
     turn_index = models.PositiveIntegerField()
     mode = models.CharField(max_length=16, choices=TURN_MODE_CHOICES)
     status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.RUNNING)
@@ -242,7 +249,10 @@ class MessageStatus(models.TextChoices):
 
 class Message(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    # Indexed by message_sequence_unique, which it leads.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     turn = models.ForeignKey(
         Turn, on_delete=models.CASCADE, null=True, blank=True, related_name="messages"
     )
@@ -284,7 +294,10 @@ class Message(models.Model):
 
 class SessionSummary(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="summaries")
+    # Indexed by summary_latest, which it leads.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="summaries", db_index=False
+    )
     turn = models.ForeignKey(
         Turn, on_delete=models.SET_NULL, null=True, blank=True, related_name="summaries"
     )
@@ -339,8 +352,12 @@ class IdempotencyKey(models.Model):
         DONE = "done"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Indexed by idempotency_key_unique_per_user, which it leads.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="idempotency_keys",
+        db_index=False,
     )
     key = models.CharField(max_length=255)
     # sha256 of the method, the path and the body: a retry must send the same request.

@@ -182,8 +182,9 @@ class ModelPrice(models.Model):
     """What one alias costs in one price list: USD per million tokens, and its credits
     multiplier (empty: the list's default), so a premium model burns more credits."""
 
+    # Indexed by model_price_unique_per_version, which it leads (pantheon/migration_indexes.py).
     pricing_version = models.ForeignKey(
-        PricingVersion, on_delete=models.CASCADE, related_name="prices"
+        PricingVersion, on_delete=models.CASCADE, related_name="prices", db_index=False
     )
     model_alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="prices")
     credit_multiplier = models.DecimalField(
@@ -259,14 +260,25 @@ class LlmCallEvent(models.Model):
     """One LLM call, whatever its purpose. Append-only: the ledger operators bill from."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The user, session and turn are indexed by llmcall_user_created, llmcall_session_created
+    # and llmcall_turn (Meta.indexes), which they lead: an index of their own would be one more
+    # to write as each call starts and ends (pantheon/migration_indexes.py).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="llm_call_events"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="llm_call_events",
+        db_index=False,
     )
     room = models.ForeignKey(
         "rooms.Room", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     session = models.ForeignKey(
-        "sessions_app.Session", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "sessions_app.Session",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     turn = models.ForeignKey(
         "sessions_app.Turn",
@@ -274,6 +286,7 @@ class LlmCallEvent(models.Model):
         null=True,
         blank=True,
         related_name="llm_call_events",
+        db_index=False,
     )
     agent_key = models.CharField(max_length=32, blank=True)
     purpose = models.CharField(max_length=16, choices=CallPurpose.choices)
@@ -419,8 +432,12 @@ class MonthlyUsage(models.Model):
     proves it equals the ledger and `--fix` rebuilds it from there.
     """
 
+    # Indexed by monthly_usage_unique, which it leads.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="monthly_usage"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="monthly_usage",
+        db_index=False,
     )
     month = models.DateField(help_text="The first day of the month (UTC).")
     credits = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal("0"))

@@ -1,0 +1,46 @@
+"""Migrations that drop the index of a foreign key whose column leads another index already.
+
+Django gives each foreign key an index of its own; where a unique constraint or a composite
+index starts with that column, the longer index serves every read of the shorter (the cascades
+and SET NULLs of a delete included), and the shorter one only costs each insert, and each
+update that is not HOT (a ledger row's completion), one more index write, and the table its
+space (pantheon/tests/test_redundant_indexes.py).
+
+The index goes with `DROP INDEX CONCURRENTLY` on PostgreSQL, outside a transaction (the
+migration is not atomic): a plain `DROP INDEX` takes an ACCESS EXCLUSIVE lock on the table,
+which waits for every query under way on it (a CSV export of the ledger, `reconcile_usage`) while
+every query after it, a turn's included, waits behind it. Going back builds it again the same
+way (`CREATE INDEX CONCURRENTLY`), without holding up writes.
+
+The names are those Django gave the indexes (`BaseDatabaseSchemaEditor._create_index_name`),
+checked by the test.
+"""
+
+from __future__ import annotations
+
+from django.db import migrations
+
+
+def drop_foreign_key_indexes(
+    indexes: list[tuple[str, str, str, str]],
+) -> migrations.RunPython:
+    """Drop each (index, table, column, the index serving its reads) index, concurrently on
+    PostgreSQL; going back builds it again. For a migration with `atomic = False`, beside the
+    AlterFields that say `db_index=False` in its state."""
+
+    def drop(apps, schema_editor):
+        concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+        quote = schema_editor.quote_name
+        for name, *_ in indexes:
+            schema_editor.execute(f"DROP INDEX{concurrently} IF EXISTS {quote(name)}")
+
+    def create(apps, schema_editor):
+        concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+        quote = schema_editor.quote_name
+        for name, table, column, _ in indexes:
+            schema_editor.execute(
+                f"CREATE INDEX{concurrently} IF NOT EXISTS {quote(name)} "
+                f"ON {quote(table)} ({quote(column)})"
+            )
+
+    return migrations.RunPython(drop, create)
