@@ -689,7 +689,9 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
                     "are a stream only. Checked before the credentials.",
                     429: "`too_many_follows`: the caller already holds "
                     "`PANTHEON_MAX_FOLLOWS_PER_USER` streams of turns' events open on this "
-                    "server (20 by default); close one, then retry.",
+                    "server (20 by default), none of this turn's (a follow of a turn followed "
+                    "already takes the place of the caller's oldest stream of it, which "
+                    "ends); close one, then retry.",
                 }
             ),
         },
@@ -726,8 +728,8 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
             # The client has seen the turn end. A stream that closed with nothing in it would
             # have a browser's EventSource reconnect every few seconds; 204 stops it.
             return Response(status=status.HTTP_204_NO_CONTENT)
-        following.follow_place(request.user.pk)
-        return _event_stream(following.turn_events(turn, last_event_id=last_event_id))
+        place = following.follow_place(request.user.pk, turn.pk)
+        return _event_stream(following.turn_events(turn, last_event_id=last_event_id, place=place))
 
     def perform_content_negotiation(self, request, force=False):
         renderer, media_type = super().perform_content_negotiation(request, force)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections import Counter
+from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -133,26 +134,56 @@ def _join(turn: Turn) -> TurnWatch:
     return watch
 
 
-# Follow streams each user holds open in this process (the event loop's thread only).
-_follows_by_user: Counter[int] = Counter()
+@dataclass(eq=False)
+class FollowPlace:
+    """One follow stream's place among its user's; `taken` once a newer follow of the same turn
+    took it over (its stream ends at its next look)."""
+
+    turn_id: Any
+    taken: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def follow_place(user_id: int) -> None:
-    """Take one of the user's places for a follow stream, given back when its request ends,
-    however it ends; refused past `PANTHEON_MAX_FOLLOWS_PER_USER`. A request the ASGI handler
-    does not serve (Django's test client) holds none."""
+# Follow streams each user holds open in this process, oldest first (the event loop's thread
+# only).
+_follows_by_user: defaultdict[int, list[FollowPlace]] = defaultdict(list)
+
+
+def follow_place(user_id: int, turn_id) -> FollowPlace | None:
+    """Take one of the user's places for a follow stream of `turn_id`, given back when its
+    request ends, however it ends. Past `PANTHEON_MAX_FOLLOWS_PER_USER`, a follow of a turn the
+    user already follows takes the place of their oldest stream of it, which ends: a client
+    whose network dropped its streams without a word (heartbeats into a dead connection's
+    buffers fail only when TCP gives up, minutes on) reconnects to the turn it followed. Any
+    other is refused. A request the ASGI handler does not serve (Django's test client) holds
+    none: None."""
     limit = settings.PANTHEON_MAX_FOLLOWS_PER_USER
     if not limit:
+        return None
+    held = _follows_by_user[user_id]
+    if len(held) >= limit:
+        oldest = next((place for place in held if place.turn_id == turn_id), None)
+        if oldest is None:
+            if not held:
+                del _follows_by_user[user_id]
+            raise exceptions.TooManyFollows(limit)
+        held.remove(oldest)
+        oldest.taken.set()
+    place = FollowPlace(turn_id)
+    if not PROCESS.at_end(partial(_give_back, user_id, place)):
+        if not held:
+            del _follows_by_user[user_id]
+        return None
+    held.append(place)
+    return place
+
+
+def _give_back(user_id: int, place: FollowPlace) -> None:
+    held = _follows_by_user.get(user_id)
+    if held is None:
         return
-    if _follows_by_user[user_id] >= limit:
-        raise exceptions.TooManyFollows(limit)
-    if PROCESS.at_end(partial(_give_back, user_id)):
-        _follows_by_user[user_id] += 1
-
-
-def _give_back(user_id: int) -> None:
-    _follows_by_user[user_id] -= 1
-    if _follows_by_user[user_id] <= 0:
+    if place in held:  # not when a newer follow took it over
+        held.remove(place)
+    if not held:
         del _follows_by_user[user_id]
 
 
@@ -162,12 +193,17 @@ def watched_turns() -> int:
 
 
 async def turn_events(
-    turn: Turn, *, last_event_id: int, answer: dict[str, Any] | None = None
+    turn: Turn,
+    *,
+    last_event_id: int,
+    answer: dict[str, Any] | None = None,
+    place: FollowPlace | None = None,
 ) -> AsyncIterator[str]:
     """A turn's events after `last_event_id` as Server-Sent Events: those of a finished turn
     from one read, those of a running one as it stores them, from its process-wide watch.
     `answer`: the body the request that ran the (finished) turn answered with, which its last
-    event carries instead of the turn as read now (an idempotent replay: its `balance`)."""
+    event carries instead of the turn as read now (an idempotent replay: its `balance`).
+    `place`: the follow's (`follow_place`): the stream ends once another follow takes it."""
     if turn.status != TurnStatus.RUNNING:
         replay = await database(events.turn_replay, queue_as_new=True)(turn)
         if replay.finished:
@@ -179,13 +215,15 @@ async def turn_events(
             return
     watch = _join(turn)
     try:
-        async for text in _follow(watch, last_event_id):
+        async for text in _follow(watch, last_event_id, place):
             yield text
     finally:
         watch.leave()
 
 
-async def _follow(watch: TurnWatch, last_event_id: int) -> AsyncIterator[str]:
+async def _follow(
+    watch: TurnWatch, last_event_id: int, place: FollowPlace | None
+) -> AsyncIterator[str]:
     heartbeat = settings.PANTHEON_SSE_HEARTBEAT_SECONDS
     loop = asyncio.get_running_loop()
     seen: events.Replay | None = None
@@ -207,6 +245,10 @@ async def _follow(watch: TurnWatch, last_event_id: int) -> AsyncIterator[str]:
             # Stopped before the turn's end: by an error (a bug, a turn gone), told as today's
             # own poll would have, by the stream breaking off.
             raise RuntimeError(f"following turn {watch.turn.pk} stopped") from watch.error
+        if place is not None and place.taken.is_set():
+            # A newer follow of this turn by its user took its place: the client that opened
+            # this one is gone, or will resume from its Last-Event-ID.
+            return
         if await watch.changed(seen, timeout=min(quiet_until - loop.time(), _LOOK_SECONDS)):
             continue
         if draining.stopping():
