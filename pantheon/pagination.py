@@ -185,8 +185,8 @@ class ActivityPagination(StrictPageSize, StrictCursor, CursorPagination):
     # DRF's cursor holds the activity alone, so sessions of one activity are paged by offset,
     # however many there are (a thousand imported at once): its cap (1,000) would read the next
     # page's offset as 1,000 and answer that page again. The cap guards an index scan against
-    # a forged offset; here every page sorts all the user's sessions by their turns' activity
-    # anyway, so a larger offset costs no more than the first page.
+    # a forged offset: here the scan (`session_user_activity`) is of one user's sessions, so an
+    # offset costs at most a read of all of them, as the first page cost before the index.
     offset_cutoff = None
     example_positions = ("2026-12-01 08:15:02.104233+00:00", "2026-12-03 19:45:20.967870+00:00")
 

@@ -22,7 +22,7 @@ from sessions_app.serializers import (
 
 def _session_created(session) -> Response:
     """The new session as `GET sessions/{id}` will show it: no turns yet, used when made."""
-    session.turn_count, session.last_activity_at = 0, session.created_at
+    session.last_activity_at = session.created_at  # its turn_count: 0, as the database has it
     return Response(SessionActivitySerializer(session).data, status=status.HTTP_201_CREATED)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import OuterRef, Q
+from django.db.models import F, OuterRef, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from rooms.models import Agent, Room, RoomMode
@@ -55,6 +56,11 @@ class Session(models.Model):
     title = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # How many turns the session has and its latest turn's created_at (null while it has none):
+    # kept by the database, a trigger on each turn's insert (migration 0018), whoever inserts
+    # it; no statement of Django's. The lists read them (`sessions_with_activity`).
+    turn_count = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    last_turn_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = SessionQuerySet.as_manager()
 
@@ -70,6 +76,14 @@ class Session(models.Model):
         ]
         indexes = [
             models.Index(fields=["started_by", "created_at"], name="session_user_created"),
+            # A user's sessions, newest activity first (`sessions_with_activity`'s
+            # `last_activity_at`, the lists' cursor order): a page is a scan of LIMIT rows.
+            models.Index(
+                F("started_by"),
+                Coalesce("last_turn_at", "created_at").desc(),
+                F("id").desc(),
+                name="session_user_activity",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -83,9 +97,33 @@ class Session(models.Model):
             named = "(new)"
         return f"Session {named} · {short_id(self.id)}"
 
+    def save(self, *, force_insert=False, force_update=False, using=None, update_fields=None):
+        """An update writes every field but those the database keeps (`KEPT_BY_DATABASE`): a
+        turn inserted since the session was read (the console's edit of its title) would lose
+        its count otherwise."""
+        if update_fields is None and not self._state.adding and not force_insert:
+            deferred = self.get_deferred_fields()
+            update_fields = [
+                field.attname
+                for field in self._meta.concrete_fields
+                if not field.primary_key
+                and field.name not in KEPT_BY_DATABASE
+                and field.attname not in deferred
+            ]
+        super().save(
+            force_insert=force_insert,
+            force_update=force_update,
+            using=using,
+            update_fields=update_fields,
+        )
+
     @property
     def is_direct(self) -> bool:
         return self.room_id is None
+
+
+# A session's columns that the database keeps, from its turns (migration 0018's trigger).
+KEPT_BY_DATABASE = frozenset({"turn_count", "last_turn_at"})
 
 
 DIRECT_MODE = "direct"

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, Max, Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
@@ -25,17 +25,16 @@ def sessions_with_activity(
 ) -> QuerySet[Session]:
     """The user's live sessions, each with its `turn_count` and `last_activity_at` (the latest
     turn's created_at, else the session's own), optionally those of one room or the direct
-    ones with one agent. One query with its room and agent, whatever the number of sessions and
-    turns; the caller orders it (by activity, or by creation)."""
+    ones with one agent. One query with its room and agent, and no read of their turns: the
+    session's own columns, which the database keeps (`Session.turn_count`, `last_turn_at`);
+    the caller orders it (by activity, or by creation). By activity, a page of the user's
+    sessions is a scan of the index `session_user_activity`, whatever their number."""
     sessions = sessions_for_user(user=user)
     if room_id is not None:
         sessions = sessions.filter(room_id=room_id)
     if agent_id is not None:
         sessions = sessions.filter(agent_id=agent_id)
-    return sessions.annotate(
-        turn_count=Count("turns"),
-        last_activity_at=Coalesce(Max("turns__created_at"), "created_at"),
-    )
+    return sessions.annotate(last_activity_at=Coalesce("last_turn_at", "created_at"))
 
 
 def session_timeline(*, session: Session) -> QuerySet[Message]:
