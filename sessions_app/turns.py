@@ -708,8 +708,11 @@ class TurnRunner:
                     worst = None  # worked out again at the prices now held
                 reserved = self._hold_credits(now, first, worst)
                 self._interrupt_stale_turn(now)
-                self._promote_pending_mode(now)
+                # The turn's insert locks its session's row (the database counts the turn on
+                # it: `Session.turn_count`), before its room's: rows are locked in the order of
+                # a user's forgetting (turns, sessions, rooms), never the other way round.
                 self._insert_turn(now, reserved)
+                self._promote_pending_mode(now)
                 self._open(first)
                 if also is not None:
                     also(self._turn)
