@@ -44,7 +44,16 @@ def agent_create(*, owner, **fields) -> Agent:
         raise ValidationError({"agent_key": ["You already have an agent with this key."]}) from exc
 
 
+def _changed(row, fields: dict) -> dict:
+    """The fields whose values `row` does not hold already: a PATCH that changes nothing (`{}`,
+    or the values as they are) writes nothing, and `updated_at` stays when nothing changed."""
+    return {name: value for name, value in fields.items() if getattr(row, name) != value}
+
+
 def agent_update(*, agent: Agent, **fields) -> Agent:
+    fields = _changed(agent, fields)
+    if not fields:
+        return agent
     for name, value in fields.items():
         setattr(agent, name, value)
     try:
@@ -88,6 +97,9 @@ def _lock_live_room(room: Room) -> None:
 def room_update(*, room: Room, **fields) -> Room:
     """Name and goal; the mode and the roster change through their own services."""
     _lock_live_room(room)
+    fields = _changed(room, fields)
+    if not fields:
+        return room
     for name, value in fields.items():
         setattr(room, name, value)
     room.save(update_fields=[*fields, "updated_at"])

@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from pantheon.testing.admin import client_for, posted_back
 from rooms import services
-from rooms.models import Room, RoomAgent
+from rooms.models import Agent, Room, RoomAgent
 from rooms.tests.test_admin_seats import room_form, seats_now
 
 pytestmark = pytest.mark.django_db
@@ -257,3 +257,37 @@ def test_a_seat_page_with_one_change_moves_its_rooms_updated_at(rooms, staff):
     assert response.status_code == 302
     assert seats_now(rooms["Research"]) == [("linus", 0), ("ada", 1)]
     assert moved(rooms) == {"Research"}
+
+
+@pytest.mark.parametrize("body", [{}, {"name": "Research"}, {"unknown": 1}])
+def test_a_patch_of_a_room_that_changes_nothing_moves_nothing(rooms, owner_client, body):
+    """`PATCH rooms/{id}` with nothing to change moved `updated_at`: a client keeping a copy in
+    step by it fetched a room that had not changed (the rooms tester's note)."""
+    answer = owner_client.patch(f"/api/v1/rooms/{rooms['Research'].pk}", body, format="json")
+
+    assert answer.status_code == 200, answer.content
+    assert moved(rooms) == set()
+    assert answer.json()["updated_at"] == "2025-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("body", [{}, {"name": "Ada"}])
+def test_a_patch_of_an_agent_that_changes_nothing_moves_nothing(owner, owner_client, body):
+
+    agent = Agent.objects.create(owner=owner, agent_key="ada", name="Ada", model_alias="deepseek")
+    Agent.objects.filter(pk=agent.pk).update(updated_at=LONG_AGO)
+
+    answer = owner_client.patch(f"/api/v1/agents/{agent.pk}", body, format="json")
+
+    assert answer.status_code == 200, answer.content
+    agent.refresh_from_db()
+    assert agent.updated_at == LONG_AGO
+    assert answer.json()["updated_at"] == "2025-01-01T00:00:00Z"
+
+
+def test_a_patch_that_changes_a_room_moves_it(rooms, owner_client):
+    answer = owner_client.patch(
+        f"/api/v1/rooms/{rooms['Research'].pk}", {"name": "Research 2"}, format="json"
+    )
+
+    assert answer.status_code == 200
+    assert moved(rooms) == {"Research 2"}
