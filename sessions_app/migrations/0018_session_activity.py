@@ -8,6 +8,12 @@ and sorting every turn of the user's sessions (`sessions_with_activity`).
 Turns are never deleted but with their session (`purge_deleted_chats`, a user's or a room's
 delete): no trigger on delete. A turn's `session_id` and `created_at` never change.
 
+On PostgreSQL the migration takes the turns' table first (the lock the trigger's creation takes),
+then the sessions' (the columns'): a live turn's claim or step writes a turn, then checks its
+session's row exists; the other way round, each would wait for the other (a deadlock, and a
+failed migration or turn). Turns wait for the migration meanwhile (the columns are added
+without rewriting the table: a scan of the sessions for the count's check, under the lock).
+
 PostgreSQL (a plpgsql function) and SQLite (the laptop default: its own trigger, whose `max()`
 of two non-null texts is the later moment, as Django writes them) keep them alike. 0019 fills
 them in for the turns inserted before the trigger.
@@ -67,10 +73,16 @@ def _by_vendor(statements: dict[str, list[str]]):
     return run
 
 
+def lock_turns_first(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("LOCK TABLE sessions_app_turn IN SHARE ROW EXCLUSIVE MODE")
+
+
 class Migration(migrations.Migration):
     dependencies = [("sessions_app", "0017_redundant_fk_indexes")]
 
     operations = [
+        migrations.RunPython(lock_turns_first, migrations.RunPython.noop),
         migrations.AddField(
             model_name="session",
             name="turn_count",

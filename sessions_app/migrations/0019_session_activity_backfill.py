@@ -6,6 +6,10 @@ that rolls on): a batch first locks its sessions' rows, so a turn whose trigger 
 one of them has committed, and is counted again from the turns table, read after; a turn
 inserted since waits for the batch to commit, and its trigger adds it to the batch's count.
 Going back leaves the columns as they are (0018 drops them).
+
+The index is built concurrently on PostgreSQL (`CREATE INDEX CONCURRENTLY`): a plain build holds
+a SHARE lock on the sessions for its whole length, and every turn's insert updates its session
+(0018's trigger), so every claim would wait for it.
 """
 
 from django.db import migrations, models, transaction
@@ -36,6 +40,28 @@ def backfill(apps, schema_editor):
         after = ids[-1]
 
 
+ACTIVITY_INDEX = models.Index(
+    models.F("started_by"),
+    models.OrderBy(Coalesce("last_turn_at", "created_at"), descending=True),
+    models.OrderBy(models.F("id"), descending=True),
+    name="session_user_activity",
+)
+
+
+def _concurrently(schema_editor) -> dict:
+    return {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
+
+
+def add_index(apps, schema_editor):
+    model = apps.get_model("sessions_app", "Session")
+    schema_editor.add_index(model, ACTIVITY_INDEX, **_concurrently(schema_editor))
+
+
+def remove_index(apps, schema_editor):
+    model = apps.get_model("sessions_app", "Session")
+    schema_editor.remove_index(model, ACTIVITY_INDEX, **_concurrently(schema_editor))
+
+
 class Migration(migrations.Migration):
     atomic = False  # a transaction per batch: turns inserted meanwhile wait for one batch only
 
@@ -46,13 +72,8 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(backfill, migrations.RunPython.noop),
-        migrations.AddIndex(
-            model_name="session",
-            index=models.Index(
-                models.F("started_by"),
-                models.OrderBy(Coalesce("last_turn_at", "created_at"), descending=True),
-                models.OrderBy(models.F("id"), descending=True),
-                name="session_user_activity",
-            ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[migrations.AddIndex(model_name="session", index=ACTIVITY_INDEX)],
+            database_operations=[migrations.RunPython(add_index, remove_index)],
         ),
     ]
