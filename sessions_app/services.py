@@ -1,15 +1,16 @@
 """Session writes. The turn engine lives in `sessions_app.turns`."""
 
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from uuid import UUID
 
-from django.contrib.admin.models import LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
-from django.db.models import OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from pantheon import draining
@@ -84,10 +85,16 @@ def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
     `Idempotency-Key` answers of their turns (which quote the answers), and the rooms, with
     their seats. The ledger keeps every row and figure, its references to them cleared (its
     trigger lets a purge clear them, and nothing else); the rollups and counters are figures
-    alone. What a user deleted was cancelled as it was deleted: nothing purged runs."""
+    alone. The console's history of them keeps who did what and when, not what they held
+    (`history_erase`). What a user deleted was cancelled as it was deleted; a session with a
+    turn still running (one claimed as its delete committed, whose worker died since: until
+    `recover_turns` ends it) waits for the next purge."""
     deleted = Q(deleted_at__lt=deleted_before) | Q(room__deleted_at__lt=deleted_before)
-    sessions = Session.objects.filter(deleted)
-    rooms = Room.objects.filter(deleted_at__lt=deleted_before)
+    running = Turn.objects.filter(session=OuterRef("pk"), status=TurnStatus.RUNNING)
+    sessions = Session.objects.filter(deleted).exclude(Exists(running))
+    rooms = Room.objects.filter(deleted_at__lt=deleted_before).exclude(
+        Exists(Session.objects.filter(room=OuterRef("pk")).exclude(pk__in=sessions.values("pk")))
+    )
     if dry_run:
         return Purged(
             sessions=sessions.count(),
@@ -96,21 +103,52 @@ def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
             rooms=rooms.count(),
         )
     counts: dict[str, int] = {}
-    while batch := list(sessions.values_list("pk", flat=True)[:PURGE_BATCH]):
+    # Read once: the sessions have no index on `deleted_at`, and a purge of a long backlog
+    # would read them all again for each batch.
+    purged_rooms = list(rooms.values_list("pk", flat=True))
+    found = list(sessions.values_list("pk", flat=True))
+    for start in range(0, len(found), PURGE_BATCH):
+        batch = found[start : start + PURGE_BATCH]
         with transaction.atomic():
             IdempotencyKey.objects.filter(turn__session__in=batch).delete()
+            history_erase(model=Session, object_ids=batch, why=CHAT_PURGED)
             _, by_model = Session.objects.filter(pk__in=batch).delete()
         for label, count in by_model.items():
             counts[label] = counts.get(label, 0) + count
     with transaction.atomic():
-        # Their sessions are gone (above): a room takes its seats with it.
-        _, by_model = rooms.delete()
+        # Their sessions are gone (above), unless one still ran: a room takes its seats with it.
+        history_erase(model=Room, object_ids=purged_rooms, why=CHAT_PURGED)
+        _, by_model = (
+            Room.objects.filter(pk__in=purged_rooms).exclude(sessions__isnull=False).delete()
+        )
     return Purged(
         sessions=counts.get(Session._meta.label, 0),
         turns=counts.get(Turn._meta.label, 0),
         messages=counts.get(Message._meta.label, 0),
         rooms=by_model.get(Room._meta.label, 0),
     )
+
+
+CHAT_PURGED = "the chat was purged"
+ACCOUNT_FORGOTTEN = "the account was forgotten"
+
+
+def history_erase(*, model, object_ids, why: str, name: str | None = None) -> None:
+    """The console's history of these rows (`model`'s, by id) keeps who did what and when, not
+    what they held: each entry's name (a session's title, an agent's, the account's username)
+    becomes `name` (or says `why`), and its message the change's kind alone. The console wrote
+    the values a change went from and to (`pantheon.console.ChangesWithValues`: an email
+    address, a role prompt's first 60 characters)."""
+    entries = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(model),
+        object_id__in=[str(object_id) for object_id in object_ids],
+    )
+    shown = name if name is not None else f"({why})"
+    for flag, said in ((ADDITION, "Added"), (CHANGE, "Changed")):
+        entries.filter(action_flag=flag).update(
+            object_repr=shown, change_message=f"{said} (what it said is erased: {why})."
+        )
+    entries.exclude(action_flag__in=(ADDITION, CHANGE)).update(object_repr=shown)
 
 
 @dataclass(frozen=True)
@@ -127,6 +165,20 @@ class Forgotten:
 FORGOTTEN_PREFIX = "forgotten-"
 
 
+def _forgotten_name(user) -> str:
+    """`forgotten-<id>`, or with a random suffix when another account has that name already
+    (in any case: the console refuses case twins)."""
+    name = f"{FORGOTTEN_PREFIX}{user.pk}"
+    while (
+        type(user)
+        .objects.filter(**{f"{user.USERNAME_FIELD}__iexact": name})
+        .exclude(pk=user.pk)
+        .exists()
+    ):
+        name = f"{FORGOTTEN_PREFIX}{user.pk}-{secrets.token_hex(4)}"
+    return name
+
+
 def user_forget(*, user, dry_run: bool = False) -> Forgotten:
     """A user who asked to be forgotten: the account is closed and loses what names them (its
     username becomes `forgotten-<id>`, its names and email go, its password is made unusable,
@@ -138,7 +190,7 @@ def user_forget(*, user, dry_run: bool = False) -> Forgotten:
     sessions = Session.objects.filter(started_by=user, deleted_at__isnull=True)
     rooms = Room.objects.filter(owner=user, deleted_at__isnull=True)
     agents = Agent.objects.filter(owner=user)
-    username = f"{FORGOTTEN_PREFIX}{user.pk}"
+    username = _forgotten_name(user)
     if dry_run:
         running = Turn.objects.filter(session__started_by=user, status=TurnStatus.RUNNING)
         return Forgotten(
@@ -149,6 +201,7 @@ def user_forget(*, user, dry_run: bool = False) -> Forgotten:
             running_turns=running.count(),
         )
     with transaction.atomic():
+        agent_ids = list(agents.values_list("pk", flat=True))
         # The turns' rows first, then the sessions' and the rooms': a delete's order.
         ended = turns_cancel_with_sessions(sessions=Session.objects.filter(started_by=user))
         now = timezone.now()
@@ -158,7 +211,20 @@ def user_forget(*, user, dry_run: bool = False) -> Forgotten:
         for agent in agents:
             agent_delete(agent=agent)
             deleted_agents += 1
-        api_token_revoke_logged(user=user, why="the account was forgotten")
+        # What the console's history said of them, and of the account: its entries stay (who
+        # did what, when), their values go.
+        history_erase(
+            model=Session,
+            object_ids=Session.objects.filter(started_by=user).values_list("pk", flat=True),
+            why=ACCOUNT_FORGOTTEN,
+        )
+        history_erase(
+            model=Room,
+            object_ids=Room.objects.filter(owner=user).values_list("pk", flat=True),
+            why=ACCOUNT_FORGOTTEN,
+        )
+        history_erase(model=Agent, object_ids=agent_ids, why=ACCOUNT_FORGOTTEN)
+        history_erase(model=type(user), object_ids=[user.pk], why=ACCOUNT_FORGOTTEN, name=username)
         user.username = username
         user.first_name = user.last_name = user.email = ""
         user.is_active = user.is_staff = user.is_superuser = False
@@ -166,10 +232,8 @@ def user_forget(*, user, dry_run: bool = False) -> Forgotten:
         user.save()
         user.groups.clear()
         user.user_permissions.clear()
-        # Their console history goes on naming the account, by its new name.
-        LogEntry.objects.filter(
-            content_type=ContentType.objects.get_for_model(user), object_id=str(user.pk)
-        ).update(object_repr=username)
+        # Its entry names the account by its new name.
+        api_token_revoke_logged(user=user, why=ACCOUNT_FORGOTTEN)
     return Forgotten(
         username=username,
         sessions=deleted_sessions,

@@ -6,6 +6,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -14,6 +15,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for, opened
 from rooms.models import Agent, Room
 from sessions_app.models import Message, Session, Turn
 from usage.models import LlmCallEvent
@@ -128,3 +131,44 @@ def test_an_unknown_username_is_exit_1_and_changes_nothing(alice):
 
     assert refused.value.returncode == 1
     assert str(refused.value) == "No user has the username 'alicia'."
+
+
+def test_the_console_history_keeps_who_did_what_and_none_of_the_values(alice, staff):
+    """The console writes the values a change went from and to: an account's email, an agent's
+    role prompt. Forgotten, its entries stay (who, when, what kind), their values go (the
+    reviewer's catch)."""
+    user, _, _ = alice
+    console = client_for(staff)
+    page = url(get_user_model(), "change", user.pk)
+    form = opened(console, page, "user_form")
+    form["email"] = ["alice.private@example.com"]
+    assert console.post(page, form).status_code == 302
+    agent = Agent.objects.get(owner=user)
+    page = url(Agent, "change", agent.pk)
+    form = opened(console, page, "agent_form")
+    form["role_prompt"] = ["Knows about my diagnosis."]
+    assert console.post(page, form).status_code == 302
+    said_before = " ".join(entry.change_message for entry in LogEntry.objects.all())
+    assert "alice.private@example.com" in said_before and "diagnosis" in said_before
+
+    run("alice")
+
+    entries = LogEntry.objects.all()
+    said = " ".join(f"{entry.object_repr} {entry.change_message}" for entry in entries)
+    for private in ("alice", "Alice", "example.com", "diagnosis", "Ada"):
+        assert private not in said
+    assert {(entry.user_id, entry.get_change_message()) for entry in entries} == {
+        (staff.pk, "Changed (what it said is erased: the account was forgotten)."),
+        (user.pk, "Revoked the API token (the account was forgotten outside the console)."),
+    }
+
+
+def test_a_username_taken_already_gets_a_suffix(alice, django_user_model):
+    user, _, _ = alice
+    django_user_model.objects.create_user(f"Forgotten-{user.pk}")
+
+    said = run("alice")
+
+    user.refresh_from_db()
+    assert user.username.startswith(f"forgotten-{user.pk}-")
+    assert f"now '{user.username}'" in said

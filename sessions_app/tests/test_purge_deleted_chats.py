@@ -6,11 +6,14 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Sum
 from django.utils import timezone
 
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for, opened
 from rooms.models import Room, RoomAgent
 from sessions_app.models import IdempotencyKey, Message, Session, Turn, TurnContextAudit
 from usage.models import LlmCallEvent
@@ -124,3 +127,41 @@ def test_under_a_day_is_refused_as_a_usage_error(chats):
 def test_from_cron_it_says_nothing(chats):
     assert purge("--older-than", "30", "-v", "0") == ""
     assert Session.objects.count() == 2
+
+
+def test_a_session_with_a_turn_still_running_waits_for_the_next_purge(chats):
+    """A turn claimed as its session's delete committed runs on; its worker dead, it stays
+    running until recover_turns ends it. Purged under it, its worker's next write would find
+    no turn (the reviewer's note)."""
+    sessions, room = chats
+    Turn.objects.filter(session=sessions["old_room"]).update(status="running")
+
+    said = purge("--older-than", "30")
+
+    assert said.startswith("Deleted 1 session(s) (1 turn(s), 2 message(s)) and 0 room(s)")
+    assert Session.objects.filter(pk=sessions["old_room"].pk).exists()
+    assert Room.objects.filter(pk=room.pk).exists()  # its session waits, so does it
+
+
+def test_the_console_history_of_a_purged_chat_keeps_who_did_what_and_none_of_its_words(
+    chats, staff
+):
+    sessions, _ = chats
+    old = sessions["alive"]
+    console = client_for(staff)
+    page = url(Session, "change", old.pk)
+    form = opened(console, page, "session_form")
+    form["title"] = ["My divorce papers"]
+    assert console.post(page, form).status_code == 302
+    Session.objects.filter(pk=old.pk).update(deleted_at=timezone.now() - timedelta(days=31))
+    entry = LogEntry.objects.get(object_id=str(old.pk))
+    assert "divorce" in f"{entry.object_repr} {entry.change_message}"
+
+    purge("--older-than", "30")
+
+    entry = LogEntry.objects.get(object_id=str(old.pk))
+    assert (entry.user_id, entry.object_repr, entry.get_change_message()) == (
+        staff.pk,
+        "(the chat was purged)",
+        "Changed (what it said is erased: the chat was purged).",
+    )
