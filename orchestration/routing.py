@@ -38,7 +38,8 @@ ROUTING_PROMPT_HEAD = (
 ROSTER_LINE_PREFIX = "Roster (JSON, in seating order): "
 
 # The manager's answer often quotes or paraphrases the user's message: its text is logged only at
-# DEBUG (off in production, LOG_LEVEL=INFO), the warning saying its length alone.
+# DEBUG (off in production, LOG_LEVEL=INFO), the warning saying its length alone; so are the
+# unknown keys it named, which may be any text (their count is said).
 _EXCERPT_CHARS = 200
 _ROLE_CHARS = 500
 # Shorter and shorter roles and room goal (characters; None: whole) for a roster that leaves the
@@ -312,14 +313,17 @@ def parse_routing(raw: str, roster_keys: Sequence[str]) -> RoutingDecision:
     if not selected:
         if unknown:
             decision = _fallback(
-                roster_keys, raw, f"unknown agent keys {unknown}", FallbackReason.UNKNOWN_AGENTS
+                roster_keys,
+                raw,
+                f"{len(unknown)} unknown agent key(s)",
+                FallbackReason.UNKNOWN_AGENTS,
             )
             return replace(decision, ignored_agent_keys=tuple(unknown))
         return _fallback(roster_keys, raw, "an empty selection", FallbackReason.EMPTY_SELECTION)
     if unknown:
         logger.warning(
-            "Routing answer named unknown agent keys %s; kept %s (an answer of %d characters)",
-            unknown,
+            "Routing answer named %d unknown agent key(s); kept %s (an answer of %d characters)",
+            len(unknown),
             selected,
             len(raw),
         )

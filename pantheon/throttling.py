@@ -19,8 +19,6 @@ the account logged in from lately: those the guesser cannot fill. An IPv6 addres
 """
 
 import contextlib
-import hashlib
-import hmac
 import ipaddress
 import math
 import random
@@ -29,6 +27,7 @@ import unicodedata
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+from django.utils.crypto import salted_hmac
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from pantheon.fields import trimmed
@@ -163,11 +162,15 @@ def username_digest(username: object) -> str | None:
     return _keyed_digest(folded.encode("utf-8", "surrogatepass"))
 
 
+# Django's keyed digest of SECRET_KEY, under a salt of this use alone.
+_DIGEST_SALT = "pantheon.throttling.login"
+
+
 def _keyed_digest(data: bytes) -> str:
     """A digest no one can recompute without the SECRET_KEY: the throttle's rows name an
     account and the addresses it logs in from (kept 30 days), and a plain SHA-256 of a known
     username with each of the 2^32 IPv4 addresses would give those addresses back."""
-    return hmac.new(settings.SECRET_KEY.encode(), data, hashlib.sha256).hexdigest()
+    return salted_hmac(_DIGEST_SALT, data, algorithm="sha256").hexdigest()
 
 
 def login_address(request) -> str | None:
