@@ -145,19 +145,21 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         them no action)."""
         return _token_since(user) or "none"
 
+    _OR_FORGET = ", or run manage.py forget_user for one who asked to be forgotten"
+
     def why_kept(self, user) -> str | None:
         # Asked before Django collects what the delete would take: for a user with many ledger
         # rows, collecting them to list them as protected took 20 s.
         if ledger_names_user(user.pk):
             return (
                 "the usage ledger names them (their calls stay billed to them); untick Active "
-                "to close the account instead."
+                f"to close the account instead{self._OR_FORGET}."
             )
         if _acted_in_console(user):
             return (
                 "the admin log names them as who made changes (deleting them would delete "
                 "those entries from the history of what they changed); untick Active to close "
-                "the account instead."
+                f"the account instead{self._OR_FORGET}."
             )
         return None
 

@@ -160,19 +160,19 @@ def follow_place(user_id: int, turn_id) -> FollowPlace | None:
     if not limit:
         return None
     held = _follows_by_user[user_id]
+    oldest = None
     if len(held) >= limit:
         oldest = next((place for place in held if place.turn_id == turn_id), None)
         if oldest is None:
-            if not held:
-                del _follows_by_user[user_id]
             raise exceptions.TooManyFollows(limit)
-        held.remove(oldest)
-        oldest.taken.set()
     place = FollowPlace(turn_id)
     if not PROCESS.at_end(partial(_give_back, user_id, place)):
         if not held:
             del _follows_by_user[user_id]
         return None
+    if oldest is not None:
+        held.remove(oldest)
+        oldest.taken.set()
     held.append(place)
     return place
 

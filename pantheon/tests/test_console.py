@@ -1230,6 +1230,7 @@ def test_a_user_the_ledger_names_is_kept_and_the_page_says_so_at_once(staff, cha
     assert typed.status_code == posted.status_code == 403
     assert "the usage ledger names them" in typed.content.decode()
     assert "untick Active" in bulk.content.decode()
+    assert "run manage.py forget_user for one who asked to be forgotten" in typed.content.decode()
     assert len(many_rows) == len(one_row)
     assert User.objects.filter(pk=owner.pk).exists()
 
