@@ -61,7 +61,8 @@ class AgentViewSet(viewsets.ModelViewSet):
         description="Create a room: `name`, `goal`, its first `mode` (`manual`, also "
         "accepted as `tag`; `roundtable`; `orchestrator`) and its roster, `agent_ids` in seat "
         "order. The answer names the mode `current_mode`: sent here, a `current_mode` other "
-        "than the room's first mode, or any `pending_mode`, is a 400 that names `mode`."
+        "than the room's first mode, or any `pending_mode`, is a 400 under that field whose "
+        "message points at `mode`."
     ),
     retrieve=extend_schema(description="One of your rooms, with its seated agents."),
     destroy=extend_schema(

@@ -100,7 +100,9 @@ class Session(models.Model):
     def save(self, *, force_insert=False, force_update=False, using=None, update_fields=None):
         """An update writes every field but those the database keeps (`KEPT_BY_DATABASE`): a
         turn inserted since the session was read (the console's edit of its title) would lose
-        its count otherwise."""
+        its count otherwise. Row-local, no write of its own (CONVENTIONS: no business writes
+        in `save()`); an update of a row gone since is Django's "did not affect any rows"
+        error, never an insert of it again."""
         if update_fields is None and not self._state.adding and not force_insert:
             deferred = self.get_deferred_fields()
             update_fields = [
