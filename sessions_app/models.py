@@ -57,7 +57,7 @@ class Session(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
     # How many turns the session has and its latest turn's created_at (null while it has none):
-    # kept by the database, a trigger on each turn's insert (migration 0018), whoever inserts
+    # kept by the database, a trigger on each turn's insert (migration 0019), whoever inserts
     # it; no statement of Django's. The lists read them (`sessions_with_activity`).
     turn_count = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     last_turn_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -124,7 +124,7 @@ class Session(models.Model):
         return self.room_id is None
 
 
-# A session's columns that the database keeps, from its turns (migration 0018's trigger).
+# A session's columns that the database keeps, from its turns (migration 0019's trigger).
 KEPT_BY_DATABASE = frozenset({"turn_count", "last_turn_at"})
 
 

@@ -1,15 +1,19 @@
-"""Fill in each session's `turn_count` and `last_turn_at` from the turns inserted before 0018's
-trigger, then index the lists' order (`session_user_activity`).
+"""Create the trigger that keeps each session's `turn_count` and `last_turn_at` (0018's
+columns), in a transaction of its own that locks the turns alone (a retry after a lock timeout
+creates it again, or finds it), then fill them in from the turns inserted before it, and index
+the lists' order (`session_user_activity`).
 
 In batches of sessions, each its own transaction, while turns may still be inserted (a deploy
 that rolls on): a batch first locks its sessions' rows, so a turn whose trigger counted it on
 one of them has committed, and is counted again from the turns table, read after; a turn
-inserted since waits for the batch to commit, and its trigger adds it to the batch's count.
-Going back leaves the columns as they are (0018 drops them).
+inserted since waits for the batch to commit, and its trigger adds it to the batch's count. The
+lock is a no-key one (what the batch's update takes anyway): the foreign-key checks of the
+messages and ledger rows written meanwhile do not wait for it.
+Going back drops the trigger and leaves the columns as they are (0018 drops them).
 
 The index is built concurrently on PostgreSQL (`CREATE INDEX CONCURRENTLY`): a plain build holds
 a SHARE lock on the sessions for its whole length, and every turn's insert updates its session
-(0018's trigger), so every claim would wait for it.
+(the trigger), so every claim would wait for it.
 """
 
 from django.db import migrations, models, transaction
@@ -17,6 +21,57 @@ from django.db.models import Count, Max, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 BATCH = 1000
+
+POSTGRESQL = """
+CREATE OR REPLACE FUNCTION sessions_turn_counted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE sessions_app_session
+       SET turn_count = turn_count + 1,
+           last_turn_at = GREATEST(last_turn_at, NEW.created_at)  -- NULL: the turn's
+     WHERE id = NEW.session_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER sessions_turn_counted
+    AFTER INSERT ON sessions_app_turn
+    FOR EACH ROW EXECUTE FUNCTION sessions_turn_counted();
+"""
+
+POSTGRESQL_DROP = """
+DROP TRIGGER IF EXISTS sessions_turn_counted ON sessions_app_turn;
+DROP FUNCTION IF EXISTS sessions_turn_counted();
+"""
+
+SQLITE = """
+CREATE TRIGGER IF NOT EXISTS sessions_turn_counted
+    AFTER INSERT ON sessions_app_turn
+    FOR EACH ROW
+BEGIN
+    UPDATE sessions_app_session
+       SET turn_count = turn_count + 1,
+           last_turn_at = max(coalesce(last_turn_at, NEW.created_at), NEW.created_at)
+     WHERE id = NEW.session_id;
+END
+"""
+
+SQLITE_DROP = "DROP TRIGGER IF EXISTS sessions_turn_counted"
+
+TRIGGER = {"postgresql": [POSTGRESQL], "sqlite": [SQLITE]}
+DROP = {"postgresql": [POSTGRESQL_DROP], "sqlite": [SQLITE_DROP]}
+
+
+def _by_vendor(statements: dict[str, list[str]]):
+    def run(apps, schema_editor):
+        vendor = schema_editor.connection.vendor
+        if vendor not in statements:
+            raise NotImplementedError(f"no trigger keeps a session's turn count on {vendor}")
+        for sql in statements[vendor]:
+            # No parameters: a % sign would be the SQL's, not a placeholder.
+            schema_editor.execute(sql, params=None)
+
+    return run
 
 
 def backfill(apps, schema_editor):
@@ -31,7 +86,7 @@ def backfill(apps, schema_editor):
     while True:
         with transaction.atomic(using=using):
             batch = sessions if after is None else sessions.filter(pk__gt=after)
-            ids = list(batch.select_for_update().values_list("pk", flat=True)[:BATCH])
+            ids = list(batch.select_for_update(no_key=True).values_list("pk", flat=True)[:BATCH])
             if not ids:
                 return
             Session.objects.using(using).filter(pk__in=ids).update(
@@ -71,6 +126,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # Its own transaction: the turns' lock only (0018 altered the sessions in another).
+        migrations.RunPython(_by_vendor(TRIGGER), _by_vendor(DROP), atomic=True),
         migrations.RunPython(backfill, migrations.RunPython.noop),
         migrations.SeparateDatabaseAndState(
             state_operations=[migrations.AddIndex(model_name="session", index=ACTIVITY_INDEX)],

@@ -1,5 +1,5 @@
 """A session's `turn_count` and `last_turn_at` are kept by the database (a trigger on each
-turn's insert, migration 0018), and the lists read them: no join of the turns, and on
+turn's insert, migration 0019), and the lists read them: no join of the turns, and on
 PostgreSQL a page by activity is a scan of `session_user_activity`, never a sort."""
 
 from datetime import timedelta
@@ -79,7 +79,7 @@ def test_the_backfill_counts_the_turns_inserted_before_the_trigger(owner, make_s
         [_turn(sessions[0], index, start + timedelta(hours=index)) for index in (1, 2, 3)]
         + [_turn(sessions[1], 1, start)]
     )
-    # As before 0018's trigger: every session at 0, with no moment.
+    # As before 0019's trigger: every session at 0, with no moment.
     Session.objects.update(turn_count=0, last_turn_at=None)
 
     with connection.schema_editor() as editor:
