@@ -2,7 +2,8 @@
 
 A worker holds each waiting turn and open stream as a coroutine: cheap, but not free (memory,
 a socket, a place in the database sections' queue). The ASGI handler counts the requests in
-flight (`PROCESS.hold()`, for a request's whole life, a streamed body included), and
+flight (`PROCESS.hold()`, from the arrival of a request's whole body to its answer's end, a
+streamed one included: a body sent slowly holds no place), and
 `pantheon.middleware.CapacityMiddleware` answers one that finds more in flight than
 `GUNICORN_WORKER_CONNECTIONS` (`PantheonWorker` sets the limit) with 503 `over_capacity` and a
 Retry-After, before anything reads, writes or claims: the client backs off and tries again

@@ -13,13 +13,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
-from asgiref.sync import AsyncToSync, ThreadSensitiveContext
+from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.db import connection
+from django.db.backends.signals import connection_created
 
 from pantheon.capacity import PROCESS
-from pantheon.db import request_arrival
+from pantheon.db import release_connection, request_arrival
 
 # Idle threads kept warm per process; beyond this, a returned one is shut down.
 IDLE_THREADS = 64
@@ -78,10 +81,6 @@ class PantheonASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        with PROCESS.hold():
-            await self._handle(scope, receive, send)
-
-    async def _handle(self, scope, receive, send):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         declared = _declared_length(scope.get("headers", ()))
         if _over_the_limit(declared):
@@ -91,9 +90,74 @@ class PantheonASGIHandler(ASGIHandler):
         elif limit is not None and declared is None:
             # No length declared (a chunked upload): read no more than the limit.
             receive = _up_to(limit, receive, scope)
-        with request_arrival():
-            async with own_thread():
-                await self.handle(scope, receive, send)
+        # The body is read before the request is counted: a client that sends it a byte at a
+        # time (for up to PANTHEON_REQUEST_READ_TIMEOUT_SECONDS) costs a socket, not one of
+        # the worker's places, so a thousand of them do not turn everyone else away.
+        receive = await _body_read_first(receive)
+        with PROCESS.hold():
+            await self._handle(scope, receive, send)
+
+    async def _handle(self, scope, receive, send):
+        connected = _connected.set([False])
+        try:
+            with request_arrival():
+                async with own_thread():
+                    await self.handle(scope, receive, send)
+        finally:
+            _connected.reset(connected)
+
+    async def run_get_response(self, request):
+        response = await super().run_get_response(request)
+        taken = _connected.get()
+        if not response.streaming and taken is not None and taken[0]:
+            # Its body is whole: the connection the view used goes back to the pool now, on
+            # the request's own thread, not once a client that reads slowly (or not at all,
+            # for up to PANTHEON_WRITE_TIMEOUT_SECONDS) has taken it all. A few such clients
+            # held the whole pool, and every other request waited for it, then failed 503.
+            taken[0] = False
+            await sync_to_async(_release_pooled_connection, thread_sensitive=True)()
+        return response
+
+
+# Whether the request served in this context has taken a database connection on its thread
+# (`connection_created`, sent as one is opened or taken from the pool): only then is there one
+# to give back before its answer is sent, and a request that used none (a refusal, the health
+# check's own sections) makes no trip to its thread for it.
+_connected: ContextVar[list[bool] | None] = ContextVar("pantheon_request_connected", default=None)
+
+
+def _note_connection(sender, connection, **kwargs) -> None:
+    taken = _connected.get()
+    if taken is not None:
+        taken[0] = True
+
+
+connection_created.connect(_note_connection, dispatch_uid="pantheon.threads.note_connection")
+
+
+def _release_pooled_connection() -> None:
+    """This thread's connection back to its pool (a connection without a pool stays open for
+    the next request, as CONN_MAX_AGE says), unless a transaction is open around us."""
+    if getattr(connection, "pool", None) is not None:
+        release_connection()
+
+
+async def _body_read_first(receive):
+    """Read the request's body (the events up to its last piece, or the client's disconnect)
+    and return a `receive` that hands those events over again, then the client's next ones."""
+    events = []
+    while True:
+        message = await receive()
+        events.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+
+    async def receive_read_first():
+        if events:
+            return events.pop(0)
+        return await receive()
+
+    return receive_read_first
 
 
 def declared_too_large(headers) -> bool:
