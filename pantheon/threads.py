@@ -98,7 +98,7 @@ class PantheonASGIHandler(ASGIHandler):
             await self._handle(scope, receive, send)
 
     async def _handle(self, scope, receive, send):
-        connected = _connected.set([False])
+        connected = _connected.set([])
         try:
             with request_arrival():
                 async with own_thread():
@@ -109,27 +109,28 @@ class PantheonASGIHandler(ASGIHandler):
     async def run_get_response(self, request):
         response = await super().run_get_response(request)
         taken = _connected.get()
-        if not response.streaming and taken is not None and taken[0]:
+        if not response.streaming and taken and any(held.connection for held in taken):
             # Its body is whole: the connection the view used goes back to the pool now, on
             # the request's own thread, not once a client that reads slowly (or not at all,
             # for up to PANTHEON_WRITE_TIMEOUT_SECONDS) has taken it all. A few such clients
             # held the whole pool, and every other request waited for it, then failed 503.
-            taken[0] = False
+            # (A turn's sections gave theirs back as each ended: no trip to its thread.)
+            taken.clear()
             await sync_to_async(_release_pooled_connection, thread_sensitive=True)()
         return response
 
 
-# Whether the request served in this context has taken a database connection on its thread
-# (`connection_created`, sent as one is opened or taken from the pool): only then is there one
-# to give back before its answer is sent, and a request that used none (a refusal, the health
-# check's own sections) makes no trip to its thread for it.
-_connected: ContextVar[list[bool] | None] = ContextVar("pantheon_request_connected", default=None)
+# The database connections (Django's wrappers) the request served in this context has taken
+# on its thread (`connection_created`, sent as one is opened or taken from the pool): only one
+# still open then is given back before its answer is sent, and a request that used none (a
+# refusal) or gave its own back (a turn's sections) makes no trip to its thread for it.
+_connected: ContextVar[list | None] = ContextVar("pantheon_request_connected", default=None)
 
 
 def _note_connection(sender, connection, **kwargs) -> None:
     taken = _connected.get()
-    if taken is not None:
-        taken[0] = True
+    if taken is not None and connection not in taken:
+        taken.append(connection)
 
 
 connection_created.connect(_note_connection, dispatch_uid="pantheon.threads.note_connection")
