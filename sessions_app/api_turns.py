@@ -181,13 +181,27 @@ class _AsyncTurnView:
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
+class TurnOrReplayRateThrottle(TurnRateThrottle):
+    """The turn rate, which a retry whose Idempotency-Key holds the first request's answer
+    never exceeds: it replays that answer and calls no provider, and a client whose network
+    dropped the answer retries with its key as README tells it to (it got 429 for the answer
+    it was owed). Asked only of a request the rate refuses: no read for the others."""
+
+    def allow_request(self, request, view) -> bool:
+        if super().allow_request(request, view):
+            return True
+        return idempotency.idempotency_answer_stored(
+            user=request.user, key=idempotency.idempotency_key_of(request)
+        )
+
+
 class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIView):
     """`GET sessions/{id}/turns` lists turns; `POST` runs one (throttled per user): each
     method's schema says what it does."""
 
     serializer_class = TurnSerializer
     renderer_classes = [JSONRenderer, EventStreamRenderer]
-    throttle_classes = [TurnRateThrottle]
+    throttle_classes = [TurnOrReplayRateThrottle]
     log_ids: Mapping[str, str] = MappingProxyType({})  # what `_start` bound for the logs
     # What a claim that broke may have claimed, when the database was away to end it.
     broken_claim: tuple[TurnRunner | None, IdempotencyKey | None] | None = None

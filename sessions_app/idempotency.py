@@ -91,6 +91,16 @@ def idempotency_key_of(request) -> str | None:
     return request.headers.get("Idempotency-Key")
 
 
+def idempotency_answer_stored(*, user, key: str | None) -> bool:
+    """Whether `user`'s `key` holds a first request's answer (a retry of it replays that answer
+    and calls no provider)."""
+    if not key or not user or not user.is_authenticated:
+        return False
+    return IdempotencyKey.objects.filter(
+        user=user, key=key, state=IdempotencyKey.State.DONE
+    ).exists()
+
+
 def idempotency_begin(
     *,
     user,

@@ -585,3 +585,28 @@ def test_login_rows_name_an_account_and_its_address_by_a_keyed_digest(settings):
     assert first[0] != second[0]
     assert first[1] != second[1]
     assert hashlib.sha256(f"{plain} 203.0.113.7".encode()).hexdigest() not in first
+
+
+def test_a_retry_that_replays_a_stored_answer_is_never_refused_by_the_rate(
+    settings, owner_client, roundtable_session, fake_gateway
+):
+    """The streaming tester's flaky network: an app retried with its key, as README says, and
+    got 429 for the answer it was owed (a replay calls no provider). New turns still count."""
+    settings.PANTHEON_TURN_RATE = "1/min"
+    url = f"/api/v1/sessions/{roundtable_session.id}/turns"
+
+    def post(message: str, key: str):
+        return owner_client.post(url, {"message": message}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+    first = post("one", "key-1")
+    calls = len(fake_gateway.calls)
+    retries = [post("one", "key-1") for _ in range(3)]
+    another = post("two", "key-2")
+
+    assert first.status_code == 201
+    assert [retry.status_code for retry in retries] == [201, 201, 201]
+    assert all(retry["Idempotent-Replayed"] == "true" for retry in retries)
+    assert {retry.json()["id"] for retry in retries} == {first.json()["id"]}
+    assert len(fake_gateway.calls) == calls
+    assert_throttled(another)
+    assert Turn.objects.filter(session=roundtable_session).count() == 1
