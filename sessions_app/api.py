@@ -124,7 +124,7 @@ class AgentSessionsView(generics.ListCreateAPIView):
         description="Delete a session (soft: it, its messages and its turns are 404 from then "
         "on). A turn still running ends at once, as `POST turns/{id}/cancel` ends it: "
         "`interrupted`, ended by `turn_cancelled`, its provider call abandoned (its ledger row "
-        "`lost`, or, once words of a streamed answer had reached the client, billed for them) "
+        "`lost`, or, once words of a streamed answer had gone out, billed for them) "
         "and no further call made; the request that posted it answers 409 "
         "`turn_cancelled` (a stream: `turn_failed` of that code), as does every stream "
         "following it. No body."

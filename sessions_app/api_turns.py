@@ -788,7 +788,7 @@ class TurnCancelView(_AsyncTurnView, AsyncAPIView):
         description="Cancel a running turn (the caller's: a 404 otherwise): it ends at once, "
         "`interrupted`, with the answers it had finished kept; the answer being written is "
         "dropped and its provider call abandoned (its ledger row `lost`, as a recovered "
-        "turn's, unless words of a streamed answer had reached the client: those are billed, "
+        "turn's, unless words of a streamed answer had gone out: those are billed, "
         "as a stream that failed after its first words is). Its session takes a new turn at "
         "once, and an Idempotency-Key it was posted with runs afresh. The request that ran "
         "it, if still there, answers 409 `turn_cancelled`, or its stream ends with "

@@ -116,11 +116,10 @@ def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
         for label, count in by_model.items():
             counts[label] = counts.get(label, 0) + count
     with transaction.atomic():
-        # Their sessions are gone (above), unless one still ran: a room takes its seats with it.
+        # Their sessions are gone (above: `rooms` left out those with one still running); a
+        # room takes its seats with it.
         history_erase(model=Room, object_ids=purged_rooms, why=CHAT_PURGED)
-        _, by_model = (
-            Room.objects.filter(pk__in=purged_rooms).exclude(sessions__isnull=False).delete()
-        )
+        _, by_model = Room.objects.filter(pk__in=purged_rooms).delete()
     return Purged(
         sessions=counts.get(Session._meta.label, 0),
         turns=counts.get(Turn._meta.label, 0),
@@ -201,16 +200,15 @@ def user_forget(*, user, dry_run: bool = False) -> Forgotten:
             running_turns=running.count(),
         )
     with transaction.atomic():
-        agent_ids = list(agents.values_list("pk", flat=True))
+        their_agents = list(agents)
+        agent_ids = [agent.pk for agent in their_agents]  # a deleted instance's pk is None
         # The turns' rows first, then the sessions' and the rooms': a delete's order.
         ended = turns_cancel_with_sessions(sessions=Session.objects.filter(started_by=user))
         now = timezone.now()
         deleted_sessions = sessions.update(deleted_at=now)
         deleted_rooms = rooms.update(deleted_at=now, updated_at=now)
-        deleted_agents = 0
-        for agent in agents:
+        for agent in their_agents:
             agent_delete(agent=agent)
-            deleted_agents += 1
         # What the console's history said of them, and of the account: its entries stay (who
         # did what, when), their values go.
         history_erase(
@@ -238,7 +236,7 @@ def user_forget(*, user, dry_run: bool = False) -> Forgotten:
         username=username,
         sessions=deleted_sessions,
         rooms=deleted_rooms,
-        agents=deleted_agents,
+        agents=len(their_agents),
         running_turns=len(ended.turn_ids),
     )
 
