@@ -16,7 +16,7 @@ import tempfile
 # The project's own modules, whatever directory gunicorn was started from.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pantheon import runner  # noqa: E402
+from pantheon import handoff, runner  # noqa: E402
 from pantheon.config import choice, flag, whole_number  # noqa: E402  (a bad value stops the start, named)
 from pantheon.log_formats import FORMATTERS, log_format  # noqa: E402
 
@@ -132,13 +132,19 @@ def on_starting(server):
 
 
 def on_reload(server):
-    """A reload (SIGHUP) collects static files again before its new workers start: a deploy
-    that changed them would otherwise serve pages naming assets the manifest of the first start
-    does not hold (a 500). A refusal is logged, not raised: the master goes on, and new workers
-    that cannot load the settings stop it as they fail to boot; those of code whose migrations
-    are not applied serve, the log saying so."""
+    """A reload (SIGHUP): its old workers take requests until its new ones are warm
+    (`pantheon.handoff`), where the host paused while they warmed up. It collects static files
+    again before its new workers start: a deploy that changed them would otherwise serve pages
+    naming assets the manifest of the first start does not hold (a 500). A refusal is logged,
+    not raised: the master goes on, and new workers that cannot load the settings stop it as
+    they fail to boot; those of code whose migrations are not applied serve, the log saying
+    so."""
     from pantheon.collect_static import collect_static
 
+    try:
+        handoff.on_reload(server)
+    except Exception:  # the old workers then stop at once, as before
+        server.log.exception("pantheon: the reload's handoff failed")
     try:
         collect_static(check_migrations=True)
     except (SystemExit, Exception) as refused:  # never into the master's loop (it stops)
@@ -149,6 +155,23 @@ def on_reload(server):
 # one forked, which ends the turns it left running (pantheon.runner): a worker killed mid-turn
 # frees its sessions once replaced, not at the stale limit.
 # None of them raises into gunicorn (an exception in the master's stops the server).
-pre_fork = runner.guarded(runner.before_fork)
+_before_fork_names = runner.guarded(runner.before_fork)
+_before_fork_handoff = runner.guarded(handoff.before_fork)
+
+
+def pre_fork(server, worker):
+    _before_fork_names(server, worker)
+    _before_fork_handoff(server, worker)
+
+
 post_fork = runner.guarded(runner.after_fork)
 child_exit = runner.guarded(runner.after_exit)
+
+
+def post_worker_init(worker):
+    """The worker has loaded the app (warmed up, `pantheon.asgi`): a reload's old workers may
+    stop taking requests (`pantheon.handoff`)."""
+    try:
+        handoff.when_worker_ready(worker)
+    except Exception:
+        worker.log.exception("pantheon: gunicorn's post_worker_init hook failed")

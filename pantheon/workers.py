@@ -4,15 +4,17 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 from gunicorn.arbiter import Arbiter
 from uvicorn.config import Config
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from pantheon import draining
+from pantheon import draining, handoff
 from pantheon.capacity import PROCESS
 
 # How often a draining worker tells gunicorn it is alive (gunicorn's timeout is whole seconds).
@@ -40,22 +42,41 @@ class DrainingServer(Server):
     under such turns at once, and under turns with a client at `graceful_timeout`, with all of
     them left `running`."""
 
-    def __init__(self, config: Config, *, drain_seconds: float, wind_down_seconds: float):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        drain_seconds: float,
+        wind_down_seconds: float,
+        hand_over: Callable[[Callable[[], bool]], Awaitable[None]] | None = None,
+    ):
         super().__init__(config)
         self.drain_seconds, self.wind_down_seconds = drain_seconds, wind_down_seconds
+        # Before it stops accepting: wait for a reload's new workers (`pantheon.handoff`).
+        self.hand_over = hand_over
         # gunicorn's quick shutdown: wait for no turn (`PantheonWorker._stop_quickly`).
         self.quick = False
+        # Told to stop more than once (uvicorn forces the exit on a second SIGINT only).
+        self.told_again = False
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.should_exit:
+            self.told_again = True
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets=None) -> None:
-        drained = asyncio.ensure_future(
-            draining.drain(
-                seconds=self.drain_seconds,
-                wind_down=self.wind_down_seconds,
-                give_up=lambda: self.force_exit or self.quick,  # a second signal, or quick
-            )
-        )
         heartbeat = asyncio.ensure_future(self._keep_notifying())
         try:
+            if self.hand_over is not None:
+                # Still accepting, and serving as before, turns included.
+                await self.hand_over(lambda: self.told_again or self.force_exit or self.quick)
+            drained = asyncio.ensure_future(
+                draining.drain(
+                    seconds=self.drain_seconds,
+                    wind_down=self.wind_down_seconds,
+                    give_up=lambda: self.force_exit or self.quick,  # a second signal, or quick
+                )
+            )
             # Stops accepting, then waits for the requests open (a turn's ends with its turn).
             await super().shutdown(sockets=sockets)
             await drained
@@ -140,6 +161,7 @@ class PantheonWorker(UvicornWorker):
             config=self.config,
             drain_seconds=self.drain_seconds,
             wind_down_seconds=self.wind_down_seconds,
+            hand_over=functools.partial(handoff.wait_for_successors, self),
         )
         self._install_quick_stop(server)
         await server.serve(sockets=self.sockets)

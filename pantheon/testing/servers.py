@@ -173,9 +173,14 @@ class AppServer:
         wait_healthy(self.url, self.process, timeout=timeout, name="gunicorn")
 
     def worker_pids(self) -> list[int]:
-        """The gunicorn workers of this server (children of its master)."""
+        """The gunicorn workers of this server (children of its master but the one a reload
+        runs to collect static files, `pantheon.before_serving`)."""
         assert self.process is not None
-        return sorted(_children().get(self.process.pid, []))
+        return sorted(
+            pid
+            for pid in _children().get(self.process.pid, [])
+            if b"pantheon.before_serving" not in _command_line(pid)
+        )
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -208,6 +213,13 @@ def _children() -> dict[int, list[int]]:
         parent = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(parent, []).append(int(entry.name))
     return children
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone
 
 
 def process_tree(root: int) -> list[int]:
