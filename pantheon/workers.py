@@ -19,6 +19,9 @@ from pantheon.capacity import PROCESS
 
 # How often a draining worker tells gunicorn it is alive (gunicorn's timeout is whole seconds).
 HEARTBEAT_SECONDS = 1.0
+# How long a stopping worker that no longer accepts waits for the requests of connections it
+# accepted a moment before (a client sends its request as soon as it is connected).
+ACCEPTED_GRACE_SECONDS = 0.25
 
 # glibc's mallopt parameter for the most malloc arenas (M_ARENA_MAX).
 _M_ARENA_MAX = -8
@@ -77,7 +80,16 @@ class DrainingServer(Server):
                     give_up=lambda: self.force_exit or self.quick,  # a second signal, or quick
                 )
             )
-            # Stops accepting, then waits for the requests open (a turn's ends with its turn).
+            # Stop accepting, and give the connections just accepted the moment their request
+            # takes to arrive: uvicorn's shutdown closes at once a connection with no request
+            # under way, and a client that connected as the worker stopped got no answer (a
+            # disconnect) where it now gets one (a kept-alive connection's next request too).
+            listening = getattr(self, "servers", [])  # none if it never started
+            for each in listening:
+                each.close()
+            if listening:
+                await asyncio.sleep(ACCEPTED_GRACE_SECONDS)
+            # Then waits for the requests open (a turn's ends with its turn).
             await super().shutdown(sockets=sockets)
             await drained
         finally:

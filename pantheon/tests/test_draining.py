@@ -9,6 +9,7 @@ from uvicorn.config import Config
 from uvicorn.server import Server
 
 from pantheon import draining
+from pantheon.testing.servers import free_port
 from pantheon.workers import DrainingServer
 
 
@@ -133,3 +134,39 @@ def test_a_draining_worker_keeps_telling_gunicorn_it_is_alive(monkeypatch):
     assert closed == [True]
     assert log == ["ended"]  # drained, not cancelled
     assert len(notified) >= 4  # throughout the 0.6 s drain, not once
+
+
+async def _hello(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def test_a_connection_accepted_as_the_worker_stops_gets_its_answer():
+    """A client that connected just before the worker stopped accepting, and sent its request
+    just after: uvicorn's shutdown closed such a connection at once (no request under way),
+    and the client got no answer, at every deploy and reload under traffic."""
+    port = free_port()
+
+    async def scenario() -> bytes:
+        server = DrainingServer(
+            Config(app=_hello, host="127.0.0.1", port=port, lifespan="off", log_level="error"),
+            drain_seconds=1,
+            wind_down_seconds=0.5,
+        )
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)  # accepted
+        server.should_exit = True
+        while any(listening.is_serving() for listening in server.servers):
+            await asyncio.sleep(0.005)  # the worker no longer accepts
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await serving
+        return answer
+
+    answer = run(scenario())
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert b"\r\nhello\r\n" in answer
