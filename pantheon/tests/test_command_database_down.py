@@ -20,6 +20,7 @@ ARGUMENTS = {
     "set_model_alias": ["deepseek", "--context-window", "4096"],
     "set_model_price": ["deepseek", "--input", "1"],
     "forget_user": ["nobody"],
+    "export_user": ["nobody"],
 }
 
 

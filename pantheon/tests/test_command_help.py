@@ -141,6 +141,11 @@ SAYS_HOW_IT_EXITS = {
         "Prints one line (--dry-run: what it would do). Exit 0 when done, 1 when no user has "
         "that username, 2 on a usage error, 3 when the database",
     ],
+    "export_user": [
+        "(with --output, on stdout; with -v 0 nothing)",
+        "Exit 0 when done, 1 when no user has that username or the file cannot be written, 2 on "
+        "a usage error, 3 when the database",
+    ],
     "seed_demo": [
         "unless told --allow-published-password: exit 1, nothing written",
         "with -v 0 only the creation of the demo user",

@@ -30,6 +30,7 @@ COMMANDS = {
     "prune_idempotency_keys": [],
     "purge_deleted_chats": [],
     "forget_user": ["nobody"],
+    "export_user": ["nobody"],
     "seed_demo": [],
     "set_model_alias": ["x", "--model", "a/b"],
     "set_model_price": ["deepseek", "--input", "1"],
@@ -73,6 +74,7 @@ CHECKED_FIRST = {
     "reconcile_usage",
     "purge_deleted_chats",
     "forget_user",
+    "export_user",
 }
 
 
