@@ -20,6 +20,13 @@ from typing import Any
 # The fields every record carries, None where not known.
 CONTEXT_FIELDS = ("request_id", "user_id", "session_id", "turn_id")
 
+# Where the request middleware leaves, in a request's ASGI scope, what the request's log line
+# says of it (`{"ids": {...}, "client": address}`), once its answer is ready: the server's
+# protocol (`pantheon.protocol`) logs what it does to the connection afterwards (it resets one
+# whose client stopped reading the answer) outside the request's context, and says from it
+# which request that was and whose.
+SCOPE_KEY = "pantheon.log"
+
 _EMPTY: MappingProxyType = MappingProxyType({})
 _context: ContextVar[MappingProxyType] = ContextVar("pantheon_log_context", default=_EMPTY)
 

@@ -124,6 +124,12 @@ class RequestIdMiddleware(_SyncAndAsync):
 
     def _finish(self, request, response, request_id: str, started: float):
         response[REQUEST_ID_HEADER] = request_id
+        scope = getattr(request, "scope", None)  # ASGI's (not the WSGI test client's)
+        if isinstance(scope, dict):
+            scope[logging_context.SCOPE_KEY] = {
+                "ids": dict(logging_context.current()),
+                "client": _client_of(request),
+            }
         # This line replaces Django's own "Not Found: ..." line, which it writes after the
         # middleware has returned and so without the request's ids.
         response._has_been_logged = True
@@ -163,10 +169,16 @@ class RequestIdMiddleware(_SyncAndAsync):
                 "duration_ms": duration_ms,
                 # Who sent it: the address the API's limits count (REMOTE_ADDR, or the proxy's
                 # X-Forwarded-For entry under PANTHEON_NUM_PROXIES), and its user agent, cut.
-                "client": BaseThrottle().get_ident(request),
+                "client": _client_of(request),
                 "user_agent": request.META.get("HTTP_USER_AGENT", "")[:_USER_AGENT_CHARS],
             },
         )
+
+
+def _client_of(request) -> str | None:
+    """Who sent it: the address the API's limits count (REMOTE_ADDR, or the proxy's
+    X-Forwarded-For entry under PANTHEON_NUM_PROXIES)."""
+    return BaseThrottle().get_ident(request)
 
 
 class _ClientGone:

@@ -55,12 +55,13 @@ import logging
 import socket
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
 from django.conf import settings
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from pantheon import logging_context
 from pantheon.threads import declared_too_large
@@ -110,9 +111,16 @@ class TimedFlowControl(FlowControl):
     the app's next write: the last write of a response has no next one, and uvicorn's close
     after it waits for the buffer to flush, for ever to a client that does not read."""
 
-    def __init__(self, transport: asyncio.Transport, *, timeout: float) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        *,
+        timeout: float,
+        answering: Callable[[], dict | None] = lambda: None,
+    ) -> None:
         super().__init__(transport)
         self.timeout = timeout
+        self.answering = answering  # the scope of the request whose answer is written
         self._deadline: asyncio.TimerHandle | None = None
 
     def pause_writing(self) -> None:
@@ -130,18 +138,37 @@ class TimedFlowControl(FlowControl):
 
     def _stalled(self) -> None:
         self._deadline = None
-        _stalled_reader(self._transport, self.timeout)
+        _stalled_reader(self._transport, self.timeout, self.answering())
 
 
-def _stalled_reader(transport: asyncio.Transport, timeout: float) -> None:
+def _stalled_reader(transport: asyncio.Transport, timeout: float, scope: dict | None) -> None:
     """A client read too little for `timeout` seconds. The protocol hears the connection lost
     at once (the loop's next round): it marks the request's client gone, which the app hears
-    as a disconnect, and lets writes on (they are dropped)."""
+    as a disconnect, and lets writes on (they are dropped).
+
+    Its line names the request whose answer it was (`scope`), as that request's own line does:
+    its request id, user, session and turn, the client's address (as the API's limits count
+    it), method and path; the request middleware left them in the scope
+    (`logging_context.SCOPE_KEY`). A request the app never answered through it has its peer's
+    address and no ids."""
     if transport.is_closing() and transport.get_write_buffer_size() == 0:
         return
-    logger.warning(
-        "a client read too little of its response for %gs: its connection is reset", timeout
-    )
+    scope = scope or {}
+    said = scope.get(logging_context.SCOPE_KEY) or {}
+    client = said.get("client")
+    if client is None:
+        peer = scope.get("client") or transport.get_extra_info("peername") or (None,)
+        client = peer[0]
+    with logging_context.request_scope(**said.get("ids", {})):
+        logger.warning(
+            "a client read too little of its response for %gs: its connection is reset",
+            timeout,
+            extra={
+                "method": scope.get("method", "-"),
+                "path": scope.get("path", "-"),
+                "client": client,
+            },
+        )
     _reset(transport)
 
 
@@ -169,11 +196,18 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         self._headers_in = False  # the headers of the request arriving now are in
         self._request_since = 0.0  # when the request arriving now began (or the connection)
         self._malformed = False  # bytes that are not HTTP came: nothing more is read
+        # The request whose answer is being written (or was last): HTTP/1.1 answers in order,
+        # one at a time; `self.cycle` is the newest request, which may be pipelined behind it.
+        self._answering: RequestResponseCycle | None = None
         self._owes_400 = False  # and they are answered 400 (the app has not answered them)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.flow = TimedFlowControl(transport, timeout=settings.PANTHEON_WRITE_TIMEOUT_SECONDS)
+        self.flow = TimedFlowControl(
+            transport,
+            timeout=settings.PANTHEON_WRITE_TIMEOUT_SECONDS,
+            answering=lambda: self._answering.scope if self._answering else None,
+        )
         self._request_since = self.loop.time()
         self._arm_read_deadline()  # the first request's bytes are awaited from now
 
@@ -206,8 +240,14 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         self._headers_in = False
         super().on_message_complete()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app) -> None:
+        # Where uvicorn starts a request (at once, or once the one before it is answered).
+        self._answering = cycle
+        super()._start_asgi_task(cycle, app)
+
     def on_response_complete(self) -> None:
         next_one = bool(self.pipeline)  # uvicorn starts the request queued next
+        answered = self._answering
         super().on_response_complete()
         if self._malformed:
             if next_one:
@@ -223,23 +263,24 @@ class PantheonHttpProtocol(HttpToolsProtocol):
         # What the answer left in the transport's buffer, below the level at which the flow
         # control pauses: uvicorn's close (or the kept-alive connection) waits for it to flush.
         if self.transport.get_write_buffer_size() > 0 and not self.flow.write_paused:
-            self._watch_flush(self.transport.get_write_buffer_size())
+            scope = answered.scope if answered is not None else None
+            self._watch_flush(self.transport.get_write_buffer_size(), scope)
 
-    def _watch_flush(self, size: int) -> None:
+    def _watch_flush(self, size: int, scope: dict | None) -> None:
         self._stop_flush_watch()
         self._flush_watch = self.loop.call_later(
-            settings.PANTHEON_WRITE_TIMEOUT_SECONDS, self._flush_checked, size
+            settings.PANTHEON_WRITE_TIMEOUT_SECONDS, self._flush_checked, size, scope
         )
 
-    def _flush_checked(self, size_before: int) -> None:
+    def _flush_checked(self, size_before: int, scope: dict | None) -> None:
         self._flush_watch = None
         size = self.transport.get_write_buffer_size()
         if size == 0:
             return
         if size < size_before:  # a slow reader, but a reader
-            self._watch_flush(size)
+            self._watch_flush(size, scope)
             return
-        _stalled_reader(self.transport, settings.PANTHEON_WRITE_TIMEOUT_SECONDS)
+        _stalled_reader(self.transport, settings.PANTHEON_WRITE_TIMEOUT_SECONDS, scope)
 
     def _stop_flush_watch(self) -> None:
         if self._flush_watch is not None:

@@ -14,6 +14,7 @@ import time
 import pytest
 import uvicorn
 
+from pantheon import logging_context
 from pantheon.protocol import PantheonHttpProtocol
 from pantheon.testing.servers import free_port
 
@@ -46,7 +47,12 @@ async def app(scope, receive, send):
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
-    if scope["path"] == "/big":
+    if scope["path"] in ("/big", "/big-said"):
+        if scope["path"] == "/big-said":  # what the request middleware leaves for the protocol
+            scope[logging_context.SCOPE_KEY] = {
+                "ids": {"request_id": "req-said", "user_id": "7", "session_id": "s-1"},
+                "client": "203.0.113.9",
+            }
         payload = b"x" * BIG
     elif scope["path"] == "/slow":
         await asyncio.sleep(1)
@@ -110,6 +116,37 @@ def test_a_response_whose_last_write_is_never_read_has_its_connection_reset(serv
 
     assert not _established(sock)
     assert len(server.server_state.connections) == 0
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        # As the request's own line: its ids and the address the API's limits count.
+        ("/big-said", ("req-said", "7", "s-1", None, "203.0.113.9")),
+        # An answer the app gave without the middleware: the peer's address, no ids.
+        ("/big", (None, None, None, None, "127.0.0.1")),
+    ],
+)
+def test_the_line_of_a_reset_names_the_request_its_user_and_address(server, caplog, path, says):
+    """It said only "a client read too little of its response for 60s": no request id, user or
+    address, where every line of the request has them (the privacy reviewer's catch)."""
+    sock = _connect(server, receive_buffer=4096)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    deadline = time.monotonic() + 8
+
+    with caplog.at_level(logging.WARNING, logger="pantheon.protocol"):
+        while _established(sock) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    [line] = [r for r in caplog.records if r.name == "pantheon.protocol"]
+    assert line.getMessage() == (
+        "a client read too little of its response for 1s: its connection is reset"
+    )
+    assert (line.request_id, line.user_id, line.session_id, line.turn_id, line.client) == says
+    assert (line.method, line.path) == ("GET", path)
     sock.close()
 
 

@@ -101,6 +101,7 @@ def test_a_client_that_stops_reading_is_cut_off_and_its_turn_goes_on(
             server,
             f"POST /api/v1/sessions/{session.pk}/turns HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Authorization: Token {token}\r\nAccept: text/event-stream\r\n"
+            "X-Request-ID: stalled-stream\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}",
         )
         wait_for(lambda: _health(server) == 503, "the stalled stream to hold the worker's place")
@@ -123,7 +124,8 @@ def test_a_client_that_stops_reading_is_cut_off_and_its_turn_goes_on(
         replay = _stalled_client(
             server,
             f"GET /api/v1/turns/{turn.pk}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: Token {token}\r\nAccept: text/event-stream\r\n\r\n",
+            f"Authorization: Token {token}\r\nAccept: text/event-stream\r\n"
+            "X-Request-ID: stalled-replay\r\n\r\n",
         )
         wait_for(lambda: _health(server) == 503, "the stalled replay to hold the worker's place")
         wait_for(lambda: not _open(replay), "the server to close the stalled replay")
@@ -133,4 +135,24 @@ def test_a_client_that_stops_reading_is_cut_off_and_its_turn_goes_on(
 
     logged = log.read_text()
     assert logged.count("read too little of its response for 2s") == 2
+    # Each reset's line names its request, its user and their address, as the request's own
+    # line does (it named none of them).
+    resets = [
+        line
+        for line in map(json.loads, filter(None, logged.splitlines()))
+        if "read too little" in line["message"]
+    ]
+    assert [
+        (line["request_id"], line["user_id"], line["client"], line["method"], line["path"])
+        for line in resets
+    ] == [
+        (
+            "stalled-stream",
+            str(owner.pk),
+            "127.0.0.1",
+            "POST",
+            f"/api/v1/sessions/{session.pk}/turns",
+        ),
+        ("stalled-replay", str(owner.pk), "127.0.0.1", "GET", f"/api/v1/turns/{turn.pk}/events"),
+    ]
     assert '"level": "ERROR"' not in logged and "Traceback" not in logged
