@@ -217,8 +217,8 @@ def _rooms(user, include_deleted: bool, exported: Exported) -> Iterator[dict]:
 
 
 def _write_sessions(out: Writable, user, include_deleted: bool, exported: Exported) -> None:
-    """Each session, then its turns (each with its messages and context audit) and its
-    summaries, from four cursors read side by side in the sessions' order."""
+    """Each session, oldest first, then its turns (each with its messages and context audit)
+    and its summaries, from four cursors read side by side in the sessions' order."""
     alive = Q() if include_deleted else SessionQuerySet.alive_q("session__")
     sessions = Session.objects.filter(started_by=user).annotate(
         room_deleted_at=F("room__deleted_at")
@@ -228,20 +228,25 @@ def _write_sessions(out: Writable, user, include_deleted: bool, exported: Export
     turns = _Ahead(
         Turn.objects.filter(alive, session__started_by=user)
         .select_related("context_audit")
-        .order_by("session_id", "turn_index")
+        .order_by("session__created_at", "session_id", "turn_index")
         .iterator(CHUNK)
     )
     messages = _Ahead(
         Message.objects.filter(alive, session__started_by=user)
-        .order_by("session_id", F("turn__turn_index").asc(nulls_last=True), "sequence")
+        .order_by(
+            "session__created_at",
+            "session_id",
+            F("turn__turn_index").asc(nulls_last=True),
+            "sequence",
+        )
         .iterator(CHUNK)
     )
     summaries = _Ahead(
         SessionSummary.objects.filter(alive, session__started_by=user)
-        .order_by("session_id", "to_sequence")
+        .order_by("session__created_at", "session_id", "to_sequence")
         .iterator(CHUNK)
     )
-    for index, session in enumerate(sessions.order_by("id").iterator(CHUNK)):
+    for index, session in enumerate(sessions.order_by("created_at", "id").iterator(CHUNK)):
         exported.sessions += 1
         deleted_at = session.deleted_at or session.room_deleted_at
         exported.deleted_sessions += deleted_at is not None
