@@ -113,7 +113,7 @@ class RequestIdMiddleware(_SyncAndAsync):
             except asyncio.CancelledError:
                 # Its client hung up before an answer (a turn it started runs on, detached):
                 # the request's line all the same, with nginx's status for it.
-                self._log(request, _ClientGone(), started)
+                self._log(request, _ClientGone(), started, _client_of(request))
                 raise
             return self._finish(request, response, request_id, started)
 
@@ -124,30 +124,28 @@ class RequestIdMiddleware(_SyncAndAsync):
 
     def _finish(self, request, response, request_id: str, started: float):
         response[REQUEST_ID_HEADER] = request_id
+        ids = dict(logging_context.current())
+        client = _client_of(request)
         scope = getattr(request, "scope", None)  # ASGI's (not the WSGI test client's)
         if isinstance(scope, dict):
-            scope[logging_context.SCOPE_KEY] = {
-                "ids": dict(logging_context.current()),
-                "client": _client_of(request),
-            }
+            scope[logging_context.SCOPE_KEY] = {"ids": ids, "client": client}
         # This line replaces Django's own "Not Found: ..." line, which it writes after the
         # middleware has returned and so without the request's ids.
         response._has_been_logged = True
         if not response.streaming:
-            self._log(request, response, started)
+            self._log(request, response, started, client)
             return response
         # A streamed body runs after this scope ends; give its log lines the same ids. Its
         # request line waits for the stream's end, so its duration is the whole stream's (a
         # streamed turn's, not its headers'): written when the body ends, fails or is closed
         # (its client gone), or else when the response is closed (a body never started).
-        ids = dict(logging_context.current())
-        line = _Once(lambda: self._log(request, response, started), ids)
+        line = _Once(lambda: self._log(request, response, started, client), ids)
         wrap = _in_scope_async if response.is_async else _in_scope
         response.streaming_content = wrap(response.streaming_content, ids, line)
         response._resource_closers.append(line)
         return response
 
-    def _log(self, request, response, started: float) -> None:
+    def _log(self, request, response, started: float, client: str | None) -> None:
         status = response.status_code
         level = logging.INFO
         if status >= 400:
@@ -169,7 +167,7 @@ class RequestIdMiddleware(_SyncAndAsync):
                 "duration_ms": duration_ms,
                 # Who sent it: the address the API's limits count (REMOTE_ADDR, or the proxy's
                 # X-Forwarded-For entry under PANTHEON_NUM_PROXIES), and its user agent, cut.
-                "client": _client_of(request),
+                "client": client,
                 "user_agent": request.META.get("HTTP_USER_AGENT", "")[:_USER_AGENT_CHARS],
             },
         )
