@@ -241,13 +241,13 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         return self.list(request)
 
     @extend_schema(
-        description="Run a turn: `message`, and `model_alias_override` (an enabled alias for "
-        'every answer of this turn; left out or "": each agent\'s own). Who answers is the '
-        "room's mode (a `pending_mode` takes effect with this turn): `manual`, the agents the "
-        "message tags with `@agent_key`, in tag order; `roundtable`, every seated agent in seat "
-        "order; `orchestrator`, those a manager model chooses (the turn's `routing`); a direct "
-        "session, its agent. Refusals (402, 403, 422) come before any write or LLM call, a "
-        "conflict (409) before any LLM call. "
+        description="Run a turn: `message`, and `model_alias_override` (an enabled alias, in any "
+        'case, for every answer of this turn; left out, "" or null: each agent\'s own). Who '
+        "answers is the room's mode (a `pending_mode` takes effect with this turn): `manual`, "
+        "the agents the message tags with `@agent_key`, in tag order; `roundtable`, every "
+        "seated agent in seat order; `orchestrator`, those a manager model chooses (the turn's "
+        "`routing`); a direct session, its agent. Refusals (402, 403, 422) come before any "
+        "write or LLM call, a conflict (409) before any LLM call. "
         "The 201 is the whole turn with `balance` (the month's credits after it, the cap, "
         "`low_balance`), so a client can warn before the 402; with `Accept: text/event-stream` "
         "(or `format=sse`) it is the turn's events as they happen. An `Idempotency-Key` makes "
@@ -306,7 +306,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 "`no_room_agents`, `context_budget_exceeded`, `model_alias_disabled`, "
                 "`unknown_model_alias`, `agent_unavailable`, or `idempotency_key_reused`: the "
                 "key was used with another request (another message or override; "
-                '`"model_alias_override": ""` is the field left out).',
+                '`"model_alias_override": ""` or `null` is the field left out, and an alias in '
+                "another case is the alias).",
             ),
         },
         parameters=[
@@ -451,8 +452,9 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             begun = idempotency.idempotency_begin(
                 user=request.user,
                 key=key,
-                # What the body means, not its bytes: `"model_alias_override": ""` is the field
-                # left out. A key stored by the body sent (before) still matches it.
+                # What the body means, not its bytes: `"model_alias_override": ""` or null is the
+                # field left out, "QWEN" is qwen (as the serializer reads them). A key stored by
+                # the body sent (before) still matches it.
                 fingerprint=idempotency.request_fingerprint(
                     method=request.method,
                     path=path,

@@ -110,7 +110,14 @@ class MessageSerializer(serializers.ModelSerializer):
 
 class TurnCreateSerializer(serializers.Serializer):
     message = StrictCharField(max_length=settings.PANTHEON_MAX_MESSAGE_CHARS, trim_whitespace=True)
-    model_alias_override = ModelAliasField(required=False, allow_blank=True, default="")
+    # `null` is the field left out, as `""` is: a client that writes an unset option as null
+    # got a 400 "This field may not be null.".
+    model_alias_override = ModelAliasField(
+        required=False, allow_blank=True, allow_null=True, default=""
+    )
+
+    def validate_model_alias_override(self, value: str | None) -> str:
+        return value or ""
 
 
 class TurnMessageSerializer(serializers.ModelSerializer):

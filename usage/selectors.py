@@ -47,6 +47,15 @@ def model_alias_enabled(alias: str) -> bool:
     return ModelAlias.objects.filter(alias=alias, enabled=True).exists()
 
 
+def model_alias_named(name: str) -> ModelAlias | None:
+    """The alias `name` names, whatever its case: aliases differ by more than case
+    (`ModelAlias.clean`), so `STUBFAST` is `stubfast`, and a client that typed it otherwise
+    was refused `unknown_model_alias`. Its exact spelling wins over twins saved before that
+    rule."""
+    rows = list(ModelAlias.objects.filter(alias__iexact=name))
+    return next((row for row in rows if row.alias == name), rows[0] if rows else None)
+
+
 @dataclass(frozen=True)
 class AliasPricing:
     """An alias with everything a metered call needs: config, multiplier and prices.

@@ -9,7 +9,12 @@ from rest_framework import serializers
 
 from pantheon.fields import StrictCharField
 from usage.models import USAGE_TOTAL_FIELDS, DailyUsageRollup, ModelAlias
-from usage.selectors import model_aliases_enabled, month_start, next_month_start
+from usage.selectors import (
+    model_alias_named,
+    model_aliases_enabled,
+    month_start,
+    next_month_start,
+)
 
 
 class ModelAliasSerializer(serializers.ModelSerializer):
@@ -37,12 +42,21 @@ LATEST_MOMENT = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class ModelAliasField(StrictCharField):
-    """A model alias by name (what `GET models` lists). Which names are valid is data, not
-    code, so the schema reads them when it is made (ModelAliasFieldSchema)."""
+    """A model alias by name (what `GET models` lists), in any case: read as the alias's own
+    spelling (`STUBFAST` is `stubfast`), which is what is stored and answered. A name no alias
+    has is kept as sent, for the caller to refuse. Which names are valid is data, not code, so
+    the schema reads them when it is made (ModelAliasFieldSchema)."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", ModelAlias._meta.get_field("alias").max_length)
         super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value:
+            return value
+        row = model_alias_named(value)
+        return value if row is None else row.alias
 
 
 class ModelAliasFieldSchema(OpenApiSerializerFieldExtension):
@@ -58,11 +72,17 @@ class ModelAliasFieldSchema(OpenApiSerializerFieldExtension):
         except DatabaseError:  # a schema made offline, before `migrate`
             aliases = []
         if direction == "request" and aliases:
-            schema["enum"] = ["", *aliases] if self.target.allow_blank else aliases
+            schema["enum"] = [
+                *([""] if self.target.allow_blank else []),
+                *aliases,
+                *([None] if self.target.allow_null else []),
+            ]
             # One enum component per field name (ModelAliasEnum, ModelAliasOverrideEnum)
             # rather than a warning that one choice set has two names.
             schema["x-spec-enum-id"] = f"model-alias-{self.target.field_name}"
-            schema["description"] = "An enabled model alias (`GET models`)."
+            schema["description"] = (
+                "An enabled model alias (`GET models`); its case does not matter."
+            )
         return schema
 
 

@@ -25,7 +25,7 @@ from usage.models import (
     validate_credit_cap,
 )
 from usage.price_rules import cached_input_refusal
-from usage.selectors import AliasPricing, active_pricing_version, month_of
+from usage.selectors import AliasPricing, active_pricing_version, model_alias_named, month_of
 
 
 def model_alias_set(
@@ -55,7 +55,8 @@ def model_alias_set(
         "enabled": enabled,
     }
     changes |= {field: value for field, value in figures.items() if value is not None}
-    existing = ModelAlias.objects.filter(alias=alias).first()
+    # In any case, as the API takes it: `DeepSeek` updates deepseek (it was refused as a twin).
+    existing = model_alias_named(alias)
     created = existing is None
     if existing is None and not changes.get("litellm_model"):
         raise ValidationError(
@@ -310,7 +311,7 @@ def model_price_set(
     """
     # The name as the console's alias page takes it: `'llama '` is llama (it was unknown).
     alias = _as_the_console_takes(ModelAlias, {"alias": alias})["alias"]
-    model_alias = ModelAlias.objects.filter(alias=alias).first()
+    model_alias = model_alias_named(alias)
     if model_alias is None:
         raise ValidationError({"alias": f"Unknown model alias {alias!r}."})
     version, version_created = _price_list_for(version_name)

@@ -355,3 +355,32 @@ def test_anonymous_is_401(owner, anon_client, make_agent, method, path_kind):
     assert response.status_code == 401
     assert response.json() == {"detail": "Authentication credentials were not provided."}
     assert list(Agent.objects.values_list("agent_key", flat=True)) == ["ada"]
+
+
+# --- model alias spelling -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("typed", ["DEEPSEEK", "DeepSeek"])
+def test_an_alias_typed_in_another_case_is_the_alias_as_it_is_spelt(owner_client, typed):
+    """Aliases differ by more than case (ModelAlias.clean), yet `"model_alias": "DEEPSEEK"`
+    was a 400 `Unknown or disabled model alias: DEEPSEEK` while deepseek exists. It is
+    deepseek, stored and answered as the alias is spelt."""
+    created = owner_client.post(AGENTS_URL, agent_body(model_alias=typed), format="json")
+
+    assert created.status_code == 201, created.json()
+    assert created.json()["model_alias"] == "deepseek"
+    patched = owner_client.patch(
+        agent_url(created.json()["id"]), {"model_alias": "Qwen"}, format="json"
+    )
+    assert patched.status_code == 200, patched.json()
+    assert patched.json()["model_alias"] == "qwen"
+    assert Agent.objects.get().model_alias == "qwen"
+
+
+def test_a_disabled_alias_typed_in_another_case_is_still_refused(owner_client):
+    ModelAlias.objects.filter(alias="qwen").update(enabled=False)
+
+    response = owner_client.post(AGENTS_URL, agent_body(model_alias="QWEN"), format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"model_alias": ["Unknown or disabled model alias: qwen"]}

@@ -364,6 +364,38 @@ def test_model_alias_override_replaces_every_agents_alias(
     assert set(LlmCallEvent.objects.values_list("model_alias", flat=True)) == {"premium"}
 
 
+@pytest.mark.parametrize("override", [None, ""])
+def test_an_override_of_null_is_the_field_left_out(
+    owner_client, room_session, fake_gateway, post_turn, override
+):
+    """`"model_alias_override": null` was a 400 "This field may not be null." where `""` and
+    leaving it out ran the turn on each agent's own alias."""
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    response = post_turn(owner_client, session, "Go", model_alias_override=override)
+
+    assert response.status_code == 201, response.json()
+    assert [m["model_alias"] for m in response.json()["messages"][1:]] == [
+        "deepseek",
+        "qwen",
+        "llama",
+    ]
+    assert Turn.objects.get().model_alias_override == ""
+
+
+def test_an_override_typed_in_another_case_is_the_alias(
+    owner_client, room_session, fake_gateway, post_turn
+):
+    """`"model_alias_override": "PREMIUM"` was 422 `unknown_model_alias` while premium
+    exists (aliases differ by more than case): it is premium, as stored and billed."""
+    session = room_session(mode=RoomMode.ROUNDTABLE)
+    response = post_turn(owner_client, session, "Go", model_alias_override="PREMIUM")
+
+    assert response.status_code == 201, response.json()
+    assert {m["model_alias"] for m in response.json()["messages"][1:]} == {"premium"}
+    assert Turn.objects.get().model_alias_override == "premium"
+    assert set(LlmCallEvent.objects.values_list("model_alias", flat=True)) == {"premium"}
+
+
 @pytest.mark.parametrize(
     ("override", "code"),
     [("no_such_alias", "unknown_model_alias"), ("premium", "model_alias_disabled")],

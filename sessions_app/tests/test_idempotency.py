@@ -84,8 +84,11 @@ def test_the_same_key_with_another_body_is_refused(owner_client, session, fake_g
     [
         ({}, {"model_alias_override": ""}),
         ({"model_alias_override": ""}, {}),
+        ({}, {"model_alias_override": None}),
+        ({"model_alias_override": None}, {"model_alias_override": ""}),
         ({}, {"message": "  hello\u200b\n"}),  # trimmed as the turn stores it
         ({"model_alias_override": "qwen"}, {"model_alias_override": " qwen "}),
+        ({"model_alias_override": "qwen"}, {"model_alias_override": "QWEN"}),
         ({}, {"unknown_field": 1}),  # ignored by the turn, so no other request
     ],
 )

@@ -3,6 +3,7 @@ the console takes them: trimmed, and refused blank where the console requires th
 line). A trailing space made a new price list, in force at once; a model of one space an enabled
 alias whose every call failed; an alias name `'llama '` was refused, or unknown."""
 
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -203,3 +204,18 @@ def test_a_blank_alias_name_is_refused_exit_1(command, typed):
 
     assert (status, line) == (1, "alias: This field is required.")
     assert list(ModelAlias.objects.values_list("alias", "updated_at")) == aliases
+
+
+def test_the_commands_take_an_alias_in_any_case_as_the_api_does():
+    """`set_model_alias DeepSeek` was refused ("deepseek exists already: aliases differ by more
+    than case") and `set_model_price DEEPSEEK` said "Unknown model alias": both change deepseek."""
+    out = run("set_model_alias", "DeepSeek", "--context-window", "32768")
+
+    assert out.startswith("Updated alias deepseek:")
+    assert ModelAlias.objects.get(alias="deepseek").context_window == 32768
+    assert not ModelAlias.objects.filter(alias="DeepSeek").exists()
+    out = run("set_model_price", "DEEPSEEK", "--input", "0.25", "--output", "0.5")
+    assert out.startswith("deepseek in ")
+    assert ModelPrice.objects.get(
+        pricing_version=active_pricing_version(), model_alias__alias="deepseek"
+    ).input_usd_per_mtok == Decimal("0.25")
