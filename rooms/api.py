@@ -30,7 +30,7 @@ from rooms.serializers import (
     destroy=extend_schema(
         description="Delete an agent: it leaves every room it is seated in (the others' seats "
         "are numbered 0, 1, 2... again), and its direct sessions stay (their `agent` becomes "
-        "null)."
+        "null, and those without a `title` take the agent's name as their title)."
     ),
 )
 class AgentViewSet(viewsets.ModelViewSet):

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from pantheon.exceptions import Gone
 from rooms.models import MODE_ALIASES, Agent, Room, RoomAgent, RoomMode
-from rooms.signals import room_deleting
+from rooms.signals import agent_deleting, room_deleting
 
 
 def normalize_mode(mode: str) -> str:
@@ -166,7 +166,9 @@ def seats_close_gaps(*, room_ids: Iterable) -> None:
 def agent_delete(*, agent: Agent) -> list[RoomAgent]:
     """The agent leaves every room it is seated in, whose seats are numbered again without it
     (it left a gap: 0, 2, 3); its direct sessions stay, their agent gone. Returns the seats it
-    took, as they were (with their rooms): what the console writes in each room's history."""
+    took, as they were (with their rooms): what the console writes in each room's history.
+    Its direct sessions without a title take its name (`agent_deleting`), or a list would
+    name them nothing."""
     room_ids: set = set()
     while True:
         seats = list(RoomAgent.objects.filter(agent=agent).select_related("room"))
@@ -180,6 +182,8 @@ def agent_delete(*, agent: Agent) -> list[RoomAgent]:
         rooms_lock(seated - room_ids)
         room_ids |= seated
         Agent.objects.select_for_update().filter(pk=agent.pk).values("pk").first()
+    # Its row held: no direct session with it can be opened until the delete commits.
+    agent_deleting.send(sender=Agent, agent=agent)
     agent.delete()
     seats_close_gaps(room_ids=room_ids)
     for seat in seats:

@@ -7,10 +7,16 @@ class SessionsAppConfig(AppConfig):
     verbose_name = "Sessions"
 
     def ready(self) -> None:
-        from rooms.models import Room
-        from rooms.signals import room_deleting
-        from sessions_app.services import room_turns_cancel
+        from rooms.models import Agent, Room
+        from rooms.signals import agent_deleting, room_deleting
+        from sessions_app.services import direct_sessions_keep_agent_name, room_turns_cancel
 
         # A deleted room's sessions go with it, and their running turns end (rooms cannot call
         # sessions_app: its import contract).
         room_deleting.connect(room_turns_cancel, sender=Room, dispatch_uid="room_turns_cancel")
+        # A deleted agent's direct sessions without a title keep its name as their title.
+        agent_deleting.connect(
+            direct_sessions_keep_agent_name,
+            sender=Agent,
+            dispatch_uid="direct_sessions_keep_agent_name",
+        )

@@ -303,6 +303,14 @@ def room_turns_cancel(sender, *, room: Room, **kwargs) -> None:
     turns_cancel_with_sessions(sessions=Session.objects.filter(room=room))
 
 
+def direct_sessions_keep_agent_name(sender, *, agent: Agent, **kwargs) -> None:
+    """`rooms.signals.agent_deleting`'s receiver: the agent's live direct sessions without a
+    title take its name as it is now, in the agent delete's transaction. Their agent goes
+    (null), and a session list named them nothing: no title, no room, no agent. Those deleted
+    already (a forgotten account's) keep theirs empty."""
+    Session.objects.filter(agent=agent, title="", deleted_at__isnull=True).update(title=agent.name)
+
+
 def turns_of_exited_workers_interrupt(*, workers: Iterable[str]) -> Interrupted:
     """End the turns these server processes (`pantheon.runner`) left running when they exited,
     as `recover_turns` would: a process that exited runs nothing, whatever their progress."""

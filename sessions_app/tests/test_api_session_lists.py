@@ -9,6 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.utils import timezone
 
+from pantheon.testing.admin import admin_url, client_for
+from rooms.models import Agent
 from sessions_app.models import Session, Turn, TurnStatus
 
 pytestmark = pytest.mark.django_db
@@ -171,6 +173,34 @@ def test_a_direct_session_whose_agent_was_deleted_stays_listed(
         None,
         None,
     )
+
+
+def test_a_direct_session_whose_agent_was_deleted_keeps_its_name_as_its_title(
+    owner, owner_client, ada, grace, make_session, staff
+):
+    """It was listed with nothing to call it by: no title, no room, no agent. An untitled one
+    takes the agent's name as it was; one with a title keeps it; one deleted already (a
+    forgotten account's) stays as it was. The console's delete does the same."""
+    untitled = make_session(owner, agent=ada)
+    titled = make_session(owner, agent=ada, title="Taxes 2026")
+    deleted = make_session(owner, agent=ada, deleted_at=timezone.now())
+    assert owner_client.patch(f"/api/v1/agents/{ada.id}", {"name": "Ada L."}).status_code == 200
+
+    assert owner_client.delete(f"/api/v1/agents/{ada.id}").status_code == 204
+
+    items = {item["id"]: item for item in owner_client.get(SESSIONS_URL).json()["results"]}
+    assert items[str(untitled.id)]["title"] == "Ada L."
+    assert items[str(titled.id)]["title"] == "Taxes 2026"
+    assert owner_client.get(f"{SESSIONS_URL}/{untitled.id}").json()["title"] == "Ada L."
+    deleted.refresh_from_db()
+    assert deleted.title == ""
+    console_session = make_session(owner, agent=grace)
+    page = client_for(staff).post(
+        admin_url(Agent, "delete", grace.pk), {"post": "yes"}, follow=True
+    )
+    assert page.status_code == 200
+    console_session.refresh_from_db()
+    assert (console_session.agent_id, console_session.title) == (None, "Grace")
 
 
 def test_sessions_walk_by_cursor_with_ties_broken_by_id(owner, owner_client, room, make_session):
