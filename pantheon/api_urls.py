@@ -2,10 +2,11 @@
 
 from django.urls import path
 
-from pantheon.auth_token import ObtainTokenView
+from pantheon.auth_token import ObtainTokenView, RotateTokenView
 from pantheon.health import HealthView
 
 urlpatterns = [
     path("auth/token", ObtainTokenView.as_view(), name="auth-token"),
+    path("auth/token/rotate", RotateTokenView.as_view(), name="auth-token-rotate"),
     path("health", HealthView.as_view(), name="health"),
 ]

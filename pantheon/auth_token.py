@@ -1,18 +1,27 @@
-"""`POST auth/token`: where API callers get their token."""
+"""`POST auth/token`: where API callers get their token; `DELETE auth/token` and
+`POST auth/token/rotate`: where they end it, or replace it with a new one."""
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import exceptions, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
+from rest_framework.views import APIView
 
+from pantheon.authentication import TokenAuthentication
 from pantheon.fields import StrictCharField
+from pantheon.passwords import api_token_rotate, api_token_sign_out
 from pantheon.schema import BAD_REQUEST
 from pantheon.throttling import LOGIN_THROTTLES, LoginAttempt
+
+TOKEN_ANSWER = inline_serializer("AuthToken", {"token": serializers.CharField()})
+# A credential: no cache (a proxy's, the browser's) keeps a copy (RFC 6749, 5.1).
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class TokenRequestSerializer(AuthTokenSerializer):
@@ -45,11 +54,25 @@ class ObtainTokenView(ObtainAuthToken):
     succeeds counts for none (`pantheon.throttling.LoginAttempt`).
     """
 
-    authentication_classes = []
     serializer_class = TokenRequestSerializer
     parser_classes = api_settings.DEFAULT_PARSER_CLASSES
-    throttle_classes = list(LOGIN_THROTTLES)
     login_attempt: LoginAttempt | None = None
+
+    def _signing_out(self) -> bool:
+        request = getattr(self, "request", None)  # Django's, then DRF's: both say the method
+        return request is not None and request.method == "DELETE"
+
+    # A login (POST) takes a password and no credentials, under the login limits; a sign-out
+    # (DELETE) is the token's own, authenticated by it alone (not a console cookie), and is
+    # no login: it takes no place under those limits.
+    def get_authenticators(self):
+        return [TokenAuthentication()] if self._signing_out() else []
+
+    def get_permissions(self):
+        return [IsAuthenticated()] if self._signing_out() else []  # DRF's login: none
+
+    def get_throttles(self):
+        return [] if self._signing_out() else [throttle() for throttle in LOGIN_THROTTLES]
 
     def check_throttles(self, request):
         """DRF's check, as one login attempt: its places are given back if it succeeds, or if
@@ -73,7 +96,7 @@ class ObtainTokenView(ObtainAuthToken):
             },
         ),
         responses={
-            200: inline_serializer("AuthToken", {"token": serializers.CharField()}),
+            200: TOKEN_ANSWER,
             400: OpenApiResponse(
                 BAD_REQUEST,
                 description="Wrong username or password (or an inactive user): "
@@ -111,5 +134,41 @@ class ObtainTokenView(ObtainAuthToken):
             token, _ = Token.objects.get_or_create(user=user)
         if self.login_attempt is not None:
             self.login_attempt.succeeded(user)
-        # A credential: no cache (a proxy's, the browser's) keeps a copy (RFC 6749, 5.1).
-        return Response({"token": token.key}, headers={"Cache-Control": "no-store"})
+        return Response({"token": token.key}, headers=NO_STORE)
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        description="Sign out: the token that authenticates this request (`Authorization: "
+        "Token …`; a console cookie does not) is revoked at once, and every request with it "
+        "is a 401 from then on; a login (`POST auth/token`) hands out a new one. In the "
+        "account's console history. A token ended meanwhile by another request (a rotation) "
+        "is a 401 here too.",
+    )
+    def delete(self, request, *args, **kwargs):
+        if not api_token_sign_out(token=request.auth):
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RotateTokenView(APIView):
+    """`POST auth/token/rotate` (no body) → `{"token": ...}`: a new token in place of the one
+    that authenticates the request, which is dead at once."""
+
+    authentication_classes = [TokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={200: TOKEN_ANSWER},
+        description="Rotate the API token: a new token replaces the one that authenticates "
+        "this request (`Authorization: Token …`; a console cookie does not), which is a 401 "
+        "from then on; no password needed, no body read. In the account's console history. Of "
+        "two rotations with one token at once, one gets the new token and the other a 401 "
+        "(its token ended by the first): one token is left.",
+    )
+    def post(self, request, *args, **kwargs):
+        token = api_token_rotate(token=request.auth)
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return Response({"token": token.key}, headers=NO_STORE)

@@ -66,14 +66,52 @@ def api_token_revoke_logged(*, user, why: str) -> bool:
     with transaction.atomic():
         if not api_token_revoke(user=user):
             return False
-        LogEntry.objects.log_actions(
-            user_id=operator.pk,
-            queryset=[user],
-            action_flag=CHANGE,
-            change_message=f"Revoked the API token ({why}).",
-            single_object=True,
-        )
+        _log_token_revoked(operator=operator, user=user, why=why)
     return True
+
+
+def _log_token_revoked(*, operator, user, why: str) -> None:
+    LogEntry.objects.log_actions(
+        user_id=operator.pk,
+        queryset=[user],
+        action_flag=CHANGE,
+        change_message=f"Revoked the API token ({why}).",
+        single_object=True,
+    )
+
+
+SIGNED_OUT = "signed out through the API"
+ROTATED = "replaced by a new one through the API"
+
+
+def api_token_sign_out(*, token: Token) -> bool:
+    """`DELETE auth/token`: end the caller's own token, in its account's history. False when
+    it was gone already (another request of the caller's ended or replaced it meanwhile)."""
+    return _api_token_end(token=token, why=SIGNED_OUT, replace=False) is not None
+
+
+def api_token_rotate(*, token: Token) -> Token | None:
+    """`POST auth/token/rotate`: the caller's token is ended and a new one takes its place, in
+    one transaction, in its account's history. None when the token was gone already: of two
+    rotations with one token, the second finds it ended by the first and makes none, so one
+    token is left, the first's."""
+    return _api_token_end(token=token, why=ROTATED, replace=True)
+
+
+def _api_token_end(*, token: Token, why: str, replace: bool) -> Token | None:
+    user = token.user
+    with transaction.atomic():
+        # The account's row first, as a login locks it before it hands out the token
+        # (`pantheon.auth_token`) and as a password change saves it: one at a time.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).values("pk").first()
+        # By its key, not the account's: a token another request put in its place meanwhile
+        # is not this one.
+        deleted, _ = Token.objects.filter(key=token.key).delete()
+        if not deleted:
+            return None
+        # Named by the account itself: it ended its own token.
+        _log_token_revoked(operator=user, user=user, why=why)
+        return Token.objects.create(user=user) if replace else token
 
 
 PASSWORD_CHANGED = "the password changed"

@@ -36,8 +36,9 @@ def finished(thread: threading.Thread) -> None:
     assert not thread.is_alive(), f"{thread.name} is still running"
 
 
-def someone_waits_on_a_lock() -> bool:
-    """Whether another connection to the database waits on a lock (within LOCK_WAIT_SECONDS)."""
+def someone_waits_on_a_lock(count: int = 1) -> bool:
+    """Whether another connection to the database waits on a lock (within LOCK_WAIT_SECONDS);
+    with `count`, whether that many do."""
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
@@ -47,7 +48,7 @@ def someone_waits_on_a_lock() -> bool:
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
             )
-            if cursor.fetchone()[0]:
+            if cursor.fetchone()[0] >= count:
                 return True
         time.sleep(0.02)
     return False
