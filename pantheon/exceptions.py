@@ -248,6 +248,28 @@ class TooManyFollows(PantheonError):
         )
 
 
+class OwnedLimitReached(PantheonError):
+    """A create past what one account may own (`pantheon.quotas`): its code names what
+    (`agent_limit_reached`, `room_limit_reached`, `session_limit_reached`), `limit` how many.
+    A 409: it conflicts with what the account holds, and a delete makes room for it (no
+    `Retry-After`: waiting frees nothing)."""
+
+    status_code = status.HTTP_409_CONFLICT
+
+    def __init__(self, *, kind: str, limit: int, free_one: str):
+        super().__init__(
+            f"You already have {counted(limit, kind)}, the most one account may: {free_one}, "
+            "then retry.",
+            code=f"{kind}_limit_reached",
+        )
+        self.limit = limit
+
+    def as_body(self) -> dict:
+        body = super().as_body()
+        body["detail"]["limit"] = self.limit
+        return body
+
+
 class OverCapacity(PantheonError):
     """A worker already serving GUNICORN_WORKER_CONNECTIONS requests (`pantheon.capacity`)."""
 

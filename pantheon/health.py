@@ -41,6 +41,7 @@ class HealthView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    throttle_classes = []  # no user to count: a load balancer's probe
 
     @extend_schema(
         responses={

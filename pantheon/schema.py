@@ -156,6 +156,36 @@ class TurnNotRunningSerializer(CodedErrorSerializer):
         ref_name = "TurnNotRunning"
 
 
+class OwnedLimitDetailSerializer(CodedErrorDetailSerializer):
+    """`agent_limit_reached`, `room_limit_reached` or `session_limit_reached`: `{code,
+    message}` and the bound."""
+
+    limit = serializers.IntegerField(help_text="How many one account may own.")
+
+    class Meta:
+        ref_name = "OwnedLimitDetail"
+
+
+class OwnedLimitSerializer(CodedErrorSerializer):
+    """A create's 409: `{"detail": {"code": "..._limit_reached", "message", "limit"}}`."""
+
+    detail = OwnedLimitDetailSerializer()
+
+    class Meta:
+        ref_name = "OwnedLimit"
+
+
+def owned_limit(kind: str, frees: str) -> OpenApiResponse:
+    """The 409 of a create of one `kind` past the account's bound (`pantheon.quotas`), for
+    `extend_schema`; `frees`: what makes room."""
+    return OpenApiResponse(
+        OwnedLimitSerializer,
+        description=f"`{kind}_limit_reached`: you already own as many {kind}s as one account "
+        f"may (`limit`, the operator's `PANTHEON_MAX_{kind.upper()}S_PER_USER`); {frees} makes "
+        "room. Nothing was created.",
+    )
+
+
 class MessageOrDetailField(serializers.JSONField):
     """A `detail` that is a message string or a coded refusal (`coded`, a serializer)."""
 
@@ -299,7 +329,8 @@ DESCRIPTIONS = {
     "checked before the credentials.",
     413: "`request_too_large`: the body is over the server's size limit.",
     415: "Unsupported media type: send `application/json`.",
-    429: "`throttled`: too many requests; retry after `Retry-After` seconds.",
+    429: "`throttled`: too many requests (the per-user API rate; creates and turns have "
+    "rates of their own); retry after `Retry-After` seconds.",
     503: "`over_capacity`: the server is serving as many requests as it can; or "
     "`database_unavailable`: the request lost its database connection (a restart, a "
     "failover). Retry after `Retry-After` seconds.",

@@ -247,6 +247,9 @@ REST_FRAMEWORK = {
         "pantheon.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every authenticated request, per user (`PANTHEON_API_RATE`); a turn's post has its own
+    # rate instead, logins theirs, and the views that create add `PANTHEON_CREATE_RATE`.
+    "DEFAULT_THROTTLE_CLASSES": ["pantheon.throttling.ApiRateThrottle"],
     # The API speaks JSON only (anything else is 415), through a parser that bounds depth and
     # size and refuses NULs and lone surrogates.
     "DEFAULT_PARSER_CLASSES": ["pantheon.parsers.JSONParser"],
@@ -380,6 +383,27 @@ PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = config.rate(
     "PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL", "100/hour"
 )
 PANTHEON_TURN_RATE = config.rate("PANTHEON_TURN_RATE", "60/min")
+# Every other authenticated API request, per user: a bucket of N refilled at N per period. A UI
+# sends a handful of requests per page and a few a second while it polls; 10 a second, with a
+# minute's worth at once, leaves it far below, and keeps one account's flood to a small share of
+# what a worker serves.
+PANTHEON_API_RATE = config.rate("PANTHEON_API_RATE", "600/min")
+# Creates of agents, rooms and sessions, per user (a bucket as above, counted besides
+# PANTHEON_API_RATE): a bound's worth of agents at once, then one every 18 seconds, so that a
+# loop of creates and deletes adds at most 4,800 rows a day (deleted rooms and sessions stay).
+PANTHEON_CREATE_RATE = config.rate("PANTHEON_CREATE_RATE", "200/hour")
+# How many agents, rooms (not deleted) and sessions (not deleted, nor in a deleted room) one
+# account may own; a create past it is a 409 (`pantheon.quotas`). 0: no bound. The console
+# creates beyond them.
+PANTHEON_MAX_AGENTS_PER_USER = config.whole_number(
+    "PANTHEON_MAX_AGENTS_PER_USER", 200, minimum=0, maximum=2**31 - 1
+)
+PANTHEON_MAX_ROOMS_PER_USER = config.whole_number(
+    "PANTHEON_MAX_ROOMS_PER_USER", 200, minimum=0, maximum=2**31 - 1
+)
+PANTHEON_MAX_SESSIONS_PER_USER = config.whole_number(
+    "PANTHEON_MAX_SESSIONS_PER_USER", 10_000, minimum=0, maximum=2**31 - 1
+)
 # How many recent raw messages a turn reads at most to build its context. A constant bound keeps
 # per-turn work independent of session length; the summary carries everything older. It is
 # the query's LIMIT, a PostgreSQL bigint: more failed every turn ("bigint out of range").

@@ -1,4 +1,5 @@
-"""Rate limits on what is cheap to send and costly to answer: logins and turns.
+"""Rate limits on what is cheap to send and costly to answer: logins and turns; and, per user,
+every API request and every create (`BucketRateThrottle`, at the end).
 
 DRF's throttles with their semantics (at most N requests in any window of the rate's length,
 `Retry-After` when the oldest of them leaves it), but on PostgreSQL the history lives in table
@@ -349,3 +350,87 @@ class TurnRateThrottle(SettingRateThrottle):
         if not request.user or not request.user.is_authenticated:
             return None
         return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+
+# The API's rates (`BucketRateThrottle`) in one statement on one row of constant size: a bucket
+# of N requests that refills at N per period. `tat` is when the bucket is full again; a request
+# at `now` takes a place if, once it is counted (tat = max(tat, now) + period / N), the bucket
+# is not over-full (tat - now <= period). The outer SELECT reads, from the snapshot before, the
+# `tat` of a refused request, to say when the next place frees up.
+BUCKET = """
+WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now),
+taken AS (
+    INSERT INTO pantheon_rate AS r (key, tat)
+    SELECT %(key)s, now + %(interval)s FROM clock
+    ON CONFLICT (key) DO UPDATE
+    SET tat = greatest(r.tat, EXCLUDED.tat - %(interval)s) + %(interval)s
+    WHERE greatest(r.tat, EXCLUDED.tat - %(interval)s) + %(interval)s
+        <= EXCLUDED.tat - %(interval)s + %(period)s
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM taken),
+       (SELECT tat FROM pantheon_rate WHERE key = %(key)s),
+       (SELECT now FROM clock)
+"""
+# A bucket full again says nothing: its row goes. No index on `tat` (the update stays HOT):
+# this scans the table, of one row per user busy within the last period, one check in 1000.
+PRUNE_BUCKETS = "DELETE FROM pantheon_rate WHERE tat < extract(epoch FROM clock_timestamp())"
+
+
+class BucketRateThrottle(SettingRateThrottle):
+    """A per-user rate checked on nearly every request, so cheap: on PostgreSQL a bucket of N
+    requests refilled at N per period (`N/period`), one statement on one row of constant size
+    in an UNLOGGED table (migration pantheon.0003: its commit waits for no WAL flush). A steady
+    client gets N per period; a burst after a quiet period may take the whole bucket at once.
+    (`pantheon_throttle`'s history would hold and rewrite N timestamps on every request, and
+    DRF's cache five statements.) On SQLite, DRF's cache-based history, as the others.
+
+    Only authenticated requests are counted, each user apart."""
+
+    def get_cache_key(self, request, view) -> str | None:
+        if not request.user or not request.user.is_authenticated:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+    def _hit(self, key: str) -> bool:
+        period = float(self.duration)
+        params = {"key": key, "interval": period / self.num_requests, "period": period}
+        with connection.cursor() as cursor:
+            cursor.execute(BUCKET, params)
+            allowed, tat, now = cursor.fetchone()
+            if random.randrange(PRUNE_ONE_IN) == 0:
+                cursor.execute(PRUNE_BUCKETS)
+        if allowed:
+            self._wait = None
+        else:  # the next place frees up when the bucket's level is one below full
+            interval = params["interval"]
+            level = max(tat if tat is not None else now, now) + interval
+            self._wait = max(level - period - now, 1.0)
+        return allowed
+
+
+class ApiRateThrottle(BucketRateThrottle):
+    """Every authenticated API request but a turn's post (which has `PANTHEON_TURN_RATE`), per
+    user: one account's flood of requests must not slow every other account's (the default
+    throttle, REST_FRAMEWORK's DEFAULT_THROTTLE_CLASSES)."""
+
+    scope = "api"
+    rate_setting = "PANTHEON_API_RATE"
+
+
+class CreateRateThrottle(BucketRateThrottle):
+    """POSTs that create an agent, a room or a session, per user: within the bounds on what an
+    account owns (`pantheon.quotas`), a loop of creates and deletes would still add a row each
+    time (rooms and sessions are deleted softly, their rows kept)."""
+
+    scope = "creates"
+    rate_setting = "PANTHEON_CREATE_RATE"
+
+    def get_cache_key(self, request, view) -> str | None:
+        if request.method != "POST":
+            return None
+        return super().get_cache_key(request, view)
+
+
+# The throttles of a view that creates agents, rooms or sessions with its POST.
+CREATING_THROTTLES = [ApiRateThrottle, CreateRateThrottle]

@@ -7,7 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pantheon.converters import ID
-from pantheon.schema import bad_request
+from pantheon.schema import bad_request, owned_limit
+from pantheon.throttling import CREATING_THROTTLES
 from rooms import selectors, services
 from rooms.models import Agent, Room
 from rooms.serializers import (
@@ -23,7 +24,10 @@ from rooms.serializers import (
     list=extend_schema(description="Your agents, oldest first (page-number pagination)."),
     create=extend_schema(
         description="Create an agent: `agent_key` (unique among your agents; the `@tag` of "
-        "manual mode), `name`, an enabled `model_alias` (`GET models`), `role_prompt`."
+        "manual mode), `name`, an enabled `model_alias` (`GET models`), `role_prompt`. "
+        "Creates are throttled per user beside the API rate (`PANTHEON_CREATE_RATE`), and an "
+        "account owns at most `PANTHEON_MAX_AGENTS_PER_USER` agents (409).",
+        responses={201: AgentSerializer, 409: owned_limit("agent", "deleting one of them")},
     ),
     retrieve=extend_schema(description="One of your agents."),
     partial_update=extend_schema(description="Change an agent's fields."),
@@ -35,6 +39,7 @@ from rooms.serializers import (
 )
 class AgentViewSet(viewsets.ModelViewSet):
     serializer_class = AgentSerializer
+    throttle_classes = CREATING_THROTTLES
     lookup_value_converter = ID  # a malformed id is the URL resolver's 404
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
@@ -62,7 +67,10 @@ class AgentViewSet(viewsets.ModelViewSet):
         "accepted as `tag`; `roundtable`; `orchestrator`) and its roster, `agent_ids` in seat "
         "order. The answer names the mode `current_mode`: sent here, a `current_mode` other "
         "than the room's first mode, or any `pending_mode`, is a 400 under that field whose "
-        "message points at `mode`."
+        "message points at `mode`. Creates are throttled per user beside the API rate "
+        "(`PANTHEON_CREATE_RATE`), and an account owns at most `PANTHEON_MAX_ROOMS_PER_USER` "
+        "rooms not deleted (409).",
+        responses={201: RoomSerializer, 409: owned_limit("room", "deleting one of them")},
     ),
     retrieve=extend_schema(description="One of your rooms, with its seated agents."),
     destroy=extend_schema(
@@ -85,6 +93,7 @@ class RoomViewSet(
 
     serializer_class = RoomSerializer
     lookup_value_converter = ID
+    throttle_classes = CREATING_THROTTLES
     # What each action reads; OPTIONS (pantheon.metadata) describes the same bodies.
     input_serializers = {
         "partial_update": RoomUpdateSerializer,

@@ -8,6 +8,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from pantheon.exceptions import Gone
+from pantheon.quotas import owned_below_bound
 from rooms.models import MODE_ALIASES, Agent, Room, RoomAgent, RoomMode
 from rooms.signals import agent_deleting, room_deleting
 
@@ -39,6 +40,12 @@ def _seat(*, room: Room, agents: Sequence[Agent]) -> None:
 def agent_create(*, owner, **fields) -> Agent:
     try:
         with transaction.atomic():
+            owned_below_bound(
+                owner=owner,
+                owned=Agent.objects.filter(owner=owner),
+                kind="agent",
+                setting="PANTHEON_MAX_AGENTS_PER_USER",
+            )
             return Agent.objects.create(owner=owner, **fields)
     except IntegrityError as exc:
         raise ValidationError({"agent_key": ["You already have an agent with this key."]}) from exc
@@ -71,6 +78,12 @@ def agent_update(*, agent: Agent, **fields) -> Agent:
 def room_create(
     *, owner, name: str, goal: str = "", mode: str = RoomMode.MANUAL, agent_ids: Sequence[UUID] = ()
 ) -> Room:
+    owned_below_bound(
+        owner=owner,
+        owned=Room.objects.alive().filter(owner=owner),
+        kind="room",
+        setting="PANTHEON_MAX_ROOMS_PER_USER",
+    )
     agents = _owned_agents_in_order(owner=owner, agent_ids=agent_ids)
     room = Room.objects.create(owner=owner, name=name, goal=goal, current_mode=normalize_mode(mode))
     _seat(room=room, agents=agents)

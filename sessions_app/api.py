@@ -7,7 +7,8 @@ from rest_framework.response import Response
 from pantheon.converters import ID
 from pantheon.exceptions import NoSummaryYet
 from pantheon.pagination import ActivityPagination, TimelinePagination
-from pantheon.schema import refusals
+from pantheon.schema import owned_limit, refusals
+from pantheon.throttling import CREATING_THROTTLES
 from rooms.selectors import agent_for_user, room_for_user
 from sessions_app import selectors, services
 from sessions_app.serializers import (
@@ -35,13 +36,16 @@ def _session_created(session) -> Response:
     post=extend_schema(
         description="Open a session in the room, with an optional `title`. The 201 is the "
         "session as `GET sessions/{id}` shows it (no turns yet); post turns to it with `POST "
-        "sessions/{id}/turns`."
+        "sessions/{id}/turns`. Creates are throttled per user beside the API rate "
+        "(`PANTHEON_CREATE_RATE`), and an account has at most `PANTHEON_MAX_SESSIONS_PER_USER` "
+        "sessions not deleted, in rooms and direct together (409)."
     ),
 )
 class RoomSessionsView(generics.ListCreateAPIView):
     """`GET, POST rooms/{room_id}/sessions`: the room's sessions, oldest first; open one."""
 
     serializer_class = SessionActivitySerializer
+    throttle_classes = CREATING_THROTTLES
 
     def get_serializer_class(self):
         if self.request.method == "POST":
@@ -56,7 +60,15 @@ class RoomSessionsView(generics.ListCreateAPIView):
             user=self.request.user, room_id=self.get_room().pk
         ).order_by("created_at", "id")
 
-    @extend_schema(request=SessionCreateSerializer, responses={201: SessionActivitySerializer})
+    @extend_schema(
+        request=SessionCreateSerializer,
+        responses={
+            201: SessionActivitySerializer,
+            409: owned_limit(
+                "session", "deleting one of them (or a room, with the sessions in it)"
+            ),
+        },
+    )
     def post(self, request: Request, room_id) -> Response:
         room = self.get_room()
         body = SessionCreateSerializer(data=request.data)
@@ -74,7 +86,9 @@ class RoomSessionsView(generics.ListCreateAPIView):
     post=extend_schema(
         description="Open a direct session with this agent (one to one, no room), with an "
         "optional `title`. The 201 is the session as `GET sessions/{id}` shows it (no turns "
-        "yet)."
+        "yet). Creates are throttled per user beside the API rate (`PANTHEON_CREATE_RATE`), "
+        "and an account has at most `PANTHEON_MAX_SESSIONS_PER_USER` sessions not deleted, in "
+        "rooms and direct together (409)."
     ),
 )
 class AgentSessionsView(generics.ListCreateAPIView):
@@ -83,6 +97,7 @@ class AgentSessionsView(generics.ListCreateAPIView):
 
     serializer_class = SessionActivitySerializer
     pagination_class = ActivityPagination
+    throttle_classes = CREATING_THROTTLES
 
     def get_serializer_class(self):
         return (
@@ -97,7 +112,15 @@ class AgentSessionsView(generics.ListCreateAPIView):
             user=self.request.user, agent_id=self.get_agent().pk
         )
 
-    @extend_schema(request=SessionCreateSerializer, responses={201: SessionActivitySerializer})
+    @extend_schema(
+        request=SessionCreateSerializer,
+        responses={
+            201: SessionActivitySerializer,
+            409: owned_limit(
+                "session", "deleting one of them (or a room, with the sessions in it)"
+            ),
+        },
+    )
     def post(self, request: Request, agent_id) -> Response:
         agent = self.get_agent()
         body = SessionCreateSerializer(data=request.data)

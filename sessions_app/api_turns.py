@@ -61,7 +61,7 @@ from pantheon.schema import (
     refusals,
 )
 from pantheon.threads import own_thread
-from pantheon.throttling import TurnRateThrottle
+from pantheon.throttling import ApiRateThrottle, TurnRateThrottle
 from sessions_app import events, following, idempotency, selectors, services
 from sessions_app.event_schema import TURN_EVENT_STREAM
 from sessions_app.models import IdempotencyKey, Turn, TurnFailure, TurnStatus
@@ -210,10 +210,11 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         return TurnCreateSerializer if self.request.method == "POST" else TurnSerializer
 
     def get_throttles(self):
-        # Running a turn spends on providers; listing turns is free.
+        # Running a turn spends on providers: the turn rate, and no other (no second
+        # statement on a turn's path). Listing turns is any other request.
         if self.request is not None and self.request.method == "POST":
             return super().get_throttles()
-        return []
+        return [ApiRateThrottle()]
 
     def get_renderers(self):
         # Only running a turn streams; the list is JSON.

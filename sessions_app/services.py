@@ -16,6 +16,7 @@ from django.utils import timezone
 from pantheon import draining
 from pantheon.exceptions import Gone
 from pantheon.passwords import api_token_revoke_logged
+from pantheon.quotas import owned_below_bound
 from rooms.models import Agent, Room
 from rooms.services import agent_delete
 from sessions_app.models import (
@@ -37,12 +38,24 @@ from usage.services import (
 )
 
 
+def _sessions_below_bound(*, user) -> None:
+    owned_below_bound(
+        owner=user,
+        owned=Session.objects.alive().filter(started_by=user),
+        kind="session",
+        setting="PANTHEON_MAX_SESSIONS_PER_USER",
+    )
+
+
+@transaction.atomic
 def session_create_in_room(*, room: Room, user, title: str = "") -> Session:
+    _sessions_below_bound(user=user)
     return Session.objects.create(room=room, started_by=user, title=title)
 
 
 @transaction.atomic
 def session_create_direct(*, agent: Agent, user, title: str = "") -> Session:
+    _sessions_below_bound(user=user)
     # Locked, so a concurrent DELETE of the agent waits for this session (and then detaches
     # it) instead of leaving it pointing at no row; Gone if the agent went first.
     if not Agent.objects.select_for_update().filter(pk=agent.pk).exists():

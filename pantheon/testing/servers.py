@@ -234,13 +234,14 @@ def process_tree(root: int) -> list[int]:
 
 
 def forget_throttle_history() -> None:
-    """Empty `pantheon_throttle` (PostgreSQL). It is not a model's table: no test flush empties
-    it, and a server a test starts commits a row per client it throttles, which would count
-    against the tests after it."""
+    """Empty `pantheon_throttle` and `pantheon_rate` (PostgreSQL). They are no model's tables:
+    no test flush empties them, and a server a test starts commits a row per client it
+    throttles, which would count against the tests after it."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM pantheon_throttle")
+        cursor.execute("DELETE FROM pantheon_rate")
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -225,11 +225,13 @@ def production_server(transactional_db, tmp_path):
             "PANTHEON_TURN_RATE": "100000/min",
             "PANTHEON_AUTH_RATE_PER_IP": "100000/min",
             "PANTHEON_AUTH_RATE_PER_USERNAME": "100000/min",
+            "PANTHEON_API_RATE": "100000/min",
+            "PANTHEON_CREATE_RATE": "100000/min",
         },
     )
     with server:
         yield server
-    # Thousands of logins and turns from 127.0.0.1, counted against the next tests otherwise.
+    # Thousands of logins, turns and requests, counted against the next tests otherwise.
     forget_throttle_history()
 
 

@@ -1,0 +1,170 @@
+"""The per-user API rate (`PANTHEON_API_RATE`) and the rate of creates (`PANTHEON_CREATE_RATE`):
+one account's flood is answered 429 (coded, with `Retry-After`) and leaves every other account's
+requests alone; a turn's post is counted by the turn rate only."""
+
+import threading
+
+import pytest
+from django.db import connection, connections
+
+from pantheon.testing.servers import forget_throttle_history
+from pantheon.throttling import ApiRateThrottle
+from rooms.models import RoomMode
+
+pytestmark = pytest.mark.django_db
+
+SESSIONS = "/api/v1/sessions"
+
+
+def assert_throttled(response) -> None:
+    """The 429 of every throttle (pantheon.exceptions.throttled_body)."""
+    assert response.status_code == 429, response.content
+    seconds = int(response["Retry-After"])
+    assert seconds >= 1
+    assert response.json() == {
+        "detail": {
+            "code": "throttled",
+            "message": f"Too many requests. Retry in {seconds:,} second"
+            f"{'' if seconds == 1 else 's'}.",
+        }
+    }
+
+
+@pytest.fixture(autouse=True)
+def _empty_throttle_tables():
+    forget_throttle_history()
+    yield
+    forget_throttle_history()
+
+
+def test_the_default_rates_are_ten_requests_a_second_and_two_hundred_creates_an_hour(settings):
+    assert settings.PANTHEON_API_RATE == "600/min"
+    assert settings.PANTHEON_CREATE_RATE == "200/hour"
+
+
+def test_a_user_over_the_rate_gets_429_and_another_user_is_unaffected(
+    settings, owner_client, outsider_client
+):
+    settings.PANTHEON_API_RATE = "3/min"
+
+    answers = [owner_client.get(SESSIONS).status_code for _ in range(3)]
+    refused = owner_client.get(SESSIONS)
+
+    assert answers == [200, 200, 200]
+    assert_throttled(refused)
+    # A bucket of 3 refilled at 3 a minute: the next place frees up in 20 seconds.
+    assert 19 <= int(refused["Retry-After"]) <= 20
+    # Writes count as reads do.
+    assert_throttled(owner_client.post("/api/v1/agents", {}, format="json"))
+    assert [outsider_client.get(SESSIONS).status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_turns_are_not_counted_by_the_api_rate_and_are_posted_when_it_is_spent(
+    settings, owner, owner_client, make_agent, make_room, make_session, fake_gateway, post_turn
+):
+    """A turn has its own rate (PANTHEON_TURN_RATE) and no second statement on its path."""
+    settings.PANTHEON_API_RATE = "2/min"
+    room = make_room(owner, [make_agent(owner, "ada")], mode=RoomMode.ROUNDTABLE)
+    session = make_session(owner, room=room)
+
+    turns = [post_turn(owner_client, session, f"turn {index}").status_code for index in range(3)]
+    reads = [owner_client.get(f"{SESSIONS}/{session.id}/turns").status_code for _ in range(2)]
+
+    assert turns == [201, 201, 201]
+    assert reads == [200, 200]
+    assert_throttled(owner_client.get(f"{SESSIONS}/{session.id}/turns"))
+    # Spent: turns still go through.
+    assert post_turn(owner_client, session, "one more").status_code == 201
+
+
+def test_creates_have_a_tighter_rate_of_their_own(settings, owner, owner_client, make_agent):
+    settings.PANTHEON_CREATE_RATE = "2/hour"
+    agent = make_agent(owner, "ada")
+
+    first = owner_client.post(
+        "/api/v1/agents",
+        {"agent_key": "bob", "name": "Bob", "model_alias": "deepseek"},
+        format="json",
+    )
+    second = owner_client.post("/api/v1/rooms", {"name": "R", "agent_ids": []}, format="json")
+    third = owner_client.post(f"/api/v1/agents/{agent.id}/sessions", {}, format="json")
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert_throttled(third)
+    assert 1799 <= int(third["Retry-After"]) <= 1800  # one place in 3600 / 2 seconds
+    assert not agent.direct_sessions.exists()
+    # Reads and changes are no creates.
+    assert owner_client.get("/api/v1/agents").status_code == 200
+    assert owner_client.patch(f"/api/v1/agents/{agent.id}", {"name": "A"}).status_code == 200
+
+
+def test_health_and_logins_are_not_counted(settings, client, owner):
+    settings.PANTHEON_API_RATE = "1/min"
+    assert [client.get("/api/v1/health").status_code for _ in range(3)] == [200, 200, 200]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pantheon_rate")
+        assert cursor.fetchone() == (0,)
+
+
+def test_the_rate_is_one_row_of_constant_size_per_user(settings, owner, owner_client):
+    """A check rewrites one number, whatever the rate: not a history of N timestamps."""
+    for _ in range(50):
+        assert owner_client.get(SESSIONS).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT key, pg_column_size(r.*) FROM pantheon_rate AS r")
+        rows = cursor.fetchall()
+        cursor.execute("SELECT relpersistence FROM pg_class WHERE relname = 'pantheon_rate'")
+        assert cursor.fetchone() == ("u",)  # UNLOGGED: its commits wait for no WAL flush
+    assert len(rows) == 1
+    assert rows[0][0] == f"throttle_api_{owner.pk}"
+    assert rows[0][1] < 64
+
+
+def hit(key: str, rate: str) -> tuple[bool, float | None]:
+    throttle = ApiRateThrottle()
+    throttle.num_requests, throttle.duration = throttle.parse_rate(rate)
+    allowed = throttle._hit(key)
+    return allowed, throttle.wait()
+
+
+def test_a_bucket_refills_at_its_rate():
+    with connection.cursor() as cursor:
+        # Full again 30 seconds from now, at 3/min (a place every 20 s): 1.5 places are free.
+        cursor.execute(
+            "INSERT INTO pantheon_rate (key, tat) "
+            "SELECT 'k', extract(epoch FROM clock_timestamp()) + 30"
+        )
+    assert hit("k", "3/min") == (True, None)
+    assert hit("k", "3/min") == (False, 10)  # half a place left: the other half in 10 s
+    assert hit("other", "3/min") == (True, None)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_concurrent_requests_cannot_share_the_last_places():
+    gate = threading.Barrier(12)
+    results: list[bool] = []
+
+    def one() -> None:
+        try:
+            gate.wait()
+            results.append(hit("race", "5/min")[0])
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == [False] * 7 + [True] * 5
+
+
+def test_the_schema_lists_the_429_of_every_authenticated_operation():
+    from drf_spectacular.generators import SchemaGenerator
+
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    assert "429" in paths["/api/v1/sessions"]["get"]["responses"]
+    assert "429" in paths["/api/v1/agents/{id}"]["patch"]["responses"]
+    assert "429" in paths["/api/v1/sessions/{session_id}/turns"]["get"]["responses"]
+    assert "429" not in paths["/api/v1/health"]["get"]["responses"]
