@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
 from pantheon.testing.servers import forget_throttle_history
 from pantheon.throttling import ApiRateThrottle
@@ -73,8 +74,10 @@ def test_turns_are_not_counted_by_the_api_rate_and_are_posted_when_it_is_spent(
     assert turns == [201, 201, 201]
     assert reads == [200, 200]
     assert_throttled(owner_client.get(f"{SESSIONS}/{session.id}/turns"))
-    # Spent: turns still go through.
-    assert post_turn(owner_client, session, "one more").status_code == 201
+    # Spent: turns still go through, and no statement of the API rate is on their path.
+    with CaptureQueriesContext(connection) as queries:
+        assert post_turn(owner_client, session, "one more").status_code == 201
+    assert not [query for query in queries if "pantheon_rate" in query["sql"]]
 
 
 def test_creates_have_a_tighter_rate_of_their_own(settings, owner, owner_client, make_agent):
