@@ -171,3 +171,24 @@ def test_the_schema_lists_the_429_of_every_authenticated_operation():
     assert "429" in paths["/api/v1/agents/{id}"]["patch"]["responses"]
     assert "429" in paths["/api/v1/sessions/{session_id}/turns"]["get"]["responses"]
     assert "429" not in paths["/api/v1/health"]["get"]["responses"]
+
+
+def test_signing_out_and_rotating_a_token_are_under_the_api_rate(settings, owner):
+    """Neither is a login (no place under the login limits), but each is a request of the
+    user's: a loop of rotations filled the account's console history at any speed."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    settings.PANTHEON_API_RATE = "2/min"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
+    rotated = client.post("/api/v1/auth/token/rotate")
+    assert rotated.status_code == 200, rotated.content
+    client.credentials(HTTP_AUTHORIZATION=f"Token {rotated.json()['token']}")
+    assert client.post("/api/v1/auth/token/rotate").status_code == 200
+    token = Token.objects.get(user=owner).key
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    assert_throttled(client.post("/api/v1/auth/token/rotate"))
+    assert_throttled(client.delete("/api/v1/auth/token"))
+    assert Token.objects.get(user=owner).key == token  # neither took effect
