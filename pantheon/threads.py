@@ -17,9 +17,10 @@ from contextvars import ContextVar
 
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.db import connection
 from django.db.backends.signals import connection_created
+from django.template.response import SimpleTemplateResponse
 
 from pantheon.capacity import PROCESS
 from pantheon.db import release_connection, request_arrival
@@ -118,6 +119,24 @@ class PantheonASGIHandler(ASGIHandler):
             taken.clear()
             await sync_to_async(_release_pooled_connection, thread_sensitive=True)()
         return response
+
+
+def rendered_here(request, response):
+    """`response` (an async view's) rendered now, on the event loop. Django's ASGI handler
+    renders a response that renders late (DRF's) through `sync_to_async`, a trip to the
+    request's thread and back for a few microseconds of JSON encoding; a rendered response whose
+    `render` is a coroutine function is awaited in place instead. Only under ASGI: Django's
+    WSGI handler (the test client's) calls `render` itself and wants the response back."""
+    if isinstance(response, SimpleTemplateResponse) and isinstance(
+        getattr(request, "_request", request), ASGIRequest
+    ):
+        response.render()
+
+        async def render():
+            return response
+
+        response.render = render  # type: ignore[method-assign]
+    return response
 
 
 # The database connections (Django's wrappers) the request served in this context has taken

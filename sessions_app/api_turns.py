@@ -60,7 +60,7 @@ from pantheon.schema import (
     bad_request,
     refusals,
 )
-from pantheon.threads import own_thread
+from pantheon.threads import own_thread, rendered_here
 from pantheon.throttling import ApiRateThrottle, TurnRateThrottle
 from sessions_app import events, following, idempotency, selectors, services
 from sessions_app.event_schema import TURN_EVENT_STREAM
@@ -155,6 +155,8 @@ class _AsyncTurnView:
         except Exception as exc:
             response = self.handle_exception(exc)  # type: ignore[attr-defined]
         self.response = self.finalize_response(request, response, *args, **kwargs)  # type: ignore[attr-defined]
+        if request.method == "POST":  # a turn's answer, or a cancel's: a small body
+            return rendered_here(request, self.response)
         return self.response
 
     def check_throttles(self, request):
