@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -164,8 +165,11 @@ def _count_with_litellm(text: str, model: str) -> int | None:
         return None
 
 
+@functools.lru_cache(maxsize=1024)
 def share_of(amount: int, ratio: float) -> Fraction:
-    """`ratio × amount` exactly: 0.7 as a binary float would put 70 % a hair off."""
+    """`ratio × amount` exactly: 0.7 as a binary float would put 70 % a hair off. Remembered:
+    every turn asks the same few (its aliases' windows and budgets), and reading the ratio's
+    text into a fraction each time was about 1 % of a turn's CPU (py-spy)."""
     return Fraction(str(ratio)) * amount
 
 

@@ -345,3 +345,26 @@ def test_summary_due_only_when_the_history_takes_the_prompt_past_70_percent():
 
 def test_prune_limit_is_90_percent_floored():
     assert ContextBudget.for_window(8192, 1024).prune_limit == 5529  # 0.9 * 6144 = 5529.6
+
+
+def test_a_share_is_worked_out_once(monkeypatch):
+    """Every turn asks for the same few shares (its aliases' windows and budgets): reading the
+    ratio's text into a fraction each time was about 1 % of a turn's CPU."""
+    from orchestration import budget as budget_module
+
+    getattr(budget_module.share_of, "cache_clear", lambda: None)()  # a fresh start
+    made = []
+    real = budget_module.Fraction
+
+    def counting(*args):
+        made.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(budget_module, "Fraction", counting)
+
+    first = ContextBudget.for_window(30_010, 100)
+    again = ContextBudget.for_window(30_010, 100)
+
+    assert first == again
+    assert first.overhead_reserve == again.overhead_reserve == 1501
+    assert len(made) == 1
