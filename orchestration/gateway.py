@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import functools
 import importlib
 import json
 import logging
@@ -977,7 +978,10 @@ def table_cost(model: str, fresh: int, cached: int, output: int, litellm: Any) -
     return fresh * input_price + cached * cached_price + output * output_price
 
 
+@functools.lru_cache(maxsize=256)
 def _provider_of(model: str, litellm: Any) -> str:
+    """The provider litellm routes `model` to (`get_llm_provider`, a walk of its provider lists:
+    a model's provider does not change while the process runs, so it is asked once a model)."""
     try:
         provider = litellm.get_llm_provider(model)[1]
     except Exception:

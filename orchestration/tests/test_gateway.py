@@ -745,3 +745,25 @@ def test_a_stream_abandoned_after_its_first_words_is_metered_on_an_estimate(gate
     assert priced.provider_cost_usd > 0
     demo = LiteLLMGateway(timeout_seconds=5, max_retries=0, demo=True)
     assert demo.abandoned(CALL, text, latency_ms=5).provider == "pantheon_demo"
+
+
+def test_a_models_provider_is_asked_of_litellm_once(monkeypatch, gateway):
+    """litellm's `get_llm_provider` walks its provider lists: a model's provider does not change
+    while the process runs, and every call of every turn asked it again."""
+    from orchestration import gateway as gateway_module
+
+    getattr(gateway_module._provider_of, "cache_clear", lambda: None)()  # a fresh start
+    asked = []
+    real = litellm.get_llm_provider
+
+    def counting(model, *args, **kwargs):
+        asked.append(model)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(litellm, "get_llm_provider", counting)
+    script(monkeypatch, reply("one"), reply("two"))
+
+    first, second = complete(gateway, CALL), complete(gateway, CALL)
+
+    assert (first.provider, second.provider) == ("groq", "groq")
+    assert asked == ["groq/deepseek-r1-distill-llama-70b"]
