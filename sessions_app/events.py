@@ -8,8 +8,9 @@ Ids are integers that order the events within their turn and are derived from wh
 stored, so a replay numbers them exactly as the live stream did. A step's deltas are numbered
 by the characters of its text: the delta that ends at character c of step k has id B_k + c,
 where B_k is the id of the step's `step_started`. Deltas of a step may therefore be replayed
-coalesced (one delta for the stored text) and a client that resumes with `Last-Event-ID` in
-the middle of a step gets exactly the rest of its text. The turn's last event (`turn_completed`
+coalesced (the stored text in deltas of REPLAY_DELTA_CHARS characters, `step_deltas`, rather
+than as the provider's pieces) and a client that resumes with `Last-Event-ID` in the middle of
+a step gets exactly the rest of its text. The turn's last event (`turn_completed`
 or `turn_failed`) always has the id TURN_ENDED_ID, after any id a step can take: a client that
 saw part of a step that then broke off still gets it, live or replayed.
 """
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from django.db.models import BooleanField, ExpressionWrapper
+from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Subquery
 
 from pantheon import exceptions
 from sessions_app.models import (
@@ -30,7 +31,7 @@ from sessions_app.models import (
     SessionQuerySet,
     Turn,
     TurnStatus,
-    TurnStream,
+    TurnStreamChunk,
 )
 from sessions_app.serializers import RoutingSerializer, render_message, render_turn
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
@@ -39,6 +40,8 @@ TURN_STARTED_ID = 1
 ROUTING_ID = 2
 FIRST_STEP_ID = 3
 TURN_ENDED_ID = 2**53 - 1  # the largest integer a JavaScript client reads exactly
+# The most characters a replayed delta holds (at most about 4 KB of UTF-8, 6 KB of escapes).
+REPLAY_DELTA_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,17 @@ def step_delta(clock: StepClock, *, sequence: int, text: str, start: int) -> Tur
     return TurnEvent(
         clock.delta(start + len(text)), "step_delta", {"sequence": sequence, "text": text}
     )
+
+
+def step_deltas(clock: StepClock, *, sequence: int, text: str) -> Iterator[TurnEvent]:
+    """A step's stored text, replayed: deltas of at most REPLAY_DELTA_CHARS characters each,
+    ending at the multiples of it (and at its end), so that every replay, from any host, cuts it
+    alike. A client on a slow link that drops gets some of them whole before it drops, and its
+    reconnect (`Last-Event-ID`) resumes after them: one delta of the whole text, which it had
+    to get in one connection, could never arrive over such a link."""
+    for start in range(0, len(text), REPLAY_DELTA_CHARS):
+        piece = text[start : start + REPLAY_DELTA_CHARS]
+        yield step_delta(clock, sequence=sequence, text=piece, start=start)
 
 
 def step_completed(clock: StepClock, message: dict[str, Any]) -> TurnEvent:
@@ -173,18 +187,20 @@ class Mark:
 
 
 def turn_mark(turn_id) -> Mark | None:
-    """A turn's progress in one indexed read: its status, when it last stored a step, and when
-    the text it is streaming was last saved. Every write a replay shows moves one of them (a
-    step's commit moves `progress_at`, a stream save `updated_at`, an ending the status). With
-    it, whether its session was deleted (or its room): the answers went with it."""
+    """A turn's progress in one indexed read: its status, when it last stored a step, and where
+    the last saved chunk of the text it is streaming starts. Every write a replay shows moves
+    one of them (a step's commit moves `progress_at`, a stream save adds a chunk further on, an
+    ending the status). With it, whether its session was deleted (or its room): the answers
+    went with it."""
     row = (
         Turn.objects.filter(pk=turn_id)
         .annotate(
+            streamed=Subquery(_last_chunk(OuterRef("pk")).values("start")[:1]),
             session_alive=ExpressionWrapper(
                 SessionQuerySet.alive_q("session__"), output_field=BooleanField()
-            )
+            ),
         )
-        .values_list("status", "progress_at", "turnstream__updated_at", "session_alive")
+        .values_list("status", "progress_at", "streamed", "session_alive")
         .first()
     )
     if row is None:
@@ -207,10 +223,7 @@ def turn_replay(turn: Turn) -> Replay:
     for message in answers:
         body = render_message(message)
         events.append(step_started(clock, sequence=message.sequence, agent=_agent_of(message)))
-        if message.content:
-            events.append(
-                step_delta(clock, sequence=message.sequence, text=message.content, start=0)
-            )
+        events.extend(step_deltas(clock, sequence=message.sequence, text=message.content))
         events.append(step_completed(clock, body))
         clock.advance(len(message.content))
     if turn.status != TurnStatus.RUNNING:
@@ -218,12 +231,37 @@ def turn_replay(turn: Turn) -> Replay:
         return Replay(events=events, finished=True, mark=(turn.status, turn.progress_at, None))
     # Read after the turn's row: a step that commits in between moves `progress_at` past the
     # mark, so the next poll rebuilds rather than trusting a replay that mixes the two.
-    streamed = TurnStream.objects.filter(turn=turn).first()
+    chunks = list(TurnStreamChunk.objects.filter(turn=turn).order_by("sequence", "start"))
     events.extend(
-        _step_in_flight(turn, clock, next_sequence=_next_sequence(messages), streamed=streamed)
+        _step_in_flight(
+            turn, clock, next_sequence=_next_sequence(messages), streamed=_text_of(chunks)
+        )
     )
-    mark = (turn.status, turn.progress_at, streamed.updated_at if streamed else None)
+    mark = (turn.status, turn.progress_at, chunks[-1].start if chunks else None)
     return Replay(events=events, finished=False, mark=mark)
+
+
+def _last_chunk(turn):
+    return TurnStreamChunk.objects.filter(turn=turn).order_by("-sequence", "-start")
+
+
+def _text_of(chunks: list[TurnStreamChunk]) -> tuple[int, str] | None:
+    """(the message, its text so far) of the step the chunks are of, the last one's: the text
+    its saves stored, up to a chunk missing (a save that raced a recovery's delete: the turn
+    has ended, and its replay reads no chunk)."""
+    if not chunks:
+        return None
+    sequence = chunks[-1].sequence
+    text: list[str] = []
+    length = 0
+    for chunk in chunks:
+        if chunk.sequence != sequence:
+            continue
+        if chunk.start != length:
+            break
+        text.append(chunk.text)
+        length += len(chunk.text)
+    return sequence, "".join(text)
 
 
 class TurnPoll:
@@ -272,7 +310,7 @@ class TurnFollower:
 
 
 def _step_in_flight(
-    turn: Turn, clock: StepClock, *, next_sequence: int, streamed: TurnStream | None
+    turn: Turn, clock: StepClock, *, next_sequence: int, streamed: tuple[int, str] | None
 ) -> list[TurnEvent]:
     call = (
         LlmCallEvent.objects.filter(turn=turn, purpose=CallPurpose.AGENT, status=CallStatus.PENDING)
@@ -296,8 +334,8 @@ def _step_in_flight(
             },
         )
     ]
-    if streamed is not None and streamed.sequence == next_sequence and streamed.text:
-        events.append(step_delta(clock, sequence=next_sequence, text=streamed.text, start=0))
+    if streamed is not None and streamed[0] == next_sequence and streamed[1]:
+        events.extend(step_deltas(clock, sequence=next_sequence, text=streamed[1]))
     return events
 
 

@@ -175,7 +175,7 @@ class TurnQuerySet(models.QuerySet):
             totals = usage_totals_of_turn(OuterRef("pk"))
         if status in (TurnStatus.FAILED, TurnStatus.INTERRUPTED):
             # A step broke off: the text it was streaming is no message, and no replay wants it.
-            TurnStream.objects.filter(turn__in=self.running()).delete()
+            TurnStreamChunk.objects.filter(turn__in=self.running()).delete()
         return self.running().update(
             status=status, failure_code=failure, completed_at=now, progress_at=now, **totals
         )
@@ -421,15 +421,20 @@ class IdempotencyKey(models.Model):
         return f"{self.key} ({self.state})"
 
 
-class TurnStream(models.Model):
-    """The text of the answer a turn is streaming right now, saved every few hundred ms so that
-    any host can replay a running turn's deltas. Deleted with the step's commit, when the
-    message holds the text, or when the turn fails or is interrupted mid-step."""
+class TurnStreamChunk(models.Model):
+    """A piece of the answer a turn is streaming right now: the characters from `start` on that
+    its last save added, so that any host can replay a running turn's deltas (the step's text so
+    far is its chunks in order of `start`). A save appends the words heard since the one before
+    and rewrites nothing: the WAL a streamed answer writes grows with its length, not with its
+    square, as it did when each save rewrote the whole text. Deleted with the step's commit,
+    when the message holds the text, or when the turn fails or is interrupted mid-step."""
 
-    turn = models.OneToOneField(Turn, on_delete=models.CASCADE, primary_key=True)
+    pk = models.CompositePrimaryKey("turn", "sequence", "start")
+    # Served by the primary key, which starts with it.
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, db_index=False)
     sequence = models.PositiveIntegerField()  # the message the step will become
-    text = models.TextField(blank=True)
-    updated_at = models.DateTimeField(default=timezone.now)
+    start = models.PositiveIntegerField()  # the step's characters before this chunk
+    text = models.TextField()
 
     def __str__(self) -> str:
-        return f"Stream of turn {short_id(self.turn_id)} #{self.sequence}"
+        return f"Stream of turn {short_id(self.turn_id)} #{self.sequence} from {self.start}"

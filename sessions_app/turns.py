@@ -112,7 +112,7 @@ from sessions_app.models import (
     TurnContextAudit,
     TurnFailure,
     TurnStatus,
-    TurnStream,
+    TurnStreamChunk,
 )
 from sessions_app.selectors import TurnState, stale_before
 from sessions_app.serializers import render_message, render_turn
@@ -1015,7 +1015,7 @@ class TurnRunner:
         with self._step(completing=call.opened, finishing=following is None):
             message.save(force_insert=True)
             if self.listener is not None:  # a streamed step: its saved text is now the message
-                TurnStream.objects.filter(turn=self._turn).delete()
+                TurnStreamChunk.objects.filter(turn=self._turn).delete()
             if following is not None:
                 self._open(following)
             else:
@@ -1212,7 +1212,7 @@ class TurnRunner:
             # with the input estimate, and the provider has answered since.
             turn_record_late_answer(heard=heard[0])
         # The turn has ended either way; its stream's last save waited for (`make`).
-        TurnStream.objects.filter(turn=self._turn).delete()
+        TurnStreamChunk.objects.filter(turn=self._turn).delete()
         return bool(ended.turn_ids)
 
     async def _ending(self, failure: TurnFailure) -> events.TurnEvent:
@@ -1543,7 +1543,9 @@ def _roster_entry(agent: AgentSpec) -> dict:
 class _StreamedStep:
     """One answer streamed to the listener as the provider speaks. The text so far is saved
     (at most every `PANTHEON_STREAM_SAVE_SECONDS`, one save at a time) so that any host can
-    replay the running turn; the step's commit replaces it with the message. A stream that
+    replay the running turn: each save appends the words heard since the last one as a chunk
+    (`TurnStreamChunk`), so a long answer's saves write its text once, not once a save; the
+    step's commit replaces them with the message. A stream that
     keeps talking is progress: its saves move the turn's `progress_at` too (at most every
     tenth of the stale limit), so a long answer is never taken for a dead turn. So is a
     reasoning model's reasoning before its answer, which has no text to save: it moves the
@@ -1563,6 +1565,9 @@ class _StreamedStep:
         self.sequence = runner.next_sequence
         self.pieces: list[str] = []
         self.length = 0
+        # What the saves have stored (characters), and the pieces heard since, for the next.
+        self.saved = 0
+        self.unsaved: list[str] = []
         self.started = self.saved_at = self.progress_at = time.monotonic()
         self.saving: asyncio.Task | None = None
         # The first pieces, until a look at the turn lets them through (`hear`); then None.
@@ -1638,7 +1643,9 @@ class _StreamedStep:
         if before is not None:
             await asyncio.gather(before, return_exceptions=True)
         self.saved_at = time.monotonic()
-        taken_over = await database(self.save)("".join(self.held or ()))
+        looked = len(self.held or ())
+        first = "".join((self.held or ())[:looked])
+        taken_over = await database(self.save)((0, first))
         held, self.held = self.held or [], None
         if self.runner.cancelled:  # cancelled in this process meanwhile: nothing more is sent
             return
@@ -1646,24 +1653,37 @@ class _StreamedStep:
             if self.ended is not None and not self.ended.done():
                 self.ended.set_result(taken_over)
             return
-        for piece in held:
-            self._deliver(piece)
+        self.saved = len(first)
+        for index, piece in enumerate(held):
+            self._deliver(piece, saved=index < looked)
 
-    def _deliver(self, piece: str) -> None:
+    def _deliver(self, piece: str, *, saved: bool = False) -> None:
         if self._dropped():
             return
         self.call.spoken = True
         start, self.length = self.length, self.length + len(piece)
         self.pieces.append(piece)
+        if not saved:
+            self.unsaved.append(piece)
         self.runner._emit(
             events.step_delta(self.runner.clock, sequence=self.sequence, text=piece, start=start)
         )
         due = time.monotonic() - self.saved_at >= settings.PANTHEON_STREAM_SAVE_SECONDS
-        if due and (self.saving is None or self.saving.done()):
+        if due and self.unsaved and (self.saving is None or self.saving.done()):
             self.saved_at = time.monotonic()
             # Queued with the turn's own arrival: the step waits for its last save before it
             # commits, and a turn's saves end with the turn (at most one running at a time).
-            self.saving = asyncio.create_task(self._heard(self.save, "".join(self.pieces)))
+            self.saving = asyncio.create_task(self._save_the_rest())
+
+    async def _save_the_rest(self) -> None:
+        """The words heard since the last save, appended at the end of what it stored. They
+        count as stored once the save returns: one that failed is tried again, with the
+        words heard since, by the next."""
+        count = len(self.unsaved)
+        chunk = "".join(self.unsaved[:count])
+        await self._heard(self.save, (self.saved, chunk))
+        self.saved += len(chunk)
+        del self.unsaved[:count]
 
     def hear_reasoning(self) -> None:
         """A chunk of the provider's reasoning: nothing to show or save, only progress, and
@@ -1682,22 +1702,29 @@ class _StreamedStep:
     def _dropped(self) -> bool:
         return self.ended is not None and self.ended.done()
 
-    def save(self, text: str) -> exceptions.PantheonError | None:
-        """The text so far, saved while the turn runs; else what the step answers."""
+    def save(self, chunk: tuple[int, str]) -> exceptions.PantheonError | None:
+        """The text from character `start` on (`chunk`: start, text), saved after what the
+        saves before stored while the turn runs; else what the step answers."""
+        start, text = chunk
         now = timezone.now()
         # One indexed read, no lock (a row lock is a write, every few hundred ms). A turn ended
-        # between it and the upsert keeps a row no replay of an ended turn reads, deleted with
+        # between it and the insert keeps a row no replay of an ended turn reads, deleted with
         # its ending (`TurnRunner.end`), and the next save finds it ended.
         if not Turn.objects.running().filter(pk=self.runner._turn.pk).exists():
             return self.runner._taken_over(self.call.opened)
-        row = TurnStream(turn=self.runner._turn, sequence=self.sequence, text=text, updated_at=now)
-        # One upsert (INSERT ... ON CONFLICT DO UPDATE), every few hundred ms of a stream.
-        TurnStream.objects.bulk_create(
-            [row],
-            update_conflicts=True,
-            unique_fields=["turn"],
-            update_fields=["sequence", "text", "updated_at"],
-        )
+        if text:
+            row = TurnStreamChunk(
+                turn=self.runner._turn, sequence=self.sequence, start=start, text=text
+            )
+            # One insert of the new words, every few hundred ms of a stream. A save whose
+            # insert committed but whose answer was lost (its connection dropped) is tried
+            # again by the next, with more words: that one replaces it.
+            TurnStreamChunk.objects.bulk_create(
+                [row],
+                update_conflicts=True,
+                unique_fields=["turn", "sequence", "start"],
+                update_fields=["text"],
+            )
         if self._progress_due():
             return self.progress(now)
         return None

@@ -53,6 +53,9 @@ A misbehaving provider, by a word in the model name (with or without a delay):
 - `same-word`: every word of the answer is "word" (`words-500-same-word`: "word" 500 times,
   streamed as the same chunk again and again).
 
+`varied` makes every word different (64 hex digits of a hash, cut by `long-<n>`), text that
+PostgreSQL's compression cannot shrink, as a real answer's barely shrinks.
+
 `GET /stats` reports how many completions were requested, the most answered at once, and how
 many their caller closed before the end (`hung_up`, also `StubLLM.hung_up`): streams, and plain
 answers whose caller left while it waited for them (seen within 50 ms).
@@ -66,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import re
 import socket
@@ -115,6 +119,8 @@ def _words(model: str, messages: list[dict[str, Any]]) -> list[str]:
     if length is not None:
         wanted = int(length.group(1))
         words = (words * (wanted // len(words) + 1))[:wanted]
+    if "varied" in model:
+        words = [hashlib.sha256(str(index).encode()).hexdigest() for index in range(len(words))]
     width = _WIDTH.search(model)
     if width is not None:
         wanted = int(width.group(1))

@@ -81,7 +81,7 @@ def operated_models():
 # Working state, not records: the text of an answer being streamed lives for seconds and
 # becomes the message; operators read the message. How far the rollups reach is a date the
 # billing page states ("Whole days to … from the daily rollups").
-NOT_IN_ADMIN = {"TurnStream", "RollupCoverage"}
+NOT_IN_ADMIN = {"TurnStreamChunk", "RollupCoverage"}
 
 
 def test_every_model_is_registered():

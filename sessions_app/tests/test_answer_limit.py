@@ -17,7 +17,7 @@ from orchestration.gateway import AnswerLimit, LiteLLMGateway, answer_tokens_at_
 from orchestration.types import ChatMessage
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
-from sessions_app.models import Message, Turn, TurnStream
+from sessions_app.models import Message, Turn, TurnStreamChunk
 from sessions_app.tests.conftest import point_at_stub, wait_for
 from sessions_app.tests.test_provider_replies import call_stub, stub_call
 from usage.models import BillingProfile, LlmCallEvent, ModelAlias
@@ -134,7 +134,7 @@ def test_a_streamed_turn_whose_provider_ignores_max_tokens_completes_with_the_an
     body = streamed[-1].data
     assert body["status"] == "completed" and body["messages"][1]["content"] == answer.content
     turn = Turn.objects.get()
-    assert turn.status == "completed" and not TurnStream.objects.exists()
+    assert turn.status == "completed" and not TurnStreamChunk.objects.exists()
     row = LlmCallEvent.objects.get()
     assert (row.status, row.error_type) == ("success", "")
     assert row.input_tokens_fresh > 0 and row.credits > 0

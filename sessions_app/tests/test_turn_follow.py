@@ -19,7 +19,7 @@ from pantheon import draining
 from pantheon.db import database
 from rooms.services import room_delete
 from sessions_app import events, following
-from sessions_app.models import Message, Turn, TurnStatus, TurnStream
+from sessions_app.models import Message, Turn, TurnStatus, TurnStreamChunk
 from sessions_app.services import session_delete
 from sessions_app.tests.conftest import direct_turn_in_flight
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
@@ -51,9 +51,12 @@ def _in_flight(owner, agent, session) -> Turn:
 
 
 def _stream(turn: Turn, text: str) -> None:
-    TurnStream.objects.update_or_create(
-        turn=turn, defaults={"sequence": 2, "text": text, "updated_at": timezone.now()}
+    """The text so far of the step in flight saved, as its saves append it (its new words)."""
+    saved = "".join(
+        TurnStreamChunk.objects.filter(turn=turn).order_by("start").values_list("text", flat=True)
     )
+    assert text.startswith(saved)
+    TurnStreamChunk.objects.create(turn=turn, sequence=2, start=len(saved), text=text[len(saved) :])
 
 
 def _answer(turn: Turn, content: str) -> None:
@@ -97,7 +100,7 @@ def test_a_follower_gets_each_event_once_and_an_idle_poll_costs_one_read(
 
     # The step commits its message and the turn ends: the rest of the text, then the end.
     _answer(running_turn, "Hello there")
-    TurnStream.objects.filter(turn=running_turn).delete()
+    TurnStreamChunk.objects.filter(turn=running_turn).delete()
     assert Turn.objects.filter(pk=running_turn.pk).end(TurnStatus.COMPLETED) == 1
     news, finished = follower.poll()
     assert _names(news) == ["step_delta", "step_completed", "turn_completed"] and finished
@@ -227,7 +230,7 @@ async def _until(condition, what: str) -> None:
 def _finish(turn: Turn, content: str) -> None:
     """The step commits its answer and the turn ends, as the engine's last sections do."""
     _answer(turn, content)
-    TurnStream.objects.filter(turn=turn).delete()
+    TurnStreamChunk.objects.filter(turn=turn).delete()
     LlmCallEvent.objects.filter(turn=turn).update(status=CallStatus.SUCCESS)
     assert Turn.objects.filter(pk=turn.pk).end(TurnStatus.COMPLETED) == 1
 

@@ -10,7 +10,7 @@ from django.db import connections
 from conftest import FakeGateway
 from pantheon import exceptions
 from rooms.models import RoomMode
-from sessions_app.models import Message, MessageStatus, Turn, TurnStatus, TurnStream
+from sessions_app.models import Message, MessageStatus, Turn, TurnStatus, TurnStreamChunk
 from sessions_app.selectors import session_for_turn
 from sessions_app.services import turns_interrupt
 from sessions_app.turns import TurnListener, turn_run
@@ -205,12 +205,12 @@ def test_a_turn_that_breaks_off_drops_the_text_it_was_streaming(owner, seats, ma
     none behind (a finished step deletes its own with its commit)."""
     session = make_session(owner, agent=seats[0])
     turn = Turn.objects.create(session=session, turn_index=1, mode="direct", user_input="hi")
-    TurnStream.objects.create(turn=turn, sequence=2, text="Half an answ")
+    TurnStreamChunk.objects.create(turn=turn, sequence=2, start=0, text="Half an answ")
 
     Turn.objects.filter(pk=turn.pk).end(status)
 
     assert Turn.objects.get(pk=turn.pk).status == status
-    assert not TurnStream.objects.filter(turn=turn).exists()
+    assert not TurnStreamChunk.objects.filter(turn=turn).exists()
 
 
 def test_a_turn_recovered_mid_answer_leaves_no_streamed_text_behind(
@@ -236,7 +236,7 @@ def test_a_turn_recovered_mid_answer_leaves_no_streamed_text_behind(
 
     assert (heard[-1].name, heard[-1].data["code"]) == ("turn_failed", "turn_interrupted")
     assert Turn.objects.get().status == TurnStatus.INTERRUPTED
-    assert not TurnStream.objects.exists()
+    assert not TurnStreamChunk.objects.exists()
 
 
 class SilentAda(FakeGateway):
