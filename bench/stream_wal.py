@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,30 +91,55 @@ def lsn_text(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
-def database_wal(wal_dir: str, start: int, end: int) -> int | None:
-    """The bytes of the WAL records between two positions that touch this database."""
-    from django.db import connection
+class DatabaseWal:
+    """The bytes of the WAL records that touch this database, from now on: `pg_waldump`
+    follows the WAL as it is written (a busy cluster recycles its segments within seconds),
+    when this process can read the server's WAL directory."""
 
-    if not os.access(wal_dir, os.R_OK):
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
-        oid = cursor.fetchone()[0]
-    dump = subprocess.run(
-        ["pg_waldump", "-p", wal_dir, "-s", lsn_text(start), "-e", lsn_text(end)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PATH": "/usr/lib/postgresql/15/bin:" + os.environ["PATH"]},
-    )
-    total = 0
-    mine = re.compile(rf"rel \d+/{oid}/")
-    length = re.compile(r"len \(rec/tot\):\s*\d+/\s*(\d+)")
-    for line in dump.stdout.splitlines():
-        if mine.search(line):
-            match = length.search(line)
-            if match:
-                total += int(match.group(1))
-    return total
+    LSN = re.compile(r"lsn: ([0-9A-F]+)/([0-9A-F]+)")
+    LENGTH = re.compile(r"len \(rec/tot\):\s*\d+/\s*(\d+)")
+
+    def __init__(self, wal_dir: str, start: int) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
+            oid = cursor.fetchone()[0]
+        self.mine = re.compile(rf"rel \d+/{oid}/")
+        self.total = 0
+        self.reached = 0
+        self.dump = None
+        if os.access(wal_dir, os.R_OK):
+            self.dump = subprocess.Popen(
+                ["pg_waldump", "-f", "-p", wal_dir, "-s", lsn_text(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env={**os.environ, "PATH": "/usr/lib/postgresql/15/bin:" + os.environ["PATH"]},
+            )
+            self.reader = threading.Thread(target=self._read, daemon=True)
+            self.reader.start()
+
+    def _read(self) -> None:
+        assert self.dump is not None and self.dump.stdout is not None
+        for line in self.dump.stdout:
+            where = self.LSN.search(line)
+            if where:
+                self.reached = (int(where.group(1), 16) << 32) + int(where.group(2), 16)
+            if self.mine.search(line):
+                length = self.LENGTH.search(line)
+                if length:
+                    self.total += int(length.group(1))
+
+    def until(self, end: int) -> int | None:
+        if self.dump is None:
+            return None
+        deadline = time.monotonic() + 30
+        while self.reached < end and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.dump.terminate()
+        self.dump.wait(10)
+        return self.total if self.reached >= end else None
 
 
 def main() -> int:
@@ -138,6 +164,7 @@ def main() -> int:
             for kb, model in models.items():
                 url = f"{server.url}/api/v1/sessions/{data['sessions'][model]}/turns"
                 before = lsn()
+                wal = DatabaseWal(args.wal_dir, before)
                 started = time.monotonic()
                 with httpx.stream(
                     "POST", url, json={"message": "go"}, headers=headers, timeout=600
@@ -148,7 +175,7 @@ def main() -> int:
                 time.sleep(0.5)
                 after = lsn()
                 assert "event: turn_completed" in body, body[-500:]
-                mine = database_wal(args.wal_dir, before, after)
+                mine = wal.until(after)
                 print(
                     f"{kb:>4} KB answer in {seconds:5.1f} s: cluster WAL {after - before:>11,} B"
                     + (f", this database's {mine:>11,} B" if mine is not None else "")

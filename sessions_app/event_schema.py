@@ -83,8 +83,9 @@ EVENTS = [
         "step_delta",
         "StepDeltaEvent",
         StepDeltaDataSerializer,
-        "The next piece of that answer's text (a replay sends a finished step's text as one "
-        "delta, and a resumed one the rest of the delta it broke off in).",
+        "The next piece of that answer's text (a replay sends a step's stored text in deltas "
+        "of at most 1,024 characters, and a resumed one the rest of the delta it broke off "
+        "in).",
     ),
     (
         "step_completed",

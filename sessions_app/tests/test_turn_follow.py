@@ -130,6 +130,29 @@ def test_a_follower_resumes_after_the_last_event_id_it_was_given(running_turn):
     assert [(event.name, event.data["text"]) for event in news] == [("step_delta", "lo")]
 
 
+def test_a_long_step_in_flight_is_followed_in_bounded_deltas_from_its_saved_chunks(
+    running_turn, django_assert_num_queries
+):
+    """The saves' chunks (three here, of 1,500 characters each) make the step's text so far; a
+    follower that joins gets it in deltas of at most 1,024 characters, one that resumes in the
+    middle of one the rest, and an idle poll is still one read."""
+    text = "".join(f"{index:05d}" for index in range(900))  # 4,500 characters, none alike
+    for end in (1500, 3000, 4500):
+        _stream(running_turn, text[:end])
+
+    follower = events.TurnFollower(running_turn)
+    news, _ = follower.poll()
+    deltas = [event for event in news if event.name == "step_delta"]
+    assert [len(event.data["text"]) for event in deltas] == [1024] * 4 + [404]
+    assert "".join(event.data["text"] for event in deltas) == text
+    with django_assert_num_queries(1):
+        assert follower.poll() == ([], False)
+
+    resumed = events.TurnFollower(running_turn, last_event_id=deltas[1].id - 24)
+    news, _ = resumed.poll()
+    assert text[:2024] + "".join(event.data["text"] for event in news) == text
+
+
 def test_a_follower_of_a_deleted_session_hears_its_turn_end_as_cancelled(running_turn):
     """The delete ends the running turn as a cancel does (`turn_cancelled`): the follower's
     stream ends with that `turn_failed`, as the poster's does. Before, the turn ran on (and was
