@@ -134,7 +134,7 @@ class DatabaseWal:
     def until(self, end: int) -> int | None:
         if self.dump is None:
             return None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while self.reached < end and time.monotonic() < deadline:
             time.sleep(0.1)
         self.dump.terminate()
