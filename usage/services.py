@@ -55,8 +55,10 @@ def model_alias_set(
         "enabled": enabled,
     }
     changes |= {field: value for field, value in figures.items() if value is not None}
-    # In any case, as the API takes it: `DeepSeek` updates deepseek (it was refused as a twin).
-    existing = model_alias_named(alias)
+    # By its exact name: a name that is another alias's in another case is refused as its twin
+    # (`ModelAlias.clean`), not taken for it (an operator creating `DeepSeek` with its own model
+    # would have changed deepseek's).
+    existing = ModelAlias.objects.filter(alias=alias).first()
     created = existing is None
     if existing is None and not changes.get("litellm_model"):
         raise ValidationError(

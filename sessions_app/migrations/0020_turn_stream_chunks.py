@@ -1,10 +1,60 @@
 """A streamed answer's saves append chunks (`TurnStreamChunk`) instead of rewriting its whole
 text in one row (`TurnStream`): the WAL a save wrote grew with the text, so a long answer's
 grew with its square. The text of a turn streaming while this runs is not carried over: its
-followers on other hosts see its next words only (its step's commit stores the message)."""
+followers on other hosts see its next words only (its step's commit stores the message).
+
+`TurnStream` leaves the code, not PostgreSQL: the previous release, serving while this runs
+and until its workers are replaced, saves its streams there, deletes its rows as its steps
+commit, and would fail its turns' commits on a table gone. Its foreign key to the turn goes: a
+row left by a worker killed mid-stream would keep its turn from being deleted (a purge), now
+that no code knows the table, and Django's flush (the tests') could not empty the turns. A later
+release drops the table. SQLite (the laptop's) is not upgraded under traffic: the table goes at
+once.
+"""
 
 import django.db.models.deletion
 from django.db import migrations, models
+
+OLD_TABLE = "sessions_app_turnstream"
+
+
+def _foreign_key(cursor) -> str | None:
+    cursor.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'",
+        [OLD_TABLE],
+    )
+    row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def leave_the_old_table(apps, schema_editor):
+    connection = schema_editor.connection
+    if connection.vendor != "postgresql":
+        schema_editor.delete_model(apps.get_model("sessions_app", "TurnStream"))
+        return
+    with connection.cursor() as cursor:
+        name = _foreign_key(cursor)
+        if name is not None:
+            cursor.execute(
+                f"ALTER TABLE {OLD_TABLE} DROP CONSTRAINT {schema_editor.quote_name(name)}"
+            )
+
+
+def bring_the_old_table_back(apps, schema_editor):
+    connection = schema_editor.connection
+    if connection.vendor != "postgresql":
+        schema_editor.create_model(apps.get_model("sessions_app", "TurnStream"))
+        return
+    with connection.cursor() as cursor:
+        if _foreign_key(cursor) is not None:
+            return
+        cursor.execute(
+            f"DELETE FROM {OLD_TABLE} WHERE turn_id NOT IN (SELECT id FROM sessions_app_turn)"
+        )
+        cursor.execute(
+            f"ALTER TABLE {OLD_TABLE} ADD CONSTRAINT {OLD_TABLE}_turn_id_fk FOREIGN KEY "
+            "(turn_id) REFERENCES sessions_app_turn (id) DEFERRABLE INITIALLY DEFERRED"
+        )
 
 
 class Migration(migrations.Migration):
@@ -41,7 +91,10 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
-        migrations.DeleteModel(
-            name="TurnStream",
+        migrations.SeparateDatabaseAndState(
+            state_operations=[migrations.DeleteModel(name="TurnStream")],
+            database_operations=[
+                migrations.RunPython(leave_the_old_table, bring_the_old_table_back)
+            ],
         ),
     ]
