@@ -14,10 +14,12 @@ The master and its workers share a few numbers in memory mapped before the first
 gunicorn numbers its workers in the order it forks them (`worker.age`); a reload records the
 last number before its new workers and how many it starts, and each worker that becomes ready
 writes its number in a slot of its own. An old worker waits while fewer than that many
-workers numbered after the reload are ready, for at most `HANDOFF_SECONDS` (a new worker not
-ready by then has as a rule been killed by gunicorn's own timeout), and not at all when it is
-stopped for another reason (a shutdown, fewer workers: no reload since it was forked), or told
-twice.
+workers numbered after the reload are ready, for at most `HANDOFF_SECONDS`, and in practice
+no longer than gunicorn's `graceful_timeout`: gunicorn 27's reload waits that long for its old
+workers to exit (running no timeout check and no signal meanwhile), then its master signals
+them again, which ends the wait (logged as a warning: the host then takes no request until the
+new workers are ready). It does not wait at all when it is stopped for another reason (a
+shutdown, fewer workers: no reload since it was forked), or told twice.
 
 Plain Python: gunicorn's master imports it (`gunicorn.conf.py`).
 """
@@ -34,8 +36,8 @@ from typing import Any
 
 logger = logging.getLogger("pantheon.handoff")
 
-# The longest an old worker waits for the new ones (gunicorn's default `timeout`, past which
-# the master kills a worker that is still loading).
+# The longest an old worker waits for the new ones (gunicorn's default `timeout`); a second
+# signal from the master, at the reload's `graceful_timeout`, ends the wait sooner.
 HANDOFF_SECONDS = 60.0
 # How often a waiting worker looks.
 _LOOK_SECONDS = 0.05
@@ -121,6 +123,16 @@ async def wait_for_successors(worker: Any, give_up: Callable[[], bool]) -> None:
             )
             return
         await asyncio.sleep(_LOOK_SECONDS)
+    if handoff.successors_pending(worker.age):
+        # Told to stop again (gunicorn's master signals the old workers again once its reload
+        # has waited `graceful_timeout` for them, and at a shutdown) or quickly: the new
+        # workers are not all ready, and the host takes no request until they are.
+        logger.warning(
+            "reload: took requests for %.1f s more, then was told to stop again before the "
+            "new workers were ready; this worker stops taking requests anyway",
+            time.monotonic() - began,
+        )
+        return
     logger.info(
         "reload: took requests for %.1f s more, until the new workers were ready",
         time.monotonic() - began,

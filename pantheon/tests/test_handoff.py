@@ -137,3 +137,25 @@ def test_a_second_signal_stops_the_wait_and_the_worker_stops(monkeypatch):
 
     asyncio.run(scenario())
     assert closed == [True]
+
+
+def test_a_wait_cut_short_does_not_say_the_new_workers_were_ready(caplog):
+    """A second signal (gunicorn's master sends one once its reload has waited
+    `graceful_timeout`) ends the wait with the new worker still loading: the line said "until
+    the new workers were ready", and an operator read a handoff that had left a gap."""
+    master, [old] = _master_and_workers(1)
+    _reload(master)  # whose worker is not ready yet
+    told: list = []
+
+    async def scenario():
+        waiting = asyncio.ensure_future(handoff.wait_for_successors(old, lambda: bool(told)))
+        await asyncio.sleep(0.2)
+        told.append(True)
+        await asyncio.wait_for(waiting, 1)
+
+    with caplog.at_level(logging.INFO, "pantheon.handoff"):
+        asyncio.run(scenario())
+    assert "until the new workers were ready" not in caplog.text
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "told to stop again before the new workers were ready" in record.getMessage()
