@@ -8,6 +8,7 @@ import functools
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 
 from gunicorn.arbiter import Arbiter
 from uvicorn.config import Config
@@ -69,6 +70,7 @@ class DrainingServer(Server):
 
     async def shutdown(self, sockets=None) -> None:
         heartbeat = asyncio.ensure_future(self._keep_notifying())
+        dating = asyncio.ensure_future(self._keep_dating())
         try:
             if self.hand_over is not None:
                 # Still accepting, and serving as before, turns included.
@@ -94,6 +96,16 @@ class DrainingServer(Server):
             await drained
         finally:
             heartbeat.cancel()
+            dating.cancel()
+
+    async def _keep_dating(self) -> None:
+        """Keep the `Date` header of the answers it still writes the time they are written:
+        uvicorn's main loop, which set it every second, has ended, and a reload's old worker
+        serves new requests for seconds more (`hand_over`), a drain its open ones."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            date = [(b"date", formatdate(usegmt=True).encode())] if self.config.date_header else []
+            self.server_state.default_headers = date + self.config.encoded_headers
 
     async def _keep_notifying(self) -> None:
         """Tell gunicorn this worker is alive while it drains: uvicorn's main loop, which did,
