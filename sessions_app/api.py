@@ -20,6 +20,12 @@ from sessions_app.serializers import (
     TurnSerializer,
 )
 
+# A session opened (in a room, or direct with an agent), or refused at the user's bound.
+_SESSION_CREATED = {
+    201: SessionActivitySerializer,
+    409: owned_limit("session", "deleting one of them (or a room, with the sessions in it)"),
+}
+
 
 def _session_created(session) -> Response:
     """The new session as `GET sessions/{id}` will show it: no turns yet, used when made."""
@@ -60,15 +66,7 @@ class RoomSessionsView(generics.ListCreateAPIView):
             user=self.request.user, room_id=self.get_room().pk
         ).order_by("created_at", "id")
 
-    @extend_schema(
-        request=SessionCreateSerializer,
-        responses={
-            201: SessionActivitySerializer,
-            409: owned_limit(
-                "session", "deleting one of them (or a room, with the sessions in it)"
-            ),
-        },
-    )
+    @extend_schema(request=SessionCreateSerializer, responses=_SESSION_CREATED)
     def post(self, request: Request, room_id) -> Response:
         room = self.get_room()
         body = SessionCreateSerializer(data=request.data)
@@ -112,15 +110,7 @@ class AgentSessionsView(generics.ListCreateAPIView):
             user=self.request.user, agent_id=self.get_agent().pk
         )
 
-    @extend_schema(
-        request=SessionCreateSerializer,
-        responses={
-            201: SessionActivitySerializer,
-            409: owned_limit(
-                "session", "deleting one of them (or a room, with the sessions in it)"
-            ),
-        },
-    )
+    @extend_schema(request=SessionCreateSerializer, responses=_SESSION_CREATED)
     def post(self, request: Request, agent_id) -> Response:
         agent = self.get_agent()
         body = SessionCreateSerializer(data=request.data)
