@@ -129,7 +129,7 @@ def user_export(*, user, out: Writable, include_deleted: bool = True) -> Exporte
         _write_list(out, "monthly", _monthly(user))
         _write_list(out, "ledger", _ledger(user, exported), last=True)
         out.write("},\n")
-        _write_list(out, "console_history", _history(user, exported), last=True)
+        _write_list(out, "console_history", _history(user, include_deleted, exported), last=True)
         out.write("}\n")
     return exported
 
@@ -418,18 +418,22 @@ def _model_name(entry: LogEntry) -> str | None:
     return ContentType.objects.get_for_id(entry.content_type_id).model
 
 
-def _history(user, exported: Exported) -> Iterator[dict]:
+def _history(user, include_deleted: bool, exported: Exported) -> Iterator[dict]:
     """The console's history of the account and of the user's agents, rooms and sessions (who
-    acted is said as "you" or "an operator": an operator's name is theirs), then what the user
-    did in the console to anything else, without what that was called or said (another
-    person's, or the organisation's)."""
+    acted is said as "you" or "an operator": an operator's name is theirs; the rooms and
+    sessions left out of the export, left out here too), then what the user did in the console
+    to anything else, without what that was called or said (another person's, or the
+    organisation's)."""
+    rooms, sessions = Room.objects.filter(owner=user), Session.objects.filter(started_by=user)
+    if not include_deleted:
+        rooms, sessions = rooms.alive(), sessions.alive()
     own: list[tuple[ContentType, list[str]]] = [
         (ContentType.objects.get_for_model(type(user)), [str(user.pk)]),
     ]
     for model, rows in (
         (Agent, Agent.objects.filter(owner=user)),
-        (Room, Room.objects.filter(owner=user)),
-        (Session, Session.objects.filter(started_by=user)),
+        (Room, rooms),
+        (Session, sessions),
     ):
         ids = [str(pk) for pk in rows.order_by("pk").values_list("pk", flat=True).iterator(CHUNK)]
         own.append((ContentType.objects.get_for_model(model), ids))

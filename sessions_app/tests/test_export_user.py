@@ -322,3 +322,26 @@ def test_its_queries_do_not_grow_with_the_chats(alice, make_session):
         counts.append(len(queries))
 
     assert counts[0] == counts[1]
+
+
+def test_left_out_deleted_chats_are_left_out_of_the_console_history_too(alice, staff):
+    """`--exclude-deleted` left the rooms and sessions out, but the console's history of them
+    still said what they were called (the reviewer's catch)."""
+    user, _ = alice
+    room = Room.objects.get(owner=user)
+    LogEntry.objects.create(
+        user=staff,
+        content_type=ContentType.objects.get_for_model(Room),
+        object_id=str(room.pk),
+        object_repr="the clinic room",
+        action_flag=CHANGE,
+        change_message='[{"changed": {"fields": ["Name"]}}]',
+    )
+    room_delete(room=room)
+
+    kept, _, _ = export("alice")
+    left_out, text, _ = export("alice", "--exclude-deleted")
+
+    assert [entry["object_repr"] for entry in kept["console_history"]] == ["the clinic room"]
+    assert left_out["console_history"] == []
+    assert "the clinic room" not in text
