@@ -60,6 +60,10 @@ def model_alias_set(
     # would have changed deepseek's).
     existing = ModelAlias.objects.filter(alias=alias).first()
     created = existing is None
+    if existing is None:
+        # Its twin's refusal first: "does not exist yet: --model is required" sent an operator
+        # who had typed `DeepSeek` for deepseek to add a model, only to be refused then.
+        ModelAlias(alias=alias)._clean_name()
     if existing is None and not changes.get("litellm_model"):
         raise ValidationError(
             {"litellm_model": f"Alias {alias!r} does not exist yet: --model is required."}

@@ -215,3 +215,22 @@ def test_set_model_price_takes_an_alias_in_any_case_as_the_api_does():
     assert ModelPrice.objects.get(
         pricing_version=active_pricing_version(), model_alias__alias="deepseek"
     ).input_usd_per_mtok == Decimal("0.25")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [("--context-window", "32768"), ("--model", "openai/other", "--context-window", "32768")],
+)
+def test_set_model_alias_refuses_another_alias_case_twin_whatever_it_changes(change):
+    """`set_model_alias DeepSeek --context-window 32768` said "Alias 'DeepSeek' does not exist
+    yet: --model is required", with deepseek there; given a model, it was refused as deepseek's
+    twin. Both are refused as the twin, and deepseek is left as it was."""
+    before = list(ModelAlias.objects.filter(alias__iexact="deepseek").values())
+
+    status, line = refusal_of("set_model_alias", "DeepSeek", *change)
+
+    assert (status, line) == (
+        1,
+        "alias: deepseek exists already: aliases differ by more than case.",
+    )
+    assert list(ModelAlias.objects.filter(alias__iexact="deepseek").values()) == before
