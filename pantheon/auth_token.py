@@ -17,7 +17,7 @@ from pantheon.authentication import TokenAuthentication
 from pantheon.fields import StrictCharField
 from pantheon.passwords import api_token_rotate, api_token_sign_out
 from pantheon.schema import BAD_REQUEST
-from pantheon.throttling import LOGIN_THROTTLES, ApiRateThrottle, LoginAttempt
+from pantheon.throttling import LOGIN_THROTTLES, LoginAttempt, TokenRateThrottle
 
 TOKEN_ANSWER = inline_serializer("AuthToken", {"token": serializers.CharField()})
 # A credential: no cache (a proxy's, the browser's) keeps a copy (RFC 6749, 5.1).
@@ -64,7 +64,8 @@ class ObtainTokenView(ObtainAuthToken):
 
     # A login (POST) takes a password and no credentials, under the login limits; a sign-out
     # (DELETE) is the token's own, authenticated by it alone (not a console cookie), and is
-    # no login: it takes no place under those limits, but one under the user's API rate.
+    # no login: it takes no place under those limits, but one at the user's API rate, in a
+    # bucket apart from their other requests' (`TokenRateThrottle`).
     def get_authenticators(self):
         return [TokenAuthentication()] if self._signing_out() else []
 
@@ -73,14 +74,14 @@ class ObtainTokenView(ObtainAuthToken):
 
     def get_throttles(self):
         if self._signing_out():
-            return [ApiRateThrottle()]
+            return [TokenRateThrottle()]
         return [throttle() for throttle in LOGIN_THROTTLES]
 
     def check_throttles(self, request):
         """DRF's check, as one login attempt: its places are given back if it succeeds, or if
         it checks no password. Only a POST tries one (a GET, 405, or an OPTIONS takes no place),
         and its body is read before any place is taken: a body that cannot be read (415, or
-        malformed JSON, 400) is refused with no place taken. A sign-out: the API rate's."""
+        malformed JSON, 400) is refused with no place taken. A sign-out: `TokenRateThrottle`'s."""
         if self._signing_out():
             return super().check_throttles(request)
         if request.method != "POST":
@@ -161,6 +162,8 @@ class RotateTokenView(APIView):
 
     authentication_classes = [TokenAuthentication]
     permission_classes = [IsAuthenticated]
+    # The API rate's pace, in a bucket apart: a flood of other requests cannot keep it back.
+    throttle_classes = [TokenRateThrottle]
 
     @extend_schema(
         request=None,

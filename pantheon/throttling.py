@@ -418,6 +418,18 @@ class ApiRateThrottle(BucketRateThrottle):
     rate_setting = "PANTHEON_API_RATE"
 
 
+class TokenRateThrottle(BucketRateThrottle):
+    """Signing out and rotating a token (`DELETE auth/token`, `POST auth/token/rotate`), per
+    user, at `PANTHEON_API_RATE`'s pace in a bucket of their own: each revocation is a line of
+    the account's console history, so a loop of them must not run at any speed, but a flood of
+    other requests (a runaway script, a leaked token's holder) must not keep its owner from
+    revoking the token, as it did when they shared the API rate's bucket (429 for as long as
+    the flood went on)."""
+
+    scope = "token"
+    rate_setting = "PANTHEON_API_RATE"
+
+
 class CreateRateThrottle(BucketRateThrottle):
     """POSTs that create an agent, a room or a session, per user: within the bounds on what an
     account owns (`pantheon.quotas`), a loop of creates and deletes would still add a row each

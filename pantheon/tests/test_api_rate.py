@@ -192,3 +192,23 @@ def test_signing_out_and_rotating_a_token_are_under_the_api_rate(settings, owner
     assert_throttled(client.post("/api/v1/auth/token/rotate"))
     assert_throttled(client.delete("/api/v1/auth/token"))
     assert Token.objects.get(user=owner).key == token  # neither took effect
+
+
+def test_a_flood_that_spent_the_api_rate_does_not_keep_a_token_from_being_revoked(settings, owner):
+    """A runaway script (or a leaked token's holder) spending the API rate kept its owner from
+    signing out or rotating the token: 429 for as long as the flood went on. The two have a
+    bucket of their own, at the same pace."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    settings.PANTHEON_API_RATE = "2/min"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
+    assert [client.get(SESSIONS).status_code for _ in range(2)] == [200, 200]
+    assert_throttled(client.get(SESSIONS))
+
+    rotated = client.post("/api/v1/auth/token/rotate")
+    assert rotated.status_code == 200, rotated.content
+    client.credentials(HTTP_AUTHORIZATION=f"Token {rotated.json()['token']}")
+    assert client.delete("/api/v1/auth/token").status_code == 204
+    assert not Token.objects.filter(user=owner).exists()
