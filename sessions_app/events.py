@@ -22,7 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Subquery
+from django.db.models import BooleanField, ExpressionWrapper, F, OuterRef, Subquery
+from django.db.models.functions import Length
 
 from pantheon import exceptions
 from sessions_app.models import (
@@ -188,14 +189,14 @@ class Mark:
 
 def turn_mark(turn_id) -> Mark | None:
     """A turn's progress in one indexed read: its status, when it last stored a step, and where
-    the last saved chunk of the text it is streaming starts. Every write a replay shows moves
+    the last saved chunk of the text it is streaming ends. Every write a replay shows moves
     one of them (a step's commit moves `progress_at`, a stream save adds a chunk further on, an
     ending the status). With it, whether its session was deleted (or its room): the answers
     went with it."""
     row = (
         Turn.objects.filter(pk=turn_id)
         .annotate(
-            streamed=Subquery(_last_chunk(OuterRef("pk")).values("start")[:1]),
+            streamed=Subquery(_last_chunk(OuterRef("pk")).values("end")[:1]),
             session_alive=ExpressionWrapper(
                 SessionQuerySet.alive_q("session__"), output_field=BooleanField()
             ),
@@ -237,12 +238,23 @@ def turn_replay(turn: Turn) -> Replay:
             turn, clock, next_sequence=_next_sequence(messages), streamed=_text_of(chunks)
         )
     )
-    mark = (turn.status, turn.progress_at, chunks[-1].start if chunks else None)
+    mark = (turn.status, turn.progress_at, _end_of(chunks[-1]) if chunks else None)
     return Replay(events=events, finished=False, mark=mark)
 
 
 def _last_chunk(turn):
-    return TurnStreamChunk.objects.filter(turn=turn).order_by("-sequence", "-start")
+    """The turn's last saved chunk, with where it ends (`end`): a save that retries one whose
+    answer was lost rewrites that chunk, longer, at the same start (`_StreamedStep.save`), and
+    its new words must move the mark as an appended chunk does."""
+    return (
+        TurnStreamChunk.objects.filter(turn=turn)
+        .order_by("-sequence", "-start")
+        .annotate(end=F("start") + Length("text"))
+    )
+
+
+def _end_of(chunk: TurnStreamChunk) -> int:
+    return chunk.start + len(chunk.text)
 
 
 def _text_of(chunks: list[TurnStreamChunk]) -> tuple[int, str] | None:

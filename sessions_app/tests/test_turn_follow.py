@@ -130,6 +130,25 @@ def test_a_follower_resumes_after_the_last_event_id_it_was_given(running_turn):
     assert [(event.name, event.data["text"]) for event in news] == [("step_delta", "lo")]
 
 
+def test_a_save_retried_at_the_same_start_wakes_a_follower(running_turn):
+    """A save whose insert committed but whose answer was lost is retried by the next with more
+    words, at the same start (the one upsert `_StreamedStep.save` makes): the chunk is rewritten
+    longer. The mark (where the last chunk started) did not move, so a follower on another host
+    got none of those words until the next save or the step's commit."""
+    _stream(running_turn, "Hel")
+    follower = events.TurnFollower(running_turn)
+    assert "".join(e.data["text"] for e in follower.poll()[0] if e.name == "step_delta") == "Hel"
+
+    TurnStreamChunk.objects.bulk_create(
+        [TurnStreamChunk(turn=running_turn, sequence=2, start=0, text="Hello")],
+        update_conflicts=True,
+        unique_fields=["turn", "sequence", "start"],
+        update_fields=["text"],
+    )
+    news, _ = follower.poll()
+    assert [(event.name, event.data["text"]) for event in news] == [("step_delta", "lo")]
+
+
 def test_a_long_step_in_flight_is_followed_in_bounded_deltas_from_its_saved_chunks(
     running_turn, django_assert_num_queries
 ):
