@@ -173,9 +173,10 @@ def test_the_schema_lists_the_429_of_every_authenticated_operation():
     assert "429" not in paths["/api/v1/health"]["get"]["responses"]
 
 
-def test_signing_out_and_rotating_a_token_are_under_the_api_rate(settings, owner):
+def test_signing_out_and_rotating_a_token_are_counted_at_the_api_rates_pace(settings, owner):
     """Neither is a login (no place under the login limits), but each is a request of the
-    user's: a loop of rotations filled the account's console history at any speed."""
+    user's: a loop of rotations filled the account's console history at any speed. The two
+    share a bucket of their own (below)."""
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
