@@ -9,7 +9,7 @@ from uuid import UUID
 
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -124,10 +124,12 @@ def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
         batch = found[start : start + PURGE_BATCH]
         with transaction.atomic():
             IdempotencyKey.objects.filter(turn__session__in=batch).delete()
+            _old_streams_erase(batch)
             history_erase(model=Session, object_ids=batch, why=CHAT_PURGED)
             _, by_model = Session.objects.filter(pk__in=batch).delete()
         for label, count in by_model.items():
             counts[label] = counts.get(label, 0) + count
+    _old_streams_erase(None)
     with transaction.atomic():
         # Their sessions are gone (above: `rooms` left out those with one still running); a
         # room takes its seats with it.
@@ -139,6 +141,37 @@ def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
         messages=counts.get(Message._meta.label, 0),
         rooms=by_model.get(Room._meta.label, 0),
     )
+
+
+# The streamed text the release before `sessions_app` 0020 saved, which that migration leaves on
+# PostgreSQL for that release (and without its foreign key, so a delete of a turn no longer
+# takes the turn's row with it). A row outlives its turn's answer when the worker streaming it
+# died (a crash, a kill during a deploy): the old release deleted it as it ended the turn
+# (`recover_turns`), but no code of this one knows the table.
+OLD_STREAM_TABLE = "sessions_app_turnstream"
+
+
+def _old_streams_erase(session_ids: list | None) -> None:
+    """Delete the old release's streamed text (`OLD_STREAM_TABLE`) of these sessions' turns,
+    or with None, that of every turn already gone (a purge by this release before this rule):
+    a purged chat's words must not stay in a table nothing reads or exports."""
+    if connection.vendor != "postgresql":
+        return  # SQLite's is dropped by the migration
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [OLD_STREAM_TABLE])
+        if not cursor.fetchone()[0]:
+            return  # dropped by a later release
+        if session_ids is None:
+            cursor.execute(
+                f"DELETE FROM {OLD_STREAM_TABLE} AS stream WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {Turn._meta.db_table} AS turn WHERE turn.id = stream.turn_id)"
+            )
+        else:
+            cursor.execute(
+                f"DELETE FROM {OLD_STREAM_TABLE} WHERE turn_id IN "
+                f"(SELECT id FROM {Turn._meta.db_table} WHERE session_id = ANY(%s))",
+                [list(session_ids)],
+            )
 
 
 CHAT_PURGED = "the chat was purged"

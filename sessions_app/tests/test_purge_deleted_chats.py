@@ -1,6 +1,7 @@
 """`purge_deleted_chats`: what users deleted goes for good after a while (their words, their
 agents' answers); the ledger keeps every row and figure."""
 
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
@@ -9,6 +10,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -165,3 +167,38 @@ def test_the_console_history_of_a_purged_chat_keeps_who_did_what_and_none_of_its
         "(the chat was purged)",
         "Changed (what it said is erased: the chat was purged).",
     )
+
+
+def old_stream_rows() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT turn_id, text FROM sessions_app_turnstream")
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's old table is dropped")
+def test_a_purge_erases_what_the_release_before_streamed_into_its_old_table(chats):
+    # A worker of the release before `sessions_app` 0020 killed mid-stream during the deploy
+    # leaves its answer so far in the table that migration keeps for it (and no code of this
+    # release reads): a forgotten user's words stayed there after the purge.
+    sessions, _ = chats
+    purged = Turn.objects.get(session=sessions["old"])
+    alive = Turn.objects.get(session=sessions["alive"])
+    already_gone = uuid.uuid4()  # a turn an earlier purge of this release deleted
+    with connection.cursor() as cursor:
+        for turn_id, text in (
+            (purged.pk, "old: half an answer"),
+            (alive.pk, "alive: half an answer"),
+            (already_gone, "gone: half an answer"),
+        ):
+            cursor.execute(
+                "INSERT INTO sessions_app_turnstream (turn_id, sequence, text, updated_at) "
+                "VALUES (%s, 2, %s, now())",
+                [turn_id, text],
+            )
+
+    purge("--dry-run")
+    assert len(old_stream_rows()) == 3
+
+    purge("--older-than", "30")
+
+    assert old_stream_rows() == {alive.pk: "alive: half an answer"}
