@@ -340,16 +340,20 @@ class LoginAttempt:
             throttle.release()
 
 
-class TurnRateThrottle(SettingRateThrottle):
-    """`POST sessions/{id}/turns` per user: each turn spends on LLM providers."""
-
-    scope = "turns"
-    rate_setting = "PANTHEON_TURN_RATE"
+class PerUserRateThrottle(SettingRateThrottle):
+    """A rate counted per authenticated user; requests without a user are not counted."""
 
     def get_cache_key(self, request, view) -> str | None:
         if not request.user or not request.user.is_authenticated:
             return None
         return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+
+class TurnRateThrottle(PerUserRateThrottle):
+    """`POST sessions/{id}/turns` per user: each turn spends on LLM providers."""
+
+    scope = "turns"
+    rate_setting = "PANTHEON_TURN_RATE"
 
 
 # The API's rates (`BucketRateThrottle`) in one statement on one row of constant size: a bucket
@@ -377,7 +381,7 @@ SELECT EXISTS (SELECT 1 FROM taken),
 PRUNE_BUCKETS = "DELETE FROM pantheon_rate WHERE tat < extract(epoch FROM clock_timestamp())"
 
 
-class BucketRateThrottle(SettingRateThrottle):
+class BucketRateThrottle(PerUserRateThrottle):
     """A per-user rate checked on nearly every request, so cheap: on PostgreSQL a bucket of N
     requests refilled at N per period (`N/period`), one statement on one row of constant size
     in an UNLOGGED table (migration pantheon.0003: its commit waits for no WAL flush). A steady
@@ -386,11 +390,6 @@ class BucketRateThrottle(SettingRateThrottle):
     DRF's cache five statements.) On SQLite, DRF's cache-based history, as the others.
 
     Only authenticated requests are counted, each user apart."""
-
-    def get_cache_key(self, request, view) -> str | None:
-        if not request.user or not request.user.is_authenticated:
-            return None
-        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
 
     def _hit(self, key: str) -> bool:
         period = float(self.duration)
