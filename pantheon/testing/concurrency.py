@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
-from django.db import connection
+from django.db import connection, connections
 
 LOCK_WAIT_SECONDS = 3.0  # how long a test looks for a connection waiting on a lock
 
@@ -52,3 +54,24 @@ def someone_waits_on_a_lock(count: int = 1) -> bool:
                 return True
         time.sleep(0.02)
     return False
+
+
+def all_at_once(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """`work(0)` … `work(count - 1)` let go at once, each on a thread and connection of its
+    own: what each returned, in the order they finished."""
+    gate = threading.Barrier(count)
+    results: list[Any] = []
+
+    def one(index: int) -> None:
+        try:
+            gate.wait()
+            results.append(work(index))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -2,12 +2,11 @@
 one account's flood is answered 429 (coded, with `Retry-After`) and leaves every other account's
 requests alone; a turn's post is counted by the turn rate only."""
 
-import threading
-
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from pantheon.testing.concurrency import all_at_once
 from pantheon.testing.servers import forget_throttle_history
 from pantheon.throttling import ApiRateThrottle
 from rooms.models import RoomMode
@@ -144,21 +143,7 @@ def test_a_bucket_refills_at_its_rate():
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_requests_cannot_share_the_last_places():
-    gate = threading.Barrier(12)
-    results: list[bool] = []
-
-    def one() -> None:
-        try:
-            gate.wait()
-            results.append(hit("race", "5/min")[0])
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=one) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = all_at_once(12, lambda _: hit("race", "5/min")[0])
 
     assert sorted(results) == [False] * 7 + [True] * 5
 

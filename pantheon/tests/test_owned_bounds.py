@@ -3,12 +3,10 @@
 creates (agents, rooms, room sessions, direct sessions), and a delete makes room again. Two
 creates at the bound racing on PostgreSQL cannot both pass."""
 
-import threading
-
 import pytest
-from django.db import connections
 from rest_framework.test import APIClient
 
+from pantheon.testing.concurrency import all_at_once
 from pantheon.testing.servers import forget_throttle_history
 from rooms.models import Agent, Room
 from sessions_app.models import Session
@@ -122,22 +120,7 @@ def test_the_schema_lists_the_409_of_each_create():
 
 def racing(count: int, create) -> list[int]:
     """`count` creates let go at once, each on its own thread and connection: their statuses."""
-    gate = threading.Barrier(count)
-    statuses: list[int] = []
-
-    def one(index: int) -> None:
-        try:
-            gate.wait()
-            statuses.append(create(index).status_code)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sorted(statuses)
+    return sorted(all_at_once(count, lambda index: create(index).status_code))
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

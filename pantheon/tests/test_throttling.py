@@ -2,15 +2,15 @@
 request is a 429 with `Retry-After` and a coded body, and does nothing."""
 
 import hashlib
-import threading
 
 import httpx
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.test import Client, RequestFactory
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from pantheon.testing.concurrency import all_at_once
 from pantheon.testing.servers import AppServer, forget_throttle_history, postgres_url
 from pantheon.throttling import TurnRateThrottle, _at_address, username_digest
 from rooms.models import RoomMode
@@ -255,21 +255,7 @@ def test_quiet_identities_are_pruned(monkeypatch):
 def test_concurrent_requests_cannot_share_the_last_places():
     """Twelve workers at once against a limit of five: exactly five pass. (DRF's cache-based
     history is read and written back in Python, so racing requests all see room.)"""
-    gate = threading.Barrier(12)
-    results: list[bool] = []
-
-    def one() -> None:
-        try:
-            gate.wait()
-            results.append(hit("race", "5/min")[0])
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=one) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = all_at_once(12, lambda _: hit("race", "5/min")[0])
 
     assert sorted(results) == [False] * 7 + [True] * 5
     with connection.cursor() as cursor:
@@ -415,21 +401,7 @@ def test_thirty_racing_guesses_from_one_address_get_ten_answers(owner):
     """The place is taken before the password is checked and given back only by a success, so
     racing guesses cannot all pass the count as they would if only a failure, once known,
     were recorded."""
-    gate = threading.Barrier(30)
-    codes: list[int] = []
-
-    def one(n: int) -> None:
-        try:
-            gate.wait()
-            codes.append(login("owner", f"nope{n}", address="10.7.0.1").status_code)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(30)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    codes = all_at_once(30, lambda n: login("owner", f"nope{n}", address="10.7.0.1").status_code)
 
     assert sorted(codes) == [400] * 10 + [429] * 20, __import__("collections").Counter(codes)
 
