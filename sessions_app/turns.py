@@ -1643,8 +1643,8 @@ class _StreamedStep:
         if before is not None:
             await asyncio.gather(before, return_exceptions=True)
         self.saved_at = time.monotonic()
-        looked = len(self.held or ())
-        first = "".join((self.held or ())[:looked])
+        looked = len(self.held or ())  # pieces heard later wait for the next save
+        first = "".join(self.held or ())
         taken_over = await database(self.save)((0, first))
         held, self.held = self.held or [], None
         if self.runner.cancelled:  # cancelled in this process meanwhile: nothing more is sent
@@ -1679,8 +1679,8 @@ class _StreamedStep:
         """The words heard since the last save, appended at the end of what it stored. They
         count as stored once the save returns: one that failed is tried again, with the
         words heard since, by the next."""
-        count = len(self.unsaved)
-        chunk = "".join(self.unsaved[:count])
+        count = len(self.unsaved)  # pieces heard during the save wait for the next
+        chunk = "".join(self.unsaved)
         await self._heard(self.save, (self.saved, chunk))
         self.saved += len(chunk)
         del self.unsaved[:count]
