@@ -4,7 +4,9 @@ their one-line errors."""
 
 import argparse
 import math
+import os
 import re
+import sys
 from collections.abc import Callable
 from datetime import date, timedelta
 
@@ -27,6 +29,10 @@ from pantheon.figures import AMOUNT_EXPECTED, typed_amount
 # The exit status every project command gives when the database fails under it: not 1, which
 # cron rules read as the command's own finding (drift, a refused value), and no traceback.
 DATABASE_FAILED = 3
+
+# The exit status of a command whose stdout's reader went away (`| head`): a shell's for a
+# process ended by SIGPIPE, as any Unix tool that writes to a closed pipe ends.
+READER_GONE = 128 + 13
 
 
 class ProjectCommand(BaseCommand):
@@ -56,7 +62,14 @@ class ProjectCommand(BaseCommand):
         try:
             if self.requires_migrated_database and (unapplied := unapplied_migrations()):
                 raise CommandError(not_migrated_message(unapplied), returncode=DATABASE_FAILED)
-            return super().execute(*args, **options)
+            done = super().execute(*args, **options)
+            self.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+            return done
+        except BrokenPipeError:
+            # `| head` stopped reading: end quietly, what was not committed rolled back. Python
+            # flushes stdout again as it exits; that now goes nowhere rather than to a traceback.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(READER_GONE) from None
         except DatabaseError as exc:
             if database_fails(exc):
                 raise database_failed(exc) from exc

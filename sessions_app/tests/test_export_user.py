@@ -5,6 +5,8 @@ answer one but by hand, table by table."""
 import json
 import os
 import stat
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
@@ -23,6 +25,9 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from pantheon.commands import READER_GONE
+from pantheon.testing.processes import ROOT
+from pantheon.testing.servers import postgres_url
 from rooms.models import Room
 from rooms.services import room_delete
 from sessions_app.models import Message, Session, Turn, TurnContextAudit
@@ -345,3 +350,25 @@ def test_left_out_deleted_chats_are_left_out_of_the_console_history_too(alice, s
     assert [entry["object_repr"] for entry in kept["console_history"]] == ["the clinic room"]
     assert left_out["console_history"] == []
     assert "the clinic room" not in text
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_reader_that_stops_reading_ends_it_quietly(django_user_model, make_agent):
+    """`export_user alice | head` ended in a BrokenPipeError traceback on stderr, exit 1. The
+    command now ends as a Unix tool on a closed pipe does: nothing on stderr, exit 141."""
+    user = django_user_model.objects.create_user("alice", password="pw-alice-123")
+    for n in range(40):  # a document far longer than a pipe holds
+        make_agent(user, f"agent{n}", role_prompt="Reads every paper twice. " * 200)
+    url = postgres_url(connection.settings_dict)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "export_user", "alice"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "pantheon.settings"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout.read(100).startswith(b"{")
+    process.stdout.close()  # what `head -c 100` does once it has its bytes
+    _, stderr = process.communicate(timeout=120)
+    assert stderr.decode() == ""
+    assert process.returncode == READER_GONE == 141

@@ -22,7 +22,8 @@ class Command(ProjectCommand):
         "readable by its owner only, written whole or not at all; then one line on stderr "
         "(with --output, on stdout; with -v 0 nothing). Reads row by row: memory stays flat "
         "however many turns. Exit 0 when done, 1 when no user has that username or the file "
-        "cannot be written, 2 on a usage error, 3 when the database fails."
+        "cannot be written, 2 on a usage error, 3 when the database fails, 141 (no traceback) "
+        "when stdout's reader stops reading, as `| head` does."
     )
     requires_migrated_database = True
 
