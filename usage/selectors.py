@@ -50,9 +50,10 @@ def model_alias_enabled(alias: str) -> bool:
 def model_alias_named(name: str) -> ModelAlias | None:
     """The alias `name` names, whatever its case: aliases differ by more than case
     (`ModelAlias.clean`), so `STUBFAST` is `stubfast`, and a client that typed it otherwise
-    was refused `unknown_model_alias`. Its exact spelling wins over twins saved before that
-    rule."""
-    rows = list(ModelAlias.objects.filter(alias__iexact=name))
+    was refused `unknown_model_alias`. Among twins saved before that rule, its exact spelling
+    wins, else the first enabled one in code-point order (a disabled twin that sorted first
+    was taken, and refused)."""
+    rows = list(ModelAlias.objects.filter(alias__iexact=name).order_by("-enabled", "alias"))
     return next((row for row in rows if row.alias == name), rows[0] if rows else None)
 
 

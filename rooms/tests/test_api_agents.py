@@ -384,3 +384,24 @@ def test_a_disabled_alias_typed_in_another_case_is_still_refused(owner_client):
 
     assert response.status_code == 400
     assert response.json() == {"model_alias": ["Unknown or disabled model alias: qwen"]}
+
+
+def test_case_twins_saved_before_the_rule_resolve_to_an_enabled_one(owner_client):
+    """Twins saved before aliases had to differ by more than case (`STUB` disabled, `StuB` and
+    `Stub` enabled), typed as none of them is spelt: the first in code-point order was taken,
+    so `stub` was refused as the disabled `STUB` while two enabled twins existed. It is now the
+    first enabled twin; the one spelt as typed still wins."""
+    for alias, enabled in [("STUB", False), ("StuB", True), ("Stub", True)]:
+        ModelAlias.objects.bulk_create(  # as saved before ModelAlias.clean's rule
+            [ModelAlias(alias=alias, litellm_model="openai/stub", enabled=enabled)]
+        )
+
+    typed = owner_client.post(AGENTS_URL, agent_body(model_alias="stub"), format="json")
+    exact = owner_client.post(
+        AGENTS_URL, agent_body(agent_key="exact", name="Exact", model_alias="Stub"), format="json"
+    )
+
+    assert typed.status_code == 201, typed.json()
+    assert typed.json()["model_alias"] == "StuB"
+    assert exact.status_code == 201, exact.json()
+    assert exact.json()["model_alias"] == "Stub"
