@@ -4,7 +4,13 @@ Both authentication classes bind the user's id to the log context (`pantheon.log
 so every later log line of the request says whose it was.
 """
 
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib import auth
+from django.http import HttpRequest
 from rest_framework import authentication, exceptions
+from rest_framework.authtoken.models import Token
 
 from pantheon import logging_context
 
@@ -37,3 +43,19 @@ class SessionAuthentication(authentication.SessionAuthentication):
         if result is not None:
             logging_context.bind(user_id=result[0].pk)
         return result
+
+
+def still_signed_in(request) -> bool:
+    """Whether the credentials `request` was authenticated with still hold, read again: its API
+    token not signed out or rotated (and its user still active), or its console session not
+    logged out nor ended by a password change. A stream checks it as it goes: it outlived a
+    sign-out, so a revoked token kept reading the conversation as long as the stream stayed
+    open."""
+    if isinstance(request.auth, Token):
+        return Token.objects.filter(key=request.auth.key, user__is_active=True).exists()
+    session = getattr(request._request, "session", None)
+    if session is None or session.session_key is None:
+        return False
+    reread = HttpRequest()
+    reread.session = import_module(settings.SESSION_ENGINE).SessionStore(session.session_key)
+    return auth.get_user(reread).pk == request.user.pk

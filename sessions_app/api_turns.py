@@ -17,6 +17,7 @@ cancel does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import itertools
@@ -43,6 +44,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pantheon import draining, logging_context
+from pantheon.authentication import still_signed_in
 from pantheon.db import (
     OUTAGE_RETRY_SECONDS,
     carry_back,
@@ -408,12 +410,12 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 carry_back(context)
             self.log_ids = logging_context.current()
         if isinstance(start, idempotency.Replay):
-            return await self._replayed(start, streamed=self._streamed(request))
+            return await self._replayed(request, start, streamed=self._streamed(request))
         runner, record = start
         if not self._streamed(request):
             return await self._turn(runner, record)
         live = _LiveEvents()
-        stream.set_result(_event_stream(live.stream(), created=True))
+        stream.set_result(_event_stream(live.stream(), request, created=True))
         if record is None:
             return await self._turn(runner, record, TurnListener(send=live.send))
         # The turn's last event waits until its key is settled: a client that retries as soon
@@ -558,12 +560,12 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 _store_answer_once_the_database_is_back(record, outcome)
         return Response(body, status=status.HTTP_201_CREATED)
 
-    async def _replayed(self, replay: idempotency.Replay, *, streamed: bool):
+    async def _replayed(self, request: Request, replay: idempotency.Replay, *, streamed: bool):
         if streamed and replay.status == status.HTTP_201_CREATED:
             turn = await database(Turn.objects.get)(pk=replay.turn_id)
             # Its last event carries the stored answer, as the JSON replay does (its balance).
             answered = following.turn_events(turn, last_event_id=0, answer=replay.body)
-            response = _event_stream(answered, created=True)
+            response = _event_stream(answered, request, created=True)
         else:
             response = Response(replay.body, status=replay.status)
         response["Idempotent-Replayed"] = "true"
@@ -748,7 +750,9 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
             # have a browser's EventSource reconnect every few seconds; 204 stops it.
             return Response(status=status.HTTP_204_NO_CONTENT)
         place = following.follow_place(request.user.pk, turn.pk)
-        return _event_stream(following.turn_events(turn, last_event_id=last_event_id, place=place))
+        return _event_stream(
+            following.turn_events(turn, last_event_id=last_event_id, place=place), request
+        )
 
     def perform_content_negotiation(self, request, force=False):
         renderer, media_type = super().perform_content_negotiation(request, force)
@@ -833,13 +837,35 @@ def _last_event_id(request: Request) -> int:
     return min(int(raw), events.TURN_ENDED_ID)
 
 
-def _event_stream(content: AsyncIterator[str], *, created: bool = False) -> StreamingHttpResponse:
+def _event_stream(
+    content: AsyncIterator[str], request: Request, *, created: bool = False
+) -> StreamingHttpResponse:
     return StreamingHttpResponse(
-        content,
+        _while_signed_in(content, request),
         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         content_type=EVENT_STREAM,
         headers=SSE_HEADERS,
     )
+
+
+async def _while_signed_in(content: AsyncIterator[str], request: Request) -> AsyncIterator[str]:
+    """`content`, for as long as the credentials of `request` hold: read again every heartbeat
+    interval (`still_signed_in`, one query), the stream ends once its token is signed out or
+    rotated, its user deactivated, or its console session logged out. It ran on to the turn's
+    end. A turn the request runs runs on, as for a client that hung up."""
+    every = settings.PANTHEON_SSE_HEARTBEAT_SECONDS
+    loop = asyncio.get_running_loop()
+    check_at = loop.time() + every
+    async with contextlib.aclosing(content):
+        async for text in content:
+            yield text
+            if loop.time() < check_at:
+                continue
+            if not await database(still_signed_in, queue_as_new=True)(request):
+                logger.info("stream ended: its credentials were revoked")
+                yield ": signed out\n\n"
+                return
+            check_at = loop.time() + every
 
 
 class _LiveEvents:
