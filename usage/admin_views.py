@@ -21,9 +21,10 @@ from django.views import View
 from pantheon.days import NoSuchDay, day_written
 from pantheon.figures import fixed_point
 from usage.charts import daily_bar_chart
-from usage.dashboard import DEFAULT_DAYS, FIGURES, billing_report
+from usage.dashboard import DEFAULT_DAYS, FIGURES, Figures, UsageRow, billing_report
 from usage.models import ModelAlias, UsageTotals
 from usage.rollups import day_start, today
+from usage.selectors import month_of
 from usage.serializers import EARLIEST_MOMENT, LATEST_MOMENT
 
 TABLE_ROWS = 100  # the busiest pairs on the page; the export has them all
@@ -88,6 +89,13 @@ class BillingFilterForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "any user", "type": "search"}),
     )
     alias = forms.ChoiceField(required=False, label="Model alias")
+    # The export's rows: one per user and alias (the page's table), or one per user (what each
+    # is invoiced for the range: the table summed over aliases, which took a spreadsheet).
+    rows = forms.ChoiceField(
+        required=False,
+        choices=[("", "per user and alias"), ("user", "per user")],
+        error_messages={"invalid_choice": "rows is 'user' (one row per user) or left out."},
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -154,6 +162,7 @@ class BillingDashboardView(BillingAccess):
         )
         query = {"start": data["start"], "end": data["end"]}
         query.update({key: data[key] for key in ("user", "alias") if data[key]})
+        export = reverse("admin:billing_export")
         ledger = reverse("admin:usage_llmcallevent_changelist")
         ledger_range = {
             "created_at__gte": day_start(data["start"]).isoformat(),
@@ -178,7 +187,9 @@ class BillingDashboardView(BillingAccess):
                 ],
                 "hidden_rows": max(0, len(report.rows) - TABLE_ROWS),
                 "chart": daily_bar_chart(report.daily_credits, highlight=today()),
-                "export_url": f"{reverse('admin:billing_export')}?{urlencode(query)}",
+                "export_url": f"{export}?{urlencode(query)}",
+                "export_by_user_url": f"{export}?{urlencode(query | {'rows': 'user'})}",
+                "months": calendar_months(),
                 "days": (data["end"] - data["start"]).days + 1,
                 "today": today(),
                 # Figures of 0 for a name nobody has: say so, rather than let them pass as
@@ -213,12 +224,26 @@ class BillingExportView(BillingAccess):
             model_alias=data["alias"],
             with_activity=False,
         )
-        name = f"pantheon-usage-{data['start']}-to-{data['end']}.csv"
+        by_user = data["rows"] == "user"
+        kind = "-per-user" if by_user else ""
+        name = f"pantheon-usage{kind}-{data['start']}-to-{data['end']}.csv"
         response = HttpResponse(content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         writer = csv.writer(response)
         # The user's id last (added after the others: positions stay): a username can change,
         # or be given to someone else after a delete.
+        if by_user:
+            writer.writerow(["username", *FIGURES, "user_id"])
+            for row in sorted(per_user(report.rows), key=lambda row: row.username):
+                figures = row.figures
+                writer.writerow(
+                    [
+                        spreadsheet_text(row.username),
+                        *(_figure(name, getattr(figures, name)) for name in FIGURES),
+                        row.user_id,
+                    ]
+                )
+            return response
         writer.writerow(["username", "model_alias", *FIGURES, "user_id"])
         for row in sorted(report.rows, key=lambda row: (row.username, row.model_alias)):
             figures = row.figures
@@ -231,6 +256,29 @@ class BillingExportView(BillingAccess):
                 ]
             )
         return response
+
+
+def per_user(rows: list[UsageRow]) -> list[UsageRow]:
+    """The rows per user × alias summed per user (their alias is empty)."""
+    users: dict[int, UsageRow] = {}
+    for row in rows:
+        total = users.setdefault(row.user_id, UsageRow(row.user_id, row.username, "", Figures()))
+        total.figures.add(vars(row.figures))
+    return list(users.values())
+
+
+def calendar_months() -> dict[str, dict[str, str]]:
+    """This calendar month (UTC) to today and the whole last one, as the page's links take
+    them: the months the caps, `GET usage` and the monthly counters count."""
+    this_start = month_of()
+    last_start = month_of(day_start(this_start - timedelta(days=1)))
+    return {
+        "this": {"start": this_start.isoformat(), "end": today().isoformat()},
+        "last": {
+            "start": last_start.isoformat(),
+            "end": (this_start - timedelta(days=1)).isoformat(),
+        },
+    }
 
 
 # The figures summed from decimal columns, with their columns' places (credits, dollars).
