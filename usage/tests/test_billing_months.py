@@ -157,3 +157,28 @@ def test_last_month_on_the_dashboard_is_the_months_invoice(make_operator, closed
     ).content.decode()
 
     assert '<span class="figure" id="total-credits" style="--chars: 6">3.8750</span>' in page
+
+
+def test_monthly_usage_says_its_calls_are_completed_ones_and_opens_the_months_billing(
+    make_operator, closed_month
+):
+    """The counter counts completed calls, the dashboard every call, a lost one too (owner's
+    last month: 3 completed, 4 in all): the list says which it counts, and leads to the
+    month's figures on the dashboard, whose footnote says why they differ."""
+    start, end = closed_month
+    client = client_for(make_operator("Analyst"))
+
+    listed = client.get(
+        reverse("admin:usage_monthlyusage_changelist"),
+        {"month": start.date().isoformat(), "username": "owner"},
+    ).content.decode()
+
+    assert "Completed calls" in listed
+    assert '<td class="field-calls">3</td>' in listed
+    last_day = (end - timedelta(days=1)).date()
+    link = f"{reverse(DASHBOARD)}?user=owner&amp;start={start.date()}&amp;end={last_day}"
+    assert f'<a href="{link}">the month on the billing dashboard</a>' in listed
+    dashboard = client.get(link.replace("&amp;", "&")).content.decode()
+    assert '<span class="figure" id="total-calls">4</span>' in dashboard
+    assert '<span class="figure" id="total-credits" style="--chars: 6">3.8750</span>' in dashboard
+    assert "the monthly counters do not count it among their calls" in dashboard
