@@ -10,12 +10,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import Count, DateField, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
+from orchestration.metering import round_money
 from sessions_app.models import TurnStatus
 from sessions_app.selectors import stale_before
 from usage.models import CallStatus, DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
@@ -328,7 +330,9 @@ def counter_months_rebuild(*, months: Iterable[date], dry_run: bool = False) -> 
     those `reconcile_usage --fix` found drifted; two drifted counters rebuilt every counter of
     the year). Writers that move a counter meanwhile wait for the rebuild's lock, then add on
     top of it: the rebuild counts only ledger rows committed before it, so nothing counts
-    twice."""
+    twice. A month whose counters agree with the ledger under the lock (another rebuild, which
+    this one waited for, rebuilt it) is left as it is: none of its rows is counted as written
+    or removed."""
     months = sorted(set(months))
     columns = [*COUNTER_KEY_COLUMNS, *COUNTER_VALUE_COLUMNS, "updated_at"]
     removed = written = calls = 0
@@ -340,6 +344,10 @@ def counter_months_rebuild(*, months: Iterable[date], dry_run: bool = False) -> 
             next_month = month_of(next_month_start(day_start(month)))
             sums = ledger_monthly_sums(since_month=month, until_month=next_month)
             stale = MonthlyUsage.objects.filter(month=month)
+            if _counters_agree(sums, stale):
+                # Rebuilt meanwhile (another --fix run at the same time, whose lock this one
+                # waited for): nothing to rebuild, and nothing said to be.
+                continue
             if dry_run:
                 totals = sums.aggregate(groups=Count("*"), calls=Sum("sum_llm_calls"))
                 removed += stale.count()
@@ -352,6 +360,26 @@ def counter_months_rebuild(*, months: Iterable[date], dry_run: bool = False) -> 
             )
             calls += stale.aggregate(calls=Sum("llm_calls"))["calls"] or 0
     return RebuildResult(months[0] if months else None, until, removed, written, calls, dry_run)
+
+
+def _counters_agree(sums: QuerySet, counters: QuerySet) -> bool:
+    """Whether a month's counters equal its ledger sums (`ledger_monthly_sums`), as
+    `reconcile_usage` compares them: to the column's places, a month of lost calls alone (0 and
+    0) agreeing with no counter. A month's counters are a row per user who made calls in it."""
+    zero = (Decimal(0), 0)
+
+    def figures(credits, calls) -> tuple[Decimal, int]:
+        return round_money(Decimal(str(credits or 0))), int(calls or 0)
+
+    ledger = {
+        user_id: figures(credits, calls)
+        for user_id, credits, calls in sums.values_list("user_id", "sum_credits", "sum_llm_calls")
+    }
+    kept = {
+        user_id: figures(credits, calls)
+        for user_id, credits, calls in counters.values_list("user_id", "credits", "llm_calls")
+    }
+    return all(ledger.get(user, zero) == kept.get(user, zero) for user in ledger.keys() | kept)
 
 
 def _lock_for_rebuild(model) -> None:

@@ -593,6 +593,61 @@ def test_a_fix_says_which_drift_it_rebuilt_and_which_it_found_gone(clean, anothe
     ), last
 
 
+def test_a_fix_whose_counters_another_fix_rebuilt_first_rewrites_and_claims_nothing(
+    clean, monkeypatch
+):
+    """Two --fix runs at once on drifted counters (a month-end close, cron and an operator):
+    both found the drift, the second waited for the first's lock, then deleted and wrote the
+    month's counters again and said "fixed: monthly counters: rebuilt 2 counters (2 replaced)"
+    and "drift in monthly counters vs ledger rebuilt", as the turn totals no longer do. It now
+    compares them with the ledger under the lock, and rebuilds only a month that still
+    disagrees."""
+    from usage import reconcile as reconciliation
+
+    rebuild = reconciliation.counter_months_rebuild
+    rewritten = []
+
+    def after_the_other_run(**kwargs):
+        rebuild(**kwargs)  # the other run's, committed first
+        rewritten.extend(MonthlyUsage.objects.values_list("pk", flat=True))
+        return rebuild(**kwargs)
+
+    monkeypatch.setattr(reconciliation, "counter_months_rebuild", after_the_other_run)
+    MonthlyUsage.objects.update(credits=Decimal("5"))
+
+    code, out = run("--fix")
+
+    assert code == 0, out
+    assert "  fixed: monthly counters: rebuilt 0 counters (0 replaced) of " in out, out
+    assert out.splitlines()[-1].startswith(
+        "Clean after --fix: drift in monthly counters vs ledger gone by the time of its "
+        "rebuild, nothing rebuilt (fixed meanwhile, as by another --fix)"
+    ), out
+    # The other run's counters stay as it wrote them: not deleted and written again.
+    assert sorted(MonthlyUsage.objects.values_list("pk", flat=True)) == sorted(rewritten)
+    assert run()[0] == 0
+
+
+def test_a_fix_rebuilds_the_month_that_still_drifts_and_leaves_the_one_that_agrees(
+    owner, outsider, ledger_row
+):
+    last_month = month_of(month_start_of_last_month())
+    ledger_row(owner, at=datetime.combine(last_month, datetime.min.time(), UTC))
+    ledger_row(outsider, at=datetime.now(UTC), credits=Decimal("1"))
+    kept = MonthlyUsage.objects.get(month=last_month)
+    MonthlyUsage.objects.filter(user=outsider).update(credits=Decimal("3"))
+
+    result = counter_months_rebuild(months=[last_month, month_of()])
+
+    assert (result.rows_removed, result.rows_written) == (1, 1)
+    assert MonthlyUsage.objects.get(month=last_month).pk == kept.pk
+    assert MonthlyUsage.objects.get(user=outsider).credits == Decimal("1")
+
+
+def month_start_of_last_month() -> datetime:
+    return datetime.combine(month_of(), datetime.min.time(), UTC) - timedelta(days=1)
+
+
 # --- turns the real engine wrote ----------------------------------------------------------------
 
 
