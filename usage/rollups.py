@@ -228,7 +228,8 @@ def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> Rebui
     the rollups do not hold (a stray row) only cleared. A few days of a year of rollups
     rebuilt the whole year (48,358 rows, to repair 3). The rollups' end is read under the
     rebuild's lock, as `rollup_rebuild` reads it, and never moved: a fix that waited for the
-    nightly `rollup_usage` rebuilds no day past where that one left them. The rewrite is
+    nightly `rollup_usage` rebuilds no day past where that one left them, and a day that
+    agrees with the ledger under the lock (another fix rebuilt it first) is left. The rewrite is
     recorded all the same (`_record_rebuild`): the dashboard's cache of the old sums was kept
     for hours after a fix."""
     days = sorted(set(days))
@@ -239,6 +240,9 @@ def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> Rebui
             _lock_for_rebuild(DailyUsageRollup)
         end = rollups_cover_until()
         end = today() if end is None else min(end, today())
+        # Not a day that agrees with the ledger now (another --fix, whose lock this one waited
+        # for, rebuilt it): it stays as it is, and is not said to be rebuilt.
+        days = [day for day in days if not _day_agrees(day, end)]
         for first, last in _runs(days):
             stale = DailyUsageRollup.objects.filter(day__gte=first, day__lte=last)
             sums = ledger_daily_sums(since=first, until=min(last + timedelta(days=1), end))
@@ -259,6 +263,32 @@ def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> Rebui
             _record_rebuild()
     since = days[0] if days else None
     return RebuildResult(since, end, removed, written, calls, dry_run)
+
+
+def _day_agrees(day: date, end: date) -> bool:
+    """Whether a day's rollups equal its ledger sums per user and alias, as `reconcile_usage`
+    compares them (to the columns' places); a day from `end` on, which the rollups do not hold,
+    agrees when it has no rollup row."""
+    kept = {
+        (user_id, alias): _rollup_figures(figures)
+        for user_id, alias, *figures in DailyUsageRollup.objects.filter(day=day).values_list(
+            "user_id", "model_alias", *ROLLUP_VALUE_COLUMNS
+        )
+    }
+    if day >= end:
+        return not kept
+    sums = ledger_daily_sums(since=day, until=day + timedelta(days=1)).values_list(
+        "user_id", "model_alias", *(f"sum_{name}" for name in ROLLUP_VALUE_COLUMNS)
+    )
+    return kept == {(user_id, alias): _rollup_figures(figures) for user_id, alias, *figures in sums}
+
+
+def _rollup_figures(figures) -> tuple:
+    """ROLLUP_VALUE_COLUMNS' figures as stored: the amounts to the ledger's places."""
+    return tuple(
+        round_money(Decimal(str(value))) if name in ("credits", "provider_cost_usd") else value
+        for name, value in zip(ROLLUP_VALUE_COLUMNS, figures, strict=True)
+    )
 
 
 def _record_rebuild(*, until: date | None = None) -> None:

@@ -628,6 +628,36 @@ def test_a_fix_whose_counters_another_fix_rebuilt_first_rewrites_and_claims_noth
     assert run()[0] == 0
 
 
+def test_a_fix_whose_rollups_another_fix_rebuilt_first_rewrites_and_claims_nothing(
+    clean, monkeypatch
+):
+    """The same for the daily rollups: the second run deleted and wrote again the days the
+    first had rebuilt, and said it had rebuilt their drift."""
+    from usage import reconcile as reconciliation
+
+    rebuild = reconciliation.rollup_days_rebuild
+    rewritten = []
+
+    def after_the_other_run(**kwargs):
+        rebuild(**kwargs)  # the other run's, committed first
+        rewritten.extend(DailyUsageRollup.objects.values_list("pk", flat=True))
+        return rebuild(**kwargs)
+
+    monkeypatch.setattr(reconciliation, "rollup_days_rebuild", after_the_other_run)
+    DailyUsageRollup.objects.update(credits=Decimal("9"))
+
+    code, out = run("--fix")
+
+    assert code == 0, out
+    assert "  fixed: rollups: rebuilt 0 daily rows (0 replaced) of 1 day\n" in out, out
+    assert out.splitlines()[-1].startswith(
+        "Clean after --fix: drift in rollups vs ledger gone by the time of its rebuild, "
+        "nothing rebuilt (fixed meanwhile, as by another --fix)"
+    ), out
+    assert sorted(DailyUsageRollup.objects.values_list("pk", flat=True)) == sorted(rewritten)
+    assert run()[0] == 0
+
+
 def test_a_fix_rebuilds_the_month_that_still_drifts_and_leaves_the_one_that_agrees(
     owner, outsider, ledger_row
 ):
