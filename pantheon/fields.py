@@ -261,7 +261,39 @@ class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
         return schema
 
 
-class ModelSerializer(serializers.ModelSerializer):
+class NullIsLeftOut(serializers.Serializer):
+    """A request body's optional field sent as null is the field left out: its default in a
+    create, no change in a PATCH. Most generated clients write an unset optional field as
+    null, which was a 400 "This field may not be null." (`"title": null` opening a session,
+    `"goal": null` creating a room). A field that may be left out (not required, or any in a
+    partial update) thus accepts null, and the schema says `nullable` (drf-spectacular reads
+    `allow_null`, and marks a PATCH's serializer partial as DRF does); a required field's null
+    stays a 400, as does null inside a list."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            if not field.read_only and not field.allow_null and self._may_leave_out(field):
+                field.allow_null = True
+                field.null_is_left_out = True  # type: ignore[attr-defined]
+        return fields
+
+    def _may_leave_out(self, field) -> bool:
+        return not field.required or bool(getattr(self.root, "partial", False))
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            left_out = {
+                name
+                for name, field in self.fields.items()
+                if data.get(name, "") is None and getattr(field, "null_is_left_out", False)
+            }
+            if left_out:
+                data = {name: value for name, value in data.items() if name not in left_out}
+        return super().to_internal_value(data)
+
+
+class ModelSerializer(NullIsLeftOut, serializers.ModelSerializer):
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
         models.CharField: StrictCharField,

@@ -16,6 +16,8 @@ a postprocessing hook), and a field only answers carry names no request componen
 (`AutoSchema._map_serializer_field`).
 """
 
+import copy
+
 from drf_spectacular import openapi
 from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.extensions import (
@@ -382,6 +384,11 @@ class AutoSchema(openapi.AutoSchema):
         split = spectacular_settings.COMPONENT_SPLIT_REQUEST
         if split and direction == "request" and field.read_only:
             return None
+        if direction == "response" and getattr(field, "null_is_left_out", False):
+            # A null it takes is the field left out (pantheon.fields.NullIsLeftOut): an answer
+            # never holds one.
+            field = copy.copy(field)
+            field.allow_null = False
         return super()._map_serializer_field(field, direction, bypass_extensions)
 
     def _map_basic_serializer(self, serializer, direction):

@@ -121,7 +121,7 @@ class RoomSerializer(ModelSerializer):
         mode = attrs.get("mode", RoomMode.MANUAL)
         mode = MODE_ALIASES.get(mode, mode)
         errors = {}
-        if "current_mode" in initial and initial["current_mode"] != mode:
+        if initial.get("current_mode") not in (None, mode):  # null: left out (NullIsLeftOut)
             errors["current_mode"] = ["Set a new room's mode with `mode`."]
         if initial.get("pending_mode") is not None:
             errors["pending_mode"] = ["A new room has no pending mode: set its mode with `mode`."]
@@ -149,15 +149,16 @@ class RoomUpdateSerializer(ModelSerializer):
         # instead of ignoring them silently.
         moved = {"mode": "PUT rooms/{id}/mode", "agent_ids": "PUT rooms/{id}/agents"}
         initial = self.initial_data if isinstance(self.initial_data, dict) else {}
+        # A null is the field left out, as for the fields this body takes (NullIsLeftOut).
         errors = {
             field: [f"Change this with {endpoint}."]
             for field, endpoint in moved.items()
-            if field in initial
+            if initial.get(field) is not None
         }
         # The room's modes are in its body, so a client may send them back as it read them;
         # one that tries to change them learns where that is done.
         for field in ("current_mode", "pending_mode"):
-            if field in initial and initial[field] != getattr(self.instance, field, None):
+            if initial.get(field) not in (None, getattr(self.instance, field, None)):
                 errors[field] = ["Change this with PUT rooms/{id}/mode."]
         if errors:
             raise serializers.ValidationError(errors)

@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from orchestration.routing import FALLBACK_REASONS
 from orchestration.types import ErrorKind
-from pantheon.fields import StrictCharField
+from pantheon.fields import NullIsLeftOut, StrictCharField
 from rooms.models import Agent, Room
 from sessions_app.models import Message, Session, SessionSummary, Turn
 from usage.serializers import ModelAliasField, UsageTotalsSerializer
@@ -67,7 +67,7 @@ class SessionFilterSerializer(serializers.Serializer):
     )
 
 
-class SessionCreateSerializer(serializers.Serializer):
+class SessionCreateSerializer(NullIsLeftOut):
     title = StrictCharField(
         max_length=200, required=False, allow_blank=True, default="", is_name=True
     )
@@ -108,16 +108,10 @@ class MessageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class TurnCreateSerializer(serializers.Serializer):
+class TurnCreateSerializer(NullIsLeftOut):
     message = StrictCharField(max_length=settings.PANTHEON_MAX_MESSAGE_CHARS, trim_whitespace=True)
-    # `null` is the field left out, as `""` is: a client that writes an unset option as null
-    # got a 400 "This field may not be null.".
-    model_alias_override = ModelAliasField(
-        required=False, allow_blank=True, allow_null=True, default=""
-    )
-
-    def validate_model_alias_override(self, value: str | None) -> str:
-        return value or ""
+    # `null` is the field left out (NullIsLeftOut), as `""` is: each agent's own alias.
+    model_alias_override = ModelAliasField(required=False, allow_blank=True, default="")
 
 
 class TurnMessageSerializer(serializers.ModelSerializer):

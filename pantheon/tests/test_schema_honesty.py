@@ -259,9 +259,11 @@ def test_text_bounds_are_published(schema, settings):
         schemas["RoomRequest"]["properties"]["goal"]["maxLength"]
         == settings.PANTHEON_MAX_ROOM_GOAL_CHARS
     )
-    # A title, a name that may be blank, is its pattern's text or "" (spectacular's `oneOf`).
-    _, empty = schemas["SessionCreateRequest"]["properties"]["title"]["oneOf"]
+    # A title, a name that may be blank, is its pattern's text or "" (spectacular's `oneOf`),
+    # or null, the title left out (pantheon.fields.NullIsLeftOut).
+    _, empty, null = schemas["SessionCreateRequest"]["properties"]["title"]["oneOf"]
     assert empty == {"type": "string", "maxLength": 0}
+    assert null == {"$ref": "#/components/schemas/NullEnum"}
     assert (
         schemas["TurnCreateRequest"]["properties"]["message"]["maxLength"]
         == settings.PANTHEON_MAX_MESSAGE_CHARS
@@ -349,7 +351,8 @@ def test_texts_that_may_be_blank_say_what_they_refuse(schema, body, field):
     open with a bidi override, and a goal or a role prompt may. spectacular offers "" on its
     own beside a pattern (`oneOf`): exactly one of them takes each text."""
     described = schema["components"]["schemas"][body]["properties"][field]
-    validator = Draft202012Validator(described)
+    # With the components its null's `$ref` names (a title's: NullIsLeftOut).
+    validator = Draft202012Validator({**described, "components": schema["components"]})
     england = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
 
     for text in ["", " \u200b", "\U000e0067\U000e007f", "\u2800", "Kickoff", england, "\u05e9"]:
