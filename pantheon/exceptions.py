@@ -4,7 +4,8 @@ Services raise these (or Django's ValidationError for a bad field), never DRF's 
 refusal answers `{"detail": {"code": ..., "message": ...}}` with its own HTTP status; a Django
 ValidationError answers 400 with DRF's field-error body; anything DRF raises (validation,
 authentication, 404) keeps DRF's usual body, except throttling, which gets a code
-(`throttled`) next to its `Retry-After` header. A lost database connection is no refusal but a
+(`throttled`) next to its `Retry-After` header, and a 401, whose `detail` gets DRF's code beside
+it (`not_authenticated`, `authentication_failed`). A lost database connection is no refusal but a
 transient outage: 503 `database_unavailable` with a `Retry-After`, not a 500.
 
 No error body ever echoes a character that cannot be rendered: lone surrogates (which UTF-8
@@ -20,7 +21,13 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import status
-from rest_framework.exceptions import APIException, Throttled, ValidationError
+from rest_framework.exceptions import (
+    APIException,
+    AuthenticationFailed,
+    NotAuthenticated,
+    Throttled,
+    ValidationError,
+)
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 
@@ -432,6 +439,11 @@ def api_exception_handler(exc, context):
         seconds = max(1, math.ceil(getattr(exc, "wait", None) or 1))
         response["Retry-After"] = str(seconds)
         response.data = throttled_body(seconds)
+    elif isinstance(exc, NotAuthenticated | AuthenticationFailed):
+        # DRF's `{"detail": "…"}` (DESIGN's), with DRF's own code beside it, as every other
+        # refusal has one: `not_authenticated` (no credentials) or `authentication_failed`
+        # (a token unknown, revoked, replaced, or its user inactive).
+        response.data = {"detail": renderable(str(exc.detail)), "code": exc.get_codes()}
     else:
         response.data = renderable(response.data)
     return response

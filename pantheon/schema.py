@@ -42,6 +42,24 @@ class ErrorMessageSerializer(serializers.Serializer):
         ref_name = "ErrorMessage"
 
 
+# A 401's codes: DRF's own (pantheon.exceptions.api_exception_handler).
+AUTHENTICATION_ERROR_CODES = ["not_authenticated", "authentication_failed"]
+
+
+class AuthenticationErrorSerializer(serializers.Serializer):
+    """A 401: DRF's `{"detail": "…"}`, and its code beside it."""
+
+    detail = serializers.CharField()
+    code = serializers.ChoiceField(
+        choices=AUTHENTICATION_ERROR_CODES,
+        help_text="`not_authenticated`: no credentials; `authentication_failed`: a token "
+        "unknown, revoked or replaced, or its user inactive.",
+    )
+
+    class Meta:
+        ref_name = "AuthenticationError"
+
+
 # A detail with more fields than `{code, message}` subclasses this: the schema says it is this
 # component and those fields (CodedErrorDetailSchema).
 class CodedErrorDetailSerializer(serializers.Serializer):
@@ -323,7 +341,8 @@ DESCRIPTIONS = {
     400: "Invalid input: field errors (`{field: [messages]}`), malformed or too deeply nested "
     "JSON, a NUL character or lone surrogate in the body or the query string, or a query "
     "parameter given twice.",
-    401: "Missing or invalid credentials.",
+    401: "`not_authenticated`: no credentials; `authentication_failed`: a token unknown, "
+    "signed out, rotated or revoked by a password change, or its user inactive.",
     403: "Forbidden (a cookie session without a valid CSRF token).",
     404: "Not found, or not yours (never 403, so ids leak nothing); also an unknown page or "
     "cursor of a list.",
@@ -431,7 +450,7 @@ class AutoSchema(openapi.AutoSchema):
         errors[406] = ErrorMessageSerializer
         needs_login = not all(isinstance(p, AllowAny) for p in self.view.get_permissions())
         if needs_login:
-            errors[401] = ErrorMessageSerializer
+            errors[401] = AuthenticationErrorSerializer
             if self.method in _UNSAFE_METHODS:
                 errors[403] = ErrorMessageSerializer
         paginated = self.method == "GET" and self._get_paginator() is not None

@@ -294,6 +294,7 @@ SPECTACULAR_SETTINGS = {
         "MessageStatusEnum": "sessions_app.models.MessageStatus",
         "MessageRoleEnum": "sessions_app.models.MessageRole",
         "TurnEventNameEnum": "sessions_app.event_schema.EVENT_NAMES",
+        "AuthenticationErrorCodeEnum": "pantheon.schema.AUTHENTICATION_ERROR_CODES",
     },
 }
 

@@ -104,7 +104,7 @@ def test_an_unknown_token_is_401(owner):
     response = token_client("0" * 40).get("/api/v1/agents")
 
     assert response.status_code == 401
-    assert response.json() == {"detail": "Invalid token."}
+    assert response.json() == {"detail": "Invalid token.", "code": "authentication_failed"}
 
 
 # --- health ---------------------------------------------------------------------------------

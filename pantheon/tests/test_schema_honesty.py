@@ -175,9 +175,10 @@ def test_a_coded_refusal_is_one_component(schema):
     schemas = schema["components"]["schemas"]
     coded = {"$ref": "#/components/schemas/CodedErrorDetail"}
 
-    # A failed turn's last event has a `code` too, of its own: no refusal. So has a turn's 409,
-    # beside the design's plain `detail` (no `message`: that `detail` is its message).
+    # A failed turn's last event has a `code` too, of its own: no refusal. So have a turn's 409
+    # and a 401, beside the design's plain `detail` (no `message`: that `detail` is its message).
     assert list(_inline_coded_details(schemas)) == [
+        "/AuthenticationError",
         "/CodedErrorDetail",
         "/TurnConflict",
         "/TurnFailedData",

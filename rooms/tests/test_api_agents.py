@@ -353,7 +353,10 @@ def test_anonymous_is_401(owner, anon_client, make_agent, method, path_kind):
     response = getattr(anon_client, method)(url, agent_body(agent_key="anon"))
 
     assert response.status_code == 401
-    assert response.json() == {"detail": "Authentication credentials were not provided."}
+    assert response.json() == {
+        "detail": "Authentication credentials were not provided.",
+        "code": "not_authenticated",
+    }
     assert list(Agent.objects.values_list("agent_key", flat=True)) == ["ada"]
 
 
