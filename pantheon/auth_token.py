@@ -1,5 +1,6 @@
 """`POST auth/token`: where API callers get their token; `DELETE auth/token` and
-`POST auth/token/rotate`: where they end it, or replace it with a new one."""
+`POST auth/token/rotate`: where they end it, or replace it with a new one; `POST
+auth/password`: where they change their password."""
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -8,15 +9,17 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from pantheon.authentication import TokenAuthentication
+from pantheon.exceptions import WrongCurrentPassword
 from pantheon.fields import StrictCharField
-from pantheon.passwords import api_token_rotate, api_token_sign_out
-from pantheon.schema import BAD_REQUEST
+from pantheon.passwords import api_token_rotate, api_token_sign_out, password_change
+from pantheon.schema import BAD_REQUEST, bad_request
 from pantheon.throttling import LOGIN_THROTTLES, LoginAttempt, TokenRateThrottle
 
 TOKEN_ANSWER = inline_serializer("AuthToken", {"token": serializers.CharField()})
@@ -178,4 +181,84 @@ class RotateTokenView(APIView):
         token = api_token_rotate(token=request.auth)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
+        return Response({"token": token.key}, headers=NO_STORE)
+
+
+class PasswordChangeSerializer(serializers.Serializer):
+    current_password = StrictCharField(trim_whitespace=False, write_only=True)
+    new_password = StrictCharField(
+        trim_whitespace=False,
+        write_only=True,
+        help_text="Held to the server's password rules (Django's validators: length, not too "
+        "common, not all digits, not like the username).",
+    )
+
+
+class ChangePasswordView(GenericAPIView):
+    """`POST auth/password` `{current_password, new_password}` → `{"token": ...}`."""
+
+    serializer_class = PasswordChangeSerializer  # what OPTIONS describes, as the schema
+
+    authentication_classes = [TokenAuthentication]
+    permission_classes = [IsAuthenticated]
+    # The login limits count a wrong current password as a failed login of this account
+    # (`pantheon.throttling.login_username_digest`): a leaked token's holder guesses the
+    # password here no faster than at the login.
+    checks_own_password = True
+    login_attempt: LoginAttempt | None = None
+
+    def get_throttles(self):
+        return [TokenRateThrottle(), *(throttle() for throttle in LOGIN_THROTTLES)]
+
+    def check_throttles(self, request):
+        """The API rate's pace, in the bucket of `DELETE auth/token` and rotation; then, as a
+        login, a place under each login limit, given back unless the current password turns
+        out wrong (`LoginAttempt`). Only a POST whose body can be read takes one."""
+        if request.method != "POST":
+            return
+        request.data  # noqa: B018 (raises for a body that cannot be read)
+        pace, *login = self.get_throttles()
+        if not pace.allow_request(request, self):
+            self.throttled(request, pace.wait())
+        self.login_attempt = LoginAttempt(request, self, login)
+        wait = self.login_attempt.check()
+        if wait is not None:
+            self.throttled(request, wait)
+
+    @extend_schema(
+        request=PasswordChangeSerializer,
+        responses={
+            200: TOKEN_ANSWER,
+            400: bad_request(
+                "`wrong_current_password` (a coded refusal): `current_password` is not the "
+                "account's, and nothing changed; the new password refused by the password "
+                'rules, as field errors: `{"new_password": ["This password is too short. '
+                'It must contain at least 8 characters."]}`.'
+            ),
+        },
+        description="Change the account's password: `current_password`, and `new_password`, "
+        "held to the server's password rules. The account's API token is revoked, the one "
+        "that authenticates this request included, and its console sessions end (a password "
+        "change ends both, wherever it is made); the answer is the new token that takes its "
+        "place (`Cache-Control: no-store`). In the account's console history. Authenticated "
+        "by the token alone (a console cookie does not: 401). A wrong current password counts "
+        "as a failed login of the account under the login limits (429 `throttled`), and every "
+        "call at the pace of `PANTHEON_API_RATE` in the bucket of the token's other calls.",
+    )
+    def post(self, request, *args, **kwargs):
+        body = self.get_serializer(data=request.data)
+        if not body.is_valid():
+            if self.login_attempt is not None:
+                self.login_attempt.release()  # no password checked: no failure
+            raise serializers.ValidationError(body.errors)
+        try:
+            token = password_change(user=request.user, **body.validated_data)
+        except WrongCurrentPassword:
+            raise  # the failure keeps its places under the login limits
+        except BaseException:
+            if self.login_attempt is not None:
+                self.login_attempt.release()  # the password was right, or never checked
+            raise
+        if self.login_attempt is not None:
+            self.login_attempt.succeeded(request.user)
         return Response({"token": token.key}, headers=NO_STORE)

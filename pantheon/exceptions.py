@@ -218,6 +218,14 @@ class TurnNotRunning(NamesItsTurn):
         return body
 
 
+class WrongCurrentPassword(PantheonError):
+    """`POST auth/password` with a `current_password` that is not the account's: nothing was
+    changed, and the try counts under the login limits as a failed login does."""
+
+    code = "wrong_current_password"
+    default_message = "The current password is wrong: the password was not changed."
+
+
 class Gone(PantheonError):
     """The object was deleted by another request while this one worked on it: the same 404
     (and body) as if it had been gone from the start."""

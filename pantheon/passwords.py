@@ -1,4 +1,5 @@
-"""What follows a password change: the account's API token is revoked.
+"""What follows a password change: the account's API token is revoked; and the API's own
+password change (`POST auth/password`, `password_change`).
 
 Django ends a user's console sessions when their password changes (the session carries a hash
 of it); an API token carries nothing of the kind and never expires, so a token taken with a
@@ -30,9 +31,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
+
+from pantheon.exceptions import WrongCurrentPassword
 
 # On the user object: the hash `set_password` gave it, which the save Django told the hook of
 # did not store.
@@ -115,6 +119,45 @@ def _api_token_end(*, token: Token, why: str, replace: bool) -> Token | None:
 
 
 PASSWORD_CHANGED = "the password changed"
+CHANGED_THROUGH_API = "Changed the password through the API."
+
+
+def password_change(*, user, current_password: str, new_password: str) -> Token:
+    """`POST auth/password`: set `user`'s password to `new_password` if `current_password` is
+    theirs (else WrongCurrentPassword) and Django's validators take the new one (else a
+    ValidationError under `new_password`). Saving it revokes the account's API token and ends
+    its console sessions, as any password change does (`RevokeApiTokenOnPasswordChange`; the
+    sessions carry a hash of the password); the caller gets a new token in its place, in the
+    same transaction, and the change is in the account's console history."""
+    if not user.check_password(current_password):
+        raise WrongCurrentPassword()
+    try:
+        password_validation.validate_password(new_password, user)
+    except ValidationError as error:
+        raise ValidationError({"new_password": error.messages}) from error
+    checked = user.password
+    with transaction.atomic():
+        # As a login does (`pantheon.auth_token`): the row, locked, holds the hash that was
+        # checked, or the password changed meanwhile and the one given is wrong now.
+        stored = (
+            get_user_model()
+            .objects.select_for_update()
+            .filter(pk=user.pk)
+            .values_list("password", flat=True)
+            .first()
+        )
+        if stored != checked:
+            raise WrongCurrentPassword()
+        user.set_password(new_password)
+        user.save(update_fields=["password"])  # the hook revokes the token
+        LogEntry.objects.log_actions(
+            user_id=user.pk,
+            queryset=[user],
+            action_flag=CHANGE,
+            change_message=CHANGED_THROUGH_API,
+            single_object=True,
+        )
+        return Token.objects.create(user=user)
 
 
 class RevokeApiTokenOnPasswordChange:

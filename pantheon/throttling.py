@@ -144,10 +144,14 @@ class SettingRateThrottle(SimpleRateThrottle):
             cursor.execute(RELEASE, {"key": self.key, "at": at})
 
 
-def login_username_digest(request) -> str | None:
+def login_username_digest(request, view=None) -> str | None:
     """The username a login tries, as login reads it (its field trims white space and
     zero-width characters: " bob", "bob\t" and "\u200bbob" log in as bob), then folded so that
-    every spelling of one account counts against it; hashed. None when there is none."""
+    every spelling of one account counts against it; hashed. None when there is none. A view
+    where a signed-in account tries its own password (`checks_own_password`: `POST
+    auth/password`) tries that account's, whatever the body names."""
+    if getattr(view, "checks_own_password", False) and request.user.is_authenticated:
+        return username_digest(request.user.get_username())
     # The API's JSON body, or the console login's form.
     data = request.data if hasattr(request, "data") else request.POST
     return username_digest(data.get("username") if hasattr(data, "get") else None)
@@ -214,7 +218,7 @@ class AuthTokenPerUsernameThrottle(SettingRateThrottle):
     rate_setting = "PANTHEON_AUTH_RATE_PER_USERNAME"
 
     def get_cache_key(self, request, view) -> str | None:
-        username = login_username_digest(request)
+        username = login_username_digest(request, view)
         if username is None:
             return None
         return self.cache_format % {"scope": self.scope, "ident": _at_address(username, request)}
@@ -230,13 +234,13 @@ class AuthTokenPerUsernameTotalThrottle(SettingRateThrottle):
     rate_setting = "PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL"
 
     def get_cache_key(self, request, view) -> str | None:
-        username = login_username_digest(request)
+        username = login_username_digest(request, view)
         if username is None:
             return None
         return self.cache_format % {"scope": self.scope, "ident": username}
 
     def allow_request(self, request, view) -> bool:
-        if self.rate is not None and login_address_is_known(request):
+        if self.rate is not None and login_address_is_known(request, view):
             return True
         return super().allow_request(request, view)
 
@@ -277,8 +281,8 @@ def remember_login_address(request, user) -> None:
         cursor.execute(REMEMBER, {"key": key, "keep": float(KNOWN_ADDRESS_SECONDS)})
 
 
-def login_address_is_known(request) -> bool:
-    key = _login_address_key(login_username_digest(request), request)
+def login_address_is_known(request, view=None) -> bool:
+    key = _login_address_key(login_username_digest(request, view), request)
     if key is None:
         return False
     if connection.vendor != "postgresql":
