@@ -97,7 +97,7 @@ class ObtainTokenView(ObtainAuthToken):
 
     @extend_schema(
         request=inline_serializer(
-            "AuthTokenRequest",
+            "Credentials",
             {
                 "username": serializers.CharField(),
                 "password": serializers.CharField(trim_whitespace=False),

@@ -194,6 +194,16 @@ def test_a_coded_refusal_is_one_component(schema):
         assert "required" not in more, name  # sent only sometimes
 
 
+def test_no_component_is_named_twice_a_request(schema):
+    """The login's body was `AuthTokenRequestRequest` (an inline serializer named `...Request`,
+    to which spectacular adds `Request` again), a class by that name in a generated client."""
+    names = schema["components"]["schemas"]
+
+    assert [name for name in names if name.endswith("RequestRequest")] == []
+    body = schema["paths"]["/api/v1/auth/token"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/CredentialsRequest"}
+
+
 def test_a_sessions_room_and_agent_are_nullable(schema):
     properties = schema["components"]["schemas"]["SessionActivity"]["properties"]
 
