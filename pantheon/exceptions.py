@@ -25,6 +25,7 @@ from rest_framework.exceptions import (
     APIException,
     AuthenticationFailed,
     NotAuthenticated,
+    NotFound,
     Throttled,
     ValidationError,
 )
@@ -439,6 +440,11 @@ def api_exception_handler(exc, context):
         return refusal
     if isinstance(exc, DjangoValidationError):
         exc = ValidationError(detail=as_serializer_error(exc))
+    if isinstance(exc, Http404):
+        # Django's get_object_or_404 names the model ("No Turn matches the given query."):
+        # the one 404 of an object unknown, another user's or deleted meanwhile (`Gone`) is
+        # DRF's "Not found.", as an unknown path's.
+        exc = NotFound()
     response = exception_handler(exc, context)
     if response is None:
         return None

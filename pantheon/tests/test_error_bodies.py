@@ -223,3 +223,34 @@ def test_a_redirect_to_the_slashed_path_is_json_too(anon_client, path):
     assert response["Location"] == f"{path}/"
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"detail": f"Moved to {path}/."}
+
+
+@pytest.mark.django_db
+def test_an_object_unknown_or_not_yours_is_the_same_not_found_everywhere(
+    owner_client, outsider, make_agent, make_room, make_session
+):
+    """An object no one has, or another user's, was "No Turn matches the given query." (Django's
+    get_object_or_404, a text per model), and "Not found." when it was deleted while the request
+    ran or the path was unknown: one 404, one body, whichever way it is not the caller's."""
+    agent = make_agent(outsider, "ada")
+    room = make_room(outsider, [agent])
+    session = make_session(outsider, room=room)
+    unknown = "00000000-0000-0000-0000-000000000001"
+    paths = [
+        f"/api/v1/agents/{agent.pk}",
+        f"/api/v1/agents/{unknown}/sessions",
+        f"/api/v1/rooms/{room.pk}",
+        f"/api/v1/rooms/{unknown}/sessions",
+        f"/api/v1/sessions/{session.pk}",
+        f"/api/v1/sessions/{session.pk}/messages",
+        f"/api/v1/sessions/{unknown}/turns",
+        f"/api/v1/turns/{unknown}",
+    ]
+
+    answers = {path: owner_client.get(path) for path in paths}
+    posted = owner_client.post(f"/api/v1/sessions/{session.pk}/turns", {"message": "hi"})
+
+    assert {path: (r.status_code, r.json()) for path, r in answers.items()} == dict.fromkeys(
+        paths, (404, {"detail": "Not found."})
+    )
+    assert (posted.status_code, posted.json()) == (404, {"detail": "Not found."})
