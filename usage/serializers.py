@@ -208,6 +208,8 @@ class UsageSerializer(serializers.Serializer):
     by_model = ModelUsageSerializer(many=True)
 
     def get_fields(self):
-        fields = super().get_fields()
-        fields["from"] = fields.pop("from_")
-        return fields
+        # `from` in its place, first (a Python keyword: declared as `from_`).
+        return {
+            "from" if name == "from_" else name: field
+            for name, field in super().get_fields().items()
+        }

@@ -53,6 +53,14 @@ def test_without_events_the_body_is_empty_and_spans_this_month(owner_client):
     assert body["by_model"] == []
 
 
+def test_the_body_reads_from_then_to_as_documented(owner_client):
+    """`from` came last, after `by_model` (the field is `from_` in Python, renamed at the end):
+    a range read from its end, in curl's output and in the schema's example."""
+    body = owner_client.get(USAGE_URL).json()
+
+    assert list(body)[:2] == ["from", "to"]
+
+
 def test_by_model_groups_this_months_events_by_alias(owner, owner_client, this_month):
     ledger_event(owner, at=this_month, alias="deepseek")
     ledger_event(
