@@ -67,7 +67,8 @@ class AgentViewSet(viewsets.ModelViewSet):
         "accepted as `tag`; `roundtable`; `orchestrator`) and its roster, `agent_ids` in seat "
         "order. The answer names the mode `current_mode`: sent here, a `current_mode` other "
         "than the room's first mode, or any `pending_mode`, is a 400 under that field whose "
-        "message points at `mode`. Creates are throttled per user beside the API rate "
+        "message points at `mode`; so are seats (`agents`) other than `agent_ids`, whose "
+        "message points at `agent_ids`. Creates are throttled per user beside the API rate "
         "(`PANTHEON_CREATE_RATE`), and an account owns at most `PANTHEON_MAX_ROOMS_PER_USER` "
         "rooms not deleted (409).",
         responses={201: RoomSerializer, 409: owned_limit("room", "deleting one of them")},

@@ -125,9 +125,20 @@ class RoomSerializer(ModelSerializer):
             errors["current_mode"] = ["Set a new room's mode with `mode`."]
         if initial.get("pending_mode") is not None:
             errors["pending_mode"] = ["A new room has no pending mode: set its mode with `mode`."]
+        # So are its seats (`agents`): a copy of another room's body made a room with none.
+        seats = initial.get("agents")
+        if seats and _seat_ids(seats) != [str(id).lower() for id in attrs.get("agent_ids", [])]:
+            errors["agents"] = ["Seat a new room's agents with `agent_ids`."]
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
+
+
+def _seat_ids(seats) -> list[str] | None:
+    """The agents' ids of seats as a room's body lists them, in order; None if they are not."""
+    if not isinstance(seats, list) or not all(isinstance(seat, dict) for seat in seats):
+        return None
+    return [str(seat.get("id")).lower() for seat in seats]
 
 
 class RoomUpdateSerializer(ModelSerializer):

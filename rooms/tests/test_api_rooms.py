@@ -128,6 +128,27 @@ def test_create_takes_the_modes_of_a_body_as_it_would_answer(owner_client, body)
     assert response.json()["current_mode"] == body["current_mode"]
 
 
+def test_create_refuses_seats_sent_as_the_answer_names_them(owner_client, trio):
+    """A room read and posted again as a new one (a copy) carries its seats as `agents`: the
+    new room was made with none, without a word. Its roster is `agent_ids`; seats sent as the
+    new room will have them (or none) are no change."""
+    ada, linus, _ = trio
+    seats = [{"id": str(agent.id), "agent_key": agent.agent_key} for agent in (ada, linus)]
+
+    copied = owner_client.post(ROOMS_URL, {"name": "Copy", "agents": seats}, format="json")
+    with_ids = owner_client.post(
+        ROOMS_URL, {"name": "Copy", "agents": seats, "agent_ids": ids(ada, linus)}, format="json"
+    )
+    empty = owner_client.post(ROOMS_URL, {"name": "Empty", "agents": []}, format="json")
+
+    assert copied.status_code == 400
+    assert copied.json() == {"agents": ["Seat a new room's agents with `agent_ids`."]}
+    assert with_ids.status_code == 201, with_ids.json()
+    assert seat_keys(with_ids.json()) == ["ada", "linus"]
+    assert (empty.status_code, empty.json()["agents"]) == (201, [])
+    assert Room.objects.count() == 2
+
+
 def test_create_rejects_an_unknown_mode(owner_client):
     response = owner_client.post(ROOMS_URL, {"name": "Chaos", "mode": "chaos"})
 
