@@ -8,7 +8,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -21,9 +21,10 @@ from django.db import (
     connections,
 )
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from pantheon import config
-from pantheon.days import NoSuchDay, day_written
+from pantheon.days import NoSuchDay, day_written, month_written
 from pantheon.figures import AMOUNT_EXPECTED, typed_amount
 
 # The exit status every project command gives when the database fails under it: not 1, which
@@ -188,6 +189,26 @@ def iso_day(text: str) -> date:
         raise argparse.ArgumentTypeError(
             f"expected an ISO date like 2026-11-01, not {text!r}"
         ) from None
+
+
+def begun_month(text: str) -> date:
+    """An argparse type: a calendar month (UTC) written as 2026-11, and only so (`pantheon.days`),
+    as its first day; one not begun yet is refused too: it has no figures to report, and a
+    report of zeros would read as a month without calls."""
+    try:
+        first = month_written(text)
+    except NoSuchDay:
+        raise argparse.ArgumentTypeError(f"{text} is no such month") from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a month written as 2026-11, not {text!r}"
+        ) from None
+    now = timezone.now().astimezone(UTC).date()
+    if first > now:
+        raise argparse.ArgumentTypeError(
+            f"{text} has not begun: nothing to report yet (this month is {now:%Y-%m} UTC)"
+        )
+    return first
 
 
 def add_since_argument(parser, *, does: str) -> None:

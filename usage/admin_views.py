@@ -12,17 +12,23 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views import View
 
 from pantheon.days import NoSuchDay, day_written
-from pantheon.figures import fixed_point
 from usage.charts import daily_bar_chart
-from usage.dashboard import DEFAULT_DAYS, FIGURES, Figures, UsageRow, billing_report
-from usage.models import ModelAlias, UsageTotals
+from usage.dashboard import (
+    DEFAULT_DAYS,
+    FIGURES,
+    billing_report,
+    figure_text,
+    per_user_csv,
+    spreadsheet_text,
+    users_billed,
+)
+from usage.models import ModelAlias
 from usage.rollups import day_start, today
 from usage.selectors import month_of
 from usage.serializers import EARLIEST_MOMENT, LATEST_MOMENT
@@ -217,33 +223,25 @@ class BillingExportView(BillingAccess):
                 status=400,
                 content_type="text/plain; charset=utf-8",
             )
-        report = billing_report(
-            start=data["start"],
-            end=data["end"],
-            username=data["user"],
-            model_alias=data["alias"],
-            with_activity=False,
-        )
+        filters = {
+            "start": data["start"],
+            "end": data["end"],
+            "username": data["user"],
+            "model_alias": data["alias"],
+        }
         by_user = data["rows"] == "user"
         kind = "-per-user" if by_user else ""
         name = f"pantheon-usage{kind}-{data['start']}-to-{data['end']}.csv"
         response = HttpResponse(content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{name}"'
+        if by_user:
+            # Shared with `usage_month_totals --format csv`: the same file from a shell.
+            per_user_csv(response, users_billed(**filters).rows)
+            return response
+        report = billing_report(**filters, with_activity=False)
         writer = csv.writer(response)
         # The user's id last (added after the others: positions stay): a username can change,
         # or be given to someone else after a delete.
-        if by_user:
-            writer.writerow(["username", *FIGURES, "user_id"])
-            for row in sorted(per_user(report.rows), key=lambda row: row.username):
-                figures = row.figures
-                writer.writerow(
-                    [
-                        spreadsheet_text(row.username),
-                        *(_figure(name, getattr(figures, name)) for name in FIGURES),
-                        row.user_id,
-                    ]
-                )
-            return response
         writer.writerow(["username", "model_alias", *FIGURES, "user_id"])
         for row in sorted(report.rows, key=lambda row: (row.username, row.model_alias)):
             figures = row.figures
@@ -251,20 +249,11 @@ class BillingExportView(BillingAccess):
                 [
                     spreadsheet_text(row.username),
                     spreadsheet_text(row.model_alias),
-                    *(_figure(name, getattr(figures, name)) for name in FIGURES),
+                    *(figure_text(name, getattr(figures, name)) for name in FIGURES),
                     row.user_id,
                 ]
             )
         return response
-
-
-def per_user(rows: list[UsageRow]) -> list[UsageRow]:
-    """The rows per user × alias summed per user (their alias is empty)."""
-    users: dict[int, UsageRow] = {}
-    for row in rows:
-        total = users.setdefault(row.user_id, UsageRow(row.user_id, row.username, "", Figures()))
-        total.figures.add(vars(row.figures))
-    return list(users.values())
 
 
 def calendar_months() -> dict[str, dict[str, str]]:
@@ -279,27 +268,3 @@ def calendar_months() -> dict[str, dict[str, str]]:
             "end": (this_start - timedelta(days=1)).isoformat(),
         },
     }
-
-
-# The figures summed from decimal columns, with their columns' places (credits, dollars).
-_DECIMAL_PLACES = {
-    field.name: field.decimal_places
-    for field in UsageTotals._meta.get_fields()
-    if isinstance(field, models.DecimalField)
-}
-
-
-def _figure(name: str, value):
-    """A sum as PostgreSQL gives it, to its column's decimal places: SQLite sums decimals as
-    floats (0.0000725150000000000 for 0.0000725150)."""
-    places = _DECIMAL_PLACES.get(name)
-    if places is None or value is None:
-        return value
-    return fixed_point(value, places)
-
-
-def spreadsheet_text(text: str) -> str:
-    """A spreadsheet must not read a name like `+1` or `@x` as a formula, nor one behind a tab or
-    carriage return it skips (OWASP's list). Usernames and alias names the console and the API
-    accept hold neither; a user made in code or SQL may."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -8,6 +8,7 @@ held is read from the ledger, never as a quiet day. Every read is one aggregate 
 page takes the same number of queries for ten calls as for ten million.
 """
 
+import csv
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,12 +18,13 @@ from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Count, Max, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
+from pantheon.figures import fixed_point
 from sessions_app.models import Turn
-from usage.models import DailyUsageRollup, LlmCallEvent, RollupCoverage
+from usage.models import DailyUsageRollup, LlmCallEvent, RollupCoverage, UsageTotals
 from usage.rollups import ROLLUP_VALUE_COLUMNS, day_start, today
 from usage.selectors import UNPRICED_CALLS, ledger_total_sums
 
@@ -164,9 +166,12 @@ def billing_report(
     username: str = "",
     model_alias: str = "",
     with_activity: bool = True,
+    cached: bool = True,
 ) -> Report:
     """Usage per user × alias and per day for the days start..end (UTC, both included), and
-    the active users; without `with_activity` (the export) only the per-pair table."""
+    the active users; without `with_activity` (the export) only the per-pair table. Without
+    `cached` the rollups' sums are read and not kept in the cache (a database table): the
+    same query, for a reader that writes nothing (`usage_month_totals`)."""
     # Figures travel as tuples in FIGURES order: thousands of (user, alias) pairs are merged
     # here, and tuples keep that (and the cache) cheap.
     by_pair: dict[tuple[int, str], tuple] = {}
@@ -194,8 +199,12 @@ def billing_report(
                     model_alias,
                 )
             )
-            pairs, days = cache.get_or_set(
-                key, lambda: _rollup_pairs_and_days(sources.rollups), ROLLUP_CACHE_SECONDS
+            pairs, days = (
+                cache.get_or_set(
+                    key, lambda: _rollup_pairs_and_days(sources.rollups), ROLLUP_CACHE_SECONDS
+                )
+                if cached
+                else _rollup_pairs_and_days(sources.rollups)
             )
             merge(pairs)
             for day, credits in days:
@@ -247,6 +256,73 @@ def billing_report(
         active_users=active,
         active_on=active_on if with_activity else None,
     )
+
+
+def users_billed(
+    *, start: date, end: date, username: str = "", model_alias: str = "", cached: bool = True
+) -> Report:
+    """What to invoice each user for the days start..end (UTC, both included): the billing
+    report's rows per user × alias summed per user (their alias empty), by username, and its
+    totals. A user without calls in the range has no row. What the dashboard's per-user CSV
+    and `usage_month_totals` both read, so that they agree to the last decimal."""
+    report = billing_report(
+        start=start,
+        end=end,
+        username=username,
+        model_alias=model_alias,
+        with_activity=False,
+        cached=cached,
+    )
+    users: dict[int, UsageRow] = {}
+    for row in report.rows:
+        total = users.setdefault(row.user_id, UsageRow(row.user_id, row.username, "", Figures()))
+        total.figures.add(vars(row.figures))
+    report.rows = sorted(users.values(), key=lambda row: row.username)
+    return report
+
+
+# The figures summed from decimal columns, with their columns' places (credits, dollars).
+_DECIMAL_PLACES = {
+    field.name: field.decimal_places
+    for field in UsageTotals._meta.get_fields()
+    if isinstance(field, models.DecimalField)
+}
+
+
+def figure_text(name: str, value):
+    """A sum as PostgreSQL gives it, to its column's decimal places (a string; a count stays an
+    int): SQLite sums decimals as floats (0.0000725150000000000 for 0.0000725150)."""
+    places = _DECIMAL_PLACES.get(name)
+    if places is None or value is None:
+        return value
+    return fixed_point(value, places)
+
+
+def spreadsheet_text(text: str) -> str:
+    """A spreadsheet must not read a name like `+1` or `@x` as a formula, nor one behind a tab or
+    carriage return it skips (OWASP's list). Usernames and alias names the console and the API
+    accept hold neither; a user made in code or SQL may."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+PER_USER_HEADER = ["username", *FIGURES, "user_id"]
+
+
+def per_user_csv(out, rows: list[UsageRow]) -> None:
+    """The per-user CSV (`users_billed`'s rows) written to `out`: the billing dashboard's
+    export with `rows=user`, and `usage_month_totals --format csv`, byte for byte. The user's
+    id last (added after the others: positions stay): a username can change, or be given to
+    someone else after a delete."""
+    writer = csv.writer(out)
+    writer.writerow(PER_USER_HEADER)
+    for row in rows:
+        writer.writerow(
+            [
+                spreadsheet_text(row.username),
+                *(figure_text(name, getattr(row.figures, name)) for name in FIGURES),
+                row.user_id,
+            ]
+        )
 
 
 def _rollup_pairs_and_days(rollups: QuerySet) -> tuple[list[tuple], list[tuple]]:

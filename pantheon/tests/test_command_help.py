@@ -71,6 +71,22 @@ def test_the_description_says_what_an_operator_must_know(app, name, says):
     assert says in " ".join(parser_of(app, name).description.split())
 
 
+def test_usage_month_totals_says_which_month_which_calls_and_which_units():
+    """What a finance operator must know before a month's figures go on an invoice: the month
+    is the UTC calendar month the caps count, which calls count, and the units of the amounts."""
+    parser = parser_of("usage", "usage_month_totals")
+    description = " ".join(parser.description.split())
+    helps = {action.dest: action.help for action in parser._actions}
+    assert "calendar month (UTC: the month the credit caps" in description
+    assert "calls are every LLM call the ledger records for the user" in description
+    assert "completed, failed, under way or lost" in description
+    assert "the monthly counters count completed calls only" in description
+    assert "provider cost (USD), credits" in description and "10 decimals" in description
+    assert "per-user CSV (rows=user)" in description
+    assert "2026-11" in helps["month"] and "UTC" in helps["month"]
+    assert "exact decimal strings" in helps["format"]
+
+
 def test_set_model_alias_says_units_and_rules():
     helps = {a.dest: a.help for a in parser_of("usage", "set_model_alias")._actions}
     assert "tokens" in helps["context_window"] and "1024" in helps["context_window"]
@@ -92,6 +108,11 @@ def test_every_help_ends_with_exit_3_for_a_database_that_failed(app, name):
         ("set_model_price", "A refused value exits 1, a malformed one 2, a database failure 3."),
         ("rollup_usage", "exit 2 on a usage error (a bad or future --since), 3 when the database"),
         ("reconcile_usage", "exit 1 on any drift, 2 on a usage error, 3 when the database"),
+        (
+            "usage_month_totals",
+            "Exit 0 when done, 1 when no user has the --user username, 2 on a usage error (a "
+            "--month malformed, no such month or not begun yet), 3 when the database",
+        ),
     ],
 )
 def test_a_description_that_lists_the_exit_codes_lists_them_all(name, says):
@@ -157,6 +178,10 @@ SAYS_HOW_IT_EXITS = {
     "reconcile_usage": [
         "exit 0 when all agree, exit 1 on any drift, 2 on a usage error, 3 when the database",
         "With -v 0 it prints nothing unless something drifted",
+    ],
+    "usage_month_totals": [
+        "Reads only, on one snapshot: writes nothing. Prints to stdout.",
+        "Exit 0 when done, 1 when no user has the --user username, 2 on a usage error",
     ],
     "set_model_alias": ["Prints the alias as set, with -v 0 too, and exits 0. A refused value"],
     "set_model_price": ["Prints the price as set, with -v 0 too, and exits 0. A refused value"],
