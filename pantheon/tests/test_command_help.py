@@ -178,6 +178,7 @@ SAYS_HOW_IT_EXITS = {
     "reconcile_usage": [
         "exit 0 when all agree, exit 1 on any drift, 2 on a usage error, 3 when the database",
         "With -v 0 it prints nothing unless something drifted",
+        "--format json prints the same verdicts as one JSON object, whatever -v",
     ],
     "usage_month_totals": [
         "Reads only, on one snapshot: writes nothing. Prints to stdout.",

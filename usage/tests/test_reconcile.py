@@ -1,6 +1,7 @@
 """`reconcile_usage`: rollups, monthly counters, turn totals and the transcript against the
 ledger; exit 1 on drift, `--fix` rebuilds what derives from the ledger."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
@@ -802,3 +803,89 @@ def test_a_month_of_lost_calls_alone_is_no_counter_drift(clean, django_user_mode
     assert reconcile().check(COUNTERS).drift == 0
     code, out = run()
     assert code == 0, out
+
+
+# --- --format json ------------------------------------------------------------------------------
+
+
+def run_json(*args) -> tuple[int, dict]:
+    """(exit code, the object printed) of reconcile_usage --format json."""
+    code, out = run("--format", "json", *args)
+    return code, json.loads(out)
+
+
+def test_json_gives_every_check_of_a_clean_ledger_and_exit_0(clean):
+    code, document = run_json()
+
+    assert code == 0
+    assert document["clean"] is True and document["fix"] is False
+    assert [check["name"] for check in document["checks"]] == [
+        check.name for check in reconcile().checks
+    ]
+    assert all(check["drift_found"] is False for check in document["checks"])
+    assert all(check["fix"] is None for check in document["checks"])
+    assert document["ledger_rows"] == 5
+    assert document["summary"].startswith("Clean: 5 ledger rows in all agree")
+
+
+def test_json_says_the_drift_found_and_what_fix_rebuilt_with_the_text_exit_codes(clean, owner):
+    counter = MonthlyUsage.objects.filter(user=owner).order_by("-month").first()
+    MonthlyUsage.objects.filter(pk=counter.pk).update(credits=counter.credits - Decimal("1"))
+    DailyUsageRollup.objects.filter(model_alias="premium").update(credits=Decimal("1.99"))
+
+    code, found = run_json()
+    assert code == 1 and found["clean"] is False
+    checks = {check["name"]: check for check in found["checks"]}
+    assert checks[COUNTERS]["drift"] == 1 and checks[COUNTERS]["drift_found"] is True
+    assert checks[COUNTERS]["state"] == "DRIFT" and checks[COUNTERS]["fixable"] is True
+    assert "owner" in checks[COUNTERS]["examples"][0]  # examples name users, as in the text
+    assert checks[ROLLUPS]["drift"] == 1 and checks[TURN_TOTALS]["drift_found"] is False
+    assert checks[COUNTERS]["fix"] is None
+    assert "Run with --fix" in found["summary"]
+
+    code, fixed = run_json("--fix")
+    assert code == 0 and fixed["clean"] is True and fixed["fix"] is True
+    checks = {check["name"]: check for check in fixed["checks"]}
+    assert checks[COUNTERS]["drift"] == 1  # as found, before the rebuild
+    rebuilt = checks[COUNTERS]["fix"]
+    assert rebuilt["rebuilt"].endswith(" replaced) of 1 month") and rebuilt["changed"] >= 2
+    assert rebuilt["said"] == f"monthly counters: rebuilt {rebuilt['rebuilt']}"
+    assert rebuilt["after"]["drift"] == 0 and rebuilt["after"]["state"] == "ok"
+    assert checks[ROLLUPS]["fix"]["after"]["drift_found"] is False
+    assert checks[TURN_TOTALS]["fix"] is None  # nothing drifted there
+    assert fixed["summary"].startswith("Clean after --fix: drift in rollups vs ledger, monthly")
+    assert run_json()[0] == 0
+
+
+def test_json_of_a_dry_run_says_what_would_be_rebuilt_and_writes_nothing(clean):
+    MonthlyUsage.objects.all().delete()
+
+    code, document = run_json("--fix", "--dry-run")
+
+    assert code == 1 and document["dry_run"] is True
+    fix = next(check["fix"] for check in document["checks"] if check["name"] == COUNTERS)
+    assert fix["dry_run"] is True and fix["after"] is None and fix["changed"] is None
+    assert fix["said"].startswith("would rebuild monthly counters: ")
+    assert not MonthlyUsage.objects.exists()
+
+
+def test_json_says_drift_fix_cannot_rebuild_is_not_fixable_and_exits_1(clean):
+    clean.messages.filter(role="assistant", agent_key="grace").delete()
+
+    code, document = run_json("--fix")
+
+    assert code == 1
+    transcript = next(check for check in document["checks"] if check["name"] == TRANSCRIPT)
+    assert transcript["state"] == "DRIFT (not fixable)" and transcript["fixable"] is False
+    assert transcript["fix"] is None
+    assert "Not fixable by --fix" in document["summary"]
+
+
+def test_json_is_printed_whatever_v_and_the_text_is_unchanged(clean):
+    quiet = StringIO()
+    call_command("reconcile_usage", "--format", "json", verbosity=0, stdout=quiet)
+    assert json.loads(quiet.getvalue())["clean"] is True
+
+    code, text = run()
+    assert code == 0 and not text.lstrip().startswith("{")
+    assert text.splitlines()[0] == f"{'check':<28} {'checked':>10} {'drift':>8}  state"

@@ -1,3 +1,4 @@
+import json
 import sys
 import time
 from datetime import date
@@ -7,7 +8,7 @@ from django.db import DatabaseError
 
 from pantheon.commands import ProjectCommand, add_since_argument, database_failed
 from pantheon.figures import counted
-from usage.reconcile import Report, reconcile
+from usage.reconcile import CheckResult, Report, reconcile
 from usage.rollups import today
 
 
@@ -23,7 +24,10 @@ class Command(ProjectCommand):
         "said to be not rolled up yet, which is not drift. --fix rebuilds what drifted from "
         "the ledger (never the ledger itself): the days of rollups (of the days they hold), the "
         "months of counters, the turns, and checks them again. With -v 0 it prints nothing "
-        "unless something drifted or turns are stuck running past the stale limit (one line)."
+        "unless something drifted or turns are stuck running past the stale limit (one line). "
+        "--format json prints the same verdicts as one JSON object, whatever -v: per check its "
+        "name, what it checked, the drift found and its examples, and what --fix rebuilt of it "
+        "and the check after; exit codes as in text."
     )
 
     def add_arguments(self, parser):
@@ -32,9 +36,22 @@ class Command(ProjectCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="with --fix: say what would be rebuilt"
         )
+        parser.add_argument(
+            "--format",
+            choices=["text", "json"],
+            default="text",
+            help="text (default: a table and a summary line) or json (one object, for scripts)",
+        )
 
     def handle(
-        self, *args, since: date | None = None, fix=False, dry_run=False, verbosity=1, **options
+        self,
+        *args,
+        since: date | None = None,
+        fix=False,
+        dry_run=False,
+        verbosity=1,
+        format="text",
+        **options,
     ):
         # A call that cannot be carried out exits 2, as the parser's own errors do: 1 is drift.
         if since is not None and since > (day := today()):
@@ -53,6 +70,13 @@ class Command(ProjectCommand):
             # Not drift (exit 1, which may page someone or prompt a --fix): nothing was checked.
             doing = "check and rebuild (--fix)" if fix and not dry_run else "check"
             raise database_failed(exc, saying=f"could not {doing}") from exc
+        if format == "json":
+            seconds = time.monotonic() - started
+            document = report_json(report, fix=fix, dry_run=dry_run, seconds=seconds)
+            self.stdout.write(json.dumps(document, indent=2, ensure_ascii=False))
+            if not report.clean:
+                sys.exit(1)
+            return
         if verbosity == 0 and report.clean and report.before is None:
             # Cron's -v 0: nothing drifted, nothing to say, but for turns stuck running (not
             # drift, but an operator's to end), in the one line.
@@ -75,15 +99,19 @@ class Command(ProjectCommand):
             sys.exit(1)
 
 
+def state_of(check: CheckResult) -> str:
+    """The table's state column: ok, info, DRIFT or DRIFT (not fixable)."""
+    if check.informational:
+        return "info"
+    if check.clean:
+        return "ok"
+    return "DRIFT" if check.fixable else "DRIFT (not fixable)"
+
+
 def render_table(report: Report) -> str:
     lines = [f"{'check':<28} {'checked':>10} {'drift':>8}  state"]
     for check in report.checks:
-        if check.informational:
-            state = "info"
-        elif check.clean:
-            state = "ok"
-        else:
-            state = "DRIFT" if check.fixable else "DRIFT (not fixable)"
+        state = state_of(check)
         lines.append(f"{check.name:<28} {check.checked:>10,} {check.drift:>8,}  {state}")
         lines.extend(f"    e.g. {example}" for example in check.examples)
         if check.note:
@@ -136,3 +164,61 @@ def summary_line(report: Report, *, seconds: float) -> str:
     else:
         hint = ""
     return f"Drift in {', '.join(drifted)} ({notes}; {seconds:.1f} s).{hint}"
+
+
+def _check_json(check: CheckResult) -> dict:
+    return {
+        "checked": check.checked,
+        "drift": check.drift,
+        "drift_found": not check.clean,
+        "state": state_of(check),
+        "examples": check.examples,
+        "note": check.note or None,
+    }
+
+
+def report_json(report: Report, *, fix: bool, dry_run: bool, seconds: float) -> dict:
+    """The verdicts of the text output as one object. Each check as first found (with --fix,
+    the check before the rebuild: the text's first table), and `fix`: what --fix rebuilt of it
+    (`rebuilt`, how many rows or turns it `changed`: 0 when another --fix got there first) and
+    the check after (`after`), or, with --dry-run, what it would rebuild (`after` null); null
+    for a check --fix had nothing to rebuild in. `clean` is the verdict the exit code gives."""
+    found = report.before or report
+    rebuilds = {rebuild.check: rebuild for rebuild in report.fixed}
+    checks = []
+    for check in found.checks:
+        rebuild = rebuilds.get(check.name)
+        done = None
+        if rebuild is not None:
+            after = None if rebuild.dry_run else report.check(check.name)
+            done = {
+                "dry_run": rebuild.dry_run,
+                "said": str(rebuild),
+                "rebuilt": rebuild.counted,
+                "changed": None if rebuild.dry_run else rebuild.changed,
+                "after": None if after is None else _check_json(after),
+            }
+        checks.append(
+            {
+                "name": check.name,
+                "fixable": check.fixable and not check.informational,
+                "informational": check.informational,
+                **_check_json(check),
+                "fix": done,
+            }
+        )
+    pending = report.rollups.pending if report.rollups is not None else None
+    return {
+        "since": None if report.since is None else report.since.isoformat(),
+        "fix": fix,
+        "dry_run": dry_run,
+        "clean": report.clean,
+        "ledger_rows": report.ledger_rows,
+        "rollups_not_rolled_up": (
+            None
+            if pending is None
+            else {"from": pending[0].isoformat(), "to": pending[1].isoformat()}
+        ),
+        "checks": checks,
+        "summary": summary_line(report, seconds=seconds),
+    }
