@@ -13,6 +13,8 @@ from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
 from pantheon import logging_context
+from pantheon.exceptions import InvalidTokensThrottled
+from pantheon.throttling import InvalidTokenThrottle
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -22,17 +24,35 @@ class TokenAuthentication(authentication.TokenAuthentication):
     the token saves that query on the hot path.
     """
 
+    request = None
+
+    def authenticate(self, request):
+        self.request = request  # for the limit on invalid tokens, by the client's address
+        return super().authenticate(request)
+
     def authenticate_credentials(self, key):
+        limit = InvalidTokenThrottle()
+        if self.request is not None and limit.refuses(self.request):
+            # The address sent too many invalid tokens: refused before any lookup.
+            raise InvalidTokensThrottled(limit.wait())
         model = self.get_model()
         try:
             token = model.objects.select_related("user", "user__billing_profile").get(key=key)
         except model.DoesNotExist as exc:
+            self._failed(limit)
             raise exceptions.AuthenticationFailed("Invalid token.") from exc
         if not token.user.is_active:
+            self._failed(limit)
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         token.user.billing_profile_loaded = True
         logging_context.bind(user_id=token.user.pk)
         return token.user, token
+
+    def _failed(self, limit: InvalidTokenThrottle) -> None:
+        """Counts the failure against the client's address: past its rate, a 429 (and the
+        address's next tokens refused unread) instead of the 401."""
+        if self.request is not None and limit.failed(self.request):
+            raise InvalidTokensThrottled(limit.wait())
 
 
 class SessionAuthentication(authentication.SessionAuthentication):

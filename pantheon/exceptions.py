@@ -401,13 +401,21 @@ def renderable(value):
     return value
 
 
-def throttled_body(seconds: int) -> dict:
-    return {
-        "detail": {
-            "code": "throttled",
-            "message": f"Too many requests. Retry in {counted(seconds, 'second')}.",
-        }
-    }
+def throttled_body(seconds: int, code: str = "throttled") -> dict:
+    retry = f"Retry in {counted(seconds, 'second')}."
+    message = {
+        "throttled": f"Too many requests. {retry}",
+        "too_many_invalid_tokens": "Too many requests with an invalid API token from your "
+        f"address: every token from it is refused for now. {retry}",
+    }[code]
+    return {"detail": {"code": code, "message": message}}
+
+
+class InvalidTokensThrottled(Throttled):
+    """A request refused before its token was looked up: its address sent too many invalid
+    tokens lately (`pantheon.throttling.InvalidTokenThrottle`)."""
+
+    default_code = "too_many_invalid_tokens"
 
 
 # What `api_exception_handler` answers as a client error: a refusal of the request, not a
@@ -452,7 +460,7 @@ def api_exception_handler(exc, context):
         # DRF rounds the wait up to whole seconds; always say when to come back.
         seconds = max(1, math.ceil(getattr(exc, "wait", None) or 1))
         response["Retry-After"] = str(seconds)
-        response.data = throttled_body(seconds)
+        response.data = throttled_body(seconds, getattr(exc, "default_code", "throttled"))
     elif isinstance(exc, NotAuthenticated | AuthenticationFailed):
         # DRF's `{"detail": "…"}` (DESIGN's), with DRF's own code beside it, as every other
         # refusal has one: `not_authenticated` (no credentials) or `authentication_failed`

@@ -384,6 +384,11 @@ PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL = config.rate(
     "PANTHEON_AUTH_RATE_PER_USERNAME_TOTAL", "100/hour"
 )
 PANTHEON_TURN_RATE = config.rate("PANTHEON_TURN_RATE", "60/min")
+# API requests whose token is unknown (or its user inactive), per client address: a bucket of N
+# refilled at N per period; past it every token from that address is refused (429
+# too_many_invalid_tokens) before its lookup. A client meets a 401 once when its token is
+# revoked; 60 a minute leaves an address many clients share room for theirs.
+PANTHEON_INVALID_TOKEN_RATE = config.rate("PANTHEON_INVALID_TOKEN_RATE", "60/min")
 # Every other authenticated API request, per user: a bucket of N refilled at N per period. A UI
 # sends a handful of requests per page and a few a second while it polls; 10 a second, with a
 # minute's worth at once, leaves it far below, and keeps one account's flood to a small share of

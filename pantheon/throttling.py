@@ -23,7 +23,10 @@ import contextlib
 import ipaddress
 import math
 import random
+import threading
+import time
 import unicodedata
+from collections import OrderedDict
 
 from django.conf import settings
 from django.core.cache import cache
@@ -380,6 +383,11 @@ SELECT EXISTS (SELECT 1 FROM taken),
        (SELECT tat FROM pantheon_rate WHERE key = %(key)s),
        (SELECT now FROM clock)
 """
+# Whether a bucket has a place left, without taking it: its `tat` (none: full) and the time.
+PEEK = """
+SELECT (SELECT tat FROM pantheon_rate WHERE key = %(key)s),
+       extract(epoch FROM clock_timestamp())::float8
+"""
 # A bucket full again says nothing: its row goes. No index on `tat` (the update stays HOT):
 # this scans the table, of one row per user busy within the last period, one check in 1000.
 PRUNE_BUCKETS = "DELETE FROM pantheon_rate WHERE tat < extract(epoch FROM clock_timestamp())"
@@ -410,6 +418,82 @@ class BucketRateThrottle(PerUserRateThrottle):
             level = max(tat if tat is not None else now, now) + interval
             self._wait = max(level - period - now, 1.0)
         return allowed
+
+    def spent(self, request, view=None) -> bool:
+        """Whether the bucket has no place left for this request, without taking one (on
+        PostgreSQL; elsewhere never); `wait` then says when the next frees up."""
+        if connection.vendor != "postgresql" or self.rate is None:
+            return False
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return False
+        period = float(self.duration)
+        interval = period / self.num_requests
+        with connection.cursor() as cursor:
+            cursor.execute(PEEK, {"key": self.key})
+            tat, now = cursor.fetchone()
+        if tat is None or tat + interval <= now + period:
+            return False
+        self._wait = max(tat + interval - period - now, 1.0)
+        return True
+
+
+class InvalidTokenThrottle(BucketRateThrottle):
+    """Requests whose API token is unknown (or its user inactive), per client address as the
+    login limits count it (`login_address`: `PANTHEON_NUM_PROXIES`, an IPv6 address by its
+    /64), at `PANTHEON_INVALID_TOKEN_RATE`. Only failures take a place (`failed`, after the
+    token's lookup found none); while the address's bucket is spent, every token from it is
+    refused before its lookup (`refuses`): a flood of made-up tokens costs no token lookup,
+    and valid tokens from that address are refused with it (README: telling them apart is that
+    lookup).
+
+    Whether to look before the lookup is a hint kept by each worker: the addresses a token
+    failed from on this worker within the rate's period (a bucket that no failure touched for a
+    period is full again). The count itself is the shared bucket's; a worker that has not seen
+    an address fail yet looks the token up, and counts its failure there, once."""
+
+    scope = "invalid_token"
+    rate_setting = "PANTHEON_INVALID_TOKEN_RATE"
+    # Address key -> until when (time.monotonic()) this worker looks at its bucket first.
+    _failing: "OrderedDict[str, float]" = OrderedDict()
+    _failing_lock = threading.Lock()
+    FAILING_KEPT = 10_000
+
+    def get_cache_key(self, request, view) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": login_address(request)}
+
+    def refuses(self, request) -> bool:
+        """Whether the request is refused before its token is looked up: its address's bucket is
+        spent (looked at only where a token failed from it on this worker lately)."""
+        if self.rate is None:
+            return False
+        key = self.get_cache_key(request, None)
+        with self._failing_lock:
+            until = self._failing.get(key)
+            if until is not None and until < time.monotonic():
+                del self._failing[key]
+                until = None
+        return until is not None and self.spent(request)
+
+    def failed(self, request) -> bool:
+        """Counts a failed token; whether the address is over its rate (then `wait` says how
+        long until the next place)."""
+        if self.rate is None:
+            return False
+        allowed = self.allow_request(request, None)
+        key = self.get_cache_key(request, None)
+        with self._failing_lock:
+            self._failing[key] = time.monotonic() + self.duration
+            self._failing.move_to_end(key)
+            while len(self._failing) > self.FAILING_KEPT:
+                self._failing.popitem(last=False)
+        return not allowed
+
+    @classmethod
+    def forget_failing(cls) -> None:
+        """This worker's hint emptied (a test's fresh worker)."""
+        with cls._failing_lock:
+            cls._failing.clear()
 
 
 class ApiRateThrottle(BucketRateThrottle):

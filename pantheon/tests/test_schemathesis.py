@@ -230,6 +230,7 @@ def production_server(transactional_db, tmp_path):
             "PANTHEON_AUTH_RATE_PER_USERNAME": "100000/min",
             "PANTHEON_API_RATE": "100000/min",
             "PANTHEON_CREATE_RATE": "100000/min",
+            "PANTHEON_INVALID_TOKEN_RATE": "100000/min",
         },
     )
     with server:
