@@ -84,6 +84,13 @@ class Session(models.Model):
                 F("id").desc(),
                 name="session_user_activity",
             ),
+            # A user's sessions not deleted: what a create counts under the user's lock
+            # (`PANTHEON_MAX_SESSIONS_PER_USER`), without reading the deleted ones.
+            models.Index(
+                fields=["started_by"],
+                condition=models.Q(deleted_at__isnull=True),
+                name="session_user_alive",
+            ),
         ]
 
     def __str__(self) -> str:
