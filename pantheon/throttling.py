@@ -30,7 +30,7 @@ from collections import OrderedDict
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils.crypto import salted_hmac
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
@@ -388,6 +388,8 @@ PEEK = """
 SELECT (SELECT tat FROM pantheon_rate WHERE key = %(key)s),
        extract(epoch FROM clock_timestamp())::float8
 """
+# A place given back (`BucketRateThrottle.release`).
+GIVE_BACK = "UPDATE pantheon_rate SET tat = tat - %(interval)s WHERE key = %(key)s"
 # A bucket full again says nothing: its row goes. No index on `tat` (the update stays HOT):
 # this scans the table, of one row per user busy within the last period, one check in 1000.
 PRUNE_BUCKETS = "DELETE FROM pantheon_rate WHERE tat < extract(epoch FROM clock_timestamp())"
@@ -413,11 +415,24 @@ class BucketRateThrottle(PerUserRateThrottle):
                 cursor.execute(PRUNE_BUCKETS)
         if allowed:
             self._wait = None
+            self._recorded_at = now  # a place taken, which `release` gives back
         else:  # the next place frees up when the bucket's level is one below full
             interval = params["interval"]
             level = max(tat if tat is not None else now, now) + interval
             self._wait = max(level - period - now, 1.0)
         return allowed
+
+    def release(self) -> None:
+        """Give back the place this request took, if it took one: the bucket's level one place
+        lower (another request's place taken meanwhile stays taken)."""
+        if connection.vendor != "postgresql":
+            return super().release()
+        at, self._recorded_at = self._recorded_at, None
+        if at is None or self.key is None:
+            return
+        interval = float(self.duration) / self.num_requests
+        with connection.cursor() as cursor:
+            cursor.execute(GIVE_BACK, {"key": self.key, "interval": interval})
 
     def spent(self, request, view=None) -> bool:
         """Whether the bucket has no place left for this request, without taking one (on
@@ -533,3 +548,24 @@ class CreateRateThrottle(BucketRateThrottle):
 
 # The throttles of a view that creates agents, rooms or sessions with its POST.
 CREATING_THROTTLES = [ApiRateThrottle, CreateRateThrottle]
+
+
+class GivesBackRefusedCreates:
+    """For a view with `CREATING_THROTTLES`: a POST answered other than 2xx created nothing (a
+    body that does not validate, 400; a bound reached, 409; another limit's 429; a 404), so it
+    gives back the place it took under `PANTHEON_CREATE_RATE`: a user who fixes a typo and
+    retries is not short of creates for it. Its place under `PANTHEON_API_RATE` stays taken,
+    which bounds a loop of invalid bodies."""
+
+    def get_throttles(self):
+        self.checked_throttles = super().get_throttles()  # type: ignore[misc]
+        return self.checked_throttles
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if request.method == "POST" and not 200 <= response.status_code < 300:
+            for throttle in getattr(self, "checked_throttles", ()):
+                if isinstance(throttle, CreateRateThrottle):
+                    # A database that is gone (a 503 already) leaves nothing to give back to.
+                    with contextlib.suppress(DatabaseError):
+                        throttle.release()
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 
 from pantheon.converters import ID
 from pantheon.schema import bad_request, owned_limit
-from pantheon.throttling import CREATING_THROTTLES
+from pantheon.throttling import CREATING_THROTTLES, GivesBackRefusedCreates
 from rooms import selectors, services
 from rooms.models import Agent, Room
 from rooms.serializers import (
@@ -37,7 +37,7 @@ from rooms.serializers import (
         "null, and those without a `title` take the agent's name as their title)."
     ),
 )
-class AgentViewSet(viewsets.ModelViewSet):
+class AgentViewSet(GivesBackRefusedCreates, viewsets.ModelViewSet):
     serializer_class = AgentSerializer
     throttle_classes = CREATING_THROTTLES
     lookup_value_converter = ID  # a malformed id is the URL resolver's 404
@@ -82,6 +82,7 @@ class AgentViewSet(viewsets.ModelViewSet):
     ),
 )
 class RoomViewSet(
+    GivesBackRefusedCreates,
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,

@@ -8,7 +8,7 @@ from pantheon.converters import ID
 from pantheon.exceptions import NoSummaryYet
 from pantheon.pagination import ActivityPagination, TimelinePagination
 from pantheon.schema import owned_limit, refusals
-from pantheon.throttling import CREATING_THROTTLES
+from pantheon.throttling import CREATING_THROTTLES, GivesBackRefusedCreates
 from rooms.selectors import agent_for_user, room_for_user
 from sessions_app import selectors, services
 from sessions_app.serializers import (
@@ -47,7 +47,7 @@ def _session_created(session) -> Response:
         "sessions not deleted, in rooms and direct together (409)."
     ),
 )
-class RoomSessionsView(generics.ListCreateAPIView):
+class RoomSessionsView(GivesBackRefusedCreates, generics.ListCreateAPIView):
     """`GET, POST rooms/{room_id}/sessions`: the room's sessions, oldest first; open one."""
 
     serializer_class = SessionActivitySerializer
@@ -89,7 +89,7 @@ class RoomSessionsView(generics.ListCreateAPIView):
         "rooms and direct together (409)."
     ),
 )
-class AgentSessionsView(generics.ListCreateAPIView):
+class AgentSessionsView(GivesBackRefusedCreates, generics.ListCreateAPIView):
     """`GET, POST agents/{agent_id}/sessions`: the direct sessions with one agent, newest
     activity first; open one."""
 

@@ -198,3 +198,46 @@ def test_a_flood_that_spent_the_api_rate_does_not_keep_a_token_from_being_revoke
     client.credentials(HTTP_AUTHORIZATION=f"Token {rotated.json()['token']}")
     assert client.delete("/api/v1/auth/token").status_code == 204
     assert not Token.objects.filter(user=owner).exists()
+
+
+AGENT = {"agent_key": "bob", "name": "Bob", "model_alias": "deepseek"}
+
+
+def test_a_create_refused_for_its_body_gives_its_place_back(settings, owner, owner_client):
+    """A typo fixed and sent again costs no create: the refused body took a place under the
+    create rate (DRF throttles before it validates), and two of them left the user's fixed one a
+    429 for half an hour."""
+    settings.PANTHEON_CREATE_RATE = "2/hour"
+    typos = [owner_client.post("/api/v1/agents", {**AGENT, "model_alias": ""}, format="json")]
+    typos += [owner_client.post("/api/v1/rooms", {"agent_ids": []}, format="json")]
+    typos += [owner_client.post("/api/v1/rooms/00000000-0000-0000-0000-000000000000/sessions")]
+
+    assert [typo.status_code for typo in typos] == [400, 400, 404]
+    assert owner_client.post("/api/v1/agents", AGENT, format="json").status_code == 201
+    room = owner_client.post("/api/v1/rooms", {"name": "R", "agent_ids": []}, format="json")
+    assert room.status_code == 201
+    assert_throttled(owner_client.post("/api/v1/rooms", {"name": "S", "agent_ids": []}))
+
+
+def test_a_create_past_a_bound_gives_its_place_back(settings, owner, owner_client, make_agent):
+    settings.PANTHEON_CREATE_RATE = "1/hour"
+    settings.PANTHEON_MAX_AGENTS_PER_USER = 1
+    agent = make_agent(owner, "ada")
+
+    refused = [owner_client.post("/api/v1/agents", AGENT, format="json") for _ in range(3)]
+    assert [answer.status_code for answer in refused] == [409, 409, 409]
+    assert owner_client.delete(f"/api/v1/agents/{agent.id}").status_code == 204
+    assert owner_client.post("/api/v1/agents", AGENT, format="json").status_code == 201
+
+
+def test_invalid_bodies_are_still_counted_by_the_api_rate(settings, owner, owner_client):
+    settings.PANTHEON_API_RATE = "3/min"
+    settings.PANTHEON_CREATE_RATE = "1/hour"
+    invalid = [owner_client.post("/api/v1/agents", {}, format="json") for _ in range(3)]
+
+    assert [answer.status_code for answer in invalid] == [400, 400, 400]
+    assert_throttled(owner_client.post("/api/v1/agents", {}, format="json"))
+    # The create the API rate refused took no create: once the API rate refills, it passes.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE pantheon_rate SET tat = 0 WHERE key LIKE 'throttle_api_%%'")
+    assert owner_client.post("/api/v1/agents", AGENT, format="json").status_code == 201
