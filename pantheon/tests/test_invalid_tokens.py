@@ -20,10 +20,8 @@ BAD = "Token " + "0" * 40
 @pytest.fixture(autouse=True)
 def _fresh_counts():
     forget_throttle_history()
-    InvalidTokenThrottle.forget_failing()
     yield
     forget_throttle_history()
-    InvalidTokenThrottle.forget_failing()
 
 
 def get(authorization: str, address: str = "203.0.113.7", **headers):
