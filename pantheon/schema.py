@@ -351,7 +351,9 @@ DESCRIPTIONS = {
     413: "`request_too_large`: the body is over the server's size limit.",
     415: "Unsupported media type: send `application/json`.",
     429: "`throttled`: too many requests (the per-user API rate; creates and turns have "
-    "rates of their own); retry after `Retry-After` seconds.",
+    "rates of their own); or `too_many_invalid_tokens`: the client's address sent too many "
+    "invalid API tokens lately, and every token from it waits. Retry after `Retry-After` "
+    "seconds.",
     503: "`over_capacity`: the server is serving as many requests as it can; or "
     "`database_unavailable`: the request lost its database connection (a restart, a "
     "failover). Retry after `Retry-After` seconds.",
