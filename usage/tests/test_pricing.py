@@ -146,6 +146,21 @@ def test_alias_pricing_reports_the_multiplier_that_applies(price_list):
     assert {p.pricing_version_id for p in pricing.values()} == {price_list.id}
 
 
+def test_alias_pricing_reads_each_alias_as_the_orm_does(price_list):
+    """The aliases come from the pricing read's own row: every field as a model read gives it
+    (dates aware, ids UUIDs), and a row a save updates rather than inserts."""
+    pricing = alias_pricing(aliases=ALIASES)
+
+    for name in ALIASES:
+        read, stored = pricing[name].alias, ModelAlias.objects.get(alias=name)
+        fields = [field.attname for field in ModelAlias._meta.concrete_fields]
+        assert [getattr(read, f) for f in fields] == [getattr(stored, f) for f in fields]
+        assert read._state.adding is False
+        read.max_output_tokens += 1
+        read.save(update_fields=["max_output_tokens"])  # an UPDATE of the row that was read
+    assert ModelAlias.objects.count() == len(set(ModelAlias.objects.values_list("alias")))
+
+
 def test_without_any_price_list_the_multiplier_is_none_and_credits_are_x1(owner):
     PricingVersion.objects.all().delete()
 
