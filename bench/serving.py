@@ -2,6 +2,7 @@
 an OpenAI-compatible stub provider, both on 127.0.0.1.
 
     python bench/serving.py [--quick] [--workers N] [--database-url postgres://.../x_bench]
+                            [--port-base N]
 
 It prints:
 - overlap: 64 sessions posting 3 turns each against a 1.5 s provider (ideal 4.5 s);
@@ -54,6 +55,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="default: gunicorn.conf.py's")
     parser.add_argument("--quick", action="store_true", help="smaller loads, for a smoke run")
     parser.add_argument("--cpu-turns", type=int, default=400)
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=None,
+        help="serve the stub and the servers on this port and the next three (default: free ones)",
+    )
     return parser.parse_args()
 
 
@@ -228,11 +235,15 @@ def waiting_case(server, data, name, sessions, turns_each, ideal, database) -> d
     }
 
 
-def first_turns(url: str, env: dict, workers: int | None, data: dict) -> tuple[float, float]:
+def first_turns(
+    url: str, env: dict, workers: int | None, data: dict, port: int | None = None
+) -> tuple[float, float]:
     """A fresh server: the first turn's latency, then the tenth's (0 ms provider)."""
     headers = {"Authorization": f"Token {data['token']}"}
     sessions = data["sessions"]["fast"]
-    server = AppServer(database_url=url, env=env, **({"workers": workers} if workers else {}))
+    server = AppServer(
+        database_url=url, env=env, port=port, **({"workers": workers} if workers else {})
+    )
     server.start()
     try:
         times = []
@@ -311,7 +322,12 @@ def main() -> int:
     speed_before = reference_seconds()
     print(f"scratch database: {args.database_url}")
     recreate_database(args.database_url)
-    stub_port = free_port()
+    ports = (
+        [args.port_base + offset for offset in range(4)]
+        if args.port_base
+        else [free_port(), None, None, None]
+    )
+    stub_port = ports[0]
     stub = subprocess.Popen(
         [sys.executable, "-m", "pantheon.testing.stub_llm", "--port", str(stub_port)],
         cwd=ROOT,
@@ -333,9 +349,11 @@ def main() -> int:
         # The servers inherit this process's environment, unthrottled by setup_django.
         env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
         workers = {"workers": args.workers} if args.workers else {}
-        first, tenth = first_turns(args.database_url, env, args.workers, data)
+        first, tenth = first_turns(args.database_url, env, args.workers, data, ports[1])
 
-        server = AppServer(database_url=args.database_url, env=env, **workers).start()
+        server = AppServer(
+            database_url=args.database_url, env=env, port=ports[2], **workers
+        ).start()
         sessions = data["sessions"]
         # The issue's memory goal is the RSS after an 8-client run: measured right after it,
         # and again after the waiting cases (hundreds of turns held at once).
@@ -359,6 +377,7 @@ def main() -> int:
         server = AppServer(
             database_url=args.database_url,
             env={"PANTHEON_LLM_BACKEND": "demo"},
+            port=ports[3],
             **workers,
         ).start()
         cpu_demo = cpu_case(server, data, "demo", args.cpu_turns)
