@@ -62,3 +62,25 @@ def test_a_worker_warming_up_says_which_role_names_a_missing_model_alias(setting
     with caplog.at_level(logging.WARNING, logger="pantheon.warmup"):
         warmup.warn_of_missing_role_aliases()
     assert caplog.messages == []
+
+
+def test_with_the_pool_a_request_starts_without_a_trip_to_its_thread():
+    """Django's `request_started` receivers have nothing to do with the pool (the request before
+    gave the thread's connection back as it finished), yet each request went to its thread and
+    back to run them: the production application drops them there, and keeps them (and
+    `request_finished`'s) without the pool, where a connection outlives its request."""
+    script = (
+        "import json, django; django.setup(); "
+        "from django.core.signals import request_finished, request_started; "
+        "from pantheon.threads import PantheonASGIHandler; PantheonASGIHandler(); "
+        "names = lambda signal: sorted(r.__name__ for r in signal._live_receivers(None)[0]); "
+        "print(json.dumps([names(request_started), names(request_finished)]))"
+    )
+    url = "postgres://postgres@127.0.0.1:5432/unused"  # not reached: nothing is queried
+
+    pooled = production_python(script, DATABASE_URL=url, DB_POOL_MAX_SIZE="16")
+    unpooled = production_python(script, DATABASE_URL=url, DB_POOL_MAX_SIZE="0")
+
+    assert pooled[0] == []
+    assert "close_old_connections" in pooled[1]
+    assert unpooled[0] == ["close_old_connections", "reset_queries"]
