@@ -5,6 +5,8 @@ requests alone; a turn's post is counted by the turn rate only."""
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from pantheon.testing.concurrency import all_at_once
 from pantheon.testing.servers import forget_throttle_history
@@ -100,12 +102,23 @@ def test_creates_have_a_tighter_rate_of_their_own(settings, owner, owner_client,
     assert owner_client.patch(f"/api/v1/agents/{agent.id}", {"name": "A"}).status_code == 200
 
 
-def test_health_and_logins_are_not_counted(settings, client, owner):
+def test_health_and_logins_are_not_counted(settings, owner):
+    """A signed-in user's health checks and logins (sent with their token and their console
+    cookie, as a browser or a script that holds both would) leave their API rate untouched:
+    with a rate of 1 a minute, their next API request still gets its one place."""
     settings.PANTHEON_API_RATE = "1/min"
-    assert [client.get("/api/v1/health").status_code for _ in range(3)] == [200, 200, 200]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pantheon_rate")
-        assert cursor.fetchone() == (0,)
+    client = APIClient()
+    client.force_login(owner)  # the console's cookie
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
+    login = {"username": "owner", "password": "owner-pass-123"}
+
+    health = [client.get("/api/v1/health").status_code for _ in range(3)]
+    logins = [client.post("/api/v1/auth/token", login, format="json") for _ in range(3)]
+
+    assert health == [200, 200, 200]
+    assert [response.status_code for response in logins] == [200, 200, 200]
+    assert client.get(SESSIONS).status_code == 200  # the bucket's one place was still there
+    assert_throttled(client.get(SESSIONS))  # and the rate is in force
 
 
 def test_the_rate_is_one_row_of_constant_size_per_user(settings, owner, owner_client):
@@ -162,9 +175,6 @@ def test_signing_out_and_rotating_a_token_are_counted_at_the_api_rates_pace(sett
     """Neither is a login (no place under the login limits), but each is a request of the
     user's: a loop of rotations filled the account's console history at any speed. The two
     share a bucket of their own (below)."""
-    from rest_framework.authtoken.models import Token
-    from rest_framework.test import APIClient
-
     settings.PANTHEON_API_RATE = "2/min"
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
@@ -184,9 +194,6 @@ def test_a_flood_that_spent_the_api_rate_does_not_keep_a_token_from_being_revoke
     """A runaway script (or a leaked token's holder) spending the API rate kept its owner from
     signing out or rotating the token: 429 for as long as the flood went on. The two have a
     bucket of their own, at the same pace."""
-    from rest_framework.authtoken.models import Token
-    from rest_framework.test import APIClient
-
     settings.PANTHEON_API_RATE = "2/min"
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
