@@ -79,21 +79,28 @@ def test_twenty_concurrent_turns_at_the_edge_of_a_cap_overshoot_by_at_most_one_t
 def test_a_reservation_is_released_when_its_turn_ends(
     live_server, owner, make_agent, make_session, fake_gateway
 ):
+    """A turn holds its worst case while it runs, and its hold goes when it ends: the next
+    turns are counted against what the month used alone. With less room left under the cap
+    than one finished turn held, they are still admitted (a hold left behind refused them)."""
     agent = make_agent(owner, "ada")
     sessions = [make_session(owner, agent=agent) for _ in range(3)]
     token = Token.objects.create(user=owner).key
-    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("5"))
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("5"))
 
-    for session in sessions:
-        answer = _post_all(live_server.url, token, [session], "one at a time")[0]
-        assert answer.status_code == 201, answer.text
-        balance = answer.json()["balance"]
-        assert balance["credit_cap"] == "5.0000000000"
-        assert balance["low_balance"] is False
-
+    first = _post_all(live_server.url, token, sessions[:1], "one at a time")[0]
+    assert first.status_code == 201, first.text
+    assert first.json()["balance"]["credit_cap"] == "5.0000000000"
     held = Turn.objects.get(session=sessions[0]).reserved_credits
     assert held > 0  # it held its worst case while it ran ...
     assert month_credits(user=owner) < held  # ... far more than it spent
+    # Room for half of what the ended turn held, and more than a turn spends.
+    profile.monthly_credit_cap = month_credits(user=owner) + held / 2
+    profile.save()
+
+    for session in sessions[1:]:
+        answer = _post_all(live_server.url, token, [session], "one at a time")[0]
+        assert answer.status_code == 201, answer.text
+        assert Decimal(answer.json()["balance"]["credit_cap"]) == profile.monthly_credit_cap
 
 
 def test_parallel_turns_whose_worst_cases_fit_the_cap_are_all_admitted(
