@@ -26,16 +26,30 @@ def test_a_month_without_calls_has_zero_credits(owner):
 
 @pytest.mark.django_db
 def test_adds_go_to_the_utc_month_of_the_call(owner, outsider):
-    usage_month_add(user_id=owner.pk, at=utc(2026, 11, 30, 23, 59, 59), credits=Decimal("0.25"))
-    usage_month_add(user_id=owner.pk, at=utc(2026, 11, 2), credits=Decimal("0.0000000001"))
-    usage_month_add(user_id=owner.pk, at=utc(2026, 12, 1), credits=Decimal("1"), calls=3)
-    # 20:00 on 30 November in New York is already December in UTC.
-    new_york = timezone(timedelta(hours=-5))
-    usage_month_add(
-        user_id=owner.pk, at=datetime(2026, 11, 30, 20, tzinfo=new_york), credits=Decimal("2")
-    )
-    usage_month_add(user_id=outsider.pk, at=utc(2026, 11, 5), credits=Decimal("7"))
+    """Each add answers the month's credits after it (a turn's `balance`), the month's first
+    add too."""
+    totals = [
+        usage_month_add(
+            user_id=owner.pk, at=utc(2026, 11, 30, 23, 59, 59), credits=Decimal("0.25")
+        ),
+        usage_month_add(user_id=owner.pk, at=utc(2026, 11, 2), credits=Decimal("0.0000000001")),
+        usage_month_add(user_id=owner.pk, at=utc(2026, 12, 1), credits=Decimal("1"), calls=3),
+        # 20:00 on 30 November in New York is already December in UTC.
+        usage_month_add(
+            user_id=owner.pk,
+            at=datetime(2026, 11, 30, 20, tzinfo=timezone(timedelta(hours=-5))),
+            credits=Decimal("2"),
+        ),
+        usage_month_add(user_id=outsider.pk, at=utc(2026, 11, 5), credits=Decimal("7")),
+    ]
 
+    assert totals == [
+        Decimal("0.25"),
+        Decimal("0.2500000001"),
+        Decimal("1"),
+        Decimal("3"),
+        Decimal("7"),
+    ]
     assert month_credits(user=owner, at=utc(2026, 11, 15)) == Decimal("0.2500000001")
     assert month_credits(user=owner, at=utc(2026, 12, 31, 23)) == Decimal("3")
     assert month_credits(user=owner.pk, at=utc(2027, 1, 1)) == Decimal("0")
