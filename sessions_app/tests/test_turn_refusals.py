@@ -5,6 +5,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -130,6 +131,32 @@ def test_the_answer_says_where_the_month_stands_and_warns_near_the_cap(
         "credit_cap": "1.0000000000",
         "low_balance": True,  # past 90 % of the cap
     }
+
+
+def test_a_stale_turn_in_another_session_holds_nothing(
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn, settings
+):
+    """A turn whose worker died (no progress for PANTHEON_TURN_STALE_SECONDS) stays `running`
+    until `recover_turns` or its own session's next turn ends it: its hold must not keep its
+    user's turns in every other session under the cap until then."""
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("0.2"))
+    agent = make_agent(owner, "ada")
+    abandoned, other = make_session(owner, agent=agent), make_session(owner, agent=agent)
+    long_ago = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5)
+    Turn.objects.create(
+        session=abandoned,
+        turn_index=1,
+        mode="manual",
+        user_input="its worker died",
+        created_at=long_ago,
+        progress_at=long_ago,
+        reserved_credits=Decimal("5"),
+    )
+
+    response = post_turn(owner_client, other, "Hello")
+
+    assert response.status_code == 201, response.content
+    assert len(fake_gateway.calls) == 1
 
 
 def test_turns_in_progress_count_against_the_cap(
