@@ -550,11 +550,20 @@ def test_a_streamed_replay_ends_with_the_first_answer_balance_included(
 
 
 def test_prune_removes_only_keys_past_their_lifetime(owner, capsys):
+    """A key is kept its whole promised lifetime (24 hours), to the minute: a retry a minute
+    before it ends still replays its answer rather than running the turn again."""
+    lifetime = timedelta(hours=24)
     old = IdempotencyKey.objects.create(
-        user=owner, key="old", fingerprint="f", created_at=timezone.now() - timedelta(hours=25)
+        user=owner,
+        key="old",
+        fingerprint="f",
+        created_at=timezone.now() - lifetime - timedelta(minutes=1),
     )
     fresh = IdempotencyKey.objects.create(
-        user=owner, key="fresh", fingerprint="f", created_at=timezone.now() - timedelta(hours=23)
+        user=owner,
+        key="fresh",
+        fingerprint="f",
+        created_at=timezone.now() - lifetime + timedelta(minutes=1),
     )
 
     call_command("prune_idempotency_keys", "--dry-run")
