@@ -2,11 +2,13 @@
 request is a 429 with `Retry-After` and a coded body, and does nothing."""
 
 import hashlib
+from datetime import timedelta
 
 import httpx
 import pytest
 from django.db import connection
 from django.test import Client, RequestFactory
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -14,7 +16,8 @@ from pantheon.testing.concurrency import all_at_once
 from pantheon.testing.servers import AppServer, forget_throttle_history, postgres_url
 from pantheon.throttling import TurnRateThrottle, _at_address, username_digest
 from rooms.models import RoomMode
-from sessions_app.models import Turn
+from sessions_app.idempotency import request_fingerprint
+from sessions_app.models import IdempotencyKey, Turn
 
 pytestmark = pytest.mark.django_db
 
@@ -581,4 +584,32 @@ def test_a_retry_that_replays_a_stored_answer_is_never_refused_by_the_rate(
     assert {retry.json()["id"] for retry in retries} == {first.json()["id"]}
     assert len(fake_gateway.calls) == calls
     assert_throttled(another)
+    assert Turn.objects.filter(session=roundtable_session).count() == 1
+
+
+def test_a_retry_whose_key_holds_no_answer_yet_is_under_the_rate(
+    settings, owner, owner_client, roundtable_session, fake_gateway
+):
+    """Only a stored answer passes a spent turn rate. A key whose first request died before it
+    answered (running, stale) is taken over by its retry, which runs the turn afresh and calls
+    providers again: that retry counts, and is refused as any new turn is."""
+    settings.PANTHEON_TURN_RATE = "1/min"
+    url = f"/api/v1/sessions/{roundtable_session.id}/turns"
+    assert (
+        owner_client.post(url, {"message": "one"}, format="json", HTTP_IDEMPOTENCY_KEY="key-1")
+    ).status_code == 201
+    calls = len(fake_gateway.calls)
+    long_ago = timezone.now() - timedelta(hours=1)
+    IdempotencyKey.objects.create(
+        user=owner,
+        key="key-2",
+        fingerprint=request_fingerprint(method="POST", path=url, body={"message": "two"}),
+        created_at=long_ago,
+        updated_at=long_ago,
+    )
+
+    retry = owner_client.post(url, {"message": "two"}, format="json", HTTP_IDEMPOTENCY_KEY="key-2")
+
+    assert_throttled(retry)
+    assert len(fake_gateway.calls) == calls
     assert Turn.objects.filter(session=roundtable_session).count() == 1
