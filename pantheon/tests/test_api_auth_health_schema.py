@@ -36,6 +36,18 @@ def test_token_for_valid_credentials_authenticates_later_requests(owner, anon_cl
     assert [agent["agent_key"] for agent in agents.json()["results"]] == ["ada"]
 
 
+def test_the_token_of_a_deactivated_account_is_refused(owner):
+    """The console revokes the token of an account it deactivates; one deactivated any other
+    way (a script, a bulk update) keeps its token row, which must open nothing."""
+    key = Token.objects.create(user=owner).key
+    type(owner).objects.filter(pk=owner.pk).update(is_active=False)
+
+    response = token_client(key).get("/api/v1/agents")
+
+    assert response.status_code == 401
+    assert response.json()["detail"] == "User inactive or deleted."
+
+
 def test_token_is_stable_across_logins(owner, anon_client):
     credentials = {"username": "owner", "password": "owner-pass-123"}
 
