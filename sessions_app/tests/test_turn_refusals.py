@@ -133,6 +133,24 @@ def test_the_answer_says_where_the_month_stands_and_warns_near_the_cap(
     }
 
 
+def test_the_warning_starts_at_the_low_balance_share_itself(
+    owner, owner_client, session, fake_gateway, post_turn, this_month
+):
+    """`low_balance` from PANTHEON_LOW_BALANCE_SHARE (90 %) of the cap on, that share itself
+    included: a turn that leaves the month at exactly 0.9 of 1 warns."""
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1"))
+    ledger_event(owner, at=this_month, credits=Decimal("0.9"))
+    fake_gateway.usage = (0, 0, 0)  # its calls cost nothing: the month stays at 0.9
+
+    body = post_turn(owner_client, session, "Hello").json()
+
+    assert body["balance"] == {
+        "month_credits_used": "0.9000000000",
+        "credit_cap": "1.0000000000",
+        "low_balance": True,
+    }
+
+
 def test_a_stale_turn_in_another_session_holds_nothing(
     owner, owner_client, make_agent, make_session, fake_gateway, post_turn, settings
 ):
