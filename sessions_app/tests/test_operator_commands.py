@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from pantheon import config
-from sessions_app.models import IdempotencyKey
+from sessions_app.models import IdempotencyKey, Turn, TurnStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +33,32 @@ def test_recover_turns_at_verbosity_0_still_reports_the_turns_it_interrupted(sta
 
     assert f"turn {stale_turn.pk}" in out
     assert "Interrupted 1 turn(s)" in out
+
+
+def test_recover_turns_lists_only_turns_still_running(
+    stale_turn, owner, ada, make_session, settings
+):
+    """A dry run lists the turns it would interrupt: a turn that ended long ago (its last
+    progress as old as a stale one's) is none of them, and a real run leaves it as it ended."""
+    long_ago = timezone.now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 5)
+    ended = Turn.objects.create(
+        session=make_session(owner, agent=ada),
+        turn_index=1,
+        mode="direct",
+        user_input="answered",
+        status=TurnStatus.COMPLETED,
+        created_at=long_ago,
+        progress_at=long_ago,
+        completed_at=long_ago,
+    )
+
+    out, _ = run("recover_turns", "--dry-run")
+
+    assert f"turn {stale_turn.pk}" in out and f"turn {ended.pk}" not in out
+    assert out.endswith("Dry run: 1 stale turn(s) would be interrupted.\n")
+    assert "Interrupted 1 turn(s)" in run("recover_turns")[0]
+    ended.refresh_from_db()
+    assert (ended.status, ended.completed_at) == (TurnStatus.COMPLETED, long_ago)
 
 
 def test_prune_at_verbosity_0_deletes_quietly(owner):
