@@ -837,6 +837,28 @@ def test_turn_totals_equal_the_sum_of_their_events(
     assert total == sum((turn.credits for turn in Turn.objects.all()), Decimal("0"))
 
 
+def test_a_turns_cost_is_the_sum_of_its_rows_as_the_ledger_keeps_them(
+    owner, owner_client, make_agent, make_room, make_session, fake_gateway, post_turn
+):
+    """litellm's cost estimates come with more decimals than the ledger keeps (10): each row
+    keeps its own rounded, and the turn's cost is the sum of those rows, not the rounding of
+    their exact sum (0.0002469135 here, a place more than its two rows)."""
+    PricingVersion.objects.create(  # in force, and prices nothing: the estimates count
+        name="unpriced", default_multiplier=Decimal("1"), effective_from=timezone.now()
+    )
+    agents = [make_agent(owner, key, model_alias="llama") for key in ("ada", "grace")]
+    session = make_session(owner, room=make_room(owner, agents, mode=RoomMode.ROUNDTABLE))
+    fake_gateway.cost = Decimal("0.000123456745")  # 0.0001234567 and 0.45 of its last place
+
+    response = post_turn(owner_client, session, "both of you")
+
+    assert response.status_code == 201, response.content
+    rows = LlmCallEvent.objects.filter(turn_id=response.json()["id"])
+    assert [row.provider_cost_usd for row in rows] == [Decimal("0.0001234567")] * 2
+    assert response.json()["usage"]["provider_cost_usd"] == "0.0002469134"
+    assert Turn.objects.get().provider_cost_usd == Decimal("0.0002469134")
+
+
 def test_live_backend_counts_tokens_with_the_models_tokenizer(
     owner_client, room_session, fake_gateway, post_turn, settings
 ):
