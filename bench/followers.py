@@ -3,7 +3,7 @@ production server (gunicorn.conf.py, one worker) on PostgreSQL, with a stub prov
 streams a word every 100 ms, both on 127.0.0.1.
 
     python bench/followers.py --database-url postgres://.../pantheon_hfo_dev \\
-        [--watchers 300] [--turns 10] [--seconds 30] [--port N] [--stub-port N]
+        [--watchers 300] [--turns 10] [--seconds 30] [--port-base N]
 
 It starts `--turns` streamed turns (each answer streams for longer than the run), then
 `--watchers` followers spread evenly over them, waits until every follower has its first
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -35,28 +34,22 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from pantheon.testing.scratch import (  # noqa: E402
+    Ports,
+    bench_arguments,
     maintenance_connection,
-    recreate_database,
-    setup_django,
+    scratch_database,
 )
-from pantheon.testing.servers import AppServer, cpu_seconds, free_port, process_tree  # noqa: E402
+from pantheon.testing.servers import AppServer, cpu_seconds, process_tree  # noqa: E402
 from pantheon.testing.stub_llm import StubLLM  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_followers_bench"
-        ),
-    )
+    bench_arguments(parser, "followers", ports=True)
     parser.add_argument("--watchers", type=int, default=300)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--word-ms", type=int, default=100)
-    parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--stub-port", type=int, default=0)
     return parser.parse_args()
 
 
@@ -206,32 +199,25 @@ async def run(args: argparse.Namespace, server: AppServer, seeded: dict) -> dict
 
 def main() -> None:
     args = parse_args()
-    database = args.database_url.rsplit("/", 1)[1]
-    if database.endswith("_bench"):
-        recreate_database(args.database_url)
-    setup_django(args.database_url)
-    stub = StubLLM(port=args.stub_port).start()
-    # Each answer streams for longer than the followers are measured.
-    words = int((args.seconds + 60) * 1000 / args.word_ms)
-    seeded = seed(stub.base_url, f"stream-{args.word_ms}-words-{words}", args.turns)
-    # One user follows every turn here: the per-user bound on follow streams is lifted.
-    env = {
-        "PANTHEON_LLM_BACKEND": "live",
-        "STUB_API_KEY": "stub",
-        "PANTHEON_MAX_FOLLOWS_PER_USER": "0",
-    }
-    server = AppServer(database_url=args.database_url, env=env, port=args.port or free_port())
-    try:
-        server.start()
-        figures = asyncio.run(run(args, server, seeded))
-    finally:
-        server.stop()
-        stub.stop()
-        if database.endswith("_bench"):
-            from django.db import connection
-
-            connection.close()
-            recreate_database(args.database_url, drop_only=True)
+    ports = Ports(args.port_base)
+    with scratch_database(args.database_url, keep=args.keep_db, existing_ok=True):
+        stub = StubLLM(port=ports()).start()
+        # Each answer streams for longer than the followers are measured.
+        words = int((args.seconds + 60) * 1000 / args.word_ms)
+        seeded = seed(stub.base_url, f"stream-{args.word_ms}-words-{words}", args.turns)
+        # One user follows every turn here: the per-user bound on follow streams is lifted.
+        env = {
+            "PANTHEON_LLM_BACKEND": "live",
+            "STUB_API_KEY": "stub",
+            "PANTHEON_MAX_FOLLOWS_PER_USER": "0",
+        }
+        server = AppServer(database_url=args.database_url, env=env, port=ports())
+        try:
+            server.start()
+            figures = asyncio.run(run(args, server, seeded))
+        finally:
+            server.stop()
+            stub.stop()
     print(
         f"{args.watchers} followers of {args.turns} running turns "
         f"(a word every {args.word_ms} ms), measured over {figures['elapsed']:.0f} s"

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pantheon.testing.scratch import recreate_database, setup_django, vacuum_analyze  # noqa: E402
+from pantheon.testing.scratch import bench_arguments, scratch_database, vacuum_analyze  # noqa: E402
 
 USERS = 1_000
 DAYS = 60
@@ -50,13 +50,7 @@ ALIASES = ("deepseek", "llama", "qwen", "gpt_oss", "premium")
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="ledger rows to write")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_billing_bench"
-        ),
-    )
-    parser.add_argument("--keep-db", action="store_true", help="do not drop the scratch database")
+    bench_arguments(parser, "billing")
     parser.add_argument(
         "--reuse-db", action="store_true", help="measure a database kept by --keep-db, unfilled"
     )
@@ -327,13 +321,10 @@ def time_lookup(function, repeat: int = 200) -> float:
 
 def main() -> int:
     args = parse_args()
-    if not args.reuse_db:
-        recreate_database(args.database_url)
     failures = []
     # The machine is shared: say how busy it was, next to the figures.
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    try:
-        setup_django(args.database_url)
+    with scratch_database(args.database_url, keep=args.keep_db, reuse=args.reuse_db):
         from django.test import Client, override_settings
         from django.urls import reverse
 
@@ -414,12 +405,6 @@ def main() -> int:
                 f"{user.username:<37} {counts[user.username]:>16,} {counter:>12.0f} {resum:>11.0f}"
             )
             assert month_credits(user=user) == credits_used(user=user, since=month_start())
-    finally:
-        if not args.keep_db:
-            from django.db import connections
-
-            connections.close_all()
-            recreate_database(args.database_url, drop_only=True)
     if failures:
         print("\nover target: " + "; ".join(failures))
         return 1

@@ -20,7 +20,6 @@ stops them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
+from pantheon.testing.scratch import Ports, bench_arguments, scratch_database  # noqa: E402
 from pantheon.testing.servers import AppServer  # noqa: E402
 from pantheon.testing.stub_llm import StubLLM  # noqa: E402
 from pantheon.testing.tcp_proxy import TcpProxy  # noqa: E402
@@ -39,12 +38,7 @@ from pantheon.testing.tcp_proxy import TcpProxy  # noqa: E402
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_outage_bench"
-        ),
-    )
+    bench_arguments(parser, "outage", ports=True)
     parser.add_argument(
         "--outages", default="15,60", help="outage lengths in seconds, comma-separated"
     )
@@ -189,39 +183,34 @@ ORDER = ("list", "health", "turn", "list after", "turn ended", "next turn")
 def main() -> int:
     args = parse_args()
     lengths = [float(value) for value in args.outages.split(",")]
-    print(f"scratch database: {args.database_url}")
-    recreate_database(args.database_url)
-    stub = StubLLM().start()
-    try:
-        setup_django(args.database_url)
-        data = seed(stub.base_url, len(lengths))
-        from django.db import connection
+    ports = Ports(args.port_base)
+    with scratch_database(args.database_url, keep=args.keep_db):
+        stub = StubLLM(port=ports()).start()
+        try:
+            data = seed(stub.base_url, len(lengths))
+            from django.db import connection
 
-        env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
-        with TcpProxy.in_front_of(connection.settings_dict) as proxy:
-            url = proxy.database_url(connection.settings_dict)
-            with AppServer(database_url=url, env=env) as server:
-                print("outage  what                        took (s)  answer")
-                for length, session in zip(lengths, data["sessions"], strict=True):
-                    results = outage(server, proxy, data, session, length, args.wait)
-                    for what in ORDER:
-                        took, answer = results[what]
-                        note = {
-                            "list": "GET agents, during",
-                            "health": "GET health, during",
-                            "turn": "the turn cut off",
-                            "list after": "GET agents, once back",
-                            "turn ended": "turn ended, key freed *",
-                            "next turn": "the session's next turn *",
-                        }[what]
-                        print(f"{length:5.0f}s  {note:<27} {took:8.1f}  {answer}")
-        print("* seconds after PostgreSQL was back")
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        stub.stop()
-        recreate_database(args.database_url, drop_only=True)
+            env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
+            with TcpProxy.in_front_of(connection.settings_dict) as proxy:
+                url = proxy.database_url(connection.settings_dict)
+                with AppServer(database_url=url, env=env, port=ports()) as server:
+                    print("outage  what                        took (s)  answer")
+                    for length, session in zip(lengths, data["sessions"], strict=True):
+                        results = outage(server, proxy, data, session, length, args.wait)
+                        for what in ORDER:
+                            took, answer = results[what]
+                            note = {
+                                "list": "GET agents, during",
+                                "health": "GET health, during",
+                                "turn": "the turn cut off",
+                                "list after": "GET agents, once back",
+                                "turn ended": "turn ended, key freed *",
+                                "next turn": "the session's next turn *",
+                            }[what]
+                            print(f"{length:5.0f}s  {note:<27} {took:8.1f}  {answer}")
+            print("* seconds after PostgreSQL was back")
+        finally:
+            stub.stop()
     return 0
 
 

@@ -30,18 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
+from pantheon.testing.scratch import Ports, bench_arguments, scratch_database  # noqa: E402
 from pantheon.testing.servers import AppServer  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_reload_bench"
-        ),
-    )
+    bench_arguments(parser, "reload", ports=True)
     parser.add_argument("--reloads", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4)
     return parser.parse_args()
@@ -115,49 +110,51 @@ class Clients:
 
 def main() -> int:
     args = parse_args()
-    print(f"scratch database: {args.database_url}")
-    recreate_database(args.database_url)
     log_path = Path(tempfile.mkstemp(prefix="reload-bench-", suffix=".log")[1])
     server = None
-    try:
-        setup_django(args.database_url)
-        token, sessions = seed(args.clients)
-        server = AppServer(
-            database_url=args.database_url,
-            env={"PANTHEON_LLM_BACKEND": "demo", "LOG_LEVEL": "INFO"},
-            log_path=log_path,
-        ).start()
-        print(f"{'reload':>6} {'requests':>9} {'errors':>7} {'longest s':>10} {'handoff s':>10}")
-        with Clients(server.url, token, sessions) as clients:
-            time.sleep(3)
-            for number in range(1, args.reloads + 1):
-                [old] = server.worker_pids()
-                began = time.monotonic()
-                os.kill(server.process.pid, signal.SIGHUP)
-                deadline = began + 120
-                while old in server.worker_pids() or len(server.worker_pids()) != 1:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("the reload did not end within 120 s")
-                    time.sleep(0.05)
-                # The new worker answers (it may still be warming up), then the requests
-                # sent until then have ended.
-                httpx.get(f"{server.url}/api/v1/health", timeout=120)
-                ended = time.monotonic()
-                time.sleep(2)
-                during = clients.between(began, ended)
-                handoffs = re.findall(r"took requests for ([0-9.]+) s more", log_path.read_text())
-                print(
-                    f"{number:>6} {len(during):>9} {sum(not ok for *_, ok in during):>7} "
-                    f"{max(took for _, took, _ in during):>10.2f} "
-                    f"{handoffs[number - 1] if len(handoffs) >= number else '-':>10}"
-                )
-        for error in sorted(set(clients.errors)):
-            print(f"error: {error} ({clients.errors.count(error)})")
-    finally:
-        if server is not None:
-            server.stop()
-        recreate_database(args.database_url, drop_only=True)
-        log_path.unlink(missing_ok=True)
+    with scratch_database(args.database_url, keep=args.keep_db):
+        try:
+            token, sessions = seed(args.clients)
+            server = AppServer(
+                database_url=args.database_url,
+                port=Ports(args.port_base)(),
+                env={"PANTHEON_LLM_BACKEND": "demo", "LOG_LEVEL": "INFO"},
+                log_path=log_path,
+            ).start()
+            print(
+                f"{'reload':>6} {'requests':>9} {'errors':>7} {'longest s':>10} {'handoff s':>10}"
+            )
+            with Clients(server.url, token, sessions) as clients:
+                time.sleep(3)
+                for number in range(1, args.reloads + 1):
+                    [old] = server.worker_pids()
+                    began = time.monotonic()
+                    os.kill(server.process.pid, signal.SIGHUP)
+                    deadline = began + 120
+                    while old in server.worker_pids() or len(server.worker_pids()) != 1:
+                        if time.monotonic() > deadline:
+                            raise SystemExit("the reload did not end within 120 s")
+                        time.sleep(0.05)
+                    # The new worker answers (it may still be warming up), then the requests
+                    # sent until then have ended.
+                    httpx.get(f"{server.url}/api/v1/health", timeout=120)
+                    ended = time.monotonic()
+                    time.sleep(2)
+                    during = clients.between(began, ended)
+                    handoffs = re.findall(
+                        r"took requests for ([0-9.]+) s more", log_path.read_text()
+                    )
+                    print(
+                        f"{number:>6} {len(during):>9} {sum(not ok for *_, ok in during):>7} "
+                        f"{max(took for _, took, _ in during):>10.2f} "
+                        f"{handoffs[number - 1] if len(handoffs) >= number else '-':>10}"
+                    )
+            for error in sorted(set(clients.errors)):
+                print(f"error: {error} ({clients.errors.count(error)})")
+        finally:
+            if server is not None:
+                server.stop()
+            log_path.unlink(missing_ok=True)
     return 0
 
 

@@ -2,7 +2,6 @@
 an OpenAI-compatible stub provider, both on 127.0.0.1.
 
     python bench/serving.py [--quick] [--workers N] [--database-url postgres://.../x_bench]
-                            [--port-base N]
 
 It prints:
 - overlap: 64 sessions posting 3 turns each against a 1.5 s provider (ideal 4.5 s);
@@ -24,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -38,29 +35,23 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 
-from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
-from pantheon.testing.servers import AppServer, cpu_seconds, free_port, process_tree  # noqa: E402
+from pantheon.testing.scratch import (  # noqa: E402
+    Ports,
+    bench_arguments,
+    scratch_database,
+    stub_provider_process,
+)
+from pantheon.testing.servers import AppServer, cpu_seconds, process_tree  # noqa: E402
 
 GOALS = {"overlap": 1.5, "burst": 2.0, "connections": 32, "first_turn_s": 1.0, "cpu_ms": 9.0}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_serving_bench"
-        ),
-    )
+    bench_arguments(parser, "serving", ports=True)
     parser.add_argument("--workers", type=int, default=None, help="default: gunicorn.conf.py's")
     parser.add_argument("--quick", action="store_true", help="smaller loads, for a smoke run")
     parser.add_argument("--cpu-turns", type=int, default=400)
-    parser.add_argument(
-        "--port-base",
-        type=int,
-        default=None,
-        help="serve the stub and the servers on this port and the next three (default: free ones)",
-    )
     return parser.parse_args()
 
 
@@ -236,7 +227,7 @@ def waiting_case(server, data, name, sessions, turns_each, ideal, database) -> d
 
 
 def first_turns(
-    url: str, env: dict, workers: int | None, data: dict, port: int | None = None
+    url: str, env: dict, workers: int | None, data: dict, port: int
 ) -> tuple[float, float]:
     """A fresh server: the first turn's latency, then the tenth's (0 ms provider)."""
     headers = {"Authorization": f"Token {data['token']}"}
@@ -320,76 +311,67 @@ def main() -> int:
     overlap_sessions, burst_turns = (16, 64) if args.quick else (64, 256)
     database = args.database_url.rsplit("/", 1)[1]
     speed_before = reference_seconds()
-    print(f"scratch database: {args.database_url}")
-    recreate_database(args.database_url)
-    ports = (
-        [args.port_base + offset for offset in range(4)]
-        if args.port_base
-        else [free_port(), None, None, None]
-    )
-    stub_port = ports[0]
-    stub = subprocess.Popen(
-        [sys.executable, "-m", "pantheon.testing.stub_llm", "--port", str(stub_port)],
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    ports = Ports(args.port_base)
     server = None
-    try:
-        setup_django(args.database_url)
-        data = seed(
-            f"http://127.0.0.1:{stub_port}/v1",
-            {
-                "fast": 16,
-                "overlap": overlap_sessions,
-                "burst": burst_turns,
-                "stream": 5,
-                "demo": 8,
-            },
-        )
-        # The servers inherit this process's environment, unthrottled by setup_django.
-        env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
-        workers = {"workers": args.workers} if args.workers else {}
-        first, tenth = first_turns(args.database_url, env, args.workers, data, ports[1])
+    with (
+        scratch_database(args.database_url, keep=args.keep_db),
+        stub_provider_process(ports()) as stub_url,
+    ):
+        try:
+            data = seed(
+                stub_url,
+                {
+                    "fast": 16,
+                    "overlap": overlap_sessions,
+                    "burst": burst_turns,
+                    "stream": 5,
+                    "demo": 8,
+                },
+            )
+            # The servers inherit this process's environment, unthrottled by setup_django.
+            env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
+            workers = {"workers": args.workers} if args.workers else {}
+            first, tenth = first_turns(args.database_url, env, args.workers, data, ports())
 
-        server = AppServer(
-            database_url=args.database_url, env=env, port=ports[2], **workers
-        ).start()
-        sessions = data["sessions"]
-        # The issue's memory goal is the RSS after an 8-client run: measured right after it,
-        # and again after the waiting cases (hundreds of turns held at once).
-        cpu_stub = cpu_case(server, data, "fast", args.cpu_turns)
-        rss, pss = memory_mb(process_tree(server.process.pid))
-        overlap = waiting_case(
-            server,
-            data,
-            f"{overlap_sessions} sessions x 3 turns, 1.5 s",
-            sessions["overlap"],
-            3,
-            4.5,
-            database,
-        )
-        burst = waiting_case(
-            server, data, f"{burst_turns} turns at once, 5 s", sessions["burst"], 1, 5.0, database
-        )
-        rss_loaded, pss_loaded = memory_mb(process_tree(server.process.pid))
-        deltas = time_to_first_delta(server, data)
-        server.stop()
-        server = AppServer(
-            database_url=args.database_url,
-            env={"PANTHEON_LLM_BACKEND": "demo"},
-            port=ports[3],
-            **workers,
-        ).start()
-        cpu_demo = cpu_case(server, data, "demo", args.cpu_turns)
-    finally:
-        if server is not None:
+            server = AppServer(
+                database_url=args.database_url, env=env, port=ports(), **workers
+            ).start()
+            sessions = data["sessions"]
+            # The issue's memory goal is the RSS after an 8-client run: measured right after it,
+            # and again after the waiting cases (hundreds of turns held at once).
+            cpu_stub = cpu_case(server, data, "fast", args.cpu_turns)
+            rss, pss = memory_mb(process_tree(server.process.pid))
+            overlap = waiting_case(
+                server,
+                data,
+                f"{overlap_sessions} sessions x 3 turns, 1.5 s",
+                sessions["overlap"],
+                3,
+                4.5,
+                database,
+            )
+            burst = waiting_case(
+                server,
+                data,
+                f"{burst_turns} turns at once, 5 s",
+                sessions["burst"],
+                1,
+                5.0,
+                database,
+            )
+            rss_loaded, pss_loaded = memory_mb(process_tree(server.process.pid))
+            deltas = time_to_first_delta(server, data)
             server.stop()
-        stub.terminate()
-        stub.wait(10)
-        from django.db import connections
-
-        connections.close_all()
-        recreate_database(args.database_url, drop_only=True)
+            server = AppServer(
+                database_url=args.database_url,
+                env={"PANTHEON_LLM_BACKEND": "demo"},
+                port=ports(),
+                **workers,
+            ).start()
+            cpu_demo = cpu_case(server, data, "demo", args.cpu_turns)
+        finally:
+            if server is not None:
+                server.stop()
 
     speed_after = reference_seconds()
     print()

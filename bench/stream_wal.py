@@ -26,24 +26,22 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from pantheon.testing.scratch import recreate_database, setup_django  # noqa: E402
-from pantheon.testing.servers import AppServer, free_port  # noqa: E402
+from pantheon.testing.scratch import (  # noqa: E402
+    Ports,
+    bench_arguments,
+    scratch_database,
+    stub_provider_process,
+)
+from pantheon.testing.servers import AppServer  # noqa: E402
 
 WORD = 63  # characters a word, and a space: 64 a word
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_stream_wal_bench"
-        ),
-    )
+    bench_arguments(parser, "stream_wal", ports=True)
     parser.add_argument("--kb", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--word-ms", type=int, default=10, help="the stub's pace, per word")
-    parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--stub-port", type=int, default=None)
     parser.add_argument("--wal-dir", default="/var/lib/postgresql/15/main/pg_wal")
     return parser.parse_args()
 
@@ -144,23 +142,19 @@ class DatabaseWal:
 
 def main() -> int:
     args = parse_args()
-    recreate_database(args.database_url)
-    stub_port = args.stub_port or free_port()
-    stub = subprocess.Popen(
-        [sys.executable, "-m", "pantheon.testing.stub_llm", "--port", str(stub_port)],
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    try:
-        setup_django(args.database_url)
+    ports = Ports(args.port_base)
+    with (
+        scratch_database(args.database_url, keep=args.keep_db),
+        stub_provider_process(ports()) as stub_url,
+    ):
         models = {
             kb: f"stream-{args.word_ms}-words-{kb * 1024 // (WORD + 1)}-long-{WORD}-varied"
             for kb in args.kb
         }
-        data = seed(f"http://127.0.0.1:{stub_port}/v1", list(models.values()))
+        data = seed(stub_url, list(models.values()))
         env = {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
         headers = {"Authorization": f"Token {data['token']}", "Accept": "text/event-stream"}
-        with AppServer(database_url=args.database_url, env=env, port=args.port) as server:
+        with AppServer(database_url=args.database_url, env=env, port=ports()) as server:
             for kb, model in models.items():
                 url = f"{server.url}/api/v1/sessions/{data['sessions'][model]}/turns"
                 before = lsn()
@@ -177,12 +171,10 @@ def main() -> int:
                 assert "event: turn_completed" in body, body[-500:]
                 mine = wal.until(after)
                 print(
-                    f"{kb:>4} KB answer in {seconds:5.1f} s: cluster WAL {after - before:>11,} B"
+                    f"{kb:>4} KB answer in {seconds:5.1f} s: "
+                    f"cluster WAL {after - before:>11,} B"
                     + (f", this database's {mine:>11,} B" if mine is not None else "")
                 )
-    finally:
-        stub.terminate()
-        stub.wait(10)
     return 0
 
 

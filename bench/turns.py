@@ -18,7 +18,6 @@ Everything it starts it stops (gunicorn, the scratch database), also on failure.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -28,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pantheon.testing.scratch import (  # noqa: E402
-    recreate_database,
-    setup_django,
+    Ports,
+    bench_arguments,
+    scratch_database,
     vacuum_analyze,
 )
 from pantheon.testing.servers import AppServer  # noqa: E402
@@ -45,14 +45,8 @@ TARGETS = {
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=60, help="sessions measured per case")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_bench"
-        ),
-    )
+    bench_arguments(parser, "turns", ports=True)
     parser.add_argument("--workers", type=int, default=1, help="server workers (WEB_CONCURRENCY)")
-    parser.add_argument("--keep-db", action="store_true", help="do not drop the scratch database")
     return parser.parse_args()
 
 
@@ -203,63 +197,57 @@ def main() -> int:
     args = parse_args()
     import httpx
 
-    print(f"scratch database: {args.database_url}")
-    recreate_database(args.database_url)
     server = None
-    try:
-        setup_django(args.database_url)
-        started = time.monotonic()
-        data = seed(args.samples)
-        print(f"seeded {args.samples} sessions per case in {time.monotonic() - started:.1f}s")
-        vacuum_analyze()
+    with scratch_database(args.database_url, keep=args.keep_db):
+        try:
+            started = time.monotonic()
+            data = seed(args.samples)
+            print(f"seeded {args.samples} sessions per case in {time.monotonic() - started:.1f}s")
+            vacuum_analyze()
 
-        server = AppServer(
-            database_url=args.database_url,
-            workers=args.workers,
-            env={"PANTHEON_LLM_BACKEND": "demo"},  # unthrottled: inherited from setup_django
-        ).start()
-        base = server.url
-        headers = {"Authorization": f"Token {data['token']}"}
-        with httpx.Client(headers=headers, timeout=30) as client:
-            # Warm every worker (imports, connections) on sessions we do not measure.
-            warm = data["warm"][0]
-            for _ in range(6 * args.workers):
-                # Each on a new connection, so that the workers' accepts share them out.
-                client.post(
-                    f"{base}/api/v1/sessions/{warm}/turns",
-                    json={"message": "warm"},
-                    headers={"Connection": "close"},
-                )
-            measured = {
-                case: data[case][:-1]
-                for case in ("single@10", "single@500", "roundtable@10", "roundtable@500")
+            server = AppServer(
+                database_url=args.database_url,
+                workers=args.workers,
+                port=Ports(args.port_base)(),
+                env={"PANTHEON_LLM_BACKEND": "demo"},  # unthrottled: inherited from setup_django
+            ).start()
+            base = server.url
+            headers = {"Authorization": f"Token {data['token']}"}
+            with httpx.Client(headers=headers, timeout=30) as client:
+                # Warm every worker (imports, connections) on sessions we do not measure.
+                warm = data["warm"][0]
+                for _ in range(6 * args.workers):
+                    # Each on a new connection, so that the workers' accepts share them out.
+                    client.post(
+                        f"{base}/api/v1/sessions/{warm}/turns",
+                        json={"message": "warm"},
+                        headers={"Connection": "close"},
+                    )
+                measured = {
+                    case: data[case][:-1]
+                    for case in ("single@10", "single@500", "roundtable@10", "roundtable@500")
+                }
+                results = measure(client, base, measured, "What should we do next, and why?")
+            # This process's first turn pays one-time reads (e.g. the month's counter row): not a
+            # turn's cost.
+            count_sql(data["token"], warm, "warm")
+            sql = {
+                "single@10": count_sql(data["token"], data["single@10"][-1], "count me"),
+                "single@500": count_sql(data["token"], data["single@500"][-1], "count me"),
+                "roundtable@10": count_sql(data["token"], data["roundtable@10"][-1], "count me"),
+                "roundtable@500": count_sql(data["token"], data["roundtable@500"][-1], "count me"),
             }
-            results = measure(client, base, measured, "What should we do next, and why?")
-        # This process's first turn pays one-time reads (e.g. the month's counter row): not a
-        # turn's cost.
-        count_sql(data["token"], warm, "warm")
-        sql = {
-            "single@10": count_sql(data["token"], data["single@10"][-1], "count me"),
-            "single@500": count_sql(data["token"], data["single@500"][-1], "count me"),
-            "roundtable@10": count_sql(data["token"], data["roundtable@10"][-1], "count me"),
-            "roundtable@500": count_sql(data["token"], data["roundtable@500"][-1], "count me"),
-        }
-        # A single-agent turn in a room (manual mode, one tag) also reads the roster.
-        from rooms.models import Room
+            # A single-agent turn in a room (manual mode, one tag) also reads the roster.
+            from rooms.models import Room
 
-        Room.objects.filter(pk=data["room"]).update(current_mode="manual")
-        tagged = {
-            "tagged@10": count_sql(data["token"], data["roundtable@10"][-2], "@ada count me"),
-            "tagged@500": count_sql(data["token"], data["roundtable@500"][-2], "@ada count me"),
-        }
-    finally:
-        if server is not None:
-            server.stop()
-        from django.db import connections
-
-        connections.close_all()
-        if not args.keep_db:
-            recreate_database(args.database_url, drop_only=True)
+            Room.objects.filter(pk=data["room"]).update(current_mode="manual")
+            tagged = {
+                "tagged@10": count_sql(data["token"], data["roundtable@10"][-2], "@ada count me"),
+                "tagged@500": count_sql(data["token"], data["roundtable@500"][-2], "@ada count me"),
+            }
+        finally:
+            if server is not None:
+                server.stop()
 
     print()
     print(f"{'case':<16}{'wall p50':>10}{'wall p95':>10}{'ovh p50':>10}{'ovh p95':>10}{'SQL':>6}")

@@ -1,8 +1,14 @@
-"""Scratch PostgreSQL databases for the benchmarks: made, used through Django, dropped."""
+"""Scratch PostgreSQL databases for the benchmarks: made, used through Django, dropped.
+
+Every benchmark takes the same options for them (`bench_arguments`: `--database-url`,
+`--keep-db` and, for those that listen, `--port-base`) and runs inside `scratch_database`."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 
 # A benchmark's one user posts far more turns, and reads far more, a minute than the per-user
 # rates allow: every process of a benchmark (the servers it starts and its own) runs with these.
@@ -63,3 +69,88 @@ def vacuum_analyze() -> None:
 
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
+
+
+def bench_arguments(parser: argparse.ArgumentParser, name: str, *, ports: bool = False) -> None:
+    """The options of every benchmark's scratch database (`scratch_database`) and, with
+    `ports`, of the ports it listens on (`Ports`)."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/pantheon_{name}_bench"
+        ),
+        help="the scratch database, made afresh and dropped after (its name ends in _bench); "
+        f"default: $BENCH_DATABASE_URL, else pantheon_{name}_bench on 127.0.0.1",
+    )
+    parser.add_argument("--keep-db", action="store_true", help="do not drop the scratch database")
+    if ports:
+        parser.add_argument(
+            "--port-base",
+            type=int,
+            default=None,
+            help="listen on this port and the next ones (the stub provider, each server it "
+            "starts, in turn); default: free ports",
+        )
+
+
+class Ports:
+    """The ports a benchmark listens on: `base`, then the next ones, one a call; free ones
+    (any the system gives) when there is no base."""
+
+    def __init__(self, base: int | None) -> None:
+        self._next = base
+
+    def __call__(self) -> int:
+        if self._next is None:
+            from pantheon.testing.servers import free_port
+
+            return free_port()
+        port, self._next = self._next, self._next + 1
+        return port
+
+
+@contextlib.contextmanager
+def scratch_database(
+    url: str, *, keep: bool = False, reuse: bool = False, existing_ok: bool = False
+) -> Iterator[None]:
+    """The benchmark's database `url`, made afresh (`reuse`: one kept before, as it is) with
+    Django set up on it in this process (`setup_django`); dropped when the block ends, also on
+    failure, unless `keep`. With `existing_ok`, a database whose name does not end in _bench is
+    used as it is and kept; without, it is refused."""
+    import environ
+
+    scratch = environ.Env.db_url_config(url)["NAME"].endswith("_bench")
+    if existing_ok and not scratch:
+        keep = reuse = True
+    print(f"scratch database: {url}")
+    if not reuse:
+        recreate_database(url)
+    try:
+        setup_django(url)
+        yield
+    finally:
+        if not keep:
+            from django.db import connections
+
+            connections.close_all()
+            recreate_database(url, drop_only=True)
+
+
+@contextlib.contextmanager
+def stub_provider_process(port: int) -> Iterator[str]:
+    """The stub provider (`pantheon.testing.stub_llm`) in a process of its own on `port` (its
+    CPU is not the benchmark's own), stopped when the block ends; yields its base URL."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "pantheon.testing.stub_llm", "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[2],
+        start_new_session=True,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stub.terminate()
+        stub.wait(10)
