@@ -852,7 +852,8 @@ async def _while_signed_in(content: AsyncIterator[str], request: Request) -> Asy
     """`content`, for as long as the credentials of `request` hold: read again every heartbeat
     interval (`still_signed_in`, one query), the stream ends once its token is signed out or
     rotated, its user deactivated, or its console session logged out. It ran on to the turn's
-    end. A turn the request runs runs on, as for a client that hung up."""
+    end. A turn the request runs runs on, as for a client that hung up. A check the database
+    could not answer ends nothing: the next interval reads them again."""
     every = settings.PANTHEON_SSE_HEARTBEAT_SECONDS
     loop = asyncio.get_running_loop()
     check_at = loop.time() + every
@@ -861,11 +862,18 @@ async def _while_signed_in(content: AsyncIterator[str], request: Request) -> Asy
             yield text
             if loop.time() < check_at:
                 continue
-            if not await database(still_signed_in, queue_as_new=True)(request):
+            check_at = loop.time() + every
+            try:
+                signed_in = await database(still_signed_in, queue_as_new=True)(request)
+            except DatabaseError as exc:
+                # A blip says nothing of the credentials: read them again at the next
+                # interval, as a follower's poll does (`following.TurnWatch`).
+                logger.warning("stream's credentials not read (%s); reading them again", exc)
+                continue
+            if not signed_in:
                 logger.info("stream ended: its credentials were revoked")
                 yield ": signed out\n\n"
                 return
-            check_at = loop.time() + every
 
 
 class _LiveEvents:
