@@ -21,8 +21,23 @@ def _concurrently(schema_editor) -> dict:
     return {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
 
 
+# An index of that name that PostgreSQL marks invalid: what a concurrent build cut short leaves.
+INVALID = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid
+)
+"""
+
+
 def add_index(apps, schema_editor):
     model = apps.get_model("sessions_app", "Session")
+    if schema_editor.connection.vendor == "postgresql":
+        # A build cut short (cancelled, a deploy's timeout) left an invalid index of this name,
+        # and every migrate after it failed with "already exists": it goes, and is built again.
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(INVALID, [ALIVE_INDEX.name])
+            if cursor.fetchone()[0]:
+                schema_editor.remove_index(model, ALIVE_INDEX, concurrently=True)
     schema_editor.add_index(model, ALIVE_INDEX, **_concurrently(schema_editor))
 
 
