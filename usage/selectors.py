@@ -53,7 +53,10 @@ def model_alias_named(name: str) -> ModelAlias | None:
     was refused `unknown_model_alias`. Among twins saved before that rule, its exact spelling
     wins, else the first enabled one in code-point order (a disabled twin that sorted first
     was taken, and refused)."""
-    rows = list(ModelAlias.objects.filter(alias__iexact=name).order_by("-enabled", "alias"))
+    # Sorted here, not by the database, whose collation (en_US on a server) is not code points.
+    rows = sorted(
+        ModelAlias.objects.filter(alias__iexact=name), key=lambda row: (not row.enabled, row.alias)
+    )
     return next((row for row in rows if row.alias == name), rows[0] if rows else None)
 
 
