@@ -211,15 +211,16 @@ class ChangePasswordView(GenericAPIView):
         return [TokenRateThrottle(), *(throttle() for throttle in LOGIN_THROTTLES)]
 
     def check_throttles(self, request):
-        """The API rate's pace, in the bucket of `DELETE auth/token` and rotation; then, as a
-        login, a place under each login limit, given back unless the current password turns
-        out wrong (`LoginAttempt`). Only a POST whose body can be read takes one."""
+        """The API rate's pace, in the bucket of `DELETE auth/token` and rotation, for every
+        POST (a body that cannot be read included: it went unthrottled); then, as a login, a
+        place under each login limit, given back unless the current password turns out wrong
+        (`LoginAttempt`), once the body is read."""
         if request.method != "POST":
             return
-        request.data  # noqa: B018 (raises for a body that cannot be read)
         pace, *login = self.get_throttles()
         if not pace.allow_request(request, self):
             self.throttled(request, pace.wait())
+        request.data  # noqa: B018 (raises for a body that cannot be read)
         self.login_attempt = LoginAttempt(request, self, login)
         wait = self.login_attempt.check()
         if wait is not None:

@@ -153,3 +153,17 @@ def test_the_schema_documents_it():
     ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     body = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
     assert sorted(body["required"]) == ["current_password", "new_password"]
+
+
+def test_bodies_that_cannot_be_read_count_at_the_api_rate(token, settings):
+    """The body was read before the rate's place was taken, so malformed bodies were 400s no
+    rate counted (the reviewer's catch): a token's holder could send them at any speed."""
+    settings.PANTHEON_API_RATE = "2/min"
+    client = token_client(token)
+
+    answers = [
+        client.post(PASSWORD_URL, "{not json", content_type="application/json").status_code
+        for _ in range(3)
+    ]
+
+    assert answers == [400, 400, 429]
