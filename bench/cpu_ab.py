@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,10 +33,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 
-from pantheon.testing.scratch import UNTHROTTLED, recreate_database  # noqa: E402
-from pantheon.testing.servers import cpu_seconds, process_tree, wait_healthy  # noqa: E402
+from pantheon.testing.scratch import (  # noqa: E402
+    UNTHROTTLED,
+    recreate_database,
+    stub_provider_process,
+)
+from pantheon.testing.servers import AppServer, cpu_seconds, process_tree  # noqa: E402
 
-DATABASE = "postgres://postgres@127.0.0.1:5432/pantheon_h_cpu_run_{}_bench"
+DATABASE = "postgres://postgres@127.0.0.1:5432/pantheon_cpu_ab_{}_bench"
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,46 +68,6 @@ def seed_here(url: str, stub_url: str) -> None:
 
     data = seed(stub_url, {"fast": 8, "demo": 8})
     print(json.dumps(data))
-
-
-class Server:
-    def __init__(self, checkout: Path, port: int, database_url: str, env: dict) -> None:
-        self.checkout = checkout.resolve()
-        self.url = f"http://127.0.0.1:{port}"
-        environment = {k: v for k, v in os.environ.items() if k != "DB_POOL_MAX_SIZE"}
-        environment.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "pantheon.settings",
-                "DATABASE_URL": database_url,
-                "DEBUG": "false",
-                "SECRET_KEY": "live-server-" + "x" * 50,
-                "ALLOWED_HOSTS": "127.0.0.1,localhost",
-                "LOG_LEVEL": "WARNING",
-                "HOST": "127.0.0.1",
-                "PORT": str(port),
-                "WEB_CONCURRENCY": "1",
-                "GUNICORN_LOG_LEVEL": "warning",
-                **UNTHROTTLED,
-                **env,
-            }
-        )
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
-            cwd=self.checkout,
-            env=environment,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
 
 
 async def closed_loop(
@@ -135,7 +98,7 @@ async def closed_loop(
         await asyncio.gather(*(client_loop(s) for s in sessions))
 
 
-def load(server: Server, data: dict, kind: str, total: int, stream: bool) -> float:
+def load(server: AppServer, data: dict, kind: str, total: int, stream: bool) -> float:
     """Server CPU ms per turn over `total` turns."""
     headers = {"Authorization": f"Token {data['token']}"}
     pids = process_tree(server.process.pid)
@@ -158,24 +121,18 @@ def main() -> int:
         seed_here(*args.seed)
         return 0
     checkouts = [args.a] if args.profile or args.b is None else [args.a, args.b]
-    stub_port = args.port_base
-    stub = subprocess.Popen(
-        [sys.executable, "-m", "pantheon.testing.stub_llm", "--port", str(stub_port)],
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    stub_url = f"http://127.0.0.1:{stub_port}/v1"
     env = (
         {"PANTHEON_LLM_BACKEND": "live", "STUB_API_KEY": "stub-key"}
         if args.kind == "stub"
         else {"PANTHEON_LLM_BACKEND": "demo"}
     )
-    servers: list[Server] = []
     urls = [DATABASE.format(label) for label in "ab"[: len(checkouts)]]
-    try:
+    with contextlib.ExitStack() as held:
+        stub_url = held.enter_context(stub_provider_process(args.port_base))
         datas = []
         for url in urls:
             recreate_database(url)
+            held.callback(recreate_database, url, drop_only=True)
             seeded = subprocess.run(
                 [sys.executable, __file__, str(args.a), "--seed", url, stub_url],
                 cwd=ROOT,
@@ -184,10 +141,17 @@ def main() -> int:
                 check=True,
             )
             datas.append(json.loads(seeded.stdout.strip().splitlines()[-1]))
-        for index, (checkout, url) in enumerate(zip(checkouts, urls, strict=True)):
-            servers.append(Server(checkout, args.port_base + 1 + index, url, env))
-        for server in servers:
-            wait_healthy(server.url, server.process, timeout=60, name=str(server.checkout))
+        servers = [
+            held.enter_context(
+                AppServer(
+                    database_url=url,
+                    env={**UNTHROTTLED, **env},
+                    port=args.port_base + 1 + index,
+                    root=checkout.resolve(),
+                )
+            )
+            for index, (checkout, url) in enumerate(zip(checkouts, urls, strict=True))
+        ]
         for server, data in zip(servers, datas, strict=True):
             load(server, data, args.kind, 60, args.stream)  # warm
         if args.profile:
@@ -222,13 +186,6 @@ def main() -> int:
             f"(range {min(ratios):.3f}-{max(ratios):.3f}); B used less in "
             f"{sum(r < 1 for r in ratios)} of {len(ratios)} rounds"
         )
-    finally:
-        for server in servers:
-            server.stop()
-        stub.terminate()
-        stub.wait(10)
-        for url in urls:
-            recreate_database(url, drop_only=True)
     return 0
 
 

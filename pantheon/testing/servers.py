@@ -111,7 +111,9 @@ class AppServer:
         workers: int = 1,
         port: int | None = None,
         log_path: Path | None = None,
+        root: Path = ROOT,
     ) -> None:
+        self.root = root  # the checkout served (another's: `bench/cpu_ab.py`)
         self.port = port or free_port()
         self.database_url = database_url
         self.workers = workers
@@ -160,7 +162,7 @@ class AppServer:
                     "gunicorn.conf.py",
                     *arguments,
                 ],
-                cwd=ROOT,
+                cwd=self.root,
                 env=self.environment(),
                 start_new_session=True,
                 stdout=output,

@@ -21,6 +21,7 @@ ARGUMENTS = {
     "set_model_price": ["deepseek", "--input", "1"],
     "forget_user": ["nobody"],
     "export_user": ["nobody"],
+    "usage_month_totals": ["--month", "2026-11"],
 }
 
 
