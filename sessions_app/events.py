@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import BooleanField, ExpressionWrapper, F, OuterRef, Subquery
 from django.db.models.functions import Length
+from django.utils import timezone
 
 from pantheon import exceptions
 from sessions_app.models import (
@@ -31,6 +33,7 @@ from sessions_app.models import (
     MessageRole,
     SessionQuerySet,
     Turn,
+    TurnFailure,
     TurnStatus,
     TurnStreamChunk,
 )
@@ -173,6 +176,8 @@ class Replay:
     finished: bool
     # What the replay was built from (`turn_mark`): while it holds, the replay is current.
     mark: tuple
+    # An ended turn whose ending waits for its bill (`settling`): read again at each poll.
+    settling: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,8 @@ def turn_replay(turn: Turn) -> Replay:
         events.append(step_completed(clock, body))
         clock.advance(len(message.content))
     if turn.status != TurnStatus.RUNNING:
+        if settling(turn):
+            return Replay(events=events, finished=False, mark=(), settling=True)
         events.append(turn_ended(turn, render_turn(turn, messages)))
         return Replay(events=events, finished=True, mark=(turn.status, turn.progress_at, None))
     # Read after the turn's row: a step that commits in between moves `progress_at` past the
@@ -240,6 +247,24 @@ def turn_replay(turn: Turn) -> Replay:
     )
     mark = (turn.status, turn.progress_at, _end_of(chunks[-1]) if chunks else None)
     return Replay(events=events, finished=False, mark=mark)
+
+
+# How long a cancelled turn's ending waits for the worker that ran it to bill the words its
+# stream had given: that worker is told at once in its own process, elsewhere at its next save.
+SETTLE_SECONDS = 5.0
+
+
+def settling(turn: Turn) -> bool:
+    """Whether `turn`, cancelled while an answer streamed, still waits for the worker running
+    it to bill the words that had gone out (its saved text goes once they are billed): its
+    ending read meanwhile carried the usage without them, so a follower's `turn_failed`
+    differed from the poster's. Not past `SETTLE_SECONDS` after its end (a worker gone leaves
+    the text behind)."""
+    if turn.failure_code != TurnFailure.CANCELLED or turn.completed_at is None:
+        return False
+    if timezone.now() - turn.completed_at > timedelta(seconds=SETTLE_SECONDS):
+        return False
+    return TurnStreamChunk.objects.filter(turn=turn).exists()
 
 
 def _last_chunk(turn):
@@ -296,7 +321,7 @@ class TurnPoll:
             if mark is not None and not mark.session_alive and mark.running:
                 self.replay = replace(self.replay, finished=True)
                 return self.replay
-            if mark is not None and mark.progress == self.replay.mark:
+            if mark is not None and mark.progress == self.replay.mark and not self.replay.settling:
                 return None
         self.replay = turn_replay(self.turn)
         return self.replay

@@ -180,8 +180,13 @@ class TurnQuerySet(models.QuerySet):
         now = now or timezone.now()
         if totals is None:
             totals = usage_totals_of_turn(OuterRef("pk"))
-        if status in (TurnStatus.FAILED, TurnStatus.INTERRUPTED):
+        if status in (TurnStatus.FAILED, TurnStatus.INTERRUPTED) and failure != (
+            TurnFailure.CANCELLED
+        ):
             # A step broke off: the text it was streaming is no message, and no replay wants it.
+            # A cancel's stay until the worker that ran the turn has billed the words they are
+            # (`TurnRunner.end` deletes them then): until they go, a follower waits for that
+            # bill (`sessions_app.events.settling`).
             TurnStreamChunk.objects.filter(turn__in=self.running()).delete()
         return self.running().update(
             status=status, failure_code=failure, completed_at=now, progress_at=now, **totals

@@ -6,6 +6,8 @@ import asyncio
 import gc
 import json
 import time
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -19,7 +21,7 @@ from pantheon import draining
 from pantheon.db import database
 from rooms.services import room_delete
 from sessions_app import events, following
-from sessions_app.models import Message, Turn, TurnStatus, TurnStreamChunk
+from sessions_app.models import Message, Turn, TurnFailure, TurnStatus, TurnStreamChunk
 from sessions_app.services import session_delete
 from sessions_app.tests.conftest import direct_turn_in_flight
 from usage.models import CallPurpose, CallStatus, LlmCallEvent
@@ -201,6 +203,8 @@ def test_a_follower_of_a_session_in_a_deleted_room_hears_its_turn_end_as_cancell
     assert _names(follower.poll()[0]) == ["step_delta"]
 
     room_delete(room=room)
+    assert follower.poll() == ([], False)  # its worker bills "Hel" first
+    TurnStreamChunk.objects.filter(turn=turn).delete()  # as the worker does once it has
     news, finished = follower.poll()
     assert _names(news) == ["turn_failed"] and finished
     assert news[0].data["code"] == "turn_cancelled"
@@ -507,3 +511,45 @@ def test_a_stopping_worker_ends_its_followers_streams_for_them_to_resume_elsewhe
     _stop_while_followed(running_turn, token_headers, monkeypatch, received)
     assert [event.name for event in received] == ["turn_started", "step_started"]
     assert Turn.objects.get(pk=running_turn.pk).status == TurnStatus.RUNNING
+
+
+def test_a_cancelled_turns_ending_waits_for_the_bill_of_the_words_it_had_streamed(running_turn):
+    """A cancel ends the turn at once; the worker running it bills the words its stream had
+    given a moment later. A follower that read the ending in between sent a `turn_failed`
+    with the usage before that bill, unlike the poster's (a live test saw it under load). The
+    ending now waits while the streamed text is there: the worker deletes it once billed."""
+    follower = events.TurnFollower(running_turn)
+    follower.poll()
+    _stream(running_turn, "Hello there")
+    follower.poll()
+    ended = Turn.objects.filter(pk=running_turn.pk).end(
+        TurnStatus.INTERRUPTED, failure=TurnFailure.CANCELLED
+    )
+    assert ended == 1
+
+    assert follower.poll() == ([], False)  # the bill has not landed
+
+    # The worker bills the words (the turn's totals follow its rows), then drops the text.
+    LlmCallEvent.objects.filter(turn=running_turn).update(
+        status=CallStatus.ERROR, output_tokens=2, credits=Decimal("0.25")
+    )
+    Turn.objects.filter(pk=running_turn.pk).update(output_tokens=2, credits=Decimal("0.25"))
+    TurnStreamChunk.objects.filter(turn=running_turn).delete()
+    news, finished = follower.poll()
+
+    assert _names(news) == ["turn_failed"] and finished
+    assert news[0].data["turn"]["usage"]["credits"] == "0.2500000000"
+
+
+def test_a_cancelled_turns_ending_waits_no_longer_than_its_settling_time(running_turn):
+    """A worker gone before its bill leaves the text behind: the ending goes out once the
+    settling time has passed, with the usage as it stands."""
+    _stream(running_turn, "Hello")
+    long_ago = timezone.now() - timedelta(seconds=events.SETTLE_SECONDS + 1)
+    Turn.objects.filter(pk=running_turn.pk).end(
+        TurnStatus.INTERRUPTED, failure=TurnFailure.CANCELLED, now=long_ago
+    )
+
+    news, finished = events.TurnFollower(running_turn).poll()
+
+    assert _names(news)[-1] == "turn_failed" and finished
