@@ -439,7 +439,8 @@ class TurnStreamChunk(models.Model):
     far is its chunks in order of `start`). A save appends the words heard since the one before
     and rewrites nothing: the WAL a streamed answer writes grows with its length, not with its
     square, as it did when each save rewrote the whole text. Deleted with the step's commit,
-    when the message holds the text, or when the turn fails or is interrupted mid-step."""
+    when the message holds the text, or when the turn fails or is interrupted mid-step; a
+    cancelled turn's once its worker has billed the words they are (`TurnRunner.end`)."""
 
     pk = models.CompositePrimaryKey("turn", "sequence", "start")
     # Served by the primary key, which starts with it.
