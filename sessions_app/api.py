@@ -16,6 +16,7 @@ from sessions_app.serializers import (
     SessionActivitySerializer,
     SessionCreateSerializer,
     SessionFilterSerializer,
+    SessionUpdateSerializer,
     SummarySerializer,
     TurnSerializer,
 )
@@ -133,6 +134,13 @@ class AgentSessionsView(GivesBackRefusedCreates, generics.ListCreateAPIView):
         description="One of your sessions: where it happens (`kind`, `room`, `agent`; an agent "
         "deleted since is null), its `turn_count` and `last_activity_at`."
     ),
+    partial_update=extend_schema(
+        request=SessionUpdateSerializer,
+        responses={200: SessionActivitySerializer},
+        description="Rename one of your sessions: `title` as a session is opened with it "
+        '(`""` for none; left out or null: unchanged). The session as `GET sessions/{id}` '
+        "shows it.",
+    ),
     destroy=extend_schema(
         description="Delete a session (soft: it, its messages and its turns are 404 from then "
         "on). A turn still running ends at once, as `POST turns/{id}/cancel` ends it: "
@@ -150,7 +158,8 @@ class SessionViewSet(
     viewsets.GenericViewSet,
 ):
     """`GET sessions` (the caller's sessions, newest activity first, `?room=` and `?agent=`
-    filters), `GET, DELETE sessions/{id}` (DELETE is a soft delete)."""
+    filters), `GET, PATCH, DELETE sessions/{id}` (PATCH renames it; DELETE is a soft delete).
+    A chat app's "Rename" had no call: only the console could retitle a session."""
 
     serializer_class = SessionActivitySerializer
     pagination_class = ActivityPagination
@@ -164,6 +173,15 @@ class SessionViewSet(
             query.is_valid(raise_exception=True)
             filters = query.validated_data
         return selectors.sessions_with_activity(user=self.request.user, **filters)
+
+    def partial_update(self, request: Request, pk=None) -> Response:
+        session = self.get_object()
+        body = SessionUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if "title" in body.validated_data:
+            services.session_rename(session=session, title=body.validated_data["title"])
+            session = self.get_object()
+        return Response(SessionActivitySerializer(session).data)
 
     def perform_destroy(self, instance):
         services.session_delete(session=instance)

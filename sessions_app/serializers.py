@@ -73,6 +73,13 @@ class SessionCreateSerializer(NullIsLeftOut):
     )
 
 
+class SessionUpdateSerializer(NullIsLeftOut):
+    """`PATCH sessions/{id}`: its title, as a create takes it ("" for none; left out or null:
+    unchanged)."""
+
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, is_name=True)
+
+
 # What a message says inside its turn's body; the timeline adds which turn and when.
 TURN_MESSAGE_FIELDS = [
     "id",

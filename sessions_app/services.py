@@ -63,6 +63,13 @@ def session_create_direct(*, agent: Agent, user, title: str = "") -> Session:
     return Session.objects.create(agent=agent, started_by=user, title=title)
 
 
+def session_rename(*, session: Session, title: str) -> None:
+    """Give the session `title` ("" for none). Gone when it was deleted meanwhile (a rename
+    does not bring it back)."""
+    if not Session.objects.alive().filter(pk=session.pk).update(title=title):
+        raise Gone()
+
+
 def session_delete(*, session: Session) -> None:
     """Soft-delete the session (it and its turns are 404 from then on). Its running turn, if
     any, ends at once as its user's cancel ends it (`turns_cancel_with_sessions`), so a deleted

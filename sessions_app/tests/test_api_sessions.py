@@ -216,6 +216,61 @@ def test_delete_session_is_a_soft_delete(owner, owner_client, room, make_session
     assert owner_client.get(room_sessions_url(room)).json()["count"] == 0
 
 
+def test_patch_session_renames_it_and_only_its_title(owner, owner_client, room, make_session):
+    """A chat app's "Rename" had no call (`PATCH sessions/{id}` was a 405): only the console
+    could retitle a session."""
+    session = make_session(owner, room=room, title="Kickoff")
+
+    renamed = owner_client.patch(session_url(session), {"title": "  Q3 planning "}, format="json")
+    kept = owner_client.patch(session_url(session), {"title": None}, format="json")
+    untouched = owner_client.patch(session_url(session), {"kind": "direct"}, format="json")
+
+    assert renamed.status_code == 200, renamed.json()
+    assert renamed.json()["title"] == "Q3 planning"
+    assert renamed.json() == owner_client.get(session_url(session)).json()
+    assert (kept.status_code, kept.json()["title"]) == (200, "Q3 planning")
+    assert (untouched.status_code, untouched.json()["kind"]) == (200, "room")
+    cleared = owner_client.patch(session_url(session), {"title": ""}, format="json")
+    assert (cleared.status_code, cleared.json()["title"]) == (200, "")
+    session.refresh_from_db()
+    assert (session.title, session.room_id) == ("", room.id)
+
+
+@pytest.mark.parametrize(
+    ("title", "error"),
+    [
+        ("x" * 201, "Ensure this field has no more than 200 characters."),
+        (12, "Must be a string."),
+    ],
+)
+def test_patch_session_refuses_a_bad_title_and_changes_nothing(
+    owner, owner_client, room, make_session, title, error
+):
+    session = make_session(owner, room=room, title="Kickoff")
+
+    response = owner_client.patch(session_url(session), {"title": title}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"title": [error]}
+    session.refresh_from_db()
+    assert session.title == "Kickoff"
+
+
+def test_patch_a_deleted_or_another_users_session_is_404(
+    owner, outsider, owner_client, make_room, make_session
+):
+    theirs = make_session(outsider, room=make_room(outsider, name="Theirs"), title="Theirs")
+    mine = make_session(owner, room=make_room(owner, name="Mine"), title="Mine")
+    assert owner_client.delete(session_url(mine)).status_code == 204
+
+    for session in (theirs, mine):
+        response = owner_client.patch(session_url(session), {"title": "Taken"}, format="json")
+        assert response.status_code == 404
+        session.refresh_from_db()
+    assert (theirs.title, mine.title) == ("Theirs", "Mine")
+    assert owner_client.put(session_url(theirs), {"title": "x"}, format="json").status_code == 405
+
+
 @pytest.mark.parametrize("missing_id", [str(uuid.uuid4()), "not-a-uuid"])
 def test_get_an_unknown_session_is_404(owner_client, missing_id):
     assert owner_client.get(session_url(missing_id)).status_code == 404
