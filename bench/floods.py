@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import os
 import secrets
 import statistics
 import sys
@@ -35,22 +34,17 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from pantheon.testing.scratch import (  # noqa: E402
+    Ports,
+    bench_arguments,
     maintenance_connection,
-    recreate_database,
-    setup_django,
+    scratch_database,
 )
 from pantheon.testing.servers import AppServer, cpu_seconds  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pantheon_floods_bench"
-        ),
-    )
-    parser.add_argument("--port", type=int, default=8850)
+    bench_arguments(parser, "floods", ports=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--flooders", type=int, default=8)
@@ -164,10 +158,10 @@ def describe(name: str, result: dict) -> None:
     print(line, flush=True)
 
 
-def serving(args, **env: str) -> AppServer:
+def serving(args, port: int, **env: str) -> AppServer:
     return AppServer(
         database_url=args.database_url,
-        port=args.port,
+        port=port,
         workers=args.workers,
         env={"GUNICORN_CONTROL_SOCKET": "off", **env},
     )
@@ -175,27 +169,24 @@ def serving(args, **env: str) -> AppServer:
 
 def main() -> None:
     args = parse_args()
-    recreate_database(args.database_url)
-    setup_django(args.database_url)
-    from django.core.management import call_command
+    ports = Ports(args.port_base)
+    with scratch_database(args.database_url, keep=args.keep_db):
+        from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
-    flooder, reader = make_users()
-    url = args.database_url
-    # Bad tokens: the reader is never throttled; first with no limit on invalid tokens (each a
-    # 401 after its lookup, as before the limit), then with the default limit.
-    with serving(args, PANTHEON_API_RATE="1000000/min", PANTHEON_INVALID_TOKEN_RATE="") as server:
-        describe("no flood", asyncio.run(run(server, args, "none", reader, url)))
-        describe("bad, no limit", asyncio.run(run(server, args, None, reader, url)))
-    with serving(args, PANTHEON_API_RATE="1000000/min") as server:
-        describe("bad, 60/min", asyncio.run(run(server, args, None, reader, url)))
-    # Over the rate: the reader under the same rate, whose bucket of 600 holds a run's reads.
-    with serving(args, PANTHEON_API_RATE="600/min") as server:
-        describe("over the rate", asyncio.run(run(server, args, flooder, reader, url)))
-    from django.db import connections
-
-    connections.close_all()
-    recreate_database(args.database_url, drop_only=True)
+        call_command("migrate", verbosity=0)
+        flooder, reader = make_users()
+        url = args.database_url
+        # Bad tokens: the reader is never throttled; first with no limit on invalid tokens (each
+        # a 401 after its lookup, as before the limit), then with the default limit.
+        no_limit = {"PANTHEON_API_RATE": "1000000/min", "PANTHEON_INVALID_TOKEN_RATE": ""}
+        with serving(args, ports(), **no_limit) as server:
+            describe("no flood", asyncio.run(run(server, args, "none", reader, url)))
+            describe("bad, no limit", asyncio.run(run(server, args, None, reader, url)))
+        with serving(args, ports(), PANTHEON_API_RATE="1000000/min") as server:
+            describe("bad, 60/min", asyncio.run(run(server, args, None, reader, url)))
+        # Over the rate: the reader under the same rate, whose bucket of 600 holds a run's reads.
+        with serving(args, ports(), PANTHEON_API_RATE="600/min") as server:
+            describe("over the rate", asyncio.run(run(server, args, flooder, reader, url)))
 
 
 if __name__ == "__main__":
