@@ -11,13 +11,18 @@ import sys
 
 from django.contrib import admin
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.views import defaults
 from rest_framework import exceptions
 
 from pantheon.db import connection_lost, release_connection
 from pantheon.exceptions import DatabaseUnavailable, RequestTooLarge, SuspiciousRequest
-from pantheon.middleware import error_response, is_api_path, server_error_response
+from pantheon.middleware import (
+    drf_error_response,
+    error_response,
+    is_api_path,
+    server_error_response,
+)
 
 
 def bad_request(request, exception, *args, **kwargs):
@@ -30,7 +35,7 @@ def bad_request(request, exception, *args, **kwargs):
 
 def permission_denied(request, exception, *args, **kwargs):
     if is_api_path(request.path_info):
-        return JsonResponse({"detail": str(exceptions.PermissionDenied.default_detail)}, status=403)
+        return drf_error_response(exceptions.PermissionDenied)
     match = request.resolver_match
     user = getattr(request, "user", None)
     if match is not None and admin.site.name in match.namespaces and user and user.is_staff:
@@ -47,7 +52,7 @@ def permission_denied(request, exception, *args, **kwargs):
 def page_not_found(request, exception, *args, **kwargs):
     if not is_api_path(request.path_info):
         return defaults.page_not_found(request, exception, *args, **kwargs)
-    return JsonResponse({"detail": str(exceptions.NotFound.default_detail)}, status=404)
+    return drf_error_response(exceptions.NotFound)
 
 
 def server_error(request, *args, **kwargs):

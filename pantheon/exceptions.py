@@ -23,9 +23,8 @@ from django.http import Http404
 from rest_framework import status
 from rest_framework.exceptions import (
     APIException,
-    AuthenticationFailed,
-    NotAuthenticated,
     NotFound,
+    PermissionDenied,
     Throttled,
     ValidationError,
 )
@@ -236,7 +235,7 @@ class Gone(PantheonError):
     default_message = "Not found."
 
     def as_body(self) -> dict:
-        return {"detail": self.message}
+        return error_message(self.message, self.code)
 
 
 class NoSummaryYet(PantheonError):
@@ -401,6 +400,13 @@ def renderable(value):
     return value
 
 
+def error_message(message: str, code: str) -> dict:
+    """The body of an error DRF words as one sentence (`{"detail": "Not found."}`), with its
+    machine-readable code beside it: the 404 of a deleted object the same as of an unknown one
+    or an unknown path's."""
+    return {"detail": renderable(message), "code": code}
+
+
 def throttled_body(seconds: int, code: str = "throttled") -> dict:
     retry = f"Retry in {counted(seconds, 'second')}."
     message = {
@@ -453,6 +459,8 @@ def api_exception_handler(exc, context):
         # the one 404 of an object unknown, another user's or deleted meanwhile (`Gone`) is
         # DRF's "Not found.", as an unknown path's.
         exc = NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = PermissionDenied()  # as DRF's handler would, but here its detail is read below
     response = exception_handler(exc, context)
     if response is None:
         return None
@@ -461,11 +469,13 @@ def api_exception_handler(exc, context):
         seconds = max(1, math.ceil(getattr(exc, "wait", None) or 1))
         response["Retry-After"] = str(seconds)
         response.data = throttled_body(seconds, getattr(exc, "default_code", "throttled"))
-    elif isinstance(exc, NotAuthenticated | AuthenticationFailed):
+    elif isinstance(getattr(exc, "detail", None), str):
         # DRF's `{"detail": "…"}` (DESIGN's), with DRF's own code beside it, as every other
-        # refusal has one: `not_authenticated` (no credentials) or `authentication_failed`
-        # (a token unknown, revoked, replaced, or its user inactive).
-        response.data = {"detail": renderable(str(exc.detail)), "code": exc.get_codes()}
+        # refusal has one: `not_authenticated` (no credentials), `authentication_failed` (a
+        # token unknown, revoked, replaced, or its user inactive), `permission_denied`,
+        # `not_found`, `method_not_allowed`, `not_acceptable`, `unsupported_media_type`,
+        # `parse_error`. A field error's body (a dict or list) is left as DRF gives it.
+        response.data = error_message(str(exc.detail), exc.get_codes())
     else:
         response.data = renderable(response.data)
     return response

@@ -17,6 +17,7 @@ import uuid
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.throttling import BaseThrottle
 
 from pantheon import logging_context
@@ -28,6 +29,7 @@ from pantheon.exceptions import (
     RepeatedParameter,
     RequestTooLarge,
     SuspiciousRequest,
+    error_message,
     query_has_unrenderable,
 )
 from pantheon.threads import BODY_TOO_LARGE
@@ -62,6 +64,14 @@ def error_response(error: PantheonError) -> JsonResponse:
     if error.retry_after_seconds is not None:
         response["Retry-After"] = str(error.retry_after_seconds)
     return response
+
+
+def drf_error_response(error: type[APIException]) -> JsonResponse:
+    """What DRF's handler (`api_exception_handler`) answers for `error`, given where no DRF
+    view runs: the URL resolver's 404, Django's 403."""
+    return JsonResponse(
+        error_message(str(error.default_detail), error.default_code), status=error.status_code
+    )
 
 
 def server_error_response(request) -> JsonResponse:
@@ -260,7 +270,7 @@ class ApiGuardMiddleware(_SyncAndAsync):
         if not content_type.startswith("text/html"):
             return response
         if settings.DEBUG and response.status_code == 404:
-            return JsonResponse({"detail": "Not found."}, status=404)
+            return drf_error_response(NotFound)
         if response.status_code in (301, 302, 307, 308) and "Location" in response:
             # APPEND_SLASH's redirect (`/api/schema` to `/api/schema/`): empty, labelled HTML.
             moved = JsonResponse(

@@ -34,9 +34,13 @@ from pantheon.middleware import REQUEST_ID_HEADER
 
 
 class ErrorMessageSerializer(serializers.Serializer):
-    """DRF's own errors: `{"detail": "Not found."}`."""
+    """DRF's own errors: `{"detail": "Not found.", "code": "not_found"}`."""
 
     detail = serializers.CharField()
+    code = serializers.CharField(
+        help_text="DRF's code for the status: `permission_denied` (403), `not_found` (404), "
+        "`method_not_allowed` (405), `not_acceptable` (406), `unsupported_media_type` (415)."
+    )
 
     class Meta:
         ref_name = "ErrorMessage"

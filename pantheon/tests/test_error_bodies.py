@@ -13,6 +13,8 @@ from pantheon.error_views import server_error
 pytestmark = pytest.mark.django_db
 
 API = "/api/v1"
+# DRF's sentence, and its code beside it (as a 401's): a client tells the cases apart by the code.
+NOT_FOUND = {"detail": "Not found.", "code": "not_found"}
 
 
 @pytest.fixture
@@ -41,11 +43,11 @@ def assert_json(response, status: int) -> dict:
     ],
 )
 def test_unknown_api_paths_and_malformed_ids_are_json_404s(api, path):
-    assert assert_json(api.get(path), 404) == {"detail": "Not found."}
+    assert assert_json(api.get(path), 404) == NOT_FOUND
 
 
 def test_unknown_api_paths_are_json_404s_for_anonymous_callers_too():
-    assert assert_json(APIClient().post("/api/v1/nope", {}), 404) == {"detail": "Not found."}
+    assert assert_json(APIClient().post("/api/v1/nope", {}), 404) == NOT_FOUND
 
 
 def test_paths_outside_the_api_keep_djangos_html_pages(api):
@@ -62,7 +64,10 @@ def test_paths_outside_the_api_keep_djangos_html_pages(api):
 def test_a_method_an_endpoint_does_not_take_is_a_json_405(api, method, path):
     body = assert_json(getattr(api, method)(API + path), 405)
 
-    assert body["detail"] == f'Method "{method.upper()}" not allowed.'
+    assert body == {
+        "detail": f'Method "{method.upper()}" not allowed.',
+        "code": "method_not_allowed",
+    }
 
 
 def test_put_on_a_room_is_a_405_whose_allow_header_offers_no_put(api, owner, make_room):
@@ -89,8 +94,38 @@ def test_a_non_json_body_is_a_json_415(api):
     response = api.post(f"{API}/rooms", "name=R", content_type="application/x-www-form-urlencoded")
 
     assert assert_json(response, 415) == {
-        "detail": 'Unsupported media type "application/x-www-form-urlencoded" in request.'
+        "detail": 'Unsupported media type "application/x-www-form-urlencoded" in request.',
+        "code": "unsupported_media_type",
     }
+
+
+def test_malformed_json_is_a_400_with_a_code(api):
+    response = api.post(f"{API}/rooms", '{"name": ', content_type="application/json")
+
+    body = assert_json(response, 400)
+    assert body["code"] == "parse_error"
+    assert body["detail"].startswith("JSON parse error")
+
+
+def test_a_client_that_takes_nothing_offered_is_a_json_406_with_a_code(api):
+    response = api.get(f"{API}/agents", HTTP_ACCEPT="application/xml")
+
+    assert assert_json(response, 406) == {
+        "detail": "Could not satisfy the request Accept header.",
+        "code": "not_acceptable",
+    }
+
+
+def test_a_console_session_posting_without_its_csrf_token_is_a_json_403_with_a_code(owner):
+    """The console's cookie signs the API in too, but a write needs the CSRF token beside it."""
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(owner)
+
+    response = client.post(f"{API}/rooms", {"name": "R"}, format="json")
+
+    body = assert_json(response, 403)
+    assert body["code"] == "permission_denied"
+    assert body["detail"].startswith("CSRF Failed")
 
 
 def test_an_unexpected_error_is_a_json_500_with_the_request_id_and_no_traceback(
@@ -206,7 +241,7 @@ def test_an_unknown_api_path_is_json_with_debug_on_too(owner_client, settings, p
 
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"detail": "Not found."}
+    assert response.json() == NOT_FOUND
     # Off the API, the developer keeps Django's page.
     elsewhere = owner_client.get("/nowhere")
     assert elsewhere.status_code == 404
@@ -251,6 +286,6 @@ def test_an_object_unknown_or_not_yours_is_the_same_not_found_everywhere(
     posted = owner_client.post(f"/api/v1/sessions/{session.pk}/turns", {"message": "hi"})
 
     assert {path: (r.status_code, r.json()) for path, r in answers.items()} == dict.fromkeys(
-        paths, (404, {"detail": "Not found."})
+        paths, (404, NOT_FOUND)
     )
-    assert (posted.status_code, posted.json()) == (404, {"detail": "Not found."})
+    assert (posted.status_code, posted.json()) == (404, NOT_FOUND)

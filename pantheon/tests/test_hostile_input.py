@@ -484,7 +484,7 @@ def test_a_page_that_is_not_a_page_number_is_404(api, world, query):
     response = api.get(f"{API}/agents?{query}")
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "Invalid page."}
+    assert response.json() == {"detail": "Invalid page.", "code": "not_found"}
 
 
 @pytest.mark.parametrize(
@@ -533,7 +533,7 @@ def test_a_forged_cursor_is_404_invalid_cursor(api, world, raw_cursor):
     response = api.get(f"{API}/sessions/{world['session'].id}/messages", {"cursor": cursor})
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "Invalid cursor"}
+    assert response.json() == {"detail": "Invalid cursor", "code": "not_found"}
 
 
 CURSOR_LISTS = ["/sessions/{session}/messages", "/sessions", "/agents/{agent}/sessions"]
@@ -568,7 +568,7 @@ def test_a_made_up_cursor_is_404(api, world, path, made_up):
     response = api.get(url, {"cursor": made_up})
 
     assert response.status_code == 404, response.content
-    assert response.json() == {"detail": "Invalid cursor"}
+    assert response.json() == {"detail": "Invalid cursor", "code": "not_found"}
 
 
 @pytest.mark.parametrize("path", CURSOR_LISTS)

@@ -119,7 +119,7 @@ def test_the_summary_documents_its_coded_404(schema):
 def test_error_bodies_are_described(schema):
     schemas = schema["components"]["schemas"]
 
-    assert schemas["ErrorMessage"]["required"] == ["detail"]
+    assert schemas["ErrorMessage"]["required"] == ["code", "detail"]
     assert schemas["CodedError"]["properties"]["detail"]["$ref"].endswith("/CodedErrorDetail")
     assert schemas["CodedErrorDetail"]["required"] == ["code", "message"]
     detail = schemas["Error"]["properties"]["detail"]
@@ -175,11 +175,13 @@ def test_a_coded_refusal_is_one_component(schema):
     schemas = schema["components"]["schemas"]
     coded = {"$ref": "#/components/schemas/CodedErrorDetail"}
 
-    # A failed turn's last event has a `code` too, of its own: no refusal. So have a turn's 409
-    # and a 401, beside the design's plain `detail` (no `message`: that `detail` is its message).
+    # A failed turn's last event has a `code` too, of its own: no refusal. So have a turn's 409,
+    # a 401 and DRF's other errors (404, 405...), beside the design's plain `detail` (no
+    # `message`: that `detail` is its message).
     assert list(_inline_coded_details(schemas)) == [
         "/AuthenticationError",
         "/CodedErrorDetail",
+        "/ErrorMessage",
         "/TurnConflict",
         "/TurnFailedData",
     ]

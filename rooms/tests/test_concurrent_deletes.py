@@ -16,6 +16,8 @@ from pantheon.exceptions import Gone
 from rooms import services
 from rooms.models import Agent, Room
 
+NOT_FOUND = {"detail": "Not found.", "code": "not_found"}
+
 pytestmark = pytest.mark.django_db
 
 
@@ -64,7 +66,7 @@ def test_the_api_answers_such_a_race_with_a_plain_404(owner, stale_room, monkeyp
     response = client.patch(f"/api/v1/rooms/{stale_room.pk}", {"name": "After"}, format="json")
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "Not found."}
+    assert response.json() == NOT_FOUND
 
 
 def _in_thread(work, outcome: list) -> threading.Thread:
