@@ -479,6 +479,12 @@ class AutoSchema(openapi.AutoSchema):
             "description": "The request's id, in every log line of the request.",
             "required": True,
         }
+        if str(status_code) == "201":
+            headers["Location"] = {
+                "schema": {"type": "string"},
+                "description": "The new object's path (`GET` it there).",
+                "required": True,
+            }
         if str(status_code) in ("429", "503"):
             headers["Retry-After"] = {
                 "schema": {"type": "integer", "minimum": 1},

@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pantheon.converters import ID
+from pantheon.locations import LocatesCreated
 from pantheon.schema import bad_request, owned_limit
 from pantheon.throttling import CREATING_THROTTLES, GivesBackRefusedCreates
 from rooms import selectors, services
@@ -37,7 +38,7 @@ from rooms.serializers import (
         "null, and those without a `title` take the agent's name as their title)."
     ),
 )
-class AgentViewSet(GivesBackRefusedCreates, viewsets.ModelViewSet):
+class AgentViewSet(LocatesCreated, GivesBackRefusedCreates, viewsets.ModelViewSet):
     serializer_class = AgentSerializer
     throttle_classes = CREATING_THROTTLES
     lookup_value_converter = ID  # a malformed id is the URL resolver's 404
@@ -82,6 +83,7 @@ class AgentViewSet(GivesBackRefusedCreates, viewsets.ModelViewSet):
     ),
 )
 class RoomViewSet(
+    LocatesCreated,
     GivesBackRefusedCreates,
     mixins.ListModelMixin,
     mixins.CreateModelMixin,

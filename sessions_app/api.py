@@ -6,6 +6,7 @@ from rest_framework.response import Response
 
 from pantheon.converters import ID
 from pantheon.exceptions import NoSummaryYet
+from pantheon.locations import location
 from pantheon.pagination import ActivityPagination, TimelinePagination
 from pantheon.schema import owned_limit, refusals
 from pantheon.throttling import CREATING_THROTTLES, GivesBackRefusedCreates
@@ -31,7 +32,11 @@ _SESSION_CREATED = {
 def _session_created(session) -> Response:
     """The new session as `GET sessions/{id}` will show it: no turns yet, used when made."""
     session.last_activity_at = session.created_at  # its turn_count: 0, as the database has it
-    return Response(SessionActivitySerializer(session).data, status=status.HTTP_201_CREATED)
+    return Response(
+        SessionActivitySerializer(session).data,
+        status=status.HTTP_201_CREATED,
+        headers=location("session-detail", session.pk),
+    )
 
 
 @extend_schema_view(

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from inspect import iscoroutinefunction
 from types import MappingProxyType
 from typing import Any
+from uuid import UUID
 
 from adrf.generics import GenericAPIView as AsyncGenericAPIView
 from adrf.views import APIView as AsyncAPIView
@@ -54,6 +55,7 @@ from pantheon.db import (
     release_connection,
 )
 from pantheon.exceptions import REFUSALS, TurnInterrupted, TurnNotRunning
+from pantheon.locations import location
 from pantheon.negotiation import answer_in_json
 from pantheon.schema import (
     TurnConflictSerializer,
@@ -415,7 +417,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         if not self._streamed(request):
             return await self._turn(runner, record)
         live = _LiveEvents()
-        stream.set_result(_event_stream(live.stream(), request, created=True))
+        stream.set_result(_event_stream(live.stream(), request, created=runner.turn.pk))
         if record is None:
             return await self._turn(runner, record, TurnListener(send=live.send))
         # The turn's last event waits until its key is settled: a client that retries as soon
@@ -558,14 +560,21 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 # keeps it for retries once the database answers again.
                 logger.warning("turn %s: could not store its answer for its key", runner.turn.pk)
                 _store_answer_once_the_database_is_back(record, outcome)
-        return Response(body, status=status.HTTP_201_CREATED)
+        return Response(
+            body, status=status.HTTP_201_CREATED, headers=location("turn-detail", outcome.turn.pk)
+        )
 
     async def _replayed(self, request: Request, replay: idempotency.Replay, *, streamed: bool):
         if streamed and replay.status == status.HTTP_201_CREATED:
             turn = await database(Turn.objects.get)(pk=replay.turn_id)
             # Its last event carries the stored answer, as the JSON replay does (its balance).
             answered = following.turn_events(turn, last_event_id=0, answer=replay.body)
-            response = _event_stream(answered, request, created=True)
+            response = _event_stream(answered, request, created=turn.pk)
+        elif replay.status == status.HTTP_201_CREATED and replay.turn_id is not None:
+            # (A key stored before keys named their turn has nowhere to point.)
+            response = Response(
+                replay.body, status=replay.status, headers=location("turn-detail", replay.turn_id)
+            )
         else:
             response = Response(replay.body, status=replay.status)
         response["Idempotent-Replayed"] = "true"
@@ -838,13 +847,18 @@ def _last_event_id(request: Request) -> int:
 
 
 def _event_stream(
-    content: AsyncIterator[str], request: Request, *, created: bool = False
+    content: AsyncIterator[str], request: Request, *, created: UUID | None = None
 ) -> StreamingHttpResponse:
+    """A turn's events; `created`: the id of the turn this request created (a 201 that says
+    where the turn is), else a follow's 200."""
+    headers = dict(SSE_HEADERS)
+    if created is not None:
+        headers.update(location("turn-detail", created))
     return StreamingHttpResponse(
         _while_signed_in(content, request),
-        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        status=status.HTTP_200_OK if created is None else status.HTTP_201_CREATED,
         content_type=EVENT_STREAM,
-        headers=SSE_HEADERS,
+        headers=headers,
     )
 
 

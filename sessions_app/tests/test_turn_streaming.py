@@ -56,7 +56,10 @@ def _stream(base: str, session, headers, message="plan the launch", **extra) -> 
         assert response.status_code == 201, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["x-accel-buffering"] == "no"
-        return list(events(response))
+        told = list(events(response))
+    # Where the turn is, as a JSON turn's 201 says it.
+    assert response.headers["location"] == f"/api/v1/turns/{told[0].data['turn_id']}"
+    return told
 
 
 def _replay(base: str, turn_id, headers, last_event_id=None) -> list:
