@@ -16,6 +16,8 @@ from pantheon import logging_context
 from pantheon.exceptions import InvalidTokensThrottled
 from pantheon.throttling import InvalidTokenThrottle
 
+BEARER = "Bearer"
+
 
 class TokenAuthentication(authentication.TokenAuthentication):
     """DRF's token authentication, loading the user's billing profile in the same query.
@@ -28,6 +30,12 @@ class TokenAuthentication(authentication.TokenAuthentication):
 
     def authenticate(self, request):
         self.request = request  # for the limit on invalid tokens, by the client's address
+        # `Bearer <key>` is the same token: what OAuth-minded HTTP clients and SDKs send
+        # unless told otherwise, which was a 401 `not_authenticated` as if no token were sent.
+        # (DRF makes the authenticators afresh for each request: the keyword is this one's.)
+        scheme = authentication.get_authorization_header(request).split(b" ", 1)[0]
+        if scheme.lower() == BEARER.lower().encode():
+            self.keyword = BEARER
         return super().authenticate(request)
 
     def authenticate_credentials(self, key):

@@ -19,7 +19,7 @@ a postprocessing hook), and a field only answers carry names no request componen
 import copy
 
 from drf_spectacular import openapi
-from drf_spectacular.authentication import SessionScheme
+from drf_spectacular.authentication import SessionScheme, TokenScheme
 from drf_spectacular.extensions import (
     OpenApiSerializerExtension,
     OpenApiSerializerFieldExtension,
@@ -493,6 +493,22 @@ class AutoSchema(openapi.AutoSchema):
                 "required": True,
             }
         return headers
+
+
+class PantheonTokenScheme(TokenScheme):
+    """The API token (pantheon.authentication.TokenAuthentication): `Token <key>`, or the same
+    key as `Bearer <key>`."""
+
+    target_class = "pantheon.authentication.TokenAuthentication"
+    priority = 0  # above drf-spectacular's own (-1), which matches every subclass of DRF's
+
+    def get_security_definition(self, auto_schema):
+        definition = super().get_security_definition(auto_schema)
+        definition["description"] = (
+            'The key `POST auth/token` gives, with the prefix "Token" (`Authorization: Token '
+            '<key>`) or "Bearer" (`Authorization: Bearer <key>`).'
+        )
+        return definition
 
 
 class PantheonSessionScheme(SessionScheme):
