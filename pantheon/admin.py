@@ -22,7 +22,7 @@ from django.utils.translation import ngettext
 from rest_framework.authtoken.models import Token, TokenProxy
 
 from pantheon.console import ChangesWithValues, KeptWhileInUse, moment, record_links
-from pantheon.figures import credits_text
+from pantheon.figures import counted, credits_text
 from pantheon.passwords import api_token_revoke_logged
 from sessions_app.models import Session, Turn
 from sessions_app.services import turns_cancel_with_sessions
@@ -64,6 +64,20 @@ class UserChangeForm(auth_forms.UserChangeForm):
         return username
 
 
+# What an account may do in the console: staff and superuser status, roles and permissions.
+PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+
+def may_manage(operator, user) -> bool:
+    """Whether `operator`, who may change users, may change `user`'s account (its password,
+    token, activity, names): a superuser any; anyone else their own and those of accounts
+    without console access. Django let whoever may change users reset a superuser's or an
+    Owner's password, or tick Superuser status on their own page, and so take their console."""
+    return (
+        operator.is_superuser or operator.pk == user.pk or not (user.is_staff or user.is_superuser)
+    )
+
+
 @admin.register(User)
 class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     form = UserChangeForm
@@ -76,6 +90,30 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         "password_state",
     )
     actions = ["revoke_api_tokens"]
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and (
+            obj is None or may_manage(request.user, obj)
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and (
+            obj is None or may_manage(request.user, obj)
+        )
+
+    def read_only_because(self, request, obj) -> str:
+        if not may_manage(request.user, obj):  # made staff since the page was opened
+            return "it is a staff account now, which only a superuser changes."
+        return super().read_only_because(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        """Roles, permissions and staff or superuser status are a superuser's to give (or
+        `createsuperuser` from a shell): whoever else may change users would give them to
+        themselves."""
+        fields = super().get_readonly_fields(request, obj)
+        if request.user.is_superuser:
+            return fields
+        return (*fields, *(name for name in PRIVILEGE_FIELDS if name not in fields))
 
     def construct_change_message(self, request, form, formsets, add=False):
         """A change says from and to (a role or superuser status granted is what an audit looks
@@ -115,6 +153,17 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         description="Revoke API tokens (they log in again for a new one)", permissions=["change"]
     )
     def revoke_api_tokens(self, request, queryset):
+        # The accounts the operator may change (`may_manage`); a staff account's token is a
+        # superuser's to revoke.
+        kept = [user for user in queryset if not may_manage(request.user, user)]
+        if kept:
+            queryset = queryset.exclude(pk__in=[user.pk for user in kept])
+            self.message_user(
+                request,
+                f"Left {counted(len(kept), 'staff account')} as they were: only a superuser "
+                "changes those.",
+                messages.WARNING,
+            )
         tokens = Token.objects.filter(user__in=queryset).select_related("user")
         revoked = [token.user for token in tokens]
         tokens.delete()
@@ -190,8 +239,9 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
                 (name, {**options, "fields": [swap.get(f, f) for f in options["fields"]]})
                 for name, options in fieldsets
             ]
-        if not self.has_change_permission(request):
-            # Nor may they revoke a token: the users' list has no action for them.
+        if not self.has_change_permission(request, obj):
+            # Nor may they revoke its token: the users' list has no action for them (or
+            # leaves a staff account's token to a superuser).
             billing = tuple("api_token_since" if f == "api_token" else f for f in billing)
         return (("Billing this month (UTC)", {"fields": billing}), *fieldsets)
 

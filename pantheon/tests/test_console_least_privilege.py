@@ -1,0 +1,122 @@
+"""Who may change users changes customers' accounts, not what an account may do in the
+console: granting roles, staff or superuser status, and the accounts that hold them, are a
+superuser's. Django's own user pages let anyone who may change users tick Superuser status on
+their own account (or reset a superuser's password and log in as them)."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from rest_framework.authtoken.models import Token
+
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for, opened
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+
+
+@pytest.fixture
+def support(django_user_model):
+    """Staff who may view and change users, and nothing else (no conversations)."""
+    user = django_user_model.objects.create_user(
+        "support", password="support-pass-123", is_staff=True
+    )
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="auth", codename__in=["view_user", "change_user"]
+        )
+    )
+    return user
+
+
+def _saved_with(client, user, **changes):
+    page = url(User, "change", user.pk)
+    form = opened(client, page, "user_form")
+    form.update(changes)
+    return client.post(page, form)
+
+
+def test_who_may_change_users_cannot_make_themselves_a_superuser(support):
+    client = client_for(support)
+
+    response = _saved_with(client, support, is_superuser=["on"], is_staff=["on"])
+
+    support.refresh_from_db()
+    assert response.status_code == 302  # their own names and email are still theirs to edit
+    assert not support.is_superuser
+    assert client.get(url(User, "changelist")).status_code == 200
+    messages_page = "/admin/sessions_app/message/"
+    assert client.get(messages_page).status_code == 403
+
+
+def test_who_may_change_users_cannot_give_a_role_or_a_permission(support, owner):
+    client = client_for(support)
+    owner_role = Group.objects.get(name="Owner")
+    view_messages = Permission.objects.get(codename="view_message")
+
+    page = client.get(url(User, "change", owner.pk)).content.decode()
+    response = _saved_with(
+        client,
+        owner,
+        is_staff=["on"],
+        groups=[str(owner_role.pk)],
+        user_permissions=[str(view_messages.pk)],
+        first_name=["Olive"],
+    )
+
+    owner.refresh_from_db()
+    assert response.status_code == 302
+    assert owner.first_name == "Olive"  # a customer's account is still theirs to change
+    assert not owner.is_staff
+    assert not owner.groups.exists() and not owner.user_permissions.exists()
+    assert 'name="is_superuser"' not in page and 'name="groups"' not in page
+
+
+@pytest.mark.parametrize("target", ["superuser", "operator"])
+def test_who_may_change_users_cannot_take_over_a_staff_account(
+    support, staff, make_operator, target
+):
+    """A superuser's or an Owner's password reset by support would have handed support their
+    console (the conversations included)."""
+    account = staff if target == "superuser" else make_operator("Owner", "olivia")
+    Token.objects.create(user=account)
+    client = client_for(support)
+    hashed = account.password
+
+    page = client.get(url(User, "change", account.pk))
+    reset = client.post(
+        url(User, "password_change", account.pk),
+        {"usable_password": "true", "password1": "taken-over-987", "password2": "taken-over-987"},
+    )
+    saved = client.post(url(User, "change", account.pk), {"username": "renamed"}, follow=True)
+    revoked = client.post(
+        url(User, "changelist"), {"action": "revoke_api_tokens", "_selected_action": [account.pk]}
+    )
+
+    account.refresh_from_db()
+    assert page.status_code == 200  # viewed, read-only
+    assert "Reset password" not in page.content.decode()
+    assert client.get(url(User, "password_change", account.pk)).status_code == 403
+    assert reset.status_code == 403
+    assert "not saved: it is a staff account now, which only a superuser changes" in (
+        saved.content.decode()
+    )
+    assert revoked.status_code == 302
+    assert account.password == hashed and account.get_username() != "renamed"
+    assert Token.objects.filter(user=account).exists()
+
+
+def test_a_superuser_still_grants_roles_and_resets_staff_passwords(staff, make_operator):
+    operator = make_operator("Analyst", "anna")
+    client = client_for(staff)
+
+    granted = _saved_with(client, operator, is_superuser=["on"])
+    reset = client.post(
+        url(User, "password_change", operator.pk),
+        {"usable_password": "true", "password1": "a-new-pass-987", "password2": "a-new-pass-987"},
+    )
+
+    operator.refresh_from_db()
+    assert granted.status_code == reset.status_code == 302
+    assert operator.is_superuser and operator.check_password("a-new-pass-987")
