@@ -1,6 +1,9 @@
+from functools import cache
+
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ORDER_VAR
-from django.db.models import Q
+from django.db.models import Model, Q
+from django.db.models.constants import LOOKUP_SEP
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
@@ -202,6 +205,74 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
         return by_id_or_text(queryset, search_term, ids=["pk"], text=text), False
 
 
+# Who may read a conversation's words in the console: who may view its messages.
+VIEW_MESSAGES = "sessions_app.view_message"
+WITHHELD = "withheld: only who may view messages reads a conversation's words"
+
+
+class Withheld:
+    """A field that holds a conversation's words, on the page of one who may not read them:
+    its label, and why its value is not shown (as `RecordValue` stands for a field)."""
+
+    do_not_call_in_templates = True
+
+    def __init__(self, name: str, label: str):
+        self.__name__ = name
+        self.short_description = label
+
+    def __call__(self, obj) -> str:
+        return WITHHELD
+
+    def __str__(self) -> str:
+        return self.__name__
+
+
+@cache
+def _withheld(model: type[Model], names: tuple[str, ...]) -> dict[str, Withheld]:
+    # One object per field: the form's exclusions match them by identity.
+    return {name: Withheld(name, model._meta.get_field(name).verbose_name) for name in names}
+
+
+class ConversationWords:
+    """Fields beside a conversation's messages that hold its words too (a turn's input, an
+    Idempotency-Key's stored answer), shown only to who may view messages, as the turn page's
+    messages are (Django shows an inline only to who may view its rows); to anyone else their
+    label and `WITHHELD`. Their lists answer a filter on them only to them: one who may view
+    turns but not messages read every question asked on the turns' pages, and
+    `?user_input__icontains=` told them which turns said what."""
+
+    conversation_fields: tuple[str, ...] = ()
+
+    def _withheld_for(self, request) -> dict[str, Withheld]:
+        if request.user.has_perm(VIEW_MESSAGES):
+            return {}
+        return _withheld(self.model, self.conversation_fields)  # type: ignore[attr-defined]
+
+    def _swapped(self, request, names) -> list:
+        withheld = self._withheld_for(request)
+        return [withheld.get(name, name) if isinstance(name, str) else name for name in names]
+
+    def get_fields(self, request, obj=None):
+        return self._swapped(request, super().get_fields(request, obj))  # type: ignore[misc]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)  # type: ignore[misc]
+        return self._swapped(request, fields)
+
+    def get_exclude(self, request, obj=None):
+        excluded = super().get_exclude(request, obj) or ()  # type: ignore[misc]
+        withheld = list(self._withheld_for(request).values())
+        return [*excluded, *withheld] or None
+
+    def lookup_allowed(self, lookup, value, request=None):
+        field = lookup.split(LOOKUP_SEP, 1)[0]
+        if field in self.conversation_fields and (
+            request is None or not request.user.has_perm(VIEW_MESSAGES)
+        ):
+            return False
+        return super().lookup_allowed(lookup, value, request)  # type: ignore[misc]
+
+
 class MessageInline(RecordTabularInline):
     model = Message
     fields = ["sequence", "role", "agent_key", "model_alias", "status", "error_code", "content"]
@@ -300,9 +371,10 @@ class TurnChangeList(DrillDownChangeList):
 
 
 @admin.register(Turn)
-class TurnAdmin(RecordAdmin):
+class TurnAdmin(ConversationWords, RecordAdmin):
     """Turns, newest first: who, where, how it went and what it cost."""
 
+    conversation_fields = ("user_input",)
     list_display = [
         "created",
         "user",
@@ -524,9 +596,11 @@ class TurnContextAuditAdmin(RecordAdmin):
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(RecordAdmin):
+class IdempotencyKeyAdmin(ConversationWords, RecordAdmin):
     """Clients' Idempotency-Keys and the answers retries get: looked at, never edited."""
 
+    # The answer a retry gets is the turn's: its input and messages.
+    conversation_fields = ("response_body",)
     list_display = ["key", "username", "state", "response_status", "turn", "created"]
     username = name_column("user", "username")
     created = moment_column()

@@ -1,0 +1,98 @@
+"""A conversation's words are shown in the console only to who may view its messages
+(`sessions_app.view_message`): a turn's input and an Idempotency-Key's stored answer hold them
+too, and their pages showed them to whoever may view turns or keys, and their lists answered
+filters on them (`?user_input__icontains=`), a way to learn which turns said what."""
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from pantheon.testing.admin import admin_url as url
+from pantheon.testing.admin import client_for
+from sessions_app.models import IdempotencyKey, Message, Turn
+
+pytestmark = pytest.mark.django_db
+
+WORDS = "my landlord's name is Ezekiel Quarrington"
+
+
+@pytest.fixture
+def conversation(owner, make_agent, make_room, make_session):
+    session = make_session(owner, room=make_room(owner, [make_agent(owner, "ada")]))
+    turn = Turn.objects.create(
+        session=session, turn_index=1, mode="manual", user_input=f"@ada {WORDS}"
+    )
+    Message.objects.create(session=session, turn=turn, sequence=1, role="user", content=WORDS)
+    key = IdempotencyKey.objects.create(
+        user=owner,
+        key="retry-1",
+        fingerprint="f" * 64,
+        state="done",
+        turn=turn,
+        response_status=201,
+        response_body={"user_input": f"@ada {WORDS}", "messages": [{"content": WORDS}]},
+    )
+    return turn, key
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    def make(*codenames: str):
+        user = django_user_model.objects.create_user(
+            "viewer", password="viewer-pass-123", is_staff=True
+        )
+        user.user_permissions.add(
+            *Permission.objects.filter(
+                content_type__app_label="sessions_app", codename__in=codenames
+            )
+        )
+        return user
+
+    return make
+
+
+def test_who_may_view_turns_but_not_messages_reads_no_words(conversation, viewer):
+    turn, key = conversation
+    client = client_for(viewer("view_turn", "view_idempotencykey"))
+
+    turn_page = client.get(url(Turn, "change", turn.pk))
+    key_page = client.get(url(IdempotencyKey, "change", key.pk))
+
+    assert turn_page.status_code == key_page.status_code == 200
+    for page in (turn_page, key_page):
+        text = page.content.decode()
+        assert "Ezekiel" not in text
+        assert "withheld: only who may view messages reads a conversation" in text
+    assert "User input:" in turn_page.content.decode()
+    assert "Response body:" in key_page.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("model", "lookup"),
+    [
+        (Turn, "user_input__icontains"),
+        (Turn, "user_input"),
+        (IdempotencyKey, "response_body__messages__0__content__icontains"),
+        (IdempotencyKey, "response_body__icontains"),
+    ],
+)
+def test_their_lists_answer_no_filter_on_the_words(conversation, viewer, model, lookup):
+    client = client_for(viewer("view_turn", "view_idempotencykey"))
+
+    response = client.get(url(model, "changelist"), {lookup: "Ezekiel"})
+
+    assert response.status_code == 400
+
+
+def test_who_may_view_messages_reads_and_filters_them(conversation, viewer):
+    turn, key = conversation
+    client = client_for(viewer("view_turn", "view_idempotencykey", "view_message"))
+
+    turn_page = client.get(url(Turn, "change", turn.pk)).content.decode()
+    key_page = client.get(url(IdempotencyKey, "change", key.pk)).content.decode()
+    found = client.get(url(Turn, "changelist"), {"user_input__icontains": "Ezekiel"})
+
+    assert WORDS.replace("'", "&#x27;") in turn_page
+    assert "Ezekiel Quarrington" in key_page
+    assert "withheld" not in turn_page + key_page
+    assert found.status_code == 200
+    assert found.context["cl"].result_count == 1
