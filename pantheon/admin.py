@@ -9,8 +9,9 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
+from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db.models.constants import LOOKUP_SEP
@@ -286,6 +287,21 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     @admin.display(description="billing status")
     def billing_status(self, user) -> str:
         return billing_status_badge(billing_profile_for(user=user), self._month_credits(user))
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class PantheonGroupAdmin(GroupAdmin):
+    """A group's permissions, as a user's, are a superuser's to give: an operator who may change
+    groups gave their own group (a role they hold) the permissions it lacked."""
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if request.user.is_superuser or "permissions" in fields:
+            return fields
+        return (*fields, "permissions")
 
 
 def _acted_in_console(user) -> bool:

@@ -120,3 +120,36 @@ def test_a_superuser_still_grants_roles_and_resets_staff_passwords(staff, make_o
     operator.refresh_from_db()
     assert granted.status_code == reset.status_code == 302
     assert operator.is_superuser and operator.check_password("a-new-pass-987")
+
+
+def test_who_may_change_groups_cannot_give_their_group_a_permission(support):
+    """A role is its group's permissions: an operator who may change groups gave their own
+    group the permission to view messages, and read every conversation."""
+    support.user_permissions.add(*Permission.objects.filter(codename__in=["change_group"]))
+    team = Group.objects.create(name="Support")
+    support.groups.add(team)
+    view_messages = Permission.objects.get(codename="view_message")
+    client = client_for(support)
+    page = url(Group, "change", team.pk)
+
+    shown = client.get(page).content.decode()
+    saved = client.post(page, {"name": "Support desk", "permissions": [str(view_messages.pk)]})
+
+    team.refresh_from_db()
+    assert saved.status_code == 302
+    assert team.name == "Support desk"  # a name is still theirs to change
+    assert not team.permissions.exists()
+    assert 'name="permissions"' not in shown
+    assert client.get("/admin/sessions_app/message/").status_code == 403
+
+
+def test_a_superuser_still_gives_groups_permissions(staff):
+    team = Group.objects.create(name="Support")
+    view_messages = Permission.objects.get(codename="view_message")
+
+    saved = client_for(staff).post(
+        url(Group, "change", team.pk), {"name": "Support", "permissions": [str(view_messages.pk)]}
+    )
+
+    assert saved.status_code == 302
+    assert list(team.permissions.all()) == [view_messages]
