@@ -14,6 +14,7 @@ from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.db.models.constants import LOOKUP_SEP
 from django.forms import ModelForm
 from django.urls import reverse
@@ -154,17 +155,19 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         description="Revoke API tokens (they log in again for a new one)", permissions=["change"]
     )
     def revoke_api_tokens(self, request, queryset):
-        # The accounts the operator may change (`may_manage`); a staff account's token is a
-        # superuser's to revoke.
-        kept = [user for user in queryset if not may_manage(request.user, user)]
-        if kept:
-            queryset = queryset.exclude(pk__in=[user.pk for user in kept])
-            self.message_user(
-                request,
-                f"Left {counted(len(kept), 'staff account')} as they were: only a superuser "
-                "changes those.",
-                messages.WARNING,
-            )
+        # The accounts the operator may change (`may_manage`, asked of the database: the
+        # selection may be every user); a staff account's token is a superuser's to revoke.
+        if not request.user.is_superuser:
+            staff = queryset.filter(Q(is_staff=True) | Q(is_superuser=True))
+            staff = staff.exclude(pk=request.user.pk)
+            if kept := staff.count():
+                queryset = queryset.exclude(pk__in=staff.values("pk"))
+                self.message_user(
+                    request,
+                    f"Left {counted(kept, 'staff account')} as they were: only a superuser "
+                    "changes those.",
+                    messages.WARNING,
+                )
         tokens = Token.objects.filter(user__in=queryset).select_related("user")
         revoked = [token.user for token in tokens]
         tokens.delete()

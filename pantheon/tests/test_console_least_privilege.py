@@ -153,3 +153,20 @@ def test_a_superuser_still_gives_groups_permissions(staff):
 
     assert saved.status_code == 302
     assert list(team.permissions.all()) == [view_messages]
+
+
+def test_the_revoke_action_of_who_may_change_users_leaves_staff_tokens(support, staff, owner):
+    for user in (support, staff, owner):
+        Token.objects.create(user=user)
+    client = client_for(support)
+
+    response = client.post(
+        url(User, "changelist"),
+        {"action": "revoke_api_tokens", "select_across": "1", "_selected_action": [owner.pk]},
+        follow=True,
+    )
+
+    text = response.content.decode()
+    assert "Left 1 staff account as they were: only a superuser changes those." in text
+    assert "Revoked the API tokens of 2 users." in text  # the customer's and their own
+    assert list(Token.objects.values_list("user", flat=True)) == [staff.pk]
