@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pantheon import handoff, runner  # noqa: E402
 from pantheon.config import choice, flag, whole_number  # noqa: E402  (a bad value stops the start, named)
-from pantheon.log_formats import FORMATTERS, log_format  # noqa: E402
+from pantheon.log_formats import FORMATTERS, SecretsFilter, log_format  # noqa: E402
 
 # This is the production server: the settings (in collectstatic below and in every worker)
 # refuse what production must not run with (the laptop's secret key with DEBUG off).
@@ -60,16 +60,21 @@ if log_format() == "json":
     logging.captureWarnings(True)
     logconfig_dict = {
         "formatters": {"json": FORMATTERS["json"]},
+        # uvicorn's error lines (a traceback of the app's) are written here, not by the app's
+        # handler: they hold no secret of the environment either.
+        "filters": {"secrets": {"()": SecretsFilter}},
         "handlers": {
             "error_console": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stderr",
+                "filters": ["secrets"],
             },
             "access_console": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stdout",
+                "filters": ["secrets"],
             },
         },
         "loggers": {

@@ -6,6 +6,10 @@ formatters, so that with LOG_FORMAT=json every line a server writes is one JSON 
 gunicorn's and uvicorn's own included.
 """
 
+import logging
+import os
+from collections.abc import Mapping
+
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 from pantheon import config
@@ -35,3 +39,54 @@ def log_format() -> str:
     """LOG_FORMAT: `json`, or `text` (the default when DEBUG)."""
     debug = config.flag("DEBUG", False)
     return config.choice("LOG_FORMAT", "text" if debug else "json", ("json", "text"))
+
+
+# The environment variables whose values are secrets: a provider's key (`…_API_KEY`, the names
+# aliases give and litellm's own, such as OPENAI_API_KEY), and any other key, token, secret or
+# password. A shorter value is no key (a flag, a name) and would blot out words.
+SECRET_NAME_ENDINGS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+SHORTEST_SECRET = 8
+REDACTED = "***"
+
+
+def secret_values(environ: Mapping[str, str]) -> list[str]:
+    """The secrets among `environ`'s values, longest first (one inside another goes with it)."""
+    values = {
+        value.strip()
+        for name, value in environ.items()
+        if name.upper().endswith(SECRET_NAME_ENDINGS) and len(value.strip()) >= SHORTEST_SECRET
+    }
+    return sorted(values, key=len, reverse=True)
+
+
+def redacted(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class SecretsFilter(logging.Filter):
+    """On every handler that writes the log: no line holds a secret of the environment. A
+    provider's error may quote the key it was sent (an "Incorrect API key provided: sk-…" with
+    the whole key, a proxy's page echoing the Authorization header), and so may a traceback.
+    The gateway blots out the alias's own key from its lines, but a call of an alias without
+    `api_key_env` carries whatever key litellm found in its provider's variable, which the
+    gateway never sees, and litellm and the server write lines of their own. The environment
+    is read at each line, as the gateway reads an alias's key at each call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = secret_values(os.environ)
+        if not secrets:
+            return True
+        message = record.getMessage()
+        if (clean := redacted(message, secrets)) != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            # The formatters write exc_text when there is no exc_info to format afresh.
+            record.exc_info, record.exc_text = None, redacted(record.exc_text, secrets)
+        if record.stack_info:
+            record.stack_info = redacted(record.stack_info, secrets)
+        return True

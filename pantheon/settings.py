@@ -447,12 +447,13 @@ LOGGING = {
     "filters": {
         "context": {"()": "pantheon.logging_context.ContextFilter"},
         "suspicious_request": {"()": "pantheon.logging_context.SuspiciousRequestFilter"},
+        "secrets": {"()": "pantheon.log_formats.SecretsFilter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["context", "suspicious_request"],
+            "filters": ["context", "suspicious_request", "secrets"],
         },
     },
     "root": {
