@@ -23,10 +23,13 @@ def get_gateway() -> LiteLLMGateway:
 
 
 def alias_config(alias) -> AliasConfig:
-    """A ModelAlias row as the gateway's plain config; the key is read from its env var now."""
+    """A ModelAlias row as the gateway's plain config; the key is read from its env var now,
+    without blanks around it: a key has none, and a secret mounted from a file keeps the
+    file's last newline, a header the HTTP client refuses to send (each call then failed as
+    the provider's error, and was retried). A variable of blanks alone is one not set."""
     api_key = None
     if alias.api_key_env and re.fullmatch(API_KEY_ENV_PATTERN, alias.api_key_env):
-        api_key = os.environ.get(alias.api_key_env) or None
+        api_key = os.environ.get(alias.api_key_env, "").strip() or None
     return AliasConfig(
         alias=alias.alias,
         litellm_model=alias.litellm_model,

@@ -45,3 +45,33 @@ def test_an_alias_whose_key_variable_is_set_sends_that_key(
 
     assert stub.requests == 1
     assert outcome.turn.status == TurnStatus.COMPLETED
+
+
+def test_a_key_variable_filled_from_a_file_sends_the_key_without_its_newline(
+    owner, ada, make_session, stub, monkeypatch
+):
+    """A secret mounted from a file keeps the file's last newline; a key never has blanks. Sent
+    as it was, the HTTP client refused the header ("Forbidden control character"): every call
+    of the alias failed as a provider's error, retried, and no line named the variable."""
+    point_at_stub(stub, "ok", ada.model_alias)
+    monkeypatch.setenv("STUB_API_KEY", " sk-x\n")
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=1, backoff_seconds=0)
+
+    outcome, _ = direct_turn(owner, make_session(owner, agent=ada), gateway)
+
+    assert outcome.turn.status == TurnStatus.COMPLETED
+    assert stub.requests == 1
+    row = LlmCallEvent.objects.get(turn=outcome.turn)
+    assert (row.status, row.attempts) == ("success", 1)
+
+
+def test_a_blank_key_variable_is_an_unset_one(owner, ada, make_session, stub, monkeypatch):
+    point_at_stub(stub, "ok", ada.model_alias)
+    monkeypatch.setenv("STUB_API_KEY", " \n")
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=1, backoff_seconds=0)
+
+    outcome, _ = direct_turn(owner, make_session(owner, agent=ada), gateway)
+
+    assert stub.requests == 0
+    row = LlmCallEvent.objects.get(turn=outcome.turn)
+    assert (row.status, row.error_type, row.attempts) == ("error", "bad_request", 0)
