@@ -993,10 +993,18 @@ def _provider_of(model: str, litellm: Any) -> str:
 
 
 def _short_error(exc: BaseException, api_key: str | None) -> str:
+    """What the operator's log says of a failed call: the provider's error on one line, without
+    the key, at most `_ERROR_MESSAGE_CHARS` long. Its other unprintable characters (a terminal
+    escape, a NUL of a body that is not UTF-8, a right-to-left override) are written as their
+    escapes: read raw, they would act on the operator's terminal or reorder the line."""
     message = f"{type(exc).__name__}: {exc}"
     if api_key:
         message = message.replace(api_key, "***")
     message = " ".join(message.split())
+    if not message.isprintable():
+        message = "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message
+        )
     if len(message) > _ERROR_MESSAGE_CHARS:
         message = message[: _ERROR_MESSAGE_CHARS - 1] + "…"
     return message

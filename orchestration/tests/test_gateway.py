@@ -253,6 +253,19 @@ def test_error_message_is_short_and_hides_the_key(monkeypatch, gateway):
     assert len(result.error_message) <= 300
 
 
+def test_error_message_writes_control_characters_as_escapes(monkeypatch, gateway):
+    """The provider's words go to the operator's log: a terminal escape (which would clear or
+    recolour the operator's terminal under the readable LOG_FORMAT), a NUL from a body that is
+    not UTF-8, or a right-to-left override (which reorders what the line seems to say) is
+    written as its escape, visible and inert."""
+    hostile = "\x1b[2J\x1b[31mfake\x00 ok \u202etxt.exe"
+    script(monkeypatch, litellm.BadRequestError(message=hostile, llm_provider="groq", model="m"))
+    result = complete(gateway, CALL)
+    assert result.error_kind == "bad_request"
+    assert "\\x1b[2J\\x1b[31mfake\\x00 ok \\u202etxt.exe" in result.error_message
+    assert result.error_message.isprintable()
+
+
 def test_latency_covers_every_attempt(monkeypatch):
     ticks = iter([10.0, 10.75])
     gateway = LiteLLMGateway(
