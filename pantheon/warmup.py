@@ -12,7 +12,7 @@ from django.urls import resolve
 
 from pantheon import runner
 from pantheon.db import OUTAGE_RETRY_SECONDS, connection_lost, outage_pause
-from pantheon.llm import get_gateway
+from pantheon.llm import alias_config, get_gateway
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ def open_the_pool() -> None:
     else:
         try:
             warn_of_missing_role_aliases()
+            warn_of_aliases_without_their_key()
         except Exception:
-            logger.exception("warm-up: the role settings' model aliases could not be checked")
+            logger.exception("warm-up: the model aliases could not be checked")
     finally:
         connection.close()
 
@@ -102,6 +103,30 @@ def warn_of_missing_role_aliases() -> None:
             state,
             ROLE_ALIASES[setting],
             "enabled" if alias in enabled else "added",
+        )
+
+
+def warn_of_aliases_without_their_key() -> None:
+    """With live providers, one warning for each key variable that enabled aliases name and
+    this server's environment does not set (or sets blank): their calls are not sent, and
+    each of their answers fails `bad_request` (`pantheon.llm.alias_config`). That was said
+    only call by call, once users had seen their turns fail; a misspelt variable in a deploy
+    (the seeded aliases all name OPENROUTER_API_KEY) failed every turn. Names only, never a
+    value; not a refusal to start, as the variable may be meant for another server."""
+    from usage.models import ModelAlias
+
+    if settings.PANTHEON_LLM_BACKEND != "live":
+        return
+    unset: dict[str, list[str]] = {}
+    for row in ModelAlias.objects.filter(enabled=True).exclude(api_key_env="").order_by("alias"):
+        if variable := alias_config(row).missing_key:
+            unset.setdefault(variable, []).append(row.alias)
+    for variable, aliases in sorted(unset.items()):
+        logger.warning(
+            "%s is not set in this server's environment: the calls of the model alias(es) %s "
+            "are not sent, and their answers fail bad_request, until it is",
+            variable,
+            ", ".join(aliases),
         )
 
 

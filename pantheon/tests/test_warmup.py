@@ -84,3 +84,41 @@ def test_with_the_pool_a_request_starts_without_a_trip_to_its_thread():
     assert pooled[0] == []
     assert "close_old_connections" in pooled[1]
     assert unpooled[0] == ["close_old_connections", "reset_queries"]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # it closes the connection
+def test_a_worker_warming_up_names_the_key_variables_its_aliases_lack(
+    settings, caplog, monkeypatch
+):
+    """An alias whose key variable is not set sends no call: every answer on it fails
+    bad_request. That was said only call by call, once users had seen their turns fail."""
+    settings.PANTHEON_LLM_BACKEND = "live"
+    ModelAlias.objects.filter(alias="llama").update(api_key_env="GROQ_API_KEY")
+    ModelAlias.objects.filter(alias="qwen").update(enabled=False)  # not called: not named
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    monkeypatch.setenv("GROQ_API_KEY", "  \n")  # blank: as good as unset
+
+    with caplog.at_level(logging.WARNING, logger="pantheon.warmup"):
+        warmup.open_the_pool()
+
+    aliases = ModelAlias.objects.filter(enabled=True, api_key_env="OPENROUTER_API_KEY")
+    named = ", ".join(sorted(aliases.values_list("alias", flat=True)))
+    assert caplog.messages == [
+        "GROQ_API_KEY is not set in this server's environment: the calls of the model "
+        "alias(es) llama are not sent, and their answers fail bad_request, until it is",
+        "OPENROUTER_API_KEY is not set in this server's environment: the calls of the model "
+        f"alias(es) {named} are not sent, and their answers fail bad_request, until it is",
+    ]
+    assert "qwen" not in named
+
+    caplog.clear()
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-1")
+    monkeypatch.setenv("GROQ_API_KEY", "gsk-1")
+    with caplog.at_level(logging.WARNING, logger="pantheon.warmup"):
+        warmup.warn_of_aliases_without_their_key()
+    assert caplog.messages == []
+    settings.PANTHEON_LLM_BACKEND = "demo"  # the demo provider needs no key
+    monkeypatch.delenv("OPENROUTER_API_KEY")
+    with caplog.at_level(logging.WARNING, logger="pantheon.warmup"):
+        warmup.warn_of_aliases_without_their_key()
+    assert caplog.messages == []
