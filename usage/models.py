@@ -1,6 +1,7 @@
 import re
 import uuid
 from decimal import Decimal
+from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -46,6 +47,31 @@ ALIAS_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 # commands): a URL written without a scheme is an https one.
 API_BASE_FORM_OPTIONS = {"assume_scheme": "https"}
 
+# A query parameter of a URL that carries a credential: Azure's `api-key`, Google's `key`, an
+# `access_token`, a signed URL's `sig`.
+CREDENTIAL_PARAMETER = re.compile(r"key|token|secret|password|^sig$|signature", re.IGNORECASE)
+
+
+def refuse_credentials_in_url(url: str) -> None:
+    """An alias's `api_base` holds no credential: the key goes in the variable `api_key_env`
+    names, which no page shows. One written in the URL (`user:password@`, `?api-key=`) was
+    shown to every operator who may view aliases (an Analyst's list page), kept in the alias's
+    console history, and quoted in the log by the provider errors that name the URL."""
+    parts = urlsplit(url)
+    try:
+        userinfo = parts.username is not None or parts.password is not None
+    except ValueError:  # a port that is no number: the URL's own check says so
+        return
+    names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    if userinfo or any(CREDENTIAL_PARAMETER.search(name) for name in names):
+        raise ValidationError(
+            "Holds a credential (a user:password@ or a key in its query): every operator who "
+            "may view aliases sees this URL, and provider errors quote it. Put the key in the "
+            "variable api_key_env names.",
+            code="credential_in_url",
+        )
+
+
 MIN_INPUT_BUDGET = 512
 MIN_CONTEXT_WINDOW = 1024
 
@@ -68,7 +94,7 @@ class ModelAlias(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     alias = models.CharField(max_length=64, unique=True)
     litellm_model = models.CharField(max_length=200)
-    api_base = models.URLField(blank=True)
+    api_base = models.URLField(blank=True, validators=[refuse_credentials_in_url])
     api_key_env = models.CharField(
         max_length=100,
         blank=True,

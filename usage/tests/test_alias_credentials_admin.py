@@ -7,7 +7,7 @@ still sets them."""
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from pantheon.testing.admin import admin_url, client_for, posted_back
 from usage.models import ModelAlias
@@ -85,3 +85,64 @@ def test_the_command_still_sets_them():
 
     saved = ModelAlias.objects.get(alias="mine")
     assert (saved.api_base, saved.api_key_env) == ("https://llm.example/v1", "EXAMPLE_API_KEY")
+
+
+CREDENTIALED_BASES = [
+    "https://svc:s3cr3t-pass@llm.internal.example/v1",
+    "https://llm.example/v1?api-key=0123456789abcdef",
+    "https://llm.example/v1beta?key=AIzaSyExample0123456789",
+]
+
+
+@pytest.mark.parametrize("api_base", CREDENTIALED_BASES)
+def test_an_api_base_holding_a_credential_is_refused(staff, make_operator, api_base):
+    """A key belongs in the variable `api_key_env` names, which no page shows: one written in
+    the URL was shown to every operator who may view aliases (an Analyst's list page), kept in
+    the alias's console history, and quoted in the log by the errors that name the URL."""
+    response = client_for(staff).post(
+        admin_url(ModelAlias, "add"), new_alias(alias="keyed", api_base=api_base)
+    )
+
+    assert response.status_code == 200
+    [error] = response.context["adminform"].form.errors["api_base"]
+    assert error.startswith("Holds a credential")
+    assert not ModelAlias.objects.filter(alias="keyed").exists()
+    with pytest.raises(CommandError, match="api_base: Holds a credential"):
+        call_command(
+            "set_model_alias",
+            "keyed",
+            "--model=openai/x",
+            f"--api-base={api_base}",
+            stdout=StringIO(),
+        )
+    assert not ModelAlias.objects.filter(alias="keyed").exists()
+
+
+def test_an_api_base_with_an_ordinary_query_is_kept(staff):
+    call_command(
+        "set_model_alias",
+        "versioned",
+        "--model=azure/gpt-4o",
+        "--api-base=https://llm.example/openai?api-version=2024-06-01",
+        stdout=StringIO(),
+    )
+
+    saved = ModelAlias.objects.get(alias="versioned")
+    assert saved.api_base == "https://llm.example/openai?api-version=2024-06-01"
+
+
+def test_an_owner_still_edits_an_alias_saved_with_a_credential_before(make_operator):
+    """The URL is a superuser's to set right; an Owner's page, which shows it read-only, saves
+    what the Owner may change."""
+    ModelAlias.objects.filter(alias="qwen").update(api_base=CREDENTIALED_BASES[0])
+    qwen = ModelAlias.objects.get(alias="qwen")
+    console = client_for(make_operator("Owner"))
+    page = admin_url(ModelAlias, "change", qwen.pk)
+    data = posted_back(console.get(page).text, "modelalias_form")
+    data["max_output_tokens"] = "2048"
+
+    response = console.post(page, data)
+
+    assert response.status_code == 302, response.text
+    qwen.refresh_from_db()
+    assert qwen.max_output_tokens == 2048
