@@ -5,8 +5,6 @@ import io
 import json
 import logging
 
-import pytest
-
 from orchestration.gateway import LiteLLMGateway
 from orchestration.litellm_loader import load_litellm
 from orchestration.types import ChatMessage, LlmCall
@@ -20,14 +18,17 @@ OPENAI_KEY = "sk-proj-litellmFoundThis0123456789"
 ALIAS_KEY = "sk-live-abc123SECRETxyz"
 
 
-@pytest.fixture
-def console(monkeypatch) -> io.StringIO:
-    """What the server's log handler writes, as JSON lines."""
+def console(monkeypatch, **environ: str) -> io.StringIO:
+    """What the server's log handler writes, as JSON lines, with its filters as a server that
+    starts with `environ` builds them."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
     handler = next(
         handler
         for handler in logging.getLogger().handlers
         if any(isinstance(f, logging_context.SuspiciousRequestFilter) for f in handler.filters)
     )
+    monkeypatch.setattr(handler, "filters", [type(f)() for f in handler.filters])
     written = io.StringIO()
     # Not setStream, which flushes the stream it replaces: pytest may have closed it by now.
     monkeypatch.setattr(handler, "stream", written)
@@ -53,10 +54,10 @@ def failed_call(monkeypatch, alias: ModelAlias, error: Exception):
     return asyncio.run(gateway.complete(call))
 
 
-def test_a_key_litellm_found_itself_is_not_logged(monkeypatch, console):
+def test_a_key_litellm_found_itself_is_not_logged(monkeypatch):
     """An alias without `api_key_env` calls with the key litellm reads from its provider's
     variable: the gateway never sees it, and its line quoted it whole when the provider did."""
-    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    output = console(monkeypatch, OPENAI_API_KEY=OPENAI_KEY)
     alias = ModelAlias(alias="gpt", litellm_model="openai/gpt-4o-mini", api_key_env="")
     error = litellm.AuthenticationError(
         message=f"Incorrect API key provided: {OPENAI_KEY}.", llm_provider="openai", model="m"
@@ -65,38 +66,38 @@ def test_a_key_litellm_found_itself_is_not_logged(monkeypatch, console):
     result = failed_call(monkeypatch, alias, error)
 
     assert result.error_kind == "bad_request"
-    [line] = [line for line in lines(console) if line["logger"] == "orchestration.gateway"]
+    [line] = [line for line in lines(output) if line["logger"] == "orchestration.gateway"]
     assert line["level"] == "WARNING"
     assert OPENAI_KEY not in json.dumps(line)
     assert "Incorrect API key provided: ***." in line["message"]
 
 
-def test_a_key_with_a_trailing_newline_is_not_logged_either(monkeypatch, console):
+def test_a_key_with_a_trailing_newline_is_not_logged_either(monkeypatch):
     """A variable filled from a file keeps its newline; the provider quotes the key without."""
-    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY + "\n")
+    output = console(monkeypatch, OPENAI_API_KEY=OPENAI_KEY + "\n")
     logging.getLogger("litellm.test").warning("key %s refused", OPENAI_KEY)
 
-    [line] = lines(console)
+    [line] = lines(output)
     assert line["message"] == "key *** refused"
 
 
-def test_a_traceback_quoting_a_key_is_logged_without_it(monkeypatch, console):
-    monkeypatch.setenv("ACME_API_KEY", ALIAS_KEY)
+def test_a_traceback_quoting_a_key_is_logged_without_it(monkeypatch):
+    output = console(monkeypatch, ACME_API_KEY=ALIAS_KEY)
     try:
         raise RuntimeError(f"upstream refused Bearer {ALIAS_KEY}")
     except RuntimeError as error:
         logging.getLogger("sessions_app.api_turns").error("a detached turn failed", exc_info=error)
 
-    [line] = lines(console)
+    [line] = lines(output)
     assert ALIAS_KEY not in json.dumps(line)
     assert "RuntimeError: upstream refused Bearer ***" in line["exc_info"]
     assert line["message"] == "a detached turn failed"
 
 
-def test_lines_without_a_secret_are_written_as_they_were(monkeypatch, console):
-    monkeypatch.setenv("ACME_API_KEY", ALIAS_KEY)
-    monkeypatch.setenv("FEATURE_KEY", "on")  # too short to be a key: its words stay
+def test_lines_without_a_secret_are_written_as_they_were(monkeypatch):
+    # FEATURE_KEY is too short to be a key: its words stay.
+    output = console(monkeypatch, ACME_API_KEY=ALIAS_KEY, FEATURE_KEY="on")
     logging.getLogger("pantheon.test").warning("turn %s: %s is on", "t1", "feature")
 
-    [line] = lines(console)
+    [line] = lines(output)
     assert line["message"] == "turn t1: feature is on"
