@@ -334,6 +334,35 @@ def retry_after_seconds(exc: BaseException, now: float) -> float | None:
     return None
 
 
+# The headers a provider names its request by, which its support asks for: OpenAI's and most
+# OpenAI-compatible servers', Anthropic's, Azure's, AWS's.
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-amzn-requestid")
+_REQUEST_ID_CHARS = 100
+
+
+def provider_request_id(exc: BaseException) -> str | None:
+    """The provider's id of the request that failed with `exc`, from its reply's headers (as
+    `retry_after_seconds` reads them): printable, at most 100 characters. None when the reply
+    names none (or there was no reply)."""
+    for cause in _causes(exc):
+        headers = getattr(cause, "litellm_response_headers", None)
+        if headers is None:
+            headers = getattr(getattr(cause, "response", None), "headers", None)
+        items = getattr(headers, "items", None)
+        if items is None:
+            continue
+        try:
+            said = {str(name).lower(): value for name, value in items()}
+        except Exception:
+            continue
+        for name in REQUEST_ID_HEADERS:
+            value = said.get(name)
+            if isinstance(value, str) and value.strip():
+                kept = "".join(c for c in value.strip() if c.isprintable())
+                return kept[:_REQUEST_ID_CHARS] or None
+    return None
+
+
 def _pause_in(headers: Any, now: float) -> float | None:
     items = getattr(headers, "items", None)
     if items is None:
@@ -543,12 +572,14 @@ class LiteLLMGateway:
                     await self._sleep(max(backoff, asked))
                     continue
                 message = _short_error(exc, api_key)
+                request_id = provider_request_id(exc)
                 logger.warning(
-                    "LLM call %s/%s for %s failed after %d attempt(s): %s",
+                    "LLM call %s/%s for %s failed after %d attempt(s)%s: %s",
                     call.purpose,
                     call.agent_key or "-",
                     call.alias.alias,
                     attempts,
+                    f" (provider request id {request_id})" if request_id else "",
                     message,
                 )
                 # What was streamed before the failure: the listener has it already. The

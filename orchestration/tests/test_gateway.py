@@ -1,4 +1,5 @@
 import asyncio
+import logging
 from decimal import Decimal
 from unittest.mock import ANY
 
@@ -649,6 +650,37 @@ def asking(error, **headers):
         name.replace("_", "-"): value for name, value in headers.items()
     }
     return error
+
+
+def test_a_failed_calls_line_names_the_providers_request_id(monkeypatch, gateway, caplog):
+    """What a provider's support asks for first: its id of the request. The line quoted the
+    error's words alone, which hold it only when the provider writes it there."""
+    failed = asking(bad_request(), x_request_id="req_8f3e2a91\x1b[2Jc0ffee " + "9" * 200)
+    script(monkeypatch, failed)
+
+    with caplog.at_level(logging.WARNING, logger="orchestration.gateway"):
+        result = complete(gateway, CALL)
+
+    assert result.error_kind == "bad_request"
+    [line] = caplog.messages
+    assert line.startswith(
+        "LLM call agent/ada for deepseek failed after 1 attempt(s) (provider request id "
+        "req_8f3e2a91[2Jc0ffee 999"
+    )
+    request_id = line.split("(provider request id ")[1].split(")")[0]
+    assert len(request_id) == 100 and request_id.isprintable()
+
+
+def test_a_failed_calls_line_without_a_request_id_says_none(monkeypatch, gateway, caplog):
+    script(monkeypatch, bad_request())
+
+    with caplog.at_level(logging.WARNING, logger="orchestration.gateway"):
+        complete(gateway, CALL)
+
+    assert caplog.messages == [
+        "LLM call agent/ada for deepseek failed after 1 attempt(s): BadRequestError: "
+        "litellm.BadRequestError: bad"
+    ]
 
 
 def test_a_rate_limit_that_asks_a_pause_is_retried_after_it(monkeypatch, gateway, sleeps):
