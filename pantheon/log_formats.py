@@ -84,7 +84,14 @@ class SecretsFilter(logging.Filter):
         secrets = self.secrets
         if not secrets:
             return True
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:
+            # A line whose arguments do not fit its format: a filter's error would reach the
+            # code that logged (a handler's own is reported by logging and the program goes
+            # on). Its handler reports it, with the line's format and arguments; no secret
+            # is in it that the code did not pass.
+            return True
         if (clean := redacted(message, secrets)) != message:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:

@@ -101,3 +101,22 @@ def test_lines_without_a_secret_are_written_as_they_were(monkeypatch):
 
     [line] = lines(output)
     assert line["message"] == "turn t1: feature is on"
+
+
+def test_a_line_whose_arguments_do_not_fit_does_not_fail_the_code_that_logged(monkeypatch):
+    """logging reports a line it cannot format and the program goes on: a filter that raised
+    failed the request or turn that logged it."""
+    output = console(monkeypatch, ACME_API_KEY=ALIAS_KEY)
+    handler = next(h for h in logging.getLogger().handlers if getattr(h, "stream", None) is output)
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # reported, as in production
+    unfit = logging.LogRecord(
+        "pantheon.test", logging.WARNING, __file__, 1, "%d turns", ("many",), None
+    )
+    fit = logging.LogRecord(
+        "pantheon.test", logging.WARNING, __file__, 2, "then %s", (ALIAS_KEY,), None
+    )
+
+    handler.handle(unfit)  # no exception here
+    handler.handle(fit)
+
+    assert [line["message"] for line in lines(output)] == ["then ***"]
