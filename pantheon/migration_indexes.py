@@ -14,11 +14,39 @@ way (`CREATE INDEX CONCURRENTLY`), without holding up writes.
 
 The names are those Django gave the indexes (`BaseDatabaseSchemaEditor._create_index_name`),
 checked by the test.
+
+A concurrent build cut short (its statement cancelled: the `lock_timeout` a migrate is run with,
+a deploy's timeout, a deadlock) leaves an index of its name that PostgreSQL marks INVALID: kept
+up by every write, used by no read. Every build here first drops such a leftover
+(`drop_invalid_index`): a retried `IF NOT EXISTS` build took it for the index and reported the
+migration done, and a plain one failed with "already exists" on every retry.
 """
 
 from __future__ import annotations
 
 from django.db import migrations
+
+# An index of that name that PostgreSQL marks invalid: what a concurrent build cut short leaves.
+INVALID = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid
+)
+"""
+
+
+def drop_invalid_index(schema_editor, name: str) -> None:
+    """Drop the index `name` where PostgreSQL marks it invalid (a concurrent build of it was cut
+    short), concurrently, so that the build after it makes a whole one. Nothing elsewhere."""
+    connection = schema_editor.connection
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(INVALID, [schema_editor.quote_name(name)])
+        invalid = cursor.fetchone()[0]
+    if invalid:
+        schema_editor.execute(
+            f"DROP INDEX CONCURRENTLY IF EXISTS {schema_editor.quote_name(name)}", params=None
+        )
 
 
 def drop_foreign_key_indexes(
@@ -38,6 +66,7 @@ def drop_foreign_key_indexes(
         concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
         quote = schema_editor.quote_name
         for name, table, column, _ in indexes:
+            drop_invalid_index(schema_editor, name)
             schema_editor.execute(
                 f"CREATE INDEX{concurrently} IF NOT EXISTS {quote(name)} "
                 f"ON {quote(table)} ({quote(column)})"

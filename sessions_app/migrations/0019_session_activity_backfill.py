@@ -13,12 +13,17 @@ Going back drops the trigger and leaves the columns as they are (0018 drops them
 
 The index is built concurrently on PostgreSQL (`CREATE INDEX CONCURRENTLY`): a plain build holds
 a SHARE lock on the sessions for its whole length, and every turn's insert updates its session
-(the trigger), so every claim would wait for it.
+(the trigger), so every claim would wait for it. A build cut short (by the `lock_timeout` README
+gives a migrate, say as a rollback is undone) leaves an invalid index of its name, which the
+next build drops first (`pantheon.migration_indexes.drop_invalid_index`): every retry failed with
+'relation "session_user_activity" already exists' until an operator dropped it by hand.
 """
 
 from django.db import migrations, models, transaction
 from django.db.models import Count, Max, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+
+from pantheon.migration_indexes import drop_invalid_index
 
 BATCH = 1000
 
@@ -109,6 +114,7 @@ def _concurrently(schema_editor) -> dict:
 
 def add_index(apps, schema_editor):
     model = apps.get_model("sessions_app", "Session")
+    drop_invalid_index(schema_editor, ACTIVITY_INDEX.name)
     schema_editor.add_index(model, ACTIVITY_INDEX, **_concurrently(schema_editor))
 
 

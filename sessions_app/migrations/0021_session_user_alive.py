@@ -10,6 +10,8 @@ SHARE lock on the sessions for its whole length, and every turn's insert updates
 
 from django.db import migrations, models
 
+from pantheon.migration_indexes import drop_invalid_index
+
 ALIVE_INDEX = models.Index(
     fields=["started_by"],
     condition=models.Q(deleted_at__isnull=True),
@@ -21,23 +23,11 @@ def _concurrently(schema_editor) -> dict:
     return {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
 
 
-# An index of that name that PostgreSQL marks invalid: what a concurrent build cut short leaves.
-INVALID = """
-SELECT EXISTS (
-    SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid
-)
-"""
-
-
 def add_index(apps, schema_editor):
     model = apps.get_model("sessions_app", "Session")
-    if schema_editor.connection.vendor == "postgresql":
-        # A build cut short (cancelled, a deploy's timeout) left an invalid index of this name,
-        # and every migrate after it failed with "already exists": it goes, and is built again.
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(INVALID, [ALIVE_INDEX.name])
-            if cursor.fetchone()[0]:
-                schema_editor.remove_index(model, ALIVE_INDEX, concurrently=True)
+    # A build cut short (cancelled, a deploy's timeout) left an invalid index of this name, and
+    # every migrate after it failed with "already exists": it goes, and is built again.
+    drop_invalid_index(schema_editor, ALIVE_INDEX.name)
     schema_editor.add_index(model, ALIVE_INDEX, **_concurrently(schema_editor))
 
 

@@ -1,0 +1,97 @@
+"""Rolling a release back (`migrate APP NAME` to the release before's last migrations) and
+forward again, as README's "To roll a release back" runs it: with a `lock_timeout`, and so with
+concurrent index builds that a lock wait may cut short, and retried.
+
+A concurrent build cut short leaves an index of its name that PostgreSQL marks INVALID. Going
+back over a migration that dropped a foreign key's index (usage 0022, sessions_app 0017, rooms
+0003) built it again with `IF NOT EXISTS`, so the retry took the leftover for the index and
+reported the rollback done: the release before then ran with an index no read uses (a session's
+delete scanning the whole ledger for its rows). Going forward over sessions_app 0019 again
+failed on every retry with 'relation "session_user_activity" already exists'. Each build now
+drops such a leftover first (pantheon/migration_indexes.py).
+
+The schema is read from the catalog (columns, constraints, indexes with their validity,
+triggers), which `pg_dump --schema-only` does not tell apart: it prints an invalid index as any
+other.
+"""
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+SCHEMA = """
+SELECT 'column', table_name || '.' || column_name,
+       concat_ws(' ', data_type, character_maximum_length, numeric_precision, numeric_scale,
+                 is_nullable, column_default)
+  FROM information_schema.columns WHERE table_schema = 'public'
+UNION ALL
+SELECT 'constraint', conrelid::regclass::text || '.' || conname, pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'index', indexrelid::regclass::text,
+       pg_get_indexdef(indexrelid) || CASE WHEN indisvalid THEN '' ELSE ' INVALID' END
+  FROM pg_index JOIN pg_class ON pg_class.oid = indexrelid
+ WHERE relnamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'trigger', tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal
+ORDER BY 1, 2
+"""
+
+LEDGER_SESSION_INDEX = "usage_llmcallevent_session_id_138eaf0c"  # dropped by usage 0022
+
+
+def schema() -> list[tuple[str, str, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(SCHEMA)
+        return cursor.fetchall()
+
+
+def migrate(*targets: tuple[str, str]) -> None:
+    executor = MigrationExecutor(connection)
+    executor.migrate(list(targets) or executor.loader.graph.leaf_nodes())
+
+
+def leave_an_invalid_index(name: str, table: str, column: str) -> None:
+    """What a CREATE INDEX CONCURRENTLY cancelled by a lock timeout leaves: the index, marked
+    invalid (made so here: a real cut needs a second connection holding a transaction open)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE INDEX "{name}" ON "{table}" ("{column}")')
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [name]
+        )
+
+
+@pytest.fixture
+def postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent index builds are PostgreSQL's")
+    latest = schema()
+    yield
+    migrate()  # whatever a test left, the database the next test expects
+    assert schema() == latest
+
+
+@pytest.mark.usefixtures("postgresql")
+def test_a_rollback_retried_after_a_cut_short_build_leaves_the_release_befores_schema():
+    migrate(("usage", "0021_ledger_cancelled_call_billed"))
+    previous = schema()
+    assert ("index", LEDGER_SESSION_INDEX) in {row[:2] for row in previous}
+    migrate()
+
+    # The first try at the rollback: its build of the ledger's session index cut short, the
+    # migration still recorded as applied. Then the retry.
+    leave_an_invalid_index(LEDGER_SESSION_INDEX, "usage_llmcallevent", "session_id")
+    migrate(("usage", "0021_ledger_cancelled_call_billed"))
+
+    assert schema() == previous
+
+
+@pytest.mark.usefixtures("postgresql")
+def test_rolling_forward_again_after_a_cut_short_build_of_the_activity_index():
+    migrate(("sessions_app", "0018_session_activity"))
+
+    # The roll forward's build of session_user_activity (0019) cut short; then the retry.
+    leave_an_invalid_index("session_user_activity", "sessions_app_session", "started_by_id")
+    migrate()  # it failed: relation "session_user_activity" already exists
