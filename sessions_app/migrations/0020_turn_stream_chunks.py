@@ -18,43 +18,49 @@ from django.db import migrations, models
 OLD_TABLE = "sessions_app_turnstream"
 
 
-def _foreign_key(cursor) -> str | None:
-    cursor.execute(
-        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'",
-        [OLD_TABLE],
-    )
-    row = cursor.fetchone()
+def _foreign_key(schema_editor) -> str | None:
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'",
+            [OLD_TABLE],
+        )
+        row = cursor.fetchone()
     return row[0] if row else None
 
 
+# The changes go through the schema editor, never a cursor of their own: `sqlmigrate` (which
+# runs these functions with an editor that collects the SQL) prints them, and runs none. With a
+# cursor, `sqlmigrate --backwards sessions_app 0020` deleted the old table's rows left by purged
+# turns and put its foreign key back on the live database, and printed "(no-op)".
+
+
 def leave_the_old_table(apps, schema_editor):
-    connection = schema_editor.connection
-    if connection.vendor != "postgresql":
+    if schema_editor.connection.vendor != "postgresql":
         schema_editor.delete_model(apps.get_model("sessions_app", "TurnStream"))
         return
-    with connection.cursor() as cursor:
-        name = _foreign_key(cursor)
-        if name is not None:
-            cursor.execute(
-                f"ALTER TABLE {OLD_TABLE} DROP CONSTRAINT {schema_editor.quote_name(name)}"
-            )
+    name = _foreign_key(schema_editor)
+    if name is not None:
+        schema_editor.execute(
+            f"ALTER TABLE {OLD_TABLE} DROP CONSTRAINT {schema_editor.quote_name(name)}",
+            params=None,
+        )
 
 
 def bring_the_old_table_back(apps, schema_editor):
-    connection = schema_editor.connection
-    if connection.vendor != "postgresql":
+    if schema_editor.connection.vendor != "postgresql":
         schema_editor.create_model(apps.get_model("sessions_app", "TurnStream"))
         return
-    with connection.cursor() as cursor:
-        if _foreign_key(cursor) is not None:
-            return
-        cursor.execute(
-            f"DELETE FROM {OLD_TABLE} WHERE turn_id NOT IN (SELECT id FROM sessions_app_turn)"
-        )
-        cursor.execute(
-            f"ALTER TABLE {OLD_TABLE} ADD CONSTRAINT {OLD_TABLE}_turn_id_fk FOREIGN KEY "
-            "(turn_id) REFERENCES sessions_app_turn (id) DEFERRABLE INITIALLY DEFERRED"
-        )
+    if _foreign_key(schema_editor) is not None:
+        return
+    schema_editor.execute(
+        f"DELETE FROM {OLD_TABLE} WHERE turn_id NOT IN (SELECT id FROM sessions_app_turn)",
+        params=None,
+    )
+    schema_editor.execute(
+        f"ALTER TABLE {OLD_TABLE} ADD CONSTRAINT {OLD_TABLE}_turn_id_fk FOREIGN KEY "
+        "(turn_id) REFERENCES sessions_app_turn (id) DEFERRABLE INITIALLY DEFERRED",
+        params=None,
+    )
 
 
 class Migration(migrations.Migration):
