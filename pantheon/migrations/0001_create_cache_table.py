@@ -13,12 +13,14 @@ CACHE_TABLE = "pantheon_cache"
 
 
 def create_cache_table(apps, schema_editor):
+    """Create the cache table."""
     command = CreateCacheTable()
     command.verbosity = 0
     command.create_table(schema_editor.connection.alias, CACHE_TABLE, dry_run=False)
 
 
 def drop_cache_table(apps, schema_editor):
+    """Drop the cache table: entries go."""
     schema_editor.execute(f"DROP TABLE IF EXISTS {schema_editor.quote_name(CACHE_TABLE)}")
 
 

@@ -24,11 +24,13 @@ CREATE INDEX pantheon_throttle_expires ON pantheon_throttle (expires);
 
 
 def create(apps, schema_editor):
+    """Create the throttles' table."""
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(CREATE)
 
 
 def drop(apps, schema_editor):
+    """Drop the throttles' history table."""
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute("DROP TABLE IF EXISTS pantheon_throttle")
 

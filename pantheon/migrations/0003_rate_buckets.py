@@ -23,11 +23,13 @@ CREATE UNLOGGED TABLE pantheon_rate (
 
 
 def create(apps, schema_editor):
+    """Create the rate buckets' table."""
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(CREATE)
 
 
 def drop(apps, schema_editor):
+    """Drop the users' rate buckets."""
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute("DROP TABLE IF EXISTS pantheon_rate")
 

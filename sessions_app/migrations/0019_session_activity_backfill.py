@@ -67,7 +67,7 @@ TRIGGER = {"postgresql": [POSTGRESQL], "sqlite": [SQLITE]}
 DROP = {"postgresql": [POSTGRESQL_DROP], "sqlite": [SQLITE_DROP]}
 
 
-def _by_vendor(statements: dict[str, list[str]]):
+def _by_vendor(statements: dict[str, list[str]], doc: str):
     def run(apps, schema_editor):
         vendor = schema_editor.connection.vendor
         if vendor not in statements:
@@ -76,10 +76,12 @@ def _by_vendor(statements: dict[str, list[str]]):
             # No parameters: a % sign would be the SQL's, not a placeholder.
             schema_editor.execute(sql, params=None)
 
+    run.__doc__ = doc  # what `migrate --plan` says the operation does
     return run
 
 
 def backfill(apps, schema_editor):
+    """Count each session's turns so far."""
     Session = apps.get_model("sessions_app", "Session")
     Turn = apps.get_model("sessions_app", "Turn")
     using = schema_editor.connection.alias
@@ -133,7 +135,11 @@ class Migration(migrations.Migration):
 
     operations = [
         # Its own transaction: the turns' lock only (0018 altered the sessions in another).
-        migrations.RunPython(_by_vendor(TRIGGER), _by_vendor(DROP), atomic=True),
+        migrations.RunPython(
+            _by_vendor(TRIGGER, "Count each new turn in its session."),
+            _by_vendor(DROP, "Stop counting: counts go stale."),
+            atomic=True,
+        ),
         migrations.RunPython(backfill, migrations.RunPython.noop),
         migrations.SeparateDatabaseAndState(
             state_operations=[migrations.AddIndex(model_name="session", index=ACTIVITY_INDEX)],

@@ -19,6 +19,7 @@ OPERATED_APPS = ["rooms", "sessions_app", "usage"]
 
 
 def seed_aliases(apps, schema_editor):
+    """Add the five first model aliases."""
     ModelAlias = apps.get_model("usage", "ModelAlias")
     for alias, model, window, max_output in ALIASES:
         ModelAlias.objects.get_or_create(
@@ -34,6 +35,7 @@ def seed_aliases(apps, schema_editor):
 
 
 def seed_groups(apps, schema_editor):
+    """Create the Owner and Analyst roles."""
     # Permissions are normally created after all migrations ran; create them now so that the
     # groups get them on a database migrated from zero.
     for app_config in apps.get_app_configs():
@@ -55,7 +57,7 @@ ALSO_GIVEN = [("auth", "view_user")]
 
 
 def remove_groups(apps, schema_editor):
-    """The reverse: the groups go with the apps they are the roles of (a database migrated to
+    """Remove the roles (members too): the groups go with the apps they are the roles of (a database migrated to
     zero kept them, holding permissions of tables no longer there), their members' membership
     with them. A group of the same name holding any permission these migrations never give (an
     operator's own group, or one an operator extended) is left alone."""

@@ -35,6 +35,7 @@ PRICES = {
 
 
 def seed_price_list(apps, schema_editor):
+    """Add the 2026-11 price list."""
     PricingVersion = apps.get_model("usage", "PricingVersion")
     ModelPrice = apps.get_model("usage", "ModelPrice")
     ModelAlias = apps.get_model("usage", "ModelAlias")
@@ -59,6 +60,7 @@ def seed_price_list(apps, schema_editor):
 
 
 def remove_price_list(apps, schema_editor):
+    """Remove the 2026-11 list, if unused."""
     PricingVersion = apps.get_model("usage", "PricingVersion")
     LlmCallEvent = apps.get_model("usage", "LlmCallEvent")
     version = PricingVersion.objects.filter(name=VERSION_NAME).first()

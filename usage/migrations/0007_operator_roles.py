@@ -22,6 +22,7 @@ VIEWED_TOO = [("auth", "user")]
 
 
 def set_roles(apps, schema_editor):
+    """Give the roles their permissions."""
     # Permissions of models added since 0002 (MonthlyUsage) exist only after post_migrate;
     # create them now so that a database migrated from zero gets them in its groups.
     for app_config in apps.get_app_configs():

@@ -79,16 +79,22 @@ DROP FUNCTION IF EXISTS usage_ledger_guard();
 """
 
 
-def _on_postgresql(sql: str):
+def _on_postgresql(sql: str, doc: str):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
             # No parameters: the SQL's own % signs are plpgsql's, not placeholders.
             schema_editor.execute(sql, params=None)
 
+    run.__doc__ = doc  # what `migrate --plan` says the operation does
     return run
 
 
 class Migration(migrations.Migration):
     dependencies = [("usage", "0010_rollup_user_without_db_constraint")]
 
-    operations = [migrations.RunPython(_on_postgresql(GUARD), _on_postgresql(DROP))]
+    operations = [
+        migrations.RunPython(
+            _on_postgresql(GUARD, "Make the ledger append-only."),
+            _on_postgresql(DROP, "Drop the ledger's append-only guard."),
+        )
+    ]

@@ -18,6 +18,7 @@ CREDIT_CAP_MAX = Decimal(1_000_000_000)
 
 
 def bring_caps_down(apps, schema_editor):
+    """Lower caps above a billion credits."""
     profiles = apps.get_model("usage", "BillingProfile").objects.using(
         schema_editor.connection.alias
     )

@@ -74,16 +74,22 @@ def _previous_guard() -> str:
     return previous.GUARD.split("\nCREATE TRIGGER", 1)[0]
 
 
-def _on_postgresql(sql):
+def _on_postgresql(sql, doc: str):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
             # No parameters: the SQL's own % signs are plpgsql's, not placeholders.
             schema_editor.execute(sql() if callable(sql) else sql, params=None)
 
+    run.__doc__ = doc  # what `migrate --plan` says the operation does
     return run
 
 
 class Migration(migrations.Migration):
     dependencies = [("usage", "0014_bound_monthly_credit_cap")]
 
-    operations = [migrations.RunPython(_on_postgresql(GUARD), _on_postgresql(_previous_guard))]
+    operations = [
+        migrations.RunPython(
+            _on_postgresql(GUARD, "Let lost calls take late answers."),
+            _on_postgresql(_previous_guard, "Back to 0011's ledger guard."),
+        )
+    ]

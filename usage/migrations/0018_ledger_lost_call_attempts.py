@@ -28,16 +28,22 @@ assert _HEARD_BEFORE in _PREVIOUS.GUARD
 GUARD = _PREVIOUS.GUARD.replace(_HEARD_BEFORE, _HEARD_NOW)
 
 
-def _on_postgresql(sql: str):
+def _on_postgresql(sql: str, doc: str):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
             # No parameters: the SQL's own % signs are plpgsql's, not placeholders.
             schema_editor.execute(sql, params=None)
 
+    run.__doc__ = doc  # what `migrate --plan` says the operation does
     return run
 
 
 class Migration(migrations.Migration):
     dependencies = [("usage", "0017_rollup_coverage")]
 
-    operations = [migrations.RunPython(_on_postgresql(GUARD), _on_postgresql(_PREVIOUS.GUARD))]
+    operations = [
+        migrations.RunPython(
+            _on_postgresql(GUARD, "Let lost calls record attempts."),
+            _on_postgresql(_PREVIOUS.GUARD, "Back to 0015's ledger guard."),
+        )
+    ]

@@ -35,16 +35,22 @@ assert _PREVIOUS.GUARD.count(_HEARD) == 1
 GUARD = _PREVIOUS.GUARD.replace(_HEARD, _HEARD + _BILLED)
 
 
-def _on_postgresql(sql: str):
+def _on_postgresql(sql: str, doc: str):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
             # No parameters: the SQL's own % signs are plpgsql's, not placeholders.
             schema_editor.execute(sql, params=None)
 
+    run.__doc__ = doc  # what `migrate --plan` says the operation does
     return run
 
 
 class Migration(migrations.Migration):
     dependencies = [("usage", "0020_ledger_created_id_index")]
 
-    operations = [migrations.RunPython(_on_postgresql(GUARD), _on_postgresql(_PREVIOUS.GUARD))]
+    operations = [
+        migrations.RunPython(
+            _on_postgresql(GUARD, "Let cancelled calls be billed."),
+            _on_postgresql(_PREVIOUS.GUARD, "Back to 0018's ledger guard."),
+        )
+    ]
