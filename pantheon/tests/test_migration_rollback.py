@@ -5,8 +5,8 @@ concurrent index builds that a lock wait may cut short, and retried.
 A concurrent build cut short leaves an index of its name that PostgreSQL marks INVALID. Going
 back over a migration that dropped a foreign key's index (usage 0022, sessions_app 0017, rooms
 0003) built it again with `IF NOT EXISTS`, so the retry took the leftover for the index and
-reported the rollback done: the release before then ran with an index no read uses (a session's
-delete scanning the whole ledger for its rows). Going forward over sessions_app 0019 again
+reported the rollback done: the release before then ran on a schema other than its own, the
+index there but invalid (no read uses it). Going forward over sessions_app 0019 again
 failed on every retry with 'relation "session_user_activity" already exists'. Each build now
 drops such a leftover first (pantheon/migration_indexes.py).
 
@@ -18,6 +18,8 @@ other.
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+
+from sessions_app.models import Turn
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -95,3 +97,23 @@ def test_rolling_forward_again_after_a_cut_short_build_of_the_activity_index():
     # The roll forward's build of session_user_activity (0019) cut short; then the retry.
     leave_an_invalid_index("session_user_activity", "sessions_app_session", "started_by_id")
     migrate()  # it failed: relation "session_user_activity" already exists
+
+
+@pytest.mark.usefixtures("postgresql")
+def test_the_latest_release_rolled_back_and_forward_again_keeps_each_sessions_count(
+    owner, make_agent, make_room, make_session
+):
+    """Going back over sessions_app 0019 drops the trigger that counts a session's turns; the
+    release before writes turns meanwhile, and going forward counts them all again."""
+    session = make_session(owner, room=make_room(owner, [make_agent(owner)]))
+    turn = {"session": session, "mode": "manual", "status": "completed", "user_input": "@ada hi"}
+    Turn.objects.create(turn_index=1, **turn)
+    migrate(("sessions_app", "0018_session_activity"))
+
+    late = Turn.objects.create(turn_index=2, **turn)  # no trigger counts it
+    session.refresh_from_db()
+    assert session.turn_count == 1
+    migrate()
+
+    session.refresh_from_db()
+    assert (session.turn_count, session.last_turn_at) == (2, late.created_at)
