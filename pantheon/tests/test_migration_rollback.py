@@ -117,3 +117,17 @@ def test_the_latest_release_rolled_back_and_forward_again_keeps_each_sessions_co
 
     session.refresh_from_db()
     assert (session.turn_count, session.last_turn_at) == (2, late.created_at)
+
+
+@pytest.mark.usefixtures("postgresql")
+def test_rolling_the_stream_chunks_back_leaves_the_schema_the_release_before_built():
+    """Going back over sessions_app 0020 puts the old stream table's foreign key back; it was
+    named otherwise than the one Django made (`sessions_app_turnstream_turn_id_fk`), so the
+    rolled-back schema was not the release before's."""
+    migrate(("sessions_app", "0019_session_activity_backfill"))
+    rolled_back = schema()
+
+    migrate(("sessions_app", "0004_add_idempotency_key"))  # before the old stream table
+    migrate(("sessions_app", "0019_session_activity_backfill"))
+
+    assert schema() == rolled_back

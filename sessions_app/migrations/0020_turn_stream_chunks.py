@@ -56,9 +56,11 @@ def bring_the_old_table_back(apps, schema_editor):
         f"DELETE FROM {OLD_TABLE} WHERE turn_id NOT IN (SELECT id FROM sessions_app_turn)",
         params=None,
     )
+    # The key Django made with the table (0005), by its name: the schema of the release before.
+    model = apps.get_model("sessions_app", "TurnStream")
+    field = model._meta.get_field("turn")
     schema_editor.execute(
-        f"ALTER TABLE {OLD_TABLE} ADD CONSTRAINT {OLD_TABLE}_turn_id_fk FOREIGN KEY "
-        "(turn_id) REFERENCES sessions_app_turn (id) DEFERRABLE INITIALLY DEFERRED",
+        schema_editor._create_fk_sql(model, field, "_fk_%(to_table)s_%(to_column)s"),
         params=None,
     )
 

@@ -13,6 +13,8 @@ from django.db import connection
 
 pytestmark = pytest.mark.django_db
 
+# The name Django gave the old table's foreign key when it made the table (0005).
+FOREIGN_KEY = "sessions_app_turnstr_turn_id_b2b52c79_fk_sessions_"
 FOREIGN_KEYS = (
     "SELECT count(*) FROM pg_constraint "
     "WHERE conrelid = 'sessions_app_turnstream'::regclass AND contype = 'f'"
@@ -50,17 +52,17 @@ def test_the_preview_of_its_rollback_prints_the_sql_and_changes_nothing():
     assert one("SELECT count(*) FROM sessions_app_turnstream") == 1
     assert one(FOREIGN_KEYS) == 0
     assert "DELETE FROM sessions_app_turnstream WHERE turn_id NOT IN" in sql
-    assert "ADD CONSTRAINT sessions_app_turnstream_turn_id_fk FOREIGN KEY" in sql
+    assert f'ADD CONSTRAINT "{FOREIGN_KEY}" FOREIGN KEY ("turn_id")' in sql
 
 
 def test_the_preview_of_it_on_the_release_befores_database_changes_nothing():
     with connection.cursor() as cursor:  # the old table as the release before 0020 has it
         cursor.execute(
-            "ALTER TABLE sessions_app_turnstream ADD CONSTRAINT sessions_app_turnstream_turn_id_fk "
-            "FOREIGN KEY (turn_id) REFERENCES sessions_app_turn (id) DEFERRABLE INITIALLY DEFERRED"
+            f"ALTER TABLE sessions_app_turnstream ADD CONSTRAINT {FOREIGN_KEY} FOREIGN KEY "
+            "(turn_id) REFERENCES sessions_app_turn (id) DEFERRABLE INITIALLY DEFERRED"
         )
 
     sql = sqlmigrate(backwards=False)
 
     assert one(FOREIGN_KEYS) == 1
-    assert 'DROP CONSTRAINT "sessions_app_turnstream_turn_id_fk"' in sql
+    assert f'DROP CONSTRAINT "{FOREIGN_KEY}"' in sql
