@@ -17,7 +17,12 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pantheon import handoff, runner  # noqa: E402
-from pantheon.config import choice, flag, whole_number  # noqa: E402  (a bad value stops the start, named)
+from pantheon.config import (  # noqa: E402  (a bad value stops the start, named)
+    choice,
+    flag,
+    refusal_stops,
+    whole_number,
+)
 from pantheon.log_formats import FORMATTERS, SecretsFilter, log_format  # noqa: E402
 
 # This is the production server: the settings (in collectstatic below and in every worker)
@@ -26,37 +31,43 @@ os.environ["PANTHEON_PRODUCTION_SERVER"] = "true"
 
 wsgi_app = "pantheon.asgi:application"
 worker_class = "pantheon.workers.PantheonWorker"
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{whole_number('PORT', 8000, minimum=1, maximum=65535)}"
-workers = whole_number("WEB_CONCURRENCY", 1, minimum=1)
-# Requests (waiting turns, open streams) one worker serves at once; the next gets 503
-# over_capacity (PantheonWorker hands it to the app, pantheon/capacity.py).
-worker_connections = whole_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
-# A worker that stops answering its heartbeat for this long is replaced (0: never). Long turns
-# are fine: the event loop keeps answering while turns wait.
-timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0)
-# A stopping worker (a deploy, SIGTERM, SIGHUP to the master) serves the turns it runs for up
-# to this long, then ends those still running `interrupted` and is killed at its end
-# (pantheon.draining). Longer than a turn takes, deploys wait for every turn.
-graceful_timeout = whole_number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
-# How long an idle kept-alive connection stays open, in seconds. Behind a load balancer or a
-# proxy that keeps connections to the app open (nginx's upstream keepalive, an ALB), set it
-# above that one's idle timeout (an ALB's 60 s: 65 or more): a connection this server closed
-# first, while the balancer sent a request on it, is a 502 to that client.
-keepalive = whole_number("GUNICORN_KEEPALIVE", 5, minimum=1, maximum=3600)
-# Every request already logs one JSON line with its request id (pantheon.request); uvicorn's
-# access line on top is opt-in (a flag: on, yes, 1, true).
-accesslog = "-" if flag("GUNICORN_ACCESS_LOG", False) else None
-errorlog = "-"
-# gunicorn's own levels (it took any other word as info, without a word).
-loglevel = choice(
-    "GUNICORN_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True
-).lower()
+# A value refused stops the start in one line, "Pantheon did not start: ...", as a setting of
+# the app's does (`on_starting`); gunicorn printed its traceback under "Failed to read config
+# file".
+with refusal_stops("Pantheon did not start: "):
+    _port = whole_number("PORT", 8000, minimum=1, maximum=65535)
+    bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_port}"
+    workers = whole_number("WEB_CONCURRENCY", 1, minimum=1)
+    # Requests (waiting turns, open streams) one worker serves at once; the next gets 503
+    # over_capacity (PantheonWorker hands it to the app, pantheon/capacity.py).
+    worker_connections = whole_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
+    # A worker that stops answering its heartbeat for this long is replaced (0: never). Long turns
+    # are fine: the event loop keeps answering while turns wait.
+    timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0)
+    # A stopping worker (a deploy, SIGTERM, SIGHUP to the master) serves the turns it runs for up
+    # to this long, then ends those still running `interrupted` and is killed at its end
+    # (pantheon.draining). Longer than a turn takes, deploys wait for every turn.
+    graceful_timeout = whole_number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
+    # How long an idle kept-alive connection stays open, in seconds. Behind a load balancer or a
+    # proxy that keeps connections to the app open (nginx's upstream keepalive, an ALB), set it
+    # above that one's idle timeout (an ALB's 60 s: 65 or more): a connection this server closed
+    # first, while the balancer sent a request on it, is a 502 to that client.
+    keepalive = whole_number("GUNICORN_KEEPALIVE", 5, minimum=1, maximum=3600)
+    # Every request already logs one JSON line with its request id (pantheon.request); uvicorn's
+    # access line on top is opt-in (a flag: on, yes, 1, true).
+    accesslog = "-" if flag("GUNICORN_ACCESS_LOG", False) else None
+    errorlog = "-"
+    # gunicorn's own levels (it took any other word as info, without a word).
+    loglevel = choice(
+        "GUNICORN_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True
+    ).lower()
+    _log_format = log_format()
 # gunicorn's own lines (a worker's boot and exit, signals, "Invalid HTTP request received." and
 # the other lines of uvicorn's `uvicorn.error`, which the worker writes with gunicorn's
 # handlers) as the app writes its own: with LOG_FORMAT=json one JSON object a line, so that
 # every line of the server's output parses. Levels and streams stay gunicorn's: `loglevel`,
 # errors to stderr, the opt-in access log to stdout. With LOG_FORMAT=text, gunicorn's format.
-if log_format() == "json":
+if _log_format == "json":
     logging.captureWarnings(True)
     logconfig_dict = {
         "formatters": {"json": FORMATTERS["json"]},

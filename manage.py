@@ -22,7 +22,14 @@ def main():
             "available on your PYTHONPATH environment variable? Did you "
             "forget to activate a virtual environment?"
         ) from exc
-    execute_from_command_line(sys.argv)
+    if "--traceback" in sys.argv:
+        execute_from_command_line(sys.argv)
+        return
+    from pantheon.config import refusal_stops
+
+    # A setting refused (PANTHEON_TURN_RATE=10/fortnight, say) is one line on stderr, exit 1.
+    with refusal_stops():
+        execute_from_command_line(sys.argv)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,16 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pantheon.settings")
     os.environ.setdefault("DB_POOL", "off")
     import django
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import call_command
 
-    django.setup()
+    from pantheon.config import refused_line
+
+    try:
+        django.setup()
+    except ImproperlyConfigured as refused:  # the one line the start stops on, no traceback
+        sys.stderr.write(refused_line(refused) + "\n")
+        return 1
     with open(LOCK_FILE, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # given back when the file closes
         call_command("collectstatic", interactive=False, verbosity=0)

@@ -35,10 +35,9 @@ def collect_static(*, check_migrations: bool = False) -> None:
     (`pantheon.before_serving`). Instances of one checkout take turns (the lock file): run at
     once, collectstatic deletes and rewrites the hashed files the other is reading, and an
     instance fails to start. A setting refused (ImproperlyConfigured, naming it) or a database
-    not migrated stops the start here: a refused setting's traceback as manage.py printed it,
-    then SystemExit with the last line ("Pantheon did not start: ..."), not a traceback of a
-    failed subprocess. What it logged otherwise (a database it could not reach to check) is
-    passed on."""
+    not migrated stops the start here: SystemExit with the one line that process ends with
+    ("Pantheon did not start: ..."), not a traceback of a failed subprocess. What it logged
+    otherwise (a database it could not reach to check) is passed on."""
     command = [sys.executable, "-c", _BEFORE_SERVING]
     if check_migrations:
         command.append("--check-migrations")

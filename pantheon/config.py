@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -29,6 +31,24 @@ LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL",
 # makes sense.
 CENTURY_SECONDS = 36_500 * 24 * 3600
 CENTURY_HOURS = 36_500 * 24
+
+
+def refused_line(refused: ImproperlyConfigured) -> str:
+    """A refusal as the one line a start or a command that stopped on it ends with: the
+    exception's name and its message (the variable, its value, what it must be)."""
+    return f"django.core.exceptions.ImproperlyConfigured: {refused}"
+
+
+@contextmanager
+def refusal_stops(prefix: str = "") -> Iterator[None]:
+    """A setting refused within stops the process with its one line (`refused_line`, after
+    `prefix`) on stderr and exit 1. It stopped with the reader's traceback before the line (20
+    lines for manage.py, 30 and more for gunicorn and `python -m pantheon.serve`): what an
+    operator needs is the line, and the traceback says only where the setting is read."""
+    try:
+        yield
+    except ImproperlyConfigured as refused:
+        raise SystemExit(prefix + refused_line(refused)) from None
 
 
 def _raw(name: str) -> str | None:

@@ -49,6 +49,13 @@ STARTUP_FAILURE = 3
 
 
 def main(argv: list[str] | None = None) -> None:
+    # A setting refused stops the start in one line, as gunicorn's does (`collect_static` with
+    # DEBUG off; with it on, loading the app, which printed the reader's traceback before it).
+    with settings_config.refusal_stops("Pantheon did not start: "):
+        _serve(argv)
+
+
+def _serve(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m pantheon.serve",
         description="Serve Pantheon with uvicorn and the production worker's HTTP protocol.",

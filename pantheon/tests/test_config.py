@@ -154,10 +154,28 @@ def manage_py_check(**env: str) -> subprocess.CompletedProcess:
 def test_manage_py_check_refuses_what_would_stop_the_servers_or_the_commands(name, value, says):
     checked = manage_py_check(**{name: value})
 
-    assert checked.returncode != 0
-    assert last_line(checked).startswith(
+    assert checked.returncode == 1
+    # One line, no traceback (there were 20 lines of it, the refusal last).
+    [line] = checked.stderr.strip().splitlines()
+    assert line.startswith(
         f"django.core.exceptions.ImproperlyConfigured: {name}={value!r}: must be {says}"
     )
+
+
+def test_every_command_stops_on_a_refused_setting_in_one_line():
+    """An operator's cron line (`recover_turns`) on a host whose environment went wrong: the
+    refusal alone, exit 1; `--traceback` still shows where it was read."""
+    env = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused", "LOG_LEVEL": "ERROR"}
+    env["PANTHEON_TURN_RATE"] = "10/fortnight"
+    refused = run_alone([sys.executable, "manage.py", "recover_turns", "--dry-run"], env)
+    traced = run_alone([sys.executable, "manage.py", "recover_turns", "--traceback"], env)
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "django.core.exceptions.ImproperlyConfigured: PANTHEON_TURN_RATE='10/fortnight': must be "
+        "N/second, N/minute, N/hour or N/day (N at least 1)"
+    ]
+    assert traced.returncode == 1 and "Traceback" in traced.stderr
 
 
 def test_manage_py_check_reads_the_servers_pool_but_commands_connect_without_it():
@@ -256,8 +274,12 @@ def test_gunicorn_refuses_a_server_with_no_worker_or_no_room(name):
     """WEB_CONCURRENCY=0 ran a master with no workers; 0 connections answered everything 503."""
     started = gunicorn_start(**{name: "0"})
 
-    assert started.returncode != 0
-    assert f"{name}='0': must be a whole number, at least 1" in started.stderr
+    # One line, not gunicorn's "Failed to read config file" and the reader's traceback.
+    assert did_not_start(started) == (
+        "Pantheon did not start: django.core.exceptions.ImproperlyConfigured: "
+        f"{name}='0': must be a whole number, at least 1"
+    )
+    assert "Traceback" not in started.stderr
 
 
 def test_gunicorn_ends_with_the_setting_it_refused_not_a_failed_collectstatic():
@@ -273,6 +295,8 @@ def test_gunicorn_ends_with_the_setting_it_refused_not_a_failed_collectstatic():
         "(N at least 1)"
     )
     assert "CalledProcessError" not in started.stderr
+    # Nor the reader's traceback before it: gunicorn's own log lines, then this one.
+    assert "Traceback" not in started.stderr
 
 
 def test_the_readers_take_what_they_document(monkeypatch):
@@ -314,7 +338,9 @@ def gunicorn_setting(name: str, **env: str):
         f"print(repr(runpy.run_path('gunicorn.conf.py')[{name!r}]))",
         **env,
     )
-    return read.stdout.strip() if read.returncode == 0 else last_line(read)
+    if read.returncode == 0:
+        return read.stdout.strip()
+    return last_line(read).removeprefix("Pantheon did not start: ")
 
 
 def test_gunicorn_reads_its_access_log_and_log_level_as_the_other_settings():

@@ -172,3 +172,24 @@ def test_the_servers_help_says_what_each_option_takes_and_its_default():
         in options
     )
     assert "--port PORT port to listen on (default: 8000)" in options
+
+
+@pytest.mark.parametrize("debug", ["true", "false"])
+def test_the_server_stops_on_a_refused_setting_in_one_line(debug, tmp_path):
+    """`PANTHEON_TURN_RATE=10/fortnight make run` printed 50 lines of traceback (DEBUG on: the
+    app's settings read as uvicorn loads it), the refusal last; with DEBUG off the same
+    traceback came before gunicorn's "Pantheon did not start" line."""
+    stopped = run_production(
+        ["-m", "pantheon.serve", "--port", str(free_port())],
+        timeout=120,
+        DEBUG=debug,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        PANTHEON_TURN_RATE="10/fortnight",
+    )
+
+    assert stopped.returncode == 1
+    assert stopped.stderr.strip().splitlines() == [
+        "Pantheon did not start: django.core.exceptions.ImproperlyConfigured: "
+        "PANTHEON_TURN_RATE='10/fortnight': must be N/second, N/minute, N/hour or N/day "
+        "(N at least 1)"
+    ]
