@@ -66,11 +66,11 @@ def _serve(argv: list[str] | None) -> None:
         help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)",
     )
     parser.add_argument(
-        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+        "--port", type=_port, default=8000, help="port to listen on (default: %(default)s)"
     )
     parser.add_argument(
         "--graceful-timeout",
-        type=float,
+        type=_graceful_timeout,
         default=GRACEFUL_TIMEOUT_SECONDS,
         help="seconds a stopping server gives the turns in flight (default: %(default)s)",
     )
@@ -107,6 +107,30 @@ def _serve(argv: list[str] | None) -> None:
         server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def _port(value: str) -> int:
+    """1 to 65535, as gunicorn's PORT: uvicorn said it was running on port 99999 (and listened
+    on none)."""
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, not {value!r}")
+    return int(value)
+
+
+def _graceful_timeout(value: str) -> float:
+    """A finite number of seconds, 0 to a century as every duration of the settings: `inf` and
+    `nan` stopped the start with a traceback (math.ceil), and a negative one, taken, stopped the
+    server at once without waiting for its turns."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= settings_config.CENTURY_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds from 0 to {settings_config.CENTURY_SECONDS}, "
+            f"not {value!r}"
+        )
+    return seconds
 
 
 def _debug() -> bool:

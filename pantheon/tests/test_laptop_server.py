@@ -193,3 +193,25 @@ def test_the_server_stops_on_a_refused_setting_in_one_line(debug, tmp_path):
         "PANTHEON_TURN_RATE='10/fortnight': must be N/second, N/minute, N/hour or N/day "
         "(N at least 1)"
     ]
+
+
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        # uvicorn said "running on http://127.0.0.1:99999" and listened on no port.
+        ("--port", "99999", "expected a port from 1 to 65535, not '99999'"),
+        ("--port", "0", "expected a port from 1 to 65535, not '0'"),
+        # A traceback (math.ceil of inf, of nan).
+        ("--graceful-timeout", "inf", "expected a number of seconds from 0 to 3153600000"),
+        ("--graceful-timeout", "nan", "expected a number of seconds from 0 to 3153600000"),
+        # Taken: the server stopped without waiting for its turns.
+        ("--graceful-timeout", "-5", "expected a number of seconds from 0 to 3153600000"),
+    ],
+)
+def test_the_server_refuses_a_port_or_a_graceful_timeout_it_cannot_use(option, value, says):
+    refused = run_production(["-m", "pantheon.serve", option, value], timeout=60)
+
+    assert refused.returncode == 2
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"python -m pantheon.serve: error: argument {option}: {says}")
+    assert "Traceback" not in refused.stderr
