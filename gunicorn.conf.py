@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pantheon import handoff, runner  # noqa: E402
 from pantheon.config import (  # noqa: E402  (a bad value stops the start, named)
+    CENTURY_SECONDS,
     choice,
     flag,
     refusal_stops,
@@ -43,11 +44,14 @@ with refusal_stops("Pantheon did not start: "):
     worker_connections = whole_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
     # A worker that stops answering its heartbeat for this long is replaced (0: never). Long turns
     # are fine: the event loop keeps answering while turns wait.
-    timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0)
+    timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0, maximum=CENTURY_SECONDS)
     # A stopping worker (a deploy, SIGTERM, SIGHUP to the master) serves the turns it runs for up
     # to this long, then ends those still running `interrupted` and is killed at its end
     # (pantheon.draining). Longer than a turn takes, deploys wait for every turn.
-    graceful_timeout = whole_number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
+    # At most a century, as every duration the settings read.
+    graceful_timeout = whole_number(
+        "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=CENTURY_SECONDS
+    )
     # How long an idle kept-alive connection stays open, in seconds. Behind a load balancer or a
     # proxy that keeps connections to the app open (nginx's upstream keepalive, an ALB), set it
     # above that one's idle timeout (an ALB's 60 s: 65 or more): a connection this server closed

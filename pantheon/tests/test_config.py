@@ -363,6 +363,20 @@ def test_gunicorn_reads_its_access_log_and_log_level_as_the_other_settings():
     )
 
 
+def test_gunicorns_timeouts_are_at_most_a_century_as_every_duration():
+    """README: every `..._TIMEOUT` is at most a century. gunicorn's two were taken whatever
+    their size (GUNICORN_GRACEFUL_TIMEOUT=99999999999999999999 started)."""
+    assert gunicorn_setting("timeout", GUNICORN_TIMEOUT="3153600000") == "3153600000"
+    for name, setting in (
+        ("GUNICORN_TIMEOUT", "timeout"),
+        ("GUNICORN_GRACEFUL_TIMEOUT", "graceful_timeout"),
+    ):
+        assert gunicorn_setting(setting, **{name: "9" * 20}) == (
+            f"django.core.exceptions.ImproperlyConfigured: {name}='{'9' * 20}': must be a whole "
+            f"number from {0 if name == 'GUNICORN_TIMEOUT' else 1} to 3153600000"
+        )
+
+
 def test_gunicorn_keeps_idle_connections_as_long_as_it_is_told():
     """Behind a balancer that keeps connections open longer than 5 s (an ALB's 60 s), the
     server must keep them longer still; it was 5 s, not settable."""
