@@ -116,6 +116,13 @@ def flag(name: str, default: bool) -> bool:
     raise _refuse(name, raw, "true or false (also 1/0, yes/no, on/off)")
 
 
+def name_or_default(name: str, default: str) -> str:
+    """A name (a model alias's), trimmed; empty or blanks are the default, as for a number or a
+    flag. `PANTHEON_MANAGER_MODEL_ALIAS=` named the alias "", which none is: orchestrator rooms
+    refused every turn, and the default was meant."""
+    return _raw(name) or default
+
+
 def rate(name: str, default: str) -> str:
     """A throttle rate, or "" (from an empty variable) for none."""
     value = os.environ.get(name)

@@ -300,8 +300,10 @@ SPECTACULAR_SETTINGS = {
 
 # --- Pantheon ---------------------------------------------------------------------------------
 PANTHEON_LLM_BACKEND = config.choice("PANTHEON_LLM_BACKEND", "demo", ("demo", "live"))
-PANTHEON_MANAGER_MODEL_ALIAS = env.str("PANTHEON_MANAGER_MODEL_ALIAS", default="deepseek")
-PANTHEON_SUMMARIZER_MODEL_ALIAS = env.str("PANTHEON_SUMMARIZER_MODEL_ALIAS", default="deepseek")
+PANTHEON_MANAGER_MODEL_ALIAS = config.name_or_default("PANTHEON_MANAGER_MODEL_ALIAS", "deepseek")
+PANTHEON_SUMMARIZER_MODEL_ALIAS = config.name_or_default(
+    "PANTHEON_SUMMARIZER_MODEL_ALIAS", "deepseek"
+)
 # Durations are at most a century (config.CENTURY_SECONDS): the commands subtract them from now.
 _CENTURY = config.CENTURY_SECONDS
 PANTHEON_LLM_TIMEOUT_SECONDS = config.number(

@@ -299,6 +299,19 @@ def test_gunicorn_ends_with_the_setting_it_refused_not_a_failed_collectstatic():
     assert "Traceback" not in started.stderr
 
 
+@pytest.mark.parametrize(
+    "name", ["PANTHEON_MANAGER_MODEL_ALIAS", "PANTHEON_SUMMARIZER_MODEL_ALIAS"]
+)
+def test_an_empty_model_alias_setting_is_its_default(name):
+    """Empty (or blanks) named the alias "" (or "  "), which no alias is: every orchestrator
+    turn refused, or no summary made. An empty setting means its default, as README says."""
+    read = f"from django.conf import settings; print(repr(settings.{name}))"
+
+    assert start_settings(read, **{name: ""}).stdout.strip() == "'deepseek'"
+    assert start_settings(read, **{name: "  "}).stdout.strip() == "'deepseek'"
+    assert start_settings(read, **{name: " qwen "}).stdout.strip() == "'qwen'"
+
+
 def test_the_readers_take_what_they_document(monkeypatch):
     monkeypatch.setenv("X_RATE", "")
     assert config.rate("X_RATE", "10/min") == ""  # empty: no throttle
