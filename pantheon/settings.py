@@ -421,6 +421,13 @@ PANTHEON_CONTEXT_HISTORY_LIMIT = config.whole_number(
 # glibc malloc arenas per gunicorn worker: read by the worker itself (pantheon/workers.py), and
 # here so that `manage.py check` refuses a value that would stop it.
 MALLOC_ARENAS = config.malloc_arenas()
+# litellm's switch to its own HTTP handler for OpenAI-compatible calls
+# (`orchestration/litellm_loader.py` sets it on): litellm reads `true` or `false` alone, so an
+# empty value, `1` or `on` went back to the OpenAI SDK without a word. Read as every flag here
+# (a word no flag takes is refused) and written back as litellm reads it.
+os.environ["EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"] = str(
+    config.flag("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", True)
+).lower()
 
 # Browsers on other origins (a web client) may call the API; none by default.
 # An origin copied from an address bar ends in "/": the origin is without it (corsheaders.E014).
