@@ -14,7 +14,16 @@ import sys
 import tempfile
 
 # The project's own modules, whatever directory gunicorn was started from.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+_CHECKOUT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _CHECKOUT)
+
+import environ  # noqa: E402
+
+# The variables below from the environment and an optional `.env`, as the app's settings read
+# theirs (README, Configuration): the settings read it in each worker, too late for gunicorn's
+# own, so WEB_CONCURRENCY or PORT written there were ignored (one worker, on port 8000). What
+# the environment sets wins; the workers and collectstatic inherit what is read here.
+environ.Env.read_env(os.path.join(_CHECKOUT, ".env"), overwrite=False)
 
 from pantheon import handoff, runner  # noqa: E402
 from pantheon.config import (  # noqa: E402  (a bad value stops the start, named)

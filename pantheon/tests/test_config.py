@@ -414,6 +414,24 @@ def test_gunicorns_timeouts_are_at_most_a_century_as_every_duration():
         )
 
 
+def test_gunicorn_reads_its_variables_from_dot_env_as_the_app_does(tmp_path):
+    """README: variables come from the environment and an optional `.env`. The settings read
+    it in each worker, after gunicorn had read its own: `WEB_CONCURRENCY=2` and `PORT=8807` in
+    `.env` served one worker on port 8000. The environment still wins."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text((ROOT / "gunicorn.conf.py").read_text())
+    (tmp_path / ".env").write_text("WEB_CONCURRENCY=3\nPORT=8807\nGUNICORN_KEEPALIVE=7\n")
+    read = (
+        "import runpy, sys; sys.argv = ['gunicorn']; "
+        f"conf = runpy.run_path({str(conf)!r}); "
+        "print(conf['workers'], conf['bind'], conf['keepalive'])"
+    )
+
+    started = start_settings(read, PYTHONPATH=str(ROOT), GUNICORN_KEEPALIVE="9")
+
+    assert started.stdout.strip() == "3 0.0.0.0:8807 9", started.stderr
+
+
 def test_gunicorn_keeps_idle_connections_as_long_as_it_is_told():
     """Behind a balancer that keeps connections open longer than 5 s (an ALB's 60 s), the
     server must keep them longer still; it was 5 s, not settable."""
