@@ -26,13 +26,7 @@ import environ  # noqa: E402
 environ.Env.read_env(os.path.join(_CHECKOUT, ".env"), overwrite=False)
 
 from pantheon import handoff, runner  # noqa: E402
-from pantheon.config import (  # noqa: E402  (a bad value stops the start, named)
-    CENTURY_SECONDS,
-    choice,
-    flag,
-    refusal_stops,
-    whole_number,
-)
+from pantheon.config import gunicorn_settings, refusal_stops  # noqa: E402
 from pantheon.log_formats import FORMATTERS, SecretsFilter, log_format  # noqa: E402
 
 # This is the production server: the settings (in collectstatic below and in every worker)
@@ -45,35 +39,18 @@ worker_class = "pantheon.workers.PantheonWorker"
 # the app's does (`on_starting`); gunicorn printed its traceback under "Failed to read config
 # file".
 with refusal_stops("Pantheon did not start: "):
-    _port = whole_number("PORT", 8000, minimum=1, maximum=65535)
-    bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_port}"
-    workers = whole_number("WEB_CONCURRENCY", 1, minimum=1)
-    # Requests (waiting turns, open streams) one worker serves at once; the next gets 503
-    # over_capacity (PantheonWorker hands it to the app, pantheon/capacity.py).
-    worker_connections = whole_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
-    # A worker that stops answering its heartbeat for this long is replaced (0: never). Long turns
-    # are fine: the event loop keeps answering while turns wait.
-    timeout = whole_number("GUNICORN_TIMEOUT", 60, minimum=0, maximum=CENTURY_SECONDS)
-    # A stopping worker (a deploy, SIGTERM, SIGHUP to the master) serves the turns it runs for up
-    # to this long, then ends those still running `interrupted` and is killed at its end
-    # (pantheon.draining). Longer than a turn takes, deploys wait for every turn.
-    # At most a century, as every duration the settings read.
-    graceful_timeout = whole_number(
-        "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=CENTURY_SECONDS
-    )
-    # How long an idle kept-alive connection stays open, in seconds. Behind a load balancer or a
-    # proxy that keeps connections to the app open (nginx's upstream keepalive, an ALB), set it
-    # above that one's idle timeout (an ALB's 60 s: 65 or more): a connection this server closed
-    # first, while the balancer sent a request on it, is a 502 to that client.
-    keepalive = whole_number("GUNICORN_KEEPALIVE", 5, minimum=1, maximum=3600)
-    # Every request already logs one JSON line with its request id (pantheon.request); uvicorn's
-    # access line on top is opt-in (a flag: on, yes, 1, true).
-    accesslog = "-" if flag("GUNICORN_ACCESS_LOG", False) else None
+    # Read in `pantheon.config` (where each is said), as the settings read them for `manage.py
+    # check`.
+    _read = gunicorn_settings()
+    bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_read['port']}"
+    workers = _read["workers"]
+    worker_connections = _read["worker_connections"]
+    timeout = _read["timeout"]
+    graceful_timeout = _read["graceful_timeout"]
+    keepalive = _read["keepalive"]
+    accesslog = "-" if _read["access_log"] else None
     errorlog = "-"
-    # gunicorn's own levels (it took any other word as info, without a word).
-    loglevel = choice(
-        "GUNICORN_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True
-    ).lower()
+    loglevel = _read["log_level"]
     _log_format = log_format()
 # gunicorn's own lines (a worker's boot and exit, signals, "Invalid HTTP request received." and
 # the other lines of uvicorn's `uvicorn.error`, which the worker writes with gunicorn's

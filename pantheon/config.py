@@ -174,6 +174,44 @@ def malloc_arenas() -> int:
     return whole_number("MALLOC_ARENAS", 2, minimum=0, maximum=1024)
 
 
+def gunicorn_settings() -> dict:
+    """gunicorn's own variables (gunicorn.conf.py), read here so that the settings read them too
+    and `manage.py check` refuses a value that would stop gunicorn, as it does the pool's."""
+    return {
+        "port": whole_number("PORT", 8000, minimum=1, maximum=65535),
+        "workers": whole_number("WEB_CONCURRENCY", 1, minimum=1),
+        # Requests (waiting turns, open streams) one worker serves at once; the next gets 503
+        # over_capacity (PantheonWorker hands it to the app, pantheon/capacity.py).
+        "worker_connections": whole_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1),
+        # A worker that stops answering its heartbeat for this long is replaced (0: never). Long
+        # turns are fine: the event loop keeps answering while turns wait. At most a century,
+        # as every duration.
+        "timeout": whole_number("GUNICORN_TIMEOUT", 60, minimum=0, maximum=CENTURY_SECONDS),
+        # A stopping worker (a deploy, SIGTERM, SIGHUP to the master) serves the turns it runs
+        # for up to this long, then ends those still running `interrupted` and is killed at its
+        # end (pantheon.draining). Longer than a turn takes, deploys wait for every turn.
+        "graceful_timeout": whole_number(
+            "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=CENTURY_SECONDS
+        ),
+        # How long an idle kept-alive connection stays open, in seconds. Behind a load balancer
+        # or a proxy that keeps connections to the app open (nginx's upstream keepalive, an
+        # ALB), set it above that one's idle timeout (an ALB's 60 s: 65 or more): a connection
+        # this server closed first, while the balancer sent a request on it, is a 502 to that
+        # client.
+        "keepalive": whole_number("GUNICORN_KEEPALIVE", 5, minimum=1, maximum=3600),
+        # Every request already logs one JSON line with its request id (pantheon.request);
+        # uvicorn's access line on top is opt-in (a flag: on, yes, 1, true).
+        "access_log": flag("GUNICORN_ACCESS_LOG", False),
+        # gunicorn's own levels (it took any other word as info, without a word).
+        "log_level": choice(
+            "GUNICORN_LOG_LEVEL",
+            "INFO",
+            ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+            upper=True,
+        ).lower(),
+    }
+
+
 def _bounds(kind: str, minimum: float | None, maximum: float | None) -> str:
     if minimum is not None and maximum is not None:
         return f"{kind} from {_figure(minimum)} to {_figure(maximum)}"

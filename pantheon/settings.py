@@ -421,6 +421,9 @@ PANTHEON_CONTEXT_HISTORY_LIMIT = config.whole_number(
 # glibc malloc arenas per gunicorn worker: read by the worker itself (pantheon/workers.py), and
 # here so that `manage.py check` refuses a value that would stop it.
 MALLOC_ARENAS = config.malloc_arenas()
+# gunicorn's own variables (gunicorn.conf.py), read here too so that `manage.py check` refuses a
+# value that would stop gunicorn (WEB_CONCURRENCY=0, PORT=http), as it does the pool's.
+config.gunicorn_settings()
 # litellm's switch to its own HTTP handler for OpenAI-compatible calls
 # (`orchestration/litellm_loader.py` sets it on): litellm reads `true` or `false` alone, so an
 # empty value, `1` or `on` went back to the OpenAI SDK without a word. Read as every flag here

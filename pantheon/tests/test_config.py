@@ -149,6 +149,11 @@ def manage_py_check(**env: str) -> subprocess.CompletedProcess:
         # Spun for 10 minutes and more; 1100 was an OverflowError traceback.
         ("PANTHEON_LLM_MAX_RETRIES", "9" * 20, "a whole number from 0 to 10"),
         ("PANTHEON_LLM_MAX_RETRIES", "1100", "a whole number from 0 to 10"),
+        # Passed, then stopped gunicorn: its own variables, read by gunicorn.conf.py alone.
+        ("WEB_CONCURRENCY", "0", "a whole number, at least 1"),
+        ("PORT", "http", "a whole number from 1 to 65535"),
+        ("GUNICORN_GRACEFUL_TIMEOUT", "9" * 20, "a whole number from 1 to 3153600000"),
+        ("GUNICORN_LOG_LEVEL", "loud", "one of 'DEBUG', 'INFO', 'WARNING'"),
     ],
 )
 def test_manage_py_check_refuses_what_would_stop_the_servers_or_the_commands(name, value, says):
