@@ -123,6 +123,30 @@ def name_or_default(name: str, default: str) -> str:
     return _raw(name) or default
 
 
+def origins(name: str) -> list[str]:
+    """Comma-separated web origins (`https://app.example.com`), trimmed, a trailing `/` dropped
+    (as a browser's address bar shows a page); empty: none. One with no scheme or host
+    (`app.example.com`) is refused: the server started with it, and matched no browser's
+    origin (CORS: no page could call the API; CSRF: every console form from it a 403), the
+    fault found only by `manage.py check`, which no server runs."""
+    from urllib.parse import urlsplit
+
+    found = []
+    for origin in (os.environ.get(name) or "").split(","):
+        origin = origin.strip().rstrip("/")
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise _refuse(
+                name,
+                origin,
+                "comma-separated origins with their scheme, such as https://app.example.com",
+            )
+        found.append(origin)
+    return found
+
+
 def rate(name: str, default: str) -> str:
     """A throttle rate, or "" (from an empty variable) for none."""
     value = os.environ.get(name)

@@ -36,7 +36,7 @@ ALLOWED_HOSTS = [
     for host in env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
     if host.strip()
 ]
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_TRUSTED_ORIGINS = config.origins("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "pantheon.apps.PantheonAdminConfig",  # django.contrib.admin with Pantheon's site
@@ -434,9 +434,7 @@ os.environ["EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"] = str(
 
 # Browsers on other origins (a web client) may call the API; none by default.
 # An origin copied from an address bar ends in "/": the origin is without it (corsheaders.E014).
-CORS_ALLOWED_ORIGINS = [
-    origin.rstrip("/") for origin in env.list("CORS_ALLOWED_ORIGINS", default=[])
-]
+CORS_ALLOWED_ORIGINS = config.origins("CORS_ALLOWED_ORIGINS")
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_HEADERS = [
     "accept",

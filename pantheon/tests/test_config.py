@@ -552,6 +552,27 @@ def test_a_secret_key_is_taken_as_written_a_leading_dollar_included():
         assert printed.stdout.strip() == key
 
 
+@pytest.mark.parametrize("name", ["CORS_ALLOWED_ORIGINS", "CSRF_TRUSTED_ORIGINS"])
+def test_an_origin_without_its_scheme_stops_the_start(name):
+    """`app.example.com` (no https://) started the server, which then matched no browser's
+    origin: no page could call the API (CORS), every console form from it was a 403 (CSRF).
+    Only `manage.py check` said so (corsheaders.E013, 4_0.E001), and no server runs it."""
+    started = start_settings(**{name: "https://ok.example.com, app.example.com"})
+
+    assert started.returncode != 0
+    assert last_line(started) == (
+        f"django.core.exceptions.ImproperlyConfigured: {name}='app.example.com': must be "
+        "comma-separated origins with their scheme, such as https://app.example.com"
+    )
+
+
+def test_origins_are_trimmed_and_read_as_written():
+    read = "from django.conf import settings; print(settings.CSRF_TRUSTED_ORIGINS)"
+    started = start_settings(read, CSRF_TRUSTED_ORIGINS="https://*.example.com/ , http://a:8000")
+
+    assert started.stdout.strip() == "['https://*.example.com', 'http://a:8000']", started.stderr
+
+
 def test_an_origin_given_with_a_trailing_slash_is_the_origin():
     """`CORS_ALLOWED_ORIGINS=http://127.0.0.1:8891/` (as a browser's address bar shows a page)
     served CORS, but `manage.py check`, and so `make check`, failed on corsheaders.E014."""
