@@ -3,7 +3,7 @@ the base and one of the change), each served by its own gunicorn (gunicorn.conf.
 on its own scratch database, both against one stub provider at 0 ms (or the demo backend).
 
     python bench/cpu_ab.py A_DIR B_DIR [--rounds 12] [--turns 200] [--port-base 8820]
-                           [--kind stub|demo] [--stream]
+                           [--kind stub|demo] [--stream] [--database-url URL_WITH_{}]
 
 Each round loads A and B one after the other (the order alternates each round) with 8 clients
 posting turns back to back, and reads each server's CPU seconds meanwhile: a shared VM's speed
@@ -53,6 +53,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--kind", choices=("stub", "demo"), default="stub")
     parser.add_argument("--stream", action="store_true", help="post as SSE (text/event-stream)")
     parser.add_argument("--profile", type=float, default=0, help="load A alone this long")
+    parser.add_argument(
+        "--database-url",
+        default=DATABASE,
+        help="the scratch databases, {} standing for a and b (made afresh and dropped after); "
+        f"default: {DATABASE}",
+    )
     parser.add_argument(
         "--seed", nargs=2, metavar=("DATABASE_URL", "STUB_URL"), help=argparse.SUPPRESS
     )
@@ -126,7 +132,7 @@ def main() -> int:
         if args.kind == "stub"
         else {"PANTHEON_LLM_BACKEND": "demo"}
     )
-    urls = [DATABASE.format(label) for label in "ab"[: len(checkouts)]]
+    urls = [args.database_url.format(label) for label in "ab"[: len(checkouts)]]
     with contextlib.ExitStack() as held:
         stub_url = held.enter_context(stub_provider_process(args.port_base))
         datas = []
