@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connections
+from django.utils import timezone
 
 from conftest import FakeGateway
 from pantheon import exceptions
@@ -323,3 +324,35 @@ def test_ending_turns_from_outside_locks_the_turns_and_not_their_session(stale_t
     locking = [q["sql"] for q in ended.captured_queries if "FOR UPDATE" in q["sql"]]
     assert len(locking) == 2, locking
     assert not [sql for sql in locking if "sessions_app_session" in sql], locking
+
+
+def test_the_session_read_for_a_turn_sees_each_change_since_the_last_read(
+    owner, outsider, seats, make_session, run
+):
+    """The read's query is built once per process (`selectors.session_for_turn`): each call
+    still reads the session as it is now, for its own user only."""
+    from django.http import Http404
+
+    session = make_session(owner, agent=seats[0])
+    before = session_for_turn(user=owner, session_id=session.pk)
+    assert (before.last_turn_index, before.last_sequence, before.title) == (None, None, "")
+
+    run(session, "hello", FakeGateway())
+    session.title = "renamed"
+    session.save(update_fields=["title"])
+    after = session_for_turn(user=owner, session_id=session.pk)
+    assert (after.last_turn_index, after.last_turn_status, after.last_sequence) == (
+        1,
+        TurnStatus.COMPLETED,
+        2,
+    )
+    assert (after.title, after.agent.agent_key) == ("renamed", "ada")
+
+    with pytest.raises(Http404):
+        session_for_turn(user=outsider, session_id=session.pk)
+    other = make_session(outsider, agent=seats[1])
+    assert session_for_turn(user=outsider, session_id=other.pk).pk == other.pk
+    session.deleted_at = timezone.now()
+    session.save(update_fields=["deleted_at"])
+    with pytest.raises(Http404):
+        session_for_turn(user=owner, session_id=session.pk)
