@@ -674,7 +674,10 @@ class LiteLLMGateway:
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(chunks.__anext__(), self.timeout_seconds)
+                    # A deadline on this task, not `wait_for`: that ran each chunk's read as a
+                    # task of its own, one more task and trip round the event loop a chunk.
+                    async with asyncio.timeout(self.timeout_seconds):
+                        chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
                 except Exception as exc:

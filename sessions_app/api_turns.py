@@ -890,6 +890,9 @@ async def _while_signed_in(content: AsyncIterator[str], request: Request) -> Asy
                 return
 
 
+_LAST_EVENTS = frozenset({"turn_completed", "turn_failed"})
+
+
 class _LiveEvents:
     """The events of a turn this process runs, for the request that streams them as they
     happen. Once that stream has ended (its client hung up, or was cut off for reading nothing:
@@ -906,18 +909,25 @@ class _LiveEvents:
 
     async def stream(self) -> AsyncIterator[str]:
         """The events as Server-Sent Events; a comment line keeps idle proxies from cutting
-        the stream while a provider thinks."""
+        the stream while a provider thinks. The events queued by the time the stream is read
+        go out together, in one write (a fast provider's words come faster than the stream
+        is read): each write is a trip through the response's layers and the server's send."""
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(
-                        self._queue.get(), settings.PANTHEON_SSE_HEARTBEAT_SECONDS
-                    )
+                    async with asyncio.timeout(settings.PANTHEON_SSE_HEARTBEAT_SECONDS):
+                        event = await self._queue.get()
                 except TimeoutError:
                     yield ": heartbeat\n\n"
                     continue
-                yield event.sse()
-                if event.name in ("turn_completed", "turn_failed"):
+                texts = [event.sse()]
+                ended = event.name in _LAST_EVENTS
+                while not ended and not self._queue.empty():
+                    event = self._queue.get_nowait()
+                    texts.append(event.sse())
+                    ended = event.name in _LAST_EVENTS
+                yield "".join(texts)
+                if ended:
                     return
         finally:
             self._open = False
