@@ -540,7 +540,15 @@ class MessageAdmin(RecordAdmin):
 
 
 @admin.register(SessionSummary)
-class SessionSummaryAdmin(RecordAdmin):
+class SessionSummaryAdmin(ConversationWords, RecordAdmin):
+    # A summary is the conversation's words condensed, its facts and decisions quoted.
+    conversation_fields = (
+        "summary_text",
+        "key_facts",
+        "decisions",
+        "open_questions",
+        "action_items",
+    )
     list_display = ["created", "session", "from_sequence", "to_sequence", "valid_json"]
     list_display_links = ["created"]
     created = moment_column()
@@ -552,7 +560,10 @@ class SessionSummaryAdmin(RecordAdmin):
     show_full_result_count = False
 
     def get_search_results(self, request, queryset, search_term):
-        text = Q(summary_text__icontains=search_term.strip())
+        # By words only for who may read them: a match told the others what was said.
+        text = Q(pk__in=[])
+        if request.user.has_perm(VIEW_MESSAGES):
+            text = Q(summary_text__icontains=search_term.strip())
         return by_id_or_text(queryset, search_term, ids=["session_id", "turn_id"], text=text), False
 
 

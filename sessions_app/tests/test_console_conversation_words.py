@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
-from sessions_app.models import IdempotencyKey, Message, Turn
+from sessions_app.models import IdempotencyKey, Message, SessionSummary, Turn
 
 pytestmark = pytest.mark.django_db
 
@@ -95,4 +95,48 @@ def test_who_may_view_messages_reads_and_filters_them(conversation, viewer):
     assert "Ezekiel Quarrington" in key_page
     assert "withheld" not in turn_page + key_page
     assert found.status_code == 200
+    assert found.context["cl"].result_count == 1
+
+
+@pytest.fixture
+def summary(conversation):
+    turn, _ = conversation
+    return SessionSummary.objects.create(
+        session=turn.session,
+        turn=turn,
+        from_sequence=1,
+        to_sequence=1,
+        summary_text=f"The user said {WORDS}.",
+        key_facts=[f"landlord: {WORDS}"],
+        decisions=["Ezekiel stays"],
+        open_questions=["Is Ezekiel kind?"],
+        action_items=["Call Ezekiel"],
+    )
+
+
+def test_a_summary_of_the_words_is_withheld_too(summary, viewer):
+    """A session's summary is its words condensed (and its facts quoted): its page and its
+    list's search by words told one who may view summaries but not messages what was said."""
+    client = client_for(viewer("view_sessionsummary"))
+
+    page = client.get(url(SessionSummary, "change", summary.pk))
+    found = client.get(url(SessionSummary, "changelist"), {"q": "Ezekiel"})
+    filtered = client.get(url(SessionSummary, "changelist"), {"summary_text__icontains": "Ezekiel"})
+
+    assert page.status_code == 200
+    assert "Ezekiel" not in page.content.decode()
+    assert "withheld: only who may view messages reads a conversation" in page.content.decode()
+    assert found.status_code == 200
+    assert found.context["cl"].result_count == 0
+    assert filtered.status_code == 400
+
+
+def test_who_may_view_messages_reads_and_finds_a_summary(summary, viewer):
+    client = client_for(viewer("view_sessionsummary", "view_message"))
+
+    page = client.get(url(SessionSummary, "change", summary.pk)).content.decode()
+    found = client.get(url(SessionSummary, "changelist"), {"q": "Ezekiel"})
+
+    assert "Call Ezekiel" in page
+    assert "withheld" not in page
     assert found.context["cl"].result_count == 1
