@@ -13,6 +13,8 @@ import os
 import sys
 import tempfile
 
+from gunicorn.glogging import Logger
+
 # The project's own modules, whatever directory gunicorn was started from.
 _CHECKOUT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _CHECKOUT)
@@ -27,7 +29,7 @@ environ.Env.read_env(os.path.join(_CHECKOUT, ".env"), overwrite=False)
 
 from pantheon import handoff, runner  # noqa: E402
 from pantheon.config import gunicorn_settings, refusal_stops  # noqa: E402
-from pantheon.log_formats import FORMATTERS, SecretsFilter, log_format  # noqa: E402
+from pantheon.log_formats import FORMATTERS, filter_secrets, log_format  # noqa: E402
 
 # This is the production server: the settings (in collectstatic below and in every worker)
 # refuse what production must not run with (the laptop's secret key with DEBUG off).
@@ -61,21 +63,16 @@ if _log_format == "json":
     logging.captureWarnings(True)
     logconfig_dict = {
         "formatters": {"json": FORMATTERS["json"]},
-        # uvicorn's error lines (a traceback of the app's) are written here, not by the app's
-        # handler: they hold no secret of the environment either.
-        "filters": {"secrets": {"()": SecretsFilter}},
         "handlers": {
             "error_console": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stderr",
-                "filters": ["secrets"],
             },
             "access_console": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stdout",
-                "filters": ["secrets"],
             },
         },
         "loggers": {
@@ -91,6 +88,21 @@ if _log_format == "json":
         # logger is the app's (its LOGGING setting).
         "root": {},
     }
+
+
+class SecretsFilteredLogger(Logger):
+    """gunicorn's log, whose handlers write no secret of the environment
+    (`pantheon.log_formats.SecretsFilter`, as the app's): uvicorn's error lines, a traceback of
+    the app's among them, are written by them, not by the app's handler. In both formats, and
+    again as a reload (SIGHUP) sets the log up afresh; with LOG_FORMAT=text its handlers are
+    gunicorn's own, which had none."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        filter_secrets(self.error_log, self.access_log)
+
+
+logger_class = SecretsFilteredLogger
 
 # Each instance its own control socket (gunicorn's default path is shared by every instance of
 # a user), or none: GUNICORN_CONTROL_SOCKET=off. By default one per port it listens on, named in

@@ -102,3 +102,14 @@ class SecretsFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redacted(record.stack_info, secrets)
         return True
+
+
+def filter_secrets(*loggers: logging.Logger) -> None:
+    """Put a `SecretsFilter` on each handler of `loggers` that has none: gunicorn's, which
+    write gunicorn's lines and uvicorn's (its tracebacks of the app's errors included) in
+    either LOG_FORMAT, gunicorn's own handlers with LOG_FORMAT=text."""
+    secrets = SecretsFilter()
+    for log in loggers:
+        for handler in log.handlers:
+            if not any(isinstance(f, SecretsFilter) for f in handler.filters):
+                handler.addFilter(secrets)

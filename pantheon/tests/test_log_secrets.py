@@ -4,6 +4,12 @@ import asyncio
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
 
 from orchestration.gateway import LiteLLMGateway
 from orchestration.litellm_loader import load_litellm
@@ -120,3 +126,47 @@ def test_a_line_whose_arguments_do_not_fit_does_not_fail_the_code_that_logged(mo
     handler.handle(fit)
 
     assert [line["message"] for line in lines(output)] == ["then ***"]
+
+
+# uvicorn's traceback of an app error, written by a worker through gunicorn's error log (as
+# `uvicorn_worker.UvicornWorker` hands `uvicorn.error` gunicorn's handlers), with the gunicorn
+# logger gunicorn.conf.py's settings make.
+GUNICORN_LINE = f"""
+import logging, runpy, sys
+sys.argv = ["gunicorn"]
+from gunicorn.config import Config
+settings = runpy.run_path("gunicorn.conf.py")
+cfg = Config()
+for name, value in settings.items():
+    if name in cfg.settings:
+        cfg.set(name, value)
+log = cfg.logger_class(cfg)
+uvicorn_error = logging.getLogger("uvicorn.error")
+uvicorn_error.handlers, uvicorn_error.propagate = log.error_log.handlers, False
+try:
+    raise RuntimeError("Incorrect API key provided: {OPENAI_KEY}")
+except RuntimeError as exc:
+    uvicorn_error.error("Exception in ASGI application", exc_info=exc)
+log.error("worker said %s", "{OPENAI_KEY}")
+"""
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_gunicorn_and_uvicorn_lines_hold_no_key_in_either_format(log_format):
+    """With LOG_FORMAT=text, gunicorn's own handlers (which write uvicorn's tracebacks of the
+    app's errors) had no secrets filter: only the JSON ones did."""
+    env = {**os.environ, "LOG_FORMAT": log_format, "OPENAI_API_KEY": OPENAI_KEY}
+    written = subprocess.run(
+        [sys.executable, "-c", GUNICORN_LINE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=settings.BASE_DIR,
+    )
+
+    assert written.returncode == 0, written.stderr
+    assert "Exception in ASGI application" in written.stderr
+    assert "worker said ***" in written.stderr
+    assert "Incorrect API key provided: ***" in written.stderr
+    assert OPENAI_KEY not in written.stderr + written.stdout
