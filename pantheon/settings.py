@@ -445,7 +445,9 @@ CORS_ALLOW_HEADERS = [
     "x-csrftoken",
     "x-request-id",
 ]
-CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed"]
+# A browser shows a page of another origin only the headers listed here (and a few it always
+# shows): what the README tells clients to read, a 201's Location included.
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed", "Location"]
 
 # One JSON object a line in production; readable text when DEBUG (or LOG_FORMAT=text). Every
 # record carries request_id, user_id, session_id and turn_id (pantheon.logging_context).

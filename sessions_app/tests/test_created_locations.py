@@ -82,3 +82,18 @@ def test_a_refused_create_says_no_location(owner_client):
 
     assert refused.status_code == 400
     assert "Location" not in refused
+
+
+def test_a_browser_page_of_an_allowed_origin_may_read_the_location(owner_client, settings):
+    """A browser hides from a page of another origin every response header CORS does not
+    expose (`Location` is not among those it always shows): the 201's link was there for
+    every client but the browser ones `CORS_ALLOWED_ORIGINS` serves."""
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+
+    room = owner_client.post(
+        f"{API}/rooms", {"name": "Launch"}, format="json", HTTP_ORIGIN="https://app.example.com"
+    )
+
+    assert room.status_code == 201
+    assert room["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Location" in room["Access-Control-Expose-Headers"].split(", ")
