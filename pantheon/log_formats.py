@@ -73,14 +73,22 @@ class SecretsFilter(logging.Filter):
     The gateway blots out the alias's own key from its lines, but a call of an alias without
     `api_key_env` carries whatever key litellm found in its provider's variable, which the
     gateway never sees, and litellm and the server write lines of their own. The environment
-    is read once, as the process starts (its logging is set up): nothing changes a running
-    server's environment, and reading it again at each line cost 25-30 µs a line."""
+    is read as the process sets up its logging, and again only when it has gained variables
+    (reading it at each line cost 25-30 µs a line): gunicorn's log is set up by the master,
+    which never reads the checkout's `.env`; a worker's settings add its keys to the
+    environment later, and uvicorn's tracebacks, written by gunicorn's handlers, quoted them."""
 
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
+        self._read_environment()
+
+    def _read_environment(self) -> None:
+        self._variables = len(os.environ)
         self.secrets = secret_values(os.environ)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if len(os.environ) != self._variables:  # `.env` read since (it only adds variables)
+            self._read_environment()
         secrets = self.secrets
         if not secrets:
             return True

@@ -131,6 +131,7 @@ def test_a_line_whose_arguments_do_not_fit_does_not_fail_the_code_that_logged(mo
 # uvicorn's traceback of an app error, written by a worker through gunicorn's error log (as
 # `uvicorn_worker.UvicornWorker` hands `uvicorn.error` gunicorn's handlers), with the gunicorn
 # logger gunicorn.conf.py's settings make.
+DOTENV_KEY = "sk-or-v1-fromTheDotEnvFile0123456789"
 GUNICORN_LINE = f"""
 import logging, runpy, sys
 sys.argv = ["gunicorn"]
@@ -148,6 +149,13 @@ try:
 except RuntimeError as exc:
     uvicorn_error.error("Exception in ASGI application", exc_info=exc)
 log.error("worker said %s", "{OPENAI_KEY}")
+# A worker's settings read the checkout's `.env` (`environ.Env.read_env`), after gunicorn's
+# log was set up in the master: its keys are the environment's too.
+import environ, pathlib, tempfile
+dotenv = pathlib.Path(tempfile.mkdtemp()) / ".env"
+dotenv.write_text("OPENROUTER_API_KEY={DOTENV_KEY}\\n")
+environ.Env.read_env(dotenv, overwrite=False)
+log.error("provider said %s", "{DOTENV_KEY}")
 """
 
 
@@ -156,6 +164,7 @@ def test_gunicorn_and_uvicorn_lines_hold_no_key_in_either_format(log_format):
     """With LOG_FORMAT=text, gunicorn's own handlers (which write uvicorn's tracebacks of the
     app's errors) had no secrets filter: only the JSON ones did."""
     env = {**os.environ, "LOG_FORMAT": log_format, "OPENAI_API_KEY": OPENAI_KEY}
+    env.pop("OPENROUTER_API_KEY", None)
     written = subprocess.run(
         [sys.executable, "-c", GUNICORN_LINE],
         env=env,
@@ -168,5 +177,7 @@ def test_gunicorn_and_uvicorn_lines_hold_no_key_in_either_format(log_format):
     assert written.returncode == 0, written.stderr
     assert "Exception in ASGI application" in written.stderr
     assert "worker said ***" in written.stderr
+    assert "provider said ***" in written.stderr
     assert "Incorrect API key provided: ***" in written.stderr
     assert OPENAI_KEY not in written.stderr + written.stdout
+    assert DOTENV_KEY not in written.stderr + written.stdout
