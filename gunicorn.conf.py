@@ -102,6 +102,8 @@ class SecretsFilteredLogger(Logger):
         filter_secrets(self.error_log, self.access_log)
 
 
+# (gunicorn switches to its statsd logger by itself only from its default class: with
+# `--statsd-host`, pass `--logger-class gunicorn.instrument.statsd.Statsd`, without the filter.)
 logger_class = SecretsFilteredLogger
 
 # Each instance its own control socket (gunicorn's default path is shared by every instance of
