@@ -453,8 +453,9 @@ class TurnAdmin(ConversationWords, RecordAdmin):
             ),
         )
         return format_html(
-            '<table class="pantheon-roster"><thead><tr><th>agent</th><th>model alias</th>'
-            "<th>role prompt</th></tr></thead><tbody>{}</tbody></table>",
+            '<table class="pantheon-roster"><thead><tr><th scope="col">agent</th>'
+            '<th scope="col">model alias</th><th scope="col">role prompt</th></tr></thead>'
+            "<tbody>{}</tbody></table>",
             rows,
         )
 

@@ -1719,6 +1719,14 @@ def test_a_turn_page_writes_its_figures_as_the_lists_do_and_its_roster_readably(
     assert '<div class="readonly">892</div>' in page
     assert '<div class="readonly">1024</div>' in page  # an index, as the list's "#"
     assert "<td>Ada (@ada)</td><td>deepseek</td>" in page
+    # Its headers head their columns for a screen reader (a read-only field's table has no
+    # other way to say which cell is the alias and which the prompt).
+    roster = re.search(r'<table class="pantheon-roster">.*?</thead>', page, re.S)
+    assert roster and re.findall(r"<th scope=\"col\">([^<]*)</th>", roster.group(0)) == [
+        "agent",
+        "model alias",
+        "role prompt",
+    ]
     assert f"<summary>{prompt[:59]}…</summary>{prompt}</details>" in page
     assert "role_prompt" not in page and "59e819e7" not in page
     assert "deepseek chose @ada (fallback: its answer could not be used" in page
