@@ -28,6 +28,8 @@ class Bar:
     height: float
     title: str  # the tooltip: day and exact figure
     highlight: bool = False  # today: a day still being written
+    day: date | None = None  # the day and its figure, for the chart's table (a screen reader
+    figure: str = ""  # reads no bar: their titles are a pointer's tooltips)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def daily_bar_chart(
                 title=f"{day:%Y-%m-%d}: {credits(value)} {unit}"
                 + (" so far" if day == highlight else ""),
                 highlight=day == highlight,
+                day=day,
+                figure=credits(value),
             )
         )
     every = max(1, -(-len(points) // MAX_X_LABELS))

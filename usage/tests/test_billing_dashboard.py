@@ -126,6 +126,30 @@ def test_the_chart_has_one_bar_per_day_with_that_days_credits(make_operator, led
     assert sum(daily.values()) == report.totals.credits
 
 
+def test_the_charts_figures_are_a_table_too_and_the_tables_are_named(make_operator, ledger):
+    """A screen reader reads the chart as one image and reaches no bar's tooltip, nor does a
+    keyboard: each day's credits are in a table beside it, captioned, its days row headers.
+    The usage table is named by its heading."""
+    page = client_for(make_operator("Analyst")).get(reverse(DASHBOARD)).content.decode()
+
+    table = re.search(r'<table id="daily-credits-table".*?</table>', page, re.S)
+    assert table, "no table of the chart's figures"
+    table_html = table.group(0)
+    start, end = today() - timedelta(days=29), today()
+    assert (
+        f"<caption>Credits per day, {start:%Y-%m-%d} – {end:%Y-%m-%d} (UTC)</caption>" in table_html
+    )
+    days = re.findall(
+        r'<tr><th scope="row">([^<]*)</th><td class="num">([^<]*)</td></tr>', table_html
+    )
+    assert len(days) == 30
+    assert days[-1] == (f"{today():%Y-%m-%d} (so far)", "3.7500")
+    assert (f"{today() - timedelta(days=10):%Y-%m-%d}", "2.3750") in days
+    assert '<th scope="col">Day</th><th scope="col" class="num">Credits</th>' in table_html
+    assert '<h2 id="usage-table-title">Usage per user and model</h2>' in page
+    assert 'aria-labelledby="usage-table-title"' in page
+
+
 def test_without_recent_rollups_the_ledger_fills_the_gap(make_operator, ledger):
     from usage.models import DailyUsageRollup, RollupCoverage
 
