@@ -84,3 +84,18 @@ def test_toned_text_reads_at_4_5_to_1_on_both_backgrounds(selector, theme_name):
         ratio = contrast(colour, theme[background])
         on = f"{colour} on {theme[background]} ({theme_name})"
         assert ratio >= 4.5, f"{selector} {on}: {ratio:.2f}"
+
+
+@pytest.mark.parametrize("selector", [".pantheon-source a", ".pantheon-first-rows a"])
+def test_a_link_inside_a_sentence_is_underlined(selector):
+    """The billing note's "lost call" link was told from its grey words by colour alone, 1.2:1
+    (WCAG 1.4.1; axe link-in-text-block, serious): Django admin underlines no link."""
+    css = re.sub(r"/\*.*?\*/", "", CONSOLE_CSS.read_text(), flags=re.S)
+    rules = re.findall(r"([^{}]+)\{([^}]*)\}", css)
+    underlined = [
+        head
+        for head, body in rules
+        if "text-decoration: underline" in body
+        and selector in [part.strip() for part in head.split(",")]
+    ]
+    assert underlined, selector
