@@ -148,6 +148,12 @@ def test_the_charts_figures_are_a_table_too_and_the_tables_are_named(make_operat
     assert '<th scope="col">Day</th><th scope="col" class="num">Credits</th>' in table_html
     assert '<h2 id="usage-table-title">Usage per user and model</h2>' in page
     assert 'aria-labelledby="usage-table-title"' in page
+    # The card clips its overflow: the table scrolls in a region of its own, a keyboard's too.
+    assert re.search(
+        r'<div class="pantheon-table-scroll" role="region" aria-labelledby="usage-table-title"'
+        r' tabindex="0">\s*<table id="usage-table"',
+        page,
+    )
 
 
 def test_without_recent_rollups_the_ledger_fills_the_gap(make_operator, ledger):
