@@ -99,3 +99,20 @@ def test_a_link_inside_a_sentence_is_underlined(selector):
         and selector in [part.strip() for part in head.split(",")]
     ]
     assert underlined, selector
+
+
+def fill(selector: str, theme: dict[str, str]) -> str:
+    declared = re.search(r"fill:\s*([^;]+);", block(CONSOLE_CSS.read_text(), selector))
+    assert declared, selector
+    return resolve(declared.group(1), theme)
+
+
+@pytest.mark.parametrize("theme_name", ["light", "dark"])
+def test_the_charts_bars_stand_out_and_todays_is_the_lighter(theme_name):
+    """The note under the chart calls today's bar "the lighter bar": it was --primary, lighter
+    in the light theme but darker in the dark one (#264b5d), 2.0:1 against its page."""
+    theme = themes()[theme_name]
+    bar, today = fill(".pantheon-chart .bar", theme), fill(".pantheon-chart .bar.today", theme)
+    for colour in (bar, today):
+        assert contrast(colour, theme["--body-bg"]) >= 3, f"{colour} ({theme_name})"
+    assert luminance(today) > luminance(bar), f"today {today}, other days {bar} ({theme_name})"
