@@ -116,3 +116,14 @@ def test_the_charts_bars_stand_out_and_todays_is_the_lighter(theme_name):
     for colour in (bar, today):
         assert contrast(colour, theme["--body-bg"]) >= 3, f"{colour} ({theme_name})"
     assert luminance(today) > luminance(bar), f"today {today}, other days {bar} ({theme_name})"
+
+
+def test_the_billing_filters_buttons_keep_a_border_in_forced_colours():
+    """Windows High Contrast drops backgrounds: Django's buttons have no border, and the
+    dashboard's Show, Export CSV and Per-user CSV read as words among the filter links."""
+    css = re.sub(r"/\*.*?\*/", "", CONSOLE_CSS.read_text(), flags=re.S)
+    forced = re.search(r"@media \(forced-colors: active\)\s*\{(.*?\})\s*\}", css, re.S)
+    assert forced, "no forced-colors rules"
+    assert re.search(
+        r"\.pantheon-filters \.button\s*\{[^}]*border:[^}]*ButtonText", forced.group(1)
+    )
