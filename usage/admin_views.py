@@ -94,7 +94,12 @@ class BillingFilterForm(forms.Form):
         max_length=150,
         widget=forms.TextInput(attrs={"placeholder": "any user", "type": "search"}),
     )
-    alias = forms.ChoiceField(required=False, label="Model alias")
+    alias = forms.ChoiceField(
+        required=False,
+        label="Model alias",
+        # The page lists its errors together: each names its field, as the days' do.
+        error_messages={"invalid_choice": "The model alias %(value)s is no alias of this list."},
+    )
     # The export's rows: one per user and alias (the page's table), or one per user (what each
     # is invoiced for the range: the table summed over aliases, which took a spreadsheet).
     rows = forms.ChoiceField(

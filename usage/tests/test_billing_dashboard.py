@@ -278,8 +278,15 @@ def test_bad_filters_are_a_400_with_the_reason_on_the_page(make_operator, query)
 
     assert export.status_code == 400
     assert response.status_code == 400
-    assert 'class="errorlist' in response.content.decode()
+    page = response.content.decode()
+    assert 'class="errorlist' in page
     assert "report" not in response.context
+    assert "<title>Error: Billing |" in page
+    if "alias" in query:
+        assert "The model alias no-such-alias is no alias of this list." in page
+    # An input marked invalid names, by its aria-describedby, the list that says why.
+    for described in re.findall(r'aria-invalid="true" aria-describedby="([^"]+)"', page):
+        assert re.search(rf'<ul class="errorlist[^"]*" id="{described}"><li>', page), described
 
 
 def test_active_users_count_distinct_users_with_turns(
