@@ -496,6 +496,11 @@ def test_the_ledger_list_shows_the_sums_of_the_current_filter(make_operator, led
     assert unpriced.context["ledger_sums"]["llm_calls"] == 1
     page = unpriced.content.decode()
     assert 'class="pantheon-sums"' in page and ">0.1250<" in page
+    # Named for a screen reader: a name on a div of no role is one it does not read.
+    assert (
+        '<div class="pantheon-sums" role="group" aria-label="Totals for the current filter">'
+        in page
+    )
 
 
 @pytest.mark.parametrize(
