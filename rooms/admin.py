@@ -3,6 +3,7 @@ from typing import Self
 from django import forms
 from django.contrib import admin
 from django.db import transaction
+from django.forms.formsets import DELETION_FIELD_NAME
 from django.forms.models import BaseInlineFormSet
 from django.forms.utils import ErrorList
 from rest_framework import serializers
@@ -303,6 +304,19 @@ class SeatFormSet(BaseInlineFormSet):
     they are now instead, with the refusal above them (`as_now`)."""
 
     refusal: ErrorList | None = None  # said above the seats as they are now
+
+    def add_fields(self, form, index):
+        """Each seat's agent, position and delete box named for a screen reader: Django's
+        tabular rows label no input (the column's header is a th), so tabbing through the seats
+        read "combo box, Ada", "spin button, 1", "check box" with nothing to say which."""
+        super().add_fields(form, index)
+        row = "a new seat" if index is None else f"seat row {index + 1}"
+        for name in ("agent", "position", DELETION_FIELD_NAME):
+            if name in form.fields:
+                field = form.fields[name]
+                # The agent's select sits in the admin's wrapper (its add and change links).
+                widget = getattr(field.widget, "widget", field.widget)
+                widget.attrs["aria-label"] = f"{field.label} ({row})"
 
     def non_form_errors(self):
         return super().non_form_errors() if self.refusal is None else self.refusal

@@ -2,6 +2,7 @@
 change says what it changed from and to. Django's said "Added." alone, and a profile added with
 a cap and suspended left no trace of either."""
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -175,3 +176,19 @@ def test_an_agent_and_a_room_added_say_what_they_were_added_with(boss, owner, ma
         "Ada (@ada) and Position: 0."
     ]
     assert set(LogEntry.objects.values_list("action_flag", flat=True)) == {ADDITION}
+
+
+def test_a_rooms_seats_name_each_input_for_a_screen_reader(boss, owner, make_agent, make_room):
+    """Django's tabular rows label no input: tabbing through the seats read "combo box, Ada",
+    "spin button, 1" and "check box", with nothing to say of which seat (axe label and
+    select-name, critical, on every room's page)."""
+    room = make_room(owner, [make_agent(owner, "ada"), make_agent(owner, "bob")])
+
+    page = boss.get(url(Room, "change", room.pk)).content.decode()
+
+    for row, index in (("seat row 1", 0), ("seat row 2", 1)):
+        for name, label in (("agent", "Agent"), ("position", "Position"), ("DELETE", "Delete")):
+            tag = re.search(rf'<(?:select|input)[^>]*name="seats-{index}-{name}"[^>]*>', page)
+            assert tag, name
+            assert f'aria-label="{label} ({row})"' in tag.group(0)
+    assert 'aria-label="Agent (a new seat)"' in page  # the row "Add another" copies
