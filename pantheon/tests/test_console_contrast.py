@@ -86,7 +86,9 @@ def test_toned_text_reads_at_4_5_to_1_on_both_backgrounds(selector, theme_name):
         assert ratio >= 4.5, f"{selector} {on}: {ratio:.2f}"
 
 
-@pytest.mark.parametrize("selector", [".pantheon-source a", ".pantheon-first-rows a"])
+@pytest.mark.parametrize(
+    "selector", [".pantheon-source a", ".pantheon-first-rows a", ".breadcrumbs a"]
+)
 def test_a_link_inside_a_sentence_is_underlined(selector):
     """The billing note's "lost call" link was told from its grey words by colour alone, 1.2:1
     (WCAG 1.4.1; axe link-in-text-block, serious): Django admin underlines no link."""
