@@ -35,7 +35,6 @@ from django.db import DatabaseError, transaction
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.exceptions import NotAcceptable
@@ -472,7 +471,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                         method=request.method, path=path, body=request.data
                     )
                 ],
-                turn_in_progress=TurnState.of(session).turn_in_progress(timezone.now()),
+                turn_in_progress=TurnState.of(session).turn_in_progress(),
             )
             if isinstance(begun, idempotency.Replay):
                 # Its access line names the turn it answers with too.

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import F, OuterRef, Q
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from rooms.models import Agent, Room, RoomMode
@@ -176,8 +176,9 @@ class TurnQuerySet(models.QuerySet):
         finished, failed or was interrupted. Sets the status, `completed_at` and the usage
         totals: `totals` when the caller holds every ledger row of the turn, else the sums of
         its stored rows, computed by the UPDATE itself. `failure` says why a turn was ended from
-        outside its steps. Returns how many turns it ended."""
-        now = now or timezone.now()
+        outside its steps. Returns how many turns it ended. `now` is the ending's time, by the
+        database's clock (`TurnState.now`); without it, the database's clock itself."""
+        ended_at = Now() if now is None else now
         if totals is None:
             totals = usage_totals_of_turn(OuterRef("pk"))
         if status in (TurnStatus.FAILED, TurnStatus.INTERRUPTED) and failure != (
@@ -189,7 +190,11 @@ class TurnQuerySet(models.QuerySet):
             # bill (`sessions_app.events.settling`).
             TurnStreamChunk.objects.filter(turn__in=self.running()).delete()
         return self.running().update(
-            status=status, failure_code=failure, completed_at=now, progress_at=now, **totals
+            status=status,
+            failure_code=failure,
+            completed_at=ended_at,
+            progress_at=ended_at,
+            **totals,
         )
 
 

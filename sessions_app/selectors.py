@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from uuid import UUID
@@ -9,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Prefetch, QuerySet
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 from django.shortcuts import get_object_or_404
 
 from orchestration.types import SUMMARY_LISTS
@@ -93,10 +94,10 @@ def _sessions_with_turn_state() -> QuerySet[Session]:
     each runs afresh. Building the 16 annotations and the live-session filter again on every
     turn cost about 2.5 % of a turn's CPU (py-spy), the most of the read's own work."""
     state = {
-        name: RawSQL(_latest(model, column, order_by), (), output_field=field)
-        for name, (model, column, order_by, field) in _TURN_STATE.items()
+        name: RawSQL(_latest(model, column, order_by), (), output_field=output)
+        for name, (model, column, order_by, output) in _TURN_STATE.items()
     }
-    return _live_sessions().annotate(**state)
+    return _live_sessions().annotate(**state, read_at=Now())
 
 
 def session_for_turn(*, user, session_id) -> Session:
@@ -104,7 +105,8 @@ def session_for_turn(*, user, session_id) -> Session:
     the latest turn (`last_turn_id`, `last_turn_index`, `last_turn_status`,
     `last_turn_progress_at`), where the timeline ends (`last_sequence`) and the latest summary
     (`summary_text`, its lists `summary_key_facts`..., `summary_to_sequence`). Each is an index
-    lookup, whatever the session's length."""
+    lookup, whatever the session's length. `read_at` is the database's clock as it read them,
+    the clock the turn goes by (`TurnState.now`)."""
     return get_object_or_404(_sessions_with_turn_state().filter(started_by=user), pk=session_id)
 
 
@@ -123,21 +125,39 @@ class TurnState:
     summary_open_questions: list | None
     summary_action_items: list | None
     summary_to_sequence: int | None
+    read_at: datetime  # the database's clock when the session was read
+    read_clock: float = field(default_factory=time.monotonic)  # this process's, then
 
     @classmethod
     def of(cls, session: Session) -> TurnState:
-        return cls(**{name: getattr(session, name) for name in _TURN_STATE})
+        names = [*_TURN_STATE, "read_at"]  # annotations, unknown to the model's type
+        return cls(**{name: getattr(session, name) for name in names})
 
-    def turn_in_progress(self, now: datetime) -> bool:
+    def now(self) -> datetime:
+        """The database's clock now, as read with the session and moved on by this process's
+        monotonic clock: the one clock of every host's turns, without a query to read it. A
+        turn's times (`progress_at`, `completed_at`) are compared by other hosts, and by the
+        database (`turns_stale`): written from a host's own clock, a host ten minutes behind
+        wrote progress that the others took for ten minutes old, and the next turn posted on
+        another host interrupted its live turn as stale (a host ahead interrupted theirs)."""
+        return self.read_at + timedelta(seconds=time.monotonic() - self.read_clock)
+
+    def turn_in_progress(self) -> bool:
         """Whether the session's latest turn is running and has made progress (a step's commit,
-        a stream's save) within `PANTHEON_TURN_STALE_SECONDS`: it blocks the session's next
-        turn. A running turn past that limit is taken for dead."""
+        a stream's save) within `PANTHEON_TURN_STALE_SECONDS` by the database's clock: it
+        blocks the session's next turn. A running turn past that limit is taken for dead."""
         if self.last_turn_status != TurnStatus.RUNNING:
             return False
         assert self.last_turn_progress_at is not None
-        return self.last_turn_progress_at >= stale_before(now)
+        return self.last_turn_progress_at >= stale_before(self.now())
 
 
 def stale_before(now: datetime) -> datetime:
     """A running turn whose last progress is older than this is stale."""
     return now - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)
+
+
+def stale_in_database() -> models.Expression:
+    """`stale_before` by the database's clock, for a query: the one clock that every host's
+    turns write their progress by (`TurnState.now`)."""
+    return Now() - timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS)

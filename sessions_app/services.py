@@ -11,6 +11,7 @@ from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from pantheon import draining
@@ -416,5 +417,6 @@ def _record_on_its_ended_turn(
 
 def turns_stale(*, older_than_seconds: float) -> TurnQuerySet:
     """Running turns that made no progress for this long: their worker is gone or stuck."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    # By the database's clock, the one the turns' progress is written by (`TurnState.now`).
+    cutoff = Now() - timedelta(seconds=older_than_seconds)
     return Turn.objects.running().filter(progress_at__lt=cutoff)

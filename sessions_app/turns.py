@@ -55,7 +55,6 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Subquery, Sum
-from django.utils import timezone
 
 from orchestration import budget as context_budget
 from orchestration.context import (
@@ -701,7 +700,7 @@ class TurnRunner:
         billing = self.plan.billing
         capped = billing is not None and billing.monthly_credit_cap is not None
         worst = self._worst_case_credits(first) if capped else None
-        now = timezone.now()
+        now = self.plan.state.now()
         try:
             with transaction.atomic():
                 if self._hold_prices():
@@ -768,7 +767,7 @@ class TurnRunner:
         state = self.plan.state
         if state.last_turn_status != TurnStatus.RUNNING:
             return
-        if state.turn_in_progress(now):
+        if state.turn_in_progress():
             # Its id came with the session (`session_for_turn`): a client can follow or cancel it.
             raise exceptions.TurnConflict(running_turn_id=state.last_turn_id)
         assert state.last_turn_id is not None
@@ -1461,7 +1460,7 @@ class TurnRunner:
         one user queue on it for one statement, not for the whole step)."""
         with transaction.atomic():
             turn = Turn.objects.filter(pk=self._turn.pk)
-            now = timezone.now()
+            now = self.plan.state.now()
             if finishing:
                 status = Turn.final_status(
                     message.status for message in self.messages if message.role == Role.ASSISTANT
@@ -1692,7 +1691,9 @@ class _StreamedStep:
         if self._dropped():
             return
         if self._progress_due() and (self.saving is None or self.saving.done()):
-            self.saving = asyncio.create_task(self._heard(self.progress, timezone.now()))
+            self.saving = asyncio.create_task(
+                self._heard(self.progress, self.runner.plan.state.now())
+            )
 
     async def _heard(self, section: Callable[[Any], Any], value: Any) -> None:
         taken_over = await database(section)(value)
@@ -1706,7 +1707,7 @@ class _StreamedStep:
         """The text from character `start` on (`chunk`: start, text), saved after what the
         saves before stored while the turn runs; else what the step answers."""
         start, text = chunk
-        now = timezone.now()
+        now = self.runner.plan.state.now()
         # One indexed read, no lock (a row lock is a write, every few hundred ms). A turn ended
         # between it and the insert keeps a row no replay of an ended turn reads, deleted with
         # its ending (`TurnRunner.end`), and the next save finds it ended.

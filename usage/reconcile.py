@@ -15,11 +15,10 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet
-from django.utils import timezone
 
 from pantheon.figures import counted, plain_amount
 from sessions_app.models import Message, MessageRole, Turn, TurnStatus
-from sessions_app.selectors import stale_before
+from sessions_app.selectors import stale_in_database
 from usage.models import (
     CANCELLED_AFTER_WORDS,
     USAGE_TOTAL_FIELDS,
@@ -287,7 +286,7 @@ def count_stuck_turns(*, since: date | None = None) -> CheckResult:
     """Turns still `running` with no progress for the stale limit (checked: the running ones):
     their worker died, and `recover_turns` or their session's next turn ends them. Counted,
     never drift: a running turn's totals are settled when it ends."""
-    stale = stale_before(timezone.now())
+    stale = stale_in_database()  # the clock turns write their progress by
     turns = Turn.objects.running()
     if since is not None:
         turns = turns.filter(created_at__gte=day_start(since))

@@ -1,0 +1,85 @@
+"""Hosts whose clocks disagree (NTP broken on one): a turn's times are written and compared by
+the database's clock, never a host's. This process plays the host with the wrong clock; the
+database's (and the test's own reads of it) is the right one. The same with two real servers,
+one of them under libfaketime: `test_clock_skew_live`."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from pantheon.exceptions import TurnConflict
+from sessions_app.models import Turn, TurnStatus
+from sessions_app.selectors import session_for_turn
+from sessions_app.tests.conftest import direct_turn, direct_turn_in_flight
+from sessions_app.turns import TurnRunner, turn_prepare
+
+pytestmark = pytest.mark.django_db
+
+
+def _skew(monkeypatch, settings, sign: int) -> None:
+    """This host's clock a minute past the stale limit ahead (1) or behind (-1)."""
+    off = sign * timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 60)
+    real = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real() + off)
+
+
+def _database_now():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        return cursor.fetchone()[0]
+
+
+@pytest.fixture
+def live_turn(owner, ada, make_session) -> Turn:
+    """A turn another host runs, whose progress it wrote a moment ago."""
+    turn = direct_turn_in_flight(owner, ada, make_session(owner, agent=ada))
+    Turn.objects.filter(pk=turn.pk).update(progress_at=Now())
+    return turn
+
+
+def test_a_claim_on_a_host_ahead_answers_409_for_another_hosts_live_turn(
+    owner, live_turn, fake_gateway, settings, monkeypatch
+):
+    """It took the live turn for stale, interrupted it and ran its own: the first user's
+    answer was lost (their request then answered 409 `turn_conflict`)."""
+    _skew(monkeypatch, settings, +1)
+    session = session_for_turn(user=owner, session_id=live_turn.session_id)
+    runner = TurnRunner(turn_prepare(session=session, user=owner, user_input="again"), fake_gateway)
+
+    with pytest.raises(TurnConflict) as conflict:
+        runner.claim()
+
+    assert conflict.value.as_body()["code"] == "turn_in_progress"
+    live_turn.refresh_from_db()
+    assert live_turn.status == TurnStatus.RUNNING
+    assert Turn.objects.count() == 1
+
+
+def test_recover_turns_on_a_host_ahead_leaves_a_live_turn_running(live_turn, settings, monkeypatch):
+    _skew(monkeypatch, settings, +1)
+
+    call_command("recover_turns", verbosity=0)
+
+    live_turn.refresh_from_db()
+    assert live_turn.status == TurnStatus.RUNNING
+
+
+def test_a_host_behind_writes_its_turns_times_by_the_database_clock(
+    owner, ada, make_session, fake_gateway, settings, monkeypatch
+):
+    """A host behind wrote its turns' progress as long past: every other host took its live
+    turns for stale (`test_clock_skew_live`), and its turns said they ended minutes ago."""
+    _skew(monkeypatch, settings, -1)
+    before = _database_now()
+
+    outcome, _ = direct_turn(owner, make_session(owner, agent=ada), fake_gateway)
+
+    turn = Turn.objects.get(pk=outcome.turn.pk)
+    assert turn.status == TurnStatus.COMPLETED
+    after = _database_now()
+    for stamp in (turn.created_at, turn.progress_at, turn.completed_at):
+        assert before <= stamp <= after
