@@ -1344,6 +1344,7 @@ class TurnRunner:
             session_id=self.plan.session.pk,
             turn_id=self._turn.pk,
             agent_key=call.agent.key if call.agent else "",
+            at=self.plan.state.now(),
         )
         self.events.append(call.event)
         self.pending = call

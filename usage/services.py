@@ -109,13 +109,18 @@ def usage_call_open(
     session_id=None,
     turn_id=None,
     agent_key: str = "",
+    at: datetime | None = None,
 ) -> LlmCallEvent:
     """The ledger row of a call about to start, as `pending`, with its input estimate.
 
     Commit it before the call: should the worker die during the call, the row stays behind,
-    pending, for `recover_turns` to mark lost (the provider may have billed it).
+    pending, for `recover_turns` to mark lost (the provider may have billed it). `at` is when,
+    by the database's clock (a turn's: `TurnState.now`), else this host's: the row's month and
+    day (its month counter, the cap checks, the rollups) go by it, and every host's rows are
+    ordered by it.
     """
     return LlmCallEvent.objects.create(
+        created_at=at or timezone.now(),
         user=user,
         room_id=room_id,
         session_id=session_id,

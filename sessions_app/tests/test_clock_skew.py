@@ -16,6 +16,8 @@ from sessions_app.models import Turn, TurnStatus
 from sessions_app.selectors import session_for_turn
 from sessions_app.tests.conftest import direct_turn, direct_turn_in_flight
 from sessions_app.turns import TurnRunner, turn_prepare
+from usage.models import LlmCallEvent, MonthlyUsage
+from usage.selectors import month_start, next_month_start
 
 pytestmark = pytest.mark.django_db
 
@@ -83,3 +85,24 @@ def test_a_host_behind_writes_its_turns_times_by_the_database_clock(
     after = _database_now()
     for stamp in (turn.created_at, turn.progress_at, turn.completed_at):
         assert before <= stamp <= after
+
+
+def test_a_host_ahead_bills_a_call_in_the_database_clocks_month(
+    owner, ada, make_session, fake_gateway, monkeypatch
+):
+    """At a month's end, a host whose clock already read the next month stamped its calls
+    there: the month's counter, which the cap checks read by the database's clock, missed
+    them, and the next month started with them spent."""
+    this_month = month_start(_database_now())
+    real = timezone.now
+    ahead = next_month_start(this_month) - real() + timedelta(seconds=30)
+    monkeypatch.setattr(timezone, "now", lambda: real() + ahead)
+
+    outcome, _ = direct_turn(owner, make_session(owner, agent=ada), fake_gateway)
+
+    call = LlmCallEvent.objects.get(turn=outcome.turn)
+    assert call.credits > 0
+    assert month_start(call.created_at) == this_month
+    assert list(MonthlyUsage.objects.values_list("month", "credits")) == [
+        (this_month.date(), call.credits)
+    ]
