@@ -24,8 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db.models import BooleanField, ExpressionWrapper, F, OuterRef, Subquery
-from django.db.models.functions import Length
-from django.utils import timezone
+from django.db.models.functions import Length, Now
 
 from pantheon import exceptions
 from sessions_app.models import (
@@ -259,12 +258,13 @@ def settling(turn: Turn) -> bool:
     it to bill the words that had gone out (its saved text goes once they are billed): its
     ending read meanwhile carried the usage without them, so a follower's `turn_failed`
     differed from the poster's. Not past `SETTLE_SECONDS` after its end (a worker gone leaves
-    the text behind)."""
+    the text behind). Counted by the database's clock, which stamped the ending (`Turn.end`),
+    in the read that looks for the text: on the follower's host's own clock, a host ten
+    minutes behind kept its followers waiting ten minutes more."""
     if turn.failure_code != TurnFailure.CANCELLED or turn.completed_at is None:
         return False
-    if timezone.now() - turn.completed_at > timedelta(seconds=SETTLE_SECONDS):
-        return False
-    return TurnStreamChunk.objects.filter(turn=turn).exists()
+    settles_from = Now() - timedelta(seconds=SETTLE_SECONDS)
+    return TurnStreamChunk.objects.filter(turn=turn, turn__completed_at__gte=settles_from).exists()
 
 
 def _last_chunk(turn):

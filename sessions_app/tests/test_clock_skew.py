@@ -12,7 +12,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from pantheon.exceptions import TurnConflict
-from sessions_app.models import Turn, TurnStatus
+from sessions_app import events
+from sessions_app.models import Turn, TurnFailure, TurnStatus, TurnStreamChunk
 from sessions_app.selectors import session_for_turn
 from sessions_app.tests.conftest import direct_turn, direct_turn_in_flight
 from sessions_app.turns import TurnRunner, turn_prepare
@@ -106,3 +107,23 @@ def test_a_host_ahead_bills_a_call_in_the_database_clocks_month(
     assert list(MonthlyUsage.objects.values_list("month", "credits")) == [
         (this_month.date(), call.credits)
     ]
+
+
+def test_a_follower_on_a_host_behind_ends_a_cancelled_turn_after_its_settling_time(
+    owner, ada, make_session, settings, monkeypatch
+):
+    """A cancelled turn whose worker went before billing its streamed words leaves them
+    behind; a follower waits for that bill for `SETTLE_SECONDS` after the ending. It counted
+    them on its own host's clock against the ending the database stamped: a follower's stream
+    on a host eleven minutes behind stayed silent eleven minutes more."""
+    turn = direct_turn_in_flight(owner, ada, make_session(owner, agent=ada))
+    TurnStreamChunk.objects.create(turn=turn, sequence=2, start=0, text="Hello")
+    long_ago = _database_now() - timedelta(seconds=events.SETTLE_SECONDS + 1)
+    Turn.objects.filter(pk=turn.pk).end(
+        TurnStatus.INTERRUPTED, failure=TurnFailure.CANCELLED, now=long_ago
+    )
+    _skew(monkeypatch, settings, -1)
+
+    news, finished = events.TurnFollower(turn).poll()
+
+    assert finished and news[-1].name == "turn_failed"
