@@ -1511,6 +1511,10 @@ class TurnRunner:
         return exceptions.TurnConflict()
 
     def _add_message(self, *, saved: bool = True, **fields: Any) -> Message:
+        """A message of the turn, stamped by the turn's clock (the database's: `TurnState.now`),
+        as its question was: by the host's, a host behind showed an answer written before the
+        question it answers."""
+        fields.setdefault("created_at", self.plan.state.now())
         message = Message(
             session=self.plan.session, turn=self.turn, sequence=self.next_sequence, **fields
         )

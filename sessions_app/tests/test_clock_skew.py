@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from pantheon.exceptions import TurnConflict
 from sessions_app import events
-from sessions_app.models import Turn, TurnFailure, TurnStatus, TurnStreamChunk
+from sessions_app.models import Message, Turn, TurnFailure, TurnStatus, TurnStreamChunk
 from sessions_app.selectors import session_for_turn
 from sessions_app.tests.conftest import direct_turn, direct_turn_in_flight
 from sessions_app.turns import TurnRunner, turn_prepare
@@ -28,6 +28,8 @@ def _skew(monkeypatch, settings, sign: int) -> None:
     off = sign * timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 60)
     real = timezone.now
     monkeypatch.setattr(timezone, "now", lambda: real() + off)
+    # A field's default is the function itself, taken when the model was defined.
+    monkeypatch.setattr(Message._meta.get_field("created_at"), "_get_default", timezone.now)
 
 
 def _database_now():
@@ -127,3 +129,17 @@ def test_a_follower_on_a_host_behind_ends_a_cancelled_turn_after_its_settling_ti
     news, finished = events.TurnFollower(turn).poll()
 
     assert finished and news[-1].name == "turn_failed"
+
+
+def test_a_host_behind_stamps_its_answers_after_their_question(
+    owner, ada, make_session, fake_gateway, settings, monkeypatch
+):
+    """The question is stamped with its turn, by the database's clock; the answer was stamped
+    by the host's: shown as written eleven minutes before the question it answers."""
+    _skew(monkeypatch, settings, -1)
+
+    outcome, _ = direct_turn(owner, make_session(owner, agent=ada), fake_gateway)
+
+    question, answer = outcome.turn.messages.order_by("sequence")
+    assert answer.role == "assistant"
+    assert question.created_at <= answer.created_at <= _database_now()
