@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from orchestration.metering import round_money
 from sessions_app.models import TurnStatus
-from sessions_app.selectors import stale_before
+from sessions_app.selectors import stale_in_database
 from usage.models import CallStatus, DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
 from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of, next_month_start
 
@@ -129,8 +129,13 @@ def unsettled_from() -> date | None:
     bounded per chunk, not in all, and its saves keep its turn's progress fresh: a long one
     outlives the stale limit, and its row holds its day back while its turn runs. So a row
     stuck pending holds its day back for the stale limit at most, never the rollups forever.
-    Two index scans: the ledger's last few minutes, and its pending rows."""
-    recent = stale_before(timezone.now())
+    Two index scans: the ledger's last few minutes, and its pending rows.
+
+    "Within the stale limit" is by the database's clock, the one the rows and the turns'
+    progress are stamped by (`TurnState.now`): run on a host whose clock was more than the
+    limit ahead, the window held none of the rows a running call had just opened, and the
+    rollups froze its day while the call ran (reconcile then said DRIFT once it completed)."""
+    recent = stale_in_database()
     opened = LlmCallEvent.objects.filter(UNSETTLED_CALLS, created_at__gte=recent)
     streaming = LlmCallEvent.objects.filter(
         status=CallStatus.PENDING, turn__status=TurnStatus.RUNNING, turn__progress_at__gte=recent
