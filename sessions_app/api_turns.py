@@ -455,6 +455,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         if key is not None:
             # The session's own path: an id spelt in capitals is the same request.
             path = reverse("session-turns", kwargs={"session_id": session.pk})
+            state = TurnState.of(session)
             begun = idempotency.idempotency_begin(
                 user=request.user,
                 key=key,
@@ -471,7 +472,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                         method=request.method, path=path, body=request.data
                     )
                 ],
-                turn_in_progress=TurnState.of(session).turn_in_progress(),
+                now=state.now(),
+                turn_in_progress=state.turn_in_progress(),
             )
             if isinstance(begun, idempotency.Replay):
                 # Its access line names the turn it answers with too.

@@ -20,6 +20,12 @@ IETF Idempotency-Key draft).
   turn ended (its request died, or has yet to store the answer) is not run again: the retry
   gets that turn, as the first request would have answered it.
 
+A key's `updated_at` goes by the database's clock (`TurnState.now`, read with the session, and
+`now()` in the statement that stores the answer), as its turn's times do: written and judged by
+hosts' clocks, a retry on a host ten minutes ahead took a live request's key for abandoned and
+ran its turn a second time, and a key written by a host behind was taken over by the next retry
+on any other host.
+
 Keys are per user (one user's key never touches another's turn) and kept at least
 `PANTHEON_IDEMPOTENCY_KEY_HOURS`; `manage.py prune_idempotency_keys` removes older ones.
 """
@@ -31,11 +37,12 @@ import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from pantheon import exceptions
@@ -106,6 +113,7 @@ def idempotency_begin(
     user,
     key: str,
     fingerprint: str,
+    now: datetime,
     alike: Collection[str] = (),
     turn_in_progress: bool = False,
 ) -> IdempotencyKey | Replay:
@@ -114,12 +122,15 @@ def idempotency_begin(
     too (a key stored before fingerprints were of a turn's meaning, by the body it was sent
     with). `turn_in_progress`: the session's latest turn is running and not stale; a key still
     running then belongs to a request that is alive, however old the key is (a roundtable
-    outlasts the stale limit while it keeps committing steps)."""
+    outlasts the stale limit while it keeps committing steps). `now`: the database's clock
+    (`TurnState.now`), by which the key is stamped and judged abandoned."""
     if not _VALID_KEY.fullmatch(key):
         raise exceptions.InvalidIdempotencyKey()
     try:
         with transaction.atomic():
-            return IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint)
+            return IdempotencyKey.objects.create(
+                user=user, key=key, fingerprint=fingerprint, updated_at=now
+            )
     except IntegrityError:
         pass
     record = IdempotencyKey.objects.filter(user=user, key=key).first()
@@ -129,6 +140,7 @@ def idempotency_begin(
             user=user,
             key=key,
             fingerprint=fingerprint,
+            now=now,
             alike=alike,
             turn_in_progress=turn_in_progress,
         )
@@ -145,12 +157,12 @@ def idempotency_begin(
     # completed may be storing its answer, its balance in it), unless its turn was interrupted:
     # its request died with its worker (kill -9) and `recover_turns` or a takeover ended the
     # turn. The retry then runs it afresh at once, not after the stale limit.
-    if record.updated_at >= stale_before(timezone.now()) and not _turn_interrupted(record):
+    if record.updated_at >= stale_before(now) and not _turn_interrupted(record):
         raise exceptions.IdempotencyKeyInUse(turn_id=record.turn_id)
     ended = _ended_turn(record)
     if ended is not None:
         return ended
-    if _take_over(record):
+    if _take_over(record, now=now):
         return record
     raise exceptions.IdempotencyKeyInUse(turn_id=record.turn_id)
 
@@ -205,9 +217,8 @@ def idempotency_link(turn: Turn, *, record: IdempotencyKey) -> None:
     _still_ours(record).update(turn=turn)
 
 
-def _take_over(record: IdempotencyKey) -> bool:
+def _take_over(record: IdempotencyKey, *, now: datetime) -> bool:
     """A running key whose request never finished: the first retry to get here runs it again."""
-    now = timezone.now()
     taken = _still_ours(record).update(updated_at=now, turn=None)
     record.updated_at, record.turn_id = now, None
     return bool(taken)
@@ -227,7 +238,7 @@ def idempotency_finish(*, record: IdempotencyKey, status: int, body: Any, turn_i
         response_status=status,
         response_body=body,
         turn_id=turn_id,
-        updated_at=timezone.now(),
+        updated_at=Now(),
     )
 
 

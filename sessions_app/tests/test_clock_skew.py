@@ -13,7 +13,15 @@ from django.utils import timezone
 
 from pantheon.exceptions import TurnConflict
 from sessions_app import events
-from sessions_app.models import Message, Turn, TurnFailure, TurnStatus, TurnStreamChunk
+from sessions_app.idempotency import request_fingerprint
+from sessions_app.models import (
+    IdempotencyKey,
+    Message,
+    Turn,
+    TurnFailure,
+    TurnStatus,
+    TurnStreamChunk,
+)
 from sessions_app.selectors import session_for_turn
 from sessions_app.tests.conftest import direct_turn, direct_turn_in_flight
 from sessions_app.turns import TurnRunner, turn_prepare
@@ -143,3 +151,58 @@ def test_a_host_behind_stamps_its_answers_after_their_question(
     question, answer = outcome.turn.messages.order_by("sequence")
     assert answer.role == "assistant"
     assert question.created_at <= answer.created_at <= _database_now()
+
+
+def _post_with_key(client, session):
+    return client.post(
+        f"/api/v1/sessions/{session.id}/turns",
+        {"message": "hello"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="key-1",
+    )
+
+
+def test_a_retry_on_a_host_ahead_leaves_another_hosts_live_key_in_use(
+    owner, owner_client, ada, make_session, fake_gateway, settings, monkeypatch
+):
+    """A request another host runs claimed its key a moment ago (by the database's clock). A
+    retry on a host past the stale limit ahead took the key for abandoned, took it over and
+    ran the turn a second time (201, a second provider call)."""
+    session = make_session(owner, agent=ada)
+    IdempotencyKey.objects.create(
+        user=owner,
+        key="key-1",
+        fingerprint=request_fingerprint(
+            method="POST", path=f"/api/v1/sessions/{session.id}/turns", body={"message": "hello"}
+        ),
+        updated_at=_database_now(),
+    )
+    _skew(monkeypatch, settings, +1)
+
+    response = _post_with_key(owner_client, session)
+
+    assert response.status_code == 409
+    assert response.json()["detail"]["code"] == "idempotency_key_in_use"
+    assert fake_gateway.calls == []
+    assert Turn.objects.count() == 0
+
+
+def test_a_host_behind_stamps_its_idempotency_key_by_the_database_clock(
+    owner, owner_client, ada, make_session, fake_gateway, settings, monkeypatch
+):
+    """A host behind stamped the key of a request it ran minutes in the past: any retry on
+    another host took it for abandoned while its turn was still being prepared, and ran it
+    again."""
+    session = make_session(owner, agent=ada)
+    _skew(monkeypatch, settings, -1)
+    stamps = []
+    fake_gateway.during_call = lambda call: stamps.append(IdempotencyKey.objects.get().updated_at)
+    before = _database_now()
+
+    response = _post_with_key(owner_client, session)
+
+    assert response.status_code == 201
+    after = _database_now()
+    key = IdempotencyKey.objects.get()
+    for stamp in (*stamps, key.updated_at):
+        assert before <= stamp <= after

@@ -313,7 +313,9 @@ def test_a_request_whose_key_was_taken_over_can_neither_free_it_nor_answer_for_i
     owner, session, settings
 ):
     first = _aged_key(owner, session, settings)
-    taken = idempotency_begin(user=owner, key="key-1", fingerprint=first.fingerprint)
+    taken = idempotency_begin(
+        user=owner, key="key-1", fingerprint=first.fingerprint, now=timezone.now()
+    )
     assert isinstance(taken, IdempotencyKey) and taken.updated_at > first.updated_at
 
     idempotency_release(record=first)  # the first request, still alive, refused at last
