@@ -4,6 +4,7 @@ Both authentication classes bind the user's id to the log context (`pantheon.log
 so every later log line of the request says whose it was.
 """
 
+import re
 from importlib import import_module
 
 from django.conf import settings
@@ -17,6 +18,8 @@ from pantheon.exceptions import InvalidTokensThrottled
 from pantheon.throttling import InvalidTokenThrottle
 
 BEARER = "Bearer"
+# The shape of the keys `POST auth/token` gives (DRF's: 40 hexadecimal digits).
+OUR_KEY = re.compile(rb"[0-9a-fA-F]{40}")
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -33,8 +36,13 @@ class TokenAuthentication(authentication.TokenAuthentication):
         # `Bearer <key>` is the same token: what OAuth-minded HTTP clients and SDKs send
         # unless told otherwise, which was a 401 `not_authenticated` as if no token were sent.
         # (DRF makes the authenticators afresh for each request: the keyword is this one's.)
-        scheme = authentication.get_authorization_header(request).split(b" ", 1)[0]
+        scheme, _, credential = authentication.get_authorization_header(request).partition(b" ")
         if scheme.lower() == BEARER.lower().encode():
+            if not OUR_KEY.fullmatch(credential.strip()):
+                # Another system's bearer token (a JWT a proxy or a gateway adds): not ours to
+                # judge, nor to count against the address as a made-up key; as before, the
+                # request is taken as sending no API token.
+                return None
             self.keyword = BEARER
         return super().authenticate(request)
 

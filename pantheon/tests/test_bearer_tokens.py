@@ -36,6 +36,20 @@ def test_an_unknown_bearer_token_is_authentication_failed_and_no_credentials_sti
     assert none["WWW-Authenticate"] == "Token"
 
 
+def test_another_systems_bearer_token_is_no_credential_of_ours_and_counts_as_no_failure(
+    owner, settings
+):
+    """A JWT that a proxy or a gateway adds is not a made-up key: it is answered as no API
+    token, and does not spend the address's invalid-token limit."""
+    settings.PANTHEON_INVALID_TOKEN_RATE = "2/minute"
+    jwt = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+    answers = [client_with(jwt).get("/api/v1/agents") for _ in range(4)]
+
+    assert [answer.status_code for answer in answers] == [401] * 4
+    assert {answer.json()["code"] for answer in answers} == {"not_authenticated"}
+
+
 def test_a_bearer_token_signs_itself_out(owner):
     key = Token.objects.create(user=owner).key
     client = client_with(f"Bearer {key}")
