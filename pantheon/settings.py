@@ -7,17 +7,22 @@ import os
 from pathlib import Path
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
-
-# First: the one door to litellm sets LITELLM_LOCAL_MODEL_COST_MAP (litellm must not fetch its
-# price table from the network at import) before any app code can import litellm.
-import orchestration.litellm_loader  # noqa: F401
-from pantheon import config, log_formats
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+# First the checkout's `.env`, before any module defaults a variable it may set: the litellm
+# door's default for EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER hid a `false` in `.env` from
+# `manage.py` and `make run` (gunicorn, which reads `.env` itself, saw it).
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+# Then the one door to litellm sets LITELLM_LOCAL_MODEL_COST_MAP (litellm must not fetch its
+# price table from the network at import) before any app code can import litellm.
+import orchestration.litellm_loader  # noqa: E402, F401
+from pantheon import config, log_formats  # noqa: E402
+
+env = environ.Env()
 
 DEBUG = config.flag("DEBUG", False)
 # The laptop's key, published with the code: `make run` (DEBUG on) uses it; the production

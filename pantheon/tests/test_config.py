@@ -3,6 +3,7 @@ naming the variable, instead of a server that answers 500 (or refuses everything
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -330,6 +331,26 @@ def test_litellms_http_handler_switch_is_read_as_every_flag(value, sdk):
     started = start_settings(read, EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER=value)
 
     assert started.stdout.strip() == str(sdk), started.stderr
+
+
+def test_litellms_http_handler_switch_is_read_from_dot_env(tmp_path):
+    """README: variables come from the environment and an optional `.env`. The litellm door
+    defaulted the switch to true before the settings read `.env`, so `false` there was lost on
+    `manage.py` and `make run` (gunicorn, reading `.env` first, took it). Here the settings
+    load from a copy of the package, whose checkout is `tmp_path` and its `.env`."""
+    shutil.copytree(
+        ROOT / "pantheon", tmp_path / "pantheon", ignore=shutil.ignore_patterns("tests")
+    )
+    (tmp_path / ".env").write_text("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER=false\n")
+    read = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); "
+        "from django.conf import settings; print(settings.BASE_DIR); "
+        "from orchestration.litellm_loader import uses_openai_sdk; print(uses_openai_sdk())"
+    )
+
+    started = start_settings(read)
+
+    assert started.stdout.split() == [str(tmp_path), "True"], started.stderr
 
 
 def test_litellms_http_handler_switch_refuses_a_word_no_flag_takes():
