@@ -509,6 +509,7 @@ class LiteLLMGateway:
         paused = 0.0  # seconds waited so far for the pauses the provider asked
         while True:
             attempts += 1
+            attempt_started = self._clock()
             reading.usage = (0, 0, 0)  # a failed attempt's usage is not this one's
             reading.thoughts.clear()
             try:
@@ -558,29 +559,47 @@ class LiteLLMGateway:
                         retried = _added(retried, spent)
                     backoff, asked = delay
                     paused += asked
+                    pause = max(backoff, asked)
+                    took = self._elapsed_ms(attempt_started)
+                    said = _failure(call, exc, error_kind)
                     logger.info(
-                        "LLM call %s/%s for %s failed (%s), retry %d of %d in %.2fs%s",
+                        "LLM call %s/%s for %s: attempt %d failed (%s) in %d ms, retry %d of %d "
+                        "in %.2fs%s%s: %s",
                         call.purpose,
                         call.agent_key or "-",
                         call.alias.alias,
-                        error_kind,
+                        attempts,
+                        said.kind,
+                        took,
                         attempts,
                         self.max_retries,
-                        max(backoff, asked),
+                        pause,
                         ", as its provider asked" if asked > backoff else "",
+                        said.request_id_note,
+                        said.message,
+                        extra=said.fields(
+                            attempt=attempts,
+                            duration_ms=took,
+                            retry_in_seconds=round(pause, 3),
+                        ),
                     )
-                    await self._sleep(max(backoff, asked))
+                    await self._sleep(pause)
                     continue
-                message = _short_error(exc, api_key)
-                request_id = provider_request_id(exc)
-                logger.warning(
-                    "LLM call %s/%s for %s failed after %d attempt(s)%s: %s",
+                latency = self._elapsed_ms(started)
+                said = _failure(call, exc, error_kind)
+                message = said.message
+                logger.log(
+                    logging.ERROR if said.refused_credentials else logging.WARNING,
+                    "LLM call %s/%s for %s failed (%s) after %d attempt(s) in %d ms%s: %s",
                     call.purpose,
                     call.agent_key or "-",
                     call.alias.alias,
+                    said.kind,
                     attempts,
-                    f" (provider request id {request_id})" if request_id else "",
+                    latency,
+                    said.request_id_note,
                     message,
+                    extra=said.fields(attempts=attempts, duration_ms=latency),
                 )
                 # What was streamed before the failure: the listener has it already. The
                 # provider took the prompt and spoke (or reasoned) that much, and bills it: its
@@ -591,7 +610,6 @@ class LiteLLMGateway:
                 if not usage[0] and (text or reading.thoughts):
                     usage = usage_or_estimate(usage, call, text, model, reading.reasoning)
                 usage = _added(retried, usage)
-                latency = self._elapsed_ms(started)
                 result = self._result(
                     status, text, usage, model, provider, attempts, latency, litellm
                 )
@@ -1024,6 +1042,59 @@ def _provider_of(model: str, litellm: Any) -> str:
         return str(provider)
     prefix, slash, _ = model.partition("/")
     return prefix if slash and prefix else "unknown"
+
+
+@dataclass(frozen=True)
+class _FailureSaid:
+    """What an operator's line says of a failed attempt: the provider's error (`_short_error`),
+    its HTTP status, its id of the request; as words, and as fields of a JSON line."""
+
+    call: LlmCall
+    error_kind: str
+    message: str
+    status_code: int | None
+    request_id: str | None
+
+    @property
+    def refused_credentials(self) -> bool:
+        """A 401 or 403: the provider refused the alias's key (rotated, revoked, mistyped).
+        Every call of the alias fails so until an operator changes it: an error, not one
+        user's bad luck."""
+        return self.status_code in (401, 403)
+
+    @property
+    def kind(self) -> str:
+        if self.refused_credentials:
+            return f"{self.error_kind}, HTTP {self.status_code}: the provider refused its key"
+        if self.status_code is not None:
+            return f"{self.error_kind}, HTTP {self.status_code}"
+        return self.error_kind
+
+    @property
+    def request_id_note(self) -> str:
+        return f" (provider request id {self.request_id})" if self.request_id else ""
+
+    def fields(self, **more: Any) -> dict[str, Any]:
+        return {
+            "llm_purpose": str(self.call.purpose),
+            "agent_key": self.call.agent_key or None,
+            "model_alias": self.call.alias.alias,
+            "error_kind": str(self.error_kind),
+            "provider_status": self.status_code,
+            "provider_request_id": self.request_id,
+            **more,
+        }
+
+
+def _failure(call: LlmCall, exc: BaseException, error_kind: str) -> _FailureSaid:
+    litellm = load_litellm()
+    return _FailureSaid(
+        call=call,
+        error_kind=error_kind,
+        message=_short_error(exc, call.alias.api_key),
+        status_code=_provider_status_code(_unwrapped(exc, litellm), litellm),
+        request_id=provider_request_id(exc),
+    )
 
 
 def _short_error(exc: BaseException, api_key: str | None) -> str:

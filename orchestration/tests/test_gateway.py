@@ -1,5 +1,6 @@
 import asyncio
 import logging
+import re
 from decimal import Decimal
 from unittest.mock import ANY
 
@@ -267,13 +268,23 @@ def test_error_message_writes_control_characters_as_escapes(monkeypatch, gateway
     assert result.error_message.isprintable()
 
 
-def test_latency_covers_every_attempt(monkeypatch):
-    ticks = iter([10.0, 10.75])
+def test_latency_covers_every_attempt(monkeypatch, caplog):
+    """The call's latency is all its attempts' and the waits between; the retry's line says
+    how long the attempt that failed took (it said only that it failed)."""
+    # The call's start, the first attempt's start and failure, the second's start, the end.
+    ticks = iter([10.0, 10.0, 10.25, 10.5, 10.75])
     gateway = LiteLLMGateway(
         timeout_seconds=5, max_retries=1, sleep=Sleeps(), clock=lambda: next(ticks)
     )
     script(monkeypatch, rate_limit(), reply())
-    assert complete(gateway, CALL).latency_ms == 750
+    with caplog.at_level(logging.INFO, logger="orchestration.gateway"):
+        assert complete(gateway, CALL).latency_ms == 750
+    [line] = caplog.records
+    assert line.getMessage().startswith(
+        "LLM call agent/ada for deepseek: attempt 1 failed (rate_limited, HTTP 429) in 250 ms, "
+        "retry 1 of 1 in 0.50s: RateLimitError: litellm.RateLimitError: slow down"
+    )
+    assert (line.attempt, line.duration_ms, line.provider_status) == (1, 250, 429)
 
 
 def test_zero_retries_means_one_attempt(monkeypatch, sleeps):
@@ -662,13 +673,24 @@ def test_a_failed_calls_line_names_the_providers_request_id(monkeypatch, gateway
         result = complete(gateway, CALL)
 
     assert result.error_kind == "bad_request"
-    [line] = caplog.messages
-    assert line.startswith(
-        "LLM call agent/ada for deepseek failed after 1 attempt(s) (provider request id "
-        "req_8f3e2a91[2Jc0ffee 999"
+    [record] = caplog.records
+    line = record.getMessage()
+    assert re.match(
+        r"LLM call agent/ada for deepseek failed \(bad_request, HTTP 400\) after 1 attempt\(s\) "
+        r"in \d+ ms \(provider request id req_8f3e2a91\[2Jc0ffee 999",
+        line,
     )
     request_id = line.split("(provider request id ")[1].split(")")[0]
     assert len(request_id) == 100 and request_id.isprintable()
+    # The same, as fields a JSON line carries (`jq 'select(.provider_request_id == ...)'`).
+    assert record.provider_request_id == request_id
+    assert (record.model_alias, record.llm_purpose, record.agent_key) == (
+        "deepseek",
+        "agent",
+        "ada",
+    )
+    assert (record.attempts, record.error_kind, record.provider_status) == (1, "bad_request", 400)
+    assert record.duration_ms == result.latency_ms
 
 
 def test_a_failed_calls_line_without_a_request_id_says_none(monkeypatch, gateway, caplog):
@@ -677,10 +699,34 @@ def test_a_failed_calls_line_without_a_request_id_says_none(monkeypatch, gateway
     with caplog.at_level(logging.WARNING, logger="orchestration.gateway"):
         complete(gateway, CALL)
 
-    assert caplog.messages == [
-        "LLM call agent/ada for deepseek failed after 1 attempt(s): BadRequestError: "
-        "litellm.BadRequestError: bad"
-    ]
+    [line] = caplog.messages
+    assert re.fullmatch(
+        r"LLM call agent/ada for deepseek failed \(bad_request, HTTP 400\) after 1 attempt\(s\) "
+        r"in \d+ ms: BadRequestError: litellm.BadRequestError: bad",
+        line,
+    )
+
+
+def test_a_key_the_provider_refuses_is_an_error_that_says_so(monkeypatch, gateway, caplog):
+    """A rotated or revoked key fails every call of its alias: it was a WARNING like any
+    user's bad request (`bad_request`), which no alert on errors hears, and said only
+    "AuthenticationError" in the provider's words."""
+    refused = litellm.AuthenticationError(
+        message="Incorrect API key provided", llm_provider="openai", model="m"
+    )
+    script(monkeypatch, asking(refused, x_request_id="req_401"))
+
+    with caplog.at_level(logging.WARNING, logger="orchestration.gateway"):
+        result = complete(gateway, CALL)
+
+    assert (result.error_kind, result.attempts) == ("bad_request", 1)
+    [record] = caplog.records
+    assert record.levelname == "ERROR"
+    assert record.getMessage().startswith(
+        "LLM call agent/ada for deepseek failed (bad_request, HTTP 401: the provider refused "
+        "its key) after 1 attempt(s) in "
+    )
+    assert (record.provider_status, record.provider_request_id) == (401, "req_401")
 
 
 def test_a_rate_limit_that_asks_a_pause_is_retried_after_it(monkeypatch, gateway, sleeps):
