@@ -568,6 +568,7 @@ class TurnRunner:
         # Its user cancelled it (`cancel`), and the provider call it was making then.
         self.cancelled = False
         self._calling: asyncio.Future | None = None
+        self._started = time.monotonic()  # what the turn's ending line counts its time from
 
     async def run(self, listener: TurnListener | None = None) -> TurnOutcome:
         """The turn's life. Database work runs in short synchronous sections (`database`),
@@ -635,11 +636,57 @@ class TurnRunner:
                 self._emit(events.turn_failed(code=str(failure), body=None))
                 raise
             self._emit(ending)
+            self._log_end(failure)
             raise
         balance = self._balance()
         body = render_turn(self._turn, self.messages, balance)
         self._emit(events.turn_ended(self._turn, body))
+        self._log_end(None)
         return TurnOutcome(turn=self._turn, messages=self.messages, balance=balance, body=body)
+
+    def _log_end(self, failure: TurnFailure | None) -> None:
+        """One line as the turn ends, however it ends, with the ids of the request that started
+        it: what became of a turn whose client left (its request's line said 499, and nothing
+        more was written), or of one whose agents all failed (its request's line says 201, each
+        failed call a line of its own). From what the turn holds in memory: no query. The
+        failed calls' own lines say why and how long each took; the ledger what each cost."""
+        turn = self._turn
+        failed = [
+            f"{message.agent_key or '-'}: {message.error_code}"
+            for message in self.messages
+            if message.role == Role.ASSISTANT and message.status == MessageStatus.ERROR
+        ]
+        duration_ms = round((time.monotonic() - self._started) * 1000, 1)
+        if failure is None:
+            status, code = str(turn.status), ""
+            calls, credits = turn.llm_calls, turn.credits
+            cost = f"{calls} LLM call(s), {_plain(credits)} credits"
+        else:
+            # Ended from outside its steps: its totals are the database's (`turns_interrupt`),
+            # not read again here.
+            status = "interrupted" if failure != TurnFailure.SERVER_ERROR else "failed"
+            if self.left_running:
+                status = "running"  # the database could not be told: recover_turns ends it
+            code, calls, credits = str(failure), len(self.events), None
+            cost = f"{calls} LLM call(s) opened"
+        logger.log(
+            logging.INFO if status == TurnStatus.COMPLETED else logging.WARNING,
+            "turn %s ended %s%s in %.1f ms: %s%s",
+            turn.pk,
+            status,
+            f" ({code})" if code else "",
+            duration_ms,
+            cost,
+            f"; failed answers: {', '.join(failed)}" if failed else "",
+            extra={
+                "turn_status": status,
+                "failure_code": code or None,
+                "llm_calls": calls,
+                "credits": None if credits is None else _plain(credits),
+                "failed_answers": len(failed),
+                "duration_ms": duration_ms,
+            },
+        )
 
     def _balance(self) -> Balance | None:
         if self._month_credits is None:
