@@ -56,6 +56,11 @@ def open_the_pool() -> None:
         connection.close()
 
 
+# The turns a line names in its words, and in its `turn_ids` field (a JSON line stays short).
+NAMED_TURNS = 20
+LISTED_TURNS = 1000
+
+
 def end_turns_of_exited_workers() -> None:
     """End the turns the workers gunicorn replaces with this one left running (`pantheon.runner`):
     one killed mid-turn leaves them so, and their sessions are refused new turns until then."""
@@ -64,12 +69,21 @@ def end_turns_of_exited_workers() -> None:
     names = runner.predecessors()
     ended = turns_of_exited_workers_interrupt(workers=names)
     if ended.turn_ids:
+        # Which turns: the operator of a worker killed mid-turn (gunicorn's "was sent SIGKILL!
+        # Perhaps out of memory?" names its pid, as the worker's name does) looks them up, their
+        # users' complaints and their lines before the kill by these ids.
+        ids = [str(turn_id) for turn_id in ended.turn_ids]
+        named = ", ".join(ids[:NAMED_TURNS])
+        if len(ids) > NAMED_TURNS:
+            named += f" and {len(ids) - NAMED_TURNS} more"
         logger.warning(
             "ended %d turn(s) interrupted by the exit of worker(s) %s; %d call(s) in flight "
-            "marked lost (the provider may have billed them)",
-            len(ended.turn_ids),
+            "marked lost (the provider may have billed them): %s",
+            len(ids),
             ", ".join(names),
             ended.lost_calls,
+            named,
+            extra={"turn_ids": ids[:LISTED_TURNS], "workers": names},
         )
 
 

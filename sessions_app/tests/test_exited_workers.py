@@ -90,10 +90,13 @@ def test_a_new_worker_ends_the_running_turns_of_its_predecessors_only(
     assert orphan.completed_at is not None
     assert Turn.objects.get(pk=finished.pk).status == "completed"
     assert Turn.objects.get(pk=live.pk).status == "running"  # another worker's, alive
+    # Which turns, in words and as a field: it said how many alone, and the operator of a
+    # worker killed mid-turn had to find them in the console.
     assert caplog.messages == [
         f"ended 1 turn(s) interrupted by the exit of worker(s) {dead}; 0 call(s) in flight "
-        "marked lost (the provider may have billed them)"
+        f"marked lost (the provider may have billed them): {orphan.pk}"
     ]
+    assert caplog.records[0].turn_ids == [str(orphan.pk)]
 
 
 def test_a_worker_with_no_predecessors_reads_nothing(
