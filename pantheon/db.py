@@ -211,6 +211,38 @@ def section_gate() -> SectionGate | None:
     return gate
 
 
+def sections_now() -> dict[str, int]:
+    """This process's database sections (`SectionGate`) as they stand: how many run, how many
+    wait for a place, and how many may run at once (0: no limit). For the health check, read
+    from any thread: a glance at counters the event loop keeps, never a wait."""
+    size = settings.PANTHEON_DB_SECTIONS
+    running = waiting = 0
+    try:
+        gates = list(_gates.values())
+    except RuntimeError:  # a gate made for a new loop as it was read
+        gates = []
+    for gate in gates:
+        running += gate.running
+        waiting += len(gate._waiting)
+    return {"running": running, "waiting": waiting, "limit": max(size, 0)}
+
+
+def pool_now() -> dict[str, int] | None:
+    """This process's connection pool as it stands (psycopg's measures): connections open,
+    idle, the most it may open, and the requests waiting for one. None without a pool (SQLite,
+    `DB_POOL_MAX_SIZE=0`, the tests' own connection)."""
+    pool = getattr(connections[DEFAULT_DB_ALIAS], "pool", None)
+    if pool is None:
+        return None
+    stats = pool.get_stats()
+    return {
+        "size": stats.get("pool_size", 0),
+        "idle": stats.get("pool_available", 0),
+        "max": stats.get("pool_max", 0),
+        "waiting": stats.get("requests_waiting", 0),
+    }
+
+
 def _section_ended(gate: SectionGate, work: asyncio.Future) -> None:
     gate.leave()
     if not work.cancelled():

@@ -101,6 +101,11 @@ def running() -> int:
     return len(_running)
 
 
+def turns_running() -> int:
+    """How many turns this process runs (`stoppable`), their clients there or gone."""
+    return len(_stoppers)
+
+
 def drain_seconds(graceful_timeout: float) -> tuple[float, float]:
     """For gunicorn's `graceful_timeout`, after which it kills the worker: (how long a stopping
     worker waits for detached work, how long it then gives what it cancels to wind down). The

@@ -1,4 +1,5 @@
 import logging
+import os
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -13,18 +14,50 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from pantheon import draining
+from pantheon.capacity import PROCESS
+from pantheon.db import pool_now, sections_now
 from pantheon.exceptions import DatabaseUnavailable
 from pantheon.schema import CodedErrorSerializer
 
 logger = logging.getLogger(__name__)
 
 
+WORKER = inline_serializer(
+    "HealthWorker",
+    {
+        "pid": serializers.IntegerField(),
+        "requests_in_flight": serializers.IntegerField(),
+        "request_limit": serializers.IntegerField(allow_null=True),
+        "turns_running": serializers.IntegerField(),
+        "db_sections": inline_serializer(
+            "HealthDbSections",
+            {
+                "running": serializers.IntegerField(),
+                "waiting": serializers.IntegerField(),
+                "limit": serializers.IntegerField(help_text="0: no limit"),
+            },
+        ),
+        "db_pool": inline_serializer(
+            "HealthDbPool",
+            {
+                "size": serializers.IntegerField(),
+                "idle": serializers.IntegerField(),
+                "max": serializers.IntegerField(),
+                "waiting": serializers.IntegerField(),
+            },
+            allow_null=True,
+        ),
+    },
+    allow_null=True,  # its figures could not be read (`worker_now`)
+)
 HEALTH = inline_serializer(
     "Health",
     {
         "status": serializers.ChoiceField(choices=["ok", "unavailable"]),
         "database": serializers.ChoiceField(choices=["postgresql", "sqlite"]),
         "llm_backend": serializers.ChoiceField(choices=["demo", "live"]),
+        "worker": WORKER,
     },
 )
 # A 503 is the health check's own answer (the database is down) or, as for any request, a full
@@ -66,6 +99,7 @@ class HealthView(APIView):
         except DatabaseError:
             logger.exception("health check: the database is unreachable")
             body["status"] = "unavailable"
+            body["worker"] = worker_now()
             # When to look again, as the API's other 503s say it: a balancer or a client
             # polling readiness backs off as long as a request that lost its connection does
             # (a restart or a failover is seconds long).
@@ -74,4 +108,33 @@ class HealthView(APIView):
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
                 headers={"Retry-After": str(DatabaseUnavailable.retry_after_seconds)},
             )
+        body["worker"] = worker_now()
         return Response(body)
+
+
+def worker_now() -> dict | None:
+    """`worker_figures`, or None if they cannot be read: the check's verdict is the database's,
+    and a figure that fails must not turn it into a 500."""
+    try:
+        return worker_figures()
+    except Exception:
+        logger.exception("health check: the worker's figures could not be read")
+        return None
+
+
+def worker_figures() -> dict:
+    """How loaded the worker that answers is, from counters it keeps in memory (no query): what
+    "everything is slow" asks first. Requests in flight against `GUNICORN_WORKER_CONNECTIONS`
+    (past it: 503 `over_capacity`), the turns it runs (their clients there or gone), its
+    database sections running and waiting for a place (`PANTHEON_DB_SECTIONS`: waiting ones
+    mean its database work queues), and its connection pool (connections open, idle, the most
+    it opens, requests waiting for one: waiting ones mean the pool is exhausted or PostgreSQL
+    is slow to hand connections). One worker's: a balancer's probe reaches one of them."""
+    return {
+        "pid": os.getpid(),
+        "requests_in_flight": PROCESS.in_flight,
+        "request_limit": PROCESS.limit,
+        "turns_running": draining.turns_running(),
+        "db_sections": sections_now(),
+        "db_pool": pool_now(),
+    }

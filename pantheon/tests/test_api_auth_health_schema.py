@@ -1,10 +1,18 @@
 """`POST auth/token`, `GET health`, and the OpenAPI schema and docs. (`GET models` is a usage
 endpoint: usage/tests/test_api_models.py.)"""
 
+import asyncio
+import heapq
+import os
+
 import pytest
 from django.db import OperationalError, connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from pantheon import db, draining
+from pantheon.capacity import PROCESS
+from pantheon.db import SectionGate
 
 pytestmark = pytest.mark.django_db
 
@@ -122,11 +130,67 @@ def test_an_unknown_token_is_401(owner):
 # --- health ---------------------------------------------------------------------------------
 
 
+IDLE_WORKER = {
+    "pid": os.getpid(),
+    "requests_in_flight": 0,
+    "request_limit": None,
+    "turns_running": 0,
+    "db_sections": {"running": 0, "waiting": 0, "limit": 4},
+    "db_pool": None,  # the tests' own connection
+}
+
+
 def test_health_needs_no_authentication(anon_client):
     response = anon_client.get(HEALTH_URL)
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "postgresql", "llm_backend": "demo"}
+    assert response.json() == {
+        "status": "ok",
+        "database": "postgresql",
+        "llm_backend": "demo",
+        "worker": IDLE_WORKER,
+    }
+
+
+def test_health_says_how_loaded_its_worker_is(anon_client, monkeypatch):
+    """ "Everything is slow": is the worker full, its database work queued, its pool exhausted?
+    The health check said only that the database answered a SELECT 1; the figures were in no
+    answer and no line."""
+    gate = SectionGate(4)
+    gate.running = 4
+    for arrival in (1.0, 2.0, 3.0):
+        heapq.heappush(gate._waiting, (arrival, arrival, None))
+    loop = asyncio.new_event_loop()
+    monkeypatch.setitem(db._gates, loop, gate)
+    monkeypatch.setattr(PROCESS, "in_flight", 812)
+    monkeypatch.setattr(PROCESS, "limit", 1000)
+    monkeypatch.setitem(draining._stoppers, "a turn", (loop, lambda: None))
+
+    class Pool:
+        def get_stats(self):
+            return {
+                "pool_min": 2,
+                "pool_max": 16,
+                "pool_size": 16,
+                "pool_available": 0,
+                "requests_waiting": 9,
+                "requests_num": 5000,
+            }
+
+    monkeypatch.setattr(type(connections["default"]), "pool", Pool(), raising=False)
+    try:
+        body = anon_client.get(HEALTH_URL).json()
+    finally:
+        loop.close()
+
+    assert body["worker"] == {
+        "pid": os.getpid(),
+        "requests_in_flight": 812,
+        "request_limit": 1000,
+        "turns_running": 1,
+        "db_sections": {"running": 4, "waiting": 3, "limit": 4},
+        "db_pool": {"size": 16, "idle": 0, "max": 16, "waiting": 9},
+    }
 
 
 def test_health_ignores_a_bad_token():
@@ -150,6 +214,7 @@ def test_health_is_503_when_the_database_is_unreachable(anon_client, monkeypatch
         "status": "unavailable",
         "database": "postgresql",
         "llm_backend": "demo",
+        "worker": IDLE_WORKER,
     }
     # When to look again, as a request that lost its database connection is told.
     assert response["Retry-After"] == "2"
@@ -222,3 +287,17 @@ def test_docs_page_renders(anon_client):
     assert response["Content-Type"].startswith("text/html")
     assert b"swagger-ui" in response.content
     assert b"/api/schema/" in response.content
+
+
+def test_health_whose_figures_fail_still_answers_for_the_database(anon_client, monkeypatch):
+    from pantheon import health
+
+    def broken():
+        raise AttributeError("a module the gunicorn master imported before a reload")
+
+    monkeypatch.setattr(health, "sections_now", broken)
+
+    response = anon_client.get(HEALTH_URL)
+
+    assert response.status_code == 200
+    assert response.json()["worker"] is None

@@ -666,12 +666,14 @@ def test_the_health_checks_503s_are_both_described(schema, anon_client, monkeypa
     unavailable = schema["paths"]["/api/v1/health"]["get"]["responses"]["503"]
     assert unavailable["headers"]["Retry-After"]["required"] is True
     assert "no Retry-After" not in unavailable["description"]
-    health_body = schema["components"]["schemas"]["Health"]["properties"]
+    health_body = dict(schema["components"]["schemas"]["Health"]["properties"])
+    worker = component(schema, health_body.pop("worker")["oneOf"][0])  # or null
     assert {name: component(schema, prop)["enum"] for name, prop in health_body.items()} == {
         "status": ["ok", "unavailable"],
         "database": ["postgresql", "sqlite"],
         "llm_backend": ["demo", "live"],
     }
+    assert set(worker["properties"]) == set(up.json()["worker"])
 
 
 def test_a_lost_database_connection_is_a_documented_503(schema, owner_client, monkeypatch):
