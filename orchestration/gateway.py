@@ -538,6 +538,24 @@ class LiteLLMGateway:
                 usage = usage_or_estimate(reading.usage, call, text, model, reading.reasoning)
                 usage = _added(retried, usage)
                 latency = self._elapsed_ms(started)
+                if attempts > 1:
+                    # The retries' lines said each attempt failed and another was coming: this
+                    # one says the last was answered (else the call's fate was the ledger's).
+                    logger.info(
+                        "LLM call %s/%s for %s answered at attempt %d in %d ms in all",
+                        call.purpose,
+                        call.agent_key or "-",
+                        call.alias.alias,
+                        attempts,
+                        latency,
+                        extra={
+                            "llm_purpose": str(call.purpose),
+                            "agent_key": call.agent_key or None,
+                            "model_alias": call.alias.alias,
+                            "attempts": attempts,
+                            "duration_ms": latency,
+                        },
+                    )
                 return self._result(
                     CallStatus.SUCCESS, text, usage, model, provider, attempts, latency, litellm
                 )

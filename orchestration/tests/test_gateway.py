@@ -279,12 +279,17 @@ def test_latency_covers_every_attempt(monkeypatch, caplog):
     script(monkeypatch, rate_limit(), reply())
     with caplog.at_level(logging.INFO, logger="orchestration.gateway"):
         assert complete(gateway, CALL).latency_ms == 750
-    [line] = caplog.records
+    line, answered = caplog.records
     assert line.getMessage().startswith(
         "LLM call agent/ada for deepseek: attempt 1 failed (rate_limited, HTTP 429) in 250 ms, "
         "retry 1 of 1 in 0.50s: RateLimitError: litellm.RateLimitError: slow down"
     )
     assert (line.attempt, line.duration_ms, line.provider_status) == (1, 250, 429)
+    # And whether the retry got an answer: the retry's line was the call's last word.
+    assert answered.getMessage() == (
+        "LLM call agent/ada for deepseek answered at attempt 2 in 750 ms in all"
+    )
+    assert (answered.attempts, answered.duration_ms) == (2, 750)
 
 
 def test_zero_retries_means_one_attempt(monkeypatch, sleeps):
