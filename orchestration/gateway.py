@@ -608,16 +608,23 @@ class LiteLLMGateway:
                 message = said.message
                 logger.log(
                     logging.ERROR if said.refused_credentials else logging.WARNING,
-                    "LLM call %s/%s for %s failed (%s) after %d attempt(s) in %d ms%s: %s",
+                    "LLM call %s/%s for %s failed (%s) after %d attempt(s) in %d ms%s%s: %s",
                     call.purpose,
                     call.agent_key or "-",
                     call.alias.alias,
                     said.kind,
                     attempts,
                     latency,
+                    # Why a user billed for an answer they saw cut says so: what had reached
+                    # them is billed (below), and kept the call from being retried.
+                    f", {reading.length} characters streamed to its listener before"
+                    if reading.pieces
+                    else "",
                     said.request_id_note,
                     message,
-                    extra=said.fields(attempts=attempts, duration_ms=latency),
+                    extra=said.fields(
+                        attempts=attempts, duration_ms=latency, streamed_chars=reading.length
+                    ),
                 )
                 # What was streamed before the failure: the listener has it already. The
                 # provider took the prompt and spoke (or reasoned) that much, and bills it: its
@@ -1104,13 +1111,34 @@ class _FailureSaid:
         }
 
 
+def _replied_status(exc: BaseException, litellm: Any) -> int | None:
+    """The HTTP status the provider replied with, None when it did not reply with one: litellm
+    gives a connection lost (a stream cut midway, a reset, a refusal) the status 500 and a
+    timeout 408 of its own, which no provider sent: a line saying "HTTP 500" there sends the
+    operator to the provider's error pages instead of the network."""
+    import httpx
+
+    made_up = (
+        litellm.Timeout
+        | litellm.APIConnectionError
+        | litellm.exceptions.MidStreamFallbackError  # what it wraps said more (`_unwrapped`)
+    )
+    if isinstance(exc, made_up):
+        return None
+    # A reset or a refused connection comes as an InternalServerError "500" whose causes hold
+    # the socket's error (httpx's, aiohttp's, the OS's).
+    if any(isinstance(cause, httpx.TransportError | OSError) for cause in _causes(exc)):
+        return None
+    return _provider_status_code(exc, litellm)
+
+
 def _failure(call: LlmCall, exc: BaseException, error_kind: str) -> _FailureSaid:
     litellm = load_litellm()
     return _FailureSaid(
         call=call,
         error_kind=error_kind,
         message=_short_error(exc, call.alias.api_key),
-        status_code=_provider_status_code(_unwrapped(exc, litellm), litellm),
+        status_code=_replied_status(_unwrapped(exc, litellm), litellm),
         request_id=provider_request_id(exc),
     )
 

@@ -2,6 +2,8 @@
 answer (the stub on 127.0.0.1 plays each), and what such a call leaves on the ledger."""
 
 import asyncio
+import logging
+import re
 import time
 from decimal import Decimal
 
@@ -92,6 +94,36 @@ def test_a_stream_that_goes_silent_is_a_timeout(stub):
     assert (result.status, result.error_kind, result.attempts) == ("timeout", "timeout", 1)
     assert heard == ["Stub", " answer"]
     assert result.input_tokens_fresh > 0 and result.output_tokens > 0  # was 0 and 0
+
+
+def test_the_failed_calls_line_says_what_streamed_and_no_status_no_provider_sent(stub, caplog):
+    """A stream gone silent after two words, and a connection reset before any reply. The
+    line said "HTTP 408" and "HTTP 500", statuses litellm makes up for them (no provider sent
+    one: the operator looked for a provider's error page, not the network), and not that the
+    user had seen words before the failure, which is why the call is billed and not retried."""
+    # Time enough for the first words on a loaded machine; the stall lasts a minute.
+    gateway = LiteLLMGateway(timeout_seconds=3.0, max_retries=0)
+    heard: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="orchestration.gateway"):
+        stalled = asyncio.run(gateway.stream(stub_call(stub, "stall"), heard.append))
+        reset = asyncio.run(gateway.complete(stub_call(stub, "reset-1")))
+
+    silent, dropped = caplog.records
+    assert re.fullmatch(
+        r"LLM call agent/ada for stubbed failed \(timeout\) after 1 attempt\(s\) in \d+ ms, "
+        r"11 characters streamed to its listener before: .*",
+        silent.getMessage(),
+    )
+    assert "".join(heard) == "Stub answer"
+    assert (silent.streamed_chars, silent.provider_status) == (11, None)
+    assert stalled.output_tokens > 0  # billed for what was streamed
+    assert re.fullmatch(
+        r"LLM call agent/ada for stubbed failed \(provider_error\) after 1 attempt\(s\) in "
+        r"\d+ ms: .*",
+        dropped.getMessage(),
+    )
+    assert (dropped.streamed_chars, dropped.provider_status) == (0, None)
+    assert reset.error_kind == "provider_error"
 
 
 def test_a_call_that_failed_before_its_first_word_is_metered_as_the_provider_said(stub):
