@@ -414,6 +414,62 @@ def _provider_status_code(exc: BaseException, litellm: Any) -> int | None:
     return status_code if isinstance(status_code, int) else None
 
 
+class CallTally:
+    """This process's LLM calls of the last few minutes, for the health check: how many, how
+    many failed, how many of those the provider refused the key of (401, 403: every call of
+    the alias fails until an operator changes it), how long they took, and the latest failure.
+    A bucket a minute, `MINUTES` of them: constant memory, and a call costs a few additions.
+    Used from the event loop's thread; read from any (a glance at counters)."""
+
+    MINUTES = 5
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # minute -> [calls, failed, refused_key, total ms, most ms]
+        self._buckets: dict[int, list[int]] = {}
+        self.last_failure: dict[str, Any] | None = None
+
+    def record(self, call: LlmCall, result: LlmResult, status_code: int | None = None) -> None:
+        minute = int(self._clock() // 60)
+        bucket = self._buckets.get(minute)
+        if bucket is None:
+            bucket = self._buckets[minute] = [0, 0, 0, 0, 0]
+            for old in [m for m in self._buckets if m <= minute - self.MINUTES]:
+                del self._buckets[old]
+        bucket[0] += 1
+        bucket[3] += result.latency_ms
+        bucket[4] = max(bucket[4], result.latency_ms)
+        if result.ok:
+            return
+        bucket[1] += 1
+        if status_code in (401, 403):
+            bucket[2] += 1
+        self.last_failure = {
+            "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "model_alias": call.alias.alias,
+            "error_kind": str(result.error_kind),
+            "provider_status": status_code,
+        }
+
+    def figures(self) -> dict[str, Any]:
+        minute = int(self._clock() // 60)
+        recent = [bucket for m, bucket in list(self._buckets.items()) if m > minute - self.MINUTES]
+        calls = sum(bucket[0] for bucket in recent)
+        return {
+            "window_seconds": self.MINUTES * 60,
+            "calls": calls,
+            "failed": sum(bucket[1] for bucket in recent),
+            "refused_key": sum(bucket[2] for bucket in recent),
+            "mean_ms": round(sum(bucket[3] for bucket in recent) / calls) if calls else None,
+            "max_ms": max((bucket[4] for bucket in recent), default=None),
+            "last_failure": self.last_failure,
+        }
+
+
+# This process's (every gateway of it records here: a turn makes its own).
+CALLS = CallTally()
+
+
 class LiteLLMGateway:
     def __init__(
         self,
@@ -556,9 +612,11 @@ class LiteLLMGateway:
                             "duration_ms": latency,
                         },
                     )
-                return self._result(
+                answered = self._result(
                     CallStatus.SUCCESS, text, usage, model, provider, attempts, latency, litellm
                 )
+                CALLS.record(call, answered)
+                return answered
             except Exception as exc:
                 status, error_kind, retryable = classify_error(exc)
                 delay = None
@@ -638,7 +696,9 @@ class LiteLLMGateway:
                 result = self._result(
                     status, text, usage, model, provider, attempts, latency, litellm
                 )
-                return replace(result, error_kind=error_kind, error_message=message)
+                failed = replace(result, error_kind=error_kind, error_message=message)
+                CALLS.record(call, failed, said.status_code)
+                return failed
 
     def _retry_delay(
         self, exc: BaseException, call: LlmCall, error_kind: str, attempts: int, paused: float

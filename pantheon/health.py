@@ -14,6 +14,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestration.gateway import CALLS
 from pantheon import draining
 from pantheon.capacity import PROCESS
 from pantheon.db import pool_now, sections_now
@@ -47,6 +48,29 @@ WORKER = inline_serializer(
                 "waiting": serializers.IntegerField(),
             },
             allow_null=True,
+        ),
+        "llm": inline_serializer(
+            "HealthLlmCalls",
+            {
+                "window_seconds": serializers.IntegerField(),
+                "calls": serializers.IntegerField(),
+                "failed": serializers.IntegerField(),
+                "refused_key": serializers.IntegerField(
+                    help_text="failed with a 401 or 403: the provider refused the alias's key"
+                ),
+                "mean_ms": serializers.IntegerField(allow_null=True),
+                "max_ms": serializers.IntegerField(allow_null=True),
+                "last_failure": inline_serializer(
+                    "HealthLlmFailure",
+                    {
+                        "at": serializers.DateTimeField(),
+                        "model_alias": serializers.CharField(),
+                        "error_kind": serializers.CharField(),
+                        "provider_status": serializers.IntegerField(allow_null=True),
+                    },
+                    allow_null=True,
+                ),
+            },
         ),
     },
     allow_null=True,  # its figures could not be read (`worker_now`)
@@ -129,7 +153,9 @@ def worker_figures() -> dict:
     database sections running and waiting for a place (`PANTHEON_DB_SECTIONS`: waiting ones
     mean its database work queues), and its connection pool (connections open, idle, the most
     it opens, requests waiting for one: waiting ones mean the pool is exhausted or PostgreSQL
-    is slow to hand connections). One worker's: a balancer's probe reaches one of them."""
+    is slow to hand connections), and its LLM calls of the last five minutes (how many, failed,
+    refused their key, how long they took, the latest failure: a rotated key shows as
+    `refused_key` climbing). One worker's: a balancer's probe reaches one of them."""
     return {
         "pid": os.getpid(),
         "requests_in_flight": PROCESS.in_flight,
@@ -137,4 +163,5 @@ def worker_figures() -> dict:
         "turns_running": draining.turns_running(),
         "db_sections": sections_now(),
         "db_pool": pool_now(),
+        "llm": CALLS.figures(),
     }

@@ -7,8 +7,14 @@ from unittest.mock import ANY
 import httpx
 import pytest
 
+from orchestration import gateway as gateway_module
 from orchestration.budget import estimate_tokens
-from orchestration.gateway import LiteLLMGateway, answer_tokens_at_most, classify_error
+from orchestration.gateway import (
+    CallTally,
+    LiteLLMGateway,
+    answer_tokens_at_most,
+    classify_error,
+)
 from orchestration.litellm_loader import load_litellm
 from orchestration.tests.conftest import Sleeps, complete
 from orchestration.types import AliasConfig, ChatMessage, LlmCall
@@ -720,9 +726,16 @@ def test_a_key_the_provider_refuses_is_an_error_that_says_so(monkeypatch, gatewa
         message="Incorrect API key provided", llm_provider="openai", model="m"
     )
     script(monkeypatch, asking(refused, x_request_id="req_401"))
+    calls = CallTally()
+    monkeypatch.setattr(gateway_module, "CALLS", calls)
 
     with caplog.at_level(logging.WARNING, logger="orchestration.gateway"):
         result = complete(gateway, CALL)
+
+    # The health check's figures count it (`pantheon.health`).
+    figures = calls.figures()
+    assert (figures["calls"], figures["failed"], figures["refused_key"]) == (1, 1, 1)
+    assert figures["last_failure"]["provider_status"] == 401
 
     assert (result.error_kind, result.attempts) == ("bad_request", 1)
     [record] = caplog.records

@@ -4,12 +4,16 @@ endpoint: usage/tests/test_api_models.py.)"""
 import asyncio
 import heapq
 import os
+from dataclasses import replace
+from unittest.mock import ANY
 
 import pytest
 from django.db import OperationalError, connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from orchestration.gateway import CallTally
+from orchestration.types import AliasConfig, LlmCall, LlmResult
 from pantheon import db, draining
 from pantheon.capacity import PROCESS
 from pantheon.db import SectionGate
@@ -137,7 +141,25 @@ IDLE_WORKER = {
     "turns_running": 0,
     "db_sections": {"running": 0, "waiting": 0, "limit": 4},
     "db_pool": None,  # the tests' own connection
+    "llm": {
+        "window_seconds": 300,
+        "calls": 0,
+        "failed": 0,
+        "refused_key": 0,
+        "mean_ms": None,
+        "max_ms": None,
+        "last_failure": None,
+    },
 }
+
+
+@pytest.fixture(autouse=True)
+def no_calls_yet(monkeypatch):
+    """This process's tally of LLM calls, as a worker that made none has it (other tests'
+    calls are in the real one)."""
+    from pantheon import health
+
+    monkeypatch.setattr(health, "CALLS", CallTally())
 
 
 def test_health_needs_no_authentication(anon_client):
@@ -178,6 +200,30 @@ def test_health_says_how_loaded_its_worker_is(anon_client, monkeypatch):
             }
 
     monkeypatch.setattr(type(connections["default"]), "pool", Pool(), raising=False)
+    # The provider refused a rotated key twice, after one call it answered in 900 ms.
+    from pantheon import health
+
+    now = [1000.0]
+    calls = CallTally(clock=lambda: now[0])
+    alias = AliasConfig(alias="deepseek", litellm_model="openai/x")
+    call = LlmCall(alias=alias, messages=(), purpose="agent", agent_key="ada")
+    answered = LlmResult(
+        status="success",
+        text="hi",
+        input_tokens_fresh=1,
+        input_tokens_cached=0,
+        output_tokens=1,
+        latency_ms=900,
+        attempts=1,
+        provider="openai",
+        provider_model="x",
+    )
+    refused = replace(answered, status="error", error_kind="bad_request", latency_ms=100)
+    calls.record(call, answered)
+    calls.record(call, refused, 401)
+    calls.record(call, refused, 401)
+    now[0] += 200  # still within the five minutes
+    monkeypatch.setattr(health, "CALLS", calls)
     try:
         body = anon_client.get(HEALTH_URL).json()
     finally:
@@ -190,7 +236,23 @@ def test_health_says_how_loaded_its_worker_is(anon_client, monkeypatch):
         "turns_running": 1,
         "db_sections": {"running": 4, "waiting": 3, "limit": 4},
         "db_pool": {"size": 16, "idle": 0, "max": 16, "waiting": 9},
+        "llm": {
+            "window_seconds": 300,
+            "calls": 3,
+            "failed": 2,
+            "refused_key": 2,
+            "mean_ms": 367,
+            "max_ms": 900,
+            "last_failure": {
+                "at": ANY,
+                "model_alias": "deepseek",
+                "error_kind": "bad_request",
+                "provider_status": 401,
+            },
+        },
     }
+    now[0] += 300  # those minutes have passed
+    assert calls.figures()["calls"] == 0
 
 
 def test_health_ignores_a_bad_token():
