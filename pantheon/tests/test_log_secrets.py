@@ -73,7 +73,7 @@ def test_a_key_litellm_found_itself_is_not_logged(monkeypatch):
 
     assert result.error_kind == "bad_request"
     [line] = [line for line in lines(output) if line["logger"] == "orchestration.gateway"]
-    assert line["level"] == "WARNING"
+    assert line["level"] == "ERROR"  # a key the provider refused is an error (gateway)
     assert OPENAI_KEY not in json.dumps(line)
     assert "Incorrect API key provided: ***." in line["message"]
 
