@@ -29,9 +29,12 @@ def test_verbosity_0_prints_nothing_when_there_is_nothing_to_report(command):
 
 def test_recover_turns_at_verbosity_0_still_reports_the_turns_it_interrupted(stale_turn):
     """A worker died: that is worth cron's mail, quiet or not."""
+    Turn.objects.filter(pk=stale_turn.pk).update(worker="web-1:12609:826fe4d5")
     out, _ = run("recover_turns", verbosity=0)
 
     assert f"turn {stale_turn.pk}" in out
+    # Which process ran it: the pid gunicorn's "Worker (pid:12609) was sent SIGKILL!" names.
+    assert "served by web-1:12609:826fe4d5)" in out
     assert "Interrupted 1 turn(s)" in out
 
 

@@ -53,7 +53,10 @@ class Command(ProjectCommand):
             (
                 turn.pk,
                 f"turn {turn.pk} (session {turn.session_id}, #{turn.turn_index}, "
-                f"last progress {turn.progress_at:%Y-%m-%d %H:%M:%S}Z)",
+                f"last progress {turn.progress_at:%Y-%m-%d %H:%M:%S}Z, "
+                # Which process ran it (host:pid:token): gunicorn's line of a killed worker
+                # names its pid, and the turn's log lines before the kill its request.
+                f"served by {turn.worker or 'an unrecorded process'})",
             )
             for turn in stale.order_by("progress_at")
         ]
