@@ -10,12 +10,14 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orchestration.gateway import CALLS
 from pantheon import draining
+from pantheon.authentication import SessionAuthentication, TokenAuthentication
 from pantheon.capacity import PROCESS
 from pantheon.db import pool_now, sections_now
 from pantheon.exceptions import DatabaseUnavailable
@@ -74,6 +76,9 @@ WORKER = inline_serializer(
         ),
     },
     allow_null=True,  # its figures could not be read (`worker_now`)
+    required=False,  # for staff alone (`operator_asks`)
+    help_text="How loaded the worker that answers is: to staff alone (an API token or the "
+    "console's session of a staff account); null if its figures cannot be read.",
 )
 HEALTH = inline_serializer(
     "Health",
@@ -100,6 +105,10 @@ class HealthView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = []  # no user to count: a load balancer's probe
 
+    def perform_authentication(self, request):
+        """None up front (DRF's would set the console session's user to anonymous, there
+        being no authentication classes): `operator_asks` reads the credentials, when sent."""
+
     @extend_schema(
         responses={
             200: HEALTH,
@@ -118,12 +127,14 @@ class HealthView(APIView):
             "llm_backend": settings.PANTHEON_LLM_BACKEND,
         }
         try:
+            # Whether to show the worker's figures: a staff caller's token or session is read
+            # from the database too, so an outage leaves them out (no one to show them to).
+            operator = operator_asks(request)
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         except DatabaseError:
             logger.exception("health check: the database is unreachable")
             body["status"] = "unavailable"
-            body["worker"] = worker_now()
             # When to look again, as the API's other 503s say it: a balancer or a client
             # polling readiness backs off as long as a request that lost its connection does
             # (a restart or a failover is seconds long).
@@ -132,8 +143,28 @@ class HealthView(APIView):
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
                 headers={"Retry-After": str(DatabaseUnavailable.retry_after_seconds)},
             )
-        body["worker"] = worker_now()
+        if operator:
+            body["worker"] = worker_now()
         return Response(body)
+
+
+def operator_asks(request) -> bool:
+    """Whether the caller is staff, by the API's token or the console's session: the worker's
+    figures (its pid, its load, the aliases whose calls fail) are the operators', not every
+    address's. A balancer's probe sends no credentials and is answered without a lookup; a
+    credential that fails is no operator, never a 401 (the check stays a probe)."""
+    if not (
+        request.META.get("HTTP_AUTHORIZATION") or settings.SESSION_COOKIE_NAME in request.COOKIES
+    ):
+        return False
+    for authenticator in (TokenAuthentication(), SessionAuthentication()):
+        try:
+            found = authenticator.authenticate(request)
+        except APIException:  # an unknown token (counted against the address), a throttle
+            return False
+        if found is not None:
+            return found[0].is_staff
+    return False
 
 
 def worker_now() -> dict | None:

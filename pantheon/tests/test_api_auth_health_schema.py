@@ -162,19 +162,50 @@ def no_calls_yet(monkeypatch):
     monkeypatch.setattr(health, "CALLS", CallTally())
 
 
+def staff_token_client(django_user_model, *, is_staff: bool = True) -> APIClient:
+    """An API token of an operator (staff, no other permission) or of a customer."""
+    user = django_user_model.objects.create_user(
+        username="operator", password="operator-pass-123", is_staff=is_staff
+    )
+    return token_client(Token.objects.create(user=user).key)
+
+
+@pytest.fixture
+def operator_client(django_user_model) -> APIClient:
+    return staff_token_client(django_user_model)
+
+
 def test_health_needs_no_authentication(anon_client):
+    """A balancer's probe: the verdict alone, not the worker's figures (its pid, load and
+    failing aliases are the operators')."""
     response = anon_client.get(HEALTH_URL)
 
     assert response.status_code == 200
-    assert response.json() == {
-        "status": "ok",
-        "database": "postgresql",
-        "llm_backend": "demo",
-        "worker": IDLE_WORKER,
-    }
+    assert response.json() == {"status": "ok", "database": "postgresql", "llm_backend": "demo"}
 
 
-def test_health_says_how_loaded_its_worker_is(anon_client, monkeypatch):
+def test_health_shows_the_worker_to_staff_alone(operator_client, django_user_model, client):
+    """By an operator's API token or console session; not to a customer's token nor to a token
+    that is no one's (still 200: the check stays a probe)."""
+    customer = APIClient()
+    customer.force_authenticate(None)
+    customer_user = django_user_model.objects.create_user(username="c", password="c-pass-1234")
+    customer.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=customer_user)}")
+    client.force_login(django_user_model.objects.get(username="operator"))
+
+    by_token = operator_client.get(HEALTH_URL)
+    by_session = client.get(HEALTH_URL)
+    by_customer = customer.get(HEALTH_URL)
+    by_stranger = token_client("0" * 40).get(HEALTH_URL)
+
+    assert by_token.status_code == 200
+    assert by_token.json()["worker"] == IDLE_WORKER
+    assert by_session.json()["worker"] == IDLE_WORKER
+    assert (by_customer.status_code, "worker" in by_customer.json()) == (200, False)
+    assert (by_stranger.status_code, "worker" in by_stranger.json()) == (200, False)
+
+
+def test_health_says_how_loaded_its_worker_is(operator_client, monkeypatch):
     """ "Everything is slow": is the worker full, its database work queued, its pool exhausted?
     The health check said only that the database answered a SELECT 1; the figures were in no
     answer and no line."""
@@ -225,7 +256,7 @@ def test_health_says_how_loaded_its_worker_is(anon_client, monkeypatch):
     now[0] += 200  # still within the five minutes
     monkeypatch.setattr(health, "CALLS", calls)
     try:
-        body = anon_client.get(HEALTH_URL).json()
+        body = operator_client.get(HEALTH_URL).json()
     finally:
         loop.close()
 
@@ -262,7 +293,7 @@ def test_health_ignores_a_bad_token():
     assert response.json()["status"] == "ok"
 
 
-def test_health_is_503_when_the_database_is_unreachable(anon_client, monkeypatch):
+def test_health_is_503_when_the_database_is_unreachable(anon_client, operator_client, monkeypatch):
     def unreachable(*args, **kwargs):
         raise OperationalError("connection refused")
 
@@ -270,14 +301,16 @@ def test_health_is_503_when_the_database_is_unreachable(anon_client, monkeypatch
     monkeypatch.setattr(type(connections["default"]), "cursor", unreachable)
 
     response = anon_client.get(HEALTH_URL)
+    # An operator's token cannot be read either: the verdict, without the figures.
+    by_operator = operator_client.get(HEALTH_URL)
 
     assert response.status_code == 503
     assert response.json() == {
         "status": "unavailable",
         "database": "postgresql",
         "llm_backend": "demo",
-        "worker": IDLE_WORKER,
     }
+    assert (by_operator.status_code, by_operator.json()) == (503, response.json())
     # When to look again, as a request that lost its database connection is told.
     assert response["Retry-After"] == "2"
 
@@ -351,7 +384,7 @@ def test_docs_page_renders(anon_client):
     assert b"/api/schema/" in response.content
 
 
-def test_health_whose_figures_fail_still_answers_for_the_database(anon_client, monkeypatch):
+def test_health_whose_figures_fail_still_answers_for_the_database(operator_client, monkeypatch):
     from pantheon import health
 
     def broken():
@@ -359,7 +392,7 @@ def test_health_whose_figures_fail_still_answers_for_the_database(anon_client, m
 
     monkeypatch.setattr(health, "sections_now", broken)
 
-    response = anon_client.get(HEALTH_URL)
+    response = operator_client.get(HEALTH_URL)
 
     assert response.status_code == 200
     assert response.json()["worker"] is None
