@@ -35,12 +35,12 @@ from usage.rollups import (
     ROLLUP_VALUE_COLUMNS,
     analytic_transaction,
     counter_months_rebuild,
+    database_today,
     day_start,
     ledger_daily_sums,
     ledger_monthly_sums,
     rollup_days_rebuild,
     rollups_cover_until,
-    today,
 )
 from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of, usage_totals_of_turn
 
@@ -128,12 +128,15 @@ class RollupReach:
     pending: tuple[date, date] | None
 
     @classmethod
-    def read(cls, *, since: date | None) -> "RollupReach":
+    def read(cls, *, since: date | None, today_is: date | None = None) -> "RollupReach":
+        """`today_is`: today by the database's clock, as the run read it (read here if not
+        given): the ledger's days are its."""
         end = rollups_cover_until()
         if end is None:
             return cls(None, None)
-        end = min(end, today())
-        first, last = max(end, since or end), today() - timedelta(days=1)
+        today_is = today_is or database_today()
+        end = min(end, today_is)
+        first, last = max(end, since or end), today_is - timedelta(days=1)
         return cls(end, (first, last) if first <= last else None)
 
     @property
@@ -296,12 +299,20 @@ def count_stuck_turns(*, since: date | None = None) -> CheckResult:
     return CheckResult(STUCK, counts["running"], counts["stuck"], informational=True)
 
 
-def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = False) -> Report:
+def reconcile(
+    *,
+    since: date | None = None,
+    fix: bool = False,
+    dry_run: bool = False,
+    today_is: date | None = None,
+) -> Report:
     """Run every check; with `fix`, rebuild what drifted from the ledger, then check again.
 
-    With `dry_run`, `fix` only says what it would rebuild.
+    With `dry_run`, `fix` only says what it would rebuild. `today_is`: today by the database's
+    clock (`database_today`), read once for the whole run if not given.
     """
-    report = _check_all(since)
+    today_is = today_is or database_today()
+    report = _check_all(since, today_is)
     if not fix or report.clean:
         return report
     fixable = {check.name for check in report.checks if not check.clean and check.fixable}
@@ -314,7 +325,7 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
     # to be moved back.
     if ROLLUPS in fixable and rollups_cover_until() is not None:
         days = report.check(ROLLUPS).drifted
-        result = rollup_days_rebuild(days=days, dry_run=dry_run)
+        result = rollup_days_rebuild(days=days, dry_run=dry_run, today_is=today_is)
         how_many = (
             f"{counted(result.rows_written, 'daily row')} ({result.rows_removed:,} replaced) "
             f"of {counted(len(days), 'day')}"
@@ -323,7 +334,7 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
         fixed.append(Rebuild(ROLLUPS, "rollups", how_many, changed, dry_run))
     if COUNTERS in fixable:
         months = report.check(COUNTERS).drifted
-        result = counter_months_rebuild(months=months, dry_run=dry_run)
+        result = counter_months_rebuild(months=months, dry_run=dry_run, today_is=today_is)
         how_many = (
             f"{counted(result.rows_written, 'counter')} ({result.rows_removed:,} replaced) "
             f"of {counted(len(months), 'month')}"
@@ -337,7 +348,7 @@ def reconcile(*, since: date | None = None, fix: bool = False, dry_run: bool = F
     if dry_run:
         report.fixed = fixed
         return report
-    before, report = report, _check_again(report, {rebuild.check for rebuild in fixed})
+    before, report = report, _check_again(report, {rebuild.check for rebuild in fixed}, today_is)
     report.fixed, report.before = fixed, before
     return report
 
@@ -367,7 +378,7 @@ def turn_totals_rebuild(*, since: date | None, turn_ids: Iterable, dry_run: bool
 # --- plumbing -----------------------------------------------------------------------------------
 
 
-def _check_again(before: Report, rebuilt: set[str]) -> Report:
+def _check_again(before: Report, rebuilt: set[str], today_is: date) -> Report:
     """After a rebuild: the checks of what it rebuilt, run again; the others as `before` found
     them (a rebuild changes nothing they read: the ledger and the transcript are records).
     Every check again took as long as the first (6 s at 700,000 ledger rows)."""
@@ -376,7 +387,7 @@ def _check_again(before: Report, rebuilt: set[str]) -> Report:
         if TURN_TOTALS in rebuilt:
             checks[TURN_TOTALS], checks[TRANSCRIPT] = check_turns(since=since)
         if ROLLUPS in rebuilt:
-            reach = RollupReach.read(since=since)
+            reach = RollupReach.read(since=since, today_is=today_is)
             checks[ROLLUPS] = check_rollups(since=since, reach=reach)
         if COUNTERS in rebuilt:
             checks[COUNTERS] = check_counters(since=since)
@@ -388,13 +399,13 @@ def _check_again(before: Report, rebuilt: set[str]) -> Report:
     )
 
 
-def _check_all(since: date | None) -> Report:
+def _check_all(since: date | None, today_is: date) -> Report:
     # One pass over the ledger per check: sharing one daily aggregate (a temporary table) was
     # measured slower at a million rows than summing again (bench/ledger.py).
     with analytic_transaction():
         rows, unpriced, lost = count_unpriced_and_lost(since=since)
         totals, transcript = check_turns(since=since)
-        reach = RollupReach.read(since=since)
+        reach = RollupReach.read(since=since, today_is=today_is)
         rollups = check_rollups(since=since, reach=reach)
         counters = check_counters(since=since)
         stuck = count_stuck_turns(since=since)

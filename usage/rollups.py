@@ -62,7 +62,22 @@ def day_start(day: date) -> datetime:
 
 
 def today() -> date:
+    """The UTC day by this host's clock: what the billing pages call today (a range's default
+    end, its highlighted bar). Which days are past for the ledger is `database_today`'s."""
     return timezone.now().astimezone(UTC).date()
+
+
+def database_today() -> date:
+    """The UTC day by the database's clock, the one the ledger's rows are stamped by
+    (`TurnState.now`): one query, read once by each run of the nightly commands, which decide
+    by it which days are whole. By a host's own clock, a host minutes ahead that ran
+    `rollup_usage` just after its midnight closed a day the database was still in, and the
+    calls stamped later that day showed as drift. SQLite's clock is its host's."""
+    if connection.vendor != "postgresql":
+        return today()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT (statement_timestamp() AT TIME ZONE 'UTC')::date")
+        return cursor.fetchone()[0]
 
 
 def ledger_daily_sums(*, since: date | None, until: date) -> QuerySet:
@@ -170,10 +185,16 @@ def rollups_cover_until() -> date | None:
 
 
 def rollup_rebuild(
-    *, since: date | None = None, until: date | None = None, dry_run: bool = False
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    dry_run: bool = False,
+    today_is: date | None = None,
 ) -> RebuildResult:
     """Recompute DailyUsageRollup for whole UTC days from `since` (default: all) to the day
     before `until` (default and latest: today, so to yesterday), and record that they reach it.
+    Today is `today_is`, the day by the database's clock as its caller read it (read here if
+    not given: `database_today`).
 
     Rollups from `since` on are replaced, a stray one for `until` or later included: today is
     still being written, and the dashboard reads today from the ledger. A `since` after the
@@ -190,7 +211,7 @@ def rollup_rebuild(
     """
     if dry_run:
         with analytic_transaction():
-            span = _rebuild_span(since, until)
+            span = _rebuild_span(since, until, today_is or database_today())
             sums = ledger_daily_sums(since=span.since, until=span.until)
             totals = sums.aggregate(groups=Count("*"), calls=Sum("sum_llm_calls"))
             stale = _rollups_from(span.since).count()
@@ -207,7 +228,7 @@ def rollup_rebuild(
     columns = [*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS, "updated_at"]
     with analytic_transaction():
         _lock_for_rebuild(DailyUsageRollup)
-        span = _rebuild_span(since, until)
+        span = _rebuild_span(since, until, today_is or database_today())
         # In the unique index's order: the insert appends to it instead of touching it at random.
         select = (
             ledger_daily_sums(since=span.since, until=span.until)
@@ -227,7 +248,9 @@ def rollup_rebuild(
     )
 
 
-def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> RebuildResult:
+def rollup_days_rebuild(
+    *, days: Iterable[date], dry_run: bool = False, today_is: date | None = None
+) -> RebuildResult:
     """Recompute the rollups of these days only (those `reconcile_usage --fix` found drifted),
     as `rollup_rebuild` does all of them: the day's rows replaced by the ledger's sums, a day
     the rollups do not hold (a stray row) only cleared. A few days of a year of rollups
@@ -236,15 +259,16 @@ def rollup_days_rebuild(*, days: Iterable[date], dry_run: bool = False) -> Rebui
     nightly `rollup_usage` rebuilds no day past where that one left them, and a day that
     agrees with the ledger under the lock (another fix rebuilt it first) is left. The rewrite is
     recorded all the same (`_record_rebuild`): the dashboard's cache of the old sums was kept
-    for hours after a fix."""
+    for hours after a fix. `today_is`: as `rollup_rebuild` takes it."""
     days = sorted(set(days))
+    current = today_is or database_today()
     columns = [*ROLLUP_KEY_COLUMNS, *ROLLUP_VALUE_COLUMNS, "updated_at"]
     removed = written = calls = 0
     with analytic_transaction():
         if not dry_run:
             _lock_for_rebuild(DailyUsageRollup)
         end = rollups_cover_until()
-        end = today() if end is None else min(end, today())
+        end = current if end is None else min(end, current)
         # Not a day that agrees with the ledger now (another --fix, whose lock this one waited
         # for, rebuilt it): it stays as it is, and is not said to be rebuilt.
         days = [day for day in days if not _day_agrees(day, end)]
@@ -334,11 +358,11 @@ class _Span:
     held_back: date | None
 
 
-def _rebuild_span(since: date | None, until: date | None) -> _Span:
+def _rebuild_span(since: date | None, until: date | None, current: date) -> _Span:
     """The days a rebuild replaces, from the rollups' end as it stands (`rollup_rebuild`), to
-    the first day whose rows may still change at the latest."""
+    the first day whose rows may still change at the latest; `current` is today."""
     covered = rollups_cover_until()
-    end = today() if until is None else min(until, today())
+    end = current if until is None else min(until, current)
     held_back = unsettled_from()
     if held_back is not None and held_back < end:
         end = held_back
@@ -360,18 +384,20 @@ def _rollups_from(since: date | None) -> QuerySet:
     return rollups if since is None else rollups.filter(day__gte=since)
 
 
-def counter_months_rebuild(*, months: Iterable[date], dry_run: bool = False) -> RebuildResult:
+def counter_months_rebuild(
+    *, months: Iterable[date], dry_run: bool = False, today_is: date | None = None
+) -> RebuildResult:
     """Recompute MonthlyUsage from the ledger for these months only (each month's first day:
     those `reconcile_usage --fix` found drifted; two drifted counters rebuilt every counter of
     the year). Writers that move a counter meanwhile wait for the rebuild's lock, then add on
     top of it: the rebuild counts only ledger rows committed before it, so nothing counts
     twice. A month whose counters agree with the ledger under the lock (another rebuild, which
     this one waited for, rebuilt it) is left as it is: none of its rows is counted as written
-    or removed."""
+    or removed. `today_is`: as `rollup_rebuild` takes it (only said, in the result's end)."""
     months = sorted(set(months))
     columns = [*COUNTER_KEY_COLUMNS, *COUNTER_VALUE_COLUMNS, "updated_at"]
     removed = written = calls = 0
-    until = today() + timedelta(days=1)
+    until = (today_is or database_today()) + timedelta(days=1)
     with analytic_transaction():
         if not dry_run:
             _lock_for_rebuild(MonthlyUsage)

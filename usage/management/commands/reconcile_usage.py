@@ -9,7 +9,7 @@ from django.db import DatabaseError
 from pantheon.commands import ProjectCommand, add_since_argument, database_failed
 from pantheon.figures import counted
 from usage.reconcile import CheckResult, Report, reconcile
-from usage.rollups import today
+from usage.rollups import database_today
 
 
 class Command(ProjectCommand):
@@ -21,7 +21,8 @@ class Command(ProjectCommand):
         "and the transcript with the ledger; exit 0 when all agree, exit 1 on any drift, 2 on a "
         "usage error, 3 when the database could not be read. The rollups are compared for the "
         "days they record they hold (to the last rollup_usage); past days after those are "
-        "said to be not rolled up yet, which is not drift. --fix rebuilds what drifted from "
+        "said to be not rolled up yet, which is not drift (days go by the database's clock, "
+        "which stamps the ledger, not this host's). --fix rebuilds what drifted from "
         "the ledger (never the ledger itself): the days of rollups (of the days they hold), the "
         "months of counters, the turns, and checks them again. With -v 0 it prints nothing "
         "unless something drifted or turns are stuck running past the stale limit (one line). "
@@ -54,18 +55,20 @@ class Command(ProjectCommand):
         **options,
     ):
         # A call that cannot be carried out exits 2, as the parser's own errors do: 1 is drift.
-        if since is not None and since > (day := today()):
+        # Today by the database's clock, which stamps the ledger: read once, for the whole run.
+        day = database_today()
+        if since is not None and since > day:
             # Nothing would be checked, and "Clean" would say the opposite of what happened.
             raise CommandError(
                 f"--since {since} is in the future: there is nothing to check yet "
-                f"(today is {day} UTC).",
+                f"(today is {day} UTC, by the database's clock).",
                 returncode=2,
             )
         if dry_run and not fix:
             raise CommandError("--dry-run says what --fix would rebuild: give both.", returncode=2)
         started = time.monotonic()
         try:
-            report = reconcile(since=since, fix=fix, dry_run=dry_run)
+            report = reconcile(since=since, fix=fix, dry_run=dry_run, today_is=day)
         except DatabaseError as exc:
             # Not drift (exit 1, which may page someone or prompt a --fix): nothing was checked.
             doing = "check and rebuild (--fix)" if fix and not dry_run else "check"

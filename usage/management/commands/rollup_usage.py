@@ -4,7 +4,7 @@ from datetime import date
 from django.core.management.base import CommandError
 
 from pantheon.commands import ProjectCommand, add_since_argument
-from usage.rollups import rollup_rebuild, today
+from usage.rollups import database_today, rollup_rebuild
 
 
 class Command(ProjectCommand):
@@ -12,8 +12,10 @@ class Command(ProjectCommand):
     requires_system_checks = []
     help = (
         "Recompute the daily usage rollups (per UTC day, user and model alias) from the ledger "
-        "for whole days up to yesterday, stopping before a day with calls still in flight "
-        "(opened within PANTHEON_TURN_STALE_SECONDS: a call running at midnight); idempotent. "
+        "for whole days up to yesterday, by the database's clock (the one that stamps the "
+        "ledger, whatever this host's clock says), stopping before a day with calls still in "
+        "flight (opened within PANTHEON_TURN_STALE_SECONDS: a call running at midnight); "
+        "idempotent. "
         "The billing dashboard reads them. Prints "
         "one line (with -v 0, only a --dry-run's count); exit 0 when done, exit 2 on a usage "
         "error (a bad or future --since), 3 when the database fails."
@@ -26,14 +28,16 @@ class Command(ProjectCommand):
     def handle(
         self, *args, since: date | None = None, dry_run: bool = False, verbosity=1, **options
     ):
-        if since is not None and since > today():
+        # Today by the database's clock, which stamps the ledger: read once, for the whole run.
+        day = database_today()
+        if since is not None and since > day:
             raise CommandError(
                 f"--since {since} is in the future: rollups cover whole days up to yesterday "
-                f"(today is {today()} UTC).",
+                f"(today is {day} UTC, by the database's clock).",
                 returncode=2,  # a usage error, as the parser's own
             )
         started = time.monotonic()
-        result = rollup_rebuild(since=since, dry_run=dry_run)
+        result = rollup_rebuild(since=since, dry_run=dry_run, today_is=day)
         if verbosity == 0 and not dry_run:
             return  # cron's -v 0: a nightly run that worked says nothing
         span = f"{result.since or 'the first call'} to {result.until} (exclusive)"
