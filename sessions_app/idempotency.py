@@ -20,14 +20,15 @@ IETF Idempotency-Key draft).
   turn ended (its request died, or has yet to store the answer) is not run again: the retry
   gets that turn, as the first request would have answered it.
 
-A key's `updated_at` goes by the database's clock (`TurnState.now`, read with the session, and
-`now()` in the statement that stores the answer), as its turn's times do: written and judged by
-hosts' clocks, a retry on a host ten minutes ahead took a live request's key for abandoned and
-ran its turn a second time, and a key written by a host behind was taken over by the next retry
-on any other host.
+A key's `created_at` and `updated_at` go by the database's clock (`TurnState.now`, read with
+the session, and `now()` in the statement that stores the answer), as its turn's times do:
+written and judged by hosts' clocks, a retry on a host ten minutes ahead took a live request's
+key for abandoned and ran its turn a second time, and a key written by a host behind was taken
+over by the next retry on any other host.
 
 Keys are per user (one user's key never touches another's turn) and kept at least
-`PANTHEON_IDEMPOTENCY_KEY_HOURS`; `manage.py prune_idempotency_keys` removes older ones.
+`PANTHEON_IDEMPOTENCY_KEY_HOURS` by the database's clock; `manage.py prune_idempotency_keys`
+removes older ones.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from uuid import UUID
 
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from pantheon import exceptions
 from sessions_app.models import IdempotencyKey, Turn, TurnFailure, TurnStatus
@@ -123,13 +123,13 @@ def idempotency_begin(
     with). `turn_in_progress`: the session's latest turn is running and not stale; a key still
     running then belongs to a request that is alive, however old the key is (a roundtable
     outlasts the stale limit while it keeps committing steps). `now`: the database's clock
-    (`TurnState.now`), by which the key is stamped and judged abandoned."""
+    (`TurnState.now`), by which the key is stamped (made and claimed) and judged abandoned."""
     if not _VALID_KEY.fullmatch(key):
         raise exceptions.InvalidIdempotencyKey()
     try:
         with transaction.atomic():
             return IdempotencyKey.objects.create(
-                user=user, key=key, fingerprint=fingerprint, updated_at=now
+                user=user, key=key, fingerprint=fingerprint, created_at=now, updated_at=now
             )
     except IntegrityError:
         pass
@@ -248,8 +248,10 @@ def idempotency_release(*, record: IdempotencyKey) -> None:
 
 
 def idempotency_keys_prune(*, older_than_hours: float, dry_run: bool = False) -> int:
-    cutoff = timezone.now() - timedelta(hours=older_than_hours)
-    old = IdempotencyKey.objects.filter(created_at__lt=cutoff)
+    """Delete the keys made more than `older_than_hours` ago by the database's clock, the one
+    they are stamped by: by the pruning host's, one an hour ahead deleted keys an hour short of
+    their promised lifetime, and a retry within it ran its turn a second time."""
+    old = IdempotencyKey.objects.filter(created_at__lt=Now() - timedelta(hours=older_than_hours))
     if dry_run:
         return old.count()
     deleted, _ = old.delete()

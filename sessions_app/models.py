@@ -425,7 +425,10 @@ class IdempotencyKey(models.Model):
     turn = models.ForeignKey(
         Turn, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now)
+    # By the database's clock, as `updated_at`: the turn's (`TurnState.now`) when a request
+    # claims the key, the database's own default otherwise. Its lifetime (the hours promised,
+    # `prune_idempotency_keys`) is counted from it by the same clock, whichever host prunes.
+    created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

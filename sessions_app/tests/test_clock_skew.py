@@ -4,8 +4,10 @@ database's (and the test's own reads of it) is the right one. The same with two 
 one of them under libfaketime: `test_clock_skew_live`."""
 
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.apps import apps
 from django.core.management import call_command
 from django.db import connection
 from django.db.models.functions import Now
@@ -16,7 +18,6 @@ from sessions_app import events
 from sessions_app.idempotency import request_fingerprint
 from sessions_app.models import (
     IdempotencyKey,
-    Message,
     Turn,
     TurnFailure,
     TurnStatus,
@@ -33,11 +34,20 @@ pytestmark = pytest.mark.django_db
 
 def _skew(monkeypatch, settings, sign: int) -> None:
     """This host's clock a minute past the stale limit ahead (1) or behind (-1)."""
-    off = sign * timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 60)
+    _host_clock_off(
+        monkeypatch, sign * timedelta(seconds=settings.PANTHEON_TURN_STALE_SECONDS + 60)
+    )
+
+
+def _host_clock_off(monkeypatch, off: timedelta) -> None:
+    """This host's clock `off` from the database's, as libfaketime puts it: `timezone.now`, and
+    every field default that is that function itself (taken when its model was defined)."""
     real = timezone.now
     monkeypatch.setattr(timezone, "now", lambda: real() + off)
-    # A field's default is the function itself, taken when the model was defined.
-    monkeypatch.setattr(Message._meta.get_field("created_at"), "_get_default", timezone.now)
+    for model in apps.get_models():
+        for field in model._meta.concrete_fields:
+            if field.default is real:
+                monkeypatch.setattr(field, "_get_default", timezone.now)
 
 
 def _database_now():
@@ -206,3 +216,43 @@ def test_a_host_behind_stamps_its_idempotency_key_by_the_database_clock(
     key = IdempotencyKey.objects.get()
     for stamp in (*stamps, key.updated_at):
         assert before <= stamp <= after
+
+
+def test_a_host_behind_makes_its_idempotency_key_by_the_database_clock(
+    owner, owner_client, ada, make_session, fake_gateway, settings, monkeypatch
+):
+    """The key's lifetime counts from its `created_at`: a host behind made its keys minutes
+    in the past, and the nightly prune deleted them that much short of the hours promised."""
+    session = make_session(owner, agent=ada)
+    _skew(monkeypatch, settings, -1)
+    before = _database_now()
+
+    response = _post_with_key(owner_client, session)
+
+    assert response.status_code == 201
+    assert before <= IdempotencyKey.objects.get().created_at <= _database_now()
+
+
+def test_a_prune_on_a_host_ahead_keeps_the_keys_for_the_hours_promised(
+    owner, settings, monkeypatch
+):
+    """A host an hour ahead counted the keys' age by its clock: `prune_idempotency_keys`
+    deleted keys made 23 h 30 min before (of 24 h promised), and a client's retry within the
+    promise ran its turn a second time."""
+    hours = settings.PANTHEON_IDEMPOTENCY_KEY_HOURS
+    now = _database_now()
+    for key, age in (("young", hours - 0.5), ("old", hours + 0.5)):
+        IdempotencyKey.objects.create(
+            user=owner,
+            key=key,
+            fingerprint="f" * 64,
+            created_at=now - timedelta(hours=age),
+            updated_at=now - timedelta(hours=age),
+        )
+    _host_clock_off(monkeypatch, timedelta(hours=1))
+    out = StringIO()
+
+    call_command("prune_idempotency_keys", stdout=out)
+
+    assert out.getvalue() == f"Deleted 1 idempotency key(s) older than {hours:g} hours.\n"
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["young"]

@@ -11,8 +11,9 @@ class Command(ProjectCommand):
         # The lifetime in force, read when the help is asked for (not the setting's default).
         return (
             "Delete Idempotency-Keys older than --older-than hours (default "
-            f"PANTHEON_IDEMPOTENCY_KEY_HOURS, here {settings.PANTHEON_IDEMPOTENCY_KEY_HOURS:g}): "
-            "retries after that run as new requests. Prints one line; with -v 0 nothing "
+            f"PANTHEON_IDEMPOTENCY_KEY_HOURS, here {settings.PANTHEON_IDEMPOTENCY_KEY_HOURS:g}), "
+            "counted by the database's clock, which stamps them, not this host's: retries "
+            "after that run as new requests. Prints one line; with -v 0 nothing "
             "unless --dry-run (its count). Exit 0 when done, 2 on a usage error (a malformed "
             "--older-than, or one less than the promised lifetime, which is refused), 3 when "
             "the database fails."
