@@ -381,18 +381,20 @@ def _plan(
 ) -> TurnPlan:
     # Every seat's alias: the prompts name only the agents who can answer (`prompt_roster`).
     aliases = {model_alias_override or agent.model_alias for agent in roster}
+    state = TurnState.of(session)
     # The manager and the summarizer are loaded with the rest (one query); the summarizer
-    # never blocks a turn.
+    # never blocks a turn. The list in force by the turn's clock, which stamps its calls.
     pricing = usage_selectors.alias_pricing(
         aliases=[
             *aliases,
             settings.PANTHEON_MANAGER_MODEL_ALIAS,
             settings.PANTHEON_SUMMARIZER_MODEL_ALIAS,
-        ]
+        ],
+        at=state.now(),
     )
     return TurnPlan(
         session=session,
-        state=TurnState.of(session),
+        state=state,
         user=user,
         user_input=user_input,
         mode=mode,

@@ -16,7 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 from django.http import HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -370,7 +370,8 @@ class PricingVersionAdmin(PriceListPagesAdmin):
     actions = ["copy_as_new_list"]
 
     def get_queryset(self, request):
-        # When the list that starts next takes over from each: its state, in the same query.
+        # When the list that starts next takes over from each: its state, in the same query,
+        # as is the database's clock, by which the turns pick the list in force.
         successor = PricingVersion.objects.filter(effective_from__gt=OuterRef("effective_from"))
         return (
             super()
@@ -380,14 +381,17 @@ class PricingVersionAdmin(PriceListPagesAdmin):
                 superseded_at=Subquery(
                     successor.order_by("effective_from").values("effective_from")[:1]
                 ),
+                read_at=Now(),
             )
         )
 
     @admin.display(description="state (UTC)")
     def state(self, version) -> str:
         """In force now, scheduled, or superseded: the newest list already in effect prices
-        every call, so a list scheduled after another takes over from it at its start."""
-        now, ends = timezone.now(), version.superseded_at
+        every call, so a list scheduled after another takes over from it at its start. Now is
+        the database's clock (read with the list), by which the turns pick the list in force:
+        by this host's, a host minutes ahead said a list in force minutes before it was."""
+        now, ends = version.read_at, version.superseded_at
         until = "" if ends is None else f" until {moment(ends)}"
         if version.effective_from > now:
             return badge("info", f"scheduled from {moment(version.effective_from)}{until}")

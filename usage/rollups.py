@@ -21,7 +21,13 @@ from orchestration.metering import round_money
 from sessions_app.models import TurnStatus
 from sessions_app.selectors import stale_in_database
 from usage.models import CallStatus, DailyUsageRollup, LlmCallEvent, MonthlyUsage, RollupCoverage
-from usage.selectors import UNPRICED_CALLS, ledger_total_sums, month_of, next_month_start
+from usage.selectors import (
+    UNPRICED_CALLS,
+    database_now,
+    ledger_total_sums,
+    month_of,
+    next_month_start,
+)
 
 # DailyUsageRollup's columns in the order `ledger_daily_sums` selects them.
 ROLLUP_KEY_COLUMNS = ("day", "user_id", "model_alias")
@@ -72,12 +78,8 @@ def database_today() -> date:
     (`TurnState.now`): one query, read once by each run of the nightly commands, which decide
     by it which days are whole. By a host's own clock, a host minutes ahead that ran
     `rollup_usage` just after its midnight closed a day the database was still in, and the
-    calls stamped later that day showed as drift. SQLite's clock is its host's."""
-    if connection.vendor != "postgresql":
-        return today()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT (statement_timestamp() AT TIME ZONE 'UTC')::date")
-        return cursor.fetchone()[0]
+    calls stamped later that day showed as drift."""
+    return database_now().astimezone(UTC).date()
 
 
 def ledger_daily_sums(*, since: date | None, until: date) -> QuerySet:

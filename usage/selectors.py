@@ -7,8 +7,18 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, Max, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    F,
+    Max,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from pantheon.figures import plain_amount
@@ -37,6 +47,17 @@ UNPRICED_CALLS = Q(priced=False) & ~Q(status__in=UNMETERED_STATUSES)
 def priced_or_none(event: LlmCallEvent) -> bool | None:
     """Whether a call was priced; None for a pending or lost one, which had no usage to price."""
     return None if event.status in UNMETERED_STATUSES else event.priced
+
+
+def database_now() -> datetime:
+    """The database's clock, the one every host's turns stamp their calls by (`TurnState.now`):
+    one query, for the commands and pages that have no turn's clock to hand. SQLite's clock is
+    its host's."""
+    if connection.vendor != "postgresql":
+        return timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        return cursor.fetchone()[0]
 
 
 def model_aliases_enabled() -> QuerySet[ModelAlias]:
@@ -104,7 +125,7 @@ _ALIAS_PRICING_SQL = """
                id = (SELECT pricing_version_id FROM usage_llmcallevent
                      ORDER BY created_at DESC LIMIT 1) AS stamped
         FROM usage_pricingversion
-        WHERE effective_from <= %s ORDER BY effective_from DESC LIMIT 1
+        WHERE effective_from <= {now} ORDER BY effective_from DESC LIMIT 1
     )
     SELECT {columns}, active.id AS active_version_id, active.stamped AS active_stamped,
            COALESCE(price.credit_multiplier, active.default_multiplier) AS active_multiplier,
@@ -119,16 +140,25 @@ _ALIAS_PRICING_SQL = """
 """
 
 
-def alias_pricing(*, aliases: Iterable[str]) -> dict[str, AliasPricing]:
-    """The named aliases with their multiplier and prices in the active pricing version."""
+def alias_pricing(*, aliases: Iterable[str], at: datetime | None = None) -> dict[str, AliasPricing]:
+    """The named aliases with their multiplier and prices in the pricing version in force at
+    `at`: a turn's clock (`TurnState.now`, the database's, read with its session), else the
+    database's clock now. By a host's own clock, a host minutes ahead priced its turns by a
+    list scheduled to start minutes later, and one behind went on with the list it replaced."""
     names = sorted(set(aliases))
     if not names:
         return {}
+    params: list[Any] = []
+    if at is not None or connection.vendor != "postgresql":
+        # SQLite's clock is its host's.
+        now, params = "%s", [at or timezone.now()]
+    else:
+        now = "STATEMENT_TIMESTAMP()"
     sql = _ALIAS_PRICING_SQL.format(
-        columns=_ALIAS_COLUMNS, placeholders=", ".join(["%s"] * len(names))
+        now=now, columns=_ALIAS_COLUMNS, placeholders=", ".join(["%s"] * len(names))
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [timezone.now(), *names])
+        cursor.execute(sql, [*params, *names])
         rows = cursor.fetchall()
     # The alias's columns made a ModelAlias as its queryset makes one (its fields' converters
     # applied), without `Manager.raw`'s machinery: it worked out again, for every turn, which
@@ -238,9 +268,10 @@ def _as_uuid(value) -> UUID | None:
 
 
 def active_pricing_version(at: datetime | None = None) -> PricingVersion | None:
-    """The price list in force at `at` (default now): the newest already in effect."""
+    """The price list in force at `at` (default now, by the database's clock, which the turns
+    price their calls by: `alias_pricing`): the newest already in effect."""
     return (
-        PricingVersion.objects.filter(effective_from__lte=at or timezone.now())
+        PricingVersion.objects.filter(effective_from__lte=at or Now())
         .order_by("-effective_from")
         .first()
     )
@@ -248,9 +279,13 @@ def active_pricing_version(at: datetime | None = None) -> PricingVersion | None:
 
 def price_list_successor(version: PricingVersion) -> PricingVersion | None:
     """The list that takes over from `version`: the first to start after it (None: `version`
-    is the latest, and prices every call from its start on)."""
+    is the latest, and prices every call from its start on), with `scheduled`: whether its
+    start is still to come by the database's clock."""
     return (
         PricingVersion.objects.filter(effective_from__gt=version.effective_from)
+        .annotate(
+            scheduled=ExpressionWrapper(Q(effective_from__gt=Now()), output_field=BooleanField())
+        )
         .order_by("effective_from")
         .first()
     )
@@ -289,7 +324,8 @@ def price_list_superseded(
     if successor is None:
         return None
     starts = successor.effective_from.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    scheduled = successor.effective_from > timezone.now()
+    # By the database's clock, as the turns price by it (an annotation of the read).
+    scheduled = bool(successor.scheduled)  # type: ignore[attr-defined]
     if scheduled:
         said = (
             f"{successor.name!r} is scheduled to take over from {version.name!r} at {starts} "

@@ -25,7 +25,13 @@ from usage.models import (
     validate_credit_cap,
 )
 from usage.price_rules import cached_input_refusal
-from usage.selectors import AliasPricing, active_pricing_version, model_alias_named, month_of
+from usage.selectors import (
+    AliasPricing,
+    active_pricing_version,
+    database_now,
+    model_alias_named,
+    month_of,
+)
 
 
 def model_alias_set(
@@ -393,7 +399,9 @@ def _price_list_for(name: str | None) -> tuple[PricingVersion, bool]:
         return version, False
     version = PricingVersion(
         name=name,
-        effective_from=timezone.now(),
+        # In force from now by the database's clock, by which the turns pick the list in force
+        # (`alias_pricing`): by this host's, a host minutes ahead started it minutes late.
+        effective_from=database_now(),
         default_multiplier=active.default_multiplier if active else Decimal("1.0"),
     )
     # The name's uniqueness is the database's to decide: a list another run commits after the

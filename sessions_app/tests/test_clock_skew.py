@@ -4,6 +4,7 @@ database's (and the test's own reads of it) is the right one. The same with two 
 one of them under libfaketime: `test_clock_skew_live`."""
 
 from datetime import timedelta
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -26,8 +27,8 @@ from sessions_app.models import (
 from sessions_app.selectors import session_for_turn
 from sessions_app.tests.conftest import direct_turn, direct_turn_in_flight
 from sessions_app.turns import TurnRunner, turn_prepare
-from usage.models import LlmCallEvent, MonthlyUsage
-from usage.selectors import month_start, next_month_start
+from usage.models import LlmCallEvent, MonthlyUsage, PricingVersion
+from usage.selectors import active_pricing_version, alias_pricing, month_start, next_month_start
 
 pytestmark = pytest.mark.django_db
 
@@ -256,3 +257,66 @@ def test_a_prune_on_a_host_ahead_keeps_the_keys_for_the_hours_promised(
 
     assert out.getvalue() == f"Deleted 1 idempotency key(s) older than {hours:g} hours.\n"
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["young"]
+
+
+def _price_list(name: str, *, starts_in: float) -> PricingVersion:
+    """A list starting `starts_in` seconds from now by the database's clock (less: ago)."""
+    return PricingVersion.objects.create(
+        name=name,
+        effective_from=_database_now() + timedelta(seconds=starts_in),
+        default_multiplier=Decimal("3"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("sign", "starts_in", "in_force"),
+    [(+1, 60, "2026-11 list"), (-1, -60, "next")],
+    ids=["ahead, a list to start in a minute", "behind, a list started a minute ago"],
+)
+def test_a_host_off_prices_its_calls_by_the_list_in_force_by_the_database_clock(
+    owner, ada, make_session, fake_gateway, settings, monkeypatch, sign, starts_in, in_force
+):
+    """A host ahead priced its calls by a list scheduled to start minutes later (its credits
+    tripled before the announced start), and a host behind went on with the list it replaced
+    for as long."""
+    _price_list("next", starts_in=starts_in)
+    _skew(monkeypatch, settings, sign)
+
+    outcome, _ = direct_turn(owner, make_session(owner, agent=ada), fake_gateway)
+
+    call = LlmCallEvent.objects.get(turn=outcome.turn)
+    assert call.pricing_version.name == in_force
+
+
+def test_a_new_price_list_set_on_a_host_ahead_is_in_force_at_once(owner, settings, monkeypatch):
+    """`set_model_price --version NEW` says "new price list, in force from now": a host eleven
+    minutes ahead started it eleven minutes after the command returned."""
+    _skew(monkeypatch, settings, +1)
+    call_command(
+        "set_model_price", "deepseek", "--version", "next", "--input", "1", "--output", "2",
+        stdout=StringIO(),
+    )  # fmt: skip
+    monkeypatch.undo()  # the other hosts, their clocks right
+
+    assert active_pricing_version().name == "next"
+    assert alias_pricing(aliases=["deepseek"])["deepseek"].output_usd_per_mtok == Decimal("2")
+
+
+def test_set_model_price_on_a_host_behind_says_a_list_started_has_taken_over(
+    owner, settings, monkeypatch
+):
+    """A list started a minute ago prices every new call; a host eleven minutes behind said it
+    was scheduled to take over, ten minutes from then."""
+    _price_list("next", starts_in=-60)
+    _skew(monkeypatch, settings, -1)
+    err = StringIO()
+
+    call_command(
+        "set_model_price", "deepseek", "--version", "2026-11 list", "--output", "9",
+        stdout=StringIO(), stderr=err,
+    )  # fmt: skip
+
+    assert err.getvalue().startswith("Warning: '2026-11 list' was superseded by 'next' at "), (
+        err.getvalue()
+    )
+    assert "prices no new calls" in err.getvalue()

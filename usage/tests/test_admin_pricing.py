@@ -934,6 +934,29 @@ def test_the_price_lists_list_says_which_list_is_in_force_and_which_is_scheduled
     assert f"superseded since {seeded.effective_from:%Y-%m-%d %H:%M:%S}" in rows[old.name]
 
 
+def test_the_price_lists_list_on_a_host_behind_says_which_list_is_in_force_by_the_database_clock(
+    boss, monkeypatch
+):
+    """The turns pick the list in force by the database's clock: a console host eleven minutes
+    behind said a list started a minute ago was still scheduled, and the one it superseded in
+    force."""
+    seeded = active_pricing_version()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        started = cursor.fetchone()[0] - timedelta(minutes=1)
+    PricingVersion.objects.create(name="next", effective_from=started)
+    real = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real() - timedelta(minutes=11))
+
+    page = boss.get(url(PricingVersion, "changelist")).content.decode()
+
+    rows = {name: re.search(rf">{re.escape(name)}</a>.*?</tr>", page, re.S)[0] for name in (
+        seeded.name, "next"
+    )}  # fmt: skip
+    assert ">in force now</span>" in rows["next"]
+    assert f"superseded since {started:%Y-%m-%d %H:%M:%S}" in rows[seeded.name]
+
+
 def test_a_list_saved_that_a_scheduled_one_will_supersede_says_which_and_when(boss, owner):
     """The trap, in the console: a copy in effect tomorrow, and a new list started sooner with
     premium's output at $16: tomorrow the copy takes over, at $15, and nothing said so."""
