@@ -101,7 +101,8 @@ PURGE_BATCH = 200
 
 
 def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
-    """Delete for good what users deleted before `deleted_before`: the sessions soft-deleted
+    """Delete for good what users deleted before `deleted_before` (a moment, or an expression
+    of the database's clock such as `Now() - timedelta(days=30)`): the sessions soft-deleted
     (theirs or their room's), with their turns, messages, summaries, context audits and the
     `Idempotency-Key` answers of their turns (which quote the answers), and the rooms, with
     their seats. The ledger keeps every row and figure, its references to them cleared (its

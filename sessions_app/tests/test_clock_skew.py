@@ -19,6 +19,7 @@ from sessions_app import events
 from sessions_app.idempotency import request_fingerprint
 from sessions_app.models import (
     IdempotencyKey,
+    Session,
     Turn,
     TurnFailure,
     TurnStatus,
@@ -320,3 +321,26 @@ def test_set_model_price_on_a_host_behind_says_a_list_started_has_taken_over(
         err.getvalue()
     )
     assert "prices no new calls" in err.getvalue()
+
+
+def test_a_purge_on_a_host_ahead_keeps_chats_deleted_less_than_the_days_asked(
+    owner, ada, make_session, monkeypatch
+):
+    """`purge_deleted_chats --older-than 1` (a day after a user asked to be forgotten, and the
+    least: a cancelled turn's provider may still answer): a host an hour ahead purged a chat
+    deleted 23 h 30 min before."""
+    now = _database_now()
+    deleted = {}
+    for name, hours in (("recent", 23.5), ("old", 24.5)):
+        session = make_session(owner, agent=ada)
+        Session.objects.filter(pk=session.pk).update(deleted_at=now - timedelta(hours=hours))
+        deleted[name] = session.pk
+    _host_clock_off(monkeypatch, timedelta(hours=1))
+    out = StringIO()
+
+    call_command("purge_deleted_chats", "--older-than", "1", stdout=out)
+
+    assert out.getvalue().startswith("Deleted 1 session(s)"), out.getvalue()
+    assert list(Session.objects.filter(pk__in=deleted.values()).values_list("pk", flat=True)) == [
+        deleted["recent"]
+    ]
