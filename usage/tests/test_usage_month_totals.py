@@ -16,6 +16,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from pantheon.testing.admin import client_for
 from usage import dashboard
@@ -257,3 +258,22 @@ def test_it_writes_nothing_not_even_the_rollups_cache(month, monkeypatch):
     ]
     assert writes == []
     assert LlmCallEvent.objects.count() == ledger_rows
+
+
+def test_a_host_ahead_at_the_months_end_says_the_month_still_under_way(owner, monkeypatch):
+    """The database's clock stamps the ledger: a host whose clock already read the next month
+    said the month closed ("under_way": false, no "under way" in the summary) while its calls
+    went on coming in, and took the next month for begun (its report of zeros)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        database_now = cursor.fetchone()[0]
+    this_month = month_of(database_now)
+    real = timezone.now
+    ahead = next_month_start(database_now) - database_now + timedelta(seconds=30)
+    monkeypatch.setattr(timezone, "now", lambda: real() + ahead)
+
+    assert as_json("--month", f"{this_month:%Y-%m}")["under_way"] is True
+    assert "; under way: to now)" in totals("--month", f"{this_month:%Y-%m}")
+    with pytest.raises(CommandError, match="has not begun") as refused:
+        call_command("usage_month_totals", month=f"{month_of(real() + ahead):%Y-%m}")
+    assert refused.value.returncode == 2

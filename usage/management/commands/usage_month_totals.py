@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from pantheon.commands import ProjectCommand, begun_month
 from pantheon.figures import counted
 from usage.dashboard import FIGURES, Figures, UsageRow, figure_text, per_user_csv, users_billed
-from usage.rollups import day_start, today
+from usage.rollups import database_today, day_start
 from usage.selectors import next_month_start
 
 # The table's columns after the username: the user's id, then the CSV's figures (cost before
@@ -41,8 +41,9 @@ class Command(ProjectCommand):
         "the user (agent answers, routing, summaries) whatever its outcome (completed, failed, "
         "under way or lost), as GET usage and the dashboard count them; the monthly counters "
         "count completed calls only. Input tokens include cached ones and a lost call's "
-        "estimate; amounts are exact, to the ledger's 10 decimals. The month under way is "
-        "reported to now. Reads only, on one snapshot: writes nothing. Prints to stdout. Exit "
+        "estimate; amounts are exact, to the ledger's 10 decimals. The month under way (by "
+        "the database's clock, which stamps the ledger) is reported to now. Reads only, on "
+        "one snapshot: writes nothing. Prints to stdout. Exit "
         "0 when done, 1 when no user has the --user username, 2 on a usage error (a --month "
         "malformed, no such month or not begun yet), 3 when the database fails."
     )
@@ -76,6 +77,15 @@ class Command(ProjectCommand):
         end = (next_month_start(day_start(month)) - timedelta(days=1)).date()
         username = user or ""
         with _snapshot():
+            # Today by the database's clock, which stamps the ledger: by this host's, one
+            # minutes ahead at a month's end said the month closed while its calls went on.
+            today = database_today()
+            if month > today:
+                raise CommandError(
+                    f"{month:%Y-%m} has not begun: nothing to report yet (this month is "
+                    f"{today:%Y-%m} UTC, by the database's clock).",
+                    returncode=2,  # a usage error, as the parser's own
+                )
             if username and not get_user_model().objects.filter(username=username).exists():
                 raise CommandError(f"No user has the username {username!r}.", returncode=1)
             report = users_billed(start=month, end=end, username=username, cached=False)
@@ -86,7 +96,7 @@ class Command(ProjectCommand):
                 "month": f"{month:%Y-%m}",
                 "from": month.isoformat(),
                 "to": end.isoformat(),  # the month's last day, included
-                "under_way": end >= today(),
+                "under_way": end >= today,
                 "user": username or None,
                 "users": [
                     {"username": row.username, "user_id": row.user_id, **_figures(row.figures)}
@@ -97,7 +107,7 @@ class Command(ProjectCommand):
             self.stdout.write(json.dumps(document, indent=2, ensure_ascii=False))
         else:
             self.stdout.write(_table(report.rows, report.totals))
-            self.stdout.write(_summary(month, end, len(report.rows)))
+            self.stdout.write(_summary(month, end, len(report.rows), under_way=end >= today))
 
 
 @contextmanager
@@ -138,10 +148,10 @@ def _table(rows: list[UsageRow], totals: Figures) -> str:
     )
 
 
-def _summary(month: date, end: date, users: int) -> str:
-    under_way = "; under way: to now" if end >= today() else ""
+def _summary(month: date, end: date, users: int, *, under_way: bool) -> str:
+    to_now = "; under way: to now" if under_way else ""
     return (
-        f"{month:%Y-%m} (UTC, {month} to {end}{under_way}): {counted(users, 'user')} with calls.\n"
+        f"{month:%Y-%m} (UTC, {month} to {end}{to_now}): {counted(users, 'user')} with calls.\n"
         "Calls: every LLM call in the ledger (agent, routing, summary; completed, failed, under "
         "way or lost),\nas the billing dashboard's per-user CSV and GET usage count them. "
         "Amounts exact: provider cost in USD, credits."
