@@ -5,7 +5,7 @@ Staff only (the admin site wraps these views), and only for who may read the led
 """
 
 import csv
-from datetime import timedelta
+from datetime import date, timedelta
 from urllib.parse import urlencode
 
 from django import forms
@@ -29,7 +29,7 @@ from usage.dashboard import (
     users_billed,
 )
 from usage.models import ModelAlias
-from usage.rollups import day_start, today
+from usage.rollups import database_today, day_start
 from usage.selectors import month_of
 from usage.serializers import EARLIEST_MOMENT, LATEST_MOMENT
 
@@ -108,8 +108,9 @@ class BillingFilterForm(forms.Form):
         error_messages={"invalid_choice": "rows is 'user' (one row per user) or left out."},
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, today: date, **kwargs):
         super().__init__(*args, **kwargs)
+        self.today = today  # by the database's clock, as the page read it
         aliases = ModelAlias.objects.order_by("alias").values_list("alias", flat=True)
         self.fields["alias"].choices = [("", "all aliases"), *((a, a) for a in aliases)]
 
@@ -117,7 +118,7 @@ class BillingFilterForm(forms.Form):
         data = super().clean()
         if self.errors:  # a day out of range: nothing to compute a window from
             return data
-        end = data.get("end") or today()
+        end = data.get("end") or self.today
         start = data.get("start") or max(end - timedelta(days=DEFAULT_DAYS - 1), FIRST_DAY)
         if start > end:
             raise forms.ValidationError("The first day must not be after the last.")
@@ -139,9 +140,11 @@ class BillingAccess(View):
     def filters(self, request) -> BillingFilterForm:
         """The filters as sent, the range's missing days filled in as the report takes them
         (the 30 days to the last day, or to today) so the form shows what it reports: with only
-        the last day given, the From box stayed empty above a report of 30 days."""
+        the last day given, the From box stayed empty above a report of 30 days. Today is the
+        database's, which stamps the ledger (one query): by this host's, one minutes ahead
+        after its midnight showed an empty today, the day's calls in the bar before it."""
         data = {key: value for key, value in request.GET.items() if value}
-        form = BillingFilterForm(data)
+        form = BillingFilterForm(data, today=database_today())
         if ("start" not in data or "end" not in data) and form.is_valid():
             # Shown, not checked again: its boxes render what `data` holds.
             days = {name: form.cleaned_data[name].isoformat() for name in ("start", "end")}
@@ -168,8 +171,13 @@ class BillingDashboardView(BillingAccess):
         if not form.is_valid():
             return TemplateResponse(request, self.template_name, context, status=400)
         data = form.cleaned_data
+        today = form.today
         report = billing_report(
-            start=data["start"], end=data["end"], username=data["user"], model_alias=data["alias"]
+            start=data["start"],
+            end=data["end"],
+            username=data["user"],
+            model_alias=data["alias"],
+            today_is=today,
         )
         query = {"start": data["start"], "end": data["end"]}
         query.update({key: data[key] for key in ("user", "alias") if data[key]})
@@ -197,12 +205,12 @@ class BillingDashboardView(BillingAccess):
                     for row in report.rows[:TABLE_ROWS]
                 ],
                 "hidden_rows": max(0, len(report.rows) - TABLE_ROWS),
-                "chart": daily_bar_chart(report.daily_credits, highlight=today()),
+                "chart": daily_bar_chart(report.daily_credits, highlight=today),
                 "export_url": f"{export}?{urlencode(query)}",
                 "export_by_user_url": f"{export}?{urlencode(query | {'rows': 'user'})}",
-                "months": calendar_months(),
+                "months": calendar_months(today),
                 "days": (data["end"] - data["start"]).days + 1,
-                "today": today(),
+                "today": today,
                 # Figures of 0 for a name nobody has: say so, rather than let them pass as
                 # that user's (and offer no export, which refuses it).
                 "unknown_user": unknown_user(data["user"]),
@@ -241,9 +249,9 @@ class BillingExportView(BillingAccess):
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         if by_user:
             # Shared with `usage_month_totals --format csv`: the same file from a shell.
-            per_user_csv(response, users_billed(**filters).rows)
+            per_user_csv(response, users_billed(**filters, today_is=form.today).rows)
             return response
-        report = billing_report(**filters, with_activity=False)
+        report = billing_report(**filters, with_activity=False, today_is=form.today)
         writer = csv.writer(response)
         # The user's id last (added after the others: positions stay): a username can change,
         # or be given to someone else after a delete.
@@ -261,13 +269,13 @@ class BillingExportView(BillingAccess):
         return response
 
 
-def calendar_months() -> dict[str, dict[str, str]]:
+def calendar_months(today: date) -> dict[str, dict[str, str]]:
     """This calendar month (UTC) to today and the whole last one, as the page's links take
     them: the months the caps, `GET usage` and the monthly counters count."""
-    this_start = month_of()
+    this_start = today.replace(day=1)
     last_start = month_of(day_start(this_start - timedelta(days=1)))
     return {
-        "this": {"start": this_start.isoformat(), "end": today().isoformat()},
+        "this": {"start": this_start.isoformat(), "end": today.isoformat()},
         "last": {
             "start": last_start.isoformat(),
             "end": (this_start - timedelta(days=1)).isoformat(),

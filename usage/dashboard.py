@@ -25,7 +25,7 @@ from django.db.models.functions import TruncDate
 from pantheon.figures import fixed_point
 from sessions_app.models import Turn
 from usage.models import DailyUsageRollup, LlmCallEvent, RollupCoverage, UsageTotals
-from usage.rollups import ROLLUP_VALUE_COLUMNS, day_start, today
+from usage.rollups import ROLLUP_VALUE_COLUMNS, database_today, day_start, today
 from usage.selectors import UNPRICED_CALLS, ledger_total_sums
 
 FIGURES = ROLLUP_VALUE_COLUMNS
@@ -104,13 +104,15 @@ class Sources:
     rollups_to: date | None = None  # the last day read from the rollups (None: unbounded)
 
 
-def _sources(*, start: date | None, end: date | None, username: str, model_alias: str) -> Sources:
+def _sources(
+    *, start: date | None, end: date | None, username: str, model_alias: str, today: date
+) -> Sources:
     """Rollups for the whole past days they cover (`RollupCoverage`), the ledger for today and
     any day after them (so a late `rollup_usage` never hides a day). None bounds: from the
     first / to the last."""
     coverage = RollupCoverage.objects.filter(pk=1).values_list("until", "rebuilt_at").first()
     covered, generation = coverage or (None, None)
-    boundary = None if covered is None else min(today(), covered)
+    boundary = None if covered is None else min(today, covered)
     if boundary is not None and start is not None:
         boundary = max(boundary, start)
     rollups = ledger = None
@@ -148,8 +150,12 @@ def usage_totals_between(
 ) -> tuple[Figures, Sources]:
     """The totals of the days start..end (UTC, both included; None: unbounded), from the
     rollups and the ledger after them: two small reads however long the ledger is. With them,
-    where they were read from, for the page to say."""
-    sources = _sources(start=start, end=end, username=username, model_alias=model_alias)
+    where they were read from, for the page to say. Today is this host's here, no query: the
+    rollups reach no further than the database's today (`rollup_usage`), so a host behind only
+    reads a day more from the ledger, and one ahead the same days."""
+    sources = _sources(
+        start=start, end=end, username=username, model_alias=model_alias, today=today()
+    )
     totals = Figures()
     with page_reads():
         if sources.rollups is not None:
@@ -167,11 +173,15 @@ def billing_report(
     model_alias: str = "",
     with_activity: bool = True,
     cached: bool = True,
+    today_is: date | None = None,
 ) -> Report:
     """Usage per user × alias and per day for the days start..end (UTC, both included), and
     the active users; without `with_activity` (the export) only the per-pair table. Without
     `cached` the rollups' sums are read and not kept in the cache (a database table): the
-    same query, for a reader that writes nothing (`usage_month_totals`)."""
+    same query, for a reader that writes nothing (`usage_month_totals`). `today_is`: today by
+    the database's clock, which stamps the ledger, as the page read it (read here if not
+    given: `database_today`)."""
+    today_is = today_is or database_today()
     # Figures travel as tuples in FIGURES order: thousands of (user, alias) pairs are merged
     # here, and tuples keep that (and the cache) cheap.
     by_pair: dict[tuple[int, str], tuple] = {}
@@ -186,7 +196,9 @@ def billing_report(
             by_pair[user_id, alias] = tuple(figures)
 
     with page_reads():
-        sources = _sources(start=start, end=end, username=username, model_alias=model_alias)
+        sources = _sources(
+            start=start, end=end, username=username, model_alias=model_alias, today=today_is
+        )
         if sources.rollups is not None:
             key = ":".join(
                 str(part)
@@ -235,7 +247,7 @@ def billing_report(
         )
         # Counted back from the last day, or from today for a range that ends later: days to
         # come have no turns, and a week counted back from one said 0 active users.
-        active_on = min(end, today())
+        active_on = min(end, today_is)
         active = active_users(on=active_on) if with_activity else {}
     rows = [
         UsageRow(user_id, usernames.get(user_id, f"#{user_id}"), alias, Figures(*figures))
@@ -259,7 +271,13 @@ def billing_report(
 
 
 def users_billed(
-    *, start: date, end: date, username: str = "", model_alias: str = "", cached: bool = True
+    *,
+    start: date,
+    end: date,
+    username: str = "",
+    model_alias: str = "",
+    cached: bool = True,
+    today_is: date | None = None,
 ) -> Report:
     """What to invoice each user for the days start..end (UTC, both included): the billing
     report's rows per user × alias summed per user (their alias empty), by username, and its
@@ -272,6 +290,7 @@ def users_billed(
         model_alias=model_alias,
         with_activity=False,
         cached=cached,
+        today_is=today_is,
     )
     users: dict[int, UsageRow] = {}
     for row in report.rows:

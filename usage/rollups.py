@@ -68,8 +68,8 @@ def day_start(day: date) -> datetime:
 
 
 def today() -> date:
-    """The UTC day by this host's clock: what the billing pages call today (a range's default
-    end, its highlighted bar). Which days are past for the ledger is `database_today`'s."""
+    """The UTC day by this host's clock. Which days are past for the ledger, and which is
+    today on the billing pages, is `database_today`'s."""
     return timezone.now().astimezone(UTC).date()
 
 

@@ -5,7 +5,7 @@ import csv
 import io
 import re
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import pairwise
 
@@ -16,6 +16,7 @@ from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from pantheon.testing.admin import client_for
 from sessions_app.models import Turn
@@ -814,3 +815,27 @@ def test_a_long_axis_label_is_written_in_full():
     assert chart.gridlines[-1].label == "100,000,000"
     assert chart.plot_left - 8 >= 7 * len("100,000,000")
     assert chart.bars[0].x >= chart.plot_left
+
+
+def test_a_host_ahead_past_midnight_shows_the_databases_today(
+    make_operator, owner, ledger_row, monkeypatch
+):
+    """The ledger is stamped by the database's clock: a console host minutes ahead, already in
+    the next day, showed that day as today (its bar empty, highlighted) and the day's calls in
+    the bar before it, and its "this month" link ran to a day not begun."""
+    client = client_for(make_operator("Analyst"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        now = cursor.fetchone()[0]
+    ledger_row(owner, at=now, credits=Decimal("0.75"))
+    day = now.date()
+    ahead = datetime.combine(day + timedelta(days=1), time(0, 0, 30), tzinfo=UTC) - now
+    real = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real() + ahead)
+
+    page = client.get(reverse(DASHBOARD))
+
+    report = page.context["report"]
+    assert report.end == day
+    assert report.daily_credits[-1] == (day, Decimal("0.75"))
+    assert page.context["months"]["this"]["end"] == day.isoformat()

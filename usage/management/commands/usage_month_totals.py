@@ -88,7 +88,9 @@ class Command(ProjectCommand):
                 )
             if username and not get_user_model().objects.filter(username=username).exists():
                 raise CommandError(f"No user has the username {username!r}.", returncode=1)
-            report = users_billed(start=month, end=end, username=username, cached=False)
+            report = users_billed(
+                start=month, end=end, username=username, cached=False, today_is=today
+            )
         if format == "csv":
             per_user_csv(self.stdout, report.rows)
         elif format == "json":
