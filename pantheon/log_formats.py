@@ -9,6 +9,7 @@ gunicorn's and uvicorn's own included.
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 
@@ -49,13 +50,15 @@ SHORTEST_SECRET = 8
 REDACTED = "***"
 
 
+def _secret_variables(environ: Mapping[str, str]):
+    for name, value in environ.items():
+        if name.upper().endswith(SECRET_NAME_ENDINGS) and len(value.strip()) >= SHORTEST_SECRET:
+            yield name, value.strip()
+
+
 def secret_values(environ: Mapping[str, str]) -> list[str]:
     """The secrets among `environ`'s values, longest first (one inside another goes with it)."""
-    values = {
-        value.strip()
-        for name, value in environ.items()
-        if name.upper().endswith(SECRET_NAME_ENDINGS) and len(value.strip()) >= SHORTEST_SECRET
-    }
+    values = {value for _, value in _secret_variables(environ)}
     return sorted(values, key=len, reverse=True)
 
 
@@ -66,17 +69,97 @@ def redacted(text: str, secrets: list[str]) -> str:
     return text
 
 
+# What a record has of its own (and the two its formatters set, afresh for each line), and the
+# ids `pantheon.logging_context` stamps on it (ours, or a request id of letters, digits and
+# `._:+=/-` that the client chose): any other attribute is a field of the line, given in
+# `extra` (a request line's path, a failed call's provider error), which the JSON formatter
+# writes.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "user_id",
+    "session_id",
+    "turn_id",
+}
+# Values that hold no text.
+_NO_TEXT = (int, float, type(None))
+# How deep a field's dicts and lists are looked into; deeper, a field is written as its text.
+_DEEPEST = 4
+
+
+def blotted(value: Any, secrets: list[str], depth: int = 0) -> Any:
+    """`value` with the secrets in it blotted out, as the JSON formatter writes it: a text, the
+    keys and values of a dict, the items of a list or tuple; any other value as its text (what
+    the formatter writes for an object it has no rule for: an exception, a URL) when a secret
+    is in it. `value` itself (never changed) when it holds none."""
+    if isinstance(value, str):
+        return redacted(value, secrets)
+    if isinstance(value, _NO_TEXT):
+        return value
+    if depth < _DEEPEST:
+        if isinstance(value, dict):
+            items = [
+                (blotted(key, secrets, depth + 1), blotted(item, secrets, depth + 1))
+                for key, item in value.items()
+            ]
+            if all(
+                new[0] is key and new[1] is item
+                for new, (key, item) in zip(items, value.items(), strict=True)
+            ):
+                return value
+            return dict(items)
+        if isinstance(value, list | tuple):
+            new_items = [blotted(item, secrets, depth + 1) for item in value]
+            if all(new is old for new, old in zip(new_items, value, strict=True)):
+                return value
+            return new_items
+    if isinstance(value, bytes):
+        text = value.decode(errors="replace")
+    elif isinstance(value, BaseException):  # as the formatter writes one
+        text = f"{type(value).__name__}: {value}"
+    else:
+        text = str(value)
+    clean = redacted(text, secrets)
+    return value if clean == text else clean
+
+
+def _blot_fields(fields: dict[str, Any], names: set[str], secrets: list[str]) -> None:
+    """Blot the secrets out of the record's fields `names`. Their texts are looked at as one
+    (a separator no variable's value holds between them): a line whose fields hold no secret,
+    nearly every one, costs one look for each secret."""
+    texts, looked_into = [], []
+    for name in names:
+        value = fields[name]
+        if type(value) is str:
+            texts.append(value)
+        elif not isinstance(value, _NO_TEXT):
+            looked_into.append(name)
+    joined = "\0".join(texts)
+    for secret in secrets:
+        if secret in joined:
+            looked_into = list(names)
+            break
+    for name in looked_into:
+        value = fields[name]
+        clean = blotted(value, secrets)
+        if clean is not value:
+            fields[name] = clean
+
+
 class SecretsFilter(logging.Filter):
     """On every handler that writes the log: no line holds a secret of the environment. A
     provider's error may quote the key it was sent (an "Incorrect API key provided: sk-…" with
-    the whole key, a proxy's page echoing the Authorization header), and so may a traceback.
+    the whole key, a proxy's page echoing the Authorization header), and so may a traceback,
+    or a field of a JSON line (`extra`: a provider's error text, a URL with its key).
     The gateway blots out the alias's own key from its lines, but a call of an alias without
     `api_key_env` carries whatever key litellm found in its provider's variable, which the
     gateway never sees, and litellm and the server write lines of their own. The environment
     is read as the process sets up its logging, and again only when it has gained variables
     (reading it at each line cost 25-30 µs a line): gunicorn's log is set up by the master,
     which never reads the checkout's `.env`; a worker's settings add its keys to the
-    environment later, and uvicorn's tracebacks, written by gunicorn's handlers, quoted them."""
+    environment later, and uvicorn's tracebacks, written by gunicorn's handlers, quoted them.
+    """
 
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
@@ -92,16 +175,22 @@ class SecretsFilter(logging.Filter):
         secrets = self.secrets
         if not secrets:
             return True
-        try:
-            message = record.getMessage()
-        except Exception:
-            # A line whose arguments do not fit its format: a filter's error would reach the
-            # code that logged (a handler's own is reported by logging and the program goes
-            # on). Its handler reports it, with the line's format and arguments; no secret
-            # is in it that the code did not pass.
-            return True
-        if (clean := redacted(message, secrets)) != message:
-            record.msg, record.args = clean, None
+        if isinstance(record.msg, dict) and not record.args:
+            # python-json-logger writes a dict logged as the line's fields.
+            record.msg = blotted(record.msg, secrets)
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:
+                # A line whose arguments do not fit its format: a filter's error would reach
+                # the code that logged (a handler's own is reported by logging and the program
+                # goes on). Its handler reports it, with the line's format and arguments; no
+                # secret is in it that the code did not pass.
+                return True
+            if (clean := redacted(message, secrets)) != message:
+                record.msg, record.args = clean, None
+        if extras := record.__dict__.keys() - _RECORD_ATTRIBUTES:
+            _blot_fields(record.__dict__, extras, secrets)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

@@ -181,3 +181,43 @@ def test_gunicorn_and_uvicorn_lines_hold_no_key_in_either_format(log_format):
     assert "Incorrect API key provided: ***" in written.stderr
     assert OPENAI_KEY not in written.stderr + written.stdout
     assert DOTENV_KEY not in written.stderr + written.stdout
+
+
+def test_a_key_in_a_json_lines_extra_fields_is_not_logged(monkeypatch):
+    """A JSON line writes each of a record's `extra` fields: the filter looked at the message,
+    traceback and stack alone, and a provider's error text or a URL put in a field was written
+    whole."""
+    output = console(monkeypatch, ACME_API_KEY=ALIAS_KEY)
+    refusal = RuntimeError(f"401 for key {ALIAS_KEY}")
+    logging.getLogger("orchestration.gateway").warning(
+        "a provider refused the call",
+        extra={
+            "provider_error": f"Incorrect API key provided: {ALIAS_KEY}",
+            "url": f"https://llm.example/v1?key={ALIAS_KEY}",
+            "attempts": 2,
+            "headers": {"authorization": f"Bearer {ALIAS_KEY}", "accept": "*/*"},
+            "tried": [f"https://llm.example/{ALIAS_KEY}", "https://other.example"],
+            "error": refusal,
+        },
+    )
+
+    [line] = lines(output)
+    assert ALIAS_KEY not in json.dumps(line)
+    assert line["provider_error"] == "Incorrect API key provided: ***"
+    assert line["url"] == "https://llm.example/v1?key=***"
+    assert line["attempts"] == 2
+    assert line["headers"] == {"authorization": "Bearer ***", "accept": "*/*"}
+    assert line["tried"] == ["https://llm.example/***", "https://other.example"]
+    assert line["error"] == "RuntimeError: 401 for key ***"
+    assert str(refusal) == f"401 for key {ALIAS_KEY}"  # the caller's objects are left alone
+
+
+def test_a_dict_logged_as_a_json_lines_fields_holds_no_key(monkeypatch):
+    output = console(monkeypatch, ACME_API_KEY=ALIAS_KEY)
+    fields = {"event": "refused", "detail": f"key {ALIAS_KEY}"}
+    logging.getLogger("pantheon.test").warning(fields)
+
+    [line] = lines(output)
+    assert line["event"] == "refused"
+    assert line["detail"] == "key ***"
+    assert fields["detail"] == f"key {ALIAS_KEY}"
