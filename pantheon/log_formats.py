@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as PythonJsonFormatter
 
 from pantheon import config
 
@@ -27,13 +28,31 @@ FORMATTERS = {
         "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     },
     "json": {
-        "()": "pythonjsonlogger.json.JsonFormatter",
+        "()": "pantheon.log_formats.JsonFormatter",
         "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(user_id)s "
         "%(session_id)s %(turn_id)s",
         "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         "reserved_attrs": [*RESERVED_ATTRS, "color_message", "litellm_redacted"],
     },
 }
+
+
+class JsonFormatter(PythonJsonFormatter):
+    """python-json-logger's formatter, which writes a record's exception from its `exc_text`
+    when that is set, as logging's own formatters do: `SecretsFilter` leaves the exception on
+    the record, for the handlers after it (Sentry's reports the exception object), and the
+    text to write, its secrets blotted out, in `exc_text`. python-json-logger formatted the
+    exception afresh from `exc_info`, secrets and all."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc_info = record.exc_info
+        if not (exc_info and record.exc_text):
+            return super().format(record)
+        record.exc_info = None  # the record is this thread's alone while its handlers run
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info = exc_info
 
 
 def log_format() -> str:
@@ -159,7 +178,11 @@ class SecretsFilter(logging.Filter):
     (reading it at each line cost 25-30 µs a line): gunicorn's log is set up by the master,
     which never reads the checkout's `.env`; a worker's settings add its keys to the
     environment later, and uvicorn's tracebacks, written by gunicorn's handlers, quoted them.
-    """
+
+    It changes the record's texts in place, which every handler after it writes alike, but
+    leaves the exception itself on the record: a handler added later (Sentry's) reports it.
+    The traceback this handler's formatter writes is the record's `exc_text`, secrets blotted
+    out (logging's formatters write it when it is set, and so does `JsonFormatter`)."""
 
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
@@ -194,8 +217,7 @@ class SecretsFilter(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            # The formatters write exc_text when there is no exc_info to format afresh.
-            record.exc_info, record.exc_text = None, redacted(record.exc_text, secrets)
+            record.exc_text = redacted(record.exc_text, secrets)
         if record.stack_info:
             record.stack_info = redacted(record.stack_info, secrets)
         return True

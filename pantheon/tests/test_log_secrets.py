@@ -221,3 +221,36 @@ def test_a_dict_logged_as_a_json_lines_fields_holds_no_key(monkeypatch):
     assert line["event"] == "refused"
     assert line["detail"] == "key ***"
     assert fields["detail"] == f"key {ALIAS_KEY}"
+
+
+class Kept(logging.Handler):
+    """A handler added after the console's, as Sentry's is: it reports the exception object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_handler_after_the_console_still_gets_the_exception(monkeypatch):
+    """The filter dropped the record's `exc_info` to have the JSON formatter write its
+    blotted text: a handler after it (Sentry's) got a record without its exception."""
+    output = console(monkeypatch, ACME_API_KEY=ALIAS_KEY)
+    kept = Kept()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [*logging.getLogger().handlers, kept])
+    try:
+        raise RuntimeError(f"upstream refused Bearer {ALIAS_KEY}")
+    except RuntimeError as error:
+        raised = error
+        logging.getLogger("sessions_app.api_turns").error("a detached turn failed", exc_info=True)
+
+    [line] = lines(output)
+    assert ALIAS_KEY not in json.dumps(line)
+    assert "RuntimeError: upstream refused Bearer ***" in line["exc_info"]
+    [record] = kept.records
+    assert record.exc_info is not None
+    assert record.exc_info[1] is raised
+    # What it writes of the traceback, with logging's own formatter, is blotted as well.
+    assert ALIAS_KEY not in logging.Formatter().format(record)
