@@ -29,7 +29,13 @@ environ.Env.read_env(os.path.join(_CHECKOUT, ".env"), overwrite=False)
 
 from pantheon import handoff, runner  # noqa: E402
 from pantheon.config import gunicorn_settings, refusal_stops  # noqa: E402
-from pantheon.log_formats import FORMATTERS, filter_secrets, log_format  # noqa: E402
+from pantheon.log_formats import (  # noqa: E402
+    FORMATTERS,
+    filter_secrets,
+    guessable_secrets,
+    log_format,
+    weak_secret,
+)
 
 # This is the production server: the settings (in collectstatic below and in every worker)
 # refuse what production must not run with (the laptop's secret key with DEBUG off).
@@ -148,6 +154,9 @@ def on_starting(server):
     answers 503 until it answers)."""
     from pantheon.collect_static import collect_static
 
+    # A secret anyone would guess is not blotted out of the log: said once, at the start.
+    for name in guessable_secrets(os.environ):
+        server.log.warning(weak_secret(name))
     collect_static(check_migrations=True)
 
 

@@ -11,6 +11,7 @@ from django.db.models.signals import post_save
 from pantheon import converters, logging_context
 from pantheon.checks import (
     check_cache_table,
+    check_guessable_secrets,
     check_password_change_revokes_tokens,
     check_published_demo_password,
     check_sections_fit_the_pool,
@@ -46,6 +47,7 @@ class PantheonConfig(AppConfig):
         checks.register(check_sections_fit_the_pool)
         checks.register(check_password_change_revokes_tokens, checks.Tags.security)
         checks.register(check_published_demo_password, checks.Tags.security, deploy=True)
+        checks.register(check_guessable_secrets, checks.Tags.security)
         connection_created.connect(install_replanning, dispatch_uid="pantheon-replanning")
         connection_created.connect(install_pool_check, dispatch_uid="pantheon-pool-check")
         # Models are loaded only now: the module imports the token's.

@@ -1,12 +1,15 @@
 """System checks on settings that only make sense together."""
 
 import math
+import os
 
 from django.conf import settings
 from django.core.checks import Warning as CheckWarning
 from django.core.checks.security import base as security_base
 from django.core.checks.security import csrf as security_csrf
 from django.utils.module_loading import import_string
+
+from pantheon.log_formats import SHORTEST_PASSPHRASE, guessable_secrets, weak_secret
 
 
 def longest_llm_call_seconds() -> float:
@@ -209,4 +212,19 @@ def check_published_demo_password(app_configs=None, **kwargs):
             "or deactivate it on the console's users page.",
             id="pantheon.W006",
         )
+    ]
+
+
+def check_guessable_secrets(app_configs=None, **kwargs):
+    """A secret anyone would guess (`POSTGRES_PASSWORD=postgres`) is not blotted out of the log
+    (`pantheon.log_formats.guessable`): it blanked that word in every line, and hides nothing.
+    It is named here, by its variable, so that an operator hears it is weak."""
+    return [
+        CheckWarning(
+            weak_secret(name),
+            hint=f"Letters, digits and signs, or a passphrase of {SHORTEST_PASSPHRASE} letters "
+            "or more.",
+            id="pantheon.W007",
+        )
+        for name in guessable_secrets(os.environ)
     ]

@@ -66,7 +66,20 @@ def log_format() -> str:
 # password. A shorter value is no key (a flag, a name) and would blot out words.
 SECRET_NAME_ENDINGS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 SHORTEST_SECRET = 8
+# A value of letters alone shorter than this is a word (`postgres`, `password`, `changeme`):
+# the log's own words, which blotting it blanked in every line ("*** authentication
+# failed"). A longer one is a passphrase, which no line says by chance.
+SHORTEST_PASSPHRASE = 16
 REDACTED = "***"
+
+
+def guessable(value: str) -> bool:
+    """Whether a secret's value is one anyone would try: a word (letters alone, shorter than a
+    passphrase) or a number (digits alone). Such a value is not blotted out of the log (it
+    would blank that word or number in every line, and hides nothing from whoever guesses
+    it); `manage.py check` says it is weak (`pantheon.checks`)."""
+    value = value.strip()
+    return value.isdigit() or (value.isalpha() and len(value) < SHORTEST_PASSPHRASE)
 
 
 def _secret_variables(environ: Mapping[str, str]):
@@ -76,9 +89,24 @@ def _secret_variables(environ: Mapping[str, str]):
 
 
 def secret_values(environ: Mapping[str, str]) -> list[str]:
-    """The secrets among `environ`'s values, longest first (one inside another goes with it)."""
-    values = {value for _, value in _secret_variables(environ)}
+    """The secrets among `environ`'s values, longest first (one inside another goes with it),
+    but for the guessable ones."""
+    values = {value for _, value in _secret_variables(environ) if not guessable(value)}
     return sorted(values, key=len, reverse=True)
+
+
+def guessable_secrets(environ: Mapping[str, str]) -> list[str]:
+    """The names of the variables that hold a secret anyone would guess (`guessable`)."""
+    return sorted(name for name, value in _secret_variables(environ) if guessable(value))
+
+
+def weak_secret(name: str) -> str:
+    """What the server's start and `manage.py check` say of a variable `guessable_secrets`
+    names."""
+    return (
+        f"{name} holds a word or a number anyone would guess, not a secret: the log does not "
+        "hide it (it would blank that word in every line). Set it to a long random value."
+    )
 
 
 def redacted(text: str, secrets: list[str]) -> str:

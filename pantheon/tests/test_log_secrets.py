@@ -254,3 +254,72 @@ def test_a_handler_after_the_console_still_gets_the_exception(monkeypatch):
     assert record.exc_info[1] is raised
     # What it writes of the traceback, with logging's own formatter, is blotted as well.
     assert ALIAS_KEY not in logging.Formatter().format(record)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("POSTGRES_PASSWORD", "postgres"), ("DB_PASSWORD", "password"), ("PIN_SECRET", "12345678")],
+)
+def test_a_guessable_secret_does_not_blank_its_word_in_every_line(monkeypatch, variable, value):
+    """`POSTGRES_PASSWORD=postgres` blotted out the word wherever a line said it."""
+    output = console(monkeypatch, **{variable: value, "ACME_API_KEY": ALIAS_KEY})
+    logging.getLogger("pantheon.test").warning(
+        "connecting to %s as %s (%s, key %s)", "postgres", value, "12345678 tokens", ALIAS_KEY
+    )
+
+    [line] = lines(output)
+    assert line["message"] == f"connecting to postgres as {value} (12345678 tokens, key ***)"
+
+
+def test_a_passphrase_or_a_mixed_password_is_still_blotted(monkeypatch):
+    passphrase, mixed = "correcthorsebatterystaple", "postgres1"
+    output = console(monkeypatch, APP_PASSWORD=passphrase, DB_PASSWORD=mixed)
+    logging.getLogger("pantheon.test").warning("said %s and %s", passphrase, mixed)
+
+    [line] = lines(output)
+    assert line["message"] == "said *** and ***"
+
+
+def test_manage_py_check_says_a_guessable_secret_is_weak(monkeypatch):
+    from django.core.management import call_command
+
+    monkeypatch.setenv("POSTGRES_PASSWORD", "postgres")
+    monkeypatch.setenv("ACME_API_KEY", ALIAS_KEY)
+    out = io.StringIO()
+    call_command("check", stdout=out, stderr=out)
+
+    said = out.getvalue()
+    assert "pantheon.W007" in said
+    assert "POSTGRES_PASSWORD holds a word or a number anyone would guess" in said
+    assert "ACME_API_KEY" not in said
+    assert "postgres" not in said.replace("POSTGRES_PASSWORD", "")
+
+
+GUNICORN_START = """
+import runpy, sys, types
+sys.argv = ["gunicorn"]
+import pantheon.collect_static
+pantheon.collect_static.collect_static = lambda **kwargs: None  # not the test's concern
+from gunicorn.config import Config
+settings = runpy.run_path("gunicorn.conf.py")
+cfg = Config()
+for name, value in settings.items():
+    if name in cfg.settings:
+        cfg.set(name, value)
+settings["on_starting"](types.SimpleNamespace(log=cfg.logger_class(cfg)))
+"""
+
+
+def test_the_servers_start_says_a_guessable_secret_is_weak():
+    env = {**os.environ, "LOG_FORMAT": "text", "POSTGRES_PASSWORD": "postgres"}
+    written = subprocess.run(
+        [sys.executable, "-c", GUNICORN_START],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=settings.BASE_DIR,
+    )
+
+    assert written.returncode == 0, written.stderr
+    assert "POSTGRES_PASSWORD holds a word or a number anyone would guess" in written.stderr
