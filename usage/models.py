@@ -1,7 +1,7 @@
 import re
 import uuid
 from decimal import Decimal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -48,26 +48,64 @@ ALIAS_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 API_BASE_FORM_OPTIONS = {"assume_scheme": "https"}
 
 # A query parameter of a URL that carries a credential: Azure's `api-key`, Google's `key`, an
-# `access_token`, a signed URL's `sig`.
-CREDENTIAL_PARAMETER = re.compile(r"key|token|secret|password|^sig$|signature", re.IGNORECASE)
+# `access_token`, a signed URL's `sig`, Azure Functions' `code`, a password or an `auth`.
+CREDENTIAL_PARAMETER = re.compile(
+    r"key|token|secret|passw|^pwd$|^sig$|signature|^code$|^auth$|authoriz|credential",
+    re.IGNORECASE,
+)
+# A path segment after which a URL carries a credential (`/key/<the key>`, `/api-token/...`).
+CREDENTIAL_SEGMENT = re.compile(r"(api[-_]?)?(key|token|secret|password)s?", re.IGNORECASE)
+# What a key looks like, a whole path segment or a parameter's value whatever its name: a
+# provider's own prefix (OpenAI's, Anthropic's and OpenRouter's `sk-`, Groq's `gsk_`, xAI's,
+# Hugging Face's, Replicate's, Perplexity's, NVIDIA's, GitHub's, GitLab's, Google's `AIza`)
+# before 16 characters or more, a digit among them; 40 hex digits or more (a 32-digit account
+# id, Cloudflare's AI gateway's, is no key); or 32 letters and digits or more with capitals,
+# small letters and digits mixed, as random base64 is (a UUID or a resource's name has no
+# capitals).
+KEY_SHAPE = re.compile(
+    r"(?:sk|gsk|xai|hf|r8|pplx|nvapi|ghp|gho|github_pat|glpat|AIza)[-_]?"
+    r"(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{16,}"
+    r"|[0-9a-fA-F]{40,}"
+    r"|(?=[^A-Z]*[A-Z])(?=[^a-z]*[a-z])(?=[^0-9]*[0-9])[A-Za-z0-9+/_=-]{32,}"
+)
+
+
+def credential_in_url(url: str) -> str | None:
+    """Where `url` holds a credential (`user:password@`, a key in its query or its path), or
+    None. Parameters are a query's, a fragment's and a path segment's (`/v1;key=...`)."""
+    parts = urlsplit(url)
+    try:
+        if parts.username is not None or parts.password is not None:
+            return "a user:password@"
+    except ValueError:  # a port that is no number: the URL's own check says so
+        return None
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    pairs += parse_qsl(parts.fragment, keep_blank_values=True)
+    path = []
+    for segment in parts.path.split("/"):
+        segment, _, parameters = segment.partition(";")
+        pairs += parse_qsl(parameters, separator=";", keep_blank_values=True)
+        path.append(unquote(segment))
+    if any(CREDENTIAL_PARAMETER.search(name) or KEY_SHAPE.fullmatch(v) for name, v in pairs):
+        return "a key in its query"
+    named = any(CREDENTIAL_SEGMENT.fullmatch(segment) for segment in path[:-1])
+    if named or any(KEY_SHAPE.fullmatch(segment) for segment in path):
+        return "a key in its path"
+    return None
 
 
 def refuse_credentials_in_url(url: str) -> None:
     """An alias's `api_base` holds no credential: the key goes in the variable `api_key_env`
-    names, which no page shows. One written in the URL (`user:password@`, `?api-key=`) was
-    shown to every operator who may view aliases (an Analyst's list page), kept in the alias's
-    console history, and quoted in the log by the provider errors that name the URL."""
-    parts = urlsplit(url)
-    try:
-        userinfo = parts.username is not None or parts.password is not None
-    except ValueError:  # a port that is no number: the URL's own check says so
-        return
-    names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
-    if userinfo or any(CREDENTIAL_PARAMETER.search(name) for name in names):
+    names, which no page shows. One written in the URL (`user:password@`, `?api-key=`,
+    `?code=`, `/key/...`, an `sk-...` in its path) was shown to every operator who may view
+    aliases (an Analyst's list page), kept in the alias's console history, and quoted in the
+    log by the provider errors that name the URL."""
+    where = credential_in_url(url)
+    if where is not None:
         raise ValidationError(
-            "Holds a credential (a user:password@ or a key in its query): every operator who "
-            "may view aliases sees this URL, and provider errors quote it. Put the key in the "
-            "variable api_key_env names.",
+            f"Holds a credential ({where}): every operator who may view aliases sees this "
+            "URL, and provider errors quote it. Put the key in the variable api_key_env "
+            "names.",
             code="credential_in_url",
         )
 

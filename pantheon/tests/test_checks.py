@@ -62,6 +62,7 @@ def test_the_most_retries_allowed_wait_511_5_seconds_of_backoff(settings):
     assert longest_llm_call_seconds() == 11 * 60 + 511.5 + 30  # and the provider's pauses
 
 
+@pytest.mark.django_db  # `check` reads the aliases (usage.W001)
 def test_a_stale_limit_shorter_than_one_call_is_flagged(settings):
     settings.PANTHEON_TURN_STALE_SECONDS = 120
 

@@ -280,6 +280,7 @@ def test_a_passphrase_or_a_mixed_password_is_still_blotted(monkeypatch):
     assert line["message"] == "said *** and ***"
 
 
+@pytest.mark.django_db  # `check` reads the aliases (usage.W001)
 def test_manage_py_check_says_a_guessable_secret_is_weak(monkeypatch):
     from django.core.management import call_command
 

@@ -79,6 +79,16 @@ def test_a_superuser_sets_where_an_aliases_calls_go(staff):
         ("https://llm.example/v1", "EXAMPLE_API_KEY"),
         # An ordinary query (Azure's version) is no credential.
         ("https://llm.example/openai?api-version=2024-06-01", ""),
+        # Nor are the bases providers give: Azure OpenAI's resource, a local server,
+        # OpenRouter's, Cloudflare's AI gateway (a 32-digit account id), Vertex's project path,
+        # an Azure ML workspace's subscription id, a name that holds "sk-".
+        ("https://my-resource.openai.azure.com/openai/deployments/gpt-4o", "AZURE_API_KEY"),
+        ("http://127.0.0.1:8080/v1", ""),
+        ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+        ("https://gateway.ai.cloudflare.com/v1/0123456789abcdef0123456789abcdef/gw/openai", ""),
+        ("https://us-central1-aiplatform.googleapis.com/v1/projects/my-project-123/locations", ""),
+        ("https://ml.azure.com/subscriptions/6f0b5a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b/ws", ""),
+        ("https://task-management-service-2024.example/v1", ""),
     ],
 )
 def test_the_command_still_sets_them(api_base, key_env):
@@ -99,6 +109,19 @@ CREDENTIALED_BASES = [
     "https://svc:s3cr3t-pass@llm.internal.example/v1",
     "https://llm.example/v1?api-key=0123456789abcdef",
     "https://llm.example/v1beta?key=AIzaSyExample0123456789",
+    # Azure Functions' key, a signed URL's, a token, a key named with an underscore.
+    "https://chat.azurewebsites.net/api/complete?code=q1W2e3R4t5Y6u7I8o9P0==",
+    "https://llm.example/v1?sv=2024-01-01&sig=AbCdEf0123%2B456",
+    "https://llm.example/v1?token=0123456789abcdef",
+    "https://llm.example/v1?api_key=0123456789abcdef",
+    # A key in the path: after a segment that says so, in a provider's shape, 40 hex digits.
+    "https://llm.example/key/0123456789abcdef0123456789abcdef01234567/v1",
+    "https://llm.example/v1/sk-or-v1-0123456789abcdef0123/",
+    "https://llm.example/api-key/q1W2e3R4t5Y6/v1",
+    # Under any parameter's name, in a fragment, or a path segment's parameters.
+    "https://llm.example/v1?x=sk-proj-abcdefghijklmnop1234",
+    "https://llm.example/v1#access_token=0123456789abcdef",
+    "https://llm.example/v1;key=0123456789abcdef",
 ]
 
 
@@ -141,3 +164,24 @@ def test_an_owner_still_edits_an_alias_saved_with_a_credential_before(make_opera
     assert response.status_code == 302, response.text
     qwen.refresh_from_db()
     assert qwen.max_output_tokens == 2048
+
+
+def test_manage_py_check_names_an_alias_saved_with_a_credential_before():
+    """An alias saved before such URLs were refused kept its key, with no word to anyone."""
+    ModelAlias.objects.filter(alias="qwen").update(api_base=CREDENTIALED_BASES[3])
+    out = StringIO()
+
+    call_command("check", stdout=out, stderr=out)
+
+    said = out.getvalue()
+    assert "usage.W001" in said
+    assert "The model alias 'qwen' holds a credential in its api_base (a key in its query)" in said
+    assert "q1W2e3R4t5Y6u7I8o9P0" not in said  # named, never quoted
+
+
+def test_manage_py_check_is_quiet_about_aliases_without_one():
+    out = StringIO()
+
+    call_command("check", stdout=out, stderr=out)
+
+    assert "usage.W001" not in out.getvalue()
