@@ -324,3 +324,44 @@ def test_the_servers_start_says_a_guessable_secret_is_weak():
 
     assert written.returncode == 0, written.stderr
     assert "POSTGRES_PASSWORD holds a word or a number anyone would guess" in written.stderr
+
+
+# What a client types in a URL as a password or a token, which no line may hold.
+TYPED = "typed-by-a-client-0123456789"
+
+
+@pytest.mark.django_db
+def test_a_refused_hosts_line_names_its_request_without_the_query(monkeypatch, client):
+    """`django.security` logs a request whose Host is not allowed with the request in its
+    extra fields, which the JSON line wrote as its repr: the query string, a token in it."""
+    output = console(monkeypatch)
+
+    response = client.get(
+        f"/api/v1/health?token={TYPED}&password={TYPED}", HTTP_HOST="evil.example"
+    )
+
+    assert response.status_code == 400
+    [line] = [line for line in lines(output) if line["logger"].startswith("django.security")]
+    assert TYPED not in json.dumps(line)
+    assert line["request"] == "GET /api/v1/health"
+
+
+@pytest.mark.django_db
+def test_a_server_errors_line_names_its_request_without_the_query(monkeypatch, client):
+    """`django.request` logs a server error with the request in its extra fields too."""
+    from pantheon.health import HealthView
+
+    def broken(self, request):
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(HealthView, "get", broken)
+    client.raise_request_exception = False
+    output = console(monkeypatch)
+
+    response = client.get(f"/api/v1/health?api_key={TYPED}")
+
+    assert response.status_code == 500
+    written = output.getvalue()
+    assert "RuntimeError: broken" in written
+    assert TYPED not in written
+    assert '"request": "GET /api/v1/health"' in written
