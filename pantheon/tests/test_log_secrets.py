@@ -365,3 +365,13 @@ def test_a_server_errors_line_names_its_request_without_the_query(monkeypatch, c
     assert "RuntimeError: broken" in written
     assert TYPED not in written
     assert '"request": "GET /api/v1/health"' in written
+
+
+def test_a_secret_the_json_line_writes_escaped_is_blotted_too(monkeypatch):
+    """A password with a quote or a backslash is written escaped (`\\"`) in a JSON line."""
+    password = 'pa"ss\\word-0123'
+    output = console(monkeypatch, DB_PASSWORD=password)
+    logging.getLogger("pantheon.test").warning("refused", extra={"dsn": f"db://u:{password}@h"})
+
+    [line] = lines(output)
+    assert line["dsn"] == "db://u:***@h"
