@@ -16,10 +16,10 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from pantheon.authentication import TokenAuthentication
-from pantheon.exceptions import WrongCurrentPassword
+from pantheon.exceptions import InvalidCredentials, WrongCurrentPassword
 from pantheon.fields import StrictCharField
 from pantheon.passwords import api_token_rotate, api_token_sign_out, password_change
-from pantheon.schema import BAD_REQUEST, bad_request
+from pantheon.schema import BadRequestBody, InvalidCredentialsSerializer, bad_request
 from pantheon.throttling import LOGIN_THROTTLES, LoginAttempt, TokenRateThrottle
 
 TOKEN_ANSWER = inline_serializer("AuthToken", {"token": serializers.CharField()})
@@ -106,11 +106,12 @@ class ObtainTokenView(ObtainAuthToken):
         responses={
             200: TOKEN_ANSWER,
             400: OpenApiResponse(
-                BAD_REQUEST,
-                description="Wrong username or password (or an inactive user): "
-                '`{"non_field_errors": ["Unable to log in with provided credentials."]}`; '
-                'a missing field: `{"username": ["This field is required."]}`; or malformed '
-                "JSON.",
+                BadRequestBody(InvalidCredentialsSerializer),
+                description="`invalid_credentials`: a wrong username or password (or an "
+                'inactive user): `{"non_field_errors": ["Unable to log in with provided '
+                'credentials."], "detail": {"code": "invalid_credentials", "message": "…"}}` '
+                "(`non_field_errors` as ever, the code beside it); a missing field: "
+                '`{"username": ["This field is required."]}`; or malformed JSON (`parse_error`).',
             ),
         },
     )
@@ -121,6 +122,10 @@ class ObtainTokenView(ObtainAuthToken):
                 # A field missing, blank or not a string: no password was checked, so this is
                 # no failure (a stranger's bodies naming an account must not fill its limits).
                 self.login_attempt.release()
+            if serializer.password_checked:
+                # DRF's "Unable to log in…", the one error a checked password gives: as a
+                # refusal with its code, DRF's key kept beside it.
+                raise InvalidCredentials()
             raise serializers.ValidationError(serializer.errors)
         user = serializer.validated_data["user"]
         with transaction.atomic():
@@ -135,10 +140,7 @@ class ObtainTokenView(ObtainAuthToken):
                 .first()
             )
             if stored != user.password:
-                raise serializers.ValidationError(
-                    {"non_field_errors": ["Unable to log in with provided credentials."]},
-                    code="authorization",
-                )
+                raise InvalidCredentials()
             token, _ = Token.objects.get_or_create(user=user)
         if self.login_attempt is not None:
             self.login_attempt.succeeded(user)

@@ -226,6 +226,18 @@ class WrongCurrentPassword(PantheonError):
     default_message = "The current password is wrong: the password was not changed."
 
 
+class InvalidCredentials(PantheonError):
+    """A login (`POST auth/token`) whose username and password name no active account. Its
+    body keeps DRF's form, `{"non_field_errors": [...]}`, which clients have read since the
+    first login, and has the coded refusal every other refusal has beside it."""
+
+    code = "invalid_credentials"
+    default_message = "Unable to log in with provided credentials."
+
+    def as_body(self) -> dict:
+        return {"non_field_errors": [self.message], **super().as_body()}
+
+
 class Gone(PantheonError):
     """The object was deleted by another request while this one worked on it: the same 404
     (and body) as if it had been gone from the start."""

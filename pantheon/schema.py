@@ -294,12 +294,28 @@ class ComponentsSchema:
         raise NotImplementedError
 
 
+class InvalidCredentialsSerializer(CodedErrorSerializer):
+    """A wrong login's 400: DRF's `{"non_field_errors": ["Unable to log in with provided
+    credentials."]}`, and the coded refusal beside it, `{"detail": {"code":
+    "invalid_credentials", "message"}}`."""
+
+    non_field_errors = serializers.ListField(child=serializers.CharField())
+
+    class Meta:
+        ref_name = "InvalidCredentials"
+
+
 class BadRequestBody(ComponentsSchema):
-    """A 400: DRF's message or a coded refusal (`Error`), or field errors (`FieldErrors`)."""
+    """A 400: DRF's message or a coded refusal (`Error`), or field errors (`FieldErrors`); an
+    operation's own bodies (`own`, serializers) first."""
+
+    def __init__(self, *own: type[serializers.Serializer]) -> None:
+        self.own = own
 
     def schema(self, auto_schema) -> dict:
         return {
             "anyOf": [
+                *(auto_schema.resolve_serializer(body, "response").ref for body in self.own),
                 auto_schema.resolve_serializer(ErrorSerializer, "response").ref,
                 auto_schema.resolve_serializer(FieldErrorsSerializer, "response").ref,
             ]

@@ -81,7 +81,25 @@ def test_token_for_wrong_credentials_is_400(owner, anon_client, credentials):
     response = anon_client.post(TOKEN_URL, credentials)
 
     assert response.status_code == 400
-    assert response.json() == {"non_field_errors": ["Unable to log in with provided credentials."]}
+    # DRF's key, which clients read, and the coded refusal every other refusal has.
+    assert response.json() == {
+        "non_field_errors": ["Unable to log in with provided credentials."],
+        "detail": {
+            "code": "invalid_credentials",
+            "message": "Unable to log in with provided credentials.",
+        },
+    }
+    assert not Token.objects.exists()
+
+
+def test_the_login_of_an_inactive_account_is_refused_as_a_wrong_password(owner, anon_client):
+    owner.is_active = False
+    owner.save()
+
+    response = anon_client.post(TOKEN_URL, {"username": "owner", "password": "owner-pass-123"})
+
+    assert response.status_code == 400
+    assert response.json()["detail"]["code"] == "invalid_credentials"
     assert not Token.objects.exists()
 
 

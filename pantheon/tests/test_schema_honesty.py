@@ -143,8 +143,12 @@ def test_field_errors_are_one_component(schema, owner_client):
                 label
             )
         bad = operation["responses"]["400"]["content"]["application/json"]["schema"]
+        # A wrong login's own body first (`InvalidCredentials`), then every operation's two.
+        login = (method, path) == ("post", "/api/v1/auth/token")
+        own = [{"$ref": "#/components/schemas/InvalidCredentials"}] * login
         assert bad == {
             "anyOf": [
+                *own,
                 {"$ref": "#/components/schemas/Error"},
                 {"$ref": "#/components/schemas/FieldErrors"},
             ]
@@ -760,6 +764,24 @@ def test_a_turns_refused_idempotency_key_is_named_under_its_400(
     documented = schema["paths"][TURNS]["post"]["responses"]["400"]["description"]
     assert f"`{answer.json()['detail']['code']}`" in documented
     assert "field errors" in documented  # the machinery's 400s too
+
+
+def test_a_wrong_login_answers_its_code_as_documented(schema, owner, anon_client):
+    """A wrong username or password was the one refusal without a machine-readable code
+    (`{"non_field_errors": [...]}` alone); it keeps that key, the code beside it is in the
+    schema, and the answer is what a generated client reads from it."""
+    refused = anon_client.post(
+        "/api/v1/auth/token", {"username": "owner", "password": "wrong"}, format="json"
+    )
+
+    assert refused.status_code == 400
+    assert refused.json()["detail"]["code"] == "invalid_credentials"
+    assert mismatches(schema, "post", "/api/v1/auth/token", refused) == []
+    documented = schema["paths"]["/api/v1/auth/token"]["post"]["responses"]["400"]
+    assert "`invalid_credentials`" in documented["description"]
+    assert {"$ref": "#/components/schemas/InvalidCredentials"} in (
+        documented["content"]["application/json"]["schema"]["anyOf"]
+    )
 
 
 def test_error_answers_are_documented_as_the_json_they_are(schema):
