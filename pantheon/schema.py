@@ -226,9 +226,17 @@ class MessageOrDetailSchema(OpenApiSerializerFieldExtension):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """Either form of `detail`: DRF's message or a coded refusal."""
+    """Either form of `detail`: DRF's message, with its code beside it, or a coded refusal."""
 
     detail = MessageOrDetailField()
+    # Always there beside a message (pantheon.exceptions.api_exception_handler), never beside
+    # a coded refusal, whose code is in its `detail`: not required.
+    code = serializers.CharField(
+        required=False,
+        help_text="Beside a message `detail`, DRF's code for it (`parse_error`, "
+        "`not_acceptable`, `not_found`, `permission_denied`, ...); a coded `detail` holds its "
+        "own.",
+    )
 
     class Meta:
         ref_name = "Error"

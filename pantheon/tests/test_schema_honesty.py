@@ -181,11 +181,12 @@ def test_a_coded_refusal_is_one_component(schema):
     coded = {"$ref": "#/components/schemas/CodedErrorDetail"}
 
     # A failed turn's last event has a `code` too, of its own: no refusal. So have a turn's 409,
-    # a 401 and DRF's other errors (404, 405...), beside the design's plain `detail` (no
-    # `message`: that `detail` is its message).
+    # a 401 and DRF's other errors (404, 405..., and as `Error` a 400's or a 406's message),
+    # beside the design's plain `detail` (no `message`: that `detail` is its message).
     assert list(_inline_coded_details(schemas)) == [
         "/AuthenticationError",
         "/CodedErrorDetail",
+        "/Error",
         "/ErrorMessage",
         "/TurnConflict",
         "/TurnFailedData",
@@ -728,6 +729,39 @@ def direct_turns(owner, make_agent, make_session) -> str:
     return f"/api/v1/sessions/{session.id}/turns"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "request_kwargs", "status"),
+    [
+        # Malformed JSON: the machinery's 400, on any operation that reads a body.
+        ("post", "/api/v1/agents", {"data": "{x", "content_type": "application/json"}, 400),
+        ("post", TURNS, {"data": "{x", "content_type": "application/json"}, 400),
+        # The turn's and the events' own 406s.
+        (
+            "post",
+            TURNS,
+            {"data": {"message": "hi"}, "format": "json", "HTTP_ACCEPT": "text/html"},
+            406,
+        ),
+        ("get", "/api/v1/turns/{id}/events", {"data": {"format": "json"}}, 406),
+    ],
+)
+def test_drfs_messages_answer_the_code_their_schema_names(
+    schema, owner_client, direct_turns, method, path, request_kwargs, status
+):
+    """DRF's message errors answer `{"detail": "…", "code": "…"}`; where an operation documents
+    them as `Error` (every 400, the turn's and the events' 406), that component had no `code`,
+    so a generated client dropped the one field a program reads (a strict one refused the
+    body)."""
+    turn = owner_client.post(direct_turns, {"message": "hi"}, format="json").json()["id"]
+    url = path.replace("{session_id}", direct_turns.split("/")[4]).replace("{id}", turn)
+
+    answer = getattr(owner_client, method)(url, **request_kwargs)
+
+    assert answer.status_code == status
+    assert isinstance(answer.json()["code"], str)
+    assert mismatches(schema, method, path, answer) == []
+
+
 def test_a_replayed_turn_says_so_in_a_documented_header(schema, owner_client, direct_turns):
     """`Idempotent-Replayed: true` marks a retry's answer (README, CORS exposes it), and the
     schema named no such header: a generated client had no way to read it."""
@@ -823,6 +857,8 @@ SOMETIMES_SENT = {
     "TurnConflict": {"code", "turn_id"},
     # To staff alone (their token or console session): a balancer's probe gets the verdict.
     "Health": {"worker"},
+    # Beside DRF's message only, not a coded refusal's `detail`.
+    "Error": {"code"},
 }
 
 
