@@ -5,6 +5,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from pantheon.fields import StrictCharField
@@ -17,10 +18,25 @@ from usage.selectors import (
 )
 
 
+@extend_schema_serializer(deprecate_fields=["alias"])
 class ModelAliasSerializer(serializers.ModelSerializer):
+    """An enabled alias as `GET models` lists it. Its name is `model_alias`, as an agent's
+    `model_alias` and a turn's `model_alias_override` take it and `GET usage` totals by it;
+    `alias`, its first name here, stays beside it for the clients that read it."""
+
+    model_alias = serializers.CharField(
+        source="alias",
+        read_only=True,
+        help_text="The alias, as an agent's `model_alias` (and a turn's "
+        "`model_alias_override`) names it.",
+    )
+    alias = serializers.CharField(
+        read_only=True, help_text="The same as `model_alias`, its first name: read that."
+    )
+
     class Meta:
         model = ModelAlias
-        fields = ["alias", "context_window", "max_output_tokens"]
+        fields = ["model_alias", "alias", "context_window", "max_output_tokens"]
         read_only_fields = fields
 
 
