@@ -4,7 +4,7 @@ auth/password`: where they change their password."""
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -105,13 +105,13 @@ class ObtainTokenView(ObtainAuthToken):
         ),
         responses={
             200: TOKEN_ANSWER,
-            400: OpenApiResponse(
+            400: bad_request(
+                "`invalid_credentials`: a wrong username or password (or an inactive user): "
+                '`{"non_field_errors": ["Unable to log in with provided credentials."], '
+                '"detail": {"code": "invalid_credentials", "message": "…"}}` '
+                "(`non_field_errors` as ever, the code beside it). A missing field: "
+                '`{"username": ["This field is required."]}`.',
                 BadRequestBody(InvalidCredentialsSerializer),
-                description="`invalid_credentials`: a wrong username or password (or an "
-                'inactive user): `{"non_field_errors": ["Unable to log in with provided '
-                'credentials."], "detail": {"code": "invalid_credentials", "message": "…"}}` '
-                "(`non_field_errors` as ever, the code beside it); a missing field: "
-                '`{"username": ["This field is required."]}`; or malformed JSON (`parse_error`).',
             ),
         },
     )

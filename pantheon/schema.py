@@ -366,9 +366,12 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 DESCRIPTIONS = {
-    400: "Invalid input: field errors (`{field: [messages]}`), malformed or too deeply nested "
-    "JSON, a NUL character or lone surrogate in the body or the query string, or a query "
-    "parameter given twice.",
+    400: "Invalid input: field errors (`{field: [messages]}`); `parse_error`, malformed JSON "
+    '(DRF\'s `{"detail": "JSON parse error - …", "code": "parse_error"}`); or a coded refusal: '
+    "`json_too_deep`, JSON nested too deeply; `invalid_characters`, a NUL character or lone "
+    "surrogate in the body or the query string; `repeated_parameter`, a query parameter given "
+    "twice; `bad_request`, a `Host` this server does not answer (or another request Django "
+    "refuses as suspicious).",
     401: "`not_authenticated`: no credentials; `authentication_failed`: a token unknown, "
     "signed out, rotated or revoked by a password change, or its user inactive.",
     403: "Forbidden (a cookie session without a valid CSRF token).",
@@ -403,11 +406,11 @@ def refusals(refusals_by_status: dict[int, str]) -> dict[int, OpenApiResponse]:
     }
 
 
-def bad_request(own: str) -> OpenApiResponse:
-    """A view's 400 for `extend_schema`, with refusals of its own (`own`, naming their codes)
-    besides the machinery's (DESCRIPTIONS[400], the same body: a message, a coded refusal or
-    field errors)."""
-    return OpenApiResponse(BAD_REQUEST, description=f"{DESCRIPTIONS[400]} {own}")
+def bad_request(own: str, body: BadRequestBody = BAD_REQUEST) -> OpenApiResponse:
+    """A view's 400 for `extend_schema`, with refusals of its own (`own`, naming their codes;
+    `body`, when they have bodies of their own) besides the machinery's (DESCRIPTIONS[400], the
+    same body: a message, a coded refusal or field errors)."""
+    return OpenApiResponse(body, description=f"{DESCRIPTIONS[400]} {own}")
 
 
 class AutoSchema(openapi.AutoSchema):

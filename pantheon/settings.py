@@ -275,7 +275,16 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Pantheon API",
-    "DESCRIPTION": "Multi-agent LLM chat backend: agents, rooms, sessions, turns and usage.",
+    "DESCRIPTION": "Multi-agent LLM chat backend: agents, rooms, sessions, turns and usage.\n\n"
+    # What no operation can list: answers to requests that reach no operation.
+    "Beside the answers each operation lists, a request that reaches no operation gets one "
+    "of these, on any path: a method the path does not list is a 405 `method_not_allowed` "
+    '`{"detail": "Method \\"PUT\\" not allowed.", "code": "method_not_allowed"}` whose '
+    "`Allow` header names the methods the path takes (those listed here, and OPTIONS, and "
+    "HEAD where it takes one); a request that is not valid HTTP/1.1 is a 400 "
+    "`malformed_request`, and one not sent in full in time a 408 `request_timeout` "
+    '(`{"detail": {"code", "message"}}`), after which the connection is closed. Every answer '
+    "carries `X-Request-ID`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -428,6 +428,43 @@ def test_options_agrees_with_the_schema(schema, owner_client, live_paths):
             assert writable == set(body["properties"]), f"{method} {path}"
 
 
+def test_the_answers_no_operation_can_list_are_described_once(schema, owner_client, live_paths):
+    """A 405 is the answer to a method a path has no operation for, so no operation can list it
+    (a generator reads each operation's responses as what that call may answer, and a
+    documented call never gets one). The schema said nothing of it, nor of the protocol's own
+    400 and 408; its description now does, and every path answers the 405 as described."""
+    described = schema["info"]["description"]
+    for named in ("`method_not_allowed`", "`Allow`", "`malformed_request`", "`request_timeout`"):
+        assert named in described
+    for path, methods in schema["paths"].items():
+        documented = {method.upper() for method in methods}
+        for method in {"GET", "POST", "PUT", "PATCH", "DELETE"} - documented:
+            refused = owner_client.generic(method, concrete(path, live_paths))
+            assert refused.status_code == 405, f"{method} {path}"
+            assert refused.json()["code"] == "method_not_allowed"
+            allowed = {name.strip() for name in refused["Allow"].split(",")}
+            assert "OPTIONS" in allowed, f"{method} {path}"
+            assert allowed - {"HEAD", "OPTIONS"} == documented, f"{method} {path}"
+            assert "405" not in methods.get(method.lower(), {}).get("responses", {})
+
+
+def test_every_400_names_the_codes_of_its_refusals(schema):
+    """Each 400 said "too deeply nested JSON, a NUL character…" in words, and a client that
+    branches on `code` found `json_too_deep`, `invalid_characters`, `repeated_parameter` and
+    `bad_request` nowhere in the schema."""
+    for path, method, operation in operations(schema):
+        described = operation["responses"]["400"]["description"]
+        for code in (
+            "parse_error",
+            "json_too_deep",
+            "invalid_characters",
+            "repeated_parameter",
+            "bad_request",
+        ):
+            assert f"`{code}`" in described, f"{method.upper()} {path} {code}"
+        assert "field errors" in described
+
+
 # --- answers as the schema describes them --------------------------------------------------------
 
 _FORMATS = {
