@@ -27,6 +27,7 @@ from drf_spectacular.extensions import (
 from drf_spectacular.settings import spectacular_settings
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 
@@ -484,7 +485,13 @@ class AutoSchema(openapi.AutoSchema):
         needs_login = not all(isinstance(p, AllowAny) for p in self.view.get_permissions())
         if needs_login:
             errors[401] = AuthenticationErrorSerializer
-            if self.method in _UNSAFE_METHODS:
+            # CSRF is checked for a cookie session alone: an operation that takes the token
+            # only (signing out, rotating, the password) never answers this 403.
+            takes_cookies = any(
+                isinstance(authenticator, SessionAuthentication)
+                for authenticator in self.view.get_authenticators()
+            )
+            if self.method in _UNSAFE_METHODS and takes_cookies:
                 errors[403] = ErrorMessageSerializer
         paginated = self.method == "GET" and self._get_paginator() is not None
         if "{" in self.path or (paginated and self._is_list_view()):

@@ -448,6 +448,33 @@ def test_the_answers_no_operation_can_list_are_described_once(schema, owner_clie
             assert "405" not in methods.get(method.lower(), {}).get("responses", {})
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "documented"),
+    [
+        ("delete", "/api/v1/auth/token", False),
+        ("post", "/api/v1/auth/token/rotate", False),
+        ("post", "/api/v1/auth/password", False),
+        ("post", "/api/v1/agents", True),
+    ],
+)
+def test_a_csrf_403_is_documented_where_a_cookie_session_is_taken(
+    schema, owner, method, path, documented
+):
+    """A write with a console cookie and no CSRF token is a 403, documented on every write;
+    but signing out, rotating and changing the password take the token alone, so the cookie is
+    no credential there (401): they listed a 403 they never answer."""
+    cookie = APIClient(enforce_csrf_checks=True)
+    cookie.force_login(owner)
+
+    answer = getattr(cookie, method)(path, {}, format="json")
+
+    assert answer.status_code == (403 if documented else 401)
+    listed = schema["paths"][path][method]
+    assert ("403" in listed["responses"]) is documented
+    assert ({"cookieAuth": []} in listed["security"]) is documented
+    assert mismatches(schema, method, path, answer) == []
+
+
 def test_every_400_names_the_codes_of_its_refusals(schema):
     """Each 400 said "too deeply nested JSON, a NUL character…" in words, and a client that
     branches on `code` found `json_too_deep`, `invalid_characters`, `repeated_parameter` and
