@@ -497,8 +497,12 @@ class AutoSchema(openapi.AutoSchema):
         if "{" in self.path or (paginated and self._is_list_view()):
             errors[404] = ErrorMessageSerializer
         if self.method in _BODY_METHODS:
+            # Any body over the limit, read or not (pantheon.middleware.ApiGuardMiddleware).
             errors[413] = CodedErrorSerializer
-            errors[415] = ErrorMessageSerializer
+            # A body of another type, where one is read: an operation that reads none (a
+            # turn's cancel, rotating the token) ignores whatever is sent.
+            if self.get_request_serializer() is not None:
+                errors[415] = ErrorMessageSerializer
         if self.view.get_throttles():
             errors[429] = CodedErrorSerializer
         # Any request, when its worker is full (pantheon.capacity) or its database connection
