@@ -6,17 +6,19 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
-from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.db.models.constants import LOOKUP_SEP
 from django.forms import ModelForm
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import capfirst
@@ -80,6 +82,23 @@ def may_manage(operator, user) -> bool:
     )
 
 
+def may_set_password(operator, user) -> bool:
+    """Whether `operator` may set `user`'s password: a superuser any, anyone else their own.
+    Whoever sets a password knows it, and a support operator who reset a customer's password
+    could sign in as them through the API and read every conversation of theirs (only the
+    user's history said so). Others who may change the account turn password login off
+    instead (`password_login_off`): the token goes with it, and no password anyone knows opens
+    the account until a superuser sets one."""
+    return operator.is_superuser or operator.pk == user.pk
+
+
+# Why a password typed for another account is refused (the console's 403 says it).
+SET_BY_SUPERUSER = (
+    "Setting another account's password is a superuser's: whoever sets it knows it, and could "
+    "sign in as them. Turn password login off instead; a superuser sets a new one."
+)
+
+
 @admin.register(User)
 class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     form = UserChangeForm
@@ -90,6 +109,7 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         *billing_fields,
         "api_token_since",
         "password_state",
+        "password_login",
     )
     actions = ["revoke_api_tokens"]
 
@@ -102,6 +122,45 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         return super().has_delete_permission(request, obj) and (
             obj is None or may_manage(request.user, obj)
         )
+
+    def user_change_password(self, request, id, form_url=""):
+        """The password page: for one who may change the account but not set its password
+        (`may_set_password`), a page that turns password login off, and nothing to type."""
+        user = self.get_object(request, unquote(id))
+        if (
+            user is None
+            or not self.has_change_permission(request, user)
+            or may_set_password(request.user, user)
+        ):
+            return super().user_change_password(request, id, form_url)
+        if request.method == "POST":
+            return self.password_login_off(request, user)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Password login: {user.get_username()}",
+            "opts": self.opts,
+            "original": user,
+        }
+        return TemplateResponse(request, "admin/auth/user/password_login_off.html", context)
+
+    def password_login_off(self, request, user):
+        if request.POST.get("usable_password") != "false" or "unset-password" not in request.POST:
+            raise PermissionDenied(SET_BY_SUPERUSER)
+        if user.has_usable_password():
+            form = self.change_password_form(user, {"usable_password": "false"})
+            if not form.is_valid():  # nothing typed to refuse: a form with one choice
+                raise PermissionDenied(SET_BY_SUPERUSER)
+            form.save()
+            self.log_change(request, user, "Turned password login off.")
+            self.message_user(
+                request,
+                "Password login was turned off: their API token was revoked, and no password "
+                "opens the account until a superuser sets one.",
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(request, "Password login was off already: nothing changed.")
+        return HttpResponseRedirect(reverse("admin:auth_user_change", args=[user.pk]))
 
     def read_only_because(self, request, obj) -> str:
         if not may_manage(request.user, obj):  # made staff since the page was opened
@@ -235,10 +294,15 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         if obj is None:
             return fieldsets
         billing = self.billing_fields
+        swap = {}
         if not self.has_change_permission(request, obj):
             # Django's password box offers a reset, which is a 403 to whoever may not change
             # users (Owners, Analysts): they read whether a password is set instead.
             swap = {"password": "password_state"}
+        elif not may_set_password(request.user, obj):
+            # Nor may who changes a customer's account set its password: they turn it off.
+            swap = {"password": "password_login"}
+        if swap:
             fieldsets = [
                 (name, {**options, "fields": [swap.get(f, f) for f in options["fields"]]})
                 for name, options in fieldsets
@@ -261,6 +325,16 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     def password_state(self, user) -> str:
         state = "set" if user.has_usable_password() else "not set"
         return f"{state} (only who may change users can reset it)"
+
+    @admin.display(description="password")
+    def password_login(self, user) -> str:
+        if not user.has_usable_password():
+            return "not set: password login is off (only a superuser sets a password)"
+        return format_html(
+            'set <a class="button" href="{}">Turn password login off</a> (a leaked password: '
+            "their API token goes with it; only a superuser sets a password)",
+            reverse("admin:auth_user_password_change", args=[user.pk]),
+        )
 
     def _month_credits(self, user) -> Decimal:
         # Read once for the page: the figure and the billing status both show it.

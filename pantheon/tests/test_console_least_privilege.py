@@ -170,3 +170,55 @@ def test_the_revoke_action_of_who_may_change_users_leaves_staff_tokens(support, 
     assert "Left 1 staff account as they were: only a superuser changes those." in text
     assert "Revoked the API tokens of 2 users." in text  # the customer's and their own
     assert list(Token.objects.values_list("user", flat=True)) == [staff.pk]
+
+
+def test_who_may_change_users_cannot_set_a_customer_s_password(support, owner, anon_client):
+    """A support operator who set a customer's password knew it, and signed in as them through
+    the API (their conversations included): only the user's history said so. They may turn
+    password login off (a leaked password): the token goes with it, and nobody knows a password
+    that opens the account."""
+    stolen = Token.objects.create(user=owner).key
+    client = client_for(support)
+    page = url(User, "password_change", owner.pk)
+    hashed = owner.password
+
+    user_page = client.get(url(User, "change", owner.pk)).content.decode()
+    shown = client.get(page)
+    typed = {"password1": "taken-over-987", "password2": "taken-over-987"}
+    reset = client.post(page, {**typed, "usable_password": "true", "set-password": "Change"})
+    signed_in = anon_client.post(
+        "/api/v1/auth/token", {"username": "owner", "password": "taken-over-987"}
+    )
+
+    owner.refresh_from_db()
+    assert "Reset password" not in user_page
+    assert "Turn password login off" in user_page
+    assert shown.status_code == 200
+    assert 'name="password1"' not in shown.content.decode()
+    assert "Only a superuser sets a password for another account" in shown.content.decode()
+    assert reset.status_code == 403
+    assert "Setting another account&#x27;s password is a superuser&#x27;s" in reset.content.decode()
+    assert owner.password == hashed
+    assert signed_in.status_code == 400
+    assert Token.objects.filter(key=stolen).exists()
+
+    off = client.post(page, {"usable_password": "false", "unset-password": "Turn it off"})
+
+    owner.refresh_from_db()
+    assert off.status_code == 302
+    assert not owner.has_usable_password()
+    assert not Token.objects.filter(user=owner).exists()
+    assert client.get(page).status_code == 200  # says login is off; still nothing to type
+
+
+def test_who_may_change_users_still_changes_their_own_password(support):
+    client = client_for(support)
+
+    changed = client.post(
+        url(User, "password_change", support.pk),
+        {"usable_password": "true", "password1": "my-own-pass-987", "password2": "my-own-pass-987"},
+    )
+
+    support.refresh_from_db()
+    assert changed.status_code == 302
+    assert support.check_password("my-own-pass-987")
