@@ -25,7 +25,13 @@ from django.utils.text import capfirst
 from django.utils.translation import ngettext
 from rest_framework.authtoken.models import Token, TokenProxy
 
-from pantheon.console import ChangesWithValues, KeptWhileInUse, moment, record_links
+from pantheon.console import (
+    ChangesWithValues,
+    KeptWhileInUse,
+    moment,
+    operator_may,
+    record_links,
+)
 from pantheon.figures import counted, credits_text
 from pantheon.passwords import api_token_revoke_logged
 from sessions_app.models import Session, Turn
@@ -345,6 +351,8 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     @admin.display(description="credits this month")
     def month_credits(self, user) -> str:
         credits = self._month_credits(user)
+        if not operator_may("usage.view_llmcallevent"):  # the dashboard is a 403 to them
+            return credits_text(credits)
         # The dashboard over this month's days, which is what the figure sums.
         month = {"start": month_of().isoformat(), "end": today().isoformat()}
         dashboard = (

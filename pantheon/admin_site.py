@@ -3,17 +3,27 @@
 import functools
 
 from django.contrib import admin
+from django.contrib.admin import helpers, widgets
 from django.contrib.admin.exceptions import DisallowedModelAdminToField
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import TO_FIELD_VAR
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.template.response import TemplateResponse
+from django.template.response import SimpleTemplateResponse, TemplateResponse
 from django.urls import path, reverse
 
 from pantheon import logging_context
-from pantheon.console import CheckedLists, KindSaidOnce, RecordAdmin, TitledAsSaved
+from pantheon.console import (
+    CheckedLists,
+    KindSaidOnce,
+    RecordAdmin,
+    TitledAsSaved,
+    may_open,
+    named,
+    related,
+    serving,
+)
 from pantheon.exceptions import query_has_unrenderable
 from pantheon.figures import counted
 from pantheon.passwords import console_operator
@@ -126,8 +136,13 @@ class PantheonAdminSite(admin.AdminSite):
             if not selection_is_ids(view, request):
                 return self.bad_request(request, "selection")
             refuse_related_to_field(view, request)
-            with console_operator(request.user):
-                return view(request, *args, **kwargs)
+            with console_operator(request.user), serving(request, self):
+                response = view(request, *args, **kwargs)
+                if isinstance(response, SimpleTemplateResponse):
+                    # Rendered while the page is served: the rows it names are named for who
+                    # reads them (`pantheon.console.related`).
+                    response.render()
+                return response
 
         return super().admin_view(checked, cacheable)
 
@@ -160,6 +175,34 @@ class PantheonAdminSite(admin.AdminSite):
             )
         response = TemplateResponse(request, "admin/forbidden.html", context, status=403)
         return response.render()
+
+
+def _related_field(self, remote_field, remote_obj) -> str:
+    """A read-only relation on a console page (a ledger row's session, a turn's session, a
+    billing profile's user), linked only for who may open the row's page, and named by its
+    kind and id for who may not read its name (a session's title, a room's name). Django
+    linked every one and named it by its title, whoever read it: a ledger reader who may not
+    view sessions read the chats' titles, and the link answered 403."""
+    return related(remote_obj)
+
+
+def _raw_id_label(self, value):
+    """The name beside a relation's id box (an agent's owner), as `_related_field` shows it."""
+    label, url = _django_raw_id_label(self, value)
+    if not url:
+        return label, url
+    obj = self.rel.model._default_manager.using(self.db).filter(
+        **{self.rel.get_related_field().name: value}
+    )
+    found = obj.first()
+    if found is None or may_open(type(found), found):
+        return label, url
+    return named(found), ""
+
+
+_django_raw_id_label = widgets.ForeignKeyRawIdWidget.label_and_url_for_value
+helpers.AdminReadonlyField.get_admin_url = _related_field  # type: ignore[method-assign]
+widgets.ForeignKeyRawIdWidget.label_and_url_for_value = _raw_id_label  # type: ignore[method-assign]
 
 
 # What each console role may do (the groups the migrations create), as the README says it.

@@ -11,8 +11,9 @@
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal
 from functools import cache, cached_property
@@ -48,7 +49,7 @@ from django.forms.boundfield import BoundField
 from django.forms.models import BaseInlineFormSet, InlineForeignKeyField
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone, translation
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
@@ -1230,9 +1231,92 @@ def badge(tone: str, text: str) -> SafeString:
     return format_html('<span class="pantheon-badge {}">{}</span>', tone, text)
 
 
+# The console page being served (its request and admin site), from its view through the
+# rendering of its template (`PantheonAdminSite.admin_view`): what a page shows of a row it
+# names depends on who reads it, and Django's read-only fields and list columns are given the
+# row alone.
+_serving: ContextVar[tuple | None] = ContextVar("pantheon_console_serving", default=None)
+
+
+@contextmanager
+def serving(request, site) -> Iterator[None]:
+    """`request` is the console page being served, on `site`: `operator_may`, `may_open` and
+    `related` read it."""
+    bound = _serving.set((request, site))
+    try:
+        yield
+    finally:
+        _serving.reset(bound)
+
+
+def operator_may(permission: str) -> bool:
+    """Whether the operator of the console page being served holds `permission` (True outside
+    a console page: a shell, a command)."""
+    served = _serving.get()
+    return served is None or served[0].user.has_perm(permission)
+
+
+def may_open(model: type[Model], obj: Model | None = None) -> bool:
+    """Whether the operator of the page being served may open the list of `model` (or the page
+    of `obj`): a link to a page they may not open answered 403 when followed."""
+    served = _serving.get()
+    if served is None:
+        return True
+    request, site = served
+    model_admin = site._registry.get(model)
+    return model_admin is not None and model_admin.has_view_permission(request, obj)
+
+
+def withheld_name(obj: Model) -> str | None:
+    """How `obj` is named to the operator of the page being served who may not view it, when
+    its name holds a user's words (a session's title, a room's name: its admin's
+    `name_withheld` says which): its kind and id, the name withheld. None when it may be
+    named."""
+    served = _serving.get()
+    if served is None:
+        return None
+    request, site = served
+    model_admin = site._registry.get(type(obj))
+    what = getattr(model_admin, "name_withheld", None)
+    if what is None or model_admin.has_view_permission(request, obj):
+        return None
+    opts = obj._meta
+    key = str(obj.pk)
+    key = f"{key[:8]}…" if len(key) > 8 else key
+    return (
+        f"{opts.verbose_name} {key} ({what} withheld: only who may view "
+        f"{opts.verbose_name_plural} reads it)"
+    )
+
+
+def named(obj: Model | None) -> str:
+    """`obj` by its name, as a list column shows a related row, or by its kind and id for who
+    may not read its name (`withheld_name`)."""
+    if obj is None:
+        return "-"
+    return withheld_name(obj) or str(obj)
+
+
+def related(obj: Model) -> str:
+    """`obj` as a page shows a related row: a link to its page for who may open it, else its
+    name alone (`named`), as Django's read-only fields showed it, linked to a 403."""
+    if not may_open(type(obj), obj):
+        return named(obj)
+    opts = obj._meta
+    try:
+        page = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return str(obj)
+    return format_html('<a href="{}">{}</a>', page, obj)
+
+
 def record_links(query: dict[str, str], lists: Sequence[type[Model]]) -> str:
     """Links to the lists of `lists`' records, each filtered by `query`: the audit trail from
-    a user's or a session's page to their sessions, turns, messages and ledger rows."""
+    a user's or a session's page to their sessions, turns, messages and ledger rows; only the
+    lists the operator may open."""
+    lists = [model for model in lists if may_open(model)]
+    if not lists:
+        return "-"
     return format_html_join(
         " · ",
         '<a href="{}">{}</a>',

@@ -443,6 +443,9 @@ class RoomAdmin(ChangesWithValues, ShownMoments, OwnerSetOnce, EditedAsShownAdmi
     search_fields = ["name", "owner__username"]
     list_select_related = ["owner"]
     readonly_fields = ["id", "created_at", "updated_at", "deleted_at"]
+    # Named by its id to who may not view rooms (`pantheon.console.named`): a ledger row's or a
+    # turn's page named its room.
+    name_withheld = "name"
     raw_id_fields = ["owner"]
     inlines = [RoomAgentInline]
     soft_delete_effect = (
@@ -515,6 +518,7 @@ class RoomAgentAdmin(admin.ModelAdmin):
     seats is the last, 3); a seat that leaves its room, moved or deleted, closes its gap."""
 
     form = SeatPageForm
+    name_withheld = "name"  # "Ada (@ada) at seat 1 of Research": its room's name
     list_display = ["room", "position", "agent"]
     list_select_related = ["room", "agent"]
     search_fields = ["room__name", "agent__agent_key"]

@@ -4,7 +4,6 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ORDER_VAR
 from django.db.models import Model, Q
 from django.db.models.constants import LOOKUP_SEP
-from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
@@ -27,7 +26,10 @@ from pantheon.console import (
     moment,
     moment_column,
     name_column,
+    named,
+    operator_may,
     record_links,
+    related,
     username_filter,
 )
 from pantheon.figures import credits_text
@@ -104,7 +106,6 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
     list_display_links = ["created"]
     created = moment_column()
     starter = name_column("started_by", "username", "started by")
-    room_name = name_column("room", "name", "room")
     list_filter = [
         username_filter("started_by"),
         ("deleted_at", SessionDeletedFilter),
@@ -141,6 +142,13 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # one session per conversation: as many as records
     names_its_kind = True  # "Session “Roundtable demo” · e59bbb36…" (Session.__str__)
+    # Named by its id to who may not view sessions (`pantheon.console.named`): a ledger row's
+    # or a message's page named its session by its title.
+    name_withheld = "title"
+
+    @admin.display(description="room", ordering="room__name")
+    def room_name(self, session: Session) -> str:
+        return named(session.room) if session.room_id else self.get_empty_value_display()
 
     @admin.display(description="deleted (UTC)", ordering="deleted_at")
     def deleted(self, session: Session) -> str:
@@ -160,8 +168,7 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
         """The page's: a link to the agent's page, as Django's read-only field gave."""
         if session.agent_id is None:
             return self._no_agent(session)
-        page = reverse("admin:rooms_agent_change", args=[session.agent_id])
-        return format_html('<a href="{}">{}</a>', page, session.agent)
+        return related(session.agent)
 
     def _no_agent(self, session: Session) -> str:
         return DELETED_AGENT if session.room_id is None else self.get_empty_value_display()
@@ -199,14 +206,18 @@ class SessionAdmin(ChangesWithValues, ShownMoments, EditedAsShownAdmin, SoftDele
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_search_results(self, request, queryset, search_term):
-        text = Q(title__icontains=search_term.strip()) | Q(
-            room__name__icontains=search_term.strip()
-        )
+        text = Q(title__icontains=search_term.strip())
+        if request.user.has_perm(VIEW_ROOMS):  # a match told the others a room's name
+            text |= Q(room__name__icontains=search_term.strip())
         return by_id_or_text(queryset, search_term, ids=["pk"], text=text), False
 
 
 # Who may read a conversation's words in the console: who may view its messages.
 VIEW_MESSAGES = "sessions_app.view_message"
+# Who may read a room's name, and an agent's role prompt.
+VIEW_ROOMS = "rooms.view_room"
+VIEW_AGENTS = "rooms.view_agent"
+ROLE_PROMPT_WITHHELD = "withheld: only who may view agents reads a role prompt"
 WITHHELD = "withheld: only who may view messages reads a conversation's words"
 
 
@@ -439,6 +450,9 @@ class TurnAdmin(ConversationWords, RecordAdmin):
         seats = [seat for seat in turn.roster or [] if isinstance(seat, dict)]
         if not seats:
             return self.get_empty_value_display()
+        # An agent's role prompt is its owner's configuration, on the agent's page: the roster
+        # showed it to who may view turns but not agents.
+        prompts = operator_may(VIEW_AGENTS)
         rows = format_html_join(
             "",
             "<tr><td>{} (@{})</td><td>{}</td><td>{}</td></tr>",
@@ -447,7 +461,7 @@ class TurnAdmin(ConversationWords, RecordAdmin):
                     seat.get("name", ""),
                     seat.get("agent_key", ""),
                     seat.get("model_alias", ""),
-                    _folded(seat.get("role_prompt", "")),
+                    _folded(seat.get("role_prompt", "")) if prompts else ROLE_PROMPT_WITHHELD,
                 )
                 for seat in seats
             ),
@@ -479,18 +493,15 @@ class TurnAdmin(ConversationWords, RecordAdmin):
     @admin.display(description="summary it made")
     def summary_made(self, turn: Turn) -> str:
         """The summary whose call this turn made (its context audit says "summary triggered")."""
-        summaries = [
-            (reverse("admin:sessions_app_sessionsummary_change", args=[s.pk]), str(s))
-            for s in turn.summaries.order_by("created_at")
-        ]
-        links = format_html_join(" · ", '<a href="{}">{}</a>', summaries)
+        summaries = [(related(s),) for s in turn.summaries.order_by("created_at")]
+        links = format_html_join(" · ", "{}", summaries)
         return links or self.get_empty_value_display()
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
-        text = Q(session__started_by__username__iexact=term) | Q(
-            session__room__name__icontains=term
-        )
+        text = Q(session__started_by__username__iexact=term)
+        if request.user.has_perm(VIEW_ROOMS):  # a match told the others a room's name
+            text |= Q(session__room__name__icontains=term)
         return by_id_or_text(queryset, term, ids=["pk", "session_id"], text=text), False
 
     created = moment_column()
@@ -506,7 +517,7 @@ class TurnAdmin(ConversationWords, RecordAdmin):
     def room_or_agent(self, turn: Turn) -> str:
         session = turn.session
         if session.room_id:
-            return session.room.name
+            return named(session.room)
         return f"@{session.agent.agent_key}" if session.agent_id else DELETED_AGENT
 
     # Not sortable: sorting every turn by its session's row would read the whole ledger.
@@ -521,9 +532,15 @@ class TurnAdmin(ConversationWords, RecordAdmin):
 
 @admin.register(Message)
 class MessageAdmin(RecordAdmin):
-    list_display = ["created", "session", "sequence", "role", "agent_key", "status"]
+    list_display = ["created", "session_named", "sequence", "role", "agent_key", "status"]
     list_display_links = ["created"]
     created = moment_column()
+    name_withheld = "words"  # "#3 ada: the first words…" (Message.__str__)
+
+    @admin.display(description="session")
+    def session_named(self, message: Message) -> str:
+        return named(message.session)
+
     list_filter = ["role", "status"]
     search_fields = ["session__id"]
     list_select_related = ["session"]
@@ -550,9 +567,14 @@ class SessionSummaryAdmin(ConversationWords, RecordAdmin):
         "open_questions",
         "action_items",
     )
-    list_display = ["created", "session", "from_sequence", "to_sequence", "valid_json"]
+    list_display = ["created", "session_named", "from_sequence", "to_sequence", "valid_json"]
     list_display_links = ["created"]
     created = moment_column()
+
+    @admin.display(description="session")
+    def session_named(self, summary: SessionSummary) -> str:
+        return named(summary.session)
+
     list_filter = ["valid_json"]
     search_fields = ["session__id"]
     search_help_text = "A session or turn id, or words of a summary."

@@ -39,6 +39,7 @@ from pantheon.console import (
     moment,
     moment_column,
     name_column,
+    operator_may,
     username_filter,
 )
 from pantheon.db import database
@@ -1229,6 +1230,8 @@ class MonthlyUsageAdmin(RecordAdmin):
     def billing(self, usage: MonthlyUsage) -> str:
         """The user's month on the billing dashboard: its provider cost, its calls per alias
         (lost ones too) and their export, what the month is invoiced from."""
+        if not operator_may("usage.view_llmcallevent"):  # the dashboard is a 403 to them
+            return self.get_empty_value_display()
         last_day = month_of(next_month_start(day_start(usage.month))) - timedelta(days=1)
         query = {"user": usage.user.get_username(), "start": usage.month, "end": last_day}
         return format_html(
