@@ -19,6 +19,7 @@ from pantheon.console import (
     deleted,
     moment_column,
     name_column,
+    named,
     username_filter,
 )
 from pantheon.fields import MAX_LIST_ITEMS
@@ -519,7 +520,18 @@ class RoomAgentAdmin(admin.ModelAdmin):
 
     form = SeatPageForm
     name_withheld = "name"  # "Ada (@ada) at seat 1 of Research": its room's name
-    list_display = ["room", "position", "agent"]
+    list_display = ["room_named", "position", "agent"]
+
+    @admin.display(description="room", ordering="room__name")
+    def room_named(self, seat: RoomAgent) -> str:
+        return named(seat.room)
+
+    def get_search_fields(self, request):
+        # A room's name only for who may read it: a match told the others what it was.
+        if request.user.has_perm("rooms.view_room"):
+            return self.search_fields
+        return [name for name in self.search_fields if not name.startswith("room__")]
+
     list_select_related = ["room", "agent"]
     search_fields = ["room__name", "agent__agent_key"]
     raw_id_fields = ["room", "agent"]

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
-from rooms.models import Room
+from rooms.models import Room, RoomAgent
 from sessions_app.models import Message, Session, SessionSummary, Turn
 from usage.models import LlmCallEvent
 
@@ -125,3 +125,15 @@ def test_who_may_view_them_reads_them_linked(chat, make_operator):
     assert "Zarathustra" in turn_page
     assert "withheld" not in ledger + turn_page
     assert searched.context["cl"].result_count == 1
+
+
+def test_who_reads_seats_reads_no_room_name(chat, operator):
+    """The seats' list named each seat's room, and its search matched room names."""
+    client = client_for(operator("view_roomagent"))
+
+    listed = _text(client.get(url(RoomAgent, "changelist")))
+    searched = client.get(url(RoomAgent, "changelist"), {"q": "Nightingale"})
+
+    assert "Nightingale" not in listed
+    assert "name withheld: only who may view rooms reads it" in listed
+    assert searched.context["cl"].result_count == 0
