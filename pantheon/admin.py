@@ -76,6 +76,9 @@ class UserChangeForm(auth_forms.UserChangeForm):
 
 # What an account may do in the console: staff and superuser status, roles and permissions.
 PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+# What happened to the account (its sign-ins, its creation), which Django writes: whoever else
+# may change users rewrote when a customer last signed in, or joined.
+RECORD_FIELDS = ("last_login", "date_joined")
 
 
 def may_manage(operator, user) -> bool:
@@ -176,11 +179,12 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     def get_readonly_fields(self, request, obj=None):
         """Roles, permissions and staff or superuser status are a superuser's to give (or
         `createsuperuser` from a shell): whoever else may change users would give them to
-        themselves."""
+        themselves. Nor do they rewrite when the account signed in last or joined."""
         fields = super().get_readonly_fields(request, obj)
         if request.user.is_superuser:
             return fields
-        return (*fields, *(name for name in PRIVILEGE_FIELDS if name not in fields))
+        kept = (*PRIVILEGE_FIELDS, *RECORD_FIELDS)
+        return (*fields, *(name for name in kept if name not in fields))
 
     def construct_change_message(self, request, form, formsets, add=False):
         """A change says from and to (a role or superuser status granted is what an audit looks

@@ -222,3 +222,25 @@ def test_who_may_change_users_still_changes_their_own_password(support):
     support.refresh_from_db()
     assert changed.status_code == 302
     assert support.check_password("my-own-pass-987")
+
+
+def test_who_may_change_users_cannot_rewrite_when_a_customer_signed_in(support, owner):
+    """The page's Important dates were inputs: a customer's last login and the day they joined
+    were whatever support typed."""
+    client = client_for(support)
+    joined = owner.date_joined
+
+    response = _saved_with(
+        client,
+        owner,
+        first_name=["Olive"],
+        last_login_0=["2020-01-01"],
+        last_login_1=["00:00:00"],
+        date_joined_0=["2020-01-01"],
+        date_joined_1=["00:00:00"],
+    )
+
+    owner.refresh_from_db()
+    assert response.status_code == 302
+    assert owner.first_name == "Olive"
+    assert owner.last_login is None and owner.date_joined == joined
