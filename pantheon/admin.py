@@ -321,6 +321,17 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
             # Nor may they revoke its token: the users' list has no action for them (or
             # leaves a staff account's token to a superuser).
             billing = tuple("api_token_since" if f == "api_token" else f for f in billing)
+        # The month's credits are the ledger's (or its monthly counters'), the cap and the
+        # status the billing profile's: shown to who may read those, where a support operator
+        # who may view users alone read every customer's spending and cap.
+        user = request.user
+        reads = {
+            "month_credits": user.has_perm("usage.view_llmcallevent")
+            or user.has_perm("usage.view_monthlyusage"),
+            "credit_cap": user.has_perm("usage.view_billingprofile"),
+            "billing_status": user.has_perm("usage.view_billingprofile"),
+        }
+        billing = tuple(f for f in billing if reads.get(f, True))
         return (("Billing this month (UTC)", {"fields": billing}), *fieldsets)
 
     def get_form(self, request, obj=None, change=False, **kwargs):

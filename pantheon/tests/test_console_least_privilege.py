@@ -244,3 +244,21 @@ def test_who_may_change_users_cannot_rewrite_when_a_customer_signed_in(support, 
     assert response.status_code == 302
     assert owner.first_name == "Olive"
     assert owner.last_login is None and owner.date_joined == joined
+
+
+def test_who_may_view_users_alone_reads_no_spending(support, owner):
+    """A user's page showed the month's credits (the ledger's), the cap and the billing status
+    (the billing profile's) to who may read neither."""
+    client = client_for(support)
+    page = client.get(url(User, "change", owner.pk)).content.decode()
+
+    support.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_monthlyusage", "view_billingprofile"])
+    )
+    allowed = client_for(User.objects.get(pk=support.pk))
+    shown = allowed.get(url(User, "change", owner.pk)).content.decode()
+
+    for label in ("Credits this month", "Monthly credit cap", "Billing status"):
+        assert label not in page
+        assert label in shown
+    assert "API token" in page  # theirs to revoke
