@@ -75,8 +75,7 @@ def session_delete(*, session: Session) -> None:
     """Soft-delete the session (it and its turns are 404 from then on). Its running turn, if
     any, ends at once as its user's cancel ends it (`turns_cancel_with_sessions`), so a deleted
     session spends no further call. (A turn claimed as the delete reads the running turns,
-    unseen by it, still runs to its end: the delete's update of the session's row waits for the
-    claim, whose turn's insert locks that row, to commit.)"""
+    unseen by it, ends at its first write, which finds its session deleted: `TurnRunner._step`.)"""
     with transaction.atomic():
         # The turn's row first, then the session's: as a room's delete, or a claim (a stale
         # turn's row, then its room's), never the other way round.

@@ -1509,7 +1509,10 @@ class TurnRunner:
         user locks, so it stays locked only until the commit right after (concurrent turns of
         one user queue on it for one statement, not for the whole step)."""
         with transaction.atomic():
-            turn = Turn.objects.filter(pk=self._turn.pk)
+            # A chat deleted since the claim (its session, its room, its account forgotten)
+            # stores no step: its delete ends the running turns it sees, and this one, whose
+            # claim it could not see yet (read before it, committed after), ends here.
+            turn = Turn.objects.filter(pk=self._turn.pk).while_alive(self.plan.session.pk)
             now = self.plan.state.now()
             if finishing:
                 status = Turn.final_status(
@@ -1534,11 +1537,24 @@ class TurnRunner:
         `recover_turns` (`turn_interrupted`: the client hears what a turn interrupted by a
         restart answers, a 503 of that code), by a later turn taking the stalled session
         over (`turn_conflict`: the 409 of a session taken) or by its user's cancel
-        (`turn_cancelled`, a 409 of that code). Nothing of the step is written; the call's row,
-        marked lost, gets what the provider reported (`end`)."""
-        failure = (
-            Turn.objects.filter(pk=self._turn.pk).values_list("failure_code", flat=True).first()
-        )
+        (`turn_cancelled`, a 409 of that code); or its chat was deleted by a delete that could
+        not see its claim (the turn still runs: it ends as that delete's cancel would have).
+        Nothing of the step is written; the call's row, marked lost, gets what the provider
+        reported (`end`)."""
+        status, failure = Turn.objects.filter(pk=self._turn.pk).values_list(
+            "status", "failure_code"
+        ).first() or (None, None)
+        if status == TurnStatus.RUNNING:
+            # Still running: its chat was deleted after its claim, by a delete that could not
+            # see the claim yet. It ends as that delete ends the turns it sees, as a cancel.
+            logger.info(
+                "turn %s: its chat was deleted while its %s call for %s ran: its answer is not "
+                "stored, and the turn ends as a cancel",
+                self._turn.pk,
+                call.purpose,
+                call.agent_key or "-",
+            )
+            return exceptions.TurnCancelled(turn_id=self._turn.pk)
         if failure == TurnFailure.CANCELLED:
             logger.info(
                 "turn %s was cancelled while its %s call for %s ran: its answer is not stored",
