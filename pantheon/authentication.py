@@ -14,12 +14,21 @@ from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
 from pantheon import logging_context
+from pantheon.compiled import CompiledRead
 from pantheon.exceptions import InvalidTokensThrottled
 from pantheon.throttling import InvalidTokenThrottle
 
 BEARER = "Bearer"
 # The shape of the keys `POST auth/token` gives (DRF's: 40 hexadecimal digits).
 OUR_KEY = re.compile(rb"[0-9a-fA-F]{40}")
+
+
+def _token_with_user(key: str):
+    return Token.objects.select_related("user", "user__billing_profile").filter(key=key)
+
+
+# Every API request reads its token: compiled once per process (`pantheon.compiled`).
+_TOKEN_WITH_USER = CompiledRead(_token_with_user, key=str)
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -51,10 +60,9 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if self.request is not None and limit.refuses(self.request):
             # The address sent too many invalid tokens: refused before any lookup.
             raise InvalidTokensThrottled(limit.wait())
-        model = self.get_model()
         try:
-            token = model.objects.select_related("user", "user__billing_profile").get(key=key)
-        except model.DoesNotExist as exc:
+            token = _TOKEN_WITH_USER.get(key=key)
+        except Token.DoesNotExist as exc:
             self._failed(limit)
             raise exceptions.AuthenticationFailed("Invalid token.") from exc
         if not token.user.is_active:

@@ -133,3 +133,26 @@ def test_only_the_turns_that_stamp_a_list_first_read_its_prices_again(
     assert len([q for q in first if 'FROM "usage_modelprice"' in q["sql"]]) == 1
     assert len(prices_read(second)) == 1  # the aliases' read, with its prices
     assert not [q for q in second if 'FROM "usage_modelprice"' in q["sql"]]
+
+
+def test_a_turn_compiles_none_of_its_hot_reads_again(
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn, monkeypatch
+):
+    """The session with its turn state is read with SQL compiled once per process
+    (`pantheon.compiled`): Django builds and compiles no SELECT of it on a turn."""
+    from django.db.models.sql.compiler import SQLCompiler
+
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    assert post_turn(owner_client, session, "first").status_code == 201
+    compiled: list[str] = []
+    original = SQLCompiler.as_sql
+
+    def as_sql(self, *args, **kwargs):
+        sql, params = original(self, *args, **kwargs)
+        compiled.append(sql)
+        return sql, params
+
+    monkeypatch.setattr(SQLCompiler, "as_sql", as_sql)
+    assert post_turn(owner_client, session, "second").status_code == 201
+    hot = [sql for sql in compiled if sql.startswith('SELECT "sessions_app_session"."id"')]
+    assert not hot, hot
