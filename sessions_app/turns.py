@@ -44,6 +44,7 @@ exchange they reach into), never the whole history.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
@@ -51,10 +52,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Subquery, Sum
+from django.db.models import Q, QuerySet, Subquery, Sum
 
 from orchestration import budget as context_budget
 from orchestration.context import (
@@ -93,6 +95,7 @@ from orchestration.types import (
     Role,
 )
 from pantheon import draining, exceptions, logging_context, runner
+from pantheon.compiled import CompiledRead
 from pantheon.db import connection_lost, database
 from pantheon.fields import blank
 from pantheon.llm import alias_config, get_gateway
@@ -509,6 +512,23 @@ def _agent_spec(agent) -> AgentSpec:
     )
 
 
+def _newest_history_read(session_id: UUID, after: int, *, limit: int) -> QuerySet:
+    return (
+        Message.objects.filter(IN_HISTORY, session_id=session_id, sequence__gt=after)
+        .order_by("-sequence")
+        .values(*HISTORY_FIELDS)[:limit]
+    )
+
+
+@functools.cache
+def _newest_history(limit: int) -> CompiledRead:
+    """A session's newest `limit` messages after a sequence, newest first: every claim reads
+    them, compiled once per process (`pantheon.compiled`)."""
+    return CompiledRead(
+        functools.partial(_newest_history_read, limit=limit), session_id=UUID, after=int
+    )
+
+
 def _visible(rows: list[dict]) -> list[dict]:
     """`rows` of messages (`HISTORY_FIELDS`) but those with nothing to see (`IN_HISTORY`)."""
     return [row for row in rows if not blank(row["content"])]
@@ -792,13 +812,14 @@ class TurnRunner:
         that exchange's question (EXCHANGE_READ_LIMIT): a prompt's history starts with a
         question (`orchestration.context`), and in a room with as many seats as the limit, the
         newest messages are all answers."""
-        messages = Message.objects.filter(IN_HISTORY, session=self.plan.session)
-        if self.summary is not None:
-            messages = messages.filter(sequence__gt=self.summary.to_sequence)
-        newest_first = messages.order_by("-sequence").values(*HISTORY_FIELDS)
+        # A sequence is never negative: with no summary, the whole history.
+        after = self.summary.to_sequence if self.summary is not None else -1
         limit = settings.PANTHEON_CONTEXT_HISTORY_LIMIT
-        rows = list(newest_first[:limit])
+        rows = _newest_history(limit).values(session_id=self.plan.session.pk, after=after)
         if len(rows) == limit and rows[-1]["role"] != MessageRole.USER:
+            messages = Message.objects.filter(IN_HISTORY, session=self.plan.session)
+            messages = messages.filter(sequence__gt=after)
+            newest_first = messages.order_by("-sequence").values(*HISTORY_FIELDS)
             oldest = rows[-1]["sequence"]
             question = (
                 messages.filter(role=MessageRole.USER, sequence__lt=oldest)
