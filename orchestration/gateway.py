@@ -43,7 +43,7 @@ from orchestration.budget import (
     estimate_units,
     length_within_units,
 )
-from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm, uses_openai_sdk
+from orchestration.litellm_loader import DEMO_PROVIDER, load_litellm, setup_here, uses_openai_sdk
 from orchestration.types import AliasConfig, CallStatus, ErrorKind, LlmCall, LlmResult
 
 logger = logging.getLogger(__name__)
@@ -734,9 +734,10 @@ class LiteLLMGateway:
         reply that has none."""
         logged: list[dict[str, Any]] = []  # litellm's record of the call, as it goes
         try:
-            return await asyncio.wait_for(
-                litellm.acompletion(**request, logger_fn=logged.append), self.timeout_seconds
-            )
+            with setup_here():
+                return await asyncio.wait_for(
+                    litellm.acompletion(**request, logger_fn=logged.append), self.timeout_seconds
+                )
         except Exception as exc:
             reply = _reply_refused_for_its_usage(exc, logged)
             if reply is None:
@@ -767,10 +768,11 @@ class LiteLLMGateway:
         there: the text up to the limit is kept and the provider's stream closed (its usage,
         which comes last, never arrives). So does one whose reasoning goes past its own limit,
         with what text it has (none, as a rule)."""
-        response = await asyncio.wait_for(
-            litellm.acompletion(**request, stream=True, stream_options={"include_usage": True}),
-            self.timeout_seconds,
-        )
+        with setup_here():
+            response = await asyncio.wait_for(
+                litellm.acompletion(**request, stream=True, stream_options={"include_usage": True}),
+                self.timeout_seconds,
+            )
         limit = AnswerLimit.of(call)
         chunks = response.__aiter__()
         received = reasoned = 0  # chunks of the answer, chunks of reasoning

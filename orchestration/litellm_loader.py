@@ -9,8 +9,14 @@ summary, metering) never needs it; servers call it while warming up, before taki
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import weakref
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from types import ModuleType
 from typing import Any
@@ -123,3 +129,45 @@ async def _refuse_to_resend(self: Any, *args: Any, **kwargs: Any) -> Any:
     if error is None:  # not called from the handler's except branch: nothing to resend after
         raise RuntimeError("litellm's resend is turned off (orchestration.litellm_loader)")
     raise error
+
+
+# Set while a call's `litellm.acompletion` starts: its first trip to the default executor runs
+# where it is asked (`_SetupHereExecutor`).
+_SETUP_HERE: ContextVar[bool] = ContextVar("pantheon_litellm_setup_here", default=False)
+
+
+class _SetupHereExecutor(ThreadPoolExecutor):
+    """The event loop's default executor, which runs the setup of a litellm call in place:
+    `acompletion` hands its synchronous `completion` (parameter handling, about a millisecond
+    of CPU, which returns the request's coroutine) to the default executor, a trip to a
+    thread and back on every call. Only the first trip of a call marked by `setup_here` runs
+    in place; anything else (a DNS lookup) goes to the threads as before."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if not _SETUP_HERE.get():
+            return super().submit(fn, *args, **kwargs)
+        _SETUP_HERE.set(False)
+        done: Future = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            done.set_exception(exc)
+        return done
+
+
+_loops_set_up: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+@contextmanager
+def setup_here() -> Iterator[None]:
+    """Around the start of a `litellm.acompletion` (the task that awaits it inherits the mark):
+    its setup runs on the event loop, not on a thread."""
+    loop = asyncio.get_running_loop()
+    if loop not in _loops_set_up:
+        loop.set_default_executor(_SetupHereExecutor(thread_name_prefix="asyncio"))
+        _loops_set_up.add(loop)
+    token = _SETUP_HERE.set(True)
+    try:
+        yield
+    finally:
+        _SETUP_HERE.reset(token)
