@@ -30,6 +30,12 @@ from django.db.models.query import (  # type: ignore[attr-defined]
 M = TypeVar("M", bound=Model)
 
 KINDS = (int, str, uuid.UUID)
+# How a backend may write a parameter of each kind in a query's parameters (None: as it is).
+_WRITTEN: dict[type, tuple[Callable[[Any], Any] | None, ...]] = {
+    int: (None,),
+    str: (None,),
+    uuid.UUID: (None, lambda value: value.hex),
+}
 
 
 def _sentinel(kind: type, number: int, pass_: int) -> Any:
@@ -48,7 +54,8 @@ def _sentinel(kind: type, number: int, pass_: int) -> Any:
 class _Compiled:
     sql: str
     params: tuple[Any, ...]  # the queryset's own values; None where a parameter goes
-    slots: tuple[tuple[int, str], ...]  # (position in params, parameter name)
+    # (position in params, parameter name, how the backend writes it: None as given)
+    slots: tuple[tuple[int, str, Callable[[Any], Any] | None], ...]
     using: str
     converters: tuple[tuple[int, tuple[Callable, ...], Any], ...]  # (column, functions, expr)
     # A read of values(): its columns' names.
@@ -117,10 +124,11 @@ class CompiledRead(Generic[M]):
             raise TypeError(f"expected the parameters {sorted(self._parameters)}")
         compiled = self._compiled or self._compile()
         params = list(compiled.params)
-        for position, name in compiled.slots:
+        for position, name, written in compiled.slots:
             kind = self._parameters[name]
             value = values[name]
-            params[position] = value if type(value) is kind else kind(value)
+            value = value if type(value) is kind else kind(value)
+            params[position] = value if written is None else written(value)
         connection = connections[compiled.using]
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
@@ -150,16 +158,26 @@ class CompiledRead(Generic[M]):
         )
         if sql != other_sql or len(params) != len(other_params):
             raise ValueError("the queryset's SQL changes with its parameters' values")
-        filling = {value: name for name, value in sentinels[0].items()}
-        slots: dict[int, str] = {}
+        # Each sentinel as the backend may write it: as given, or (a UUID on SQLite, which has
+        # no UUID type) as its hexadecimal text.
+        filling = {
+            written(value) if written else value: (name, written)
+            for name, value in sentinels[0].items()
+            for written in _WRITTEN[type(value)]
+        }
+        slots: dict[int, tuple[str, Callable[[Any], Any] | None]] = {}
         for position, (value, other) in enumerate(zip(params, other_params, strict=True)):
             if value == other:
                 continue
             known = isinstance(value, KINDS) and value in filling
-            if not known or sentinels[1][filling[value]] != other:
+            if known:
+                name, written = filling[value]
+                other_sentinel = sentinels[1][name]
+                known = (written(other_sentinel) if written else other_sentinel) == other
+            if not known:
                 raise ValueError(f"the queryset has a value of its own that changes: {value!r}")
             slots[position] = filling[value]
-        missing = set(self._parameters) - set(slots.values())
+        missing = set(self._parameters) - {name for name, _ in slots.values()}
         if missing:
             raise ValueError(f"parameters not in the queryset's SQL: {sorted(missing)}")
         select, query = compiler.select, compiler.query
@@ -173,19 +191,20 @@ class CompiledRead(Generic[M]):
         filled = tuple(
             None if position in slots else value for position, value in enumerate(params)
         )
+        slotted = tuple((position, *slot) for position, slot in slots.items())
         if iterable is ValuesIterable:
             names = tuple(
                 query.selected
                 or (*query.extra_select, *query.values_select, *query.annotation_select)
             )
-            compiled = _Compiled(sql, filled, tuple(slots.items()), using, converters, names=names)
+            compiled = _Compiled(sql, filled, slotted, using, converters, names=names)
         elif iterable is ModelIterable:
             klass_info = compiler.klass_info
             first, last = klass_info["select_fields"][0], klass_info["select_fields"][-1]
             compiled = _Compiled(
                 sql,
                 filled,
-                tuple(slots.items()),
+                slotted,
                 using,
                 converters,
                 model=klass_info["model"],

@@ -18,8 +18,10 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 from sessions_app.models import Session
 from usage.models import LlmCallEvent
-client = APIClient()
-client.force_authenticate(User.objects.get(username="demo"))
+from rest_framework.authtoken.models import Token
+client = APIClient()  # by the demo user's token, as an API client signs in
+token, _ = Token.objects.get_or_create(user=User.objects.get(username="demo"))
+client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
 results = {}
 for session in Session.objects.select_related("room"):
     statuses = []
