@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -79,6 +80,20 @@ def staff(django_user_model):
     return django_user_model.objects.create_user(
         username="staff", password="staff-pass-123", is_staff=True, is_superuser=True
     )
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """A console operator (staff) with these permissions (codenames) and no other."""
+
+    def make(*codenames: str):
+        user = django_user_model.objects.create_user(
+            "narrow", password="narrow-pass-123", is_staff=True
+        )
+        user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+        return user
+
+    return make
 
 
 def _client_for(user) -> APIClient:

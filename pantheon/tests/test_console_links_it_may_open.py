@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from pantheon.testing.admin import admin_url as url
@@ -38,18 +37,6 @@ def ledger(owner, make_agent, make_session, this_month):
     )
     usage = MonthlyUsage.objects.create(user=owner, month=this_month.date(), credits=1)
     return {"session": session, "turn": turn, "event": event, "usage": usage}
-
-
-@pytest.fixture
-def operator(django_user_model):
-    def make(*codenames: str):
-        user = django_user_model.objects.create_user(
-            "narrow", password="narrow-pass-123", is_staff=True
-        )
-        user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-        return user
-
-    return make
 
 
 def links(client, page: str) -> set[str]:

@@ -8,7 +8,6 @@ withheld from who may not view messages."""
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
@@ -49,18 +48,6 @@ def chat(owner, make_agent, make_room, make_session):
         credits=Decimal("0.0123"),
     )
     return {"turn": turn, "message": message, "summary": summary, "event": event}
-
-
-@pytest.fixture
-def operator(django_user_model):
-    def make(*codenames: str):
-        user = django_user_model.objects.create_user(
-            "narrow", password="narrow-pass-123", is_staff=True
-        )
-        user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-        return user
-
-    return make
 
 
 def _text(response) -> str:
