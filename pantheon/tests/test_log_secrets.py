@@ -159,20 +159,25 @@ log.error("provider said %s", "{DOTENV_KEY}")
 """
 
 
-@pytest.mark.parametrize("log_format", ["json", "text"])
-def test_gunicorn_and_uvicorn_lines_hold_no_key_in_either_format(log_format):
-    """With LOG_FORMAT=text, gunicorn's own handlers (which write uvicorn's tracebacks of the
-    app's errors) had no secrets filter: only the JSON ones did."""
-    env = {**os.environ, "LOG_FORMAT": log_format, "OPENAI_API_KEY": OPENAI_KEY}
-    env.pop("OPENROUTER_API_KEY", None)
-    written = subprocess.run(
-        [sys.executable, "-c", GUNICORN_LINE],
+def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter in the checkout, with `env`: what it wrote."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         cwd=settings.BASE_DIR,
     )
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_gunicorn_and_uvicorn_lines_hold_no_key_in_either_format(log_format):
+    """With LOG_FORMAT=text, gunicorn's own handlers (which write uvicorn's tracebacks of the
+    app's errors) had no secrets filter: only the JSON ones did."""
+    env = {**os.environ, "LOG_FORMAT": log_format, "OPENAI_API_KEY": OPENAI_KEY}
+    env.pop("OPENROUTER_API_KEY", None)
+    written = run_python(GUNICORN_LINE, env)
 
     assert written.returncode == 0, written.stderr
     assert "Exception in ASGI application" in written.stderr
@@ -313,14 +318,7 @@ settings["on_starting"](types.SimpleNamespace(log=cfg.logger_class(cfg)))
 
 def test_the_servers_start_says_a_guessable_secret_is_weak():
     env = {**os.environ, "LOG_FORMAT": "text", "POSTGRES_PASSWORD": "postgres"}
-    written = subprocess.run(
-        [sys.executable, "-c", GUNICORN_START],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=settings.BASE_DIR,
-    )
+    written = run_python(GUNICORN_START, env)
 
     assert written.returncode == 0, written.stderr
     assert "POSTGRES_PASSWORD holds a word or a number anyone would guess" in written.stderr
