@@ -88,8 +88,10 @@ def _assert_the_lost_call_has_the_providers_usage(estimate: int, log) -> Turn:
     # The worker says what became of its call.
     said = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     taken = [line for line in said if line["logger"] == "sessions_app.turns"]
-    assert [(line["level"], line["turn_id"]) for line in taken] == [("WARNING", str(turn.pk))]
+    # What became of its call, then how the turn ended (its one line at its end).
+    assert [(line["level"], line["turn_id"]) for line in taken] == [("WARNING", str(turn.pk))] * 2
     assert "taken over (turn_interrupted) while its agent call for ada ran" in taken[0]["message"]
+    assert f"turn {turn.pk} ended interrupted" in taken[1]["message"]
     return turn
 
 
