@@ -900,7 +900,7 @@ def _rollup_days(params) -> tuple[date | None, date | None] | None:
 
 
 def _request_or_key(term: str) -> Q:
-    """A provider's request id (unique, indexed), or an agent key (lower case, as
+    """A provider's request id (indexed: `llmcall_request_id`), or an agent key (lower case, as
     AGENT_KEY_PATTERN: "ADA" finds @ada's calls). Not both ORed: the agent key has no index,
     and a request id searched with it read the whole ledger three times (0.6 s at 700,000
     rows). A term that could be either (`abc123`) is a request id if a row has it."""

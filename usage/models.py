@@ -382,19 +382,14 @@ class LlmCallEvent(models.Model):
     pricing_version = models.ForeignKey(
         PricingVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # The provider's id of the call's (last) request, from its reply's headers: set as the call
+    # completes, once (the ledger's guard, usage/0024); None when the provider named none.
     request_id = models.CharField(max_length=100, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         verbose_name = "ledger event"
         ordering = ["-created_at"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["request_id"],
-                condition=models.Q(request_id__isnull=False),
-                name="llm_call_request_id_unique",
-            )
-        ]
         indexes = [
             models.Index(fields=["user", "created_at"], name="llmcall_user_created"),
             models.Index(fields=["session", "created_at"], name="llmcall_session_created"),
@@ -428,6 +423,14 @@ class LlmCallEvent(models.Model):
                 fields=["purpose", "created_at"],
                 condition=~models.Q(purpose=CallPurpose.AGENT),
                 name="llmcall_purpose_created",
+            ),
+            # The console's search by a provider's request id (what its support quotes). Not
+            # unique: a provider's id is not unique across providers, and some proxies repeat
+            # it on a retried call; a completion refused for it would leave its call lost.
+            models.Index(
+                fields=["request_id"],
+                condition=models.Q(request_id__isnull=False),
+                name="llmcall_request_id",
             ),
         ]
 

@@ -220,3 +220,42 @@ def test_a_lost_call_whose_user_got_its_first_words_is_billed_for_them_once(pend
         heard.pk,
     )
     assert "final" in refused(bill, heard.pk)
+
+
+def test_a_request_id_is_set_once_as_its_call_completes(pending, owner, completed):
+    """A row is inserted before its call is sent, when no provider has named it: the UPDATE
+    that completes it records its provider's request id (usage/0024). Never afterwards, never
+    changed once set, never while the row stays pending."""
+    assert "once" in refused(
+        f"UPDATE {TABLE} SET request_id = 'req_early' WHERE id = %s", pending.pk
+    )
+    assert accepted(
+        f"UPDATE {TABLE} SET status = 'success', request_id = 'req_1' WHERE id = %s", pending.pk
+    )
+    assert "once" in refused(f"UPDATE {TABLE} SET request_id = 'req_2' WHERE id = %s", pending.pk)
+    assert "once" in refused(f"UPDATE {TABLE} SET request_id = NULL WHERE id = %s", pending.pk)
+    # A row completed without one (its provider named none) stays so.
+    assert completed.request_id is None
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET request_id = 'req_3' WHERE id = %s", completed.pk
+    )
+    pending.refresh_from_db()
+    assert pending.request_id == "req_1"
+
+
+def test_a_lost_call_heard_after_all_takes_its_request_id_with_its_usage_once(pending):
+    assert accepted(
+        f"UPDATE {TABLE} SET status = 'lost', error_type = 'lost', attempts = 1 WHERE id = %s",
+        pending.pk,
+    )
+    assert "final" in refused(
+        f"UPDATE {TABLE} SET request_id = 'req_late' WHERE id = %s", pending.pk
+    )
+    assert accepted(
+        f"UPDATE {TABLE} SET provider = 'openai', output_tokens = 9, request_id = 'req_late' "
+        "WHERE id = %s",
+        pending.pk,
+    )
+    assert "once" in refused(
+        f"UPDATE {TABLE} SET request_id = 'req_other' WHERE id = %s", pending.pk
+    )
