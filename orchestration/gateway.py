@@ -136,6 +136,8 @@ class _Reading:
     length: int = 0  # characters in `pieces`
     units: int = 0  # their plain estimate (`budget.estimate_units`)
     thoughts: list[str] = field(default_factory=list)
+    # The provider's id of the attempt being read, from its reply's headers (`replied_request_id`).
+    request_id: str | None = None
 
     @property
     def text(self) -> str:
@@ -348,18 +350,49 @@ def provider_request_id(exc: BaseException) -> str | None:
         headers = getattr(cause, "litellm_response_headers", None)
         if headers is None:
             headers = getattr(getattr(cause, "response", None), "headers", None)
-        items = getattr(headers, "items", None)
-        if items is None:
-            continue
-        try:
-            said = {str(name).lower(): value for name, value in items()}
-        except Exception:
-            continue
-        for name in REQUEST_ID_HEADERS:
-            value = said.get(name)
-            if isinstance(value, str) and value.strip():
-                kept = "".join(c for c in value.strip() if c.isprintable())
-                return kept[:_REQUEST_ID_CHARS] or None
+        named = _request_id_in(headers)
+        if named is not None:
+            return named
+    return None
+
+
+# How litellm keeps a reply's headers on an answer or a stream (`_hidden_params`'s
+# `additional_headers`): each provider's header prefixed so.
+_LITELLM_HEADER_PREFIX = "llm_provider-"
+
+
+def replied_request_id(response: Any) -> str | None:
+    """The provider's id of the request `response` answered (a whole answer, or a stream once
+    opened), from its reply's headers as litellm keeps them: as `provider_request_id` reads a
+    failure's. None when the reply names none (or is no litellm answer)."""
+    hidden = getattr(response, "_hidden_params", None)
+    headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    if not isinstance(headers, dict):
+        return None
+    prefix = _LITELLM_HEADER_PREFIX
+    return _request_id_in(
+        {
+            name[len(prefix) :]: value
+            for name, value in headers.items()
+            if isinstance(name, str) and name.lower().startswith(prefix)
+        }
+    )
+
+
+def _request_id_in(headers: Any) -> str | None:
+    """The first of `REQUEST_ID_HEADERS` that `headers` name, printable, at most 100 chars."""
+    items = getattr(headers, "items", None)
+    if items is None:
+        return None
+    try:
+        said = {str(name).lower(): value for name, value in items()}
+    except Exception:
+        return None
+    for name in REQUEST_ID_HEADERS:
+        value = said.get(name)
+        if isinstance(value, str) and value.strip():
+            kept = "".join(c for c in value.strip() if c.isprintable())
+            return kept[:_REQUEST_ID_CHARS] or None
     return None
 
 
@@ -568,6 +601,7 @@ class LiteLLMGateway:
             attempt_started = self._clock()
             reading.usage = (0, 0, 0)  # a failed attempt's usage is not this one's
             reading.thoughts.clear()
+            reading.request_id = None
             try:
                 if call.alias.missing_key and not self.demo:
                     attempts = 0  # no request is sent (a ledger row's attempts count them)
@@ -577,6 +611,7 @@ class LiteLLMGateway:
                     )
                 if on_delta is None:
                     response = await self._complete(litellm, request, call)
+                    reading.request_id = replied_request_id(response)
                     reading.usage = read_usage(response, call)
                     if not _field(response, "choices"):
                         raise IncompleteAnswer("The provider's reply held no answer (no choices).")
@@ -615,6 +650,7 @@ class LiteLLMGateway:
                 answered = self._result(
                     CallStatus.SUCCESS, text, usage, model, provider, attempts, latency, litellm
                 )
+                answered = replace(answered, request_id=reading.request_id)
                 CALLS.record(call, answered)
                 return answered
             except Exception as exc:
@@ -637,7 +673,7 @@ class LiteLLMGateway:
                     paused += asked
                     pause = max(backoff, asked)
                     took = self._elapsed_ms(attempt_started)
-                    said = _failure(call, exc, error_kind)
+                    said = _failure(call, exc, error_kind, reading.request_id)
                     logger.info(
                         "LLM call %s/%s for %s: attempt %d failed (%s) in %d ms, retry %d of %d "
                         "in %.2fs%s%s: %s",
@@ -662,7 +698,7 @@ class LiteLLMGateway:
                     await self._sleep(pause)
                     continue
                 latency = self._elapsed_ms(started)
-                said = _failure(call, exc, error_kind)
+                said = _failure(call, exc, error_kind, reading.request_id)
                 message = said.message
                 logger.log(
                     logging.ERROR if said.refused_credentials else logging.WARNING,
@@ -696,7 +732,12 @@ class LiteLLMGateway:
                 result = self._result(
                     status, text, usage, model, provider, attempts, latency, litellm
                 )
-                failed = replace(result, error_kind=error_kind, error_message=message)
+                failed = replace(
+                    result,
+                    error_kind=error_kind,
+                    error_message=message,
+                    request_id=said.request_id,
+                )
                 CALLS.record(call, failed, said.status_code)
                 return failed
 
@@ -773,6 +814,7 @@ class LiteLLMGateway:
                 litellm.acompletion(**request, stream=True, stream_options={"include_usage": True}),
                 self.timeout_seconds,
             )
+        reading.request_id = replied_request_id(response)
         limit = AnswerLimit.of(call)
         chunks = response.__aiter__()
         received = reasoned = 0  # chunks of the answer, chunks of reasoning
@@ -1194,14 +1236,18 @@ def _replied_status(exc: BaseException, litellm: Any) -> int | None:
     return _provider_status_code(exc, litellm)
 
 
-def _failure(call: LlmCall, exc: BaseException, error_kind: str) -> _FailureSaid:
+def _failure(
+    call: LlmCall, exc: BaseException, error_kind: str, replied: str | None = None
+) -> _FailureSaid:
+    """`replied`: the request id of the reply the attempt was reading (a stream that failed
+    after it opened), when the error names none."""
     litellm = load_litellm()
     return _FailureSaid(
         call=call,
         error_kind=error_kind,
         message=_short_error(exc, call.alias.api_key),
         status_code=_replied_status(_unwrapped(exc, litellm), litellm),
-        request_id=provider_request_id(exc),
+        request_id=provider_request_id(exc) or replied,
     )
 
 

@@ -93,6 +93,8 @@ class LlmResult:
     error_kind: ErrorKind | None = None
     error_message: str | None = None
     provider_cost_usd: Decimal | None = None
+    # The provider's id of the call's last request (its reply's headers), None if it named none.
+    request_id: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -169,6 +169,7 @@ def usage_call_meter(
     event.status = result.status
     event.error_type = result.error_kind or ""
     event.attempts = result.attempts
+    event.request_id = result.request_id
 
 
 # What completing a call changes on its row (the triggers of the ledger allow only these).
@@ -187,6 +188,8 @@ OUTCOME_FIELDS = (
     "status",
     "error_type",
     "attempts",
+    # Set once, from none, as the row completes (usage/0024): the provider's name for the call.
+    "request_id",
 )
 
 

@@ -56,6 +56,9 @@ A misbehaving provider, by a word in the model name (with or without a delay):
 `varied` makes every word different (64 hex digits of a hash, cut by `long-<n>`), text that
 PostgreSQL's compression cannot shrink, as a real answer's barely shrinks.
 
+Every answer names its request in an `x-request-id` header (`req_stub_<hex>`, kept in
+`StubLLM.request_ids` in order), as OpenAI's do.
+
 `GET /stats` reports how many completions were requested, the most answered at once, and how
 many their caller closed before the end (`hung_up`, also `StubLLM.hung_up`): streams, and plain
 answers whose caller left while it waited for them (seen within 50 ms).
@@ -230,6 +233,8 @@ class StubLLM:
         self.failed: dict[str, int] = {}
         self.reset: dict[str, int] = {}
         self.limited: dict[str, int] = {}
+        # The `x-request-id` of each answer, in order.
+        self.request_ids: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -242,7 +247,14 @@ class StubLLM:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.completions)
         app.router.add_get("/stats", self.stats)
+        app.on_response_prepare.append(self._name_request)
         return app
+
+    async def _name_request(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Every answer (whole, streamed, refused) names its request, as OpenAI's do."""
+        if request.path.endswith("/chat/completions"):
+            self.request_ids.append(f"req_stub_{uuid.uuid4().hex}")
+            response.headers["x-request-id"] = self.request_ids[-1]
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(
