@@ -58,12 +58,14 @@ CREDENTIAL_SEGMENT = re.compile(r"(api[-_]?)?(key|token|secret|password)s?", re.
 # What a key looks like, a whole path segment or a parameter's value whatever its name: a
 # provider's own prefix (OpenAI's, Anthropic's and OpenRouter's `sk-`, Groq's `gsk_`, xAI's,
 # Hugging Face's, Replicate's, Perplexity's, NVIDIA's, GitHub's, GitLab's, Google's `AIza`)
-# before 16 characters or more, a digit among them; 40 hex digits or more (a 32-digit account
+# before 16 characters or more, a digit among them (the prefix with its separator, `-` or `_`,
+# as every one of them but Google's writes it: an Azure deployment's name, which its owner
+# chooses, may begin `sk`, `hf` or `gho`); 40 hex digits or more (a 32-digit account
 # id, Cloudflare's AI gateway's, is no key); or 32 letters and digits or more with capitals,
 # small letters and digits mixed, as random base64 is (a UUID or a resource's name has no
 # capitals).
 KEY_SHAPE = re.compile(
-    r"(?:sk|gsk|xai|hf|r8|pplx|nvapi|ghp|gho|github_pat|glpat|AIza)[-_]?"
+    r"(?:(?:sk|gsk|xai|hf|r8|pplx|nvapi|ghp|gho|github_pat|glpat)[-_]|AIza)"
     r"(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{16,}"
     r"|[0-9a-fA-F]{40,}"
     r"|(?=[^A-Z]*[A-Z])(?=[^a-z]*[a-z])(?=[^0-9]*[0-9])[A-Za-z0-9+/_=-]{32,}"

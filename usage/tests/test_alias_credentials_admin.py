@@ -89,6 +89,11 @@ def test_a_superuser_sets_where_an_aliases_calls_go(staff):
         ("https://us-central1-aiplatform.googleapis.com/v1/projects/my-project-123/locations", ""),
         ("https://ml.azure.com/subscriptions/6f0b5a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b/ws", ""),
         ("https://task-management-service-2024.example/v1", ""),
+        # An Azure deployment's name, which its owner chooses, beginning as a key's prefix
+        # does, but without the prefix's separator.
+        ("https://my-resource.openai.azure.com/openai/deployments/skyline-gpt4o-prod", ""),
+        ("https://my-resource.openai.azure.com/openai/deployments/hfr-summarizer-2024-v2", ""),
+        ("https://my-resource.openai.azure.com/openai/deployments/ghostwriter-gpt4o-2024", ""),
     ],
 )
 def test_the_command_still_sets_them(api_base, key_env):
