@@ -86,12 +86,13 @@ REDACTED = "***"
 
 
 def guessable(value: str) -> bool:
-    """Whether a secret's value is one anyone would try: a word (letters alone, shorter than a
-    passphrase) or a number (digits alone). Such a value is not blotted out of the log (it
+    """Whether a secret's value is one anyone would try: a word (letters alone) or a number
+    (digits alone), shorter than a passphrase. Such a value is not blotted out of the log (it
     would blank that word or number in every line, and hides nothing from whoever guesses
-    it); `manage.py check` says it is weak (`pantheon.checks`)."""
+    it); `manage.py check` says it is weak (`pantheon.checks`). A longer number is a secret
+    (20 random digits are no guess, nor a number a line says by chance): blotted."""
     value = value.strip()
-    return value.isdigit() or (value.isalpha() and len(value) < SHORTEST_PASSPHRASE)
+    return (value.isdigit() or value.isalpha()) and len(value) < SHORTEST_PASSPHRASE
 
 
 def _secret_variables(environ: Mapping[str, str]):

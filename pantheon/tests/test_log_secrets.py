@@ -285,6 +285,17 @@ def test_a_passphrase_or_a_mixed_password_is_still_blotted(monkeypatch):
     assert line["message"] == "said *** and ***"
 
 
+def test_a_long_number_or_a_passphrase_of_sixteen_letters_is_still_blotted(monkeypatch):
+    """A number of 20 digits is no guess (a numeric account secret, a signing key written in
+    decimal), nor are 16 letters: both stay out of the log, as any secret does."""
+    number, letters = "73910482657381920465", "quietlymarchingx"
+    output = console(monkeypatch, WEBHOOK_SECRET=number, APP_PASSWORD=letters)
+    logging.getLogger("pantheon.test").warning("said %s and %s", number, letters)
+
+    [line] = lines(output)
+    assert line["message"] == "said *** and ***"
+
+
 @pytest.mark.django_db  # `check` reads the aliases (usage.W001)
 def test_manage_py_check_says_a_guessable_secret_is_weak(monkeypatch):
     from django.core.management import call_command
