@@ -4,7 +4,11 @@ OPENROUTER_API_KEY received that key, and every prompt sent on the alias, with e
 turn (or had the server POST to 169.254.169.254). `manage.py set_model_alias` (shell access)
 still sets them."""
 
+import os
+import subprocess
+import sys
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -121,6 +125,7 @@ CREDENTIALED_BASES = [
     "https://llm.example/v1?api_key=0123456789abcdef",
     # A key in the path: after a segment that says so, in a provider's shape, 40 hex digits.
     "https://llm.example/key/0123456789abcdef0123456789abcdef01234567/v1",
+    "https://llm.example/v1/0123456789abcdef0123456789abcdef01234567/chat",
     "https://llm.example/v1/sk-or-v1-0123456789abcdef0123/",
     "https://llm.example/api-key/q1W2e3R4t5Y6/v1",
     # Under any parameter's name, in a fragment, or a path segment's parameters.
@@ -190,3 +195,29 @@ def test_manage_py_check_is_quiet_about_aliases_without_one():
     call_command("check", stdout=out, stderr=out)
 
     assert "usage.W001" not in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        # PostgreSQL not answering (a port nothing listens on), and a database not migrated.
+        "postgres://postgres@127.0.0.1:9/pantheon",
+        "sqlite:///{tmp}/empty.sqlite3",
+    ],
+)
+def test_manage_py_check_runs_where_the_aliases_cannot_be_read(tmp_path, database_url):
+    """`check` runs before `migrate` and while the database is away: the aliases' check is left
+    out then, never a traceback."""
+    env = {**os.environ, "DATABASE_URL": database_url.format(tmp=tmp_path)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
