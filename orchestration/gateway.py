@@ -460,7 +460,10 @@ class CallTally:
         self._clock = clock
         # minute -> [calls, failed, refused_key, total ms, most ms]
         self._buckets: dict[int, list[int]] = {}
+        # The latest failure, and its minute: shown while that minute is in the window, as the
+        # counts that hold it are (a monitor alerting on it hears the alias heal).
         self.last_failure: dict[str, Any] | None = None
+        self._last_failure_minute = 0
 
     def record(self, call: LlmCall, result: LlmResult, status_code: int | None = None) -> None:
         minute = int(self._clock() // 60)
@@ -477,6 +480,7 @@ class CallTally:
         bucket[1] += 1
         if status_code in (401, 403):
             bucket[2] += 1
+        self._last_failure_minute = minute
         self.last_failure = {
             "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "model_alias": call.alias.alias,
@@ -495,7 +499,9 @@ class CallTally:
             "refused_key": sum(bucket[2] for bucket in recent),
             "mean_ms": round(sum(bucket[3] for bucket in recent) / calls) if calls else None,
             "max_ms": max((bucket[4] for bucket in recent), default=None),
-            "last_failure": self.last_failure,
+            "last_failure": self.last_failure
+            if self._last_failure_minute > minute - self.MINUTES
+            else None,
         }
 
 
