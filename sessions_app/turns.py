@@ -673,6 +673,18 @@ class TurnRunner:
         failed call a line of its own). From what the turn holds in memory: no query. The
         failed calls' own lines say why and how long each took; the ledger what each cost."""
         turn = self._turn
+        if failure is None:
+            status, code = str(turn.status), ""
+        else:
+            # Ended from outside its steps: its totals are the database's (`turns_interrupt`),
+            # not read again here.
+            status = "interrupted" if failure != TurnFailure.SERVER_ERROR else "failed"
+            if self.left_running:
+                status = "running"  # the database could not be told: recover_turns ends it
+            code = str(failure)
+        level = logging.INFO if status == TurnStatus.COMPLETED else logging.WARNING
+        if not logger.isEnabledFor(level):
+            return  # nothing to build (a server at LOG_LEVEL=WARNING, for completed turns)
         failed = [
             f"{message.agent_key or '-'}: {message.error_code}"
             for message in self.messages
@@ -680,19 +692,13 @@ class TurnRunner:
         ]
         duration_ms = round((time.monotonic() - self._started) * 1000, 1)
         if failure is None:
-            status, code = str(turn.status), ""
             calls, credits = turn.llm_calls, turn.credits
             cost = f"{calls} LLM call(s), {_plain(credits)} credits"
         else:
-            # Ended from outside its steps: its totals are the database's (`turns_interrupt`),
-            # not read again here.
-            status = "interrupted" if failure != TurnFailure.SERVER_ERROR else "failed"
-            if self.left_running:
-                status = "running"  # the database could not be told: recover_turns ends it
-            code, calls, credits = str(failure), len(self.events), None
+            calls, credits = len(self.events), None
             cost = f"{calls} LLM call(s) opened"
         logger.log(
-            logging.INFO if status == TurnStatus.COMPLETED else logging.WARNING,
+            level,
             "turn %s ended %s%s in %.1f ms: %s%s",
             turn.pk,
             status,
