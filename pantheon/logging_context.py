@@ -17,8 +17,6 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
-from django.http import HttpRequest
-
 # The fields every record carries, None where not known.
 CONTEXT_FIELDS = ("request_id", "user_id", "session_id", "turn_id")
 
@@ -86,29 +84,15 @@ def install_record_factory() -> None:
     logging.setLogRecordFactory(factory)
 
 
-def request_named(request: Any) -> str:
-    """A request as a log line names it: its method and path, not its query string."""
-    return f"{request.method} {request.path}"
-
-
 class ContextFilter(logging.Filter):
     """On the console handler: the ids of a record made before the factory was installed
-    (early startup), so the formatters can always name them.
-
-    And a request that Django puts in a line's `extra` (`django.request`'s server errors,
-    `django.security`'s refusals: a Host not allowed), which the JSON formatter wrote as its
-    repr, `<ASGIRequest: GET '/api/v1/health?token=...'>`, query string and all: a token or
-    password a client put in the URL landed in the log. It is written as the request's own
-    line names it, its method and path."""
+    (early startup), so the formatters can always name them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         bound = _context.get()
         for name in CONTEXT_FIELDS:
             if getattr(record, name, None) is None:
                 setattr(record, name, bound.get(name))
-        request = record.__dict__.get("request")
-        if request is not None and isinstance(request, HttpRequest):
-            record.request = request_named(request)
         return True
 
 
