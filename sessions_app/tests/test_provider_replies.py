@@ -111,7 +111,8 @@ def test_the_failed_calls_line_says_what_streamed_and_no_status_no_provider_sent
     silent, dropped = caplog.records
     assert re.fullmatch(
         r"LLM call agent/ada for stubbed failed \(timeout\) after 1 attempt\(s\) in \d+ ms, "
-        r"11 characters streamed to its listener before: .*",
+        r"11 characters streamed to its listener before "
+        r"\(provider request id req_stub_[0-9a-f]+\): .*",
         silent.getMessage(),
     )
     assert "".join(heard) == "Stub answer"
