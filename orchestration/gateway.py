@@ -379,14 +379,22 @@ def replied_request_id(response: Any) -> str | None:
     )
 
 
-def _request_id_in(headers: Any) -> str | None:
-    """The first of `REQUEST_ID_HEADERS` that `headers` name, printable, at most 100 chars."""
+def _lowered(headers: Any) -> dict[str, Any] | None:
+    """`headers` (any mapping an HTTP client or litellm keeps them in) by lowercased name, or
+    None if they cannot be read as one."""
     items = getattr(headers, "items", None)
     if items is None:
         return None
     try:
-        said = {str(name).lower(): value for name, value in items()}
+        return {str(name).lower(): value for name, value in items()}
     except Exception:
+        return None
+
+
+def _request_id_in(headers: Any) -> str | None:
+    """The first of `REQUEST_ID_HEADERS` that `headers` name, printable, at most 100 chars."""
+    said = _lowered(headers)
+    if said is None:
         return None
     for name in REQUEST_ID_HEADERS:
         value = said.get(name)
@@ -397,12 +405,8 @@ def _request_id_in(headers: Any) -> str | None:
 
 
 def _pause_in(headers: Any, now: float) -> float | None:
-    items = getattr(headers, "items", None)
-    if items is None:
-        return None
-    try:
-        said = {str(name).lower(): value for name, value in items()}
-    except Exception:
+    said = _lowered(headers)
+    if said is None:
         return None
     milliseconds = _seconds(said.get("retry-after-ms"))
     if milliseconds is not None:
@@ -654,9 +658,16 @@ class LiteLLMGateway:
                         },
                     )
                 answered = self._result(
-                    CallStatus.SUCCESS, text, usage, model, provider, attempts, latency, litellm
+                    CallStatus.SUCCESS,
+                    text,
+                    usage,
+                    model,
+                    provider,
+                    attempts,
+                    latency,
+                    litellm,
+                    request_id=reading.request_id,
                 )
-                answered = replace(answered, request_id=reading.request_id)
                 CALLS.record(call, answered)
                 return answered
             except Exception as exc:
@@ -915,6 +926,7 @@ class LiteLLMGateway:
         attempts: int,
         latency_ms: int,
         litellm: Any,
+        request_id: str | None = None,
     ) -> LlmResult:
         prompt_tokens, cached_tokens, output_tokens = usage
         fresh = max(prompt_tokens - cached_tokens, 0)
@@ -931,6 +943,7 @@ class LiteLLMGateway:
             provider_cost_usd=None
             if self.demo
             else table_cost(model, fresh, cached_tokens, output_tokens, litellm),
+            request_id=request_id,
         )
 
     def _elapsed_ms(self, started: float) -> int:
