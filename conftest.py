@@ -96,6 +96,24 @@ def operator(django_user_model):
     return make
 
 
+@pytest.fixture
+def compilations(monkeypatch) -> list[str]:
+    """The SELECTs Django compiles from here on (a read compiled once per process,
+    `pantheon.compiled`, is compiled no more)."""
+    from django.db.models.sql.compiler import SQLCompiler
+
+    compiled: list[str] = []
+    original = SQLCompiler.as_sql
+
+    def as_sql(self, *args, **kwargs):
+        sql, params = original(self, *args, **kwargs)
+        compiled.append(sql)
+        return sql, params
+
+    monkeypatch.setattr(SQLCompiler, "as_sql", as_sql)
+    return compiled
+
+
 def _client_for(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)

@@ -6,7 +6,6 @@ from uuid import UUID
 import pytest
 from django.db import connection
 from django.db.models.functions import Now
-from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -18,21 +17,6 @@ from rooms.models import Agent
 from usage.models import BillingProfile
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def compilations(monkeypatch) -> list[str]:
-    """The SELECTs Django compiles from here on."""
-    compiled: list[str] = []
-    original = SQLCompiler.as_sql
-
-    def as_sql(self, *args, **kwargs):
-        sql, params = original(self, *args, **kwargs)
-        compiled.append(sql)
-        return sql, params
-
-    monkeypatch.setattr(SQLCompiler, "as_sql", as_sql)
-    return compiled
 
 
 def test_a_token_is_read_with_its_user_and_profile_in_one_query_compiled_once(

@@ -136,27 +136,17 @@ def test_only_the_turns_that_stamp_a_list_first_read_its_prices_again(
 
 
 def test_a_turn_compiles_none_of_its_hot_reads_again(
-    owner, owner_client, make_agent, make_session, fake_gateway, post_turn, monkeypatch
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn, compilations
 ):
     """The session with its turn state and the newest history are read with SQL compiled once
     per process (`pantheon.compiled`): Django builds and compiles neither SELECT on a turn."""
-    from django.db.models.sql.compiler import SQLCompiler
-
     session = make_session(owner, agent=make_agent(owner, "ada"))
     assert post_turn(owner_client, session, "first").status_code == 201
-    compiled: list[str] = []
-    original = SQLCompiler.as_sql
-
-    def as_sql(self, *args, **kwargs):
-        sql, params = original(self, *args, **kwargs)
-        compiled.append(sql)
-        return sql, params
-
-    monkeypatch.setattr(SQLCompiler, "as_sql", as_sql)
+    compilations.clear()
     assert post_turn(owner_client, session, "second").status_code == 201
     hot = [
         sql
-        for sql in compiled
+        for sql in compilations
         if sql.startswith('SELECT "sessions_app_session"."id"')
         or sql.startswith('SELECT "sessions_app_message"."sequence"')
     ]
