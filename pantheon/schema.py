@@ -17,6 +17,7 @@ a postprocessing hook), and a field only answers carry names no request componen
 """
 
 import copy
+import re
 
 from drf_spectacular import openapi
 from drf_spectacular.authentication import SessionScheme, TokenScheme
@@ -415,6 +416,15 @@ def bad_request(own: str, body: BadRequestBody = BAD_REQUEST) -> OpenApiResponse
 
 
 class AutoSchema(openapi.AutoSchema):
+    def get_tags(self) -> list[str]:
+        # An operation is grouped by the resource its path names after the version (`sessions`,
+        # `turns`, ...: SPECTACULAR_SETTINGS["TAGS"]); its id keeps the version
+        # (`v1_sessions_list`), so a generated client's method names stay as they were.
+        parts = self._tokenize_path()
+        if parts and re.fullmatch(r"v\d+", parts[0]):
+            parts = parts[1:]
+        return parts[:1]
+
     def get_paginated_name(self, serializer_name: str) -> str:
         # One name per shape: a cursor page has no `count`, a numbered page has one. The same
         # serializer is listed both ways (a room's sessions by page, the sessions by activity

@@ -286,6 +286,33 @@ SPECTACULAR_SETTINGS = {
     '(`{"detail": {"code", "message"}}`), after which the connection is closed. Every answer '
     "carries `X-Request-ID`.",
     "VERSION": "1.0.0",
+    # The operations' groups (pantheon.schema.AutoSchema.get_tags), in a reader's order.
+    "TAGS": [
+        {
+            "name": "auth",
+            "description": "Sign in for an API token; rotate or revoke it; change the password.",
+        },
+        {
+            "name": "models",
+            "description": "The model aliases an agent may use, with their context windows.",
+        },
+        {"name": "agents", "description": "Your agents: a model alias and a role prompt each."},
+        {"name": "rooms", "description": "Rooms: which agents sit in them and how they answer."},
+        {
+            "name": "sessions",
+            "description": "Chats in a room: their messages, turns and summary; post a turn.",
+        },
+        {
+            "name": "turns",
+            "description": "One turn: its state and answers, its events (SSE), its cancel.",
+        },
+        {
+            "name": "usage",
+            "description": "Your credits and tokens by model over a range, and this month's "
+            "credits against your cap.",
+        },
+        {"name": "health", "description": "Whether the server and its database answer."},
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -1332,3 +1332,18 @@ def test_a_sessions_running_turn_is_named_in_its_409_as_the_schema_says(
         str(live_paths["turns"]),
     )
     assert mismatches(schema, "post", path, answer) == []
+
+
+def test_operations_are_grouped_by_the_resource_their_path_names(schema):
+    # Not all under one `v1` tag: a generated client's classes and the docs page's sections
+    # follow the resources, and every group an operation names is described.
+    tags = {path: operation["tags"] for path, method, operation in operations(schema)}
+    assert tags["/api/v1/sessions/{session_id}/turns"] == ["sessions"]
+    assert tags["/api/v1/turns/{id}/events"] == ["turns"]
+    assert tags["/api/v1/auth/token/rotate"] == ["auth"]
+    described = {tag["name"] for tag in schema["tags"]}
+    assert {tag for names in tags.values() for tag in names} == described
+    assert all(tag["description"] for tag in schema["tags"])
+    # The operation ids keep the version, as generated clients name their methods by them.
+    ids = [operation["operationId"] for _path, _method, operation in operations(schema)]
+    assert "v1_sessions_turns_create" in ids
