@@ -18,7 +18,7 @@ from pantheon import draining
 from pantheon.exceptions import Gone
 from pantheon.passwords import api_token_revoke_logged
 from pantheon.quotas import owned_below_bound
-from rooms.models import Agent, Room
+from rooms.models import Agent, Room, RoomAgent
 from rooms.services import agent_delete
 from sessions_app.models import (
     IdempotencyKey,
@@ -29,7 +29,7 @@ from sessions_app.models import (
     TurnQuerySet,
     TurnStatus,
 )
-from usage.models import LlmCallEvent
+from usage.models import BillingProfile, LlmCallEvent
 from usage.selectors import usage_totals_of_turn
 from usage.services import (
     usage_call_bill_cancelled,
@@ -127,6 +127,10 @@ def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
     # Read once: the sessions have no index on `deleted_at`, and a purge of a long backlog
     # would read them all again for each batch.
     purged_rooms = list(rooms.values_list("pk", flat=True))
+    # Their seats go with them; a seat's own page wrote its room's name into its history.
+    purged_seats = list(
+        RoomAgent.objects.filter(room__in=purged_rooms).values_list("pk", flat=True)
+    )
     found = list(sessions.values_list("pk", flat=True))
     for start in range(0, len(found), PURGE_BATCH):
         batch = found[start : start + PURGE_BATCH]
@@ -142,6 +146,7 @@ def deleted_chats_purge(*, deleted_before, dry_run: bool = False) -> Purged:
         # Their sessions are gone (above: `rooms` left out those with one still running); a
         # room takes its seats with it.
         history_erase(model=Room, object_ids=purged_rooms, why=CHAT_PURGED)
+        history_erase(model=RoomAgent, object_ids=purged_seats, why=CHAT_PURGED)
         _, by_model = Room.objects.filter(pk__in=purged_rooms).delete()
     return Purged(
         sessions=counts.get(Session._meta.label, 0),
@@ -236,10 +241,11 @@ def user_forget(*, user, dry_run: bool = False) -> Forgotten:
     """A user who asked to be forgotten: the account is closed and loses what names them (its
     username becomes `forgotten-<id>`, its names and email go, its password is made unusable,
     its API token is revoked, its roles and permissions are taken away, its console history
-    says so); their sessions and rooms are deleted as their own deletes delete them (a turn
-    running ends as a cancel ends it), for `purge_deleted_chats` to erase; their agents, whose
-    role prompts are theirs, are deleted at once. The ledger keeps every row and figure under
-    the account's id: what it was billed stays billed."""
+    says so, and that of its billing profile, agents, rooms, seats and sessions keeps none of
+    the values it wrote); their sessions and rooms are deleted as their own deletes delete them
+    (a turn running ends as a cancel ends it), for `purge_deleted_chats` to erase; their agents,
+    whose role prompts are theirs, are deleted at once. The ledger keeps every row and figure
+    under the account's id: what it was billed stays billed."""
     sessions = Session.objects.filter(started_by=user, deleted_at__isnull=True)
     rooms = Room.objects.filter(owner=user, deleted_at__isnull=True)
     agents = Agent.objects.filter(owner=user)
@@ -256,6 +262,9 @@ def user_forget(*, user, dry_run: bool = False) -> Forgotten:
     with transaction.atomic():
         their_agents = list(agents)
         agent_ids = [agent.pk for agent in their_agents]  # a deleted instance's pk is None
+        # Read before the agents' delete takes them: a seat's own page names its agent and
+        # room ("Ada (@ada) at seat 1 of Research"); a room seats only its owner's agents.
+        seat_ids = list(RoomAgent.objects.filter(agent__owner=user).values_list("pk", flat=True))
         # The turns' rows first, then the sessions' and the rooms': a delete's order.
         ended = turns_cancel_with_sessions(sessions=Session.objects.filter(started_by=user))
         now = timezone.now()
@@ -276,7 +285,16 @@ def user_forget(*, user, dry_run: bool = False) -> Forgotten:
             why=ACCOUNT_FORGOTTEN,
         )
         history_erase(model=Agent, object_ids=agent_ids, why=ACCOUNT_FORGOTTEN)
+        history_erase(model=RoomAgent, object_ids=seat_ids, why=ACCOUNT_FORGOTTEN)
         history_erase(model=type(user), object_ids=[user.pk], why=ACCOUNT_FORGOTTEN, name=username)
+        # "Billing profile of alice", "Added with User: alice, ...": who set the cap or
+        # suspended the account, and when, stays, under the account's new name.
+        history_erase(
+            model=BillingProfile,
+            object_ids=BillingProfile.objects.filter(user=user).values_list("pk", flat=True),
+            why=ACCOUNT_FORGOTTEN,
+            name=f"Billing profile of {username}",
+        )
         user.username = username
         user.first_name = user.last_name = user.email = ""
         user.is_active = user.is_staff = user.is_superuser = False

@@ -17,9 +17,9 @@ from rest_framework.test import APIClient
 
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for, opened
-from rooms.models import Agent, Room
+from rooms.models import Agent, Room, RoomAgent
 from sessions_app.models import Message, Session, Turn
-from usage.models import LlmCallEvent
+from usage.models import BillingProfile, LlmCallEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -172,3 +172,41 @@ def test_a_username_taken_already_gets_a_suffix(alice, django_user_model):
     user.refresh_from_db()
     assert user.username.startswith(f"forgotten-{user.pk}-")
     assert f"now '{user.username}'" in said
+
+
+def test_the_console_history_of_their_billing_profile_and_seats_names_them_no_more(
+    alice, staff, make_agent
+):
+    """An operator's cap on the account ("Billing profile of alice", "Added with User: alice")
+    and a seat added on its own page ("Bea (@bea) at seat 1 of Alice's clinic") kept the name
+    and the room's and agent's after the account was forgotten."""
+    user, _, _ = alice
+    room = Room.objects.get(owner=user)
+    Room.objects.filter(pk=room.pk).update(name="Alice's clinic")
+    bea = make_agent(user, "bea", name="Bea")
+    console = client_for(staff)
+    added = console.post(
+        url(BillingProfile, "add"),
+        {"user": user.pk, "monthly_credit_cap": "50", "_save": "Save"},
+    )
+    assert added.status_code == 302, added.content
+    seated = console.post(
+        url(RoomAgent, "add"),
+        {"room": room.pk, "agent": bea.pk, "position": "1", "_save": "Save"},
+    )
+    assert seated.status_code == 302, seated.content
+    said_before = " ".join(f"{e.object_repr} {e.change_message}" for e in LogEntry.objects.all())
+    assert "alice" in said_before and "Alice's clinic" in said_before
+
+    run("alice")
+
+    entries = LogEntry.objects.exclude(action_flag=CHANGE, user=user)  # the token's revoke
+    said = " ".join(f"{entry.object_repr} {entry.change_message}" for entry in entries)
+    for private in ("alice", "Alice", "clinic", "Bea"):
+        assert private not in said
+    # Who did what, and when, stays: the profile under the account's new name.
+    assert sorted(entry.object_repr for entry in entries) == [
+        "(the account was forgotten)",
+        f"Billing profile of forgotten-{user.pk}",
+    ]
+    assert all(entry.user_id == staff.pk for entry in entries)

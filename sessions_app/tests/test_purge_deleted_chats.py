@@ -202,3 +202,26 @@ def test_a_purge_erases_what_the_release_before_streamed_into_its_old_table(chat
     purge("--older-than", "30")
 
     assert old_stream_rows() == {alive.pk: "alive: half an answer"}
+
+
+def test_the_console_history_of_a_purged_rooms_seats_names_it_no_more(
+    owner, staff, make_agent, make_room
+):
+    # A seat's own page writes "Ada (@ada) at seat 0 of <the room's name>": the room's entries
+    # were erased by the purge, its seats' kept its name.
+    room = make_room(owner, name="My divorce lawyers")
+    ada = make_agent(owner, "ada")
+    console = client_for(staff)
+    seated = console.post(
+        url(RoomAgent, "add"), {"room": room.pk, "agent": ada.pk, "position": "0", "_save": "Save"}
+    )
+    assert seated.status_code == 302, seated.content
+    entry = LogEntry.objects.get(content_type__model="roomagent")
+    assert "divorce" in entry.object_repr
+    Room.objects.filter(pk=room.pk).update(deleted_at=timezone.now() - timedelta(days=31))
+
+    purge("--older-than", "30")
+
+    entry.refresh_from_db()
+    assert not Room.objects.filter(pk=room.pk).exists()
+    assert (entry.user_id, entry.object_repr) == (staff.pk, "(the chat was purged)")
