@@ -37,7 +37,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from rooms.models import Agent, Room
+from rooms.models import Agent, Room, RoomAgent
 from sessions_app.models import (
     IdempotencyKey,
     Message,
@@ -419,7 +419,8 @@ def _model_name(entry: LogEntry) -> str | None:
 
 
 def _history(user, include_deleted: bool, exported: Exported) -> Iterator[dict]:
-    """The console's history of the account and of the user's agents, rooms and sessions (who
+    """The console's history of the account (its billing profile's too: a cap, a suspension)
+    and of the user's agents, rooms, their seats and sessions (who
     acted is said as "you" or "an operator": an operator's name is theirs; the rooms and
     sessions left out of the export, left out here too), then what the user did in the console
     to anything else, without what that was called or said (another person's, or the
@@ -431,8 +432,10 @@ def _history(user, include_deleted: bool, exported: Exported) -> Iterator[dict]:
         (ContentType.objects.get_for_model(type(user)), [str(user.pk)]),
     ]
     for model, rows in (
+        (BillingProfile, BillingProfile.objects.filter(user=user)),
         (Agent, Agent.objects.filter(owner=user)),
         (Room, rooms),
+        (RoomAgent, RoomAgent.objects.filter(room__in=rooms)),
         (Session, sessions),
     ):
         ids = [str(pk) for pk in rows.order_by("pk").values_list("pk", flat=True).iterator(CHUNK)]

@@ -26,9 +26,10 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from pantheon.commands import READER_GONE
+from pantheon.testing.admin import admin_url, client_for, opened
 from pantheon.testing.processes import ROOT
 from pantheon.testing.servers import postgres_url
-from rooms.models import Room
+from rooms.models import Room, RoomAgent
 from rooms.services import room_delete
 from sessions_app.models import Message, Session, Turn, TurnContextAudit
 from sessions_app.services import session_delete
@@ -372,3 +373,38 @@ def test_a_reader_that_stops_reading_ends_it_quietly(django_user_model, make_age
     _, stderr = process.communicate(timeout=120)
     assert stderr.decode() == ""
     assert process.returncode == READER_GONE == 141
+
+
+def test_the_console_history_of_their_billing_profile_and_seats_is_exported(
+    alice, staff, make_agent
+):
+    """An operator who lowered the user's cap, or seated one of their agents on the seat's own
+    page, wrote the account's history under the billing profile and the seat: the export left
+    both out (an access request's answer without who capped the account, and when)."""
+    user, _ = alice
+    profile = BillingProfile.objects.get(user=user)
+    room = Room.objects.get(owner=user)
+    bea = make_agent(user, "bea", name="Bea")
+    console = client_for(staff)
+    page = admin_url(BillingProfile, "change", profile.pk)
+    form = opened(console, page, "billingprofile_form")
+    form["monthly_credit_cap"] = ["50"]
+    assert console.post(page, form).status_code == 302
+    seated = console.post(
+        admin_url(RoomAgent, "add"),
+        {"room": room.pk, "agent": bea.pk, "position": "1", "_save": "Save"},
+    )
+    assert seated.status_code == 302, seated.content
+
+    document, _, _ = export("alice")
+
+    said = {
+        (entry["object_type"], entry["object_repr"], entry["by"])
+        for entry in document["console_history"]
+    }
+    assert said == {
+        ("billingprofile", "Billing profile of alice", "an operator"),
+        ("roomagent", "Bea (@bea) at seat 1 of ada room", "an operator"),
+    }
+    [capped] = [e for e in document["console_history"] if e["object_type"] == "billingprofile"]
+    assert "50" in capped["change"]
