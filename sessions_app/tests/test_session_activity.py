@@ -189,3 +189,31 @@ def test_on_sqlite_the_trigger_and_the_backfill_keep_the_same_columns(tmp_path):
     ]
     assert results["order"] == [str(UUID(int=n)) for n in (3, 1, 2)]
     assert results["triggers"] == []  # going back drops it
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has no search_path")
+def test_a_turn_restored_with_an_empty_search_path_is_counted(owner, make_session):
+    """pg_restore writes with `search_path` empty, every table named with its schema: the
+    trigger's own statement named the sessions' table without one, and a data-only restore of
+    the turns failed on each ('relation "sessions_app_session" does not exist')."""
+    session = make_session(owner)
+    first = Turn.objects.create(session=session, turn_index=1, mode="direct", status="completed")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE restored ON COMMIT DROP AS "
+            "SELECT * FROM sessions_app_turn WHERE id = %s",
+            [first.pk],
+        )
+        cursor.execute("UPDATE restored SET id = gen_random_uuid(), turn_index = 2")
+        cursor.execute("SELECT current_schema()")
+        schema = cursor.fetchone()[0]
+        cursor.execute("SET LOCAL search_path = ''")  # as pg_restore's session
+        try:
+            cursor.execute(
+                f'INSERT INTO "{schema}".sessions_app_turn SELECT * FROM pg_temp.restored'
+            )
+        finally:
+            cursor.execute("RESET search_path")
+
+    assert Turn.objects.filter(session=session).count() == 2
+    assert _columns(session)[0] == 2
