@@ -9,20 +9,23 @@ called. The stream of the request that posted it and
 every follower's end with `turn_failed` of that code. Before, the turn ran its remaining calls
 to its end and they were billed, its poster's stream ended `turn_completed` for a turn that
 was a 404, a follower's stream was cut with no ending, and the cancel was a 404 (the turn went
-with its session): a deleted chat could not stop spending."""
+with its session): a deleted chat could not stop spending. `forget_user`, run by an operator
+in a process of its own, ends the user's running turn the same way."""
 
 import threading
 import time
+from io import StringIO
 
 import httpx
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
 from rooms.models import RoomMode
-from sessions_app.models import Turn, TurnFailure, TurnStatus
+from sessions_app.models import Message, Turn, TurnFailure, TurnStatus, TurnStreamChunk
 from sessions_app.tests.conftest import point_at_stub, wait_for
 from usage.models import LlmCallEvent
 from usage.reconcile import reconcile
@@ -189,3 +192,38 @@ def test_deleting_the_room_ends_the_running_turns_of_its_sessions(
         _assert_stopped_after_the_first_answer(turn)
     report = reconcile()
     assert report.clean, [check for check in report.checks if not check.clean]
+
+
+def test_forgetting_a_user_mid_turn_ends_it_and_leaves_nothing_written_after(
+    server, owner, roundtable, make_session, auth, stub
+):
+    session = make_session(owner, room=roundtable)
+    poster = _post_turn(server.url, session, auth)
+    wait_for(lambda: Turn.objects.exists(), "the turn's claim")
+    turn = Turn.objects.get()
+    follower = _follow(server.url, turn, auth)
+    _in_the_second_answer(poster)
+
+    forgotten_at = time.monotonic()
+    call_command("forget_user", owner.username, stdout=StringIO())
+
+    for stream in (poster, follower):
+        stream.join()
+        ending = stream.heard[-1]
+        assert (ending.name, ending.data["code"]) == ("turn_failed", "turn_cancelled")
+    waited = poster.heard[-1].received_at - forgotten_at
+    time.sleep(3.5)  # as long as the third agent's answer would take
+    assert stub.requests == 2 and stub.in_flight == 0, "an agent was called after the forget"
+    turn.refresh_from_db()
+    assert (turn.status, turn.failure_code) == (TurnStatus.INTERRUPTED, TurnFailure.CANCELLED)
+    assert list(turn.messages.values_list("agent_key", flat=True)) == ["", "ada"]
+    assert not TurnStreamChunk.objects.exists()  # the words streamed to a forgotten user
+    assert Message.objects.filter(session=session).count() == 2
+    assert set(LlmCallEvent.objects.filter(turn=turn).values_list("agent_key", "status")) <= {
+        ("ada", "success"),
+        ("grace", "error"),
+        ("grace", "lost"),
+    }
+    report = reconcile()
+    assert report.clean, [check for check in report.checks if not check.clean]
+    assert waited < 5, waited
