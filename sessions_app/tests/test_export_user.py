@@ -408,3 +408,40 @@ def test_the_console_history_of_their_billing_profile_and_seats_is_exported(
     }
     [capped] = [e for e in document["console_history"] if e["object_type"] == "billingprofile"]
     assert "50" in capped["change"]
+
+
+@pytest.mark.usefixtures("alice")
+def test_the_document_has_the_shape_the_readme_documents():
+    """README's "The export's format": the keys in their order, the header, and a session's and
+    a turn's parts. A change to them is a change of `version` and of the README."""
+
+    document, _, _ = export("alice")
+
+    assert list(document) == [
+        "export",
+        "account",
+        "agents",
+        "rooms",
+        "sessions",
+        "idempotency_keys",
+        "usage",
+        "console_history",
+    ]
+    header = document["export"]
+    assert list(header) == [
+        "format",
+        "version",
+        "exported_at",
+        "user_id",
+        "includes_deleted_chats",
+    ]
+    assert (header["format"], header["version"]) == ("pantheon-user-export", 1)
+    assert header["exported_at"].endswith("Z")
+    assert list(document["usage"]) == ["monthly", "ledger"]
+    session = document["sessions"][0]
+    assert list(session)[-3:] == ["turns", "messages_outside_turns", "summaries"]
+    assert "deleted_at" in session
+    turn = session["turns"][0]
+    assert {"messages", "context_audit"} <= set(turn)
+    assert "seats" in document["rooms"][0]
+    assert isinstance(document["account"]["id"], int) and isinstance(session["id"], str)
