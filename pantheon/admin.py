@@ -26,6 +26,7 @@ from django.utils.translation import ngettext
 from rest_framework.authtoken.models import Token, TokenProxy
 
 from pantheon.console import (
+    MOMENT_INPUTS,
     ChangesWithValues,
     KeptWhileInUse,
     moment,
@@ -112,6 +113,7 @@ SET_BY_SUPERUSER = (
 class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
     form = UserChangeForm
     change_password_form = PasswordChangeForm
+    formfield_overrides = MOMENT_INPUTS  # last login, date joined
     billing_fields = ("month_credits", "credit_cap", "billing_status", "api_token", "records")
     readonly_fields = (
         *UserAdmin.readonly_fields,

@@ -6,7 +6,7 @@
 - Filters that stay one query however many users there are (a username box, not a list).
 - Figures and moments read the same on record pages as in the lists (and amounts as
   `pantheon.figures` writes them): credits to 4 decimals, dollars to 6, prices as written,
-  timestamps as 2026-11-25 13:14:05 UTC.
+  timestamps as 2026-11-25 13:14:05 UTC; a moment typed in is UTC too, and its inputs say so.
 """
 
 import json
@@ -35,6 +35,7 @@ from django.contrib.admin.views.main import (
     PAGE_VAR,
     ChangeList,
 )
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.contrib.auth import get_user_model
 from django.core.exceptions import (
     EmptyResultSet,
@@ -1187,6 +1188,25 @@ def moment(value) -> str:
     """A timestamp as a list column shows it: 2026-11-25 13:14:05 (UTC), compact and sortable
     by eye, instead of 'Nov. 25, 2026, 1:14 p.m.'."""
     return "" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class MomentInput(AdminSplitDateTime):
+    """An editable moment's date and time inputs (a price list's start, a user's dates), which
+    the console reads in UTC as it shows every moment: their labels say so, as the lists'
+    columns do. Django's own labels name no zone, and its note under them ("You are 13 hours
+    ahead of server time") shows only to a browser away from UTC, naming none either: an
+    operator in Auckland typed a price list's start for midnight on the 1st and had it take
+    over 13 hours later."""
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        context["date_label"] = "Date (UTC):"
+        context["time_label"] = "Time (UTC):"
+        return context
+
+
+# A model admin's `formfield_overrides` for its editable moments (with any others it has).
+MOMENT_INPUTS = {models.DateTimeField: {"widget": MomentInput}}
 
 
 def moment_column(field: str = "created_at", description: str = "created (UTC)"):

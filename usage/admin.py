@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import format_html
 
 from pantheon.console import (
+    MOMENT_INPUTS,
     AmountField,
     ChangesWithValues,
     EditedAsShownAdmin,
@@ -359,7 +360,7 @@ class PricingVersionAdmin(PriceListPagesAdmin):
     """Price lists: the newest already in effect prices every call (and is stamped on it)."""
 
     form = PricingVersionForm
-    formfield_overrides = AMOUNT_INPUTS
+    formfield_overrides = {**AMOUNT_INPUTS, **MOMENT_INPUTS}
 
     list_display = ["name", "multiplier", "effective", "state", "prices_count", "created"]
     multiplier = figure_column("default_multiplier", "default multiplier", plain_amount)
