@@ -1121,17 +1121,19 @@ class InputFilter(admin.SimpleListFilter):
 
 
 class UsernameFilter(InputFilter):
-    """Rows of the user typed in the box, named exactly: usernames are case-sensitive, so
-    `bob` and `Bob` are two users. The user's id is looked up first, so the list filters on its
-    own indexed user column instead of joining the users table. A name nobody has is said to
-    be so above the list, as the billing dashboard says it: an empty list (and the ledger's
-    sums of 0) read as that user's."""
+    """Rows of the user typed in the box, named as a login reads the name: usernames are
+    case-sensitive, so `bob` and `Bob` are two users, and read NFKC, as they are stored, so
+    "zoe\u0308" (a decomposed ë, as some keyboards and pastes give it) is zoë. The user's id
+    is looked up first, so the list filters on its own indexed user column instead of joining
+    the users table. A name nobody has is said to be so above the list, as the billing
+    dashboard says it: an empty list (and the ledger's sums of 0) read as that user's."""
 
     title = "user"
     parameter_name = "username"
     user_path: str  # the path from the listed model to its user, e.g. `session__started_by`
 
     def filtered(self, request, queryset: QuerySet, value: str) -> QuerySet:
+        value = get_user_model().normalize_username(value)
         users = get_user_model().objects.filter(username=value)
         ids = list(users.values_list("pk", flat=True))
         if not ids:

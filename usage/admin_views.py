@@ -125,7 +125,8 @@ class BillingFilterForm(forms.Form):
         if (end - start).days >= MAX_DAYS:
             raise forms.ValidationError(f"Pick at most {MAX_DAYS} days.")
         data["start"], data["end"] = start, end
-        data["user"] = (data.get("user") or "").strip()
+        # Read as a login reads it (NFKC, as usernames are stored): "zoe\u0308" is zoë.
+        data["user"] = get_user_model().normalize_username((data.get("user") or "").strip())
         return data
 
 

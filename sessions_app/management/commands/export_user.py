@@ -28,7 +28,9 @@ class Command(ProjectCommand):
     requires_migrated_database = True
 
     def add_arguments(self, parser):
-        parser.add_argument("username", help="the user's username, exactly as stored")
+        parser.add_argument(
+            "username", help="the user's username, as they log in with it (its case matters)"
+        )
         parser.add_argument(
             "--output",
             metavar="FILE",
@@ -44,6 +46,8 @@ class Command(ProjectCommand):
 
     def handle(self, *args, username, output=None, exclude_deleted=False, verbosity=1, **options):
         model = get_user_model()
+        # Read as a login reads it (NFKC, as usernames are stored): "zoe\u0308" is zoë.
+        username = model.normalize_username(username)
         user = model.objects.filter(**{model.USERNAME_FIELD: username}).first()
         if user is None:
             raise CommandError(f"No user has the username {username!r}.", returncode=1)

@@ -67,15 +67,16 @@ class Command(ProjectCommand):
         parser.add_argument(
             "--user",
             metavar="USERNAME",
-            help="only this user, by username exactly as stored (default: every user with calls "
-            "in the month)",
+            help="only this user, by username, as they log in with it (default: every user "
+            "with calls in the month)",
         )
 
     def handle(self, *args, month: date, format="table", user=None, **options):
         if isinstance(month, str):  # call_command(month="2026-11"): no parser type applied
             month = begun_month(month)
         end = (next_month_start(day_start(month)) - timedelta(days=1)).date()
-        username = user or ""
+        # Read as a login reads it (NFKC, as usernames are stored): "zoe\u0308" is zoë.
+        username = get_user_model().normalize_username(user or "")
         with _snapshot():
             # Today by the database's clock, which stamps the ledger: by this host's, one
             # minutes ahead at a month's end said the month closed while its calls went on.

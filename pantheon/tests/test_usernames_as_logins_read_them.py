@@ -1,0 +1,68 @@
+"""A username an operator types (into the console's user boxes, or to a command) is read as a
+login reads it: NFKC, the form usernames are stored in. "zoe\\u0308", a decomposed ë as some
+keyboards, terminals and pastes give it, logs in as zoë, and the console's boxes and the
+commands said no user had it ("No user has the username 'zoë'": the same name, to the eye)."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from pantheon.testing.admin import client_for
+from usage.tests.dashboard import DASHBOARD, EXPORT, LEDGER
+from usage.tests.factories import ledger_event
+
+pytestmark = pytest.mark.django_db
+
+TYPED = "zoe\u0308"  # zoë as a decomposed e and its diaeresis
+
+
+@pytest.fixture
+def zoe(django_user_model):
+    user = django_user_model.objects.create_user(username="zo\u00eb", password="zoe-pass-123")
+    ledger_event(user, at=timezone.now())
+    return user
+
+
+def test_the_api_login_reads_the_name_so(zoe, client):
+    answer = client.post(
+        "/api/v1/auth/token",
+        {"username": TYPED, "password": "zoe-pass-123"},
+        content_type="application/json",
+    )
+    assert answer.status_code == 200  # what the rest is held to
+
+
+def test_the_commands_find_the_user(zoe):
+    out, err = StringIO(), StringIO()
+    call_command("export_user", TYPED, stdout=out, stderr=err)
+    assert json.loads(out.getvalue())["account"]["id"] == zoe.pk
+
+    month = f"{timezone.now():%Y-%m}"
+    out = StringIO()
+    call_command(
+        "usage_month_totals", "--month", month, "--user", TYPED, "--format", "json", stdout=out
+    )
+    assert [row["user_id"] for row in json.loads(out.getvalue())["users"]] == [zoe.pk]
+
+    out = StringIO()
+    call_command("forget_user", TYPED, "--dry-run", stdout=out)
+    assert f"(user {zoe.pk}," in out.getvalue()
+
+
+def test_the_consoles_user_boxes_find_the_user(zoe, staff):
+    client = client_for(staff)
+
+    listed = client.get(reverse(LEDGER), {"username": TYPED})
+    assert [row.user_id for row in listed.context["cl"].result_list] == [zoe.pk]
+    assert [str(message) for message in listed.context["messages"]] == []
+
+    dashboard = client.get(reverse(DASHBOARD), {"user": TYPED})
+    assert [row.user_id for row in dashboard.context["report"].rows] == [zoe.pk]
+
+    export = client.get(reverse(EXPORT), {"user": TYPED, "rows": "user"})
+    assert export.status_code == 200
+    assert export.content.decode().splitlines()[1].startswith("zo\u00eb,1,")
