@@ -11,6 +11,7 @@
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
@@ -373,9 +374,14 @@ def _totally_ordered(rows: QuerySet) -> bool:
 
 
 class CheckedLists:
-    """A model admin whose list refuses the dates no calendar holds (`DrillDownChangeList`).
-    The console's site gives it to every model admin it registers, Django's and DRF's too, so
-    a list added later cannot forget it."""
+    """A model admin whose list refuses the dates no calendar holds (`DrillDownChangeList`),
+    and whose search reads what is typed in Unicode's composed form (NFC), the form names are
+    stored in (`pantheon.fields`): "Cafe\u0301" finds Café. The console's site gives it to every
+    model admin it registers, Django's and DRF's too, so a list added later cannot forget it."""
+
+    def get_search_results(self, request, queryset, search_term):
+        search_term = unicodedata.normalize("NFC", search_term)
+        return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
 
     def get_changelist(self, request, **kwargs):
         changelist = super().get_changelist(request, **kwargs)  # type: ignore[misc]

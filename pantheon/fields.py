@@ -12,7 +12,9 @@ embedding or isolate, which would make what follows read in another order (in th
 too); a message, a goal or a role prompt may, as a right-to-left writer's text may need to.
 A name is one line, and holds no control character (C0, DEL, C1: `control_character`), which
 would ring, move or recolour a terminal that shows it; white space at its ends is trimmed as
-ever ("Ada\n" is "Ada"). A multi-line text keeps its tabs and line breaks.
+ever ("Ada\n" is "Ada"). A multi-line text keeps its tabs and line breaks. A name is kept in
+Unicode's composed form (NFC): "Cafe\u0301", as some keyboards and pastes send it, is stored
+"Caf\u00e9", which is what an operator types into the console's search to find it.
 """
 
 import functools
@@ -160,6 +162,10 @@ class StrictCharField(serializers.CharField):
                     self.fail("bidi_control")
             if self.is_name and (code_point := control_character(data)) is not None:
                 self.fail("control_character", code_point=code_point)
+            if self.is_name:
+                # Composed as typed elsewhere. Its length is checked again once composed
+                # (DRF's validators run on the value): a few characters compose to two.
+                data = unicodedata.normalize("NFC", data)
         return super().run_validation(data)
 
     def to_internal_value(self, data):
