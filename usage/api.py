@@ -34,7 +34,8 @@ class UsageView(APIView):
             OpenApiParameter(
                 "from",
                 {"type": "string", "pattern": DAY_OR_MOMENT_PATTERN},
-                description="ISO date or datetime (naive means UTC), 1970 to 9998. "
+                description="ISO date or datetime (naive means UTC; an offset's + written "
+                "%2B, as a query string's + reads as a space), 1970 to 9998. "
                 "Default: the start of the month of `to`, or of this month.",
             ),
             OpenApiParameter(

@@ -112,10 +112,17 @@ class DayOrMomentField(serializers.Field):
     default_error_messages = {
         "invalid": "Use an ISO date (2026-11-01) or an ISO datetime (2026-11-01T12:00:00Z).",
         "out_of_range": "Use a moment from 1970-01-01 up to the end of 9998 (UTC).",
+        "offset_plus_as_space": (
+            "A + in a query string reads as a space: write an offset's + as %2B "
+            "(2026-11-01T00:00:00%2B13:00), or give the moment in UTC (2026-10-31T11:00:00Z)."
+        ),
     }
 
     def to_internal_value(self, data):
         if not isinstance(data, str) or not _DAY_OR_MOMENT.fullmatch(data):
+            # `?from=2026-11-01T00:00:00+13:00` as typed, unescaped: its + arrives a space.
+            if isinstance(data, str) and _DAY_OR_MOMENT.fullmatch(data.replace(" ", "+")):
+                self.fail("offset_plus_as_space")
             self.fail("invalid")
         whole_day = False
         try:

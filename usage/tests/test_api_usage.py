@@ -257,6 +257,18 @@ def test_a_garbage_date_is_400(owner_client, query):
     assert response.status_code == 400
 
 
+def test_an_offsets_plus_sent_unescaped_is_400_saying_so(owner_client):
+    """A client east of UTC writing its midnight with its offset, unescaped: the + arrives a
+    space, and the refusal said only to use an ISO datetime, which it had written."""
+    typed = owner_client.get(f"{USAGE_URL}?from=2024-02-01T00:00:00+13:00")
+    escaped = owner_client.get(f"{USAGE_URL}?from=2024-02-01T00:00:00%2B13:00")
+
+    assert typed.status_code == 400
+    assert "%2B" in typed.json()["from"][0]
+    assert escaped.status_code == 200
+    assert escaped.json()["from"].startswith("2024-01-31T11:00:00")
+
+
 def test_an_empty_parameter_means_the_default(owner_client):
     body = owner_client.get(f"{USAGE_URL}?from=&to=").json()
 
