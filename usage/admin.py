@@ -12,6 +12,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models, transaction
@@ -1011,7 +1012,10 @@ class LlmCallEventAdmin(RecordAdmin):
             totals, sources = usage_totals_between(
                 start=days[0],
                 end=days[1],
-                username=request.GET.get("username", "").strip(),
+                # As the list's user box reads it (`UsernameFilter`): NFKC.
+                username=get_user_model().normalize_username(
+                    request.GET.get("username", "").strip()
+                ),
                 model_alias=request.GET.get("model_alias", ""),
             )
             sums = vars(totals)

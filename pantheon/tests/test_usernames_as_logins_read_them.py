@@ -58,6 +58,9 @@ def test_the_consoles_user_boxes_find_the_user(zoe, staff):
 
     listed = client.get(reverse(LEDGER), {"username": TYPED})
     assert [row.user_id for row in listed.context["cl"].result_list] == [zoe.pk]
+    # Its count and sums too, read apart (from the rollups and the ledger after them).
+    assert listed.context["ledger_sums"]["llm_calls"] == 1
+    assert "1 result" in listed.content.decode()
     assert [str(message) for message in listed.context["messages"]] == []
 
     dashboard = client.get(reverse(DASHBOARD), {"user": TYPED})
