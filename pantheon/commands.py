@@ -3,6 +3,7 @@ error, exit 2 on the command line and a CommandError from call_command, never a 
 their one-line errors."""
 
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -60,6 +61,11 @@ class ProjectCommand(BaseCommand):
         return parser
 
     def execute(self, *args, **options):
+        if options.get("stdout") is None:
+            # Usernames, names and the documents (export_user's JSON, usage_month_totals' CSV,
+            # the dashboard's bytes) are UTF-8 whatever the locale: under a Latin-1 or ASCII
+            # one, Python's stdout ended the command in a UnicodeEncodeError at "zoë".
+            utf8_stdout()
         try:
             if self.requires_migrated_database and (unapplied := unapplied_migrations()):
                 raise CommandError(not_migrated_message(unapplied), returncode=DATABASE_FAILED)
@@ -78,6 +84,15 @@ class ProjectCommand(BaseCommand):
             if not unapplied:
                 raise  # a query PostgreSQL refuses, a constraint: a bug or a refusal
             raise database_failed(exc, unapplied=unapplied) from exc
+
+
+def utf8_stdout() -> None:
+    """The process's stdout writes UTF-8 (a console's, a pipe's, a file's), as the commands'
+    documents are promised to be, whatever the locale's encoding."""
+    stream = sys.stdout
+    if (getattr(stream, "encoding", None) or "").lower().replace("-", "") != "utf8":
+        with contextlib.suppress(AttributeError, ValueError):  # not a text file of its own
+            stream.reconfigure(encoding="utf-8")  # type: ignore[union-attr]
 
 
 # What PostgreSQL says when the database itself fails, not the command's statements, beside
