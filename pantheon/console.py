@@ -376,12 +376,20 @@ def _totally_ordered(rows: QuerySet) -> bool:
 class CheckedLists:
     """A model admin whose list refuses the dates no calendar holds (`DrillDownChangeList`),
     and whose search reads what is typed in Unicode's composed form (NFC), the form names are
-    stored in (`pantheon.fields`): "Cafe\u0301" finds Café. The console's site gives it to every
+    stored in (`pantheon.fields`): "Cafe\u0301" finds Café; and in the decomposed form too, in
+    which a name stored before may be. The console's site gives it to every
     model admin it registers, Django's and DRF's too, so a list added later cannot forget it."""
 
     def get_search_results(self, request, queryset, search_term):
-        search_term = unicodedata.normalize("NFC", search_term)
-        return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
+        search = super().get_search_results  # type: ignore[misc]
+        composed = unicodedata.normalize("NFC", search_term)
+        found, duplicates = search(request, queryset, composed)
+        decomposed = unicodedata.normalize("NFD", composed)
+        if decomposed != composed:
+            # A name stored before names were kept composed may be decomposed: found too.
+            more, more_duplicates = search(request, queryset, decomposed)
+            found, duplicates = found | more, duplicates or more_duplicates
+        return found, duplicates
 
     def get_changelist(self, request, **kwargs):
         changelist = super().get_changelist(request, **kwargs)  # type: ignore[misc]

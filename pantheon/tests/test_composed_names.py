@@ -61,6 +61,17 @@ def test_the_console_search_finds_a_name_however_its_accent_was_typed(owner_clie
     assert [room.name for room in listed.context["cl"].result_list] == [COMPOSED]
 
 
+@pytest.mark.parametrize("typed", [COMPOSED[:4], DECOMPOSED[:5]])
+def test_the_console_search_finds_a_name_stored_decomposed_before(owner, staff, make_room, typed):
+    """A name stored as sent, before names were kept composed, is found however it is typed."""
+    make_room(owner, name=DECOMPOSED)
+    make_room(owner, name="Tea room")
+
+    listed = client_for(staff).get(reverse("admin:rooms_room_changelist"), {"q": typed})
+
+    assert [room.name for room in listed.context["cl"].result_list] == [DECOMPOSED]
+
+
 def test_a_name_that_composes_longer_than_its_limit_is_a_400(owner_client):
     """A few characters compose to two (U+0958 DEVANAGARI LETTER QA is U+0915 U+093C in NFC):
     the limit (200) is checked on what is stored too, a 400, never left to the database."""
