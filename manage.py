@@ -25,10 +25,12 @@ def main():
     if "--traceback" in sys.argv:
         execute_from_command_line(sys.argv)
         return
+    from pantheon.commands import unreachable_database_stops
     from pantheon.config import refusal_stops
 
-    # A setting refused (PANTHEON_TURN_RATE=10/fortnight, say) is one line on stderr, exit 1.
-    with refusal_stops():
+    # A setting refused (PANTHEON_TURN_RATE=10/fortnight, say) is one line on stderr, exit 1; a
+    # database that cannot be reached, one line and exit 3.
+    with refusal_stops(), unreachable_database_stops():
         execute_from_command_line(sys.argv)
 
 

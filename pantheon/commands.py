@@ -8,7 +8,8 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, timedelta
 
 from django.core.exceptions import ValidationError
@@ -114,6 +115,39 @@ def database_fails(exc: DatabaseError) -> bool:
         return True
     sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
     return sqlstate[:2] in _FAILING_CLASSES or sqlstate in _FAILING_SQLSTATES
+
+
+@contextmanager
+def unreachable_database_stops() -> Iterator[None]:
+    """Django's own commands (`migrate`, `createsuperuser`, `changepassword`...) on a database
+    that cannot be reached (a wrong host, port or name in DATABASE_URL, PostgreSQL down, an
+    SQLite file in a directory that does not exist) end as the project's do: one line on
+    stderr, exit 3. They ended with 30 lines of traceback, PostgreSQL's message last. Only a
+    failure to open the connection is caught: an error of a statement keeps its traceback."""
+    try:
+        yield
+    except OperationalError as exc:
+        if not _raised_connecting(exc):
+            raise
+        settings_dict = connections[DEFAULT_DB_ALIAS].settings_dict
+        place = f"{settings_dict['NAME']}"
+        if settings_dict.get("HOST"):
+            place += f" on {settings_dict['HOST']}:{settings_dict.get('PORT') or 5432}"
+        sys.stderr.write(
+            f"CommandError: the database cannot be reached (DATABASE_URL names {place}): "
+            f"{first_line(exc)}\n"
+        )
+        raise SystemExit(DATABASE_FAILED) from None
+
+
+def _raised_connecting(exc: BaseException) -> bool:
+    """Whether `exc` came from a database backend opening its connection."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "get_new_connection":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def database_failed(

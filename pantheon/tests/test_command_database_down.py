@@ -61,3 +61,63 @@ def test_a_database_that_cannot_be_reached_is_exit_3_and_one_line(app, name, ref
 def test_the_help_says_what_exit_3_means(app, name):
     help_text = " ".join(parser_of(app, name).format_help().split())
     assert f"Exit {DATABASE_FAILED} when the database cannot be reached" in help_text
+
+
+def run_manage(*args, database_url):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "ERROR",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["migrate", "--noinput"], ["showmigrations"], ["changepassword", "demo"]]
+)
+def test_djangos_own_commands_on_a_database_that_cannot_be_reached_say_so_in_one_line(
+    command, refusing_port
+):
+    """The README's first production step, `manage.py migrate`, with a wrong port in
+    DATABASE_URL ended in 30 lines of traceback, exit 1: now the project's commands' line."""
+    ran = run_manage(
+        *command, database_url=f"postgres://postgres:hunter2hunter2@127.0.0.1:{refusing_port}/x"
+    )
+    assert ran.returncode == DATABASE_FAILED, ran.stderr
+    assert "Traceback" not in ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1, ran.stderr
+    assert lines[0].startswith("CommandError: the database cannot be reached")
+    assert f"x on 127.0.0.1:{refusing_port}" in lines[0]
+    assert f"port {refusing_port} failed" in lines[0]
+    assert "hunter2" not in lines[0]
+
+
+def test_an_sqlite_file_that_cannot_be_opened_is_named(tmp_path):
+    path = tmp_path / "no-such-directory" / "db.sqlite3"
+    ran = run_manage("migrate", "--noinput", database_url=f"sqlite:///{path}")
+    assert ran.returncode == DATABASE_FAILED, ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert ran.stderr.strip().splitlines()[-1] == (
+        f"CommandError: the database cannot be reached (DATABASE_URL names {path}): "
+        "unable to open database file"
+    )
+
+
+def test_traceback_still_shows_where(refusing_port):
+    ran = run_manage(
+        "migrate",
+        "--noinput",
+        "--traceback",
+        database_url=f"postgres://postgres@127.0.0.1:{refusing_port}/x",
+    )
+    assert ran.returncode == 1
+    assert "Traceback" in ran.stderr
