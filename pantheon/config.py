@@ -181,12 +181,19 @@ def database(name: str, default: str) -> dict:
         entry = environ.Env.db_url_config(url) if scheme in environ.Env.DB_SCHEMES else {}
     except (KeyError, ValueError):
         entry = {}
-    if not entry.get("ENGINE"):
+    if entry.get("ENGINE") not in DATABASE_ENGINES:
+        # A URL django-environ reads for another database (mysql://, oracle://) is refused
+        # too: Django then asked for its driver ("Did you install mysqlclient?"), and with it
+        # the migrations' PostgreSQL SQL would fail.
         raise ImproperlyConfigured(
             f"{name} (scheme {scheme!r}): must be a database URL such as "
-            "postgres://user@host:5432/name or sqlite:////path/to/db.sqlite3"
+            "postgres://user@host:5432/name or sqlite:////path/to/db.sqlite3 "
+            "(Pantheon runs on PostgreSQL, and on SQLite for a laptop)"
         )
     return entry
+
+
+DATABASE_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
 
 
 def malloc_arenas() -> int:

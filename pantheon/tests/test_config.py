@@ -201,6 +201,18 @@ def test_a_database_url_that_is_not_one_is_named_without_its_secrets():
     assert "s3cret" not in started.stderr
 
 
+@pytest.mark.parametrize("url", ["mysql://root:s3cret@127.0.0.1/pantheon", "oracle://u@h/db"])
+def test_a_database_pantheon_does_not_run_on_is_refused_as_such(url):
+    """A MySQL URL asked 'Did you install mysqlclient?', as if installing it would do."""
+    started = start_settings(DATABASE_URL=url)
+
+    assert started.returncode != 0
+    lines = started.stderr.strip().splitlines()
+    assert lines[-1].startswith("django.core.exceptions.ImproperlyConfigured: DATABASE_URL")
+    assert "Pantheon runs on PostgreSQL, and on SQLite for a laptop" in lines[-1]
+    assert "s3cret" not in started.stderr
+
+
 def test_the_defaults_and_good_values_start():
     assert start_settings().returncode == 0
     # What django-environ, DRF and logging took before stays good.
