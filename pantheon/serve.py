@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import math
+import socket
 import sys
 
 from django.core.exceptions import ImproperlyConfigured
@@ -92,6 +94,10 @@ def _serve(argv: list[str] | None) -> None:
         # Whole seconds, as uvicorn types it; nothing kills this server at the graceful timeout.
         timeout_graceful_shutdown=math.ceil(draining.requests_seconds(options.graceful_timeout)),
     )
+    # Before anything else: a port already taken (a `make run` still serving, another app on
+    # 8000) stopped the start only after the app's warm-up (15 to 40 s), on uvicorn's
+    # "[Errno 98] error while attempting to bind", the warm-up's lines before it.
+    _stop_unless_free(options.host, options.port)
     # Before the app is loaded: WhiteNoise lists STATIC_ROOT's files as the app starts. A
     # database not migrated stops the start as gunicorn's does.
     if not _debug():
@@ -107,6 +113,23 @@ def _serve(argv: list[str] | None) -> None:
         server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def _stop_unless_free(host: str, port: int) -> None:
+    """Stop in one line, exit 3 as uvicorn's own failure to bind, when the address cannot be
+    listened on. The probe binds as uvicorn does (SO_REUSEADDR) and closes at once."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = " (another server on it? --port, or PORT=N make run, serves on another)"
+            sys.stderr.write(
+                f"Pantheon did not start: cannot listen on {host}:{port}: {exc.strerror}{hint}\n"
+            )
+            sys.exit(STARTUP_FAILURE)
 
 
 def _port(value: str) -> int:

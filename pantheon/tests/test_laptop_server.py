@@ -215,3 +215,26 @@ def test_the_server_refuses_a_port_or_a_graceful_timeout_it_cannot_use(option, v
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith(f"python -m pantheon.serve: error: argument {option}: {says}")
     assert "Traceback" not in refused.stderr
+
+
+def test_the_server_on_a_port_already_taken_stops_at_once_in_one_line(tmp_path):
+    """A second `make run` (or another app on 8000) warmed the app up for 15 to 40 s, then
+    stopped on uvicorn's "[Errno 98] error while attempting to bind"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stopped = run_production(
+            ["-m", "pantheon.serve", "--port", str(port)],
+            timeout=120,
+            DEBUG="true",
+            LOG_LEVEL="INFO",
+            DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        )
+
+    assert stopped.returncode == 3
+    assert "warmed up" not in stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"Pantheon did not start: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another server on it? --port, or PORT=N make run, serves on another)"
+    )
