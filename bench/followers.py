@@ -45,7 +45,7 @@ from pantheon.testing.stub_llm import StubLLM  # noqa: E402
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    bench_arguments(parser, "followers", ports=True)
+    bench_arguments(parser, "followers", ports=True, existing_ok=True)
     parser.add_argument("--watchers", type=int, default=300)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=30.0)

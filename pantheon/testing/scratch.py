@@ -71,15 +71,24 @@ def vacuum_analyze() -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
-def bench_arguments(parser: argparse.ArgumentParser, name: str, *, ports: bool = False) -> None:
+def bench_arguments(
+    parser: argparse.ArgumentParser, name: str, *, ports: bool = False, existing_ok: bool = False
+) -> None:
     """The options of every benchmark's scratch database (`scratch_database`) and, with
-    `ports`, of the ports it listens on (`Ports`)."""
+    `ports`, of the ports it listens on (`Ports`). `existing_ok` as `scratch_database`'s: its
+    help says what becomes of a database not named as a scratch one."""
+    made = (
+        "made afresh and dropped after if its name ends in _bench, any other migrated in place "
+        "and kept"
+        if existing_ok
+        else "made afresh and dropped after (its name ends in _bench)"
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get(
             "BENCH_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/pantheon_{name}_bench"
         ),
-        help="the scratch database, made afresh and dropped after (its name ends in _bench); "
+        help=f"the scratch database, {made}; "
         f"default: $BENCH_DATABASE_URL, else pantheon_{name}_bench on 127.0.0.1",
     )
     parser.add_argument("--keep-db", action="store_true", help="do not drop the scratch database")
