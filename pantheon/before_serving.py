@@ -10,7 +10,9 @@ the table or column missing (a 500). Such a database stops the start, the last l
 many migrations are missing, the first, and to run `manage.py migrate` (exit 3). A database
 that cannot be checked within CHECK_SECONDS (10; unreachable, or one that accepts a connection and
 never answers, whatever DB_CONNECT_TIMEOUT says) is not: the server starts (its health check
-answers 503 until the database does), with one warning in the log.
+answers 503 until the database does), with one warning in the log. A database that does not
+exist (PostgreSQL's FATAL 3D000: a name mistyped, a database never created) is no outage: it
+stops the start as one not migrated.
 
 Instances of one checkout collect their static files in turn (`collect_static.LOCK_FILE`: run at
 once, collectstatic rewrites the hashed files another is reading); the check runs after the
@@ -22,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import sys
 import threading
 
@@ -78,6 +81,14 @@ def main(argv: list[str]) -> int:
     checking.join(CHECK_SECONDS)
     if "bug" in checked:
         raise checked["bug"]
+    if "error" in checked and _no_such_database(checked["error"]):
+        # Not an outage: the name is wrong, or the database was never created. It started
+        # anyway and answered every request 503 until the pool's timeout, health included.
+        sys.stderr.write(
+            f"the database DATABASE_URL names does not exist ({first_line(checked['error'])}): "
+            "create it, or fix the name, then run manage.py migrate\n"
+        )
+        return NOT_MIGRATED
     if checking.is_alive() or "error" in checked:
         cause = (
             f"no answer within {CHECK_SECONDS} s"
@@ -96,6 +107,13 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(not_migrated_message(unapplied) + "\n")
         return NOT_MIGRATED
     return 0
+
+
+def _no_such_database(error: Exception) -> bool:
+    """Whether PostgreSQL refused the connection because the database it names does not
+    exist (FATAL 3D000). libpq gives a refused connection's message alone, no SQLSTATE: the
+    server's English words are read; in another language the start goes on, as before."""
+    return bool(re.search(r'FATAL:\s+database ".*" does not exist', str(error)))
 
 
 if __name__ == "__main__":

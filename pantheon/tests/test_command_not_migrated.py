@@ -201,6 +201,24 @@ def test_the_uvicorn_server_with_debug_off_does_not_start_on_a_database_not_migr
     )
 
 
+def test_gunicorn_does_not_start_on_a_database_that_does_not_exist():
+    """A name mistyped in DATABASE_URL (or a database never created): the check was taken for
+    an outage, gunicorn started with a warning, and every request, health included, waited
+    for the pool's timeout and answered 503, for as long as it ran."""
+    settings = connection.settings_dict
+    url = (
+        f"postgres://{settings['USER']}@{settings['HOST'] or '127.0.0.1'}:"
+        f"{settings['PORT'] or 5432}/{settings['NAME']}_no_such_database"
+    )
+
+    started = gunicorn_start(SECRET_KEY="k" * 50, DATABASE_URL=url)
+
+    last = did_not_start(started)
+    assert last.startswith("Pantheon did not start: the database DATABASE_URL names does not ")
+    assert f'database "{settings["NAME"]}_no_such_database" does not exist' in last
+    assert last.endswith("create it, or fix the name, then run manage.py migrate")
+
+
 def test_gunicorn_starts_on_a_database_it_cannot_reach_and_says_so(tmp_path):
     """A database that cannot be reached as gunicorn starts is not checked: the server serves,
     its health check 503 until the database answers (a restart of both at once must not stop
