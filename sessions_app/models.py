@@ -76,6 +76,9 @@ class Session(models.Model):
         ]
         indexes = [
             models.Index(fields=["started_by", "created_at"], name="session_user_created"),
+            # Every session, newest first: the console's list (its order, and its last page's
+            # reverse) reads a page of them instead of sorting them all.
+            models.Index(fields=["created_at", "id"], name="session_created"),
             # A user's sessions, newest activity first (`sessions_with_activity`'s
             # `last_activity_at`, the lists' cursor order): a page is a scan of LIMIT rows.
             models.Index(

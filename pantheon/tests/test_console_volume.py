@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from pantheon.console import EitherEndPaginator
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
-from sessions_app.models import Message, Turn, TurnContextAudit
+from sessions_app.models import Message, Session, Turn, TurnContextAudit
 from usage.models import LlmCallEvent
 
 pytestmark = pytest.mark.django_db
@@ -121,6 +121,16 @@ def test_the_message_list_reads_the_newest_first_from_an_index(staff, long_turn)
     the last page 1.5 s): an index holds that order."""
     long_turn(range(3))
     assert "message_created" in _plan(client_for(staff), Message)
+
+
+def test_the_session_list_reads_the_newest_first_from_an_index(staff, long_turn):
+    """Every page view joined every session to its room, agent and user and sorted them all
+    to show the newest 100 (250 ms at 50,000 sessions, its last page 0.9 s): an index holds
+    that order, read backwards for the last page."""
+    long_turn(range(1))
+    client = client_for(staff)
+    assert "Index Scan Backward using session_created" in _plan(client, Session)
+    assert "Index Scan using session_created" in _plan(client, Session, {"o": "1"})
 
 
 def test_the_message_list_sorts_only_by_when_a_message_was_created(staff, long_turn):
@@ -373,6 +383,25 @@ def test_the_last_page_of_the_messages_skips_no_rows_to_reach_them(staff, long_t
     assert shown == sorted(shown, reverse=True)  # newest first, as the list is
     listed = [
         q["sql"] for q in queries if "sessions_app_message" in q["sql"] and "LIMIT" in q["sql"]
+    ]
+    assert listed and not any("OFFSET" in sql for sql in listed), listed
+
+
+def test_the_last_page_of_the_sessions_skips_no_rows_to_reach_them(staff, owner):
+    """The last page of 50,000 sessions skipped every session before it (OFFSET 49,900: a
+    sort of them all, 0.9 s); it reads them from the far end, as the record lists do."""
+    Session.objects.bulk_create(Session(started_by=owner, title=f"chat {n}") for n in range(250))
+    client = client_for(staff)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url(Session, "changelist"), {"p": 3})
+
+    assert response.status_code == 200
+    shown = [session.pk for session in response.context["cl"].result_list]
+    oldest = list(Session.objects.order_by("-created_at", "-pk").values_list("pk", flat=True))
+    assert shown == oldest[200:]  # the oldest 50, newest first as the list is
+    listed = [
+        q["sql"] for q in queries if "sessions_app_session" in q["sql"] and "LIMIT" in q["sql"]
     ]
     assert listed and not any("OFFSET" in sql for sql in listed), listed
 
