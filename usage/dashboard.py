@@ -159,7 +159,25 @@ def usage_totals_between(
     totals = Figures()
     with page_reads():
         if sources.rollups is not None:
-            totals.add(sources.rollups.aggregate(**ROLLUP_FIGURES))
+            # Cached as the dashboard's sums are (`billing_report`): the ledger list's totals
+            # over all its days summed every rollup row at each page view (1.3 s at 1.3 million).
+            key = ":".join(
+                str(part)
+                for part in (
+                    "pantheon:ledger-rollups",
+                    sources.generation,
+                    start,
+                    sources.rollups_to,
+                    username,
+                    model_alias,
+                )
+            )
+            rollups = sources.rollups
+            totals.add(
+                cache.get_or_set(
+                    key, lambda: rollups.aggregate(**ROLLUP_FIGURES), ROLLUP_CACHE_SECONDS
+                )
+            )
         if sources.ledger is not None:
             totals.add(sources.ledger.aggregate(**LEDGER_FIGURES))
     return totals, sources
