@@ -45,7 +45,7 @@ from django.core.exceptions import (
     ValidationError,
 )
 from django.core.paginator import Paginator
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 from django.db.models import Model, Q, QuerySet
 from django.forms.boundfield import BoundField
 from django.forms.models import BaseInlineFormSet, InlineForeignKeyField
@@ -332,6 +332,35 @@ class EitherEndPaginator(Paginator):
     count_is_exact = True
     # Rows skipped to reach a page past which its ids are read first (`_rows_between`).
     deep = 1_000
+    # A list of all of a table's rows (no filter, no search) holding at least this many, by
+    # PostgreSQL's statistics, shows their number as PostgreSQL estimates it (`pg_class`,
+    # kept by ANALYZE and autovacuum) rather than counting them at each page view: COUNT(*)
+    # read 1.8 million messages in 0.5 s, 600,000 turns in 0.13 s, and grew with history.
+    estimated_from = 100_000
+
+    @cached_property
+    def count(self):
+        estimate = self._estimated_count()
+        if estimate is None:
+            return super().count
+        self.count_is_exact = False  # the far end is counted from the rows (`page`)
+        return estimate
+
+    def _estimated_count(self) -> int | None:
+        rows = self.object_list
+        if not isinstance(rows, QuerySet) or rows.query.where or rows.query.distinct:
+            return None
+        connection = connections[rows.db]
+        if connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                [connection.ops.quote_name(rows.model._meta.db_table)],
+            )
+            found = cursor.fetchone()
+        # -1: never analyzed yet; a small table is counted as Django does.
+        return found[0] if found and found[0] >= self.estimated_from else None
 
     def page(self, number):
         number = self.validate_number(number)
