@@ -1172,7 +1172,8 @@ class DailyUsageRollupAdmin(RecordAdmin):
         "cost",
         "unpriced_calls",
     ]
-    list_filter = [username_filter("user"), "model_alias"]
+    # The aliases from their table, not a DISTINCT over every rollup (0.7 s at 1.3 million).
+    list_filter = [username_filter("user"), AliasFilter]
     list_select_related = ["user"]
     date_hierarchy = "day"
     ordering = ["-day", "user", "model_alias"]

@@ -12,7 +12,7 @@ from pantheon.console import EitherEndPaginator
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for
 from sessions_app.models import Message, Session, Turn, TurnContextAudit
-from usage.models import LlmCallEvent
+from usage.models import DailyUsageRollup, LlmCallEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -430,6 +430,32 @@ def test_a_big_list_of_every_row_shows_postgresqls_estimate_of_them(staff, long_
         response = client.get(url(Message, "changelist"), {"role__exact": "assistant"})
     assert response.context["cl"].result_count == 250
     assert any(q["sql"].startswith("SELECT COUNT(*)") for q in filtered.captured_queries)
+
+
+def test_the_rollup_list_reads_no_distinct_over_every_rollup(staff, owner):
+    """Each view of the daily rollups ran two DISTINCTs over all of them, for the years of its
+    date drill-down and the aliases of its filter (1.1 s and 0.7 s at 1.3 million rollups):
+    the years come from the first and last day, the aliases from their table."""
+    from datetime import date
+
+    DailyUsageRollup.objects.bulk_create(
+        DailyUsageRollup(day=day, user=owner, model_alias="deepseek")
+        for day in (date(2025, 6, 1), date(2026, 1, 2), date(2026, 11, 30))
+    )
+    client = client_for(staff)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url(DailyUsageRollup, "changelist"))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "day__year=2025" in page and "day__year=2026" in page
+    assert "model_alias=deepseek" in page
+    distinct = [q["sql"] for q in queries if "DISTINCT" in q["sql"]]
+    assert not distinct, distinct
+    in_2026 = client.get(url(DailyUsageRollup, "changelist"), {"day__year": "2026"})
+    assert "day__month=11" in in_2026.content.decode()
+    assert len(in_2026.context["cl"].result_list) == 2
 
 
 @pytest.mark.parametrize("model", [Turn, Message, LlmCallEvent, TurnContextAudit])

@@ -1,4 +1,4 @@
-"""The ledger's date drill-down, from the first and last call only.
+"""The ledger's date drill-down (and the daily rollups'), from the first and last call only.
 
 Django's own date hierarchy lists the years, months or days that have rows with a DISTINCT
 over every row in view: a full scan of a million-row ledger on each page. This one reads the
@@ -7,7 +7,7 @@ without calls simply lists nothing.
 """
 
 import calendar
-from datetime import date
+from datetime import date, datetime
 
 from django import template
 from django.contrib.admin.templatetags.base import InclusionAdminNode
@@ -45,7 +45,11 @@ def ledger_date_hierarchy(cl) -> dict:
         bounds = cl.queryset.aggregate(first=Min(field), last=Max(field))
     if bounds["first"] is None:
         return {"show": True, "back": None, "choices": []}
-    first, last = (timezone.localtime(bounds[end]).date() for end in ("first", "last"))
+    # The ledger's moments, in the console's time zone; the rollups' days as they are.
+    first, last = (
+        timezone.localtime(value).date() if isinstance(value, datetime) else value
+        for value in (bounds["first"], bounds["last"])
+    )
     if not year and first.year == last.year:
         year = first.year
     if year and month:
