@@ -330,6 +330,7 @@ class EitherEndPaginator(Paginator):
     from them would shift the page."""
 
     count_is_exact = True
+    count_is_estimate = False
     # Rows skipped to reach a page past which its ids are read first (`_rows_between`).
     deep = 1_000
     # A list of all of a table's rows (no filter, no search) holding at least this many, by
@@ -344,6 +345,7 @@ class EitherEndPaginator(Paginator):
         if estimate is None:
             return super().count
         self.count_is_exact = False  # the far end is counted from the rows (`page`)
+        self.count_is_estimate = True  # the list says "about" (admin/pagination.html)
         return estimate
 
     def _estimated_count(self) -> int | None:

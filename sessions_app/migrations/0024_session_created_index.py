@@ -34,7 +34,7 @@ def remove_index(apps, schema_editor):
 class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY runs outside a transaction
 
-    dependencies = [("sessions_app", "0022_idempotency_key_made_by_database_clock")]
+    dependencies = [("sessions_app", "0023_turn_count_trigger_search_path")]
 
     operations = [
         migrations.SeparateDatabaseAndState(
