@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
+from enum import EnumType
 from functools import cache
+from operator import attrgetter
 from types import ModuleType
 from typing import Any
 
@@ -58,6 +60,8 @@ def load_litellm() -> ModuleType:
     _quiet_stream_finalizer()
     _send_each_request_once()
     _no_bookkeeping_of_its_own()
+    _model_info_read_once()
+    _provider_names_read_quickly()
     return litellm
 
 
@@ -102,13 +106,83 @@ def _no_bookkeeping_of_its_own() -> None:
     callback and reads none of it: the gateway prices a call once, from the same table
     (`gateway.table_cost`), and the ledger records what Pantheon metered. litellm has no switch
     for either, so both are turned off where they happen: its logging object's cost calculator
-    answers "no cost", and its success handlers log nothing. Its failure handlers, which run
-    on errors only, are left as they are."""
+    answers "no cost", and its success handlers log nothing. Nor is its async success handler
+    scheduled after each call, which took a task of its own, then another from litellm's
+    logging queue, to run a handler that does nothing: litellm schedules it only for the call
+    that claims its logging object's success log, and no call does any more. Its failure
+    handlers, which run on errors only, are left as they are."""
     from litellm.litellm_core_utils.litellm_logging import Logging
 
     Logging.response_cost_calculator = _no_cost  # type: ignore[method-assign]
     Logging.success_handler = _log_nothing  # type: ignore[method-assign]
     Logging.async_success_handler = _log_nothing_async  # type: ignore[method-assign]
+    Logging.claim_async_success_log = _claim_nothing  # type: ignore[method-assign]
+
+
+def _model_info_read_once() -> None:
+    """litellm looks a call's model up in its price table twice per call, to decide whether it
+    goes to OpenAI's Responses API instead (`responses_api_bridge_check`, from `acompletion` and
+    again from `completion`): about 0.2 ms of CPU each time, on the event loop, and more for a
+    model missing from the table (a local or stubbed one), which it then looks for under
+    generalized names before giving up. The table is litellm's own copy
+    (`LITELLM_LOCAL_MODEL_COST_MAP`), read at import, and Pantheon never adds to it: a model's
+    entry is the same on every call. So that check reads each (model, provider) once per
+    process: the entry (a copy each time: the check may add its "mode" to it) or the fact that
+    there is none (the check then goes on as it does when the lookup fails)."""
+    import litellm.main
+
+    if getattr(litellm.main.get_model_info_helper, "read_once", False):
+        return
+    read_once = _ModelInfoReadOnce(litellm.main.get_model_info_helper)
+    litellm.main.get_model_info_helper = read_once  # type: ignore[assignment]
+
+
+class _ModelInfoReadOnce:
+    read_once = True
+
+    def __init__(self, lookup: Callable[..., Any]) -> None:
+        self._lookup = lookup
+        self._entries: dict[tuple[str, str | None], dict[str, Any] | None] = {}
+
+    def __call__(self, model: str, custom_llm_provider: str | None = None, **more: Any) -> Any:
+        if more:  # not the bridge check's way of calling it: looked up as ever
+            return self._lookup(model=model, custom_llm_provider=custom_llm_provider, **more)
+        key = (model, custom_llm_provider)
+        try:
+            entry = self._entries[key]
+        except KeyError:
+            try:
+                entry = self._lookup(model=model, custom_llm_provider=custom_llm_provider)
+            except Exception:
+                entry = None
+            self._entries[key] = entry
+        if entry is None:
+            raise LookupError(f"litellm's price table has no entry for {model!r}")
+        return dict(entry)
+
+
+def _provider_names_read_quickly() -> None:
+    """litellm tests a call's provider against the list of every provider's name, built afresh
+    twice per call (`[provider.value for provider in LlmProviders]`, in `completion` and
+    `get_optional_params`): 166 members of an enum walked by Python's `Enum` iteration, a
+    generator step and a descriptor call per member, about 0.1 ms of CPU each time in Python
+    3.11. The enum's members, names and values stay the same; its iteration walks the same
+    members, in the same order, without a Python generator, and `.value` reads the member's
+    value without the descriptor's Python code."""
+    from litellm.types.utils import LlmProviders
+
+    if isinstance(LlmProviders, _QuickEnumIteration):
+        return
+    LlmProviders.value = property(attrgetter("_value_"))  # type: ignore[assignment,method-assign]
+    LlmProviders.__class__ = _QuickEnumIteration  # type: ignore[method-assign,assignment]
+
+
+class _QuickEnumIteration(EnumType):
+    """Iterates an enum's members as `EnumType` does (in definition order, aliases left out),
+    with C-level `map` rather than a generator."""
+
+    def __iter__(cls) -> Iterator[Any]:
+        return map(cls._member_map_.__getitem__, cls._member_names_)
 
 
 def _no_cost(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -121,6 +195,10 @@ def _log_nothing(self: Any, *args: Any, **kwargs: Any) -> None:
 
 async def _log_nothing_async(self: Any, *args: Any, **kwargs: Any) -> None:
     return None
+
+
+def _claim_nothing(self: Any) -> bool:
+    return False
 
 
 async def _refuse_to_resend(self: Any, *args: Any, **kwargs: Any) -> Any:

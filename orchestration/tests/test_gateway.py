@@ -337,7 +337,8 @@ def test_cost_comes_from_litellm_for_a_known_model(monkeypatch, gateway):
 
 def test_litellm_prices_and_logs_no_call_of_its_own(monkeypatch, gateway):
     """The gateway prices a call once, from litellm's table; litellm's own pricing of it (for
-    the reply's hidden parameters and its success log) and its success logging are not run."""
+    the reply's hidden parameters and its success log) and its success logging are not run,
+    nor scheduled."""
     from litellm.litellm_core_utils.litellm_logging import Logging
 
     priced, logged = [], []
@@ -349,6 +350,15 @@ def test_litellm_prices_and_logs_no_call_of_its_own(monkeypatch, gateway):
         return await body(self, *args, **kwargs)
 
     monkeypatch.setattr(Logging, "_async_success_handler_body", logging)
+    # Nor is a task scheduled after the call to run its (silenced) async success handler.
+    scheduled = []
+    helper = litellm.utils._client_async_logging_helper
+
+    def scheduling(**kwargs):
+        scheduled.append(kwargs)
+        return helper(**kwargs)
+
+    monkeypatch.setattr(litellm.utils, "_client_async_logging_helper", scheduling)
     real_completion = litellm.acompletion
 
     async def mocked(**kwargs):
@@ -369,6 +379,7 @@ def test_litellm_prices_and_logs_no_call_of_its_own(monkeypatch, gateway):
     assert result.ok and result.provider_cost_usd > 0
     assert priced == []
     assert logged == []
+    assert scheduled == []
 
 
 def test_cost_is_none_for_a_model_litellm_does_not_know(monkeypatch, gateway):

@@ -4,6 +4,7 @@ with `setup_here` (the gateway marks its calls), that setup runs on the event lo
 and the executor's other work still goes to its threads."""
 
 import asyncio
+import sys
 import threading
 
 from orchestration.litellm_loader import load_litellm, setup_here
@@ -45,3 +46,71 @@ def test_a_marked_call_is_set_up_on_the_event_loop_and_nothing_else_is(monkeypat
     text, loop_thread, later = asyncio.run(call(marked=False))
     assert text == "General Kenobi"
     assert setup_threads != [loop_thread] and later != loop_thread
+
+
+def _mocked_call(litellm, model: str) -> str:
+    async def call() -> str:
+        response = await litellm.acompletion(
+            model=model,
+            api_key="sk-x",
+            messages=[{"role": "user", "content": "Hello there"}],
+            mock_response="General Kenobi",
+        )
+        return response.choices[0].message.content
+
+    return asyncio.run(call())
+
+
+def test_a_models_entry_in_the_price_table_is_looked_up_once_per_process(monkeypatch):
+    """litellm's check for a call bound for OpenAI's Responses API looked the model up in its
+    price table twice per call (about 0.2 ms of CPU each time, more for a model the table
+    lacks); the table does not change, so each model is looked up once, and a call still gets
+    its answer whether the table knows its model or not."""
+    litellm = load_litellm()
+    looked_up: list[str] = []
+    names = litellm.utils.get_potential_model_names
+
+    def potential_model_names(model, custom_llm_provider):
+        looked_up.append(model)
+        return names(model, custom_llm_provider)
+
+    monkeypatch.setattr(litellm.utils, "get_potential_model_names", potential_model_names)
+    for model in ("openai/gpt-4o-mini-2024-07-18", "openai/pantheon-test-model-nobody-has"):
+        assert _mocked_call(litellm, model) == "General Kenobi"
+        first = len(looked_up)
+        assert _mocked_call(litellm, model) == "General Kenobi"
+        assert len(looked_up) == first
+    info = litellm.main.get_model_info_helper(model="gpt-4o", custom_llm_provider="openai")
+    info["mode"] = "changed by its caller"
+    again = litellm.main.get_model_info_helper(model="gpt-4o", custom_llm_provider="openai")
+    assert again["mode"] == "chat"
+
+
+def test_litellms_provider_enum_iterates_as_an_enum_does():
+    """litellm lists its providers' names (an enum of them) twice per call: Python's `Enum`
+    walked its 166 members with a generator step and a descriptor call (Python code) each. The
+    walk now runs no Python code per member, and the enum still lists the same members, in
+    order, with their values."""
+    load_litellm()
+    from litellm.types.utils import LlmProviders
+
+    python_calls = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            python_calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        names = [provider.value for provider in LlmProviders]
+    finally:
+        sys.setprofile(None)
+    assert "openai" in names
+    assert len(python_calls) < 10, python_calls[:10]
+
+    members = [LlmProviders[name] for name in LlmProviders.__members__]
+    assert list(LlmProviders) == members
+    assert [member.value for member in LlmProviders] == [str(m._value_) for m in members]
+    assert LlmProviders.OPENAI.value == "openai" and LlmProviders("openai") is LlmProviders.OPENAI
+    assert "openai" in [provider.value for provider in LlmProviders]
+    assert len(LlmProviders) == len(members)
