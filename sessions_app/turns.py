@@ -95,7 +95,7 @@ from orchestration.types import (
     Role,
 )
 from pantheon import draining, exceptions, logging_context, runner
-from pantheon.compiled import CompiledRead
+from pantheon.compiled import CompiledInsert, CompiledRead, CompiledUpdate
 from pantheon.db import connection_lost, database
 from pantheon.fields import blank
 from pantheon.llm import alias_config, get_gateway
@@ -113,6 +113,7 @@ from sessions_app.models import (
     Turn,
     TurnContextAudit,
     TurnFailure,
+    TurnQuerySet,
     TurnStatus,
     TurnStreamChunk,
 )
@@ -124,7 +125,7 @@ from sessions_app.services import (
     turns_interrupt,
 )
 from usage import selectors as usage_selectors
-from usage.models import BillingProfile, LlmCallEvent
+from usage.models import USAGE_TOTAL_FIELDS, BillingProfile, LlmCallEvent
 from usage.selectors import AliasPricing
 from usage.services import usage_call_complete, usage_call_meter, usage_call_open
 
@@ -1007,7 +1008,7 @@ class TurnRunner:
         """The state was read with the session, outside this transaction: if another request
         claimed in between, these inserts collide with its rows (IntegrityError → 409)."""
         plan = self.plan
-        self.turn = Turn.objects.create(
+        self.turn = Turn(
             session=plan.session,
             turn_index=(plan.state.last_turn_index or 0) + 1,
             mode=plan.mode,
@@ -1020,6 +1021,7 @@ class TurnRunner:
             created_at=now,
             progress_at=now,
         )
+        _TURN_ROW.insert(self.turn)
         self.next_sequence = (plan.state.last_sequence or 0) + 1
         self._add_message(
             role=MessageRole.USER,
@@ -1088,7 +1090,7 @@ class TurnRunner:
         else:
             following = self._summary_call() if self._summary_due() else None
         with self._step(completing=call.opened, finishing=following is None):
-            message.save(force_insert=True)
+            _MESSAGE_ROW.insert(message)
             if self.listener is not None:  # a streamed step: its saved text is now the message
                 TurnStreamChunk.objects.filter(turn=self._turn).delete()
             if following is not None:
@@ -1221,7 +1223,7 @@ class TurnRunner:
         """The context audit of the turn, from its fullest context relative to its budget."""
         alias, pressure = self._pressure()
         budget = self.plan.budget(alias)
-        TurnContextAudit.objects.create(
+        audit = TurnContextAudit(
             turn=self._turn,
             model_context_limit=budget.context_window,
             input_budget=budget.input_budget,
@@ -1233,6 +1235,7 @@ class TurnRunner:
             summary_triggered=summary_triggered,
             pruned=any(context.pruned for _, context in self.contexts),
         )
+        _AUDIT_ROW.insert(audit)
 
     def fail(
         self,
@@ -1539,16 +1542,28 @@ class TurnRunner:
             # A chat deleted since the claim (its session, its room, its account forgotten)
             # stores no step: its delete ends the running turns it sees, and this one, whose
             # claim it could not see yet (read before it, committed after), ends here.
-            turn = Turn.objects.filter(pk=self._turn.pk).while_alive(self.plan.session.pk)
             now = self.plan.state.now()
             if finishing:
                 status = Turn.final_status(
                     message.status for message in self.messages if message.role == Role.ASSISTANT
                 )
                 totals = usage_selectors.usage_totals(self.events)
-                running = turn.end(status, totals=totals, now=now)
+                if status == TurnStatus.FAILED:  # `end` drops a broken-off stream's text too
+                    turn = _alive_running_turn(self._turn.pk, self.plan.session.pk)
+                    running = turn.end(status, totals=totals, now=now)
+                else:
+                    ending = {"completed_at": now, "progress_at": now, **totals}
+                    running = _TURN_ENDED.update(
+                        {"status": status, "failure_code": TurnFailure.NONE, **ending},
+                        turn_id=self._turn.pk,
+                        session_id=self.plan.session.pk,
+                    )
             else:
-                running = turn.running().update(progress_at=now, **changes)
+                running = _turn_progressed(tuple(changes)).update(
+                    {"progress_at": now, **changes},
+                    turn_id=self._turn.pk,
+                    session_id=self.plan.session.pk,
+                )
             if not running:
                 raise self._taken_over(completing)
             yield
@@ -1611,7 +1626,7 @@ class TurnRunner:
             session=self.plan.session, turn=self.turn, sequence=self.next_sequence, **fields
         )
         if saved:
-            message.save(force_insert=True)
+            _MESSAGE_ROW.insert(message)
         self.messages.append(message)
         self.next_sequence += 1
         return message
@@ -1624,6 +1639,33 @@ class TurnRunner:
                 item[1].estimated_tokens_full / max(1, self.plan.budget(item[0]).input_budget)
             ),
         )
+
+
+def _alive_running_turn(turn_id: UUID, session_id: UUID) -> TurnQuerySet:
+    """The turn while it runs and its chat is not deleted (`_step`)."""
+    return Turn.objects.filter(pk=turn_id).while_alive(session_id).running()
+
+
+# A turn's writes, compiled once per process (`pantheon.compiled`): Django built and compiled
+# each afresh, and the ending's UPDATE (with its EXISTS of the live session) alone cost over
+# ten times the CPU of running it. `TurnQuerySet.end` writes what `_TURN_ENDED` writes.
+_TURN_ROW = CompiledInsert(Turn)
+_MESSAGE_ROW = CompiledInsert(Message)
+_AUDIT_ROW = CompiledInsert(TurnContextAudit)
+_TURN_ENDED = CompiledUpdate(
+    _alive_running_turn,
+    ("status", "failure_code", "completed_at", "progress_at", *USAGE_TOTAL_FIELDS),
+    turn_id=UUID,
+    session_id=UUID,
+)
+
+
+@functools.cache
+def _turn_progressed(changes: tuple[str, ...]) -> CompiledUpdate:
+    """A step's progress, with the turn's `changes` (its routing)."""
+    return CompiledUpdate(
+        _alive_running_turn, ("progress_at", *changes), turn_id=UUID, session_id=UUID
+    )
 
 
 def _roster_entry(agent: AgentSpec) -> dict:

@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
+from uuid import UUID
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd, round_money
 from orchestration.types import LlmResult
+from pantheon.compiled import CompiledInsert, CompiledUpdate
 from usage.models import (
     API_BASE_FORM_OPTIONS,
     CANCELLED_AFTER_WORDS,
@@ -125,7 +127,7 @@ def usage_call_open(
     day (its month counter, the cap checks, the rollups) go by it, and every host's rows are
     ordered by it.
     """
-    return LlmCallEvent.objects.create(
+    event = LlmCallEvent(
         created_at=at or timezone.now(),
         user=user,
         room_id=room_id,
@@ -141,6 +143,13 @@ def usage_call_open(
         attempts=0,
         pricing_version_id=pricing.pricing_version_id if pricing else None,
     )
+    _LEDGER_ROW.insert(event)
+    return event
+
+
+# A turn opens a ledger row for each call and completes it once answered: both compiled once
+# per process (`pantheon.compiled`), not built by the ORM each time.
+_LEDGER_ROW = CompiledInsert(LlmCallEvent)
 
 
 def usage_call_meter(
@@ -193,6 +202,13 @@ OUTCOME_FIELDS = (
 )
 
 
+def _pending_call(event_id: UUID) -> models.QuerySet[LlmCallEvent]:
+    return LlmCallEvent.objects.filter(pk=event_id, status=CallStatus.PENDING)
+
+
+_PENDING_COMPLETED = CompiledUpdate(_pending_call, OUTCOME_FIELDS, event_id=UUID)
+
+
 def usage_call_complete(*, event: LlmCallEvent) -> Decimal | None:
     """Save a metered row (`usage_call_meter`) that is still pending.
 
@@ -203,10 +219,7 @@ def usage_call_complete(*, event: LlmCallEvent) -> Decimal | None:
     None (nothing written) if the row is not pending.
     """
     outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
-    completed = LlmCallEvent.objects.filter(pk=event.pk, status=CallStatus.PENDING).update(
-        **outcome
-    )
-    if not completed:
+    if not _PENDING_COMPLETED.update(outcome, event_id=event.pk):
         return None
     # The month's counter moves with the row, in the same transaction (the caps read it).
     return usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)

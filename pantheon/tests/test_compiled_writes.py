@@ -1,0 +1,143 @@
+"""A turn's writes are compiled once per process (`pantheon.compiled`), and each still writes
+what the ORM wrote: the values prepared by their fields, an automatic key read back, the rows
+its filter finds, and save() itself where the insert cannot be compiled."""
+
+from datetime import timedelta
+from decimal import Decimal
+from uuid import UUID
+
+import pytest
+from django.db.models.signals import post_save
+from django.db.models.sql.compiler import SQLInsertCompiler, SQLUpdateCompiler
+from django.utils import timezone
+
+from pantheon.compiled import CompiledInsert, CompiledUpdate
+from sessions_app.models import Message, Turn, TurnContextAudit, TurnStatus
+from usage.models import LlmCallEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def write_compilations(monkeypatch) -> list[str]:
+    """The INSERTs and UPDATEs Django compiles from here on."""
+    compiled: list[str] = []
+    for compiler in (SQLInsertCompiler, SQLUpdateCompiler):
+        original = compiler.as_sql
+
+        def as_sql(self, *args, _original=original, **kwargs):
+            result = _original(self, *args, **kwargs)
+            sql = result[0][0] if isinstance(result, list) else result[0]
+            compiled.append(sql)
+            return result
+
+        monkeypatch.setattr(compiler, "as_sql", as_sql)
+    return compiled
+
+
+def test_a_turn_compiles_none_of_its_writes_again(
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn, write_compilations
+):
+    """The turn, its messages, its ledger row and its audit are inserted, and the turn ended
+    and the ledger row completed, with SQL compiled once per process."""
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    assert post_turn(owner_client, session, "first").status_code == 201
+    write_compilations.clear()
+    answer = post_turn(owner_client, session, "second")
+    assert answer.status_code == 201
+    tables = ("sessions_app_turn", "sessions_app_message", "sessions_app_turncontextaudit")
+    hot = [
+        sql
+        for sql in write_compilations
+        if any(f'"{table}"' in sql.split("(")[0] for table in (*tables, "usage_llmcallevent"))
+    ]
+    assert not hot, hot
+    # ...and wrote what the ORM wrote.
+    turn = Turn.objects.get(pk=answer.json()["id"])
+    assert turn.status == TurnStatus.COMPLETED and turn.completed_at is not None
+    event = LlmCallEvent.objects.get(turn=turn)
+    assert event.status == "success" and event.output_tokens > 0
+    assert turn.llm_calls == 1 and turn.credits == event.credits > 0
+    assert [m.content for m in Message.objects.filter(turn=turn).order_by("sequence")] == [
+        "second",
+        answer.json()["messages"][1]["content"],
+    ]
+    assert TurnContextAudit.objects.get(turn=turn).history_messages_loaded == 2
+
+
+def _turns_of(session_id: UUID, turn_index: int):
+    return Turn.objects.filter(session_id=session_id, turn_index__gte=turn_index).running()
+
+
+def test_an_update_writes_its_values_to_the_rows_its_filter_finds(owner, make_session):
+    session = make_session(owner)
+    now = timezone.now()
+    # One running turn a session: the first ended long ago, the third failed.
+    for index, status in ((1, TurnStatus.COMPLETED), (2, TurnStatus.RUNNING), (3, "failed")):
+        Turn.objects.create(session=session, turn_index=index, mode="direct", status=status)
+    ended = CompiledUpdate(
+        _turns_of, ("status", "credits", "completed_at"), session_id=UUID, turn_index=int
+    )
+    later = now + timedelta(minutes=1)
+    values = {"status": TurnStatus.COMPLETED, "credits": Decimal("1.25"), "completed_at": later}
+    assert ended.update(values, session_id=session.pk, turn_index=1) == 1
+    assert ended.update(values, session_id=str(session.pk), turn_index=1) == 0  # ended now
+    rows = {turn.turn_index: turn for turn in Turn.objects.filter(session=session)}
+    assert (rows[1].status, rows[1].credits, rows[1].completed_at) == ("completed", 0, None)
+    assert (rows[2].status, rows[2].credits, rows[2].completed_at) == (
+        "completed",
+        Decimal("1.25"),
+        later,
+    )
+    assert rows[3].status == "failed" and rows[3].completed_at is None
+    with pytest.raises(TypeError):
+        ended.update({"status": "x"}, session_id=session.pk, turn_index=1)
+
+
+def test_an_update_over_a_join_is_refused(owner, make_session):
+    update = CompiledUpdate(
+        lambda user_id: Turn.objects.filter(session__started_by_id=user_id),
+        ("status",),
+        user_id=int,
+    )
+    with pytest.raises(ValueError, match="joins no other table"):
+        update.update({"status": "failed"}, user_id=owner.pk)
+
+
+def test_an_insert_reads_back_its_automatic_key_and_is_saved(owner, make_session):
+    session = make_session(owner)
+    turn = Turn(session=session, turn_index=1, mode="direct")
+    CompiledInsert(Turn).insert(turn)
+    audit = TurnContextAudit(
+        turn=turn,
+        model_context_limit=1000,
+        input_budget=900,
+        estimated_tokens_before=10,
+        estimated_tokens_after=10,
+        history_messages_loaded=0,
+        history_messages_pruned=0,
+        summary_used=False,
+        summary_triggered=False,
+        pruned=False,
+    )
+    CompiledInsert(TurnContextAudit).insert(audit)
+    assert isinstance(audit.pk, int) and not audit._state.adding
+    assert TurnContextAudit.objects.get(pk=audit.pk).turn_id == turn.pk
+    assert Turn.objects.get(pk=turn.pk).failure_code == ""  # its default, as save() writes
+
+
+def test_an_insert_whose_model_has_receivers_is_saved_by_save(owner, make_session):
+    """A receiver of `post_save` would not hear a compiled insert: save() runs instead."""
+    heard = []
+
+    def receiver(sender, instance, created, **kwargs):
+        heard.append((instance.pk, created))
+
+    post_save.connect(receiver, sender=Turn)
+    try:
+        turn = Turn(session=make_session(owner), turn_index=1, mode="direct")
+        CompiledInsert(Turn).insert(turn)
+    finally:
+        post_save.disconnect(receiver, sender=Turn)
+    assert heard == [(turn.pk, True)]
+    assert Turn.objects.filter(pk=turn.pk).exists()
