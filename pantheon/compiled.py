@@ -378,39 +378,40 @@ class CompiledInsert:
         self._compiled: _CompiledInsert | None = None
 
     def insert(self, instance: Model) -> None:
-        model = type(instance)
-        if (
-            model is not self._model
-            or pre_save.has_listeners(model)
-            or post_save.has_listeners(model)
-        ):
+        prepared = self._prepared(instance)
+        if prepared is None:
             instance.save(force_insert=True, using=self._using)
             return
-        compiled = self._compiled or self._compile()
-        if compiled is None:
-            instance.save(force_insert=True, using=self._using)
-            return
+        compiled, params = prepared
         connection = connections[self._using]
-        params = []
-        for field in compiled.fields:
-            value = field.pre_save(instance, True)
-            if hasattr(value, "resolve_expression"):
-                instance.save(force_insert=True, using=self._using)
-                return
-            params.append(field.get_db_prep_save(value, connection=connection))
         with (
             transaction.mark_for_rollback_on_error(self._using),
             connection.cursor() as cursor,
         ):
             cursor.execute(compiled.sql, params)
             row = cursor.fetchone() if compiled.returning else None
-        if row is not None:
-            for value, (field, converters, column) in zip(row, compiled.returning, strict=True):
-                for converter in converters:
-                    value = converter(value, column, connection)
-                setattr(instance, field.attname, value)
-        instance._state.adding = False
-        instance._state.db = self._using
+        _inserted(instance, compiled, row, self._using)
+
+    def _prepared(self, instance: Model) -> tuple[_CompiledInsert, list[Any]] | None:
+        """The INSERT and its parameters for `instance`; None where save() must run."""
+        model = type(instance)
+        if (
+            model is not self._model
+            or pre_save.has_listeners(model)
+            or post_save.has_listeners(model)
+        ):
+            return None
+        compiled = self._compiled or self._compile()
+        if compiled is None:
+            return None
+        connection = connections[self._using]
+        params = []
+        for field in compiled.fields:
+            value = field.pre_save(instance, True)
+            if hasattr(value, "resolve_expression"):
+                return None
+            params.append(field.get_db_prep_save(value, connection=connection))
+        return compiled, params
 
     def _compile(self) -> _CompiledInsert | None:
         meta = self._model._meta
@@ -442,3 +443,54 @@ class CompiledInsert:
             converters.append((field, tuple(functions), column))
         self._compiled = _CompiledInsert(sql, fields, tuple(converters))
         return self._compiled
+
+
+def _inserted(instance: Model, compiled: _CompiledInsert, row: Any, using: str) -> None:
+    """`instance` as save() leaves it: saved, its automatic key read back (`row`)."""
+    if row is not None:
+        connection = connections[using]
+        for value, (field, converters, column) in zip(row, compiled.returning, strict=True):
+            for converter in converters:
+                value = converter(value, column, connection)
+            setattr(instance, field.attname, value)
+    instance._state.adding = False
+    instance._state.db = using
+
+
+def insert_together(rows: Sequence[tuple[CompiledInsert, Model]]) -> None:
+    """Rows of several tables inserted in one statement on PostgreSQL (each INSERT but the
+    last in a WITH), each as its `CompiledInsert` inserts it: one trip to the database instead
+    of one a row, in the same order, with the same constraints checked (a unique one fails the
+    whole statement, as it would its row's; foreign keys are checked at the commit, Django's
+    are deferred). Elsewhere, or where one row cannot be compiled (save() would run) or one
+    before the last reads back an automatic key, each is inserted in turn."""
+    prepared = [(insert, instance, insert._prepared(instance)) for insert, instance in rows]
+    usings = {insert._using for insert, _ in rows}
+    connection = connections[next(iter(usings))] if len(usings) == 1 else None
+    if (
+        connection is None
+        or connection.vendor != "postgresql"
+        or len(rows) < 2
+        or any(ready is None for _, _, ready in prepared)
+        or any(ready[0].returning for _, _, ready in prepared[:-1] if ready is not None)
+    ):
+        for insert, instance in rows:
+            insert.insert(instance)
+        return
+    statements, params = [], []
+    for _, _, ready in prepared:
+        assert ready is not None
+        statements.append(ready[0].sql)
+        params.extend(ready[1])
+    sql = ", ".join(f"_{number} AS ({sql})" for number, sql in enumerate(statements[:-1]))
+    last = prepared[-1][2]
+    assert last is not None
+    with (
+        transaction.mark_for_rollback_on_error(connection.alias),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(f"WITH {sql} {statements[-1]}", params)
+        row = cursor.fetchone() if last[0].returning else None
+    for position, (insert, instance, ready) in enumerate(prepared):
+        assert ready is not None
+        _inserted(instance, ready[0], row if position == len(prepared) - 1 else None, insert._using)

@@ -95,7 +95,7 @@ from orchestration.types import (
     Role,
 )
 from pantheon import draining, exceptions, logging_context, runner
-from pantheon.compiled import CompiledInsert, CompiledRead, CompiledUpdate
+from pantheon.compiled import CompiledInsert, CompiledRead, CompiledUpdate, insert_together
 from pantheon.db import connection_lost, database
 from pantheon.fields import blank
 from pantheon.llm import alias_config, get_gateway
@@ -1021,14 +1021,16 @@ class TurnRunner:
             created_at=now,
             progress_at=now,
         )
-        _TURN_ROW.insert(self.turn)
         self.next_sequence = (plan.state.last_sequence or 0) + 1
-        self._add_message(
+        question = self._add_message(
             role=MessageRole.USER,
             content=plan.user_input,
             token_estimate=context_budget.estimate_tokens(plan.user_input),
             created_at=now,
+            saved=False,
         )
+        # One statement (`insert_together`): the turn's insert still comes first.
+        insert_together([(_TURN_ROW, self.turn), (_MESSAGE_ROW, question)])
 
     # --- 3. route -------------------------------------------------------------------------------
 
@@ -1090,13 +1092,14 @@ class TurnRunner:
         else:
             following = self._summary_call() if self._summary_due() else None
         with self._step(completing=call.opened, finishing=following is None):
-            _MESSAGE_ROW.insert(message)
             if self.listener is not None:  # a streamed step: its saved text is now the message
                 TurnStreamChunk.objects.filter(turn=self._turn).delete()
             if following is not None:
+                _MESSAGE_ROW.insert(message)
                 self._open(following)
-            else:
-                self._audit(summary_triggered=False)
+            else:  # the message and the turn's audit, in one statement
+                audit = self._audit(summary_triggered=False)
+                insert_together([(_MESSAGE_ROW, message), (_AUDIT_ROW, audit)])
         return message
 
     # --- 5. summarize ---------------------------------------------------------------------------
@@ -1129,7 +1132,7 @@ class TurnRunner:
         with self._step(completing=call.opened, finishing=True):
             if extraction is not None:
                 self._save_summary(extraction)
-            self._audit(summary_triggered=True)
+            _AUDIT_ROW.insert(self._audit(summary_triggered=True))
 
     def _summary_due(self) -> bool:
         if not any(
@@ -1219,8 +1222,9 @@ class TurnRunner:
 
     # --- 6. finish (or fail) --------------------------------------------------------------------
 
-    def _audit(self, *, summary_triggered: bool) -> None:
-        """The context audit of the turn, from its fullest context relative to its budget."""
+    def _audit(self, *, summary_triggered: bool) -> TurnContextAudit:
+        """The context audit of the turn, from its fullest context relative to its budget (for
+        its finishing step to insert)."""
         alias, pressure = self._pressure()
         budget = self.plan.budget(alias)
         audit = TurnContextAudit(
@@ -1235,7 +1239,7 @@ class TurnRunner:
             summary_triggered=summary_triggered,
             pruned=any(context.pruned for _, context in self.contexts),
         )
-        _AUDIT_ROW.insert(audit)
+        return audit
 
     def fail(
         self,

@@ -7,15 +7,21 @@ from decimal import Decimal
 from uuid import UUID
 
 import pytest
+from django.db import IntegrityError, connection, transaction
 from django.db.models.signals import post_save
 from django.db.models.sql.compiler import SQLInsertCompiler, SQLUpdateCompiler
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from pantheon.compiled import CompiledInsert, CompiledUpdate
+from pantheon.compiled import CompiledInsert, CompiledUpdate, insert_together
 from sessions_app.models import Message, Turn, TurnContextAudit, TurnStatus
 from usage.models import LlmCallEvent
 
 pytestmark = pytest.mark.django_db
+
+turn_row, message_row, audit_row = (
+    CompiledInsert(model) for model in (Turn, Message, TurnContextAudit)
+)
 
 
 @pytest.fixture
@@ -141,3 +147,39 @@ def test_an_insert_whose_model_has_receivers_is_saved_by_save(owner, make_sessio
         post_save.disconnect(receiver, sender=Turn)
     assert heard == [(turn.pk, True)]
     assert Turn.objects.filter(pk=turn.pk).exists()
+
+
+def test_rows_inserted_together_are_one_statement_and_a_conflict_fails_them_all(
+    owner, make_session
+):
+    """On PostgreSQL a turn and its question are one INSERT statement; the turn's unique
+    index refusing it (a race lost: the 409) leaves neither."""
+    session = make_session(owner)
+    turn = Turn(session=session, turn_index=1, mode="direct")
+    question = Message(session=session, turn=turn, sequence=1, role="user", content="hi")
+    audit = TurnContextAudit(
+        turn=turn,
+        model_context_limit=1000,
+        input_budget=900,
+        estimated_tokens_before=10,
+        estimated_tokens_after=10,
+        history_messages_loaded=0,
+        history_messages_pruned=0,
+        summary_used=False,
+        summary_triggered=False,
+        pruned=False,
+    )
+    rows = [(turn_row, turn), (message_row, question), (audit_row, audit)]
+    with CaptureQueriesContext(connection) as queries:
+        insert_together(rows)
+    assert len(queries) == 1
+    assert isinstance(audit.pk, int) and not question._state.adding
+    assert Message.objects.get(pk=question.pk).turn_id == turn.pk
+    assert TurnContextAudit.objects.get(pk=audit.pk).turn_id == turn.pk
+
+    again = Turn(session=session, turn_index=1, mode="direct")
+    answer = Message(session=session, turn=again, sequence=2, role="user", content="hi")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_together([(turn_row, again), (message_row, answer)])
+    assert not Message.objects.filter(pk=answer.pk).exists()
+    assert Turn.objects.filter(session=session).count() == 1
