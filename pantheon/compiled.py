@@ -291,6 +291,17 @@ class CompiledUpdate:
     def update(self, values: Mapping[str, Any], **parameters: Any) -> int:
         """Set `values` (one for each of the fields named) on the rows the filter finds with
         `parameters`; returns how many rows it updated, as `QuerySet.update` does."""
+        sql, params = self.statement(values, **parameters)
+        using = self._using()
+        with (
+            transaction.mark_for_rollback_on_error(using),
+            connections[using].cursor() as cursor,
+        ):
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+    def statement(self, values: Mapping[str, Any], **parameters: Any) -> tuple[str, list[Any]]:
+        """`update`'s UPDATE and its parameters, for a statement that holds it (a WITH)."""
         if parameters.keys() != self._parameters.keys() or len(values) != len(self._names):
             raise TypeError(f"expected the values of {self._names} and {sorted(self._parameters)}")
         compiled = self._compiled or self._compile()
@@ -302,12 +313,10 @@ class CompiledUpdate:
                 raise TypeError(f"{field.name}: a compiled update writes plain values")
             written.append(field.get_db_prep_save(value, connection=connection))
         where = _filled(compiled.params, compiled.slots, self._parameters, parameters)
-        with (
-            transaction.mark_for_rollback_on_error(compiled.using),
-            connection.cursor() as cursor,
-        ):
-            cursor.execute(compiled.sql, [*written, *where])
-            return cursor.rowcount
+        return compiled.sql, [*written, *where]
+
+    def _using(self) -> str:
+        return (self._compiled or self._compile()).using
 
     def _compile(self) -> _CompiledUpdate:
         sentinels = _sentinels(self._parameters)

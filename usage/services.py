@@ -219,10 +219,29 @@ def usage_call_complete(*, event: LlmCallEvent) -> Decimal | None:
     None (nothing written) if the row is not pending.
     """
     outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
-    if not _PENDING_COMPLETED.update(outcome, event_id=event.pk):
-        return None
     # The month's counter moves with the row, in the same transaction (the caps read it).
-    return usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)
+    month = month_of(event.created_at)
+    if connection.vendor != "postgresql":
+        if not _PENDING_COMPLETED.update(outcome, event_id=event.pk):
+            return None
+        return usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)
+    # On PostgreSQL in one statement, the row completed first: one trip to the database less
+    # for each step of a turn.
+    sql, params = _PENDING_COMPLETED.statement(outcome, event_id=event.pk)
+    moves = _MONTH_MOVED.format(table=_month_table())
+    with transaction.mark_for_rollback_on_error(), connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH completed AS ({sql} RETURNING 1), moved AS ({moves} "
+            "AND EXISTS (SELECT FROM completed) RETURNING credits) "
+            "SELECT (SELECT count(*) FROM completed), (SELECT credits FROM moved)",
+            [*params, *_month_params(event.user_id, month, event.credits, 1)],
+        )
+        count, moved = cursor.fetchone()
+    if not count:
+        return None
+    if moved is not None:
+        return round_money(Decimal(str(moved)))
+    return _month_first(event.user_id, month, event.credits, 1)  # the month's first call
 
 
 def usage_calls_mark_lost(*, turn_ids: Iterable, heard: Iterable[LlmCallEvent] = ()) -> int:
@@ -464,6 +483,12 @@ def usage_month_add(*, user_id, at: datetime, credits: Decimal, calls: int = 1) 
     total = _month_add(user_id, month, credits, calls)
     if total is not None:
         return total
+    return _month_first(user_id, month, credits, calls)
+
+
+def _month_first(user_id, month, credits: Decimal, calls: int) -> Decimal:
+    """The counter's first row of the month, inserted in a savepoint; a concurrent insert
+    that won the race turns ours into an IntegrityError, and the update then applies."""
     try:
         with transaction.atomic():
             MonthlyUsage.objects.create(
@@ -478,15 +503,27 @@ def usage_month_add(*, user_id, at: datetime, credits: Decimal, calls: int = 1) 
 
 def _month_add(user_id, month, credits: Decimal, calls: int) -> Decimal | None:
     """One UPDATE that moves the counter and returns the new total (None: no row yet)."""
-    table = connection.ops.quote_name(MonthlyUsage._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET credits = credits + %s, llm_calls = llm_calls + %s, "
-            "updated_at = %s WHERE user_id = %s AND month = %s RETURNING credits",
-            [credits, calls, timezone.now(), user_id, month],
+            f"{_MONTH_MOVED.format(table=_month_table())} RETURNING credits",
+            _month_params(user_id, month, credits, calls),
         )
         row = cursor.fetchone()
     return None if row is None else round_money(Decimal(str(row[0])))
+
+
+_MONTH_MOVED = (
+    "UPDATE {table} SET credits = credits + %s, llm_calls = llm_calls + %s, "
+    "updated_at = %s WHERE user_id = %s AND month = %s"
+)
+
+
+def _month_table() -> str:
+    return connection.ops.quote_name(MonthlyUsage._meta.db_table)
+
+
+def _month_params(user_id, month, credits: Decimal, calls: int) -> list[Any]:
+    return [credits, calls, timezone.now(), user_id, month]
 
 
 # --- billing profiles (the admin's actions) -----------------------------------------------------

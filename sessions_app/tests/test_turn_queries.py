@@ -15,8 +15,9 @@ pytestmark = pytest.mark.django_db
 # user), the roster, aliases with pricing, recent history; claim: turn with its user message
 # (one statement on PostgreSQL: `pantheon.compiled.insert_together`) and the call's pending
 # ledger row; last step with finish: turn update (its row lock first), assistant message with
-# the context audit (one statement), ledger row completed, and last the month's counter moved.
-SINGLE_AGENT_TURN_STATEMENTS = 12
+# the context audit (one statement), and last the ledger row completed with the month's counter
+# moved (one statement: `usage_call_complete`).
+SINGLE_AGENT_TURN_STATEMENTS = 11
 # Inside the test's transaction the 2 atomic blocks (claim, step + finish) also show a
 # SAVEPOINT and a RELEASE each; in production they are BEGIN and COMMIT.
 SAVEPOINT_STATEMENTS = 4
@@ -97,19 +98,21 @@ def test_the_month_counter_is_moved_last_in_its_step(
     owner, owner_client, make_agent, make_session, fake_gateway, post_turn
 ):
     """Every turn of a user moves the same month-counter row: its lock is taken by the step's
-    last statement, so the user's concurrent turns queue on it only until that commit."""
+    last statement, so the user's concurrent turns queue on it only until that commit. On
+    PostgreSQL that statement completes the call's ledger row first, then moves the counter."""
     session = make_session(owner, agent=make_agent(owner, "ada"))
     assert post_turn(owner_client, session, "the month's first").status_code == 201
     with CaptureQueriesContext(connection) as queries:
         assert post_turn(owner_client, session, "hello").status_code == 201
     sql = [q["sql"] for q in queries]
-    counter = [i for i, s in enumerate(sql) if s.startswith('UPDATE "usage_monthlyusage"')]
+    counter = [i for i, s in enumerate(sql) if 'UPDATE "usage_monthlyusage"' in s]
     assert len(counter) == 1
+    moves = sql[counter[0]]
     assert sql[counter[0] + 1].startswith("RELEASE SAVEPOINT")  # the step's commit
     step_start = max(i for i in range(counter[0]) if sql[i].startswith("SAVEPOINT"))
     between = sql[step_start + 1 : counter[0]]
     assert any('INSERT INTO "sessions_app_message"' in s for s in between)
-    assert between[-1].startswith('UPDATE "usage_llmcallevent"')
+    assert moves.index('UPDATE "usage_llmcallevent"') < moves.index('UPDATE "usage_monthlyusage"')
 
 
 def test_only_the_turns_that_stamp_a_list_first_read_its_prices_again(

@@ -7,9 +7,15 @@ from decimal import Decimal
 import pytest
 from django.db import connection, transaction
 
+from orchestration.types import CallStatus, LlmResult
 from usage.models import MonthlyUsage
 from usage.selectors import month_credits
-from usage.services import usage_month_add
+from usage.services import (
+    usage_call_complete,
+    usage_call_meter,
+    usage_call_open,
+    usage_month_add,
+)
 
 THREADS = 20
 
@@ -111,3 +117,37 @@ def test_twenty_threads_adding_at_once_lose_nothing(owner):
     assert counter.credits == expected == Decimal("201.050")
     assert counter.llm_calls == THREADS * adds_per_thread
     assert month_credits(user=owner, at=at) == expected
+
+
+@pytest.mark.django_db
+def test_a_completed_call_moves_its_month_once_and_a_pending_one_only(
+    owner, django_assert_num_queries
+):
+    """A call's completion moves its month's counter in the same statement on PostgreSQL
+    (the month's first call inserts the row); a row no longer pending moves nothing."""
+    result = LlmResult(
+        status=CallStatus.SUCCESS,
+        text="hi",
+        input_tokens_fresh=100,
+        input_tokens_cached=0,
+        output_tokens=10,
+        latency_ms=5,
+        attempts=1,
+        provider="stub",
+        provider_model="stub",
+    )
+    at = utc(2026, 11, 20, 12)
+    events = []
+    for _ in range(2):
+        event = usage_call_open(
+            user=owner, model_alias="deepseek", pricing=None, purpose="agent", at=at
+        )
+        usage_call_meter(event=event, result=result, pricing=None)
+        events.append(event)
+    first = usage_call_complete(event=events[0])  # the month's row inserted
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2):
+        second = usage_call_complete(event=events[1])
+    assert first == events[0].credits > 0 and second == 2 * first
+    assert usage_call_complete(event=events[1]) is None  # completed already: no move
+    month = MonthlyUsage.objects.get(user=owner)
+    assert (month.credits, month.llm_calls) == (2 * first, 2)
