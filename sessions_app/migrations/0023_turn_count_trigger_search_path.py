@@ -12,11 +12,12 @@ FIXED = "ALTER FUNCTION sessions_turn_counted() SET search_path FROM CURRENT"
 UNFIXED = "ALTER FUNCTION sessions_turn_counted() RESET search_path"
 
 
-def _on_postgresql(sql: str):
+def _on_postgresql(sql: str, does: str):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":  # SQLite's trigger has no schema
             schema_editor.execute(sql)
 
+    run.__doc__ = does  # what `migrate --plan` says of it
     return run
 
 
@@ -26,5 +27,9 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(_on_postgresql(FIXED), _on_postgresql(UNFIXED), elidable=False),
+        migrations.RunPython(
+            _on_postgresql(FIXED, "Pin the turn counter's search_path."),
+            _on_postgresql(UNFIXED, "Unpin the turn counter's search_path."),
+            elidable=False,
+        ),
     ]
