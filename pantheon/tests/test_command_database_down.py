@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from pantheon.commands import DATABASE_FAILED
+from pantheon.testing.servers import postgres_url
 
 from .test_command_help import COMMANDS, parser_of
 
@@ -121,3 +123,33 @@ def test_traceback_still_shows_where(refusing_port):
     )
     assert ran.returncode == 1
     assert "Traceback" in ran.stderr
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a lock held by another process")
+def test_a_statement_that_fails_once_connected_keeps_its_traceback():
+    """Only a connection that cannot be opened is the one line: a statement's OperationalError
+    (a lock timeout here, `migrate` behind a long query) is no unreachable database, and keeps
+    the traceback that says where it failed."""
+    with connection.cursor() as cursor:  # held until the test's transaction rolls back
+        cursor.execute("LOCK TABLE django_migrations IN ACCESS EXCLUSIVE MODE")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+        "DATABASE_URL": postgres_url(connection.settings_dict),
+        "PGOPTIONS": "-c lock_timeout=300",
+        "LOG_LEVEL": "ERROR",
+    }
+    ran = subprocess.run(
+        [sys.executable, "manage.py", "showmigrations"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert ran.returncode == 1, ran.stderr
+    assert "Traceback" in ran.stderr
+    assert "cannot be reached" not in ran.stderr
+    assert "django.db.utils.OperationalError: canceling statement due to lock timeout" in ran.stderr
