@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, timedelta
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import (
@@ -148,6 +149,29 @@ def _raised_connecting(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+def user_named(typed: str):
+    """The account a username given to a command names: read as a login reads it (NFKC, the
+    form usernames are stored in: "zoe\u0308" is zoë), or exactly as typed, for an account
+    stored in another form (made by a raw insert: "\ufb01le" with its ligature, whose NFKC
+    form is "file"). Two accounts so named is exit 1 naming both, never one of them guessed:
+    `forget_user` cannot be undone. No account is exit 1 too."""
+    model = get_user_model()
+    read = model.normalize_username(typed)
+    names = {f"{model.USERNAME_FIELD}__in": {typed, read}}
+    found = list(model.objects.filter(**names).order_by("pk"))
+    if len(found) > 1:
+        named = " and ".join(repr(user.get_username()) for user in found)
+        raise CommandError(
+            f"Two users have the username {typed!r}, as typed and as a login reads it: "
+            f"{named} (users {', '.join(str(user.pk) for user in found)}): rename one of them "
+            "in the console first.",
+            returncode=1,
+        )
+    if not found:
+        raise CommandError(f"No user has the username {read!r}.", returncode=1)
+    return found[0]
 
 
 def database_failed(

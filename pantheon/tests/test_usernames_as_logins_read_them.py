@@ -7,7 +7,7 @@ import json
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -51,6 +51,39 @@ def test_the_commands_find_the_user(zoe):
     out = StringIO()
     call_command("forget_user", TYPED, "--dry-run", stdout=out)
     assert f"(user {zoe.pk}," in out.getvalue()
+
+
+STORED_RAW = "\ufb01le"  # with the ligature fi; NFKC reads it "file"
+
+
+def test_a_name_stored_in_another_form_is_found_as_typed(django_user_model):
+    """An account made by a raw insert keeps its name's form: typed as stored, it was found
+    before names were read NFKC, and then said 'No user has the username 'file''."""
+    raw = django_user_model.objects.create(username=STORED_RAW)
+
+    out = StringIO()
+    call_command("export_user", STORED_RAW, stdout=out, stderr=StringIO())
+    assert json.loads(out.getvalue())["account"]["id"] == raw.pk
+    out = StringIO()
+    call_command("forget_user", STORED_RAW, "--dry-run", stdout=out)
+    assert f"(user {raw.pk}," in out.getvalue()
+
+
+@pytest.mark.parametrize("command", [["forget_user"], ["export_user"]])
+def test_two_accounts_the_name_may_mean_are_refused_never_guessed(django_user_model, command):
+    """Typed "\ufb01le" beside a raw account of that name and a login's "file", forget_user
+    forgot "file": another person's account, for good."""
+    raw = django_user_model.objects.create(username=STORED_RAW)
+    file = django_user_model.objects.create_user(username="file", password="file-pass-123")
+
+    with pytest.raises(CommandError, match="Two users have the username") as refused:
+        call_command(*command, STORED_RAW, stdout=StringIO(), stderr=StringIO())
+
+    assert refused.value.returncode == 1
+    assert f"(users {raw.pk}, {file.pk})" in str(refused.value)
+    assert sorted(django_user_model.objects.values_list("username", flat=True)) == sorted(
+        ["file", STORED_RAW]
+    )
 
 
 def test_the_consoles_user_boxes_find_the_user(zoe, staff):

@@ -3,10 +3,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
-from pantheon.commands import ProjectCommand
+from pantheon.commands import ProjectCommand, user_named
 from sessions_app.exports import Exported, user_export
 
 
@@ -45,12 +44,8 @@ class Command(ProjectCommand):
         )
 
     def handle(self, *args, username, output=None, exclude_deleted=False, verbosity=1, **options):
-        model = get_user_model()
-        # Read as a login reads it (NFKC, as usernames are stored): "zoe\u0308" is zoë.
-        username = model.normalize_username(username)
-        user = model.objects.filter(**{model.USERNAME_FIELD: username}).first()
-        if user is None:
-            raise CommandError(f"No user has the username {username!r}.", returncode=1)
+        user = user_named(username)
+        username = user.get_username()
         include_deleted = not exclude_deleted
         if output is None:
             exported = user_export(

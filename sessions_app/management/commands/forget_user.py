@@ -1,7 +1,4 @@
-from django.contrib.auth import get_user_model
-from django.core.management.base import CommandError
-
-from pantheon.commands import ProjectCommand
+from pantheon.commands import ProjectCommand, user_named
 from sessions_app.services import user_forget
 
 
@@ -25,12 +22,8 @@ class Command(ProjectCommand):
         parser.add_argument("--dry-run", action="store_true", help="count, change nothing")
 
     def handle(self, *args, username, dry_run=False, **options):
-        model = get_user_model()
-        # Read as a login reads it (NFKC, as usernames are stored): "zoe\u0308" is zoë.
-        username = model.normalize_username(username)
-        user = model.objects.filter(**{model.USERNAME_FIELD: username}).first()
-        if user is None:
-            raise CommandError(f"No user has the username {username!r}.", returncode=1)
+        user = user_named(username)
+        username = user.get_username()
         forgotten = user_forget(user=user, dry_run=dry_run)
         said = (
             f"delete {forgotten.sessions} session(s), {forgotten.rooms} room(s) and "
