@@ -210,3 +210,30 @@ def test_the_console_history_of_their_billing_profile_and_seats_names_them_no_mo
         f"Billing profile of forgotten-{user.pk}",
     ]
     assert all(entry.user_id == staff.pk for entry in entries)
+
+
+def test_the_console_history_of_other_users_seats_and_profiles_is_left_alone(
+    alice, staff, make_agent, make_room, django_user_model
+):
+    """Only the forgotten account's seats and billing profile lose what their history said:
+    another user's seat ("Ben (@ben) at seat 0 of Bob's lab") and cap keep theirs."""
+    bob = django_user_model.objects.create_user(username="bob", password="bob-pass-123")
+    ben = make_agent(bob, "ben", name="Ben")
+    lab = make_room(bob, name="Bob's lab")
+    console = client_for(staff)
+    for model, fields in (
+        (RoomAgent, {"room": lab.pk, "agent": ben.pk, "position": "5"}),
+        (BillingProfile, {"user": bob.pk, "monthly_credit_cap": "50"}),
+    ):
+        added = console.post(url(model, "add"), {**fields, "_save": "Save"})
+        assert added.status_code == 302, added.content
+    bobs = LogEntry.objects.filter(user=staff).values_list("object_repr", "change_message")
+    before = sorted(bobs)
+    assert [said for said, _ in before] == [
+        "Ben (@ben) at seat 0 of Bob's lab",
+        "Billing profile of bob",
+    ]
+
+    run("alice")
+
+    assert sorted(bobs.all()) == before  # read again
