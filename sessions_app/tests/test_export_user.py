@@ -376,25 +376,29 @@ def test_a_reader_that_stops_reading_ends_it_quietly(django_user_model, make_age
 
 
 def test_the_console_history_of_their_billing_profile_and_seats_is_exported(
-    alice, staff, make_agent
+    alice, staff, make_agent, make_room, django_user_model
 ):
     """An operator who lowered the user's cap, or seated one of their agents on the seat's own
     page, wrote the account's history under the billing profile and the seat: the export left
-    both out (an access request's answer without who capped the account, and when)."""
+    both out (an access request's answer without who capped the account, and when). Another
+    user's cap and seat stay out: theirs."""
     user, _ = alice
-    profile = BillingProfile.objects.get(user=user)
-    room = Room.objects.get(owner=user)
-    bea = make_agent(user, "bea", name="Bea")
+    bob = django_user_model.objects.create_user(username="bob", password="bob-pass-123")
     console = client_for(staff)
-    page = admin_url(BillingProfile, "change", profile.pk)
-    form = opened(console, page, "billingprofile_form")
-    form["monthly_credit_cap"] = ["50"]
-    assert console.post(page, form).status_code == 302
-    seated = console.post(
-        admin_url(RoomAgent, "add"),
-        {"room": room.pk, "agent": bea.pk, "position": "1", "_save": "Save"},
-    )
-    assert seated.status_code == 302, seated.content
+    for owner, agent_key in ((user, "bea"), (bob, "ben")):
+        profile, _ = BillingProfile.objects.get_or_create(user=owner)
+        room = Room.objects.filter(owner=owner).first() or make_room(owner, name="Bob's lab")
+        agent = make_agent(owner, agent_key, name=agent_key.title())
+        page = admin_url(BillingProfile, "change", profile.pk)
+        form = opened(console, page, "billingprofile_form")
+        form["monthly_credit_cap"] = ["50"]
+        form.pop("no_cap", None)  # bob's has none yet
+        assert console.post(page, form).status_code == 302
+        seated = console.post(
+            admin_url(RoomAgent, "add"),
+            {"room": room.pk, "agent": agent.pk, "position": "1", "_save": "Save"},
+        )
+        assert seated.status_code == 302, seated.content
 
     document, _, _ = export("alice")
 

@@ -235,13 +235,16 @@ def test_the_console_history_of_a_purged_rooms_seats_names_it_no_more(
     # A seat's own page writes "Ada (@ada) at seat 0 of <the room's name>": the room's entries
     # were erased by the purge, its seats' kept its name.
     room = make_room(owner, name="My divorce lawyers")
+    kept = make_room(owner, name="Book club")  # not deleted: its seat's history stays
     ada = make_agent(owner, "ada")
     console = client_for(staff)
-    seated = console.post(
-        url(RoomAgent, "add"), {"room": room.pk, "agent": ada.pk, "position": "0", "_save": "Save"}
-    )
-    assert seated.status_code == 302, seated.content
-    entry = LogEntry.objects.get(content_type__model="roomagent")
+    for seated_in in (room, kept):
+        seated = console.post(
+            url(RoomAgent, "add"),
+            {"room": seated_in.pk, "agent": ada.pk, "position": "0", "_save": "Save"},
+        )
+        assert seated.status_code == 302, seated.content
+    entry = LogEntry.objects.get(content_type__model="roomagent", object_repr__contains="divorce")
     assert "divorce" in entry.object_repr
     Room.objects.filter(pk=room.pk).update(deleted_at=timezone.now() - timedelta(days=31))
 
@@ -250,3 +253,4 @@ def test_the_console_history_of_a_purged_rooms_seats_names_it_no_more(
     entry.refresh_from_db()
     assert not Room.objects.filter(pk=room.pk).exists()
     assert (entry.user_id, entry.object_repr) == (staff.pk, "(the chat was purged)")
+    assert LogEntry.objects.filter(object_repr="Ada (@ada) at seat 0 of Book club").exists()
