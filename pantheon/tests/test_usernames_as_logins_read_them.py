@@ -67,9 +67,16 @@ def test_a_name_stored_in_another_form_is_found_as_typed(django_user_model):
     out = StringIO()
     call_command("forget_user", STORED_RAW, "--dry-run", stdout=out)
     assert f"(user {raw.pk}," in out.getvalue()
+    ledger_event(raw, at=timezone.now())
+    out = StringIO()
+    call_command(*MONTH_TOTALS, STORED_RAW, "--format", "json", stdout=out)
+    assert [row["user_id"] for row in json.loads(out.getvalue())["users"]] == [raw.pk]
 
 
-@pytest.mark.parametrize("command", [["forget_user"], ["export_user"]])
+MONTH_TOTALS = ["usage_month_totals", "--month", f"{timezone.now():%Y-%m}", "--user"]
+
+
+@pytest.mark.parametrize("command", [["forget_user"], ["export_user"], MONTH_TOTALS])
 def test_two_accounts_the_name_may_mean_are_refused_never_guessed(django_user_model, command):
     """Typed "\ufb01le" beside a raw account of that name and a login's "file", forget_user
     forgot "file": another person's account, for good."""

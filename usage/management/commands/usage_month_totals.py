@@ -3,11 +3,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 
-from pantheon.commands import ProjectCommand, begun_month
+from pantheon.commands import ProjectCommand, begun_month, user_named
 from pantheon.figures import counted
 from usage.dashboard import FIGURES, Figures, UsageRow, figure_text, per_user_csv, users_billed
 from usage.rollups import database_today, day_start
@@ -75,8 +74,6 @@ class Command(ProjectCommand):
         if isinstance(month, str):  # call_command(month="2026-11"): no parser type applied
             month = begun_month(month)
         end = (next_month_start(day_start(month)) - timedelta(days=1)).date()
-        # Read as a login reads it (NFKC, as usernames are stored): "zoe\u0308" is zoë.
-        username = get_user_model().normalize_username(user or "")
         with _snapshot():
             # Today by the database's clock, which stamps the ledger: by this host's, one
             # minutes ahead at a month's end said the month closed while its calls went on.
@@ -87,8 +84,8 @@ class Command(ProjectCommand):
                     f"{today:%Y-%m} UTC, by the database's clock).",
                     returncode=2,  # a usage error, as the parser's own
                 )
-            if username and not get_user_model().objects.filter(username=username).exists():
-                raise CommandError(f"No user has the username {username!r}.", returncode=1)
+            # Read as a login reads it (NFKC: "zoe\u0308" is zoë), or as stored (`user_named`).
+            username = user_named(user).get_username() if user else ""
             report = users_billed(
                 start=month, end=end, username=username, cached=False, today_is=today
             )
