@@ -111,6 +111,16 @@ def _in_the_second_answer(poster: Stream) -> None:
     wait_for(there, "the second agent's first words")
 
 
+def _a_turn_in_its_second_answer(base: str, session, auth: dict) -> tuple[Stream, Turn, Stream]:
+    """The session's turn posted and followed, its second agent's answer streaming."""
+    poster = _post_turn(base, session, auth)
+    wait_for(lambda: Turn.objects.exists(), "the turn's claim")
+    turn = Turn.objects.get()
+    follower = _follow(base, turn, auth)
+    _in_the_second_answer(poster)
+    return poster, turn, follower
+
+
 def _assert_ended_as_cancelled(stream: Stream, deleted_at: float) -> None:
     stream.join()
     assert stream.status in (200, 201)
@@ -142,11 +152,7 @@ def test_deleting_the_session_ends_its_running_turn_as_a_cancel_does(
     server, owner, roundtable, make_session, auth, stub
 ):
     session = make_session(owner, room=roundtable)
-    poster = _post_turn(server.url, session, auth)
-    wait_for(lambda: Turn.objects.exists(), "the turn's claim")
-    turn = Turn.objects.get()
-    follower = _follow(server.url, turn, auth)
-    _in_the_second_answer(poster)
+    poster, turn, follower = _a_turn_in_its_second_answer(server.url, session, auth)
 
     deleted_at = time.monotonic()
     deleted = httpx.delete(f"{server.url}/api/v1/sessions/{session.pk}", headers=auth, timeout=30)
@@ -198,11 +204,7 @@ def test_forgetting_a_user_mid_turn_ends_it_and_leaves_nothing_written_after(
     server, owner, roundtable, make_session, auth, stub
 ):
     session = make_session(owner, room=roundtable)
-    poster = _post_turn(server.url, session, auth)
-    wait_for(lambda: Turn.objects.exists(), "the turn's claim")
-    turn = Turn.objects.get()
-    follower = _follow(server.url, turn, auth)
-    _in_the_second_answer(poster)
+    poster, turn, follower = _a_turn_in_its_second_answer(server.url, session, auth)
 
     forgotten_at = time.monotonic()
     call_command("forget_user", owner.username, stdout=StringIO())
