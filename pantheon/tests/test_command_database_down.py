@@ -133,20 +133,9 @@ def test_a_statement_that_fails_once_connected_keeps_its_traceback():
     the traceback that says where it failed."""
     with connection.cursor() as cursor:  # held until the test's transaction rolls back
         cursor.execute("LOCK TABLE django_migrations IN ACCESS EXCLUSIVE MODE")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
-        "DATABASE_URL": postgres_url(connection.settings_dict),
-        "PGOPTIONS": "-c lock_timeout=300",
-        "LOG_LEVEL": "ERROR",
-    }
-    ran = subprocess.run(
-        [sys.executable, "manage.py", "showmigrations"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    locking = "?options=-c%20lock_timeout%3D300"  # 300 ms
+    ran = run_manage(
+        "showmigrations", database_url=postgres_url(connection.settings_dict) + locking
     )
 
     assert ran.returncode == 1, ran.stderr
