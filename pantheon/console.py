@@ -377,6 +377,9 @@ class EitherEndPaginator(Paginator):
             total = self.count if self.count_is_exact else rows.count()
             if top == self.count:
                 top = total  # the last page: to the far end, whatever the count said
+                # ... but one page of it: an estimate can lag the rows by a tenth of them.
+                if top - bottom > self.per_page + self.orphans:
+                    bottom = top - self.per_page
             # The page's rows, counted from the far end, in the list's order again.
             far = self._rows_between(rows.reverse(), max(total - top, 0), max(total - bottom, 0))
             return self._get_page(far[::-1], number, self)
