@@ -408,6 +408,9 @@ class CompiledInsert:
             model is not self._model
             or pre_save.has_listeners(model)
             or post_save.has_listeners(model)
+            # save() inserts an automatic key it is given, and makes a missing key from its
+            # field's default: the compiled INSERT writes neither.
+            or (instance.pk is None) is not (model._meta.pk is model._meta.auto_field)
         ):
             return None
         compiled = self._compiled or self._compile()

@@ -8,12 +8,13 @@ from uuid import UUID
 
 import pytest
 from django.db import IntegrityError, connection, transaction
-from django.db.models.signals import post_save
+from django.db.models.signals import post_save, pre_save
 from django.db.models.sql.compiler import SQLInsertCompiler, SQLUpdateCompiler
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from pantheon.compiled import CompiledInsert, CompiledUpdate, insert_together
+from rooms.models import Room
 from sessions_app.models import Message, Turn, TurnContextAudit, TurnStatus
 from usage.models import LlmCallEvent
 
@@ -61,6 +62,7 @@ def test_a_turn_compiles_none_of_its_writes_again(
     # ...and wrote what the ORM wrote.
     turn = Turn.objects.get(pk=answer.json()["id"])
     assert turn.status == TurnStatus.COMPLETED and turn.completed_at is not None
+    assert turn.failure_code == "" and turn.progress_at == turn.completed_at  # as `end` writes
     event = LlmCallEvent.objects.get(turn=turn)
     assert event.status == "success" and event.output_tokens > 0
     assert turn.llm_calls == 1 and turn.credits == event.credits > 0
@@ -96,6 +98,12 @@ def test_an_update_writes_its_values_to_the_rows_its_filter_finds(owner, make_se
         later,
     )
     assert rows[3].status == "failed" and rows[3].completed_at is None
+    # Each value prepared by its field, as `QuerySet.update` prepares it (a JSON document).
+    routed = CompiledUpdate(_turns_of, ("routing",), session_id=UUID, turn_index=int)
+    assert routed.update({"routing": {"to": ["ada"]}}, session_id=session.pk, turn_index=3) == 0
+    Turn.objects.filter(turn_index=3).update(status=TurnStatus.RUNNING)
+    assert routed.update({"routing": {"to": ["ada"]}}, session_id=session.pk, turn_index=3) == 1
+    assert Turn.objects.get(session=session, turn_index=3).routing == {"to": ["ada"]}
     with pytest.raises(TypeError):
         ended.update({"status": "x"}, session_id=session.pk, turn_index=1)
 
@@ -183,3 +191,70 @@ def test_rows_inserted_together_are_one_statement_and_a_conflict_fails_them_all(
         insert_together([(turn_row, again), (message_row, answer)])
     assert not Message.objects.filter(pk=answer.pk).exists()
     assert Turn.objects.filter(session=session).count() == 1
+
+
+def _audit(turn: Turn, **fields) -> TurnContextAudit:
+    return TurnContextAudit(
+        turn=turn,
+        model_context_limit=1000,
+        input_budget=900,
+        estimated_tokens_before=10,
+        estimated_tokens_after=10,
+        history_messages_loaded=0,
+        history_messages_pruned=0,
+        summary_used=False,
+        summary_triggered=False,
+        pruned=False,
+        **fields,
+    )
+
+
+def test_an_insert_stamps_its_automatic_times_as_save_does(owner):
+    """`auto_now_add` and `auto_now` are filled by their fields' pre_save, as save() has them."""
+    room = Room(owner=owner, name="Research")
+    CompiledInsert(Room).insert(room)
+    stored = Room.objects.get(pk=room.pk)
+    assert stored.created_at is not None and stored.updated_at is not None
+    assert (room.created_at, room.updated_at) == (stored.created_at, stored.updated_at)
+
+
+def test_an_insert_whose_model_has_pre_save_receivers_is_saved_by_save(owner, make_session):
+    """A receiver of `pre_save` may change the row before it is written: save() runs."""
+
+    def receiver(sender, instance, **kwargs):
+        instance.user_input = "said by the receiver"
+
+    pre_save.connect(receiver, sender=Turn)
+    try:
+        turn = Turn(session=make_session(owner), turn_index=1, mode="direct", user_input="go")
+        CompiledInsert(Turn).insert(turn)
+    finally:
+        pre_save.disconnect(receiver, sender=Turn)
+    assert Turn.objects.get(pk=turn.pk).user_input == "said by the receiver"
+
+
+def test_an_insert_keeps_a_primary_key_given_and_makes_a_missing_one_as_save_does(
+    owner, make_session
+):
+    """save(force_insert=True) inserts an automatic key given to it, and fills a missing one
+    from its field's default: so does a compiled insert (it wrote another key, and NULL)."""
+    turn = Turn(session=make_session(owner), turn_index=1, mode="direct")
+    turn.pk = None
+    CompiledInsert(Turn).insert(turn)
+    assert turn.pk is not None and Turn.objects.filter(pk=turn.pk).exists()
+    audit = _audit(turn, id=987_654)
+    CompiledInsert(TurnContextAudit).insert(audit)
+    assert audit.pk == 987_654
+    assert TurnContextAudit.objects.get(turn=turn).pk == 987_654
+
+
+def test_rows_inserted_together_read_back_a_key_of_a_row_before_the_last(owner, make_session):
+    """A row before the last whose key the database makes (an audit) still has it read back."""
+    session = make_session(owner)
+    turn = Turn(session=session, turn_index=1, mode="direct")
+    turn_row.insert(turn)
+    audit = _audit(turn)
+    answer = Message(session=session, turn=turn, sequence=1, role="assistant", content="hi")
+    insert_together([(audit_row, audit), (message_row, answer)])
+    assert isinstance(audit.pk, int)
+    assert TurnContextAudit.objects.get(pk=audit.pk).turn_id == turn.pk
