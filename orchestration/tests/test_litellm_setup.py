@@ -114,3 +114,34 @@ def test_litellms_provider_enum_iterates_as_an_enum_does():
     assert LlmProviders.OPENAI.value == "openai" and LlmProviders("openai") is LlmProviders.OPENAI
     assert "openai" in [provider.value for provider in LlmProviders]
     assert len(LlmProviders) == len(members)
+
+
+def test_no_success_log_task_is_scheduled_after_a_call(monkeypatch):
+    """litellm scheduled a task after each call to run its async success handler, which logs
+    nothing here (`_no_bookkeeping_of_its_own`): no call claims that log, so none is."""
+    litellm = load_litellm()
+    scheduled = []
+    original = litellm.utils._client_async_logging_helper
+
+    def helper(*args, **kwargs):
+        scheduled.append(kwargs.get("logging_obj"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(litellm.utils, "_client_async_logging_helper", helper)
+    assert _mocked_call(litellm, "openai/gpt-4o-mini") == "General Kenobi"
+    assert scheduled == []
+
+
+def test_litellms_provider_enum_lists_what_pythons_enum_lists():
+    """The same members in the same order as `EnumType`'s own walk, aliases left out, each
+    with its value."""
+    load_litellm()
+    from enum import EnumType
+
+    from litellm.types.utils import LlmProviders
+
+    assert list(LlmProviders) == list(EnumType.__iter__(LlmProviders))
+    assert [provider.value for provider in LlmProviders] == [
+        member._value_ for member in EnumType.__iter__(LlmProviders)
+    ]
+    assert LlmProviders("openai") is LlmProviders.OPENAI and len(LlmProviders) > 100
