@@ -672,6 +672,27 @@ def test_a_rollup_rebuild_is_seen_at_once_despite_the_cache(make_operator, ledge
     assert client.get(reverse(DASHBOARD)).context["report"].totals.credits == before + 5
 
 
+def test_the_ledger_lists_cached_totals_are_each_days_own(make_operator, ledger):
+    """Each day's list shows that day's totals, not those of the day a page cached first."""
+    client = client_for(make_operator("Analyst"))
+    for days_ago in (10, 3, 10):
+        day = at(days_ago).date()
+        params = {
+            "created_at__year": day.year,
+            "created_at__month": day.month,
+            "created_at__day": day.day,
+        }
+        sums = client.get(reverse(LEDGER), params).context["ledger_sums"]
+        rows = LlmCallEvent.objects.filter(
+            created_at__gte=at(days_ago, 0), created_at__lt=at(days_ago - 1, 0)
+        )
+        assert sums["source"] == "rollups"
+        assert (sums["llm_calls"], sums["credits"]) == (
+            rows.count(),
+            rows.aggregate(credits=Sum("credits"))["credits"],
+        )
+
+
 def test_the_ledger_lists_rollup_totals_are_summed_once_until_a_rebuild(
     make_operator, ledger, owner
 ):
