@@ -24,7 +24,7 @@ migration done, and a plain one failed with "already exists" on every retry.
 
 from __future__ import annotations
 
-from django.db import migrations
+from django.db import migrations, models
 
 # An index of that name that PostgreSQL marks invalid: what a concurrent build cut short leaves.
 INVALID = """
@@ -73,3 +73,31 @@ def drop_foreign_key_indexes(
             )
 
     return migrations.RunPython(drop, create)
+
+
+def add_index_concurrently(
+    app_label: str, model_name: str, index: models.Index
+) -> migrations.SeparateDatabaseAndState:
+    """Add `index` to the model's state, and build it with `CREATE INDEX CONCURRENTLY` on
+    PostgreSQL (a plain build holds a SHARE lock on the table for its whole length, and every
+    write to it waits), first dropping an invalid leftover of a build cut short; going back
+    drops it the same way. For a migration with `atomic = False`."""
+
+    def concurrently(schema_editor) -> dict:
+        return {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
+
+    def add(apps, schema_editor):
+        """Build the index concurrently."""
+        model = apps.get_model(app_label, model_name)
+        drop_invalid_index(schema_editor, index.name)
+        schema_editor.add_index(model, index, **concurrently(schema_editor))
+
+    def remove(apps, schema_editor):
+        """Drop the index concurrently."""
+        model = apps.get_model(app_label, model_name)
+        schema_editor.remove_index(model, index, **concurrently(schema_editor))
+
+    return migrations.SeparateDatabaseAndState(
+        state_operations=[migrations.AddIndex(model_name=model_name.lower(), index=index)],
+        database_operations=[migrations.RunPython(add, remove)],
+    )
