@@ -122,18 +122,7 @@ def test_an_insert_reads_back_its_automatic_key_and_is_saved(owner, make_session
     session = make_session(owner)
     turn = Turn(session=session, turn_index=1, mode="direct")
     CompiledInsert(Turn).insert(turn)
-    audit = TurnContextAudit(
-        turn=turn,
-        model_context_limit=1000,
-        input_budget=900,
-        estimated_tokens_before=10,
-        estimated_tokens_after=10,
-        history_messages_loaded=0,
-        history_messages_pruned=0,
-        summary_used=False,
-        summary_triggered=False,
-        pruned=False,
-    )
+    audit = _audit(turn)
     CompiledInsert(TurnContextAudit).insert(audit)
     assert isinstance(audit.pk, int) and not audit._state.adding
     assert TurnContextAudit.objects.get(pk=audit.pk).turn_id == turn.pk
@@ -165,18 +154,7 @@ def test_rows_inserted_together_are_one_statement_and_a_conflict_fails_them_all(
     session = make_session(owner)
     turn = Turn(session=session, turn_index=1, mode="direct")
     question = Message(session=session, turn=turn, sequence=1, role="user", content="hi")
-    audit = TurnContextAudit(
-        turn=turn,
-        model_context_limit=1000,
-        input_budget=900,
-        estimated_tokens_before=10,
-        estimated_tokens_after=10,
-        history_messages_loaded=0,
-        history_messages_pruned=0,
-        summary_used=False,
-        summary_triggered=False,
-        pruned=False,
-    )
+    audit = _audit(turn)
     rows = [(turn_row, turn), (message_row, question), (audit_row, audit)]
     with CaptureQueriesContext(connection) as queries:
         insert_together(rows)
