@@ -653,21 +653,26 @@ def test_the_dashboard_counts_users_by_alias_across_many_users(make_operator, dj
     assert set(per_user.values()) == {3}
 
 
+def _a_late_row_rebuilt(owner, *, credits: Decimal) -> None:
+    """A ledger row landing late on a past day (3 days ago), then the rollups rebuilt."""
+    LlmCallEvent.objects.create(
+        user=owner,
+        purpose="agent",
+        model_alias="deepseek",
+        status="success",
+        credits=credits,
+        created_at=at(3),
+    )
+    rollup_rebuild()
+
+
 def test_a_rollup_rebuild_is_seen_at_once_despite_the_cache(make_operator, ledger, owner):
 
     client = client_for(make_operator("Analyst"))
     before = client.get(reverse(DASHBOARD)).context["report"].totals.credits
     assert client.get(reverse(DASHBOARD)).context["report"].totals.credits == before  # cached
 
-    LlmCallEvent.objects.create(
-        user=owner,
-        purpose="agent",
-        model_alias="deepseek",
-        status="success",
-        credits=Decimal("5"),
-        created_at=at(3),
-    )  # a late row on a past day
-    rollup_rebuild()
+    _a_late_row_rebuilt(owner, credits=Decimal("5"))
 
     assert client.get(reverse(DASHBOARD)).context["report"].totals.credits == before + 5
 
@@ -707,15 +712,7 @@ def test_the_ledger_lists_rollup_totals_are_summed_once_until_a_rebuild(
 
     assert sums == before and sums["source"] == "rollups"
     assert not [q for q in again.captured_queries if "usage_dailyusagerollup" in q["sql"]]
-    LlmCallEvent.objects.create(
-        user=owner,
-        purpose="agent",
-        model_alias="deepseek",
-        status="success",
-        credits=Decimal("5"),
-        created_at=at(3),
-    )  # a late row on a past day
-    rollup_rebuild()
+    _a_late_row_rebuilt(owner, credits=Decimal("5"))
     after = client.get(reverse(LEDGER)).context["ledger_sums"]
     assert after["credits"] == before["credits"] + 5
     assert after["llm_calls"] == before["llm_calls"] + 1
