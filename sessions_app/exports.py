@@ -124,7 +124,7 @@ def user_export(*, user, out: Writable, include_deleted: bool = True) -> Exporte
         out.write('"sessions": [')
         _write_sessions(out, user, include_deleted, exported)
         out.write("\n],\n")
-        _write_list(out, "idempotency_keys", _idempotency_keys(user))
+        _write_list(out, "idempotency_keys", _idempotency_keys(user, include_deleted))
         out.write('"usage": {\n')
         _write_list(out, "monthly", _monthly(user))
         _write_list(out, "ledger", _ledger(user, exported), last=True)
@@ -353,8 +353,10 @@ def _summary(summary: SessionSummary) -> dict:
     }
 
 
-def _idempotency_keys(user) -> Iterator[dict]:
+def _idempotency_keys(user, include_deleted: bool) -> Iterator[dict]:
     keys = IdempotencyKey.objects.filter(user=user).order_by("created_at", "id")
+    if not include_deleted:  # a key goes with its turn's chat (one with no turn left stays)
+        keys = keys.filter(Q(turn__isnull=True) | SessionQuerySet.alive_q("turn__session__"))
     for key in keys.iterator(CHUNK):
         yield {
             "key": key.key,

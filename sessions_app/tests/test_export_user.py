@@ -449,3 +449,29 @@ def test_the_document_has_the_shape_the_readme_documents():
     assert {"messages", "context_audit"} <= set(turn)
     assert "seats" in document["rooms"][0]
     assert isinstance(document["account"]["id"], int) and isinstance(session["id"], str)
+
+
+def test_left_out_deleted_chats_take_their_idempotency_keys_with_them(alice, make_session):
+    """`--exclude-deleted` left a deleted chat out but listed the `Idempotency-Key` of its
+    turn, with the turn's id: a key of a chat the copy says nothing of."""
+    user, token = alice
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    agent = Session.objects.get(started_by=user, room__isnull=True).agent
+    chats = {}
+    for name in ("gone", "kept"):
+        session = chats[name] = make_session(user, agent=agent)
+        answer = client.post(
+            f"/api/v1/sessions/{session.id}/turns",
+            {"message": f"{name} words"},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY=f"key-{name}",
+        )
+        assert answer.status_code == 201, answer.content
+    session_delete(session=chats["gone"])
+
+    everything, _, _ = export("alice")
+    kept, _, _ = export("alice", "--exclude-deleted")
+
+    assert {key["key"] for key in everything["idempotency_keys"]} == {"key-gone", "key-kept"}
+    assert [key["key"] for key in kept["idempotency_keys"]] == ["key-kept"]
