@@ -179,8 +179,27 @@ class RequestIdMiddleware(_SyncAndAsync):
                 # X-Forwarded-For entry under PANTHEON_NUM_PROXIES), and its user agent, cut.
                 "client": client,
                 "user_agent": request.META.get("HTTP_USER_AGENT", "")[:_USER_AGENT_CHARS],
+                **_refusal_of(response),
             },
         )
+
+
+def _refusal_of(response) -> dict:
+    """A refusal's machine-readable `code`, as its body says it (`{"code"}` beside DRF's
+    `detail`, or `{"detail": {"code"}}`), and the running turn a 409 `turn_in_progress` names
+    (`running_turn_id`): the line an operator greps for a client's 409s named neither."""
+    body = getattr(response, "data", None)
+    if response.status_code < 400 or not isinstance(body, dict):
+        return {}
+    detail = body.get("detail")
+    named = detail if isinstance(detail, dict) else body
+    code = named.get("code")
+    if not isinstance(code, str):
+        return {}
+    fields = {"code": code}
+    if named.get("turn_id") is not None:
+        fields["running_turn_id"] = str(named["turn_id"])
+    return fields
 
 
 def _client_of(request) -> str | None:

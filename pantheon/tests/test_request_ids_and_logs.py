@@ -207,6 +207,18 @@ def test_a_refused_turns_access_line_names_its_session(
         str(session.pk),
         None,
     )
+    # What was refused, and for a 409 the turn holding the session, as the body says them
+    # (a field error has no code).
+    codes = {
+        "no valid tag": "no_valid_tagged_agents",
+        "credit cap": "credit_cap_exceeded",
+        "turn running": "turn_in_progress",
+        "key reused": "idempotency_key_reused",
+    }
+    assert getattr(access, "code", None) == codes.get(refusal)
+    running = Turn.objects.filter(session=session).values_list("pk", flat=True).first()
+    expected = str(running) if status == 409 else None
+    assert getattr(access, "running_turn_id", None) == expected
 
 
 def test_a_turn_refused_for_another_users_session_names_no_session(
