@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from orchestration.types import LlmResult
+from orchestration.types import CallStatus, LlmResult
 from usage.models import LlmCallEvent
 from usage.selectors import AliasPricing
 from usage.services import (
@@ -14,6 +14,24 @@ from usage.services import (
     usage_call_open,
     usage_month_add,
 )
+
+
+def answered(**fields) -> LlmResult:
+    """A provider's answer to one call: 100 tokens in, 10 out (`fields` override)."""
+    return LlmResult(
+        **{
+            "status": CallStatus.SUCCESS,
+            "text": "hi",
+            "input_tokens_fresh": 100,
+            "input_tokens_cached": 0,
+            "output_tokens": 10,
+            "latency_ms": 5,
+            "attempts": 1,
+            "provider": "fake",
+            "provider_model": "fake/model",
+            **fields,
+        }
+    )
 
 
 def ledger_event(user, *, at: datetime, alias: str = "deepseek", **fields) -> LlmCallEvent:

@@ -3,30 +3,15 @@
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from orchestration.types import CallStatus, LlmResult
 from sessions_app.models import Session
 from usage.models import LlmCallEvent
 from usage.selectors import alias_pricing
 from usage.services import usage_call_open
-from usage.tests.factories import usage_record_call
+from usage.tests.factories import answered, usage_record_call
 
 pytestmark = pytest.mark.django_db
 
 TABLE = LlmCallEvent._meta.db_table
-
-
-def _result() -> LlmResult:
-    return LlmResult(
-        status=CallStatus.SUCCESS,
-        text="hi",
-        input_tokens_fresh=100,
-        input_tokens_cached=0,
-        output_tokens=10,
-        latency_ms=5,
-        attempts=1,
-        provider="fake",
-        provider_model="fake/model",
-    )
 
 
 @pytest.fixture
@@ -35,7 +20,7 @@ def completed(owner, make_session, make_agent):
     pricing = alias_pricing(aliases=["deepseek"])["deepseek"]
     return usage_record_call(
         user=owner,
-        result=_result(),
+        result=answered(),
         pricing=pricing,
         model_alias="deepseek",
         purpose="agent",

@@ -7,7 +7,6 @@ from decimal import Decimal
 import pytest
 from django.db import connection, transaction
 
-from orchestration.types import CallStatus, LlmResult
 from usage.models import MonthlyUsage
 from usage.selectors import month_credits
 from usage.services import (
@@ -16,6 +15,7 @@ from usage.services import (
     usage_call_open,
     usage_month_add,
 )
+from usage.tests.factories import answered
 
 THREADS = 20
 
@@ -125,17 +125,7 @@ def test_a_completed_call_moves_its_month_once_and_a_pending_one_only(
 ):
     """A call's completion moves its month's counter in the same statement on PostgreSQL
     (the month's first call inserts the row); a row no longer pending moves nothing."""
-    result = LlmResult(
-        status=CallStatus.SUCCESS,
-        text="hi",
-        input_tokens_fresh=100,
-        input_tokens_cached=0,
-        output_tokens=10,
-        latency_ms=5,
-        attempts=1,
-        provider="stub",
-        provider_model="stub",
-    )
+    result = answered(provider="stub", provider_model="stub")
     at = utc(2026, 11, 20, 12)
     events = []
     for _ in range(2):
