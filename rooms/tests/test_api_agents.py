@@ -183,7 +183,7 @@ def test_get_returns_the_agent(owner, owner_client, make_agent):
     assert body["tool_permissions"] == ["calculator"]
 
 
-@pytest.mark.parametrize("missing_id", [str(uuid.uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize("missing_id", ["5f0c9a5e-2d1b-4c8e-9a57-3e6f1b2c4d70", "not-a-uuid"])
 def test_get_an_unknown_agent_is_404(owner_client, missing_id):
     assert owner_client.get(agent_url(missing_id)).status_code == 404
 

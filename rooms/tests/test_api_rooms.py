@@ -248,7 +248,7 @@ def test_get_returns_the_room_with_its_seats(owner, owner_client, trio, make_roo
     assert [seat["position"] for seat in body["agents"]] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("missing_id", [str(uuid.uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize("missing_id", ["5f0c9a5e-2d1b-4c8e-9a57-3e6f1b2c4d70", "not-a-uuid"])
 def test_get_an_unknown_room_is_404(owner_client, missing_id):
     assert owner_client.get(room_url(missing_id)).status_code == 404
 

@@ -356,7 +356,9 @@ def test_sessions_of_a_new_user_is_an_empty_list(owner_client):
     assert response.json() == {"next": None, "previous": None, "results": []}
 
 
-@pytest.mark.parametrize("url", [SESSIONS_URL, agent_sessions_url(uuid.uuid4())])
+@pytest.mark.parametrize(
+    "url", [SESSIONS_URL, agent_sessions_url("5f0c9a5e-2d1b-4c8e-9a57-3e6f1b2c4d70")]
+)
 def test_anonymous_is_401(anon_client, url):
     assert anon_client.get(url).status_code == 401
 

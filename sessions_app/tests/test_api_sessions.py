@@ -271,7 +271,7 @@ def test_patch_a_deleted_or_another_users_session_is_404(
     assert owner_client.put(session_url(theirs), {"title": "x"}, format="json").status_code == 405
 
 
-@pytest.mark.parametrize("missing_id", [str(uuid.uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize("missing_id", ["5f0c9a5e-2d1b-4c8e-9a57-3e6f1b2c4d70", "not-a-uuid"])
 def test_get_an_unknown_session_is_404(owner_client, missing_id):
     assert owner_client.get(session_url(missing_id)).status_code == 404
 
