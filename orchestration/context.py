@@ -112,9 +112,9 @@ def build_agent_messages(
 
     summary_text = summary_for_agents(summary)
     system = system_prompt(summary_text)
-    rendered_history = [_render(message, agent, model) for message in history]
+    rendered_history = [_render(message, agent, roster, model) for message in history]
     rendered_same_turn = [
-        _render(message, agent, model, as_role=Role.USER) for message in same_turn
+        _render(message, agent, roster, model, as_role=Role.USER) for message in same_turn
     ]
 
     system_tokens = estimate_tokens(system, model)
@@ -338,6 +338,7 @@ def _summary_section(summary: str | None) -> str:
 def full_prompt_tokens_at_most(
     *,
     agent: AgentSpec,
+    roster: Sequence[AgentSpec],
     floor: int,
     summary: ConversationSummary | None,
     history: Sequence[HistoryMessage],
@@ -350,7 +351,7 @@ def full_prompt_tokens_at_most(
     attributed as the prompt shows them (an answer not given yet with its largest estimate as
     `token_estimate`). Parts are estimated apart, which never counts less than estimating them
     together (`estimate_tokens`)."""
-    rendered = (_render(message, agent, model) for message in (*history, *same_turn))
+    rendered = (_render(message, agent, roster, model) for message in (*history, *same_turn))
     return (
         floor
         + estimate_tokens(_summary_section(summary_for_agents(summary)), model)
@@ -359,15 +360,21 @@ def full_prompt_tokens_at_most(
 
 
 def _render(
-    message: HistoryMessage, agent: AgentSpec, model: str | None, as_role: Role | None = None
+    message: HistoryMessage,
+    agent: AgentSpec,
+    roster: Sequence[AgentSpec],
+    model: str | None,
+    as_role: Role | None = None,
 ) -> tuple[ChatMessage, int]:
-    """The chat message for a history entry, attributed when another agent spoke, and its
-    token estimate (the caller's precomputed one when given, plus the attribution). `as_role`:
-    the role it is sent with, when not its own (this turn's answers go as user messages)."""
+    """The chat message for a history entry, attributed when another agent spoke (as the
+    room's roster calls it now, `HistoryMessage.answerer_among`: the key it was stored with may
+    have changed, or gone to another agent of the room), and its token estimate (the caller's
+    precomputed one when given, plus the attribution). `as_role`: the role it is sent with,
+    when not its own (this turn's answers go as user messages)."""
     spoken = Role.ASSISTANT if message.role == Role.ASSISTANT else Role.USER
     prefix = ""
-    if spoken == Role.ASSISTANT and not message.given_by(agent) and message.speaker:
-        prefix = f"[{message.speaker}]:"
+    if spoken == Role.ASSISTANT and not message.given_by(agent):
+        prefix = f"[{message.answerer_among(roster)}]:"
     role = spoken if as_role is None else as_role
     content = f"{prefix} {message.content}" if prefix else message.content
     if message.token_estimate is None:

@@ -170,7 +170,7 @@ def previous_exchange(
         # bisects over what it is given (an answer of 20,000 characters took 1.5-3.7 ms).
         content = " ".join(message.content[: _EXCHANGE_MESSAGE_TOKENS * 16].split())
         cut = cut_to_fit(content, within_tokens(_EXCHANGE_MESSAGE_TOKENS, model)) or ""
-        lines.append(f"[{_answerer(message, roster)}]: {cut}")
+        lines.append(f"[{message.answerer_among(roster) or message.role}]: {cut}")
     hidden = [
         f"@{agent.key}"
         for message in answers[: len(answers) - len(shown)]
@@ -190,15 +190,6 @@ def previous_exchange(
 def _chosen_from(message: HistoryMessage, roster: Sequence[AgentSpec]) -> AgentSpec | None:
     """The agent of `roster` who gave the answer `message`, if any."""
     return next((agent for agent in roster if message.given_by(agent)), None)
-
-
-def _answerer(message: HistoryMessage, roster: Sequence[AgentSpec]) -> str:
-    if message.role != Role.ASSISTANT:
-        return message.role
-    agent = _chosen_from(message, roster)
-    if agent is not None:
-        return f"{agent.name} @{agent.key}"
-    return message.agent_name or "an agent"
 
 
 def read_previous_answerers(system_prompt: str) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -154,6 +155,18 @@ class HistoryMessage:
         if self.agent_key:
             return f"@{self.agent_key}"
         return self.agent_name or ""
+
+    def answerer_among(self, roster: Sequence[AgentSpec]) -> str:
+        """Who gave this answer, as a prompt for `roster`'s room names them: the agent of
+        `roster` who gave it, as it is called now ("Ada @ada": its key may have changed since);
+        any other by the name it had alone, without a key (its key may be another agent's now),
+        or "an agent" without one. "" for a user's message."""
+        if self.role != Role.ASSISTANT:
+            return ""
+        agent = next((agent for agent in roster if self.given_by(agent)), None)
+        if agent is not None:
+            return f"{agent.name} @{agent.key}"
+        return self.agent_name or "an agent"
 
     def given_by(self, agent: AgentSpec) -> bool:
         """Whether this is an answer `agent` gave: by the agent's id, whatever its key is now

@@ -975,6 +975,7 @@ class TurnRunner:
             floor = plan.prompt_floor.get(agent.key, 0)
             tokens = full_prompt_tokens_at_most(
                 agent=agent,
+                roster=plan.prompt_roster,
                 floor=floor,
                 summary=self.summary.content if self.summary else None,
                 history=self.history,

@@ -269,8 +269,10 @@ def test_earlier_answers_of_the_turn_outlast_the_history_within_the_budget(build
     assert plan.estimated_tokens == base + 104
 
 
-def test_past_the_budget_the_earliest_answers_of_the_turn_are_cut_then_left_out(build):
-    base = build().estimated_tokens
+def test_past_the_budget_the_earliest_answers_of_the_turn_are_cut_then_left_out(build, roster):
+    dan = AgentSpec(key="dan", name="Dan", role_prompt="", model_alias="qwen")
+    seated = [*roster, dan]  # this turn's answers are seated agents'
+    base = build(roster=seated).estimated_tokens
     same_turn = [
         answer("bob", "b" * 3200),  # 1,000 tokens (and the attribution)
         answer("cleo", "c" * 3200),
@@ -278,7 +280,7 @@ def test_past_the_budget_the_earliest_answers_of_the_turn_are_cut_then_left_out(
     ]
 
     # Room for Dan's answer and about half of Cleo's: Bob's is left out, Cleo's cut.
-    plan = build(same_turn=same_turn, budget=budget_of(base + 600))
+    plan = build(roster=seated, same_turn=same_turn, budget=budget_of(base + 600))
 
     assert plan.messages[1].content == "What should we do next?"
     contents = [message.content for message in plan.messages[2:]]
@@ -423,13 +425,18 @@ def test_the_whole_prompt_is_bounded_before_the_turn_answers(build, ada, roster)
 
     full = build(summary=summary, history=history, same_turn=answers).estimated_tokens_full
     bound = full_prompt_tokens_at_most(
-        agent=ada, floor=floor, summary=summary, history=history, same_turn=largest
+        agent=ada,
+        roster=roster,
+        floor=floor,
+        summary=summary,
+        history=history,
+        same_turn=largest,
     )
 
     assert full <= bound <= full + 1  # the summary's part rounded up on its own
     assert answer_tokens_at_most(max_output) == estimate_tokens(longest) == 640
     bare = full_prompt_tokens_at_most(
-        agent=ada, floor=floor, summary=None, history=[], same_turn=[]
+        agent=ada, roster=roster, floor=floor, summary=None, history=[], same_turn=[]
     )
     assert bare == floor == build().estimated_tokens_full
 

@@ -73,7 +73,8 @@ def test_a_new_agent_given_a_deleted_agents_key_reads_its_answers_as_anothers(
     owner_client, kim, kim_room, answered, fake_gateway, post_turn
 ):
     """Kim deleted and Kim Two created with the key kim and seated: Kim Two's prompt showed
-    Kim's answer as its own, with no prefix."""
+    Kim's answer as its own, with no prefix. It is Kim's, named by its name alone: the key it
+    was given with is Kim Two's now."""
     assert owner_client.delete(f"/api/v1/agents/{kim['id']}").status_code == 204
     created = owner_client.post(
         "/api/v1/agents",
@@ -94,7 +95,7 @@ def test_a_new_agent_given_a_deleted_agents_key_reads_its_answers_as_anothers(
     assert latest.messages[0].content.startswith("You are Kim Two (@kim)")
     assert history_of(latest) == [
         ("user", "Will the launch work?"),
-        ("assistant", f"[Kim @kim]: {OLD_ANSWER}"),
+        ("assistant", f"[Kim]: {OLD_ANSWER}"),
     ]
 
 
@@ -111,4 +112,79 @@ def test_answers_stored_before_agents_ids_were_kept_go_by_their_key(
     assert history_of(fake_gateway.calls_for("agent")[-1]) == [
         ("user", "Will the launch work?"),
         ("assistant", OLD_ANSWER),
+    ]
+
+
+@pytest.fixture
+def kim_and_ada_room(owner, owner_client, kim, make_agent, make_room, make_session):
+    """A roundtable of Kim and Ada (the owner's ada), where Kim answered the first turn with
+    OLD_ANSWER."""
+    from rooms.models import Agent
+
+    ada = make_agent(owner, "ada", name="Ada")
+    room = make_room(owner, [Agent.objects.get(pk=kim["id"]), ada], mode=RoomMode.ROUNDTABLE)
+    return room, make_session(owner, room=room), ada
+
+
+def test_another_agent_reads_an_answer_by_who_gave_it_not_by_a_key_given_to_another(
+    owner_client, kim, kim_and_ada_room, fake_gateway, post_turn
+):
+    """Kim deleted and Kim Two seated with the key kim: Ada's prompt showed Kim's answer as
+    `[Kim @kim]: …` beside a roster whose @kim is Kim Two, so Ada read Kim's words as Kim Two's
+    (the manager's prompt names such an answer by its name alone)."""
+    room, session, ada = kim_and_ada_room
+    replies = {"kim": OLD_ANSWER}
+    fake_gateway.reply_for = lambda call: replies.pop(call.agent_key, "Noted.")  # type: ignore[method-assign]
+    assert post_turn(owner_client, session, "Will the launch work?").status_code == 201
+    assert owner_client.delete(f"/api/v1/agents/{kim['id']}").status_code == 204
+    created = owner_client.post(
+        "/api/v1/agents",
+        {"agent_key": "kim", "name": "Kim Two", "model_alias": "deepseek"},
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    seated = owner_client.put(
+        f"/api/v1/rooms/{room.pk}/agents",
+        {"agent_ids": [created.json()["id"], str(ada.pk)]},
+        format="json",
+    )
+    assert seated.status_code == 200, seated.json()
+
+    response = post_turn(owner_client, session, "And now?")
+
+    assert response.status_code == 201, response.json()
+    prompts = {call.agent_key: call for call in fake_gateway.calls_for("agent")[-2:]}
+    assert "- Kim Two (@kim)" in prompts["ada"].messages[0].content
+    assert history_of(prompts["ada"])[:2] == [
+        ("user", "Will the launch work?"),
+        ("assistant", f"[Kim]: {OLD_ANSWER}"),
+    ]
+    assert history_of(prompts["kim"])[:2] == [
+        ("user", "Will the launch work?"),
+        ("assistant", f"[Kim]: {OLD_ANSWER}"),
+    ]
+
+
+def test_another_agent_reads_an_answer_by_the_key_its_agent_has_now(
+    owner_client, kim, kim_and_ada_room, fake_gateway, post_turn
+):
+    """Kim's key changed to kimmy: Ada's prompt still named Kim's answer `[Kim @kim]`, a key no
+    agent of the room has, beside a roster that lists `Kim (@kimmy)`."""
+    _, session, _ = kim_and_ada_room
+    replies = {"kim": OLD_ANSWER}
+    fake_gateway.reply_for = lambda call: replies.pop(call.agent_key, "Noted.")  # type: ignore[method-assign]
+    assert post_turn(owner_client, session, "Will the launch work?").status_code == 201
+    renamed = owner_client.patch(
+        f"/api/v1/agents/{kim['id']}", {"agent_key": "kimmy", "name": "Kimberly"}, format="json"
+    )
+    assert renamed.status_code == 200, renamed.json()
+
+    response = post_turn(owner_client, session, "And now?")
+
+    assert response.status_code == 201, response.json()
+    ada_prompt = fake_gateway.calls_for("agent")[-1]
+    assert ada_prompt.agent_key == "ada"
+    assert history_of(ada_prompt)[:2] == [
+        ("user", "Will the launch work?"),
+        ("assistant", f"[Kimberly @kimmy]: {OLD_ANSWER}"),
     ]
