@@ -86,6 +86,7 @@ TURN_MESSAGE_FIELDS = [
     "role",
     "agent_key",
     "agent_name",
+    "agent_id",
     "model_alias",
     "content",
     "status",
@@ -105,9 +106,22 @@ class ErrorCodeField(serializers.CharField):
     """A message's `error_code`: "" or one of the gateway's error kinds."""
 
 
+def _agent_id_field() -> serializers.UUIDField:
+    """A message's `agent_id`: who answered, for a client to tell agents apart by."""
+    return serializers.UUIDField(
+        read_only=True,
+        allow_null=True,
+        help_text="The id of the agent that gave the answer, which its `agent_key` and "
+        "`agent_name` (as they were then) may no longer tell: a key can change, or go to another "
+        "agent once its agent is deleted. Null for the user's messages (and answers stored "
+        "before ids were kept).",
+    )
+
+
 class MessageSerializer(serializers.ModelSerializer):
     turn_id = serializers.UUIDField(read_only=True, allow_null=True)  # the column may be null
     error_code = ErrorCodeField(read_only=True)
+    agent_id = _agent_id_field()
 
     class Meta:
         model = Message
@@ -123,6 +137,7 @@ class TurnCreateSerializer(NullIsLeftOut):
 
 class TurnMessageSerializer(serializers.ModelSerializer):
     error_code = ErrorCodeField(read_only=True)
+    agent_id = _agent_id_field()
 
     class Meta:
         model = Message
@@ -266,6 +281,7 @@ def render_message(message: Message) -> dict:
         "role": message.role,
         "agent_key": message.agent_key,
         "agent_name": message.agent_name,
+        "agent_id": str(message.agent_id) if message.agent_id else None,
         "model_alias": message.model_alias,
         "content": message.content,
         "status": message.status,

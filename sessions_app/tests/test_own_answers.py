@@ -188,3 +188,40 @@ def test_another_agent_reads_an_answer_by_the_key_its_agent_has_now(
         ("user", "Will the launch work?"),
         ("assistant", f"[Kimberly @kimmy]: {OLD_ANSWER}"),
     ]
+
+
+def test_a_client_tells_which_agent_gave_an_answer_by_its_id(
+    owner_client, kim, kim_room, answered, fake_gateway, post_turn
+):
+    """Kim deleted and Kim Two given the key kim: both answers read `agent_key` "kim" and a
+    client had nothing else to tell them apart (Kim's old answer shown with Kim Two's avatar).
+    Each message now carries the id of the agent that gave it, in the turn body and the
+    timeline alike, null for the user's."""
+    assert owner_client.delete(f"/api/v1/agents/{kim['id']}").status_code == 204
+    created = owner_client.post(
+        "/api/v1/agents",
+        {"agent_key": "kim", "name": "Kim Two", "model_alias": "deepseek"},
+        format="json",
+    )
+    kim_two = created.json()["id"]
+    room, _ = kim_room
+    seated = owner_client.put(
+        f"/api/v1/rooms/{room.pk}/agents", {"agent_ids": [kim_two]}, format="json"
+    )
+    assert seated.status_code == 200, seated.json()
+
+    response = post_turn(owner_client, answered, "And now?")
+
+    assert response.status_code == 201, response.json()
+    assert [(m["agent_key"], m["agent_id"]) for m in response.json()["messages"]] == [
+        ("", None),
+        ("kim", kim_two),
+    ]
+    timeline = owner_client.get(f"/api/v1/sessions/{answered.pk}/messages")
+    assert timeline.status_code == 200
+    assert [(m["agent_key"], m["agent_id"]) for m in timeline.json()["results"]] == [
+        ("", None),
+        ("kim", kim["id"]),
+        ("", None),
+        ("kim", kim_two),
+    ]
