@@ -169,6 +169,37 @@ class TimelinePagination(StrictPageSize, StrictCursor, CursorPagination):
     ordering = "sequence"
     page_size = 50
     example_positions = ("100", "51")
+    # `?latest=true`: the newest page, where a chat opens, instead of the first; its `previous`
+    # walks back (a cursor, once there is one, says where a page is).
+    latest_query_param = "latest"
+
+    def decode_cursor(self, request):
+        cursor = super().decode_cursor(request)
+        if cursor is None and self._latest(request):
+            # The cursor DRF writes for the end of the list read backwards (`r=1`).
+            return Cursor(offset=0, reverse=True, position=None)
+        return cursor
+
+    def _latest(self, request) -> bool:
+        raw = request.query_params.get(self.latest_query_param)
+        if raw is None or raw in ("false", "0"):
+            return False
+        if raw in ("true", "1"):
+            return True
+        raise ValidationError({self.latest_query_param: ["Use true or false."]})
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            *super().get_schema_operation_parameters(view),
+            {
+                "name": self.latest_query_param,
+                "required": False,
+                "in": "query",
+                "description": "true: the newest page (oldest first within it), where a chat "
+                "opens; follow `previous` for older messages. Without a cursor only.",
+                "schema": {"type": "boolean", "default": False},
+            },
+        ]
 
     def position_written(self, position: str) -> bool:
         # A sequence number (PostgreSQL's `integer`): a forged `p=abc` reached the column.

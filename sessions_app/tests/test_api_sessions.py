@@ -359,6 +359,49 @@ def test_messages_walk_the_whole_timeline_by_cursor(owner, owner_client, room, m
     assert [sequence for page in pages for sequence in page] == list(range(1, 121))
 
 
+def test_a_chat_opens_at_its_newest_messages_and_walks_back(
+    owner, owner_client, room, make_session
+):
+    """A chat shows its newest messages first: a client had to walk a long timeline from its
+    first page to reach them (one request per page_size messages). `?latest=true` answers the
+    newest page (still oldest first within it), whose `previous` walks back to the start."""
+    session = make_session(owner, room=room)
+    add_messages(session, range(1, 121))
+
+    response = owner_client.get(f"{messages_url(session)}?latest=true&page_size=50")
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert [message["sequence"] for message in body["results"]] == list(range(71, 121))
+    assert body["next"] is None
+    pages = [body["results"]]
+    while body["previous"]:
+        body = owner_client.get(body["previous"]).json()
+        pages.insert(0, body["results"])
+    assert [len(page) for page in pages] == [20, 50, 50]
+    assert [message["sequence"] for page in pages for message in page] == list(range(1, 121))
+
+
+@pytest.mark.parametrize("value", ["yes", "", "TRUE "])
+def test_latest_is_true_or_false(owner, owner_client, room, make_session, value):
+    session = make_session(owner, room=room)
+    add_messages(session, range(1, 4))
+
+    response = owner_client.get(messages_url(session), {"latest": value})
+
+    assert response.status_code == 400
+    assert response.json() == {"latest": ["Use true or false."]}
+
+
+def test_latest_false_is_the_timeline_from_its_start(owner, owner_client, room, make_session):
+    session = make_session(owner, room=room)
+    add_messages(session, range(1, 4))
+
+    response = owner_client.get(messages_url(session), {"latest": "false", "page_size": 2})
+
+    assert [message["sequence"] for message in response.json()["results"]] == [1, 2]
+
+
 def test_messages_default_to_pages_of_fifty(owner, owner_client, room, make_session):
     session = make_session(owner, room=room)
     add_messages(session, range(1, 61))
