@@ -7,7 +7,8 @@ or a character of a script written without spaces between words (Chinese, Japane
 `merci@ada` are addresses, as an email's local part is, `@ada_lovelace` and `@adaé` are other
 names, and `@ada` after Chinese text is a tag, as is `＠ada` (the fullwidth at sign CJK input
 methods type). A tag in code (a fenced block, or between
-backticks) is code, not a tag, as in chat apps.
+backticks) is code, not a tag, as in chat apps; so is a handle in a link
+(`https://medium.com/@ada/…`, `www.youtube.com/@ada`).
 """
 
 from __future__ import annotations
@@ -32,17 +33,25 @@ _WITHOUT_SPACES = re.compile(
 # next run of as many.
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
+# A link, to the next space: a profile's or a post's (`https://medium.com/@ada/…`) holds a
+# handle, no tag, as an address does.
+_LINK = re.compile(r"(?<![\w.+-])(?:[A-Za-z][A-Za-z0-9+.-]*://|www\.)\S+")
 
 
 def parse_tags(text: str, valid_keys: Iterable[str]) -> list[str]:
     """The roster keys @-mentioned in `text`, in first-mention order, each once."""
-    return _mentioned(_without_code(text), valid_keys)
+    return _mentioned(_without_links(_without_code(text)), valid_keys)
 
 
 def tagged_in_code_only(text: str, valid_keys: Iterable[str]) -> bool:
     """Whether `text`, which tags none of `valid_keys`, would tag one if its code were prose:
     what a refusal says (a backtick typed for an apostrophe opens inline code)."""
-    return bool(_mentioned(text, valid_keys))
+    return bool(_mentioned(_without_links(text), valid_keys))
+
+
+def _without_links(text: str) -> str:
+    """`text` with its links blanked out (a space for each)."""
+    return _LINK.sub(" ", text)
 
 
 def _mentioned(prose: str, valid_keys: Iterable[str]) -> list[str]:

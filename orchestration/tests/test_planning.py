@@ -1,6 +1,6 @@
 import pytest
 
-from orchestration.planning import parse_tags
+from orchestration.planning import parse_tags, tagged_in_code_only
 
 KEYS = ["ada", "bob", "cleo", "data_bot"]
 
@@ -114,3 +114,28 @@ def test_the_fullwidth_at_sign_cjk_input_methods_type_tags_too(text):
 
 def test_a_fullwidth_at_sign_inside_a_word_is_no_tag():
     assert parse_tags("mail＠ada and x＠bob", ["ada", "bob"]) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@bob read https://medium.com/@ada/launch-notes",
+        "@bob see <https://x.com/@ada>",
+        "@bob: www.youtube.com/@ada/videos",
+        "@bob [her post](https://mastodon.social/@ada)",
+    ],
+)
+def test_a_handle_in_a_link_is_no_tag(text):
+    """A pasted profile or post link (`https://medium.com/@ada/…`) called that agent too, a call
+    and its bill the user never asked for, as an address's `@` would."""
+    assert parse_tags(text, KEYS) == ["bob"]
+
+
+def test_a_tag_right_after_a_link_still_counts():
+    assert parse_tags("read https://example.com/post @ada", KEYS) == ["ada"]
+
+
+def test_a_message_that_tags_only_in_a_link_is_not_said_to_tag_in_code():
+    """Its refusal would say "a tag in code does not count": there is no code."""
+    assert tagged_in_code_only("https://medium.com/@ada", KEYS) is False
+    assert tagged_in_code_only("`@ada` https://medium.com/@bob", KEYS) is True
