@@ -1788,7 +1788,13 @@ class _StreamedStep:
         self.saved_at = time.monotonic()
         looked = len(self.held or ())  # pieces heard later wait for the next save
         first = "".join(self.held or ())
-        taken_over = await database(self.save)((0, first))
+        try:
+            taken_over = await database(self.save)((0, first))
+        except Exception as exc:
+            # No look (the database is away): the words go out, and the next save, which
+            # stores them, looks again.
+            self._save_failed(exc)
+            taken_over, looked, first = None, 0, ""
         held, self.held = self.held or [], None
         if self.runner.cancelled:  # cancelled in this process meanwhile: nothing more is sent
             return
@@ -1824,9 +1830,9 @@ class _StreamedStep:
         words heard since, by the next."""
         count = len(self.unsaved)  # pieces heard during the save wait for the next
         chunk = "".join(self.unsaved)
-        await self._heard(self.save, (self.saved, chunk))
-        self.saved += len(chunk)
-        del self.unsaved[:count]
+        if await self._heard(self.save, (self.saved, chunk)):
+            self.saved += len(chunk)
+            del self.unsaved[:count]
 
     def hear_reasoning(self) -> None:
         """A chunk of the provider's reasoning: nothing to show or save, only progress, and
@@ -1839,10 +1845,41 @@ class _StreamedStep:
                 self._heard(self.progress, self.runner.plan.state.now())
             )
 
-    async def _heard(self, section: Callable[[Any], Any], value: Any) -> None:
-        taken_over = await database(section)(value)
+    async def _heard(self, section: Callable[[Any], Any], value: Any) -> bool:
+        """Run a save (or a progress) `section`: whether it ran. One that failed is said in the
+        log, not raised: its task is awaited by no one (the step waits for the last save only),
+        and the next one tries again."""
+        try:
+            taken_over = await database(section)(value)
+        except Exception as exc:
+            self._save_failed(exc)
+            return False
         if taken_over is not None and self.ended is not None and not self.ended.done():
             self.ended.set_result(taken_over)
+        return True
+
+    def _save_failed(self, exc: Exception) -> None:
+        """A save of the streaming answer failed: a lost connection (`pg_terminate_backend`, a
+        failover) is a warning, as the turn rides through it (its step's commit is what
+        decides); anything else an error with its traceback. Either way the next save tries
+        again, with the words heard since."""
+        agent = self.call.agent.key if self.call.agent is not None else self.call.purpose
+        if connection_lost(exc):
+            logger.warning(
+                "turn %s: a save of the answer streaming from %s failed (the database "
+                "connection was lost: %s); it is tried again by the next one",
+                self.runner._turn.pk,
+                agent,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
+        else:
+            logger.error(
+                "turn %s: a save of the answer streaming from %s failed; it is tried again "
+                "by the next one",
+                self.runner._turn.pk,
+                agent,
+                exc_info=exc,
+            )
 
     def _dropped(self) -> bool:
         return self.ended is not None and self.ended.done()

@@ -1,0 +1,74 @@
+"""A streamed answer's saves (its text every few hundred ms, and the look at the turn before
+its first words) meeting a database connection that is gone (`pg_terminate_backend`, a
+failover): the save is tried again by the next one, and the words go on reaching the client.
+
+Before, the look's failure held back every word that followed (the client saw no delta, the
+whole answer only in `turn_completed`), and a failed save's exception was left in its task:
+an ERROR line "Task exception was never retrieved" with the traceback, for an outage the
+turn rode through."""
+
+import gc
+import logging
+
+import psycopg
+import pytest
+from django.db import OperationalError
+
+from conftest import FakeGateway
+from sessions_app.models import Message, Turn, TurnStatus, TurnStreamChunk
+from sessions_app.tests.conftest import direct_turn, streamed_text
+from sessions_app.turns import _StreamedStep
+
+pytestmark = pytest.mark.django_db
+
+
+def _connection_terminated() -> OperationalError:
+    """Django's error for a query whose connection PostgreSQL ended (`pg_terminate_backend`)."""
+    error = OperationalError("terminating connection due to administrator command")
+    error.__cause__ = psycopg.errors.AdminShutdown(
+        "terminating connection due to administrator command"
+    )
+    return error
+
+
+@pytest.fixture
+def failing_saves(monkeypatch):
+    """The saves numbered in the returned set (from 1) fail as a terminated connection does."""
+    failing: set[int] = set()
+    calls = {"n": 0}
+    save = _StreamedStep.save
+
+    def flaky(self, chunk):
+        calls["n"] += 1
+        if calls["n"] in failing:
+            raise _connection_terminated()
+        return save(self, chunk)
+
+    monkeypatch.setattr(_StreamedStep, "save", flaky)
+    return failing
+
+
+@pytest.mark.parametrize("failed", [1, 2], ids=["the look before the first word", "a later save"])
+def test_a_save_that_loses_its_connection_is_retried_and_every_word_reaches_the_client(
+    owner, ada, make_session, settings, failing_saves, caplog, failed
+):
+    settings.PANTHEON_STREAM_SAVE_SECONDS = 0  # every piece is saved, the first looked at
+    failing_saves.add(failed)
+    gateway = FakeGateway()
+    gateway.word_delay = 0.01
+
+    with caplog.at_level(logging.WARNING):
+        outcome, heard = direct_turn(owner, make_session(owner, agent=ada), gateway)
+        gc.collect()  # a task whose exception nobody retrieved says so as it is collected
+
+    turn = Turn.objects.get()
+    answer = Message.objects.get(turn=turn, role="assistant")
+    assert turn.status == TurnStatus.COMPLETED
+    assert [event.name for event in heard][-1] == "turn_completed"
+    assert streamed_text(heard) == answer.content  # every word was streamed, none held back
+    assert not TurnStreamChunk.objects.exists()  # the step's commit cleared its saves
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == [], [record.getMessage() for record in errors]
+    [warning] = [r for r in caplog.records if "save" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert "tried again" in warning.getMessage()
