@@ -27,7 +27,7 @@ import environ  # noqa: E402
 # the environment sets wins; the workers and collectstatic inherit what is read here.
 environ.Env.read_env(os.path.join(_CHECKOUT, ".env"), overwrite=False)
 
-from pantheon import handoff, runner  # noqa: E402
+from pantheon import handoff, orphans, runner  # noqa: E402
 from pantheon.config import gunicorn_settings, refusal_stops  # noqa: E402
 from pantheon.log_formats import (  # noqa: E402
     FORMATTERS,
@@ -199,8 +199,13 @@ child_exit = runner.guarded(runner.after_exit)
 
 def post_worker_init(worker):
     """The worker has loaded the app (warmed up, `pantheon.asgi`): a reload's old workers may
-    stop taking requests (`pantheon.handoff`)."""
+    stop taking requests (`pantheon.handoff`), and it starts watching its master."""
     try:
         handoff.when_worker_ready(worker)
     except Exception:
         worker.log.exception("pantheon: gunicorn's post_worker_init hook failed")
+    # A worker whose master is killed stops, as at a deploy (`pantheon.orphans`): it served on.
+    try:
+        orphans.watch_master(worker)
+    except Exception:
+        worker.log.exception("pantheon: the worker could not watch its master")
