@@ -50,6 +50,14 @@ A misbehaving provider, by a word in the model name (with or without a delay):
   are text ("abc"); `over-cached`: more cached prompt tokens (`prompt_tokens_details`) than the
   prompt had;
 - `http-500-invalid-request`: an HTTP 500 whose JSON error says `invalid_request_error`;
+  `http-<status>` any other status with an OpenAI-style JSON error (`http-400` says the context
+  is too long, `context_length_exceeded`, as OpenAI's does);
+- `drop-mid`: a stream whose connection is closed (no last chunk, no `[DONE]`) after its first two
+  chunks, as a proxy that restarts closes it;
+- `bad-chunk`: a stream whose third chunk is not JSON (`data: {"id": ...` cut short), the
+  others whole;
+- `hang-headers`: a plain answer whose status and headers come at once, then no byte of its
+  body for a minute;
 - `same-word`: every word of the answer is "word" (`words-500-same-word`: "word" 500 times,
   streamed as the same chunk again and again).
 
@@ -97,6 +105,7 @@ _RESETS = re.compile(r"reset-(\d+)")
 _LIMITED = re.compile(r"limited-(\d+)")
 _WAIT = re.compile(r"wait-(date-|ms-)?(\d+)")
 _FINISH = re.compile(r"finish-([a-z_]+)")
+_STATUS = re.compile(r"http-(\d{3})")
 # The tool a `tool-calls` answer calls (Pantheon offers none: a provider that calls one anyway).
 _TOOL_CALL = {
     "id": "call_stub",
@@ -210,6 +219,21 @@ def _reset(request: web.Request) -> None:
     transport.abort()
 
 
+def _error_status(status: int) -> web.Response:
+    """An HTTP error of `status` with OpenAI's error body (`http-<status>`)."""
+    if status == 400:
+        error = {
+            "message": "This model's maximum context length is 8192 tokens. However, your "
+            "messages resulted in 9000 tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    else:
+        error = {"message": f"The server answered {status}.", "type": "server_error"}
+    return web.json_response({"error": error}, status=status)
+
+
 async def _still_asked(request: web.Request, seconds: float) -> bool:
     """Wait `seconds`, or less if the caller hangs up meanwhile: whether it is still there."""
     loop = asyncio.get_running_loop()
@@ -290,6 +314,15 @@ class StubLLM:
         if "http-500-invalid-request" in model:
             error = {"message": "Something broke on our side.", "type": "invalid_request_error"}
             return web.json_response({"error": error}, status=500)
+        status = _STATUS.search(model)
+        if status is not None:
+            return _error_status(int(status.group(1)))
+        if "hang-headers" in model and not body.get("stream"):
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            await response.write(b" ")
+            await asyncio.sleep(60)
+            return response
         if not body.get("stream") or "no-choices" in model:
             thoughts = _thoughts(model)
             if not await _still_asked(request, first + between * (len(thoughts) + len(words) - 1)):
@@ -315,12 +348,14 @@ class StubLLM:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:
-            await self._stream(response, model, messages, words, first, between, body)
+            await self._stream(request, response, model, messages, words, first, between, body)
         except ConnectionError:  # the caller hung up: a provider stops too
             self.hung_up += 1
         return response
 
-    async def _stream(self, response, model, messages, words, first, between, body) -> None:
+    async def _stream(
+        self, request, response, model, messages, words, first, between, body
+    ) -> None:
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
         thoughts = _thoughts(model)
         await asyncio.sleep(first)
@@ -351,6 +386,11 @@ class StubLLM:
             if index + len(thoughts) == 2 and "stall" in model:
                 await asyncio.sleep(60)
             text = word if index == 0 else " " + word
+            if index + len(thoughts) == 2 and "drop-mid" in model:
+                _reset(request)
+                return
+            if index + len(thoughts) == 2 and "bad-chunk" in model:
+                await response.write(b'data: {"id": "chatcmpl-broken", "choices": [{"de\n\n')
             await self._send(response, chunk_id, model, {"content": text}, None)
         if "unfinished" in model:
             await response.write_eof()

@@ -86,6 +86,45 @@ def test_a_stream_that_ends_before_the_provider_finished_is_not_a_whole_answer(s
     assert result.input_tokens_fresh > 0 and result.output_tokens > 0
 
 
+def test_a_stream_whose_connection_is_cut_midway_is_billed_for_what_was_heard(stub):
+    """The provider's connection closed after two words (a proxy restarting), no last chunk:
+    what the client already saw is not said again (no retry), and it is billed."""
+    result, heard = call_stub(stub, "drop-mid-stream-20", streamed=True)
+
+    assert (result.status, result.error_kind, result.attempts) == ("error", "provider_error", 1)
+    assert heard == ["Stub", " answer"] and result.text == "Stub answer"
+    assert result.input_tokens_fresh > 0 and result.output_tokens > 0
+
+
+def test_a_chunk_that_is_not_json_is_skipped_and_the_answer_is_whole(stub):
+    result, heard = call_stub(stub, "bad-chunk", streamed=True)
+
+    assert (result.status, result.attempts) == ("success", 1)
+    assert "".join(heard) == result.text == STUB_ANSWER
+    assert result.output_tokens == 12  # the provider's usage, which came after it
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_a_prompt_the_provider_finds_too_long_is_not_retried(stub, streamed):
+    """Its 400 `context_length_exceeded` (the window configured is larger than the model's):
+    the same prompt would be refused again."""
+    result, _ = call_stub(stub, "http-400", streamed=streamed)
+
+    assert (result.status, result.error_kind, result.attempts) == (
+        "error",
+        "context_window_exceeded",
+        1,
+    )
+    assert stub.requests == 1
+
+
+def test_a_provider_that_sends_its_headers_and_then_nothing_is_a_timeout(stub):
+    result, _ = call_stub(stub, "hang-headers", streamed=False)
+
+    assert (result.status, result.error_kind) == ("timeout", "timeout")
+    assert result.text == "" and result.output_tokens == 0
+
+
 def test_a_stream_that_goes_silent_is_a_timeout(stub):
     """The socket's read timeout reaches us wrapped twice by litellm: it was a provider error,
     while the README promises `timeout`."""
