@@ -753,15 +753,18 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
         ],
     )
     async def get(self, request: Request, pk):
-        turn = await database(self._turn)(request, pk)
         last_event_id = _last_event_id(request)
+        turn, replay = await database(self._turn)(
+            request, pk, replay=last_event_id < events.TURN_ENDED_ID
+        )
         if last_event_id >= events.TURN_ENDED_ID:
             # The client has seen the turn end. A stream that closed with nothing in it would
             # have a browser's EventSource reconnect every few seconds; 204 stops it.
             return Response(status=status.HTTP_204_NO_CONTENT)
         place = following.follow_place(request.user.pk, turn.pk)
         return _event_stream(
-            following.turn_events(turn, last_event_id=last_event_id, place=place), request
+            following.turn_events(turn, last_event_id=last_event_id, place=place, replay=replay),
+            request,
         )
 
     def perform_content_negotiation(self, request, force=False):
@@ -773,12 +776,17 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
             raise NotAcceptable(EVENTS_ONLY)
         return renderer, media_type
 
-    def _turn(self, request: Request, pk) -> Turn:
+    def _turn(self, request: Request, pk, *, replay: bool) -> tuple[Turn, events.Replay | None]:
+        """The caller's turn and, if it has ended (and `replay`), its events: read before the
+        stream begins, so that a database lost on the way answers the 503
+        `database_unavailable` every request answers, not a 200 broken off after its headers."""
         self.initial(request)
         turn = get_object_or_404(selectors.turns_for_user(user=request.user), pk=pk)
         # The caller's turn (a 404 otherwise): the request's lines join the turn's.
         logging_context.bind(session_id=turn.session_id, turn_id=turn.pk)
-        return turn
+        if not replay or turn.status == TurnStatus.RUNNING:
+            return turn, None
+        return turn, events.turn_replay(turn)
 
 
 class TurnCancelView(_AsyncTurnView, AsyncAPIView):

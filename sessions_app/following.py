@@ -198,14 +198,17 @@ async def turn_events(
     last_event_id: int,
     answer: dict[str, Any] | None = None,
     place: FollowPlace | None = None,
+    replay: events.Replay | None = None,
 ) -> AsyncIterator[str]:
     """A turn's events after `last_event_id` as Server-Sent Events: those of a finished turn
     from one read, those of a running one as it stores them, from its process-wide watch.
     `answer`: the body the request that ran the (finished) turn answered with, which its last
     event carries instead of the turn as read now (an idempotent replay: its `balance`).
-    `place`: the follow's (`follow_place`): the stream ends once another follow takes it."""
+    `place`: the follow's (`follow_place`): the stream ends once another follow takes it.
+    `replay`: the finished turn's events, read already (before the stream began)."""
     if turn.status != TurnStatus.RUNNING:
-        replay = await database(events.turn_replay, queue_as_new=True)(turn)
+        if replay is None:
+            replay = await database(events.turn_replay, queue_as_new=True)(turn)
         if replay.finished:
             replayed = replay.events
             if answer is not None:

@@ -1,6 +1,7 @@
 """A streamed answer's saves (its text every few hundred ms, and the look at the turn before
 its first words) meeting a database connection that is gone (`pg_terminate_backend`, a
-failover): the save is tried again by the next one, and the words go on reaching the client.
+failover): the save is tried again by the next one, and the words go on reaching the client;
+and the replay of a finished turn's events meeting one.
 
 Before, the look's failure held back every word that followed (the client saw no delta, the
 whole answer only in `turn_completed`), and a failed save's exception was left in its task:
@@ -9,12 +10,15 @@ turn rode through."""
 
 import gc
 import logging
+import re
+import warnings
 
 import psycopg
 import pytest
 from django.db import OperationalError
 
 from conftest import FakeGateway
+from sessions_app import events
 from sessions_app.models import Message, Turn, TurnStatus, TurnStreamChunk
 from sessions_app.tests.conftest import direct_turn, streamed_text
 from sessions_app.turns import _StreamedStep
@@ -72,3 +76,36 @@ def test_a_save_that_loses_its_connection_is_retried_and_every_word_reaches_the_
     [warning] = [r for r in caplog.records if "save" in r.getMessage()]
     assert warning.levelno == logging.WARNING
     assert "tried again" in warning.getMessage()
+
+
+def test_a_finished_turns_replay_whose_connection_is_lost_answers_503_not_a_broken_stream(
+    owner, ada, make_session, owner_client, monkeypatch
+):
+    """`GET turns/{id}/events` of a finished turn read its events once its 200 had begun: a
+    connection lost then broke the stream off (the client: an incomplete chunked body; the
+    log: uvicorn's "Exception in ASGI application", with no request id). Now they are read
+    first, and the client gets the 503 `database_unavailable` any request gets, to retry."""
+    session = make_session(owner, agent=ada)
+    posted = owner_client.post(
+        f"/api/v1/sessions/{session.pk}/turns", {"message": "hello"}, format="json"
+    )
+    assert posted.status_code == 201
+    url = f"/api/v1/turns/{posted.json()['id']}/events"
+
+    def lost(turn):
+        raise _connection_terminated()
+
+    monkeypatch.setattr(events, "turn_replay", lost)
+    response = owner_client.get(url, HTTP_ACCEPT="text/event-stream")
+
+    assert response.status_code == 503
+    assert response.json()["detail"]["code"] == "database_unavailable"
+    assert response["Retry-After"] == "2"
+
+    monkeypatch.undo()
+    replayed = owner_client.get(url, HTTP_ACCEPT="text/event-stream")
+    assert replayed.status_code == 200
+    with warnings.catch_warnings():  # the test client reads the async stream synchronously
+        warnings.simplefilter("ignore")
+        text = b"".join(replayed).decode()
+    assert re.findall(r"^event: (\w+)$", text, re.MULTILINE)[-1] == "turn_completed"
