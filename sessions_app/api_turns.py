@@ -567,9 +567,12 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
 
     async def _replayed(self, request: Request, replay: idempotency.Replay, *, streamed: bool):
         if streamed and replay.status == status.HTTP_201_CREATED:
-            turn = await database(Turn.objects.get)(pk=replay.turn_id)
+            # Its events read before the stream begins (a database lost meanwhile is a 503).
+            turn, replayed = await database(_turn_and_its_events)(replay.turn_id)
             # Its last event carries the stored answer, as the JSON replay does (its balance).
-            answered = following.turn_events(turn, last_event_id=0, answer=replay.body)
+            answered = following.turn_events(
+                turn, last_event_id=0, answer=replay.body, replay=replayed
+            )
             response = _event_stream(answered, request, created=turn.pk)
         elif replay.status == status.HTTP_201_CREATED and replay.turn_id is not None:
             # (A key stored before keys named their turn has nowhere to point.)
@@ -580,6 +583,12 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
             response = Response(replay.body, status=replay.status)
         response["Idempotent-Replayed"] = "true"
         return response
+
+
+def _turn_and_its_events(turn_id: UUID) -> tuple[Turn, events.Replay | None]:
+    """A turn and, once it has ended, its events (`following.turn_events`'s `replay`)."""
+    turn = Turn.objects.get(pk=turn_id)
+    return turn, None if turn.status == TurnStatus.RUNNING else events.turn_replay(turn)
 
 
 def _end_and_settle_now(runner: TurnRunner | None, record: IdempotencyKey | None) -> bool:

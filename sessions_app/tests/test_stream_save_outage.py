@@ -109,3 +109,25 @@ def test_a_finished_turns_replay_whose_connection_is_lost_answers_503_not_a_brok
         warnings.simplefilter("ignore")
         text = b"".join(replayed).decode()
     assert re.findall(r"^event: (\w+)$", text, re.MULTILINE)[-1] == "turn_completed"
+
+
+def test_a_streamed_retry_of_a_finished_turn_whose_connection_is_lost_answers_503(
+    owner, ada, make_session, owner_client, monkeypatch
+):
+    """The same, for a streamed retry with the Idempotency-Key of a turn that has ended: its
+    events were read once its 200 had begun."""
+    session = make_session(owner, agent=ada)
+    url = f"/api/v1/sessions/{session.pk}/turns"
+    key = {"HTTP_IDEMPOTENCY_KEY": "lost-on-replay"}
+    assert owner_client.post(url, {"message": "hi"}, format="json", **key).status_code == 201
+
+    def lost(turn):
+        raise _connection_terminated()
+
+    monkeypatch.setattr(events, "turn_replay", lost)
+    response = owner_client.post(
+        url, {"message": "hi"}, format="json", HTTP_ACCEPT="text/event-stream", **key
+    )
+
+    assert response.status_code == 503
+    assert response.json()["detail"]["code"] == "database_unavailable"
