@@ -58,6 +58,7 @@ A misbehaving provider, by a word in the model name (with or without a delay):
   others whole;
 - `hang-headers`: a plain answer whose status and headers come at once, then no byte of its
   body for a minute;
+- `context-exceeded`: the same as `http-400`;
 - `same-word`: every word of the answer is "word" (`words-500-same-word`: "word" 500 times,
   streamed as the same chunk again and again).
 
@@ -67,8 +68,9 @@ PostgreSQL's compression cannot shrink, as a real answer's barely shrinks.
 Every answer names its request in an `x-request-id` header (`req_stub_<hex>`, kept in
 `StubLLM.request_ids` in order), as OpenAI's do.
 
-`GET /stats` reports how many completions were requested, the most answered at once, and how
-many their caller closed before the end (`hung_up`, also `StubLLM.hung_up`): streams, and plain
+`GET /stats` reports how many completions were requested, the largest request body (bytes) and
+the most messages one held, the most answered at once, and how many their caller closed before
+the end (`hung_up`, also `StubLLM.hung_up`): streams, and plain
 answers whose caller left while it waited for them (seen within 50 ms).
 asyncio throughout: hundreds of waiting requests cost a coroutine each, so the stub never
 becomes the bottleneck it measures.
@@ -249,6 +251,8 @@ class StubLLM:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host, self.port = host, port
         self.requests = 0
+        # The largest request body (bytes) and the most messages a request held.
+        self.largest_body = self.most_messages = 0
         # Calls being answered right now, and the most there were at once.
         self.in_flight = self.peak_in_flight = 0
         # Answers whose caller closed the connection before their end.
@@ -268,7 +272,7 @@ class StubLLM:
         return f"http://{self.host}:{self.port}/v1"
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # a long prompt is megabytes
         app.router.add_post("/v1/chat/completions", self.completions)
         app.router.add_get("/stats", self.stats)
         app.on_response_prepare.append(self._name_request)
@@ -284,6 +288,8 @@ class StubLLM:
         return web.json_response(
             {
                 "requests": self.requests,
+                "largest_body": self.largest_body,
+                "most_messages": self.most_messages,
                 "peak_in_flight": self.peak_in_flight,
                 "hung_up": self.hung_up,
             }
@@ -299,8 +305,11 @@ class StubLLM:
             self.in_flight -= 1
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+        raw = await request.read()
+        body = json.loads(raw)
         model, messages = str(body.get("model", "")), body.get("messages", [])
+        self.largest_body = max(self.largest_body, len(raw))
+        self.most_messages = max(self.most_messages, len(messages))
         first, between = _plan(model)
         words = _words(model, messages)
         if _counted(self.reset, _RESETS, model):
@@ -311,6 +320,8 @@ class StubLLM:
             return web.json_response({"error": error}, status=429, headers=_wait(model))
         if "not-json" in model:
             return web.Response(text="<html>not json{{", content_type="text/html")
+        if "context-exceeded" in model:
+            return _error_status(400)
         if "http-500-invalid-request" in model:
             error = {"message": "Something broke on our side.", "type": "invalid_request_error"}
             return web.json_response({"error": error}, status=500)

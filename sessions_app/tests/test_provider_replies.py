@@ -224,6 +224,34 @@ def test_an_answer_without_usage_is_estimated_not_a_silent_zero(stub, streamed):
 
 
 @pytest.mark.django_db
+def test_a_provider_that_says_the_prompt_is_too_long_fails_the_answer_at_no_cost(
+    owner, ada, make_session, owner_client, stub, monkeypatch
+):
+    """OpenAI's 400 `context_length_exceeded` (an alias whose `context_window` is set above its
+    model's): litellm's ContextWindowExceededError, asked once (a retry would be refused
+    alike), a turn that answers 201 `failed` with the answer's `error_code`
+    `context_window_exceeded`, and a ledger row of no tokens and no credits."""
+    point_at_stub(stub, "context-exceeded", ada.model_alias)
+    monkeypatch.setenv("STUB_API_KEY", "sk-x")
+    gateway = LiteLLMGateway(timeout_seconds=5, max_retries=2, backoff_seconds=0)
+    monkeypatch.setattr("sessions_app.turns.get_gateway", lambda: gateway)
+    session = make_session(owner, agent=ada)
+
+    response = owner_client.post(
+        f"/api/v1/sessions/{session.pk}/turns", {"message": "hello"}, format="json"
+    )
+
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "failed"
+    answer = response.json()["messages"][-1]
+    assert (answer["status"], answer["error_code"]) == ("error", "context_window_exceeded")
+    row = LlmCallEvent.objects.get()
+    assert (row.status, row.error_type, row.attempts) == ("error", "context_window_exceeded", 1)
+    assert (row.input_tokens_fresh, row.output_tokens, row.credits) == (0, 0, Decimal("0"))
+    assert stub.requests == 1
+
+
+@pytest.mark.django_db
 def test_a_turn_on_a_provider_that_sends_no_usage_still_costs_credits(
     owner, ada, make_session, owner_client, stub, monkeypatch
 ):
