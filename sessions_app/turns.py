@@ -947,7 +947,7 @@ class TurnRunner:
         if not self._summary_may_be_due():
             return None
         limit = plan.budget(summarizer).prune_limit
-        if len(self.history) >= settings.PANTHEON_CONTEXT_HISTORY_LIMIT:
+        if self._history_unread():
             return limit  # older messages wait to be summarized too: unread here
         # The transcript `_summary_transcript` reads: it may end in the middle of an exchange,
         # where the whole history's summary would fold in less.
@@ -963,6 +963,8 @@ class TurnRunner:
 
     def _summary_may_be_due(self) -> bool:
         """Whether `_summary_due` may find a summary due, whatever the agents answer."""
+        if self._history_unread():
+            return True
         plan = self.plan
         turn_index = (plan.state.last_turn_index or 0) + 1
         largest = [self._largest_answer(agent) for agent in plan.candidates]
@@ -992,6 +994,17 @@ class TurnRunner:
             ):
                 return True
         return False
+
+    def _history_unread(self) -> bool:
+        """Whether the claim's read of the history since the latest summary came back full
+        (`_recent_history`): older messages may lie between that summary and the read, which no
+        prompt shows until a summary folds them in. A summary is then due on this turn, whatever
+        its index: one every SUMMARY_EVERY_TURNS turns folds at most SUMMARY_TRANSCRIPT_LIMIT
+        messages, fewer than a room of many seats adds meanwhile (50 seats: 408), and a backlog
+        (summaries that stopped while the summarizer's alias was unusable) would wait for
+        hundreds of turns; the summary fell further behind with every turn, and the agents never
+        saw the middle of the conversation."""
+        return len(self.history) >= settings.PANTHEON_CONTEXT_HISTORY_LIMIT
 
     def _largest_answer(self, agent: AgentSpec) -> HistoryMessage:
         """The agent's answer in this turn as a later prompt counts it, at its largest."""
@@ -1144,7 +1157,7 @@ class TurnRunner:
             return False  # every answer failed: nothing new to sum up, nor worth a call
         # Any agent's prompt that its history took to the line: the fullest may be there
         # without any (the answers before it in a roundtable), which no summary relieves.
-        due = any(
+        due = self._history_unread() or any(
             context_budget.summary_due(
                 estimated_tokens=context.estimated_tokens_full,
                 history_tokens=context.history_tokens_full,

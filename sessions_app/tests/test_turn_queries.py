@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from sessions_app.models import Message, Turn, TurnStatus
+from sessions_app.models import Message, SessionSummary, Turn, TurnStatus
 from usage.models import PricingVersion
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +59,11 @@ def _grow_session(session, *, up_to_turn: int) -> None:
             ]
         )
         sequence += 2
+    # A session used for a while has its summaries: one that folded all but the last exchange.
+    # (With none, turn 60 reads a full history and sums up the backlog before it: a call more.)
+    SessionSummary.objects.create(
+        session=session, from_sequence=1, to_sequence=sequence - 2, summary_text="Q and A."
+    )
 
 
 def test_turn_queries_do_not_grow_with_session_length(
