@@ -10,11 +10,17 @@ turn, and the agents never saw the middle of the conversation at all. Now a turn
 the history came back full (there may be more before it) is followed by a summary, whatever its
 index, until the summary has caught up."""
 
+from decimal import Decimal
+
 import pytest
 from django.test import override_settings
 
+from orchestration.budget import estimate_tokens
+from orchestration.metering import compute_credits, compute_oe
 from rooms.models import RoomMode
 from sessions_app.models import Message, SessionSummary, Turn, TurnStatus
+from usage.models import BillingProfile
+from usage.selectors import alias_pricing
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +105,27 @@ def test_a_room_whose_exchanges_outgrow_the_read_is_summarized_every_turn(
     first_seat = [c for c in fake_gateway.calls_for("agent") if c.agent_key == "ada"][-1]
     assert "They talked." in first_seat.messages[0].content
     assert _history_of(first_seat)[0] == "question 5"
+
+
+def test_a_capped_users_turn_holds_the_summary_of_its_backlog(
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn
+):
+    """A capped user's running turn holds every call it may make: the summary of a backlog too,
+    else the turn spends past what it held against the cap."""
+    BillingProfile.objects.create(user=owner, monthly_credit_cap=Decimal("1000"))
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+    _grow(session, 60, ["ada"])
+
+    response = post_turn(owner_client, session, "question 61")
+
+    assert response.status_code == 201
+    assert [call.purpose for call in fake_gateway.calls] == ["agent", "summary"]
+
+    def worst_case(call) -> Decimal:
+        pricing = alias_pricing(aliases=[call.alias.alias])[call.alias.alias]
+        prompt = sum(estimate_tokens(message.content) for message in call.messages)
+        oe = compute_oe(fresh=prompt, cached=0, output=pricing.alias.max_output_tokens)
+        return compute_credits(oe=oe, multiplier=pricing.multiplier)
+
+    held = Turn.objects.get(pk=response.json()["id"]).reserved_credits
+    assert held >= sum(worst_case(call) for call in fake_gateway.calls)
