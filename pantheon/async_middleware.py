@@ -11,12 +11,16 @@ Under WSGI (and the test client) they behave exactly like Django's own.
 
 from __future__ import annotations
 
+import functools
+
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
+from django.contrib.messages.storage import default_storage
 from django.contrib.sessions import middleware as sessions
 from django.http import FileResponse
 from django.middleware import clickjacking, common, csrf, security
+from django.utils.functional import SimpleLazyObject, empty
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 
@@ -68,10 +72,17 @@ class SessionMiddleware(sessions.SessionMiddleware):
 
 
 class MessageMiddleware(messages.MessageMiddleware):
+    """The storage is made when the request first touches its messages (the admin's, the
+    console's): an API request never does, and making it (a cookie signer, the session's
+    store) cost every request more than the rest of this middleware. One never touched has
+    nothing to store, as an untouched storage's `update` finds."""
+
     async def __acall__(self, request):
-        self.process_request(request)  # lazy storage: no I/O yet
+        request._messages = SimpleLazyObject(functools.partial(default_storage, request))
         response = await self.get_response(request)
         storage = request._messages
+        if isinstance(storage, SimpleLazyObject) and storage._wrapped is empty:
+            return response  # never touched: nothing to store
         if storage.used or storage.added_new:
             return await sync_to_async(self.process_response)(request, response)
         return self.process_response(request, response)
