@@ -201,3 +201,31 @@ def test_a_section_that_calls_back_into_async_code_does_not_wait_for_its_own_pla
     runner.start()
     runner.join(5)
     assert not runner.is_alive() and results == ["NESTED"]
+
+
+def test_a_section_gets_its_arguments_as_given_and_runs_marked_as_one(settings):
+    """Every section runs through one shared wrapper: its own arguments (one named `function`
+    too) reach it untouched, on the request's thread, inside the section's mark, gated or not."""
+    seen: list[tuple] = []
+
+    def work(first, *rest, function=None, **more):
+        seen.append((first, rest, function, more, db._inside_section.get()))
+        return threading.get_ident()
+
+    async def main() -> tuple[int, int, int]:
+        async with ThreadSensitiveContext():
+            settings.PANTHEON_DB_SECTIONS = 0  # ungated
+            ungated = await database(work)(1, 2, function="f", x=3)
+            settings.PANTHEON_DB_SECTIONS = 2
+            gated = await database(work, queue_as_new=True)("a", function=None)
+            again = await database(work)("b")
+        return ungated, gated, again
+
+    ungated, gated, again = asyncio.run(main())
+    assert seen == [
+        (1, (2,), "f", {"x": 3}, True),
+        ("a", (), None, {}, True),
+        ("b", (), None, {}, True),
+    ]
+    assert ungated == gated == again  # one request, one thread
+    assert db._inside_section.get() is False
