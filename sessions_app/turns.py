@@ -530,6 +530,21 @@ def _newest_history(limit: int) -> CompiledRead:
     )
 
 
+def _summary_transcript_read(session_id: UUID, after: int, before: int) -> QuerySet:
+    return (
+        Message.objects.filter(
+            IN_HISTORY, session_id=session_id, sequence__gt=after, sequence__lt=before
+        )
+        .order_by("sequence")
+        .values(*HISTORY_FIELDS)[: SUMMARY_TRANSCRIPT_LIMIT + 1]
+    )
+
+
+# The messages a due summary folds in (`TurnRunner._summary_transcript`), compiled once per
+# process: building the queryset cost as much CPU as the rest of the summary's check.
+_SUMMARY_TRANSCRIPT = CompiledRead(_summary_transcript_read, session_id=UUID, after=int, before=int)
+
+
 def _visible(rows: list[dict]) -> list[dict]:
     """`rows` of messages (`HISTORY_FIELDS`) but those with nothing to see (`IN_HISTORY`)."""
     return [row for row in rows if not blank(row["content"])]
@@ -1209,15 +1224,8 @@ class TurnRunner:
         these are the same messages, this turn's own left out. One more is read, if there is
         one: whether the last ends its exchange."""
         after = self.summary.to_sequence if self.summary else 0
-        return list(
-            Message.objects.filter(
-                IN_HISTORY,
-                session=self.plan.session,
-                sequence__gt=after,
-                sequence__lt=self.messages[0].sequence,
-            )
-            .order_by("sequence")
-            .values(*HISTORY_FIELDS)[: SUMMARY_TRANSCRIPT_LIMIT + 1]
+        return _SUMMARY_TRANSCRIPT.values(
+            session_id=self.plan.session.pk, after=after, before=self.messages[0].sequence
         )
 
     def _save_summary(self, extraction: SummaryExtraction) -> None:
