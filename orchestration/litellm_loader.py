@@ -221,15 +221,21 @@ class _SetupHereExecutor(ThreadPoolExecutor):
     thread and back on every call. Only the first trip of a call marked by `setup_here` runs
     in place; anything else (a DNS lookup) goes to the threads as before."""
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         if not _SETUP_HERE.get():
             return super().submit(fn, *args, **kwargs)
         _SETUP_HERE.set(False)
-        done: Future = Future()
         try:
-            done.set_result(fn(*args, **kwargs))
+            result = fn(*args, **kwargs)
         except BaseException as exc:
-            done.set_exception(exc)
+            failed: Future = Future()
+            failed.set_exception(exc)
+            return failed
+        # The event loop's own kind of future, done: `run_in_executor` hands it back as it is,
+        # where it wrapped a thread's future in one of its own and had the thread's finish it
+        # by waking the loop up (a byte through its self-pipe, then another turn of the loop).
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(result)
         return done
 
 

@@ -145,3 +145,52 @@ def test_litellms_provider_enum_lists_what_pythons_enum_lists():
         member._value_ for member in EnumType.__iter__(LlmProviders)
     ]
     assert LlmProviders("openai") is LlmProviders.OPENAI and len(LlmProviders) > 100
+
+
+def test_a_marked_calls_setup_does_not_wake_the_event_loop_from_outside(monkeypatch):
+    """The setup run in place came back as a thread's future, which the loop learns is done
+    from a wake-up through its self-pipe (`call_soon_threadsafe`) and one more turn: it comes
+    back done, as the loop's own future, and the call answers as before."""
+    litellm = load_litellm()
+
+    async def call() -> tuple[str, list]:
+        loop = asyncio.get_running_loop()
+        woken: list = []
+        wake = loop.call_soon_threadsafe
+
+        def call_soon_threadsafe(callback, *args, **kwargs):
+            woken.append(callback)
+            return wake(callback, *args, **kwargs)
+
+        monkeypatch.setattr(loop, "call_soon_threadsafe", call_soon_threadsafe)
+        with setup_here():
+            response = await asyncio.wait_for(
+                litellm.acompletion(
+                    model="openai/stub",
+                    api_key="sk-x",
+                    messages=[{"role": "user", "content": "Hello there"}],
+                    mock_response="General Kenobi",
+                ),
+                10,
+            )
+        return response.choices[0].message.content, list(woken)  # before the loop shuts down
+
+    text, woken = asyncio.run(call())
+    assert text == "General Kenobi"
+    assert woken == []
+
+
+def test_a_marked_calls_failed_setup_raises_its_error():
+    """A setup that fails (litellm refusing the call's parameters) raises its error from
+    `acompletion`, as it did from the thread."""
+    litellm = load_litellm()
+
+    async def call() -> None:
+        with setup_here():
+            await litellm.acompletion(model="", messages=[], api_key="sk-x")
+
+    try:
+        asyncio.run(call())
+    except Exception as exc:
+        raised = exc
+    assert isinstance(raised, litellm.BadRequestError | ValueError | TypeError), raised
