@@ -58,6 +58,7 @@ def load_litellm() -> ModuleType:
     # lines. The error itself is logged, and in the turn's events.
     litellm.suppress_debug_info = True
     _quiet_stream_finalizer()
+    _stream_reply_built_in_place()
     _send_each_request_once()
     _no_bookkeeping_of_its_own()
     _model_info_read_once()
@@ -78,6 +79,30 @@ def _quiet_stream_finalizer() -> None:
 
     if "__del__" in vars(CustomStreamWrapper):
         del CustomStreamWrapper.__del__
+
+
+def _stream_reply_built_in_place() -> None:
+    """At a stream's end, litellm's stream wrapper builds the whole reply again from its chunks
+    (`stream_chunk_builder`: the usage of the last chunk it hands on is read from that reply)
+    in a worker thread (`asyncify`, anyio's), awaited before that last chunk: a trip to a
+    thread and back on every stream, and the thread's wake-up of the event loop, about a sixth
+    of a streamed call's CPU (bench/llm_calls.py --stream). The build takes the GIL either way,
+    and the stream waits for it either way: it runs in place, in the task reading the stream,
+    with the same arguments, result and errors. `asyncify` is what the stream wrapper's module
+    calls for that build alone."""
+    from litellm.litellm_core_utils import streaming_handler
+
+    if getattr(streaming_handler, "asyncify", None) is not None:
+        streaming_handler.asyncify = _in_place
+
+
+def _in_place(function: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+    """`asyncify(function)` that calls `function` where it is awaited, not in a thread."""
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    return call
 
 
 def _send_each_request_once() -> None:

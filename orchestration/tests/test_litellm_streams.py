@@ -38,3 +38,75 @@ def test_a_stream_the_garbage_collector_finalizes_sets_no_context_variable():
 
     assert collected
     assert after - before == set()
+
+
+def test_a_streams_reply_is_rebuilt_on_the_event_loop(monkeypatch):
+    """At a stream's end litellm rebuilds its whole reply from its chunks (the usage of the
+    last chunk it hands on is read from it) in a worker thread: a trip there and back, and the
+    event loop woken up by it, on every stream. It is rebuilt where the stream is read, and
+    the stream hands on the same chunks."""
+    import threading
+
+    litellm = load_litellm()
+    built_on: list[int] = []
+    build = litellm.stream_chunk_builder
+
+    def stream_chunk_builder(*args, **kwargs):
+        built_on.append(threading.get_ident())
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(litellm, "stream_chunk_builder", stream_chunk_builder)
+
+    async def read() -> tuple[str, object, int]:
+        stream = await litellm.acompletion(
+            model="openai/stub",
+            api_key="sk-x",
+            messages=[{"role": "user", "content": "Hello there"}],
+            mock_response="General Kenobi, you are a bold one",
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        pieces, usage = [], None
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+            usage = getattr(chunk, "usage", None) or usage
+        return "".join(pieces), usage, threading.get_ident()
+
+    text, usage, loop_thread = asyncio.run(read())
+    assert text == "General Kenobi, you are a bold one"
+    assert usage.prompt_tokens > 0 and usage.completion_tokens == 9
+    assert built_on and set(built_on) == {loop_thread}
+
+
+def test_litellms_usage_chunk_is_the_last_thing_its_stream_hands_on():
+    """The gateway stops reading a stream once litellm's wrapper says it handed on its usage
+    (`sent_stream_usage`): a litellm that hands anything on after it (more text, another
+    usage) fails here, before an answer is cut short."""
+    litellm = load_litellm()
+
+    async def read() -> list[tuple[bool, object, object]]:
+        stream = await litellm.acompletion(
+            model="openai/stub",
+            api_key="sk-x",
+            messages=[{"role": "user", "content": "Hello there"}],
+            mock_response="General Kenobi, you are a bold one",
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        seen = []
+        async for chunk in stream:
+            delta = chunk.choices[0].delta if chunk.choices else None
+            seen.append(
+                (
+                    stream.sent_stream_usage,
+                    getattr(chunk, "usage", None),
+                    getattr(delta, "content", None),
+                )
+            )
+        return seen
+
+    seen = asyncio.run(read())
+    assert [sent for sent, _, _ in seen].count(True) == 1
+    assert seen[-1][0] is True and seen[-1][1] is not None and not seen[-1][2]
+    assert all(usage is None for _, usage, _ in seen[:-1])
