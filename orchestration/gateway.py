@@ -896,6 +896,8 @@ class LiteLLMGateway:
                     if len(piece) > room:
                         _log_cut(call, limit, reading.length, received)
                         return
+                if _usage_was_last(response):
+                    break
         finally:
             await _close(response)
         if _provider_never_finished(response):
@@ -988,6 +990,15 @@ async def _close(stream: Any) -> None:
         await close()
     except Exception as exc:
         logger.debug("closing a provider's stream failed: %s", exc)
+
+
+def _usage_was_last(stream: Any) -> bool:
+    """Whether litellm's stream wrapper has handed on the chunk of usage it ends a stream with
+    (asked for it, `include_usage`): it has nothing after it, and reading on only has it build
+    the whole reply from its chunks once more, for its own success log and cache (Pantheon
+    keeps neither), before it says the stream is over. A wrapper without that record (not
+    litellm's) is read to its end."""
+    return getattr(stream, "sent_stream_usage", None) is True
 
 
 def _provider_never_finished(stream: Any) -> bool:
