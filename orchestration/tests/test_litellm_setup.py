@@ -194,3 +194,59 @@ def test_a_marked_calls_failed_setup_raises_its_error():
     except Exception as exc:
         raised = exc
     assert isinstance(raised, litellm.BadRequestError | ValueError | TypeError), raised
+
+
+def _extra_cases():
+    from litellm.types import utils as types
+
+    from orchestration.litellm_loader import _EXTRA_ATTRIBUTES
+
+    return [
+        (getattr(types, class_name), name)
+        for class_name, names in _EXTRA_ATTRIBUTES.items()
+        for name in names
+    ]
+
+
+def test_litellms_reply_objects_take_their_extra_attributes_without_pydantic_choosing_again(
+    monkeypatch,
+):
+    """pydantic chose how to set each extra attribute of litellm's stream chunks again at every
+    assignment (about 180 times a stream of 12 words). Those litellm sets are set without
+    that choice (a pydantic that no longer reads the handlers remembered in its class fails
+    here)."""
+    import pydantic
+
+    load_litellm()
+    chosen = []
+    choose = pydantic.BaseModel._setattr_handler
+
+    def setattr_handler(self, name, value):
+        chosen.append((type(self).__name__, name))
+        return choose(self, name, value)
+
+    monkeypatch.setattr(pydantic.BaseModel, "_setattr_handler", setattr_handler)
+    for model, name in _extra_cases():
+        instance = model()
+        chosen.clear()
+        setattr(instance, name, "set")
+        assert chosen == [], (model.__name__, name)
+        assert getattr(instance, name) == "set"
+
+
+def test_an_extra_attribute_is_set_as_pydantic_itself_sets_it():
+    """What the remembered handler does is what pydantic's own choice does: the value among
+    the model's extra attributes, counted as set, dumped the same."""
+    import pydantic
+
+    load_litellm()
+    for model, name in _extra_cases():
+        quick, chosen = model(), model()
+        setattr(quick, name, {"a": 1})
+        # pydantic's own path, without the remembered handler.
+        handler = pydantic.BaseModel._setattr_handler(chosen, name, {"a": 1})
+        assert handler is None, (model.__name__, name)  # it keeps none for an extra attribute
+        assert quick.__pydantic_extra__ == chosen.__pydantic_extra__, (model.__name__, name)
+        assert quick.__pydantic_fields_set__ == chosen.__pydantic_fields_set__
+        made = {"id", "created"}  # each instance's own
+        assert quick.model_dump(exclude=made) == chosen.model_dump(exclude=made)
