@@ -34,10 +34,13 @@ run: install
 	@echo ""
 	DEBUG=true $(BIN)/python -m pantheon.serve --host 127.0.0.1 --port $(PORT)
 
-# Tests run on PostgreSQL, the production database.
+# Tests run on PostgreSQL, the production database, in TEST_WORKERS processes (pytest-xdist; a
+# worker takes the next test when it is free): most of the suite's time is spent waiting on the
+# servers it starts. TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
 test: install-dev
 	@$(BIN)/python -m pantheon.pgcheck "$(TEST_DATABASE_URL)"
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .
