@@ -10,7 +10,11 @@ from django.urls import reverse, set_script_prefix
 
 from pantheon.locations import location
 
-IDS = [uuid.uuid4(), uuid.UUID("ABCDEF01-2345-4789-8BCD-EF0123456789"), uuid.UUID(int=0)]
+IDS = [
+    uuid.UUID("9567610d-7433-4cd2-839d-0dd8a632af33"),
+    uuid.UUID("ABCDEF01-2345-4789-8BCD-EF0123456789"),
+    uuid.UUID(int=0),
+]
 
 
 @pytest.mark.parametrize("view_name", ["turn-detail", "session-detail", "agent-detail"])
