@@ -131,3 +131,38 @@ def test_a_streamed_retry_of_a_finished_turn_whose_connection_is_lost_answers_50
 
     assert response.status_code == 503
     assert response.json()["detail"]["code"] == "database_unavailable"
+
+
+@pytest.mark.parametrize("failed", [1, 2], ids=["the look before the first word", "a later save"])
+def test_a_follower_elsewhere_reads_the_words_of_a_failed_save_once_the_next_one_stores_them(
+    owner, ada, make_session, settings, monkeypatch, failed
+):
+    """A follower on another host (`GET turns/{id}/events` of the running turn) reads the
+    streamed answer from its saves, up to the first gap between them. A failed save's words
+    go into the next save, from where the last stored one ended: had the next started past
+    them, the follower's text would stop at the gap for the rest of the answer."""
+    settings.PANTHEON_STREAM_SAVE_SECONDS = 0  # every piece is saved
+    calls = {"n": 0}
+    followed: list[tuple[int, str]] = []  # (where the save's text ends, what a follower reads)
+    save = _StreamedStep.save
+
+    def flaky_then_followed(self, chunk):
+        calls["n"] += 1
+        if calls["n"] == failed:
+            raise _connection_terminated()
+        answered = save(self, chunk)
+        replay = events.turn_replay(Turn.objects.get(pk=self.runner._turn.pk))
+        text = "".join(e.data["text"] for e in replay.events if e.name == "step_delta")
+        followed.append((chunk[0] + len(chunk[1]), text))
+        return answered
+
+    monkeypatch.setattr(_StreamedStep, "save", flaky_then_followed)
+    gateway = FakeGateway()
+    gateway.word_delay = 0.01
+
+    _, heard = direct_turn(owner, make_session(owner, agent=ada), gateway)
+
+    assert len(followed) >= 2, followed  # saves after the failed one
+    spoken = streamed_text(heard)
+    for end, text in followed:
+        assert text == spoken[:end], (end, text)
