@@ -34,8 +34,9 @@ _WITHOUT_SPACES = re.compile(
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
 # A link, to the next space: a profile's or a post's (`https://medium.com/@ada/…`) holds a
-# handle, no tag, as an address does.
-_LINK = re.compile(r"(?<![\w.+-])(?:[A-Za-z][A-Za-z0-9+.-]*://|www\.)\S+")
+# handle, no tag, as an address does. In any case: a phone capitalizes a message's first word
+# (`Www.youtube.com/@ada`).
+_LINK = re.compile(r"(?<![\w.+-])(?:[A-Za-z][A-Za-z0-9+.-]*://|www\.)\S+", re.IGNORECASE)
 
 
 def parse_tags(text: str, valid_keys: Iterable[str]) -> list[str]:

@@ -123,6 +123,9 @@ def test_a_fullwidth_at_sign_inside_a_word_is_no_tag():
         "@bob see <https://x.com/@ada>",
         "@bob: www.youtube.com/@ada/videos",
         "@bob [her post](https://mastodon.social/@ada)",
+        # A phone's keyboard capitalizes a message's first word.
+        "Www.youtube.com/@ada has it, @bob",
+        "@bob WWW.YOUTUBE.COM/@ada",
     ],
 )
 def test_a_handle_in_a_link_is_no_tag(text):
