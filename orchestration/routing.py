@@ -174,7 +174,7 @@ def previous_exchange(
     hidden = [
         f"@{agent.key}"
         for message in answers[: len(answers) - len(shown)]
-        if (agent := _chosen_from(message, roster)) is not None
+        if (agent := message.answerer_in(roster)) is not None
     ]
     hidden = list(dict.fromkeys(hidden))
     if hidden:
@@ -185,11 +185,6 @@ def previous_exchange(
             + (f" and {more} more" if more > 0 else "")
         )
     return "\n".join(lines)
-
-
-def _chosen_from(message: HistoryMessage, roster: Sequence[AgentSpec]) -> AgentSpec | None:
-    """The agent of `roster` who gave the answer `message`, if any."""
-    return next((agent for agent in roster if message.given_by(agent)), None)
 
 
 def read_previous_answerers(system_prompt: str) -> tuple[str, ...]:

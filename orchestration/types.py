@@ -163,10 +163,14 @@ class HistoryMessage:
         or "an agent" without one. "" for a user's message."""
         if self.role != Role.ASSISTANT:
             return ""
-        agent = next((agent for agent in roster if self.given_by(agent)), None)
+        agent = self.answerer_in(roster)
         if agent is not None:
             return f"{agent.name} @{agent.key}"
         return self.agent_name or "an agent"
+
+    def answerer_in(self, roster: Sequence[AgentSpec]) -> AgentSpec | None:
+        """The agent of `roster` who gave this answer (`given_by`), if any."""
+        return next((agent for agent in roster if self.given_by(agent)), None)
 
     def given_by(self, agent: AgentSpec) -> bool:
         """Whether this is an answer `agent` gave: by the agent's id, whatever its key is now
