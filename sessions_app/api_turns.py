@@ -588,7 +588,14 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
 def _turn_and_its_events(turn_id: UUID) -> tuple[Turn, events.Replay | None]:
     """A turn and, once it has ended, its events (`following.turn_events`'s `replay`)."""
     turn = Turn.objects.get(pk=turn_id)
-    return turn, None if turn.status == TurnStatus.RUNNING else events.turn_replay(turn)
+    return turn, _events_if_ended(turn)
+
+
+def _events_if_ended(turn: Turn) -> events.Replay | None:
+    """The events of `turn` if it has ended, read before its stream begins (a database lost
+    on the way is then the 503 `database_unavailable` every request answers, not a stream
+    broken off after its headers); None for a running one, whose stream watches it."""
+    return None if turn.status == TurnStatus.RUNNING else events.turn_replay(turn)
 
 
 def _end_and_settle_now(runner: TurnRunner | None, record: IdempotencyKey | None) -> bool:
@@ -793,9 +800,7 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
         turn = get_object_or_404(selectors.turns_for_user(user=request.user), pk=pk)
         # The caller's turn (a 404 otherwise): the request's lines join the turn's.
         logging_context.bind(session_id=turn.session_id, turn_id=turn.pk)
-        if not replay or turn.status == TurnStatus.RUNNING:
-            return turn, None
-        return turn, events.turn_replay(turn)
+        return turn, _events_if_ended(turn) if replay else None
 
 
 class TurnCancelView(_AsyncTurnView, AsyncAPIView):
