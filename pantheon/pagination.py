@@ -174,8 +174,9 @@ class TimelinePagination(StrictPageSize, StrictCursor, CursorPagination):
     latest_query_param = "latest"
 
     def decode_cursor(self, request):
+        latest = self._latest(request)  # read beside a cursor too: a bad value is a 400 alike
         cursor = super().decode_cursor(request)
-        if cursor is None and self._latest(request):
+        if cursor is None and latest:
             # The cursor DRF writes for the end of the list read backwards (`r=1`).
             return Cursor(offset=0, reverse=True, position=None)
         return cursor

@@ -393,6 +393,22 @@ def test_latest_is_true_or_false(owner, owner_client, room, make_session, value)
     assert response.json() == {"latest": ["Use true or false."]}
 
 
+def test_latest_is_true_or_false_beside_a_cursor_too(owner, owner_client, room, make_session):
+    """A cursor says where the page is, but a `latest` that is neither is refused as without
+    one: it was taken silently."""
+    session = make_session(owner, room=room)
+    add_messages(session, range(1, 6))
+    first = owner_client.get(messages_url(session), {"latest": "true", "page_size": 2}).json()
+
+    walked = owner_client.get(first["previous"])
+    refused = owner_client.get(first["previous"].replace("latest=true", "latest=yes"))
+
+    assert walked.status_code == 200
+    assert [message["sequence"] for message in walked.json()["results"]] == [2, 3]
+    assert refused.status_code == 400
+    assert refused.json() == {"latest": ["Use true or false."]}
+
+
 def test_latest_false_is_the_timeline_from_its_start(owner, owner_client, room, make_session):
     session = make_session(owner, room=room)
     add_messages(session, range(1, 4))
