@@ -90,11 +90,17 @@ def _stream_reply_built_in_place() -> None:
     of a streamed call's CPU (bench/llm_calls.py --stream). The build takes the GIL either way,
     and the stream waits for it either way: it runs in place, in the task reading the stream,
     with the same arguments, result and errors. `asyncify` is what the stream wrapper's module
-    calls for that build alone."""
+    calls for that build alone.
+
+    Only a short stream's: the build holds the event loop while it runs, and every other answer
+    streaming through the worker waits for it. A long stream's (a reasoning model's tens of
+    thousands of chunks take seconds) is built in a thread as before, where the loop keeps
+    turning between the build's slices of the GIL."""
     from litellm.litellm_core_utils import streaming_handler
 
-    if getattr(streaming_handler, "asyncify", None) is not None:
-        streaming_handler.asyncify = _in_place
+    in_thread = getattr(streaming_handler, "asyncify", None)
+    if in_thread is not None:
+        streaming_handler.asyncify = _in_place_when_short(in_thread)
 
 
 # The attributes litellm sets on its reply's objects that are none of their declared fields
@@ -147,13 +153,25 @@ def _set_extra(model: Any, name: str, value: Any) -> None:
     model.__pydantic_fields_set__.add(name)
 
 
-def _in_place(function: Callable[..., Any], **options: Any) -> Callable[..., Any]:
-    """`asyncify(function)` that calls `function` where it is awaited, not in a thread."""
+# The most chunks a stream's reply is rebuilt from on the event loop (a few milliseconds of
+# CPU at most); a longer stream's is rebuilt in a worker thread.
+BUILT_IN_PLACE_CHUNKS = 512
 
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        return function(*args, **kwargs)
 
-    return call
+def _in_place_when_short(in_thread: Callable[..., Any]) -> Callable[..., Any]:
+    """`asyncify` whose `asyncify(function)` calls `function` where it is awaited, not in a
+    thread, when it is given at most `BUILT_IN_PLACE_CHUNKS` chunks (`chunks=`)."""
+
+    def asyncify(function: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            chunks = kwargs.get("chunks")
+            if isinstance(chunks, list) and len(chunks) <= BUILT_IN_PLACE_CHUNKS:
+                return function(*args, **kwargs)
+            return await in_thread(function, **options)(*args, **kwargs)
+
+        return call
+
+    return asyncify
 
 
 def _send_each_request_once() -> None:

@@ -110,3 +110,46 @@ def test_litellms_usage_chunk_is_the_last_thing_its_stream_hands_on():
     assert [sent for sent, _, _ in seen].count(True) == 1
     assert seen[-1][0] is True and seen[-1][1] is not None and not seen[-1][2]
     assert all(usage is None for _, usage, _ in seen[:-1])
+
+
+def test_a_long_streams_reply_is_rebuilt_off_the_event_loop(monkeypatch):
+    """Rebuilt on the event loop, the reply of a long stream (a reasoning model's tens of
+    thousands of chunks) held the loop for seconds: every other answer streaming through that
+    worker froze meanwhile. A long stream's reply is rebuilt in a worker thread, as litellm
+    does; the stream hands on the same answer and usage."""
+    import threading
+
+    from orchestration.litellm_loader import BUILT_IN_PLACE_CHUNKS
+
+    litellm = load_litellm()
+    built_on: list[tuple[int, int]] = []
+    build = litellm.stream_chunk_builder
+
+    def stream_chunk_builder(*args, **kwargs):
+        built_on.append((threading.get_ident(), len(kwargs["chunks"])))
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(litellm, "stream_chunk_builder", stream_chunk_builder)
+    words = ["word"] * (BUILT_IN_PLACE_CHUNKS + 10)
+
+    async def read() -> tuple[str, object, int]:
+        stream = await litellm.acompletion(
+            model="openai/stub",
+            api_key="sk-x",
+            messages=[{"role": "user", "content": "Hello there"}],
+            mock_response=" ".join(words),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        pieces, usage = [], None
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+            usage = getattr(chunk, "usage", None) or usage
+        return "".join(pieces), usage, threading.get_ident()
+
+    text, usage, loop_thread = asyncio.run(read())
+    assert text == " ".join(words)
+    assert usage.completion_tokens > BUILT_IN_PLACE_CHUNKS  # litellm's count of the words
+    assert built_on and all(chunks > BUILT_IN_PLACE_CHUNKS for _, chunks in built_on)
+    assert loop_thread not in {thread for thread, _ in built_on}
