@@ -21,6 +21,8 @@ the reasoning comes in the answer's message, after the same wait.
 A misbehaving provider, by a word in the model name (with or without a delay):
 
 - `no-usage`: no `usage` in the answer, nor a usage chunk at the end of a stream;
+- `early-usage`: a stream whose usage chunk comes after its first word, before the rest of the
+  answer and its `finish_reason` (as some OpenAI-compatible servers send it);
 - `no-choices`: `"choices": []`, as a plain JSON answer even when a stream was asked for;
 - `empty-stream`: a stream of one chunk with `"choices": []`, then `[DONE]` (no answer, no
   finish, no usage);
@@ -403,12 +405,15 @@ class StubLLM:
             if index + len(thoughts) == 2 and "bad-chunk" in model:
                 await response.write(b'data: {"id": "chatcmpl-broken", "choices": [{"de\n\n')
             await self._send(response, chunk_id, model, {"content": text}, None)
+            if index == 0 and "early-usage" in model:
+                usage = _usage(model, messages, words, thoughts)
+                await self._send(response, chunk_id, model, None, None, usage)
         if "unfinished" in model:
             await response.write_eof()
             return
         await self._send(response, chunk_id, model, {}, _finish(model))
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
-        if wants_usage and "no-usage" not in model:
+        if wants_usage and "no-usage" not in model and "early-usage" not in model:
             await self._send(
                 response, chunk_id, model, None, None, _usage(model, messages, words, thoughts)
             )

@@ -60,3 +60,16 @@ def test_a_stream_without_usage_is_still_read_to_its_end_and_estimated(stub):
     assert result.ok and "".join(heard) == result.text
     assert result.text.endswith("five six")
     assert result.input_tokens_fresh > 0 and result.output_tokens > 0  # an estimate
+
+
+def test_a_stream_whose_usage_comes_before_its_last_words_is_read_whole(stub):
+    """A provider may send its usage before the answer's last words and its finish: the gateway
+    stops reading at the usage litellm hands on, which must be the one it ends the stream
+    with, not the provider's as it comes (the answer would be cut after its first word)."""
+    heard, result = _stream(stub, "early-usage")
+
+    answer = "Stub answer to «Hello there, stub»: one two three four five six"
+    assert result.ok and "".join(heard) == result.text == answer
+    prompt = sum(len(message.content) for message in PROMPT) // 4 + 1
+    assert (result.input_tokens_fresh, result.output_tokens) == (prompt, len(answer.split()))
+    assert result.request_id == stub.request_ids[-1]
