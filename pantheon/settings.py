@@ -225,7 +225,7 @@ STATIC_URL = "static/"
 # `manage.py collectstatic` fills it (gunicorn, and pantheon.serve with DEBUG off, run it at
 # start: pantheon/collect_static.py); WhiteNoise serves it with hashed names and far-future
 # caching, compressed.
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default="") or BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

@@ -4,13 +4,25 @@ TEST_DATABASE_URL (else a postgres:// DATABASE_URL, else the local default) name
 the base name; Django runs the tests in `test_<name>` and never touches `<name>` itself.
 """
 
+import hashlib
 import os
+import tempfile
+from pathlib import Path
 
 _database_url = os.environ.get("DATABASE_URL", "")
 os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or (
     _database_url
     if _database_url.startswith("postgres")
     else "postgres://postgres@127.0.0.1:5432/pantheon"
+)
+# Each test process (pytest-xdist runs two) collects static files of its own, it and the servers
+# it starts (they inherit this environment): a server's collectstatic deletes and rewrites the
+# hashed files, and a worker of another process's server booting meanwhile (WhiteNoise lists the
+# files as it starts) failed on one gone (FileNotFoundError, gunicorn exit 3).
+_checkout = hashlib.sha256(str(Path(__file__).resolve().parents[1]).encode()).hexdigest()[:12]
+os.environ["STATIC_ROOT"] = str(
+    Path(tempfile.gettempdir())
+    / f"pantheon-static-{_checkout}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 )
 # Tests never reach a real provider, whatever the shell says.
 os.environ["PANTHEON_LLM_BACKEND"] = "demo"

@@ -224,7 +224,7 @@ def test_gunicorn_serves_static_files_with_every_log_line_json(tmp_path):
     with served as server, plain:
         page = httpx.get(f"{server.url}/admin/login/", timeout=10).text
         css = re.search(r'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', page)[1]
-        on_disk = (ROOT / "staticfiles" / css.removeprefix("/static/")).read_bytes()
+        on_disk = (Path(settings.STATIC_ROOT) / css.removeprefix("/static/")).read_bytes()
         whole = plain.get(f"{server.url}{css}")
         part = plain.get(f"{server.url}{css}", headers={"Range": "bytes=10-19"})
         head = plain.head(f"{server.url}{css}")
