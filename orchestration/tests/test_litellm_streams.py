@@ -57,23 +57,9 @@ def test_a_streams_reply_is_rebuilt_on_the_event_loop(monkeypatch):
 
     monkeypatch.setattr(litellm, "stream_chunk_builder", stream_chunk_builder)
 
-    async def read() -> tuple[str, object, int]:
-        stream = await litellm.acompletion(
-            model="openai/stub",
-            api_key="sk-x",
-            messages=[{"role": "user", "content": "Hello there"}],
-            mock_response="General Kenobi, you are a bold one",
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        pieces, usage = [], None
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                pieces.append(chunk.choices[0].delta.content)
-            usage = getattr(chunk, "usage", None) or usage
-        return "".join(pieces), usage, threading.get_ident()
-
-    text, usage, loop_thread = asyncio.run(read())
+    text, usage, loop_thread = asyncio.run(
+        _read_mock_stream(litellm, "General Kenobi, you are a bold one")
+    )
     assert text == "General Kenobi, you are a bold one"
     assert usage.prompt_tokens > 0 and usage.completion_tokens == 9
     assert built_on and set(built_on) == {loop_thread}
@@ -132,24 +118,29 @@ def test_a_long_streams_reply_is_rebuilt_off_the_event_loop(monkeypatch):
     monkeypatch.setattr(litellm, "stream_chunk_builder", stream_chunk_builder)
     words = ["word"] * (BUILT_IN_PLACE_CHUNKS + 10)
 
-    async def read() -> tuple[str, object, int]:
-        stream = await litellm.acompletion(
-            model="openai/stub",
-            api_key="sk-x",
-            messages=[{"role": "user", "content": "Hello there"}],
-            mock_response=" ".join(words),
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        pieces, usage = [], None
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                pieces.append(chunk.choices[0].delta.content)
-            usage = getattr(chunk, "usage", None) or usage
-        return "".join(pieces), usage, threading.get_ident()
-
-    text, usage, loop_thread = asyncio.run(read())
+    text, usage, loop_thread = asyncio.run(_read_mock_stream(litellm, " ".join(words)))
     assert text == " ".join(words)
     assert usage.completion_tokens > BUILT_IN_PLACE_CHUNKS  # litellm's count of the words
     assert built_on and all(chunks > BUILT_IN_PLACE_CHUNKS for _, chunks in built_on)
     assert loop_thread not in {thread for thread, _ in built_on}
+
+
+async def _read_mock_stream(litellm, answer: str) -> tuple[str, object, int]:
+    """A stream of litellm's mock answering `answer`, read to its end: (its text, the last
+    usage it handed on, the thread of the event loop that read it)."""
+    import threading
+
+    stream = await litellm.acompletion(
+        model="openai/stub",
+        api_key="sk-x",
+        messages=[{"role": "user", "content": "Hello there"}],
+        mock_response=answer,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage = [], None
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        usage = getattr(chunk, "usage", None) or usage
+    return "".join(pieces), usage, threading.get_ident()
