@@ -75,13 +75,7 @@ def test_a_new_agent_given_a_deleted_agents_key_reads_its_answers_as_anothers(
     """Kim deleted and Kim Two created with the key kim and seated: Kim Two's prompt showed
     Kim's answer as its own, with no prefix. It is Kim's, named by its name alone: the key it
     was given with is Kim Two's now."""
-    assert owner_client.delete(f"/api/v1/agents/{kim['id']}").status_code == 204
-    created = owner_client.post(
-        "/api/v1/agents",
-        {"agent_key": "kim", "name": "Kim Two", "model_alias": "deepseek"},
-        format="json",
-    )
-    assert created.status_code == 201, created.json()
+    created = _kim_replaced_by_kim_two(owner_client, kim)
     room, _ = kim_room
     seated = owner_client.put(
         f"/api/v1/rooms/{room.pk}/agents", {"agent_ids": [created.json()["id"]]}, format="json"
@@ -136,13 +130,7 @@ def test_another_agent_reads_an_answer_by_who_gave_it_not_by_a_key_given_to_anot
     replies = {"kim": OLD_ANSWER}
     fake_gateway.reply_for = lambda call: replies.pop(call.agent_key, "Noted.")  # type: ignore[method-assign]
     assert post_turn(owner_client, session, "Will the launch work?").status_code == 201
-    assert owner_client.delete(f"/api/v1/agents/{kim['id']}").status_code == 204
-    created = owner_client.post(
-        "/api/v1/agents",
-        {"agent_key": "kim", "name": "Kim Two", "model_alias": "deepseek"},
-        format="json",
-    )
-    assert created.status_code == 201, created.json()
+    created = _kim_replaced_by_kim_two(owner_client, kim)
     seated = owner_client.put(
         f"/api/v1/rooms/{room.pk}/agents",
         {"agent_ids": [created.json()["id"], str(ada.pk)]},
@@ -225,3 +213,15 @@ def test_a_client_tells_which_agent_gave_an_answer_by_its_id(
         ("", None),
         ("kim", kim_two),
     ]
+
+
+def _kim_replaced_by_kim_two(owner_client, kim):
+    """Kim deleted, and a new agent, Kim Two, given Kim's key: its create response."""
+    assert owner_client.delete(f"/api/v1/agents/{kim['id']}").status_code == 204
+    created = owner_client.post(
+        "/api/v1/agents",
+        {"agent_key": "kim", "name": "Kim Two", "model_alias": "deepseek"},
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    return created
