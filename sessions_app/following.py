@@ -33,7 +33,7 @@ from pantheon.capacity import PROCESS
 from pantheon.db import database
 from pantheon.threads import own_thread
 from sessions_app import events
-from sessions_app.models import Turn, TurnStatus
+from sessions_app.models import Turn
 
 logger = logging.getLogger(__name__)
 
@@ -205,17 +205,16 @@ async def turn_events(
     `answer`: the body the request that ran the (finished) turn answered with, which its last
     event carries instead of the turn as read now (an idempotent replay: its `balance`).
     `place`: the follow's (`follow_place`): the stream ends once another follow takes it.
-    `replay`: the finished turn's events, read already (before the stream began)."""
-    if turn.status != TurnStatus.RUNNING:
-        if replay is None:
-            replay = await database(events.turn_replay, queue_as_new=True)(turn)
-        if replay.finished:
-            replayed = replay.events
-            if answer is not None:
-                replayed = [*replayed[:-1], events.turn_ended(turn, answer)]
-            for event in events.after(replayed, last_event_id):
-                yield event.sse()
-            return
+    `replay`: an ended turn's events, read before the stream began (a database lost then is
+    the request's 503, not a stream broken off after its headers); without them, the turn is
+    followed as a running one is, to its end."""
+    if replay is not None and replay.finished:
+        replayed = replay.events
+        if answer is not None:
+            replayed = [*replayed[:-1], events.turn_ended(turn, answer)]
+        for event in events.after(replayed, last_event_id):
+            yield event.sse()
+        return
     watch = _join(turn)
     try:
         async for text in _follow(watch, last_event_id, place):
