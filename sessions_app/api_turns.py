@@ -55,6 +55,7 @@ from pantheon.db import (
 )
 from pantheon.exceptions import REFUSALS, TurnInterrupted, TurnNotRunning
 from pantheon.locations import location
+from pantheon.middleware import PRIVATE
 from pantheon.negotiation import answer_in_json
 from pantheon.schema import (
     TurnConflictSerializer,
@@ -89,8 +90,11 @@ EVENTS_ONLY = "A turn's events are answered as text/event-stream only."
 SERVER_ERROR_BODY = {
     "detail": {"code": "server_error", "message": "The turn failed on the server."}
 }
-# A stream's Cache-Control is the API's (private, no-store: `ApiGuardMiddleware`).
-SSE_HEADERS = {"X-Accel-Buffering": "no"}
+# A stream's Cache-Control is the API's (private, no-store: `ApiGuardMiddleware`), and says
+# `no-transform`: a compressing proxy (a Node front end's `compression()`, a CDN) gzips
+# text/event-stream as any text and holds the deltas in its compressor until the turn ends,
+# unless told not to transform it. `X-Accel-Buffering` is nginx's own switch for its buffer.
+SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": f"{PRIVATE}, no-transform"}
 
 
 class EventStreamRenderer(BaseRenderer):
