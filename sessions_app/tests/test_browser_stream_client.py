@@ -1,0 +1,94 @@
+"""A real browser on another origin (headless Chromium, the page `docs/browser_stream_client.html`
+served apart from the API, which allows it by CORS_ALLOWED_ORIGINS) posts a turn that
+streams word by word, loses its connection mid-answer and resumes with `GET turns/{id}/events`
+and `Last-Event-ID`: what it shows is the stored answer, no word twice, none missing, and it read
+the 201's `Location`. What the API promises a web client (README, Streaming), end to end through
+the browser's CORS, its preflights (`Authorization`, `Idempotency-Key`, `Last-Event-ID`) and
+its fetch streams."""
+
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from pantheon.testing.servers import AppServer, postgres_url
+from sessions_app.tests.conftest import point_at_stub
+from usage.tests.test_billing_browser import CHROMIUM_FLAGS, browser_binaries
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("no_throttle_history"),
+]
+
+DOCS = Path(settings.BASE_DIR) / "docs"
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        pass
+
+
+@pytest.fixture
+def page_origin():
+    """The page's own origin: a static server on 127.0.0.1, another port than the API's."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=DOCS))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = browser_binaries()
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not reach for the network
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_script_timeout(90)
+    yield driver
+    driver.quit()
+
+
+def test_a_page_of_another_origin_streams_a_turn_and_resumes_it_whole(
+    owner, ada, make_session, stub, page_origin, browser
+):
+    # 60 words, one every 40 ms; the stub quotes the question's first words in its answer.
+    point_at_stub(stub, "stream-40-words-60", ada.model_alias)
+    session = make_session(owner, agent=ada)
+    token = Token.objects.create(user=owner).key
+    env = {
+        "PANTHEON_LLM_BACKEND": "live",
+        "STUB_API_KEY": "stub-key",
+        "CORS_ALLOWED_ORIGINS": page_origin,
+    }
+    with AppServer(database_url=postgres_url(connection.settings_dict), env=env) as server:
+        api = f"{server.url}/api/v1"
+        browser.get(f"{page_origin}/browser_stream_client.html?api={api}")
+        # Its token as `pantheon.login` keeps it (the tests' password hasher is not the server's).
+        browser.execute_script("pantheon.state.token = arguments[0]", token)
+        result = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "pantheon.send(arguments[0], arguments[1], 10).then(done, e => done(String(e)));",
+            str(session.pk),
+            'Line "one" 😀 data: id: 7',  # the stub quotes its first four words
+        )
+
+    assert isinstance(result, dict), result
+    assert (result["status"], result["ended"], result["breaks"]) == (201, "turn_completed", 1)
+    assert result["location"].startswith("/api/v1/turns/")
+    (stored,) = result["stored"].values()
+    assert '«Line "one" 😀 data:»' in stored and len(stored.split()) == 60
+    assert result["shown"] == result["stored"]
