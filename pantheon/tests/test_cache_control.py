@@ -1,8 +1,8 @@
-"""The API's answers hold users' data (agents, transcripts, usage, a token): none may be kept by
-a cache, a browser's or a proxy's. Every answer under /api/v1/ says `Cache-Control: private,
-no-store`, the streams too, unless its view said otherwise (`auth/token`'s `no-store`);
-the health check too (a cached one would hide an outage). The schema and its docs are the same
-for everyone and say nothing. Only `auth/token` said anything before."""
+"""The API's answers hold users' data (agents, transcripts, usage, a token): none may be kept by a
+cache, a browser's or a proxy's. Every answer under /api/v1/ says `Cache-Control: private,
+no-store`, the streams too (with `no-transform`), unless its view said otherwise (`auth/token`'s
+`no-store`); the health check too (a cached one would hide an outage). The schema and its docs
+are the same for everyone and say nothing. Only `auth/token` said anything before."""
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -65,8 +65,9 @@ def test_a_view_that_says_its_own_keeps_it(owner, owner_client, session, fake_ga
     stream, body = async_to_sync(follow)()
 
     assert (token.status_code, token["Cache-Control"]) == (200, "no-store")
-    # It said no-cache, which lets a shared cache keep the transcript (and check it is fresh).
-    assert (stream.status_code, stream["Cache-Control"]) == (200, PRIVATE)
+    # It said no-cache, which lets a shared cache keep the transcript (and check it is fresh);
+    # no-transform keeps a compressing proxy from holding its events (test_stream_no_transform).
+    assert (stream.status_code, stream["Cache-Control"]) == (200, f"{PRIVATE}, no-transform")
     assert b"turn_completed" in b"".join(body)
 
 
