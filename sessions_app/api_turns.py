@@ -770,6 +770,14 @@ class TurnEventsView(_AsyncTurnView, AsyncAPIView):
                 "answers 204: nothing follows. A value that is not a whole number (digits only) "
                 "replays from the start.",
             ),
+            OpenApiParameter(
+                "lastEventId",
+                {"type": "string"},
+                OpenApiParameter.QUERY,
+                description="`Last-Event-ID` for a client that cannot send the header (an "
+                "EventSource polyfill puts it here on a reconnect); read only when the header "
+                "is not sent.",
+            ),
         ],
     )
     async def get(self, request: Request, pk):
@@ -863,8 +871,13 @@ class TurnCancelView(_AsyncTurnView, AsyncAPIView):
 
 def _last_event_id(request: Request) -> int:
     """The id a reconnecting client saw last: 0 (from the start) when there is none or it is
-    not an id, and no more than the id every turn's last event has."""
-    raw = request.headers.get("Last-Event-ID", "").strip()
+    not an id, and no more than the id every turn's last event has. Without the header it is
+    read from the query's `lastEventId`, where EventSource polyfills that cannot set headers on
+    a reconnect (event-source-polyfill) put it."""
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None:
+        raw = request.query_params.get("lastEventId", "")
+    raw = raw.strip()
     if not (raw.isascii() and raw.isdigit()):  # `isdigit` alone takes "²", which int refuses
         return 0
     raw = raw.lstrip("0") or "0"

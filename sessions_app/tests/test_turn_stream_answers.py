@@ -217,3 +217,20 @@ def test_the_format_parameter_streams_a_turns_events_whatever_accept_says(
     refused = owner_client.get(f"{url}?format=json", HTTP_ACCEPT="*/*")
     assert refused.status_code == 406
     assert refused.json()["detail"] == "A turn's events are answered as text/event-stream only."
+
+
+def test_a_last_event_id_in_the_query_resumes_when_no_header_is_sent(owner_client, finished_turn):
+    """event-source-polyfill reconnects with `?lastEventId=` (it cannot set the header then):
+    without it being read, the page would get the whole turn again and show its answer twice."""
+    url = f"/api/v1/turns/{finished_turn}/events"
+    response = owner_client.get(f"{url}?lastEventId={events.TURN_STARTED_ID}")
+    assert response.status_code == 200
+    assert _event_ids(response)[0] == events.FIRST_STEP_ID
+
+    response = owner_client.get(f"{url}?lastEventId={events.TURN_ENDED_ID}")
+    assert response.status_code == 204
+
+    # The header, when sent, is the one read.
+    response = owner_client.get(f"{url}?lastEventId={events.TURN_ENDED_ID}", HTTP_LAST_EVENT_ID="x")
+    assert response.status_code == 200
+    assert _event_ids(response)[0] == events.TURN_STARTED_ID
