@@ -1856,15 +1856,22 @@ class _StreamedStep:
             del self.unsaved[:count]
 
     def hear_reasoning(self) -> None:
-        """A chunk of the provider's reasoning: nothing to show or save, only progress, and
-        that at most every tenth of the stale limit, in the one save that may run at a time
-        (the step waits for it as for a save of text)."""
-        if self._dropped():
+        """A chunk of the provider's reasoning: nothing to show or save, only progress, at
+        most every tenth of the stale limit, and in between a look at the turn at the saves'
+        pace, as its text's saves look (`save`): a cancel taken on another host ends the
+        reasoning there, and its provider's stream is closed. It went unnoticed until the
+        answer's first word or the next progress (a minute by default), the provider reasoning
+        on meanwhile for a call its cancel leaves lost, at no credit. One save or look runs at
+        a time (the step waits for it as for a save of text)."""
+        if self._dropped() or (self.saving is not None and not self.saving.done()):
             return
-        if self._progress_due() and (self.saving is None or self.saving.done()):
+        if self._progress_due():
             self.saving = asyncio.create_task(
                 self._heard(self.progress, self.runner.plan.state.now())
             )
+        elif time.monotonic() - self.saved_at >= self._pace():
+            self.saved_at = time.monotonic()
+            self.saving = asyncio.create_task(self._heard(self.look, None))
 
     async def _heard(self, section: Callable[[Any], Any], value: Any) -> bool:
         """Run a save (or a progress) `section`: whether it ran. One that failed is said in the
@@ -1931,6 +1938,13 @@ class _StreamedStep:
         if self._progress_due():
             return self.progress(now)
         return None
+
+    def look(self, _: None) -> exceptions.PantheonError | None:
+        """None while the turn runs (one indexed read, as a save's); else what the step
+        answers."""
+        if Turn.objects.running().filter(pk=self.runner._turn.pk).exists():
+            return None
+        return self.runner._taken_over(self.call.opened)
 
     def progress(self, now) -> exceptions.PantheonError | None:
         """The turn's progress moved while it runs; else what the step answers."""

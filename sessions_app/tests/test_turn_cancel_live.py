@@ -303,3 +303,32 @@ def test_a_turn_running_on_another_host_stops_at_its_next_save_or_write(session,
     assert stub.hung_up == 1
     report = reconcile()
     assert report.clean, [check for check in report.checks if not check.clean]
+
+
+def test_a_reasoning_turn_on_another_host_stops_while_it_still_reasons(session, auth, stub):
+    """A reasoning model's stream shows nothing before its answer (its reasoning is neither
+    shown nor saved), and a cancel taken on another host ended it only at the answer's first
+    word or at the reasoning's progress save (every tenth of the stale limit: a minute by
+    default): the provider reasoned on for up to that minute after the user's "Stop", a call
+    whose lost row bills no credit, and the client waited that long for its `turn_failed`.
+    A user whose cancels land on another host (any balancer does that half the time with two
+    hosts) made a provider think a minute a turn, billed to no one. Now the reasoning looks at
+    the turn at the saves' pace: the stream is closed within a second or two."""
+    with _server() as running_it, _server() as elsewhere:
+        point_at_stub(stub, "stream-100-reasoning-900-words-5", "llama")  # 90 s of reasoning
+        poster = StreamedTurn(running_it.url, session, auth)
+        wait_for(lambda: stub.in_flight == 1, "the turn's call")
+        wait_for(lambda: Turn.objects.exists(), "the turn's claim")
+        turn = Turn.objects.get()
+        time.sleep(1)  # the call reasons
+        cancelled_at = time.monotonic()
+        assert _cancel(elsewhere.url, auth, turn.pk).status_code == 200
+        poster.join()
+        ending = poster.heard[-1]
+        assert (ending.name, ending.data["code"]) == ("turn_failed", "turn_cancelled")
+        assert ending.received_at - cancelled_at < 10, "the ending waited for the reasoning"
+        assert poster.deltas() == 0
+        wait_for(lambda: stub.hung_up == 1, "the stub to see its stream closed", timeout=10)
+    _assert_cancelled_with_its_call_lost(turn)
+    report = reconcile()
+    assert report.clean, [check for check in report.checks if not check.clean]
