@@ -219,6 +219,10 @@ class _ClientGone:
 class _Once:
     """Calls `write` the first time it is called, within the request's log ids."""
 
+    # A log line, written on the event loop as the other request lines are: a response it
+    # closes needs no trip to its request's thread for it (`pantheon.threads`).
+    closes_on_the_loop = True
+
     def __init__(self, write, ids: dict) -> None:
         self.write, self.ids, self.done = write, ids, False
 

@@ -10,6 +10,8 @@ the public way to hand it an executor.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -17,11 +19,16 @@ from contextvars import ContextVar
 
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.core.signals import request_started
-from django.db import close_old_connections, connection, reset_queries
+from django.core.cache import BaseCache, caches, close_caches
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest, get_script_prefix
+from django.core.handlers.base import reset_urlconf
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connection, connections, reset_queries
 from django.db.backends.signals import connection_created
+from django.http import HttpRequest
 from django.template.response import SimpleTemplateResponse
+from django.urls import set_script_prefix
 
 from pantheon.capacity import PROCESS
 from pantheon.db import release_connection, request_arrival
@@ -112,6 +119,55 @@ class PantheonASGIHandler(ASGIHandler):
         finally:
             _connected.reset(connected)
 
+    async def handle(self, scope, receive, send):
+        """Django's handling of one request (its body read, the view run while a client's
+        disconnect is listened for, the answer sent), the response then closed on the event
+        loop when nothing of its close needs the request's thread (`_close`): Django's own
+        closes it on that thread, a trip there and back for every request."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        await request_started.asend(sender=self.__class__, scope=scope)
+        request, refusal = self.create_request(scope, body_file)
+        if request is None:
+            assert refusal is not None  # one or the other
+            body_file.close()
+            await self.send_response(refusal, send)
+            await _close(refusal)
+            return
+
+        async def answer():
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client left meanwhile
+                await self.send_response(response, send)
+            return response
+
+        # The listener first: it raises nothing unexpected that would keep the view from
+        # being cancelled.
+        listening = asyncio.create_task(self.listen_for_disconnect(receive))
+        answering = asyncio.create_task(answer())
+        await asyncio.wait((listening, answering), return_when=asyncio.FIRST_COMPLETED)
+        for task in (listening, answering):
+            if not task.done():
+                task.cancel()  # the view may handle its cancellation
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                continue
+            try:
+                task.result()
+            except RequestAborted:  # the client hung up
+                pass
+            except AssertionError:
+                body_file.close()
+                raise
+        if answering.cancelled():
+            await request_finished.asend(sender=self.__class__)
+        else:
+            await _close(answering.result())
+        body_file.close()
+
     async def run_get_response(self, request):
         response = await super().run_get_response(request)
         taken = _connected.get()
@@ -121,9 +177,59 @@ class PantheonASGIHandler(ASGIHandler):
             # for up to PANTHEON_WRITE_TIMEOUT_SECONDS) has taken it all. A few such clients
             # held the whole pool, and every other request waited for it, then failed 503.
             # (A turn's sections gave theirs back as each ended: no trip to its thread.)
-            taken.clear()
             await sync_to_async(_release_pooled_connection, thread_sensitive=True)()
         return response
+
+
+# `request_finished` receivers that may run on the event loop: Django's own, which close the
+# thread's database connections (none is open: `_close`), the caches (`_caches_close_inline`)
+# and reset the URLconf of the request's context.
+_FINISHED_ON_THE_LOOP = frozenset({close_old_connections, close_caches, reset_urlconf})
+
+
+def _close_on_its_thread(response) -> None:
+    response.close()
+
+
+_close_there = sync_to_async(_close_on_its_thread, thread_sensitive=True)
+
+
+async def _close(response) -> None:
+    """Close `response` (its request, then `request_finished`) here, on the event loop, when
+    that is what its thread would do: nothing to close but its request and the signal, whose
+    receivers are all Django's own, with no database connection open on the request's threads
+    (they gave theirs back: the turn's sections as each ended, a view's before its answer was
+    sent) nor here, and caches whose close does nothing. Otherwise on the request's thread, as
+    Django does (a connection left open there is closed there when it has outlived
+    CONN_MAX_AGE)."""
+    if _closes_on_the_loop(response):
+        response.close()
+    else:
+        await _close_there(response)
+
+
+def _closes_on_the_loop(response) -> bool:
+    if not all(map(_closes_on_the_loop_too, response._resource_closers)):
+        return False  # a file's, a synchronous iterator's
+    sync_receivers, async_receivers = request_finished._live_receivers(response._handler_class)
+    if async_receivers or any(r not in _FINISHED_ON_THE_LOOP for r in sync_receivers):
+        return False
+    taken = _connected.get()
+    if taken and any(held.connection is not None for held in taken):
+        return False
+    if any(held.connection is not None for held in connections.all(initialized_only=True)):
+        return False
+    return all(type(cache).close is BaseCache.close for cache in caches.all(initialized_only=True))
+
+
+def _closes_on_the_loop_too(closer) -> bool:
+    """Whether `closer` (one of a response's) may run on the event loop: the close of a request
+    (Django's handler adds it to every response: its body's files, in memory or local temporary
+    ones, closed as the handler closes the body's own file on the event loop), or one that says
+    so (`closes_on_the_loop`: the request's log line of a stream, `pantheon.middleware`)."""
+    if getattr(closer, "closes_on_the_loop", False):
+        return True
+    return isinstance(getattr(closer, "__self__", None), HttpRequest) and closer.__name__ == "close"
 
 
 def _skip_request_started_with_the_pool() -> None:
