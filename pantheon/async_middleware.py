@@ -42,7 +42,13 @@ class SecurityMiddleware(_InlineHooks, security.SecurityMiddleware):
 
 
 class CommonMiddleware(_InlineHooks, common.CommonMiddleware):
-    pass
+    def process_response(self, request, response):
+        """Django's, without the `Content-Length: 0` it gives a 204, which HTTP forbids there
+        (RFC 9110, 8.6): a strict client or proxy may refuse such an answer."""
+        response = super().process_response(request, response)
+        if response.status_code == 204 and response.has_header("Content-Length"):
+            del response.headers["Content-Length"]
+        return response
 
 
 class AuthenticationMiddleware(_InlineHooks, auth.AuthenticationMiddleware):

@@ -37,6 +37,9 @@ def test_resuming_after_the_turns_last_event_is_answered_204(owner_client, finis
         response = owner_client.get(url, HTTP_LAST_EVENT_ID=last, HTTP_ACCEPT="text/event-stream")
         assert response.status_code == 204
         assert response.content == b""
+        # HTTP forbids a Content-Length on a 204 (RFC 9110, 8.6); Django's CommonMiddleware
+        # gave it one of 0.
+        assert not response.has_header("Content-Length")
 
     # One before the end: the end again.
     response = owner_client.get(url, HTTP_LAST_EVENT_ID=str(events.TURN_ENDED_ID - 1))
@@ -234,3 +237,10 @@ def test_a_last_event_id_in_the_query_resumes_when_no_header_is_sent(owner_clien
     response = owner_client.get(f"{url}?lastEventId={events.TURN_ENDED_ID}", HTTP_LAST_EVENT_ID="x")
     assert response.status_code == 200
     assert _event_ids(response)[0] == events.TURN_STARTED_ID
+
+
+def test_a_deleted_session_is_a_204_without_content_length(owner_client, owner, ada, make_session):
+    session = make_session(owner, agent=ada)
+    response = owner_client.delete(f"/api/v1/sessions/{session.pk}")
+    assert response.status_code == 204
+    assert not response.has_header("Content-Length")
