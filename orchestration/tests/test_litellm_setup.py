@@ -7,6 +7,8 @@ import asyncio
 import sys
 import threading
 
+import pytest
+
 from orchestration.litellm_loader import load_litellm, setup_here
 
 
@@ -250,3 +252,86 @@ def test_an_extra_attribute_is_set_as_pydantic_itself_sets_it():
         assert quick.__pydantic_fields_set__ == chosen.__pydantic_fields_set__
         made = {"id", "created"}  # each instance's own
         assert quick.model_dump(exclude=made) == chosen.model_dump(exclude=made)
+
+
+def test_each_provider_reads_its_own_value_from_its_own_attributes():
+    """Each member of litellm's provider enum holds its value itself, read as a plain
+    attribute: two members read two values, each the one Python's `Enum` gives it."""
+    load_litellm()
+    from enum import Enum
+
+    from litellm.types.utils import LlmProviders
+
+    openai, anthropic = LlmProviders.OPENAI, LlmProviders.ANTHROPIC
+    assert (openai.value, anthropic.value) == ("openai", "anthropic")
+    assert vars(openai)["value"] == "openai" and vars(anthropic)["value"] == "anthropic"
+    assert all(
+        member.value == Enum.__dict__["value"].__get__(member, LlmProviders)
+        for member in LlmProviders
+    )
+    assert LlmProviders(anthropic.value) is anthropic
+
+
+def _client_answering(headers_of_reply):
+    import httpx
+
+    sent_cookies: list[str | None] = []
+
+    def answer(request):
+        sent_cookies.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers=headers_of_reply(len(sent_cookies)), json={})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(answer)), sent_cookies
+
+
+def test_a_reply_that_sets_no_cookie_is_not_read_for_cookies(monkeypatch):
+    """httpx read every reply of litellm's client for cookies (urllib's wrappers around it,
+    for `http.cookiejar`): a reply with no `Set-Cookie` header is not read, and the client's
+    cookies stay as they were, sent again as before."""
+    load_litellm()
+    from http.cookiejar import CookieJar
+
+    read: list[object] = []
+    jar_read = CookieJar.extract_cookies
+
+    def extract_cookies(self, response, request):
+        read.append(response)
+        return jar_read(self, response, request)
+
+    monkeypatch.setattr(CookieJar, "extract_cookies", extract_cookies)
+
+    def headers(number):
+        return {"set-cookie": "session=one; Path=/"} if number == 1 else {"x-request-id": "r"}
+
+    async def calls():
+        client, sent = _client_answering(headers)
+        async with client:
+            for _ in range(3):
+                (await client.post("http://provider.test/v1/chat/completions", json={})).json()
+            return dict(client.cookies), sent
+
+    cookies, sent = asyncio.run(calls())
+    assert len(read) == 1  # the first reply's, which set a cookie
+    assert cookies == {"session": "one"}
+    assert sent == [None, "session=one", "session=one"]
+
+
+@pytest.mark.parametrize("header", ["Set-Cookie", "set-cookie", "SET-COOKIE"])
+def test_a_reply_that_sets_a_cookie_is_read_as_ever(header):
+    """A reply that sets (or replaces) a cookie, however it spells the header, is read into
+    the client's cookies, sent with the next request."""
+    load_litellm()
+
+    def headers(number):
+        return {header: f"session=v{number}; Path=/"}
+
+    async def calls():
+        client, sent = _client_answering(headers)
+        async with client:
+            for _ in range(3):
+                await client.post("http://provider.test/v1/chat/completions", json={})
+            return dict(client.cookies), sent
+
+    cookies, sent = asyncio.run(calls())
+    assert cookies == {"session": "v3"}
+    assert sent == [None, "session=v1", "session=v2"]
