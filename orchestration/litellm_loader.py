@@ -64,6 +64,7 @@ def load_litellm() -> ModuleType:
     _model_info_read_once()
     _provider_names_read_quickly()
     _cookies_read_only_when_set()
+    _urls_parsed_once()
     return litellm
 
 
@@ -322,6 +323,41 @@ def _cookies_read_only_when_set() -> None:
     extract_cookies.reads_only_when_set = True  # type: ignore[attr-defined]
     extract_cookies.__doc__ = read.__doc__
     httpx.Cookies.extract_cookies = extract_cookies  # type: ignore[method-assign]
+
+
+# The most request URLs `_urls_parsed_once` keeps parsed (it starts again past that).
+PARSED_URLS_KEPT = 256
+
+
+def _urls_parsed_once() -> None:
+    """httpx parses the URL of each request its client sends (`_merge_url`, then `URL`: its
+    parser's regular expressions and checks, about 15 us), and litellm hands its client the
+    same few URLs on every call (an alias's `api_base` and the provider's path). A URL given
+    as text is parsed once: the parse is immutable (httpx's `URL` copies are made from it, and
+    share it), and what the client does with it (a relative URL joined to its `base_url`) is
+    done as before. Text that fails to parse fails as ever, and is not kept."""
+    import httpx
+
+    if getattr(httpx.AsyncClient._merge_url, "parses_once", False):
+        return
+    merge = httpx.AsyncClient._merge_url
+    parsed: dict[str, httpx.URL] = {}
+
+    def _merge_url(self: Any, url: httpx.URL | str) -> httpx.URL:
+        if type(url) is not str:
+            return merge(self, url)
+        known = parsed.get(url)
+        if known is None:
+            known = httpx.URL(url)
+            if len(parsed) >= PARSED_URLS_KEPT:
+                parsed.clear()
+            parsed[url] = known
+        if known.is_relative_url:
+            return merge(self, known)
+        return known
+
+    _merge_url.parses_once = True  # type: ignore[attr-defined]
+    httpx.AsyncClient._merge_url = _merge_url  # type: ignore[method-assign]
 
 
 def _no_cost(self: Any, *args: Any, **kwargs: Any) -> None:

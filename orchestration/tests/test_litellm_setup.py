@@ -335,3 +335,61 @@ def test_a_reply_that_sets_a_cookie_is_read_as_ever(header):
     cookies, sent = asyncio.run(calls())
     assert cookies == {"session": "v3"}
     assert sent == [None, "session=v1", "session=v2"]
+
+
+def test_a_request_url_is_parsed_once_and_each_goes_where_it_says(monkeypatch):
+    """httpx's async client (litellm's) parsed the same request URL on every call: each text
+    is parsed once, and every request still goes to its own URL, a relative one joined to the
+    client's `base_url` as before."""
+    load_litellm()
+    import httpx
+    from httpx import _urls
+
+    parsed: list[str] = []
+    parse = _urls.urlparse
+
+    def urlparse(url="", **kwargs):
+        if url:
+            parsed.append(url)
+        return parse(url, **kwargs)
+
+    monkeypatch.setattr(_urls, "urlparse", urlparse)
+    first = "http://127.0.0.1:9/v1/chat/completions"
+    second = "http://127.0.0.1:9/other-alias/v1/chat/completions"
+
+    async def calls():
+        seen: list[str] = []
+        transport = httpx.MockTransport(
+            lambda request: seen.append(str(request.url)) or httpx.Response(200, json={})
+        )
+        async with httpx.AsyncClient(transport=transport) as client:
+            for url in (first, second, first, second):
+                await client.post(url, json={})
+        async with httpx.AsyncClient(transport=transport, base_url="http://base.test/api") as based:
+            await based.get("/v1/models")
+            await based.get("v1/models", params={"limit": "2"})
+        return seen
+
+    seen = asyncio.run(calls())
+    assert seen == [
+        first,
+        second,
+        first,
+        second,
+        "http://base.test/api/v1/models",
+        "http://base.test/api/v1/models?limit=2",
+    ]
+    assert parsed.count(first) == 1 and parsed.count(second) == 1
+
+
+def test_a_url_that_cannot_be_parsed_fails_each_time():
+    load_litellm()
+    import httpx
+
+    async def call():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: None)) as client:
+            await client.post("http://127.0.0.1:notaport/v1/chat/completions", json={})
+
+    for _ in range(2):
+        with pytest.raises(httpx.InvalidURL):
+            asyncio.run(call())
