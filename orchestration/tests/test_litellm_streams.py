@@ -144,3 +144,72 @@ async def _read_mock_stream(litellm, answer: str) -> tuple[str, object, int]:
             pieces.append(chunk.choices[0].delta.content)
         usage = getattr(chunk, "usage", None) or usage
     return "".join(pieces), usage, threading.get_ident()
+
+
+def _chunks_with_usage(litellm, words: list[str]) -> list:
+    from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
+
+    chunks = [
+        ModelResponseStream(
+            id="chatcmpl-1",
+            model="stub",
+            choices=[StreamingChoices(index=0, delta=Delta(content=word, role="assistant"))],
+        )
+        for word in words
+    ]
+    chunks.append(
+        ModelResponseStream(
+            id="chatcmpl-1",
+            model="stub",
+            choices=[StreamingChoices(index=0, delta=Delta(), finish_reason="stop")],
+        )
+    )
+    last = ModelResponseStream(id="chatcmpl-1", model="stub", choices=[])
+    last.usage = litellm.Usage(prompt_tokens=41, completion_tokens=len(words), total_tokens=0)
+    last.usage.speed = "fast"
+    chunks.append(last)
+    return chunks
+
+
+def test_a_streams_usage_is_counted_looking_at_each_chunk_once(monkeypatch):
+    """litellm looked for each chunk's usage three times while counting a stream's usage (for
+    its counts, then for each of two pricing fields): once now, and the reply rebuilt from the
+    chunks has the usage the provider reported, with its pricing field."""
+    litellm = load_litellm()
+    from litellm.litellm_core_utils.streaming_chunk_builder_utils import ChunkProcessor
+
+    looked_at: list[int] = []
+    extract = ChunkProcessor._extract_usage_chunk
+
+    def extract_usage_chunk(chunk):
+        looked_at.append(id(chunk))
+        return extract(chunk)
+
+    monkeypatch.setattr(ChunkProcessor, "_extract_usage_chunk", staticmethod(extract_usage_chunk))
+    words = ["General", " Kenobi", ",", " you", " are", " a", " bold", " one"]
+    chunks = _chunks_with_usage(litellm, words)
+
+    reply = litellm.stream_chunk_builder(chunks=chunks, messages=[])
+    assert reply.choices[0].message.content == "".join(words)
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (41, len(words))
+    assert sorted(looked_at) == sorted(id(chunk) for chunk in chunks)
+
+    processor = ChunkProcessor(chunks=chunks, messages=[])
+    counted = processor._calculate_usage_per_chunk(chunks)
+    assert (counted["prompt_tokens"], counted["completion_tokens"]) == (41, len(words))
+    assert counted["speed"] == "fast" and counted["inference_geo"] is None
+    assert "_extract_usage_chunk" not in vars(processor)
+
+
+def test_a_chunk_changed_between_two_counts_is_counted_as_it_is_then():
+    """Each count looks for the chunks' usage afresh: a usage set on a chunk after one count
+    is found by the next."""
+    litellm = load_litellm()
+    from litellm.litellm_core_utils.streaming_chunk_builder_utils import ChunkProcessor
+
+    chunks = _chunks_with_usage(litellm, ["one", " two"])
+    processor = ChunkProcessor(chunks=chunks, messages=[])
+    assert processor._calculate_usage_per_chunk(chunks)["prompt_tokens"] == 41
+    chunks[-1].usage = litellm.Usage(prompt_tokens=50, completion_tokens=2, total_tokens=52)
+    counted = processor._calculate_usage_per_chunk(chunks)
+    assert counted["prompt_tokens"] == 50 and counted["speed"] is None
