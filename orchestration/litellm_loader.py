@@ -66,6 +66,7 @@ def load_litellm() -> ModuleType:
     _cookies_read_only_when_set()
     _urls_parsed_once()
     _usage_found_once_per_count()
+    _no_repetition_check_out_of_reach()
     return litellm
 
 
@@ -362,6 +363,29 @@ def _usage_found_once_per_count() -> None:
 
     _calculate_usage_per_chunk.finds_usage_once = True  # type: ignore[attr-defined]
     ChunkProcessor._calculate_usage_per_chunk = _calculate_usage_per_chunk  # type: ignore[method-assign]
+
+
+def _no_repetition_check_out_of_reach() -> None:
+    """litellm's check for a stream repeating one chunk (`raise_on_model_repetition`, on every
+    chunk with text: the last two chunks' texts compared, a count kept) is set out of its reach
+    here (`REPEATED_STREAMING_CHUNK_LIMIT` is `sys.maxsize`, above): its count could never
+    reach the limit, and nothing else reads the count. So it is not made while the limit is
+    out of reach; a limit set lower (litellm's own setting) has it made on every chunk as
+    before."""
+    import litellm
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    check = CustomStreamWrapper.raise_on_model_repetition
+    if getattr(check, "out_of_reach", False):
+        return
+
+    def raise_on_model_repetition(self: Any) -> None:
+        if sys.maxsize > litellm.REPEATED_STREAMING_CHUNK_LIMIT:
+            check(self)
+
+    raise_on_model_repetition.out_of_reach = True  # type: ignore[attr-defined]
+    raise_on_model_repetition.__doc__ = check.__doc__
+    CustomStreamWrapper.raise_on_model_repetition = raise_on_model_repetition  # type: ignore[method-assign]
 
 
 # The most request URLs `_urls_parsed_once` keeps parsed (it starts again past that).

@@ -9,6 +9,8 @@ import contextvars
 import gc
 import weakref
 
+import pytest
+
 from orchestration.litellm_loader import load_litellm
 
 
@@ -213,3 +215,38 @@ def test_a_chunk_changed_between_two_counts_is_counted_as_it_is_then():
     chunks[-1].usage = litellm.Usage(prompt_tokens=50, completion_tokens=2, total_tokens=52)
     counted = processor._calculate_usage_per_chunk(chunks)
     assert counted["prompt_tokens"] == 50 and counted["speed"] is None
+
+
+def test_a_stream_repeating_one_chunk_is_not_checked_for_it_while_that_check_is_off(
+    monkeypatch,
+):
+    """litellm's check for a stream repeating one chunk is set out of its reach (the gateway's
+    answer limit bounds a stream): it is not made on each chunk, and the stream is read whole."""
+    litellm = load_litellm()
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    check = CustomStreamWrapper.raise_on_model_repetition
+    counts: list[int] = []
+
+    def counting_check(self):
+        counts.append(self._repeated_messages_count)
+        return check(self)
+
+    monkeypatch.setattr(CustomStreamWrapper, "raise_on_model_repetition", counting_check)
+    answer = "abc" * 150  # litellm's mock streams it 3 characters a chunk: "abc" 150 times
+    text, _, _ = asyncio.run(_read_mock_stream(litellm, answer))
+    assert text == answer
+    assert len(counts) >= 150 and set(counts) == {1}  # not one repeat counted
+
+
+def test_a_lower_repetition_limit_fails_a_repeating_stream_as_litellm_does(monkeypatch):
+    """With litellm's repetition limit set within reach, its check is made on every chunk and
+    fails a stream repeating one chunk that often, as litellm did."""
+    litellm = load_litellm()
+    monkeypatch.setattr(litellm, "REPEATED_STREAMING_CHUNK_LIMIT", 5)
+
+    # (litellm wraps it for its router: `MidStreamFallbackError`, which the gateway unwraps)
+    with pytest.raises(litellm.exceptions.MidStreamFallbackError, match="repeating the same chunk"):
+        asyncio.run(_read_mock_stream(litellm, "abc" * 20))
+    text, _, _ = asyncio.run(_read_mock_stream(litellm, "one two three four five six seven"))
+    assert text == "one two three four five six seven"
