@@ -30,6 +30,11 @@ class TurnStartedDataSerializer(serializers.Serializer):
 
 class StepStartedDataSerializer(serializers.Serializer):
     sequence = serializers.IntegerField(help_text="The answer's place in the session.")
+    agent_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="The agent that answers, as its message's `agent_id` (null for an answer "
+        "stored before agents' ids were kept).",
+    )
     agent_key = serializers.CharField()
     agent_name = serializers.CharField()
     model_alias = serializers.CharField()

@@ -96,7 +96,7 @@ def routing(turn: Turn) -> TurnEvent:
     return TurnEvent(ROUTING_ID, "routing", RoutingSerializer(turn.routing).data)
 
 
-def step_started(clock: StepClock, *, sequence: int, agent: dict[str, str]) -> TurnEvent:
+def step_started(clock: StepClock, *, sequence: int, agent: dict[str, str | None]) -> TurnEvent:
     return TurnEvent(clock.started(), "step_started", {"sequence": sequence, **agent})
 
 
@@ -365,6 +365,7 @@ def _step_in_flight(
             clock,
             sequence=next_sequence,
             agent={
+                "agent_id": str(agent["agent_id"]) if agent.get("agent_id") else None,
                 "agent_key": agent["agent_key"],
                 "agent_name": agent.get("name", ""),
                 "model_alias": call.model_alias,
@@ -376,8 +377,9 @@ def _step_in_flight(
     return events
 
 
-def _agent_of(message: Message) -> dict[str, str]:
+def _agent_of(message: Message) -> dict[str, str | None]:
     return {
+        "agent_id": str(message.agent_id) if message.agent_id else None,
         "agent_key": message.agent_key,
         "agent_name": message.agent_name,
         "model_alias": message.model_alias,

@@ -760,6 +760,7 @@ class TurnRunner:
                     self.clock,
                     sequence=self.next_sequence,
                     agent={
+                        "agent_id": str(agent.id) if agent.id else None,
                         "agent_key": agent.key,
                         "agent_name": agent.name,
                         "model_alias": call.alias,

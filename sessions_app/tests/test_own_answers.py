@@ -4,7 +4,13 @@ Who said what was decided by the agent key the answer was stored with, so an age
 changed read its own answers as another agent's, and a new agent given a deleted agent's key
 read the deleted agent's answers as its own."""
 
+import json
+import warnings
+
 import pytest
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient
+from rest_framework.authtoken.models import Token
 
 from conftest import FakeGateway
 from rooms.models import RoomMode
@@ -225,3 +231,53 @@ def _kim_replaced_by_kim_two(owner_client, kim):
     )
     assert created.status_code == 201, created.json()
     return created
+
+
+def _step_started_agents(body: bytes) -> list[tuple[str, str | None]]:
+    """(agent_key, agent_id) of each `step_started` of an event stream's body."""
+    found = []
+    for block in body.decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if fields.get("event") == "step_started":
+            data = json.loads(fields["data"])
+            found.append((data["agent_key"], data["agent_id"]))
+    return found
+
+
+def test_a_step_started_says_which_agent_answers_by_its_id(
+    owner, owner_client, kim, kim_room, answered, fake_gateway
+):
+    """A streaming client shows an answer's avatar from its `step_started`, before its message
+    (which carries `agent_id`) completes: Kim's old answer and Kim Two's, both of key kim, could
+    not be told apart there. The live stream and a replay say the same."""
+    kim_two = _kim_replaced_by_kim_two(owner_client, kim).json()["id"]
+    room, _ = kim_room
+    seated = owner_client.put(
+        f"/api/v1/rooms/{room.pk}/agents", {"agent_ids": [kim_two]}, format="json"
+    )
+    assert seated.status_code == 200, seated.json()
+
+    token = Token.objects.get_or_create(user=owner)[0].key
+
+    async def stream() -> tuple[str, bytes]:
+        response = await AsyncClient().post(
+            f"/api/v1/sessions/{answered.pk}/turns",
+            {"message": "And now?"},
+            content_type="application/json",
+            headers={"Authorization": f"Token {token}", "Accept": "text/event-stream"},
+        )
+        assert response.status_code == 201
+        body = b"".join([chunk async for chunk in response.streaming_content])
+        return response["Location"].rstrip("/").rsplit("/", 1)[-1], body
+
+    second_turn, body = async_to_sync(stream)()
+    first_turn = answered.turns.get(turn_index=1).pk
+    with warnings.catch_warnings():  # the test client reads the async stream synchronously
+        warnings.simplefilter("ignore")
+        replays = [
+            _step_started_agents(b"".join(owner_client.get(f"/api/v1/turns/{turn}/events")))
+            for turn in (first_turn, second_turn)
+        ]
+
+    assert _step_started_agents(body) == [("kim", kim_two)]
+    assert replays == [[("kim", kim["id"])], [("kim", kim_two)]]
