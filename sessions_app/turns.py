@@ -56,7 +56,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet, Subquery, Sum
+from django.db.models import Model, Q, QuerySet, Subquery, Sum
 
 from orchestration import budget as context_budget
 from orchestration.context import (
@@ -127,7 +127,12 @@ from sessions_app.services import (
 from usage import selectors as usage_selectors
 from usage.models import USAGE_TOTAL_FIELDS, BillingProfile, LlmCallEvent
 from usage.selectors import AliasPricing
-from usage.services import usage_call_complete, usage_call_meter, usage_call_open
+from usage.services import (
+    LEDGER_ROW,
+    usage_call_complete,
+    usage_call_meter,
+    usage_call_pending,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -802,9 +807,10 @@ class TurnRunner:
                 # The turn's insert locks its session's row (the database counts the turn on
                 # it: `Session.turn_count`), before its room's: rows are locked in the order of
                 # a user's forgetting (turns, sessions, rooms), never the other way round.
-                self._insert_turn(now, reserved)
+                # One statement: the turn, its question and the first call's pending ledger
+                # row (which locks no row: its foreign keys are checked at the commit).
+                self._open(first, rows=self._new_turn(now, reserved))
                 self._promote_pending_mode(now)
-                self._open(first)
                 if also is not None:
                     also(self._turn)
         except IntegrityError as exc:
@@ -1034,9 +1040,10 @@ class TurnRunner:
             agent_id=agent.id,
         )
 
-    def _insert_turn(self, now, reserved: Decimal) -> None:
-        """The state was read with the session, outside this transaction: if another request
-        claimed in between, these inserts collide with its rows (IntegrityError → 409)."""
+    def _new_turn(self, now, reserved: Decimal) -> list[tuple[CompiledInsert, Model]]:
+        """The turn and its question, to insert (in this order, the turn first). The state was
+        read with the session, outside this transaction: if another request claimed in
+        between, these inserts collide with its rows (IntegrityError → 409)."""
         plan = self.plan
         self.turn = Turn(
             session=plan.session,
@@ -1059,8 +1066,7 @@ class TurnRunner:
             created_at=now,
             saved=False,
         )
-        # One statement (`insert_together`): the turn's insert still comes first.
-        insert_together([(_TURN_ROW, self.turn), (_MESSAGE_ROW, question)])
+        return [(_TURN_ROW, self.turn), (_MESSAGE_ROW, question)]
 
     # --- 3. route -------------------------------------------------------------------------------
 
@@ -1438,9 +1444,12 @@ class TurnRunner:
             estimated_tokens=estimated_tokens,
         )
 
-    def _open(self, call: PlannedCall) -> None:
-        """Commit the call's ledger row as pending (the caller holds the transaction)."""
-        call.event = usage_call_open(
+    def _open(
+        self, call: PlannedCall, *, rows: Sequence[tuple[CompiledInsert, Model]] = ()
+    ) -> None:
+        """Commit the call's ledger row as pending (the caller holds the transaction), in one
+        statement with `rows`, inserted before it."""
+        call.event = usage_call_pending(
             user=self.plan.user,
             model_alias=call.alias,
             pricing=self.plan.pricing.get(call.alias),
@@ -1452,6 +1461,7 @@ class TurnRunner:
             agent_key=call.agent.key if call.agent else "",
             at=self.plan.state.now(),
         )
+        insert_together([*rows, (LEDGER_ROW, call.event)])
         self.events.append(call.event)
         self.pending = call
 

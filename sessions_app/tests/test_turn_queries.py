@@ -13,11 +13,11 @@ pytestmark = pytest.mark.django_db
 # A single-agent turn: the turn throttle (one statement checks and records), the session with
 # its claim state and latest summary, the billing profile (with token auth it comes with the
 # user), the roster, aliases with pricing, recent history; claim: turn with its user message
-# (one statement on PostgreSQL: `pantheon.compiled.insert_together`) and the call's pending
-# ledger row; last step with finish: turn update (its row lock first), assistant message with
-# the context audit (one statement), and last the ledger row completed with the month's counter
-# moved (one statement: `usage_call_complete`).
-SINGLE_AGENT_TURN_STATEMENTS = 11
+# and the call's pending ledger row (one statement on PostgreSQL:
+# `pantheon.compiled.insert_together`); last step with finish: turn update (its row lock
+# first), assistant message with the context audit (one statement), and last the ledger row
+# completed with the month's counter moved (one statement: `usage_call_complete`).
+SINGLE_AGENT_TURN_STATEMENTS = 10
 # Inside the test's transaction the 2 atomic blocks (claim, step + finish) also show a
 # SAVEPOINT and a RELEASE each; in production they are BEGIN and COMMIT.
 SAVEPOINT_STATEMENTS = 4
@@ -74,7 +74,7 @@ def test_turn_queries_do_not_grow_with_session_length(
     make_session,
     fake_gateway,
     post_turn,
-    django_assert_max_num_queries,
+    django_assert_num_queries,
 ):
     room = make_room(owner, [make_agent(owner, "ada"), make_agent(owner, "grace")])
     session = make_session(owner, room=room)
@@ -84,8 +84,8 @@ def test_turn_queries_do_not_grow_with_session_length(
         assert post_turn(owner_client, session, "@ada second").json()["turn_index"] == 2
 
     _grow_session(session, up_to_turn=59)
-    max_queries = SINGLE_AGENT_TURN_STATEMENTS + SAVEPOINT_STATEMENTS
-    with django_assert_max_num_queries(max_queries) as at_turn_60:
+    queries = SINGLE_AGENT_TURN_STATEMENTS + SAVEPOINT_STATEMENTS  # exactly: none more
+    with django_assert_num_queries(queries) as at_turn_60:
         assert post_turn(owner_client, session, "@ada sixtieth").json()["turn_index"] == 60
 
     assert len(at_turn_60) == len(at_turn_2)
