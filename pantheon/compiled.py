@@ -369,6 +369,10 @@ class _CompiledInsert:
     sql: str
     fields: tuple[Field, ...]  # the columns written, in order
     returning: tuple[tuple[Field, tuple[Callable, ...], Any], ...]  # (field, converters, col)
+    # The insert as INSERT ... SELECT, which a WHERE may hold back (`Chain`), and the quoted
+    # names of the columns it returns.
+    selected: str = ""
+    returned: tuple[str, ...] = ()
 
 
 class CompiledInsert:
@@ -438,7 +442,8 @@ class CompiledInsert:
         quote = connection.ops.quote_name
         columns = ", ".join(quote(field.column) for field in fields)
         placeholders = ", ".join(["%s"] * len(fields))
-        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
+        into = f"INSERT INTO {quote(meta.db_table)} ({columns})"
+        sql = f"{into} VALUES ({placeholders})"
         if returning:
             if not connection.features.can_return_columns_from_insert:
                 return None
@@ -453,7 +458,13 @@ class CompiledInsert:
                 connection
             )
             converters.append((field, tuple(functions), column))
-        self._compiled = _CompiledInsert(sql, fields, tuple(converters))
+        self._compiled = _CompiledInsert(
+            sql,
+            fields,
+            tuple(converters),
+            selected=f"{into} SELECT {placeholders}",
+            returned=tuple(quote(field.column) for field in returning),
+        )
         return self._compiled
 
 
@@ -509,3 +520,73 @@ def insert_together(rows: Sequence[tuple[CompiledInsert, Model]]) -> None:
     for position, (insert, instance, ready) in enumerate(prepared):
         assert ready is not None
         _inserted(instance, ready[0], row if position == len(prepared) - 1 else None, insert._using)
+
+
+class Chain:
+    """Writes run as one statement on PostgreSQL (a WITH), in the order they are added, each
+    only if the one before it wrote a row: a transaction's writes in one trip to the database,
+    with the row locks taken in the same order as by one statement each (each write waits for
+    the one before it: the next one's WHERE asks whether it returned a row). Each write is a
+    named part of the WITH that returns a row for each row it writes; `run` runs them and
+    tells how many rows each of those named `counted` wrote, and what those named `read`
+    returned (their one row's first column, or None).
+
+    Its inserts are `CompiledInsert`'s, held back by the WHERE of an INSERT ... SELECT: an
+    insert that cannot be compiled (save() would run) cannot be chained (`insert` says so)."""
+
+    def __init__(self, name: str, sql: str, params: Sequence[Any]) -> None:
+        """The first write: `sql`, an UPDATE or a DELETE with no RETURNING."""
+        self._parts = [f"{name} AS ({sql} RETURNING 1)"]
+        self._params = list(params)
+        self._last = name
+        self._inserted: list[tuple[Model, _CompiledInsert, str]] = []
+        self._using = DEFAULT_DB_ALIAS
+
+    @property
+    def after(self) -> str:
+        """The condition that holds a write back until the one before it wrote a row."""
+        return f"EXISTS (SELECT FROM {self._last})"
+
+    def add(self, name: str, sql: str, params: Sequence[Any]) -> None:
+        """A write whose SQL holds `after` in its WHERE and returns a row for each row it
+        writes."""
+        self._parts.append(f"{name} AS ({sql})")
+        self._params.extend(params)
+        self._last = name
+
+    def insert(self, insert: CompiledInsert, instance: Model) -> bool:
+        """`instance` inserted next, as `insert` inserts it; False (nothing added) where that
+        insert cannot be compiled."""
+        prepared = insert._prepared(instance)
+        if prepared is None or not prepared[0].selected:
+            return False
+        compiled, params = prepared
+        if len(compiled.returned) > 1:
+            return False
+        name = f"_{len(self._parts)}"
+        returned = compiled.returned[0] if compiled.returned else "1"
+        self.add(name, f"{compiled.selected} WHERE {self.after} RETURNING {returned}", params)
+        self._inserted.append((instance, compiled, name))
+        self._using = insert._using
+        return True
+
+    def run(self, counted: Sequence[str], read: Sequence[str] = ()) -> list[Any]:
+        """Runs the writes: the rows each of `counted` wrote, then the value each of `read`
+        returned (None: no row), in that order. The instances inserted are left as save()
+        leaves them, their automatic keys read back."""
+        columns = [f"(SELECT count(*) FROM {name})" for name in counted]
+        columns += [f"(SELECT * FROM {name})" for name in read]
+        # Each insert's automatic key, or (none read back) how many rows it wrote: 0 or 1.
+        inserts = [f"(SELECT * FROM {name})" for _, _, name in self._inserted]
+        sql = f"WITH {', '.join(self._parts)} SELECT {', '.join([*columns, *inserts])}"
+        connection = connections[self._using]
+        with (
+            transaction.mark_for_rollback_on_error(self._using),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, self._params)
+            row = cursor.fetchone()
+        for (instance, compiled, _), key in zip(self._inserted, row[len(columns) :], strict=True):
+            if key is not None:  # held back: not inserted
+                _inserted(instance, compiled, [key] if compiled.returning else None, self._using)
+        return list(row[: len(columns)])

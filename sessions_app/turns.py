@@ -55,7 +55,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Model, Q, QuerySet, Subquery, Sum
 
 from orchestration import budget as context_budget
@@ -95,7 +95,13 @@ from orchestration.types import (
     Role,
 )
 from pantheon import draining, exceptions, logging_context, runner
-from pantheon.compiled import CompiledInsert, CompiledRead, CompiledUpdate, insert_together
+from pantheon.compiled import (
+    Chain,
+    CompiledInsert,
+    CompiledRead,
+    CompiledUpdate,
+    insert_together,
+)
 from pantheon.db import connection_lost, database
 from pantheon.fields import blank
 from pantheon.llm import alias_config, get_gateway
@@ -130,6 +136,7 @@ from usage.selectors import AliasPricing
 from usage.services import (
     LEDGER_ROW,
     usage_call_complete,
+    usage_call_complete_chained,
     usage_call_meter,
     usage_call_pending,
 )
@@ -1127,6 +1134,13 @@ class TurnRunner:
             following: PlannedCall | None = self._agent_call(next_agent)
         else:
             following = self._summary_call() if self._summary_due() else None
+        if following is None and self.listener is None:
+            # The message and the turn's audit, in the step's one statement.
+            audit = self._audit(summary_triggered=False)
+            rows = [(_MESSAGE_ROW, message), (_AUDIT_ROW, audit)]
+            with self._step(completing=call.opened, finishing=True, rows=rows):
+                pass
+            return message
         with self._step(completing=call.opened, finishing=following is None):
             if self.listener is not None:  # a streamed step: its saved text is now the message
                 TurnStreamChunk.objects.filter(turn=self._turn).delete()
@@ -1565,7 +1579,12 @@ class TurnRunner:
 
     @contextmanager
     def _step(
-        self, *, completing: LlmCallEvent, finishing: bool = False, **changes: Any
+        self,
+        *,
+        completing: LlmCallEvent,
+        finishing: bool = False,
+        rows: Sequence[tuple[CompiledInsert, Model]] = (),
+        **changes: Any,
     ) -> Iterator[None]:
         """The transaction of a step, which stores what the call `completing` produced. It
         first takes the turn's row lock, recording progress (`changes` included) or, when
@@ -1574,7 +1593,11 @@ class TurnRunner:
         taken over: nothing is written (`_taken_over` says what to answer). The call's ledger
         row is completed last: that moves the user's month counter, a row every turn of the
         user locks, so it stays locked only until the commit right after (concurrent turns of
-        one user queue on it for one statement, not for the whole step)."""
+        one user queue on it for one statement, not for the whole step). `rows`, for a step
+        that writes nothing in its body, are inserted after the turn's row is written and
+        before the call's is completed: on PostgreSQL all of the step's writes are then one
+        statement (`pantheon.compiled.Chain`), in that order, each written only if the one
+        before it was (none if the turn no longer runs)."""
         with transaction.atomic():
             # A chat deleted since the claim (its session, its room, its account forgotten)
             # stores no step: its delete ends the running turns it sees, and this one, whose
@@ -1587,24 +1610,38 @@ class TurnRunner:
                 totals = usage_selectors.usage_totals(self.events)
                 if status == TurnStatus.FAILED:  # `end` drops a broken-off stream's text too
                     turn = _alive_running_turn(self._turn.pk, self.plan.session.pk)
+                    update = None
                     running = turn.end(status, totals=totals, now=now)
                 else:
                     ending = {"completed_at": now, "progress_at": now, **totals}
-                    running = _TURN_ENDED.update(
+                    update = (
+                        _TURN_ENDED,
                         {"status": status, "failure_code": TurnFailure.NONE, **ending},
-                        turn_id=self._turn.pk,
-                        session_id=self.plan.session.pk,
                     )
             else:
-                running = _turn_progressed(tuple(changes)).update(
-                    {"progress_at": now, **changes},
-                    turn_id=self._turn.pk,
-                    session_id=self.plan.session.pk,
-                )
-            if not running:
-                raise self._taken_over(completing)
-            yield
-            self._month_credits = usage_call_complete(event=completing)
+                update = (_turn_progressed(tuple(changes)), {"progress_at": now, **changes})
+            where = {"turn_id": self._turn.pk, "session_id": self.plan.session.pk}
+            chain = None
+            if update is not None and rows and connection.vendor == "postgresql":
+                chain = Chain("turn", *update[0].statement(update[1], **where))
+                if not all(chain.insert(insert, instance) for insert, instance in rows):
+                    chain = None
+            if chain is not None:
+                completed = usage_call_complete_chained(event=completing, chain=chain)
+                running, count, moved = chain.run(["turn", "completed"], ["moved"])
+                if not running:
+                    raise self._taken_over(completing)
+                yield
+                self._month_credits = completed(count, moved)
+            else:
+                if update is not None:
+                    running = update[0].update(update[1], **where)
+                if not running:
+                    raise self._taken_over(completing)
+                yield
+                if rows:
+                    insert_together(rows)
+                self._month_credits = usage_call_complete(event=completing)
         self._turn.progress_at = now
         if finishing:
             self._turn.status, self._turn.completed_at = status, now

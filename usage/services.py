@@ -1,6 +1,7 @@
 """Usage writes: model aliases, prices, the metered ledger and the monthly counters."""
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd, round_money
 from orchestration.types import LlmResult
-from pantheon.compiled import CompiledInsert, CompiledUpdate
+from pantheon.compiled import Chain, CompiledInsert, CompiledUpdate
 from usage.models import (
     API_BASE_FORM_OPTIONS,
     CANCELLED_AFTER_WORDS,
@@ -248,25 +249,47 @@ def usage_call_complete(*, event: LlmCallEvent) -> Decimal | None:
     pending row cannot turn lost under us. Returns the user's credits this month after it, or
     None (nothing written) if the row is not pending.
     """
-    outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
-    # The month's counter moves with the row, in the same transaction (the caps read it).
-    month = month_of(event.created_at)
     if connection.vendor != "postgresql":
+        outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
         if not _PENDING_COMPLETED.update(outcome, event_id=event.pk):
             return None
         return usage_month_add(user_id=event.user_id, at=event.created_at, credits=event.credits)
     # On PostgreSQL in one statement, the row completed first: one trip to the database less
     # for each step of a turn.
-    sql, params = _PENDING_COMPLETED.statement(outcome, event_id=event.pk)
-    moves = _MONTH_MOVED.format(table=_month_table())
-    with transaction.mark_for_rollback_on_error(), connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH completed AS ({sql} RETURNING 1), moved AS ({moves} "
-            "AND EXISTS (SELECT FROM completed) RETURNING credits) "
-            "SELECT (SELECT count(*) FROM completed), (SELECT credits FROM moved)",
-            [*params, *_month_params(event.user_id, month, event.credits, 1)],
-        )
-        count, moved = cursor.fetchone()
+    sql, params = _completion(event)
+    chain = Chain("completed", sql, params)
+    completed = usage_call_complete_chained(event=event, chain=chain, first=True)
+    return completed(*chain.run(["completed"], ["moved"]))
+
+
+def usage_call_complete_chained(
+    *, event: LlmCallEvent, chain: Chain, first: bool = False
+) -> Callable[[int, Any], Decimal | None]:
+    """`usage_call_complete`'s writes on PostgreSQL, added to `chain` (a statement of the
+    caller's writes, in which the row is completed once the writes before it are done, and the
+    month's counter moved last): the row completed (as `completed`, unless `first`: the chain
+    begins with it), then the counter moved (`moved`). Returns what `usage_call_complete`
+    returns, made of what the chain's run read: the rows `completed` wrote, and the credits
+    `moved` returned."""
+    if not first:
+        sql, params = _completion(event)
+        chain.add("completed", f"{sql} AND {chain.after} RETURNING 1", params)
+    month = month_of(event.created_at)
+    chain.add(
+        "moved",
+        f"{_MONTH_MOVED.format(table=_month_table())} AND {chain.after} RETURNING credits",
+        _month_params(event.user_id, month, event.credits, 1),
+    )
+    return functools.partial(_completed, event, month)
+
+
+def _completion(event: LlmCallEvent) -> tuple[str, list[Any]]:
+    """The UPDATE that completes the pending row, and its parameters."""
+    outcome = {name: getattr(event, name) for name in OUTCOME_FIELDS}
+    return _PENDING_COMPLETED.statement(outcome, event_id=event.pk)
+
+
+def _completed(event: LlmCallEvent, month, count: int, moved: Any) -> Decimal | None:
     if not count:
         return None
     if moved is not None:

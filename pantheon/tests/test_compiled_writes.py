@@ -13,7 +13,7 @@ from django.db.models.sql.compiler import SQLInsertCompiler, SQLUpdateCompiler
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from pantheon.compiled import CompiledInsert, CompiledUpdate, insert_together
+from pantheon.compiled import Chain, CompiledInsert, CompiledUpdate, insert_together
 from rooms.models import Room
 from sessions_app.models import Message, Turn, TurnContextAudit, TurnStatus
 from usage.models import LlmCallEvent
@@ -236,3 +236,37 @@ def test_rows_inserted_together_read_back_a_key_of_a_row_before_the_last(owner, 
     insert_together([(audit_row, audit), (message_row, answer)])
     assert isinstance(audit.pk, int)
     assert TurnContextAudit.objects.get(pk=audit.pk).turn_id == turn.pk
+
+
+@pytest.mark.parametrize("turn_runs", [True, False])
+def test_a_chain_writes_in_one_statement_and_nothing_when_its_first_write_finds_no_row(
+    owner, make_session, turn_runs
+):
+    """A step's writes chained (`Chain`): one statement, which writes its rows (an audit's key
+    read back) when its first write finds its row, and none of them when it finds none (a turn
+    no longer running: the step is refused)."""
+    session = make_session(owner)
+    turn = Turn(session=session, turn_index=1, mode="direct", status=TurnStatus.RUNNING)
+    turn_row.insert(turn)
+    if not turn_runs:
+        Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.INTERRUPTED)
+    ending = CompiledUpdate(
+        lambda turn_id: Turn.objects.filter(pk=turn_id, status=TurnStatus.RUNNING),
+        ("status",),
+        turn_id=UUID,
+    )
+    answer = Message(session=session, turn=turn, sequence=1, role="assistant", content="hi")
+    audit = _audit(turn)
+    chain = Chain("turn", *ending.statement({"status": TurnStatus.COMPLETED}, turn_id=turn.pk))
+    assert chain.insert(message_row, answer) and chain.insert(audit_row, audit)
+    with CaptureQueriesContext(connection) as queries:
+        (ended,) = chain.run(["turn"])
+    assert len(queries) == 1
+    assert ended == int(turn_runs)
+    assert Message.objects.filter(pk=answer.pk).exists() is turn_runs
+    assert TurnContextAudit.objects.filter(turn=turn).exists() is turn_runs
+    if turn_runs:
+        assert TurnContextAudit.objects.get(turn=turn).pk == audit.pk
+        assert not answer._state.adding and not audit._state.adding
+    else:
+        assert audit.pk is None and answer._state.adding

@@ -14,10 +14,10 @@ pytestmark = pytest.mark.django_db
 # its claim state and latest summary, the billing profile (with token auth it comes with the
 # user), the roster, aliases with pricing, recent history; claim: turn with its user message
 # and the call's pending ledger row (one statement on PostgreSQL:
-# `pantheon.compiled.insert_together`); last step with finish: turn update (its row lock
-# first), assistant message with the context audit (one statement), and last the ledger row
-# completed with the month's counter moved (one statement: `usage_call_complete`).
-SINGLE_AGENT_TURN_STATEMENTS = 10
+# `pantheon.compiled.insert_together`); last step with finish, one statement on PostgreSQL
+# (`pantheon.compiled.Chain`): turn update (its row lock first), assistant message, context
+# audit, and last the ledger row completed and the month's counter moved.
+SINGLE_AGENT_TURN_STATEMENTS = 8
 # Inside the test's transaction the 2 atomic blocks (claim, step + finish) also show a
 # SAVEPOINT and a RELEASE each; in production they are BEGIN and COMMIT.
 SAVEPOINT_STATEMENTS = 4
@@ -103,8 +103,10 @@ def test_the_month_counter_is_moved_last_in_its_step(
     owner, owner_client, make_agent, make_session, fake_gateway, post_turn
 ):
     """Every turn of a user moves the same month-counter row: its lock is taken by the step's
-    last statement, so the user's concurrent turns queue on it only until that commit. On
-    PostgreSQL that statement completes the call's ledger row first, then moves the counter."""
+    last write, so the user's concurrent turns queue on it only until that commit. On
+    PostgreSQL the step's writes are one statement, each waiting for the one before it (the
+    next one's WHERE asks whether it wrote its row): the turn's row lock first, then its
+    message and audit, then the call's ledger row completed, and last the counter moved."""
     session = make_session(owner, agent=make_agent(owner, "ada"))
     assert post_turn(owner_client, session, "the month's first").status_code == 201
     with CaptureQueriesContext(connection) as queries:
@@ -114,10 +116,18 @@ def test_the_month_counter_is_moved_last_in_its_step(
     assert len(counter) == 1
     moves = sql[counter[0]]
     assert sql[counter[0] + 1].startswith("RELEASE SAVEPOINT")  # the step's commit
-    step_start = max(i for i in range(counter[0]) if sql[i].startswith("SAVEPOINT"))
-    between = sql[step_start + 1 : counter[0]]
-    assert any('INSERT INTO "sessions_app_message"' in s for s in between)
-    assert moves.index('UPDATE "usage_llmcallevent"') < moves.index('UPDATE "usage_monthlyusage"')
+    assert sql[counter[0] - 1].startswith("SAVEPOINT")  # the step's one statement
+    writes = [
+        'UPDATE "sessions_app_turn"',
+        'INSERT INTO "sessions_app_message"',
+        'INSERT INTO "sessions_app_turncontextaudit"',
+        'UPDATE "usage_llmcallevent"',
+        'UPDATE "usage_monthlyusage"',
+    ]
+    assert sorted(writes, key=moves.index) == writes
+    gates = ["turn", "_1", "_2", "completed"]
+    assert [moves.count(f"WHERE EXISTS (SELECT FROM {gate})") for gate in gates[:2]] == [1, 1]
+    assert [moves.count(f"AND EXISTS (SELECT FROM {gate})") for gate in gates[2:]] == [1, 1]
 
 
 def test_only_the_turns_that_stamp_a_list_first_read_its_prices_again(
