@@ -487,9 +487,6 @@ def insert_together(rows: Sequence[tuple[CompiledInsert, Model]]) -> None:
     whole statement, as it would its row's; foreign keys are checked at the commit, Django's
     are deferred). Elsewhere, or where one row cannot be compiled (save() would run) or one
     before the last reads back an automatic key, each is inserted in turn."""
-    if len(rows) == 1:
-        rows[0][0].insert(rows[0][1])
-        return
     prepared = [(insert, instance, insert._prepared(instance)) for insert, instance in rows]
     usings = {insert._using for insert, _ in rows}
     connection = connections[next(iter(usings))] if len(usings) == 1 else None

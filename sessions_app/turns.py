@@ -134,11 +134,10 @@ from usage import selectors as usage_selectors
 from usage.models import USAGE_TOTAL_FIELDS, BillingProfile, LlmCallEvent
 from usage.selectors import AliasPricing
 from usage.services import (
-    LEDGER_ROW,
     usage_call_complete,
     usage_call_complete_chained,
     usage_call_meter,
-    usage_call_pending,
+    usage_call_open,
 )
 
 logger = logging.getLogger(__name__)
@@ -814,10 +813,9 @@ class TurnRunner:
                 # The turn's insert locks its session's row (the database counts the turn on
                 # it: `Session.turn_count`), before its room's: rows are locked in the order of
                 # a user's forgetting (turns, sessions, rooms), never the other way round.
-                # One statement: the turn, its question and the first call's pending ledger
-                # row (which locks no row: its foreign keys are checked at the commit).
-                self._open(first, rows=self._new_turn(now, reserved))
+                self._insert_turn(now, reserved)
                 self._promote_pending_mode(now)
+                self._open(first)
                 if also is not None:
                     also(self._turn)
         except IntegrityError as exc:
@@ -1047,10 +1045,9 @@ class TurnRunner:
             agent_id=agent.id,
         )
 
-    def _new_turn(self, now, reserved: Decimal) -> list[tuple[CompiledInsert, Model]]:
-        """The turn and its question, to insert (in this order, the turn first). The state was
-        read with the session, outside this transaction: if another request claimed in
-        between, these inserts collide with its rows (IntegrityError → 409)."""
+    def _insert_turn(self, now, reserved: Decimal) -> None:
+        """The state was read with the session, outside this transaction: if another request
+        claimed in between, these inserts collide with its rows (IntegrityError → 409)."""
         plan = self.plan
         self.turn = Turn(
             session=plan.session,
@@ -1073,7 +1070,8 @@ class TurnRunner:
             created_at=now,
             saved=False,
         )
-        return [(_TURN_ROW, self.turn), (_MESSAGE_ROW, question)]
+        # One statement (`insert_together`): the turn's insert still comes first.
+        insert_together([(_TURN_ROW, self.turn), (_MESSAGE_ROW, question)])
 
     # --- 3. route -------------------------------------------------------------------------------
 
@@ -1458,12 +1456,9 @@ class TurnRunner:
             estimated_tokens=estimated_tokens,
         )
 
-    def _open(
-        self, call: PlannedCall, *, rows: Sequence[tuple[CompiledInsert, Model]] = ()
-    ) -> None:
-        """Commit the call's ledger row as pending (the caller holds the transaction), in one
-        statement with `rows`, inserted before it."""
-        call.event = usage_call_pending(
+    def _open(self, call: PlannedCall) -> None:
+        """Commit the call's ledger row as pending (the caller holds the transaction)."""
+        call.event = usage_call_open(
             user=self.plan.user,
             model_alias=call.alias,
             pricing=self.plan.pricing.get(call.alias),
@@ -1475,7 +1470,6 @@ class TurnRunner:
             agent_key=call.agent.key if call.agent else "",
             at=self.plan.state.now(),
         )
-        insert_together([*rows, (LEDGER_ROW, call.event)])
         self.events.append(call.event)
         self.pending = call
 

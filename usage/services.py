@@ -128,39 +128,7 @@ def usage_call_open(
     day (its month counter, the cap checks, the rollups) go by it, and every host's rows are
     ordered by it.
     """
-    event = usage_call_pending(
-        user=user,
-        model_alias=model_alias,
-        pricing=pricing,
-        purpose=purpose,
-        estimated_input_tokens=estimated_input_tokens,
-        room_id=room_id,
-        session_id=session_id,
-        turn_id=turn_id,
-        agent_key=agent_key,
-        at=at,
-    )
-    LEDGER_ROW.insert(event)
-    return event
-
-
-def usage_call_pending(
-    *,
-    user,
-    model_alias: str,
-    pricing: AliasPricing | None,
-    purpose: str,
-    estimated_input_tokens: int = 0,
-    room_id=None,
-    session_id=None,
-    turn_id=None,
-    agent_key: str = "",
-    at: datetime | None = None,
-) -> LlmCallEvent:
-    """`usage_call_open`'s row, not yet inserted: for a caller that inserts it in one
-    statement with rows of its own (`pantheon.compiled.insert_together` with `LEDGER_ROW`), in
-    the transaction it commits before the call."""
-    return LlmCallEvent(
+    event = LlmCallEvent(
         created_at=at or timezone.now(),
         user=user,
         room_id=room_id,
@@ -176,11 +144,13 @@ def usage_call_pending(
         attempts=0,
         pricing_version_id=pricing.pricing_version_id if pricing else None,
     )
+    _LEDGER_ROW.insert(event)
+    return event
 
 
 # A turn opens a ledger row for each call and completes it once answered: both compiled once
 # per process (`pantheon.compiled`), not built by the ORM each time.
-LEDGER_ROW = CompiledInsert(LlmCallEvent)
+_LEDGER_ROW = CompiledInsert(LlmCallEvent)
 
 
 def usage_call_meter(

@@ -76,8 +76,8 @@ def in_the_claim(monkeypatch, hook) -> None:
     """`hook` runs in the claim's transaction, once the turn's first ledger row is inserted."""
     open_call = TurnRunner._open
 
-    def opened(self, call, **kwargs):
-        open_call(self, call, **kwargs)
+    def opened(self, call):
+        open_call(self, call)
         if len(self.events) == 1:
             hook()
 

@@ -13,11 +13,11 @@ pytestmark = pytest.mark.django_db
 # A single-agent turn: the turn throttle (one statement checks and records), the session with
 # its claim state and latest summary, the billing profile (with token auth it comes with the
 # user), the roster, aliases with pricing, recent history; claim: turn with its user message
-# and the call's pending ledger row (one statement on PostgreSQL:
-# `pantheon.compiled.insert_together`); last step with finish, one statement on PostgreSQL
-# (`pantheon.compiled.Chain`): turn update (its row lock first), assistant message, context
-# audit, and last the ledger row completed and the month's counter moved.
-SINGLE_AGENT_TURN_STATEMENTS = 8
+# (one statement on PostgreSQL: `pantheon.compiled.insert_together`) and the call's pending
+# ledger row; last step with finish, one statement on PostgreSQL (`pantheon.compiled.Chain`):
+# turn update (its row lock first), assistant message, context audit, and last the ledger row
+# completed and the month's counter moved.
+SINGLE_AGENT_TURN_STATEMENTS = 9
 # Inside the test's transaction the 2 atomic blocks (claim, step + finish) also show a
 # SAVEPOINT and a RELEASE each; in production they are BEGIN and COMMIT.
 SAVEPOINT_STATEMENTS = 4
