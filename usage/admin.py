@@ -55,6 +55,8 @@ from pantheon.figures import (
 )
 from rooms.models import AGENT_KEY_PATTERN
 from rooms.selectors import agents_on_alias
+from sessions_app.models import Session
+from sessions_app.services import turns_cancel_with_sessions
 from usage.admin_views import spreadsheet_text
 from usage.dashboard import LEDGER_FIGURES, usage_totals_between
 from usage.models import (
@@ -640,6 +642,16 @@ class BillingStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _end_running_turns(*, users: list) -> int:
+    """End the running turns of `users`, whose accounts were just suspended, as their own cancel
+    would (`turn_cancelled`): how many. A suspended account makes no further LLM spend (DESIGN:
+    refused before any), and a roundtable under way went on calling every seat, billed."""
+    if not users:
+        return 0
+    ended = turns_cancel_with_sessions(sessions=Session.objects.filter(started_by__in=users))
+    return len(ended.turn_ids)
+
+
 @admin.register(BillingProfile)
 class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmin):
     """Caps and suspensions. The actions write one admin-log entry per profile they change."""
@@ -655,6 +667,15 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
     fields = ["user", "monthly_credit_cap", "no_cap", "is_suspended"]
     formfield_overrides = {models.DecimalField: {"form_class": AmountField}}
     names_its_kind = True  # "Billing profile of bob" (BillingProfile.__str__)
+
+    def save_model(self, request, obj, form, change):
+        """A profile saved suspended (ticked on its page, or added so) ends its user's running
+        turns, as the suspend action does."""
+        super().save_model(request, obj, form, change)
+        if obj.is_suspended and (not change or "is_suspended" in form.changed_data):
+            ended = _end_running_turns(users=[obj.user_id])
+            if ended:
+                self.message_user(request, f"Ended {counted(ended, 'running turn')} of theirs.")
 
     def get_readonly_fields(self, request, obj=None):
         # A profile is its user's: moved to another user, it would hand over the cap and the
@@ -717,17 +738,21 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
         self._set_suspended(request, queryset, suspended=False)
 
     def _set_suspended(self, request, queryset, *, suspended: bool) -> None:
-        changed = 0
+        changed = []
         with transaction.atomic():
             for profile in (
                 queryset.select_for_update(of=("self",)).select_related("user").order_by("pk")
             ):
                 if billing_profile_set_suspended(profile=profile, suspended=suspended):
                     self.log_change(request, profile, "Suspended." if suspended else "Reactivated.")
-                    changed += 1
+                    changed.append(profile.user_id)
+            ended = _end_running_turns(users=changed) if suspended else 0
         verb = "Suspended" if suspended else "Reactivated"
         if changed:
-            self.message_user(request, f"{verb} {counted(changed, 'user')}.", messages.SUCCESS)
+            said = f"{verb} {counted(len(changed), 'user')}."
+            if ended:
+                said += f" Ended {counted(ended, 'running turn')} of theirs."
+            self.message_user(request, said, messages.SUCCESS)
         else:
             state = "suspended" if suspended else "active"
             self.message_user(request, f"Nothing changed: they were all {state} already.")

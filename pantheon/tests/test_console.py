@@ -12,6 +12,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import label_for_field
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.test import AsyncClient, Client, RequestFactory
@@ -805,6 +806,57 @@ def test_suspend_and_reactivate_are_logged_per_profile(make_operator, profiles):
         (str(profiles[1].pk), "Suspended."),
         (str(profiles[1].pk), "Reactivated."),
     ]
+
+
+def _running_turn_of(user, make_agent, make_session):
+    session = make_session(user, agent=make_agent(user, f"ada{user.pk}"))
+    return Turn.objects.create(
+        session=session, turn_index=1, mode="direct", status="running", user_input="go"
+    )
+
+
+def test_suspending_a_user_ends_their_running_turns(
+    make_operator, profiles, owner, outsider, make_agent, make_session
+):
+    """The cost tester's find: a roundtable under way when its user was suspended made every
+    one of its four calls, billed, while the next turn was refused (403 account_suspended).
+    Suspended, the user's running turns end as their own cancel would; another user's run on."""
+    mine = _running_turn_of(owner, make_agent, make_session)
+    theirs = _running_turn_of(outsider, make_agent, make_session)
+    client = client_for(make_operator("Owner", "boss"))
+
+    answer = act(client, "suspend", profiles[:1])
+    assert answer.status_code == 302
+    said = [str(m) for m in get_messages(answer.wsgi_request)]
+    assert said == ["Suspended 1 user. Ended 1 running turn of theirs."]
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (mine.status, mine.failure_code) == ("interrupted", "turn_cancelled")
+    assert theirs.status == "running"
+
+    # Reactivated: nothing of theirs is ended.
+    assert act(client, "reactivate", profiles).status_code == 302
+    theirs.refresh_from_db()
+    assert theirs.status == "running"
+
+
+def test_a_profile_ticked_suspended_on_its_page_ends_the_users_running_turns(
+    make_operator, profiles, owner, make_agent, make_session
+):
+    running = _running_turn_of(owner, make_agent, make_session)
+    client = client_for(make_operator("Owner", "boss"))
+    page = url(BillingProfile, "change", profiles[0].pk)
+    form = opened(client, page, "billingprofile_form")
+
+    assert client.post(page, form).status_code == 302  # saved as it was: not suspended
+    running.refresh_from_db()
+    assert running.status == "running"
+
+    answer = client.post(page, form | {"is_suspended": "on"}, follow=True)
+    assert answer.status_code == 200
+    assert "Ended 1 running turn of theirs." in answer.content.decode()
+    running.refresh_from_db()
+    assert (running.status, running.failure_code) == ("interrupted", "turn_cancelled")
 
 
 def test_set_cap_asks_for_the_cap_then_applies_and_logs_it(make_operator, profiles):
