@@ -79,13 +79,25 @@ def test_a_page_of_another_origin_streams_a_turn_and_resumes_it_whole(
         browser.get(f"{page_origin}/browser_stream_client.html?api={api}")
         # Its token as `pantheon.login` keeps it (the tests' password hasher is not the server's).
         browser.execute_script("pantheon.state.token = arguments[0]", token)
-        result = browser.execute_async_script(
+        send = (
             "const done = arguments[arguments.length - 1];"
-            "pantheon.send(arguments[0], arguments[1], 10).then(done, e => done(String(e)));",
+            "pantheon.send(arguments[0], arguments[1], arguments[2])"
+            ".then(done, e => done(String(e)));"
+        )
+        # A chat's first message, read whole; then the one whose stream breaks: it is resumed
+        # as its own turn (the first's end, last id and answers stopped it: it kept the
+        # first's `turn_completed` and showed its ten words after the first's answer).
+        first = browser.execute_async_script(send, str(session.pk), "hello there", 0)
+        result = browser.execute_async_script(
+            send,
             str(session.pk),
             'Line "one" 😀 data: id: 7',  # the stub quotes its first four words
+            10,
         )
 
+    assert isinstance(first, dict), first
+    assert (first["status"], first["ended"], first["breaks"]) == (201, "turn_completed", 0)
+    assert first["shown"] == first["stored"]
     assert isinstance(result, dict), result
     assert (result["status"], result["ended"], result["breaks"]) == (201, "turn_completed", 1)
     assert result["location"].startswith("/api/v1/turns/")
