@@ -12,7 +12,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
 from django.db import connection
 from django.db.backends.signals import connection_created
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import path
 
 from pantheon import threads
@@ -30,16 +30,50 @@ def _nothing(request):
     return HttpResponse("nothing")
 
 
-urlpatterns = [path("users", _users), path("nothing", _nothing)]
+async def _slow(request):
+    await asyncio.sleep(30)
+    return HttpResponse("late")
 
 
-def _get(path_: str) -> tuple[int, bytes]:
+class _Lines:
+    """A synchronous body whose `close` reads the database (as a file's, or a generator's
+    `finally`, may): the user count it read, or what refused it."""
+
+    closed: list[object] = []
+
+    def __iter__(self):
+        return iter([b"one\n", b"two\n"])
+
+    def close(self):
+        try:
+            self.closed.append(User.objects.count())
+        except Exception as exc:  # SynchronousOnlyOperation on the event loop
+            self.closed.append(exc)
+
+
+def _lines(request):
+    return StreamingHttpResponse(_Lines())
+
+
+urlpatterns = [
+    path("users", _users),
+    path("nothing", _nothing),
+    path("lines", _lines),
+    path("slow", _slow),
+]
+
+
+def _get(path_: str, *, leaves: bool = False) -> tuple[int, bytes] | None:
+    """The status and body of a GET; `leaves`: the client hangs up once it is sent (None)."""
     sent: list[dict] = []
     body = [{"type": "http.request", "body": b"", "more_body": False}]
 
     async def receive():
         if body:
             return body.pop()
+        if leaves:
+            await asyncio.sleep(0.05)
+            return {"type": "http.disconnect"}
         await asyncio.Event().wait()  # the client stays
 
     async def send(message):
@@ -60,6 +94,9 @@ def _get(path_: str) -> tuple[int, bytes]:
         "server": ("testserver", 80),
     }
     asyncio.run(asyncio.wait_for(PantheonASGIHandler()(scope, receive, send), timeout=10))
+    if leaves:
+        assert sent == []
+        return None
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
@@ -126,6 +163,50 @@ def test_a_response_closed_on_the_event_loop_still_sends_request_finished(test_u
         request_finished.disconnect(note)
 
     assert ran_on == [threading.current_thread().name]
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+def test_a_bodys_close_runs_on_the_requests_thread(test_urls, monkeypatch):
+    """A response's own closers (its body's: a file, a synchronous iterator) run where
+    synchronous code may query, once, as with Django's handler: on the event loop the query
+    was refused, and the refusal swallowed by the response's close."""
+    monkeypatch.setattr(_Lines, "closed", [])
+    assert _get("/lines") == (200, b"one\ntwo\n")
+    assert len(_Lines.closed) == 1 and isinstance(_Lines.closed[0], int), _Lines.closed
+
+
+def test_an_async_request_finished_receiver_runs_once_per_request(test_urls):
+    """`request_finished`'s asynchronous receivers (a third party's) are awaited, once: sent
+    from the event loop by `Signal.send`, they would fail the request's close."""
+    heard: list[object] = []
+
+    async def note(sender, **kwargs):
+        heard.append(sender)
+
+    request_finished.connect(note)
+    try:
+        assert _get("/nothing") == (200, b"nothing")
+    finally:
+        request_finished.disconnect(note)
+
+    assert heard == [PantheonASGIHandler]
+
+
+def test_a_client_that_hangs_up_before_its_answer_ends_its_request(test_urls):
+    """The view is cancelled and `request_finished` sent once (no response to close): the
+    request's thread closes what it opened, and the handler returns without an error."""
+    heard: list[object] = []
+
+    def note(sender, **kwargs):
+        heard.append(sender)
+
+    request_finished.connect(note)
+    try:
+        assert _get("/slow", leaves=True) is None
+    finally:
+        request_finished.disconnect(note)
+
+    assert heard == [PantheonASGIHandler]
 
 
 def test_the_handling_it_replaces_is_djangos_as_copied():
