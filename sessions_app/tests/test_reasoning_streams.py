@@ -6,13 +6,15 @@ bills it as output: a call metered on an estimate counts it, and so does a call 
 attempt that reasoned."""
 
 import asyncio
+import logging
 import threading
 import time
 from decimal import Decimal
 
 import httpx
+import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
@@ -26,6 +28,7 @@ from pantheon.testing.sse import events
 from sessions_app.models import Message, Turn, TurnStatus
 from sessions_app.tests.conftest import direct_turn, point_at_stub, streamed_text, wait_for
 from sessions_app.tests.test_provider_replies import stub_call
+from sessions_app.turns import _StreamedStep
 from usage.models import LlmCallEvent, MonthlyUsage
 from usage.selectors import alias_pricing
 
@@ -333,3 +336,55 @@ def test_a_turn_retried_after_its_provider_failed_while_it_reasoned_is_charged_f
     assert_totals(turn, row)
     month = MonthlyUsage.objects.get(user=owner)
     assert month.credits == whole_row.credits + row.credits
+
+
+@pytest.fixture
+def looks(monkeypatch):
+    """The step's looks at its turn while it reasons (`_StreamedStep.look`), counted; one
+    numbered in `failing` (from 1) fails as a terminated connection does."""
+    seen = {"looks": 0, "failing": set()}
+    look = _StreamedStep.look
+
+    def counted(self, value):
+        seen["looks"] += 1
+        if seen["looks"] in seen["failing"]:
+            error = OperationalError("terminating connection due to administrator command")
+            error.__cause__ = psycopg.errors.AdminShutdown("terminating connection")
+            raise error
+        return look(self, value)
+
+    monkeypatch.setattr(_StreamedStep, "look", counted)
+    return seen
+
+
+@pytest.mark.django_db
+def test_reasoning_looks_at_its_turn_once_at_a_time(owner, ada, make_session, settings, looks):
+    """A look at the turn (a cancel taken elsewhere) runs while no other save or look does: a
+    thousand chunks heard during one look cost no other (one each would be a thousand queued
+    reads of the turn, a section each)."""
+    settings.PANTHEON_STREAM_SAVE_SECONDS = 0  # a look is due at every chunk
+
+    outcome, heard = direct_turn(owner, make_session(owner, agent=ada), ReasoningGateway(1000))
+
+    assert outcome.turn.status == TurnStatus.COMPLETED
+    assert heard[-1].name == "turn_completed"
+    assert looks["looks"] == 1
+
+
+@pytest.mark.django_db
+def test_a_look_that_loses_its_connection_while_it_reasons_ends_nothing(
+    owner, ada, make_session, settings, looks, caplog
+):
+    """The database away during a look: a warning, and the answer streams whole once the
+    provider has reasoned (the first word's own look reads the turn again)."""
+    settings.PANTHEON_STREAM_SAVE_SECONDS = 0
+    looks["failing"].add(1)
+
+    with caplog.at_level(logging.WARNING):
+        outcome, heard = direct_turn(owner, make_session(owner, agent=ada), ReasoningGateway(5))
+
+    answer = Message.objects.get(turn=outcome.turn, role="assistant")
+    assert outcome.turn.status == TurnStatus.COMPLETED
+    assert looks["looks"] == 1
+    assert streamed_text(heard) == answer.content != ""
+    assert [r.levelno for r in caplog.records if "failed" in r.getMessage()] == [logging.WARNING]
