@@ -1746,6 +1746,12 @@ def _roster_entry(agent: AgentSpec) -> dict:
     }
 
 
+# What failed, in `_StreamedStep._save_failed`'s log line (%s: the agent, or the call's purpose).
+_ANSWER_SAVE = "a save of the answer streaming from %s"
+_REASONING_LOOK = "a look at the turn while %s reasons"
+_REASONING_SAVE = "a save of the progress of %s's reasoning"
+
+
 class _StreamedStep:
     """One answer streamed to the listener as the provider speaks. The text so far is saved
     (at most every `PANTHEON_STREAM_SAVE_SECONDS`, one save at a time) so that any host can
@@ -1909,45 +1915,47 @@ class _StreamedStep:
             return
         if self._progress_due():
             self.saving = asyncio.create_task(
-                self._heard(self.progress, self.runner.plan.state.now())
+                self._heard(self.progress, self.runner.plan.state.now(), what=_REASONING_SAVE)
             )
         elif time.monotonic() - self.saved_at >= self._pace():
             self.saved_at = time.monotonic()
-            self.saving = asyncio.create_task(self._heard(self.look, None))
+            self.saving = asyncio.create_task(self._heard(self.look, None, what=_REASONING_LOOK))
 
-    async def _heard(self, section: Callable[[Any], Any], value: Any) -> bool:
+    async def _heard(
+        self, section: Callable[[Any], Any], value: Any, *, what: str = _ANSWER_SAVE
+    ) -> bool:
         """Run a save (or a progress) `section`: whether it ran. One that failed is said in the
         log, not raised: its task is awaited by no one (the step waits for the last save only),
         and the next one tries again."""
         try:
             taken_over = await database(section)(value)
         except Exception as exc:
-            self._save_failed(exc)
+            self._save_failed(exc, what)
             return False
         if taken_over is not None and self.ended is not None and not self.ended.done():
             self.ended.set_result(taken_over)
         return True
 
-    def _save_failed(self, exc: Exception) -> None:
-        """A save of the streaming answer failed: a lost connection (`pg_terminate_backend`, a
-        failover) is a warning, as the turn rides through it (its step's commit is what
-        decides); anything else an error with its traceback. Either way the next save tries
-        again, with the words heard since."""
+    def _save_failed(self, exc: Exception, what: str = _ANSWER_SAVE) -> None:
+        """A save of the streaming answer failed (or, `what` says, a look at the turn or a save
+        of its progress while the provider reasons, no answer yet): a lost connection
+        (`pg_terminate_backend`, a failover) is a warning, as the turn rides through it (its
+        step's commit is what decides); anything else an error with its traceback. Either way
+        the next save tries again, with the words heard since."""
         agent = self.call.agent.key if self.call.agent is not None else self.call.purpose
         if connection_lost(exc):
             logger.warning(
-                "turn %s: a save of the answer streaming from %s failed (the database "
-                "connection was lost: %s); it is tried again by the next one",
+                "turn %s: %s failed (the database connection was lost: %s); it is tried "
+                "again by the next one",
                 self.runner._turn.pk,
-                agent,
+                what % agent,
                 str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
             )
         else:
             logger.error(
-                "turn %s: a save of the answer streaming from %s failed; it is tried again "
-                "by the next one",
+                "turn %s: %s failed; it is tried again by the next one",
                 self.runner._turn.pk,
-                agent,
+                what % agent,
                 exc_info=exc,
             )
 
