@@ -182,8 +182,9 @@ class PantheonASGIHandler(ASGIHandler):
 
 
 # `request_finished` receivers that may run on the event loop: Django's own, which close the
-# thread's database connections (none is open: `_close`), the caches (`_caches_close_inline`)
-# and reset the URLconf of the request's context.
+# thread's database connections (none is open: `_closes_on_the_loop`), the caches (each one's
+# `close` is BaseCache's, which does nothing: `_closes_on_the_loop`) and reset the URLconf of
+# the request's context.
 _FINISHED_ON_THE_LOOP = frozenset({close_old_connections, close_caches, reset_urlconf})
 
 
