@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from pantheon import draining
 from pantheon.error_views import permission_denied
 from pantheon.testing.admin import admin_url as url
 from pantheon.testing.admin import client_for, opened
@@ -857,6 +858,72 @@ def test_a_profile_ticked_suspended_on_its_page_ends_the_users_running_turns(
     assert "Ended 1 running turn of theirs." in answer.content.decode()
     running.refresh_from_db()
     assert (running.status, running.failure_code) == ("interrupted", "turn_cancelled")
+
+
+def test_a_profile_added_suspended_ends_the_users_running_turns(
+    make_operator, owner, outsider, make_agent, make_session
+):
+    """A user with no profile yet runs turns unchecked: the add page's ticked box suspends them
+    as the action does, their running turns ended, another user's not."""
+    mine = _running_turn_of(owner, make_agent, make_session)
+    theirs = _running_turn_of(outsider, make_agent, make_session)
+    client = client_for(make_operator("Owner", "boss"))
+
+    added = client.post(
+        url(BillingProfile, "add"),
+        {"user": owner.pk, "no_cap": "on", "is_suspended": "on"},
+        follow=True,
+    )
+    assert added.status_code == 200
+    assert BillingProfile.objects.get(user=owner).is_suspended
+    assert "Ended 1 running turn of theirs." in added.content.decode()
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (mine.status, mine.failure_code) == ("interrupted", "turn_cancelled")
+    assert theirs.status == "running"
+
+    # Added not suspended: nothing of theirs ends.
+    client.post(url(BillingProfile, "add"), {"user": outsider.pk, "no_cap": "on"})
+    theirs.refresh_from_db()
+    assert theirs.status == "running"
+
+
+def test_reactivating_a_user_leaves_their_running_turn_alone(
+    make_operator, profiles, owner, make_agent, make_session
+):
+    """A turn a suspended user still runs (claimed as the suspension committed) is not ended by
+    their reactivation, nor said to be."""
+    BillingProfile.objects.filter(pk=profiles[0].pk).update(is_suspended=True)
+    running = _running_turn_of(owner, make_agent, make_session)
+    client = client_for(make_operator("Owner", "boss"))
+
+    answer = act(client, "reactivate", profiles[:1])
+    assert [str(m) for m in get_messages(answer.wsgi_request)] == ["Reactivated 1 user."]
+    running.refresh_from_db()
+    assert running.status == "running"
+
+
+def test_a_suspended_users_turn_running_in_this_process_is_stopped_once_committed(
+    make_operator,
+    profiles,
+    owner,
+    make_agent,
+    make_session,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+):
+    """The worker running the turn in this process is told at once (`draining.stop`: its
+    provider call abandoned), after the suspension commits, not at its next write."""
+    running = _running_turn_of(owner, make_agent, make_session)
+    client = client_for(make_operator("Owner", "boss"))
+    stopped = []
+    monkeypatch.setattr(draining, "stop", stopped.append)
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        act(client, "suspend", profiles[:1])
+        assert stopped == []  # not before the commit
+    assert len(callbacks) == 1
+    assert stopped == [running.pk]
 
 
 def test_set_cap_asks_for_the_cap_then_applies_and_logs_it(make_operator, profiles):
