@@ -329,8 +329,8 @@ def turn_prepare(
 
 
 def _refuse_if_billing_blocks(user) -> BillingProfile | None:
-    """A suspended account is refused at once; the cap is checked at the claim, under a lock
-    (`TurnRunner._hold_credits`)."""
+    """A suspended account is refused at once; the cap, and the suspension again, are checked
+    at the claim, under a lock (`TurnRunner._hold_credits`)."""
     profile = usage_selectors.billing_profile_for(user=user)
     if profile is not None and profile.is_suspended:
         raise exceptions.AccountSuspended()
@@ -894,13 +894,14 @@ class TurnRunner:
             )
 
     def _hold_credits(self, now, first: PlannedCall, worst: Decimal | None) -> Decimal:
-        """For a user with a monthly cap: under a lock on their billing row, where concurrent
-        claims of the user queue, refuse a suspended account or a reached cap, counting what
-        the user's running turns hold as spent; then this turn holds its worst case until it
-        ends (`worst`, unless the cap was set since the plan read the user). 20 concurrent
-        turns at the edge of a cap overshoot it by at most one turn."""
+        """For a user with a billing profile: under a lock on it, where concurrent claims of
+        the user queue, refuse a suspended account (uncapped too: a suspension that commits
+        after the plan read the account found no turn of this one's to end) or a reached cap,
+        counting what the user's running turns hold as spent; then this turn holds its worst
+        case until it ends (`worst`, unless the cap was set since the plan read the user). 20
+        concurrent turns at the edge of a cap overshoot it by at most one turn."""
         profile = self.plan.billing
-        if profile is None or (profile.monthly_credit_cap is None and not profile.is_suspended):
+        if profile is None:
             return Decimal("0")
         locked = BillingProfile.objects.select_for_update().get(pk=profile.pk)
         if locked.is_suspended:

@@ -10,6 +10,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from rooms.models import RoomMode
+from sessions_app import turns
 from sessions_app.models import Message, Turn
 from usage.models import BillingProfile, LlmCallEvent
 from usage.selectors import month_start
@@ -199,3 +200,28 @@ def test_turns_in_progress_count_against_the_cap(
     assert refused.status_code == 402
     assert "held by turns in progress" in refused.json()["detail"]["message"]
     assert len(fake_gateway.calls) == 1
+
+
+@pytest.mark.parametrize("cap", [None, Decimal("100")], ids=["uncapped", "capped"])
+def test_an_account_suspended_after_its_turn_was_planned_is_refused_at_the_claim(
+    owner, owner_client, session, fake_gateway, post_turn, monkeypatch, cap
+):
+    """The console's suspension commits between the turn's plan (which read the account
+    active) and its claim: the suspension's end of the user's running turns found none (the
+    turn was not yet written), so the claim refuses it under the profile's lock, capped or not.
+    An uncapped account's claim took no lock and ran the turn, every call billed."""
+    profile = BillingProfile.objects.create(user=owner, monthly_credit_cap=cap)
+    planned = turns._refuse_if_billing_blocks
+
+    def suspended_meanwhile(user):
+        read = planned(user)
+        BillingProfile.objects.filter(pk=profile.pk).update(is_suspended=True)
+        return read
+
+    monkeypatch.setattr(turns, "_refuse_if_billing_blocks", suspended_meanwhile)
+
+    response = post_turn(owner_client, session, "Hello")
+
+    assert response.status_code == 403
+    assert response.json()["detail"]["code"] == "account_suspended"
+    assert_nothing_written(session, fake_gateway, events_before=0)
