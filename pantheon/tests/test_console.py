@@ -981,7 +981,10 @@ def test_the_set_cap_page_says_each_users_cap_and_what_they_used_apart(
     assert "(now:" not in page
 
 
-def test_an_analyst_cannot_run_the_billing_actions(make_operator, profiles):
+def test_an_analyst_cannot_run_the_billing_actions(
+    make_operator, profiles, owner, make_agent, make_session
+):
+    running = _running_turn_of(owner, make_agent, make_session)
     client = client_for(make_operator("Analyst"))
 
     response = act(client, "suspend", profiles)
@@ -989,6 +992,8 @@ def test_an_analyst_cannot_run_the_billing_actions(make_operator, profiles):
     assert response.status_code in (200, 302, 403)
     assert not BillingProfile.objects.filter(is_suspended=True).exists()
     assert not LogEntry.objects.exists()
+    running.refresh_from_db()
+    assert running.status == "running"  # nor ends a user's turn
 
 
 # --- timestamps on the editable pages -----------------------------------------------------------
