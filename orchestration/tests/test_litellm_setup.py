@@ -382,6 +382,33 @@ def test_a_request_url_is_parsed_once_and_each_goes_where_it_says(monkeypatch):
     assert parsed.count(first) == 1 and parsed.count(second) == 1
 
 
+def test_the_urls_kept_parsed_are_bounded_by_their_limit(monkeypatch):
+    """A process that sends to ever new URLs (an `api_base` per alias, a query that varies)
+    keeps at most `PARSED_URLS_KEPT` of them parsed: past that it starts again, so the first
+    one is parsed afresh, rather than every URL it ever sent to staying in memory."""
+    load_litellm()
+    import httpx
+    from httpx import _urls
+
+    from orchestration.litellm_loader import PARSED_URLS_KEPT
+
+    parsed: list[str] = []
+    parse = _urls.urlparse
+
+    def urlparse(url="", **kwargs):
+        if url:
+            parsed.append(url)
+        return parse(url, **kwargs)
+
+    monkeypatch.setattr(_urls, "urlparse", urlparse)
+    urls = [f"http://127.0.0.1:9/bounded/{number}" for number in range(PARSED_URLS_KEPT + 1)]
+    client = httpx.AsyncClient()
+    for url in [*urls, urls[0]]:
+        assert str(client.build_request("POST", url).url) == url
+    assert parsed.count(urls[0]) == 2
+    assert parsed.count(urls[-1]) == 1
+
+
 def test_a_url_that_cannot_be_parsed_fails_each_time():
     load_litellm()
     import httpx
