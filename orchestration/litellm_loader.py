@@ -303,6 +303,13 @@ class _OwnValue:
         return member._value_
 
 
+# The versions whose code the replacements below (`_cookies_read_only_when_set` and after) were
+# read against: each stands for a library method as that version wrote it (what it reads, what
+# else it does), which a behaviour test alone cannot vouch for in another version. Another one
+# installed fails orchestration/tests/test_litellm_setup.py until they are read again.
+PATCHES_READ_AGAINST = {"litellm": "1.106.2", "httpx": "0.28.1"}
+
+
 def _cookies_read_only_when_set() -> None:
     """httpx reads the cookies of every reply its client receives into the client's jar
     (`Cookies.extract_cookies`): it wraps the reply and its request in urllib's kinds (the

@@ -284,6 +284,18 @@ def _client_answering(headers_of_reply):
     return httpx.AsyncClient(transport=httpx.MockTransport(answer)), sent_cookies
 
 
+def test_the_libraries_installed_are_those_the_replacements_were_read_against():
+    """Skipping litellm's repetition check, or httpx's cookie read, is the library's own
+    behaviour only as long as the library's method does nothing else: an upgrade is read
+    again, not taken unseen."""
+    from importlib.metadata import version
+
+    from orchestration.litellm_loader import PATCHES_READ_AGAINST
+
+    installed = {name: version(name) for name in PATCHES_READ_AGAINST}
+    assert installed == PATCHES_READ_AGAINST
+
+
 def test_a_reply_that_sets_no_cookie_is_not_read_for_cookies(monkeypatch):
     """httpx read every reply of litellm's client for cookies (urllib's wrappers around it,
     for `http.cookiejar`): a reply with no `Set-Cookie` header is not read, and the client's
