@@ -523,10 +523,13 @@ class Chain:
     """Writes run as one statement on PostgreSQL (a WITH), in the order they are added, each
     only if the one before it wrote a row: a transaction's writes in one trip to the database,
     with the row locks taken in the same order as by one statement each (each write waits for
-    the one before it: the next one's WHERE asks whether it returned a row). Each write is a
-    named part of the WITH that returns a row for each row it writes; `run` runs them and
-    tells how many rows each of those named `counted` wrote, and what those named `read`
-    returned (their one row's first column, or None).
+    the one before it: the next one's WHERE asks whether it returned a row), but for the
+    foreign keys' checks of its inserts (the rows they refer to locked FOR KEY SHARE): those
+    run once the whole statement is done, after its last write's lock is taken, where one
+    statement each ran them at the end of each insert. Each write is a named part of the WITH
+    that returns a row for each row it writes; `run` runs them and tells how many rows each
+    of those named `counted` wrote, and what those named `read` returned (their one row's
+    first column, or None).
 
     Its inserts are `CompiledInsert`'s, held back by the WHERE of an INSERT ... SELECT: an
     insert that cannot be compiled (save() would run) cannot be chained (`insert` says so)."""
