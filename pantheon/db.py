@@ -17,10 +17,12 @@ inherits; work a client can keep asking for (a follower's polls) queues as new e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import heapq
 import itertools
+import os
 import threading
 import time
 import weakref
@@ -30,7 +32,8 @@ from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
-from asgiref.sync import sync_to_async
+from asgiref.local import _Storage
+from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, NotSupportedError, OperationalError, connection, connections
 from psycopg_pool import ConnectionPool
@@ -251,13 +254,24 @@ def _section_ended(gate: SectionGate, work: asyncio.Future) -> None:
 
 def carry_back(context: contextvars.Context) -> None:
     """What the section changed in its context (the log context's ids, say) into ours, as a
-    plain `await sync_to_async(...)` would have."""
+    plain `await sync_to_async(...)` would have. A `Local`'s storage (Django's active language,
+    URLconf, script prefix) is owned by this thread again, as asgiref re-homes it."""
+    here = None
     for variable, value in context.items():
         try:
-            if variable.get() is value:
-                continue
+            current = variable.get()
         except LookupError:
-            pass
+            current = None
+        else:
+            if current is value:
+                continue
+        if type(value) is _Storage:
+            if here is None:
+                here = threading.get_ident()
+            if value.thread_id != here:
+                if type(current) is _Storage and current.data is value.data:
+                    continue  # the same data, already ours
+                value = _Storage(here, value.data)
         variable.set(value)
 
 
@@ -275,6 +289,62 @@ def _section(function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
 # One for every section (asgiref's wrapper checks and copies its function when made: a dozen
 # microseconds that a wrapper made per call, as `database(self.answer)` is, spent each time).
 _run_section = sync_to_async(_section, thread_sensitive=True)
+
+
+def _request_thread() -> Any:
+    """The executor that asgiref's thread-sensitive mode would run this request's sections on,
+    when it has one already: the synchronous caller's own thread (the test client,
+    `async_to_sync`), or the request's thread (`ThreadSensitiveContext`, `own_thread`). None
+    otherwise (asgiref then picks or makes one, as before)."""
+    current = getattr(AsyncToSync.executors, "current", None)
+    if current is not None:
+        return current
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    if context is None or context._exited:
+        return None
+    return SyncToAsync.context_to_thread_executor.get(context)
+
+
+def _section_on_thread(context: contextvars.Context, function, args, kwargs):
+    """`_section` inside the section's context, on its thread, after the context's `Local`
+    storage is moved to this thread (asgiref's `_restore_context`), so that the section sees
+    the request's active language, URLconf and script prefix."""
+    here = threading.get_ident()
+    for variable, value in context.items():
+        if type(value) is _Storage and value.thread_id != here:
+            variable.set(_Storage(here, value.data))
+    return _section(function, *args, **kwargs)
+
+
+def _hop(loop, landed, context, function, args, kwargs) -> None:
+    """On the request's thread: run the section, then hand its outcome to the event loop. The
+    thread is marked as serving that loop, as asgiref's `thread_handler` does, so that an
+    `async_to_sync` inside the section runs its coroutine there."""
+    threadlocal = SyncToAsync.threadlocal
+    threadlocal.main_event_loop = loop
+    threadlocal.main_event_loop_pid = os.getpid()
+    threadlocal.task_context = []
+    outcome: tuple[Any, BaseException | None]
+    try:
+        result = context.run(_section_on_thread, context, function, args, kwargs)
+    except BaseException as error:
+        outcome = (None, error)
+    else:
+        outcome = (result, None)
+    with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits for it
+        loop.call_soon_threadsafe(landed, *outcome)
+
+
+def _landed(gate: SectionGate, ended: asyncio.Future, result: Any, error: Any) -> None:
+    """On the event loop: a section's thread is done. Its place goes to the next section,
+    its outcome to its awaiter, if that was not cancelled meanwhile."""
+    gate.leave()
+    if ended.cancelled():
+        return
+    if error is None:
+        ended.set_result(result)
+    else:
+        ended.set_exception(error)
 
 
 def database(
@@ -295,6 +365,9 @@ def database(
             return await _run_section(function, *args, **kwargs)
         arrival = None if queue_as_new else _arrival.get()
         await gate.enter(time.monotonic() if arrival is None else arrival)
+        executor = _request_thread()
+        if executor is not None:
+            return await _hop_to(executor, gate, function, args, kwargs)
         # Its own task, so that the place is given back when the section's thread is done,
         # even if the awaiting request is cancelled first (a thread cannot be stopped midway).
         context = contextvars.copy_context()
@@ -309,6 +382,30 @@ def database(
                 carry_back(context)
 
     return admitted
+
+
+async def _hop_to(executor: Any, gate: SectionGate, function, args, kwargs) -> Any:
+    """Run a section admitted at `gate` on `executor` (the request's thread) and await it: one
+    trip there and back, its place given back when the thread is done, even if the awaiting
+    request is cancelled first (a thread cannot be stopped midway; its outcome is then
+    dropped). asgiref's wrapper, with a task and a shield around it, did the same in more
+    steps: the section's context copied twice, Local storage moved back and forth."""
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+    context = contextvars.copy_context()
+    try:
+        executor.submit(
+            _hop, loop, functools.partial(_landed, gate, ended), context, function, args, kwargs
+        )
+    except BaseException:
+        gate.leave()
+        raise
+    try:
+        return await ended
+    finally:
+        if ended.done() and not ended.cancelled():
+            ended.exception()  # retrieved, even by an awaiter cancelled as it ended
+            carry_back(context)
 
 
 @contextmanager
