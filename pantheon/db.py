@@ -291,6 +291,12 @@ def _section(function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
 _run_section = sync_to_async(_section, thread_sensitive=True)
 
 
+# The asgiref whose internals `_request_thread`, `_hop` and `carry_back` were read against
+# (its executors, thread marks and `Local` storage): another one fails test_db_hop until they
+# are read again.
+ASGIREF_READ_AGAINST = "3.13.0"
+
+
 def _request_thread() -> Any:
     """The executor that asgiref's thread-sensitive mode would run this request's sections on,
     when it has one already: the synchronous caller's own thread (the test client,

@@ -143,3 +143,12 @@ def test_a_request_cancelled_mid_section_lets_it_finish_before_the_next_runs(set
     asyncio.run(cancelled_while_queued_on_its_thread())
     assert queued_ran.is_set()  # the section ran all the same, as a section always has
     assert finished.is_set()
+
+
+def test_the_asgiref_its_hop_was_read_against_is_installed():
+    """The hop reads asgiref's internals (`SyncToAsync.context_to_thread_executor`,
+    `ThreadSensitiveContext._exited`, `_Storage`): another asgiref may keep them otherwise, and
+    the tests above would not all see it. Read them again, then update the version."""
+    from importlib.metadata import version
+
+    assert version("asgiref") == db.ASGIREF_READ_AGAINST
