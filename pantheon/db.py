@@ -281,6 +281,10 @@ def _section(function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
     inside = _inside_section.set(True)
     try:
         return function(*args, **kwargs)
+    except StopIteration as error:
+        # An asyncio future refuses StopIteration (`next()` on an empty iterator): its awaiter
+        # would wait forever. A RuntimeError from it instead, as Python 3.12's futures do.
+        raise RuntimeError("a database section raised StopIteration") from error
     finally:
         _inside_section.reset(inside)
         release_connection()

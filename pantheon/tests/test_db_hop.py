@@ -152,3 +152,39 @@ def test_the_asgiref_its_hop_was_read_against_is_installed():
     from importlib.metadata import version
 
     assert version("asgiref") == db.ASGIREF_READ_AGAINST
+
+
+def test_a_section_raising_stop_iteration_fails_its_request_instead_of_hanging_it(settings):
+    """`next()` on an empty iterator inside a section: an asyncio future refuses StopIteration
+    (TypeError in the loop's callback), which left the request waiting forever."""
+    settings.PANTHEON_DB_SECTIONS = 1
+
+    def first_of_none() -> int:
+        return next(iter([]))
+
+    async def main() -> tuple[str, str]:
+        async with _request_thread():
+            try:
+                await asyncio.wait_for(database(first_of_none)(), 2)
+            except RuntimeError as error:
+                caught = type(error.__cause__).__name__
+            after = await asyncio.wait_for(database(str.upper)("next"), 2)
+        return caught, after
+
+    assert asyncio.run(main()) == ("StopIteration", "NEXT")
+
+
+def test_an_ungated_section_raising_stop_iteration_fails_its_request_too(settings):
+    settings.PANTHEON_DB_SECTIONS = 0
+
+    def first_of_none() -> int:
+        return next(iter([]))
+
+    async def main() -> str:
+        try:
+            await asyncio.wait_for(database(first_of_none)(), 2)
+        except RuntimeError as error:
+            return type(error.__cause__).__name__
+        return "returned"
+
+    assert asyncio.run(main()) == "StopIteration"
