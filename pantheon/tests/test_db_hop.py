@@ -2,6 +2,7 @@
 what asgiref's wrapper gave a section, it still gets."""
 
 import asyncio
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -188,3 +189,100 @@ def test_an_ungated_section_raising_stop_iteration_fails_its_request_too(setting
         return "returned"
 
     assert asyncio.run(main()) == "StopIteration"
+
+
+def test_a_section_raising_a_base_exception_hands_it_to_its_request_and_frees_its_place(settings):
+    """A section's thread that ends in a BaseException that is no Exception (a GeneratorExit,
+    say) still lands: its request gets it, and the next section runs."""
+    settings.PANTHEON_DB_SECTIONS = 1
+
+    class Halt(BaseException):
+        pass
+
+    def halts() -> None:
+        raise Halt("halted inside")
+
+    async def main() -> tuple[str, str]:
+        async with _request_thread():
+            try:
+                await asyncio.wait_for(database(halts)(), 2)
+            except Halt as error:
+                caught = str(error)
+            after = await asyncio.wait_for(database(str.upper)("next"), 2)
+        return caught, after
+
+    assert asyncio.run(main()) == ("halted inside", "NEXT")
+
+
+def test_a_section_on_a_shut_down_thread_fails_and_frees_its_place(settings):
+    """The request's executor shut down (a drain) before its section is handed to it: the
+    request fails at once, and the next request's section still gets the one place."""
+    settings.PANTHEON_DB_SECTIONS = 1
+
+    async def main() -> tuple[str, str]:
+        gone = ThreadPoolExecutor(max_workers=1)
+        gone.shutdown()
+        async with ThreadSensitiveContext(executor=gone):
+            try:
+                await asyncio.wait_for(database(str.upper)("first"), 2)
+            except RuntimeError:
+                caught = "refused"
+        async with _request_thread():
+            after = await asyncio.wait_for(database(str.upper)("next"), 2)
+        return caught, after
+
+    assert asyncio.run(main()) == ("refused", "NEXT")
+
+
+def test_a_task_outliving_its_request_never_runs_on_the_thread_the_request_gave_back(settings):
+    """A detached task still holding its finished request's context: its section must not be
+    handed to that request's executor, which the pool gives to the next request."""
+    settings.PANTHEON_DB_SECTIONS = 1
+    executor = ThreadPoolExecutor(max_workers=1)
+
+    async def main() -> str:
+        async with ThreadSensitiveContext(executor=executor):
+            ready = asyncio.Event()
+            go = asyncio.Event()
+
+            async def detached() -> int:
+                ready.set()
+                await go.wait()
+                return await database(threading.get_ident)()
+
+            task = asyncio.get_running_loop().create_task(detached())
+            await ready.wait()
+        request_thread = executor.submit(threading.get_ident).result()
+        go.set()
+        try:
+            ran_on = await asyncio.wait_for(task, 2)
+        except RuntimeError:
+            return "refused"
+        return "the next request's thread" if ran_on == request_thread else "another thread"
+
+    assert asyncio.run(main()) == "refused"
+    executor.shutdown()
+
+
+def test_a_request_cancelled_mid_section_leaves_no_error_in_the_log(settings, caplog):
+    """Its section's outcome lands after its awaiter is gone: dropped quietly, no
+    'Exception in callback' for an operator to chase."""
+    settings.PANTHEON_DB_SECTIONS = 1
+    started = threading.Event()
+    finish = threading.Event()
+
+    def slow() -> str:
+        started.set()
+        finish.wait(5)
+        return "done"
+
+    async def main() -> str:
+        async with _request_thread():
+            request = asyncio.get_running_loop().create_task(database(slow)())
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+            request.cancel()
+            finish.set()
+            return await asyncio.wait_for(database(str.upper)("next"), 2)
+
+    assert asyncio.run(main()) == "NEXT"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
