@@ -349,12 +349,8 @@ def test_a_reply_that_sets_a_cookie_is_read_as_ever(header):
     assert sent == [None, "session=v1", "session=v2"]
 
 
-def test_a_request_url_is_parsed_once_and_each_goes_where_it_says(monkeypatch):
-    """httpx's async client (litellm's) parsed the same request URL on every call: each text
-    is parsed once, and every request still goes to its own URL, a relative one joined to the
-    client's `base_url` as before."""
-    load_litellm()
-    import httpx
+def _parses_counted(monkeypatch) -> list[str]:
+    """Each URL httpx parses from here on, as it parses it."""
     from httpx import _urls
 
     parsed: list[str] = []
@@ -366,6 +362,17 @@ def test_a_request_url_is_parsed_once_and_each_goes_where_it_says(monkeypatch):
         return parse(url, **kwargs)
 
     monkeypatch.setattr(_urls, "urlparse", urlparse)
+    return parsed
+
+
+def test_a_request_url_is_parsed_once_and_each_goes_where_it_says(monkeypatch):
+    """httpx's async client (litellm's) parsed the same request URL on every call: each text
+    is parsed once, and every request still goes to its own URL, a relative one joined to the
+    client's `base_url` as before."""
+    load_litellm()
+    import httpx
+
+    parsed = _parses_counted(monkeypatch)
     first = "http://127.0.0.1:9/v1/chat/completions"
     second = "http://127.0.0.1:9/other-alias/v1/chat/completions"
 
@@ -400,19 +407,10 @@ def test_the_urls_kept_parsed_are_bounded_by_their_limit(monkeypatch):
     one is parsed afresh, rather than every URL it ever sent to staying in memory."""
     load_litellm()
     import httpx
-    from httpx import _urls
 
     from orchestration.litellm_loader import PARSED_URLS_KEPT
 
-    parsed: list[str] = []
-    parse = _urls.urlparse
-
-    def urlparse(url="", **kwargs):
-        if url:
-            parsed.append(url)
-        return parse(url, **kwargs)
-
-    monkeypatch.setattr(_urls, "urlparse", urlparse)
+    parsed = _parses_counted(monkeypatch)
     urls = [f"http://127.0.0.1:9/bounded/{number}" for number in range(PARSED_URLS_KEPT + 1)]
     client = httpx.AsyncClient()
     for url in [*urls, urls[0]]:

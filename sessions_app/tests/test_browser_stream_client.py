@@ -16,9 +16,9 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from pantheon.testing.browser import headless_chromium
 from pantheon.testing.servers import AppServer, postgres_url
 from sessions_app.tests.conftest import point_at_stub
-from usage.tests.test_billing_browser import CHROMIUM_FLAGS, browser_binaries
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
@@ -46,17 +46,7 @@ def page_origin():
 
 @pytest.fixture
 def browser(tmp_path, monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = browser_binaries()
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not reach for the network
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = headless_chromium(tmp_path / "chromium-profile", monkeypatch)
     driver.set_script_timeout(90)
     yield driver
     driver.quit()

@@ -1,14 +1,13 @@
 """A real browser: an Analyst logs into the admin with headless Chromium and reads the billing
 dashboard; the chart and the table are there and the totals shown are the ledger's."""
 
-import os
-import shutil
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.db.models import Count, Sum
 
+from pantheon.testing.browser import headless_chromium
 from pantheon.testing.servers import forget_throttle_history
 from sessions_app.models import Turn
 from usage.models import LlmCallEvent
@@ -16,16 +15,6 @@ from usage.rollups import rollup_rebuild, today
 from usage.templatetags.billing_format import count, credits, usd
 
 PER_CALL = {"deepseek": Decimal("0.35"), "llama": Decimal("0.35"), "premium": Decimal("1.75")}
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -36,30 +25,11 @@ def _forget_console_logins():
     forget_throttle_history()
 
 
-def browser_binaries() -> tuple[str, str]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        reason = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return chromium, driver
-
-
 @pytest.fixture
 def chromium(tmp_path, monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = browser_binaries()
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not reach for the network
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.add_argument("--window-size=1400,1000")
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = headless_chromium(
+        tmp_path / "chromium-profile", monkeypatch, "--window-size=1400,1000"
+    )
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
