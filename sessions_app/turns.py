@@ -1133,22 +1133,20 @@ class TurnRunner:
             following: PlannedCall | None = self._agent_call(next_agent)
         else:
             following = self._summary_call() if self._summary_due() else None
-        if following is None and self.listener is None:
-            # The message and the turn's audit, in the step's one statement.
-            audit = self._audit(summary_triggered=False)
-            rows = [(_MESSAGE_ROW, message), (_AUDIT_ROW, audit)]
-            with self._step(completing=call.opened, finishing=True, rows=rows):
-                pass
-            return message
-        with self._step(completing=call.opened, finishing=following is None):
-            if self.listener is not None:  # a streamed step: its saved text is now the message
+        finishing = following is None
+        # The last step's message and the turn's audit: in the step's one statement, or for a
+        # streamed step in one after its saved text (now the message) is deleted.
+        rows = [(_MESSAGE_ROW, message), (_AUDIT_ROW, self._audit(summary_triggered=False))]
+        streamed = self.listener is not None
+        chained = rows if finishing and not streamed else ()
+        with self._step(completing=call.opened, finishing=finishing, rows=chained):
+            if streamed:
                 TurnStreamChunk.objects.filter(turn=self._turn).delete()
+                if finishing:
+                    insert_together(rows)
             if following is not None:
                 _MESSAGE_ROW.insert(message)
                 self._open(following)
-            else:  # the message and the turn's audit, in one statement
-                audit = self._audit(summary_triggered=False)
-                insert_together([(_MESSAGE_ROW, message), (_AUDIT_ROW, audit)])
         return message
 
     # --- 5. summarize ---------------------------------------------------------------------------
