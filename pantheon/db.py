@@ -310,8 +310,10 @@ def _request_thread() -> Any:
     if current is not None:
         return current
     context = SyncToAsync.thread_sensitive_context.get(None)
-    if context is None or context._exited:
+    if context is None:
         return None
+    # None for a context that has exited (asgiref takes its executor out): asgiref then
+    # refuses the section, as it refuses a task that outlived its request.
     return SyncToAsync.context_to_thread_executor.get(context)
 
 
@@ -414,7 +416,6 @@ async def _hop_to(executor: Any, gate: SectionGate, function, args, kwargs) -> A
         return await ended
     finally:
         if ended.done() and not ended.cancelled():
-            ended.exception()  # retrieved, even by an awaiter cancelled as it ended
             carry_back(context)
 
 
