@@ -1136,13 +1136,15 @@ class TurnRunner:
         finishing = following is None
         # The last step's message and the turn's audit: in the step's one statement, or for a
         # streamed step in one after its saved text (now the message) is deleted.
-        rows = [(_MESSAGE_ROW, message), (_AUDIT_ROW, self._audit(summary_triggered=False))]
+        rows = []
+        if finishing:
+            rows = [(_MESSAGE_ROW, message), (_AUDIT_ROW, self._audit(summary_triggered=False))]
         streamed = self.listener is not None
-        chained = rows if finishing and not streamed else ()
+        chained = () if streamed else rows
         with self._step(completing=call.opened, finishing=finishing, rows=chained):
             if streamed:
                 TurnStreamChunk.objects.filter(turn=self._turn).delete()
-                if finishing:
+                if rows:
                     insert_together(rows)
             if following is not None:
                 _MESSAGE_ROW.insert(message)
