@@ -19,7 +19,7 @@ from pantheon.checks import (
     check_settings_of_subclassed_middleware,
     check_stale_limit,
 )
-from pantheon.db import install_pool_check, install_replanning
+from pantheon.db import cache_statement_conversions, install_pool_check, install_replanning
 
 logger = logging.getLogger("pantheon")
 
@@ -50,6 +50,7 @@ class PantheonConfig(AppConfig):
         checks.register(check_guessable_secrets, checks.Tags.security)
         connection_created.connect(install_replanning, dispatch_uid="pantheon-replanning")
         connection_created.connect(install_pool_check, dispatch_uid="pantheon-pool-check")
+        cache_statement_conversions()
         # Models are loaded only now: the module imports the token's.
         from pantheon.passwords import revoke_api_token_on_unsaved_password_stored
 

@@ -164,6 +164,27 @@ def install_replanning(sender, connection, **kwargs) -> None:
         connection.execute_wrappers.append(replan_after_schema_change)
 
 
+# psycopg keeps its conversion of a statement's placeholders (%s to $1, found by a regular
+# expression over the whole SQL) in a cache of 128 statements, but only for statements of at
+# most 4096 bytes and 50 parameters (`psycopg._queries.MAX_CACHED_STATEMENT_*`: it keeps an ORM's
+# bulk inserts, whose SQL varies with their rows, from filling it). A turn's last step is one
+# statement of 60 parameters (`pantheon.compiled.Chain`): psycopg converted it afresh on every
+# turn, about 130 us of CPU (1.5 % of a turn). Up to `CACHED_STATEMENT_PARAMS` parameters are
+# cached here; the length limit stays (it bounds the cache's memory: 128 statements of at most
+# 4 KiB). The psycopg whose module this was read against: another fails test_statement_cache.
+PSYCOPG_READ_AGAINST = "3.3.9"
+CACHED_STATEMENT_PARAMS = 100
+
+
+def cache_statement_conversions() -> None:
+    """Let psycopg cache the conversion of statements of up to `CACHED_STATEMENT_PARAMS`
+    parameters (run once at startup, `PantheonConfig.ready`)."""
+    from psycopg import _queries
+
+    if _queries.MAX_CACHED_STATEMENT_PARAMS < CACHED_STATEMENT_PARAMS:
+        _queries.MAX_CACHED_STATEMENT_PARAMS = CACHED_STATEMENT_PARAMS
+
+
 class SectionGate:
     """At most `size` sections at once; those that wait are let in by their request's arrival,
     earliest first. Used from its event loop's thread only."""
