@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from django.core.exceptions import FullResultSet
@@ -39,6 +40,21 @@ _WRITTEN: dict[type, tuple[Callable[[Any], Any] | None, ...]] = {
     str: (None,),
     uuid.UUID: (None, lambda value: value.hex),
 }
+
+
+def _plain(value: Any) -> Any:
+    """A choice (a member of a str or int enum: TextChoices, StrEnum, IntegerChoices) as the
+    plain str or int it is, which psycopg writes alike: the same bytes, the same type. psycopg
+    finds the writer of an enum's member by walking its class's MRO up to str or int, on every
+    new cursor, each Django cursor being new (4.5 us a member's class, some 20 a turn)."""
+    kind = type(value)
+    if kind is str or kind is int or value is None or not isinstance(value, Enum):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__index__(value)
+    return value
 
 
 def _sentinel(kind: type, number: int, pass_: int) -> Any:
@@ -224,7 +240,7 @@ class CompiledRead(Generic[M]):
             for position, (functions, expression) in compiler.get_converters(fields).items()
         )
         filled = tuple(
-            None if position in slots else value for position, value in enumerate(params)
+            None if position in slots else _plain(value) for position, value in enumerate(params)
         )
         slotted = tuple((position, *slot) for position, slot in slots.items())
         if iterable is ValuesIterable:
@@ -311,7 +327,7 @@ class CompiledUpdate:
             value = values[field.name]
             if hasattr(value, "resolve_expression"):
                 raise TypeError(f"{field.name}: a compiled update writes plain values")
-            written.append(field.get_db_prep_save(value, connection=connection))
+            written.append(_plain(field.get_db_prep_save(value, connection=connection)))
         where = _filled(compiled.params, compiled.slots, self._parameters, parameters)
         return compiled.sql, [*written, *where]
 
@@ -342,7 +358,9 @@ class CompiledUpdate:
         self._compiled = _CompiledUpdate(
             sql=f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {sql}",
             fields=fields,
-            params=tuple(None if position in slots else v for position, v in enumerate(params)),
+            params=tuple(
+                None if position in slots else _plain(v) for position, v in enumerate(params)
+            ),
             slots=tuple((position, *slot) for position, slot in slots.items()),
             using=using,
         )
@@ -426,7 +444,7 @@ class CompiledInsert:
             value = field.pre_save(instance, True)
             if hasattr(value, "resolve_expression"):
                 return None
-            params.append(field.get_db_prep_save(value, connection=connection))
+            params.append(_plain(field.get_db_prep_save(value, connection=connection)))
         return compiled, params
 
     def _compile(self) -> _CompiledInsert | None:

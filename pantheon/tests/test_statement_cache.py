@@ -2,13 +2,17 @@
 cache, for every statement a turn runs (`pantheon.db.cache_statement_conversions`): the turn's
 last step, one statement of 60 parameters, was converted afresh on every turn."""
 
+from enum import Enum
 from importlib.metadata import version
 
 import pytest
 from psycopg import _queries
+from psycopg.adapt import AdaptersMap
 
 from pantheon import db
 from rooms.models import RoomMode
+from sessions_app.models import Turn, TurnFailure, TurnStatus
+from usage.models import LlmCallEvent
 
 
 def test_psycopg_is_the_one_its_statement_cache_limits_were_read_against():
@@ -64,3 +68,37 @@ def test_every_statement_of_a_turn_is_converted_through_psycopgs_cache(
     assert (first.status_code, second.status_code) == (201, 201)
     assert second.json()["turn_index"] == 2
     assert [query[:80] for query in converted_afresh] == []
+
+
+@pytest.fixture
+def enums_dumped(monkeypatch) -> list[str]:
+    """The enum classes psycopg looks up a writer for from now on (through their MRO)."""
+    seen: list[str] = []
+    get_dumper = AdaptersMap.get_dumper
+
+    def spy(self, cls, format):
+        if issubclass(cls, Enum):
+            seen.append(cls.__qualname__)
+        return get_dumper(self, cls, format)
+
+    monkeypatch.setattr(AdaptersMap, "get_dumper", spy)
+    return seen
+
+
+@pytest.mark.django_db
+def test_a_turns_statements_give_psycopg_their_choices_as_plain_text(
+    owner, owner_client, make_agent, make_session, fake_gateway, post_turn, enums_dumped
+):
+    session = make_session(owner, agent=make_agent(owner, "ada"))
+
+    assert post_turn(owner_client, session, "hello").status_code == 201
+
+    assert enums_dumped == []
+    turn = Turn.objects.get(session=session)
+    assert (turn.status, turn.failure_code) == (TurnStatus.COMPLETED, TurnFailure.NONE)
+    assert sorted(turn.messages.values_list("role", "status")) == [
+        ("assistant", "ok"),
+        ("user", "ok"),
+    ]
+    (call,) = LlmCallEvent.objects.filter(turn=turn)
+    assert (call.purpose, call.status) == ("agent", "success")
