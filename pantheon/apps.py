@@ -19,7 +19,12 @@ from pantheon.checks import (
     check_settings_of_subclassed_middleware,
     check_stale_limit,
 )
-from pantheon.db import cache_statement_conversions, install_pool_check, install_replanning
+from pantheon.db import (
+    cache_statement_conversions,
+    install_pool_check,
+    install_replanning,
+    load_timestamps_in_c,
+)
 
 logger = logging.getLogger("pantheon")
 
@@ -51,6 +56,7 @@ class PantheonConfig(AppConfig):
         connection_created.connect(install_replanning, dispatch_uid="pantheon-replanning")
         connection_created.connect(install_pool_check, dispatch_uid="pantheon-pool-check")
         cache_statement_conversions()
+        load_timestamps_in_c()
         # Models are loaded only now: the module imports the token's.
         from pantheon.passwords import revoke_api_token_on_unsaved_password_stored
 
