@@ -67,6 +67,9 @@ def load_litellm() -> ModuleType:
     _urls_parsed_once()
     _usage_found_once_per_count()
     _no_repetition_check_out_of_reach()
+    _api_base_read_where_given()
+    _openai_parameter_names_as_a_set()
+    _extra_attributes_missed_quickly()
     return litellm
 
 
@@ -307,7 +310,7 @@ class _OwnValue:
 # read against: each stands for a library method as that version wrote it (what it reads, what
 # else it does), which a behaviour test alone cannot vouch for in another version. Another one
 # installed fails orchestration/tests/test_litellm_setup.py until they are read again.
-PATCHES_READ_AGAINST = {"litellm": "1.106.2", "httpx": "0.28.1"}
+PATCHES_READ_AGAINST = {"litellm": "1.106.2", "httpx": "0.28.1", "pydantic": "2.14.4"}
 
 
 def _cookies_read_only_when_set() -> None:
@@ -393,6 +396,105 @@ def _no_repetition_check_out_of_reach() -> None:
     raise_on_model_repetition.out_of_reach = True  # type: ignore[attr-defined]
     raise_on_model_repetition.__doc__ = check.__doc__
     CustomStreamWrapper.raise_on_model_repetition = raise_on_model_repetition  # type: ignore[method-assign]
+
+
+def _api_base_read_where_given() -> None:
+    """After every call litellm notes the API base it called among the reply's hidden
+    parameters (`ResponseMetadata.set_hidden_params`): `get_api_base` validates all the call's
+    arguments (messages included) into a `LiteLLM_Params` model, about 20 us, to read back the
+    `api_base` it was given, which that model keeps as it is (a text field, no validator of its
+    own). A call given its API base as text (every alias of Pantheon's has one) has it read
+    from its arguments; any other call goes through `get_api_base` as ever. The one difference
+    is a call whose other arguments that model would refuse: litellm then notes no API base
+    (None), where this notes the given one. Nothing reads that note but litellm's own logging,
+    which Pantheon leaves off."""
+    from litellm.litellm_core_utils.llm_response_utils import response_metadata
+
+    look_up = response_metadata.get_api_base
+    if getattr(look_up, "reads_where_given", False):
+        return
+
+    def get_api_base(model: str, optional_params: Any) -> str | None:
+        if type(optional_params) is dict:
+            given = optional_params.get("api_base")
+            if type(given) is str:
+                return given
+        return look_up(model=model, optional_params=optional_params)
+
+    get_api_base.reads_where_given = True  # type: ignore[attr-defined]
+    response_metadata.get_api_base = get_api_base
+
+
+def _openai_parameter_names_as_a_set() -> None:
+    """litellm sorts a call's arguments into OpenAI's parameters and the rest twice per call
+    (`add_provider_specific_params_to_optional_params`, from `get_optional_params` and
+    `pre_process_non_default_params`), each of 40-odd arguments looked for in a list of OpenAI's
+    60-odd parameter names (`list(DEFAULT_CHAT_COMPLETION_PARAM_VALUES)`, made afresh by each
+    caller): a walk of that list per argument. The function reads the names only with `in`:
+    it is given them as a set, which answers `in` alike for names (text) at one look."""
+    from litellm import utils
+
+    sort = utils.add_provider_specific_params_to_optional_params
+    if getattr(sort, "names_as_a_set", False):
+        return
+
+    def add_provider_specific_params_to_optional_params(
+        optional_params: dict,
+        passed_params: dict,
+        custom_llm_provider: str,
+        openai_params: Any,
+        additional_drop_params: Any = None,
+    ) -> dict:
+        if type(openai_params) is list:
+            openai_params = frozenset(openai_params)
+        return sort(
+            optional_params=optional_params,
+            passed_params=passed_params,
+            custom_llm_provider=custom_llm_provider,
+            openai_params=openai_params,
+            additional_drop_params=additional_drop_params,
+        )
+
+    add_provider_specific_params_to_optional_params.names_as_a_set = True  # type: ignore[attr-defined]
+    utils.add_provider_specific_params_to_optional_params = (
+        add_provider_specific_params_to_optional_params
+    )
+
+
+def _extra_attributes_missed_quickly() -> None:
+    """litellm looks for a stream chunk's `usage` five times or more per chunk (`getattr(chunk,
+    "usage", None)`, `hasattr`, `"usage" in chunk`), and all but the last chunk have none: each
+    look goes through pydantic's `BaseModel.__getattr__` (private attributes, extra ones, then
+    the class, then the error), about a tenth of a streamed call's CPU in all. For the extra
+    attributes litellm sets on its reply's objects (`_EXTRA_ATTRIBUTES`: no field, no attribute
+    of the class, not private), pydantic's answer is the extra value or that error: a class of
+    those gets a `__getattr__` that answers so at once for those names, with pydantic's own
+    message, and defers to pydantic's for any other name."""
+    from litellm.types import utils as types
+
+    for class_name, names in _EXTRA_ATTRIBUTES.items():
+        model = getattr(types, class_name)
+        if "__getattr__" in vars(model):
+            continue
+        quick = frozenset(name for name in names if _kept_as_extra(model, name))
+        if quick:
+            model.__getattr__ = _quick_miss(quick, model.__getattr__)
+
+
+def _quick_miss(names: frozenset[str], pydantics: Callable[[Any, str], Any]) -> Any:
+    def __getattr__(self: Any, item: str) -> Any:
+        if item not in names:
+            return pydantics(self, item)
+        try:
+            extra = object.__getattribute__(self, "__pydantic_extra__")
+        except AttributeError:  # a model not yet initialized: pydantic's own path
+            return pydantics(self, item)
+        if extra and item in extra:
+            return extra[item]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {item!r}")
+
+    __getattr__.quick_names = names  # type: ignore[attr-defined]
+    return __getattr__
 
 
 # The most request URLs `_urls_parsed_once` keeps parsed (it starts again past that).
