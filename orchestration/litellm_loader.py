@@ -445,7 +445,7 @@ def _openai_parameter_names_as_a_set() -> None:
         openai_params: Any,
         additional_drop_params: Any = None,
     ) -> dict:
-        if type(openai_params) is list:
+        if isinstance(openai_params, list):
             openai_params = frozenset(openai_params)
         return sort(
             optional_params=optional_params,
