@@ -469,12 +469,16 @@ def _extra_attributes_missed_quickly() -> None:
     attributes litellm sets on its reply's objects (`_EXTRA_ATTRIBUTES`: no field, no attribute
     of the class, not private), pydantic's answer is the extra value or that error: a class of
     those gets a `__getattr__` that answers so at once for those names, with pydantic's own
-    message, and defers to pydantic's for any other name."""
+    message, and defers to pydantic's for any other name. (A class whose `__getattr__` is not
+    pydantic's is left as it is.)"""
     from litellm.types import utils as types
+    from pydantic import BaseModel
 
     for class_name, names in _EXTRA_ATTRIBUTES.items():
         model = getattr(types, class_name)
-        if "__getattr__" in vars(model):
+        if (
+            model.__getattr__ is not vars(BaseModel)["__getattr__"]
+        ):  # made here already, or litellm's own
             continue
         quick = frozenset(name for name in names if _kept_as_extra(model, name))
         if quick:
