@@ -73,6 +73,7 @@ from sessions_app.selectors import TurnState
 from sessions_app.serializers import (
     TurnCreateSerializer,
     TurnSerializer,
+    turn_body,
 )
 from sessions_app.turns import (
     TurnListener,
@@ -171,7 +172,7 @@ class _AsyncTurnView:
         event loop and back for its asynchronous throttles even when there are none: the
         section's thread, holding its place at the gate, would wait for a busy loop."""
         throttles = self.get_throttles()  # type: ignore[attr-defined]
-        if any(iscoroutinefunction(throttle.allow_request) for throttle in throttles):
+        if any(_asynchronous(type(throttle)) for throttle in throttles):
             return super().check_throttles(request)  # type: ignore[misc]
         return APIView.check_throttles(self, request)  # type: ignore[arg-type]
 
@@ -188,6 +189,12 @@ class _AsyncTurnView:
         ):
             answer_in_json(request)
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+
+@functools.cache
+def _asynchronous(throttle: type) -> bool:
+    """Whether a throttle class's check is a coroutine (adrf's kind): asked once a class."""
+    return iscoroutinefunction(throttle.allow_request)
 
 
 class TurnOrReplayRateThrottle(TurnRateThrottle):
@@ -451,8 +458,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
         session = selectors.session_for_turn(user=request.user, session_id=session_id)
         # The caller's session (a 404 otherwise): its refusals' lines name it too.
         logging_context.bind(session_id=session.pk)
-        body = TurnCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        body = turn_body(request.data)
         record: IdempotencyKey | None = None
         runner: TurnRunner | None = None
         key = idempotency.idempotency_key_of(request)
@@ -469,7 +475,7 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 fingerprint=idempotency.request_fingerprint(
                     method=request.method,
                     path=path,
-                    body=idempotency.turn_meaning(body.validated_data),
+                    body=idempotency.turn_meaning(body),
                 ),
                 alike=[
                     idempotency.request_fingerprint(
@@ -489,8 +495,8 @@ class SessionTurnsView(_AsyncTurnView, mixins.ListModelMixin, AsyncGenericAPIVie
                 turn_prepare(
                     session=session,
                     user=request.user,
-                    user_input=body.validated_data["message"],
-                    model_alias_override=body.validated_data["model_alias_override"],
+                    user_input=body["message"],
+                    model_alias_override=body["model_alias_override"],
                 )
             )
             runner.claim(
