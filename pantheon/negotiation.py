@@ -1,5 +1,6 @@
 """Content negotiation that takes `?format=` at its word and `Accept` at its q-values."""
 
+import functools
 import math
 
 from django.http.request import MediaType
@@ -53,43 +54,65 @@ class StrictContentNegotiation(DefaultContentNegotiation):
             raise NotFound(UNKNOWN_FORMAT)
         format = format_suffix or override
         if format:
-            renderers = self.filter_renderers(renderers, format)
-
-        ranges = [MediaType(token) for token in self.get_accept_list(request)]
-        best = None
-        for position, renderer in enumerate(renderers):
-            offered = MediaType(renderer.media_type)
-            covering = [
-                # Parameters other than q (`indent=2`) are rendering hints here, not a more
-                # specific type: such a range counts as its bare type, after it among equals.
-                ((min(accepted.specificity, 2), not accepted.range_params, -index), accepted)
-                for index, accepted in enumerate(ranges)
-                if _covers(accepted, offered)
-            ]
-            if not covering:
-                continue
-            (specificity, _, client_order), accepted = max(covering, key=lambda c: c[0])
-            quality = _quality(accepted)
-            if quality == 0:
-                continue
-            rank = (quality, specificity, client_order, -position)
-            if best is None or rank > best[0]:
-                best = (rank, renderer, accepted)
-        if best is None:
-            if format:  # `Accept` takes none of the format's types: the format wins
-                return renderers[0], renderers[0].media_type
+            self.filter_renderers(renderers, format)  # a format none of them speaks: 404
+        # The choice depends on the client's ranges, the format and the renderers' types
+        # alone: made once for each (`_choice`), not parsed and compared for every request.
+        offered = tuple((renderer.media_type, renderer.format) for renderer in renderers)
+        choice = _choice(tuple(self.get_accept_list(request)), format, offered)
+        if choice is None:
             raise NotAcceptable(available_renderers=renderers)
-        _, renderer, accepted = best
-        # The renderer's own type, with the client's parameters but its q (JSONRenderer reads
-        # `indent` from it; the turn endpoints compare it with text/event-stream).
-        params = "".join(f"; {key}={value}" for key, value in accepted.range_params.items())
-        return renderer, f"{renderer.media_type}{params}"
+        position, media_type = choice
+        return renderers[position], media_type
 
     def filter_renderers(self, renderers, format):
         speaking = [renderer for renderer in renderers if renderer.format == format]
         if not speaking:
             raise NotFound(UNKNOWN_FORMAT)
         return speaking
+
+
+@functools.lru_cache(maxsize=256)
+def _choice(
+    accepted: tuple[str, ...], format: str | None, offered: tuple[tuple[str, str], ...]
+) -> tuple[int, str] | None:
+    """The renderer `StrictContentNegotiation` chooses among those `offered` (their media types
+    and formats, in the view's order) for the client's `accepted` ranges (the Accept header's
+    tokens) and `format` (a format some of them speak, or none): its position and the media
+    type to answer with; None when `Accept` takes none of them (406)."""
+    speaking = [
+        (position, media_type)
+        for position, (media_type, speaks) in enumerate(offered)
+        if not format or speaks == format
+    ]
+    ranges = [MediaType(token) for token in accepted]
+    best = None
+    for order, (position, media_type) in enumerate(speaking):
+        offered_type = MediaType(media_type)
+        covering = [
+            # Parameters other than q (`indent=2`) are rendering hints here, not a more
+            # specific type: such a range counts as its bare type, after it among equals.
+            ((min(range_.specificity, 2), not range_.range_params, -index), range_)
+            for index, range_ in enumerate(ranges)
+            if _covers(range_, offered_type)
+        ]
+        if not covering:
+            continue
+        (specificity, _, client_order), range_ = max(covering, key=lambda c: c[0])
+        quality = _quality(range_)
+        if quality == 0:
+            continue
+        rank = (quality, specificity, client_order, -order)
+        if best is None or rank > best[0]:
+            best = (rank, position, media_type, range_)
+    if best is None:
+        if format:  # `Accept` takes none of the format's types: the format wins
+            return speaking[0]
+        return None
+    _, position, media_type, range_ = best
+    # The renderer's own type, with the client's parameters but its q (JSONRenderer reads
+    # `indent` from it; the turn endpoints compare it with text/event-stream).
+    params = "".join(f"; {key}={value}" for key, value in range_.range_params.items())
+    return position, f"{media_type}{params}"
 
 
 def answer_in_json(request) -> None:

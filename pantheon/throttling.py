@@ -480,8 +480,8 @@ class InvalidTokenThrottle(BucketRateThrottle):
     def refuses(self, request) -> bool:
         """Whether the request is refused before its token is looked up: its address's bucket is
         spent (looked at only where a token failed from it on this worker lately)."""
-        if self.rate is None:
-            return False
+        if self.rate is None or not self._failing:
+            return False  # no token failed on this worker lately: nothing to look at
         key = self.get_cache_key(request, None)
         with self._failing_lock:
             until = self._failing.get(key)
