@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from django.db import connection
 from django.db.backends.postgresql.psycopg_any import register_tzloader
-from psycopg import DataError, postgres
+from psycopg import DataError, _cmodule, postgres
 from psycopg.adapt import AdaptersMap
 from psycopg.pq import Format
 
@@ -29,9 +29,12 @@ VALUES = [
 
 def test_django_and_psycopg_are_the_ones_the_loader_was_read_against():
     """Django's `create_cursor` copies a cursor's adapters unless the connection's timestamptz
-    loader has its `timezone`; psycopg's C module has the loader this one calls."""
+    loader has its `timezone`; psycopg's C module has the loader this one calls. That module is
+    another distribution (psycopg-binary, or psycopg-c built here), which psycopg does not hold
+    to its own version: upgraded alone, it went unseen by psycopg's version."""
     assert version("django") == db.DJANGO_READ_AGAINST
     assert version("psycopg") == db.PSYCOPG_READ_AGAINST
+    assert _cmodule.__version__ == db.PSYCOPG_READ_AGAINST
 
 
 def djangos_loader():
