@@ -1,8 +1,10 @@
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import MaxLengthValidator, ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from orchestration.routing import FALLBACK_REASONS
 from orchestration.types import ErrorKind
@@ -143,7 +145,7 @@ def turn_body(data: Any) -> dict[str, Any]:
     and no override, is checked as the serializer checks it (`_plain_turn_body`) without making
     the serializer: making it (a deep copy of its fields) and running its fields cost over a
     tenth of a millisecond a turn. Any other body goes through the serializer."""
-    plain = _plain_turn_body(data)
+    plain = _plain_turn_body(data) if _plain_check_mirrors_the_serializer() else None
     if plain is not None:
         return plain
     body = TurnCreateSerializer(data=data)
@@ -151,10 +153,37 @@ def turn_body(data: Any) -> dict[str, Any]:
     return body.validated_data
 
 
+_TURN_CREATE_SERIALIZER = TurnCreateSerializer
 _MESSAGE_FIELD = TurnCreateSerializer._declared_fields["message"]
 assert isinstance(_MESSAGE_FIELD, StrictCharField) and _MESSAGE_FIELD.trim_whitespace
 assert _MESSAGE_FIELD.max_length is not None
 _MESSAGE_MAX_LENGTH: int = _MESSAGE_FIELD.max_length
+
+
+# The rules `_plain_turn_body` mirrors: the serializer's two fields, the message's validators
+# (DRF's of every CharField with a max_length), and no serializer-level hook.
+_MIRRORED_FIELDS = {"message", "model_alias_override"}
+_MIRRORED_VALIDATORS = (
+    MaxLengthValidator,
+    ProhibitNullCharactersValidator,
+    ProhibitSurrogateCharactersValidator,
+)
+
+
+def _plain_check_mirrors_the_serializer() -> bool:
+    """Whether the serializer's rules are still those the plain check mirrors: another field,
+    a validator added to its message, a `validate_message` or a `validate` of its own (a rule
+    written after the plain check was) sends every body through the serializer, rather than
+    being skipped for the plain ones. Read at each call (a few attribute looks)."""
+    serializer = _TURN_CREATE_SERIALIZER
+    fields = serializer._declared_fields
+    return (
+        fields.keys() == _MIRRORED_FIELDS
+        and fields["message"] is _MESSAGE_FIELD
+        and tuple(map(type, _MESSAGE_FIELD.validators)) == _MIRRORED_VALIDATORS
+        and not hasattr(serializer, "validate_message")
+        and serializer.validate is serializers.Serializer.validate
+    )
 
 
 def _plain_turn_body(data: Any) -> dict[str, Any] | None:

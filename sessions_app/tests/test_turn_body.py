@@ -6,6 +6,7 @@ import pytest
 from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
+from pantheon.fields import StrictCharField
 from sessions_app import serializers
 from sessions_app.serializers import TurnCreateSerializer, turn_body
 
@@ -84,3 +85,51 @@ def test_a_plain_body_is_read_without_the_serializer(data, monkeypatch):
 
     monkeypatch.setattr(serializers, "TurnCreateSerializer", refused)
     assert ("valid", turn_body(data)) == expected
+
+
+def _refusing_secret(value):
+    if "secret" in value:
+        raise ValidationError("No secrets.")
+
+
+def _add_a_field_validator(monkeypatch):
+    """`validators=[...]` written in the message's declaration."""
+    field = StrictCharField(max_length=LONGEST, trim_whitespace=True, validators=[_refusing_secret])
+    monkeypatch.setitem(TurnCreateSerializer._declared_fields, "message", field)
+
+
+def _add_a_required_field(monkeypatch):
+    monkeypatch.setitem(TurnCreateSerializer._declared_fields, "secret", StrictCharField())
+
+
+def _add_a_validate_message(monkeypatch):
+    def validate_message(self, value):
+        _refusing_secret(value)
+        return value
+
+    monkeypatch.setattr(TurnCreateSerializer, "validate_message", validate_message, raising=False)
+
+
+def _add_a_validate(monkeypatch):
+    def validate(self, attrs):
+        _refusing_secret(attrs["message"])
+        return attrs
+
+    monkeypatch.setattr(TurnCreateSerializer, "validate", validate)
+
+
+@pytest.mark.parametrize(
+    "add_rule",
+    [_add_a_field_validator, _add_a_required_field, _add_a_validate_message, _add_a_validate],
+    ids=["field-validator", "required-field", "validate_message", "validate"],
+)
+def test_a_rule_the_serializer_gains_holds_for_a_plain_body_too(add_rule, monkeypatch):
+    """The plain check mirrors the serializer's rules as they are written today: a rule the
+    serializer gains later (a validator of its message, a `validate_message`, a `validate`)
+    or another field is not skipped for the plain body, which goes through the serializer until
+    the plain check is taught it."""
+    add_rule(monkeypatch)
+    data = {"message": "my secret"}
+    assert _serializers_reading(data)[0] == "invalid"
+    assert _turn_body_reading(data) == _serializers_reading(data)
+    assert _turn_body_reading({"message": "hello"}) == _serializers_reading({"message": "hello"})
