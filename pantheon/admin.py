@@ -36,8 +36,7 @@ from pantheon.console import (
 from pantheon.figures import counted, credits_text
 from pantheon.passwords import api_token_revoke_logged
 from sessions_app.models import Session, Turn
-from sessions_app.services import turns_cancel_with_sessions
-from usage.admin import billing_status_badge, cap_shown
+from usage.admin import EndsUsersRunningTurns, billing_status_badge, cap_shown
 from usage.models import BillingProfile, LlmCallEvent
 from usage.rollups import today
 from usage.selectors import billing_profile_for, ledger_names_user, month_credits, month_of
@@ -110,7 +109,7 @@ SET_BY_SUPERUSER = (
 
 
 @admin.register(User)
-class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
+class PantheonUserAdmin(EndsUsersRunningTurns, ChangesWithValues, KeptWhileInUse, UserAdmin):
     form = UserChangeForm
     change_password_form = PasswordChangeForm
     formfield_overrides = MOMENT_INPUTS  # last login, date joined
@@ -204,14 +203,7 @@ class PantheonUserAdmin(ChangesWithValues, KeptWhileInUse, UserAdmin):
         super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and not obj.is_active:
             api_token_revoke_logged(user=obj, why="the account was deactivated")
-            ended = turns_cancel_with_sessions(sessions=Session.objects.filter(started_by=obj))
-            if ended.turn_ids:
-                said = ngettext(
-                    "Ended %(count)s running turn of theirs.",
-                    "Ended %(count)s running turns of theirs.",
-                    len(ended.turn_ids),
-                )
-                self.message_user(request, said % {"count": len(ended.turn_ids)})
+            self.end_running_turns(request, users=[obj.pk])
 
     def lookup_allowed(self, lookup, value, request=None):
         # Django lets a list filter on a related row's primary key through as if it were a

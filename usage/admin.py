@@ -642,18 +642,51 @@ class BillingStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _end_running_turns(*, users: list) -> int:
-    """End the running turns of `users`, whose accounts were just suspended, as their own cancel
-    would (`turn_cancelled`): how many. A suspended account makes no further LLM spend (DESIGN:
-    refused before any), and a roundtable under way went on calling every seat, billed."""
-    if not users:
-        return 0
-    ended = turns_cancel_with_sessions(sessions=Session.objects.filter(started_by__in=users))
-    return len(ended.turn_ids)
+def ended_turns_text(count: int) -> str:
+    """What the console says of the running turns a change to a user's account ended."""
+    return f"Ended {counted(count, 'running turn')} of theirs."
+
+
+class EndsUsersRunningTurns:
+    """A console page whose save can close an account (suspended, deactivated): it ends the
+    user's running turns as their own cancel would (`turn_cancelled`), as an account closed
+    makes no further LLM call (DESIGN: refused before any), while a roundtable under way went
+    on calling every seat, billed. The page says how many after Django's own message about the
+    save, which names what was changed."""
+
+    def end_running_turns(self, request, *, users: list) -> int:
+        """End the running turns of `users`: how many. A page's save (not an action, which
+        says it in its own message) says so once its answer is made."""
+        if not users:
+            return 0
+        ended = len(
+            turns_cancel_with_sessions(
+                sessions=Session.objects.filter(started_by__in=users)
+            ).turn_ids
+        )
+        request._pantheon_turns_ended = getattr(request, "_pantheon_turns_ended", 0) + ended
+        return ended
+
+    def response_add(self, request, obj, *args, **kwargs):
+        response = super().response_add(request, obj, *args, **kwargs)  # type: ignore[misc]
+        self._say_turns_ended(request)
+        return response
+
+    def response_change(self, request, obj):
+        response = super().response_change(request, obj)  # type: ignore[misc]
+        self._say_turns_ended(request)
+        return response
+
+    def _say_turns_ended(self, request) -> None:
+        ended = getattr(request, "_pantheon_turns_ended", 0)
+        if ended:
+            self.message_user(request, ended_turns_text(ended))  # type: ignore[attr-defined]
 
 
 @admin.register(BillingProfile)
-class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmin):
+class BillingProfileAdmin(
+    EndsUsersRunningTurns, ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmin
+):
     """Caps and suspensions. The actions write one admin-log entry per profile they change."""
 
     list_display = ["username", "month_credits", "credit_cap", "status", "updated"]
@@ -673,9 +706,7 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
         turns, as the suspend action does."""
         super().save_model(request, obj, form, change)
         if obj.is_suspended and (not change or "is_suspended" in form.changed_data):
-            ended = _end_running_turns(users=[obj.user_id])
-            if ended:
-                self.message_user(request, f"Ended {counted(ended, 'running turn')} of theirs.")
+            self.end_running_turns(request, users=[obj.user_id])
 
     def get_readonly_fields(self, request, obj=None):
         # A profile is its user's: moved to another user, it would hand over the cap and the
@@ -746,12 +777,12 @@ class BillingProfileAdmin(ChangesWithValues, EditedAsShownAdmin, admin.ModelAdmi
                 if billing_profile_set_suspended(profile=profile, suspended=suspended):
                     self.log_change(request, profile, "Suspended." if suspended else "Reactivated.")
                     changed.append(profile.user_id)
-            ended = _end_running_turns(users=changed) if suspended else 0
+            ended = self.end_running_turns(request, users=changed) if suspended else 0
         verb = "Suspended" if suspended else "Reactivated"
         if changed:
             said = f"{verb} {counted(len(changed), 'user')}."
             if ended:
-                said += f" Ended {counted(ended, 'running turn')} of theirs."
+                said += f" {ended_turns_text(ended)}"
             self.message_user(request, said, messages.SUCCESS)
         else:
             state = "suspended" if suspended else "active"

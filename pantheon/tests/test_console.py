@@ -860,6 +860,38 @@ def test_a_profile_ticked_suspended_on_its_page_ends_the_users_running_turns(
     assert (running.status, running.failure_code) == ("interrupted", "turn_cancelled")
 
 
+def test_a_page_that_ends_running_turns_says_so_after_its_save(
+    make_operator, staff, profiles, owner, make_agent, make_session
+):
+    """The save's own message (what was changed) comes first, then what the change ended: the
+    page read "Ended 1 running turn of theirs." above it, an ending before its cause. The
+    billing profile's page and the user's say it alike."""
+    _running_turn_of(owner, make_agent, make_session)
+    client = client_for(make_operator("Owner", "boss"))
+    page = url(BillingProfile, "change", profiles[0].pk)
+    form = opened(client, page, "billingprofile_form")
+
+    answer = client.post(page, form | {"is_suspended": "on"}, follow=True)
+
+    said = [str(message) for message in answer.context["messages"]]
+    assert len(said) == 2 and "was changed successfully" in said[0]
+    assert said[1] == "Ended 1 running turn of theirs."
+
+    make_session(owner, agent=make_agent(owner, "grace")).turns.create(
+        turn_index=1, mode="direct", status="running", user_input="go"
+    )
+    staff_client = client_for(staff)
+    page = url(User, "change", owner.pk)
+    form = opened(staff_client, page, "user_form")
+    form.pop("is_active", None)  # unticked
+
+    answer = staff_client.post(page, form, follow=True)
+
+    said = [str(message) for message in answer.context["messages"]]
+    assert len(said) == 2 and "was changed successfully" in said[0]
+    assert said[1] == "Ended 1 running turn of theirs."
+
+
 def test_a_profile_added_suspended_ends_the_users_running_turns(
     make_operator, owner, outsider, make_agent, make_session
 ):
