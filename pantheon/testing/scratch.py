@@ -145,20 +145,53 @@ def scratch_database(
             recreate_database(url, drop_only=True)
 
 
+# How long the stub provider's process has to start listening (it imports aiohttp).
+STUB_START_SECONDS = 30
+
+
 @contextlib.contextmanager
 def stub_provider_process(port: int) -> Iterator[str]:
     """The stub provider (`pantheon.testing.stub_llm`) in a process of its own on `port` (its
-    CPU is not the benchmark's own), stopped when the block ends; yields its base URL."""
+    CPU is not the benchmark's own), stopped when the block ends; yields its base URL once it
+    listens. A port another process holds is refused at once: a stub that could not listen
+    there had the benchmark measure against whatever did (an earlier run's stub, still
+    stopping), and print its figures as if nothing were wrong."""
+    import socket
     import subprocess
     import sys
+    import time
     from pathlib import Path
 
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the stub binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise SystemExit(
+                f"the stub provider cannot listen on 127.0.0.1:{port} ({error.strerror}): "
+                "another process holds the port; wait for it, or choose another --port-base"
+            ) from None
     stub = subprocess.Popen(
         [sys.executable, "-m", "pantheon.testing.stub_llm", "--port", str(port)],
         cwd=Path(__file__).resolve().parents[2],
         start_new_session=True,
     )
     try:
+        deadline = time.monotonic() + STUB_START_SECONDS
+        while True:
+            if stub.poll() is not None:
+                raise SystemExit(
+                    f"the stub provider exited with {stub.returncode} before it listened on "
+                    f"127.0.0.1:{port}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"the stub provider did not listen on 127.0.0.1:{port} within "
+                    f"{STUB_START_SECONDS} s"
+                )
+            time.sleep(0.05)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stub.terminate()
