@@ -12,12 +12,20 @@ from django.urls import reverse
 from django.utils import timezone
 
 from pantheon.testing.admin import client_for
+from usage.models import LlmCallEvent
 from usage.tests.dashboard import DASHBOARD, EXPORT, LEDGER
 from usage.tests.factories import ledger_event
 
 pytestmark = pytest.mark.django_db
 
 TYPED = "zoe\u0308"  # zoë as a decomposed e and its diaeresis
+
+
+def month_totals(at) -> list[str]:
+    """usage_month_totals for the month of `at`, by user. The month is read when the test
+    runs: read at import, as it was, it was the month the run was collected in, and a run
+    that crossed a month's end asked the month before for a call made in the new one."""
+    return ["usage_month_totals", "--month", f"{at:%Y-%m}", "--user"]
 
 
 @pytest.fixture
@@ -41,11 +49,9 @@ def test_the_commands_find_the_user(zoe):
     call_command("export_user", TYPED, stdout=out, stderr=err)
     assert json.loads(out.getvalue())["account"]["id"] == zoe.pk
 
-    month = f"{timezone.now():%Y-%m}"
+    called = LlmCallEvent.objects.get(user=zoe).created_at  # not now: a month may have ended
     out = StringIO()
-    call_command(
-        "usage_month_totals", "--month", month, "--user", TYPED, "--format", "json", stdout=out
-    )
+    call_command(*month_totals(called), TYPED, "--format", "json", stdout=out)
     assert [row["user_id"] for row in json.loads(out.getvalue())["users"]] == [zoe.pk]
 
     out = StringIO()
@@ -67,19 +73,24 @@ def test_a_name_stored_in_another_form_is_found_as_typed(django_user_model):
     out = StringIO()
     call_command("forget_user", STORED_RAW, "--dry-run", stdout=out)
     assert f"(user {raw.pk}," in out.getvalue()
-    ledger_event(raw, at=timezone.now())
+    called = ledger_event(raw, at=timezone.now()).created_at
     out = StringIO()
-    call_command(*MONTH_TOTALS, STORED_RAW, "--format", "json", stdout=out)
+    call_command(*month_totals(called), STORED_RAW, "--format", "json", stdout=out)
     assert [row["user_id"] for row in json.loads(out.getvalue())["users"]] == [raw.pk]
 
 
-MONTH_TOTALS = ["usage_month_totals", "--month", f"{timezone.now():%Y-%m}", "--user"]
+COMMANDS = {
+    "forget_user": lambda: ["forget_user"],
+    "export_user": lambda: ["export_user"],
+    "usage_month_totals": lambda: month_totals(timezone.now()),
+}
 
 
-@pytest.mark.parametrize("command", [["forget_user"], ["export_user"], MONTH_TOTALS])
-def test_two_accounts_the_name_may_mean_are_refused_never_guessed(django_user_model, command):
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_two_accounts_the_name_may_mean_are_refused_never_guessed(django_user_model, name):
     """Typed "\ufb01le" beside a raw account of that name and a login's "file", forget_user
     forgot "file": another person's account, for good."""
+    command = COMMANDS[name]()
     raw = django_user_model.objects.create(username=STORED_RAW)
     file = django_user_model.objects.create_user(username="file", password="file-pass-123")
 
