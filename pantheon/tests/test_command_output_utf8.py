@@ -38,13 +38,14 @@ def command(*args: str, encoding: str) -> subprocess.CompletedProcess:
 def test_the_documents_are_utf8_whatever_the_locale(django_user_model, make_agent, encoding):
     zoe = django_user_model.objects.create_user("zo\u00eb", password="pw-zoe-123")
     make_agent(zoe, "zoe", name="\u4f1a\u8bae Zo\u00eb")  # "meeting" in Chinese
-    ledger_event(zoe, at=timezone.now())
+    called = timezone.now()  # read once: the month's end may pass while the export runs
+    ledger_event(zoe, at=called)
 
     exported = command("export_user", "zo\u00eb", encoding=encoding)
     totals = command(
         "usage_month_totals",
         "--month",
-        f"{timezone.now():%Y-%m}",
+        f"{called:%Y-%m}",
         "--format",
         "csv",
         encoding=encoding,
