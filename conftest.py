@@ -40,6 +40,57 @@ def pytest_collection_modifyitems(config, items):
         )
 
 
+def _transactional(item) -> bool:
+    """Whether `item` runs as a transactional test (pytest-django's rule): its database is
+    flushed when it ends."""
+    marker = item.get_closest_marker("django_db")
+    fixtures = getattr(item, "fixturenames", ())
+    return bool(marker and marker.kwargs.get("transaction")) or bool(
+        {"transactional_db", "live_server"} & set(fixtures)
+    )
+
+
+def _uses_db(item) -> bool:
+    return item.get_closest_marker("django_db") is not None or "db" in getattr(
+        item, "fixturenames", ()
+    )
+
+
+# Whether a transactional test in this process has flushed the database since its serialized
+# rows (migrations' content types, permissions, groups, model aliases) were last put back.
+_flushed = False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A transactional test's flush leaves the tables empty: its serialized rows come back at
+    the start of the next transactional test only. pytest-django runs every other database
+    test before the transactional ones, but pytest-xdist's work stealing does not keep that
+    order: a worker that has run its transactional tests takes the other worker's remaining
+    tests, and each of them that needs a model alias or a content type failed (a turn's 422
+    "unknown_model_alias", a console save's foreign key to a content type gone). Such a test
+    gets the serialized rows back first, outside its own transaction, once."""
+    global _flushed
+    if _transactional(item):
+        _flushed = True
+    elif _flushed and _uses_db(item):
+        _put_back_serialized_rows(item.config)
+        _flushed = False
+
+
+def _put_back_serialized_rows(config) -> None:
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connections
+    from pytest_django.plugin import blocking_manager_key
+
+    with config.stash[blocking_manager_key].unblock():
+        for each in connections.all():
+            contents = getattr(each, "_test_serialized_contents", None)
+            if contents:
+                each.creation.deserialize_db_from_string(contents)
+    ContentType.objects.clear_cache()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """No test inherits another's cache (the dashboard's rollup sums)."""
