@@ -12,6 +12,7 @@ from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from pytest_django.plugin import blocking_manager_key  # internal: pytest-django is pinned
 from rest_framework.test import APIClient
 
 from orchestration.gateway import usage_or_estimate
@@ -45,9 +46,8 @@ def _transactional(item) -> bool:
     flushed when it ends."""
     marker = item.get_closest_marker("django_db")
     fixtures = getattr(item, "fixturenames", ())
-    return bool(marker and marker.kwargs.get("transaction")) or bool(
-        {"transactional_db", "live_server"} & set(fixtures)
-    )
+    flushed = marker and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences"))
+    return bool(flushed) or bool({"transactional_db", "live_server"} & set(fixtures))
 
 
 def _uses_db(item) -> bool:
@@ -81,7 +81,6 @@ def pytest_runtest_setup(item):
 def _put_back_serialized_rows(config) -> None:
     from django.contrib.contenttypes.models import ContentType
     from django.db import connections
-    from pytest_django.plugin import blocking_manager_key
 
     with config.stash[blocking_manager_key].unblock():
         for each in connections.all():
