@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 
 from orchestration.gateway import usage_or_estimate
 from orchestration.types import LlmCall, LlmResult
+from pantheon.testing.stub_llm import StubLLM
 from pantheon.testing.tcp_proxy import TcpProxy
 from pantheon.throttling import InvalidTokenThrottle
 from rooms.models import Agent, Room, RoomAgent, RoomMode
@@ -112,6 +113,14 @@ def _no_failing_addresses():
     InvalidTokenThrottle.forget_failing()
     yield
     InvalidTokenThrottle.forget_failing()
+
+
+@pytest.fixture
+def stub():
+    """An OpenAI-compatible provider on 127.0.0.1 (`pantheon.testing.stub_llm`)."""
+    server = StubLLM().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -481,6 +481,24 @@ class StubLLM:
             self._thread.join(10)
 
 
+def stub_call(stub: StubLLM, model: str, messages, *, agent_key: str = "ada", **alias: Any):
+    """An agent's call of `messages` (ChatMessages) to `stub` as `model` (the names above say
+    how it answers), through litellm's OpenAI provider: the `LlmCall` a test hands the gateway.
+    `alias`: the alias's other settings (`max_output_tokens`, `context_window`)."""
+    from orchestration.types import AliasConfig, CallPurpose, LlmCall
+
+    config = AliasConfig(
+        alias="stubbed",
+        litellm_model=f"openai/{model}",
+        api_base=stub.base_url,
+        api_key="stub-key",  # the stub reads no key; litellm's OpenAI provider wants one
+        **alias,
+    )
+    return LlmCall(
+        alias=config, messages=tuple(messages), purpose=CallPurpose.AGENT, agent_key=agent_key
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")

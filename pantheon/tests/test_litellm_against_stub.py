@@ -11,37 +11,22 @@ import pytest
 from orchestration.gateway import LiteLLMGateway
 from orchestration.litellm_loader import load_litellm
 from orchestration.types import (
-    AliasConfig,
-    CallPurpose,
     CallStatus,
     ChatMessage,
     ErrorKind,
     LlmCall,
     Role,
 )
-from pantheon.testing.stub_llm import StubLLM
+from pantheon.testing.stub_llm import StubLLM, stub_call
 
 PROMPT = "Tell me about the weather in the hills today"
 
 
-@pytest.fixture(scope="module")
-def stub():
-    server = StubLLM().start()
-    yield server
-    server.stop()
+MESSAGES = (ChatMessage(Role.SYSTEM, "You are terse."), ChatMessage(Role.USER, PROMPT))
 
 
 def a_call(stub: StubLLM, model: str) -> LlmCall:
-    alias = AliasConfig(
-        alias="stubbed",
-        litellm_model=f"openai/{model}",
-        api_base=stub.base_url,
-        api_key="stub-key",
-        context_window=32768,
-        max_output_tokens=1024,
-    )
-    messages = (ChatMessage(Role.SYSTEM, "You are terse."), ChatMessage(Role.USER, PROMPT))
-    return LlmCall(alias=alias, messages=messages, purpose=CallPurpose.AGENT, agent_key="a")
+    return stub_call(stub, model, MESSAGES, agent_key="a", context_window=32768)
 
 
 def said_by_the_provider(stub: StubLLM, model: str) -> tuple[str, dict]:

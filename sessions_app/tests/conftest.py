@@ -67,14 +67,6 @@ def no_throttle_history():
     forget_throttle_history()
 
 
-@pytest.fixture
-def stub():
-    """An OpenAI-compatible provider on 127.0.0.1 (`pantheon.testing.stub_llm`)."""
-    server = StubLLM().start()
-    yield server
-    server.stop()
-
-
 def wait_for(condition, what: str = "the condition", timeout: float = 30) -> None:
     """Until `condition()` holds (a live server's work seen from the test), or fail."""
     deadline = time.monotonic() + timeout

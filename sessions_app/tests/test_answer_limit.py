@@ -4,7 +4,6 @@ closed, and the step ends as an answer the provider cut at its own limit does: a
 metered on an estimate (the provider's usage comes last and never arrives), never as free."""
 
 import asyncio
-from dataclasses import replace
 from decimal import Decimal
 
 import httpx
@@ -17,9 +16,10 @@ from orchestration.gateway import AnswerLimit, LiteLLMGateway, answer_tokens_at_
 from orchestration.types import ChatMessage
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
+from pantheon.testing.stub_llm import stub_call
 from sessions_app.models import Message, Turn, TurnStreamChunk
 from sessions_app.tests.conftest import point_at_stub, wait_for
-from sessions_app.tests.test_provider_replies import call_stub, stub_call
+from sessions_app.tests.test_provider_replies import call_stub
 from usage.models import BillingProfile, LlmCallEvent, ModelAlias
 
 # The stub's answer, word by word ("Stub answer to «…»: one two …", 12 words, repeated): far
@@ -52,7 +52,7 @@ def test_a_stream_in_another_script_is_cut_where_its_estimate_reaches_the_limit(
     characters, the answer stored was estimated at 1,435 tokens, more than twice what the
     turn counted it at before it was given (`answer_tokens_at_most`)."""
     question = ChatMessage("user", "天气" * 40)
-    call = replace(stub_call(stub, HUGE, max_output_tokens=64), messages=(question,))
+    call = stub_call(stub, HUGE, (question,), max_output_tokens=64)
     heard: list[str] = []
     gateway = LiteLLMGateway(timeout_seconds=1.0, max_retries=1, backoff_seconds=0)
 

@@ -14,9 +14,10 @@ from rest_framework.authtoken.models import Token
 
 from conftest import FakeGateway
 from orchestration.gateway import LiteLLMGateway
-from orchestration.types import AliasConfig, ChatMessage, LlmCall
+from orchestration.types import ChatMessage
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
+from pantheon.testing.stub_llm import stub_call
 from sessions_app.models import Message
 from sessions_app.tests.conftest import direct_turn, point_at_stub, streamed_text
 from usage.models import LlmCallEvent, ModelAlias
@@ -24,20 +25,8 @@ from usage.models import LlmCallEvent, ModelAlias
 MESSAGES = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there, friend"))
 
 
-def stub_call(stub, model: str, *, max_output_tokens: int = 1024) -> LlmCall:
-    """An agent's call of MESSAGES to the stub as `model`."""
-    alias = AliasConfig(
-        alias="stubbed",
-        litellm_model=f"openai/{model}",
-        api_base=stub.base_url,
-        api_key="sk-x",
-        max_output_tokens=max_output_tokens,
-    )
-    return LlmCall(alias=alias, messages=MESSAGES, purpose="agent", agent_key="ada")
-
-
 def call_stub(stub, model: str, *, streamed: bool, retries: int = 1, max_output_tokens: int = 1024):
-    call = stub_call(stub, model, max_output_tokens=max_output_tokens)
+    call = stub_call(stub, model, MESSAGES, max_output_tokens=max_output_tokens)
     gateway = LiteLLMGateway(timeout_seconds=1.0, max_retries=retries, backoff_seconds=0)
     heard: list[str] = []
     if streamed:
@@ -144,8 +133,8 @@ def test_the_failed_calls_line_says_what_streamed_and_no_status_no_provider_sent
     gateway = LiteLLMGateway(timeout_seconds=3.0, max_retries=0)
     heard: list[str] = []
     with caplog.at_level(logging.WARNING, logger="orchestration.gateway"):
-        stalled = asyncio.run(gateway.stream(stub_call(stub, "stall"), heard.append))
-        reset = asyncio.run(gateway.complete(stub_call(stub, "reset-1")))
+        stalled = asyncio.run(gateway.stream(stub_call(stub, "stall", MESSAGES), heard.append))
+        reset = asyncio.run(gateway.complete(stub_call(stub, "reset-1", MESSAGES)))
 
     silent, dropped = caplog.records
     assert re.fullmatch(

@@ -25,9 +25,10 @@ from orchestration.gateway import AnswerLimit, LiteLLMGateway
 from orchestration.metering import compute_credits, compute_oe, compute_price_usd
 from pantheon.testing.servers import AppServer, postgres_url
 from pantheon.testing.sse import events
+from pantheon.testing.stub_llm import stub_call
 from sessions_app.models import Message, Turn, TurnStatus
 from sessions_app.tests.conftest import direct_turn, point_at_stub, streamed_text, wait_for
-from sessions_app.tests.test_provider_replies import stub_call
+from sessions_app.tests.test_provider_replies import MESSAGES
 from sessions_app.turns import _StreamedStep
 from usage.models import LlmCallEvent, MonthlyUsage
 from usage.selectors import alias_pricing
@@ -60,7 +61,7 @@ def call_stub(
 ):
     """The stub's answer through the gateway: (result, the text pieces heard, how many chunks
     of reasoning were heard)."""
-    call = stub_call(stub, model, max_output_tokens=max_output_tokens)
+    call = stub_call(stub, model, MESSAGES, max_output_tokens=max_output_tokens)
     gateway = LiteLLMGateway(timeout_seconds=timeout, max_retries=retries, backoff_seconds=0)
     gateway.warm_up()  # as a server does: litellm's first call loads it, for seconds
     heard: list[str] = []

@@ -8,23 +8,14 @@ import asyncio
 
 from orchestration.gateway import LiteLLMGateway
 from orchestration.litellm_loader import load_litellm
-from orchestration.types import AliasConfig, ChatMessage, LlmCall
+from orchestration.types import ChatMessage
+from pantheon.testing.stub_llm import stub_call
 
 PROMPT = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there, stub"))
 
 
 def _stream(stub, model: str) -> tuple[list[str], object]:
-    call = LlmCall(
-        alias=AliasConfig(
-            alias="stub",
-            litellm_model=f"openai/{model}",
-            api_base=stub.base_url,
-            api_key="sk-stub",
-            context_window=32768,
-        ),
-        messages=PROMPT,
-        purpose="agent",
-    )
+    call = stub_call(stub, model, PROMPT, agent_key=None, context_window=32768)
     heard: list[str] = []
     gateway = LiteLLMGateway(timeout_seconds=5, max_retries=0, backoff_seconds=0)
     result = asyncio.run(gateway.stream(call, heard.append))
