@@ -1,6 +1,8 @@
 """Ten clients race for one session against a live server on PostgreSQL: one turn wins."""
 
+import asyncio
 import threading
+import time
 from datetime import timedelta
 
 import httpx
@@ -16,11 +18,25 @@ CONFLICT_BODY = {"detail": "Turn creation conflicted with concurrent writes. Ple
 CLIENTS = 10
 
 
+class HeldGateway(FakeGateway):
+    """Answers once `release` is set: the winner's turn is still running when each loser
+    arrives, however slow the machine (a fixed half-second delay was not: under load a loser
+    posted after the winner's turn had ended, and won a second turn)."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    async def complete(self, call):
+        await asyncio.to_thread(self.release.wait, 60)
+        return await super().complete(call)
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_ten_concurrent_posts_give_one_201_and_nine_exact_409s(
     live_server, owner, make_agent, make_session, monkeypatch
 ):
-    gateway = FakeGateway(delay=0.5)  # slow enough that every loser arrives mid-turn
+    gateway = HeldGateway()
     monkeypatch.setattr("sessions_app.turns.get_gateway", lambda: gateway)
     session = make_session(owner, agent=make_agent(owner, "ada"))
     token = Token.objects.create(user=owner).key
@@ -39,6 +55,12 @@ def test_ten_concurrent_posts_give_one_201_and_nine_exact_409s(
     threads = [threading.Thread(target=post, args=(index,)) for index in range(CLIENTS)]
     for thread in threads:
         thread.start()
+    # The winner's call is answered once the others have their answers (or after 30 s, for a
+    # run in which more than one won: its statuses then say so).
+    deadline = time.monotonic() + 30
+    while len(responses) < CLIENTS - 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    gateway.release.set()
     for thread in threads:
         thread.join(timeout=60)
 
