@@ -27,7 +27,7 @@ import environ  # noqa: E402
 # the environment sets wins; the workers and collectstatic inherit what is read here.
 environ.Env.read_env(os.path.join(_CHECKOUT, ".env"), overwrite=False)
 
-from pantheon import handoff, orphans, runner  # noqa: E402
+from pantheon import handoff, orphans, pinning, runner  # noqa: E402
 from pantheon.config import gunicorn_settings, refusal_stops  # noqa: E402
 from pantheon.log_formats import (  # noqa: E402
     FORMATTERS,
@@ -59,6 +59,7 @@ with refusal_stops("Pantheon did not start: "):
     accesslog = "-" if _read["access_log"] else None
     errorlog = "-"
     loglevel = _read["log_level"]
+    _pin_workers = _read["pin_workers"]
     _log_format = log_format()
 # gunicorn's own lines (a worker's boot and exit, signals, "Invalid HTTP request received." and
 # the other lines of uvicorn's `uvicorn.error`, which the worker writes with gunicorn's
@@ -188,12 +189,28 @@ _before_fork_names = runner.guarded(runner.before_fork)
 _before_fork_handoff = runner.guarded(handoff.before_fork)
 
 
+# Each worker on a CPU of its own (PIN_WORKERS): chosen in the master, taken in the worker
+# before its first thread (`pantheon.pinning`).
+def _choose_cpu(server, worker):
+    pinning.before_fork(server, worker, enabled=_pin_workers)
+
+
+_before_fork_cpu = runner.guarded(_choose_cpu)
+_after_fork_names = runner.guarded(runner.after_fork)
+_after_fork_cpu = runner.guarded(pinning.after_fork)
+
+
 def pre_fork(server, worker):
     _before_fork_names(server, worker)
     _before_fork_handoff(server, worker)
+    _before_fork_cpu(server, worker)
 
 
-post_fork = runner.guarded(runner.after_fork)
+def post_fork(server, worker):
+    _after_fork_cpu(server, worker)
+    _after_fork_names(server, worker)
+
+
 child_exit = runner.guarded(runner.after_exit)
 
 

@@ -233,6 +233,9 @@ def gunicorn_settings() -> dict:
         # Every request already logs one JSON line with its request id (pantheon.request);
         # uvicorn's access line on top is opt-in (a flag: on, yes, 1, true).
         "access_log": flag("GUNICORN_ACCESS_LOG", False),
+        # Each worker on a CPU of its own, spread over those the server may use
+        # (`pantheon.pinning`); off: wherever the kernel puts them.
+        "pin_workers": flag("PIN_WORKERS", True),
         # gunicorn's own levels (it took any other word as info, without a word).
         "log_level": choice(
             "GUNICORN_LOG_LEVEL",

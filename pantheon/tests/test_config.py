@@ -155,6 +155,7 @@ def manage_py_check(**env: str) -> subprocess.CompletedProcess:
         ("PORT", "http", "a whole number from 1 to 65535"),
         ("GUNICORN_GRACEFUL_TIMEOUT", "9" * 20, "a whole number from 1 to 3153600000"),
         ("GUNICORN_LOG_LEVEL", "loud", "one of 'DEBUG', 'INFO', 'WARNING'"),
+        ("PIN_WORKERS", "maybe", "true or false (also 1/0, yes/no, on/off)"),
     ],
 )
 def test_manage_py_check_refuses_what_would_stop_the_servers_or_the_commands(name, value, says):
@@ -427,6 +428,13 @@ def test_gunicorn_reads_its_access_log_and_log_level_as_the_other_settings():
     assert gunicorn_setting("accesslog") == "None"
     assert gunicorn_setting("accesslog", GUNICORN_ACCESS_LOG="maybe") == (
         "django.core.exceptions.ImproperlyConfigured: GUNICORN_ACCESS_LOG='maybe': must be true "
+        "or false (also 1/0, yes/no, on/off)"
+    )
+    # Workers pinned to CPUs unless told otherwise (`pantheon.pinning`), read as every flag.
+    assert gunicorn_setting("_pin_workers") == "True"
+    assert gunicorn_setting("_pin_workers", PIN_WORKERS="off") == "False"
+    assert gunicorn_setting("_pin_workers", PIN_WORKERS="maybe") == (
+        "django.core.exceptions.ImproperlyConfigured: PIN_WORKERS='maybe': must be true "
         "or false (also 1/0, yes/no, on/off)"
     )
     # One of gunicorn's levels: it took any other word as info.
