@@ -41,12 +41,13 @@ class ModelAliasSerializer(serializers.ModelSerializer):
 
 
 # What `from` and `to` look like: an ISO date (2026-11-01 or 20261101), or a date and time
-# with an optional offset.
+# with an optional offset. A fraction of a second takes up to 9 digits, as clients write it
+# (.NET's round-trip format 7, Go's RFC3339Nano and Java's Instant 9), read to the microsecond.
 # Anything else is a 400. The schema publishes the same pattern, empty allowed (`?from=` means
 # the default, as HTML forms send it).
 _DAY_OR_MOMENT_SHAPE = (
     r"[0-9]{8}|[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?"
+    r"(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?"
 )
 DAY_OR_MOMENT_PATTERN = f"^({_DAY_OR_MOMENT_SHAPE})?$"
 _DAY_OR_MOMENT = re.compile(_DAY_OR_MOMENT_SHAPE)

@@ -257,6 +257,26 @@ def test_a_garbage_date_is_400(owner_client, query):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [
+        ("2024-01-30T12:00:00.1234567Z", "2024-01-30T12:00:00.123456Z"),  # .NET's "o"
+        ("2024-01-30T12:00:00.123456789Z", "2024-01-30T12:00:00.123456Z"),  # Go's RFC3339Nano
+        ("2024-01-30T07:00:00.000000001-05:00", "2024-01-30T12:00:00Z"),
+    ],
+)
+def test_a_datetime_with_more_than_six_fractional_digits_is_read_to_the_microsecond(
+    owner_client, sent, read
+):
+    """RFC 3339 bounds no fraction of a second: .NET writes 7 digits, Go and Java up to 9.
+    Such a bound was a 400 "Use an ISO datetime" though it was one; the ledger keeps
+    microseconds, so the rest of the fraction is dropped, as Python's own parser drops it."""
+    response = owner_client.get(f"{USAGE_URL}?from={sent}")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["from"] == read
+
+
 def test_an_offsets_plus_sent_unescaped_is_400_saying_so(owner_client):
     """A client east of UTC writing its midnight with its offset, unescaped: the + arrives a
     space, and the refusal said only to use an ISO datetime, which it had written."""
