@@ -1,8 +1,9 @@
 """`OPTIONS`: the bodies each writing method accepts, as the schema documents them.
 
 DRF's SimpleMetadata describes PUT and POST only, with the view's one serializer. Ours also
-describes PATCH, and the views pick their serializer by method (`get_serializer_class`), so
-OPTIONS shows what `POST sessions/{id}/turns` or `PATCH rooms/{id}` really read.
+describes PATCH (every field optional, as a partial update takes it), and the views pick their
+serializer by method (`get_serializer_class`), so OPTIONS shows what `POST sessions/{id}/turns`
+or `PATCH rooms/{id}` really read.
 """
 
 from django.core.exceptions import PermissionDenied
@@ -28,7 +29,13 @@ class Metadata(SimpleMetadata):
             except (exceptions.APIException, PermissionDenied, Http404):
                 continue
             else:
-                actions[method] = self.get_serializer_info(view.get_serializer())
+                fields = self.get_serializer_info(view.get_serializer())
+                if method == "PATCH":
+                    # A partial update requires no field, whatever the serializer's own flags
+                    # (which are the create's), as the schema's Patched bodies say.
+                    for info in fields.values():
+                        info["required"] = False
+                actions[method] = fields
             finally:
                 view.request = request
         return actions
