@@ -3,6 +3,8 @@
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from types import SimpleNamespace
@@ -70,6 +72,32 @@ def test_the_processes_bound_to_one_cpu_are_counted_kernel_threads_and_our_worke
 
     assert pinning.bound_processes(skip=[14], proc=tmp_path) == Counter({1: 2})
     assert pinning.bound_processes(proc=tmp_path / "gone") == Counter()
+
+
+@two_cpus
+def test_a_real_process_bound_to_one_cpu_is_read_as_such(tmp_path):
+    """Linux's own /proc entry of a process that bound itself to one CPU, as the master reads
+    every process's (here alone, in a directory of its own)."""
+    cpu = USABLE[-1]
+    bound = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); print(flush=True); "
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        bound.stdout.readline()  # bound by now
+        (tmp_path / str(bound.pid)).symlink_to(f"/proc/{bound.pid}")
+        (tmp_path / str(os.getpid())).symlink_to(f"/proc/{os.getpid()}")  # free to run anywhere
+        assert pinning.bound_processes(proc=tmp_path) == Counter({cpu: 1})
+        assert pinning.bound_processes(skip=[bound.pid], proc=tmp_path) == Counter()
+    finally:
+        bound.stdin.close()
+        bound.wait(30)
 
 
 def test_the_master_chooses_no_cpu_when_told_not_to_or_with_one_to_use(monkeypatch):
