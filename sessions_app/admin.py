@@ -590,7 +590,11 @@ class SessionSummaryAdmin(ConversationWords, RecordAdmin):
         # By words only for who may read them: a match told the others what was said.
         text = Q(pk__in=[])
         if request.user.has_perm(VIEW_MESSAGES):
-            text = Q(summary_text__icontains=search_term.strip())
+            # Its words are its text and its lists (facts, decisions, questions, actions), as
+            # its page shows them: a decision's words alone found nothing.
+            term = search_term.strip()
+            for field in self.conversation_fields:
+                text |= Q(**{f"{field}__icontains": term})
         return by_id_or_text(queryset, search_term, ids=["session_id", "turn_id"], text=text), False
 
 

@@ -140,3 +140,26 @@ def test_who_may_view_messages_reads_and_finds_a_summary(summary, viewer):
     assert "Call Ezekiel" in page
     assert "only who may view messages" not in page
     assert found.context["cl"].result_count == 1
+
+
+def test_a_summary_is_found_by_the_words_of_its_lists(summary, viewer):
+    """Words of a summary, as the search box says: those of its facts, decisions, open
+    questions and action items too, which its page shows under its text (a word of a decision
+    alone found nothing)."""
+    summary.summary_text = "A short talk."
+    summary.save()
+    client = client_for(viewer("view_sessionsummary", "view_message"))
+
+    found = {
+        term: client.get(url(SessionSummary, "changelist"), {"q": term}).context["cl"].result_count
+        for term in ("landlord", "stays", "kind?", "call ezekiel", "short talk", "nowhere")
+    }
+
+    assert found == {
+        "landlord": 1,
+        "stays": 1,
+        "kind?": 1,
+        "call ezekiel": 1,
+        "short talk": 1,
+        "nowhere": 0,
+    }
