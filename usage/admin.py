@@ -44,6 +44,7 @@ from pantheon.console import (
     operator_may,
     username_filter,
 )
+from pantheon.days import day_written, month_written
 from pantheon.db import database
 from pantheon.figures import (
     counted,
@@ -1258,13 +1259,23 @@ class MonthFilter(admin.SimpleListFilter):
         months = MonthlyUsage.objects.dates("month", "month", order="DESC")
         return [(month.isoformat(), f"{month:%Y-%m}") for month in months]
 
+    def value(self):
+        """The month asked for as its links write it (its first day, 2026-11-01), also when
+        written as the page shows a month and the commands take one (2026-11)."""
+        text = super().value()
+        try:
+            return month_written(text).isoformat()
+        except (TypeError, ValueError):
+            return text
+
     def queryset(self, request, queryset):
         if not self.value():
             return queryset
         try:
-            return queryset.filter(month=date.fromisoformat(self.value()))
-        except ValueError:
-            return queryset.none()
+            return queryset.filter(month=day_written(self.value()))
+        except ValueError as error:
+            # Said as any filter the list cannot take (no rows at all read as no usage).
+            raise IncorrectLookupParameters(error) from error
 
 
 @admin.register(MonthlyUsage)

@@ -5,7 +5,7 @@ figure are named, and figures and moments read as in the lists."""
 import csv
 import io
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -385,6 +385,39 @@ def test_monthly_usage_shows_months_as_months(make_operator, owner, ledger_row):
     assert "Today" not in page and "Past 7 days" not in page
     november = client.get(changelist, {"month": "2026-11-01"})
     assert [usage.month.month for usage in november.context["cl"].result_list] == [11]
+
+
+@pytest.mark.parametrize("written", ["2026-11", "2026-11-01"])
+def test_monthly_usage_takes_a_month_as_it_shows_one(make_operator, owner, ledger_row, written):
+    """?month=2026-11, a month as the list, the commands and the README write it, listed no
+    counter at all, as if nobody had used anything that month."""
+    ledger_row(owner, at=datetime(2026, 11, 20, tzinfo=UTC))
+    ledger_row(owner, at=datetime(2026, 12, 3, tzinfo=UTC))
+    client = client_for(make_operator("Analyst"))
+
+    listed = client.get(reverse("admin:usage_monthlyusage_changelist"), {"month": written})
+
+    assert [usage.month for usage in listed.context["cl"].result_list] == [date(2026, 11, 1)]
+    selected = re.search(
+        r'<li class="selected">\s*<a href="\?month=([^"]*)">', listed.content.decode()
+    )
+    assert selected is not None and selected.group(1) == "2026-11-01"
+
+
+@pytest.mark.parametrize("written", ["garbage", "2026-13", "2026-11-31"])
+def test_monthly_usage_says_a_month_it_cannot_take(make_operator, owner, ledger_row, written):
+    """A month no calendar holds is refused as every list's bad filter is (the list unfiltered,
+    saying so), not answered with an empty list that reads as no usage."""
+    ledger_row(owner, at=datetime(2026, 11, 20, tzinfo=UTC))
+    client = client_for(make_operator("Analyst"))
+
+    listed = client.get(
+        reverse("admin:usage_monthlyusage_changelist"), {"month": written}, follow=True
+    )
+
+    assert listed.redirect_chain[-1][0].endswith("?e=1")
+    assert "could not be filtered as the address asked" in listed.content.decode()
+    assert len(listed.context["cl"].result_list) == 1
 
 
 def test_daily_rollups_show_days_as_the_ledger_does(make_operator, owner, ledger_row):
