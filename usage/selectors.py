@@ -368,7 +368,8 @@ def _compared(price: ModelPrice | None, version: PricingVersion, successor: Pric
         for field, value in _price_figures(theirs, successor).items()
         if value != ours[field]
     ]
-    return f", which has {alias} at {', '.join(differ)}." if differ else "."
+    # Named: "…, not by 'v3', which has…" read as the edited list's prices, the ones it lost.
+    return f", and {successor.name!r} has {alias} at {', '.join(differ)}." if differ else "."
 
 
 def _price_figures(price: ModelPrice, version: PricingVersion) -> dict[str, Decimal | None]:

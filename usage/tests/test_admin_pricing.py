@@ -990,8 +990,9 @@ def test_a_list_saved_that_a_scheduled_one_will_supersede_says_which_and_when(bo
     assert (
         "warning",
         f"'{copy.name}' is scheduled to take over from '2027-01 list' at {copy_starts} UTC: "
-        "calls from then are priced by it, not by '2027-01 list', which has premium at cached "
-        "input $0.3/M, output $15/M, credits x5. To keep this price from then, set it in "
+        f"calls from then are priced by it, not by '2027-01 list', and '{copy.name}' has "
+        "premium at cached input $0.3/M, output $15/M, credits x5. To keep this price from "
+        "then, set it in "
         f"'{copy.name}' too, or move that list's start.",
     ) in said(changed)
     # The latest list is saved with no warning.

@@ -323,8 +323,8 @@ def test_a_new_list_a_scheduled_one_will_supersede_says_so_and_when():
     warning = err.getvalue()
     assert warning.startswith(
         f"Warning: '{SEEDED} (copy)' is scheduled to take over from '2027-01 list' at {starts} "
-        "UTC: calls from then are priced by it, not by '2027-01 list', which has premium at "
-        "output $15/M."
+        f"UTC: calls from then are priced by it, not by '2027-01 list', and '{SEEDED} (copy)' "
+        "has premium at output $15/M."
     )
     assert f"--version '{SEEDED} (copy)'" in warning
 
@@ -520,3 +520,23 @@ def test_two_runs_starting_one_new_list_at_once_both_land_in_it(monkeypatch):
     prices = dict(version.prices.values_list("model_alias__alias", "input_usd_per_mtok"))
     assert (prices["premium"], prices["deepseek"]) == (Decimal("9"), Decimal("0.3"))
     assert version.prices.count() == len(ALIASES)  # copied once, not twice
+
+
+def test_a_price_set_in_a_superseded_list_names_the_list_whose_price_it_quotes():
+    """The price quoted is the newer list's: after "it prices no new calls, which has premium
+    at output $17/M" an operator read 17 as the price of the list they had just set to 18."""
+    for name, output in (("older", "16"), ("newer", "17")):
+        call_command(
+            "set_model_price", "premium", "--output", output, "--version", name,
+            stdout=StringIO(), stderr=StringIO(),
+        )  # fmt: skip
+    err = StringIO()
+
+    call_command(
+        "set_model_price", "premium", "--output", "18", "--version", "older",
+        stdout=StringIO(), stderr=err,
+    )  # fmt: skip
+
+    assert "UTC: it prices no new calls, and 'newer' has premium at output $17/M." in (
+        err.getvalue()
+    )
