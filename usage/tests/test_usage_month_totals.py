@@ -277,3 +277,26 @@ def test_a_host_ahead_at_the_months_end_says_the_month_still_under_way(owner, mo
     with pytest.raises(CommandError, match="has not begun") as refused:
         call_command("usage_month_totals", month=f"{month_of(real() + ahead):%Y-%m}")
     assert refused.value.returncode == 2
+
+
+def test_the_tables_columns_line_up_after_a_username_in_wide_characters(ledger_row):
+    """A terminal gives 张 two columns: padded by its length, the row of 张伟 had its figures two
+    columns right of the others' for each character of the name."""
+    start, _ = month_bounds()
+    for name in ("zhang", "张伟", "zoe\u0308"):
+        user = get_user_model().objects.create_user(name)
+        ledger_row(user, at=start + timedelta(days=1))
+
+    table = totals("--month", f"{start:%Y-%m}").splitlines()[:5]
+
+    def shown(line: str, end: str) -> int:
+        """The terminal column `end` (the user id column's last cell) ends at."""
+        before = line[: line.index(end) + len(end)]
+        return sum(
+            2 if "\u4e00" <= char <= "\u9fff" else 0 if char == "\u0308" else 1 for char in before
+        )
+
+    ends = [
+        shown(line, line.split()[1] if not line.startswith("TOTAL") else "users") for line in table
+    ]
+    assert table[0].startswith("username") and len(set(ends)) == 1

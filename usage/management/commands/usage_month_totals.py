@@ -1,4 +1,5 @@
 import json
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -138,13 +139,25 @@ def _table(rows: list[UsageRow], totals: Figures) -> str:
         table.append([row.username, *(str(cells[name]) for name in COLUMNS)])
     cells = {"user_id": counted(len(rows), "user"), **_figures(totals)}
     table.append(["TOTAL", *(str(cells[name]) for name in COLUMNS)])
-    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
+    widths = [max(_shown_width(line[column]) for line in table) for column in range(len(table[0]))]
     return "\n".join(
         "  ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width)
+            cell + " " * (width - _shown_width(cell))
+            if column == 0
+            else " " * (width - _shown_width(cell)) + cell
             for column, (cell, width) in enumerate(zip(line, widths, strict=True))
         ).rstrip()
         for line in table
+    )
+
+
+def _shown_width(text: str) -> int:
+    """The columns a terminal gives `text`: two for a wide character (张, ｒ), none for a
+    combining mark (a decomposed ë). Padded by its length, a username in Chinese pushed the
+    columns after it two places right for each of its characters."""
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        for char in text
     )
 
 
