@@ -964,6 +964,11 @@ def _request_or_key(term: str) -> Q:
     and a request id searched with it read the whole ledger three times (0.6 s at 700,000
     rows). A term that could be either (`abc123`) is a request id if a row has it."""
     key = term.lower()
+    if key[:1] in ("@", "\uff20") and re.fullmatch(AGENT_KEY_PATTERN, key[1:]):
+        # @ada as the pages name an agent ("Ada (@ada)"), or ＠ada as CJK input methods type it.
+        key = key[1:]
+        if not LlmCallEvent.objects.filter(request_id=term).exists():
+            return Q(agent_key=key)
     if not re.fullmatch(AGENT_KEY_PATTERN, key):
         return Q(request_id=term)
     if LlmCallEvent.objects.filter(request_id=term).exists():
@@ -999,7 +1004,9 @@ class LlmCallEventAdmin(RecordAdmin):
         ("created_at", CreatedFilter),
     ]
     search_fields = ["turn__id", "session__id", "request_id", "agent_key"]
-    search_help_text = "A turn or session id (as in the logs), a request id or an agent key."
+    search_help_text = (
+        "A turn or session id (as in the logs), a request id or an agent key (ada or @ada)."
+    )
     list_select_related = ["user"]
     date_hierarchy = "created_at"
     ordering = ["-created_at"]

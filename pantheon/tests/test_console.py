@@ -1627,6 +1627,15 @@ def test_the_ledger_search_finds_an_agent_key_typed_in_capitals(staff, chat):
     assert list(response.context["cl"].result_list) == [chat["rows"][LlmCallEvent]]
 
 
+@pytest.mark.parametrize("typed", ["@ada", "＠ada", "@ADA"])
+def test_the_ledger_search_finds_an_agent_key_typed_as_pages_name_it(staff, chat, typed):
+    """ "Ada (@ada)", as a turn's roster and the seats name an agent: "@ada" pasted from there
+    found nothing (read as a provider's request id)."""
+    response = client_for(staff).get(url(LlmCallEvent, "changelist"), {"q": typed})
+
+    assert list(response.context["cl"].result_list) == [chat["rows"][LlmCallEvent]]
+
+
 def test_context_audits_list_when_and_figures_as_the_ledger_does(staff, chat):
     audit = chat["rows"][TurnContextAudit]
     TurnContextAudit.objects.filter(pk=audit.pk).update(model_context_limit=131072)
