@@ -514,6 +514,10 @@ LOGGING = {
         "level": config.choice("LOG_LEVEL", "INFO", config.LOG_LEVELS, upper=True),
     },
     "loggers": {
+        # Django's own handler (DEFAULT_LOGGING's "console", written when DEBUG) wrote each of
+        # its lines a second time, unformatted and past the secrets filter: a console 403 as
+        # two tracebacks, the second no JSON. Its lines reach the root's handler alone.
+        "django": {"handlers": []},
         "LiteLLM": {"level": "WARNING"},
         "LiteLLM Router": {"level": "WARNING"},
         "LiteLLM Proxy": {"level": "WARNING"},

@@ -388,3 +388,36 @@ def test_a_secret_the_json_line_writes_escaped_is_blotted_too(monkeypatch):
 
     [line] = lines(output)
     assert line["dsn"] == "db://u:***@h"
+
+
+DJANGO_LINE = f"""
+import django, logging
+django.setup()
+try:
+    raise PermissionError("refused: {OPENAI_KEY}")
+except PermissionError as exc:
+    logging.getLogger("django.request").warning(
+        "Forbidden (Permission denied): %s", "/admin/usage/modelalias/add/", exc_info=exc
+    )
+"""
+
+
+def test_djangos_own_lines_are_written_once_as_the_apps_with_debug_on():
+    """With DEBUG on (make run), Django's default handler wrote each django.* line a second
+    time: unformatted (no JSON with LOG_FORMAT=json), without the ids, and with the key its
+    traceback quoted (a console 403 left two tracebacks in the server's output)."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+        "DEBUG": "true",
+        "LOG_FORMAT": "json",
+        "OPENAI_API_KEY": OPENAI_KEY,
+    }
+    written = run_python(DJANGO_LINE, env)
+
+    assert written.returncode == 0, written.stderr
+    lines = [json.loads(line) for line in written.stderr.splitlines()]  # every line parses
+    forbidden = [line for line in lines if line["logger"] == "django.request"]
+    assert len(forbidden) == 1
+    assert "refused: ***" in json.dumps(forbidden[0])
+    assert OPENAI_KEY not in written.stderr + written.stdout
