@@ -268,6 +268,24 @@ def test_seed_demo_at_verbosity_0_says_only_that_it_created_the_demo_superuser()
 
 
 @pytest.mark.django_db
+def test_seed_demo_says_the_demo_user_is_closed():
+    """An operator who closed the demo account (Active unticked) ran make run again: it said
+    "Demo data ready" and printed demo / pantheon-demo, which then failed to log in."""
+    seed_demo()
+    get_user_model().objects.filter(username="demo").update(is_active=False)
+    err = StringIO()
+
+    with override_settings(DEBUG=True):
+        call_command("seed_demo", "-v", "0", stdout=StringIO(), stderr=err)
+
+    assert err.getvalue() == (
+        "Warning: the demo user demo is closed (Active unticked in the console): it cannot log "
+        "in until Active is ticked again on its page.\n"
+    )
+    assert not get_user_model().objects.get(username="demo").is_active  # left as it was
+
+
+@pytest.mark.django_db
 def test_seed_demo_replaces_a_deleted_demo_session():
     seed_demo()
     Session.objects.filter(room__name="Roundtable").update(deleted_at=timezone.now())

@@ -71,6 +71,12 @@ class Command(ProjectCommand):
             )
         elif options["verbosity"] > 0:
             self.stdout.write(f"Demo user {DEMO_USERNAME} exists; its password was left alone.")
+        if not user.is_active:
+            # `make run` prints the demo's credentials next: they would open nothing.
+            self.stderr.write(
+                f"Warning: the demo user {DEMO_USERNAME} is closed (Active unticked in the "
+                "console): it cannot log in until Active is ticked again on its page."
+            )
 
         agents = []
         for key, name, alias, role in AGENTS:
