@@ -301,8 +301,9 @@ class SeatFormSet(BaseInlineFormSet):
     A seat added to the room elsewhere while the page was open (on its own page) keeps its
     place among the page's seats and is numbered with them. The page is refused, with nothing
     saved, when it cannot be saved as typed: one of its seats is gone (the API seated a new
-    roster), or it seats an agent seated meanwhile. The refused page shows the room's seats as
-    they are now instead, with the refusal above them (`as_now`)."""
+    roster), or it seats an agent seated meanwhile, or it reorders seats reordered meanwhile
+    (seats it leaves in place keep that order). The refused page shows the room's seats as they
+    are now instead, with the refusal above them (`as_now`)."""
 
     refusal: ErrorList | None = None  # said above the seats as they are now
 
@@ -311,6 +312,9 @@ class SeatFormSet(BaseInlineFormSet):
         tabular rows label no input (the column's header is a th), so tabbing through the seats
         read "combo box, Ada", "spin button, 1", "check box" with nothing to say which."""
         super().add_fields(form, index)
+        if "position" in form.fields:
+            # The position the page showed, posted back beside the one typed (`moved_elsewhere`).
+            form.fields["position"].show_hidden_initial = True
         row = "a new seat" if index is None else f"seat row {index + 1}"
         for name in ("agent", "position", DELETION_FIELD_NAME):
             if name in form.fields:
@@ -321,6 +325,25 @@ class SeatFormSet(BaseInlineFormSet):
 
     def non_form_errors(self):
         return super().non_form_errors() if self.refusal is None else self.refusal
+
+    def shown_position(self, form) -> int | None:
+        """The position the page showed the seat at (its hidden initial), None if not posted."""
+        field = form.fields["position"]
+        name = form.add_initial_prefix("position")
+        try:
+            return field.to_python(field.hidden_widget().value_from_datadict(form.data, {}, name))
+        except forms.ValidationError:
+            return None
+
+    def moved_elsewhere(self, staying: list, saved: list[RoomAgent]) -> list:
+        """The page's seats (of `staying`) that were moved elsewhere since it was opened (their
+        own page, another room page) if any was; then every seat the page shows, to be kept in
+        the room's order as it is now unless the page reorders them too."""
+        now = {seat.pk: seat.position for seat in saved}
+        shown = [form for form in staying if form.instance.pk in now]
+        if any(self.shown_position(form) not in (None, now[form.instance.pk]) for form in shown):
+            return shown
+        return []
 
     def refused_as_stale(self) -> bool:
         """Whether the seats posted were refused because they changed elsewhere meanwhile."""
@@ -365,6 +388,16 @@ class SeatFormSet(BaseInlineFormSet):
                 raise _stale(f"{agent} was seated in this room")
         if len(staying) + len(others) > MAX_SEATS:
             raise _too_many_seats(len(staying) + len(others))
+        if moved := self.moved_elsewhere(staying, saved):
+            typed = {form: form.cleaned_data["position"] for form in moved}
+            if any(self.shown_position(form) not in (None, typed[form]) for form in moved):
+                raise _stale("The seats were reordered")
+            # Not reordered here: they keep the order given elsewhere (the page's stale numbers
+            # put it back, each seat "changed" to the place the page had shown).
+            now = {seat.pk: seat.position for seat in saved}
+            for form in moved:
+                form.cleaned_data["position"] = now[form.instance.pk]
+            staying.sort(key=lambda form: form.cleaned_data["position"])
         self.others_moved = numbered(
             [form.instance for form in staying],
             [(seat, seat.position) for seat in others],

@@ -759,3 +759,55 @@ def test_the_room_page_cannot_seat_more_agents_than_the_api_takes(full_room, sta
     assert response.status_code == 302
     assert room.seats.count() == MAX_LIST_ITEMS
     assert not room.seats.filter(agent=seats[0][0]).exists()
+
+
+# --- the room page saved after its seats were reordered elsewhere -------------------------------
+
+
+@pytest.fixture
+def reordered(room, owner, make_agent, staff):
+    """A room page opened on ada 0, linus 1, bo 2 (its form, positions shown posted back as the
+    page sends them); then another operator's page reorders the seats to bo, ada, linus."""
+    seats = [RoomAgent.objects.get(room=room)]
+    for position, key in enumerate(["linus", "bo"], start=1):
+        agent = make_agent(owner, key)
+        seats.append(RoomAgent.objects.create(room=room, agent=agent, position=position))
+    rows = [(seat.agent, seat.position, seat.pk) for seat in seats]
+    page = client_for(staff).get(change(room)).content.decode()
+    assert 'name="initial-seats-2-position" value="2"' in page  # what the page posts back
+    shown = {f"initial-seats-{index}-position": seat.position for index, seat in enumerate(seats)}
+    elsewhere = room_form(room, rows, initial=3) | {
+        "seats-0-position": 1,
+        "seats-1-position": 2,
+        "seats-2-position": 0,
+    }
+    other = User.objects.create_user("other-operator", is_staff=True, is_superuser=True)
+    assert client_for(other).post(change(room), elsewhere | shown).status_code == 302
+    assert seats_now(room) == [("bo", 0), ("ada", 1), ("linus", 2)]
+    return room_form(room, rows, initial=3) | shown
+
+
+def test_a_room_page_that_left_its_seats_alone_keeps_an_order_given_elsewhere(
+    room, staff, reordered
+):
+    """Its seats' old numbers, posted back unchanged, put the seats back in the order the page
+    had shown: another operator's reorder undone by a change of the room's name, and logged as
+    this operator's."""
+    response = client_for(staff).post(change(room), reordered | {"name": "Renamed"})
+
+    assert response.status_code == 302
+    assert seats_now(room) == [("bo", 0), ("ada", 1), ("linus", 2)]
+    room.refresh_from_db()
+    assert room.name == "Renamed"
+
+
+def test_a_room_page_that_reorders_seats_reordered_elsewhere_is_refused(room, staff, reordered):
+    swapped = reordered | {"seats-0-position": 1, "seats-1-position": 0, "name": "Renamed"}
+
+    response = client_for(staff).post(change(room), swapped)
+
+    assert response.status_code == 200
+    assert "The seats were reordered since this page was opened" in response.content.decode()
+    assert seats_now(room) == [("bo", 0), ("ada", 1), ("linus", 2)]
+    room.refresh_from_db()
+    assert room.name == "Research"
