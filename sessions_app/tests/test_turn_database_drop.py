@@ -185,7 +185,9 @@ def test_a_streamed_turn_that_loses_its_connection_ends_with_turn_failed(
         assert turn.failure_code == "database_unavailable"
         assert turn_events.turn_replay(turn).events[-1].data == failed
         _assert_the_turn_was_interrupted_and_the_key_freed(turn)
-        # Its request answered 201 with the stream: the turn's failure is logged as its own.
+        # Its request answered 201 with the stream: the turn's failure is logged as its own,
+        # once its task has ended, which may come after the stream's last event reached us.
+        wait_for(lambda: _tracebacks(log), "the turn's failure in the server's log", timeout=10)
         assert _tracebacks(log) == ["a detached turn failed"]
 
         _retry(url, headers)
