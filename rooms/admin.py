@@ -313,7 +313,8 @@ class SeatFormSet(BaseInlineFormSet):
         read "combo box, Ada", "spin button, 1", "check box" with nothing to say which."""
         super().add_fields(form, index)
         if "position" in form.fields:
-            # The position the page showed, posted back beside the one typed (`moved_elsewhere`).
+            # The position the page showed, posted back beside the one typed
+            # (`keep_order_given_elsewhere`).
             form.fields["position"].show_hidden_initial = True
         row = "a new seat" if index is None else f"seat row {index + 1}"
         for name in ("agent", "position", DELETION_FIELD_NAME):
@@ -335,15 +336,20 @@ class SeatFormSet(BaseInlineFormSet):
         except forms.ValidationError:
             return None
 
-    def moved_elsewhere(self, staying: list, saved: list[RoomAgent]) -> list:
-        """The page's seats (of `staying`) that were moved elsewhere since it was opened (their
-        own page, another room page) if any was; then every seat the page shows, to be kept in
-        the room's order as it is now unless the page reorders them too."""
+    def keep_order_given_elsewhere(self, staying: list, saved: list[RoomAgent]) -> None:
+        """When a seat the page shows was moved elsewhere since it was opened (its own page,
+        another room page): the page's seats keep the room's order as it is now, unless the
+        page reorders them too, which is refused as stale. Their old numbers, posted back
+        unchanged, would put back the order the page had shown, each seat "changed" to it."""
         now = {seat.pk: seat.position for seat in saved}
-        shown = [form for form in staying if form.instance.pk in now]
-        if any(self.shown_position(form) not in (None, now[form.instance.pk]) for form in shown):
-            return shown
-        return []
+        shown = [(form, self.shown_position(form)) for form in staying if form.instance.pk in now]
+        if all(position in (None, now[form.instance.pk]) for form, position in shown):
+            return  # none moved elsewhere
+        if any(position not in (None, form.cleaned_data["position"]) for form, position in shown):
+            raise _stale("The seats were reordered")
+        for form, _ in shown:
+            form.cleaned_data["position"] = now[form.instance.pk]
+        staying.sort(key=lambda form: form.cleaned_data["position"])
 
     def refused_as_stale(self) -> bool:
         """Whether the seats posted were refused because they changed elsewhere meanwhile."""
@@ -388,16 +394,7 @@ class SeatFormSet(BaseInlineFormSet):
                 raise _stale(f"{agent} was seated in this room")
         if len(staying) + len(others) > MAX_SEATS:
             raise _too_many_seats(len(staying) + len(others))
-        if moved := self.moved_elsewhere(staying, saved):
-            typed = {form: form.cleaned_data["position"] for form in moved}
-            if any(self.shown_position(form) not in (None, typed[form]) for form in moved):
-                raise _stale("The seats were reordered")
-            # Not reordered here: they keep the order given elsewhere (the page's stale numbers
-            # put it back, each seat "changed" to the place the page had shown).
-            now = {seat.pk: seat.position for seat in saved}
-            for form in moved:
-                form.cleaned_data["position"] = now[form.instance.pk]
-            staying.sort(key=lambda form: form.cleaned_data["position"])
+        self.keep_order_given_elsewhere(staying, saved)
         self.others_moved = numbered(
             [form.instance for form in staying],
             [(seat, seat.position) for seat in others],

@@ -964,11 +964,9 @@ def _request_or_key(term: str) -> Q:
     and a request id searched with it read the whole ledger three times (0.6 s at 700,000
     rows). A term that could be either (`abc123`) is a request id if a row has it."""
     key = term.lower()
-    if key[:1] in ("@", "\uff20") and re.fullmatch(AGENT_KEY_PATTERN, key[1:]):
+    if key[:1] in ("@", "\uff20"):
         # @ada as the pages name an agent ("Ada (@ada)"), or ＠ada as CJK input methods type it.
         key = key[1:]
-        if not LlmCallEvent.objects.filter(request_id=term).exists():
-            return Q(agent_key=key)
     if not re.fullmatch(AGENT_KEY_PATTERN, key):
         return Q(request_id=term)
     if LlmCallEvent.objects.filter(request_id=term).exists():

@@ -7,12 +7,7 @@ import httpx
 import pytest
 
 from pantheon.testing.scratch import stub_provider_process
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from pantheon.testing.servers import free_port
 
 
 def test_a_port_another_process_holds_stops_the_benchmark():
